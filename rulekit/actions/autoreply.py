@@ -1,0 +1,60 @@
+"""``autoreply``: a message to the client, in the conversation, through its own channel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from rulekit.actions.base import Action, ActionContext
+from rulekit.channels.base import Reply
+from rulekit.hookspecs import hookimpl
+from rulekit.models import StrictModel
+from rulekit.registry import ActionRegistry
+
+
+class AutoreplyParams(StrictModel):
+    text: str = Field(min_length=1, description="The message to the client (plain text).")
+    on_recovered: bool = Field(
+        False,
+        description="Also answer messages first seen late (in a transcript); off by default.",
+    )
+
+
+class Autoreply(Action):
+    """Write to the client in the conversation; the channel's provider knows how."""
+
+    name = "autoreply"
+    description = "reply to the client in the conversation, through its channel"
+    Params = AutoreplyParams
+    client_facing = True
+
+    def unavailable(self, context: ActionContext | None = None) -> str | None:
+        if context is None:
+            return None
+        if context.provider is None:
+            return f"channel {context.event.channel!r} is not configured"
+        return context.provider.reply_problem()
+
+    def destination(self, params: Any) -> str:
+        return "autoreply"
+
+    def _reply(self, params: AutoreplyParams, context: ActionContext) -> Reply:
+        return Reply(context.event.conversation, context.event.client, params.text)
+
+    def describe(self, params: AutoreplyParams, context: ActionContext) -> str:  # type: ignore[override]
+        if context.provider is None:
+            return f"reply to client {context.event.client.id}: {params.text!r}"
+        return context.provider.describe_reply(self._reply(params, context))
+
+    async def execute(self, params: AutoreplyParams, context: ActionContext) -> dict[str, Any]:  # type: ignore[override]
+        if context.provider is None:
+            from rulekit.errors import PermanentActionError
+
+            raise PermanentActionError(f"channel {context.event.channel!r} is not configured")
+        return await context.provider.send_reply(self._reply(params, context), timeout=self.timeout)
+
+
+@hookimpl
+def rulekit_register_actions(register: ActionRegistry) -> None:
+    register.add(Autoreply)

@@ -1,0 +1,96 @@
+"""The provider contract: how a plugin turns a service's webhooks into events and replies.
+
+A *provider* speaks to a service (``chatra``); a *channel* is what rules see (``online-chat``).
+The config maps channel names to providers; each provider names a default channel used when
+there is no config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import SecretStr
+
+from rulekit.config import Directory
+from rulekit.event import Client, Conversation, Event
+from rulekit.models import StrictModel
+from rulekit.store.base import State
+
+
+class ChannelSettings(StrictModel):
+    """Settings every channel has; providers subclass this with their own.
+
+    ``webhook_secret`` is the token in the webhook URL (``/webhooks/<channel>/<secret>``);
+    ``default_group`` is the group new conversations land in.
+    """
+
+    webhook_secret: SecretStr | None = None
+    default_group: str | None = None
+
+
+@dataclass(frozen=True)
+class ChannelContext:
+    """What a provider instance is built with."""
+
+    channel: str
+    settings: ChannelSettings
+    directory: Directory
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a provider needs to write to a client in a conversation."""
+
+    conversation: Conversation
+    client: Client
+    text: str
+
+
+class Provider:
+    """Base class of providers. Subclasses set the class attributes and implement :meth:`parse`;
+    those that can write to clients (``autoreply``) also implement the reply methods."""
+
+    name: ClassVar[str]
+    """The provider's name, as configs write it (``provider: chatra``)."""
+    default_channel: ClassVar[str | None] = None
+    """The channel this provider offers when no config says otherwise."""
+    description: ClassVar[str] = ""
+    Settings: ClassVar[type[ChannelSettings]] = ChannelSettings
+    """The model of this provider's per-channel settings."""
+    can_reply: ClassVar[bool] = False
+
+    def __init__(self, context: ChannelContext) -> None:
+        self.channel = context.channel
+        self.settings = context.settings
+        self.directory = context.directory
+
+    def parse(self, body: bytes, state: State) -> list[Event]:
+        """Turn one raw webhook body into normalized events, in order.
+
+        Reads and updates conversation state through ``state`` (never through globals).
+        Returns an empty list for a delivery that carries nothing new (a redelivery, an echo of
+        rulekit's own reply). Raises :class:`rulekit.errors.ChannelError` for a body it cannot
+        accept, and no other exception for any input.
+        """
+        raise NotImplementedError
+
+    def reply_problem(self) -> str | None:
+        """Why replies cannot be sent with the current settings (e.g. missing API keys), or None."""
+        return None if self.can_reply else f"the {self.name} provider cannot write to clients"
+
+    def describe_reply(self, reply: Reply) -> str:
+        """A one-line dry-run description of what :meth:`send_reply` would do."""
+        return f"reply through {self.name} to client {reply.client.id}: {reply.text!r}"
+
+    async def send_reply(self, reply: Reply, *, timeout: float) -> dict[str, Any]:
+        """Send ``reply.text`` to the client; return what the service answered (for the audit).
+
+        Raises :class:`rulekit.errors.RetryableActionError` (429, 5xx, timeouts, connection
+        errors) or :class:`rulekit.errors.PermanentActionError` (other 4xx), keeping the
+        service's message.
+        """
+        raise NotImplementedError(f"the {self.name} provider cannot write to clients")
+
+    async def aclose(self) -> None:  # noqa: B027 - optional
+        """Release network resources (HTTP clients)."""

@@ -1,0 +1,53 @@
+"""The built-in ``webhook`` provider: accepts normalized events as JSON.
+
+It lets any system that can shape its own data post events to rulekit (and lets tests and
+``rulekit test`` feed normalized events through the same path as a real provider). Its default
+channel is none: configure one (``channels: {web: {provider: webhook}}``).
+"""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import ValidationError
+
+from rulekit.errors import ChannelError
+from rulekit.event import Event
+from rulekit.hookspecs import hookimpl
+from rulekit.registry import ProviderRegistry
+from rulekit.store.base import State
+from rulekit.validation import dotted
+
+from .base import Provider
+
+
+class WebhookProvider(Provider):
+    """Normalized events in, as a JSON object or a list of them."""
+
+    name = "webhook"
+    description = "normalized rulekit events posted as JSON"
+
+    def parse(self, body: bytes, state: State) -> list[Event]:
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ChannelError(f"the body is not valid JSON: {exc}") from None
+        items = data if isinstance(data, list) else [data]
+        events = []
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise ChannelError(f"item {index} is not a JSON object")
+            try:
+                event = Event.model_validate({**item, "channel": self.channel})
+            except ValidationError as exc:
+                first = exc.errors(include_url=False, include_input=False)[0]
+                raise ChannelError(f"{dotted(tuple(first['loc']))}: {first['msg']}") from None
+            if event.message.id and not state.mark_message_seen(self.channel, event.message.id):
+                continue
+            events.append(event)
+        return events
+
+
+@hookimpl
+def rulekit_register_providers(register: ProviderRegistry) -> None:
+    register.add(WebhookProvider)

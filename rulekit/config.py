@@ -1,0 +1,314 @@
+"""The configuration file (``rulekit.yaml``): where rules live, storage, server, timezone,
+channels, the agent directory, groups and integrations.
+
+Secrets are never written into the file: values like ``${SLACK_BOT_TOKEN}`` are taken from the
+environment when the file is read (``${NAME:-default}`` gives a default). Fields that hold
+secrets are ``SecretStr``: they print as ``**********`` everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from rulekit import yamlsource
+from rulekit.errors import ConfigError, Location, did_you_mean
+from rulekit.models import StrictModel
+from rulekit.validation import dotted, pydantic_errors
+
+CONFIG_ENV = "RULEKIT_CONFIG"
+MAX_CONFIG_BYTES = 1024 * 1024
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ServerSettings(StrictModel):
+    """Where ``rulekit run`` listens."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+
+
+class AgentEntry(StrictModel):
+    """An agent in the directory. ``channels`` lists the channels the agent may handle: a new
+    channel gives nobody access until it is listed here."""
+
+    email: str
+    name: str | None = None
+    groups: list[str] = Field(default_factory=list)
+    channels: list[str] = Field(default_factory=list)
+    token_sha256: str | None = None
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        if "@" not in value:
+            raise ValueError(f"{value!r} is not an email address")
+        return value.strip()
+
+
+class GroupEntry(StrictModel):
+    """A group of agents (e.g. ``support``)."""
+
+    description: str | None = None
+
+
+class PluginSettings(StrictModel):
+    """Which plugins to leave out (by name, as ``rulekit plugins`` shows them)."""
+
+    disable: list[str] = Field(default_factory=list)
+
+
+class RawConfig(StrictModel):
+    """The file as written; channel and integration settings are validated by plugin models."""
+
+    rules: str = "rules.d"
+    storage: str = "sqlite:///rulekit.sqlite3"
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    timezone: str = "UTC"
+    env: list[str] = Field(default_factory=list)
+    plugins: PluginSettings = Field(default_factory=PluginSettings)
+    channels: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    agents: list[AgentEntry] = Field(default_factory=list)
+    groups: dict[str, GroupEntry | None] | list[str] = Field(default_factory=dict)
+    integrations: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {value!r} (use an IANA name like Europe/Berlin)")
+        return value
+
+
+class Directory:
+    """The agent directory: agents by email (case-insensitive), and who may handle what."""
+
+    def __init__(self, agents: list[AgentEntry], groups: list[str]) -> None:
+        self.agents = agents
+        self.groups = groups
+        self._by_email = {agent.email.lower(): agent for agent in agents}
+
+    def get(self, email: str | None) -> AgentEntry | None:
+        """The agent with this email, whatever its case."""
+        return self._by_email.get(email.lower()) if email else None
+
+    def eligible(self, channel: str, group: str | None = None) -> list[AgentEntry]:
+        """Agents who may handle ``channel`` (and belong to ``group`` when given), in file order."""
+        return [
+            agent
+            for agent in self.agents
+            if channel in agent.channels and (group is None or group in agent.groups)
+        ]
+
+
+@dataclass
+class ChannelConfig:
+    """A configured channel: its provider and the provider's validated settings."""
+
+    name: str
+    provider: str
+    settings: BaseModel
+
+
+@dataclass
+class Config:
+    """A loaded, validated configuration. ``Config.default()`` is what runs with no file."""
+
+    raw: RawConfig = field(default_factory=RawConfig)
+    path: Path | None = None
+    channels: dict[str, ChannelConfig] = field(default_factory=dict)
+    integrations: dict[str, BaseModel] = field(default_factory=dict)
+    directory: Directory = field(default_factory=lambda: Directory([], []))
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+    @property
+    def rules_path(self) -> Path:
+        return (self.base_dir / self.raw.rules).resolve()
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        return ZoneInfo(self.raw.timezone)
+
+    def allowed_env(self, environ: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment variables rules may read: those listed in ``env`` and ``RULEKIT_*``."""
+        environ = dict(os.environ) if environ is None else environ
+        allowed = set(self.raw.env)
+        return {
+            key: value
+            for key, value in environ.items()
+            if key in allowed or (key.startswith("RULEKIT_") and key != CONFIG_ENV)
+        }
+
+
+def interpolate(value: Any, environ: dict[str, str]) -> Any:
+    """Replace ``${NAME}`` and ``${NAME:-default}`` in every string of a YAML tree."""
+    if isinstance(value, str):
+        return _VAR.sub(lambda m: environ.get(m.group(1)) or (m.group(2) or ""), value)
+    if isinstance(value, dict):
+        out = type(value)() if isinstance(value, yamlsource.LineDict) else {}
+        if isinstance(value, yamlsource.LineDict):
+            out.line, out.lines = value.line, value.lines
+        for key, item in value.items():
+            out[key] = interpolate(item, environ)
+        return out
+    if isinstance(value, list):
+        out_list = yamlsource.LineList(line=getattr(value, "line", None))
+        out_list.lines = list(getattr(value, "lines", []))
+        out_list.extend(interpolate(item, environ) for item in value)
+        return out_list
+    return value
+
+
+def find_config_path(explicit: str | os.PathLike[str] | None) -> Path | None:
+    """The config file to use: ``--config``, else ``RULEKIT_CONFIG``, else none."""
+    chosen = explicit or os.environ.get(CONFIG_ENV)
+    return Path(chosen) if chosen else None
+
+
+def load_config(
+    path: str | os.PathLike[str] | None,
+    plugins: Any,
+    environ: dict[str, str] | None = None,
+) -> Config:
+    """Read and validate a config file against the loaded plugins' models.
+
+    ``path=None`` gives the default config: every installed provider offers its default channel.
+    Raises :class:`rulekit.errors.ValidationErrors` listing every problem found.
+    """
+    from rulekit.errors import ValidationErrors
+
+    environ = dict(os.environ) if environ is None else environ
+    if path is None:
+        return _default_config(plugins)
+    path = Path(path)
+    name = str(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file: {exc.strerror}", Location(name)) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"the config file is over {MAX_CONFIG_BYTES} bytes", Location(name))
+    try:
+        tree = yamlsource.load(data)
+    except yamlsource.YamlSyntaxError as exc:
+        raise ConfigError(f"invalid YAML: {exc.message}", Location(name, exc.line)) from None
+    if tree is None:
+        tree = yamlsource.LineDict()
+    if not isinstance(tree, dict):
+        raise ConfigError("the config file must be a mapping", Location(name, 1))
+    tree = interpolate(tree, environ)
+
+    errors: list[ConfigError] = []
+    try:
+        raw = RawConfig.model_validate(tree)
+    except ValidationError as exc:
+        for loc, message in pydantic_errors(exc, tree, RawConfig):
+            errors.append(ConfigError(message, Location(name, loc[0], loc[1])))
+        raise ValidationErrors(errors) from None
+
+    config = Config(raw=raw, path=path.resolve())
+    groups = list(raw.groups) if isinstance(raw.groups, list) else list(raw.groups)
+    config.directory = Directory(raw.agents, groups)
+
+    for channel, settings in raw.channels.items():
+        where = ("channels", channel)
+        provider_name = settings.get("provider") if isinstance(settings, dict) else None
+        if not provider_name:
+            errors.append(_at(name, tree, where, "a channel needs a provider"))
+            continue
+        if provider_name not in plugins.providers:
+            hint = did_you_mean(provider_name, plugins.providers.names())
+            installed = ", ".join(plugins.providers.names()) or "none"
+            errors.append(
+                _at(
+                    name,
+                    tree,
+                    (*where, "provider"),
+                    f"unknown provider {provider_name!r}{hint}; installed: {installed}",
+                )
+            )
+            continue
+        model = plugins.providers[provider_name].Settings
+        body = {k: v for k, v in settings.items() if k != "provider"}
+        try:
+            config.channels[channel] = ChannelConfig(
+                channel, provider_name, model.model_validate(body)
+            )
+        except ValidationError as exc:
+            for loc, message in pydantic_errors(exc, tree, model, prefix=where):
+                errors.append(ConfigError(message, Location(name, loc[0], loc[1])))
+
+    integration_models = _integration_models(plugins)
+    for integration, settings in raw.integrations.items():
+        where = ("integrations", integration)
+        if integration not in integration_models:
+            hint = did_you_mean(integration, integration_models)
+            errors.append(_at(name, tree, where, f"unknown integration {integration!r}{hint}"))
+            continue
+        model = integration_models[integration]
+        try:
+            config.integrations[integration] = model.model_validate(settings or {})
+        except ValidationError as exc:
+            for loc, message in pydantic_errors(exc, tree, model, prefix=where):
+                errors.append(ConfigError(message, Location(name, loc[0], loc[1])))
+
+    for index, agent in enumerate(raw.agents):
+        for group in agent.groups:
+            if group not in groups:
+                errors.append(
+                    _at(
+                        name,
+                        tree,
+                        ("agents", index, "groups"),
+                        f"agent {agent.email} is in unknown group {group!r}"
+                        f"{did_you_mean(group, groups)}",
+                    )
+                )
+    seen: dict[str, int] = {}
+    for index, agent in enumerate(raw.agents):
+        key = agent.email.lower()
+        if key in seen:
+            errors.append(
+                _at(name, tree, ("agents", index, "email"), f"agent {agent.email} is listed twice")
+            )
+        seen[key] = index
+    if errors:
+        raise ValidationErrors(errors)
+    return config
+
+
+def _default_config(plugins: Any) -> Config:
+    config = Config()
+    for provider_name in plugins.providers.names():
+        provider = plugins.providers[provider_name]
+        channel = provider.default_channel
+        if channel and channel not in config.channels:
+            config.channels[channel] = ChannelConfig(
+                channel, provider_name, provider.Settings.model_validate({})
+            )
+    return config
+
+
+def _integration_models(plugins: Any) -> dict[str, type[BaseModel]]:
+    models: dict[str, type[BaseModel]] = {}
+    for action_name in plugins.actions.names():
+        action = plugins.actions[action_name]
+        if action.integration and action.Integration is not None:
+            models.setdefault(action.integration, action.Integration)
+    return models
+
+
+def _at(file: str, tree: Any, path: tuple[Any, ...], message: str) -> ConfigError:
+    return ConfigError(message, Location(file, yamlsource.line_of(tree, path), dotted(path)))

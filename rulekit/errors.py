@@ -1,0 +1,114 @@
+"""The error hierarchy.
+
+Only the CLI (and the daemon's HTTP layer) turn these into one-line messages and exit codes;
+everything else raises them with enough context to be precise: a file, a line, a field path.
+Unexpected exceptions are never wrapped, so they keep their traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+class RulekitError(Exception):
+    """Base class of every error rulekit reports to a user."""
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where in a source file something was written (lines are 1-based)."""
+
+    file: str
+    line: int | None = None
+    path: str = ""
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.path}" if self.path else where
+
+
+class LocatedError(RulekitError):
+    """An error about something a person wrote, with where they wrote it."""
+
+    def __init__(self, message: str, location: Location | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.location = location
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.message}" if self.location else self.message
+
+
+class ConfigError(LocatedError):
+    """The configuration file is unreadable or invalid."""
+
+
+class RuleError(LocatedError):
+    """A rules file is unreadable or a rule in it is invalid."""
+
+
+class PluginError(RulekitError):
+    """A plugin is broken: a misspelled hook, a duplicate name, a failed import."""
+
+
+class ChannelError(RulekitError):
+    """A provider could not turn an incoming payload into events (malformed or unsupported)."""
+
+
+class TemplateError(RulekitError):
+    """A template or expression failed to compile or to render (sandbox, size or work limits)."""
+
+
+class ActionError(RulekitError):
+    """An action failed. ``retryable`` tells the dispatcher whether to try again.
+
+    ``retry_after`` (seconds) is the service's own wish, when it said one (HTTP Retry-After,
+    Telegram flood control); ``scope`` names what must pause: by default only the destination,
+    ``"service"`` when the whole bot or account is throttled.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        scope: str = "destination",
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.scope = scope
+        self.status = status
+
+
+class RetryableActionError(ActionError):
+    """A failure worth retrying: rate limits, 5xx, timeouts, connection errors."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs) -> None:
+        super().__init__(message, retryable=True, retry_after=retry_after, **kwargs)
+
+
+class PermanentActionError(ActionError):
+    """A failure that will not go away by retrying: bad token, unknown chat, other 4xx."""
+
+    def __init__(self, message: str, **kwargs) -> None:
+        super().__init__(message, retryable=False, **kwargs)
+
+
+class ValidationErrors(RulekitError):
+    """Several located errors found in one pass (all files, all rules), reported together."""
+
+    def __init__(self, errors: Iterable[LocatedError]) -> None:
+        self.errors = list(errors)
+        super().__init__("\n".join(str(e) for e in self.errors))
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """A "did you mean" suffix for ``word`` among ``choices``, or an empty string."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

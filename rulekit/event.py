@@ -1,0 +1,157 @@
+"""The normalized event: what every provider produces and every rule reads.
+
+The field names are a contract (see docs/rules.md): fields may be added, never renamed.
+Missing data is ``None`` (or empty), never an error: sub-objects are always present, so a rule
+reading ``message.text`` on a ``closed`` event sees ``None`` rather than failing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from rulekit.models import StrictModel
+
+EVENT_NAMES: tuple[str, ...] = (
+    "created",
+    "message",
+    "reopened",
+    "agent_replied",
+    "closed",
+    "client_updated",
+    "assigned",
+)
+"""The event names of the contract, in the order docs list them."""
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+class EventPart(StrictModel):
+    """Base of the event's sub-objects."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+
+class Conversation(EventPart):
+    """A conversation (a chat) as rules see it."""
+
+    id: str | None = None
+    external_id: str | None = None
+    status: Literal["open", "closed"] | None = None
+    group: str | None = None
+    assignee: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    page: str | None = None
+    link: str | None = None
+
+
+class Client(EventPart):
+    """The person on the other side. ``name`` is a real name only; ``display_name`` is what the
+    provider shows (e.g. "Visitor 4p40" for an anonymous visitor)."""
+
+    id: str | None = None
+    name: str | None = None
+    display_name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    notes: str | None = None
+    ip: str | None = None
+    browser: str | None = None
+    os: str | None = None
+    language: str | None = None
+    browser_language: str | None = None
+    country: str | None = None
+    city: str | None = None
+    last_visit: datetime | None = None
+    custom: dict[str, Any] = Field(default_factory=dict)
+
+    _aware = field_validator("last_visit")(classmethod(lambda cls, v: _aware(v)))
+
+
+class Message(EventPart):
+    """The message the event is about, when there is one."""
+
+    id: str | None = None
+    text: str | None = None
+    author: Literal["client", "agent", "system"] | None = None
+    agent: str | None = None
+    created_at: datetime | None = None
+
+    _aware = field_validator("created_at")(classmethod(lambda cls, v: _aware(v)))
+
+
+class Agent(EventPart):
+    """The agent who acted, when one did. ``known`` tells whether the config's directory has them."""
+
+    id: str | None = None
+    email: str | None = None
+    name: str | None = None
+    known: bool = False
+
+
+class Event(StrictModel):
+    """A normalized event. ``rulekit.Event`` is this class.
+
+    ``id`` is derived from provider ids so that a redelivery gets the same id; when a normalized
+    event file leaves it out, it is derived from the event's content.
+    """
+
+    id: str = ""
+    channel: str
+    event: str
+    occurred_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    origin: Literal["channel", "rulekit"] = "channel"
+    recovered: bool = False
+    conversation: Conversation = Field(default_factory=Conversation)
+    client: Client = Field(default_factory=Client)
+    message: Message = Field(default_factory=Message)
+    agent: Agent = Field(default_factory=Agent)
+    raw: Any = None
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _occurred_at_aware(cls, value: datetime) -> datetime:
+        return _aware(value)  # type: ignore[return-value]
+
+    @field_validator("conversation", "client", "message", "agent", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    @model_validator(mode="after")
+    def _derive_id(self) -> Event:
+        if not self.id:
+            digest = hashlib.sha256(
+                json.dumps(
+                    self.model_dump(mode="json", exclude={"id", "raw"}), sort_keys=True
+                ).encode()
+            ).hexdigest()[:20]
+            self.id = f"{self.channel}:{self.event}:{digest}"
+        return self
+
+    def public(self) -> dict[str, Any]:
+        """The event as JSON-ready data, without the raw payload."""
+        return self.model_dump(mode="json", exclude={"raw"})
+
+
+CONTEXT_NAMES: tuple[str, ...] = (
+    "channel",
+    "event",
+    "conversation",
+    "client",
+    "message",
+    "agent",
+    "origin",
+    "recovered",
+    "now",
+    "env",
+)
+"""The names conditions and templates may read."""

@@ -1,0 +1,32 @@
+"""pytest fixtures for rulekit and its plugins (loaded through the ``pytest11`` entry point)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from rulekit.testing.fakehttp import FakeService
+
+
+@pytest.fixture
+def fake_service() -> Iterator[FakeService]:
+    """A generic recording HTTP server on loopback (answers 200 ``{}`` unless scripted)."""
+    with FakeService() as service:
+        yield service
+
+
+@pytest.fixture
+def plugins():
+    """A freshly loaded set of plugins (built-ins and installed entry points)."""
+    from rulekit.plugins import load_plugins
+
+    return load_plugins()
+
+
+@pytest.fixture
+def memory_store():
+    """An empty in-memory store."""
+    from rulekit.store.memory import MemoryStore
+
+    return MemoryStore()

@@ -1,0 +1,81 @@
+"""Turning pydantic's validation errors into one-line, located messages a person can act on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from rulekit import yamlsource
+from rulekit.errors import did_you_mean
+
+
+def dotted(path: tuple[Any, ...]) -> str:
+    """``("do", 0, "slack", "text")`` → ``do[0].slack.text``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _fields_at(model: type[BaseModel] | None, path: tuple[Any, ...]) -> list[str]:
+    """Field names of the model found by following ``path`` from ``model`` (best effort)."""
+    current: Any = model
+    for part in path:
+        if isinstance(part, int) or current is None:
+            continue
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        annotation = fields[part].annotation
+        current = _model_in(annotation)
+    fields = getattr(current, "model_fields", None)
+    return [name for name, info in (fields or {}).items() if not info.exclude]
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def pydantic_errors(
+    exc: ValidationError,
+    tree: Any,
+    model: type[BaseModel] | None,
+    prefix: tuple[Any, ...] = (),
+) -> Iterator[tuple[tuple[int | None, str], str]]:
+    """Yield ``((line, field_path), message)`` for each error in ``exc``.
+
+    ``tree`` is the YAML data (with line numbers) the model was validated from, found at
+    ``prefix`` inside it. Unknown keys get a "did you mean" from the model's own field names.
+    Input values are never repeated in messages: they may be secrets.
+    """
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = tuple(part for part in error["loc"] if not _is_union_tag(part))
+        full = prefix + loc
+        line = yamlsource.line_of(tree, full)
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            key = str(loc[-1])
+            choices = _fields_at(model, loc[:-1])
+            hint = did_you_mean(key, choices)
+            known = f"; allowed: {', '.join(choices)}" if choices and not hint else ""
+            message = f"unknown field {key!r}{hint}{known}"
+        elif kind == "missing":
+            message = f"missing required field {str(loc[-1])!r}" if loc else "missing value"
+        else:
+            message = error["msg"]
+            if message.startswith("Value error, "):
+                message = message[len("Value error, ") :]
+        yield (line, dotted(full)), message
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic adds the member type's name to locations inside unions, e.g. "function-after[...]"
+    return isinstance(part, str) and ("[" in part or part in {"str", "int", "list[str]"})
