@@ -100,6 +100,17 @@ class PermanentActionError(ActionError):
         super().__init__(message, retryable=False, **kwargs)
 
 
+class StoreError(RulekitError):
+    """The store cannot be used as asked: an unsupported storage URL, a schema this version of
+    rulekit does not know, a store used after it was closed."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot persist right now: read-only or missing file, full disk, I/O error,
+    locked past the busy timeout. The daemon answers 503 (never 200) while this is raised, so
+    the sender retries later and nothing acknowledged is lost."""
+
+
 class ValidationErrors(RulekitError):
     """Several located errors found in one pass (all files, all rules), reported together."""
 
