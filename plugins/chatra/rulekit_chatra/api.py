@@ -1,0 +1,123 @@
+"""A small client of Chatra's REST API: what rulekit needs, which is sending a chat message.
+
+Failures are classified for the dispatcher: rate limits (429, with the service's Retry-After),
+server errors (5xx), timeouts and connection errors are worth retrying; any other refusal (bad
+keys, unknown client) is permanent. Messages keep what Chatra said, never the secret key.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
+
+MAX_DETAIL = 300
+"""How much of the service's error message is kept."""
+
+
+class ChatraAPI:
+    """Chatra's REST API at ``base_url``, authenticated with the account's API keys
+    (``Authorization: Chatra.Simple <public key>:<secret key>``)."""
+
+    def __init__(self, base_url: str, public_key: str, secret_key: SecretStr) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.public_key = public_key
+        self._secret_key = secret_key
+
+    def __repr__(self) -> str:
+        return f"ChatraAPI({self.base_url!r}, public_key={self.public_key!r})"
+
+    async def send_message(self, body: dict[str, Any], *, timeout: float) -> dict[str, Any]:
+        """``POST /messages/``: write to a visitor as an agent; return the created message.
+
+        Raises :class:`RetryableActionError` or :class:`PermanentActionError`.
+        """
+        secret = self._secret_key.get_secret_value()
+        headers = {"Authorization": f"Chatra.Simple {self.public_key}:{secret}"}
+        try:
+            async with httpx.AsyncClient(timeout=timeout) as http:
+                response = await http.post(f"{self.base_url}/messages/", json=body, headers=headers)
+        except httpx.TimeoutException:
+            raise RetryableActionError(f"Chatra did not answer within {timeout:g}s") from None
+        except httpx.HTTPError as exc:
+            detail = self._scrub(str(exc) or type(exc).__name__)
+            raise RetryableActionError(
+                f"cannot reach Chatra at {self.base_url}: {detail}"
+            ) from None
+        if response.is_success:
+            return _json_object(response)
+        raise self.failure(response)
+
+    def failure(self, response: httpx.Response) -> ActionError:
+        """The error a non-2xx response means."""
+        status = response.status_code
+        detail = self._scrub(_detail(response))
+        said = f" (HTTP {status}): {detail}" if detail else f" (HTTP {status})"
+        if status == 429:
+            wait = retry_after(response.headers.get("Retry-After"))
+            hint = f"; retry after {wait:g}s" if wait is not None else ""
+            return RetryableActionError(
+                f"Chatra is rate limiting{said}{hint}",
+                retry_after=wait,
+                scope="service",
+                status=status,
+            )
+        if status >= 500:
+            return RetryableActionError(f"Chatra failed{said}", status=status)
+        if status in (401, 403):
+            return PermanentActionError(f"Chatra rejected the API keys{said}", status=status)
+        return PermanentActionError(f"Chatra refused the message{said}", status=status)
+
+    def _scrub(self, text: str) -> str:
+        secret = self._secret_key.get_secret_value()
+        return text.replace(secret, "**********") if secret else text
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds, or an HTTP date), or None."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _detail(response: httpx.Response) -> str:
+    """What the service said about a failure, on one line."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = response.text
+    if isinstance(data, dict):
+        for key in ("message", "error", "description", "errors", "reason"):
+            if data.get(key):
+                data = data[key]
+                break
+    text = data if isinstance(data, str) else str(data)
+    text = re.sub(r"\s+", " ", text).strip()
+    return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 3] + "..."
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        return {"status": response.status_code, "text": response.text[:MAX_DETAIL]}
+    return data if isinstance(data, dict) else {"status": response.status_code, "response": data}

@@ -1,0 +1,228 @@
+"""From one read webhook to rulekit's normalized events, using and updating conversation state.
+
+Chatra says what happened in the chat (a chat started, new messages, the chat's transcript);
+rulekit's events say what it means for the conversation. The difference is state, kept through
+the store interface and keyed by Chatra's client id (the id replies need):
+
+* a message id already seen yields nothing, so redeliveries and transcripts that repeat earlier
+  fragments do not fire rules twice; a message first seen in a transcript (its fragment was lost)
+  yields its event with ``recovered: True``, before the transcript's ``closed``;
+* the first message of a never-seen visitor is ``created``, whoever wrote it and whichever
+  webhook carried it; a client's message in a closed conversation is ``reopened`` (an agent
+  writing into a closed conversation opens it again too, as ``agent_replied``);
+* rulekit's own replies come back tagged with ``received_from`` and yield nothing;
+* a known client's name, email or phone that became known or changed yields ``client_updated``,
+  before the payload's messages, so their rules see the new data.
+
+Event ids derive from Chatra's ids (``<channel>:msg:<message id>``,
+``<channel>:closed:<chat id>:<last message id>``), so a redelivery gets the same id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from rulekit.config import Directory
+from rulekit.event import Agent, Client, Conversation, Event, Message
+from rulekit.store.base import State
+
+from .payload import ChatraAgent, ChatraClient, ChatraMessage, Payload
+from .settings import ChatraSettings
+
+CONTACT_FIELDS: tuple[str, ...] = ("name", "email", "phone")
+"""Client fields whose change is a ``client_updated`` event."""
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Derives a channel's events from Chatra payloads."""
+
+    channel: str
+    settings: ChatraSettings
+    directory: Directory
+
+    def events(self, payload: Payload, state: State) -> list[Event]:
+        """The events one payload means, in order; updates ``state`` to match."""
+        key = payload.client.id
+        known_conversation = state.get_conversation(self.channel, key)
+        known_client = state.get_client(self.channel, key)
+        client = self.client(payload.client, known_client)
+        conversation = None
+        if known_conversation is not None:
+            conversation = self._refreshed(known_conversation.model_copy(deep=True), payload)
+        emit = _Emitter(self.channel, payload, client)
+
+        if conversation is not None and known_client is not None:
+            changed = {f: getattr(client, f) for f in CONTACT_FIELDS}
+            if changed != {f: getattr(known_client, f) for f in CONTACT_FIELDS}:
+                emit(
+                    "client_updated",
+                    f"client:{key}:{_digest(str(v) for v in changed.values())}",
+                    conversation,
+                    occurred_at=_first_time(payload.messages),
+                )
+
+        transcript = payload.event_name == "chatTranscript"
+        agents = _AgentLookup(payload.agents, self.directory)
+        for message in payload.messages:
+            if message.received_from == self.settings.received_from:
+                # Our own reply's echo. Remember its id in case the transcript's copy lacks the tag.
+                state.mark_message_seen(self.channel, message.id)
+                continue
+            if not state.mark_message_seen(self.channel, message.id):
+                continue
+            if message.type not in ("client", "agent"):
+                continue  # no event describes a system message
+            if conversation is None:
+                conversation = self._new_conversation(payload)
+                name = "created"
+            elif message.type == "client":
+                name = "reopened" if conversation.status == "closed" else "message"
+            else:
+                name = "agent_replied"
+            conversation.status = "open"
+            agent = agents.find(message) if message.type == "agent" else Agent()
+            emit(
+                name,
+                f"msg:{message.id}",
+                conversation,
+                occurred_at=message.created_at,
+                recovered=transcript,
+                message=Message(
+                    id=message.id,
+                    text=message.text,
+                    author=message.type,
+                    agent=agent.email,
+                    created_at=message.created_at,
+                ),
+                agent=agent,
+            )
+
+        if transcript:
+            chat = payload.client.chat_id or key
+            last = payload.messages[-1].id if payload.messages else "none"
+            # The mark makes a redelivered (or late) transcript close nothing a second time.
+            if state.mark_message_seen(self.channel, f"closed:{chat}:{last}"):
+                conversation = conversation or self._new_conversation(payload)
+                conversation.status = "closed"
+                emit(
+                    "closed",
+                    f"closed:{chat}:{last}",
+                    conversation,
+                    occurred_at=_last_time(payload.messages),
+                )
+
+        if conversation is not None:
+            if conversation != known_conversation:
+                state.save_conversation(self.channel, key, conversation)
+            if client != known_client:
+                state.save_client(self.channel, client)
+        return emit.events
+
+    def client(self, data: ChatraClient, known: Client | None) -> Client:
+        """The client record: what Chatra sent now, over what was known, for the configured
+        ``client_data`` fields only. A field Chatra left out keeps its known value."""
+        values: dict[str, object] = {"id": data.id}
+        values["display_name"] = data.display_name or (known.display_name if known else None)
+        for name in self.settings.client_data:
+            if name == "custom":
+                values["custom"] = {**(known.custom if known else {}), **data.custom}
+                continue
+            value = getattr(data, name)
+            values[name] = value if value is not None else getattr(known, name, None)
+        return Client(**values)  # type: ignore[arg-type]
+
+    def _new_conversation(self, payload: Payload) -> Conversation:
+        return Conversation(
+            id=f"{self.channel}:{payload.client.id}",
+            external_id=payload.client.chat_id,
+            status="open",
+            group=self.settings.default_group,
+            page=payload.page,
+            link=payload.client.chat_link,
+        )
+
+    @staticmethod
+    def _refreshed(conversation: Conversation, payload: Payload) -> Conversation:
+        conversation.external_id = payload.client.chat_id or conversation.external_id
+        conversation.link = payload.client.chat_link or conversation.link
+        conversation.page = payload.page or conversation.page
+        return conversation
+
+
+class _Emitter:
+    """Collects a payload's events, each with a snapshot of the conversation at that point."""
+
+    def __init__(self, channel: str, payload: Payload, client: Client) -> None:
+        self.channel = channel
+        self.payload = payload
+        self.client = client
+        self.events: list[Event] = []
+
+    def __call__(
+        self,
+        name: str,
+        event_id: str,
+        conversation: Conversation,
+        *,
+        occurred_at: datetime | None,
+        recovered: bool = False,
+        message: Message | None = None,
+        agent: Agent | None = None,
+    ) -> None:
+        self.events.append(
+            Event(
+                id=f"{self.channel}:{event_id}",
+                channel=self.channel,
+                event=name,
+                occurred_at=occurred_at or datetime.now(UTC),
+                recovered=recovered,
+                conversation=conversation.model_copy(),
+                client=self.client,
+                message=message or Message(),
+                agent=agent or Agent(),
+                raw=self.payload.raw,
+            )
+        )
+
+
+class _AgentLookup:
+    """Who wrote an agent message: Chatra's agent (by ``agentId``) matched to the directory."""
+
+    def __init__(self, agents: Iterable[ChatraAgent], directory: Directory) -> None:
+        self.agents = list(agents)
+        self.by_id = {agent.id: agent for agent in self.agents if agent.id}
+        self.directory = directory
+
+    def find(self, message: ChatraMessage) -> Agent:
+        chatra = self.by_id.get(message.agent_id) if message.agent_id else None
+        if chatra is None and message.agent_id is None and len(self.agents) == 1:
+            chatra = self.agents[0]  # the only agent in the chat wrote it
+        email = chatra.email if chatra else None
+        entry = self.directory.get(email)
+        return Agent(
+            id=message.agent_id or (chatra.id if chatra else None),
+            email=entry.email if entry else email,
+            name=(entry.name if entry else None)
+            or (chatra.name if chatra else None)
+            or message.agent_name,
+            known=entry is not None,
+        )
+
+
+def _first_time(messages: Iterable[ChatraMessage]) -> datetime | None:
+    return next((m.created_at for m in messages if m.created_at is not None), None)
+
+
+def _last_time(messages: Iterable[ChatraMessage]) -> datetime | None:
+    # Chatra does not say when a chat ended; its last message is the best stable stand-in.
+    times = [m.created_at for m in messages if m.created_at is not None]
+    return max(times) if times else None
+
+
+def _digest(parts: Iterable[str]) -> str:
+    joined = "\x1f".join(parts).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(joined).hexdigest()[:16]

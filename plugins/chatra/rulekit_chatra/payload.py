@@ -1,0 +1,290 @@
+"""Chatra's webhook bodies, read tolerantly into plain dataclasses.
+
+What is known about Chatra's payloads is partly reconstructed (see the plugin's docs), so this
+module is liberal where the facts are uncertain and strict where a mistake would matter:
+
+* required: a JSON object with a known ``eventName``, a ``client`` object with an ``id``, and
+  messages that are objects with a string ``type`` (``messages`` a list, or a single ``message``);
+* accepted either way: message text under ``text`` or ``message``; ``message``/``agent`` or
+  ``messages``/``agents``; timestamps as epoch milliseconds or ISO 8601 strings;
+* optional: everything else. A missing optional field, or one of an unexpected type, reads as
+  None: a visitor's odd browser string must not cost the message it came with.
+
+Anything that breaks a requirement raises :class:`rulekit.errors.ChannelError` with a one-line
+message saying what is wrong; no other exception escapes :func:`parse_body`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from rulekit.errors import ChannelError
+
+EVENT_NAMES: tuple[str, ...] = ("chatStarted", "chatFragment", "chatTranscript")
+"""The webhook events Chatra sends."""
+
+CONTACT_KEYS: tuple[str, ...] = ("name", "email", "phone", "notes")
+"""Keys of Chatra's visitor info that are contact data; any other key is the site's custom data."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatraMessage:
+    """One chat message. ``id`` is Chatra's, or derived from the content when Chatra sent none."""
+
+    id: str
+    type: str
+    """``client``, ``agent``, or whatever else Chatra may send (treated as a system message)."""
+    text: str | None = None
+    created_at: datetime | None = None
+    agent_id: str | None = None
+    agent_name: str | None = None
+    received_from: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatraAgent:
+    """An agent taking part in the chat."""
+
+    id: str | None = None
+    name: str | None = None
+    email: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatraClient:
+    """The visitor. Contact and environment fields are named as in :class:`rulekit.event.Client`."""
+
+    id: str
+    chat_id: str | None = None
+    chat_link: str | None = None
+    display_name: str | None = None
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    notes: str | None = None
+    ip: str | None = None
+    browser: str | None = None
+    os: str | None = None
+    language: str | None = None
+    browser_language: str | None = None
+    country: str | None = None
+    city: str | None = None
+    last_visit: datetime | None = None
+    custom: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """One webhook delivery, read."""
+
+    event_name: str
+    client: ChatraClient
+    messages: tuple[ChatraMessage, ...] = ()
+    agents: tuple[ChatraAgent, ...] = ()
+    page: str | None = None
+    """Where the chat started (``chatStartedPage.link``)."""
+    raw: Any = None
+
+
+def parse_body(body: bytes | str) -> Payload:
+    """Decode and read a webhook body; raise :class:`ChannelError` if it is not a Chatra event."""
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        raise ChannelError("the body is not acceptable JSON: nested too deeply") from None
+    except (ValueError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ChannelError(f"the body is not valid JSON: {exc}") from None
+    return read_payload(data)
+
+
+def read_payload(data: Any) -> Payload:
+    """Read decoded JSON as a Chatra webhook; raise :class:`ChannelError` if it is not one."""
+    if not isinstance(data, dict):
+        raise ChannelError(f"the body must be a JSON object, got {_kind(data)}")
+    event_name = data.get("eventName")
+    if event_name is None:
+        raise ChannelError("the body has no eventName")
+    if event_name not in EVENT_NAMES:
+        expected = ", ".join(EVENT_NAMES)
+        raise ChannelError(f"unknown eventName {_show(event_name)} (expected one of {expected})")
+    client = _client(data.get("client"))
+    return Payload(
+        event_name=event_name,
+        client=client,
+        messages=tuple(_messages(data, client.id)),
+        agents=tuple(_agents(data)),
+        page=_string(_object(data.get("chatStartedPage")).get("link")),
+        raw=data,
+    )
+
+
+# -- parts --------------------------------------------------------------------------------------
+
+
+def _client(value: Any) -> ChatraClient:
+    if value is None:
+        raise ChannelError("the body has no client object")
+    if not isinstance(value, dict):
+        raise ChannelError(f"client must be an object, got {_kind(value)}")
+    client_id = _identifier(value.get("id"))
+    if client_id is None:
+        if value.get("id") is None:
+            raise ChannelError("client.id is missing")
+        raise ChannelError(f"client.id must be a string, got {_kind(value.get('id'))}")
+
+    # ``info`` is Chatra's merge of ``basicInfo`` (pre-chat form, agents' edits) and
+    # ``integrationData`` (what the site pushed); read all three in case one is left out.
+    sources = [_object(value.get(key)) for key in ("info", "basicInfo", "integrationData")]
+    contact = {key: _first_string(source.get(key) for source in sources) for key in CONTACT_KEYS}
+    custom: dict[str, Any] = {}
+    for source in (sources[0], sources[2]):
+        custom.update((k, v) for k, v in source.items() if k not in CONTACT_KEYS)
+
+    return ChatraClient(
+        id=client_id,
+        chat_id=_identifier(value.get("chatId")),
+        chat_link=_string(value.get("chatLink")),
+        display_name=_string(value.get("displayedName")),
+        **contact,
+        ip=_string(value.get("ip")),
+        browser=_string(value.get("browser")),
+        os=_string(value.get("os")),
+        language=_string(value.get("chatLanguage")),
+        browser_language=_string(value.get("browserLanguage")),
+        country=_string(value.get("country")),
+        city=_string(value.get("city")),
+        last_visit=timestamp(_object(value.get("lastVisit")).get("startedAt")),
+        custom=custom,
+    )
+
+
+def _messages(data: dict[str, Any], client_id: str) -> list[ChatraMessage]:
+    found: list[tuple[str, Any]] = []
+    single = data.get("message")
+    if single is not None:
+        found.append(("message", single))
+    many = data.get("messages")
+    if many is not None:
+        if not isinstance(many, list):
+            raise ChannelError(f"messages must be a list, got {_kind(many)}")
+        found.extend((f"messages[{index}]", item) for index, item in enumerate(many))
+    return [_message(where, item, client_id) for where, item in found]
+
+
+def _message(where: str, value: Any, client_id: str) -> ChatraMessage:
+    if not isinstance(value, dict):
+        raise ChannelError(f"{where} must be an object, got {_kind(value)}")
+    kind = value.get("type")
+    if not isinstance(kind, str):
+        problem = "has no type" if kind is None else f"type must be a string, got {_kind(kind)}"
+        raise ChannelError(f"{where} {problem}")
+    text = None
+    for key in ("text", "message"):  # real consumers read both; accept either
+        candidate = value.get(key)
+        if isinstance(candidate, str):
+            text = candidate
+            break
+        if candidate is not None:
+            raise ChannelError(f"{where}.{key} must be a string, got {_kind(candidate)}")
+    created_at = timestamp(value.get("createdAt"))
+    message_id = _identifier(value.get("id"))
+    if message_id is None:
+        # No id: derive one from the content, so a redelivery still gets the same one.
+        when = created_at.isoformat() if created_at else ""
+        parts = [client_id, kind, when, text or ""]
+        digest = hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass"))
+        message_id = "content-" + digest.hexdigest()[:20]
+    return ChatraMessage(
+        id=message_id,
+        type=kind,
+        text=text,
+        created_at=created_at,
+        agent_id=_identifier(value.get("agentId")),
+        agent_name=_string(value.get("agentName")),
+        received_from=_string(value.get("receivedFrom")),
+    )
+
+
+def _agents(data: dict[str, Any]) -> list[ChatraAgent]:
+    items: list[Any] = [data.get("agent")]
+    many = data.get("agents")
+    if isinstance(many, list):
+        items.extend(many)
+    agents: list[ChatraAgent] = []
+    for item in items:
+        if isinstance(item, dict):
+            agents.append(
+                ChatraAgent(
+                    id=_identifier(item.get("id")),
+                    name=_string(item.get("name")),
+                    email=_string(item.get("email")),
+                )
+            )
+    return agents
+
+
+# -- values -------------------------------------------------------------------------------------
+
+
+def timestamp(value: Any) -> datetime | None:
+    """A Chatra time as an aware UTC datetime: epoch milliseconds (a number or a string of
+    digits) or an ISO 8601 string (naive means UTC). Anything else is None."""
+    try:
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return datetime.fromtimestamp(value / 1000, UTC)
+        if isinstance(value, str):
+            parsed = datetime.fromisoformat(value.strip())
+            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError, OSError):
+        pass
+    return None
+
+
+def _string(value: Any) -> str | None:
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    return None
+
+
+def _first_string(values: Any) -> str | None:
+    for value in values:
+        if (found := _string(value)) is not None:
+            return found
+    return None
+
+
+def _identifier(value: Any) -> str | None:
+    """An id: a non-empty string, or an integer written as one (sites may bind numeric ids)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return _string(value)
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+def _show(value: Any) -> str:
+    text = repr(value) if isinstance(value, str) else _kind(value)
+    return text if len(text) <= 60 else text[:57] + "..."

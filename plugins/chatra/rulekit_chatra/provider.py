@@ -1,0 +1,93 @@
+"""The ``chatra`` provider: Chatra webhooks in, replies to visitors out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rulekit.channels import ChannelContext, Provider, Reply
+from rulekit.errors import PermanentActionError
+from rulekit.event import Event
+from rulekit.store.base import State
+
+from .api import ChatraAPI
+from .normalize import Normalizer
+from .payload import parse_body
+from .settings import ChatraSettings
+
+
+class ChatraProvider(Provider):
+    """The Chatra live chat. Its default channel is ``online-chat``.
+
+    :meth:`parse` turns a ``chatStarted``, ``chatFragment`` or ``chatTranscript`` webhook body into
+    normalized events (see :mod:`rulekit_chatra.normalize`); :meth:`send_reply` writes to the
+    visitor through ``POST /messages/``, as the conversation's assignee, or else as the
+    configured ``default_agent_id``.
+    """
+
+    name = "chatra"
+    default_channel = "online-chat"
+    description = "Chatra live chat: webhooks in, replies through the REST API"
+    Settings = ChatraSettings
+    can_reply = True
+
+    settings: ChatraSettings
+
+    def __init__(self, context: ChannelContext) -> None:
+        super().__init__(context)
+        if not isinstance(self.settings, ChatraSettings):
+            self.settings = ChatraSettings.model_validate(self.settings.model_dump())
+        self.normalizer = Normalizer(self.channel, self.settings, self.directory)
+
+    # webhooks --------------------------------------------------------------------------------
+    def parse(self, body: bytes, state: State) -> list[Event]:
+        """Turn one Chatra webhook body into events; see :meth:`Provider.parse`."""
+        return self.normalizer.events(parse_body(body), state)
+
+    # replies ---------------------------------------------------------------------------------
+    def reply_problem(self) -> str | None:
+        missing = [key for key in ("public_key", "secret_key") if not getattr(self.settings, key)]
+        if missing:
+            return f"channel {self.channel!r} needs {' and '.join(missing)} to send replies"
+        return None
+
+    def describe_reply(self, reply: Reply) -> str:
+        sender = self.sender(reply)
+        who = (
+            sender.get("agentEmail")
+            or (f"agent {sender['agentId']}" if "agentId" in sender else None)
+            or "no agent (set default_agent_id or assign one)"
+        )
+        return f"Chatra POST /messages/ to client {reply.client.id} as {who}: {reply.text!r}"
+
+    async def send_reply(self, reply: Reply, *, timeout: float) -> dict[str, Any]:
+        if problem := self.reply_problem():
+            raise PermanentActionError(problem)
+        if not reply.client.id:
+            raise PermanentActionError("the conversation has no Chatra client id to reply to")
+        sender = self.sender(reply)
+        if not sender:
+            raise PermanentActionError(
+                f"no agent to send as: the conversation has no assignee and channel "
+                f"{self.channel!r} has no default_agent_id"
+            )
+        body = {"clientId": reply.client.id, "text": reply.text, **sender}
+        body["receivedFrom"] = self.settings.received_from
+        return await self.api().send_message(body, timeout=timeout)
+
+    def sender(self, reply: Reply) -> dict[str, str]:
+        """Who a reply is sent as: the conversation's assignee (by email, named as the directory
+        names them), else the configured ``default_agent_id``; empty when neither is set."""
+        assignee = reply.conversation.assignee
+        if assignee:
+            entry = self.directory.get(assignee)
+            email = entry.email if entry else assignee
+            name = (entry.name if entry else None) or email.split("@")[0]
+            return {"agentEmail": email, "agentName": name}
+        if self.settings.default_agent_id:
+            return {"agentId": self.settings.default_agent_id}
+        return {}
+
+    def api(self) -> ChatraAPI:
+        """The REST client for this channel's keys (check :meth:`reply_problem` first)."""
+        assert self.settings.public_key and self.settings.secret_key
+        return ChatraAPI(self.settings.base_url, self.settings.public_key, self.settings.secret_key)

@@ -1,0 +1,85 @@
+"""A fake Chatra REST API for tests: a real HTTP server on loopback that records what it gets.
+
+Built on :class:`rulekit.testing.FakeService`. It checks the ``Chatra.Simple`` authorization
+header (401 otherwise), accepts ``POST /messages/`` with a ``clientId`` and a ``text`` (400
+otherwise) and answers with the created message, as Chatra does. Failures are scripted::
+
+    with FakeChatra() as chatra:
+        chatra.rate_limit(retry_after=7)   # the next request gets a 429
+        chatra.fail(503)                   # the one after, a 503
+        chatra.hang(5)                     # then one that answers only after 5 seconds
+        ... ChatraSettings(base_url=chatra.base_url, **chatra.keys) ...
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from rulekit.testing import FakeService, RecordedRequest, Response
+
+
+class FakeChatra(FakeService):
+    """Chatra's REST API, as far as rulekit uses it."""
+
+    def __init__(self, public_key: str = "pubKEY123", secret_key: str = "s3cretKEY456") -> None:
+        super().__init__(self._respond)
+        self.public_key = public_key
+        self.secret_key = secret_key
+        self._ids = itertools.count(1)
+
+    @property
+    def keys(self) -> dict[str, str]:
+        """The keys this fake accepts, as channel settings name them."""
+        return {"public_key": self.public_key, "secret_key": self.secret_key}
+
+    @property
+    def sent(self) -> list[dict[str, Any]]:
+        """The JSON bodies of every ``POST /messages/`` received, in order."""
+        return [
+            r.json
+            for r in self.requests
+            if r.method == "POST" and urlsplit(r.path).path == "/messages/"
+        ]
+
+    # scripted failures -----------------------------------------------------------------------
+    def rate_limit(self, retry_after: int | str = 7) -> None:
+        """Answer the next request with 429 and this Retry-After."""
+        self.script(
+            Response(429, {"message": "Too many requests"}, {"Retry-After": str(retry_after)})
+        )
+
+    def fail(self, status: int = 500, message: str = "Internal server error") -> None:
+        """Answer the next request with this status and message."""
+        self.script(Response(status, {"message": message}))
+
+    def hang(self, seconds: float) -> None:
+        """Answer the next request only after ``seconds`` (a client's timeout should fire)."""
+        self.script(Response(200, {}, delay=seconds))
+
+    # the API ---------------------------------------------------------------------------------
+    def _respond(self, request: RecordedRequest) -> Response:
+        expected = f"Chatra.Simple {self.public_key}:{self.secret_key}"
+        if request.headers.get("authorization") != expected:
+            return Response(401, {"error": "Unauthorized", "message": "Invalid API keys"})
+        if request.method != "POST" or urlsplit(request.path).path != "/messages/":
+            return Response(404, {"error": "Not found"})
+        try:
+            body = request.json
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not body.get("clientId") or not body.get("text"):
+            return Response(400, {"error": "Bad request", "message": "clientId and text required"})
+        message = {
+            "id": f"fakeMsg{next(self._ids):010d}",
+            "type": "agent",
+            "clientId": body["clientId"],
+            "text": body["text"],
+            "createdAt": int(time.time() * 1000),
+        }
+        for key in ("agentId", "agentName", "receivedFrom"):
+            if key in body:
+                message[key] = body[key]
+        return Response(200, message)
