@@ -1,0 +1,240 @@
+"""Finding candidate rules without looping over all of them.
+
+Rules are bucketed by (channel, event). Inside a bucket, each rule may have a *discriminator*:
+one condition that must hold for the rule to match and that has an indexable shape —
+``path == 'x'``, ``path in ['x', 'y']``, ``path.startswith('x')``, ``path.endswith('x')``,
+``'x' in path`` (``path`` being an event field, optionally through ``lower``/``upper``/``trim``).
+Rules sharing a path share one lookup: the field is read once per event, then a dict lookup
+(equality, membership), a few slices (prefixes, suffixes) or one substring test per distinct
+needle find the rules whose discriminator holds. Only those, plus rules without a discriminator,
+are evaluated. The index is only a filter: a rule it lets through is still evaluated in full.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from jinja2 import nodes
+
+from rulekit.codegen import Program
+from rulekit.rules import Rule
+
+_KEY_FILTERS = {"lower", "upper", "trim"}
+MAX_CACHED_BUCKETS = 4096
+
+
+@dataclass
+class Discriminator:
+    kind: str  # "eq", "prefix", "suffix", "contains"
+    key_code: str
+    values: tuple[Any, ...]
+
+
+def _is_key(node: nodes.Node) -> bool:
+    """An event field path, optionally through argument-less case/trim filters."""
+    while isinstance(node, nodes.Filter):
+        if node.name not in _KEY_FILTERS or node.args or node.kwargs:
+            return False
+        node = node.node
+    if not isinstance(node, nodes.Getattr):
+        return False
+    while isinstance(node, nodes.Getattr):
+        node = node.node
+    return isinstance(node, nodes.Name)
+
+
+def _constants(node: nodes.Node) -> tuple[Any, ...] | None:
+    if isinstance(node, nodes.Const):
+        return (node.value,)
+    if isinstance(node, nodes.List | nodes.Tuple) and all(
+        isinstance(i, nodes.Const) for i in node.items
+    ):
+        return tuple(i.value for i in node.items)
+    return None
+
+
+def find_discriminator(conjunct: nodes.Node, program: Program) -> Discriminator | None:
+    """The indexable form of one must-hold condition, or None."""
+    if isinstance(conjunct, nodes.Compare) and len(conjunct.ops) == 1:
+        left, op, right = conjunct.expr, conjunct.ops[0].op, conjunct.ops[0].expr
+        if op == "eq":
+            if _is_key(right) and isinstance(left, nodes.Const):
+                left, right = right, left
+            if _is_key(left) and isinstance(right, nodes.Const) and _hashable(right.value):
+                return Discriminator("eq", program.expression_code(left), (right.value,))
+        if op == "in":
+            values = _constants(right)
+            if _is_key(left) and values and all(_hashable(v) for v in values):
+                return Discriminator("eq", program.expression_code(left), values)
+            if isinstance(left, nodes.Const) and isinstance(left.value, str) and _is_key(right):
+                if left.value:
+                    return Discriminator("contains", program.expression_code(right), (left.value,))
+    if (
+        isinstance(conjunct, nodes.Call)
+        and isinstance(conjunct.node, nodes.Getattr)
+        and conjunct.node.attr in ("startswith", "endswith")
+        and _is_key(conjunct.node.node)
+        and len(conjunct.args) == 1
+        and not conjunct.kwargs
+    ):
+        values = _constants(conjunct.args[0])
+        if values and all(isinstance(v, str) and v for v in values):
+            kind = "prefix" if conjunct.node.attr == "startswith" else "suffix"
+            return Discriminator(kind, program.expression_code(conjunct.node.node), values)
+    return None
+
+
+def _hashable(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool) or value is None
+
+
+_PREFERENCE = {"eq": 0, "prefix": 1, "suffix": 1, "contains": 2}
+
+
+def choose_discriminator(rule: Rule, program: Program) -> Discriminator | None:
+    """The best indexable must-hold condition of a rule (equality first)."""
+    found = [d for c in rule.conjuncts if (d := find_discriminator(c, program))]
+    return min(found, key=lambda d: _PREFERENCE[d.kind]) if found else None
+
+
+@dataclass
+class KeyIndex:
+    """Rules discriminated on one field path."""
+
+    getter: Callable[..., Any] | None = None
+    eq: dict[Any, list[Rule]] = field(default_factory=lambda: defaultdict(list))
+    prefixes: dict[int, dict[str, list[Rule]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(list))
+    )
+    suffixes: dict[int, dict[str, list[Rule]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(list))
+    )
+    contains: dict[str, list[Rule]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, rule: Rule, d: Discriminator) -> None:
+        for value in d.values:
+            if d.kind == "eq":
+                self.eq[value].append(rule)
+            elif d.kind == "prefix":
+                self.prefixes[len(value)][value].append(rule)
+            elif d.kind == "suffix":
+                self.suffixes[len(value)][value].append(rule)
+            else:
+                self.contains[value].append(rule)
+
+    def freeze(self) -> None:
+        self.eq = dict(self.eq)
+        self.prefixes = {n: dict(m) for n, m in self.prefixes.items()}
+        self.suffixes = {n: dict(m) for n, m in self.suffixes.items()}
+        self.contains = dict(self.contains)
+        self._prefix_items = list(self.prefixes.items())
+        self._suffix_items = list(self.suffixes.items())
+        self._contains_items = list(self.contains.items())
+
+    def matching(self, value: Any, out: list[Rule]) -> None:
+        """Append the rules whose discriminator holds for ``value``."""
+        if self.eq:
+            try:
+                found = self.eq.get(value)
+            except TypeError:  # unhashable: equal to no constant
+                found = None
+            if found:
+                out.extend(found)
+        if isinstance(value, str):
+            for length, table in self._prefix_items:
+                found = table.get(value[:length])
+                if found:
+                    out.extend(found)
+            for length, table in self._suffix_items:
+                found = table.get(value[-length:])
+                if found:
+                    out.extend(found)
+        if self._contains_items and value is not None:
+            for needle, rules in self._contains_items:
+                try:
+                    if needle in value:
+                        out.extend(rules)
+                except TypeError:
+                    return
+
+
+@dataclass
+class Bucket:
+    """The rules of one (channel, event)."""
+
+    rules: list[Rule]
+    always: list[Rule]
+    keys: list[KeyIndex]
+
+    def candidates(self, e: Any, now: Any, env: Any) -> list[Rule]:
+        """The rules worth evaluating for this event, in rule order."""
+        if not self.keys:
+            return self.always
+        found = list(self.always)
+        for key in self.keys:
+            try:
+                value = key.getter(e, now, env)  # type: ignore[misc]
+            except Exception:  # the rule's own condition would fail the same way
+                continue
+            key.matching(value, found)
+        if len(found) > len(self.always):
+            found = sorted(set(found), key=_position)
+        return found
+
+
+def _position(rule: Rule) -> int:
+    return rule.position
+
+
+class RuleIndex:
+    """Buckets by (channel, event), built on first use and cached."""
+
+    def __init__(self, rules: Iterable[Rule], program: Program) -> None:
+        self.rules = list(rules)
+        self.program = program
+        self._buckets: dict[tuple[str, str], Bucket] = {}
+        self._discriminators = {
+            rule.name: choose_discriminator(rule, program) for rule in self.rules
+        }
+        self._getters: dict[str, Callable[..., Any]] = {}
+        codes = {d.key_code for d in self._discriminators.values() if d is not None}
+        slots = {code: program.add_function(code) for code in codes}
+        program.build()
+        self._getters = {code: slot.function for code, slot in slots.items()}  # type: ignore[misc]
+
+    def discriminator(self, rule: Rule) -> Discriminator | None:
+        return self._discriminators.get(rule.name)
+
+    def bucket(self, channel: str, event: str) -> Bucket:
+        key = (channel, event)
+        found = self._buckets.get(key)
+        if found is None:
+            found = self._build(channel, event)
+            if len(self._buckets) < MAX_CACHED_BUCKETS:
+                self._buckets[key] = found
+        return found
+
+    def _build(self, channel: str, event: str) -> Bucket:
+        rules = [
+            r
+            for r in self.rules
+            if (r.channels is None or channel in r.channels)
+            and (r.events is None or event in r.events)
+        ]
+        always: list[Rule] = []
+        keys: dict[str, KeyIndex] = {}
+        for rule in rules:
+            d = self._discriminators.get(rule.name)
+            if d is None:
+                always.append(rule)
+                continue
+            key = keys.get(d.key_code)
+            if key is None:
+                key = keys[d.key_code] = KeyIndex(getter=self._getters[d.key_code])
+            key.add(rule, d)
+        for key in keys.values():
+            key.freeze()
+        return Bucket(rules, always, list(keys.values()))
