@@ -1,6 +1,146 @@
-"""Conversation state: the interface and its implementations."""
+"""Conversation state and the daemon's journal: the interface, its implementations, and the
+storage URL of the config (``storage:``) that picks one.
 
-from rulekit.store.base import State, Store
+* ``sqlite:///rulekit.sqlite3`` — a file relative to the config's directory (the default);
+* ``sqlite:////var/lib/rulekit/rulekit.sqlite3`` — an absolute path (four slashes);
+* ``sqlite:///rulekit.sqlite3?synchronous=normal`` — the opt-down from ``FULL`` durability;
+* ``memory://`` — nothing kept when the process ends (tests, trials);
+* ``postgresql://…`` — several daemons on one database (not supported yet).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from rulekit.errors import StoreError
+from rulekit.store.base import Journal, JournaledState, JournaledStore, State, Store
 from rulekit.store.memory import MemoryStore
+from rulekit.store.migrations import SchemaStatus
+from rulekit.store.records import Attempt, EventRecord, InboxItem, Job, JobSpec
 
-__all__ = ["MemoryStore", "State", "Store"]
+SQLITE_OPTIONS = ("synchronous", "busy_timeout")
+
+
+@dataclass(frozen=True)
+class StorageURL:
+    """A parsed storage URL."""
+
+    scheme: str
+    path: Path | None = None
+    options: dict[str, str] = field(default_factory=dict)
+
+
+def parse_url(url: str, base_dir: str | os.PathLike[str]) -> StorageURL:
+    """Parse a storage URL; relative SQLite paths are resolved against ``base_dir`` (the
+    config file's directory)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "memory":
+        if parts.netloc or parts.path or parts.query:
+            raise StoreError(f"storage URL {url!r}: write just 'memory://'")
+        return StorageURL("memory")
+    if scheme in ("postgresql", "postgres"):
+        raise StoreError(
+            f"storage URL {_redact(url)!r}: PostgreSQL storage is not supported yet; "
+            "use sqlite:///rulekit.sqlite3 (a file next to the config)"
+        )
+    if scheme != "sqlite":
+        raise StoreError(
+            f"storage URL {_redact(url)!r}: unknown scheme {parts.scheme!r}; "
+            "use sqlite:///FILE (relative to the config), sqlite:////ABSOLUTE/PATH or memory://"
+        )
+    if parts.netloc:
+        raise StoreError(
+            f"storage URL {url!r}: a SQLite URL has no host; write sqlite:///{parts.netloc}"
+            f"{parts.path} for a relative path, or four slashes for an absolute one"
+        )
+    raw_path = unquote(parts.path)[1:]  # sqlite:///x -> "x", sqlite:////x -> "/x"
+    if not raw_path:
+        raise StoreError(f"storage URL {url!r} names no file (e.g. sqlite:///rulekit.sqlite3)")
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    for name in options:
+        if name not in SQLITE_OPTIONS:
+            raise StoreError(
+                f"storage URL {url!r}: unknown option {name!r} (known: {', '.join(SQLITE_OPTIONS)})"
+            )
+    path = Path(raw_path)
+    return StorageURL("sqlite", path if path.is_absolute() else Path(base_dir) / path, options)
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def open_store(
+    url: str, base_dir: str | os.PathLike[str], *, upgrade: bool = True
+) -> JournaledStore:
+    """Open the store a storage URL names, applying pending migrations unless ``upgrade`` is
+    false. Raises :class:`StoreError` for a bad URL or schema, :class:`StoreUnavailable` when
+    the database cannot be opened or written."""
+    parsed = parse_url(url, base_dir)
+    if parsed.scheme == "memory":
+        return MemoryStore()
+    from rulekit.store.sqlite import DEFAULT_BUSY_TIMEOUT, SQLiteStore
+
+    try:
+        busy_timeout = float(parsed.options.get("busy_timeout", DEFAULT_BUSY_TIMEOUT))
+    except ValueError:
+        raise StoreError(f"storage URL {url!r}: busy_timeout must be seconds") from None
+    assert parsed.path is not None
+    return SQLiteStore(
+        parsed.path,
+        synchronous=parsed.options.get("synchronous", "FULL"),
+        busy_timeout=busy_timeout,
+        upgrade=upgrade,
+    )
+
+
+def schema_status(url: str, base_dir: str | os.PathLike[str]) -> SchemaStatus:
+    """Where the schema of the store at ``url`` stands (``rulekit db status``); changes nothing."""
+    parsed = parse_url(url, base_dir)
+    if parsed.scheme == "memory":
+        return SchemaStatus(current=0, latest=0)
+    from rulekit.store import sqlite
+
+    assert parsed.path is not None
+    return sqlite.schema_status(parsed.path)
+
+
+def upgrade_schema(url: str, base_dir: str | os.PathLike[str]) -> tuple[SchemaStatus, SchemaStatus]:
+    """Apply pending migrations (``rulekit db upgrade``); the status before and after."""
+    parsed = parse_url(url, base_dir)
+    if parsed.scheme == "memory":
+        return SchemaStatus(current=0, latest=0), SchemaStatus(current=0, latest=0)
+    from rulekit.store import sqlite
+
+    assert parsed.path is not None
+    return sqlite.upgrade_schema(parsed.path)
+
+
+__all__ = [
+    "Attempt",
+    "EventRecord",
+    "InboxItem",
+    "Job",
+    "JobSpec",
+    "Journal",
+    "JournaledState",
+    "JournaledStore",
+    "MemoryStore",
+    "SchemaStatus",
+    "State",
+    "StorageURL",
+    "Store",
+    "open_store",
+    "parse_url",
+    "schema_status",
+    "upgrade_schema",
+]

@@ -7,15 +7,31 @@ implement the same interface, so nothing here may assume one backend.
 
 All methods are synchronous and are called inside :meth:`Store.transaction`: everything one event
 changes is committed together, or not at all.
+
+The daemon also keeps a :class:`Journal` (inbox, audit trail, outbox) in the same store, so that
+an event's state changes, its audit record and its action jobs commit in one transaction. Stores
+that support it are :class:`JournaledStore`: their transactions yield a :class:`JournaledState`.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
+from typing import Any
 
-from rulekit.event import Client, Conversation
+from rulekit.event import Client, Conversation, Event
+from rulekit.store.records import (
+    Attempt,
+    EventRecord,
+    InboxItem,
+    InboxStatus,
+    Job,
+    JobSpec,
+    JobStatus,
+    Outcome,
+)
 
 
 class State(abc.ABC):
@@ -29,6 +45,17 @@ class State(abc.ABC):
     @abc.abstractmethod
     def save_conversation(self, channel: str, key: str, conversation: Conversation) -> None:
         """Create or replace the conversation stored under ``key``."""
+
+    def find_conversation(
+        self, channel: str, conversation_id: str
+    ) -> tuple[str, Conversation] | None:
+        """The provider's key and the conversation whose rulekit ``id`` is ``conversation_id``.
+
+        Actions know a conversation by its id (the event's ``conversation.id``), providers by
+        their own key; this is the bridge (``assign`` reads, changes and saves back under the
+        key). Durable stores should index conversations by id to answer it quickly.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot find conversations by id")
 
     @abc.abstractmethod
     def open_conversations_by_assignee(self, channel: str | None = None) -> dict[str, int]:
@@ -80,3 +107,151 @@ class Store(abc.ABC):
         """Release resources."""
 
 
+class Journal(abc.ABC):
+    """The daemon's durable record: raw webhooks in, what was decided, what was done.
+
+    * the **inbox** holds each webhook body from before its 200 until a processor is done with it;
+    * the **audit trail** holds each processed event with the engine's trace;
+    * the **outbox** holds the action jobs of each plan, and **attempts** every try of each job.
+
+    Work is *claimed* with a lease (``owner`` names the claimer, e.g. ``host:pid``): a claim that
+    is not finished before the lease ends is handed out again, which is how work of a crashed
+    daemon is recovered (at-least-once). Methods that take ``now`` use the current time when it
+    is ``None``; tests pass it to be exact. JSON arguments (``params``, ``trace``, ``result``)
+    must be JSON-ready data and come back as such.
+    """
+
+    # inbox -----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def append_inbox(
+        self,
+        channel: str,
+        body: bytes,
+        *,
+        delivery_key: str | None = None,
+        now: datetime | None = None,
+    ) -> tuple[int, bool]:
+        """Keep a webhook body; return ``(inbox id, is_new)``.
+
+        A ``delivery_key`` seen before (a redelivery) keeps nothing and returns the first
+        delivery's id with ``is_new`` false; without a key every body is new.
+        """
+
+    @abc.abstractmethod
+    def claim_inbox(
+        self, owner: str, *, lease: float, limit: int = 1, now: datetime | None = None
+    ) -> list[InboxItem]:
+        """Claim up to ``limit`` pending items, oldest first, for ``lease`` seconds.
+
+        Items whose claim is held by anyone (``owner`` included) until after ``now`` are skipped.
+        Each claim counts one attempt.
+        """
+
+    @abc.abstractmethod
+    def finish_inbox(self, inbox_id: int, *, error: str | None = None) -> None:
+        """Mark an item done, or failed with ``error`` (a poison body, set aside visibly)."""
+
+    @abc.abstractmethod
+    def requeue_inbox(self, inbox_id: int) -> None:
+        """Make a failed (or done) item pending again, e.g. after the plugin was fixed."""
+
+    @abc.abstractmethod
+    def inbox_items(
+        self, *, status: InboxStatus | None = None, limit: int = 100
+    ) -> list[InboxItem]:
+        """Items with ``status`` (any when ``None``), newest first."""
+
+    # audit trail and outbox ------------------------------------------------------------------
+    @abc.abstractmethod
+    def record_event(
+        self,
+        event: Event,
+        *,
+        inbox_id: int | None,
+        trace: Mapping[str, Any],
+        jobs: Sequence[JobSpec] = (),
+        now: datetime | None = None,
+    ) -> bool:
+        """Record a processed event and enqueue its plan's jobs (due at once).
+
+        Returns false, recording and enqueueing nothing, when an event with this id was recorded
+        before: a redelivered event never runs its actions twice.
+        """
+
+    @abc.abstractmethod
+    def claim_jobs(
+        self, owner: str, *, lease: float, limit: int = 10, now: datetime | None = None
+    ) -> list[Job]:
+        """Claim up to ``limit`` pending jobs that are due, soonest first, for ``lease`` seconds.
+
+        A job is never held by two claimers at once; its claim ends with :meth:`record_attempt`
+        or when the lease runs out.
+        """
+
+    @abc.abstractmethod
+    def record_attempt(
+        self,
+        job_id: int,
+        outcome: Outcome,
+        *,
+        error: str | None = None,
+        result: Any = None,
+        retry_at: datetime | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        """Record one try of a job and release its claim.
+
+        ``done`` keeps ``result``; ``retry`` makes the job due again at ``retry_at`` (required);
+        ``dead`` dead-letters it. A job already done or dead keeps its status (a late report
+        of a claim whose lease ran out is still recorded as an attempt). Unknown ids raise
+        ``KeyError``.
+        """
+
+    @abc.abstractmethod
+    def requeue_job(self, job_id: int, *, now: datetime | None = None) -> None:
+        """Make a dead (or done) job pending and due at ``now``, e.g. from the console."""
+
+    # reading the record ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def get_event(self, event_id: str) -> EventRecord | None:
+        """The audit record of one event (``rulekit why``)."""
+
+    @abc.abstractmethod
+    def history(
+        self,
+        *,
+        channel: str | None = None,
+        event: str | None = None,
+        rule: str | None = None,
+        failed: bool = False,
+        since: datetime | None = None,
+        limit: int = 50,
+    ) -> list[EventRecord]:
+        """Recorded events, most recently processed first (``rulekit history``).
+
+        ``rule`` keeps events for which that rule enqueued a job; ``failed`` keeps events with a
+        dead job; ``since`` compares with the time of processing.
+        """
+
+    @abc.abstractmethod
+    def jobs(
+        self, *, event_id: str | None = None, status: JobStatus | None = None, limit: int = 100
+    ) -> list[Job]:
+        """Jobs of one event (in plan order) or with a status (newest first), or both."""
+
+    @abc.abstractmethod
+    def attempts(self, job_id: int) -> list[Attempt]:
+        """Every attempt of a job, oldest first."""
+
+
+class JournaledState(State, Journal):
+    """What one transaction of a store with a journal can read and change."""
+
+
+class JournaledStore(Store):
+    """A store whose transactions cover both the conversation state and the journal."""
+
+    @abc.abstractmethod
+    def transaction(self) -> AbstractContextManager[JournaledState]:
+        """A unit of work over state and journal: kept when the block ends normally, dropped on
+        error. Blocks must not do slow I/O (HTTP calls): writers are serialized."""

@@ -1,18 +1,48 @@
-"""The in-memory store: state for ``rulekit test`` and for tests; gone when the process ends."""
+"""The in-memory store: state for ``rulekit test`` and for tests; gone when the process ends.
+
+It implements the journal too, with the same behaviour as the durable stores (the behaviour
+tests in ``tests/store`` run against all of them): JSON data is copied through JSON, times come
+back in UTC, and a lock makes each transaction atomic for threads.
+"""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+import dataclasses
+import json
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
-from rulekit.event import Client, Conversation
-from rulekit.store.base import State, Store
+from rulekit.event import Client, Conversation, Event
+from rulekit.store.base import JournaledState, JournaledStore
+from rulekit.store.records import (
+    Attempt,
+    EventRecord,
+    InboxItem,
+    InboxStatus,
+    Job,
+    JobSpec,
+    JobStatus,
+    Outcome,
+    utc,
+)
 
 
-class MemoryState(State):
-    """State held in plain dictionaries."""
+def _json_copy(value: Any) -> Any:
+    """What a durable store gives back for ``value``: its JSON round trip."""
+    return None if value is None else json.loads(json.dumps(value, allow_nan=False))
+
+
+def _claimable(claimed_until: datetime | None, now: datetime) -> bool:
+    return claimed_until is None or claimed_until <= now
+
+
+class MemoryState(JournaledState):
+    """State held in plain dictionaries. Journal records are frozen and replaced, never
+    changed in place."""
 
     def __init__(self) -> None:
         self.conversations: dict[tuple[str, str], Conversation] = {}
@@ -20,6 +50,12 @@ class MemoryState(State):
         self.seen: set[tuple[str, str]] = set()
         self.cooldowns: dict[tuple[str, str], datetime] = {}
         self.positions: dict[str, int] = {}
+        self.inbox: dict[int, InboxItem] = {}
+        self.delivery_keys: dict[tuple[str, str], int] = {}
+        self.events: dict[str, EventRecord] = {}  # in processing order
+        self.outbox: dict[int, Job] = {}
+        self.attempt_log: dict[int, list[Attempt]] = {}
+        self.last_id: dict[str, int] = {"inbox": 0, "outbox": 0}
 
     def get_conversation(self, channel: str, key: str) -> Conversation | None:
         found = self.conversations.get((channel, key))
@@ -27,6 +63,14 @@ class MemoryState(State):
 
     def save_conversation(self, channel: str, key: str, conversation: Conversation) -> None:
         self.conversations[(channel, key)] = conversation.model_copy(deep=True)
+
+    def find_conversation(
+        self, channel: str, conversation_id: str
+    ) -> tuple[str, Conversation] | None:
+        for (conv_channel, key), conversation in self.conversations.items():
+            if conv_channel == channel and conversation.id == conversation_id:
+                return key, conversation.model_copy(deep=True)
+        return None
 
     def open_conversations_by_assignee(self, channel: str | None = None) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -66,18 +110,234 @@ class MemoryState(State):
         self.positions[key] = current + 1
         return current % modulo if modulo > 0 else 0
 
+    # inbox -----------------------------------------------------------------------------------
+    def append_inbox(
+        self,
+        channel: str,
+        body: bytes,
+        *,
+        delivery_key: str | None = None,
+        now: datetime | None = None,
+    ) -> tuple[int, bool]:
+        if delivery_key is not None and (channel, delivery_key) in self.delivery_keys:
+            return self.delivery_keys[(channel, delivery_key)], False
+        item_id = self._next_id("inbox")
+        self.inbox[item_id] = InboxItem(
+            id=item_id,
+            channel=channel,
+            received_at=utc(now),
+            body=bytes(body),
+            delivery_key=delivery_key,
+            status="pending",
+            attempts=0,
+        )
+        if delivery_key is not None:
+            self.delivery_keys[(channel, delivery_key)] = item_id
+        return item_id, True
 
-class MemoryStore(Store):
+    def claim_inbox(
+        self, owner: str, *, lease: float, limit: int = 1, now: datetime | None = None
+    ) -> list[InboxItem]:
+        now = utc(now)
+        claimed = []
+        for item in self.inbox.values():  # ids ascend with insertion
+            if len(claimed) >= limit:
+                break
+            if item.status == "pending" and _claimable(item.claimed_until, now):
+                item = dataclasses.replace(
+                    item,
+                    claimed_by=owner,
+                    claimed_until=now + timedelta(seconds=lease),
+                    attempts=item.attempts + 1,
+                )
+                self.inbox[item.id] = item
+                claimed.append(item)
+        return claimed
+
+    def finish_inbox(self, inbox_id: int, *, error: str | None = None) -> None:
+        self._update_inbox(inbox_id, "done" if error is None else "failed", error)
+
+    def requeue_inbox(self, inbox_id: int) -> None:
+        self._update_inbox(inbox_id, "pending", None)
+
+    def _update_inbox(self, inbox_id: int, status: InboxStatus, error: str | None) -> None:
+        if inbox_id not in self.inbox:
+            raise KeyError(f"no inbox item {inbox_id}")
+        self.inbox[inbox_id] = dataclasses.replace(
+            self.inbox[inbox_id], status=status, error=error, claimed_by=None, claimed_until=None
+        )
+
+    def inbox_items(
+        self, *, status: InboxStatus | None = None, limit: int = 100
+    ) -> list[InboxItem]:
+        items = [i for i in reversed(self.inbox.values()) if status in (None, i.status)]
+        return items[:limit]
+
+    # audit trail and outbox ------------------------------------------------------------------
+    def record_event(
+        self,
+        event: Event,
+        *,
+        inbox_id: int | None,
+        trace: Mapping[str, Any],
+        jobs: Sequence[JobSpec] = (),
+        now: datetime | None = None,
+    ) -> bool:
+        if event.id in self.events:
+            return False
+        now = utc(now)
+        self.events[event.id] = EventRecord(
+            event_id=event.id,
+            inbox_id=inbox_id,
+            channel=event.channel,
+            event=event.event,
+            conversation_id=event.conversation.id,
+            occurred_at=utc(event.occurred_at),
+            processed_at=now,
+            data=_json_copy(event.public()),
+            trace=_json_copy(dict(trace)),
+        )
+        for spec in jobs:
+            job_id = self._next_id("outbox")
+            self.outbox[job_id] = Job(
+                id=job_id,
+                event_id=event.id,
+                rule=spec.rule,
+                action=spec.action,
+                params=_json_copy(spec.params),
+                destination=spec.destination,
+                status="pending",
+                attempts=0,
+                next_attempt_at=now,
+            )
+        return True
+
+    def claim_jobs(
+        self, owner: str, *, lease: float, limit: int = 10, now: datetime | None = None
+    ) -> list[Job]:
+        now = utc(now)
+        due = sorted(
+            (
+                job
+                for job in self.outbox.values()
+                if job.status == "pending"
+                and job.next_attempt_at <= now
+                and _claimable(job.claimed_until, now)
+            ),
+            key=lambda job: (job.next_attempt_at, job.id),
+        )[:limit]
+        claimed = []
+        for job in due:
+            job = dataclasses.replace(
+                job, claimed_by=owner, claimed_until=now + timedelta(seconds=lease)
+            )
+            self.outbox[job.id] = job
+            claimed.append(job)
+        return claimed
+
+    def record_attempt(
+        self,
+        job_id: int,
+        outcome: Outcome,
+        *,
+        error: str | None = None,
+        result: Any = None,
+        retry_at: datetime | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        if outcome not in ("done", "retry", "dead"):
+            raise ValueError(f"unknown outcome {outcome!r}")
+        if outcome == "retry" and retry_at is None:
+            raise ValueError("a retry needs retry_at")
+        if job_id not in self.outbox:
+            raise KeyError(f"no job {job_id}")
+        job = self.outbox[job_id]
+        result = _json_copy(result)
+        self.attempt_log.setdefault(job_id, []).append(
+            Attempt(job_id=job_id, at=utc(now), outcome=outcome, error=error, result=result)
+        )
+        if job.status != "pending":  # done or dead stays so; the attempt is still counted
+            self.outbox[job_id] = dataclasses.replace(job, attempts=job.attempts + 1)
+            return
+        self.outbox[job_id] = dataclasses.replace(
+            job,
+            status="pending" if outcome == "retry" else outcome,
+            attempts=job.attempts + 1,
+            next_attempt_at=utc(retry_at) if retry_at is not None else job.next_attempt_at,
+            last_error=error if error is not None else job.last_error,
+            result=result,
+            claimed_by=None,
+            claimed_until=None,
+        )
+
+    def requeue_job(self, job_id: int, *, now: datetime | None = None) -> None:
+        if job_id not in self.outbox:
+            raise KeyError(f"no job {job_id}")
+        self.outbox[job_id] = dataclasses.replace(
+            self.outbox[job_id],
+            status="pending",
+            next_attempt_at=utc(now),
+            claimed_by=None,
+            claimed_until=None,
+        )
+
+    # reading the record ----------------------------------------------------------------------
+    def get_event(self, event_id: str) -> EventRecord | None:
+        return self.events.get(event_id)
+
+    def history(
+        self,
+        *,
+        channel: str | None = None,
+        event: str | None = None,
+        rule: str | None = None,
+        failed: bool = False,
+        since: datetime | None = None,
+        limit: int = 50,
+    ) -> list[EventRecord]:
+        def keep(record: EventRecord) -> bool:
+            jobs = [job for job in self.outbox.values() if job.event_id == record.event_id]
+            return (
+                channel in (None, record.channel)
+                and event in (None, record.event)
+                and (since is None or record.processed_at >= utc(since))
+                and (rule is None or any(job.rule == rule for job in jobs))
+                and (not failed or any(job.status == "dead" for job in jobs))
+            )
+
+        return [record for record in reversed(self.events.values()) if keep(record)][:limit]
+
+    def jobs(
+        self, *, event_id: str | None = None, status: JobStatus | None = None, limit: int = 100
+    ) -> list[Job]:
+        found = [
+            job
+            for job in self.outbox.values()
+            if event_id in (None, job.event_id) and status in (None, job.status)
+        ]
+        return (found if event_id is not None else found[::-1])[:limit]
+
+    def attempts(self, job_id: int) -> list[Attempt]:
+        return list(self.attempt_log.get(job_id, []))
+
+    def _next_id(self, table: str) -> int:
+        self.last_id[table] += 1
+        return self.last_id[table]
+
+
+class MemoryStore(JournaledStore):
     """An in-memory :class:`Store`; a failed transaction leaves the state as it was."""
 
     def __init__(self) -> None:
         self.state = MemoryState()
+        self._lock = threading.RLock()
 
     @contextmanager
-    def transaction(self) -> Iterator[State]:
-        backup = copy.deepcopy(self.state.__dict__)
-        try:
-            yield self.state
-        except BaseException:
-            self.state.__dict__ = backup
-            raise
+    def transaction(self) -> Iterator[MemoryState]:
+        with self._lock:
+            backup = copy.deepcopy(self.state.__dict__)
+            try:
+                yield self.state
+            except BaseException:
+                self.state.__dict__ = backup
+                raise

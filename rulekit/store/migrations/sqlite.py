@@ -1,0 +1,122 @@
+"""The SQLite schema, as numbered steps. Never edit a released step: add the next one.
+
+Conventions (PostgreSQL mirrors them with native types): times are ISO-8601 UTC text with
+microseconds (``2024-05-01T12:00:00.000000+00:00``), which sorts as time does; JSON is text;
+ids handed to users are ``INTEGER PRIMARY KEY AUTOINCREMENT``, so they are never reused.
+"""
+
+from __future__ import annotations
+
+from rulekit.store.migrations import Migration, check_sequence
+
+INITIAL = """
+-- conversation state -----------------------------------------------------------------------
+
+CREATE TABLE conversations (
+    channel     TEXT NOT NULL,
+    key         TEXT NOT NULL,             -- the provider's key, e.g. Chatra's client id
+    id          TEXT,                      -- rulekit's conversation id
+    status      TEXT,                      -- open / closed
+    assignee    TEXT,                      -- lower-cased agent email
+    data        TEXT NOT NULL,             -- the Conversation as JSON
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (channel, key)
+);
+CREATE INDEX conversations_by_id ON conversations (id);
+CREATE INDEX conversations_open_by_assignee ON conversations (assignee, channel)
+    WHERE status = 'open' AND assignee IS NOT NULL;
+
+CREATE TABLE clients (
+    channel     TEXT NOT NULL,
+    id          TEXT NOT NULL,
+    data        TEXT NOT NULL,             -- the Client as JSON
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (channel, id)
+);
+
+CREATE TABLE seen_messages (
+    channel     TEXT NOT NULL,
+    message_id  TEXT NOT NULL,
+    seen_at     TEXT NOT NULL,
+    PRIMARY KEY (channel, message_id)
+) WITHOUT ROWID;
+
+CREATE TABLE cooldowns (
+    rule             TEXT NOT NULL,
+    conversation_id  TEXT NOT NULL,
+    until            TEXT NOT NULL,
+    PRIMARY KEY (rule, conversation_id)
+) WITHOUT ROWID;
+
+CREATE TABLE positions (
+    key    TEXT PRIMARY KEY,
+    value  INTEGER NOT NULL
+);
+
+-- the daemon's journal -----------------------------------------------------------------------
+
+CREATE TABLE inbox (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel        TEXT NOT NULL,
+    received_at    TEXT NOT NULL,
+    body           BLOB NOT NULL,
+    delivery_key   TEXT,                   -- redelivery detection; NULL: never a duplicate
+    status         TEXT NOT NULL DEFAULT 'pending'
+                   CHECK (status IN ('pending', 'done', 'failed')),
+    error          TEXT,
+    attempts       INTEGER NOT NULL DEFAULT 0,
+    claimed_by     TEXT,
+    claimed_until  TEXT,
+    UNIQUE (channel, delivery_key)
+);
+CREATE INDEX inbox_pending ON inbox (id) WHERE status = 'pending';
+
+CREATE TABLE events (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,   -- processing order
+    event_id         TEXT NOT NULL UNIQUE,
+    inbox_id         INTEGER REFERENCES inbox (id) ON DELETE SET NULL,
+    channel          TEXT NOT NULL,
+    event            TEXT NOT NULL,
+    conversation_id  TEXT,
+    occurred_at      TEXT NOT NULL,
+    data             TEXT NOT NULL,        -- Event.public() as JSON
+    trace            TEXT NOT NULL,        -- the engine's trace as JSON
+    processed_at     TEXT NOT NULL
+);
+CREATE INDEX events_by_inbox ON events (inbox_id);
+CREATE INDEX events_by_conversation ON events (conversation_id);
+CREATE INDEX events_by_processed_at ON events (processed_at);
+
+CREATE TABLE outbox (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id         TEXT NOT NULL REFERENCES events (event_id) ON DELETE CASCADE,
+    rule             TEXT NOT NULL,
+    action           TEXT NOT NULL,
+    params           TEXT NOT NULL,        -- rendered parameters as JSON
+    destination      TEXT NOT NULL,
+    status           TEXT NOT NULL DEFAULT 'pending'
+                     CHECK (status IN ('pending', 'done', 'dead')),
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  TEXT NOT NULL,
+    last_error       TEXT,
+    result           TEXT,                 -- JSON
+    claimed_by       TEXT,
+    claimed_until    TEXT
+);
+CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX outbox_by_event ON outbox (event_id);
+CREATE INDEX outbox_by_status ON outbox (status, rule);
+
+CREATE TABLE attempts (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id   INTEGER NOT NULL REFERENCES outbox (id) ON DELETE CASCADE,
+    at       TEXT NOT NULL,
+    outcome  TEXT NOT NULL CHECK (outcome IN ('done', 'retry', 'dead')),
+    error    TEXT,
+    result   TEXT                          -- JSON
+);
+CREATE INDEX attempts_by_job ON attempts (job_id);
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial", INITIAL),)
+check_sequence(MIGRATIONS)

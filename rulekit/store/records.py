@@ -1,0 +1,99 @@
+"""The daemon's journal records: what the :class:`~rulekit.store.base.Journal` hands back.
+
+Plain frozen dataclasses, the same whichever store produced them. Times are timezone-aware
+(UTC); JSON columns come back as plain Python data (dicts, lists, str, numbers, bools, None).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+InboxStatus = Literal["pending", "done", "failed"]
+JobStatus = Literal["pending", "done", "dead"]
+Outcome = Literal["done", "retry", "dead"]
+
+
+def utc(value: datetime | None = None) -> datetime:
+    """``value`` in UTC (naive times are taken as UTC); the current time when ``None``."""
+    if value is None:
+        return datetime.now(UTC)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    """A webhook body as it was received, before any provider read it."""
+
+    id: int
+    channel: str
+    received_at: datetime
+    body: bytes
+    delivery_key: str | None
+    status: InboxStatus
+    attempts: int
+    """How many times a processor claimed it (a crash mid-processing shows as a retry)."""
+    error: str | None = None
+    claimed_by: str | None = None
+    claimed_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """An action job to enqueue: one rendered action of a plan."""
+
+    rule: str
+    action: str
+    params: dict[str, Any]
+    destination: str
+    """What the dispatcher paces and orders by, e.g. ``telegram:-100123`` or ``chatra``."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """An action job in the outbox, with where it stands."""
+
+    id: int
+    event_id: str
+    rule: str
+    action: str
+    params: dict[str, Any]
+    destination: str
+    status: JobStatus
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None = None
+    result: Any = None
+    claimed_by: str | None = None
+    claimed_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """A processed event as the audit trail keeps it."""
+
+    event_id: str
+    inbox_id: int | None
+    channel: str
+    event: str
+    conversation_id: str | None
+    occurred_at: datetime
+    processed_at: datetime
+    data: dict[str, Any] = field(repr=False)
+    """The normalized event (``Event.public()``: the raw payload stays in the inbox)."""
+    trace: dict[str, Any] = field(repr=False)
+    """The engine's explanation: candidates, each condition's result, the plan."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try of one job."""
+
+    job_id: int
+    at: datetime
+    outcome: Outcome
+    error: str | None = None
+    result: Any = None

@@ -1,0 +1,229 @@
+"""The durable SQLite store: the daemon's default, one file next to the config.
+
+Durability is the default: the database runs in WAL mode with ``synchronous=FULL``, so a
+transaction that returned has been fsynced and survives a crash or a power cut. ``NORMAL`` is
+the documented opt-down (see docs/operations.md): commits are not fsynced one by one, so a
+power cut (not a process crash) may lose the last transactions, never the file's integrity.
+
+Threads: a store holds **one connection and a lock**; a transaction holds the lock from
+``BEGIN IMMEDIATE`` to ``COMMIT``. SQLite runs one writer at a time anyway, and the lock hands
+the turn from thread to thread at once instead of leaving them in SQLite's sleeping busy
+handler. Several processes (or several stores on one file) are serialized by ``BEGIN
+IMMEDIATE`` and the busy timeout. Transactions must therefore stay short: no HTTP inside.
+
+Errors that mean "cannot persist right now" (read-only file, full disk, I/O error, locked past
+the busy timeout) are raised as :class:`~rulekit.errors.StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from rulekit.errors import StoreError, StoreUnavailable
+from rulekit.store.base import JournaledStore
+from rulekit.store.migrations import SchemaStatus, status_of
+from rulekit.store.migrations.sqlite import MIGRATIONS
+from rulekit.store.records import utc
+from rulekit.store.sqlite_state import SQLiteState, unavailable_error
+
+SYNCHRONOUS_LEVELS = ("FULL", "NORMAL", "EXTRA")
+"""The ``synchronous`` settings a store accepts (``OFF`` is never safe for a journal)."""
+
+DEFAULT_BUSY_TIMEOUT = 5.0
+"""Seconds a writer waits for another process's transaction before giving up."""
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of a script, one by one (``executescript`` would commit midway)."""
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            yield buffer.strip()
+            buffer = ""
+    if buffer.strip():
+        raise ValueError(f"incomplete SQL statement in migration: {buffer.strip()[:60]!r}")
+
+
+def _read_version(conn: sqlite3.Connection) -> int:
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if not exists:
+        return 0
+    return int(conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0])
+
+
+def _too_new(path: Path, status: SchemaStatus) -> StoreError:
+    return StoreError(
+        f"SQLite store {path} has schema version {status.current}, newer than this rulekit "
+        f"knows ({status.latest}): it was used by a newer rulekit. Upgrade rulekit, or restore "
+        "a backup taken before the newer version ran."
+    )
+
+
+def _apply_migrations(conn: sqlite3.Connection, path: Path) -> SchemaStatus:
+    """Apply the pending steps in one ``BEGIN IMMEDIATE`` transaction (the version is re-read
+    under the write lock, so concurrent openers apply each step once)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        )
+        status = status_of(_read_version(conn), MIGRATIONS)
+        if status.too_new:
+            raise _too_new(path, status)
+        now = utc().isoformat(timespec="microseconds")
+        for step in MIGRATIONS[status.current :]:
+            for statement in _statements(step.sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
+                (step.version, step.name, now),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return status_of(_read_version(conn), MIGRATIONS)
+
+
+def schema_status(path: str | os.PathLike[str]) -> SchemaStatus:
+    """Where the schema of the database at ``path`` stands, changing nothing (``rulekit db
+    status``). A missing file is version 0."""
+    path = Path(path)
+    if not path.exists():
+        return status_of(0, MIGRATIONS)
+    try:
+        conn = sqlite3.connect(path, timeout=DEFAULT_BUSY_TIMEOUT)
+        try:
+            return status_of(_read_version(conn), MIGRATIONS)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        unavailable = unavailable_error(path, exc)
+        if unavailable is None:
+            raise
+        raise unavailable from exc
+
+
+def upgrade_schema(path: str | os.PathLike[str]) -> tuple[SchemaStatus, SchemaStatus]:
+    """Apply pending migrations (``rulekit db upgrade``); return the status before and after."""
+    before = schema_status(path)
+    SQLiteStore(path, upgrade=True).close()
+    return before, schema_status(path)
+
+
+class SQLiteStore(JournaledStore):
+    """Conversation state and the daemon's journal in one SQLite file.
+
+    ``synchronous`` is ``"FULL"`` (default: every commit is on disk when it returns) or
+    ``"NORMAL"`` (faster; a power cut may lose the last commits). ``upgrade=False`` refuses a
+    schema that is behind instead of migrating it. A schema newer than this code always refuses.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "FULL",
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        upgrade: bool = True,
+    ) -> None:
+        level = synchronous.upper()
+        if level not in SYNCHRONOUS_LEVELS:
+            raise StoreError(
+                f"synchronous must be one of {', '.join(SYNCHRONOUS_LEVELS)}, not {synchronous!r}"
+            )
+        self.path = Path(path)
+        self.synchronous = level
+        self._lock = threading.Lock()
+        self._holder: int | None = None
+        self._conn: sqlite3.Connection | None = None
+        try:
+            self._conn = self._open(busy_timeout, upgrade)
+        except sqlite3.Error as exc:
+            unavailable = unavailable_error(self.path, exc)
+            if unavailable is None:
+                raise
+            raise unavailable from exc
+
+    def _open(self, busy_timeout: float, upgrade: bool) -> sqlite3.Connection:
+        # isolation_level=None: the module issues no implicit BEGIN/COMMIT; we do it ourselves.
+        conn = sqlite3.connect(
+            self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.row_factory = sqlite3.Row
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreUnavailable(
+                    f"SQLite store {self.path} cannot switch to WAL mode (it stays in {mode!r}); "
+                    "is the file or its directory read-only?"
+                )
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            status = status_of(_read_version(conn), MIGRATIONS)
+            if status.too_new:
+                raise _too_new(self.path, status)
+            if not status.up_to_date:
+                if not upgrade:
+                    raise StoreError(
+                        f"SQLite store {self.path}: {status}; run `rulekit db upgrade`"
+                    )
+                _apply_migrations(conn, self.path)
+            # Fail now, not on the first webhook, when the file cannot be written.
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[SQLiteState]:
+        if self._holder == threading.get_ident():
+            raise StoreError("transactions do not nest: this thread is already inside one")
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise StoreError(f"SQLite store {self.path} is closed")
+            self._holder = threading.get_ident()
+            try:
+                state = SQLiteState(conn, self.path)
+                state.execute("BEGIN IMMEDIATE")
+                try:
+                    yield state
+                    state.execute("COMMIT")
+                except BaseException:
+                    # A failed ROLLBACK must not hide the error that caused it.
+                    with suppress(sqlite3.Error):
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                    raise
+                finally:
+                    state.active = False
+            finally:
+                self._holder = None
+
+    def schema_status(self) -> SchemaStatus:
+        """Where this store's schema stands."""
+        with self.transaction() as state:
+            return status_of(_read_version(state.conn), MIGRATIONS)
+
+    def close(self) -> None:
+        """Close the connection (SQLite checkpoints the WAL when the last one closes)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r}, synchronous={self.synchronous!r})"
