@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 from pydantic import SecretStr
-
 from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
 
 MAX_DETAIL = 300

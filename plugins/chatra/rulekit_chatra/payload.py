@@ -108,6 +108,8 @@ def read_payload(data: Any) -> Payload:
     event_name = data.get("eventName")
     if event_name is None:
         raise ChannelError("the body has no eventName")
+    if not isinstance(event_name, str):
+        raise ChannelError(f"eventName must be a string, got {_kind(event_name)}")
     if event_name not in EVENT_NAMES:
         expected = ", ".join(EVENT_NAMES)
         raise ChannelError(f"unknown eventName {_show(event_name)} (expected one of {expected})")
@@ -130,11 +132,14 @@ def _client(value: Any) -> ChatraClient:
         raise ChannelError("the body has no client object")
     if not isinstance(value, dict):
         raise ChannelError(f"client must be an object, got {_kind(value)}")
-    client_id = _identifier(value.get("id"))
+    raw_id = value.get("id")
+    client_id = _identifier(raw_id)
     if client_id is None:
-        if value.get("id") is None:
+        if raw_id is None:
             raise ChannelError("client.id is missing")
-        raise ChannelError(f"client.id must be a string, got {_kind(value.get('id'))}")
+        if isinstance(raw_id, str):
+            raise ChannelError("client.id is empty")
+        raise ChannelError(f"client.id must be a string, got {_kind(raw_id)}")
 
     # ``info`` is Chatra's merge of ``basicInfo`` (pre-chat form, agents' edits) and
     # ``integrationData`` (what the site pushed); read all three in case one is left out.
@@ -285,6 +290,6 @@ def _kind(value: Any) -> str:
     return "an object"
 
 
-def _show(value: Any) -> str:
-    text = repr(value) if isinstance(value, str) else _kind(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _show(text: str) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= 60 else shown[:57] + "..."

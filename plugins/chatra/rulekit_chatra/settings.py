@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 from pydantic import Field, SecretStr, field_validator
-
 from rulekit.channels import ChannelSettings
 
 ClientField = Literal[
