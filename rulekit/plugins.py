@@ -137,3 +137,19 @@ def _collect(manager: pluggy.PluginManager, hook_name: str, registry: Any) -> No
 def plugin_modules() -> list[ModuleType]:
     """The built-in plugin modules (for documentation and meta-tests)."""
     return [importlib.import_module(name) for name in DEFAULT_PLUGINS]
+
+
+def load_command_plugins(cli: Any) -> None:
+    """Call ``rulekit_register_commands`` of the installed (entry-point) plugins only.
+
+    Built-in plugins add no commands, so ``rulekit --help`` does not import them.
+    """
+    blocked = disabled_from_env()
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist is not None else None
+        if ep.name in blocked or (dist is not None and dist in blocked):
+            continue
+        manager.register(ep.load(), name=ep.name)
+    manager.hook.rulekit_register_commands(cli=cli)

@@ -1,0 +1,190 @@
+"""What the CLI commands do, apart from argument parsing (see :mod:`rulekit.cli`)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rulekit.config import Config, load_config
+from rulekit.engine import Engine
+from rulekit.errors import ValidationErrors
+from rulekit.loader import RULE_SUFFIXES, RuleLoader, is_suite
+from rulekit.plugins import Plugins, load_plugins
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def open_config(config_path: str | None) -> tuple[Plugins, Config]:
+    """Plugins (minus those the config disables) and the validated config."""
+    from rulekit.config import find_config_path
+
+    path = find_config_path(config_path)
+    plugins = load_plugins()
+    config = load_config(path, plugins)
+    if config.raw.plugins.disable:
+        plugins = load_plugins(config.raw.plugins.disable)
+        config = load_config(path, plugins)
+    return plugins, config
+
+
+def rules_location(rules_path: str | None, config: Config) -> Path:
+    if rules_path:
+        return Path(rules_path)
+    if config.path is not None:
+        return config.rules_path
+    return Path("rules.d")
+
+
+def open_engine(rules_path: str | None, config_path: str | None) -> Engine:
+    plugins, config = open_config(config_path)
+    return Engine.from_path(rules_location(rules_path, config), config, plugins=plugins)
+
+
+def _expand(inputs: tuple[str, ...], rule_files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """Split inputs into suites and plain inputs; folders contribute their files in name order
+    (except the rules files themselves, so `rulekit test rules.d/` runs the suites there)."""
+    skip = {p.resolve() for p in rule_files}
+    from rulekit import yamlsource
+
+    suites: list[Path] = []
+    plain: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            if path.is_dir() and file.resolve() in skip:
+                continue
+            if file.suffix in RULE_SUFFIXES and file.is_file():
+                try:
+                    if is_suite(yamlsource.load(file.read_bytes())):
+                        suites.append(file)
+                        continue
+                except (yamlsource.YamlSyntaxError, OSError):
+                    pass  # reported as a malformed input below
+            if path.is_dir() and file.suffix not in (*RULE_SUFFIXES, ".json"):
+                continue
+            plain.append(file)
+    return suites, plain
+
+
+def run_test(
+    rules_path: str | None,
+    config_path: str | None,
+    channel: str | None,
+    now: datetime | None,
+    output_format: str,
+    inputs: tuple[str, ...],
+) -> int:
+    from rulekit.dryrun import as_json, as_text, run_input
+    from rulekit.pipeline import Pipeline
+    from rulekit.store.memory import MemoryStore
+    from rulekit.suites import report, run_suite
+
+    engine = open_engine(rules_path, config_path)
+    for warning in engine.ruleset.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if channel is not None and channel not in engine.config.channels:
+        known = ", ".join(sorted(engine.config.channels)) or "none"
+        raise click.UsageError(f"channel {channel!r} is not configured (configured: {known})")
+    suites, plain = _expand(inputs, engine.ruleset.files)
+    pipeline = Pipeline(engine, MemoryStore())
+    results = [run_input(pipeline, path, channel, now) for path in plain]
+    suite_results = [run_suite(engine, path) for path in suites]
+    text, _, failed = report(suite_results) if suite_results else ("", 0, 0)
+    if output_format == "json":
+        document: dict[str, Any] = as_json(pipeline, results)
+        if suite_results:
+            document["suites"] = [
+                {
+                    "path": s.path,
+                    "error": s.error,
+                    "tests": [{"name": t.name, "passed": t.passed, "failures": t.failures} for t in s.tests],
+                }
+                for s in suite_results
+            ]
+        click.echo(json.dumps(document, ensure_ascii=False, indent=2, default=str))
+    else:
+        if results:
+            click.echo(as_text(pipeline, results), nl=False)
+        if suite_results:
+            click.echo(text, nl=False)
+    for result in results:
+        if result.error:
+            click.echo(f"error: {result.error}", err=True)
+    if any(r.error for r in results):
+        return EXIT_USAGE
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def run_check(path: str | None, config_path: str | None, strict: bool) -> int:
+    plugins, config = open_config(config_path)
+    location = rules_location(path, config)
+    loader = RuleLoader(plugins, config)
+    ruleset = loader.load(location)  # raises ValidationErrors with every error
+    for warning in ruleset.warnings:
+        click.echo(f"{'error' if strict else 'warning'}: {warning}", err=True)
+    if strict and ruleset.warnings:
+        click.echo(f"{len(ruleset.warnings)} error(s) (--strict)", err=True)
+        return EXIT_FAILED
+    click.echo(
+        f"ok: {len(ruleset.rules)} rules in {len(ruleset.files)} file(s), "
+        f"{len(ruleset.suites)} test suite(s), {len(ruleset.warnings)} warning(s)"
+    )
+    return EXIT_OK
+
+
+def run_plugins(output_format: str) -> None:
+    plugins = load_plugins()
+    data = describe_plugins(plugins)
+    if output_format == "json":
+        click.echo(json.dumps(data, indent=2))
+        return
+    for plugin in data["plugins"]:
+        click.echo(f"{plugin['name']} ({plugin['source']})")
+        for provider in plugin["providers"]:
+            channel = provider["default_channel"] or "(no default channel)"
+            click.echo(f"  provider {provider['name']}: channel {channel} — {provider['description']}")
+        for action in plugin["actions"]:
+            params = ", ".join(
+                f"{name}{'' if name in action['required'] else '?'}" for name in action["parameters"]
+            )
+            click.echo(f"  action {action['name']}({params}) — {action['description']}")
+
+
+def describe_plugins(plugins: Plugins) -> dict[str, Any]:
+    """Installed plugins with what each registered (the ``rulekit plugins`` data)."""
+    out = []
+    for name in plugins.info:
+        providers = [
+            {
+                "name": entry.name,
+                "default_channel": entry.value.default_channel,
+                "description": entry.value.description,
+                "settings": entry.value.Settings.model_json_schema(),
+            }
+            for entry in plugins.providers.entries.values()
+            if entry.plugin == name
+        ]
+        actions = []
+        for entry in plugins.actions.entries.values():
+            if entry.plugin != name:
+                continue
+            schema = entry.value.Params.model_json_schema()
+            actions.append(
+                {
+                    "name": entry.name,
+                    "description": entry.value.description,
+                    "integration": entry.value.integration,
+                    "parameters": schema.get("properties", {}),
+                    "required": schema.get("required", []),
+                }
+            )
+        out.append({"name": name, "source": plugins.source(name), "providers": providers, "actions": actions})
+    return {"plugins": out, "disabled": sorted(plugins.disabled)}
+
+
+__all__ = ["ValidationErrors", "open_engine", "run_check", "run_plugins", "run_test"]

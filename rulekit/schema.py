@@ -1,0 +1,77 @@
+"""The JSON Schema of the rules format, for editors (``rulekit schema``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rulekit.event import EVENT_NAMES
+from rulekit.plugins import Plugins
+
+
+def rules_schema(plugins: Plugins) -> dict[str, Any]:
+    """A JSON Schema accepting a rules file: a list of rules, or ``{rules: [...]}``."""
+    defs: dict[str, Any] = {}
+    steps = []
+    for name in plugins.actions.names():
+        params = plugins.actions[name].Params.model_json_schema(ref_template="#/$defs/{model}")
+        defs.update(params.pop("$defs", {}))
+        defs[f"params_{name}"] = params
+        steps.append(
+            {
+                "type": "object",
+                "properties": {name: {"$ref": f"#/$defs/params_{name}"}},
+                "required": [name],
+                "additionalProperties": False,
+            }
+        )
+    names = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+    defs["condition"] = {
+        "oneOf": [
+            {"type": "string", "description": "A Jinja2 expression, e.g. client.country == 'DE'"},
+            {"type": "object", "properties": {"all": {"type": "array", "items": {"$ref": "#/$defs/condition"}}}, "required": ["all"], "additionalProperties": False},
+            {"type": "object", "properties": {"any": {"type": "array", "items": {"$ref": "#/$defs/condition"}}}, "required": ["any"], "additionalProperties": False},
+            {"type": "object", "properties": {"not": {"$ref": "#/$defs/condition"}}, "required": ["not"], "additionalProperties": False},
+        ]
+    }  # fmt: skip
+    defs["rule"] = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "minLength": 1},
+            "description": {"type": "string"},
+            "enabled": {"type": "boolean", "default": True},
+            "on": {
+                "type": "object",
+                "properties": {
+                    "channel": names,
+                    "event": {
+                        "oneOf": [
+                            {"type": "string", "examples": list(EVENT_NAMES)},
+                            {"type": "array", "items": {"type": "string", "examples": list(EVENT_NAMES)}},
+                        ]
+                    },
+                },
+                "additionalProperties": False,
+            },
+            "if": {"oneOf": [{"$ref": "#/$defs/condition"}, {"type": "array", "items": {"$ref": "#/$defs/condition"}}]},
+            "do": {"type": "array", "minItems": 1, "items": {"oneOf": steps}},
+            "stop": {"type": "boolean", "default": False},
+            "cooldown": {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[smhd]\s*$"},
+            "allow_own_events": {"type": "boolean", "default": False},
+        },
+        "required": ["name", "on", "do"],
+        "additionalProperties": False,
+    }  # fmt: skip
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "rulekit rules file",
+        "oneOf": [
+            {"type": "array", "items": {"$ref": "#/$defs/rule"}},
+            {
+                "type": "object",
+                "properties": {"rules": {"type": "array", "items": {"$ref": "#/$defs/rule"}}},
+                "required": ["rules"],
+                "additionalProperties": False,
+            },
+        ],
+        "$defs": defs,
+    }
