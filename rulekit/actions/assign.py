@@ -1,15 +1,32 @@
-"""``assign``: set the conversation's responsible agent (and group)."""
+"""``assign``: set the conversation's responsible agent (and group).
+
+Only agents with access to the event's channel can be assigned. An explicit ``agent`` (an email,
+any case) is taken as is; otherwise a strategy picks among the agents of the group (the one
+named, else the conversation's, else the channel's default group) who have access:
+
+* ``round_robin`` — in directory order, continuing where the last pick left off (the position
+  lives in the store, so it survives restarts with a durable store);
+* ``least_open`` — the agent with the fewest open conversations (ties: directory order).
+
+Nobody eligible is an outcome, not an error: the result says so, and the trace records it.
+A change of assignee produces an ``assigned`` event (origin ``rulekit``).
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from rulekit.actions.base import Action, ActionContext
+from rulekit.config import AgentEntry, Config
+from rulekit.errors import PermanentActionError
+from rulekit.event import Conversation, Event
 from rulekit.hookspecs import hookimpl
 from rulekit.models import StrictModel
 from rulekit.registry import ActionRegistry
+from rulekit.store.base import State
 
 
 class AssignParams(StrictModel):
@@ -21,12 +38,11 @@ class AssignParams(StrictModel):
         "round_robin", description="How to pick an agent of the group."
     )
 
-    @model_validator(mode="after")
-    def _agent_or_group(self) -> AssignParams:
-        if self.agent and self.group:
-            # an explicit agent wins; the group is then the conversation's group
-            return self
-        return self
+
+def default_group(config: Config, channel: str) -> str | None:
+    """The group new conversations of ``channel`` land in, when the config names one."""
+    configured = config.channels.get(channel)
+    return getattr(configured.settings, "default_group", None) if configured else None
 
 
 class Assign(Action):
@@ -40,16 +56,14 @@ class Assign(Action):
     def check(cls, params: AssignParams, channels: list[str], config) -> list[str]:  # type: ignore[override]
         problems = []
         directory = config.directory
-        if params.agent:
+        if params.agent and "{" not in params.agent:
             agent = directory.get(params.agent)
             if agent is None:
                 problems.append(f"agent {params.agent!r} is not in the agent directory")
             else:
                 for channel in channels:
                     if channel not in agent.channels:
-                        problems.append(
-                            f"agent {agent.email} has no access to channel {channel!r}"
-                        )
+                        problems.append(f"agent {agent.email} has no access to channel {channel!r}")
         if params.group and directory.groups and params.group not in directory.groups:
             problems.append(f"unknown group {params.group!r}")
         return problems
@@ -57,8 +71,99 @@ class Assign(Action):
     def describe(self, params: AssignParams, context: ActionContext) -> str:  # type: ignore[override]
         if params.agent:
             return f"assign the conversation to {params.agent}"
-        group = params.group or "the channel's default group"
-        return f"assign the conversation to an agent of {group} ({params.strategy})"
+        group = self._group(params, context.event.conversation, context)
+        who = f"group {group}" if group else "any agent with access to the channel"
+        return f"assign the conversation to an agent of {who} ({params.strategy})"
+
+    async def execute(self, params: AssignParams, context: ActionContext) -> dict[str, Any]:  # type: ignore[override]
+        event = context.event
+        if context.store is None:
+            raise PermanentActionError("assign needs the conversation store")
+        if not event.conversation.id:
+            raise PermanentActionError("the event has no conversation id")
+        with context.store.transaction() as state:
+            key, conversation = self._load(state, event)
+            group = self._group(params, conversation, context)
+            agent, reason = self._pick(params, conversation, group, state, context)
+            if agent is None:
+                return {"assigned": None, "group": group, "reason": reason}
+            changed = (
+                conversation.assignee or ""
+            ).lower() != agent.email.lower() or conversation.group != group
+            conversation.assignee = agent.email
+            conversation.group = group
+            state.save_conversation(event.channel, key, conversation)
+        result: dict[str, Any] = {"assigned": agent.email, "group": group, "changed": changed}
+        if params.strategy and not params.agent:
+            result["strategy"] = params.strategy
+        if changed:
+            assigned = self._assigned_event(event, conversation)
+            context.emitted.append(assigned)
+            result["event_id"] = assigned.id
+        return result
+
+    # helpers -------------------------------------------------------------------------------
+    @staticmethod
+    def _load(state: State, event: Event) -> tuple[str, Conversation]:
+        """The stored conversation and its provider key. Providers that keep no conversation
+        state (the generic webhook) get it stored under rulekit's own id."""
+        conversation_id = event.conversation.id or ""
+        found = state.find_conversation(event.channel, conversation_id)
+        if found is not None:
+            return found
+        return conversation_id, event.conversation.model_copy(deep=True)
+
+    @staticmethod
+    def _group(
+        params: AssignParams, conversation: Conversation, context: ActionContext
+    ) -> str | None:
+        return (
+            params.group
+            or conversation.group
+            or default_group(context.config, context.event.channel)
+        )
+
+    def _pick(
+        self,
+        params: AssignParams,
+        conversation: Conversation,
+        group: str | None,
+        state: State,
+        context: ActionContext,
+    ) -> tuple[AgentEntry | None, str]:
+        directory = context.config.directory
+        channel = context.event.channel
+        if params.agent:
+            agent = directory.get(params.agent)
+            if agent is None:
+                return None, f"agent {params.agent!r} is not in the agent directory"
+            if channel not in agent.channels:
+                return None, f"agent {agent.email} has no access to channel {channel!r}"
+            return agent, ""
+        eligible = directory.eligible(channel, group)
+        if not eligible:
+            where = f"in group {group!r} " if group else ""
+            return None, f"no agent {where}has access to channel {channel!r}"
+        if params.strategy == "least_open":
+            counts = state.open_conversations_by_assignee()
+            current = (conversation.assignee or "").lower()
+            if current and conversation.status != "closed":
+                counts[current] = counts.get(current, 0) - 1  # this one does not count
+            return min(eligible, key=lambda a: counts.get(a.email.lower(), 0)), ""
+        position = state.next_position(f"assign:{channel}:{group or '*'}", len(eligible))
+        return eligible[position], ""
+
+    @staticmethod
+    def _assigned_event(cause: Event, conversation: Conversation) -> Event:
+        return Event(
+            id=f"{cause.id}/assigned/{(conversation.assignee or '').lower()}",
+            channel=cause.channel,
+            event="assigned",
+            occurred_at=datetime.now(UTC),
+            origin="rulekit",
+            conversation=conversation.model_copy(deep=True),
+            client=cause.client.model_copy(deep=True),
+        )
 
 
 @hookimpl

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from pydantic import Field
 
 from rulekit.actions.base import Action, ActionContext
 from rulekit.channels.base import Reply
+from rulekit.errors import PermanentActionError, RetryableActionError
 from rulekit.hookspecs import hookimpl
 from rulekit.models import StrictModel
 from rulekit.registry import ActionRegistry
@@ -48,11 +50,20 @@ class Autoreply(Action):
         return context.provider.describe_reply(self._reply(params, context))
 
     async def execute(self, params: AutoreplyParams, context: ActionContext) -> dict[str, Any]:  # type: ignore[override]
-        if context.provider is None:
-            from rulekit.errors import PermanentActionError
-
-            raise PermanentActionError(f"channel {context.event.channel!r} is not configured")
-        return await context.provider.send_reply(self._reply(params, context), timeout=self.timeout)
+        # Skipping ``recovered`` events is the engine's decision (it knows the rule's options
+        # and writes the trace); by the time a call gets here, it is meant to be sent.
+        problem = self.unavailable(context)
+        if problem or context.provider is None:
+            raise PermanentActionError(problem or "no provider")
+        provider = context.provider
+        try:
+            # the provider gets the timeout for its own client; this one is the backstop
+            async with asyncio.timeout(self.timeout):
+                return await provider.send_reply(self._reply(params, context), timeout=self.timeout)
+        except TimeoutError:
+            raise RetryableActionError(
+                f"{provider.name} did not answer within {self.timeout:g} s"
+            ) from None
 
 
 @hookimpl

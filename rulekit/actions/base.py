@@ -14,6 +14,9 @@ An action class declares:
 
 An instance is built per loaded config with the integration's settings (or ``None`` when the
 config has none), describes what it would do (``rulekit test``), and executes (``rulekit run``).
+It may keep network clients between calls (one Slack client, one Telegram bot); whoever built
+it calls :meth:`Action.aclose` when done. :meth:`Action.pacing` names the rate limits a call is
+subject to, for :class:`rulekit.pacing.Pacer`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pydantic import BaseModel
 
 from rulekit.event import Event
 from rulekit.models import StrictModel
+from rulekit.pacing import Limit, Pace
 
 if TYPE_CHECKING:
     from rulekit.channels.base import Provider
@@ -62,10 +66,25 @@ class Action:
     Integration: ClassVar[type[StrictModel] | None] = None
     markup_fields: ClassVar[tuple[str, ...]] = ()
     client_facing: ClassVar[bool] = False
-    timeout: ClassVar[float] = DEFAULT_TIMEOUT
+    timeout: float = DEFAULT_TIMEOUT
+    limits: dict[str, Limit] = {}
+    """The service's rate limits by name (e.g. ``chat``, ``bot``), used by :meth:`pacing`."""
 
-    def __init__(self, settings: BaseModel | None = None) -> None:
+    def __init__(
+        self,
+        settings: BaseModel | None = None,
+        *,
+        limits: dict[str, Limit] | None = None,
+        timeout: float | None = None,
+    ) -> None:
         self.settings = settings
+        self.limits = {**type(self).limits, **(limits or {})}
+        if timeout is not None:
+            self.timeout = timeout
+
+    def __repr__(self) -> str:
+        # never the settings: they hold credentials
+        return f"<{type(self).__name__} action {self.name!r}>"
 
     @classmethod
     def escaper(cls, params: dict[str, Any]) -> Callable[[str], str] | None:
@@ -86,6 +105,11 @@ class Action:
         """The key of the destination pacing applies to (a Slack channel, a Telegram chat)."""
         return self.name
 
+    def pacing(self, params: BaseModel) -> list[Pace]:
+        """The limits a call with ``params`` is subject to, destination first (see
+        :mod:`rulekit.pacing`); empty when the action needs no pacing."""
+        return []
+
     def describe(self, params: BaseModel, context: ActionContext) -> str:
         """Exactly what :meth:`execute` would do, in one line, for ``rulekit test``."""
         return f"{self.name} {params.model_dump(mode='json')}"
@@ -97,3 +121,6 @@ class Action:
         :class:`rulekit.errors.PermanentActionError`, keeping the service's own message.
         """
         raise NotImplementedError(f"action {self.name!r} cannot execute")
+
+    async def aclose(self) -> None:
+        """Release network clients kept between calls. The instance may be used again after."""

@@ -1,15 +1,33 @@
-"""``slack``: post a message to a Slack channel (``chat.postMessage``)."""
+"""``slack``: post a message to a Slack channel (``chat.postMessage``), through slack-sdk's
+:class:`~slack_sdk.web.async_client.AsyncWebClient`.
+
+One client (and one HTTP session) per action instance. slack-sdk's own retries are off: the
+dispatcher retries, with pacing, from the classified error.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, SecretStr
 
 from rulekit.actions.base import Action, ActionContext
+from rulekit.actions.secrets import redact
+from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
 from rulekit.hookspecs import hookimpl
 from rulekit.models import StrictModel
+from rulekit.pacing import Limit, Pace
 from rulekit.registry import ActionRegistry
+
+if TYPE_CHECKING:
+    import aiohttp
+    from slack_sdk.web.async_client import AsyncWebClient
+
+TRANSIENT_ERRORS = frozenset(
+    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
+"""Slack error codes that say "try again later" rather than "this will never work"."""
 
 
 def escape_mrkdwn(text: str) -> str:
@@ -36,6 +54,15 @@ class Slack(Action):
     integration = "slack"
     Integration = SlackIntegration
     markup_fields = ("text",)
+    limits = {"channel": Limit(1, 1.0)}  # about one message a second per channel
+    connections = 64
+    """Connections the client keeps open to the Web API."""
+
+    def __init__(self, settings: Any = None, **options: Any) -> None:
+        super().__init__(settings, **options)
+        self._client: AsyncWebClient | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def escaper(cls, params: dict[str, Any]):
@@ -44,16 +71,107 @@ class Slack(Action):
     def unavailable(self, context: ActionContext | None = None) -> str | None:
         if self.settings is None:
             return "Slack is not configured"
-        token = self.settings.token  # type: ignore[attr-defined]
-        if token is None or not token.get_secret_value():
+        if not self._token():
             return "the Slack token is empty"
         return None
 
     def destination(self, params: SlackParams) -> str:  # type: ignore[override]
         return f"slack:{params.channel}"
 
+    def pacing(self, params: SlackParams) -> list[Pace]:  # type: ignore[override]
+        return [
+            Pace(self.destination(params), self.limits["channel"]),
+            Pace("slack", None, scope="service"),
+        ]
+
     def describe(self, params: SlackParams, context: ActionContext) -> str:  # type: ignore[override]
-        return f"post to Slack {params.channel}: {params.text!r}"
+        blocks = f" with {len(params.blocks)} blocks" if params.blocks else ""
+        return f"post to Slack {params.channel}{blocks}: {params.text!r}"
+
+    # execution -----------------------------------------------------------------------------
+    async def execute(self, params: SlackParams, context: ActionContext) -> dict[str, Any]:  # type: ignore[override]
+        import aiohttp
+        from slack_sdk.errors import SlackApiError, SlackClientError
+
+        problem = self.unavailable()
+        if problem:
+            raise PermanentActionError(problem)
+        # the text is already escaped where values were interpolated (see ``escaper``)
+        arguments: dict[str, Any] = {"channel": params.channel, "text": params.text}
+        if params.blocks:
+            arguments["blocks"] = params.blocks
+        try:
+            async with asyncio.timeout(self.timeout):
+                response = await self._web_client().chat_postMessage(**arguments)
+        except TimeoutError:
+            raise RetryableActionError(f"Slack did not answer within {self.timeout:g} s") from None
+        except SlackApiError as exc:
+            raise self._classify(exc) from None
+        except aiohttp.ClientError as exc:
+            message = redact(f"Slack: {type(exc).__name__}: {exc}", [self._token()])
+            raise RetryableActionError(message) from None
+        except SlackClientError as exc:
+            raise PermanentActionError(redact(f"Slack: {exc}", [self._token()])) from None
+        return {"ts": response.get("ts"), "channel": response.get("channel")}
+
+    async def aclose(self) -> None:
+        session, self._session, self._client = self._session, None, None
+        if session is not None and not session.closed:
+            await session.close()
+
+    def _token(self) -> str:
+        token = getattr(self.settings, "token", None)
+        return token.get_secret_value() if token is not None else ""
+
+    def _web_client(self) -> AsyncWebClient:
+        import aiohttp
+        from slack_sdk.web.async_client import AsyncWebClient
+
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            # a new event loop (a test's asyncio.run): the old session died with its loop
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.connections),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            )
+            self._client = AsyncWebClient(
+                token=self._token(),
+                base_url=self.settings.base_url,  # type: ignore[union-attr]
+                timeout=max(1, round(self.timeout)),
+                session=self._session,
+                retry_handlers=[],
+            )
+            self._loop = loop
+        return self._client
+
+    def _classify(self, exc: Any) -> ActionError:
+        response = exc.response
+        status = getattr(response, "status_code", None)
+        data = response.data if isinstance(getattr(response, "data", None), dict) else {}
+        error = data.get("error") or "no error code"
+        details = data.get("response_metadata", {}).get("messages") or []
+        message = f"Slack chat.postMessage failed: {error}"
+        if details:
+            message += f" ({'; '.join(map(str, details))})"
+        if status and status != 200:
+            message += f" (HTTP {status})"
+        message = redact(message, [self._token()])
+        if status == 429 or error == "ratelimited":
+            headers = {k.lower(): v for k, v in dict(response.headers or {}).items()}
+            return RetryableActionError(
+                message, retry_after=_seconds(headers.get("retry-after")), status=429
+            )
+        if (status is not None and status >= 500) or error in TRANSIENT_ERRORS:
+            return RetryableActionError(message, status=status)
+        return PermanentActionError(message, status=status)
+
+
+def _seconds(value: Any) -> float | None:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds >= 0 else None
 
 
 @hookimpl

@@ -1,17 +1,44 @@
-"""``telegram``: send a message to a Telegram chat (``sendMessage``)."""
+"""``telegram``: send a message to a Telegram chat (``sendMessage``), through
+python-telegram-bot's :class:`telegram.Bot`.
+
+One bot per action instance, initialized once (its ``getMe`` checks the token). The token is
+part of every Bot API URL; it is put into the URL only by the HTTP transport, at the last
+moment, so that HTTP logs, error messages and reprs never show it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import html
+import os
 import re
-from typing import Any, Literal
+import warnings
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr
 
 from rulekit.actions.base import Action, ActionContext
+from rulekit.actions.secrets import redact
+from rulekit.actions.telegram_text import MAX_MESSAGE_LENGTH, truncate
+from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
 from rulekit.hookspecs import hookimpl
 from rulekit.models import StrictModel
+from rulekit.pacing import Limit, Pace
 from rulekit.registry import ActionRegistry
+
+if TYPE_CHECKING:
+    import httpx
+    from telegram import Bot
+
+_TOKEN_MARK = "rulekit-token"
+"""Stands for the token in the URLs python-telegram-bot builds; the transport swaps it."""
+
+_last_status: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "rulekit_telegram_status", default=None
+)
+"""The HTTP status of the last Bot API answer in this task (python-telegram-bot's errors do
+not always keep it)."""
 
 _MDV2_SPECIAL = re.compile(r"([_*\[\]()~`>#+\-=|{}.!\\])")
 
@@ -28,7 +55,10 @@ def escape_markdown_v2(text: str) -> str:
 
 class TelegramIntegration(StrictModel):
     token: SecretStr | None = Field(None, description="The bot token from @BotFather, from ${ENV}.")
-    base_url: str = Field("https://api.telegram.org/bot", description="The Bot API's base URL.")
+    base_url: str = Field(
+        "https://api.telegram.org/bot",
+        description="The Bot API's base URL; the token follows it (or replaces {token}).",
+    )
 
 
 class TelegramParams(StrictModel):
@@ -39,6 +69,12 @@ class TelegramParams(StrictModel):
     )
 
 
+def is_group_chat(chat_id: str | int) -> bool:
+    """Groups, supergroups and channels have negative ids (or an @username)."""
+    chat = str(chat_id).strip()
+    return chat.startswith(("-", "@"))
+
+
 class Telegram(Action):
     name = "telegram"
     description = "send a message to a Telegram chat"
@@ -46,6 +82,20 @@ class Telegram(Action):
     integration = "telegram"
     Integration = TelegramIntegration
     markup_fields = ("text",)
+    limits = {
+        "chat": Limit(1, 1.0),  # about one message a second in one chat
+        "group": Limit(20, 60.0),  # twenty a minute in a group
+        "bot": Limit(30, 1.0),  # thirty a second for the whole bot
+    }
+    connections = 64
+    """Connections the bot keeps open to the Bot API."""
+
+    def __init__(self, settings: Any = None, **options: Any) -> None:
+        super().__init__(settings, **options)
+        self._bot: Bot | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock: asyncio.Lock | None = None
+        self._floods: dict[str, float] = {}  # chat -> end of its flood-control window
 
     @classmethod
     def escaper(cls, params: dict[str, Any]):
@@ -55,17 +105,195 @@ class Telegram(Action):
     def unavailable(self, context: ActionContext | None = None) -> str | None:
         if self.settings is None:
             return "Telegram is not configured"
-        token = self.settings.token  # type: ignore[attr-defined]
-        if token is None or not token.get_secret_value():
+        if not self._token():
             return "the Telegram token is empty"
         return None
 
     def destination(self, params: TelegramParams) -> str:  # type: ignore[override]
         return f"telegram:{params.chat_id}"
 
+    def pacing(self, params: TelegramParams) -> list[Pace]:  # type: ignore[override]
+        chat = self.destination(params)
+        paces = [Pace(chat, self.limits["chat"])]
+        if is_group_chat(params.chat_id):
+            paces.append(Pace(f"{chat}:minute", self.limits["group"]))
+        paces.append(Pace("telegram", self.limits["bot"], scope="service"))
+        return paces
+
     def describe(self, params: TelegramParams, context: ActionContext) -> str:  # type: ignore[override]
         mode = "" if params.parse_mode == "none" else f" ({params.parse_mode})"
-        return f"send Telegram message to chat {params.chat_id}{mode}: {params.text!r}"
+        text = self._text(params)
+        cut = f" (truncated to {MAX_MESSAGE_LENGTH} characters)" if text != params.text else ""
+        return f"send Telegram message to chat {params.chat_id}{mode}{cut}: {text!r}"
+
+    # execution -----------------------------------------------------------------------------
+    async def execute(self, params: TelegramParams, context: ActionContext) -> dict[str, Any]:  # type: ignore[override]
+        from telegram.error import TelegramError
+
+        problem = self.unavailable()
+        if problem:
+            raise PermanentActionError(problem)
+        text = self._text(params)
+        _last_status.set(None)
+        try:
+            async with asyncio.timeout(self.timeout):
+                bot = await self._ready_bot()
+                message = await bot.send_message(
+                    chat_id=params.chat_id,
+                    text=text,
+                    parse_mode=None if params.parse_mode == "none" else params.parse_mode,
+                )
+        except TimeoutError:
+            raise RetryableActionError(
+                f"Telegram did not answer within {self.timeout:g} s"
+            ) from None
+        except TelegramError as exc:
+            raise self._classify(exc, str(params.chat_id)) from None
+        return {
+            "message_id": message.message_id,
+            "chat_id": message.chat.id,
+            "truncated": text != params.text,
+        }
+
+    async def aclose(self) -> None:
+        bot, self._bot = self._bot, None
+        if bot is not None:
+            await bot.shutdown()
+
+    def _token(self) -> str:
+        token = getattr(self.settings, "token", None)
+        return token.get_secret_value() if token is not None else ""
+
+    def _text(self, params: TelegramParams) -> str:
+        mode = None if params.parse_mode == "none" else params.parse_mode
+        return truncate(params.text, mode)
+
+    async def _ready_bot(self) -> Bot:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._lock is None:
+            # a new event loop (a test's asyncio.run): the old bot's connections died with its loop
+            self._loop, self._lock, self._bot = loop, asyncio.Lock(), None
+        async with self._lock:
+            if self._bot is None:
+                bot = self._new_bot()
+                try:
+                    await bot.initialize()
+                except BaseException:
+                    await bot.shutdown()
+                    raise
+                self._bot = bot
+        return self._bot
+
+    def _new_bot(self) -> Bot:
+        from telegram import Bot
+        from telegram.request import HTTPXRequest
+
+        # Opt in to python-telegram-bot's coming durations-as-timedelta (v22.2+): without it,
+        # the library warns from inside its own RetryAfter, on every flood-control answer.
+        os.environ.setdefault("PTB_TIMEDELTA", "true")
+
+        token = self._token()
+        base_url = self.settings.base_url  # type: ignore[union-attr]
+        marked = (
+            base_url.replace("{token}", _TOKEN_MARK)
+            if "{token}" in base_url
+            else base_url + _TOKEN_MARK
+        )
+
+        def request(connections: int) -> HTTPXRequest:
+            timeout = self.timeout
+            return HTTPXRequest(
+                connection_pool_size=connections,
+                read_timeout=timeout,
+                write_timeout=timeout,
+                connect_timeout=timeout,
+                pool_timeout=timeout,
+                httpx_kwargs={"transport": _token_transport(token, connections)},
+            )
+
+        return Bot(
+            token,
+            base_url=lambda _token: marked,
+            base_file_url=lambda _token: marked,
+            request=request(self.connections),
+            get_updates_request=request(1),
+        )
+
+    def _classify(self, exc: Exception, chat: str) -> ActionError:
+        from telegram import error as tg
+
+        status = _last_status.get()
+        message = redact(f"Telegram: {exc}", [self._token()])
+        if isinstance(exc, tg.RetryAfter):
+            seconds = _retry_after_seconds(exc)
+            return RetryableActionError(
+                f"{message} (flood control: retry after {seconds:g} s)",
+                retry_after=seconds,
+                scope=self._flood_scope(chat, seconds),
+                status=429,
+            )
+        if isinstance(exc, tg.TimedOut):
+            return RetryableActionError(message, status=status)
+        if isinstance(exc, tg.InvalidToken | tg.Forbidden | tg.BadRequest | tg.Conflict):
+            return PermanentActionError(message, status=status)
+        if isinstance(exc, tg.NetworkError):
+            # 5xx and lost connections come here, and so do 4xx the library has no class for
+            if status is not None and 400 <= status < 500 and status != 429:
+                return PermanentActionError(message, status=status)
+            return RetryableActionError(message, status=status)
+        return RetryableActionError(message, status=status)  # a garbled answer
+
+    def _flood_scope(self, chat: str, seconds: float) -> str:
+        """Telegram does not say what a flood-control answer throttles. Two chats throttled at
+        once, or a throttled ``getMe``, mean the bot as a whole: then every chat pauses."""
+        now = asyncio.get_running_loop().time()
+        self._floods = {key: end for key, end in self._floods.items() if end > now}
+        others = [key for key in self._floods if key != chat]
+        self._floods[chat] = now + seconds
+        bot_wide = bool(others) or self._bot is None
+        return "service" if bot_wide else "destination"
+
+
+def _retry_after_seconds(exc: Any) -> float:
+    from telegram.warnings import PTBDeprecationWarning
+
+    with warnings.catch_warnings():  # the int-or-timedelta transition warns on read
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value = exc.retry_after
+    return float(value.total_seconds() if hasattr(value, "total_seconds") else value)
+
+
+def _token_transport(token: str, connections: int) -> httpx.AsyncBaseTransport:
+    import httpx
+
+    class TokenTransport(httpx.AsyncBaseTransport):
+        """Puts the token into the URL for the wire only; what httpx logs keeps the mark."""
+
+        def __init__(self) -> None:
+            self._inner = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=connections))
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            url = request.url
+            if _TOKEN_MARK in url.path:
+                url = url.copy_with(path=url.path.replace(_TOKEN_MARK, token))
+            wire = httpx.Request(
+                request.method,
+                url,
+                headers=request.headers,
+                stream=request.stream,
+                extensions=request.extensions,
+            )
+            response = await self._inner.handle_async_request(wire)
+            _last_status.set(response.status_code)
+            return response
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+        def __repr__(self) -> str:
+            return "<TokenTransport>"
+
+    return TokenTransport()
 
 
 @hookimpl

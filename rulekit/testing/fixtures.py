@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from rulekit.testing.fake_slack import FakeSlack
+from rulekit.testing.fake_telegram import FakeTelegram
 from rulekit.testing.fakehttp import FakeService
 
 
@@ -30,3 +32,17 @@ def memory_store():
     from rulekit.store.memory import MemoryStore
 
     return MemoryStore()
+
+
+@pytest.fixture
+def fake_slack() -> Iterator[FakeSlack]:
+    """A fake Slack Web API on loopback (token ``fake_slack.token``; every channel exists)."""
+    with FakeSlack() as service:
+        yield service
+
+
+@pytest.fixture
+def fake_telegram() -> Iterator[FakeTelegram]:
+    """A fake Telegram Bot API on loopback (token ``fake_telegram.token``; every chat exists)."""
+    with FakeTelegram() as service:
+        yield service

@@ -1,0 +1,186 @@
+"""Fitting a message into Telegram's 4096-character limit without breaking its markup.
+
+Telegram rejects a longer ``sendMessage``; rulekit truncates instead, and marks the cut with
+``…``. The cut never falls inside an HTML tag or entity, inside a MarkdownV2 escape (``\\.``), a
+link or a custom emoji, nor between a character and what joins it (a combining mark, a
+zero-width joiner, a variation selector); entities open at the cut are closed after the
+ellipsis (``</b>``, ``*``), so the result parses as the original would have.
+
+Lengths are counted in UTF-16 code units, as Telegram counts them, and on the text as sent
+(markup included): a text that fits is sent unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterator
+
+MAX_MESSAGE_LENGTH = 4096
+ELLIPSIS = "…"
+
+_HTML_TOKEN = re.compile(r"<[^<>]*>|&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);", re.S)
+_TAG_NAME = re.compile(r"</?\s*([A-Za-z][A-Za-z0-9-]*)")
+# tags whose content cannot be cut (a custom emoji must keep its one emoji)
+_HTML_ATOMIC = frozenset({"tg-emoji"})
+_MDV2_MARKERS = ("```", "||", "__", "`", "_", "*", "~")
+
+Token = tuple[str, str | None]
+"""A piece of the text, and what must follow the ellipsis if the text is cut right after it
+(``None``: no cut there)."""
+
+
+def utf16_len(text: str) -> int:
+    """The length Telegram counts: UTF-16 code units (an emoji may count two)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def truncate(text: str, parse_mode: str | None = None, limit: int = MAX_MESSAGE_LENGTH) -> str:
+    """``text`` if it fits in ``limit``; else its longest prefix that keeps the markup of
+    ``parse_mode`` (None or ``"none"``, ``"HTML"``, ``"MarkdownV2"``) valid, plus ``…`` and
+    the closing of every entity still open."""
+    if utf16_len(text) <= limit:
+        return text
+    if parse_mode == "HTML":
+        tokens = _html_tokens(text)
+    elif parse_mode == "MarkdownV2":
+        tokens = _markdown_v2_tokens(text)
+    else:
+        tokens = _plain_tokens(text)
+    return _cut(tokens, limit)
+
+
+def _cut(tokens: Iterator[Token], limit: int) -> str:
+    budget = limit - utf16_len(ELLIPSIS)
+    kept: list[str] = []
+    best_count, best_closers = 0, ""
+    used = 0
+    for piece, closers in tokens:
+        used += utf16_len(piece)
+        if used > budget:
+            break
+        kept.append(piece)
+        if closers is not None and used + utf16_len(closers) <= budget:
+            best_count, best_closers = len(kept), closers
+    return "".join(kept[:best_count]) + ELLIPSIS + best_closers
+
+
+def _joins(char: str) -> bool:
+    """Whether ``char`` belongs to the character before it (no cut may separate them)."""
+    return (
+        unicodedata.combining(char) != 0
+        or char in "\u200d\ufe0e\ufe0f"
+        or "\U0001f3fb" <= char <= "\U0001f3ff"  # skin tone modifiers
+        or "\U000e0020" <= char <= "\U000e007f"  # tag sequences (flags of regions)
+    )
+
+
+def _can_cut_before(text: str, index: int) -> bool:
+    if index >= len(text):
+        return True
+    if _joins(text[index]):
+        return False
+    return not (index > 0 and text[index - 1] == "\u200d")
+
+
+def _plain_tokens(text: str) -> Iterator[Token]:
+    for index, char in enumerate(text):
+        yield char, ("" if _can_cut_before(text, index + 1) else None)
+
+
+# HTML -------------------------------------------------------------------------------------------
+
+
+def _html_tokens(text: str) -> Iterator[Token]:
+    stack: list[str] = []
+    index = 0
+    while index < len(text):
+        match = _HTML_TOKEN.match(text, index)
+        if match and match.group().startswith("<"):
+            piece = match.group()
+            _html_tag(piece, stack)
+        elif match:
+            piece = match.group()  # an entity: whole or not at all
+        else:
+            piece = text[index]
+        index += len(piece)
+        cut_here = _can_cut_before(text, index) and not _HTML_ATOMIC.intersection(stack)
+        yield piece, ("".join(f"</{name}>" for name in reversed(stack)) if cut_here else None)
+
+
+def _html_tag(tag: str, stack: list[str]) -> None:
+    name_match = _TAG_NAME.match(tag)
+    if name_match is None or tag.endswith("/>"):
+        return
+    name = name_match.group(1).lower()
+    if tag.startswith("</"):
+        if name in stack:
+            del stack[len(stack) - 1 - stack[::-1].index(name) :]
+    else:
+        stack.append(name)
+
+
+# MarkdownV2 -------------------------------------------------------------------------------------
+
+
+def _markdown_v2_tokens(text: str) -> Iterator[Token]:
+    stack: list[str] = []  # open markers; "[" while inside a link's text
+    index = 0
+    pre_header = False  # between an opening ``` and the end of its line (the language)
+    while index < len(text):
+        code = stack[-1] if stack and stack[-1] in ("`", "```") else None
+        char = text[index]
+        if char == "\\":
+            piece = text[index : index + 2]  # an escape is one piece; a lone "\" at the end too
+        elif code is not None:
+            piece = code if text.startswith(code, index) else char
+            if piece == code:
+                stack.pop()
+                pre_header = False
+            elif char == "\n":
+                pre_header = False
+        elif char == "]" and "[" in stack and text.startswith("](", index):
+            end = _link_end(text, index + 2)
+            piece = text[index:end]
+            del stack[len(stack) - 1 - stack[::-1].index("[") :]
+        elif char == "[" or text.startswith("![", index):
+            piece = "![" if char == "!" else "["
+            stack.append("[")
+        else:
+            piece = next((m for m in _MDV2_MARKERS if text.startswith(m, index)), char)
+            if piece in _MDV2_MARKERS:
+                if piece in stack:
+                    del stack[len(stack) - 1 - stack[::-1].index(piece) :]
+                else:
+                    stack.append(piece)
+                    pre_header = piece == "```"
+        index += len(piece)
+        cut_here = (
+            "[" not in stack
+            and not pre_header
+            and piece != "\\"  # a dangling backslash at the very end
+            and _can_cut_before(text, index)
+        )
+        yield piece, (_markdown_v2_closers(stack) if cut_here else None)
+
+
+def _link_end(text: str, index: int) -> int:
+    """The index after a link's ``(url)``, whose ``)`` and ``\\`` are escaped."""
+    while index < len(text):
+        if text[index] == "\\":
+            index += 2
+            continue
+        if text[index] == ")":
+            return index + 1
+        index += 1
+    return len(text)
+
+
+def _markdown_v2_closers(stack: list[str]) -> str:
+    out = ""
+    for marker in reversed(stack):
+        # "_" then "__" would read as "___"; Telegram ignores "\r" there (as its docs advise)
+        if out.endswith("_") and marker.startswith("_"):
+            out += "\r"
+        out += marker
+    return out

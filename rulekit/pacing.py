@@ -1,0 +1,188 @@
+"""Pacing: per-destination rate limits and service-ordered pauses, in plain asyncio.
+
+Outside services limit how fast a bot may write: Slack about one message per second per channel,
+Telegram about one per second per chat, twenty a minute per group and thirty a second per bot.
+An action names the limits a call is subject to as a list of :class:`Pace` (most specific
+first: the destination, then anything shared, such as the bot); the dispatcher wraps each call
+in :meth:`Pacer.acquire`::
+
+    async with pacer.acquire(action.pacing(params)):
+        result = await action.execute(params, context)
+
+* A call waits only for the keys it names: waiting for one chat never blocks another.
+* Calls to one destination (the first pace) go one at a time, in the order they asked.
+* When the call raises an :class:`~rulekit.errors.ActionError` with ``retry_after``, the keys it
+  concerns are paused for that long: only the destination, or every key whose pace has the
+  error's ``scope`` (``"service"``: the whole bot) — so nothing is sent into a window the
+  service asked us to keep quiet.
+
+A :class:`Pacer` holds no global state: the daemon makes one and shares it between dispatchers.
+Idle keys are forgotten, so memory follows the number of busy destinations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from rulekit.errors import ActionError
+
+
+@dataclass(frozen=True)
+class Limit:
+    """At most ``count`` calls in any ``period`` seconds (a sliding window)."""
+
+    count: int
+    period: float
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or self.period <= 0:
+            raise ValueError("a limit needs count >= 1 and period > 0")
+
+
+@dataclass(frozen=True)
+class Pace:
+    """One key a call is paced by: its name, its rate limit (None: only pauses apply) and its
+    scope — which :attr:`ActionError.scope <rulekit.errors.ActionError.scope>` pauses it."""
+
+    key: str
+    limit: Limit | None = None
+    scope: str = "destination"
+
+
+@dataclass
+class _KeyState:
+    sent: deque[float] = field(default_factory=deque)
+    paused_until: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+    def delay(self, now: float, limit: Limit | None) -> float:
+        wait = self.paused_until - now
+        if limit is not None:
+            while len(self.sent) > limit.count:
+                self.sent.popleft()
+            if len(self.sent) >= limit.count:
+                wait = max(wait, self.sent[0] + limit.period - now)
+        return wait
+
+    def idle(self, now: float, period: float) -> bool:
+        return (
+            self.users == 0
+            and self.paused_until <= now
+            and (not self.sent or self.sent[-1] + period <= now)
+        )
+
+
+class Slot:
+    """The right to make one call, handed out by :meth:`Pacer.acquire`."""
+
+    def __init__(self, pacer: Pacer, paces: Sequence[Pace]) -> None:
+        self._pacer = pacer
+        self.paces = tuple(paces)
+
+    def pause(self, seconds: float, scope: str = "destination") -> None:
+        """Pause the keys this call concerns: the destination, or those of ``scope``."""
+        keys = [p.key for p in self.paces if p.scope == scope] if scope != "destination" else []
+        if not keys and self.paces:
+            keys = [self.paces[0].key]
+        for key in keys:
+            self._pacer.pause(key, seconds)
+
+    def report(self, error: BaseException) -> None:
+        """Apply what a failure says: an :class:`ActionError` with ``retry_after`` pauses."""
+        if isinstance(error, ActionError) and error.retry_after and error.retry_after > 0:
+            self.pause(error.retry_after, error.scope)
+
+
+class Pacer:
+    """Rate limits and pauses per key, shared by every call made through it."""
+
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
+        self._clock = clock
+        self._keys: dict[str, _KeyState] = {}
+        self._periods: dict[str, float] = {}
+        self._sweep_at = 1024
+
+    def now(self) -> float:
+        """The pacer's clock: the event loop's (monotonic) time unless one was given."""
+        return self._clock() if self._clock else asyncio.get_running_loop().time()
+
+    def _state(self, key: str) -> _KeyState:
+        state = self._keys.get(key)
+        if state is None:
+            state = self._keys[key] = _KeyState()
+        return state
+
+    def pause(self, key: str, seconds: float) -> None:
+        """Send nothing to ``key`` for ``seconds`` from now (an existing longer pause stays)."""
+        state = self._state(key)
+        state.paused_until = max(state.paused_until, self.now() + seconds)
+
+    def paused_for(self, key: str) -> float:
+        """Seconds left in ``key``'s pause (0 when it is not paused)."""
+        state = self._keys.get(key)
+        return max(0.0, state.paused_until - self.now()) if state else 0.0
+
+    def delay(self, paces: Sequence[Pace]) -> float:
+        """How long a call with ``paces`` would wait now (0 when it could go at once)."""
+        now = self.now()
+        waits = [self._keys[p.key].delay(now, p.limit) for p in paces if p.key in self._keys]
+        return max([0.0, *waits])
+
+    @asynccontextmanager
+    async def acquire(self, paces: Sequence[Pace]) -> AsyncIterator[Slot]:
+        """Wait until a call subject to ``paces`` may go, and count it.
+
+        The first pace is the destination: its calls are made one at a time, in order. An
+        :class:`ActionError` raised inside the block with ``retry_after`` pauses the keys it
+        concerns (see :meth:`Slot.report`) before the next call may go.
+        """
+        slot = Slot(self, paces)
+        if not paces:
+            yield slot
+            return
+        states = [self._state(p.key) for p in paces]
+        for pace, state in zip(paces, states, strict=True):
+            state.users += 1
+            if pace.limit is not None:
+                self._periods[pace.key] = max(self._periods.get(pace.key, 0.0), pace.limit.period)
+        try:
+            async with states[0].lock:
+                while True:
+                    now = self.now()
+                    wait = max(s.delay(now, p.limit) for p, s in zip(paces, states, strict=True))
+                    if wait <= 0:
+                        break
+                    await asyncio.sleep(wait)
+                for pace, state in zip(paces, states, strict=True):
+                    if pace.limit is not None:
+                        state.sent.append(now)
+                try:
+                    yield slot
+                except BaseException as exc:
+                    slot.report(exc)
+                    raise
+        finally:
+            for state in states:
+                state.users -= 1
+            self._forget_idle(paces)
+
+    def _forget_idle(self, paces: Sequence[Pace]) -> None:
+        now = self.now()
+        keys: list[str] = [p.key for p in paces]
+        if len(self._keys) > self._sweep_at:  # now and then, also keys nobody asked for again
+            keys = list(self._keys)
+            self._sweep_at = max(1024, 2 * len(self._keys))
+        for key in keys:
+            state = self._keys.get(key)
+            if state is not None and state.idle(now, self._periods.get(key, 0.0)):
+                del self._keys[key]
+                self._periods.pop(key, None)
+
+    def __len__(self) -> int:
+        """How many keys the pacer currently remembers (busy, paused or recently used)."""
+        return len(self._keys)
