@@ -178,6 +178,15 @@ class SQLiteState(JournaledState):
             ),
         )
 
+    def find_conversation(
+        self, channel: str, conversation_id: str
+    ) -> tuple[str, Conversation] | None:
+        row = self._one(
+            "SELECT key, data FROM conversations WHERE id = ? AND channel = ? LIMIT 1",
+            (conversation_id, channel),
+        )
+        return (row["key"], Conversation.model_validate_json(row["data"])) if row else None
+
     def open_conversations_by_assignee(self, channel: str | None = None) -> dict[str, int]:
         rows = self.execute(
             "SELECT assignee, COUNT(*) AS n FROM conversations"

@@ -1,0 +1,310 @@
+"""Behaviour of the daemon's journal (inbox, audit trail, outbox), the same for every store."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from rulekit.store import JobSpec
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+BODY = b'{"eventName": "chatStarted", "text": "\xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82"}'
+
+
+def later(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def jobs_for(*rules: str) -> list[JobSpec]:
+    return [JobSpec(rule, "slack", {"text": f"from {rule}"}, "slack:#ops") for rule in rules]
+
+
+# inbox -----------------------------------------------------------------------------------------
+
+
+def test_inbox_keeps_bodies_and_recognises_redeliveries(store):
+    with store.transaction() as state:
+        first, new = state.append_inbox("online-chat", BODY, delivery_key="chat-1:msg-1", now=T0)
+        assert new is True
+        assert state.append_inbox("online-chat", b"other", delivery_key="chat-1:msg-1") == (
+            first,
+            False,
+        )
+    with store.transaction() as state:
+        # a redelivery in a later transaction, and the same key on another channel
+        assert state.append_inbox("online-chat", BODY, delivery_key="chat-1:msg-1") == (
+            first,
+            False,
+        )
+        other, new_elsewhere = state.append_inbox("telegram", BODY, delivery_key="chat-1:msg-1")
+        assert new_elsewhere and other != first
+        # without a key nothing is a duplicate
+        keyless = [state.append_inbox("online-chat", BODY)[1] for _ in range(2)]
+        assert keyless == [True, True]
+    with store.transaction() as state:
+        items = state.inbox_items()
+        assert len(items) == 4
+        oldest = items[-1]
+        assert (oldest.id, oldest.channel, oldest.body) == (first, "online-chat", BODY)
+        assert (oldest.status, oldest.attempts, oldest.received_at) == ("pending", 0, T0)
+        assert oldest.delivery_key == "chat-1:msg-1"
+
+
+def test_concurrent_redeliveries_keep_one_body(backend, threads):
+    stores = [backend.open(), backend.open()]
+    outcomes: dict[str, list[tuple[int, bool]]] = {f"k{n}": [] for n in range(10)}
+    lock = threading.Lock()
+
+    def deliver(index: int) -> None:
+        for key in outcomes:
+            with stores[index % 2].transaction() as state:
+                outcome = state.append_inbox("online-chat", BODY, delivery_key=key)
+            with lock:
+                outcomes[key].append(outcome)
+
+    threads(deliver, 6)
+    with stores[0].transaction() as state:
+        stored = {item.delivery_key: item.id for item in state.inbox_items(limit=1000)}
+    assert sorted(stored) == sorted(outcomes)
+    for key, results in outcomes.items():
+        assert len(results) == 6
+        assert [new for _, new in results].count(True) == 1, f"{key} was kept twice"
+        assert {inbox_id for inbox_id, _ in results} == {stored[key]}
+
+
+def test_inbox_claims_are_leased(store):
+    with store.transaction() as state:
+        ids = [state.append_inbox("online-chat", BODY, now=T0)[0] for _ in range(3)]
+    with store.transaction() as state:
+        first = state.claim_inbox("daemon-a", lease=30, now=T0)
+        assert [item.id for item in first] == ids[:1]
+        assert (first[0].claimed_by, first[0].attempts) == ("daemon-a", 1)
+        assert first[0].claimed_until == later(30)
+        rest = state.claim_inbox("daemon-b", lease=30, limit=10, now=later(1))
+        assert [item.id for item in rest] == ids[1:]
+        assert state.claim_inbox("daemon-b", lease=30, now=later(29)) == []
+        # daemon-a died: its claim comes back when the lease ends, as a second attempt
+        again = state.claim_inbox("daemon-b", lease=30, now=later(30))
+        assert [(item.id, item.attempts, item.claimed_by) for item in again] == [
+            (ids[0], 2, "daemon-b")
+        ]
+
+
+def test_finished_and_failed_inbox_items(store):
+    with store.transaction() as state:
+        done_id = state.append_inbox("online-chat", BODY, now=T0)[0]
+        poison_id = state.append_inbox("online-chat", b"\xff not json", now=T0)[0]
+        state.claim_inbox("d", lease=30, limit=2, now=T0)
+        state.finish_inbox(done_id)
+        state.finish_inbox(poison_id, error="ChannelError: body is not JSON")
+        with pytest.raises(KeyError):
+            state.finish_inbox(999)
+    with store.transaction() as state:
+        assert state.claim_inbox("d", lease=30, limit=10, now=later(60)) == []
+        [failed] = state.inbox_items(status="failed")
+        assert (failed.id, failed.error, failed.claimed_by) == (
+            poison_id,
+            "ChannelError: body is not JSON",
+            None,
+        )
+        assert [item.id for item in state.inbox_items(status="done")] == [done_id]
+        state.requeue_inbox(poison_id)
+    with store.transaction() as state:
+        [again] = state.claim_inbox("d", lease=30, now=later(61))
+        assert (again.id, again.status, again.error, again.attempts) == (
+            poison_id,
+            "pending",
+            None,
+            2,
+        )
+
+
+# audit trail -----------------------------------------------------------------------------------
+
+
+def test_an_event_is_recorded_once_with_its_jobs(store, make_event):
+    recorded = make_event(
+        "online-chat:msg-1",
+        event="created",
+        client={"id": "client-1", "name": "Anna"},
+        message={"id": "msg-1", "text": "Hallo"},
+        raw={"big": "payload"},
+    )
+    trace = {"candidates": ["Greet"], "conditions": {"Greet": [True, True]}, "plan": 2}
+    with store.transaction() as state:
+        inbox_id = state.append_inbox("online-chat", BODY, now=T0)[0]
+        assert state.record_event(
+            recorded, inbox_id=inbox_id, trace=trace, jobs=jobs_for("Greet", "Ping"), now=later(1)
+        )
+        assert not state.record_event(
+            recorded, inbox_id=inbox_id, trace={}, jobs=jobs_for("Again"), now=later(2)
+        )
+    with store.transaction() as state:
+        record = state.get_event("online-chat:msg-1")
+        assert (record.inbox_id, record.channel, record.event, record.conversation_id) == (
+            inbox_id,
+            "online-chat",
+            "created",
+            "conv-1",
+        )
+        assert (record.occurred_at, record.processed_at) == (T0, later(1))
+        assert record.trace == trace
+        assert record.data == recorded.public()
+        assert "raw" not in record.data  # the raw payload stays in the inbox
+        jobs = state.jobs(event_id="online-chat:msg-1")
+        assert [(job.rule, job.params, job.status, job.attempts) for job in jobs] == [
+            ("Greet", {"text": "from Greet"}, "pending", 0),
+            ("Ping", {"text": "from Ping"}, "pending", 0),
+        ]
+        assert all(job.next_attempt_at == later(1) for job in jobs)
+        assert state.get_event("unknown") is None
+
+
+def test_history_filters(store, make_event):
+    with store.transaction() as state:
+        state.record_event(
+            make_event("e1", event="created"),
+            inbox_id=None,
+            trace={},
+            jobs=jobs_for("Greet"),
+            now=later(1),
+        )
+        state.record_event(
+            make_event("e2", channel="telegram"),
+            inbox_id=None,
+            trace={},
+            jobs=jobs_for("Ping"),
+            now=later(2),
+        )
+        state.record_event(
+            make_event("e3"), inbox_id=None, trace={}, jobs=jobs_for("Greet", "Ping"), now=later(3)
+        )
+        state.record_event(make_event("e4"), inbox_id=None, trace={}, now=later(4))
+        [dead] = state.claim_jobs("d", lease=30, limit=1, now=later(5))  # e1's Greet job
+        state.record_attempt(dead.id, "dead", error="403 not_in_channel", now=later(5))
+
+    def ids(**filters) -> list[str]:
+        with store.transaction() as state:
+            return [record.event_id for record in state.history(**filters)]
+
+    assert ids() == ["e4", "e3", "e2", "e1"]
+    assert ids(limit=2) == ["e4", "e3"]
+    assert ids(channel="telegram") == ["e2"]
+    assert ids(event="created") == ["e1"]
+    assert ids(rule="Ping") == ["e3", "e2"]
+    assert ids(rule="Greet", channel="online-chat") == ["e3", "e1"]
+    assert ids(failed=True) == ["e1"]
+    assert ids(since=later(3)) == ["e4", "e3"]
+
+
+# outbox ----------------------------------------------------------------------------------------
+
+
+def test_jobs_are_claimed_when_due_and_leased(store, make_event):
+    with store.transaction() as state:
+        state.record_event(
+            make_event("e1"), inbox_id=None, trace={}, jobs=jobs_for("A", "B"), now=T0
+        )
+        assert state.claim_jobs("d", lease=30, now=T0 - timedelta(seconds=1)) == []
+        first = state.claim_jobs("daemon-a", lease=30, limit=1, now=T0)
+        assert [(job.rule, job.claimed_by, job.claimed_until) for job in first] == [
+            ("A", "daemon-a", later(30))
+        ]
+        second = state.claim_jobs("daemon-b", lease=30, now=later(1))
+        assert [job.rule for job in second] == ["B"]
+        assert state.claim_jobs("daemon-b", lease=30, now=later(29)) == []
+        recovered = state.claim_jobs("daemon-b", lease=30, now=later(30))
+        assert [(job.id, job.claimed_by) for job in recovered] == [(first[0].id, "daemon-b")]
+
+
+def test_attempts_and_outcomes(store, make_event):
+    with store.transaction() as state:
+        state.record_event(
+            make_event("e1"), inbox_id=None, trace={}, jobs=jobs_for("A", "B"), now=T0
+        )
+        job_a, job_b = state.claim_jobs("d", lease=30, now=T0)
+        state.record_attempt(
+            job_a.id, "retry", error="429 Too Many Requests", retry_at=later(60), now=later(1)
+        )
+        state.record_attempt(job_b.id, "done", result={"ok": True, "ts": "1.2"}, now=later(1))
+        with pytest.raises(ValueError, match="retry_at"):
+            state.record_attempt(job_a.id, "retry", now=later(1))
+        with pytest.raises(KeyError):
+            state.record_attempt(999, "done")
+    with store.transaction() as state:
+        assert state.claim_jobs("d", lease=30, now=later(59)) == []  # A waits for Retry-After
+        [again] = state.claim_jobs("d", lease=30, now=later(60))
+        assert (again.id, again.attempts, again.last_error) == (
+            job_a.id,
+            1,
+            "429 Too Many Requests",
+        )
+        state.record_attempt(job_a.id, "done", result={"ok": True}, now=later(61))
+        # a late report from a claimer whose lease ran out does not undo "done"
+        state.record_attempt(job_a.id, "retry", error="timeout", retry_at=later(90), now=later(62))
+    with store.transaction() as state:
+        assert state.claim_jobs("d", lease=30, now=later(1000)) == []
+        jobs = {job.rule: job for job in state.jobs(event_id="e1")}
+        assert (jobs["A"].status, jobs["A"].attempts, jobs["A"].result) == ("done", 3, {"ok": True})
+        assert (jobs["B"].status, jobs["B"].result) == ("done", {"ok": True, "ts": "1.2"})
+        assert [(a.outcome, a.error, a.at) for a in state.attempts(job_a.id)] == [
+            ("retry", "429 Too Many Requests", later(1)),
+            ("done", None, later(61)),
+            ("retry", "timeout", later(62)),
+        ]
+        assert [a.result for a in state.attempts(job_b.id)] == [{"ok": True, "ts": "1.2"}]
+        assert [job.rule for job in state.jobs(status="done")] == ["B", "A"]
+
+
+def test_dead_letters_are_visible_and_can_be_requeued(store, make_event):
+    with store.transaction() as state:
+        state.record_event(make_event("e1"), inbox_id=None, trace={}, jobs=jobs_for("A"), now=T0)
+        [job] = state.claim_jobs("d", lease=30, now=T0)
+        state.record_attempt(job.id, "dead", error="400 chat not found", now=later(1))
+    with store.transaction() as state:
+        assert state.claim_jobs("d", lease=30, now=later(1000)) == []
+        [dead] = state.jobs(status="dead")
+        assert (dead.id, dead.last_error, dead.claimed_by) == (job.id, "400 chat not found", None)
+        state.requeue_job(job.id, now=later(2000))
+        with pytest.raises(KeyError):
+            state.requeue_job(999)
+    with store.transaction() as state:
+        assert state.jobs(status="dead") == []
+        [again] = state.claim_jobs("d", lease=30, now=later(2000))
+        assert (again.id, again.status, again.attempts) == (job.id, "pending", 1)
+
+
+def test_concurrent_claimers_never_share_a_job(backend, make_event, threads):
+    stores = [backend.open(), backend.open()]
+    with stores[0].transaction() as state:
+        for index in range(40):
+            state.record_event(
+                make_event(f"e{index}"),
+                inbox_id=None,
+                trace={},
+                jobs=jobs_for("A", "B", "C"),
+                now=T0,
+            )
+    claimed: list[tuple[int, str]] = []
+    lock = threading.Lock()
+
+    def claimer(index: int) -> None:
+        owner = f"daemon-{index}"
+        while True:
+            with stores[index % 2].transaction() as state:
+                jobs = state.claim_jobs(owner, lease=600, limit=3, now=later(1))
+            if not jobs:
+                return
+            with lock:
+                claimed.extend((job.id, owner) for job in jobs)
+
+    threads(claimer, 4)
+    ids = [job_id for job_id, _ in claimed]
+    assert len(ids) == 120
+    assert len(set(ids)) == 120, "a job was handed to two claimers"
+    assert len({owner for _, owner in claimed}) > 1  # the work really was shared
+    with stores[1].transaction() as state:
+        owners = {job.id: job.claimed_by for job in state.jobs(limit=1000)}
+    assert owners == dict(claimed)
