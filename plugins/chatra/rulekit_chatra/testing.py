@@ -1,8 +1,9 @@
 """A fake Chatra REST API for tests: a real HTTP server on loopback that records what it gets.
 
 Built on :class:`rulekit.testing.FakeService`. It checks the ``Chatra.Simple`` authorization
-header (401 otherwise), accepts ``POST /messages/`` with a ``clientId`` and a ``text`` (400
-otherwise) and answers with the created message, as Chatra does. Failures are scripted::
+header (401 otherwise), accepts ``POST /messages/`` (under any base path) with a ``clientId``
+and a ``text`` (400 otherwise) and answers with the created message, as Chatra does.
+Failures are scripted::
 
     with FakeChatra() as chatra:
         chatra.rate_limit(retry_after=7)   # the next request gets a 429
@@ -41,8 +42,14 @@ class FakeChatra(FakeService):
         return [
             r.json
             for r in self.requests
-            if r.method == "POST" and urlsplit(r.path).path == "/messages/"
+            if r.method == "POST" and urlsplit(r.path).path.endswith("/messages/")
         ]
+
+    def reset(self) -> None:
+        """Forget the requests received and the answers scripted (to reuse one server)."""
+        with self._lock:
+            self.requests.clear()
+            self._scripted.clear()
 
     # scripted failures -----------------------------------------------------------------------
     def rate_limit(self, retry_after: int | str = 7) -> None:
@@ -64,7 +71,7 @@ class FakeChatra(FakeService):
         expected = f"Chatra.Simple {self.public_key}:{self.secret_key}"
         if request.headers.get("authorization") != expected:
             return Response(401, {"error": "Unauthorized", "message": "Invalid API keys"})
-        if request.method != "POST" or urlsplit(request.path).path != "/messages/":
+        if request.method != "POST" or not urlsplit(request.path).path.endswith("/messages/"):
             return Response(404, {"error": "Not found"})
         try:
             body = request.json
