@@ -179,9 +179,17 @@ class SQLiteStore(JournaledStore):
                         f"SQLite store {self.path}: {status}; run `rulekit db upgrade`"
                     )
                 _apply_migrations(conn, self.path)
-            # Fail now, not on the first webhook, when the file cannot be written.
+            # Fail now, not on the first webhook, when the file cannot be written: SQLite only
+            # notices a read-only file at the first change, so make one and roll it back.
             conn.execute("BEGIN IMMEDIATE")
-            conn.execute("ROLLBACK")
+            try:
+                conn.execute(
+                    "INSERT INTO schema_version (version, name, applied_at)"
+                    " VALUES (-1, 'write probe', '')"
+                )
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
         except BaseException:
             conn.close()
             raise

@@ -47,7 +47,7 @@ _UNAVAILABLE = frozenset(
 )
 _HINTS = {
     sqlite3.SQLITE_READONLY: "is the file or its directory read-only?",
-    sqlite3.SQLITE_CANTOPEN: "does the directory exist, and may rulekit write to it?",
+    sqlite3.SQLITE_CANTOPEN: "is the file or its directory missing or read-only?",
     sqlite3.SQLITE_FULL: "is the disk full?",
     sqlite3.SQLITE_BUSY: "another process held the database past the busy timeout",
     sqlite3.SQLITE_NOTADB: "is this a rulekit database?",

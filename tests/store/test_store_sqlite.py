@@ -1,0 +1,302 @@
+"""What only the SQLite store does: its settings, migrations, crash safety and failure modes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from rulekit.errors import StoreError, StoreUnavailable
+from rulekit.event import Conversation
+from rulekit.store import JobSpec
+from rulekit.store.migrations.sqlite import MIGRATIONS
+from rulekit.store.sqlite import SQLiteStore, schema_status, upgrade_schema
+
+LATEST = len(MIGRATIONS)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "rulekit.sqlite3"
+
+
+def pragma(store: SQLiteStore, name: str):
+    with store.transaction() as state:
+        return state.execute(f"PRAGMA {name}").fetchone()[0]
+
+
+def integrity(path: Path) -> str:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def schema_rows(path: Path) -> list[tuple[int, str]]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT version, name FROM schema_version ORDER BY version").fetchall()
+    finally:
+        conn.close()
+
+
+# settings ------------------------------------------------------------------------------------
+
+
+def test_durable_settings_by_default(path):
+    store = SQLiteStore(path)
+    try:
+        assert pragma(store, "journal_mode") == "wal"
+        assert pragma(store, "synchronous") == 2  # FULL
+        assert pragma(store, "foreign_keys") == 1
+        assert pragma(store, "busy_timeout") == 5000
+    finally:
+        store.close()
+
+
+def test_synchronous_normal_is_an_opt_down(path):
+    store = SQLiteStore(path, synchronous="normal", busy_timeout=0.5)
+    try:
+        assert pragma(store, "synchronous") == 1  # NORMAL
+        assert pragma(store, "busy_timeout") == 500
+    finally:
+        store.close()
+    with pytest.raises(StoreError, match="synchronous must be one of FULL, NORMAL, EXTRA"):
+        SQLiteStore(path, synchronous="OFF")
+
+
+def test_foreign_keys_are_enforced(path):
+    store = SQLiteStore(path)
+    try:
+        with pytest.raises(sqlite3.IntegrityError), store.transaction() as state:
+            state.execute(
+                "INSERT INTO outbox (event_id, rule, action, params, destination,"
+                " next_attempt_at) VALUES ('no-such-event', 'r', 'a', '{}', 'd', 'x')"
+            )
+    finally:
+        store.close()
+
+
+def test_misuse_is_reported(path):
+    store = SQLiteStore(path)
+    with store.transaction() as state:
+        with pytest.raises(StoreError, match="do not nest"), store.transaction():
+            pass
+        state.mark_message_seen("c", "m")
+    with pytest.raises(StoreError, match="transaction has ended"):
+        state.message_seen("c", "m")
+    store.close()
+    with pytest.raises(StoreError, match="is closed"), store.transaction():
+        pass
+
+
+# migrations ----------------------------------------------------------------------------------
+
+
+def test_migrations_apply_once(path):
+    assert schema_status(path).current == 0
+    assert not path.exists()  # asking changes nothing
+    SQLiteStore(path).close()
+    status = schema_status(path)
+    assert (status.current, status.latest, status.up_to_date) == (LATEST, LATEST, True)
+    SQLiteStore(path).close()
+    SQLiteStore(path).close()
+    assert schema_rows(path) == [(m.version, m.name) for m in MIGRATIONS]
+
+
+def test_concurrent_openers_migrate_once(path, threads):
+    stores: list[SQLiteStore] = []
+    threads(lambda index: stores.append(SQLiteStore(path)), 4)
+    for store in stores:
+        store.close()
+    assert schema_rows(path) == [(m.version, m.name) for m in MIGRATIONS]
+    assert integrity(path) == "ok"
+
+
+def test_a_newer_schema_is_refused(path):
+    SQLiteStore(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "INSERT INTO schema_version (version, name, applied_at) VALUES (?, 'future', 'x')",
+        (LATEST + 1,),
+    )
+    conn.commit()
+    conn.close()
+    assert schema_status(path).too_new
+    with pytest.raises(StoreError, match=rf"schema version {LATEST + 1}, newer than this rulekit"):
+        SQLiteStore(path)
+    with pytest.raises(StoreError, match="newer than this rulekit"):
+        upgrade_schema(path)
+
+
+def test_a_schema_behind_is_upgraded_only_when_allowed(path):
+    sqlite3.connect(path).close()  # an empty database file
+    with pytest.raises(StoreError, match="pending: 0001_initial; run `rulekit db upgrade`"):
+        SQLiteStore(path, upgrade=False)
+    before, after = upgrade_schema(path)
+    assert (before.current, before.pending) == (0, ("0001_initial",))
+    assert (after.current, after.pending) == (LATEST, ())
+    store = SQLiteStore(path, upgrade=False)
+    assert store.schema_status().up_to_date
+    store.close()
+
+
+# crash safety ------------------------------------------------------------------------------
+
+
+CRASHING_WRITER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from rulekit.event import Conversation, Event
+    from rulekit.store import JobSpec
+    from rulekit.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(sys.argv[1])
+    for n in range(20):
+        with store.transaction() as state:
+            inbox_id, _ = state.append_inbox("c", b"body", delivery_key=f"k{n}")
+            state.save_conversation("c", f"key{n}", Conversation(id=f"conv{n}", status="open"))
+            state.record_event(
+                Event(id=f"e{n}", channel="c", event="created"), inbox_id=inbox_id, trace={},
+                jobs=[JobSpec("r", "slack", {"n": n}, "slack:#x")] * 2,
+            )
+    print("committed", flush=True)
+    in_flight = store.transaction()  # a transaction open when the process dies
+    state = in_flight.__enter__()
+    state.save_conversation("c", "in-flight", Conversation(id="lost"))
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def test_committed_work_survives_a_killed_process(path):
+    SQLiteStore(path).close()
+    child = subprocess.run(
+        [sys.executable, "-c", CRASHING_WRITER, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert child.returncode == -9, child.stderr
+    assert child.stdout == "committed\n"
+    assert Path(f"{path}-wal").exists()  # the last commits were only in the WAL
+    assert integrity(path) == "ok"
+    store = SQLiteStore(path)
+    try:
+        with store.transaction() as state:
+            assert len(state.history(limit=100)) == 20
+            assert len(state.jobs(limit=100)) == 40
+            assert state.get_conversation("c", "key19") == Conversation(id="conv19", status="open")
+            assert state.get_conversation("c", "in-flight") is None
+    finally:
+        store.close()
+
+
+def test_integrity_after_concurrent_work(path, threads):
+    stores = [SQLiteStore(path), SQLiteStore(path)]
+
+    def work(index: int) -> None:
+        for n in range(25):
+            with stores[index % 2].transaction() as state:
+                state.append_inbox("c", b"x" * 2000, delivery_key=f"{index}-{n}")
+                state.next_position("rr", 3)
+                state.save_conversation("c", f"{index}-{n}", Conversation(id=f"{index}-{n}"))
+
+    threads(work, 4)
+    for store in stores:
+        store.close()
+    assert integrity(path) == "ok"
+
+
+# failure modes: the daemon answers 503 for these ----------------------------------------------
+
+
+@contextmanager
+def read_only(*paths: Path) -> Iterator[None]:
+    """Make files and directories read-only even for root (who ignores permission bits): with
+    ``chattr +i`` when running as root, with ``chmod`` otherwise."""
+    if os.geteuid() == 0:
+        if not shutil.which("chattr"):
+            pytest.skip("running as root, and chattr is missing to make a file read-only")
+        done = []
+        try:
+            for item in paths:
+                result = subprocess.run(["chattr", "+i", str(item)], capture_output=True)
+                if result.returncode != 0:
+                    pytest.skip(f"running as root, and chattr +i failed: {result.stderr!r}")
+                done.append(item)
+            yield
+        finally:
+            for item in done:
+                subprocess.run(["chattr", "-i", str(item)], check=True)
+    else:
+        modes = {item: item.stat().st_mode for item in paths}
+        try:
+            for item in paths:
+                item.chmod(0o555 if item.is_dir() else 0o444)
+            yield
+        finally:
+            for item, mode in modes.items():
+                item.chmod(mode)
+
+
+@pytest.mark.parametrize("what", ["file", "file and directory"])
+def test_a_read_only_database_is_unavailable(tmp_path, what):
+    directory = tmp_path / "data"
+    directory.mkdir()
+    path = directory / "rulekit.sqlite3"
+    store = SQLiteStore(path)
+    with store.transaction() as state:
+        state.mark_message_seen("c", "m1")
+    store.close()  # the last connection: the WAL is checkpointed and removed
+    targets = [path, directory] if what == "file and directory" else [path]
+    with (
+        read_only(*targets),
+        pytest.raises(StoreUnavailable, match=r"rulekit\.sqlite3 cannot be used: .*read-only"),
+    ):
+        SQLiteStore(path)
+    reopened = SQLiteStore(path)  # writable again: nothing was damaged
+    with reopened.transaction() as state:
+        assert state.message_seen("c", "m1")
+    reopened.close()
+
+
+def test_a_missing_directory_is_unavailable(tmp_path):
+    with pytest.raises(StoreUnavailable, match=r"unable to open database file.*missing"):
+        SQLiteStore(tmp_path / "missing" / "rulekit.sqlite3")
+
+
+def test_a_file_that_is_not_a_database_is_unavailable(path):
+    path.write_bytes(b"this is a text file, not SQLite" * 100)
+    with pytest.raises(StoreUnavailable, match="not a database"):
+        SQLiteStore(path)
+
+
+def test_a_full_disk_is_unavailable_and_loses_nothing_committed(path, make_event):
+    store = SQLiteStore(path)
+    try:
+        with store.transaction() as state:
+            state.append_inbox("c", b"small", delivery_key="kept")
+            pages = state.execute("PRAGMA page_count").fetchone()[0]
+            # SQLite's own size cap: writes beyond it fail exactly as on a full disk
+            state.execute(f"PRAGMA max_page_count = {pages + 2}")
+        with pytest.raises(StoreUnavailable, match="full"), store.transaction() as state:
+            state.append_inbox("c", os.urandom(64 * 1024), delivery_key="too-big")
+            state.record_event(
+                make_event("e1"), inbox_id=None, trace={}, jobs=[JobSpec("r", "a", {}, "d")]
+            )
+        with store.transaction() as state:
+            assert [item.delivery_key for item in state.inbox_items()] == ["kept"]
+            assert state.get_event("e1") is None
+    finally:
+        store.close()
+    assert integrity(path) == "ok"
