@@ -1,0 +1,169 @@
+"""Properties over generated input: the parser never crashes, and no client message is lost or
+counted twice, whatever the delivery order."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import Counter
+from typing import Any
+
+from chatra_samples import DATA, encode, make_provider, sample
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rulekit.errors import ChannelError
+from rulekit.store import MemoryStore
+
+SAMPLES = sorted(p.name for p in DATA.glob("*.json"))
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+# Keys Chatra uses, so that generated objects reach past the first checks.
+chatra_keys = st.sampled_from(
+    [
+        "client", "id", "chatId", "message", "messages", "agent", "agents", "type",
+        "text", "createdAt", "agentId", "receivedFrom", "info", "basicInfo", "integrationData",
+        "name", "email", "phone", "lastVisit", "startedAt", "chatStartedPage", "link",
+    ]
+)  # fmt: skip
+
+
+def _containers(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Paths to every object and list in a JSON document."""
+    if isinstance(node, dict):
+        items = list(node.items())
+    elif isinstance(node, list):
+        items = list(enumerate(node))
+    else:
+        return []
+    return [path] + [p for key, value in items for p in _containers(value, (*path, key))]
+
+
+@st.composite
+def mutated_samples(draw) -> Any:
+    """A sample payload with a few values, anywhere in it, replaced by arbitrary JSON or removed
+    (its eventName is left alone: that check is covered elsewhere, and it would hide the rest)."""
+    payload = sample(draw(st.sampled_from(SAMPLES)))
+    for _ in range(draw(st.integers(1, 3))):
+        node = payload
+        for key in draw(st.sampled_from(_containers(payload))):
+            node = node[key]
+        if isinstance(node, dict):
+            keys = [k for k in node if k != "eventName"]
+            key = draw(st.sampled_from(keys) | chatra_keys if keys else chatra_keys)
+            if draw(st.integers(0, 4)) == 0:
+                node.pop(key, None)
+            else:
+                node[key] = draw(json_values)
+        elif node:
+            node[draw(st.integers(0, len(node) - 1))] = draw(json_values)
+    return payload
+
+
+def parse_or_reject(body: bytes) -> None:
+    """Parse into a fresh store: events, or a ChannelError that leaves the state untouched."""
+    provider, store = make_provider(), MemoryStore()
+    state = store.state
+    try:
+        events = provider.parse(body, state)
+    except ChannelError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        assert not (state.conversations or state.clients or state.seen)
+        return
+    for event in events:
+        assert event.channel == "online-chat"
+        assert event.occurred_at.tzinfo is not None
+        json.dumps(event.public())  # the events are plain data
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200) | json_values.map(encode))
+def test_any_body_gives_events_or_a_channel_error(body):
+    parse_or_reject(body)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_samples())
+def test_any_damaged_sample_gives_events_or_a_channel_error(payload):
+    parse_or_reject(encode(payload))
+
+
+# -- delivery order ------------------------------------------------------------------------------
+
+CLIENT = {"id": "visitor-1", "chatId": "chat-1", "displayedName": "Visitor 0001"}
+
+
+@st.composite
+def deliveries(draw) -> tuple[list[dict[str, Any]], list[tuple[str, bytes]]]:
+    """One chat: its messages, and its webhooks (a chatStarted, fragments, a transcript) in a
+    random order, some lost and some delivered twice. The transcript always arrives."""
+    kinds = draw(st.lists(st.sampled_from(["client", "agent", "echo"]), min_size=1, max_size=8))
+    messages = []
+    for index, kind in enumerate(kinds):
+        message: dict[str, Any] = {
+            "id": f"m{index}",
+            "type": "client" if kind == "client" else "agent",
+            "text": f"text {index}",
+            "createdAt": 1741943525000 + index * 1000,
+        }
+        if kind != "client":
+            message["agentId"] = "k93sKHGAs8ose7hX4"
+        if kind == "echo":
+            message["receivedFrom"] = "rulekit"
+        messages.append(message)
+
+    cuts = sorted(draw(st.sets(st.integers(2, len(messages) - 1)))) if len(messages) > 2 else []
+    bounds = [1, *cuts, len(messages)]
+    bodies = [("chatStarted", {"eventName": "chatStarted", "message": messages[0]})]
+    for start, end in itertools.pairwise(bounds):
+        if start < end:
+            fragment = {"eventName": "chatFragment", "messages": messages[start:end]}
+            bodies.append(("chatFragment", fragment))
+    bodies.append(("chatTranscript", {"eventName": "chatTranscript", "messages": messages}))
+
+    sent = []
+    for name, payload in bodies:
+        low = 1 if name == "chatTranscript" else 0
+        copies = draw(st.integers(low, 2))
+        sent.extend([(name, encode({**payload, "client": CLIENT}))] * copies)
+    return messages, draw(st.permutations(sent))
+
+
+@settings(max_examples=300, deadline=None)
+@given(deliveries())
+def test_every_message_yields_exactly_one_event_whatever_the_delivery_order(chat):
+    messages, sent = chat
+    provider, store = make_provider(), MemoryStore()
+    events, first_seen_in = [], {}
+    for name, body in sent:
+        for message in json.loads(body).get("messages") or [json.loads(body).get("message")]:
+            first_seen_in.setdefault(message["id"], name)
+        with store.transaction() as state:
+            events.extend(provider.parse(body, state))
+
+    per_message = Counter(e.message.id for e in events if e.message.id)
+    for message in messages:
+        echo = "receivedFrom" in message
+        assert per_message[message["id"]] == (0 if echo else 1), message
+    for event in events:
+        if event.message.id:
+            recovered = first_seen_in[event.message.id] == "chatTranscript"
+            assert event.recovered is recovered
+            expected = {"client": {"created", "message"}, "agent": {"created", "agent_replied"}}
+            assert event.event in expected[event.message.author]
+
+    names = [e.event for e in events]
+    assert names.count("closed") == 1 and names[-1] == "closed"
+    assert names.count("created") == (0 if all("receivedFrom" in m for m in messages) else 1)
+    assert "reopened" not in names and "client_updated" not in names
+    assert len({e.id for e in events}) == len(events)
