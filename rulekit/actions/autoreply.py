@@ -42,7 +42,13 @@ class Autoreply(Action):
         return "autoreply"
 
     def _reply(self, params: AutoreplyParams, context: ActionContext) -> Reply:
-        return Reply(context.event.conversation, context.event.client, params.text)
+        # an ``assign`` earlier in the same plan changed who the reply is sent as
+        conversation = context.event.conversation
+        for emitted in reversed(context.emitted):
+            if emitted.event == "assigned" and emitted.conversation.id == conversation.id:
+                conversation = emitted.conversation
+                break
+        return Reply(conversation, context.event.client, params.text)
 
     def describe(self, params: AutoreplyParams, context: ActionContext) -> str:  # type: ignore[override]
         if context.provider is None:

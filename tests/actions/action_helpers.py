@@ -1,0 +1,66 @@
+"""Shared by the action tests: a config with a mixed agent directory, contexts, a runner."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from rulekit.actions.base import Action, ActionContext
+from rulekit.channels.base import ChannelSettings
+from rulekit.config import AgentEntry, ChannelConfig, Config, Directory, RawConfig
+from rulekit.event import Event
+
+T = TypeVar("T")
+
+
+def run(action: Action, scenario: Callable[[], Awaitable[T]]) -> T:
+    """Run ``scenario`` in a fresh event loop, closing the action's clients afterwards."""
+
+    async def main() -> T:
+        try:
+            return await scenario()
+        finally:
+            await action.aclose()
+
+    return asyncio.run(main())
+
+
+AGENTS = [
+    # mixed channel access and mixed case, on purpose
+    AgentEntry(email="Ann@Example.com", groups=["support"], channels=["online-chat"]),
+    AgentEntry(email="bob@example.com", groups=["support"], channels=[]),
+    AgentEntry(
+        email="Cara@example.COM", groups=["support", "sales"], channels=["online-chat", "web"]
+    ),
+    AgentEntry(email="dan@example.com", groups=["sales"], channels=["online-chat"]),
+    AgentEntry(email="eve@example.com", groups=["support"], channels=["online-chat"]),
+]
+
+
+def make_config(default_group: str | None = None, **integrations: Any) -> Config:
+    config = Config(raw=RawConfig())
+    config.directory = Directory(list(AGENTS), ["support", "sales"])
+    for name in ("online-chat", "web", "phone"):
+        settings = ChannelSettings(default_group=default_group if name == "online-chat" else None)
+        config.channels[name] = ChannelConfig(name, "webhook", settings)
+    config.integrations.update(integrations)
+    return config
+
+
+def make_event(
+    channel: str = "online-chat", conversation: dict[str, Any] | None = None, **fields: Any
+) -> Event:
+    conversation = {"id": "conv-1", "status": "open", **(conversation or {})}
+    return Event(
+        channel=channel,
+        event=fields.pop("event", "created"),
+        conversation=conversation,
+        client=fields.pop("client", {"id": "client-1", "name": "Mia"}),
+        message=fields.pop("message", {"id": "m1", "text": "hello", "author": "client"}),
+        **fields,
+    )
+
+
+def make_context(event: Event | None = None, config: Config | None = None, **kw: Any):
+    return ActionContext(event=event or make_event(), config=config or make_config(), **kw)

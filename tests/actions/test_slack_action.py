@@ -1,0 +1,183 @@
+"""The slack action against a fake Web API, through slack-sdk's real AsyncWebClient."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+
+import pytest
+from action_helpers import make_context, run
+
+from rulekit.actions.slack import Slack, SlackIntegration, SlackParams, escape_mrkdwn
+from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
+from rulekit.testing.fake_slack import FakeSlack
+from rulekit.testing.fakehttp import Response
+
+
+def slack_action(fake: FakeSlack, **options) -> Slack:
+    return Slack(SlackIntegration(token=fake.token, base_url=fake.base_url), **options)
+
+
+def post(action: Slack, *params: SlackParams):
+    async def scenario():
+        return [await action.execute(p, make_context()) for p in params]
+
+    return run(action, scenario)
+
+
+def failure(action: Slack, params: SlackParams) -> ActionError:
+    with pytest.raises(ActionError) as caught:
+        post(action, params)
+    return caught.value
+
+
+def test_posts_the_message_and_returns_its_ts(fake_slack):
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "*hi*"}}]
+    results = post(
+        slack_action(fake_slack),
+        SlackParams(channel="C0SUPPORT", text="*Refund* from &lt;!channel&gt;"),
+        SlackParams(channel="#sales", text="with blocks", blocks=blocks),
+    )
+    assert results == [
+        {"ts": "1700000000.000001", "channel": "C0SUPPORT"},
+        {"ts": "1700000000.000002", "channel": "#sales"},
+    ]
+    first, second = fake_slack.messages()
+    assert first.request.path == "/api/chat.postMessage"
+    assert first.request.headers["authorization"] == f"Bearer {fake_slack.token}"
+    # the text arrives as rendered: escaped once by the template layer, not again here
+    assert first.request.json == {"channel": "C0SUPPORT", "text": "*Refund* from &lt;!channel&gt;"}
+    assert second.request.json == {"channel": "#sales", "text": "with blocks", "blocks": blocks}
+
+
+def test_escape_mrkdwn_defuses_mentions():
+    assert escape_mrkdwn("<!channel> & <@U1>") == "&lt;!channel&gt; &amp; &lt;@U1&gt;"
+
+
+def test_one_client_and_session_per_action(fake_slack):
+    action = slack_action(fake_slack)
+
+    async def scenario():
+        await action.execute(SlackParams(channel="C1", text="a"), make_context())
+        client = action._client
+        await action.execute(SlackParams(channel="C1", text="b"), make_context())
+        assert action._client is client
+        await action.aclose()
+        assert action._client is None
+        await action.execute(SlackParams(channel="C1", text="c"), make_context())
+
+    run(action, scenario)
+    assert [m.text for m in fake_slack.messages(accepted=True)] == ["a", "b", "c"]
+
+
+def test_rate_limit_is_retryable_with_retry_after(fake_slack):
+    fake_slack.rate_limit(retry_after=7, channel="C1")
+    exc = failure(slack_action(fake_slack), SlackParams(channel="C1", text="x"))
+    assert isinstance(exc, RetryableActionError)
+    assert (exc.retry_after, exc.status, exc.scope) == (7.0, 429, "destination")
+    assert exc.message == "Slack chat.postMessage failed: ratelimited (HTTP 429)"
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_server_errors_are_retryable(fake_slack, status):
+    fake_slack.server_error(status)
+    exc = failure(slack_action(fake_slack), SlackParams(channel="C1", text="x"))
+    assert isinstance(exc, RetryableActionError) and exc.status == status
+
+
+def test_a_transient_slack_error_with_200_is_retryable(fake_slack):
+    fake_slack.fail(Response(200, {"ok": False, "error": "service_unavailable"}))
+    exc = failure(slack_action(fake_slack), SlackParams(channel="C1", text="x"))
+    assert isinstance(exc, RetryableActionError)
+
+
+def test_an_unknown_channel_is_permanent():
+    with FakeSlack(channels=["C1"]) as fake:
+        exc = failure(slack_action(fake), SlackParams(channel="C404", text="x"))
+    assert isinstance(exc, PermanentActionError)
+    assert exc.message == "Slack chat.postMessage failed: channel_not_found"
+
+
+def test_other_client_errors_are_permanent_with_slack_details(fake_slack):
+    fake_slack.fail(
+        Response(
+            400,
+            {
+                "ok": False,
+                "error": "invalid_blocks",
+                "response_metadata": {"messages": ["[ERROR] must be an array"]},
+            },
+        )
+    )
+    exc = failure(slack_action(fake_slack), SlackParams(channel="C1", text="x"))
+    assert isinstance(exc, PermanentActionError) and exc.status == 400
+    assert exc.message == (
+        "Slack chat.postMessage failed: invalid_blocks ([ERROR] must be an array) (HTTP 400)"
+    )
+
+
+def test_a_bad_token_is_permanent_and_never_shown(fake_slack, caplog):
+    caplog.set_level(logging.DEBUG)
+    action = Slack(SlackIntegration(token="xoxb-wrong-secret-42", base_url=fake_slack.base_url))
+    exc = failure(action, SlackParams(channel="C1", text="x"))
+    assert isinstance(exc, PermanentActionError)
+    assert exc.message == "Slack chat.postMessage failed: invalid_auth"
+    assert "Sending a request" in caplog.text  # slack-sdk logged the request
+    everything = caplog.text + "".join(traceback.format_exception(exc)) + repr(action)
+    assert "xoxb-wrong-secret-42" not in everything
+
+
+def test_the_token_never_leaks_whatever_fails(fake_slack, caplog):
+    caplog.set_level(logging.DEBUG)
+    action = slack_action(fake_slack, timeout=0.5)
+    fake_slack.rate_limit(1)
+    fake_slack.server_error()
+    fake_slack.hang(3)
+    seen = [repr(action), str(action.settings)]
+
+    async def scenario():
+        for _ in range(4):
+            try:
+                seen.append(
+                    repr(await action.execute(SlackParams(channel="C1", text="x"), make_context()))
+                )
+            except ActionError as exc:
+                seen.extend([str(exc), repr(exc), "".join(traceback.format_exception(exc))])
+
+    run(action, scenario)
+    assert fake_slack.token not in "\n".join(seen) + caplog.text
+
+
+def test_a_hanging_api_times_out_as_retryable(fake_slack):
+    fake_slack.hang(5)
+    started = time.monotonic()
+    exc = failure(slack_action(fake_slack, timeout=0.5), SlackParams(channel="C1", text="x"))
+    assert isinstance(exc, RetryableActionError)
+    assert "did not answer within 0.5 s" in exc.message
+    assert time.monotonic() - started < 2.5
+
+
+def test_a_refused_connection_is_retryable():
+    with FakeSlack() as fake:
+        integration = SlackIntegration(token=fake.token, base_url=fake.base_url)
+    exc = failure(Slack(integration, timeout=2), SlackParams(channel="C1", text="x"))
+    assert isinstance(exc, RetryableActionError)
+
+
+def test_unavailable_says_what_is_missing():
+    assert Slack(None).unavailable() == "Slack is not configured"
+    assert Slack(SlackIntegration(token="")).unavailable() == "the Slack token is empty"
+    assert Slack(SlackIntegration()).unavailable() == "the Slack token is empty"
+    assert Slack(SlackIntegration(token="xoxb-1")).unavailable() is None
+    with pytest.raises(PermanentActionError, match="Slack is not configured"):
+        post(Slack(None), SlackParams(channel="C1", text="x"))
+
+
+def test_pacing_is_per_channel():
+    action = Slack(SlackIntegration(token="xoxb-1"))
+    paces = action.pacing(SlackParams(channel="C1", text="x"))
+    assert [(p.key, p.limit and (p.limit.count, p.limit.period), p.scope) for p in paces] == [
+        ("slack:C1", (1, 1.0), "destination"),
+        ("slack", None, "service"),
+    ]

@@ -1,0 +1,229 @@
+"""The telegram action against a fake Bot API, through python-telegram-bot's real Bot."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+
+import pytest
+from action_helpers import make_context, run
+
+from rulekit.actions.telegram import Telegram, TelegramIntegration, TelegramParams
+from rulekit.actions.telegram_text import ELLIPSIS
+from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
+from rulekit.testing.fake_telegram import FakeTelegram, error
+
+
+def telegram_action(fake: FakeTelegram, **options) -> Telegram:
+    return Telegram(TelegramIntegration(token=fake.token, base_url=fake.base_url), **options)
+
+
+def send(action: Telegram, *params: TelegramParams):
+    async def scenario():
+        return [await action.execute(p, make_context()) for p in params]
+
+    return run(action, scenario)
+
+
+def failure(action: Telegram, params: TelegramParams) -> ActionError:
+    with pytest.raises(ActionError) as caught:
+        send(action, params)
+    return caught.value
+
+
+def test_sends_the_message_and_returns_its_id(fake_telegram):
+    action = telegram_action(fake_telegram)
+    results = send(
+        action,
+        TelegramParams(chat_id=-1001, text="<b>Mia</b> reopened", parse_mode="HTML"),
+        TelegramParams(chat_id="42", text="plain *text*"),
+    )
+    assert results == [
+        {"message_id": 1, "chat_id": -1001, "truncated": False},
+        {"message_id": 2, "chat_id": 42, "truncated": False},
+    ]
+    token = fake_telegram.token
+    # one bot, initialized once: a single getMe, then the messages
+    assert [r.path for r in fake_telegram.requests] == [
+        f"/bot{token}/getMe",
+        f"/bot{token}/sendMessage",
+        f"/bot{token}/sendMessage",
+    ]
+    first, second = (m.request.data for m in fake_telegram.messages())
+    assert first == {"chat_id": "-1001", "text": "<b>Mia</b> reopened", "parse_mode": "HTML"}
+    assert second == {"chat_id": "42", "text": "plain *text*"}  # parse_mode none: not sent
+
+
+def test_a_long_text_is_truncated_not_rejected(fake_telegram):
+    action = telegram_action(fake_telegram)
+    text = "*Order* " + "x\\." * 3000
+    [result] = send(action, TelegramParams(chat_id=7, text=text, parse_mode="MarkdownV2"))
+    assert result["truncated"] is True
+    [message] = fake_telegram.messages(accepted=True)
+    assert message.text.endswith(ELLIPSIS) and len(message.text) <= 4096
+    assert message.text.startswith("*Order* x\\.")
+
+
+def test_the_bot_is_reused_across_calls_and_closed(fake_telegram):
+    action = telegram_action(fake_telegram)
+    params = TelegramParams(chat_id=1, text="hi")
+
+    async def scenario():
+        await action.execute(params, make_context())
+        bot = action._bot
+        await action.execute(params, make_context())
+        assert action._bot is bot
+        await action.aclose()
+        assert action._bot is None
+        await action.execute(params, make_context())  # usable again after aclose
+
+    run(action, scenario)
+    assert len(fake_telegram.calls("getMe")) == 2
+
+
+def test_flood_control_is_retryable_with_its_delay(fake_telegram):
+    fake_telegram.flood(retry_after=3, chat=5)
+    exc = failure(telegram_action(fake_telegram), TelegramParams(chat_id=5, text="hi"))
+    assert isinstance(exc, RetryableActionError)
+    assert (exc.retry_after, exc.status, exc.scope) == (3.0, 429, "destination")
+    assert "Flood control" in exc.message
+
+
+def test_flood_control_on_two_chats_at_once_pauses_the_whole_bot(fake_telegram):
+    action = telegram_action(fake_telegram)
+    fake_telegram.flood(retry_after=2, chat=5)
+    fake_telegram.flood(retry_after=2, chat=6)
+    errors = []
+
+    async def scenario():
+        for chat in (5, 6):
+            try:
+                await action.execute(TelegramParams(chat_id=chat, text="hi"), make_context())
+            except RetryableActionError as exc:
+                errors.append(exc.scope)
+
+    run(action, scenario)
+    assert errors == ["destination", "service"]
+
+
+def test_flood_control_on_get_me_is_bot_wide(fake_telegram):
+    fake_telegram.flood(retry_after=4, method="getMe")
+    exc = failure(telegram_action(fake_telegram), TelegramParams(chat_id=5, text="hi"))
+    assert (type(exc), exc.retry_after, exc.scope) == (RetryableActionError, 4.0, "service")
+    assert fake_telegram.calls("sendMessage") == []
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_server_errors_are_retryable(fake_telegram, status):
+    fake_telegram.server_error(status)
+    exc = failure(telegram_action(fake_telegram), TelegramParams(chat_id=5, text="hi"))
+    assert isinstance(exc, RetryableActionError) and exc.status == status
+
+
+@pytest.mark.parametrize(
+    ("response", "status", "words"),
+    [
+        (error(400, "Bad Request: chat not found"), 400, "chat not found"),
+        (error(403, "Forbidden: bot was blocked by the user"), 403, "bot was blocked"),
+        (error(413, "Request Entity Too Large"), 413, "Too Large"),
+    ],
+)
+def test_client_errors_are_permanent_with_the_service_message(
+    fake_telegram, response, status, words
+):
+    fake_telegram.fail(response)
+    exc = failure(telegram_action(fake_telegram), TelegramParams(chat_id=5, text="hi"))
+    assert isinstance(exc, PermanentActionError)
+    assert exc.status == status and words.lower() in exc.message.lower()
+
+
+def test_an_unknown_chat_is_permanent():
+    with FakeTelegram(chats=["1"]) as fake:
+        exc = failure(telegram_action(fake), TelegramParams(chat_id=2, text="hi"))
+    assert isinstance(exc, PermanentActionError)
+    assert exc.message == "Telegram: Chat not found"  # as python-telegram-bot words it
+
+
+def test_a_bad_token_is_permanent_and_never_shown(fake_telegram):
+    action = Telegram(
+        TelegramIntegration(token="999999:Wrong-Token-Value", base_url=fake_telegram.base_url)
+    )
+    exc = failure(action, TelegramParams(chat_id=5, text="hi"))
+    assert isinstance(exc, PermanentActionError) and exc.status == 401
+    assert "rejected" in exc.message and "Wrong-Token-Value" not in exc.message
+    assert "Wrong-Token-Value" not in "".join(traceback.format_exception(exc))
+
+
+def test_a_hanging_api_times_out_as_retryable(fake_telegram):
+    action = telegram_action(fake_telegram, timeout=0.5)
+    fake_telegram.hang(5)
+    started = time.monotonic()
+    exc = failure(action, TelegramParams(chat_id=5, text="hi"))
+    assert isinstance(exc, RetryableActionError)
+    assert time.monotonic() - started < 2.5  # not the SDK's own 5 s, nor a hang
+
+
+def test_a_refused_connection_is_retryable():
+    with FakeTelegram() as fake:
+        integration = TelegramIntegration(token=fake.token, base_url=fake.base_url)
+    exc = failure(Telegram(integration, timeout=2), TelegramParams(chat_id=5, text="hi"))
+    assert isinstance(exc, RetryableActionError) and exc.status is None
+
+
+def test_the_token_never_leaks_into_errors_logs_or_reprs(fake_telegram, caplog):
+    caplog.set_level(logging.DEBUG)
+    token = fake_telegram.token
+    action = telegram_action(fake_telegram, timeout=0.5)
+    fake_telegram.flood(retry_after=1)
+    fake_telegram.server_error()
+    fake_telegram.fail(error(400, "Bad Request: chat not found"))
+    fake_telegram.hang(3)
+    seen: list[str] = [repr(action), repr(action.settings), str(action.settings)]
+
+    async def scenario():
+        for _ in range(5):
+            try:
+                result = await action.execute(TelegramParams(chat_id=5, text="hi"), make_context())
+                seen.append(repr(result))
+            except ActionError as exc:
+                seen.extend([str(exc), repr(exc), "".join(traceback.format_exception(exc))])
+
+    run(action, scenario)
+    bad = Telegram(
+        TelegramIntegration(token="1:Another-Secret-Token", base_url=fake_telegram.base_url)
+    )
+    exc = failure(bad, TelegramParams(chat_id=5, text="hi"))
+    seen.extend([str(exc), "".join(traceback.format_exception(exc))])
+    text = "\n".join(seen) + caplog.text
+    assert "sendMessage" in caplog.text  # the libraries did log requests
+    secret = token.split(":")[1]
+    assert secret not in text and "Another-Secret-Token" not in text
+
+
+def test_unavailable_says_what_is_missing():
+    assert Telegram(None).unavailable() == "Telegram is not configured"
+    assert Telegram(TelegramIntegration(token="")).unavailable() == "the Telegram token is empty"
+    assert Telegram(TelegramIntegration(token="1:x")).unavailable() is None
+    with pytest.raises(PermanentActionError, match="Telegram is not configured"):
+        send(Telegram(None), TelegramParams(chat_id=1, text="hi"))
+
+
+def test_pacing_keys_name_chat_group_and_bot():
+    action = Telegram(TelegramIntegration(token="1:x"))
+    private = [p.key for p in action.pacing(TelegramParams(chat_id=42, text="x"))]
+    group = action.pacing(TelegramParams(chat_id="-100200", text="x"))
+    assert private == ["telegram:42", "telegram"]
+    assert [(p.key, p.limit.count, p.limit.period, p.scope) for p in group] == [
+        ("telegram:-100200", 1, 1.0, "destination"),
+        ("telegram:-100200:minute", 20, 60.0, "destination"),
+        ("telegram", 30, 1.0, "service"),
+    ]
+
+
+def test_describe_shows_the_truncated_text():
+    action = Telegram(TelegramIntegration(token="1:x"))
+    short = action.describe(TelegramParams(chat_id=1, text="hi", parse_mode="HTML"), make_context())
+    assert short == "send Telegram message to chat 1 (HTML): 'hi'"
+    long = action.describe(TelegramParams(chat_id=1, text="y" * 5000), make_context())
+    assert "(truncated to 4096 characters)" in long and "y" * 5000 not in long
