@@ -11,9 +11,27 @@ Modules, one concept each:
 * :mod:`~rulekit_chatra.testing` — a fake Chatra API for tests.
 """
 
-from rulekit_chatra.provider import ChatraProvider
-from rulekit_chatra.settings import ChatraSettings
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 __all__ = ["ChatraProvider", "ChatraSettings", "__version__"]
+
+if TYPE_CHECKING:
+    from rulekit_chatra.provider import ChatraProvider
+    from rulekit_chatra.settings import ChatraSettings
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so loading the plugin entry point (for `rulekit --help`) stays cheap.
+    if name == "ChatraProvider":
+        from rulekit_chatra.provider import ChatraProvider
+
+        return ChatraProvider
+    if name == "ChatraSettings":
+        from rulekit_chatra.settings import ChatraSettings
+
+        return ChatraSettings
+    raise AttributeError(name)

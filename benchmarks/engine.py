@@ -1,0 +1,211 @@
+"""Engine throughput, load time and CLI start-up, as ratios to baselines measured in the same run.
+
+    python benchmarks/engine.py            # 1,000 and 10,000 rules
+    python benchmarks/engine.py --quick    # 1,000 rules only, fewer events
+
+Figures printed:
+* events/s of ``Engine.evaluate`` vs hand-written Python lambdas behind a (channel, event) dict,
+  on the same rules and events (targets: >= 0.5x at 1,000 rules, >= 4.5x at 10,000);
+* time to load N rules vs PyYAML's C safe loader alone on the same files (target <= 2x);
+* ``rulekit --help`` wall time vs ``python -c pass`` (target: the difference <= 0.3 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from rulekit import Engine, Event
+from rulekit.config import ChannelConfig, Config
+from rulekit.channels.base import ChannelSettings
+from rulekit.plugins import load_plugins
+
+CHANNELS = ["online-chat", "email", "telegram-bot", "vk"]
+EVENTS = ["created", "message", "reopened", "agent_replied", "closed", "client_updated"]
+COUNTRIES = [f"C{i:02d}" for i in range(60)]
+LANGUAGES = [f"l{i}" for i in range(30)]
+DOMAINS = [f"@d{i}.example" for i in range(80)]
+WORDS = [f"word{i}" for i in range(120)]
+
+
+def make_rules(n: int, rng: random.Random) -> tuple[list[dict], list]:
+    """N rules as YAML data, and the equivalent (name, channel, events, predicate) tuples."""
+    rules, lambdas = [], []
+    for i in range(n):
+        channel = rng.choice(CHANNELS)
+        events = rng.sample(EVENTS, rng.choice([1, 1, 2]))
+        conditions: list = []
+        predicates = []
+        first = rng.choice(["eq", "in", "endswith", "text"])
+        if first == "eq":
+            c = rng.choice(COUNTRIES)
+            conditions.append(f"client.country == '{c}'")
+            predicates.append(lambda e, c=c: e.client.country == c)
+        elif first == "in":
+            ls = rng.sample(LANGUAGES, 3)
+            conditions.append(f"client.language in {ls!r}")
+            predicates.append(lambda e, ls=ls: e.client.language in ls)
+        elif first == "endswith":
+            d = rng.choice(DOMAINS)
+            conditions.append(f"client.email.endswith('{d}')")
+            predicates.append(lambda e, d=d: e.client.email is not None and e.client.email.endswith(d))
+        else:
+            w = rng.choice(WORDS)
+            conditions.append(f"'{w}' in message.text|lower")
+            predicates.append(lambda e, w=w: e.message.text is not None and w in e.message.text.lower())
+        for _ in range(rng.randint(0, 2)):
+            kind = rng.choice(["any", "not"])
+            if kind == "any":
+                c, w = rng.choice(COUNTRIES), rng.choice(WORDS)
+                conditions.append({"any": [f"client.country == '{c}'", f"'{w}' in message.text|lower"]})
+                predicates.append(
+                    lambda e, c=c, w=w: e.client.country == c
+                    or (e.message.text is not None and w in e.message.text.lower())
+                )
+            else:
+                ls = rng.sample(LANGUAGES, 2)
+                conditions.append({"not": f"client.language in {ls!r}"})
+                predicates.append(lambda e, ls=ls: not (e.client.language in ls))
+        name = f"rule {i}"
+        rules.append(
+            {
+                "name": name,
+                "on": {"channel": channel, "event": events},
+                "if": conditions,
+                "do": [{"play_sound": {"sound": "bell", "to": "everyone"}}],
+            }
+        )
+        lambdas.append((name, channel, events, predicates))
+    return rules, lambdas
+
+
+def make_events(n: int, rng: random.Random) -> list[Event]:
+    out = []
+    for i in range(n):
+        out.append(
+            Event(
+                id=f"e{i}",
+                channel=rng.choice(CHANNELS),
+                event=rng.choice(EVENTS),
+                client={
+                    "country": rng.choice(COUNTRIES),
+                    "language": rng.choice(LANGUAGES),
+                    "email": f"user{i}{rng.choice(DOMAINS)}",
+                },
+                message={"text": " ".join(rng.sample(WORDS, 6)).upper()},
+            )
+        )
+    return out
+
+
+def lambda_table(lambdas: list) -> dict:
+    table: dict = {}
+    for name, channel, events, predicates in lambdas:
+        for event in events:
+            table.setdefault((channel, event), []).append((name, predicates))
+    return table
+
+
+def run_lambdas(table: dict, events: list[Event]) -> list[list[str]]:
+    out = []
+    for e in events:
+        matched = []
+        for name, predicates in table.get((e.channel, e.event), ()):
+            if all(p(e) for p in predicates):
+                matched.append(name)
+        out.append(matched)
+    return out
+
+
+def run_engine(engine: Engine, events: list[Event]) -> list[list[str]]:
+    return [[a.rule for a in engine.evaluate(e)] for e in events]
+
+
+def best_rate(function, events, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        function(events)
+        times.append(time.perf_counter() - start)
+    return len(events) / min(times)
+
+
+def config() -> Config:
+    cfg = Config()
+    for channel in CHANNELS:
+        cfg.channels[channel] = ChannelConfig(channel, "webhook", ChannelSettings())
+    return cfg
+
+
+def measure(n: int, n_events: int, repeat: int) -> dict[str, float]:
+    rng = random.Random(n)
+    rules, lambdas = make_rules(n, rng)
+    events = make_events(n_events, rng)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        per_file = max(1, n // 10)
+        for index in range(0, n, per_file):
+            (folder / f"{index:06d}.yaml").write_text(yaml.safe_dump(rules[index : index + per_file], sort_keys=False))
+        plugins = load_plugins()
+        cfg = config()
+        yaml_times, load_times = [], []
+        for _ in range(3):
+            start = time.perf_counter()
+            for file in sorted(folder.iterdir()):
+                yaml.load(file.read_bytes(), Loader=yaml.CSafeLoader)  # noqa: S506
+            yaml_times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            engine = Engine.from_path(folder, cfg, plugins=plugins)
+            load_times.append(time.perf_counter() - start)
+    table = lambda_table(lambdas)
+    expected = run_lambdas(table, events)
+    actual = run_engine(engine, events)
+    if expected != actual:
+        mismatches = sum(1 for a, b in zip(expected, actual, strict=True) if a != b)
+        raise SystemExit(f"engine and lambdas disagree on {mismatches} of {len(events)} events")
+    lambda_rate = best_rate(lambda ev: run_lambdas(table, ev), events, repeat)
+    engine_rate = best_rate(lambda ev: run_engine(engine, ev), events, repeat)
+    matched = sum(len(m) for m in expected)
+    print(f"\n{n:,} rules, {len(events):,} events ({matched:,} rule matches)")
+    print(f"  lambdas        {lambda_rate:>12,.0f} events/s")
+    print(f"  rulekit        {engine_rate:>12,.0f} events/s   ratio {engine_rate / lambda_rate:.2f}x")
+    print(f"  load: PyYAML C {min(yaml_times):.3f} s, rulekit {min(load_times):.3f} s   ratio {min(load_times) / min(yaml_times):.2f}x")
+    return {"ratio": engine_rate / lambda_rate, "load_ratio": min(load_times) / min(yaml_times)}
+
+
+def startup() -> None:
+    def wall(command: list[str]) -> float:
+        times = []
+        for _ in range(7):
+            start = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    base = wall([sys.executable, "-c", "pass"])
+    cli = wall([sys.executable, "-m", "rulekit.cli", "--help"])
+    print(f"\nstart-up: python -c pass {base:.3f} s, rulekit --help {cli:.3f} s, difference {cli - base:.3f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        measure(1_000, 2_000, 3)
+    else:
+        measure(1_000, 10_000, 5)
+        measure(10_000, 10_000, 5)
+    startup()
+
+
+if __name__ == "__main__":
+    main()
