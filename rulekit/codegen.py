@@ -151,6 +151,7 @@ class Program:
         self._bound: dict[tuple[str, str], str] = {}
         self._globals = global_names
         self._escapers: dict[int, str] = {}
+        self._conditions: dict[str, tuple[nodes.Expr, str]] = {}
 
     # -- expressions ---------------------------------------------------------------------------
     def expression_code(self, expr: nodes.Node) -> str:
@@ -165,10 +166,18 @@ class Program:
         self.slots.append((name, slot))
         return slot
 
-    def add_condition(self, source: str) -> tuple[nodes.Expr, Slot]:
-        """Parse and add one condition; returns its node tree and slot."""
-        expr = parse_expression(source, self.environment)
-        return expr, self.add_function(self.expression_code(expr))
+    def add_condition(self, source: str) -> tuple[nodes.Expr, str, Slot]:
+        """Parse and add one condition; returns its node tree, Python code and slot.
+
+        Rule sets repeat conditions (``message.author == 'client'``): each distinct source is
+        parsed and generated once.
+        """
+        found = self._conditions.get(source)
+        if found is None:
+            expr = parse_expression(source, self.environment)
+            found = self._conditions[source] = (expr, self.expression_code(expr))
+        expr, code = found
+        return expr, code, self.add_function(code)
 
     def bind(self, kind: str, name: str, value: Any) -> str:
         """A namespace name for a filter, test or global."""

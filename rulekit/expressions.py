@@ -12,6 +12,7 @@ generator (:mod:`rulekit.codegen`) and the reference checker below read.
 from __future__ import annotations
 
 import ast
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -128,6 +129,8 @@ def _convert(node: ast.expr) -> nodes.Expr:
             return _filter(node)
         if type(node.op) not in _BIN_OPS:
             raise _NotFast
+        if isinstance(node.op, ast.Pow) and _is_pow(node.right):
+            raise _NotFast  # a ** b ** c: right-associative in Python, left in Jinja2
         return _BIN_OPS[type(node.op)](_convert(node.left), _convert(node.right))
     if isinstance(node, ast.Compare):
         if any(isinstance(op, ast.Is | ast.IsNot) for op in node.ops):
@@ -187,20 +190,30 @@ def _call_parts(node: ast.expr) -> tuple[str, list[nodes.Expr], list[nodes.Keywo
     raise _NotFast
 
 
+def _is_pow(node: ast.expr) -> bool:
+    return isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow)
+
+
+def _binds_like_jinja(left: ast.expr) -> bool:
+    """Whether ``left`` is what Jinja2 applies a following ``|filter`` or ``is test`` to:
+    a postfix expression or a filter chain. Jinja2 binds both tighter than any operator, and the
+    ``ast`` tree cannot tell ``(a + b) is odd`` from ``a + b is odd``."""
+    return isinstance(left, _POSTFIX) or (
+        isinstance(left, ast.BinOp) and isinstance(left.op, ast.BitOr)
+    )
+
+
 def _filter(node: ast.BinOp) -> nodes.Expr:
     left = node.left
-    if not (
-        isinstance(left, _POSTFIX)
-        or (isinstance(left, ast.BinOp) and isinstance(left.op, ast.BitOr))
-    ):
+    if not _binds_like_jinja(left):
         raise _NotFast  # `a + b|f` filters only b in Jinja2
     name, args, kwargs = _call_parts(node.right)
     return nodes.Filter(_convert(left), name, args, kwargs, None, None)
 
 
 def _test(node: ast.Compare) -> nodes.Expr:
-    if len(node.ops) != 1:
-        raise _NotFast
+    if len(node.ops) != 1 or not _binds_like_jinja(node.left):
+        raise _NotFast  # `a + b is odd` tests only b in Jinja2
     name, args, kwargs = _call_parts(node.comparators[0])
     if name in ("none", "None", "true", "True", "false", "False"):
         name = name.lower()
@@ -211,6 +224,7 @@ def _test(node: ast.Compare) -> nodes.Expr:
 # -- reference checking ------------------------------------------------------------------------
 
 
+@functools.cache
 def field_type(model: Any, name: str) -> Any:
     """The type of ``model.name`` as far as rules care: a model class, ``dict``, or a scalar."""
     annotation = model.model_fields[name].annotation

@@ -64,12 +64,13 @@ class RuleLoader:
     def __init__(self, plugins: Plugins, config: Config) -> None:
         self.plugins = plugins
         self.config = config
-        self.globals = dict(plugins.templates.globals.entries)
         self.environment = self._sandbox(None)
-        self.program = Program(self.environment, {k: v.value for k, v in self.globals.items()})
-        self.known_names = set(ROOT_TYPES) | set(self.globals)
+        # the sandbox's own globals (``range``, ``dict``) and the plugins'
+        self.program = Program(self.environment, dict(self.environment.globals))
+        self.known_names = set(ROOT_TYPES) | set(self.environment.globals)
         self._sandboxes: dict[Any, Sandbox] = {None: self.environment}
         self._pending: list[tuple[Any, str, Slot]] = []
+        self._problems: dict[str, list[str]] = {}
         self.actions = {
             name: plugins.actions[name](
                 config.integrations.get(plugins.actions[name].integration or "")
@@ -282,23 +283,25 @@ class RuleLoader:
             return (AllOf if key == "all" else AnyOf)(children)  # type: ignore[arg-type]
         if isinstance(value, str):
             try:
-                expr, slot = self.program.add_condition(value)
+                expr, code, slot = self.program.add_condition(value)
             except TemplateError as exc:
                 errors.append(at.error(path, f"{exc} in {value!r}"))
                 return None
-            problems = check_references(
-                expr,
-                self.known_names,
-                filters=self.environment.filters,
-                tests=self.environment.tests,
-            )
+            problems = self._problems.get(value)
+            if problems is None:
+                problems = self._problems[value] = check_references(
+                    expr,
+                    self.known_names,
+                    filters=self.environment.filters,
+                    tests=self.environment.tests,
+                )
             for problem in problems:
                 errors.append(at.error(path, f"{problem} in {value!r}"))
             if problems:
                 return None
             leaf = Leaf(value, _unbound, at.location(path))
             leaf.node = expr  # type: ignore[attr-defined]
-            leaf.code = self.program.expression_code(expr)  # type: ignore[attr-defined]
+            leaf.code = code  # type: ignore[attr-defined]
             self._bind_later(leaf, slot)
             return leaf
         kind = "a boolean" if isinstance(value, bool) else type(value).__name__
