@@ -41,8 +41,9 @@ def _claimable(claimed_until: datetime | None, now: datetime) -> bool:
 
 
 class MemoryState(JournaledState):
-    """State held in plain dictionaries. Journal records are frozen and replaced, never
-    changed in place."""
+    """State held in plain containers whose values are never changed in place: conversations
+    and clients are copied in and out, journal records are frozen and replaced. A transaction's
+    rollback relies on it (it snapshots the containers, not their values)."""
 
     def __init__(self) -> None:
         self.conversations: dict[tuple[str, str], Conversation] = {}
@@ -253,9 +254,8 @@ class MemoryState(JournaledState):
             raise KeyError(f"no job {job_id}")
         job = self.outbox[job_id]
         result = _json_copy(result)
-        self.attempt_log.setdefault(job_id, []).append(
-            Attempt(job_id=job_id, at=utc(now), outcome=outcome, error=error, result=result)
-        )
+        attempt = Attempt(job_id=job_id, at=utc(now), outcome=outcome, error=error, result=result)
+        self.attempt_log[job_id] = [*self.attempt_log.get(job_id, ()), attempt]
         if job.status != "pending":  # done or dead stays so; the attempt is still counted
             self.outbox[job_id] = dataclasses.replace(job, attempts=job.attempts + 1)
             return
@@ -335,7 +335,10 @@ class MemoryStore(JournaledStore):
     @contextmanager
     def transaction(self) -> Iterator[MemoryState]:
         with self._lock:
-            backup = copy.deepcopy(self.state.__dict__)
+            # Stored values are never changed in place (conversations and clients are copied
+            # in and out, records are frozen and replaced), so copying the containers is a
+            # full snapshot, and cheap enough for a daemon running on memory://.
+            backup = {name: copy.copy(value) for name, value in vars(self.state).items()}
             try:
                 yield self.state
             except BaseException:

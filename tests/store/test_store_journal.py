@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -299,6 +300,7 @@ def test_concurrent_claimers_never_share_a_job(backend, make_event, threads):
                 return
             with lock:
                 claimed.extend((job.id, owner) for job in jobs)
+            time.sleep(0.001)  # the dispatch itself, during which the others claim
 
     threads(claimer, 4)
     ids = [job_id for job_id, _ in claimed]
