@@ -209,6 +209,12 @@ class RuleLoader:
             for (line, path), message in pydantic_errors(exc, tree, RuleSpec, prefix=where):
                 path = path.replace(".if_", ".if")
                 errors.append(RuleError(_named(item, message), Location(file, line, path)))
+            # keep going: the conditions and actions may hold more errors worth reporting now
+            if item.get("if") is not None:
+                self._condition(item["if"], at, ("if",), errors)
+            if isinstance(item.get("do"), list):
+                for index, step in enumerate(item["do"]):
+                    self._step(step, at, ("do", index), None, errors, [], str(item.get("name")))
             return None
         channels = tuple(spec.on.channel) if spec.on.channel else None
         events = tuple(spec.on.event) if spec.on.event else None
