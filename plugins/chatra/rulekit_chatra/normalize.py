@@ -24,6 +24,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from rulekit.config import Directory
 from rulekit.event import Agent, Client, Conversation, Event, Message
@@ -34,6 +35,8 @@ from .settings import ChatraSettings
 
 CONTACT_FIELDS: tuple[str, ...] = ("name", "email", "phone")
 """Client fields whose change is a ``client_updated`` event."""
+
+_CLIENT_FIELDS: tuple[str, ...] = tuple(Client.model_fields)
 
 
 @dataclass(frozen=True)
@@ -50,12 +53,14 @@ class Normalizer:
         known_conversation = state.get_conversation(self.channel, key)
         known_client = state.get_client(self.channel, key)
         client = self.client(payload.client, known_client)
+        # Conversation objects are never changed once made (a change makes a copy), so each
+        # event keeps the conversation as it was at that point.
         conversation = None
         if known_conversation is not None:
-            conversation = self._refreshed(known_conversation.model_copy(deep=True), payload)
+            conversation = _refreshed(known_conversation, payload)
         emit = _Emitter(self.channel, payload, client)
 
-        if conversation is not None and known_client is not None:
+        if conversation is not None and known_client is not None and client is not known_client:
             changed = {f: getattr(client, f) for f in CONTACT_FIELDS}
             if changed != {f: getattr(known_client, f) for f in CONTACT_FIELDS}:
                 emit(
@@ -83,7 +88,7 @@ class Normalizer:
                 name = "reopened" if conversation.status == "closed" else "message"
             else:
                 name = "agent_replied"
-            conversation.status = "open"
+            conversation = _with_status(conversation, "open")
             agent = agents.find(message) if message.type == "agent" else Agent()
             emit(
                 name,
@@ -106,8 +111,9 @@ class Normalizer:
             last = payload.messages[-1].id if payload.messages else "none"
             # The mark makes a redelivered (or late) transcript close nothing a second time.
             if state.mark_message_seen(self.channel, f"closed:{chat}:{last}"):
-                conversation = conversation or self._new_conversation(payload)
-                conversation.status = "closed"
+                conversation = _with_status(
+                    conversation or self._new_conversation(payload), "closed"
+                )
                 emit(
                     "closed",
                     f"closed:{chat}:{last}",
@@ -116,24 +122,30 @@ class Normalizer:
                 )
 
         if conversation is not None:
-            if conversation != known_conversation:
+            if conversation is not known_conversation:
                 state.save_conversation(self.channel, key, conversation)
-            if client != known_client:
+            if client is not known_client:
                 state.save_client(self.channel, client)
         return emit.events
 
     def client(self, data: ChatraClient, known: Client | None) -> Client:
         """The client record: what Chatra sent now, over what was known, for the configured
-        ``client_data`` fields only. A field Chatra left out keeps its known value."""
-        values: dict[str, object] = {"id": data.id}
+        ``client_data`` fields only. A field Chatra left out keeps its known value; an
+        unchanged record is ``known`` itself."""
+        values: dict[str, Any] = dict.fromkeys(_CLIENT_FIELDS)
+        values["custom"] = {}
+        values["id"] = data.id
         values["display_name"] = data.display_name or (known.display_name if known else None)
         for name in self.settings.client_data:
-            if name == "custom":
-                values["custom"] = {**(known.custom if known else {}), **data.custom}
-                continue
             value = getattr(data, name)
-            values[name] = value if value is not None else getattr(known, name, None)
-        return Client(**values)  # type: ignore[arg-type]
+            if name == "custom":
+                value = {**known.custom, **value} if known is not None else value
+            elif value is None and known is not None:
+                value = getattr(known, name)
+            values[name] = value
+        if known is not None and known.__dict__ == values:
+            return known
+        return Client(**values)
 
     def _new_conversation(self, payload: Payload) -> Conversation:
         return Conversation(
@@ -145,16 +157,9 @@ class Normalizer:
             link=payload.client.chat_link,
         )
 
-    @staticmethod
-    def _refreshed(conversation: Conversation, payload: Payload) -> Conversation:
-        conversation.external_id = payload.client.chat_id or conversation.external_id
-        conversation.link = payload.client.chat_link or conversation.link
-        conversation.page = payload.page or conversation.page
-        return conversation
-
 
 class _Emitter:
-    """Collects a payload's events, each with a snapshot of the conversation at that point."""
+    """Collects a payload's events."""
 
     def __init__(self, channel: str, payload: Payload, client: Client) -> None:
         self.channel = channel
@@ -180,7 +185,7 @@ class _Emitter:
                 event=name,
                 occurred_at=occurred_at or datetime.now(UTC),
                 recovered=recovered,
-                conversation=conversation.model_copy(),
+                conversation=conversation,
                 client=self.client,
                 message=message or Message(),
                 agent=agent or Agent(),
@@ -211,6 +216,23 @@ class _AgentLookup:
             or message.agent_name,
             known=entry is not None,
         )
+
+
+def _refreshed(conversation: Conversation, payload: Payload) -> Conversation:
+    """The conversation with the chat's id, link and start page from the payload, when sent."""
+    sent = {
+        "external_id": payload.client.chat_id,
+        "link": payload.client.chat_link,
+        "page": payload.page,
+    }
+    changes = {k: v for k, v in sent.items() if v is not None and v != getattr(conversation, k)}
+    return conversation.model_copy(update=changes) if changes else conversation
+
+
+def _with_status(conversation: Conversation, status: str) -> Conversation:
+    if conversation.status == status:
+        return conversation
+    return conversation.model_copy(update={"status": status})
 
 
 def _first_time(messages: Iterable[ChatraMessage]) -> datetime | None:

@@ -30,8 +30,21 @@ EVENT_NAMES: tuple[str, ...] = ("chatStarted", "chatFragment", "chatTranscript")
 CONTACT_KEYS: tuple[str, ...] = ("name", "email", "phone", "notes")
 """Keys of Chatra's visitor info that are contact data; any other key is the site's custom data."""
 
+_CONTACT_SOURCES = ("info", "basicInfo", "integrationData")
+_CLIENT_KEYS: tuple[tuple[str, str], ...] = (  # our name, Chatra's key
+    ("chat_link", "chatLink"),
+    ("display_name", "displayedName"),
+    ("ip", "ip"),
+    ("browser", "browser"),
+    ("os", "os"),
+    ("language", "chatLanguage"),
+    ("browser_language", "browserLanguage"),
+    ("country", "country"),
+    ("city", "city"),
+)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class ChatraMessage:
     """One chat message. ``id`` is Chatra's, or derived from the content when Chatra sent none."""
 
@@ -45,7 +58,7 @@ class ChatraMessage:
     received_from: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ChatraAgent:
     """An agent taking part in the chat."""
 
@@ -54,7 +67,7 @@ class ChatraAgent:
     email: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ChatraClient:
     """The visitor. Contact and environment fields are named as in :class:`rulekit.event.Client`."""
 
@@ -77,7 +90,7 @@ class ChatraClient:
     custom: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Payload:
     """One webhook delivery, read."""
 
@@ -143,27 +156,19 @@ def _client(value: Any) -> ChatraClient:
 
     # ``info`` is Chatra's merge of ``basicInfo`` (pre-chat form, agents' edits) and
     # ``integrationData`` (what the site pushed); read all three in case one is left out.
-    sources = [_object(value.get(key)) for key in ("info", "basicInfo", "integrationData")]
-    contact = {key: _first_string(source.get(key) for source in sources) for key in CONTACT_KEYS}
-    custom: dict[str, Any] = {}
-    for source in (sources[0], sources[2]):
-        custom.update((k, v) for k, v in source.items() if k not in CONTACT_KEYS)
-
+    info, basic, integration = (_object(value.get(key)) for key in _CONTACT_SOURCES)
+    fields: dict[str, Any] = {name: _string(value.get(key)) for name, key in _CLIENT_KEYS}
+    for key in CONTACT_KEYS:
+        fields[key] = _string(info.get(key)) or _string(basic.get(key))
+        fields[key] = fields[key] or _string(integration.get(key))
+    custom = {k: v for k, v in info.items() if k not in CONTACT_KEYS}
+    custom.update((k, v) for k, v in integration.items() if k not in CONTACT_KEYS)
     return ChatraClient(
         id=client_id,
         chat_id=_identifier(value.get("chatId")),
-        chat_link=_string(value.get("chatLink")),
-        display_name=_string(value.get("displayedName")),
-        **contact,
-        ip=_string(value.get("ip")),
-        browser=_string(value.get("browser")),
-        os=_string(value.get("os")),
-        language=_string(value.get("chatLanguage")),
-        browser_language=_string(value.get("browserLanguage")),
-        country=_string(value.get("country")),
-        city=_string(value.get("city")),
         last_visit=timestamp(_object(value.get("lastVisit")).get("startedAt")),
         custom=custom,
+        **fields,
     )
 
 
@@ -255,13 +260,6 @@ def _string(value: Any) -> str | None:
     if isinstance(value, str):
         value = value.strip()
         return value or None
-    return None
-
-
-def _first_string(values: Any) -> str | None:
-    for value in values:
-        if (found := _string(value)) is not None:
-            return found
     return None
 
 
