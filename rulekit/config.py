@@ -74,10 +74,13 @@ class RawConfig(StrictModel):
     timezone: str = "UTC"
     env: list[str] = Field(default_factory=list)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
-    channels: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # as written, secrets in plain text: never shown (the validated models hold SecretStr)
+    channels: dict[str, dict[str, Any]] = Field(default_factory=dict, repr=False, exclude=True)
     agents: list[AgentEntry] = Field(default_factory=list)
     groups: dict[str, GroupEntry | None] | list[str] = Field(default_factory=dict)
-    integrations: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    integrations: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, repr=False, exclude=True
+    )
 
     @field_validator("timezone")
     @classmethod

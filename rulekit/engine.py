@@ -23,6 +23,7 @@ from rulekit.loader import RuleLoader, RuleSet
 from rulekit.plugins import Plugins, load_plugins
 from rulekit.rules import AnyOf, Condition, Leaf, NotOf, Rule
 from rulekit.store.base import State
+from rulekit.templates import with_budget
 
 
 @dataclass
@@ -172,6 +173,12 @@ class Engine:
         ``explain=True`` evaluates every rule of the event's (channel, event) and records each
         condition's result in ``plan.rules``; otherwise only indexed candidates are evaluated.
         """
+        # one work budget for the event's conditions and simple templates (see templates.py)
+        return with_budget(lambda: self._evaluate(event, state, now, explain))
+
+    def _evaluate(
+        self, event: Event, state: State | None, now: datetime | None, explain: bool
+    ) -> Plan:
         now = (now or event.occurred_at).astimezone(self.config.timezone)
         env = self.env
         plan = Plan(event)

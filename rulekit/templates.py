@@ -4,8 +4,10 @@ Everything a rule author writes runs in a subclass of Jinja2's ``ImmutableSandbo
 no underscore attributes, no unsafe callables, no mutation of data. On top of Jinja's rules:
 
 * on event objects only the event model's fields are visible (no pydantic methods);
-* work is capped: ``'a' * 10**7``, huge exponents, ``range`` abuse and filters that inflate text
-  are cut off with a clear :class:`~rulekit.errors.TemplateError` instead of being computed;
+* work is capped: ``'a' * 10**7``, huge exponents, ``range`` abuse, loops (nested ones
+  included: every ``{% for %}`` iteration counts) and filters that inflate text are cut off with
+  a clear :class:`~rulekit.errors.TemplateError` instead of being computed;
+* ``~`` treats ``None`` as an empty string, as compiled conditions and simple templates do;
 * rendered output is capped (:data:`MAX_OUTPUT`), counted while it is produced;
 * ``None`` renders as an empty string (a reply never says "None" to a client);
 * values interpolated into a markup target are escaped by the target's escaper, through Jinja's
@@ -17,12 +19,20 @@ from __future__ import annotations
 
 import contextvars
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from jinja2 import nodes
-from jinja2.filters import do_center, do_indent, do_truncate
+from jinja2.filters import (
+    do_batch,
+    do_center,
+    do_indent,
+    do_slice,
+    do_truncate,
+    make_attrgetter,
+)
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.visitor import NodeTransformer
 from markupsafe import Markup
 from pydantic import BaseModel
 
@@ -39,7 +49,10 @@ MAX_SEQUENCE = 100_000
 MAX_RANGE = 10_000
 """Items one ``range()`` may produce."""
 MAX_ITERATIONS = 100_000
-"""``range`` items one render may consume in total (nested loops included)."""
+"""``range`` items and loop iterations one render may consume in total (nested loops included)."""
+MAX_BUILT = 10 * MAX_OUTPUT
+"""Characters the text-inflating filters (``center``, ``indent``, ``format``) may build in one
+render or one evaluation of conditions."""
 MAX_EXPONENT = 1_000
 
 _budget: contextvars.ContextVar[list[int]] = contextvars.ContextVar("rulekit_render_budget")
@@ -54,12 +67,28 @@ def _too_big(what: str) -> TemplateError:
     return TemplateError(f"{what} would exceed {MAX_SEQUENCE} items; refusing to compute it")
 
 
+def _size(value: Any, limit: int = MAX_SEQUENCE) -> int:
+    """Characters and items in ``value``, nested ones included (``[s] * n`` holds ``n`` times
+    ``s``); counting stops soon after ``limit``."""
+    if isinstance(value, str):
+        return len(value)
+    if not isinstance(value, list | tuple | dict):
+        return 1
+    total = len(value)
+    for item in value.values() if isinstance(value, dict) else value:
+        if total > limit:
+            break
+        if isinstance(item, str | list | tuple | dict):
+            total += _size(item, limit - total)
+    return total
+
+
 def safe_mul(left: Any, right: Any) -> Any:
     """``left * right`` that refuses to build huge strings or lists."""
     for seq, count in ((left, right), (right, left)):
-        if isinstance(seq, str | list | tuple) and isinstance(count, int):
-            if len(seq) * max(count, 0) > MAX_SEQUENCE:
-                raise _too_big("repeating a sequence")
+        sized = isinstance(seq, str | list | tuple) and isinstance(count, int)
+        if sized and _size(seq) * max(count, 0) > MAX_SEQUENCE:
+            raise _too_big("repeating a sequence")
     return left * right
 
 
@@ -89,6 +118,44 @@ def safe_mod(left: Any, right: Any) -> Any:
                 if part == "*" or (part and int(part) > MAX_SEQUENCE):
                     raise TemplateError("string formatting width is over the limit")
     return left % right
+
+
+def safe_concat(parts: Iterable[Any]) -> str:
+    """Jinja2's ``~``: ``None`` as an empty string, and no text over :data:`MAX_SEQUENCE`."""
+    texts = ["" if part is None else str(part) for part in parts]
+    if sum(map(len, texts)) > MAX_SEQUENCE:
+        raise _too_big("concatenating")
+    return "".join(texts)
+
+
+def safe_join(value: Any, d: str = "", attribute: Any = None) -> str:
+    """The ``join`` filter, refusing to build text over :data:`MAX_SEQUENCE`."""
+    if attribute is not None:
+        value = map(make_attrgetter(_ENV_FOR_FILTERS, attribute), value)
+    texts: list[str] = []
+    size = 0
+    for item in value:
+        size += _size(item) + len(d)
+        if size > MAX_SEQUENCE:
+            raise _too_big("join")
+        texts.append(str(item))
+    return str(d).join(texts)
+
+
+def budget_iter(iterable: Iterable[Any]) -> Iterable[Any]:
+    """The iterable of a ``{% for %}`` loop, each item counted against the render's budget."""
+    budget = _budget.get(None)
+    if budget is None:
+        return iterable
+    return _counted(iterable, budget)
+
+
+def _counted(iterable: Iterable[Any], budget: list[int]) -> Iterator[Any]:
+    for item in iterable:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise TemplateError(f"the render used over {MAX_ITERATIONS} loop iterations")
+        yield item
 
 
 def safe_range(*args: int) -> Iterator[int]:
@@ -151,7 +218,14 @@ def _capped(function: Callable[..., Any], maximum: int = MAX_SEQUENCE) -> Callab
         for arg in (*args[1:], *kwargs.values()):
             if isinstance(arg, int) and arg > maximum:
                 raise TemplateError(f"argument {arg} of {function.__name__} is over the limit")
-        return function(*args, **kwargs)
+        result = function(*args, **kwargs)
+        budget = _budget.get(None)
+        if budget is not None and isinstance(result, str):
+            # map('center', n) over many items: each call is small, together they are not
+            budget[1] -= len(result)
+            if budget[1] < 0:
+                raise TemplateError(f"the render built over {MAX_BUILT} characters")
+        return result
 
     wrapper.__name__ = function.__name__
     wrapper.jinja_pass_arg = getattr(function, "jinja_pass_arg", None)  # type: ignore[attr-defined]
@@ -210,8 +284,21 @@ class Sandbox(ImmutableSandboxedEnvironment):
             d=default_filter,
             center=_capped(do_center),
             indent=_capped(do_indent),
+            format=_capped(_format),
+            join=safe_join,
+            slice=_capped(do_slice),
+            batch=_capped(do_batch),
         )
         self.tests.update(defined=is_defined, undefined=is_undefined)
+
+    def compile(self, source: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Jinja2's compiler, after routing loops and ``~`` through the work limits."""
+        if isinstance(source, str):
+            source = self._parse(source, kwargs.get("name"), kwargs.get("filename"))
+        return super().compile(_LimitWork().visit(source), *args, **kwargs)
+
+    budget_iter = staticmethod(budget_iter)
+    safe_concat = staticmethod(safe_concat)
 
     def _finalize(self, value: Any) -> Any:
         if value is None:
@@ -228,7 +315,44 @@ class Sandbox(ImmutableSandboxedEnvironment):
             return attr in type(obj).model_fields
         if isinstance(obj, str) and callable(value):
             return attr in SAFE_STR_METHODS
+        if isinstance(obj, type):
+            return False  # dict.fromkeys and friends: classes are not data
         return super().is_safe_attribute(obj, attr, value)
+
+
+def _format(value: Any, *args: Any, **kwargs: Any) -> str:
+    """The ``format`` filter (``'%s'|format(x)``), with ``%`` formatting's width limits."""
+    if args and kwargs:
+        raise TemplateError("format takes positional or keyword arguments, not both")
+    return safe_mod(str(value), kwargs or args)
+
+
+class _LimitWork(NodeTransformer):
+    """Counts every loop iteration against the budget and sends ``~`` through
+    :func:`safe_concat` (Jinja2 compiles both to plain Python that no sandbox hook sees)."""
+
+    def visit_For(self, node: nodes.For) -> nodes.Node:
+        node = self.generic_visit(node)
+        if not _is_call_of(node.iter, "budget_iter"):
+            node.iter = _environment_call("budget_iter", node.iter)
+        return node
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        node = self.generic_visit(node)
+        return _environment_call("safe_concat", nodes.Tuple(node.nodes, "load"))
+
+
+def _is_call_of(node: nodes.Node, name: str) -> bool:
+    return (
+        isinstance(node, nodes.Call)
+        and isinstance(node.node, nodes.EnvironmentAttribute)
+        and node.node.name == name
+    )
+
+
+def _environment_call(name: str, argument: nodes.Expr) -> nodes.Call:
+    call = nodes.Call(nodes.EnvironmentAttribute(name), [argument], [], None, None)
+    return call.set_lineno(argument.lineno or 1)
 
 
 _ENV_FOR_FILTERS = Sandbox()
@@ -246,9 +370,9 @@ def render_stream(chunks: Iterator[str]) -> str:
     return "".join(out)
 
 
-def with_budget(function: Callable[[], str]) -> str:
-    """Run a render with a fresh loop-iteration budget."""
-    token = _budget.set([MAX_ITERATIONS])
+def with_budget(function: Callable[[], Any]) -> Any:
+    """Run a render (or the evaluation of one event's conditions) with a fresh work budget."""
+    token = _budget.set([MAX_ITERATIONS, MAX_BUILT])
     try:
         return function()
     finally:
@@ -261,4 +385,6 @@ def jinja_names(node: nodes.Node) -> set[str]:
     for target in node.find_all(nodes.Name):
         if target.ctx in ("store", "param"):
             assigned.add(target.name)
+    if any(True for _ in node.find_all(nodes.For)):
+        assigned.add("loop")  # the loop's own variable (loop.index, loop.last, ...)
     return assigned

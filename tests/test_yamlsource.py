@@ -1,0 +1,75 @@
+"""YAML as people mean it: ``on`` stays a key, ``no`` stays a word, duplicates are errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from rulekit import yamlsource
+
+
+def test_on_is_a_key_named_on() -> None:
+    data = yamlsource.load("on: {channel: online-chat}\n")
+    assert list(data) == ["on"]
+    assert data["on"] == {"channel": "online-chat"}
+
+
+@pytest.mark.parametrize("word", ["no", "off", "yes", "on", "No", "OFF", "y", "n"])
+def test_yaml_11_boolean_words_stay_strings(word: str) -> None:
+    data = yamlsource.load(f"text: {word}\nlist: [{word}]\n")
+    assert data == {"text": word, "list": [word]}
+
+
+@pytest.mark.parametrize(("text", "value"), [("true", True), ("false", False), ("True", True)])
+def test_true_and_false_are_booleans(text: str, value: bool) -> None:
+    assert yamlsource.load(f"enabled: {text}") == {"enabled": value}
+
+
+def test_duplicate_key_is_an_error_with_its_line() -> None:
+    text = "name: a\non: {channel: x}\nname: b\n"
+    with pytest.raises(yamlsource.YamlSyntaxError) as caught:
+        yamlsource.load(text)
+    assert caught.value.line == 3
+    assert "duplicate key 'name'" in caught.value.message
+
+
+def test_duplicate_key_in_a_nested_mapping() -> None:
+    text = "- name: a\n  do:\n    - slack:\n        text: x\n        text: y\n"
+    with pytest.raises(yamlsource.YamlSyntaxError) as caught:
+        yamlsource.load(text)
+    assert caught.value.line == 5
+
+
+def test_syntax_error_has_a_line() -> None:
+    with pytest.raises(yamlsource.YamlSyntaxError) as caught:
+        yamlsource.load("a: [1, 2\nb: 3\n")
+    assert caught.value.line is not None
+
+
+def test_only_safe_tags() -> None:
+    with pytest.raises(yamlsource.YamlSyntaxError):
+        yamlsource.load("!!python/object/apply:os.system ['true']\n")
+
+
+def test_line_numbers_of_nested_paths() -> None:
+    text = (
+        "# a comment\n"  # 1
+        "- name: first\n"  # 2
+        "  do:\n"  # 3
+        "    - slack:\n"  # 4
+        "        channel: '#a'\n"  # 5
+        "        text: hi\n"  # 6
+        "- name: second\n"  # 7
+        "  if:\n"  # 8
+        "    - any:\n"  # 9
+        "        - a\n"  # 10
+        "        - b\n"  # 11
+    )
+    data = yamlsource.load(text)
+    line_of = yamlsource.line_of
+    assert line_of(data, (0,)) == 2
+    assert line_of(data, (0, "do", 0, "slack", "text")) == 6
+    assert line_of(data, (1, "name")) == 7
+    assert line_of(data, (1, "if", 0, "any", 1)) == 11
+    # a path that does not exist stops at the deepest known line
+    assert line_of(data, (0, "do", 0, "slack", "missing")) == 4
+    assert line_of(data, (5,)) == data.line
