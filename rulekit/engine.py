@@ -144,11 +144,18 @@ class Engine:
         default config (every installed provider offers its default channel). Raises
         :class:`rulekit.errors.ValidationErrors` listing every problem of every file.
         """
+        given = plugins is not None
         if plugins is None:
             disabled = config.raw.plugins.disable if isinstance(config, Config) else ()
             plugins = load_plugins(disabled)
         if not isinstance(config, Config):
-            config = load_config(config, plugins)
+            config_path = config
+            config = load_config(config_path, plugins)
+            wanted = set(config.raw.plugins.disable)
+            if not given and not wanted <= plugins.disabled:
+                # the file itself says which plugins to leave out: load again without them
+                plugins = load_plugins(plugins.disabled | wanted)
+                config = load_config(config_path, plugins)
         loader = RuleLoader(plugins, config)
         ruleset = loader.load(Path(path))
         return cls(plugins, config, ruleset, loader)
