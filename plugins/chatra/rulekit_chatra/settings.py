@@ -53,6 +53,16 @@ class ChatraSettings(ChannelSettings):
         description="Which client fields to take from Chatra.",
     )
 
+    @field_validator("public_key", "secret_key", "default_agent_id", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # ``${CHATRA_SECRET_KEY}`` of an unset variable reads as "": that is "not configured".
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, SecretStr) and not value.get_secret_value().strip():
+            return None
+        return value
+
     @field_validator("base_url")
     @classmethod
     def _base_url(cls, value: str) -> str:

@@ -53,3 +53,9 @@ def test_secrets_never_show():
     for shown in (repr(settings), str(settings), settings.model_dump_json()):
         assert "topsecret" not in shown
         assert "hooksecret" not in shown
+
+
+def test_empty_keys_are_unset():
+    # What ``${CHATRA_SECRET_KEY}`` gives when the variable is not set.
+    settings = ChatraSettings(public_key="", secret_key=" ", default_agent_id="")
+    assert (settings.public_key, settings.secret_key, settings.default_agent_id) == (None,) * 3
