@@ -9,6 +9,8 @@ in :meth:`Pacer.acquire`::
     async with pacer.acquire(action.pacing(params)):
         result = await action.execute(params, context)
 
+* A call counts from when it *ends* (its answer came back): the service sees a request arrive
+  after the previous one did, so a limit measured at the service holds whatever the latency.
 * A call waits only for the keys it names: waiting for one chat never blocks another.
 * Calls to one destination (the first pace) go one at a time, in the order they asked.
 * When the call raises an :class:`~rulekit.errors.ActionError` with ``retry_after``, the keys it
@@ -55,7 +57,8 @@ class Pace:
 
 @dataclass
 class _KeyState:
-    sent: deque[float] = field(default_factory=deque)
+    # the last calls, oldest first: [start], then [end] once the call is over
+    sent: deque[list[float]] = field(default_factory=deque)
     paused_until: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     users: int = 0
@@ -66,14 +69,14 @@ class _KeyState:
             while len(self.sent) > limit.count:
                 self.sent.popleft()
             if len(self.sent) >= limit.count:
-                wait = max(wait, self.sent[0] + limit.period - now)
+                wait = max(wait, min(mark[0] for mark in self.sent) + limit.period - now)
         return wait
 
     def idle(self, now: float, period: float) -> bool:
         return (
             self.users == 0
             and self.paused_until <= now
-            and (not self.sent or self.sent[-1] + period <= now)
+            and all(mark[0] + period <= now for mark in self.sent)
         )
 
 
@@ -158,14 +161,17 @@ class Pacer:
                     if wait <= 0:
                         break
                     await asyncio.sleep(wait)
+                mark = [now]
                 for pace, state in zip(paces, states, strict=True):
                     if pace.limit is not None:
-                        state.sent.append(now)
+                        state.sent.append(mark)
                 try:
                     yield slot
                 except BaseException as exc:
                     slot.report(exc)
                     raise
+                finally:
+                    mark[0] = max(mark[0], self.now())
         finally:
             for state in states:
                 state.users -= 1
