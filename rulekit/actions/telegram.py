@@ -13,6 +13,7 @@ import contextvars
 import html
 import os
 import re
+import socket
 import warnings
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -270,7 +271,11 @@ def _token_transport(token: str, connections: int) -> httpx.AsyncBaseTransport:
         """Puts the token into the URL for the wire only; what httpx logs keeps the mark."""
 
         def __init__(self) -> None:
-            self._inner = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=connections))
+            self._inner = httpx.AsyncHTTPTransport(
+                limits=httpx.Limits(max_connections=connections),
+                # a request goes out in two writes; without this, Nagle may hold the second
+                socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            )
 
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
             url = request.url
