@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import itertools
 from datetime import datetime
 from typing import Any
 
@@ -247,7 +248,10 @@ def check_references(
     """Problems with what ``expr`` refers to: unknown names, fields, filters and tests, and
     underscore attributes. Each problem is one line with a "did you mean" when one is close."""
     problems: list[str] = []
-    for node in expr.find_all((nodes.Name, nodes.Getattr, nodes.Filter, nodes.Test)):
+    kinds = (nodes.Name, nodes.Getattr, nodes.Filter, nodes.Test)
+    # find_all yields descendants only: `client.emial` alone is its own root
+    roots = [expr] if isinstance(expr, kinds) else []
+    for node in itertools.chain(roots, expr.find_all(kinds)):
         if isinstance(node, nodes.Name):
             if node.ctx == "load" and node.name not in known_names | local_names:
                 if node.name == "raw":

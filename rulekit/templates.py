@@ -310,6 +310,11 @@ class Sandbox(ImmutableSandboxedEnvironment):
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         return self._binops[operator](left, right)
 
+    def wrap_str_format(self, value: Any) -> None:
+        # Jinja2 lets str.format through (sandboxed against attribute access, not against
+        # '{0:>999999999}'); it is not among SAFE_STR_METHODS, here as in compiled templates.
+        return None
+
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         if isinstance(obj, BaseModel):
             return attr in type(obj).model_fields
