@@ -73,6 +73,10 @@ class Response:
 Responder = Callable[[RecordedRequest], Response]
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # many clients connect at once in pacing tests and benchmarks
+
+
 class FakeService:
     """A threaded HTTP server on 127.0.0.1 with a default responder and scripted answers.
 
@@ -95,6 +99,7 @@ class FakeService:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # one write per answer, no 40 ms delayed-ACK stall
 
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -123,12 +128,14 @@ class FakeService:
 
             do_GET = do_POST = do_PUT = do_DELETE = _handle
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
