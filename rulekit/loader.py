@@ -291,7 +291,9 @@ class RuleLoader:
             try:
                 expr, code, slot = self.program.add_condition(value)
             except TemplateError as exc:
-                errors.append(at.error(path, f"{exc} in {value!r}"))
+                # an unknown name stops code generation; the reference check says it better
+                for problem in self._reference_problems(value) or [str(exc)]:
+                    errors.append(at.error(path, f"{problem} in {value!r}"))
                 return None
             problems = self._problems.get(value)
             if problems is None:
@@ -313,6 +315,15 @@ class RuleLoader:
         kind = "a boolean" if isinstance(value, bool) else type(value).__name__
         errors.append(at.error(path, f"a condition must be an expression string, not {kind}"))
         return None
+
+    def _reference_problems(self, source: str) -> list[str]:
+        try:
+            expr = parse_expression(source, self.environment)
+        except TemplateError:
+            return []
+        return check_references(
+            expr, self.known_names, filters=self.environment.filters, tests=self.environment.tests
+        )
 
     def _matcher_code(self, condition: Condition) -> str:
         if isinstance(condition, Leaf):
