@@ -45,12 +45,6 @@ class FakeChatra(FakeService):
             if r.method == "POST" and urlsplit(r.path).path.endswith("/messages/")
         ]
 
-    def reset(self) -> None:
-        """Forget the requests received and the answers scripted (to reuse one server)."""
-        with self._lock:
-            self.requests.clear()
-            self._scripted.clear()
-
     # scripted failures -----------------------------------------------------------------------
     def rate_limit(self, retry_after: int | str = 7) -> None:
         """Answer the next request with 429 and this Retry-After."""

@@ -45,16 +45,8 @@ def feed(provider: ChatraProvider, store: MemoryStore) -> Feed:
     return run
 
 
-@pytest.fixture(scope="session")
-def _chatra_server() -> Iterator[FakeChatra]:
-    # One server for the session: stopping one takes half a second.
+@pytest.fixture
+def fake_chatra() -> Iterator[FakeChatra]:
+    """A fake Chatra REST API on loopback (see :mod:`rulekit_chatra.testing`)."""
     with FakeChatra() as service:
         yield service
-
-
-@pytest.fixture
-def fake_chatra(_chatra_server: FakeChatra) -> FakeChatra:
-    """A fake Chatra REST API on loopback (see :mod:`rulekit_chatra.testing`), with no
-    requests recorded and nothing scripted."""
-    _chatra_server.reset()
-    return _chatra_server
