@@ -30,7 +30,6 @@ EVENT_NAMES: tuple[str, ...] = ("chatStarted", "chatFragment", "chatTranscript")
 CONTACT_KEYS: tuple[str, ...] = ("name", "email", "phone", "notes")
 """Keys of Chatra's visitor info that are contact data; any other key is the site's custom data."""
 
-_CONTACT_SOURCES = ("info", "basicInfo", "integrationData")
 _CLIENT_KEYS: tuple[tuple[str, str], ...] = (  # our name, Chatra's key
     ("chat_link", "chatLink"),
     ("display_name", "displayedName"),
@@ -156,13 +155,19 @@ def _client(value: Any) -> ChatraClient:
 
     # ``info`` is Chatra's merge of ``basicInfo`` (pre-chat form, agents' edits) and
     # ``integrationData`` (what the site pushed); read all three in case one is left out.
-    info, basic, integration = (_object(value.get(key)) for key in _CONTACT_SOURCES)
+    info = _object(value.get("info"))
+    integration = _object(value.get("integrationData"))
+    sources = [s for s in (info, _object(value.get("basicInfo")), integration) if s]
     fields: dict[str, Any] = {name: _string(value.get(key)) for name, key in _CLIENT_KEYS}
     for key in CONTACT_KEYS:
-        fields[key] = _string(info.get(key)) or _string(basic.get(key))
-        fields[key] = fields[key] or _string(integration.get(key))
+        found = None
+        for source in sources:
+            if found := _string(source.get(key)):
+                break
+        fields[key] = found
     custom = {k: v for k, v in info.items() if k not in CONTACT_KEYS}
-    custom.update((k, v) for k, v in integration.items() if k not in CONTACT_KEYS)
+    if integration:
+        custom.update((k, v) for k, v in integration.items() if k not in CONTACT_KEYS)
     return ChatraClient(
         id=client_id,
         chat_id=_identifier(value.get("chatId")),
