@@ -112,7 +112,9 @@ def _parse_now(value: str | None) -> Any:
 @rules_option
 @config_option
 @click.option("--channel", help="Inputs are raw payloads of this channel (e.g. online-chat).")
-@click.option("--now", "now_text", help="The time conditions see (ISO 8601; default: each event's time).")
+@click.option(
+    "--now", "now_text", help="The time conditions see (ISO 8601; default: each event's time)."
+)
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @reports_errors
@@ -132,13 +134,17 @@ def test_command(
     """
     from rulekit.commands import run_test
 
-    sys.exit(run_test(rules_path, config_path, channel, _parse_now(now_text), output_format, inputs))
+    sys.exit(
+        run_test(rules_path, config_path, channel, _parse_now(now_text), output_format, inputs)
+    )
 
 
 @cli.command("check")
 @click.argument("path", required=False, type=click.Path())
 @config_option
-@click.option("--strict", is_flag=True, help="Treat warnings (e.g. unconfigured integrations) as errors.")
+@click.option(
+    "--strict", is_flag=True, help="Treat warnings (e.g. unconfigured integrations) as errors."
+)
 @reports_errors
 def check_command(path: str | None, config_path: str | None, strict: bool) -> None:
     """Validate rules and config; list every error and warning."""

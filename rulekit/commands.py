@@ -102,7 +102,10 @@ def run_test(
                 {
                     "path": s.path,
                     "error": s.error,
-                    "tests": [{"name": t.name, "passed": t.passed, "failures": t.failures} for t in s.tests],
+                    "tests": [
+                        {"name": t.name, "passed": t.passed, "failures": t.failures}
+                        for t in s.tests
+                    ],
                 }
                 for s in suite_results
             ]
@@ -147,10 +150,13 @@ def run_plugins(output_format: str) -> None:
         click.echo(f"{plugin['name']} ({plugin['source']})")
         for provider in plugin["providers"]:
             channel = provider["default_channel"] or "(no default channel)"
-            click.echo(f"  provider {provider['name']}: channel {channel} — {provider['description']}")
+            click.echo(
+                f"  provider {provider['name']}: channel {channel} — {provider['description']}"
+            )
         for action in plugin["actions"]:
             params = ", ".join(
-                f"{name}{'' if name in action['required'] else '?'}" for name in action["parameters"]
+                f"{name}{'' if name in action['required'] else '?'}"
+                for name in action["parameters"]
             )
             click.echo(f"  action {action['name']}({params}) — {action['description']}")
 
@@ -183,7 +189,14 @@ def describe_plugins(plugins: Plugins) -> dict[str, Any]:
                     "required": schema.get("required", []),
                 }
             )
-        out.append({"name": name, "source": plugins.source(name), "providers": providers, "actions": actions})
+        out.append(
+            {
+                "name": name,
+                "source": plugins.source(name),
+                "providers": providers,
+                "actions": actions,
+            }
+        )
     return {"plugins": out, "disabled": sorted(plugins.disabled)}
 
 

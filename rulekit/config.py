@@ -78,9 +78,7 @@ class RawConfig(StrictModel):
     channels: dict[str, dict[str, Any]] = Field(default_factory=dict, repr=False, exclude=True)
     agents: list[AgentEntry] = Field(default_factory=list)
     groups: dict[str, GroupEntry | None] | list[str] = Field(default_factory=dict)
-    integrations: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, repr=False, exclude=True
-    )
+    integrations: dict[str, dict[str, Any]] = Field(default_factory=dict, repr=False, exclude=True)
 
     @field_validator("timezone")
     @classmethod
@@ -88,7 +86,9 @@ class RawConfig(StrictModel):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {value!r} (use an IANA name like Europe/Berlin)")
+            raise ValueError(
+                f"unknown timezone {value!r} (use an IANA name like Europe/Berlin)"
+            ) from None
         return value
 
 
@@ -222,7 +222,7 @@ def load_config(
         raise ValidationErrors(errors) from None
 
     config = Config(raw=raw, path=path.resolve())
-    groups = list(raw.groups) if isinstance(raw.groups, list) else list(raw.groups)
+    groups = list(raw.groups)
     config.directory = Directory(raw.agents, groups)
 
     for channel, settings in raw.channels.items():

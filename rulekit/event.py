@@ -89,7 +89,7 @@ class Message(EventPart):
 
 
 class Agent(EventPart):
-    """The agent who acted, when one did. ``known`` tells whether the config's directory has them."""
+    """The agent who acted, when one did; ``known`` tells whether the directory lists them."""
 
     id: str | None = None
     email: str | None = None

@@ -28,7 +28,9 @@ def parse_duration(value: object) -> timedelta:
     else:
         match = _DURATION.match(str(value))
         if not match:
-            raise ValueError(f"{value!r} is not a duration: use a number and s, m, h or d (e.g. 30m)")
+            raise ValueError(
+                f"{value!r} is not a duration: use a number and s, m, h or d (e.g. 30m)"
+            )
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
     if seconds <= 0:
         raise ValueError("a duration must be positive")

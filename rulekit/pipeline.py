@@ -78,7 +78,9 @@ class Pipeline:
 
     def context(self, event: Event) -> ActionContext:
         """The context actions describe themselves in, for a dry run."""
-        return ActionContext(event=event, config=self.config, provider=self.providers.get(event.channel))
+        return ActionContext(
+            event=event, config=self.config, provider=self.providers.get(event.channel)
+        )
 
     def describe(self, event: Event, planned: Any) -> tuple[str, str | None]:
         """What a planned action would do, and why it would fail (None when it would not)."""

@@ -25,14 +25,16 @@ def rules_schema(plugins: Plugins) -> dict[str, Any]:
             }
         )
     names = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+    condition = {"$ref": "#/$defs/condition"}
+    conditions = {"type": "array", "items": condition}
     defs["condition"] = {
         "oneOf": [
             {"type": "string", "description": "A Jinja2 expression, e.g. client.country == 'DE'"},
-            {"type": "object", "properties": {"all": {"type": "array", "items": {"$ref": "#/$defs/condition"}}}, "required": ["all"], "additionalProperties": False},
-            {"type": "object", "properties": {"any": {"type": "array", "items": {"$ref": "#/$defs/condition"}}}, "required": ["any"], "additionalProperties": False},
-            {"type": "object", "properties": {"not": {"$ref": "#/$defs/condition"}}, "required": ["not"], "additionalProperties": False},
+            _one_key("all", conditions),
+            _one_key("any", conditions),
+            _one_key("not", condition),
         ]
-    }  # fmt: skip
+    }
     defs["rule"] = {
         "type": "object",
         "properties": {
@@ -46,13 +48,13 @@ def rules_schema(plugins: Plugins) -> dict[str, Any]:
                     "event": {
                         "oneOf": [
                             {"type": "string", "examples": list(EVENT_NAMES)},
-                            {"type": "array", "items": {"type": "string", "examples": list(EVENT_NAMES)}},
+                            {"type": "array", "items": {"type": "string"}},
                         ]
                     },
                 },
                 "additionalProperties": False,
             },
-            "if": {"oneOf": [{"$ref": "#/$defs/condition"}, {"type": "array", "items": {"$ref": "#/$defs/condition"}}]},
+            "if": {"oneOf": [condition, conditions]},
             "do": {"type": "array", "minItems": 1, "items": {"oneOf": steps}},
             "stop": {"type": "boolean", "default": False},
             "cooldown": {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[smhd]\s*$"},
@@ -74,4 +76,13 @@ def rules_schema(plugins: Plugins) -> dict[str, Any]:
             },
         ],
         "$defs": defs,
+    }
+
+
+def _one_key(key: str, value: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {key: value},
+        "required": [key],
+        "additionalProperties": False,
     }

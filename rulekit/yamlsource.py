@@ -93,7 +93,7 @@ class YamlSyntaxError(Exception):
 def load(text: str | bytes) -> Any:
     """Parse one YAML document; raise :class:`YamlSyntaxError` with a line on bad input."""
     try:
-        return yaml.load(text, Loader=Loader)  # noqa: S506 - Loader is a SafeLoader
+        return yaml.load(text, Loader=Loader)
     except DuplicateKeyError as exc:
         raise YamlSyntaxError(str(exc), exc.line) from None
     except yaml.MarkedYAMLError as exc:

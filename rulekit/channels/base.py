@@ -92,5 +92,5 @@ class Provider:
         """
         raise NotImplementedError(f"the {self.name} provider cannot write to clients")
 
-    async def aclose(self) -> None:  # noqa: B027 - optional
+    async def aclose(self) -> None:
         """Release network resources (HTTP clients)."""
