@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import click
 import pytest
 from click.testing import CliRunner
 from scaffold import make_event, write
@@ -158,8 +157,6 @@ def test_disable_by_name_in_the_config(tmp_path: Path) -> None:
     assert "autoreply" in engine.plugins.actions
 
     runner = CliRunner()
-    result = runner.invoke(cli, ["plugins", "--format", "json"], env={"RULEKIT_CONFIG": ""})
-    assert result.exit_code == 0
     slack_rules = write(
         tmp_path / "slack" / "r.yaml",
         """
@@ -313,7 +310,3 @@ def test_plugin_managers_are_fresh_per_call() -> None:
     assert "echo" in first.actions
     assert "echo" not in second.actions
     assert first.manager is not second.manager
-
-
-def test_click_group_is_used_for_plugin_commands() -> None:
-    assert isinstance(cli, click.Group)
