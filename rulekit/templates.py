@@ -51,7 +51,7 @@ MAX_RANGE = 10_000
 MAX_ITERATIONS = 100_000
 """``range`` items and loop iterations one render may consume in total (nested loops included)."""
 MAX_BUILT = 10 * MAX_OUTPUT
-"""Characters the text-inflating filters (``center``, ``indent``, ``format``) may build in one
+"""Characters the text-inflating filters (``center``, ``replace``, ``format``...) may build in one
 render or one evaluation of conditions."""
 MAX_EXPONENT = 1_000
 
@@ -179,7 +179,25 @@ def safe_replace(value: Any, old: str, new: str, count: int | None = None) -> st
         occurrences = min(occurrences, count)
     if len(text) + occurrences * (len(new) - len(old)) > MAX_SEQUENCE:
         raise _too_big("replace()")
-    return text.replace(old, new) if count is None else text.replace(old, new, count)
+    return _charged(text.replace(old, new) if count is None else text.replace(old, new, count))
+
+
+def safe_batch(value: Any, linecount: int, fill_with: Any = None) -> Any:
+    """The ``batch`` filter, refusing to repeat a big ``fill_with`` many times."""
+    if fill_with is not None and _size(fill_with) * max(linecount, 0) > MAX_SEQUENCE:
+        raise _too_big("batch()")
+    return do_batch(value, linecount, fill_with)
+
+
+def _charged(result: Any) -> Any:
+    """Count text built by a filter against the budget: ``map('center', n)`` over many items
+    makes each call small and all of them together huge."""
+    budget = _budget.get(None)
+    if budget is not None and isinstance(result, str):
+        budget[1] -= len(result)
+        if budget[1] < 0:
+            raise TemplateError(f"the render built over {MAX_BUILT} characters")
+    return result
 
 
 def truncate_safe(
@@ -218,14 +236,7 @@ def _capped(function: Callable[..., Any], maximum: int = MAX_SEQUENCE) -> Callab
         for arg in (*args[1:], *kwargs.values()):
             if isinstance(arg, int) and arg > maximum:
                 raise TemplateError(f"argument {arg} of {function.__name__} is over the limit")
-        result = function(*args, **kwargs)
-        budget = _budget.get(None)
-        if budget is not None and isinstance(result, str):
-            # map('center', n) over many items: each call is small, together they are not
-            budget[1] -= len(result)
-            if budget[1] < 0:
-                raise TemplateError(f"the render built over {MAX_BUILT} characters")
-        return result
+        return _charged(function(*args, **kwargs))
 
     wrapper.__name__ = function.__name__
     wrapper.jinja_pass_arg = getattr(function, "jinja_pass_arg", None)  # type: ignore[attr-defined]
@@ -287,7 +298,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
             format=_capped(_format),
             join=safe_join,
             slice=_capped(do_slice),
-            batch=_capped(do_batch),
+            batch=_capped(safe_batch),
         )
         self.tests.update(defined=is_defined, undefined=is_undefined)
 

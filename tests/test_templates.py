@@ -256,6 +256,8 @@ def test_unsafe_string_methods_are_not_callable(build_engine, full: bool, expres
         ("{{ [1, 2]|slice(10**8)|list }}", "over the limit"),
         ("{{ ('x' * 99999)|list|map('center', 99999)|list|length }}", "built over"),
         ("{{ ('x' * 99999)|list|map('center', 99999)|join|length }}", "join"),
+        ("{{ ('x' * 99999)|list|map('replace', 'x', 'y' * 99999)|list|length }}", "built over"),
+        ("{{ [1]|batch(99999, 'x' * 99999)|list|string|length }}", "batch()"),
     ],
 )
 def test_work_caps_stop_expensive_templates(
