@@ -266,8 +266,7 @@ class Engine:
     ) -> None:
         for step in rule.steps:
             try:
-                rendered = step.render(event, now, env)
-                model = step.action_class.Params.model_validate(rendered)
+                model, params = step.planned(event, now, env)
             except (TemplateError, ValidationError, Exception) as exc:
                 message = f"rule {rule.name!r}: {step.action}: {_reason(exc)}"
                 plan.errors.append(message)
@@ -283,9 +282,7 @@ class Engine:
                 skipped = (
                     "the message was first seen late (recovered); client-facing actions skip it"
                 )
-            plan.actions.append(
-                PlannedAction(rule.name, step.action, model.model_dump(), model, skipped)
-            )
+            plan.actions.append(PlannedAction(rule.name, step.action, params, model, skipped))
 
 
 class _ConditionFailed(Exception):

@@ -230,7 +230,10 @@ class RuleLoader:
             return None
         matcher = None
         if condition is not None:
-            matcher_slot = self.program.add_function(self._matcher_code(condition))
+            if isinstance(condition, Leaf):  # one expression: its own function is the matcher
+                matcher_slot = condition.slot  # type: ignore[attr-defined]
+            else:
+                matcher_slot = self.program.add_function(self._matcher_code(condition))
         rule = Rule(
             name=spec.name,
             position=position,
@@ -310,6 +313,7 @@ class RuleLoader:
             leaf = Leaf(value, _unbound, at.location(path))
             leaf.node = expr  # type: ignore[attr-defined]
             leaf.code = code  # type: ignore[attr-defined]
+            leaf.slot = slot  # type: ignore[attr-defined]
             self._bind_later(leaf, slot)
             return leaf
         kind = "a boolean" if isinstance(value, bool) else type(value).__name__
@@ -386,7 +390,10 @@ class RuleLoader:
             warnings.append(
                 RuleError(f"rule {rule_name!r}: {action_name}: {unavailable}", location)
             )
-        return ActionStep(action_name, action_class, params, location, constant=not templated)
+        step = ActionStep(action_name, action_class, params, location, constant=not templated)
+        if not templated:
+            step.validated = model  # nothing to render per event: validate once, here
+        return step
 
     def _values(
         self,

@@ -97,9 +97,18 @@ class ActionStep:
     """The parameters as written, with templates replaced by :class:`Value` objects."""
     location: Location
     constant: bool = False
+    validated: Any = None
+    """For parameters without templates: the validated model, made once at load."""
 
     def render(self, e: Any, now: Any, env: Any) -> dict[str, Any]:
         return _render(self.params, e, now, env)
+
+    def planned(self, e: Any, now: Any, env: Any) -> tuple[Any, dict[str, Any]]:
+        """The validated parameter model for this event, and its values as a new dict."""
+        model = self.validated
+        if model is None:
+            model = self.action_class.Params.model_validate(self.render(e, now, env))
+        return model, model.model_dump()
 
 
 def _render(params: Any, e: Any, now: Any, env: Any) -> Any:
