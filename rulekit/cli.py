@@ -42,11 +42,39 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+LAZY_COMMANDS: dict[str, str] = {
+    "run": "rulekit.runtime.command:run_command",
+    "why": "rulekit.audit.commands:why_command",
+    "history": "rulekit.audit.commands:history_command",
+    "replay": "rulekit.audit.commands:replay_command",
+    "forget": "rulekit.audit.commands:forget_command",
+    "db": "rulekit.audit.commands:db_group",
+}
+"""Built-in commands living in their own modules, imported when used (or listed by --help).
+Each module imports only click at its top, so listing them stays fast."""
+
+
 class RulekitGroup(click.Group):
-    """Adds plugin commands (``rulekit_register_commands``) the first time commands are listed
-    or looked up."""
+    """Adds lazily imported built-in commands, and plugin commands
+    (``rulekit_register_commands``) the first time commands are listed or looked up."""
 
     _plugins_loaded = False
+
+    def _lazy(self, name: str) -> click.Command | None:
+        target = LAZY_COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, _, attribute = target.partition(":")
+        try:
+            module = __import__(module_name, fromlist=[attribute])
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and module_name.startswith(exc.name):
+                return None  # not built yet in this version
+            raise
+        command = getattr(module, attribute, None)
+        if command is not None:
+            self.add_command(command, name)
+        return command
 
     def _load_plugin_commands(self, ctx: click.Context) -> None:
         if self._plugins_loaded:
@@ -61,10 +89,13 @@ class RulekitGroup(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._load_plugin_commands(ctx)
+        for name in LAZY_COMMANDS:
+            if name not in self.commands:
+                self._lazy(name)
         return super().list_commands(ctx)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        found = super().get_command(ctx, name)
+        found = super().get_command(ctx, name) or self._lazy(name)
         if found is None:
             self._load_plugin_commands(ctx)
             found = super().get_command(ctx, name)

@@ -1,0 +1,1 @@
+"""The daemon (``rulekit run``): HTTP ingest, processing, dispatch, live feed, reload."""

@@ -1,0 +1,81 @@
+"""The live feed: what the daemon tells the agents' console as it happens.
+
+One :class:`LiveFeed` per daemon. Producers (ingest, processing, the dispatcher, the
+``play_sound`` action through ``ActionContext.publish``) call :meth:`LiveFeed.publish` with a
+JSON-ready dict that has a ``type`` (``event``, ``rule``, ``action``, ``sound``, ``reload``,
+``dead_letter``, ...). Subscribers (one per open console page, over SSE) receive every message
+published after they subscribed; a subscriber that falls behind loses its oldest messages rather
+than slowing the daemon down (the page shows a gap marker and can reload history).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from typing import Any
+
+DEFAULT_BACKLOG = 1000
+
+
+class Subscription:
+    """One subscriber's queue."""
+
+    def __init__(self, feed: LiveFeed, backlog: int) -> None:
+        self._feed = feed
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(backlog)
+        self.dropped = 0
+
+    def _offer(self, message: dict[str, Any]) -> None:
+        if self._queue.full():
+            self._queue.get_nowait()
+            self.dropped += 1
+        self._queue.put_nowait(message)
+
+    async def get(self) -> dict[str, Any]:
+        """The next message (waits until there is one)."""
+        return await self._queue.get()
+
+    def close(self) -> None:
+        self._feed._subscribers.discard(self)
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        try:
+            while True:
+                yield await self.get()
+        finally:
+            self.close()
+
+
+class LiveFeed:
+    """In-process publish/subscribe for the console. Call from the event loop's thread, or use
+    :meth:`publish_threadsafe` from worker threads."""
+
+    def __init__(self, backlog: int = DEFAULT_BACKLOG) -> None:
+        self._subscribers: set[Subscription] = set()
+        self._backlog = backlog
+        self._ids = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def subscribe(self) -> Subscription:
+        """Start receiving messages published from now on."""
+        self._loop = asyncio.get_running_loop()
+        subscription = Subscription(self, self._backlog)
+        self._subscribers.add(subscription)
+        return subscription
+
+    def publish(self, message: dict[str, Any]) -> None:
+        """Send ``message`` (a JSON-ready dict with a ``type``) to every subscriber; it gets a
+        sequence number ``seq``."""
+        message = {**message, "seq": next(self._ids)}
+        for subscription in list(self._subscribers):
+            subscription._offer(message)
+
+    def publish_threadsafe(self, message: dict[str, Any]) -> None:
+        """:meth:`publish` from a thread other than the event loop's."""
+        if self._loop is not None and self._loop.is_running():
+            self._loop.call_soon_threadsafe(self.publish, message)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
