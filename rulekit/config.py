@@ -12,14 +12,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from rulekit import yamlsource
 from rulekit.errors import ConfigError, Location, did_you_mean
-from rulekit.models import StrictModel
+from rulekit.models import Duration, StrictModel, parse_duration
 from rulekit.validation import dotted, pydantic_errors
 
 CONFIG_ENV = "RULEKIT_CONFIG"
@@ -33,6 +33,41 @@ class ServerSettings(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+
+
+class DispatcherSettings(StrictModel):
+    """How the daemon retries actions: exponential backoff with jitter, within a budget of
+    attempts and time, after which a job is dead-lettered (visible, and retryable by hand)."""
+
+    max_attempts: int = Field(8, ge=1)
+    max_age: Duration = Field(default_factory=lambda: parse_duration("1d"))
+    backoff_base: float = Field(1.0, gt=0, description="seconds before the first retry")
+    backoff_max: float = Field(300.0, gt=0, description="the longest wait between retries")
+    concurrency: int = Field(32, ge=1, description="jobs executing at once")
+
+
+class ConsoleSettings(StrictModel):
+    """The agents' console. Agents sign in with their own token (``agents[].token_sha256``);
+    the admin token (its SHA-256, hex) sees everything."""
+
+    enabled: bool = True
+    admin_token_sha256: str | None = None
+
+
+class RetentionSettings(StrictModel):
+    """How long the daemon keeps what it recorded."""
+
+    events: Duration = Field(default_factory=lambda: parse_duration("90d"))
+    payloads: Duration = Field(default_factory=lambda: parse_duration("30d"))
+
+
+class LoggingSettings(StrictModel):
+    """Log format and level. Message texts and emails appear only with ``content: true``
+    (or at debug level)."""
+
+    format: Literal["text", "json"] = "text"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    content: bool = False
 
 
 class AgentEntry(StrictModel):
@@ -79,6 +114,10 @@ class RawConfig(StrictModel):
     agents: list[AgentEntry] = Field(default_factory=list)
     groups: dict[str, GroupEntry | None] | list[str] = Field(default_factory=dict)
     integrations: dict[str, dict[str, Any]] = Field(default_factory=dict, repr=False, exclude=True)
+    dispatcher: DispatcherSettings = Field(default_factory=DispatcherSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @field_validator("timezone")
     @classmethod
