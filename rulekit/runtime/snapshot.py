@@ -1,0 +1,45 @@
+"""A snapshot: one fully loaded, validated set of config, rules, actions and providers.
+
+The daemon holds one current snapshot and swaps it atomically on reload; every event is
+evaluated against exactly one snapshot, never a half-loaded one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rulekit.channels.base import Provider
+from rulekit.commands import open_config, rules_location
+from rulekit.config import Config
+from rulekit.engine import Engine
+from rulekit.pipeline import build_providers
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Config, compiled rules (``engine``), action instances (``engine.actions``) and a
+    provider per configured channel (``providers``)."""
+
+    engine: Engine
+    providers: dict[str, Provider]
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def version(self) -> str:
+        """The rules' content hash (``rulekit_rules_version`` in metrics, ``/healthz``)."""
+        return self.engine.version
+
+    @property
+    def config(self) -> Config:
+        return self.engine.config
+
+
+def load_snapshot(config_path: str | Path | None, rules_path: str | Path | None = None) -> Snapshot:
+    """Load everything from files. Raises :class:`rulekit.errors.ValidationErrors` (or another
+    :class:`rulekit.errors.RulekitError`) without side effects when anything is invalid."""
+    plugins, config = open_config(str(config_path) if config_path else None)
+    location = rules_location(str(rules_path) if rules_path else None, config)
+    engine = Engine.from_path(location, config, plugins=plugins)
+    return Snapshot(engine, build_providers(engine))
