@@ -243,6 +243,43 @@ class Journal(abc.ABC):
     def attempts(self, job_id: int) -> list[Attempt]:
         """Every attempt of a job, oldest first."""
 
+    # privacy and retention -------------------------------------------------------------------
+    def forget_client(self, client_id: str, *, channel: str | None = None) -> dict[str, int]:
+        """Erase a client's personal data (``rulekit forget``); return what was erased, by kind.
+
+        The client is ``client_id`` on ``channel`` (on every channel when ``None``). Erased:
+
+        * ``clients``: the client records (deleted);
+        * ``events``: audit records whose event's ``client.id`` is the client: the client
+          fields except ``id`` are blanked, and every string of the record (message text,
+          trace) that contains a personal value is replaced (``rulekit.store.erasure``);
+        * ``messages``: of those events, how many had a message text (now gone);
+        * ``payloads``: inbox bodies of those events, and done or failed bodies naming the
+          client id, emptied (pending ones are left for the processor);
+        * ``jobs`` and ``attempts``: jobs of those events and their attempts whose params,
+          result or error carried a personal value, scrubbed the same way;
+        * ``conversations``: conversations of those events (or keyed by the client id) whose
+          personal fields (``page``) were cleared.
+
+        Every kind is in the result, with 0 when nothing was found. Ids, times, statuses and
+        rule names stay, so the audit trail still shows that something happened.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot forget clients yet")
+
+    def purge(self, *, events_before: datetime, payloads_before: datetime) -> dict[str, int]:
+        """Delete what retention no longer keeps; return how much, by kind.
+
+        * ``events``: audit records processed before ``events_before`` with no pending job,
+          together with their ``jobs`` and ``attempts`` (counted too);
+        * ``inbox``: done or failed inbox items received before ``events_before`` (deleted);
+        * ``payloads``: bodies of done or failed inbox items received before
+          ``payloads_before``, emptied (the item's metadata stays).
+
+        Pending work is never purged. Conversation state (clients, conversations, seen
+        message ids, cooldowns) is not touched: ``forget_client`` erases a client's.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot purge yet")
+
 
 class JournaledState(State, Journal):
     """What one transaction of a store with a journal can read and change."""

@@ -470,3 +470,14 @@ class SQLiteState(JournaledState):
             )
             for row in rows
         ]
+
+    # privacy and retention -------------------------------------------------------------------
+    def forget_client(self, client_id: str, *, channel: str | None = None) -> dict[str, int]:
+        from rulekit.store import sqlite_privacy
+
+        return sqlite_privacy.forget_client(self, client_id, channel)
+
+    def purge(self, *, events_before: datetime, payloads_before: datetime) -> dict[str, int]:
+        from rulekit.store import sqlite_privacy
+
+        return sqlite_privacy.purge(self, events_before, payloads_before)

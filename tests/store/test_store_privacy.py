@@ -1,0 +1,147 @@
+"""Forgetting a client and purging old records, the same for every store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from rulekit.event import Client, Conversation
+from rulekit.store import JobSpec
+from rulekit.store.erasure import FORGET_KINDS, FORGOTTEN, PURGE_KINDS
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+EMAIL = "jane.doe@example.org"
+TEXT = "my card 4111 was charged twice"
+
+
+def _populate(store, make_event) -> None:
+    """Two clients on two channels: ``c-jane`` (the one to forget) and ``c-bob``."""
+    with store.transaction() as state:
+        jane = Client(id="c-jane", name="Jane Doe", email=EMAIL, ip="203.0.113.9")
+        state.save_client("online-chat", jane)
+        state.save_client("telegram", Client(id="c-jane", name="Jane on Telegram"))
+        state.save_client("online-chat", Client(id="c-bob", name="Bob Roe", email="bob@x.org"))
+        state.save_conversation(
+            "online-chat", "c-jane", Conversation(id="conv-1", status="open", page="/orders/77")
+        )
+        state.save_conversation(
+            "online-chat", "c-bob", Conversation(id="conv-2", status="open", page="/help")
+        )
+        inbox_jane, _ = state.append_inbox(
+            "online-chat", b'{"client": {"id": "c-jane"}, "text": "card"}', now=T0
+        )
+        inbox_bob, _ = state.append_inbox("online-chat", b'{"client": {"id": "c-bob"}}', now=T0)
+        pending, _ = state.append_inbox("online-chat", b'{"client": {"id": "c-jane"}}', now=T0)
+        for item in (inbox_jane, inbox_bob):
+            state.finish_inbox(item)
+        jane_event = make_event(
+            "e-jane",
+            client={"id": "c-jane", "name": "Jane Doe", "email": EMAIL},
+            message={"text": TEXT, "author": "client"},
+        )
+        state.record_event(
+            jane_event,
+            inbox_id=inbox_jane,
+            trace={"rules": [{"name": "notify", "matched": True}]},
+            jobs=[
+                JobSpec("notify", "slack", {"text": f"{EMAIL} wrote: {TEXT}"}, "slack:#ops"),
+                JobSpec("tag", "chatra_tag", {"tag": "billing"}, "chatra"),
+            ],
+            now=T0,
+        )
+        bob_event = make_event(
+            "e-bob",
+            conversation={"id": "conv-2"},
+            client={"id": "c-bob", "name": "Bob Roe"},
+            message={"text": "hello there", "author": "client"},
+        )
+        state.record_event(
+            bob_event,
+            inbox_id=inbox_bob,
+            trace={},
+            jobs=[JobSpec("notify", "slack", {"text": "Bob Roe wrote: hello there"}, "slack:#o")],
+            now=T0,
+        )
+        job = state.jobs(event_id="e-jane")[0]
+        state.record_attempt(job.id, "done", result={"echo": f"{EMAIL} wrote"}, now=T0)
+        assert pending
+
+
+def test_forget_erases_one_client_and_counts_what_it_erased(store, make_event):
+    _populate(store, make_event)
+    with store.transaction() as state:
+        counts = state.forget_client("c-jane", channel="online-chat")
+    assert set(counts) == set(FORGET_KINDS)
+    assert counts == {
+        "clients": 1,
+        "conversations": 1,
+        "events": 1,
+        "messages": 1,
+        "payloads": 1,  # the pending body stays for the processor
+        "jobs": 1,  # the tag job carried nothing personal
+        "attempts": 1,
+    }
+    with store.transaction() as state:
+        assert state.get_client("online-chat", "c-jane") is None
+        assert state.get_client("telegram", "c-jane") is not None  # another channel
+        record = state.get_event("e-jane")
+        assert record is not None
+        assert record.data["client"]["id"] == "c-jane"
+        assert record.data["client"]["email"] is None and record.data["client"]["name"] is None
+        assert record.data["message"]["text"] is None
+        notify, tag = state.jobs(event_id="e-jane")
+        assert notify.params == {"text": FORGOTTEN} and tag.params == {"tag": "billing"}
+        assert state.attempts(notify.id)[0].result == {"echo": FORGOTTEN}
+        assert state.get_conversation("online-chat", "c-jane").page is None
+        bodies = {item.body for item in state.inbox_items()}
+        assert b'{"client": {"id": "c-jane"}, "text": "card"}' not in bodies
+        assert b'{"client": {"id": "c-jane"}}' in bodies  # pending
+        # the other client is untouched
+        assert state.get_client("online-chat", "c-bob").email == "bob@x.org"
+        assert state.get_event("e-bob").data["message"]["text"] == "hello there"
+        assert state.get_conversation("online-chat", "c-bob").page == "/help"
+        assert b'{"client": {"id": "c-bob"}}' in bodies
+    with store.transaction() as state:
+        again = state.forget_client("c-jane", channel="online-chat")
+    assert again["clients"] == 0 and again["payloads"] == 0 and again["jobs"] == 0
+
+
+def test_forget_on_every_channel(store, make_event):
+    _populate(store, make_event)
+    with store.transaction() as state:
+        assert state.forget_client("c-jane")["clients"] == 2
+        assert state.get_client("telegram", "c-jane") is None
+
+
+def test_purge_keeps_pending_work_and_recent_records(store, make_event):
+    _populate(store, make_event)
+    later = T0 + timedelta(days=40)
+    with store.transaction() as state:
+        tag = state.jobs(event_id="e-jane")[1]
+        state.record_attempt(tag.id, "dead", error="chatra said no", now=T0)
+        state.record_event(
+            make_event("e-new", client={"id": "c-bob"}), inbox_id=None, trace={}, now=later
+        )
+        # Bob's job is still pending: his event stays (its inbox item goes)
+        counts = state.purge(events_before=T0 + timedelta(days=1), payloads_before=later)
+    assert set(counts) == set(PURGE_KINDS)
+    assert counts == {"events": 1, "jobs": 2, "attempts": 2, "inbox": 2, "payloads": 0}
+    with store.transaction() as state:
+        assert state.get_event("e-jane") is None
+        assert state.jobs(event_id="e-jane") == []
+        assert state.get_event("e-bob").inbox_id is None
+        assert state.get_event("e-new") is not None
+        statuses = sorted(item.status for item in state.inbox_items())
+        assert statuses == ["pending"]
+
+
+def test_purge_empties_old_payloads_only(store, make_event):
+    _populate(store, make_event)
+    with store.transaction() as state:
+        counts = state.purge(
+            events_before=T0 - timedelta(days=1), payloads_before=T0 + timedelta(seconds=1)
+        )
+    assert counts == {"events": 0, "jobs": 0, "attempts": 0, "inbox": 0, "payloads": 2}
+    with store.transaction() as state:
+        items = state.inbox_items()
+        assert sorted(len(item.body) > 0 for item in items) == [False, False, True]
+        assert state.get_event("e-jane") is not None
