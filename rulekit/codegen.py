@@ -166,8 +166,8 @@ class Program:
         self.slots.append((name, slot))
         return slot
 
-    def add_condition(self, source: str) -> tuple[nodes.Expr, str, Slot]:
-        """Parse and add one condition; returns its node tree, Python code and slot.
+    def parse_condition(self, source: str) -> tuple[nodes.Expr, str]:
+        """Parse one condition; returns its node tree and Python code.
 
         Rule sets repeat conditions (``message.author == 'client'``): each distinct source is
         parsed and generated once.
@@ -176,8 +176,18 @@ class Program:
         if found is None:
             expr = parse_expression(source, self.environment)
             found = self._conditions[source] = (expr, self.expression_code(expr))
-        expr, code = found
+        return found
+
+    def add_condition(self, source: str) -> tuple[nodes.Expr, str, Slot]:
+        """Parse and add one condition; returns its node tree, Python code and slot."""
+        expr, code = self.parse_condition(source)
         return expr, code, self.add_function(code)
+
+    def compile_function(self, body: str) -> Callable[..., Any]:
+        """Compile ``lambda e, now, env: <body>`` on its own, in this program's namespace
+        (for code needed rarely, e.g. conditions evaluated one by one only to explain)."""
+        code = compile(f"lambda e, now, env: {body}", "<rulekit condition>", "eval")
+        return eval(code, self.namespace)  # generated from checked node trees only
 
     def bind(self, kind: str, name: str, value: Any) -> str:
         """A namespace name for a filter, test or global."""

@@ -230,10 +230,7 @@ class RuleLoader:
             return None
         matcher = None
         if condition is not None:
-            if isinstance(condition, Leaf):  # one expression: its own function is the matcher
-                matcher_slot = condition.slot  # type: ignore[attr-defined]
-            else:
-                matcher_slot = self.program.add_function(self._matcher_code(condition))
+            matcher_slot = self.program.add_function(self._matcher_code(condition))
         rule = Rule(
             name=spec.name,
             position=position,
@@ -292,7 +289,7 @@ class RuleLoader:
             return (AllOf if key == "all" else AnyOf)(children)  # type: ignore[arg-type]
         if isinstance(value, str):
             try:
-                expr, code, slot = self.program.add_condition(value)
+                expr, code = self.program.parse_condition(value)
             except TemplateError as exc:
                 # an unknown name stops code generation; the reference check says it better
                 for problem in self._reference_problems(value) or [str(exc)]:
@@ -310,11 +307,7 @@ class RuleLoader:
                 errors.append(at.error(path, f"{problem} in {value!r}"))
             if problems:
                 return None
-            leaf = Leaf(value, _unbound, at.location(path))
-            leaf.node = expr  # type: ignore[attr-defined]
-            leaf.code = code  # type: ignore[attr-defined]
-            leaf.slot = slot  # type: ignore[attr-defined]
-            self._bind_later(leaf, slot)
+            leaf = Leaf(value, code, at.location(path), self.program.compile_function, expr)
             return leaf
         kind = "a boolean" if isinstance(value, bool) else type(value).__name__
         errors.append(at.error(path, f"a condition must be an expression string, not {kind}"))
@@ -331,7 +324,7 @@ class RuleLoader:
 
     def _matcher_code(self, condition: Condition) -> str:
         if isinstance(condition, Leaf):
-            return f"({condition.code})"  # type: ignore[attr-defined]
+            return f"({condition.code})"
         if isinstance(condition, NotOf):
             return f"(not {self._matcher_code(condition.child)})"
         joiner = " and " if isinstance(condition, AllOf) else " or "
@@ -539,10 +532,6 @@ class _Locator:
         return RuleError(message, self.location(path))
 
 
-def _unbound(*args: Any) -> Any:
-    raise RuntimeError("rules were not built")
-
-
 def _is_template(text: str) -> bool:
     return "{{" in text or "{%" in text or "{#" in text
 
@@ -582,7 +571,7 @@ def _conjuncts(condition: Condition) -> list[Any]:
         if isinstance(current, AllOf):
             stack.extend(reversed(current.children))
         elif isinstance(current, Leaf):
-            node = current.node  # type: ignore[attr-defined]
+            node = current.node
             parts = [node]
             while parts:
                 part = parts.pop(0)

@@ -51,11 +51,22 @@ class RuleSpec(StrictModel):
 
 @dataclass
 class Leaf:
-    """One expression condition."""
+    """One expression condition. Its own function is compiled on first use: the fast path
+    evaluates a rule's whole condition as one function (``Rule.matcher``); single conditions
+    are evaluated one by one only to explain."""
 
     source: str
-    function: Callable[..., Any]
+    code: str
     location: Location
+    compiler: Callable[[str], Callable[..., Any]] = field(repr=False)
+    node: Any = field(default=None, repr=False)
+    _function: Callable[..., Any] | None = field(default=None, repr=False)
+
+    @property
+    def function(self) -> Callable[..., Any]:
+        if self._function is None:
+            self._function = self.compiler(self.code)
+        return self._function
 
 
 @dataclass
