@@ -129,12 +129,18 @@ class Journal(abc.ABC):
         body: bytes,
         *,
         delivery_key: str | None = None,
+        conversation_key: str | None = None,
         now: datetime | None = None,
     ) -> tuple[int, bool]:
         """Keep a webhook body; return ``(inbox id, is_new)``.
 
         A ``delivery_key`` seen before (a redelivery) keeps nothing and returns the first
         delivery's id with ``is_new`` false; without a key every body is new.
+
+        ``conversation_key`` (e.g. Chatra's client id, when ingest can read it) orders the
+        conversation's processing: :meth:`claim_inbox` hands out only the oldest pending item of
+        a conversation on a channel, so several processors (threads or daemons) never work on
+        two of its events at once nor out of order. Items without one are claimed freely.
         """
 
     @abc.abstractmethod
@@ -143,8 +149,10 @@ class Journal(abc.ABC):
     ) -> list[InboxItem]:
         """Claim up to ``limit`` pending items, oldest first, for ``lease`` seconds.
 
-        Items whose claim is held by anyone (``owner`` included) until after ``now`` are skipped.
-        Each claim counts one attempt.
+        Items whose claim is held by anyone (``owner`` included) until after ``now`` are skipped,
+        and so are items of a conversation (``conversation_key``) with an older pending item,
+        claimed or not; a failed item no longer holds its conversation back. Each claim counts
+        one attempt.
         """
 
     @abc.abstractmethod
@@ -160,6 +168,13 @@ class Journal(abc.ABC):
         self, *, status: InboxStatus | None = None, limit: int = 100
     ) -> list[InboxItem]:
         """Items with ``status`` (any when ``None``), newest first."""
+
+    def get_inbox(self, inbox_id: int) -> InboxItem | None:
+        """One inbox item by id (``rulekit why --raw``). Stores should override this scan."""
+        for item in self.inbox_items(limit=2**31 - 1):
+            if item.id == inbox_id:
+                return item
+        return None
 
     # audit trail and outbox ------------------------------------------------------------------
     @abc.abstractmethod

@@ -82,20 +82,20 @@ def _add(found: set[str], value: Any) -> None:
             found.add(text.casefold())
 
 
-def scrub(value: Any, personal: set[str]) -> tuple[Any, int]:
-    """``value`` (JSON data) with every string containing a personal value replaced; and how
-    many strings were replaced."""
+def scrub(value: Any, personal: set[str], replacement: str = FORGOTTEN) -> tuple[Any, int]:
+    """``value`` (JSON data) with every string containing a personal value replaced by
+    ``replacement``; and how many strings were replaced."""
     if not personal:
         return value, 0
     if isinstance(value, str):
         folded = value.casefold()
         if any(item in folded for item in personal):
-            return FORGOTTEN, 1
+            return replacement, 1
         return value, 0
     if isinstance(value, list):
         out, total = [], 0
         for item in value:
-            new, count = scrub(item, personal)
+            new, count = scrub(item, personal, replacement)
             out.append(new)
             total += count
         return out, total
@@ -106,7 +106,7 @@ def scrub(value: Any, personal: set[str]) -> tuple[Any, int]:
             if key in _STRUCTURAL_KEYS and isinstance(item, str):
                 result[key] = item
                 continue
-            result[key], count = scrub(item, personal)
+            result[key], count = scrub(item, personal, replacement)
             total += count
         return result, total
     return value, 0

@@ -144,6 +144,7 @@ class MemoryState(JournaledState):
         body: bytes,
         *,
         delivery_key: str | None = None,
+        conversation_key: str | None = None,
         now: datetime | None = None,
     ) -> tuple[int, bool]:
         if delivery_key is not None and (channel, delivery_key) in self.delivery_keys:
@@ -157,6 +158,7 @@ class MemoryState(JournaledState):
             delivery_key=delivery_key,
             status="pending",
             attempts=0,
+            conversation_key=conversation_key,
         )
         if delivery_key is not None:
             self.delivery_keys[(channel, delivery_key)] = item_id
@@ -167,10 +169,18 @@ class MemoryState(JournaledState):
     ) -> list[InboxItem]:
         now = utc(now)
         claimed = []
+        held: set[tuple[str, str]] = set()  # conversations with an older pending item
         for item in self.inbox.values():  # ids ascend with insertion
             if len(claimed) >= limit:
                 break
-            if item.status == "pending" and _claimable(item.claimed_until, now):
+            if item.status != "pending":
+                continue
+            if item.conversation_key is not None:
+                conversation = (item.channel, item.conversation_key)
+                if conversation in held:
+                    continue
+                held.add(conversation)
+            if _claimable(item.claimed_until, now):
                 item = dataclasses.replace(
                     item,
                     claimed_by=owner,
@@ -199,6 +209,9 @@ class MemoryState(JournaledState):
     ) -> list[InboxItem]:
         items = [i for i in reversed(self.inbox.values()) if status in (None, i.status)]
         return items[:limit]
+
+    def get_inbox(self, inbox_id: int) -> InboxItem | None:
+        return self.inbox.get(inbox_id)
 
     # audit trail and outbox ------------------------------------------------------------------
     def record_event(

@@ -95,6 +95,7 @@ def _inbox_item(row: sqlite3.Row) -> InboxItem:
         error=row["error"],
         claimed_by=row["claimed_by"],
         claimed_until=from_ts(row["claimed_until"]),
+        conversation_key=row["conversation_key"],
     )
 
 
@@ -260,12 +261,13 @@ class SQLiteState(JournaledState):
         body: bytes,
         *,
         delivery_key: str | None = None,
+        conversation_key: str | None = None,
         now: datetime | None = None,
     ) -> tuple[int, bool]:
         row = self._one(
-            "INSERT INTO inbox (channel, received_at, body, delivery_key) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (channel, delivery_key) DO NOTHING RETURNING id",
-            (channel, ts(utc(now)), bytes(body), delivery_key),
+            "INSERT INTO inbox (channel, received_at, body, delivery_key, conversation_key)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (channel, delivery_key) DO NOTHING RETURNING id",
+            (channel, ts(utc(now)), bytes(body), delivery_key, conversation_key),
         )
         if row is not None:
             return row["id"], True
@@ -281,8 +283,12 @@ class SQLiteState(JournaledState):
         now = utc(now)
         rows = self.execute(
             "UPDATE inbox SET claimed_by = ?, claimed_until = ?, attempts = attempts + 1"
-            " WHERE id IN (SELECT id FROM inbox WHERE status = 'pending'"
-            "   AND (claimed_until IS NULL OR claimed_until <= ?) ORDER BY id LIMIT ?)"
+            " WHERE id IN (SELECT id FROM inbox i WHERE status = 'pending'"
+            "   AND (claimed_until IS NULL OR claimed_until <= ?)"
+            "   AND (conversation_key IS NULL OR NOT EXISTS (SELECT 1 FROM inbox e"
+            "     WHERE e.status = 'pending' AND e.channel = i.channel"
+            "       AND e.conversation_key = i.conversation_key AND e.id < i.id))"
+            "   ORDER BY id LIMIT ?)"
             " RETURNING *",
             (owner, ts(now + timedelta(seconds=lease)), ts(now), limit),
         ).fetchall()
@@ -311,6 +317,10 @@ class SQLiteState(JournaledState):
             (status, status, limit),
         )
         return [_inbox_item(row) for row in rows]
+
+    def get_inbox(self, inbox_id: int) -> InboxItem | None:
+        row = self._one("SELECT * FROM inbox WHERE id = ?", (inbox_id,))
+        return _inbox_item(row) if row else None
 
     # audit trail and outbox ------------------------------------------------------------------
     def record_event(
