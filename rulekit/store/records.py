@@ -39,6 +39,8 @@ class InboxItem:
     error: str | None = None
     claimed_by: str | None = None
     claimed_until: datetime | None = None
+    conversation_key: str | None = None
+    """The conversation the body belongs to, when ingest could tell (see ``append_inbox``)."""
 
 
 @dataclass(frozen=True)

@@ -140,10 +140,11 @@ def test_a_newer_schema_is_refused(path):
 
 def test_a_schema_behind_is_upgraded_only_when_allowed(path):
     sqlite3.connect(path).close()  # an empty database file
-    with pytest.raises(StoreError, match="pending: 0001_initial; run `rulekit db upgrade`"):
+    steps = tuple(f"{m.version:04d}_{m.name}" for m in MIGRATIONS)
+    with pytest.raises(StoreError, match=f"pending: {', '.join(steps)}; run `rulekit db upgrade`"):
         SQLiteStore(path, upgrade=False)
     before, after = upgrade_schema(path)
-    assert (before.current, before.pending) == (0, ("0001_initial",))
+    assert (before.current, before.pending) == (0, steps)
     assert (after.current, after.pending) == (LATEST, ())
     store = SQLiteStore(path, upgrade=False)
     assert store.schema_status().up_to_date

@@ -118,5 +118,16 @@ CREATE TABLE attempts (
 CREATE INDEX attempts_by_job ON attempts (job_id);
 """
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial", INITIAL),)
+CONVERSATION_ORDER = """
+-- The conversation an inbox item belongs to, when ingest knows it: only the oldest pending
+-- item of a conversation is claimable, so its events are processed in order.
+ALTER TABLE inbox ADD COLUMN conversation_key TEXT;
+CREATE INDEX inbox_pending_by_conversation ON inbox (channel, conversation_key, id)
+    WHERE status = 'pending' AND conversation_key IS NOT NULL;
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial", INITIAL),
+    Migration(2, "conversation_order", CONVERSATION_ORDER),
+)
 check_sequence(MIGRATIONS)
