@@ -5,7 +5,8 @@ storage URL of the config (``storage:``) that picks one.
 * ``sqlite:////var/lib/rulekit/rulekit.sqlite3`` — an absolute path (four slashes);
 * ``sqlite:///rulekit.sqlite3?synchronous=normal`` — the opt-down from ``FULL`` durability;
 * ``memory://`` — nothing kept when the process ends (tests, trials);
-* ``postgresql://…`` — several daemons on one database (not supported yet).
+* ``postgresql://user@host:5432/db?schema=rulekit`` — several daemons on one database (the
+  ``postgres`` extra: ``pip install 'rulekit[postgres]'``; see :mod:`rulekit.store.postgres`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class StorageURL:
     scheme: str
     path: Path | None = None
     options: dict[str, str] = field(default_factory=dict)
+    url: str | None = None
+    """The URL as written, for servers (PostgreSQL)."""
 
 
 def parse_url(url: str, base_dir: str | os.PathLike[str]) -> StorageURL:
@@ -43,10 +46,11 @@ def parse_url(url: str, base_dir: str | os.PathLike[str]) -> StorageURL:
             raise StoreError(f"storage URL {url!r}: write just 'memory://'")
         return StorageURL("memory")
     if scheme in ("postgresql", "postgres"):
-        raise StoreError(
-            f"storage URL {_redact(url)!r}: PostgreSQL storage is not supported yet; "
-            "use sqlite:///rulekit.sqlite3 (a file next to the config)"
-        )
+        from rulekit.store.postgres import check_options, split_url
+
+        _, options = split_url(url)
+        check_options(url, options)
+        return StorageURL("postgresql", options=options, url=url)
     if scheme != "sqlite":
         raise StoreError(
             f"storage URL {_redact(url)!r}: unknown scheme {parts.scheme!r}; "
@@ -88,6 +92,11 @@ def open_store(
     parsed = parse_url(url, base_dir)
     if parsed.scheme == "memory":
         return MemoryStore()
+    if parsed.scheme == "postgresql":
+        from rulekit.store.postgres import PostgresStore
+
+        assert parsed.url is not None
+        return PostgresStore(parsed.url, upgrade=upgrade)
     from rulekit.store.sqlite import DEFAULT_BUSY_TIMEOUT, SQLiteStore
 
     try:
@@ -108,6 +117,11 @@ def schema_status(url: str, base_dir: str | os.PathLike[str]) -> SchemaStatus:
     parsed = parse_url(url, base_dir)
     if parsed.scheme == "memory":
         return SchemaStatus(current=0, latest=0)
+    if parsed.scheme == "postgresql":
+        from rulekit.store import postgres
+
+        assert parsed.url is not None
+        return postgres.schema_status(parsed.url)
     from rulekit.store import sqlite
 
     assert parsed.path is not None
@@ -119,6 +133,11 @@ def upgrade_schema(url: str, base_dir: str | os.PathLike[str]) -> tuple[SchemaSt
     parsed = parse_url(url, base_dir)
     if parsed.scheme == "memory":
         return SchemaStatus(current=0, latest=0), SchemaStatus(current=0, latest=0)
+    if parsed.scheme == "postgresql":
+        from rulekit.store import postgres
+
+        assert parsed.url is not None
+        return postgres.upgrade_schema(parsed.url)
     from rulekit.store import sqlite
 
     assert parsed.path is not None

@@ -8,8 +8,10 @@ object. To add a store, write a factory and list it in ``BACKENDS``.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +35,10 @@ class Backend:
     durable: bool
     factory: Callable[[], JournaledStore]
     opened: list[JournaledStore] = field(default_factory=list)
+    cleanup: Callable[[], None] | None = None
+    """Run after the test's stores are closed (e.g. drop the test's PostgreSQL schema)."""
+    url: str | None = None
+    """The storage URL of this backend's database, for subprocesses (durable stores)."""
 
     def open(self) -> JournaledStore:
         """A store on this backend's database (closed when the test ends)."""
@@ -48,13 +54,50 @@ def memory_backend(tmp_path: Path) -> Backend:
 
 def sqlite_backend(tmp_path: Path) -> Backend:
     path = tmp_path / "rulekit.sqlite3"
-    return Backend("sqlite", durable=True, factory=lambda: SQLiteStore(path))
+    return Backend(
+        "sqlite", durable=True, factory=lambda: SQLiteStore(path), url=f"sqlite:///{path}"
+    )
+
+
+@functools.cache
+def postgres_unreachable(url: str) -> str | None:
+    """Why the PostgreSQL server at ``url`` cannot be used for tests, or None when it can."""
+    try:
+        import psycopg
+        import psycopg_pool  # noqa: F401 - the store needs it too
+    except ImportError as exc:
+        return f"{POSTGRES_ENV} is set but {exc.name} is not installed (pip install -e '.[test]')"
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        return f"the PostgreSQL server in {POSTGRES_ENV} is unreachable: {first_line}"
+    return None
+
+
+def postgres_url() -> str:
+    """A URL on a new schema of the test server (skips the test when there is none)."""
+    server = os.environ.get(POSTGRES_ENV)
+    if not server:
+        pytest.skip(f"set {POSTGRES_ENV} to a PostgreSQL URL to test the PostgreSQL store")
+    reason = postgres_unreachable(server)
+    if reason:
+        pytest.skip(reason)
+    separator = "&" if "?" in server else "?"
+    return f"{server}{separator}schema=rk_test_{uuid.uuid4().hex[:12]}"
 
 
 def postgresql_backend(tmp_path: Path) -> Backend:
-    # The hook for the PostgreSQL store: build a Backend whose factory opens the store on a
-    # schema of its own in the server named by RULEKIT_TEST_POSTGRES (and drops it afterwards).
-    pytest.skip("the PostgreSQL store is not implemented yet")
+    from rulekit.store.postgres import PostgresStore, drop_schema
+
+    url = postgres_url()
+    return Backend(
+        "postgresql",
+        durable=True,
+        factory=lambda: PostgresStore(url),
+        cleanup=lambda: drop_schema(url),
+        url=url,
+    )
 
 
 BACKENDS: dict[str, Callable[[Path], Backend]] = {
@@ -75,6 +118,19 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     yield backend
     for store in backend.opened:
         store.close()
+    if backend.cleanup is not None:
+        backend.cleanup()
+
+
+@pytest.fixture
+def postgres_schema() -> Iterator[str]:
+    """A storage URL on a schema of its own in the test PostgreSQL server, dropped afterwards
+    (the test skips when ``RULEKIT_TEST_POSTGRES`` is unset or the server is unreachable)."""
+    from rulekit.store.postgres import drop_schema
+
+    url = postgres_url()
+    yield url
+    drop_schema(url)
 
 
 @pytest.fixture

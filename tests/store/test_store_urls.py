@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rulekit.errors import StoreError
+from rulekit.errors import StoreError, StoreUnavailable
 from rulekit.store import (
     MemoryStore,
     StorageURL,
@@ -15,6 +15,7 @@ from rulekit.store import (
     schema_status,
     upgrade_schema,
 )
+from rulekit.store.postgres import split_url
 from rulekit.store.sqlite import SQLiteStore
 
 
@@ -47,7 +48,8 @@ def test_sqlite_options(tmp_path):
         ("mysql://db/rulekit", "unknown scheme 'mysql'"),
         ("rulekit.sqlite3", "unknown scheme ''"),
         ("memory://somewhere", "write just 'memory://'"),
-        ("postgresql://rulekit@db/rulekit", "PostgreSQL storage is not supported yet"),
+        ("postgresql://rulekit@db/rulekit?schema=Rules", "schema 'Rules' must be a lower-case"),
+        ("postgresql://rulekit@db/rulekit?pool_size=0", "pool_size must be a positive number"),
     ],
 )
 def test_bad_urls_are_explained(tmp_path, url, message):
@@ -55,11 +57,33 @@ def test_bad_urls_are_explained(tmp_path, url, message):
         parse_url(url, tmp_path)
 
 
+def test_postgresql_urls_keep_libpq_parameters_and_take_rulekit_options(tmp_path):
+    url = "postgresql://rulekit@db:5432/rulekit?sslmode=require&schema=team_a&pool_size=4"
+    parsed = parse_url(url, tmp_path)
+    assert parsed == StorageURL(
+        "postgresql", options={"schema": "team_a", "pool_size": "4"}, url=url
+    )
+    assert parse_url("postgres://db/rulekit", tmp_path).scheme == "postgresql"
+    assert split_url(url) == (
+        "postgresql://rulekit@db:5432/rulekit?sslmode=require",
+        {"schema": "team_a", "pool_size": "4"},
+    )
+
+
 def test_a_postgresql_password_is_not_repeated(tmp_path):
     with pytest.raises(StoreError) as caught:
-        parse_url("postgresql://rulekit:s3cret@db:5432/rulekit", tmp_path)
+        parse_url("postgresql://rulekit:s3cret@db:5432/rulekit?schema=9", tmp_path)
     assert "s3cret" not in str(caught.value)
-    assert "postgresql://rulekit:***@db:5432/rulekit" in str(caught.value)
+    assert "postgresql://rulekit:***@db:5432/rulekit?schema=9" in str(caught.value)
+
+
+def test_an_unreachable_postgresql_server_is_unavailable(tmp_path):
+    pytest.importorskip("psycopg")
+    url = "postgresql://rulekit@127.0.0.1:9/rulekit?connect_timeout=1&pool_timeout=1"
+    with pytest.raises(StoreUnavailable, match="PostgreSQL store postgresql://rulekit@"):
+        open_store(url, tmp_path)
+    with pytest.raises(StoreUnavailable):
+        schema_status(url, tmp_path)
 
 
 def test_open_store(tmp_path):
@@ -81,5 +105,18 @@ def test_schema_status_and_upgrade_by_url(tmp_path):
     before, after = upgrade_schema(url, tmp_path)
     assert (before.current, after.current, after.up_to_date) == (0, after.latest, True)
     assert str(schema_status(url, tmp_path)) == f"schema version {after.latest} (up to date)"
-    with pytest.raises(StoreError, match="not supported yet"):
-        schema_status("postgresql://db/rulekit", tmp_path)
+
+
+def test_postgresql_schema_status_and_upgrade_by_url(tmp_path, postgres_schema):
+    from rulekit.store.postgres import PostgresStore
+
+    url = postgres_schema
+    assert schema_status(url, tmp_path).current == 0
+    with pytest.raises(StoreError, match=r"pending: 0001_initial, 0002_.*; run `rulekit db upgr"):
+        open_store(url, tmp_path, upgrade=False)
+    before, after = upgrade_schema(url, tmp_path)
+    assert (before.current, after.current, after.up_to_date) == (0, after.latest, True)
+    store = open_store(url, tmp_path, upgrade=False)
+    assert isinstance(store, PostgresStore)
+    assert store.schema_status().up_to_date
+    store.close()

@@ -1,0 +1,133 @@
+"""The PostgreSQL schema, as numbered steps. Never edit a released step: add the next one.
+
+It mirrors the SQLite schema step for step (same versions, same tables and columns) with native
+types: ``timestamptz`` times, ``json`` documents (``json``, not ``jsonb``, keeps the key order of
+traces as written), ``bytea`` bodies, and identity ids from sequences, so they are never reused.
+"""
+
+from __future__ import annotations
+
+from rulekit.store.migrations import Migration, check_sequence
+
+INITIAL = """
+-- conversation state -----------------------------------------------------------------------
+
+CREATE TABLE conversations (
+    channel     text NOT NULL,
+    key         text NOT NULL,             -- the provider's key, e.g. Chatra's client id
+    id          text,                      -- rulekit's conversation id
+    status      text,                      -- open / closed
+    assignee    text,                      -- lower-cased agent email
+    data        text NOT NULL,             -- the Conversation as JSON (pydantic reads it back)
+    updated_at  timestamptz NOT NULL,
+    PRIMARY KEY (channel, key)
+);
+CREATE INDEX conversations_by_id ON conversations (id);
+CREATE INDEX conversations_open_by_assignee ON conversations (assignee, channel)
+    WHERE status = 'open' AND assignee IS NOT NULL;
+
+CREATE TABLE clients (
+    channel     text NOT NULL,
+    id          text NOT NULL,
+    data        text NOT NULL,             -- the Client as JSON
+    updated_at  timestamptz NOT NULL,
+    PRIMARY KEY (channel, id)
+);
+
+CREATE TABLE seen_messages (
+    channel     text NOT NULL,
+    message_id  text NOT NULL,
+    seen_at     timestamptz NOT NULL,
+    PRIMARY KEY (channel, message_id)
+);
+
+CREATE TABLE cooldowns (
+    rule             text NOT NULL,
+    conversation_id  text NOT NULL,
+    until            timestamptz NOT NULL,
+    PRIMARY KEY (rule, conversation_id)
+);
+
+CREATE TABLE positions (
+    key    text PRIMARY KEY,
+    value  bigint NOT NULL
+);
+
+-- the daemon's journal -----------------------------------------------------------------------
+
+CREATE TABLE inbox (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    channel        text NOT NULL,
+    received_at    timestamptz NOT NULL,
+    body           bytea NOT NULL,
+    delivery_key   text,                   -- redelivery detection; NULL: never a duplicate
+    status         text NOT NULL DEFAULT 'pending'
+                   CHECK (status IN ('pending', 'done', 'failed')),
+    error          text,
+    attempts       integer NOT NULL DEFAULT 0,
+    claimed_by     text,
+    claimed_until  timestamptz,
+    UNIQUE (channel, delivery_key)
+);
+CREATE INDEX inbox_pending ON inbox (id) WHERE status = 'pending';
+
+CREATE TABLE events (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,   -- processing order
+    event_id         text NOT NULL UNIQUE,
+    inbox_id         bigint REFERENCES inbox (id) ON DELETE SET NULL,
+    channel          text NOT NULL,
+    event            text NOT NULL,
+    conversation_id  text,
+    occurred_at      timestamptz NOT NULL,
+    data             json NOT NULL,        -- Event.public()
+    trace            json NOT NULL,        -- the engine's trace
+    processed_at     timestamptz NOT NULL
+);
+CREATE INDEX events_by_inbox ON events (inbox_id);
+CREATE INDEX events_by_conversation ON events (conversation_id);
+CREATE INDEX events_by_processed_at ON events (processed_at);
+
+CREATE TABLE outbox (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id         text NOT NULL REFERENCES events (event_id) ON DELETE CASCADE,
+    rule             text NOT NULL,
+    action           text NOT NULL,
+    params           json NOT NULL,        -- rendered parameters
+    destination      text NOT NULL,
+    status           text NOT NULL DEFAULT 'pending'
+                     CHECK (status IN ('pending', 'done', 'dead')),
+    attempts         integer NOT NULL DEFAULT 0,
+    next_attempt_at  timestamptz NOT NULL,
+    last_error       text,
+    result           json,
+    claimed_by       text,
+    claimed_until    timestamptz
+);
+CREATE INDEX outbox_due ON outbox (next_attempt_at, id) WHERE status = 'pending';
+CREATE INDEX outbox_by_event ON outbox (event_id);
+CREATE INDEX outbox_by_status ON outbox (status, rule);
+
+CREATE TABLE attempts (
+    id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_id   bigint NOT NULL REFERENCES outbox (id) ON DELETE CASCADE,
+    at       timestamptz NOT NULL,
+    outcome  text NOT NULL CHECK (outcome IN ('done', 'retry', 'dead')),
+    error    text,
+    result   json
+);
+CREATE INDEX attempts_by_job ON attempts (job_id);
+"""
+
+CONVERSATION_ORDER = """
+-- The conversation an inbox item belongs to, when ingest knows it: only the oldest pending
+-- item of a conversation is claimable, so its events are processed in order by any daemon.
+ALTER TABLE inbox ADD COLUMN conversation_key text;
+CREATE INDEX inbox_pending_by_conversation ON inbox (channel, conversation_key, id)
+    WHERE status = 'pending' AND conversation_key IS NOT NULL;
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial", INITIAL),
+    Migration(2, "conversation_order", CONVERSATION_ORDER),
+)
+check_sequence(MIGRATIONS)

@@ -1,0 +1,322 @@
+"""The PostgreSQL store: several ``rulekit run`` daemons sharing one database.
+
+Selected by a storage URL such as ``postgresql://rulekit@db.internal:5432/rulekit``. Besides
+libpq's own parameters (``sslmode``, ``connect_timeout``, ``application_name``, …) the URL takes:
+
+* ``schema`` — the schema holding rulekit's tables (created when missing; default: the server's
+  ``search_path``, usually ``public``), so one database can serve several teams or tests;
+* ``pool_size`` — the most connections this process opens (default 10);
+* ``pool_timeout`` — seconds to wait for a connection before the store is unavailable (10).
+
+Transactions: each :meth:`PostgresStore.transaction` block takes one connection from a
+psycopg_pool pool, runs ``BEGIN … COMMIT`` (``ROLLBACK`` on an exception) and hands it back.
+The isolation level is PostgreSQL's default, READ COMMITTED; the statements are written for it
+(claims lock their rows with ``FOR UPDATE SKIP LOCKED``, counters are single upserts).
+
+Migrations are applied when the store opens, inside one transaction holding an advisory lock
+on the schema, so N daemons starting at once apply each step once; a schema newer than this
+rulekit is refused.
+
+Errors that mean "cannot persist right now" (server unreachable or shutting down, pool
+exhausted past ``pool_timeout``, disk full, a read-only standby) are raised as
+:class:`~rulekit.errors.StoreUnavailable`; the daemon answers 503 to webhooks meanwhile.
+
+psycopg and psycopg_pool are imported here only (the ``postgres`` extra): SQLite users do not
+need them.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from rulekit.errors import StoreError
+from rulekit.store.base import JournaledStore
+from rulekit.store.migrations import SchemaStatus, status_of
+from rulekit.store.migrations.postgres import MIGRATIONS
+from rulekit.store.postgres_state import PostgresState, unavailable_error
+
+if TYPE_CHECKING:
+    import psycopg
+    import psycopg_pool
+
+STORE_OPTIONS = ("schema", "pool_size", "pool_timeout")
+"""URL parameters rulekit reads itself; every other one goes to libpq."""
+
+DEFAULT_POOL_SIZE = 10
+DEFAULT_POOL_TIMEOUT = 10.0
+
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+# The advisory lock key space of rulekit's migrations (a constant, so that every rulekit
+# agrees); the second key is the schema's hash, so schemas migrate independently.
+_MIGRATION_LOCK = 0x72756C65  # "rule"
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def split_url(url: str) -> tuple[str, dict[str, str]]:
+    """The libpq connection URL and rulekit's own options (``schema``, ``pool_size``, …)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    options = {name: value for name, value in query if name in STORE_OPTIONS}
+    rest = [(name, value) for name, value in query if name not in STORE_OPTIONS]
+    scheme = "postgresql" if parts.scheme.lower() in ("postgres", "postgresql") else parts.scheme
+    conninfo = parts._replace(scheme=scheme, query=urlencode(rest)).geturl()
+    return conninfo, options
+
+
+def check_options(url: str, options: Mapping[str, str]) -> None:
+    """Refuse option values this store cannot use, naming the URL (without its password)."""
+    schema = options.get("schema")
+    if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
+        raise StoreError(
+            f"storage URL {redact(url)!r}: schema {schema!r} must be a lower-case SQL name "
+            "(letters, digits, underscores; not starting with a digit)"
+        )
+    for name, kind in (("pool_size", int), ("pool_timeout", float)):
+        if name in options:
+            try:
+                value = kind(options[name])
+            except ValueError:
+                value = 0
+            if value <= 0:
+                raise StoreError(f"storage URL {redact(url)!r}: {name} must be a positive number")
+
+
+def _connect_kwargs(schema: str | None) -> dict[str, Any]:
+    # Every connection works in UTC and in the store's schema; set at connection start-up
+    # (libpq ``options``), so it costs no round trip per transaction.
+    options = "-c timezone=UTC"
+    if schema is not None:
+        options += f" -c search_path={schema}"
+    return {"options": options, "autocommit": False}
+
+
+class PostgresStore(JournaledStore):
+    """Conversation state and the daemon's journal in a PostgreSQL database (one schema).
+
+    ``upgrade=False`` refuses a schema that is behind instead of migrating it. A schema newer
+    than this code always refuses.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        upgrade: bool = True,
+        pool_size: int | None = None,
+        pool_timeout: float | None = None,
+    ) -> None:
+        conninfo, options = split_url(url)
+        check_options(url, options)
+        self.url = redact(url)
+        self.schema = options.get("schema")
+        size = pool_size or int(options.get("pool_size", DEFAULT_POOL_SIZE))
+        timeout = pool_timeout or float(options.get("pool_timeout", DEFAULT_POOL_TIMEOUT))
+        self._holders: set[int] = set()
+        self._holders_lock = threading.Lock()
+        self._pool = self._open_pool(conninfo, size, timeout)
+        try:
+            self._prepare(upgrade)
+        except BaseException:
+            self._pool.close()
+            raise
+
+    def _open_pool(self, conninfo: str, size: int, timeout: float) -> psycopg_pool.ConnectionPool:
+        try:
+            import psycopg
+            from psycopg.rows import dict_row
+            from psycopg_pool import ConnectionPool
+        except ImportError as exc:  # pragma: no cover - depends on the installation
+            raise StoreError(
+                "PostgreSQL storage needs psycopg and psycopg_pool: pip install 'rulekit[postgres]'"
+            ) from exc
+        kwargs = _connect_kwargs(self.schema) | {"row_factory": dict_row}
+        try:
+            pool: psycopg_pool.ConnectionPool = ConnectionPool(
+                conninfo,
+                min_size=1,
+                max_size=max(size, 1),
+                timeout=timeout,
+                kwargs=kwargs,
+                name=f"rulekit:{self.url}",
+                open=False,
+            )
+        except psycopg.ProgrammingError as exc:  # a malformed connection string
+            raise StoreError(f"storage URL {self.url!r}: {exc}") from None
+        pool.open(wait=False)
+        return pool
+
+    # opening and migrations ------------------------------------------------------------------
+    def _prepare(self, upgrade: bool) -> None:
+        with self._connection() as conn:
+            status = status_of(_read_version(conn), MIGRATIONS)
+            if status.too_new:
+                raise _too_new(self.url, status)
+            if status.up_to_date:
+                return
+            if not upgrade:
+                raise StoreError(f"PostgreSQL store {self.url}: {status}; run `rulekit db upgrade`")
+        self._apply_migrations()
+
+    def _apply_migrations(self) -> SchemaStatus:
+        """Apply the pending steps in one transaction holding the schema's advisory lock: the
+        version is re-read under the lock, so concurrent openers apply each step once."""
+        with self._connection() as conn:
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(COALESCE(%s::text, current_schema())))",
+                (_MIGRATION_LOCK, self.schema),
+            )
+            if self.schema is not None:
+                from psycopg import sql
+
+                conn.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
+                )
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL)"
+            )
+            status = status_of(_read_version(conn), MIGRATIONS)
+            if status.too_new:
+                raise _too_new(self.url, status)
+            for step in MIGRATIONS[status.current :]:
+                conn.execute(step.sql.encode())  # several statements: simple query protocol
+                conn.execute(
+                    "INSERT INTO schema_version (version, name, applied_at) VALUES (%s, %s, now())",
+                    (step.version, step.name),
+                )
+            conn.commit()
+            return status_of(_read_version(conn), MIGRATIONS)
+
+    def schema_status(self) -> SchemaStatus:
+        """Where this store's schema stands."""
+        with self._connection() as conn:
+            return status_of(_read_version(conn), MIGRATIONS)
+
+    # transactions ----------------------------------------------------------------------------
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        """A pooled connection for one unit of work: committed when the block ends normally,
+        rolled back on an exception; connection trouble becomes StoreUnavailable."""
+        import psycopg
+        from psycopg_pool import PoolClosed
+
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except PoolClosed:
+            raise StoreError(f"PostgreSQL store {self.url} is closed") from None
+        except psycopg.Error as exc:  # PoolTimeout is an OperationalError
+            unavailable = unavailable_error(self.url, exc)
+            if unavailable is None:
+                raise
+            raise unavailable from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[PostgresState]:
+        me = threading.get_ident()
+        with self._holders_lock:
+            if me in self._holders:
+                raise StoreError("transactions do not nest: this thread is already inside one")
+            self._holders.add(me)
+        try:
+            with self._connection() as conn:
+                # psycopg opens the transaction (BEGIN) with the first statement; the pool
+                # commits when the block ends, or rolls back when it raises.
+                state = PostgresState(conn, self.url)
+                try:
+                    yield state
+                finally:
+                    state.active = False
+                    self.statements += state.statements
+        finally:
+            with self._holders_lock:
+                self._holders.discard(me)
+
+    statements = 0
+    """Statements run by this store's transactions (round trips besides BEGIN and COMMIT)."""
+
+    def close(self) -> None:
+        """Close the pool's connections."""
+        self._pool.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.url!r}, schema={self.schema!r})"
+
+
+def _read_version(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL AS present").fetchone()
+    if not row or not _value(row):
+        return 0
+    row = conn.execute("SELECT COALESCE(MAX(version), 0) AS v FROM schema_version").fetchone()
+    return int(_value(row))
+
+
+def _value(row: Any) -> Any:
+    return next(iter(row.values())) if isinstance(row, dict) else row[0]
+
+
+def _too_new(url: str, status: SchemaStatus) -> StoreError:
+    return StoreError(
+        f"PostgreSQL store {url} has schema version {status.current}, newer than this rulekit "
+        f"knows ({status.latest}): it was used by a newer rulekit. Upgrade rulekit on every "
+        "daemon sharing this database."
+    )
+
+
+def _probe(url: str) -> tuple[str, dict[str, str]]:
+    conninfo, options = split_url(url)
+    check_options(url, options)
+    return conninfo, options
+
+
+def schema_status(url: str) -> SchemaStatus:
+    """Where the schema at ``url`` stands, changing nothing (``rulekit db status``). A missing
+    schema is version 0."""
+    import psycopg
+
+    conninfo, options = _probe(url)
+    try:
+        with psycopg.connect(conninfo, **_connect_kwargs(options.get("schema"))) as conn:
+            version = _read_version(conn)
+            conn.rollback()
+    except psycopg.Error as exc:
+        unavailable = unavailable_error(redact(url), exc)
+        if unavailable is None:
+            raise
+        raise unavailable from exc
+    return status_of(version, MIGRATIONS)
+
+
+def upgrade_schema(url: str) -> tuple[SchemaStatus, SchemaStatus]:
+    """Apply pending migrations (``rulekit db upgrade``); return the status before and after."""
+    before = schema_status(url)
+    PostgresStore(url, upgrade=True, pool_size=1).close()
+    return before, schema_status(url)
+
+
+def drop_schema(url: str) -> None:
+    """Drop the URL's schema and everything in it (tests and benchmarks clean up with it)."""
+    import psycopg
+    from psycopg import sql
+
+    conninfo, options = _probe(url)
+    schema = options.get("schema")
+    if schema is None:
+        raise StoreError("drop_schema needs a URL with ?schema=NAME")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
