@@ -8,7 +8,7 @@ The daemon records ``trace_of(plan, rules_version=…)`` with
      "rules": [{"name": …, "matched": bool, "trace": {"reason": …, "conditions": [
                    {"source": …, "result": bool | null, "error": str | null,
                     "evaluated": bool}]}}],
-     "actions": [{"rule": …, "action": …, "params": {…}, "skipped"?: …}],
+     "plan": [{"rule": …, "action": …, "params": {…}, "skipped"?: …}],
      "errors": ["…"]}
 
 ``rules`` is complete only when the plan was evaluated with ``explain=True``. Readers accept
@@ -27,7 +27,7 @@ def trace_of(plan: Plan, *, rules_version: str | None = None) -> dict[str, Any]:
     return {
         "rules_version": rules_version,
         "rules": [rule.as_dict() for rule in plan.rules],
-        "actions": [action.as_dict() for action in plan.actions],
+        "plan": [action.as_dict() for action in plan.actions],
         "errors": list(plan.errors),
     }
 
@@ -54,6 +54,12 @@ def rules_of(trace: dict[str, Any]) -> list[dict[str, Any]]:
 def matched_rules(trace: dict[str, Any]) -> list[str]:
     """Names of the rules that fired."""
     return [rule["name"] for rule in rules_of(trace) if rule["matched"]]
+
+
+def planned_actions(trace: dict[str, Any]) -> list[dict[str, Any]]:
+    """The plan's actions as recorded (skipped ones included, marked ``skipped``)."""
+    actions = trace.get("plan", trace.get("actions")) or []
+    return [action for action in actions if isinstance(action, dict)]
 
 
 def condition_state(condition: dict[str, Any]) -> str:

@@ -1,0 +1,203 @@
+"""``rulekit why EVENT_ID``: one recorded event, why each rule fired or not, the plan, and every
+attempt of every action job with its outcome."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from typing import Any
+
+from rulekit.audit.privacy import HIDDEN, client_label, hidden_values, hide, hide_event
+from rulekit.audit.trace import condition_state, planned_actions, rules_of
+from rulekit.errors import RulekitError
+from rulekit.store.base import JournaledState
+from rulekit.store.records import Attempt, EventRecord, InboxItem, Job
+
+SUGGESTIONS_SCANNED = 2000
+"""How many recent events an unknown id is compared with."""
+
+
+class UnknownEvent(RulekitError):
+    """No event with this id was recorded."""
+
+
+@dataclass
+class Explanation:
+    """Everything recorded about one event."""
+
+    record: EventRecord
+    jobs: list[tuple[Job, list[Attempt]]] = field(default_factory=list)
+    inbox: InboxItem | None = None
+
+
+def explain(state: JournaledState, event_id: str, *, raw: bool = False) -> Explanation:
+    """Read one event's record, its jobs with their attempts, and with ``raw`` its inbox item.
+    Raises :class:`UnknownEvent` (with close ids, if any) when it was never recorded."""
+    record = state.get_event(event_id)
+    if record is None:
+        raise UnknownEvent(f"no event {event_id!r} was recorded{_close_ids(state, event_id)}")
+    jobs = [(job, state.attempts(job.id)) for job in state.jobs(event_id=event_id, limit=10_000)]
+    inbox = state.get_inbox(record.inbox_id) if raw and record.inbox_id is not None else None
+    return Explanation(record, jobs, inbox)
+
+
+def _close_ids(state: JournaledState, event_id: str) -> str:
+    recent = [record.event_id for record in state.history(limit=SUGGESTIONS_SCANNED)]
+    close = [known for known in recent if known.startswith(event_id)][:5]
+    close = close or difflib.get_close_matches(event_id, recent, n=3, cutoff=0.6)
+    return f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def as_document(
+    explanation: Explanation, *, show_content: bool = False, raw: bool = False
+) -> dict[str, Any]:
+    """The ``--format json`` document."""
+    record = explanation.record
+    hidden = set() if show_content else hidden_values(record.data)
+    jobs = []
+    for job, attempts in explanation.jobs:
+        jobs.append(
+            {
+                "id": job.id,
+                "rule": job.rule,
+                "action": job.action,
+                "destination": job.destination,
+                "params": hide(job.params, hidden),
+                "status": job.status,
+                "attempts": [
+                    {
+                        "at": attempt.at.isoformat(),
+                        "outcome": attempt.outcome,
+                        "error": hide(attempt.error, hidden),
+                        "result": hide(attempt.result, hidden),
+                    }
+                    for attempt in attempts
+                ],
+                "last_error": hide(job.last_error, hidden),
+                "result": hide(job.result, hidden),
+                "next_attempt_at": job.next_attempt_at.isoformat(),
+            }
+        )
+    document: dict[str, Any] = {
+        "event_id": record.event_id,
+        "channel": record.channel,
+        "event": record.event,
+        "conversation_id": record.conversation_id,
+        "inbox_id": record.inbox_id,
+        "occurred_at": record.occurred_at.isoformat(),
+        "processed_at": record.processed_at.isoformat(),
+        "data": record.data if show_content else hide_event(record.data),
+        "trace": hide(record.trace, hidden),
+        "jobs": jobs,
+    }
+    if raw:
+        document["raw"] = _raw_text(explanation.inbox, show_content)
+    return document
+
+
+def _raw_text(inbox: InboxItem | None, show_content: bool) -> str | None:
+    if inbox is None:
+        return None
+    if not inbox.body:
+        return ""
+    if not show_content:
+        return HIDDEN
+    return inbox.body.decode("utf-8", errors="replace")
+
+
+def as_text(
+    explanation: Explanation,
+    *,
+    timezone: tzinfo,
+    show_content: bool = False,
+    raw: bool = False,
+) -> str:
+    """Output for people."""
+    record = explanation.record
+    data = record.data if show_content else hide_event(record.data)
+    hidden = set() if show_content else hidden_values(record.data)
+
+    def when(value: datetime) -> str:
+        return value.astimezone(timezone).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+    lines = [
+        f"event {record.event_id}",
+        f"  {record.event} on {record.channel}, conversation {record.conversation_id or '-'}, "
+        f"client {client_label(record.data, show_content=show_content)}",
+        f"  occurred {when(record.occurred_at)}, processed {when(record.processed_at)}",
+    ]
+    message = data.get("message") or {}
+    if message.get("text") is not None:
+        text = message["text"]
+        if text == HIDDEN:
+            text = f"{HIDDEN} (--show-content shows it)"
+        lines.append(f"  message ({message.get('author') or '?'}): {_clip(text)}")
+    if show_content:
+        client = data.get("client") or {}
+        shown = {k: v for k, v in client.items() if v not in (None, {}, []) and k != "id"}
+        if shown:
+            lines.append(f"  client data: {json.dumps(shown, ensure_ascii=False, default=str)}")
+    version = record.trace.get("rules_version")
+    lines.append("")
+    lines.append(f"rules{f' (version {version})' if version else ''}")
+    rules = rules_of(record.trace)
+    if not rules:
+        lines.append("  no rule listened to this event")
+    for rule in rules:
+        mark = "✓" if rule["matched"] else "✗"
+        lines.append(f"  {mark} {rule['name']}: {hide(rule['reason'], hidden)}")
+        for condition in rule["conditions"]:
+            lines.append(f"      {condition.get('source')}  →  {condition_state(condition)}")
+    for error in record.trace.get("errors") or []:
+        lines.append(f"  ! {hide(error, hidden)}")
+
+    lines.append("")
+    lines.append("plan")
+    planned = planned_actions(record.trace)
+    if not planned and not explanation.jobs:
+        lines.append("  nothing to do")
+    for action in planned:
+        if action.get("skipped"):
+            lines.append(
+                f"  - {action.get('action')} ({action.get('rule')}): skipped: {action['skipped']}"
+            )
+    for job, attempts in explanation.jobs:
+        lines.append(
+            f"  #{job.id} {job.action} ({job.rule}) → {job.destination}: {job.status}, "
+            f"{len(attempts)} attempt(s)"
+        )
+        params = json.dumps(hide(job.params, hidden), ensure_ascii=False, sort_keys=True)
+        lines.append(f"      params {_clip(params, 160)}")
+        for number, attempt in enumerate(attempts, 1):
+            line = f"      attempt {number} at {when(attempt.at)}: {attempt.outcome}"
+            if attempt.error:
+                line += f", error: {_clip(str(hide(attempt.error, hidden)), 160)}"
+            if attempt.result is not None:
+                result = json.dumps(hide(attempt.result, hidden), ensure_ascii=False)
+                line += f", result: {_clip(result, 120)}"
+            lines.append(line)
+        if job.status == "pending":
+            lines.append(f"      next attempt at {when(job.next_attempt_at)}")
+    if raw:
+        lines.append("")
+        body = _raw_text(explanation.inbox, show_content)
+        if body is None:
+            lines.append("raw payload: not kept (no inbox item, or purged by retention)")
+        elif body == "":
+            lines.append("raw payload: erased (retention or `rulekit forget`)")
+        elif body == HIDDEN:
+            lines.append(f"raw payload: {HIDDEN} (--show-content shows it)")
+        else:
+            lines.append("raw payload:")
+            lines.append(body)
+    return "\n".join(lines) + "\n"
+
+
+def _clip(text: str, width: int = 100) -> str:
+    text = text.replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,117 @@
+"""``rulekit history``: recent events, one line each, with what was done about them."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
+from typing import Any
+
+from rulekit.audit.privacy import client_label
+from rulekit.audit.trace import matched_rules
+from rulekit.models import parse_duration
+from rulekit.store.base import JournaledState
+from rulekit.store.records import EventRecord, Job
+
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+def parse_since(value: str | None, now: datetime) -> datetime | None:
+    """``--since``: a duration back from ``now`` (``7d``, ``12h``, ``30m``) or an ISO 8601 time."""
+    if value is None:
+        return None
+    if _ISO_DATE.match(value):
+        parsed = datetime.fromisoformat(value)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=now.tzinfo)
+    duration: timedelta = parse_duration(value)
+    return now - duration
+
+
+@dataclass
+class HistoryLine:
+    """One event with its jobs."""
+
+    record: EventRecord
+    jobs: list[Job]
+
+    @property
+    def outcomes(self) -> Counter[str]:
+        return Counter(job.status for job in self.jobs)
+
+
+def history(
+    state: JournaledState,
+    *,
+    channel: str | None = None,
+    event: str | None = None,
+    rule: str | None = None,
+    failed: bool = False,
+    since: datetime | None = None,
+    limit: int = 50,
+) -> list[HistoryLine]:
+    """Recorded events, most recently processed first, with their jobs."""
+    records = state.history(
+        channel=channel, event=event, rule=rule, failed=failed, since=since, limit=limit
+    )
+    return [HistoryLine(r, state.jobs(event_id=r.event_id, limit=10_000)) for r in records]
+
+
+def outcome_summary(line: HistoryLine) -> str:
+    """``2 done, 1 dead``; ``no actions`` when the plan was empty."""
+    if not line.jobs:
+        return "no actions"
+    counts = line.outcomes
+    return ", ".join(
+        f"{counts[status]} {status}" for status in ("done", "pending", "dead") if counts[status]
+    )
+
+
+def as_document(lines: list[HistoryLine], *, show_content: bool = False) -> dict[str, Any]:
+    """The ``--format json`` document."""
+    out = []
+    for line in lines:
+        record = line.record
+        client = record.data.get("client") or {}
+        item = {
+            "event_id": record.event_id,
+            "channel": record.channel,
+            "event": record.event,
+            "conversation_id": record.conversation_id,
+            "occurred_at": record.occurred_at.isoformat(),
+            "processed_at": record.processed_at.isoformat(),
+            "client": {
+                "id": client.get("id"),
+                "display_name": client.get("display_name") or client.get("name"),
+            },
+            "matched": matched_rules(record.trace),
+            "jobs": [
+                {"id": job.id, "rule": job.rule, "action": job.action, "status": job.status}
+                for job in line.jobs
+            ],
+        }
+        if show_content:
+            item["client"]["email"] = client.get("email")
+            item["message"] = (record.data.get("message") or {}).get("text")
+        out.append(item)
+    return {"events": out}
+
+
+def as_text(lines: list[HistoryLine], *, timezone: tzinfo, show_content: bool = False) -> str:
+    """One line per event: time, id, channel, event, client, matched rules, outcomes."""
+    if not lines:
+        return "no recorded events match\n"
+    out = []
+    for line in lines:
+        record = line.record
+        when = record.processed_at.astimezone(timezone).strftime("%Y-%m-%d %H:%M:%S")
+        matched = ", ".join(matched_rules(record.trace)) or "-"
+        client = client_label(record.data, show_content=show_content)
+        out.append(
+            f"{when}  {record.event_id}  {record.channel}  {record.event}  {client}  "
+            f"rules: {matched}  actions: {outcome_summary(line)}"
+        )
+        text = (record.data.get("message") or {}).get("text")
+        if show_content and text:
+            out.append(f"    message: {text.replace(chr(10), ' ')[:100]}")
+    return "\n".join(out) + "\n"

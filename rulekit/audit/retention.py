@@ -1,0 +1,37 @@
+"""Retention: deleting what the config's ``retention:`` no longer keeps.
+
+The daemon calls :func:`purge` hourly; ``rulekit db purge`` calls it once. Audit records (with
+their jobs and attempts) and inbox items go after ``retention.events``; raw payloads (inbox
+bodies) are emptied after ``retention.payloads``. Pending work is never purged.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from rulekit.config import RetentionSettings
+from rulekit.store.base import JournaledStore
+from rulekit.store.erasure import PURGE_KINDS
+from rulekit.store.records import utc
+
+PURGE_LABELS = {
+    "events": "audit records deleted",
+    "jobs": "action jobs deleted",
+    "attempts": "action attempts deleted",
+    "inbox": "inbox items deleted",
+    "payloads": "raw payloads emptied",
+}
+"""How ``rulekit db purge`` names each kind."""
+
+
+def purge(
+    store: JournaledStore, settings: RetentionSettings, now: datetime | None = None
+) -> dict[str, int]:
+    """Delete, in one transaction, what is older than ``settings`` allow at ``now``; return
+    how much by kind (:data:`rulekit.store.erasure.PURGE_KINDS`, in that order)."""
+    now = utc(now)
+    with store.transaction() as state:
+        counts = state.purge(
+            events_before=now - settings.events, payloads_before=now - settings.payloads
+        )
+    return {kind: counts.get(kind, 0) for kind in PURGE_KINDS}
