@@ -226,6 +226,12 @@ class Journal(abc.ABC):
     def requeue_job(self, job_id: int, *, now: datetime | None = None) -> None:
         """Make a dead (or done) job pending and due at ``now``, e.g. from the console."""
 
+    def release_claims(self, owner: str) -> int:
+        """Hand back every pending inbox item and job ``owner`` holds, claimable at once (a
+        daemon shutting down cleanly); return how many. A crashed daemon's claims run out with
+        their lease instead."""
+        raise NotImplementedError(f"{type(self).__name__} cannot release claims")
+
     # reading the record ----------------------------------------------------------------------
     @abc.abstractmethod
     def get_event(self, event_id: str) -> EventRecord | None:

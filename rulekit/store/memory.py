@@ -321,6 +321,15 @@ class MemoryState(JournaledState):
         )
 
     # reading the record ----------------------------------------------------------------------
+    def release_claims(self, owner: str) -> int:
+        released = 0
+        for table in (self.inbox, self.outbox):
+            for key, record in list(table.items()):
+                if record.status == "pending" and record.claimed_by == owner:
+                    table[key] = dataclasses.replace(record, claimed_by=None, claimed_until=None)
+                    released += 1
+        return released
+
     def get_event(self, event_id: str) -> EventRecord | None:
         return self.events.get(event_id)
 

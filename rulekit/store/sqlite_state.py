@@ -417,6 +417,17 @@ class SQLiteState(JournaledState):
             raise KeyError(f"no job {job_id}")
 
     # reading the record ----------------------------------------------------------------------
+    def release_claims(self, owner: str) -> int:
+        released = 0
+        for table in ("inbox", "outbox"):
+            cursor = self.execute(
+                f"UPDATE {table} SET claimed_by = NULL, claimed_until = NULL"
+                " WHERE claimed_by = ? AND status = 'pending'",
+                (owner,),
+            )
+            released += cursor.rowcount
+        return released
+
     def get_event(self, event_id: str) -> EventRecord | None:
         row = self._one("SELECT * FROM events WHERE event_id = ?", (event_id,))
         return _event_record(row) if row else None

@@ -1,0 +1,111 @@
+"""The daemon's ASGI application: webhooks, ``/healthz``, ``/metrics`` and the console.
+
+Built by :func:`create_app` around a :class:`~rulekit.runtime.daemon.Daemon`; the app's
+lifespan starts and stops the daemon's workers, so the same app runs under ``rulekit run`` and
+under any ASGI server.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rulekit.runtime.logs import access_line
+
+if TYPE_CHECKING:
+    from rulekit.runtime.daemon import Daemon
+
+
+class AccessLog:
+    """One log line per request, with the webhook secret redacted (replaces uvicorn's)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            client = scope.get("client")
+            access_line(
+                scope["method"],
+                scope["path"],
+                status,
+                time.monotonic() - started,
+                f"{client[0]}:{client[1]}" if client else None,
+            )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse(
+        {"error": exc.detail}, status_code=exc.status_code, headers=exc.headers or None
+    )
+
+
+def console_routes(daemon: Daemon) -> list[BaseRoute]:
+    """The agents' console, when this rulekit has it (``rulekit.console``)."""
+    if not daemon.snapshot.config.raw.console.enabled:
+        return []
+    if importlib.util.find_spec("rulekit.console") is None:
+        return []
+    from rulekit.console import console_routes as routes
+
+    return list(routes(daemon.feed, lambda: daemon.snapshot, daemon.store))
+
+
+def create_app(daemon: Daemon) -> Starlette:
+    """The ASGI app of ``daemon``."""
+
+    async def healthz(request: Request) -> Response:
+        status, body = daemon.health()
+        return JSONResponse(body, status_code=status)
+
+    async def metrics(request: Request) -> Response:
+        daemon.update_gauges()
+        return Response(daemon.metrics.render(), media_type=daemon.metrics.content_type)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        await daemon.start()
+        try:
+            yield {}
+        finally:
+            await daemon.stop()
+
+    routes: list[BaseRoute] = [
+        Route("/webhooks/{channel}/{secret}", daemon.ingest.handle, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        *console_routes(daemon),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error},
+        middleware=[Middleware(AccessLog)],
+    )
+    return app

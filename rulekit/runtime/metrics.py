@@ -1,0 +1,109 @@
+"""The daemon's Prometheus metrics (``GET /metrics``).
+
+One :class:`Metrics` per daemon, on its own registry: two daemons in one process (tests) never
+share counters.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+
+
+class Metrics:
+    """Counters, gauges and histograms the ingest, processor, dispatcher and reloader update."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry()
+        self.webhooks = Counter(
+            "rulekit_webhooks_total",
+            "Webhook requests answered, by channel and HTTP status.",
+            ["channel", "status"],
+            registry=registry,
+        )
+        self.events_received = Counter(
+            "rulekit_events_received_total",
+            "Webhook bodies persisted to the inbox (redeliveries not counted).",
+            ["channel"],
+            registry=registry,
+        )
+        self.events_processed = Counter(
+            "rulekit_events_processed_total",
+            "Normalized events evaluated and recorded, by channel and event name.",
+            ["channel", "event"],
+            registry=registry,
+        )
+        self.events_failed = Counter(
+            "rulekit_events_failed_total",
+            "Inbox items set aside because the provider or engine failed on them.",
+            ["channel"],
+            registry=registry,
+        )
+        self.actions = Counter(
+            "rulekit_actions_total",
+            "Action attempts by action and outcome (done, retry, dead).",
+            ["action", "outcome"],
+            registry=registry,
+        )
+        self.retries = Counter(
+            "rulekit_action_retries_total",
+            "Action attempts that will be retried.",
+            ["action"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "rulekit_dead_letters_total",
+            "Action jobs dead-lettered (out of retries, or a permanent failure).",
+            ["action"],
+            registry=registry,
+        )
+        self.inbox_depth = Gauge(
+            "rulekit_inbox_pending",
+            "Inbox items claimed by the last processing round (0 when caught up).",
+            registry=registry,
+        )
+        self.outbox_depth = Gauge(
+            "rulekit_outbox_pending",
+            "Action jobs this daemon holds: executing or waiting for their turn or retry.",
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "rulekit_webhook_to_action_seconds",
+            "From a webhook's arrival to its action's successful completion.",
+            ["action"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.reload_errors = Counter(
+            "rulekit_reload_errors_total",
+            "Reloads refused because the new rules or config were invalid.",
+            registry=registry,
+        )
+        self.reloads = Counter(
+            "rulekit_reloads_total", "Successful reloads of rules and config.", registry=registry
+        )
+        self.rules_loaded = Gauge(
+            "rulekit_rules_loaded", "Rules in the active set.", registry=registry
+        )
+        self.rules_version = Info(
+            "rulekit_rules_version", "The active rules' content hash.", registry=registry
+        )
+        self.last_reload_ok = Gauge(
+            "rulekit_last_reload_success",
+            "1 when the last reload attempt succeeded, 0 when it was refused.",
+            registry=registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
