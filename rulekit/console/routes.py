@@ -1,0 +1,384 @@
+"""The agents' console over HTTP: sign-in, the page and its files, a JSON API, the live stream
+(server-sent events) and the sounds.
+
+Everything lives under ``/console``. The state (sessions, the recent messages) belongs to the
+:class:`Console` object that :func:`console_routes` creates: nothing is kept at module level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import mimetypes
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import BaseRoute, Route
+
+from rulekit.actions.play_sound import sound_file, sound_names
+from rulekit.console.audience import Recorder, visible
+from rulekit.console.sessions import Sessions, Viewer, identify, token_hash
+from rulekit.runtime.feed import LiveFeed
+from rulekit.runtime.snapshot import Snapshot
+from rulekit.store.base import JournaledStore
+from rulekit.store.records import EventRecord, Job
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+COOKIE = "rulekit_console"
+KEEPALIVE = 15.0
+MAX_LOGIN_BODY = 4096
+HISTORY_LIMIT = 50
+CONVERSATION_SCAN = 2000
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "media-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
+def _secure(response: Response, *, cache: bool = False) -> Response:
+    response.headers.update(SECURITY_HEADERS)
+    if not cache:
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _error(status: int, message: str) -> Response:
+    return _secure(JSONResponse({"error": message}, status_code=status))
+
+
+class Console:
+    """The console of one daemon: its sessions, its recorder of recent messages, its routes."""
+
+    def __init__(
+        self,
+        feed: LiveFeed,
+        get_snapshot: Callable[[], Snapshot],
+        store: JournaledStore,
+        *,
+        keepalive: float = KEEPALIVE,
+    ) -> None:
+        self.feed = feed
+        self.get_snapshot = get_snapshot
+        self.store = store
+        self.keepalive = keepalive
+        self.sessions = Sessions()
+        self.recorder = Recorder(feed, self._event_channel)
+        self._static = {path.name: path for path in STATIC_DIR.iterdir() if path.is_file()}
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/console", self.root, methods=["GET"]),
+            Route("/console/", self.index, methods=["GET"]),
+            Route("/console/login", self.login_page, methods=["GET"]),
+            Route("/console/login", self.login, methods=["POST"]),
+            Route("/console/logout", self.logout, methods=["POST"]),
+            Route("/console/static/{name}", self.static, methods=["GET"]),
+            Route("/console/sounds/{name}", self.sound, methods=["GET"]),
+            Route("/console/api/me", self.me, methods=["GET"]),
+            Route("/console/api/recent", self.recent, methods=["GET"]),
+            Route(
+                "/console/api/conversations/{channel}/{conversation_id:path}",
+                self.conversation,
+                methods=["GET"],
+            ),
+            Route("/console/stream", self.stream, methods=["GET"]),
+        ]
+
+    # who is asking ---------------------------------------------------------------------------
+    def viewer(self, request: Request) -> Viewer | None:
+        return self.sessions.viewer(request.cookies.get(COOKIE), self.get_snapshot().config)
+
+    # pages and files -------------------------------------------------------------------------
+    async def root(self, request: Request) -> Response:
+        return _secure(RedirectResponse("/console/", status_code=307))
+
+    async def index(self, request: Request) -> Response:
+        self.recorder.start()
+        if self.viewer(request) is None:
+            return _secure(RedirectResponse("/console/login", status_code=303))
+        return _secure(FileResponse(STATIC_DIR / "index.html", media_type="text/html"))
+
+    async def login_page(self, request: Request) -> Response:
+        return _secure(FileResponse(STATIC_DIR / "login.html", media_type="text/html"))
+
+    async def login(self, request: Request) -> Response:
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_LOGIN_BODY:
+                return _error(413, "the sign-in form is too large")
+        fields = parse_qs(body.decode("utf-8", errors="replace"))
+        token = (fields.get("token") or [""])[0].strip()
+        digest = token_hash(token)
+        if not token or identify(self.get_snapshot().config, digest) is None:
+            page = (STATIC_DIR / "login.html").read_text(encoding="utf-8")
+            page = page.replace('class="error" hidden', 'class="error"')
+            return _secure(HTMLResponse(page, status_code=401))
+        response = RedirectResponse("/console/", status_code=303)
+        response.set_cookie(
+            COOKIE,
+            self.sessions.open(digest),
+            path="/console",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return _secure(response)
+
+    async def logout(self, request: Request) -> Response:
+        self.sessions.close(request.cookies.get(COOKIE))
+        response = RedirectResponse("/console/login", status_code=303)
+        response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="strict")
+        return _secure(response)
+
+    async def static(self, request: Request) -> Response:
+        path = self._static.get(request.path_params["name"])
+        if path is None:
+            return _error(404, "no such file")
+        media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return _secure(FileResponse(path, media_type=media_type), cache=True)
+
+    async def sound(self, request: Request) -> Response:
+        if self.viewer(request) is None:
+            return _error(401, "sign in first")
+        name = request.path_params["name"].removesuffix(".wav")
+        config = self.get_snapshot().config
+        # only names the config knows: a request never names a path
+        path = sound_file(name, config) if name in sound_names(config) else None
+        if path is None or not path.is_file():
+            return _error(404, f"no sound {name!r}")
+        media_type = mimetypes.guess_type(path.name)[0] or "audio/wav"
+        return _secure(FileResponse(path, media_type=media_type), cache=True)
+
+    # the JSON API ----------------------------------------------------------------------------
+    async def me(self, request: Request) -> Response:
+        viewer = self.viewer(request)
+        if viewer is None:
+            return _error(401, "sign in first")
+        snapshot = self.get_snapshot()
+        return _secure(
+            JSONResponse(
+                {
+                    "email": viewer.email,
+                    "name": viewer.name,
+                    "admin": viewer.admin,
+                    "channels": sorted(viewer.channels),
+                    "sounds": sound_names(snapshot.config),
+                    "rules_version": snapshot.version,
+                    "loaded_at": snapshot.loaded_at.isoformat(),
+                }
+            )
+        )
+
+    async def recent(self, request: Request) -> Response:
+        """Recent events (with their jobs), dead letters and the last reload failure."""
+        viewer = self.viewer(request)
+        if viewer is None:
+            return _error(401, "sign in first")
+        self.recorder.start()
+        events, dead = await run_in_threadpool(self._read_recent, viewer)
+        reload = self.recorder.last_reload
+        return _secure(
+            JSONResponse(
+                {
+                    "events": events,
+                    "dead_letters": dead,
+                    "reload": reload if reload and reload.get("ok") is False else None,
+                }
+            )
+        )
+
+    def _read_recent(self, viewer: Viewer) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        with self.store.transaction() as state:
+            records = [
+                record
+                for record in state.history(limit=HISTORY_LIMIT * 4)
+                if viewer.may_see_channel(record.channel)
+            ][:HISTORY_LIMIT]
+            events = [_event_summary(r, state.jobs(event_id=r.event_id)) for r in records]
+            dead = []
+            for job in state.jobs(status="dead", limit=HISTORY_LIMIT):
+                record = state.get_event(job.event_id)
+                channel = record.channel if record else None
+                if viewer.may_see_channel(channel):
+                    dead.append({**_job_summary(job), "channel": channel})
+        return events, dead
+
+    async def conversation(self, request: Request) -> Response:
+        """A conversation: its state, the client panel and its events, newest first."""
+        viewer = self.viewer(request)
+        if viewer is None:
+            return _error(401, "sign in first")
+        channel = request.path_params["channel"]
+        conversation_id = request.path_params["conversation_id"]
+        if not viewer.may_see_channel(channel):
+            return _error(404, "no such conversation")
+        found = await run_in_threadpool(self._read_conversation, channel, conversation_id)
+        if found is None:
+            return _error(404, "no such conversation")
+        return _secure(JSONResponse(found))
+
+    def _read_conversation(self, channel: str, conversation_id: str) -> dict[str, Any] | None:
+        with self.store.transaction() as state:
+            try:
+                stored = state.find_conversation(channel, conversation_id)
+            except NotImplementedError:
+                stored = None
+            records = [
+                record
+                for record in state.history(channel=channel, limit=CONVERSATION_SCAN)
+                if record.conversation_id == conversation_id
+            ]
+            if stored is None and not records:
+                return None
+            conversation: dict[str, Any] = {}
+            client: dict[str, Any] = {}
+            for record in reversed(records):  # oldest first: later events know more
+                conversation.update(_known(record.data.get("conversation")))
+                client.update(_known(record.data.get("client")))
+            if stored is not None:
+                conversation.update(_known(stored[1].model_dump(mode="json")))
+            client_id = client.get("id")
+            if client_id:
+                record = state.get_client(channel, client_id)
+                if record is not None:
+                    client.update(_known(record.model_dump(mode="json")))
+            events = [_event_summary(r, state.jobs(event_id=r.event_id)) for r in records]
+        return {
+            "channel": channel,
+            "conversation": {**conversation, "id": conversation_id},
+            "client": client,
+            "events": events,
+        }
+
+    def _event_channel(self, event_id: str) -> str | None:
+        with self.store.transaction() as state:
+            record = state.get_event(event_id)
+        return record.channel if record else None
+
+    # the live stream -------------------------------------------------------------------------
+    async def stream(self, request: Request) -> Response:
+        session_id = request.cookies.get(COOKIE)
+        if self.viewer(request) is None:
+            return _error(401, "sign in first")
+        self.recorder.start()
+        last = _last_event_id(request)
+        subscription = self.feed.subscribe()
+        backlog = (
+            [m for m in self.recorder.recent if m.get("seq", 0) > last] if last is not None else []
+        )
+
+        async def messages() -> AsyncIterator[str]:
+            sent = last or 0
+            dropped = 0
+            try:
+                yield "retry: 2000\n\n"
+                pending = list(backlog)
+                while True:
+                    if pending:
+                        message = pending.pop(0)
+                    else:
+                        try:
+                            message = await asyncio.wait_for(subscription.get(), self.keepalive)
+                        except TimeoutError:
+                            if self.viewer_of(session_id) is None:
+                                return  # signed out or revoked: the page goes to sign-in
+                            yield ": keep-alive\n\n"
+                            continue
+                    self.recorder.remember(message)
+                    if subscription.dropped != dropped:
+                        dropped = subscription.dropped
+                        yield _sse({"type": "gap", "dropped": dropped})
+                    seq = message.get("seq", 0)
+                    if seq <= sent and last is not None:
+                        continue
+                    viewer = self.viewer_of(session_id)
+                    if viewer is None:
+                        return
+                    if await self._visible(viewer, message):
+                        sent = max(sent, seq)
+                        yield _sse(message)
+            finally:
+                subscription.close()
+
+        response = StreamingResponse(messages(), media_type="text/event-stream")
+        response.headers["X-Accel-Buffering"] = "no"
+        return _secure(response)
+
+    def viewer_of(self, session_id: str | None) -> Viewer | None:
+        return self.sessions.viewer(session_id, self.get_snapshot().config)
+
+    async def _visible(self, viewer: Viewer, message: dict[str, Any]) -> bool:
+        if viewer.admin or message.get("type") in ("sound", "reload"):
+            return visible(viewer, message, None)
+        return visible(viewer, message, await self.recorder.channel(message))
+
+
+def console_routes(
+    feed: LiveFeed, get_snapshot: Callable[[], Snapshot], store: JournaledStore
+) -> list[BaseRoute]:
+    """The console's routes (all under ``/console``), for the daemon to mount at its root."""
+    return Console(feed, get_snapshot, store).routes()
+
+
+def _sse(message: dict[str, Any]) -> str:
+    data = json.dumps(message, separators=(",", ":"), default=str)
+    seq = message.get("seq")
+    head = f"id: {seq}\n" if isinstance(seq, int) else ""
+    return f"{head}data: {data}\n\n"
+
+
+def _last_event_id(request: Request) -> int | None:
+    value = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
+def _known(data: Any) -> dict[str, Any]:
+    """The fields of a dict that hold something (missing data never hides what is known)."""
+    if not isinstance(data, dict):
+        return {}
+    return {key: value for key, value in data.items() if value not in (None, "", [], {})}
+
+
+def _job_summary(job: Job) -> dict[str, Any]:
+    return {
+        "job_id": job.id,
+        "event_id": job.event_id,
+        "rule": job.rule,
+        "action": job.action,
+        "destination": job.destination,
+        "status": job.status,
+        "attempts": job.attempts,
+        "error": job.last_error,
+    }
+
+
+def _event_summary(record: EventRecord, jobs: list[Job]) -> dict[str, Any]:
+    return {
+        "type": "event",
+        "event": record.data,
+        "processed_at": record.processed_at.isoformat(),
+        "jobs": [_job_summary(job) for job in jobs],
+    }

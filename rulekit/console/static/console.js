@@ -1,0 +1,297 @@
+// The agents' console. Everything a client or the daemon sends is put into the page as text
+// (textContent, text nodes); nothing received is ever parsed as HTML.
+"use strict";
+
+(function () {
+  const MAX_FEED = 300;
+  const state = { me: null, soundOn: false, source: null };
+  // what the page played, read by the browser tests (and handy in the devtools)
+  const played = (window.__rulekitPlayed = []);
+  const blocked = (window.__rulekitBlocked = []);
+
+  const $ = (id) => document.getElementById(id);
+
+  // el("li", {class: "x", dataset: {type: "event"}}, "text", child, ...)
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (key === "dataset") Object.assign(node.dataset, value);
+      else if (key === "class") node.className = value;
+      else node.setAttribute(key, value);
+    }
+    for (const child of children) {
+      if (child === null || child === undefined || child === "") continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function when(value) {
+    if (!value) return "";
+    const date = new Date(value);
+    return isNaN(date) ? String(value) : date.toLocaleString();
+  }
+
+  function safeLink(value) {
+    // only http(s) links become clickable: a client-supplied "javascript:" stays text
+    try {
+      const url = new URL(String(value));
+      if (url.protocol === "http:" || url.protocol === "https:") {
+        return el("a", { href: url.href, rel: "noopener noreferrer", target: "_blank" }, url.href);
+      }
+    } catch (e) { /* not a URL */ }
+    return document.createTextNode(String(value));
+  }
+
+  async function getJSON(path) {
+    const response = await fetch(path, { credentials: "same-origin", headers: { Accept: "application/json" } });
+    if (response.status === 401) {
+      window.location.assign("/console/login");
+      throw new Error("signed out");
+    }
+    if (!response.ok) throw new Error(path + ": HTTP " + response.status);
+    return response.json();
+  }
+
+  // -- reading messages ------------------------------------------------------------------
+  function eventOf(message) {
+    return message.event && typeof message.event === "object" ? message.event : null;
+  }
+
+  function clientLabel(client) {
+    if (!client) return "";
+    return client.name || client.display_name || client.email || client.id || "";
+  }
+
+  function describe(message) {
+    const event = eventOf(message);
+    const parts = [];
+    let text = "";
+    switch (message.type) {
+      case "event":
+        if (event) {
+          parts.push(event.channel, event.event, clientLabel(event.client));
+          if (event.message && event.message.text) text = event.message.text;
+        } else {
+          parts.push(message.channel, typeof message.event === "string" ? message.event : "", message.event_id);
+        }
+        break;
+      case "sound":
+        parts.push(message.sound, "for " + (message.to || []).join(", "));
+        break;
+      case "reload":
+        parts.push(message.ok === false ? "failed" : "rules reloaded", message.version);
+        if (message.error) text = String(message.error);
+        break;
+      case "gap":
+        parts.push("the stream fell behind: " + message.dropped + " messages skipped; reload the page for the full history");
+        break;
+      default:
+        parts.push(message.rule, message.action, message.outcome || message.status, message.destination);
+        if (message.error) text = String(message.error);
+        else if (message.summary) text = String(message.summary);
+    }
+    return { summary: parts.filter((p) => p !== undefined && p !== null && p !== "").join(" · "), text };
+  }
+
+  function conversationRef(message) {
+    const event = eventOf(message);
+    const conversation = event ? event.conversation : message.conversation;
+    const channel = event ? event.channel : message.channel;
+    const id = conversation && typeof conversation === "object" ? conversation.id : message.conversation_id;
+    return channel && id ? { channel: String(channel), id: String(id) } : null;
+  }
+
+  function feedItem(message) {
+    const { summary, text } = describe(message);
+    const failed = message.ok === false || message.outcome === "dead" || message.outcome === "failed";
+    const item = el("li", { dataset: { type: String(message.type || "message") }, class: failed ? "failed" : "" },
+      el("span", { class: "kind" }, message.type || "message"), " ", summary);
+    if (message.event_id || (eventOf(message) && eventOf(message).id)) {
+      item.dataset.eventId = String(message.event_id || eventOf(message).id);
+    }
+    const ref = conversationRef(message);
+    if (ref) {
+      const open = el("button", { type: "button", class: "link open-conversation" }, "open conversation");
+      open.addEventListener("click", () => { window.location.hash = "#/c/" + encodeURIComponent(ref.channel) + "/" + encodeURIComponent(ref.id); });
+      item.append(" ", open);
+    }
+    if (message.jobs && message.jobs.length) {
+      const jobs = message.jobs.map((j) => j.rule + ": " + j.action + " " + j.status + (j.error ? " (" + j.error + ")" : ""));
+      item.append(el("span", { class: "text" }, jobs.join("\n")));
+    }
+    if (text) item.append(el("span", { class: "text" }, text));
+    const at = message.processed_at || message.at || (eventOf(message) && eventOf(message).occurred_at);
+    if (at) item.append(" ", el("span", { class: "time" }, when(at)));
+    return item;
+  }
+
+  function addToFeed(message, atTop) {
+    const feed = $("feed");
+    const item = feedItem(message);
+    if (atTop === false) feed.append(item);
+    else feed.prepend(item);
+    while (feed.children.length > MAX_FEED) feed.lastElementChild.remove();
+  }
+
+  // -- reload errors and dead letters ----------------------------------------------------
+  function showReload(message) {
+    const banner = $("reload-banner");
+    if (message && message.ok === false) {
+      $("reload-error").textContent = String(message.error || message.errors || "unknown error");
+      banner.hidden = false;
+    } else {
+      banner.hidden = true;
+    }
+  }
+
+  function addDeadLetter(letter) {
+    $("no-dead").hidden = true;
+    const label = [letter.rule, letter.action, letter.destination, letter.channel].filter(Boolean).join(" · ");
+    const item = el("li", { dataset: { jobId: String(letter.job_id || "") } }, label,
+      letter.error ? el("span", { class: "text" }, letter.error) : null);
+    $("dead-letters").prepend(item);
+  }
+
+  // -- sounds ----------------------------------------------------------------------------
+  function targetsMe(message) {
+    const to = Array.isArray(message.to) ? message.to.map((t) => String(t).toLowerCase()) : [];
+    if (to.includes("*")) return true;
+    return Boolean(state.me && state.me.email && to.includes(state.me.email.toLowerCase()));
+  }
+
+  function playSound(message) {
+    if (!targetsMe(message)) return;
+    const record = { sound: String(message.sound), event_id: message.event_id || null, seq: message.seq };
+    if (!state.soundOn) {
+      blocked.push(record);
+      return;
+    }
+    const audio = new Audio("/console/sounds/" + encodeURIComponent(String(message.sound)) + ".wav");
+    audio.play().then(() => {
+      played.push(record);
+      document.body.dataset.played = played.map((p) => p.sound).join(" ");
+    }).catch((error) => {
+      blocked.push({ ...record, error: String(error) });
+    });
+  }
+
+  function enableSound() {
+    state.soundOn = true;
+    $("enable-sound").hidden = true;
+    $("sound-state").hidden = false;
+    document.body.dataset.sound = "on";
+  }
+
+  // -- the live stream -------------------------------------------------------------------
+  function handle(message) {
+    switch (message.type) {
+      case "sound":
+        playSound(message);
+        break;
+      case "reload":
+        showReload(message);
+        break;
+      case "dead_letter":
+        addDeadLetter(message);
+        break;
+    }
+    addToFeed(message);
+  }
+
+  function connect() {
+    const source = new EventSource("/console/stream");
+    state.source = source;
+    const status = $("connection");
+    source.onopen = () => { status.dataset.state = "open"; status.textContent = "live"; };
+    source.onerror = () => {
+      // EventSource reconnects by itself, sending Last-Event-ID, unless the server refused
+      status.dataset.state = "error";
+      status.textContent = "reconnecting…";
+      if (source.readyState === EventSource.CLOSED) {
+        getJSON("/console/api/me").then(() => setTimeout(connect, 2000)).catch(() => {});
+      }
+    };
+    source.onmessage = (event) => {
+      let message;
+      try { message = JSON.parse(event.data); } catch (e) { return; }
+      if (message && typeof message === "object") handle(message);
+    };
+  }
+
+  // -- the conversation view -------------------------------------------------------------
+  const CLIENT_FIELDS = [
+    ["Name", (c) => c.name || c.display_name],
+    ["Email", (c) => c.email],
+    ["Phone", (c) => c.phone],
+    ["Last visit", (c) => when(c.last_visit)],
+    ["IP address", (c) => c.ip],
+    ["Chat language", (c) => c.language],
+    ["Browser language", (c) => c.browser_language],
+    ["Browser", (c) => c.browser],
+    ["OS", (c) => c.os],
+    ["Location", (c) => [c.city, c.country].filter(Boolean).join(", ")],
+    ["Notes", (c) => c.notes],
+  ];
+
+  function facts(target, rows) {
+    target.replaceChildren();
+    for (const [label, value] of rows) {
+      if (value === undefined || value === null || value === "") continue;
+      target.append(el("dt", {}, label), el("dd", {}, value));
+    }
+    if (!target.children.length) target.append(el("dt", {}, "—"), el("dd", { class: "quiet" }, "nothing known"));
+  }
+
+  async function showConversation(channel, id) {
+    const data = await getJSON("/console/api/conversations/" + encodeURIComponent(channel) + "/" + encodeURIComponent(id));
+    const c = data.conversation || {};
+    facts($("conversation-facts"), [
+      ["Channel", data.channel], ["Status", c.status], ["Group", c.group], ["Assignee", c.assignee],
+      ["Tags", (c.tags || []).join(", ")], ["Page", c.page ? safeLink(c.page) : null],
+      ["Link", c.link ? safeLink(c.link) : null],
+    ]);
+    const client = data.client || {};
+    facts($("client-panel"), CLIENT_FIELDS.map(([label, get]) => [label, get(client)]));
+    const custom = client.custom && typeof client.custom === "object" ? client.custom : {};
+    facts($("client-custom"), Object.entries(custom).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)]));
+    const list = $("conversation-events");
+    list.replaceChildren(...(data.events || []).map(feedItem));
+    $("conversation").hidden = false;
+  }
+
+  function route() {
+    const match = /^#\/c\/([^/]+)\/(.+)$/.exec(window.location.hash);
+    if (!match) {
+      $("conversation").hidden = true;
+      return;
+    }
+    showConversation(decodeURIComponent(match[1]), decodeURIComponent(match[2])).catch((error) => {
+      facts($("conversation-facts"), [["Error", String(error.message || error)]]);
+      $("conversation").hidden = false;
+    });
+  }
+
+  // -- start -----------------------------------------------------------------------------
+  async function start() {
+    $("enable-sound").addEventListener("click", enableSound);
+    $("close-conversation").addEventListener("click", () => { window.location.hash = ""; });
+    window.addEventListener("hashchange", route);
+    state.me = await getJSON("/console/api/me");
+    $("who").textContent = state.me.admin ? "admin (everything)" : (state.me.name ? state.me.name + " · " : "") + state.me.email;
+    document.body.dataset.ready = "true";
+    connect();
+    const recent = await getJSON("/console/api/recent");
+    for (const message of recent.events || []) addToFeed(message, false);
+    for (const letter of (recent.dead_letters || []).slice().reverse()) addDeadLetter(letter);
+    if (recent.reload) showReload(recent.reload);
+    route();
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    start().catch((error) => {
+      $("connection").dataset.state = "error";
+      $("connection").textContent = String(error.message || error);
+    });
+  });
+})();

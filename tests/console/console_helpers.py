@@ -1,0 +1,164 @@
+"""Helpers of the console tests: a console on a real uvicorn server on loopback, with a live
+feed, a SQLite store and a snapshot loaded from a small config with two agents (and an admin)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from scaffold import write
+
+from rulekit.console import Console
+from rulekit.runtime.feed import LiveFeed
+from rulekit.runtime.snapshot import Snapshot, load_snapshot
+from rulekit.store import JournaledStore, open_store
+
+uvicorn = pytest.importorskip("uvicorn")
+starlette_applications = pytest.importorskip("starlette.applications")
+
+TOKENS = {"ann": "ann-token-0123456789", "bob": "bob-token-0123456789", "admin": "admin-token-xyz"}
+ANN = "Ann@Example.com"
+BOB = "bob@example.com"
+
+
+def sha(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+CONFIG = f"""
+rules: rules.d
+storage: sqlite:///x.sqlite3
+console:
+  admin_token_sha256: "{sha(TOKENS["admin"])}"
+groups: [support]
+agents:
+  - email: {ANN}
+    name: Ann
+    groups: [support]
+    channels: [online-chat]
+    token_sha256: "{sha(TOKENS["ann"]).upper()}"
+  - email: {BOB}
+    name: Bob
+    groups: [support]
+    channels: [webhook]
+    token_sha256: "{sha(TOKENS["bob"])}"
+  - email: nobody@example.com
+    channels: [online-chat]
+integrations:
+  sounds:
+    files: {{ding: custom/ding.wav}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ConsoleServer:
+    """A running console: ``url``, and ``publish`` to put a message on its live feed."""
+
+    url: str
+    feed: LiveFeed
+    store: JournaledStore
+    snapshot: Snapshot
+    console: Console
+    loop: asyncio.AbstractEventLoop
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def publish(self, message: dict[str, Any]) -> None:
+        done = threading.Event()
+
+        def publish() -> None:
+            self.feed.publish(message)
+            done.set()
+
+        self.loop.call_soon_threadsafe(publish)
+        assert done.wait(5)
+
+    def subscribers(self) -> int:
+        return self.feed.subscribers
+
+    def client(self, who: str | None = None) -> httpx.Client:
+        """An HTTP client, signed in as ``who`` (a key of TOKENS) when given."""
+        client = httpx.Client(base_url=self.url, timeout=5)
+        if who is not None:
+            response = httpx.post(f"{self.url}/console/login", data={"token": TOKENS[who]})
+            assert response.status_code == 303, response.text
+            client.cookies = response.cookies
+        return client
+
+
+@contextlib.contextmanager
+def serve(app: Any) -> Iterator[tuple[str, asyncio.AbstractEventLoop]]:
+    """Run ``app`` on uvicorn in a thread on 127.0.0.1; yield its URL and event loop."""
+    port = free_port()
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        ws="none",
+        lifespan="on",
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    loops: list[asyncio.AbstractEventLoop] = []
+    app.state.loops = loops
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(500):
+        if server.started:
+            break
+        thread.join(0.01)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}", loops[0]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def make_app(routes: list[Any]) -> Any:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        app.state.loops.append(asyncio.get_running_loop())
+        yield
+
+    return starlette_applications.Starlette(routes=routes, lifespan=lifespan)
+
+
+@pytest.fixture
+def console_files(tmp_path: Path) -> Path:
+    config = write(tmp_path / "rulekit.yaml", CONFIG)
+    write(tmp_path / "rules.d" / "rules.yaml", "[]\n")
+    sound = tmp_path / "custom" / "ding.wav"
+    sound.parent.mkdir()
+    sound.write_bytes((Path(__file__).parents[2] / "rulekit/actions/sounds/chime.wav").read_bytes())
+    (tmp_path / "secret.txt").write_text("not for the console\n")
+    return config
+
+
+@pytest.fixture
+def console_server(console_files: Path, tmp_path: Path) -> Iterator[ConsoleServer]:
+    snapshot = load_snapshot(console_files, tmp_path / "rules.d")
+    store = open_store("sqlite:///x.sqlite3", tmp_path)
+    feed = LiveFeed()
+    console = Console(feed, lambda: snapshot, store, keepalive=0.3)
+    app = make_app(console.routes())
+    try:
+        with serve(app) as (url, loop):
+            yield ConsoleServer(url, feed, store, snapshot, console, loop)
+    finally:
+        store.close()
