@@ -272,7 +272,7 @@ def db_upgrade_command(config_path: str | None) -> None:
 @reports_errors
 def db_purge_command(config_path: str | None, output_format: str) -> None:
     """Delete what the config's retention no longer keeps (the daemon does it hourly)."""
-    from rulekit.audit.retention import PURGE_LABELS, purge
+    from rulekit.audit.retention import PURGE_LABELS, describe, purge
 
     config, store = _open(config_path)
     try:
@@ -283,6 +283,8 @@ def db_purge_command(config_path: str | None, output_format: str) -> None:
         _echo_json({"purged": counts})
         return
     retention = config.raw.retention
-    click.echo(f"retention: events {retention.events}, payloads {retention.payloads}")
+    click.echo(
+        f"retention: events {describe(retention.events)}, payloads {describe(retention.payloads)}"
+    )
     for kind, count in counts.items():
         click.echo(f"  {count:6d}  {PURGE_LABELS[kind]}")

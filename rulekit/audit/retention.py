@@ -7,7 +7,7 @@ bodies) are emptied after ``retention.payloads``. Pending work is never purged.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from rulekit.config import RetentionSettings
 from rulekit.store.base import JournaledStore
@@ -22,6 +22,15 @@ PURGE_LABELS = {
     "payloads": "raw payloads emptied",
 }
 """How ``rulekit db purge`` names each kind."""
+
+
+def describe(duration: timedelta) -> str:
+    """A retention duration as written in the config: ``90d``, ``12h``, ``30m``."""
+    seconds = int(duration.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def purge(
