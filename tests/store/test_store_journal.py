@@ -93,6 +93,40 @@ def test_inbox_claims_are_leased(store):
         ]
 
 
+def test_a_conversation_is_claimed_one_item_at_a_time_in_order(store):
+    with store.transaction() as state:
+        a1, a2, b1, free, a3 = (
+            state.append_inbox(channel, BODY, conversation_key=key, now=T0)[0]
+            for channel, key in [
+                ("online-chat", "A"),
+                ("online-chat", "A"),
+                ("online-chat", "B"),
+                ("online-chat", None),
+                ("online-chat", "A"),
+            ]
+        )
+        # the same key on another channel is another conversation
+        other = state.append_inbox("telegram", BODY, conversation_key="A", now=T0)[0]
+    with store.transaction() as state:
+        claimed = state.claim_inbox("daemon-a", lease=30, limit=10, now=T0)
+        assert [item.id for item in claimed] == [a1, b1, free, other]
+        assert claimed[0].conversation_key == "A"
+        for done in (b1, free, other):
+            state.finish_inbox(done)
+        # a2 waits while a1 is pending, even for another claimer and after a1's lease
+        assert state.claim_inbox("daemon-b", lease=30, limit=10, now=later(1)) == []
+        [again] = state.claim_inbox("daemon-b", lease=30, limit=10, now=later(31))
+        assert again.id == a1
+        state.finish_inbox(a1)
+        assert [i.id for i in state.claim_inbox("daemon-b", lease=30, limit=10, now=later(32))] == [
+            a2
+        ]
+        # a poison item is set aside and no longer holds its conversation back
+        state.finish_inbox(a2, error="PluginError: boom")
+        [last] = state.claim_inbox("daemon-b", lease=30, limit=10, now=later(33))
+        assert last.id == a3
+
+
 def test_finished_and_failed_inbox_items(store):
     with store.transaction() as state:
         done_id = state.append_inbox("online-chat", BODY, now=T0)[0]

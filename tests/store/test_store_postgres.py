@@ -1,0 +1,282 @@
+"""What several daemons on one PostgreSQL database rely on, with real processes.
+
+Each test runs on a schema of its own (the ``postgres_schema`` fixture) and skips when
+``RULEKIT_TEST_POSTGRES`` is unset or its server is unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from rulekit.errors import StoreError, StoreUnavailable
+from rulekit.event import Event
+from rulekit.store import JobSpec
+from rulekit.store.migrations.postgres import MIGRATIONS
+from rulekit.store.postgres import PostgresStore, split_url
+
+psycopg = pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+
+# A daemon's processing loop reduced to the store calls: claim an inbox item, record its event
+# with a job and finish the item in one transaction; then claim jobs and report them done.
+WORKER = textwrap.dedent(
+    """
+    import json, random, sys, time
+    from rulekit.event import Event
+    from rulekit.store import JobSpec
+    from rulekit.store.postgres import PostgresStore
+
+    url, name, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+    store = PostgresStore(url, pool_size=2)
+    print("ready", flush=True)
+    sys.stdin.readline()  # the start signal: every worker begins at once
+    done, idle = [], 0
+    while idle < 3:
+        with store.transaction() as state:
+            if mode == "inbox":
+                items = state.claim_inbox(name, lease=30, limit=3)
+            else:
+                items = state.claim_jobs(name, lease=30, limit=3)
+        if not items:
+            idle += 1
+            time.sleep(0.05)
+            continue
+        idle = 0
+        for item in items:
+            time.sleep(random.random() / 500)
+            with store.transaction() as state:
+                if mode == "inbox":
+                    body = json.loads(item.body)
+                    event = Event(
+                        id=f"e{item.id}", channel="chat", event="message",
+                        conversation={"id": body["conversation"]},
+                    )
+                    state.record_event(
+                        event, inbox_id=item.id, trace={"by": name, "seq": body["seq"]},
+                        jobs=[JobSpec("r", "slack", {"seq": body["seq"]}, "slack:#x")],
+                    )
+                    state.finish_inbox(item.id)
+                else:
+                    state.record_attempt(item.id, "done", result={"by": name})
+            done.append(item.id)
+    store.close()
+    print(json.dumps(done), flush=True)
+    """
+)
+
+
+def start_workers(url: str, mode: str, count: int) -> list[subprocess.Popen[str]]:
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, url, f"worker-{n}", mode],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(count)
+    ]
+    for worker in workers:
+        assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+    for worker in workers:
+        assert worker.stdin is not None
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
+    return workers
+
+
+def results(workers: list[subprocess.Popen[str]]) -> list[list[int]]:
+    outputs = []
+    for worker in workers:
+        out, _ = worker.communicate(timeout=90)
+        assert worker.returncode == 0
+        outputs.append(json.loads(out.strip().splitlines()[-1]))
+    return outputs
+
+
+def fill_inbox(store: PostgresStore, conversations: int, per_conversation: int) -> None:
+    """Bodies interleaved across conversations, each carrying its conversation's sequence."""
+    with store.transaction() as state:
+        for seq in range(per_conversation):
+            for conv in range(conversations):
+                body = json.dumps({"conversation": f"conv-{conv}", "seq": seq}).encode()
+                state.append_inbox("chat", body, conversation_key=f"conv-{conv}")
+
+
+def test_concurrent_daemons_never_process_an_item_or_job_twice_and_keep_conversation_order(
+    postgres_schema,
+):
+    store = PostgresStore(postgres_schema)
+    fill_inbox(store, conversations=12, per_conversation=25)
+
+    handled = results(start_workers(postgres_schema, "inbox", 3))
+    everything = [item for done in handled for item in done]
+    assert len(everything) == len(set(everything)) == 300, "an inbox item was handled twice"
+    assert all(len(done) > 0 for done in handled), "a worker got no work at all"
+
+    with store.transaction() as state:
+        assert state.inbox_items(status="pending") == []
+        processed = list(reversed(state.history(limit=1000)))  # processing order
+    assert len(processed) == 300
+    order: dict[str, list[int]] = defaultdict(list)
+    for record in processed:
+        order[record.conversation_id or ""].append(record.trace["seq"])
+    assert all(seqs == list(range(25)) for seqs in order.values()), order
+    # the conversations really were spread over the workers
+    by = {record.trace["by"] for record in processed}
+    assert len(by) == 3
+
+    sent = results(start_workers(postgres_schema, "jobs", 3))
+    jobs = [job for done in sent for job in done]
+    assert len(jobs) == len(set(jobs)) == 300, "a job was claimed by two workers"
+    with store.transaction() as state:
+        assert state.jobs(status="pending") == []
+        assert all(len(state.attempts(job)) == 1 for job in jobs[:50])
+    store.close()
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from datetime import UTC, datetime
+    from rulekit.store.postgres import PostgresStore
+
+    store = PostgresStore(sys.argv[1], pool_size=2)
+    with store.transaction() as state:
+        items = state.claim_inbox("doomed", lease=float(sys.argv[2]), limit=100)
+        jobs = state.claim_jobs("doomed", lease=float(sys.argv[2]), limit=100)
+    # and a transaction left open, holding row locks, when the process dies
+    tx = store.transaction()
+    state = tx.__enter__()
+    state.claim_inbox("doomed", lease=3600, limit=100)
+    state.set_cooldown("r", "conv-0", datetime(2030, 1, 1, tzinfo=UTC))
+    print(len(items), len(jobs), flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_claims_of_a_killed_daemon_are_recovered_after_the_lease(postgres_schema):
+    store = PostgresStore(postgres_schema)
+    fill_inbox(store, conversations=4, per_conversation=3)
+    with store.transaction() as state:
+        for n in range(5):
+            state.record_event(
+                Event(id=f"ev{n}", channel="chat", event="message"),
+                inbox_id=None,
+                trace={},
+                jobs=[JobSpec("r", "slack", {"n": n}, "slack:#x")],
+            )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, postgres_schema, "2"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        # only the oldest item of each of the 4 conversations was claimable
+        assert holder.stdout.readline().split() == ["4", "5"]
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=10)
+        holder.stdout.close()
+
+    with store.transaction() as state:
+        assert state.claim_inbox("survivor", lease=30, limit=100) == []
+        assert state.claim_jobs("survivor", lease=30, limit=100) == []
+    after_lease = datetime.now(UTC) + timedelta(seconds=3)
+    with store.transaction() as state:
+        items = state.claim_inbox("survivor", lease=30, limit=100, now=after_lease)
+        jobs = state.claim_jobs("survivor", lease=30, limit=100, now=after_lease)
+        # the dead transaction's changes are gone with it
+        assert state.cooldown_until("r", "conv-0") is None
+    assert len(items) == 4 and all(item.attempts == 2 for item in items)
+    assert {json.loads(item.body)["seq"] for item in items} == {0}
+    assert len(jobs) == 5 and {job.claimed_by for job in jobs} == {"survivor"}
+    store.close()
+
+
+OPENER = textwrap.dedent(
+    """
+    import sys
+    from rulekit.store.postgres import PostgresStore
+
+    sys.stdin.readline()
+    PostgresStore(sys.argv[1], pool_size=1).close()
+    print("opened", flush=True)
+    """
+)
+
+
+def test_concurrent_openers_migrate_once(postgres_schema):
+    openers = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPENER, postgres_schema],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(5)
+    ]
+    time.sleep(1.0)  # let every interpreter start, then release them together
+    for opener in openers:
+        assert opener.stdin is not None
+        opener.stdin.write("go\n")
+        opener.stdin.flush()
+    for opener in openers:
+        out, err = opener.communicate(timeout=60)
+        assert opener.returncode == 0, err
+        assert out.strip() == "opened"
+    store = PostgresStore(postgres_schema)
+    with store.transaction() as state:
+        rows = state.execute("SELECT version, name FROM schema_version ORDER BY version")
+        assert [(r["version"], r["name"]) for r in rows] == [
+            (m.version, m.name) for m in MIGRATIONS
+        ]
+    store.close()
+
+
+def test_a_newer_schema_is_refused(postgres_schema):
+    store = PostgresStore(postgres_schema)
+    with store.transaction() as state:
+        state.execute(
+            "INSERT INTO schema_version (version, name, applied_at) VALUES (%s, 'future', now())",
+            (len(MIGRATIONS) + 1,),
+        )
+    store.close()
+    with pytest.raises(StoreError, match="newer than this rulekit knows"):
+        PostgresStore(postgres_schema)
+
+
+def test_a_lost_connection_is_unavailable_then_recovers(postgres_schema):
+    store = PostgresStore(postgres_schema, pool_size=1)
+    with store.transaction() as state:
+        pid = state.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]  # type: ignore[index]
+    conninfo, _ = split_url(postgres_schema)
+    with psycopg.connect(conninfo, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(StoreUnavailable, match="cannot be used"), store.transaction() as state:
+        state.mark_message_seen("chat", "m1")
+    with store.transaction() as state:  # the pool replaced the broken connection
+        assert state.mark_message_seen("chat", "m1") is True
+    store.close()
+    with pytest.raises(StoreError, match="is closed"), store.transaction():
+        pass
+
+
+def test_misuse_is_reported(postgres_schema):
+    store = PostgresStore(postgres_schema)
+    with store.transaction() as state:
+        with pytest.raises(StoreError, match="do not nest"), store.transaction():
+            pass
+        state.mark_message_seen("c", "m")
+    with pytest.raises(StoreError, match="transaction has ended"):
+        state.message_seen("c", "m")
+    store.close()
