@@ -450,6 +450,18 @@ class PostgresState(JournaledState):
         if cursor.rowcount == 0:
             raise KeyError(f"no job {job_id}")
 
+    def release_claims(self, owner: str) -> int:
+        row = self._one(
+            "WITH i AS (UPDATE inbox SET claimed_by = NULL, claimed_until = NULL"
+            "  WHERE claimed_by = %(owner)s AND status = 'pending' RETURNING 1),"
+            " o AS (UPDATE outbox SET claimed_by = NULL, claimed_until = NULL"
+            "  WHERE claimed_by = %(owner)s AND status = 'pending' RETURNING 1)"
+            " SELECT (SELECT count(*) FROM i) + (SELECT count(*) FROM o) AS released",
+            {"owner": owner},
+        )
+        assert row is not None
+        return int(row["released"])
+
     # reading the record ----------------------------------------------------------------------
     def get_event(self, event_id: str) -> EventRecord | None:
         row = self._one("SELECT * FROM events WHERE event_id = %s", (event_id,))
