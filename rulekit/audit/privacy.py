@@ -2,17 +2,18 @@
 
 Output of ``rulekit why`` and ``rulekit history`` names clients by their display name and shows
 no message texts, emails, phone numbers, IP addresses or notes: a terminal, a pasted bug report or
-a CI log is not a place for them. ``--show-content`` shows them. Rendered action parameters and
-results that quote a hidden value are hidden with it (a Slack text may quote the message).
+a CI log is not a place for them. ``--show-content`` shows them. Where rendered action parameters,
+results or errors quote a hidden value, that part is hidden (a Slack text may quote the message).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from rulekit.store.base import JournaledStore
-from rulekit.store.erasure import FORGET_KINDS, MIN_VALUE_LENGTH, scrub
+from rulekit.store.erasure import FORGET_KINDS, MIN_VALUE_LENGTH
 
 HIDDEN = "[hidden]"
 """What a hidden value prints as."""
@@ -52,8 +53,24 @@ def hide_event(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def hide(value: Any, values: set[str]) -> Any:
-    """``value`` (JSON data) with every string quoting a hidden value hidden."""
-    return scrub(value, values, HIDDEN)[0]
+    """``value`` (JSON data) with every occurrence of a hidden value in its strings replaced by
+    :data:`HIDDEN` (``"Refund from Jane: [hidden]"``), so what changed around it stays readable."""
+    if not values:
+        return value
+    pattern = re.compile(
+        "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True)), re.IGNORECASE
+    )
+    return _mask(value, pattern)
+
+
+def _mask(value: Any, pattern: re.Pattern[str]) -> Any:
+    if isinstance(value, str):
+        return pattern.sub(HIDDEN, value)
+    if isinstance(value, list):
+        return [_mask(item, pattern) for item in value]
+    if isinstance(value, dict):
+        return {key: _mask(item, pattern) for key, item in value.items()}
+    return value
 
 
 def client_label(data: Mapping[str, Any], *, show_content: bool) -> str:

@@ -25,7 +25,7 @@ def test_why_text_explains_rules_plan_and_attempts(site):
     # no content without --show-content: not the message, not the email, not in params
     assert REFUND_TEXT not in out and JANE_EMAIL not in out
     assert "[hidden] (--show-content shows it)" in out
-    assert '"text": "[hidden]"' in out
+    assert '"text": "Refund from Jane Doe: [hidden]"' in out
 
 
 def test_why_shows_content_when_asked(site):
