@@ -185,6 +185,7 @@ class Console:
                     "sounds": sound_names(snapshot.config),
                     "rules_version": snapshot.version,
                     "loaded_at": snapshot.loaded_at.isoformat(),
+                    "problems": _problems(snapshot),
                 }
             )
         )
@@ -338,6 +339,15 @@ def console_routes(
 ) -> list[BaseRoute]:
     """The console's routes (all under ``/console``), for the daemon to mount at its root."""
     return Console(feed, get_snapshot, store).routes()
+
+
+def _problems(snapshot: Snapshot) -> list[str]:
+    """What is not configured (the daemon reports the same at startup)."""
+    try:
+        from rulekit.runtime.daemon import problems_of
+    except ImportError:  # a daemon without the report
+        return []
+    return problems_of(snapshot)
 
 
 def _sse(message: dict[str, Any]) -> str:

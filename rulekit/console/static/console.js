@@ -73,15 +73,30 @@
           parts.push(event.channel, event.event, clientLabel(event.client));
           if (event.message && event.message.text) text = event.message.text;
         } else {
-          parts.push(message.channel, typeof message.event === "string" ? message.event : "", message.event_id);
+          // the daemon's own summary: names, the rules that matched, the actions they planned
+          parts.push(message.channel, typeof message.event === "string" ? message.event : "");
+          if (message.origin === "rulekit") parts.push("(rulekit's own)");
+          if (message.duplicate) parts.push("(redelivery, not processed again)");
+          const lines = [];
+          if (Array.isArray(message.matched) && message.matched.length) lines.push("matched: " + message.matched.join(", "));
+          for (const planned of Array.isArray(message.actions) ? message.actions : []) {
+            lines.push(planned.rule + " → " + planned.action);
+          }
+          for (const error of Array.isArray(message.errors) ? message.errors : []) {
+            lines.push("error: " + (typeof error === "string" ? error : JSON.stringify(error)));
+          }
+          text = lines.join("\n");
         }
+        break;
+      case "inbox_failed":
+        parts.push(message.channel, "webhook #" + message.inbox_id + " could not be read (set aside, retryable)");
         break;
       case "sound":
         parts.push(message.sound, "for " + (message.to || []).join(", "));
         break;
       case "reload":
-        parts.push(message.ok === false ? "failed" : "rules reloaded", message.version);
-        if (message.error) text = String(message.error);
+        parts.push(message.ok === false ? "failed" : "rules reloaded", message.rules_version || message.version);
+        text = listText(message.ok === false ? (message.errors || message.error) : message.warnings);
         break;
       case "gap":
         parts.push("the stream fell behind: " + message.dropped + " messages skipped; reload the page for the full history");
@@ -135,10 +150,21 @@
   }
 
   // -- reload errors and dead letters ----------------------------------------------------
+  function listText(value) {
+    if (value === undefined || value === null) return "";
+    return Array.isArray(value) ? value.map(String).join("\n") : String(value);
+  }
+
+  function showProblems(problems) {
+    $("problems").replaceChildren(...(problems || []).map((p) => el("li", {}, p)));
+    $("problems-banner").hidden = !(problems && problems.length);
+  }
+
   function showReload(message) {
     const banner = $("reload-banner");
+    if (message && message.ok !== false && Array.isArray(message.warnings)) showProblems(message.warnings);
     if (message && message.ok === false) {
-      $("reload-error").textContent = String(message.error || message.errors || "unknown error");
+      $("reload-error").textContent = listText(message.errors || message.error) || "unknown error";
       banner.hidden = false;
     } else {
       banner.hidden = true;
@@ -279,6 +305,7 @@
     window.addEventListener("hashchange", route);
     state.me = await getJSON("/console/api/me");
     $("who").textContent = state.me.admin ? "admin (everything)" : (state.me.name ? state.me.name + " · " : "") + state.me.email;
+    showProblems(state.me.problems);
     document.body.dataset.ready = "true";
     connect();
     const recent = await getJSON("/console/api/recent");

@@ -1,0 +1,171 @@
+"""The console in headless Chromium: two agents signed in in two browsers; a published event
+shows in the feed of the agent who may handle its channel, and a sound plays (after the
+"Enable sound" click) only on the page of the agent it targets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from browser import chromium, chromium_or_skip, wait_for
+from console_helpers import ANN, TOKENS, ConsoleServer
+from scaffold import make_event
+
+HOSTILE = '<img src=x onerror="window.__pwned=1">Mal\u202eory</b>'
+
+
+@pytest.fixture(autouse=True)
+def _offline_selenium(monkeypatch: pytest.MonkeyPatch) -> None:
+    chromium_or_skip()
+    monkeypatch.setenv("SE_OFFLINE", "true")  # selenium never looks anything up online
+
+
+@pytest.fixture
+def ann_page(console_server: ConsoleServer, tmp_path: Path) -> Iterator[Any]:
+    with chromium(tmp_path / "profile-ann") as driver:
+        sign_in(driver, console_server, "ann")
+        yield driver
+
+
+@pytest.fixture
+def bob_page(console_server: ConsoleServer, tmp_path: Path) -> Iterator[Any]:
+    with chromium(tmp_path / "profile-bob") as driver:
+        sign_in(driver, console_server, "bob")
+        yield driver
+
+
+def sign_in(driver: Any, server: ConsoleServer, who: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{server.url}/console/")
+    wait_for(lambda: driver.find_elements(By.ID, "token"), "the sign-in form")
+    driver.find_element(By.ID, "token").send_keys(TOKENS[who])
+    driver.find_element(By.ID, "sign-in").click()
+    wait_for(
+        lambda: driver.execute_script("return document.body.dataset.ready === 'true'"),
+        f"{who}'s console",
+    )
+    wait_for(
+        lambda: driver.find_element(By.ID, "connection").get_attribute("data-state") == "open",
+        f"{who}'s live stream",
+    )
+
+
+def feed_texts(driver: Any) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [item.text for item in driver.find_elements(By.CSS_SELECTOR, "#feed > li")]
+
+
+def played(driver: Any) -> list[dict[str, Any]]:
+    return driver.execute_script("return window.__rulekitPlayed")
+
+
+def blocked(driver: Any) -> list[dict[str, Any]]:
+    return driver.execute_script("return window.__rulekitBlocked")
+
+
+def test_a_targeted_sound_plays_only_for_its_agent(
+    console_server: ConsoleServer, ann_page: Any, bob_page: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    # before the click, a sound for Ann is held back (browsers block audio until a click)
+    console_server.publish({"type": "sound", "sound": "chime", "to": ["*"]})
+    wait_for(lambda: blocked(ann_page) and blocked(bob_page), "the held-back sounds")
+    assert played(ann_page) == [] and played(bob_page) == []
+
+    for page in (ann_page, bob_page):
+        page.find_element(By.ID, "enable-sound").click()
+        assert page.find_element(By.ID, "sound-state").is_displayed()
+
+    event = make_event(channel="online-chat", conversation={"id": "conv-7"})
+    # the daemon's shapes: an event summary, then the sound its play_sound action published
+    console_server.publish(
+        {
+            "type": "event",
+            "event_id": event.id,
+            "channel": "online-chat",
+            "event": "created",
+            "origin": "channel",
+            "conversation_id": "conv-7",
+            "matched": ["Greet new chats"],
+            "actions": [{"rule": "Greet new chats", "action": "play_sound"}],
+            "errors": [],
+        }
+    )
+    console_server.publish(
+        {"type": "sound", "sound": "bell", "to": [ANN.lower()], "event_id": event.id}
+    )
+    console_server.publish({"type": "reload", "ok": True, "rules_version": "end-marker"})
+
+    wait_for(lambda: any("end-marker" in text for text in feed_texts(ann_page)), "Ann's feed")
+    wait_for(lambda: any("end-marker" in text for text in feed_texts(bob_page)), "Bob's feed")
+    wait_for(lambda: played(ann_page), "Ann's sound to start playing")
+
+    ann_feed = feed_texts(ann_page)
+    assert any("online-chat · created" in text and "Greet new chats" in text for text in ann_feed)
+    assert [(p["sound"], p["event_id"]) for p in played(ann_page)] == [("bell", event.id)]
+    assert ann_page.execute_script("return document.body.dataset.played") == "bell"
+
+    assert not any("online-chat" in text for text in feed_texts(bob_page))
+    assert played(bob_page) == []
+    assert bob_page.execute_script("return document.body.dataset.played") is None
+
+
+def test_hostile_client_data_stays_text(console_server: ConsoleServer, ann_page: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    event = make_event(
+        channel="online-chat",
+        conversation={"id": "conv-x", "page": "javascript:alert(1)"},
+        client={
+            "id": "v1",
+            "name": HOSTILE,
+            "email": "m@example.com",
+            "ip": "198.51.100.4",
+            "language": "ru",
+            "browser": "Chrome 120",
+            "os": "macOS 14",
+            "country": "Latvia",
+            "city": "Riga",
+            "custom": {"<b>plan</b>": "<script>x</script>"},
+        },
+        message={"text": HOSTILE, "author": "client"},
+    )
+    with console_server.store.transaction() as state:
+        state.record_event(event, inbox_id=None, trace={})
+    console_server.publish(
+        {
+            "type": "event",
+            "event_id": event.id,
+            "channel": "online-chat",
+            "event": "created",
+            "conversation_id": "conv-x",
+        }
+    )
+    button = wait_for(
+        lambda: ann_page.find_elements(By.CSS_SELECTOR, "#feed button.open-conversation"),
+        "the event in the feed",
+    )[0]
+    button.click()
+    panel = wait_for(
+        lambda: (
+            ann_page.find_element(By.ID, "client-panel").text
+            if "Riga" in ann_page.find_element(By.ID, "client-panel").text
+            else None
+        ),
+        "the client panel",
+    )
+    for shown in (HOSTILE, "m@example.com", "198.51.100.4", "Chrome 120", "macOS 14"):
+        assert shown in panel
+    assert "Riga, Latvia" in panel
+    custom = ann_page.find_element(By.ID, "client-custom").text
+    assert "<b>plan</b>" in custom and "<script>x</script>" in custom
+    conversation = ann_page.find_element(By.ID, "conversation")
+    assert conversation.find_elements(By.TAG_NAME, "img") == []
+    assert conversation.find_elements(By.TAG_NAME, "script") == []
+    assert conversation.find_elements(By.CSS_SELECTOR, "a[href^='javascript']") == []
+    assert ann_page.execute_script("return window.__pwned") is None
