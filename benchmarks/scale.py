@@ -1,0 +1,203 @@
+"""Scaling out: processed events/s with 1, 2 and 3 worker processes on one PostgreSQL database,
+with a single worker on SQLite as the reference, in one run.
+
+    python benchmarks/scale.py --postgres postgresql://postgres@127.0.0.1:5432/test
+    python benchmarks/scale.py --quick     # 600 events; the URL may come from RULEKIT_TEST_POSTGRES
+
+Each worker process stands for one daemon and runs the store's side of one event, as the daemon
+splits it into three transactions: **ingest** (inbox append with a delivery and a conversation
+key — before the 200), **claim** (one inbox item, SKIP LOCKED, leased), **process** (conversation
+read and update, message id, cooldown, the event's audit record with two outbox jobs, the inbox
+item finished). Workers claim from the shared inbox, so an event ingested by one worker may be
+processed by another, as with daemons behind a load balancer. No HTTP, no engine: this measures
+what the database allows.
+
+It also counts the database round trips per event (statements, plus BEGIN and COMMIT of each
+transaction): on real hardware, with the database on another machine, round trips times the
+network latency is what bounds one worker, and more workers hide that latency.
+
+Each run uses a fresh schema (``rk_bench_…``), dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from rulekit.event import Conversation, Event
+from rulekit.store import JobSpec, JournaledStore, open_store
+
+CHANNEL = "online-chat"
+CONVERSATIONS = 200
+JOBS = [
+    JobSpec("Greet", "autoreply", {"text": "Hi Anna! An agent will answer shortly."}, "chatra"),
+    JobSpec("Ping", "telegram", {"chat_id": "-100123", "text": "Anna wrote"}, "telegram:-100123"),
+]
+TRACE = {"candidates": ["Greet", "Ping"], "conditions": {"Greet": [True], "Ping": [True]}}
+
+
+def webhook(n: int) -> bytes:
+    """A body the size of a typical Chatra webhook (about 1.5 KB)."""
+    return json.dumps(
+        {
+            "eventName": "chatFragment",
+            "n": n,
+            "messages": [{"id": f"msg-{n}", "type": "client", "text": "Hello, I need help " * 4}],
+            "client": {"id": f"client-{n % CONVERSATIONS}", "name": "Anna Müller"},
+            "padding": "x" * 1200,
+        }
+    ).encode()
+
+
+def ingest(store: JournaledStore, n: int) -> None:
+    with store.transaction() as state:
+        state.append_inbox(
+            CHANNEL,
+            webhook(n),
+            delivery_key=f"msg-{n}",
+            conversation_key=f"client-{n % CONVERSATIONS}",
+        )
+
+
+def claim_and_process(store: JournaledStore, owner: str) -> bool:
+    """Claim one inbox item and process it; False when none was claimable."""
+    with store.transaction() as state:
+        items = state.claim_inbox(owner, lease=60, limit=1)
+    if not items:
+        return False
+    item = items[0]
+    n = json.loads(item.body)["n"]
+    key = f"client-{n % CONVERSATIONS}"
+    with store.transaction() as state:
+        conversation = state.get_conversation(CHANNEL, key) or Conversation(
+            id=f"conv-{n % CONVERSATIONS}", status="open"
+        )
+        state.save_conversation(CHANNEL, key, conversation)
+        state.mark_message_seen(CHANNEL, f"msg-{n}")
+        state.cooldown_until("Greet", conversation.id or "")
+        state.set_cooldown("Greet", conversation.id or "", datetime.now(UTC) + timedelta(hours=1))
+        event = Event(
+            id=f"{CHANNEL}:msg-{n}",
+            channel=CHANNEL,
+            event="message",
+            conversation={"id": conversation.id, "status": "open"},
+            client={"id": key},
+            message={"id": f"msg-{n}", "text": "Hello, I need help", "author": "client"},
+        )
+        state.record_event(event, inbox_id=item.id, trace=TRACE, jobs=JOBS)
+        state.finish_inbox(item.id)
+    return True
+
+
+def worker(
+    url: str, base_dir: str, index: int, events: range, start: object, results: object
+) -> None:
+    store = open_store(url, base_dir)
+    owner = f"worker-{index}"
+    transactions = 0
+    start.wait()  # type: ignore[attr-defined]
+    began = time.perf_counter()
+    processed = 0
+    for n in events:
+        ingest(store, n)
+        transactions += 1
+        # keep up with what arrives: process what can be claimed (possibly another's events)
+        while claim_and_process(store, owner):
+            transactions += 2
+            processed += 1
+        transactions += 1
+    while claim_and_process(store, owner):  # drain
+        transactions += 2
+        processed += 1
+    transactions += 1
+    elapsed = time.perf_counter() - began
+    statements = getattr(store, "statements", None)
+    store.close()
+    results.put((index, processed, elapsed, transactions, statements))  # type: ignore[attr-defined]
+
+
+def run(url: str, base_dir: str, workers: int, events: int) -> dict[str, float]:
+    """Run ``workers`` processes over ``events`` events; events/s and round trips per event."""
+    open_store(url, base_dir).close()  # migrate before the clock starts
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(workers + 1)
+    results = context.Queue()
+    shares = [range(i, events, workers) for i in range(workers)]
+    processes = [
+        context.Process(target=worker, args=(url, base_dir, i, shares[i], start, results))
+        for i in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    start.wait()
+    began = time.perf_counter()
+    outcomes = [results.get(timeout=600) for _ in processes]
+    wall = time.perf_counter() - began
+    for process in processes:
+        process.join()
+    processed = sum(o[1] for o in outcomes)
+    assert processed == events, f"processed {processed} of {events} events"
+    transactions = sum(o[3] for o in outcomes)
+    statements = [o[4] for o in outcomes]
+    round_trips = (
+        (sum(statements) + 2 * transactions) / events if None not in statements else float("nan")
+    )
+    return {
+        "events_per_s": events / wall,
+        "round_trips": round_trips,
+        "busiest_share": max(o[1] for o in outcomes) / events,
+        "spread": statistics.pstdev(o[1] for o in outcomes) / max(events / workers, 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--postgres", default=os.environ.get("RULEKIT_TEST_POSTGRES"))
+    parser.add_argument("--events", type=int, default=3000)
+    parser.add_argument("--quick", action="store_true", help="600 events per configuration")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 3])
+    args = parser.parse_args()
+    events = 600 if args.quick else args.events
+    print(f"{events} events per configuration; {os.cpu_count()} CPUs")
+    print(f"{'store':<28} {'workers':>7} {'events/s':>10} {'vs 1':>6} {'round trips/event':>18}")
+    with tempfile.TemporaryDirectory() as tmp:
+        sqlite = run(f"sqlite:///{Path(tmp) / 'scale.sqlite3'}", tmp, 1, events)
+        print(
+            f"{'SQLite (synchronous=FULL)':<28} {1:>7} {sqlite['events_per_s']:>10.0f}"
+            f" {'':>6} {'(in-process)':>18}"
+        )
+        if not args.postgres:
+            print("PostgreSQL: skipped (pass --postgres URL or set RULEKIT_TEST_POSTGRES)")
+            return 0
+        from rulekit.store.postgres import drop_schema
+
+        base = None
+        for count in args.workers:
+            separator = "&" if "?" in args.postgres else "?"
+            url = f"{args.postgres}{separator}schema=rk_bench_{uuid.uuid4().hex[:10]}"
+            try:
+                figures = run(url, tmp, count, events)
+            finally:
+                drop_schema(url)
+            base = base or figures["events_per_s"]
+            print(
+                f"{'PostgreSQL':<28} {count:>7} {figures['events_per_s']:>10.0f}"
+                f" {figures['events_per_s'] / base:>5.2f}x {figures['round_trips']:>18.1f}"
+            )
+        print(
+            f"PostgreSQL 1 worker vs SQLite: {base / sqlite['events_per_s']:.2f}x"  # type: ignore[operator]
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
