@@ -138,7 +138,7 @@ def _not_json(body: bytes) -> str | None:
     if not body.strip():
         return "the body is empty"
     try:
-        data = json.loads(body)
+        data = json.loads(body.decode("utf-8"))
     except RecursionError:
         return "the body is nested too deeply"
     except UnicodeDecodeError:

@@ -1,0 +1,50 @@
+"""Fixtures of the daemon tests (helpers are in ``daemons.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from daemons import Process, Server
+from rulekit_chatra.testing import FakeChatra
+
+from rulekit.runtime.daemon import Daemon
+
+
+@pytest.fixture
+def chatra() -> Iterator[FakeChatra]:
+    with FakeChatra() as fake:
+        yield fake
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Server]]:
+    """Start a daemon on a config (``serve(config_path, **Daemon kwargs)``); stopped after."""
+    started: list[Server] = []
+
+    def start(config: Path, **kwargs: Any) -> Server:
+        kwargs.setdefault("watch", False)
+        server = Server(Daemon(config, **kwargs)).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def processes() -> Iterator[Callable[..., Process]]:
+    started: list[Process] = []
+
+    def start(config: Path, *args: str, port: int | None = None) -> Process:
+        process = Process(config, port, *args)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.proc.poll() is None:
+            process.kill()

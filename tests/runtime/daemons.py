@@ -1,0 +1,209 @@
+"""Helpers to run the daemon under test: real uvicorn on loopback (in a thread, or as a
+`rulekit run` subprocess), real SQLite, configs pointing at fake Chatra/Slack/Telegram."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from rulekit_chatra.testing import FakeChatra
+
+from rulekit.runtime.daemon import Daemon
+from rulekit.testing.fake_slack import FakeSlack
+from rulekit.testing.fake_telegram import FakeTelegram
+
+SECRET = "test-secret-0123456789"
+SAMPLE = json.loads(
+    (Path(__file__).parents[2] / "examples" / "chatra" / "chat_started_anonymous.json").read_text()
+)
+
+AUTOREPLY_RULES = """\
+- name: Greet
+  on: {channel: online-chat, event: created}
+  do:
+    - autoreply: {text: "Hello {{ client.display_name }}"}
+"""
+
+
+def chat_started(n: int, text: str = "Hello?") -> bytes:
+    """A Chatra chatStarted body for visitor ``n`` (its own conversation)."""
+    body = json.loads(json.dumps(SAMPLE))
+    body["message"]["id"] = f"msg{n:08d}"
+    body["message"]["text"] = text
+    body["client"]["id"] = f"client{n:08d}"
+    body["client"]["chatId"] = f"chat{n:08d}"
+    body["client"]["displayedName"] = f"Visitor {n}"
+    return json.dumps(body).encode()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_setup(
+    folder: Path,
+    rules: str = AUTOREPLY_RULES,
+    *,
+    chatra: FakeChatra | None = None,
+    slack: FakeSlack | None = None,
+    telegram: FakeTelegram | None = None,
+    dispatcher: dict[str, Any] | None = None,
+    extra: str = "",
+) -> Path:
+    """A config and a rules folder in ``folder``; returns the config's path."""
+    (folder / "rules.d").mkdir(exist_ok=True)
+    (folder / "rules.d" / "rules.yaml").write_text(rules)
+    chatra_keys = ""
+    if chatra is not None:
+        chatra_keys = (
+            f"    base_url: {chatra.base_url}\n"
+            f"    public_key: {chatra.public_key}\n"
+            f"    secret_key: {chatra.secret_key}\n"
+            "    default_agent_id: agent0001\n"
+        )
+    integrations = ""
+    if slack is not None or telegram is not None:
+        integrations = "integrations:\n"
+        if slack is not None:
+            integrations += f"  slack: {{token: {slack.token}, base_url: '{slack.base_url}'}}\n"
+        if telegram is not None:
+            integrations += (
+                f"  telegram: {{token: '{telegram.token}', base_url: '{telegram.base_url}'}}\n"
+            )
+    settings = {"backoff_base": 0.05, "backoff_max": 1.0, **(dispatcher or {})}
+    config = folder / "rulekit.yaml"
+    config.write_text(
+        "rules: rules.d\n"
+        "storage: sqlite:///rulekit.sqlite3\n"
+        "channels:\n"
+        "  online-chat:\n"
+        "    provider: chatra\n"
+        f"    webhook_secret: {SECRET}\n"
+        "    default_group: support\n"
+        f"{chatra_keys}"
+        "groups: [support]\n"
+        "agents:\n"
+        "  - {email: anna@example.com, groups: [support], channels: [online-chat]}\n"
+        f"dispatcher: {json.dumps(settings)}\n"
+        f"{integrations}{extra}"
+    )
+    return config
+
+
+class Server:
+    """A daemon served by uvicorn in a background thread."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                daemon.app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on"
+            )
+        )
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        self.loop = loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self.server.serve())
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    def start(self) -> Server:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the daemon did not start")
+            time.sleep(0.01)
+        return self
+
+    def call(self, coroutine: Any, timeout: float = 30) -> Any:
+        """Run a coroutine on the daemon's event loop."""
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+    @property
+    def webhook_url(self) -> str:
+        return f"{self.url}/webhooks/online-chat/{SECRET}"
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 15.0, interval: float = 0.02) -> Any:
+    """Poll until ``condition()`` is truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {condition}")
+        time.sleep(interval)
+
+
+class Process:
+    """``rulekit run`` as a subprocess."""
+
+    def __init__(self, config: Path, port: int | None = None, *args: str) -> None:
+        self.config = config
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = config.parent / f"daemon-{self.port}-{time.monotonic_ns()}.log"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "rulekit.cli", "run"),
+                *("--config", str(config), "--port", str(self.port), *args),
+            ],
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+    @property
+    def webhook_url(self) -> str:
+        return f"{self.url}/webhooks/online-chat/{SECRET}"
+
+    def wait_ready(self, timeout: float = 30.0) -> Process:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"rulekit run exited: {self.output()}")
+            try:
+                return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, timeout, 0.05)
+        return self
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 30) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)

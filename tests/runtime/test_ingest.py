@@ -1,0 +1,196 @@
+"""HTTP ingest: persisted before 200, redeliveries once, precise 4xx, 503 when the store is
+full, secrets kept out of the logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sqlite3
+
+import httpx
+import pytest
+from daemons import SECRET, chat_started, wait_for, write_setup
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rulekit.store.sqlite import SQLiteStore
+
+
+def inbox_rows(config) -> list[tuple[int, bytes]]:
+    conn = sqlite3.connect(config.parent / "rulekit.sqlite3")
+    try:
+        return conn.execute("SELECT id, body FROM inbox ORDER BY id").fetchall()
+    finally:
+        conn.close()
+
+
+def test_the_body_is_committed_before_the_200(tmp_path, serve, chatra):
+    config = write_setup(tmp_path, chatra=chatra)
+    server = serve(config)
+    body = chat_started(1)
+    response = httpx.post(server.webhook_url, content=body)
+    assert response.status_code == 200
+    assert response.json()["status"] == "accepted"
+    # another connection sees it at once: it was committed before the answer
+    assert (response.json()["id"], body) in inbox_rows(config)
+    wait_for(lambda: len(chatra.sent) == 1)
+    assert chatra.sent[0]["text"] == "Hello Visitor 1"
+
+
+def test_redeliveries_sequential_and_concurrent_are_processed_once(tmp_path, serve, chatra):
+    config = write_setup(tmp_path, chatra=chatra)
+    server = serve(config)
+    first, second = chat_started(1), chat_started(2)
+    assert httpx.post(server.webhook_url, content=first).json()["status"] == "accepted"
+    again = httpx.post(server.webhook_url, content=first)
+    assert again.status_code == 200
+    assert again.json()["status"] == "duplicate"
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient() as client:
+            return await asyncio.gather(
+                *(client.post(server.webhook_url, content=second) for _ in range(20))
+            )
+
+    answers = asyncio.run(burst())
+    assert all(a.status_code == 200 for a in answers)
+    assert sorted(a.json()["status"] for a in answers).count("accepted") == 1
+    wait_for(lambda: len(chatra.sent) == 2)
+    # give a second processing of anything time to show up
+    server.call(asyncio.sleep(0.5))
+    assert sorted(m["clientId"] for m in chatra.sent) == ["client00000001", "client00000002"]
+    assert len(inbox_rows(config)) == 2
+
+
+def test_unknown_channel_and_wrong_secret_get_the_same_404(tmp_path, serve):
+    server = serve(write_setup(tmp_path))
+    wrong_secret = httpx.post(f"{server.url}/webhooks/online-chat/nope", content=b"{}")
+    wrong_channel = httpx.post(f"{server.url}/webhooks/other/{SECRET}", content=b"{}")
+    assert wrong_secret.status_code == wrong_channel.status_code == 404
+    expected = {"error": "unknown channel or wrong secret"}
+    assert wrong_secret.json() == wrong_channel.json() == expected
+    assert httpx.get(server.webhook_url).status_code == 405
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"", "empty"),
+        (b"not json", "not valid JSON"),
+        (b"\xff\xfe{}", "UTF-8"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'"a string"', "JSON object or array"),
+    ],
+)
+def test_malformed_bodies_get_a_precise_400(tmp_path, serve, body, message):
+    server = serve(write_setup(tmp_path))
+    response = httpx.post(server.webhook_url, content=body)
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+
+
+def test_oversize_bodies_get_413_with_and_without_content_length(tmp_path, serve):
+    server = serve(write_setup(tmp_path, extra="server: {max_body_bytes: 1000}\n"))
+    big = b"[" + b"1," * 1000 + b"1]"
+    assert httpx.post(server.webhook_url, content=big).status_code == 413
+
+    def chunks():
+        for _ in range(100):
+            yield b"[1,1,1,1,1,1,1,1,1,1,1,1]   "  # no Content-Length: chunked
+
+    response = httpx.post(server.webhook_url, content=chunks())
+    assert response.status_code == 413
+    assert "over 1000 bytes" in response.json()["error"]
+    # a Content-Length that lies (says small, sends more) is cut off while reading
+    with httpx.Client() as client:
+        request = client.build_request("POST", server.webhook_url, content=chunks())
+        request.headers["Content-Length"] = "10"
+        try:
+            lied = client.send(request)
+            assert lied.status_code in (400, 413)
+        except httpx.HTTPError:
+            pass  # the server may also just close the connection: never a 5xx or a 200
+    assert httpx.post(server.webhook_url, content=chat_started(1)).status_code == 200
+
+
+hostile = st.one_of(
+    st.binary(max_size=300),
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+        max_leaves=20,
+    ).map(lambda value: json.dumps(value).encode()),
+    st.builds(
+        lambda name, extra: json.dumps({"eventName": name, "client": extra}).encode(),
+        st.sampled_from(["chatStarted", "chatFragment", "chatTranscript", "other"]),
+        st.one_of(st.none(), st.integers(), st.dictionaries(st.text(max_size=5), st.text())),
+    ),
+)
+
+
+def test_hostile_bodies_interleaved_with_valid_ones_never_get_a_5xx(tmp_path, serve, chatra):
+    server = serve(write_setup(tmp_path, chatra=chatra))
+    statuses: list[int] = []
+    valid: list[int] = []
+    counter = iter(range(1, 10_000))
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(body=hostile, path=st.sampled_from(["ok", "wrong-secret", "wrong-channel"]))
+    def post(body: bytes, path: str) -> None:
+        url = {
+            "ok": server.webhook_url,
+            "wrong-secret": f"{server.url}/webhooks/online-chat/x{SECRET}",
+            "wrong-channel": f"{server.url}/webhooks/nope/{SECRET}",
+        }[path]
+        statuses.append(httpx.post(url, content=body).status_code)
+        n = next(counter)
+        response = httpx.post(server.webhook_url, content=chat_started(n))
+        statuses.append(response.status_code)
+        valid.append(n)
+
+    post()
+    assert statuses and max(statuses) < 500
+    wait_for(lambda: len(chatra.sent) >= len(valid), timeout=30)
+    assert sorted(m["clientId"] for m in chatra.sent) == sorted(f"client{n:08d}" for n in valid)
+
+
+def test_a_full_disk_answers_503_never_200(tmp_path, serve, chatra):
+    config = write_setup(tmp_path, chatra=chatra)
+    store = SQLiteStore(tmp_path / "rulekit.sqlite3")
+    server = serve(config, store=store)
+    assert httpx.post(server.webhook_url, content=chat_started(1)).status_code == 200
+    wait_for(lambda: len(chatra.sent) == 1)
+    with store.transaction() as state:
+        pages = state.execute("PRAGMA page_count").fetchone()[0]
+        state.execute(f"PRAGMA max_page_count = {pages + 2}")  # as a full disk
+    big = json.dumps({"eventName": "chatStarted", "pad": os.urandom(40_000).hex()}).encode()
+    answers = [httpx.post(server.webhook_url, content=big + b" " * n) for n in range(3)]
+    assert 503 in [a.status_code for a in answers]
+    assert all(a.status_code in (200, 503) for a in answers)
+    assert answers[-1].status_code == 503
+    assert "retry later" in answers[-1].json()["error"]
+    accepted = {a.json()["id"] for a in answers if a.status_code == 200}
+    assert accepted <= {row[0] for row in inbox_rows(config)}
+    health = httpx.get(f"{server.url}/healthz")
+    assert health.status_code == 200  # the daemon keeps running; it recovers when space returns
+    server.stop()
+    store.close()
+
+
+def test_the_webhook_secret_never_reaches_the_logs(tmp_path, serve, caplog):
+    server = serve(write_setup(tmp_path))
+    caplog.set_level(logging.DEBUG)
+    from rulekit.runtime.logs import RedactSecrets
+
+    for logger_name in ("rulekit", "uvicorn", "uvicorn.error"):
+        for handler in logging.getLogger(logger_name).handlers:
+            handler.addFilter(RedactSecrets())
+    caplog.handler.addFilter(RedactSecrets())
+    httpx.post(server.webhook_url, content=b"not json")
+    httpx.post(server.webhook_url, content=chat_started(1))
+    httpx.post(f"{server.url}/webhooks/online-chat/{SECRET}x", content=b"{}")
+    text = caplog.text
+    assert "/webhooks/online-chat/***" in text
+    assert SECRET not in text
