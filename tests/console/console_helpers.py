@@ -8,7 +8,8 @@ import contextlib
 import hashlib
 import socket
 import threading
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,7 @@ def serve(app: Any) -> Iterator[tuple[str, asyncio.AbstractEventLoop]]:
         app,
         host="127.0.0.1",
         port=port,
+        log_config=None,
         log_level="warning",
         ws="none",
         lifespan="on",
@@ -115,28 +117,25 @@ def serve(app: Any) -> Iterator[tuple[str, asyncio.AbstractEventLoop]]:
     )
     server = uvicorn.Server(config)
     loops: list[asyncio.AbstractEventLoop] = []
-    app.state.loops = loops
-    thread = threading.Thread(target=server.run, daemon=True)
+
+    def run() -> None:
+        # a Runner, as asyncio.run: what still runs at the end (the console's recorder) is
+        # cancelled, then the loop is closed
+        with asyncio.Runner() as runner:
+            loops.append(runner.get_loop())
+            runner.run(server.serve())
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    for _ in range(500):
-        if server.started:
-            break
-        thread.join(0.01)
-    assert server.started, "uvicorn did not start"
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
     try:
         yield f"http://127.0.0.1:{port}", loops[0]
     finally:
         server.should_exit = True
-        thread.join(10)
-
-
-def make_app(routes: list[Any]) -> Any:
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[None]:
-        app.state.loops.append(asyncio.get_running_loop())
-        yield
-
-    return starlette_applications.Starlette(routes=routes, lifespan=lifespan)
+        thread.join(15)
 
 
 @pytest.fixture
@@ -156,7 +155,7 @@ def console_server(console_files: Path, tmp_path: Path) -> Iterator[ConsoleServe
     store = open_store("sqlite:///x.sqlite3", tmp_path)
     feed = LiveFeed()
     console = Console(feed, lambda: snapshot, store, keepalive=0.3)
-    app = make_app(console.routes())
+    app = starlette_applications.Starlette(routes=console.routes())
     try:
         with serve(app) as (url, loop):
             yield ConsoleServer(url, feed, store, snapshot, console, loop)
