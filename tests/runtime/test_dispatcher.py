@@ -1,0 +1,128 @@
+"""The dispatcher against fake services: 429 storms and hung downstreams, per-destination
+order, dead letters and their retry."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+
+import httpx
+from daemons import chat_started, wait_for, write_setup
+
+from rulekit.testing.fake_slack import FakeSlack
+from rulekit.testing.fake_telegram import FakeTelegram
+from rulekit.testing.fakehttp import Response
+
+CHAT_A, CHAT_B = "-100111", "-100222"
+
+TELEGRAM_RULES = """\
+- name: Tell the team
+  on: {channel: online-chat, event: created}
+  do:
+    - telegram:
+        chat_id: "{{ '-100111' if message.text.startswith('A') else '-100222' }}"
+        text: "{{ message.text }}"
+"""
+
+
+def test_a_429_storm_pauses_only_its_destination_and_keeps_its_order(tmp_path, serve):
+    with FakeTelegram() as telegram:
+        server = serve(write_setup(tmp_path, TELEGRAM_RULES, telegram=telegram))
+        telegram.flood(retry_after=1, chat=CHAT_A, times=2)
+        started = time.monotonic()
+        for n, text in enumerate(["A1", "B1", "A2", "A3", "B2"], start=1):
+            assert httpx.post(server.webhook_url, content=chat_started(n, text)).status_code == 200
+        wait_for(lambda: len(telegram.messages(CHAT_B, accepted=True)) == 2, timeout=10)
+        b_done = time.monotonic()
+        wait_for(lambda: len(telegram.messages(CHAT_A, accepted=True)) == 3, timeout=20)
+
+        a_calls = telegram.messages(CHAT_A)
+        # the other chat flowed while the first one was held back by flood control
+        assert b_done - started < 2.0 + 0.5
+        assert b_done < a_calls[-1].at
+        # order per destination kept, every message delivered once
+        assert [m.text for m in telegram.messages(CHAT_A, accepted=True)] == ["A1", "A2", "A3"]
+        assert [m.text for m in telegram.messages(CHAT_B, accepted=True)] == ["B1", "B2"]
+        # nothing was sent into a Retry-After window
+        for refused, following in itertools.pairwise(a_calls):
+            if refused.status == 429:
+                assert following.at - refused.at >= 1.0 - 0.05
+
+
+def test_a_hung_destination_does_not_hold_up_the_others(tmp_path, serve):
+    with FakeSlack() as slack:
+        rules = """\
+- name: Post
+  on: {channel: online-chat, event: created}
+  do:
+    - slack:
+        channel: "{{ '#slow' if message.text == 'slow' else '#fast' }}"
+        text: "{{ message.text }}"
+"""
+        server = serve(write_setup(tmp_path, rules, slack=slack))
+        slack.hang(3, channel="#slow")
+        httpx.post(server.webhook_url, content=chat_started(1, "slow"))
+        time.sleep(0.2)
+        httpx.post(server.webhook_url, content=chat_started(2, "fast"))
+        wait_for(lambda: slack.messages("#fast"), timeout=2)  # well before the hang ends
+        wait_for(lambda: slack.messages("#slow", accepted=True), timeout=15)
+
+
+def test_out_of_retries_is_a_visible_dead_letter_that_can_be_retried(tmp_path, serve, chatra):
+    config = write_setup(tmp_path, chatra=chatra, dispatcher={"max_attempts": 2})
+    server = serve(config)
+    subscription = server.call(_subscribe(server))
+    chatra.fail(503)
+    chatra.fail(500)
+    httpx.post(server.webhook_url, content=chat_started(1))
+    message = server.call(_next(subscription, "dead_letter"))
+    assert message["action"] == "autoreply"
+    assert "gave up after 2 attempts" in message["error"]
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'rulekit_dead_letters_total{action="autoreply"} 1.0' in metrics
+    assert len(chatra.sent) == 2  # two attempts, both refused
+    store = server.daemon.store
+    with store.transaction() as state:
+        (job,) = state.jobs(status="dead")
+        assert [a.outcome for a in state.attempts(job.id)] == ["retry", "dead"]
+        state.requeue_job(job.id)
+    server.call(_wake(server))
+    wait_for(lambda: len(chatra.sent) == 3)
+
+    def done() -> list:
+        with store.transaction() as state:
+            return state.jobs(status="done")
+
+    wait_for(done)
+
+
+def test_a_permanent_failure_is_dead_at_once(tmp_path, serve, chatra):
+    server = serve(write_setup(tmp_path, chatra=chatra))
+    chatra.script(Response(400, {"message": "bad client"}))
+    httpx.post(server.webhook_url, content=chat_started(1))
+
+    def dead() -> list:
+        with server.daemon.store.transaction() as state:
+            return state.jobs(status="dead")
+
+    (job,) = wait_for(dead)
+    assert job.attempts == 1
+    assert json.dumps(job.last_error)
+
+
+async def _subscribe(server):
+    return server.daemon.feed.subscribe()
+
+
+async def _next(subscription, kind: str) -> dict:
+    async with asyncio.timeout(20):
+        while True:
+            message = await subscription.get()
+            if message["type"] == kind:
+                return message
+
+
+async def _wake(server) -> None:
+    server.daemon.dispatcher.wake()
