@@ -73,7 +73,7 @@ def as_document(lines: list[HistoryLine], *, show_content: bool = False) -> dict
     for line in lines:
         record = line.record
         client = record.data.get("client") or {}
-        item = {
+        item: dict[str, Any] = {
             "event_id": record.event_id,
             "channel": record.channel,
             "event": record.event,
