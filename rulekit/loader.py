@@ -53,6 +53,15 @@ def rule_files(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.suffix in RULE_SUFFIXES and p.is_file())
 
 
+def display_path(path: Path) -> str:
+    """A path as people should read it in messages: relative to the working directory when
+    it is inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def is_suite(data: Any) -> bool:
     """A YAML document with a top-level ``tests:`` key is a rule test suite, not rules."""
     return isinstance(data, dict) and "tests" in data
@@ -125,7 +134,7 @@ class RuleLoader:
         return ruleset
 
     def _read(self, file: Path, errors: list[RuleError], digest: Any) -> Any:
-        name = str(file)
+        name = display_path(file)
         try:
             raw = file.read_bytes()
         except OSError as exc:
@@ -150,7 +159,7 @@ class RuleLoader:
         errors: list[RuleError],
         warnings: list[RuleError],
     ) -> None:
-        name = str(file)
+        name = display_path(file)
         if data is None:
             return
         prefix: tuple[Any, ...] = ()
