@@ -99,6 +99,22 @@ def test_a_targeted_sound_plays_only_for_its_agent(
     console_server.publish(
         {"type": "sound", "sound": "bell", "to": [ANN.lower()], "event_id": event.id}
     )
+    # the daemon's shapes of a failed reload and of a dead letter (of Ann's channel)
+    console_server.publish(
+        {"type": "reload", "ok": False, "errors": ["rules.yaml:4: unknown action 'slak'"]}
+    )
+    console_server.publish(
+        {
+            "type": "dead_letter",
+            "job_id": 9,
+            "event_id": event.id,
+            "rule": "Greet new chats",
+            "action": "telegram",
+            "destination": "telegram:-100",
+            "outcome": "dead",
+            "error": "Forbidden: bot was blocked",
+        }
+    )
     console_server.publish({"type": "reload", "ok": True, "rules_version": "end-marker"})
 
     wait_for(lambda: any("end-marker" in text for text in feed_texts(ann_page)), "Ann's feed")
@@ -110,9 +126,29 @@ def test_a_targeted_sound_plays_only_for_its_agent(
     assert [(p["sound"], p["event_id"]) for p in played(ann_page)] == [("bell", event.id)]
     assert ann_page.execute_script("return document.body.dataset.played") == "bell"
 
+    dead = ann_page.find_element(By.ID, "dead-letters").text
+    assert "telegram" in dead and "Forbidden: bot was blocked" in dead
+    # the last reload succeeded: the banner of the failed one is gone again, but its line stays
+    assert not ann_page.find_element(By.ID, "reload-banner").is_displayed()
+    assert any("unknown action 'slak'" in text for text in ann_feed)
+
     assert not any("online-chat" in text for text in feed_texts(bob_page))
+    assert bob_page.find_element(By.ID, "dead-letters").text == ""
     assert played(bob_page) == []
     assert bob_page.execute_script("return document.body.dataset.played") is None
+
+
+def test_a_failed_reload_shows_a_banner(console_server: ConsoleServer, bob_page: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    banner = bob_page.find_element(By.ID, "reload-banner")
+    assert not banner.is_displayed()
+    console_server.publish(
+        {"type": "reload", "ok": False, "errors": ["rules.yaml:4: unknown action 'slak'"]}
+    )
+    wait_for(banner.is_displayed, "the reload banner")
+    assert "unknown action 'slak'" in banner.text
+    assert "previous rules are still active" in banner.text
 
 
 def test_hostile_client_data_stays_text(console_server: ConsoleServer, ann_page: Any) -> None:
