@@ -36,6 +36,12 @@ import click
     show_default=True,
     help="Seconds a claimed action job is held; after a crash it is retried once this passed.",
 )
+@click.option(
+    "--watch/--no-watch",
+    default=True,
+    show_default=True,
+    help="Reload when the rules or the config file change (SIGHUP always reloads).",
+)
 def run_command(
     config_path: str | None,
     rules_path: str | None,
@@ -43,6 +49,7 @@ def run_command(
     port: int | None,
     strict: bool,
     job_lease: float,
+    watch: bool,
 ) -> None:
     """Run the daemon: receive webhooks, evaluate the rules, perform the actions durably.
 
@@ -51,4 +58,4 @@ def run_command(
     from rulekit.cli import reports_errors
     from rulekit.runtime.daemon import serve
 
-    sys.exit(reports_errors(serve)(config_path, rules_path, host, port, strict, job_lease))
+    sys.exit(reports_errors(serve)(config_path, rules_path, host, port, strict, job_lease, watch))

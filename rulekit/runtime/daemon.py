@@ -31,7 +31,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from rulekit.errors import RulekitError, ValidationErrors
+from rulekit.errors import ConfigError, RulekitError, ValidationErrors
 from rulekit.pacing import Pacer
 from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.dispatcher import DEFAULT_LEASE, Dispatcher
@@ -51,8 +51,8 @@ OLD_SNAPSHOT_GRACE = 60.0
 """Seconds a replaced snapshot's network clients stay open for calls still using them."""
 
 
-class StrictRefusal(RulekitError):
-    """``--strict`` and some action's service is not configured."""
+class StrictRefusal(ConfigError):
+    """``--strict`` and some action's service is not configured (exit 1, like ``check``)."""
 
 
 def problems_of(snapshot: Snapshot) -> list[str]:
@@ -355,6 +355,7 @@ def serve(
     port: int | None,
     strict: bool,
     job_lease: float = DEFAULT_LEASE,
+    watch: bool = True,
 ) -> int:
     """Run a daemon under uvicorn until SIGTERM/SIGINT; the exit code."""
     import uvicorn
@@ -362,7 +363,9 @@ def serve(
     from rulekit.config import find_config_path
     from rulekit.runtime.logs import configure_logging
 
-    daemon = Daemon(find_config_path(config_path), rules_path, strict=strict, job_lease=job_lease)
+    daemon = Daemon(
+        find_config_path(config_path), rules_path, strict=strict, job_lease=job_lease, watch=watch
+    )
     config = daemon.snapshot.config
     configure_logging(config.raw.logging)
     server = uvicorn.Server(

@@ -171,12 +171,16 @@ class Process:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = config.parent / f"daemon-{self.port}-{time.monotonic_ns()}.log"
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
+        with self.log.open("wb") as output:
+            self.proc = self._start(config, args, output, env)
+
+    def _start(self, config: Path, args: tuple[str, ...], output: Any, env: dict) -> Any:
+        return subprocess.Popen(
             [
                 *(sys.executable, "-m", "rulekit.cli", "run"),
                 *("--config", str(config), "--port", str(self.port), *args),
             ],
-            stdout=self.log.open("wb"),
+            stdout=output,
             stderr=subprocess.STDOUT,
             env=env,
         )

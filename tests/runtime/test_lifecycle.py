@@ -1,0 +1,126 @@
+"""`rulekit run` as a process: refusing bad rules, hot reload (file changes, SIGHUP, invalid
+files), graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import time
+
+import httpx
+import pytest
+from daemons import AUTOREPLY_RULES, chat_started, wait_for, write_setup
+
+
+def health(process) -> dict:
+    return httpx.get(f"{process.url}/healthz", timeout=5).json()
+
+
+def test_invalid_rules_refuse_the_start(tmp_path, processes):
+    config = write_setup(
+        tmp_path, "- name: broken\n  on: {channel: online-chat}\n  do: [nope: {}]\n"
+    )
+    process = processes(config)
+    assert process.proc.wait(30) == 1, process.output()
+    assert "unknown action" in process.output() or "nope" in process.output()
+
+
+def test_strict_refuses_unconfigured_services_and_the_default_reports_them(tmp_path, processes):
+    config = write_setup(tmp_path)  # autoreply, but no Chatra API keys
+    strict = processes(config, "--strict")
+    assert strict.proc.wait(30) == 1
+    assert "needs public_key and secret_key" in strict.output()
+    lenient = processes(config).wait_ready()
+    assert any("needs public_key" in warning for warning in health(lenient)["warnings"])
+    assert "not configured" in lenient.output()
+
+
+RELOADED = AUTOREPLY_RULES.replace("Hello", "Welcome back")
+BROKEN = {
+    "syntax error": AUTOREPLY_RULES + "  - [unclosed\n",
+    "unknown key": AUTOREPLY_RULES.replace("  do:", "  when: x\n  do:"),
+    "bad template": AUTOREPLY_RULES.replace("{{ client.display_name }}", "{{ client.nope( }}"),
+}
+
+
+def test_invalid_files_keep_the_old_rules_and_a_fix_is_picked_up(tmp_path, processes, chatra):
+    config = write_setup(tmp_path, chatra=chatra)
+    process = processes(config).wait_ready()
+    version = health(process)["rules_version"]
+    rules = tmp_path / "rules.d" / "rules.yaml"
+    for n, (kind, text) in enumerate(BROKEN.items(), start=1):
+        rules.write_text(text)
+        wait_for(
+            lambda n=n: _metric(process, "rulekit_reload_errors_total") >= n,
+            timeout=15,
+        )
+        state = health(process)
+        assert not state["last_reload"]["ok"], kind
+        assert state["rules_version"] == version, kind
+        httpx.post(process.webhook_url, content=chat_started(n))
+        wait_for(lambda n=n: len(chatra.sent) == n)
+        assert chatra.sent[-1]["text"] == f"Hello Visitor {n}", kind  # the old rules
+    rules.write_text(RELOADED)
+    wait_for(lambda: health(process)["rules_version"] != version, timeout=15)
+    assert health(process)["last_reload"]["ok"]
+    httpx.post(process.webhook_url, content=chat_started(9))
+    wait_for(lambda: len(chatra.sent) == 4)
+    assert chatra.sent[-1]["text"] == "Welcome back Visitor 9"
+    assert _metric(process, "rulekit_last_reload_success") == 1
+
+
+def test_sighup_reloads(tmp_path, processes):
+    config = write_setup(tmp_path)
+    process = processes(config, "--no-watch").wait_ready()
+    version = health(process)["rules_version"]
+    (tmp_path / "rules.d" / "rules.yaml").write_text(RELOADED)
+    time.sleep(0.5)
+    assert health(process)["rules_version"] == version  # not watching
+    process.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: health(process)["rules_version"] != version, timeout=15)
+
+
+def test_sigterm_finishes_in_flight_work_and_exits_0(tmp_path, processes, chatra):
+    config = write_setup(tmp_path, chatra=chatra)
+    process = processes(config).wait_ready()
+    chatra.hang(1.5)
+    httpx.post(process.webhook_url, content=chat_started(1))
+    wait_for(lambda: chatra.sent)  # the call is in flight
+    assert process.terminate() == 0
+    assert "rulekit stopped" in process.output()
+    conn = sqlite3.connect(tmp_path / "rulekit.sqlite3")
+    try:
+        rows = conn.execute("SELECT status, claimed_by FROM outbox").fetchall()
+        assert rows == [("done", None)]
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        conn.close()
+
+
+def test_a_refused_reload_is_published_to_the_console_feed(tmp_path, serve):
+    config = write_setup(tmp_path)
+    server = serve(config)
+    subscription = server.call(_subscribe(server))
+    (tmp_path / "rules.d" / "rules.yaml").write_text(BROKEN["unknown key"])
+    assert server.call(server.daemon.reload("test")) is False
+    message = server.call(_next(subscription))
+    assert message["type"] == "reload"
+    assert message["ok"] is False
+    assert any("when" in error for error in message["errors"])
+
+
+async def _subscribe(server):
+    return server.daemon.feed.subscribe()
+
+
+async def _next(subscription):
+    async with asyncio.timeout(10):
+        return await subscription.get()
+
+
+def _metric(process, name: str) -> float:
+    for line in httpx.get(f"{process.url}/metrics", timeout=5).text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    pytest.fail(f"no metric {name}")
