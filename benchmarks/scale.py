@@ -1,9 +1,17 @@
-"""Scaling out: processed events/s with 1, 2 and 3 worker processes on one PostgreSQL database,
-with a single worker on SQLite as the reference, in one run.
+"""Scaling out: processed events/s with 1, 2 and 3 daemons on one PostgreSQL database, with a
+single daemon on SQLite as the reference, in one run.
 
     python benchmarks/scale.py --postgres postgresql://postgres@127.0.0.1:5432/test
-    python benchmarks/scale.py --quick     # 600 events; the URL may come from RULEKIT_TEST_POSTGRES
+    python benchmarks/scale.py --quick     # fewer events (URL from RULEKIT_TEST_POSTGRES)
 
+Two measurements:
+
+**Daemons** (``rulekit run`` processes): Chatra ``chatStarted`` webhooks, each its own
+conversation, are posted round robin over the daemons by 32 concurrent senders; each event's rule
+sends an autoreply to a fake Chatra on loopback. The figure is webhooks / seconds from the first
+post until the fake received every autoreply: ingest, processing and dispatch, end to end.
+
+**Store only** (worker processes calling the store, no HTTP, no engine): what the database allows.
 Each worker process stands for one daemon and runs the store's side of one event, as the daemon
 splits it into three transactions: **ingest** (inbox append with a delivery and a conversation
 key — before the 200), **claim** (one inbox item, SKIP LOCKED, leased), **process** (conversation
@@ -35,6 +43,9 @@ from pathlib import Path
 
 from rulekit.event import Conversation, Event
 from rulekit.store import JobSpec, JournaledStore, open_store
+
+SECRET = "bench-secret-0123456789"
+SAMPLE = Path(__file__).parents[1] / "examples" / "chatra" / "chat_started_anonymous.json"
 
 CHANNEL = "online-chat"
 CONVERSATIONS = 200
@@ -159,15 +170,168 @@ def run(url: str, base_dir: str, workers: int, events: int) -> dict[str, float]:
     }
 
 
+def chat_started(sample: dict, n: int) -> bytes:
+    """A Chatra chatStarted body for visitor ``n`` (its own conversation)."""
+    body = json.loads(json.dumps(sample))
+    body["message"]["id"] = f"msg{n:08d}"
+    body["client"]["id"] = f"client{n:08d}"
+    body["client"]["chatId"] = f"chat{n:08d}"
+    body["client"]["displayedName"] = f"Visitor {n}"
+    return json.dumps(body).encode()
+
+
+def write_config(folder: Path, storage: str, chatra: object) -> Path:
+    (folder / "rules.d").mkdir(exist_ok=True)
+    (folder / "rules.d" / "rules.yaml").write_text(
+        "- name: Greet\n"
+        "  on: {channel: online-chat, event: created}\n"
+        '  do:\n    - autoreply: {text: "Hello {{ client.display_name }}"}\n'
+    )
+    config = folder / "rulekit.yaml"
+    config.write_text(
+        "rules: rules.d\n"
+        f"storage: {storage}\n"
+        "channels:\n"
+        "  online-chat:\n"
+        "    provider: chatra\n"
+        f"    webhook_secret: {SECRET}\n"
+        "    default_group: support\n"
+        f"    base_url: {chatra.base_url}\n"  # type: ignore[attr-defined]
+        f"    public_key: {chatra.public_key}\n"  # type: ignore[attr-defined]
+        f"    secret_key: {chatra.secret_key}\n"  # type: ignore[attr-defined]
+        "    default_agent_id: agent0001\n"
+        "groups: [support]\n"
+        "agents:\n"
+        "  - {email: anna@example.com, groups: [support], channels: [online-chat]}\n"
+        "logging: {level: warning}\n"
+    )
+    return config
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_daemons(storage: str, folder: Path, count: int, webhooks: int) -> float:
+    """Webhooks per second through ``count`` ``rulekit run`` daemons, end to end."""
+    import asyncio
+    import subprocess
+
+    import httpx
+    from rulekit_chatra.testing import FakeChatra
+
+    sample = json.loads(SAMPLE.read_text())
+    bodies = [chat_started(sample, n) for n in range(webhooks)]
+    with FakeChatra() as chatra:
+        config = write_config(folder, storage, chatra)
+        ports = [free_port() for _ in range(count)]
+        log = (folder / "daemons.log").open("ab")
+        daemons = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "rulekit.cli",
+                    "run",
+                    "--config",
+                    str(config),
+                    "--port",
+                    str(port),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            for port in ports
+        ]
+        try:
+            for port in ports:
+                deadline = time.monotonic() + 60
+                while True:
+                    try:
+                        if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).is_success:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"a daemon did not start; see {folder}/daemons.log")
+                    time.sleep(0.1)
+
+            async def post_all() -> None:
+                queue = list(enumerate(bodies))
+                limits = httpx.Limits(max_connections=64)
+                async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+
+                    async def sender() -> None:
+                        while queue:
+                            n, body = queue.pop()
+                            url = f"http://127.0.0.1:{ports[n % count]}/webhooks/online-chat/"
+                            response = await client.post(
+                                url + SECRET,
+                                content=body,
+                                headers={"Content-Type": "application/json"},
+                            )
+                            response.raise_for_status()
+
+                    await asyncio.gather(*(sender() for _ in range(32)))
+
+            began = time.perf_counter()
+            asyncio.run(post_all())
+            deadline = time.monotonic() + 600
+            while len({body["clientId"] for body in chatra.sent}) < webhooks:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("not every autoreply arrived within 10 minutes")
+                time.sleep(0.02)
+            return webhooks / (time.perf_counter() - began)
+        finally:
+            for daemon in daemons:
+                daemon.terminate()
+            for daemon in daemons:
+                daemon.wait(30)
+            log.close()
+
+
+def bench_daemons(postgres: str | None, workers: list[int], webhooks: int) -> None:
+    print(f"\nDaemons (rulekit run), {webhooks} webhooks end to end")
+    print(f"{'store':<28} {'daemons':>7} {'events/s':>10} {'vs 1':>6}")
+    with tempfile.TemporaryDirectory() as tmp:
+        sqlite = run_daemons("sqlite:///rulekit.sqlite3", Path(tmp), 1, webhooks)
+    print(f"{'SQLite (synchronous=FULL)':<28} {1:>7} {sqlite:>10.0f}")
+    if not postgres:
+        print("PostgreSQL: skipped (pass --postgres URL or set RULEKIT_TEST_POSTGRES)")
+        return
+    from rulekit.store.postgres import drop_schema
+
+    base = None
+    for count in workers:
+        separator = "&" if "?" in postgres else "?"
+        url = f"{postgres}{separator}schema=rk_bench_{uuid.uuid4().hex[:10]}"
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                rate = run_daemons(url, Path(tmp), count, webhooks)
+        finally:
+            drop_schema(url)
+        base = base or rate
+        print(f"{'PostgreSQL':<28} {count:>7} {rate:>10.0f} {rate / base:>5.2f}x")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--postgres", default=os.environ.get("RULEKIT_TEST_POSTGRES"))
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--quick", action="store_true", help="600 events per configuration")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--webhooks", type=int, default=2000, help="for the daemons (quick: 400)")
+    parser.add_argument("--store-only", action="store_true", help="skip the daemons")
     args = parser.parse_args()
     events = 600 if args.quick else args.events
-    print(f"{events} events per configuration; {os.cpu_count()} CPUs")
+    print(f"{os.cpu_count()} CPUs")
+    if not args.store_only:
+        bench_daemons(args.postgres, args.workers, 400 if args.quick else args.webhooks)
+    print(f"\nStore only, {events} events per configuration")
     print(f"{'store':<28} {'workers':>7} {'events/s':>10} {'vs 1':>6} {'round trips/event':>18}")
     with tempfile.TemporaryDirectory() as tmp:
         sqlite = run(f"sqlite:///{Path(tmp) / 'scale.sqlite3'}", tmp, 1, events)
