@@ -13,7 +13,7 @@ import mimetypes
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -121,6 +121,8 @@ class Console:
         return _secure(FileResponse(STATIC_DIR / "login.html", media_type="text/html"))
 
     async def login(self, request: Request) -> Response:
+        if not _same_origin(request):
+            return _error(403, "sign in from the console's own page")
         body = b""
         async for chunk in request.stream():
             body += chunk
@@ -145,6 +147,8 @@ class Console:
         return _secure(response)
 
     async def logout(self, request: Request) -> Response:
+        if not _same_origin(request):
+            return _error(403, "sign out from the console's own page")
         self.sessions.close(request.cookies.get(COOKIE))
         response = RedirectResponse("/console/login", status_code=303)
         response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="strict")
@@ -348,6 +352,15 @@ def _problems(snapshot: Snapshot) -> list[str]:
     except ImportError:  # a daemon without the report
         return []
     return problems_of(snapshot)
+
+
+def _same_origin(request: Request) -> bool:
+    """Whether a form was posted from a page of this server (browsers send ``Origin`` with
+    every POST; tools like curl send none and are let through)."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    return urlsplit(origin).netloc == request.headers.get("host")
 
 
 def _sse(message: dict[str, Any]) -> str:

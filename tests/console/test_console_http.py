@@ -88,6 +88,21 @@ def test_an_agent_without_a_token_cannot_sign_in_with_an_empty_one(
             assert client.post("/console/login", data={"token": token}).status_code == 401
 
 
+def test_sign_in_from_another_site_is_refused(console_server: ConsoleServer) -> None:
+    with console_server.client() as client:
+        response = client.post(
+            "/console/login",
+            data={"token": TOKENS["ann"]},
+            headers={"Origin": "https://evil.example"},
+        )
+        assert response.status_code == 403
+        assert "set-cookie" not in response.headers
+        own = client.post(
+            "/console/login", data={"token": TOKENS["ann"]}, headers={"Origin": console_server.url}
+        )
+        assert own.status_code == 303
+
+
 def test_a_forged_session_cookie_is_refused(console_server: ConsoleServer) -> None:
     with console_server.client() as client:
         client.cookies.set(COOKIE, "forged", domain="127.0.0.1", path="/console")
