@@ -19,6 +19,7 @@ from typing import Any
 from rulekit.config import LoggingSettings
 
 _WEBHOOK_PATH = re.compile(r"(/webhooks/[^/\s?#\"']+/)[^/\s?#\"']+")
+_EMAIL = re.compile(r"[^\s/:@\"'<>=,]+@[^\s/:@\"'<>=,]+\.[A-Za-z]{2,}")
 
 LOGGER = "rulekit"
 
@@ -36,6 +37,25 @@ class RedactSecrets(logging.Filter):
         cleaned = redact(message)
         if cleaned != message or record.args:
             record.msg, record.args = cleaned, None
+        return True
+
+
+class RedactEmails(logging.Filter):
+    """Masks email addresses (``<email>``) in messages and fields: event ids and errors may
+    carry one (an ``assigned`` event's id names the agent). Installed unless
+    ``logging.content`` or debug level allows personal data in the logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = _EMAIL.sub("<email>", message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            record.fields = {
+                key: _EMAIL.sub("<email>", value) if isinstance(value, str) else value
+                for key, value in fields.items()
+            }
         return True
 
 
@@ -76,6 +96,8 @@ def configure_logging(settings: LoggingSettings, stream: Any = None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.format == "json" else TextFormatter())
     handler.addFilter(RedactSecrets())
+    if not content_allowed(settings):
+        handler.addFilter(RedactEmails())
     level = getattr(logging, settings.level.upper())
     for name in (LOGGER, "uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
