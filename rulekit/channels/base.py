@@ -75,6 +75,15 @@ class Provider:
         """
         raise NotImplementedError
 
+    def conversation_key(self, body: bytes) -> str | None:
+        """The key of the conversation a raw body belongs to, read cheaply when the webhook
+        arrives (before :meth:`parse`), or None when it cannot tell.
+
+        Daemons sharing a database use it to keep each conversation's events in order: only
+        the oldest unprocessed delivery of a conversation is handed out. Must not raise.
+        """
+        return None
+
     def reply_problem(self) -> str | None:
         """Why replies cannot be sent with the current settings (e.g. missing API keys), or None."""
         return None if self.can_reply else f"the {self.name} provider cannot write to clients"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from rulekit.channels import ChannelContext, Provider, Reply
@@ -42,6 +43,15 @@ class ChatraProvider(Provider):
     def parse(self, body: bytes, state: State) -> list[Event]:
         """Turn one Chatra webhook body into events; see :meth:`Provider.parse`."""
         return self.normalizer.events(parse_body(body), state)
+
+    def conversation_key(self, body: bytes) -> str | None:
+        """Chatra keeps one continuous chat per visitor, so the conversation is the client id."""
+        try:
+            client = json.loads(body).get("client")
+            key = client.get("id") if isinstance(client, dict) else None
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            return None
+        return key if isinstance(key, str) and key else None
 
     # replies ---------------------------------------------------------------------------------
     def reply_problem(self) -> str | None:
