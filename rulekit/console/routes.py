@@ -49,7 +49,8 @@ CSP = (
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer browsers post forms with "Origin: null"
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
 }
 

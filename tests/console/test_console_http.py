@@ -137,6 +137,7 @@ def test_every_response_carries_the_content_security_policy(
         assert response.headers["content-security-policy"] == CSP
         assert "script-src 'self'" in CSP and "unsafe-inline" not in CSP
         assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["referrer-policy"] == "same-origin"
 
 
 def test_pages_have_no_inline_script_or_style(console_server: ConsoleServer) -> None:
