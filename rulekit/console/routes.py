@@ -8,6 +8,7 @@ Everything lives under ``/console``. The state (sessions, the recent messages) b
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import mimetypes
 from collections.abc import AsyncIterator, Callable
@@ -28,19 +29,17 @@ from starlette.responses import (
 from starlette.routing import BaseRoute, Route
 
 from rulekit.actions.play_sound import sound_file, sound_names
+from rulekit.console import journal
 from rulekit.console.audience import Recorder, visible
 from rulekit.console.sessions import Sessions, Viewer, identify, token_hash
 from rulekit.runtime.feed import LiveFeed
 from rulekit.runtime.snapshot import Snapshot
 from rulekit.store.base import JournaledStore
-from rulekit.store.records import EventRecord, Job
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 COOKIE = "rulekit_console"
 KEEPALIVE = 15.0
 MAX_LOGIN_BODY = 4096
-HISTORY_LIMIT = 50
-CONVERSATION_SCAN = 2000
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "media-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
@@ -82,7 +81,7 @@ class Console:
         self.store = store
         self.keepalive = keepalive
         self.sessions = Sessions()
-        self.recorder = Recorder(feed, self._event_channel)
+        self.recorder = Recorder(feed, functools.partial(journal.event_channel, store))
         self._static = {path.name: path for path in STATIC_DIR.iterdir() if path.is_file()}
 
     def routes(self) -> list[BaseRoute]:
@@ -201,7 +200,7 @@ class Console:
         if viewer is None:
             return _error(401, "sign in first")
         self.recorder.start()
-        events, dead = await run_in_threadpool(self._read_recent, viewer)
+        events, dead = await run_in_threadpool(journal.recent, self.store, viewer)
         reload = self.recorder.last_reload
         return _secure(
             JSONResponse(
@@ -213,22 +212,6 @@ class Console:
             )
         )
 
-    def _read_recent(self, viewer: Viewer) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        with self.store.transaction() as state:
-            records = [
-                record
-                for record in state.history(limit=HISTORY_LIMIT * 4)
-                if viewer.may_see_channel(record.channel)
-            ][:HISTORY_LIMIT]
-            events = [_event_summary(r, state.jobs(event_id=r.event_id)) for r in records]
-            dead = []
-            for job in state.jobs(status="dead", limit=HISTORY_LIMIT):
-                record = state.get_event(job.event_id)
-                channel = record.channel if record else None
-                if viewer.may_see_channel(channel):
-                    dead.append({**_job_summary(job), "channel": channel})
-        return events, dead
-
     async def conversation(self, request: Request) -> Response:
         """A conversation: its state, the client panel and its events, newest first."""
         viewer = self.viewer(request)
@@ -238,48 +221,10 @@ class Console:
         conversation_id = request.path_params["conversation_id"]
         if not viewer.may_see_channel(channel):
             return _error(404, "no such conversation")
-        found = await run_in_threadpool(self._read_conversation, channel, conversation_id)
+        found = await run_in_threadpool(journal.conversation, self.store, channel, conversation_id)
         if found is None:
             return _error(404, "no such conversation")
         return _secure(JSONResponse(found))
-
-    def _read_conversation(self, channel: str, conversation_id: str) -> dict[str, Any] | None:
-        with self.store.transaction() as state:
-            try:
-                stored = state.find_conversation(channel, conversation_id)
-            except NotImplementedError:
-                stored = None
-            records = [
-                record
-                for record in state.history(channel=channel, limit=CONVERSATION_SCAN)
-                if record.conversation_id == conversation_id
-            ]
-            if stored is None and not records:
-                return None
-            conversation: dict[str, Any] = {}
-            client: dict[str, Any] = {}
-            for record in reversed(records):  # oldest first: later events know more
-                conversation.update(_known(record.data.get("conversation")))
-                client.update(_known(record.data.get("client")))
-            if stored is not None:
-                conversation.update(_known(stored[1].model_dump(mode="json")))
-            client_id = client.get("id")
-            if client_id:
-                record = state.get_client(channel, client_id)
-                if record is not None:
-                    client.update(_known(record.model_dump(mode="json")))
-            events = [_event_summary(r, state.jobs(event_id=r.event_id)) for r in records]
-        return {
-            "channel": channel,
-            "conversation": {**conversation, "id": conversation_id},
-            "client": client,
-            "events": events,
-        }
-
-    def _event_channel(self, event_id: str) -> str | None:
-        with self.store.transaction() as state:
-            record = state.get_event(event_id)
-        return record.channel if record else None
 
     # the live stream -------------------------------------------------------------------------
     async def stream(self, request: Request) -> Response:
@@ -377,32 +322,3 @@ def _last_event_id(request: Request) -> int | None:
         return int(value) if value else None
     except ValueError:
         return None
-
-
-def _known(data: Any) -> dict[str, Any]:
-    """The fields of a dict that hold something (missing data never hides what is known)."""
-    if not isinstance(data, dict):
-        return {}
-    return {key: value for key, value in data.items() if value not in (None, "", [], {})}
-
-
-def _job_summary(job: Job) -> dict[str, Any]:
-    return {
-        "job_id": job.id,
-        "event_id": job.event_id,
-        "rule": job.rule,
-        "action": job.action,
-        "destination": job.destination,
-        "status": job.status,
-        "attempts": job.attempts,
-        "error": job.last_error,
-    }
-
-
-def _event_summary(record: EventRecord, jobs: list[Job]) -> dict[str, Any]:
-    return {
-        "type": "event",
-        "event": record.data,
-        "processed_at": record.processed_at.isoformat(),
-        "jobs": [_job_summary(job) for job in jobs],
-    }
