@@ -29,6 +29,7 @@ from starlette.responses import (
 from starlette.routing import BaseRoute, Route
 
 from rulekit.actions.play_sound import sound_file, sound_names
+from rulekit.config import Config
 from rulekit.console import journal
 from rulekit.console.audience import Recorder, visible
 from rulekit.console.sessions import Sessions, Viewer, identify, token_hash
@@ -118,7 +119,17 @@ class Console:
         return _secure(FileResponse(STATIC_DIR / "index.html", media_type="text/html"))
 
     async def login_page(self, request: Request) -> Response:
-        return _secure(FileResponse(STATIC_DIR / "login.html", media_type="text/html"))
+        return _secure(HTMLResponse(self._login_html()))
+
+    def _login_html(self, *, failed: bool = False) -> str:
+        page = (STATIC_DIR / "login.html").read_text(encoding="utf-8")
+        if failed:
+            page = page.replace('id="error" class="error" hidden', 'id="error" class="error"')
+        if not _tokens_configured(self.get_snapshot().config):
+            page = page.replace(
+                'id="no-tokens" class="notice" hidden', 'id="no-tokens" class="notice"'
+            )
+        return page
 
     async def login(self, request: Request) -> Response:
         if not _same_origin(request):
@@ -132,9 +143,7 @@ class Console:
         token = (fields.get("token") or [""])[0].strip()
         digest = token_hash(token)
         if not token or identify(self.get_snapshot().config, digest) is None:
-            page = (STATIC_DIR / "login.html").read_text(encoding="utf-8")
-            page = page.replace('class="error" hidden', 'class="error"')
-            return _secure(HTMLResponse(page, status_code=401))
+            return _secure(HTMLResponse(self._login_html(failed=True), status_code=401))
         response = RedirectResponse("/console/", status_code=303)
         response.set_cookie(
             COOKIE,
@@ -298,6 +307,12 @@ def _problems(snapshot: Snapshot) -> list[str]:
     except ImportError:  # a daemon without the report
         return []
     return problems_of(snapshot)
+
+
+def _tokens_configured(config: Config) -> bool:
+    return bool(config.raw.console.admin_token_sha256) or any(
+        agent.token_sha256 for agent in config.directory.agents
+    )
 
 
 def _same_origin(request: Request) -> bool:

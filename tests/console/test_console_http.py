@@ -79,6 +79,26 @@ def test_sign_in_with_an_unknown_token_is_refused(
         assert client.get("/console/stream").status_code == 401
 
 
+def test_the_sign_in_page_says_when_no_token_is_configured(
+    console_server: ConsoleServer,
+) -> None:
+    with console_server.client() as client:
+        assert 'id="no-tokens" class="notice" hidden' in client.get("/console/login").text
+        config = console_server.snapshot.config
+        saved = config.raw.console.admin_token_sha256, [a.token_sha256 for a in config.raw.agents]
+        config.raw.console.admin_token_sha256 = None
+        for agent in config.raw.agents:
+            agent.token_sha256 = None
+        try:
+            page = client.get("/console/login").text
+        finally:
+            config.raw.console.admin_token_sha256 = saved[0]
+            for agent, token in zip(config.raw.agents, saved[1], strict=True):
+                agent.token_sha256 = token
+        assert 'id="no-tokens" class="notice">' in page
+        assert "docs/operations.md" in page
+
+
 def test_an_agent_without_a_token_cannot_sign_in_with_an_empty_one(
     console_server: ConsoleServer,
 ) -> None:
