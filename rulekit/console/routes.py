@@ -242,6 +242,9 @@ class Console:
             return _error(401, "sign in first")
         self.recorder.start()
         last = _last_event_id(request)
+        newest = self.recorder.recent[-1].get("seq", 0) if self.recorder.recent else 0
+        if last is not None and last > newest:
+            last = None  # the page saw a daemon that has restarted since: numbering began anew
         subscription = self.feed.subscribe()
         backlog = (
             [m for m in self.recorder.recent if m.get("seq", 0) > last] if last is not None else []

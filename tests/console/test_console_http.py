@@ -324,6 +324,19 @@ def test_a_reconnect_with_last_event_id_gets_what_it_missed(
     assert again[0]["seq"] > last
 
 
+def test_a_page_of_a_restarted_daemon_gets_everything_new(console_server: ConsoleServer) -> None:
+    # the page's Last-Event-ID is from before a restart: the new numbering starts lower
+    with console_server.client("ann") as client:
+        context, response = open_stream(client, console_server, **{"Last-Event-ID": "900"})
+        try:
+            console_server.publish({"type": "sound", "sound": "bell", "to": ["*"]})
+            console_server.publish(END)
+            messages = read_stream(response)
+        finally:
+            context.__exit__(None, None, None)
+    assert [m["type"] for m in messages] == ["sound", "reload"]
+
+
 def test_the_stream_sends_keep_alive_comments_and_ends_with_its_page(
     console_server: ConsoleServer,
 ) -> None:
