@@ -107,9 +107,13 @@ class Ingest:
         if problem:
             return _error(400, problem, channel)
         key = "sha256:" + hashlib.sha256(body).hexdigest()
+        provider = snapshot.providers.get(channel)
+        conversation = provider.conversation_key(body) if provider is not None else None
         try:
             inbox_id, is_new = await self.commit.run(
-                lambda state: state.append_inbox(channel, body, delivery_key=key)
+                lambda state: state.append_inbox(
+                    channel, body, delivery_key=key, conversation_key=conversation
+                )
             )
         except StoreUnavailable as exc:
             log(logger, logging.ERROR, f"webhook not stored: {exc}", channel=channel)

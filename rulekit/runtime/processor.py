@@ -9,7 +9,9 @@ committed or none of it: a crash mid-round leaves the items pending, and the nex
 processes them again from the start.
 
 **Order.** One processor per daemon handles items strictly in arrival order, so events of one
-conversation are evaluated in the order their webhooks arrived. Evaluation is CPU work of
+conversation are evaluated in the order their webhooks arrived. (The ingest also stores each
+item's conversation key, so that daemons sharing a database keep that order between them: an
+item is claimed only when no older item of its conversation is pending.) Evaluation is CPU work of
 microseconds against one store writer, so doing it in parallel would gain nothing; the slow part,
 talking to outside services, is the dispatcher's, and runs in parallel per destination.
 
@@ -166,7 +168,7 @@ class Processor:
                 continue
             self._report(results)
             self.metrics.inbox_depth.set(claimed if claimed >= self.batch else 0)
-            if claimed < self.batch:
+            if not claimed:
                 await self._sleep(IDLE_POLL)
 
     async def _sleep(self, seconds: float) -> None:
