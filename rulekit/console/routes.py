@@ -32,7 +32,7 @@ from rulekit.actions.play_sound import sound_file, sound_names
 from rulekit.config import Config
 from rulekit.console import journal
 from rulekit.console.audience import Recorder, visible
-from rulekit.console.sessions import Sessions, Viewer, identify, token_hash
+from rulekit.console.sessions import Sessions, Viewer, hash_problems, identify, token_hash
 from rulekit.runtime.feed import LiveFeed
 from rulekit.runtime.snapshot import Snapshot
 from rulekit.store.base import JournaledStore
@@ -305,11 +305,12 @@ def console_routes(
 
 def _problems(snapshot: Snapshot) -> list[str]:
     """What is not configured (the daemon reports the same at startup)."""
+    problems = hash_problems(snapshot.config)
     try:
         from rulekit.runtime.daemon import problems_of
     except ImportError:  # a daemon without the report
-        return []
-    return problems_of(snapshot)
+        return problems
+    return [*problems_of(snapshot), *problems]
 
 
 def _tokens_configured(config: Config) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from rulekit.config import Config
 SESSION_TTL = 12 * 3600.0
 """Seconds a session lives after its last use."""
 MAX_SESSIONS = 10_000
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,20 @@ def token_hash(token: str) -> str:
 def _same(stored: str | None, digest: str) -> bool:
     # compare_digest on equal-length ASCII; a missing or malformed hash never matches
     candidate = (stored or "").strip().lower()
+    if len(candidate) != len(digest) or len(digest) != 64:
+        return False  # lengths of hex SHA-256 are public: only equal-length values compare
     return hmac.compare_digest(candidate.encode(), digest.encode())
+
+
+def hash_problems(config: Config) -> list[str]:
+    """Stored hashes that can never match (a typo, or a token pasted in place of its hash)."""
+    entries = [("console.admin_token_sha256", config.raw.console.admin_token_sha256)]
+    entries += [(f"the token_sha256 of {a.email}", a.token_sha256) for a in config.directory.agents]
+    return [
+        f"console: {where} is not a SHA-256 in hex (64 characters): nobody can sign in with it"
+        for where, stored in entries
+        if stored and not _HEX64.fullmatch(stored.strip())
+    ]
 
 
 def identify(config: Config, digest: str) -> Viewer | None:

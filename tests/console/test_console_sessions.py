@@ -8,7 +8,7 @@ import hashlib
 import pytest
 
 from rulekit.config import AgentEntry, Config, ConsoleSettings, Directory, RawConfig
-from rulekit.console.sessions import Sessions, Viewer, identify, token_hash
+from rulekit.console.sessions import Sessions, Viewer, hash_problems, identify, token_hash
 
 
 def config_with(agents: list[AgentEntry], admin: str | None = None) -> Config:
@@ -76,3 +76,11 @@ def test_a_session_expires_when_unused() -> None:
     assert sessions.viewer(session, config) is None
     assert sessions.viewer(None, config) is None
     assert sessions.viewer("forged", config) is None
+
+
+def test_hashes_that_can_never_match_are_reported() -> None:
+    typo = agent("ann@example.com", None)
+    typo.token_sha256 = "t-ann"  # the token itself, pasted in place of its hash
+    config = config_with([typo, agent("bob@example.com", "t-bob")], admin=token_hash("x"))
+    (problem,) = hash_problems(config)
+    assert "ann@example.com" in problem and "64" in problem
