@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
+import httpx
 from rulekit.channels import ChannelContext, Provider, Reply
 from rulekit.errors import PermanentActionError
 from rulekit.event import Event
@@ -38,6 +40,7 @@ class ChatraProvider(Provider):
         if not isinstance(self.settings, ChatraSettings):
             self.settings = ChatraSettings.model_validate(self.settings.model_dump())
         self.normalizer = Normalizer(self.channel, self.settings, self.directory)
+        self._kept: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient, asyncio.Task] | None = None
 
     # webhooks --------------------------------------------------------------------------------
     def parse(self, body: bytes, state: State) -> list[Event]:
@@ -98,6 +101,40 @@ class ChatraProvider(Provider):
         return {}
 
     def api(self) -> ChatraAPI:
-        """The REST client for this channel's keys (check :meth:`reply_problem` first)."""
+        """The REST client for this channel's keys (check :meth:`reply_problem` first). Its
+        HTTP connections are kept between the calls made in one event loop."""
         assert self.settings.public_key and self.settings.secret_key
-        return ChatraAPI(self.settings.base_url, self.settings.public_key, self.settings.secret_key)
+        return ChatraAPI(
+            self.settings.base_url,
+            self.settings.public_key,
+            self.settings.secret_key,
+            http=self._http_client(),
+        )
+
+    def _http_client(self) -> httpx.AsyncClient | None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # outside a loop nothing can be sent: no client to keep
+            return None
+        kept = self._kept
+        if kept is None or kept[0] is not loop or kept[1].is_closed:
+            client = httpx.AsyncClient()
+            # closes the connections when the loop's tasks are cancelled at its end
+            # (asyncio.run), for callers that never call aclose()
+            keeper = loop.create_task(_close_when_cancelled(client))
+            self._kept = kept = (loop, client, keeper)
+        return kept[1]
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections kept between calls."""
+        kept, self._kept = self._kept, None
+        if kept is not None and kept[0] is asyncio.get_running_loop():
+            kept[2].cancel()
+            await kept[1].aclose()
+
+
+async def _close_when_cancelled(client: httpx.AsyncClient) -> None:
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await client.aclose()
