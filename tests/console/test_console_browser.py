@@ -48,7 +48,7 @@ def sign_in(driver: Any, server: ConsoleServer, who: str) -> None:
         f"{who}'s console",
     )
     wait_for(
-        lambda: driver.find_element(By.ID, "connection").get_attribute("data-state") == "open",
+        lambda: driver.find_elements(By.CSS_SELECTOR, "#connection[data-state='open']"),
         f"{who}'s live stream",
     )
 

@@ -79,8 +79,9 @@ def signed_in(driver: Any, url: str, who: str) -> Any:
     driver.get(f"{url}/console/login")
     driver.find_element(By.ID, "token").send_keys(TOKENS[who])
     driver.find_element(By.ID, "sign-in").click()
+    # find_elements, not find_element: until the console has loaded, this is the sign-in page
     wait_for(
-        lambda: driver.find_element(By.ID, "connection").get_attribute("data-state") == "open",
+        lambda: driver.find_elements(By.CSS_SELECTOR, "#connection[data-state='open']"),
         f"{who}'s live stream",
     )
     driver.find_element(By.ID, "enable-sound").click()
