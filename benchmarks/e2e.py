@@ -103,12 +103,15 @@ def main() -> None:
         daemon = Daemon(config).wait_ready()
         try:
             cpu_before, wall_before = daemon.cpu_seconds(), time.monotonic()
+            own_before = time.process_time()
             result, acks = asyncio.run(send(daemon.webhook_url, plan, args.rate))
             deadline = time.monotonic() + 60
             while len(chatra.sent) < total and time.monotonic() < deadline:
                 time.sleep(0.1)
             rss = daemon.rss_mb()
-            cpu = (daemon.cpu_seconds() - cpu_before) / (time.monotonic() - wall_before)
+            wall = time.monotonic() - wall_before
+            cpu = (daemon.cpu_seconds() - cpu_before) / wall
+            own_cpu = (time.process_time() - own_before) / wall
         finally:
             daemon.stop()
         arrived: dict[str, float] = {}
@@ -130,7 +133,10 @@ def main() -> None:
         f"p50 {percentile(latencies, 50):.1f} ms, p99 {percentile(latencies, 99):.1f} ms, "
         f"max {max(latencies, default=float('nan')):.1f} ms (target p99 <= 50 ms)"
     )
-    print(f"daemon RSS after the run: {rss:.0f} MB; daemon CPU {cpu:.2f} cores on average")
+    print(
+        f"daemon RSS after the run: {rss:.0f} MB; CPU on average: daemon {cpu:.2f} cores, "
+        f"load generator and fake Chatra {own_cpu:.2f} cores"
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import aiohttp
 import httpx
 from pydantic import SecretStr
 from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
@@ -31,14 +32,13 @@ class ChatraAPI:
         public_key: str,
         secret_key: SecretStr,
         *,
-        http: httpx.AsyncClient | None = None,
+        session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.public_key = public_key
         self._secret_key = secret_key
-        self._http = http
-        """A client kept between calls (building one costs milliseconds of CPU); None: one
-        per call."""
+        self._session = session
+        """A session kept between calls (its connections are reused); None: one per call."""
 
     def __repr__(self) -> str:
         return f"ChatraAPI({self.base_url!r}, public_key={self.public_key!r})"
@@ -51,15 +51,14 @@ class ChatraAPI:
         secret = self._secret_key.get_secret_value()
         headers = {"Authorization": f"Chatra.Simple {self.public_key}:{secret}"}
         try:
-            url = f"{self.base_url}/messages/"
-            if self._http is not None:
-                response = await self._http.post(url, json=body, headers=headers, timeout=timeout)
+            if self._session is not None:
+                response = await self._post(self._session, body, headers, timeout)
             else:
-                async with httpx.AsyncClient(timeout=timeout) as http:
-                    response = await http.post(url, json=body, headers=headers)
-        except httpx.TimeoutException:
+                async with aiohttp.ClientSession() as session:
+                    response = await self._post(session, body, headers, timeout)
+        except TimeoutError:
             raise RetryableActionError(f"Chatra did not answer within {timeout:g}s") from None
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             detail = self._scrub(str(exc) or type(exc).__name__)
             raise RetryableActionError(
                 f"cannot reach Chatra at {self.base_url}: {detail}"
@@ -67,6 +66,26 @@ class ChatraAPI:
         if response.is_success:
             return _json_object(response)
         raise self.failure(response)
+
+    async def _post(
+        self,
+        session: aiohttp.ClientSession,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        timeout: float,
+    ) -> httpx.Response:
+        # aiohttp makes the call (httpx's pool costs milliseconds of CPU per request under
+        # concurrency); the answer is read into an httpx.Response for the classification below
+        async with session.post(
+            f"{self.base_url}/messages/",
+            json=body,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as answer:
+            content = await answer.read()
+            return httpx.Response(
+                answer.status, headers=list(answer.headers.items()), content=content
+            )
 
     def failure(self, response: httpx.Response) -> ActionError:
         """The error a non-2xx response means."""

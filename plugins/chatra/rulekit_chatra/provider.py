@@ -6,7 +6,7 @@ import asyncio
 import json
 from typing import Any
 
-import httpx
+import aiohttp
 from rulekit.channels import ChannelContext, Provider, Reply
 from rulekit.errors import PermanentActionError
 from rulekit.event import Event
@@ -40,7 +40,9 @@ class ChatraProvider(Provider):
         if not isinstance(self.settings, ChatraSettings):
             self.settings = ChatraSettings.model_validate(self.settings.model_dump())
         self.normalizer = Normalizer(self.channel, self.settings, self.directory)
-        self._kept: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient, asyncio.Task] | None = None
+        self._kept: tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession, asyncio.Task] | None = (
+            None
+        )
 
     # webhooks --------------------------------------------------------------------------------
     def parse(self, body: bytes, state: State) -> list[Event]:
@@ -108,17 +110,17 @@ class ChatraProvider(Provider):
             self.settings.base_url,
             self.settings.public_key,
             self.settings.secret_key,
-            http=self._http_client(),
+            session=self._session(),
         )
 
-    def _http_client(self) -> httpx.AsyncClient | None:
+    def _session(self) -> aiohttp.ClientSession | None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # outside a loop nothing can be sent: no client to keep
             return None
         kept = self._kept
-        if kept is None or kept[0] is not loop or kept[1].is_closed:
-            client = httpx.AsyncClient()
+        if kept is None or kept[0] is not loop or kept[1].closed:
+            client = aiohttp.ClientSession()
             # closes the connections when the loop's tasks are cancelled at its end
             # (asyncio.run), for callers that never call aclose()
             keeper = loop.create_task(_close_when_cancelled(client))
@@ -130,11 +132,11 @@ class ChatraProvider(Provider):
         kept, self._kept = self._kept, None
         if kept is not None and kept[0] is asyncio.get_running_loop():
             kept[2].cancel()
-            await kept[1].aclose()
+            await kept[1].close()
 
 
-async def _close_when_cancelled(client: httpx.AsyncClient) -> None:
+async def _close_when_cancelled(session: aiohttp.ClientSession) -> None:
     try:
         await asyncio.Event().wait()
     finally:
-        await client.aclose()
+        await session.close()
