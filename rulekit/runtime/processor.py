@@ -48,7 +48,7 @@ from rulekit.store.records import InboxItem, JobSpec
 
 logger = logging.getLogger("rulekit.processor")
 
-BATCH = 64
+BATCH = 16
 INBOX_LEASE = 30.0
 IDLE_POLL = 1.0
 ARRIVALS_KEPT = 10_000
