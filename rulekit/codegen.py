@@ -189,6 +189,10 @@ class Program:
         code = compile(f"lambda e, now, env: {body}", "<rulekit condition>", "eval")
         return eval(code, self.namespace)  # generated from checked node trees only
 
+    def release_sources(self) -> None:
+        """Forget the parsed expressions kept to share work while loading (memory)."""
+        self._conditions.clear()
+
     def bind(self, kind: str, name: str, value: Any) -> str:
         """A namespace name for a filter, test or global."""
         key = (kind, name)

@@ -129,6 +129,9 @@ class Engine:
         self.actions = loader.actions
         self.index = RuleIndex(ruleset.rules, loader.program)
         self.env = config.allowed_env()
+        loader.program.release_sources()
+        for rule in self.rules:  # the expression trees served loading and indexing only
+            rule.conjuncts = []
 
     @classmethod
     def from_path(

