@@ -14,6 +14,7 @@ A change of assignee produces an ``assigned`` event (origin ``rulekit``).
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -156,7 +157,8 @@ class Assign(Action):
     @staticmethod
     def _assigned_event(cause: Event, conversation: Conversation) -> Event:
         return Event(
-            id=f"{cause.id}/assigned/{(conversation.assignee or '').lower()}",
+            # stable for a redelivery, without putting the agent's email into ids and logs
+            id=f"{cause.id}/assigned/{_digest(conversation.assignee)}",
             channel=cause.channel,
             event="assigned",
             occurred_at=datetime.now(UTC),
@@ -169,3 +171,7 @@ class Assign(Action):
 @hookimpl
 def rulekit_register_actions(register: ActionRegistry) -> None:
     register.add(Assign)
+
+
+def _digest(email: str | None) -> str:
+    return hashlib.sha256((email or "").lower().encode()).hexdigest()[:12]
