@@ -6,6 +6,7 @@ quick variant runs by default, the full one with ``--full``.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections import Counter
@@ -102,3 +103,65 @@ def test_three_daemons_share_the_work_and_survive_a_kill(tmp_path, processes, ch
 @pytest.mark.slow
 def test_three_daemons_full(tmp_path, processes, chatra, postgres_url):
     run_cluster(tmp_path, processes, chatra, postgres_url, webhooks=2000)
+
+
+def chat_fragment(n: int, k: int) -> bytes:
+    """Visitor ``n``'s message number ``k`` (k >= 1) in their already started chat."""
+    started = json.loads(chat_started(n))
+    body = {
+        "eventName": "chatFragment",
+        "messages": [
+            {
+                "id": f"msg{n:08d}-{k}",
+                "type": "client",
+                "text": f"message {k}",
+                "createdAt": 1741943525000 + k * 1000,
+            }
+        ],
+        "agents": [],
+        "client": started["client"],
+    }
+    return json.dumps(body).encode()
+
+
+def test_one_conversation_stays_in_order_across_daemons(tmp_path, processes, chatra, postgres_url):
+    """A conversation's webhooks reach three different daemons back to back; the audit shows
+    them processed in the order they were accepted (had a later one gone first, it would have
+    opened the conversation: `created` on the wrong message)."""
+    config = write_setup(tmp_path, chatra=chatra)
+    config.write_text(
+        config.read_text().replace("storage: sqlite:///rulekit.sqlite3", f"storage: {postgres_url}")
+    )
+    daemons = [processes(config, port=free_port()) for _ in range(3)]
+    for daemon in daemons:
+        daemon.wait_ready()
+    conversations, per_conversation = 20, 3
+    with httpx.Client(timeout=10) as client:
+        for n in range(conversations):
+            for k in range(per_conversation):
+                body = chat_started(n) if k == 0 else chat_fragment(n, k)
+                response = client.post(
+                    daemons[k % 3].webhook_url,
+                    content=body,
+                    headers={"Content-Type": "application/json"},
+                )
+                assert response.status_code == 200, response.text
+
+    from rulekit.store.postgres import PostgresStore
+
+    def recorded() -> list:
+        store = PostgresStore(postgres_url)
+        try:
+            with store.transaction() as state:
+                return state.history(limit=1000)
+        finally:
+            store.close()
+
+    wanted = conversations * per_conversation
+    wait_for(lambda: len(recorded()) >= wanted, timeout=60)
+    events = recorded()
+    assert len(events) == wanted
+    for record in events:
+        message_id = record.data["message"]["id"]
+        expected = "message" if "-" in message_id else "created"
+        assert record.event == expected, (message_id, record.event)
