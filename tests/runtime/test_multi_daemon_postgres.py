@@ -165,3 +165,53 @@ def test_one_conversation_stays_in_order_across_daemons(tmp_path, processes, cha
         message_id = record.data["message"]["id"]
         expected = "message" if "-" in message_id else "created"
         assert record.event == expected, (message_id, record.event)
+
+
+ROUND_ROBIN_RULES = """\
+- name: Assign new chats
+  on: {channel: online-chat, event: created}
+  do:
+    - assign: {group: support, strategy: round_robin}
+"""
+
+
+def test_round_robin_is_fair_across_daemons(tmp_path, processes, chatra, postgres_url):
+    """Three daemons assign new chats from one shared round-robin position: every agent gets
+    the same share, whichever daemon took the webhook."""
+    config = write_setup(tmp_path, ROUND_ROBIN_RULES, chatra=chatra)
+    config.write_text(
+        config.read_text()
+        .replace("storage: sqlite:///rulekit.sqlite3", f"storage: {postgres_url}")
+        .replace(
+            "agents:\n",
+            "agents:\n"
+            "  - {email: boris@example.com, groups: [support], channels: [online-chat]}\n"
+            "  - {email: chen@example.com, groups: [support], channels: [online-chat]}\n",
+        )
+    )
+    daemons = [processes(config, port=free_port()) for _ in range(3)]
+    for daemon in daemons:
+        daemon.wait_ready()
+    chats = 30
+    with httpx.Client(timeout=10) as client:
+        for n in range(chats):
+            response = client.post(
+                daemons[n % 3].webhook_url,
+                content=chat_started(n),
+                headers={"Content-Type": "application/json"},
+            )
+            assert response.status_code == 200, response.text
+
+    from rulekit.store.postgres import PostgresStore
+
+    def assigned() -> list:
+        store = PostgresStore(postgres_url)
+        try:
+            with store.transaction() as state:
+                return [r for r in state.history(limit=1000) if r.event == "assigned"]
+        finally:
+            store.close()
+
+    wait_for(lambda: len(assigned()) >= chats, timeout=60)
+    shares = Counter(r.data["conversation"]["assignee"].lower() for r in assigned())
+    assert shares == {"anna@example.com": 10, "boris@example.com": 10, "chen@example.com": 10}
