@@ -37,6 +37,7 @@ from rulekit.store.records import (
     JobSpec,
     JobStatus,
     Outcome,
+    check_attempt,
     utc,
 )
 
@@ -285,10 +286,7 @@ class MemoryState(JournaledState):
         retry_at: datetime | None = None,
         now: datetime | None = None,
     ) -> None:
-        if outcome not in ("done", "retry", "dead"):
-            raise ValueError(f"unknown outcome {outcome!r}")
-        if outcome == "retry" and retry_at is None:
-            raise ValueError("a retry needs retry_at")
+        check_attempt(outcome, retry_at)
         if job_id not in self.outbox:
             raise KeyError(f"no job {job_id}")
         job = self.outbox[job_id]

@@ -35,6 +35,7 @@ from rulekit.store.records import (
     JobSpec,
     JobStatus,
     Outcome,
+    check_attempt,
     utc,
 )
 
@@ -404,10 +405,7 @@ class PostgresState(JournaledState):
         retry_at: datetime | None = None,
         now: datetime | None = None,
     ) -> None:
-        if outcome not in ("done", "retry", "dead"):
-            raise ValueError(f"unknown outcome {outcome!r}")
-        if outcome == "retry" and retry_at is None:
-            raise ValueError("a retry needs retry_at")
+        check_attempt(outcome, retry_at)
         # One statement: lock the job, update it (a job already done or dead keeps its status
         # and only counts the attempt), and log the attempt.
         row = self._one(

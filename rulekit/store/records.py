@@ -15,6 +15,15 @@ JobStatus = Literal["pending", "done", "dead"]
 Outcome = Literal["done", "retry", "dead"]
 
 
+def check_attempt(outcome: str, retry_at: datetime | None) -> None:
+    """Reject an attempt record every store would refuse: an unknown outcome, a retry without
+    a time."""
+    if outcome not in ("done", "retry", "dead"):
+        raise ValueError(f"unknown outcome {outcome!r}")
+    if outcome == "retry" and retry_at is None:
+        raise ValueError("a retry needs retry_at")
+
+
 def utc(value: datetime | None = None) -> datetime:
     """``value`` in UTC (naive times are taken as UTC); the current time when ``None``."""
     if value is None:

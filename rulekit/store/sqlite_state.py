@@ -26,6 +26,7 @@ from rulekit.store.records import (
     JobSpec,
     JobStatus,
     Outcome,
+    check_attempt,
     utc,
 )
 
@@ -383,10 +384,7 @@ class SQLiteState(JournaledState):
         retry_at: datetime | None = None,
         now: datetime | None = None,
     ) -> None:
-        if outcome not in ("done", "retry", "dead"):
-            raise ValueError(f"unknown outcome {outcome!r}")
-        if outcome == "retry" and retry_at is None:
-            raise ValueError("a retry needs retry_at")
+        check_attempt(outcome, retry_at)
         row = self._one("SELECT status FROM outbox WHERE id = ?", (job_id,))
         if row is None:
             raise KeyError(f"no job {job_id}")

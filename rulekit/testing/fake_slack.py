@@ -52,13 +52,6 @@ class FakeSlack:
     # lifecycle -------------------------------------------------------------------------------
     def start(self) -> FakeSlack:
         self.service.start()
-        # socketserver listens with a backlog of 5 (many clients connecting at once, as SDK
-        # pools and the benchmark do, would be reset) and answers in two writes that Nagle's
-        # algorithm holds back ~40 ms each: widen the one, turn off the other.
-        server = self.service._server
-        assert server is not None
-        server.socket.listen(256)
-        server.RequestHandlerClass.disable_nagle_algorithm = True  # type: ignore[attr-defined]
         return self
 
     def stop(self) -> None:
