@@ -49,7 +49,7 @@ from pydantic import ValidationError
 from rulekit.actions.base import ActionContext
 from rulekit.errors import ActionError, StoreUnavailable
 from rulekit.event import Event
-from rulekit.pacing import Pacer
+from rulekit.pacing import Pace, Pacer
 from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.feed import LiveFeed
 from rulekit.runtime.logs import log
@@ -311,8 +311,10 @@ class Dispatcher:
         )
         before = len(lane.emitted)
         assert self._slots is not None
+        paces = action.pacing(params)
         try:
-            async with self.pacer.acquire(action.pacing(params)), self._slots:
+            await self._shared_pace(paces)
+            async with self.pacer.acquire(paces), self._slots:
                 self._executing += 1
                 try:
                     async with asyncio.timeout(action.timeout + TIMEOUT_GRACE):
@@ -320,6 +322,11 @@ class Dispatcher:
                 finally:
                     self._executing -= 1
         except ActionError as exc:
+            if exc.retry_after and paces and self.shares_pacing:
+                try:
+                    await self._pause_shared(paces, exc.scope, exc.retry_after)
+                except StoreUnavailable:  # this daemon's own pacer still pauses
+                    log(logger, logging.WARNING, "could not share a Retry-After pause")
             if not exc.retryable:
                 return Decision("dead", exc.message)
             return self._retry(job, record, exc.message, exc.retry_after)
@@ -330,6 +337,36 @@ class Dispatcher:
             return self._retry(job, record, f"{type(exc).__name__}: {exc}", None)
         emitted.extend(lane.emitted[before:])
         return Decision("done", result=_json_ready(result))
+
+    @property
+    def shares_pacing(self) -> bool:
+        """Whether other daemons send through the same store (then pacing is agreed there)."""
+        return bool(getattr(self.store, "shares_pacing", False))
+
+    async def _shared_pace(self, paces: list[Pace]) -> None:
+        """Wait for a send slot every daemon agrees on, for each rate-limited key (PostgreSQL
+        with several daemons); the in-process pacer still orders this daemon's own calls."""
+        if not self.shares_pacing:
+            return
+        for pace in paces:
+            if pace.limit is None:
+                continue
+            spacing = pace.limit.period / pace.limit.count
+            wait = await self.commit.run(
+                lambda state, key=pace.key, gap=spacing: state.reserve_pace(key, gap)
+            )
+            if wait > 0:
+                await asyncio.sleep(wait)
+
+    async def _pause_shared(self, paces: list[Pace], scope: str, seconds: float) -> None:
+        """Tell every daemon about a Retry-After: the keys of ``scope`` (else the destination)."""
+        keys = [p.key for p in paces if p.scope == scope] or [paces[0].key]
+
+        def pause(state: Any) -> None:
+            for key in keys:
+                state.pause_pace(key, seconds)
+
+        await self.commit.run(pause)
 
     def _retry(
         self, job: Job, record: EventRecord, error: str, retry_after: float | None

@@ -232,6 +232,21 @@ class Journal(abc.ABC):
         their lease instead."""
         raise NotImplementedError(f"{type(self).__name__} cannot release claims")
 
+    # pacing shared by daemons ----------------------------------------------------------------
+    shares_pacing: bool = False
+    """Whether several daemons use this store at once, so that per-destination pacing must be
+    agreed through it (:meth:`reserve_pace`, :meth:`pause_pace`). A store one daemon owns
+    (memory, SQLite) leaves pacing to that daemon's in-process :class:`rulekit.pacing.Pacer`."""
+
+    def reserve_pace(self, key: str, spacing: float) -> float:
+        """Reserve the next send slot of ``key`` (slots at least ``spacing`` seconds apart,
+        across every daemon); return how many seconds to wait before using it."""
+        return 0.0
+
+    def pause_pace(self, key: str, seconds: float) -> None:  # noqa: B027 - optional
+        """Push ``key``'s next slot at least ``seconds`` from now (a Retry-After), for every
+        daemon."""
+
     # reading the record ----------------------------------------------------------------------
     @abc.abstractmethod
     def get_event(self, event_id: str) -> EventRecord | None:

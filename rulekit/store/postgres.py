@@ -111,6 +111,9 @@ class PostgresStore(JournaledStore):
     than this code always refuses.
     """
 
+    shares_pacing = True
+    """Several daemons may send through one database: per-destination pacing is agreed in it."""
+
     def __init__(
         self,
         url: str,

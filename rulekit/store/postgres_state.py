@@ -460,6 +460,30 @@ class PostgresState(JournaledState):
         assert row is not None
         return int(row["released"])
 
+    # pacing shared by daemons ----------------------------------------------------------------
+    shares_pacing = True
+
+    def reserve_pace(self, key: str, spacing: float) -> float:
+        row = self._one(
+            "INSERT INTO pacing (key, next_at)"
+            " VALUES (%(key)s, clock_timestamp() + %(gap)s * interval '1s')"
+            " ON CONFLICT (key) DO UPDATE SET next_at ="
+            "  greatest(pacing.next_at, clock_timestamp()) + %(gap)s * interval '1s'"
+            " RETURNING extract(epoch FROM next_at - clock_timestamp()) - %(gap)s AS wait",
+            {"key": key, "gap": spacing},
+        )
+        assert row is not None
+        return max(float(row["wait"]), 0.0)
+
+    def pause_pace(self, key: str, seconds: float) -> None:
+        self.execute(
+            "INSERT INTO pacing (key, next_at)"
+            " VALUES (%(key)s, clock_timestamp() + %(s)s * interval '1s')"
+            " ON CONFLICT (key) DO UPDATE SET next_at ="
+            "  greatest(pacing.next_at, clock_timestamp() + %(s)s * interval '1s')",
+            {"key": key, "s": seconds},
+        )
+
     # reading the record ----------------------------------------------------------------------
     def get_event(self, event_id: str) -> EventRecord | None:
         row = self._one("SELECT * FROM events WHERE event_id = %s", (event_id,))

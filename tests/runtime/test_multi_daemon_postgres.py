@@ -6,6 +6,7 @@ quick variant runs by default, the full one with ``--full``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import uuid
@@ -215,3 +216,39 @@ def test_round_robin_is_fair_across_daemons(tmp_path, processes, chatra, postgre
     wait_for(lambda: len(assigned()) >= chats, timeout=60)
     shares = Counter(r.data["conversation"]["assignee"].lower() for r in assigned())
     assert shares == {"anna@example.com": 10, "boris@example.com": 10, "chen@example.com": 10}
+
+
+SLACK_RULES = """\
+- name: Tell Slack
+  on: {channel: online-chat, event: created}
+  do:
+    - slack: {channel: "#support", text: "New chat from {{ client.display_name }}"}
+"""
+
+
+def test_pacing_of_one_destination_holds_across_daemons(
+    tmp_path, processes, chatra, fake_slack, postgres_url
+):
+    """Two daemons post to one Slack channel (about one message a second allowed): their sends
+    are spaced as if one daemon sent them all."""
+    config = write_setup(tmp_path, SLACK_RULES, chatra=chatra, slack=fake_slack)
+    config.write_text(
+        config.read_text().replace("storage: sqlite:///rulekit.sqlite3", f"storage: {postgres_url}")
+    )
+    daemons = [processes(config, port=free_port()) for _ in range(2)]
+    for daemon in daemons:
+        daemon.wait_ready()
+    chats = 5
+    with httpx.Client(timeout=10) as client:
+        for n in range(chats):
+            response = client.post(
+                daemons[n % 2].webhook_url,
+                content=chat_started(n),
+                headers={"Content-Type": "application/json"},
+            )
+            assert response.status_code == 200, response.text
+    wait_for(lambda: len(fake_slack.messages("#support")) >= chats, timeout=60)
+    times = sorted(message.at for message in fake_slack.messages("#support"))
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    # Slack allows ~1 message/s per channel; measured at the fake, within scheduling jitter
+    assert min(gaps) >= 1.0 - 0.15, gaps

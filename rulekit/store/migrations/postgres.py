@@ -1,8 +1,9 @@
 """The PostgreSQL schema, as numbered steps. Never edit a released step: add the next one.
 
-It mirrors the SQLite schema step for step (same versions, same tables and columns) with native
+Steps 1 and 2 mirror the SQLite schema (same versions, same tables and columns) with native
 types: ``timestamptz`` times, ``json`` documents (``json``, not ``jsonb``, keeps the key order of
 traces as written), ``bytea`` bodies, and identity ids from sequences, so they are never reused.
+Step 3 (shared pacing) exists only here: a SQLite store has a single daemon.
 """
 
 from __future__ import annotations
@@ -126,8 +127,18 @@ CREATE INDEX inbox_pending_by_conversation ON inbox (channel, conversation_key, 
     WHERE status = 'pending' AND conversation_key IS NOT NULL;
 """
 
+SHARED_PACING = """
+-- The next free send slot of each paced destination, agreed by every daemon (PostgreSQL only:
+-- a SQLite store has one daemon, whose in-process pacer is enough).
+CREATE TABLE pacing (
+    key      text PRIMARY KEY,
+    next_at  timestamptz NOT NULL
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", INITIAL),
     Migration(2, "conversation_order", CONVERSATION_ORDER),
+    Migration(3, "shared_pacing", SHARED_PACING),
 )
 check_sequence(MIGRATIONS)
