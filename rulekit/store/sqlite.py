@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -162,7 +163,7 @@ class SQLiteStore(JournaledStore):
         )
         try:
             conn.row_factory = sqlite3.Row
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = _switch_to_wal(conn)
             if str(mode).lower() != "wal":
                 raise StoreUnavailable(
                     f"SQLite store {self.path} cannot switch to WAL mode (it stays in {mode!r}); "
@@ -235,3 +236,17 @@ class SQLiteStore(JournaledStore):
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r}, synchronous={self.synchronous!r})"
+
+
+def _switch_to_wal(conn: sqlite3.Connection, attempts: int = 20) -> str:
+    """Switch to WAL mode and return the journal mode in force. Several processes opening a new
+    file at once contend for the switch (it needs the file to themselves, and one may see the
+    old mode while another is switching), so a mode other than WAL is retried briefly before
+    it counts as a read-only file."""
+    mode = ""
+    for attempt in range(attempts):
+        mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        if mode.lower() == "wal":
+            return mode
+        time.sleep(0.05 * (attempt + 1) / attempts)
+    return mode
