@@ -214,8 +214,15 @@ def forget_command(
     _, store = _open(config_path)
     try:
         counts = forget(store, client_id, channel)
+        flushed = store.checkpoint()
     finally:
         store.close()
+    if not flushed:
+        click.echo(
+            "note: the store's write-ahead log is in use and still holds older copies of the "
+            "erased records; run `rulekit forget` again when the daemon is idle, or stop it",
+            err=True,
+        )
     if output_format == "json":
         _echo_json({"client_id": client_id, "channel": channel, "erased": counts})
         return

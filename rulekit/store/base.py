@@ -106,6 +106,11 @@ class Store(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional for stores with nothing to release
         """Release resources."""
 
+    def checkpoint(self) -> bool:
+        """Make what the last transactions erased leave every side file too (SQLite's
+        write-ahead log); true when done (stores without side files have nothing to do)."""
+        return True
+
 
 class Journal(abc.ABC):
     """The daemon's durable record: raw webhooks in, what was decided, what was done.

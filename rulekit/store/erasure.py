@@ -1,21 +1,44 @@
-"""Erasing a client's personal data from stored records, the same way in every store.
+"""Erasing a client's personal data from stored records: one walk for every store.
 
-:meth:`Journal.forget_client <rulekit.store.base.Journal.forget_client>` finds the records
-(each store with its own queries) and rewrites them with these pure functions, so what
+:meth:`Journal.forget_client <rulekit.store.base.Journal.forget_client>` is :func:`forget_client`
+over the store's :class:`ForgetRows` (how that store finds and rewrites rows), so what
 "forgotten" means does not depend on the backend:
 
-* an audit record's ``client`` keeps only its ``id``, its ``message.text`` is dropped;
-* any other string (in the event, its trace, a job's params, result or error, an attempt's
-  result or error) that contains one of the client's **personal values** — name, display
-  name, email, phone, notes, IP, custom fields, the texts of the client's messages — is
-  replaced by :data:`FORGOTTEN`, since a rendered Slack message may quote them;
-* a conversation loses its :data:`CONVERSATION_PERSONAL_FIELDS`.
+* **personal values** (:func:`personal_values`) are the client's name, display name, email,
+  phone, notes, IP address and custom field values, the page URL of the client's conversation,
+  and the texts of the messages of events about the client;
+* an audit record's ``client`` keeps only its ``id``; its message text and conversation page
+  are dropped;
+* every other string of the client's records (the event, its trace — rendered templates,
+  condition errors, reasons —, its jobs' params, results and errors, their attempts' results
+  and errors, inbox errors, conversation fields) that holds a personal value **in any stored
+  form** (:mod:`rulekit.store.forms`: escaped for a markup, JSON-escaped, URL-encoded, other
+  case) becomes :data:`FORGOTTEN`. Rule and action names stay;
+* inbox bodies of those events (and done or failed bodies of the client's conversation or
+  naming the client id) are emptied; a conversation loses its page.
+
+The client id is kept: it is the provider's pseudonym for the visitor (Chatra's random id),
+and what the audit trail, the conversation key, cooldowns and the inbox's ordering key use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from rulekit.store.forms import MIN_VALUE_LENGTH, PersonalValues, strings_in
+
+__all__ = [
+    "FORGET_KINDS",
+    "FORGOTTEN",
+    "MIN_VALUE_LENGTH",
+    "PURGE_KINDS",
+    "ForgetRows",
+    "forget_client",
+    "personal_values",
+    "scrub",
+]
 
 FORGOTTEN = "[forgotten]"
 """What a string carrying personal data becomes."""
@@ -35,67 +58,121 @@ PURGE_KINDS: tuple[str, ...] = ("events", "jobs", "attempts", "inbox", "payloads
 """The keys of :meth:`Journal.purge`'s result."""
 
 CLIENT_PERSONAL_FIELDS: tuple[str, ...] = ("name", "display_name", "email", "phone", "notes", "ip")
-"""Client fields whose values are looked for elsewhere (with custom fields and message texts)."""
+"""Client fields whose values are looked for elsewhere (with custom fields, the page and message
+texts). Every client field but ``id`` is blanked in the client's audit records."""
 
 CONVERSATION_PERSONAL_FIELDS: tuple[str, ...] = ("page",)
 """Conversation fields that say something about the client (the page they were on)."""
 
-MIN_VALUE_LENGTH = 3
-"""Shorter values are not looked for in other strings: "Al" would erase half the trace."""
+Path = tuple[str, ...]
 
-_STRUCTURAL_KEYS = frozenset({"source", "rule", "action", "name", "destination", "reason"})
-"""Keys holding rule text or names, never client data (a condition's source may quote a
-message's words without being personal)."""
+EVENT_KEPT: frozenset[Path] = frozenset(
+    {
+        ("id",),
+        ("channel",),
+        ("event",),
+        ("occurred_at",),
+        ("origin",),
+        ("client", "id"),
+        ("conversation", "id"),
+        ("conversation", "external_id"),
+        ("conversation", "status"),
+        ("conversation", "group"),
+        ("conversation", "assignee"),
+        ("conversation", "link"),
+        ("message", "id"),
+        ("message", "author"),
+        ("message", "agent"),
+        ("message", "created_at"),
+        ("agent", "id"),
+        ("agent", "email"),
+        ("agent", "name"),
+    }
+)
+"""Strings of an event that are ids, names of things or agent data, never the client's."""
+
+TRACE_KEPT: frozenset[Path] = frozenset(
+    {
+        ("rules_version",),
+        ("rules", "*", "name"),
+        ("plan", "*", "rule"),
+        ("plan", "*", "action"),
+        ("actions", "*", "rule"),
+        ("actions", "*", "action"),
+    }
+)
+"""Strings of a trace that name rules and actions (condition sources, reasons, errors and
+rendered params are scrubbed: they may quote the client)."""
+
+CONVERSATION_KEPT: frozenset[Path] = frozenset(
+    {(name,) for name in ("id", "external_id", "status", "group", "assignee", "link")}
+)
+
+
+# -- what is personal --------------------------------------------------------------------------
 
 
 def personal_values(
-    clients: Iterable[Mapping[str, Any]], events: Iterable[Mapping[str, Any]]
-) -> set[str]:
-    """The strings that identify a client: from its stored records (``Client`` as JSON) and
-    from the events about it (``Event.public()``: their ``client`` and ``message``)."""
-    found: set[str] = set()
+    clients: Iterable[Mapping[str, Any]],
+    events: Iterable[Mapping[str, Any]],
+    conversations: Iterable[Mapping[str, Any]] = (),
+) -> PersonalValues:
+    """The values that identify a client or say what they wrote, from its stored records
+    (``Client`` as JSON), the events about it (``Event.public()``) and its conversations."""
+    found: list[str] = []
 
-    def add_client(client: Mapping[str, Any] | None) -> None:
-        if not isinstance(client, Mapping):
-            return
-        for name in CLIENT_PERSONAL_FIELDS:
-            _add(found, client.get(name))
-        custom = client.get("custom")
-        if isinstance(custom, Mapping):
-            for value in custom.values():
-                _add(found, value)
+    def add_client(client: Any) -> None:
+        if isinstance(client, Mapping):
+            for name in CLIENT_PERSONAL_FIELDS:
+                found.extend(strings_in(client.get(name)))
+            found.extend(strings_in(client.get("custom")))
+
+    def add_conversation(conversation: Any) -> None:
+        if isinstance(conversation, Mapping):
+            for name in CONVERSATION_PERSONAL_FIELDS:
+                found.extend(strings_in(conversation.get(name)))
 
     for client in clients:
         add_client(client)
     for event in events:
         add_client(event.get("client"))
+        add_conversation(event.get("conversation"))
         message = event.get("message")
-        if isinstance(message, Mapping) and message.get("author") in (None, "client"):
-            _add(found, message.get("text"))
-    return found
+        if isinstance(message, Mapping):
+            found.extend(strings_in(message.get("text")))
+    for conversation in conversations:
+        add_conversation(conversation)
+    return PersonalValues(found)
 
 
-def _add(found: set[str], value: Any) -> None:
-    if isinstance(value, str | int | float) and not isinstance(value, bool):
-        text = str(value).strip()
-        if len(text) >= MIN_VALUE_LENGTH:
-            found.add(text.casefold())
+# -- rewriting records -------------------------------------------------------------------------
 
 
-def scrub(value: Any, personal: set[str], replacement: str = FORGOTTEN) -> tuple[Any, int]:
-    """``value`` (JSON data) with every string containing a personal value replaced by
-    ``replacement``; and how many strings were replaced."""
+def scrub(
+    value: Any,
+    personal: PersonalValues,
+    kept: frozenset[Path] = frozenset(),
+    replacement: str = FORGOTTEN,
+) -> tuple[Any, int]:
+    """``value`` (JSON data) with every string holding a personal value (in any stored form)
+    replaced by ``replacement``, except at the ``kept`` paths (keys; ``*`` for any list item);
+    and how many strings were replaced."""
     if not personal:
         return value, 0
+    return _scrub(value, personal, kept, (), replacement)
+
+
+def _scrub(
+    value: Any, personal: PersonalValues, kept: frozenset[Path], path: Path, replacement: str
+) -> tuple[Any, int]:
     if isinstance(value, str):
-        folded = value.casefold()
-        if any(item in folded for item in personal):
+        if path not in kept and personal.found_in(value):
             return replacement, 1
         return value, 0
     if isinstance(value, list):
         out, total = [], 0
         for item in value:
-            new, count = scrub(item, personal, replacement)
+            new, count = _scrub(item, personal, kept, (*path, "*"), replacement)
             out.append(new)
             total += count
         return out, total
@@ -103,26 +180,28 @@ def scrub(value: Any, personal: set[str], replacement: str = FORGOTTEN) -> tuple
         result: dict[Any, Any] = {}
         total = 0
         for key, item in value.items():
-            if key in _STRUCTURAL_KEYS and isinstance(item, str):
-                result[key] = item
-                continue
-            result[key], count = scrub(item, personal, replacement)
+            result[key], count = _scrub(item, personal, kept, (*path, str(key)), replacement)
             total += count
         return result, total
     return value, 0
 
 
-def forget_event_data(data: Mapping[str, Any], personal: set[str]) -> tuple[dict[str, Any], bool]:
+def forget_event_data(
+    data: Mapping[str, Any], personal: PersonalValues
+) -> tuple[dict[str, Any], bool]:
     """An audit record's event without the client's data; and whether it had a message text."""
     out = dict(data)
     client = out.get("client")
     if isinstance(client, Mapping):
         out["client"] = {key: _blank(key, value) for key, value in client.items()}
+    conversation = out.get("conversation")
+    if isinstance(conversation, Mapping):
+        out["conversation"] = _without_personal_fields(conversation)
     message = out.get("message")
     had_text = isinstance(message, Mapping) and message.get("text") is not None
     if isinstance(message, Mapping):
         out["message"] = {**message, "text": None}
-    scrubbed, _ = scrub(out, personal)
+    scrubbed, _ = scrub(out, personal, EVENT_KEPT)
     return scrubbed, had_text
 
 
@@ -136,12 +215,153 @@ def _blank(key: str, value: Any) -> Any:
     return None
 
 
-def forget_conversation_data(data: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-    """A conversation (as JSON) without its personal fields; and whether any was set."""
-    out = dict(data)
-    changed = False
-    for name in CONVERSATION_PERSONAL_FIELDS:
-        if out.get(name) is not None:
-            out[name] = None
-            changed = True
-    return out, changed
+def _without_personal_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        key: None if key in CONVERSATION_PERSONAL_FIELDS else value for key, value in data.items()
+    }
+
+
+def forget_conversation_data(
+    data: Mapping[str, Any], personal: PersonalValues
+) -> tuple[dict[str, Any], bool]:
+    """A conversation (as JSON) without its personal fields nor strings quoting a personal
+    value; and whether anything changed."""
+    out, _ = scrub(_without_personal_fields(data), personal, CONVERSATION_KEPT)
+    return out, out != dict(data)
+
+
+# -- the walk ----------------------------------------------------------------------------------
+
+
+@dataclass
+class EventRow:
+    """An audit record as :func:`forget_client` reads it (``key``: the store's row key)."""
+
+    key: Any
+    event_id: str
+    inbox_id: int | None
+    conversation_id: str | None
+    data: dict[str, Any]
+    trace: Any
+
+
+@dataclass
+class ConversationRow:
+    channel: str
+    key: str
+    data: dict[str, Any]
+
+
+@dataclass
+class InboxRow:
+    """A done or failed inbox item: whether it still has a body, and its error."""
+
+    id: int
+    has_body: bool
+    error: str | None
+
+
+@dataclass
+class JobRow:
+    id: int
+    params: Any
+    result: Any
+    error: str | None
+
+
+@dataclass
+class AttemptRow:
+    key: Any
+    result: Any
+    error: str | None
+
+
+class ForgetRows(Protocol):
+    """How one store finds and rewrites the rows :func:`forget_client` erases. ``channel`` is
+    ``None`` for every channel. Rows returned are the store's current ones (PostgreSQL locks
+    them); JSON values are JSON data."""
+
+    def clients(self, client_id: str, channel: str | None) -> list[dict[str, Any]]:
+        """The client's records (``Client`` as JSON)."""
+
+    def delete_clients(self, client_id: str, channel: str | None) -> int:
+        """Delete the client's records; how many."""
+
+    def events(self, client_id: str, channel: str | None) -> list[EventRow]:
+        """Audit records whose event's ``client.id`` is the client."""
+
+    def update_event(self, row: EventRow, data: dict[str, Any], trace: Any) -> None: ...
+
+    def conversations(
+        self, client_id: str, ids: Sequence[str], channel: str | None
+    ) -> list[ConversationRow]:
+        """Conversations keyed by the client id, or whose rulekit id is in ``ids``."""
+
+    def update_conversation(self, row: ConversationRow, data: dict[str, Any]) -> None: ...
+
+    def inbox(self, ids: Sequence[int], client_id: str, channel: str | None) -> list[InboxRow]:
+        """Done or failed inbox items with an id in ``ids``, or (on ``channel``) of the client's
+        conversation (``conversation_key``) or whose body holds the client id."""
+
+    def erase_inbox(self, row: InboxRow, error: str | None) -> None:
+        """Empty the item's body and set its error."""
+
+    def jobs(self, event_ids: Sequence[str]) -> list[JobRow]:
+        """Jobs of these events."""
+
+    def update_job(self, row: JobRow, params: Any, result: Any, error: str | None) -> None: ...
+
+    def attempts(self, job_ids: Sequence[int]) -> list[AttemptRow]:
+        """Attempts of these jobs."""
+
+    def update_attempt(self, row: AttemptRow, result: Any, error: str | None) -> None: ...
+
+
+def forget_client(rows: ForgetRows, client_id: str, channel: str | None) -> dict[str, int]:
+    """Erase a client's personal data through ``rows``; what was erased, by kind (see
+    :meth:`rulekit.store.base.Journal.forget_client`)."""
+    counts = dict.fromkeys(FORGET_KINDS, 0)
+    clients = rows.clients(client_id, channel)
+    events = rows.events(client_id, channel)
+    conversation_ids = sorted({row.conversation_id for row in events if row.conversation_id})
+    conversations = rows.conversations(client_id, conversation_ids, channel)
+    personal = personal_values(
+        clients, [row.data for row in events], [row.data for row in conversations]
+    )
+
+    counts["clients"] = rows.delete_clients(client_id, channel)
+    for event in events:
+        data, had_text = forget_event_data(event.data, personal)
+        trace, _ = scrub(event.trace, personal, TRACE_KEPT)
+        rows.update_event(event, data, trace)
+        counts["events"] += 1
+        counts["messages"] += had_text
+
+    for conversation in conversations:
+        data, changed = forget_conversation_data(conversation.data, personal)
+        if changed:
+            rows.update_conversation(conversation, data)
+            counts["conversations"] += 1
+
+    inbox_ids = sorted({row.inbox_id for row in events if row.inbox_id is not None})
+    for item in rows.inbox(inbox_ids, client_id, channel):
+        error, n_error = scrub(item.error, personal)
+        if item.has_body or n_error:
+            rows.erase_inbox(item, error)
+            counts["payloads"] += 1
+
+    jobs = rows.jobs([row.event_id for row in events])
+    for job in jobs:
+        params, n_params = scrub(job.params, personal)
+        result, n_result = scrub(job.result, personal)
+        error, n_error = scrub(job.error, personal)
+        if n_params or n_result or n_error:
+            rows.update_job(job, params, result, error)
+            counts["jobs"] += 1
+    for attempt in rows.attempts([job.id for job in jobs]):
+        result, n_result = scrub(attempt.result, personal)
+        error, n_error = scrub(attempt.error, personal)
+        if n_result or n_error:
+            rows.update_attempt(attempt, result, error)
+            counts["attempts"] += 1
+    return counts

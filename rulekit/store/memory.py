@@ -21,12 +21,8 @@ from pydantic import BaseModel
 from rulekit.event import Client, Conversation, Event
 from rulekit.store.base import JournaledState, JournaledStore
 from rulekit.store.erasure import (
-    FORGET_KINDS,
     PURGE_KINDS,
-    forget_conversation_data,
-    forget_event_data,
-    personal_values,
-    scrub,
+    forget_client,
 )
 from rulekit.store.records import (
     Attempt,
@@ -368,67 +364,9 @@ class MemoryState(JournaledState):
 
     # privacy and retention -------------------------------------------------------------------
     def forget_client(self, client_id: str, *, channel: str | None = None) -> dict[str, int]:
-        counts = dict.fromkeys(FORGET_KINDS, 0)
-        clients = [key for key in self.clients if key[1] == client_id and channel in (None, key[0])]
-        events = [
-            record
-            for record in self.events.values()
-            if (record.data.get("client") or {}).get("id") == client_id
-            and channel in (None, record.channel)
-        ]
-        personal = personal_values(
-            [self.clients[key].model_dump(mode="json") for key in clients],
-            [record.data for record in events],
-        )
-        for key in clients:
-            del self.clients[key]
-        counts["clients"] = len(clients)
-        for record in events:
-            data, had_text = forget_event_data(record.data, personal)
-            trace, _ = scrub(record.trace, personal)
-            self.events[record.event_id] = dataclasses.replace(record, data=data, trace=trace)
-            counts["events"] += 1
-            counts["messages"] += had_text
-        linked = {record.inbox_id for record in events}
-        needle = client_id.encode()
-        for item in list(self.inbox.values()):
-            mentions = needle in item.body and channel in (None, item.channel)
-            if item.status != "pending" and item.body and (item.id in linked or mentions):
-                self.inbox[item.id] = dataclasses.replace(item, body=b"")
-                counts["payloads"] += 1
-        event_ids = {record.event_id for record in events}
-        for job in list(self.outbox.values()):
-            if job.event_id not in event_ids:
-                continue
-            params, n_params = scrub(job.params, personal)
-            result, n_result = scrub(job.result, personal)
-            error, n_error = scrub(job.last_error, personal)
-            if n_params or n_result or n_error:
-                self.outbox[job.id] = dataclasses.replace(
-                    job, params=params, result=result, last_error=error
-                )
-                counts["jobs"] += 1
-            log = []
-            for attempt in self.attempt_log.get(job.id, []):
-                result, n_result = scrub(attempt.result, personal)
-                error, n_error = scrub(attempt.error, personal)
-                if n_result or n_error:
-                    attempt = dataclasses.replace(attempt, result=result, error=error)
-                    counts["attempts"] += 1
-                log.append(attempt)
-            if job.id in self.attempt_log:
-                self.attempt_log[job.id] = log
-        conversation_ids = {record.conversation_id for record in events} - {None}
-        for (conv_channel, key), conversation in list(self.conversations.items()):
-            if channel not in (None, conv_channel):
-                continue
-            if key != client_id and conversation.id not in conversation_ids:
-                continue
-            data, changed = forget_conversation_data(conversation.model_dump(mode="json"))
-            if changed:
-                self.conversations[(conv_channel, key)] = Conversation.model_validate(data)
-                counts["conversations"] += 1
-        return counts
+        from rulekit.store.memory_privacy import MemoryForgetRows
+
+        return forget_client(MemoryForgetRows(self), client_id, channel)
 
     def purge(self, *, events_before: datetime, payloads_before: datetime) -> dict[str, int]:
         counts = dict.fromkeys(PURGE_KINDS, 0)

@@ -1,119 +1,149 @@
-"""Forgetting a client and purging old records in a PostgreSQL store (the SQL behind
-:meth:`PostgresState.forget_client <rulekit.store.postgres_state.PostgresState.forget_client>` and
-:meth:`~rulekit.store.postgres_state.PostgresState.purge`). What is erased is decided by
-:mod:`rulekit.store.erasure`, as for SQLite; this module only finds and rewrites rows.
+"""Forgetting a client and purging old records in a PostgreSQL store: the rows behind
+:meth:`PostgresState.forget_client <rulekit.store.postgres_state.PostgresState.forget_client>`
+(the walk and what is erased are :mod:`rulekit.store.erasure`'s, as for SQLite) and the SQL of
+:meth:`~rulekit.store.postgres_state.PostgresState.purge`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rulekit.store.erasure import (
-    FORGET_KINDS,
     PURGE_KINDS,
-    forget_conversation_data,
-    forget_event_data,
-    personal_values,
-    scrub,
+    AttemptRow,
+    ConversationRow,
+    EventRow,
+    InboxRow,
+    JobRow,
 )
+from rulekit.store.erasure import forget_client as forget_walk
 from rulekit.store.records import utc
 
 if TYPE_CHECKING:
     from rulekit.store.postgres_state import PostgresState
 
+SAME_CHANNEL = "(%(channel)s::text IS NULL OR channel = %(channel)s)"
+
 
 def forget_client(state: PostgresState, client_id: str, channel: str | None) -> dict[str, int]:
     """See :meth:`rulekit.store.base.Journal.forget_client`."""
-    from rulekit.store.postgres_state import to_json
+    return forget_walk(PostgresForgetRows(state), client_id, channel)
 
-    counts = dict.fromkeys(FORGET_KINDS, 0)
-    where = {"client": client_id, "channel": channel}
-    same_channel = "(%(channel)s::text IS NULL OR channel = %(channel)s)"
-    clients = state.execute(
-        f"SELECT channel, data FROM clients WHERE id = %(client)s AND {same_channel}", where
-    ).fetchall()
-    # Locked: a daemon processing this client's next event waits rather than overwrite the
-    # erasure with what it read before.
-    events = state.execute(
-        "SELECT id, event_id, inbox_id, conversation_id, channel, data, trace FROM events"
-        f" WHERE data -> 'client' ->> 'id' = %(client)s AND {same_channel} FOR UPDATE",
-        where,
-    ).fetchall()
-    personal = personal_values(
-        [json.loads(row["data"]) for row in clients], [row["data"] for row in events]
-    )
 
-    counts["clients"] = state.execute(
-        f"DELETE FROM clients WHERE id = %(client)s AND {same_channel}", where
-    ).rowcount
+class PostgresForgetRows:
+    """:class:`rulekit.store.erasure.ForgetRows` over one PostgreSQL transaction. Rows read
+    are locked: a daemon processing this client's next event waits rather than overwrite the
+    erasure with what it read before."""
 
-    for row in events:
-        data, had_text = forget_event_data(row["data"], personal)
-        trace, _ = scrub(row["trace"], personal)
-        state.execute(
+    def __init__(self, state: PostgresState) -> None:
+        from rulekit.store.postgres_state import to_json
+
+        self.state = state
+        self.dump = to_json
+
+    def _json(self, value: Any) -> str | None:
+        return None if value is None else self.dump(value)
+
+    def clients(self, client_id: str, channel: str | None) -> list[dict[str, Any]]:
+        rows = self.state.execute(
+            f"SELECT data FROM clients WHERE id = %(client)s AND {SAME_CHANNEL} FOR UPDATE",
+            {"client": client_id, "channel": channel},
+        ).fetchall()
+        return [json.loads(row["data"]) for row in rows]
+
+    def delete_clients(self, client_id: str, channel: str | None) -> int:
+        return self.state.execute(
+            f"DELETE FROM clients WHERE id = %(client)s AND {SAME_CHANNEL}",
+            {"client": client_id, "channel": channel},
+        ).rowcount
+
+    def events(self, client_id: str, channel: str | None) -> list[EventRow]:
+        rows = self.state.execute(
+            "SELECT id, event_id, inbox_id, conversation_id, data, trace FROM events"
+            f" WHERE data -> 'client' ->> 'id' = %(client)s AND {SAME_CHANNEL} FOR UPDATE",
+            {"client": client_id, "channel": channel},
+        ).fetchall()
+        return [
+            EventRow(
+                row["id"],
+                row["event_id"],
+                row["inbox_id"],
+                row["conversation_id"],
+                row["data"],
+                row["trace"],
+            )
+            for row in rows
+        ]
+
+    def update_event(self, row: EventRow, data: dict[str, Any], trace: Any) -> None:
+        self.state.execute(
             "UPDATE events SET data = %s::json, trace = %s::json WHERE id = %s",
-            (to_json(data), to_json(trace), row["id"]),
+            (self.dump(data), self.dump(trace), row.key),
         )
-        counts["events"] += 1
-        counts["messages"] += had_text
 
-    inbox_ids = [row["inbox_id"] for row in events if row["inbox_id"] is not None]
-    counts["payloads"] = state.execute(
-        "UPDATE inbox SET body = ''::bytea WHERE status <> 'pending' AND length(body) > 0"
-        " AND (id = ANY(%(ids)s::bigint[]) OR (position(convert_to(%(client)s, 'UTF8') in body) > 0"
-        f"      AND {same_channel}))",
-        {**where, "ids": inbox_ids},
-    ).rowcount
+    def conversations(
+        self, client_id: str, ids: Sequence[str], channel: str | None
+    ) -> list[ConversationRow]:
+        rows = self.state.execute(
+            f"SELECT channel, key, data FROM conversations WHERE {SAME_CHANNEL}"
+            " AND (key = %(client)s OR id = ANY(%(ids)s::text[])) FOR UPDATE",
+            {"client": client_id, "channel": channel, "ids": list(ids)},
+        ).fetchall()
+        return [
+            ConversationRow(row["channel"], row["key"], json.loads(row["data"])) for row in rows
+        ]
 
-    event_ids = [row["event_id"] for row in events]
-    jobs = state.execute(
-        "SELECT id, params, result, last_error FROM outbox WHERE event_id = ANY(%s::text[])"
-        " FOR UPDATE",
-        (event_ids,),
-    ).fetchall()
-    for job in jobs:
-        params, n_params = scrub(job["params"], personal)
-        result, n_result = scrub(job["result"], personal)
-        error, n_error = scrub(job["last_error"], personal)
-        if n_params or n_result or n_error:
-            state.execute(
-                "UPDATE outbox SET params = %s::json, result = %s::json, last_error = %s"
-                " WHERE id = %s",
-                (to_json(params), None if result is None else to_json(result), error, job["id"]),
-            )
-            counts["jobs"] += 1
-    attempts = state.execute(
-        "SELECT id, result, error FROM attempts WHERE job_id IN"
-        " (SELECT id FROM outbox WHERE event_id = ANY(%s::text[]))",
-        (event_ids,),
-    ).fetchall()
-    for attempt in attempts:
-        result, n_result = scrub(attempt["result"], personal)
-        error, n_error = scrub(attempt["error"], personal)
-        if n_result or n_error:
-            state.execute(
-                "UPDATE attempts SET result = %s::json, error = %s WHERE id = %s",
-                (None if result is None else to_json(result), error, attempt["id"]),
-            )
-            counts["attempts"] += 1
+    def update_conversation(self, row: ConversationRow, data: dict[str, Any]) -> None:
+        self.state.execute(
+            "UPDATE conversations SET data = %s WHERE channel = %s AND key = %s",
+            (self.dump(data), row.channel, row.key),
+        )
 
-    conversation_ids = sorted({row["conversation_id"] for row in events if row["conversation_id"]})
-    conversations = state.execute(
-        f"SELECT channel, key, data FROM conversations WHERE {same_channel}"
-        " AND (key = %(client)s OR id = ANY(%(ids)s::text[])) FOR UPDATE",
-        {**where, "ids": conversation_ids},
-    ).fetchall()
-    for row in conversations:
-        data, changed = forget_conversation_data(json.loads(row["data"]))
-        if changed:
-            state.execute(
-                "UPDATE conversations SET data = %s WHERE channel = %s AND key = %s",
-                (to_json(data), row["channel"], row["key"]),
-            )
-            counts["conversations"] += 1
-    return counts
+    def inbox(self, ids: Sequence[int], client_id: str, channel: str | None) -> list[InboxRow]:
+        rows = self.state.execute(
+            "SELECT id, length(body) > 0 AS has_body, error FROM inbox WHERE status <> 'pending'"
+            " AND (id = ANY(%(ids)s::bigint[])"
+            f"      OR ({SAME_CHANNEL} AND (conversation_key = %(client)s"
+            "           OR position(convert_to(%(client)s, 'UTF8') in body) > 0)))"
+            " FOR UPDATE",
+            {"ids": list(ids), "client": client_id, "channel": channel},
+        ).fetchall()
+        return [InboxRow(row["id"], bool(row["has_body"]), row["error"]) for row in rows]
+
+    def erase_inbox(self, row: InboxRow, error: str | None) -> None:
+        self.state.execute(
+            "UPDATE inbox SET body = ''::bytea, error = %s WHERE id = %s", (error, row.id)
+        )
+
+    def jobs(self, event_ids: Sequence[str]) -> list[JobRow]:
+        rows = self.state.execute(
+            "SELECT id, params, result, last_error FROM outbox WHERE event_id = ANY(%s::text[])"
+            " FOR UPDATE",
+            (list(event_ids),),
+        ).fetchall()
+        return [JobRow(row["id"], row["params"], row["result"], row["last_error"]) for row in rows]
+
+    def update_job(self, row: JobRow, params: Any, result: Any, error: str | None) -> None:
+        self.state.execute(
+            "UPDATE outbox SET params = %s::json, result = %s::json, last_error = %s WHERE id = %s",
+            (self.dump(params), self._json(result), error, row.id),
+        )
+
+    def attempts(self, job_ids: Sequence[int]) -> list[AttemptRow]:
+        rows = self.state.execute(
+            "SELECT id, result, error FROM attempts WHERE job_id = ANY(%s::bigint[])",
+            (list(job_ids),),
+        ).fetchall()
+        return [AttemptRow(row["id"], row["result"], row["error"]) for row in rows]
+
+    def update_attempt(self, row: AttemptRow, result: Any, error: str | None) -> None:
+        self.state.execute(
+            "UPDATE attempts SET result = %s::json, error = %s WHERE id = %s",
+            (self._json(result), error, row.key),
+        )
 
 
 def purge(

@@ -171,6 +171,9 @@ class SQLiteStore(JournaledStore):
                 )
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute("PRAGMA foreign_keys = ON")
+            # Deleted and rewritten rows are overwritten with zeros rather than left in free
+            # space, so that `rulekit forget` (and retention) really remove the bytes.
+            conn.execute("PRAGMA secure_delete = ON")
             status = status_of(_read_version(conn), MIGRATIONS)
             if status.too_new:
                 raise _too_new(self.path, status)
@@ -226,6 +229,16 @@ class SQLiteStore(JournaledStore):
         """Where this store's schema stands."""
         with self.transaction() as state:
             return status_of(_read_version(state.conn), MIGRATIONS)
+
+    def checkpoint(self) -> bool:
+        """Copy the write-ahead log into the database file and truncate it to zero bytes, so
+        that the log keeps no older copy of erased rows; false when a reader (a daemon in the
+        middle of a transaction) kept it from completing."""
+        with self._lock:
+            if self._conn is None:
+                raise StoreError(f"SQLite store {self.path} is closed")
+            busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            return busy == 0
 
     def close(self) -> None:
         """Close the connection (SQLite checkpoints the WAL when the last one closes)."""

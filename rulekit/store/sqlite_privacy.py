@@ -1,117 +1,144 @@
-"""Forgetting a client and purging old records in a SQLite store (the SQL behind
-:meth:`SQLiteState.forget_client <rulekit.store.sqlite_state.SQLiteState.forget_client>` and
-:meth:`~rulekit.store.sqlite_state.SQLiteState.purge`). What is erased is decided by
-:mod:`rulekit.store.erasure`; this module only finds and rewrites rows.
+"""Forgetting a client and purging old records in a SQLite store: the rows behind
+:meth:`SQLiteState.forget_client <rulekit.store.sqlite_state.SQLiteState.forget_client>` (the
+walk and what is erased are :mod:`rulekit.store.erasure`'s) and the SQL of
+:meth:`~rulekit.store.sqlite_state.SQLiteState.purge`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rulekit.store.erasure import (
-    FORGET_KINDS,
     PURGE_KINDS,
-    forget_conversation_data,
-    forget_event_data,
-    personal_values,
-    scrub,
+    AttemptRow,
+    ConversationRow,
+    EventRow,
+    InboxRow,
+    JobRow,
 )
+from rulekit.store.erasure import forget_client as forget_walk
 
 if TYPE_CHECKING:
     from rulekit.store.sqlite_state import SQLiteState
 
+SAME_CHANNEL = "(? IS NULL OR channel = ?)"
+
 
 def forget_client(state: SQLiteState, client_id: str, channel: str | None) -> dict[str, int]:
     """See :meth:`rulekit.store.base.Journal.forget_client`."""
-    from rulekit.store.sqlite_state import from_json, to_json
+    return forget_walk(SQLiteForgetRows(state), client_id, channel)
 
-    counts = dict.fromkeys(FORGET_KINDS, 0)
-    clients = state.execute(
-        "SELECT channel, data FROM clients WHERE id = ? AND (? IS NULL OR channel = ?)",
-        (client_id, channel, channel),
-    ).fetchall()
-    events = state.execute(
-        "SELECT id, event_id, inbox_id, conversation_id, channel, data, trace FROM events"
-        " WHERE json_extract(data, '$.client.id') = ? AND (? IS NULL OR channel = ?)",
-        (client_id, channel, channel),
-    ).fetchall()
-    event_data = {row["id"]: from_json(row["data"]) for row in events}
-    personal = personal_values(
-        [from_json(row["data"]) for row in clients], list(event_data.values())
-    )
 
-    counts["clients"] = state.execute(
-        "DELETE FROM clients WHERE id = ? AND (? IS NULL OR channel = ?)",
-        (client_id, channel, channel),
-    ).rowcount
+class SQLiteForgetRows:
+    """:class:`rulekit.store.erasure.ForgetRows` over one SQLite transaction."""
 
-    for row in events:
-        data, had_text = forget_event_data(event_data[row["id"]], personal)
-        trace, _ = scrub(from_json(row["trace"]), personal)
-        state.execute(
+    def __init__(self, state: SQLiteState) -> None:
+        from rulekit.store.sqlite_state import from_json, to_json
+
+        self.state = state
+        self.load = from_json
+        self.dump = to_json
+
+    def _json(self, value: Any) -> str | None:
+        return None if value is None else self.dump(value)
+
+    def clients(self, client_id: str, channel: str | None) -> list[dict[str, Any]]:
+        rows = self.state.execute(
+            f"SELECT data FROM clients WHERE id = ? AND {SAME_CHANNEL}",
+            (client_id, channel, channel),
+        ).fetchall()
+        return [self.load(row["data"]) for row in rows]
+
+    def delete_clients(self, client_id: str, channel: str | None) -> int:
+        return self.state.execute(
+            f"DELETE FROM clients WHERE id = ? AND {SAME_CHANNEL}", (client_id, channel, channel)
+        ).rowcount
+
+    def events(self, client_id: str, channel: str | None) -> list[EventRow]:
+        rows = self.state.execute(
+            "SELECT id, event_id, inbox_id, conversation_id, data, trace FROM events"
+            f" WHERE json_extract(data, '$.client.id') = ? AND {SAME_CHANNEL}",
+            (client_id, channel, channel),
+        ).fetchall()
+        return [
+            EventRow(
+                row["id"],
+                row["event_id"],
+                row["inbox_id"],
+                row["conversation_id"],
+                self.load(row["data"]),
+                self.load(row["trace"]),
+            )
+            for row in rows
+        ]
+
+    def update_event(self, row: EventRow, data: dict[str, Any], trace: Any) -> None:
+        self.state.execute(
             "UPDATE events SET data = ?, trace = ? WHERE id = ?",
-            (to_json(data), to_json(trace), row["id"]),
+            (self.dump(data), self.dump(trace), row.key),
         )
-        counts["events"] += 1
-        counts["messages"] += had_text
 
-    inbox_ids = to_json([row["inbox_id"] for row in events if row["inbox_id"] is not None])
-    counts["payloads"] = state.execute(
-        "UPDATE inbox SET body = X'' WHERE status != 'pending' AND length(body) > 0"
-        " AND (id IN (SELECT value FROM json_each(?))"
-        "      OR (instr(body, CAST(? AS BLOB)) > 0 AND (? IS NULL OR channel = ?)))",
-        (inbox_ids, client_id, channel, channel),
-    ).rowcount
+    def conversations(
+        self, client_id: str, ids: Sequence[str], channel: str | None
+    ) -> list[ConversationRow]:
+        rows = self.state.execute(
+            f"SELECT channel, key, data FROM conversations WHERE {SAME_CHANNEL}"
+            " AND (key = ? OR id IN (SELECT value FROM json_each(?)))",
+            (channel, channel, client_id, self.dump(list(ids))),
+        ).fetchall()
+        return [ConversationRow(row["channel"], row["key"], self.load(row["data"])) for row in rows]
 
-    event_ids = to_json([row["event_id"] for row in events])
-    jobs = state.execute(
-        "SELECT id, params, result, last_error FROM outbox"
-        " WHERE event_id IN (SELECT value FROM json_each(?))",
-        (event_ids,),
-    ).fetchall()
-    for job in jobs:
-        params, n_params = scrub(from_json(job["params"]), personal)
-        result, n_result = scrub(from_json(job["result"]), personal)
-        error, n_error = scrub(job["last_error"], personal)
-        if n_params or n_result or n_error:
-            state.execute(
-                "UPDATE outbox SET params = ?, result = ?, last_error = ? WHERE id = ?",
-                (to_json(params), None if result is None else to_json(result), error, job["id"]),
-            )
-            counts["jobs"] += 1
-    attempts = state.execute(
-        "SELECT id, result, error FROM attempts WHERE job_id IN"
-        " (SELECT id FROM outbox WHERE event_id IN (SELECT value FROM json_each(?)))",
-        (event_ids,),
-    ).fetchall()
-    for attempt in attempts:
-        result, n_result = scrub(from_json(attempt["result"]), personal)
-        error, n_error = scrub(attempt["error"], personal)
-        if n_result or n_error:
-            state.execute(
-                "UPDATE attempts SET result = ?, error = ? WHERE id = ?",
-                (None if result is None else to_json(result), error, attempt["id"]),
-            )
-            counts["attempts"] += 1
+    def update_conversation(self, row: ConversationRow, data: dict[str, Any]) -> None:
+        self.state.execute(
+            "UPDATE conversations SET data = ? WHERE channel = ? AND key = ?",
+            (self.dump(data), row.channel, row.key),
+        )
 
-    conversation_ids = to_json(
-        sorted({row["conversation_id"] for row in events if row["conversation_id"]})
-    )
-    conversations = state.execute(
-        "SELECT channel, key, data FROM conversations WHERE (? IS NULL OR channel = ?)"
-        " AND (key = ? OR id IN (SELECT value FROM json_each(?)))",
-        (channel, channel, client_id, conversation_ids),
-    ).fetchall()
-    for row in conversations:
-        data, changed = forget_conversation_data(from_json(row["data"]))
-        if changed:
-            state.execute(
-                "UPDATE conversations SET data = ? WHERE channel = ? AND key = ?",
-                (to_json(data), row["channel"], row["key"]),
-            )
-            counts["conversations"] += 1
-    return counts
+    def inbox(self, ids: Sequence[int], client_id: str, channel: str | None) -> list[InboxRow]:
+        rows = self.state.execute(
+            "SELECT id, length(body) > 0 AS has_body, error FROM inbox WHERE status != 'pending'"
+            " AND (id IN (SELECT value FROM json_each(?))"
+            f"      OR ({SAME_CHANNEL} AND (conversation_key = ?"
+            "                              OR instr(body, CAST(? AS BLOB)) > 0)))",
+            (self.dump(list(ids)), channel, channel, client_id, client_id),
+        ).fetchall()
+        return [InboxRow(row["id"], bool(row["has_body"]), row["error"]) for row in rows]
+
+    def erase_inbox(self, row: InboxRow, error: str | None) -> None:
+        self.state.execute("UPDATE inbox SET body = X'', error = ? WHERE id = ?", (error, row.id))
+
+    def jobs(self, event_ids: Sequence[str]) -> list[JobRow]:
+        rows = self.state.execute(
+            "SELECT id, params, result, last_error FROM outbox"
+            " WHERE event_id IN (SELECT value FROM json_each(?))",
+            (self.dump(list(event_ids)),),
+        ).fetchall()
+        return [
+            JobRow(row["id"], self.load(row["params"]), self.load(row["result"]), row["last_error"])
+            for row in rows
+        ]
+
+    def update_job(self, row: JobRow, params: Any, result: Any, error: str | None) -> None:
+        self.state.execute(
+            "UPDATE outbox SET params = ?, result = ?, last_error = ? WHERE id = ?",
+            (self.dump(params), self._json(result), error, row.id),
+        )
+
+    def attempts(self, job_ids: Sequence[int]) -> list[AttemptRow]:
+        rows = self.state.execute(
+            "SELECT id, result, error FROM attempts"
+            " WHERE job_id IN (SELECT value FROM json_each(?))",
+            (self.dump(list(job_ids)),),
+        ).fetchall()
+        return [AttemptRow(row["id"], self.load(row["result"]), row["error"]) for row in rows]
+
+    def update_attempt(self, row: AttemptRow, result: Any, error: str | None) -> None:
+        self.state.execute(
+            "UPDATE attempts SET result = ?, error = ? WHERE id = ?",
+            (self._json(result), error, row.key),
+        )
 
 
 def purge(state: SQLiteState, events_before: datetime, payloads_before: datetime) -> dict[str, int]:

@@ -1,0 +1,146 @@
+"""Every form in which a personal value may have been stored, and finding them in text.
+
+A client's name rarely reaches the store only as typed: a Telegram HTML message holds it
+HTML-escaped (``O&#x27;Brien &lt;ob@x.io&gt;``), a MarkdownV2 one backslash-escaped
+(``ob@x\\.io``), a Slack text mrkdwn-escaped (``&amp;``), a JSON body quoted in an error
+``\\u00e9``- or ``\\/``-escaped, a page URL percent-encoded (``ob%40x.io``), a rule may have
+upper-cased it. :func:`stored_forms` lists those forms (each escaping applied to the whole
+value; every escaping here works character by character, so the escaped form of a text quoting
+the value contains the escaped value); :class:`PersonalValues` looks for any of them in a
+string, case-insensitively. ``rulekit forget`` erases strings holding one, ``rulekit why``
+hides them.
+
+What is not recognised: a value cut or rewritten by a template beyond escaping and case
+(``{{ client.name[:3] }}``, a truncated long message).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Callable, Iterable
+from functools import cache
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+import markupsafe
+
+MIN_VALUE_LENGTH = 3
+"""Shorter values are not looked for in other strings: "Al" would erase half the trace."""
+
+_URL_SAFE = ("", "/", "!'()*-._~", ";,/?:@&=+$#!'()*-._~")
+"""Characters left as they are by the URL encoders in use: Python's ``quote`` (with and without
+``/``), JavaScript's ``encodeURIComponent`` and ``encodeURI``."""
+
+
+@cache
+def _markups() -> tuple[Callable[[str], str], ...]:
+    """How a value is escaped for each markup a destination reads (the action modules' own
+    escapers), plus HTML-with-quotes as Jinja and attribute values escape it."""
+    from rulekit.actions.slack import escape_mrkdwn
+    from rulekit.actions.telegram import escape_html, escape_markdown_v2
+
+    return (
+        str,
+        escape_html,
+        lambda text: html.escape(text, quote=True),
+        lambda text: str(markupsafe.escape(text)),
+        escape_markdown_v2,
+        _markdown_v2_code,
+        _markdown_v2_link,
+        escape_mrkdwn,
+    )
+
+
+def _markdown_v2_code(text: str) -> str:
+    """MarkdownV2 inside ``pre``/``code``: only ````` and ``\\`` are escaped."""
+    return text.replace("\\", "\\\\").replace("`", "\\`")
+
+
+def _markdown_v2_link(text: str) -> str:
+    """MarkdownV2 inside a link's ``(...)``: only ``)`` and ``\\`` are escaped."""
+    return text.replace("\\", "\\\\").replace(")", "\\)")
+
+
+def _transports(text: str) -> set[str]:
+    """``text`` as JSON string contents (ASCII-only or not, ``/`` escaped or not) and as a
+    Python ``repr`` quotes it."""
+    forms = {text, repr(text)[1:-1]}
+    for ascii_only in (True, False):
+        encoded = json.dumps(text, ensure_ascii=ascii_only)[1:-1]
+        forms.update((encoded, encoded.replace("/", "\\/")))
+    return forms
+
+
+def _url_forms(text: str) -> set[str]:
+    forms = set()
+    for safe in _URL_SAFE:
+        forms.add(quote(text, safe=safe))
+        forms.add(quote_plus(text, safe=safe))
+    return forms
+
+
+def stored_forms(value: str) -> set[str]:
+    """The forms of ``value`` that may be stored: raw, escaped for each markup, JSON-escaped,
+    repr-quoted, URL-encoded, and the markup or JSON forms of those."""
+    forms: set[str] = set()
+    urls = _url_forms(value)
+    for markup in _markups():
+        forms.update(_transports(markup(value)))
+        for url in urls:
+            forms.update(_transports(markup(url)))
+    return forms
+
+
+class PersonalValues:
+    """A set of personal values, with every stored form of each (see :func:`stored_forms`).
+
+    ``found_in(text)`` tells whether a string holds one (any form, any case); ``pattern`` finds
+    them in a string to hide them in place. Values shorter than :data:`MIN_VALUE_LENGTH` are
+    left out."""
+
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        self.values = frozenset(
+            text for text in (value.strip() for value in values) if len(text) >= MIN_VALUE_LENGTH
+        )
+        forms = {form for value in self.values for form in stored_forms(value)}
+        self._folded = tuple(
+            sorted({form.casefold() for form in forms if form}, key=len, reverse=True)
+        )
+        self._all = tuple(sorted(forms | set(self._folded), key=len, reverse=True))
+
+    def __bool__(self) -> bool:
+        return bool(self.values)
+
+    def found_in(self, text: str) -> bool:
+        """Whether ``text`` holds a form of one of the values, in any case."""
+        folded = text.casefold()
+        return any(form in folded for form in self._folded)
+
+    @property
+    def pattern(self) -> re.Pattern[str] | None:
+        """Every form, longest first, matched case-insensitively (a plain alternation of
+        literals: time linear in the text for a given set); ``None`` without values."""
+        if not self._all:
+            return None
+        return _compile(self._all)
+
+
+@cache
+def _compile(forms: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("|".join(re.escape(form) for form in forms), re.IGNORECASE)
+
+
+def strings_in(value: Any) -> Iterable[str]:
+    """Every string in JSON data (keys excepted)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings_in(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from strings_in(item)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        yield str(value)
