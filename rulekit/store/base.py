@@ -288,22 +288,28 @@ class Journal(abc.ABC):
     def forget_client(self, client_id: str, *, channel: str | None = None) -> dict[str, int]:
         """Erase a client's personal data (``rulekit forget``); return what was erased, by kind.
 
-        The client is ``client_id`` on ``channel`` (on every channel when ``None``). Erased:
+        The client is ``client_id`` on ``channel`` (on every channel when ``None``). Personal
+        values and the forms they are found in are defined in :mod:`rulekit.store.erasure`;
+        stores implement it as :func:`rulekit.store.erasure.forget_client` over their
+        :class:`~rulekit.store.erasure.ForgetRows`. Erased:
 
         * ``clients``: the client records (deleted);
         * ``events``: audit records whose event's ``client.id`` is the client: the client
-          fields except ``id`` are blanked, and every string of the record (message text,
-          trace) that contains a personal value is replaced (``rulekit.store.erasure``);
+          fields except ``id`` are blanked, the message text and conversation page removed,
+          and every other string of the record (trace included) holding a personal value in
+          any stored form is replaced;
         * ``messages``: of those events, how many had a message text (now gone);
-        * ``payloads``: inbox bodies of those events, and done or failed bodies naming the
-          client id, emptied (pending ones are left for the processor);
+        * ``payloads``: done or failed inbox items of those events, of the client's
+          conversation or whose body names the client id: bodies emptied, errors scrubbed
+          (pending ones are left for the processor);
         * ``jobs`` and ``attempts``: jobs of those events and their attempts whose params,
-          result or error carried a personal value, scrubbed the same way;
+          result or error held a personal value, scrubbed the same way;
         * ``conversations``: conversations of those events (or keyed by the client id) whose
-          personal fields (``page``) were cleared.
+          page was cleared or another field scrubbed.
 
-        Every kind is in the result, with 0 when nothing was found. Ids, times, statuses and
-        rule names stay, so the audit trail still shows that something happened.
+        Every kind is in the result, with 0 when nothing was found. Ids (the client id, a
+        pseudonym, included), times, statuses and rule names stay, so the audit trail still
+        shows that something happened. Call :meth:`Store.checkpoint` after the transaction.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot forget clients yet")
 

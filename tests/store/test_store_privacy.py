@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 from rulekit.event import Client, Conversation
@@ -145,3 +146,72 @@ def test_purge_empties_old_payloads_only(store, make_event):
         items = state.inbox_items()
         assert sorted(len(item.body) > 0 for item in items) == [False, False, True]
         assert state.get_event("e-jane") is not None
+
+
+def test_forget_finds_every_stored_form_in_every_store(store, make_event):
+    """Escaped, encoded and re-cased copies of a personal value are erased; the trace's
+    reasons and condition errors too; rule and action names stay."""
+    name, text = "O'Brien <ob@x.io> & Co_", "I want *bold* café"
+    page = "https://shop.example.com/?email=ob%40x.io"
+    with store.transaction() as state:
+        inbox_id, _ = state.append_inbox(
+            "online-chat", b'{"x": 1}', conversation_key="c-ob", now=T0
+        )
+        state.finish_inbox(inbox_id, error=f"cannot read {json.dumps(text)}")
+        event = make_event(
+            "e-ob",
+            conversation={"id": "conv-ob", "page": page, "tags": ["vip"]},
+            client={"id": "c-ob", "name": name, "custom": {"ids": [12345, {"deep": "Zoë-42"}]}},
+            message={"text": text, "author": "client"},
+        )
+        trace = {
+            "rules": [
+                {
+                    "name": "Tell",
+                    "matched": False,
+                    "trace": {
+                        "reason": f"condition failed: bad value {text!r}",
+                        "conditions": [{"source": "x", "error": f"no {name.upper()}"}],
+                    },
+                }
+            ],
+            "plan": [{"rule": "Tell", "action": "telegram", "params": {"text": "&lt;b&gt;"}}],
+        }
+        html_text = "<b>O&#x27;Brien &lt;ob@x.io&gt; &amp; Co_</b>"
+        state.record_event(
+            event,
+            inbox_id=None,
+            trace=trace,
+            jobs=[
+                JobSpec("Tell", "telegram", {"text": html_text, "name": name}, "telegram:1"),
+                JobSpec("Tell", "telegram", {"text": "I want \\*bold\\* café"}, "telegram:2"),
+                JobSpec("Tell", "slack", {"text": "O'Brien &lt;ob@x.io&gt; &amp; Co_"}, "s:1"),
+                JobSpec(
+                    "Tell",
+                    "slack",
+                    {"text": "?next=https%3A%2F%2Fshop.example.com%2F%3Femail%3Dob%2540x.io"},
+                    "s:2",
+                ),
+                JobSpec("Tell", "slack", {"text": "Zoë-42 #12345"}, "s:3"),
+            ],
+            now=T0,
+        )
+        first = state.jobs(event_id="e-ob")[0]
+        state.record_attempt(first.id, "dead", error='{"text":"I want *bold* caf\\u00e9"}', now=T0)
+    with store.transaction() as state:
+        counts = state.forget_client("c-ob")
+    assert counts["jobs"] == 5 and counts["attempts"] == 1 and counts["payloads"] == 1
+    with store.transaction() as state:
+        record = state.get_event("e-ob")
+        assert record.data["conversation"]["page"] is None
+        assert record.data["conversation"]["id"] == "conv-ob"
+        rule = record.trace["rules"][0]
+        assert rule["name"] == "Tell" and rule["trace"]["reason"] == FORGOTTEN
+        assert rule["trace"]["conditions"][0]["error"] == FORGOTTEN
+        assert record.trace["plan"][0]["params"] == {"text": "&lt;b&gt;"}
+        jobs = state.jobs(event_id="e-ob")
+        assert [job.params["text"] for job in jobs] == [FORGOTTEN] * 5
+        assert jobs[0].params["name"] == FORGOTTEN and jobs[0].rule == "Tell"
+        assert state.attempts(jobs[0].id)[0].error == FORGOTTEN
+        (item,) = [item for item in state.inbox_items() if item.id == inbox_id]
+        assert item.error == FORGOTTEN
