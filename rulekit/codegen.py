@@ -203,7 +203,7 @@ class Program:
             self._bound[key] = ident
         return self._bound[key]
 
-    def escaper_name(self, escaper: Callable[[str], str] | None) -> str:
+    def escaper_name(self, escaper: Callable[[Any], str] | None) -> str:
         if escaper is None:
             return "None"
         key = id(escaper)
@@ -380,14 +380,12 @@ def split_simple_template(source: str) -> list[tuple[bool, str]] | None:
         position = end + 2
 
 
-def output(value: Any, escaper: Callable[[str], str] | None) -> str:
-    """One ``{{ }}`` value as text: ``None`` is empty; markup targets get values escaped,
-    except values already marked safe."""
+def output(value: Any, escaper: Callable[[Any], str] | None) -> str:
+    """One ``{{ }}`` value as text: ``None`` is empty; markup targets give every value to their
+    escaper (which decides about values marked safe)."""
     if value is None:
         return ""
-    if escaper is None or isinstance(value, Markup):
-        return str(value)
-    return escaper(str(value))
+    return str(value) if escaper is None else escaper(value)
 
 
 def simple_template_body(program: Program, parts: list[tuple[bool, str]], escaper: Any) -> str:

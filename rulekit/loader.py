@@ -25,6 +25,7 @@ from rulekit.errors import (
 )
 from rulekit.event import EVENT_NAMES
 from rulekit.expressions import ROOT_TYPES, check_references, parse_expression
+from rulekit.markup import defer
 from rulekit.plugins import Plugins
 from rulekit.rules import ActionStep, AllOf, AnyOf, Condition, Leaf, NotOf, Rule, RuleSpec, Value
 from rulekit.templates import Sandbox, jinja_names, render_stream, with_budget
@@ -405,20 +406,20 @@ class RuleLoader:
         path: tuple[Any, ...],
         errors: list[RuleError],
     ) -> dict[str, Any]:
-        escaper = action_class.escaper(raw) if action_class.markup_fields else None
-        out = {}
-        for key, value in raw.items():
-            field_escaper = escaper if key in action_class.markup_fields else None
-            out[key] = self._value(value, field_escaper, at, (*path, key), errors)
-        return out
+        # markup actions: values become placeholders, escaped once the action has said which
+        # markup each rendered leaf is (rulekit.markup); plain actions get values as they are
+        escaper = defer if action_class.markup else None
+        return {
+            key: self._value(value, escaper, at, (*path, key), errors) for key, value in raw.items()
+        }
 
     def _value(
         self, value: Any, escaper: Any, at: _Locator, path: tuple[Any, ...], errors: list[RuleError]
     ) -> Any:
         if isinstance(value, dict):
-            return {k: self._value(v, None, at, (*path, k), errors) for k, v in value.items()}
+            return {k: self._value(v, escaper, at, (*path, k), errors) for k, v in value.items()}
         if isinstance(value, list):
-            return [self._value(v, None, at, (*path, i), errors) for i, v in enumerate(value)]
+            return [self._value(v, escaper, at, (*path, i), errors) for i, v in enumerate(value)]
         if not isinstance(value, str) or not _is_template(value):
             return value
         try:

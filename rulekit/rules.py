@@ -12,7 +12,9 @@ from pydantic import ValidationInfo as _Info
 
 from rulekit.actions.base import Action
 from rulekit.errors import Location
+from rulekit.markup import interpolations
 from rulekit.models import Duration, StrictModel
+from rulekit.templates import MAX_OUTPUT
 
 
 def _names(value: Any, info: _Info) -> Any:
@@ -112,7 +114,13 @@ class ActionStep:
     """For parameters without templates: the validated model, made once at load."""
 
     def render(self, e: Any, now: Any, env: Any) -> dict[str, Any]:
-        return _render(self.params, e, now, env)
+        """The parameters for this event: templates rendered, values escaped for the markup
+        they landed in (for actions that send markup, see :mod:`rulekit.markup`)."""
+        if not self.action_class.markup:
+            return _render(self.params, e, now, env)
+        with interpolations(MAX_OUTPUT) as values:
+            rendered = _render(self.params, e, now, env)
+            return self.action_class.escape(values, rendered)
 
     def planned(self, e: Any, now: Any, env: Any) -> tuple[Any, dict[str, Any]]:
         """The validated parameter model for this event, and its values as a new dict."""

@@ -10,9 +10,10 @@ no underscore attributes, no unsafe callables, no mutation of data. On top of Ji
 * ``~`` treats ``None`` as an empty string, as compiled conditions and simple templates do;
 * rendered output is capped (:data:`MAX_OUTPUT`), counted while it is produced;
 * ``None`` renders as an empty string (a reply never says "None" to a client);
-* values interpolated into a markup target are escaped by the target's escaper, through Jinja's
-  ``finalize`` — the template's literal text stays the admin's markup, and a value marked
-  ``|safe`` (already markup) is not escaped again.
+* values interpolated into a markup target go to the target's escaper, through Jinja's
+  ``finalize`` (all of them, ``Markup`` included: the escaper decides); the template's literal
+  text stays the admin's markup, and ``|safe`` marks a value as markup
+  (:class:`rulekit.markup.Safe`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from markupsafe import Markup
 from pydantic import BaseModel
 
 from rulekit.errors import TemplateError
+from rulekit.markup import Safe, mark_safe
 
 MAX_EXPRESSION = 4_000
 """Characters in one condition expression."""
@@ -57,7 +59,7 @@ MAX_EXPONENT = 1_000
 
 _budget: contextvars.ContextVar[list[int]] = contextvars.ContextVar("rulekit_render_budget")
 
-Escaper = Callable[[str], str]
+Escaper = Callable[[Any], str]
 
 
 # -- limited operations (shared by compiled conditions and the Jinja sandbox) ----------------
@@ -205,12 +207,12 @@ def truncate_safe(
 ) -> str:
     """Jinja's ``truncate``, except that markup (a ``|safe`` value) is never cut inside a tag,
     an entity or an escape. Plain values are escaped after truncation, so they are always safe."""
-    if isinstance(value, Markup):
+    if isinstance(value, Markup | Safe):
         text = str(value)
         if len(text) <= length + leeway:
             return value
         cut = _safe_cut(text, max(length - len(end), 0))
-        return Markup(text[:cut] + end)
+        return type(value)(text[:cut] + end)
     return do_truncate(
         _ENV_FOR_FILTERS, "" if value is None else value, length, killwords, end, leeway
     )
@@ -289,6 +291,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
         self.escaper = escaper
         self.globals = {"range": safe_range, "dict": dict, "true": True, "false": False}
         self.filters.update(
+            safe=mark_safe,
             replace=safe_replace,
             truncate=truncate_safe,
             default=default_filter,
@@ -314,9 +317,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
     def _finalize(self, value: Any) -> Any:
         if value is None:
             return ""
-        if isinstance(value, Markup) or self.escaper is None:
-            return value
-        return self.escaper(str(value))
+        return value if self.escaper is None else self.escaper(value)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         return self._binops[operator](left, right)

@@ -5,8 +5,10 @@ An action class declares:
 * ``name`` — what a rule's ``do:`` list writes (``slack``);
 * ``Params`` — the pydantic model of its parameters, validated when rules load (templates are
   rendered first, then the rendered values are validated again);
-* ``markup_fields`` and :meth:`escaper` — which parameters are markup for the target, and how
-  values interpolated into them are escaped (literal template text stays the admin's markup);
+* ``markup`` and :meth:`escape` — whether the action sends markup, and which leaf of its
+  rendered parameters is which markup: values interpolated into templates are then escaped
+  for the exact place they land (see :mod:`rulekit.markup`; literal template text stays the
+  admin's markup);
 * ``integration`` and ``Integration`` — the config section (``integrations: {slack: ...}``) and
   its model, when the action talks to an outside service;
 * ``client_facing`` — whether it writes to the client (then ``recovered`` events are skipped
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel
 
 from rulekit.event import Event
+from rulekit.markup import Interpolations, map_leaves
 from rulekit.models import StrictModel
 from rulekit.pacing import Limit, Pace
 
@@ -64,7 +67,9 @@ class Action:
     Params: ClassVar[type[StrictModel]]
     integration: ClassVar[str | None] = None
     Integration: ClassVar[type[StrictModel] | None] = None
-    markup_fields: ClassVar[tuple[str, ...]] = ()
+    markup: ClassVar[bool] = False
+    """Whether parameters may be markup (then :meth:`escape` puts values in; else they go in as
+    they are)."""
     client_facing: ClassVar[bool] = False
     timeout: float = DEFAULT_TIMEOUT
     limits: dict[str, Limit] = {}
@@ -87,10 +92,12 @@ class Action:
         return f"<{type(self).__name__} action {self.name!r}>"
 
     @classmethod
-    def escaper(cls, params: dict[str, Any]) -> Callable[[str], str] | None:
-        """How values interpolated into ``markup_fields`` are escaped, given the raw params
-        (e.g. Telegram's ``parse_mode``); None for plain text."""
-        return None
+    def escape(cls, values: Interpolations, params: dict[str, Any]) -> dict[str, Any]:
+        """For a ``markup`` action: the rendered ``params`` (every string leaf may hold
+        placeholders of ``values``) with each value put in, escaped for the markup of its leaf
+        and its position there. Every leaf must be resolved; this default takes all as plain
+        text."""
+        return map_leaves(params, values.plain_text)
 
     @classmethod
     def check(cls, params: BaseModel, channels: list[str], config: Config) -> list[str]:

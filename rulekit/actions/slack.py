@@ -14,8 +14,10 @@ from pydantic import Field, SecretStr
 
 from rulekit.actions.base import Action, ActionContext
 from rulekit.actions.secrets import redact
+from rulekit.actions.slack_markup import escape_params
 from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
 from rulekit.hookspecs import hookimpl
+from rulekit.markup import Interpolations
 from rulekit.models import StrictModel
 from rulekit.pacing import Limit, Pace
 from rulekit.registry import ActionRegistry
@@ -30,12 +32,6 @@ TRANSIENT_ERRORS = frozenset(
 """Slack error codes that say "try again later" rather than "this will never work"."""
 
 
-def escape_mrkdwn(text: str) -> str:
-    """Escape the three characters Slack's mrkdwn gives meaning to (``&``, ``<``, ``>``), so a
-    value like ``<!channel>`` is shown, not obeyed."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 class SlackIntegration(StrictModel):
     token: SecretStr | None = Field(None, description="A bot token (xoxb-...), from ${ENV}.")
     base_url: str = Field("https://slack.com/api/", description="The Web API's base URL.")
@@ -45,6 +41,9 @@ class SlackParams(StrictModel):
     channel: str = Field(description="A channel id or name (#support).")
     text: str = Field(min_length=1, description="The message, in Slack mrkdwn.")
     blocks: list[dict[str, Any]] | None = Field(None, description="Optional Block Kit blocks.")
+    attachments: list[dict[str, Any]] | None = Field(
+        None, description="Optional (legacy) attachments."
+    )
 
 
 class Slack(Action):
@@ -53,7 +52,7 @@ class Slack(Action):
     Params = SlackParams
     integration = "slack"
     Integration = SlackIntegration
-    markup_fields = ("text",)
+    markup = True
     limits = {"channel": Limit(1, 1.0)}  # about one message a second per channel
     connections = 64
     """Connections the client keeps open to the Web API."""
@@ -65,8 +64,10 @@ class Slack(Action):
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
-    def escaper(cls, params: dict[str, Any]):
-        return escape_mrkdwn
+    def escape(cls, values: Interpolations, params: dict[str, Any]) -> dict[str, Any]:
+        """``text``, ``blocks`` and ``attachments`` read as Slack reads them (see
+        :mod:`rulekit.actions.slack_markup`)."""
+        return escape_params(values, params)
 
     def unavailable(self, context: ActionContext | None = None) -> str | None:
         if self.settings is None:
@@ -96,10 +97,12 @@ class Slack(Action):
         problem = self.unavailable()
         if problem:
             raise PermanentActionError(problem)
-        # the text is already escaped where values were interpolated (see ``escaper``)
+        # values are already escaped where they were interpolated (see ``escape``)
         arguments: dict[str, Any] = {"channel": params.channel, "text": params.text}
         if params.blocks:
             arguments["blocks"] = params.blocks
+        if params.attachments:
+            arguments["attachments"] = params.attachments
         try:
             async with asyncio.timeout(self.timeout):
                 response = await self._web_client().chat_postMessage(**arguments)

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import html
 import os
-import re
 import socket
 import warnings
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,9 +19,11 @@ from pydantic import Field, SecretStr
 
 from rulekit.actions.base import Action, ActionContext
 from rulekit.actions.secrets import redact
+from rulekit.actions.telegram_markup import resolve_html, resolve_markdown_v2
 from rulekit.actions.telegram_text import MAX_MESSAGE_LENGTH, truncate
 from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
 from rulekit.hookspecs import hookimpl
+from rulekit.markup import Interpolations, map_leaves
 from rulekit.models import StrictModel
 from rulekit.pacing import Limit, Pace
 from rulekit.registry import ActionRegistry
@@ -41,17 +41,12 @@ _last_status: contextvars.ContextVar[int | None] = contextvars.ContextVar(
 """The HTTP status of the last Bot API answer in this task (python-telegram-bot's errors do
 not always keep it)."""
 
-_MDV2_SPECIAL = re.compile(r"([_*\[\]()~`>#+\-=|{}.!\\])")
+
+def _plain(values: Interpolations, text: str) -> str:
+    return values.plain_text(text)
 
 
-def escape_html(text: str) -> str:
-    """Escape a value for Telegram's HTML parse mode."""
-    return html.escape(text, quote=False)
-
-
-def escape_markdown_v2(text: str) -> str:
-    """Escape a value for Telegram's MarkdownV2 parse mode (every special character)."""
-    return _MDV2_SPECIAL.sub(r"\\\1", text)
+_RESOLVERS = {"HTML": resolve_html, "MarkdownV2": resolve_markdown_v2}
 
 
 class TelegramIntegration(StrictModel):
@@ -82,7 +77,7 @@ class Telegram(Action):
     Params = TelegramParams
     integration = "telegram"
     Integration = TelegramIntegration
-    markup_fields = ("text",)
+    markup = True
     limits = {
         "chat": Limit(1, 1.0),  # about one message a second in one chat
         "group": Limit(20, 60.0),  # twenty a minute in a group
@@ -99,9 +94,15 @@ class Telegram(Action):
         self._floods: dict[str, float] = {}  # chat -> end of its flood-control window
 
     @classmethod
-    def escaper(cls, params: dict[str, Any]):
-        mode = params.get("parse_mode")
-        return {"HTML": escape_html, "MarkdownV2": escape_markdown_v2}.get(str(mode))
+    def escape(cls, values: Interpolations, params: dict[str, Any]) -> dict[str, Any]:
+        """``text`` read in its (rendered) ``parse_mode`` (see
+        :mod:`rulekit.actions.telegram_markup`); the other parameters as they are."""
+        out = map_leaves({k: v for k, v in params.items() if k != "text"}, values.plain_text)
+        resolve = _RESOLVERS.get(str(out.get("parse_mode")), _plain)
+        if "text" in params:
+            text = params["text"]
+            out["text"] = resolve(values, text) if isinstance(text, str) else text
+        return out
 
     def unavailable(self, context: ActionContext | None = None) -> str | None:
         if self.settings is None:

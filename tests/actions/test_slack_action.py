@@ -9,7 +9,8 @@ import traceback
 import pytest
 from action_helpers import make_context, run
 
-from rulekit.actions.slack import Slack, SlackIntegration, SlackParams, escape_mrkdwn
+from rulekit.actions.slack import Slack, SlackIntegration, SlackParams
+from rulekit.actions.slack_markup import escape_mrkdwn
 from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
 from rulekit.testing.fake_slack import FakeSlack
 from rulekit.testing.fakehttp import Response

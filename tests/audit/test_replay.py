@@ -48,7 +48,8 @@ def test_replay_shows_added_removed_and_changed_actions(site):
     ) in out
     assert (
         "chatra:message:bob-1  message on online-chat\n"
-        '  + slack (Angry clients to the leads) {"blocks": null, "channel": "#leads", '
+        '  + slack (Angry clients to the leads) {"attachments": null, "blocks": null, '
+        '"channel": "#leads", '
         '"text": "Angry: Visitor 4p40"}\n'
         "  ~ slack (Refunds to Slack)"
     ) in out

@@ -1,0 +1,238 @@
+"""Escaping values for where they land in Telegram's HTML and MarkdownV2 (see
+:mod:`rulekit.markup` for the two steps of rendering markup).
+
+HTML: in text (``<b>``, ``<code>``, ``<pre>`` included) and in quoted attribute values, ``&``,
+``<``, ``>``, ``"`` and ``'`` become entities; an ``href`` a value starts must be http, https or
+tg; a value in a tag name, an attribute name or an unquoted attribute value is refused.
+
+MarkdownV2, read the way Telegram reads it: in text every special character
+(``_*[]()~`>#+-=|{}.!\\``) gets a backslash; inside code and pre only ``\\`` and a backquote; in
+a link's ``(url)`` only ``)`` and ``\\``, and a link a value starts must be http, https or tg.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Callable
+
+from rulekit.errors import TemplateError
+from rulekit.markup import Interpolations, Piece, check_link, decoded
+
+LINK_SCHEMES = frozenset({"http", "https", "tg"})
+"""Schemes a value may give a link (Telegram's own ``tg:`` links, and the web's)."""
+
+_MDV2_SPECIAL = re.compile(r"([_*\[\]()~`>#+\-=|{}.!\\])")
+_MDV2_CODE_SPECIAL = re.compile(r"([`\\])")
+_MDV2_URL_SPECIAL = re.compile(r"([)\\])")
+
+
+def escape_html(text: str) -> str:
+    """A value for Telegram's HTML, in text or in a quoted attribute value."""
+    return html.escape(text, quote=True)
+
+
+def escape_markdown_v2(text: str) -> str:
+    """A value for MarkdownV2 text: every special character escaped."""
+    return _MDV2_SPECIAL.sub(r"\\\1", text)
+
+
+def escape_markdown_v2_code(text: str) -> str:
+    """A value inside MarkdownV2 code or pre: only ``\\`` and backquotes escaped."""
+    return _MDV2_CODE_SPECIAL.sub(r"\\\1", text)
+
+
+def escape_markdown_v2_url(text: str) -> str:
+    """A value inside a MarkdownV2 link's ``(url)``: only ``)`` and ``\\`` escaped."""
+    return _MDV2_URL_SPECIAL.sub(r"\\\1", text)
+
+
+# HTML ------------------------------------------------------------------------------------------
+
+_TEXT, _TAG, _IN_TAG, _NAME, _AFTER_NAME, _BEFORE_VALUE, _QUOTED, _UNQUOTED = range(8)
+
+
+def resolve_html(values: Interpolations, text: str) -> str:
+    """``text`` (Telegram HTML with placeholders) with each value escaped for its position."""
+    return values.resolve(text, lambda pieces: _HtmlScan(values).run(pieces))
+
+
+class _HtmlScan:
+    def __init__(self, values: Interpolations) -> None:
+        self.values = values
+        self.state = _TEXT
+        self.name = ""  # the current attribute's name
+        self.quote = ""
+        self.link: list[tuple[str, bool]] | None = None  # an href's parts, for check_link
+
+    def run(self, pieces: list[Piece]) -> str:
+        out: list[str] = []
+        for piece in pieces:
+            if isinstance(piece, int):
+                out.append(self.value(piece))
+            else:
+                self.literal(piece)
+                out.append(piece)
+        return "".join(out)
+
+    def value(self, index: int) -> str:
+        if self.state == _TEXT:
+            return self.values.html(index, escape_html)
+        if self.state != _QUOTED:
+            raise TemplateError(
+                'a value inside an HTML tag must be in a quoted attribute value (name="...")'
+            )
+        if self.link is not None:
+            self.link.append((self.values.plain(index), True))
+        markup = self.values.html(index, escape_html)
+        return markup.replace('"', "&quot;").replace("'", "&#x27;")
+
+    def literal(self, text: str) -> None:
+        for char in text:
+            self.char(char)
+
+    def char(self, char: str) -> None:
+        state, space = self.state, char.isspace()
+        if state == _TEXT:
+            if char == "<":
+                self.state = _TAG
+        elif state == _TAG:
+            if char == ">":
+                self.state = _TEXT
+            elif space:
+                self.state = _IN_TAG
+        elif state in (_IN_TAG, _AFTER_NAME):
+            if char == ">":
+                self.state = _TEXT
+            elif char == "=" and state == _AFTER_NAME:
+                self.state = _BEFORE_VALUE
+            elif not space and char != "/":
+                self.state, self.name = _NAME, char.lower()
+        elif state == _NAME:
+            if char == ">":
+                self.state = _TEXT
+            elif char == "=":
+                self.state = _BEFORE_VALUE
+            elif space:
+                self.state = _AFTER_NAME
+            else:
+                self.name += char.lower()
+        elif state == _BEFORE_VALUE:
+            if char == ">":
+                self.state = _TEXT
+            elif char in "\"'":
+                self.state, self.quote = _QUOTED, char
+                self.link = [] if self.name == "href" else None
+            elif not space:
+                self.state = _UNQUOTED
+        elif state == _QUOTED:
+            if char == self.quote:
+                if self.link is not None:
+                    check_link(decoded(self.link, html.unescape), LINK_SCHEMES)
+                self.state, self.link = _IN_TAG, None
+            elif self.link is not None:
+                self.link.append((char, False))
+        elif state == _UNQUOTED:
+            if char == ">":
+                self.state = _TEXT
+            elif space:
+                self.state = _IN_TAG
+
+
+# MarkdownV2 ------------------------------------------------------------------------------------
+
+_NORMAL, _CODE, _PRE, _URL = range(4)
+_ESCAPERS: dict[int, Callable[[str], str]] = {
+    _NORMAL: escape_markdown_v2,
+    _CODE: escape_markdown_v2_code,
+    _PRE: escape_markdown_v2_code,
+    _URL: escape_markdown_v2_url,
+}
+
+
+def resolve_markdown_v2(values: Interpolations, text: str) -> str:
+    """``text`` (MarkdownV2 with placeholders) with each value escaped for its position."""
+    return values.resolve(text, lambda pieces: _MarkdownV2Scan(values).run(pieces))
+
+
+def _escapable(char: str) -> bool:
+    """Telegram takes ``\\`` as an escape before characters 1 to 126 only."""
+    return 0 < ord(char) <= 126
+
+
+class _MarkdownV2Scan:
+    def __init__(self, values: Interpolations) -> None:
+        self.values = values
+        self.state = _NORMAL
+        self.links = 0  # link texts open ("[" seen, "](" not yet)
+        self.pending = False  # the text so far ends with a "\" that escapes what follows
+        self.previous = ""  # the last literal character (for "](" and "```")
+        self.link: list[tuple[str, bool]] = []  # the url's parts, for check_link
+
+    def run(self, pieces: list[Piece]) -> str:
+        out: list[str] = []
+        for piece in pieces:
+            if isinstance(piece, int):
+                out.append(self.value(piece))
+                self.previous = ""
+            else:
+                self.literal(piece)
+                out.append(piece)
+        if self.state == _URL:
+            check_link(self.link, LINK_SCHEMES)
+        return "".join(out)
+
+    def value(self, index: int) -> str:
+        text = self.values.plain(index)
+        if self.state == _URL:
+            self.link.append((text, True))
+        escape = _ESCAPERS[self.state]
+        if self.pending and text:
+            # the template's "\" escapes the value's first character: that one stays as it is
+            self.pending = False
+            first = text[0]
+            if _escapable(first):
+                return first + escape(text[1:])
+        return escape(text)
+
+    def literal(self, text: str) -> None:
+        index = 0
+        while index < len(text):
+            index = self.char(text, index)
+
+    def char(self, text: str, index: int) -> int:
+        """Read the character at ``index``; return the index of the next one to read."""
+        char, state = text[index], self.state
+        if self.pending:
+            self.pending = False
+            if _escapable(char):
+                if state == _URL:
+                    self.link.append((char, False))
+                self.previous = ""
+                return index + 1
+        if char == "\\":
+            self.pending = True
+            return index + 1
+        if state == _URL:
+            if char == ")":
+                check_link(self.link, LINK_SCHEMES)
+                self.state, self.link = _NORMAL, []
+            else:
+                self.link.append((char, False))
+        elif state in (_CODE, _PRE):
+            marker = "```" if state == _PRE else "`"
+            if text.startswith(marker, index):
+                self.state, self.previous = _NORMAL, ""
+                return index + len(marker)
+        elif text.startswith("```", index):
+            self.state, self.previous = _PRE, ""
+            return index + 3
+        elif char == "`":
+            self.state = _CODE
+        elif char == "[":
+            self.links += 1
+        elif char == "(" and self.previous == "]" and self.links:
+            self.links -= 1
+            self.state, self.link = _URL, []
+        self.previous = char
+        return index + 1
