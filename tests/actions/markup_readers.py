@@ -69,7 +69,7 @@ def _escape_at(text: str, index: int) -> bool:
     return text[index] == "\\" and index + 1 < len(text) and 0 < ord(text[index + 1]) <= 126
 
 
-def read_markdown_v2(text: str) -> list[Event]:  # noqa: C901 - one reader
+def read_markdown_v2(text: str) -> list[Event]:
     """MarkdownV2 as Telegram's documentation reads it: ``\\`` escapes any character 1-126
     anywhere; in code and pre only a backquote is reserved; a link's url ends at ``)``; any
     other reserved character outside markup is an error."""

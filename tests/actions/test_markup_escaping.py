@@ -72,7 +72,9 @@ def send(engine: Any, value: str) -> None:
 
 
 def _rules(action: str, params: dict[str, Any]) -> str:
-    return f"- name: t\n  on: {{channel: online-chat}}\n  do:\n    - {action}: {json.dumps(params)}\n"
+    return (
+        f"- name: t\n  on: {{channel: online-chat}}\n  do:\n    - {action}: {json.dumps(params)}\n"
+    )
 
 
 def _swap(events: Any, value: str, in_links: str | None = None) -> Any:
@@ -234,3 +236,134 @@ def test_slack_gets_client_values_as_text_in_text_blocks_and_attachments(
     for path in AS_IS:
         assert _at(hostile, path) == _at(harmless, path).replace(TOKEN, value), path
     assert {m.status for m in fake_slack.messages()} == {200}
+
+
+# link targets and positions no escaping can make safe -------------------------------------------
+
+UNSAFE_LINKS = [
+    "javascript:alert(1)",
+    "JaVaScRiPt:alert(1)",
+    " javascript:alert(1)",
+    "java\tscript:alert(1)",
+    "\x01javascript:alert(1)",
+    "data:text/html,<script>alert(1)</script>",
+    "vbscript:msgbox(1)",
+    "file:///etc/passwd",
+    "evil.example/login",
+    "//evil.example/login",
+]
+LINK_POSITIONS = {
+    "telegram HTML": ("telegram", {"parse_mode": "HTML", "text": f'<a href="{V}">open</a>'}),
+    "telegram HTML, single quotes": (
+        "telegram",
+        {"parse_mode": "HTML", "text": f"<a href='{V}'>open</a>"},
+    ),
+    "telegram MarkdownV2": ("telegram", {"parse_mode": "MarkdownV2", "text": f"[open]({V})"}),
+    "slack text": ("slack", {"text": f"<{V}|open>"}),
+    "slack button": (
+        "slack",
+        {
+            "text": "x",
+            "blocks": [
+                {
+                    "type": "actions",
+                    "elements": [
+                        {"type": "button", "text": {"type": "plain_text", "text": "go"}, "url": V}
+                    ],
+                }
+            ],
+        },
+    ),
+    "slack attachment": ("slack", {"text": "x", "attachments": [{"title_link": V}]}),
+}
+DESTINATION = {"telegram": {"chat_id": "-100"}, "slack": {"channel": "C0SUPPORT"}}
+
+
+def _link_engine(build_engine, config: str, position: str):
+    action, params = LINK_POSITIONS[position]
+    return build_engine(_rules(action, {**DESTINATION[action], **params}), config)
+
+
+@pytest.mark.parametrize("position", LINK_POSITIONS)
+def test_a_client_value_may_make_web_links_only(build_engine, fake_slack, fake_telegram, position):
+    engine = _link_engine(build_engine, _config(fake_slack, fake_telegram), position)
+    for url in UNSAFE_LINKS:
+        plan = engine.evaluate(_event(url), explain=True)
+        assert list(plan) == [], (position, url)
+        [error] = plan.errors
+        assert "a value would make a link target a" in error, error
+        assert "values may only make http, https" in error, error
+    extra = "tg://resolve?domain=rulekit" if position.startswith("telegram") else "mailto:a@b.c"
+    for url in ("https://ok.example/a?b=c&d=e", "http://ok.example", extra):
+        send(engine, url)
+    sent = fake_telegram.messages() if position.startswith("telegram") else fake_slack.messages()
+    assert len(sent) == 3 and {m.status for m in sent} == {200}
+
+
+def test_a_link_scheme_written_in_the_template_is_kept_and_the_value_stays_inside(build_engine):
+    text = f'<a href="ftp://files/{V}">f</a>'
+    engine = build_engine(_rules("telegram", {"chat_id": 1, "parse_mode": "HTML", "text": text}))
+    plan = engine.evaluate(_event('javascript:" onclick="alert(1)'), explain=True)
+    assert plan.errors == []
+    assert read_html(plan[0].params["text"]) == [
+        ("start", "a", (("href", 'ftp://files/javascript:" onclick="alert(1)'),)),
+        ("text", "f"),
+        ("end", "a"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"<a href={V}>x</a>",  # an unquoted attribute
+        f"<{V}>x</b>",  # a tag name
+        f'<a {V}="x">x</a>',  # an attribute name
+        f'<a href="https://x" {V}>x</a>',  # between attributes
+    ],
+)
+def test_a_value_inside_an_html_tag_outside_quotes_is_refused(build_engine, text):
+    engine = build_engine(_rules("telegram", {"chat_id": 1, "parse_mode": "HTML", "text": text}))
+    plan = engine.evaluate(_event("b onclick=alert(1)"), explain=True)
+    assert list(plan) == []
+    [error] = plan.errors
+    assert "a value inside an HTML tag must be in a quoted attribute value" in error
+
+
+# values built in the template ---------------------------------------------------------------
+
+
+def _planned_text(build_engine, mode: str, text: str, value: str) -> str:
+    engine = build_engine(_rules("telegram", {"chat_id": 1, "parse_mode": mode, "text": text}))
+    plan = engine.evaluate(_event(value), explain=True)
+    assert plan.errors == []
+    return plan[0].params["text"]
+
+
+def test_a_value_captured_in_a_block_is_escaped_once(build_engine):
+    text = "{% set line %}<i>{{ client.name }}</i>{% endset %}{{ line }} {{ line|safe }}"
+    out = _planned_text(build_engine, "HTML", text, "<b>&</b>")
+    # used as a value, the whole block is text; marked safe, it is markup with the value in it
+    assert read_html(out) == [
+        ("text", "<i><b>&</b></i> "),
+        ("start", "i", ()),
+        ("text", "<b>&</b>"),
+        ("end", "i"),
+    ]
+
+
+def test_markup_built_from_a_safe_value_and_a_client_value_is_text(build_engine):
+    # markupsafe would HTML-escape the client value into the "safe" result: right for HTML,
+    # markup injection for MarkdownV2; any operation on a safe value gives text instead
+    text = "{{ '*'|safe + client.name }} {{ client.name + '*'|safe }}"
+    out = _planned_text(build_engine, "MarkdownV2", text, "_x_ <b>")
+    assert _normal_events(read_markdown_v2(out)) == [("text", "*_x_ <b> _x_ <b>*")]
+
+
+def _normal_events(events: list) -> list:
+    merged: list = []
+    for event in events:
+        if event[0] == "text" and merged and merged[-1][0] == "text":
+            merged[-1] = ("text", merged[-1][1] + event[1])
+        else:
+            merged.append(event)
+    return merged
