@@ -55,3 +55,39 @@ def test_every_built_in_action_is_documented_in_rules_md(action: str) -> None:
     assert f"`{action}`" in text or f"{action}:" in text, (
         f"docs/rules.md does not document {action}"
     )
+
+
+def _escaping_section() -> str:
+    text = _doc("rules.md")
+    start = text.index("**Escaping follows the target.**")
+    return text[start : text.index("**The sandbox.**", start)]
+
+
+def test_the_escaping_example_in_rules_md_does_what_it_says(build_engine) -> None:
+    from scaffold import make_event
+
+    section = _escaping_section()
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    rules = "- name: doc\n  on: {channel: online-chat}\n  do:\n    " + example.strip()
+    plan = build_engine(rules).evaluate(
+        make_event(client={"name": "<script>"}, message={"text": "a & b", "author": "client"})
+    )
+    assert plan[0].params["text"] == "<b>&lt;script&gt;</b>: a &amp; b"
+    assert "A client named `<script>` arrives as `&lt;script&gt;` inside your `<b>`" in section
+
+
+def test_rules_md_lists_exactly_the_characters_and_schemes_escaping_uses() -> None:
+    from rulekit.actions import slack_markup, telegram_markup
+
+    section = _escaping_section()
+    listed = section.split("`\\` before each of `` ", 1)[1].split(" ``", 1)[0]
+    specials = set(listed.replace("\\|", "|").split(" "))
+    escaped = {chr(i) for i in range(128) if telegram_markup.escape_markdown_v2(chr(i)) != chr(i)}
+    assert specials == escaped
+    assert {"http", "https", "tg"} == telegram_markup.LINK_SCHEMES
+    assert {"http", "https", "mailto"} == slack_markup.LINK_SCHEMES
+    assert "`http:` or `https:` (or `tg:` in Telegram, `mailto:` in\nSlack)" in section
+    for key in ("url", "image_url", "title_link", "author_link"):
+        assert key in slack_markup.URL_KEYS and f"`{key}`" in section
+    for key in slack_markup.ATTACHMENT_TEXT:
+        assert f"`{key}`" in section
