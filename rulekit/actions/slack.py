@@ -14,7 +14,7 @@ from pydantic import Field, SecretStr
 
 from rulekit.actions.base import Action, ActionContext
 from rulekit.actions.secrets import redact
-from rulekit.actions.slack_markup import escape_params
+from rulekit.actions.slack_markup import escape_link_target, escape_mrkdwn, escape_params
 from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
 from rulekit.hookspecs import hookimpl
 from rulekit.markup import Interpolations
@@ -25,6 +25,14 @@ from rulekit.registry import ActionRegistry
 if TYPE_CHECKING:
     import aiohttp
     from slack_sdk.web.async_client import AsyncWebClient
+
+__all__ = [
+    "Slack",
+    "SlackIntegration",
+    "SlackParams",
+    "escape_link_target",  # the escapers live in slack_markup; importable from here too
+    "escape_mrkdwn",
+]
 
 TRANSIENT_ERRORS = frozenset(
     {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}

@@ -19,7 +19,14 @@ from pydantic import Field, SecretStr
 
 from rulekit.actions.base import Action, ActionContext
 from rulekit.actions.secrets import redact
-from rulekit.actions.telegram_markup import resolve_html, resolve_markdown_v2
+from rulekit.actions.telegram_markup import (
+    escape_html,
+    escape_markdown_v2,
+    escape_markdown_v2_code,
+    escape_markdown_v2_url,
+    resolve_html,
+    resolve_markdown_v2,
+)
 from rulekit.actions.telegram_text import MAX_MESSAGE_LENGTH, truncate
 from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
 from rulekit.hookspecs import hookimpl
@@ -31,6 +38,17 @@ from rulekit.registry import ActionRegistry
 if TYPE_CHECKING:
     import httpx
     from telegram import Bot
+
+__all__ = [
+    "Telegram",
+    "TelegramIntegration",
+    "TelegramParams",
+    "escape_html",  # the escapers live in telegram_markup; importable from here too
+    "escape_markdown_v2",
+    "escape_markdown_v2_code",
+    "escape_markdown_v2_url",
+    "is_group_chat",
+]
 
 _TOKEN_MARK = "rulekit-token"
 """Stands for the token in the URLs python-telegram-bot builds; the transport swaps it."""
