@@ -7,7 +7,8 @@ console plays in the browser, addressed with ``to:``:
   yet, the agents of its group (else everyone) who have access to the channel;
 * ``group:<name>`` — the agents of a group who have access to the channel;
 * an agent's email;
-* ``everyone`` — every console (``"*"``).
+* ``everyone`` — every agent with access to the event's channel (``"*"``); the console never
+  plays a sound for an agent who may not handle its channel.
 
 Bundled sounds: ``bell``, ``chime``, ``alert`` (small WAV files next to this module). The
 ``sounds`` integration adds custom files and, optionally, a host player command that plays the
@@ -140,7 +141,13 @@ class PlaySound(Action):
         if path is None:
             raise PermanentActionError(f"unknown sound {params.sound!r}")
         to = self.recipients(params, context)
-        message = {"type": "sound", "sound": params.sound, "to": to, "event_id": context.event.id}
+        message = {
+            "type": "sound",
+            "sound": params.sound,
+            "to": to,
+            "event_id": context.event.id,
+            "channel": context.event.channel,
+        }
         result: dict[str, Any] = {"sound": params.sound, "to": to, "published": False}
         if context.publish is not None and to:
             published = context.publish(message)

@@ -2,7 +2,9 @@
 
 * a message about an event (``channel`` on the message, or on its ``event`` dict, or known
   from the event it names by ``event_id``) goes to the agents who may handle that channel;
-* a ``sound`` goes to the agents it is addressed to (``to`` holds their email or ``"*"``);
+* a ``sound`` goes to the agents it is addressed to (``to`` holds their email or ``"*"``) who
+  may handle the channel of its event: ``"*"`` means every agent of that channel, never an
+  agent without access to it (a sound whose channel is unknown reaches the admin only);
 * a ``reload`` (it carries no client data) goes to everyone;
 * anything else goes to the admin only. The admin receives everything.
 """
@@ -46,11 +48,11 @@ def visible(viewer: Viewer, message: dict[str, Any], channel: str | None) -> boo
     if viewer.admin:
         return True
     kind = message.get("type")
-    if kind == "sound":
-        return viewer.hears(message.get("to"))
     if kind in PUBLIC_TYPES:
         return True
-    return viewer.may_see_channel(channel)
+    if not viewer.may_see_channel(channel):
+        return False
+    return kind != "sound" or viewer.hears(message.get("to"))
 
 
 class Recorder:

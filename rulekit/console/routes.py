@@ -291,7 +291,7 @@ class Console:
         return self.sessions.viewer(session_id, self.get_snapshot().config)
 
     async def _visible(self, viewer: Viewer, message: dict[str, Any]) -> bool:
-        if viewer.admin or message.get("type") in ("sound", "reload"):
+        if viewer.admin or message.get("type") == "reload":
             return visible(viewer, message, None)
         return visible(viewer, message, await self.recorder.channel(message))
 

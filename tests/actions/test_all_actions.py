@@ -125,7 +125,13 @@ def test_all_five_actions_run_against_the_fakes(
     assert reply["clientId"] == "chatra-client-9" and reply["text"] == "Hi <!channel> & Co!"
     assert reply.get("agentEmail") == "Ann@Example.com"  # sent as the agent just assigned
     assert published == [
-        {"type": "sound", "sound": "chime", "to": ["Ann@Example.com"], "event_id": event.id}
+        {
+            "type": "sound",
+            "sound": "chime",
+            "to": ["Ann@Example.com"],
+            "event_id": event.id,
+            "channel": event.channel,
+        }
     ]
     assert sound["published"] is True
     # values interpolated into markup arrive escaped exactly once

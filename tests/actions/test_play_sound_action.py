@@ -43,7 +43,13 @@ def test_the_assignee_hears_it_by_directory_email():
     event = make_event(conversation={"assignee": "ann@EXAMPLE.com"})
     result, published = play(PlaySoundParams(sound="chime"), event)
     assert published == [
-        {"type": "sound", "sound": "chime", "to": ["Ann@Example.com"], "event_id": event.id}
+        {
+            "type": "sound",
+            "sound": "chime",
+            "to": ["Ann@Example.com"],
+            "event_id": event.id,
+            "channel": event.channel,
+        }
     ]
     assert result == {"sound": "chime", "to": ["Ann@Example.com"], "published": True}
 

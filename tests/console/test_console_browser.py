@@ -73,7 +73,8 @@ def test_a_targeted_sound_plays_only_for_its_agent(
     from selenium.webdriver.common.by import By
 
     # before the click, a sound for Ann is held back (browsers block audio until a click)
-    console_server.publish({"type": "sound", "sound": "chime", "to": ["*"]})
+    for channel in ("online-chat", "webhook"):  # "everyone": the agents of the channel
+        console_server.publish({"type": "sound", "sound": "chime", "to": ["*"], "channel": channel})
     wait_for(lambda: blocked(ann_page) and blocked(bob_page), "the held-back sounds")
     assert played(ann_page) == [] and played(bob_page) == []
 

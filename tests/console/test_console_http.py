@@ -235,9 +235,11 @@ def test_the_stream_delivers_what_each_agent_may_see(console_server: ConsoleServ
             hook,
             {"type": "rule", "event_id": chat["event"]["id"], "rule": "greet"},
             {"type": "action", "channel": "webhook", "action": "slack", "outcome": "done"},
-            {"type": "sound", "sound": "bell", "to": [ANN.lower()], "event_id": "x"},
-            {"type": "sound", "sound": "chime", "to": [BOB], "event_id": "y"},
-            {"type": "sound", "sound": "alert", "to": ["*"], "event_id": "z"},
+            {"type": "sound", "sound": "bell", "to": [ANN.lower()], "channel": "online-chat"},
+            {"type": "sound", "sound": "chime", "to": [BOB], "channel": "webhook"},
+            {"type": "sound", "sound": "alert", "to": ["*"], "channel": "online-chat"},
+            {"type": "sound", "sound": "door", "to": ["*"], "channel": "webhook"},
+            {"type": "sound", "sound": "horn", "to": ["*"], "event_id": "unknown"},
             {"type": "dead_letter", "job_id": 3, "error": "boom"},
             {"type": "reload", "ok": False, "error": "rules.yaml:3: bad"},
             END,
@@ -263,7 +265,7 @@ def test_the_stream_delivers_what_each_agent_may_see(console_server: ConsoleServ
         "event:online-chat",
         "rule:greet",  # routed by the channel of the event it names
         "sound:bell",
-        "sound:alert",
+        "sound:alert",  # "*": every agent of the sound's channel
         "reload:rules.yaml:3: bad",
         "reload:None",
     ]
@@ -271,11 +273,11 @@ def test_the_stream_delivers_what_each_agent_may_see(console_server: ConsoleServ
         "event:webhook",
         "action:slack",
         "sound:chime",
-        "sound:alert",
+        "sound:door",
         "reload:rules.yaml:3: bad",
         "reload:None",
     ]
-    assert len(seen["admin"]) == 10
+    assert len(seen["admin"]) == 12
     seqs = [m["seq"] for m in seen["admin"]]
     assert seqs == sorted(seqs)
 
@@ -305,14 +307,18 @@ def test_a_reconnect_with_last_event_id_gets_what_it_missed(
     with console_server.client("ann") as client:
         context, response = open_stream(client, console_server)
         try:
-            console_server.publish({"type": "sound", "sound": "bell", "to": ["*"]})
+            console_server.publish(
+                {"type": "sound", "sound": "bell", "to": ["*"], "channel": "online-chat"}
+            )
             console_server.publish({**END, "version": "first"})
             first = read_stream(response, until="first")
         finally:
             context.__exit__(None, None, None)
         last = first[-1]["seq"]
         # published while the page was away
-        console_server.publish({"type": "sound", "sound": "chime", "to": ["*"]})
+        console_server.publish(
+            {"type": "sound", "sound": "chime", "to": ["*"], "channel": "online-chat"}
+        )
         console_server.publish({"type": "sound", "sound": "alert", "to": [BOB]})
         context, response = open_stream(client, console_server, **{"Last-Event-ID": str(last)})
         try:
@@ -329,7 +335,9 @@ def test_a_page_of_a_restarted_daemon_gets_everything_new(console_server: Consol
     with console_server.client("ann") as client:
         context, response = open_stream(client, console_server, **{"Last-Event-ID": "900"})
         try:
-            console_server.publish({"type": "sound", "sound": "bell", "to": ["*"]})
+            console_server.publish(
+                {"type": "sound", "sound": "bell", "to": ["*"], "channel": "online-chat"}
+            )
             console_server.publish(END)
             messages = read_stream(response)
         finally:
