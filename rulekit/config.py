@@ -8,6 +8,7 @@ secrets are ``SecretStr``: they print as ``**********`` everywhere.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -28,11 +29,39 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class ServerSettings(StrictModel):
-    """Where ``rulekit run`` listens."""
+    """Where ``rulekit run`` listens, the limits of its HTTP server, and which proxies it
+    trusts for ``X-Forwarded-For``/``X-Forwarded-Proto``."""
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    max_connections: int = Field(
+        1000, ge=1, description="open client connections (kept below the open-files limit)"
+    )
+    header_timeout: float = Field(
+        10.0, gt=0, description="seconds for a request's line and headers to arrive"
+    )
+    body_timeout: float = Field(30.0, gt=0, description="seconds for a request body to arrive")
+    keep_alive_timeout: float = Field(
+        5.0, gt=0, description="seconds an idle connection is kept open between requests"
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses or networks (CIDR) of reverse proxies, besides loopback",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        networks = []
+        for entry in value:
+            try:
+                networks.append(str(ipaddress.ip_network(str(entry).strip(), strict=False)))
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network (e.g. 10.0.0.0/8)"
+                ) from None
+        return networks
 
 
 class DispatcherSettings(StrictModel):

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rulekit.console.sessions import Viewer
-from rulekit.runtime.feed import LiveFeed, Subscription
+from rulekit.runtime.feed import FeedClosed, LiveFeed, Subscription
 
 PUBLIC_TYPES = frozenset({"reload"})
 RECENT = 500
@@ -78,6 +78,8 @@ class Recorder:
         try:
             while True:
                 self.note(await subscription.get())
+        except FeedClosed:
+            pass
         finally:
             subscription.close()
 

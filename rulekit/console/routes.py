@@ -11,6 +11,7 @@ import asyncio
 import functools
 import json
 import mimetypes
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,9 @@ from rulekit.config import Config
 from rulekit.console import journal
 from rulekit.console.audience import Recorder, visible
 from rulekit.console.sessions import Sessions, Viewer, hash_problems, identify, token_hash
-from rulekit.runtime.feed import LiveFeed
+from rulekit.console.throttle import SignInThrottle, retry_after
+from rulekit.runtime.feed import FeedClosed, LiveFeed
+from rulekit.runtime.proxy import FORWARDED_HOST
 from rulekit.runtime.snapshot import Snapshot
 from rulekit.store.base import JournaledStore
 
@@ -76,12 +79,16 @@ class Console:
         store: JournaledStore,
         *,
         keepalive: float = KEEPALIVE,
+        clock: Callable[[], float] = time.monotonic,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self.feed = feed
         self.get_snapshot = get_snapshot
         self.store = store
         self.keepalive = keepalive
         self.sessions = Sessions()
+        self.throttle = SignInThrottle(clock)
+        self.on_refused = on_refused
         self.recorder = Recorder(feed, functools.partial(journal.event_channel, store))
         self._static = {path.name: path for path in STATIC_DIR.iterdir() if path.is_file()}
 
@@ -121,10 +128,14 @@ class Console:
     async def login_page(self, request: Request) -> Response:
         return _secure(HTMLResponse(self._login_html()))
 
-    def _login_html(self, *, failed: bool = False) -> str:
+    def _login_html(self, *, failed: bool = False, wait: str | None = None) -> str:
         page = (STATIC_DIR / "login.html").read_text(encoding="utf-8")
         if failed:
             page = page.replace('id="error" class="error" hidden', 'id="error" class="error"')
+        if wait is not None:
+            page = page.replace(
+                'id="throttled" class="error" hidden', 'id="throttled" class="error"'
+            ).replace('<span id="retry-after"></span>', f'<span id="retry-after">{wait}</span>')
         if not _tokens_configured(self.get_snapshot().config):
             page = page.replace(
                 'id="no-tokens" class="notice" hidden', 'id="no-tokens" class="notice"'
@@ -134,6 +145,15 @@ class Console:
     async def login(self, request: Request) -> Response:
         if not _same_origin(request):
             return _error(403, "sign in from the console's own page")
+        address = request.client.host if request.client else None
+        wait, reason = self.throttle.wait(address)
+        if wait > 0:  # refused without looking at the token
+            if self.on_refused is not None:
+                self.on_refused(reason)
+            seconds = retry_after(wait)
+            response = HTMLResponse(self._login_html(wait=seconds), status_code=429)
+            response.headers["Retry-After"] = seconds
+            return _secure(response)
         body = b""
         async for chunk in request.stream():
             body += chunk
@@ -143,7 +163,9 @@ class Console:
         token = (fields.get("token") or [""])[0].strip()
         digest = token_hash(token)
         if not token or identify(self.get_snapshot().config, digest) is None:
+            self.throttle.failed(address)
             return _secure(HTMLResponse(self._login_html(failed=True), status_code=401))
+        self.throttle.succeeded(address)
         response = RedirectResponse("/console/", status_code=303)
         response.set_cookie(
             COOKIE,
@@ -262,6 +284,8 @@ class Console:
                     else:
                         try:
                             message = await asyncio.wait_for(subscription.get(), self.keepalive)
+                        except FeedClosed:
+                            return  # the daemon is shutting down
                         except TimeoutError:
                             if self.viewer_of(session_id) is None:
                                 return  # signed out or revoked: the page goes to sign-in
@@ -297,10 +321,14 @@ class Console:
 
 
 def console_routes(
-    feed: LiveFeed, get_snapshot: Callable[[], Snapshot], store: JournaledStore
+    feed: LiveFeed,
+    get_snapshot: Callable[[], Snapshot],
+    store: JournaledStore,
+    on_refused: Callable[[str], None] | None = None,
 ) -> list[BaseRoute]:
-    """The console's routes (all under ``/console``), for the daemon to mount at its root."""
-    return Console(feed, get_snapshot, store).routes()
+    """The console's routes (all under ``/console``), for the daemon to mount at its root;
+    ``on_refused(reason)`` counts each throttled sign-in."""
+    return Console(feed, get_snapshot, store, on_refused=on_refused).routes()
 
 
 def _problems(snapshot: Snapshot) -> list[str]:
@@ -321,11 +349,15 @@ def _tokens_configured(config: Config) -> bool:
 
 def _same_origin(request: Request) -> bool:
     """Whether a form was posted from a page of this server (browsers send ``Origin`` with
-    every POST; tools like curl send none and are let through)."""
+    every POST; tools like curl send none and are let through). The page's host is the
+    ``Host`` the browser asked for, or the one a trusted proxy received (``X-Forwarded-Host``,
+    when the proxy rewrote ``Host``)."""
     origin = request.headers.get("origin")
     if origin is None:
         return True
-    return urlsplit(origin).netloc == request.headers.get("host")
+    netloc = urlsplit(origin).netloc.lower()
+    hosts = {request.headers.get("host"), request.scope.get(FORWARDED_HOST)}
+    return any(netloc == host.lower() for host in hosts if host)
 
 
 def _sse(message: dict[str, Any]) -> str:

@@ -1,5 +1,8 @@
 """The daemon's ASGI application: webhooks, ``/healthz``, ``/metrics`` and the console.
 
+The client's address and scheme come from ``X-Forwarded-*`` headers only when the connection
+is from loopback or a proxy of ``server.trusted_proxies`` (:mod:`rulekit.runtime.proxy`).
+
 Built by :func:`create_app` around a :class:`~rulekit.runtime.daemon.Daemon`; the app's
 lifespan starts and stops the daemon's workers, so the same app runs under ``rulekit run`` and
 under any ASGI server.
@@ -22,6 +25,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rulekit.runtime.logs import access_line
+from rulekit.runtime.proxy import ForwardedHeaders
 
 if TYPE_CHECKING:
     from rulekit.runtime.daemon import Daemon
@@ -72,9 +76,16 @@ def console_routes(daemon: Daemon) -> list[BaseRoute]:
         return []
     if importlib.util.find_spec("rulekit.console") is None:
         return []
-    from rulekit.console import console_routes as routes
+    from rulekit.console import Console
 
-    return list(routes(daemon.feed, lambda: daemon.snapshot, daemon.store))
+    refused = daemon.metrics.signin_refused
+    console = Console(
+        daemon.feed,
+        lambda: daemon.snapshot,
+        daemon.store,
+        on_refused=lambda reason: refused.labels(reason=reason).inc(),
+    )
+    return console.routes()
 
 
 def create_app(daemon: Daemon) -> Starlette:
@@ -106,6 +117,10 @@ def create_app(daemon: Daemon) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},
-        middleware=[Middleware(AccessLog)],
+        middleware=[
+            # outermost: every layer (the access log too) sees the client behind the proxy
+            Middleware(ForwardedHeaders, trusted=daemon.snapshot.config.raw.server.trusted_proxies),
+            Middleware(AccessLog),
+        ],
     )
     return app

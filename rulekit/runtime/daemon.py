@@ -358,28 +358,16 @@ def serve(
     watch: bool = True,
 ) -> int:
     """Run a daemon under uvicorn until SIGTERM/SIGINT; the exit code."""
-    import uvicorn
-
     from rulekit.config import find_config_path
     from rulekit.runtime.logs import configure_logging
+    from rulekit.runtime.server import build_server
 
     daemon = Daemon(
         find_config_path(config_path), rules_path, strict=strict, job_lease=job_lease, watch=watch
     )
     config = daemon.snapshot.config
     configure_logging(config.raw.logging)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            daemon.app,
-            host=host or config.raw.server.host,
-            port=config.raw.server.port if port is None else port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=15,
-            server_header=False,
-        )
-    )
+    server = build_server(daemon, host, port)
     # uvicorn re-raises the signal that stopped it once it is done; a handler that does
     # nothing makes a clean shutdown exit 0 instead of dying by SIGTERM
     for number in (signal.SIGTERM, signal.SIGINT):

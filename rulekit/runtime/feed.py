@@ -6,6 +6,9 @@ JSON-ready dict that has a ``type`` (``event``, ``rule``, ``action``, ``sound``,
 ``dead_letter``, ...). Subscribers (one per open console page, over SSE) receive every message
 published after they subscribed; a subscriber that falls behind loses its oldest messages rather
 than slowing the daemon down (the page shows a gap marker and can reload history).
+
+:meth:`LiveFeed.close` (the daemon's shutdown) ends every subscription: ``get`` raises
+:class:`FeedClosed`, so the console's streams end instead of holding the shutdown up.
 """
 
 from __future__ import annotations
@@ -18,13 +21,24 @@ from typing import Any
 DEFAULT_BACKLOG = 1000
 
 
+class FeedClosed(Exception):
+    """The live feed was closed: the daemon is shutting down."""
+
+
 class Subscription:
     """One subscriber's queue."""
 
     def __init__(self, feed: LiveFeed, backlog: int) -> None:
         self._feed = feed
-        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(backlog)
+        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(backlog)
         self.dropped = 0
+        self._ended = False
+
+    def _end(self) -> None:
+        self._ended = True
+        if self._queue.full():
+            self._queue.get_nowait()
+        self._queue.put_nowait(None)  # wakes a waiting get()
 
     def _offer(self, message: dict[str, Any]) -> None:
         if self._queue.full():
@@ -33,8 +47,14 @@ class Subscription:
         self._queue.put_nowait(message)
 
     async def get(self) -> dict[str, Any]:
-        """The next message (waits until there is one)."""
-        return await self._queue.get()
+        """The next message (waits until there is one); raises :class:`FeedClosed` once the
+        feed is closed."""
+        if self._ended:
+            raise FeedClosed
+        message = await self._queue.get()
+        if message is None:
+            raise FeedClosed
+        return message
 
     def close(self) -> None:
         self._feed._subscribers.discard(self)
@@ -56,13 +76,25 @@ class LiveFeed:
         self._backlog = backlog
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.closed = False
 
     def subscribe(self) -> Subscription:
-        """Start receiving messages published from now on."""
+        """Start receiving messages published from now on (a subscription to a closed feed
+        ends at once)."""
         self._loop = asyncio.get_running_loop()
         subscription = Subscription(self, self._backlog)
-        self._subscribers.add(subscription)
+        if self.closed:
+            subscription._ended = True
+        else:
+            self._subscribers.add(subscription)
         return subscription
+
+    def close(self) -> None:
+        """End every subscription, and those made later (call from the event loop)."""
+        self.closed = True
+        for subscription in list(self._subscribers):
+            subscription._end()
+        self._subscribers.clear()
 
     def publish(self, message: dict[str, Any]) -> None:
         """Send ``message`` (a JSON-ready dict with a ``type``) to every subscriber; it gets a

@@ -105,5 +105,13 @@ class Metrics:
             registry=registry,
         )
 
+        self.signin_refused = Counter(
+            "rulekit_console_signin_refused_total",
+            "Console sign-ins refused with 429 by the throttle: the address must wait "
+            "(reason=address) or every address must (reason=global).",
+            ["reason"],
+            registry=registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -20,11 +20,13 @@ from scaffold import write
 
 from rulekit.console import Console
 from rulekit.runtime.feed import LiveFeed
+from rulekit.runtime.proxy import ForwardedHeaders
 from rulekit.runtime.snapshot import Snapshot, load_snapshot
 from rulekit.store import JournaledStore, open_store
 
 uvicorn = pytest.importorskip("uvicorn")
 starlette_applications = pytest.importorskip("starlette.applications")
+from starlette.middleware import Middleware  # noqa: E402
 
 TOKENS = {"ann": "ann-token-0123456789", "bob": "bob-token-0123456789", "admin": "admin-token-xyz"}
 ANN = "Ann@Example.com"
@@ -60,9 +62,9 @@ integrations:
 """
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
@@ -102,13 +104,15 @@ class ConsoleServer:
 
 
 @contextlib.contextmanager
-def serve(app: Any) -> Iterator[tuple[str, asyncio.AbstractEventLoop]]:
-    """Run ``app`` on uvicorn in a thread on 127.0.0.1; yield its URL and event loop."""
-    port = free_port()
+def serve(app: Any, host: str = "127.0.0.1") -> Iterator[tuple[str, asyncio.AbstractEventLoop]]:
+    """Run ``app`` on uvicorn in a thread on ``host``; yield its URL and event loop. uvicorn
+    leaves ``X-Forwarded-*`` alone: the app decides (as the daemon's does)."""
+    port = free_port(host)
     config = uvicorn.Config(
         app,
-        host="127.0.0.1",
+        host=host,
         port=port,
+        proxy_headers=False,
         log_config=None,
         log_level="warning",
         ws="none",
@@ -132,10 +136,18 @@ def serve(app: Any) -> Iterator[tuple[str, asyncio.AbstractEventLoop]]:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}", loops[0]
+        yield f"http://{host}:{port}", loops[0]
     finally:
         server.should_exit = True
         thread.join(15)
+
+
+def console_app(console: Console, trusted: list[str] | None = None) -> Any:
+    """The console's routes in an app that, like the daemon's, believes ``X-Forwarded-*``
+    from loopback and ``trusted`` only."""
+    return starlette_applications.Starlette(
+        routes=console.routes(), middleware=[Middleware(ForwardedHeaders, trusted=trusted or [])]
+    )
 
 
 @pytest.fixture
@@ -155,7 +167,7 @@ def console_server(console_files: Path, tmp_path: Path) -> Iterator[ConsoleServe
     store = open_store("sqlite:///x.sqlite3", tmp_path)
     feed = LiveFeed()
     console = Console(feed, lambda: snapshot, store, keepalive=0.3)
-    app = starlette_applications.Starlette(routes=console.routes())
+    app = console_app(console)
     try:
         with serve(app) as (url, loop):
             yield ConsoleServer(url, feed, store, snapshot, console, loop)

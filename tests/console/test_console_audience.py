@@ -80,23 +80,25 @@ def test_a_sound_for_everyone_rings_only_the_agents_of_its_channel(
     daemon: tuple[str, Any],
 ) -> None:
     url, publish = daemon
-    with signed_in(url, "anna") as anna, signed_in(url, "boris") as boris:
-        with (
-            anna.stream("GET", "/console/stream") as anna_stream,
-            boris.stream("GET", "/console/stream") as boris_stream,
-        ):
-            anna_messages = messages(anna_stream.iter_lines())
-            boris_messages = messages(boris_stream.iter_lines())
-            body = (REPO / "examples" / "chatra" / "chat_started_anonymous.json").read_bytes()
-            response = httpx.post(f"{url}/webhooks/online-chat/{SECRET}", content=body)
-            assert response.status_code == 200, response.text
+    anna, boris = signed_in(url, "anna"), signed_in(url, "boris")
+    with (
+        anna,
+        boris,
+        anna.stream("GET", "/console/stream") as anna_stream,
+        boris.stream("GET", "/console/stream") as boris_stream,
+    ):
+        anna_messages = messages(anna_stream.iter_lines())
+        boris_messages = messages(boris_stream.iter_lines())
+        body = (REPO / "examples" / "chatra" / "chat_started_anonymous.json").read_bytes()
+        response = httpx.post(f"{url}/webhooks/online-chat/{SECRET}", content=body)
+        assert response.status_code == 200, response.text
 
-            sound = next(m for m in anna_messages if m["type"] == "sound")
-            assert sound["sound"] == "bell" and sound["to"] == ["*"]
-            publish(END)  # after the sound: Boris's stream has had its chance to carry it
-            seen = []
-            for message in boris_messages:
-                seen.append(message)
-                if message.get("version") == "end-marker":
-                    break
+        sound = next(m for m in anna_messages if m["type"] == "sound")
+        assert sound["sound"] == "bell" and sound["to"] == ["*"]
+        publish(END)  # after the sound: Boris's stream has had its chance to carry it
+        seen = []
+        for message in boris_messages:
+            seen.append(message)
+            if message.get("version") == "end-marker":
+                break
     assert [m["type"] for m in seen] == ["reload"]  # no sound, no event of online-chat

@@ -1,0 +1,204 @@
+"""The daemon's HTTP server facing slow or hostile clients, and its shutdown with the console
+open: real ``rulekit run`` processes on loopback.
+
+* thousands of connections sending their headers a byte at a time never lock out a webhook,
+  and are closed once the header deadline has passed; the daemon never runs out of file
+  descriptors (its connection limit stays below them);
+* a body that stops arriving is cut off at the body deadline;
+* SIGTERM with a console stream open: the stream ends and the process exits 0 well before the
+  server's graceful-shutdown timeout.
+
+Bounds are derived from the configured deadlines, never from how fast the machine is.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import resource
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from daemons import SECRET, Process, chat_started, wait_for, write_setup
+
+from rulekit.runtime.server import FD_RESERVE, SHUTDOWN_GRACE
+
+HEADER_TIMEOUT = 4.0
+BODY_TIMEOUT = 3.0
+DAEMON_FILES = 1024
+"""The daemon's open-files limit (soft and hard): below the number of slow connections."""
+SLOW = 1500
+ADMIN_TOKEN = "admin-token-for-the-server-tests"
+
+
+class LimitedProcess(Process):
+    """``rulekit run`` whose open-files limit is :data:`DAEMON_FILES`."""
+
+    def _start(self, config: Path, args: tuple[str, ...], output: Any, env: dict) -> Any:
+        original = subprocess.Popen
+
+        def limited(*popen_args: Any, **kwargs: Any) -> Any:
+            def preexec() -> None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (DAEMON_FILES, DAEMON_FILES))
+
+            return original(*popen_args, preexec_fn=preexec, **kwargs)
+
+        subprocess.Popen = limited  # type: ignore[misc]
+        try:
+            return super()._start(config, args, output, env)
+        finally:
+            subprocess.Popen = original  # type: ignore[misc]
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimitedProcess]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = SLOW + 256
+    if soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"the open-files limit ({hard}) is too low for {SLOW} test connections")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    folder = tmp_path_factory.mktemp("server")
+    digest = hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest()
+    config = write_setup(
+        folder,
+        extra=(
+            f"server: {{header_timeout: {HEADER_TIMEOUT}, body_timeout: {BODY_TIMEOUT}, "
+            "keep_alive_timeout: 1}\n"
+            f"console: {{admin_token_sha256: {digest}}}\n"
+        ),
+    )
+    process = LimitedProcess(config).wait_ready()
+    try:
+        yield process
+    finally:
+        if process.proc.poll() is None:
+            process.terminate()
+
+
+class Slowloris:
+    """``count`` connections that send a webhook's request line, then one byte of a header
+    at a time, forever; notes when the server closes each one."""
+
+    def __init__(self, port: int, count: int) -> None:
+        self.sockets: list[socket.socket] = []
+        self.closed: dict[int, float] = {}
+        self._stop = threading.Event()
+        head = f"POST /webhooks/online-chat/{SECRET} HTTP/1.1\r\nHost: x\r\n".encode()
+        for _ in range(count):
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+            self.sockets.append(sock)
+        self._pending = {i: head for i in range(count)}
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        trickle = b"X-Slow: yes\r\n"
+        step = 0
+        while not self._stop.is_set():
+            for i, sock in enumerate(self.sockets):
+                if i in self.closed:
+                    continue
+                try:
+                    try:
+                        if sock.recv(4096) == b"":  # the server closed it
+                            self.closed[i] = time.monotonic()
+                            continue
+                    except (BlockingIOError, InterruptedError):
+                        pass  # open, nothing to read
+                    data = self._pending.pop(i, None) or trickle[step % len(trickle) :][:1]
+                    sock.send(data)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError as exc:
+                    if exc.errno in (errno.ENOTCONN, errno.EAGAIN):
+                        continue  # not connected yet (the server's backlog is full)
+                    self.closed[i] = time.monotonic()
+            step += 1
+            self._stop.wait(0.2)
+
+    def open(self) -> int:
+        return len(self.sockets) - len(self.closed)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        for sock in self.sockets:
+            sock.close()
+
+
+def test_slow_connections_never_lock_out_a_webhook(daemon: LimitedProcess) -> None:
+    slowloris = Slowloris(daemon.port, SLOW)
+    try:
+        # the slow connections are in (those beyond the limit took the place of older ones)
+        response = httpx.post(daemon.webhook_url, content=chat_started(1), timeout=HEADER_TIMEOUT)
+        assert response.status_code == 200, response.text
+        assert slowloris.open() > 0  # some are still waiting for their header deadline
+        # every slow connection is closed once the header deadline has passed
+        wait_for(lambda: slowloris.open() == 0, timeout=3 * HEADER_TIMEOUT)
+    finally:
+        slowloris.close()
+    assert httpx.get(f"{daemon.url}/healthz", timeout=HEADER_TIMEOUT).status_code == 200
+    output = daemon.output()
+    assert "Too many open files" not in output and "out of system resource" not in output
+    # the connection limit was set below the daemon's open-files limit
+    assert f"at most {DAEMON_FILES - FD_RESERVE} connections" in output
+
+
+def test_a_body_that_stops_arriving_is_cut_off_at_the_body_deadline(
+    daemon: LimitedProcess,
+) -> None:
+    with socket.create_connection(("127.0.0.1", daemon.port)) as sock:
+        sock.sendall(
+            f"POST /webhooks/online-chat/{SECRET} HTTP/1.1\r\nHost: x\r\n"
+            'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"a":'.encode()
+        )
+        sock.settimeout(3 * BODY_TIMEOUT)
+        received = b""
+        while chunk := sock.recv(4096):  # until the server closes the connection
+            received += chunk
+    assert not received.startswith(b"HTTP/1.1 200")
+
+
+def test_sigterm_ends_the_live_stream_and_the_process_at_once(daemon: LimitedProcess) -> None:
+    signed_in = httpx.post(f"{daemon.url}/console/login", data={"token": ADMIN_TOKEN})
+    assert signed_in.status_code == 303
+    # a read timeout below the graceful-shutdown timeout: a stream left open until uvicorn
+    # gives up on it fails the test
+    timeout = httpx.Timeout(5, read=SHUTDOWN_GRACE / 2)
+    with (
+        httpx.Client(base_url=daemon.url, cookies=signed_in.cookies, timeout=timeout) as client,
+        client.stream("GET", "/console/stream") as stream,
+    ):
+        lines = stream.iter_lines()
+        assert next(lines) == "retry: 2000"
+        daemon.proc.send_signal(signal.SIGTERM)
+        rest = list(lines)  # ends when the server closes the stream
+    assert all(not line.startswith("data:") or "reload" in line for line in rest)
+    assert daemon.proc.wait(SHUTDOWN_GRACE / 2) == 0
+    assert "graceful shutdown exceeded" not in daemon.output()
+
+
+def test_the_documented_limits_load(tmp_path: Path) -> None:
+    from scaffold import REPO
+
+    from rulekit.config import load_config
+    from rulekit.plugins import load_plugins
+
+    docs = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
+    block = docs.split("```yaml\nserver:\n  max_connections:")[1].split("```")[0]
+    config = tmp_path / "rulekit.yaml"
+    config.write_text("server:\n  max_connections:" + block)
+    server = load_config(config, load_plugins(entry_points=False), {}).raw.server
+    assert (server.max_connections, server.header_timeout) == (1000, 10)
+    assert (server.body_timeout, server.keep_alive_timeout) == (30, 5)
