@@ -210,6 +210,7 @@ def server_config(app: Any, settings: ServerSettings, host: str, port: int) -> u
         log_config=None,
         access_log=False,
         lifespan="on",
+        ws="none",  # nothing here speaks WebSocket; an upgrade would leave the guard's count
         proxy_headers=False,  # the app trusts X-Forwarded-* from server.trusted_proxies only
         timeout_keep_alive=settings.keep_alive_timeout,  # type: ignore[arg-type]
         timeout_graceful_shutdown=int(SHUTDOWN_GRACE),

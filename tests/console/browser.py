@@ -49,15 +49,15 @@ def chromium_or_skip() -> tuple[str, str]:
 
 
 @contextmanager
-def chromium(profile: Path) -> Iterator[Any]:
-    """A headless Chromium session with its own profile directory."""
+def chromium(profile: Path, *extra_flags: str) -> Iterator[Any]:
+    """A headless Chromium session with its own profile directory (and ``extra_flags``)."""
     browser, driver_path = chromium_or_skip()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = browser
-    for flag in FLAGS:
+    for flag in (*FLAGS, *extra_flags):
         options.add_argument(flag)
     profile.mkdir(parents=True, exist_ok=True)
     options.add_argument(f"--user-data-dir={profile}")
