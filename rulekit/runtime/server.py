@@ -214,7 +214,7 @@ def server_config(app: Any, settings: ServerSettings, host: str, port: int) -> u
         proxy_headers=False,  # the app trusts X-Forwarded-* from server.trusted_proxies only
         timeout_keep_alive=settings.keep_alive_timeout,  # type: ignore[arg-type]
         timeout_graceful_shutdown=int(SHUTDOWN_GRACE),
-        backlog=min(2048, limit),
+        backlog=2048,  # the kernel's queue of connections not yet accepted: no descriptors
         server_header=False,
     )
 

@@ -58,15 +58,7 @@ class LimitedProcess(Process):
             subprocess.Popen = original  # type: ignore[misc]
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimitedProcess]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = SLOW + 256
-    if soft < needed:
-        if hard != resource.RLIM_INFINITY and hard < needed:
-            pytest.skip(f"the open-files limit ({hard}) is too low for {SLOW} test connections")
-        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-    folder = tmp_path_factory.mktemp("server")
+def start(folder: Path) -> LimitedProcess:
     digest = hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest()
     config = write_setup(
         folder,
@@ -76,7 +68,18 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimitedProcess]
             f"console: {{admin_token_sha256: {digest}}}\n"
         ),
     )
-    process = LimitedProcess(config).wait_ready()
+    return LimitedProcess(config).wait_ready()
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimitedProcess]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = SLOW + 256
+    if soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"the open-files limit ({hard}) is too low for {SLOW} test connections")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    process = start(tmp_path_factory.mktemp("server"))
     try:
         yield process
     finally:
@@ -170,23 +173,28 @@ def test_a_body_that_stops_arriving_is_cut_off_at_the_body_deadline(
     assert not received.startswith(b"HTTP/1.1 200")
 
 
-def test_sigterm_ends_the_live_stream_and_the_process_at_once(daemon: LimitedProcess) -> None:
-    signed_in = httpx.post(f"{daemon.url}/console/login", data={"token": ADMIN_TOKEN})
-    assert signed_in.status_code == 303
-    # a read timeout below the graceful-shutdown timeout: a stream left open until uvicorn
-    # gives up on it fails the test
-    timeout = httpx.Timeout(5, read=SHUTDOWN_GRACE / 2)
-    with (
-        httpx.Client(base_url=daemon.url, cookies=signed_in.cookies, timeout=timeout) as client,
-        client.stream("GET", "/console/stream") as stream,
-    ):
-        lines = stream.iter_lines()
-        assert next(lines) == "retry: 2000"
-        daemon.proc.send_signal(signal.SIGTERM)
-        rest = list(lines)  # ends when the server closes the stream
-    assert all(not line.startswith("data:") or "reload" in line for line in rest)
-    assert daemon.proc.wait(SHUTDOWN_GRACE / 2) == 0
-    assert "graceful shutdown exceeded" not in daemon.output()
+def test_sigterm_ends_the_live_stream_and_the_process_at_once(tmp_path: Path) -> None:
+    daemon = start(tmp_path)
+    try:
+        signed_in = httpx.post(f"{daemon.url}/console/login", data={"token": ADMIN_TOKEN})
+        assert signed_in.status_code == 303
+        # a read timeout below the graceful-shutdown timeout: a stream left open until uvicorn
+        # gives up on it fails the test
+        timeout = httpx.Timeout(5, read=SHUTDOWN_GRACE / 2)
+        with (
+            httpx.Client(base_url=daemon.url, cookies=signed_in.cookies, timeout=timeout) as client,
+            client.stream("GET", "/console/stream") as stream,
+        ):
+            lines = stream.iter_lines()
+            assert next(lines) == "retry: 2000"
+            daemon.proc.send_signal(signal.SIGTERM)
+            rest = list(lines)  # ends when the server closes the stream
+        assert all(not line.startswith("data:") or "reload" in line for line in rest)
+        assert daemon.proc.wait(SHUTDOWN_GRACE / 2) == 0
+        assert "graceful shutdown exceeded" not in daemon.output()
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.kill()
 
 
 def test_the_documented_limits_load(tmp_path: Path) -> None:
