@@ -93,12 +93,21 @@ class _MrkdwnScan:
                 else:
                     out.append(escape_mrkdwn(text))
                 continue
-            for char in piece:
-                self.char(char)
+            self.literal(piece)
             out.append(piece)
         if self.state == _TARGET:
             self.end_target()
         return "".join(out)
+
+    def literal(self, text: str) -> None:
+        index = 0
+        while index < len(text):
+            if self.state != _TARGET:  # skip to what may change the state
+                index = text.find("<" if self.state == _TEXT else ">", index)
+                if index == -1:
+                    return
+            self.char(text[index])
+            index += 1
 
     def char(self, char: str) -> None:
         if self.state == _TEXT:
@@ -114,7 +123,9 @@ class _MrkdwnScan:
             self.state = _TEXT
 
     def end_target(self) -> None:
-        first = self.target[0] if self.target else ("", False)
+        if not any(is_value for _, is_value in self.target):
+            return  # the template's own link or mention
+        first = self.target[0]
         if not (first[0].startswith(_MENTIONS) and not first[1]):
             check_link(decoded(self.target, unescape_mrkdwn), LINK_SCHEMES)
 

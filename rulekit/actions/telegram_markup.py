@@ -88,8 +88,17 @@ class _HtmlScan:
         return markup.replace('"', "&quot;").replace("'", "&#x27;")
 
     def literal(self, text: str) -> None:
-        for char in text:
-            self.char(char)
+        index = 0
+        while index < len(text):
+            # skip what cannot change the state (text up to a tag, an attribute to its quote)
+            if self.state == _TEXT:
+                index = text.find("<", index)
+            elif self.state == _QUOTED and self.link is None:
+                index = text.find(self.quote, index)
+            if index == -1:
+                return
+            self.char(text[index])
+            index += 1
 
     def char(self, char: str) -> None:
         state, space = self.state, char.isspace()
@@ -150,6 +159,15 @@ _ESCAPERS: dict[int, Callable[[str], str]] = {
 }
 
 
+_STOPS = {
+    _NORMAL: re.compile(r"[\\`\[(]"),
+    _CODE: re.compile(r"[\\`]"),
+    _PRE: re.compile(r"[\\`]"),
+    _URL: re.compile(r"[\\)]"),
+}
+"""The characters that may change each state (the others are skipped at once)."""
+
+
 def resolve_markdown_v2(values: Interpolations, text: str) -> str:
     """``text`` (MarkdownV2 with placeholders) with each value escaped for its position."""
     return values.resolve(text, lambda pieces: _MarkdownV2Scan(values).run(pieces))
@@ -198,6 +216,15 @@ class _MarkdownV2Scan:
     def literal(self, text: str) -> None:
         index = 0
         while index < len(text):
+            if not self.pending:
+                # skip what cannot change the state
+                match = _STOPS[self.state].search(text, index)
+                stop = match.start() if match else len(text)
+                if stop > index:
+                    if self.state == _URL:
+                        self.link.append((text[index:stop], False))
+                    self.previous, index = text[stop - 1], stop
+                    continue
             index = self.char(text, index)
 
     def char(self, text: str, index: int) -> int:
