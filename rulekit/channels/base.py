@@ -7,15 +7,21 @@ there is no config.
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import SecretStr
 
+from rulekit.channels.body import bounded_key, for_providers
 from rulekit.config import Directory
 from rulekit.event import Client, Conversation, Event
 from rulekit.models import StrictModel
 from rulekit.store.base import State
+
+logger = logging.getLogger("rulekit.channels")
 
 
 class ChannelSettings(StrictModel):
@@ -49,7 +55,26 @@ class Reply:
 
 class Provider:
     """Base class of providers. Subclasses set the class attributes and implement :meth:`parse`;
-    those that can write to clients (``autoreply``) also implement the reply methods."""
+    those that can write to clients (``autoreply``) also implement the reply methods.
+
+    The base class guarantees, for every subclass, what :meth:`parse` and
+    :meth:`conversation_key` are handed: the body as :func:`rulekit.channels.body.for_providers`
+    makes it (JSON that passed ingest's checks, without lone surrogates or byte order mark).
+    The key :meth:`conversation_key` returns, and the ids of the events :meth:`parse` returns
+    (event, conversation, client, message, agent), are made fit to store and index by
+    :func:`rulekit.channels.body.bounded_key` (no surrogates, a very long id becomes its
+    digest); an exception from :meth:`conversation_key` counts as "cannot tell" (None). An id a
+    provider stores itself while parsing (``state.mark_message_seen``) must go through
+    ``bounded_key`` first.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__
+        if "parse" in own and not hasattr(own["parse"], "__wrapped__"):
+            cls.parse = _parses_clean(own["parse"])  # type: ignore[method-assign]
+        if "conversation_key" in own and not hasattr(own["conversation_key"], "__wrapped__"):
+            cls.conversation_key = _keys_safely(own["conversation_key"])  # type: ignore[method-assign]
 
     name: ClassVar[str]
     """The provider's name, as configs write it (``provider: chatra``)."""
@@ -103,3 +128,30 @@ class Provider:
 
     async def aclose(self) -> None:
         """Release network resources (HTTP clients)."""
+
+
+def _parses_clean(parse: Callable[..., list[Event]]) -> Callable[..., list[Event]]:
+    @functools.wraps(parse)
+    def wrapper(self: Provider, body: bytes, state: State) -> list[Event]:
+        events = parse(self, for_providers(body), state)
+        for event in events:
+            event.id = bounded_key(event.id) or event.id
+            for part in (event.conversation, event.client, event.message, event.agent):
+                if part.id is not None:
+                    part.id = bounded_key(part.id)
+        return events
+
+    return wrapper
+
+
+def _keys_safely(conversation_key: Callable[..., str | None]) -> Callable[..., str | None]:
+    @functools.wraps(conversation_key)
+    def wrapper(self: Provider, body: bytes) -> str | None:
+        try:
+            key = conversation_key(self, for_providers(body))
+        except Exception:  # the contract says it must not raise; a plugin's bug costs no webhook
+            logger.warning("provider %s: conversation_key failed", self.name, exc_info=True)
+            return None
+        return bounded_key(key)
+
+    return wrapper

@@ -11,6 +11,7 @@ import json
 
 from pydantic import ValidationError
 
+from rulekit.channels.body import bounded_key
 from rulekit.errors import ChannelError
 from rulekit.event import Event
 from rulekit.hookspecs import hookimpl
@@ -42,6 +43,7 @@ class WebhookProvider(Provider):
             except ValidationError as exc:
                 first = exc.errors(include_url=False, include_input=False)[0]
                 raise ChannelError(f"{dotted(tuple(first['loc']))}: {first['msg']}") from None
+            event.message.id = bounded_key(event.message.id)
             if event.message.id and not state.mark_message_seen(self.channel, event.message.id):
                 continue
             events.append(event)

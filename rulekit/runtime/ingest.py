@@ -9,10 +9,12 @@ What a sender gets back:
   answer does not tell which channels exist. The secret is compared in constant time;
 * **413** — the body is over ``server.max_body_bytes`` (checked against Content-Length first,
   then while reading, so a lying Content-Length does not help);
-* **400** — a body no provider can ever parse: empty, not UTF-8 JSON, nested too deeply, or not
-  a JSON object or array. Rejecting it now tells the sender; a body that is JSON but not what
-  the provider expects is accepted, and set aside with its error when processed (visible,
-  retryable once the plugin understands it);
+* **400** — a body no provider can ever parse (see :mod:`rulekit.channels.body`): empty, not
+  UTF-8 JSON, ``NaN``/``Infinity``, a number out of range, a key twice in one object, nested
+  too deeply, or not a JSON object or array. Rejecting it now tells the sender; a body that is
+  JSON but not what the provider expects is accepted, and set aside with its error when
+  processed (visible, retryable once the plugin understands it). Lone surrogates (``"\\ud800"``)
+  are no reason to refuse: providers see them as U+FFFD, the inbox keeps the exact bytes;
 * **503** — the store cannot persist (read-only, full disk, locked): nothing was acknowledged,
   the sender should retry later. Never a 200 that was not persisted.
 
@@ -27,13 +29,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 from collections.abc import Callable
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
+from rulekit.channels import body as body_json
+from rulekit.channels.body import BodyError
 from rulekit.errors import StoreUnavailable
 from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.logs import log
@@ -103,9 +106,10 @@ class Ingest:
             return _error(413, f"the body is over {limit} bytes", channel)
         except ClientDisconnect:
             return _error(400, "the client went away before the body was complete", channel)
-        problem = _not_json(body)
-        if problem:
-            return _error(400, problem, channel)
+        try:
+            body_json.load(body)
+        except BodyError as exc:
+            return _error(400, str(exc), channel)
         key = "sha256:" + hashlib.sha256(body).hexdigest()
         provider = snapshot.providers.get(channel)
         conversation = provider.conversation_key(body) if provider is not None else None
@@ -135,23 +139,6 @@ async def _read(request: Request, limit: int) -> bytes:
             raise BodyTooLarge
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _not_json(body: bytes) -> str | None:
-    """Why ``body`` can never be a webhook (None when it may be one)."""
-    if not body.strip():
-        return "the body is empty"
-    try:
-        data = json.loads(body.decode("utf-8"))
-    except RecursionError:
-        return "the body is nested too deeply"
-    except UnicodeDecodeError:
-        return "the body is not UTF-8"
-    except ValueError as exc:
-        return f"the body is not valid JSON: {exc}"
-    if not isinstance(data, dict | list):
-        return f"the body must be a JSON object or array, not {type(data).__name__}"
-    return None
 
 
 def _error(status: int, message: str, channel: str) -> JSONResponse:

@@ -12,8 +12,6 @@ import sqlite3
 import httpx
 import pytest
 from daemons import SECRET, chat_started, wait_for, write_setup
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from rulekit.store.sqlite import SQLiteStore
 
@@ -113,47 +111,6 @@ def test_oversize_bodies_get_413_with_and_without_content_length(tmp_path, serve
         except httpx.HTTPError:
             pass  # the server may also just close the connection: never a 5xx or a 200
     assert httpx.post(server.webhook_url, content=chat_started(1)).status_code == 200
-
-
-hostile = st.one_of(
-    st.binary(max_size=300),
-    st.recursive(
-        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
-        max_leaves=20,
-    ).map(lambda value: json.dumps(value).encode()),
-    st.builds(
-        lambda name, extra: json.dumps({"eventName": name, "client": extra}).encode(),
-        st.sampled_from(["chatStarted", "chatFragment", "chatTranscript", "other"]),
-        st.one_of(st.none(), st.integers(), st.dictionaries(st.text(max_size=5), st.text())),
-    ),
-)
-
-
-def test_hostile_bodies_interleaved_with_valid_ones_never_get_a_5xx(tmp_path, serve, chatra):
-    server = serve(write_setup(tmp_path, chatra=chatra))
-    statuses: list[int] = []
-    valid: list[int] = []
-    counter = iter(range(1, 10_000))
-
-    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(body=hostile, path=st.sampled_from(["ok", "wrong-secret", "wrong-channel"]))
-    def post(body: bytes, path: str) -> None:
-        url = {
-            "ok": server.webhook_url,
-            "wrong-secret": f"{server.url}/webhooks/online-chat/x{SECRET}",
-            "wrong-channel": f"{server.url}/webhooks/nope/{SECRET}",
-        }[path]
-        statuses.append(httpx.post(url, content=body).status_code)
-        n = next(counter)
-        response = httpx.post(server.webhook_url, content=chat_started(n))
-        statuses.append(response.status_code)
-        valid.append(n)
-
-    post()
-    assert statuses and max(statuses) < 500
-    wait_for(lambda: len(chatra.sent) >= len(valid), timeout=30)
-    assert sorted(m["clientId"] for m in chatra.sent) == sorted(f"client{n:08d}" for n in valid)
 
 
 def test_a_full_disk_answers_503_never_200(tmp_path, serve, chatra):

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from rulekit.channels.body import bounded_key
 from rulekit.errors import ChannelError
 
 EVENT_NAMES: tuple[str, ...] = ("chatStarted", "chatFragment", "chatTranscript")
@@ -269,10 +270,11 @@ def _string(value: Any) -> str | None:
 
 
 def _identifier(value: Any) -> str | None:
-    """An id: a non-empty string, or an integer written as one (sites may bind numeric ids)."""
+    """An id: a non-empty string, or an integer written as one (sites may bind numeric ids);
+    a very long one is replaced by its digest (ids are stored as indexed keys)."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return _string(value)
+        return bounded_key(str(value))
+    return bounded_key(_string(value))
 
 
 def _object(value: Any) -> dict[str, Any]:

@@ -1,0 +1,170 @@
+"""Webhook bodies: the one place that decides which JSON rulekit accepts, and what providers see.
+
+Every webhook goes through :func:`load` when it arrives (ingest answers 400 with its message
+when it raises) and providers are handed :func:`for_providers` of the stored body, so every
+provider reads the same, safe data whatever JSON parser it uses:
+
+* UTF-8 only; a leading byte order mark is ignored (RFC 8259 allows either);
+* **lone surrogates** (``"\\ud800"`` written as an escape: valid JSON, but not text that can be
+  encoded, stored or printed) are replaced with U+FFFD in every string, keys of objects
+  included. The inbox keeps the exact bytes received, for audit;
+* refused (400): ``NaN``/``Infinity`` literals (not JSON), a number out of range (a float that
+  would be infinite, an integer of more than :data:`MAX_INT_DIGITS` digits), the same key twice
+  in one object (readers would disagree on which value counts), nesting deeper than
+  :data:`MAX_DEPTH`, and a top level that is not an object or an array.
+
+Everything here is linear in the size of the body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from typing import Any
+
+MAX_DEPTH = 64
+"""Deepest nesting of objects and arrays accepted in a webhook body."""
+MAX_INT_DIGITS = 100
+"""Most digits an integer in a webhook body may have."""
+MAX_KEY_CHARS = 200
+"""Longest id or key stored as it is (databases index them, PostgreSQL up to ~2700 bytes a
+row); a longer one is stored as its SHA-256 digest."""
+
+BOM = "\ufeff"
+REPLACEMENT = "\ufffd"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# a \u escape of a surrogate (paired or not); raw surrogates cannot occur in valid UTF-8
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+class BodyError(ValueError):
+    """A body no provider can ever accept; the message says why, for the sender (a 400)."""
+
+
+def load(body: bytes) -> Any:
+    """Decode a webhook body under the rules above; raise :class:`BodyError` when it breaks one."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BodyError("the body is not UTF-8") from None
+    if text.startswith(BOM):
+        text = text[1:]
+    if not text.strip():
+        raise BodyError("the body is empty")
+    surrogates = _ESCAPED_SURROGATE.search(body) is not None
+    try:
+        data = json.loads(
+            text,
+            parse_constant=_refuse_constant,
+            parse_int=_integer,
+            parse_float=_float,
+            object_pairs_hook=_clean_object if surrogates else _object,
+        )
+    except RecursionError:
+        raise BodyError(f"the body is nested too deeply (over {MAX_DEPTH} levels)") from None
+    except BodyError:
+        raise
+    except ValueError as exc:
+        raise BodyError(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict | list):
+        raise BodyError(f"the body must be a JSON object or array, not {_kind(data)}")
+    _walk(data, surrogates)
+    return data
+
+
+def for_providers(body: bytes) -> bytes:
+    """The body as providers are handed it: ``body`` itself when it is clean (the usual case),
+    else re-encoded JSON without the byte order mark and with lone surrogates replaced.
+
+    A body :func:`load` refuses is returned unchanged (the provider reports it).
+    """
+    if not body.startswith(BOM.encode()) and _ESCAPED_SURROGATE.search(body) is None:
+        return body
+    try:
+        data = load(body)
+    except BodyError:
+        return body
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def clean_text(value: str) -> str:
+    """``value`` with lone surrogates replaced by U+FFFD."""
+    return _SURROGATE.sub(REPLACEMENT, value)
+
+
+def bounded_key(key: object) -> str | None:
+    """An id or key fit to store and index: text without surrogates, at most
+    :data:`MAX_KEY_CHARS` long (a longer one becomes ``sha256:<hex digest>``, still the same
+    for the same input); None for anything that is not a non-empty string."""
+    if not isinstance(key, str) or not key:
+        return None
+    key = clean_text(key)
+    if len(key) > MAX_KEY_CHARS:
+        return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+    return key
+
+
+def _refuse_constant(name: str) -> Any:
+    raise BodyError(f"the body is not valid JSON: {name} is not a JSON value")
+
+
+def _integer(digits: str) -> int:
+    if len(digits) - digits.startswith("-") > MAX_INT_DIGITS:
+        raise BodyError(f"the body has an integer of more than {MAX_INT_DIGITS} digits")
+    return int(digits)
+
+
+def _float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        shown = literal if len(literal) <= 20 else literal[:20] + "..."
+        raise BodyError(f"the body has a number out of range: {shown}")
+    return value
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        _refuse_duplicate(pairs)
+    return data
+
+
+def _clean_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    return _object([(clean_text(key), value) for key, value in pairs])
+
+
+def _refuse_duplicate(pairs: list[tuple[str, Any]]) -> None:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            shown = key if len(key) <= 40 else key[:40] + "..."
+            raise BodyError(f"the body has the key {shown!r} twice in one object")
+        seen.add(key)
+
+
+def _walk(data: dict | list, clean: bool) -> None:
+    """Check the depth of ``data`` and, when ``clean``, replace lone surrogates in its strings
+    (without recursion: a body's depth never costs stack)."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise BodyError(f"the body is nested too deeply (over {MAX_DEPTH} levels)")
+        entries = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in list(entries) if clean else entries:
+            if isinstance(value, dict | list):
+                stack.append((value, depth + 1))
+            elif clean and isinstance(value, str):
+                node[key] = clean_text(value)
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "a string"

@@ -1,0 +1,95 @@
+"""The one decision about webhook JSON (rulekit.channels.body) and the provider contract that
+hands every provider (not only Chatra) the cleaned body."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rulekit.channels import ChannelContext, ChannelSettings, Provider
+from rulekit.channels.body import MAX_KEY_CHARS, BodyError, for_providers, load
+from rulekit.channels.webhook import WebhookProvider
+from rulekit.config import Directory
+from rulekit.store.memory import MemoryStore
+
+
+def test_lone_surrogates_become_replacement_characters_in_values_and_keys():
+    body = b'{"k\\ud800": ["\\udfff", {"x": "a\\ud800b"}], "pair": "\\ud83d\\ude00"}'
+    assert load(body) == {"k\ufffd": ["\ufffd", {"x": "a\ufffdb"}], "pair": "\U0001f600"}
+    cleaned = for_providers(body)
+    assert json.loads(cleaned) == load(body)
+    cleaned.decode("utf-8")  # encodable text all through
+
+
+def test_an_escaped_backslash_before_u_is_not_a_surrogate():
+    body = b'{"path": "C:\\\\ud800"}'
+    assert load(body) == {"path": "C:\\ud800"}
+    assert json.loads(for_providers(body)) == {"path": "C:\\ud800"}
+
+
+def test_a_clean_body_is_handed_on_unchanged_and_a_bom_is_dropped():
+    body = b'{"a": "\xc3\xa9"}'
+    assert for_providers(body) is body
+    assert for_providers(b"\xef\xbb\xbf" + body) == '{"a":"é"}'.encode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[1e400]", b"[-1e400]", b"[NaN]", b'{"a":1,"a":1}', b"[" * 65 + b"]" * 65, b"1", b""],
+)
+def test_refused_bodies_raise_body_error_and_are_handed_on_untouched(body):
+    with pytest.raises(BodyError):
+        load(body)
+    assert for_providers(body) is body
+
+
+class Spy(Provider):
+    """A third-party provider: records what it is handed."""
+
+    name = "spy"
+
+    def __init__(self, context: ChannelContext) -> None:
+        super().__init__(context)
+        self.seen: list[bytes] = []
+
+    def parse(self, body, state):
+        self.seen.append(body)
+        return []
+
+    def conversation_key(self, body):
+        data = json.loads(body)
+        if data.get("boom"):
+            raise KeyError("a plugin bug")
+        return data.get("key")
+
+
+def spy() -> Spy:
+    return Spy(ChannelContext("spy", ChannelSettings(), Directory([], [])))
+
+
+def test_every_provider_is_handed_the_cleaned_body():
+    provider = spy()
+    with MemoryStore().transaction() as state:
+        provider.parse(b'{"text": "\\ud800"}', state)
+    assert json.loads(provider.seen[0]) == {"text": "\ufffd"}
+
+
+def test_conversation_keys_are_clean_bounded_and_never_raise():
+    provider = spy()
+    assert provider.conversation_key(b'{"key": "v\\udfff"}') == "v\ufffd"
+    long = provider.conversation_key(json.dumps({"key": "k" * 100_000}).encode())
+    assert long.startswith("sha256:") and len(long) <= MAX_KEY_CHARS
+    assert long == provider.conversation_key(json.dumps({"key": "k" * 100_000}).encode())
+    assert provider.conversation_key(b'{"boom": true}') is None
+    assert provider.conversation_key(b'{"key": 12}') is None
+
+
+def test_the_built_in_webhook_provider_reads_surrogates_as_replacement_characters():
+    provider = WebhookProvider(ChannelContext("web", ChannelSettings(), Directory([], [])))
+    body = json.dumps(
+        {"id": "e\ud800", "event": "message", "client": {"id": "c\udfff", "name": "\ud800"}}
+    ).encode()
+    with MemoryStore().transaction() as state:
+        [event] = provider.parse(body, state)
+    assert (event.id, event.client.id, event.client.name) == ("e\ufffd", "c\ufffd", "\ufffd")
