@@ -152,7 +152,8 @@ def as_text(
         mark = "✓" if rule["matched"] else "✗"
         lines.append(f"  {mark} {rule['name']}: {hide(rule['reason'], hidden)}")
         for condition in rule["conditions"]:
-            lines.append(f"      {condition.get('source')}  →  {condition_state(condition)}")
+            state = hide(condition_state(condition), hidden)
+            lines.append(f"      {condition.get('source')}  →  {state}")
     for error in record.trace.get("errors") or []:
         lines.append(f"  ! {hide(error, hidden)}")
 
@@ -164,7 +165,8 @@ def as_text(
     for action in planned:
         if action.get("skipped"):
             lines.append(
-                f"  - {action.get('action')} ({action.get('rule')}): skipped: {action['skipped']}"
+                f"  - {action.get('action')} ({action.get('rule')}): "
+                f"skipped: {hide(action['skipped'], hidden)}"
             )
     for job, attempts in explanation.jobs:
         lines.append(

@@ -1,65 +1,74 @@
 """What audit output hides unless ``--show-content`` is given, and ``rulekit forget``.
 
-Output of ``rulekit why`` and ``rulekit history`` names clients by their display name and shows
-no message texts, emails, phone numbers, IP addresses or notes: a terminal, a pasted bug report or
-a CI log is not a place for them. ``--show-content`` shows them. Where rendered action parameters,
-results or errors quote a hidden value, that part is hidden (a Slack text may quote the message).
+Output of ``rulekit why``, ``rulekit history`` and ``rulekit replay`` names clients by their
+display name (or name) and shows no other client data: no message texts, no email, phone, notes,
+IP address, custom fields or other client field, no page URL. A terminal, a pasted bug report or
+a CI log is not a place for them. ``--show-content`` shows them. Where a string quotes a hidden
+value in any stored form (escaped for a markup, JSON-escaped, URL-encoded, other case: see
+:mod:`rulekit.store.forms`) — rendered action parameters, results, errors, trace reasons and
+condition errors — that part is hidden (``Refund from Jane: [hidden]``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from rulekit.store.base import JournaledStore
-from rulekit.store.erasure import FORGET_KINDS, MIN_VALUE_LENGTH
+from rulekit.store.erasure import FORGET_KINDS
+from rulekit.store.forms import PersonalValues, strings_in
 
 HIDDEN = "[hidden]"
 """What a hidden value prints as."""
 
-HIDDEN_CLIENT_FIELDS = ("email", "phone", "ip", "notes")
+SHOWN_CLIENT_FIELDS = ("id", "name", "display_name")
+"""The client fields output shows; every other one is hidden."""
 
 
-def hidden_values(data: Mapping[str, Any]) -> set[str]:
-    """The values of an event (``Event.public()``) that output hides: the message text and the
-    client's email, phone, IP, notes and custom fields (case-folded, as ``scrub`` wants)."""
-    values: set[str] = set()
+def hidden_values(data: Mapping[str, Any]) -> PersonalValues:
+    """The values of an event (``Event.public()``) that output hides, with their stored forms:
+    the message text, the conversation's page and every client field but the shown ones."""
+    values: list[str] = []
     client = data.get("client") or {}
-    candidates: list[Any] = [client.get(name) for name in HIDDEN_CLIENT_FIELDS]
-    candidates.extend((client.get("custom") or {}).values())
-    candidates.append((data.get("message") or {}).get("text"))
-    for value in candidates:
-        if isinstance(value, str) and len(value.strip()) >= MIN_VALUE_LENGTH:
-            values.add(value.strip().casefold())
-    return values
+    if isinstance(client, Mapping):
+        for name, value in client.items():
+            if name not in SHOWN_CLIENT_FIELDS:
+                values.extend(strings_in(value))
+    values.extend(strings_in((data.get("message") or {}).get("text")))
+    values.extend(strings_in((data.get("conversation") or {}).get("page")))
+    return PersonalValues(values)
 
 
 def hide_event(data: Mapping[str, Any]) -> dict[str, Any]:
-    """An event (``Event.public()``) with its content hidden."""
+    """An event (``Event.public()``) with its content hidden: the hidden fields replaced by
+    :data:`HIDDEN`."""
     out = dict(data)
     client = dict(out.get("client") or {})
-    for name in HIDDEN_CLIENT_FIELDS:
-        if client.get(name) is not None:
-            client[name] = HIDDEN
-    if client.get("custom"):
-        client["custom"] = {key: HIDDEN for key in client["custom"]}
+    for name, value in client.items():
+        if name in SHOWN_CLIENT_FIELDS or value in (None, "", [], {}):
+            continue
+        client[name] = {key: HIDDEN for key in value} if isinstance(value, dict) else HIDDEN
     out["client"] = client
     message = dict(out.get("message") or {})
     if message.get("text") is not None:
         message["text"] = HIDDEN
     out["message"] = message
+    conversation = dict(out.get("conversation") or {})
+    if conversation.get("page") is not None:
+        conversation["page"] = HIDDEN
+    out["conversation"] = conversation
     return out
 
 
-def hide(value: Any, values: set[str]) -> Any:
-    """``value`` (JSON data) with every occurrence of a hidden value in its strings replaced by
-    :data:`HIDDEN` (``"Refund from Jane: [hidden]"``), so what changed around it stays readable."""
-    if not values:
+def hide(value: Any, values: PersonalValues | Iterable[str]) -> Any:
+    """``value`` (JSON data) with every occurrence of a hidden value, in any stored form, in its
+    strings replaced by :data:`HIDDEN` (``"Refund from Jane: [hidden]"``), so what changed
+    around it stays readable."""
+    hidden = values if isinstance(values, PersonalValues) else PersonalValues(values)
+    pattern = hidden.pattern
+    if pattern is None:
         return value
-    pattern = re.compile(
-        "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True)), re.IGNORECASE
-    )
     return _mask(value, pattern)
 
 
