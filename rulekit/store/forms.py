@@ -36,31 +36,27 @@ _URL_SAFE = ("", "/", "!'()*-._~", ";,/?:@&=+$#!'()*-._~")
 
 @cache
 def _markups() -> tuple[Callable[[str], str], ...]:
-    """How a value is escaped for each markup a destination reads (the action modules' own
-    escapers), plus HTML-with-quotes as Jinja and attribute values escape it."""
-    from rulekit.actions.slack import escape_mrkdwn
-    from rulekit.actions.telegram import escape_html, escape_markdown_v2
+    """How a value is escaped for each markup a destination reads and each place in it (the
+    action modules' own escapers), plus the HTML escapings of earlier versions and of Jinja."""
+    from rulekit.actions.slack_markup import escape_link_target, escape_mrkdwn
+    from rulekit.actions.telegram_markup import (
+        escape_html,
+        escape_markdown_v2,
+        escape_markdown_v2_code,
+        escape_markdown_v2_url,
+    )
 
     return (
         str,
         escape_html,
-        lambda text: html.escape(text, quote=True),
+        lambda text: html.escape(text, quote=False),
         lambda text: str(markupsafe.escape(text)),
         escape_markdown_v2,
-        _markdown_v2_code,
-        _markdown_v2_link,
+        escape_markdown_v2_code,
+        escape_markdown_v2_url,
         escape_mrkdwn,
+        escape_link_target,
     )
-
-
-def _markdown_v2_code(text: str) -> str:
-    """MarkdownV2 inside ``pre``/``code``: only ````` and ``\\`` are escaped."""
-    return text.replace("\\", "\\\\").replace("`", "\\`")
-
-
-def _markdown_v2_link(text: str) -> str:
-    """MarkdownV2 inside a link's ``(...)``: only ``)`` and ``\\`` are escaped."""
-    return text.replace("\\", "\\\\").replace(")", "\\)")
 
 
 def _transports(text: str) -> set[str]:
