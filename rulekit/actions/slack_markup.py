@@ -8,7 +8,9 @@ http, https or mailto. Slack has no escape for ``*``, ``_``, ``~`` and backquote
 make text bold or code, never a link or a mention.
 
 Which leaves of the parameters are mrkdwn: ``text``; in ``blocks``, the ``text`` of text objects
-of type ``mrkdwn`` (section text and fields, context elements...); in ``attachments``, ``text``,
+of type ``mrkdwn`` (section text and fields, context elements...), which get ``verbatim: true``
+when a value is in them (else Slack would turn a value's plain ``@here`` or ``#general`` into a
+mention or a link); in ``attachments``, ``text``,
 ``pretext``, ``fallback``, ``title``, ``footer``, ``author_name`` and the fields' ``title`` and
 ``value``. Link fields (``url``, ``image_url``, ``title_link``...) are checked as links; every
 other leaf (``plain_text``, a button's ``value``, ids) gets values as they are.
@@ -162,7 +164,9 @@ def _block(values: Interpolations, node: Any, key: str = "") -> Any:
     for name, value in node.items():
         if name == "text" and kind == "mrkdwn" and isinstance(value, str):
             out[name] = resolve_mrkdwn(values, value)
-        else:
+            if values.has_values(value):
+                out["verbatim"] = True  # no automatic parsing of a value's "@here", "#general"
+        elif name != "verbatim" or "verbatim" not in out:
             out[name] = _block(values, value, name)
     return out
 

@@ -28,6 +28,7 @@ HOSTILE = [
     "*bold* _it_ ~strike~ `code` ||spoiler|| __under__",
     "[x](tg://user?id=1) [y](https://evil.example)",
     "<!channel> <!here> <@U0BOSS> <#C0ALL>",
+    "@channel @here @everyone #general",
     "<https://evil.example|click here>",
     "&amp; &lt;b&gt; &#60;i&#62; & &amp",
     "```pre``` \\` \\\\ \\* \\",
@@ -235,6 +236,9 @@ def test_slack_gets_client_values_as_text_in_text_blocks_and_attachments(
         assert read_mrkdwn(_at(hostile, path)) == expected, path
     for path in AS_IS:
         assert _at(hostile, path) == _at(harmless, path).replace(TOKEN, value), path
+    for path in MRKDWN:
+        if path[0] == "blocks":  # a value's plain "@here" or "#general" is not parsed either
+            assert _at(hostile, path[:-1])["verbatim"] is True, path
     assert {m.status for m in fake_slack.messages()} == {200}
 
 
