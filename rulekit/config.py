@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from rulekit import yamlsource
+from rulekit import sources, yamlsource
 from rulekit.errors import ConfigError, Location, did_you_mean
 from rulekit.models import Duration, StrictModel, parse_duration
 from rulekit.validation import dotted, pydantic_errors
@@ -49,6 +49,11 @@ class ServerSettings(StrictModel):
         default_factory=list,
         description="addresses or networks (CIDR) of reverse proxies, besides loopback",
     )
+    stall_after: Duration = Field(
+        default_factory=lambda: parse_duration("60s"),
+        description="/healthz fails when the processor or the dispatcher made no progress "
+        "for this long while work waits",
+    )
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -62,6 +67,24 @@ class ServerSettings(StrictModel):
                     f"{entry!r} is not an IP address or network (e.g. 10.0.0.0/8)"
                 ) from None
         return networks
+
+
+class ProcessingSettings(StrictModel):
+    """How events are evaluated: in worker processes, each event within budgets."""
+
+    workers: int = Field(1, ge=1, le=64, description="evaluation worker processes")
+    event_cpu: Duration = Field(
+        default_factory=lambda: parse_duration("2s"),
+        description="CPU time one event's evaluation may take; over it, its item is set aside",
+    )
+    event_wall: Duration = Field(
+        default_factory=lambda: parse_duration("10s"),
+        description="time one event's evaluation may take; over it, the worker is replaced "
+        "and the item set aside",
+    )
+    worker_memory_mb: int = Field(
+        1024, ge=64, description="memory a worker may allocate beyond what the rules take"
+    )
 
 
 class DispatcherSettings(StrictModel):
@@ -144,6 +167,7 @@ class RawConfig(StrictModel):
     groups: dict[str, GroupEntry | None] | list[str] = Field(default_factory=dict)
     integrations: dict[str, dict[str, Any]] = Field(default_factory=dict, repr=False, exclude=True)
     dispatcher: DispatcherSettings = Field(default_factory=DispatcherSettings)
+    processing: ProcessingSettings = Field(default_factory=ProcessingSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
@@ -266,7 +290,7 @@ def load_config(
     path = Path(path)
     name = str(path)
     try:
-        data = path.read_bytes()
+        data = sources.read_bytes(path)
     except OSError as exc:
         raise ConfigError(f"cannot read the config file: {exc.strerror}", Location(name)) from None
     if len(data) > MAX_CONFIG_BYTES:

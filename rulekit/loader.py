@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from rulekit import yamlsource
+from rulekit import sources, yamlsource
 from rulekit.codegen import Program, Slot, simple_template_body, split_simple_template
 from rulekit.config import Config
 from rulekit.errors import (
@@ -49,6 +49,12 @@ class RuleSet:
 
 def rule_files(path: Path) -> list[Path]:
     """The YAML files of a rules directory, in name order (or the file itself)."""
+    return sources.listing(path, _rule_files)
+
+
+def _rule_files(path: Path) -> list[Path]:
+    if not path.exists():
+        raise FileNotFoundError(2, "no such file or directory", str(path))
     if path.is_file():
         return [path]
     return sorted(p for p in path.iterdir() if p.suffix in RULE_SUFFIXES and p.is_file())
@@ -112,10 +118,14 @@ class RuleLoader:
         rules: list[Rule] = []
         ruleset = RuleSet(rules=rules, warnings=warnings)
         digest = hashlib.sha256()
-        if not path.exists():
-            raise ValidationErrors([RuleError("no such file or directory", Location(str(path)))])
+        try:
+            files = rule_files(path)
+        except FileNotFoundError:
+            raise ValidationErrors(
+                [RuleError("no such file or directory", Location(str(path)))]
+            ) from None
         names: dict[str, Location] = {}
-        for file in rule_files(path):
+        for file in files:
             data = self._read(file, errors, digest)
             if data is None:
                 continue
@@ -137,7 +147,7 @@ class RuleLoader:
     def _read(self, file: Path, errors: list[RuleError], digest: Any) -> Any:
         name = display_path(file)
         try:
-            raw = file.read_bytes()
+            raw = sources.read_bytes(file)
         except OSError as exc:
             errors.append(RuleError(f"cannot read the file: {exc.strerror}", Location(name)))
             return None

@@ -35,12 +35,14 @@ from rulekit.errors import ConfigError, RulekitError, ValidationErrors
 from rulekit.pacing import Pacer
 from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.dispatcher import DEFAULT_LEASE, Dispatcher
+from rulekit.runtime.evaluator import Evaluator
 from rulekit.runtime.feed import LiveFeed
 from rulekit.runtime.ingest import Ingest
 from rulekit.runtime.logs import log
 from rulekit.runtime.metrics import Metrics
 from rulekit.runtime.processor import Processor
 from rulekit.runtime.snapshot import Snapshot, load_snapshot
+from rulekit.runtime.worker import Limits
 from rulekit.store import open_store
 from rulekit.store.base import JournaledStore
 
@@ -115,6 +117,7 @@ class Daemon:
         from rulekit.runtime.app import create_app
 
         self.commit: GroupCommit | None = None
+        self.evaluator: Evaluator | None = None
         self.processor: Processor | None = None
         self.dispatcher: Dispatcher | None = None
         self.ingest = Ingest(lambda: self._snapshot, None, self.metrics, self._wake)  # type: ignore[arg-type]
@@ -134,6 +137,7 @@ class Daemon:
         """Start the workers (the app's lifespan calls this)."""
         self.commit = GroupCommit(self.store)
         self.commit.start()
+        self.evaluator = _evaluator(self)
         self.ingest.commit = self.commit
         self.dispatcher = Dispatcher(
             self.commit,
@@ -142,10 +146,12 @@ class Daemon:
             feed=self.feed,
             pacer=Pacer(),
             lease=self.job_lease,
+            evaluator=self.evaluator,
         )
         self.processor = Processor(
             self.store,
             lambda: self._snapshot,
+            self.evaluator,
             metrics=self.metrics,
             feed=self.feed,
             on_jobs=self.dispatcher.wake,
@@ -187,6 +193,8 @@ class Daemon:
         self.processor.stop()
         self._stop_watching.set()
         await self.dispatcher.stop()
+        if self.evaluator is not None:  # ends an evaluation in progress; its item is kept
+            await anyio.to_thread.run_sync(self.evaluator.close)
         for task in self._tasks:
             if task.get_name() in ("rulekit-retention", "rulekit-dispatcher"):
                 task.cancel()
@@ -233,6 +241,8 @@ class Daemon:
                 )
                 return False
             old, self._snapshot = self._snapshot, new
+            if self.evaluator is not None:
+                self.evaluator.want(new)
             self.problems = problems_of(new)
             for name in ("storage", "server"):
                 if getattr(old.config.raw, name) != getattr(new.config.raw, name):
@@ -328,13 +338,28 @@ class Daemon:
         if self.dispatcher is not None:
             self.metrics.outbox_depth.set(self.dispatcher.held)
 
+    def stalled(self) -> list[str]:
+        """Workers that made no progress for ``server.stall_after`` while work waits."""
+        limit = self._snapshot.config.raw.server.stall_after.total_seconds()
+        out = []
+        processor, dispatcher = self.processor, self.dispatcher
+        if processor is not None and processor.clock() - processor.last_progress > limit:
+            out.append(f"the processor made no progress for {limit:g} s")
+        if dispatcher is not None and dispatcher.stalled(limit):
+            out.append(f"the dispatcher made no progress for {limit:g} s with jobs waiting")
+        return out
+
     def health(self) -> tuple[int, dict[str, Any]]:
-        """``/healthz``: 200 when the store and rules are loaded and the workers run."""
+        """``/healthz``: 200 when the store and rules are loaded and the workers run and make
+        progress."""
         running = self.ready and all(
             not task.done() for task in self._tasks if task.get_name() != "rulekit-watch"
         )
+        stalled = self.stalled() if running else []
+        running = running and not stalled
         body = {
             "status": "ok" if running else "unavailable",
+            "stalled": stalled,
             "rules_version": self._snapshot.version,
             "rules": len(self._snapshot.engine.rules),
             "loaded_at": self._snapshot.loaded_at.isoformat(),
@@ -342,6 +367,22 @@ class Daemon:
             "warnings": self.problems,
         }
         return (200 if running else 503), body
+
+
+def _evaluator(daemon: Daemon) -> Evaluator:
+    settings = daemon.snapshot.config.raw.processing
+    evaluator = Evaluator(
+        daemon.config_path,
+        daemon.rules_path,
+        limits=Limits(
+            event_cpu=settings.event_cpu.total_seconds(),
+            event_wall=settings.event_wall.total_seconds(),
+            worker_memory=settings.worker_memory_mb * 1024 * 1024,
+        ),
+        workers=settings.workers,
+    )
+    evaluator.want(daemon.snapshot)
+    return evaluator
 
 
 def _now() -> str:

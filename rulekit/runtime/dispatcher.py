@@ -44,18 +44,23 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio.to_thread
 from pydantic import ValidationError
 
 from rulekit.actions.base import ActionContext
 from rulekit.errors import ActionError, StoreUnavailable
 from rulekit.event import Event
 from rulekit.pacing import Pace, Pacer
+from rulekit.runtime import planning
 from rulekit.runtime.commit import GroupCommit
+from rulekit.runtime.evaluator import Evaluator
 from rulekit.runtime.feed import LiveFeed
 from rulekit.runtime.logs import log
 from rulekit.runtime.metrics import Metrics
-from rulekit.runtime.processor import Processed, owner_name, plan_events, report
+from rulekit.runtime.planning import Prepared, Processed, StateChanged
+from rulekit.runtime.processor import owner_name, report
 from rulekit.runtime.snapshot import Snapshot
+from rulekit.runtime.worker import Evaluation, Refusal
 from rulekit.store.base import JournaledState
 from rulekit.store.records import EventRecord, Job, Outcome
 
@@ -107,8 +112,10 @@ class Dispatcher:
         lease: float = DEFAULT_LEASE,
         arrival: Callable[[str], datetime | None] = lambda event_id: None,
         rng: random.Random | None = None,
+        evaluator: Evaluator | None = None,
     ) -> None:
         self.commit = commit
+        self.evaluator = evaluator
         self.store = commit.store
         self.snapshot = snapshot
         self.metrics = metrics
@@ -124,6 +131,9 @@ class Dispatcher:
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._slots: asyncio.Semaphore | None = None
+        self._pausing = 0
+        self.last_progress = time.monotonic()
+        """When an attempt was last recorded."""
 
     @property
     def settings(self) -> Any:
@@ -227,8 +237,18 @@ class Dispatcher:
 
     async def _pause(self, seconds: float) -> None:
         end = time.monotonic() + seconds
-        while not self._stopping and time.monotonic() < end:
-            await asyncio.sleep(min(0.25, end - time.monotonic()))
+        self._pausing += 1
+        try:
+            while not self._stopping and time.monotonic() < end:
+                await asyncio.sleep(min(0.25, end - time.monotonic()))
+        finally:
+            self._pausing -= 1
+
+    def stalled(self, limit: float) -> bool:
+        """Whether jobs are held, not all of them waiting out a retry, and no attempt has
+        been recorded for ``limit`` seconds (``/healthz``)."""
+        busy = len(self._lanes) > self._pausing
+        return busy and self.held > 0 and time.monotonic() - self.last_progress > limit
 
     # one attempt -----------------------------------------------------------------------------
     async def _attempt(self, job: Job, record: EventRecord | None, lane: Lane) -> Decision:
@@ -254,6 +274,7 @@ class Dispatcher:
             else None
         )
         processed = await self._record(job, decision, retry_at, emitted, snapshot)
+        self.last_progress = time.monotonic()
         self.metrics.actions.labels(job.action, decision.outcome).inc()
         message: dict[str, Any] = {
             "type": "action",
@@ -391,6 +412,9 @@ class Dispatcher:
         emitted: list[Event],
         snapshot: Snapshot,
     ) -> list[Processed]:
+        prepared: Prepared | None = None
+        answer: list[Evaluation] | Refusal = []
+
         def work(state: JournaledState) -> list[Processed]:
             state.record_attempt(
                 job.id,
@@ -399,12 +423,25 @@ class Dispatcher:
                 result=decision.result,
                 retry_at=retry_at,
             )
-            return plan_events(state, snapshot, emitted, None) if emitted else []
+            if prepared is None:
+                return []
+            return planning.record(state, prepared, answer, inbox_id=None)
 
         delay = 0.5
         while True:
             try:
+                if emitted and self.evaluator is not None:
+                    # events the action emitted are evaluated like inbox events: outside the
+                    # transaction, in the evaluation worker
+                    prepared = await anyio.to_thread.run_sync(
+                        planning.prepare, self.store, None, emitted
+                    )
+                    answer = await anyio.to_thread.run_sync(
+                        self.evaluator.evaluate, prepared.request
+                    )
                 return await self.commit.run(work)
+            except StateChanged:
+                continue
             except StoreUnavailable as exc:
                 if self._stopping:
                     raise

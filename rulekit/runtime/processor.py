@@ -1,24 +1,28 @@
-"""Processing: inbox items → provider → engine → audit record and action jobs.
+"""Processing: inbox items → provider → evaluation worker → audit record and action jobs.
 
-Each round claims the oldest pending inbox items and, in **one transaction**, lets the
-channel's provider normalize each body (reading and updating conversation state), evaluates
-every event against the current :class:`~rulekit.runtime.snapshot.Snapshot` with
-``explain=True``, records the event with its trace and enqueues the plan's runnable actions as
-jobs, applies the plan's cooldown marks, and marks the item done. Either all of that is
-committed or none of it: a crash mid-round leaves the items pending, and the next daemon
-processes them again from the start.
+Each round claims the oldest pending inbox items (committed at once, with a lease) and then
+takes them one by one through the three steps of :mod:`rulekit.runtime.planning`: the channel's
+provider normalizes the body in a transaction that is rolled back (its calls on the state are
+recorded); the events are evaluated in the **evaluation worker**, a separate process with a CPU
+and a wall budget per event (:mod:`rulekit.runtime.worker`), while no transaction is open; then
+one transaction replays the provider's calls (the state must answer as it did, or the item
+starts over), records each event with its trace, enqueues the plans' jobs (the outbox), sets
+the cooldown marks and marks the item done. Either all of that is committed or none of it: a
+crash leaves the item pending, and it is processed again from the start once its claim runs out.
+
+The store's write lock is therefore held only while a body is normalized and while a plan is
+recorded, never while rules are evaluated or templates rendered: webhooks are acknowledged
+however slow the rules are.
 
 **Order.** One processor per daemon handles items strictly in arrival order, so events of one
 conversation are evaluated in the order their webhooks arrived. (The ingest also stores each
 item's conversation key, so that daemons sharing a database keep that order between them: an
-item is claimed only when no older item of its conversation is pending.) Evaluation is CPU work of
-microseconds against one store writer, so doing it in parallel would gain nothing; the slow part,
-talking to outside services, is the dispatcher's, and runs in parallel per destination.
+item is claimed only when no older item of its conversation is pending.)
 
-**Poison.** When a provider or the engine raises on an item, the round is rolled back and its
-items are processed again one per transaction; the item that fails is set aside
-(``finish_inbox(error=...)``: status ``failed``, visible in the console and with ``sqlite3``,
-retryable with ``requeue_inbox``), and nothing behind it waits.
+**Poison.** When the provider fails on an item, when its evaluation runs over a budget or when
+the worker dies on it twice, the item is set aside (``finish_inbox(error=...)``: status
+``failed`` with the reason, visible in the console and with ``sqlite3``, retryable with
+``requeue_inbox``), and the items behind it are processed normally.
 """
 
 from __future__ import annotations
@@ -28,23 +32,23 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import anyio.to_thread
 
-from rulekit.audit.trace import trace_of
 from rulekit.errors import ChannelError, StoreUnavailable
-from rulekit.event import Event
+from rulekit.runtime.evaluator import Evaluator, WorkerGone
 from rulekit.runtime.feed import LiveFeed
 from rulekit.runtime.logs import log
 from rulekit.runtime.metrics import Metrics
+from rulekit.runtime.planning import Processed, StateChanged, prepare, record
 from rulekit.runtime.snapshot import Snapshot
-from rulekit.store.base import JournaledState, JournaledStore
-from rulekit.store.records import InboxItem, JobSpec
+from rulekit.runtime.worker import Refusal
+from rulekit.store.base import JournaledStore
+from rulekit.store.records import InboxItem
 
 logger = logging.getLogger("rulekit.processor")
 
@@ -52,69 +56,13 @@ BATCH = 16
 INBOX_LEASE = 30.0
 IDLE_POLL = 1.0
 ARRIVALS_KEPT = 10_000
+MAX_STARTS = 50
+"""Times an item starts over because the state changed while it was evaluated."""
 
 
 def owner_name() -> str:
     """Who claims work: ``host:pid``."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-@dataclass
-class Processed:
-    """What one event led to, for the feed and the metrics."""
-
-    event: Event
-    recorded: bool
-    matched: list[str] = field(default_factory=list)
-    jobs: list[JobSpec] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    inbox_id: int | None = None
-
-    def message(self) -> dict[str, Any]:
-        event = self.event
-        return {
-            "type": "event",
-            "event_id": event.id,
-            "channel": event.channel,
-            "event": event.event,
-            "origin": event.origin,
-            "conversation_id": event.conversation.id,
-            "inbox_id": self.inbox_id,
-            "duplicate": not self.recorded,
-            "matched": self.matched,
-            "actions": [{"rule": j.rule, "action": j.action} for j in self.jobs],
-            "errors": self.errors,
-        }
-
-
-def plan_events(
-    state: JournaledState, snapshot: Snapshot, events: list[Event], inbox_id: int | None
-) -> list[Processed]:
-    """Evaluate ``events`` in order and record each with its trace and jobs (in ``state``'s
-    transaction). An event recorded before (a redelivery) is skipped: its actions never run
-    twice."""
-    engine = snapshot.engine
-    out = []
-    for event in events:
-        plan = engine.evaluate(event, state, explain=True)
-        jobs = []
-        for planned in plan.runnable:
-            action = engine.actions[planned.action]
-            jobs.append(
-                JobSpec(
-                    rule=planned.rule,
-                    action=planned.action,
-                    params=planned.model.model_dump(mode="json"),
-                    destination=action.destination(planned.model),
-                )
-            )
-        trace = trace_of(plan, rules_version=snapshot.version)
-        recorded = state.record_event(event, inbox_id=inbox_id, trace=trace, jobs=jobs)
-        if recorded:
-            plan.apply(state)
-        matched = [rule.name for rule in plan.rules if rule.matched]
-        out.append(Processed(event, recorded, matched, jobs if recorded else [], plan.errors))
-    return out
 
 
 class Processor:
@@ -124,19 +72,25 @@ class Processor:
         self,
         store: JournaledStore,
         snapshot: Callable[[], Snapshot],
+        evaluator: Evaluator,
         *,
         metrics: Metrics,
         feed: LiveFeed,
         on_jobs: Callable[[], None] = lambda: None,
         batch: int = BATCH,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.snapshot = snapshot
+        self.evaluator = evaluator
         self.metrics = metrics
         self.feed = feed
         self.on_jobs = on_jobs
         self.batch = batch
+        self.clock = clock
         self.owner = owner_name()
+        self.last_progress = clock()
+        """When the processor last finished an item or an idle round (``/healthz``)."""
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._arrivals: OrderedDict[str, datetime] = OrderedDict()
@@ -150,23 +104,25 @@ class Processor:
         return self._arrivals.get(event_id)
 
     def stop(self) -> None:
+        """Stop after the item in progress; an evaluation in progress is abandoned (its item
+        stays claimed and is processed again once the claim runs out)."""
         self._stopping = True
         self._wakeup.set()
 
     async def run(self) -> None:
-        """Process until :meth:`stop`; a round in progress is finished first."""
+        """Process until :meth:`stop`."""
         delay = 0.0
         while not self._stopping:
             snapshot = self.snapshot()
-            try:
-                results, claimed = await anyio.to_thread.run_sync(self.process_round, snapshot)
-                delay = 0.0
-            except StoreUnavailable as exc:
+            results, claimed, failure = await anyio.to_thread.run_sync(self.process_round, snapshot)
+            self._report(results)
+            if failure is not None:
                 delay = min(max(delay * 2, 0.5), 30.0)
-                log(logger, logging.ERROR, f"cannot process the inbox: {exc}", retry_in=delay)
+                log(logger, logging.ERROR, f"cannot process the inbox: {failure}", retry_in=delay)
                 await self._sleep(delay)
                 continue
-            self._report(results)
+            delay = 0.0
+            self.last_progress = self.clock()
             self.metrics.inbox_depth.set(claimed if claimed >= self.batch else 0)
             if not claimed:
                 await self._sleep(IDLE_POLL)
@@ -178,72 +134,83 @@ class Processor:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), seconds)
 
-    def process_round(self, snapshot: Snapshot) -> tuple[list[Processed | InboxItem], int]:
-        """Claim and process up to ``batch`` items (runs in a worker thread). Returns what each
-        item led to (a failed item as itself) and how many were claimed."""
+    def process_round(
+        self, snapshot: Snapshot
+    ) -> tuple[list[Processed | InboxItem], int, StoreUnavailable | WorkerGone | None]:
+        """Claim up to ``batch`` items and process them one by one (runs in a worker thread).
+        Returns what each item led to (a set-aside item as itself), how many were claimed, and
+        the store error that ended the round early, if any."""
+        results: list[Processed | InboxItem] = []
         items: list[InboxItem] = []
         try:
             with self.store.transaction() as state:
                 items = state.claim_inbox(self.owner, lease=INBOX_LEASE, limit=self.batch)
-                results: list[Processed | InboxItem] = []
-                for item in items:
-                    results.extend(self._process(state, snapshot, item))
-                    state.finish_inbox(item.id)
-            return results, len(items)
-        except StoreUnavailable:
-            raise
-        except Exception:
-            if not items:
-                raise
-        # one of the items is poison: go one by one, setting aside those that fail
-        results = []
-        for _ in items:
-            results.extend(self._process_one(snapshot))
-        return results, len(items)
+            self.evaluator.want(snapshot)
+            for item in items:
+                if self._stopping:
+                    break
+                results.extend(self._process(snapshot, item))
+                self.last_progress = self.clock()
+        except (StoreUnavailable, WorkerGone) as exc:
+            if self._stopping:
+                return results, len(items), None
+            return results, len(items), exc
+        return results, len(items), None
 
-    def _process_one(self, snapshot: Snapshot) -> list[Processed | InboxItem]:
-        claimed: list[InboxItem] = []
-        try:
-            with self.store.transaction() as state:
-                claimed = state.claim_inbox(self.owner, lease=INBOX_LEASE, limit=1)
-                out: list[Processed | InboxItem] = []
-                for item in claimed:
-                    out.extend(self._process(state, snapshot, item))
-                    state.finish_inbox(item.id)
-                return out
-        except StoreUnavailable:
-            raise
-        except Exception as exc:
-            if not claimed:
-                raise
-            item = claimed[0]
-            error = f"{exc}" if isinstance(exc, ChannelError) else f"{type(exc).__name__}: {exc}"
-            log(
-                logger,
-                logging.WARNING,
-                f"inbox item {item.id} set aside: {error}",
-                inbox_id=item.id,
-                channel=item.channel,
-                exc_info=not isinstance(exc, ChannelError),
-            )
-            with self.store.transaction() as state:
-                state.finish_inbox(item.id, error=error[:2000])
-            return [item]
-
-    def _process(
-        self, state: JournaledState, snapshot: Snapshot, item: InboxItem
-    ) -> list[Processed]:
+    def _process(self, snapshot: Snapshot, item: InboxItem) -> list[Processed | InboxItem]:
         provider = snapshot.providers.get(item.channel)
-        if provider is None:
-            raise ChannelError(f"channel {item.channel!r} is not configured any more")
-        events = provider.parse(item.body, state)
-        processed = plan_events(state, snapshot, events, item.id)
-        for result in processed:
-            result.inbox_id = item.id
-            self._arrivals[result.event.id] = item.received_at
-            if len(self._arrivals) > ARRIVALS_KEPT:
-                self._arrivals.popitem(last=False)
-        return processed
+        for _ in range(MAX_STARTS):
+            try:
+                if provider is None:
+                    raise ChannelError(f"channel {item.channel!r} is not configured any more")
+                prepared = prepare(self.store, lambda state: provider.parse(item.body, state))
+            except StoreUnavailable:
+                raise
+            except Exception as exc:
+                return self._set_aside(item, exc)
+            answer = self.evaluator.evaluate(prepared.request)
+            if isinstance(answer, Refusal):
+                return self._set_aside(item, answer)
+            try:
+                with self.store.transaction() as state:
+                    processed = record(state, prepared, answer, inbox_id=item.id)
+                    state.finish_inbox(item.id)
+            except StateChanged as exc:
+                log(logger, logging.INFO, f"inbox item {item.id} again: {exc}", inbox_id=item.id)
+                continue
+            except StoreUnavailable:
+                raise
+            except Exception as exc:
+                return self._set_aside(item, exc)
+            for result in processed:
+                self._arrivals[result.event.id] = item.received_at
+                if len(self._arrivals) > ARRIVALS_KEPT:
+                    self._arrivals.popitem(last=False)
+            return list(processed)
+        return self._set_aside(
+            item, Refusal(f"the conversation's state changed {MAX_STARTS} times while evaluated")
+        )
+
+    def _set_aside(
+        self, item: InboxItem, cause: Exception | Refusal
+    ) -> list[Processed | InboxItem]:
+        if isinstance(cause, Refusal):
+            error, expected = cause.reason, True
+        elif isinstance(cause, ChannelError):
+            error, expected = str(cause), True
+        else:
+            error, expected = f"{type(cause).__name__}: {cause}", False
+        log(
+            logger,
+            logging.WARNING,
+            f"inbox item {item.id} set aside: {error}",
+            inbox_id=item.id,
+            channel=item.channel,
+            exc_info=not expected,
+        )
+        with self.store.transaction() as state:
+            state.finish_inbox(item.id, error=error[:2000])
+        return [item]
 
     def _report(self, results: list[Processed | InboxItem]) -> None:
         jobs = False

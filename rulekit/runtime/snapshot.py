@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from rulekit import sources
 from rulekit.channels.base import Provider
 from rulekit.commands import open_config, rules_location
 from rulekit.config import Config
@@ -25,6 +26,8 @@ class Snapshot:
     engine: Engine
     providers: dict[str, Provider]
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    files: sources.Files = field(default_factory=dict, repr=False)
+    """The files this snapshot was loaded from, as read (the evaluation workers load these)."""
 
     @property
     def version(self) -> str:
@@ -36,13 +39,22 @@ class Snapshot:
         return self.engine.config
 
 
-def load_snapshot(config_path: str | Path | None, rules_path: str | Path | None = None) -> Snapshot:
-    """Load everything from files. Raises :class:`rulekit.errors.ValidationErrors` (or another
-    :class:`rulekit.errors.RulekitError`) without side effects when anything is invalid."""
-    plugins, config = open_config(str(config_path) if config_path else None)
-    location = rules_location(str(rules_path) if rules_path else None, config)
-    engine = Engine.from_path(location, config, plugins=plugins)
-    snapshot = Snapshot(engine, build_providers(engine))
+def load_snapshot(
+    config_path: str | Path | None,
+    rules_path: str | Path | None = None,
+    *,
+    files: sources.Files | None = None,
+) -> Snapshot:
+    """Load everything from files (or from ``files``, what an earlier load read). Raises
+    :class:`rulekit.errors.ValidationErrors` (or another :class:`rulekit.errors.RulekitError`)
+    without side effects when anything is invalid."""
+    reads = sources.replaying(files) if files is not None else sources.recording()
+    with reads as record:
+        plugins, config = open_config(str(config_path) if config_path else None)
+        location = rules_location(str(rules_path) if rules_path else None, config)
+        engine = Engine.from_path(location, config, plugins=plugins)
+    used = files if files is not None else record if record is not None else {}
+    snapshot = Snapshot(engine, build_providers(engine), files=used)
     release_free_memory()
     return snapshot
 

@@ -84,6 +84,12 @@ class State(abc.ABC):
     def cooldown_until(self, rule: str, conversation_id: str) -> datetime | None:
         """When the rule's cooldown on this conversation ends, if one was set."""
 
+    def cooldowns_of(self, conversation_id: str) -> dict[str, datetime]:
+        """Every rule's cooldown mark on a conversation (rule name -> end), expired ones too.
+
+        The daemon reads them before evaluating an event outside the store's transaction."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list cooldowns")
+
     @abc.abstractmethod
     def set_cooldown(self, rule: str, conversation_id: str, until: datetime) -> None:
         """Start (or extend) a rule's cooldown on a conversation."""

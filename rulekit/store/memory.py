@@ -126,6 +126,11 @@ class MemoryState(JournaledState):
     def cooldown_until(self, rule: str, conversation_id: str) -> datetime | None:
         return self.cooldowns.get((rule, conversation_id))
 
+    def cooldowns_of(self, conversation_id: str) -> dict[str, datetime]:
+        return {
+            rule: until for (rule, conv), until in self.cooldowns.items() if conv == conversation_id
+        }
+
     def set_cooldown(self, rule: str, conversation_id: str, until: datetime) -> None:
         self.cooldowns[(rule, conversation_id)] = until
 

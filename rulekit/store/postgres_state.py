@@ -234,6 +234,12 @@ class PostgresState(JournaledState):
         )
         return utc(row["until"]) if row else None
 
+    def cooldowns_of(self, conversation_id: str) -> dict[str, datetime]:
+        rows = self.execute(
+            "SELECT rule, until FROM cooldowns WHERE conversation_id = %s", (conversation_id,)
+        ).fetchall()
+        return {row["rule"]: utc(row["until"]) for row in rows}
+
     def set_cooldown(self, rule: str, conversation_id: str, until: datetime) -> None:
         self.execute(
             "INSERT INTO cooldowns (rule, conversation_id, until) VALUES (%s, %s, %s)"

@@ -239,6 +239,12 @@ class SQLiteState(JournaledState):
         )
         return from_ts(row["until"]) if row else None
 
+    def cooldowns_of(self, conversation_id: str) -> dict[str, datetime]:
+        rows = self.execute(
+            "SELECT rule, until FROM cooldowns WHERE conversation_id = ?", (conversation_id,)
+        ).fetchall()
+        return {row["rule"]: from_ts(row["until"]) for row in rows}
+
     def set_cooldown(self, rule: str, conversation_id: str, until: datetime) -> None:
         self.execute(
             "INSERT INTO cooldowns (rule, conversation_id, until) VALUES (?, ?, ?)"

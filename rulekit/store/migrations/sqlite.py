@@ -126,8 +126,15 @@ CREATE INDEX inbox_pending_by_conversation ON inbox (channel, conversation_key, 
     WHERE status = 'pending' AND conversation_key IS NOT NULL;
 """
 
+COOLDOWNS_BY_CONVERSATION = """
+-- The daemon reads a conversation's cooldown marks at once before evaluating its event in the
+-- evaluation worker (outside the store's transaction).
+CREATE INDEX cooldowns_by_conversation ON cooldowns (conversation_id);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", INITIAL),
     Migration(2, "conversation_order", CONVERSATION_ORDER),
+    Migration(3, "cooldowns_by_conversation", COOLDOWNS_BY_CONVERSATION),
 )
 check_sequence(MIGRATIONS)

@@ -1,0 +1,230 @@
+"""The daemon's side of the evaluation workers (:mod:`rulekit.runtime.worker`).
+
+:class:`Evaluator` keeps ``processing.workers`` worker processes, started from a fork server
+(a clean process, so no lock or thread of the daemon is inherited), and hands each request to
+an idle one. It is called from worker threads (the processor's round, the dispatcher's record
+of an attempt), never on the event loop, and waits at most the wall budget per event: a worker
+that has not answered by then is killed, the request refused with the reason, and a fresh
+worker started for the next one.
+
+When the daemon's rules change (reload), each worker is replaced, before its next request, by
+one that loads them from the bytes the daemon read (:mod:`rulekit.sources`): workers evaluate
+exactly the rules the daemon validated, whatever the files hold by then.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import sys
+import threading
+from multiprocessing.connection import Connection
+from multiprocessing.context import ForkServerContext
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+
+from rulekit.runtime.snapshot import Snapshot
+from rulekit.runtime.worker import Evaluation, Limits, Ready, Refusal, Request, serve
+
+START_TIMEOUT = 300.0
+"""Seconds a new worker may take to load the rules (10,000 rules load in a few)."""
+
+_context_lock = threading.Lock()
+_context: ForkServerContext | None = None
+
+
+def _fork_server() -> ForkServerContext:
+    global _context
+    with _context_lock:
+        if _context is None:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["rulekit.runtime.worker", "rulekit.runtime.snapshot"])
+            _context = context
+        return _context
+
+
+class WorkerGone(Exception):
+    """A worker died or could not start."""
+
+
+class _Died:
+    """A worker died while evaluating (killed by the system, crashed)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+class _Worker:
+    """One worker process and the daemon's end of its connection."""
+
+    def __init__(self, process: BaseProcess, connection: Connection, version: str) -> None:
+        self.process = process
+        self.connection = connection
+        self.version = version
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5)
+        self.connection.close()
+
+
+class Evaluator:
+    """A pool of evaluation workers for one daemon."""
+
+    def __init__(
+        self,
+        config_path: str | Path | None,
+        rules_path: str | Path | None = None,
+        *,
+        limits: Limits | None = None,
+        workers: int = 1,
+    ) -> None:
+        self.config_path = str(Path(config_path).resolve()) if config_path else None
+        self.rules_path = str(Path(rules_path).resolve()) if rules_path else None
+        self.limits = limits or Limits()
+        self.size = workers
+        self._idle: queue.Queue[_Worker | None] = queue.Queue()
+        for _ in range(workers):
+            self._idle.put(None)  # started on first use
+        self._wanted: Snapshot | None = None
+        """The snapshot the daemon runs; workers are replaced until they load it."""
+        self._closed = False
+        self._lock = threading.Lock()
+        self._busy: set[_Worker] = set()
+        self.restarts = 0
+
+    # the daemon's side -----------------------------------------------------------------------
+    def want(self, snapshot: Snapshot) -> None:
+        """The daemon now runs ``snapshot``: workers load it before their next request."""
+        self._wanted = snapshot
+
+    def evaluate(self, request: Request) -> list[Evaluation] | Refusal:
+        """Evaluate in an idle worker (waiting for one); a refusal when over a budget or when
+        workers die on it twice."""
+        died = ""
+        for _ in range(2):  # a worker may die of something else: one more try on a fresh one
+            answer = self._evaluate_once(request)
+            if not isinstance(answer, _Died):
+                return answer
+            died = answer.reason
+        return Refusal(died)
+
+    def close(self) -> None:
+        """Stop every worker; a request in progress ends with :class:`WorkerGone`."""
+        self._closed = True
+        with self._lock:
+            workers = list(self._busy)
+        for worker in workers:
+            worker.kill()
+        while True:
+            try:
+                idle = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            if idle is not None:
+                idle.kill()
+        for _ in range(self.size + 1):
+            self._idle.put(None)  # wake the waiters, which see the evaluator closed
+
+    def _evaluate_once(self, request: Request) -> list[Evaluation] | Refusal | _Died:
+        if self._closed:
+            raise WorkerGone("the evaluator is closed")
+        worker = self._idle.get()
+        try:
+            if self._closed:
+                raise WorkerGone("the evaluator is closed")
+            worker = self._ready(worker)
+            with self._lock:
+                self._busy.add(worker)
+            try:
+                return self._ask(worker, request)
+            finally:
+                with self._lock:
+                    self._busy.discard(worker)
+        except WorkerGone:
+            worker = None
+            raise
+        finally:
+            if self._closed and worker is not None:
+                worker.kill()
+                worker = None
+            self._idle.put(worker)
+
+    # workers ---------------------------------------------------------------------------------
+    def _ready(self, worker: _Worker | None) -> _Worker:
+        wanted = self._wanted
+        if wanted is None:
+            raise WorkerGone("no rules to evaluate yet")
+        if worker is not None and worker.process.is_alive() and worker.version == wanted.version:
+            return worker
+        if worker is not None:
+            worker.kill()
+        return self._start(wanted)
+
+    def _start(self, snapshot: Snapshot) -> _Worker:
+        context = _fork_server()
+        ours, theirs = context.Pipe()
+        process = context.Process(
+            target=serve,
+            args=(
+                theirs,
+                self.config_path,
+                self.rules_path,
+                self.limits,
+                snapshot.files,
+                dict(os.environ),
+                os.getcwd(),
+                list(sys.path),
+            ),
+            name="rulekit-evaluator",
+            daemon=True,
+        )
+        process.start()
+        theirs.close()
+        try:
+            if not ours.poll(START_TIMEOUT):
+                raise WorkerGone("the evaluation worker did not start in time")
+            ready = ours.recv()
+        except (EOFError, OSError) as exc:
+            process.kill()
+            process.join(5)
+            raise WorkerGone(f"the evaluation worker died while loading ({exc})") from exc
+        except WorkerGone:
+            process.kill()
+            process.join(5)
+            raise
+        if not isinstance(ready, Ready) or ready.version != snapshot.version:
+            process.kill()
+            process.join(5)
+            error = ready.error if isinstance(ready, Ready) else repr(ready)
+            raise WorkerGone(
+                f"the evaluation worker could not load rules {snapshot.version}: "
+                f"{error or 'it loaded ' + str(ready.version)}"
+            )
+        self.restarts += 1
+        return _Worker(process, ours, ready.version)
+
+    def _ask(self, worker: _Worker, request: Request) -> list[Evaluation] | Refusal | _Died:
+        events = max(1, len(request.events) - len(request.skip))
+        deadline = self.limits.event_wall * events
+        try:
+            worker.connection.send(request)
+            if worker.connection.poll(deadline):
+                answer: list[Evaluation] | Refusal = worker.connection.recv()
+                return answer
+        except (EOFError, OSError) as exc:
+            worker.kill()
+            if self._closed:
+                raise WorkerGone("the evaluator is closed") from exc
+            code = worker.process.exitcode
+            return _Died(f"the evaluation worker died evaluating it (exit code {code})")
+        worker.kill()
+        if self._closed:
+            raise WorkerGone("the evaluator is closed")
+        ids = ", ".join(e.id for e in request.events if e.id not in request.skip)
+        return Refusal(
+            f"evaluating event {ids} took more than its time budget "
+            f"({self.limits.event_wall:g} s per event; processing.event_wall)"
+        )

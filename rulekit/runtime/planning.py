@@ -1,0 +1,153 @@
+"""Turning events into recorded plans without holding the store while rules run.
+
+Three steps, shared by the processor (inbox items) and the dispatcher (events actions emit):
+
+1. :func:`prepare` — in a transaction that is **rolled back**, the provider normalizes the body
+   (its calls on the state are recorded, see :mod:`rulekit.store.recording`), and the marks and
+   records the evaluation depends on are read: the request for the worker is built;
+2. the evaluation worker evaluates it, with no transaction open and no lock held;
+3. :func:`record` — in one committed transaction, the provider's calls are replayed (checking
+   the state answers as it did; their writes are applied again), the cooldown marks the
+   evaluation read are checked, the events are recorded with their traces and jobs, and the
+   plans' marks are set. When anything changed in between, :class:`StateChanged` is raised and
+   the caller starts over from step 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rulekit.event import Event
+from rulekit.runtime.worker import Evaluation, Refusal, Request
+from rulekit.store.base import JournaledState, JournaledStore, State
+from rulekit.store.recording import Recording, RecordingState, StateChanged
+from rulekit.store.records import JobSpec
+
+__all__ = ["Prepared", "Processed", "StateChanged", "prepare", "record", "refused"]
+
+
+@dataclass
+class Processed:
+    """What one event led to, for the feed and the metrics."""
+
+    event: Event
+    recorded: bool
+    matched: list[str] = field(default_factory=list)
+    jobs: list[JobSpec] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    inbox_id: int | None = None
+
+    def message(self) -> dict[str, Any]:
+        event = self.event
+        return {
+            "type": "event",
+            "event_id": event.id,
+            "channel": event.channel,
+            "event": event.event,
+            "origin": event.origin,
+            "conversation_id": event.conversation.id,
+            "inbox_id": self.inbox_id,
+            "duplicate": not self.recorded,
+            "matched": self.matched,
+            "actions": [{"rule": j.rule, "action": j.action} for j in self.jobs],
+            "errors": self.errors,
+        }
+
+
+@dataclass
+class Prepared:
+    """Events ready for the worker, and what they were derived from."""
+
+    events: list[Event]
+    request: Request
+    recording: Recording = field(default_factory=Recording)
+
+
+class _RollBack(Exception):
+    pass
+
+
+def prepare(
+    store: JournaledStore,
+    parse: Callable[[State], list[Event]] | None = None,
+    events: list[Event] | None = None,
+) -> Prepared:
+    """Normalize (``parse``, given the state) or take ``events``, in a transaction that is rolled
+    back, and read what their evaluation needs."""
+    prepared: Prepared | None = None
+    try:
+        with store.transaction() as state:
+            recording = RecordingState(state)
+            found = parse(recording) if parse is not None else list(events or ())
+            prepared = Prepared(found, _request(state, found), recording.recording)
+            raise _RollBack
+    except _RollBack:
+        pass
+    assert prepared is not None
+    return prepared
+
+
+def _request(state: JournaledState, events: list[Event]) -> Request:
+    conversations = {event.conversation.id for event in events if event.conversation.id}
+    cooldowns = {conversation: state.cooldowns_of(conversation) for conversation in conversations}
+    skip = frozenset(event.id for event in events if state.get_event(event.id) is not None)
+    return Request(events, cooldowns, skip)
+
+
+def record(
+    state: JournaledState,
+    prepared: Prepared,
+    answer: list[Evaluation] | Refusal,
+    *,
+    inbox_id: int | None,
+) -> list[Processed]:
+    """Commit step: replay, check, record (raises :class:`StateChanged` when stale)."""
+    prepared.recording.replay(state)
+    evaluations = (
+        {e.event_id: e for e in answer}
+        if not isinstance(answer, Refusal)
+        else {e.id: refused(e, answer) for e in prepared.events}
+    )
+    out = []
+    for event in prepared.events:
+        evaluation = evaluations.get(event.id)
+        if evaluation is None:  # recorded before: a redelivery
+            out.append(Processed(event, False, inbox_id=inbox_id))
+            continue
+        for rule, conversation_id, seen in evaluation.cooldowns_read:
+            if state.cooldown_until(rule, conversation_id) != seen:
+                raise StateChanged(f"the cooldown of {rule!r} on {conversation_id} changed")
+        recorded = state.record_event(
+            event, inbox_id=inbox_id, trace=evaluation.trace, jobs=evaluation.jobs
+        )
+        if recorded:
+            for rule, conversation_id, until in evaluation.cooldowns:
+                state.set_cooldown(rule, conversation_id, until)
+        elif evaluation.cooldowns:
+            # evaluated as new, yet recorded meanwhile: later events saw marks never set
+            raise StateChanged(f"event {event.id} was recorded meanwhile")
+        out.append(
+            Processed(
+                event,
+                recorded,
+                evaluation.matched,
+                evaluation.jobs if recorded else [],
+                evaluation.errors,
+                inbox_id,
+            )
+        )
+    return out
+
+
+def refused(event: Event, refusal: Refusal) -> Evaluation:
+    """The record of an event whose evaluation was refused: no actions, the reason as error."""
+    return Evaluation(
+        event_id=event.id,
+        jobs=[],
+        trace={"rules_version": None, "rules": [], "plan": [], "errors": [refusal.reason]},
+        matched=[],
+        errors=[refusal.reason],
+        cooldowns=[],
+    )

@@ -1,0 +1,218 @@
+"""The evaluation worker: a separate process that evaluates events against the rules.
+
+Rules are admin-written code of a kind (conditions and templates), and the values they read come
+from outside. However well the sandbox counts work, a thread cannot stop a runaway evaluation,
+and one holding the GIL stalls everything else the daemon does. So the daemon evaluates in a
+worker process it can limit and, if need be, kill (:mod:`rulekit.runtime.evaluator`):
+
+* **CPU budget** per event (``processing.event_cpu``): a profiling timer interrupts the
+  evaluation, which fails with :class:`OverBudget`;
+* **memory**: the worker's address space is capped at what it needs after loading plus
+  ``processing.worker_memory``; running out fails the rule (or the event) that asked for it;
+* **wall budget** per event (``processing.event_wall``), enforced by the daemon: a worker that
+  does not answer in time (stuck in C code, asleep) is killed and replaced.
+
+The worker loads the rules and config itself, from the bytes the daemon read when it loaded them
+(:mod:`rulekit.sources`), so it evaluates exactly the rules the daemon validated.
+It holds no store connection: the daemon sends the events with the conversation's cooldown
+marks and receives the plans as plain data (:class:`Evaluation`), then commits them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from multiprocessing.connection import Connection
+from types import FrameType
+from typing import Any
+
+from rulekit.event import Event
+from rulekit.sources import Files
+from rulekit.store.records import JobSpec
+
+
+class OverBudget(BaseException):
+    """An evaluation ran out of its CPU budget.
+
+    A ``BaseException``: the engine turns an ``Exception`` of a condition or template into that
+    rule's failure and goes on, but an evaluation over its budget must stop."""
+
+
+@dataclass
+class Limits:
+    """The worker's budgets (seconds, bytes); see ``processing`` in the config."""
+
+    event_cpu: float = 2.0
+    event_wall: float = 10.0
+    worker_memory: int = 1024 * 1024 * 1024
+
+
+@dataclass
+class Evaluation:
+    """What the engine decided for one event, as data the daemon records."""
+
+    event_id: str
+    jobs: list[JobSpec]
+    trace: dict[str, Any]
+    matched: list[str]
+    errors: list[str]
+    cooldowns: list[tuple[str, str, datetime]]
+    """The plan's new cooldown marks: ``(rule, conversation id, until)``."""
+    cooldowns_read: list[tuple[str, str, datetime | None]] = field(default_factory=list)
+    """The marks the evaluation depended on, as it saw them: checked again at commit."""
+
+
+@dataclass
+class Request:
+    """Evaluate ``events`` in order (one inbox item's, or those an action emitted).
+
+    ``cooldowns`` holds each conversation's marks as the store had them; ``skip`` names events
+    recorded before (redeliveries), which are not evaluated."""
+
+    events: list[Event]
+    cooldowns: dict[str, dict[str, datetime]]
+    skip: frozenset[str] = frozenset()
+
+
+@dataclass
+class Refusal:
+    """The request failed as a whole: the item is set aside with ``reason``."""
+
+    reason: str
+
+
+@dataclass
+class Ready:
+    """The worker loaded the rules (``version``), or could not (``error``)."""
+
+    version: str | None
+    error: str | None = None
+
+
+class CooldownView:
+    """The engine's view of cooldown marks inside the worker: the marks the daemon sent, and
+    those of earlier events of the same request; every read is kept for the check at commit."""
+
+    def __init__(self, marks: dict[str, dict[str, datetime]]) -> None:
+        self.marks = {conversation: dict(rules) for conversation, rules in marks.items()}
+        self.reads: list[tuple[str, str, datetime | None]] = []
+
+    def cooldown_until(self, rule: str, conversation_id: str) -> datetime | None:
+        until = self.marks.get(conversation_id, {}).get(rule)
+        self.reads.append((rule, conversation_id, until))
+        return until
+
+    def set_cooldown(self, rule: str, conversation_id: str, until: datetime) -> None:
+        self.marks.setdefault(conversation_id, {})[rule] = until
+
+
+def _over_budget(signum: int, frame: FrameType | None) -> None:
+    raise OverBudget
+
+
+def serve(
+    connection: Connection,
+    config_path: str | None,
+    rules_path: str | None,
+    limits: Limits,
+    files: Files,
+    environment: dict[str, str],
+    cwd: str,
+    path: list[str],
+) -> None:
+    """The worker process's main loop: load, say :class:`Ready`, answer requests until the
+    daemon closes the connection."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when its workers stop
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.environ.clear()
+    os.environ.update(environment)
+    os.chdir(cwd)
+    sys.path[:] = path
+    from rulekit.runtime.snapshot import load_snapshot
+
+    try:
+        snapshot = load_snapshot(config_path, rules_path, files=files)
+    except Exception as exc:
+        connection.send(Ready(None, f"{type(exc).__name__}: {exc}"))
+        return
+    _cap_memory(limits.worker_memory)
+    signal.signal(signal.SIGPROF, _over_budget)
+    connection.send(Ready(snapshot.version))
+    while True:
+        try:
+            request = connection.recv()
+        except (EOFError, OSError):
+            return
+        connection.send(evaluate(snapshot, request, limits))
+
+
+def evaluate(snapshot: Any, request: Request, limits: Limits) -> list[Evaluation] | Refusal:
+    """Evaluate a request's events in order, each within the CPU budget."""
+    from rulekit.audit.trace import trace_of
+
+    engine = snapshot.engine
+    view = CooldownView(request.cooldowns)
+    out = []
+    for event in request.events:
+        if event.id in request.skip:
+            continue
+        view.reads = []
+        try:
+            signal.setitimer(signal.ITIMER_PROF, limits.event_cpu)
+            try:
+                plan = engine.evaluate(event, view, explain=True)  # type: ignore[arg-type]
+            finally:
+                signal.setitimer(signal.ITIMER_PROF, 0)
+            jobs = [
+                JobSpec(
+                    rule=planned.rule,
+                    action=planned.action,
+                    params=planned.model.model_dump(mode="json"),
+                    destination=engine.actions[planned.action].destination(planned.model),
+                )
+                for planned in plan.runnable
+            ]
+            trace = trace_of(plan, rules_version=snapshot.version)
+        except OverBudget:
+            return Refusal(
+                f"evaluating event {event.id} took more than its CPU budget "
+                f"({limits.event_cpu:g} s; processing.event_cpu)"
+            )
+        except MemoryError:
+            return Refusal(
+                f"evaluating event {event.id} needed more memory than the worker may use "
+                f"(processing.worker_memory)"
+            )
+        marks = [(mark.rule, mark.conversation_id, mark.until) for mark in plan.cooldowns]
+        for rule, conversation_id, until in marks:
+            view.set_cooldown(rule, conversation_id, until)
+        out.append(
+            Evaluation(
+                event_id=event.id,
+                jobs=jobs,
+                trace=trace,
+                matched=[rule.name for rule in plan.rules if rule.matched],
+                errors=list(plan.errors),
+                cooldowns=marks,
+                cooldowns_read=list(view.reads),
+            )
+        )
+    return out
+
+
+def _cap_memory(headroom: int) -> None:
+    """Limit the address space to what the worker maps now plus ``headroom``."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            sizes = [line.split()[1] for line in status if line.startswith("VmSize:")]
+        current = int(sizes[0]) * 1024 if sizes else 0
+    except (OSError, ValueError, IndexError):
+        return
+    limit = current + headroom
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

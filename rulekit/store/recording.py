@@ -1,0 +1,99 @@
+"""A recorded conversation of a provider with the store, replayable to check nothing changed.
+
+The daemon lets a provider normalize a webhook in a transaction that is then rolled back, with
+the state wrapped in a :class:`RecordingState`: every call and its answer are kept. The events
+are evaluated outside any transaction (in the evaluation worker), and the outcome is committed
+in a second transaction that first :meth:`~Recording.replay` s the calls: when every call
+answers as it did, the state the provider saw has not changed in between (another daemon, an
+action of the dispatcher), its writes are applied again, and the events are still exactly what
+that state yields. Otherwise the replay raises :class:`StateChanged` and the daemon starts over.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from rulekit.event import Client, Conversation
+from rulekit.store.base import State
+
+
+class StateChanged(Exception):
+    """The state answered a replayed call differently: what was derived from it is stale."""
+
+
+@dataclass
+class Recording:
+    """The calls one provider made, in order: ``(method name, arguments, answer)``."""
+
+    calls: list[tuple[str, tuple[Any, ...], Any]] = field(default_factory=list)
+
+    def replay(self, state: State) -> None:
+        """Make the same calls on ``state`` (writes included); raise :class:`StateChanged` at
+        the first answer that differs."""
+        for name, args, answer in self.calls:
+            again = getattr(state, name)(*args)
+            if again != answer:
+                raise StateChanged(f"{name}{args!r} answered {again!r}, not {answer!r}")
+
+
+class RecordingState(State):
+    """``state``, with every call kept in :attr:`recording`."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.recording = Recording()
+
+    def _call(self, name: str, *args: Any) -> Any:
+        answer = getattr(self.state, name)(*args)
+        # copies: a provider may change a model it was handed (or saved) afterwards
+        self.recording.calls.append((name, copy.deepcopy(args), copy.deepcopy(answer)))
+        return answer
+
+    def get_conversation(self, channel: str, key: str) -> Conversation | None:
+        result: Conversation | None = self._call("get_conversation", channel, key)
+        return result
+
+    def save_conversation(self, channel: str, key: str, conversation: Conversation) -> None:
+        self._call("save_conversation", channel, key, conversation)
+
+    def find_conversation(
+        self, channel: str, conversation_id: str
+    ) -> tuple[str, Conversation] | None:
+        result: tuple[str, Conversation] | None = self._call(
+            "find_conversation", channel, conversation_id
+        )
+        return result
+
+    def open_conversations_by_assignee(self, channel: str | None = None) -> dict[str, int]:
+        result: dict[str, int] = self._call("open_conversations_by_assignee", channel)
+        return result
+
+    def get_client(self, channel: str, client_id: str) -> Client | None:
+        result: Client | None = self._call("get_client", channel, client_id)
+        return result
+
+    def save_client(self, channel: str, client: Client) -> None:
+        self._call("save_client", channel, client)
+
+    def mark_message_seen(self, channel: str, message_id: str) -> bool:
+        return bool(self._call("mark_message_seen", channel, message_id))
+
+    def message_seen(self, channel: str, message_id: str) -> bool:
+        return bool(self._call("message_seen", channel, message_id))
+
+    def cooldown_until(self, rule: str, conversation_id: str) -> datetime | None:
+        result: datetime | None = self._call("cooldown_until", rule, conversation_id)
+        return result
+
+    def cooldowns_of(self, conversation_id: str) -> dict[str, datetime]:
+        result: dict[str, datetime] = self._call("cooldowns_of", conversation_id)
+        return result
+
+    def set_cooldown(self, rule: str, conversation_id: str, until: datetime) -> None:
+        self._call("set_cooldown", rule, conversation_id, until)
+
+    def next_position(self, key: str, modulo: int) -> int:
+        return int(self._call("next_position", key, modulo))
