@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
@@ -78,6 +78,13 @@ class PlannedAction:
         if self.skipped:
             out["skipped"] = self.skipped
         return out
+
+
+class CooldownMarks(Protocol):
+    """What the engine reads from the state: a rule's cooldown on a conversation. Every
+    :class:`~rulekit.store.base.State` is one."""
+
+    def cooldown_until(self, rule: str, conversation_id: str) -> datetime | None: ...
 
 
 @dataclass
@@ -170,7 +177,7 @@ class Engine:
     def evaluate(
         self,
         event: Event,
-        state: State | None = None,
+        state: CooldownMarks | None = None,
         *,
         now: datetime | None = None,
         explain: bool = False,
@@ -184,10 +191,11 @@ class Engine:
         condition's result in ``plan.rules``; otherwise only indexed candidates are evaluated.
         """
         # one work budget for the event's conditions and simple templates (see templates.py)
-        return with_budget(lambda: self._evaluate(event, state, now, explain))
+        plan: Plan = with_budget(lambda: self._evaluate(event, state, now, explain))
+        return plan
 
     def _evaluate(
-        self, event: Event, state: State | None, now: datetime | None, explain: bool
+        self, event: Event, state: CooldownMarks | None, now: datetime | None, explain: bool
     ) -> Plan:
         now = (now or event.occurred_at).astimezone(self.config.timezone)
         env = self.env

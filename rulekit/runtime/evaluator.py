@@ -58,16 +58,20 @@ class _Died:
 class _Worker:
     """One worker process and the daemon's end of its connection."""
 
-    def __init__(self, process: BaseProcess, connection: Connection, version: str) -> None:
+    def __init__(
+        self, process: BaseProcess, connection: Connection, version: str, live: set[BaseProcess]
+    ) -> None:
         self.process = process
         self.connection = connection
         self.version = version
+        self._live = live
 
     def kill(self) -> None:
         if self.process.is_alive():
             self.process.kill()
         self.process.join(5)
         self.connection.close()
+        self._live.discard(self.process)
 
 
 class Evaluator:
@@ -92,7 +96,7 @@ class Evaluator:
         """The snapshot the daemon runs; workers are replaced until they load it."""
         self._closed = False
         self._lock = threading.Lock()
-        self._busy: set[_Worker] = set()
+        self._live: set[BaseProcess] = set()
         self.restarts = 0
 
     # the daemon's side -----------------------------------------------------------------------
@@ -115,9 +119,10 @@ class Evaluator:
         """Stop every worker; a request in progress ends with :class:`WorkerGone`."""
         self._closed = True
         with self._lock:
-            workers = list(self._busy)
-        for worker in workers:
-            worker.kill()
+            processes = list(self._live)
+        for process in processes:  # starting or busy: their waiters see the connection close
+            if process.is_alive():
+                process.kill()
         while True:
             try:
                 idle = self._idle.get_nowait()
@@ -136,13 +141,7 @@ class Evaluator:
             if self._closed:
                 raise WorkerGone("the evaluator is closed")
             worker = self._ready(worker)
-            with self._lock:
-                self._busy.add(worker)
-            try:
-                return self._ask(worker, request)
-            finally:
-                with self._lock:
-                    self._busy.discard(worker)
+            return self._ask(worker, request)
         except WorkerGone:
             worker = None
             raise
@@ -181,30 +180,37 @@ class Evaluator:
             name="rulekit-evaluator",
             daemon=True,
         )
-        process.start()
+        with self._lock:
+            if self._closed:
+                raise WorkerGone("the evaluator is closed")
+            process.start()
+            self._live.add(process)
         theirs.close()
         try:
             if not ours.poll(START_TIMEOUT):
                 raise WorkerGone("the evaluation worker did not start in time")
             ready = ours.recv()
         except (EOFError, OSError) as exc:
-            process.kill()
-            process.join(5)
+            self._discard(process)
             raise WorkerGone(f"the evaluation worker died while loading ({exc})") from exc
         except WorkerGone:
-            process.kill()
-            process.join(5)
+            self._discard(process)
             raise
         if not isinstance(ready, Ready) or ready.version != snapshot.version:
-            process.kill()
-            process.join(5)
+            self._discard(process)
             error = ready.error if isinstance(ready, Ready) else repr(ready)
             raise WorkerGone(
                 f"the evaluation worker could not load rules {snapshot.version}: "
                 f"{error or 'it loaded ' + str(ready.version)}"
             )
         self.restarts += 1
-        return _Worker(process, ours, ready.version)
+        return _Worker(process, ours, ready.version, self._live)
+
+    def _discard(self, process: BaseProcess) -> None:
+        if process.is_alive():
+            process.kill()
+        process.join(5)
+        self._live.discard(process)
 
     def _ask(self, worker: _Worker, request: Request) -> list[Evaluation] | Refusal | _Died:
         events = max(1, len(request.events) - len(request.skip))

@@ -29,11 +29,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing.connection import Connection
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rulekit.event import Event
 from rulekit.sources import Files
 from rulekit.store.records import JobSpec
+
+if TYPE_CHECKING:
+    from rulekit.runtime.snapshot import Snapshot
 
 
 class OverBudget(BaseException):
@@ -151,7 +154,7 @@ def serve(
         connection.send(evaluate(snapshot, request, limits))
 
 
-def evaluate(snapshot: Any, request: Request, limits: Limits) -> list[Evaluation] | Refusal:
+def evaluate(snapshot: Snapshot, request: Request, limits: Limits) -> list[Evaluation] | Refusal:
     """Evaluate a request's events in order, each within the CPU budget."""
     from rulekit.audit.trace import trace_of
 
@@ -165,7 +168,7 @@ def evaluate(snapshot: Any, request: Request, limits: Limits) -> list[Evaluation
         try:
             signal.setitimer(signal.ITIMER_PROF, limits.event_cpu)
             try:
-                plan = engine.evaluate(event, view, explain=True)  # type: ignore[arg-type]
+                plan = engine.evaluate(event, view, explain=True)
             finally:
                 signal.setitimer(signal.ITIMER_PROF, 0)
             jobs = [

@@ -1,0 +1,271 @@
+"""Nothing one event does stops the others: evaluation runs in a worker process, outside any
+store transaction, within a CPU and a wall budget per event; /healthz tells a stalled daemon.
+
+The slow rules come from a real plugin (installed on ``PYTHONPATH`` with an entry point) whose
+filters burn CPU (``spin``) or sleep (``hang``), as a runaway template or a pathological
+regular expression would.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import textwrap
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+from daemons import Process, chat_started, wait_for, write_setup
+
+from rulekit.runtime.evaluator import Evaluator
+from rulekit.runtime.planning import prepare, record
+from rulekit.runtime.snapshot import load_snapshot
+from rulekit.runtime.worker import Evaluation, Limits, Refusal
+from rulekit.store.recording import StateChanged
+from rulekit.store.sqlite import SQLiteStore
+
+PLUGIN = '''\
+import time
+
+from rulekit import hookimpl
+
+
+def spin(value, seconds):
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+    return value
+
+
+def hang(value, seconds):
+    time.sleep(seconds)
+    return value
+
+
+@hookimpl
+def rulekit_template_environment(register):
+    register.filter("spin", spin)
+    register.filter("hang", hang)
+'''
+
+RULES = """\
+- name: Slow
+  on: {channel: online-chat, event: created}
+  if: ["message.text != 'slow' or (message.text | spin(120))"]
+  do:
+    - play_sound: {sound: bell}
+- name: Hung
+  on: {channel: online-chat, event: created}
+  if: ["message.text != 'hang' or (message.text | hang(120))"]
+  do:
+    - play_sound: {sound: bell}
+- name: Greet
+  on: {channel: online-chat, event: created}
+  do:
+    - autoreply: {text: "Hello {{ client.display_name }}"}
+"""
+
+
+@pytest.fixture
+def slow_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A plugin distribution with the ``spin`` and ``hang`` filters, on ``PYTHONPATH``."""
+    site = tmp_path / "site"
+    info = site / "rulekit_slow_rules-0.1.dist-info"
+    info.mkdir(parents=True)
+    (site / "rulekit_slow_rules.py").write_text(PLUGIN)
+    metadata = "Metadata-Version: 2.1\nName: rulekit-slow-rules\nVersion: 0.1\n"
+    (info / "METADATA").write_text(metadata)
+    (info / "entry_points.txt").write_text("[rulekit]\nslow = rulekit_slow_rules\n")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    return site
+
+
+def _setup(folder: Path, chatra, processing: str, server: str = "") -> Path:
+    extra = f"processing: {processing}\n"
+    if server:
+        extra += f"server: {server}\n"
+    return write_setup(folder, RULES, chatra=chatra, extra=extra)
+
+
+def _inbox(folder: Path) -> dict[int, tuple[str, str | None]]:
+    with sqlite3.connect(folder / "rulekit.sqlite3") as conn:
+        rows = conn.execute("SELECT id, status, error FROM inbox").fetchall()
+    return {row[0]: (row[1], row[2]) for row in rows}
+
+
+def test_webhooks_are_answered_while_a_rule_burns_cpu_and_the_event_is_set_aside(
+    tmp_path, processes, chatra, slow_plugin
+):
+    config = _setup(tmp_path, chatra, "{event_cpu: 0.5s, event_wall: 300s}")
+    process: Process = processes(config).wait_ready()
+    assert httpx.post(process.webhook_url, content=chat_started(1, "slow")).status_code == 200
+    # the rule spins for 120 s of CPU; every other webhook is answered meanwhile (before, the
+    # store's write lock and the GIL were held for as long as the rule ran)
+    for n in range(2, 6):
+        answer = httpx.post(process.webhook_url, content=chat_started(n), timeout=20)
+        assert answer.status_code == 200
+    wait_for(lambda: len(chatra.sent) == 4, timeout=60)
+    assert sorted(m["text"] for m in chatra.sent) == [f"Hello Visitor {n}" for n in range(2, 6)]
+    status, error = _inbox(tmp_path)[1]
+    assert status == "failed"
+    assert "CPU budget" in error and "processing.event_cpu" in error
+    assert httpx.get(f"{process.url}/healthz").status_code == 200
+
+
+def test_an_evaluation_over_its_time_budget_is_stopped_and_the_next_item_goes_on(
+    tmp_path, processes, chatra, slow_plugin
+):
+    config = _setup(tmp_path, chatra, "{event_cpu: 300s, event_wall: 1s}")
+    process: Process = processes(config).wait_ready()
+    assert httpx.post(process.webhook_url, content=chat_started(1, "hang")).status_code == 200
+    assert httpx.post(process.webhook_url, content=chat_started(2)).status_code == 200
+    wait_for(lambda: len(chatra.sent) == 1, timeout=60)
+    assert chatra.sent[0]["text"] == "Hello Visitor 2"
+    status, error = _inbox(tmp_path)[1]
+    assert status == "failed"
+    assert "time budget" in error and "processing.event_wall" in error
+    # the replaced worker evaluates the next ones
+    assert httpx.post(process.webhook_url, content=chat_started(3)).status_code == 200
+    wait_for(lambda: len(chatra.sent) == 2, timeout=60)
+
+
+def test_sigterm_during_a_hung_evaluation_exits_at_once_and_keeps_the_item(
+    tmp_path, processes, chatra, slow_plugin
+):
+    config = _setup(tmp_path, chatra, "{event_cpu: 300s, event_wall: 300s}")
+    process: Process = processes(config).wait_ready()
+    assert httpx.post(process.webhook_url, content=chat_started(1, "hang")).status_code == 200
+    wait_for(lambda: "inbox" in _tables(tmp_path) and 1 in _inbox(tmp_path))
+    # the evaluation would go on for 120 s; the daemon stops without waiting for it
+    assert process.terminate(timeout=60) == 0
+    status, error = _inbox(tmp_path)[1]
+    assert status == "pending" and error is None  # processed again after a restart
+
+
+def _tables(folder: Path) -> set[str]:
+    with sqlite3.connect(folder / "rulekit.sqlite3") as conn:
+        return {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+
+
+def test_healthz_fails_while_the_processor_makes_no_progress(tmp_path, serve, chatra):
+    config = write_setup(tmp_path, chatra=chatra, extra="server: {stall_after: 1s}\n")
+    server = serve(config)
+    wait_for(lambda: httpx.get(f"{server.url}/healthz").status_code == 200)
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold_the_store() -> None:
+        with server.daemon.store.transaction():
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold_the_store)
+    holder.start()
+    try:
+        held.wait(10)
+        answer = wait_for(
+            lambda: (r := httpx.get(f"{server.url}/healthz")).status_code == 503 and r, timeout=30
+        )
+        assert any("processor" in reason for reason in answer.json()["stalled"])
+    finally:
+        release.set()
+        holder.join(10)
+    wait_for(lambda: httpx.get(f"{server.url}/healthz").status_code == 200, timeout=30)
+
+
+def test_workers_evaluate_the_rules_the_daemon_loaded_not_what_the_disk_holds_now(
+    tmp_path, serve, chatra
+):
+    config = write_setup(tmp_path, chatra=chatra)
+    server = serve(config)
+    (tmp_path / "rules.d" / "rules.yaml").write_text("- name: [broken\n")
+    assert httpx.post(server.webhook_url, content=chat_started(1)).status_code == 200
+    wait_for(lambda: len(chatra.sent) == 1, timeout=30)
+    assert chatra.sent[0]["text"] == "Hello Visitor 1"
+
+
+def test_several_workers_evaluate_at_once(tmp_path, chatra):
+    config = write_setup(tmp_path, chatra=chatra)
+    snapshot = load_snapshot(config)
+    evaluator = Evaluator(config, limits=Limits(event_wall=60), workers=2)
+    evaluator.want(snapshot)
+    store = SQLiteStore(tmp_path / "state.sqlite3")
+    provider = snapshot.providers["online-chat"]
+    answers: list[list[Evaluation] | Refusal] = []
+    try:
+        requests = [
+            prepare(store, lambda state, n=n: provider.parse(chat_started(n), state)).request
+            for n in (1, 2)
+        ]
+        threads = [
+            threading.Thread(target=lambda r=r: answers.append(evaluator.evaluate(r)))
+            for r in requests
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert evaluator.restarts == 2  # two worker processes served them
+        assert len(answers) == 2
+        for answer in answers:
+            assert not isinstance(answer, Refusal)
+            assert [job.action for job in answer[0].jobs] == ["autoreply"]
+    finally:
+        evaluator.close()
+        store.close()
+
+
+def test_a_plan_is_not_recorded_when_the_state_it_was_derived_from_changed(tmp_path, chatra):
+    config = write_setup(tmp_path, chatra=chatra)
+    snapshot = load_snapshot(config)
+    provider = snapshot.providers["online-chat"]
+    store = SQLiteStore(tmp_path / "state.sqlite3")
+    evaluator = Evaluator(config, limits=Limits(event_wall=60))
+    evaluator.want(snapshot)
+    try:
+        prepared = prepare(store, lambda state: provider.parse(chat_started(1), state))
+        answer = evaluator.evaluate(prepared.request)
+        # meanwhile, the same webhook was normalized and committed (another daemon)
+        with store.transaction() as state:
+            provider.parse(chat_started(1), state)
+        with pytest.raises(StateChanged), store.transaction() as state:
+            record(state, prepared, answer, inbox_id=None)
+        # started over, it is recorded against the state as it is now
+        prepared = prepare(store, lambda state: provider.parse(chat_started(1), state))
+        answer = evaluator.evaluate(prepared.request)
+        with store.transaction() as state:
+            processed = record(state, prepared, answer, inbox_id=None)
+        assert [p.event.event for p in processed] == []  # the message was seen: no new event
+    finally:
+        evaluator.close()
+        store.close()
+
+
+def test_a_cooldown_set_meanwhile_invalidates_the_plan(tmp_path, chatra):
+    rules = textwrap.dedent(
+        """\
+        - name: Greet once
+          on: {channel: online-chat, event: created}
+          cooldown: 1h
+          do:
+            - autoreply: {text: "Hello"}
+        """
+    )
+    config = write_setup(tmp_path, rules, chatra=chatra)
+    snapshot = load_snapshot(config)
+    provider = snapshot.providers["online-chat"]
+    store = SQLiteStore(tmp_path / "state.sqlite3")
+    evaluator = Evaluator(config, limits=Limits(event_wall=60))
+    evaluator.want(snapshot)
+    try:
+        prepared = prepare(store, lambda state: provider.parse(chat_started(1), state))
+        answer = evaluator.evaluate(prepared.request)
+        assert isinstance(answer, list) and answer[0].cooldowns_read
+        event = prepared.events[0]
+        with store.transaction() as state:
+            state.set_cooldown("Greet once", event.conversation.id, event.occurred_at)
+        with pytest.raises(StateChanged), store.transaction() as state:
+            record(state, prepared, answer, inbox_id=None)
+    finally:
+        evaluator.close()
+        store.close()
