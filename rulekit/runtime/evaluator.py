@@ -104,6 +104,19 @@ class Evaluator:
         """The daemon now runs ``snapshot``: workers load it before their next request."""
         self._wanted = snapshot
 
+    def warm(self) -> None:
+        """Start the workers now rather than at the first request."""
+        taken = []
+        try:
+            for _ in range(self.size):
+                worker = self._idle.get()
+                taken.append(worker)
+                if not self._closed:
+                    taken[-1] = self._ready(worker)
+        finally:
+            for worker in taken:
+                self._idle.put(worker)
+
     def evaluate(self, request: Request) -> list[Evaluation] | Refusal:
         """Evaluate in an idle worker (waiting for one); a refusal when over a budget or when
         workers die on it twice."""

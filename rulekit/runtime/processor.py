@@ -112,6 +112,8 @@ class Processor:
     async def run(self) -> None:
         """Process until :meth:`stop`."""
         delay = 0.0
+        with contextlib.suppress(WorkerGone):  # said again, with the reason, at the first item
+            await anyio.to_thread.run_sync(self.evaluator.warm)
         while not self._stopping:
             snapshot = self.snapshot()
             results, claimed, failure = await anyio.to_thread.run_sync(self.process_round, snapshot)

@@ -24,7 +24,7 @@ from rulekit.runtime.worker import Evaluation, Limits, Refusal
 from rulekit.store.recording import StateChanged
 from rulekit.store.sqlite import SQLiteStore
 
-PLUGIN = '''\
+PLUGIN = """\
 import time
 
 from rulekit import hookimpl
@@ -46,7 +46,7 @@ def hang(value, seconds):
 def rulekit_template_environment(register):
     register.filter("spin", spin)
     register.filter("hang", hang)
-'''
+"""
 
 RULES = """\
 - name: Slow
