@@ -371,3 +371,16 @@ def _normal_events(events: list) -> list:
         else:
             merged.append(event)
     return merged
+
+
+def test_values_nested_in_captured_blocks_cannot_multiply_past_the_output_limit(build_engine):
+    # each block holds two copies of the one before: 2**40 copies of the name if expanded;
+    # the placeholders stay small, their expansion is what the output limit counts
+    text = "{% set x0 %}{{ client.name }}{{ client.name }}{% endset %}"
+    for level in range(1, 40):
+        text += f"{{% set x{level} %}}{{{{ x{level - 1} }}}}{{{{ x{level - 1} }}}}{{% endset %}}"
+    text += "{{ x39 }}"
+    engine = build_engine(_rules("slack", {"channel": "C0SUPPORT", "text": text}))
+    plan = engine.evaluate(_event("abcdefgh"), explain=True)
+    assert list(plan) == []
+    assert plan.errors == ["rule 't': slack: the rendered text is over 100000 characters"]
