@@ -33,17 +33,19 @@ class ServerSettings(StrictModel):
     trusts for ``X-Forwarded-For``/``X-Forwarded-Proto``."""
 
     host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
-    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     max_connections: int = Field(
-        1000, ge=1, description="open client connections (kept below the open-files limit)"
+        default=1000, ge=1, description="open client connections (kept below the open-files limit)"
     )
     header_timeout: float = Field(
-        10.0, gt=0, description="seconds for a request's line and headers to arrive"
+        default=10.0, gt=0, description="seconds for a request's line and headers to arrive"
     )
-    body_timeout: float = Field(30.0, gt=0, description="seconds for a request body to arrive")
+    body_timeout: float = Field(
+        default=30.0, gt=0, description="seconds for a request body to arrive"
+    )
     keep_alive_timeout: float = Field(
-        5.0, gt=0, description="seconds an idle connection is kept open between requests"
+        default=5.0, gt=0, description="seconds an idle connection is kept open between requests"
     )
     trusted_proxies: list[str] = Field(
         default_factory=list,
@@ -91,11 +93,11 @@ class DispatcherSettings(StrictModel):
     """How the daemon retries actions: exponential backoff with jitter, within a budget of
     attempts and time, after which a job is dead-lettered (visible, and retryable by hand)."""
 
-    max_attempts: int = Field(8, ge=1)
+    max_attempts: int = Field(default=8, ge=1)
     max_age: Duration = Field(default_factory=lambda: parse_duration("1d"))
-    backoff_base: float = Field(1.0, gt=0, description="seconds before the first retry")
-    backoff_max: float = Field(300.0, gt=0, description="the longest wait between retries")
-    concurrency: int = Field(32, ge=1, description="jobs executing at once")
+    backoff_base: float = Field(default=1.0, gt=0, description="seconds before the first retry")
+    backoff_max: float = Field(default=300.0, gt=0, description="the longest wait between retries")
+    concurrency: int = Field(default=32, ge=1, description="jobs executing at once")
 
 
 class ConsoleSettings(StrictModel):
@@ -252,9 +254,10 @@ def interpolate(value: Any, environ: dict[str, str]) -> Any:
     if isinstance(value, str):
         return _VAR.sub(lambda m: environ.get(m.group(1)) or (m.group(2) or ""), value)
     if isinstance(value, dict):
-        out = type(value)() if isinstance(value, yamlsource.LineDict) else {}
+        out: dict[Any, Any] = {}
         if isinstance(value, yamlsource.LineDict):
-            out.line, out.lines = value.line, value.lines
+            out = yamlsource.LineDict(line=value.line)
+            out.lines = value.lines
         for key, item in value.items():
             out[key] = interpolate(item, environ)
         return out

@@ -11,15 +11,19 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-_Base: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+if TYPE_CHECKING:  # libyaml's loader, when installed, has the same interface
+    _Base = yaml.SafeLoader
+else:
+    _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 
 
-class LineDict(dict):
+class LineDict(dict[Any, Any]):
     """A mapping read from YAML; ``lines[key]`` is the line (1-based) where ``key`` was written."""
 
     __slots__ = ("line", "lines")
@@ -30,7 +34,7 @@ class LineDict(dict):
         self.lines: dict[Any, int] = {}
 
 
-class LineList(list):
+class LineList(list[Any]):
     """A list read from YAML; ``lines[i]`` is the line where item ``i`` starts."""
 
     __slots__ = ("line", "lines")
@@ -48,7 +52,7 @@ class DuplicateKeyError(yaml.YAMLError):
         self.line = line
 
 
-class Loader(_Base):  # type: ignore[misc, valid-type]
+class Loader(_Base):
     """Safe loader with YAML 1.2 booleans, duplicate-key errors and line numbers."""
 
     yaml_implicit_resolvers = {
@@ -56,7 +60,7 @@ class Loader(_Base):  # type: ignore[misc, valid-type]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
 
-    def construct_yaml_map(self, node: yaml.MappingNode):  # type: ignore[override]
+    def construct_yaml_map(self, node: yaml.MappingNode) -> Generator[LineDict]:
         data = LineDict(line=node.start_mark.line + 1)
         yield data
         for key_node, value_node in node.value:
@@ -66,7 +70,7 @@ class Loader(_Base):  # type: ignore[misc, valid-type]
             data[key] = self.construct_object(value_node, deep=True)
             data.lines[key] = key_node.start_mark.line + 1
 
-    def construct_yaml_seq(self, node: yaml.SequenceNode):  # type: ignore[override]
+    def construct_yaml_seq(self, node: yaml.SequenceNode) -> Generator[LineList]:
         data = LineList(line=node.start_mark.line + 1)
         yield data
         for item in node.value:
