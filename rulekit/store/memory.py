@@ -48,6 +48,17 @@ def _claimable(claimed_until: datetime | None, now: datetime) -> bool:
 
 
 M = TypeVar("M", bound=BaseModel)
+Claimable = TypeVar("Claimable", InboxItem, Job)
+
+
+def _release(table: dict[int, Claimable], owner: str) -> int:
+    """Release ``owner``'s claims on the pending records of ``table``; how many."""
+    released = 0
+    for key, record in list(table.items()):
+        if record.status == "pending" and record.claimed_by == owner:
+            table[key] = dataclasses.replace(record, claimed_by=None, claimed_until=None)
+            released += 1
+    return released
 
 
 def _detached(model: M) -> M:
@@ -170,7 +181,7 @@ class MemoryState(JournaledState):
         self, owner: str, *, lease: float, limit: int = 1, now: datetime | None = None
     ) -> list[InboxItem]:
         now = utc(now)
-        claimed = []
+        claimed: list[InboxItem] = []
         held: set[tuple[str, str]] = set()  # conversations with an older pending item
         for item in self.inbox.values():  # ids ascend with insertion
             if len(claimed) >= limit:
@@ -321,13 +332,7 @@ class MemoryState(JournaledState):
 
     # reading the record ----------------------------------------------------------------------
     def release_claims(self, owner: str) -> int:
-        released = 0
-        for table in (self.inbox, self.outbox):
-            for key, record in list(table.items()):
-                if record.status == "pending" and record.claimed_by == owner:
-                    table[key] = dataclasses.replace(record, claimed_by=None, claimed_until=None)
-                    released += 1
-        return released
+        return _release(self.inbox, owner) + _release(self.outbox, owner)
 
     def get_event(self, event_id: str) -> EventRecord | None:
         return self.events.get(event_id)

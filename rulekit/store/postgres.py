@@ -137,7 +137,9 @@ class PostgresStore(JournaledStore):
             self._pool.close()
             raise
 
-    def _open_pool(self, conninfo: str, size: int, timeout: float) -> psycopg_pool.ConnectionPool:
+    def _open_pool(
+        self, conninfo: str, size: int, timeout: float
+    ) -> psycopg_pool.ConnectionPool[psycopg.Connection[dict[str, Any]]]:
         try:
             import psycopg
             from psycopg.rows import dict_row
@@ -148,8 +150,9 @@ class PostgresStore(JournaledStore):
             ) from exc
         kwargs = _connect_kwargs(self.schema) | {"row_factory": dict_row}
         try:
-            pool: psycopg_pool.ConnectionPool = ConnectionPool(
+            pool: psycopg_pool.ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
                 conninfo,
+                connection_class=psycopg.Connection[dict[str, Any]],
                 min_size=1,
                 max_size=max(size, 1),
                 timeout=timeout,

@@ -141,7 +141,7 @@ class PostgresState(JournaledState):
             raise StoreError("this transaction has ended; use the state only inside its block")
         self.statements += 1
         try:
-            return self.conn.execute(sql, params)  # type: ignore[arg-type]
+            return self.conn.execute(sql, params)
         except psycopg.Error as exc:
             unavailable = unavailable_error(self.where, exc)
             if unavailable is None:
@@ -505,7 +505,8 @@ class PostgresState(JournaledState):
         since: datetime | None = None,
         limit: int = 50,
     ) -> list[EventRecord]:
-        where, params = ["true"], {"limit": limit}
+        where: list[str] = ["true"]
+        params: dict[str, Any] = {"limit": limit}
         if channel is not None:
             where.append("e.channel = %(channel)s")
             params["channel"] = channel

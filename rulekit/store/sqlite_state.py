@@ -153,7 +153,8 @@ class SQLiteState(JournaledState):
             raise unavailable from exc
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
-        return self.execute(sql, params).fetchone()
+        row: sqlite3.Row | None = self.execute(sql, params).fetchone()
+        return row
 
     # conversations ---------------------------------------------------------------------------
     def get_conversation(self, channel: str, key: str) -> Conversation | None:
@@ -446,7 +447,8 @@ class SQLiteState(JournaledState):
         since: datetime | None = None,
         limit: int = 50,
     ) -> list[EventRecord]:
-        where, params = ["1 = 1"], []
+        where: list[str] = ["1 = 1"]
+        params: list[object] = []
         if channel is not None:
             where.append("e.channel = ?")
             params.append(channel)
