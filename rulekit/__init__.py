@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rulekit.hookspecs import hookimpl
 
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 __all__ = ["Engine", "Event", "Plan", "PlannedAction", "__version__", "hookimpl"]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # Lazy, so `import rulekit` (and `rulekit --help`) stays fast.
     if name in {"Engine", "Plan", "PlannedAction"}:
         from rulekit import engine

@@ -98,7 +98,8 @@ def item(obj: Any, key: Any) -> Any:
 
 def concat(*parts: Any) -> str:
     """Jinja2's ``~``, with ``None`` as an empty string."""
-    return safe_add("", "".join("" if p is None else str(p) for p in parts))
+    joined: str = safe_add("", "".join("" if p is None else str(p) for p in parts))
+    return joined
 
 
 _BINARY = {
@@ -187,7 +188,8 @@ class Program:
         """Compile ``lambda e, now, env: <body>`` on its own, in this program's namespace
         (for code needed rarely, e.g. conditions evaluated one by one only to explain)."""
         code = compile(f"lambda e, now, env: {body}", "<rulekit condition>", "eval")
-        return eval(code, self.namespace)  # generated from checked node trees only
+        function: Callable[..., Any] = eval(code, self.namespace)  # from checked node trees
+        return function
 
     def release_sources(self) -> None:
         """Forget the parsed expressions kept to share work while loading (memory)."""
@@ -309,7 +311,7 @@ class _Gen:
             return f"(-{self.code(node.node)})", None
         if isinstance(node, nodes.Pos):
             return f"(+{self.code(node.node)})", None
-        if type(node) in _BINARY:
+        if isinstance(node, nodes.BinExpr) and type(node) in _BINARY:
             return _BINARY[type(node)].format(self.code(node.left), self.code(node.right)), None
         if isinstance(node, nodes.Concat):
             return f"_concat({', '.join(self.code(n) for n in node.nodes)})", str

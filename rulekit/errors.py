@@ -89,15 +89,33 @@ class ActionError(RulekitError):
 class RetryableActionError(ActionError):
     """A failure worth retrying: rate limits, 5xx, timeouts, connection errors."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs) -> None:
-        super().__init__(message, retryable=True, retry_after=retry_after, **kwargs)
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        scope: str = "destination",
+        status: int | None = None,
+    ) -> None:
+        super().__init__(
+            message, retryable=True, retry_after=retry_after, scope=scope, status=status
+        )
 
 
 class PermanentActionError(ActionError):
     """A failure that will not go away by retrying: bad token, unknown chat, other 4xx."""
 
-    def __init__(self, message: str, **kwargs) -> None:
-        super().__init__(message, retryable=False, **kwargs)
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        scope: str = "destination",
+        status: int | None = None,
+    ) -> None:
+        super().__init__(
+            message, retryable=False, retry_after=retry_after, scope=scope, status=status
+        )
 
 
 class StoreError(RulekitError):

@@ -122,8 +122,8 @@ def _convert(node: ast.expr) -> nodes.Expr:
         if isinstance(node.op, ast.USub | ast.UAdd):
             if isinstance(node.operand, ast.BinOp) and isinstance(node.operand.op, ast.Pow):
                 raise _NotFast  # -x**2: Python and Jinja2 disagree
-            kind = nodes.Neg if isinstance(node.op, ast.USub) else nodes.Pos
-            return kind(_convert(node.operand))
+            sign = nodes.Neg if isinstance(node.op, ast.USub) else nodes.Pos
+            return sign(_convert(node.operand))
         raise _NotFast
     if isinstance(node, ast.BinOp):
         if isinstance(node.op, ast.BitOr):
@@ -160,14 +160,12 @@ def _convert(node: ast.expr) -> nodes.Expr:
     if isinstance(node, ast.Tuple):
         return nodes.Tuple([_convert(e) for e in node.elts], "load")
     if isinstance(node, ast.Dict):
-        if any(k is None for k in node.keys):
-            raise _NotFast
-        return nodes.Dict(
-            [
-                nodes.Pair(_convert(k), _convert(v))
-                for k, v in zip(node.keys, node.values, strict=True)
-            ]  # type: ignore[arg-type]
-        )
+        pairs = []
+        for key, value in zip(node.keys, node.values, strict=True):
+            if key is None:  # {**other}
+                raise _NotFast
+            pairs.append(nodes.Pair(_convert(key), _convert(value)))
+        return nodes.Dict(pairs)
     raise _NotFast
 
 
@@ -186,7 +184,9 @@ def _call_parts(node: ast.expr) -> tuple[str, list[nodes.Expr], list[nodes.Keywo
         and all(k.arg is not None for k in node.keywords)
     ):
         args = [_convert(a) for a in node.args]
-        kwargs = [nodes.Keyword(k.arg, _convert(k.value)) for k in node.keywords]  # type: ignore[arg-type]
+        kwargs = [
+            nodes.Keyword(k.arg, _convert(k.value)) for k in node.keywords if k.arg is not None
+        ]
         return node.func.id, args, kwargs
     raise _NotFast
 

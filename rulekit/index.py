@@ -33,7 +33,7 @@ class Discriminator:
     values: tuple[Any, ...]
 
 
-def _is_key(node: nodes.Node) -> bool:
+def _is_key(node: nodes.Node | None) -> bool:
     """An event field path, optionally through argument-less case/trim filters."""
     while isinstance(node, nodes.Filter):
         if node.name not in _KEY_FILTERS or node.args or node.kwargs:
@@ -49,10 +49,10 @@ def _is_key(node: nodes.Node) -> bool:
 def _constants(node: nodes.Node) -> tuple[Any, ...] | None:
     if isinstance(node, nodes.Const):
         return (node.value,)
-    if isinstance(node, nodes.List | nodes.Tuple) and all(
-        isinstance(i, nodes.Const) for i in node.items
-    ):
-        return tuple(i.value for i in node.items)
+    if isinstance(node, nodes.List | nodes.Tuple):
+        values = [i.value for i in node.items if isinstance(i, nodes.Const)]
+        if len(values) == len(node.items):
+            return tuple(values)
     return None
 
 

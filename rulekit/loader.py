@@ -403,10 +403,12 @@ class RuleLoader:
             warnings.append(
                 RuleError(f"rule {rule_name!r}: {action_name}: {unavailable}", location)
             )
-        step = ActionStep(action_name, action_class, params, location, constant=not templated)
+        action_step = ActionStep(
+            action_name, action_class, params, location, constant=not templated
+        )
         if not templated:
-            step.validated = model  # nothing to render per event: validate once, here
-        return step
+            action_step.validated = model  # nothing to render per event: validate once, here
+        return action_step
 
     def _values(
         self,

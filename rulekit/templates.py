@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextvars
 import re
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from jinja2 import nodes
 from jinja2.filters import (
@@ -56,6 +56,8 @@ MAX_BUILT = 10 * MAX_OUTPUT
 """Characters the text-inflating filters (``center``, ``replace``, ``format``...) may build in one
 render or one evaluation of conditions."""
 MAX_EXPONENT = 1_000
+
+T = TypeVar("T")
 
 _budget: contextvars.ContextVar[list[int]] = contextvars.ContextVar("rulekit_render_budget")
 
@@ -191,7 +193,7 @@ def safe_batch(value: Any, linecount: int, fill_with: Any = None) -> Any:
     return do_batch(value, linecount, fill_with)
 
 
-def _charged(result: Any) -> Any:
+def _charged(result: T) -> T:
     """Count text built by a filter against the budget: ``map('center', n)`` over many items
     makes each call small and all of them together huge."""
     budget = _budget.get(None)
@@ -305,7 +307,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
         )
         self.tests.update(defined=is_defined, undefined=is_undefined)
 
-    def compile(self, source: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def compile(self, source: Any, *args: Any, **kwargs: Any) -> Any:
         """Jinja2's compiler, after routing loops and ``~`` through the work limits."""
         if isinstance(source, str):
             source = self._parse(source, kwargs.get("name"), kwargs.get("filename"))
@@ -341,7 +343,8 @@ def _format(value: Any, *args: Any, **kwargs: Any) -> str:
     """The ``format`` filter (``'%s'|format(x)``), with ``%`` formatting's width limits."""
     if args and kwargs:
         raise TemplateError("format takes positional or keyword arguments, not both")
-    return safe_mod(str(value), kwargs or args)
+    formatted: str = safe_mod(str(value), kwargs or args)
+    return formatted
 
 
 class _LimitWork(NodeTransformer):
@@ -349,13 +352,13 @@ class _LimitWork(NodeTransformer):
     :func:`safe_concat` (Jinja2 compiles both to plain Python that no sandbox hook sees)."""
 
     def visit_For(self, node: nodes.For) -> nodes.Node:
-        node = self.generic_visit(node)
+        self.generic_visit(node)  # transforms the children in place
         if not _is_call_of(node.iter, "budget_iter"):
             node.iter = _environment_call("budget_iter", node.iter)
         return node
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
-        node = self.generic_visit(node)
+        self.generic_visit(node)  # transforms the children in place
         return _environment_call("safe_concat", nodes.Tuple(node.nodes, "load"))
 
 
@@ -367,9 +370,10 @@ def _is_call_of(node: nodes.Node, name: str) -> bool:
     )
 
 
-def _environment_call(name: str, argument: nodes.Expr) -> nodes.Call:
+def _environment_call(name: str, argument: nodes.Node) -> nodes.Call:
     call = nodes.Call(nodes.EnvironmentAttribute(name), [argument], [], None, None)
-    return call.set_lineno(argument.lineno or 1)
+    call.set_lineno(argument.lineno or 1)
+    return call
 
 
 _ENV_FOR_FILTERS = Sandbox()
@@ -387,7 +391,7 @@ def render_stream(chunks: Iterator[str]) -> str:
     return "".join(out)
 
 
-def with_budget(function: Callable[[], Any]) -> Any:
+def with_budget(function: Callable[[], T]) -> T:
     """Run a render (or the evaluation of one event's conditions) with a fresh work budget."""
     token = _budget.set([MAX_ITERATIONS, MAX_BUILT])
     try:

@@ -54,8 +54,8 @@ class Assign(Action):
     Params = AssignParams
 
     @classmethod
-    def check(cls, params: AssignParams, channels: list[str], config) -> list[str]:  # type: ignore[override]
-        problems = []
+    def check(cls, params: AssignParams, channels: list[str], config: Config) -> list[str]:  # type: ignore[override]
+        problems: list[str] = []
         directory = config.directory
         if params.agent and "{" not in params.agent:
             agent = directory.get(params.agent)

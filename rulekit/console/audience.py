@@ -26,8 +26,9 @@ KNOWN_EVENTS = 10_000
 
 def event_id_of(message: dict[str, Any]) -> str | None:
     event = message.get("event")
-    if isinstance(event, dict) and isinstance(event.get("id"), str):
-        return event["id"]
+    event_id = event.get("id") if isinstance(event, dict) else None
+    if isinstance(event_id, str):
+        return event_id
     value = message.get("event_id")
     return value if isinstance(value, str) else None
 
@@ -38,9 +39,8 @@ def channel_of(message: dict[str, Any]) -> str | None:
     if isinstance(channel, str):
         return channel
     event = message.get("event")
-    if isinstance(event, dict) and isinstance(event.get("channel"), str):
-        return event["channel"]
-    return None
+    channel = event.get("channel") if isinstance(event, dict) else None
+    return channel if isinstance(channel, str) else None
 
 
 def visible(viewer: Viewer, message: dict[str, Any], channel: str | None) -> bool:

@@ -69,9 +69,9 @@ def conversation(
             conversation.update(known(stored[1].model_dump(mode="json")))
         client_id = client.get("id")
         if client_id:
-            record = state.get_client(channel, client_id)
-            if record is not None:
-                client.update(known(record.model_dump(mode="json")))
+            client_record = state.get_client(channel, client_id)
+            if client_record is not None:
+                client.update(known(client_record.model_dump(mode="json")))
         events = [event_summary(r, state.jobs(event_id=r.event_id)) for r in records]
     return {
         "channel": channel,

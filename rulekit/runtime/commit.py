@@ -47,7 +47,7 @@ class GroupCommit:
         ``work`` raised, or :class:`StoreUnavailable` when the store cannot commit."""
         if self._task is None or self._closing:
             raise StoreUnavailable("the daemon is shutting down")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((work, future))
         self._wakeup.set()
         return await future

@@ -323,7 +323,7 @@ class Daemon:
                 removed = await anyio.to_thread.run_sync(
                     retention.purge, self.store, settings, datetime.now(UTC)
                 )
-                counts = {str(k): v for k, v in removed.items()}
+                counts: dict[str, Any] = {str(k): v for k, v in removed.items()}
                 log(logger, logging.INFO, "retention purge", **counts)
             except Exception:
                 log(logger, logging.ERROR, "retention purge failed", exc_info=True)

@@ -373,9 +373,11 @@ class Dispatcher:
             if pace.limit is None:
                 continue
             spacing = pace.limit.period / pace.limit.count
-            wait = await self.commit.run(
-                lambda state, key=pace.key, gap=spacing: state.reserve_pace(key, gap)
-            )
+
+            def reserve(state: JournaledState, key: str = pace.key, gap: float = spacing) -> float:
+                return state.reserve_pace(key, gap)
+
+            wait = await self.commit.run(reserve)
             if wait > 0:
                 await asyncio.sleep(wait)
 

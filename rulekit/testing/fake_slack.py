@@ -95,9 +95,11 @@ class FakeSlack:
         self.fail(Response(200, self._posted("C0", "", None), delay=seconds), channel=channel)
 
     # reading ---------------------------------------------------------------------------------
-    def messages(self, channel: str | None = None, *, accepted: bool | None = None):
+    def messages(
+        self, channel: str | None = None, *, accepted: bool | None = None
+    ) -> list[SlackMessage]:
         """The ``chat.postMessage`` calls received, in order (for one channel if given)."""
-        out = []
+        out: list[SlackMessage] = []
         for request in list(self.service.requests):
             if urlsplit(request.path).path != "/api/chat.postMessage":
                 continue

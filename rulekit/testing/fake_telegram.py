@@ -127,9 +127,11 @@ class FakeTelegram:
         """Requests for one Bot API method, in order."""
         return [r for r in list(self.service.requests) if self._method(r)[1] == method]
 
-    def messages(self, chat: str | int | None = None, *, accepted: bool | None = None):
+    def messages(
+        self, chat: str | int | None = None, *, accepted: bool | None = None
+    ) -> list[TelegramMessage]:
         """The ``sendMessage`` calls received, in order (for one chat if given)."""
-        out = []
+        out: list[TelegramMessage] = []
         for request in self.calls("sendMessage"):
             data = request.data
             status = self._statuses.get(id(request), 0)

@@ -156,8 +156,7 @@ class FakeService:
     @property
     def base_url(self) -> str:
         assert self._server is not None, "the fake service is not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self._server.server_port}"
 
     def script(self, *responses: Response) -> None:
         """Answer the next requests with these responses, in order."""

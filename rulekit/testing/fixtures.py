@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from rulekit.testing.fake_slack import FakeSlack
 from rulekit.testing.fake_telegram import FakeTelegram
 from rulekit.testing.fakehttp import FakeService
+
+if TYPE_CHECKING:
+    from rulekit.plugins import Plugins
+    from rulekit.store.memory import MemoryStore
 
 
 @pytest.fixture
@@ -19,7 +24,7 @@ def fake_service() -> Iterator[FakeService]:
 
 
 @pytest.fixture
-def plugins():
+def plugins() -> Plugins:
     """A freshly loaded set of plugins (built-ins and installed entry points)."""
     from rulekit.plugins import load_plugins
 
@@ -27,7 +32,7 @@ def plugins():
 
 
 @pytest.fixture
-def memory_store():
+def memory_store() -> MemoryStore:
     """An empty in-memory store."""
     from rulekit.store.memory import MemoryStore
 
