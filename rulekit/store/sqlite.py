@@ -237,7 +237,7 @@ class SQLiteStore(JournaledStore):
         with self._lock:
             if self._conn is None:
                 raise StoreError(f"SQLite store {self.path} is closed")
-            busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            busy: int = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
             return busy == 0
 
     def close(self) -> None:
