@@ -117,10 +117,13 @@ class ActionStep:
         """The parameters for this event: templates rendered, values escaped for the markup
         they landed in (for actions that send markup, see :mod:`rulekit.markup`)."""
         if not self.action_class.markup:
-            return _render(self.params, e, now, env)
+            return self._render_params(e, now, env)
         with interpolations(MAX_OUTPUT) as values:
-            rendered = _render(self.params, e, now, env)
+            rendered = self._render_params(e, now, env)
             return self.action_class.escape(values, rendered)
+
+    def _render_params(self, e: Any, now: Any, env: Any) -> dict[str, Any]:
+        return {key: _render(value, e, now, env) for key, value in self.params.items()}
 
     def planned(self, e: Any, now: Any, env: Any) -> tuple[Any, dict[str, Any]]:
         """The validated parameter model for this event, and its values as a new dict."""

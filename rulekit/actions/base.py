@@ -97,7 +97,7 @@ class Action:
         placeholders of ``values``) with each value put in, escaped for the markup of its leaf
         and its position there. Every leaf must be resolved; this default takes all as plain
         text."""
-        return map_leaves(params, values.plain_text)
+        return {key: map_leaves(value, values.plain_text) for key, value in params.items()}
 
     @classmethod
     def check(cls, params: BaseModel, channels: list[str], config: Config) -> list[str]:

@@ -115,7 +115,7 @@ class Telegram(Action):
     def escape(cls, values: Interpolations, params: dict[str, Any]) -> dict[str, Any]:
         """``text`` read in its (rendered) ``parse_mode`` (see
         :mod:`rulekit.actions.telegram_markup`); the other parameters as they are."""
-        out = map_leaves({k: v for k, v in params.items() if k != "text"}, values.plain_text)
+        out = {k: map_leaves(v, values.plain_text) for k, v in params.items() if k != "text"}
         resolve = _RESOLVERS.get(str(out.get("parse_mode")), _plain)
         if "text" in params:
             text = params["text"]

@@ -13,6 +13,7 @@ from rulekit.audit.privacy import HIDDEN, client_label, hidden_values, hide, hid
 from rulekit.audit.trace import condition_state, planned_actions, rules_of
 from rulekit.errors import RulekitError
 from rulekit.store.base import JournaledState
+from rulekit.store.forms import PersonalValues
 from rulekit.store.records import Attempt, EventRecord, InboxItem, Job
 
 SUGGESTIONS_SCANNED = 2000
@@ -58,7 +59,7 @@ def as_document(
 ) -> dict[str, Any]:
     """The ``--format json`` document."""
     record = explanation.record
-    hidden = set() if show_content else hidden_values(record.data)
+    hidden: PersonalValues | set[str] = set() if show_content else hidden_values(record.data)
     jobs = []
     for job, attempts in explanation.jobs:
         jobs.append(
@@ -120,7 +121,7 @@ def as_text(
     """Output for people."""
     record = explanation.record
     data = record.data if show_content else hide_event(record.data)
-    hidden = set() if show_content else hidden_values(record.data)
+    hidden: PersonalValues | set[str] = set() if show_content else hidden_values(record.data)
 
     def when(value: datetime) -> str:
         return value.astimezone(timezone).strftime("%Y-%m-%d %H:%M:%S %Z")

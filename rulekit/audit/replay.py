@@ -22,6 +22,7 @@ from rulekit.audit.privacy import hidden_values, hide
 from rulekit.engine import Engine
 from rulekit.event import Event
 from rulekit.store.base import JournaledState
+from rulekit.store.forms import PersonalValues
 from rulekit.store.records import EventRecord
 
 COOLDOWN_NOTE = "cooldowns are not replayed: each event is evaluated as if none were running"
@@ -153,7 +154,9 @@ def as_document(
     for change in report.changes:
         if not (change.differs or show_all):
             continue
-        hidden = set() if show_content else hidden_values(change.record.data)
+        hidden: PersonalValues | set[str] = (
+            set() if show_content else hidden_values(change.record.data)
+        )
         events.append(
             {
                 "event_id": change.record.event_id,
@@ -195,7 +198,7 @@ def as_text(report: Report, *, show_all: bool = False, show_content: bool = Fals
     """Per changed event what would change, then the summary."""
     import json
 
-    def show(value: Any, hidden: set[str]) -> str:
+    def show(value: Any, hidden: PersonalValues | set[str]) -> str:
         return _clip(json.dumps(hide(value, hidden), ensure_ascii=False, sort_keys=True))
 
     lines: list[str] = []
@@ -203,7 +206,7 @@ def as_text(report: Report, *, show_all: bool = False, show_content: bool = Fals
         if not (change.differs or show_all):
             continue
         record = change.record
-        hidden = set() if show_content else hidden_values(record.data)
+        hidden: PersonalValues | set[str] = set() if show_content else hidden_values(record.data)
         lines.append(f"{record.event_id}  {record.event} on {record.channel}")
         for action in change.added:
             lines.append(f"  + {action.action} ({action.rule}) {show(action.params, hidden)}")

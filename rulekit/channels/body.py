@@ -144,7 +144,7 @@ def _refuse_duplicate(pairs: list[tuple[str, Any]]) -> None:
         seen.add(key)
 
 
-def _walk(data: dict | list, clean: bool) -> None:
+def _walk(data: dict[str, Any] | list[Any], clean: bool) -> None:
     """Check the depth of ``data`` and, when ``clean``, replace lone surrogates in its strings
     (without recursion: a body's depth never costs stack)."""
     stack: list[tuple[Any, int]] = [(data, 1)]

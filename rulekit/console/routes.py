@@ -151,9 +151,9 @@ class Console:
             if self.on_refused is not None:
                 self.on_refused(reason)
             seconds = retry_after(wait)
-            response = HTMLResponse(self._login_html(wait=seconds), status_code=429)
-            response.headers["Retry-After"] = seconds
-            return _secure(response)
+            refused = HTMLResponse(self._login_html(wait=seconds), status_code=429)
+            refused.headers["Retry-After"] = seconds
+            return _secure(refused)
         body = b""
         async for chunk in request.stream():
             body += chunk

@@ -111,7 +111,7 @@ class _Guarded:
     cycle: Any
     loop: asyncio.AbstractEventLoop
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
         self._timer: asyncio.TimerHandle | None = None
         self._seen: Any = None
