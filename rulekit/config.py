@@ -74,7 +74,7 @@ class ServerSettings(StrictModel):
 class ProcessingSettings(StrictModel):
     """How events are evaluated: in worker processes, each event within budgets."""
 
-    workers: int = Field(1, ge=1, le=64, description="evaluation worker processes")
+    workers: int = Field(default=1, ge=1, le=64, description="evaluation worker processes")
     event_cpu: Duration = Field(
         default_factory=lambda: parse_duration("2s"),
         description="CPU time one event's evaluation may take; over it, its item is set aside",
@@ -85,7 +85,7 @@ class ProcessingSettings(StrictModel):
         "and the item set aside",
     )
     worker_memory_mb: int = Field(
-        1024, ge=64, description="memory a worker may allocate beyond what the rules take"
+        default=1024, ge=64, description="memory a worker may allocate beyond what the rules take"
     )
 
 

@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from rulekit.errors import StoreError, StoreUnavailable
 from rulekit.event import Client, Conversation, Event
@@ -72,6 +72,10 @@ def ts(value: datetime | None) -> str | None:
     return None if value is None else utc(value).isoformat(timespec="microseconds")
 
 
+@overload
+def from_ts(value: str) -> datetime: ...
+@overload
+def from_ts(value: str | None) -> datetime | None: ...
 def from_ts(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
@@ -88,7 +92,7 @@ def _inbox_item(row: sqlite3.Row) -> InboxItem:
     return InboxItem(
         id=row["id"],
         channel=row["channel"],
-        received_at=from_ts(row["received_at"]),  # type: ignore[arg-type]
+        received_at=from_ts(row["received_at"]),
         body=bytes(row["body"]),
         delivery_key=row["delivery_key"],
         status=row["status"],
@@ -110,7 +114,7 @@ def _job(row: sqlite3.Row) -> Job:
         destination=row["destination"],
         status=row["status"],
         attempts=row["attempts"],
-        next_attempt_at=from_ts(row["next_attempt_at"]),  # type: ignore[arg-type]
+        next_attempt_at=from_ts(row["next_attempt_at"]),
         last_error=row["last_error"],
         result=from_json(row["result"]),
         claimed_by=row["claimed_by"],
@@ -125,8 +129,8 @@ def _event_record(row: sqlite3.Row) -> EventRecord:
         channel=row["channel"],
         event=row["event"],
         conversation_id=row["conversation_id"],
-        occurred_at=from_ts(row["occurred_at"]),  # type: ignore[arg-type]
-        processed_at=from_ts(row["processed_at"]),  # type: ignore[arg-type]
+        occurred_at=from_ts(row["occurred_at"]),
+        processed_at=from_ts(row["processed_at"]),
         data=from_json(row["data"]),
         trace=from_json(row["trace"]),
     )
@@ -490,7 +494,7 @@ class SQLiteState(JournaledState):
         return [
             Attempt(
                 job_id=row["job_id"],
-                at=from_ts(row["at"]),  # type: ignore[arg-type]
+                at=from_ts(row["at"]),
                 outcome=row["outcome"],
                 error=row["error"],
                 result=from_json(row["result"]),
