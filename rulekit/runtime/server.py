@@ -41,6 +41,10 @@ SHUTDOWN_GRACE = 15.0
 """Seconds uvicorn waits, at shutdown, for requests in progress before cancelling them."""
 FD_RESERVE = 256
 """File descriptors kept for everything but client connections (store, outgoing calls, logs)."""
+LINGER = 1.0
+"""Seconds a refused connection stays open for its 503 to be read."""
+MAX_LINGERING = 64
+"""Refused connections left to linger at once (more are closed at once)."""
 BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 20\r\n"
     b"connection: close\r\nretry-after: 1\r\n\r\ntoo many connections"
@@ -83,6 +87,7 @@ class ConnectionGuard:
         self.waiting: OrderedDict[Any, None] = OrderedDict()
         self.evicted = 0
         self.refused = 0
+        self.lingering = 0
         self.expired = 0
 
     def admit(self, connection: Any) -> bool:
@@ -115,18 +120,37 @@ class _Guarded:
         super().connection_made(transport)  # type: ignore[misc]
         self._timer: asyncio.TimerHandle | None = None
         self._seen: Any = None
-        if not self.guard.admit(self):
-            transport.write(BUSY)
-            transport.close()
+        self._lingering = False
+        self._refused = not self.guard.admit(self)
+        if self._refused:
+            self._refuse(transport)
             return
         self._await_head()
 
+    def _refuse(self, transport: asyncio.Transport) -> None:
+        """Answer 503 and close. The connection lingers (dropping what the client sends, up
+        to :data:`LINGER` seconds) so that the answer is read rather than lost to a reset;
+        when many linger already, it is closed at once."""
+        transport.write(BUSY)
+        if self.guard.lingering >= MAX_LINGERING or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self.guard.lingering += 1
+        self._lingering = True
+        self._timer = self.loop.call_later(LINGER, transport.close)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
+        if getattr(self, "_lingering", False):
+            self._lingering = False
+            self.guard.lingering -= 1
         self.guard.forget(self)
         super().connection_lost(exc)  # type: ignore[misc]
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # answered 503 already: dropped
         super().data_received(data)  # type: ignore[misc]
         if self.transport.is_closing():
             return

@@ -1,0 +1,105 @@
+"""The connection limit of the daemon's HTTP server (:mod:`rulekit.runtime.server`) on a real
+uvicorn on loopback: at the limit, a new connection takes the place of one still waiting for
+its request head; when every connection is busy with a request, it is answered 503."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from daemons import free_port, wait_for
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from rulekit.config import ServerSettings
+from rulekit.runtime.server import DaemonServer, server_config
+
+LIMIT = 3
+
+
+async def endless(request: Request) -> Response:
+    async def lines() -> AsyncIterator[str]:
+        while True:
+            yield "tick\n"
+            await asyncio.sleep(0.2)
+
+    return StreamingResponse(lines(), media_type="text/plain")
+
+
+async def hello(request: Request) -> Response:
+    return PlainTextResponse("hello")
+
+
+@pytest.fixture
+def url() -> Iterator[str]:
+    app = Starlette(routes=[Route("/endless", endless), Route("/hello", hello)])
+    port = free_port()
+    settings = ServerSettings(max_connections=LIMIT, header_timeout=30, keep_alive_timeout=30)
+    closed = threading.Event()
+    server = DaemonServer(server_config(app, settings, "127.0.0.1", port), closed.set)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, timeout=15)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+    assert closed.is_set()  # the shutdown called on_shutdown
+
+
+def answer(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    sock.settimeout(10)
+    received = b""
+    while chunk := sock.recv(4096):
+        received += chunk
+    return received
+
+
+def closed(sock: socket.socket) -> bool:
+    """Whether the server closed ``sock`` without answering (a FIN or a reset)."""
+    try:
+        return answer(sock) == b""
+    except ConnectionResetError:
+        return True
+
+
+def connect(port: int, request: bytes) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(request)
+    return sock
+
+
+def busy(port: int) -> socket.socket:
+    """A connection busy with an endless response (its first line has arrived)."""
+    sock = connect(port, b"GET /endless HTTP/1.1\r\nHost: x\r\n\r\n")
+    sock.settimeout(10)
+    assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+    return sock
+
+
+def test_a_new_connection_takes_the_place_of_a_slow_one_or_gets_503(url: str) -> None:
+    port = int(url.rsplit(":", 1)[1])
+    hello = b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    first, second = busy(port), busy(port)
+    slow = connect(port, b"GET /hello HTTP/1.1\r\nHost: x\r\n")  # a head that never ends
+    try:
+        # the limit is reached: the newcomer takes the place of the slow connection
+        with connect(port, hello) as new:
+            assert answer(new).startswith(b"HTTP/1.1 200")
+        assert closed(slow)  # by the server, without an answer
+        # three connections busy with responses: the newcomer is told to come back
+        with busy(port) as third, connect(port, hello) as refused:
+            response = answer(refused)
+            assert response.startswith(b"HTTP/1.1 503")
+            assert b"retry-after: 1" in response.lower()
+            assert third.recv(4096)  # the busy ones go on
+    finally:
+        for sock in (first, second, slow):
+            sock.close()
