@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from audit_site import JANE_EMAIL, REFUND_TEXT
 
@@ -67,3 +69,37 @@ def test_forget_on_another_channel_leaves_the_client(site):
     result = site.run("forget", "c-jane", "--channel", "telegram", "--yes")
     assert result.output == "nothing recorded about client 'c-jane' on channel 'telegram'\n"
     assert site.sql("SELECT count(*) FROM clients WHERE id = 'c-jane'") == [(1,)]
+
+
+HOLD_A_SNAPSHOT = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1])
+conn.execute("BEGIN")
+conn.execute("SELECT count(*) FROM events").fetchall()
+print("reading", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_forget_truncates_the_wal_or_says_it_could_not(site):
+    config = site.config.read_text()
+    site.config.write_text(config.replace("audit.sqlite3", "audit.sqlite3?busy_timeout=0.2"))
+    wal = site.database.with_name("audit.sqlite3-wal")
+    # a daemon in the middle of a transaction, in another process
+    reader = subprocess.Popen(
+        [sys.executable, "-c", HOLD_A_SNAPSHOT, str(site.database)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert reader.stdout is not None and reader.stdout.readline() == "reading\n"
+        held = site.run("forget", "c-jane", "--yes")
+        assert held.exit_code == 0, held.output
+        assert "write-ahead log is in use" in held.stderr
+        assert wal.stat().st_size > 0
+    finally:
+        reader.communicate("", timeout=10)
+    again = site.run("forget", "c-jane", "--yes")
+    assert again.exit_code == 0 and again.stderr == ""
+    assert not wal.exists() or wal.stat().st_size == 0
