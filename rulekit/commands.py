@@ -49,6 +49,7 @@ def _expand(inputs: tuple[str, ...], rule_files: list[Path]) -> tuple[list[Path]
     (except the rules files themselves, so `rulekit test rules.d/` runs the suites there)."""
     skip = {p.resolve() for p in rule_files}
     from rulekit import yamlsource
+    from rulekit.dryrun import InputError, read_bytes
 
     suites: list[Path] = []
     plain: list[Path] = []
@@ -60,10 +61,10 @@ def _expand(inputs: tuple[str, ...], rule_files: list[Path]) -> tuple[list[Path]
                 continue
             if file.suffix in RULE_SUFFIXES and file.is_file():
                 try:
-                    if is_suite(yamlsource.load(file.read_bytes())):
+                    if is_suite(yamlsource.load(read_bytes(file))):
                         suites.append(file)
                         continue
-                except (yamlsource.YamlSyntaxError, OSError):
+                except (yamlsource.YamlSyntaxError, InputError):
                     pass  # reported as a malformed input below
             if path.is_dir() and file.suffix not in (*RULE_SUFFIXES, ".json"):
                 continue

@@ -293,11 +293,13 @@ def load_config(
     path = Path(path)
     name = str(path)
     try:
-        data = sources.read_bytes(path)
+        data = sources.read_bytes(path, MAX_CONFIG_BYTES)
+    except yamlsource.FileTooLarge:
+        raise ConfigError(
+            f"the config file is over {MAX_CONFIG_BYTES} bytes", Location(name)
+        ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read the config file: {exc.strerror}", Location(name)) from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"the config file is over {MAX_CONFIG_BYTES} bytes", Location(name))
     try:
         tree = yamlsource.load(data)
     except yamlsource.YamlSyntaxError as exc:

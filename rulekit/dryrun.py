@@ -35,12 +35,11 @@ class InputResult:
 
 def read_bytes(path: Path) -> bytes:
     try:
-        data = path.read_bytes()
+        return yamlsource.read_file(path, MAX_INPUT_BYTES)
+    except yamlsource.FileTooLarge:
+        raise InputError(f"{path}: over {MAX_INPUT_BYTES} bytes") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-    if len(data) > MAX_INPUT_BYTES:
-        raise InputError(f"{path}: over {MAX_INPUT_BYTES} bytes")
-    return data
 
 
 def parse_events(data: Any, source: str) -> list[Event]:

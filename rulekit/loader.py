@@ -147,14 +147,14 @@ class RuleLoader:
     def _read(self, file: Path, errors: list[RuleError], digest: Any) -> Any:
         name = display_path(file)
         try:
-            raw = sources.read_bytes(file)
+            raw = sources.read_bytes(file, MAX_FILE_BYTES)
+        except yamlsource.FileTooLarge:
+            errors.append(RuleError(f"the file is over {MAX_FILE_BYTES} bytes", Location(name)))
+            return None
         except OSError as exc:
             errors.append(RuleError(f"cannot read the file: {exc.strerror}", Location(name)))
             return None
         digest.update(name.encode() + b"\0" + raw)
-        if len(raw) > MAX_FILE_BYTES:
-            errors.append(RuleError(f"the file is over {MAX_FILE_BYTES} bytes", Location(name)))
-            return None
         try:
             return yamlsource.load(raw)
         except yamlsource.YamlSyntaxError as exc:

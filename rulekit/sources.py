@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from pathlib import Path
 
+from rulekit.yamlsource import read_file
+
 Files = dict[str, bytes | list[str]]
 """A record: a file's absolute path -> its bytes; ``"dir:" + path`` -> the listing used."""
 
@@ -48,15 +50,16 @@ def _key(path: Path) -> str:
     return os.path.abspath(path)
 
 
-def read_bytes(path: Path) -> bytes:
-    """A file's bytes (raises ``OSError`` as reading from the disk does)."""
+def read_bytes(path: Path, limit: int) -> bytes:
+    """A file's bytes, at most ``limit`` of them (raises ``OSError`` as reading from the disk
+    does, :class:`rulekit.yamlsource.FileTooLarge` for a bigger file, found before reading)."""
     replay = _replaying.get()
     if replay is not None:
         data = replay.get(_key(path))
         if not isinstance(data, bytes):
             raise FileNotFoundError(2, "not among the files the daemon loaded", str(path))
         return data
-    data = path.read_bytes()
+    data = read_file(path, limit)
     record = _recording.get()
     if record is not None:
         record[_key(path)] = data

@@ -6,21 +6,37 @@
   ``False``. Here they stay strings.
 * Duplicate keys in one mapping are errors, not a silent "last one wins".
 * Mappings and lists remember the line of each entry, so validation errors can say where.
+* Bounded work, whatever the file says (an admin's typo or a hostile file must not hang
+  ``rulekit check``, the start or a hot reload): aliases may repeat at most
+  :data:`MAX_ALIAS_VALUES` values in all (a 600-byte "billion laughs" file would expand to
+  billions), an alias may not refer to a value that contains it, values nest at most
+  :data:`MAX_DEPTH` deep, and :func:`read_file` reads at most a size cap, checked before
+  reading. Each refusal is a :class:`YamlSyntaxError` with the line.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Generator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from yaml.constructor import ConstructorError
 
 if TYPE_CHECKING:  # libyaml's loader, when installed, has the same interface
     _Base = yaml.SafeLoader
 else:
     _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _BOOL_TAG = "tag:yaml.org,2002:bool"
+
+MAX_ALIAS_VALUES = 100_000
+"""Most values aliases may repeat in one document, counted expanded (``*a`` repeating a list of
+ten strings adds eleven)."""
+MAX_DEPTH = 100
+"""Deepest nesting of mappings and lists in one document."""
 
 
 class LineDict(dict[Any, Any]):
@@ -53,12 +69,63 @@ class DuplicateKeyError(yaml.YAMLError):
 
 
 class Loader(_Base):
-    """Safe loader with YAML 1.2 booleans, duplicate-key errors and line numbers."""
+    """Safe loader with YAML 1.2 booleans, duplicate-key errors, line numbers and bounds."""
 
     yaml_implicit_resolvers = {
         first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL_TAG]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._sizes: dict[yaml.Node, int] = {}  # values each finished node expands to
+        self._values = 0
+        self._repeated = 0
+        self._depth = 0
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """Construct ``node``, counting what aliases repeat and how deep values nest."""
+        if node in self.recursive_objects:  # an alias inside the value it refers to
+            raise ConstructorError(
+                None, None, "an alias refers to a value that contains it", node.start_mark
+            )
+        if node in self.constructed_objects:  # an alias of a node already built
+            size = self._sizes.get(node)
+            if size is None:
+                raise ConstructorError(
+                    None, None, "an alias refers to a value that contains it", node.start_mark
+                )
+            self._values += size
+            self._repeated += size
+            if self._repeated > MAX_ALIAS_VALUES:
+                raise ConstructorError(
+                    None,
+                    None,
+                    f"aliases repeat too much: expanded, they add over {MAX_ALIAS_VALUES} "
+                    "values (the value written on this line is repeated too often)",
+                    node.start_mark,
+                )
+            return self.constructed_objects[node]
+        # the root is level 1; the levels under it are built inside their parent (``deep``)
+        if self._depth + (2 if deep or self.deep_construct else 1) > MAX_DEPTH:
+            raise ConstructorError(
+                None, None, f"values nest more than {MAX_DEPTH} levels deep", node.start_mark
+            )
+        self._depth += 1
+        before = self._values
+        self._values += 1
+        try:
+            data = super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:  # e.g. an integer of 10,000 digits
+            message = str(exc).split(";")[0]
+            raise ConstructorError(
+                None, None, f"cannot read this value: {message}", node.start_mark
+            ) from None
+        finally:
+            self._depth -= 1
+        if deep or self.deep_construct:  # the document's root is built later, not here
+            self._sizes[node] = self._values - before
+        return data
 
     def construct_yaml_map(self, node: yaml.MappingNode) -> Generator[LineDict]:
         data = LineDict(line=node.start_mark.line + 1)
@@ -98,6 +165,8 @@ def load(text: str | bytes) -> Any:
     """Parse one YAML document; raise :class:`YamlSyntaxError` with a line on bad input."""
     try:
         return yaml.load(text, Loader=Loader)
+    except RecursionError:  # the pure-Python parser nests its calls (libyaml refuses sooner)
+        raise YamlSyntaxError(f"values nest more than {MAX_DEPTH} levels deep", None) from None
     except DuplicateKeyError as exc:
         raise YamlSyntaxError(str(exc), exc.line) from None
     except yaml.MarkedYAMLError as exc:
@@ -106,6 +175,31 @@ def load(text: str | bytes) -> Any:
         raise YamlSyntaxError(reason, mark.line + 1 if mark else None) from None
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(str(exc).splitlines()[0], None) from None
+
+
+class FileTooLarge(OSError):
+    """A file over the size cap (found before reading it whole)."""
+
+
+def read_file(path: Path | str, limit: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them.
+
+    The size is checked before reading (``fstat``) and again while reading (at most
+    ``limit + 1`` bytes are read, in case the file grows meanwhile), so a huge file costs
+    nothing. Raises :class:`FileTooLarge` when it is over, :class:`OSError` when it cannot be
+    read or is not a regular file (a FIFO or a device would block or never end).
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(0, "not a regular file", str(path))
+        if info.st_size > limit:
+            raise FileTooLarge(0, f"the file is over {limit} bytes", str(path))
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise FileTooLarge(0, f"the file is over {limit} bytes", str(path))
+    return data
 
 
 def line_of(root: Any, path: tuple[Any, ...]) -> int | None:

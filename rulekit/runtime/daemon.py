@@ -7,7 +7,9 @@
   dead-lettered with that reason (retryable once configured). The store is opened from the
   config's ``storage``.
 * **Reload** on a change to the rules or the config file (watched) and on SIGHUP: the new set is
-  loaded and validated completely in a worker thread, then swapped in one assignment. Events
+  loaded and validated completely in a worker thread, then swapped in one assignment. A load
+  that runs over ``reload_budget`` (60 s) is refused like an invalid set and abandoned, so it
+  never holds up the reloads after it. Events
   being evaluated keep the snapshot they started with. An invalid set is refused: the old one
   stays active and the error is logged, counted (``rulekit_reload_errors_total``) and published
   to the console (``{"type": "reload", "ok": false, "errors": [...]}``). Settings that need a
@@ -33,6 +35,7 @@ import anyio.to_thread
 
 from rulekit.errors import ConfigError, RulekitError, ValidationErrors
 from rulekit.pacing import Pacer
+from rulekit.runtime.budget import run_within
 from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.dispatcher import DEFAULT_LEASE, Dispatcher
 from rulekit.runtime.evaluator import Evaluator
@@ -50,6 +53,8 @@ logger = logging.getLogger("rulekit.daemon")
 
 RETENTION_INTERVAL = 3600.0
 OLD_SNAPSHOT_GRACE = 60.0
+RELOAD_BUDGET = 60.0
+"""Seconds a reload may take to load and validate the new set before it is abandoned."""
 """Seconds a replaced snapshot's network clients stay open for calls still using them."""
 
 
@@ -89,7 +94,9 @@ class Daemon:
         job_lease: float = DEFAULT_LEASE,
         watch: bool = True,
         store: JournaledStore | None = None,
+        reload_budget: float = RELOAD_BUDGET,
     ) -> None:
+        self.reload_budget = reload_budget
         self.config_path = Path(config_path) if config_path else None
         self.rules_path = Path(rules_path) if rules_path else None
         self._snapshot = load_snapshot(self.config_path, self.rules_path)
@@ -224,8 +231,12 @@ class Daemon:
         assert self._reload_lock is not None
         async with self._reload_lock:
             try:
-                new = await anyio.to_thread.run_sync(
-                    load_snapshot, self.config_path, self.rules_path
+                new = await run_within(
+                    self.reload_budget,
+                    load_snapshot,
+                    self.config_path,
+                    self.rules_path,
+                    what="loading the rules and config",
                 )
             except Exception as exc:
                 errors = _errors(exc)

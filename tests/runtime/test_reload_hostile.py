@@ -1,0 +1,108 @@
+"""Hostile files against a running daemon: an alias bomb written over the rules or the config is
+refused (the old rules stay), refuses the start, and never keeps a later, fixed file from being
+picked up; a reload that runs over its budget is abandoned and the next one goes through."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+
+import httpx
+from daemons import AUTOREPLY_RULES, chat_started, wait_for, write_setup
+
+import rulekit.runtime.daemon as daemon_module
+
+BOMB_LINES = [
+    '  x: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
+    *(
+        f"  {key}: &{key} [" + ",".join([f"*{prev}"] * 9) + "]"
+        for key, prev in zip("bcdefgh", "abcdefg", strict=True)
+    ),
+]
+BOMB_RULES = AUTOREPLY_RULES.replace("  on:", "\n".join(BOMB_LINES) + "\n  on:")
+RELOADED = AUTOREPLY_RULES.replace("Hello", "Welcome back")
+
+
+def health(process) -> dict:
+    return httpx.get(f"{process.url}/healthz", timeout=5).json()
+
+
+def reload_errors(process) -> float:
+    for line in httpx.get(f"{process.url}/metrics", timeout=5).text.splitlines():
+        if line.startswith("rulekit_reload_errors_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_a_bomb_refuses_the_start_with_file_and_line(tmp_path, processes):
+    config = write_setup(tmp_path, BOMB_RULES)
+    process = processes(config)
+    assert process.proc.wait(120) == 1, process.output()
+    assert re.search(r"rules\.yaml:\d+: invalid YAML: aliases repeat too much", process.output())
+    assert "Traceback" not in process.output()
+
+
+def test_a_bomb_on_reload_is_refused_and_the_fixed_file_becomes_active(tmp_path, processes, chatra):
+    config = write_setup(tmp_path, chatra=chatra)
+    process = processes(config).wait_ready()
+    version = health(process)["rules_version"]
+    rules = tmp_path / "rules.d" / "rules.yaml"
+    good_config = config.read_text()
+
+    rules.write_text(BOMB_RULES)
+    wait_for(lambda: reload_errors(process) >= 1, timeout=60)
+    state = health(process)
+    assert state["rules_version"] == version
+    [error] = state["last_reload"]["errors"]
+    assert re.search(r"rules\.yaml:\d+: invalid YAML: aliases repeat too much", error)
+
+    config.write_text("\n".join(line.strip() for line in BOMB_LINES) + "\n" + good_config)
+    wait_for(lambda: reload_errors(process) >= 2, timeout=60)
+    assert any("rulekit.yaml:" in e for e in health(process)["last_reload"]["errors"])
+
+    config.write_text(good_config)
+    rules.write_text(RELOADED)
+    wait_for(lambda: health(process)["rules_version"] != version, timeout=60)
+    assert health(process)["last_reload"]["ok"]
+    httpx.post(process.webhook_url, content=chat_started(1))
+    wait_for(lambda: len(chatra.sent) == 1)
+    assert chatra.sent[0]["text"] == "Welcome back Visitor 1"
+
+
+def test_a_reload_over_budget_is_abandoned_and_never_blocks_the_next(
+    tmp_path, serve, chatra, monkeypatch
+):
+    config = write_setup(tmp_path, chatra=chatra)
+    server = serve(config, reload_budget=0.5)
+    real_load = daemon_module.load_snapshot
+    release = threading.Event()
+    calls: list[str] = []
+
+    def load(*args):
+        calls.append("load")
+        if len(calls) == 1:  # the first reload hangs (as a load stuck on some file would)
+            release.wait(120)
+        snapshot = real_load(*args)
+        calls.append("done")
+        return snapshot
+
+    monkeypatch.setattr(daemon_module, "load_snapshot", load)
+    try:
+        (tmp_path / "rules.d" / "rules.yaml").write_text(RELOADED)
+        assert server.call(server.daemon.reload("test")) is False
+        [error] = server.daemon.last_reload["errors"]
+        assert "took over 0.5 s and was abandoned" in error
+        # the lock was released: the next reload runs, and the fixed rules become active
+        assert server.call(server.daemon.reload("test")) is True
+        active = server.daemon.snapshot
+        httpx.post(server.webhook_url, content=chat_started(1))
+        wait_for(lambda: len(chatra.sent) == 1)
+        assert chatra.sent[0]["text"] == "Welcome back Visitor 1"
+    finally:
+        release.set()
+    # the abandoned load finishing late changes nothing
+    wait_for(lambda: calls.count("done") == 2)
+    server.call(asyncio.sleep(0.1))  # its result, were it used, would be applied on the loop
+    assert server.daemon.snapshot is active
+    assert server.daemon.last_reload["ok"]
