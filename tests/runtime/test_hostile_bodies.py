@@ -96,7 +96,7 @@ def test_a_surrogate_in_the_client_id_keeps_the_conversation_together(site):
     started["client"]["id"] = with_surrogates(f"visitor-{n}")
     follow_up = fresh(SAMPLES["chat_fragment_client_message.json"], n)
     follow_up["client"]["id"] = started["client"]["id"]
-    ids = site.accept([encode(started), encode(follow_up)])
+    ids = site.accept([encode(started)]) + site.accept([encode(follow_up)])  # in this order
     assert all(s == ("done", None) for s in site.inbox.settle(ids).values())
     kinds = [
         json.loads(rulekit(site.config, "why", event_id, "--format", "json"))["event"]
