@@ -252,7 +252,11 @@ class Config:
 def interpolate(value: Any, environ: dict[str, str]) -> Any:
     """Replace ``${NAME}`` and ``${NAME:-default}`` in every string of a YAML tree."""
     if isinstance(value, str):
-        return _VAR.sub(lambda m: environ.get(m.group(1)) or (m.group(2) or ""), value)
+        # only up to the last "}": a "${NAME:-" with no "}" after it never matches, and searching
+        # past it would scan to the end again from every such start (quadratic)
+        last = value.rfind("}") + 1
+        head = _VAR.sub(lambda m: environ.get(m.group(1)) or (m.group(2) or ""), value[:last])
+        return head + value[last:]
     if isinstance(value, dict):
         out: dict[Any, Any] = {}
         if isinstance(value, yamlsource.LineDict):

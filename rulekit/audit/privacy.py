@@ -11,7 +11,6 @@ condition errors — that part is hidden (``Refund from Jane: [hidden]``).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -66,19 +65,18 @@ def hide(value: Any, values: PersonalValues | Iterable[str]) -> Any:
     strings replaced by :data:`HIDDEN` (``"Refund from Jane: [hidden]"``), so what changed
     around it stays readable."""
     hidden = values if isinstance(values, PersonalValues) else PersonalValues(values)
-    pattern = hidden.pattern
-    if pattern is None:
+    if not hidden:
         return value
-    return _mask(value, pattern)
+    return _mask(value, hidden)
 
 
-def _mask(value: Any, pattern: re.Pattern[str]) -> Any:
+def _mask(value: Any, hidden: PersonalValues) -> Any:
     if isinstance(value, str):
-        return pattern.sub(HIDDEN, value)
+        return hidden.replace_in(value, HIDDEN)
     if isinstance(value, list):
-        return [_mask(item, pattern) for item in value]
+        return [_mask(item, hidden) for item in value]
     if isinstance(value, dict):
-        return {key: _mask(item, pattern) for key, item in value.items()}
+        return {key: _mask(item, hidden) for key, item in value.items()}
     return value
 
 

@@ -411,14 +411,14 @@ def serve(
 ) -> int:
     """Run a daemon under uvicorn until SIGTERM/SIGINT; the exit code."""
     from rulekit.config import find_config_path
-    from rulekit.runtime.logs import configure_logging
+    from rulekit.runtime.logs import configure_logging, secret_values
     from rulekit.runtime.server import build_server
 
     daemon = Daemon(
         find_config_path(config_path), rules_path, strict=strict, job_lease=job_lease, watch=watch
     )
     config = daemon.snapshot.config
-    configure_logging(config.raw.logging)
+    configure_logging(config.raw.logging, secrets=lambda: secret_values(daemon.snapshot.config))
     server = build_server(daemon, host, port)
     # uvicorn re-raises the signal that stopped it once it is done; a handler that does
     # nothing makes a clean shutdown exit 0 instead of dying by SIGTERM

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import html
 import json
-import re
 from collections.abc import Callable, Iterable
 from functools import cache
 from typing import Any
 from urllib.parse import quote, quote_plus
 
 import markupsafe
+
+from rulekit.safetext import replace_folded
 
 MIN_VALUE_LENGTH = 3
 """Shorter values are not looked for in other strings: "Al" would erase half the trace."""
@@ -92,8 +93,8 @@ def stored_forms(value: str) -> set[str]:
 class PersonalValues:
     """A set of personal values, with every stored form of each (see :func:`stored_forms`).
 
-    ``found_in(text)`` tells whether a string holds one (any form, any case); ``pattern`` finds
-    them in a string to hide them in place. Values shorter than :data:`MIN_VALUE_LENGTH` are
+    ``found_in(text)`` tells whether a string holds one (any form, any case); ``replace_in``
+    hides them in place. Values shorter than :data:`MIN_VALUE_LENGTH` are
     left out."""
 
     def __init__(self, values: Iterable[str] = ()) -> None:
@@ -104,7 +105,6 @@ class PersonalValues:
         self._folded = tuple(
             sorted({form.casefold() for form in forms if form}, key=len, reverse=True)
         )
-        self._all = tuple(sorted(forms | set(self._folded), key=len, reverse=True))
 
     def __bool__(self) -> bool:
         return bool(self.values)
@@ -114,18 +114,11 @@ class PersonalValues:
         folded = text.casefold()
         return any(form in folded for form in self._folded)
 
-    @property
-    def pattern(self) -> re.Pattern[str] | None:
-        """Every form, longest first, matched case-insensitively (a plain alternation of
-        literals: time linear in the text for a given set); ``None`` without values."""
-        if not self._all:
-            return None
-        return _compile(self._all)
-
-
-@cache
-def _compile(forms: tuple[str, ...]) -> re.Pattern[str]:
-    return re.compile("|".join(re.escape(form) for form in forms), re.IGNORECASE)
+    def replace_in(self, text: str, replacement: str) -> str:
+        """``text`` with every form of every value, in any case, replaced by ``replacement``.
+        Linear in the length of ``text`` for each form (``str.find``; a regex alternation of
+        the forms retries each of them at every position, quadratic in a long value)."""
+        return replace_folded(text, self._folded, replacement)
 
 
 def strings_in(value: Any) -> Iterable[str]:

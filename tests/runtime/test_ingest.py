@@ -139,12 +139,12 @@ def test_a_full_disk_answers_503_never_200(tmp_path, serve, chatra):
 def test_the_webhook_secret_never_reaches_the_logs(tmp_path, serve, caplog):
     server = serve(write_setup(tmp_path))
     caplog.set_level(logging.DEBUG)
-    from rulekit.runtime.logs import RedactSecrets
+    from rulekit.runtime.logs import CleanRecords
 
     for logger_name in ("rulekit", "uvicorn", "uvicorn.error"):
         for handler in logging.getLogger(logger_name).handlers:
-            handler.addFilter(RedactSecrets())
-    caplog.handler.addFilter(RedactSecrets())
+            handler.addFilter(CleanRecords())
+    caplog.handler.addFilter(CleanRecords())
     httpx.post(server.webhook_url, content=b"not json")
     httpx.post(server.webhook_url, content=chat_started(1))
     httpx.post(f"{server.url}/webhooks/online-chat/{SECRET}x", content=b"{}")
