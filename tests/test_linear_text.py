@@ -48,7 +48,7 @@ def log_line(text, fmt):
 def either(call):
     try:
         call()
-    except ValueError:
+    except Exception:  # a refusal is fine: the point is that it comes at once
         pass
 """
 
@@ -80,8 +80,35 @@ CASES = {
         "interpolate('${' + 'a' * N, {})"
     ),
     "telegram MarkdownV2 escape": (
-        "from rulekit.actions.telegram import escape_markdown_v2\n"
-        "escape_markdown_v2('_' * (N // 5))"
+        "from rulekit.actions.telegram_markup import (\n"
+        "    escape_markdown_v2, escape_markdown_v2_code, escape_markdown_v2_url)\n"
+        "escape_markdown_v2('_' * (N // 5))\n"
+        "escape_markdown_v2_code('`' * (N // 5))\n"
+        "escape_markdown_v2_url(')' * (N // 5))"
+    ),
+    "telegram MarkdownV2 scan": (
+        "from rulekit.actions.telegram_markup import resolve_markdown_v2\n"
+        "from rulekit.markup import Interpolations\n"
+        "texts = ['\\\\' * (N // 5), '[(' * (N // 10), '`' * (N // 5), '[](' + '\\\\' * N]\n"
+        "for text in texts:\n"
+        "    either(lambda: resolve_markdown_v2(Interpolations(10**7), text))"
+    ),
+    "markup placeholders": (
+        "from rulekit.markup import Interpolations\n"
+        "values = Interpolations(10**7)\n"
+        "marker = values.placeholder('x')[:-2]\n"
+        "values.split((marker + '1' * 1000) * (N // 1000))\n"
+        "values.split(marker + '0' * N)"
+    ),
+    "link schemes": (
+        "from rulekit.markup import check_link\n"
+        "for text in ('a' * N, '\\x00' * N + 'a' * N, 'a+' * (N // 2) + '/'):\n"
+        "    either(lambda: check_link([(text, True)], frozenset({'https'})))"
+    ),
+    "webhook bodies with surrogates": (
+        "from rulekit.channels.body import load\n"
+        "either(lambda: load(('[\"' + '\\\\ud800' * (N // 6) + '\"]').encode()))\n"
+        "either(lambda: load(('[\"' + '\\\\u' * (N // 2) + '\"]').encode()))"
     ),
     "telegram HTML cut": (
         "from rulekit.actions.telegram_text import truncate\n"
@@ -154,7 +181,19 @@ CASES = {
 
 # every regex in the code -> the cases above that run it on adversarial input
 INVENTORY = {
-    ("rulekit/actions/telegram.py", r"([_*\[\]()~`>#+\-=|{}.!\\])"): ["telegram MarkdownV2 escape"],
+    ("rulekit/actions/telegram_markup.py", r"([_*\[\]()~`>#+\-=|{}.!\\])"): [
+        "telegram MarkdownV2 escape"
+    ],
+    ("rulekit/actions/telegram_markup.py", r"([`\\])"): ["telegram MarkdownV2 escape"],
+    ("rulekit/actions/telegram_markup.py", r"([)\\])"): ["telegram MarkdownV2 escape"],
+    ("rulekit/actions/telegram_markup.py", r"[\\`\[(]"): ["telegram MarkdownV2 scan"],
+    ("rulekit/actions/telegram_markup.py", r"[\\`]"): ["telegram MarkdownV2 scan"],
+    ("rulekit/actions/telegram_markup.py", r"[\\)]"): ["telegram MarkdownV2 scan"],
+    ("rulekit/markup.py", "<re.escape(self._marker) + '([0-9]+)' + _END>"): ["markup placeholders"],
+    ("rulekit/markup.py", r"([A-Za-z][A-Za-z0-9+.\-]*):"): ["link schemes"],
+    ("rulekit/markup.py", r"[\x00-\x20\x7f]"): ["link schemes"],
+    ("rulekit/channels/body.py", "[\ud800-\udfff]"): ["webhook bodies with surrogates"],
+    ("rulekit/channels/body.py", r"\\u[dD][89a-fA-F]"): ["webhook bodies with surrogates"],
     (
         "rulekit/actions/telegram_text.py",
         r"<[^<>]*>|&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);",
@@ -211,6 +250,8 @@ def regexes_in_code() -> set[tuple[str, str]]:
                 continue
             if isinstance(pattern, ast.Constant) and isinstance(pattern.value, str):
                 found.add((name, pattern.value))
+            elif isinstance(pattern, ast.Constant) and isinstance(pattern.value, bytes):
+                found.add((name, pattern.value.decode("latin-1")))
             else:
                 found.add((name, f"<{ast.unparse(pattern)}>"))
     return found

@@ -1,0 +1,218 @@
+"""The daemon's log, read from its stderr: no value stalls it, no value forges a line or
+reaches the terminal as a control, and the webhook secret is redacted from every path shape."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+import time
+from urllib.parse import quote, unquote
+
+import httpx
+from daemons import SAMPLE, SECRET, chat_started, wait_for, write_setup
+
+from rulekit.commands import open_config
+from rulekit.config import LoggingSettings
+from rulekit.runtime.logs import configure_logging, secret_values
+
+PING_RULES = """\
+- name: Pong
+  on: {channel: online-chat, event: created}
+  if: message.text == 'ping'
+  do:
+    - autoreply: {text: "pong"}
+"""
+
+# a log line: "2026-11-30 07:22:01,123 INFO rulekit.access: ..." or a traceback line
+_LINE_START = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} [A-Z]+ [\w.]+: |    ")
+_TERMINAL_CONTROLS = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]"
+)
+
+
+def body(message_id: str, name: str, text: str = "x", client_id: str = "client-1") -> bytes:
+    data = json.loads(json.dumps(SAMPLE))
+    data["message"].update(id=message_id, text=text)
+    data["client"].update(id=client_id, displayedName=name, chatId=f"chat-{client_id[:20]}")
+    return json.dumps(data).encode()
+
+
+def raw_request(port: int, request: str) -> bytes:
+    """Send ``request`` byte for byte (no client normalises its path) and read the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request.encode("latin-1"))
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def post(port: int, path: str, payload: bytes = b"{}") -> int:
+    answer = raw_request(
+        port,
+        f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n" + payload.decode(),
+    )
+    return int(answer.split(b" ", 2)[1])
+
+
+def log_lines(output: str) -> list[str]:
+    return output.split("\n")
+
+
+def assert_clean_log(output: str) -> None:
+    """Every line starts as a record or an indented traceback line; no terminal control."""
+    for line in log_lines(output):
+        if line:
+            assert _LINE_START.match(line), f"a line no record started: {line[:200]!r}"
+    found = _TERMINAL_CONTROLS.search(output)
+    assert found is None, f"{found.group()!r} in the log" if found else ""
+
+
+ADVERSARIAL = {
+    "a word without @": lambda n: "a" * n,
+    "an address with a long dotted domain": lambda n: "a@" + "b." * (n // 2),
+    "many @": lambda n: "a@" * (n // 2),
+    "webhooks without slashes": lambda n: "webhooks/" + "webhooks" * (n // 8),
+    "slashes after webhooks": lambda n: "webhooks" + "/" * n,
+    "percent signs": lambda n: "%25" * (n // 3),
+    "escape sequences": lambda n: "\x1b[2J\x1b]52;c;QUFB\x07\u202e\r\n" * (n // 16),
+}
+
+
+def test_huge_adversarial_ids_and_names_never_stall_the_daemon(tmp_path, processes, chatra):
+    config = write_setup(tmp_path, PING_RULES, chatra=chatra, extra="logging: {level: info}\n")
+    process = processes(config).wait_ready()
+    for number, (shape, make) in enumerate(ADVERSARIAL.items()):
+        for size in (20_000, 1_000_000):
+            value = make(size)
+            payload = body(value, value, client_id=f"{shape[:10]}-{size}")
+            if len(payload) > 4_000_000:  # over the body limit once JSON-escaped
+                value = make(size // 4)
+                payload = body(value, value, client_id=f"{shape[:10]}-{size}")
+            answer = httpx.post(process.webhook_url, content=payload, timeout=60)
+            assert answer.status_code == 200, (shape, size, answer.text)
+        # meanwhile, other webhooks are answered and processed
+        sent = number + 1
+        ping = body(f"ping-{number}", f"Visitor {number}", "ping", f"visitor-{number}")
+        assert httpx.post(process.webhook_url, content=ping, timeout=60).status_code == 200
+        wait_for(lambda n=sent: len(chatra.sent) >= n, timeout=60)
+    assert [m["text"] for m in chatra.sent] == ["pong"] * len(ADVERSARIAL)
+    output = process.output()
+    assert_clean_log(output)
+    # each event's line was cut: no line carries a million characters
+    assert max(len(line) for line in log_lines(output)) < 20_000
+    assert "more characters]" in output
+
+
+FORGED = "\n2026-01-01 00:00:00,000 INFO rulekit.access: POST /forged 200"
+
+
+def test_control_characters_in_paths_and_event_data_are_escaped(tmp_path, processes, chatra):
+    config = write_setup(tmp_path, PING_RULES, chatra=chatra)
+    process = processes(config).wait_ready()
+    port = process.port
+    controls = "\r\x1b[2J\x1b]52;c;QUFB\x07\x9b31m\u202eevil\u2028"
+    for path in (
+        "/healthz%0A2026-01-01%2000:00:00,000%20INFO%20rulekit.access:%20GET%20/forged%20200",
+        "/x%0D%1B%5B2J%1B%5D52;c;QUFB%07%C2%9B31m%E2%80%AEevil%E2%80%A8",
+        f"/webhooks/online-chat%0A{SECRET}",
+    ):
+        assert post(port, path) in (404, 405)
+    value = controls + FORGED
+    payload = body("m-" + value, value, "ping " + value, "client-" + value)
+    assert httpx.post(process.webhook_url, content=payload).status_code == 200
+    assert httpx.post(process.webhook_url, content=b'{"eventName": "\\u001b[2J"}').status_code in (
+        200,
+        400,
+    )
+    ping = body("ping", "Visitor", "ping", "visitor")
+    assert httpx.post(process.webhook_url, content=ping).status_code == 200
+    wait_for(lambda: chatra.sent)
+    time.sleep(0.5)  # the ping's own log lines follow its reply
+    output = process.output()
+    assert_clean_log(output)
+    assert "\\x1b[2J" in output and "\\u202e" in output  # shown, escaped
+    assert "\\n2026-01-01 00:00:00,000 INFO rulekit.access" in output
+    assert "/forged" not in "".join(line[:60] for line in log_lines(output))
+
+
+SHAPES = [
+    f"/webhooks/online-chat/{SECRET}",
+    f"/webhooks/online-chat//{SECRET}",
+    f"/webhooks//online-chat/{SECRET}",
+    f"//webhooks/online-chat/{SECRET}",
+    f"/webhooks/online-chat/{SECRET}/",
+    f"/webhooks/online-chat/{SECRET}?x=1",
+    f"/webhooks/online-chat/{SECRET}%3Fx",
+    f"/webhooks/online-chat/%3F{SECRET}",
+    f"/webhooks/online-chat?{SECRET}",
+    f"/webhooks/online-chat/x?secret={SECRET}",
+    f"/webhooks/{SECRET}",
+    f"/webhooks/online-chat/%{ord(SECRET[0]):02X}{SECRET[1:]}",
+    f"/webhooks/online-chat/{''.join(f'%{b:02x}' for b in SECRET.encode())}",
+    f"/webhooks%2Fonline-chat%2F{SECRET}",
+    f"/webhooks/online-chat/%25{ord(SECRET[0]):02X}{SECRET[1:]}",
+    f"/WEBHOOKS/online-chat/{SECRET}",
+    f"/webhooks/online-chat/{SECRET}%20trailing",
+    f"/webhooks/online-chat/{SECRET[:8]}%0A{SECRET[8:]}",
+    f"/other/{SECRET}",
+    f"/healthz?{quote(SECRET)}",
+]
+
+
+def test_the_webhook_secret_is_redacted_from_every_path_shape(tmp_path, processes, chatra):
+    config = write_setup(tmp_path, PING_RULES, chatra=chatra, extra="logging: {level: debug}\n")
+    process = processes(config).wait_ready()
+    for path in SHAPES:
+        post(process.port, path, chat_started(1))
+        # the same paths as WebSocket handshakes, which uvicorn itself logs
+        raw_request(
+            process.port,
+            f"GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n",
+        )
+    assert httpx.post(process.webhook_url, content=chat_started(2, "ping")).status_code == 200
+    wait_for(lambda: len(chatra.sent) >= 1)
+    process.terminate()
+    output = process.output()
+    assert output.count("rulekit.access") >= len(SHAPES)
+    assert "WebSocket" in output  # uvicorn's own lines are in the log too
+    decoded = output
+    for _ in range(3):
+        decoded = unquote(decoded)
+        assert SECRET not in decoded
+    assert SECRET[:8] not in output
+    assert "/webhooks/online-chat/***" in output
+
+
+def test_the_secret_is_redacted_from_exception_messages_and_fields(tmp_path):
+    _, config = open_config(str(write_setup(tmp_path)))
+    stream = _Stream()
+    configure_logging(LoggingSettings(), stream, secrets=lambda: secret_values(config))
+    logger = logging.getLogger("rulekit.test")
+    for shape in SHAPES:
+        try:
+            raise ValueError(f"cannot reach http://host{shape} for {SECRET}")
+        except ValueError:
+            logger.error("failed at %s", shape, exc_info=True, extra={"fields": {"url": shape}})
+    output = stream.text
+    assert output.count("Traceback") == len(SHAPES)
+    for _ in range(3):
+        output = unquote(output)
+        assert SECRET not in output
+    assert_clean_log(stream.text)
+
+
+class _Stream:
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, text: str) -> None:
+        self.text += text
+
+    def flush(self) -> None:
+        pass
