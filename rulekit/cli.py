@@ -15,6 +15,8 @@ from typing import Any
 
 import click
 
+from rulekit.safetext import echo, echo_json
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -29,14 +31,14 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             return command(*args, **kwargs)
         except ValidationErrors as exc:
             for error in exc.errors:
-                click.echo(f"error: {error}", err=True)
-            click.echo(f"{len(exc.errors)} error(s)", err=True)
+                echo(f"error: {error}", err=True)
+            echo(f"{len(exc.errors)} error(s)", err=True)
             sys.exit(EXIT_FAILED)
         except (ConfigError, PluginError) as exc:
-            click.echo(f"error: {exc}", err=True)
+            echo(f"error: {exc}", err=True)
             sys.exit(EXIT_FAILED)
         except RulekitError as exc:
-            click.echo(f"error: {exc}", err=True)
+            echo(f"error: {exc}", err=True)
             sys.exit(EXIT_USAGE)
 
     return wrapper
@@ -85,7 +87,7 @@ class RulekitGroup(click.Group):
         try:
             load_command_plugins(self)
         except Exception as exc:  # a broken plugin must not take the CLI down
-            click.echo(f"warning: plugin commands not loaded: {exc}", err=True)
+            echo(f"warning: plugin commands not loaded: {exc}", err=True)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._load_plugin_commands(ctx)
@@ -198,12 +200,11 @@ def plugins_command(output_format: str) -> None:
 @reports_errors
 def schema_command() -> None:
     """Print the JSON Schema of the rules format (with every installed action's parameters)."""
-    import json
 
     from rulekit.plugins import load_plugins
     from rulekit.schema import rules_schema
 
-    click.echo(json.dumps(rules_schema(load_plugins()), indent=2))
+    echo_json(rules_schema(load_plugins()))
 
 
 def main() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from rulekit.engine import Engine
 from rulekit.errors import ValidationErrors
 from rulekit.loader import RULE_SUFFIXES, RuleLoader, is_suite
 from rulekit.plugins import Plugins, load_plugins
+from rulekit.safetext import echo, echo_json
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -87,7 +87,7 @@ def run_test(
 
     engine = open_engine(rules_path, config_path)
     for warning in engine.ruleset.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        echo(f"warning: {warning}", err=True)
     if channel is not None and channel not in engine.config.channels:
         known = ", ".join(sorted(engine.config.channels)) or "none"
         raise click.UsageError(f"channel {channel!r} is not configured (configured: {known})")
@@ -110,15 +110,15 @@ def run_test(
                 }
                 for s in suite_results
             ]
-        click.echo(json.dumps(document, ensure_ascii=False, indent=2, default=str))
+        echo_json(document)
     else:
         if results:
-            click.echo(as_text(pipeline, results), nl=False)
+            echo(as_text(pipeline, results), nl=False)
         if suite_results:
-            click.echo(text, nl=False)
+            echo(text, nl=False)
     for result in results:
         if result.error:
-            click.echo(f"error: {result.error}", err=True)
+            echo(f"error: {result.error}", err=True)
     if any(r.error for r in results):
         return EXIT_USAGE
     return EXIT_FAILED if failed else EXIT_OK
@@ -130,11 +130,11 @@ def run_check(path: str | None, config_path: str | None, strict: bool) -> int:
     loader = RuleLoader(plugins, config)
     ruleset = loader.load(location)  # raises ValidationErrors with every error
     for warning in ruleset.warnings:
-        click.echo(f"{'error' if strict else 'warning'}: {warning}", err=True)
+        echo(f"{'error' if strict else 'warning'}: {warning}", err=True)
     if strict and ruleset.warnings:
-        click.echo(f"{len(ruleset.warnings)} error(s) (--strict)", err=True)
+        echo(f"{len(ruleset.warnings)} error(s) (--strict)", err=True)
         return EXIT_FAILED
-    click.echo(
+    echo(
         f"ok: {len(ruleset.rules)} rules in {len(ruleset.files)} file(s), "
         f"{len(ruleset.suites)} test suite(s), {len(ruleset.warnings)} warning(s)"
     )
@@ -145,21 +145,19 @@ def run_plugins(output_format: str) -> None:
     plugins = load_plugins()
     data = describe_plugins(plugins)
     if output_format == "json":
-        click.echo(json.dumps(data, indent=2))
+        echo_json(data)
         return
     for plugin in data["plugins"]:
-        click.echo(f"{plugin['name']} ({plugin['source']})")
+        echo(f"{plugin['name']} ({plugin['source']})")
         for provider in plugin["providers"]:
             channel = provider["default_channel"] or "(no default channel)"
-            click.echo(
-                f"  provider {provider['name']}: channel {channel} — {provider['description']}"
-            )
+            echo(f"  provider {provider['name']}: channel {channel} — {provider['description']}")
         for action in plugin["actions"]:
             params = ", ".join(
                 f"{name}{'' if name in action['required'] else '?'}"
                 for name in action["parameters"]
             )
-            click.echo(f"  action {action['name']}({params}) — {action['description']}")
+            echo(f"  action {action['name']}({params}) — {action['description']}")
 
 
 def describe_plugins(plugins: Plugins) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from rulekit.engine import Plan
 from rulekit.errors import ChannelError, RulekitError
 from rulekit.event import Event
 from rulekit.pipeline import Pipeline
+from rulekit.safetext import text_lines
 from rulekit.validation import dotted
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024
@@ -132,7 +133,7 @@ def as_text(pipeline: Pipeline, results: list[InputResult], *, color: bool = Fal
         for event, plan in result.events:
             lines.extend(_event_lines(pipeline, event, plan))
         lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
+    return text_lines(lines).rstrip("\n") + "\n"
 
 
 def _event_lines(pipeline: Pipeline, event: Event, plan: Plan) -> list[str]:

@@ -115,3 +115,19 @@ def _origins(text: str, folded: str) -> list[int] | range:
     for index, char in enumerate(text):
         origin.extend([index] * len(char.casefold()))
     return origin
+
+
+def echo(text: str = "", *, err: bool = False, nl: bool = True) -> None:
+    """Print ``text`` (to stderr with ``err``) through :func:`printable`: its line breaks kept,
+    every other control, C1 or bidi character escaped. Every text the commands print goes
+    through here, so event data cannot drive the terminal."""
+    import click
+
+    click.echo(printable(text), err=err, nl=nl)
+
+
+def echo_json(document: Any) -> None:
+    """Print a JSON document with :func:`dumps_json` (indented; non-JSON values as strings)."""
+    import click
+
+    click.echo(dumps_json(document, indent=2, default=str))

@@ -36,6 +36,7 @@ from rulekit.engine import Engine
 from rulekit.errors import ChannelError
 from rulekit.models import StrictModel
 from rulekit.pipeline import Pipeline
+from rulekit.safetext import text_lines
 from rulekit.store.memory import MemoryStore
 from rulekit.validation import pydantic_errors
 
@@ -205,4 +206,4 @@ def report(results: list[SuiteResult]) -> tuple[str, int, int]:
                 params = json.dumps(actual["params"], ensure_ascii=False, default=str)
                 lines.append(f"       + {actual['action']} ({actual['rule']}): {params}")
     lines.append(f"{passed} passed, {failed} failed")
-    return "\n".join(lines) + "\n", passed, failed
+    return text_lines(lines), passed, failed

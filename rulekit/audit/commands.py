@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from rulekit.cli import config_option, reports_errors
+from rulekit.safetext import echo, echo_json
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -29,9 +30,7 @@ since_option = click.option(
 
 
 def _echo_json(document: Any) -> None:
-    import json
-
-    click.echo(json.dumps(document, ensure_ascii=False, indent=2, default=str))
+    echo_json(document)
 
 
 def _now() -> Any:
@@ -76,14 +75,14 @@ def why_command(
         with store.transaction() as state:
             explanation = explain.explain(state, event_id, raw=raw)
     except explain.UnknownEvent as exc:
-        click.echo(f"error: {exc}", err=True)
+        echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILED)
     finally:
         store.close()
     if output_format == "json":
         _echo_json(explain.as_document(explanation, show_content=show_content, raw=raw))
     else:
-        click.echo(
+        echo(
             explain.as_text(
                 explanation, timezone=config.timezone, show_content=show_content, raw=raw
             ),
@@ -135,7 +134,7 @@ def history_command(
         _echo_json(history.as_document(lines, show_content=show_content))
     else:
         text = history.as_text(lines, timezone=config.timezone, show_content=show_content)
-        click.echo(text, nl=False)
+        echo(text, nl=False)
 
 
 @click.command("replay")
@@ -176,7 +175,7 @@ def replay_command(
     plugins, config = open_config(config_path)
     engine = Engine.from_path(rules_path, config, plugins=plugins)
     for warning in engine.ruleset.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        echo(f"warning: {warning}", err=True)
     store = open_recorded(config)
     try:
         with store.transaction() as state:
@@ -187,7 +186,7 @@ def replay_command(
         _echo_json(replay.as_document(report, show_all=show_all, show_content=show_content))
     else:
         text = replay.as_text(report, show_all=show_all, show_content=show_content)
-        click.echo(text, nl=False)
+        echo(text, nl=False)
 
 
 @click.command("forget")
@@ -218,7 +217,7 @@ def forget_command(
     finally:
         store.close()
     if not flushed:
-        click.echo(
+        echo(
             "note: the store's write-ahead log is in use and still holds older copies of the "
             "erased records; run `rulekit forget` again when the daemon is idle, or stop it",
             err=True,
@@ -227,11 +226,11 @@ def forget_command(
         _echo_json({"client_id": client_id, "channel": channel, "erased": counts})
         return
     if not any(counts.values()):
-        click.echo(f"nothing recorded about client {client_id!r} {where}")
+        echo(f"nothing recorded about client {client_id!r} {where}")
         return
-    click.echo(f"client {client_id!r} {where}:")
+    echo(f"client {client_id!r} {where}:")
     for kind, count in counts.items():
-        click.echo(f"  {count:6d}  {FORGET_LABELS[kind]}")
+        echo(f"  {count:6d}  {FORGET_LABELS[kind]}")
 
 
 @click.group("db")
@@ -253,7 +252,7 @@ def db_status_command(config_path: str | None, output_format: str) -> None:
     if output_format == "json":
         _echo_json(describe(where, found))
     else:
-        click.echo(f"{where}: {found}")
+        echo(f"{where}: {found}")
     sys.exit(EXIT_OK if found.up_to_date else EXIT_FAILED)
 
 
@@ -268,9 +267,9 @@ def db_upgrade_command(config_path: str | None) -> None:
     _, config = open_config(config_path)
     where, before, after = upgrade(config)
     if before.current == after.current:
-        click.echo(f"{where}: {after}; nothing to do")
+        echo(f"{where}: {after}; nothing to do")
     else:
-        click.echo(f"{where}: upgraded from version {before.current} to {after.current}")
+        echo(f"{where}: upgraded from version {before.current} to {after.current}")
 
 
 @db_group.command("purge")
@@ -290,8 +289,6 @@ def db_purge_command(config_path: str | None, output_format: str) -> None:
         _echo_json({"purged": counts})
         return
     retention = config.raw.retention
-    click.echo(
-        f"retention: events {describe(retention.events)}, payloads {describe(retention.payloads)}"
-    )
+    echo(f"retention: events {describe(retention.events)}, payloads {describe(retention.payloads)}")
     for kind, count in counts.items():
-        click.echo(f"  {count:6d}  {PURGE_LABELS[kind]}")
+        echo(f"  {count:6d}  {PURGE_LABELS[kind]}")

@@ -12,6 +12,7 @@ from typing import Any
 from rulekit.audit.privacy import HIDDEN, client_label, hidden_values, hide, hide_event
 from rulekit.audit.trace import condition_state, planned_actions, rules_of
 from rulekit.errors import RulekitError
+from rulekit.safetext import text_lines
 from rulekit.store.base import JournaledState
 from rulekit.store.forms import PersonalValues
 from rulekit.store.records import Attempt, EventRecord, InboxItem, Job
@@ -197,8 +198,8 @@ def as_text(
             lines.append(f"raw payload: {HIDDEN} (--show-content shows it)")
         else:
             lines.append("raw payload:")
-            lines.append(body)
-    return "\n".join(lines) + "\n"
+            lines.extend(body.split("\n"))
+    return text_lines(lines)
 
 
 def _clip(text: str, width: int = 100) -> str:

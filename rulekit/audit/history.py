@@ -11,6 +11,7 @@ from typing import Any
 from rulekit.audit.privacy import client_label
 from rulekit.audit.trace import matched_rules
 from rulekit.models import parse_duration
+from rulekit.safetext import text_lines
 from rulekit.store.base import JournaledState
 from rulekit.store.records import EventRecord, Job
 
@@ -114,4 +115,4 @@ def as_text(lines: list[HistoryLine], *, timezone: tzinfo, show_content: bool = 
         text = (record.data.get("message") or {}).get("text")
         if show_content and text:
             out.append(f"    message: {text.replace(chr(10), ' ')[:100]}")
-    return "\n".join(out) + "\n"
+    return text_lines(out)

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from rulekit.audit.privacy import hidden_values, hide
 from rulekit.engine import Engine
 from rulekit.event import Event
+from rulekit.safetext import text_lines
 from rulekit.store.base import JournaledState
 from rulekit.store.forms import PersonalValues
 from rulekit.store.records import EventRecord
@@ -238,7 +239,7 @@ def as_text(report: Report, *, show_all: bool = False, show_content: bool = Fals
             f"{counts['events_now']} now"
         )
     lines.append(f"note: {COOLDOWN_NOTE}")
-    return "\n".join(lines) + "\n"
+    return text_lines(lines)
 
 
 def _clip(text: str, width: int = 160) -> str:
