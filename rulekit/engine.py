@@ -103,6 +103,10 @@ class Plan(Sequence[PlannedAction]):
         self.rules: list[RuleTrace] = []
         self.cooldowns: list[Cooldown] = []
         self.errors: list[str] = []
+        self.excluded = 0
+        """How many rules of the event's (channel, event) the index left out (not candidates:
+        a must-hold condition of theirs cannot hold); their traces are in ``rules`` only when
+        asked for (``excluded=True``)."""
 
     def __getitem__(self, index: int) -> PlannedAction:  # type: ignore[override]
         return self.actions[index]
@@ -181,17 +185,23 @@ class Engine:
         *,
         now: datetime | None = None,
         explain: bool = False,
+        excluded: bool = False,
     ) -> Plan:
         """The plan for ``event``.
 
         ``state`` supplies cooldown marks (None: no cooldowns, no hidden side effects — the
         state is only read; call :meth:`Plan.apply` to record the plan's marks). ``now`` is the
         time conditions see (default: the event's time, in the config's timezone).
-        ``explain=True`` evaluates every rule of the event's (channel, event) and records each
-        condition's result in ``plan.rules``; otherwise only indexed candidates are evaluated.
+        Every path evaluates only the candidates the index yields (the daemon, ``rulekit test``
+        and ``replay`` alike). ``explain=True`` records each candidate's trace, condition by
+        condition, in ``plan.rules`` and counts the others in ``plan.excluded``;
+        ``excluded=True`` also adds a trace for each of those, saying which of its conditions
+        cannot hold (the dry run shows them; the daemon records the count only).
         """
         # one work budget for the event's conditions and simple templates (see templates.py)
-        plan: Plan = with_budget(lambda: self._evaluate(event, state, now, explain))
+        plan: Plan = with_budget(lambda: self._evaluate(event, state, now, explain or excluded))
+        if excluded:
+            self._explain_excluded(plan, now)
         return plan
 
     def _evaluate(
@@ -201,7 +211,8 @@ class Engine:
         env = self.env
         plan = Plan(event)
         bucket = self.index.bucket(event.channel, event.event)
-        rules = bucket.rules if explain else bucket.candidates(event, now, env)
+        rules = bucket.candidates(event, now, env)
+        plan.excluded = len(bucket.rules) - len(rules)
         own = event.origin == "rulekit"
         conversation_id = event.conversation.id
         stopped_by: str | None = None
@@ -246,6 +257,23 @@ class Engine:
             if rule.stop:
                 stopped_by = rule.name
         return plan
+
+    def _explain_excluded(self, plan: Plan, now: datetime | None) -> None:
+        """Add the trace of every rule the index excluded, in rule order."""
+        if not plan.excluded:
+            return
+        event = plan.event
+        now = (now or event.occurred_at).astimezone(self.config.timezone)
+        bucket = self.index.bucket(event.channel, event.event)
+        traces = {trace.name: trace for trace in plan.rules}
+        ordered = []
+        for rule in bucket.rules:
+            trace = traces.get(rule.name)
+            if trace is None:
+                reason = self.index.why_not(rule, event, now, self.env)
+                trace = RuleTrace(rule.name, False, f"not a candidate: {reason}")
+            ordered.append(trace)
+        plan.rules = ordered
 
     def _matches(
         self, rule: Rule, event: Event, now: datetime, env: dict[str, str], trace: RuleTrace | None

@@ -31,6 +31,47 @@ class Discriminator:
     kind: str  # "eq", "prefix", "suffix", "contains"
     key_code: str
     values: tuple[Any, ...]
+    key_source: str = "the field"
+    """The field as the rule wrote it (e.g. ``client.email|lower``), for explanations."""
+
+    def why_not(self, value: Any) -> str:
+        """Why a rule excluded by this discriminator is not a candidate, the field's value
+        being ``value``."""
+        if self.kind != "eq" and not isinstance(value, str):
+            return f"{self.key_source} is {_shown(value)}, not text"
+        shown = ", ".join(repr(v) for v in self.values)
+        several = len(self.values) > 1
+        if self.kind == "eq":
+            return f"{self.key_source} is not " + (f"one of {shown}" if several else shown)
+        if self.kind == "prefix":
+            return f"{self.key_source} does not start with " + (
+                f"any of {shown}" if several else shown
+            )
+        if self.kind == "suffix":
+            return f"{self.key_source} does not end with " + (
+                f"any of {shown}" if several else shown
+            )
+        return f"{self.key_source} does not contain {shown}"
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def key_source(node: nodes.Node) -> str:
+    """An indexable key as source text: ``client.email``, ``message.text|lower``."""
+    filters = []
+    while isinstance(node, nodes.Filter):
+        filters.append(node.name)
+        node = node.node  # type: ignore[assignment]
+    names = []
+    while isinstance(node, nodes.Getattr):
+        names.append(node.attr)
+        node = node.node
+    if isinstance(node, nodes.Name):
+        names.append(node.name)
+    return ".".join(reversed(names)) + "".join(f"|{f}" for f in reversed(filters))
 
 
 def _is_key(node: nodes.Node | None) -> bool:
@@ -64,14 +105,18 @@ def find_discriminator(conjunct: nodes.Node, program: Program) -> Discriminator 
             if _is_key(right) and isinstance(left, nodes.Const):
                 left, right = right, left
             if _is_key(left) and isinstance(right, nodes.Const) and _hashable(right.value):
-                return Discriminator("eq", program.expression_code(left), (right.value,))
+                return Discriminator(
+                    "eq", program.expression_code(left), (right.value,), key_source(left)
+                )
         if op == "in":
             values = _constants(right)
             if _is_key(left) and values and all(_hashable(v) for v in values):
-                return Discriminator("eq", program.expression_code(left), values)
+                return Discriminator("eq", program.expression_code(left), values, key_source(left))
             if isinstance(left, nodes.Const) and isinstance(left.value, str) and _is_key(right):
                 if left.value:
-                    return Discriminator("contains", program.expression_code(right), (left.value,))
+                    return Discriminator(
+                        "contains", program.expression_code(right), (left.value,), key_source(right)
+                    )
     if (
         isinstance(conjunct, nodes.Call)
         and isinstance(conjunct.node, nodes.Getattr)
@@ -83,7 +128,8 @@ def find_discriminator(conjunct: nodes.Node, program: Program) -> Discriminator 
         values = _constants(conjunct.args[0])
         if values and all(isinstance(v, str) and v for v in values):
             kind = "prefix" if conjunct.node.attr == "startswith" else "suffix"
-            return Discriminator(kind, program.expression_code(conjunct.node.node), values)
+            key = conjunct.node.node
+            return Discriminator(kind, program.expression_code(key), values, key_source(key))
     return None
 
 
@@ -105,6 +151,8 @@ class KeyIndex:
     """Rules discriminated on one field path."""
 
     getter: Callable[..., Any] | None = None
+    rules: list[Rule] = field(default_factory=list)
+    """Every rule discriminated on this path (candidates all when the path cannot be read)."""
     eq: dict[Any, list[Rule]] = field(default_factory=lambda: defaultdict(list))
     prefixes: dict[int, dict[str, list[Rule]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(list))
@@ -115,6 +163,7 @@ class KeyIndex:
     contains: dict[str, list[Rule]] = field(default_factory=lambda: defaultdict(list))
 
     def add(self, rule: Rule, d: Discriminator) -> None:
+        self.rules.append(rule)
         for value in d.values:
             if d.kind == "eq":
                 self.eq[value].append(rule)
@@ -177,7 +226,9 @@ class Bucket:
         for key in self.keys:
             try:
                 value = key.getter(e, now, env)  # type: ignore[misc]
-            except Exception:  # the rule's own condition would fail the same way
+            except Exception:
+                # the rules' own conditions fail the same way: evaluated, they say so
+                found.extend(key.rules)
                 continue
             key.matching(value, found)
         if len(found) > len(self.always):
@@ -207,6 +258,17 @@ class RuleIndex:
 
     def discriminator(self, rule: Rule) -> Discriminator | None:
         return self._discriminators.get(rule.name)
+
+    def why_not(self, rule: Rule, e: Any, now: Any, env: Any) -> str:
+        """Why the index left ``rule`` out for this event (it must have left it out)."""
+        d = self._discriminators.get(rule.name)
+        if d is None:
+            return "left out by the index"
+        try:
+            value = self._getters[d.key_code](e, now, env)
+        except Exception as exc:  # not excluded then; say what happened anyway
+            return f"{d.key_source} cannot be read ({type(exc).__name__})"
+        return d.why_not(value)
 
     def bucket(self, channel: str, event: str) -> Bucket:
         key = (channel, event)

@@ -71,7 +71,7 @@ class Pipeline:
     def _plan(self, events: list[Event], state: State, now: datetime | None) -> Outcome:
         outcome = Outcome()
         for event in events:
-            plan = self.engine.evaluate(event, state, now=now, explain=True)
+            plan = self.engine.evaluate(event, state, now=now, explain=True, excluded=True)
             plan.apply(state)
             outcome.events.append((event, plan))
         return outcome

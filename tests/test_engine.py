@@ -176,7 +176,7 @@ def test_a_runtime_error_fails_only_its_rule(build_engine) -> None:
         """
         - name: fragile
           on: {channel: online-chat}
-          if: message.text.endswith('x')
+          if: message.text.endswith('x') or message.text.startswith('y')
           do: [{autoreply: {text: a}}]
         - name: sturdy
           on: {channel: online-chat}
@@ -235,9 +235,62 @@ def test_explain_lists_each_condition(build_engine) -> None:
         ("client.email", True, True),
         ("client.phone", None, False),
     ]
-    plan = engine.evaluate(make_event(client={"country": "FR"}), explain=True)
+    plan = engine.evaluate(make_event(client={"country": "DE"}), explain=True)
     assert plan.rules[0].reason == "conditions do not hold"
-    assert plan.rules[0].as_dict()["trace"]["conditions"][0]["result"] is False
+    assert plan.rules[0].as_dict()["trace"]["conditions"][1]["result"] is False
+
+
+def test_every_path_evaluates_only_candidates_and_explains_the_others_on_request(
+    build_engine,
+) -> None:
+    engine = build_engine(
+        """
+        - name: corporate
+          on: {channel: online-chat}
+          if: client.email.endswith('@bigcorp.example')
+          do: [{play_sound: {sound: bell}}]
+        - name: germans
+          on: {channel: online-chat}
+          if: "client.country in ['DE', 'AT']"
+          do: [{play_sound: {sound: bell}}]
+        - name: refunds
+          on: {channel: online-chat}
+          if: "'refund' in message.text|lower"
+          do: [{play_sound: {sound: bell}}]
+        """
+    )
+    event = make_event(client={"country": "FR", "email": "a@small.example"})
+    plan = engine.evaluate(event, explain=True)
+    assert plan.rules == [] and plan.excluded == 3  # the daemon's compact trace
+    plan = engine.evaluate(event, explain=True, excluded=True)
+    assert [(t.name, t.matched, t.reason) for t in plan.rules] == [
+        ("corporate", False, "not a candidate: client.email does not end with '@bigcorp.example'"),
+        ("germans", False, "not a candidate: client.country is not one of 'DE', 'AT'"),
+        ("refunds", False, "not a candidate: message.text|lower does not contain 'refund'"),
+    ]
+    anonymous = make_event(client={"country": "DE"}, message={"text": "A REFUND please"})
+    plan = engine.evaluate(anonymous, explain=True, excluded=True)
+    assert [(t.name, t.matched, t.reason) for t in plan.rules] == [
+        ("corporate", False, "not a candidate: client.email is None, not text"),
+        ("germans", True, "conditions hold"),
+        ("refunds", True, "conditions hold"),
+    ]
+    assert plan.excluded == 1
+
+
+def test_a_field_that_cannot_be_read_makes_its_rules_candidates(build_engine) -> None:
+    engine = build_engine(
+        """
+        - name: by domain
+          on: {channel: online-chat}
+          if: "conversation.assignee.domain == 'x'"
+          do: [{play_sound: {sound: bell}}]
+        """
+    )
+    # no assignee: reading `domain` raises; the rule is evaluated, and says so, on every path
+    plan = engine.evaluate(make_event(event="closed"), explain=True)
+    assert plan.excluded == 0
+    assert plan.rules[0].reason.startswith("condition failed:")
 
 
 def test_now_is_in_the_config_timezone(build_engine) -> None:

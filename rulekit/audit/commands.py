@@ -63,9 +63,20 @@ def _open(config_path: str | None) -> Any:
 @format_option
 @show_content_option
 @click.option("--raw", is_flag=True, help="Also print the raw payload (with --show-content).")
+@click.option(
+    "--excluded",
+    is_flag=True,
+    help="Also say why each rule the index left out was not a candidate (from the current "
+    "rules, when they are the version the event was evaluated with).",
+)
 @reports_errors
 def why_command(
-    event_id: str, config_path: str | None, output_format: str, show_content: bool, raw: bool
+    event_id: str,
+    config_path: str | None,
+    output_format: str,
+    show_content: bool,
+    raw: bool,
+    excluded: bool,
 ) -> None:
     """Explain one recorded event: each rule's conditions, the plan, every action attempt."""
     from rulekit.audit import explain
@@ -79,6 +90,13 @@ def why_command(
         sys.exit(EXIT_FAILED)
     finally:
         store.close()
+    if excluded:
+        from rulekit.commands import open_config, rules_location
+        from rulekit.engine import Engine
+
+        plugins, loaded = open_config(config_path)
+        engine = Engine.from_path(rules_location(None, loaded), loaded, plugins=plugins)
+        explain.rebuild_excluded(explanation, engine)
     if output_format == "json":
         _echo_json(explain.as_document(explanation, show_content=show_content, raw=raw))
     else:

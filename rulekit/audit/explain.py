@@ -11,6 +11,7 @@ from typing import Any
 
 from rulekit.audit.privacy import HIDDEN, client_label, hidden_values, hide, hide_event
 from rulekit.audit.trace import condition_state, planned_actions, rules_of
+from rulekit.engine import Engine
 from rulekit.errors import RulekitError
 from rulekit.safetext import text_lines
 from rulekit.store.base import JournaledState
@@ -32,6 +33,37 @@ class Explanation:
     record: EventRecord
     jobs: list[tuple[Job, list[Attempt]]] = field(default_factory=list)
     inbox: InboxItem | None = None
+    excluded: list[tuple[str, str]] | None = None
+    """``(rule, reason)`` of each rule the index left out, when rebuilt (``--excluded``)."""
+    excluded_note: str | None = None
+    """Why they could not be rebuilt."""
+
+
+def rebuild_excluded(explanation: Explanation, engine: Engine) -> None:
+    """Say why each rule the index left out was not a candidate, from ``engine``'s rules when
+    they are the version the event was evaluated with."""
+    from pydantic import ValidationError
+
+    from rulekit.event import Event
+
+    record = explanation.record
+    recorded = record.trace.get("rules_version")
+    if recorded != engine.version:
+        explanation.excluded_note = (
+            f"the event was evaluated with rules {recorded}, the current rules are "
+            f"{engine.version}: the reasons of the rules left out cannot be rebuilt"
+        )
+        return
+    try:
+        event = Event.model_validate(record.data)
+    except ValidationError as exc:
+        explanation.excluded_note = f"the recorded event cannot be rebuilt: {exc}"
+        return
+    candidates = {rule["name"] for rule in rules_of(record.trace)}
+    plan = engine.evaluate(event, explain=True, excluded=True)
+    explanation.excluded = [
+        (trace.name, trace.reason) for trace in plan.rules if trace.name not in candidates
+    ]
 
 
 def explain(state: JournaledState, event_id: str, *, raw: bool = False) -> Explanation:
@@ -97,6 +129,12 @@ def as_document(
         "trace": hide(record.trace, hidden),
         "jobs": jobs,
     }
+    if explanation.excluded is not None:
+        document["excluded"] = [
+            {"name": name, "reason": hide(reason, hidden)} for name, reason in explanation.excluded
+        ]
+    if explanation.excluded_note:
+        document["excluded_note"] = explanation.excluded_note
     if raw:
         document["raw"] = _raw_text(explanation.inbox, show_content)
     return document
@@ -156,6 +194,16 @@ def as_text(
         for condition in rule["conditions"]:
             state = hide(condition_state(condition), hidden)
             lines.append(f"      {condition.get('source')}  →  {state}")
+    for name, reason in explanation.excluded or []:
+        lines.append(f"  ✗ {name}: {hide(reason, hidden)}")
+    left_out = record.trace.get("excluded") or 0
+    if left_out and explanation.excluded is None:
+        lines.append(
+            f"  … {left_out} more rule(s) of this channel and event were not candidates"
+            " (--excluded says why)"
+        )
+    if explanation.excluded_note:
+        lines.append(f"  ({explanation.excluded_note})")
     for error in record.trace.get("errors") or []:
         lines.append(f"  ! {hide(error, hidden)}")
 

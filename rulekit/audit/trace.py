@@ -9,10 +9,13 @@ The daemon records ``trace_of(plan, rules_version=…)`` with
                    {"source": …, "result": bool | null, "error": str | null,
                     "evaluated": bool}]}}],
      "plan": [{"rule": …, "action": …, "params": {…}, "skipped"?: …}],
-     "errors": ["…"]}
+     "errors": ["…"],
+     "excluded": N}
 
-``rules`` is complete only when the plan was evaluated with ``explain=True``. Readers accept
-missing keys (an older or partial trace), so the shape may grow.
+``rules`` holds the candidates the index yielded (evaluated with ``explain=True``); the other
+rules of the event's (channel, event) are only counted in ``excluded`` — ``rulekit why
+--excluded`` rebuilds their reasons from the rules when they are still the recorded version.
+Readers accept missing keys (an older or partial trace), so the shape may grow.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ def trace_of(plan: Plan, *, rules_version: str | None = None) -> dict[str, Any]:
         "rules": [rule.as_dict() for rule in plan.rules],
         "plan": [action.as_dict() for action in plan.actions],
         "errors": list(plan.errors),
+        "excluded": plan.excluded,
     }
 
 
