@@ -19,6 +19,7 @@ import resource
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -43,19 +44,19 @@ class LimitedProcess(Process):
     """``rulekit run`` whose open-files limit is :data:`DAEMON_FILES`."""
 
     def _start(self, config: Path, args: tuple[str, ...], output: Any, env: dict) -> Any:
-        original = subprocess.Popen
+        def limit_files() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (DAEMON_FILES, DAEMON_FILES))
 
-        def limited(*popen_args: Any, **kwargs: Any) -> Any:
-            def preexec() -> None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (DAEMON_FILES, DAEMON_FILES))
-
-            return original(*popen_args, preexec_fn=preexec, **kwargs)
-
-        subprocess.Popen = limited  # type: ignore[misc]
-        try:
-            return super()._start(config, args, output, env)
-        finally:
-            subprocess.Popen = original  # type: ignore[misc]
+        return subprocess.Popen(
+            [
+                *(sys.executable, "-m", "rulekit.cli", "run"),
+                *("--config", str(config), "--port", str(self.port), *args),
+            ],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=limit_files,
+        )
 
 
 def start(folder: Path) -> LimitedProcess:
