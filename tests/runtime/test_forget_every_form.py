@@ -34,6 +34,7 @@ def forget(config: Path) -> dict[str, int]:
         cli, ["forget", CLIENT, "--yes", "--format", "json", "--config", str(config)]
     )
     assert result.exit_code == 0, result.output
+    assert result.stderr == ""  # the write-ahead log was truncated
     return json.loads(result.stdout)["erased"]
 
 
