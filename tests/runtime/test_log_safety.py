@@ -7,7 +7,7 @@ import json
 import logging
 import re
 import socket
-import time
+from types import SimpleNamespace
 from urllib.parse import quote, unquote
 
 import httpx
@@ -20,7 +20,7 @@ from rulekit.runtime.logs import configure_logging, secret_values
 PING_RULES = """\
 - name: Pong
   on: {channel: online-chat, event: created}
-  if: message.text == 'ping'
+  if: message.text.startswith('ping')
   do:
     - autoreply: {text: "pong"}
 """
@@ -115,33 +115,49 @@ def test_huge_adversarial_values_never_stall_the_daemon(tmp_path, processes, cha
 FORGED = "\n2026-01-01 00:00:00,000 INFO rulekit.access: POST /forged 200"
 
 
-def test_control_characters_in_paths_and_event_data_are_escaped(tmp_path, processes, chatra):
-    config = write_setup(tmp_path, PING_RULES, chatra=chatra)
-    process = processes(config).wait_ready()
-    port = process.port
-    controls = "\r\x1b[2J\x1b]52;c;QUFB\x07\x9b31m\u202eevil\u2028"
-    for path in (
-        "/healthz%0A2026-01-01%2000:00:00,000%20INFO%20rulekit.access:%20GET%20/forged%20200",
-        "/x%0D%1B%5B2J%1B%5D52;c;QUFB%07%C2%9B31m%E2%80%AEevil%E2%80%A8",
-        f"/webhooks/online-chat%0A{SECRET}",
-    ):
-        assert post(port, path) in (404, 405)
-    value = controls + FORGED
+CONTROLS = "\r\x1b[2J\x1b]52;c;QUFB\x07\x9b31m\u202eevil\u2028"
+HOSTILE_PATHS = (
+    "/healthz%0A2026-01-01%2000:00:00,000%20INFO%20rulekit.access:%20GET%20/forged%20200",
+    "/x%0D%1B%5B2J%1B%5D52;c;QUFB%07%C2%9B31m%E2%80%AEevil%E2%80%A8",
+    f"/webhooks/online-chat%0A{SECRET}",
+)
+
+
+def send_hostile_requests(process, chatra) -> str:
+    """Hostile paths and event data to a daemon; its whole log once it has stopped."""
+    for path in HOSTILE_PATHS:
+        assert post(process.port, path) in (404, 405)
+    value = CONTROLS + FORGED
     payload = body("m-" + value, value, "ping " + value, "client-" + value)
     assert httpx.post(process.webhook_url, content=payload).status_code == 200
-    assert httpx.post(process.webhook_url, content=b'{"eventName": "\\u001b[2J"}').status_code in (
-        200,
-        400,
-    )
+    bad = httpx.post(process.webhook_url, content=b'{"eventName": "\\u001b[2J"}')
+    assert bad.status_code in (200, 400)
     ping = body("ping", "Visitor", "ping", "visitor")
     assert httpx.post(process.webhook_url, content=ping).status_code == 200
-    wait_for(lambda: chatra.sent)
-    time.sleep(0.5)  # the ping's own log lines follow its reply
-    output = process.output()
+    wait_for(lambda: len(chatra.sent) == 2)
+    assert process.terminate() == 0
+    return process.output()
+
+
+def test_control_characters_in_paths_and_event_data_are_escaped(tmp_path, processes, chatra):
+    config = write_setup(tmp_path, PING_RULES, chatra=chatra)
+    output = send_hostile_requests(processes(config).wait_ready(), chatra)
     assert_clean_log(output)
     assert "\\x1b[2J" in output and "\\u202e" in output  # shown, escaped
     assert "\\n2026-01-01 00:00:00,000 INFO rulekit.access" in output
     assert "/forged" not in "".join(line[:60] for line in log_lines(output))
+
+
+def test_json_log_lines_stay_one_valid_object_each(tmp_path, processes, chatra):
+    config = write_setup(tmp_path, PING_RULES, chatra=chatra, extra="logging: {format: json}\n")
+    output = send_hostile_requests(processes(config).wait_ready(), chatra)
+    found = _TERMINAL_CONTROLS.search(output)
+    assert found is None, repr(found.group()) if found else ""
+    records = [json.loads(line) for line in log_lines(output) if line]
+    messages = [record["message"] for record in records if record["logger"] == "rulekit.access"]
+    assert any("\x1b[2J\x1b]52;c;QUFB\x07\x9b31m\u202eevil" in text for text in messages)
+    assert any("\n2026-01-01" in text for text in messages)  # inside one record, as data
+    assert SECRET not in output
 
 
 SHAPES = [
@@ -221,3 +237,22 @@ class _Stream:
 
     def flush(self) -> None:
         pass
+
+
+def test_every_configured_secret_is_redacted(tmp_path, chatra):
+    slack = SimpleNamespace(token="xoxb-slack-token-1234", base_url="http://127.0.0.1:9/")
+    telegram = SimpleNamespace(token="123456:telegram-token-abcd", base_url="http://127.0.0.1:9/")
+    config_path = write_setup(tmp_path, chatra=chatra, slack=slack, telegram=telegram)
+    _, config = open_config(str(config_path))
+    secrets = [SECRET, chatra.secret_key, slack.token, telegram.token]
+    assert sorted(secret_values(config)) == sorted(secrets)
+    stream = _Stream()
+    configure_logging(LoggingSettings(format="json"), stream, lambda: secret_values(config))
+    logger = logging.getLogger("rulekit.test")
+    for secret in secrets:
+        logger.warning("calling https://api/bot%s/send", secret, extra={"fields": {"k": secret}})
+        logger.warning("encoded: %s", quote(quote(secret, safe=""), safe=""))
+    records = [json.loads(line) for line in stream.text.splitlines()]
+    assert len(records) == 2 * len(secrets)
+    for secret in secrets:
+        assert secret not in unquote(unquote(stream.text))
