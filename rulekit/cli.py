@@ -9,6 +9,7 @@ commands so ``rulekit --help`` starts fast.
 from __future__ import annotations
 
 import functools
+import importlib
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -67,12 +68,7 @@ class RulekitGroup(click.Group):
         if target is None:
             return None
         module_name, _, attribute = target.partition(":")
-        try:
-            module = __import__(module_name, fromlist=[attribute])
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and module_name.startswith(exc.name):
-                return None  # not built yet in this version
-            raise
+        module = importlib.import_module(module_name)
         command = getattr(module, attribute, None)
         if command is not None:
             self.add_command(command, name)

@@ -8,40 +8,13 @@ from typing import Any
 
 import click
 
-from rulekit.config import Config, load_config
-from rulekit.engine import Engine
 from rulekit.errors import ValidationErrors
 from rulekit.loader import RULE_SUFFIXES, RuleLoader, is_suite
+from rulekit.loading import open_config, open_engine, rules_location
 from rulekit.plugins import Plugins, load_plugins
 from rulekit.safetext import echo, echo_json
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def open_config(config_path: str | None) -> tuple[Plugins, Config]:
-    """Plugins (minus those the config disables) and the validated config."""
-    from rulekit.config import find_config_path
-
-    path = find_config_path(config_path)
-    plugins = load_plugins()
-    config = load_config(path, plugins)
-    if config.raw.plugins.disable:
-        plugins = load_plugins(config.raw.plugins.disable)
-        config = load_config(path, plugins)
-    return plugins, config
-
-
-def rules_location(rules_path: str | None, config: Config) -> Path:
-    if rules_path:
-        return Path(rules_path)
-    if config.path is not None:
-        return config.rules_path
-    return Path("rules.d")
-
-
-def open_engine(rules_path: str | None, config_path: str | None) -> Engine:
-    plugins, config = open_config(config_path)
-    return Engine.from_path(rules_location(rules_path, config), config, plugins=plugins)
 
 
 def _expand(inputs: tuple[str, ...], rule_files: list[Path]) -> tuple[list[Path], list[Path]]:

@@ -30,6 +30,7 @@ class Autoreply(Action):
     description = "reply to the client in the conversation, through its channel"
     Params = AutoreplyParams
     client_facing = True
+    replies_through_channel = True
 
     def unavailable(self, context: ActionContext | None = None) -> str | None:
         if context is None:

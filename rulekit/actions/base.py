@@ -71,6 +71,9 @@ class Action:
     """Whether parameters may be markup (then :meth:`escape` puts values in; else they go in as
     they are)."""
     client_facing: ClassVar[bool] = False
+    replies_through_channel: ClassVar[bool] = False
+    """Whether it writes through the conversation's own channel (the provider's reply API):
+    then a channel that cannot reply is reported as not configured."""
     timeout: float = DEFAULT_TIMEOUT
     limits: dict[str, Limit] = {}
     """The service's rate limits by name (e.g. ``chat``, ``bot``), used by :meth:`pacing`."""

@@ -51,7 +51,7 @@ def _since(value: str | None) -> Any:
 def _open(config_path: str | None) -> Any:
     """The loaded config and its store (the caller closes the store)."""
     from rulekit.audit.stores import open_recorded
-    from rulekit.commands import open_config
+    from rulekit.loading import open_config
 
     _, config = open_config(config_path)
     return config, open_recorded(config)
@@ -91,8 +91,8 @@ def why_command(
     finally:
         store.close()
     if excluded:
-        from rulekit.commands import open_config, rules_location
         from rulekit.engine import Engine
+        from rulekit.loading import open_config, rules_location
 
         plugins, loaded = open_config(config_path)
         engine = Engine.from_path(rules_location(None, loaded), loaded, plugins=plugins)
@@ -186,8 +186,8 @@ def replay_command(
     """
     from rulekit.audit import replay
     from rulekit.audit.stores import open_recorded
-    from rulekit.commands import open_config
     from rulekit.engine import Engine
+    from rulekit.loading import open_config
 
     since_time = _since(since)
     plugins, config = open_config(config_path)
@@ -263,7 +263,7 @@ def db_group() -> None:
 def db_status_command(config_path: str | None, output_format: str) -> None:
     """Show the schema version: current, latest, pending steps. Exit 1 when behind."""
     from rulekit.audit.schema import describe, status
-    from rulekit.commands import open_config
+    from rulekit.loading import open_config
 
     _, config = open_config(config_path)
     where, found = status(config)
@@ -280,7 +280,7 @@ def db_status_command(config_path: str | None, output_format: str) -> None:
 def db_upgrade_command(config_path: str | None) -> None:
     """Apply pending schema migrations (the daemon also applies them when it starts)."""
     from rulekit.audit.schema import upgrade
-    from rulekit.commands import open_config
+    from rulekit.loading import open_config
 
     _, config = open_config(config_path)
     where, before, after = upgrade(config)

@@ -37,7 +37,7 @@ from rulekit.console.sessions import Sessions, Viewer, hash_problems, identify, 
 from rulekit.console.throttle import SignInThrottle, retry_after
 from rulekit.runtime.feed import FeedClosed, LiveFeed
 from rulekit.runtime.proxy import FORWARDED_HOST
-from rulekit.runtime.snapshot import Snapshot
+from rulekit.runtime.snapshot import Snapshot, problems_of
 from rulekit.store.base import JournaledStore
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -333,12 +333,7 @@ def console_routes(
 
 def _problems(snapshot: Snapshot) -> list[str]:
     """What is not configured (the daemon reports the same at startup)."""
-    problems = hash_problems(snapshot.config)
-    try:
-        from rulekit.runtime.daemon import problems_of
-    except ImportError:  # a daemon without the report
-        return problems
-    return [*problems_of(snapshot), *problems]
+    return [*problems_of(snapshot), *hash_problems(snapshot.config)]
 
 
 def _tokens_configured(config: Config) -> bool:

@@ -10,7 +10,6 @@ under any ASGI server.
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -73,8 +72,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 def console_routes(daemon: Daemon) -> list[BaseRoute]:
     """The agents' console, when this rulekit has it (``rulekit.console``)."""
     if not daemon.snapshot.config.raw.console.enabled:
-        return []
-    if importlib.util.find_spec("rulekit.console") is None:
         return []
     from rulekit.console import Console
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import logging
 import signal
 from datetime import UTC, datetime
@@ -33,8 +32,10 @@ from typing import Any
 
 import anyio.to_thread
 
+from rulekit.audit import retention
 from rulekit.errors import ConfigError, RulekitError, ValidationErrors
 from rulekit.pacing import Pacer
+from rulekit.runtime.app import create_app
 from rulekit.runtime.budget import run_within
 from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.dispatcher import DEFAULT_LEASE, Dispatcher
@@ -44,7 +45,7 @@ from rulekit.runtime.ingest import Ingest
 from rulekit.runtime.logs import log
 from rulekit.runtime.metrics import Metrics
 from rulekit.runtime.processor import Processor
-from rulekit.runtime.snapshot import Snapshot, load_snapshot
+from rulekit.runtime.snapshot import Snapshot, load_snapshot, problems_of
 from rulekit.runtime.worker import Limits
 from rulekit.store import open_store
 from rulekit.store.base import JournaledStore
@@ -60,20 +61,6 @@ RELOAD_BUDGET = 60.0
 
 class StrictRefusal(ConfigError):
     """``--strict`` and some action's service is not configured (exit 1, like ``check``)."""
-
-
-def problems_of(snapshot: Snapshot) -> list[str]:
-    """What is not configured: rule warnings (empty tokens) and channels that cannot reply."""
-    problems = [str(warning) for warning in snapshot.engine.ruleset.warnings]
-    uses_replies = any(
-        step.action == "autoreply" for rule in snapshot.engine.rules for step in rule.steps
-    )
-    if uses_replies:
-        for provider in snapshot.providers.values():
-            problem = provider.reply_problem()
-            if problem and provider.can_reply:
-                problems.append(f"autoreply: {problem}")
-    return problems
 
 
 def _errors(exc: BaseException) -> list[str]:
@@ -121,8 +108,6 @@ class Daemon:
         self._reload_lock: asyncio.Lock | None = None
         self._stop_watching: asyncio.Event | None = None
         self._set_rules_metrics()
-        from rulekit.runtime.app import create_app
-
         self.commit: GroupCommit | None = None
         self.evaluator: Evaluator | None = None
         self.processor: Processor | None = None
@@ -172,8 +157,7 @@ class Daemon:
         ]
         if self.watch:
             self._tasks.append(asyncio.create_task(self._watch(), name="rulekit-watch"))
-        if importlib.util.find_spec("rulekit.audit.retention") is not None:
-            self._tasks.append(asyncio.create_task(self._retention(), name="rulekit-retention"))
+        self._tasks.append(asyncio.create_task(self._retention(), name="rulekit-retention"))
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._sighup)
         for problem in self.problems:
@@ -325,8 +309,6 @@ class Daemon:
 
     # retention -------------------------------------------------------------------------------
     async def _retention(self) -> None:
-        from rulekit.audit import retention
-
         while True:
             await asyncio.sleep(RETENTION_INTERVAL)
             settings = self._snapshot.config.raw.retention

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from rulekit import sources
 from rulekit.channels.base import Provider
-from rulekit.commands import open_config, rules_location
 from rulekit.config import Config
 from rulekit.engine import Engine
+from rulekit.loading import open_config, rules_location
 from rulekit.pipeline import build_providers
 
 
@@ -57,6 +57,26 @@ def load_snapshot(
     snapshot = Snapshot(engine, build_providers(engine), files=used)
     release_free_memory()
     return snapshot
+
+
+def problems_of(snapshot: Snapshot) -> list[str]:
+    """What is not configured: rule warnings (empty tokens) and channels that cannot reply
+    although an action of a rule replies through them."""
+    problems = [str(warning) for warning in snapshot.engine.ruleset.warnings]
+    replying = sorted(
+        {
+            step.action
+            for rule in snapshot.engine.rules
+            for step in rule.steps
+            if step.action_class.replies_through_channel
+        }
+    )
+    for action in replying:
+        for provider in snapshot.providers.values():
+            problem = provider.reply_problem()
+            if problem and provider.can_reply:
+                problems.append(f"{action}: {problem}")
+    return problems
 
 
 def release_free_memory() -> None:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from rulekit.store.codec import to_json
 from rulekit.store.erasure import (
     PURGE_KINDS,
     AttemptRow,
@@ -39,7 +40,6 @@ class PostgresForgetRows:
     erasure with what it read before."""
 
     def __init__(self, state: PostgresState) -> None:
-        from rulekit.store.postgres_state import to_json
 
         self.state = state
         self.dump = to_json

@@ -18,14 +18,15 @@ clocks drift still agree on when a lease ends. Each method is one statement (one
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from rulekit.errors import StoreError, StoreUnavailable
 from rulekit.event import Client, Conversation, Event
+from rulekit.store import postgres_privacy
 from rulekit.store.base import JournaledState
+from rulekit.store.codec import to_json
 from rulekit.store.records import (
     Attempt,
     EventRecord,
@@ -61,10 +62,6 @@ def unavailable_error(where: str, exc: Exception) -> StoreUnavailable | None:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return StoreUnavailable(f"PostgreSQL store {where} cannot be used: {detail}")
     return None
-
-
-def to_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def _inbox_item(row: dict[str, Any]) -> InboxItem:
@@ -565,11 +562,7 @@ class PostgresState(JournaledState):
 
     # privacy and retention -------------------------------------------------------------------
     def forget_client(self, client_id: str, *, channel: str | None = None) -> dict[str, int]:
-        from rulekit.store import postgres_privacy
-
         return postgres_privacy.forget_client(self, client_id, channel)
 
     def purge(self, *, events_before: datetime, payloads_before: datetime) -> dict[str, int]:
-        from rulekit.store import postgres_privacy
-
         return postgres_privacy.purge(self, events_before, payloads_before)

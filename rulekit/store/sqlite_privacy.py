@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from rulekit.store.codec import from_json, to_json, ts
 from rulekit.store.erasure import (
     PURGE_KINDS,
     AttemptRow,
@@ -35,7 +36,6 @@ class SQLiteForgetRows:
     """:class:`rulekit.store.erasure.ForgetRows` over one SQLite transaction."""
 
     def __init__(self, state: SQLiteState) -> None:
-        from rulekit.store.sqlite_state import from_json, to_json
 
         self.state = state
         self.load = from_json
@@ -143,7 +143,6 @@ class SQLiteForgetRows:
 
 def purge(state: SQLiteState, events_before: datetime, payloads_before: datetime) -> dict[str, int]:
     """See :meth:`rulekit.store.base.Journal.purge`."""
-    from rulekit.store.sqlite_state import ts
 
     counts = dict.fromkeys(PURGE_KINDS, 0)
     before = ts(events_before)

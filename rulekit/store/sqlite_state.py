@@ -7,16 +7,17 @@ the PostgreSQL store can follow them closely.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 from rulekit.errors import StoreError, StoreUnavailable
 from rulekit.event import Client, Conversation, Event
+from rulekit.store import sqlite_privacy
 from rulekit.store.base import JournaledState
+from rulekit.store.codec import from_json, from_ts, to_json, ts
 from rulekit.store.records import (
     Attempt,
     EventRecord,
@@ -65,27 +66,6 @@ def unavailable_error(path: Path, exc: sqlite3.Error) -> StoreUnavailable | None
     message = f"SQLite store {path} cannot be used: {exc} ({name})"
     hint = _HINTS.get(code & 0xFF)
     return StoreUnavailable(f"{message}; {hint}" if hint else message)
-
-
-def ts(value: datetime | None) -> str | None:
-    """A time as stored: ISO-8601 UTC with microseconds, so text order is time order."""
-    return None if value is None else utc(value).isoformat(timespec="microseconds")
-
-
-@overload
-def from_ts(value: str) -> datetime: ...
-@overload
-def from_ts(value: str | None) -> datetime | None: ...
-def from_ts(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
-
-
-def to_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
-def from_json(value: str | None) -> Any:
-    return None if value is None else json.loads(value)
 
 
 def _inbox_item(row: sqlite3.Row) -> InboxItem:
@@ -504,11 +484,7 @@ class SQLiteState(JournaledState):
 
     # privacy and retention -------------------------------------------------------------------
     def forget_client(self, client_id: str, *, channel: str | None = None) -> dict[str, int]:
-        from rulekit.store import sqlite_privacy
-
         return sqlite_privacy.forget_client(self, client_id, channel)
 
     def purge(self, *, events_before: datetime, payloads_before: datetime) -> dict[str, int]:
-        from rulekit.store import sqlite_privacy
-
         return sqlite_privacy.purge(self, events_before, payloads_before)

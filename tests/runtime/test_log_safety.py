@@ -13,8 +13,8 @@ from urllib.parse import quote, unquote
 import httpx
 from daemons import SAMPLE, SECRET, chat_started, wait_for, write_setup
 
-from rulekit.commands import open_config
 from rulekit.config import LoggingSettings
+from rulekit.loading import open_config
 from rulekit.runtime.logs import configure_logging, secret_values
 
 PING_RULES = """\
