@@ -38,6 +38,8 @@ class GroupCommit:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.commits = 0
+        self.unavailable: StoreUnavailable | None = None
+        """Why the last transaction could not commit, until one commits again (``/healthz``)."""
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="rulekit-group-commit")
@@ -73,8 +75,10 @@ class GroupCommit:
             with self.store.transaction() as state:
                 values = [work(state) for work in works]
             self.commits += 1
+            self.unavailable = None
             return [(True, value) for value in values]
         except StoreUnavailable as exc:
+            self.unavailable = exc
             return [(False, exc)] * len(works)
         except Exception as exc:
             if len(works) == 1:

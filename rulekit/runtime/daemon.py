@@ -343,16 +343,21 @@ class Daemon:
         return out
 
     def health(self) -> tuple[int, dict[str, Any]]:
-        """``/healthz``: 200 when the store and rules are loaded and the workers run and make
-        progress."""
+        """``/healthz``: 200 when the store and rules are loaded, the workers run and make
+        progress, and the store can be used (its last transaction committed, its file is still
+        the one at its path)."""
         running = self.ready and all(
             not task.done() for task in self._tasks if task.get_name() != "rulekit-watch"
         )
         stalled = self.stalled() if running else []
-        running = running and not stalled
+        store_problem = self.store.problem()
+        if store_problem is None and self.commit is not None and self.commit.unavailable:
+            store_problem = str(self.commit.unavailable)
+        running = running and not stalled and store_problem is None
         body = {
             "status": "ok" if running else "unavailable",
             "stalled": stalled,
+            "store": store_problem or "ok",
             "rules_version": self._snapshot.version,
             "rules": len(self._snapshot.engine.rules),
             "loaded_at": self._snapshot.loaded_at.isoformat(),

@@ -117,6 +117,11 @@ class Store(abc.ABC):
         write-ahead log); true when done (stores without side files have nothing to do)."""
         return True
 
+    def problem(self) -> str | None:
+        """Why the store cannot be used right now, found cheaply without a transaction (e.g.
+        its file was replaced), or None. ``/healthz`` fails while there is one."""
+        return None
+
 
 class Journal(abc.ABC):
     """The daemon's durable record: raw webhooks in, what was decided, what was done.

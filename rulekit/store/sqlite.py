@@ -13,6 +13,13 @@ IMMEDIATE`` and the busy timeout. Transactions must therefore stay short: no HTT
 
 Errors that mean "cannot persist right now" (read-only file, full disk, I/O error, locked past
 the busy timeout) are raised as :class:`~rulekit.errors.StoreUnavailable`.
+
+**The file is the one at the path.** An open connection keeps writing to its file even after
+the file was deleted or replaced (a restore, a mistaken ``rm``): every commit would then land in
+a file nobody will ever open again. So each transaction compares the path's identity (device and
+inode, one ``stat``) with the file opened, before it starts and after it commits; when they
+differ the store is unavailable (:meth:`SQLiteStore.problem` says why) until the file at the
+path is the opened one again. A restart opens whatever file the path names.
 """
 
 from __future__ import annotations
@@ -148,8 +155,10 @@ class SQLiteStore(JournaledStore):
         self._lock = threading.Lock()
         self._holder: int | None = None
         self._conn: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None
         try:
             self._conn = self._open(busy_timeout, upgrade)
+            self._identity = _identity(self.path)
         except sqlite3.Error as exc:
             unavailable = unavailable_error(self.path, exc)
             if unavailable is None:
@@ -209,11 +218,15 @@ class SQLiteStore(JournaledStore):
                 raise StoreError(f"SQLite store {self.path} is closed")
             self._holder = threading.get_ident()
             try:
+                self._check_identity()
                 state = SQLiteState(conn, self.path)
                 state.execute("BEGIN IMMEDIATE")
                 try:
                     yield state
                     state.execute("COMMIT")
+                    # the commit is only worth something if the file is still the one at the
+                    # path: raising now turns an acknowledgement into a 503 (retried later)
+                    self._check_identity()
                 except BaseException:
                     # A failed ROLLBACK must not hide the error that caused it.
                     with suppress(sqlite3.Error):
@@ -224,6 +237,32 @@ class SQLiteStore(JournaledStore):
                     state.active = False
             finally:
                 self._holder = None
+
+    def problem(self) -> str | None:
+        """Why the store cannot be used now (its file was deleted or replaced), or None."""
+        if self._conn is None:
+            return f"SQLite store {self.path} is closed"
+        try:
+            self._check_identity()
+        except StoreUnavailable as exc:
+            return str(exc)
+        return None
+
+    def _check_identity(self) -> None:
+        try:
+            current = _identity(self.path)
+        except FileNotFoundError:
+            raise StoreUnavailable(
+                f"SQLite store {self.path} cannot be used: the file was deleted while open; "
+                "restore it (or restart rulekit to start a new one)"
+            ) from None
+        except OSError as exc:
+            raise StoreUnavailable(f"SQLite store {self.path} cannot be used: {exc}") from None
+        if current != self._identity:
+            raise StoreUnavailable(
+                f"SQLite store {self.path} cannot be used: the file at this path was replaced "
+                "while open (another file has its name now); restart rulekit to use it"
+            )
 
     def schema_status(self) -> SchemaStatus:
         """Where this store's schema stands."""
@@ -249,6 +288,12 @@ class SQLiteStore(JournaledStore):
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r}, synchronous={self.synchronous!r})"
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    """The file a path names now: (device, inode)."""
+    info = os.stat(path)
+    return info.st_dev, info.st_ino
 
 
 def _switch_to_wal(conn: sqlite3.Connection, attempts: int = 20) -> str:

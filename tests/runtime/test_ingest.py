@@ -130,10 +130,42 @@ def test_a_full_disk_answers_503_never_200(tmp_path, serve, chatra):
     assert "retry later" in answers[-1].json()["error"]
     accepted = {a.json()["id"] for a in answers if a.status_code == 200}
     assert accepted <= {row[0] for row in inbox_rows(config)}
-    health = httpx.get(f"{server.url}/healthz")
-    assert health.status_code == 200  # the daemon keeps running; it recovers when space returns
+    # the daemon keeps running; it recovers when space returns
+    with store.transaction() as state:
+        state.execute("PRAGMA max_page_count = 1073741823")
+    assert httpx.post(server.webhook_url, content=chat_started(2)).status_code == 200
+    wait_for(lambda: httpx.get(f"{server.url}/healthz").status_code == 200)
     server.stop()
     store.close()
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_database_file_deleted_or_replaced_while_running_answers_503(
+    tmp_path, serve, chatra, how
+):
+    """The SQLite file is removed (or another file takes its name) under the running daemon:
+    nothing more is acknowledged into the file that is gone, and /healthz says why; putting the
+    file back makes the daemon usable again."""
+    config = write_setup(tmp_path, chatra=chatra)
+    server = serve(config)
+    assert httpx.post(server.webhook_url, content=chat_started(1)).status_code == 200
+    database = tmp_path / "rulekit.sqlite3"
+    aside = tmp_path / "aside.sqlite3"
+    os.rename(database, aside)
+    if how == "replaced":
+        sqlite3.connect(database).close()  # an empty database takes the name
+    answer = httpx.post(server.webhook_url, content=chat_started(2))
+    assert answer.status_code == 503, answer.text
+    assert "retry later" in answer.json()["error"]
+    health = httpx.get(f"{server.url}/healthz")
+    assert health.status_code == 503
+    assert how in health.json()["store"]
+    # the file comes back: the daemon takes webhooks again, none was lost meanwhile
+    os.replace(aside, database)
+    assert httpx.post(server.webhook_url, content=chat_started(3)).status_code == 200
+    wait_for(lambda: httpx.get(f"{server.url}/healthz").status_code == 200)
+    wait_for(lambda: {m["clientId"] for m in chatra.sent} == {"client00000001", "client00000003"})
+    assert [body for _, body in inbox_rows(config)] == [chat_started(1), chat_started(3)]
 
 
 def test_the_webhook_secret_never_reaches_the_logs(tmp_path, serve, caplog):
