@@ -129,6 +129,11 @@ class StoreUnavailable(StoreError):
     the sender retries later and nothing acknowledged is lost."""
 
 
+class StoreConflict(StoreUnavailable):
+    """The database aborted a transaction because of another one (a deadlock, a serialization
+    failure): running it again is expected to succeed."""
+
+
 class ValidationErrors(RulekitError):
     """Several located errors found in one pass (all files, all rules), reported together."""
 

@@ -115,6 +115,18 @@ class Action:
         """The key of the destination pacing applies to (a Slack channel, a Telegram chat)."""
         return self.name
 
+    def lane(self, params: BaseModel, event: Event) -> str:
+        """What orders this call among others (:attr:`rulekit.store.records.JobSpec.lane`): the
+        jobs of one lane run one at a time, oldest first, on one daemon at a time. A paced
+        action's lane is its destination (a Slack channel keeps its order); any other action's
+        is the event's conversation (a client's replies, and an ``assign`` before the
+        ``autoreply`` of one plan, keep theirs); an event without a conversation is its own."""
+        if self.pacing(params):
+            return self.destination(params)
+        if event.conversation.id is None:
+            return f"event:{event.id}"
+        return f"conversation:{event.channel}:{event.conversation.id}"
+
     def pacing(self, params: BaseModel) -> list[Pace]:
         """The limits a call with ``params`` is subject to, destination first (see
         :mod:`rulekit.pacing`); empty when the action needs no pacing."""

@@ -7,7 +7,10 @@ worker thread: the event loop never blocks on the store.
 
 When a shared transaction fails because of one piece of work (not because the store is
 unavailable), each piece is run again in its own transaction, so one bad piece never fails the
-others.
+others; so it is when the database aborted the transaction for a conflict with another one (a
+deadlock, a serialization failure: :class:`~rulekit.errors.StoreConflict`). Work that locks
+rows other daemons lock in another order (pacing slots) asks to run ``alone``, in a
+transaction of its own.
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
-from rulekit.errors import StoreUnavailable
+from rulekit.errors import StoreConflict, StoreUnavailable
 from rulekit.store.base import JournaledState, JournaledStore
 
 T = TypeVar("T")
 Work = Callable[[JournaledState], Any]
 
 MAX_BATCH = 512
+MAX_CONFLICTS = 3
+"""How many times a piece of work aborted by a conflict is run again before it fails."""
 
 
 class GroupCommit:
@@ -38,18 +43,24 @@ class GroupCommit:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.commits = 0
+        self._alone: set[asyncio.Future[Any]] = set()
+        self.conflicts = 0
+        """Transactions the database aborted for a conflict with another (each run again)."""
         self.unavailable: StoreUnavailable | None = None
         """Why the last transaction could not commit, until one commits again (``/healthz``)."""
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="rulekit-group-commit")
 
-    async def run(self, work: Callable[[JournaledState], T]) -> T:
-        """Run ``work`` in a transaction and return its result once committed. Raises what
-        ``work`` raised, or :class:`StoreUnavailable` when the store cannot commit."""
+    async def run(self, work: Callable[[JournaledState], T], *, alone: bool = False) -> T:
+        """Run ``work`` in a transaction and return its result once committed (``alone``: in a
+        transaction of its own). Raises what ``work`` raised, or :class:`StoreUnavailable` when
+        the store cannot commit."""
         if self._task is None or self._closing:
             raise StoreUnavailable("the daemon is shutting down")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        if alone:
+            self._alone.add(future)
         self._pending.append((work, future))
         self._wakeup.set()
         return await future
@@ -61,8 +72,13 @@ class GroupCommit:
             while self._pending:
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
-                outcomes = await anyio.to_thread.run_sync(self._commit, [w for w, _ in batch])
-                for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+                alone = [(w, f) for w, f in batch if f in self._alone]
+                shared = [(w, f) for w, f in batch if f not in self._alone]
+                self._alone.difference_update(f for _, f in alone)
+                outcomes = await anyio.to_thread.run_sync(
+                    self._commit_all, [w for w, _ in shared], [w for w, _ in alone]
+                )
+                for (_, future), (ok, value) in zip(shared + alone, outcomes, strict=True):
                     if future.done():
                         continue
                     if ok:
@@ -70,13 +86,24 @@ class GroupCommit:
                     else:
                         future.set_exception(value)
 
-    def _commit(self, works: list[Work]) -> list[tuple[bool, Any]]:
+    def _commit_all(self, shared: list[Work], alone: list[Work]) -> list[tuple[bool, Any]]:
+        outcomes = self._commit(shared) if shared else []
+        return outcomes + [self._commit([work])[0] for work in alone]
+
+    def _commit(self, works: list[Work], conflicts: int = 0) -> list[tuple[bool, Any]]:
         try:
             with self.store.transaction() as state:
                 values = [work(state) for work in works]
             self.commits += 1
             self.unavailable = None
             return [(True, value) for value in values]
+        except StoreConflict as exc:
+            self.conflicts += 1
+            if len(works) > 1:  # alone, no piece can conflict with itself: run them so
+                return [self._commit([work])[0] for work in works]
+            if conflicts < MAX_CONFLICTS:
+                return self._commit(works, conflicts + 1)
+            return [(False, exc)]
         except StoreUnavailable as exc:
             self.unavailable = exc
             return [(False, exc)] * len(works)

@@ -1,40 +1,48 @@
 """The dispatcher: executes the outbox's action jobs, with retries, pacing and dead letters.
 
-**Lanes.** Claimed jobs are queued in *lanes*, each run by its own task, one job at a time:
+**Lanes.** Every job has a lane (:attr:`Job.lane <rulekit.store.records.Job.lane>`, chosen by
+:meth:`Action.lane <rulekit.actions.base.Action.lane>`): a paced action's destination (a Slack
+channel, a Telegram chat), else the event's conversation. Claimed jobs are queued in the lane
+of the same name, run by its own task, one job at a time, oldest first; so are they across
+daemons, because the store hands a lane to one claimer at a time (:meth:`Journal.claim_jobs`).
+Calls to one destination keep their order and its rate limits, a conversation's replies keep
+theirs (an ``autoreply`` after an ``assign`` of the same plan is sent as the newly assigned
+agent), and other lanes flow (no head-of-line blocking). At most ``dispatcher.concurrency``
+calls are under way at once.
 
-* a job whose action is paced (Slack, Telegram: :meth:`Action.pacing` is not empty) goes to the
-  lane of its destination (``job.destination``: a Slack channel, a Telegram chat), so calls to
-  one destination keep their order and respect its rate limits and pauses, while other
-  destinations flow (no head-of-line blocking across destinations);
-* any other job (``autoreply``, ``assign``, ``play_sound``) goes to the lane of its event, so an
-  event's actions run in plan order (an ``autoreply`` after an ``assign`` is sent as the newly
-  assigned agent), and different events run in parallel.
-
-At most ``dispatcher.concurrency`` jobs execute at once.
+**One call.** Before a call leaves, the dispatcher waits for the destination's pacing (in
+process, and agreed with the other daemons through a store that :attr:`shares_pacing`), then
+takes one of the ``concurrency`` slots and records durably that the call starts
+(:meth:`Journal.start_call`: only the claimer of the oldest pending job of its lane may). The
+slot is held until the call's outcome is recorded. So after a crash only the calls started and
+not recorded — at most ``concurrency`` — are made again. A store that cannot be reached before
+the call delays it (retried with a backoff, never counted as an attempt); after the call, the
+outcome is recorded as soon as the store is back.
 
 **Retries.** A retryable failure (:class:`~rulekit.errors.RetryableActionError`, a timeout, an
 unexpected exception) is retried after an exponential backoff with full jitter
 (``uniform(0, min(backoff_max, backoff_base * 2**(attempt-1)))``), never sooner than the
 service's Retry-After or flood-control wait; the :class:`~rulekit.pacing.Pacer` also pauses the
-destination (or the whole bot, for a service-wide limit) for that long, so nothing is sent into
-the window. The lane waits for the retry before its next job, keeping the destination's order.
-A job out of budget (``max_attempts`` attempts, or older than ``max_age``) or failing
-permanently is **dead-lettered**: kept with its error, counted, published to the console
-(``dead_letter``), and retryable (``requeue_job``).
+destination (or the whole service, for a service-wide limit: a Chatra 429 pauses every reply
+through that channel) for that long, so nothing is sent into the window. The lane retries the
+job itself before its next job, keeping its claim meanwhile (``record_attempt(hold=...)``), so
+no other daemon takes it. A job out of budget (``max_attempts`` attempts, or older than
+``max_age``) or failing permanently is **dead-lettered**: kept with its error, counted,
+published to the console (``dead_letter``), and retryable (``requeue_job``).
 
 **Durability.** Each attempt is recorded (``record_attempt``) together with the events the
-action emitted (``assigned``), which are evaluated like inbox events, in one transaction. A job
-is claimed with a lease: when a daemon dies mid-call, the job is claimed again once the lease
-runs out and is sent again (at-least-once). A job recorded ``done`` is never sent again.
-Slack and Telegram take no idempotency key, so a crash can duplicate a message: at most one
-duplicate per crash per job that was in flight at that moment.
+action emitted (``assigned``), which are evaluated like inbox events, in one transaction. When a
+daemon dies, its claims run out with their lease and its lanes are claimed again; a call it had
+started is counted as an interrupted attempt and made again (at-least-once). A job recorded
+``done`` is never sent again. Slack, Telegram and Chatra take no idempotency key, so a crash can
+duplicate a message: only one whose call had started and whose outcome was not recorded, at
+most ``dispatcher.concurrency`` per crashed daemon.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import time
@@ -44,25 +52,23 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import anyio.to_thread
 from pydantic import ValidationError
 
 from rulekit.actions.base import ActionContext
 from rulekit.errors import ActionError, StoreUnavailable
 from rulekit.event import Event
 from rulekit.pacing import Pace, Pacer
-from rulekit.runtime import planning
 from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.evaluator import Evaluator
 from rulekit.runtime.feed import LiveFeed
 from rulekit.runtime.logs import log
 from rulekit.runtime.metrics import Metrics
-from rulekit.runtime.planning import Prepared, Processed, StateChanged
-from rulekit.runtime.processor import owner_name, report
+from rulekit.runtime.outcomes import Decision, announce, backoff, json_ready, record_outcome
+from rulekit.runtime.processor import owner_name
+from rulekit.runtime.sharedpace import retry_store, share_pause, shared_wait, store_backoff
 from rulekit.runtime.snapshot import Snapshot
-from rulekit.runtime.worker import Evaluation, Refusal
 from rulekit.store.base import JournaledState
-from rulekit.store.records import EventRecord, Job, Outcome
+from rulekit.store.records import EventRecord, Job
 
 logger = logging.getLogger("rulekit.dispatcher")
 
@@ -79,23 +85,6 @@ class Lane:
     queue: deque[tuple[Job, EventRecord | None]] = field(default_factory=deque)
     emitted: list[Event] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
-
-
-@dataclass
-class Decision:
-    outcome: Outcome
-    error: str | None = None
-    result: Any = None
-    retry_in: float | None = None
-
-
-def backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:
-    """Full-jitter exponential backoff before retry number ``attempt`` (1-based)."""
-    return rng.uniform(0, min(cap, base * 2 ** min(attempt - 1, 62)))
-
-
-def _json_ready(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
 
 
 class Dispatcher:
@@ -160,7 +149,7 @@ class Dispatcher:
                     claimed = await self.commit.run(self._claimer(capacity))
                     delay = 0.0
                 except StoreUnavailable as exc:
-                    delay = min(max(delay * 2, 0.5), 30.0)
+                    delay = store_backoff(delay)
                     log(logger, logging.ERROR, f"cannot claim jobs: {exc}", retry_in=delay)
                     await self._sleep(delay)
                     continue
@@ -196,18 +185,8 @@ class Dispatcher:
             await asyncio.wait_for(self._wakeup.wait(), seconds)
 
     # lanes -----------------------------------------------------------------------------------
-    def _lane_key(self, job: Job) -> str:
-        action = self.snapshot().engine.actions.get(job.action)
-        if action is not None:
-            try:
-                if action.pacing(action.Params.model_validate(job.params)):
-                    return f"destination:{job.destination}"
-            except ValidationError:
-                pass
-        return f"event:{job.event_id}"
-
     def _enqueue(self, job: Job, record: EventRecord | None) -> None:
-        key = self._lane_key(job)
+        key = job.lane or job.destination
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = Lane(key)
@@ -222,6 +201,8 @@ class Dispatcher:
                 job, record = lane.queue[0]
                 while not self._stopping:
                     decision = await self._attempt(job, record, lane)
+                    if decision is None:  # not started: handed back, or stopping
+                        break
                     if decision.outcome != "retry" or decision.retry_in is None:
                         break
                     job = replace(job, attempts=job.attempts + 1)
@@ -251,58 +232,34 @@ class Dispatcher:
         return busy and self.held > 0 and time.monotonic() - self.last_progress > limit
 
     # one attempt -----------------------------------------------------------------------------
-    async def _attempt(self, job: Job, record: EventRecord | None, lane: Lane) -> Decision:
+    async def _attempt(self, job: Job, record: EventRecord | None, lane: Lane) -> Decision | None:
+        """One call of ``job`` and its recorded outcome; None when the call did not start
+        (another daemon holds the job or an older job of its lane, or the daemon stops)."""
         snapshot = self.snapshot()
         emitted: list[Event] = []
         started = time.monotonic()
-        decision = await self._execute(job, record, lane, snapshot, emitted)
-        log(
-            logger,
-            logging.INFO if decision.outcome == "done" else logging.WARNING,
-            f"job {job.id} {job.action}: {decision.outcome}",
-            job_id=job.id,
-            event_id=job.event_id,
-            rule=job.rule,
-            destination=job.destination,
-            attempt=job.attempts + 1,
+        try:
+            decision = await self._execute(job, record, lane, snapshot, emitted)
+        except StoreUnavailable:  # stopping while the store is away: nothing was sent
+            return None
+        if decision is None:
+            log(logger, logging.INFO, f"job {job.id} handed back", job_id=job.id, lane=job.lane)
+            return None
+        announce(
+            job,
+            record,
+            decision,
+            metrics=self.metrics,
+            feed=self.feed,
+            arrived=self.arrival(job.event_id),
             ms=round((time.monotonic() - started) * 1000, 1),
-            error=decision.error,
         )
-        retry_at = (
-            datetime.now(UTC) + timedelta(seconds=decision.retry_in)
-            if decision.outcome == "retry" and decision.retry_in is not None
-            else None
-        )
-        processed = await self._record(job, decision, retry_at, emitted, snapshot)
-        self.last_progress = time.monotonic()
-        self.metrics.actions.labels(job.action, decision.outcome).inc()
-        message: dict[str, Any] = {
-            "type": "action",
-            "job_id": job.id,
-            "event_id": job.event_id,
-            "rule": job.rule,
-            "action": job.action,
-            "destination": job.destination,
-            "attempt": job.attempts + 1,
-            "outcome": decision.outcome,
-            "error": decision.error,
-        }
-        self.feed.publish(message)
-        if decision.outcome == "done":
-            arrived = self.arrival(job.event_id) or (record.processed_at if record else None)
-            if arrived is not None:
-                seconds = (datetime.now(UTC) - arrived).total_seconds()
-                self.metrics.latency.labels(job.action).observe(max(0.0, seconds))
-        elif decision.outcome == "retry":
-            self.metrics.retries.labels(job.action).inc()
-        else:
-            self.metrics.dead_letters.labels(job.action).inc()
-            self.feed.publish({**message, "type": "dead_letter"})
-        for result in processed:
-            report(result, self.metrics, self.feed)
-        if any(result.jobs for result in processed):
+        if any(result.jobs for result in decision.processed):
             self.wake()
         return decision
+
+    def _stopped(self) -> bool:
+        return self._stopping
 
     async def _execute(
         self,
@@ -311,17 +268,20 @@ class Dispatcher:
         lane: Lane,
         snapshot: Snapshot,
         emitted: list[Event],
-    ) -> Decision:
+    ) -> Decision | None:
         action = snapshot.engine.actions.get(job.action)
-        if action is None:
-            return Decision("dead", f"action {job.action!r} is not installed")
-        if record is None:
-            return Decision("dead", f"event {job.event_id} is no longer recorded")
         try:
+            if action is None:
+                raise LookupError(f"action {job.action!r} is not installed")
+            if record is None:
+                raise LookupError(f"event {job.event_id} is no longer recorded")
             params = action.Params.model_validate(job.params)
             event = Event.model_validate(record.data)
-        except ValidationError as exc:
-            return Decision("dead", f"the job's data no longer validates: {exc}")
+        except (LookupError, ValidationError) as exc:
+            problem = str(exc)
+            if isinstance(exc, ValidationError):
+                problem = f"the job's data no longer validates: {exc}"
+            return await self._conclude(job, Decision("dead", problem), emitted, snapshot)
         context = ActionContext(
             event=event,
             config=snapshot.config,
@@ -330,66 +290,71 @@ class Dispatcher:
             publish=self.feed.publish,
             emitted=lane.emitted,
         )
-        before = len(lane.emitted)
         assert self._slots is not None
-        paces = action.pacing(params)
-        try:
-            await self._shared_pace(paces)
-            async with self.pacer.acquire(paces), self._slots:
+        paces = action.pacing(params) or self._conversation_paces(job, record, action)
+        async with self.pacer.acquire(paces) as slot:
+            if self.shares_pacing:
+                await shared_wait(self.commit, paces, stopping=self._stopped)
+            async with self._slots:  # held until the outcome is recorded
+                owner, lease = self.owner, self.lease
+                if not await retry_store(
+                    self.commit,
+                    lambda state: state.start_call(job.id, owner, lease=lease),
+                    f"record the start of job {job.id}",
+                    stopping=self._stopped,
+                ):
+                    return None
+                before = len(lane.emitted)
                 self._executing += 1
                 try:
-                    async with asyncio.timeout(action.timeout + TIMEOUT_GRACE):
-                        result = await action.execute(params, context)
+                    decision = await self._call(action, params, context, job, record)
                 finally:
                     self._executing -= 1
+                if decision.outcome == "done":
+                    emitted.extend(lane.emitted[before:])
+                if decision.failure is not None:
+                    slot.report(decision.failure)
+                    failure = decision.failure
+                    if failure.retry_after and self.shares_pacing:
+                        await share_pause(
+                            self.commit,
+                            paces,
+                            failure.scope,
+                            failure.retry_after,
+                            stopping=self._stopped,
+                        )
+                return await self._conclude(job, decision, emitted, snapshot)
+
+    def _conversation_paces(self, job: Job, record: EventRecord, action: Any) -> list[Pace]:
+        """The paces of an action with none of its own: its lane, and for one that writes to
+        the client, the channel's service (a service-wide Retry-After, such as a Chatra 429,
+        pauses every reply through that channel)."""
+        paces = [Pace(job.lane or job.destination)]
+        if action.client_facing:
+            paces.append(Pace(f"{job.action}:{record.channel}", scope="service"))
+        return paces
+
+    async def _call(
+        self, action: Any, params: Any, context: ActionContext, job: Job, record: EventRecord
+    ) -> Decision:
+        try:
+            async with asyncio.timeout(action.timeout + TIMEOUT_GRACE):
+                result = await action.execute(params, context)
         except ActionError as exc:
-            if exc.retry_after and paces and self.shares_pacing:
-                try:
-                    await self._pause_shared(paces, exc.scope, exc.retry_after)
-                except StoreUnavailable:  # this daemon's own pacer still pauses
-                    log(logger, logging.WARNING, "could not share a Retry-After pause")
             if not exc.retryable:
-                return Decision("dead", exc.message)
-            return self._retry(job, record, exc.message, exc.retry_after)
+                return Decision("dead", exc.message, failure=exc)
+            return replace(self._retry(job, record, exc.message, exc.retry_after), failure=exc)
         except TimeoutError:
             return self._retry(job, record, f"no answer within {action.timeout:g} s", None)
         except Exception as exc:  # a bug in an action: keep the traceback, retry within budget
             log(logger, logging.ERROR, f"job {job.id} {job.action} raised", exc_info=True)
             return self._retry(job, record, f"{type(exc).__name__}: {exc}", None)
-        emitted.extend(lane.emitted[before:])
-        return Decision("done", result=_json_ready(result))
+        return Decision("done", result=json_ready(result))
 
     @property
     def shares_pacing(self) -> bool:
         """Whether other daemons send through the same store (then pacing is agreed there)."""
         return bool(getattr(self.store, "shares_pacing", False))
-
-    async def _shared_pace(self, paces: list[Pace]) -> None:
-        """Wait for a send slot every daemon agrees on, for each rate-limited key (PostgreSQL
-        with several daemons); the in-process pacer still orders this daemon's own calls."""
-        if not self.shares_pacing:
-            return
-        for pace in paces:
-            if pace.limit is None:
-                continue
-            spacing = pace.limit.period / pace.limit.count
-
-            def reserve(state: JournaledState, key: str = pace.key, gap: float = spacing) -> float:
-                return state.reserve_pace(key, gap)
-
-            wait = await self.commit.run(reserve)
-            if wait > 0:
-                await asyncio.sleep(wait)
-
-    async def _pause_shared(self, paces: list[Pace], scope: str, seconds: float) -> None:
-        """Tell every daemon about a Retry-After: the keys of ``scope`` (else the destination)."""
-        keys = [p.key for p in paces if p.scope == scope] or [paces[0].key]
-
-        def pause(state: Any) -> None:
-            for key in keys:
-                state.pause_pace(key, seconds)
-
-        await self.commit.run(pause)
 
     def _retry(
         self, job: Job, record: EventRecord, error: str, retry_after: float | None
@@ -406,50 +371,26 @@ class Dispatcher:
             return Decision("dead", f"{error} (gave up: the job would be older than max_age)")
         return Decision("retry", error, retry_in=delay)
 
-    async def _record(
-        self,
-        job: Job,
-        decision: Decision,
-        retry_at: datetime | None,
-        emitted: list[Event],
-        snapshot: Snapshot,
-    ) -> list[Processed]:
-        prepared: Prepared | None = None
-        answer: list[Evaluation] | Refusal = []
-
-        def work(state: JournaledState) -> list[Processed]:
-            state.record_attempt(
-                job.id,
-                decision.outcome,
-                error=decision.error,
-                result=decision.result,
-                retry_at=retry_at,
-            )
-            if prepared is None:
-                return []
-            return planning.record(state, prepared, answer, inbox_id=None)
-
-        delay = 0.5
-        while True:
-            try:
-                if emitted and self.evaluator is not None:
-                    # events the action emitted are evaluated like inbox events: outside the
-                    # transaction, in the evaluation worker
-                    prepared = await anyio.to_thread.run_sync(
-                        planning.prepare, self.store, None, emitted
-                    )
-                    answer = await anyio.to_thread.run_sync(
-                        self.evaluator.evaluate, prepared.request
-                    )
-                return await self.commit.run(work)
-            except StateChanged:
-                continue
-            except StoreUnavailable as exc:
-                if self._stopping:
-                    raise
-                log(logger, logging.ERROR, f"cannot record job {job.id}: {exc}", retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+    async def _conclude(
+        self, job: Job, decision: Decision, emitted: list[Event], snapshot: Snapshot
+    ) -> Decision:
+        """Record the outcome (with the events it emitted), as soon as the store takes it; a
+        retry keeps the job's claim, for the lane retries it itself."""
+        retry_at = None
+        if decision.outcome == "retry" and decision.retry_in is not None:
+            retry_at = datetime.now(UTC) + timedelta(seconds=decision.retry_in)
+        processed = await record_outcome(
+            self.commit,
+            self.evaluator,
+            job,
+            decision,
+            emitted,
+            retry_at=retry_at,
+            hold=self.lease if retry_at is not None else None,
+            stopping=self._stopped,
+        )
+        self.last_progress = time.monotonic()
+        return replace(decision, processed=processed)
 
     # shutdown --------------------------------------------------------------------------------
     async def stop(self, grace: float = 10.0) -> None:

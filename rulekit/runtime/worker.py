@@ -177,6 +177,7 @@ def evaluate(snapshot: Snapshot, request: Request, limits: Limits) -> list[Evalu
                     action=planned.action,
                     params=planned.model.model_dump(mode="json"),
                     destination=engine.actions[planned.action].destination(planned.model),
+                    lane=engine.actions[planned.action].lane(planned.model, event),
                 )
                 for planned in plan.runnable
             ]

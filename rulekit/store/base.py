@@ -213,11 +213,31 @@ class Journal(abc.ABC):
     def claim_jobs(
         self, owner: str, *, lease: float, limit: int = 10, now: datetime | None = None
     ) -> list[Job]:
-        """Claim up to ``limit`` pending jobs that are due, soonest first, for ``lease`` seconds.
+        """Claim up to ``limit`` pending jobs that are due, oldest first, for ``lease`` seconds.
 
-        A job is never held by two claimers at once; its claim ends with :meth:`record_attempt`
-        or when the lease runs out.
+        Jobs are claimed **by lane** (:attr:`Job.lane`): a lane in which a pending job is held by
+        another claimer (a live claim) is skipped whole, and of any other lane only the due
+        *prefix* is claimed — its pending jobs in id order up to the first one that is not due
+        (a retry waiting for its time). So one claimer at a time holds a lane and gets its jobs
+        oldest first (``owner``'s own claims do not hold it back). A job is never held by two
+        claimers at once; its claim ends with :meth:`record_attempt` or when the lease
+        runs out.
         """
+
+    def start_call(
+        self, job_id: int, owner: str, *, lease: float, now: datetime | None = None
+    ) -> bool:
+        """Record, durably, that ``owner`` is about to call the service for a job; True when it
+        may.
+
+        It may when the job is pending, ``owner`` holds its claim (even past the lease, if
+        nobody took it over), and no older job of its lane is pending; the claim is then renewed
+        for ``lease`` seconds. When an older job of the lane is pending the claim is handed back
+        and False returned (the lane's order comes first); when ``owner`` does not hold the
+        claim, False. A call started by another claimer and never finished (it died) is counted
+        as an attempt (:data:`~rulekit.store.records.INTERRUPTED`) first.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot record calls")
 
     @abc.abstractmethod
     def record_attempt(
@@ -228,14 +248,17 @@ class Journal(abc.ABC):
         error: str | None = None,
         result: Any = None,
         retry_at: datetime | None = None,
+        hold: float | None = None,
         now: datetime | None = None,
     ) -> None:
-        """Record one try of a job and release its claim.
+        """Record one try of a job, end its call (:meth:`start_call`) and release its claim.
 
         ``done`` keeps ``result``; ``retry`` makes the job due again at ``retry_at`` (required);
-        ``dead`` dead-letters it. A job already done or dead keeps its status (a late report
-        of a claim whose lease ran out is still recorded as an attempt). Unknown ids raise
-        ``KeyError``.
+        ``dead`` dead-letters it. A retry with ``hold`` keeps the claim until ``hold`` seconds
+        after ``retry_at``: the claimer retries the job itself and no other may take it (or
+        the rest of its lane) meanwhile. A job already done or dead keeps its status (a late
+        report of a claim whose lease ran out is still recorded as an attempt). Unknown ids
+        raise ``KeyError``.
         """
 
     @abc.abstractmethod
@@ -262,6 +285,10 @@ class Journal(abc.ABC):
     def pause_pace(self, key: str, seconds: float) -> None:  # noqa: B027 - optional
         """Push ``key``'s next slot at least ``seconds`` from now (a Retry-After), for every
         daemon."""
+
+    def paused_for(self, keys: Sequence[str]) -> float:
+        """Seconds left of the longest pause (:meth:`pause_pace`) of ``keys``, reading only."""
+        return 0.0
 
     # reading the record ----------------------------------------------------------------------
     @abc.abstractmethod

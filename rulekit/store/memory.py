@@ -25,6 +25,7 @@ from rulekit.store.erasure import (
     forget_client,
 )
 from rulekit.store.records import (
+    INTERRUPTED,
     Attempt,
     EventRecord,
     InboxItem,
@@ -262,6 +263,7 @@ class MemoryState(JournaledState):
                 status="pending",
                 attempts=0,
                 next_attempt_at=now,
+                lane=spec.lane or spec.destination,
             )
         return True
 
@@ -269,16 +271,24 @@ class MemoryState(JournaledState):
         self, owner: str, *, lease: float, limit: int = 10, now: datetime | None = None
     ) -> list[Job]:
         now = utc(now)
-        due = sorted(
-            (
-                job
-                for job in self.outbox.values()
-                if job.status == "pending"
-                and job.next_attempt_at <= now
-                and _claimable(job.claimed_until, now)
-            ),
-            key=lambda job: (job.next_attempt_at, job.id),
-        )[:limit]
+        pending = sorted(
+            (job for job in self.outbox.values() if job.status == "pending"), key=lambda j: j.id
+        )
+        held = {  # lanes someone else holds
+            job.lane
+            for job in pending
+            if not _claimable(job.claimed_until, now) and job.claimed_by != owner
+        }
+        blocked: set[str] = set()  # lanes past their first job that is not due
+        due = []
+        for job in pending:
+            if job.lane in held or job.lane in blocked:
+                continue
+            if job.next_attempt_at > now:
+                blocked.add(job.lane)
+            elif _claimable(job.claimed_until, now):
+                due.append(job)
+        due = due[:limit]
         claimed = []
         for job in due:
             job = dataclasses.replace(
@@ -296,6 +306,7 @@ class MemoryState(JournaledState):
         error: str | None = None,
         result: Any = None,
         retry_at: datetime | None = None,
+        hold: float | None = None,
         now: datetime | None = None,
     ) -> None:
         check_attempt(outcome, retry_at)
@@ -306,8 +317,13 @@ class MemoryState(JournaledState):
         attempt = Attempt(job_id=job_id, at=utc(now), outcome=outcome, error=error, result=result)
         self.attempt_log[job_id] = [*self.attempt_log.get(job_id, ()), attempt]
         if job.status != "pending":  # done or dead stays so; the attempt is still counted
-            self.outbox[job_id] = dataclasses.replace(job, attempts=job.attempts + 1)
+            self.outbox[job_id] = dataclasses.replace(
+                job, attempts=job.attempts + 1, call_started_at=None, call_started_by=None
+            )
             return
+        until = None
+        if outcome == "retry" and hold is not None and retry_at is not None:
+            until = utc(retry_at) + timedelta(seconds=hold)
         self.outbox[job_id] = dataclasses.replace(
             job,
             status="pending" if outcome == "retry" else outcome,
@@ -315,9 +331,40 @@ class MemoryState(JournaledState):
             next_attempt_at=utc(retry_at) if retry_at is not None else job.next_attempt_at,
             last_error=error if error is not None else job.last_error,
             result=result,
-            claimed_by=None,
-            claimed_until=None,
+            claimed_by=job.claimed_by if until is not None else None,
+            claimed_until=until,
+            call_started_at=None,
+            call_started_by=None,
         )
+
+    def start_call(
+        self, job_id: int, owner: str, *, lease: float, now: datetime | None = None
+    ) -> bool:
+        if job_id not in self.outbox:
+            raise KeyError(f"no job {job_id}")
+        now = utc(now)
+        job = self.outbox[job_id]
+        if job.status != "pending" or job.claimed_by != owner:
+            return False
+        if any(
+            other.lane == job.lane and other.status == "pending" and other.id < job_id
+            for other in self.outbox.values()
+        ):
+            self.outbox[job_id] = dataclasses.replace(job, claimed_by=None, claimed_until=None)
+            return False
+        attempts = job.attempts
+        if job.call_started_by not in (None, owner):
+            interrupted = Attempt(job_id=job_id, at=now, outcome="retry", error=INTERRUPTED)
+            self.attempt_log[job_id] = [*self.attempt_log.get(job_id, ()), interrupted]
+            attempts += 1
+        self.outbox[job_id] = dataclasses.replace(
+            job,
+            attempts=attempts,
+            call_started_at=now,
+            call_started_by=owner,
+            claimed_until=now + timedelta(seconds=lease),
+        )
+        return True
 
     def requeue_job(self, job_id: int, *, now: datetime | None = None) -> None:
         if job_id not in self.outbox:

@@ -22,12 +22,13 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from rulekit.errors import StoreError, StoreUnavailable
+from rulekit.errors import StoreConflict, StoreError, StoreUnavailable
 from rulekit.event import Client, Conversation, Event
 from rulekit.store import postgres_privacy
 from rulekit.store.base import JournaledState
 from rulekit.store.codec import to_json
 from rulekit.store.records import (
+    INTERRUPTED,
     Attempt,
     EventRecord,
     InboxItem,
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 # connections), operator intervention (shutdown), system errors (I/O).
 _UNAVAILABLE_CLASSES = ("08", "40", "53", "57", "58")
 _UNAVAILABLE_STATES = frozenset({"25006"})  # read_only_sql_transaction (a hot standby)
+_CONFLICT_STATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
 
 
 def unavailable_error(where: str, exc: Exception) -> StoreUnavailable | None:
@@ -60,6 +62,8 @@ def unavailable_error(where: str, exc: Exception) -> StoreUnavailable | None:
         state is not None and (state[:2] in _UNAVAILABLE_CLASSES or state in _UNAVAILABLE_STATES)
     ):
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if state in _CONFLICT_STATES:
+            return StoreConflict(f"PostgreSQL store {where}: a conflict: {detail}")
         return StoreUnavailable(f"PostgreSQL store {where} cannot be used: {detail}")
     return None
 
@@ -99,6 +103,9 @@ def _job(row: dict[str, Any]) -> Job:
         result=row["result"],
         claimed_by=row["claimed_by"],
         claimed_until=_utc_or_none(row["claimed_until"]),
+        lane=row["lane"],
+        call_started_at=_utc_or_none(row["call_started_at"]),
+        call_started_by=row["call_started_by"],
     )
 
 
@@ -115,6 +122,10 @@ def _event_record(row: dict[str, Any]) -> EventRecord:
         trace=row["trace"],
     )
 
+
+# The advisory lock that serializes job claims across daemons (a constant every rulekit agrees
+# on: "jobs").
+_CLAIM_LOCK = 0x6A6F6273
 
 # The claim's clock: the caller's ``now`` (tests), else the database's.
 _NOW = "COALESCE(%(now)s::timestamptz, now())"
@@ -357,11 +368,12 @@ class PostgresState(JournaledState):
             "   %(occurred)s, %(data)s::json, %(trace)s::json, %(now)s)"
             "  ON CONFLICT (event_id) DO NOTHING RETURNING event_id),"
             " j AS (INSERT INTO outbox (event_id, rule, action, params, destination,"
-            "  next_attempt_at)"
-            "  SELECT e.event_id, s.rule, s.action, s.params::json, s.destination, %(now)s"
+            "  lane, next_attempt_at)"
+            "  SELECT e.event_id, s.rule, s.action, s.params::json, s.destination, s.lane,"
+            "   %(now)s"
             "  FROM e, unnest(%(rules)s::text[], %(actions)s::text[], %(params)s::text[],"
-            "   %(destinations)s::text[]) WITH ORDINALITY AS s(rule, action, params,"
-            "   destination, n)"
+            "   %(destinations)s::text[], %(lanes)s::text[]) WITH ORDINALITY"
+            "   AS s(rule, action, params, destination, lane, n)"
             "  ORDER BY s.n RETURNING 1)"
             " SELECT (SELECT count(*) FROM e) AS recorded, (SELECT count(*) FROM j) AS jobs",
             {
@@ -378,6 +390,7 @@ class PostgresState(JournaledState):
                 "actions": [job.action for job in jobs],
                 "params": [to_json(job.params) for job in jobs],
                 "destinations": [job.destination for job in jobs],
+                "lanes": [job.lane or job.destination for job in jobs],
             },
         )
         assert row is not None
@@ -386,17 +399,66 @@ class PostgresState(JournaledState):
     def claim_jobs(
         self, owner: str, *, lease: float, limit: int = 10, now: datetime | None = None
     ) -> list[Job]:
+        # Claims are serialized across daemons (a transaction-scoped advisory lock, taken by
+        # its own statement so the claim's snapshot sees every claim committed before): two
+        # claimers never split one lane between them. The claim takes the due prefix of each
+        # lane no other daemon holds, as SQLite does.
+        self.execute("SELECT pg_advisory_xact_lock(%s)", (_CLAIM_LOCK,))
         rows = self.execute(
-            "WITH picked AS (SELECT id FROM outbox"
-            f"  WHERE status = 'pending' AND next_attempt_at <= {_NOW}"
-            f"   AND (claimed_until IS NULL OR claimed_until <= {_NOW})"
-            "  ORDER BY next_attempt_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+            "WITH picked AS (SELECT j.id FROM outbox j"
+            f"  WHERE j.status = 'pending' AND j.next_attempt_at <= {_NOW}"
+            f"   AND (j.claimed_until IS NULL OR j.claimed_until <= {_NOW})"
+            "   AND NOT EXISTS (SELECT 1 FROM outbox k WHERE k.lane = j.lane"
+            f"    AND k.status = 'pending' AND ((k.claimed_until > {_NOW}"
+            "     AND k.claimed_by <> %(owner)s)"
+            f"     OR (k.id < j.id AND k.next_attempt_at > {_NOW})))"
+            "  ORDER BY j.id LIMIT %(limit)s FOR UPDATE OF j SKIP LOCKED)"
             " UPDATE outbox SET claimed_by = %(owner)s,"
             f"  claimed_until = {_NOW} + make_interval(secs => %(lease)s)"
             " FROM picked WHERE outbox.id = picked.id RETURNING outbox.*",
             {"now": _utc_or_none(now), "owner": owner, "lease": float(lease), "limit": limit},
         ).fetchall()
-        return sorted((_job(row) for row in rows), key=lambda job: (job.next_attempt_at, job.id))
+        return sorted((_job(row) for row in rows), key=lambda job: job.id)
+
+    def start_call(
+        self, job_id: int, owner: str, *, lease: float, now: datetime | None = None
+    ) -> bool:
+        # One statement: lock the job; it may start when we hold its claim and no older job of
+        # its lane is pending; else hand the claim back if ours. A call another claimer
+        # started and never finished counts as an (interrupted) attempt.
+        row = self._one(
+            "WITH old AS (SELECT id, lane, claimed_by, call_started_by, status FROM outbox"
+            "  WHERE id = %(id)s FOR UPDATE),"
+            " verdict AS (SELECT old.*, (old.status = 'pending' AND old.claimed_by = %(owner)s)"
+            "   AS mine, NOT EXISTS (SELECT 1 FROM outbox k, old o2 WHERE k.lane = o2.lane"
+            "   AND k.status = 'pending' AND k.id < o2.id) AS first FROM old),"
+            " upd AS (UPDATE outbox o SET"
+            f"  call_started_at = CASE WHEN v.first THEN {_NOW} ELSE o.call_started_at END,"
+            "  call_started_by = CASE WHEN v.first THEN %(owner)s ELSE o.call_started_by END,"
+            f"  claimed_until = CASE WHEN v.first THEN {_NOW} + make_interval(secs => %(lease)s)"
+            "   ELSE NULL END,"
+            "  claimed_by = CASE WHEN v.first THEN o.claimed_by ELSE NULL END,"
+            "  attempts = o.attempts + CASE WHEN v.first AND v.call_started_by IS NOT NULL"
+            "   AND v.call_started_by <> %(owner)s THEN 1 ELSE 0 END"
+            "  FROM verdict v WHERE o.id = v.id AND v.mine RETURNING v.first,"
+            "   (v.first AND v.call_started_by IS NOT NULL AND v.call_started_by <> %(owner)s)"
+            "   AS interrupted),"
+            " log AS (INSERT INTO attempts (job_id, at, outcome, error)"
+            f"  SELECT %(id)s, {_NOW}, 'retry', %(error)s FROM upd WHERE upd.interrupted)"
+            " SELECT (SELECT count(*) FROM old) AS found,"
+            "  COALESCE((SELECT first FROM upd), false) AS started",
+            {
+                "id": job_id,
+                "owner": owner,
+                "lease": float(lease),
+                "now": _utc_or_none(now),
+                "error": INTERRUPTED,
+            },
+        )
+        assert row is not None
+        if not row["found"]:
+            raise KeyError(f"no job {job_id}")
+        return bool(row["started"])
 
     def record_attempt(
         self,
@@ -406,9 +468,11 @@ class PostgresState(JournaledState):
         error: str | None = None,
         result: Any = None,
         retry_at: datetime | None = None,
+        hold: float | None = None,
         now: datetime | None = None,
     ) -> None:
         check_attempt(outcome, retry_at)
+        held = outcome == "retry" and hold is not None
         # One statement: lock the job, update it (a job already done or dead keeps its status
         # and only counts the attempt), and log the attempt.
         row = self._one(
@@ -422,9 +486,12 @@ class PostgresState(JournaledState):
             "   THEN COALESCE(%(error)s::text, o.last_error) ELSE o.last_error END,"
             "  result = CASE WHEN old.status = 'pending' THEN %(result)s::json"
             "   ELSE o.result END,"
-            "  claimed_by = CASE WHEN old.status = 'pending' THEN NULL ELSE o.claimed_by END,"
-            "  claimed_until = CASE WHEN old.status = 'pending' THEN NULL"
-            "   ELSE o.claimed_until END"
+            "  claimed_by = CASE WHEN old.status = 'pending' AND NOT %(held)s THEN NULL"
+            "   ELSE o.claimed_by END,"
+            "  claimed_until = CASE WHEN old.status <> 'pending' THEN o.claimed_until"
+            "   WHEN %(held)s THEN %(retry_at)s::timestamptz + make_interval(secs => %(hold)s)"
+            "   ELSE NULL END,"
+            "  call_started_at = NULL, call_started_by = NULL"
             "  FROM old WHERE o.id = old.id RETURNING o.id)"
             " INSERT INTO attempts (job_id, at, outcome, error, result)"
             " SELECT id, %(at)s, %(outcome)s, %(error)s, %(result)s::json FROM upd"
@@ -437,6 +504,8 @@ class PostgresState(JournaledState):
                 "result": None if result is None else to_json(result),
                 "at": utc(now),
                 "outcome": outcome,
+                "held": held,
+                "hold": float(hold or 0.0),
             },
         )
         if row is None:
@@ -486,6 +555,15 @@ class PostgresState(JournaledState):
             "  greatest(pacing.next_at, clock_timestamp() + %(s)s * interval '1s')",
             {"key": key, "s": seconds},
         )
+
+    def paused_for(self, keys: Sequence[str]) -> float:
+        row = self._one(
+            "SELECT COALESCE(max(extract(epoch FROM next_at - clock_timestamp())), 0) AS wait"
+            " FROM pacing WHERE key = ANY(%s::text[])",
+            (list(keys),),
+        )
+        assert row is not None
+        return max(float(row["wait"]), 0.0)
 
     # reading the record ----------------------------------------------------------------------
     def get_event(self, event_id: str) -> EventRecord | None:

@@ -60,7 +60,16 @@ class JobSpec:
     action: str
     params: dict[str, Any]
     destination: str
-    """What the dispatcher paces and orders by, e.g. ``telegram:-100123`` or ``chatra``."""
+    """Where the call goes, e.g. ``telegram:-100123`` or ``autoreply`` (shown in the audit)."""
+    lane: str | None = None
+    """What orders the job: the jobs of one lane are executed one at a time, oldest first, by
+    one daemon at a time (see :meth:`Journal.claim_jobs`). A paced destination (a Slack
+    channel) or a conversation (its replies); ``None``: the destination."""
+
+
+INTERRUPTED = "interrupted: the daemon making the call stopped before recording its outcome"
+"""The error of the attempt counted for a call started by a daemon that died before recording
+its outcome (the call may have reached the service)."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,12 @@ class Job:
     result: Any = None
     claimed_by: str | None = None
     claimed_until: datetime | None = None
+    lane: str = ""
+    """The job's lane (:attr:`JobSpec.lane`)."""
+    call_started_at: datetime | None = None
+    """When a call of the job was started and its outcome not yet recorded (see
+    :meth:`Journal.start_call`); None when no call is under way."""
+    call_started_by: str | None = None
 
 
 @dataclass(frozen=True)

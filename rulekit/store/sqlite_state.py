@@ -19,6 +19,7 @@ from rulekit.store import sqlite_privacy
 from rulekit.store.base import JournaledState
 from rulekit.store.codec import from_json, from_ts, to_json, ts
 from rulekit.store.records import (
+    INTERRUPTED,
     Attempt,
     EventRecord,
     InboxItem,
@@ -99,6 +100,9 @@ def _job(row: sqlite3.Row) -> Job:
         result=from_json(row["result"]),
         claimed_by=row["claimed_by"],
         claimed_until=from_ts(row["claimed_until"]),
+        lane=row["lane"],
+        call_started_at=from_ts(row["call_started_at"]),
+        call_started_by=row["call_started_by"],
     )
 
 
@@ -124,7 +128,7 @@ class SQLiteState(JournaledState):
         self.path = path
         self.active = True
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> sqlite3.Cursor:
         """Run one statement, turning "cannot persist" errors into StoreUnavailable."""
         if not self.active:
             raise StoreError("this transaction has ended; use the state only inside its block")
@@ -345,9 +349,17 @@ class SQLiteState(JournaledState):
             return False
         for job in jobs:
             self.execute(
-                "INSERT INTO outbox (event_id, rule, action, params, destination,"
-                " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (event.id, job.rule, job.action, to_json(job.params), job.destination, ts(now)),
+                "INSERT INTO outbox (event_id, rule, action, params, destination, lane,"
+                " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event.id,
+                    job.rule,
+                    job.action,
+                    to_json(job.params),
+                    job.destination,
+                    job.lane or job.destination,
+                    ts(now),
+                ),
             )
         return True
 
@@ -355,15 +367,58 @@ class SQLiteState(JournaledState):
         self, owner: str, *, lease: float, limit: int = 10, now: datetime | None = None
     ) -> list[Job]:
         now = utc(now)
+        # a due job that is free (or ours), in a lane nobody else holds, with every older
+        # pending job of its lane due too: the due prefix of each free lane
         rows = self.execute(
-            "UPDATE outbox SET claimed_by = ?, claimed_until = ?"
-            " WHERE id IN (SELECT id FROM outbox WHERE status = 'pending'"
-            "   AND next_attempt_at <= ? AND (claimed_until IS NULL OR claimed_until <= ?)"
-            "   ORDER BY next_attempt_at, id LIMIT ?)"
+            "UPDATE outbox SET claimed_by = :owner, claimed_until = :until"
+            " WHERE id IN (SELECT j.id FROM outbox j WHERE j.status = 'pending'"
+            "   AND j.next_attempt_at <= :now"
+            "   AND (j.claimed_until IS NULL OR j.claimed_until <= :now)"
+            "   AND NOT EXISTS (SELECT 1 FROM outbox k WHERE k.lane = j.lane"
+            "     AND k.status = 'pending' AND ((k.claimed_until > :now AND k.claimed_by <> :owner)"
+            "       OR (k.id < j.id AND k.next_attempt_at > :now)))"
+            "   ORDER BY j.id LIMIT :limit)"
             " RETURNING *",
-            (owner, ts(now + timedelta(seconds=lease)), ts(now), ts(now), limit),
+            {
+                "owner": owner,
+                "until": ts(now + timedelta(seconds=lease)),
+                "now": ts(now),
+                "limit": limit,
+            },
         ).fetchall()
-        return sorted((_job(row) for row in rows), key=lambda job: (job.next_attempt_at, job.id))
+        return sorted((_job(row) for row in rows), key=lambda job: job.id)
+
+    def start_call(
+        self, job_id: int, owner: str, *, lease: float, now: datetime | None = None
+    ) -> bool:
+        now = utc(now)
+        row = self._one(
+            "SELECT status, claimed_by, lane, call_started_by FROM outbox WHERE id = ?", (job_id,)
+        )
+        if row is None:
+            raise KeyError(f"no job {job_id}")
+        if row["status"] != "pending" or row["claimed_by"] != owner:
+            return False
+        if self._one(
+            "SELECT 1 FROM outbox WHERE lane = ? AND status = 'pending' AND id < ? LIMIT 1",
+            (row["lane"], job_id),
+        ):
+            self.execute(
+                "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL WHERE id = ?", (job_id,)
+            )
+            return False
+        if row["call_started_by"] not in (None, owner):
+            self.execute(
+                "INSERT INTO attempts (job_id, at, outcome, error) VALUES (?, ?, 'retry', ?)",
+                (job_id, ts(now), INTERRUPTED),
+            )
+            self.execute("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", (job_id,))
+        self.execute(
+            "UPDATE outbox SET call_started_at = ?, call_started_by = ?, claimed_until = ?"
+            " WHERE id = ?",
+            (ts(now), owner, ts(now + timedelta(seconds=lease)), job_id),
+        )
+        return True
 
     def record_attempt(
         self,
@@ -373,6 +428,7 @@ class SQLiteState(JournaledState):
         error: str | None = None,
         result: Any = None,
         retry_at: datetime | None = None,
+        hold: float | None = None,
         now: datetime | None = None,
     ) -> None:
         check_attempt(outcome, retry_at)
@@ -385,15 +441,23 @@ class SQLiteState(JournaledState):
             (job_id, ts(utc(now)), outcome, error, result_json),
         )
         if row["status"] != "pending":  # done or dead stays so; the attempt is still counted
-            self.execute("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", (job_id,))
+            self.execute(
+                "UPDATE outbox SET attempts = attempts + 1, call_started_at = NULL,"
+                " call_started_by = NULL WHERE id = ?",
+                (job_id,),
+            )
             return
         status = "pending" if outcome == "retry" else outcome
+        until = None
+        if outcome == "retry" and hold is not None and retry_at is not None:
+            until = ts(utc(retry_at) + timedelta(seconds=hold))
         self.execute(
             "UPDATE outbox SET status = ?, attempts = attempts + 1,"
             " next_attempt_at = COALESCE(?, next_attempt_at),"
             " last_error = COALESCE(?, last_error), result = ?,"
-            " claimed_by = NULL, claimed_until = NULL WHERE id = ?",
-            (status, ts(retry_at), error, result_json, job_id),
+            " claimed_by = CASE WHEN ? IS NULL THEN NULL ELSE claimed_by END,"
+            " claimed_until = ?, call_started_at = NULL, call_started_by = NULL WHERE id = ?",
+            (status, ts(retry_at), error, result_json, until, until, job_id),
         )
 
     def requeue_job(self, job_id: int, *, now: datetime | None = None) -> None:

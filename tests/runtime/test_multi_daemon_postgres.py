@@ -252,3 +252,50 @@ def test_pacing_of_one_destination_holds_across_daemons(
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     # Slack allows ~1 message/s per channel; measured at the fake, within scheduling jitter
     assert min(gaps) >= 1.0 - 0.15, gaps
+
+
+SLACK_PER_CONVERSATION = """\
+- name: Tell the conversation's channel
+  on: {channel: online-chat, event: [created, message]}
+  do:
+    - slack: {channel: "#{{ client.id }}", text: "{{ message.text }}"}
+"""
+
+
+def test_each_destination_keeps_its_order_across_daemons_and_nothing_is_sent_twice(
+    tmp_path, processes, chatra, fake_slack, postgres_url
+):
+    """Three daemons, forty conversations of three messages each, every message posted to the
+    conversation's own Slack channel, the webhooks spread over the daemons. Some channels
+    answer 429 mid-run. Every channel gets its messages once each, in the order they were
+    written: a destination's jobs are executed by one daemon at a time, oldest first, and a
+    job being retried stays with the daemon that retries it."""
+    config = write_setup(tmp_path, SLACK_PER_CONVERSATION, chatra=chatra, slack=fake_slack)
+    config.write_text(
+        config.read_text().replace("storage: sqlite:///rulekit.sqlite3", f"storage: {postgres_url}")
+    )
+    daemons = [processes(config, port=free_port()) for _ in range(3)]
+    for daemon in daemons:
+        daemon.wait_ready()
+    conversations, per_conversation = 40, 3
+    for n in (5, 17, 29):
+        fake_slack.rate_limit(retry_after=1, channel=f"#client{n:08d}")
+    with httpx.Client(timeout=10) as client:
+        for k in range(per_conversation):
+            for n in range(conversations):
+                body = chat_started(n, "message 0") if k == 0 else chat_fragment(n, k)
+                response = client.post(
+                    daemons[(n + k) % 3].webhook_url,
+                    content=body,
+                    headers={"Content-Type": "application/json"},
+                )
+                assert response.status_code == 200, response.text
+    total = conversations * per_conversation
+    wait_for(lambda: len(fake_slack.messages(accepted=True)) >= total, timeout=120)
+    refused = [m.channel for m in fake_slack.messages(accepted=False)]
+    assert sorted(refused) == [f"#client{n:08d}" for n in (5, 17, 29)]
+    for n in range(conversations):
+        channel = f"#client{n:08d}"
+        texts = [m.text for m in fake_slack.messages(channel, accepted=True)]
+        assert texts == [f"message {k}" for k in range(per_conversation)], (channel, texts)
+    assert len(fake_slack.messages(accepted=True)) == total

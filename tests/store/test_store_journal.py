@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from rulekit.store import JobSpec
+from rulekit.store.records import INTERRUPTED
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 BODY = b'{"eventName": "chatStarted", "text": "\xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82"}'
@@ -237,21 +238,95 @@ def test_history_filters(store, make_event):
 # outbox ----------------------------------------------------------------------------------------
 
 
-def test_jobs_are_claimed_when_due_and_leased(store, make_event):
+def test_jobs_are_claimed_when_due_and_leased_lane_by_lane(store, make_event):
+    other = JobSpec("C", "slack", {"text": "from C"}, "slack:#other")
     with store.transaction() as state:
-        state.record_event(
-            make_event("e1"), inbox_id=None, trace={}, jobs=jobs_for("A", "B"), now=T0
-        )
+        jobs = [*jobs_for("A", "B"), other]
+        state.record_event(make_event("e1"), inbox_id=None, trace={}, jobs=jobs, now=T0)
         assert state.claim_jobs("d", lease=30, now=T0 - timedelta(seconds=1)) == []
         first = state.claim_jobs("daemon-a", lease=30, limit=1, now=T0)
         assert [(job.rule, job.claimed_by, job.claimed_until) for job in first] == [
             ("A", "daemon-a", later(30))
         ]
+        # daemon-a holds the lane of slack:#ops: daemon-b gets only the other lane
         second = state.claim_jobs("daemon-b", lease=30, now=later(1))
-        assert [job.rule for job in second] == ["B"]
+        assert [(job.rule, job.lane) for job in second] == [("C", "slack:#other")]
         assert state.claim_jobs("daemon-b", lease=30, now=later(29)) == []
+        # daemon-a's lease runs out: its whole lane goes to daemon-b, oldest first
         recovered = state.claim_jobs("daemon-b", lease=30, now=later(30))
-        assert [(job.id, job.claimed_by) for job in recovered] == [(first[0].id, "daemon-b")]
+        assert [(job.rule, job.claimed_by, job.claimed_until) for job in recovered] == [
+            ("A", "daemon-b", later(60)),
+            ("B", "daemon-b", later(60)),
+        ]
+
+
+def test_a_lane_is_claimed_up_to_its_first_job_that_is_not_due(store, make_event):
+    with store.transaction() as state:
+        state.record_event(
+            make_event("e1"), inbox_id=None, trace={}, jobs=jobs_for("A", "B"), now=T0
+        )
+        job_a, _ = state.claim_jobs("daemon-a", lease=30, now=T0)
+        state.record_attempt(job_a.id, "retry", error="429", retry_at=later(60), now=later(1))
+        # B is due, but A (older, same lane) waits for its retry: B must not overtake it
+        assert state.claim_jobs("daemon-b", lease=30, now=later(2)) == []
+        assert [job.rule for job in state.claim_jobs("daemon-b", lease=30, now=later(60))] == [
+            "A",
+            "B",
+        ]
+
+
+def test_a_call_starts_only_for_the_claimer_and_the_oldest_job_of_its_lane(store, make_event):
+    with store.transaction() as state:
+        state.record_event(
+            make_event("e1"), inbox_id=None, trace={}, jobs=jobs_for("A", "B"), now=T0
+        )
+        job_a, job_b = state.claim_jobs("daemon-a", lease=30, now=T0)
+        assert not state.start_call(job_a.id, "daemon-b", lease=30, now=later(1))
+        # B waits for A: its claim is handed back
+        assert not state.start_call(job_b.id, "daemon-a", lease=30, now=later(1))
+        assert state.jobs(event_id="e1")[1].claimed_by is None
+        assert state.start_call(job_a.id, "daemon-a", lease=30, now=later(2))
+        [started] = [job for job in state.jobs(event_id="e1") if job.id == job_a.id]
+        assert (started.call_started_at, started.call_started_by) == (later(2), "daemon-a")
+        assert started.claimed_until == later(32)
+        with pytest.raises(KeyError):
+            state.start_call(999, "daemon-a", lease=30)
+
+
+def test_a_call_whose_claimer_died_counts_as_an_interrupted_attempt(store, make_event):
+    with store.transaction() as state:
+        state.record_event(make_event("e1"), inbox_id=None, trace={}, jobs=jobs_for("A"), now=T0)
+        [job] = state.claim_jobs("daemon-a", lease=30, now=T0)
+        assert state.start_call(job.id, "daemon-a", lease=30, now=later(1))
+        # daemon-a dies mid-call; once its lease is over daemon-b takes the job over
+        [again] = state.claim_jobs("daemon-b", lease=30, now=later(31))
+        assert (again.attempts, again.call_started_by) == (0, "daemon-a")
+        assert state.start_call(job.id, "daemon-b", lease=30, now=later(32))
+        assert [(a.outcome, a.error) for a in state.attempts(job.id)] == [("retry", INTERRUPTED)]
+        state.record_attempt(job.id, "done", result={"ok": True}, now=later(33))
+        [done] = state.jobs(event_id="e1")
+        assert (done.status, done.attempts, done.call_started_at) == ("done", 2, None)
+
+
+def test_a_retry_the_claimer_makes_itself_keeps_the_claim(store, make_event):
+    with store.transaction() as state:
+        state.record_event(
+            make_event("e1"), inbox_id=None, trace={}, jobs=jobs_for("A", "B"), now=T0
+        )
+        job_a, _ = state.claim_jobs("daemon-a", lease=30, now=T0)
+        assert state.start_call(job_a.id, "daemon-a", lease=30, now=later(1))
+        state.record_attempt(
+            job_a.id, "retry", error="429", retry_at=later(10), hold=30, now=later(2)
+        )
+        [held, _] = state.jobs(event_id="e1")
+        assert (held.claimed_by, held.claimed_until, held.call_started_at) == (
+            "daemon-a",
+            later(40),
+            None,
+        )
+        # no other daemon takes the job (or its lane) while daemon-a retries it
+        assert state.claim_jobs("daemon-b", lease=30, now=later(10)) == []
+        assert state.start_call(job_a.id, "daemon-a", lease=30, now=later(10))
 
 
 def test_attempts_and_outcomes(store, make_event):
@@ -319,7 +394,10 @@ def test_concurrent_claimers_never_share_a_job(backend, make_event, threads):
                 make_event(f"e{index}"),
                 inbox_id=None,
                 trace={},
-                jobs=jobs_for("A", "B", "C"),
+                jobs=[
+                    JobSpec(rule, "slack", {"text": rule}, f"slack:#c{index}")
+                    for rule in ("A", "B", "C")
+                ],
                 now=T0,
             )
     claimed: list[tuple[int, str]] = []
@@ -344,3 +422,47 @@ def test_concurrent_claimers_never_share_a_job(backend, make_event, threads):
     with stores[1].transaction() as state:
         owners = {job.id: job.claimed_by for job in state.jobs(limit=1000)}
     assert owners == dict(claimed)
+
+
+def test_concurrent_claimers_keep_each_lane_to_one_claimer_in_order(backend, make_event, threads):
+    """Four claimers (two connections) empty eight lanes of six jobs each, calling and recording
+    each job as the dispatcher does: a lane's calls never overlap and go oldest first."""
+    stores = [backend.open(), backend.open()]
+    lanes, per_lane = 8, 6
+    with stores[0].transaction() as state:
+        for n in range(per_lane):
+            for lane in range(lanes):
+                state.record_event(
+                    make_event(f"e{lane}-{n}"),
+                    inbox_id=None,
+                    trace={},
+                    jobs=[JobSpec("A", "slack", {"n": n}, f"slack:#c{lane}")],
+                    now=T0,
+                )
+    lock = threading.Lock()
+    calling: dict[str, str] = {}  # lane -> the owner whose call is under way
+    called: dict[str, list[int]] = {}
+
+    def claimer(index: int) -> None:
+        owner, store = f"daemon-{index}", stores[index % 2]
+        idle = 0
+        while idle < 20:
+            with store.transaction() as state:
+                jobs = state.claim_jobs(owner, lease=600, limit=3)
+            idle = 0 if jobs else idle + 1
+            for job in jobs:
+                with store.transaction() as state:
+                    if not state.start_call(job.id, owner, lease=600):
+                        continue
+                with lock:
+                    assert calling.setdefault(job.lane, owner) == owner, "a lane was split"
+                    called.setdefault(job.lane, []).append(job.params["n"])
+                time.sleep(0.001)  # the call
+                with lock:
+                    del calling[job.lane]
+                with store.transaction() as state:
+                    state.record_attempt(job.id, "done")
+            time.sleep(0.001)
+
+    threads(claimer, 4)
+    assert called == {f"slack:#c{lane}": list(range(per_lane)) for lane in range(lanes)}

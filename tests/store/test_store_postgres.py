@@ -280,3 +280,45 @@ def test_misuse_is_reported(postgres_schema):
     with pytest.raises(StoreError, match="transaction has ended"):
         state.message_seen("c", "m")
     store.close()
+
+
+def test_send_slots_of_two_daemons_never_deadlock(postgres_schema):
+    """Two daemons reserve the send slots of the same 150 destinations at the same moment, in
+    opposite orders, each for many calls at once (which group commit would put in one
+    transaction): every reservation runs in a transaction of its own, so no daemon ever holds
+    one destination's slot while waiting for another's, and the database aborts nothing."""
+    import asyncio
+    import threading
+
+    from rulekit.pacing import Limit, Pace
+    from rulekit.runtime.commit import GroupCommit
+    from rulekit.runtime.sharedpace import shared_wait
+
+    keys = [f"slack:#c{n}" for n in range(150)]
+    barrier = threading.Barrier(2)
+    conflicts: list[int] = []
+
+    def daemon(order: list[str]) -> None:
+        async def main() -> None:
+            store = PostgresStore(postgres_schema, pool_size=2)
+            commit = GroupCommit(store)
+            commit.start()
+            try:
+                paces = [[Pace(key, Limit(10_000, 1.0))] for key in order]
+                await asyncio.to_thread(barrier.wait, 10)
+                await asyncio.gather(
+                    *(shared_wait(commit, pace, stopping=lambda: False) for pace in paces)
+                )
+                conflicts.append(commit.conflicts)
+            finally:
+                await commit.aclose()
+                store.close()
+
+        asyncio.run(main())
+
+    threads = [threading.Thread(target=daemon, args=(order,)) for order in (keys, keys[::-1])]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert conflicts == [0, 0]

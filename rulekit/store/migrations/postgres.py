@@ -3,7 +3,8 @@
 Steps 1 and 2 mirror the SQLite schema (same versions, same tables and columns) with native
 types: ``timestamptz`` times, ``json`` documents (``json``, not ``jsonb``, keeps the key order of
 traces as written), ``bytea`` bodies, and identity ids from sequences, so they are never reused.
-Step 3 (shared pacing) exists only here: a SQLite store has a single daemon.
+Step 3 (shared pacing) exists only here: a SQLite store has a single daemon. Step 5 (job
+lanes and call starts) is SQLite's step 4.
 """
 
 from __future__ import annotations
@@ -142,10 +143,23 @@ COOLDOWNS_BY_CONVERSATION = """
 CREATE INDEX cooldowns_by_conversation ON cooldowns (conversation_id);
 """
 
+JOB_LANES = """
+-- Each job's lane (a paced destination, or a conversation): a lane's jobs are claimed by one
+-- daemon at a time and executed oldest first. Jobs from before keep their destination as lane.
+-- A call's start is recorded before the request leaves, so that after a crash only calls
+-- that were under way are made again.
+ALTER TABLE outbox ADD COLUMN lane text NOT NULL DEFAULT '';
+ALTER TABLE outbox ADD COLUMN call_started_at timestamptz;
+ALTER TABLE outbox ADD COLUMN call_started_by text;
+UPDATE outbox SET lane = destination;
+CREATE INDEX outbox_pending_by_lane ON outbox (lane, id) WHERE status = 'pending';
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", INITIAL),
     Migration(2, "conversation_order", CONVERSATION_ORDER),
     Migration(3, "shared_pacing", SHARED_PACING),
     Migration(4, "cooldowns_by_conversation", COOLDOWNS_BY_CONVERSATION),
+    Migration(5, "job_lanes", JOB_LANES),
 )
 check_sequence(MIGRATIONS)

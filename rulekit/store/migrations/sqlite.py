@@ -132,9 +132,22 @@ COOLDOWNS_BY_CONVERSATION = """
 CREATE INDEX cooldowns_by_conversation ON cooldowns (conversation_id);
 """
 
+JOB_LANES = """
+-- Each job's lane (a paced destination, or a conversation): a lane's jobs are claimed by one
+-- daemon at a time and executed oldest first. Jobs from before keep their destination as lane.
+-- A call's start is recorded before the request leaves, so that after a crash only calls
+-- that were under way are made again.
+ALTER TABLE outbox ADD COLUMN lane TEXT NOT NULL DEFAULT '';
+ALTER TABLE outbox ADD COLUMN call_started_at TEXT;
+ALTER TABLE outbox ADD COLUMN call_started_by TEXT;
+UPDATE outbox SET lane = destination;
+CREATE INDEX outbox_pending_by_lane ON outbox (lane, id) WHERE status = 'pending';
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", INITIAL),
     Migration(2, "conversation_order", CONVERSATION_ORDER),
     Migration(3, "cooldowns_by_conversation", COOLDOWNS_BY_CONVERSATION),
+    Migration(4, "job_lanes", JOB_LANES),
 )
 check_sequence(MIGRATIONS)

@@ -1,0 +1,160 @@
+"""What the dispatcher decides about one call, how it is recorded, and how it tells the log,
+the metrics and the console."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio.to_thread
+
+from rulekit.errors import ActionError, StoreUnavailable
+from rulekit.event import Event
+from rulekit.runtime import planning
+from rulekit.runtime.commit import GroupCommit
+from rulekit.runtime.evaluator import Evaluator
+from rulekit.runtime.feed import LiveFeed
+from rulekit.runtime.logs import log
+from rulekit.runtime.metrics import Metrics
+from rulekit.runtime.planning import Prepared, Processed, StateChanged
+from rulekit.runtime.processor import report
+from rulekit.runtime.sharedpace import store_backoff
+from rulekit.runtime.worker import Evaluation, Refusal
+from rulekit.store.base import JournaledState
+from rulekit.store.records import EventRecord, Job, Outcome
+
+logger = logging.getLogger("rulekit.dispatcher")
+
+
+@dataclass
+class Decision:
+    """The outcome of one call: what is recorded, and what it caused."""
+
+    outcome: Outcome
+    error: str | None = None
+    result: Any = None
+    retry_in: float | None = None
+    failure: ActionError | None = None
+    """The service's refusal, when it gave one (its Retry-After pauses the service)."""
+    processed: list[Processed] = field(default_factory=list)
+    """The events the call emitted, evaluated and recorded with the outcome."""
+
+
+def backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Full-jitter exponential backoff before retry number ``attempt`` (1-based)."""
+    return rng.uniform(0, min(cap, base * 2 ** min(attempt - 1, 62)))
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` as the store keeps it (JSON data; anything else as its string)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def announce(
+    job: Job,
+    record: EventRecord | None,
+    decision: Decision,
+    *,
+    metrics: Metrics,
+    feed: LiveFeed,
+    arrived: datetime | None,
+    ms: float,
+) -> None:
+    """Log a recorded outcome, count it, and publish it (and what it caused) to the console."""
+    log(
+        logger,
+        logging.INFO if decision.outcome == "done" else logging.WARNING,
+        f"job {job.id} {job.action}: {decision.outcome}",
+        job_id=job.id,
+        event_id=job.event_id,
+        rule=job.rule,
+        destination=job.destination,
+        attempt=job.attempts + 1,
+        ms=ms,
+        error=decision.error,
+    )
+    metrics.actions.labels(job.action, decision.outcome).inc()
+    message: dict[str, Any] = {
+        "type": "action",
+        "job_id": job.id,
+        "event_id": job.event_id,
+        "rule": job.rule,
+        "action": job.action,
+        "destination": job.destination,
+        "attempt": job.attempts + 1,
+        "outcome": decision.outcome,
+        "error": decision.error,
+    }
+    feed.publish(message)
+    if decision.outcome == "done":
+        arrived = arrived or (record.processed_at if record else None)
+        if arrived is not None:
+            seconds = (datetime.now(UTC) - arrived).total_seconds()
+            metrics.latency.labels(job.action).observe(max(0.0, seconds))
+    elif decision.outcome == "retry":
+        metrics.retries.labels(job.action).inc()
+    else:
+        metrics.dead_letters.labels(job.action).inc()
+        feed.publish({**message, "type": "dead_letter"})
+    for result in decision.processed:
+        report(result, metrics, feed)
+
+
+async def record_outcome(
+    commit: GroupCommit,
+    evaluator: Evaluator | None,
+    job: Job,
+    decision: Decision,
+    emitted: list[Event],
+    *,
+    retry_at: datetime | None,
+    hold: float | None,
+    stopping: Callable[[], bool],
+) -> list[Processed]:
+    """Record one attempt of ``job`` together with the events its action emitted (evaluated
+    like inbox events: outside the transaction, in the evaluation worker); run again while the
+    store is unavailable (:func:`~rulekit.runtime.sharedpace.store_backoff`) or the state the
+    evaluation read changed."""
+    delay = 0.0
+    while True:
+        prepared: Prepared | None = None
+        answer: list[Evaluation] | Refusal = []
+        try:
+            if emitted and evaluator is not None:
+                prepared = await anyio.to_thread.run_sync(
+                    planning.prepare, commit.store, None, emitted
+                )
+                answer = await anyio.to_thread.run_sync(evaluator.evaluate, prepared.request)
+
+            def work(
+                state: JournaledState,
+                prepared: Prepared | None = prepared,
+                answer: list[Evaluation] | Refusal = answer,
+            ) -> list[Processed]:
+                state.record_attempt(
+                    job.id,
+                    decision.outcome,
+                    error=decision.error,
+                    result=decision.result,
+                    retry_at=retry_at,
+                    hold=hold,
+                )
+                if prepared is None:
+                    return []
+                return planning.record(state, prepared, answer, inbox_id=None)
+
+            return await commit.run(work)
+        except StateChanged:
+            continue
+        except StoreUnavailable as exc:
+            if stopping():
+                raise
+            delay = store_backoff(delay)
+            log(logger, logging.ERROR, f"cannot record job {job.id}: {exc}", retry_in=delay)
+            await asyncio.sleep(delay)

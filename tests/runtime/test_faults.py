@@ -1,0 +1,216 @@
+"""Faults around a call: a database blip never costs an attempt, a service's Retry-After holds
+for the whole service, a conversation's replies keep their order."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+from daemons import chat_started, wait_for, write_setup
+
+from rulekit.errors import StoreUnavailable
+from rulekit.store.sqlite import SQLiteStore
+from rulekit.testing.fake_slack import FakeSlack
+
+TIMER_RESOLUTION = 0.01
+"""How early an event loop timer may fire (asyncio's clock resolution, with margin)."""
+
+
+def chat_fragment(n: int, k: int) -> bytes:
+    """Visitor ``n``'s message number ``k`` (k >= 1) in their already started chat."""
+    started = json.loads(chat_started(n))
+    body = {
+        "eventName": "chatFragment",
+        "messages": [
+            {
+                "id": f"msg{n:08d}-{k}",
+                "type": "client",
+                "text": f"message {k}",
+                "createdAt": 1741943525000 + k * 1000,
+            }
+        ],
+        "agents": [],
+        "client": started["client"],
+    }
+    return json.dumps(body).encode()
+
+
+class _Faulty:
+    """A transaction's state whose chosen methods fail (``StoreUnavailable``) a number of times,
+    or take a while."""
+
+    def __init__(self, state: Any, store: FaultyStore) -> None:
+        self._state = state
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        if self._store.failures.get(name, 0) > 0:
+            self._store.failures[name] -= 1
+            raise StoreUnavailable(f"injected: {name} cannot reach the database")
+        if name in self._store.slow:
+            time.sleep(self._store.slow[name])
+        return getattr(self._state, name)
+
+
+class FaultyStore(SQLiteStore):
+    """A real SQLite store that is unavailable (or slow) at chosen points, as a database blip
+    (or a slow disk) makes it. ``shared``: it claims to be shared by several daemons, so the
+    dispatcher also goes through the store's pacing (reserve a slot, read the pauses) as it
+    does on PostgreSQL."""
+
+    def __init__(
+        self,
+        path: Any,
+        failures: dict[str, int] | None = None,
+        slow: dict[str, float] | None = None,
+        shared: bool = False,
+    ) -> None:
+        super().__init__(path)
+        self.failures = failures or {}
+        self.slow = slow or {}
+        self.shares_pacing = shared
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:  # type: ignore[override]
+        with super().transaction() as state:
+            yield _Faulty(state, self)
+
+
+def read(folder: Any, query: Any) -> Any:
+    """``query(state)`` on the daemon's SQLite file, through a connection of its own."""
+    store = SQLiteStore(folder / "rulekit.sqlite3")
+    try:
+        with store.transaction() as state:
+            return query(state)
+    finally:
+        store.close()
+
+
+SLACK_RULES = """\
+- name: Tell Slack
+  on: {channel: online-chat, event: created}
+  do:
+    - slack: {channel: "#support", text: "New chat from {{ client.display_name }}"}
+"""
+
+
+def test_a_database_blip_around_a_call_never_consumes_an_attempt(tmp_path, serve):
+    """The store fails twice at each point around a call (reserving the send slot, recording
+    the call's start, recording its outcome) with only three attempts allowed: the message is
+    sent exactly once and the job has exactly one attempt."""
+    with FakeSlack() as slack:
+        config = write_setup(tmp_path, SLACK_RULES, slack=slack, dispatcher={"max_attempts": 3})
+        failures = {"reserve_pace": 2, "start_call": 2, "record_attempt": 2}
+        store = FaultyStore(tmp_path / "rulekit.sqlite3", failures, shared=True)
+        try:
+            server = serve(config, store=store)
+            assert httpx.post(server.webhook_url, content=chat_started(1)).status_code == 200
+
+            [job] = wait_for(lambda: read(tmp_path, lambda s: s.jobs(status="done")), timeout=30)
+            assert [m.text for m in slack.messages("#support")] == ["New chat from Visitor 1"]
+            assert job.attempts == 1
+            assert [a.outcome for a in read(tmp_path, lambda s: s.attempts(job.id))] == ["done"]
+            assert failures == {"reserve_pace": 0, "start_call": 0, "record_attempt": 0}
+            server.stop()
+        finally:
+            store.close()
+
+
+REPLY_RULES = """\
+- name: Echo
+  on: {channel: online-chat, event: [created, message]}
+  do:
+    - autoreply: {text: "{{ message.text }}"}
+"""
+
+
+def test_a_chatra_retry_after_pauses_every_reply_and_a_conversation_keeps_its_order(
+    tmp_path, serve, chatra
+):
+    """Chatra answers the first reply with 429 and Retry-After: 2. No reply reaches Chatra
+    within those 2 seconds (the limit is the account's, not one conversation's), and each
+    visitor's replies arrive once each, in the order of their messages."""
+    retry_after = 2
+    server = serve(write_setup(tmp_path, REPLY_RULES, chatra=chatra))
+    chatra.rate_limit(retry_after=retry_after)
+    bodies = [chat_started(1, "first"), chat_fragment(1, 1), chat_started(2, "other")]
+    bodies += [chat_fragment(1, 2), chat_fragment(2, 1)]
+    for body in bodies:
+        assert httpx.post(server.webhook_url, content=body).status_code == 200
+    wait_for(lambda: len(chatra.sent) == len(bodies) + 1, timeout=30)
+
+    calls = [r for r in chatra.requests if r.method == "POST"]
+    refused = calls[0]
+    assert refused.json["text"] == "first"
+    for call in calls[1:]:
+        assert call.at - refused.at >= retry_after - TIMER_RESOLUTION, (call.json, call.at)
+    texts: dict[str, list[str]] = {}
+    for call in calls[1:]:
+        texts.setdefault(call.json["clientId"], []).append(call.json["text"])
+    assert texts == {
+        "client00000001": ["first", "message 1", "message 2"],
+        "client00000002": ["other", "message 1"],
+    }
+
+
+def test_what_a_crash_would_repeat_is_on_disk_and_at_most_the_concurrency(tmp_path, serve, chatra):
+    """Forty replies are claimed at once (the store was away while they were processed) and
+    their outcomes are slow to record. Copies of the database taken at any moment (what a
+    kill -9 would leave) show every call that already reached Chatra either recorded done or
+    recorded as started — never a call that left unrecorded — and at most
+    ``dispatcher.concurrency`` started calls without an outcome."""
+    concurrency = 3
+    config = write_setup(tmp_path, chatra=chatra, dispatcher={"concurrency": concurrency})
+    failures = {"claim_jobs": 10**9}  # no claims until every webhook is processed
+    store = FaultyStore(tmp_path / "rulekit.sqlite3", failures, slow={"record_attempt": 0.2})
+    try:
+        server = serve(config, store=store)
+        visitors = 40
+        for n in range(visitors):
+            assert httpx.post(server.webhook_url, content=chat_started(n)).status_code == 200
+        wait_for(lambda: len(read(tmp_path, lambda s: s.jobs())) == visitors, timeout=60)
+        failures["claim_jobs"] = 0
+        server.call(_wake(server))
+        snapshots, done = 0, set()
+        while len(done) < visitors:
+            reached = {message["clientId"] for message in chatra.sent}
+            done, started = _on_disk(tmp_path / "rulekit.sqlite3")
+            assert reached - done <= started, "a call left the process with nothing on disk"
+            assert len(started) <= concurrency
+            snapshots += 1
+        assert snapshots > 5
+        server.stop()
+    finally:
+        store.close()
+    assert sorted(m["clientId"] for m in chatra.sent) == [f"client{n:08d}" for n in range(40)]
+
+
+def _on_disk(path: Any) -> tuple[set[str], set[str]]:
+    """What a crash now would leave: the visitors whose reply is recorded done, and those whose
+    reply call is recorded started and not finished."""
+    source, copy = sqlite3.connect(path), sqlite3.connect(":memory:")
+    try:
+        source.backup(copy)
+        rows = copy.execute(
+            "SELECT e.data, o.status, o.call_started_at FROM outbox o"
+            " JOIN events e ON e.event_id = o.event_id"
+        ).fetchall()
+    finally:
+        source.close()
+        copy.close()
+    done = {json.loads(data)["client"]["id"] for data, status, _ in rows if status == "done"}
+    started = {
+        json.loads(data)["client"]["id"]
+        for data, status, call in rows
+        if status == "pending" and call is not None
+    }
+    return done, started
+
+
+async def _wake(server: Any) -> None:
+    server.daemon.dispatcher.wake()
