@@ -54,6 +54,8 @@ class _Faulty:
             raise StoreUnavailable(f"injected: {name} cannot reach the database")
         if name in self._store.slow:
             time.sleep(self._store.slow[name])
+        if name in self._store.nothing:
+            return lambda *args, **kwargs: []
         return getattr(self._state, name)
 
 
@@ -73,6 +75,8 @@ class FaultyStore(SQLiteStore):
         super().__init__(path)
         self.failures = failures or {}
         self.slow = slow or {}
+        self.nothing: set[str] = set()
+        """Methods that find nothing (``claim_jobs``: the dispatcher claims nothing)."""
         self.shares_pacing = shared
 
     @contextmanager
@@ -132,17 +136,20 @@ REPLY_RULES = """\
 def test_a_chatra_retry_after_pauses_every_reply_and_a_conversation_keeps_its_order(
     tmp_path, serve, chatra
 ):
-    """Chatra answers the first reply with 429 and Retry-After: 2. No reply reaches Chatra
-    within those 2 seconds (the limit is the account's, not one conversation's), and each
-    visitor's replies arrive once each, in the order of their messages."""
+    """Chatra answers the first reply with 429 and Retry-After: 2. Once the daemon has recorded
+    that answer, no reply reaches Chatra within those 2 seconds (the limit is the account's, not
+    one conversation's), and each visitor's replies arrive once each, in the order of their
+    messages."""
     retry_after = 2
     server = serve(write_setup(tmp_path, REPLY_RULES, chatra=chatra))
     chatra.rate_limit(retry_after=retry_after)
-    bodies = [chat_started(1, "first"), chat_fragment(1, 1), chat_started(2, "other")]
-    bodies += [chat_fragment(1, 2), chat_fragment(2, 1)]
+    assert httpx.post(server.webhook_url, content=chat_started(1, "first")).status_code == 200
+    wait_for(lambda: [job.attempts for job in read(tmp_path, lambda s: s.jobs())] == [1])
+    bodies = [chat_fragment(1, 1), chat_started(2, "other"), chat_fragment(1, 2)]
+    bodies += [chat_fragment(2, 1)]
     for body in bodies:
         assert httpx.post(server.webhook_url, content=body).status_code == 200
-    wait_for(lambda: len(chatra.sent) == len(bodies) + 1, timeout=30)
+    wait_for(lambda: len(chatra.sent) == len(bodies) + 2, timeout=30)
 
     calls = [r for r in chatra.requests if r.method == "POST"]
     refused = calls[0]
@@ -159,22 +166,22 @@ def test_a_chatra_retry_after_pauses_every_reply_and_a_conversation_keeps_its_or
 
 
 def test_what_a_crash_would_repeat_is_on_disk_and_at_most_the_concurrency(tmp_path, serve, chatra):
-    """Forty replies are claimed at once (the store was away while they were processed) and
+    """Forty replies are claimed at once (none was claimed while they were processed) and
     their outcomes are slow to record. Copies of the database taken at any moment (what a
     kill -9 would leave) show every call that already reached Chatra either recorded done or
     recorded as started — never a call that left unrecorded — and at most
     ``dispatcher.concurrency`` started calls without an outcome."""
     concurrency = 3
     config = write_setup(tmp_path, chatra=chatra, dispatcher={"concurrency": concurrency})
-    failures = {"claim_jobs": 10**9}  # no claims until every webhook is processed
-    store = FaultyStore(tmp_path / "rulekit.sqlite3", failures, slow={"record_attempt": 0.2})
+    store = FaultyStore(tmp_path / "rulekit.sqlite3", slow={"record_attempt": 0.2})
+    store.nothing.add("claim_jobs")  # no claims until every webhook is processed
     try:
         server = serve(config, store=store)
         visitors = 40
         for n in range(visitors):
             assert httpx.post(server.webhook_url, content=chat_started(n)).status_code == 200
         wait_for(lambda: len(read(tmp_path, lambda s: s.jobs())) == visitors, timeout=60)
-        failures["claim_jobs"] = 0
+        store.nothing.clear()
         server.call(_wake(server))
         snapshots, done = 0, set()
         while len(done) < visitors:
