@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from rulekit import yamlsource
+from rulekit.channels import body
 from rulekit.engine import Plan
 from rulekit.errors import ChannelError, RulekitError
 from rulekit.event import Event
@@ -62,11 +62,13 @@ def parse_events(data: Any, source: str) -> list[Event]:
 
 def decode(data: bytes, path: Path) -> Any:
     """JSON or YAML, by what the bytes look like (YAML is a superset; JSON errors are clearer)."""
-    if path.suffix == ".json":
+    if path.suffix == ".json":  # read by the same rules as a webhook body
         try:
-            return json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InputError(f"{path}: invalid JSON: {exc}") from None
+            return body.load(data)
+        except body.BodyError as exc:
+            raise InputError(
+                f"{path}: invalid JSON: {str(exc).replace('the body', 'the file')}"
+            ) from None
     try:
         return yamlsource.load(data)
     except yamlsource.YamlSyntaxError as exc:

@@ -168,3 +168,24 @@ def test_a_named_pipe_as_config_is_an_error_not_a_hang(tmp_path):
     result = rulekit("check", "rules.yaml", "--config", "rulekit.yaml", cwd=tmp_path)
     assert result.returncode == 1, result
     assert "not a regular file" in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"channel": "online-chat", "event": "created", "n": ' + b"9" * 10_000 + b"}", "digits"),
+        (b'{"channel": "online-chat", "event": "created", "n": NaN}', "NaN"),
+    ],
+)
+def test_hostile_json_event_files_are_clear_errors(tmp_path, content, message):
+    (tmp_path / "event.json").write_bytes(content)
+    (tmp_path / "rules.yaml").write_text(RULE)
+    (tmp_path / "rulekit.yaml").write_text("channels: {online-chat: {provider: chatra}}\n")
+    result = rulekit(
+        "test", "event.json", "--rules", "rules.yaml", "--config", "rulekit.yaml", cwd=tmp_path
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode in (1, 2), output
+    assert "event.json: invalid JSON: " in output and message in output
+    assert "Traceback" not in output
