@@ -48,6 +48,7 @@ MARGIN = 4096
 """How far past a limit redaction and masking look, so that what is kept is cleaned whole."""
 
 REDACTED = "***"
+_HANDLER = "rulekit"
 
 # ``webhooks/`` + slashes + the channel segment; the optional rest (from the next slash to the
 # end of the token) is where the secret is. Linear: the match can only start at "webhooks",
@@ -258,11 +259,21 @@ def configure_logging(
     stream: Any = None,
     secrets: Callable[[], Iterable[str]] | None = None,
 ) -> None:
-    """Send rulekit's and uvicorn's records to ``stream`` (stderr) in the configured format;
+    """Send rulekit's and uvicorn's records to ``stream`` (stderr) in the configured format,
+    and every other library's warnings and errors (through the root logger) the same way;
     ``secrets`` returns the values to redact besides webhook paths (see :func:`secret_values`)."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if settings.format == "json" else TextFormatter())
-    handler.addFilter(CleanRecords(secrets, emails=not content_allowed(settings)))
+    formatter = JsonFormatter() if settings.format == "json" else TextFormatter()
+    cleaner = CleanRecords(secrets, emails=not content_allowed(settings))
+    handler, others = (logging.StreamHandler(stream or sys.stderr) for _ in range(2))
+    for each in (handler, others):
+        each.set_name(_HANDLER)
+        each.setFormatter(formatter)
+        each.addFilter(cleaner)
+    others.setLevel(logging.WARNING)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER]:
+        root.removeHandler(old)
+    root.addHandler(others)
     level = getattr(logging, settings.level.upper())
     for name in (LOGGER, "uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from urllib.parse import quote, unquote
 
 import httpx
+import pytest
 from daemons import SAMPLE, SECRET, chat_started, wait_for, write_setup
 
 from rulekit.config import LoggingSettings
@@ -210,7 +211,7 @@ def test_the_webhook_secret_is_redacted_from_every_path_shape(tmp_path, processe
     assert "/webhooks/online-chat/***" in output
 
 
-def test_the_secret_is_redacted_from_exception_messages_and_fields(tmp_path):
+def test_the_secret_is_redacted_from_exception_messages_and_fields(tmp_path, restore_logging):
     _, config = open_config(str(write_setup(tmp_path)))
     stream = _Stream()
     configure_logging(LoggingSettings(), stream, secrets=lambda: secret_values(config))
@@ -239,7 +240,7 @@ class _Stream:
         pass
 
 
-def test_every_configured_secret_is_redacted(tmp_path, chatra):
+def test_every_configured_secret_is_redacted(tmp_path, chatra, restore_logging):
     slack = SimpleNamespace(token="xoxb-slack-token-1234", base_url="http://127.0.0.1:9/")
     telegram = SimpleNamespace(token="123456:telegram-token-abcd", base_url="http://127.0.0.1:9/")
     config_path = write_setup(tmp_path, chatra=chatra, slack=slack, telegram=telegram)
@@ -256,3 +257,30 @@ def test_every_configured_secret_is_redacted(tmp_path, chatra):
     assert len(records) == 2 * len(secrets)
     for secret in secrets:
         assert secret not in unquote(unquote(stream.text))
+
+
+def test_warnings_of_other_libraries_are_cleaned_too(tmp_path, restore_logging):
+    _, config = open_config(str(write_setup(tmp_path)))
+    stream = _Stream()
+    configure_logging(LoggingSettings(), stream, lambda: secret_values(config))
+    logging.getLogger("httpx").warning("retrying %s\n%s", f"/x/{SECRET}", "\x1b[2J\u202e")
+    logging.getLogger("asyncio").info("not shown: below warning")
+    assert stream.text.count("\n") == 1
+    assert " WARNING httpx: retrying /x/***\\n\\x1b[2J\\u202e" in stream.text
+    assert SECRET not in stream.text
+
+
+@pytest.fixture
+def restore_logging():
+    """Put back the handlers ``configure_logging`` replaces."""
+    names = ["", "rulekit", "uvicorn", "uvicorn.error", "uvicorn.access"]
+    saved = {}
+    for name in names:
+        logger = logging.getLogger(name)
+        saved[name] = (list(logger.handlers), logger.level, logger.propagate, logger.disabled)
+    yield
+    for name, (handlers, level, propagate, disabled) in saved.items():
+        logger = logging.getLogger(name)
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate, logger.disabled = propagate, disabled
