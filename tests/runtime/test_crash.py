@@ -9,6 +9,7 @@ arrive twice."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import sqlite3
@@ -105,18 +106,23 @@ def test_kill_mid_dispatch_resends_after_the_lease_and_only_once(tmp_path, proce
 
 
 async def _send_then_kill(process, first: int, count: int, delay: float) -> list[int]:
-    """Post ``count`` webhooks at once and kill the daemon after ``delay`` seconds; the
-    numbers of those answered 200."""
+    """Post ``count`` webhooks at once and kill the daemon ``delay`` seconds after the first
+    answer (however slow the machine, the kill lands while webhooks are being taken in and
+    replies dispatched); the numbers of those answered 200."""
+    answered = asyncio.Event()
 
     async def one(client: httpx.AsyncClient, k: int) -> int | None:
         try:
             response = await client.post(process.webhook_url, content=chat_started(k))
         except httpx.HTTPError:
             return None
+        answered.set()
         return k if response.status_code == 200 else None
 
     async with httpx.AsyncClient(timeout=5) as client:
         sending = asyncio.gather(*(one(client, k) for k in range(first, first + count)))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(answered.wait(), 10)
         await asyncio.sleep(delay)
         process.kill()  # before commit, after commit before the 200, mid-dispatch...
         return [k for k in await sending if k is not None]
@@ -130,7 +136,7 @@ def _kill_loop(tmp_path, processes, chatra, cycles: int, per_cycle: int) -> None
     for cycle in range(cycles):
         process = processes(config, "--job-lease", "2").wait_ready()
         first = cycle * per_cycle + 1
-        done = asyncio.run(_send_then_kill(process, first, per_cycle, rng.uniform(0.0, 0.3)))
+        done = asyncio.run(_send_then_kill(process, first, per_cycle, rng.uniform(0.0, 1.5)))
         acked |= {f"client{k:08d}" for k in done}
         assert integrity(tmp_path) == "ok"
         interrupted = in_flight(tmp_path)
