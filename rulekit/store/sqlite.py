@@ -269,15 +269,20 @@ class SQLiteStore(JournaledStore):
         with self.transaction() as state:
             return status_of(_read_version(state.conn), MIGRATIONS)
 
-    def checkpoint(self) -> bool:
+    def checkpoint(self, attempts: int = 5) -> bool:
         """Copy the write-ahead log into the database file and truncate it to zero bytes, so
-        that the log keeps no older copy of erased rows; false when a reader (a daemon in the
-        middle of a transaction) kept it from completing."""
-        with self._lock:
-            if self._conn is None:
-                raise StoreError(f"SQLite store {self.path} is closed")
-            busy: int = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-            return busy == 0
+        that the log keeps no older copy of erased rows; false when readers (a daemon in the
+        middle of transactions) kept it from completing ``attempts`` times, each waiting up to
+        the busy timeout."""
+        for attempt in range(attempts):
+            with self._lock:
+                if self._conn is None:
+                    raise StoreError(f"SQLite store {self.path} is closed")
+                busy: int = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            if busy == 0:
+                return True
+            time.sleep(0.05 * (attempt + 1))  # a daemon's transactions are short
+        return False
 
     def close(self) -> None:
         """Close the connection (SQLite checkpoints the WAL when the last one closes)."""
