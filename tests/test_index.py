@@ -174,6 +174,29 @@ def test_the_index_prunes(tmp_path: Path) -> None:
         "always",
     ]
     assert [a.rule for a in engine.evaluate(e)] == ["country 9", "by prefix", "always"]
-    assert engine.index.discriminator(engine.rules[0]).kind == "eq"
-    assert engine.index.discriminator(engine.rules[50]).kind == "prefix"
-    assert engine.index.discriminator(engine.rules[51]) is None
+    assert bucket.chosen[engine.rules[0].name].kind == "eq"
+    assert bucket.chosen[engine.rules[50].name].kind == "prefix"
+    assert engine.rules[51].name not in bucket.chosen
+
+
+def test_discriminators_are_chosen_by_how_much_they_narrow(tmp_path) -> None:
+    # every rule tests one of three countries (unselective) and its own email domain
+    # (selective): the domain is the key to index by, though equality is cheaper to look up
+    lines = []
+    for n in range(30):
+        lines += [
+            f"- name: customer {n}",
+            "  on: {channel: online-chat, event: created}",
+            f"  if: [\"client.country == 'C{n % 3}'\", \"client.email.endswith('@d{n}.example')\"]",
+            "  do: [{autoreply: {text: x}}]",
+        ]
+    engine = Engine.from_path(
+        write(tmp_path / "r.yaml", "\n".join(lines) + "\n"), CONFIG, plugins=PLUGINS
+    )
+    bucket = engine.index.bucket("online-chat", "created")
+    assert {d.kind for d in bucket.chosen.values()} == {"suffix"}
+    e = make_event(client={"country": "C1", "email": "ana@d4.example"})
+    assert [r.name for r in bucket.candidates(e, e.occurred_at, {})] == ["customer 4"]
+    assert [a.rule for a in engine.evaluate(e)] == ["customer 4"]  # 4 % 3 == 1
+    e = make_event(client={"country": "C0", "email": "ana@d4.example"})
+    assert [a.rule for a in engine.evaluate(e)] == []  # a candidate, evaluated in full
