@@ -15,10 +15,9 @@ def test_why_text_explains_rules_plan_and_attempts(site):
     assert "message on online-chat, conversation conv-jane, client Jane D." in out
     assert "✓ Refunds to Slack: conditions hold" in out
     assert "'refund' in message.text|lower  →  true" in out
-    # Angry clients: the first condition held, the second did not
-    assert "✗ Angry clients: conditions do not hold" in out
-    assert "message.author == 'client'  →  true" in out
-    assert "'angry' in message.text|lower  →  false" in out
+    # Angry clients needs 'angry' in the text: the index left it out, and says it did
+    assert "Angry clients" not in out
+    assert "… 1 more rule(s) of this channel and event were not candidates" in out
     assert "→ slack:#ops: done, 2 attempt(s)" in out
     assert "attempt 1 at 2024-05-01 09:01:02 UTC: retry, error: 429 Too Many Requests" in out
     assert "attempt 2 at 2024-05-01 09:02:01 UTC: done, result:" in out
