@@ -59,6 +59,22 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:59] + "…"
 
 
+@dataclass
+class Either:
+    """A must-hold condition that is a disjunction (``any:``, ``or``): the conjuncts of each
+    branch. A rule is indexed under it when every branch has an indexable condition."""
+
+    branches: list[list[Any]]
+
+
+@dataclass
+class AnyKey:
+    """One indexable condition per branch of an :class:`Either`: the rule is a candidate when
+    any of them holds."""
+
+    parts: list[Discriminator]
+
+
 def key_source(node: nodes.Node) -> str:
     """An indexable key as source text: ``client.email``, ``message.text|lower``."""
     filters = []
@@ -140,20 +156,40 @@ def _hashable(value: Any) -> bool:
 _PREFERENCE = {"eq": 0, "prefix": 1, "suffix": 1, "contains": 2}
 
 
-def discriminators_of(rule: Rule, program: Program) -> list[Discriminator]:
+Option = Discriminator | AnyKey
+
+
+def discriminators_of(rule: Rule, program: Program) -> list[Option]:
     """Every indexable must-hold condition of a rule."""
-    return [d for c in rule.conjuncts if (d := find_discriminator(c, program))]
+    return _options(rule.conjuncts, program)
 
 
-def choose_discriminator(rule: Rule, program: Program) -> Discriminator | None:
-    """The best indexable must-hold condition of a rule by kind alone (equality first)."""
-    found = discriminators_of(rule, program)
-    return min(found, key=lambda d: _PREFERENCE[d.kind]) if found else None
+def _options(conjuncts: list[Any], program: Program) -> list[Option]:
+    found: list[Option] = []
+    for conjunct in conjuncts:
+        if isinstance(conjunct, Either):
+            parts = []
+            for branch in conjunct.branches:
+                options = _options(branch, program)
+                single = [o for o in options if isinstance(o, Discriminator)]
+                if single:
+                    parts.append(min(single, key=lambda d: _PREFERENCE[d.kind]))
+                elif options:  # a nested disjunction: all of its parts
+                    parts.extend(p for o in options if isinstance(o, AnyKey) for p in o.parts)
+                else:
+                    break  # a branch that can hold for any event: no index
+            else:
+                found.append(AnyKey(parts))
+        elif d := find_discriminator(conjunct, program):
+            found.append(d)
+    return found
 
 
-def choose_by_selectivity(
-    options: dict[str, list[Discriminator]],
-) -> dict[str, Discriminator]:
+def _parts(option: Option) -> list[Discriminator]:
+    return option.parts if isinstance(option, AnyKey) else [option]
+
+
+def choose_by_selectivity(options: dict[str, list[Option]]) -> dict[str, Option]:
     """For each rule of one bucket (name -> its indexable conditions), the condition that
     narrows most, estimated from the rules themselves.
 
@@ -162,22 +198,28 @@ def choose_by_selectivity(
     ``n`` values of a key with ``d`` distinct values is a candidate for about ``n / d`` of the
     events. A country tested by every rule against three values narrows little; an email suffix
     with a thousand distinct domains narrows much. Ties go to equality, then prefixes and
-    suffixes, then substrings (the cheapest lookups first).
+    suffixes, then substrings (the cheapest lookups first). A disjunction indexed under one
+    test per branch narrows as little as its branches together.
     """
     distinct: dict[tuple[str, str], set[Any]] = defaultdict(set)
     for found in options.values():
-        for d in found:
-            distinct[(d.kind, d.key_code)].update(d.values)
+        for option in found:
+            for d in _parts(option):
+                distinct[(d.kind, d.key_code)].update(d.values)
+
+    def share(d: Discriminator) -> float:
+        return len(d.values) / max(1, len(distinct[(d.kind, d.key_code)]))
+
+    def cost(option: Option) -> tuple[float, int]:
+        parts = _parts(option)
+        return sum(share(d) for d in parts), max(_PREFERENCE[d.kind] for d in parts) + len(
+            parts
+        ) - 1
+
     chosen = {}
     for name, found in options.items():
         if found:
-            chosen[name] = min(
-                found,
-                key=lambda d: (
-                    len(d.values) / max(1, len(distinct[(d.kind, d.key_code)])),
-                    _PREFERENCE[d.kind],
-                ),
-            )
+            chosen[name] = min(found, key=cost)
     return chosen
 
 
@@ -252,7 +294,7 @@ class Bucket:
     rules: list[Rule]
     always: list[Rule]
     keys: list[KeyIndex]
-    chosen: dict[str, Discriminator] = field(default_factory=dict)
+    chosen: dict[str, Option] = field(default_factory=dict)
     """Each indexed rule's discriminator (by name), chosen for this bucket's rules."""
 
     def candidates(self, e: Any, now: Any, env: Any) -> list[Rule]:
@@ -286,21 +328,25 @@ class RuleIndex:
         self._buckets: dict[tuple[str, str], Bucket] = {}
         self._options = {rule.name: discriminators_of(rule, program) for rule in self.rules}
         self._getters: dict[str, Callable[..., Any]] = {}
-        codes = {d.key_code for found in self._options.values() for d in found}
+        codes = {d.key_code for found in self._options.values() for o in found for d in _parts(o)}
         slots = {code: program.add_function(code) for code in codes}
         program.build()
         self._getters = {code: slot.function for code, slot in slots.items()}  # type: ignore[misc]
 
     def why_not(self, rule: Rule, e: Any, now: Any, env: Any) -> str:
         """Why the index left ``rule`` out for this event (it must have left it out)."""
-        d = self.bucket(e.channel, e.event).chosen.get(rule.name)
-        if d is None:
+        option = self.bucket(e.channel, e.event).chosen.get(rule.name)
+        if option is None:
             return "left out by the index"
-        try:
-            value = self._getters[d.key_code](e, now, env)
-        except Exception as exc:  # not excluded then; say what happened anyway
-            return f"{d.key_source} cannot be read ({type(exc).__name__})"
-        return d.why_not(value)
+        reasons = []
+        for d in _parts(option):
+            try:
+                value = self._getters[d.key_code](e, now, env)
+            except Exception as exc:  # not excluded then; say what happened anyway
+                reasons.append(f"{d.key_source} cannot be read ({type(exc).__name__})")
+            else:
+                reasons.append(d.why_not(value))
+        return reasons[0] if len(reasons) == 1 else "none holds: " + "; ".join(reasons)
 
     def bucket(self, channel: str, event: str) -> Bucket:
         key = (channel, event)
@@ -322,14 +368,15 @@ class RuleIndex:
         keys: dict[str, KeyIndex] = {}
         chosen = choose_by_selectivity({rule.name: self._options[rule.name] for rule in rules})
         for rule in rules:
-            d = chosen.get(rule.name)
-            if d is None:
+            option = chosen.get(rule.name)
+            if option is None:
                 always.append(rule)
                 continue
-            key = keys.get(d.key_code)
-            if key is None:
-                key = keys[d.key_code] = KeyIndex(getter=self._getters[d.key_code])
-            key.add(rule, d)
+            for d in _parts(option):
+                key = keys.get(d.key_code)
+                if key is None:
+                    key = keys[d.key_code] = KeyIndex(getter=self._getters[d.key_code])
+                key.add(rule, d)
         for key in keys.values():
             key.freeze()
         return Bucket(rules, always, list(keys.values()), chosen)

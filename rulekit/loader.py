@@ -25,6 +25,7 @@ from rulekit.errors import (
 )
 from rulekit.event import EVENT_NAMES
 from rulekit.expressions import ROOT_TYPES, check_references, parse_expression
+from rulekit.index import Either
 from rulekit.markup import defer
 from rulekit.plugins import Plugins
 from rulekit.rules import ActionStep, AllOf, AnyOf, Condition, Leaf, NotOf, Rule, RuleSpec, Value
@@ -583,7 +584,8 @@ def _covers(wide: tuple[str, ...] | None, narrow: tuple[str, ...] | None) -> boo
 
 
 def _conjuncts(condition: Condition) -> list[Any]:
-    """The expression nodes that must all be true for ``condition`` to hold (for indexing)."""
+    """The expression nodes that must all be true for ``condition`` to hold (for indexing);
+    an ``any`` (or an ``or``) is an :class:`~rulekit.index.Either` of its branches' conjuncts."""
     from jinja2 import nodes
 
     out: list[Any] = []
@@ -592,13 +594,26 @@ def _conjuncts(condition: Condition) -> list[Any]:
         current = stack.pop()
         if isinstance(current, AllOf):
             stack.extend(reversed(current.children))
+        elif isinstance(current, AnyOf):
+            out.append(Either([_conjuncts(child) for child in current.children]))
         elif isinstance(current, Leaf):
-            node = current.node
-            parts = [node]
+            parts = [current.node]
             while parts:
                 part = parts.pop(0)
                 if isinstance(part, nodes.And):
                     parts[:0] = [part.left, part.right]
+                elif isinstance(part, nodes.Or):
+                    out.append(Either([_node_conjuncts(part.left), _node_conjuncts(part.right)]))
                 else:
                     out.append(part)
     return out
+
+
+def _node_conjuncts(node: Any) -> list[Any]:
+    from jinja2 import nodes
+
+    if isinstance(node, nodes.And):
+        return _node_conjuncts(node.left) + _node_conjuncts(node.right)
+    if isinstance(node, nodes.Or):
+        return [Either([_node_conjuncts(node.left), _node_conjuncts(node.right)])]
+    return [node]

@@ -176,7 +176,7 @@ def test_a_runtime_error_fails_only_its_rule(build_engine) -> None:
         """
         - name: fragile
           on: {channel: online-chat}
-          if: message.text.endswith('x') or message.text.startswith('y')
+          if: message.text.endswith('x') or message.text|length > 5
           do: [{autoreply: {text: a}}]
         - name: sturdy
           on: {channel: online-chat}

@@ -200,3 +200,44 @@ def test_discriminators_are_chosen_by_how_much_they_narrow(tmp_path) -> None:
     assert [a.rule for a in engine.evaluate(e)] == ["customer 4"]  # 4 % 3 == 1
     e = make_event(client={"country": "C0", "email": "ana@d4.example"})
     assert [a.rule for a in engine.evaluate(e)] == []  # a candidate, evaluated in full
+
+
+def test_a_rule_with_only_alternatives_is_indexed_under_each(tmp_path) -> None:
+    rules = (
+        "- name: germans or refunds\n"
+        "  on: {channel: online-chat, event: created}\n"
+        "  if:\n"
+        "    - any: [\"client.country == 'DE'\", \"'refund' in message.text|lower\"]\n"
+        "  do: [{autoreply: {text: x}}]\n"
+        "- name: austrians or vip\n"
+        "  on: {channel: online-chat, event: created}\n"
+        "  if: \"client.country == 'AT' or client.email.endswith('@vip.example')\"\n"
+        "  do: [{autoreply: {text: x}}]\n"
+        "- name: anything goes\n"
+        "  on: {channel: online-chat, event: created}\n"
+        '  if: [{any: ["client.country == \'FR\'", "client.name"]}]\n'
+        "  do: [{autoreply: {text: x}}]\n"
+    )
+    engine = Engine.from_path(write(tmp_path / "r.yaml", rules), CONFIG, plugins=PLUGINS)
+    bucket = engine.index.bucket("online-chat", "created")
+
+    def candidates(**fields):
+        e = make_event(**fields)
+        return [r.name for r in bucket.candidates(e, e.occurred_at, {})]
+
+    # a branch that can hold for any event (client.name) leaves its rule unindexed
+    assert candidates(client={"country": "IT"}) == ["anything goes"]
+    assert candidates(client={"country": "DE"}) == ["germans or refunds", "anything goes"]
+    assert candidates(client={"country": "IT"}, message={"text": "A REFUND"}) == [
+        "germans or refunds",
+        "anything goes",
+    ]
+    assert candidates(client={"country": "IT", "email": "x@vip.example"}) == [
+        "austrians or vip",
+        "anything goes",
+    ]
+    plan = engine.evaluate(make_event(client={"country": "IT"}), explain=True, excluded=True)
+    reasons = {t.name: t.reason for t in plan.rules}
+    assert reasons["austrians or vip"] == (
+        "not a candidate: none holds: client.country is not 'AT'; client.email is None, not text"
+    )
