@@ -63,9 +63,19 @@ integrations:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on now, for a server that must be told its port (nginx); servers
+    started here bind port 0 themselves instead (:func:`listening_socket`)."""
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def listening_socket(host: str = "127.0.0.1") -> socket.socket:
+    """A socket listening on an ephemeral port of ``host``, for uvicorn to take over."""
+    sock = socket.socket()
+    sock.bind((host, 0))
+    sock.listen(128)
+    return sock
 
 
 @dataclass
@@ -107,11 +117,10 @@ class ConsoleServer:
 def serve(app: Any, host: str = "127.0.0.1") -> Iterator[tuple[str, asyncio.AbstractEventLoop]]:
     """Run ``app`` on uvicorn in a thread on ``host``; yield its URL and event loop. uvicorn
     leaves ``X-Forwarded-*`` alone: the app decides (as the daemon's does)."""
-    port = free_port(host)
+    sock = listening_socket(host)
+    port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,
-        host=host,
-        port=port,
         proxy_headers=False,
         log_config=None,
         log_level="warning",
@@ -127,7 +136,7 @@ def serve(app: Any, host: str = "127.0.0.1") -> Iterator[tuple[str, asyncio.Abst
         # cancelled, then the loop is closed
         with asyncio.Runner() as runner:
             loops.append(runner.get_loop())
-            runner.run(server.serve())
+            runner.run(server.serve(sockets=[sock]))
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -140,6 +149,7 @@ def serve(app: Any, host: str = "127.0.0.1") -> Iterator[tuple[str, asyncio.Abst
     finally:
         server.should_exit = True
         thread.join(15)
+        sock.close()
 
 
 def console_app(console: Console, trusted: list[str] | None = None) -> Any:

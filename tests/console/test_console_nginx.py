@@ -65,7 +65,7 @@ def substitute(block: str, pattern: str, replacement: str) -> str:
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[str]:
-    """``rulekit run`` on a free port of 127.0.0.1; yields that port."""
+    """``rulekit run`` on an ephemeral port of 127.0.0.1; yields that port."""
     write(tmp_path / "rules.d" / "rules.yaml", "[]\n")
     digest = hashlib.sha256(TOKEN.encode()).hexdigest()
     config = write(
@@ -81,15 +81,21 @@ def daemon(tmp_path: Path) -> Iterator[str]:
               token_sha256: {digest}}}
         """,
     )
-    port = free_port()
     log = (tmp_path / "daemon.log").open("wb")
     command = [sys.executable, "-m", "rulekit.cli", "run", "--config", str(config)]
     process = subprocess.Popen(
-        [*command, "--port", str(port), "--no-watch"], stdout=log, stderr=subprocess.STDOUT
+        [*command, "--port", "0", "--no-watch"], stdout=log, stderr=subprocess.STDOUT
     )
+    port = ""
 
     def ready() -> bool:
-        assert process.poll() is None, (tmp_path / "daemon.log").read_text()
+        nonlocal port
+        output = (tmp_path / "daemon.log").read_text()
+        assert process.poll() is None, output
+        listening = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", output)
+        if listening is None:
+            return False
+        port = listening.group(1)
         try:
             return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
         except httpx.HTTPError:

@@ -39,8 +39,8 @@ def serve() -> Iterator[Callable[..., Server]]:
 def processes() -> Iterator[Callable[..., Process]]:
     started: list[Process] = []
 
-    def start(config: Path, *args: str, port: int | None = None) -> Process:
-        process = Process(config, port, *args)
+    def start(config: Path, *args: str) -> Process:
+        process = Process(config, *args)
         started.append(process)
         return process
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -48,10 +49,17 @@ def chat_started(n: int, text: str = "Hello?") -> bytes:
     return json.dumps(body).encode()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def listening_socket() -> socket.socket:
+    """A socket listening on an ephemeral port of 127.0.0.1, for a server to take over (no
+    window between choosing the port and binding it, in which another process could take it)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock
+
+
+LISTENING = re.compile(rb"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+"""The line uvicorn logs once it listens (with the port it bound, when asked for port 0)."""
 
 
 def write_setup(
@@ -109,20 +117,17 @@ class Server:
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
-        self.port = free_port()
+        self.socket = listening_socket()
+        self.port = self.socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(
-            uvicorn.Config(
-                daemon.app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on"
-            )
-        )
+        self.server = uvicorn.Server(uvicorn.Config(daemon.app, log_config=None, lifespan="on"))
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         self.loop = loop = asyncio.new_event_loop()
         try:
-            loop.run_until_complete(self.server.serve())
+            loop.run_until_complete(self.server.serve(sockets=[self.socket]))
         finally:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
@@ -144,6 +149,7 @@ class Server:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(30)
+        self.socket.close()
 
     @property
     def webhook_url(self) -> str:
@@ -163,22 +169,39 @@ def wait_for(condition: Callable[[], Any], timeout: float = 15.0, interval: floa
 
 
 class Process:
-    """``rulekit run`` as a subprocess."""
+    """``rulekit run`` as a subprocess, on an ephemeral port (``port``, read from its log)."""
 
-    def __init__(self, config: Path, port: int | None = None, *args: str) -> None:
+    def __init__(self, config: Path, *args: str) -> None:
         self.config = config
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = config.parent / f"daemon-{self.port}-{time.monotonic_ns()}.log"
+        self._port: int | None = None
+        self.log = config.parent / f"daemon-{time.time_ns()}-{os.getpid()}.log"
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with self.log.open("wb") as output:
-            self.proc = self._start(config, args, output, env)
+            self.proc = self._start(config, ("--port", "0", *args), output, env)
+
+    @property
+    def port(self) -> int:
+        """The port the daemon bound (waits until it listens)."""
+        if self._port is None:
+
+            def bound() -> int | None:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"rulekit run exited: {self.output()}")
+                found = LISTENING.search(self.log.read_bytes())
+                return int(found.group(1)) if found else None
+
+            self._port = wait_for(bound, 30.0, 0.05)
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def _start(self, config: Path, args: tuple[str, ...], output: Any, env: dict) -> Any:
         return subprocess.Popen(
             [
                 *(sys.executable, "-m", "rulekit.cli", "run"),
-                *("--config", str(config), "--port", str(self.port), *args),
+                *("--config", str(config), *args),
             ],
             stdout=output,
             stderr=subprocess.STDOUT,

@@ -24,6 +24,17 @@ def inbox_rows(config) -> list[tuple[int, bytes]]:
         conn.close()
 
 
+def settled(config) -> bool:
+    """Every inbox item processed and every job done: the daemon has nothing left to do."""
+    conn = sqlite3.connect(config.parent / "rulekit.sqlite3")
+    try:
+        inbox = conn.execute("SELECT count(*) FROM inbox WHERE status = 'pending'").fetchone()
+        outbox = conn.execute("SELECT count(*) FROM outbox WHERE status != 'done'").fetchone()
+        return inbox[0] == 0 and outbox[0] == 0
+    finally:
+        conn.close()
+
+
 def test_the_body_is_committed_before_the_200(tmp_path, serve, chatra):
     config = write_setup(tmp_path, chatra=chatra)
     server = serve(config)
@@ -56,8 +67,8 @@ def test_redeliveries_sequential_and_concurrent_are_processed_once(tmp_path, ser
     assert all(a.status_code == 200 for a in answers)
     assert sorted(a.json()["status"] for a in answers).count("accepted") == 1
     wait_for(lambda: len(chatra.sent) == 2)
-    # give a second processing of anything time to show up
-    server.call(asyncio.sleep(0.5))
+    # once nothing is left to process or send, no second processing can show up later
+    wait_for(lambda: settled(config))
     assert sorted(m["clientId"] for m in chatra.sent) == ["client00000001", "client00000002"]
     assert len(inbox_rows(config)) == 2
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from daemons import chat_started, free_port, wait_for, write_setup
+from daemons import chat_started, wait_for, write_setup
 
 POSTGRES_ENV = "RULEKIT_TEST_POSTGRES"
 
@@ -44,8 +44,7 @@ def run_cluster(tmp_path, processes, chatra, url: str, webhooks: int) -> None:
     config.write_text(
         config.read_text().replace("storage: sqlite:///rulekit.sqlite3", f"storage: {url}")
     )
-    ports = [free_port() for _ in range(3)]
-    daemons = [processes(config, port=port) for port in ports]
+    daemons = [processes(config) for _ in range(3)]
     for daemon in daemons:
         daemon.wait_ready()
 
@@ -56,7 +55,7 @@ def run_cluster(tmp_path, processes, chatra, url: str, webhooks: int) -> None:
             if n == kill_at:
                 daemons[1].kill()
             if n == restart_at:
-                daemons[1] = processes(config, port=ports[1]).wait_ready()
+                daemons[1] = processes(config).wait_ready()
             # a load balancer: round robin, the next daemon when one does not answer
             for attempt in range(3):
                 target = daemons[(n + attempt) % 3]
@@ -133,7 +132,7 @@ def test_one_conversation_stays_in_order_across_daemons(tmp_path, processes, cha
     config.write_text(
         config.read_text().replace("storage: sqlite:///rulekit.sqlite3", f"storage: {postgres_url}")
     )
-    daemons = [processes(config, port=free_port()) for _ in range(3)]
+    daemons = [processes(config) for _ in range(3)]
     for daemon in daemons:
         daemon.wait_ready()
     conversations, per_conversation = 20, 3
@@ -190,7 +189,7 @@ def test_round_robin_is_fair_across_daemons(tmp_path, processes, chatra, postgre
             "  - {email: chen@example.com, groups: [support], channels: [online-chat]}\n",
         )
     )
-    daemons = [processes(config, port=free_port()) for _ in range(3)]
+    daemons = [processes(config) for _ in range(3)]
     for daemon in daemons:
         daemon.wait_ready()
     chats = 30
@@ -235,7 +234,7 @@ def test_pacing_of_one_destination_holds_across_daemons(
     config.write_text(
         config.read_text().replace("storage: sqlite:///rulekit.sqlite3", f"storage: {postgres_url}")
     )
-    daemons = [processes(config, port=free_port()) for _ in range(2)]
+    daemons = [processes(config) for _ in range(2)]
     for daemon in daemons:
         daemon.wait_ready()
     chats = 5
