@@ -6,18 +6,12 @@ of every PostgreSQL table."""
 from __future__ import annotations
 
 import json
-import os
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 from privacy_scenario import BOB_NAME, BOB_TEXT, CLIENT, NAME, PERSONAL, leftovers, record
 
 from rulekit.cli import cli
-
-POSTGRES_ENV = "RULEKIT_TEST_POSTGRES"
 
 
 def sqlite_bytes(folder: Path) -> str:
@@ -61,25 +55,6 @@ def test_forget_leaves_no_form_of_personal_data_in_the_sqlite_files(tmp_path, se
     finally:
         stop()
     assert leftovers(sqlite_bytes(tmp_path)) == []
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A storage URL on a schema of this test's own, dropped afterwards."""
-    server = os.environ.get(POSTGRES_ENV)
-    if not server:
-        pytest.skip(f"set {POSTGRES_ENV} to a PostgreSQL URL to test forget on PostgreSQL")
-    psycopg = pytest.importorskip("psycopg", reason="the postgres extra is not installed")
-    try:
-        psycopg.connect(server, connect_timeout=3).close()
-    except psycopg.Error as exc:
-        pytest.skip(f"the PostgreSQL server in {POSTGRES_ENV} is unreachable: {exc}")
-    from rulekit.store.postgres import drop_schema
-
-    separator = "&" if "?" in server else "?"
-    url = f"{server}{separator}schema=rk_test_{uuid.uuid4().hex[:12]}"
-    yield url
-    drop_schema(url)
 
 
 def postgres_dump(url: str) -> str:

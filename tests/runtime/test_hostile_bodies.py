@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -200,25 +199,6 @@ def test_after_all_that_a_normal_webhook_is_accepted_and_processed(site):
     assert site.inbox.settle([inbox_id])[inbox_id] == ("done", None)
     assert len(site.inbox.events(inbox_id)) == 1
     assert httpx.get(f"{site.server.url}/healthz").status_code == 200
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A storage URL on a schema of this test's own, dropped afterwards."""
-    server = os.environ.get("RULEKIT_TEST_POSTGRES")
-    if not server:
-        pytest.skip("set RULEKIT_TEST_POSTGRES to a PostgreSQL URL to run this test")
-    psycopg = pytest.importorskip("psycopg", reason="the postgres extra is not installed")
-    try:
-        psycopg.connect(server, connect_timeout=3).close()
-    except psycopg.Error as exc:
-        pytest.skip(f"the PostgreSQL server in RULEKIT_TEST_POSTGRES is unreachable: {exc}")
-    from rulekit.store.postgres import drop_schema
-
-    separator = "&" if "?" in server else "?"
-    url = f"{server}{separator}schema=rk_test_{uuid.uuid4().hex[:12]}"
-    yield url
-    drop_schema(url)
 
 
 def test_ids_too_long_for_an_index_neither_block_nor_lose_webhooks_on_postgresql(

@@ -8,35 +8,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 
 import httpx
 import pytest
 from daemons import chat_started, wait_for, write_setup
-
-POSTGRES_ENV = "RULEKIT_TEST_POSTGRES"
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A storage URL on a schema of this test's own, dropped afterwards."""
-    server = os.environ.get(POSTGRES_ENV)
-    if not server:
-        pytest.skip(f"set {POSTGRES_ENV} to a PostgreSQL URL to run several daemons on it")
-    psycopg = pytest.importorskip("psycopg", reason="the postgres extra is not installed")
-    try:
-        psycopg.connect(server, connect_timeout=3).close()
-    except psycopg.Error as exc:
-        pytest.skip(f"the PostgreSQL server in {POSTGRES_ENV} is unreachable: {exc}")
-    from rulekit.store.postgres import drop_schema
-
-    separator = "&" if "?" in server else "?"
-    url = f"{server}{separator}schema=rk_test_{uuid.uuid4().hex[:12]}"
-    yield url
-    drop_schema(url)
 
 
 def run_cluster(tmp_path, processes, chatra, url: str, webhooks: int) -> None:

@@ -8,23 +8,19 @@ object. To add a store, write a factory and list it in ``BACKENDS``.
 
 from __future__ import annotations
 
-import functools
 import os
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from postgres_schemas import POSTGRES_ENV, schema_url
 
 from rulekit.event import Event
 from rulekit.store import JournaledStore, MemoryStore
 from rulekit.store.sqlite import SQLiteStore
-
-POSTGRES_ENV = "RULEKIT_TEST_POSTGRES"
-"""Set to a PostgreSQL URL (e.g. ``postgresql://127.0.0.1:5432/test``) to test that store."""
 
 
 @dataclass
@@ -59,38 +55,10 @@ def sqlite_backend(tmp_path: Path) -> Backend:
     )
 
 
-@functools.cache
-def postgres_unreachable(url: str) -> str | None:
-    """Why the PostgreSQL server at ``url`` cannot be used for tests, or None when it can."""
-    try:
-        import psycopg
-        import psycopg_pool  # noqa: F401 - the store needs it too
-    except ImportError as exc:
-        return f"{POSTGRES_ENV} is set but {exc.name} is not installed (pip install -e '.[test]')"
-    try:
-        psycopg.connect(url, connect_timeout=3).close()
-    except psycopg.Error as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-        return f"the PostgreSQL server in {POSTGRES_ENV} is unreachable: {first_line}"
-    return None
-
-
-def postgres_url() -> str:
-    """A URL on a new schema of the test server (skips the test when there is none)."""
-    server = os.environ.get(POSTGRES_ENV)
-    if not server:
-        pytest.skip(f"set {POSTGRES_ENV} to a PostgreSQL URL to test the PostgreSQL store")
-    reason = postgres_unreachable(server)
-    if reason:
-        pytest.skip(reason)
-    separator = "&" if "?" in server else "?"
-    return f"{server}{separator}schema=rk_test_{uuid.uuid4().hex[:12]}"
-
-
 def postgresql_backend(tmp_path: Path) -> Backend:
     from rulekit.store.postgres import PostgresStore, drop_schema
 
-    url = postgres_url()
+    url = schema_url()
     return Backend(
         "postgresql",
         durable=True,
@@ -128,7 +96,7 @@ def postgres_schema() -> Iterator[str]:
     (the test skips when ``RULEKIT_TEST_POSTGRES`` is unset or the server is unreachable)."""
     from rulekit.store.postgres import drop_schema
 
-    url = postgres_url()
+    url = schema_url()
     yield url
     drop_schema(url)
 
