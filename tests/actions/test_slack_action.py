@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
 import traceback
 
 import pytest
@@ -12,6 +12,7 @@ from action_helpers import make_context, run
 from rulekit.actions.slack import Slack, SlackIntegration, SlackParams
 from rulekit.actions.slack_markup import escape_mrkdwn
 from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
+from rulekit.testing.clock import run_virtual
 from rulekit.testing.fake_slack import FakeSlack
 from rulekit.testing.fakehttp import Response
 
@@ -151,12 +152,22 @@ def test_the_token_never_leaks_whatever_fails(fake_slack, caplog):
 
 
 def test_a_hanging_api_times_out_as_retryable(fake_slack):
-    fake_slack.hang(5)
-    started = time.monotonic()
-    exc = failure(slack_action(fake_slack, timeout=0.5), SlackParams(channel="C1", text="x"))
-    assert isinstance(exc, RetryableActionError)
+    fake_slack.hang(3600)  # answered only when the fake stops
+    action = slack_action(fake_slack, timeout=0.5)
+
+    async def scenario() -> tuple[RetryableActionError, float]:
+        try:
+            with pytest.raises(RetryableActionError) as caught:
+                await action.execute(SlackParams(channel="C1", text="x"), make_context())
+            return caught.value, asyncio.get_running_loop().time()
+        finally:
+            await action.aclose()
+
+    # on virtual time: the action gives up at its own timeout exactly, not at the SDK's
+    exc, gave_up_at = run_virtual(scenario(), io_grace=0.2)
     assert "did not answer within 0.5 s" in exc.message
-    assert time.monotonic() - started < 2.5
+    assert gave_up_at == pytest.approx(0.5)
+    assert fake_slack.messages("C1")  # the request had reached the service
 
 
 def test_a_refused_connection_is_retryable():

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
 import traceback
 
 import pytest
@@ -12,6 +12,7 @@ from action_helpers import make_context, run
 from rulekit.actions.telegram import Telegram, TelegramIntegration, TelegramParams
 from rulekit.actions.telegram_text import ELLIPSIS
 from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
+from rulekit.testing.clock import run_virtual
 from rulekit.testing.fake_telegram import FakeTelegram, error
 
 
@@ -157,11 +158,20 @@ def test_a_bad_token_is_permanent_and_never_shown(fake_telegram):
 
 def test_a_hanging_api_times_out_as_retryable(fake_telegram):
     action = telegram_action(fake_telegram, timeout=0.5)
-    fake_telegram.hang(5)
-    started = time.monotonic()
-    exc = failure(action, TelegramParams(chat_id=5, text="hi"))
-    assert isinstance(exc, RetryableActionError)
-    assert time.monotonic() - started < 2.5  # not the SDK's own 5 s, nor a hang
+    fake_telegram.hang(3600)  # answered only when the fake stops
+
+    async def scenario() -> tuple[RetryableActionError, float]:
+        try:
+            with pytest.raises(RetryableActionError) as caught:
+                await action.execute(TelegramParams(chat_id=5, text="hi"), make_context())
+            return caught.value, asyncio.get_running_loop().time()
+        finally:
+            await action.aclose()
+
+    # on virtual time: the action gives up at its own timeout exactly, not at the SDK's 5 s
+    exc, gave_up_at = run_virtual(scenario(), io_grace=0.2)
+    assert "Telegram did not answer within 0.5 s" in exc.message
+    assert gave_up_at == pytest.approx(0.5)
 
 
 def test_a_refused_connection_is_retryable():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -17,6 +16,7 @@ from rulekit.errors import PermanentActionError, RetryableActionError
 from rulekit.event import Client, Conversation
 from rulekit.store import MemoryStore
 from rulekit.testing import FakeService, Response
+from rulekit.testing.clock import run_virtual
 
 from rulekit_chatra.testing import FakeChatra
 
@@ -137,12 +137,18 @@ def test_the_secret_key_never_appears_even_when_the_service_echoes_it(fake_chatr
 
 
 def test_a_hanging_service_is_a_retryable_timeout(fake_chatra):
-    fake_chatra.hang(5)
-    started = time.monotonic()
-    with pytest.raises(RetryableActionError) as caught:
-        send(chatra_provider(fake_chatra), timeout=0.3)
-    assert time.monotonic() - started < 3
-    assert "0.3s" in caught.value.message
+    fake_chatra.hang(3600)  # answered only when the fake stops
+    provider = chatra_provider(fake_chatra)
+
+    async def scenario() -> tuple[RetryableActionError, float]:
+        with pytest.raises(RetryableActionError) as caught:
+            await provider.send_reply(reply(), timeout=0.3)
+        return caught.value, asyncio.get_running_loop().time()
+
+    # on virtual time: the call gives up at the timeout it was given, exactly
+    exc, gave_up_at = run_virtual(scenario(), io_grace=0.2)
+    assert "did not answer within 0.3s" in exc.message
+    assert gave_up_at == pytest.approx(0.3)
 
 
 def test_an_unreachable_service_is_retryable():
