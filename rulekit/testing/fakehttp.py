@@ -158,6 +158,11 @@ class FakeService:
         assert self._server is not None, "the fake service is not started"
         return f"http://127.0.0.1:{self._server.server_port}"
 
+    def release(self) -> None:
+        """Answer now the requests held by a response's ``delay`` (and hold no later one): a
+        test can hang a call for as long as it needs, then let it finish."""
+        self._closing.set()
+
     def script(self, *responses: Response) -> None:
         """Answer the next requests with these responses, in order."""
         with self._lock:
