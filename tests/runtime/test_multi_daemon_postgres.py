@@ -193,6 +193,9 @@ def test_round_robin_is_fair_across_daemons(tmp_path, processes, chatra, postgre
     assert shares == {"anna@example.com": 10, "boris@example.com": 10, "chen@example.com": 10}
 
 
+TIMER_SLACK = 0.001
+"""How early asyncio may fire a timer (its clock resolution, rounded up)."""
+
 SLACK_RULES = """\
 - name: Tell Slack
   on: {channel: online-chat, event: created}
@@ -225,8 +228,11 @@ def test_pacing_of_one_destination_holds_across_daemons(
     wait_for(lambda: len(fake_slack.messages("#support")) >= chats, timeout=60)
     times = sorted(message.at for message in fake_slack.messages("#support"))
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
-    # Slack allows ~1 message/s per channel; measured at the fake, within scheduling jitter
-    assert min(gaps) >= 1.0 - 0.15, gaps
+    # Slack allows one message a second per channel, as the docs promise for several daemons
+    # as for one: a send counts from the answer to the previous one, and the fake records a
+    # request before it answers, so every gap it sees is a second or more, less how early a
+    # timer may fire. No allowance for the machine's speed: a slow call must not shorten it.
+    assert min(gaps) >= 1.0 - TIMER_SLACK, gaps
 
 
 SLACK_PER_CONVERSATION = """\
@@ -249,7 +255,7 @@ def test_each_destination_keeps_its_order_across_daemons_and_nothing_is_sent_twi
     config.write_text(
         config.read_text().replace("storage: sqlite:///rulekit.sqlite3", f"storage: {postgres_url}")
     )
-    daemons = [processes(config, port=free_port()) for _ in range(3)]
+    daemons = [processes(config) for _ in range(3)]
     for daemon in daemons:
         daemon.wait_ready()
     conversations, per_conversation = 40, 3
