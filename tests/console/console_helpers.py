@@ -98,7 +98,7 @@ class ConsoleServer:
             done.set()
 
         self.loop.call_soon_threadsafe(publish)
-        assert done.wait(5)
+        assert done.wait(30)
 
     def subscribers(self) -> int:
         return self.feed.subscribers
