@@ -10,7 +10,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from daemons import free_port, wait_for
+from daemons import listening_socket, wait_for
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
@@ -38,11 +38,12 @@ async def hello(request: Request) -> Response:
 @pytest.fixture
 def url() -> Iterator[str]:
     app = Starlette(routes=[Route("/endless", endless), Route("/hello", hello)])
-    port = free_port()
+    sock = listening_socket()
+    port = sock.getsockname()[1]
     settings = ServerSettings(max_connections=LIMIT, header_timeout=30, keep_alive_timeout=30)
     closed = threading.Event()
     server = DaemonServer(server_config(app, settings, "127.0.0.1", port), closed.set)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
     thread.start()
     wait_for(lambda: server.started, timeout=15)
     try:
@@ -50,6 +51,7 @@ def url() -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(15)
+        sock.close()
     assert closed.is_set()  # the shutdown called on_shutdown
 
 
