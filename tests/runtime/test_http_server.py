@@ -50,7 +50,7 @@ class LimitedProcess(Process):
         return subprocess.Popen(
             [
                 *(sys.executable, "-m", "rulekit.cli", "run"),
-                *("--config", str(config), "--port", str(self.port), *args),
+                *("--config", str(config), *args),  # args name the port
             ],
             stdout=output,
             stderr=subprocess.STDOUT,
