@@ -65,7 +65,13 @@ from rulekit.runtime.logs import log
 from rulekit.runtime.metrics import Metrics
 from rulekit.runtime.outcomes import Decision, announce, backoff, json_ready, record_outcome
 from rulekit.runtime.processor import owner_name
-from rulekit.runtime.sharedpace import retry_store, share_pause, shared_wait, store_backoff
+from rulekit.runtime.sharedpace import (
+    retry_store,
+    share_pause,
+    share_spacing,
+    shared_wait,
+    store_backoff,
+)
 from rulekit.runtime.snapshot import Snapshot
 from rulekit.store.base import JournaledState
 from rulekit.store.records import EventRecord, Job
@@ -310,6 +316,8 @@ class Dispatcher:
                     decision = await self._call(action, params, context, job, record)
                 finally:
                     self._executing -= 1
+                if self.shares_pacing:  # the next send counts from this answer
+                    await share_spacing(self.commit, paces, stopping=self._stopped)
                 if decision.outcome == "done":
                     emitted.extend(lane.emitted[before:])
                 if decision.failure is not None:

@@ -6,6 +6,10 @@ store before a paced call:
 
 * :func:`shared_wait` reserves the next send slot of each rate-limited key and reads the pauses
   of the keys a service-wide Retry-After concerns, and says how long to wait;
+* :func:`share_spacing`, once the call has been answered, moves each rate-limited key's next
+  slot to at least its spacing after that answer: as with one daemon's pacer, a call counts
+  from when it ends, so a slow call cannot bring the next one (another daemon's, once the lane
+  is handed over) closer than the limit at the service;
 * :func:`share_pause` pushes the paused keys' next slot for every daemon.
 
 Each of these runs in a transaction **of its own** (``GroupCommit.run(..., alone=True)``): a
@@ -93,6 +97,22 @@ async def shared_wait(
         if wait <= 0:
             return
         await asyncio.sleep(wait)
+
+
+async def share_spacing(
+    commit: GroupCommit, paces: Sequence[Pace], *, stopping: Callable[[], bool]
+) -> None:
+    """After a call's answer: every rate-limited key's next slot is at least its spacing
+    (``period / count``) from now, for every daemon."""
+    spacings = {p.key: p.limit.period / p.limit.count for p in paces if p.limit is not None}
+    if not spacings:
+        return
+
+    def space(state: Any) -> None:
+        for key in sorted(spacings):
+            state.pause_pace(key, spacings[key])
+
+    await retry_store(commit, space, "space the next send", stopping=stopping, alone=True)
 
 
 async def share_pause(
