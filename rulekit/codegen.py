@@ -15,37 +15,29 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from jinja2 import nodes
+from jinja2 import nodes, pass_context, pass_environment, pass_eval_context
 from jinja2.runtime import new_context
-from jinja2.utils import _PassArg
 from markupsafe import Markup
 from pydantic import BaseModel
 
+from rulekit.budget import MAX_OUTPUT, MAX_TEMPLATE, current, produced, to_text
 from rulekit.errors import TemplateError
 from rulekit.expressions import CONSTANTS, ROOT_TYPES, field_type, parse_expression
-from rulekit.templates import (
-    MAX_OUTPUT,
-    MAX_TEMPLATE,
-    SAFE_DICT_METHODS,
-    SAFE_LIST_METHODS,
-    SAFE_STR_METHODS,
-    Sandbox,
-    safe_add,
-    safe_mod,
-    safe_mul,
-    safe_pow,
-)
+from rulekit.safeops import BINARY_OPERATORS, SAFE_DICT_METHODS, allowed_attribute
+from rulekit.safeops import concat as safe_concat
+from rulekit.templates import Sandbox, check_output
 
-SAFE_DATE_ATTRS = frozenset(
-    {
-        "year", "month", "day", "hour", "minute", "second", "microsecond", "weekday",
-        "isoweekday", "date", "time", "isoformat", "timestamp", "tzname", "days", "seconds",
-        "total_seconds", "strftime",
-    }
-)  # fmt: skip
+
+def _marker(decorator: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Any:
+    return getattr(decorator(lambda: None), "jinja_pass_arg", None)
+
+
+# what Jinja2's public decorators mark a filter with (``pass_context`` & co)
+_PASS_CONTEXT = _marker(pass_context)
+_PASS_EVAL_CONTEXT = _marker(pass_eval_context)
+_PASS_ENVIRONMENT = _marker(pass_environment)
 
 ROOT_CODE = {
     "channel": "e.channel",
@@ -62,24 +54,13 @@ ROOT_CODE = {
 
 
 def attr(obj: Any, name: str) -> Any:
-    """Jinja2-style ``obj.name`` limited to data: event fields, dict keys (``None`` when
+    """Jinja2-style ``obj.name`` limited to data (the sandbox's policy,
+    :func:`~rulekit.safeops.allowed_attribute`): event fields, dict keys (``None`` when
     missing), and a short list of side-effect-free methods."""
-    if isinstance(obj, dict):
-        if name in SAFE_DICT_METHODS:
-            return getattr(obj, name)
+    if isinstance(obj, dict) and name not in SAFE_DICT_METHODS:
         return obj.get(name)
-    if isinstance(obj, BaseModel):
-        if name in type(obj).model_fields:
-            return getattr(obj, name)
-    elif isinstance(obj, str):
-        if name in SAFE_STR_METHODS:
-            return getattr(obj, name)
-    elif isinstance(obj, datetime | date | time | timedelta):
-        if name in SAFE_DATE_ATTRS:
-            return getattr(obj, name)
-    elif isinstance(obj, list | tuple):
-        if name in SAFE_LIST_METHODS:
-            return getattr(obj, name)
+    if allowed_attribute(obj, name):
+        return getattr(obj, name)
     if obj is None:
         raise TemplateError(f"cannot read {name!r} of None (the value is missing)")
     raise TemplateError(f"{type(obj).__name__} value has no attribute {name!r}")
@@ -98,18 +79,20 @@ def item(obj: Any, key: Any) -> Any:
 
 def concat(*parts: Any) -> str:
     """Jinja2's ``~``, with ``None`` as an empty string."""
-    joined: str = safe_add("", "".join("" if p is None else str(p) for p in parts))
-    return joined
+    return safe_concat(parts)
 
 
-_BINARY = {
-    nodes.Add: "_add({0}, {1})",
-    nodes.Sub: "({0} - {1})",
-    nodes.Mul: "_mul({0}, {1})",
-    nodes.Div: "({0} / {1})",
-    nodes.FloorDiv: "({0} // {1})",
-    nodes.Mod: "_mod({0}, {1})",
-    nodes.Pow: "_pow({0}, {1})",
+def call(function: Any, *args: Any, **kwargs: Any) -> Any:
+    """A call in a condition (a method, a global): a step of the budget, its result counted."""
+    current().step()
+    return produced(function(*args, **kwargs), function, *args)
+
+
+_OPERATOR_NAMES = {"+": "add", "-": "sub", "*": "mul", "/": "div", "//": "floordiv", "%": "mod"}
+_OPERATOR_NAMES["**"] = "pow"
+_BINARY: dict[type[nodes.Node], str] = {
+    kind: f"_op_{_OPERATOR_NAMES[kind.operator]}({{0}}, {{1}})"
+    for kind in (nodes.Add, nodes.Sub, nodes.Mul, nodes.Div, nodes.FloorDiv, nodes.Mod, nodes.Pow)
 }
 _COMPARE = {
     "eq": "==",
@@ -137,17 +120,16 @@ class Program:
         self.namespace: dict[str, Any] = {
             "_attr": attr,
             "_item": item,
-            "_add": safe_add,
-            "_mul": safe_mul,
-            "_pow": safe_pow,
-            "_mod": safe_mod,
             "_concat": concat,
+            "_call": call,
             "_Markup": Markup,
             "_MAX_OUTPUT": MAX_OUTPUT,
             "_TemplateError": TemplateError,
             "_out": output,
-            "_checked": checked,
+            "_checked": check_output,
         }
+        for operator, function in BINARY_OPERATORS.items():
+            self.namespace[f"_op_{_OPERATOR_NAMES[operator]}"] = function
         self._context = new_context(environment, "<rule>", {}, {}, True, None, None)
         self._bound: dict[tuple[str, str], str] = {}
         self._globals = global_names
@@ -241,12 +223,14 @@ class Program:
         return self._with_pass_arg(function)
 
     def _with_pass_arg(self, function: Any) -> Any:
-        pass_arg = _PassArg.from_obj(function)
-        if pass_arg is _PassArg.environment:
+        pass_arg = getattr(function, "jinja_pass_arg", None)
+        if pass_arg is None:
+            return function
+        if pass_arg is _PASS_ENVIRONMENT:
             return lambda *a, **k: function(self.environment, *a, **k)
-        if pass_arg is _PassArg.eval_context:
+        if pass_arg is _PASS_EVAL_CONTEXT:
             return lambda *a, **k: function(self._context.eval_ctx, *a, **k)
-        if pass_arg is _PassArg.context:
+        if pass_arg is _PASS_CONTEXT:
             return lambda *a, **k: function(self._context, *a, **k)
         return function
 
@@ -332,7 +316,8 @@ class _Gen:
         if isinstance(node, nodes.Call):
             if node.dyn_args is not None or node.dyn_kwargs is not None:
                 raise TemplateError("*args and **kwargs are not supported")
-            return f"{self.code(node.node)}({self._args(None, node)})", None
+            arguments = self._args(None, node)
+            return f"_call({self.code(node.node)}{', ' if arguments else ''}{arguments})", None
         if isinstance(node, nodes.List):
             return f"[{', '.join(self.code(i) for i in node.items)}]", list
         if isinstance(node, nodes.Tuple):
@@ -384,10 +369,11 @@ def split_simple_template(source: str) -> list[tuple[bool, str]] | None:
 
 def output(value: Any, escaper: Callable[[Any], str] | None) -> str:
     """One ``{{ }}`` value as text: ``None`` is empty; markup targets give every value to their
-    escaper (which decides about values marked safe)."""
+    escaper (which decides about values marked safe). A value's text is sized first."""
     if value is None:
         return ""
-    return str(value) if escaper is None else escaper(value)
+    text = to_text(value)  # str subclasses (Markup, Safe) come back as they are
+    return str(text) if escaper is None else escaper(text)
 
 
 def simple_template_body(program: Program, parts: list[tuple[bool, str]], escaper: Any) -> str:
@@ -401,9 +387,3 @@ def simple_template_body(program: Program, parts: list[tuple[bool, str]], escape
         else:
             pieces.append(repr(text))
     return "_checked(''.join([" + ", ".join(pieces) + "]))"
-
-
-def checked(text: str) -> str:
-    if len(text) > MAX_OUTPUT:
-        raise TemplateError(f"the rendered text is over {MAX_OUTPUT} characters")
-    return text

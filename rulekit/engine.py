@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
+from rulekit.budget import OverBudget, with_budget
+from rulekit.budget import current as current_budget
 from rulekit.config import Config, load_config
 from rulekit.errors import TemplateError
 from rulekit.event import Event
@@ -23,7 +25,6 @@ from rulekit.loader import RuleLoader, RuleSet
 from rulekit.plugins import Plugins, load_plugins
 from rulekit.rules import AnyOf, Condition, Leaf, NotOf, Rule
 from rulekit.store.base import State
-from rulekit.templates import with_budget
 
 
 @dataclass
@@ -198,7 +199,7 @@ class Engine:
         ``excluded=True`` also adds a trace for each of those, saying which of its conditions
         cannot hold (the dry run shows them; the daemon records the count only).
         """
-        # one work budget for the event's conditions and simple templates (see templates.py)
+        # each rule's conditions and simple templates get a work budget (see budget.py)
         plan: Plan = with_budget(lambda: self._evaluate(event, state, now, explain or excluded))
         if excluded:
             self._explain_excluded(plan, now)
@@ -234,7 +235,15 @@ class Engine:
                     )
                 continue
             trace = RuleTrace(rule.name, False, "") if explain else None
-            if not self._matches(rule, event, now, env, trace):
+            current_budget().renew()
+            try:
+                matched = self._matches(rule, event, now, env, trace)
+            except OverBudget as exc:
+                plan.errors.append(f"rule {rule.name!r}: condition: {exc}")
+                matched = False
+                if trace is not None:
+                    trace.reason = f"condition failed: {exc}"
+            if not matched:
                 if trace is not None:
                     plan.rules.append(trace)
                 continue
@@ -283,6 +292,8 @@ class Engine:
         if trace is None:
             try:
                 return bool(rule.matcher(event, now, env))  # type: ignore[misc]
+            except OverBudget:
+                raise  # recorded as the rule's error: a budget is not a "no"
             except Exception:
                 return False
         try:
@@ -344,6 +355,8 @@ def _explain(
     if isinstance(condition, Leaf):
         try:
             result = bool(condition.function(e, now, env))
+        except OverBudget:
+            raise
         except Exception as exc:
             out.append(ConditionResult(condition.source, None, _reason(exc)))
             raise _ConditionFailed(f"{condition.source!r}: {_reason(exc)}") from None
