@@ -32,6 +32,7 @@ from typing import Any
 
 from markupsafe import Markup
 
+from rulekit.budget import OverBudget
 from rulekit.errors import TemplateError
 
 _START, _END = "\ufdd0", "\ufdd1"  # Unicode noncharacters: never meaningful text
@@ -73,6 +74,7 @@ class Interpolations:
         self._pattern = re.compile(re.escape(self._marker) + "([0-9]+)" + _END)
         self._values: list[_Value] = []
         self._plain: dict[int, str] = {}
+        self._sizes: dict[int, int] = {}
 
     def placeholder(self, value: Any) -> str:
         """Keep ``value`` aside and return what stands for it in the rendered text."""
@@ -109,6 +111,7 @@ class Interpolations:
         cached = self._plain.get(index)
         if cached is not None:
             return cached
+        self._check_size(self._size(index))
         value = self._values[index]
         out: list[str] = []
         for piece in self.split(value.text, below=index):
@@ -142,11 +145,30 @@ class Interpolations:
         """``text`` with its values put in by ``scan`` (which reads the pieces as markup)."""
         if not self.has_values(text):
             return text
-        return self._checked(scan(self.split(text)))
+        pieces = self.split(text)
+        self._check_size(sum(self._size(p) if isinstance(p, int) else len(p) for p in pieces))
+        return self._checked(scan(pieces))
+
+    def _size(self, index: int) -> int:
+        """The length of value ``index`` as plain text, or more (an escape is never shorter
+        than the character it stands for): known *before* the text is built, so that values
+        holding values cannot build past the limit first and check after."""
+        size = self._sizes.get(index)
+        if size is None:
+            size = 0
+            for piece in self.split(self._values[index].text, below=index):
+                size += self._size(piece) if isinstance(piece, int) else len(piece)
+                if size > self.limit:
+                    break
+            self._sizes[index] = size
+        return size
+
+    def _check_size(self, size: int) -> None:
+        if size > self.limit:
+            raise OverBudget(f"output larger than {self.limit} characters")
 
     def _checked(self, text: str) -> str:
-        if len(text) > self.limit:
-            raise TemplateError(f"the rendered text is over {self.limit} characters")
+        self._check_size(len(text))
         return text
 
 

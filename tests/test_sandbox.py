@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -251,3 +252,25 @@ def test_errors_are_template_errors_not_crashes() -> None:
     template = Sandbox().from_string("{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}")
     with pytest.raises(TemplateError, match=f"calls nested more than {MAX_DEPTH} deep"):
         with_budget(template.render)
+
+
+@pytest.mark.parametrize("parse_mode", ["HTML", "MarkdownV2"])
+def test_values_kept_aside_for_markup_are_sized_before_they_are_put_back(
+    build_engine, parse_mode: str
+) -> None:
+    # the render holds a short placeholder per value; 4,000 copies of a 100,000-character
+    # value must be refused from their sizes, not after building 400 million characters
+    template = "{% set a = 'x' * 99999 %}{% for i in range(4000) %}{{ a }}{% endfor %}"
+    params = {"chat_id": 1, "parse_mode": parse_mode, "text": template}
+    rules = (
+        f"- name: t\n  on: {{channel: online-chat}}\n  do:\n    - telegram: {json.dumps(params)}\n"
+    )
+    engine = build_engine(rules)
+    tracemalloc.start()
+    try:
+        plan = engine.evaluate(make_event(), explain=True)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert plan.errors == [f"rule 't': telegram: {BUDGET}output larger than 100000 characters"]
+    assert peak < 16 * 2**20

@@ -383,4 +383,6 @@ def test_values_nested_in_captured_blocks_cannot_multiply_past_the_output_limit(
     engine = build_engine(_rules("slack", {"channel": "C0SUPPORT", "text": text}))
     plan = engine.evaluate(_event("abcdefgh"), explain=True)
     assert list(plan) == []
-    assert plan.errors == ["rule 't': slack: the rendered text is over 100000 characters"]
+    assert plan.errors == [
+        "rule 't': slack: template over its budget: output larger than 100000 characters"
+    ]
