@@ -43,14 +43,15 @@ MAX_DIGITS = 4_000
 """Decimal digits one number computed by a template may have."""
 MAX_RANGE = 10_000
 """Items one ``range()`` may produce."""
-MAX_STEPS = 200_000
+MAX_STEPS = 100_000
 """Loop iterations, calls, filter uses and items drawn through filters, per render."""
 MAX_BUILT = 500_000
 """Characters and items of all the values one render builds, together."""
 MAX_DEPTH = 30
 """How deep calls (macros, ``caller()``, recursive ``loop()``, blocks) may nest."""
-MAX_CPU_SECONDS = 2.0
-"""CPU time one render may use (the thread's own time, so a busy machine does not count)."""
+MAX_CPU_SECONDS = 0.5
+"""CPU time one render may use (the thread's own time, so a busy machine does not count);
+below the evaluation worker's per-event budget, so that one slow template fails its rule only."""
 
 _CHECK_CLOCK_EVERY = 64
 
@@ -96,10 +97,10 @@ class Budget:
     __slots__ = ("_deadline", "_tick", "built", "clock", "depth", "limits", "steps")
 
     def __init__(
-        self, clock: Callable[[], float] = time.thread_time, limits: Limits = DEFAULT_LIMITS
+        self, clock: Callable[[], float] = time.thread_time, limits: Limits | None = None
     ) -> None:
         self.clock = clock
-        self.limits = limits
+        self.limits = DEFAULT_LIMITS if limits is None else limits
         self.renew()
 
     def renew(self) -> None:
@@ -166,7 +167,7 @@ def current() -> Budget:
 def with_budget(
     function: Callable[[], T],
     clock: Callable[[], float] = time.thread_time,
-    limits: Limits = DEFAULT_LIMITS,
+    limits: Limits | None = None,
 ) -> T:
     """Run a render (or the evaluation of one event's conditions) with a fresh budget."""
     token = _current.set(Budget(clock, limits))

@@ -8,6 +8,7 @@ template (an ``{% if true %}`` around it forces Jinja2's own compiler).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import tracemalloc
@@ -16,11 +17,22 @@ from typing import Any
 import pytest
 from scaffold import make_event
 
-from rulekit.budget import MAX_DEPTH, OverBudget, with_budget
+from rulekit import budget
+from rulekit.budget import MAX_DEPTH, Limits, OverBudget, with_budget
 from rulekit.errors import TemplateError, ValidationErrors
 from rulekit.templates import Sandbox
 
 BOTH = pytest.mark.parametrize("full", [False, True], ids=["simple", "jinja"])
+
+
+@pytest.fixture(autouse=True)
+def _counts_not_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The counted limits decide these tests, not the CPU backstop (a slow machine, a tracer):
+    the backstop has its own test, with an injected clock."""
+    limits = dataclasses.replace(budget.DEFAULT_LIMITS, cpu_seconds=60)
+    monkeypatch.setattr(budget, "DEFAULT_LIMITS", limits)
+
+
 BUDGET = "template over its budget: "
 
 
@@ -162,7 +174,7 @@ def test_cpu_time_stops_a_render_with_an_injected_clock() -> None:
     readings = itertools.count()
     template = Sandbox().from_string("{% for i in range(5000) %}{{ i }}{% endfor %}")
     with pytest.raises(OverBudget, match="s of CPU time"):
-        with_budget(template.render, clock=lambda: next(readings) * 0.5)
+        with_budget(template.render, clock=lambda: next(readings) * 0.5, limits=Limits())
     assert len(with_budget(template.render)) > 5000  # the real clock: far from the limit
 
 

@@ -6,6 +6,7 @@ Each case runs twice: as a simple template (compiled to Python) and as a full Ji
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -13,10 +14,18 @@ import pytest
 from markupsafe import Markup
 from scaffold import make_event
 
+from rulekit import budget
 from rulekit.errors import TemplateError, ValidationErrors
 from rulekit.templates import MAX_OUTPUT, Sandbox, truncate_safe, with_budget
 
 BOTH = pytest.mark.parametrize("full", [False, True], ids=["simple", "jinja"])
+
+
+@pytest.fixture(autouse=True)
+def _counts_not_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The counted limits decide these tests, not the CPU backstop (tested in test_sandbox)."""
+    limits = dataclasses.replace(budget.DEFAULT_LIMITS, cpu_seconds=60)
+    monkeypatch.setattr(budget, "DEFAULT_LIMITS", limits)
 
 
 def _wrap(template: str, full: bool) -> str:
