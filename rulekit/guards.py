@@ -74,6 +74,27 @@ def _urlize(
     return len(value) + links * (len(_text_of(target or "")) + len(_text_of(rel or "")))
 
 
+def _tojson(value: Any, indent: Any = None) -> int:
+    # with an indent, every item of every level starts a line indented by its depth
+    pad = len(indent) if isinstance(indent, str) else _count(indent)
+    if not pad:
+        return 0  # compact: within a fixed factor of the value's text, checked after
+    most = limits().value
+    total = 0
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending and total <= most:
+        item, depth = pending.pop()
+        total += pad * depth + 2
+        if isinstance(item, dict):
+            total += sum(text_size(key) for key in item)
+            pending.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend((child, depth + 1) for child in item)
+        else:
+            total += text_size(item)
+    return total
+
+
 def _batch(value: Any, linecount: Any, fill_with: Any = None) -> int:
     return _count(linecount) if fill_with is not None else 0
 
@@ -98,6 +119,7 @@ SIZES: dict[Callable[..., Any], Callable[..., int]] = {
     jinja_filters.do_batch: _batch,
     jinja_filters.do_slice: _slice,
     jinja_filters.do_int: _int,
+    jinja_filters.do_tojson: _tojson,
 }
 """Filters whose arguments can multiply their result: the size they would build, computed from
 the arguments (the first one, the value, as text for the text filters)."""

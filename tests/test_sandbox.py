@@ -134,6 +134,8 @@ def test_repeated_work_is_counted_in_every_construct(
         ("{{ message.text|urlize(target='y' * 60000) }}", "'urlize'"),
         ("{{ message.text|replace('a', 'b' * 60000) }}", "'replace'"),
         ("{{ [1, 2]|batch(10 ** 9, 'x')|list }}", "'batch'"),
+        ("{{ (range(1000)|list)|tojson(indent=999) }}", "'tojson'"),
+        ("{{ [[[[1] * 99] * 9] * 9]|tojson(indent='    ') }}", "'tojson'"),
         # powers, chained, and big-number arithmetic
         ("{{ (2 ** 1000) ** 1000 }}", "'**' would make a number"),
         ("{{ 10 ** 10 ** 10 ** 10 ** 10 }}", "'**' would make a number"),
