@@ -238,39 +238,43 @@ def shallow_size(value: Any) -> int:
 
 
 def text_size(value: Any, limit: int | None = None) -> int:
-    """About how many characters ``str(value)`` has, nested values included (``[s] * 3`` holds
-    ``s`` three times); counting stops soon after ``limit``. No recursion: data may nest deep."""
+    """At least how many characters ``str(value)`` has, nested values included (``[s] * 3``
+    holds ``s`` three times); counting stops soon after ``limit``. Strings inside containers
+    count as their ``repr`` (quotes, escapes). No recursion: data may nest deep."""
     if limit is None:
         limit = current().limits.value
     total = 0
-    pending = [value]
-    while pending:
-        item = pending.pop()
+    pending: list[tuple[Any, bool]] = [(value, False)]
+    while pending and total <= limit:
+        item, nested = pending.pop()
         if isinstance(item, str):
-            total += len(item)
+            total += _repr_size(item) if nested else len(item)
         elif isinstance(item, bool) or item is None:
             total += 5
         elif isinstance(item, int):
-            total += digits(item)
-        elif isinstance(item, list | tuple | set | frozenset):
-            total += 2 + 2 * len(item)
-            if total <= limit:
-                pending.extend(item)
-        elif isinstance(item, dict):
+            total += digits(item) + 1  # the sign
+        elif isinstance(item, list | tuple | set | frozenset | dict):
             total += 2 + 4 * len(item)
             if total <= limit:
-                pending.extend(item.keys())
-                pending.extend(item.values())
+                pending.extend((child, True) for child in item)
+                if isinstance(item, dict):
+                    pending.extend((child, True) for child in item.values())
         elif isinstance(item, BaseModel):
             fields = vars(item)
             total += 2 + 4 * len(fields) + sum(map(len, fields))
             if total <= limit:
-                pending.extend(fields.values())
+                pending.extend((child, True) for child in fields.values())
         else:
-            total += 32  # floats, dates: short fixed-size texts
-        if total > limit:
-            break
+            total += 80  # floats, dates: short texts (a date's repr is the longest)
     return total
+
+
+def _repr_size(text: str) -> int:
+    """At least ``len(repr(text))``, without building it: quotes, doubled backslashes and
+    quotes; up to ten characters for a character that is not printable."""
+    if not text.isprintable():
+        return 10 * len(text) + 2
+    return len(text) + text.count("\\") + text.count("'") + 2
 
 
 def produced(result: T, *inputs: Any) -> T:

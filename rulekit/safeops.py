@@ -185,7 +185,7 @@ def concat(parts: Iterable[Any]) -> str:
 def _number(spec: str, start: int, args: list[Any], limit: int) -> tuple[int, int]:
     """A width or precision at ``spec[start]``: ``*`` (taken from ``args``) or digits."""
     if start < len(spec) and spec[start] == "*":
-        value = args.pop(0) if args else 0
+        value = args.pop() if args else 0
         return (abs(value) if isinstance(value, int) else 0), start + 1
     end = start
     while end < len(spec) and spec[end].isdigit():
@@ -199,7 +199,7 @@ def format_size(spec: str, args: Any, limit: int) -> int:
     """An upper bound of the length of ``spec % args``, computed in one linear pass (no
     regular expression): the literal text plus, for each conversion, the larger of its width
     and its value's size (limited by its precision). Counting stops soon after ``limit``."""
-    positional = list(args) if isinstance(args, tuple) else [args]
+    positional = list(reversed(args)) if isinstance(args, tuple) else [args]  # pop() takes next
     mapping = args if isinstance(args, Mapping) else None
     total = len(spec)
     position = spec.find("%")
@@ -225,7 +225,7 @@ def format_size(spec: str, args: Any, limit: int) -> int:
             i += 1
         conversion = spec[i] if i < len(spec) else ""
         if conversion != "%" and not keyed:
-            value = positional.pop(0) if positional else None
+            value = positional.pop() if positional else None
         if conversion in "c%":
             size = 1
         elif conversion in "sra":

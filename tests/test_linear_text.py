@@ -147,10 +147,13 @@ CASES = {
         "assert \"re.compile(r'[a-z_][a-z0-9_]{0,62}')\" in source.replace('\"', \"'\")\n"
         "re.compile(r'[a-z_][a-z0-9_]{0,62}').fullmatch('a' * N)"
     ),
-    "%-format widths in templates": (
-        "from rulekit.templates import _FORMAT_WIDTH\n"
-        "_FORMAT_WIDTH.findall('%' + '0' * N)\n"
-        "_FORMAT_WIDTH.findall('%.' * (N // 2))"
+    # no regex: the %-format sizing scans the text once, whatever it holds
+    "%-format sizes in templates": (
+        "from rulekit.safeops import format_size\n"
+        "format_size('%' + '0' * N, (), 10 ** 9)\n"
+        "format_size('%.' * (N // 2), (), 10 ** 9)\n"
+        "format_size('%(' * (N // 2), {}, 10 ** 9)\n"
+        "format_size('%*' * (N // 2), (1,) * (N // 2), 10 ** 9)"
     ),
     "truncate never cuts an entity": (
         "from rulekit.templates import _safe_cut\n"
@@ -213,9 +216,6 @@ INVENTORY = {
     ("rulekit/runtime/logs.py", r"[A-Za-z]{2,}"): [f"logs: {name}" for name in LOG_INPUTS],
     ("rulekit/schema.py", r"^\s*\d+(\.\d+)?\s*[smhd]\s*$"): ["cooldown schema pattern"],
     ("rulekit/store/postgres.py", r"[a-z_][a-z0-9_]{0,62}"): ["postgres schema names"],
-    ("rulekit/templates.py", r"%[-+ #0]*(\d+|\*)?(?:\.(\d+|\*))?"): [
-        "%-format widths in templates"
-    ],
     ("rulekit/templates.py", r"&#?\w*$"): ["truncate never cuts an entity"],
     ("rulekit/yamlsource.py", r"^(?:true|True|TRUE|false|False|FALSE)$"): ["YAML booleans"],
     ("plugins/chatra/rulekit_chatra/api.py", r"\s+"): ["Chatra error details"],

@@ -25,6 +25,7 @@ from scaffold import make_event
 from rulekit.budget import DEFAULT_LIMITS, Limits, OverBudget, with_budget
 from rulekit.codegen import Program
 from rulekit.errors import TemplateError
+from rulekit.safeops import format_size
 from rulekit.templates import Sandbox, render_stream
 
 MEMORY_CAP = 64 * 2**20
@@ -238,3 +239,36 @@ def test_nested_templates_with_the_real_limits(source: str) -> None:
 )
 def test_worst_cases_stay_under_the_memory_cap(source: str) -> None:
     _check_template(source, REAL, MEMORY_CAP)
+
+
+SPEC_PART = st.sampled_from(
+    ["x", "ab ", "%s", "%5s", "%.3s", "%-8d", "%+05d", "%*d", "%.*f", "%r", "%x", "%o", "%e",
+     "%g", "%c", "%%", "%10.4f", "%a", "%#x", "%i", "%u", "%X", "%E", "%G", "%.0f"]
+)  # fmt: skip
+KEYED_PART = st.sampled_from(["x", "%(a)s", "%(b)5d", "%(a)r", "%%", "%(b).2f", "%(a)-9s"])
+ARGUMENT = st.one_of(
+    st.integers(-(10**30), 10**30),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+    st.lists(st.text(max_size=5), max_size=4),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(SPEC_PART, max_size=8).map("".join),
+    st.lists(st.one_of(ARGUMENT, st.integers(0, 30)), max_size=10).map(tuple),
+    st.lists(KEYED_PART, max_size=6).map("".join),
+    st.fixed_dictionaries(
+        {"a": ARGUMENT, "b": st.one_of(st.integers(-999, 999), st.floats(-1e6, 1e6))}
+    ),
+)
+def test_the_format_size_is_never_below_the_formatted_length(
+    spec: str, args: tuple[Any, ...], keyed: str, mapping: dict[str, Any]
+) -> None:
+    for fmt, values in ((spec, args), (keyed, mapping)):
+        try:
+            text = fmt % values
+        except (TypeError, ValueError, OverflowError, KeyError):
+            continue
+        assert len(text) <= format_size(fmt, values, 10**9), (fmt, values)
