@@ -288,3 +288,18 @@ def test_values_kept_aside_for_markup_are_sized_before_they_are_put_back(
         tracemalloc.stop()
     assert plan.errors == [f"rule 't': telegram: {BUDGET}output larger than 100000 characters"]
     assert peak < 16 * 2**20
+
+
+def test_constants_computed_while_compiling_stay_small() -> None:
+    # Jinja2 computes constant parts when compiling and writes them into the code: a
+    # 100,000-item constant list would cost tens of MiB to compile, before any render budget
+    source = "{{ ('ab'|center(60000))|list|select|list|length }}{{ [1]|batch(60000, 'x')|list }}"
+    tracemalloc.start()
+    try:
+        template = Sandbox().from_string(source)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20
+    with pytest.raises(OverBudget, match="the text of a value"):
+        template.render()  # computed when rendering, within its budget
