@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import ModuleType
@@ -74,19 +74,22 @@ def load_plugins(
     *,
     extra: Iterable[tuple[str, object]] = (),
     entry_points: bool = True,
+    builtins: bool = True,
 ) -> Plugins:
     """Build a plugin manager and collect what every enabled plugin registers.
 
     ``disabled`` names plugins (built-in module names, entry-point names or distribution names)
     to leave out; ``RULEKIT_DISABLE_PLUGINS`` adds to it. ``extra`` registers more plugin objects
-    (tests use it for fake plugins).
+    (tests use it for fake plugins). ``builtins=False`` leaves the built-in plugins out (the CLI's
+    command loading: they add no commands). Each registration hook is called through pluggy, one
+    plugin at a time in loading order, with a registry bound to that plugin.
     """
     blocked = frozenset(disabled) | disabled_from_env()
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
     plugins = Plugins(manager=manager, disabled=blocked)
 
-    for module_name in DEFAULT_PLUGINS:
+    for module_name in DEFAULT_PLUGINS if builtins else ():
         if module_name in blocked:
             continue
         _register(plugins, importlib.import_module(module_name), PluginInfo(module_name))
@@ -110,9 +113,9 @@ def load_plugins(
     except pluggy.PluginValidationError as exc:
         raise PluginError(str(exc)) from exc
 
-    _collect(manager, "rulekit_register_providers", plugins.providers)
-    _collect(manager, "rulekit_register_actions", plugins.actions)
-    _collect(manager, "rulekit_template_environment", plugins.templates)
+    _collect(plugins, "rulekit_register_providers", lambda name: plugins.providers.bound_to(name))
+    _collect(plugins, "rulekit_register_actions", lambda name: plugins.actions.bound_to(name))
+    _collect(plugins, "rulekit_template_environment", lambda name: plugins.templates.bound_to(name))
     return plugins
 
 
@@ -126,12 +129,37 @@ def _register(plugins: Plugins, plugin: object, info: PluginInfo) -> None:
     plugins.info[info.name] = info
 
 
-def _collect(manager: pluggy.PluginManager, hook_name: str, registry: Any) -> None:
-    """Call one registration hook plugin by plugin, so the registry knows who added what."""
-    hook = getattr(manager.hook, hook_name)
-    # pluggy returns implementations last-registered-first; call them in registration order.
-    for impl in reversed(hook.get_hookimpls()):
-        impl.function(registry.bound_to(impl.plugin_name))
+def _collect(plugins: Plugins, hook_name: str, register: Callable[[str], object]) -> None:
+    """Call one registration hook through pluggy, plugin by plugin in loading order.
+
+    pluggy passes each implementation only the arguments it declares; ``register(name)`` gives
+    the registry bound to plugin ``name``, so a duplicate is attributed to the plugin that made it.
+    """
+    call_hook(plugins, hook_name, lambda name: {"register": register(name)})
+
+
+def call_hook(
+    plugins: Plugins, hook_name: str, arguments: Callable[[str], dict[str, object]]
+) -> None:
+    """Call ``hook_name`` of every plugin implementing it, one at a time in loading order.
+
+    An exception other than :class:`PluginError` raised by a plugin becomes a ``PluginError``
+    naming the plugin and the hook.
+    """
+    manager = plugins.manager
+    implementing = {impl.plugin_name for impl in getattr(manager.hook, hook_name).get_hookimpls()}
+    everyone = [manager.get_plugin(name) for name in plugins.info]
+    for name in plugins.info:
+        if name not in implementing:
+            continue
+        own = manager.get_plugin(name)
+        caller = manager.subset_hook_caller(hook_name, [p for p in everyone if p is not own])
+        try:
+            caller(**arguments(name))
+        except PluginError:
+            raise
+        except Exception as exc:  # a broken plugin must say which one it is
+            raise PluginError(f"plugin {name!r} failed in {hook_name}: {exc}") from exc
 
 
 def plugin_modules() -> list[ModuleType]:
@@ -142,14 +170,8 @@ def plugin_modules() -> list[ModuleType]:
 def load_command_plugins(cli: Any) -> None:
     """Call ``rulekit_register_commands`` of the installed (entry-point) plugins only.
 
-    Built-in plugins add no commands, so ``rulekit --help`` does not import them.
+    The plugins load through :func:`load_plugins` (so a misspelled hook fails here too), without
+    the built-ins: they add no commands, so ``rulekit --help`` does not import them.
     """
-    blocked = disabled_from_env()
-    manager = pluggy.PluginManager(hookspecs.PROJECT)
-    manager.add_hookspecs(hookspecs)
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        dist = ep.dist.name if ep.dist is not None else None
-        if ep.name in blocked or (dist is not None and dist in blocked):
-            continue
-        manager.register(ep.load(), name=ep.name)
-    manager.hook.rulekit_register_commands(cli=cli)
+    plugins = load_plugins(builtins=False)
+    call_hook(plugins, "rulekit_register_commands", lambda _name: {"cli": cli})

@@ -6,9 +6,10 @@ both plugins instead of a silent override.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from rulekit.errors import PluginError
 
@@ -38,17 +39,18 @@ class _Registry(Generic[T]):
         if not isinstance(name, str) or not name:
             raise PluginError(f"plugin {self.plugin!r} registered a {self.kind} without a name")
         if name in self.entries:
-            other = self.entries[name].plugin
+            first = self.entries[name].plugin
             raise PluginError(
-                f"{self.kind} {name!r} is registered twice: by plugin {other!r} "
-                f"and by plugin {self.plugin!r}; disable one of them"
+                f"{self.kind} {name!r} is registered by plugin {first!r} and again by "
+                f"plugin {self.plugin!r}; disable one of them"
             )
         self.entries[name] = Registered(name, value, self.plugin)
 
-    def bound_to(self, plugin: str) -> _Registry[T]:
-        """This registry, attributing what is added next to ``plugin``."""
-        self.plugin = plugin
-        return self
+    def bound_to(self, plugin: str) -> Self:
+        """A view of this registry (same entries) that attributes what it adds to ``plugin``."""
+        view = copy.copy(self)
+        view.plugin = plugin
+        return view
 
     def __contains__(self, name: object) -> bool:
         return name in self.entries
@@ -91,9 +93,12 @@ class TemplateRegistry:
         self.globals: _Registry[Any] = _Registry("template global")
 
     def bound_to(self, plugin: str) -> TemplateRegistry:
-        for registry in (self.filters, self.tests, self.globals):
-            registry.bound_to(plugin)
-        return self
+        """A view of this registry (same entries) that attributes what it adds to ``plugin``."""
+        view = copy.copy(self)
+        view.filters = self.filters.bound_to(plugin)
+        view.tests = self.tests.bound_to(plugin)
+        view.globals = self.globals.bound_to(plugin)
+        return view
 
     def filter(self, name: str, function: Callable[..., Any]) -> None:
         """Add a filter, usable as ``value | name``."""

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner
 from scaffold import make_event, write
@@ -19,7 +20,7 @@ from rulekit.engine import Engine
 from rulekit.errors import PluginError
 from rulekit.event import Event
 from rulekit.models import StrictModel
-from rulekit.plugins import load_plugins
+from rulekit.plugins import load_command_plugins, load_plugins
 
 
 class EchoParams(StrictModel):
@@ -121,10 +122,72 @@ def test_rules_using_an_unloaded_plugin_filter_fail_to_load(tmp_path: Path) -> N
 def test_duplicate_action_name_names_both_plugins() -> None:
     with pytest.raises(PluginError) as caught:
         load_plugins(extra=[("impostor", SlackImpostor())])
-    message = str(caught.value)
-    assert "'slack'" in message
-    assert "'rulekit.actions.slack'" in message
-    assert "'impostor'" in message
+    # the built-in loaded first and owns the name; the outside plugin registers it again
+    assert str(caught.value) == (
+        "action 'slack' is registered by plugin 'rulekit.actions.slack' and again by plugin "
+        "'impostor'; disable one of them"
+    )
+
+
+class HoardedProvider(FakeProvider):
+    name = "hoarded"
+
+
+class Hoarder:
+    """Keeps the registry it was given and adds to it from a later hook."""
+
+    kept: Any = None
+
+    @hookimpl
+    def rulekit_register_providers(self, register) -> None:
+        self.kept = register
+
+    @hookimpl
+    def rulekit_template_environment(self, register) -> None:
+        self.kept.add(HoardedProvider)
+
+
+def test_a_registry_kept_for_later_still_names_its_own_plugin() -> None:
+    plugins = load_plugins(extra=[("fake", FakePlugin()), ("hoarder", Hoarder())])
+    assert plugins.providers.entries["hoarded"].plugin == "hoarder"
+    assert plugins.providers.entries["fakeprovider"].plugin == "fake"
+    assert plugins.actions.entries["echo"].plugin == "fake"
+
+
+class NoArguments:
+    """pluggy lets an implementation take fewer arguments than the hook offers."""
+
+    called: list[str]
+
+    def __init__(self) -> None:
+        self.called = []
+
+    @hookimpl
+    def rulekit_register_actions(self) -> None:
+        self.called.append("actions")
+
+    @hookimpl
+    def rulekit_template_environment(self) -> None:
+        self.called.append("templates")
+
+
+def test_a_registration_hook_taking_no_arguments_is_called() -> None:
+    plugin = NoArguments()
+    plugins = load_plugins(extra=[("quiet", plugin)])
+    assert plugin.called == ["actions", "templates"]
+    assert "slack" in plugins.actions
+
+
+class Exploding:
+    @hookimpl
+    def rulekit_register_actions(self, register) -> None:
+        raise RuntimeError("boom")
+
+
+def test_a_registration_hook_that_raises_is_named() -> None:
+    with pytest.raises(PluginError) as caught:
+        load_plugins(extra=[("exploding", Exploding())])
+    assert str(caught.value) == "plugin 'exploding' failed in rulekit_register_actions: boom"
 
 
 def test_misspelled_hook_is_an_error() -> None:
@@ -288,6 +351,20 @@ def test_installed_plugin_can_be_disabled_by_distribution_name(
     result = CliRunner().invoke(cli, ["wave", "Ana"])
     assert result.exit_code == 2
     assert "No such command 'wave'" in result.output
+
+
+def test_a_misspelled_hook_in_a_command_plugin_is_an_error(
+    installed_plugin: str, tmp_path: Path
+) -> None:
+    source = PLUGIN_MODULE.replace("def rulekit_register_commands", "def rulekit_register_command")
+    write(tmp_path / "site" / f"{installed_plugin}.py", source)
+    with pytest.raises(PluginError) as caught:
+        load_command_plugins(click.Group())
+    assert "rulekit_register_command" in str(caught.value)
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    assert "warning: plugin commands not loaded" in result.output
+    assert "rulekit_register_command" in result.output
 
 
 def test_a_plugin_that_fails_to_import_is_named(tmp_path: Path, monkeypatch) -> None:
