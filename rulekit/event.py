@@ -140,18 +140,3 @@ class Event(StrictModel):
     def public(self) -> dict[str, Any]:
         """The event as JSON-ready data, without the raw payload."""
         return self.model_dump(mode="json", exclude={"raw"})
-
-
-CONTEXT_NAMES: tuple[str, ...] = (
-    "channel",
-    "event",
-    "conversation",
-    "client",
-    "message",
-    "agent",
-    "origin",
-    "recovered",
-    "now",
-    "env",
-)
-"""The names conditions and templates may read."""

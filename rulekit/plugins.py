@@ -11,7 +11,6 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
-from types import ModuleType
 from typing import Any
 
 import pluggy
@@ -160,11 +159,6 @@ def call_hook(
             raise
         except Exception as exc:  # a broken plugin must say which one it is
             raise PluginError(f"plugin {name!r} failed in {hook_name}: {exc}") from exc
-
-
-def plugin_modules() -> list[ModuleType]:
-    """The built-in plugin modules (for documentation and meta-tests)."""
-    return [importlib.import_module(name) for name in DEFAULT_PLUGINS]
 
 
 def load_command_plugins(cli: Any) -> None:

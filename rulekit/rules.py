@@ -160,5 +160,4 @@ class Rule:
     stop: bool = False
     cooldown: timedelta | None = None
     allow_own_events: bool = False
-    discriminator: Any = None
     conjuncts: list[Any] = field(default_factory=list)

@@ -122,7 +122,6 @@ class Dispatcher:
         self.owner = owner_name()
         self._lanes: dict[str, Lane] = {}
         self._known: set[int] = set()
-        self._executing = 0
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._slots: asyncio.Semaphore | None = None
@@ -311,11 +310,7 @@ class Dispatcher:
                 ):
                     return None
                 before = len(lane.emitted)
-                self._executing += 1
-                try:
-                    decision = await self._call(action, params, context, job, record)
-                finally:
-                    self._executing -= 1
+                decision = await self._call(action, params, context, job, record)
                 if self.shares_pacing:  # the next send counts from this answer
                     await share_spacing(self.commit, paces, stopping=self._stopped)
                 if decision.outcome == "done":
