@@ -7,6 +7,7 @@ from typing import Any
 
 from rulekit.config import Config
 from rulekit.store import SchemaStatus, parse_url, schema_status, upgrade_schema
+from rulekit.store.urls import redact_url
 
 
 def where(config: Config) -> str:
@@ -14,12 +15,7 @@ def where(config: Config) -> str:
     parsed = parse_url(config.raw.storage, config.base_dir)
     if parsed.path is not None:
         return str(parsed.path)
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(config.raw.storage)
-    if parts.password is not None:
-        return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
-    return config.raw.storage
+    return redact_url(config.raw.storage)
 
 
 def status(config: Config) -> tuple[str, SchemaStatus]:

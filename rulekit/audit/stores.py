@@ -5,6 +5,7 @@ from __future__ import annotations
 from rulekit.config import Config
 from rulekit.errors import StoreError
 from rulekit.store import JournaledStore, open_store, parse_url
+from rulekit.store.urls import redact_url
 
 
 def open_recorded(config: Config) -> JournaledStore:
@@ -15,7 +16,8 @@ def open_recorded(config: Config) -> JournaledStore:
     parsed = parse_url(url, config.base_dir)
     if parsed.scheme == "memory":
         raise StoreError(
-            f"storage is {url!r}: nothing is kept between processes, so there is nothing to read"
+            f"storage is {redact_url(url)!r}: nothing is kept between processes, "
+            "so there is nothing to read"
         )
     if parsed.scheme == "sqlite" and parsed.path is not None and not parsed.path.exists():
         where = f" (config {config.path})" if config.path else " (no config file: --config?)"

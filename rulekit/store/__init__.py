@@ -21,6 +21,7 @@ from rulekit.store.base import Journal, JournaledState, JournaledStore, State, S
 from rulekit.store.memory import MemoryStore
 from rulekit.store.migrations import SchemaStatus
 from rulekit.store.records import Attempt, EventRecord, InboxItem, Job, JobSpec
+from rulekit.store.urls import redact_url
 
 SQLITE_OPTIONS = ("synchronous", "busy_timeout")
 
@@ -38,12 +39,16 @@ class StorageURL:
 
 def parse_url(url: str, base_dir: str | os.PathLike[str]) -> StorageURL:
     """Parse a storage URL; relative SQLite paths are resolved against ``base_dir`` (the
-    config file's directory)."""
-    parts = urlsplit(url)
+    config file's directory). Messages show the URL without its password."""
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise StoreError(f"storage URL {shown!r}: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme == "memory":
         if parts.netloc or parts.path or parts.query:
-            raise StoreError(f"storage URL {url!r}: write just 'memory://'")
+            raise StoreError(f"storage URL {shown!r}: write just 'memory://'")
         return StorageURL("memory")
     if scheme in ("postgresql", "postgres"):
         from rulekit.store.postgres import check_options, split_url
@@ -53,34 +58,27 @@ def parse_url(url: str, base_dir: str | os.PathLike[str]) -> StorageURL:
         return StorageURL("postgresql", options=options, url=url)
     if scheme != "sqlite":
         raise StoreError(
-            f"storage URL {_redact(url)!r}: unknown scheme {parts.scheme!r}; "
+            f"storage URL {shown!r}: unknown scheme {parts.scheme!r}; "
             "use sqlite:///FILE (relative to the config), sqlite:////ABSOLUTE/PATH or memory://"
         )
     if parts.netloc:
+        hint = urlsplit(shown)
         raise StoreError(
-            f"storage URL {url!r}: a SQLite URL has no host; write sqlite:///{parts.netloc}"
-            f"{parts.path} for a relative path, or four slashes for an absolute one"
+            f"storage URL {shown!r}: a SQLite URL has no host; write sqlite:///{hint.netloc}"
+            f"{hint.path} for a relative path, or four slashes for an absolute one"
         )
     raw_path = unquote(parts.path)[1:]  # sqlite:///x -> "x", sqlite:////x -> "/x"
     if not raw_path:
-        raise StoreError(f"storage URL {url!r} names no file (e.g. sqlite:///rulekit.sqlite3)")
+        raise StoreError(f"storage URL {shown!r} names no file (e.g. sqlite:///rulekit.sqlite3)")
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
     for name in options:
         if name not in SQLITE_OPTIONS:
             raise StoreError(
-                f"storage URL {url!r}: unknown option {name!r} (known: {', '.join(SQLITE_OPTIONS)})"
+                f"storage URL {shown!r}: unknown option {name!r} "
+                f"(known: {', '.join(SQLITE_OPTIONS)})"
             )
     path = Path(raw_path)
     return StorageURL("sqlite", path if path.is_absolute() else Path(base_dir) / path, options)
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
 
 
 def open_store(
@@ -102,7 +100,7 @@ def open_store(
     try:
         busy_timeout = float(parsed.options.get("busy_timeout", DEFAULT_BUSY_TIMEOUT))
     except ValueError:
-        raise StoreError(f"storage URL {url!r}: busy_timeout must be seconds") from None
+        raise StoreError(f"storage URL {redact_url(url)!r}: busy_timeout must be seconds") from None
     assert parsed.path is not None
     return SQLiteStore(
         parsed.path,

@@ -39,6 +39,7 @@ from rulekit.store.base import JournaledStore
 from rulekit.store.migrations import SchemaStatus, status_of
 from rulekit.store.migrations.postgres import MIGRATIONS
 from rulekit.store.postgres_state import PostgresState, unavailable_error
+from rulekit.store.urls import redact_url
 
 if TYPE_CHECKING:
     import psycopg
@@ -57,15 +58,6 @@ _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _MIGRATION_LOCK = 0x72756C65  # "rule"
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
-
-
 def split_url(url: str) -> tuple[str, dict[str, str]]:
     """The libpq connection URL and rulekit's own options (``schema``, ``pool_size``, …)."""
     parts = urlsplit(url)
@@ -82,7 +74,7 @@ def check_options(url: str, options: Mapping[str, str]) -> None:
     schema = options.get("schema")
     if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
         raise StoreError(
-            f"storage URL {redact(url)!r}: schema {schema!r} must be a lower-case SQL name "
+            f"storage URL {redact_url(url)!r}: schema {schema!r} must be a lower-case SQL name "
             "(letters, digits, underscores; not starting with a digit)"
         )
     for name, kind in (("pool_size", int), ("pool_timeout", float)):
@@ -92,7 +84,9 @@ def check_options(url: str, options: Mapping[str, str]) -> None:
             except ValueError:
                 value = 0
             if value <= 0:
-                raise StoreError(f"storage URL {redact(url)!r}: {name} must be a positive number")
+                raise StoreError(
+                    f"storage URL {redact_url(url)!r}: {name} must be a positive number"
+                )
 
 
 def _connect_kwargs(schema: str | None) -> dict[str, Any]:
@@ -124,7 +118,7 @@ class PostgresStore(JournaledStore):
     ) -> None:
         conninfo, options = split_url(url)
         check_options(url, options)
-        self.url = redact(url)
+        self.url = redact_url(url)
         self.schema = options.get("schema")
         size = pool_size or int(options.get("pool_size", DEFAULT_POOL_SIZE))
         timeout = pool_timeout or float(options.get("pool_timeout", DEFAULT_POOL_TIMEOUT))
@@ -301,7 +295,7 @@ def schema_status(url: str) -> SchemaStatus:
             version = _read_version(conn)
             conn.rollback()
     except psycopg.Error as exc:
-        unavailable = unavailable_error(redact(url), exc)
+        unavailable = unavailable_error(redact_url(url), exc)
         if unavailable is None:
             raise
         raise unavailable from exc

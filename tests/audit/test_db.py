@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import pytest
 from audit_site import write
 from click.testing import CliRunner
 
@@ -82,3 +83,17 @@ def test_memory_storage_has_no_schema(tmp_path):
     history = CliRunner().invoke(cli, ["history", "--config", str(config)])
     assert history.exit_code == 2
     assert "nothing is kept between processes" in history.output
+
+
+def test_status_names_a_postgresql_store_without_its_passwords(tmp_path):
+    pytest.importorskip("psycopg")
+    url = (
+        "postgresql://rulekit:s3cret@127.0.0.1:9/rk"
+        "?sslpassword=k3y&connect_timeout=1&pool_timeout=1"
+    )
+    config = write(tmp_path / "rulekit.yaml", f"storage: {url}\n")
+    status = db(config, "status")
+    assert status.exit_code != 0
+    assert "Traceback" not in status.output
+    assert "s3cret" not in status.output and "k3y" not in status.output
+    assert "postgresql://rulekit:***@127.0.0.1:9/rk?sslpassword=***" in status.output

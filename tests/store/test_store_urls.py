@@ -17,6 +17,7 @@ from rulekit.store import (
 )
 from rulekit.store.postgres import split_url
 from rulekit.store.sqlite import SQLiteStore
+from rulekit.store.urls import redact_url
 
 
 def test_relative_sqlite_paths_are_next_to_the_config(tmp_path):
@@ -120,3 +121,62 @@ def test_postgresql_schema_status_and_upgrade_by_url(tmp_path, postgres_schema):
     assert isinstance(store, PostgresStore)
     assert store.schema_status().up_to_date
     store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql://rulekit:s3cret@db:5432/rk?schema=a",
+            "postgresql://rulekit:***@db:5432/rk?schema=a",
+        ),
+        ("postgresql://rulekit:p%40ss:w@db/rk", "postgresql://rulekit:***@db/rk"),
+        ("postgresql://rulekit:@db/rk", "postgresql://rulekit:***@db/rk"),
+        (
+            "postgresql://db/rk?sslmode=require&password=s3cret",
+            "postgresql://db/rk?sslmode=require&password=***",
+        ),
+        (
+            "postgres://db/rk?Password=s3cret&sslpassword=k3y#x",
+            "postgres://db/rk?Password=***&sslpassword=***#x",
+        ),
+        ("sqlite:///rk.sqlite3?password=s3cret", "sqlite:///rk.sqlite3?password=***"),
+        ("postgresql://rulekit:s3cret@[db/rk", "postgresql://***"),
+        ("sqlite:///rk.sqlite3?synchronous=normal", "sqlite:///rk.sqlite3?synchronous=normal"),
+        (
+            "postgresql://rulekit@db/rk?passfile=/etc/pgpass",
+            "postgresql://rulekit@db/rk?passfile=/etc/pgpass",
+        ),
+        ("memory://", "memory://"),
+    ],
+)
+def test_redact_url_hides_the_password_wherever_the_url_holds_it(url, shown):
+    assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite://rulekit:s3cret@db/rk.sqlite3",  # "has no host", with a suggested URL
+        "sqlite:///rk.sqlite3?password=s3cret",  # unknown option
+        "memory://rulekit:s3cret@db",
+        "mysql://rulekit:s3cret@db/rk",
+        "postgresql://db/rk?password=s3cret&schema=Rules",
+        "postgresql://db/rk?password=s3cret&pool_size=0",
+        "postgresql://rulekit:s3cret@[db/rk",  # urllib cannot split it
+    ],
+)
+def test_no_storage_url_error_repeats_a_password(tmp_path, url):
+    with pytest.raises(StoreError) as caught:
+        parse_url(url, tmp_path)
+    assert "s3cret" not in str(caught.value)
+    assert "***" in str(caught.value)
+
+
+def test_an_unreachable_server_is_named_without_the_query_password(tmp_path):
+    pytest.importorskip("psycopg")
+    url = "postgresql://rulekit@127.0.0.1:9/rk?password=s3cret&connect_timeout=1&pool_timeout=1"
+    with pytest.raises(StoreUnavailable) as caught:
+        open_store(url, tmp_path)
+    assert "s3cret" not in str(caught.value)
+    assert "password=***" in str(caught.value)
