@@ -62,9 +62,9 @@ class Plugins:
         return f"{info.distribution} {info.version or ''}".strip()
 
 
-def disabled_from_env(environ: dict[str, str] | None = None) -> set[str]:
+def disabled_from_env() -> set[str]:
     """Plugin names listed in ``RULEKIT_DISABLE_PLUGINS`` (comma separated)."""
-    raw = (os.environ if environ is None else environ).get(DISABLE_ENV, "")
+    raw = os.environ.get(DISABLE_ENV, "")
     return {name.strip() for name in raw.split(",") if name.strip()}
 
 
