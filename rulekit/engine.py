@@ -325,8 +325,8 @@ class Engine:
                 continue
             skipped = None
             if (
-                step.action_class.client_facing
-                and event.recovered
+                event.recovered
+                and step.action_class.faces_client(model)
                 and not getattr(model, "on_recovered", False)
             ):
                 skipped = (

@@ -399,6 +399,10 @@ class RuleLoader:
                 model, list(channels or self.config.channels), self.config
             ):
                 errors.append(RuleError(problem, location))
+            for problem in action_class.lint(model, self.config):
+                warnings.append(
+                    RuleError(f"rule {rule_name!r}: {action_name}: {problem}", location)
+                )
         unavailable = self.actions[action_name].unavailable()
         if unavailable:
             warnings.append(

@@ -26,6 +26,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "rulekit.actions.play_sound",
     "rulekit.actions.slack",
     "rulekit.actions.telegram",
+    "rulekit.actions.webhook",
     "rulekit.filters",
 )
 """Built-in plugins, registered under their module names (disable them by those names)."""

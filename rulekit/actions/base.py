@@ -23,6 +23,7 @@ subject to, for :class:`rulekit.pacing.Pacer`.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -57,6 +58,15 @@ class ActionContext:
     """Publishes to the daemon's live stream (``play_sound``); None when nothing listens."""
     emitted: list[Event] = field(default_factory=list)
     """Events the action caused (origin ``rulekit``), e.g. ``assigned``."""
+    delivery: str | None = None
+    """An id of this call, the same on every retry of one outbox job (see :func:`delivery_id`);
+    None in a dry run."""
+
+
+def delivery_id(event_id: str, job_id: int) -> str:
+    """The stable id of outbox job ``job_id`` (of event ``event_id``): opaque, 32 hex digits,
+    the same on every attempt, so receivers can de-duplicate (``X-Rulekit-Delivery``)."""
+    return hashlib.sha256(f"{event_id}\0{job_id}".encode()).hexdigest()[:32]
 
 
 class Action:
@@ -66,7 +76,7 @@ class Action:
     description: ClassVar[str] = ""
     Params: ClassVar[type[StrictModel]]
     integration: ClassVar[str | None] = None
-    Integration: ClassVar[type[StrictModel] | None] = None
+    Integration: ClassVar[type[BaseModel] | None] = None
     markup: ClassVar[bool] = False
     """Whether parameters may be markup (then :meth:`escape` puts values in; else they go in as
     they are)."""
@@ -106,6 +116,18 @@ class Action:
     def check(cls, params: BaseModel, channels: list[str], config: Config) -> list[str]:
         """Load-time cross-checks against the config; returns error messages (may be empty)."""
         return []
+
+    @classmethod
+    def lint(cls, params: BaseModel, config: Config) -> list[str]:
+        """Load-time warnings: what works but is risky (``rulekit check --strict`` refuses it),
+        e.g. a webhook sent over plain ``http://``."""
+        return []
+
+    @classmethod
+    def faces_client(cls, params: BaseModel) -> bool:
+        """Whether a call with ``params`` writes to the client (then ``recovered`` events are
+        skipped unless ``on_recovered`` is set); :attr:`client_facing` by default."""
+        return cls.client_facing
 
     def unavailable(self, context: ActionContext | None = None) -> str | None:
         """Why this action would fail as configured ("Slack is not configured"), or None."""

@@ -54,7 +54,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from rulekit.actions.base import ActionContext
+from rulekit.actions.base import ActionContext, delivery_id
 from rulekit.errors import ActionError, StoreUnavailable
 from rulekit.event import Event
 from rulekit.pacing import Pace, Pacer
@@ -294,6 +294,7 @@ class Dispatcher:
             store=self.store,
             publish=self.feed.publish,
             emitted=lane.emitted,
+            delivery=delivery_id(job.event_id, job.id),
         )
         assert self._slots is not None
         paces = action.pacing(params) or self._conversation_paces(job, record, action)

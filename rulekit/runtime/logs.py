@@ -140,17 +140,24 @@ def _domain_end(word: str) -> int:
 
 def secret_values(config: Config) -> list[str]:
     """Every secret of ``config``: the webhook secret of each channel, and each secret setting
-    (``SecretStr``) of channel and integration settings."""
+    (``SecretStr``) of channel and integration settings, at any depth."""
     found: list[str] = []
     models: list[Any] = [channel.settings for channel in config.channels.values()]
     models.extend(config.integrations.values())
-    for model in models:
-        if not isinstance(model, BaseModel):
-            continue
-        for name in type(model).model_fields:
-            value = getattr(model, name, None)
-            if isinstance(value, SecretStr) and value.get_secret_value():
+    # nested too: the targets of ``integrations: {webhooks: {crm: {secret, headers}}}``
+    stack, seen = models, 0
+    while stack and seen < 100_000:
+        value = stack.pop()
+        seen += 1
+        if isinstance(value, SecretStr):
+            if value.get_secret_value():
                 found.append(value.get_secret_value())
+        elif isinstance(value, BaseModel):
+            stack.extend(getattr(value, name, None) for name in type(value).model_fields)
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
     return found
 
 

@@ -1,0 +1,46 @@
+"""Rate limits as admins write them: ``10/s``, ``60/m``, ``500/h``, ``20/10s``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+
+from rulekit.models import parse_duration
+from rulekit.pacing import Limit
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_rate(value: object) -> Limit:
+    """``<count>/<unit>`` (``s``, ``m``, ``h``, ``d``) or ``<count>/<duration>`` as a
+    :class:`~rulekit.pacing.Limit`."""
+    if isinstance(value, Limit):
+        return value
+    count_text, slash, period_text = str(value).strip().partition("/")
+    if not slash or not count_text.strip().isdigit():
+        raise ValueError(f"{value!r} is not a rate: write e.g. 10/s, 60/m or 20/10s")
+    count = int(count_text)
+    period_text = period_text.strip()
+    period = _UNITS.get(period_text)
+    if period is None:
+        try:
+            period = parse_duration(period_text).total_seconds()
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate: write e.g. 10/s, 60/m or 20/10s") from None
+    if count < 1:
+        raise ValueError("a rate needs at least 1 call per period")
+    return Limit(count, period)
+
+
+def _show(limit: Limit) -> str:
+    return f"{limit.count}/{limit.period:g}s"
+
+
+Rate = Annotated[
+    Limit,
+    BeforeValidator(parse_rate),
+    PlainSerializer(_show, return_type=str),
+    WithJsonSchema({"type": "string", "examples": ["10/s", "60/m", "20/10s"]}),
+]
+"""A pydantic field type reading :func:`parse_rate`'s format."""

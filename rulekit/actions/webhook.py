@@ -1,0 +1,398 @@
+"""``webhook``: call a URL named in the config, with a signed body (through httpx).
+
+Targets are named under ``integrations: {webhooks: {<name>: {url, ...}}}``; a rule names one
+literally (``to: crm``), so no template and no client data can choose where a request goes.
+Redirects are not followed, for the same reason. The body is built by
+:mod:`rulekit.actions.webhook_body`; every attempt gets a fresh ``X-Rulekit-Timestamp`` and
+``X-Rulekit-Signature``, and the job's stable ``X-Rulekit-Delivery``.
+
+The URL (its path and query often hold a token: Slack and Zapier hooks) and every header value
+are treated as secrets: masked in the dry run, redacted from errors and logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import ipaddress
+import math
+import re
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, RootModel, SecretStr, field_validator, model_validator
+
+from rulekit.actions.base import Action, ActionContext
+from rulekit.actions.rates import Rate
+from rulekit.actions.secrets import redact
+from rulekit.actions.webhook_body import (
+    encode_json,
+    event_document,
+    first_bytes,
+    signature,
+    text_escaper,
+)
+from rulekit.config import Config
+from rulekit.errors import ActionError, PermanentActionError, RetryableActionError, did_you_mean
+from rulekit.hookspecs import hookimpl
+from rulekit.markup import Interpolations, map_leaves
+from rulekit.models import StrictModel
+from rulekit.pacing import Limit, Pace
+from rulekit.registry import ActionRegistry
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["Webhook", "WebhookParams", "WebhookTarget", "WebhooksIntegration"]
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_CONTENT_TYPE = re.compile(
+    r"[!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+(;[^\x00-\x1f\x7f]*)?"
+)
+RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+"""Headers the HTTP client sets; a target may not set them (nor any ``X-Rulekit-*``)."""
+JSON = "application/json"
+TEXT = "text/plain; charset=utf-8"
+
+
+def _is_template(text: str) -> bool:
+    return "{{" in text or "{%" in text or "{#" in text
+
+
+class WebhookTarget(StrictModel):
+    """One named target: ``integrations: {webhooks: {crm: {url: ..., secret: ...}}}``."""
+
+    url: SecretStr = Field(description="http(s) URL; its path and query are kept secret.")
+    secret: SecretStr = Field(description="Key of the HMAC-SHA256 signature, from ${ENV}.")
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="Extra headers (values are secrets: ${ENV})."
+    )
+    timeout: float = Field(10.0, gt=0, le=120, description="Seconds to wait for an answer.")
+    rate_limit: Rate = Field(Limit(10, 1.0), description="At most this many calls: 10/s, 60/m.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: SecretStr) -> SecretStr:
+        problem = url_problem(value.get_secret_value())
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, header in value.items():
+            if not _TOKEN.fullmatch(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            lowered = name.lower()
+            if lowered in RESERVED_HEADERS or lowered.startswith("x-rulekit-"):
+                raise ValueError(f"header {name!r} is set by rulekit; remove it")
+            if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in header.get_secret_value()):
+                raise ValueError(f"the value of header {name!r} holds control characters")
+        return value
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a webhook target, or None."""
+    if any(ord(c) <= 32 or ord(c) == 127 for c in url):
+        return "a webhook URL cannot hold spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError as exc:
+        return f"not a valid URL: {exc}"
+    if parts.scheme not in ("http", "https"):
+        return "a webhook URL must start with https:// (or http://)"
+    if not parts.hostname:
+        return "a webhook URL needs a host"
+    if parts.username is not None or parts.password is not None:
+        return "put credentials in `headers` (from ${ENV}), not in the URL"
+    if parts.fragment:
+        return "a webhook URL cannot have a #fragment"
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class WebhooksIntegration(RootModel[dict[str, WebhookTarget]]):
+    """``integrations: {webhooks: ...}``: targets by name."""
+
+    root: dict[str, WebhookTarget] = Field(default_factory=dict)
+
+
+class WebhookParams(StrictModel):
+    to: str = Field(min_length=1, description="A target named under integrations.webhooks.")
+    body: dict[str, Any] | None = Field(
+        None, description="A mapping sent as JSON; each string in it is a template."
+    )
+    text: str | None = Field(None, description="A text body instead (with content_type).")
+    content_type: str | None = Field(
+        None, description="The text's type (default text/plain); values are escaped for it."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _literal(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in ("to", "content_type"):
+                if isinstance(data.get(key), str) and _is_template(data[key]):
+                    raise ValueError(f"`{key}` is not a template: name it as it is")
+        return data
+
+    @model_validator(mode="after")
+    def _one_body(self) -> WebhookParams:
+        if self.body is not None and self.text is not None:
+            raise ValueError("give `body` (sent as JSON) or `text`, not both")
+        if self.content_type is not None:
+            if self.text is None:
+                raise ValueError("`content_type` goes with `text` (a `body` is JSON)")
+            if not _CONTENT_TYPE.fullmatch(self.content_type):
+                raise ValueError(f"{self.content_type!r} is not a content type (type/subtype)")
+        return self
+
+
+class Webhook(Action):
+    name = "webhook"
+    description = "call a webhook target named in the config (signed JSON or text)"
+    Params = WebhookParams
+    integration = "webhooks"
+    Integration = WebhooksIntegration
+    markup = True  # values in a text body are escaped for its content type
+
+    def __init__(self, settings: Any = None, **options: Any) -> None:
+        super().__init__(settings, **options)
+        timeouts = [target.timeout for target in self._targets().values()]
+        if timeouts and "timeout" not in options:
+            self.timeout = max(timeouts)
+        self.clock = time.time
+        """Where signatures get their timestamp (tests set a fixed one)."""
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def escape(cls, values: Interpolations, params: dict[str, Any]) -> dict[str, Any]:
+        """``text`` escaped for its ``content_type``; every other leaf (the JSON ``body``
+        included: the encoder quotes it) as it is."""
+        out = {k: map_leaves(v, values.plain_text) for k, v in params.items() if k != "text"}
+        text = params.get("text")
+        if isinstance(text, str):
+            escaper = text_escaper(str(out.get("content_type") or TEXT))
+            out["text"] = escaper(values, text) if escaper else values.plain_text(text)
+        elif "text" in params:
+            out["text"] = text
+        return out
+
+    @classmethod
+    def check(cls, params: WebhookParams, channels: list[str], config: Config) -> list[str]:  # type: ignore[override]
+        settings = config.integrations.get(cls.integration or "")
+        if not isinstance(settings, WebhooksIntegration) or params.to in settings.root:
+            return []  # no webhooks configured at all: a warning (see ``unavailable``)
+        names = list(settings.root)
+        known = ", ".join(sorted(names)) or "none"
+        return [
+            f"unknown webhook target {params.to!r}{did_you_mean(params.to, names)}"
+            f" (integrations.webhooks has: {known})"
+        ]
+
+    @classmethod
+    def lint(cls, params: WebhookParams, config: Config) -> list[str]:  # type: ignore[override]
+        settings = config.integrations.get(cls.integration or "")
+        target = settings.root.get(params.to) if isinstance(settings, WebhooksIntegration) else None
+        if target is None:
+            return []
+        parts = urlsplit(target.url.get_secret_value())
+        if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
+            return [
+                f"webhook target {params.to!r} is plain http:// to {parts.hostname}: the body "
+                "and headers travel unencrypted; use https://"
+            ]
+        return []
+
+    def unavailable(self, context: ActionContext | None = None) -> str | None:
+        if self.settings is None:
+            return "webhooks are not configured (integrations: webhooks)"
+        empty = sorted(name for name, t in self._targets().items() if not _value(t.secret))
+        if empty:
+            return f"the secret of webhook target(s) {', '.join(map(repr, empty))} is empty"
+        return None
+
+    def destination(self, params: WebhookParams) -> str:  # type: ignore[override]
+        return f"webhook:{params.to}"
+
+    def pacing(self, params: WebhookParams) -> list[Pace]:  # type: ignore[override]
+        target = self._targets().get(params.to)
+        return [Pace(self.destination(params), target.rate_limit if target else None)]
+
+    def describe(self, params: WebhookParams, context: ActionContext) -> str:  # type: ignore[override]
+        target = self._targets().get(params.to)
+        content_type, body = self.body(params, context)
+        shown = body.decode("utf-8", errors="replace")
+        if target is None:
+            return f"call webhook {params.to!r} ({content_type}): {shown}"
+        headers = {name: "***" for name in target.headers}
+        headers.setdefault("Content-Type", content_type)
+        headers["X-Rulekit-Delivery"] = context.delivery or "<the job's id>"
+        headers["X-Rulekit-Timestamp"] = "<the time of each attempt>"
+        headers["X-Rulekit-Signature"] = "sha256=<HMAC of each attempt>"
+        listed = ", ".join(f"{name}: {value}" for name, value in headers.items())
+        return f"{target.method} {masked_url(target)} (webhook {params.to}) [{listed}]: {shown}"
+
+    def body(self, params: WebhookParams, context: ActionContext) -> tuple[str, bytes]:
+        """The content type and the exact bytes a call with ``params`` sends."""
+        if params.text is not None:
+            return params.content_type or TEXT, params.text.encode()
+        document = params.body if params.body is not None else event_document(context.event)
+        return JSON, encode_json(document)
+
+    # execution -----------------------------------------------------------------------------
+    async def execute(self, params: WebhookParams, context: ActionContext) -> dict[str, Any]:  # type: ignore[override]
+        import httpx
+
+        target = self._targets().get(params.to)
+        if target is None:
+            raise PermanentActionError(f"webhook target {params.to!r} is not configured")
+        secret = _value(target.secret)
+        if not secret:
+            raise PermanentActionError(f"the secret of webhook target {params.to!r} is empty")
+        content_type, body = self.body(params, context)
+        timestamp = int(self.clock())
+        headers = {name: value.get_secret_value() for name, value in target.headers.items()}
+        headers = {
+            "Content-Type": content_type,
+            "User-Agent": "rulekit",
+            **headers,
+            "X-Rulekit-Delivery": context.delivery or uuid.uuid4().hex,
+            "X-Rulekit-Timestamp": str(timestamp),
+            "X-Rulekit-Signature": signature(secret, timestamp, body),
+        }
+        where = f"webhook {params.to!r}"
+        try:
+            async with asyncio.timeout(target.timeout):
+                response = await self._http().request(
+                    target.method,
+                    target.url.get_secret_value(),
+                    content=body,
+                    headers=headers,
+                    timeout=target.timeout,
+                )
+        except (TimeoutError, httpx.TimeoutException):
+            raise RetryableActionError(
+                f"{where} did not answer within {target.timeout:g} s"
+            ) from None
+        except (httpx.LocalProtocolError, httpx.UnsupportedProtocol) as exc:
+            raise PermanentActionError(self._redact(target, f"{where}: {exc}")) from None
+        except httpx.TransportError as exc:
+            message = self._redact(target, f"{where}: {type(exc).__name__}: {exc}")
+            raise RetryableActionError(message) from None
+        return self._outcome(target, where, response)
+
+    def _outcome(
+        self, target: WebhookTarget, where: str, response: httpx.Response
+    ) -> dict[str, Any]:
+        status = response.status_code
+        start = self._redact(target, first_bytes(response.content))
+        if 200 <= status < 300:
+            return {"status": status, "body": start}
+        message = self._redact(
+            target, f"{where}: HTTP {status}: {first_bytes(response.content, 200)}"
+        )
+        error: ActionError
+        if status == 429:
+            wait = retry_after(response.headers.get("retry-after"), self.clock())
+            error = RetryableActionError(message, retry_after=wait, status=status)
+        elif status >= 500 or status == 408:
+            error = RetryableActionError(message, status=status)
+        elif 300 <= status < 400:
+            error = PermanentActionError(
+                f"{message} (redirects are not followed: put the final URL in the config)",
+                status=status,
+            )
+        else:
+            error = PermanentActionError(message, status=status)
+        raise error
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def _targets(self) -> dict[str, WebhookTarget]:
+        return self.settings.root if isinstance(self.settings, WebhooksIntegration) else {}
+
+    def _http(self) -> httpx.AsyncClient:
+        import httpx
+
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            # a new event loop (a test's asyncio.run): the old connections died with its loop
+            self._client = httpx.AsyncClient(follow_redirects=False)
+            self._loop = loop
+        return self._client
+
+    @staticmethod
+    def _redact(target: WebhookTarget, text: str) -> str:
+        url = target.url.get_secret_value()
+        parts = urlsplit(url)
+        hidden: list[str] = [url, _value(target.secret)]
+        for header in target.headers.values():
+            # "Bearer <token>": the token alone may come back too
+            hidden.extend([header.get_secret_value(), *_words(header.get_secret_value())])
+        if len(parts.path) > 1:
+            hidden.append(parts.path)
+        if parts.query:
+            hidden.append(parts.query)
+        longest_first: list[str] = sorted(hidden, key=len, reverse=True)
+        return redact(text, longest_first)
+
+
+def _words(value: str) -> list[str]:
+    return [word for word in value.split() if len(word) >= 8]
+
+
+def masked_url(target: WebhookTarget) -> str:
+    """The target's URL with its path and query hidden (they often hold a token)."""
+    parts = urlsplit(target.url.get_secret_value())
+    host = parts.netloc
+    return (
+        f"{parts.scheme}://{host}/***"
+        if parts.path.strip("/") or parts.query
+        else f"{parts.scheme}://{host}/"
+    )
+
+
+def retry_after(value: str | None, now: float) -> float | None:
+    """Seconds a ``Retry-After`` header asks for (a number or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - now
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _value(secret: SecretStr | None) -> str:
+    return secret.get_secret_value() if secret is not None else ""
+
+
+@hookimpl
+def rulekit_register_actions(register: ActionRegistry) -> None:
+    register.add(Webhook)

@@ -1,0 +1,133 @@
+"""What a ``webhook`` call sends: its body, how values are escaped in it, and its signature.
+
+* ``body:`` — a YAML mapping sent as JSON. Every string in it is a template; a value rendered
+  into a string stays inside that JSON string (the encoder escapes it), so no value can change
+  the document's structure.
+* ``text:`` + ``content_type:`` — a text sent as it is, with each interpolated value escaped for
+  the content type: JSON string contents for ``*json``, percent-encoding for form data, HTML
+  entities for ``*html``/``*xml``, nothing for anything else. In a JSON text a value must be
+  inside a string (``"{{ ... }}"``); anywhere else it is refused.
+* neither — :func:`event_document`: the event in a documented, versioned JSON shape.
+
+Signing (:func:`signature`): ``X-Rulekit-Signature: sha256=<hex HMAC-SHA256 keyed with the
+target's secret, over "<timestamp>.<body bytes>">`` with ``X-Rulekit-Timestamp: <timestamp>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html
+import json
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote_plus
+
+from rulekit.errors import TemplateError
+from rulekit.event import Event
+from rulekit.markup import Interpolations, Piece
+
+BODY_VERSION = 1
+"""The version of the default body's shape: fields may be added within a version; a field is
+removed, renamed or changes meaning only in a new version."""
+
+EVENT_PARTS = ("conversation", "client", "message", "agent")
+
+
+def event_document(event: Event) -> dict[str, Any]:
+    """The default body: ``{"version": 1, "id", "channel", "event", "occurred_at", "origin",
+    "recovered", "conversation", "client", "message", "agent"}`` (never the provider's raw
+    payload)."""
+    document: dict[str, Any] = {
+        "version": BODY_VERSION,
+        "id": event.id,
+        "channel": event.channel,
+        "event": event.event,
+        "occurred_at": event.occurred_at.isoformat(),
+        "origin": event.origin,
+        "recovered": event.recovered,
+    }
+    for part in EVENT_PARTS:
+        document[part] = getattr(event, part).model_dump(mode="json")
+    return document
+
+
+def encode_json(document: Any) -> bytes:
+    """A JSON body: UTF-8, non-ASCII kept as it is, compact."""
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+# -- values in a text body ---------------------------------------------------------------------
+
+
+def _json_string(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)[1:-1]
+
+
+def text_escaper(content_type: str) -> Callable[[Interpolations, str], str] | None:
+    """How values are put into a ``text`` of ``content_type`` (None: as they are)."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    if kind.endswith("json"):
+        return resolve_json_text
+    if kind == "application/x-www-form-urlencoded":
+        return lambda values, text: _each_value(values, text, quote_plus)
+    if kind.endswith(("html", "xml")):
+        return lambda values, text: _each_value(values, text, _html)
+    return None
+
+
+def _html(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def _each_value(values: Interpolations, text: str, escape: Callable[[str], str]) -> str:
+    def scan(pieces: list[Piece]) -> str:
+        return "".join(
+            escape(values.plain(piece)) if isinstance(piece, int) else piece for piece in pieces
+        )
+
+    return values.resolve(text, scan)
+
+
+def resolve_json_text(values: Interpolations, text: str) -> str:
+    """A JSON text with each value escaped as JSON string contents; a value outside a string
+    (where it could add keys or change types) is refused."""
+
+    def scan(pieces: list[Piece]) -> str:
+        out: list[str] = []
+        in_string = escaped = False
+        for piece in pieces:
+            if isinstance(piece, int):
+                if not in_string or escaped:
+                    raise TemplateError(
+                        'a value in a JSON text must be inside a string ("{{ ... }}"); '
+                        "or use `body:`, which is always valid JSON"
+                    )
+                out.append(_json_string(values.plain(piece)))
+                continue
+            for char in piece:
+                if escaped:
+                    escaped = False
+                elif char == "\\" and in_string:
+                    escaped = True
+                elif char == '"':
+                    in_string = not in_string
+            out.append(piece)
+        return "".join(out)
+
+    return values.resolve(text, scan)
+
+
+# -- signing -----------------------------------------------------------------------------------
+
+
+def signature(secret: str, timestamp: int, body: bytes) -> str:
+    """``sha256=<lowercase hex HMAC-SHA256(secret, "<timestamp>.<body>")>``."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return "sha256=" + digest.hexdigest()
+
+
+def first_bytes(content: bytes, limit: int = 512) -> str:
+    """The start of a response body, as text (for the audit)."""
+    text = content[:limit].decode("utf-8", errors="replace")
+    return text + ("…" if len(content) > limit else "")

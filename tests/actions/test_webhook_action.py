@@ -1,0 +1,352 @@
+"""The webhook action: config-named targets, JSON-safe bodies, signatures a receiver verifies,
+and the classification of every answer, against a real HTTP server on loopback."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+from action_helpers import make_context, make_event, run
+from scaffold import REPO, write
+
+from rulekit.actions.webhook import Webhook, WebhookParams, WebhooksIntegration, retry_after
+from rulekit.config import load_config
+from rulekit.engine import Engine
+from rulekit.errors import ActionError, PermanentActionError, RetryableActionError, ValidationErrors
+from rulekit.plugins import load_plugins
+from rulekit.testing.fakehttp import FakeService, Response
+
+SECRET = "whsec-0123456789abcdef"
+TOKEN = "crm-token-9876543210"
+NOW = 1_750_000_000
+
+
+def receiver_verify():
+    """The receiver example of docs/configuration.md, as documented."""
+    text = (REPO / "docs" / "configuration.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(code.strip().splitlines()) <= 12  # "a 10-line example"
+    namespace: dict = {}
+    exec(compile(code, "configuration.md", "exec"), namespace)
+    return namespace["verify"]
+
+
+def action_for(service: FakeService, path: str = "/hooks/rulekit?key=abc", **target) -> Webhook:
+    settings = WebhooksIntegration.model_validate(
+        {
+            "crm": {
+                "url": service.base_url + path,
+                "secret": SECRET,
+                "headers": {"Authorization": f"Bearer {TOKEN}"},
+                **target,
+            }
+        }
+    )
+    action = Webhook(settings)
+    action.clock = lambda: NOW
+    return action
+
+
+def call(action: Webhook, params: WebhookParams, delivery: str | None = "job-1"):
+    async def scenario():
+        return await action.execute(params, make_context(delivery=delivery))
+
+    return run(action, scenario)
+
+
+def failure(action: Webhook, params: WebhookParams) -> ActionError:
+    with pytest.raises(ActionError) as caught:
+        call(action, params)
+    return caught.value
+
+
+def test_default_body_is_the_versioned_event_signed_as_documented(fake_service):
+    action = action_for(fake_service)
+    result = call(action, WebhookParams(to="crm"))
+    assert result == {"status": 200, "body": "{}"}
+    [request] = fake_service.requests
+    assert request.method == "POST"
+    assert request.path == "/hooks/rulekit?key=abc"
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["authorization"] == f"Bearer {TOKEN}"
+    assert request.headers["x-rulekit-delivery"] == "job-1"
+    assert request.headers["x-rulekit-timestamp"] == str(NOW)
+    document = request.json
+    assert document["version"] == 1
+    assert document["event"] == "created" and document["channel"] == "online-chat"
+    assert document["client"]["name"] == "Mia"
+    assert document["message"]["text"] == "hello"
+    assert "raw" not in document
+    assert set(document) == {
+        "version", "id", "channel", "event", "occurred_at", "origin", "recovered",
+        "conversation", "client", "message", "agent",
+    }  # fmt: skip
+    verify = receiver_verify()
+    headers = httpx.Headers(request.headers)
+    assert verify(SECRET.encode(), headers, request.body, now=NOW + 10)
+    # a changed body, another key, an old or missing timestamp: refused
+    assert not verify(SECRET.encode(), headers, request.body + b" ", now=NOW)
+    assert not verify(b"other", headers, request.body, now=NOW)
+    assert not verify(SECRET.encode(), headers, request.body, now=NOW + 301)
+    assert not verify(SECRET.encode(), httpx.Headers({}), request.body, now=NOW)
+
+
+def test_each_attempt_is_signed_anew_with_the_same_delivery_id(fake_service):
+    action = action_for(fake_service)
+    params = WebhookParams(to="crm", body={"a": 1})
+    call(action, params)
+    action.clock = lambda: NOW + 60
+    call(action, params)
+    first, second = fake_service.requests
+    assert first.headers["x-rulekit-delivery"] == second.headers["x-rulekit-delivery"]
+    assert first.headers["x-rulekit-timestamp"] != second.headers["x-rulekit-timestamp"]
+    assert first.headers["x-rulekit-signature"] != second.headers["x-rulekit-signature"]
+    verify = receiver_verify()
+    assert verify(SECRET.encode(), httpx.Headers(second.headers), second.body, now=NOW + 60)
+
+
+HOSTILE = 'Mia", "admin": true, "x": "} ] \\ \n \u2028 <b>&'
+
+
+def rules_engine(tmp_path: Path, rules: str, url: str = "https://crm.example/hook") -> Engine:
+    config = write(
+        tmp_path / "rulekit.yaml",
+        f"""
+        integrations:
+          webhooks:
+            crm: {{url: "{url}", secret: s3cret}}
+            billing: {{url: "https://billing.example/x", secret: s3cret}}
+        """,
+    )
+    rules_dir = write(tmp_path / "rules.d" / "r.yaml", rules).parent
+    return Engine.from_path(rules_dir, config)
+
+
+def test_values_in_a_json_body_cannot_change_its_structure(tmp_path, fake_service):
+    engine = rules_engine(
+        tmp_path,
+        """
+        - name: hook
+          on: {event: created}
+          do:
+            - webhook:
+                to: crm
+                body: {who: "{{ client.name }}", said: "Re: {{ message.text }}", n: 2, ok: true}
+        """,
+    )
+    event = make_event(client={"id": "c1", "name": HOSTILE}, message={"text": HOSTILE})
+    [planned] = engine.evaluate(event)
+    action = action_for(fake_service)
+    call(action, planned.model)
+    assert fake_service.requests[0].json == {
+        "who": HOSTILE,
+        "said": f"Re: {HOSTILE}",
+        "n": 2,
+        "ok": True,
+    }
+
+
+def test_values_in_a_text_body_are_escaped_for_its_content_type(tmp_path):
+    engine = rules_engine(
+        tmp_path,
+        """
+        - name: json text
+          on: {event: created}
+          do:
+            - webhook:
+                {to: crm, content_type: application/json, text: '{"who": "{{ client.name }}"}'}
+            - webhook:
+                to: crm
+                content_type: application/x-www-form-urlencoded
+                text: "who={{ client.name }}&n=1"
+            - webhook: {to: crm, content_type: text/html, text: "<p>{{ client.name }}</p>"}
+            - webhook: {to: crm, text: "plain {{ client.name }}"}
+        """,
+    )
+    plan = engine.evaluate(make_event(client={"name": HOSTILE}))
+    json_text, form, page, plain = (p.params["text"] for p in plan)
+    assert json.loads(json_text) == {"who": HOSTILE}
+    assert httpx.QueryParams(form) == httpx.QueryParams({"who": HOSTILE, "n": "1"})
+    assert "<b>" not in page and "&lt;b&gt;&amp;" in page
+    assert plain == f"plain {HOSTILE}"
+
+
+def test_a_value_outside_a_json_string_is_refused(tmp_path):
+    engine = rules_engine(
+        tmp_path,
+        """
+        - name: unquoted
+          on: {event: created}
+          do:
+            - webhook: {to: crm, content_type: application/json, text: '{"n": {{ client.name }}}'}
+        """,
+    )
+    plan = engine.evaluate(make_event(client={"name": '1, "admin": true'}))
+    assert not plan.actions
+    assert "must be inside a string" in plan.errors[0]
+
+
+def test_unknown_and_templated_targets_are_load_errors(tmp_path):
+    with pytest.raises(ValidationErrors) as caught:
+        rules_engine(
+            tmp_path,
+            """
+            - name: typo
+              on: {event: created}
+              do:
+                - webhook: {to: crn}
+            - name: templated
+              on: {event: created}
+              do:
+                - webhook: {to: "{{ client.custom.hook }}"}
+            """,
+        )
+    text = str(caught.value)
+    assert "unknown webhook target 'crn' (did you mean 'crm'?)" in text
+    assert "billing, crm" in text
+    assert "`to` is not a template" in text
+
+
+def test_check_warns_about_plain_http_to_another_host(tmp_path):
+    rules = """
+    - name: hook
+      on: {event: created}
+      do: [{webhook: {to: crm}}]
+    """
+    remote = rules_engine(tmp_path / "a", rules, url="http://crm.example/hook")
+    [warning] = remote.ruleset.warnings
+    assert "plain http:// to crm.example" in str(warning)
+    for url in ("http://127.0.0.1:9/hook", "http://localhost/x", "http://[::1]/", "https://a.b"):
+        assert not rules_engine(tmp_path / url.replace("/", "_"), rules, url=url).ruleset.warnings
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ({"url": "ftp://x.example/"}, "must start with https://"),
+        ({"url": "https://user:pw@x.example/"}, "credentials in `headers`"),
+        ({"url": "https:///nohost"}, "needs a host"),
+        ({"url": "https://x.example/a b"}, "spaces or control characters"),
+        ({"headers": {"X-Rulekit-Signature": "x"}}, "is set by rulekit"),
+        ({"headers": {"Bad Name": "x"}}, "not a valid header name"),
+        ({"headers": {"X-A": "a\r\nInjected: 1"}}, "control characters"),
+        ({"rate_limit": "fast"}, "is not a rate"),
+        ({"method": "DELETE"}, "Input should be"),
+    ],
+)
+def test_targets_are_checked_when_the_config_loads(tmp_path, target, message):
+    body = {"url": "https://x.example/", "secret": "s", **target}
+    path = write(tmp_path / "rulekit.yaml", "x: 1\n")
+    path.write_text(json.dumps({"integrations": {"webhooks": {"crm": body}}}))
+    with pytest.raises(ValidationErrors) as caught:
+        load_config(path, load_plugins(entry_points=False))
+    assert message in str(caught.value)
+    assert "integrations.webhooks.crm" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("answer", "kind", "status"),
+    [
+        (Response(500, {"error": "boom"}), RetryableActionError, 500),
+        (Response(503, "down"), RetryableActionError, 503),
+        (Response(408, "slow"), RetryableActionError, 408),
+        (Response(404, {"error": "no such hook"}), PermanentActionError, 404),
+        (Response(401, "bad token"), PermanentActionError, 401),
+        (Response(302, "", {"Location": "http://169.254.169.254/"}), PermanentActionError, 302),
+    ],
+)
+def test_answers_are_classified_and_keep_status_and_body(fake_service, answer, kind, status):
+    fake_service.script(answer)
+    error = failure(action_for(fake_service), WebhookParams(to="crm"))
+    assert type(error) is kind
+    assert error.status == status
+    assert f"HTTP {status}: {json.dumps(answer.body)}" in error.message
+    assert len(fake_service.requests) == 1  # a redirect is not followed
+
+
+def test_429_is_retried_after_its_retry_after(fake_service):
+    fake_service.script(Response(429, "slow down", {"Retry-After": "7"}))
+    error = failure(action_for(fake_service), WebhookParams(to="crm"))
+    assert isinstance(error, RetryableActionError)
+    assert error.retry_after == 7
+    assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412480 - 30) == 30
+    assert retry_after("soon", NOW) is None and retry_after("inf", NOW) is None
+
+
+def test_a_timeout_is_retried(fake_service):
+    fake_service.script(Response(200, {}, delay=2))
+    error = failure(action_for(fake_service, timeout=0.2), WebhookParams(to="crm"))
+    assert isinstance(error, RetryableActionError)
+    assert "did not answer within 0.2 s" in error.message
+
+
+def test_a_closed_port_is_retried():
+    with FakeService() as service:
+        action = action_for(service)
+    error = failure(action, WebhookParams(to="crm"))
+    assert isinstance(error, RetryableActionError)
+
+
+def test_secrets_never_reach_errors_or_the_dry_run(fake_service):
+    echo = f"you sent {TOKEN} to /hooks/rulekit?key=abc signed {SECRET}"
+    fake_service.script(Response(400, echo))
+    action = action_for(fake_service)
+    error = failure(action, WebhookParams(to="crm"))
+    for secret in (TOKEN, SECRET, "/hooks/rulekit", "key=abc"):
+        assert secret not in error.message
+    assert "you sent ***" in error.message
+    line = action.describe(WebhookParams(to="crm", body={"a": 1}), make_context())
+    assert line.startswith(f"POST {fake_service.base_url}/*** (webhook crm) [Authorization: ***")
+    assert "X-Rulekit-Signature: sha256=<HMAC of each attempt>" in line
+    assert line.endswith(': {"a":1}')
+    for secret in (TOKEN, SECRET, "/hooks/rulekit", "key=abc"):
+        assert secret not in line
+    assert secret not in repr(action) and SECRET not in repr(action.settings)
+
+
+def test_an_empty_secret_would_fail_and_is_never_sent(fake_service):
+    action = action_for(fake_service, secret="")
+    assert action.unavailable() == "the secret of webhook target(s) 'crm' is empty"
+    error = failure(action, WebhookParams(to="crm"))
+    assert isinstance(error, PermanentActionError)
+    assert not fake_service.requests
+    assert Webhook(None).unavailable() == "webhooks are not configured (integrations: webhooks)"
+
+
+def test_the_action_is_a_built_in_plugin_listed_with_its_parameters():
+    plugins = load_plugins(entry_points=False)
+    assert plugins.actions.entries["webhook"].plugin == "rulekit.actions.webhook"
+    from rulekit.commands import describe_plugins
+    from rulekit.schema import rules_schema
+
+    listed = [
+        action
+        for plugin in describe_plugins(plugins)["plugins"]
+        for action in plugin["actions"]
+        if action["name"] == "webhook"
+    ]
+    assert listed[0]["integration"] == "webhooks"
+    assert set(listed[0]["parameters"]) == {"to", "body", "text", "content_type"}
+    assert "params_webhook" in rules_schema(plugins)["$defs"]
+    assert re.search(r"`webhook`", (REPO / "docs" / "rules.md").read_text())
+
+
+def test_the_daemon_log_redacts_nested_target_secrets(tmp_path):
+    from rulekit.runtime.logs import secret_values
+
+    path = write(
+        tmp_path / "rulekit.yaml",
+        f"""
+        integrations:
+          webhooks:
+            crm:
+              url: https://crm.example/hooks/abcdef123456
+              secret: {SECRET}
+              headers: {{Authorization: "Bearer {TOKEN}"}}
+        """,
+    )
+    found = secret_values(load_config(path, load_plugins(entry_points=False)))
+    assert {SECRET, f"Bearer {TOKEN}", "https://crm.example/hooks/abcdef123456"} <= set(found)
