@@ -27,6 +27,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "rulekit.actions.slack",
     "rulekit.actions.telegram",
     "rulekit.actions.webhook",
+    "rulekit.actions.email",
     "rulekit.filters",
 )
 """Built-in plugins, registered under their module names (disable them by those names)."""

@@ -91,3 +91,88 @@ def test_rules_md_lists_exactly_the_characters_and_schemes_escaping_uses() -> No
         assert key in slack_markup.URL_KEYS and f"`{key}`" in section
     for key in slack_markup.ATTACHMENT_TEXT:
         assert f"`{key}`" in section
+
+
+# -- webhook and email: every example of their sections runs -----------------------------------
+
+
+def _blocks(text: str, kind: str, after: str, before: str) -> list[str]:
+    start = text.index(after)
+    section = text[start : text.index(before, start)]
+    return [block.split("```", 1)[0] for block in section.split(f"```{kind}\n")[1:]]
+
+
+def _load_doc_config(tmp_path, yaml_text: str, monkeypatch):
+    from rulekit.config import load_config
+
+    for name in ("CRM_WEBHOOK_SECRET", "CRM_TOKEN", "ZAPIER_SIGNING_SECRET", "SMTP_PASSWORD"):
+        monkeypatch.setenv(name, f"value-of-{name}")
+    monkeypatch.setenv("ZAPIER_HOOK_URL", "https://hooks.zapier.example/catch/1/abc/")
+    path = tmp_path / "rulekit.yaml"
+    path.write_text(yaml_text)
+    return load_config(path, load_plugins(entry_points=False))
+
+
+def test_configuration_md_webhook_and_smtp_examples_load(tmp_path, monkeypatch) -> None:
+    text = _doc("configuration.md")
+    [webhooks] = _blocks(text, "yaml", "### `webhooks`", "### `smtp`")
+    config = _load_doc_config(tmp_path, webhooks, monkeypatch)
+    targets = config.integrations["webhooks"].root
+    assert set(targets) == {"crm", "zapier"}
+    assert targets["crm"].headers["Authorization"].get_secret_value() == "Bearer value-of-CRM_TOKEN"
+    [smtp] = _blocks(text, "yaml", "### `smtp`", "### `sounds`")
+    settings = _load_doc_config(tmp_path, smtp, monkeypatch).integrations["smtp"]
+    assert (settings.security, settings.effective_port) == ("starttls", 587)
+
+
+def test_configuration_md_default_body_lists_the_fields_sent(build_engine) -> None:
+    import json
+
+    from scaffold import make_event
+
+    from rulekit.actions.webhook_body import event_document
+
+    [shape] = _blocks(_doc("configuration.md"), "json", "### `webhooks`", "### `smtp`")
+    documented = json.loads(shape)
+    sent = event_document(make_event())
+    assert set(documented) == set(sent) and documented["version"] == sent["version"]
+    for part in ("conversation", "client", "message", "agent"):
+        assert set(documented[part]) - {"..."} <= set(sent[part])
+
+
+def test_rules_md_webhook_and_email_examples_plan_what_they_say(build_engine) -> None:
+    import json
+
+    from scaffold import make_event
+
+    config = """
+    groups: [sales]
+    agents: [{email: lena@shop.example.com, groups: [sales], channels: [online-chat]}]
+    integrations:
+      webhooks: {crm: {url: "https://crm.example/hook", secret: s}}
+      smtp: {host: smtp.example, from: support@shop.example.com}
+    """
+    text = _doc("rules.md")
+    start = text.index("**Webhook bodies.**")
+    body_example = text[start:].split("```yaml\n", 1)[1].split("```", 1)[0]
+    rules = "- name: doc\n  on: {channel: online-chat}\n  do:\n" + "".join(
+        f"    {line}\n" for line in body_example.splitlines()
+    )
+    hostile = 'Mia "the" }{ admin'
+    event = make_event(client={"name": hostile}, message={"text": "hi", "author": "client"})
+    [planned] = build_engine(rules, config).evaluate(event)
+    assert json.loads(json.dumps(planned.params["body"])) == {
+        "type": "new_chat", "client": hostile, "text": "hi", "priority": 2,
+    }  # fmt: skip
+    [vip] = _blocks(text, "yaml", "**5. Email and webhook for VIP chats:**", "## Trying rules")
+    vip_event = make_event(
+        conversation={"id": "c1", "assignee": "anna@shop.example.com"},
+        client={"name": "<Mia>", "custom": {"plan": "enterprise"}},
+        message={"text": "a & b", "author": "client"},
+    )
+    email, webhook = build_engine(vip, config).evaluate(vip_event)
+    assert email.params["subject"] == "VIP chat: <Mia>"
+    assert email.params["html"] == (
+        "<p><b>&lt;Mia&gt;</b> wrote:</p><blockquote>a &amp; b</blockquote>"
+    )
+    assert (webhook.action, webhook.params["to"]) == ("webhook", "crm")

@@ -52,14 +52,16 @@ def escape_markdown_v2_url(text: str) -> str:
 _TEXT, _TAG, _IN_TAG, _NAME, _AFTER_NAME, _BEFORE_VALUE, _QUOTED, _UNQUOTED = range(8)
 
 
-def resolve_html(values: Interpolations, text: str) -> str:
-    """``text`` (Telegram HTML with placeholders) with each value escaped for its position."""
-    return values.resolve(text, lambda pieces: _HtmlScan(values).run(pieces))
+def resolve_html(values: Interpolations, text: str, schemes: frozenset[str] = LINK_SCHEMES) -> str:
+    """``text`` (HTML with placeholders) with each value escaped for its position; an ``href``
+    a value starts must have one of ``schemes`` (Telegram's by default; email passes its own)."""
+    return values.resolve(text, lambda pieces: _HtmlScan(values, schemes).run(pieces))
 
 
 class _HtmlScan:
-    def __init__(self, values: Interpolations) -> None:
+    def __init__(self, values: Interpolations, schemes: frozenset[str] = LINK_SCHEMES) -> None:
         self.values = values
+        self.schemes = schemes
         self.state = _TEXT
         self.name = ""  # the current attribute's name
         self.quote = ""
@@ -137,7 +139,7 @@ class _HtmlScan:
         elif state == _QUOTED:
             if char == self.quote:
                 if self.link is not None:
-                    check_link(decoded(self.link, html.unescape), LINK_SCHEMES)
+                    check_link(decoded(self.link, html.unescape), self.schemes)
                 self.state, self.link = _IN_TAG, None
             elif self.link is not None:
                 self.link.append((char, False))

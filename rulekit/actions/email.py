@@ -1,0 +1,327 @@
+"""``email``: send a message through the configured SMTP server (with aiosmtplib).
+
+``to`` items are literal (an address, ``assignee``, ``group:<name>``, ``client``), resolved when
+the message is sent (an ``assign`` earlier in the plan decides ``assignee``); an email to the
+client goes to the client alone and is client-facing (skips ``recovered`` events). Values in
+``html`` are escaped for where they land (:func:`rulekit.actions.telegram_markup.resolve_html`,
+with http, https and mailto links); subjects lose their line breaks (see
+:mod:`rulekit.actions.email_message`).
+
+Sending is paced per recipient domain. SMTP 4xx replies, timeouts and lost connections are
+retried; 5xx replies (a refused login included) are final. The password never appears in a
+message: neither as it is nor base64-encoded as AUTH sends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ssl
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from rulekit.actions.base import Action, ActionContext
+from rulekit.actions.email_message import (
+    address_problem,
+    build_message,
+    domain_of,
+    header_text,
+    recipient_problem,
+    recipients,
+)
+from rulekit.actions.rates import Rate
+from rulekit.actions.secrets import redact
+from rulekit.actions.telegram_markup import resolve_html
+from rulekit.config import Config
+from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
+from rulekit.hookspecs import hookimpl
+from rulekit.markup import Interpolations, map_leaves
+from rulekit.models import StrictModel
+from rulekit.pacing import Limit, Pace, Pacer
+from rulekit.registry import ActionRegistry
+
+__all__ = ["Email", "EmailParams", "SmtpIntegration"]
+
+LINK_SCHEMES = frozenset({"http", "https", "mailto"})
+"""Schemes a value may give a link in an email's HTML."""
+DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
+
+
+def _is_template(text: str) -> bool:
+    return "{{" in text or "{%" in text or "{#" in text
+
+
+class SmtpIntegration(StrictModel):
+    """``integrations: {smtp: ...}``: the server every ``email`` goes through."""
+
+    host: str = Field(min_length=1, description="The SMTP server.")
+    port: int | None = Field(None, ge=1, le=65535, description="Default: 587, 465 or 25.")
+    security: Literal["starttls", "tls", "none"] = Field(
+        "starttls", description="starttls (required, not opportunistic), tls, or none."
+    )
+    username: str | None = None
+    password: SecretStr | None = Field(None, description="From ${ENV}.")
+    sender: str = Field(alias="from", description="The From address (Name <addr> allowed).")
+    ca_file: str | None = Field(
+        None, description="CA certificates to trust (PEM), if not the system's."
+    )
+    timeout: float = Field(10.0, gt=0, le=120, description="Seconds for each SMTP step.")
+    rate_limit: Rate = Field(Limit(1, 1.0), description="Per recipient domain: 1/s, 30/m.")
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        import email.utils
+
+        if header_text(value) != value:
+            raise ValueError("`from` cannot hold line breaks or control characters")
+        _name, address = email.utils.parseaddr(value)
+        problem = address_problem(address) if address else "is empty"
+        if problem:
+            raise ValueError(f"`from` needs an address (Name <local@domain>); it {problem}")
+        return value
+
+    @model_validator(mode="after")
+    def _no_clear_credentials(self) -> SmtpIntegration:
+        if self.security == "none" and (self.password is not None or self.username):
+            raise ValueError(
+                "security: none sends credentials in clear: use starttls or tls, "
+                "or remove username and password"
+            )
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or DEFAULT_PORTS[self.security]
+
+
+class EmailParams(StrictModel):
+    to: list[str] = Field(
+        min_length=1, description="Addresses, assignee, group:<name>, or client (alone)."
+    )
+    subject: str = Field(min_length=1, description="The subject (line breaks become spaces).")
+    text: str = Field(min_length=1, description="The plain-text part (always sent).")
+    html: str | None = Field(None, description="An HTML alternative; values are escaped.")
+    on_recovered: bool = Field(
+        False, description="Email the client about messages first seen late too."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _literal_to(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            to = data.get("to")
+            if isinstance(to, str):
+                data = {**data, "to": [to]}
+                to = data["to"]
+            if isinstance(to, list) and any(isinstance(i, str) and _is_template(i) for i in to):
+                raise ValueError(
+                    "`to` is not a template: use addresses, assignee, group:<name>, client"
+                )
+        return data
+
+    @field_validator("to")
+    @classmethod
+    def _recipients(cls, value: list[str]) -> list[str]:
+        for item in value:
+            problem = recipient_problem(item)
+            if problem:
+                raise ValueError(problem)
+        if "client" in value and len(value) > 1:
+            raise ValueError(
+                "`client` goes alone in `to` (the client would see the other addresses): "
+                "use a second email action for the others"
+            )
+        return value
+
+
+class Email(Action):
+    name = "email"
+    description = "send an email through the configured SMTP server"
+    Params = EmailParams
+    integration = "smtp"
+    Integration = SmtpIntegration
+    markup = True  # values in ``html`` are escaped
+
+    def __init__(self, settings: Any = None, **options: Any) -> None:
+        super().__init__(settings, **options)
+        if isinstance(settings, SmtpIntegration) and "timeout" not in options:
+            self.timeout = settings.timeout * 4  # connect, TLS, login, send
+        self._pacer: Pacer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def escape(cls, values: Interpolations, params: dict[str, Any]) -> dict[str, Any]:
+        """``html`` read as HTML (values escaped where they land); the rest as it is."""
+        out = {k: map_leaves(v, values.plain_text) for k, v in params.items() if k != "html"}
+        html = params.get("html")
+        if "html" in params:
+            out["html"] = (
+                resolve_html(values, html, LINK_SCHEMES) if isinstance(html, str) else html
+            )
+        return out
+
+    @classmethod
+    def check(cls, params: EmailParams, channels: list[str], config: Config) -> list[str]:  # type: ignore[override]
+        groups = config.directory.groups
+        problems = []
+        for item in params.to:
+            if item.startswith("group:"):
+                group = item.removeprefix("group:").strip()
+                if groups and group not in groups:
+                    problems.append(f"unknown group {group!r} in `to`")
+        return problems
+
+    @classmethod
+    def faces_client(cls, params: EmailParams) -> bool:  # type: ignore[override]
+        return "client" in params.to
+
+    def unavailable(self, context: ActionContext | None = None) -> str | None:
+        settings = self.settings
+        if not isinstance(settings, SmtpIntegration):
+            return "SMTP is not configured (integrations: smtp)"
+        if settings.username and not self._password():
+            return "the SMTP password is empty"
+        return None
+
+    def destination(self, params: EmailParams) -> str:  # type: ignore[override]
+        return "email"
+
+    def describe(self, params: EmailParams, context: ActionContext) -> str:  # type: ignore[override]
+        found = recipients(params.to, context.event, context.emitted, context.config.directory)
+        to = ", ".join(found.addresses) or "nobody"
+        skipped = f" (left out: {'; '.join(found.left_out)})" if found.left_out else ""
+        html = f"; html {params.html!r}" if params.html is not None else ""
+        settings = self.settings
+        via = ""
+        if isinstance(settings, SmtpIntegration):
+            who = f", as {settings.username}" if settings.username else ""
+            via = f" via {settings.host}:{settings.effective_port} ({settings.security}{who})"
+            to = f"{to} from {settings.sender}"
+        subject = header_text(params.subject)
+        return f"email to {to}{skipped}{via}: subject {subject!r}; text {params.text!r}{html}"
+
+    # execution -----------------------------------------------------------------------------
+    async def execute(self, params: EmailParams, context: ActionContext) -> dict[str, Any]:  # type: ignore[override]
+        import aiosmtplib
+
+        problem = self.unavailable()
+        settings = self.settings
+        if problem or not isinstance(settings, SmtpIntegration):
+            raise PermanentActionError(problem or "SMTP is not configured")
+        found = recipients(params.to, context.event, context.emitted, context.config.directory)
+        if not found.addresses:
+            return {"sent": False, "reason": "; ".join(found.left_out) or "no recipients"}
+        message = build_message(
+            settings.sender, found.addresses, params.subject, params.text, params.html
+        )
+        paces = [
+            Pace(f"email:{d}", settings.rate_limit)
+            for d in sorted({domain_of(a) for a in found.addresses})
+        ]
+        try:
+            async with self._paced().acquire(paces):
+                refused, reply = await aiosmtplib.send(
+                    message,
+                    recipients=found.addresses,
+                    hostname=settings.host,
+                    port=settings.effective_port,
+                    use_tls=settings.security == "tls",
+                    start_tls=settings.security == "starttls",
+                    username=settings.username or None,
+                    password=self._password() or None,
+                    timeout=settings.timeout,
+                    tls_context=self._tls(settings, context)
+                    if settings.security != "none"
+                    else None,
+                )
+        except Exception as exc:
+            raise self._classify(exc) from None
+        result: dict[str, Any] = {"sent": True, "to": found.addresses, "reply": self._clean(reply)}
+        if refused:
+            result["refused"] = {a: self._clean(str(r)) for a, r in refused.items()}
+        if found.left_out:
+            result["left_out"] = found.left_out
+        return result
+
+    def _paced(self) -> Pacer:
+        loop = asyncio.get_running_loop()
+        if self._pacer is None or self._loop is not loop:
+            self._pacer, self._loop = Pacer(), loop
+        return self._pacer
+
+    @staticmethod
+    def _tls(settings: SmtpIntegration, context: ActionContext) -> ssl.SSLContext:
+        if settings.ca_file is None:
+            return ssl.create_default_context()
+        path = Path(settings.ca_file)
+        if not path.is_absolute():
+            path = context.config.base_dir / path
+        try:
+            return ssl.create_default_context(cafile=str(path))
+        except (OSError, ssl.SSLError) as exc:
+            raise PermanentActionError(
+                f"cannot read the SMTP ca_file {str(path)!r}: {exc}"
+            ) from None
+
+    def _password(self) -> str:
+        password = getattr(self.settings, "password", None)
+        return password.get_secret_value() if password is not None else ""
+
+    def _clean(self, text: str) -> str:
+        """``text`` without the password, as it is or as AUTH encodes it."""
+        password = self._password()
+        if not password:
+            return text
+        username = getattr(self.settings, "username", None) or ""
+        forms = [password]
+        for raw in (password, f"\0{username}\0{password}", f"{username}\0{password}"):
+            forms.append(base64.b64encode(raw.encode()).decode())
+        longest_first: list[str] = sorted(forms, key=len, reverse=True)
+        return redact(text, longest_first)
+
+    def _classify(self, exc: Exception) -> ActionError:
+        from aiosmtplib import errors
+
+        host = getattr(self.settings, "host", "?")
+        if isinstance(exc, ActionError):
+            return exc
+        if isinstance(exc, errors.SMTPAuthenticationError) and exc.code >= 500:
+            return PermanentActionError(
+                self._clean(
+                    f"the SMTP server {host} refused the username and password "
+                    f"({exc.code} {exc.message})"
+                ),
+                status=exc.code,
+            )
+        if isinstance(exc, errors.SMTPRecipientsRefused):
+            codes = [r.code for r in exc.recipients]
+            text = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
+            message = self._clean(f"SMTP {host} refused every recipient: {text}")
+            if codes and all(400 <= code < 500 for code in codes):
+                return RetryableActionError(message, status=codes[0])
+            return PermanentActionError(message, status=codes[0] if codes else None)
+        if isinstance(exc, errors.SMTPResponseException) and exc.code >= 400:
+            message = self._clean(f"SMTP {host}: {exc.code} {exc.message}")
+            if exc.code < 500:
+                return RetryableActionError(message, status=exc.code)
+            return PermanentActionError(message, status=exc.code)
+        if isinstance(exc, ssl.SSLCertVerificationError) or (
+            isinstance(exc, errors.SMTPConnectError) and "CERTIFICATE_VERIFY_FAILED" in str(exc)
+        ):
+            return PermanentActionError(
+                self._clean(f"the certificate of SMTP {host} is not trusted: {exc}")
+            )
+        if isinstance(exc, errors.SMTPNotSupported):
+            return PermanentActionError(self._clean(f"SMTP {host}: {exc}"))
+        if isinstance(exc, TimeoutError | OSError | errors.SMTPException):
+            # timeouts, refused or dropped connections, odd replies: worth another try
+            return RetryableActionError(self._clean(f"SMTP {host}: {type(exc).__name__}: {exc}"))
+        raise exc
+
+
+@hookimpl
+def rulekit_register_actions(register: ActionRegistry) -> None:
+    register.add(Email)

@@ -1,0 +1,128 @@
+"""What an ``email`` call sends: who it goes to, and the message, safe from header injection.
+
+* Recipients (:func:`recipients`): each ``to`` item is an address, ``assignee``, ``group:<name>``
+  (its agents with access to the event's channel) or ``client`` (the client's email, when
+  known). Every address, whoever supplied it, must be one plain ``local@domain``
+  (:func:`address_problem`): no display name, comma, angle bracket, space or control character,
+  so a client's "email" cannot add recipients or headers.
+* Headers (:func:`header_text`): CR, LF and every other line break or control character in a
+  subject becomes a space; the message is still sent.
+* The message (:func:`build_message`): a ``text/plain`` part always, and the ``html`` as an
+  alternative when there is one.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+
+from rulekit.event import Event
+
+SPECIAL_RECIPIENTS = ("assignee", "client")
+GROUP_PREFIX = "group:"
+_NOT_IN_ADDRESSES = frozenset(' ,;:<>()[]"\\')
+
+
+def address_problem(address: str) -> str | None:
+    """Why ``address`` is not one plain ``local@domain`` address, or None."""
+    if len(address) > 254:
+        return "is over 254 characters"
+    if any(ord(c) < 33 or ord(c) == 127 or c in _NOT_IN_ADDRESSES for c in address):
+        return 'holds spaces, control characters or one of , ; : < > ( ) [ ] " \\'
+    local, at, domain = address.rpartition("@")
+    if not at or not local or "@" in local or "." not in domain.strip("."):
+        return "is not local@domain"
+    if domain.startswith(".") or domain.endswith(".") or ".." in domain:
+        return "has an invalid domain"
+    return None
+
+
+def recipient_problem(item: str) -> str | None:
+    """Why a ``to`` item is none of: an address, ``assignee``, ``client``, ``group:<name>``."""
+    if item in SPECIAL_RECIPIENTS:
+        return None
+    if item.startswith(GROUP_PREFIX):
+        return None if item[len(GROUP_PREFIX) :].strip() else "`group:` needs a group name"
+    problem = address_problem(item)
+    if problem:
+        return f"{item!r} is not an address, assignee, client or group:<name> (it {problem})"
+    return None
+
+
+def header_text(text: str) -> str:
+    """``text`` fit for a header: line breaks and other control characters become spaces."""
+    return "".join(
+        " " if ord(c) < 32 or 0x7F <= ord(c) < 0xA0 or c in "\u2028\u2029" else c for c in text
+    )
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+@dataclass
+class Recipients:
+    """Who a message goes to, and why anyone asked for was left out."""
+
+    addresses: list[str] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)
+
+    def add(self, address: str | None, what: str) -> None:
+        if not address:
+            self.left_out.append(f"{what}: no email known")
+            return
+        address = address.strip()
+        problem = address_problem(address)
+        if problem:
+            self.left_out.append(f"{what}: the address {problem}")
+        elif address.lower() not in {a.lower() for a in self.addresses}:
+            self.addresses.append(address)
+
+
+def recipients(
+    items: Iterable[str], event: Event, emitted: Iterable[Event], directory: object
+) -> Recipients:
+    """Resolve ``to`` items for ``event``. The assignee is the one an ``assign`` earlier in the
+    same plan chose (``emitted``), else the conversation's."""
+    conversation = event.conversation
+    for other in reversed(list(emitted)):
+        if other.event == "assigned" and other.conversation.id == conversation.id:
+            conversation = other.conversation
+            break
+    found = Recipients()
+    for item in items:
+        if item == "assignee":
+            found.add(conversation.assignee, "assignee")
+        elif item == "client":
+            found.add(event.client.email, "client")
+        elif item.startswith(GROUP_PREFIX):
+            group = item[len(GROUP_PREFIX) :].strip()
+            agents = directory.eligible(event.channel, group)  # type: ignore[attr-defined]
+            if not agents:
+                found.left_out.append(f"group {group}: nobody with access to {event.channel}")
+            for agent in agents:
+                found.add(agent.email, f"group {group}")
+        else:
+            found.add(item, item)
+    return found
+
+
+def build_message(
+    sender: str, to: list[str], subject: str, text: str, html: str | None
+) -> EmailMessage:
+    """The message: headers cleaned, a text part always, the HTML as an alternative."""
+    message = EmailMessage()
+    message["From"] = header_text(sender)
+    message["To"] = ", ".join(to)
+    message["Subject"] = header_text(subject)
+    message["Date"] = email.utils.formatdate(localtime=False)
+    message["Message-ID"] = email.utils.make_msgid(
+        domain=domain_of(email.utils.parseaddr(sender)[1]) or None
+    )
+    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: auto-responders do not answer
+    message.set_content(text)
+    if html is not None:
+        message.add_alternative(html, subtype="html")
+    return message

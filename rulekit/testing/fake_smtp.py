@@ -1,0 +1,156 @@
+"""A real SMTP server on loopback (aiosmtpd) that records what it receives.
+
+For tests of the ``email`` action (aiosmtpd is in rulekit's ``test`` extra)::
+
+    with FakeSmtp(username="bot", password="pw", tls=context) as smtp:   # STARTTLS offered
+        ...                                     # point integrations.smtp at smtp.port
+        smtp.fail("451 4.3.0 Try again later")  # the next DATA answers this
+        smtp.drop()                             # the next DATA closes the connection unanswered
+        [m.recipients for m in smtp.messages]
+
+``implicit_tls=True`` serves TLS from the first byte (``security: tls``). With a username, AUTH
+is required (and refused for any other password); ``logins`` counts the tries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import ssl
+import threading
+from collections import deque
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """One message the server accepted."""
+
+    sender: str
+    recipients: list[str]
+    data: bytes
+    tls: bool
+    login: str | None
+
+    @property
+    def message(self) -> EmailMessage:
+        parsed = email.message_from_bytes(self.data, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+
+class _Controller(Controller):
+    """aiosmtpd's controller on an ephemeral port (the port is read from the bound socket)."""
+
+    def _create_server(self) -> Any:
+        async def create() -> asyncio.AbstractServer:
+            server = await self.loop.create_server(
+                self._factory_invoker, host=self.hostname, port=0, ssl=self.ssl_context
+            )
+            self.port = server.sockets[0].getsockname()[1]
+            return server
+
+        return create()
+
+
+class FakeSmtp:
+    """A recording SMTP server on 127.0.0.1 with scripted failures."""
+
+    def __init__(
+        self,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        implicit_tls: bool = False,
+    ) -> None:
+        self.username = username
+        self.password = password
+        self.messages: list[ReceivedMessage] = []
+        self.logins: list[str] = []
+        self.connections = 0
+        self._script: deque[str] = deque()
+        self._lock = threading.Lock()
+        options: dict[str, Any] = {}
+        if username is not None:
+            if tls is None:
+                raise ValueError("a login needs TLS (aiosmtpd refuses AUTH in clear, and so do we)")
+            options.update(
+                authenticator=self._authenticate, auth_required=True, auth_require_tls=True
+            )
+        if tls is not None and not implicit_tls:
+            options["tls_context"] = tls
+        self._controller = _Controller(
+            self,
+            hostname="127.0.0.1",
+            port=0,
+            ssl_context=tls if implicit_tls else None,
+            server_hostname="localhost",
+            **options,
+        )
+
+    # lifecycle -------------------------------------------------------------------------------
+    def start(self) -> FakeSmtp:
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    def __enter__(self) -> FakeSmtp:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        return int(self._controller.port)
+
+    # scripting -------------------------------------------------------------------------------
+    def fail(self, reply: str, times: int = 1) -> None:
+        """Answer the next ``times`` messages' DATA with ``reply`` (e.g. ``451 4.3.0 Later``)."""
+        with self._lock:
+            self._script.extend([reply] * times)
+
+    def drop(self, times: int = 1) -> None:
+        """Close the connection, unanswered, at the next ``times`` messages' DATA."""
+        self.fail("drop", times)
+
+    # aiosmtpd handler hooks ------------------------------------------------------------------
+    def _authenticate(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        login = auth_data.login.decode()
+        self.logins.append(login)
+        ok = login == self.username and auth_data.password.decode() == self.password
+        # handled=False: aiosmtpd answers the refusal itself (535)
+        return AuthResult(success=True) if ok else AuthResult(success=False, handled=False)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self._lock:
+            scripted = self._script.popleft() if self._script else None
+        if scripted == "drop":
+            server.transport.abort()
+            return "421 4.4.2 dropped"
+        if scripted is not None:
+            return scripted
+        login = self.logins[-1] if session.authenticated and self.logins else None
+        self.messages.append(
+            ReceivedMessage(
+                sender=envelope.mail_from,
+                recipients=list(envelope.rcpt_tos),
+                data=bytes(envelope.original_content or envelope.content),
+                tls=server.transport.get_extra_info("sslcontext") is not None,
+                login=login,
+            )
+        )
+        return "250 2.0.0 Message accepted"

@@ -1,0 +1,410 @@
+"""The email action against a real SMTP server on loopback (aiosmtpd): plain, STARTTLS and
+implicit TLS with a certificate made for the test, refused logins, dropped connections, and
+what reaches the message from client data."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import shutil
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+from action_helpers import make_config, make_context, make_event, run
+from scaffold import write
+
+from rulekit.actions.email import Email, EmailParams, SmtpIntegration
+from rulekit.config import load_config
+from rulekit.engine import Engine
+from rulekit.errors import ActionError, PermanentActionError, RetryableActionError, ValidationErrors
+from rulekit.event import Event
+from rulekit.pacing import Limit, Pace
+from rulekit.plugins import load_plugins
+from rulekit.testing.fake_smtp import FakeSmtp
+
+PASSWORD = "smtp-pw-Zq81xLk0"
+HOSTILE_NAME = "Mia\r\nBcc: victim@evil.example <b>&"
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost and 127.0.0.1, made with the openssl CLI."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"),
+            *("-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.fixture
+def server_tls(certificate) -> ssl.SSLContext:
+    cert, key = certificate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def smtp_settings(server: FakeSmtp, **options) -> SmtpIntegration:
+    return SmtpIntegration.model_validate(
+        {
+            "host": "127.0.0.1",
+            "port": server.port,
+            "security": "none",
+            "from": "Support <support@shop.example>",
+            **options,
+        }
+    )
+
+
+def send(action: Email, params: EmailParams, event: Event | None = None, **context):
+    async def scenario():
+        return await action.execute(params, make_context(event, **context))
+
+    return run(action, scenario)
+
+
+def failure(action: Email, params: EmailParams) -> ActionError:
+    with pytest.raises(ActionError) as caught:
+        send(action, params)
+    return caught.value
+
+
+PARAMS = EmailParams(to=["ops@shop.example"], subject="New chat", text="hello")
+
+
+def engine_for(
+    tmp_path: Path,
+    rules: str,
+    smtp: str = "{host: 127.0.0.1, security: none, from: bot@shop.example}",
+) -> Engine:
+    config = write(
+        tmp_path / "rulekit.yaml",
+        f"""
+        groups: [support, sales]
+        agents:
+          - {{email: ann@shop.example, groups: [support], channels: [online-chat]}}
+          - {{email: bob@other.example, groups: [support], channels: []}}
+          - {{email: cara@shop.example, groups: [sales], channels: [online-chat]}}
+        integrations:
+          smtp: {smtp}
+        """,
+    )
+    return Engine.from_path(write(tmp_path / "rules.d" / "r.yaml", rules).parent, config)
+
+
+def test_client_data_cannot_inject_headers_and_is_escaped_in_html(tmp_path):
+    engine = engine_for(
+        tmp_path,
+        """
+        - name: mail
+          on: {event: created}
+          do:
+            - email:
+                to: [ops@shop.example]
+                subject: "New chat from {{ client.name }}"
+                text: "{{ client.name }} wrote: {{ message.text }}"
+                html: '<p><b>{{ client.name }}</b> <a href="{{ client.custom.site }}">site</a></p>'
+        """,
+    )
+    event = make_event(client={"name": HOSTILE_NAME, "custom": {"site": "https://mia.example"}})
+    [planned] = engine.evaluate(event)
+    with FakeSmtp() as server:
+        action = Email(smtp_settings(server))
+        result = send(action, planned.model, event)
+    assert result["sent"] is True and result["to"] == ["ops@shop.example"]
+    [received] = server.messages
+    assert received.recipients == ["ops@shop.example"]  # no Bcc smuggled in
+    message = received.message
+    assert message["Subject"] == "New chat from Mia  Bcc: victim@evil.example <b>&"
+    assert message["Bcc"] is None and message["To"] == "ops@shop.example"
+    assert message["From"] == "Support <support@shop.example>"
+    text = message.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    html = message.get_body(("html",)).get_content()
+    assert text.startswith(
+        "Mia\r\nBcc: victim@evil.example <b>& wrote: hello".replace("\r\n", "\n")
+    )
+    assert "<b>Mia\nBcc: victim@evil.example &lt;b&gt;&amp;</b>" in html.replace("\r\n", "\n")
+    assert 'href="https://mia.example"' in html
+
+
+def test_a_value_cannot_make_a_javascript_link(tmp_path):
+    engine = engine_for(
+        tmp_path,
+        """
+        - name: mail
+          on: {event: created}
+          do:
+            - email:
+                to: [a@shop.example]
+                subject: s
+                text: t
+                html: '<a href="{{ client.custom.site }}">x</a>'
+        """,
+    )
+    plan = engine.evaluate(make_event(client={"custom": {"site": "javascript:alert(1)"}}))
+    assert not plan.actions and "javascript" in plan.errors[0]
+
+
+def test_a_text_part_is_always_sent(tmp_path):
+    with FakeSmtp() as server:
+        send(Email(smtp_settings(server)), PARAMS)
+    message = server.messages[0].message
+    assert message.get_content_type() == "text/plain"
+    assert message.get_content().strip() == "hello"
+
+
+def test_starttls_with_a_login(server_tls, certificate):
+    with FakeSmtp(username="bot", password=PASSWORD, tls=server_tls) as server:
+        action = Email(
+            smtp_settings(
+                server,
+                security="starttls",
+                username="bot",
+                password=PASSWORD,
+                ca_file=str(certificate[0]),
+            )
+        )
+        result = send(action, PARAMS)
+    assert result["sent"] is True
+    [received] = server.messages
+    assert received.tls is True and received.login == "bot"
+
+
+def test_implicit_tls(server_tls, certificate):
+    with FakeSmtp(tls=server_tls, implicit_tls=True) as server:
+        send(Email(smtp_settings(server, security="tls", ca_file=str(certificate[0]))), PARAMS)
+    assert server.messages[0].tls is True
+
+
+def test_an_untrusted_certificate_is_final(server_tls):
+    with FakeSmtp(tls=server_tls) as server:
+        error = failure(Email(smtp_settings(server, security="starttls")), PARAMS)
+    assert isinstance(error, PermanentActionError)
+    assert "not trusted" in error.message
+    assert not server.messages
+
+
+def test_a_refused_login_is_final_clear_and_never_shows_the_password(
+    server_tls, certificate, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    wrong = "wrong-" + PASSWORD
+    with FakeSmtp(username="bot", password=PASSWORD, tls=server_tls) as server:
+        action = Email(
+            smtp_settings(
+                server,
+                security="starttls",
+                username="bot",
+                password=wrong,
+                ca_file=str(certificate[0]),
+            )
+        )
+        error = failure(action, PARAMS)
+    assert isinstance(error, PermanentActionError)
+    assert error.message.startswith(
+        "the SMTP server 127.0.0.1 refused the username and password (535"
+    )
+    assert set(server.logins) == {"bot"} and not server.messages
+    forms = [wrong, base64.b64encode(wrong.encode()).decode()]
+    forms.append(base64.b64encode(f"\0bot\0{wrong}".encode()).decode())
+    for form in forms:
+        assert form not in error.message
+        assert form not in caplog.text
+        assert form not in action.describe(PARAMS, make_context())
+
+
+@pytest.mark.parametrize(
+    ("reply", "kind"),
+    [
+        ("451 4.3.0 Try again later", RetryableActionError),
+        ("554 5.7.1 Rejected as spam", PermanentActionError),
+    ],
+)
+def test_smtp_4xx_is_retried_and_5xx_is_final(reply, kind):
+    with FakeSmtp() as server:
+        server.fail(reply)
+        error = failure(Email(smtp_settings(server)), PARAMS)
+    assert type(error) is kind
+    assert reply.split(" ", 1)[1] in error.message
+    assert error.status == int(reply[:3])
+
+
+def test_a_dropped_connection_is_retried_and_the_retry_is_delivered():
+    with FakeSmtp() as server:
+        server.drop()
+        action = Email(smtp_settings(server))
+        error = failure(action, PARAMS)
+        assert isinstance(error, RetryableActionError)
+        assert send(action, PARAMS)["sent"] is True
+    assert len(server.messages) == 1
+
+
+def test_a_closed_port_is_retried():
+    with FakeSmtp() as server:
+        settings = smtp_settings(server)
+    error = failure(Email(settings), PARAMS)
+    assert isinstance(error, RetryableActionError)
+
+
+def test_recipients_resolve_assignee_group_and_client():
+    config = make_config()
+    event = make_event(
+        conversation={"assignee": "eve@example.com"},
+        client={"id": "c", "email": "mia@client.example"},
+    )
+    assigned = event.model_copy(deep=True, update={"event": "assigned"})
+    assigned.conversation.assignee = "dan@example.com"
+    with FakeSmtp() as server:
+        action = Email(smtp_settings(server))
+        params = EmailParams(
+            to=["assignee", "group:support", "boss@example.com"], subject="s", text="t"
+        )
+        result = send(action, params, event, config=config)
+        # an assign earlier in the plan decides who the assignee is
+        send(
+            action,
+            EmailParams(to=["assignee"], subject="s", text="t"),
+            event,
+            config=config,
+            emitted=[assigned],
+        )
+        send(action, EmailParams(to=["client"], subject="s", text="t"), event, config=config)
+    # group support: only the agents with access to the channel (bob has none)
+    assert result["to"] == [
+        "eve@example.com",
+        "Ann@Example.com",
+        "Cara@example.COM",
+        "boss@example.com",
+    ]
+    assert [m.recipients for m in server.messages][1:] == [
+        ["dan@example.com"],
+        ["mia@client.example"],
+    ]
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        None,
+        "mia@client.example\r\nBcc: x@evil.example",
+        "a@b.example, c@d.example",
+        "<a@b.example>",
+    ],
+)
+def test_a_missing_or_malformed_client_email_sends_nothing(email):
+    event = make_event(client={"id": "c", "email": email})
+    with FakeSmtp() as server:
+        result = send(
+            Email(smtp_settings(server)), EmailParams(to=["client"], subject="s", text="t"), event
+        )
+    assert result["sent"] is False and "client" in result["reason"]
+    assert not server.messages
+
+
+def test_sending_is_paced_per_recipient_domain():
+    with FakeSmtp() as server:
+        action = Email(smtp_settings(server, rate_limit="1/h"))
+
+        async def scenario():
+            await action.execute(PARAMS, make_context())
+            pacer = action._paced()
+            hour = Limit(1, 3600.0)
+            return pacer.delay([Pace("email:shop.example", hour)]), pacer.delay(
+                [Pace("email:other.example", hour)]
+            )
+
+        busy, free = run(action, scenario)
+    assert busy > 3000 and free == 0
+
+
+def test_emailing_the_client_is_client_facing(tmp_path):
+    engine = engine_for(
+        tmp_path,
+        """
+        - name: mail
+          on: {event: message}
+          do:
+            - email: {to: client, subject: s, text: t}
+            - email: {to: assignee, subject: s, text: t}
+            - email: {to: client, subject: late, text: t, on_recovered: true}
+        """,
+    )
+    plan = engine.evaluate(make_event(event="message", recovered=True))
+    assert [a.skipped is not None for a in plan] == [True, False, False]
+
+
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [
+        ("{to: [client, ann@shop.example], subject: s, text: t}", "`client` goes alone"),
+        ('{to: ["{{ client.email }}"], subject: s, text: t}', "`to` is not a template"),
+        (
+            "{to: [not-an-address], subject: s, text: t}",
+            "is not an address, assignee, client or group",
+        ),
+        ("{to: [group:nobody], subject: s, text: t}", "unknown group 'nobody'"),
+        ("{to: [a@b.example], subject: s}", "text"),
+    ],
+)
+def test_bad_recipients_are_load_errors(tmp_path, step, message):
+    with pytest.raises(ValidationErrors) as caught:
+        engine_for(tmp_path, f"- name: m\n  on: {{event: created}}\n  do:\n    - email: {step}\n")
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("smtp", "message"),
+    [
+        ({"security": "none", "username": "u", "password": "p"}, "sends credentials in clear"),
+        ({"security": "none", "password": "p"}, "sends credentials in clear"),
+        ({"from": "a@b.example\r\nBcc: x@y.example"}, "line breaks"),
+        ({"from": "nobody"}, "needs an address"),
+    ],
+)
+def test_smtp_settings_are_checked_when_the_config_loads(tmp_path, smtp, message):
+    import json
+
+    body = {"host": "mail.example", "from": "bot@shop.example", **smtp}
+    path = tmp_path / "rulekit.yaml"
+    path.write_text(json.dumps({"integrations": {"smtp": body}}))
+    with pytest.raises(ValidationErrors) as caught:
+        load_config(path, load_plugins(entry_points=False))
+    assert message in str(caught.value) and "integrations.smtp" in str(caught.value)
+    assert "p" not in str(caught.value).split("integrations.smtp")[1].split(":")[0]
+
+
+def test_the_dry_run_shows_the_message_without_the_password():
+    settings = SmtpIntegration.model_validate(
+        {
+            "host": "mail.shop.example",
+            "username": "bot",
+            "password": PASSWORD,
+            "from": "bot@shop.example",
+        }
+    )
+    event = make_event(conversation={"assignee": "eve@example.com"})
+    line = Email(settings).describe(
+        EmailParams(to=["assignee", "client"][:1], subject="Hi\nthere", text="t", html="<b>h</b>"),
+        make_context(event),
+    )
+    assert line == (
+        "email to eve@example.com from bot@shop.example via mail.shop.example:587"
+        " (starttls, as bot): subject 'Hi there'; text 't'; html '<b>h</b>'"
+    )
+    assert PASSWORD not in line
+    assert Email(None).unavailable() == "SMTP is not configured (integrations: smtp)"
+    assert (
+        Email(settings.model_copy(update={"password": None})).unavailable()
+        == "the SMTP password is empty"
+    )
