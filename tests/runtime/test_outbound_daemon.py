@@ -1,0 +1,171 @@
+"""webhook and email end to end: a real daemon, its durable outbox (SQLite, and PostgreSQL when
+``RULEKIT_TEST_POSTGRES`` is set), a real HTTP receiver and a real SMTP server on loopback."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import ssl
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from daemons import chat_started, wait_for, write_setup
+from scaffold import REPO
+
+from rulekit.testing.fake_smtp import FakeSmtp
+from rulekit.testing.fakehttp import FakeService, Response
+
+SECRET = "whsec-daemon-0123456789"
+PASSWORD = "smtp-daemon-pw-Zq81"
+
+RULES = """\
+- name: Tell the CRM and the team
+  on: {channel: online-chat, event: created}
+  do:
+    - webhook: {to: crm}
+    - email:
+        to: [ops@shop.example]
+        subject: "New chat: {{ message.text }}"
+        text: "{{ client.display_name }} wrote {{ message.text }}"
+"""
+
+
+def verify_function():
+    text = (REPO / "docs" / "configuration.md").read_text()
+    namespace: dict = {}
+    exec(text.split("```python\n", 1)[1].split("```", 1)[0], namespace)
+    return namespace["verify"]
+
+
+def outbound_setup(
+    folder: Path, receiver: FakeService, smtp: FakeSmtp, storage: str | None = None, **smtp_options
+) -> Path:
+    smtp_settings = {"host": "127.0.0.1", "port": smtp.port, "security": "none"}
+    smtp_settings.update({"from": "bot@shop.example", **smtp_options})
+    extra = (
+        "integrations:\n"
+        "  webhooks:\n"
+        f"    crm: {{url: '{receiver.base_url}/hooks/rulekit', secret: {SECRET}}}\n"
+        f"  smtp: {smtp_settings!r}\n"
+    )
+    config = write_setup(folder, RULES, dispatcher={"backoff_max": 0.2}, extra=extra)
+    if storage is not None:
+        config.write_text(
+            config.read_text().replace("storage: sqlite:///rulekit.sqlite3", f"storage: {storage}")
+        )
+    return config
+
+
+def jobs_by_action(server) -> dict:
+    with server.daemon.store.transaction() as state:
+        return {job.action: job for job in state.jobs(status="done")} | {
+            job.action: job for job in state.jobs(status="dead")
+        }
+
+
+def delivered_once_after_a_failure(tmp_path: Path, serve, storage: str | None = None) -> None:
+    with FakeService() as receiver, FakeSmtp() as smtp:
+        receiver.script(Response(503, "busy"))
+        smtp.drop()
+        server = serve(outbound_setup(tmp_path, receiver, smtp, storage))
+        assert httpx.post(server.webhook_url, content=chat_started(1, "Hi")).status_code == 200
+        jobs = wait_for(lambda: (found := jobs_by_action(server)) and len(found) == 2 and found)
+
+        first, second = receiver.requests
+        assert first.headers["x-rulekit-delivery"] == second.headers["x-rulekit-delivery"]
+        verify = verify_function()
+        for request in (first, second):
+            stamp = int(request.headers["x-rulekit-timestamp"])
+            assert verify(SECRET.encode(), httpx.Headers(request.headers), request.body, now=stamp)
+        assert second.json["version"] == 1 and second.json["message"]["text"] == "Hi"
+        assert [m.message["Subject"] for m in smtp.messages] == ["New chat: Hi"]
+
+        webhook, email = jobs["webhook"], jobs["email"]
+        assert webhook.status == "done" and webhook.result == {"status": 200, "body": "{}"}
+        assert email.status == "done" and email.result["to"] == ["ops@shop.example"]
+        with server.daemon.store.transaction() as state:
+            tries = [a.outcome for a in state.attempts(webhook.id)]
+            error = state.attempts(webhook.id)[0].error
+            mail_tries = [a.outcome for a in state.attempts(email.id)]
+        assert tries == ["retry", "done"] and error == "webhook 'crm': HTTP 503: \"busy\""
+        assert mail_tries == ["retry", "done"]
+
+
+def test_delivered_through_the_sqlite_outbox_once_each_after_a_failure(tmp_path, serve):
+    delivered_once_after_a_failure(tmp_path, serve)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A storage URL on a schema of this test's own, dropped afterwards."""
+    server = os.environ.get("RULEKIT_TEST_POSTGRES")
+    if not server:
+        pytest.skip("set RULEKIT_TEST_POSTGRES to a PostgreSQL URL to run this test")
+    psycopg = pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+    try:
+        psycopg.connect(server, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        pytest.skip(f"the PostgreSQL server in RULEKIT_TEST_POSTGRES is unreachable: {exc}")
+    from rulekit.store.postgres import drop_schema
+
+    separator = "&" if "?" in server else "?"
+    url = f"{server}{separator}schema=rk_test_{uuid.uuid4().hex[:12]}"
+    yield url
+    drop_schema(url)
+
+
+def test_delivered_through_the_postgresql_outbox_once_each_after_a_failure(
+    tmp_path, serve, postgres_url
+):
+    delivered_once_after_a_failure(tmp_path, serve, postgres_url)
+
+
+def test_a_refused_smtp_login_is_a_clear_dead_letter_and_the_password_is_nowhere(
+    tmp_path, serve, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    folder = tmp_path / "tls"
+    folder.mkdir()
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"),
+            *("-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    with FakeService() as receiver, FakeSmtp(username="bot", password="right", tls=tls) as smtp:
+        config = outbound_setup(
+            tmp_path,
+            receiver,
+            smtp,
+            security="starttls",
+            username="bot",
+            password=PASSWORD,
+            ca_file=str(cert),
+        )
+        server = serve(config)
+        httpx.post(server.webhook_url, content=chat_started(1, "Hi"))
+        jobs = wait_for(lambda: (found := jobs_by_action(server)) and len(found) == 2 and found)
+        email = jobs["email"]
+        assert email.status == "dead"
+        assert email.last_error.startswith(
+            "the SMTP server 127.0.0.1 refused the username and password (535"
+        )
+        assert smtp.logins and not smtp.messages
+    forms = [PASSWORD, base64.b64encode(PASSWORD.encode()).decode()]
+    forms.append(base64.b64encode(f"\0bot\0{PASSWORD}".encode()).decode())
+    stored = b"".join(path.read_bytes() for path in tmp_path.glob("rulekit.sqlite3*"))
+    assert stored
+    for form in forms:
+        assert form.encode() not in stored
+        assert form not in caplog.text
