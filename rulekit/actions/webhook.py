@@ -308,11 +308,10 @@ class Webhook(Action):
             target, f"{where}: HTTP {status}: {first_bytes(response.content, 200)}"
         )
         error: ActionError
-        if status == 429:
+        if status == 429 or status >= 500 or status == 408:
+            # a 503 may say when to come back too
             wait = retry_after(response.headers.get("retry-after"), self.clock())
             error = RetryableActionError(message, retry_after=wait, status=status)
-        elif status >= 500 or status == 408:
-            error = RetryableActionError(message, status=status)
         elif 300 <= status < 400:
             error = PermanentActionError(
                 f"{message} (redirects are not followed: put the final URL in the config)",

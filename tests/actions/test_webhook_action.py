@@ -267,8 +267,9 @@ def test_answers_are_classified_and_keep_status_and_body(fake_service, answer, k
     assert len(fake_service.requests) == 1  # a redirect is not followed
 
 
-def test_429_is_retried_after_its_retry_after(fake_service):
-    fake_service.script(Response(429, "slow down", {"Retry-After": "7"}))
+@pytest.mark.parametrize("status", [429, 503])
+def test_429_and_503_are_retried_after_their_retry_after(fake_service, status):
+    fake_service.script(Response(status, "slow down", {"Retry-After": "7"}))
     error = failure(action_for(fake_service), WebhookParams(to="crm"))
     assert isinstance(error, RetryableActionError)
     assert error.retry_after == 7
