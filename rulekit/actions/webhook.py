@@ -16,7 +16,6 @@ import asyncio
 import email.utils
 import ipaddress
 import math
-import re
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, Literal
@@ -47,10 +46,25 @@ if TYPE_CHECKING:
 
 __all__ = ["Webhook", "WebhookParams", "WebhookTarget", "WebhooksIntegration"]
 
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_CONTENT_TYPE = re.compile(
-    r"[!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+(;[^\x00-\x1f\x7f]*)?"
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-"
 )
+"""The characters of an HTTP token (RFC 9110): header names, content type and subtype."""
+
+
+def _is_token(text: str) -> bool:
+    return bool(text) and all(c in _TOKEN_CHARS for c in text)
+
+
+def _is_content_type(text: str) -> bool:
+    """``type/subtype`` tokens, then optional ``;`` parameters without control characters."""
+    kind, _, parameters = text.partition(";")
+    main, slash, sub = kind.partition("/")
+    if not (slash and _is_token(main) and _is_token(sub)):
+        return False
+    return not any(ord(c) < 32 or ord(c) == 127 for c in parameters)
+
+
 RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 """Headers the HTTP client sets; a target may not set them (nor any ``X-Rulekit-*``)."""
 JSON = "application/json"
@@ -85,7 +99,7 @@ class WebhookTarget(StrictModel):
     @classmethod
     def _headers(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
         for name, header in value.items():
-            if not _TOKEN.fullmatch(name):
+            if not _is_token(name):
                 raise ValueError(f"{name!r} is not a valid header name")
             lowered = name.lower()
             if lowered in RESERVED_HEADERS or lowered.startswith("x-rulekit-"):
@@ -157,7 +171,7 @@ class WebhookParams(StrictModel):
         if self.content_type is not None:
             if self.text is None:
                 raise ValueError("`content_type` goes with `text` (a `body` is JSON)")
-            if not _CONTENT_TYPE.fullmatch(self.content_type):
+            if not _is_content_type(self.content_type):
                 raise ValueError(f"{self.content_type!r} is not a content type (type/subtype)")
         return self
 

@@ -351,3 +351,25 @@ def test_the_daemon_log_redacts_nested_target_secrets(tmp_path):
     )
     found = secret_values(load_config(path, load_plugins(entry_points=False)))
     assert {SECRET, f"Bearer {TOKEN}", "https://crm.example/hooks/abcdef123456"} <= set(found)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "valid"),
+    [
+        ("application/json", True),
+        ("application/vnd.api+json; charset=utf-8", True),
+        ("text/plain", True),
+        ("json", False),
+        ("text/plain\r\nX-Injected: 1", False),
+        ("text/plain; a=b\nc", False),
+        ("te xt/plain", False),
+        ("/plain", False),
+    ],
+)
+def test_content_types_are_checked(content_type, valid):
+    make = lambda: WebhookParams(to="crm", text="x", content_type=content_type)  # noqa: E731
+    if valid:
+        make()
+    else:
+        with pytest.raises(ValueError, match="is not a content type"):
+            make()
