@@ -22,6 +22,11 @@ from rulekit.errors import ActionError, PermanentActionError, RetryableActionErr
 from rulekit.event import Event
 from rulekit.pacing import Limit, Pace
 from rulekit.plugins import load_plugins
+
+# the SMTP client and server come with the install: an environment made before they were
+# added skips these tests instead of failing to collect them (reinstall with ".[test]")
+pytest.importorskip("aiosmtplib")
+pytest.importorskip("aiosmtpd")
 from rulekit.testing.fake_smtp import FakeSmtp
 
 PASSWORD = "smtp-pw-Zq81xLk0"
