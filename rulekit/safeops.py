@@ -233,19 +233,26 @@ def format_size(spec: str, args: Any, limit: int) -> int:
             if precision is not None:
                 size = min(size, precision)
         else:
-            size = _number_size(conversion, value) + (precision or 0)
+            size = _number_size(conversion, value, precision)
         total += max(width, size)
         position = spec.find("%", i + 1)
     return total
 
 
-def _number_size(conversion: str, value: Any) -> int:
-    """Characters of a number formatted by ``conversion``, before any precision."""
-    if isinstance(value, float):  # up to 309 digits before the point ('%d' % 1e308)
-        return 360 if conversion in "fFdiuoxX" else 16
+def _number_size(conversion: str, value: Any, precision: int | None) -> int:
+    """An upper bound of the characters of a number formatted by ``conversion``."""
+    digits = 6 if precision is None else precision  # the float conversions' default
+    if conversion in "eEgG":  # sign, a digit, the point, the digits, e+308
+        return 10 + digits
     if isinstance(value, int):
-        return value.bit_length() // 3 + 2
-    return text_size(value) + 16
+        whole = value.bit_length() // 3 + 4  # sign and a '0x' / '0o' prefix
+    elif isinstance(value, float):
+        whole = 320  # up to 309 digits before the point ('%f' % 1e308)
+    else:
+        whole = text_size(value) + 16
+    if conversion in "fF":
+        return whole + 1 + digits
+    return whole + (precision or 0)
 
 
 # -- globals and filters -------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 
 import jinja2
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from scaffold import make_event
 
@@ -255,6 +255,8 @@ ARGUMENT = st.one_of(
 
 
 @settings(max_examples=300, deadline=None)
+@example("%E", (0,), "", {"a": 0, "b": 0})  # a float conversion of an int: '0.000000E+00'
+@example("%#x", (0,), "", {"a": 0, "b": 0})
 @given(
     st.lists(SPEC_PART, max_size=8).map("".join),
     st.lists(st.one_of(ARGUMENT, st.integers(0, 30)), max_size=10).map(tuple),
