@@ -176,3 +176,20 @@ def test_rules_md_webhook_and_email_examples_plan_what_they_say(build_engine) ->
         "<p><b>&lt;Mia&gt;</b> wrote:</p><blockquote>a &amp; b</blockquote>"
     )
     assert (webhook.action, webhook.params["to"]) == ("webhook", "crm")
+
+
+def test_configuration_md_top_example_loads(tmp_path) -> None:
+    """The config overview's concrete settings (server, processing, ...) are a valid config."""
+    from datetime import timedelta
+
+    from rulekit.config import load_config
+
+    text = _doc("configuration.md")
+    block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    concrete = [line for line in block.splitlines() if "{...}" not in line and "[...]" not in line]
+    path = tmp_path / "rulekit.yaml"
+    path.write_text("\n".join(concrete) + "\n")
+    config = load_config(path, load_plugins(entry_points=False))
+    assert config.raw.server.stall_after == timedelta(seconds=60)
+    assert config.raw.processing.event_wall == timedelta(seconds=10)
+    assert config.raw.processing.worker_memory_mb == 1024

@@ -8,17 +8,20 @@ regular expression would.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import textwrap
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from daemons import Process, chat_started, wait_for, write_setup
+from daemons import AUTOREPLY_RULES, Process, chat_started, wait_for, write_setup
 
+from rulekit.channels.base import Provider
 from rulekit.runtime.evaluator import Evaluator
-from rulekit.runtime.planning import prepare, record
+from rulekit.runtime.planning import Prepared, prepare, record
 from rulekit.runtime.snapshot import load_snapshot
 from rulekit.runtime.worker import Evaluation, Limits, Refusal
 from rulekit.store.recording import StateChanged
@@ -184,61 +187,68 @@ def test_workers_evaluate_the_rules_the_daemon_loaded_not_what_the_disk_holds_no
     assert chatra.sent[0]["text"] == "Hello Visitor 1"
 
 
-def test_several_workers_evaluate_at_once(tmp_path, chatra):
-    config = write_setup(tmp_path, chatra=chatra)
+@dataclass
+class Planning:
+    """A loaded snapshot, its Chatra provider, a SQLite store and evaluation workers."""
+
+    provider: Provider
+    store: SQLiteStore
+    evaluator: Evaluator
+
+    def prepare(self, n: int) -> Prepared:
+        """Chatra's chat-started webhook of visitor ``n``, normalized (rolled back)."""
+        return prepare(self.store, lambda state: self.provider.parse(chat_started(n), state))
+
+
+@contextlib.contextmanager
+def planning(folder: Path, chatra, rules: str = AUTOREPLY_RULES, workers: int = 1):
+    config = write_setup(folder, rules, chatra=chatra)
     snapshot = load_snapshot(config)
-    evaluator = Evaluator(config, limits=Limits(event_wall=60), workers=2)
+    evaluator = Evaluator(config, limits=Limits(event_wall=60), workers=workers)
     evaluator.want(snapshot)
-    store = SQLiteStore(tmp_path / "state.sqlite3")
-    provider = snapshot.providers["online-chat"]
-    answers: list[list[Evaluation] | Refusal] = []
+    store = SQLiteStore(folder / "state.sqlite3")
     try:
-        requests = [
-            prepare(store, lambda state, n=n: provider.parse(chat_started(n), state)).request
-            for n in (1, 2)
-        ]
+        yield Planning(snapshot.providers["online-chat"], store, evaluator)
+    finally:
+        evaluator.close()
+        store.close()
+
+
+def test_several_workers_evaluate_at_once(tmp_path, chatra):
+    answers: list[list[Evaluation] | Refusal] = []
+    with planning(tmp_path, chatra, workers=2) as setup:
+        requests = [setup.prepare(n).request for n in (1, 2)]
         threads = [
-            threading.Thread(target=lambda r=r: answers.append(evaluator.evaluate(r)))
+            threading.Thread(target=lambda r=r: answers.append(setup.evaluator.evaluate(r)))
             for r in requests
         ]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(120)
-        assert evaluator.restarts == 2  # two worker processes served them
-        assert len(answers) == 2
-        for answer in answers:
-            assert not isinstance(answer, Refusal)
-            assert [job.action for job in answer[0].jobs] == ["autoreply"]
-    finally:
-        evaluator.close()
-        store.close()
+        assert setup.evaluator.restarts == 2  # two worker processes served them
+    assert len(answers) == 2
+    for answer in answers:
+        assert not isinstance(answer, Refusal)
+        assert [job.action for job in answer[0].jobs] == ["autoreply"]
 
 
 def test_a_plan_is_not_recorded_when_the_state_it_was_derived_from_changed(tmp_path, chatra):
-    config = write_setup(tmp_path, chatra=chatra)
-    snapshot = load_snapshot(config)
-    provider = snapshot.providers["online-chat"]
-    store = SQLiteStore(tmp_path / "state.sqlite3")
-    evaluator = Evaluator(config, limits=Limits(event_wall=60))
-    evaluator.want(snapshot)
-    try:
-        prepared = prepare(store, lambda state: provider.parse(chat_started(1), state))
-        answer = evaluator.evaluate(prepared.request)
+    with planning(tmp_path, chatra) as setup:
+        store = setup.store
+        prepared = setup.prepare(1)
+        answer = setup.evaluator.evaluate(prepared.request)
         # meanwhile, the same webhook was normalized and committed (another daemon)
         with store.transaction() as state:
-            provider.parse(chat_started(1), state)
+            setup.provider.parse(chat_started(1), state)
         with pytest.raises(StateChanged), store.transaction() as state:
             record(state, prepared, answer, inbox_id=None)
         # started over, it is recorded against the state as it is now
-        prepared = prepare(store, lambda state: provider.parse(chat_started(1), state))
-        answer = evaluator.evaluate(prepared.request)
+        prepared = setup.prepare(1)
+        answer = setup.evaluator.evaluate(prepared.request)
         with store.transaction() as state:
             processed = record(state, prepared, answer, inbox_id=None)
         assert [p.event.event for p in processed] == []  # the message was seen: no new event
-    finally:
-        evaluator.close()
-        store.close()
 
 
 def test_a_cooldown_set_meanwhile_invalidates_the_plan(tmp_path, chatra):
@@ -251,21 +261,12 @@ def test_a_cooldown_set_meanwhile_invalidates_the_plan(tmp_path, chatra):
             - autoreply: {text: "Hello"}
         """
     )
-    config = write_setup(tmp_path, rules, chatra=chatra)
-    snapshot = load_snapshot(config)
-    provider = snapshot.providers["online-chat"]
-    store = SQLiteStore(tmp_path / "state.sqlite3")
-    evaluator = Evaluator(config, limits=Limits(event_wall=60))
-    evaluator.want(snapshot)
-    try:
-        prepared = prepare(store, lambda state: provider.parse(chat_started(1), state))
-        answer = evaluator.evaluate(prepared.request)
+    with planning(tmp_path, chatra, rules) as setup:
+        prepared = setup.prepare(1)
+        answer = setup.evaluator.evaluate(prepared.request)
         assert isinstance(answer, list) and answer[0].cooldowns_read
         event = prepared.events[0]
-        with store.transaction() as state:
+        with setup.store.transaction() as state:
             state.set_cooldown("Greet once", event.conversation.id, event.occurred_at)
-        with pytest.raises(StateChanged), store.transaction() as state:
+        with pytest.raises(StateChanged), setup.store.transaction() as state:
             record(state, prepared, answer, inbox_id=None)
-    finally:
-        evaluator.close()
-        store.close()
