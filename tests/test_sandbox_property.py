@@ -159,12 +159,16 @@ DATA = {
 }
 
 
-def outcome(render: Any, limits: Limits, cap: int) -> str:
-    """Run ``render`` under a budget with memory traced; the outcome's kind."""
+def outcome(render: Any, limits: Limits, cap: int, bound: int | None = None) -> str:
+    """Run ``render`` under a budget with memory traced; the outcome's kind.
+
+    ``render`` returns something sized; its size is at most ``bound`` (the output limit when
+    not given: a template's text).
+    """
     tracemalloc.start()
     try:
-        text = with_budget(render, limits=limits)
-        assert len(text) <= limits.output
+        result = with_budget(render, limits=limits)
+        assert len(result) <= (limits.output if bound is None else bound)
         return "rendered"
     except OverBudget as exc:
         assert "\n" not in str(exc)
@@ -193,7 +197,13 @@ def _check_condition(source: str) -> None:
         return
     event = make_event(**{k: v.model_dump() for k, v in DATA.items()})
     now = datetime(2025, 1, 1, tzinfo=UTC)
-    outcome(lambda: str(slot.function(event, now, {})), SMALL, SMALL_CAP)  # type: ignore[misc]
+    # a condition's value is never printed: it is bounded as a value (a string's or a
+    # collection's length), not as output
+    outcome(lambda: _sized(slot.function(event, now, {})), SMALL, SMALL_CAP, SMALL.value)  # type: ignore[misc]
+
+
+def _sized(value: Any) -> Any:
+    return value if isinstance(value, (str, bytes, list, tuple, dict, set)) else str(value)
 
 
 QUICK = settings(

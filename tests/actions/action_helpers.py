@@ -22,8 +22,24 @@ def run(action: Action, scenario: Callable[[], Awaitable[T]]) -> T:
             return await scenario()
         finally:
             await action.aclose()
+            await _connections_closed()
 
     return asyncio.run(main())
+
+
+async def _connections_closed(patience: float = 10.0) -> None:
+    """Wait until the loop's sockets are closed (a TLS close finishes a round trip later).
+
+    ``asyncio.run`` closes the loop right after the scenario; a TLS connection still saying
+    goodbye then leaks its socket into a later test's unraisable-exception check.
+    """
+    loop = asyncio.get_running_loop()
+    transports = getattr(loop, "_transports", {})
+    deadline = loop.time() + patience
+    while any(getattr(t, "_sock", None) is not None for t in list(transports.values())):
+        if loop.time() > deadline:
+            return
+        await asyncio.sleep(0.01)
 
 
 AGENTS = [
