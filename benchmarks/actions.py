@@ -2,7 +2,7 @@
 
 For each service: the same number of messages over many destinations in parallel, once as raw
 ``httpx`` POSTs to the fake (no SDK, no pacing) and once through the real action (the SDK
-client, classification, and a :class:`~rulekit.pacing.Pacer` with short per-destination
+client, classification, and a :class:`~rulekit.actions.pacing.Pacer` with short per-destination
 limits). Prints both rates, their ratio (target: >= 0.5) and, from the times the fake recorded,
 the most messages any destination got within one limit period (must not exceed the limit).
 The fakes run in a child process, so their threads do not compete with the client for the GIL.
@@ -25,11 +25,11 @@ from contextlib import contextmanager
 import httpx
 
 from rulekit.actions.base import ActionContext
+from rulekit.actions.pacing import Limit, Pacer
 from rulekit.actions.slack import Slack, SlackIntegration, SlackParams
 from rulekit.actions.telegram import Telegram, TelegramIntegration, TelegramParams
 from rulekit.config import Config
 from rulekit.event import Event
-from rulekit.pacing import Limit, Pacer
 from rulekit.testing.fake_slack import FakeSlack
 from rulekit.testing.fake_telegram import FakeTelegram
 

@@ -67,7 +67,7 @@ class Daemon:
         self.webhook_url = f"{self.url}/webhooks/online-chat/{SECRET}"
         self.proc = subprocess.Popen(
             [
-                *(sys.executable, "-m", "rulekit.cli", "run", "--config", str(config)),
+                *(sys.executable, "-m", "rulekit.cli.main", "run", "--config", str(config)),
                 *("--port", str(self.port), "--no-watch", *args),
             ],
             stderr=subprocess.PIPE,

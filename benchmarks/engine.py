@@ -27,9 +27,9 @@ from pathlib import Path
 import yaml
 
 from rulekit import Engine, Event
-from rulekit.audit.trace import trace_of
 from rulekit.channels.base import ChannelSettings
 from rulekit.config import ChannelConfig, Config
+from rulekit.engine.trace import trace_of
 from rulekit.plugins import load_plugins
 
 CHANNELS = ["online-chat", "email", "telegram-bot", "vk"]
@@ -286,7 +286,7 @@ def startup() -> None:
         return statistics.median(times)
 
     base = wall([sys.executable, "-c", "pass"])
-    cli = wall([sys.executable, "-m", "rulekit.cli", "--help"])
+    cli = wall([sys.executable, "-m", "rulekit.cli.main", "--help"])
     print(
         f"\nstart-up: python -c pass {base:.3f} s, rulekit --help {cli:.3f} s,"
         f" difference {cli - base:.3f} s"

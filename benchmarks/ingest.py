@@ -34,7 +34,7 @@ def serve(config: str, port: int) -> None:
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from rulekit.runtime.daemon import Daemon
+    from rulekit.server.daemon import Daemon
 
     daemon = Daemon(config, watch=False)
 

@@ -235,7 +235,7 @@ def run_daemons(storage: str, folder: Path, count: int, webhooks: int) -> float:
                 [
                     sys.executable,
                     "-m",
-                    "rulekit.cli",
+                    "rulekit.cli.main",
                     "run",
                     "--config",
                     str(config),

@@ -9,7 +9,7 @@ from rulekit.hookspecs import hookimpl
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from rulekit.engine import Engine, Plan, PlannedAction
+    from rulekit.engine.engine import Engine, Plan, PlannedAction
     from rulekit.event import Event
 
 __all__ = ["Engine", "Event", "Plan", "PlannedAction", "__version__", "hookimpl"]

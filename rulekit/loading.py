@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rulekit.config import Config, find_config_path, load_config
-from rulekit.engine import Engine
+from rulekit.engine.engine import Engine
 from rulekit.plugins import Plugins, load_plugins
 
 __all__ = ["open_config", "open_engine", "rules_location"]

@@ -10,7 +10,7 @@ import pytest
 from postgres_schemas import drop_run_schemas, schema_url
 from scaffold import write
 
-from rulekit.engine import Engine
+from rulekit.engine.engine import Engine
 
 
 @pytest.fixture(autouse=True)

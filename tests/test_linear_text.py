@@ -88,20 +88,20 @@ CASES = {
     ),
     "telegram MarkdownV2 scan": (
         "from rulekit.actions.telegram_markup import resolve_markdown_v2\n"
-        "from rulekit.markup import Interpolations\n"
+        "from rulekit.expr.markup import Interpolations\n"
         "texts = ['\\\\' * (N // 5), '[(' * (N // 10), '`' * (N // 5), '[](' + '\\\\' * N]\n"
         "for text in texts:\n"
         "    either(lambda: resolve_markdown_v2(Interpolations(10**7), text))"
     ),
     "markup placeholders": (
-        "from rulekit.markup import Interpolations\n"
+        "from rulekit.expr.markup import Interpolations\n"
         "values = Interpolations(10**7)\n"
         "marker = values.placeholder('x')[:-2]\n"
         "values.split((marker + '1' * 1000) * (N // 1000))\n"
         "values.split(marker + '0' * N)"
     ),
     "link schemes": (
-        "from rulekit.markup import check_link\n"
+        "from rulekit.expr.markup import check_link\n"
         "for text in ('a' * N, '\\x00' * N + 'a' * N, 'a+' * (N // 2) + '/'):\n"
         "    either(lambda: check_link([(text, True)], frozenset({'https'})))"
     ),
@@ -122,7 +122,9 @@ CASES = {
         "either(lambda: parse_since('2026-01-01' + 'x' * N, datetime.now(UTC)))\n"
         "either(lambda: parse_since('1' * N + 'x', datetime.now(UTC)))"
     ),
-    "identifiers in templates": ("from rulekit.codegen import _IDENT\n_IDENT.match('a' * N + '-')"),
+    "identifiers in templates": (
+        "from rulekit.expr.codegen import _IDENT\n_IDENT.match('a' * N + '-')"
+    ),
     "cooldown durations": (
         "from rulekit.models import parse_duration\n"
         "either(lambda: parse_duration(' ' * N + '1' + ' ' * N + 'x'))\n"
@@ -130,7 +132,7 @@ CASES = {
     ),
     "cooldown schema pattern": (
         "import re\n"
-        "from rulekit.schema import rules_schema\n"
+        "from rulekit.rules.schema import rules_schema\n"
         "from rulekit.plugins import load_plugins\n"
         "import json\n"
         "text = json.dumps(rules_schema(load_plugins(entry_points=False)))\n"
@@ -139,7 +141,7 @@ CASES = {
         "re.search(pattern, ' ' * N + '1' + ' ' * N + 'x')  # as jsonschema applies it"
     ),
     "console token hashes": (
-        "from rulekit.console.sessions import _HEX64\n_HEX64.fullmatch('a' * N)"
+        "from rulekit.server.console.sessions import _HEX64\n_HEX64.fullmatch('a' * N)"
     ),
     "postgres schema names": (
         "import re, pathlib\n"
@@ -149,14 +151,14 @@ CASES = {
     ),
     # no regex: the %-format sizing scans the text once, whatever it holds
     "%-format sizes in templates": (
-        "from rulekit.safeops import format_size\n"
+        "from rulekit.expr.policy import format_size\n"
         "format_size('%' + '0' * N, (), 10 ** 9)\n"
         "format_size('%.' * (N // 2), (), 10 ** 9)\n"
         "format_size('%(' * (N // 2), {}, 10 ** 9)\n"
         "format_size('%*' * (N // 2), (1,) * (N // 2), 10 ** 9)"
     ),
     "truncate never cuts an entity": (
-        "from rulekit.templates import _safe_cut\n"
+        "from rulekit.expr.sandbox import _safe_cut\n"
         "_safe_cut('&#' + 'a' * N, N)\n"
         "_safe_cut('&' * N, N)"
     ),
@@ -192,9 +194,11 @@ INVENTORY = {
     ("rulekit/actions/telegram_markup.py", r"[\\`\[(]"): ["telegram MarkdownV2 scan"],
     ("rulekit/actions/telegram_markup.py", r"[\\`]"): ["telegram MarkdownV2 scan"],
     ("rulekit/actions/telegram_markup.py", r"[\\)]"): ["telegram MarkdownV2 scan"],
-    ("rulekit/markup.py", "<re.escape(self._marker) + '([0-9]+)' + _END>"): ["markup placeholders"],
-    ("rulekit/markup.py", r"([A-Za-z][A-Za-z0-9+.\-]*):"): ["link schemes"],
-    ("rulekit/markup.py", r"[\x00-\x20\x7f]"): ["link schemes"],
+    ("rulekit/expr/markup.py", "<re.escape(self._marker) + '([0-9]+)' + _END>"): [
+        "markup placeholders"
+    ],
+    ("rulekit/expr/markup.py", r"([A-Za-z][A-Za-z0-9+.\-]*):"): ["link schemes"],
+    ("rulekit/expr/markup.py", r"[\x00-\x20\x7f]"): ["link schemes"],
     ("rulekit/channels/body.py", "[\ud800-\udfff]"): ["webhook bodies with surrogates"],
     ("rulekit/channels/body.py", r"\\u[dD][89a-fA-F]"): ["webhook bodies with surrogates"],
     (
@@ -203,20 +207,20 @@ INVENTORY = {
     ): ["telegram HTML cut"],
     ("rulekit/actions/telegram_text.py", r"</?\s*([A-Za-z][A-Za-z0-9-]*)"): ["telegram HTML cut"],
     ("rulekit/audit/history.py", r"^\d{4}-\d{2}-\d{2}"): ["history --since"],
-    ("rulekit/codegen.py", r"^[A-Za-z_][A-Za-z0-9_]*$"): ["identifiers in templates"],
+    ("rulekit/expr/codegen.py", r"^[A-Za-z_][A-Za-z0-9_]*$"): ["identifiers in templates"],
     ("rulekit/config.py", r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}"): [
         "config ${VAR:-default}"
     ],
-    ("rulekit/console/sessions.py", r"[0-9a-fA-F]{64}"): ["console token hashes"],
+    ("rulekit/server/console/sessions.py", r"[0-9a-fA-F]{64}"): ["console token hashes"],
     ("rulekit/models.py", r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$"): ["cooldown durations"],
     ("rulekit/runtime/logs.py", r"(webhooks/+[^/\s\"'?#<>]+)(/[^\s\"'<>]*)?"): [
         f"logs: {name}" for name in LOG_INPUTS
     ],
     ("rulekit/runtime/logs.py", r"([\s/:@\"'<>=,]+)"): [f"logs: {name}" for name in LOG_INPUTS],
     ("rulekit/runtime/logs.py", r"[A-Za-z]{2,}"): [f"logs: {name}" for name in LOG_INPUTS],
-    ("rulekit/schema.py", r"^\s*\d+(\.\d+)?\s*[smhd]\s*$"): ["cooldown schema pattern"],
+    ("rulekit/rules/schema.py", r"^\s*\d+(\.\d+)?\s*[smhd]\s*$"): ["cooldown schema pattern"],
     ("rulekit/store/postgres.py", r"[a-z_][a-z0-9_]{0,62}"): ["postgres schema names"],
-    ("rulekit/templates.py", r"&#?\w*$"): ["truncate never cuts an entity"],
+    ("rulekit/expr/sandbox.py", r"&#?\w*$"): ["truncate never cuts an entity"],
     ("rulekit/yamlsource.py", r"^(?:true|True|TRUE|false|False|FALSE)$"): ["YAML booleans"],
     ("plugins/chatra/rulekit_chatra/api.py", r"\s+"): ["Chatra error details"],
 }

@@ -15,8 +15,8 @@ from scaffold import make_event, write
 from rulekit import hookimpl
 from rulekit.actions.base import Action
 from rulekit.channels.base import Provider
-from rulekit.cli import cli
-from rulekit.engine import Engine
+from rulekit.cli.main import cli
+from rulekit.engine.engine import Engine
 from rulekit.errors import PluginError
 from rulekit.event import Event
 from rulekit.models import StrictModel

@@ -7,7 +7,7 @@ An action class declares:
   rendered first, then the rendered values are validated again);
 * ``markup`` and :meth:`escape` — whether the action sends markup, and which leaf of its
   rendered parameters is which markup: values interpolated into templates are then escaped
-  for the exact place they land (see :mod:`rulekit.markup`; literal template text stays the
+  for the exact place they land (see :mod:`rulekit.expr.markup`; literal template text stays the
   admin's markup);
 * ``integration`` and ``Integration`` — the config section (``integrations: {slack: ...}``) and
   its model, when the action talks to an outside service;
@@ -18,7 +18,7 @@ An instance is built per loaded config with the integration's settings (or ``Non
 config has none), describes what it would do (``rulekit test``), and executes (``rulekit run``).
 It may keep network clients between calls (one Slack client, one Telegram bot); whoever built
 it calls :meth:`Action.aclose` when done. :meth:`Action.pacing` names the rate limits a call is
-subject to, for :class:`rulekit.pacing.Pacer`.
+subject to, for :class:`rulekit.actions.pacing.Pacer`.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
 
+from rulekit.actions.pacing import Limit, Pace
 from rulekit.event import Event
-from rulekit.markup import Interpolations, map_leaves
+from rulekit.expr.markup import Interpolations, map_leaves
 from rulekit.models import StrictModel
-from rulekit.pacing import Limit, Pace
 
 if TYPE_CHECKING:
     from rulekit.channels.base import Provider
@@ -151,7 +151,7 @@ class Action:
 
     def pacing(self, params: BaseModel) -> list[Pace]:
         """The limits a call with ``params`` is subject to, destination first (see
-        :mod:`rulekit.pacing`); empty when the action needs no pacing."""
+        :mod:`rulekit.actions.pacing`); empty when the action needs no pacing."""
         return []
 
     def describe(self, params: BaseModel, context: ActionContext) -> str:

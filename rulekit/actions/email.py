@@ -31,15 +31,15 @@ from rulekit.actions.email_message import (
     recipient_problem,
     recipients,
 )
+from rulekit.actions.pacing import Limit, Pace, Pacer
 from rulekit.actions.rates import Rate
 from rulekit.actions.secrets import redact
 from rulekit.actions.telegram_markup import resolve_html
 from rulekit.config import Config
 from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
+from rulekit.expr.markup import Interpolations, map_leaves
 from rulekit.hookspecs import hookimpl
-from rulekit.markup import Interpolations, map_leaves
 from rulekit.models import StrictModel
-from rulekit.pacing import Limit, Pace, Pacer
 from rulekit.registry import ActionRegistry
 
 __all__ = ["Email", "EmailParams", "SmtpIntegration"]

@@ -6,15 +6,15 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
+from rulekit.actions.pacing import Limit
 from rulekit.models import parse_duration
-from rulekit.pacing import Limit
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_rate(value: object) -> Limit:
     """``<count>/<unit>`` (``s``, ``m``, ``h``, ``d``) or ``<count>/<duration>`` as a
-    :class:`~rulekit.pacing.Limit`."""
+    :class:`~rulekit.actions.pacing.Limit`."""
     if isinstance(value, Limit):
         return value
     count_text, slash, period_text = str(value).strip().partition("/")

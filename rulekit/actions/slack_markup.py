@@ -1,5 +1,6 @@
-"""Escaping values for where they land in a Slack message (see :mod:`rulekit.markup` for the two
-steps of rendering markup).
+"""Escaping values for where they land in a Slack message.
+
+See :mod:`rulekit.expr.markup` for the two steps of rendering markup.
 
 Slack mrkdwn gives meaning to ``&``, ``<`` and ``>`` only (``<https://x|label>`` links,
 ``<@U123>``, ``<!channel>`` mentions): in text and link labels a value gets those three as
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rulekit.markup import Interpolations, Piece, check_link, decoded
+from rulekit.expr.markup import Interpolations, Piece, check_link, decoded
 
 LINK_SCHEMES = frozenset({"http", "https", "mailto"})
 """Schemes a value may give a link."""

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, SecretStr
 
 from rulekit.actions.base import Action, ActionContext
+from rulekit.actions.pacing import Limit, Pace
 from rulekit.actions.secrets import redact
 from rulekit.actions.telegram_markup import (
     escape_html,
@@ -29,10 +30,9 @@ from rulekit.actions.telegram_markup import (
 )
 from rulekit.actions.telegram_text import MAX_MESSAGE_LENGTH, truncate
 from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
+from rulekit.expr.markup import Interpolations, map_leaves
 from rulekit.hookspecs import hookimpl
-from rulekit.markup import Interpolations, map_leaves
 from rulekit.models import StrictModel
-from rulekit.pacing import Limit, Pace
 from rulekit.registry import ActionRegistry
 
 if TYPE_CHECKING:

@@ -1,5 +1,5 @@
 """Escaping values for where they land in Telegram's HTML and MarkdownV2 (see
-:mod:`rulekit.markup` for the two steps of rendering markup).
+:mod:`rulekit.expr.markup` for the two steps of rendering markup).
 
 HTML: in text (``<b>``, ``<code>``, ``<pre>`` included) and in quoted attribute values, ``&``,
 ``<``, ``>``, ``"`` and ``'`` become entities; an ``href`` a value starts must be http, https or
@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable
 
 from rulekit.errors import TemplateError
-from rulekit.markup import Interpolations, Piece, check_link, decoded
+from rulekit.expr.markup import Interpolations, Piece, check_link, decoded
 
 LINK_SCHEMES = frozenset({"http", "https", "tg"})
 """Schemes a value may give a link (Telegram's own ``tg:`` links, and the web's)."""

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, RootModel, SecretStr, field_validator, model_validator
 
 from rulekit.actions.base import Action, ActionContext
+from rulekit.actions.pacing import Limit, Pace
 from rulekit.actions.rates import Rate
 from rulekit.actions.secrets import redact
 from rulekit.actions.webhook_body import (
@@ -35,10 +36,9 @@ from rulekit.actions.webhook_body import (
 )
 from rulekit.config import Config
 from rulekit.errors import ActionError, PermanentActionError, RetryableActionError, did_you_mean
+from rulekit.expr.markup import Interpolations, map_leaves
 from rulekit.hookspecs import hookimpl
-from rulekit.markup import Interpolations, map_leaves
 from rulekit.models import StrictModel
-from rulekit.pacing import Limit, Pace
 from rulekit.registry import ActionRegistry
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ from urllib.parse import quote_plus
 
 from rulekit.errors import TemplateError
 from rulekit.event import Event
-from rulekit.markup import Interpolations, Piece
+from rulekit.expr.markup import Interpolations, Piece
 
 BODY_VERSION = 1
 """The version of the default body's shape: fields may be added within a version; a field is

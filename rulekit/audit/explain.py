@@ -10,8 +10,8 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from rulekit.audit.privacy import HIDDEN, client_label, hidden_values, hide, hide_event
-from rulekit.audit.trace import condition_state, planned_actions, rules_of
-from rulekit.engine import Engine
+from rulekit.engine.engine import Engine
+from rulekit.engine.trace import condition_state, planned_actions, rules_of
 from rulekit.errors import RulekitError
 from rulekit.safetext import text_lines
 from rulekit.store.base import JournaledState

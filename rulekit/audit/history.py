@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from rulekit.audit.privacy import client_label
-from rulekit.audit.trace import matched_rules
+from rulekit.engine.trace import matched_rules
 from rulekit.models import parse_duration
 from rulekit.safetext import text_lines
 from rulekit.store.base import JournaledState

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from rulekit.audit.privacy import hidden_values, hide
-from rulekit.engine import Engine
+from rulekit.engine.engine import Engine
 from rulekit.event import Event
 from rulekit.safetext import text_lines
 from rulekit.store.base import JournaledState

@@ -20,14 +20,14 @@ the call delays it (retried with a backoff, never counted as an attempt); after 
 outcome is recorded as soon as the store is back.
 
 **Retries.** A retryable failure (:class:`~rulekit.errors.RetryableActionError`, a timeout, an
-unexpected exception) is retried after an exponential backoff with full jitter
-(``uniform(0, min(backoff_max, backoff_base * 2**(attempt-1)))``), never sooner than the
-service's Retry-After or flood-control wait; the :class:`~rulekit.pacing.Pacer` also pauses the
-destination (or the whole service, for a service-wide limit: a Chatra 429 pauses every reply
-through that channel) for that long, so nothing is sent into the window. The lane retries the
-job itself before its next job, keeping its claim meanwhile (``record_attempt(hold=...)``), so
-no other daemon takes it. A job out of budget (``max_attempts`` attempts, or older than
-``max_age``) or failing permanently is **dead-lettered**: kept with its error, counted,
+unexpected exception) is retried after an exponential backoff with full jitter (``uniform(0,
+min(backoff_max, backoff_base * 2**(attempt-1)))``), never sooner than the service's Retry-After
+or flood-control wait; the :class:`~rulekit.actions.pacing.Pacer` also pauses the destination
+(or the whole service, for a service-wide limit: a Chatra 429 pauses every reply through that
+channel) for that long, so nothing is sent into the window. The lane retries the job itself
+before its next job, keeping its claim meanwhile (``record_attempt(hold=...)``), so no other
+daemon takes it. A job out of budget (``max_attempts`` attempts, or older than ``max_age``) or
+failing permanently is **dead-lettered**: kept with its error, counted,
 published to the console (``dead_letter``), and retryable (``requeue_job``).
 
 **Durability.** Each attempt is recorded (``record_attempt``) together with the events the
@@ -55,9 +55,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from rulekit.actions.base import ActionContext, delivery_id
+from rulekit.actions.pacing import Pace, Pacer
 from rulekit.errors import ActionError, StoreUnavailable
 from rulekit.event import Event
-from rulekit.pacing import Pace, Pacer
 from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.evaluator import Evaluator
 from rulekit.runtime.feed import LiveFeed
@@ -72,7 +72,7 @@ from rulekit.runtime.sharedpace import (
     shared_wait,
     store_backoff,
 )
-from rulekit.runtime.snapshot import Snapshot
+from rulekit.snapshot import Snapshot
 from rulekit.store.base import JournaledState
 from rulekit.store.records import EventRecord, Job
 

@@ -24,8 +24,8 @@ from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
-from rulekit.runtime.snapshot import Snapshot
 from rulekit.runtime.worker import Evaluation, Limits, Ready, Refusal, Request, serve
+from rulekit.snapshot import Snapshot
 
 START_TIMEOUT = 300.0
 """Seconds a new worker may take to load the rules (10,000 rules load in a few)."""
@@ -39,7 +39,7 @@ def _fork_server() -> ForkServerContext:
     with _context_lock:
         if _context is None:
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["rulekit.runtime.worker", "rulekit.runtime.snapshot"])
+            context.set_forkserver_preload(["rulekit.runtime.worker", "rulekit.snapshot"])
             _context = context
         return _context
 

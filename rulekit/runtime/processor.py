@@ -45,8 +45,8 @@ from rulekit.runtime.feed import LiveFeed
 from rulekit.runtime.logs import log
 from rulekit.runtime.metrics import Metrics
 from rulekit.runtime.planning import Processed, StateChanged, prepare, record
-from rulekit.runtime.snapshot import Snapshot
 from rulekit.runtime.worker import Refusal
+from rulekit.snapshot import Snapshot
 from rulekit.store.base import JournaledStore
 from rulekit.store.records import InboxItem
 

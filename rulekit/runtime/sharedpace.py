@@ -27,8 +27,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from rulekit.actions.pacing import Pace
 from rulekit.errors import StoreUnavailable
-from rulekit.pacing import Pace
 from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.logs import log
 from rulekit.store.base import JournaledState

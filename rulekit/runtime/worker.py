@@ -36,7 +36,7 @@ from rulekit.sources import Files
 from rulekit.store.records import JobSpec
 
 if TYPE_CHECKING:
-    from rulekit.runtime.snapshot import Snapshot
+    from rulekit.snapshot import Snapshot
 
 
 class OverBudget(BaseException):
@@ -136,7 +136,7 @@ def serve(
     os.environ.update(environment)
     os.chdir(cwd)
     sys.path[:] = path
-    from rulekit.runtime.snapshot import load_snapshot
+    from rulekit.snapshot import load_snapshot
 
     try:
         snapshot = load_snapshot(config_path, rules_path, files=files)
@@ -156,7 +156,7 @@ def serve(
 
 def evaluate(snapshot: Snapshot, request: Request, limits: Limits) -> list[Evaluation] | Refusal:
     """Evaluate a request's events in order, each within the CPU budget."""
-    from rulekit.audit.trace import trace_of
+    from rulekit.engine.trace import trace_of
 
     engine = snapshot.engine
     view = CooldownView(request.cooldowns)

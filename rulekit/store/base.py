@@ -275,7 +275,8 @@ class Journal(abc.ABC):
     shares_pacing: bool = False
     """Whether several daemons use this store at once, so that per-destination pacing must be
     agreed through it (:meth:`reserve_pace`, :meth:`pause_pace`). A store one daemon owns
-    (memory, SQLite) leaves pacing to that daemon's in-process :class:`rulekit.pacing.Pacer`."""
+    (memory, SQLite) leaves pacing to that daemon's in-process
+    :class:`rulekit.actions.pacing.Pacer`."""
 
     def reserve_pace(self, key: str, spacing: float) -> float:
         """Reserve the next send slot of ``key`` (slots at least ``spacing`` seconds apart,

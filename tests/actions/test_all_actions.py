@@ -9,10 +9,10 @@ import pytest
 from rulekit_chatra.testing import FakeChatra
 
 from rulekit.actions.base import ActionContext
-from rulekit.engine import Engine
+from rulekit.actions.pacing import Pacer
+from rulekit.engine.engine import Engine
 from rulekit.event import Event
-from rulekit.pacing import Pacer
-from rulekit.pipeline import Pipeline
+from rulekit.runtime.pipeline import Pipeline
 from rulekit.store.memory import MemoryStore
 
 RULES = """

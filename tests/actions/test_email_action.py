@@ -16,11 +16,11 @@ from action_helpers import make_config, make_context, make_event, run
 from scaffold import write
 
 from rulekit.actions.email import Email, EmailParams, SmtpIntegration
+from rulekit.actions.pacing import Limit, Pace
 from rulekit.config import load_config
-from rulekit.engine import Engine
+from rulekit.engine.engine import Engine
 from rulekit.errors import ActionError, PermanentActionError, RetryableActionError, ValidationErrors
 from rulekit.event import Event
-from rulekit.pacing import Limit, Pace
 from rulekit.plugins import load_plugins
 
 # the SMTP client and server come with the install: an environment made before they were

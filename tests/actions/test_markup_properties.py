@@ -24,7 +24,7 @@ from rulekit.actions.telegram_markup import (
     escape_markdown_v2_code,
     escape_markdown_v2_url,
 )
-from rulekit.engine import Engine
+from rulekit.engine.engine import Engine
 
 SPECIALS = "<>&\"'`*_~[]()\\|!#@:;/.=+-{} \n\r\t\u200b\u202e\ufffd"
 CLIENT_TEXT = st.one_of(st.text(), st.text(alphabet=st.sampled_from(SPECIALS)))

@@ -13,10 +13,10 @@ import itertools
 import pytest
 from action_helpers import make_context, run
 
+from rulekit.actions.pacing import Limit, Pace, Pacer
 from rulekit.actions.slack import Slack, SlackIntegration, SlackParams
 from rulekit.actions.telegram import Telegram, TelegramIntegration, TelegramParams
 from rulekit.errors import PermanentActionError, RetryableActionError
-from rulekit.pacing import Limit, Pace, Pacer
 from rulekit.testing.clock import run_virtual
 
 TIMER_SLACK = 0.001

@@ -14,7 +14,7 @@ from scaffold import REPO, write
 
 from rulekit.actions.webhook import Webhook, WebhookParams, WebhooksIntegration, retry_after
 from rulekit.config import load_config
-from rulekit.engine import Engine
+from rulekit.engine.engine import Engine
 from rulekit.errors import ActionError, PermanentActionError, RetryableActionError, ValidationErrors
 from rulekit.plugins import load_plugins
 from rulekit.testing.fakehttp import FakeService, Response
@@ -320,8 +320,8 @@ def test_an_empty_secret_would_fail_and_is_never_sent(fake_service):
 def test_the_action_is_a_built_in_plugin_listed_with_its_parameters():
     plugins = load_plugins(entry_points=False)
     assert plugins.actions.entries["webhook"].plugin == "rulekit.actions.webhook"
-    from rulekit.commands import describe_plugins
-    from rulekit.schema import rules_schema
+    from rulekit.cli.commands import describe_plugins
+    from rulekit.rules.schema import rules_schema
 
     listed = [
         action

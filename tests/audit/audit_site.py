@@ -12,9 +12,9 @@ from pathlib import Path
 from click.testing import CliRunner, Result
 from scaffold import write
 
-from rulekit.audit.trace import trace_of
-from rulekit.cli import cli
-from rulekit.engine import Engine
+from rulekit.cli.main import cli
+from rulekit.engine.engine import Engine
+from rulekit.engine.trace import trace_of
 from rulekit.event import Client, Conversation, Event
 from rulekit.store import JobSpec
 from rulekit.store.sqlite import SQLiteStore

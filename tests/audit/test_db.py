@@ -9,7 +9,7 @@ import pytest
 from audit_site import write
 from click.testing import CliRunner
 
-from rulekit.cli import cli
+from rulekit.cli.main import cli
 from rulekit.store.migrations.sqlite import MIGRATIONS
 
 LATEST = len(MIGRATIONS)

@@ -13,8 +13,8 @@ from audit_site import CONFIG, RULES, T0, Site, record
 from click.testing import CliRunner
 from scaffold import write
 
-from rulekit.cli import cli
-from rulekit.engine import Engine
+from rulekit.cli.main import cli
+from rulekit.engine.engine import Engine
 from rulekit.event import Event
 from rulekit.safetext import UNSAFE
 from rulekit.store.sqlite import SQLiteStore

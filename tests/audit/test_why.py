@@ -75,7 +75,7 @@ def test_a_missing_store_is_a_clear_error(tmp_path):
     from click.testing import CliRunner
     from scaffold import write
 
-    from rulekit.cli import cli
+    from rulekit.cli.main import cli
 
     config = write(tmp_path / "rulekit.yaml", "storage: sqlite:///none.sqlite3\n")
     result = CliRunner().invoke(cli, ["why", "x", "--config", str(config)])

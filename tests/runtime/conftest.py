@@ -10,7 +10,7 @@ import pytest
 from daemons import Process, Server
 from rulekit_chatra.testing import FakeChatra
 
-from rulekit.runtime.daemon import Daemon
+from rulekit.server.daemon import Daemon
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import httpx
 import uvicorn
 from rulekit_chatra.testing import FakeChatra
 
-from rulekit.runtime.daemon import Daemon
+from rulekit.server.daemon import Daemon
 from rulekit.testing.fake_slack import FakeSlack
 from rulekit.testing.fake_telegram import FakeTelegram
 
@@ -200,7 +200,7 @@ class Process:
     def _start(self, config: Path, args: tuple[str, ...], output: Any, env: dict) -> Any:
         return subprocess.Popen(
             [
-                *(sys.executable, "-m", "rulekit.cli", "run"),
+                *(sys.executable, "-m", "rulekit.cli.main", "run"),
                 *("--config", str(config), *args),
             ],
             stdout=output,

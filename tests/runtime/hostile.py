@@ -22,8 +22,8 @@ from click.testing import CliRunner
 from daemons import Server, wait_for, write_setup
 from rulekit_chatra.testing import FakeChatra
 
-from rulekit.cli import cli
-from rulekit.runtime.daemon import Daemon
+from rulekit.cli.main import cli
+from rulekit.server.daemon import Daemon
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "chatra"
 SAMPLES: dict[str, Any] = {

@@ -10,7 +10,7 @@ import json
 from click.testing import CliRunner
 from privacy_scenario import NAME, PERSONAL, leftovers, record
 
-from rulekit.cli import cli
+from rulekit.cli.main import cli
 
 SHOWN = {"name"}
 """Personal values output shows without ``--show-content`` (the display name is the name)."""

@@ -1,4 +1,4 @@
-"""The connection limit of the daemon's HTTP server (:mod:`rulekit.runtime.server`) on a real
+"""The connection limit of the daemon's HTTP server (:mod:`rulekit.server.http`) on a real
 uvicorn on loopback: at the limit, a new connection takes the place of one still waiting for
 its request head; when every connection is busy with a request, it is answered 503."""
 
@@ -17,7 +17,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from rulekit.config import ServerSettings
-from rulekit.runtime.server import DaemonServer, server_config
+from rulekit.server.http import DaemonServer, server_config
 
 LIMIT = 3
 

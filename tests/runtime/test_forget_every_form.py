@@ -11,7 +11,7 @@ from pathlib import Path
 from click.testing import CliRunner
 from privacy_scenario import BOB_NAME, BOB_TEXT, CLIENT, NAME, PERSONAL, leftovers, record
 
-from rulekit.cli import cli
+from rulekit.cli.main import cli
 
 
 def sqlite_bytes(folder: Path) -> str:

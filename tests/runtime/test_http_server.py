@@ -30,7 +30,7 @@ import httpx
 import pytest
 from daemons import SECRET, Process, chat_started, wait_for, write_setup
 
-from rulekit.runtime.server import FD_RESERVE, SHUTDOWN_GRACE
+from rulekit.server.http import FD_RESERVE, SHUTDOWN_GRACE
 
 HEADER_TIMEOUT = 4.0
 BODY_TIMEOUT = 3.0
@@ -49,7 +49,7 @@ class LimitedProcess(Process):
 
         return subprocess.Popen(
             [
-                *(sys.executable, "-m", "rulekit.cli", "run"),
+                *(sys.executable, "-m", "rulekit.cli.main", "run"),
                 *("--config", str(config), *args),  # args name the port
             ],
             stdout=output,

@@ -22,8 +22,8 @@ from daemons import AUTOREPLY_RULES, Process, chat_started, wait_for, write_setu
 from rulekit.channels.base import Provider
 from rulekit.runtime.evaluator import Evaluator
 from rulekit.runtime.planning import Prepared, prepare, record
-from rulekit.runtime.snapshot import load_snapshot
 from rulekit.runtime.worker import Evaluation, Limits, Refusal
+from rulekit.snapshot import load_snapshot
 from rulekit.store.recording import StateChanged
 from rulekit.store.sqlite import SQLiteStore
 

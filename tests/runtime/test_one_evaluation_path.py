@@ -11,7 +11,7 @@ import httpx
 from click.testing import CliRunner
 from daemons import chat_started, wait_for, write_setup
 
-from rulekit.cli import cli
+from rulekit.cli.main import cli
 
 RULES = 10_000
 

@@ -11,7 +11,7 @@ import threading
 import httpx
 from daemons import AUTOREPLY_RULES, chat_started, wait_for, write_setup
 
-import rulekit.runtime.daemon as daemon_module
+import rulekit.server.daemon as daemon_module
 
 BOMB_LINES = [
     '  x: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',

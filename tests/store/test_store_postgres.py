@@ -290,7 +290,7 @@ def test_send_slots_of_two_daemons_never_deadlock(postgres_schema):
     import asyncio
     import threading
 
-    from rulekit.pacing import Limit, Pace
+    from rulekit.actions.pacing import Limit, Pace
     from rulekit.runtime.commit import GroupCommit
     from rulekit.runtime.sharedpace import shared_wait
 

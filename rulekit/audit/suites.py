@@ -1,0 +1,209 @@
+"""Rule test suites: sample events with expected outcomes, for admins' CI.
+
+A suite is a YAML file with a top-level ``tests:`` list::
+
+    tests:
+      - name: an anonymous chat gets an autoreply
+        channel: online-chat          # inputs below are raw payloads of this channel
+        now: 2025-03-14T10:00:00Z     # optional: the time conditions see
+        inputs:
+          - file: samples/chat_started_anonymous.json   # relative to the suite file
+          - payload: {eventName: chatFragment, ...}     # inline raw payload
+          - event: {channel: online-chat, event: created, client: {country: DE}}  # normalized
+        expect:
+          - rule: Greet new chats
+            action: autoreply
+            params: {text: "Hi there! An agent will answer shortly."}   # a subset of params
+        expect_absent:
+          - action: telegram
+
+Inputs of one test share one in-memory state, in order; each test starts fresh.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from rulekit import yamlsource
+from rulekit.audit.dryrun import InputError, decode, parse_events, read_bytes
+from rulekit.engine.engine import Engine
+from rulekit.errors import ChannelError
+from rulekit.models import StrictModel
+from rulekit.runtime.pipeline import Pipeline
+from rulekit.safetext import text_lines
+from rulekit.store.memory import MemoryStore
+from rulekit.validation import pydantic_errors
+
+
+class SuiteInput(StrictModel):
+    file: str | None = None
+    payload: Any = None
+    event: dict[str, Any] | None = None
+    channel: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> SuiteInput:
+        given = [k for k in ("file", "payload", "event") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("an input has exactly one of file, payload or event")
+        return self
+
+
+class Expectation(StrictModel):
+    rule: str | None = None
+    action: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    def matches(self, actual: dict[str, Any]) -> bool:
+        if self.rule is not None and actual["rule"] != self.rule:
+            return False
+        if self.action is not None and actual["action"] != self.action:
+            return False
+        return all(actual["params"].get(k) == v for k, v in self.params.items())
+
+    def describe(self) -> str:
+        parts = [f"{k}={v!r}" for k, v in (("rule", self.rule), ("action", self.action)) if v]
+        parts += [f"params.{k}={v!r}" for k, v in self.params.items()]
+        return ", ".join(parts) or "any action"
+
+
+class SuiteTest(StrictModel):
+    name: str
+    channel: str | None = None
+    now: datetime | None = None
+    inputs: list[SuiteInput] = Field(min_length=1)
+    expect: list[Expectation] = Field(default_factory=list)
+    expect_absent: list[Expectation] = Field(default_factory=list)
+    exact: bool = False
+
+
+class Suite(StrictModel):
+    tests: list[SuiteTest]
+    format: Literal[1] = 1
+
+
+@dataclass
+class TestResult:
+    name: str
+    failures: list[str] = field(default_factory=list)
+    actual: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+@dataclass
+class SuiteResult:
+    path: str
+    error: str | None = None
+    tests: list[TestResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and all(t.passed for t in self.tests)
+
+
+def load_suite(path: Path) -> Suite:
+    data = yamlsource.load(read_bytes(path))
+    try:
+        return Suite.model_validate(data)
+    except ValidationError as exc:
+        (line, where), message = next(iter(pydantic_errors(exc, data, Suite)))
+        raise InputError(f"{path}:{line}: {where}: {message}") from None
+
+
+def run_suite(engine: Engine, path: Path) -> SuiteResult:
+    """Run every test of a suite file against ``engine``."""
+    result = SuiteResult(str(path))
+    try:
+        suite = load_suite(path)
+    except InputError as exc:
+        result.error = str(exc)
+        return result
+    except yamlsource.YamlSyntaxError as exc:
+        result.error = f"{path}:{exc.line}: invalid YAML: {exc.message}"
+        return result
+    for test in suite.tests:
+        result.tests.append(_run_test(engine, path.parent, test))
+    return result
+
+
+def _run_test(engine: Engine, base: Path, test: SuiteTest) -> TestResult:
+    outcome = TestResult(test.name)
+    pipeline = Pipeline(engine, MemoryStore())
+    for index, item in enumerate(test.inputs):
+        channel = item.channel or test.channel
+        try:
+            if item.event is not None:
+                done = pipeline.events(parse_events(item.event, f"inputs[{index}]"), now=test.now)
+            else:
+                body = (
+                    read_bytes(base / item.file)
+                    if item.file is not None
+                    else json.dumps(item.payload).encode()
+                )
+                if channel is None:
+                    source = base / item.file if item.file else Path(f"inputs[{index}].json")
+                    data = item.payload if item.payload is not None else decode(body, source)
+                    done = pipeline.events(parse_events(data, str(source)), now=test.now)
+                else:
+                    done = pipeline.raw(channel, body, now=test.now)
+        except (InputError, ChannelError, ValueError, yamlsource.YamlSyntaxError) as exc:
+            outcome.failures.append(f"input {index + 1}: {exc}")
+            return outcome
+        for _event, plan in done.events:
+            # an action the plan skips (e.g. an autoreply to a recovered message) does not happen
+            outcome.actual.extend(planned.as_dict() for planned in plan if not planned.skipped)
+            outcome.failures.extend(f"plan error: {e}" for e in plan.errors)
+    unused = list(outcome.actual)
+    for expected in test.expect:
+        found = next((a for a in unused if expected.matches(a)), None)
+        if found is None:
+            outcome.failures.append(f"expected an action: {expected.describe()}")
+        else:
+            unused.remove(found)
+    for absent in test.expect_absent:
+        for actual in outcome.actual:
+            if absent.matches(actual):
+                outcome.failures.append(
+                    f"expected no action matching {absent.describe()}, "
+                    f"but rule {actual['rule']!r} planned {actual['action']}"
+                )
+    if test.exact and unused:
+        for actual in unused:
+            outcome.failures.append(f"unexpected action: {actual['action']} by {actual['rule']!r}")
+    return outcome
+
+
+def report(results: list[SuiteResult]) -> tuple[str, int, int]:
+    """Readable report; returns (text, passed, failed)."""
+    lines: list[str] = []
+    passed = failed = 0
+    for suite in results:
+        lines.append(f"── {suite.path}")
+        if suite.error:
+            lines.append(f"   error: {suite.error}")
+            failed += 1
+            continue
+        for test in suite.tests:
+            if test.passed:
+                passed += 1
+                lines.append(f"   ✓ {test.name}")
+                continue
+            failed += 1
+            lines.append(f"   ✗ {test.name}")
+            for failure in test.failures:
+                lines.append(f"       - {failure}")
+            lines.append("       actual actions:")
+            for actual in test.actual or [{"rule": "-", "action": "(none)", "params": {}}]:
+                params = json.dumps(actual["params"], ensure_ascii=False, default=str)
+                lines.append(f"       + {actual['action']} ({actual['rule']}): {params}")
+    lines.append(f"{passed} passed, {failed} failed")
+    return text_lines(lines), passed, failed

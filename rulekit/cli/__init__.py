@@ -1,0 +1,1 @@
+"""The ``rulekit`` command line: the click group and one module per command family."""

@@ -1,0 +1,175 @@
+"""What the CLI commands do, apart from argument parsing (see :mod:`rulekit.cli.main`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rulekit.errors import ValidationErrors
+from rulekit.loading import open_config, open_engine, rules_location
+from rulekit.plugins import Plugins, load_plugins
+from rulekit.rules.loader import RULE_SUFFIXES, RuleLoader, is_suite
+from rulekit.safetext import echo, echo_json
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _expand(inputs: tuple[str, ...], rule_files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """Split inputs into suites and plain inputs; folders contribute their files in name order
+    (except the rules files themselves, so `rulekit test rules.d/` runs the suites there)."""
+    skip = {p.resolve() for p in rule_files}
+    from rulekit import yamlsource
+    from rulekit.audit.dryrun import InputError, read_bytes
+
+    suites: list[Path] = []
+    plain: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            if path.is_dir() and file.resolve() in skip:
+                continue
+            if file.suffix in RULE_SUFFIXES and file.is_file():
+                try:
+                    if is_suite(yamlsource.load(read_bytes(file))):
+                        suites.append(file)
+                        continue
+                except (yamlsource.YamlSyntaxError, InputError):
+                    pass  # reported as a malformed input below
+            if path.is_dir() and file.suffix not in (*RULE_SUFFIXES, ".json"):
+                continue
+            plain.append(file)
+    return suites, plain
+
+
+def run_test(
+    rules_path: str | None,
+    config_path: str | None,
+    channel: str | None,
+    now: datetime | None,
+    output_format: str,
+    inputs: tuple[str, ...],
+) -> int:
+    from rulekit.audit.dryrun import as_json, as_text, run_input
+    from rulekit.audit.suites import report, run_suite
+    from rulekit.runtime.pipeline import Pipeline
+    from rulekit.store.memory import MemoryStore
+
+    engine = open_engine(rules_path, config_path)
+    for warning in engine.ruleset.warnings:
+        echo(f"warning: {warning}", err=True)
+    if channel is not None and channel not in engine.config.channels:
+        known = ", ".join(sorted(engine.config.channels)) or "none"
+        raise click.UsageError(f"channel {channel!r} is not configured (configured: {known})")
+    suites, plain = _expand(inputs, engine.ruleset.files)
+    pipeline = Pipeline(engine, MemoryStore())
+    results = [run_input(pipeline, path, channel, now) for path in plain]
+    suite_results = [run_suite(engine, path) for path in suites]
+    text, _, failed = report(suite_results) if suite_results else ("", 0, 0)
+    if output_format == "json":
+        document: dict[str, Any] = as_json(pipeline, results)
+        if suite_results:
+            document["suites"] = [
+                {
+                    "path": s.path,
+                    "error": s.error,
+                    "tests": [
+                        {"name": t.name, "passed": t.passed, "failures": t.failures}
+                        for t in s.tests
+                    ],
+                }
+                for s in suite_results
+            ]
+        echo_json(document)
+    else:
+        if results:
+            echo(as_text(pipeline, results), nl=False)
+        if suite_results:
+            echo(text, nl=False)
+    for result in results:
+        if result.error:
+            echo(f"error: {result.error}", err=True)
+    if any(r.error for r in results):
+        return EXIT_USAGE
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def run_check(path: str | None, config_path: str | None, strict: bool) -> int:
+    plugins, config = open_config(config_path)
+    location = rules_location(path, config)
+    loader = RuleLoader(plugins, config)
+    ruleset = loader.load(location)  # raises ValidationErrors with every error
+    for warning in ruleset.warnings:
+        echo(f"{'error' if strict else 'warning'}: {warning}", err=True)
+    if strict and ruleset.warnings:
+        echo(f"{len(ruleset.warnings)} error(s) (--strict)", err=True)
+        return EXIT_FAILED
+    echo(
+        f"ok: {len(ruleset.rules)} rules in {len(ruleset.files)} file(s), "
+        f"{len(ruleset.suites)} test suite(s), {len(ruleset.warnings)} warning(s)"
+    )
+    return EXIT_OK
+
+
+def run_plugins(output_format: str) -> None:
+    plugins = load_plugins()
+    data = describe_plugins(plugins)
+    if output_format == "json":
+        echo_json(data)
+        return
+    for plugin in data["plugins"]:
+        echo(f"{plugin['name']} ({plugin['source']})")
+        for provider in plugin["providers"]:
+            channel = provider["default_channel"] or "(no default channel)"
+            echo(f"  provider {provider['name']}: channel {channel} — {provider['description']}")
+        for action in plugin["actions"]:
+            params = ", ".join(
+                f"{name}{'' if name in action['required'] else '?'}"
+                for name in action["parameters"]
+            )
+            echo(f"  action {action['name']}({params}) — {action['description']}")
+
+
+def describe_plugins(plugins: Plugins) -> dict[str, Any]:
+    """Installed plugins with what each registered (the ``rulekit plugins`` data)."""
+    out = []
+    for name in plugins.info:
+        providers = [
+            {
+                "name": entry.name,
+                "default_channel": entry.value.default_channel,
+                "description": entry.value.description,
+                "settings": entry.value.Settings.model_json_schema(),
+            }
+            for entry in plugins.providers.entries.values()
+            if entry.plugin == name
+        ]
+        actions = []
+        for entry in plugins.actions.entries.values():
+            if entry.plugin != name:
+                continue
+            schema = entry.value.Params.model_json_schema()
+            actions.append(
+                {
+                    "name": entry.name,
+                    "description": entry.value.description,
+                    "integration": entry.value.integration,
+                    "parameters": schema.get("properties", {}),
+                    "required": schema.get("required", []),
+                }
+            )
+        out.append(
+            {
+                "name": name,
+                "source": plugins.source(name),
+                "providers": providers,
+                "actions": actions,
+            }
+        )
+    return {"plugins": out, "disabled": sorted(plugins.disabled)}
+
+
+__all__ = ["ValidationErrors", "open_engine", "run_check", "run_plugins", "run_test"]

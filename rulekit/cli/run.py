@@ -1,0 +1,61 @@
+"""``rulekit run``: the daemon's command (imported lazily by :mod:`rulekit.cli.main`; only click at
+the top, so ``rulekit --help`` stays fast)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+@click.command("run")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar="RULEKIT_CONFIG",
+    help="The config file (default: $RULEKIT_CONFIG, else no config).",
+)
+@click.option(
+    "--rules",
+    "rules_path",
+    type=click.Path(),
+    help="Rules directory or file (default: the config's `rules`, else ./rules.d).",
+)
+@click.option("--host", help="Address to listen on (default: the config's server.host).")
+@click.option("--port", type=int, help="Port to listen on (default: the config's server.port).")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse to start when a rule's action has no configured service (empty token, ...).",
+)
+@click.option(
+    "--job-lease",
+    type=click.FloatRange(min=1.0),
+    default=60.0,
+    show_default=True,
+    help="Seconds a claimed action job is held; after a crash it is retried once this passed.",
+)
+@click.option(
+    "--watch/--no-watch",
+    default=True,
+    show_default=True,
+    help="Reload when the rules or the config file change (SIGHUP always reloads).",
+)
+def run_command(
+    config_path: str | None,
+    rules_path: str | None,
+    host: str | None,
+    port: int | None,
+    strict: bool,
+    job_lease: float,
+    watch: bool,
+) -> None:
+    """Run the daemon: receive webhooks, evaluate the rules, perform the actions durably.
+
+    Reloads rules and config when their files change or on SIGHUP; stops cleanly on SIGTERM.
+    """
+    from rulekit.cli.main import reports_errors
+    from rulekit.server.daemon import serve
+
+    sys.exit(reports_errors(serve)(config_path, rules_path, host, port, strict, job_lease, watch))

@@ -1,0 +1,383 @@
+"""The engine: a pure function from an event (and a state snapshot) to a plan.
+
+No I/O happens here. ``rulekit test`` and ``rulekit run`` both call :meth:`Engine.evaluate`; the
+daemon only adds persistence and execution.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ValidationError
+
+from rulekit.config import Config, load_config
+from rulekit.engine.index import RuleIndex
+from rulekit.errors import TemplateError
+from rulekit.event import Event
+from rulekit.expr.budget import OverBudget, with_budget
+from rulekit.expr.budget import current as current_budget
+from rulekit.plugins import Plugins, load_plugins
+from rulekit.rules.loader import RuleLoader, RuleSet
+from rulekit.rules.spec import AnyOf, Condition, Leaf, NotOf, Rule
+from rulekit.store.base import State
+
+
+@dataclass
+class ConditionResult:
+    """One condition's outcome: ``result`` True/False, or ``error`` (a message);
+    ``evaluated`` is False when an earlier condition already decided."""
+
+    source: str
+    result: bool | None = None
+    error: str | None = None
+    evaluated: bool = True
+
+
+@dataclass
+class RuleTrace:
+    """Why a candidate rule did or did not fire."""
+
+    name: str
+    matched: bool
+    reason: str
+    conditions: list[ConditionResult] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "matched": self.matched,
+            "trace": {
+                "reason": self.reason,
+                "conditions": [c.__dict__ for c in self.conditions],
+            },
+        }
+
+
+@dataclass
+class PlannedAction:
+    """One action the plan calls for: ``params`` are rendered, with defaults filled in."""
+
+    rule: str
+    action: str
+    params: dict[str, Any]
+    model: BaseModel = field(repr=False)
+    skipped: str | None = None
+    """Why the action is planned but will not run (e.g. a recovered event for a client-facing
+    action); None when it runs."""
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {
+            "rule": self.rule,
+            "action": self.action,
+            "params": self.model.model_dump(mode="json"),
+        }
+        if self.skipped:
+            out["skipped"] = self.skipped
+        return out
+
+
+class CooldownMarks(Protocol):
+    """What the engine reads from the state: a rule's cooldown on a conversation. Every
+    :class:`~rulekit.store.base.State` is one."""
+
+    def cooldown_until(self, rule: str, conversation_id: str) -> datetime | None: ...
+
+
+@dataclass
+class Cooldown:
+    rule: str
+    conversation_id: str
+    until: datetime
+
+
+class Plan(Sequence[PlannedAction]):
+    """The ordered actions for one event, and (when explained) the trace of every candidate."""
+
+    def __init__(self, event: Event) -> None:
+        self.event = event
+        self.actions: list[PlannedAction] = []
+        self.rules: list[RuleTrace] = []
+        self.cooldowns: list[Cooldown] = []
+        self.errors: list[str] = []
+        self.excluded = 0
+        """How many rules of the event's (channel, event) the index left out (not candidates:
+        a must-hold condition of theirs cannot hold); their traces are in ``rules`` only when
+        asked for (``excluded=True``)."""
+
+    def __getitem__(self, index: int) -> PlannedAction:  # type: ignore[override]
+        return self.actions[index]
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    def __iter__(self) -> Iterator[PlannedAction]:
+        return iter(self.actions)
+
+    @property
+    def runnable(self) -> list[PlannedAction]:
+        return [a for a in self.actions if not a.skipped]
+
+    def apply(self, state: State) -> None:
+        """Record the plan's guards (cooldown marks) in ``state``."""
+        for mark in self.cooldowns:
+            state.set_cooldown(mark.rule, mark.conversation_id, mark.until)
+
+
+class Engine:
+    """Compiled rules plus the config and plugins they were checked against."""
+
+    def __init__(
+        self, plugins: Plugins, config: Config, ruleset: RuleSet, loader: RuleLoader
+    ) -> None:
+        self.plugins = plugins
+        self.config = config
+        self.ruleset = ruleset
+        self.rules = ruleset.rules
+        self.actions = loader.actions
+        self.index = RuleIndex(ruleset.rules, loader.program)
+        self.env = config.allowed_env()
+        loader.program.release_sources()
+        for rule in self.rules:  # the expression trees served loading and indexing only
+            rule.conjuncts = []
+
+    @classmethod
+    def from_path(
+        cls,
+        path: str | os.PathLike[str],
+        config: Config | str | os.PathLike[str] | None = None,
+        *,
+        plugins: Plugins | None = None,
+    ) -> Engine:
+        """Load and compile a rules directory (or file).
+
+        ``config`` is a loaded :class:`Config`, a path to a config file, or None for the
+        default config (every installed provider offers its default channel). Raises
+        :class:`rulekit.errors.ValidationErrors` listing every problem of every file.
+        """
+        given = plugins is not None
+        if plugins is None:
+            disabled = config.raw.plugins.disable if isinstance(config, Config) else ()
+            plugins = load_plugins(disabled)
+        if not isinstance(config, Config):
+            config_path = config
+            config = load_config(config_path, plugins)
+            wanted = set(config.raw.plugins.disable)
+            if not given and not wanted <= plugins.disabled:
+                # the file itself says which plugins to leave out: load again without them
+                plugins = load_plugins(plugins.disabled | wanted)
+                config = load_config(config_path, plugins)
+        loader = RuleLoader(plugins, config)
+        ruleset = loader.load(Path(path))
+        return cls(plugins, config, ruleset, loader)
+
+    @property
+    def version(self) -> str:
+        return self.ruleset.version
+
+    def evaluate(
+        self,
+        event: Event,
+        state: CooldownMarks | None = None,
+        *,
+        now: datetime | None = None,
+        explain: bool = False,
+        excluded: bool = False,
+    ) -> Plan:
+        """The plan for ``event``.
+
+        ``state`` supplies cooldown marks (None: no cooldowns, no hidden side effects — the
+        state is only read; call :meth:`Plan.apply` to record the plan's marks). ``now`` is the
+        time conditions see (default: the event's time, in the config's timezone).
+        Every path evaluates only the candidates the index yields (the daemon, ``rulekit test``
+        and ``replay`` alike). ``explain=True`` records each candidate's trace, condition by
+        condition, in ``plan.rules`` and counts the others in ``plan.excluded``;
+        ``excluded=True`` also adds a trace for each of those, saying which of its conditions
+        cannot hold (the dry run shows them; the daemon records the count only).
+        """
+        # each rule's conditions and simple templates get a work budget (see budget.py)
+        plan: Plan = with_budget(lambda: self._evaluate(event, state, now, explain or excluded))
+        if excluded:
+            self._explain_excluded(plan, now)
+        return plan
+
+    def _evaluate(
+        self, event: Event, state: CooldownMarks | None, now: datetime | None, explain: bool
+    ) -> Plan:
+        now = (now or event.occurred_at).astimezone(self.config.timezone)
+        env = self.env
+        plan = Plan(event)
+        bucket = self.index.bucket(event.channel, event.event)
+        rules = bucket.candidates(event, now, env)
+        plan.excluded = len(bucket.rules) - len(rules)
+        own = event.origin == "rulekit"
+        conversation_id = event.conversation.id
+        stopped_by: str | None = None
+        for rule in rules:
+            if stopped_by is not None:
+                if explain:
+                    plan.rules.append(
+                        RuleTrace(rule.name, False, f"stopped by rule {stopped_by!r}")
+                    )
+                continue
+            if own and not rule.allow_own_events:
+                if explain:
+                    plan.rules.append(
+                        RuleTrace(
+                            rule.name,
+                            False,
+                            "own event (origin rulekit); set allow_own_events: true to react",
+                        )
+                    )
+                continue
+            trace = RuleTrace(rule.name, False, "") if explain else None
+            current_budget().renew()
+            try:
+                matched = self._matches(rule, event, now, env, trace)
+            except OverBudget as exc:
+                plan.errors.append(f"rule {rule.name!r}: condition: {exc}")
+                matched = False
+                if trace is not None:
+                    trace.reason = f"condition failed: {exc}"
+            if not matched:
+                if trace is not None:
+                    plan.rules.append(trace)
+                continue
+            if rule.cooldown and conversation_id and state is not None:
+                until = state.cooldown_until(rule.name, conversation_id)
+                if until is not None and until > now:
+                    if trace is not None:
+                        trace.reason = (
+                            f"conditions hold, but the cooldown lasts until {until.isoformat()}"
+                        )
+                        plan.rules.append(trace)
+                    continue
+            if rule.cooldown and conversation_id:
+                plan.cooldowns.append(Cooldown(rule.name, conversation_id, now + rule.cooldown))
+            if trace is not None:
+                trace.matched = True
+                trace.reason = "conditions hold" if rule.condition else "no conditions"
+                plan.rules.append(trace)
+            self._plan_actions(rule, event, now, env, plan, trace)
+            if rule.stop:
+                stopped_by = rule.name
+        return plan
+
+    def _explain_excluded(self, plan: Plan, now: datetime | None) -> None:
+        """Add the trace of every rule the index excluded, in rule order."""
+        if not plan.excluded:
+            return
+        event = plan.event
+        now = (now or event.occurred_at).astimezone(self.config.timezone)
+        bucket = self.index.bucket(event.channel, event.event)
+        traces = {trace.name: trace for trace in plan.rules}
+        ordered = []
+        for rule in bucket.rules:
+            trace = traces.get(rule.name)
+            if trace is None:
+                reason = self.index.why_not(rule, event, now, self.env)
+                trace = RuleTrace(rule.name, False, f"not a candidate: {reason}")
+            ordered.append(trace)
+        plan.rules = ordered
+
+    def _matches(
+        self, rule: Rule, event: Event, now: datetime, env: dict[str, str], trace: RuleTrace | None
+    ) -> bool:
+        if rule.condition is None:
+            return True
+        if trace is None:
+            try:
+                return bool(rule.matcher(event, now, env))  # type: ignore[misc]
+            except OverBudget:
+                raise  # recorded as the rule's error: a budget is not a "no"
+            except Exception:
+                return False
+        try:
+            result = _explain(rule.condition, event, now, env, trace.conditions)
+        except _ConditionFailed as failure:
+            trace.reason = f"condition failed: {failure}"
+            return False
+        if not result:
+            trace.reason = "conditions do not hold"
+        return result
+
+    def _plan_actions(
+        self,
+        rule: Rule,
+        event: Event,
+        now: datetime,
+        env: dict[str, str],
+        plan: Plan,
+        trace: RuleTrace | None,
+    ) -> None:
+        for step in rule.steps:
+            try:
+                model, params = step.planned(event, now, env)
+            except (TemplateError, ValidationError, Exception) as exc:
+                message = f"rule {rule.name!r}: {step.action}: {_reason(exc)}"
+                plan.errors.append(message)
+                if trace is not None:
+                    trace.reason += f"; {step.action} not planned: {_reason(exc)}"
+                continue
+            skipped = None
+            if (
+                event.recovered
+                and step.action_class.faces_client(model)
+                and not getattr(model, "on_recovered", False)
+            ):
+                skipped = (
+                    "the message was first seen late (recovered); client-facing actions skip it"
+                )
+            plan.actions.append(PlannedAction(rule.name, step.action, params, model, skipped))
+
+
+class _ConditionFailed(Exception):
+    pass
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TemplateError):
+        return str(exc)
+    if isinstance(exc, ValidationError):
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"{where}: {first['msg']}" if where else first["msg"]
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _explain(
+    condition: Condition, e: Event, now: datetime, env: dict[str, str], out: list[ConditionResult]
+) -> bool:
+    if isinstance(condition, Leaf):
+        try:
+            result = bool(condition.function(e, now, env))
+        except OverBudget:
+            raise
+        except Exception as exc:
+            out.append(ConditionResult(condition.source, None, _reason(exc)))
+            raise _ConditionFailed(f"{condition.source!r}: {_reason(exc)}") from None
+        out.append(ConditionResult(condition.source, result))
+        return result
+    if isinstance(condition, NotOf):
+        return not _explain(condition.child, e, now, env, out)
+    decisive = isinstance(condition, AnyOf)
+    for index, child in enumerate(condition.children):
+        if _explain(child, e, now, env, out) is decisive:
+            for rest in condition.children[index + 1 :]:
+                _skipped(rest, out)
+            return decisive
+    return not decisive
+
+
+def _skipped(condition: Condition, out: list[ConditionResult]) -> None:
+    if isinstance(condition, Leaf):
+        out.append(ConditionResult(condition.source, evaluated=False))
+    elif isinstance(condition, NotOf):
+        _skipped(condition.child, out)
+    else:
+        for child in condition.children:
+            _skipped(child, out)

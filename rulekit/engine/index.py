@@ -1,0 +1,374 @@
+"""Finding candidate rules without looping over all of them.
+
+Rules are bucketed by (channel, event). Inside a bucket, each rule may have a *discriminator*:
+one condition that must hold for the rule to match and that has an indexable shape —
+``path == 'x'``, ``path in ['x', 'y']``, ``path.startswith('x')``, ``path.endswith('x')``,
+``'x' in path`` (``path`` being an event field, optionally through ``lower``/``upper``/``trim``).
+Rules sharing a path share one lookup: the field is read once per event, then a dict lookup
+(equality, membership), a few slices (prefixes, suffixes) or one substring test per distinct
+needle find the rules whose discriminator holds. Only those, plus rules without a discriminator,
+are evaluated. The index is only a filter: a rule it lets through is still evaluated in full.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from jinja2 import nodes
+
+from rulekit.expr.codegen import Program
+from rulekit.rules.spec import Either, Rule
+
+_KEY_FILTERS = {"lower", "upper", "trim"}
+MAX_CACHED_BUCKETS = 4096
+
+
+@dataclass
+class Discriminator:
+    kind: str  # "eq", "prefix", "suffix", "contains"
+    key_code: str
+    values: tuple[Any, ...]
+    key_source: str = "the field"
+    """The field as the rule wrote it (e.g. ``client.email|lower``), for explanations."""
+
+    def why_not(self, value: Any) -> str:
+        """Why a rule excluded by this discriminator is not a candidate, the field's value
+        being ``value``."""
+        if self.kind != "eq" and not isinstance(value, str):
+            return f"{self.key_source} is {_shown(value)}, not text"
+        shown = ", ".join(repr(v) for v in self.values)
+        several = len(self.values) > 1
+        if self.kind == "eq":
+            return f"{self.key_source} is not " + (f"one of {shown}" if several else shown)
+        if self.kind == "prefix":
+            return f"{self.key_source} does not start with " + (
+                f"any of {shown}" if several else shown
+            )
+        if self.kind == "suffix":
+            return f"{self.key_source} does not end with " + (
+                f"any of {shown}" if several else shown
+            )
+        return f"{self.key_source} does not contain {shown}"
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+@dataclass
+class AnyKey:
+    """One indexable condition per branch of an :class:`Either`: the rule is a candidate when
+    any of them holds."""
+
+    parts: list[Discriminator]
+
+
+def key_source(node: nodes.Node) -> str:
+    """An indexable key as source text: ``client.email``, ``message.text|lower``."""
+    filters = []
+    while isinstance(node, nodes.Filter):
+        filters.append(node.name)
+        node = node.node  # type: ignore[assignment]
+    names = []
+    while isinstance(node, nodes.Getattr):
+        names.append(node.attr)
+        node = node.node
+    if isinstance(node, nodes.Name):
+        names.append(node.name)
+    return ".".join(reversed(names)) + "".join(f"|{f}" for f in reversed(filters))
+
+
+def _is_key(node: nodes.Node | None) -> bool:
+    """An event field path, optionally through argument-less case/trim filters."""
+    while isinstance(node, nodes.Filter):
+        if node.name not in _KEY_FILTERS or node.args or node.kwargs:
+            return False
+        node = node.node
+    if not isinstance(node, nodes.Getattr):
+        return False
+    while isinstance(node, nodes.Getattr):
+        node = node.node
+    return isinstance(node, nodes.Name)
+
+
+def _constants(node: nodes.Node) -> tuple[Any, ...] | None:
+    if isinstance(node, nodes.Const):
+        return (node.value,)
+    if isinstance(node, nodes.List | nodes.Tuple):
+        values = [i.value for i in node.items if isinstance(i, nodes.Const)]
+        if len(values) == len(node.items):
+            return tuple(values)
+    return None
+
+
+def find_discriminator(conjunct: nodes.Node, program: Program) -> Discriminator | None:
+    """The indexable form of one must-hold condition, or None."""
+    if isinstance(conjunct, nodes.Compare) and len(conjunct.ops) == 1:
+        left, op, right = conjunct.expr, conjunct.ops[0].op, conjunct.ops[0].expr
+        if op == "eq":
+            if _is_key(right) and isinstance(left, nodes.Const):
+                left, right = right, left
+            if _is_key(left) and isinstance(right, nodes.Const) and _hashable(right.value):
+                return Discriminator(
+                    "eq", program.expression_code(left), (right.value,), key_source(left)
+                )
+        if op == "in":
+            values = _constants(right)
+            if _is_key(left) and values and all(_hashable(v) for v in values):
+                return Discriminator("eq", program.expression_code(left), values, key_source(left))
+            if isinstance(left, nodes.Const) and isinstance(left.value, str) and _is_key(right):
+                if left.value:
+                    return Discriminator(
+                        "contains", program.expression_code(right), (left.value,), key_source(right)
+                    )
+    if (
+        isinstance(conjunct, nodes.Call)
+        and isinstance(conjunct.node, nodes.Getattr)
+        and conjunct.node.attr in ("startswith", "endswith")
+        and _is_key(conjunct.node.node)
+        and len(conjunct.args) == 1
+        and not conjunct.kwargs
+    ):
+        values = _constants(conjunct.args[0])
+        if values and all(isinstance(v, str) and v for v in values):
+            kind = "prefix" if conjunct.node.attr == "startswith" else "suffix"
+            key = conjunct.node.node
+            return Discriminator(kind, program.expression_code(key), values, key_source(key))
+    return None
+
+
+def _hashable(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool) or value is None
+
+
+_PREFERENCE = {"eq": 0, "prefix": 1, "suffix": 1, "contains": 2}
+
+
+Option = Discriminator | AnyKey
+
+
+def discriminators_of(rule: Rule, program: Program) -> list[Option]:
+    """Every indexable must-hold condition of a rule."""
+    return _options(rule.conjuncts, program)
+
+
+def _options(conjuncts: list[Any], program: Program) -> list[Option]:
+    found: list[Option] = []
+    for conjunct in conjuncts:
+        if isinstance(conjunct, Either):
+            parts = []
+            for branch in conjunct.branches:
+                options = _options(branch, program)
+                single = [o for o in options if isinstance(o, Discriminator)]
+                if single:
+                    parts.append(min(single, key=lambda d: _PREFERENCE[d.kind]))
+                elif options:  # a nested disjunction: all of its parts
+                    parts.extend(p for o in options if isinstance(o, AnyKey) for p in o.parts)
+                else:
+                    break  # a branch that can hold for any event: no index
+            else:
+                found.append(AnyKey(parts))
+        elif d := find_discriminator(conjunct, program):
+            found.append(d)
+    return found
+
+
+def _parts(option: Option) -> list[Discriminator]:
+    return option.parts if isinstance(option, AnyKey) else [option]
+
+
+def choose_by_selectivity(options: dict[str, list[Option]]) -> dict[str, Option]:
+    """For each rule of one bucket (name -> its indexable conditions), the condition that
+    narrows most, estimated from the rules themselves.
+
+    A key (an event field, read through its filters) that the bucket's rules test against many
+    distinct values splits events finely: an event has one value, so a rule indexed under one of
+    ``n`` values of a key with ``d`` distinct values is a candidate for about ``n / d`` of the
+    events. A country tested by every rule against three values narrows little; an email suffix
+    with a thousand distinct domains narrows much. Ties go to equality, then prefixes and
+    suffixes, then substrings (the cheapest lookups first). A disjunction indexed under one
+    test per branch narrows as little as its branches together.
+    """
+    distinct: dict[tuple[str, str], set[Any]] = defaultdict(set)
+    for found in options.values():
+        for option in found:
+            for d in _parts(option):
+                distinct[(d.kind, d.key_code)].update(d.values)
+
+    def share(d: Discriminator) -> float:
+        return len(d.values) / max(1, len(distinct[(d.kind, d.key_code)]))
+
+    def cost(option: Option) -> tuple[float, int]:
+        parts = _parts(option)
+        return sum(share(d) for d in parts), max(_PREFERENCE[d.kind] for d in parts) + len(
+            parts
+        ) - 1
+
+    chosen = {}
+    for name, found in options.items():
+        if found:
+            chosen[name] = min(found, key=cost)
+    return chosen
+
+
+@dataclass
+class KeyIndex:
+    """Rules discriminated on one field path."""
+
+    getter: Callable[..., Any] | None = None
+    rules: list[Rule] = field(default_factory=list)
+    """Every rule discriminated on this path (candidates all when the path cannot be read)."""
+    eq: dict[Any, list[Rule]] = field(default_factory=lambda: defaultdict(list))
+    prefixes: dict[int, dict[str, list[Rule]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(list))
+    )
+    suffixes: dict[int, dict[str, list[Rule]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(list))
+    )
+    contains: dict[str, list[Rule]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, rule: Rule, d: Discriminator) -> None:
+        self.rules.append(rule)
+        for value in d.values:
+            if d.kind == "eq":
+                self.eq[value].append(rule)
+            elif d.kind == "prefix":
+                self.prefixes[len(value)][value].append(rule)
+            elif d.kind == "suffix":
+                self.suffixes[len(value)][value].append(rule)
+            else:
+                self.contains[value].append(rule)
+
+    def freeze(self) -> None:
+        self.eq = dict(self.eq)
+        self.prefixes = {n: dict(m) for n, m in self.prefixes.items()}
+        self.suffixes = {n: dict(m) for n, m in self.suffixes.items()}
+        self.contains = dict(self.contains)
+        self._prefix_items = list(self.prefixes.items())
+        self._suffix_items = list(self.suffixes.items())
+        self._contains_items = list(self.contains.items())
+
+    def matching(self, value: Any, out: list[Rule]) -> None:
+        """Append the rules whose discriminator holds for ``value``."""
+        if self.eq:
+            try:
+                found = self.eq.get(value)
+            except TypeError:  # unhashable: equal to no constant
+                found = None
+            if found:
+                out.extend(found)
+        if isinstance(value, str):
+            for length, table in self._prefix_items:
+                found = table.get(value[:length])
+                if found:
+                    out.extend(found)
+            for length, table in self._suffix_items:
+                found = table.get(value[-length:])
+                if found:
+                    out.extend(found)
+        if self._contains_items and value is not None:
+            for needle, rules in self._contains_items:
+                try:
+                    if needle in value:
+                        out.extend(rules)
+                except TypeError:
+                    return
+
+
+@dataclass
+class Bucket:
+    """The rules of one (channel, event)."""
+
+    rules: list[Rule]
+    always: list[Rule]
+    keys: list[KeyIndex]
+    chosen: dict[str, Option] = field(default_factory=dict)
+    """Each indexed rule's discriminator (by name), chosen for this bucket's rules."""
+
+    def candidates(self, e: Any, now: Any, env: Any) -> list[Rule]:
+        """The rules worth evaluating for this event, in rule order."""
+        if not self.keys:
+            return self.always
+        found = list(self.always)
+        for key in self.keys:
+            try:
+                value = key.getter(e, now, env)  # type: ignore[misc]
+            except Exception:
+                # the rules' own conditions fail the same way: evaluated, they say so
+                found.extend(key.rules)
+                continue
+            key.matching(value, found)
+        if len(found) > len(self.always):
+            found = sorted(set(found), key=_position)
+        return found
+
+
+def _position(rule: Rule) -> int:
+    return rule.position
+
+
+class RuleIndex:
+    """Buckets by (channel, event), built on first use and cached."""
+
+    def __init__(self, rules: Iterable[Rule], program: Program) -> None:
+        self.rules = list(rules)
+        self.program = program
+        self._buckets: dict[tuple[str, str], Bucket] = {}
+        self._options = {rule.name: discriminators_of(rule, program) for rule in self.rules}
+        self._getters: dict[str, Callable[..., Any]] = {}
+        codes = {d.key_code for found in self._options.values() for o in found for d in _parts(o)}
+        slots = {code: program.add_function(code) for code in codes}
+        program.build()
+        self._getters = {code: slot.function for code, slot in slots.items()}  # type: ignore[misc]
+
+    def why_not(self, rule: Rule, e: Any, now: Any, env: Any) -> str:
+        """Why the index left ``rule`` out for this event (it must have left it out)."""
+        option = self.bucket(e.channel, e.event).chosen.get(rule.name)
+        if option is None:
+            return "left out by the index"
+        reasons = []
+        for d in _parts(option):
+            try:
+                value = self._getters[d.key_code](e, now, env)
+            except Exception as exc:  # not excluded then; say what happened anyway
+                reasons.append(f"{d.key_source} cannot be read ({type(exc).__name__})")
+            else:
+                reasons.append(d.why_not(value))
+        return reasons[0] if len(reasons) == 1 else "none holds: " + "; ".join(reasons)
+
+    def bucket(self, channel: str, event: str) -> Bucket:
+        key = (channel, event)
+        found = self._buckets.get(key)
+        if found is None:
+            found = self._build(channel, event)
+            if len(self._buckets) < MAX_CACHED_BUCKETS:
+                self._buckets[key] = found
+        return found
+
+    def _build(self, channel: str, event: str) -> Bucket:
+        rules = [
+            r
+            for r in self.rules
+            if (r.channels is None or channel in r.channels)
+            and (r.events is None or event in r.events)
+        ]
+        always: list[Rule] = []
+        keys: dict[str, KeyIndex] = {}
+        chosen = choose_by_selectivity({rule.name: self._options[rule.name] for rule in rules})
+        for rule in rules:
+            option = chosen.get(rule.name)
+            if option is None:
+                always.append(rule)
+                continue
+            for d in _parts(option):
+                key = keys.get(d.key_code)
+                if key is None:
+                    key = keys[d.key_code] = KeyIndex(getter=self._getters[d.key_code])
+                key.add(rule, d)
+        for key in keys.values():
+            key.freeze()
+        return Bucket(rules, always, list(keys.values()), chosen)

@@ -1,0 +1,1 @@
+"""Conditions and templates: parsing, the sandbox and its policy, code generation, filters."""

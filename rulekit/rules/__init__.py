@@ -1,0 +1,1 @@
+"""The rules language at load time: the spec models, the loader, the JSON Schema."""

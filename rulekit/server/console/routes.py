@@ -1,0 +1,370 @@
+"""The agents' console over HTTP: sign-in, the page and its files, a JSON API, the live stream
+(server-sent events) and the sounds.
+
+Everything lives under ``/console``. The state (sessions, the recent messages) belongs to the
+:class:`Console` object that :func:`console_routes` creates: nothing is kept at module level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import mimetypes
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import BaseRoute, Route
+
+from rulekit.actions.play_sound import sound_file, sound_names
+from rulekit.config import Config
+from rulekit.runtime.feed import FeedClosed, LiveFeed
+from rulekit.server.console import journal
+from rulekit.server.console.audience import Recorder, visible
+from rulekit.server.console.sessions import Sessions, Viewer, hash_problems, identify, token_hash
+from rulekit.server.console.throttle import SignInThrottle, retry_after
+from rulekit.server.proxy import FORWARDED_HOST
+from rulekit.snapshot import Snapshot, problems_of
+from rulekit.store.base import JournaledStore
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+COOKIE = "rulekit_console"
+KEEPALIVE = 15.0
+MAX_LOGIN_BODY = 4096
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "media-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    # same-origin, not no-referrer: with no-referrer browsers post forms with "Origin: null"
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
+
+
+def _secure(response: Response, *, cache: bool = False) -> Response:
+    response.headers.update(SECURITY_HEADERS)
+    if not cache:
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _error(status: int, message: str) -> Response:
+    return _secure(JSONResponse({"error": message}, status_code=status))
+
+
+class Console:
+    """The console of one daemon: its sessions, its recorder of recent messages, its routes."""
+
+    def __init__(
+        self,
+        feed: LiveFeed,
+        get_snapshot: Callable[[], Snapshot],
+        store: JournaledStore,
+        *,
+        keepalive: float = KEEPALIVE,
+        clock: Callable[[], float] = time.monotonic,
+        on_refused: Callable[[str], None] | None = None,
+    ) -> None:
+        self.feed = feed
+        self.get_snapshot = get_snapshot
+        self.store = store
+        self.keepalive = keepalive
+        self.sessions = Sessions()
+        self.throttle = SignInThrottle(clock)
+        self.on_refused = on_refused
+        self.recorder = Recorder(feed, functools.partial(journal.event_channel, store))
+        self._static = {path.name: path for path in STATIC_DIR.iterdir() if path.is_file()}
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/console", self.root, methods=["GET"]),
+            Route("/console/", self.index, methods=["GET"]),
+            Route("/console/login", self.login_page, methods=["GET"]),
+            Route("/console/login", self.login, methods=["POST"]),
+            Route("/console/logout", self.logout, methods=["POST"]),
+            Route("/console/static/{name}", self.static, methods=["GET"]),
+            Route("/console/sounds/{name}", self.sound, methods=["GET"]),
+            Route("/console/api/me", self.me, methods=["GET"]),
+            Route("/console/api/recent", self.recent, methods=["GET"]),
+            Route(
+                "/console/api/conversations/{channel}/{conversation_id:path}",
+                self.conversation,
+                methods=["GET"],
+            ),
+            Route("/console/stream", self.stream, methods=["GET"]),
+        ]
+
+    # who is asking ---------------------------------------------------------------------------
+    def viewer(self, request: Request) -> Viewer | None:
+        return self.sessions.viewer(request.cookies.get(COOKIE), self.get_snapshot().config)
+
+    # pages and files -------------------------------------------------------------------------
+    async def root(self, request: Request) -> Response:
+        return _secure(RedirectResponse("/console/", status_code=307))
+
+    async def index(self, request: Request) -> Response:
+        self.recorder.start()
+        if self.viewer(request) is None:
+            return _secure(RedirectResponse("/console/login", status_code=303))
+        return _secure(FileResponse(STATIC_DIR / "index.html", media_type="text/html"))
+
+    async def login_page(self, request: Request) -> Response:
+        return _secure(HTMLResponse(self._login_html()))
+
+    def _login_html(self, *, failed: bool = False, wait: str | None = None) -> str:
+        page = (STATIC_DIR / "login.html").read_text(encoding="utf-8")
+        if failed:
+            page = page.replace('id="error" class="error" hidden', 'id="error" class="error"')
+        if wait is not None:
+            page = page.replace(
+                'id="throttled" class="error" hidden', 'id="throttled" class="error"'
+            ).replace('<span id="retry-after"></span>', f'<span id="retry-after">{wait}</span>')
+        if not _tokens_configured(self.get_snapshot().config):
+            page = page.replace(
+                'id="no-tokens" class="notice" hidden', 'id="no-tokens" class="notice"'
+            )
+        return page
+
+    async def login(self, request: Request) -> Response:
+        if not _same_origin(request):
+            return _error(403, "sign in from the console's own page")
+        address = request.client.host if request.client else None
+        wait, reason = self.throttle.wait(address)
+        if wait > 0:  # refused without looking at the token
+            if self.on_refused is not None:
+                self.on_refused(reason)
+            seconds = retry_after(wait)
+            refused = HTMLResponse(self._login_html(wait=seconds), status_code=429)
+            refused.headers["Retry-After"] = seconds
+            return _secure(refused)
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_LOGIN_BODY:
+                return _error(413, "the sign-in form is too large")
+        fields = parse_qs(body.decode("utf-8", errors="replace"))
+        token = (fields.get("token") or [""])[0].strip()
+        digest = token_hash(token)
+        if not token or identify(self.get_snapshot().config, digest) is None:
+            self.throttle.failed(address)
+            return _secure(HTMLResponse(self._login_html(failed=True), status_code=401))
+        self.throttle.succeeded(address)
+        response = RedirectResponse("/console/", status_code=303)
+        response.set_cookie(
+            COOKIE,
+            self.sessions.open(digest),
+            path="/console",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return _secure(response)
+
+    async def logout(self, request: Request) -> Response:
+        if not _same_origin(request):
+            return _error(403, "sign out from the console's own page")
+        self.sessions.close(request.cookies.get(COOKIE))
+        response = RedirectResponse("/console/login", status_code=303)
+        response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="strict")
+        return _secure(response)
+
+    async def static(self, request: Request) -> Response:
+        path = self._static.get(request.path_params["name"])
+        if path is None:
+            return _error(404, "no such file")
+        media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return _secure(FileResponse(path, media_type=media_type), cache=True)
+
+    async def sound(self, request: Request) -> Response:
+        if self.viewer(request) is None:
+            return _error(401, "sign in first")
+        name = request.path_params["name"].removesuffix(".wav")
+        config = self.get_snapshot().config
+        # only names the config knows: a request never names a path
+        path = sound_file(name, config) if name in sound_names(config) else None
+        if path is None or not path.is_file():
+            return _error(404, f"no sound {name!r}")
+        media_type = mimetypes.guess_type(path.name)[0] or "audio/wav"
+        return _secure(FileResponse(path, media_type=media_type), cache=True)
+
+    # the JSON API ----------------------------------------------------------------------------
+    async def me(self, request: Request) -> Response:
+        viewer = self.viewer(request)
+        if viewer is None:
+            return _error(401, "sign in first")
+        snapshot = self.get_snapshot()
+        return _secure(
+            JSONResponse(
+                {
+                    "email": viewer.email,
+                    "name": viewer.name,
+                    "admin": viewer.admin,
+                    "channels": sorted(viewer.channels),
+                    "sounds": sound_names(snapshot.config),
+                    "rules_version": snapshot.version,
+                    "loaded_at": snapshot.loaded_at.isoformat(),
+                    "problems": _problems(snapshot),
+                }
+            )
+        )
+
+    async def recent(self, request: Request) -> Response:
+        """Recent events (with their jobs), dead letters and the last reload failure."""
+        viewer = self.viewer(request)
+        if viewer is None:
+            return _error(401, "sign in first")
+        self.recorder.start()
+        events, dead = await run_in_threadpool(journal.recent, self.store, viewer)
+        reload = self.recorder.last_reload
+        return _secure(
+            JSONResponse(
+                {
+                    "events": events,
+                    "dead_letters": dead,
+                    "reload": reload if reload and reload.get("ok") is False else None,
+                }
+            )
+        )
+
+    async def conversation(self, request: Request) -> Response:
+        """A conversation: its state, the client panel and its events, newest first."""
+        viewer = self.viewer(request)
+        if viewer is None:
+            return _error(401, "sign in first")
+        channel = request.path_params["channel"]
+        conversation_id = request.path_params["conversation_id"]
+        if not viewer.may_see_channel(channel):
+            return _error(404, "no such conversation")
+        found = await run_in_threadpool(journal.conversation, self.store, channel, conversation_id)
+        if found is None:
+            return _error(404, "no such conversation")
+        return _secure(JSONResponse(found))
+
+    # the live stream -------------------------------------------------------------------------
+    async def stream(self, request: Request) -> Response:
+        session_id = request.cookies.get(COOKIE)
+        if self.viewer(request) is None:
+            return _error(401, "sign in first")
+        self.recorder.start()
+        last = _last_event_id(request)
+        newest = self.recorder.recent[-1].get("seq", 0) if self.recorder.recent else 0
+        if last is not None and last > newest:
+            last = None  # the page saw a daemon that has restarted since: numbering began anew
+        subscription = self.feed.subscribe()
+        backlog = (
+            [m for m in self.recorder.recent if m.get("seq", 0) > last] if last is not None else []
+        )
+
+        async def messages() -> AsyncIterator[str]:
+            sent = last or 0
+            dropped = 0
+            try:
+                yield "retry: 2000\n\n"
+                pending = list(backlog)
+                while True:
+                    if pending:
+                        message = pending.pop(0)
+                    else:
+                        try:
+                            message = await asyncio.wait_for(subscription.get(), self.keepalive)
+                        except FeedClosed:
+                            return  # the daemon is shutting down
+                        except TimeoutError:
+                            if self.viewer_of(session_id) is None:
+                                return  # signed out or revoked: the page goes to sign-in
+                            yield ": keep-alive\n\n"
+                            continue
+                    self.recorder.remember(message)
+                    if subscription.dropped != dropped:
+                        dropped = subscription.dropped
+                        yield _sse({"type": "gap", "dropped": dropped})
+                    seq = message.get("seq", 0)
+                    if seq <= sent and last is not None:
+                        continue
+                    viewer = self.viewer_of(session_id)
+                    if viewer is None:
+                        return
+                    if await self._visible(viewer, message):
+                        sent = max(sent, seq)
+                        yield _sse(message)
+            finally:
+                subscription.close()
+
+        response = StreamingResponse(messages(), media_type="text/event-stream")
+        response.headers["X-Accel-Buffering"] = "no"
+        return _secure(response)
+
+    def viewer_of(self, session_id: str | None) -> Viewer | None:
+        return self.sessions.viewer(session_id, self.get_snapshot().config)
+
+    async def _visible(self, viewer: Viewer, message: dict[str, Any]) -> bool:
+        if viewer.admin or message.get("type") == "reload":
+            return visible(viewer, message, None)
+        return visible(viewer, message, await self.recorder.channel(message))
+
+
+def console_routes(
+    feed: LiveFeed,
+    get_snapshot: Callable[[], Snapshot],
+    store: JournaledStore,
+    on_refused: Callable[[str], None] | None = None,
+) -> list[BaseRoute]:
+    """The console's routes (all under ``/console``), for the daemon to mount at its root;
+    ``on_refused(reason)`` counts each throttled sign-in."""
+    return Console(feed, get_snapshot, store, on_refused=on_refused).routes()
+
+
+def _problems(snapshot: Snapshot) -> list[str]:
+    """What is not configured (the daemon reports the same at startup)."""
+    return [*problems_of(snapshot), *hash_problems(snapshot.config)]
+
+
+def _tokens_configured(config: Config) -> bool:
+    return bool(config.raw.console.admin_token_sha256) or any(
+        agent.token_sha256 for agent in config.directory.agents
+    )
+
+
+def _same_origin(request: Request) -> bool:
+    """Whether a form was posted from a page of this server (browsers send ``Origin`` with
+    every POST; tools like curl send none and are let through). The page's host is the
+    ``Host`` the browser asked for, or the one a trusted proxy received (``X-Forwarded-Host``,
+    when the proxy rewrote ``Host``)."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    netloc = urlsplit(origin).netloc.lower()
+    hosts = {request.headers.get("host"), request.scope.get(FORWARDED_HOST)}
+    return any(netloc == host.lower() for host in hosts if host)
+
+
+def _sse(message: dict[str, Any]) -> str:
+    data = json.dumps(message, separators=(",", ":"), default=str)
+    seq = message.get("seq")
+    head = f"id: {seq}\n" if isinstance(seq, int) else ""
+    return f"{head}data: {data}\n\n"
+
+
+def _last_event_id(request: Request) -> int | None:
+    value = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None

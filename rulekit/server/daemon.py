@@ -1,0 +1,415 @@
+"""The daemon's lifecycle: start, hot reload, graceful shutdown.
+
+* **Start** (:class:`Daemon`): rules and config are loaded and validated; invalid ones refuse
+  the start (the CLI prints every error and exits 1). Actions whose service is not configured
+  (an empty token, no Chatra API keys) do not refuse it, unless ``--strict``: they are reported
+  in the log at startup, in ``/healthz`` (``warnings``) and in the console, and their jobs are
+  dead-lettered with that reason (retryable once configured). The store is opened from the
+  config's ``storage``.
+* **Reload** on a change to the rules or the config file (watched) and on SIGHUP: the new set is
+  loaded and validated completely in a worker thread, then swapped in one assignment. A load
+  that runs over ``reload_budget`` (60 s) is refused like an invalid set and abandoned, so it
+  never holds up the reloads after it. Events
+  being evaluated keep the snapshot they started with. An invalid set is refused: the old one
+  stays active and the error is logged, counted (``rulekit_reload_errors_total``) and published
+  to the console (``{"type": "reload", "ok": false, "errors": [...]}``). Settings that need a
+  restart (``storage``, ``server``) are only reported.
+* **Shutdown** on SIGTERM/SIGINT: the server stops accepting connections, answered requests are
+  finished; the processor finishes its round, the dispatcher lets executing calls finish (up to
+  a grace period) and hands back the claims of jobs that were waiting; then the store and the
+  actions' network clients are closed, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+
+from rulekit.actions.pacing import Pacer
+from rulekit.audit import retention
+from rulekit.errors import ConfigError, RulekitError, ValidationErrors
+from rulekit.runtime.budget import run_within
+from rulekit.runtime.commit import GroupCommit
+from rulekit.runtime.dispatcher import DEFAULT_LEASE, Dispatcher
+from rulekit.runtime.evaluator import Evaluator
+from rulekit.runtime.feed import LiveFeed
+from rulekit.runtime.logs import log
+from rulekit.runtime.metrics import Metrics
+from rulekit.runtime.processor import Processor
+from rulekit.runtime.worker import Limits
+from rulekit.server.app import create_app
+from rulekit.server.ingest import Ingest
+from rulekit.snapshot import Snapshot, load_snapshot, problems_of
+from rulekit.store import open_store
+from rulekit.store.base import JournaledStore
+
+logger = logging.getLogger("rulekit.daemon")
+
+RETENTION_INTERVAL = 3600.0
+OLD_SNAPSHOT_GRACE = 60.0
+RELOAD_BUDGET = 60.0
+"""Seconds a reload may take to load and validate the new set before it is abandoned."""
+"""Seconds a replaced snapshot's network clients stay open for calls still using them."""
+
+
+class StrictRefusal(ConfigError):
+    """``--strict`` and some action's service is not configured (exit 1, like ``check``)."""
+
+
+def _errors(exc: BaseException) -> list[str]:
+    if isinstance(exc, ValidationErrors):
+        return [str(error) for error in exc.errors]
+    return [str(exc)]
+
+
+class Daemon:
+    """One running rulekit: its snapshot, store, workers and HTTP app."""
+
+    def __init__(
+        self,
+        config_path: str | Path | None,
+        rules_path: str | Path | None = None,
+        *,
+        strict: bool = False,
+        job_lease: float = DEFAULT_LEASE,
+        watch: bool = True,
+        store: JournaledStore | None = None,
+        reload_budget: float = RELOAD_BUDGET,
+    ) -> None:
+        self.reload_budget = reload_budget
+        self.config_path = Path(config_path) if config_path else None
+        self.rules_path = Path(rules_path) if rules_path else None
+        self._snapshot = load_snapshot(self.config_path, self.rules_path)
+        self.problems = problems_of(self._snapshot)
+        if strict and self.problems:
+            raise StrictRefusal(
+                "not starting (--strict): "
+                + "; ".join(self.problems)
+                + f" ({len(self.problems)} problem(s))"
+            )
+        self.strict = strict
+        self.watch = watch
+        self.job_lease = job_lease
+        self.metrics = Metrics()
+        self.feed = LiveFeed()
+        config = self._snapshot.config
+        self.store = store or open_store(config.raw.storage, config.base_dir)
+        self._own_store = store is None
+        self.ready = False
+        self.last_reload: dict[str, Any] = {"ok": True, "at": None, "errors": []}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._reload_lock: asyncio.Lock | None = None
+        self._stop_watching: asyncio.Event | None = None
+        self._set_rules_metrics()
+        self.commit: GroupCommit | None = None
+        self.evaluator: Evaluator | None = None
+        self.processor: Processor | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.ingest = Ingest(lambda: self._snapshot, None, self.metrics, self._wake)  # type: ignore[arg-type]
+        self.app = create_app(self)
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The active snapshot (swapped whole on reload)."""
+        return self._snapshot
+
+    def _wake(self) -> None:
+        if self.processor is not None:
+            self.processor.wake()
+
+    # lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the workers (the app's lifespan calls this)."""
+        self.commit = GroupCommit(self.store)
+        self.commit.start()
+        self.evaluator = _evaluator(self)
+        self.ingest.commit = self.commit
+        self.dispatcher = Dispatcher(
+            self.commit,
+            lambda: self._snapshot,
+            metrics=self.metrics,
+            feed=self.feed,
+            pacer=Pacer(),
+            lease=self.job_lease,
+            evaluator=self.evaluator,
+        )
+        self.processor = Processor(
+            self.store,
+            lambda: self._snapshot,
+            self.evaluator,
+            metrics=self.metrics,
+            feed=self.feed,
+            on_jobs=self.dispatcher.wake,
+        )
+        self.dispatcher.arrival = self.processor.arrival
+        self._reload_lock = asyncio.Lock()
+        self._stop_watching = asyncio.Event()
+        self._tasks = [
+            asyncio.create_task(self.processor.run(), name="rulekit-processor"),
+            asyncio.create_task(self.dispatcher.run(), name="rulekit-dispatcher"),
+        ]
+        if self.watch:
+            self._tasks.append(asyncio.create_task(self._watch(), name="rulekit-watch"))
+        self._tasks.append(asyncio.create_task(self._retention(), name="rulekit-retention"))
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._sighup)
+        for problem in self.problems:
+            log(logger, logging.WARNING, f"not configured: {problem}")
+        self.ready = True
+        log(
+            logger,
+            logging.INFO,
+            "rulekit started",
+            rules=len(self._snapshot.engine.rules),
+            rules_version=self._snapshot.version,
+            store=repr(self.store),
+        )
+
+    async def stop(self) -> None:
+        """Hand back or finish in-flight work and close everything (idempotent)."""
+        if not self.ready:
+            return
+        self.ready = False
+        self.ingest.accepting = False
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        assert self.processor and self.dispatcher and self.commit and self._stop_watching
+        self.processor.stop()
+        self._stop_watching.set()
+        await self.dispatcher.stop()
+        if self.evaluator is not None:  # ends an evaluation in progress; its item is kept
+            await anyio.to_thread.run_sync(self.evaluator.close)
+        for task in self._tasks:
+            if task.get_name() in ("rulekit-retention", "rulekit-dispatcher"):
+                task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.commit.aclose()
+        await self._close_clients(self._snapshot)
+        if self._own_store:
+            await anyio.to_thread.run_sync(self.store.close)
+        log(logger, logging.INFO, "rulekit stopped")
+
+    @staticmethod
+    async def _close_clients(snapshot: Snapshot) -> None:
+        for closer in [a.aclose for a in snapshot.engine.actions.values()] + [
+            p.aclose for p in snapshot.providers.values()
+        ]:
+            try:
+                await closer()
+            except Exception:
+                log(logger, logging.WARNING, "closing a network client failed", exc_info=True)
+
+    # reload ----------------------------------------------------------------------------------
+    def _sighup(self) -> None:
+        asyncio.get_running_loop().create_task(self.reload("SIGHUP"))
+
+    async def reload(self, reason: str = "request") -> bool:
+        """Load the rules and config again and swap them in if valid; True when swapped."""
+        assert self._reload_lock is not None
+        async with self._reload_lock:
+            try:
+                new = await run_within(
+                    self.reload_budget,
+                    load_snapshot,
+                    self.config_path,
+                    self.rules_path,
+                    what="loading the rules and config",
+                )
+            except Exception as exc:
+                errors = _errors(exc)
+                if not isinstance(exc, RulekitError):
+                    log(logger, logging.ERROR, "reload failed unexpectedly", exc_info=True)
+                self.metrics.reload_errors.inc()
+                self.metrics.last_reload_ok.set(0)
+                self.last_reload = {"ok": False, "at": _now(), "errors": errors}
+                for error in errors:
+                    log(logger, logging.ERROR, f"reload refused, old rules stay: {error}")
+                self.feed.publish(
+                    {"type": "reload", "ok": False, "errors": errors, "reason": reason}
+                )
+                return False
+            old, self._snapshot = self._snapshot, new
+            if self.evaluator is not None:
+                self.evaluator.want(new)
+            self.problems = problems_of(new)
+            for name in ("storage", "server"):
+                if getattr(old.config.raw, name) != getattr(new.config.raw, name):
+                    log(logger, logging.WARNING, f"`{name}` changed: restart rulekit to apply it")
+            self.metrics.reloads.inc()
+            self.last_reload = {"ok": True, "at": _now(), "errors": []}
+            self._set_rules_metrics()
+            log(
+                logger,
+                logging.INFO,
+                "rules reloaded",
+                reason=reason,
+                rules=len(new.engine.rules),
+                rules_version=new.version,
+            )
+            for problem in self.problems:
+                log(logger, logging.WARNING, f"not configured: {problem}")
+            self.feed.publish(
+                {
+                    "type": "reload",
+                    "ok": True,
+                    "rules_version": new.version,
+                    "rules": len(new.engine.rules),
+                    "warnings": self.problems,
+                    "reason": reason,
+                }
+            )
+            if old is not new:
+                loop = asyncio.get_running_loop()
+                loop.call_later(
+                    OLD_SNAPSHOT_GRACE, lambda: loop.create_task(self._close_clients(old))
+                )
+            return True
+
+    def watched_paths(self) -> list[Path]:
+        """The config file and the rules location."""
+        paths = []
+        if self.config_path is not None:
+            paths.append(self.config_path.resolve())
+        config = self._snapshot.config
+        rules = self.rules_path or (config.rules_path if config.path else Path("rules.d"))
+        paths.append(Path(rules).resolve())
+        return paths
+
+    async def _watch(self) -> None:
+        import watchfiles
+
+        targets = self.watched_paths()
+        files = {p for p in targets if not p.is_dir()}
+        dirs = [p for p in targets if p.is_dir()]
+        roots = sorted({str(p.parent) for p in files} | {str(d) for d in dirs})
+
+        def relevant(change: Any, path: str) -> bool:
+            candidate = Path(path)
+            if candidate in files:
+                return True
+            if candidate.suffix not in (".yaml", ".yml"):
+                return False
+            return any(candidate.is_relative_to(d) for d in dirs)
+
+        assert self._stop_watching is not None
+        try:
+            async for _changes in watchfiles.awatch(
+                *roots, watch_filter=relevant, stop_event=self._stop_watching, debounce=300
+            ):
+                await self.reload("file change")
+        except Exception:
+            log(logger, logging.ERROR, "watching files failed; reload with SIGHUP", exc_info=True)
+
+    # retention -------------------------------------------------------------------------------
+    async def _retention(self) -> None:
+        while True:
+            await asyncio.sleep(RETENTION_INTERVAL)
+            settings = self._snapshot.config.raw.retention
+            try:
+                removed = await anyio.to_thread.run_sync(
+                    retention.purge, self.store, settings, datetime.now(UTC)
+                )
+                counts: dict[str, Any] = {str(k): v for k, v in removed.items()}
+                log(logger, logging.INFO, "retention purge", **counts)
+            except Exception:
+                log(logger, logging.ERROR, "retention purge failed", exc_info=True)
+
+    # operations ------------------------------------------------------------------------------
+    def _set_rules_metrics(self) -> None:
+        self.metrics.rules_loaded.set(len(self._snapshot.engine.rules))
+        self.metrics.rules_version.info({"version": self._snapshot.version})
+        self.metrics.last_reload_ok.set(1 if self.last_reload["ok"] else 0)
+
+    def update_gauges(self) -> None:
+        if self.dispatcher is not None:
+            self.metrics.outbox_depth.set(self.dispatcher.held)
+
+    def stalled(self) -> list[str]:
+        """Workers that made no progress for ``server.stall_after`` while work waits."""
+        limit = self._snapshot.config.raw.server.stall_after.total_seconds()
+        out = []
+        processor, dispatcher = self.processor, self.dispatcher
+        if processor is not None and processor.clock() - processor.last_progress > limit:
+            out.append(f"the processor made no progress for {limit:g} s")
+        if dispatcher is not None and dispatcher.stalled(limit):
+            out.append(f"the dispatcher made no progress for {limit:g} s with jobs waiting")
+        return out
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """``/healthz``: 200 when the store and rules are loaded, the workers run and make
+        progress, and the store can be used (its last transaction committed, its file is still
+        the one at its path)."""
+        running = self.ready and all(
+            not task.done() for task in self._tasks if task.get_name() != "rulekit-watch"
+        )
+        stalled = self.stalled() if running else []
+        store_problem = self.store.problem()
+        if store_problem is None and self.commit is not None and self.commit.unavailable:
+            store_problem = str(self.commit.unavailable)
+        running = running and not stalled and store_problem is None
+        body = {
+            "status": "ok" if running else "unavailable",
+            "stalled": stalled,
+            "store": store_problem or "ok",
+            "rules_version": self._snapshot.version,
+            "rules": len(self._snapshot.engine.rules),
+            "loaded_at": self._snapshot.loaded_at.isoformat(),
+            "last_reload": self.last_reload,
+            "warnings": self.problems,
+        }
+        return (200 if running else 503), body
+
+
+def _evaluator(daemon: Daemon) -> Evaluator:
+    settings = daemon.snapshot.config.raw.processing
+    evaluator = Evaluator(
+        daemon.config_path,
+        daemon.rules_path,
+        limits=Limits(
+            event_cpu=settings.event_cpu.total_seconds(),
+            event_wall=settings.event_wall.total_seconds(),
+            worker_memory=settings.worker_memory_mb * 1024 * 1024,
+        ),
+        workers=settings.workers,
+    )
+    evaluator.want(daemon.snapshot)
+    return evaluator
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def serve(
+    config_path: str | None,
+    rules_path: str | None,
+    host: str | None,
+    port: int | None,
+    strict: bool,
+    job_lease: float = DEFAULT_LEASE,
+    watch: bool = True,
+) -> int:
+    """Run a daemon under uvicorn until SIGTERM/SIGINT; the exit code."""
+    from rulekit.config import find_config_path
+    from rulekit.runtime.logs import configure_logging, secret_values
+    from rulekit.server.http import build_server
+
+    daemon = Daemon(
+        find_config_path(config_path), rules_path, strict=strict, job_lease=job_lease, watch=watch
+    )
+    config = daemon.snapshot.config
+    configure_logging(config.raw.logging, secrets=lambda: secret_values(daemon.snapshot.config))
+    server = build_server(daemon, host, port)
+    # uvicorn re-raises the signal that stopped it once it is done; a handler that does
+    # nothing makes a clean shutdown exit 0 instead of dying by SIGTERM
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda signum, frame: None)
+    server.run()
+    return 0 if server.started else 1

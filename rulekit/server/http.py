@@ -1,0 +1,253 @@
+"""The daemon's HTTP server: uvicorn, with the limits a server facing the internet needs.
+
+uvicorn has a keep-alive timeout but no deadline for reading a request, and its concurrency
+limit answers 503 to everyone once slow connections fill it. So the HTTP protocol is wrapped
+(:func:`guarded_protocol`) to add, per connection:
+
+* a **header deadline**: a request head (request line and headers) must arrive complete within
+  ``header_timeout`` seconds of the connection opening or of the previous response ending,
+  otherwise the connection is closed (its size is capped by the HTTP parser);
+* a **body deadline**: the body must arrive within ``body_timeout`` seconds of its head;
+* a **connection limit** (``max_connections``, kept below the process's file-descriptor limit):
+  a connection beyond it takes the place of the connection that has waited longest for its
+  request head (an idle keep-alive connection or a slow one), so slow connections never lock
+  out a client that sends its request at once; when every connection is busy with a request,
+  the new one is answered 503 and closed.
+
+:class:`DaemonServer` also ends the console's live streams as soon as the shutdown begins
+(a stream never ends by itself, so uvicorn would wait out its graceful timeout for each one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+
+from rulekit.config import ServerSettings
+
+if TYPE_CHECKING:
+    from rulekit.server.daemon import Daemon
+
+log = logging.getLogger("rulekit.server")
+
+SHUTDOWN_GRACE = 15.0
+"""Seconds uvicorn waits, at shutdown, for requests in progress before cancelling them."""
+FD_RESERVE = 256
+"""File descriptors kept for everything but client connections (store, outgoing calls, logs)."""
+LINGER = 1.0
+"""Seconds a refused connection stays open for its 503 to be read."""
+MAX_LINGERING = 64
+"""Refused connections left to linger at once (more are closed at once)."""
+BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 20\r\n"
+    b"connection: close\r\nretry-after: 1\r\n\r\ntoo many connections"
+)
+
+
+def connection_limit(wanted: int, reserve: int = FD_RESERVE) -> int:
+    """The connection limit this process can hold: ``wanted``, raising the soft limit of open
+    files towards the hard one when needed, and never above the soft limit less ``reserve``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = wanted + reserve
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, soft - reserve))
+
+
+class ConnectionGuard:
+    """The open connections of one server, and those waiting for a request head (oldest
+    first), shared by its protocol instances."""
+
+    def __init__(
+        self,
+        limit: int,
+        header_timeout: float,
+        body_timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        self.clock = clock
+        self.open: set[Any] = set()
+        self.waiting: OrderedDict[Any, None] = OrderedDict()
+        self.evicted = 0
+        self.refused = 0
+        self.lingering = 0
+        self.expired = 0
+
+    def admit(self, connection: Any) -> bool:
+        """Count a new connection in; ``False`` when it must be refused."""
+        if len(self.open) >= self.limit:
+            if not self.waiting:
+                self.refused += 1
+                return False
+            oldest, _ = self.waiting.popitem(last=False)
+            self.open.discard(oldest)
+            self.evicted += 1
+            oldest.transport.close()
+        self.open.add(connection)
+        return True
+
+    def forget(self, connection: Any) -> None:
+        self.open.discard(connection)
+        self.waiting.pop(connection, None)
+
+
+class _Guarded:
+    """Mixed into uvicorn's HTTP protocol class: deadlines and the connection limit."""
+
+    guard: ConnectionGuard
+    transport: asyncio.Transport
+    cycle: Any
+    loop: asyncio.AbstractEventLoop
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._timer: asyncio.TimerHandle | None = None
+        self._seen: Any = None
+        self._lingering = False
+        self._refused = not self.guard.admit(self)
+        if self._refused:
+            self._refuse(transport)
+            return
+        self._await_head()
+
+    def _refuse(self, transport: asyncio.Transport) -> None:
+        """Answer 503 and close. The connection lingers (dropping what the client sends, up
+        to :data:`LINGER` seconds) so that the answer is read rather than lost to a reset;
+        when many linger already, it is closed at once."""
+        transport.write(BUSY)
+        if self.guard.lingering >= MAX_LINGERING or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self.guard.lingering += 1
+        self._lingering = True
+        self._timer = self.loop.call_later(LINGER, transport.close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel()
+        if getattr(self, "_lingering", False):
+            self._lingering = False
+            self.guard.lingering -= 1
+        self.guard.forget(self)
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # answered 503 already: dropped
+        super().data_received(data)  # type: ignore[misc]
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle is not None and cycle is not self._seen:  # a request head is complete
+            self._seen = cycle
+            self.guard.waiting.pop(self, None)
+            self._cancel()
+            if cycle.more_body:
+                self._arm(self.guard.body_timeout)
+        elif cycle is not None and not cycle.more_body and self not in self.guard.waiting:
+            self._cancel()  # the body is complete
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
+            self._await_head()
+
+    def _await_head(self) -> None:
+        self.guard.waiting[self] = None
+        self.guard.waiting.move_to_end(self)
+        self._arm(self.guard.header_timeout)
+
+    def _arm(self, seconds: float) -> None:
+        self._cancel()
+        self._timer = self.loop.call_later(seconds, self._expire)
+
+    def _cancel(self) -> None:
+        timer = getattr(self, "_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._timer = None
+
+    def _expire(self) -> None:
+        self._timer = None
+        self.guard.expired += 1
+        self.guard.forget(self)
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+def guarded_protocol(guard: ConnectionGuard) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol (httptools', else h11's) with ``guard``'s limits."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
+    except ImportError:  # pragma: no cover - httptools is a dependency
+        from uvicorn.protocols.http.h11_impl import H11Protocol as Base  # type: ignore[assignment]
+    return type("GuardedHTTPProtocol", (_Guarded, Base), {"guard": guard})
+
+
+class DaemonServer(uvicorn.Server):
+    """uvicorn's server that calls ``on_shutdown`` (e.g. closing the live feed, which ends the
+    console's streams) as soon as the shutdown begins, before it waits for requests."""
+
+    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_shutdown = on_shutdown
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        self.on_shutdown()
+        await super().shutdown(sockets)
+
+
+def server_config(app: Any, settings: ServerSettings, host: str, port: int) -> uvicorn.Config:
+    """uvicorn's config for ``app`` with the limits of ``settings`` (``server:``)."""
+    limit = connection_limit(settings.max_connections)
+    if limit < settings.max_connections:
+        log.warning(
+            "server: at most %d connections (max_connections is %d, but the process may open "
+            "only %d files)",
+            limit,
+            settings.max_connections,
+            limit + FD_RESERVE,
+        )
+    guard = ConnectionGuard(limit, settings.header_timeout, settings.body_timeout)
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=guarded_protocol(guard),
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        ws="none",  # nothing here speaks WebSocket; an upgrade would leave the guard's count
+        proxy_headers=False,  # the app trusts X-Forwarded-* from server.trusted_proxies only
+        timeout_keep_alive=settings.keep_alive_timeout,  # type: ignore[arg-type]
+        timeout_graceful_shutdown=int(SHUTDOWN_GRACE),
+        backlog=2048,  # the kernel's queue of connections not yet accepted: no descriptors
+        server_header=False,
+    )
+
+
+def build_server(daemon: Daemon, host: str | None, port: int | None) -> DaemonServer:
+    """The server of ``rulekit run``: the daemon's app with the config's limits; its shutdown
+    ends the live streams at once."""
+    settings = daemon.snapshot.config.raw.server
+    config = server_config(
+        daemon.app, settings, host or settings.host, settings.port if port is None else port
+    )
+    return DaemonServer(config, daemon.feed.close)

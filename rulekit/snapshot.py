@@ -1,0 +1,95 @@
+"""A snapshot: one fully loaded, validated set of config, rules, actions and providers.
+
+The daemon holds one current snapshot and swaps it atomically on reload; every event is
+evaluated against exactly one snapshot, never a half-loaded one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rulekit import sources
+from rulekit.channels.base import Provider
+from rulekit.config import Config
+from rulekit.engine.engine import Engine
+from rulekit.loading import open_config, rules_location
+from rulekit.runtime.pipeline import build_providers
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Config, compiled rules (``engine``), action instances (``engine.actions``) and a
+    provider per configured channel (``providers``)."""
+
+    engine: Engine
+    providers: dict[str, Provider]
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    files: sources.Files = field(default_factory=dict, repr=False)
+    """The files this snapshot was loaded from, as read (the evaluation workers load these)."""
+
+    @property
+    def version(self) -> str:
+        """The rules' content hash (``rulekit_rules_version`` in metrics, ``/healthz``)."""
+        return self.engine.version
+
+    @property
+    def config(self) -> Config:
+        return self.engine.config
+
+
+def load_snapshot(
+    config_path: str | Path | None,
+    rules_path: str | Path | None = None,
+    *,
+    files: sources.Files | None = None,
+) -> Snapshot:
+    """Load everything from files (or from ``files``, what an earlier load read). Raises
+    :class:`rulekit.errors.ValidationErrors` (or another :class:`rulekit.errors.RulekitError`)
+    without side effects when anything is invalid."""
+    reads = sources.replaying(files) if files is not None else sources.recording()
+    with reads as record:
+        plugins, config = open_config(str(config_path) if config_path else None)
+        location = rules_location(str(rules_path) if rules_path else None, config)
+        engine = Engine.from_path(location, config, plugins=plugins)
+    used = files if files is not None else record if record is not None else {}
+    snapshot = Snapshot(engine, build_providers(engine), files=used)
+    release_free_memory()
+    return snapshot
+
+
+def problems_of(snapshot: Snapshot) -> list[str]:
+    """What is not configured: rule warnings (empty tokens) and channels that cannot reply
+    although an action of a rule replies through them."""
+    problems = [str(warning) for warning in snapshot.engine.ruleset.warnings]
+    replying = sorted(
+        {
+            step.action
+            for rule in snapshot.engine.rules
+            for step in rule.steps
+            if step.action_class.replies_through_channel
+        }
+    )
+    for action in replying:
+        for provider in snapshot.providers.values():
+            problem = provider.reply_problem()
+            if problem and provider.can_reply:
+                problems.append(f"{action}: {problem}")
+    return problems
+
+
+def release_free_memory() -> None:
+    """Give the heap freed after loading back to the operating system.
+
+    Loading a large rule set allocates far more, briefly, than the compiled rules keep (YAML
+    trees, expression trees, generated source); glibc keeps that memory mapped unless asked.
+    With 10,000 rules this takes the daemon's resident size from ~230 MB to ~140 MB. A no-op
+    where the C library has no ``malloc_trim``.
+    """
+    import contextlib
+    import ctypes
+    import ctypes.util
+
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)

@@ -1,0 +1,129 @@
+"""Rule test suites: inputs in order against one state, expectations on the plan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scaffold import EXAMPLES, REPO, write
+
+from rulekit.audit.suites import report, run_suite
+from rulekit.engine.engine import Engine
+
+CONFIG = EXAMPLES / "rulekit.yaml"
+
+
+def engine() -> Engine:
+    return Engine.from_path(REPO / "rules.d", CONFIG)
+
+
+def suite(tmp_path: Path, text: str) -> Path:
+    return write(tmp_path / "suite.yaml", text)
+
+
+def test_inputs_of_every_kind_and_expectations(tmp_path: Path) -> None:
+    samples = EXAMPLES / "chatra"
+    path = suite(
+        tmp_path,
+        f"""
+        tests:
+          - name: file inputs share one state
+            channel: online-chat
+            inputs:
+              - file: {samples / "chat_reopened_1_transcript.json"}
+              - file: {samples / "chat_reopened_2_started.json"}
+            expect:
+              - {{rule: Telegram when a client reopens a chat, action: telegram}}
+              - {{action: play_sound, params: {{sound: chime}}}}
+          - name: a normalized event inline
+            inputs:
+              - event: {{channel: online-chat, event: message, message: {{text: money back!}}}}
+            expect:
+              - {{action: slack, params: {{channel: "#support"}}}}
+            exact: true
+          - name: an inline raw payload
+            channel: online-chat
+            inputs:
+              - payload:
+                  eventName: chatStarted
+                  client: {{id: c-77, chatId: ch-77}}
+                  message: {{id: m1, type: client, text: hello, createdAt: 1741943525000}}
+            expect:
+              - {{rule: Greet new chats, action: autoreply}}
+        """,
+    )
+    result = run_suite(engine(), path)
+    assert result.error is None
+    assert [(t.name, t.failures) for t in result.tests] == [
+        ("file inputs share one state", []),
+        ("a normalized event inline", []),
+        ("an inline raw payload", []),
+    ]
+    text, passed, failed = report([result])
+    assert (passed, failed) == (3, 0)
+    assert "3 passed, 0 failed" in text
+
+
+def test_each_test_starts_with_a_fresh_state(tmp_path: Path) -> None:
+    second = EXAMPLES / "chatra" / "chat_reopened_2_started.json"
+    path = suite(
+        tmp_path,
+        f"""
+        tests:
+          - name: without the transcript before it, the chat is new
+            channel: online-chat
+            inputs: [{{file: {second}}}]
+            expect_absent: [{{action: telegram}}]
+            expect: [{{rule: Greet new chats, action: autoreply}}]
+        """,
+    )
+    assert run_suite(engine(), path).passed
+
+
+def test_failures_are_listed(tmp_path: Path) -> None:
+    path = suite(
+        tmp_path,
+        """
+        tests:
+          - name: strict
+            inputs:
+              - event: {channel: online-chat, event: message, message: {text: refund}}
+            expect:
+              - {action: telegram}
+            exact: true
+        """,
+    )
+    result = run_suite(engine(), path)
+    assert not result.passed
+    failures = result.tests[0].failures
+    assert failures == [
+        "expected an action: action='telegram'",
+        "unexpected action: slack by 'Refund requests go to sales in Slack'",
+    ]
+    text, passed, failed = report([result])
+    assert (passed, failed) == (0, 1)
+    assert "       - expected an action: action='telegram'" in text
+
+
+def test_a_broken_suite_is_an_error_with_a_location(tmp_path: Path) -> None:
+    path = suite(tmp_path, "tests:\n  - name: x\n    inputs: []\n    expekt: []\n")
+    result = run_suite(engine(), path)
+    assert not result.passed
+    assert result.error is not None
+    assert f"{path}:" in result.error
+
+
+def test_a_bad_input_fails_its_test_only(tmp_path: Path) -> None:
+    path = suite(
+        tmp_path,
+        """
+        tests:
+          - name: bad
+            inputs: [{file: missing.json}]
+          - name: good
+            inputs: [{event: {channel: online-chat, event: closed}}]
+        """,
+    )
+    result = run_suite(engine(), path)
+    assert [t.passed for t in result.tests] == [False, True]
+    assert "input 1:" in result.tests[0].failures[0]
+    assert "cannot read" in result.tests[0].failures[0]

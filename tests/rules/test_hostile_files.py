@@ -1,0 +1,191 @@
+"""Files an admin edits cannot hang or exhaust rulekit: alias bombs, recursive aliases, deep
+nesting, huge values and oversize files are refused with the file and line, in rules, config
+and test-suite files alike (all YAML goes through rulekit.yamlsource)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from rulekit import yamlsource
+from rulekit.config import MAX_CONFIG_BYTES
+from rulekit.rules.loader import MAX_FILE_BYTES
+
+BOMB_LINES = [
+    'x: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
+    *(
+        f"{key}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]"
+        for key, name, prev in zip("bcdefgh", "bcdefgh", "abcdefg", strict=True)
+    ),
+]
+"""A "billion laughs": under 600 bytes, 9**8 (43 million) strings once expanded."""
+BOMB = "\n".join(BOMB_LINES) + "\n"
+RULE = """\
+- name: Greet
+  on: {channel: online-chat, event: created}
+  do:
+    - autoreply: {text: hello}
+"""
+
+
+def bomb_rules() -> str:
+    """Rules whose first rule carries the bomb (as an unknown key, which validation reads)."""
+    inner = "\n".join("  " + line for line in BOMB_LINES)
+    return f"- name: Bomb\n{inner}\n  on: {{channel: online-chat, event: created}}\n" + (
+        "  do:\n    - autoreply: {text: *h}\n"
+    )
+
+
+def rulekit(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a subprocess (the timeout only guards the test run against a hang)."""
+    return subprocess.run(
+        [sys.executable, "-m", "rulekit.cli.main", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_bomb_is_small():
+    assert len(BOMB) < 600
+    assert len(bomb_rules()) < 700
+
+
+def test_an_alias_bomb_is_refused_with_its_line():
+    with pytest.raises(yamlsource.YamlSyntaxError) as caught:
+        yamlsource.load(BOMB)
+    assert "aliases repeat too much" in caught.value.message
+    assert caught.value.line is not None and 1 < caught.value.line <= len(BOMB_LINES)
+
+
+def test_aliases_within_the_limit_are_fine():
+    text = "base: &base {channel: online-chat, event: created}\n" + "".join(
+        f"r{n}: *base\n" for n in range(1000)
+    )
+    data = yamlsource.load(text)
+    assert data["r999"] == {"channel": "online-chat", "event": "created"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("&a [*a]", "contains it"),
+        ("a: &a {b: *a}", "contains it"),
+        ("[" * (yamlsource.MAX_DEPTH + 1) + "]" * (yamlsource.MAX_DEPTH + 1), "nest"),
+        ("[" * 10_000 + "]" * 10_000, "nest"),
+        ("a:\n" + "".join("  " * i + "- \n" for i in range(1, 200)), "nest"),
+        ("n: " + "9" * 10_000, "cannot read this value"),
+        ("a: 1\n---\nb: 2\n", "single document"),
+        ("---\n" * 100_000, "single document"),
+    ],
+)
+def test_hostile_shapes_are_refused_with_a_yaml_error(text, message):
+    with pytest.raises(yamlsource.YamlSyntaxError) as caught:
+        yamlsource.load(text)
+    assert message in caught.value.message
+
+
+def test_a_huge_scalar_within_the_size_cap_loads():
+    text = "text: " + "x" * (MAX_FILE_BYTES - 100)
+    assert len(yamlsource.load(text)["text"]) == MAX_FILE_BYTES - 100
+
+
+@pytest.mark.parametrize("kind", ["rules", "config", "suite"])
+def test_rulekit_check_and_test_refuse_a_bomb_with_file_and_line(tmp_path, kind):
+    (tmp_path / "rules.yaml").write_text(bomb_rules() if kind == "rules" else RULE)
+    config = "channels: {online-chat: {provider: chatra}}\n"
+    if kind == "config":
+        config = "\n".join(BOMB_LINES) + "\n" + config
+    (tmp_path / "rulekit.yaml").write_text(config)
+    if kind == "suite":
+        (tmp_path / "suite.yaml").write_text(
+            "\n".join(BOMB_LINES) + "\ntests: [{name: c, channel: online-chat, inputs: *h}]\n"
+        )
+        result = rulekit(
+            "test", "suite.yaml", "--rules", "rules.yaml", "--config", "rulekit.yaml", cwd=tmp_path
+        )
+        assert result.returncode in (1, 2), result
+        assert "suite.yaml" in result.stdout + result.stderr
+    else:
+        result = rulekit("check", "rules.yaml", "--config", "rulekit.yaml", cwd=tmp_path)
+        assert result.returncode == 1, result
+        file = "rules.yaml" if kind == "rules" else "rulekit.yaml"
+        assert f"{file}:" in result.stderr + result.stdout
+    output = result.stdout + result.stderr
+    assert "aliases repeat too much" in output
+    assert "Traceback" not in output
+
+
+def sparse(path: Path, size: int) -> Path:
+    with path.open("wb") as file:
+        file.truncate(size)
+    return path
+
+
+def test_an_oversize_rules_or_config_file_is_refused_without_reading_it(tmp_path):
+    """The size is checked before reading: a 300 MB file costs no memory."""
+    from rulekit.config import load_config
+    from rulekit.errors import RulekitError, ValidationErrors
+    from rulekit.plugins import load_plugins
+    from rulekit.rules.loader import RuleLoader
+
+    rules = sparse(tmp_path / "rules.yaml", 300 * 1024 * 1024)
+    config = sparse(tmp_path / "rulekit.yaml", 300 * 1024 * 1024)
+    plugins = load_plugins()
+    loader = RuleLoader(plugins, load_config(None, plugins))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValidationErrors) as rules_error:
+            loader.load(rules)
+        with pytest.raises(RulekitError) as config_error:
+            load_config(config, plugins)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * 1024 * 1024
+    assert f"over {MAX_FILE_BYTES} bytes" in str(rules_error.value)
+    assert f"over {MAX_CONFIG_BYTES} bytes" in str(config_error.value)
+
+
+def test_read_file_returns_at_most_the_cap(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_bytes(b"a" * 10)
+    with pytest.raises(yamlsource.FileTooLarge):
+        yamlsource.read_file(path, 5)
+    assert yamlsource.read_file(path, 10) == b"a" * 10
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_named_pipe_as_config_is_an_error_not_a_hang(tmp_path):
+    os.mkfifo(tmp_path / "rulekit.yaml")
+    (tmp_path / "rules.yaml").write_text(RULE)
+    result = rulekit("check", "rules.yaml", "--config", "rulekit.yaml", cwd=tmp_path)
+    assert result.returncode == 1, result
+    assert "not a regular file" in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"channel": "online-chat", "event": "created", "n": ' + b"9" * 10_000 + b"}", "digits"),
+        (b'{"channel": "online-chat", "event": "created", "n": NaN}', "NaN"),
+    ],
+)
+def test_hostile_json_event_files_are_clear_errors(tmp_path, content, message):
+    (tmp_path / "event.json").write_bytes(content)
+    (tmp_path / "rules.yaml").write_text(RULE)
+    (tmp_path / "rulekit.yaml").write_text("channels: {online-chat: {provider: chatra}}\n")
+    result = rulekit(
+        "test", "event.json", "--rules", "rules.yaml", "--config", "rulekit.yaml", cwd=tmp_path
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode in (1, 2), output
+    assert "event.json: invalid JSON: " in output and message in output
+    assert "Traceback" not in output

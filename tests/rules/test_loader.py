@@ -1,0 +1,417 @@
+"""Loading rules: every error of every file, located, with a reason and a suggestion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from scaffold import make_event, write
+
+from rulekit.engine.engine import Engine
+from rulekit.errors import ValidationErrors
+from rulekit.expr.sandbox import MAX_EXPRESSION
+from rulekit.rules.loader import MAX_FILE_BYTES
+
+CONFIG = """
+channels:
+  online-chat: {provider: chatra}
+groups: [support, sales]
+agents:
+  - {email: Anna@shop.example, groups: [support], channels: [online-chat]}
+  - {email: lena@shop.example, groups: [sales], channels: []}
+integrations:
+  slack: {token: xoxb-test}
+"""
+
+
+def load(tmp_path: Path, files: dict[str, str], config: str | None = CONFIG) -> Engine:
+    rules = tmp_path / "rules.d"
+    for name, text in files.items():
+        write(rules / name, text)
+    config_path = None if config is None else write(tmp_path / "rulekit.yaml", config)
+    return Engine.from_path(rules, config_path)
+
+
+def errors(tmp_path: Path, files: dict[str, str], config: str | None = CONFIG) -> list[str]:
+    with pytest.raises(ValidationErrors) as caught:
+        load(tmp_path, files, config)
+    return [str(error) for error in caught.value.errors]
+
+
+def one_error(tmp_path: Path, text: str, config: str | None = CONFIG) -> str:
+    found = errors(tmp_path, {"r.yaml": text}, config)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def warnings(tmp_path: Path, text: str, config: str | None = CONFIG) -> list[str]:
+    return [str(w) for w in load(tmp_path, {"r.yaml": text}, config).ruleset.warnings]
+
+
+ON = "on: {channel: online-chat}"
+DO = "do: [{autoreply: {text: x}}]"
+
+
+def rule(*lines: str, name: str = "a") -> str:
+    """A one-rule file: ``- name: a`` (line 1) then ``lines`` (from line 2)."""
+    return f"- name: {name}\n" + "".join(f"  {line}\n" for line in lines)
+
+
+GOOD = """
+- name: {name}
+  on: {{channel: online-chat, event: created}}
+  do: [{{autoreply: {{text: hi}}}}]
+"""
+
+
+def test_errors_have_file_line_path_and_one_line_reason(tmp_path: Path) -> None:
+    message = one_error(
+        tmp_path,
+        """
+        - name: ok
+          on: {channel: online-chat}
+          do: [{autoreply: {text: hi}}]
+        - name: typo
+          on: {channel: online-chat}
+          do:
+            - slack: {channel: '#a', text: hi}
+            - slak: {channel: '#a', text: hi}
+        """,
+    )
+    assert message == (
+        f"{tmp_path / 'rules.d' / 'r.yaml'}:8: [1].do[1].slak: "
+        "unknown action 'slak' (did you mean 'slack'?)"
+    )
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("rule", "line", "expected"),
+    [
+        (
+            rule("on: {channel: online-chat, evnt: created}", DO),
+            2,
+            "[0].on.evnt: rule 'a': unknown field 'evnt' (did you mean 'event'?)",
+        ),
+        (
+            rule("descripton: x", ON, DO),
+            2,
+            "[0].descripton: rule 'a': unknown field 'descripton' (did you mean 'description'?)",
+        ),
+        (
+            rule(ON, "if: client.emial == 'x'", DO),
+            3,
+            "[0].if: client has no field 'emial' (did you mean 'email'?)",
+        ),
+        (
+            rule(ON, "if: clent.name", DO),
+            3,
+            "[0].if: unknown name 'clent' (did you mean 'client'?)",
+        ),
+        (
+            rule(ON, "if: client.email|lowr", DO),
+            3,
+            "unknown filter 'lowr' (did you mean 'lower'?)",
+        ),
+        (
+            rule(ON, "do:", "  - slack: {channel: '#a', text: hi, blokcs: []}"),
+            4,
+            "[0].do[0].slack.blokcs: unknown field 'blokcs' (did you mean 'blocks'?)",
+        ),
+        (
+            rule(ON, "if: raw.chat", DO),
+            3,
+            "`raw` is the provider's payload, for auditing, not for rules",
+        ),
+        (
+            rule(ON, "do: [{autoreply: {text: '{{ raw }}'}}]"),
+            3,
+            "`raw` is the provider's payload",
+        ),
+        (
+            rule(ON, "cooldown: 5 minutes", DO),
+            3,
+            "is not a duration",
+        ),
+    ],
+)
+def test_located_errors_with_suggestions(
+    tmp_path: Path, rule: str, line: int, expected: str
+) -> None:
+    message = one_error(tmp_path, rule)
+    assert message.startswith(f"{tmp_path / 'rules.d' / 'r.yaml'}:{line}: ")
+    assert expected in message
+
+
+def test_all_errors_of_all_files_in_one_run(tmp_path: Path) -> None:
+    found = errors(
+        tmp_path,
+        {
+            "10-a.yaml": "- name: a\n  on: {channel: online-chat}\n  do: [{slak: {}}]\n"
+            "- name: b\n  on: {channel: online-chat}\n  if: nope\n  do: [{autoreply: {text: x}}]\n",
+            "20-b.yaml": "- name: c\n  on: {channel: online-chat}\n  do: [{autoreply: {}}]\n",
+            "30-c.yaml": "- name: d\n  on: {channel: [online-chat\n",
+            "40-d.yaml": "just a string\n",
+        },
+    )
+    files = [message.split(":")[0].rsplit("/", 1)[-1] for message in found]
+    assert files == ["10-a.yaml", "10-a.yaml", "20-b.yaml", "30-c.yaml", "40-d.yaml"]
+    assert "missing required field 'text'" in found[2]
+    assert "invalid YAML" in found[3]
+    assert "expected a list of rules" in found[4]
+
+
+def test_bad_shapes_of_a_rule_still_report_their_actions(tmp_path: Path) -> None:
+    found = errors(tmp_path, {"r.yaml": "- name: a\n  on: {chanel: x}\n  do: [{slak: {}}]\n"})
+    assert any("unknown field 'chanel'" in m for m in found)
+    assert any("unknown action 'slak'" in m for m in found)
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        "\"client.country == 'DE' and not client.email\"",
+        "[\"client.country == 'DE'\", 'not client.email']",
+        "{all: [\"client.country == 'DE'\", {not: 'client.email'}]}",
+        "{any: [\"client.country == 'AT'\", {all: [\"client.country == 'DE'\", "
+        "{not: {any: ['client.email', 'client.phone']}}]}]}",
+    ],
+)
+def test_condition_shapes(tmp_path: Path, condition: str) -> None:
+    engine = load(
+        tmp_path,
+        {"r.yaml": rule(ON, f"if: {condition}", DO)},
+    )
+    assert len(engine.evaluate(make_event(client={"country": "DE"}))) == 1
+    assert len(engine.evaluate(make_event(client={"country": "DE", "email": "a@b.c"}))) == 0
+    assert len(engine.evaluate(make_event(client={"country": "FR"}))) == 0
+
+
+@pytest.mark.parametrize(
+    ("condition", "reason"),
+    [
+        ("{anyof: [a]}", "one of all/any/not (did you mean 'any'?)"),
+        ("{all: [a], any: [b]}", "one of all/any/not"),
+        ("true", "not a boolean"),
+        ("[]", "an empty condition list"),
+        ("{all: []}", "`all` needs a non-empty list"),
+        ("{any: 'x'}", "`any` needs a non-empty list"),
+        ("42", "not int"),
+        ("{not: false}", "not a boolean"),
+        ("[client.name: x]", "a `:` inside an expression needs quotes"),
+    ],
+)
+def test_bad_condition_shapes(tmp_path: Path, condition: str, reason: str) -> None:
+    message = one_error(
+        tmp_path,
+        rule(ON, f"if: {condition}", DO),
+    )
+    assert ":3: [0].if" in message
+    assert reason in message
+
+
+def test_action_parameters_are_validated_but_templates_are_not_rejected(tmp_path: Path) -> None:
+    found = errors(
+        tmp_path,
+        {
+            "r.yaml": """
+            - name: a
+              on: {channel: online-chat}
+              do:
+                - slack: {text: hi}
+                - telegram: {chat_id: 1, text: hi, parse_mode: html}
+                - telegram:
+                    chat_id: "{{ env.CHAT }}"
+                    text: "{{ message.text }}"
+                    parse_mode: "{{ env.MODE }}"
+                - assign: {strategy: random}
+            """
+        },
+    )
+    assert len(found) == 3, found
+    assert ":4: [0].do[0].slack.channel: missing required field 'channel'" in found[0]
+    assert (
+        ":5: [0].do[1].telegram.parse_mode: Input should be 'none', 'HTML' or 'MarkdownV2'"
+        in found[1]
+    )
+    assert ":10: [0].do[3].assign.strategy" in found[2]
+
+
+def test_a_templated_value_is_validated_when_rendered(tmp_path: Path) -> None:
+    engine = load(
+        tmp_path,
+        {
+            "r.yaml": """
+            - name: a
+              on: {channel: online-chat}
+              do:
+                - telegram: {chat_id: 1, text: hi, parse_mode: "{{ client.notes }}"}
+            """
+        },
+    )
+    assert len(engine.evaluate(make_event(client={"notes": "HTML"}))) == 1
+    plan = engine.evaluate(make_event(client={"notes": "bold"}))
+    assert list(plan) == []
+    assert "parse_mode" in plan.errors[0]
+
+
+def test_duplicate_rule_names_across_files_name_the_first(tmp_path: Path) -> None:
+    found = errors(
+        tmp_path,
+        {
+            "10-a.yaml": GOOD.format(name="Greet"),
+            "20-b.yaml": "# again\n" + GOOD.format(name="Greet"),
+        },
+    )
+    assert len(found) == 1
+    assert "20-b.yaml:3" in found[0]
+    assert (
+        f"rule name 'Greet' is already used at {tmp_path / 'rules.d' / '10-a.yaml'}:1" in found[0]
+    )
+
+
+def test_a_rules_file_may_be_a_mapping_with_rules(tmp_path: Path) -> None:
+    engine = load(tmp_path, {"r.yaml": "rules:\n" + GOOD.format(name="a").replace("\n", "\n  ")})
+    assert [r.name for r in engine.rules] == ["a"]
+    message = one_error(tmp_path, "rulez: []\n")
+    assert "unknown top-level key 'rulez' (did you mean 'rules'?)" in message
+
+
+def test_files_load_in_name_order_and_suites_are_skipped(tmp_path: Path) -> None:
+    engine = load(
+        tmp_path,
+        {
+            "20-b.yaml": GOOD.format(name="b"),
+            "10-a.yaml": GOOD.format(name="a"),
+            "tests.yaml": "tests:\n  - {name: x, inputs: [{event: {channel: a, event: b}}]}\n",
+            "notes.txt": "not yaml: [",
+        },
+    )
+    assert [r.name for r in engine.rules] == ["a", "b"]
+    assert [p.name for p in engine.ruleset.suites] == ["tests.yaml"]
+    assert [p.name for p in engine.ruleset.files] == ["10-a.yaml", "20-b.yaml"]
+
+
+def test_disabled_rules_are_not_loaded(tmp_path: Path) -> None:
+    engine = load(
+        tmp_path,
+        {"r.yaml": GOOD.format(name="a") + "  enabled: false\n" + GOOD.format(name="b")},
+    )
+    assert [r.name for r in engine.rules] == ["b"]
+    assert [a.rule for a in engine.evaluate(make_event())] == ["b"]
+
+
+def test_yaml_words_in_rules_stay_strings(tmp_path: Path) -> None:
+    engine = load(
+        tmp_path,
+        {"r.yaml": "- name: no\n  on: {channel: online-chat}\n  do: [{autoreply: {text: off}}]\n"},
+    )
+    plan = engine.evaluate(make_event())
+    assert [(a.rule, a.params["text"]) for a in plan] == [("no", "off")]
+
+
+def test_file_size_cap(tmp_path: Path) -> None:
+    big = "# " + "x" * MAX_FILE_BYTES + "\n" + GOOD.format(name="a")
+    message = one_error(tmp_path, big)
+    assert f"over {MAX_FILE_BYTES} bytes" in message
+
+
+def test_expression_size_cap(tmp_path: Path) -> None:
+    long = " or ".join(["client.name == 'x'"] * (MAX_EXPRESSION // 10))
+    message = one_error(
+        tmp_path,
+        rule(ON, f'if: "{long}"', DO),
+    )
+    assert f"over {MAX_EXPRESSION} characters" in message
+
+
+def test_assign_to_an_agent_without_access_is_an_error(tmp_path: Path) -> None:
+    message = one_error(
+        tmp_path,
+        "- name: a\n  on: {channel: online-chat}\n  do: [{assign: {agent: LENA@shop.example}}]\n",
+    )
+    assert "agent lena@shop.example has no access to channel 'online-chat'" in message
+    assert ":3: [0].do[0].assign" in message
+    # an agent with access (any case) is fine
+    engine = load(
+        tmp_path,
+        {"r.yaml": rule(ON, "do: [{assign: {agent: anna@SHOP.example}}]")},
+    )
+    assert engine.rules[0].name == "a"
+
+
+# -- warnings ----------------------------------------------------------------------------------
+
+
+def test_warning_for_an_unconfigured_channel(tmp_path: Path) -> None:
+    found = warnings(
+        tmp_path,
+        "- name: a\n  on: {channel: online-caht}\n  do: [{slack: {channel: x, text: y}}]\n",
+    )
+    assert len(found) == 1
+    assert (
+        "rule 'a' can never fire: channel 'online-caht' is not configured "
+        "(did you mean 'online-chat'?)" in found[0]
+    )
+
+
+def test_warning_for_an_unknown_event(tmp_path: Path) -> None:
+    found = warnings(
+        tmp_path,
+        "- name: a\n  on: {channel: online-chat, event: reopend}\n  do: [{autoreply: {text: y}}]\n",
+    )
+    assert len(found) == 1
+    assert "no channel emits event 'reopend' (did you mean 'reopened'?)" in found[0]
+
+
+def test_warning_for_a_rule_shadowed_by_an_unconditional_stop(tmp_path: Path) -> None:
+    found = warnings(
+        tmp_path,
+        """
+        - name: catch all
+          on: {channel: online-chat}
+          stop: true
+          do: [{autoreply: {text: a}}]
+        - name: never
+          on: {channel: online-chat, event: created}
+          do: [{autoreply: {text: b}}]
+        """,
+    )
+    assert len(found) == 1
+    assert "rule 'never' can never fire: rule 'catch all'" in found[0]
+    assert "r.yaml:5" in found[0]
+
+
+def test_no_shadow_warning_for_a_conditional_stop(tmp_path: Path) -> None:
+    text = """
+    - name: maybe
+      on: {channel: online-chat}
+      if: client.country == 'DE'
+      stop: true
+      do: [{autoreply: {text: a}}]
+    - name: later
+      on: {channel: online-chat}
+      do: [{autoreply: {text: b}}]
+    """
+    assert warnings(tmp_path, text) == []
+
+
+@pytest.mark.parametrize(
+    ("config", "reason"),
+    [
+        ("channels: {online-chat: {provider: chatra}}\n", "slack: Slack is not configured"),
+        (
+            "channels: {online-chat: {provider: chatra}}\nintegrations: {slack: {token: ''}}\n",
+            "slack: the Slack token is empty",
+        ),
+    ],
+)
+def test_warning_for_an_unconfigured_integration(tmp_path: Path, config: str, reason: str) -> None:
+    found = warnings(
+        tmp_path,
+        "- name: a\n  on: {channel: online-chat}\n  do: [{slack: {channel: x, text: y}}]\n",
+        config,
+    )
+    assert len(found) == 1
+    assert reason in found[0]
+    assert ":3: [0].do[0].slack" in found[0]
