@@ -248,8 +248,6 @@ def test_the_core_names_no_concrete_action_or_channel_in_code() -> None:
 
 
 KNOWN_NAMED = [
-    # the console serves the sound files of play_sound (to become a hook of the action)
-    "rulekit.server.console.routes imports rulekit.actions.play_sound",
     # forget looks for every escaped form: the markup escapers of the Slack and Telegram
     # actions (to become a property of each action with markup)
     "rulekit.store.forms imports rulekit.actions.slack_markup",

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
@@ -122,6 +123,12 @@ class Action:
         """Load-time warnings: what works but is risky (``rulekit check --strict`` refuses it),
         e.g. a webhook sent over plain ``http://``."""
         return []
+
+    @classmethod
+    def sounds(cls, config: Config) -> dict[str, Path]:
+        """Sounds this action may ask the agents' consoles to play, by name, with their files
+        (the console serves them at ``/console/sounds/<name>`` to signed-in agents)."""
+        return {}
 
     @classmethod
     def faces_client(cls, params: BaseModel) -> bool:

@@ -95,6 +95,11 @@ class PlaySound(Action):
     Integration = SoundsIntegration
 
     @classmethod
+    def sounds(cls, config: Config) -> dict[str, Path]:
+        found = {name: sound_file(name, config) for name in sound_names(config)}
+        return {name: path for name, path in found.items() if path is not None}
+
+    @classmethod
     def check(cls, params: PlaySoundParams, channels: list[str], config: Config) -> list[str]:  # type: ignore[override]
         from rulekit.errors import did_you_mean
 

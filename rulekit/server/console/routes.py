@@ -29,7 +29,6 @@ from starlette.responses import (
 )
 from starlette.routing import BaseRoute, Route
 
-from rulekit.actions.play_sound import sound_file, sound_names
 from rulekit.config import Config
 from rulekit.runtime.feed import FeedClosed, LiveFeed
 from rulekit.server.console import journal
@@ -196,9 +195,8 @@ class Console:
         if self.viewer(request) is None:
             return _error(401, "sign in first")
         name = request.path_params["name"].removesuffix(".wav")
-        config = self.get_snapshot().config
-        # only names the config knows: a request never names a path
-        path = sound_file(name, config) if name in sound_names(config) else None
+        # only names the actions offer: a request never names a path
+        path = _sounds(self.get_snapshot()).get(name)
         if path is None or not path.is_file():
             return _error(404, f"no sound {name!r}")
         media_type = mimetypes.guess_type(path.name)[0] or "audio/wav"
@@ -217,7 +215,7 @@ class Console:
                     "name": viewer.name,
                     "admin": viewer.admin,
                     "channels": sorted(viewer.channels),
-                    "sounds": sound_names(snapshot.config),
+                    "sounds": sorted(_sounds(snapshot)),
                     "rules_version": snapshot.version,
                     "loaded_at": snapshot.loaded_at.isoformat(),
                     "problems": _problems(snapshot),
@@ -368,3 +366,11 @@ def _last_event_id(request: Request) -> int | None:
         return int(value) if value else None
     except ValueError:
         return None
+
+
+def _sounds(snapshot: Snapshot) -> dict[str, Path]:
+    """The sounds the loaded actions offer the console, by name."""
+    found: dict[str, Path] = {}
+    for action in snapshot.engine.actions.values():
+        found.update(type(action).sounds(snapshot.config))
+    return found
