@@ -38,7 +38,7 @@ from rulekit.errors import StoreError
 from rulekit.store.base import JournaledStore
 from rulekit.store.migrations import SchemaStatus, status_of
 from rulekit.store.migrations.postgres import MIGRATIONS
-from rulekit.store.postgres_state import PostgresState, unavailable_error
+from rulekit.store.sql.postgres import PostgresState, unavailable_error
 from rulekit.store.urls import redact_url
 
 if TYPE_CHECKING:

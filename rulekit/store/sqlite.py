@@ -37,7 +37,8 @@ from rulekit.store.base import JournaledStore
 from rulekit.store.migrations import SchemaStatus, status_of
 from rulekit.store.migrations.sqlite import MIGRATIONS
 from rulekit.store.records import utc
-from rulekit.store.sqlite_state import SQLiteState, unavailable_error
+from rulekit.store.sql.sqlite import SQLITE, unavailable_error
+from rulekit.store.sql.state import SQLState
 
 SYNCHRONOUS_LEVELS = ("FULL", "NORMAL", "EXTRA")
 """The ``synchronous`` settings a store accepts (``OFF`` is never safe for a journal)."""
@@ -209,7 +210,7 @@ class SQLiteStore(JournaledStore):
         return conn
 
     @contextmanager
-    def transaction(self) -> Iterator[SQLiteState]:
+    def transaction(self) -> Iterator[SQLState]:
         if self._holder == threading.get_ident():
             raise StoreError("transactions do not nest: this thread is already inside one")
         with self._lock:
@@ -219,7 +220,7 @@ class SQLiteStore(JournaledStore):
             self._holder = threading.get_ident()
             try:
                 self._check_identity()
-                state = SQLiteState(conn, self.path)
+                state = SQLState(conn, str(self.path), SQLITE)
                 state.execute("BEGIN IMMEDIATE")
                 try:
                     yield state

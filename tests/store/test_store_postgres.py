@@ -247,8 +247,9 @@ def test_a_newer_schema_is_refused(postgres_schema):
     store = PostgresStore(postgres_schema)
     with store.transaction() as state:
         state.execute(
-            "INSERT INTO schema_version (version, name, applied_at) VALUES (%s, 'future', now())",
-            (len(MIGRATIONS) + 1,),
+            "INSERT INTO schema_version (version, name, applied_at)"
+            " VALUES (:version, 'future', now())",
+            {"version": len(MIGRATIONS) + 1},
         )
     store.close()
     with pytest.raises(StoreError, match="newer than this rulekit knows"):

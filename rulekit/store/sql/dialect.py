@@ -1,0 +1,89 @@
+"""What differs between the SQL databases rulekit stores in, and nothing else.
+
+Statements are written once, in SQLite's named-parameter style (``:name``) and in SQL both
+databases accept; a :class:`Dialect` rewrites the parameters for its driver, encodes and
+decodes the values whose storage differs (times, JSON, lists) and supplies the few fragments
+that cannot be written the same way.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from rulekit.errors import StoreUnavailable
+from rulekit.store.codec import to_json
+
+_PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+@lru_cache(maxsize=512)
+def pyformat(statement: str) -> str:
+    """``statement`` with ``:name`` parameters written ``%(name)s`` (and ``%`` doubled), as
+    psycopg takes them; ``::type`` casts are left alone."""
+    return _PARAMETER.sub(r"%(\1)s", statement.replace("%", "%%"))
+
+
+class Dialect(abc.ABC):
+    """How one database differs from the SQL of :class:`~rulekit.store.sql.state.SQLState`."""
+
+    name: str
+    """The database, for messages (``SQLite``, ``PostgreSQL``)."""
+
+    for_update: str = ""
+    """Appended to the reads that erasure rewrites: locks the rows where several daemons could
+    change them meanwhile."""
+
+    def sql(self, statement: str) -> str:
+        """``statement`` as the driver takes it."""
+        return statement
+
+    # values ----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def time(self, value: datetime | None) -> Any:
+        """A time as a parameter (``None`` stays ``None``)."""
+
+    @abc.abstractmethod
+    def read_time(self, value: Any) -> Any:
+        """A stored time back, timezone-aware (``None`` stays ``None``)."""
+
+    def json(self, value: Any) -> str | None:
+        """JSON data as a parameter (``None`` stays ``None``): compact text, which both a text
+        column and PostgreSQL's ``json`` take."""
+        return None if value is None else to_json(value)
+
+    @abc.abstractmethod
+    def read_json(self, value: Any) -> Any:
+        """A JSON column's value back as JSON data."""
+
+    @abc.abstractmethod
+    def values(self, items: Sequence[Any]) -> Any:
+        """A list as the parameter of :meth:`one_of`."""
+
+    # fragments -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def one_of(self, column: str, parameter: str) -> str:
+        """``column`` is one of the list in ``:parameter`` (see :meth:`values`)."""
+
+    @abc.abstractmethod
+    def json_text(self, column: str, *path: str) -> str:
+        """The text at ``path`` in the JSON document ``column``."""
+
+    @abc.abstractmethod
+    def bytes_contain(self, column: str, parameter: str) -> str:
+        """The bytes of ``column`` contain the bytes in ``:parameter``."""
+
+    # errors ----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def unavailable(self, where: str, exc: Exception) -> StoreUnavailable | None:
+        """A :class:`StoreUnavailable` when ``exc`` means the database cannot be used right now
+        (``where`` names the store); ``None`` for anything else, a bug to re-raise."""
+
+    @property
+    @abc.abstractmethod
+    def error(self) -> type[Exception]:
+        """The driver's base error class."""

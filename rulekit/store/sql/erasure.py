@@ -1,0 +1,191 @@
+"""Forgetting a client and purging old records in a SQL store: the rows behind
+:meth:`SQLState.forget_client <rulekit.store.sql.state.SQLState.forget_client>` (the walk and
+what is erased are :mod:`rulekit.store.erasure`'s) and the SQL of
+:meth:`~rulekit.store.sql.state.SQLState.purge`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from rulekit.store.codec import from_json
+from rulekit.store.erasure import (
+    PURGE_KINDS,
+    AttemptRow,
+    ConversationRow,
+    EventRow,
+    InboxRow,
+    JobRow,
+)
+from rulekit.store.erasure import forget_client as forget_walk
+
+if TYPE_CHECKING:
+    from rulekit.store.sql.state import SQLState
+
+SAME_CHANNEL = "(CAST(:channel AS TEXT) IS NULL OR channel = :channel)"
+
+
+def forget_client(state: SQLState, client_id: str, channel: str | None) -> dict[str, int]:
+    """See :meth:`rulekit.store.base.Journal.forget_client`."""
+    return forget_walk(SQLForgetRows(state), client_id, channel)
+
+
+class SQLForgetRows:
+    """:class:`rulekit.store.erasure.ForgetRows` over one SQL transaction. Where the dialect
+    says so (PostgreSQL), rows read are locked: a daemon processing this client's next event
+    waits rather than overwrite the erasure with what it read before."""
+
+    def __init__(self, state: SQLState) -> None:
+        self.state = state
+        self.dialect = state.dialect
+        self.lock = state.dialect.for_update
+
+    def clients(self, client_id: str, channel: str | None) -> list[dict[str, Any]]:
+        rows = self.state.execute(
+            f"SELECT data FROM clients WHERE id = :client AND {SAME_CHANNEL}{self.lock}",
+            {"client": client_id, "channel": channel},
+        ).fetchall()
+        return [from_json(row["data"]) for row in rows]
+
+    def delete_clients(self, client_id: str, channel: str | None) -> int:
+        cursor = self.state.execute(
+            f"DELETE FROM clients WHERE id = :client AND {SAME_CHANNEL}",
+            {"client": client_id, "channel": channel},
+        )
+        return int(cursor.rowcount)
+
+    def events(self, client_id: str, channel: str | None) -> list[EventRow]:
+        client = self.dialect.json_text("data", "client", "id")
+        rows = self.state.execute(
+            "SELECT id, event_id, inbox_id, conversation_id, data, trace FROM events"
+            f" WHERE {client} = :client AND {SAME_CHANNEL}{self.lock}",
+            {"client": client_id, "channel": channel},
+        ).fetchall()
+        load = self.dialect.read_json
+        return [
+            EventRow(
+                row["id"],
+                row["event_id"],
+                row["inbox_id"],
+                row["conversation_id"],
+                load(row["data"]),
+                load(row["trace"]),
+            )
+            for row in rows
+        ]
+
+    def update_event(self, row: EventRow, data: dict[str, Any], trace: Any) -> None:
+        self.state.execute(
+            "UPDATE events SET data = :data, trace = :trace WHERE id = :id",
+            {"data": self.dialect.json(data), "trace": self.dialect.json(trace), "id": row.key},
+        )
+
+    def conversations(
+        self, client_id: str, ids: Sequence[str], channel: str | None
+    ) -> list[ConversationRow]:
+        rows = self.state.execute(
+            f"SELECT channel, key, data FROM conversations WHERE {SAME_CHANNEL}"
+            f" AND (key = :client OR {self.dialect.one_of('id', 'ids')}){self.lock}",
+            {"client": client_id, "channel": channel, "ids": self.dialect.values(ids)},
+        ).fetchall()
+        return [ConversationRow(row["channel"], row["key"], from_json(row["data"])) for row in rows]
+
+    def update_conversation(self, row: ConversationRow, data: dict[str, Any]) -> None:
+        self.state.execute(
+            "UPDATE conversations SET data = :data WHERE channel = :channel AND key = :key",
+            {"data": self.dialect.json(data), "channel": row.channel, "key": row.key},
+        )
+
+    def inbox(self, ids: Sequence[int], client_id: str, channel: str | None) -> list[InboxRow]:
+        rows = self.state.execute(
+            "SELECT id, length(body) > 0 AS has_body, error FROM inbox WHERE status <> 'pending'"
+            f" AND ({self.dialect.one_of('id', 'ids')}"
+            f"      OR ({SAME_CHANNEL} AND (conversation_key = :client"
+            f"          OR {self.dialect.bytes_contain('body', 'needle')}))){self.lock}",
+            {
+                "ids": self.dialect.values(ids),
+                "client": client_id,
+                "channel": channel,
+                "needle": client_id.encode(),
+            },
+        ).fetchall()
+        return [InboxRow(row["id"], bool(row["has_body"]), row["error"]) for row in rows]
+
+    def erase_inbox(self, row: InboxRow, error: str | None) -> None:
+        self.state.execute(
+            "UPDATE inbox SET body = :empty, error = :error WHERE id = :id",
+            {"empty": b"", "error": error, "id": row.id},
+        )
+
+    def jobs(self, event_ids: Sequence[str]) -> list[JobRow]:
+        rows = self.state.execute(
+            "SELECT id, params, result, last_error FROM outbox"
+            f" WHERE {self.dialect.one_of('event_id', 'ids')}{self.lock}",
+            {"ids": self.dialect.values(event_ids)},
+        ).fetchall()
+        load = self.dialect.read_json
+        return [
+            JobRow(row["id"], load(row["params"]), load(row["result"]), row["last_error"])
+            for row in rows
+        ]
+
+    def update_job(self, row: JobRow, params: Any, result: Any, error: str | None) -> None:
+        self.state.execute(
+            "UPDATE outbox SET params = :params, result = :result, last_error = :error"
+            " WHERE id = :id",
+            {
+                "params": self.dialect.json(params),
+                "result": self.dialect.json(result),
+                "error": error,
+                "id": row.id,
+            },
+        )
+
+    def attempts(self, job_ids: Sequence[int]) -> list[AttemptRow]:
+        rows = self.state.execute(
+            f"SELECT id, result, error FROM attempts WHERE {self.dialect.one_of('job_id', 'ids')}",
+            {"ids": self.dialect.values(job_ids)},
+        ).fetchall()
+        load = self.dialect.read_json
+        return [AttemptRow(row["id"], load(row["result"]), row["error"]) for row in rows]
+
+    def update_attempt(self, row: AttemptRow, result: Any, error: str | None) -> None:
+        self.state.execute(
+            "UPDATE attempts SET result = :result, error = :error WHERE id = :id",
+            {"result": self.dialect.json(result), "error": error, "id": row.key},
+        )
+
+
+# events old enough whose jobs are all finished (pending work is never purged)
+OLD_EVENTS = (
+    "SELECT e.event_id FROM events e WHERE e.processed_at < :before AND NOT EXISTS"
+    " (SELECT 1 FROM outbox o WHERE o.event_id = e.event_id AND o.status = 'pending')"
+)
+
+
+def purge(state: SQLState, events_before: datetime, payloads_before: datetime) -> dict[str, int]:
+    """See :meth:`rulekit.store.base.Journal.purge`."""
+    counts = dict.fromkeys(PURGE_KINDS, 0)
+    before = {"before": state.dialect.time(events_before)}
+    counts["attempts"] = state.execute(
+        f"DELETE FROM attempts WHERE job_id IN (SELECT id FROM outbox WHERE event_id IN"
+        f" ({OLD_EVENTS}))",
+        before,
+    ).rowcount
+    counts["jobs"] = state.execute(
+        f"DELETE FROM outbox WHERE event_id IN ({OLD_EVENTS})", before
+    ).rowcount
+    counts["events"] = state.execute(
+        f"DELETE FROM events WHERE event_id IN ({OLD_EVENTS})", before
+    ).rowcount
+    counts["inbox"] = state.execute(
+        "DELETE FROM inbox WHERE received_at < :before AND status <> 'pending'", before
+    ).rowcount
+    counts["payloads"] = state.execute(
+        "UPDATE inbox SET body = :empty WHERE received_at < :before AND status <> 'pending'"
+        " AND length(body) > 0",
+        {"empty": b"", "before": state.dialect.time(payloads_before)},
+    ).rowcount
+    return counts

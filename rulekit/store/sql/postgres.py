@@ -1,0 +1,378 @@
+"""PostgreSQL's dialect, and what several daemons on one database need on top of
+:class:`~rulekit.store.sql.state.SQLState`:
+
+* claims take rows with ``FOR UPDATE SKIP LOCKED``: concurrent claimers never wait for each
+  other and never get the same row; a lease (``claimed_until``) hands the work of a dead daemon
+  to the others when it runs out;
+* writes that are several statements on SQLite are one here (a data-modifying ``WITH``), so
+  each method is one round trip;
+* per-destination pacing is agreed in the database (:meth:`PostgresState.reserve_pace`).
+
+When a claim passes no ``now``, the database's clock is used, so daemons on machines whose
+clocks drift still agree on when a lease ends.
+
+psycopg is imported only when a PostgreSQL store is used (the ``postgres`` extra).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from rulekit.errors import StoreConflict, StoreUnavailable
+from rulekit.event import Event
+from rulekit.store.records import (
+    INTERRUPTED,
+    InboxItem,
+    Job,
+    JobSpec,
+    Outcome,
+    check_attempt,
+    utc,
+)
+from rulekit.store.sql.dialect import Dialect, pyformat
+from rulekit.store.sql.state import SQLState
+
+# SQLSTATE classes that mean "the database cannot do this right now", not a bug: connection
+# exceptions, rollbacks (deadlock, serialization), insufficient resources (disk full, too many
+# connections), operator intervention (shutdown), system errors (I/O).
+_UNAVAILABLE_CLASSES = ("08", "40", "53", "57", "58")
+_UNAVAILABLE_STATES = frozenset({"25006"})  # read_only_sql_transaction (a hot standby)
+_CONFLICT_STATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
+
+
+def unavailable_error(where: str, exc: Exception) -> StoreUnavailable | None:
+    """A :class:`StoreUnavailable` for ``exc`` when it means the database cannot be used right
+    now (unreachable, shut down, disk full, read-only); ``None`` for anything else (a bug)."""
+    import psycopg
+
+    state = getattr(exc, "sqlstate", None)
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) or (
+        state is not None and (state[:2] in _UNAVAILABLE_CLASSES or state in _UNAVAILABLE_STATES)
+    ):
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if state in _CONFLICT_STATES:
+            return StoreConflict(f"PostgreSQL store {where}: a conflict: {detail}")
+        return StoreUnavailable(f"PostgreSQL store {where} cannot be used: {detail}")
+    return None
+
+
+class PostgresDialect(Dialect):
+    """PostgreSQL through psycopg: ``%(name)s`` parameters, ``timestamptz`` times, ``json``
+    columns read back as data, lists as arrays, rows locked while erasure rewrites them."""
+
+    name = "PostgreSQL"
+    for_update = " FOR UPDATE"
+
+    def sql(self, statement: str) -> str:
+        return pyformat(statement)
+
+    def time(self, value: datetime | None) -> datetime | None:
+        return None if value is None else utc(value)
+
+    def read_time(self, value: Any) -> datetime | None:
+        return None if value is None else utc(value)
+
+    def read_json(self, value: Any) -> Any:
+        return value  # psycopg decodes json columns
+
+    def values(self, items: Sequence[Any]) -> list[Any]:
+        return list(items)
+
+    def one_of(self, column: str, parameter: str) -> str:
+        return f"{column} = ANY(:{parameter})"
+
+    def json_text(self, column: str, *path: str) -> str:
+        *inner, last = path
+        steps = "".join(f" -> '{step}'" for step in inner)
+        return f"{column}{steps} ->> '{last}'"
+
+    def bytes_contain(self, column: str, parameter: str) -> str:
+        return f"position(:{parameter} in {column}) > 0"
+
+    def unavailable(self, where: str, exc: Exception) -> StoreUnavailable | None:
+        return unavailable_error(where, exc)
+
+    @property
+    def error(self) -> type[Exception]:
+        import psycopg
+
+        return psycopg.Error
+
+
+POSTGRES = PostgresDialect()
+
+# The advisory lock that serializes job claims across daemons (a constant every rulekit agrees
+# on: "jobs").
+_CLAIM_LOCK = 0x6A6F6273
+
+# The claim's clock: the caller's ``now`` (tests), else the database's.
+_NOW = "COALESCE(:now::timestamptz, now())"
+
+
+class PostgresState(SQLState):
+    """One open PostgreSQL transaction."""
+
+    def __init__(self, conn: Any, where: str) -> None:
+        super().__init__(conn, where, POSTGRES)
+
+    # inbox -----------------------------------------------------------------------------------
+    def append_inbox(
+        self,
+        channel: str,
+        body: bytes,
+        *,
+        delivery_key: str | None = None,
+        conversation_key: str | None = None,
+        now: datetime | None = None,
+    ) -> tuple[int, bool]:
+        # One statement either way: the insert, or (on a redelivery) the first delivery's id.
+        row = self._one(
+            "WITH new AS (INSERT INTO inbox"
+            " (channel, received_at, body, delivery_key, conversation_key)"
+            " VALUES (:channel, :now, :body, :key, :conversation)"
+            " ON CONFLICT (channel, delivery_key) DO NOTHING RETURNING id)"
+            " SELECT id, true AS new FROM new"
+            " UNION ALL SELECT id, false FROM inbox"
+            " WHERE channel = :channel AND delivery_key = :key"
+            " AND NOT EXISTS (SELECT 1 FROM new)",
+            {
+                "channel": channel,
+                "now": utc(now),
+                "body": bytes(body),
+                "key": delivery_key,
+                "conversation": conversation_key,
+            },
+        )
+        if row is None:
+            # A concurrent first delivery committed between our insert's check and our read
+            # (READ COMMITTED): read again with a fresh snapshot.
+            return self._first_delivery(channel, delivery_key), False
+        return row["id"], row["new"]
+
+    def claim_inbox(
+        self, owner: str, *, lease: float, limit: int = 1, now: datetime | None = None
+    ) -> list[InboxItem]:
+        rows = self.execute(
+            "WITH picked AS (SELECT i.id FROM inbox i"
+            "  WHERE i.status = 'pending'"
+            f"   AND (i.claimed_until IS NULL OR i.claimed_until <= {_NOW})"
+            "   AND (i.conversation_key IS NULL OR NOT EXISTS ("
+            "     SELECT 1 FROM inbox e WHERE e.status = 'pending' AND e.channel = i.channel"
+            "       AND e.conversation_key = i.conversation_key AND e.id < i.id))"
+            "  ORDER BY i.id LIMIT :limit FOR UPDATE SKIP LOCKED)"
+            " UPDATE inbox SET claimed_by = :owner,"
+            f"  claimed_until = {_NOW} + make_interval(secs => :lease),"
+            "  attempts = attempts + 1"
+            " FROM picked WHERE inbox.id = picked.id RETURNING inbox.*",
+            {"now": self.dialect.time(now), "owner": owner, "lease": float(lease), "limit": limit},
+        ).fetchall()
+        return sorted((self._inbox_item(row) for row in rows), key=lambda item: item.id)
+
+    # audit trail and outbox ------------------------------------------------------------------
+    def record_event(
+        self,
+        event: Event,
+        *,
+        inbox_id: int | None,
+        trace: Mapping[str, Any],
+        jobs: Sequence[JobSpec] = (),
+        now: datetime | None = None,
+    ) -> bool:
+        # The event and its jobs in one statement: the jobs are inserted only when the event
+        # row was (a redelivered event enqueues nothing).
+        row = self._one(
+            "WITH e AS (INSERT INTO events (event_id, inbox_id, channel, event,"
+            "  conversation_id, occurred_at, data, trace, processed_at)"
+            "  VALUES (:id, :inbox, :channel, :event, :conversation,"
+            "   :occurred, :data::json, :trace::json, :now)"
+            "  ON CONFLICT (event_id) DO NOTHING RETURNING event_id),"
+            " j AS (INSERT INTO outbox (event_id, rule, action, params, destination,"
+            "  lane, next_attempt_at)"
+            "  SELECT e.event_id, s.rule, s.action, s.params::json, s.destination, s.lane,"
+            "   :now"
+            "  FROM e, unnest(:rules::text[], :actions::text[], :params::text[],"
+            "   :destinations::text[], :lanes::text[]) WITH ORDINALITY"
+            "   AS s(rule, action, params, destination, lane, n)"
+            "  ORDER BY s.n RETURNING 1)"
+            " SELECT (SELECT count(*) FROM e) AS recorded, (SELECT count(*) FROM j) AS jobs",
+            {
+                "id": event.id,
+                "inbox": inbox_id,
+                "channel": event.channel,
+                "event": event.event,
+                "conversation": event.conversation.id,
+                "occurred": utc(event.occurred_at),
+                "data": self.dialect.json(event.public()),
+                "trace": self.dialect.json(dict(trace)),
+                "now": utc(now),
+                "rules": [job.rule for job in jobs],
+                "actions": [job.action for job in jobs],
+                "params": [self.dialect.json(job.params) for job in jobs],
+                "destinations": [job.destination for job in jobs],
+                "lanes": [job.lane or job.destination for job in jobs],
+            },
+        )
+        assert row is not None
+        return bool(row["recorded"])
+
+    def claim_jobs(
+        self, owner: str, *, lease: float, limit: int = 10, now: datetime | None = None
+    ) -> list[Job]:
+        # Claims are serialized across daemons (a transaction-scoped advisory lock, taken by
+        # its own statement so the claim's snapshot sees every claim committed before): two
+        # claimers never split one lane between them. The claim takes the due prefix of each
+        # lane no other daemon holds, as SQLite does.
+        self.execute("SELECT pg_advisory_xact_lock(:lock)", {"lock": _CLAIM_LOCK})
+        rows = self.execute(
+            "WITH picked AS (SELECT j.id FROM outbox j"
+            f"  WHERE j.status = 'pending' AND j.next_attempt_at <= {_NOW}"
+            f"   AND (j.claimed_until IS NULL OR j.claimed_until <= {_NOW})"
+            "   AND NOT EXISTS (SELECT 1 FROM outbox k WHERE k.lane = j.lane"
+            f"    AND k.status = 'pending' AND ((k.claimed_until > {_NOW}"
+            "     AND k.claimed_by <> :owner)"
+            f"     OR (k.id < j.id AND k.next_attempt_at > {_NOW})))"
+            "  ORDER BY j.id LIMIT :limit FOR UPDATE OF j SKIP LOCKED)"
+            " UPDATE outbox SET claimed_by = :owner,"
+            f"  claimed_until = {_NOW} + make_interval(secs => :lease)"
+            " FROM picked WHERE outbox.id = picked.id RETURNING outbox.*",
+            {"now": self.dialect.time(now), "owner": owner, "lease": float(lease), "limit": limit},
+        ).fetchall()
+        return sorted((self._job(row) for row in rows), key=lambda job: job.id)
+
+    def start_call(
+        self, job_id: int, owner: str, *, lease: float, now: datetime | None = None
+    ) -> bool:
+        # One statement: lock the job; it may start when we hold its claim and no older job of
+        # its lane is pending; else hand the claim back if ours. A call another claimer
+        # started and never finished counts as an (interrupted) attempt.
+        row = self._one(
+            "WITH old AS (SELECT id, lane, claimed_by, call_started_by, status FROM outbox"
+            "  WHERE id = :id FOR UPDATE),"
+            " verdict AS (SELECT old.*, (old.status = 'pending' AND old.claimed_by = :owner)"
+            "   AS mine, NOT EXISTS (SELECT 1 FROM outbox k, old o2 WHERE k.lane = o2.lane"
+            "   AND k.status = 'pending' AND k.id < o2.id) AS first FROM old),"
+            " upd AS (UPDATE outbox o SET"
+            f"  call_started_at = CASE WHEN v.first THEN {_NOW} ELSE o.call_started_at END,"
+            "  call_started_by = CASE WHEN v.first THEN :owner ELSE o.call_started_by END,"
+            f"  claimed_until = CASE WHEN v.first THEN {_NOW} + make_interval(secs => :lease)"
+            "   ELSE NULL END,"
+            "  claimed_by = CASE WHEN v.first THEN o.claimed_by ELSE NULL END,"
+            "  attempts = o.attempts + CASE WHEN v.first AND v.call_started_by IS NOT NULL"
+            "   AND v.call_started_by <> :owner THEN 1 ELSE 0 END"
+            "  FROM verdict v WHERE o.id = v.id AND v.mine RETURNING v.first,"
+            "   (v.first AND v.call_started_by IS NOT NULL AND v.call_started_by <> :owner)"
+            "   AS interrupted),"
+            " log AS (INSERT INTO attempts (job_id, at, outcome, error)"
+            f"  SELECT :id, {_NOW}, 'retry', :error FROM upd WHERE upd.interrupted)"
+            " SELECT (SELECT count(*) FROM old) AS found,"
+            "  COALESCE((SELECT first FROM upd), false) AS started",
+            {
+                "id": job_id,
+                "owner": owner,
+                "lease": float(lease),
+                "now": self.dialect.time(now),
+                "error": INTERRUPTED,
+            },
+        )
+        assert row is not None
+        if not row["found"]:
+            raise KeyError(f"no job {job_id}")
+        return bool(row["started"])
+
+    def record_attempt(
+        self,
+        job_id: int,
+        outcome: Outcome,
+        *,
+        error: str | None = None,
+        result: Any = None,
+        retry_at: datetime | None = None,
+        hold: float | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        check_attempt(outcome, retry_at)
+        held = outcome == "retry" and hold is not None
+        # One statement: lock the job, update it (a job already done or dead keeps its status
+        # and only counts the attempt), and log the attempt.
+        row = self._one(
+            "WITH old AS (SELECT id, status FROM outbox WHERE id = :id FOR UPDATE),"
+            " upd AS (UPDATE outbox o SET attempts = o.attempts + 1,"
+            "  status = CASE WHEN old.status = 'pending' THEN :status ELSE o.status END,"
+            "  next_attempt_at = CASE WHEN old.status = 'pending'"
+            "   THEN COALESCE(:retry_at::timestamptz, o.next_attempt_at)"
+            "   ELSE o.next_attempt_at END,"
+            "  last_error = CASE WHEN old.status = 'pending'"
+            "   THEN COALESCE(:error::text, o.last_error) ELSE o.last_error END,"
+            "  result = CASE WHEN old.status = 'pending' THEN :result::json"
+            "   ELSE o.result END,"
+            "  claimed_by = CASE WHEN old.status = 'pending' AND NOT :held THEN NULL"
+            "   ELSE o.claimed_by END,"
+            "  claimed_until = CASE WHEN old.status <> 'pending' THEN o.claimed_until"
+            "   WHEN :held THEN :retry_at::timestamptz + make_interval(secs => :hold)"
+            "   ELSE NULL END,"
+            "  call_started_at = NULL, call_started_by = NULL"
+            "  FROM old WHERE o.id = old.id RETURNING o.id)"
+            " INSERT INTO attempts (job_id, at, outcome, error, result)"
+            " SELECT id, :at, :outcome, :error, :result::json FROM upd"
+            " RETURNING job_id",
+            {
+                "id": job_id,
+                "status": "pending" if outcome == "retry" else outcome,
+                "retry_at": self.dialect.time(retry_at),
+                "error": error,
+                "result": self.dialect.json(result),
+                "at": utc(now),
+                "outcome": outcome,
+                "held": held,
+                "hold": float(hold or 0.0),
+            },
+        )
+        if row is None:
+            raise KeyError(f"no job {job_id}")
+
+    def release_claims(self, owner: str) -> int:
+        row = self._one(
+            "WITH i AS (UPDATE inbox SET claimed_by = NULL, claimed_until = NULL"
+            "  WHERE claimed_by = :owner AND status = 'pending' RETURNING 1),"
+            " o AS (UPDATE outbox SET claimed_by = NULL, claimed_until = NULL"
+            "  WHERE claimed_by = :owner AND status = 'pending' RETURNING 1)"
+            " SELECT (SELECT count(*) FROM i) + (SELECT count(*) FROM o) AS released",
+            {"owner": owner},
+        )
+        assert row is not None
+        return int(row["released"])
+
+    # pacing shared by daemons ----------------------------------------------------------------
+    shares_pacing = True
+
+    def reserve_pace(self, key: str, spacing: float) -> float:
+        row = self._one(
+            "INSERT INTO pacing (key, next_at)"
+            " VALUES (:key, clock_timestamp() + :gap * interval '1s')"
+            " ON CONFLICT (key) DO UPDATE SET next_at ="
+            "  greatest(pacing.next_at, clock_timestamp()) + :gap * interval '1s'"
+            " RETURNING extract(epoch FROM next_at - clock_timestamp()) - :gap AS wait",
+            {"key": key, "gap": spacing},
+        )
+        assert row is not None
+        return max(float(row["wait"]), 0.0)
+
+    def pause_pace(self, key: str, seconds: float) -> None:
+        self.execute(
+            "INSERT INTO pacing (key, next_at)"
+            " VALUES (:key, clock_timestamp() + :s * interval '1s')"
+            " ON CONFLICT (key) DO UPDATE SET next_at ="
+            "  greatest(pacing.next_at, clock_timestamp() + :s * interval '1s')",
+            {"key": key, "s": seconds},
+        )
+
+    def paused_for(self, keys: Sequence[str]) -> float:
+        row = self._one(
+            "SELECT COALESCE(max(extract(epoch FROM next_at - clock_timestamp())), 0) AS wait"
+            " FROM pacing WHERE key = ANY(:keys::text[])",
+            {"keys": list(keys)},
+        )
+        assert row is not None
+        return max(float(row["wait"]), 0.0)
