@@ -9,7 +9,6 @@ that cannot be written the same way.
 from __future__ import annotations
 
 import abc
-import re
 from collections.abc import Sequence
 from datetime import datetime
 from functools import lru_cache
@@ -18,14 +17,34 @@ from typing import Any
 from rulekit.errors import StoreUnavailable
 from rulekit.store.codec import to_json
 
-_PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+def _name_char(char: str) -> bool:
+    return char.isalnum() or char == "_"
 
 
 @lru_cache(maxsize=512)
 def pyformat(statement: str) -> str:
     """``statement`` with ``:name`` parameters written ``%(name)s`` (and ``%`` doubled), as
     psycopg takes them; ``::type`` casts are left alone."""
-    return _PARAMETER.sub(r"%(\1)s", statement.replace("%", "%%"))
+    out: list[str] = []
+    i, end = 0, len(statement)
+    while i < end:
+        char = statement[i]
+        starts_name = i + 1 < end and (statement[i + 1].isalpha() or statement[i + 1] == "_")
+        if (
+            char == ":"
+            and starts_name
+            and (i == 0 or not (_name_char(statement[i - 1]) or statement[i - 1] == ":"))
+        ):
+            j = i + 1
+            while j < end and _name_char(statement[j]):
+                j += 1
+            out.append(f"%({statement[i + 1 : j]})s")
+            i = j
+            continue
+        out.append("%%" if char == "%" else char)
+        i += 1
+    return "".join(out)
 
 
 class Dialect(abc.ABC):
