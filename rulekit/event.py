@@ -108,7 +108,7 @@ class Event(StrictModel):
     channel: str
     event: str
     occurred_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    origin: Literal["channel", "rulekit"] = "channel"
+    origin: Literal["channel", "rulekit", "console"] = "channel"
     recovered: bool = False
     conversation: Conversation = Field(default_factory=Conversation)
     client: Client = Field(default_factory=Client)

@@ -28,6 +28,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "rulekit.actions.telegram",
     "rulekit.actions.webhook",
     "rulekit.actions.email",
+    "rulekit.actions.update_client",
     "rulekit.expr.filters",
 )
 """Built-in plugins, registered under their module names (disable them by those names)."""

@@ -10,6 +10,7 @@ from pydantic import Field
 from rulekit.actions.base import Action, ActionContext
 from rulekit.channels.base import Reply
 from rulekit.errors import PermanentActionError, RetryableActionError
+from rulekit.event import Agent
 from rulekit.hookspecs import hookimpl
 from rulekit.models import StrictModel
 from rulekit.registry import ActionRegistry
@@ -21,6 +22,10 @@ class AutoreplyParams(StrictModel):
         False,
         description="Also answer messages first seen late (in a transcript); off by default.",
     )
+    as_agent: str | None = Field(
+        None,
+        description="Send as this agent (an email of the directory) instead of the assignee.",
+    )
 
 
 class Autoreply(Action):
@@ -31,6 +36,7 @@ class Autoreply(Action):
     Params = AutoreplyParams
     client_facing = True
     replies_through_channel = True
+    console_role = "reply"
 
     def unavailable(self, context: ActionContext | None = None) -> str | None:
         if context is None:
@@ -49,7 +55,7 @@ class Autoreply(Action):
             if emitted.event == "assigned" and emitted.conversation.id == conversation.id:
                 conversation = emitted.conversation
                 break
-        return Reply(conversation, context.event.client, params.text)
+        return Reply(conversation, context.event.client, params.text, _agent(params, context))
 
     def describe(self, params: AutoreplyParams, context: ActionContext) -> str:  # type: ignore[override]
         if context.provider is None:
@@ -71,6 +77,16 @@ class Autoreply(Action):
             raise RetryableActionError(
                 f"{provider.name} did not answer within {self.timeout:g} s"
             ) from None
+
+
+def _agent(params: AutoreplyParams, context: ActionContext) -> Agent | None:
+    """The agent ``as_agent`` names, as the directory knows them."""
+    if not params.as_agent:
+        return None
+    entry = context.config.directory.get(params.as_agent)
+    if entry is None:
+        return Agent(email=params.as_agent)
+    return Agent(email=entry.email, name=entry.name, known=True)
 
 
 @hookimpl

@@ -85,6 +85,10 @@ class Action:
     replies_through_channel: ClassVar[bool] = False
     """Whether it writes through the conversation's own channel (the provider's reply API):
     then a channel that cannot reply is reported as not configured."""
+    console_role: ClassVar[str | None] = None
+    """What the agents' console does with this action: ``"reply"`` (an agent's reply:
+    parameters ``text`` and ``as_agent``), ``"client"`` (a change of client data: parameters
+    ``name``, ``email``, ``phone``, ``notes``), or nothing (None)."""
     timeout: float = DEFAULT_TIMEOUT
     limits: dict[str, Limit] = {}
     """The service's rate limits by name (e.g. ``chat``, ``bot``), used by :meth:`pacing`."""

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from rulekit.channels.body import bounded_key, for_providers
 from rulekit.config import Directory
-from rulekit.event import Client, Conversation, Event
+from rulekit.event import Agent, Client, Conversation, Event
 from rulekit.models import StrictModel
 from rulekit.store.base import State
 
@@ -46,11 +46,18 @@ class ChannelContext:
 
 @dataclass(frozen=True)
 class Reply:
-    """What a provider needs to write to a client in a conversation."""
+    """What a provider needs to write to a client in a conversation: ``agent`` is who writes
+    (an agent replying in the console); None: the provider's usual sender (the conversation's
+    assignee, or its default)."""
 
     conversation: Conversation
     client: Client
     text: str
+    agent: Agent | None = None
+
+
+CLIENT_CONTACT_FIELDS: tuple[str, ...] = ("name", "email", "phone", "notes")
+"""The client fields an agent may change (:meth:`Provider.update_client`)."""
 
 
 class Provider:
@@ -125,6 +132,24 @@ class Provider:
         service's message.
         """
         raise NotImplementedError(f"the {self.name} provider cannot write to clients")
+
+    can_update_clients: ClassVar[bool] = False
+    """Whether :meth:`update_client` changes client data at the service."""
+
+    def update_problem(self) -> str | None:
+        """Why client data cannot be changed at the service with the current settings, or
+        None."""
+        if not self.can_update_clients:
+            return f"the {self.name} provider cannot change client data"
+        return None
+
+    async def update_client(
+        self, client_id: str, changes: dict[str, str | None], *, timeout: float
+    ) -> dict[str, Any]:
+        """Change a client's contact data at the service: ``changes`` maps fields of
+        :data:`CLIENT_CONTACT_FIELDS` to their new value (None clears one); return what the
+        service answered. Raises like :meth:`send_reply`."""
+        raise NotImplementedError(f"the {self.name} provider cannot change client data")
 
     async def aclose(self) -> None:
         """Release network resources (HTTP clients)."""

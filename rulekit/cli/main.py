@@ -52,6 +52,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "replay": "rulekit.cli.audit:replay_command",
     "forget": "rulekit.cli.audit:forget_command",
     "db": "rulekit.cli.audit:db_group",
+    "retry": "rulekit.cli.repair:retry_command",
+    "requeue": "rulekit.cli.repair:requeue_command",
 }
 """Built-in commands living in their own modules, imported when used (or listed by --help).
 Each module imports only click at its top, so listing them stays fast."""

@@ -74,6 +74,7 @@ def console_routes(daemon: Daemon) -> list[BaseRoute]:
     if not daemon.snapshot.config.raw.console.enabled:
         return []
     from rulekit.server.console import Console
+    from rulekit.server.console.changes import Changes
 
     refused = daemon.metrics.signin_refused
     console = Console(
@@ -81,6 +82,8 @@ def console_routes(daemon: Daemon) -> list[BaseRoute]:
         lambda: daemon.snapshot,
         daemon.store,
         on_refused=lambda reason: refused.labels(reason=reason).inc(),
+        wake=daemon.wake,
+        writes=Changes(daemon),
     )
     return console.routes()
 

@@ -124,6 +124,14 @@ class Daemon:
         if self.processor is not None:
             self.processor.wake()
 
+    def wake(self, queue: str) -> None:
+        """Tell a worker there is work: ``"inbox"`` (the processor) or ``"outbox"`` (the
+        dispatcher)."""
+        if queue == "inbox":
+            self._wake()
+        elif self.dispatcher is not None:
+            self.dispatcher.wake()
+
     # lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         """Start the workers (the app's lifespan calls this)."""

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from rulekit.event import Client, Conversation, Event
+from rulekit.store.listing import ConversationQuery, ConversationSummary
 from rulekit.store.records import (
     Attempt,
     EventRecord,
@@ -69,6 +70,11 @@ class State(abc.ABC):
     @abc.abstractmethod
     def save_client(self, channel: str, client: Client) -> None:
         """Create or replace a client record (keyed by ``client.id``)."""
+
+    def list_conversations(self, query: ConversationQuery) -> list[ConversationSummary]:
+        """Conversations as ``query`` selects them, newest activity first (see
+        :mod:`rulekit.store.listing`); at most ``query.limit``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list conversations")
 
     # messages --------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -319,9 +325,24 @@ class Journal(abc.ABC):
     ) -> list[Job]:
         """Jobs of one event (in plan order) or with a status (newest first), or both."""
 
+    def get_job(self, job_id: int) -> Job | None:
+        """One job by id. Stores should override this scan."""
+        for status in ("dead", "pending", "done"):
+            for job in self.jobs(status=status, limit=2**31 - 1):
+                if job.id == job_id:
+                    return job
+        return None
+
     @abc.abstractmethod
     def attempts(self, job_id: int) -> list[Attempt]:
         """Every attempt of a job, oldest first."""
+
+    def conversation_events(
+        self, channel: str, conversation_id: str, *, limit: int = 200
+    ) -> list[EventRecord]:
+        """The recorded events of one conversation, most recently processed first (read by
+        the conversation's index, however long the channel's history)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list a conversation's events")
 
     # privacy and retention -------------------------------------------------------------------
     def forget_client(self, client_id: str, *, channel: str | None = None) -> dict[str, int]:
@@ -378,3 +399,9 @@ class JournaledStore(Store):
     def transaction(self) -> AbstractContextManager[JournaledState]:
         """A unit of work over state and journal: kept when the block ends normally, dropped on
         error. Blocks must not do slow I/O (HTTP calls): writers are serialized."""
+
+    def reading(self) -> AbstractContextManager[JournaledState]:
+        """A unit of work that only reads (the console): it never holds writers back where the
+        store can avoid it (SQLite reads a snapshot on a connection of its own). Changes made
+        in it are an error or dropped. By default, a :meth:`transaction`."""
+        return self.transaction()

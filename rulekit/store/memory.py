@@ -13,7 +13,7 @@ import json
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -23,6 +23,13 @@ from rulekit.store.base import JournaledState, JournaledStore
 from rulekit.store.erasure import (
     PURGE_KINDS,
     forget_client,
+)
+from rulekit.store.listing import (
+    MAX_PAGE,
+    ConversationQuery,
+    ConversationSummary,
+    Position,
+    matches_text,
 )
 from rulekit.store.records import (
     INTERRUPTED,
@@ -92,6 +99,8 @@ class MemoryState(JournaledState):
         self.outbox: dict[int, Job] = {}
         self.attempt_log: dict[int, list[Attempt]] = {}
         self.last_id: dict[str, int] = {"inbox": 0, "outbox": 0}
+        self.activity: dict[tuple[str, str], tuple[datetime, str | None]] = {}
+        """(channel, conversation id) -> when it last had an event, and that event's client."""
 
     def get_conversation(self, channel: str, key: str) -> Conversation | None:
         found = self.conversations.get((channel, key))
@@ -107,6 +116,26 @@ class MemoryState(JournaledState):
             if conv_channel == channel and conversation.id == conversation_id:
                 return key, _detached(conversation)
         return None
+
+    def list_conversations(self, query: ConversationQuery) -> list[ConversationSummary]:
+        found = []
+        for (channel, key), conversation in self.conversations.items():
+            active_at, client_id = self.activity.get(
+                (channel, conversation.id or ""), (EPOCH, None)
+            )
+            client = self.clients.get((channel, client_id)) if client_id else None
+            position = Position(active_at, channel, key)
+            if _selected(query, channel, conversation, client, position):
+                found.append(ConversationSummary(channel, key, conversation, client, position))
+        found.sort(key=lambda s: (s.position.active_at, s.channel, s.key), reverse=True)
+        return [
+            dataclasses.replace(
+                s,
+                conversation=_detached(s.conversation),
+                client=_detached(s.client) if s.client else None,
+            )
+            for s in found[: max(1, min(query.limit, MAX_PAGE))]
+        ]
 
     def open_conversations_by_assignee(self, channel: str | None = None) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -251,6 +280,10 @@ class MemoryState(JournaledState):
             data=_json_copy(event.public()),
             trace=_json_copy(dict(trace)),
         )
+        if event.conversation.id is not None:
+            known = self.activity.get((event.channel, event.conversation.id))
+            client_id = event.client.id or (known[1] if known else None)
+            self.activity[(event.channel, event.conversation.id)] = (now, client_id)
         for spec in jobs:
             job_id = self._next_id("outbox")
             self.outbox[job_id] = Job(
@@ -266,6 +299,19 @@ class MemoryState(JournaledState):
                 lane=spec.lane or spec.destination,
             )
         return True
+
+    def get_job(self, job_id: int) -> Job | None:
+        return self.outbox.get(job_id)
+
+    def conversation_events(
+        self, channel: str, conversation_id: str, *, limit: int = 200
+    ) -> list[EventRecord]:
+        found = [
+            record
+            for record in reversed(self.events.values())
+            if record.conversation_id == conversation_id and record.channel == channel
+        ]
+        return found[:limit]
 
     def claim_jobs(
         self, owner: str, *, lease: float, limit: int = 10, now: datetime | None = None
@@ -461,6 +507,32 @@ class MemoryState(JournaledState):
     def _next_id(self, table: str) -> int:
         self.last_id[table] += 1
         return self.last_id[table]
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _selected(
+    query: ConversationQuery,
+    channel: str,
+    conversation: Conversation,
+    client: Client | None,
+    position: Position,
+) -> bool:
+    assignee = (conversation.assignee or "").lower()
+    return (
+        (query.channels is None or channel in query.channels)
+        and query.status in (None, conversation.status)
+        and (not query.unassigned or not assignee)
+        and (query.unassigned or query.assignee is None or assignee == query.assignee.lower())
+        and (query.tag is None or query.tag in conversation.tags)
+        and (not query.text or matches_text(conversation, client, query.text))
+        and (
+            query.after is None
+            or (position.active_at, channel, position.key)
+            < (query.after.active_at, query.after.channel, query.after.key)
+        )
+    )
 
 
 class MemoryStore(JournaledStore):

@@ -156,6 +156,8 @@ class SQLiteStore(JournaledStore):
         self._lock = threading.Lock()
         self._holder: int | None = None
         self._conn: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._read_lock = threading.Lock()
         self._identity: tuple[int, int] | None = None
         try:
             self._conn = self._open(busy_timeout, upgrade)
@@ -239,6 +241,32 @@ class SQLiteStore(JournaledStore):
             finally:
                 self._holder = None
 
+    @contextmanager
+    def reading(self) -> Iterator[SQLState]:
+        """A read-only snapshot on a connection of its own: in WAL mode it never waits for the
+        writer, nor holds it up."""
+        with self._read_lock:
+            if self._conn is None:
+                raise StoreError(f"SQLite store {self.path} is closed")
+            try:
+                if self._reader is None:
+                    self._reader = sqlite3.connect(
+                        self.path, isolation_level=None, check_same_thread=False
+                    )
+                    self._reader.row_factory = sqlite3.Row
+                    self._reader.execute("PRAGMA query_only = ON")
+            except sqlite3.Error as exc:
+                raise unavailable_error(self.path, exc) or exc from exc
+            state = SQLState(self._reader, str(self.path), SQLITE)
+            state.execute("BEGIN")  # deferred: a snapshot that takes no write lock
+            try:
+                yield state
+            finally:
+                state.active = False
+                with suppress(sqlite3.Error):
+                    if self._reader.in_transaction:
+                        self._reader.execute("ROLLBACK")
+
     def problem(self) -> str | None:
         """Why the store cannot be used now (its file was deleted or replaced), or None."""
         if self._conn is None:
@@ -287,6 +315,10 @@ class SQLiteStore(JournaledStore):
 
     def close(self) -> None:
         """Close the connection (SQLite checkpoints the WAL when the last one closes)."""
+        with self._read_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
         with self._lock:
             if self._conn is not None:
                 self._conn.close()

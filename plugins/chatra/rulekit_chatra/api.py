@@ -1,4 +1,5 @@
-"""A small client of Chatra's REST API: what rulekit needs, which is sending a chat message.
+"""A small client of Chatra's REST API: what rulekit needs: sending a chat message, reading and
+changing a visitor's data.
 
 Failures are classified for the dispatcher: rate limits (429, with the service's Retry-After),
 server errors (5xx), timeouts and connection errors are worth retrying; any other refusal (bad
@@ -12,6 +13,7 @@ import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import httpx
@@ -48,14 +50,39 @@ class ChatraAPI:
 
         Raises :class:`RetryableActionError` or :class:`PermanentActionError`.
         """
+        return await self.call("POST", "/messages/", body, timeout=timeout, what="the message")
+
+    async def update_client(
+        self, client_id: str, body: dict[str, Any], *, timeout: float
+    ) -> dict[str, Any]:
+        """``PUT /clients/{id}``: change a visitor's name, email, phone or notes (only the keys
+        sent; null clears one); return the visitor as Chatra has it now."""
+        path = f"/clients/{quote(client_id, safe='')}"
+        return await self.call("PUT", path, body, timeout=timeout, what="the change")
+
+    async def get_client(self, client_id: str, *, timeout: float) -> dict[str, Any]:
+        """``GET /clients/{id}``: one visitor, as Chatra has it."""
+        path = f"/clients/{quote(client_id, safe='')}"
+        return await self.call("GET", path, None, timeout=timeout, what="the request")
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        *,
+        timeout: float,
+        what: str,
+    ) -> dict[str, Any]:
+        """One request; its JSON answer, or the error it means (see :meth:`failure`)."""
         secret = self._secret_key.get_secret_value()
         headers = {"Authorization": f"Chatra.Simple {self.public_key}:{secret}"}
         try:
             if self._session is not None:
-                response = await self._post(self._session, body, headers, timeout)
+                response = await self._send(self._session, method, path, body, headers, timeout)
             else:
                 async with aiohttp.ClientSession() as session:
-                    response = await self._post(session, body, headers, timeout)
+                    response = await self._send(session, method, path, body, headers, timeout)
         except TimeoutError:
             raise RetryableActionError(f"Chatra did not answer within {timeout:g}s") from None
         except aiohttp.ClientError as exc:
@@ -65,19 +92,22 @@ class ChatraAPI:
             ) from None
         if response.is_success:
             return _json_object(response)
-        raise self.failure(response)
+        raise self.failure(response, what)
 
-    async def _post(
+    async def _send(
         self,
         session: aiohttp.ClientSession,
-        body: dict[str, Any],
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
         headers: dict[str, str],
         timeout: float,
     ) -> httpx.Response:
         # aiohttp makes the call (httpx's pool costs milliseconds of CPU per request under
         # concurrency); the answer is read into an httpx.Response for the classification below
-        async with session.post(
-            f"{self.base_url}/messages/",
+        async with session.request(
+            method,
+            f"{self.base_url}{path}",
             json=body,
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=timeout),
@@ -87,7 +117,7 @@ class ChatraAPI:
                 answer.status, headers=list(answer.headers.items()), content=content
             )
 
-    def failure(self, response: httpx.Response) -> ActionError:
+    def failure(self, response: httpx.Response, what: str = "the message") -> ActionError:
         """The error a non-2xx response means."""
         status = response.status_code
         detail = self._scrub(_detail(response))
@@ -105,7 +135,7 @@ class ChatraAPI:
             return RetryableActionError(f"Chatra failed{said}", status=status)
         if status in (401, 403):
             return PermanentActionError(f"Chatra rejected the API keys{said}", status=status)
-        return PermanentActionError(f"Chatra refused the message{said}", status=status)
+        return PermanentActionError(f"Chatra refused {what}{said}", status=status)
 
     def _scrub(self, text: str) -> str:
         secret = self._secret_key.get_secret_value()

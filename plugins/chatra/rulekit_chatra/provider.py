@@ -90,8 +90,13 @@ class ChatraProvider(Provider):
         return await self.api().send_message(body, timeout=timeout)
 
     def sender(self, reply: Reply) -> dict[str, str]:
-        """Who a reply is sent as: the conversation's assignee (by email, named as the directory
-        names them), else the configured ``default_agent_id``; empty when neither is set."""
+        """Who a reply is sent as: the agent who writes it (a reply from the console), else the
+        conversation's assignee (by email, named as the directory names them), else the
+        configured ``default_agent_id``; empty when none is set. Chatra creates an agent it
+        does not know by that email."""
+        if reply.agent is not None and reply.agent.email:
+            email = reply.agent.email
+            return {"agentEmail": email, "agentName": reply.agent.name or email.split("@")[0]}
         assignee = reply.conversation.assignee
         if assignee:
             entry = self.directory.get(assignee)
@@ -101,6 +106,20 @@ class ChatraProvider(Provider):
         if self.settings.default_agent_id:
             return {"agentId": self.settings.default_agent_id}
         return {}
+
+    # client data ---------------------------------------------------------------------------
+    can_update_clients = True
+
+    def update_problem(self) -> str | None:
+        return self.reply_problem()
+
+    async def update_client(
+        self, client_id: str, changes: dict[str, str | None], *, timeout: float
+    ) -> dict[str, Any]:
+        """``PUT /clients/{id}`` with the changed keys (null clears one)."""
+        if problem := self.update_problem():
+            raise PermanentActionError(problem)
+        return await self.api().update_client(client_id, dict(changes), timeout=timeout)
 
     def api(self) -> ChatraAPI:
         """The REST client for this channel's keys (check :meth:`reply_problem` first). Its

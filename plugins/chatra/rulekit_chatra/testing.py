@@ -2,7 +2,9 @@
 
 Built on :class:`rulekit.testing.FakeService`. It checks the ``Chatra.Simple`` authorization
 header (401 otherwise), accepts ``POST /messages/`` (under any base path) with a ``clientId``
-and a ``text`` (400 otherwise) and answers with the created message, as Chatra does.
+and a ``text`` (400 otherwise) and answers with the created message, as Chatra does; it serves
+``GET`` and ``PUT /clients/{id}`` for the visitors it knows (:meth:`FakeChatra.add_client`;
+404 for others).
 Failures are scripted::
 
     with FakeChatra() as chatra:
@@ -17,7 +19,7 @@ from __future__ import annotations
 import itertools
 import time
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from rulekit.testing import FakeService, RecordedRequest, Response
 
@@ -30,6 +32,8 @@ class FakeChatra(FakeService):
         self.public_key = public_key
         self.secret_key = secret_key
         self._ids = itertools.count(1)
+        self.clients: dict[str, dict[str, Any]] = {}
+        """Visitors by id, as ``GET`` and ``PUT /clients/{id}`` see them (:meth:`add_client`)."""
 
     @property
     def keys(self) -> dict[str, str]:
@@ -61,11 +65,27 @@ class FakeChatra(FakeService):
         self.script(Response(200, {}, delay=seconds))
 
     # the API ---------------------------------------------------------------------------------
+    @property
+    def client_updates(self) -> list[tuple[str, dict[str, Any]]]:
+        """The client id and JSON body of every ``PUT /clients/{id}`` received, in order."""
+        return [
+            (unquote(urlsplit(r.path).path.rsplit("/", 1)[1]), r.json)
+            for r in self.requests
+            if r.method == "PUT" and "/clients/" in urlsplit(r.path).path
+        ]
+
+    def add_client(self, client_id: str, **data: Any) -> None:
+        """Know a visitor (what ``GET /clients/{id}`` answers), e.g. ``name=``, ``email=``."""
+        self.clients[client_id] = {"id": client_id, **data}
+
     def _respond(self, request: RecordedRequest) -> Response:
         expected = f"Chatra.Simple {self.public_key}:{self.secret_key}"
         if request.headers.get("authorization") != expected:
             return Response(401, {"error": "Unauthorized", "message": "Invalid API keys"})
-        if request.method != "POST" or not urlsplit(request.path).path.endswith("/messages/"):
+        path = urlsplit(request.path).path
+        if "/clients/" in path and request.method in ("GET", "PUT"):
+            return self._client(request.method, unquote(path.rsplit("/", 1)[1]), request)
+        if request.method != "POST" or not path.endswith("/messages/"):
             return Response(404, {"error": "Not found"})
         try:
             body = request.json
@@ -84,3 +104,23 @@ class FakeChatra(FakeService):
             if key in body:
                 message[key] = body[key]
         return Response(200, message)
+
+    def _client(self, method: str, client_id: str, request: RecordedRequest) -> Response:
+        known = self.clients.get(client_id)
+        if known is None:
+            return Response(404, {"error": "Not found", "message": "Client not found"})
+        if method == "GET":
+            return Response(200, known)
+        try:
+            body = request.json
+        except ValueError:
+            body = None
+        allowed = {"name", "email", "phone", "notes"}
+        if not isinstance(body, dict) or not body or set(body) - allowed:
+            return Response(400, {"error": "Bad request", "message": "name, email, phone, notes"})
+        for key, value in body.items():
+            if value is None:
+                known.pop(key, None)
+            else:
+                known[key] = value
+        return Response(200, known)

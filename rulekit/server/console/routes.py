@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -35,7 +35,9 @@ from rulekit.server.console import journal
 from rulekit.server.console.audience import Recorder, visible
 from rulekit.server.console.sessions import Sessions, Viewer, hash_problems, identify, token_hash
 from rulekit.server.console.throttle import SignInThrottle, retry_after
-from rulekit.server.proxy import FORWARDED_HOST
+from rulekit.server.console.web import same_origin
+from rulekit.server.console.web import secure as _secure
+from rulekit.server.console.workspace import Workspace
 from rulekit.snapshot import Snapshot, problems_of
 from rulekit.store.base import JournaledStore
 
@@ -43,25 +45,6 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 COOKIE = "rulekit_console"
 KEEPALIVE = 15.0
 MAX_LOGIN_BODY = 4096
-CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "media-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
-    "base-uri 'none'"
-)
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    # same-origin, not no-referrer: with no-referrer browsers post forms with "Origin: null"
-    "Referrer-Policy": "same-origin",
-    "X-Frame-Options": "DENY",
-}
-
-
-def _secure(response: Response, *, cache: bool = False) -> Response:
-    response.headers.update(SECURITY_HEADERS)
-    if not cache:
-        response.headers["Cache-Control"] = "no-store"
-    return response
 
 
 def _error(status: int, message: str) -> Response:
@@ -80,6 +63,8 @@ class Console:
         keepalive: float = KEEPALIVE,
         clock: Callable[[], float] = time.monotonic,
         on_refused: Callable[[str], None] | None = None,
+        wake: Callable[[str], None] | None = None,
+        writes: Any = None,
     ) -> None:
         self.feed = feed
         self.get_snapshot = get_snapshot
@@ -90,6 +75,9 @@ class Console:
         self.on_refused = on_refused
         self.recorder = Recorder(feed, functools.partial(journal.event_channel, store))
         self._static = {path.name: path for path in STATIC_DIR.iterdir() if path.is_file()}
+        self.wake = wake
+        """Tells the daemon's workers there is work (``"inbox"`` or ``"outbox"``)."""
+        self.workspace = Workspace(self, writes)
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -102,13 +90,17 @@ class Console:
             Route("/console/sounds/{name}", self.sound, methods=["GET"]),
             Route("/console/api/me", self.me, methods=["GET"]),
             Route("/console/api/recent", self.recent, methods=["GET"]),
-            Route(
-                "/console/api/conversations/{channel}/{conversation_id:path}",
-                self.conversation,
-                methods=["GET"],
-            ),
+            *self.workspace.routes(),
             Route("/console/stream", self.stream, methods=["GET"]),
         ]
+
+    def wake_dispatcher(self) -> None:
+        if self.wake is not None:
+            self.wake("outbox")
+
+    def wake_processor(self) -> None:
+        if self.wake is not None:
+            self.wake("inbox")
 
     # who is asking ---------------------------------------------------------------------------
     def viewer(self, request: Request) -> Viewer | None:
@@ -142,7 +134,7 @@ class Console:
         return page
 
     async def login(self, request: Request) -> Response:
-        if not _same_origin(request):
+        if not same_origin(request):
             return _error(403, "sign in from the console's own page")
         address = request.client.host if request.client else None
         wait, reason = self.throttle.wait(address)
@@ -177,7 +169,7 @@ class Console:
         return _secure(response)
 
     async def logout(self, request: Request) -> Response:
-        if not _same_origin(request):
+        if not same_origin(request):
             return _error(403, "sign out from the console's own page")
         self.sessions.close(request.cookies.get(COOKIE))
         response = RedirectResponse("/console/login", status_code=303)
@@ -240,20 +232,6 @@ class Console:
                 }
             )
         )
-
-    async def conversation(self, request: Request) -> Response:
-        """A conversation: its state, the client panel and its events, newest first."""
-        viewer = self.viewer(request)
-        if viewer is None:
-            return _error(401, "sign in first")
-        channel = request.path_params["channel"]
-        conversation_id = request.path_params["conversation_id"]
-        if not viewer.may_see_channel(channel):
-            return _error(404, "no such conversation")
-        found = await run_in_threadpool(journal.conversation, self.store, channel, conversation_id)
-        if found is None:
-            return _error(404, "no such conversation")
-        return _secure(JSONResponse(found))
 
     # the live stream -------------------------------------------------------------------------
     async def stream(self, request: Request) -> Response:
@@ -338,19 +316,6 @@ def _tokens_configured(config: Config) -> bool:
     return bool(config.raw.console.admin_token_sha256) or any(
         agent.token_sha256 for agent in config.directory.agents
     )
-
-
-def _same_origin(request: Request) -> bool:
-    """Whether a form was posted from a page of this server (browsers send ``Origin`` with
-    every POST; tools like curl send none and are let through). The page's host is the
-    ``Host`` the browser asked for, or the one a trusted proxy received (``X-Forwarded-Host``,
-    when the proxy rewrote ``Host``)."""
-    origin = request.headers.get("origin")
-    if origin is None:
-        return True
-    netloc = urlsplit(origin).netloc.lower()
-    hosts = {request.headers.get("host"), request.scope.get(FORWARDED_HOST)}
-    return any(netloc == host.lower() for host in hosts if host)
 
 
 def _sse(message: dict[str, Any]) -> str:

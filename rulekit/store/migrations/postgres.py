@@ -4,7 +4,7 @@ Steps 1 and 2 mirror the SQLite schema (same versions, same tables and columns) 
 types: ``timestamptz`` times, ``json`` documents (``json``, not ``jsonb``, keeps the key order of
 traces as written), ``bytea`` bodies, and identity ids from sequences, so they are never reused.
 Step 3 (shared pacing) exists only here: a SQLite store has a single daemon. Step 5 (job
-lanes and call starts) is SQLite's step 4.
+lanes and call starts) is SQLite's step 4, step 6 (conversation activity) its step 5.
 """
 
 from __future__ import annotations
@@ -155,11 +155,22 @@ UPDATE outbox SET lane = destination;
 CREATE INDEX outbox_pending_by_lane ON outbox (lane, id) WHERE status = 'pending';
 """
 
+CONVERSATION_ACTIVITY = """
+-- When each conversation last had an event, and its client: the console lists conversations
+-- newest activity first (and searches their clients) by this index, not by scanning events.
+ALTER TABLE conversations ADD COLUMN active_at timestamptz;
+ALTER TABLE conversations ADD COLUMN client_id text;
+UPDATE conversations SET active_at = updated_at;
+ALTER TABLE conversations ALTER COLUMN active_at SET NOT NULL;
+CREATE INDEX conversations_by_activity ON conversations (active_at, channel, key);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", INITIAL),
     Migration(2, "conversation_order", CONVERSATION_ORDER),
     Migration(3, "shared_pacing", SHARED_PACING),
     Migration(4, "cooldowns_by_conversation", COOLDOWNS_BY_CONVERSATION),
     Migration(5, "job_lanes", JOB_LANES),
+    Migration(6, "conversation_activity", CONVERSATION_ACTIVITY),
 )
 check_sequence(MIGRATIONS)

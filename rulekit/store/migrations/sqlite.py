@@ -144,10 +144,20 @@ UPDATE outbox SET lane = destination;
 CREATE INDEX outbox_pending_by_lane ON outbox (lane, id) WHERE status = 'pending';
 """
 
+CONVERSATION_ACTIVITY = """
+-- When each conversation last had an event, and its client: the console lists conversations
+-- newest activity first (and searches their clients) by this index, not by scanning events.
+ALTER TABLE conversations ADD COLUMN active_at TEXT NOT NULL DEFAULT '';
+ALTER TABLE conversations ADD COLUMN client_id TEXT;
+UPDATE conversations SET active_at = updated_at;
+CREATE INDEX conversations_by_activity ON conversations (active_at, channel, key);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", INITIAL),
     Migration(2, "conversation_order", CONVERSATION_ORDER),
     Migration(3, "cooldowns_by_conversation", COOLDOWNS_BY_CONVERSATION),
     Migration(4, "job_lanes", JOB_LANES),
+    Migration(5, "conversation_activity", CONVERSATION_ACTIVITY),
 )
 check_sequence(MIGRATIONS)

@@ -92,6 +92,15 @@ class Dialect(abc.ABC):
     def json_text(self, column: str, *path: str) -> str:
         """The text at ``path`` in the JSON document ``column``."""
 
+    def json_document(self, column: str) -> str:
+        """A text column holding JSON, as a JSON document :meth:`json_text` and
+        :meth:`json_list_has` read."""
+        return column
+
+    @abc.abstractmethod
+    def json_list_has(self, document: str, key: str, parameter: str) -> str:
+        """The list at ``key`` of the JSON ``document`` holds the text in ``:parameter``."""
+
     @abc.abstractmethod
     def bytes_contain(self, column: str, parameter: str) -> str:
         """The bytes of ``column`` contain the bytes in ``:parameter``."""

@@ -88,6 +88,15 @@ class PostgresDialect(Dialect):
         steps = "".join(f" -> '{step}'" for step in inner)
         return f"{column}{steps} ->> '{last}'"
 
+    def json_document(self, column: str) -> str:
+        return f"({column})::json"
+
+    def json_list_has(self, document: str, key: str, parameter: str) -> str:
+        return (
+            f"EXISTS (SELECT 1 FROM json_array_elements_text({document} -> '{key}') t"
+            f" WHERE t = :{parameter})"
+        )
+
     def bytes_contain(self, column: str, parameter: str) -> str:
         return f"position(:{parameter} in {column}) > 0"
 
@@ -188,6 +197,11 @@ class PostgresState(SQLState):
             "  VALUES (:id, :inbox, :channel, :event, :conversation,"
             "   :occurred, :data::json, :trace::json, :now)"
             "  ON CONFLICT (event_id) DO NOTHING RETURNING event_id),"
+            # the conversation's activity, in the same round trip (only for a new event)
+            " c AS (UPDATE conversations SET active_at = :now,"
+            "  client_id = coalesce(:client, client_id)"
+            "  WHERE id = :conversation AND channel = :channel AND EXISTS (SELECT 1 FROM e)"
+            "  RETURNING 1),"
             " j AS (INSERT INTO outbox (event_id, rule, action, params, destination,"
             "  lane, next_attempt_at)"
             "  SELECT e.event_id, s.rule, s.action, s.params::json, s.destination, s.lane,"
@@ -203,6 +217,7 @@ class PostgresState(SQLState):
                 "channel": event.channel,
                 "event": event.event,
                 "conversation": event.conversation.id,
+                "client": event.client.id,
                 "occurred": utc(event.occurred_at),
                 "data": self.dialect.json(event.public()),
                 "trace": self.dialect.json(dict(trace)),

@@ -73,6 +73,12 @@ class SQLiteDialect(Dialect):
     def json_text(self, column: str, *path: str) -> str:
         return f"json_extract({column}, '$.{'.'.join(path)}')"
 
+    def json_list_has(self, document: str, key: str, parameter: str) -> str:
+        return (
+            f"EXISTS (SELECT 1 FROM json_each({document}, '$.{key}') t"
+            f" WHERE t.value = :{parameter})"
+        )
+
     def bytes_contain(self, column: str, parameter: str) -> str:
         return f"instr({column}, :{parameter}) > 0"
 

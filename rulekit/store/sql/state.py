@@ -15,6 +15,7 @@ from typing import Any
 from rulekit.errors import StoreError
 from rulekit.event import Client, Conversation, Event
 from rulekit.store.base import JournaledState
+from rulekit.store.listing import ConversationQuery, ConversationSummary
 from rulekit.store.records import (
     INTERRUPTED,
     Attempt,
@@ -28,7 +29,7 @@ from rulekit.store.records import (
     check_attempt,
     utc,
 )
-from rulekit.store.sql import erasure
+from rulekit.store.sql import erasure, listing
 from rulekit.store.sql.dialect import Dialect
 
 Row = Any
@@ -126,8 +127,8 @@ class SQLState(JournaledState):
 
     def save_conversation(self, channel: str, key: str, conversation: Conversation) -> None:
         self.execute(
-            "INSERT INTO conversations (channel, key, id, status, assignee, data, updated_at)"
-            " VALUES (:channel, :key, :id, :status, :assignee, :data, :now)"
+            "INSERT INTO conversations (channel, key, id, status, assignee, data, updated_at,"
+            " active_at) VALUES (:channel, :key, :id, :status, :assignee, :data, :now, :now)"
             " ON CONFLICT (channel, key) DO UPDATE SET id = excluded.id,"
             " status = excluded.status, assignee = excluded.assignee, data = excluded.data,"
             " updated_at = excluded.updated_at",
@@ -150,6 +151,9 @@ class SQLState(JournaledState):
             {"id": conversation_id, "channel": channel},
         )
         return (row["key"], Conversation.model_validate_json(row["data"])) if row else None
+
+    def list_conversations(self, query: ConversationQuery) -> list[ConversationSummary]:
+        return listing.list_conversations(self, query)
 
     def open_conversations_by_assignee(self, channel: str | None = None) -> dict[str, int]:
         rows = self.execute(
@@ -354,6 +358,16 @@ class SQLState(JournaledState):
         )
         if row is None:
             return False
+        if event.conversation.id is not None:
+            self.execute(
+                listing.TOUCH,
+                {
+                    "now": at,
+                    "client": event.client.id,
+                    "conversation": event.conversation.id,
+                    "channel": event.channel,
+                },
+            )
         for job in jobs:
             self.execute(
                 "INSERT INTO outbox (event_id, rule, action, params, destination, lane,"
@@ -553,6 +567,20 @@ class SQLState(JournaledState):
             params,
         )
         return [self._event_record(row) for row in rows]
+
+    def conversation_events(
+        self, channel: str, conversation_id: str, *, limit: int = 200
+    ) -> list[EventRecord]:
+        rows = self.execute(
+            "SELECT * FROM events WHERE conversation_id = :conversation AND channel = :channel"
+            " ORDER BY id DESC LIMIT :limit",
+            {"conversation": conversation_id, "channel": channel, "limit": limit},
+        )
+        return [self._event_record(row) for row in rows]
+
+    def get_job(self, job_id: int) -> Job | None:
+        row = self._one("SELECT * FROM outbox WHERE id = :id", {"id": job_id})
+        return self._job(row) if row else None
 
     def jobs(
         self, *, event_id: str | None = None, status: JobStatus | None = None, limit: int = 100

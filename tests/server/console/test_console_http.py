@@ -14,7 +14,8 @@ import pytest
 from console_helpers import ANN, BOB, TOKENS, ConsoleServer
 from scaffold import make_event
 
-from rulekit.server.console.routes import COOKIE, CSP
+from rulekit.server.console.routes import COOKIE
+from rulekit.server.console.web import CSP
 from rulekit.store import JobSpec
 
 END = {"type": "reload", "ok": True, "version": "end-marker"}

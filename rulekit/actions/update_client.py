@@ -1,0 +1,83 @@
+"""``update_client``: change the client's name, email, phone or notes, at the channel's
+service (Chatra: ``PUT /clients/{id}``) and in rulekit's own record of the client.
+
+Only the fields written are changed; an empty value (``""``, or ``null`` from the console)
+clears one. Agents use it from the console (``PATCH .../client``); rules may use it too, e.g. to
+put a note on a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pydantic import Field
+
+from rulekit.actions.base import Action, ActionContext
+from rulekit.errors import PermanentActionError, RetryableActionError
+from rulekit.hookspecs import hookimpl
+from rulekit.models import StrictModel
+from rulekit.registry import ActionRegistry
+
+MAX_FIELD = 500
+
+
+class UpdateClientParams(StrictModel):
+    name: str | None = Field(None, max_length=MAX_FIELD, description="The client's name.")
+    email: str | None = Field(None, max_length=MAX_FIELD, description="The client's email.")
+    phone: str | None = Field(None, max_length=MAX_FIELD, description="The client's phone.")
+    notes: str | None = Field(None, max_length=MAX_FIELD * 8, description="Notes on the client.")
+
+    def changes(self) -> dict[str, str | None]:
+        """The fields written, with their new value (None: cleared)."""
+        return {name: getattr(self, name) or None for name in sorted(self.model_fields_set)}
+
+
+class UpdateClient(Action):
+    """Change the client's contact data where the channel keeps it."""
+
+    name = "update_client"
+    description = "change the client's name, email, phone or notes, at the channel's service"
+    Params = UpdateClientParams
+    console_role = "client"
+
+    def unavailable(self, context: ActionContext | None = None) -> str | None:
+        if context is None:
+            return None
+        if context.provider is None:
+            return f"channel {context.event.channel!r} is not configured"
+        return context.provider.update_problem()
+
+    def describe(self, params: UpdateClientParams, context: ActionContext) -> str:  # type: ignore[override]
+        fields = ", ".join(params.changes()) or "nothing"
+        return f"change {fields} of client {context.event.client.id}"
+
+    async def execute(self, params: UpdateClientParams, context: ActionContext) -> dict[str, Any]:  # type: ignore[override]
+        problem = self.unavailable(context)
+        if problem or context.provider is None:
+            raise PermanentActionError(problem or "no provider")
+        client_id = context.event.client.id
+        if not client_id:
+            raise PermanentActionError("the event has no client id")
+        changes = params.changes()
+        if not changes:
+            return {"changed": []}
+        if context.store is not None:
+            with context.store.transaction() as state:
+                known = state.get_client(context.event.channel, client_id)
+                if known is not None:
+                    state.save_client(context.event.channel, known.model_copy(update=changes))
+        provider = context.provider
+        try:
+            async with asyncio.timeout(self.timeout):
+                answer = await provider.update_client(client_id, changes, timeout=self.timeout)
+        except TimeoutError:
+            raise RetryableActionError(
+                f"{provider.name} did not answer within {self.timeout:g} s"
+            ) from None
+        return {"changed": sorted(changes), "answer": answer}
+
+
+@hookimpl
+def rulekit_register_actions(register: ActionRegistry) -> None:
+    register.add(UpdateClient)

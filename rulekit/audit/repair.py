@@ -1,0 +1,130 @@
+"""Second chances: dead letters retried, set-aside webhooks requeued.
+
+A dead letter is an outbox job that failed for good (its error and attempts kept); retrying it
+makes it pending and due at once, and the dispatcher sends it again. A set-aside webhook is an
+inbox item a provider or the rules could not process (status ``failed`` with the reason);
+requeueing it makes it pending, and the processor takes it from the start again (the events it
+led to before are recognised by their ids and not processed twice).
+
+The console's JSON API and ``rulekit retry`` / ``rulekit requeue`` both come here. ``channels``
+limits what may be seen and touched (an agent's channels; ``None``: everything, the admin):
+what is outside them is reported as not found, exactly like what does not exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from rulekit.store.base import JournaledState
+from rulekit.store.records import InboxItem, Job
+
+LIST_LIMIT = 100
+PREVIEW = 200
+"""How much of a set-aside body a listing shows."""
+
+
+class NotFound(LookupError):
+    """No such dead letter or set-aside webhook (or none the asker may see)."""
+
+
+class NotRepairable(ValueError):
+    """It exists, but is not in a state to be retried (e.g. a job still pending)."""
+
+
+def job_channel(state: JournaledState, job: Job) -> str | None:
+    record = state.get_event(job.event_id)
+    return record.channel if record else None
+
+
+def _allowed(channel: str | None, channels: Collection[str] | None) -> bool:
+    return channels is None or (channel is not None and channel in channels)
+
+
+def dead_letters(
+    state: JournaledState, channels: Collection[str] | None, *, limit: int = LIST_LIMIT
+) -> list[dict[str, Any]]:
+    """Dead jobs of ``channels``, newest first, with their event's channel and conversation."""
+    found = []
+    for job in state.jobs(status="dead", limit=limit if channels is None else limit * 10):
+        record = state.get_event(job.event_id)
+        channel = record.channel if record else None
+        if not _allowed(channel, channels):
+            continue
+        found.append(
+            {
+                **job_view(job),
+                "channel": channel,
+                "event": record.event if record else None,
+                "conversation_id": record.conversation_id if record else None,
+            }
+        )
+        if len(found) >= limit:
+            break
+    return found
+
+
+def set_aside(
+    state: JournaledState, channels: Collection[str] | None, *, limit: int = LIST_LIMIT
+) -> list[dict[str, Any]]:
+    """Set-aside inbox items of ``channels``, newest first (their bodies previewed)."""
+    found = []
+    for item in state.inbox_items(status="failed", limit=limit if channels is None else limit * 10):
+        if _allowed(item.channel, channels):
+            found.append(item_view(item))
+            if len(found) >= limit:
+                break
+    return found
+
+
+def retry(state: JournaledState, job_id: int, channels: Collection[str] | None) -> dict[str, Any]:
+    """Make dead letter ``job_id`` pending again; its view, as it is now."""
+    job = state.get_job(job_id)
+    if job is None or not _allowed(job_channel(state, job), channels):
+        raise NotFound(f"no dead letter {job_id}")
+    if job.status != "dead":
+        raise NotRepairable(f"job {job_id} is {job.status}, not a dead letter")
+    state.requeue_job(job_id)
+    return {**job_view(job), "status": "pending"}
+
+
+def requeue(
+    state: JournaledState, inbox_id: int, channels: Collection[str] | None
+) -> dict[str, Any]:
+    """Make set-aside item ``inbox_id`` pending again; its view, as it is now."""
+    item = state.get_inbox(inbox_id)
+    if item is None or not _allowed(item.channel, channels):
+        raise NotFound(f"no set-aside webhook {inbox_id}")
+    if item.status != "failed":
+        raise NotRepairable(f"webhook {inbox_id} is {item.status}, not set aside")
+    state.requeue_inbox(inbox_id)
+    return {**item_view(item), "status": "pending"}
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    """A job as the console and the CLI show it."""
+    return {
+        "job_id": job.id,
+        "event_id": job.event_id,
+        "rule": job.rule,
+        "action": job.action,
+        "destination": job.destination,
+        "status": job.status,
+        "attempts": job.attempts,
+        "error": job.last_error,
+    }
+
+
+def item_view(item: InboxItem) -> dict[str, Any]:
+    """A set-aside inbox item as the console and the CLI show it."""
+    body = item.body.decode("utf-8", errors="replace")
+    return {
+        "inbox_id": item.id,
+        "channel": item.channel,
+        "received_at": item.received_at.isoformat(),
+        "status": item.status,
+        "attempts": item.attempts,
+        "error": item.error,
+        "body_preview": body[:PREVIEW],
+        "body_bytes": len(item.body),
+    }

@@ -1,0 +1,329 @@
+"""What agents change from the console: a reply to the client, the client's data.
+
+Each change is an event of origin ``console`` (``agent_replied``, ``client_updated``) with the
+agent who made it, handled like a webhook's event: the rules evaluate it (in the evaluation
+worker, no transaction open), then one transaction records it with its trace, the rules' jobs
+and the change's own job, first in its plan: the call to the channel's provider (the action
+whose :attr:`~rulekit.actions.base.Action.console_role` is ``reply`` or ``client``). The
+dispatcher sends it like any job: durable in the outbox, retried with backoff, dead-lettered
+with its error (and retryable) when it fails for good. The provider's echo of a reply is
+recognised as rulekit's own (Chatra: ``receivedFrom``), so no ``agent_replied`` rule fires
+twice.
+
+A request may carry an ``Idempotency-Key`` header: the same agent sending the same key again
+gets the first request's event back instead of a second reply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio.to_thread
+from starlette.responses import Response
+
+from rulekit.errors import StoreUnavailable
+from rulekit.event import Agent, Client, Conversation, Event, Message
+from rulekit.runtime import planning
+from rulekit.runtime.planning import Processed, StateChanged
+from rulekit.runtime.processor import report
+from rulekit.runtime.worker import Evaluation, Refusal
+from rulekit.server.console import conversations
+from rulekit.server.console.conversations import CONSOLE_RULE
+from rulekit.server.console.journal import known
+from rulekit.server.console.sessions import Viewer
+from rulekit.server.console.workspace import ApiError, Workspace, audit, ok
+from rulekit.store.base import JournaledState
+from rulekit.store.records import JobSpec
+
+if TYPE_CHECKING:
+    from rulekit.actions.base import Action
+    from rulekit.runtime.commit import GroupCommit
+    from rulekit.runtime.evaluator import Evaluator
+    from rulekit.runtime.feed import LiveFeed
+    from rulekit.runtime.metrics import Metrics
+    from rulekit.snapshot import Snapshot
+
+MAX_TEXT = 5000
+"""The longest reply (Chatra's limit for a message)."""
+MAX_FIELD = 500
+MAX_NOTES = 4000
+CONTACT = ("name", "email", "phone", "notes")
+
+
+class Runtime(Protocol):
+    """What a change needs of the running daemon."""
+
+    commit: GroupCommit | None
+    evaluator: Evaluator | None
+    metrics: Metrics
+    feed: LiveFeed
+
+    @property
+    def snapshot(self) -> Snapshot: ...
+
+    def wake(self, queue: str) -> None: ...
+
+
+class Changes:
+    """Replies and client changes of one daemon's console."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    # a reply ---------------------------------------------------------------------------------
+    async def reply(
+        self,
+        workspace: Workspace,
+        viewer: Viewer,
+        conversation_id: str,
+        body: dict[str, Any],
+        idempotency_key: str | None,
+    ) -> Response:
+        if viewer.email is None:
+            raise ApiError(403, "the admin token cannot reply: agents reply as themselves")
+        text = body.get("text")
+        if set(body) - {"text"}:
+            raise ApiError(400, f"unknown fields: {', '.join(sorted(set(body) - {'text'}))}")
+        if not isinstance(text, str) or not text.strip():
+            raise ApiError(400, "text must be a non-empty string")
+        if len(text) > MAX_TEXT:
+            raise ApiError(400, f"text is longer than {MAX_TEXT} characters")
+        channel, conversation, client = await self._current(workspace, viewer, conversation_id)
+        action = self._action("reply", channel)
+        now = datetime.now(UTC)
+        token = _token(viewer, idempotency_key)
+        agent = Agent(email=viewer.email, name=viewer.name, known=True)
+        event = Event(
+            id=f"{channel}:console:{token}",
+            channel=channel,
+            event="agent_replied",
+            occurred_at=now,
+            origin="console",
+            conversation=conversation,
+            client=client,
+            message=Message(
+                id=f"console:{token}",
+                text=text,
+                author="agent",
+                agent=viewer.email,
+                created_at=now,
+            ),
+            agent=agent,
+        )
+        params = {"text": text, "as_agent": viewer.email}
+        recorded, job_id = await self._submit(event, action, params)
+        if recorded:
+            audit(viewer, "replied", conversation_id=conversation_id, event_id=event.id)
+        return ok(
+            {
+                "event_id": event.id,
+                "job_id": job_id,
+                "status": "pending",
+                "duplicate": not recorded,
+            },
+            202 if recorded else 200,
+        )
+
+    # the client's data -----------------------------------------------------------------------
+    async def update_client(
+        self,
+        workspace: Workspace,
+        viewer: Viewer,
+        conversation_id: str,
+        body: dict[str, Any],
+        idempotency_key: str | None,
+    ) -> Response:
+        changes = _contact_changes(body)
+        channel, conversation, client = await self._current(workspace, viewer, conversation_id)
+        if not client.id:
+            raise ApiError(409, "the conversation has no client whose data could change")
+        action = self._action("client", channel)
+        changed = {k: v for k, v in changes.items() if getattr(client, k) != v}
+        if not changed:
+            return ok({"event_id": None, "job_id": None, "changed": [], "client": _panel(client)})
+        updated = client.model_copy(update=changed)
+        token = _token(viewer, idempotency_key)
+        event = Event(
+            id=f"{channel}:console:client:{token}",
+            channel=channel,
+            event="client_updated",
+            occurred_at=datetime.now(UTC),
+            origin="console",
+            conversation=conversation,
+            client=updated,
+            agent=Agent(email=viewer.email, name=viewer.name, known=viewer.email is not None),
+        )
+
+        def save(state: JournaledState) -> None:
+            state.save_client(channel, updated)
+
+        recorded, job_id = await self._submit(event, action, dict(changed), save)
+        if recorded:
+            audit(
+                viewer,
+                "changed client data",
+                conversation_id=conversation_id,
+                fields=",".join(sorted(changed)),
+                event_id=event.id,
+            )
+        return ok(
+            {
+                "event_id": event.id,
+                "job_id": job_id,
+                "changed": sorted(changed),
+                "client": _panel(updated),
+            },
+            202 if recorded else 200,
+        )
+
+    # shared ----------------------------------------------------------------------------------
+    async def _current(
+        self, workspace: Workspace, viewer: Viewer, conversation_id: str
+    ) -> tuple[str, Conversation, Client]:
+        found = await workspace.read(current, conversation_id, workspace.channels_of(viewer))
+        if found is None:
+            raise ApiError(404, "no such conversation")
+        channel, conversation, client = found
+        return channel, conversation, client
+
+    def _action(self, role: str, channel: str) -> Action:
+        snapshot = self.runtime.snapshot
+        action = next((a for a in snapshot.engine.actions.values() if a.console_role == role), None)
+        provider = snapshot.providers.get(channel)
+        if action is None:
+            raise ApiError(409, f"no installed action does what the console needs ({role})")
+        if provider is None:
+            raise ApiError(409, f"channel {channel!r} is not configured")
+        problem = provider.reply_problem() if role == "reply" else provider.update_problem()
+        if problem:
+            raise ApiError(409, problem)
+        return action
+
+    async def _submit(
+        self,
+        event: Event,
+        action: Action,
+        params: dict[str, Any],
+        before: Any = None,
+    ) -> tuple[bool, int | None]:
+        """Evaluate ``event``, then record it with its jobs, the change's own job first (and
+        ``before(state)`` in the same transaction); whether it was new, and that job's id."""
+        commit, evaluator = self.runtime.commit, self.runtime.evaluator
+        if commit is None or evaluator is None:
+            raise ApiError(503, "the daemon is not running")
+        spec = JobSpec(
+            rule=CONSOLE_RULE,
+            action=action.name,
+            params=params,
+            destination=action.destination(action.Params.model_validate(params)),
+            lane=action.lane(action.Params.model_validate(params), event),
+        )
+        try:
+            while True:
+                prepared = await anyio.to_thread.run_sync(
+                    planning.prepare, commit.store, None, [event]
+                )
+                answer = await anyio.to_thread.run_sync(evaluator.evaluate, prepared.request)
+                try:
+                    processed, job_id = await commit.run(
+                        _recorder(prepared, _with_job(event, answer, spec), before)
+                    )
+                except StateChanged:
+                    continue
+                break
+        except StoreUnavailable as exc:
+            raise ApiError(503, f"the store is unavailable: {exc}") from None
+        for result in processed:
+            report(result, self.runtime.metrics, self.runtime.feed)
+        recorded = any(result.recorded for result in processed)
+        if recorded:
+            self.runtime.wake("outbox")
+        return recorded, job_id
+
+
+def _recorder(prepared: planning.Prepared, answer: list[Evaluation], before: Any) -> Any:
+    def work(state: JournaledState) -> tuple[list[Processed], int | None]:
+        event = prepared.events[0]
+        if state.get_event(event.id) is None and before is not None:
+            before(state)
+        processed = planning.record(state, prepared, answer, inbox_id=None)
+        job = next((j for j in state.jobs(event_id=event.id) if j.rule == CONSOLE_RULE), None)
+        return processed, job.id if job else None
+
+    return work
+
+
+def _with_job(event: Event, answer: list[Evaluation] | Refusal, spec: JobSpec) -> list[Evaluation]:
+    """The evaluations with the change's own job first in the event's plan (a refused
+    evaluation still records the event and the change)."""
+    evaluations = [planning.refused(event, answer)] if isinstance(answer, Refusal) else answer
+    return [
+        Evaluation(
+            e.event_id,
+            [spec, *e.jobs],
+            e.trace,
+            e.matched,
+            e.errors,
+            e.cooldowns,
+            e.cooldowns_read,
+        )
+        if e.event_id == event.id
+        else e
+        for e in evaluations
+    ]
+
+
+def current(
+    state: JournaledState, conversation_id: str, channels: frozenset[str]
+) -> tuple[str, Conversation, Client] | None:
+    """A conversation's channel, state and client, as last recorded."""
+    located = conversations.locate(state, conversation_id, channels)
+    if located is None:
+        return None
+    channel, key = located
+    latest = state.conversation_events(channel, conversation_id, limit=1)
+    data = latest[0].data if latest else {}
+    stored = state.get_conversation(channel, key) if key is not None else None
+    conversation = stored or Conversation.model_validate(data.get("conversation") or {})
+    conversation = conversation.model_copy(update={"id": conversation_id})
+    client = Client.model_validate(data.get("client") or {})
+    if client.id:
+        client = state.get_client(channel, client.id) or client
+    return channel, conversation, client
+
+
+def _contact_changes(body: dict[str, Any]) -> dict[str, str | None]:
+    unknown = set(body) - set(CONTACT)
+    if unknown:
+        raise ApiError(
+            400, f"only {', '.join(CONTACT)} can change, not {', '.join(sorted(unknown))}"
+        )
+    if not body:
+        raise ApiError(400, f"name at least one of {', '.join(CONTACT)}")
+    changes: dict[str, str | None] = {}
+    for key, value in body.items():
+        if value is not None and not isinstance(value, str):
+            raise ApiError(400, f"{key} must be a string or null")
+        value = value.strip() if value else None
+        limit = MAX_NOTES if key == "notes" else MAX_FIELD
+        if value is not None and len(value) > limit:
+            raise ApiError(400, f"{key} is longer than {limit} characters")
+        if key == "email" and value is not None and "@" not in value:
+            raise ApiError(400, f"{value!r} is not an email address")
+        changes[key] = value or None
+    return changes
+
+
+def _panel(client: Client) -> dict[str, Any]:
+    return known(client.model_dump(mode="json"))
+
+
+def _token(viewer: Viewer, key: str | None) -> str:
+    """The id part of a change: derived from the agent and their idempotency key, else new."""
+    if key is None:
+        return secrets.token_hex(12)
+    who = viewer.email.lower() if viewer.email else "admin"
+    return hashlib.sha256(f"{who}\0{key}".encode()).hexdigest()[:24]

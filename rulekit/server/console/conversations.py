@@ -1,0 +1,191 @@
+"""What the workspace API reads about conversations: the list (newest activity first, one
+page at a time) and one conversation with its client panel, thread, events and actions.
+
+Plain blocking functions over one read-only unit of work (:meth:`JournaledStore.reading`:
+never a write lock); call them in a worker thread from async code. Everything is read by
+index (the conversation list's activity index, a conversation's events by its id).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from rulekit.server.console.journal import event_summary, known
+from rulekit.store.base import JournaledState
+from rulekit.store.listing import ConversationQuery, ConversationSummary, Position
+from rulekit.store.records import EventRecord, Job
+
+THREAD_LIMIT = 500
+"""How many of a conversation's latest events its view holds (``truncated`` says when more)."""
+
+
+class BadCursor(ValueError):
+    """A cursor this daemon did not hand out."""
+
+
+def encode_cursor(position: Position) -> str:
+    """An opaque cursor for the entries after ``position``."""
+    data = [position.active_at.isoformat(), position.channel, position.key]
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> Position:
+    """The position a cursor of :func:`encode_cursor` names; :class:`BadCursor` otherwise."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        active_at, channel, key = json.loads(raw)
+        when = datetime.fromisoformat(active_at)
+        if not isinstance(channel, str) or not isinstance(key, str) or when.tzinfo is None:
+            raise ValueError
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise BadCursor("not a cursor of this list; start again without one") from None
+    return Position(when, channel, key)
+
+
+@dataclass(frozen=True)
+class Page:
+    conversations: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def list_page(state: JournaledState, query: ConversationQuery) -> Page:
+    """One page of the list; ``next_cursor`` is set when more may follow."""
+    found = state.list_conversations(query)
+    more = len(found) == query.limit
+    return Page(
+        [list_entry(summary) for summary in found],
+        encode_cursor(found[-1].position) if more and found else None,
+    )
+
+
+def list_entry(summary: ConversationSummary) -> dict[str, Any]:
+    conversation = summary.conversation.model_dump(mode="json")
+    client = summary.client.model_dump(mode="json") if summary.client else {}
+    return {
+        "id": summary.conversation.id,
+        "channel": summary.channel,
+        "last_activity_at": summary.position.active_at.isoformat(),
+        "conversation": conversation,
+        "client": {
+            key: client.get(key) for key in ("id", "name", "display_name", "email", "phone")
+        },
+    }
+
+
+def locate(
+    state: JournaledState, conversation_id: str, channels: Collection[str]
+) -> tuple[str, str | None] | None:
+    """The channel of a conversation (among ``channels``) and its provider key, if stored."""
+    prefix = conversation_id.split(":", 1)[0]
+    ordered = sorted(channels, key=lambda channel: channel != prefix)  # the likely one first
+    for channel in ordered:
+        found = state.find_conversation(channel, conversation_id)
+        if found is not None:
+            return channel, found[0]
+    for channel in ordered:
+        if state.conversation_events(channel, conversation_id, limit=1):
+            return channel, None
+    return None
+
+
+def view(
+    state: JournaledState, conversation_id: str, channels: Collection[str]
+) -> dict[str, Any] | None:
+    """A conversation: its state, the client panel, its thread (oldest first), its events
+    (newest first, with their jobs) and all their actions; None when it is unknown (or not on
+    ``channels``)."""
+    located = locate(state, conversation_id, channels)
+    if located is None:
+        return None
+    channel, key = located
+    records = state.conversation_events(channel, conversation_id, limit=THREAD_LIMIT + 1)
+    truncated = len(records) > THREAD_LIMIT
+    records = records[:THREAD_LIMIT]
+    conversation: dict[str, Any] = {}
+    client: dict[str, Any] = {}
+    for record in reversed(records):  # oldest first: later events know more
+        conversation.update(known(record.data.get("conversation")))
+        client.update(known(record.data.get("client")))
+    stored = state.get_conversation(channel, key) if key is not None else None
+    if stored is not None:
+        conversation.update(known(stored.model_dump(mode="json")))
+    client_id = client.get("id")
+    if client_id:
+        stored_client = state.get_client(channel, client_id)
+        if stored_client is not None:
+            client.update(known(stored_client.model_dump(mode="json")))
+    jobs = {record.event_id: state.jobs(event_id=record.event_id) for record in records}
+    return {
+        "id": conversation_id,
+        "channel": channel,
+        "conversation": {**conversation, "id": conversation_id},
+        "client": client,
+        "thread": [
+            entry
+            for record in reversed(records)
+            if (entry := thread_entry(record, jobs[record.event_id])) is not None
+        ],
+        "events": [event_summary(record, jobs[record.event_id]) for record in records],
+        "actions": [
+            {**action_entry(job), "event": record.event}
+            for record in records
+            for job in jobs[record.event_id]
+        ],
+        "truncated": truncated,
+    }
+
+
+def thread_entry(record: EventRecord, jobs: list[Job]) -> dict[str, Any] | None:
+    """The message an event carries, as the thread shows it (None when it carries none).
+
+    A reply written in the console shows how its delivery stands (``delivery``: the job that
+    sends it: ``pending``, ``done`` or ``dead`` with the error)."""
+    message = record.data.get("message") or {}
+    if not message.get("text") and not message.get("id"):
+        return None
+    agent = record.data.get("agent") or {}
+    entry: dict[str, Any] = {
+        "event_id": record.event_id,
+        "event": record.event,
+        "message_id": message.get("id"),
+        "author": message.get("author"),
+        "agent": message.get("agent") or agent.get("email"),
+        "agent_name": agent.get("name"),
+        "text": message.get("text"),
+        "at": message.get("created_at") or record.data.get("occurred_at"),
+        "origin": record.data.get("origin"),
+        "recovered": bool(record.data.get("recovered")),
+    }
+    delivery = next((job for job in jobs if job.rule == CONSOLE_RULE), None)
+    if delivery is not None:
+        entry["delivery"] = {
+            "job_id": delivery.id,
+            "status": delivery.status,
+            "attempts": delivery.attempts,
+            "error": delivery.last_error,
+        }
+    return entry
+
+
+CONSOLE_RULE = "(console)"
+"""The rule name of the jobs the console enqueues itself (a reply, a change of client data)."""
+
+
+def action_entry(job: Job) -> dict[str, Any]:
+    return {
+        "job_id": job.id,
+        "event_id": job.event_id,
+        "rule": job.rule,
+        "action": job.action,
+        "destination": job.destination,
+        "status": job.status,
+        "attempts": job.attempts,
+        "error": job.last_error,
+        "result": job.result,
+    }

@@ -1,0 +1,315 @@
+"""The agents' workspace API under ``/console/api/``: conversations (list, view, reply, client
+data), dead letters and set-aside webhooks. The contract is ``docs/console.md``.
+
+Every request is identified (:mod:`rulekit.server.console.guard`: session cookie or bearer
+token; 401 without); an agent sees and touches only the channels the directory gives them
+(anything else is 404, exactly like what does not exist); writes are checked against
+cross-site use, rate-limited per agent and logged with the agent's email (``console: ...``
+lines of the ``rulekit.console`` logger). Reads use the store's read-only unit of work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Collection
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from rulekit.audit import repair
+from rulekit.runtime.logs import log
+from rulekit.server.console import conversations
+from rulekit.server.console.guard import WriteBudget, bearer_token, json_content
+from rulekit.server.console.sessions import Viewer, identify, token_hash
+from rulekit.server.console.throttle import retry_after
+from rulekit.server.console.web import same_origin, secure
+from rulekit.store.listing import MAX_PAGE, MAX_TEXT, ConversationQuery
+
+if TYPE_CHECKING:
+    from rulekit.server.console.routes import Console
+
+logger = logging.getLogger("rulekit.console")
+
+API = "/console/api"
+PREFIX = f"{API}/conversations/"
+MAX_BODY = 64 * 1024
+VIEWS = ("all", "mine", "unassigned")
+STATUSES = ("open", "closed")
+
+Handler = Callable[[Request, Viewer, list[str]], Awaitable[Response]]
+
+
+class ApiError(Exception):
+    """An answer other than success: its status, message and headers."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def ok(data: Any, status: int = 200) -> Response:
+    return secure(JSONResponse(data, status_code=status))
+
+
+class Workspace:
+    """The workspace API of one console (its sessions, throttle and store)."""
+
+    def __init__(self, console: Console, writes: Any = None) -> None:
+        self.console = console
+        self.writes = writes
+        """What performs replies and client changes (:class:`~rulekit.server.console.
+        replies.Replies`); None: those answer 503."""
+        self.budget = WriteBudget(console.throttle.clock)
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route(f"{API}/conversations", self._wrap(self.list_conversations), methods=["GET"]),
+            Route(
+                PREFIX + "{rest:path}",
+                self._wrap(self.conversation),
+                methods=["GET", "POST", "PATCH"],
+            ),
+            Route(f"{API}/dead-letters", self._wrap(self.dead_letters), methods=["GET"]),
+            Route(
+                f"{API}/dead-letters/{{job_id}}/retry",
+                self._wrap(self.retry, write=True),
+                methods=["POST"],
+            ),
+            Route(f"{API}/set-aside", self._wrap(self.set_aside), methods=["GET"]),
+            Route(
+                f"{API}/set-aside/{{inbox_id}}/requeue",
+                self._wrap(self.requeue, write=True),
+                methods=["POST"],
+            ),
+        ]
+
+    # identity and guards ---------------------------------------------------------------------
+    def identify(self, request: Request) -> tuple[Viewer | None, bool]:
+        """The viewer, and whether a bearer token (not the cookie) identified them."""
+        token = bearer_token(request)
+        if token is None:
+            return self.console.viewer(request), False
+        address = request.client.host if request.client else None
+        wait, _ = self.console.throttle.wait(address)
+        if wait > 0:
+            raise ApiError(429, "too many failed sign-ins", {"Retry-After": retry_after(wait)})
+        viewer = identify(self.console.get_snapshot().config, token_hash(token)) if token else None
+        if viewer is None:
+            self.console.throttle.failed(address)
+        return viewer, True
+
+    def _wrap(self, handler: Handler, *, write: bool = False) -> Callable[..., Any]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                viewer, bearer = self.identify(request)
+                if viewer is None:
+                    raise ApiError(401, "sign in first (session cookie or Bearer token)")
+                is_write = write or request.method in ("POST", "PATCH")
+                if is_write:
+                    if not bearer and not (json_content(request) and same_origin(request)):
+                        raise ApiError(
+                            403,
+                            "writes with the session cookie must come from the console's own "
+                            "page, as application/json",
+                        )
+                    wait = self.budget.take(viewer.email or "admin")
+                    if wait > 0:
+                        raise ApiError(
+                            429, "too many changes; slow down", {"Retry-After": retry_after(wait)}
+                        )
+                rest = self._segments(request)
+                return await handler(request, viewer, rest)
+            except ApiError as exc:
+                return secure(
+                    JSONResponse(
+                        {"error": exc.message}, status_code=exc.status, headers=exc.headers
+                    )
+                )
+
+        return endpoint
+
+    @staticmethod
+    def _segments(request: Request) -> list[str]:
+        """The percent-decoded segments after ``/console/api/conversations/`` (a conversation
+        id may hold ``/`` as ``%2F``: the raw path is split before decoding)."""
+        raw = request.scope.get("raw_path")
+        path = raw.decode("latin-1") if isinstance(raw, bytes) else request.url.path
+        path = path.split("?", 1)[0]
+        if not path.startswith(PREFIX):
+            return []
+        return [unquote(part, errors="strict") for part in path[len(PREFIX) :].split("/")]
+
+    def channels_of(self, viewer: Viewer) -> frozenset[str]:
+        """The channels ``viewer`` may see (the admin: every configured channel)."""
+        if not viewer.admin:
+            return viewer.channels
+        snapshot = self.console.get_snapshot()
+        return frozenset(snapshot.providers) | frozenset(snapshot.config.channels)
+
+    async def read(self, work: Callable[..., Any], *args: Any) -> Any:
+        def run() -> Any:
+            with self.console.store.reading() as state:
+                return work(state, *args)
+
+        return await run_in_threadpool(run)
+
+    async def change(self, work: Callable[..., Any], *args: Any) -> Any:
+        def run() -> Any:
+            with self.console.store.transaction() as state:
+                return work(state, *args)
+
+        return await run_in_threadpool(run)
+
+    # conversations ---------------------------------------------------------------------------
+    async def list_conversations(
+        self, request: Request, viewer: Viewer, rest: list[str]
+    ) -> Response:
+        query = self._query(request, viewer)
+        page = await self.read(conversations.list_page, query)
+        return ok({"conversations": page.conversations, "next_cursor": page.next_cursor})
+
+    def _query(self, request: Request, viewer: Viewer) -> ConversationQuery:
+        params = request.query_params
+        view = params.get("view", "all")
+        if view not in VIEWS:
+            raise ApiError(400, f"view must be one of {', '.join(VIEWS)}, not {view!r}")
+        if view == "mine" and viewer.email is None:
+            raise ApiError(400, "the admin has no conversations of their own: use view=all")
+        status = params.get("status") or None
+        if status is not None and status not in STATUSES:
+            raise ApiError(400, f"status must be open or closed, not {status!r}")
+        text = params.get("q") or None
+        if text is not None and len(text) > MAX_TEXT:
+            raise ApiError(400, f"q is longer than {MAX_TEXT} characters")
+        try:
+            limit = int(params.get("limit", "50"))
+        except ValueError:
+            raise ApiError(400, "limit must be a whole number") from None
+        if not 1 <= limit <= MAX_PAGE:
+            raise ApiError(400, f"limit must be between 1 and {MAX_PAGE}")
+        cursor = params.get("cursor") or None
+        try:
+            after = conversations.decode_cursor(cursor) if cursor else None
+        except conversations.BadCursor as exc:
+            raise ApiError(400, str(exc)) from None
+        return ConversationQuery(
+            channels=None if viewer.admin else viewer.channels,
+            status=status,
+            assignee=viewer.email if view == "mine" else None,
+            unassigned=view == "unassigned",
+            tag=params.get("tag") or None,
+            text=text,
+            after=after,
+            limit=limit,
+        )
+
+    async def conversation(self, request: Request, viewer: Viewer, rest: list[str]) -> Response:
+        if not rest or not rest[0]:
+            raise ApiError(404, "no such conversation")
+        if request.method == "GET":
+            if len(rest) == 1:
+                channels = self.channels_of(viewer)
+                if viewer.admin:  # a channel no longer configured keeps its conversations
+                    channels |= {rest[0].split(":", 1)[0]}
+                return await self.show(viewer, rest[0], channels)
+            # the older form: conversations/{channel}/{conversation id}
+            channel, conversation_id = rest[0], "/".join(rest[1:])
+            if not viewer.may_see_channel(channel):
+                raise ApiError(404, "no such conversation")
+            return await self.show(viewer, conversation_id, {channel})
+        if len(rest) != 2:
+            raise ApiError(404, "no such endpoint")
+        body = await self._body(request)
+        handlers = {
+            ("POST", "messages"): "reply",
+            ("PATCH", "client"): "update_client",
+        }
+        name = handlers.get((request.method, rest[1]))
+        if name is None:
+            raise ApiError(405, f"{request.method} is not allowed on {rest[1]!r}")
+        if self.writes is None:
+            raise ApiError(503, "this console cannot change conversations")
+        key = request.headers.get("idempotency-key")
+        if key is not None and not 0 < len(key) <= 200:
+            raise ApiError(400, "Idempotency-Key must be 1 to 200 characters")
+        result: Response = await getattr(self.writes, name)(self, viewer, rest[0], body, key)
+        return result
+
+    async def show(
+        self, viewer: Viewer, conversation_id: str, channels: Collection[str]
+    ) -> Response:
+        found = await self.read(conversations.view, conversation_id, channels)
+        if found is None:
+            raise ApiError(404, "no such conversation")
+        return ok(found)
+
+    async def _body(self, request: Request) -> dict[str, Any]:
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                raise ApiError(413, f"the request body is larger than {MAX_BODY} bytes")
+        if not body.strip():
+            return {}
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "the request body is not JSON") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "the request body must be a JSON object")
+        return data
+
+    # dead letters and set-aside webhooks -----------------------------------------------------
+    def _scope(self, viewer: Viewer) -> frozenset[str] | None:
+        return None if viewer.admin else viewer.channels
+
+    async def dead_letters(self, request: Request, viewer: Viewer, rest: list[str]) -> Response:
+        found = await self.read(repair.dead_letters, self._scope(viewer))
+        return ok({"dead_letters": found})
+
+    async def set_aside(self, request: Request, viewer: Viewer, rest: list[str]) -> Response:
+        found = await self.read(repair.set_aside, self._scope(viewer))
+        return ok({"set_aside": found})
+
+    async def retry(self, request: Request, viewer: Viewer, rest: list[str]) -> Response:
+        job_id = _number(request.path_params["job_id"], "dead letter")
+        result = await self._repair(repair.retry, job_id, viewer)
+        audit(viewer, "retried a dead letter", job_id=job_id)
+        self.console.wake_dispatcher()
+        return ok({"dead_letter": result})
+
+    async def requeue(self, request: Request, viewer: Viewer, rest: list[str]) -> Response:
+        inbox_id = _number(request.path_params["inbox_id"], "set-aside webhook")
+        result = await self._repair(repair.requeue, inbox_id, viewer)
+        audit(viewer, "requeued a set-aside webhook", inbox_id=inbox_id)
+        self.console.wake_processor()
+        return ok({"set_aside": result})
+
+    async def _repair(
+        self, work: Callable[..., dict[str, Any]], number: int, viewer: Viewer
+    ) -> dict[str, Any]:
+        try:
+            result: dict[str, Any] = await self.change(work, number, self._scope(viewer))
+        except repair.NotFound as exc:
+            raise ApiError(404, str(exc)) from None
+        except repair.NotRepairable as exc:
+            raise ApiError(409, str(exc)) from None
+        return result
+
+
+def _number(value: str, what: str) -> int:
+    if not value.isdigit() or len(value) > 18:
+        raise ApiError(404, f"no {what} {value!r}")
+    return int(value)
+
+
+def audit(viewer: Viewer, what: str, **fields: Any) -> None:
+    """Log a change made through the console, with who made it."""
+    log(logger, logging.INFO, f"console: {what}", agent=viewer.email or "admin", **fields)

@@ -1,0 +1,52 @@
+"""``rulekit retry`` and ``rulekit requeue``: list what failed, make it pending again, say so;
+exit 1 for an id that is not there or not in a state to act on."""
+
+from __future__ import annotations
+
+import json
+
+from rulekit.store.sqlite import SQLiteStore
+
+
+def test_retry_lists_dead_letters_and_makes_one_pending(site) -> None:
+    listed = site.run("retry")
+    assert listed.exit_code == 0, listed.output
+    (line,) = listed.output.splitlines()
+    job_id = int(line.split()[0])
+    assert "slack" in line and "channel_not_found" in line
+    assert site.sql("SELECT status FROM outbox WHERE id = ?", (job_id,)) == [("dead",)]
+
+    retried = site.run("retry", str(job_id))
+    assert retried.exit_code == 0, retried.output
+    assert retried.output == f"dead letter {job_id}: pending again\n"
+    assert site.sql("SELECT status FROM outbox WHERE id = ?", (job_id,)) == [("pending",)]
+
+    again = site.run("retry", str(job_id), "--format", "json")
+    assert again.exit_code == 1
+    (result,) = json.loads(again.output)["results"]
+    assert result == {
+        "ok": False,
+        "job_id": job_id,
+        "error": f"job {job_id} is pending, not a dead letter",
+    }
+    assert site.run("retry", "424242").exit_code == 1
+    assert site.run("retry").output == "no dead letters\n"
+
+
+def test_requeue_lists_set_aside_webhooks_and_makes_one_pending(site) -> None:
+    assert site.run("requeue").output == "no set-aside webhooks\n"
+    store = SQLiteStore(site.database)
+    try:
+        with store.transaction() as state:
+            inbox_id, _ = state.append_inbox("online-chat", b'{"not": "chatra"}')
+            state.finish_inbox(inbox_id, error="ChannelError: no client")
+    finally:
+        store.close()
+    listed = site.run("requeue", "--format", "json")
+    assert listed.exit_code == 0, listed.output
+    (item,) = json.loads(listed.output)["set_aside"]
+    assert (item["inbox_id"], item["error"]) == (inbox_id, "ChannelError: no client")
+    requeued = site.run("requeue", str(inbox_id))
+    assert requeued.exit_code == 0, requeued.output
+    assert site.sql("SELECT status FROM inbox WHERE id = ?", (inbox_id,)) == [("pending",)]
+    assert site.run("requeue", str(inbox_id)).exit_code == 1
