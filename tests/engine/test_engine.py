@@ -35,7 +35,7 @@ def test_from_path_and_evaluate_give_rendered_params_with_defaults(build_engine)
         ("greet", "telegram"),
         ("vip", "play_sound"),
     ]
-    assert plan[0].params == {"text": "Hi Ana", "on_recovered": False}
+    assert plan[0].params == {"text": "Hi Ana", "on_recovered": False, "as_agent": None}
     assert plan[1].params == {"chat_id": 42, "text": "new chat from Ana", "parse_mode": "none"}
     assert plan[2].params["sound"] == "bell"
     assert all(a.skipped is None for a in plan)
