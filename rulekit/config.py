@@ -12,6 +12,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from rulekit import sources, yamlsource
+from rulekit.calendars import Calendar, CalendarSpec, compile_calendars
 from rulekit.errors import ConfigError, Location, did_you_mean
 from rulekit.models import Duration, StrictModel, parse_duration
 from rulekit.validation import dotted, pydantic_errors
@@ -161,6 +163,9 @@ class RawConfig(StrictModel):
     storage: str = "sqlite:///rulekit.sqlite3"
     server: ServerSettings = Field(default_factory=ServerSettings)
     timezone: str = "UTC"
+    calendars: dict[str, CalendarSpec] = Field(
+        default_factory=dict, description="business-hours calendars, by name"
+    )
     env: list[str] = Field(default_factory=list)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     # as written, secrets in plain text: never shown (the validated models hold SecretStr)
@@ -237,6 +242,11 @@ class Config:
     @property
     def timezone(self) -> ZoneInfo:
         return ZoneInfo(self.raw.timezone)
+
+    @cached_property
+    def calendars(self) -> dict[str, Calendar]:
+        """The business-hours calendars, compiled (zone: the calendar's, else the config's)."""
+        return compile_calendars(self.raw.calendars, self.raw.timezone)
 
     def allowed_env(self, environ: dict[str, str] | None = None) -> dict[str, str]:
         """The environment variables rules may read: those listed in ``env`` and ``RULEKIT_*``."""

@@ -12,7 +12,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from rulekit.models import StrictModel
 
@@ -51,6 +51,16 @@ class Conversation(EventPart):
     tags: list[str] = Field(default_factory=list)
     page: str | None = None
     link: str | None = None
+    last_client_message_at: datetime | None = None
+    """When the client last wrote (kept by rulekit from the conversation's events)."""
+    last_agent_reply_at: datetime | None = None
+    """When an agent last replied."""
+    first_agent_reply_at: datetime | None = None
+    """When an agent first replied."""
+
+    _aware = field_validator(
+        "last_client_message_at", "last_agent_reply_at", "first_agent_reply_at"
+    )(classmethod(lambda cls, v: _aware(v)))
 
 
 class Client(EventPart):
@@ -97,6 +107,22 @@ class Agent(EventPart):
     known: bool = False
 
 
+class TriggerEvent(EventPart):
+    """What rules read as ``trigger``: the event that set a timer (in rules without ``after:``,
+    the event itself) — its fields, without the provider's raw payload."""
+
+    id: str
+    channel: str
+    event: str
+    occurred_at: datetime
+    origin: str
+    recovered: bool
+    conversation: Conversation
+    client: Client
+    message: Message
+    agent: Agent
+
+
 class Event(StrictModel):
     """A normalized event. ``rulekit.Event`` is this class.
 
@@ -115,6 +141,33 @@ class Event(StrictModel):
     message: Message = Field(default_factory=Message)
     agent: Agent = Field(default_factory=Agent)
     raw: Any = None
+    _trigger: Event | None = PrivateAttr(default=None)
+    _trigger_view: TriggerEvent | None = PrivateAttr(default=None)
+
+    @property
+    def trigger(self) -> TriggerEvent:
+        """The event that set the timer this event fires for (see :meth:`at_fire_time`), else
+        this event itself."""
+        if self._trigger_view is None:
+            source = self._trigger or self
+            self._trigger_view = TriggerEvent.model_construct(
+                **{name: getattr(source, name) for name in TriggerEvent.model_fields}
+            )
+        return self._trigger_view
+
+    def at_fire_time(self, conversation: Conversation | None, client: Client | None) -> Event:
+        """This event as a timer it set sees it when it fires: ``message``, ``event`` and
+        ``agent`` are this event's; ``conversation`` and ``client`` are current (given, or
+        this event's when unknown); ``trigger`` is this event."""
+        fired = self.model_copy(
+            update={
+                "conversation": conversation or self.conversation,
+                "client": client or self.client,
+            }
+        )
+        fired._trigger = self
+        fired._trigger_view = None
+        return fired
 
     @field_validator("occurred_at")
     @classmethod

@@ -139,6 +139,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "rulekit.config",
             "rulekit.sources",
             "rulekit.yamlsource",
+            "rulekit.calendars",
             "rulekit.validation",
             "rulekit.safetext",
         ),

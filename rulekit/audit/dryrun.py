@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from rulekit.channels import body
 from rulekit.engine.engine import Plan
 from rulekit.errors import ChannelError, RulekitError
 from rulekit.event import Event
+from rulekit.rules.spec import format_duration
 from rulekit.runtime.pipeline import Pipeline
 from rulekit.safetext import text_lines
 from rulekit.validation import dotted
@@ -110,14 +111,18 @@ def as_json(pipeline: Pipeline, results: list[InputResult]) -> dict[str, Any]:
                 if problem:
                     item["would_fail"] = problem
                 actions.append(item)
-            events.append(
-                {
-                    "event": event.public(),
-                    "rules": [trace.as_dict() for trace in plan.rules],
-                    "actions": actions,
-                    "errors": plan.errors,
-                }
-            )
+            item = {
+                "event": event.public(),
+                "rules": [trace.as_dict() for trace in plan.rules],
+                "actions": actions,
+                "errors": plan.errors,
+            }
+            if plan.timers or plan.cancels:
+                item["timers"] = [t.as_dict() for t in plan.timers]
+                item["cancels"] = [c.as_dict() for c in plan.cancels]
+            if plan.firing is not None:
+                item["timer"] = plan.firing.as_dict()
+            events.append(item)
         out.append({"input": result.input, "error": result.error, "events": events})
     return {"results": out}
 
@@ -138,7 +143,33 @@ def as_text(pipeline: Pipeline, results: list[InputResult], *, color: bool = Fal
     return text_lines(lines).rstrip("\n") + "\n"
 
 
+def run_until(pipeline: Pipeline, until: timedelta) -> InputResult:
+    """Run the clock ``until`` past the last input (``--until``), firing the timers due."""
+    start = pipeline.clock or datetime.now(pipeline.config.timezone)
+    result = InputResult(f"(clock advanced {format_duration(until)})")
+    result.events = pipeline.advance(start + until).events
+    return result
+
+
+def _timer_lines(pipeline: Pipeline, event: Event, plan: Plan) -> list[str]:
+    zone = pipeline.config.timezone
+    firing = plan.firing
+    assert firing is not None
+    lines = [
+        f"   timer of {firing.rule!r} due {firing.due.astimezone(zone):%Y-%m-%d %H:%M} "
+        f"(set by event {event.id}): {firing.outcome}"
+        + (f" ({firing.reason})" if firing.reason else "")
+    ]
+    for trace in plan.rules:
+        for condition in trace.conditions:
+            state = "error" if condition.error else str(condition.result).lower()
+            lines.append(f"         unless {condition.source}  →  {state}")
+    return lines
+
+
 def _event_lines(pipeline: Pipeline, event: Event, plan: Plan) -> list[str]:
+    if plan.firing is not None:
+        return _timer_lines(pipeline, event, plan) + _plan_lines(pipeline, event, plan)
     who = event.client.name or event.client.display_name or event.client.id or "unknown client"
     flags = []
     if event.recovered:
@@ -162,6 +193,13 @@ def _event_lines(pipeline: Pipeline, event: Event, plan: Plan) -> list[str]:
             else:
                 state = str(condition.result).lower()
             lines.append(f"         {condition.source}  →  {state}")
+    for cancel in plan.cancels:
+        lines.append(f"     ⏱ cancels a pending timer of {cancel.rule!r}")
+    return lines + _plan_lines(pipeline, event, plan)
+
+
+def _plan_lines(pipeline: Pipeline, event: Event, plan: Plan) -> list[str]:
+    lines = []
     for planned in plan:
         description, problem = pipeline.describe(event, planned)
         lines.append(f"     → {planned.action} ({planned.rule}): {description}")

@@ -24,34 +24,40 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import AwareDatetime, Field, ValidationError, model_validator
 
 from rulekit import yamlsource
 from rulekit.audit.dryrun import InputError, decode, parse_events, read_bytes
 from rulekit.engine.engine import Engine
 from rulekit.errors import ChannelError
-from rulekit.models import StrictModel
-from rulekit.runtime.pipeline import Pipeline
+from rulekit.models import Duration, StrictModel
+from rulekit.runtime.pipeline import Outcome, Pipeline
 from rulekit.safetext import text_lines
 from rulekit.store.memory import MemoryStore
 from rulekit.validation import pydantic_errors
 
 
 class SuiteInput(StrictModel):
+    """One item of a test's ``inputs:``: an event (a file, a raw payload, a normalized event)
+    or a move of the simulated clock (``advance: 5m``, ``at: <ISO time>``)."""
+
     file: str | None = None
     payload: Any = None
     event: dict[str, Any] | None = None
+    advance: Duration | None = None
+    at: AwareDatetime | None = None
     channel: str | None = None
 
     @model_validator(mode="after")
     def _one(self) -> SuiteInput:
-        given = [k for k in ("file", "payload", "event") if getattr(self, k) is not None]
+        kinds = ("file", "payload", "event", "advance", "at")
+        given = [k for k in kinds if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("an input has exactly one of file, payload or event")
+            raise ValueError("an input has exactly one of file, payload, event, advance or at")
         return self
 
 
@@ -59,17 +65,23 @@ class Expectation(StrictModel):
     rule: str | None = None
     action: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    at: AwareDatetime | None = None
+    """For an action of a timed rule: the simulated time its timer fired."""
 
     def matches(self, actual: dict[str, Any]) -> bool:
         if self.rule is not None and actual["rule"] != self.rule:
             return False
         if self.action is not None and actual["action"] != self.action:
             return False
+        if self.at is not None and actual.get("at") != self.at:
+            return False
         return all(actual["params"].get(k) == v for k, v in self.params.items())
 
     def describe(self) -> str:
         parts = [f"{k}={v!r}" for k, v in (("rule", self.rule), ("action", self.action)) if v]
         parts += [f"params.{k}={v!r}" for k, v in self.params.items()]
+        if self.at is not None:
+            parts.append(f"at={self.at.isoformat()}")
         return ", ".join(parts) or "any action"
 
 
@@ -119,8 +131,9 @@ def load_suite(path: Path) -> Suite:
         raise InputError(f"{path}:{line}: {where}: {message}") from None
 
 
-def run_suite(engine: Engine, path: Path) -> SuiteResult:
-    """Run every test of a suite file against ``engine``."""
+def run_suite(engine: Engine, path: Path, until: timedelta | None = None) -> SuiteResult:
+    """Run every test of a suite file against ``engine`` (with ``until``: each test's clock
+    runs that much further after its last input)."""
     result = SuiteResult(str(path))
     try:
         suite = load_suite(path)
@@ -131,17 +144,23 @@ def run_suite(engine: Engine, path: Path) -> SuiteResult:
         result.error = f"{path}:{exc.line}: invalid YAML: {exc.message}"
         return result
     for test in suite.tests:
-        result.tests.append(_run_test(engine, path.parent, test))
+        result.tests.append(_run_test(engine, path.parent, test, until))
     return result
 
 
-def _run_test(engine: Engine, base: Path, test: SuiteTest) -> TestResult:
+def _run_test(
+    engine: Engine, base: Path, test: SuiteTest, until: timedelta | None = None
+) -> TestResult:
     outcome = TestResult(test.name)
     pipeline = Pipeline(engine, MemoryStore())
+    if test.now is not None:
+        pipeline.start(test.now)
     for index, item in enumerate(test.inputs):
         channel = item.channel or test.channel
         try:
-            if item.event is not None:
+            if item.advance is not None or item.at is not None:
+                done = _move_clock(pipeline, item, index)
+            elif item.event is not None:
                 done = pipeline.events(parse_events(item.event, f"inputs[{index}]"), now=test.now)
             else:
                 body = (
@@ -158,10 +177,9 @@ def _run_test(engine: Engine, base: Path, test: SuiteTest) -> TestResult:
         except (InputError, ChannelError, ValueError, yamlsource.YamlSyntaxError) as exc:
             outcome.failures.append(f"input {index + 1}: {exc}")
             return outcome
-        for _event, plan in done.events:
-            # an action the plan skips (e.g. an autoreply to a recovered message) does not happen
-            outcome.actual.extend(planned.as_dict() for planned in plan if not planned.skipped)
-            outcome.failures.extend(f"plan error: {e}" for e in plan.errors)
+        _collect(done, outcome)
+    if until is not None and pipeline.clock is not None:
+        _collect(pipeline.advance(pipeline.clock + until), outcome)
     unused = list(outcome.actual)
     for expected in test.expect:
         found = next((a for a in unused if expected.matches(a)), None)
@@ -180,6 +198,31 @@ def _run_test(engine: Engine, base: Path, test: SuiteTest) -> TestResult:
         for actual in unused:
             outcome.failures.append(f"unexpected action: {actual['action']} by {actual['rule']!r}")
     return outcome
+
+
+def _move_clock(pipeline: Pipeline, item: SuiteInput, index: int) -> Outcome:
+    if item.at is not None:
+        if pipeline.clock is not None and item.at < pipeline.clock:
+            raise ValueError(
+                f"at {item.at.isoformat()} is before the clock ({pipeline.clock.isoformat()}): "
+                "time never goes back"
+            )
+        return pipeline.advance(item.at)
+    if pipeline.clock is None:
+        raise ValueError("advance needs a time to start from: give the test `now:` or `at:`")
+    assert item.advance is not None
+    return pipeline.advance(pipeline.clock + item.advance)
+
+
+def _collect(done: Outcome, outcome: TestResult) -> None:
+    for _event, plan in done.events:
+        # a timer's actions carry the simulated time it fired (``at:`` in an expectation)
+        fired = {"at": plan.firing.fired_at} if plan.firing is not None else {}
+        # an action the plan skips (e.g. an autoreply to a recovered message) does not happen
+        for planned in plan:
+            if not planned.skipped:
+                outcome.actual.append({**planned.as_dict(), **fired})
+        outcome.failures.extend(f"plan error: {e}" for e in plan.errors)
 
 
 def report(results: list[SuiteResult]) -> tuple[str, int, int]:
@@ -204,6 +247,7 @@ def report(results: list[SuiteResult]) -> tuple[str, int, int]:
             lines.append("       actual actions:")
             for actual in test.actual or [{"rule": "-", "action": "(none)", "params": {}}]:
                 params = json.dumps(actual["params"], ensure_ascii=False, default=str)
-                lines.append(f"       + {actual['action']} ({actual['rule']}): {params}")
+                when = f" at {actual['at'].isoformat()}" if actual.get("at") else ""
+                lines.append(f"       + {actual['action']} ({actual['rule']}){when}: {params}")
     lines.append(f"{passed} passed, {failed} failed")
     return text_lines(lines), passed, failed

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +52,10 @@ def run_test(
     now: datetime | None,
     output_format: str,
     inputs: tuple[str, ...],
+    *,
+    until: timedelta | None = None,
 ) -> int:
-    from rulekit.audit.dryrun import as_json, as_text, run_input
+    from rulekit.audit.dryrun import as_json, as_text, run_input, run_until
     from rulekit.audit.suites import report, run_suite
     from rulekit.runtime.pipeline import Pipeline
     from rulekit.store.memory import MemoryStore
@@ -67,7 +69,9 @@ def run_test(
     suites, plain = _expand(inputs, engine.ruleset.files)
     pipeline = Pipeline(engine, MemoryStore())
     results = [run_input(pipeline, path, channel, now) for path in plain]
-    suite_results = [run_suite(engine, path) for path in suites]
+    if until is not None and plain:
+        results.append(run_until(pipeline, until))
+    suite_results = [run_suite(engine, path, until) for path in suites]
     text, _, failed = report(suite_results) if suite_results else ("", 0, 0)
     if output_format == "json":
         document: dict[str, Any] = as_json(pipeline, results)

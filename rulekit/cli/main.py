@@ -144,7 +144,16 @@ def _parse_now(value: str | None) -> Any:
 @config_option
 @click.option("--channel", help="Inputs are raw payloads of this channel (e.g. online-chat).")
 @click.option(
-    "--now", "now_text", help="The time conditions see (ISO 8601; default: each event's time)."
+    "--now",
+    "now_text",
+    help="Start the simulated clock: the first input is processed then, later ones as much "
+    "later as their times say (ISO 8601; default: each event's time).",
+)
+@click.option(
+    "--until",
+    "until_text",
+    help="After the last input, run the clock this much further (e.g. 1h), firing the timers "
+    "due by then.",
 )
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
@@ -154,6 +163,7 @@ def test_command(
     config_path: str | None,
     channel: str | None,
     now_text: str | None,
+    until_text: str | None,
     output_format: str,
     inputs: tuple[str, ...],
 ) -> None:
@@ -161,13 +171,34 @@ def test_command(
 
     INPUTS are normalized event files (JSON or YAML), raw provider payloads with --channel,
     or rule test suites (YAML with a top-level `tests:`), or folders of them. Inputs are
-    processed in order against one in-memory state.
+    processed in order against one in-memory state, on a simulated clock: timers of timed
+    rules (`after:`) fire between the inputs they fall between.
     """
     from rulekit.cli.commands import run_test
 
+    until = _parse_duration(until_text)
     sys.exit(
-        run_test(rules_path, config_path, channel, _parse_now(now_text), output_format, inputs)
+        run_test(
+            rules_path,
+            config_path,
+            channel,
+            _parse_now(now_text),
+            output_format,
+            inputs,
+            until=until,
+        )
     )
+
+
+def _parse_duration(value: str | None) -> Any:
+    if value is None:
+        return None
+    from rulekit.models import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--until") from None
 
 
 @cli.command("check")

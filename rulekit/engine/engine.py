@@ -17,13 +17,14 @@ from pydantic import BaseModel, ValidationError
 
 from rulekit.config import Config, load_config
 from rulekit.engine.index import RuleIndex
+from rulekit.engine.timers import Firing, TimerCancel, TimerSet, cancellers, due_time
 from rulekit.errors import TemplateError
 from rulekit.event import Event
 from rulekit.expr.budget import OverBudget, with_budget
 from rulekit.expr.budget import current as current_budget
 from rulekit.plugins import Plugins, load_plugins
 from rulekit.rules.loader import RuleLoader, RuleSet
-from rulekit.rules.spec import AnyOf, Condition, Leaf, NotOf, Rule
+from rulekit.rules.spec import AnyOf, Condition, Leaf, NotOf, Rule, Timing, format_duration
 from rulekit.store.base import State
 
 
@@ -103,6 +104,12 @@ class Plan(Sequence[PlannedAction]):
         self.actions: list[PlannedAction] = []
         self.rules: list[RuleTrace] = []
         self.cooldowns: list[Cooldown] = []
+        self.timers: list[TimerSet] = []
+        """Timers the event starts (timed rules that matched; their actions wait)."""
+        self.cancels: list[TimerCancel] = []
+        """Pending timers the event cancels (it is one of their rules' ``cancel_on``)."""
+        self.firing: Firing | None = None
+        """For the plan of a due timer (:meth:`Engine.fire`): which, when, and its outcome."""
         self.errors: list[str] = []
         self.excluded = 0
         """How many rules of the event's (channel, event) the index left out (not candidates:
@@ -140,6 +147,8 @@ class Engine:
         self.rules = ruleset.rules
         self.actions = loader.actions
         self.index = RuleIndex(ruleset.rules, loader.program)
+        self.by_name = {rule.name: rule for rule in ruleset.rules}
+        self.cancellers = cancellers(ruleset.rules)
         self.env = config.allowed_env()
         loader.program.release_sources()
         for rule in self.rules:  # the expression trees served loading and indexing only
@@ -216,6 +225,10 @@ class Engine:
         plan.excluded = len(bucket.rules) - len(rules)
         own = event.origin == "rulekit"
         conversation_id = event.conversation.id
+        if conversation_id:
+            for rule in self.cancellers.get(event.event, ()):
+                if rule.channels is None or event.channel in rule.channels:
+                    plan.cancels.append(TimerCancel(rule.name, conversation_id))
         stopped_by: str | None = None
         for rule in rules:
             if stopped_by is not None:
@@ -262,10 +275,107 @@ class Engine:
                 trace.matched = True
                 trace.reason = "conditions hold" if rule.condition else "no conditions"
                 plan.rules.append(trace)
-            self._plan_actions(rule, event, now, env, plan, trace)
+            if rule.timing is not None:
+                self._set_timer(rule, rule.timing, conversation_id, now, plan, trace)
+            else:
+                self._plan_actions(rule, event, now, env, plan, trace)
             if rule.stop:
                 stopped_by = rule.name
         return plan
+
+    def _set_timer(
+        self,
+        rule: Rule,
+        timing: Timing,
+        conversation_id: str | None,
+        now: datetime,
+        plan: Plan,
+        trace: RuleTrace | None,
+    ) -> None:
+        if not conversation_id:  # a timer belongs to a conversation
+            if trace is not None:
+                trace.reason += "; no timer: the event has no conversation"
+            return
+        due = due_time(timing, now, self.config.calendars)
+        if due is None:
+            problem = f"calendar {timing.calendar!r} does not open within two years"
+            plan.errors.append(f"rule {rule.name!r}: no timer: {problem}")
+            if trace is not None:
+                trace.reason += f"; no timer: {problem}"
+            return
+        plan.timers.append(TimerSet(rule.name, conversation_id, due, timing.restart))
+        if trace is not None:
+            local = due.astimezone(self.config.timezone)
+            trace.reason += f"; timer set: would fire at {local:%H:%M} ({timing.describe()})"
+            if timing.unless is not None:
+                trace.reason += f" unless {_source(timing.unless)}"
+
+    def fire(
+        self,
+        rule_name: str,
+        event: Event,
+        due: datetime,
+        now: datetime,
+        *,
+        explain: bool = False,
+    ) -> Plan:
+        """The plan of a due timer: ``event`` is the triggering event as it is at fire time
+        (:meth:`rulekit.event.Event.at_fire_time`), ``now`` the time it fires. A timer overdue
+        by more than the rule's ``max_late`` is dropped; otherwise, unless the rule's
+        ``unless:`` holds now, the rule's actions are planned. ``plan.firing`` says which."""
+        return with_budget(lambda: self._fire(rule_name, event, due, now, explain))
+
+    def _fire(
+        self, rule_name: str, event: Event, due: datetime, now: datetime, explain: bool
+    ) -> Plan:
+        now = now.astimezone(self.config.timezone)
+        plan = Plan(event)
+        rule = self.by_name.get(rule_name)
+        firing = plan.firing = Firing(rule_name, due, now, "fired")
+        if rule is None or rule.timing is None:
+            firing.outcome, firing.reason = "gone", "the rule is no longer a timed rule"
+            return plan
+        trace = RuleTrace(rule.name, False, "") if explain else None
+        if now - due > rule.timing.max_late:
+            firing.outcome = "dropped"
+            firing.reason = (
+                f"{format_duration(now - due)} late, over max_late "
+                f"{format_duration(rule.timing.max_late)}"
+            )
+        elif rule.timing.unless is not None:
+            try:
+                held = self._holds(rule.timing, event, now, trace)
+            except _ConditionFailed as failure:
+                firing.outcome, firing.reason = "error", f"unless failed: {failure}"
+                plan.errors.append(f"rule {rule.name!r}: unless: {failure}")
+            else:
+                if held:
+                    firing.outcome = "unless"
+                    firing.reason = f"unless holds: {_source(rule.timing.unless)}"
+        if trace is not None:
+            trace.matched = firing.outcome == "fired"
+            trace.reason = f"timer due {due.astimezone(self.config.timezone):%H:%M}: " + (
+                firing.reason or "fired"
+            )
+            plan.rules.append(trace)
+        if firing.outcome == "fired":
+            self._plan_actions(rule, event, now, self.env, plan, trace)
+        return plan
+
+    def _holds(self, timing: Timing, event: Event, now: datetime, trace: RuleTrace | None) -> bool:
+        assert timing.unless is not None
+        if trace is None and timing.unless_matcher is not None:
+            try:
+                return bool(timing.unless_matcher(event, now, self.env))
+            except OverBudget as exc:
+                raise _ConditionFailed(str(exc)) from None
+            except Exception as exc:
+                raise _ConditionFailed(_reason(exc)) from None
+        out = trace.conditions if trace is not None else []
+        try:
+            return _explain(timing.unless, event, now, self.env, out)
+        except OverBudget as exc:
+            raise _ConditionFailed(str(exc)) from None
 
     def _explain_excluded(self, plan: Plan, now: datetime | None) -> None:
         """Add the trace of every rule the index excluded, in rule order."""
@@ -337,6 +447,16 @@ class Engine:
 
 class _ConditionFailed(Exception):
     pass
+
+
+def _source(condition: Condition) -> str:
+    """A condition as written, for people."""
+    if isinstance(condition, Leaf):
+        return condition.source
+    if isinstance(condition, NotOf):
+        return f"not ({_source(condition.child)})"
+    joiner = " or " if isinstance(condition, AnyOf) else " and "
+    return joiner.join(f"({_source(child)})" for child in condition.children)
 
 
 def _reason(exc: BaseException) -> str:

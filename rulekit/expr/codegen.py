@@ -28,6 +28,7 @@ from rulekit.expr.parse import CONSTANTS, ROOT_TYPES, field_type, parse_expressi
 from rulekit.expr.policy import BINARY_OPERATORS, SAFE_DICT_METHODS, allowed_attribute
 from rulekit.expr.policy import concat as safe_concat
 from rulekit.expr.sandbox import Sandbox, check_output
+from rulekit.expr.timefunctions import is_reading_now
 
 
 def _marker(decorator: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Any:
@@ -50,6 +51,7 @@ ROOT_CODE = {
     "recovered": "e.recovered",
     "now": "now",
     "env": "env",
+    "trigger": "e.trigger",
 }
 
 
@@ -317,7 +319,14 @@ class _Gen:
             if node.dyn_args is not None or node.dyn_kwargs is not None:
                 raise TemplateError("*args and **kwargs are not supported")
             arguments = self._args(None, node)
-            return f"_call({self.code(node.node)}{', ' if arguments else ''}{arguments})", None
+            target = node.node
+            if (
+                isinstance(target, nodes.Name)
+                and target.name in p._globals
+                and is_reading_now(p._globals[target.name])
+            ):  # a time function: it gets the time conditions see, as templates' context holds it
+                arguments = "{'now': now}" + (f", {arguments}" if arguments else "")
+            return f"_call({self.code(target)}{', ' if arguments else ''}{arguments})", None
         if isinstance(node, nodes.List):
             return f"[{', '.join(self.code(i) for i in node.items)}]", list
         if isinstance(node, nodes.Tuple):

@@ -23,7 +23,7 @@ from jinja2.parser import Parser
 from pydantic import BaseModel
 
 from rulekit.errors import TemplateError, did_you_mean
-from rulekit.event import Agent, Client, Conversation, Message
+from rulekit.event import Agent, Client, Conversation, Message, TriggerEvent
 from rulekit.expr.sandbox import MAX_EXPRESSION, Sandbox
 
 ROOT_TYPES: dict[str, Any] = {
@@ -37,6 +37,7 @@ ROOT_TYPES: dict[str, Any] = {
     "recovered": bool,
     "now": datetime,
     "env": dict,
+    "trigger": TriggerEvent,
 }
 """The names conditions and templates may read, and their types."""
 

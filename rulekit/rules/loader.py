@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +28,21 @@ from rulekit.expr.codegen import Program, Slot, simple_template_body, split_simp
 from rulekit.expr.markup import defer
 from rulekit.expr.parse import ROOT_TYPES, check_references, parse_expression
 from rulekit.expr.sandbox import Sandbox, jinja_names, render_stream, with_budget
+from rulekit.expr.timefunctions import datetime_filter, time_globals, unknown_calendars
 from rulekit.plugins import Plugins
 from rulekit.rules.spec import (
+    DEFAULT_MAX_LATE,
     ActionStep,
     AllOf,
     AnyOf,
+    BusinessDelay,
     Condition,
     Either,
     Leaf,
     NotOf,
     Rule,
     RuleSpec,
+    Timing,
     Value,
 )
 from rulekit.validation import dotted, pydantic_errors
@@ -119,6 +124,8 @@ class RuleLoader:
             env.tests[name] = entry.value
         for name, entry in self.plugins.templates.globals.entries.items():
             env.globals[name] = entry.value
+        env.globals.update(time_globals(self.config.calendars))
+        env.filters["datetime"] = datetime_filter(self.config.timezone)
         return env
 
     # -- files ---------------------------------------------------------------------------------
@@ -239,6 +246,8 @@ class RuleLoader:
         except ValidationError as exc:
             for (line, path), message in pydantic_errors(exc, tree, RuleSpec, prefix=where):
                 path = path.replace(".if_", ".if")
+                for tag in (".after:duration", ".after:business"):  # ``After``'s union tags
+                    path = path.replace(tag, "")
                 errors.append(RuleError(_named(item, message), Location(file, line, path)))
             # keep going: the conditions and actions may hold more errors worth reporting now
             if item.get("if") is not None:
@@ -257,6 +266,7 @@ class RuleLoader:
             compiled = self._step(step, at, ("do", index), channels, errors, warnings, spec.name)
             if compiled is not None:
                 steps.append(compiled)
+        timing = self._timing(spec, at, errors, warnings)
         if len(errors) > before:
             return None
         matcher = None
@@ -275,6 +285,7 @@ class RuleLoader:
             stop=spec.stop,
             cooldown=spec.cooldown,
             allow_own_events=spec.allow_own_events,
+            timing=timing,
         )
         if condition is not None:
             rule.conjuncts = _conjuncts(condition)
@@ -282,6 +293,45 @@ class RuleLoader:
         if not spec.enabled:
             return None
         return rule
+
+    def _timing(
+        self, spec: RuleSpec, at: _Locator, errors: list[RuleError], warnings: list[RuleError]
+    ) -> Timing | None:
+        """``after:`` and the keys beside it (``unless``, ``cancel_on``, ``restart``,
+        ``max_late``), which mean nothing without it."""
+        if spec.after is None:
+            for key in ("unless", "cancel_on", "restart", "max_late"):
+                if getattr(spec, key) is not None:
+                    errors.append(
+                        at.error((key,), f"`{key}` belongs to a timed rule: add `after:`")
+                    )
+            return None
+        timing = Timing(after=spec.after if isinstance(spec.after, timedelta) else timedelta())
+        if isinstance(spec.after, BusinessDelay):
+            timing.after, timing.calendar = spec.after.business, spec.after.calendar
+            if spec.after.calendar not in self.config.calendars:
+                calendars = list(self.config.calendars)
+                hint = did_you_mean(spec.after.calendar, calendars)
+                errors.append(
+                    at.error(
+                        ("after", "calendar"),
+                        f"unknown calendar {spec.after.calendar!r}{hint} "
+                        f"(configured: {', '.join(calendars) or 'none'})",
+                    )
+                )
+        timing.restart = bool(spec.restart)
+        timing.max_late = spec.max_late or DEFAULT_MAX_LATE
+        timing.cancel_on = tuple(spec.cancel_on or ())
+        for index, name in enumerate(timing.cancel_on):
+            if name not in EVENT_NAMES:
+                hint = did_you_mean(name, EVENT_NAMES)
+                warnings.append(at.error(("cancel_on", index), f"unknown event {name!r}{hint}"))
+        if spec.unless is not None:
+            timing.unless = self._condition(spec.unless, at, ("unless",), errors)
+            if timing.unless is not None:
+                slot = self.program.add_function(self._matcher_code(timing.unless))
+                self._bind_later(timing, slot, attribute="unless_matcher")
+        return timing
 
     def _condition(
         self, value: Any, at: _Locator, path: tuple[Any, ...], errors: list[RuleError]
@@ -334,6 +384,7 @@ class RuleLoader:
                     filters=self.environment.filters,
                     tests=self.environment.tests,
                 )
+            problems = problems + unknown_calendars(expr, self.config.calendars)
             for problem in problems:
                 errors.append(at.error(path, f"{problem} in {value!r}"))
             if problems:
@@ -492,7 +543,7 @@ class RuleLoader:
             context = {
                 "channel": e.channel, "event": e.event, "conversation": e.conversation,
                 "client": e.client, "message": e.message, "agent": e.agent, "origin": e.origin,
-                "recovered": e.recovered, "now": now, "env": env,
+                "recovered": e.recovered, "now": now, "env": env, "trigger": e.trigger,
             }  # fmt: skip
             return with_budget(lambda: render_stream(template.generate(context)))
 
@@ -506,6 +557,7 @@ class RuleLoader:
             tests=self.environment.tests,
             local_names=local_names,
         )
+        problems += unknown_calendars(node, self.config.calendars)
         if problems:
             raise _ReferenceProblems(problems)
 

@@ -35,6 +35,7 @@ def rules_schema(plugins: Plugins) -> dict[str, Any]:
             _one_key("not", condition),
         ]
     }
+    duration = {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[smhd]\s*$"}
     defs["rule"] = {
         "type": "object",
         "properties": {
@@ -57,8 +58,33 @@ def rules_schema(plugins: Plugins) -> dict[str, Any]:
             "if": {"oneOf": [condition, conditions]},
             "do": {"type": "array", "minItems": 1, "items": {"oneOf": steps}},
             "stop": {"type": "boolean", "default": False},
-            "cooldown": {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[smhd]\s*$"},
+            "cooldown": duration,
             "allow_own_events": {"type": "boolean", "default": False},
+            "after": {
+                "description": "Delay the actions: a duration, or business time of a calendar",
+                "oneOf": [
+                    duration,
+                    {
+                        "type": "object",
+                        "properties": {"business": duration, "calendar": {"type": "string"}},
+                        "required": ["business", "calendar"],
+                        "additionalProperties": False,
+                    },
+                ],
+            },
+            "unless": {
+                "description": "Evaluated when the timer fires; when it holds, nothing runs",
+                "oneOf": [condition, conditions],
+            },
+            "cancel_on": {
+                "description": "Events of the conversation that cancel the pending timer",
+                "oneOf": [
+                    {"type": "string", "examples": list(EVENT_NAMES)},
+                    {"type": "array", "items": {"type": "string", "examples": list(EVENT_NAMES)}},
+                ],
+            },
+            "restart": {"type": "boolean", "default": False},
+            "max_late": duration,
         },
         "required": ["name", "on", "do"],
         "additionalProperties": False,

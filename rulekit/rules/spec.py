@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Discriminator, Field, Tag, field_validator
 from pydantic import ValidationInfo as _Info
 
 from rulekit.actions.base import Action
@@ -32,6 +32,20 @@ class Trigger(StrictModel):
     _lists = field_validator("channel", "event", mode="before")(_names)
 
 
+class BusinessDelay(StrictModel):
+    """``after: {business: 10m, calendar: support}`` — a delay counted in open hours only."""
+
+    business: Duration
+    calendar: str = Field(min_length=1)
+
+
+After = Annotated[
+    Annotated[Duration, Tag("after:duration")] | Annotated[BusinessDelay, Tag("after:business")],
+    Discriminator(lambda value: "after:business" if isinstance(value, dict) else "after:duration"),
+]
+"""``after:``: a duration, or business time (one error message for either, not both)."""
+
+
 class RuleSpec(StrictModel):
     """One rule as written. ``if`` and ``do`` are checked in detail by the loader."""
 
@@ -44,6 +58,21 @@ class RuleSpec(StrictModel):
     stop: bool = False
     cooldown: Duration | None = None
     allow_own_events: bool = False
+    after: After | None = Field(
+        None, description="delay the actions: a duration, or {business: 10m, calendar: NAME}"
+    )
+    unless: Any = Field(None, description="a condition evaluated when the timer fires")
+    cancel_on: list[str] | None = Field(
+        None, description="events of the conversation that cancel the pending timer"
+    )
+    restart: bool | None = Field(
+        None, description="a new trigger restarts a pending timer (default: keep the first)"
+    )
+    max_late: Duration | None = Field(
+        None, description="a timer overdue by more than this is dropped (default 1h)"
+    )
+
+    _cancel_names = field_validator("cancel_on", mode="before")(_names)
 
     model_config = {"extra": "forbid", "populate_by_name": False}
 
@@ -151,6 +180,37 @@ def _render(params: Any, e: Any, now: Any, env: Any) -> Any:
     return params
 
 
+DEFAULT_MAX_LATE = timedelta(hours=1)
+
+
+@dataclass
+class Timing:
+    """A timed rule's ``after:`` and the keys beside it, compiled."""
+
+    after: timedelta
+    calendar: str | None = None
+    """For business time: the calendar whose open hours count."""
+    unless: Condition | None = None
+    unless_matcher: Callable[..., Any] | None = None
+    cancel_on: tuple[str, ...] = ()
+    restart: bool = False
+    max_late: timedelta = DEFAULT_MAX_LATE
+
+    def describe(self) -> str:
+        """``5m`` or ``10m of business time (support)``, for people."""
+        text = format_duration(self.after)
+        return f"{text} of business time ({self.calendar})" if self.calendar else text
+
+
+def format_duration(value: timedelta) -> str:
+    """A duration the way rules write it (``90s`` → ``90s``, ``300s`` → ``5m``)."""
+    seconds = value.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
 @dataclass(eq=False)
 class Rule:
     """A compiled rule."""
@@ -169,3 +229,5 @@ class Rule:
     cooldown: timedelta | None = None
     allow_own_events: bool = False
     conjuncts: list[Any] = field(default_factory=list)
+    timing: Timing | None = None
+    """For rules with ``after:``: when and whether the actions run later."""

@@ -7,7 +7,7 @@ steps with a durable store, inside its own transactions.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from rulekit.actions.base import ActionContext
@@ -16,6 +16,7 @@ from rulekit.config import Config
 from rulekit.engine.engine import Engine, Plan
 from rulekit.errors import ChannelError
 from rulekit.event import Event
+from rulekit.runtime.replies import note_replies
 from rulekit.store.base import State, Store
 
 
@@ -32,18 +33,36 @@ def build_providers(engine: Engine) -> dict[str, Provider]:
 
 @dataclass
 class Outcome:
-    """The events one input produced and the plan of each."""
+    """The events one input produced and the plan of each; a due timer's plan comes with the
+    triggering event as it was at fire time (``plan.firing`` says which timer)."""
 
     events: list[tuple[Event, Plan]] = field(default_factory=list)
 
 
+@dataclass
+class PendingTimer:
+    """A timer of the simulation: rule, conversation, due time and the triggering event."""
+
+    rule: str
+    conversation_id: str
+    due: datetime
+    trigger: Event
+
+
 class Pipeline:
-    """Normalizes inputs and plans each event, keeping conversation state between inputs."""
+    """Normalizes inputs and plans each event, keeping conversation state between inputs, on a
+    simulated clock: an event is processed at its ``occurred_at`` (at the clock when it gives
+    none, or when the clock is already later: time never goes back), and timers due before it
+    fire first, in order of their due times."""
 
     def __init__(self, engine: Engine, store: Store) -> None:
         self.engine = engine
         self.store = store
         self.providers = build_providers(engine)
+        self.clock: datetime | None = None
+        self.pending: dict[tuple[str, str], PendingTimer] = {}
+        self._anchor: datetime | None = None
+        self._offset: timedelta | None = None
 
     @property
     def config(self) -> Config:
@@ -68,13 +87,69 @@ class Pipeline:
         with self.store.transaction() as state:
             return self._plan(events, state, now)
 
+    def advance(self, to: datetime) -> Outcome:
+        """Move the clock to ``to`` (never back), firing the timers due by then."""
+        outcome = Outcome()
+        with self.store.transaction() as state:
+            self._fire_due(to, state, outcome)
+        if self.clock is None or to > self.clock:
+            self.clock = to
+        return outcome
+
     def _plan(self, events: list[Event], state: State, now: datetime | None) -> Outcome:
+        if now is not None:
+            self.start(now)
         outcome = Outcome()
         for event in events:
-            plan = self.engine.evaluate(event, state, now=now, explain=True, excluded=True)
+            at = self._time_of(event)
+            self._fire_due(at, state, outcome)
+            self.clock = at
+            note_replies(state, event)
+            plan = self.engine.evaluate(event, state, now=at, explain=True, excluded=True)
             plan.apply(state)
+            for cancel in plan.cancels:
+                self.pending.pop((cancel.rule, cancel.conversation_id), None)
+            for timer in plan.timers:
+                key = (timer.rule, timer.conversation_id)
+                if timer.restart or key not in self.pending:
+                    self.pending[key] = PendingTimer(*key, timer.due, event)
             outcome.events.append((event, plan))
         return outcome
+
+    def start(self, now: datetime) -> None:
+        """Start the clock at ``now`` (``--now``, a suite test's ``now:``): the first event is
+        processed then, and later events as much later as their ``occurred_at`` say."""
+        if self.clock is None:
+            self.clock = self._anchor = now
+
+    def _time_of(self, event: Event) -> datetime:
+        """When the simulation processes ``event``, which then occurs at that time."""
+        at = self.clock or event.occurred_at
+        if "occurred_at" in event.model_fields_set:
+            if self._anchor is not None and self._offset is None:
+                self._offset = self._anchor - event.occurred_at
+            at = event.occurred_at + (self._offset or timedelta())
+        if self.clock is not None and at < self.clock:
+            at = self.clock
+        event.occurred_at = at
+        return at
+
+    def _fire_due(self, until: datetime, state: State, outcome: Outcome) -> None:
+        while self.pending:
+            timer = min(self.pending.values(), key=lambda t: t.due)
+            if timer.due > until:
+                return
+            del self.pending[(timer.rule, timer.conversation_id)]
+            self.clock = max(self.clock or timer.due, timer.due)
+            trigger = timer.trigger
+            found = state.find_conversation(trigger.channel, timer.conversation_id)
+            client = (
+                state.get_client(trigger.channel, trigger.client.id) if trigger.client.id else None
+            )
+            fired = trigger.at_fire_time(found[1] if found else None, client)
+            plan = self.engine.fire(timer.rule, fired, timer.due, timer.due, explain=True)
+            plan.apply(state)
+            outcome.events.append((fired, plan))
 
     def context(self, event: Event) -> ActionContext:
         """The context actions describe themselves in, for a dry run."""

@@ -1,0 +1,95 @@
+"""Timers, as the engine plans them: a timed rule (``after:``) that matches sets a timer
+instead of planning its actions; ``cancel_on:`` events cancel one; when a timer is due, the
+engine evaluates the rule's ``unless:`` against the conversation as it is then and plans the
+actions (:meth:`rulekit.engine.engine.Engine.fire`).
+
+The engine only says what to set, cancel and plan; keeping timers is the store's (the daemon)
+or the dry run's business.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from rulekit.calendars import Calendar
+from rulekit.rules.spec import Rule, Timing
+
+
+@dataclass
+class TimerSet:
+    """Start a timer: ``rule`` fires for ``conversation_id`` at ``due``; a pending timer of
+    the same rule and conversation is kept, unless ``restart``."""
+
+    rule: str
+    conversation_id: str
+    due: datetime
+    restart: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "conversation_id": self.conversation_id,
+            "due": self.due.isoformat(),
+            "restart": self.restart,
+        }
+
+
+@dataclass
+class TimerCancel:
+    """Cancel the pending timer of ``rule`` for ``conversation_id`` (the event is one of the
+    rule's ``cancel_on``)."""
+
+    rule: str
+    conversation_id: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "conversation_id": self.conversation_id}
+
+
+@dataclass
+class Firing:
+    """What a plan made by :meth:`~rulekit.engine.engine.Engine.fire` is about: the timer's
+    rule, when it was due, when it fired, and whether it was dropped."""
+
+    rule: str
+    due: datetime
+    fired_at: datetime
+    outcome: str
+    """``fired`` (its actions are planned), ``unless`` (the rule's ``unless:`` held),
+    ``dropped`` (overdue by more than ``max_late``), ``gone`` (the rule no longer exists or is
+    no longer timed), ``error`` (``unless`` failed)."""
+    reason: str = ""
+
+    @property
+    def late(self) -> timedelta:
+        return self.fired_at - self.due
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "due": self.due.isoformat(),
+            "fired_at": self.fired_at.isoformat(),
+            "late_seconds": round(self.late.total_seconds(), 3),
+            "outcome": self.outcome,
+            "reason": self.reason,
+        }
+
+
+def due_time(timing: Timing, start: datetime, calendars: dict[str, Calendar]) -> datetime | None:
+    """When a timer set at ``start`` is due: ``after`` later, or ``after`` of open time later
+    for business time (None: the calendar does not open within its search horizon)."""
+    if timing.calendar is None:
+        return start + timing.after
+    return calendars[timing.calendar].add(start, timing.after)
+
+
+def cancellers(rules: list[Rule]) -> dict[str, list[Rule]]:
+    """Timed rules by the event names that cancel their timers."""
+    out: dict[str, list[Rule]] = {}
+    for rule in rules:
+        if rule.timing is not None:
+            for name in rule.timing.cancel_on:
+                out.setdefault(name, []).append(rule)
+    return out

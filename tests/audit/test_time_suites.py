@@ -1,0 +1,213 @@
+"""Time in the dry run: suites' `now`/`advance`/`at`, timers firing between inputs in order,
+`rulekit test --now/--until`, and the Time section of docs/rules.md run as written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+from scaffold import EXAMPLES, REPO, write
+
+from rulekit.audit.suites import report, run_suite
+from rulekit.cli.main import cli
+from rulekit.engine.engine import Engine
+
+CONFIG = """
+timezone: Europe/Berlin
+channels:
+  online-chat: {provider: chatra}
+calendars:
+  support:
+    hours: {mon-fri: ["09:00-13:00", "14:00-18:00"]}
+"""
+RULES = """
+- name: ping
+  on: {channel: online-chat, event: [created, message]}
+  after: 5m
+  unless: "(conversation.last_agent_reply_at or trigger.occurred_at) > trigger.occurred_at"
+  cancel_on: closed
+  do: [{autoreply: {text: "ping {{ trigger.message.text }}"}}]
+- name: restarting
+  on: {channel: online-chat, event: message}
+  if: "message.text == 'r'"
+  after: 10m
+  restart: true
+  do: [{autoreply: {text: restarted}}]
+- name: business
+  on: {channel: online-chat, event: created}
+  after: {business: 10m, calendar: support}
+  do: [{autoreply: {text: business}}]
+"""
+
+
+def run(tmp_path: Path, suite: str) -> tuple[bool, str]:
+    write(tmp_path / "rules.d" / "r.yaml", RULES)
+    engine = Engine.from_path(tmp_path / "rules.d", write(tmp_path / "rulekit.yaml", CONFIG))
+    result = run_suite(engine, write(tmp_path / "suite.yaml", suite))
+    text, _, _ = report([result])
+    return result.passed, text
+
+
+def event(kind: str, text: str = "hi", author: str = "client", conv: str = "c1") -> str:
+    return (
+        f"{{event: {{channel: online-chat, event: {kind}, conversation: {{id: {conv}}}, "
+        f"message: {{text: {text}, author: {author}}}}}}}"
+    )
+
+
+def test_timers_fire_between_inputs_in_order_at_their_due_time(tmp_path: Path) -> None:
+    passed, text = run(
+        tmp_path,
+        f"""
+        tests:
+          - name: t
+            now: 2026-12-04T17:50:00+01:00
+            inputs:
+              - {event("created", "one")}
+              - advance: 1m
+              - {event("created", "two", conv="c2")}
+              - at: 2026-12-07T10:00:00+01:00
+            expect:
+              - {{rule: ping, params: {{text: ping one}}, at: "2026-12-04T17:55:00+01:00"}}
+              - {{rule: ping, params: {{text: ping two}}, at: "2026-12-04T17:56:00+01:00"}}
+              - {{rule: business, at: "2026-12-04T18:00:00+01:00"}}
+              - {{rule: business, at: "2026-12-07T09:01:00+01:00"}}
+            exact: true
+        """,
+    )
+    assert passed, text
+
+
+def test_an_expected_fire_time_must_match(tmp_path: Path) -> None:
+    passed, text = run(
+        tmp_path,
+        f"""
+        tests:
+          - name: t
+            now: 2026-12-07T10:00:00+01:00
+            inputs: [{event("created")}, {{advance: 10m}}]
+            expect:
+              - {{rule: ping, at: "2026-12-07T10:06:00+01:00"}}
+        """,
+    )
+    assert not passed
+    assert "expected an action: rule='ping', at=2026-12-07T10:06:00+01:00" in text
+    assert "+ autoreply (ping) at 2026-12-07T10:05:00+01:00" in text
+
+
+def test_a_reply_in_time_a_cancel_and_a_kept_timer(tmp_path: Path) -> None:
+    passed, text = run(
+        tmp_path,
+        f"""
+        tests:
+          - name: answered in time
+            now: 2026-12-07T10:00:00+01:00
+            inputs:
+              - {event("created")}
+              - advance: 4m
+              - {event("agent_replied", "hello", "agent")}
+              - advance: 10m
+            expect_absent: [{{rule: ping}}]
+          - name: answered too late
+            now: 2026-12-07T10:00:00+01:00
+            inputs:
+              - {event("created")}
+              - advance: 6m
+              - {event("agent_replied", "hello", "agent")}
+            expect: [{{rule: ping, at: "2026-12-07T10:05:00+01:00"}}]
+          - name: closed cancels
+            now: 2026-12-07T10:00:00+01:00
+            inputs:
+              - {event("created")}
+              - advance: 1m
+              - {event("closed")}
+              - advance: 1h
+            expect_absent: [{{rule: ping}}]
+          - name: a second trigger keeps the first timer
+            now: 2026-12-07T10:00:00+01:00
+            inputs:
+              - {event("created", "first")}
+              - advance: 3m
+              - {event("message", "second")}
+              - advance: 1h
+            expect: [{{rule: ping, params: {{text: ping first}}, at: "2026-12-07T10:05:00+01:00"}}]
+            expect_absent: [{{rule: ping, params: {{text: ping second}}}}]
+          - name: restart moves the timer
+            now: 2026-12-07T10:00:00+01:00
+            inputs:
+              - {event("message", "r")}
+              - advance: 8m
+              - {event("message", "r")}
+              - advance: 1h
+            expect: [{{rule: restarting, at: "2026-12-07T10:18:00+01:00"}}]
+        """,
+    )
+    assert passed, text
+    assert text.count("✓") == 5
+
+
+def test_moving_the_clock_back_is_an_error(tmp_path: Path) -> None:
+    passed, text = run(
+        tmp_path,
+        """
+        tests:
+          - name: t
+            now: 2026-12-07T10:00:00+01:00
+            inputs: [{at: "2026-12-07T09:00:00+01:00"}]
+        """,
+    )
+    assert not passed and "time never goes back" in text
+
+
+def test_rulekit_test_simulates_time_and_runs_on_until(tmp_path: Path) -> None:
+    rules = write(tmp_path / "rules.d" / "r.yaml", RULES).parent
+    config = write(tmp_path / "rulekit.yaml", CONFIG)
+    first = write(
+        tmp_path / "1.yaml",
+        "{channel: online-chat, event: created, occurred_at: '2026-12-07T09:00:00Z',"
+        " conversation: {id: c1}, message: {text: one, author: client}}",
+    )
+    second = write(
+        tmp_path / "2.yaml",
+        "{channel: online-chat, event: created, occurred_at: '2026-12-07T09:20:00Z',"
+        " conversation: {id: c2}, message: {text: two, author: client}}",
+    )
+    runner = CliRunner()
+    args = ["test", "--rules", str(rules), "--config", str(config), str(first), str(second)]
+    out = runner.invoke(cli, [*args, "--until", "1h"]).output
+    assert "would fire at 10:05 (5m) unless" in out
+    # the first input's timer fires before the second input, the second's only with --until
+    assert out.index("timer of 'ping' due 2026-12-07 10:05") < out.index("message (client): two")
+    assert "── (clock advanced 1h)" in out
+    assert "timer of 'ping' due 2026-12-07 10:25" in out
+    # --now starts the clock: the second input comes 20 minutes later
+    data = json.loads(
+        runner.invoke(cli, [*args, "--now", "2026-12-08T14:00:00+01:00", "--format", "json"]).output
+    )
+    events = [e for r in data["results"] for e in r["events"]]
+    first_event, fired, business, second_event = events[:4]
+    assert business["timer"]["rule"] == "business"
+    assert first_event["timers"][0]["due"] == "2026-12-08T14:05:00+01:00"
+    assert fired["timer"]["outcome"] == "fired" and fired["actions"][0]["rule"] == "ping"
+    assert second_event["event"]["occurred_at"] == "2026-12-08T13:20:00Z"
+    bad = runner.invoke(cli, [*args, "--until", "soon"])
+    assert bad.exit_code == 2 and "not a duration" in bad.output
+
+
+def test_the_example_suites_and_the_docs_time_section_run_as_written(tmp_path: Path) -> None:
+    engine = Engine.from_path(REPO / "rules.d", EXAMPLES / "rulekit.yaml")
+    result = run_suite(engine, REPO / "rules.d" / "time-tests.yaml")
+    assert result.passed, report([result])[0]
+    assert len(result.tests) == 5
+
+    text = (REPO / "docs" / "rules.md").read_text(encoding="utf-8")
+    section = text[text.index("## Time") : text.index("## Python API")]
+    config, rules, suite = [block.split("```", 1)[0] for block in section.split("```yaml\n")[1:]]
+    write(tmp_path / "rules.d" / "r.yaml", rules)
+    config_path = write(
+        tmp_path / "rulekit.yaml", config + "channels:\n  online-chat: {provider: chatra}\n"
+    )
+    engine = Engine.from_path(tmp_path / "rules.d", config_path)
+    result = run_suite(engine, write(tmp_path / "suite.yaml", suite))
+    assert result.passed and len(result.tests) == 2, report([result])[0]
