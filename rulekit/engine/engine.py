@@ -298,7 +298,11 @@ class Engine:
             return
         due = due_time(timing, now, self.config.calendars)
         if due is None:
-            problem = f"calendar {timing.calendar!r} does not open within two years"
+            problem = (
+                f"calendar {timing.calendar!r} does not open within two years"
+                if timing.calendar in self.config.calendars
+                else f"calendar {timing.calendar!r} is not configured"
+            )
             plan.errors.append(f"rule {rule.name!r}: no timer: {problem}")
             if trace is not None:
                 trace.reason += f"; no timer: {problem}"

@@ -79,10 +79,12 @@ class Firing:
 
 def due_time(timing: Timing, start: datetime, calendars: dict[str, Calendar]) -> datetime | None:
     """When a timer set at ``start`` is due: ``after`` later, or ``after`` of open time later
-    for business time (None: the calendar does not open within its search horizon)."""
+    for business time (None: the calendar is not configured, or does not open within its
+    search horizon)."""
     if timing.calendar is None:
         return start + timing.after
-    return calendars[timing.calendar].add(start, timing.after)
+    calendar = calendars.get(timing.calendar)
+    return None if calendar is None else calendar.add(start, timing.after)
 
 
 def cancellers(rules: list[Rule]) -> dict[str, list[Rule]]:

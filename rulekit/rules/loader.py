@@ -28,7 +28,12 @@ from rulekit.expr.codegen import Program, Slot, simple_template_body, split_simp
 from rulekit.expr.markup import defer
 from rulekit.expr.parse import ROOT_TYPES, check_references, parse_expression
 from rulekit.expr.sandbox import Sandbox, jinja_names, render_stream, with_budget
-from rulekit.expr.timefunctions import datetime_filter, time_globals, unknown_calendars
+from rulekit.expr.timefunctions import (
+    CALENDAR_FUNCTIONS,
+    datetime_filter,
+    time_globals,
+    unknown_calendars,
+)
 from rulekit.plugins import Plugins
 from rulekit.rules.spec import (
     DEFAULT_MAX_LATE,
@@ -103,6 +108,7 @@ class RuleLoader:
         self._sandboxes: dict[Any, Sandbox] = {None: self.environment}
         self._pending: list[tuple[Any, str, Slot]] = []
         self._problems: dict[str, list[str]] = {}
+        self._calendar_warnings: list[RuleError] = []
         self.actions = {
             name: plugins.actions[name](
                 config.integrations.get(plugins.actions[name].integration or "")
@@ -159,6 +165,8 @@ class RuleLoader:
             setattr(target, attribute, slot.function)
         self._pending.clear()
         self._lint(rules, warnings)
+        warnings.extend(self._calendar_warnings)
+        self._calendar_warnings.clear()
         ruleset.version = digest.hexdigest()[:12]
         return ruleset
 
@@ -294,6 +302,16 @@ class RuleLoader:
             return None
         return rule
 
+    def _lint_calendars(
+        self, node: Any, at: _Locator, path: tuple[Any, ...], source: str | None = None
+    ) -> None:
+        """Calendars named in an expression that the config does not define: warnings (like
+        an unconfigured channel), so that rules load with another config; the call fails when
+        it runs."""
+        where = f" in {source!r}" if source is not None else ""
+        for problem in unknown_calendars(node, self.config.calendars):
+            self._calendar_warnings.append(at.error(path, f"{problem}{where}"))
+
     def _timing(
         self, spec: RuleSpec, at: _Locator, errors: list[RuleError], warnings: list[RuleError]
     ) -> Timing | None:
@@ -312,7 +330,7 @@ class RuleLoader:
             if spec.after.calendar not in self.config.calendars:
                 calendars = list(self.config.calendars)
                 hint = did_you_mean(spec.after.calendar, calendars)
-                errors.append(
+                warnings.append(
                     at.error(
                         ("after", "calendar"),
                         f"unknown calendar {spec.after.calendar!r}{hint} "
@@ -384,7 +402,7 @@ class RuleLoader:
                     filters=self.environment.filters,
                     tests=self.environment.tests,
                 )
-            problems = problems + unknown_calendars(expr, self.config.calendars)
+            self._lint_calendars(expr, at, path, value)
             for problem in problems:
                 errors.append(at.error(path, f"{problem} in {value!r}"))
             if problems:
@@ -501,7 +519,10 @@ class RuleLoader:
         if not isinstance(value, str) or not _is_template(value):
             return value
         try:
-            return self._template(value, escaper)
+            compiled = self._template(value, escaper)
+            if any(name in value for name in CALENDAR_FUNCTIONS):
+                self._lint_calendars(self.environment.parse(value), at, path)
+            return compiled
         except TemplateError as exc:
             errors.append(at.error(path, f"template: {exc}"))
         except _ReferenceProblems as exc:
@@ -557,7 +578,6 @@ class RuleLoader:
             tests=self.environment.tests,
             local_names=local_names,
         )
-        problems += unknown_calendars(node, self.config.calendars)
         if problems:
             raise _ReferenceProblems(problems)
 

@@ -217,7 +217,7 @@ def test_unreadable_input_exits_2(tmp_path: Path) -> None:
 def test_the_shipped_suite_passes() -> None:
     result = run("test", "--config", CONFIG, RULES)
     assert result.exit_code == 0, result.output
-    assert "4 passed, 0 failed" in result.stdout
+    assert "9 passed, 0 failed" in result.stdout
 
 
 def test_a_failing_suite_exits_1_with_a_readable_diff(tmp_path: Path) -> None:
@@ -255,7 +255,7 @@ def test_a_failing_suite_exits_1_with_a_readable_diff(tmp_path: Path) -> None:
     )
     assert "actual actions:" in out
     assert '+ slack (Refund requests go to sales in Slack): {"channel": "#support"' in out
-    assert "0 passed, 1 failed" in out
+    assert "5 passed, 1 failed" in out
 
 
 # -- rulekit check ------------------------------------------------------------------------
@@ -264,7 +264,7 @@ def test_a_failing_suite_exits_1_with_a_readable_diff(tmp_path: Path) -> None:
 def test_check_ok_and_strict() -> None:
     ok = run("check", RULES, "--config", CONFIG)
     assert ok.exit_code == 0
-    assert "ok: 4 rules in 2 file(s), 1 test suite(s), 3 warning(s)" in ok.stdout
+    assert "ok: 6 rules in 3 file(s), 2 test suite(s), 4 warning(s)" in ok.stdout
     assert "warning: " in ok.stderr
     strict = run("check", RULES, "--config", CONFIG, "--strict")
     assert strict.exit_code == 1
@@ -304,7 +304,7 @@ def test_config_from_the_environment(tmp_path: Path) -> None:
     config = write(tmp_path / "rulekit.yaml", f"rules: {RULES}\ntimezone: Europe/Berlin\n")
     result = run("check", env={"RULEKIT_CONFIG": str(config)})
     assert result.exit_code == 0
-    assert "ok: 4 rules" in result.stdout
+    assert "ok: 6 rules" in result.stdout
 
 
 # -- rulekit schema -----------------------------------------------------------------------

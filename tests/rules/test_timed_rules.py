@@ -97,8 +97,9 @@ def test_the_companions_of_after_without_it_are_errors(tmp_path: Path, key: str)
     ] or (len(found) == 1 and "r.yaml:3" in found[0] and "add `after:`" in found[0])
 
 
-def test_unknown_calendars_are_errors_with_a_suggestion(tmp_path: Path) -> None:
-    found = errors(
+def test_unknown_calendars_are_warnings_with_a_suggestion(tmp_path: Path) -> None:
+    # warnings, like an unconfigured channel: the rules load with another config
+    engine = load(
         tmp_path,
         """
         - name: ping
@@ -109,12 +110,19 @@ def test_unknown_calendars_are_errors_with_a_suggestion(tmp_path: Path) -> None:
             - autoreply: {text: "open at {{ next_open('supprt') | datetime('%H:%M') }}"}
         """,
     )
+    found = [str(w) for w in engine.ruleset.warnings if "calendar" in str(w)]
     assert len(found) == 3
     by_line = {error.split(": ", 1)[0].rsplit(":", 1)[1]: error for error in found}
     assert "unknown calendar 'suport' (did you mean 'support'?)" in by_line["3"]
     assert "unknown calendar 'suppot' (did you mean 'support'?)" in by_line["4"]
     assert "[0].after.calendar" in by_line["4"]
     assert "unknown calendar 'supprt' (did you mean 'support'?)" in by_line["6"]
+    # when it runs, the condition fails with the same reason
+    from scaffold import make_event
+
+    plan = engine.evaluate(make_event(conversation={"id": "c1"}), explain=True)
+    assert list(plan) == [] and plan.timers == []
+    assert "unknown calendar 'suport'" in plan.rules[0].reason
 
 
 def test_bad_durations_and_unknown_cancel_events(tmp_path: Path) -> None:
