@@ -94,6 +94,10 @@ class Message(EventPart):
     author: Literal["client", "agent", "system"] | None = None
     agent: str | None = None
     created_at: datetime | None = None
+    kind: Literal["text", "photo", "sticker", "document", "voice", "video", "other"] | None = None
+    """What the message holds, where the channel says (a messenger's photo has no text)."""
+    edited: bool = False
+    """The event is about a change to a message sent before."""
 
     _aware = field_validator("created_at")(classmethod(lambda cls, v: _aware(v)))
 

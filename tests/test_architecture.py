@@ -11,7 +11,11 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = {"rulekit": ROOT / "rulekit", "rulekit_chatra": ROOT / "plugins/chatra/rulekit_chatra"}
+PACKAGES = {
+    "rulekit": ROOT / "rulekit",
+    "rulekit_chatra": ROOT / "plugins/chatra/rulekit_chatra",
+    "rulekit_telegram": ROOT / "plugins/telegram/rulekit_telegram",
+}
 
 
 def _modules() -> dict[str, Path]:
@@ -217,7 +221,9 @@ def test_the_store_names_no_channel() -> None:
     ] == []
 
 
-CONCRETE = re.compile(r"""["'](autoreply|play_sound|slack|telegram|chatra|online-chat)["']""")
+CONCRETE = re.compile(
+    r"""["'](autoreply|play_sound|slack|telegram|telegram-bot|chatra|online-chat)["']"""
+)
 NAMED_IN_CORE_ALLOWED = {"rulekit.testing"}
 """Fakes of the services, shipped for plugin authors, name them by design."""
 
@@ -242,7 +248,9 @@ def test_the_core_names_no_concrete_action_or_channel_in_code() -> None:
                 if id(node) not in docstrings and CONCRETE.search(repr(node.value)):
                     offenders.append(f"{module}:{node.lineno}: {node.value!r}")
             if isinstance(node, ast.ImportFrom) and node.module:
-                if node.module.startswith(("rulekit.actions.", "rulekit_chatra")):
+                if node.module.startswith(
+                    ("rulekit.actions.", "rulekit_chatra", "rulekit_telegram")
+                ):
                     if node.module.split(".")[-1] not in ("base", "pacing"):
                         offenders.append(f"{module} imports {node.module}")
     assert sorted(set(offenders)) == KNOWN_NAMED

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import SecretStr
 
@@ -20,6 +20,9 @@ from rulekit.config import Directory
 from rulekit.event import Agent, Client, Conversation, Event
 from rulekit.models import StrictModel
 from rulekit.store.base import State
+
+if TYPE_CHECKING:
+    from rulekit.actions.pacing import Limit
 
 logger = logging.getLogger("rulekit.channels")
 
@@ -60,6 +63,26 @@ CLIENT_CONTACT_FIELDS: tuple[str, ...] = ("name", "email", "phone", "notes")
 """The client fields an agent may change (:meth:`Provider.update_client`)."""
 
 
+class Inbound(Protocol):
+    """Where a provider that fetches its own updates (:meth:`Provider.fetch_updates`) hands
+    them: the daemon's inbox, as for a webhook."""
+
+    async def accept(
+        self, body: bytes, *, delivery_key: str, conversation_key: str | None = None
+    ) -> bool:
+        """Keep ``body`` in the inbox, committed, before returning: True when it is new, False
+        when ``delivery_key`` was kept before. Raises :class:`rulekit.errors.ChannelError` for a
+        body no provider can accept (over the size limit, not a JSON object) and
+        :class:`rulekit.errors.StoreUnavailable` when nothing could be kept (try again)."""
+        ...
+
+    async def hold(self, name: str, seconds: float) -> bool:
+        """Take, or renew, the lease ``name`` for this daemon for ``seconds``; True when this
+        daemon holds it (no other daemon held it unexpired). One daemon of several sharing a
+        store does the fetching."""
+        ...
+
+
 class Provider:
     """Base class of providers. Subclasses set the class attributes and implement :meth:`parse`;
     those that can write to clients (``autoreply``) also implement the reply methods.
@@ -91,6 +114,9 @@ class Provider:
     Settings: ClassVar[type[ChannelSettings]] = ChannelSettings
     """The model of this provider's per-channel settings."""
     can_reply: ClassVar[bool] = False
+    reply_limits: ClassVar[Mapping[str, Limit]] = {}
+    """The service's rate limits on replies, by scope: ``conversation`` (one client's chat)
+    and ``service`` (everything the account sends); the dispatcher paces replies by them."""
 
     def __init__(self, context: ChannelContext) -> None:
         self.channel = context.channel
@@ -115,6 +141,27 @@ class Provider:
         the oldest unprocessed delivery of a conversation is handed out. Must not raise.
         """
         return None
+
+    def authorize_webhook(self, headers: Mapping[str, str]) -> bool:
+        """Whether a webhook request with these headers (lower-case names) comes from the
+        service, for services that sign or tag their requests; checked after the URL's secret.
+        False is answered like a wrong secret (404). Must not raise."""
+        return True
+
+    def fetches_updates(self) -> bool:
+        """Whether this channel fetches its updates itself (long polling) instead of
+        receiving webhooks; then the daemon runs :meth:`fetch_updates`."""
+        return False
+
+    async def fetch_updates(self, inbound: Inbound) -> None:
+        """Fetch updates from the service and hand each to ``inbound`` until cancelled.
+
+        Acknowledge an update to the service only after :meth:`Inbound.accept` returned, so
+        that none is lost; recover from the service's and the store's failures by waiting and
+        trying again (this task is not restarted). The daemon runs it while the channel is
+        configured, cancels it on shutdown and restarts it when the config changes.
+        """
+        raise NotImplementedError(f"the {self.name} provider does not fetch updates")
 
     def reply_problem(self) -> str | None:
         """Why replies cannot be sent with the current settings (e.g. missing API keys), or None."""

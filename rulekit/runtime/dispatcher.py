@@ -50,7 +50,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -75,6 +75,9 @@ from rulekit.runtime.sharedpace import (
 from rulekit.snapshot import Snapshot
 from rulekit.store.base import JournaledState
 from rulekit.store.records import EventRecord, Job
+
+if TYPE_CHECKING:
+    from rulekit.channels.base import Provider
 
 logger = logging.getLogger("rulekit.dispatcher")
 
@@ -297,7 +300,9 @@ class Dispatcher:
             delivery=delivery_id(job.event_id, job.id),
         )
         assert self._slots is not None
-        paces = action.pacing(params) or self._conversation_paces(job, record, action)
+        paces = action.pacing(params) or self._conversation_paces(
+            job, record, action, context.provider
+        )
         async with self.pacer.acquire(paces) as slot:
             if self.shares_pacing:
                 await shared_wait(self.commit, paces, stopping=self._stopped)
@@ -329,13 +334,19 @@ class Dispatcher:
                         )
                 return await self._conclude(job, decision, emitted, snapshot)
 
-    def _conversation_paces(self, job: Job, record: EventRecord, action: Any) -> list[Pace]:
+    def _conversation_paces(
+        self, job: Job, record: EventRecord, action: Any, provider: Provider | None
+    ) -> list[Pace]:
         """The paces of an action with none of its own: its lane, and for one that writes to
         the client, the channel's service (a service-wide Retry-After, such as a Chatra 429,
-        pauses every reply through that channel)."""
-        paces = [Pace(job.lane or job.destination)]
+        pauses every reply through that channel). A reply is also held to the channel's own
+        rate limits (:attr:`Provider.reply_limits`): per conversation, and for the service."""
+        limits = provider.reply_limits if provider is not None and action.client_facing else {}
+        paces = [Pace(job.lane or job.destination, limits.get("conversation"))]
         if action.client_facing:
-            paces.append(Pace(f"{job.action}:{record.channel}", scope="service"))
+            paces.append(
+                Pace(f"{job.action}:{record.channel}", limits.get("service"), scope="service")
+            )
         return paces
 
     async def _call(

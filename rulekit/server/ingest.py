@@ -6,7 +6,9 @@ What a sender gets back:
   ``{"status": "duplicate", "id": N}`` for a redelivery of a body already accepted (it is not
   processed again);
 * **404** ``{"error": "unknown channel or wrong secret"}`` — the same answer for both, so the
-  answer does not tell which channels exist. The secret is compared in constant time;
+  answer does not tell which channels exist. The secret is compared in constant time; so is a
+  header a provider requires besides (:meth:`~rulekit.channels.base.Provider.authorize_webhook`,
+  e.g. Telegram's secret token header), and a missing or wrong one gets this same answer;
 * **413** — the body is over ``server.max_body_bytes`` (checked against Content-Length first,
   then while reading, so a lying Content-Length does not help);
 * **400** — a body no provider can ever parse (see :mod:`rulekit.channels.body`): empty, not
@@ -97,6 +99,9 @@ class Ingest:
         snapshot = self.snapshot()
         if not self.authorized(snapshot, channel, request.path_params["secret"]):
             return _error(404, NOT_FOUND, channel)
+        provider = snapshot.providers.get(channel)
+        if provider is not None and not _vouched(provider, request):
+            return _error(404, NOT_FOUND, channel)
         limit = snapshot.config.raw.server.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None:
@@ -110,7 +115,6 @@ class Ingest:
             return _error(413, f"the body is over {limit} bytes", channel)
         except ClientDisconnect:
             return _error(400, "the client went away before the body was complete", channel)
-        provider = snapshot.providers.get(channel)
         if len(body) > INLINE_READ_BYTES:  # reading a big body would hold up the other requests
             read = await anyio.to_thread.run_sync(_read_body, body, provider)
         else:
@@ -134,6 +138,15 @@ class Ingest:
         self.metrics.events_received.labels(channel).inc()
         self.on_accepted()
         return JSONResponse({"status": "accepted", "id": inbox_id})
+
+
+def _vouched(provider: Provider, request: Request) -> bool:
+    """Whether the provider accepts the request's headers (a service's own secret header)."""
+    try:
+        return provider.authorize_webhook(request.headers)
+    except Exception:  # the contract says it must not raise; a plugin's bug refuses the request
+        logger.warning("provider %s: authorize_webhook failed", provider.name, exc_info=True)
+        return False
 
 
 def _read_body(body: bytes, provider: Provider | None) -> BodyError | str | None:

@@ -1,4 +1,5 @@
-"""A fake Telegram Bot API: ``getMe`` and ``sendMessage``, on a real loopback server.
+"""A fake Telegram Bot API on a real loopback server: ``getMe`` and ``sendMessage``, and the
+bot's side of users writing to it: ``getUpdates``, ``setWebhook`` and ``deleteWebhook``.
 
 Point python-telegram-bot at it with ``Bot(token, base_url=fake.base_url)``: requests arrive
 as ``/bot<token>/<method>``. An unknown token gets 401 like the real API; chats are all known
@@ -11,13 +12,22 @@ the next calls can be told to fail::
         telegram.hang(5)                             # the next message answers after 5 s
         ...
         [(m.chat_id, m.text) for m in telegram.messages()]
+
+Users write to the bot with :meth:`FakeTelegram.write` (an update from
+:mod:`rulekit.testing.telegram_updates`): it waits for ``getUpdates`` like Telegram (until an
+offset past it acknowledges it) and, while a webhook is set, is also posted to the webhook with
+its secret token header (:meth:`FakeTelegram.deliver` posts one update again). A user who
+blocked the bot (:meth:`FakeTelegram.block`) cannot be written to (403).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -69,6 +79,11 @@ class FakeTelegram:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._statuses: dict[int, int] = {}
+        self._updates: list[dict[str, Any]] = []  # unacknowledged, oldest first
+        self._arrived = threading.Condition(self._lock)
+        self.webhook: dict[str, Any] | None = None
+        """What the last ``setWebhook`` set (its JSON fields), None while there is none."""
+        self.blocked: set[str] = set()
 
     # lifecycle -------------------------------------------------------------------------------
     def start(self) -> FakeTelegram:
@@ -76,6 +91,8 @@ class FakeTelegram:
         return self
 
     def stop(self) -> None:
+        with self._lock:
+            self._arrived.notify_all()
         self.service.stop()
 
     def __enter__(self) -> FakeTelegram:
@@ -121,6 +138,44 @@ class FakeTelegram:
     def hang(self, seconds: float, *, chat: str | int | None = None, **kwargs: Any) -> None:
         """Answer the next call only after ``seconds`` (a client with a timeout gives up)."""
         self.fail(Response(200, {"ok": True, "result": True}, delay=seconds), chat=chat, **kwargs)
+
+    def block(self, user: int | str) -> None:
+        """The user blocked the bot: messages to their chat get 403."""
+        with self._lock:
+            self.blocked.add(str(user))
+
+    # users writing ---------------------------------------------------------------------------
+    def write(self, update: dict[str, Any]) -> int | None:
+        """A user's update for the bot: kept for ``getUpdates`` until acknowledged, and posted
+        to the webhook while one is set (then the webhook's HTTP status is returned)."""
+        with self._lock:
+            self._updates.append(update)
+            self._arrived.notify_all()
+            hook = self.webhook
+        return self.deliver(update) if hook is not None else None
+
+    def deliver(self, update: dict[str, Any], *, secret_token: str | None = None) -> int:
+        """Post ``update`` to the webhook as Telegram does (``secret_token`` overrides the
+        header set by ``setWebhook``; "" leaves it out); the HTTP status of the answer."""
+        hook = self.webhook
+        assert hook is not None, "no webhook is set"
+        token = hook.get("secret_token") if secret_token is None else secret_token
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["X-Telegram-Bot-Api-Secret-Token"] = token
+        body = json.dumps(update, ensure_ascii=False).encode()
+        request = urllib.request.Request(hook["url"], body, headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                return int(answer.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    @property
+    def pending(self) -> list[dict[str, Any]]:
+        """Updates not acknowledged by a ``getUpdates`` offset yet."""
+        with self._lock:
+            return list(self._updates)
 
     # reading ---------------------------------------------------------------------------------
     def calls(self, method: str) -> list[RecordedRequest]:
@@ -176,10 +231,16 @@ class FakeTelegram:
                     return response
         if method == "getMe":
             return Response(200, {"ok": True, "result": BOT_USER})
+        if method == "getUpdates":
+            return self._get_updates(data)
+        if method in ("setWebhook", "deleteWebhook"):
+            return self._set_webhook(method, data)
         if method != "sendMessage":
             return error(404, "Not Found: method not found")
         if chat is None or (self.chats is not None and chat not in self.chats):
             return error(400, "Bad Request: chat not found")
+        if chat in self.blocked:
+            return error(403, "Forbidden: bot was blocked by the user")
         text = data.get("text") or ""
         if not text:
             return error(400, "Bad Request: message text is empty")
@@ -195,3 +256,49 @@ class FakeTelegram:
             "text": text,
         }
         return Response(200, {"ok": True, "result": result})
+
+    def _get_updates(self, data: dict[str, Any]) -> Response:
+        offset, timeout, limit = (
+            _number(data.get(key), default)
+            for key, default in (("offset", 0), ("timeout", 0), ("limit", 100))
+        )
+        deadline = time.monotonic() + min(timeout, 50)
+        with self._lock:
+            if self.webhook is not None:
+                return error(
+                    409,
+                    "Conflict: can't use getUpdates method while webhook is active; "
+                    "use deleteWebhook to delete the webhook first",
+                )
+            if offset:  # acknowledges every update before it
+                self._updates = [u for u in self._updates if u["update_id"] >= offset]
+            while not self._updates and not self.service._closing.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._arrived.wait(min(left, 0.1))
+            batch = self._updates[: max(1, min(limit, 100))]
+        return Response(200, {"ok": True, "result": batch})
+
+    def _set_webhook(self, method: str, data: dict[str, Any]) -> Response:
+        with self._lock:
+            if method == "deleteWebhook":
+                self.webhook = None
+                return Response(
+                    200, {"ok": True, "result": True, "description": "Webhook was deleted"}
+                )
+            url = data.get("url")
+            if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+                return error(
+                    400, "Bad Request: bad webhook: An HTTPS URL must be provided for webhook"
+                )
+            self.webhook = dict(data)
+            self._arrived.notify_all()
+        return Response(200, {"ok": True, "result": True, "description": "Webhook was set"})
+
+
+def _number(value: Any, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except (TypeError, ValueError):
+        return default

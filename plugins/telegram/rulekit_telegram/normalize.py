@@ -1,0 +1,154 @@
+"""From one read update to rulekit's normalized events, using and updating conversation state.
+
+A Telegram user writes to the bot in their private chat; rulekit sees one conversation per
+chat, keyed by the chat's id (in a private chat, the user's id, which replies need):
+
+* an update id already seen yields nothing, so a redelivered update (a webhook retried, a
+  ``getUpdates`` answer fetched again after a restart) fires no rule twice;
+* the first message of a user never seen is ``created``; a message in a closed conversation is
+  ``reopened``; any other is ``message``. ``/stop`` closes an open conversation (``closed``)
+  and is no message;
+* an edited message is a ``message`` with ``message.edited: true`` (it never reopens);
+* a known user whose name, username or language changed yields ``client_updated`` first, so
+  the message's rules see the new data;
+* a photo, sticker, document, voice note or video is a message of that ``kind`` with its
+  caption as text (or none); anything else a user can send is ``other``.
+
+Event ids derive from Telegram's ids: ``<channel>:msg:<chat>:<message id>``,
+``<channel>:edit:<chat>:<message id>:<edit date>``, ``<channel>:closed:<chat>:<message id>``
+(``/stop``) and ``<channel>:client:<user id>:<digest of name, username, language>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from rulekit.event import Client, Conversation, Event, Message
+from rulekit.store.base import State
+
+from .settings import TelegramSettings
+from .update import TelegramMessage, TelegramUser, Update
+
+PROFILE_FIELDS: tuple[str, ...] = ("name", "display_name", "language")
+"""Client fields whose change is a ``client_updated`` event."""
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Derives a channel's events from Telegram updates."""
+
+    channel: str
+    settings: TelegramSettings
+
+    def events(self, update: Update, state: State) -> list[Event]:
+        """The events one update means, in order; updates ``state`` to match."""
+        message = update.message
+        if message is None:
+            return []
+        if not state.mark_message_seen(self.channel, f"update:{update.update_id}"):
+            return []
+        key = str(message.chat_id)
+        known_conversation = state.get_conversation(self.channel, key)
+        known_client = state.get_client(self.channel, str(message.user.id))
+        client = self.client(message.user, known_client)
+        conversation = known_conversation
+        events: list[Event] = []
+
+        def emit(name: str, event_id: str, when: datetime | None, **parts: Any) -> None:
+            assert conversation is not None
+            events.append(
+                Event(
+                    id=f"{self.channel}:{event_id}",
+                    channel=self.channel,
+                    event=name,
+                    occurred_at=when or datetime.now(UTC),
+                    conversation=conversation,
+                    client=client,
+                    raw=update.raw,
+                    **parts,
+                )
+            )
+
+        when = (message.edit_date or message.date) if message.edited else message.date
+        if conversation is not None and known_client is not None and client is not known_client:
+            digest = _digest(str(getattr(client, f)) for f in PROFILE_FIELDS)
+            emit("client_updated", f"client:{client.id}:{digest}", when)
+
+        chat = message.chat_id
+        if message.is_stop:
+            # only a conversation that is open can be closed; /stop before any message is nothing
+            if conversation is not None and conversation.status != "closed":
+                conversation = conversation.model_copy(update={"status": "closed"})
+                emit("closed", f"closed:{chat}:{message.message_id}", when)
+        elif message.edited:
+            edited_at = int(message.edit_date.timestamp()) if message.edit_date else 0
+            name = "message"
+            if conversation is None:
+                conversation, name = self._new_conversation(message), "created"
+            emit(
+                name,
+                f"edit:{chat}:{message.message_id}:{edited_at}",
+                when,
+                message=self._message(message),
+            )
+        elif state.mark_message_seen(self.channel, f"msg:{chat}:{message.message_id}"):
+            if conversation is None:
+                conversation, name = self._new_conversation(message), "created"
+            elif conversation.status == "closed":
+                conversation, name = conversation.model_copy(update={"status": "open"}), "reopened"
+            else:
+                name = "message"
+            emit(name, f"msg:{chat}:{message.message_id}", when, message=self._message(message))
+
+        if conversation is not None:
+            if conversation is not known_conversation:
+                state.save_conversation(self.channel, key, conversation)
+            if client is not known_client:
+                state.save_client(self.channel, client)
+        return events
+
+    def client(self, user: TelegramUser, known: Client | None) -> Client:
+        """The client record: the user's profile as Telegram sent it now, over what was known
+        (a field Telegram left out keeps its known value); an unchanged record is ``known``."""
+        custom = dict(known.custom) if known is not None else {}
+        if user.username:
+            custom["telegram_username"] = user.username
+        values = {
+            "name": user.name,
+            "display_name": f"@{user.username}" if user.username else None,
+            "language": user.language_code,
+        }
+        if known is not None:
+            values = {k: v if v is not None else getattr(known, k) for k, v in values.items()}
+            unchanged = all(getattr(known, k) == v for k, v in values.items())
+            if unchanged and known.custom == custom:
+                return known
+            return known.model_copy(update={**values, "custom": custom})
+        return Client(id=str(user.id), custom=custom, **values)
+
+    def _new_conversation(self, message: TelegramMessage) -> Conversation:
+        return Conversation(
+            id=f"{self.channel}:{message.chat_id}",
+            external_id=str(message.chat_id),
+            status="open",
+            group=self.settings.default_group,
+        )
+
+    @staticmethod
+    def _message(message: TelegramMessage) -> Message:
+        return Message(
+            id=f"{message.chat_id}:{message.message_id}",
+            text=message.text,
+            author="client",
+            created_at=message.date,
+            kind=message.kind,
+            edited=message.edited,
+        )
+
+
+def _digest(parts: Any) -> str:
+    joined = "\x1f".join(parts).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(joined).hexdigest()[:16]

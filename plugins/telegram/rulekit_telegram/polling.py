@@ -1,0 +1,166 @@
+"""Long polling (``getUpdates``), durably: for a bot whose daemon has no public URL.
+
+Telegram keeps an update until a ``getUpdates`` call asks for updates after it (its
+``offset``): that call is the acknowledgement. So the poller asks for the next updates only
+once every update of the last answer is in the inbox, committed. A crash in between costs
+nothing: Telegram sends those updates again, and the inbox knows them by their delivery key
+(``update:<update_id>``), so they are not processed twice.
+
+Only one daemon polls a bot at a time: before each call the poller takes or renews a lease in
+the store, longer than the call can take; a daemon that does not hold it waits and tries again,
+and takes over when the holder stops renewing (it stopped, or died). Telegram answers 409 to a
+second poller, and to any poller while a webhook is set: the poller says so in the log and waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from typing import TYPE_CHECKING, Any
+
+from rulekit.errors import ChannelError, StoreUnavailable
+
+from .botapi import BotAPIError, BotUnreachable
+
+if TYPE_CHECKING:
+    from rulekit.channels.base import Inbound
+
+    from .provider import TelegramProvider
+
+logger = logging.getLogger("rulekit.telegram")
+
+POLL_TIMEOUT = 25
+"""Seconds Telegram holds a ``getUpdates`` call open when there is nothing to send."""
+LEASE = 90.0
+"""Seconds the polling lease is held for: longer than one call with its network slack."""
+BATCH = 100
+"""Updates asked for per call (Telegram's maximum)."""
+BACKOFF_MAX = 60.0
+
+
+class Poller:
+    """Polls one channel's bot and hands each update to the inbox."""
+
+    def __init__(
+        self,
+        provider: TelegramProvider,
+        inbound: Inbound,
+        *,
+        poll_timeout: int = POLL_TIMEOUT,
+        lease: float = LEASE,
+    ) -> None:
+        self.provider = provider
+        self.inbound = inbound
+        self.poll_timeout = poll_timeout
+        self.lease = lease
+        self.offset: int | None = None
+        self.failures = 0
+
+    @property
+    def lease_name(self) -> str:
+        """The lease of this channel's polling (one poller per channel, across daemons)."""
+        return f"poll:{self.provider.channel}"
+
+    async def run(self) -> None:
+        """Poll until cancelled."""
+        while True:
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not end polling for good
+                logger.exception("channel %s: polling failed", self.provider.channel)
+                await self._back_off()
+
+    async def step(self) -> int:
+        """Hold the lease, fetch one batch and keep it; the number of updates kept."""
+        try:
+            held = await self.inbound.hold(self.lease_name, self.lease)
+        except StoreUnavailable as exc:
+            logger.warning("channel %s: cannot take the polling lease: %s", self.channel, exc)
+            await self._back_off()
+            return 0
+        if not held:
+            self.offset = None  # another daemon polls; its acknowledgements are Telegram's
+            await asyncio.sleep(self.lease / 3)
+            return 0
+        try:
+            updates = await self.fetch()
+        except (BotAPIError, BotUnreachable) as exc:
+            await self._failed(exc)
+            return 0
+        kept = 0
+        for update in updates:
+            if not await self.keep(update):
+                return kept  # the store failed: ask again for the same updates later
+            kept += 1
+        self.failures = 0
+        return kept
+
+    @property
+    def channel(self) -> str:
+        return self.provider.channel
+
+    async def fetch(self) -> list[Any]:
+        """One ``getUpdates`` call from the current offset (which acknowledges what came
+        before it)."""
+        params: dict[str, Any] = {
+            "timeout": self.poll_timeout,
+            "limit": BATCH,
+            "allowed_updates": ["message", "edited_message"],
+        }
+        if self.offset is not None:
+            params["offset"] = self.offset
+        result = await self.provider.api().call(
+            "getUpdates", params, timeout=self.poll_timeout + 15
+        )
+        if not isinstance(result, list):
+            raise BotAPIError(502, "getUpdates did not answer with a list")
+        return result
+
+    async def keep(self, update: Any) -> bool:
+        """Put one update in the inbox and move the offset past it; False when the store
+        cannot take it now (the offset stays, so Telegram sends it again)."""
+        update_id = update.get("update_id") if isinstance(update, dict) else None
+        if not isinstance(update_id, int) or isinstance(update_id, bool):
+            logger.warning("channel %s: an update without an update_id was skipped", self.channel)
+            return True  # nothing can acknowledge it past the next one; it is not an update
+        body = json.dumps(update, ensure_ascii=False, separators=(",", ":")).encode()
+        chat = self.provider.conversation_key(body)
+        try:
+            await self.inbound.accept(
+                body, delivery_key=f"update:{update_id}", conversation_key=chat
+            )
+        except ChannelError as exc:
+            logger.warning(
+                "channel %s: update %s refused and skipped: %s", self.channel, update_id, exc
+            )
+        except StoreUnavailable as exc:
+            logger.warning("channel %s: update %s not stored: %s", self.channel, update_id, exc)
+            await self._back_off()
+            return False
+        self.offset = max(self.offset or 0, update_id + 1)
+        return True
+
+    async def _failed(self, exc: BotAPIError | BotUnreachable) -> None:
+        if isinstance(exc, BotAPIError) and exc.status == 429 and exc.retry_after:
+            logger.warning("channel %s: flood control on getUpdates: %s", self.channel, exc)
+            await asyncio.sleep(exc.retry_after)
+            return
+        if isinstance(exc, BotAPIError) and exc.status == 409:
+            logger.warning(
+                "channel %s: Telegram refuses polling (%s); delete the webhook, or stop the "
+                "other poller of this bot",
+                self.channel,
+                exc.description,
+            )
+        else:
+            logger.warning("channel %s: getUpdates failed: %s", self.channel, exc)
+        await self._back_off()
+
+    async def _back_off(self) -> None:
+        self.failures += 1
+        delay = min(BACKOFF_MAX, 0.5 * 2 ** min(self.failures, 10))
+        await asyncio.sleep(delay * (0.5 + random.random() / 2))

@@ -1,0 +1,167 @@
+"""The ``telegram-bot`` provider: a Telegram bot's updates in, replies to its users out."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+from rulekit.actions.pacing import Limit
+from rulekit.actions.telegram_text import truncate
+from rulekit.channels import ChannelContext, Provider, Reply
+from rulekit.channels.base import Inbound
+from rulekit.errors import PermanentActionError
+from rulekit.event import Event
+from rulekit.store.base import State
+
+from .botapi import BotAPI, BotAPIError, BotUnreachable, classify
+from .normalize import Normalizer
+from .settings import TelegramSettings
+from .update import parse_body, update_chat
+
+SECRET_HEADER = "x-telegram-bot-api-secret-token"
+"""The header Telegram sets on each webhook request to the ``secret_token`` it was given."""
+
+
+class TelegramProvider(Provider):
+    """A Telegram bot. Its default channel is ``telegram``.
+
+    :meth:`parse` turns one ``Update`` (a webhook body, or one update of a ``getUpdates``
+    answer) into normalized events (see :mod:`rulekit_telegram.normalize`); :meth:`send_reply`
+    writes to the user's chat with ``sendMessage``. With ``updates: polling`` the daemon runs
+    :meth:`fetch_updates` (see :mod:`rulekit_telegram.polling`).
+    """
+
+    name = "telegram-bot"
+    default_channel = "telegram"
+    description = "a Telegram bot: updates by webhook or long polling, replies by sendMessage"
+    Settings = TelegramSettings
+    can_reply = True
+    reply_limits = {
+        "conversation": Limit(1, 1.0),  # about one message a second in one chat
+        "service": Limit(30, 1.0),  # thirty a second for the whole bot
+    }
+
+    settings: TelegramSettings
+
+    def __init__(self, context: ChannelContext) -> None:
+        super().__init__(context)
+        if not isinstance(self.settings, TelegramSettings):
+            self.settings = TelegramSettings.model_validate(self.settings.model_dump())
+        self.normalizer = Normalizer(self.channel, self.settings)
+        self._kept: (
+            tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession, asyncio.Task[None]] | None
+        ) = None
+        self._floods: dict[str, float] = {}  # chat -> end of its flood-control window
+
+    # updates ---------------------------------------------------------------------------------
+    def parse(self, body: bytes, state: State) -> list[Event]:
+        """Turn one update into events; see :meth:`Provider.parse`."""
+        return self.normalizer.events(parse_body(body), state)
+
+    def conversation_key(self, body: bytes) -> str | None:
+        """The private chat's id: a conversation's updates are processed in order."""
+        chat = update_chat(json.loads(body))
+        return str(chat) if chat is not None else None
+
+    def authorize_webhook(self, headers: Mapping[str, str]) -> bool:
+        """Telegram repeats the ``webhook_secret`` in ``X-Telegram-Bot-Api-Secret-Token``."""
+        secret = self.settings.webhook_secret
+        expected = secret.get_secret_value().encode() if secret is not None else b""
+        given = headers.get(SECRET_HEADER, "").encode("utf-8", "replace")
+        same = hmac.compare_digest(given, expected or b"\x00" * 32)  # constant time
+        return bool(expected) and same
+
+    def fetches_updates(self) -> bool:
+        return self.settings.updates == "polling" and self.settings.token is not None
+
+    async def fetch_updates(self, inbound: Inbound) -> None:
+        """Long polling: see :class:`rulekit_telegram.polling.Poller`."""
+        from .polling import Poller
+
+        await Poller(self, inbound).run()
+
+    # replies ---------------------------------------------------------------------------------
+    def reply_problem(self) -> str | None:
+        if self.settings.token is None:
+            return f"channel {self.channel!r} needs the bot's token to send replies"
+        return None
+
+    def describe_reply(self, reply: Reply) -> str:
+        chat = self.chat_of(reply) or "(no chat)"
+        text = truncate(reply.text, None)
+        cut = f" (truncated to {len(text)} characters)" if text != reply.text else ""
+        return f"Telegram sendMessage to chat {chat}{cut}: {text!r}"
+
+    async def send_reply(self, reply: Reply, *, timeout: float) -> dict[str, Any]:
+        if problem := self.reply_problem():
+            raise PermanentActionError(problem)
+        chat = self.chat_of(reply)
+        if chat is None:
+            raise PermanentActionError("the conversation has no Telegram chat to reply to")
+        text = truncate(reply.text, None)
+        try:
+            sent = await self.api().call(
+                "sendMessage", {"chat_id": int(chat), "text": text}, timeout=timeout
+            )
+        except (BotAPIError, BotUnreachable) as exc:
+            raise classify(exc, scope=self._flood_scope(chat, exc)) from None
+        message_id = sent.get("message_id") if isinstance(sent, dict) else None
+        return {"message_id": message_id, "chat_id": chat, "truncated": text != reply.text}
+
+    @staticmethod
+    def chat_of(reply: Reply) -> str | None:
+        """The private chat a reply goes to: the conversation's chat (the user's id)."""
+        for candidate in (reply.conversation.external_id, reply.client.id):
+            if candidate and candidate.lstrip("-").isdigit() and len(candidate) <= 20:
+                return candidate
+        return None
+
+    def _flood_scope(self, chat: str, exc: BotAPIError | BotUnreachable) -> str:
+        """Telegram does not say what flood control throttles: one chat, unless two chats are
+        throttled at once, which means the bot as a whole (then every reply pauses)."""
+        if not isinstance(exc, BotAPIError) or exc.status != 429:
+            return "destination"
+        now = asyncio.get_running_loop().time()
+        self._floods = {key: end for key, end in self._floods.items() if end > now}
+        others = [key for key in self._floods if key != chat]
+        self._floods[chat] = now + (exc.retry_after or 1.0)
+        return "service" if others else "destination"
+
+    # the Bot API -----------------------------------------------------------------------------
+    def api(self) -> BotAPI:
+        """The Bot API client for this channel's token (check :meth:`reply_problem` first). Its
+        HTTP connections are kept between the calls made in one event loop."""
+        assert self.settings.token is not None
+        return BotAPI(self.settings.base_url, self.settings.token, session=self._session())
+
+    def _session(self) -> aiohttp.ClientSession | None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # outside a loop nothing can be sent: no client to keep
+            return None
+        kept = self._kept
+        if kept is None or kept[0] is not loop or kept[1].closed:
+            client = aiohttp.ClientSession()
+            # closes the connections when the loop's tasks are cancelled at its end
+            # (asyncio.run), for callers that never call aclose()
+            keeper = loop.create_task(_close_when_cancelled(client))
+            self._kept = kept = (loop, client, keeper)
+        return kept[1]
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections kept between calls."""
+        kept, self._kept = self._kept, None
+        if kept is not None and kept[0] is asyncio.get_running_loop():
+            kept[2].cancel()
+            await kept[1].close()
+
+
+async def _close_when_cancelled(session: aiohttp.ClientSession) -> None:
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await session.close()

@@ -1,0 +1,137 @@
+"""End to end through a real daemon: a user writes to the bot, Telegram posts the update to
+the webhook that ``rulekit telegram set-webhook`` registered, the rules act, the reply reaches
+the user through the fake Bot API."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from rulekit.cli.main import cli
+from rulekit.server.daemon import Daemon
+from rulekit.testing.fake_telegram import FakeTelegram
+from rulekit.testing.telegram_updates import Updates
+from telegram_daemon import Server, wait_for, write_setup
+from telegram_samples import ANN, BORIS, SECRET
+
+T = TypeVar("T")
+
+
+@pytest.fixture
+def telegram() -> Iterator[FakeTelegram]:
+    with FakeTelegram(token="987654:bot-token-secret") as fake:
+        yield fake
+
+
+@pytest.fixture
+def server(tmp_path: Path, telegram: FakeTelegram) -> Iterator[Server]:
+    config = write_setup(tmp_path, telegram)
+    with Server(Daemon(config, watch=False)) as running:
+        result = CliRunner().invoke(
+            cli, ["telegram", "set-webhook", running.url, "--config", str(config)]
+        )
+        assert result.exit_code == 0, result.output
+        yield running
+
+
+def journal(server: Server, read: Callable[[Any], T]) -> T:
+    """What the daemon's store says (read in a transaction of its own)."""
+    with server.daemon.store.transaction() as state:
+        return read(state)
+
+
+def replies(telegram: FakeTelegram, chat: int) -> list[str]:
+    return [m.text for m in telegram.messages(chat, accepted=True)]
+
+
+def test_set_webhook_registers_the_channel_s_url_and_secret(
+    server: Server, telegram: FakeTelegram
+) -> None:
+    assert telegram.webhook is not None
+    assert telegram.webhook["url"] == f"{server.url}/webhooks/telegram/{SECRET}"
+    assert telegram.webhook["secret_token"] == SECRET
+    assert telegram.webhook["allowed_updates"] == ["message", "edited_message"]
+
+
+def test_a_user_s_messages_get_the_replies_the_rules_say(
+    server: Server, telegram: FakeTelegram
+) -> None:
+    updates = Updates()
+    assert telegram.write(updates.message(ANN, "Hi")) == 200
+    assert telegram.write(updates.message(ANN, kind="photo", caption="broken")) == 200
+    assert telegram.write(updates.message(BORIS, "Hello")) == 200
+    wait_for(lambda: len(replies(telegram, 111)) == 2 and replies(telegram, 222))
+    assert replies(telegram, 111) == ["Hello Ann Lee!", "Got photo: broken"]
+    assert replies(telegram, 222) == ["Hello Boris!"]
+    # /stop closes, the next message reopens and is greeted again
+    assert telegram.write(updates.message(ANN, "/stop")) == 200
+    assert telegram.write(updates.message(ANN, "back")) == 200
+    wait_for(lambda: len(replies(telegram, 111)) == 3)
+    assert replies(telegram, 111)[2] == "Hello Ann Lee!"
+    events = [r.event for r in journal(server, lambda s: s.history(channel="telegram", limit=20))]
+    assert sorted(events) == sorted(["created", "message", "created", "closed", "reopened"])
+
+
+def test_replies_in_one_chat_keep_telegram_s_pace(server: Server, telegram: FakeTelegram) -> None:
+    updates = Updates()
+    for text in ("one", "two", "three"):
+        assert telegram.write(updates.message(ANN, text)) == 200
+    wait_for(lambda: len(replies(telegram, 111)) == 3)
+    sent = telegram.messages(111, accepted=True)
+    assert [m.text for m in sent] == ["Hello Ann Lee!", "Got text: two", "Got text: three"]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(sent)]
+    # one message a second per chat: each call starts after the previous one's answer
+    # plus the limit's second (the fake records arrivals; 50 ms for scheduling)
+    assert all(gap >= 0.95 for gap in gaps), gaps
+
+
+def test_a_redelivered_update_is_answered_once(server: Server, telegram: FakeTelegram) -> None:
+    update = Updates().message(ANN, "Hi")
+    assert telegram.write(update) == 200
+    assert telegram.deliver(update) == 200  # Telegram retries a delivery it thinks failed
+    wait_for(lambda: replies(telegram, 111))
+    wait_for(lambda: not journal(server, lambda s: s.jobs(status="pending")))
+    assert replies(telegram, 111) == ["Hello Ann Lee!"]
+
+
+@pytest.mark.parametrize("header", ["", "wrong-secret", SECRET + "x"])
+def test_a_missing_or_wrong_secret_header_is_not_found(
+    server: Server, telegram: FakeTelegram, header: str
+) -> None:
+    update = Updates().message(ANN, "Hi")
+    assert telegram.deliver(update, secret_token=header) == 404
+    answer = httpx.post(
+        f"{server.url}/webhooks/telegram/{SECRET}",
+        json=update,
+        headers={"X-Telegram-Bot-Api-Secret-Token": header} if header else {},
+    )
+    assert answer.status_code == 404
+    assert answer.json() == {"error": "unknown channel or wrong secret"}
+    assert journal(server, lambda s: s.inbox_items()) == []
+
+
+def test_a_user_who_blocked_the_bot_fails_permanently_with_the_reason(
+    server: Server, telegram: FakeTelegram
+) -> None:
+    telegram.block(111)
+    assert telegram.write(Updates().message(ANN, "Hi")) == 200
+    dead = wait_for(lambda: journal(server, lambda s: s.jobs(status="dead")))
+    assert len(dead) == 1
+    assert "the user blocked the bot" in (dead[0].last_error or "")
+    assert len(telegram.messages(111)) == 1  # tried once, not retried
+
+
+def test_a_body_that_is_no_update_is_set_aside_never_a_5xx(
+    server: Server, telegram: FakeTelegram
+) -> None:
+    headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+    url = f"{server.url}/webhooks/telegram/{SECRET}"
+    answer = httpx.post(url, json={"update_id": "x"}, headers=headers)
+    assert answer.status_code == 200
+    failed = wait_for(lambda: journal(server, lambda s: s.inbox_items(status="failed")))
+    assert "update_id must be an integer" in (failed[0].error or "")

@@ -1,0 +1,193 @@
+"""What a Telegram user's updates become: the same kinds of events as a Chatra visitor's."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from rulekit.errors import ChannelError
+from rulekit.testing.telegram_updates import TelegramUser, Updates
+from telegram_samples import ANN, BORIS, CHANNEL, encode, make_provider
+
+
+def names(events) -> list[str]:
+    return [e.event for e in events]
+
+
+def test_a_first_message_creates_the_conversation_with_the_client(feed, updates: Updates) -> None:
+    update = updates.message(ANN, "/start")
+    [event] = feed(update)
+    assert event.event == "created"
+    assert event.id == f"{CHANNEL}:msg:111:1"
+    assert event.channel == CHANNEL
+    assert event.conversation.id == f"{CHANNEL}:111"
+    assert event.conversation.external_id == "111"
+    assert event.conversation.status == "open"
+    assert event.conversation.group == "support"
+    client = event.client
+    assert (client.id, client.name, client.display_name, client.language) == (
+        "111",
+        "Ann Lee",
+        "@ann_lee",
+        "en",
+    )
+    assert client.custom == {"telegram_username": "ann_lee"}
+    message = event.message
+    assert (message.id, message.text, message.author, message.kind, message.edited) == (
+        "111:1",
+        "/start",
+        "client",
+        "text",
+        False,
+    )
+    assert event.occurred_at == datetime.fromtimestamp(update["message"]["date"], UTC)
+    assert event.raw == update
+
+
+def test_later_messages_are_messages_and_each_user_has_a_conversation(
+    feed, updates: Updates
+) -> None:
+    events = feed(
+        updates.message(ANN, "Hi"),
+        updates.message(ANN, "my order is late"),
+        updates.message(BORIS, "Hello"),
+    )
+    assert names(events) == ["created", "message", "created"]
+    assert [e.conversation.id for e in events] == ["telegram:111", "telegram:111", "telegram:222"]
+    assert events[2].client.display_name is None  # Boris has no username
+    assert events[2].client.custom == {}
+
+
+def test_stop_closes_the_conversation_and_is_no_message(feed, updates: Updates) -> None:
+    events = feed(
+        updates.message(ANN, "Hi"),
+        updates.message(ANN, "/stop"),
+        updates.message(ANN, "/stop"),  # already closed: nothing more
+    )
+    assert names(events) == ["created", "closed"]
+    closed = events[1]
+    assert closed.id == "telegram:closed:111:2"
+    assert closed.conversation.status == "closed"
+    assert closed.message.text is None
+
+
+def test_a_message_after_closing_reopens(feed, updates: Updates) -> None:
+    events = feed(
+        updates.message(ANN, "Hi"),
+        updates.message(ANN, "/stop@rulekit_test_bot"),
+        updates.message(ANN, "me again"),
+        updates.message(ANN, "still there?"),
+    )
+    assert names(events) == ["created", "closed", "reopened", "message"]
+    assert events[2].conversation.status == "open"
+    assert events[2].message.text == "me again"
+
+
+def test_stop_before_any_message_is_nothing(feed, updates: Updates) -> None:
+    assert feed(updates.message(ANN, "/stop")) == []
+    assert names(feed(updates.message(ANN, "hi"))) == ["created"]
+
+
+@pytest.mark.parametrize("kind", ["photo", "sticker", "document", "voice", "video"])
+def test_media_are_messages_of_their_kind_with_the_caption_as_text(
+    feed, updates: Updates, kind: str
+) -> None:
+    first, second = feed(
+        updates.message(ANN, kind=kind, caption="look"), updates.message(ANN, kind=kind)
+    )
+    assert (first.event, first.message.kind, first.message.text) == ("created", kind, "look")
+    assert (second.event, second.message.kind, second.message.text) == ("message", kind, None)
+
+
+def test_anything_else_a_user_sends_is_a_message_of_kind_other(feed, updates: Updates) -> None:
+    [event] = feed(updates.message(ANN, kind="location"))
+    assert (event.event, event.message.kind, event.message.text) == ("created", "other", None)
+
+
+def test_an_edit_is_a_message_marked_edited(feed, updates: Updates) -> None:
+    first = updates.message(ANN, "helo")
+    edit = updates.edit(first, "hello")
+    events = feed(first, edit)
+    assert names(events) == ["created", "message"]
+    edited = events[1]
+    assert edited.message.edited is True
+    assert edited.message.text == "hello"
+    assert edited.message.id == "111:1"
+    assert edited.id == f"telegram:edit:111:1:{edit['edited_message']['edit_date']}"
+    assert edited.occurred_at == datetime.fromtimestamp(edit["edited_message"]["edit_date"], UTC)
+
+
+def test_an_edit_in_a_closed_conversation_does_not_reopen_it(feed, updates: Updates) -> None:
+    first = updates.message(ANN, "helo")
+    events = feed(first, updates.message(ANN, "/stop"), updates.edit(first, "hello"))
+    assert names(events) == ["created", "closed", "message"]
+    assert events[2].conversation.status == "closed"
+
+
+def test_a_changed_profile_is_client_updated_before_the_message(feed, updates: Updates) -> None:
+    renamed = TelegramUser(111, "Ann", "Weber", username="ann_w", language_code="de")
+    events = feed(updates.message(ANN, "Hi"), updates.message(renamed, "new name"))
+    assert names(events) == ["created", "client_updated", "message"]
+    updated = events[1]
+    assert (updated.client.name, updated.client.display_name, updated.client.language) == (
+        "Ann Weber",
+        "@ann_w",
+        "de",
+    )
+    assert updated.client.custom == {"telegram_username": "ann_w"}
+    assert updated.id.startswith("telegram:client:111:")
+    # the same profile again is no change
+    assert names(feed(updates.message(renamed, "again"))) == ["message"]
+
+
+def test_a_redelivered_update_yields_nothing(feed, updates: Updates) -> None:
+    update = updates.message(ANN, "Hi")
+    assert names(feed(update)) == ["created"]
+    assert feed(update) == []
+    assert feed(encode(update)) == []
+
+
+def test_updates_rulekit_has_no_use_for_yield_nothing(feed, updates: Updates) -> None:
+    group = updates.message(ANN, "hello group")
+    group["message"]["chat"] = {"id": -100123, "type": "supergroup", "title": "Fans"}
+    bot = updates.message(TelegramUser(999, "OtherBot"), "beep")
+    bot["message"]["from"]["is_bot"] = True
+    assert feed(updates.other(ANN), group, bot) == []
+
+
+def test_the_conversation_key_is_the_private_chat(provider, updates: Updates) -> None:
+    assert provider.conversation_key(encode(updates.message(ANN, "Hi"))) == "111"
+    assert provider.conversation_key(encode(updates.other(ANN))) is None
+    assert provider.conversation_key(b"[1, 2]") is None
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"[]", "the body must be a JSON object (an Update), got a list"),
+        (b"{}", "update_id is missing"),
+        (b'{"update_id": "7"}', "update_id must be an integer, got a string"),
+        (b'{"update_id": true}', "update_id must be an integer, got a boolean"),
+        (b'{"update_id": 1e30}', "update_id must be an integer, got a number"),
+        (b'{"update_id": 99999999999999999999999}', "update_id is out of range"),
+        (b'{"update_id": 1, "message": 5}', "message must be an object, got a number"),
+        (b'{"update_id": 1, "message": {"chat": {}}}', "message.message_id is missing"),
+        (b'{"update_id": 1, "message": {"message_id": 1}}', "message.chat is missing"),
+        (
+            b'{"update_id": 1, "message": {"message_id": 1, "chat": {"id": 5, "type": "private"}}}',
+            "message.from is missing",
+        ),
+        (
+            b'{"update_id": 1, "edited_message": {"message_id": 1, "chat": {"id": []}}}',
+            "edited_message.chat.id must be an integer, got a list",
+        ),
+        (b'{"update_id": 1', "the body is not valid JSON"),
+    ],
+)
+def test_a_body_that_is_no_update_is_a_clear_channel_error(body: bytes, message: str) -> None:
+    from rulekit.store import MemoryStore
+
+    provider, store = make_provider(), MemoryStore()
+    with pytest.raises(ChannelError) as caught, store.transaction() as state:
+        provider.parse(body, state)
+    assert message in str(caught.value)
