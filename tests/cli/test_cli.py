@@ -217,7 +217,7 @@ def test_unreadable_input_exits_2(tmp_path: Path) -> None:
 def test_the_shipped_suite_passes() -> None:
     result = run("test", "--config", CONFIG, RULES)
     assert result.exit_code == 0, result.output
-    assert "9 passed, 0 failed" in result.stdout
+    assert "12 passed, 0 failed" in result.stdout
 
 
 def test_a_failing_suite_exits_1_with_a_readable_diff(tmp_path: Path) -> None:
