@@ -48,12 +48,25 @@ class Processed:
             "event": event.event,
             "origin": event.origin,
             "conversation_id": event.conversation.id,
+            # what an agent's list shows at once (the feed goes only to agents of the channel)
+            "client_name": event.client.name or event.client.display_name,
+            "text": _preview(event.message.text),
             "inbox_id": self.inbox_id,
             "duplicate": not self.recorded,
             "matched": self.matched,
             "actions": [{"rule": j.rule, "action": j.action} for j in self.jobs],
             "errors": self.errors,
         }
+
+
+PREVIEW = 300
+"""Characters of a message's text the live feed carries (the thread has it all)."""
+
+
+def _preview(text: str | None) -> str | None:
+    if text is None or len(text) <= PREVIEW:
+        return text
+    return text[: PREVIEW - 1] + "…"
 
 
 @dataclass

@@ -43,6 +43,28 @@
     return document.createTextNode(String(value));
   }
 
+  async function send(method, path, body, headers) {
+    // writes go as JSON from the console's own page (the API refuses other cookie writes)
+    const response = await fetch(path, {
+      method, credentials: "same-origin",
+      headers: { Accept: "application/json", "Content-Type": "application/json", ...(headers || {}) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (response.status === 401) {
+      window.location.assign("/console/login");
+      throw new Error("signed out");
+    }
+    let data = null;
+    try { data = await response.json(); } catch (e) { data = null; }
+    if (!response.ok) {
+      const error = new Error((data && data.error) || ("HTTP " + response.status));
+      error.status = response.status;
+      error.retryAfter = response.headers.get("Retry-After");
+      throw error;
+    }
+    return data;
+  }
+
   async function getJSON(path) {
     const response = await fetch(path, { credentials: "same-origin", headers: { Accept: "application/json" } });
     if (response.status === 401) {
@@ -74,10 +96,11 @@
           if (event.message && event.message.text) text = event.message.text;
         } else {
           // the daemon's own summary: names, the rules that matched, the actions they planned
-          parts.push(message.channel, typeof message.event === "string" ? message.event : "");
+          parts.push(message.channel, typeof message.event === "string" ? message.event : "", message.client_name);
           if (message.origin === "rulekit") parts.push("(rulekit's own)");
           if (message.duplicate) parts.push("(redelivery, not processed again)");
           const lines = [];
+          if (message.text) lines.push(String(message.text));
           if (Array.isArray(message.matched) && message.matched.length) lines.push("matched: " + message.matched.join(", "));
           for (const planned of Array.isArray(message.actions) ? message.actions : []) {
             lines.push(planned.rule + " → " + planned.action);
@@ -171,12 +194,31 @@
     }
   }
 
-  function addDeadLetter(letter) {
-    $("no-dead").hidden = true;
+  function deadLetterItem(letter) {
     const label = [letter.rule, letter.action, letter.destination, letter.channel].filter(Boolean).join(" · ");
     const item = el("li", { dataset: { jobId: String(letter.job_id || "") } }, label,
       letter.error ? el("span", { class: "text" }, letter.error) : null);
-    $("dead-letters").prepend(item);
+    if (letter.job_id) {
+      const retry = el("button", { type: "button", class: "retry-dead" }, "Retry");
+      const status = el("span", { class: "retry-status", role: "status" });
+      retry.addEventListener("click", () => {
+        retry.disabled = true;
+        status.textContent = " sending again…";
+        send("POST", "/console/api/dead-letters/" + encodeURIComponent(String(letter.job_id)) + "/retry")
+          .then(() => { status.textContent = " sent again (pending)"; item.classList.add("retried"); })
+          .catch((error) => { status.textContent = " " + String(error.message || error); retry.disabled = false; });
+      });
+      item.append(" ", retry, status);
+    }
+    return item;
+  }
+
+  function addDeadLetter(letter) {
+    $("no-dead").hidden = true;
+    const known = $("dead-letters").querySelector('li[data-job-id="' + CSS.escape(String(letter.job_id || "")) + '"]');
+    const item = deadLetterItem(letter);
+    if (known && letter.job_id) known.replaceWith(item);
+    else $("dead-letters").prepend(item);
   }
 
   // -- sounds ----------------------------------------------------------------------------
@@ -223,6 +265,7 @@
         break;
     }
     addToFeed(message);
+    document.dispatchEvent(new CustomEvent("rulekit:message", { detail: message }));
   }
 
   function connect() {
@@ -284,12 +327,19 @@
     const list = $("conversation-events");
     list.replaceChildren(...(data.events || []).map(feedItem));
     $("conversation").hidden = false;
+    document.dispatchEvent(new CustomEvent("rulekit:conversation", { detail: data }));
   }
 
   function route() {
+    const admin = window.location.hash === "#/admin";
+    $("workspace").hidden = admin;
+    $("admin").hidden = !admin;
+    document.body.dataset.view = admin ? "admin" : "workspace";
+    if (admin) document.dispatchEvent(new CustomEvent("rulekit:admin"));
     const match = /^#\/c\/([^/]+)\/(.+)$/.exec(window.location.hash);
     if (!match) {
       $("conversation").hidden = true;
+      document.dispatchEvent(new CustomEvent("rulekit:conversation", { detail: null }));
       return;
     }
     showConversation(decodeURIComponent(match[1]), decodeURIComponent(match[2])).catch((error) => {
@@ -306,6 +356,7 @@
     state.me = await getJSON("/console/api/me");
     $("who").textContent = state.me.admin ? "admin (everything)" : (state.me.name ? state.me.name + " · " : "") + state.me.email;
     showProblems(state.me.problems);
+    document.dispatchEvent(new CustomEvent("rulekit:ready", { detail: state.me }));
     document.body.dataset.ready = "true";
     connect();
     const recent = await getJSON("/console/api/recent");
@@ -314,6 +365,9 @@
     if (recent.reload) showReload(recent.reload);
     route();
   }
+
+  // what the workspace script (workspace.js) builds on
+  window.rulekitConsole = { $, el, when, safeLink, getJSON, send, feedItem, deadLetterItem, state, route, showConversation };
 
   document.addEventListener("DOMContentLoaded", () => {
     start().catch((error) => {

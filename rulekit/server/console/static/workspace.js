@@ -1,0 +1,371 @@
+// The agents' workspace: the conversation list, the thread with its reply box, the editable
+// client panel, and the admin view. Built on the JSON API of docs/console.md, with the helpers
+// of console.js (window.rulekitConsole). Like console.js, everything received is put into the
+// page as text; nothing is parsed as HTML.
+"use strict";
+
+(function () {
+  const K = window.rulekitConsole;
+  const { $, el, when, getJSON, send } = K;
+  const API = "/console/api";
+  const SEEN_KEY = "rulekit.seen";
+  const state = {
+    entries: [],          // the list as last read
+    cursor: null,         // next_cursor of the last page read
+    open: null,           // the open conversation's view (GET conversations/{id})
+    previews: {},         // conversation id -> the latest text the live stream brought
+    seen: loadSeen(),     // conversation id -> last_activity_at when the agent last looked
+    pendingReply: null,   // {text, key} of a reply that failed, for "Retry"
+    timers: {},
+  };
+
+  function loadSeen() {
+    try {
+      const value = JSON.parse(window.localStorage.getItem(SEEN_KEY) || "null");
+      return value && typeof value === "object" ? value : null;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  function saveSeen() {
+    try { window.localStorage.setItem(SEEN_KEY, JSON.stringify(state.seen)); } catch (e) { /* private mode */ }
+  }
+
+  function later(name, work, delay) {
+    // coalesce bursts of live messages into one read
+    clearTimeout(state.timers[name]);
+    state.timers[name] = setTimeout(work, delay);
+  }
+
+  function conversationPath(id) {
+    return API + "/conversations/" + encodeURIComponent(id);
+  }
+
+  function clientName(client) {
+    if (!client) return "";
+    return client.name || client.display_name || client.email || client.phone || client.id || "";
+  }
+
+  // -- the list ------------------------------------------------------------------------------
+  function listQuery(cursor) {
+    const params = new URLSearchParams();
+    params.set("view", $("list-view").value);
+    if ($("list-status").value) params.set("status", $("list-status").value);
+    const q = $("list-q").value.trim();
+    if (q) params.set("q", q);
+    if (cursor) params.set("cursor", cursor);
+    return API + "/conversations?" + params.toString();
+  }
+
+  async function loadList() {
+    const data = await getJSON(listQuery(null));
+    state.entries = data.conversations || [];
+    state.cursor = data.next_cursor || null;
+    if (state.seen === null) {
+      // the first time this browser opens the workspace: what exists now counts as seen
+      state.seen = {};
+      for (const entry of state.entries) state.seen[entry.id] = entry.last_activity_at;
+      saveSeen();
+    }
+    renderList();
+  }
+
+  async function loadMore() {
+    if (!state.cursor) return;
+    const data = await getJSON(listQuery(state.cursor));
+    state.entries = state.entries.concat(data.conversations || []);
+    state.cursor = data.next_cursor || null;
+    renderList();
+  }
+
+  function unread(entry) {
+    if (state.open && state.open.id === entry.id) return false;
+    return (state.seen || {})[entry.id] !== entry.last_activity_at;
+  }
+
+  function listItem(entry) {
+    const conversation = entry.conversation || {};
+    const isUnread = unread(entry);
+    const button = el("button", { type: "button", class: "open" },
+      el("span", { class: "name" }, clientName(entry.client) || entry.id),
+      isUnread ? el("span", { class: "unread-dot", title: "unread" }, "●") : null,
+      el("span", { class: "meta" },
+        [entry.channel, conversation.status, conversation.assignee ? "→ " + conversation.assignee : "unassigned"]
+          .filter(Boolean).join(" · ")),
+      state.previews[entry.id] ? el("span", { class: "preview" }, state.previews[entry.id]) : null,
+      el("span", { class: "time" }, when(entry.last_activity_at)));
+    button.addEventListener("click", () => {
+      window.location.hash = "#/c/" + encodeURIComponent(entry.channel) + "/" + encodeURIComponent(entry.id);
+    });
+    const item = el("li", { dataset: { id: entry.id }, class: isUnread ? "unread" : "" }, button);
+    if (state.open && state.open.id === entry.id) item.setAttribute("aria-current", "true");
+    return item;
+  }
+
+  function renderList() {
+    $("conversations").replaceChildren(...state.entries.map(listItem));
+    $("no-conversations").hidden = state.entries.length > 0;
+    $("list-more").hidden = !state.cursor;
+    const count = state.entries.filter(unread).length;
+    $("unread-count").textContent = String(count);
+    $("unread-count").hidden = count === 0;
+    document.title = (count ? "(" + count + ") " : "") + "rulekit console";
+  }
+
+  // -- the thread and the reply box ------------------------------------------------------------
+  function threadItem(message) {
+    const agent = message.agent && typeof message.agent === "object"
+      ? message.agent.name || message.agent.email : message.agent;
+    const author = message.author === "agent"
+      ? agent || "agent"
+      : message.author === "client" ? clientName(state.open && state.open.client) || "client" : message.author || "system";
+    const notes = [];
+    if (message.origin === "console") notes.push("from the console");
+    if (message.recovered) notes.push("recovered");
+    if (message.delivery) notes.push(typeof message.delivery === "string" ? message.delivery : (message.delivery.status || ""));
+    return el("li", { class: "message author-" + String(message.author || "system"), dataset: { eventId: String(message.event_id || "") } },
+      el("span", { class: "author" }, author),
+      el("span", { class: "time" }, when(message.at)),
+      notes.length ? el("span", { class: "quiet" }, " · " + notes.filter(Boolean).join(" · ")) : null,
+      el("span", { class: "text" }, message.text || ""));
+  }
+
+  function renderThread(data) {
+    $("thread-title").textContent = clientName(data.client) || data.id;
+    $("thread").replaceChildren(...(data.thread || []).map(threadItem));
+    const last = $("thread").lastElementChild;
+    if (last) last.scrollIntoView({ block: "nearest" });
+  }
+
+  function replyStatus(text, failed) {
+    $("reply-status").textContent = text;
+    $("reply-status").classList.toggle("error", Boolean(failed));
+  }
+
+  async function sendReply(text, key) {
+    if (!state.open) return;
+    const id = state.open.id;
+    $("reply-send").disabled = true;
+    $("reply-retry").hidden = true;
+    replyStatus("sending…", false);
+    try {
+      await send("POST", conversationPath(id) + "/messages", { text }, { "Idempotency-Key": key });
+      state.pendingReply = null;
+      if (state.open && state.open.id === id) $("reply-text").value = "";
+      replyStatus("sent", false);
+      refreshOpen();
+    } catch (error) {
+      state.pendingReply = { text, key };
+      replyStatus("not sent: " + String(error.message || error), true);
+      $("reply-retry").hidden = false;
+    } finally {
+      $("reply-send").disabled = false;
+    }
+  }
+
+  function newKey() {
+    const bytes = new Uint8Array(16);
+    window.crypto.getRandomValues(bytes);
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  function submitReply(event) {
+    event.preventDefault();
+    const text = $("reply-text").value;
+    if (!text.trim()) return;
+    sendReply(text, newKey());
+  }
+
+  // -- the client panel ------------------------------------------------------------------------
+  const EDITABLE = ["name", "email", "phone", "notes"];
+
+  function fillClientForm(client) {
+    for (const field of EDITABLE) {
+      const input = $("client-" + field);
+      if (document.activeElement !== input) input.value = client[field] || "";
+      input.dataset.was = client[field] || "";
+    }
+  }
+
+  async function saveClient(event) {
+    event.preventDefault();
+    if (!state.open) return;
+    const changes = {};
+    for (const field of EDITABLE) {
+      const input = $("client-" + field);
+      if (input.value !== input.dataset.was) changes[field] = input.value;
+    }
+    if (!Object.keys(changes).length) {
+      $("client-status").textContent = "nothing changed";
+      return;
+    }
+    $("client-save").disabled = true;
+    $("client-status").textContent = "saving…";
+    try {
+      const answer = await send("PATCH", conversationPath(state.open.id) + "/client", changes);
+      $("client-status").textContent = answer && answer.changed && answer.changed.length
+        ? "saved: " + answer.changed.join(", ") : "nothing changed";
+      refreshOpen();
+    } catch (error) {
+      $("client-status").textContent = "not saved: " + String(error.message || error);
+    } finally {
+      $("client-save").disabled = false;
+    }
+  }
+
+  function renderRulesFired(data) {
+    const items = [];
+    for (const record of data.events || []) {
+      const event = record.event && typeof record.event === "object" ? record.event : {};
+      const eventId = record.event_id || event.id;
+      const rules = new Set(Array.isArray(record.matched) ? record.matched : []);
+      for (const job of record.jobs || []) if (job.rule) rules.add(job.rule);
+      for (const rule of rules) {
+        const jobs = (record.jobs || []).filter((j) => j.rule === rule)
+          .map((j) => j.action + " " + (j.status || "") + (j.error ? " (" + j.error + ")" : ""));
+        const link = el("a", { href: "#", class: "trace-link" }, "trace");
+        link.addEventListener("click", (e) => {
+          e.preventDefault();
+          const target = $("conversation-events").querySelector('li[data-event-id="' + CSS.escape(String(eventId || "")) + '"]');
+          if (target) { target.scrollIntoView({ block: "center" }); target.classList.add("highlight"); }
+        });
+        items.push(el("li", {}, el("strong", {}, rule), " on ", String(event.event || record.event || ""),
+          jobs.length ? ": " + jobs.join("; ") : "", " ", link));
+      }
+    }
+    $("rules-fired").replaceChildren(...(items.length ? items : [el("li", { class: "quiet" }, "None yet.")]));
+  }
+
+  // -- the open conversation -------------------------------------------------------------------
+  function showOpen(data) {
+    state.open = data;
+    $("thread-view").hidden = !data;
+    if (!data) {
+      renderList();
+      return;
+    }
+    renderThread(data);
+    fillClientForm(data.client || {});
+    renderRulesFired(data);
+    const entry = state.entries.find((e) => e.id === data.id);
+    if (entry) {
+      state.seen[entry.id] = entry.last_activity_at;
+      saveSeen();
+    }
+    renderList();
+  }
+
+  function refreshOpen() {
+    if (!state.open) return;
+    const { channel, id } = state.open;
+    later("open", () => {
+      // console.js reads the conversation again and shows it (facts, events); this script
+      // hears it as a "rulekit:conversation" like any opening
+      K.showConversation(channel, id).catch(() => {});
+      loadList().catch(() => {});
+    }, 150);
+  }
+
+  // -- live messages -----------------------------------------------------------------------------
+  function onMessage(message) {
+    const event = message.event && typeof message.event === "object" ? message.event : null;
+    const conversation = event ? event.conversation : message.conversation;
+    const id = conversation && typeof conversation === "object" ? conversation.id : message.conversation_id;
+    const text = event ? event.message && event.message.text : message.text;
+    if (id && text && !message.duplicate) state.previews[id] = String(text);
+    if (id || message.type === "event") later("list", () => loadList().catch(() => {}), 200);
+    if (state.open && id && id === state.open.id) refreshOpen();
+    if (message.type === "dead_letter" && document.body.dataset.view === "admin") loadAdmin().catch(() => {});
+  }
+
+  // -- the admin view ----------------------------------------------------------------------------
+  function facts(target, rows) {
+    target.replaceChildren();
+    for (const [label, value] of rows) {
+      if (value === undefined || value === null || value === "") continue;
+      target.append(el("dt", {}, label), el("dd", {}, value));
+    }
+  }
+
+  function setAsideItem(item) {
+    const entry = el("li", { dataset: { inboxId: String(item.inbox_id || item.id || "") } },
+      [item.channel, "webhook #" + (item.inbox_id || item.id)].filter(Boolean).join(" · "),
+      item.error ? el("span", { class: "text" }, String(item.error)) : null);
+    const id = item.inbox_id || item.id;
+    if (id) {
+      const requeue = el("button", { type: "button", class: "requeue" }, "Process again");
+      const status = el("span", { role: "status" });
+      requeue.addEventListener("click", () => {
+        requeue.disabled = true;
+        send("POST", API + "/set-aside/" + encodeURIComponent(String(id)) + "/requeue")
+          .then(() => { status.textContent = " queued again"; })
+          .catch((error) => { status.textContent = " " + String(error.message || error); requeue.disabled = false; });
+      });
+      entry.append(" ", requeue, status);
+    }
+    return entry;
+  }
+
+  async function loadAdmin() {
+    const me = await getJSON(API + "/me");
+    facts($("admin-rules"), [
+      ["Rules version", me.rules_version], ["Loaded", when(me.loaded_at)],
+      ["Not configured", (me.problems || []).join("\n")],
+    ]);
+    const recent = await getJSON(API + "/recent");
+    const reload = recent.reload;
+    $("admin-reload").hidden = !(reload && reload.ok === false);
+    $("admin-reload").textContent = reload && reload.ok === false
+      ? "The last reload failed:\n" + [].concat(reload.errors || reload.error || []).join("\n") : "";
+    const dead = (await getJSON(API + "/dead-letters")).dead_letters || [];
+    $("admin-dead").replaceChildren(...dead.map(K.deadLetterItem));
+    $("admin-no-dead").hidden = dead.length > 0;
+    const aside = (await getJSON(API + "/set-aside")).set_aside || [];
+    $("admin-set-aside").replaceChildren(...aside.map(setAsideItem));
+    $("admin-no-set-aside").hidden = aside.length > 0;
+    await loadStats();
+  }
+
+  async function loadStats() {
+    let rules = [];
+    try {
+      const data = await getJSON(API + "/stats");
+      rules = Array.isArray(data.rules) ? data.rules : [];
+    } catch (e) {
+      rules = [];  // a daemon without statistics
+    }
+    const body = $("admin-stats").tBodies[0];
+    body.replaceChildren(...rules.map((r) => el("tr", {},
+      el("th", { scope: "row" }, r.rule || r.name || ""), el("td", {}, String(r.matched ?? "")),
+      el("td", {}, String(r.done ?? "")), el("td", {}, String(r.failed ?? "")),
+      el("td", {}, String(r.dead ?? "")), el("td", {}, when(r.last_fired)))));
+    $("admin-stats").hidden = rules.length === 0;
+    $("admin-no-stats").hidden = rules.length > 0;
+  }
+
+  // -- start -------------------------------------------------------------------------------------
+  function start() {
+    $("reply-form").addEventListener("submit", submitReply);
+    $("reply-text").addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) submitReply(event);
+    });
+    $("reply-retry").addEventListener("click", () => {
+      if (state.pendingReply) sendReply(state.pendingReply.text, state.pendingReply.key);
+    });
+    $("client-form").addEventListener("submit", saveClient);
+    $("list-filter").addEventListener("submit", (event) => { event.preventDefault(); loadList().catch(() => {}); });
+    for (const id of ["list-view", "list-status"]) $(id).addEventListener("change", () => loadList().catch(() => {}));
+    $("list-q").addEventListener("input", () => later("search", () => loadList().catch(() => {}), 250));
+    $("list-more").addEventListener("click", () => loadMore().catch(() => {}));
+    document.addEventListener("rulekit:message", (event) => onMessage(event.detail || {}));
+    document.addEventListener("rulekit:conversation", (event) => showOpen(event.detail));
+    document.addEventListener("rulekit:admin", () => loadAdmin().catch((error) => {
+      $("admin-reload").hidden = false;
+      $("admin-reload").textContent = String(error.message || error);
+    }));
+    document.addEventListener("rulekit:ready", () => loadList().catch(() => {}));
+  }
+
+  document.addEventListener("DOMContentLoaded", start);
+})();

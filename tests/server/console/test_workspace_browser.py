@@ -1,0 +1,218 @@
+"""The agents' workspace in headless Chromium, against a real daemon and the fake Chatra: the
+conversation list, the thread and its reply box, the editable client panel, channel access, the
+admin view, a phone-width screen. Each test saves screenshots (``RULEKIT_SCREENSHOTS`` names a
+folder to keep them; by default they go to the test's temporary folder)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from browser import chromium
+from browser import wait_for as wait_briefly
+from console_helpers import serve
+from scaffold import write
+from workspace_helpers import (
+    CONVERSATION,
+    RULES,
+    TOKENS,
+    VISITOR,
+    Workspace,
+    config,
+    path,
+)
+
+FIRST_TEXT = "Hi, is the blue kettle in stock?"
+SECOND_TEXT = "Also, do you ship to Austria?"
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Workspace]:
+    from rulekit_chatra.testing import FakeChatra
+
+    from rulekit.server.daemon import Daemon
+
+    write(tmp_path / "rules.d" / "rules.yaml", RULES)
+    with FakeChatra() as chatra:
+        chatra.add_client(VISITOR, name=None)
+        file = write(
+            tmp_path / "rulekit.yaml",
+            config("sqlite:///rulekit.sqlite3", chatra.base_url, chatra.keys),
+        )
+        daemon = Daemon(file, watch=False)
+        with serve(daemon.app) as (url, _):
+            yield Workspace(url, daemon, chatra)
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("RULEKIT_SCREENSHOTS") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def wait_for(condition: Any, what: str) -> Any:
+    """Wait for ``condition`` with the patience of a busy machine (a daemon, a browser and the
+    fake all share it)."""
+    return wait_briefly(condition, what, timeout=60.0)
+
+
+def matched(record: Any) -> list[str]:
+    return [rule["name"] for rule in record.trace["rules"] if rule.get("matched")]
+
+
+def sign_in(driver: Any, url: str, who: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{url}/console/login")
+    wait_for(lambda: driver.find_elements(By.ID, "token"), "the sign-in form")
+    driver.find_element(By.ID, "token").send_keys(TOKENS[who])
+    driver.find_element(By.ID, "sign-in").click()
+    wait_for(
+        lambda: driver.execute_script("return document.body.dataset.ready === 'true'"),
+        "the console",
+    )
+    wait_for(
+        lambda: driver.find_elements(By.CSS_SELECTOR, "#connection[data-state='open']"),
+        "the live stream",
+    )
+
+
+def sign_out(driver: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.ID, "sign-out").click()
+    wait_for(lambda: driver.find_elements(By.ID, "token"), "the sign-in form again")
+
+
+def list_item(driver: Any, conversation: str = CONVERSATION) -> Any:
+    from selenium.webdriver.common.by import By
+
+    found = driver.find_elements(By.CSS_SELECTOR, f'#conversations li[data-id="{conversation}"]')
+    return found[0] if found else None
+
+
+def thread_texts(driver: Any) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [t.text for t in driver.find_elements(By.CSS_SELECTOR, "#thread li .text")]
+
+
+def test_an_agent_answers_and_edits_the_client_and_another_sees_nothing_of_it(
+    site: Workspace, tmp_path: Path, shots: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    site.started()
+    with site.client("anna") as api:
+        listed = api.get("conversations").json()["conversations"]
+    display_name = listed[0]["client"]["display_name"]
+
+    with chromium(tmp_path / "profile") as page:
+        sign_in(page, site.url, "anna")
+        item = wait_for(lambda: list_item(page), "the conversation in the list")
+        assert display_name in item.text
+        assert page.title == "rulekit console"  # what existed at the first visit is seen
+
+        # a new message arrives live: the list marks it unread, the title counts it
+        site.webhook("chat_fragment_client_message.json")
+        wait_for(lambda: page.title.startswith("(1) "), "the unread count in the title")
+        assert "unread" in list_item(page).get_attribute("class")
+        assert SECOND_TEXT in list_item(page).text
+
+        # opening it shows the thread; it is read now
+        list_item(page).find_element(By.TAG_NAME, "button").click()
+        wait_for(lambda: thread_texts(page) == [FIRST_TEXT, SECOND_TEXT], "the thread")
+        wait_for(lambda: page.title == "rulekit console", "the title without unread")
+        page.save_screenshot(str(shots / "workspace-1280.png"))
+
+        # Shift+Enter is a new line, Enter sends, as the signed-in agent
+        box = page.find_element(By.ID, "reply-text")
+        box.send_keys("Yes, in stock.", Keys.SHIFT, Keys.ENTER, Keys.SHIFT, "Shall I reserve one?")
+        box.send_keys(Keys.ENTER)
+        wait_for(lambda: site.chatra.sent, "the reply at Chatra")
+        (sent,) = site.chatra.sent
+        assert sent["text"] == "Yes, in stock.\nShall I reserve one?"
+        assert (sent["clientId"], sent["agentEmail"]) == (VISITOR, "anna@example.com")
+        wait_for(
+            lambda: "Yes, in stock.\nShall I reserve one?" in thread_texts(page),
+            "the reply in the thread",
+        )
+        assert page.find_element(By.ID, "reply-text").get_attribute("value") == ""
+
+        # the visitor gets a name: Chatra hears it, a client_updated rule fires
+        name = page.find_element(By.ID, "client-name")
+        name.clear()
+        name.send_keys("Maria Lopez")
+        page.find_element(By.ID, "client-save").click()
+        wait_for(lambda: site.chatra.client_updates, "the change at Chatra")
+        assert site.chatra.client_updates == [(VISITOR, {"name": "Maria Lopez"})]
+        wait_for(
+            lambda: any(
+                "Welcome named clients" in matched(r) for r in site.events("client_updated")
+            ),
+            "the client_updated rule",
+        )
+        wait_for(lambda: "Maria Lopez" in list_item(page).text, "the new name in the list")
+        fired = page.find_element(By.ID, "rules-fired").text
+        assert "Count agent replies" in fired and "Welcome named clients" in fired
+
+        # a phone-width screen: one column, nothing wider than the screen
+        page.set_window_size(390, 844)
+        wait_for(
+            lambda: page.execute_script(
+                "return document.documentElement.scrollWidth <= window.innerWidth"
+            ),
+            "a page as narrow as the screen",
+        )
+        assert page.find_element(By.ID, "reply-text").is_displayed()
+        page.save_screenshot(str(shots / "workspace-phone.png"))
+        page.set_window_size(1280, 800)
+
+        # Boris handles another channel: nothing of Anna's channel reaches his page
+        sign_out(page)
+        sign_in(page, site.url, "boris")
+        wait_for(
+            lambda: page.find_element(By.ID, "no-conversations").is_displayed(),
+            "an empty list",
+        )
+        page.get(f"{site.url}/console/#/c/online-chat/{quote(CONVERSATION, safe='')}")
+        wait_for(
+            lambda: page.execute_script("return document.body.dataset.ready === 'true'"),
+            "the console",
+        )
+        wait_for(lambda: "404" in page.find_element(By.ID, "conversation").text, "a refusal")
+        source = page.page_source
+        for secret in (FIRST_TEXT, SECOND_TEXT, "Maria Lopez", "Shall I reserve one?"):
+            assert secret not in source
+        page.save_screenshot(str(shots / "workspace-other-channel.png"))
+
+
+def test_a_dead_reply_is_retried_from_the_admin_page(
+    site: Workspace, tmp_path: Path, shots: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    site.started()
+    site.chatra.fail(400, "client not found")
+    with site.client("anna") as api:
+        job_id = api.post(f"{path()}/messages", json={"text": "Again"}).json()["job_id"]
+    wait_for(lambda: site.job(job_id).status == "dead", "the dead letter")
+
+    with chromium(tmp_path / "profile") as page:
+        sign_in(page, site.url, "anna")
+        page.find_element(By.ID, "nav-admin").click()
+        selector = f'#admin-dead li[data-job-id="{job_id}"]'
+        entry = wait_for(lambda: page.find_elements(By.CSS_SELECTOR, selector), "the dead letter")
+        assert "client not found" in entry[0].text
+        page.save_screenshot(str(shots / "admin.png"))
+        # the cause is gone (the fake answers normally again): send it again
+        entry[0].find_element(By.CSS_SELECTOR, "button.retry-dead").click()
+        wait_for(lambda: site.job(job_id).status == "done", "the retried reply")
+        wait_for(lambda: "sent again" in entry[0].text, "the retry's answer on the page")
+    assert [s["text"] for s in site.chatra.sent] == ["Again", "Again"]
