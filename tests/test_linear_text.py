@@ -80,7 +80,7 @@ CASES = {
         "interpolate('${' + 'a' * N, {})"
     ),
     "telegram MarkdownV2 escape": (
-        "from rulekit.actions.telegram_markup import (\n"
+        "from rulekit.escapes import (\n"
         "    escape_markdown_v2, escape_markdown_v2_code, escape_markdown_v2_url)\n"
         "escape_markdown_v2('_' * (N // 5))\n"
         "escape_markdown_v2_code('`' * (N // 5))\n"
@@ -186,11 +186,9 @@ CASES = {
 
 # every regex in the code -> the cases above that run it on adversarial input
 INVENTORY = {
-    ("rulekit/actions/telegram_markup.py", r"([_*\[\]()~`>#+\-=|{}.!\\])"): [
-        "telegram MarkdownV2 escape"
-    ],
-    ("rulekit/actions/telegram_markup.py", r"([`\\])"): ["telegram MarkdownV2 escape"],
-    ("rulekit/actions/telegram_markup.py", r"([)\\])"): ["telegram MarkdownV2 escape"],
+    ("rulekit/escapes.py", r"([_*\[\]()~`>#+\-=|{}.!\\])"): ["telegram MarkdownV2 escape"],
+    ("rulekit/escapes.py", r"([`\\])"): ["telegram MarkdownV2 escape"],
+    ("rulekit/escapes.py", r"([)\\])"): ["telegram MarkdownV2 escape"],
     ("rulekit/actions/telegram_markup.py", r"[\\`\[(]"): ["telegram MarkdownV2 scan"],
     ("rulekit/actions/telegram_markup.py", r"[\\`]"): ["telegram MarkdownV2 scan"],
     ("rulekit/actions/telegram_markup.py", r"[\\)]"): ["telegram MarkdownV2 scan"],

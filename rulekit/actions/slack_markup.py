@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rulekit.escapes import escape_link_target, escape_mrkdwn
 from rulekit.expr.markup import Interpolations, Piece, check_link, decoded
 
 LINK_SCHEMES = frozenset({"http", "https", "mailto"})
@@ -39,17 +40,6 @@ ATTACHMENT_TEXT = frozenset({"text", "pretext", "fallback", "title", "footer", "
 """Attachment keys Slack reads as mrkdwn (links and mentions)."""
 
 _MENTIONS = ("@", "#", "!")
-
-
-def escape_mrkdwn(text: str) -> str:
-    """Escape the three characters Slack's mrkdwn gives meaning to (``&``, ``<``, ``>``), so a
-    value like ``<!channel>`` is shown, not obeyed."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def escape_link_target(text: str) -> str:
-    """A value in a link's target (before ``|``): mrkdwn's three, and ``|`` as ``%7C``."""
-    return escape_mrkdwn(text).replace("|", "%7C")
 
 
 def unescape_mrkdwn(text: str) -> str:

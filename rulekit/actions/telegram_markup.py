@@ -17,35 +17,16 @@ import re
 from collections.abc import Callable
 
 from rulekit.errors import TemplateError
+from rulekit.escapes import (
+    escape_html,
+    escape_markdown_v2,
+    escape_markdown_v2_code,
+    escape_markdown_v2_url,
+)
 from rulekit.expr.markup import Interpolations, Piece, check_link, decoded
 
 LINK_SCHEMES = frozenset({"http", "https", "tg"})
 """Schemes a value may give a link (Telegram's own ``tg:`` links, and the web's)."""
-
-_MDV2_SPECIAL = re.compile(r"([_*\[\]()~`>#+\-=|{}.!\\])")
-_MDV2_CODE_SPECIAL = re.compile(r"([`\\])")
-_MDV2_URL_SPECIAL = re.compile(r"([)\\])")
-
-
-def escape_html(text: str) -> str:
-    """A value for Telegram's HTML, in text or in a quoted attribute value."""
-    return html.escape(text, quote=True)
-
-
-def escape_markdown_v2(text: str) -> str:
-    """A value for MarkdownV2 text: every special character escaped."""
-    return _MDV2_SPECIAL.sub(r"\\\1", text)
-
-
-def escape_markdown_v2_code(text: str) -> str:
-    """A value inside MarkdownV2 code or pre: only ``\\`` and backquotes escaped."""
-    return _MDV2_CODE_SPECIAL.sub(r"\\\1", text)
-
-
-def escape_markdown_v2_url(text: str) -> str:
-    """A value inside a MarkdownV2 link's ``(url)``: only ``)`` and ``\\`` escaped."""
-    return _MDV2_URL_SPECIAL.sub(r"\\\1", text)
-
 
 # HTML ------------------------------------------------------------------------------------------
 

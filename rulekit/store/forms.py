@@ -25,6 +25,7 @@ from urllib.parse import quote, quote_plus
 
 import markupsafe
 
+from rulekit.escapes import ESCAPERS
 from rulekit.safetext import replace_folded
 
 MIN_VALUE_LENGTH = 3
@@ -38,25 +39,13 @@ _URL_SAFE = ("", "/", "!'()*-._~", ";,/?:@&=+$#!'()*-._~")
 @cache
 def _markups() -> tuple[Callable[[str], str], ...]:
     """How a value is escaped for each markup a destination reads and each place in it (the
-    action modules' own escapers), plus the HTML escapings of earlier versions and of Jinja."""
-    from rulekit.actions.slack_markup import escape_link_target, escape_mrkdwn
-    from rulekit.actions.telegram_markup import (
-        escape_html,
-        escape_markdown_v2,
-        escape_markdown_v2_code,
-        escape_markdown_v2_url,
-    )
-
+    escapers of :mod:`rulekit.escapes`), plus the HTML escapings of earlier versions and of
+    Jinja."""
     return (
         str,
-        escape_html,
+        *ESCAPERS,
         lambda text: html.escape(text, quote=False),
         lambda text: str(markupsafe.escape(text)),
-        escape_markdown_v2,
-        escape_markdown_v2_code,
-        escape_markdown_v2_url,
-        escape_mrkdwn,
-        escape_link_target,
     )
 
 
