@@ -15,8 +15,9 @@ from pydantic import Field, SecretStr
 from rulekit.actions.base import Action, ActionContext
 from rulekit.actions.pacing import Limit, Pace
 from rulekit.actions.secrets import redact
-from rulekit.actions.slack_markup import escape_link_target, escape_mrkdwn, escape_params
+from rulekit.actions.slack_markup import escape_params
 from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
+from rulekit.escapes import escape_link_target, escape_mrkdwn
 from rulekit.expr.markup import Interpolations
 from rulekit.hookspecs import hookimpl
 from rulekit.models import StrictModel

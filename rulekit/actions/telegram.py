@@ -20,16 +20,15 @@ from pydantic import Field, SecretStr
 from rulekit.actions.base import Action, ActionContext
 from rulekit.actions.pacing import Limit, Pace
 from rulekit.actions.secrets import redact
-from rulekit.actions.telegram_markup import (
+from rulekit.actions.telegram_markup import resolve_html, resolve_markdown_v2
+from rulekit.actions.telegram_text import MAX_MESSAGE_LENGTH, truncate
+from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
+from rulekit.escapes import (
     escape_html,
     escape_markdown_v2,
     escape_markdown_v2_code,
     escape_markdown_v2_url,
-    resolve_html,
-    resolve_markdown_v2,
 )
-from rulekit.actions.telegram_text import MAX_MESSAGE_LENGTH, truncate
-from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
 from rulekit.expr.markup import Interpolations, map_leaves
 from rulekit.hookspecs import hookimpl
 from rulekit.models import StrictModel

@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from markup_readers import Event, read_html, read_markdown_v2, read_mrkdwn
 from test_markup_escaping import HTML, MARKDOWN_V2, MRKDWN, SLACK, TOKEN, _at, _event
 
-from rulekit.actions.slack_markup import escape_link_target, escape_mrkdwn
 from rulekit.actions.telegram_markup import (
     escape_html,
     escape_markdown_v2,
@@ -25,6 +24,7 @@ from rulekit.actions.telegram_markup import (
     escape_markdown_v2_url,
 )
 from rulekit.engine.engine import Engine
+from rulekit.escapes import escape_link_target, escape_mrkdwn
 
 SPECIALS = "<>&\"'`*_~[]()\\|!#@:;/.=+-{} \n\r\t\u200b\u202e\ufffd"
 CLIENT_TEXT = st.one_of(st.text(), st.text(alphabet=st.sampled_from(SPECIALS)))

@@ -10,8 +10,8 @@ import pytest
 from action_helpers import make_context, run
 
 from rulekit.actions.slack import Slack, SlackIntegration, SlackParams
-from rulekit.actions.slack_markup import escape_mrkdwn
 from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
+from rulekit.escapes import escape_mrkdwn
 from rulekit.testing.clock import run_virtual
 from rulekit.testing.fake_slack import FakeSlack
 from rulekit.testing.fakehttp import Response

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rulekit.actions.telegram_markup import escape_html, escape_markdown_v2
 from rulekit.actions.telegram_text import ELLIPSIS, MAX_MESSAGE_LENGTH, truncate, utf16_len
+from rulekit.escapes import escape_html, escape_markdown_v2
 
 # independent checkers of the result ------------------------------------------------------------
 

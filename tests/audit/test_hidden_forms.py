@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from audit_site import T0
 
-from rulekit.actions.telegram_markup import escape_markdown_v2
+from rulekit.escapes import escape_markdown_v2
 from rulekit.event import Event
 from rulekit.store import JobSpec
 from rulekit.store.sqlite import SQLiteStore

@@ -21,8 +21,7 @@ import httpx
 from daemons import SAMPLE, Server, wait_for, write_setup
 from rulekit_chatra.testing import FakeChatra
 
-from rulekit.actions.slack_markup import escape_mrkdwn
-from rulekit.actions.telegram_markup import escape_html, escape_markdown_v2
+from rulekit.escapes import escape_html, escape_markdown_v2, escape_mrkdwn
 from rulekit.testing.fake_slack import FakeSlack
 from rulekit.testing.fake_telegram import FakeTelegram, error
 
