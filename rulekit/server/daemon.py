@@ -14,6 +14,8 @@
   stays active and the error is logged, counted (``rulekit_reload_errors_total``) and published
   to the console (``{"type": "reload", "ok": false, "errors": [...]}``). Settings that need a
   restart (``storage``, ``server``) are only reported.
+* **Fetching**: channels that fetch their own updates (long polling) are run by
+  :class:`rulekit.server.fetching.Fetchers`, restarted on reload and stopped first at shutdown.
 * **Shutdown** on SIGTERM/SIGINT: the server stops accepting connections, answered requests are
   finished; the processor finishes its round, the dispatcher lets executing calls finish (up to
   a grace period) and hands back the claims of jobs that were waiting; then the store and the
@@ -45,6 +47,7 @@ from rulekit.runtime.metrics import Metrics
 from rulekit.runtime.processor import Processor
 from rulekit.runtime.worker import Limits
 from rulekit.server.app import create_app
+from rulekit.server.fetching import Fetchers
 from rulekit.server.ingest import Ingest
 from rulekit.snapshot import Snapshot, load_snapshot, problems_of
 from rulekit.store import open_store
@@ -112,6 +115,7 @@ class Daemon:
         self.evaluator: Evaluator | None = None
         self.processor: Processor | None = None
         self.dispatcher: Dispatcher | None = None
+        self.fetchers: Fetchers | None = None
         self.ingest = Ingest(lambda: self._snapshot, None, self.metrics, self._wake)  # type: ignore[arg-type]
         self.app = create_app(self)
 
@@ -163,6 +167,8 @@ class Daemon:
             asyncio.create_task(self.processor.run(), name="rulekit-processor"),
             asyncio.create_task(self.dispatcher.run(), name="rulekit-dispatcher"),
         ]
+        self.fetchers = Fetchers(self.commit, lambda: self._snapshot, self.metrics, self._wake)
+        self.fetchers.follow(self._snapshot)
         if self.watch:
             self._tasks.append(asyncio.create_task(self._watch(), name="rulekit-watch"))
         self._tasks.append(asyncio.create_task(self._retention(), name="rulekit-retention"))
@@ -189,6 +195,8 @@ class Daemon:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         assert self.processor and self.dispatcher and self.commit and self._stop_watching
+        if self.fetchers is not None:  # no more updates in; what was fetched is in the inbox
+            await self.fetchers.stop()
         self.processor.stop()
         self._stop_watching.set()
         await self.dispatcher.stop()
@@ -246,6 +254,8 @@ class Daemon:
             old, self._snapshot = self._snapshot, new
             if self.evaluator is not None:
                 self.evaluator.want(new)
+            if self.fetchers is not None:
+                self.fetchers.follow(new)
             self.problems = problems_of(new)
             for name in ("storage", "server"):
                 if getattr(old.config.raw, name) != getattr(new.config.raw, name):

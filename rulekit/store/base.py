@@ -277,6 +277,20 @@ class Journal(abc.ABC):
         their lease instead."""
         raise NotImplementedError(f"{type(self).__name__} cannot release claims")
 
+    # leases --------------------------------------------------------------------------------
+    def hold_lease(
+        self, name: str, owner: str, seconds: float, *, now: datetime | None = None
+    ) -> bool:
+        """Take the lease ``name`` for ``owner`` until ``seconds`` from now, or renew it; True
+        when ``owner`` holds it, False when another owner holds it unexpired. One daemon of
+        several does a thing at a time this way (e.g. polling a channel's updates); when it
+        stops renewing, the lease runs out and another takes it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot hold leases")
+
+    def release_lease(self, name: str, owner: str) -> None:
+        """Give up the lease ``name`` if ``owner`` holds it (another may take it at once)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot hold leases")
+
     # pacing shared by daemons ----------------------------------------------------------------
     shares_pacing: bool = False
     """Whether several daemons use this store at once, so that per-destination pacing must be

@@ -93,6 +93,7 @@ class MemoryState(JournaledState):
         self.seen: set[tuple[str, str]] = set()
         self.cooldowns: dict[tuple[str, str], datetime] = {}
         self.positions: dict[str, int] = {}
+        self.leases: dict[str, tuple[str, datetime]] = {}  # name -> (owner, until)
         self.inbox: dict[int, InboxItem] = {}
         self.delivery_keys: dict[tuple[str, str], int] = {}
         self.events: dict[str, EventRecord] = {}  # in processing order
@@ -426,6 +427,21 @@ class MemoryState(JournaledState):
     # reading the record ----------------------------------------------------------------------
     def release_claims(self, owner: str) -> int:
         return _release(self.inbox, owner) + _release(self.outbox, owner)
+
+    def hold_lease(
+        self, name: str, owner: str, seconds: float, *, now: datetime | None = None
+    ) -> bool:
+        now = utc(now)
+        held = self.leases.get(name)
+        if held is not None and held[0] != owner and held[1] > now:
+            return False
+        self.leases[name] = (owner, now + timedelta(seconds=seconds))
+        return True
+
+    def release_lease(self, name: str, owner: str) -> None:
+        held = self.leases.get(name)
+        if held is not None and held[0] == owner:
+            del self.leases[name]
 
     def get_event(self, event_id: str) -> EventRecord | None:
         return self.events.get(event_id)

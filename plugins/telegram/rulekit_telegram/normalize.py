@@ -53,7 +53,7 @@ class Normalizer:
         key = str(message.chat_id)
         known_conversation = state.get_conversation(self.channel, key)
         known_client = state.get_client(self.channel, str(message.user.id))
-        client = self.client(message.user, known_client)
+        client = self.client(message.user, known_client, seen_at=_activity(message))
         conversation = known_conversation
         events: list[Event] = []
 
@@ -73,7 +73,27 @@ class Normalizer:
             )
 
         when = (message.edit_date or message.date) if message.edited else message.date
-        if conversation is not None and known_client is not None and client is not known_client:
+        idle_since = known_client.last_visit if known_client is not None else None
+        if (
+            conversation is not None
+            and conversation.status == "open"
+            and idle_since is not None
+            and when is not None
+            and when - idle_since >= self.settings.close_after
+        ):
+            # Nobody wrote for close_after: the conversation closed then, before this update.
+            conversation = conversation.model_copy(update={"status": "closed"})
+            emit(
+                "closed",
+                f"idle:{message.chat_id}:{int(idle_since.timestamp())}",
+                idle_since + self.settings.close_after,
+            )
+
+        if (
+            conversation is not None
+            and known_client is not None
+            and _profile_changed(known_client, client)
+        ):
             digest = _digest(str(getattr(client, f)) for f in PROFILE_FIELDS)
             emit("client_updated", f"client:{client.id}:{digest}", when)
 
@@ -110,16 +130,20 @@ class Normalizer:
                 state.save_client(self.channel, client)
         return events
 
-    def client(self, user: TelegramUser, known: Client | None) -> Client:
+    def client(
+        self, user: TelegramUser, known: Client | None, *, seen_at: datetime | None = None
+    ) -> Client:
         """The client record: the user's profile as Telegram sent it now, over what was known
-        (a field Telegram left out keeps its known value); an unchanged record is ``known``."""
+        (a field Telegram left out keeps its known value), and ``last_visit``, when they last
+        wrote (``seen_at``); an unchanged record is ``known``."""
         custom = dict(known.custom) if known is not None else {}
         if user.username:
             custom["telegram_username"] = user.username
-        values = {
+        values: dict[str, Any] = {
             "name": user.name,
             "display_name": f"@{user.username}" if user.username else None,
             "language": user.language_code,
+            "last_visit": seen_at,
         }
         if known is not None:
             values = {k: v if v is not None else getattr(known, k) for k, v in values.items()}
@@ -147,6 +171,15 @@ class Normalizer:
             kind=message.kind,
             edited=message.edited,
         )
+
+
+def _profile_changed(known: Client, client: Client) -> bool:
+    return any(getattr(known, f) != getattr(client, f) for f in PROFILE_FIELDS)
+
+
+def _activity(message: TelegramMessage) -> datetime | None:
+    """When the user was last active: the message's date, or the edit's."""
+    return (message.edit_date or message.date) if message.edited else message.date
 
 
 def _digest(parts: Any) -> str:

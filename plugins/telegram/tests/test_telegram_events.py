@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from rulekit.errors import ChannelError
@@ -191,3 +191,41 @@ def test_a_body_that_is_no_update_is_a_clear_channel_error(body: bytes, message:
     with pytest.raises(ChannelError) as caught, store.transaction() as state:
         provider.parse(body, state)
     assert message in str(caught.value)
+
+
+def test_a_conversation_idle_for_close_after_is_closed_before_the_next_message(
+    feed, updates: Updates
+) -> None:
+    first = updates.message(ANN, "Hi")
+    updates.date += 30 * 60 - 1  # the next message comes exactly 30 minutes later
+    events = feed(first, updates.message(ANN, "anyone there?"))
+    assert names(events) == ["created", "closed", "reopened"]
+    closed = events[1]
+    started = first["message"]["date"]
+    assert closed.id == f"telegram:idle:111:{started}"
+    assert closed.occurred_at == datetime.fromtimestamp(started, UTC) + timedelta(minutes=30)
+    assert closed.conversation.status == "closed"
+    assert events[2].client.last_visit == datetime.fromtimestamp(started + 30 * 60, UTC)
+
+
+def test_activity_within_close_after_keeps_the_conversation_open(feed, updates: Updates) -> None:
+    first = updates.message(ANN, "Hi")
+    updates.date += 29 * 60
+    second = updates.message(ANN, "hello?")
+    updates.date += 29 * 60
+    assert names(feed(first, second, updates.message(ANN, "still?"))) == [
+        "created",
+        "message",
+        "message",
+    ]
+
+
+def test_close_after_is_the_channel_s_setting(store, updates: Updates) -> None:
+    provider = make_provider(close_after="2h")
+    first = updates.message(ANN, "Hi")
+    updates.date += 60 * 60
+    events = []
+    for update in (first, updates.message(ANN, "an hour later")):
+        with store.transaction() as state:
+            events.extend(provider.parse(encode(update), state))
+    assert names(events) == ["created", "message"]

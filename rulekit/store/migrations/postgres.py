@@ -165,6 +165,16 @@ ALTER TABLE conversations ALTER COLUMN active_at SET NOT NULL;
 CREATE INDEX conversations_by_activity ON conversations (active_at, channel, key);
 """
 
+LEASES = """
+-- Leases: which daemon does a thing only one should do at a time (e.g. poll a channel's
+-- updates), until when. A holder renews its lease; when it stops, the lease runs out.
+CREATE TABLE leases (
+    name   text PRIMARY KEY,
+    owner  text NOT NULL,
+    until  timestamptz NOT NULL
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", INITIAL),
     Migration(2, "conversation_order", CONVERSATION_ORDER),
@@ -172,5 +182,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "cooldowns_by_conversation", COOLDOWNS_BY_CONVERSATION),
     Migration(5, "job_lanes", JOB_LANES),
     Migration(6, "conversation_activity", CONVERSATION_ACTIVITY),
+    Migration(7, "leases", LEASES),
 )
 check_sequence(MIGRATIONS)

@@ -153,11 +153,22 @@ UPDATE conversations SET active_at = updated_at;
 CREATE INDEX conversations_by_activity ON conversations (active_at, channel, key);
 """
 
+LEASES = """
+-- Leases: which daemon does a thing only one should do at a time (e.g. poll a channel's
+-- updates), until when. A holder renews its lease; when it stops, the lease runs out.
+CREATE TABLE leases (
+    name   TEXT PRIMARY KEY,
+    owner  TEXT NOT NULL,
+    until  TEXT NOT NULL
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", INITIAL),
     Migration(2, "conversation_order", CONVERSATION_ORDER),
     Migration(3, "cooldowns_by_conversation", COOLDOWNS_BY_CONVERSATION),
     Migration(4, "job_lanes", JOB_LANES),
     Migration(5, "conversation_activity", CONVERSATION_ACTIVITY),
+    Migration(6, "leases", LEASES),
 )
 check_sequence(MIGRATIONS)

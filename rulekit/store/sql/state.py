@@ -526,6 +526,32 @@ class SQLState(JournaledState):
             released += cursor.rowcount
         return released
 
+    # leases --------------------------------------------------------------------------------
+    def hold_lease(
+        self, name: str, owner: str, seconds: float, *, now: datetime | None = None
+    ) -> bool:
+        now = utc(now)
+        # The upsert takes the row lock: of two processes taking one lease at once, one wins.
+        row = self._one(
+            "INSERT INTO leases (name, owner, until) VALUES (:name, :owner, :until)"
+            " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until = excluded.until"
+            " WHERE leases.owner = excluded.owner OR leases.until <= :now"
+            " RETURNING owner",
+            {
+                "name": name,
+                "owner": owner,
+                "until": self.dialect.time(now + timedelta(seconds=seconds)),
+                "now": self.dialect.time(now),
+            },
+        )
+        return row is not None
+
+    def release_lease(self, name: str, owner: str) -> None:
+        self.execute(
+            "DELETE FROM leases WHERE name = :name AND owner = :owner",
+            {"name": name, "owner": owner},
+        )
+
     # reading the record ----------------------------------------------------------------------
     def get_event(self, event_id: str) -> EventRecord | None:
         row = self._one("SELECT * FROM events WHERE event_id = :id", {"id": event_id})

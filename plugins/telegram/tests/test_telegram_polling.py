@@ -1,0 +1,161 @@
+"""Long polling, durably: an update is acknowledged to Telegram only once it is in the inbox,
+one poller at a time holds the lease, and a daemon set to ``updates: polling`` answers users
+with no webhook at all."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from rulekit.errors import StoreUnavailable
+from rulekit.runtime.commit import GroupCommit
+from rulekit.runtime.metrics import Metrics
+from rulekit.server.daemon import Daemon
+from rulekit.server.fetching import InboxInbound
+from rulekit.store.base import JournaledStore
+from rulekit.store.sqlite import SQLiteStore
+from rulekit.testing.fake_telegram import FakeTelegram
+from rulekit.testing.telegram_updates import Updates
+from telegram_daemon import Server, wait_for, write_setup
+from telegram_samples import ANN, BORIS, make_provider
+
+from rulekit_telegram.polling import Poller
+
+
+@pytest.fixture
+def telegram() -> Iterator[FakeTelegram]:
+    with FakeTelegram(token="987654:bot-token-secret") as fake:
+        yield fake
+
+
+class FailingFirst(InboxInbound):
+    """The daemon's inbox, whose store is unavailable for the first ``failures`` updates."""
+
+    def __init__(self, *args, failures: int = 1, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.failures = failures
+
+    async def accept(self, body: bytes, **keys) -> bool:
+        if self.failures:
+            self.failures -= 1
+            raise StoreUnavailable("the disk is full")
+        return await super().accept(body, **keys)
+
+
+def inbox(store: JournaledStore) -> list[str | None]:
+    with store.transaction() as state:
+        return sorted(item.delivery_key for item in state.inbox_items())  # type: ignore[misc]
+
+
+async def _poll(store: JournaledStore, telegram: FakeTelegram, steps: int, **options) -> Poller:
+    commit = GroupCommit(store)
+    commit.start()
+    try:
+        provider = make_provider(
+            token=telegram.token, base_url=telegram.service.base_url, updates="polling"
+        )
+        inbound = FailingFirst(
+            "telegram", commit, Metrics(), lambda: None, "daemon-a", lambda: 1 << 20, **options
+        )
+        poller = Poller(provider, inbound, poll_timeout=0, lease=30)
+        for _ in range(steps):
+            await poller.step()
+        await provider.aclose()
+        return poller
+    finally:
+        await commit.aclose()
+
+
+def test_an_update_is_acknowledged_only_once_it_is_in_the_inbox(
+    tmp_path: Path, telegram: FakeTelegram
+) -> None:
+    store = SQLiteStore(tmp_path / "rulekit.sqlite3")
+    updates = Updates()
+    first, second = updates.message(ANN, "one"), updates.message(BORIS, "two")
+    telegram.write(first)
+    telegram.write(second)
+    # the store fails on the first update: nothing is acknowledged, nothing is skipped
+    poller = asyncio.run(_poll(store, telegram, 1, failures=1))
+    assert poller.offset is None
+    assert inbox(store) == []
+    assert len(telegram.pending) == 2
+    # next time both are kept, then acknowledged by the next call's offset
+    asyncio.run(_poll(store, telegram, 2, failures=0))
+    keys = [f"update:{first['update_id']}", f"update:{second['update_id']}"]
+    assert inbox(store) == keys
+    assert telegram.pending == []
+    offsets = [c.json.get("offset") for c in telegram.calls("getUpdates")]
+    assert offsets == [None, None, second["update_id"] + 1]
+    store.close()
+
+
+def test_updates_fetched_again_after_a_crash_are_kept_once(
+    tmp_path: Path, telegram: FakeTelegram
+) -> None:
+    store = SQLiteStore(tmp_path / "rulekit.sqlite3")
+    telegram.write(Updates().message(ANN, "one"))
+    asyncio.run(_poll(store, telegram, 1, failures=0))  # kept, not acknowledged: then "crash"
+    assert len(telegram.pending) == 1
+    asyncio.run(_poll(store, telegram, 2, failures=0))  # a new poller fetches it again
+    assert len(inbox(store)) == 1
+    assert telegram.pending == []
+    store.close()
+
+
+def test_only_the_holder_of_the_lease_polls(tmp_path: Path, telegram: FakeTelegram) -> None:
+    store = SQLiteStore(tmp_path / "rulekit.sqlite3")
+    with store.transaction() as state:
+        assert state.hold_lease("telegram:poll:telegram", "daemon-b", 300)
+    telegram.write(Updates().message(ANN, "one"))
+
+    async def one_step() -> int:
+        commit = GroupCommit(store)
+        commit.start()
+        try:
+            provider = make_provider(
+                token=telegram.token, base_url=telegram.service.base_url, updates="polling"
+            )
+            inbound = InboxInbound(
+                "telegram", commit, Metrics(), lambda: None, "daemon-a", lambda: 1 << 20
+            )
+            poller = Poller(provider, inbound, poll_timeout=0, lease=0.01)
+            return await poller.step()
+        finally:
+            await commit.aclose()
+
+    assert asyncio.run(one_step()) == 0
+    assert telegram.calls("getUpdates") == []
+    with store.transaction() as state:
+        state.release_lease("telegram:poll:telegram", "daemon-b")
+    assert asyncio.run(one_step()) == 1
+    store.close()
+
+
+def test_a_polling_daemon_answers_users_without_a_webhook(
+    tmp_path: Path, telegram: FakeTelegram
+) -> None:
+    config = write_setup(tmp_path, telegram, updates="polling")
+    updates = Updates()
+    with Server(Daemon(config, watch=False)) as server:
+        assert server.daemon.fetchers is not None
+        assert server.daemon.fetchers.channels == ["telegram"]
+        telegram.write(updates.message(ANN, "Hi"))
+        telegram.write(updates.message(ANN, kind="sticker"))
+        wait_for(lambda: len(telegram.messages(111, accepted=True)) == 2)
+        texts = [m.text for m in telegram.messages(111)]
+        assert texts == ["Hello Ann Lee!", "Got sticker: (no text)"]
+        wait_for(lambda: telegram.pending == [])  # acknowledged by the next call
+    # stopped: the lease was given up for the next daemon
+    with SQLiteStore(tmp_path / "rulekit.sqlite3").transaction() as state:
+        assert state.hold_lease("telegram:poll:telegram", "another-daemon", 60)
+
+
+def test_polling_waits_while_a_webhook_is_set(tmp_path: Path, telegram: FakeTelegram) -> None:
+    telegram.webhook = {"url": "https://rk.example.com/webhooks/telegram/x"}
+    store = SQLiteStore(tmp_path / "rulekit.sqlite3")
+    poller = asyncio.run(_poll(store, telegram, 1, failures=0))
+    assert poller.failures == 1  # Telegram's 409 is a failure to wait out, not a crash
+    assert telegram.calls("getUpdates")[0].json["timeout"] == 0
+    store.close()

@@ -1,0 +1,192 @@
+"""Channels that fetch their own updates (long polling): the daemon's side.
+
+A provider whose :meth:`~rulekit.channels.base.Provider.fetches_updates` is true gets a task
+running its :meth:`~rulekit.channels.base.Provider.fetch_updates` with an :class:`InboxInbound`:
+each update goes into the inbox as a webhook body would (the same size limit and JSON checks,
+committed before ``accept`` returns, the same de-duplication by delivery key), and is then
+processed like one. The lease ``hold`` takes is kept in the store, so of several daemons sharing
+it one fetches a channel's updates at a time; the others take over when it stops renewing.
+
+The tasks follow the active snapshot: a reload restarts them with the new providers (an update
+fetched but not yet acknowledged to the service is fetched again, and recognised).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+
+import anyio.to_thread
+
+from rulekit.channels import body as body_json
+from rulekit.channels.base import Provider
+from rulekit.channels.body import BodyError
+from rulekit.errors import ChannelError
+from rulekit.runtime.commit import GroupCommit
+from rulekit.runtime.logs import log
+from rulekit.runtime.metrics import Metrics
+from rulekit.runtime.processor import owner_name
+from rulekit.snapshot import Snapshot
+from rulekit.store.base import JournaledState
+
+logger = logging.getLogger("rulekit.fetching")
+
+INLINE_CHECK_BYTES = 64 * 1024
+"""Updates up to this size are checked on the event loop; bigger ones in a worker thread."""
+
+
+class InboxInbound:
+    """The inbox of one daemon, for one channel's fetched updates."""
+
+    def __init__(
+        self,
+        channel: str,
+        commit: GroupCommit,
+        metrics: Metrics,
+        on_accepted: Callable[[], None],
+        owner: str,
+        max_bytes: Callable[[], int],
+    ) -> None:
+        self.channel = channel
+        self.commit = commit
+        self.metrics = metrics
+        self.on_accepted = on_accepted
+        self.owner = owner
+        self.max_bytes = max_bytes
+        """The size limit of a body (the config's ``server.max_body_bytes``, as reloaded)."""
+        self.held: set[str] = set()
+        """The leases this inbound took (released when the daemon stops)."""
+
+    async def accept(
+        self, body: bytes, *, delivery_key: str, conversation_key: str | None = None
+    ) -> bool:
+        """See :meth:`rulekit.channels.base.Inbound.accept`."""
+        limit = self.max_bytes()
+        if len(body) > limit:
+            raise ChannelError(f"the update is over {limit} bytes")
+        if len(body) > INLINE_CHECK_BYTES:
+            problem = await anyio.to_thread.run_sync(_problem, body)
+        else:
+            problem = _problem(body)
+        if problem is not None:
+            raise ChannelError(str(problem))
+        channel = self.channel
+        _, is_new = await self.commit.run(
+            lambda state: state.append_inbox(
+                channel, body, delivery_key=delivery_key, conversation_key=conversation_key
+            )
+        )
+        if is_new:
+            self.metrics.events_received.labels(channel).inc()
+            self.on_accepted()
+        return is_new
+
+    async def hold(self, name: str, seconds: float) -> bool:
+        """See :meth:`rulekit.channels.base.Inbound.hold`."""
+        key, owner = f"{self.channel}:{name}", self.owner
+        held = await self.commit.run(lambda state: state.hold_lease(key, owner, seconds))
+        if held:
+            self.held.add(name)
+        else:
+            self.held.discard(name)
+        return held
+
+    async def release(self) -> None:
+        """Give up the leases taken, so that another daemon takes over at once."""
+        keys, owner = [f"{self.channel}:{name}" for name in self.held], self.owner
+        self.held = set()
+
+        def release(state: JournaledState) -> None:
+            for key in keys:
+                state.release_lease(key, owner)
+
+        if keys:
+            await self.commit.run(release)
+
+
+def _problem(body: bytes) -> BodyError | None:
+    try:
+        body_json.load(body)
+    except BodyError as exc:
+        return exc
+    return None
+
+
+class Fetchers:
+    """The fetching tasks of one daemon, one per channel whose provider fetches updates."""
+
+    def __init__(
+        self,
+        commit: GroupCommit,
+        snapshot: Callable[[], Snapshot],
+        metrics: Metrics,
+        on_accepted: Callable[[], None],
+    ) -> None:
+        self.commit = commit
+        self.snapshot = snapshot
+        self.metrics = metrics
+        self.on_accepted = on_accepted
+        # one owner per daemon, even for daemons sharing a process
+        self.owner = f"{owner_name()}:{uuid.uuid4().hex[:8]}"
+        self._tasks: dict[str, tuple[Provider, InboxInbound, asyncio.Task[None]]] = {}
+
+    def follow(self, snapshot: Snapshot) -> None:
+        """Run the fetchers ``snapshot``'s providers ask for; stop the others."""
+        wanted = {
+            channel: provider
+            for channel, provider in snapshot.providers.items()
+            if _fetches(provider)
+        }
+        for channel, (provider, _inbound, task) in list(self._tasks.items()):
+            if wanted.get(channel) is not provider:
+                del self._tasks[channel]
+                task.cancel()
+        for channel, provider in wanted.items():
+            if channel not in self._tasks:
+                inbound = InboxInbound(
+                    channel,
+                    self.commit,
+                    self.metrics,
+                    self.on_accepted,
+                    self.owner,
+                    lambda: self.snapshot().config.raw.server.max_body_bytes,
+                )
+                task = asyncio.create_task(
+                    self._run(channel, provider, inbound), name=f"rulekit-fetch-{channel}"
+                )
+                self._tasks[channel] = (provider, inbound, task)
+
+    @property
+    def channels(self) -> list[str]:
+        """The channels being fetched."""
+        return sorted(self._tasks)
+
+    async def _run(self, channel: str, provider: Provider, inbound: InboxInbound) -> None:
+        log(logger, logging.INFO, "fetching updates", channel=channel)
+        try:
+            await provider.fetch_updates(inbound)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log(logger, logging.ERROR, "fetching updates stopped", channel=channel, exc_info=True)
+
+    async def stop(self) -> None:
+        """Cancel every fetcher and give its leases up."""
+        tasks, self._tasks = self._tasks, {}
+        for _, _, task in tasks.values():
+            task.cancel()
+        await asyncio.gather(*(t for _, _, t in tasks.values()), return_exceptions=True)
+        for _, inbound, _ in tasks.values():
+            with contextlib.suppress(Exception):  # it runs out by itself otherwise
+                await inbound.release()
+
+
+def _fetches(provider: Provider) -> bool:
+    try:
+        return provider.fetches_updates()
+    except Exception:  # a plugin's bug must not stop the daemon
+        logger.warning("provider %s: fetches_updates failed", provider.name, exc_info=True)
+        return False
