@@ -156,6 +156,34 @@ class PluginSettings(StrictModel):
     disable: list[str] = Field(default_factory=list)
 
 
+MAX_TAG = 64
+"""Characters a tag may have."""
+MAX_FIELD_NAME = 64
+
+
+def tag_problem(tag: str) -> str | None:
+    """Why ``tag`` is not a tag name (None when it is): 1 to 64 characters, no spaces at either
+    end, no control characters."""
+    if not tag or tag != tag.strip():
+        return f"tag {tag!r} is empty or has spaces at an end"
+    if len(tag) > MAX_TAG:
+        return f"tag {tag[:20]!r}... is longer than {MAX_TAG} characters"
+    if any(ord(c) < 32 or ord(c) == 127 for c in tag):
+        return f"tag {tag!r} has a control character"
+    return None
+
+
+def field_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a conversation field name (None when it is): a letter or ``_``, then
+    letters, digits or ``_``, at most 64 (so that ``conversation.fields.<name>`` reads it)."""
+    if name.isascii() and name.isidentifier() and len(name) <= MAX_FIELD_NAME:
+        return None
+    return (
+        f"field name {name[:70]!r} is not a name (letters, digits and _, starting with a letter "
+        f"or _, at most 64)"
+    )
+
+
 class RawConfig(StrictModel):
     """The file as written; channel and integration settings are validated by plugin models."""
 
@@ -178,6 +206,32 @@ class RawConfig(StrictModel):
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    tags: list[str] | None = Field(
+        None, description="The conversation tags rules may set; free-form when left out."
+    )
+    fields: list[str] | None = Field(
+        None, description="The conversation fields rules may set; free-form when left out."
+    )
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        for tag in value:
+            if problem := tag_problem(tag):
+                raise ValueError(problem)
+        return list(dict.fromkeys(value))
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        for name in value:
+            if problem := field_name_problem(name):
+                raise ValueError(problem)
+        return list(dict.fromkeys(value))
 
     @field_validator("timezone")
     @classmethod

@@ -16,6 +16,15 @@ from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_vali
 
 from rulekit.models import StrictModel
 
+Priority = Literal["low", "normal", "high", "urgent"]
+"""A conversation's priority, lowest first."""
+
+PRIORITIES: tuple[str, ...] = ("low", "normal", "high", "urgent")
+
+Origin = Literal["channel", "rulekit", "console"]
+"""Who caused an event: the channel (from outside), rulekit's own actions, or an agent in the
+console."""
+
 EVENT_NAMES: tuple[str, ...] = (
     "created",
     "message",
@@ -24,6 +33,7 @@ EVENT_NAMES: tuple[str, ...] = (
     "closed",
     "client_updated",
     "assigned",
+    "updated",
 )
 """The event names of the contract, in the order docs list them."""
 
@@ -61,6 +71,9 @@ class Conversation(EventPart):
     _aware = field_validator(
         "last_client_message_at", "last_agent_reply_at", "first_agent_reply_at"
     )(classmethod(lambda cls, v: _aware(v)))
+    priority: Priority | None = None
+    fields: dict[str, Any] = Field(default_factory=dict)
+    """The conversation's own fields (``plan``, ``order_id``...), set by rules or agents."""
 
 
 class Client(EventPart):
@@ -138,12 +151,16 @@ class Event(StrictModel):
     channel: str
     event: str
     occurred_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    origin: Literal["channel", "rulekit", "console"] = "channel"
+    origin: Origin = "channel"
     recovered: bool = False
     conversation: Conversation = Field(default_factory=Conversation)
     client: Client = Field(default_factory=Client)
     message: Message = Field(default_factory=Message)
     agent: Agent = Field(default_factory=Agent)
+    changed: dict[str, Any] = Field(default_factory=dict)
+    """On an ``updated`` event: what changed, ``{from, to}`` per attribute (``priority``,
+    ``assignee``, ``group``), ``{from, to, added, removed}`` for ``tags`` and ``{name: {from,
+    to}}`` for ``fields``; empty on other events."""
     raw: Any = None
     _trigger: Event | None = PrivateAttr(default=None)
     _trigger_view: TriggerEvent | None = PrivateAttr(default=None)
@@ -187,12 +204,21 @@ class Event(StrictModel):
     def _derive_id(self) -> Event:
         if not self.id:
             digest = hashlib.sha256(
-                json.dumps(
-                    self.model_dump(mode="json", exclude={"id", "raw"}), sort_keys=True
-                ).encode()
+                json.dumps(self._identity(), sort_keys=True).encode()
             ).hexdigest()[:20]
             self.id = f"{self.channel}:{self.event}:{digest}"
         return self
+
+    def _identity(self) -> dict[str, Any]:
+        """What a derived id digests: the content, where attributes added to the contract later
+        count only when set (so an event file keeps its id across versions)."""
+        data = self.model_dump(mode="json", exclude={"id", "raw"})
+        for later in ("priority", "fields"):
+            if not data["conversation"][later]:
+                del data["conversation"][later]
+        if not data["changed"]:
+            del data["changed"]
+        return data
 
     def public(self) -> dict[str, Any]:
         """The event as JSON-ready data, without the raw payload."""

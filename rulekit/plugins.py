@@ -23,6 +23,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "rulekit.channels.webhook",
     "rulekit.actions.autoreply",
     "rulekit.actions.assign",
+    "rulekit.actions.tag",
+    "rulekit.actions.set_state",
     "rulekit.actions.play_sound",
     "rulekit.actions.slack",
     "rulekit.actions.telegram",

@@ -9,18 +9,21 @@ named, else the conversation's, else the channel's default group) who have acces
 * ``least_open`` — the agent with the fewest open conversations (ties: directory order).
 
 Nobody eligible is an outcome, not an error: the result says so, and the trace records it.
-A change of assignee produces an ``assigned`` event (origin ``rulekit``).
+A change of assignee or group produces an ``assigned`` event (origin ``rulekit``), then an
+``updated`` event saying what changed (see :mod:`rulekit.actions.conversation`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import Field
 
-from rulekit.actions.base import Action, ActionContext
+from rulekit.actions import conversation as conversations
+from rulekit.actions.base import Action, ActionContext, PlannedChange
 from rulekit.config import AgentEntry, Config
 from rulekit.errors import PermanentActionError
 from rulekit.event import Conversation, Event
@@ -52,6 +55,26 @@ class Assign(Action):
     name = "assign"
     description = "set the responsible agent (explicitly, or round-robin / least-open in a group)"
     Params = AssignParams
+    changes_conversation = True
+
+    @classmethod
+    def planned_change(  # type: ignore[override]
+        cls, params: AssignParams, event: Event, config: Config
+    ) -> PlannedChange:
+        """An explicit agent is known when the plan is made; a strategy picks one when the
+        action runs (the group is known either way)."""
+        conversation = event.conversation
+        group = params.group or conversation.group or default_group(config, event.channel)
+        if params.agent:
+            agent = config.directory.get(params.agent)
+            if agent is None or event.channel not in agent.channels:
+                return PlannedChange(conversation.model_copy(update={"group": group}))
+            return PlannedChange(
+                conversation.model_copy(update={"assignee": agent.email, "group": group})
+            )
+        return PlannedChange(
+            conversation.model_copy(update={"group": group}), frozenset({"assignee"})
+        )
 
     @classmethod
     def check(cls, params: AssignParams, channels: list[str], config: Config) -> list[str]:  # type: ignore[override]
@@ -78,42 +101,45 @@ class Assign(Action):
 
     async def execute(self, params: AssignParams, context: ActionContext) -> dict[str, Any]:  # type: ignore[override]
         event = context.event
-        if context.store is None:
+        store = context.store
+        if store is None:
             raise PermanentActionError("assign needs the conversation store")
         if not event.conversation.id:
             raise PermanentActionError("the event has no conversation id")
-        with context.store.transaction() as state:
-            key, conversation = self._load(state, event)
-            group = self._group(params, conversation, context)
-            agent, reason = self._pick(params, conversation, group, state, context)
-            if agent is None:
-                return {"assigned": None, "group": group, "reason": reason}
-            changed = (
-                conversation.assignee or ""
-            ).lower() != agent.email.lower() or conversation.group != group
-            conversation.assignee = agent.email
-            conversation.group = group
-            state.save_conversation(event.channel, key, conversation)
-        result: dict[str, Any] = {"assigned": agent.email, "group": group, "changed": changed}
+
+        def work() -> tuple[Conversation, dict[str, Any], AgentEntry | None, str, str | None]:
+            with store.transaction() as state:
+                key, before = conversations.load(state, event)
+                group = self._group(params, before, context)
+                agent, reason = self._pick(params, before, group, state, context)
+                if agent is None:
+                    return before, {}, None, reason, group
+                after = before.model_copy(update={"assignee": agent.email, "group": group})
+                changed = conversations.changes(before, after)
+                if changed:
+                    state.save_conversation(event.channel, key, after)
+                return after, changed, agent, "", group
+
+        # the store is called in a worker thread: never on the event loop
+        conversation, changed, agent, reason, group = await asyncio.to_thread(work)
+        if agent is None:
+            return {"assigned": None, "group": group, "reason": reason}
+        result: dict[str, Any] = {
+            "assigned": agent.email,
+            "group": group,
+            "changed": bool(changed),
+        }
         if params.strategy and not params.agent:
             result["strategy"] = params.strategy
         if changed:
             assigned = self._assigned_event(event, conversation)
-            context.emitted.append(assigned)
+            updated = conversations.updated_event(event, conversation, changed)
+            context.emitted.extend([assigned, updated])
             result["event_id"] = assigned.id
+            result["updated_event_id"] = updated.id
         return result
 
     # helpers -------------------------------------------------------------------------------
-    @staticmethod
-    def _load(state: State, event: Event) -> tuple[str, Conversation]:
-        """The stored conversation and its provider key. Providers that keep no conversation
-        state (the generic webhook) get it stored under rulekit's own id."""
-        conversation_id = event.conversation.id or ""
-        found = state.find_conversation(event.channel, conversation_id)
-        if found is not None:
-            return found
-        return conversation_id, event.conversation.model_copy(deep=True)
-
     @staticmethod
     def _group(
         params: AssignParams, conversation: Conversation, context: ActionContext

@@ -37,6 +37,7 @@ class Autoreply(Action):
     client_facing = True
     replies_through_channel = True
     console_role = "reply"
+    sees_conversation = True
 
     def unavailable(self, context: ActionContext | None = None) -> str | None:
         if context is None:
@@ -45,27 +46,38 @@ class Autoreply(Action):
             return f"channel {context.event.channel!r} is not configured"
         return context.provider.reply_problem()
 
+    def would_fail(self, params: AutoreplyParams, context: ActionContext) -> str | None:  # type: ignore[override]
+        if problem := self.unavailable(context):
+            return problem
+        if params.as_agent or "assignee" in context.decided_later:  # someone to send as
+            return None
+        assert context.provider is not None
+        return context.provider.sender_problem(context.event.conversation)
+
     def destination(self, params: Any) -> str:
         return "autoreply"
 
     def _reply(self, params: AutoreplyParams, context: ActionContext) -> Reply:
-        # an ``assign`` earlier in the same plan changed who the reply is sent as
-        conversation = context.event.conversation
-        for emitted in reversed(context.emitted):
-            if emitted.event == "assigned" and emitted.conversation.id == conversation.id:
-                conversation = emitted.conversation
-                break
-        return Reply(conversation, context.event.client, params.text, _agent(params, context))
+        # the conversation as the earlier actions of the plan left it (``sees_conversation``):
+        # after an ``assign``, the reply is sent as the assigned agent
+        return Reply(
+            context.event.conversation, context.event.client, params.text, _agent(params, context)
+        )
 
     def describe(self, params: AutoreplyParams, context: ActionContext) -> str:  # type: ignore[override]
         if context.provider is None:
             return f"reply to client {context.event.client.id}: {params.text!r}"
-        return context.provider.describe_reply(self._reply(params, context))
+        reply = self._reply(params, context)
+        if "assignee" in context.decided_later:
+            picked = "the agent an earlier assign picks"
+            conversation = reply.conversation.model_copy(update={"assignee": picked})
+            reply = Reply(conversation, reply.client, reply.text, reply.agent)
+        return context.provider.describe_reply(reply)
 
     async def execute(self, params: AutoreplyParams, context: ActionContext) -> dict[str, Any]:  # type: ignore[override]
         # Skipping ``recovered`` events is the engine's decision (it knows the rule's options
         # and writes the trace); by the time a call gets here, it is meant to be sent.
-        problem = self.unavailable(context)
+        problem = self.would_fail(params, context)
         if problem or context.provider is None:
             raise PermanentActionError(problem or "no provider")
         provider = context.provider

@@ -12,7 +12,13 @@ An action class declares:
 * ``integration`` and ``Integration`` — the config section (``integrations: {slack: ...}``) and
   its model, when the action talks to an outside service;
 * ``client_facing`` — whether it writes to the client (then ``recovered`` events are skipped
-  unless the rule says otherwise).
+  unless the rule says otherwise);
+* ``changes_conversation`` and :meth:`Action.planned_change` — whether it changes the
+  conversation's state (assignee, group, tags, priority, fields), and how: a plan is a
+  sequence, so the engine applies the change to the conversation the later conditions and
+  templates of the same plan see;
+* ``sees_conversation`` — whether it executes with the conversation as the store holds it when
+  its turn comes (an ``autoreply`` is sent as the agent an earlier ``assign`` of its plan set).
 
 An instance is built per loaded config with the integration's settings (or ``None`` when the
 config has none), describes what it would do (``rulekit test``), and executes (``rulekit run``).
@@ -32,7 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel
 
 from rulekit.actions.pacing import Limit, Pace
-from rulekit.event import Event
+from rulekit.event import Conversation, Event
 from rulekit.expr.markup import Interpolations, map_leaves
 from rulekit.models import StrictModel
 
@@ -62,6 +68,19 @@ class ActionContext:
     delivery: str | None = None
     """An id of this call, the same on every retry of one outbox job (see :func:`delivery_id`);
     None in a dry run."""
+    decided_later: frozenset[str] = frozenset()
+    """In a dry run: conversation attributes an earlier action of the plan decides only when it
+    runs (after an ``assign`` by strategy, ``assignee``)."""
+
+
+@dataclass(frozen=True)
+class PlannedChange:
+    """What a state-changing call will do to the conversation, as far as the plan can tell:
+    the conversation after it, and the attributes only the call itself decides (an ``assign``
+    by strategy picks its agent when it runs: ``{"assignee"}``)."""
+
+    conversation: Conversation
+    decided_later: frozenset[str] = frozenset()
 
 
 def delivery_id(event_id: str, job_id: int) -> str:
@@ -89,6 +108,11 @@ class Action:
     """What the agents' console does with this action: ``"reply"`` (an agent's reply:
     parameters ``text`` and ``as_agent``), ``"client"`` (a change of client data: parameters
     ``name``, ``email``, ``phone``, ``notes``), or nothing (None)."""
+    changes_conversation: ClassVar[bool] = False
+    """Whether a call changes the conversation's state: see :meth:`planned_change`."""
+    sees_conversation: ClassVar[bool] = False
+    """Whether a call executes with the conversation as the store holds it when the call's turn
+    comes (the earlier actions of its lane applied) rather than as the event carried it."""
     timeout: float = DEFAULT_TIMEOUT
     limits: dict[str, Limit] = {}
     """The service's rate limits by name (e.g. ``chat``, ``bot``), used by :meth:`pacing`."""
@@ -140,9 +164,23 @@ class Action:
         skipped unless ``on_recovered`` is set); :attr:`client_facing` by default."""
         return cls.client_facing
 
+    @classmethod
+    def planned_change(cls, params: BaseModel, event: Event, config: Config) -> PlannedChange:
+        """For a :attr:`changes_conversation` action: the conversation as a call with
+        ``params`` leaves the conversation of ``event`` (the event as the plan so far left it),
+        as far as known when the plan is made (pure: no I/O). The engine hands it to the later
+        conditions and templates of the plan."""
+        return PlannedChange(event.conversation)
+
     def unavailable(self, context: ActionContext | None = None) -> str | None:
         """Why this action would fail as configured ("Slack is not configured"), or None."""
         return None
+
+    def would_fail(self, params: BaseModel, context: ActionContext) -> str | None:
+        """Why a call with these (rendered) ``params`` would fail at run time with this config,
+        as far as can be told without making it (``rulekit test`` reports it per action), or
+        None; :meth:`unavailable` by default."""
+        return self.unavailable(context)
 
     def destination(self, params: BaseModel) -> str:
         """The key of the destination pacing applies to (a Slack channel, a Telegram chat)."""

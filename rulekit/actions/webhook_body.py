@@ -47,6 +47,8 @@ def event_document(event: Event) -> dict[str, Any]:
         "origin": event.origin,
         "recovered": event.recovered,
     }
+    if event.changed:  # an ``updated`` event: what changed (a field added within version 1)
+        document["changed"] = event.changed
     for part in EVENT_PARTS:
         document[part] = getattr(event, part).model_dump(mode="json")
     return document

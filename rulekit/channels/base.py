@@ -167,6 +167,11 @@ class Provider:
         """Why replies cannot be sent with the current settings (e.g. missing API keys), or None."""
         return None if self.can_reply else f"the {self.name} provider cannot write to clients"
 
+    def sender_problem(self, conversation: Conversation) -> str | None:
+        """Why a reply in ``conversation`` could not be sent for want of someone to send it as
+        (no assignee and no default sender), or None."""
+        return None
+
     def describe_reply(self, reply: Reply) -> str:
         """A one-line dry-run description of what :meth:`send_reply` would do."""
         return f"reply through {self.name} to client {reply.client.id}: {reply.text!r}"

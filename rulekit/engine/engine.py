@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
+from rulekit.actions.base import PlannedChange
 from rulekit.config import Config, load_config
 from rulekit.engine.index import RuleIndex
 from rulekit.engine.timers import Firing, TimerCancel, TimerSet, cancellers, due_time
@@ -70,6 +71,12 @@ class PlannedAction:
     skipped: str | None = None
     """Why the action is planned but will not run (e.g. a recovered event for a client-facing
     action); None when it runs."""
+    seen: Event | None = field(default=None, repr=False, compare=False)
+    """The event as this action sees it: its conversation as the earlier actions of the plan
+    left it (a plan is a sequence). None: the plan's event, unchanged."""
+    decided_later: frozenset[str] = frozenset()
+    """Conversation attributes an earlier action of the plan decides only when it runs (an
+    ``assign`` by strategy: ``assignee``)."""
 
     def as_dict(self) -> dict[str, Any]:
         out = {
@@ -115,6 +122,9 @@ class Plan(Sequence[PlannedAction]):
         """How many rules of the event's (channel, event) the index left out (not candidates:
         a must-hold condition of theirs cannot hold); their traces are in ``rules`` only when
         asked for (``excluded=True``)."""
+        self.final = event
+        """The event as the whole plan leaves it (its conversation changed by the plan's
+        state-changing actions)."""
 
     def __getitem__(self, index: int) -> PlannedAction:  # type: ignore[override]
         return self.actions[index]
@@ -222,7 +232,7 @@ class Engine:
         plan = Plan(event)
         bucket = self.index.bucket(event.channel, event.event)
         rules = bucket.candidates(event, now, env)
-        plan.excluded = len(bucket.rules) - len(rules)
+        considered = 0
         own = event.origin == "rulekit"
         conversation_id = event.conversation.id
         if conversation_id:
@@ -230,7 +240,12 @@ class Engine:
                 if rule.channels is None or event.channel in rule.channels:
                     plan.cancels.append(TimerCancel(rule.name, conversation_id))
         stopped_by: str | None = None
-        for rule in rules:
+        sequence = _Sequence(event)
+        position = 0
+        while position < len(rules):
+            rule = rules[position]
+            position += 1
+            considered += 1
             if stopped_by is not None:
                 if explain:
                     plan.rules.append(
@@ -250,7 +265,7 @@ class Engine:
             trace = RuleTrace(rule.name, False, "") if explain else None
             current_budget().renew()
             try:
-                matched = self._matches(rule, event, now, env, trace)
+                matched = self._matches(rule, sequence.event, now, env, trace)
             except OverBudget as exc:
                 plan.errors.append(f"rule {rule.name!r}: condition: {exc}")
                 matched = False
@@ -278,9 +293,20 @@ class Engine:
             if rule.timing is not None:
                 self._set_timer(rule, rule.timing, conversation_id, now, plan, trace)
             else:
-                self._plan_actions(rule, event, now, env, plan, trace)
+                self._plan_actions(rule, sequence, now, env, plan, trace)
             if rule.stop:
                 stopped_by = rule.name
+            if sequence.changed:
+                # the conversation changed: the later rules are candidates (or not) by the
+                # conversation as it is now
+                sequence.changed = False
+                rules = rules[:position] + [
+                    later
+                    for later in bucket.candidates(sequence.event, now, env)
+                    if later.position > rule.position
+                ]
+        plan.excluded = len(bucket.rules) - considered
+        plan.final = sequence.event
         return plan
 
     def _set_timer(
@@ -363,7 +389,9 @@ class Engine:
             )
             plan.rules.append(trace)
         if firing.outcome == "fired":
-            self._plan_actions(rule, event, now, self.env, plan, trace)
+            sequence = _Sequence(event)
+            self._plan_actions(rule, sequence, now, self.env, plan, trace)
+            plan.final = sequence.event
         return plan
 
     def _holds(self, timing: Timing, event: Event, now: datetime, trace: RuleTrace | None) -> bool:
@@ -385,7 +413,7 @@ class Engine:
         """Add the trace of every rule the index excluded, in rule order."""
         if not plan.excluded:
             return
-        event = plan.event
+        event = plan.final
         now = (now or event.occurred_at).astimezone(self.config.timezone)
         bucket = self.index.bucket(event.channel, event.event)
         traces = {trace.name: trace for trace in plan.rules}
@@ -422,13 +450,14 @@ class Engine:
     def _plan_actions(
         self,
         rule: Rule,
-        event: Event,
+        sequence: _Sequence,
         now: datetime,
         env: dict[str, str],
         plan: Plan,
         trace: RuleTrace | None,
     ) -> None:
         for step in rule.steps:
+            event = sequence.event
             try:
                 model, params = step.planned(event, now, env)
             except (TemplateError, ValidationError, Exception) as exc:
@@ -446,7 +475,37 @@ class Engine:
                 skipped = (
                     "the message was first seen late (recovered); client-facing actions skip it"
                 )
-            plan.actions.append(PlannedAction(rule.name, step.action, params, model, skipped))
+            plan.actions.append(
+                PlannedAction(
+                    rule.name,
+                    step.action,
+                    params,
+                    model,
+                    skipped,
+                    seen=event if event is not plan.event else None,
+                    decided_later=sequence.decided_later,
+                )
+            )
+            if step.action_class.changes_conversation and not skipped:
+                change = step.action_class.planned_change(model, event, self.config)
+                sequence.apply(change)
+
+
+class _Sequence:
+    """The event as the plan so far leaves it: each state-changing action's planned change is
+    applied to its conversation, for the conditions and templates after it."""
+
+    def __init__(self, event: Event) -> None:
+        self.event = event
+        self.changed = False
+        self.decided_later: frozenset[str] = frozenset()
+
+    def apply(self, change: PlannedChange) -> None:
+        self.decided_later = self.decided_later | change.decided_later
+        if change.conversation == self.event.conversation:
+            return
+        self.event = self.event.model_copy(update={"conversation": change.conversation})
+        self.changed = True
 
 
 class _ConditionFailed(Exception):

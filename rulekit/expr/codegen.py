@@ -49,6 +49,7 @@ ROOT_CODE = {
     "agent": "e.agent",
     "origin": "e.origin",
     "recovered": "e.recovered",
+    "changed": "e.changed",
     "now": "now",
     "env": "env",
     "trigger": "e.trigger",

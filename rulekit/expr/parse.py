@@ -35,6 +35,7 @@ ROOT_TYPES: dict[str, Any] = {
     "agent": Agent,
     "origin": str,
     "recovered": bool,
+    "changed": dict,
     "now": datetime,
     "env": dict,
     "trigger": TriggerEvent,

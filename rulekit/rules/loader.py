@@ -564,7 +564,8 @@ class RuleLoader:
             context = {
                 "channel": e.channel, "event": e.event, "conversation": e.conversation,
                 "client": e.client, "message": e.message, "agent": e.agent, "origin": e.origin,
-                "recovered": e.recovered, "now": now, "env": env, "trigger": e.trigger,
+                "recovered": e.recovered, "changed": e.changed, "now": now, "env": env,
+                "trigger": e.trigger,
             }  # fmt: skip
             return with_budget(lambda: render_stream(template.generate(context)))
 

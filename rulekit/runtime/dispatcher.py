@@ -73,7 +73,7 @@ from rulekit.runtime.sharedpace import (
     store_backoff,
 )
 from rulekit.snapshot import Snapshot
-from rulekit.store.base import JournaledState
+from rulekit.store.base import JournaledState, State
 from rulekit.store.records import EventRecord, Job
 
 if TYPE_CHECKING:
@@ -86,6 +86,22 @@ DEFAULT_LEASE = 60.0
 TIMEOUT_GRACE = 5.0
 """Seconds past an action's own timeout before the dispatcher gives up on the call."""
 IDLE_POLL = 1.0
+
+
+def as_stored(state: State, event: Event) -> Event:
+    """``event`` with its conversation as the store holds it now: for an action that
+    :attr:`~rulekit.actions.base.Action.sees_conversation`, the earlier jobs of its lane (the
+    earlier actions of its plan) applied. The event's own conversation when none is stored."""
+    conversation_id = event.conversation.id
+    if not conversation_id:
+        return event
+    try:
+        found = state.find_conversation(event.channel, conversation_id)
+    except NotImplementedError:
+        return event
+    if found is None:
+        return event
+    return event.model_copy(update={"conversation": found[1]})
 
 
 @dataclass
@@ -315,6 +331,13 @@ class Dispatcher:
                     stopping=self._stopped,
                 ):
                     return None
+                if action.sees_conversation:
+                    context.event = await retry_store(
+                        self.commit,
+                        lambda state: as_stored(state, event),
+                        f"read the conversation of job {job.id}",
+                        stopping=self._stopped,
+                    )
                 before = len(lane.emitted)
                 decision = await self._call(action, params, context, job, record)
                 if self.shares_pacing:  # the next send counts from this answer

@@ -160,5 +160,6 @@ class Pipeline:
     def describe(self, event: Event, planned: Any) -> tuple[str, str | None]:
         """What a planned action would do, and why it would fail (None when it would not)."""
         action = self.engine.actions[planned.action]
-        context = self.context(event)
-        return action.describe(planned.model, context), action.unavailable(context)
+        context = self.context(planned.seen or event)
+        context.decided_later = planned.decided_later
+        return action.describe(planned.model, context), action.would_fail(planned.model, context)

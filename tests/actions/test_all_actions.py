@@ -12,6 +12,7 @@ from rulekit.actions.base import ActionContext
 from rulekit.actions.pacing import Pacer
 from rulekit.engine.engine import Engine
 from rulekit.event import Event
+from rulekit.runtime.dispatcher import as_stored
 from rulekit.runtime.pipeline import Pipeline
 from rulekit.store.memory import MemoryStore
 
@@ -89,7 +90,7 @@ def test_all_five_actions_run_against_the_fakes(
         "telegram",
     ]
     for planned in plan.runnable:
-        assert engine.actions[planned.action].unavailable(pipeline.context(event)) is None
+        assert pipeline.describe(event, planned)[1] is None  # nothing would fail
 
     published: list[dict] = []
     emitted: list[Event] = []
@@ -100,8 +101,12 @@ def test_all_five_actions_run_against_the_fakes(
         try:
             for planned in plan.runnable:
                 action = engine.actions[planned.action]
+                seen = event
+                if action.sees_conversation:  # as the dispatcher hands it: as stored now
+                    with store.transaction() as state:
+                        seen = as_stored(state, event)
                 context = ActionContext(
-                    event=event,
+                    event=seen,
                     config=engine.config,
                     provider=pipeline.providers["online-chat"],
                     store=store,

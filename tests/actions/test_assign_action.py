@@ -38,14 +38,21 @@ def test_an_explicit_agent_is_found_whatever_the_case():
         "group": "support",
         "changed": True,
         "event_id": emitted[0].id,
+        "updated_event_id": emitted[1].id,
     }
     key, conversation = stored(store)
     assert key == "chatra-client-1"  # saved back under the provider's key
     assert conversation.assignee == "Ann@Example.com"
-    [event] = emitted
+    event, updated = emitted  # ``assigned`` as before, then ``updated`` saying what changed
     assert (event.event, event.origin, event.channel) == ("assigned", "rulekit", "online-chat")
     assert event.conversation.assignee == "Ann@Example.com"
     assert event.client.id == "client-1"
+    assert (updated.event, updated.origin) == ("updated", "rulekit")
+    assert updated.changed["assignee"] == {"from": None, "to": "Ann@Example.com"}
+    assert updated.changed["group"] == {}  # unchanged
+    # the same agent again: no change, no event
+    result, emitted = assign(AssignParams(agent="ann@example.com"), store)
+    assert result["changed"] is False and emitted == []
 
 
 def test_an_agent_without_access_to_the_channel_is_not_assigned():

@@ -54,15 +54,18 @@ def reply(action: Autoreply, context) -> dict:
     return asyncio.run(action.execute(AutoreplyParams(text="Hi Mia!"), context))
 
 
-def test_the_reply_goes_through_the_provider_as_the_new_assignee():
+def test_the_reply_goes_through_the_provider_as_the_conversation_it_is_handed():
+    # the dispatcher hands an action that ``sees_conversation`` the conversation as stored when
+    # its turn comes: after an ``assign`` of the same plan, with the new assignee
+    assert Autoreply.sees_conversation
     with FakeService(lambda request: Response(200, {"id": "msg-1"})) as service:
-        assigned = Event(
+        event = Event(
             channel="online-chat",
-            event="assigned",
-            origin="rulekit",
+            event="created",
             conversation={"id": "conv-1", "assignee": "ann@example.com"},
+            client={"id": "client-1"},
         )
-        context = make_context(provider=provider(service.base_url), emitted=[assigned])
+        context = make_context(event, provider=provider(service.base_url))
         assert reply(Autoreply(), context) == {"message_id": "msg-1"}
         [request] = service.requests
     assert request.json == {"to": "client-1", "text": "Hi Mia!", "as": "ann@example.com"}

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 from rulekit.channels import ChannelContext, Provider, Reply
 from rulekit.errors import PermanentActionError
-from rulekit.event import Event
+from rulekit.event import Conversation, Event
 from rulekit.store.base import State
 
 from .api import ChatraAPI
@@ -24,7 +24,7 @@ class ChatraProvider(Provider):
     :meth:`parse` turns a ``chatStarted``, ``chatFragment`` or ``chatTranscript`` webhook body into
     normalized events (see :mod:`rulekit_chatra.normalize`); :meth:`send_reply` writes to the
     visitor through ``POST /messages/``, as the conversation's assignee, or else as the
-    configured ``default_agent_id``.
+    channel's default sender (``default_agent_id`` or ``default_agent``).
     """
 
     name = "chatra"
@@ -70,7 +70,7 @@ class ChatraProvider(Provider):
         who = (
             sender.get("agentEmail")
             or (f"agent {sender['agentId']}" if "agentId" in sender else None)
-            or "no agent (set default_agent_id or assign one)"
+            or "no agent (set default_agent or default_agent_id, or assign one first)"
         )
         return f"Chatra POST /messages/ to client {reply.client.id} as {who}: {reply.text!r}"
 
@@ -82,18 +82,25 @@ class ChatraProvider(Provider):
         sender = self.sender(reply)
         if not sender:
             raise PermanentActionError(
-                f"no agent to send as: the conversation has no assignee and channel "
-                f"{self.channel!r} has no default_agent_id"
+                self.sender_problem(reply.conversation) or "no agent to send as"
             )
         body = {"clientId": reply.client.id, "text": reply.text, **sender}
         body["receivedFrom"] = self.settings.received_from
         return await self.api().send_message(body, timeout=timeout)
 
+    def sender_problem(self, conversation: Conversation) -> str | None:
+        if conversation.assignee or self.settings.default_agent_id or self.settings.default_agent:
+            return None
+        return (
+            f"no agent to send as: the conversation has no assignee and channel "
+            f"{self.channel!r} has no default sender (default_agent or default_agent_id)"
+        )
+
     def sender(self, reply: Reply) -> dict[str, str]:
         """Who a reply is sent as: the agent who writes it (a reply from the console), else the
-        conversation's assignee (by email, named as the directory names them), else the
-        configured ``default_agent_id``; empty when none is set. Chatra creates an agent it
-        does not know by that email."""
+        conversation's assignee (by email, named as the directory names them), else the default
+        sender (``default_agent_id``, or ``default_agent``'s email and name); empty when there
+        is none. Chatra creates an agent it does not know by that email."""
         if reply.agent is not None and reply.agent.email:
             email = reply.agent.email
             return {"agentEmail": email, "agentName": reply.agent.name or email.split("@")[0]}
@@ -105,6 +112,9 @@ class ChatraProvider(Provider):
             return {"agentEmail": email, "agentName": name}
         if self.settings.default_agent_id:
             return {"agentId": self.settings.default_agent_id}
+        if self.settings.default_agent:
+            default = self.settings.default_agent
+            return {"agentEmail": default.email, "agentName": default.name}
         return {}
 
     # client data ---------------------------------------------------------------------------

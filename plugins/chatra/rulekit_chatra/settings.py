@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from rulekit.channels import ChannelSettings
 
 ClientField = Literal[
@@ -29,13 +29,39 @@ CLIENT_FIELDS: tuple[ClientField, ...] = get_args(ClientField)
 DEFAULT_BASE_URL = "https://app.chatra.io/api"
 
 
+class DefaultAgent(BaseModel):
+    """Who replies are sent as when the conversation has no assignee, by email and name (sent
+    as ``agentEmail`` and ``agentName``: Chatra makes an agent of that email if it has none)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: str = Field(min_length=3, description="The sender's email (e.g. bot@shop.example).")
+    name: str = Field(min_length=1, description="The name the visitor sees.")
+
+    @field_validator("email", "name")
+    @classmethod
+    def _stripped(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        if "@" not in value or value.startswith("@") or value.endswith("@"):
+            raise ValueError(f"{value!r} is not an email address")
+        return value
+
+
 class ChatraSettings(ChannelSettings):
     """Settings of a channel served by the ``chatra`` provider.
 
     The API keys are in Chatra's dashboard (Settings → Preferences → API keys); they are needed
     only to send replies. ``received_from`` tags rulekit's own replies so that their echoes in
-    later webhooks are recognised and dropped. ``default_agent_id`` is the Chatra agent replies
-    are sent as when the conversation has no assignee. ``client_data`` lists which client fields
+    later webhooks are recognised and dropped. Replies are sent as the conversation's assignee;
+    with none, as the *default sender*: ``default_agent_id`` (an existing Chatra agent's id) or
+    ``default_agent`` (an email and a name), not both. ``client_data`` lists which client fields
     are taken from Chatra (all by default); leave out what your privacy policy does not allow.
     """
 
@@ -47,6 +73,11 @@ class ChatraSettings(ChannelSettings):
     )
     default_agent_id: str | None = Field(
         None, description="Chatra agent id replies are sent as when no agent is assigned."
+    )
+    default_agent: DefaultAgent | None = Field(
+        None,
+        description="Email and name replies are sent as when no agent is assigned "
+        "(instead of default_agent_id).",
     )
     client_data: list[ClientField] = Field(
         default_factory=lambda: list(CLIENT_FIELDS),
@@ -62,6 +93,12 @@ class ChatraSettings(ChannelSettings):
         if isinstance(value, SecretStr) and not value.get_secret_value().strip():
             return None
         return value
+
+    @model_validator(mode="after")
+    def _one_default_sender(self) -> ChatraSettings:
+        if self.default_agent_id and self.default_agent:
+            raise ValueError("set default_agent_id or default_agent, not both")
+        return self
 
     @field_validator("base_url")
     @classmethod

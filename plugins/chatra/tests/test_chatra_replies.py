@@ -188,7 +188,7 @@ def test_without_keys_nothing_is_sent(fake_chatra):
 
 def test_without_an_agent_to_send_as_nothing_is_sent(fake_chatra):
     provider = make_provider(base_url=fake_chatra.base_url, **fake_chatra.keys)
-    with pytest.raises(PermanentActionError, match="no default_agent_id"):
+    with pytest.raises(PermanentActionError, match="no default sender"):
         send(provider)
     assert fake_chatra.requests == []
 

@@ -59,3 +59,25 @@ def test_empty_keys_are_unset():
     # What ``${CHATRA_SECRET_KEY}`` gives when the variable is not set.
     settings = ChatraSettings(public_key="", secret_key=" ", default_agent_id="")
     assert (settings.public_key, settings.secret_key, settings.default_agent_id) == (None,) * 3
+
+
+def test_a_default_sender_by_email_and_name_or_by_id_not_both():
+    settings = ChatraSettings.model_validate(
+        {"default_agent": {"email": " bot@shop.example ", "name": "Shop Bot"}}
+    )
+    assert settings.default_agent is not None
+    assert (settings.default_agent.email, settings.default_agent.name) == (
+        "bot@shop.example",
+        "Shop Bot",
+    )
+    for wrong, message in (
+        (
+            {"default_agent": {"email": "bot@shop.example", "name": "B"}, "default_agent_id": "a1"},
+            "not both",
+        ),
+        ({"default_agent": {"email": "bot", "name": "B"}}, "not an email"),
+        ({"default_agent": {"email": "bot@shop.example", "name": " "}}, "must not be empty"),
+        ({"default_agent": {"email": "bot@shop.example"}}, "name"),
+    ):
+        with pytest.raises(ValidationError, match=message):
+            ChatraSettings.model_validate(wrong)

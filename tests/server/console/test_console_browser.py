@@ -157,7 +157,13 @@ def test_hostile_client_data_stays_text(console_server: ConsoleServer, ann_page:
 
     event = make_event(
         channel="online-chat",
-        conversation={"id": "conv-x", "page": "javascript:alert(1)"},
+        conversation={
+            "id": "conv-x",
+            "page": "javascript:alert(1)",
+            "tags": ["vip", "<i>billing</i>"],
+            "priority": "urgent",
+            "fields": {"plan": HOSTILE, "seats": 12},
+        },
         client={
             "id": "v1",
             "name": HOSTILE,
@@ -201,6 +207,10 @@ def test_hostile_client_data_stays_text(console_server: ConsoleServer, ann_page:
     assert "Riga, Latvia" in panel
     custom = ann_page.find_element(By.ID, "client-custom").text
     assert "<b>plan</b>" in custom and "<script>x</script>" in custom
+    facts = ann_page.find_element(By.ID, "conversation-facts").text
+    assert "vip, <i>billing</i>" in facts and "urgent" in facts  # tags and priority
+    fields = ann_page.find_element(By.ID, "conversation-fields").text
+    assert HOSTILE in fields and "12" in fields
     conversation = ann_page.find_element(By.ID, "conversation")
     assert conversation.find_elements(By.TAG_NAME, "img") == []
     assert conversation.find_elements(By.TAG_NAME, "script") == []

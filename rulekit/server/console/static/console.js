@@ -317,9 +317,11 @@
     const c = data.conversation || {};
     facts($("conversation-facts"), [
       ["Channel", data.channel], ["Status", c.status], ["Group", c.group], ["Assignee", c.assignee],
-      ["Tags", (c.tags || []).join(", ")], ["Page", c.page ? safeLink(c.page) : null],
-      ["Link", c.link ? safeLink(c.link) : null],
+      ["Tags", (c.tags || []).join(", ")], ["Priority", c.priority],
+      ["Page", c.page ? safeLink(c.page) : null], ["Link", c.link ? safeLink(c.link) : null],
     ]);
+    const fields = c.fields && typeof c.fields === "object" ? c.fields : {};
+    facts($("conversation-fields"), Object.entries(fields).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)]));
     const client = data.client || {};
     facts($("client-panel"), CLIENT_FIELDS.map(([label, get]) => [label, get(client)]));
     const custom = client.custom && typeof client.custom === "object" ? client.custom : {};

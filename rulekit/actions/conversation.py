@@ -1,0 +1,119 @@
+"""Changing a conversation's state: what changed, and the ``updated`` event that says so.
+
+The state-changing actions (``assign``, ``tag``, ``set``) share this: a change is applied to the
+stored conversation in one store transaction (run in a worker thread, never on the event loop),
+and when it changed anything, one ``updated`` event (origin ``rulekit``) carries ``changed``:
+
+* ``changed.tags`` — ``{from, to, added, removed}`` (lists); ``{added: [], removed: []}`` when
+  the tags did not change, so ``'vip' in changed.tags.added`` is simply false;
+* ``changed.fields`` — ``{name: {from, to}}`` for each field that changed;
+* ``changed.priority``, ``changed.assignee``, ``changed.group`` — ``{from, to}``; ``{}`` when
+  unchanged (so ``changed.priority.to`` reads none).
+
+A call that changes nothing (the same value again) emits no ``updated``: a rule that sets what
+it matches on therefore cannot loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from rulekit.errors import PermanentActionError
+from rulekit.event import Conversation, Event
+from rulekit.store.base import State, Store
+
+SCALARS: tuple[str, ...] = ("priority", "assignee", "group")
+"""Attributes whose change is ``{from, to}``."""
+
+
+def changes(before: Conversation, after: Conversation) -> dict[str, Any]:
+    """What changed from ``before`` to ``after`` (``changed`` of an ``updated`` event); empty
+    when nothing did."""
+    changed: dict[str, Any] = {}
+    for name in SCALARS:
+        old, new = getattr(before, name), getattr(after, name)
+        if name == "assignee" and (old or "").lower() == (new or "").lower():
+            continue
+        if old != new:
+            changed[name] = {"from": old, "to": new}
+    if before.tags != after.tags:
+        changed["tags"] = {
+            "from": list(before.tags),
+            "to": list(after.tags),
+            "added": [tag for tag in after.tags if tag not in before.tags],
+            "removed": [tag for tag in before.tags if tag not in after.tags],
+        }
+    fields = {
+        name: {"from": before.fields.get(name), "to": after.fields.get(name)}
+        for name in sorted(set(before.fields) | set(after.fields))
+        if before.fields.get(name) != after.fields.get(name)
+    }
+    if fields:
+        changed["fields"] = fields
+    if not changed:
+        return {}
+    return {
+        **{name: {} for name in SCALARS},
+        "tags": {"added": [], "removed": []},
+        "fields": {},
+        **changed,
+    }
+
+
+def updated_event(cause: Event, conversation: Conversation, changed: dict[str, Any]) -> Event:
+    """The ``updated`` event of a change ``cause``'s plan made (origin ``rulekit``). Its id is
+    stable for a redelivery of the same change, without values (emails) in ids and logs."""
+    digest = hashlib.sha256(repr(sorted(_flat(changed))).encode()).hexdigest()[:12]
+    return Event(
+        id=f"{cause.id}/updated/{digest}",
+        channel=cause.channel,
+        event="updated",
+        occurred_at=datetime.now(UTC),
+        origin="rulekit",
+        conversation=conversation.model_copy(deep=True),
+        client=cause.client.model_copy(deep=True),
+        changed=changed,
+    )
+
+
+def _flat(value: Any, prefix: str = "") -> list[str]:
+    if isinstance(value, dict):
+        return [item for key, v in value.items() for item in _flat(v, f"{prefix}.{key}")]
+    return [f"{prefix}={value!r}"]
+
+
+def load(state: State, event: Event) -> tuple[str, Conversation]:
+    """The stored conversation of ``event`` and its provider key. Providers that keep no
+    conversation state (the generic webhook) get it stored under rulekit's own id."""
+    conversation_id = event.conversation.id or ""
+    found = state.find_conversation(event.channel, conversation_id)
+    if found is not None:
+        return found
+    return conversation_id, event.conversation.model_copy(deep=True)
+
+
+async def change(
+    store: Store | None, event: Event, apply: Callable[[Conversation], Conversation]
+) -> tuple[Conversation, dict[str, Any]]:
+    """Apply ``apply`` to the stored conversation of ``event`` in one transaction (in a worker
+    thread); returns the conversation after it and what changed (empty: nothing, and nothing
+    was written)."""
+    if store is None:
+        raise PermanentActionError("changing the conversation needs the conversation store")
+    if not event.conversation.id:
+        raise PermanentActionError("the event has no conversation id")
+
+    def work() -> tuple[Conversation, dict[str, Any]]:
+        with store.transaction() as state:
+            key, before = load(state, event)
+            after = apply(before.model_copy(deep=True))
+            changed = changes(before, after)
+            if changed:
+                state.save_conversation(event.channel, key, after)
+            return after, changed
+
+    return await asyncio.to_thread(work)

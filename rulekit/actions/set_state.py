@@ -1,0 +1,145 @@
+"""``set``: the conversation's priority and fields.
+
+``set: {priority: high, fields: {plan: "{{ client.custom.plan }}"}}``. ``priority`` is one of
+``low``, ``normal``, ``high``, ``urgent``; ``fields`` maps names (letters, digits and ``_``) to
+text, numbers, booleans, or ``null`` to remove the field. When the config lists ``fields:``,
+only those names (with a suggestion otherwise). The same value again changes nothing. A change
+emits one ``updated`` event (see :mod:`rulekit.actions.conversation`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from rulekit.actions import conversation as conversations
+from rulekit.actions.base import Action, ActionContext, PlannedChange
+from rulekit.config import Config, field_name_problem
+from rulekit.errors import PermanentActionError, did_you_mean
+from rulekit.event import Conversation, Event, Priority
+from rulekit.hookspecs import hookimpl
+from rulekit.models import StrictModel
+from rulekit.registry import ActionRegistry
+
+MAX_FIELDS = 50
+"""Fields one call may set, and fields a conversation may have."""
+MAX_VALUE = 1000
+"""Characters a field's text value may have."""
+
+FieldValue = str | int | float | bool | None
+
+
+class SetParams(StrictModel):
+    priority: Priority | None = Field(
+        None, description="The conversation's priority: low, normal, high or urgent."
+    )
+    fields: dict[str, FieldValue] = Field(
+        default_factory=dict,
+        description="Conversation fields to set (null removes one).",
+        max_length=MAX_FIELDS,
+    )
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, value: dict[str, FieldValue]) -> dict[str, FieldValue]:
+        for name, item in value.items():
+            if problem := field_name_problem(name):
+                raise ValueError(problem)
+            if isinstance(item, str) and len(item) > MAX_VALUE:
+                raise ValueError(f"field {name!r}: longer than {MAX_VALUE} characters")
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> SetParams:
+        if self.priority is None and not self.fields:
+            raise ValueError("set a priority or fields")
+        return self
+
+
+def unknown_fields(params: SetParams, config: Config) -> list[str]:
+    """Problems with names the config's ``fields:`` list does not have (none without a list)."""
+    allowed = config.raw.fields
+    if allowed is None:
+        return []
+    return [
+        f"unknown field {name!r}{did_you_mean(name, allowed)} (config: fields)"
+        for name in params.fields
+        if name not in allowed
+    ]
+
+
+def set_on(params: SetParams, conversation: Conversation, config: Config) -> Conversation:
+    """``conversation`` with the call's priority and fields (names the config does not allow
+    are left out)."""
+    allowed = config.raw.fields
+    fields = dict(conversation.fields)
+    for name, value in params.fields.items():
+        if allowed is not None and name not in allowed:
+            continue
+        if value is None:
+            fields.pop(name, None)
+        elif name in fields or len(fields) < MAX_FIELDS:
+            fields[name] = value
+    update: dict[str, Any] = {"fields": fields}
+    if params.priority is not None:
+        update["priority"] = params.priority
+    return conversation.model_copy(update=update)
+
+
+class SetState(Action):
+    """Set the conversation's priority and fields."""
+
+    name = "set"
+    description = "set the conversation's priority and fields"
+    Params = SetParams
+    changes_conversation = True
+
+    @classmethod
+    def check(cls, params: SetParams, channels: list[str], config: Config) -> list[str]:  # type: ignore[override]
+        return unknown_fields(params, config)
+
+    @classmethod
+    def planned_change(  # type: ignore[override]
+        cls, params: SetParams, event: Event, config: Config
+    ) -> PlannedChange:
+        return PlannedChange(set_on(params, event.conversation, config))
+
+    def would_fail(self, params: SetParams, context: ActionContext) -> str | None:  # type: ignore[override]
+        problems = unknown_fields(params, context.config)
+        return "; ".join(problems) or super().would_fail(params, context)
+
+    def describe(self, params: SetParams, context: ActionContext) -> str:  # type: ignore[override]
+        before = context.event.conversation
+        after = set_on(params, before, context.config)
+        changed = conversations.changes(before, after)
+        if not changed:
+            return "set on the conversation: no change"
+        parts = []
+        if changed["priority"]:
+            parts.append(f"priority {before.priority} → {after.priority}")
+        for name, values in changed["fields"].items():
+            parts.append(f"{name} {values['from']!r} → {values['to']!r}")
+        return "set on the conversation: " + ", ".join(parts)
+
+    async def execute(self, params: SetParams, context: ActionContext) -> dict[str, Any]:  # type: ignore[override]
+        if problems := unknown_fields(params, context.config):
+            raise PermanentActionError("; ".join(problems))
+        after, changed = await conversations.change(
+            context.store, context.event, lambda c: set_on(params, c, context.config)
+        )
+        result: dict[str, Any] = {
+            "priority": after.priority,
+            "fields": sorted(params.fields),
+            "changed": bool(changed),
+        }
+        if changed:
+            updated = conversations.updated_event(context.event, after, changed)
+            context.emitted.append(updated)
+            result["event_id"] = updated.id
+        return result
+
+
+@hookimpl
+def rulekit_register_actions(register: ActionRegistry) -> None:
+    register.add(SetState)
