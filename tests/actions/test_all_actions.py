@@ -124,7 +124,7 @@ def test_all_five_actions_run_against_the_fakes(
     assign, autoreply, sound, slack, telegram = asyncio.run(dispatch())
 
     assert assign["assigned"] == "Ann@Example.com"  # bob has no access to the channel
-    assert [e.event for e in emitted] == ["assigned"]
+    assert [e.event for e in emitted] == ["assigned", "updated"]
     assert autoreply  # the provider's answer, for the audit
     [reply] = chatra.sent
     assert reply["clientId"] == "chatra-client-9" and reply["text"] == "Hi <!channel> & Co!"
