@@ -4,7 +4,7 @@ storage URL of the config (``storage:``) that picks one.
 * ``sqlite:///rulekit.sqlite3`` — a file relative to the config's directory (the default);
 * ``sqlite:////var/lib/rulekit/rulekit.sqlite3`` — an absolute path (four slashes);
 * ``sqlite:///rulekit.sqlite3?synchronous=normal`` — the opt-down from ``FULL`` durability;
-* ``memory://`` — nothing kept when the process ends (tests, trials);
+* ``memory://`` — SQLite in memory, nothing kept when the process ends (tests, trials);
 * ``postgresql://user@host:5432/db?schema=rulekit`` — several daemons on one database (the
   ``postgres`` extra: ``pip install 'rulekit[postgres]'``; see :mod:`rulekit.store.postgres`).
 """

@@ -1,9 +1,9 @@
 """The store interface: the conversation state the engine and providers read and update.
 
 Providers derive events from it (is this chat closed? was this message seen?), the engine reads
-cooldown marks from it, and ``assign`` keeps its round-robin positions in it. The in-memory
-implementation serves ``rulekit test``; the daemon's durable stores (SQLite, PostgreSQL)
-implement the same interface, so nothing here may assume one backend.
+cooldown marks from it, and ``assign`` keeps its round-robin positions in it. The stores
+(SQLite, PostgreSQL, and SQLite in memory for ``rulekit test``) implement it with one body of
+SQL (:mod:`rulekit.store.sql`), but nothing here may assume one backend.
 
 All methods are synchronous and are called inside :meth:`Store.transaction`: everything one event
 changes is committed together, or not at all.

@@ -76,7 +76,7 @@ def _too_new(path: Path, status: SchemaStatus) -> StoreError:
     )
 
 
-def _apply_migrations(conn: sqlite3.Connection, path: Path) -> SchemaStatus:
+def apply_migrations(conn: sqlite3.Connection, path: Path) -> SchemaStatus:
     """Apply the pending steps in one ``BEGIN IMMEDIATE`` transaction (the version is re-read
     under the write lock, so concurrent openers apply each step once)."""
     conn.execute("BEGIN IMMEDIATE")
@@ -138,6 +138,11 @@ class SQLiteStore(JournaledStore):
     schema that is behind instead of migrating it. A schema newer than this code always refuses.
     """
 
+    _conn: sqlite3.Connection | None
+    _reader: sqlite3.Connection | None
+    _identity: tuple[int, int] | None
+    _holder: int | None
+
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -151,14 +156,7 @@ class SQLiteStore(JournaledStore):
             raise StoreError(
                 f"synchronous must be one of {', '.join(SYNCHRONOUS_LEVELS)}, not {synchronous!r}"
             )
-        self.path = Path(path)
-        self.synchronous = level
-        self._lock = threading.Lock()
-        self._holder: int | None = None
-        self._conn: sqlite3.Connection | None = None
-        self._reader: sqlite3.Connection | None = None
-        self._read_lock = threading.Lock()
-        self._identity: tuple[int, int] | None = None
+        self._setup(Path(path), level)
         try:
             self._conn = self._open(busy_timeout, upgrade)
             self._identity = _identity(self.path)
@@ -167,6 +165,17 @@ class SQLiteStore(JournaledStore):
             if unavailable is None:
                 raise
             raise unavailable from exc
+
+    def _setup(self, path: Path, synchronous: str) -> None:
+        """The fields of a store before its database is open (the memory store's too)."""
+        self.path = path
+        self.synchronous = synchronous
+        self._lock = threading.Lock()
+        self._holder = None
+        self._conn = None
+        self._reader = None
+        self._read_lock = threading.Lock()
+        self._identity = None
 
     def _open(self, busy_timeout: float, upgrade: bool) -> sqlite3.Connection:
         # isolation_level=None: the module issues no implicit BEGIN/COMMIT; we do it ourselves.
@@ -194,7 +203,7 @@ class SQLiteStore(JournaledStore):
                     raise StoreError(
                         f"SQLite store {self.path}: {status}; run `rulekit db upgrade`"
                     )
-                _apply_migrations(conn, self.path)
+                apply_migrations(conn, self.path)
             # Fail now, not on the first webhook, when the file cannot be written: SQLite only
             # notices a read-only file at the first change, so make one and roll it back.
             conn.execute("BEGIN IMMEDIATE")

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from rulekit.errors import StoreError
 from rulekit.event import Client, Conversation
 from rulekit.store import JobSpec
 from rulekit.store.records import utc
@@ -208,6 +209,15 @@ def test_next_position_is_atomic_across_threads_and_connections(backend, threads
 
     threads(work, count)
     assert sorted(results) == list(range(per_thread * count))
+
+
+def test_a_closed_store_refuses_transactions(backend):
+    store = backend.open()
+    with store.transaction() as state:
+        state.set_cooldown("rule", "1", T0)
+    store.close()
+    with pytest.raises(StoreError, match="closed"), store.transaction():
+        pass
 
 
 def test_durable_state_survives_closing_and_reopening(backend, make_event):

@@ -130,7 +130,8 @@ def test_contact_data_becoming_known_is_client_updated_before_the_message(feed, 
     assert message.client.email == "olivia.brown@example.com"
     assert updated.message.id is None
     assert updated.occurred_at == message.occurred_at
-    stored = store.state.get_client(CHANNEL, ANON)
+    with store.transaction() as state:
+        stored = state.get_client(CHANNEL, ANON)
     assert stored is not None and stored.phone == "+44 20 7946 0958"
     assert stored.ip == "192.0.2.77"
 
@@ -182,7 +183,8 @@ def test_a_transcript_of_a_chat_never_seen_recovers_all_of_it(feed, store):
     events = feed("chat_transcript_with_email.json")
     assert names(events) == ["created", "agent_replied", "message", "closed"]
     assert [e.recovered for e in events] == [True, True, True, False]
-    conversation = store.state.get_conversation(CHANNEL, "1lr3pe29gd8afpk054nzdkyayq3s195jmsnd8dud")
+    with store.transaction() as state:
+        conversation = state.get_conversation(CHANNEL, "1lr3pe29gd8afpk054nzdkyayq3s195jmsnd8dud")
     assert conversation is not None and conversation.status == "closed"
 
 
@@ -195,7 +197,8 @@ def test_a_returning_visitor_reopens_the_conversation(feed, store):
     assert reopened.conversation.status == "open"
     assert reopened.conversation.page == "https://shop.example.com/account/orders"
     assert reopened.client.last_visit == datetime(2025, 3, 17, 7, 55, tzinfo=UTC)
-    stored = store.state.get_conversation(CHANNEL, TOM)
+    with store.transaction() as state:
+        stored = state.get_conversation(CHANNEL, TOM)
     assert stored is not None and stored.status == "open"
 
 

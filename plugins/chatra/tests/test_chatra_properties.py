@@ -73,13 +73,15 @@ def mutated_samples(draw) -> Any:
 def parse_or_reject(body: bytes) -> None:
     """Parse into a fresh store: events, or a ChannelError that leaves the state untouched."""
     provider, store = make_provider(), MemoryStore()
-    state = store.state
-    try:
-        events = provider.parse(body, state)
-    except ChannelError as exc:
-        assert str(exc) and "\n" not in str(exc)
-        assert not (state.conversations or state.clients or state.seen)
-        return
+    with store.transaction() as state:
+        try:
+            events = provider.parse(body, state)
+        except ChannelError as exc:
+            assert str(exc) and "\n" not in str(exc)
+            for table in ("conversations", "clients", "seen_messages"):
+                (rows,) = state.execute(f"SELECT count(*) FROM {table}").fetchone()
+                assert rows == 0, table
+            return
     for event in events:
         assert event.channel == "online-chat"
         assert event.occurred_at.tzinfo is not None
