@@ -1,142 +1,430 @@
-"""End to end: webhook → rules → autoreply at a fake Chatra, at a steady 500 webhooks/s.
+"""End to end against the practical limit: `rulekit run` and a hand-written minimal pipeline
+on the same stack, driven the same way in the same run, webhook in → message at a fake Slack.
 
-    python benchmarks/e2e.py               # 500/s for 10 s over 1,000 conversations
-    python benchmarks/e2e.py --quick       # 5 s
-    python benchmarks/e2e.py --rate 300 --seconds 20 --conversations 5000
+    python benchmarks/e2e.py                    # about a minute
+    python benchmarks/e2e.py --quick            # fewer webhooks, shorter latency phase
+    python benchmarks/e2e.py --webhooks 20000 --rate 400 --seconds 30 --rules 1000
 
-A `rulekit run` subprocess (SQLite, synchronous=FULL) receives a mix of Chatra ``chatStarted``
-and ``chatFragment`` webhooks (open loop: sent on schedule whatever the answers), spread over
-many conversations; a rule answers every ``created`` and ``message`` event with an autoreply
-through the fake Chatra API, which records when each reply arrived. Printed: the ack latency,
-and p50/p99 from sending the webhook to the reply arriving at the fake (target p99 <= 50 ms),
-and the daemon's RSS. Per-destination pacing does not apply to autoreplies.
+Both systems receive Chatra ``chatStarted`` / ``chatFragment`` webhooks and post one
+``chat.postMessage`` per webhook to the same fake Slack, each to a channel of its own (so the
+one-message-a-second pacing of a Slack channel is not what limits). The baseline
+(``baseline_pipeline.py``) is uvicorn + starlette → one group-committed SQLite insert (WAL,
+``synchronous=FULL``) → one trivial condition → an aiohttp post. The daemon is ``rulekit run``
+on SQLite (``synchronous=FULL``) with one rule (``--rules N`` adds N - 1 rules of the same
+bucket that the rule index excludes).
+
+Printed for each, and as ratios daemon / baseline:
+
+* **throughput**: ``--webhooks`` posted by 64 keep-alive connections as fast as they are
+  acknowledged; webhooks / seconds from the first post until the fake received the last
+  message (target: the daemon >= 0.5x the baseline);
+* **CPU per webhook** of the server's processes (the daemon's evaluation workers included)
+  over that phase (target: <= 2x the baseline's);
+* **latency** at a fixed offered rate (``--rate``, open loop): ack p99 and webhook → message
+  at the fake p99 (targets at 250/s: 50 ms and 100 ms);
+* the **CPU split by layer** of the daemon, from py-spy samples of its processes in a separate
+  phase (skipped when py-spy is not installed: ``pip install py-spy``; it needs ptrace).
+
+The load generator and the fake Slack are raw asyncio sockets (``rawhttp.py``); the load
+generator's own CPU per webhook is printed, to show it costs less than what it drives.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import random
+import multiprocessing
+import os
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
+import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from daemon_common import (
-    Daemon,
-    chat_fragment,
-    chat_started,
-    percentile,
-    write_config,
-)
+from daemon_common import SECRET, chat_fragment, chat_started, free_port, percentile
+from rawhttp import Sent, closed_loop, fake_slack, open_loop, post_request
 
-RULES = """\
-- name: Answer
+HERE = Path(__file__).parent
+TOKEN = "xoxb-bench"
+CONNECTIONS = 64
+RULE = """\
+- name: Notify
   on: {channel: online-chat, event: [created, message]}
   do:
-    - autoreply: {text: "re {{ message.id }}"}
+    - slack: {channel: "C{{ message.id }}", text: "new {{ message.id }}"}
+"""
+EXCLUDED = """\
+- name: Other {n}
+  on: {{channel: online-chat, event: [created, message]}}
+  if: client.id == "nobody-{n}"
+  do:
+    - slack: {{channel: "C{n}", text: "other {n}"}}
 """
 
 
-async def send(url: str, plan: list[tuple[str, bytes]], rate: float) -> tuple[dict, list]:
-    sent: dict[str, float] = {}
-    acks: list[float] = []
-    statuses: dict[int, int] = {}
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
-
-        async def one(message_id: str, body: bytes) -> None:
-            started = time.monotonic()
-            sent[message_id] = started
-            async with session.post(url, data=body) as response:
-                await response.read()
-                statuses[response.status] = statuses.get(response.status, 0) + 1
-            acks.append(time.monotonic() - started)
-
-        tasks = []
-        began = time.monotonic()
-        for index, (message_id, body) in enumerate(plan):
-            delay = began + index / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(message_id, body)))
-        await asyncio.gather(*tasks)
-    return {"sent": sent, "statuses": statuses}, acks
+# the systems under test ----------------------------------------------------------------------
+def process_tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live descendants."""
+    total, stack = 0.0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in Path(f"/proc/{current}/task").iterdir():
+                stack.extend(int(c) for c in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
 
 
+class Server:
+    def __init__(self, name: str, command: list[str], port: int) -> None:
+        self.name, self.port = name, port
+        self.proc = subprocess.Popen(command, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"{name} exited: {self.proc.stderr.read().decode()}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise SystemExit(f"{name} did not become ready")
+
+    def cpu(self) -> float:
+        return process_tree_cpu(self.proc.pid)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def start_rulekit(folder: Path, slack_url: str, rules: int) -> Server:
+    (folder / "rules.d").mkdir()
+    extra = "".join(EXCLUDED.format(n=n) for n in range(1, rules))
+    (folder / "rules.d" / "rules.yaml").write_text(RULE + extra)
+    config = folder / "rulekit.yaml"
+    config.write_text(
+        "rules: rules.d\n"
+        "storage: sqlite:///rulekit.sqlite3\n"
+        "logging: {level: warning}\n"
+        "channels:\n"
+        "  online-chat:\n"
+        "    provider: chatra\n"
+        f"    webhook_secret: {SECRET}\n"
+        "integrations:\n"
+        "  slack:\n"
+        f"    token: {TOKEN}\n"
+        f"    base_url: {slack_url}\n"
+    )
+    port = free_port()
+    command = [sys.executable, "-m", "rulekit.cli.main", "run", "--config", str(config)]
+    return Server("rulekit", [*command, "--port", str(port), "--no-watch"], port)
+
+
+def start_baseline(folder: Path, slack_url: str) -> Server:
+    port = free_port()
+    script = str(HERE / "baseline_pipeline.py")
+    database = str(folder / "baseline.sqlite3")
+    return Server("baseline", [sys.executable, script, str(port), slack_url, database], port)
+
+
+# the load -----------------------------------------------------------------------------------
+@dataclass
+class Phase:
+    ids: list[str]
+    requests: list[bytes]
+
+
+def phase(tag: str, count: int, conversations: int, port: int) -> Phase:
+    """``count`` webhooks over ``conversations`` conversations (the first webhook of each
+    starts the chat, the others are messages), with message ids unique to the phase."""
+    path = f"/webhooks/online-chat/{SECRET}"
+    ids, requests, started = [], [], set()
+    for n in range(count):
+        conversation = n % conversations
+        message = f"{tag}{n:08d}"
+        chat = hash((tag, conversation)) & 0xFFFFFFF
+        body = (
+            chat_fragment(chat, message) if conversation in started else chat_started(chat, message)
+        )
+        started.add(conversation)
+        ids.append(message)
+        requests.append(post_request("127.0.0.1", port, path, body))
+    return Phase(ids, requests)
+
+
+class Slack:
+    """The fake Slack's child process."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/api/"
+        context = multiprocessing.get_context("spawn")
+        self.control, child = context.Pipe()
+        self.proc = context.Process(target=fake_slack, args=(self.port, child), daemon=True)
+        self.proc.start()
+        assert self.control.recv() == "ready"
+        self.arrived: dict[str, float] = {}
+
+    def wait(self, ids: list[str], timeout: float = 120) -> dict[str, float]:
+        """Arrival times of the messages for ``ids`` (those that came within ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        wanted = set(ids)
+        while True:
+            self.control.send("take")
+            for text, at in self.control.recv():
+                self.arrived.setdefault(text.removeprefix("new "), at)
+            if wanted <= self.arrived.keys() or time.monotonic() > deadline:
+                return {i: self.arrived[i] for i in ids if i in self.arrived}
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.control.send("stop")
+        self.proc.join(10)
+
+
+@dataclass
+class Result:
+    throughput: float = 0.0
+    cpu_ms: float = 0.0
+    lost: int = 0
+    ack_p99: float = 0.0
+    e2e_p50: float = 0.0
+    e2e_p99: float = 0.0
+    late: int = 0
+    loadgen_ms: float = 0.0
+    split: dict[str, float] | None = None
+
+
+def run_system(server: Server, slack: Slack, args: argparse.Namespace, profile: bool) -> Result:
+    result = Result()
+    slack.arrived.clear()
+    warm = phase("w", 200, 50, server.port)
+    asyncio.run(closed_loop("127.0.0.1", server.port, warm.requests, 16))
+    slack.wait(warm.ids)
+
+    # throughput: as fast as acknowledged, until the last message arrived
+    load = phase("t", args.webhooks, args.conversations, server.port)
+    cpu, own = server.cpu(), time.process_time()
+    sent = asyncio.run(closed_loop("127.0.0.1", server.port, load.requests, CONNECTIONS))
+    own = time.process_time() - own
+    arrived = slack.wait(load.ids)
+    cpu = server.cpu() - cpu
+    result.lost = len(load.ids) - len(arrived)
+    if arrived:
+        result.throughput = len(arrived) / (max(arrived.values()) - min(sent.sent))
+    result.cpu_ms = cpu / args.webhooks * 1000
+    result.loadgen_ms = own / args.webhooks * 1000
+
+    # latency at a fixed offered rate
+    count = int(args.rate * args.seconds)
+    load = phase("l", count, args.conversations, server.port)
+    sent = asyncio.run(open_loop("127.0.0.1", server.port, load.requests, args.rate))
+    arrived = slack.wait(load.ids)
+    result.ack_p99 = percentile(sent.ack_latencies(), 99) * 1000
+    e2e = [
+        (arrived[m] - s) * 1000 for m, s in zip(load.ids, sent.sent, strict=True) if m in arrived
+    ]
+    result.late = count - len(e2e) + statuses_failed(sent)
+    result.e2e_p50, result.e2e_p99 = percentile(e2e, 50), percentile(e2e, 99)
+
+    if profile:
+        result.split = profile_split(server, slack, args)
+    return result
+
+
+def statuses_failed(sent: Sent) -> int:
+    return sum(n for status, n in sent.statuses.items() if status != 200)
+
+
+# where the daemon's CPU goes -------------------------------------------------------------------
+LAYERS: list[tuple[str, Callable[[str], bool]]] = [
+    ("pydantic", lambda f: "/pydantic" in f),
+    (
+        "logging/metrics",
+        lambda f: any(
+            p in f
+            for p in (
+                "/logging/",
+                "prometheus_client",
+                "runtime/logs.py",
+                "runtime/metrics.py",
+                "runtime/feed.py",
+            )
+        ),
+    ),
+    ("SDK clients", lambda f: any(p in f for p in ("slack_sdk", "/aiohttp/", "/actions/slack"))),
+    ("store", lambda f: any(p in f for p in ("sqlite3", "rulekit/store/", "psycopg", "commit.py"))),
+    ("normalize", lambda f: any(p in f for p in ("rulekit_chatra", "rulekit/channels/"))),
+    (
+        "engine",
+        lambda f: any(
+            p in f
+            for p in (
+                "rulekit/engine/",
+                "rulekit/expr/",
+                "rulekit/rules/",
+                "evaluator.py",
+                "runtime/worker.py",
+            )
+        ),
+    ),
+    (
+        "dispatch",
+        lambda f: any(
+            p in f for p in ("dispatcher.py", "sharedpace.py", "outcomes.py", "rulekit/actions/")
+        ),
+    ),
+    (
+        "HTTP",
+        lambda f: any(
+            p in f for p in ("uvicorn", "starlette", "httptools", "h11", "rulekit/server/", "anyio")
+        ),
+    ),
+    ("processing", lambda f: "rulekit/" in f),
+    ("json", lambda f: "/json/" in f),
+]
+
+
+def layer_of(frames: list[str]) -> str:
+    """The layer of a sample: that of its innermost frame that belongs to one."""
+    for frame in reversed(frames):
+        for layer, matches in LAYERS:
+            if matches(frame):
+                return layer
+    return "event loop / other"
+
+
+def profile_split(
+    server: Server, slack: Slack, args: argparse.Namespace
+) -> dict[str, float] | None:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        return None
+    with tempfile.NamedTemporaryFile(suffix=".txt") as out:
+        command = [
+            spy,
+            "record",
+            "--pid",
+            str(server.proc.pid),
+            "--subprocesses",
+            "--idle" if args.profile_idle else "--gil",
+            "--rate",
+            "250",
+            "--nonblocking",
+            "--format",
+            "raw",
+            "--output",
+            out.name,
+        ]
+        recorder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)
+        load = phase("p", max(args.webhooks // 2, 500), args.conversations, server.port)
+        asyncio.run(closed_loop("127.0.0.1", server.port, load.requests, CONNECTIONS))
+        slack.wait(load.ids)
+        recorder.send_signal(signal.SIGINT)
+        recorder.wait(30)
+        counts: Counter[str] = Counter()
+        if args.profile_raw:
+            shutil.copy(out.name, args.profile_raw)
+        for line in Path(out.name).read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if stack and count.isdigit():
+                counts[layer_of(stack.split(";"))] += int(count)
+    total = sum(counts.values())
+    return {layer: n / total for layer, n in counts.most_common()} if total else None
+
+
+# the report ---------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--rate", type=float, default=500)
-    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--quick", action="store_true", help="1,500 webhooks, 4 s at --rate")
+    parser.add_argument("--webhooks", type=int, default=4000, help="for the throughput phase")
+    parser.add_argument("--rate", type=float, default=250, help="offered webhooks/s")
+    parser.add_argument("--seconds", type=float, default=8, help="of the latency phase")
     parser.add_argument("--conversations", type=int, default=1000)
+    parser.add_argument("--rules", type=int, default=1, help="rules in the event's bucket")
+    parser.add_argument("--no-profile", action="store_true", help="skip the CPU split")
+    parser.add_argument("--profile-raw", help="keep py-spy's raw stacks in this file")
+    parser.add_argument(
+        "--profile-idle", action="store_true", help="sample waiting threads too (wall time)"
+    )
+    parser.add_argument("--only", choices=("baseline", "rulekit"), help="measure one system")
     args = parser.parse_args()
-    seconds = 5.0 if args.quick else args.seconds
+    if args.quick:
+        args.webhooks, args.seconds = 1500, 4.0
 
-    from rulekit_chatra.testing import FakeChatra
+    slack = Slack()
+    results: dict[str, Result] = {}
+    try:
+        for name in [args.only] if args.only else ["baseline", "rulekit"]:
+            with tempfile.TemporaryDirectory() as folder:
+                if name == "baseline":
+                    server = start_baseline(Path(folder), slack.url)
+                else:
+                    server = start_rulekit(Path(folder), slack.url, args.rules)
+                try:
+                    profile = name == "rulekit" and not args.no_profile
+                    results[name] = run_system(server, slack, args, profile)
+                finally:
+                    server.stop()
+    finally:
+        slack.stop()
 
-    rng = random.Random(7)
-    total = int(args.rate * seconds)
-    plan: list[tuple[str, bytes]] = []
-    started: set[int] = set()
-    for n in range(total):
-        conversation = rng.randrange(args.conversations)
-        message_id = f"m{n:09d}"
-        if conversation in started:
-            plan.append((message_id, chat_fragment(conversation, message_id)))
-        else:
-            started.add(conversation)
-            plan.append((message_id, chat_started(conversation, message_id)))
-
-    with FakeChatra() as chatra, tempfile.TemporaryDirectory() as folder:
-        config = write_config(
-            Path(folder),
-            RULES,
-            f"    base_url: {chatra.base_url}\n"
-            f"    public_key: {chatra.public_key}\n"
-            f"    secret_key: {chatra.secret_key}\n"
-            "    default_agent_id: agent0001\n",
+    if args.only:
+        results["baseline" if args.only == "rulekit" else "rulekit"] = Result()
+    base, daemon = results["baseline"], results["rulekit"]
+    print(
+        f"{args.webhooks} webhooks as fast as acknowledged ({CONNECTIONS} connections), then "
+        f"{args.rate:g}/s for {args.seconds:g} s; {args.rules} rule(s) in the bucket; "
+        f"one Slack message per webhook, each to its own channel"
+    )
+    rows = [
+        ("throughput, webhooks/s", "throughput", "{:.0f}"),
+        ("CPU per webhook, ms", "cpu_ms", "{:.2f}"),
+        (f"ack p99 at {args.rate:g}/s, ms", "ack_p99", "{:.1f}"),
+        (f"end-to-end p50 at {args.rate:g}/s, ms", "e2e_p50", "{:.1f}"),
+        (f"end-to-end p99 at {args.rate:g}/s, ms", "e2e_p99", "{:.1f}"),
+        ("load generator CPU per webhook, ms", "loadgen_ms", "{:.2f}"),
+    ]
+    print(f"{'':38} {'baseline':>10} {'rulekit':>10} {'ratio':>7}")
+    for label, attr, form in rows:
+        b, r = getattr(base, attr), getattr(daemon, attr)
+        ratio = f"{r / b:.2f}x" if b else "-"
+        print(f"{label:38} {form.format(b):>10} {form.format(r):>10} {ratio:>7}")
+    for name, result in results.items():
+        if result.lost or result.late:
+            print(
+                f"{name}: {result.lost} messages missing after the throughput phase, "
+                f"{result.late} missing or refused in the latency phase"
+            )
+    if base.throughput and daemon.throughput and base.cpu_ms:
+        print(
+            f"targets: throughput >= 0.5x ({daemon.throughput / base.throughput:.2f}x), "
+            f"CPU per webhook <= 2x ({daemon.cpu_ms / base.cpu_ms:.2f}x); at 250/s ack p99 "
+            f"<= 50 ms ({daemon.ack_p99:.0f}), end-to-end p99 <= 100 ms ({daemon.e2e_p99:.0f})"
         )
-        daemon = Daemon(config).wait_ready()
-        try:
-            cpu_before, wall_before = daemon.cpu_seconds(), time.monotonic()
-            own_before = time.process_time()
-            result, acks = asyncio.run(send(daemon.webhook_url, plan, args.rate))
-            deadline = time.monotonic() + 60
-            while len(chatra.sent) < total and time.monotonic() < deadline:
-                time.sleep(0.1)
-            rss = daemon.rss_mb()
-            wall = time.monotonic() - wall_before
-            cpu = (daemon.cpu_seconds() - cpu_before) / wall
-            own_cpu = (time.process_time() - own_before) / wall
-        finally:
-            daemon.stop()
-        arrived: dict[str, float] = {}
-        for request in chatra.requests:
-            try:
-                text = json.loads(request.body)["text"]
-            except (ValueError, KeyError, TypeError):
-                continue
-            arrived.setdefault(text.removeprefix("re "), request.at)
-    latencies = [(arrived[m] - result["sent"][m]) * 1000 for m in result["sent"] if m in arrived]
-    print(
-        f"{total} webhooks at {args.rate:g}/s over {args.conversations} conversations "
-        f"({len(started)} chats started, the rest messages); statuses {result['statuses']}"
-    )
-    ack50, ack99 = percentile(acks, 50) * 1000, percentile(acks, 99) * 1000
-    print(f"ack latency: p50 {ack50:.1f} ms, p99 {ack99:.1f} ms")
-    print(
-        f"webhook -> request at the fake Chatra: {len(latencies)}/{total} arrived, "
-        f"p50 {percentile(latencies, 50):.1f} ms, p99 {percentile(latencies, 99):.1f} ms, "
-        f"max {max(latencies, default=float('nan')):.1f} ms (target p99 <= 50 ms)"
-    )
-    print(
-        f"daemon RSS after the run: {rss:.0f} MB; CPU on average: daemon {cpu:.2f} cores, "
-        f"load generator and fake Chatra {own_cpu:.2f} cores"
-    )
+    if daemon.split:
+        print("rulekit's CPU by layer (py-spy samples of its processes, not idle):")
+        for layer, share in daemon.split.items():
+            print(f"  {layer:22} {share * 100:5.1f}%  ~{share * daemon.cpu_ms:.2f} ms/webhook")
+    elif not args.no_profile:
+        print("no CPU split: py-spy is not installed (pip install py-spy)")
 
 
 if __name__ == "__main__":

@@ -98,7 +98,10 @@ CASES = {
         "values = Interpolations(10**7)\n"
         "marker = values.placeholder('x')[:-2]\n"
         "values.split((marker + '1' * 1000) * (N // 1000))\n"
-        "values.split(marker + '0' * N)"
+        "values.split(marker + '0' * N)\n"
+        "forged = chr(0xFDD0) + 'f' * 16\n"
+        "values.split(marker + '0' + (forged + '1' * 1000) * (N // 1000))\n"
+        "values.split(marker + '0' + (forged + 'f' * 1000) * (N // 1000))"
     ),
     "link schemes": (
         "from rulekit.expr.markup import check_link\n"
@@ -192,7 +195,7 @@ INVENTORY = {
     ("rulekit/actions/telegram_markup.py", r"[\\`\[(]"): ["telegram MarkdownV2 scan"],
     ("rulekit/actions/telegram_markup.py", r"[\\`]"): ["telegram MarkdownV2 scan"],
     ("rulekit/actions/telegram_markup.py", r"[\\)]"): ["telegram MarkdownV2 scan"],
-    ("rulekit/expr/markup.py", "<re.escape(self._marker) + '([0-9]+)' + _END>"): [
+    ("rulekit/expr/markup.py", "<_START + '([0-9a-f]{16})([0-9]+)' + _END>"): [
         "markup placeholders"
     ],
     ("rulekit/expr/markup.py", r"([A-Za-z][A-Za-z0-9+.\-]*):"): ["link schemes"],

@@ -36,6 +36,8 @@ from rulekit.errors import TemplateError
 from rulekit.expr.budget import OverBudget
 
 _START, _END = "\ufdd0", "\ufdd1"  # Unicode noncharacters: never meaningful text
+_PLACEHOLDER = re.compile(_START + "([0-9a-f]{16})([0-9]+)" + _END)
+"""Any render's placeholder (compiled once): a render takes only those with its own nonce."""
 
 Piece = str | int
 """A piece of a rendered leaf: literal text (the admin's), or the index of a value."""
@@ -69,9 +71,8 @@ class Interpolations:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        nonce = secrets.token_hex(8)
-        self._marker = _START + nonce
-        self._pattern = re.compile(re.escape(self._marker) + "([0-9]+)" + _END)
+        self._nonce = secrets.token_hex(8)
+        self._marker = _START + self._nonce
         self._values: list[_Value] = []
         self._plain: dict[int, str] = {}
         self._sizes: dict[int, int] = {}
@@ -91,8 +92,10 @@ class Interpolations:
             return [text]
         pieces: list[Piece] = []
         position = 0
-        for match in self._pattern.finditer(text):
-            index = int(match.group(1))
+        for match in _PLACEHOLDER.finditer(text):
+            if match.group(1) != self._nonce:  # not this render's: text like any other
+                continue
+            index = int(match.group(2))
             if below is not None and index >= below:
                 continue
             if match.start() > position:

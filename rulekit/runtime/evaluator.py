@@ -23,6 +23,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any, overload
 
 from rulekit.runtime.worker import Evaluation, Limits, Ready, Refusal, Request, serve
 from rulekit.snapshot import Snapshot
@@ -128,6 +129,17 @@ class Evaluator:
             died = answer.reason
         return Refusal(died)
 
+    def evaluate_many(self, requests: list[Request]) -> list[list[Evaluation] | Refusal]:
+        """:meth:`evaluate` for several requests in one exchange with a worker (each within
+        its own CPU budget); when the worker runs out of their total wall budget or dies, each
+        is evaluated again on its own, so that a refusal is always the request's own."""
+        if len(requests) <= 1:
+            return [self.evaluate(request) for request in requests]
+        answer = self._evaluate_once(requests)
+        if isinstance(answer, list) and len(answer) == len(requests):
+            return answer
+        return [self.evaluate(request) for request in requests]
+
     def close(self) -> None:
         """Stop every worker; a request in progress ends with :class:`WorkerGone`."""
         self._closed = True
@@ -146,7 +158,15 @@ class Evaluator:
         for _ in range(self.size + 1):
             self._idle.put(None)  # wake the waiters, which see the evaluator closed
 
-    def _evaluate_once(self, request: Request) -> list[Evaluation] | Refusal | _Died:
+    @overload
+    def _evaluate_once(self, request: Request) -> list[Evaluation] | Refusal | _Died: ...
+
+    @overload
+    def _evaluate_once(
+        self, request: list[Request]
+    ) -> list[list[Evaluation] | Refusal] | Refusal | _Died: ...
+
+    def _evaluate_once(self, request: Request | list[Request]) -> Any:
         if self._closed:
             raise WorkerGone("the evaluator is closed")
         worker = self._idle.get()
@@ -225,14 +245,16 @@ class Evaluator:
         process.join(5)
         self._live.discard(process)
 
-    def _ask(self, worker: _Worker, request: Request) -> list[Evaluation] | Refusal | _Died:
-        events = max(1, len(request.events) - len(request.skip))
+    def _ask(self, worker: _Worker, request: Request | list[Request]) -> Any:
+        """The worker's answer to ``request`` (a list of answers to a list of requests), a
+        refusal when over the wall budget, or :class:`_Died`."""
+        requests = request if isinstance(request, list) else [request]
+        events = sum(max(1, len(r.events) - len(r.skip)) for r in requests)
         deadline = self.limits.event_wall * events
         try:
             worker.connection.send(request)
             if worker.connection.poll(deadline):
-                answer: list[Evaluation] | Refusal = worker.connection.recv()
-                return answer
+                return worker.connection.recv()
         except (EOFError, OSError) as exc:
             worker.kill()
             if self._closed:
@@ -242,7 +264,7 @@ class Evaluator:
         worker.kill()
         if self._closed:
             raise WorkerGone("the evaluator is closed")
-        ids = ", ".join(e.id for e in request.events if e.id not in request.skip)
+        ids = ", ".join(e.id for r in requests for e in r.events if e.id not in r.skip)
         return Refusal(
             f"evaluating event {ids} took more than its time budget "
             f"({self.limits.event_wall:g} s per event; processing.event_wall)"

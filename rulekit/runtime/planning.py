@@ -19,13 +19,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rulekit.errors import StoreUnavailable
 from rulekit.event import Event
 from rulekit.runtime.worker import Evaluation, Refusal, Request
 from rulekit.store.base import JournaledState, JournaledStore, State
 from rulekit.store.recording import Recording, RecordingState, StateChanged
 from rulekit.store.records import JobSpec
 
-__all__ = ["Prepared", "Processed", "StateChanged", "prepare", "record", "refused"]
+__all__ = [
+    "Prepared",
+    "Processed",
+    "StateChanged",
+    "prepare",
+    "prepare_together",
+    "record",
+    "refused",
+]
 
 
 @dataclass
@@ -100,6 +109,33 @@ def prepare(
         pass
     assert prepared is not None
     return prepared
+
+
+def prepare_together(
+    store: JournaledStore, parses: list[Callable[[State], list[Event]]]
+) -> list[Prepared | Exception]:
+    """:func:`prepare` for several bodies in one transaction that is rolled back (one wait for
+    the store instead of one per body): for each, in order, what to evaluate; the first that
+    cannot be normalized ends the list with the exception (those after it are not read). A
+    body is normalized after the ones before it, as if they had been recorded; should one of
+    them not be, :func:`record` finds the state changed."""
+    out: list[Prepared | Exception] = []
+    try:
+        with store.transaction() as state:
+            for parse in parses:
+                recording = RecordingState(state)
+                try:
+                    found = parse(recording)
+                except StoreUnavailable:
+                    raise
+                except Exception as exc:
+                    out.append(exc)
+                    break
+                out.append(Prepared(found, _request(state, found), recording.recording))
+            raise _RollBack
+    except _RollBack:
+        pass
+    return out
 
 
 def _request(state: JournaledState, events: list[Event]) -> Request:

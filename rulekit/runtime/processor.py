@@ -1,14 +1,22 @@
 """Processing: inbox items → provider → evaluation worker → audit record and action jobs.
 
-Each round claims the oldest pending inbox items (committed at once, with a lease) and then
-takes them one by one through the three steps of :mod:`rulekit.runtime.planning`: the channel's
-provider normalizes the body in a transaction that is rolled back (its calls on the state are
+Each round claims the oldest pending inbox items (committed at once, with a lease) and takes
+them through the three steps of :mod:`rulekit.runtime.planning`: the channel's provider
+normalizes the bodies in a transaction that is rolled back (its calls on the state are
 recorded); the events are evaluated in the **evaluation worker**, a separate process with a CPU
 and a wall budget per event (:mod:`rulekit.runtime.worker`), while no transaction is open; then
 one transaction replays the provider's calls (the state must answer as it did, or the item
 starts over), records each event with its trace, enqueues the plans' jobs (the outbox), sets
-the cooldown marks and marks the item done. Either all of that is committed or none of it: a
-crash leaves the item pending, and it is processed again from the start once its claim runs out.
+the cooldown marks and marks the item done. Either all of an item's record is committed or none
+of it: a crash leaves the item pending, and it is processed again from the start once its claim
+runs out.
+
+**Together.** Consecutive items of different conversations go through each step together: one
+transaction normalizes them, one exchange with the worker evaluates them, one transaction (one
+flush to disk) records them. An item whose conversation repeats one of the group's starts the
+next group, so it reads what the earlier one recorded. When one item of a group cannot be
+recorded (its state changed meanwhile, an error), the group's transaction is rolled back and
+each of its items is processed again on its own.
 
 The store's write lock is therefore held only while a body is normalized and while a plan is
 recorded, never while rules are evaluated or templates rendered: webhooks are acknowledged
@@ -35,19 +43,28 @@ import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 import anyio.to_thread
 
 from rulekit.errors import ChannelError, StoreUnavailable
+from rulekit.event import Event
 from rulekit.runtime.evaluator import Evaluator, WorkerGone
 from rulekit.runtime.feed import LiveFeed
 from rulekit.runtime.logs import log
 from rulekit.runtime.metrics import Metrics
-from rulekit.runtime.planning import Processed, StateChanged, prepare, record
-from rulekit.runtime.worker import Refusal
+from rulekit.runtime.planning import (
+    Prepared,
+    Processed,
+    StateChanged,
+    prepare,
+    prepare_together,
+    record,
+)
+from rulekit.runtime.worker import Evaluation, Refusal
 from rulekit.snapshot import Snapshot
-from rulekit.store.base import JournaledStore
+from rulekit.store.base import JournaledStore, State
 from rulekit.store.records import InboxItem
 
 logger = logging.getLogger("rulekit.processor")
@@ -58,6 +75,31 @@ IDLE_POLL = 1.0
 ARRIVALS_KEPT = 10_000
 MAX_STARTS = 50
 """Times an item starts over because the state changed while it was evaluated."""
+
+
+def _independent(items: list[InboxItem]) -> list[InboxItem]:
+    """The first items, up to one whose conversation is unknown or repeats an earlier one's:
+    those can be normalized and recorded together, none reading what another writes."""
+    group: list[InboxItem] = []
+    keys: set[str] = set()
+    for item in items:
+        key = item.conversation_key
+        if group and (key is None or key in keys):
+            break
+        group.append(item)
+        if key is None:
+            break
+        keys.add(key)
+    return group
+
+
+@dataclass
+class _Evaluated:
+    """An item normalized and evaluated, its record not yet committed."""
+
+    item: InboxItem
+    prepared: Prepared
+    answer: list[Evaluation]
 
 
 def owner_name() -> str:
@@ -139,7 +181,7 @@ class Processor:
     def process_round(
         self, snapshot: Snapshot
     ) -> tuple[list[Processed | InboxItem], int, StoreUnavailable | WorkerGone | None]:
-        """Claim up to ``batch`` items and process them one by one (runs in a worker thread).
+        """Claim up to ``batch`` items and process them in order (runs in a worker thread).
         Returns what each item led to (a set-aside item as itself), how many were claimed, and
         the store error that ended the round early, if any."""
         results: list[Processed | InboxItem] = []
@@ -148,10 +190,11 @@ class Processor:
             with self.store.transaction() as state:
                 items = state.claim_inbox(self.owner, lease=INBOX_LEASE, limit=self.batch)
             self.evaluator.want(snapshot)
-            for item in items:
-                if self._stopping:
-                    break
-                results.extend(self._process(snapshot, item))
+            waiting = list(items)
+            while waiting and not self._stopping:
+                taken, done = self._process_together(snapshot, _independent(waiting))
+                results.extend(done)
+                del waiting[:taken]
                 self.last_progress = self.clock()
         except (StoreUnavailable, WorkerGone) as exc:
             if self._stopping:
@@ -159,7 +202,78 @@ class Processor:
             return results, len(items), exc
         return results, len(items), None
 
+    def _process_together(
+        self, snapshot: Snapshot, group: list[InboxItem]
+    ) -> tuple[int, list[Processed | InboxItem]]:
+        """The first items of ``group`` (at least one) normalized in one transaction, evaluated
+        in one exchange with a worker, and recorded in one transaction: how many were taken,
+        and their results."""
+        providers = snapshot.providers
+
+        def parse_of(item: InboxItem) -> Callable[[State], list[Event]]:
+            def parse(state: State) -> list[Event]:
+                provider = providers.get(item.channel)
+                if provider is None:
+                    raise ChannelError(f"channel {item.channel!r} is not configured any more")
+                return provider.parse(item.body, state)
+
+            return parse
+
+        prepared = prepare_together(self.store, [parse_of(item) for item in group])
+        results: list[Processed | InboxItem] = []
+        if prepared and isinstance(prepared[-1], Exception):
+            results.extend(self._set_aside(group[len(prepared) - 1], prepared[-1]))
+        ready = [
+            (item, p) for item, p in zip(group, prepared, strict=False) if isinstance(p, Prepared)
+        ]
+        answers = self.evaluator.evaluate_many([p.request for _, p in ready])
+        evaluated: list[_Evaluated] = []
+        for (item, p), answer in zip(ready, answers, strict=True):
+            if isinstance(answer, Refusal):
+                results.extend(self._set_aside(item, answer))
+            else:
+                evaluated.append(_Evaluated(item, p, answer))
+        results.extend(self._record_together(snapshot, evaluated))
+        return len(prepared), results
+
+    def _record_together(
+        self, snapshot: Snapshot, pending: list[_Evaluated]
+    ) -> list[Processed | InboxItem]:
+        """Step 3 for several items in one transaction (one commit, one flush to disk). When
+        any of them fails (its state changed meanwhile, an error), none is recorded, and each
+        is processed again on its own."""
+        if not pending:
+            return []
+        try:
+            with self.store.transaction() as state:
+                processed = []
+                for evaluated in pending:
+                    item = evaluated.item
+                    processed.append(
+                        record(state, evaluated.prepared, evaluated.answer, inbox_id=item.id)
+                    )
+                    state.finish_inbox(item.id)
+        except StoreUnavailable:
+            raise
+        except Exception:
+            results: list[Processed | InboxItem] = []
+            for evaluated in pending:
+                results.extend(self._process(snapshot, evaluated.item))
+            return results
+        out: list[Processed | InboxItem] = []
+        for evaluated, results_of_item in zip(pending, processed, strict=True):
+            self._arrived(evaluated.item, results_of_item)
+            out.extend(results_of_item)
+        return out
+
+    def _arrived(self, item: InboxItem, processed: list[Processed]) -> None:
+        for result in processed:
+            self._arrivals[result.event.id] = item.received_at
+            if len(self._arrivals) > ARRIVALS_KEPT:
+                self._arrivals.popitem(last=False)
+
     def _process(self, snapshot: Snapshot, item: InboxItem) -> list[Processed | InboxItem]:
+        """All three steps for one item, its record in a transaction of its own."""
         provider = snapshot.providers.get(item.channel)
         for _ in range(MAX_STARTS):
             try:
@@ -184,10 +298,7 @@ class Processor:
                 raise
             except Exception as exc:
                 return self._set_aside(item, exc)
-            for result in processed:
-                self._arrivals[result.event.id] = item.received_at
-                if len(self._arrivals) > ARRIVALS_KEPT:
-                    self._arrivals.popitem(last=False)
+            self._arrived(item, processed)
             return list(processed)
         return self._set_aside(
             item, Refusal(f"the conversation's state changed {MAX_STARTS} times while evaluated")

@@ -151,7 +151,10 @@ def serve(
             request = connection.recv()
         except (EOFError, OSError):
             return
-        connection.send(evaluate(snapshot, request, limits))
+        if isinstance(request, list):  # several requests in one exchange, answered in order
+            connection.send([evaluate(snapshot, one, limits) for one in request])
+        else:
+            connection.send(evaluate(snapshot, request, limits))
 
 
 def evaluate(snapshot: Snapshot, request: Request, limits: Limits) -> list[Evaluation] | Refusal:

@@ -270,3 +270,35 @@ def test_a_cooldown_set_meanwhile_invalidates_the_plan(tmp_path, chatra):
             state.set_cooldown("Greet once", event.conversation.id, event.occurred_at)
         with pytest.raises(StateChanged), setup.store.transaction() as state:
             record(state, prepared, answer, inbox_id=None)
+
+
+def test_requests_evaluated_together_keep_their_own_budgets(
+    tmp_path, chatra, slow_plugin, monkeypatch
+):
+    monkeypatch.syspath_prepend(str(slow_plugin))  # the daemon's side loads the plugin too
+    config = _setup(tmp_path, chatra, "{event_cpu: 0.5s, event_wall: 2s}")
+    snapshot = load_snapshot(config)
+    evaluator = Evaluator(config, limits=Limits(event_cpu=0.5, event_wall=2))
+    evaluator.want(snapshot)
+    store = SQLiteStore(tmp_path / "state.sqlite3")
+    provider = snapshot.providers["online-chat"]
+
+    def request(n: int, text: str = "Hello?"):
+        body = chat_started(n, text)
+        return prepare(store, lambda state: provider.parse(body, state)).request
+
+    try:
+        # one over its CPU budget: refused on its own, the others answered in the same exchange
+        answers = evaluator.evaluate_many([request(1), request(2, "slow"), request(3)])
+        assert isinstance(answers[1], Refusal) and "CPU budget" in answers[1].reason
+        for answer in (answers[0], answers[2]):
+            assert not isinstance(answer, Refusal)
+            assert "Greet" in [job.rule for job in answer[0].jobs]
+        # one that hangs runs the exchange out of time: each is asked again on its own, and
+        # only the one that hangs is refused
+        answers = evaluator.evaluate_many([request(4), request(5, "hang")])
+        assert not isinstance(answers[0], Refusal)
+        assert isinstance(answers[1], Refusal) and "time budget" in answers[1].reason
+    finally:
+        evaluator.close()
+        store.close()

@@ -1,0 +1,132 @@
+"""Items of different conversations are normalized, evaluated and recorded together (one
+transaction each step, one exchange with the worker), and an item that cannot be recorded
+with the others never costs them their record nor gets one it should not have."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+from daemons import chat_started, write_setup
+
+from rulekit.runtime.evaluator import Evaluator
+from rulekit.runtime.feed import LiveFeed
+from rulekit.runtime.metrics import Metrics
+from rulekit.runtime.planning import Processed
+from rulekit.runtime.processor import Processor
+from rulekit.runtime.worker import Limits
+from rulekit.snapshot import Snapshot, load_snapshot
+from rulekit.store.base import JournaledState
+from rulekit.store.sqlite import SQLiteStore
+
+CHANNEL = "online-chat"
+
+
+class CountingStore(SQLiteStore):
+    """A SQLite store that counts its transactions and can let "another daemon" commit just
+    before a given one of them begins."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.transactions = 0
+        self.before: dict[int, Callable[[], None]] = {}
+
+    def transaction(self) -> AbstractContextManager[JournaledState]:  # type: ignore[override]
+        self.transactions += 1
+        meanwhile = self.before.pop(self.transactions, None)
+        if meanwhile is not None:
+            meanwhile()
+        return super().transaction()
+
+
+@contextlib.contextmanager
+def processor(folder: Path, chatra) -> Iterator[tuple[Processor, CountingStore, Snapshot]]:
+    config = write_setup(folder, chatra=chatra)
+    snapshot = load_snapshot(config)
+    evaluator = Evaluator(config, limits=Limits(event_wall=60))
+    store = CountingStore(folder / "state.sqlite3")
+    try:
+        yield (
+            Processor(store, lambda: snapshot, evaluator, metrics=Metrics(), feed=LiveFeed()),
+            store,
+            snapshot,
+        )
+    finally:
+        evaluator.close()
+        store.close()
+
+
+def append(store: SQLiteStore, body: bytes, provider) -> int:
+    with store.transaction() as state:
+        inbox_id, _ = state.append_inbox(
+            CHANNEL, body, conversation_key=provider.conversation_key(body)
+        )
+    return inbox_id
+
+
+def inbox_status(store: SQLiteStore, inbox_id: int) -> str:
+    with store.transaction() as state:
+        item = state.get_inbox(inbox_id)
+    assert item is not None
+    return item.status
+
+
+def test_items_of_different_conversations_take_one_transaction_per_step(tmp_path, chatra):
+    with processor(tmp_path, chatra) as (processing, store, snapshot):
+        provider = snapshot.providers[CHANNEL]
+        ids = [append(store, chat_started(n), provider) for n in range(1, 5)]
+        before = store.transactions
+        results, claimed, failure = processing.process_round(snapshot)
+        assert failure is None and claimed == 4
+        # claim, normalize (rolled back), record: three transactions for the four items
+        assert store.transactions - before == 3
+        processed = [r for r in results if isinstance(r, Processed)]
+        assert [p.inbox_id for p in processed] == ids
+        assert all(p.recorded and [j.action for j in p.jobs] == ["autoreply"] for p in processed)
+        assert {inbox_status(store, i) for i in ids} == {"done"}
+
+
+def test_a_conversation_seen_again_sees_what_its_first_item_recorded(tmp_path, chatra):
+    with processor(tmp_path, chatra) as (processing, store, snapshot):
+        provider = snapshot.providers[CHANNEL]
+        first = append(store, chat_started(1), provider)
+        again = append(store, chat_started(1), provider)  # the same webhook, delivered twice
+        other = append(store, chat_started(2), provider)
+        results = []
+        while True:  # an item waits for the older one of its conversation: another round
+            done, claimed, failure = processing.process_round(snapshot)
+            assert failure is None
+            results.extend(done)
+            if not claimed:
+                break
+        processed = {r.inbox_id: r for r in results if isinstance(r, Processed)}
+        assert processed[first].recorded and processed[other].recorded
+        assert again not in processed  # its message was seen: no event, nothing sent twice
+        assert {inbox_status(store, i) for i in (first, again, other)} == {"done"}
+
+
+def test_when_one_item_cannot_be_recorded_with_the_others_each_is_recorded_alone(tmp_path, chatra):
+    with processor(tmp_path, chatra) as (processing, store, snapshot):
+        provider = snapshot.providers[CHANNEL]
+        ids = [append(store, chat_started(n), provider) for n in range(1, 4)]
+
+        def another_daemon_handles_visitor_2() -> None:
+            with SQLiteStore.transaction(store) as state:
+                provider.parse(chat_started(2), state)
+
+        # the round's transactions: claim, normalize, then the record of the three items
+        store.before[store.transactions + 3] = another_daemon_handles_visitor_2
+        results, _, failure = processing.process_round(snapshot)
+        assert failure is None and not store.before
+        processed = {r.inbox_id: r for r in results if isinstance(r, Processed)}
+        assert processed[ids[0]].recorded and processed[ids[2]].recorded
+        assert [j.action for j in processed[ids[0]].jobs] == ["autoreply"]
+        # visitor 2's plan was derived before the other daemon's commit: started over, its
+        # message is seen, so no event of ours (and no second reply)
+        assert ids[1] not in processed
+        assert {inbox_status(store, i) for i in ids} == {"done"}
+        with store.transaction() as state:
+            recorded = [state.get_event(processed[i].event.id) for i in (ids[0], ids[2])]
+        assert None not in recorded
