@@ -8,6 +8,7 @@ dispatcher retries, with pacing, from the classified error.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, SecretStr
@@ -34,6 +35,11 @@ __all__ = [
     "escape_link_target",  # the escapers live in slack_markup; importable from here too
     "escape_mrkdwn",
 ]
+
+SDK_LOGGER = "rulekit.actions.slack.sdk"
+"""The client's logger. slack-sdk builds its debug lines (the request's parameters and headers)
+on every call whenever its logger's *own* level is unset, whatever the handlers keep; so the
+client is given this logger, set to the level that rulekit's loggers log at."""
 
 TRANSIENT_ERRORS = frozenset(
     {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
@@ -152,6 +158,7 @@ class Slack(Action):
                 timeout=max(1, round(self.timeout)),
                 session=self._session,
                 retry_handlers=[],
+                logger=_sdk_logger(),
             )
             self._loop = loop
         return self._client
@@ -176,6 +183,12 @@ class Slack(Action):
         if (status is not None and status >= 500) or error in TRANSIENT_ERRORS:
             return RetryableActionError(message, status=status)
         return PermanentActionError(message, status=status)
+
+
+def _sdk_logger() -> logging.Logger:
+    logger = logging.getLogger(SDK_LOGGER)
+    logger.setLevel(logging.getLogger(__name__).getEffectiveLevel())
+    return logger
 
 
 def _seconds(value: Any) -> float | None:

@@ -145,6 +145,7 @@ class Dispatcher:
         self._stopping = False
         self._slots: asyncio.Semaphore | None = None
         self._pausing = 0
+        self._shares_pacing = bool(getattr(self.store, "shares_pacing", False))
         self.last_progress = time.monotonic()
         """When an attempt was last recorded."""
 
@@ -392,7 +393,7 @@ class Dispatcher:
     @property
     def shares_pacing(self) -> bool:
         """Whether other daemons send through the same store (then pacing is agreed there)."""
-        return bool(getattr(self.store, "shares_pacing", False))
+        return self._shares_pacing
 
     def _retry(
         self, job: Job, record: EventRecord, error: str, retry_after: float | None

@@ -136,13 +136,14 @@ def serve(
     os.environ.update(environment)
     os.chdir(cwd)
     sys.path[:] = path
-    from rulekit.snapshot import load_snapshot
+    from rulekit.snapshot import freeze_heap, load_snapshot
 
     try:
         snapshot = load_snapshot(config_path, rules_path, files=files)
     except Exception as exc:
         connection.send(Ready(None, f"{type(exc).__name__}: {exc}"))
         return
+    freeze_heap()  # the rules stay for the worker's life: never scanned again
     _cap_memory(limits.worker_memory)
     signal.signal(signal.SIGPROF, _over_budget)
     connection.send(Ready(snapshot.version))

@@ -49,7 +49,7 @@ from rulekit.runtime.worker import Limits
 from rulekit.server.app import create_app
 from rulekit.server.fetching import Fetchers
 from rulekit.server.ingest import Ingest
-from rulekit.snapshot import Snapshot, load_snapshot, problems_of
+from rulekit.snapshot import Snapshot, freeze_heap, load_snapshot, problems_of
 from rulekit.store import open_store
 from rulekit.store.base import JournaledStore
 
@@ -86,6 +86,10 @@ class Daemon:
         store: JournaledStore | None = None,
         reload_budget: float = RELOAD_BUDGET,
     ) -> None:
+        self.freezes_heap = False
+        """Whether the loaded rules are kept out of the garbage collector's work
+        (:func:`~rulekit.snapshot.freeze_heap`), at start and once a reload's old rules are
+        released: set by ``rulekit run``, the process's only daemon."""
         self.reload_budget = reload_budget
         self.config_path = Path(config_path) if config_path else None
         self.rules_path = Path(rules_path) if rules_path else None
@@ -163,6 +167,8 @@ class Daemon:
         self.dispatcher.arrival = self.processor.arrival
         self._reload_lock = asyncio.Lock()
         self._stop_watching = asyncio.Event()
+        if self.freezes_heap:
+            freeze_heap()
         self._tasks = [
             asyncio.create_task(self.processor.run(), name="rulekit-processor"),
             asyncio.create_task(self.dispatcher.run(), name="rulekit-dispatcher"),
@@ -285,10 +291,15 @@ class Daemon:
             )
             if old is not new:
                 loop = asyncio.get_running_loop()
-                loop.call_later(
-                    OLD_SNAPSHOT_GRACE, lambda: loop.create_task(self._close_clients(old))
-                )
+                loop.call_later(OLD_SNAPSHOT_GRACE, lambda: loop.create_task(self._retire(old)))
             return True
+
+    async def _retire(self, old: Snapshot) -> None:
+        """Close a replaced snapshot's clients; once it is released, freeze the heap again."""
+        await self._close_clients(old)
+        del old
+        if self.freezes_heap:
+            freeze_heap()
 
     def watched_paths(self) -> list[Path]:
         """The config file and the rules location."""
@@ -422,6 +433,7 @@ def serve(
     daemon = Daemon(
         find_config_path(config_path), rules_path, strict=strict, job_lease=job_lease, watch=watch
     )
+    daemon.freezes_heap = True
     config = daemon.snapshot.config
     configure_logging(config.raw.logging, secrets=lambda: secret_values(daemon.snapshot.config))
     server = build_server(daemon, host, port)

@@ -193,3 +193,11 @@ def test_pacing_is_per_channel():
         ("slack:C1", (1, 1.0), "destination"),
         ("slack", None, "service"),
     ]
+
+
+def test_the_client_builds_no_debug_lines_unless_rulekit_logs_at_debug(fake_slack, caplog):
+    caplog.set_level(logging.DEBUG)  # every record reaches the handler...
+    caplog.set_level(logging.WARNING, logger="rulekit")  # ...but rulekit logs warnings only
+    post(slack_action(fake_slack), SlackParams(channel="C1", text="x"))
+    assert fake_slack.messages()
+    assert "Sending a request" not in caplog.text  # the SDK did not format its debug line
