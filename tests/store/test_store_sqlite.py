@@ -10,12 +10,13 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from rulekit.errors import StoreError, StoreUnavailable
-from rulekit.event import Conversation
+from rulekit.event import Conversation, Event
 from rulekit.store import JobSpec
 from rulekit.store.migrations.sqlite import MIGRATIONS
 from rulekit.store.sqlite import SQLiteStore, schema_status, upgrade_schema
@@ -301,3 +302,25 @@ def test_a_full_disk_is_unavailable_and_loses_nothing_committed(path, make_event
     finally:
         store.close()
     assert integrity(path) == "ok"
+
+
+def test_the_job_claim_reads_due_jobs_by_their_index_not_every_pending_one(tmp_path):
+    store = SQLiteStore(tmp_path / "claim.sqlite3")
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    try:
+        with store.transaction() as state:
+            event = Event(id="chat:1", channel="chat", event="created")
+            retries = [JobSpec("R", "slack", {"n": n}, f"slack:C{n}") for n in range(200)]
+            state.record_event(event, inbox_id=None, trace={}, jobs=retries, now=now)
+        statements: list[str] = []
+        store._conn.set_trace_callback(statements.append)  # type: ignore[union-attr]
+        with store.transaction() as state:
+            claimed = state.claim_jobs("me", lease=60, limit=10, now=now)
+        store._conn.set_trace_callback(None)  # type: ignore[union-attr]
+        assert len(claimed) == 10
+        claim = next(s for s in statements if s.lstrip().startswith("UPDATE outbox"))
+        with store.transaction() as state:
+            plan = [row[3] for row in state.execute("EXPLAIN QUERY PLAN " + claim).fetchall()]
+        assert any("USING INDEX outbox_due" in step for step in plan), plan
+    finally:
+        store.close()

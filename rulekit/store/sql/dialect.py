@@ -84,6 +84,12 @@ class Dialect(abc.ABC):
         """A list as the parameter of :meth:`one_of`."""
 
     # fragments -------------------------------------------------------------------------------
+    def by_index(self, index: str) -> str:
+        """Written after a table (and its alias) in ``FROM``: read it through ``index``, where
+        a planner without statistics would pick another index and sort every row it holds
+        (nothing where the planner is left to choose)."""
+        return ""
+
     @abc.abstractmethod
     def one_of(self, column: str, parameter: str) -> str:
         """``column`` is one of the list in ``:parameter`` (see :meth:`values`)."""

@@ -70,6 +70,11 @@ class SQLiteDialect(Dialect):
     def one_of(self, column: str, parameter: str) -> str:
         return f"{column} IN (SELECT value FROM json_each(:{parameter}))"
 
+    def by_index(self, index: str) -> str:
+        # with no statistics (no ANALYZE), SQLite prefers an equality on `status` to the
+        # range on the due time: 100,000 future-dated retries were read and sorted per claim
+        return f"INDEXED BY {index}"
+
     def json_text(self, column: str, *path: str) -> str:
         return f"json_extract({column}, '$.{'.'.join(path)}')"
 

@@ -393,7 +393,8 @@ class SQLState(JournaledState):
         # pending job of its lane due too: the due prefix of each free lane
         rows = self.execute(
             "UPDATE outbox SET claimed_by = :owner, claimed_until = :until"
-            " WHERE id IN (SELECT j.id FROM outbox j WHERE j.status = 'pending'"
+            " WHERE id IN (SELECT j.id FROM outbox j"
+            f" {self.dialect.by_index('outbox_due')} WHERE j.status = 'pending'"
             "   AND j.next_attempt_at <= :now"
             "   AND (j.claimed_until IS NULL OR j.claimed_until <= :now)"
             "   AND NOT EXISTS (SELECT 1 FROM outbox k WHERE k.lane = j.lane"
