@@ -24,7 +24,8 @@ from pydantic import BaseModel
 
 from rulekit.errors import TemplateError, did_you_mean
 from rulekit.event import Agent, Client, Conversation, Message, TriggerEvent
-from rulekit.expr.sandbox import MAX_EXPRESSION, Sandbox
+from rulekit.expr.regex import check_patterns
+from rulekit.expr.sandbox import MAX_EXPRESSION, Sandbox, literal_escapes
 
 ROOT_TYPES: dict[str, Any] = {
     "channel": str,
@@ -78,13 +79,15 @@ def parse_expression(source: str, environment: Sandbox) -> nodes.Expr:
     if not source.strip():
         raise TemplateError("the expression is empty")
     try:
-        tree = ast.parse(source.strip(), mode="eval")
+        with literal_escapes():
+            tree = ast.parse(source.strip(), mode="eval")
         return _convert(tree.body)
     except (SyntaxError, _NotFast, ValueError, RecursionError):
         pass
     try:
-        parser = Parser(environment, source, state="variable")
-        expr = parser.parse_expression()
+        with literal_escapes():
+            parser = Parser(environment, source, state="variable")
+            expr = parser.parse_expression()
         if not parser.stream.eos:
             raise TemplateSyntaxError("unexpected text after the expression", 1)
         return expr
@@ -247,8 +250,9 @@ def check_references(
     tests: dict[str, Any],
     local_names: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> list[str]:
-    """Problems with what ``expr`` refers to: unknown names, fields, filters and tests, and
-    underscore attributes. Each problem is one line with a "did you mean" when one is close."""
+    """Problems with what ``expr`` refers to: unknown names, fields, filters and tests,
+    underscore attributes, and regex patterns that are not literal or that RE2 cannot run.
+    Each problem is one line with a "did you mean" when one is close."""
     problems: list[str] = []
     kinds = (nodes.Name, nodes.Getattr, nodes.Filter, nodes.Test)
     # find_all yields descendants only: `client.emial` alone is its own root
@@ -275,6 +279,7 @@ def check_references(
             problems.append(f"unknown filter {node.name!r}{did_you_mean(node.name, filters)}")
         elif isinstance(node, nodes.Test) and node.name not in tests:
             problems.append(f"unknown test {node.name!r}{did_you_mean(node.name, tests)}")
+    problems.extend(check_patterns(expr))
     return list(dict.fromkeys(problems))
 
 

@@ -22,7 +22,9 @@ and budget (:mod:`rulekit.expr.budget`: what a render may compute, counted every
 
 from __future__ import annotations
 
+import contextlib
 import re
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, cast
 
@@ -177,6 +179,10 @@ class Sandbox(ImmutableSandboxedEnvironment):
             lambda: super(Sandbox, self).compile(tree, *args, **kwargs), limits=COMPILE_LIMITS
         )
 
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        with literal_escapes():
+            return super()._parse(source, name, filename)
+
     budget_iter = staticmethod(counted)
     safe_concat = staticmethod(concat)
 
@@ -246,6 +252,17 @@ class _LimitWork(NodeTransformer):
         raise TemplateError(f"{{% {tag or type(node).__name__.lower()} %}} is not supported")
 
     visit_Extends = visit_Include = visit_Import = visit_FromImport = _unsupported
+
+
+@contextlib.contextmanager
+def literal_escapes() -> Iterator[None]:
+    """Parse with an unknown escape in a string literal kept as written (``'\\d+'`` is the
+    pattern ``\\d+``), as Python and Jinja2 do, without their deprecation warning: patterns
+    are full of them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", SyntaxWarning)
+        yield
 
 
 def _is_call_of(node: nodes.Node, name: str) -> bool:

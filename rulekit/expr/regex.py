@@ -1,0 +1,362 @@
+"""Regular expressions in conditions and templates, in linear time.
+
+Tests ``match`` (anchored at the start) and ``search`` (anywhere), and filters ``regex_search``,
+``regex_findall`` and ``regex_replace``, with Ansible's semantics and arguments
+(``ignorecase``, ``multiline``; ``regex_search``'s ``'\\1'`` / ``'\\g<name>'`` group arguments;
+``regex_replace``'s ``count`` and ``mandatory_count``).
+
+Patterns run on RE2 (``google-re2``): time linear in the text, whatever the pattern, so an
+admin's pattern against a client's 4 MB message cannot stall the daemon. RE2 has no
+backreferences or lookaround; a pattern using them is refused when rules load, saying so
+(:func:`pattern_problem`). Patterns must be literal strings, so that every pattern is compiled
+and checked at load time (:func:`check_patterns`); compiled patterns are cached.
+
+Missing data (``None``) is no text: the tests are false, ``regex_search`` gives ``None``,
+``regex_findall`` an empty list, ``regex_replace`` an empty string. Other values are matched as
+their text. What the filters build is sized as it is built, within the render's budget
+(:mod:`rulekit.expr.budget`): every match found is a step, and no list or text goes over the
+value limit.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import re2
+from jinja2 import nodes
+
+from rulekit.errors import TemplateError
+from rulekit.expr.budget import current, to_text, too_big
+
+PATTERN_FILTERS = frozenset({"regex_search", "regex_findall", "regex_replace"})
+"""Filters whose first argument is a pattern."""
+PATTERN_TESTS = frozenset({"match", "search"})
+"""Tests whose first argument is a pattern."""
+
+MAX_PATTERN = 2_000
+"""Characters in one pattern."""
+_MAX_PROGRAM_MEMORY = 8 << 20  # RE2's own default: what one compiled pattern may use
+
+_UNSUPPORTED = (
+    ("(?=", "lookahead"),
+    ("(?!", "lookahead"),
+    ("(?<=", "lookbehind"),
+    ("(?<!", "lookbehind"),
+    ("(?P=", "a backreference"),
+)
+
+
+_WHY = (
+    ": patterns run on RE2, in time linear in the text, which supports neither "
+    "backreferences nor lookaround"
+)
+
+
+def _options(*, ignorecase: bool = False, multiline: bool = False) -> Any:
+    options = re2.Options()
+    options.log_errors = False
+    options.max_mem = _MAX_PROGRAM_MEMORY
+    options.case_sensitive = not ignorecase
+    return options
+
+
+def compiled(pattern: Any, ignorecase: Any = False, multiline: Any = False) -> Any:
+    """``pattern`` compiled by RE2 (cached); :class:`TemplateError` saying why it cannot be."""
+    if not isinstance(pattern, str):
+        raise TemplateError(f"a pattern is a string, not {type(pattern).__name__}")
+    return _compiled(pattern, ignorecase, multiline)
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(pattern: str, ignorecase: bool, multiline: bool) -> Any:
+    problem = pattern_problem(pattern)
+    if problem:
+        raise TemplateError(problem)
+    # RE2's `(?m)` is Python's re.MULTILINE: ^ and $ at every line
+    source = f"(?m:{pattern})" if multiline else pattern
+    return re2.compile(source, _options(ignorecase=ignorecase))
+
+
+def pattern_problem(pattern: Any) -> str | None:
+    """Why ``pattern`` cannot be a pattern (one line), or ``None`` when RE2 compiles it."""
+    if not isinstance(pattern, str):
+        return f"a pattern is a string, not {type(pattern).__name__}"
+    if len(pattern) > MAX_PATTERN:
+        return f"the pattern is over {MAX_PATTERN} characters"
+    for opening, kind in _UNSUPPORTED:
+        if opening in pattern:
+            return f"pattern {pattern!r}: {kind} ({opening}...) is not supported{_WHY}"
+    try:
+        re2.compile(pattern, _options())
+    except re2.error as exc:
+        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        if _has_backreference(pattern):
+            return f"pattern {pattern!r}: a backreference (\\1) is not supported{_WHY}"
+        return f"pattern {pattern!r} is not a valid RE2 pattern: {reason}"
+    return None
+
+
+def _has_backreference(pattern: str) -> bool:
+    index = pattern.find("\\")
+    while index != -1 and index + 1 < len(pattern):
+        following = pattern[index + 1]
+        if (following.isdigit() and following != "0") or following in "gk":
+            return True
+        index = pattern.find("\\", index + 2)
+    return False
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else to_text(value)
+
+
+# -- tests ---------------------------------------------------------------------------------
+
+
+def is_match(
+    value: Any, pattern: str = "", ignorecase: bool = False, multiline: bool = False
+) -> bool:
+    """``value is match(pattern)``: the pattern matches at the start of the text."""
+    text = _text(value)
+    if text is None:
+        return False
+    return compiled(pattern, ignorecase, multiline).match(text) is not None
+
+
+def is_search(
+    value: Any, pattern: str = "", ignorecase: bool = False, multiline: bool = False
+) -> bool:
+    """``value is search(pattern)``: the pattern matches anywhere in the text."""
+    text = _text(value)
+    if text is None:
+        return False
+    return compiled(pattern, ignorecase, multiline).search(text) is not None
+
+
+# -- filters -------------------------------------------------------------------------------
+
+
+def regex_search(
+    value: Any, regex: str, *groups: str, ignorecase: bool = False, multiline: bool = False
+) -> Any:
+    """The first match of ``regex`` (the matched text), or, given group references
+    (``'\\1'``, ``'\\g<name>'``), the list of those groups' texts; ``None`` without a match."""
+    wanted = [_group_reference(group) for group in groups]
+    text = _text(value)
+    if text is None:
+        return None
+    found = compiled(regex, ignorecase, multiline).search(text)
+    if found is None:
+        return None
+    if not wanted:
+        return found.group()
+    try:
+        return [found.group(group) for group in wanted]
+    except (IndexError, KeyError):
+        raise TemplateError(f"regex_search: the pattern has no group {groups!r}") from None
+
+
+def _group_reference(reference: Any) -> int | str:
+    if isinstance(reference, str) and reference.startswith("\\g<") and reference.endswith(">"):
+        name = reference[3:-1]
+        return int(name) if name.isdigit() else name
+    if isinstance(reference, str) and reference[1:].isdigit() and reference.startswith("\\"):
+        return int(reference[1:])
+    hint = _DOUBLE_QUOTED if isinstance(reference, str) and _control(reference) else ""
+    raise TemplateError(
+        f"regex_search: {reference!r} is not a group reference ('\\1' or '\\g<name>'){hint}"
+    )
+
+
+_DOUBLE_QUOTED = (
+    ": in a string literal '\\1' is the character \\x01 and '\\b' a backspace (as in Python); "
+    "write '\\\\1', '\\\\b' ('\\\\\\\\1' inside a YAML double-quoted string)"
+)
+
+
+def _control(text: str) -> bool:
+    return any("\x01" <= char <= "\x08" for char in text)
+
+
+def regex_findall(
+    value: Any, regex: str, multiline: bool = False, ignorecase: bool = False
+) -> list[Any]:
+    """Every match of ``regex``, as Python's ``re.findall``: the matched texts, or the group's
+    text for a pattern with one group, or tuples of the groups' texts."""
+    text = _text(value)
+    if text is None:
+        return []
+    regexp = compiled(regex, ignorecase, multiline)
+    budget = current()
+    found: list[Any] = []
+    for match in regexp.finditer(text):
+        budget.step()
+        if len(found) >= budget.limits.value:
+            raise too_big("regex_findall")
+        if regexp.groups == 0:
+            found.append(match.group())
+        elif regexp.groups == 1:
+            found.append(match.group(1) or "")
+        else:
+            found.append(tuple(part or "" for part in match.groups()))
+    budget.build(len(found))
+    return found
+
+
+def regex_replace(
+    value: Any = "",
+    pattern: str = "",
+    replacement: Any = "",
+    ignorecase: bool = False,
+    multiline: bool = False,
+    count: int = 0,
+    mandatory_count: int = 0,
+) -> str:
+    """``value`` with matches of ``pattern`` replaced (all, or the first ``count``);
+    ``replacement`` may name groups (``\\1``, ``\\g<name>``). ``mandatory_count``: fail the
+    render unless exactly that many replacements were made."""
+    text = _text(value)
+    if text is None:
+        return ""
+    regexp = compiled(pattern, ignorecase, multiline)
+    template = _replacement(to_text(replacement))
+    budget = current()
+    most = budget.limits.value
+    pieces: list[str] = []
+    size = 0
+    done = 0
+    last = 0
+    for match in regexp.finditer(text):
+        if count and done >= count:
+            break
+        budget.step()
+        start, end = match.span()
+        piece = text[last:start]
+        pieces.append(piece)
+        size += len(piece)
+        for part in template:
+            expanded = part if isinstance(part, str) else _group(match, part.key)
+            pieces.append(expanded)
+            size += len(expanded)
+        if size > most:
+            raise too_big("regex_replace")
+        last = end
+        done += 1
+    if mandatory_count and done != mandatory_count:
+        raise TemplateError(f"regex_replace: {done} replacements made, {mandatory_count} required")
+    if done == 0:
+        return text
+    size += len(text) - last
+    if size > most:
+        raise too_big("regex_replace")
+    pieces.append(text[last:])
+    budget.build(size)
+    return "".join(pieces)
+
+
+def _group(match: Any, key: int | str) -> str:
+    try:
+        text = match.group(key)
+    except (IndexError, KeyError):
+        raise TemplateError(f"regex_replace: the pattern has no group {key!r}") from None
+    return text or ""
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "f": "\f", "v": "\v", "a": "\a", "b": "\b", "\\": "\\"}
+
+
+@dataclass(frozen=True)
+class _Group:
+    """A group reference in a replacement (a number or a name)."""
+
+    key: int | str
+
+
+def _replacement(template: str) -> list[str | _Group]:
+    """A replacement as literal texts and group numbers or names, as Python's ``re.sub``
+    reads it (``\\1``, ``\\g<1>``, ``\\g<name>``, ``\\n``...; other escapes stay as they are)."""
+    parts: list[str | _Group] = []
+    literal: list[str] = []
+    index = 0
+    while index < len(template):
+        char = template[index]
+        following = template[index + 1] if index + 1 < len(template) else ""
+        if char != "\\" or not following:
+            literal.append(char)
+            index += 1
+            continue
+        reference: str | int
+        if following.isdigit() and following != "0":
+            end = index + 2
+            if end < len(template) and template[end].isdigit():
+                end += 1
+            reference, index = int(template[index + 1 : end]), end
+        elif following == "g" and template.startswith("<", index + 2):
+            close = template.find(">", index + 3)
+            if close == -1:
+                raise TemplateError("regex_replace: unterminated \\g< in the replacement")
+            name = template[index + 3 : close]
+            reference, index = (int(name) if name.isdigit() else name), close + 1
+        elif following in _ESCAPES:
+            literal.append(_ESCAPES[following])
+            index += 2
+            continue
+        else:
+            literal.append(char + following)
+            index += 2
+            continue
+        if literal:
+            parts.append("".join(literal))
+            literal = []
+        parts.append(_Group(reference))
+    if literal:
+        parts.append("".join(literal))
+    return parts
+
+
+# -- load time -----------------------------------------------------------------------------
+
+
+def check_patterns(expr: nodes.Node) -> list[str]:
+    """Problems with the patterns of ``expr``'s regex filters and tests: each pattern must be
+    a literal string (so it is compiled now, not while an event waits) that RE2 can run."""
+    problems: list[str] = []
+    kinds = (nodes.Filter, nodes.Test)
+    roots = [expr] if isinstance(expr, kinds) else []
+    for node in [*roots, *expr.find_all(kinds)]:
+        names = PATTERN_FILTERS if isinstance(node, nodes.Filter) else PATTERN_TESTS
+        if node.name not in names:
+            continue
+        if isinstance(node, nodes.Filter) and node.name == "regex_replace":
+            replacement = node.args[1] if len(node.args) > 1 else None
+            if isinstance(replacement, nodes.Const) and isinstance(replacement.value, str):
+                if _control(replacement.value):
+                    problems.append(f"the replacement holds a control character{_DOUBLE_QUOTED}")
+        pattern = _pattern_argument(node)
+        if pattern is None:
+            problems.append(f"{node.name} needs a pattern")
+        elif not isinstance(pattern, nodes.Const) or not isinstance(pattern.value, str):
+            problems.append(
+                f"the pattern of {node.name} must be a literal string (patterns are compiled "
+                "when rules load)"
+            )
+        elif _control(pattern.value):
+            problems.append(f"the pattern of {node.name} holds a control character{_DOUBLE_QUOTED}")
+        else:
+            problem = pattern_problem(pattern.value)
+            if problem:
+                problems.append(problem)
+            else:
+                compiled(pattern.value)  # warm the cache: the first event pays nothing
+    return problems
+
+
+def _pattern_argument(node: nodes._FilterTestCommon) -> nodes.Expr | None:
+    if node.args:
+        return node.args[0]
+    for keyword in node.kwargs:
+        if keyword.key in ("pattern", "regex"):
+            return keyword.value
+    return None

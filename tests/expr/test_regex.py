@@ -1,0 +1,209 @@
+"""Regular expressions: Ansible's tests and filters, on RE2 (linear time), checked and compiled
+when rules load, within the render's budget."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import pytest
+from scaffold import make_event
+
+from rulekit.errors import TemplateError, ValidationErrors
+from rulekit.expr import regex
+from rulekit.expr.budget import Limits, OverBudget, with_budget
+
+
+def _rule(condition: str | None, text: str) -> str:
+    # single-quoted YAML: backslashes reach the expression as written
+    quoted = text.replace("'", "''")
+    when = "" if condition is None else f"  if: ['{condition.replace(chr(39), chr(39) * 2)}']\n"
+    return (
+        f"- name: r\n  on: {{channel: online-chat}}\n{when}"
+        f"  do:\n    - telegram: {{chat_id: '1', text: '{quoted}'}}\n"
+    )
+
+
+@pytest.fixture
+def holds(build_engine: Any) -> Any:
+    def holds(condition: str, text: str | None) -> bool:
+        engine = build_engine(_rule(condition, "yes"))
+        plan = engine.evaluate(make_event(event="message", message={"text": text}))
+        return bool(plan)
+
+    return holds
+
+
+@pytest.fixture
+def render(build_engine: Any) -> Any:
+    def render(template: str, text: str | None) -> str:
+        engine = build_engine(_rule(None, template))
+        plan = engine.evaluate(make_event(event="message", message={"text": text}))
+        assert not plan.errors, plan.errors
+        return str(plan[0].params["text"])
+
+    return render
+
+
+# -- Ansible's semantics --------------------------------------------------------------------
+
+
+def test_match_is_anchored_at_the_start_and_search_is_not(holds: Any) -> None:
+    assert holds("message.text is match('order')", "order 12")
+    assert not holds("message.text is match('order')", "my order 12")
+    assert holds("message.text is search('order')", "my order 12")
+    assert holds("message.text is match('ord')", "order 12")  # not anchored at the end
+    assert not holds("message.text is search('ORDER')", "my order")
+    assert holds("message.text is search('ORDER', ignorecase=true)", "my order")
+    assert not holds("message.text is search('^12$')", "order\n12")
+    assert holds("message.text is search('^12$', multiline=true)", "order\n12")
+    assert holds("message.text is not search('refund')", "an order")
+
+
+def test_missing_text_never_matches(holds: Any, render: Any) -> None:
+    assert not holds("message.text is search('.*')", None)
+    assert not holds("message.text is match('')", None)
+    assert render("[{{ message.text|regex_search('a') }}]", None) == "[]"
+    assert render("{{ message.text|regex_findall('a') }}", None) == "[]"
+    assert render("[{{ message.text|regex_replace('a', 'b') }}]", None) == "[]"
+
+
+def test_regex_search_gives_the_match_or_the_groups(render: Any) -> None:
+    text = "Order #12345 from bob@example.com"
+    assert render("{{ message.text|regex_search('#\\d+') }}", text) == "#12345"
+    assert render("{{ message.text|regex_search('(\\w+)@(\\w+)', '\\\\2', '\\\\1') }}", text) == (
+        "['example', 'bob']"
+    )
+    assert render("{{ message.text|regex_search('(?P<n>\\d+)', '\\\\g<n>')|first }}", text) == (
+        "12345"
+    )
+    assert render("[{{ message.text|regex_search('refund') }}]", text) == "[]"
+    assert render("{{ message.text|regex_search('order', ignorecase=true) }}", text) == "Order"
+
+
+def test_regex_findall_is_pythons_findall(render: Any) -> None:
+    text = "a1 b22 c333"
+    assert render("{{ message.text|regex_findall('\\d+') }}", text) == "['1', '22', '333']"
+    assert render("{{ message.text|regex_findall('([a-z])\\d') }}", text) == "['a', 'b', 'c']"
+    assert render("{{ message.text|regex_findall('([a-z])(\\d)') }}", text) == (
+        "[('a', '1'), ('b', '2'), ('c', '3')]"
+    )
+
+
+def test_regex_replace_with_groups_count_and_mandatory_count(render: Any) -> None:
+    text = "localhost:80"
+    named = "'^(?P<host>.+):(?P<port>\\d+)$', '\\\\g<host>, \\\\g<port>'"
+    assert render("{{ message.text|regex_replace(" + named + ") }}", text) == "localhost, 80"
+    assert render("{{ message.text|regex_replace('(o)', '[\\\\1]', count=1) }}", text) == (
+        "l[o]calhost:80"
+    )
+    assert render("{{ message.text|regex_replace('O', '0', ignorecase=true) }}", text) == (
+        "l0calh0st:80"
+    )
+    assert render("{{ message.text|regex_replace('x*', '-') }}", "ab") == "-a-b-"
+    with pytest.raises(TemplateError, match="1 replacements made, 2 required"):
+        with_budget(lambda: regex.regex_replace("a:b", ":", "-", mandatory_count=2))
+
+
+def test_values_are_matched_as_their_text() -> None:
+    assert regex.is_match(12345, "\\d{5}")
+    assert regex.regex_findall(["ab", "cd"], "[a-z]{2}") == ["ab", "cd"]
+
+
+# -- load time ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("condition", "message"),
+    [
+        ("message.text is match('(a)\\\\1')", "backreference (\\1) is not supported"),
+        ("message.text is match('(?P<x>a)(?P=x)')", "backreference ((?P=...) is not supported"),
+        ("message.text is search('(?=a)b')", "lookahead ((?=...) is not supported"),
+        ("message.text is search('(?<!a)b')", "lookbehind ((?<!...) is not supported"),
+        ("message.text is search('[a')", "not a valid RE2 pattern: missing ]"),
+        ("message.text is search('a{1001}')", "invalid repetition size"),
+        ("message.text is search(client.name)", "must be a literal string"),
+        ("message.text|regex_findall(env.X)", "must be a literal string"),
+        ("message.text is search", "search needs a pattern"),
+    ],
+)
+def test_patterns_are_checked_when_rules_load(
+    build_engine: Any, condition: str, message: str
+) -> None:
+    with pytest.raises(ValidationErrors) as caught:
+        build_engine(_rule(condition, "x"))
+    text = str(caught.value)
+    assert message in text
+    assert "rules.yaml:3:" in text  # file:line of the condition
+
+
+def test_template_patterns_are_checked_when_rules_load(build_engine: Any) -> None:
+    with pytest.raises(ValidationErrors) as caught:
+        build_engine(_rule(None, "{{ message.text|regex_replace('(?<=a)b', 'c') }}"))
+    assert "rules.yaml:4:" in str(caught.value)
+    assert "lookbehind" in str(caught.value)
+
+
+def test_a_double_quoted_backslash_is_explained(build_engine: Any) -> None:
+    rules = (
+        "- name: r\n  on: {channel: online-chat}\n  do:\n"
+        '    - telegram: {chat_id: "1", text: "{{ message.text|'
+        "regex_replace('(a)', '\\\\1') }}\"}\n"
+    )
+    with pytest.raises(ValidationErrors, match="control character: in a string literal"):
+        build_engine(rules)
+
+
+# -- budget and linear time ----------------------------------------------------------------
+
+
+def test_what_the_filters_build_is_within_the_budget() -> None:
+    small = Limits(value=100, steps=1_000)
+    with pytest.raises(OverBudget, match="regex_findall"):
+        with_budget(lambda: regex.regex_findall("a" * 200, "a"), limits=small)
+    with pytest.raises(OverBudget, match="regex_replace"):
+        with_budget(lambda: regex.regex_replace("a" * 20, "a", "x" * 10), limits=small)
+    with pytest.raises(OverBudget, match="steps"):
+        with_budget(
+            lambda: regex.regex_replace("a" * 50, "a", ""), limits=Limits(value=100, steps=20)
+        )
+    assert with_budget(lambda: regex.regex_replace("a" * 50, "a", "b"), limits=small) == "b" * 50
+
+
+def test_an_admins_pattern_against_a_4_mb_client_text_finishes() -> None:
+    """Patterns that make a backtracking engine run for longer than the universe exists
+    (``(a+)+$`` against many a's and no match) run on a 4 MB text through a loaded rule, in a
+    process whose CPU time is limited to a few seconds: it is killed unless RE2 answers."""
+    program = textwrap.dedent(
+        """
+        import resource, sys, pathlib, tempfile
+        resource.setrlimit(resource.RLIMIT_CPU, (20, 20))
+        from rulekit.engine.engine import Engine
+        from rulekit.event import Event
+        rules = pathlib.Path(tempfile.mkdtemp()) / "rules.yaml"
+        rules.write_text('''
+        - name: catastrophic
+          on: {channel: online-chat}
+          if:
+            - "message.text is match('^(a+)+$')"
+            - "message.text is search('(x+x+)+y')"
+          do: [{telegram: {chat_id: '1', text: "{{ message.text|regex_findall('(a|aa)+!') }}"}}]
+        - name: found
+          on: {channel: online-chat}
+          if: ["message.text is search('(a|aa)+!$')"]
+          do: [{telegram: {chat_id: '1', text: "{{ message.text[-3:]|regex_search('a+!') }}"}}]
+        ''')
+        engine = Engine.from_path(rules)
+        text = "a" * (4 * 1024 * 1024) + "!"
+        plan = engine.evaluate(Event(channel="online-chat", event="message",
+                                     message={"text": text}))
+        print([step.rule for step in plan], plan[0].params["text"], plan.errors)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "['found'] aa! []"
