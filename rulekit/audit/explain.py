@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any
@@ -16,7 +17,7 @@ from rulekit.errors import RulekitError
 from rulekit.safetext import text_lines
 from rulekit.store.base import JournaledState
 from rulekit.store.forms import PersonalValues
-from rulekit.store.records import Attempt, EventRecord, InboxItem, Job
+from rulekit.store.records import Attempt, EventRecord, InboxItem, Job, Timer
 
 SUGGESTIONS_SCANNED = 2000
 """How many recent events an unknown id is compared with."""
@@ -37,6 +38,8 @@ class Explanation:
     """``(rule, reason)`` of each rule the index left out, when rebuilt (``--excluded``)."""
     excluded_note: str | None = None
     """Why they could not be rebuilt."""
+    timers: list[Timer] = field(default_factory=list)
+    """Timers the event set, cancelled, or fired as."""
 
 
 def rebuild_excluded(explanation: Explanation, engine: Engine) -> None:
@@ -74,7 +77,11 @@ def explain(state: JournaledState, event_id: str, *, raw: bool = False) -> Expla
         raise UnknownEvent(f"no event {event_id!r} was recorded{_close_ids(state, event_id)}")
     jobs = [(job, state.attempts(job.id)) for job in state.jobs(event_id=event_id, limit=10_000)]
     inbox = state.get_inbox(record.inbox_id) if raw and record.inbox_id is not None else None
-    return Explanation(record, jobs, inbox)
+    try:
+        timers = state.timers(event_id=event_id)
+    except NotImplementedError:
+        timers = []
+    return Explanation(record, jobs, inbox, timers=timers)
 
 
 def _close_ids(state: JournaledState, event_id: str) -> str:
@@ -128,6 +135,7 @@ def as_document(
         "data": record.data if show_content else hide_event(record.data),
         "trace": hide(record.trace, hidden),
         "jobs": jobs,
+        "timers": [_timer_dict(timer) for timer in explanation.timers],
     }
     if explanation.excluded is not None:
         document["excluded"] = [
@@ -207,6 +215,7 @@ def as_text(
     for error in record.trace.get("errors") or []:
         lines.append(f"  ! {hide(error, hidden)}")
 
+    lines.extend(_timer_lines(explanation, when))
     lines.append("")
     lines.append("plan")
     planned = planned_actions(record.trace)
@@ -248,6 +257,54 @@ def as_text(
             lines.append("raw payload:")
             lines.extend(body.split("\n"))
     return text_lines(lines)
+
+
+def _timer_dict(timer: Timer) -> dict[str, Any]:
+    return {
+        "id": timer.id,
+        "rule": timer.rule,
+        "conversation_id": timer.conversation_id,
+        "due": timer.due.isoformat(),
+        "status": timer.status,
+        "set_by": timer.trigger_event_id,
+        "by_event": timer.by_event,
+        "finished_at": timer.finished_at.isoformat() if timer.finished_at else None,
+        "reason": timer.reason,
+    }
+
+
+def _timer_lines(explanation: Explanation, when: Callable[[datetime], str]) -> list[str]:
+    """The timers section: set, cancelled, or fired by this event."""
+    record = explanation.record
+    fired = record.trace.get("timer")
+    lines = []
+    if isinstance(fired, dict):
+        lines.append(
+            f"  ⏱ timer of {fired.get('rule')!r} due {fired.get('due')}: {fired.get('outcome')}"
+            f" ({fired.get('late_seconds')} s late)"
+            + (f": {fired['reason']}" if fired.get("reason") else "")
+        )
+    for timer in explanation.timers:
+        if timer.trigger_event_id == record.event_id:
+            state: str = timer.status
+            if timer.status == "cancelled":
+                state += f" by event {timer.by_event}"
+            elif timer.finished_at is not None:
+                late = (timer.finished_at - timer.due).total_seconds()
+                state += f" at {when(timer.finished_at)} ({late:.1f} s after due)"
+                if timer.by_event:
+                    state += f", recorded as event {timer.by_event}"
+            if timer.reason:
+                state += f": {timer.reason}"
+            lines.append(
+                f"  ⏱ set timer #{timer.id} of {timer.rule!r}, due {when(timer.due)}: {state}"
+            )
+        elif timer.status == "cancelled" and timer.by_event == record.event_id:
+            lines.append(
+                f"  ⏱ cancelled timer #{timer.id} of {timer.rule!r} "
+                f"(set by event {timer.trigger_event_id})"
+            )
+    return ["", "timers", *lines] if lines else []
 
 
 def _clip(text: str, width: int = 100) -> str:

@@ -98,6 +98,18 @@ def as_document(lines: list[HistoryLine], *, show_content: bool = False) -> dict
     return {"events": out}
 
 
+def timer_note(trace: dict[str, Any]) -> str:
+    """``  timers: set Nobody answered`` — what the event did with timers, for its line."""
+    notes = [f"set {t.get('rule')}" for t in trace.get("timers") or [] if isinstance(t, dict)]
+    notes += [
+        f"cancelled {c.get('rule')}" for c in trace.get("cancels") or [] if isinstance(c, dict)
+    ]
+    fired = trace.get("timer")
+    if isinstance(fired, dict):
+        notes.append(f"{fired.get('rule')}: {fired.get('outcome')}")
+    return f"  timers: {', '.join(notes)}" if notes else ""
+
+
 def as_text(lines: list[HistoryLine], *, timezone: tzinfo, show_content: bool = False) -> str:
     """One line per event: time, id, channel, event, client, matched rules, outcomes."""
     if not lines:
@@ -110,7 +122,7 @@ def as_text(lines: list[HistoryLine], *, timezone: tzinfo, show_content: bool = 
         client = client_label(record.data, show_content=show_content)
         out.append(
             f"{when}  {record.event_id}  {record.channel}  {record.event}  {client}  "
-            f"rules: {matched}  actions: {outcome_summary(line)}"
+            f"rules: {matched}  actions: {outcome_summary(line)}{timer_note(record.trace)}"
         )
         text = (record.data.get("message") or {}).get("text")
         if show_content and text:

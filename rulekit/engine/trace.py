@@ -10,7 +10,10 @@ The daemon records ``trace_of(plan, rules_version=…)`` with
                     "evaluated": bool}]}}],
      "plan": [{"rule": …, "action": …, "params": {…}, "skipped"?: …}],
      "errors": ["…"],
-     "excluded": N}
+     "excluded": N,
+     "timers"?: [{"rule", "conversation_id", "due", "restart"}],   # timers the event set
+     "cancels"?: [{"rule", "conversation_id"}],                     # timers it cancelled
+     "timer"?: {"rule", "due", "fired_at", "late_seconds", "outcome", "reason"}}  # a fired timer
 
 ``rules`` holds the candidates the index yielded (evaluated with ``explain=True``); the other
 rules of the event's (channel, event) are only counted in ``excluded`` — ``rulekit why
@@ -33,6 +36,9 @@ def trace_of(plan: Plan, *, rules_version: str | None = None) -> dict[str, Any]:
         "plan": [action.as_dict() for action in plan.actions],
         "errors": list(plan.errors),
         "excluded": plan.excluded,
+        **({"timers": [timer.as_dict() for timer in plan.timers]} if plan.timers else {}),
+        **({"cancels": [cancel.as_dict() for cancel in plan.cancels]} if plan.cancels else {}),
+        **({"timer": plan.firing.as_dict()} if plan.firing is not None else {}),
     }
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from rulekit.errors import StoreUnavailable
 from rulekit.event import Event
+from rulekit.runtime.replies import note_replies
 from rulekit.runtime.worker import Evaluation, Refusal, Request
 from rulekit.store.base import JournaledState, JournaledStore, State
 from rulekit.store.recording import Recording, RecordingState, StateChanged
@@ -47,6 +48,8 @@ class Processed:
     jobs: list[JobSpec] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     inbox_id: int | None = None
+    timers: int = 0
+    """How many timers the event set."""
 
     def message(self) -> dict[str, Any]:
         event = self.event
@@ -103,6 +106,8 @@ def prepare(
         with store.transaction() as state:
             recording = RecordingState(state)
             found = parse(recording) if parse is not None else list(events or ())
+            for event in found:
+                note_replies(recording, event)
             prepared = Prepared(found, _request(state, found), recording.recording)
             raise _RollBack
     except _RollBack:
@@ -174,6 +179,13 @@ def record(
         if recorded:
             for rule, conversation_id, until in evaluation.cooldowns:
                 state.set_cooldown(rule, conversation_id, until)
+            # timers live and die with the record of the event that set or cancelled them
+            for rule, conversation_id in evaluation.cancels:
+                state.cancel_timers(rule, conversation_id, by_event=event.id)
+            for rule, conversation_id, due, restart in evaluation.timers:
+                state.set_timer(
+                    rule, conversation_id, event.channel, due, event.id, restart=restart
+                )
         elif evaluation.cooldowns:
             # evaluated as new, yet recorded meanwhile: later events saw marks never set
             raise StateChanged(f"event {event.id} was recorded meanwhile")
@@ -185,6 +197,7 @@ def record(
                 evaluation.jobs if recorded else [],
                 evaluation.errors,
                 inbox_id,
+                len(evaluation.timers) if recorded else 0,
             )
         )
     return out

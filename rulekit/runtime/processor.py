@@ -119,6 +119,7 @@ class Processor:
         metrics: Metrics,
         feed: LiveFeed,
         on_jobs: Callable[[], None] = lambda: None,
+        on_timers: Callable[[], None] = lambda: None,
         batch: int = BATCH,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -128,6 +129,7 @@ class Processor:
         self.metrics = metrics
         self.feed = feed
         self.on_jobs = on_jobs
+        self.on_timers = on_timers
         self.batch = batch
         self.clock = clock
         self.owner = owner_name()
@@ -326,7 +328,7 @@ class Processor:
         return [item]
 
     def _report(self, results: list[Processed | InboxItem]) -> None:
-        jobs = False
+        jobs = timers = False
         for result in results:
             if isinstance(result, InboxItem):
                 self.metrics.events_failed.labels(result.channel).inc()
@@ -336,8 +338,11 @@ class Processor:
                 continue
             report(result, self.metrics, self.feed)
             jobs = jobs or bool(result.jobs)
+            timers = timers or bool(result.timers)
         if jobs:
             self.on_jobs()
+        if timers:
+            self.on_timers()
 
 
 def report(result: Processed, metrics: Metrics, feed: LiveFeed) -> None:

@@ -68,6 +68,21 @@ class Evaluation:
     """The plan's new cooldown marks: ``(rule, conversation id, until)``."""
     cooldowns_read: list[tuple[str, str, datetime | None]] = field(default_factory=list)
     """The marks the evaluation depended on, as it saw them: checked again at commit."""
+    timers: list[tuple[str, str, datetime, bool]] = field(default_factory=list)
+    """Timers the plan starts: ``(rule, conversation id, due, restart)``."""
+    cancels: list[tuple[str, str]] = field(default_factory=list)
+    """Pending timers the event cancels: ``(rule, conversation id)``."""
+    firing: dict[str, Any] | None = None
+    """For a due timer's request: its outcome (:meth:`rulekit.engine.timers.Firing.as_dict`)."""
+
+
+@dataclass
+class Firing:
+    """A due timer to evaluate: its rule, when it was due and the time it fires at."""
+
+    rule: str
+    due: datetime
+    now: datetime
 
 
 @dataclass
@@ -80,6 +95,9 @@ class Request:
     events: list[Event]
     cooldowns: dict[str, dict[str, datetime]]
     skip: frozenset[str] = frozenset()
+    firing: Firing | None = None
+    """Set for a due timer: the one event is its trigger at fire time
+    (:meth:`rulekit.engine.engine.Engine.fire`)."""
 
 
 @dataclass
@@ -172,7 +190,11 @@ def evaluate(snapshot: Snapshot, request: Request, limits: Limits) -> list[Evalu
         try:
             signal.setitimer(signal.ITIMER_PROF, limits.event_cpu)
             try:
-                plan = engine.evaluate(event, view, explain=True)
+                firing = request.firing
+                if firing is not None:
+                    plan = engine.fire(firing.rule, event, firing.due, firing.now, explain=True)
+                else:
+                    plan = engine.evaluate(event, view, explain=True)
             finally:
                 signal.setitimer(signal.ITIMER_PROF, 0)
             jobs = [
@@ -208,6 +230,9 @@ def evaluate(snapshot: Snapshot, request: Request, limits: Limits) -> list[Evalu
                 errors=list(plan.errors),
                 cooldowns=marks,
                 cooldowns_read=list(view.reads),
+                timers=[(t.rule, t.conversation_id, t.due, t.restart) for t in plan.timers],
+                cancels=[(c.rule, c.conversation_id) for c in plan.cancels],
+                firing=plan.firing.as_dict() if plan.firing is not None else None,
             )
         )
     return out

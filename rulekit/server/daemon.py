@@ -44,7 +44,8 @@ from rulekit.runtime.evaluator import Evaluator
 from rulekit.runtime.feed import LiveFeed
 from rulekit.runtime.logs import log
 from rulekit.runtime.metrics import Metrics
-from rulekit.runtime.processor import Processor
+from rulekit.runtime.processor import Processor, owner_name, report
+from rulekit.runtime.timers import Fired, TimerRunner
 from rulekit.runtime.worker import Limits
 from rulekit.server.app import create_app
 from rulekit.server.fetching import Fetchers
@@ -118,6 +119,7 @@ class Daemon:
         self.commit: GroupCommit | None = None
         self.evaluator: Evaluator | None = None
         self.processor: Processor | None = None
+        self.timers: TimerRunner | None = None
         self.dispatcher: Dispatcher | None = None
         self.fetchers: Fetchers | None = None
         self.ingest = Ingest(lambda: self._snapshot, None, self.metrics, self._wake)  # type: ignore[arg-type]
@@ -140,6 +142,15 @@ class Daemon:
         elif self.dispatcher is not None:
             self.dispatcher.wake()
 
+    def _timers_fired(self, fired: list[Fired]) -> None:
+        jobs = False
+        for item in fired:
+            if item.processed is not None:
+                report(item.processed, self.metrics, self.feed)
+                jobs = jobs or bool(item.processed.jobs)
+        if jobs and self.dispatcher is not None:
+            self.dispatcher.wake()
+
     # lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         """Start the workers (the app's lifespan calls this)."""
@@ -156,6 +167,13 @@ class Daemon:
             lease=self.job_lease,
             evaluator=self.evaluator,
         )
+        self.timers = TimerRunner(
+            self.store,
+            lambda: self._snapshot,
+            self.evaluator,
+            owner=owner_name(),
+            on_fired=self._timers_fired,
+        )
         self.processor = Processor(
             self.store,
             lambda: self._snapshot,
@@ -163,6 +181,7 @@ class Daemon:
             metrics=self.metrics,
             feed=self.feed,
             on_jobs=self.dispatcher.wake,
+            on_timers=self.timers.wake,
         )
         self.dispatcher.arrival = self.processor.arrival
         self._reload_lock = asyncio.Lock()
@@ -172,6 +191,7 @@ class Daemon:
         self._tasks = [
             asyncio.create_task(self.processor.run(), name="rulekit-processor"),
             asyncio.create_task(self.dispatcher.run(), name="rulekit-dispatcher"),
+            asyncio.create_task(self.timers.run(), name="rulekit-timers"),
         ]
         self.fetchers = Fetchers(self.commit, lambda: self._snapshot, self.metrics, self._wake)
         self.fetchers.follow(self._snapshot)
@@ -204,6 +224,8 @@ class Daemon:
         if self.fetchers is not None:  # no more updates in; what was fetched is in the inbox
             await self.fetchers.stop()
         self.processor.stop()
+        if self.timers is not None:
+            self.timers.stop()
         self._stop_watching.set()
         await self.dispatcher.stop()
         if self.evaluator is not None:  # ends an evaluation in progress; its item is kept

@@ -123,3 +123,30 @@ class Attempt:
     outcome: Outcome
     error: str | None = None
     result: Any = None
+
+
+TimerStatus = Literal["pending", "fired", "unless", "dropped", "cancelled", "gone", "error"]
+"""``pending`` until due; then ``fired`` (its actions are in the outbox), ``unless`` (the rule's
+``unless:`` held), ``dropped`` (over ``max_late``), ``gone`` (the rule or the triggering event
+no longer exists) or ``error``; or ``cancelled`` by a ``cancel_on`` event."""
+
+
+@dataclass(frozen=True)
+class Timer:
+    """A timer of a timed rule (``after:``) for one conversation."""
+
+    id: int
+    rule: str
+    conversation_id: str
+    channel: str
+    due: datetime
+    trigger_event_id: str
+    """The event that set (or last restarted) it; read back from the audit trail when due."""
+    status: TimerStatus
+    set_at: datetime
+    finished_at: datetime | None = None
+    reason: str | None = None
+    by_event: str | None = None
+    """The event that cancelled it, or the event its firing is recorded as (``timer:<id>``)."""
+    claimed_by: str | None = None
+    claimed_until: datetime | None = None

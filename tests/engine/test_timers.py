@@ -175,3 +175,19 @@ def test_trigger_does_not_show_the_raw_payload(build_engine) -> None:
             """,
             CONFIG,
         )
+
+
+def test_the_idle_close_rule_of_plugins_md_restarts_on_each_message(build_engine) -> None:
+    from scaffold import REPO
+
+    text = (REPO / "docs" / "plugins.md").read_text(encoding="utf-8")
+    section = text[text.index('### 6. Time: "close after N idle"') :]
+    rules = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    engine = build_engine(rules, CONFIG)
+    plan = engine.evaluate(
+        make_event(event="message", conversation={"id": "c1"}), now=MONDAY_10, explain=True
+    )
+    (timer,) = plan.timers
+    assert timer.restart and timer.due == MONDAY_10 + timedelta(minutes=30)
+    closed = engine.evaluate(make_event(event="closed", conversation={"id": "c1"}))
+    assert [c.rule for c in closed.cancels] == ["Close chats idle for 30 minutes"]

@@ -175,6 +175,34 @@ CREATE TABLE leases (
 );
 """
 
+TIMERS = """
+-- Timers of timed rules (`after:`): set in the transaction that records the triggering event,
+-- fired once when due. One pending timer per rule and conversation; the earliest due time
+-- and a conversation's cancellation are index lookups.
+CREATE TABLE timers (
+    id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    rule              text NOT NULL,
+    conversation_id   text NOT NULL,
+    channel           text NOT NULL,
+    due               timestamptz NOT NULL,
+    trigger_event_id  text NOT NULL,       -- read back from events when due
+    status            text NOT NULL DEFAULT 'pending'
+                      CHECK (status IN ('pending', 'fired', 'unless', 'dropped', 'cancelled',
+                                        'gone', 'error')),
+    set_at            timestamptz NOT NULL,
+    finished_at       timestamptz,
+    reason            text,
+    by_event          text,                -- the cancelling event, or the fired one
+    claimed_by        text,
+    claimed_until     timestamptz
+);
+CREATE UNIQUE INDEX timers_pending ON timers (rule, conversation_id) WHERE status = 'pending';
+CREATE INDEX timers_due ON timers (due) WHERE status = 'pending';
+CREATE INDEX timers_by_trigger ON timers (trigger_event_id);
+CREATE INDEX timers_by_event ON timers (by_event);
+CREATE INDEX timers_by_conversation ON timers (conversation_id);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", INITIAL),
     Migration(2, "conversation_order", CONVERSATION_ORDER),
@@ -183,5 +211,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "job_lanes", JOB_LANES),
     Migration(6, "conversation_activity", CONVERSATION_ACTIVITY),
     Migration(7, "leases", LEASES),
+    Migration(8, "timers", TIMERS),
 )
 check_sequence(MIGRATIONS)

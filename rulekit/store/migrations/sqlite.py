@@ -163,6 +163,34 @@ CREATE TABLE leases (
 );
 """
 
+TIMERS = """
+-- Timers of timed rules (`after:`): set in the transaction that records the triggering event,
+-- fired once when due. One pending timer per rule and conversation; the earliest due time
+-- and a conversation's cancellation are index lookups.
+CREATE TABLE timers (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    rule              TEXT NOT NULL,
+    conversation_id   TEXT NOT NULL,
+    channel           TEXT NOT NULL,
+    due               TEXT NOT NULL,
+    trigger_event_id  TEXT NOT NULL,       -- read back from events when due
+    status            TEXT NOT NULL DEFAULT 'pending'
+                      CHECK (status IN ('pending', 'fired', 'unless', 'dropped', 'cancelled',
+                                        'gone', 'error')),
+    set_at            TEXT NOT NULL,
+    finished_at       TEXT,
+    reason            TEXT,
+    by_event          TEXT,                -- the cancelling event, or the fired one
+    claimed_by        TEXT,
+    claimed_until     TEXT
+);
+CREATE UNIQUE INDEX timers_pending ON timers (rule, conversation_id) WHERE status = 'pending';
+CREATE INDEX timers_due ON timers (due) WHERE status = 'pending';
+CREATE INDEX timers_by_trigger ON timers (trigger_event_id);
+CREATE INDEX timers_by_event ON timers (by_event);
+CREATE INDEX timers_by_conversation ON timers (conversation_id);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", INITIAL),
     Migration(2, "conversation_order", CONVERSATION_ORDER),
@@ -170,5 +198,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "job_lanes", JOB_LANES),
     Migration(5, "conversation_activity", CONVERSATION_ACTIVITY),
     Migration(6, "leases", LEASES),
+    Migration(7, "timers", TIMERS),
 )
 check_sequence(MIGRATIONS)

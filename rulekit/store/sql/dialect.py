@@ -54,6 +54,9 @@ class Dialect(abc.ABC):
     """The database, for messages (``SQLite``, ``PostgreSQL``)."""
 
     for_update: str = ""
+    skip_locked: str = ""
+    """Appended to the reads that claim work (timers): several daemons claiming at once each
+    skip the rows another is claiming, instead of waiting for them."""
     """Appended to the reads that erasure rewrites: locks the rows where several daemons could
     change them meanwhile."""
 

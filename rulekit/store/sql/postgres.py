@@ -64,6 +64,7 @@ class PostgresDialect(Dialect):
 
     name = "PostgreSQL"
     for_update = " FOR UPDATE"
+    skip_locked = " FOR UPDATE SKIP LOCKED"
 
     def sql(self, statement: str) -> str:
         return pyformat(statement)

@@ -31,12 +31,13 @@ from rulekit.store.records import (
 )
 from rulekit.store.sql import erasure, listing
 from rulekit.store.sql.dialect import Dialect
+from rulekit.store.sql.timers import SQLTimers
 
 Row = Any
 """A row of the driver (``sqlite3.Row`` or a psycopg dict): columns by name."""
 
 
-class SQLState(JournaledState):
+class SQLState(SQLTimers, JournaledState):
     """One open transaction of a SQL store."""
 
     def __init__(self, conn: Any, where: str, dialect: Dialect) -> None:

@@ -1,0 +1,221 @@
+"""The daemon's timers: firing the timers of timed rules (``after:``) when they are due.
+
+Timers are rows of the store, set in the transaction that records the event whose plan asked
+for them (:func:`rulekit.runtime.planning.record`), so they survive restarts and ``kill -9``.
+The :class:`TimerRunner` sleeps until the earliest due time (one indexed read; no loop over the
+timers, so an idle daemon with many pending timers costs nothing) or until a new timer is set,
+then fires what is due:
+
+1. **claim** due timers with a lease (several daemons on PostgreSQL: ``FOR UPDATE SKIP LOCKED``,
+   so each timer goes to one daemon); a daemon that dies holding a claim loses it when the
+   lease runs out;
+2. read the triggering event (from the audit trail) and the conversation and client as they
+   are now, and **evaluate** in the worker process like any event
+   (:meth:`rulekit.engine.engine.Engine.fire`: ``max_late``, ``unless:``, the actions);
+3. **record**, in one transaction: the timer's outcome — only if it is still pending and ours
+   (a ``cancel_on`` event that committed first wins, and nothing runs) — and the fired plan as
+   an event ``timer:<id>`` with its jobs in the outbox. The event id is unique, so even a
+   claim that ran out while evaluating cannot enqueue the actions twice.
+
+A timer due while the daemon was down fires when it starts, or is dropped (recorded with the
+reason) when it is more than the rule's ``max_late`` overdue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import anyio
+
+from rulekit.errors import StoreUnavailable
+from rulekit.event import Event
+from rulekit.runtime.evaluator import Evaluator, WorkerGone
+from rulekit.runtime.logs import log
+from rulekit.runtime.planning import Processed
+from rulekit.runtime.worker import Firing, Refusal, Request
+from rulekit.store.base import JournaledStore
+from rulekit.store.records import Timer
+
+if TYPE_CHECKING:
+    from rulekit.snapshot import Snapshot
+
+logger = logging.getLogger("rulekit.timers")
+
+TIMER_LEASE = 60.0
+"""Seconds a daemon holds a claimed timer while it evaluates it."""
+MAX_SLEEP = 30.0
+"""The longest the runner sleeps without looking at the store again (a timer another daemon
+set, a claim that ran out)."""
+BATCH = 20
+
+
+def timer_event_id(timer_id: int) -> str:
+    """The id of the event a fired timer is recorded as."""
+    return f"timer:{timer_id}"
+
+
+@dataclass
+class Fired:
+    """What firing one timer led to."""
+
+    timer: Timer
+    outcome: str
+    reason: str = ""
+    processed: Processed | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+class _Lost(Exception):
+    """The timer was cancelled (or taken over) while it was evaluated: nothing is recorded."""
+
+
+class TimerRunner:
+    """Fires due timers for one daemon."""
+
+    def __init__(
+        self,
+        store: JournaledStore,
+        snapshot: Callable[[], Snapshot],
+        evaluator: Evaluator,
+        *,
+        owner: str,
+        on_fired: Callable[[list[Fired]], None] = lambda fired: None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        batch: int = BATCH,
+    ) -> None:
+        self.store = store
+        self.snapshot = snapshot
+        self.evaluator = evaluator
+        self.owner = owner
+        self.on_fired = on_fired
+        self.now = now
+        self.batch = batch
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+
+    def wake(self) -> None:
+        """A timer was set (it may be due before the one the runner sleeps for)."""
+        self._wakeup.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Fire timers as they fall due, until :meth:`stop`."""
+        delay = 0.0
+        while not self._stopping:
+            self._wakeup.clear()
+            try:
+                due = await anyio.to_thread.run_sync(self._next_due)
+                if due is not None and due <= self.now():
+                    fired = await anyio.to_thread.run_sync(self.fire_due)
+                    self.on_fired(fired)
+                    delay = 0.0
+                    if fired:
+                        continue
+                    due = None  # claimed by another daemon: look again a little later
+                    wait = 1.0
+                else:
+                    wait = MAX_SLEEP
+                    if due is not None:
+                        wait = min(wait, max((due - self.now()).total_seconds(), 0.0))
+                    delay = 0.0
+            except (StoreUnavailable, WorkerGone) as exc:
+                delay = min(max(delay * 2, 0.5), 30.0)
+                log(logger, logging.ERROR, f"cannot fire timers: {exc}", retry_in=delay)
+                wait = delay
+            if self._stopping:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), wait)
+
+    def _next_due(self) -> datetime | None:
+        with self.store.transaction() as state:
+            return state.next_timer_due()
+
+    def fire_due(self) -> list[Fired]:
+        """Claim the timers due now and fire each (runs in a worker thread)."""
+        with self.store.transaction() as state:
+            timers = state.claim_timers(
+                self.owner, lease=TIMER_LEASE, limit=self.batch, now=self.now()
+            )
+        out = []
+        snapshot = self.snapshot()
+        self.evaluator.want(snapshot)
+        for timer in timers:
+            if self._stopping:
+                break
+            fired = self.fire(timer)
+            if fired is not None:
+                out.append(fired)
+        return out
+
+    def fire(self, timer: Timer) -> Fired | None:
+        """Evaluate and record one claimed timer; None when it was cancelled meanwhile."""
+        with self.store.transaction() as state:
+            record = state.get_event(timer.trigger_event_id)
+            trigger = Event.model_validate(record.data) if record is not None else None
+            conversation = client = None
+            if trigger is not None:
+                found = state.find_conversation(trigger.channel, timer.conversation_id)
+                conversation = found[1] if found is not None else None
+                if trigger.client.id:
+                    client = state.get_client(trigger.channel, trigger.client.id)
+        now = self.now()
+        if trigger is None:
+            return self._finish(timer, "gone", "the triggering event is no longer recorded", now)
+        event = trigger.at_fire_time(conversation, client)
+        event.id = timer_event_id(timer.id)
+        request = Request([event], {}, firing=Firing(timer.rule, timer.due, now))
+        answer = self.evaluator.evaluate(request)
+        if isinstance(answer, Refusal):
+            return self._finish(timer, "error", answer.reason, now)
+        (evaluation,) = answer
+        outcome = evaluation.firing or {"outcome": "error", "reason": "no firing recorded"}
+        try:
+            with self.store.transaction() as state:
+                if not state.finish_timer(
+                    timer.id,
+                    self.owner,
+                    str(outcome["outcome"]),
+                    reason=str(outcome.get("reason") or ""),
+                    at=now,
+                    event_id=event.id,
+                ):
+                    raise _Lost
+                recorded = state.record_event(
+                    event, inbox_id=None, trace=evaluation.trace, jobs=evaluation.jobs, now=now
+                )
+        except _Lost:
+            return None
+        processed = Processed(
+            event,
+            recorded,
+            evaluation.matched,
+            evaluation.jobs if recorded else [],
+            evaluation.errors,
+        )
+        fired = Fired(timer, str(outcome["outcome"]), str(outcome.get("reason") or ""))
+        fired.processed = processed
+        log(
+            logger,
+            logging.INFO,
+            f"timer {timer.id} of {timer.rule!r}: {fired.outcome}",
+            late=round((now - timer.due).total_seconds(), 3),
+            jobs=len(processed.jobs),
+        )
+        return fired
+
+    def _finish(self, timer: Timer, outcome: str, reason: str, now: datetime) -> Fired | None:
+        with self.store.transaction() as state:
+            if not state.finish_timer(timer.id, self.owner, outcome, reason=reason, at=now):
+                return None
+        log(logger, logging.WARNING, f"timer {timer.id} of {timer.rule!r}: {outcome}: {reason}")
+        return Fired(timer, outcome, reason)
