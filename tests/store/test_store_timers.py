@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
-from conftest import run_threads
 from rulekit.store import JournaledStore
 
 T0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
@@ -122,6 +122,16 @@ def test_concurrent_claimers_get_each_timer_once(backend) -> None:
                 return
             claimed[index].extend(t.id for t in got)
 
-    run_threads(claim, len(stores))
+    barrier = threading.Barrier(len(stores))
+
+    def start(index: int) -> None:
+        barrier.wait(timeout=10)
+        claim(index)
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(len(stores))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
     every = [timer_id for ids in claimed for timer_id in ids]
     assert len(every) == 60 and len(set(every)) == 60
