@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from rulekit.countries import country_code
 from rulekit.models import StrictModel
 
 Priority = Literal["low", "normal", "high", "urgent"]
@@ -92,11 +93,19 @@ class Client(EventPart):
     language: str | None = None
     browser_language: str | None = None
     country: str | None = None
+    country_code: str | None = None
+    """ISO 3166-1 alpha-2, derived from ``country`` (a name, as providers send it) unless given."""
     city: str | None = None
     last_visit: datetime | None = None
     custom: dict[str, Any] = Field(default_factory=dict)
 
     _aware = field_validator("last_visit")(classmethod(lambda cls, v: _aware(v)))
+
+    @model_validator(mode="after")
+    def _derive_country_code(self) -> Client:
+        if self.country_code is None and self.country:
+            self.country_code = country_code(self.country)
+        return self
 
 
 class Message(EventPart):

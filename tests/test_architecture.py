@@ -147,6 +147,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "rulekit.validation",
             "rulekit.safetext",
             "rulekit.escapes",
+            "rulekit.countries",
         ),
     ),
     ("expr", ("rulekit.expr",)),

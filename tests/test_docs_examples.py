@@ -46,6 +46,6 @@ def run_section(title: str, tmp_path: Path, config: str | None = None) -> str:
     return result.output
 
 
-@pytest.mark.parametrize("title", ["Regular expressions"])
+@pytest.mark.parametrize("title", ["Regular expressions", "Countries"])
 def test_the_sections_examples_pass_their_suites(title: str, tmp_path: Path) -> None:
     run_section(title, tmp_path)

@@ -9,7 +9,7 @@ A suite is a YAML file with a top-level ``tests:`` list::
         inputs:
           - file: samples/chat_started_anonymous.json   # relative to the suite file
           - payload: {eventName: chatFragment, ...}     # inline raw payload
-          - event: {channel: online-chat, event: created, client: {country: DE}}  # normalized
+          - event: {channel: online-chat, event: created, client: {country: Germany}}  # normalized
         expect:
           - rule: Greet new chats
             action: autoreply

@@ -1,12 +1,13 @@
 """Parsing condition expressions (Jinja2 syntax) and checking what they refer to.
 
 Parsing is on the load path of every rule, and Jinja2's own parser costs ~200 µs per
-expression. Most conditions are plain Python-compatible expressions (``client.country == 'DE'``,
-``'refund' in message.text|lower``), so they are parsed with CPython's ``ast`` (~10x faster) and
-converted to Jinja2 nodes; anything whose meaning could differ between the two languages (Jinja2's
-``~``, tests with bare arguments, a filter applied to an arithmetic expression, ``-x**2``) falls
-back to Jinja2's parser. Either way the result is the same Jinja2 node tree, which the code
-generator (:mod:`rulekit.expr.codegen`) and the reference checker below read.
+expression. Most conditions are plain Python-compatible expressions
+(``client.country_code == 'DE'``, ``'refund' in message.text|lower``), so they are parsed with
+CPython's ``ast`` (~10x faster) and converted to Jinja2 nodes; anything whose meaning could
+differ between the two languages (Jinja2's ``~``, tests with bare arguments, a filter applied to
+an arithmetic expression, ``-x**2``) falls back to Jinja2's parser. Either way the result is the
+same Jinja2 node tree, which the code generator (:mod:`rulekit.expr.codegen`) and the reference
+checker below read.
 """
 
 from __future__ import annotations

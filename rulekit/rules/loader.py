@@ -35,6 +35,7 @@ from rulekit.expr.timefunctions import (
     unknown_calendars,
 )
 from rulekit.plugins import Plugins
+from rulekit.rules.lint import country_code_hints
 from rulekit.rules.spec import (
     DEFAULT_MAX_LATE,
     ActionStep,
@@ -586,6 +587,7 @@ class RuleLoader:
     def _lint(self, rules: list[Rule], warnings: list[RuleError]) -> None:
         channels = list(self.config.channels)
         for rule in rules:
+            warnings.extend(country_code_hints(rule))
             for channel in rule.channels or ():
                 if channel not in self.config.channels:
                     hint = did_you_mean(channel, channels)

@@ -29,7 +29,10 @@ def rules_schema(plugins: Plugins) -> dict[str, Any]:
     conditions = {"type": "array", "items": condition}
     defs["condition"] = {
         "oneOf": [
-            {"type": "string", "description": "A Jinja2 expression, e.g. client.country == 'DE'"},
+            {
+                "type": "string",
+                "description": "A Jinja2 expression, e.g. client.country_code == 'DE'",
+            },
             _one_key("all", conditions),
             _one_key("any", conditions),
             _one_key("not", condition),

@@ -50,10 +50,16 @@ class Metrics:
             ["channel"],
             registry=registry,
         )
+        self.rule_matched = Counter(
+            "rulekit_rule_matched_total",
+            "Events recorded whose conditions held for a rule, by rule.",
+            ["rule"],
+            registry=registry,
+        )
         self.actions = Counter(
             "rulekit_actions_total",
-            "Action attempts by action and outcome (done, retry, dead).",
-            ["action", "outcome"],
+            "Action attempts by rule, action and outcome (done, retry, dead).",
+            ["rule", "action", "outcome"],
             registry=registry,
         )
         self.retries = Counter(

@@ -79,7 +79,7 @@ def announce(
         ms=ms,
         error=decision.error,
     )
-    metrics.actions.labels(job.action, decision.outcome).inc()
+    metrics.actions.labels(job.rule, job.action, decision.outcome).inc()
     message: dict[str, Any] = {
         "type": "action",
         "job_id": job.id,

@@ -349,6 +349,8 @@ def report(result: Processed, metrics: Metrics, feed: LiveFeed) -> None:
     """Count and publish one processed event."""
     if result.recorded:
         metrics.events_processed.labels(result.event.channel, result.event.event).inc()
+        for rule in result.matched:
+            metrics.rule_matched.labels(rule).inc()
     feed.publish(result.message())
     log(
         logger,

@@ -386,7 +386,7 @@ def test_no_shadow_warning_for_a_conditional_stop(tmp_path: Path) -> None:
     text = """
     - name: maybe
       on: {channel: online-chat}
-      if: client.country == 'DE'
+      if: client.country_code == 'DE'
       stop: true
       do: [{autoreply: {text: a}}]
     - name: later

@@ -74,7 +74,7 @@ def test_healthz_and_metrics(tmp_path, serve, chatra):
     wait_for(lambda: chatra.sent)
     wait_for(
         lambda: (
-            'rulekit_actions_total{action="autoreply",outcome="done"} 1.0'
+            'rulekit_actions_total{action="autoreply",outcome="done",rule="Greet"} 1.0'
             in httpx.get(f"{server.url}/metrics").text
         )
     )
@@ -82,6 +82,7 @@ def test_healthz_and_metrics(tmp_path, serve, chatra):
     for name in (
         'rulekit_events_received_total{channel="online-chat"} 1.0',
         'rulekit_events_processed_total{channel="online-chat",event="created"} 1.0',
+        'rulekit_rule_matched_total{rule="Greet"} 1.0',
         "rulekit_webhook_to_action_seconds_count",
         "rulekit_rules_version_info{version=",
         "rulekit_outbox_pending",

@@ -143,9 +143,10 @@ class Normalizer:
             elif value is None and known is not None:
                 value = getattr(known, name)
             values[name] = value
-        if known is not None and known.__dict__ == values:
+        client = Client(**values)  # derives country_code from country
+        if known is not None and known.__dict__ == client.__dict__:
             return known
-        return Client(**values)
+        return client
 
     def _new_conversation(self, payload: Payload) -> Conversation:
         return Conversation(

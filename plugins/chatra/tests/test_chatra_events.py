@@ -47,6 +47,11 @@ def test_an_anonymous_visitor_starting_a_chat_is_created(feed):
     assert event.raw == sample("chat_started_anonymous.json")
 
 
+def test_the_country_name_gives_its_iso_code(feed):
+    (event,) = feed("chat_started_anonymous.json")
+    assert (event.client.country, event.client.country_code) == ("Germany", "DE")
+
+
 def test_a_chat_goes_on_with_messages_and_agent_replies_and_drops_our_echoes(feed):
     events = feed(
         "chat_started_anonymous.json",

@@ -1,0 +1,85 @@
+"""Country names to ISO 3166-1 alpha-2 codes.
+
+Chat services send a visitor's country as a **name** ("Germany"), while admins think in codes
+(``client.country_code == 'DE'``). :func:`country_code` reads a name (ISO's short, official or
+common name, in any case, with or without accents), an alpha-2 or alpha-3 code, or one of the
+everyday names ISO does not use ("Russia", "Turkey", "Ivory Coast", ...). The table comes from
+``pycountry`` (ISO's own data, maintained), built once on first use.
+"""
+
+from __future__ import annotations
+
+import functools
+import unicodedata
+
+ALIASES = {
+    "russia": "RU",
+    "turkey": "TR",
+    "macedonia": "MK",
+    "republic of macedonia": "MK",
+    "palestine": "PS",
+    "ivory coast": "CI",
+    "cape verde": "CV",
+    "swaziland": "SZ",
+    "vatican": "VA",
+    "vatican city": "VA",
+    "brunei": "BN",
+    "kosovo": "XK",  # not in ISO 3166-1; the user-assigned code everyone uses
+    "dr congo": "CD",
+    "democratic republic of the congo": "CD",
+    "republic of the congo": "CG",
+    "micronesia": "FM",
+    "the netherlands": "NL",
+    "holland": "NL",
+    "great britain": "GB",
+    "england": "GB",
+    "scotland": "GB",
+    "wales": "GB",
+    "northern ireland": "GB",
+    "uk": "GB",
+    "usa": "US",
+    "united states of america": "US",
+    "east timor": "TL",
+    "burma": "MM",
+    "south korea": "KR",
+    "north korea": "KP",
+    "korea": "KR",
+    "saint martin": "MF",
+    "sint maarten": "SX",
+    "us virgin islands": "VI",
+    "british virgin islands": "VG",
+}
+"""Everyday names ISO 3166-1 does not list, as geolocation services and chat widgets send them."""
+
+
+def _key(name: str) -> str:
+    """``name`` folded for lookup: no accents, lower case, single spaces."""
+    decomposed = unicodedata.normalize("NFKD", name)
+    plain = "".join(char for char in decomposed if not unicodedata.combining(char))
+    return " ".join(plain.casefold().replace("\u2019", "'").split())
+
+
+@functools.cache
+def _table() -> dict[str, str]:
+    import pycountry  # ISO's data: imported on the first lookup, not when rulekit starts
+
+    table: dict[str, str] = {}
+    for country in pycountry.countries:
+        code = country.alpha_2
+        for attribute in ("name", "official_name", "common_name", "alpha_2", "alpha_3"):
+            value = getattr(country, attribute, None)
+            if value:
+                table.setdefault(_key(value), code)
+        short = _key(country.name)
+        if ", " in short:  # "Korea, Republic of" also as "Republic of Korea"
+            head, tail = short.split(", ", 1)
+            table.setdefault(f"{tail} {head}", code)
+    table.update(ALIASES)
+    return table
+
+
+def country_code(name: str | None) -> str | None:
+    """The ISO 3166-1 alpha-2 code of the country called ``name``; ``None`` when unknown."""
+    if not name or len(name) > 100:
+        return None
+    return _table().get(_key(name))

@@ -1,0 +1,77 @@
+"""Load-time hints about rules that load but are probably not what their author meant."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from jinja2 import nodes
+
+from rulekit.errors import RuleError
+from rulekit.rules.spec import AllOf, AnyOf, Condition, Leaf, NotOf, Rule
+
+
+def leaves(condition: Condition | None) -> Iterator[Leaf]:
+    """The expression strings of a condition tree, in file order."""
+    if condition is None:
+        return
+    if isinstance(condition, Leaf):
+        yield condition
+    elif isinstance(condition, NotOf):
+        yield from leaves(condition.child)
+    elif isinstance(condition, AllOf | AnyOf):
+        for child in condition.children:
+            yield from leaves(child)
+
+
+def country_code_hints(rule: Rule) -> list[RuleError]:
+    """``client.country`` holds a country's *name* ("Germany", as chat services send it): a
+    rule comparing it with a two-letter code (``client.country == 'DE'``, ``client.country in
+    ['DE', 'AT']``) never matches; ``client.country_code`` is what it means."""
+    hints: list[RuleError] = []
+    for leaf in leaves(rule.condition):
+        codes = sorted(
+            {code for compare in _compares(leaf.node) for code in _country_codes(compare)}
+        )
+        if codes:
+            listed = ", ".join(repr(code) for code in codes)
+            hints.append(
+                RuleError(
+                    f"rule {rule.name!r} compares client.country with {listed}, but "
+                    "client.country is a country's name ('Germany'): use client.country_code "
+                    f"(ISO 3166-1 alpha-2) in {leaf.source!r}",
+                    leaf.location,
+                )
+            )
+    return hints
+
+
+def _compares(node: Any) -> list[nodes.Compare]:
+    if not isinstance(node, nodes.Node):
+        return []
+    found = list(node.find_all(nodes.Compare))
+    return [node, *found] if isinstance(node, nodes.Compare) else found
+
+
+def _is_client_country(node: Any) -> bool:
+    return (
+        isinstance(node, nodes.Getattr)
+        and node.attr == "country"
+        and isinstance(node.node, nodes.Name)
+        and node.node.name == "client"
+    )
+
+
+def _country_codes(compare: nodes.Compare) -> Iterator[str]:
+    operands = [compare.expr, *(operand.expr for operand in compare.ops)]
+    if not any(_is_client_country(operand) for operand in operands):
+        return
+    for operand in operands:
+        values: list[Any] = []
+        if isinstance(operand, nodes.Const):
+            values = [operand.value]
+        elif isinstance(operand, nodes.List | nodes.Tuple):
+            values = [item.value for item in operand.items if isinstance(item, nodes.Const)]
+        for value in values:
+            if isinstance(value, str) and len(value) == 2 and value.isalpha():
+                yield value
