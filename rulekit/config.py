@@ -284,6 +284,9 @@ class Config:
     channels: dict[str, ChannelConfig] = field(default_factory=dict)
     integrations: dict[str, BaseModel] = field(default_factory=dict)
     directory: Directory = field(default_factory=lambda: Directory([], []))
+    unset_variables: list[str] = field(default_factory=list)
+    """Where the file names a ``${VAR}`` (without a ``:-default``) that is unset or empty:
+    ``file:line: path: ${VAR} is unset or empty`` (values that will be missing at run time)."""
 
     @property
     def base_dir(self) -> Path:
@@ -311,6 +314,33 @@ class Config:
             for key, value in environ.items()
             if key in allowed or (key.startswith("RULEKIT_") and key != CONFIG_ENV)
         }
+
+
+def unset_variables(
+    value: Any, environ: dict[str, str], path: tuple[Any, ...] = ()
+) -> list[tuple[tuple[Any, ...], str]]:
+    """Where a ``${NAME}`` without a ``:-default`` names a variable that is unset or empty:
+    ``(path in the tree, NAME)`` pairs, in file order."""
+    if isinstance(value, str):
+        last = value.rfind("}") + 1  # as interpolate() reads it
+        return [
+            (path, match.group(1))
+            for match in _VAR.finditer(value[:last])
+            if match.group(2) is None and not environ.get(match.group(1))
+        ]
+    if isinstance(value, dict):
+        return [
+            found
+            for key, item in value.items()
+            for found in unset_variables(item, environ, (*path, key))
+        ]
+    if isinstance(value, list):
+        return [
+            found
+            for index, item in enumerate(value)
+            for found in unset_variables(item, environ, (*path, index))
+        ]
+    return []
 
 
 def interpolate(value: Any, environ: dict[str, str]) -> Any:
@@ -376,6 +406,10 @@ def load_config(
         tree = yamlsource.LineDict()
     if not isinstance(tree, dict):
         raise ConfigError("the config file must be a mapping", Location(name, 1))
+    unset = [
+        str(_at(name, tree, where, f"${{{variable}}} is unset or empty"))
+        for where, variable in unset_variables(tree, environ)
+    ]
     tree = interpolate(tree, environ)
 
     errors: list[ConfigError] = []
@@ -386,7 +420,7 @@ def load_config(
             errors.append(ConfigError(message, Location(name, loc[0], loc[1])))
         raise ValidationErrors(errors) from None
 
-    config = Config(raw=raw, path=path.resolve())
+    config = Config(raw=raw, path=path.resolve(), unset_variables=unset)
     groups = list(raw.groups)
     config.directory = Directory(raw.agents, groups)
 

@@ -17,6 +17,7 @@ from rulekit.config import Config
 from rulekit.engine.engine import Engine
 from rulekit.loading import open_config, rules_location
 from rulekit.runtime.pipeline import build_providers
+from rulekit.runtime.problems import run_problems
 
 
 @dataclass(frozen=True)
@@ -61,23 +62,9 @@ def load_snapshot(
 
 
 def problems_of(snapshot: Snapshot) -> list[str]:
-    """What is not configured: rule warnings (empty tokens) and channels that cannot reply
-    although an action of a rule replies through them."""
-    problems = [str(warning) for warning in snapshot.engine.ruleset.warnings]
-    replying = sorted(
-        {
-            step.action
-            for rule in snapshot.engine.rules
-            for step in rule.steps
-            if step.action_class.replies_through_channel
-        }
-    )
-    for action in replying:
-        for provider in snapshot.providers.values():
-            problem = provider.reply_problem()
-            if problem and provider.can_reply:
-                problems.append(f"{action}: {problem}")
-    return problems
+    """What will fail at run time with this snapshot (see :mod:`rulekit.runtime.problems`):
+    ``run --strict`` refuses to start on any, ``check --strict`` reports the same list."""
+    return run_problems(snapshot.engine, snapshot.providers)
 
 
 def freeze_heap() -> None:

@@ -56,6 +56,7 @@ class Assign(Action):
     description = "set the responsible agent (explicitly, or round-robin / least-open in a group)"
     Params = AssignParams
     changes_conversation = True
+    changes = frozenset({"assignee", "group"})
 
     @classmethod
     def planned_change(  # type: ignore[override]
@@ -91,6 +92,32 @@ class Assign(Action):
         if params.group and directory.groups and params.group not in directory.groups:
             problems.append(f"unknown group {params.group!r}")
         return problems
+
+    @classmethod
+    def lint_on(cls, params: AssignParams, channels: list[str], config: Config) -> list[str]:  # type: ignore[override]
+        if params.agent or (params.group and "{" in params.group):
+            return []  # an explicit agent is checked by check(); a templated group per event
+        problems = []
+        for channel in channels:
+            group = params.group or default_group(config, channel)
+            if not config.directory.eligible(channel, group):
+                problems.append(_nobody(channel, group))
+        return problems
+
+    def would_fail(self, params: AssignParams, context: ActionContext) -> str | None:  # type: ignore[override]
+        channel = context.event.channel
+        directory = context.config.directory
+        if params.agent:
+            agent = directory.get(params.agent)
+            if agent is None:
+                return f"agent {params.agent!r} is not in the agent directory"
+            if channel not in agent.channels:
+                return f"agent {agent.email} has no access to channel {channel!r}"
+            return None
+        group = self._group(params, context.event.conversation, context)
+        if not directory.eligible(channel, group):
+            return _nobody(channel, group)
+        return None
 
     def describe(self, params: AssignParams, context: ActionContext) -> str:  # type: ignore[override]
         if params.agent:
@@ -197,6 +224,11 @@ class Assign(Action):
 @hookimpl
 def rulekit_register_actions(register: ActionRegistry) -> None:
     register.add(Assign)
+
+
+def _nobody(channel: str, group: str | None) -> str:
+    where = f"in group {group!r} " if group else ""
+    return f"no agent {where}has access to channel {channel!r}: the assign will pick nobody"
 
 
 def _digest(email: str | None) -> str:

@@ -110,6 +110,9 @@ class Action:
     ``name``, ``email``, ``phone``, ``notes``), or nothing (None)."""
     changes_conversation: ClassVar[bool] = False
     """Whether a call changes the conversation's state: see :meth:`planned_change`."""
+    changes: ClassVar[frozenset[str]] = frozenset()
+    """Which conversation attributes a call may change (``assignee``, ``group``, ``tags``,
+    ``priority``, ``fields``)."""
     sees_conversation: ClassVar[bool] = False
     """Whether a call executes with the conversation as the store holds it when the call's turn
     comes (the earlier actions of its lane applied) rather than as the event carried it."""
@@ -157,6 +160,12 @@ class Action:
         """Sounds this action may ask the agents' consoles to play, by name, with their files
         (the console serves them at ``/console/sounds/<name>`` to signed-in agents)."""
         return {}
+
+    @classmethod
+    def lint_on(cls, params: BaseModel, channels: list[str], config: Config) -> list[str]:
+        """Load-time warnings that depend on the channels the rule listens on (like
+        :meth:`lint`: what will fail at run time, refused by ``--strict``)."""
+        return []
 
     @classmethod
     def faces_client(cls, params: BaseModel) -> bool:

@@ -94,6 +94,7 @@ class SetState(Action):
     description = "set the conversation's priority and fields"
     Params = SetParams
     changes_conversation = True
+    changes = frozenset({"priority", "fields"})
 
     @classmethod
     def check(cls, params: SetParams, channels: list[str], config: Config) -> list[str]:  # type: ignore[override]

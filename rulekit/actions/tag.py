@@ -80,6 +80,7 @@ class Tag(Action):
     description = "add tags to the conversation, remove others"
     Params = TagParams
     changes_conversation = True
+    changes = frozenset({"tags"})
 
     @classmethod
     def check(cls, params: TagParams, channels: list[str], config: Config) -> list[str]:  # type: ignore[override]

@@ -9,9 +9,9 @@ from typing import Any
 import click
 
 from rulekit.errors import ValidationErrors
-from rulekit.loading import open_config, open_engine, rules_location
+from rulekit.loading import open_engine
 from rulekit.plugins import Plugins, load_plugins
-from rulekit.rules.loader import RULE_SUFFIXES, RuleLoader, is_suite
+from rulekit.rules.loader import RULE_SUFFIXES, is_suite
 from rulekit.safetext import echo, echo_json
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -61,7 +61,7 @@ def run_test(
     from rulekit.store.memory import MemoryStore
 
     engine = open_engine(rules_path, config_path)
-    for warning in engine.ruleset.warnings:
+    for warning in [*engine.ruleset.warnings, *engine.config.unset_variables]:
         echo(f"warning: {warning}", err=True)
     if channel is not None and channel not in engine.config.channels:
         known = ", ".join(sorted(engine.config.channels)) or "none"
@@ -102,18 +102,22 @@ def run_test(
 
 
 def run_check(path: str | None, config_path: str | None, strict: bool) -> int:
-    plugins, config = open_config(config_path)
-    location = rules_location(path, config)
-    loader = RuleLoader(plugins, config)
-    ruleset = loader.load(location)  # raises ValidationErrors with every error
-    for warning in ruleset.warnings:
-        echo(f"{'error' if strict else 'warning'}: {warning}", err=True)
-    if strict and ruleset.warnings:
-        echo(f"{len(ruleset.warnings)} error(s) (--strict)", err=True)
+    """``rulekit check``: every error (raised, with every problem of every file), then what will
+    fail at run time — the very list ``rulekit run --strict`` refuses to start on
+    (:func:`rulekit.snapshot.problems_of`): errors with ``strict``, warnings otherwise."""
+    from rulekit.snapshot import load_snapshot, problems_of
+
+    snapshot = load_snapshot(config_path, path)
+    ruleset = snapshot.engine.ruleset
+    problems = problems_of(snapshot)
+    for problem in problems:
+        echo(f"{'error' if strict else 'warning'}: {problem}", err=True)
+    if strict and problems:
+        echo(f"{len(problems)} error(s) (--strict)", err=True)
         return EXIT_FAILED
     echo(
         f"ok: {len(ruleset.rules)} rules in {len(ruleset.files)} file(s), "
-        f"{len(ruleset.suites)} test suite(s), {len(ruleset.warnings)} warning(s)"
+        f"{len(ruleset.suites)} test suite(s), {len(problems)} warning(s)"
     )
     return EXIT_OK
 

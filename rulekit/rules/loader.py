@@ -479,7 +479,10 @@ class RuleLoader:
                 model, list(channels or self.config.channels), self.config
             ):
                 errors.append(RuleError(problem, location))
-            for problem in action_class.lint(model, self.config):
+            for problem in [
+                *action_class.lint(model, self.config),
+                *action_class.lint_on(model, list(channels or self.config.channels), self.config),
+            ]:
                 warnings.append(
                     RuleError(f"rule {rule_name!r}: {action_name}: {problem}", location)
                 )

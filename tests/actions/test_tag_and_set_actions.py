@@ -140,3 +140,14 @@ def test_the_plan_sees_the_change_and_describes_it():
     assert Tag().describe(TagParams(add=["vip"]), context) == (
         "tag the conversation: add vip (tags ['new'] → ['new', 'vip'])"
     )
+
+
+def test_the_webhook_body_of_an_updated_event_says_what_changed():
+    from rulekit.actions.webhook_body import event_document
+
+    store = MemoryStore()
+    _, [updated] = call(SetState(), SetParams(priority="urgent"), store)
+    document = event_document(updated)
+    assert document["event"] == "updated"
+    assert document["changed"]["priority"] == {"from": None, "to": "urgent"}
+    assert "changed" not in event_document(make_event())  # other events as before

@@ -264,12 +264,19 @@ def test_a_failing_suite_exits_1_with_a_readable_diff(tmp_path: Path) -> None:
 def test_check_ok_and_strict() -> None:
     ok = run("check", RULES, "--config", CONFIG)
     assert ok.exit_code == 0
-    assert "ok: 6 rules in 3 file(s), 2 test suite(s), 4 warning(s)" in ok.stdout
+    # four rules without their token, four unset variables, and autoreply without Chatra keys
+    assert "ok: 6 rules in 3 file(s), 2 test suite(s), 9 warning(s)" in ok.stdout
     assert "warning: " in ok.stderr
+    assert "${CHATRA_SECRET_KEY} is unset or empty" in ok.stderr
     strict = run("check", RULES, "--config", CONFIG, "--strict")
     assert strict.exit_code == 1
     assert "error: " in strict.stderr and "the Slack token is empty" in strict.stderr
     env = {"SLACK_BOT_TOKEN": "x", "TELEGRAM_BOT_TOKEN": "y"}
+    assert (
+        "needs public_key and secret_key"
+        in run("check", RULES, "--config", CONFIG, "--strict", env=env).stderr
+    )
+    env |= {"CHATRA_PUBLIC_KEY": "p", "CHATRA_SECRET_KEY": "s"}
     assert run("check", RULES, "--config", CONFIG, "--strict", env=env).exit_code == 0
 
 
