@@ -264,8 +264,9 @@ def test_a_failing_suite_exits_1_with_a_readable_diff(tmp_path: Path) -> None:
 def test_check_ok_and_strict() -> None:
     ok = run("check", RULES, "--config", CONFIG)
     assert ok.exit_code == 0
-    # four rules without their token, four unset variables, and autoreply without Chatra keys
-    assert "ok: 6 rules in 3 file(s), 2 test suite(s), 9 warning(s)" in ok.stdout
+    # four rules without their token, five unset variables, and autoreply on two channels
+    # without their credentials (Chatra's keys, the Telegram bot's token)
+    assert "ok: 6 rules in 3 file(s), 2 test suite(s), 11 warning(s)" in ok.stdout
     assert "warning: " in ok.stderr
     assert "${CHATRA_SECRET_KEY} is unset or empty" in ok.stderr
     strict = run("check", RULES, "--config", CONFIG, "--strict")
