@@ -13,6 +13,7 @@ from rulekit.actions.pacing import Limit
 from rulekit.actions.telegram_text import truncate
 from rulekit.channels import ChannelContext, Provider, Reply
 from rulekit.channels.base import Inbound
+from rulekit.channels.session import LoopSession
 from rulekit.errors import PermanentActionError
 from rulekit.event import Event
 from rulekit.store.base import State
@@ -52,9 +53,7 @@ class TelegramProvider(Provider):
         if not isinstance(self.settings, TelegramSettings):
             self.settings = TelegramSettings.model_validate(self.settings.model_dump())
         self.normalizer = Normalizer(self.channel, self.settings)
-        self._kept: (
-            tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession, asyncio.Task[None]] | None
-        ) = None
+        self._sessions = LoopSession()
         self._floods: dict[str, float] = {}  # chat -> end of its flood-control window
 
     # updates ---------------------------------------------------------------------------------
@@ -139,29 +138,8 @@ class TelegramProvider(Provider):
         return BotAPI(self.settings.base_url, self.settings.token, session=self._session())
 
     def _session(self) -> aiohttp.ClientSession | None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # outside a loop nothing can be sent: no client to keep
-            return None
-        kept = self._kept
-        if kept is None or kept[0] is not loop or kept[1].closed:
-            client = aiohttp.ClientSession()
-            # closes the connections when the loop's tasks are cancelled at its end
-            # (asyncio.run), for callers that never call aclose()
-            keeper = loop.create_task(_close_when_cancelled(client))
-            self._kept = kept = (loop, client, keeper)
-        return kept[1]
+        return self._sessions.get()
 
     async def aclose(self) -> None:
         """Close the HTTP connections kept between calls."""
-        kept, self._kept = self._kept, None
-        if kept is not None and kept[0] is asyncio.get_running_loop():
-            kept[2].cancel()
-            await kept[1].close()
-
-
-async def _close_when_cancelled(session: aiohttp.ClientSession) -> None:
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await session.close()
+        await self._sessions.aclose()
