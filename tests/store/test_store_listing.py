@@ -6,7 +6,8 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
-from conftest import Backend, event
+from store_backends import Backend, event
+
 from rulekit.event import Client, Conversation
 from rulekit.store import JournaledStore
 from rulekit.store.listing import ConversationQuery
