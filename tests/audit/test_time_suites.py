@@ -199,7 +199,7 @@ def test_the_example_suites_and_the_docs_time_section_run_as_written(tmp_path: P
     engine = Engine.from_path(REPO / "rules.d", EXAMPLES / "rulekit.yaml")
     result = run_suite(engine, REPO / "rules.d" / "time-tests.yaml")
     assert result.passed, report([result])[0]
-    assert len(result.tests) == 5
+    assert len(result.tests) == 6
 
     text = (REPO / "docs" / "rules.md").read_text(encoding="utf-8")
     section = text[text.index("## Time") : text.index("## Python API")]

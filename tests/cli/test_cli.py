@@ -217,7 +217,7 @@ def test_unreadable_input_exits_2(tmp_path: Path) -> None:
 def test_the_shipped_suite_passes() -> None:
     result = run("test", "--config", CONFIG, RULES)
     assert result.exit_code == 0, result.output
-    assert "12 passed, 0 failed" in result.stdout
+    assert "13 passed, 0 failed" in result.stdout
 
 
 def test_a_failing_suite_exits_1_with_a_readable_diff(tmp_path: Path) -> None:
@@ -255,7 +255,7 @@ def test_a_failing_suite_exits_1_with_a_readable_diff(tmp_path: Path) -> None:
     )
     assert "actual actions:" in out
     assert '+ slack (Refund requests go to sales in Slack): {"channel": "#support"' in out
-    assert "5 passed, 1 failed" in out
+    assert "6 passed, 1 failed" in out
 
 
 # -- rulekit check ------------------------------------------------------------------------
