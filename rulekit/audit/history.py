@@ -55,7 +55,8 @@ def history(
     records = state.history(
         channel=channel, event=event, rule=rule, failed=failed, since=since, limit=limit
     )
-    return [HistoryLine(r, state.jobs(event_id=r.event_id, limit=10_000)) for r in records]
+    jobs = state.jobs_of_events([r.event_id for r in records])
+    return [HistoryLine(r, jobs[r.event_id]) for r in records]
 
 
 def outcome_summary(line: HistoryLine) -> str:

@@ -398,6 +398,12 @@ class Journal(abc.ABC):
     ) -> list[Job]:
         """Jobs of one event (in plan order) or with a status (newest first), or both."""
 
+    def jobs_of_events(self, event_ids: Sequence[str]) -> dict[str, list[Job]]:
+        """The jobs of each of ``event_ids`` (in plan order; an event without jobs maps to
+        ``[]``). Stores should override this loop with one query: a conversation's view reads
+        the jobs of up to 500 events."""
+        return {event_id: self.jobs(event_id=event_id, limit=2**31 - 1) for event_id in event_ids}
+
     def get_job(self, job_id: int) -> Job | None:
         """One job by id. Stores should override this scan."""
         for status in ("dead", "pending", "done"):

@@ -11,6 +11,7 @@ from store_backends import Backend, event
 from rulekit.event import Client, Conversation
 from rulekit.store import JournaledStore
 from rulekit.store.listing import ConversationQuery
+from rulekit.store.records import JobSpec
 
 T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 
@@ -120,6 +121,20 @@ def test_a_conversations_events_are_read_newest_first(store: JournaledStore) -> 
         found = state.conversation_events("online-chat", "c1", limit=3)
         assert state.conversation_events("webhook", "c1") == []
     assert [record.event_id for record in found] == ["more-2", "more-1", "more-0"]
+
+
+def test_the_jobs_of_many_events_are_read_together(store: JournaledStore) -> None:
+    with store.transaction() as state:
+        for n in range(3):
+            jobs = [JobSpec("R", "slack", {"n": n, "k": k}, f"slack:C{k}") for k in range(n)]
+            state.record_event(event(f"e{n}"), inbox_id=None, trace={}, jobs=jobs)
+    with store.reading() as state:
+        found = state.jobs_of_events(["e2", "e0", "e1", "unknown"])
+        one_by_one = {e: state.jobs(event_id=e) for e in ("e0", "e1", "e2", "unknown")}
+        assert state.jobs_of_events([]) == {}
+    assert found == one_by_one
+    assert [job.params["k"] for job in found["e2"]] == [0, 1]  # plan order
+    assert found["e0"] == found["unknown"] == []
 
 
 def test_reading_does_not_wait_for_a_writer(backend: Backend) -> None:

@@ -120,7 +120,7 @@ def view(
         stored_client = state.get_client(channel, client_id)
         if stored_client is not None:
             client.update(known(stored_client.model_dump(mode="json")))
-    jobs = {record.event_id: state.jobs(event_id=record.event_id) for record in records}
+    jobs = state.jobs_of_events([record.event_id for record in records])  # one query
     return {
         "id": conversation_id,
         "channel": channel,

@@ -33,7 +33,8 @@ def recent(
             ]
             mine.sort(key=lambda record: record.processed_at, reverse=True)
             records = mine[:HISTORY_LIMIT]
-        events = [event_summary(r, state.jobs(event_id=r.event_id)) for r in records]
+        jobs = state.jobs_of_events([r.event_id for r in records])
+        events = [event_summary(r, jobs[r.event_id]) for r in records]
         dead = []
         for job in state.jobs(status="dead", limit=HISTORY_LIMIT):
             record = state.get_event(job.event_id)
@@ -72,7 +73,8 @@ def conversation(
             client_record = state.get_client(channel, client_id)
             if client_record is not None:
                 client.update(known(client_record.model_dump(mode="json")))
-        events = [event_summary(r, state.jobs(event_id=r.event_id)) for r in records]
+        jobs = state.jobs_of_events([r.event_id for r in records])
+        events = [event_summary(r, jobs[r.event_id]) for r in records]
     return {
         "channel": channel,
         "conversation": {**conversation, "id": conversation_id},

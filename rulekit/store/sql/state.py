@@ -622,6 +622,18 @@ class SQLState(SQLTimers, JournaledState):
         )
         return [self._job(row) for row in rows]
 
+    def jobs_of_events(self, event_ids: Sequence[str]) -> dict[str, list[Job]]:
+        found: dict[str, list[Job]] = {event_id: [] for event_id in event_ids}
+        if not found:
+            return found
+        rows = self.execute(
+            f"SELECT * FROM outbox WHERE {self.dialect.one_of('event_id', 'ids')} ORDER BY id",
+            {"ids": self.dialect.values(list(found))},
+        )
+        for row in rows:
+            found[row["event_id"]].append(self._job(row))
+        return found
+
     def attempts(self, job_id: int) -> list[Attempt]:
         rows = self.execute("SELECT * FROM attempts WHERE job_id = :id ORDER BY id", {"id": job_id})
         return [
