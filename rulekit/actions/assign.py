@@ -15,7 +15,6 @@ A change of assignee or group produces an ``assigned`` event (origin ``rulekit``
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -23,7 +22,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from rulekit.actions import conversation as conversations
-from rulekit.actions.base import Action, ActionContext, PlannedChange
+from rulekit.actions.base import Action, ActionContext, PlannedChange, StateChange
 from rulekit.config import AgentEntry, Config
 from rulekit.errors import PermanentActionError
 from rulekit.event import Conversation, Event
@@ -57,6 +56,7 @@ class Assign(Action):
     Params = AssignParams
     changes_conversation = True
     changes = frozenset({"assignee", "group"})
+    console_role = "assign"
 
     @classmethod
     def planned_change(  # type: ignore[override]
@@ -114,7 +114,7 @@ class Assign(Action):
             if channel not in agent.channels:
                 return f"agent {agent.email} has no access to channel {channel!r}"
             return None
-        group = self._group(params, context.event.conversation, context)
+        group = self._group(params, context.event.conversation, context.config, channel)
         if not directory.eligible(channel, group):
             return _nobody(channel, group)
         return None
@@ -122,60 +122,49 @@ class Assign(Action):
     def describe(self, params: AssignParams, context: ActionContext) -> str:  # type: ignore[override]
         if params.agent:
             return f"assign the conversation to {params.agent}"
-        group = self._group(params, context.event.conversation, context)
+        event = context.event
+        group = self._group(params, event.conversation, context.config, event.channel)
         who = f"group {group}" if group else "any agent with access to the channel"
         return f"assign the conversation to an agent of {who} ({params.strategy})"
 
-    async def execute(self, params: AssignParams, context: ActionContext) -> dict[str, Any]:  # type: ignore[override]
-        event = context.event
-        store = context.store
-        if store is None:
-            raise PermanentActionError("assign needs the conversation store")
+    def change_state(  # type: ignore[override]
+        self, params: AssignParams, event: Event, state: State, config: Config
+    ) -> StateChange:
         if not event.conversation.id:
             raise PermanentActionError("the event has no conversation id")
-
-        def work() -> tuple[Conversation, dict[str, Any], AgentEntry | None, str, str | None]:
-            with store.transaction() as state:
-                key, before = conversations.load(state, event)
-                group = self._group(params, before, context)
-                agent, reason = self._pick(params, before, group, state, context)
-                if agent is None:
-                    return before, {}, None, reason, group
-                after = before.model_copy(update={"assignee": agent.email, "group": group})
-                changed = conversations.changes(before, after)
-                if changed:
-                    state.save_conversation(event.channel, key, after)
-                return after, changed, agent, "", group
-
-        # the store is called in a worker thread: never on the event loop
-        conversation, changed, agent, reason, group = await asyncio.to_thread(work)
+        key, before = conversations.load(state, event)
+        group = self._group(params, before, config, event.channel)
+        agent, reason = self._pick(params, before, group, state, config, event.channel)
         if agent is None:
-            return {"assigned": None, "group": group, "reason": reason}
-        result: dict[str, Any] = {
-            "assigned": agent.email,
-            "group": group,
-            "changed": bool(changed),
-        }
+            nobody = {"assigned": None, "group": group, "reason": reason}
+            return StateChange(before, {}, [], nobody, refused=reason)
+        after = before.model_copy(update={"assignee": agent.email, "group": group})
+        changed = conversations.changes(before, after)
+        if changed:
+            state.save_conversation(event.channel, key, after)
+        result: dict[str, Any] = {"assigned": agent.email, "group": group, "changed": bool(changed)}
         if params.strategy and not params.agent:
             result["strategy"] = params.strategy
+        emitted: list[Event] = []
         if changed:
-            assigned = self._assigned_event(event, conversation)
-            updated = conversations.updated_event(event, conversation, changed)
-            context.emitted.extend([assigned, updated])
+            assigned = self._assigned_event(event, after)
+            updated = conversations.updated_event(event, after, changed)
+            emitted = [assigned, updated]
             result["event_id"] = assigned.id
             result["updated_event_id"] = updated.id
-        return result
+        return StateChange(after, changed, emitted, result)
+
+    async def execute(self, params: AssignParams, context: ActionContext) -> dict[str, Any]:  # type: ignore[override]
+        if context.store is None:
+            raise PermanentActionError("assign needs the conversation store")
+        return await conversations.execute(self, params, context)
 
     # helpers -------------------------------------------------------------------------------
     @staticmethod
     def _group(
-        params: AssignParams, conversation: Conversation, context: ActionContext
+        params: AssignParams, conversation: Conversation, config: Config, channel: str
     ) -> str | None:
-        return (
-            params.group
-            or conversation.group
-            or default_group(context.config, context.event.channel)
-        )
+        return params.group or conversation.group or default_group(config, channel)
 
     def _pick(
         self,
@@ -183,10 +172,10 @@ class Assign(Action):
         conversation: Conversation,
         group: str | None,
         state: State,
-        context: ActionContext,
+        config: Config,
+        channel: str,
     ) -> tuple[AgentEntry | None, str]:
-        directory = context.config.directory
-        channel = context.event.channel
+        directory = config.directory
         if params.agent:
             agent = directory.get(params.agent)
             if agent is None:

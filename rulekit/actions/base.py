@@ -45,7 +45,7 @@ from rulekit.models import StrictModel
 if TYPE_CHECKING:
     from rulekit.channels.base import Provider
     from rulekit.config import Config
-    from rulekit.store.base import Store
+    from rulekit.store.base import State, Store
 
 DEFAULT_TIMEOUT = 10.0
 """Seconds an action may take before it counts as a (retryable) timeout."""
@@ -71,6 +71,23 @@ class ActionContext:
     decided_later: frozenset[str] = frozenset()
     """In a dry run: conversation attributes an earlier action of the plan decides only when it
     runs (after an ``assign`` by strategy, ``assignee``)."""
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """What a call of a :attr:`~Action.changes_conversation` action did
+    (:meth:`Action.change_state`)."""
+
+    conversation: Conversation
+    """The conversation after the call."""
+    changed: dict[str, Any]
+    """What changed (``changed`` of the ``updated`` event); empty when nothing did."""
+    emitted: list[Event]
+    """The events the change emits (``assigned``, ``updated``), origin ``rulekit``."""
+    result: dict[str, Any]
+    """What the call did, for the audit (the job's result)."""
+    refused: str | None = None
+    """Why the call changed nothing although asked to (``assign``: nobody eligible)."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +124,9 @@ class Action:
     console_role: ClassVar[str | None] = None
     """What the agents' console does with this action: ``"reply"`` (an agent's reply:
     parameters ``text`` and ``as_agent``), ``"client"`` (a change of client data: parameters
-    ``name``, ``email``, ``phone``, ``notes``), or nothing (None)."""
+    ``name``, ``email``, ``phone``, ``notes``), ``"assign"``, ``"tags"`` or ``"set"`` (an
+    agent's change of the conversation's assignee, tags or priority, made with
+    :meth:`change_state`), or nothing (None)."""
     changes_conversation: ClassVar[bool] = False
     """Whether a call changes the conversation's state: see :meth:`planned_change`."""
     changes: ClassVar[frozenset[str]] = frozenset()
@@ -180,6 +199,17 @@ class Action:
         as far as known when the plan is made (pure: no I/O). The engine hands it to the later
         conditions and templates of the plan."""
         return PlannedChange(event.conversation)
+
+    def change_state(
+        self, params: BaseModel, event: Event, state: State, config: Config
+    ) -> StateChange:
+        """For a :attr:`changes_conversation` action: make a call with ``params`` on the
+        conversation of ``event`` as ``state`` holds it, in the caller's transaction (no other
+        I/O), and say what it did, with the events it emits (``updated``). :meth:`execute`
+        runs it in a transaction of its own; the agents' console runs it for an agent's change
+        (its events then carry ``origin: console`` and the agent). Raises
+        :class:`rulekit.errors.PermanentActionError` for a call the config refuses."""
+        raise NotImplementedError(f"action {self.name!r} does not change the conversation")
 
     def unavailable(self, context: ActionContext | None = None) -> str | None:
         """Why this action would fail as configured ("Slack is not configured"), or None."""

@@ -1,8 +1,10 @@
 """Changing a conversation's state: what changed, and the ``updated`` event that says so.
 
 The state-changing actions (``assign``, ``tag``, ``set``) share this: a change is applied to the
-stored conversation in one store transaction (run in a worker thread, never on the event loop),
-and when it changed anything, one ``updated`` event (origin ``rulekit``) carries ``changed``:
+stored conversation in one store transaction (:meth:`Action.change_state
+<rulekit.actions.base.Action.change_state>`: the action's own when it runs as a job, in a
+worker thread, never on the event loop; the console's when an agent makes the change), and
+when it changed anything, one ``updated`` event (origin ``rulekit``) carries ``changed``:
 
 * ``changed.tags`` — ``{from, to, added, removed}`` (lists); ``{added: [], removed: []}`` when
   the tags did not change, so ``'vip' in changed.tags.added`` is simply false;
@@ -22,9 +24,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import BaseModel
+
+from rulekit.actions.base import Action, ActionContext, StateChange
 from rulekit.errors import PermanentActionError
 from rulekit.event import Conversation, Event
-from rulekit.store.base import State, Store
+from rulekit.store.base import State
 
 SCALARS: tuple[str, ...] = ("priority", "assignee", "group")
 """Attributes whose change is ``{from, to}``."""
@@ -96,24 +101,49 @@ def load(state: State, event: Event) -> tuple[str, Conversation]:
     return conversation_id, event.conversation.model_copy(deep=True)
 
 
-async def change(
-    store: Store | None, event: Event, apply: Callable[[Conversation], Conversation]
+def apply(
+    state: State, event: Event, change: Callable[[Conversation], Conversation]
 ) -> tuple[Conversation, dict[str, Any]]:
-    """Apply ``apply`` to the stored conversation of ``event`` in one transaction (in a worker
-    thread); returns the conversation after it and what changed (empty: nothing, and nothing
-    was written)."""
-    if store is None:
-        raise PermanentActionError("changing the conversation needs the conversation store")
+    """Apply ``change`` to the stored conversation of ``event`` in the open transaction
+    ``state``; returns the conversation after it and what changed (empty: nothing, and
+    nothing was written)."""
     if not event.conversation.id:
         raise PermanentActionError("the event has no conversation id")
+    key, before = load(state, event)
+    after = change(before.model_copy(deep=True))
+    changed = changes(before, after)
+    if changed:
+        state.save_conversation(event.channel, key, after)
+    return after, changed
 
-    def work() -> tuple[Conversation, dict[str, Any]]:
+
+def outcome(
+    event: Event, after: Conversation, changed: dict[str, Any], result: dict[str, Any]
+) -> StateChange:
+    """The :class:`StateChange` of a call that left ``after``: with its ``updated`` event
+    when anything changed (its id in ``result``)."""
+    emitted = []
+    if changed:
+        updated = updated_event(event, after, changed)
+        emitted.append(updated)
+        result["event_id"] = updated.id
+    return StateChange(after, changed, emitted, result)
+
+
+async def execute(action: Action, params: BaseModel, context: ActionContext) -> dict[str, Any]:
+    """:meth:`Action.execute` of a state-changing action: its
+    :meth:`~Action.change_state` in one transaction of its own (in a worker thread, never on
+    the event loop); its events join ``context.emitted``."""
+    store = context.store
+    if store is None:
+        raise PermanentActionError(f"{action.name} needs the conversation store")
+    if not context.event.conversation.id:
+        raise PermanentActionError("the event has no conversation id")
+
+    def work() -> StateChange:
         with store.transaction() as state:
-            key, before = load(state, event)
-            after = apply(before.model_copy(deep=True))
-            changed = changes(before, after)
-            if changed:
-                state.save_conversation(event.channel, key, after)
-            return after, changed
+            return action.change_state(params, context.event, state, context.config)
 
-    return await asyncio.to_thread(work)
+    change = await asyncio.to_thread(work)
+    context.emitted.extend(change.emitted)
+    return change.result

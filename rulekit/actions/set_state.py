@@ -14,13 +14,14 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from rulekit.actions import conversation as conversations
-from rulekit.actions.base import Action, ActionContext, PlannedChange
+from rulekit.actions.base import Action, ActionContext, PlannedChange, StateChange
 from rulekit.config import Config, field_name_problem
 from rulekit.errors import PermanentActionError, did_you_mean
 from rulekit.event import Conversation, Event, Priority
 from rulekit.hookspecs import hookimpl
 from rulekit.models import StrictModel
 from rulekit.registry import ActionRegistry
+from rulekit.store.base import State
 
 MAX_FIELDS = 50
 """Fields one call may set, and fields a conversation may have."""
@@ -95,6 +96,7 @@ class SetState(Action):
     Params = SetParams
     changes_conversation = True
     changes = frozenset({"priority", "fields"})
+    console_role = "set"
 
     @classmethod
     def check(cls, params: SetParams, channels: list[str], config: Config) -> list[str]:  # type: ignore[override]
@@ -123,22 +125,21 @@ class SetState(Action):
             parts.append(f"{name} {values['from']!r} → {values['to']!r}")
         return "set on the conversation: " + ", ".join(parts)
 
-    async def execute(self, params: SetParams, context: ActionContext) -> dict[str, Any]:  # type: ignore[override]
-        if problems := unknown_fields(params, context.config):
+    def change_state(  # type: ignore[override]
+        self, params: SetParams, event: Event, state: State, config: Config
+    ) -> StateChange:
+        if problems := unknown_fields(params, config):
             raise PermanentActionError("; ".join(problems))
-        after, changed = await conversations.change(
-            context.store, context.event, lambda c: set_on(params, c, context.config)
-        )
+        after, changed = conversations.apply(state, event, lambda c: set_on(params, c, config))
         result: dict[str, Any] = {
             "priority": after.priority,
             "fields": sorted(params.fields),
             "changed": bool(changed),
         }
-        if changed:
-            updated = conversations.updated_event(context.event, after, changed)
-            context.emitted.append(updated)
-            result["event_id"] = updated.id
-        return result
+        return conversations.outcome(event, after, changed, result)
+
+    async def execute(self, params: SetParams, context: ActionContext) -> dict[str, Any]:  # type: ignore[override]
+        return await conversations.execute(self, params, context)
 
 
 @hookimpl

@@ -14,13 +14,14 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from rulekit.actions import conversation as conversations
-from rulekit.actions.base import Action, ActionContext, PlannedChange
+from rulekit.actions.base import Action, ActionContext, PlannedChange, StateChange
 from rulekit.config import Config, tag_problem
 from rulekit.errors import PermanentActionError, did_you_mean
 from rulekit.event import Conversation, Event
 from rulekit.hookspecs import hookimpl
 from rulekit.models import StrictModel
 from rulekit.registry import ActionRegistry
+from rulekit.store.base import State
 
 MAX_TAGS = 50
 """Tags one call may name, and tags a conversation may have."""
@@ -81,6 +82,7 @@ class Tag(Action):
     Params = TagParams
     changes_conversation = True
     changes = frozenset({"tags"})
+    console_role = "tags"
 
     @classmethod
     def check(cls, params: TagParams, channels: list[str], config: Config) -> list[str]:  # type: ignore[override]
@@ -107,18 +109,17 @@ class Tag(Action):
         outcome = f"tags {before} → {after}" if before != after else "no change"
         return f"tag the conversation: {'; '.join(parts)} ({outcome})"
 
-    async def execute(self, params: TagParams, context: ActionContext) -> dict[str, Any]:  # type: ignore[override]
-        if problems := unknown_tags(params, context.config, literal_only=False):
+    def change_state(  # type: ignore[override]
+        self, params: TagParams, event: Event, state: State, config: Config
+    ) -> StateChange:
+        if problems := unknown_tags(params, config, literal_only=False):
             raise PermanentActionError("; ".join(problems))
-        after, changed = await conversations.change(
-            context.store, context.event, lambda c: tagged(params, c, context.config)
-        )
+        after, changed = conversations.apply(state, event, lambda c: tagged(params, c, config))
         result: dict[str, Any] = {"tags": list(after.tags), "changed": bool(changed)}
-        if changed:
-            updated = conversations.updated_event(context.event, after, changed)
-            context.emitted.append(updated)
-            result["event_id"] = updated.id
-        return result
+        return conversations.outcome(event, after, changed, result)
+
+    async def execute(self, params: TagParams, context: ActionContext) -> dict[str, Any]:  # type: ignore[override]
+        return await conversations.execute(self, params, context)
 
 
 @hookimpl

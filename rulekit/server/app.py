@@ -74,7 +74,7 @@ def console_routes(daemon: Daemon) -> list[BaseRoute]:
     if not daemon.snapshot.config.raw.console.enabled:
         return []
     from rulekit.server.console import Console
-    from rulekit.server.console.changes import Changes
+    from rulekit.server.console.edits import ConversationEdits
 
     refused = daemon.metrics.signin_refused
     console = Console(
@@ -83,7 +83,7 @@ def console_routes(daemon: Daemon) -> list[BaseRoute]:
         daemon.store,
         on_refused=lambda reason: refused.labels(reason=reason).inc(),
         wake=daemon.wake,
-        writes=Changes(daemon),
+        writes=ConversationEdits(daemon),
     )
     return console.routes()
 

@@ -94,7 +94,7 @@ class Changes:
         channel, conversation, client = await self._current(workspace, viewer, conversation_id)
         action = self._action("reply", channel)
         now = datetime.now(UTC)
-        token = _token(viewer, idempotency_key)
+        token = change_token(viewer, idempotency_key)
         agent = Agent(email=viewer.email, name=viewer.name, known=True)
         event = Event(
             id=f"{channel}:console:{token}",
@@ -145,7 +145,7 @@ class Changes:
         if not changed:
             return ok({"event_id": None, "job_id": None, "changed": [], "client": _panel(client)})
         updated = client.model_copy(update=changed)
-        token = _token(viewer, idempotency_key)
+        token = change_token(viewer, idempotency_key)
         event = Event(
             id=f"{channel}:console:client:{token}",
             channel=channel,
@@ -321,7 +321,7 @@ def _panel(client: Client) -> dict[str, Any]:
     return known(client.model_dump(mode="json"))
 
 
-def _token(viewer: Viewer, key: str | None) -> str:
+def change_token(viewer: Viewer, key: str | None) -> str:
     """The id part of a change: derived from the agent and their idempotency key, else new."""
     if key is None:
         return secrets.token_hex(12)

@@ -64,8 +64,8 @@ class Workspace:
     def __init__(self, console: Console, writes: Any = None) -> None:
         self.console = console
         self.writes = writes
-        """What performs replies and client changes (:class:`~rulekit.server.console.
-        replies.Replies`); None: those answer 503."""
+        """What performs replies, client changes and changes of the conversation's state
+        (:class:`~rulekit.server.console.edits.ConversationEdits`); None: those answer 503."""
         self.budget = WriteBudget(console.throttle.clock)
 
     def routes(self) -> list[BaseRoute]:
@@ -230,6 +230,9 @@ class Workspace:
         handlers = {
             ("POST", "messages"): "reply",
             ("PATCH", "client"): "update_client",
+            ("POST", "assign"): "assign",
+            ("POST", "tags"): "tags",
+            ("POST", "priority"): "priority",
         }
         name = handlers.get((request.method, rest[1]))
         if name is None:

@@ -69,7 +69,8 @@ def send(workspace: Workspace, request: str) -> Any:
 
 def test_there_are_examples_of_every_endpoint() -> None:
     requests = [request.split("\n", 1)[0] for request, _, _ in examples()]
-    for endpoint in ("GET /console/api/conversations?", "/messages", "/client", "dead-letters"):
+    endpoints = ("GET /console/api/conversations?", "/messages", "/client", "dead-letters")
+    for endpoint in (*endpoints, "/assign", "/tags", "/priority"):
         assert any(endpoint in request for request in requests), endpoint
     assert len(requests) >= 7
 

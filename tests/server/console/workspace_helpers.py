@@ -38,6 +38,11 @@ RULES = """
   if: ["client.name"]
   do:
     - play_sound: {sound: chime, to: everyone}
+- name: VIP chats are urgent
+  on: {channel: online-chat, event: updated}
+  if: ["'vip' in changed.tags.added"]
+  do:
+    - set: {priority: urgent}
 """
 
 
@@ -74,6 +79,10 @@ agents:
     groups: [support]
     channels: [forms]
     token_sha256: {sha(TOKENS["boris"])}
+  - email: carla@example.com
+    name: Carla
+    groups: [support]
+    channels: [online-chat]
 dispatcher: {{backoff_base: 0.05, backoff_max: 0.2, max_attempts: 3}}
 """
 
@@ -116,6 +125,10 @@ class Workspace:
     def job(self, job_id: int) -> Any:
         with self.daemon.store.reading() as state:
             return state.get_job(job_id)
+
+    def jobs_of(self, event_id: str) -> list[Any]:
+        with self.daemon.store.reading() as state:
+            return state.jobs(event_id=event_id)
 
     def events(self, name: str) -> list[Any]:
         with self.daemon.store.reading() as state:
