@@ -70,7 +70,8 @@ def load(body: bytes) -> Any:
         raise BodyError(f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict | list):
         raise BodyError(f"the body must be a JSON object or array, not {_kind(data)}")
-    _walk(data, surrogates)
+    if surrogates or body.count(b"{") + body.count(b"[") > MAX_DEPTH:
+        _walk(data, surrogates)  # else it cannot be nested too deeply: nothing to walk for
     return data
 
 

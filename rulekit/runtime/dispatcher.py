@@ -46,7 +46,7 @@ import contextlib
 import logging
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -140,6 +140,10 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.owner = owner_name()
         self._lanes: dict[str, Lane] = {}
+        self._events: dict[str, Event] = {}
+        """The events of the jobs held, validated once (see :meth:`_event`)."""
+        self._holding: Counter[str] = Counter()
+        """Jobs held per event."""
         self._known: set[int] = set()
         self._wakeup = asyncio.Event()
         self._stopping = False
@@ -181,7 +185,7 @@ class Dispatcher:
             for job, record in claimed:
                 if job.id in self._known:
                     continue
-                self._known.add(job.id)
+                self._hold(job)
                 self._enqueue(job, record)
             self.metrics.outbox_depth.set(len(self._known))
             if len(claimed) < capacity or capacity <= 0:
@@ -192,13 +196,8 @@ class Dispatcher:
 
         def claim(state: JournaledState) -> list[tuple[Job, EventRecord | None]]:
             jobs = state.claim_jobs(owner, lease=lease, limit=limit)
-            records: dict[str, EventRecord | None] = {}
-            out = []
-            for job in jobs:
-                if job.event_id not in records:
-                    records[job.event_id] = state.get_event(job.event_id)
-                out.append((job, records[job.event_id]))
-            return out
+            records = state.events_for_jobs([job.event_id for job in jobs]) if jobs else {}
+            return [(job, records.get(job.event_id)) for job in jobs]
 
         return claim
 
@@ -208,6 +207,19 @@ class Dispatcher:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), seconds)
+
+    def _hold(self, job: Job) -> None:
+        self._known.add(job.id)
+        self._holding[job.event_id] += 1
+
+    def _drop(self, job: Job) -> None:
+        if job.id not in self._known:
+            return
+        self._known.discard(job.id)
+        self._holding[job.event_id] -= 1
+        if self._holding[job.event_id] <= 0:
+            del self._holding[job.event_id]
+            self._events.pop(job.event_id, None)
 
     # lanes -----------------------------------------------------------------------------------
     def _enqueue(self, job: Job, record: EventRecord | None) -> None:
@@ -233,13 +245,13 @@ class Dispatcher:
                     job = replace(job, attempts=job.attempts + 1)
                     await self._pause(decision.retry_in)
                 lane.queue.popleft()
-                self._known.discard(job.id)
+                self._drop(job)
                 self.metrics.outbox_depth.set(len(self._known))
         finally:
             if self._lanes.get(lane.key) is lane:
                 del self._lanes[lane.key]
             for job, _ in lane.queue:  # stopping: handed back by release_claims
-                self._known.discard(job.id)
+                self._drop(job)
 
     async def _pause(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -301,7 +313,7 @@ class Dispatcher:
             if record is None:
                 raise LookupError(f"event {job.event_id} is no longer recorded")
             params = action.Params.model_validate(job.params)
-            event = Event.model_validate(record.data)
+            event = self._event(record)
         except (LookupError, ValidationError) as exc:
             problem = str(exc)
             if isinstance(exc, ValidationError):
@@ -357,6 +369,13 @@ class Dispatcher:
                             stopping=self._stopped,
                         )
                 return await self._conclude(job, decision, emitted, snapshot)
+
+    def _event(self, record: EventRecord) -> Event:
+        """The event of ``record``, validated once for all its jobs held here."""
+        event = self._events.get(record.event_id)
+        if event is None:
+            event = self._events[record.event_id] = Event.model_validate(record.data)
+        return event
 
     def _conversation_paces(
         self, job: Job, record: EventRecord, action: Any, provider: Provider | None

@@ -146,7 +146,7 @@ def prepare_together(
 def _request(state: JournaledState, events: list[Event]) -> Request:
     conversations = {event.conversation.id for event in events if event.conversation.id}
     cooldowns = {conversation: state.cooldowns_of(conversation) for conversation in conversations}
-    skip = frozenset(event.id for event in events if state.get_event(event.id) is not None)
+    skip = frozenset(state.recorded([event.id for event in events]))
     return Request(events, cooldowns, skip)
 
 

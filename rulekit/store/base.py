@@ -375,6 +375,17 @@ class Journal(abc.ABC):
     def get_event(self, event_id: str) -> EventRecord | None:
         """The audit record of one event (``rulekit why``)."""
 
+    def recorded(self, event_ids: Sequence[str]) -> set[str]:
+        """Which of ``event_ids`` are recorded. Stores should answer it in one query."""
+        return {event_id for event_id in event_ids if self.get_event(event_id) is not None}
+
+    def events_for_jobs(self, event_ids: Sequence[str]) -> dict[str, EventRecord]:
+        """The records of those of ``event_ids`` that are recorded, by id, with what executing
+        their jobs needs: their ``trace`` may be left empty. Stores should answer it in one
+        query."""
+        found = (self.get_event(event_id) for event_id in dict.fromkeys(event_ids))
+        return {record.event_id: record for record in found if record is not None}
+
     @abc.abstractmethod
     def history(
         self,

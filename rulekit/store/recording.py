@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel
+
 from rulekit.event import Client, Conversation
 from rulekit.store.base import State
 
@@ -34,9 +36,37 @@ class Recording:
         """Make the same calls on ``state`` (writes included); raise :class:`StateChanged` at
         the first answer that differs."""
         for name, args, answer in self.calls:
-            again = getattr(state, name)(*args)
+            again = _kept(getattr(state, name)(*_restored(args)))
             if again != answer:
                 raise StateChanged(f"{name}{args!r} answered {again!r}, not {answer!r}")
+
+
+@dataclass(frozen=True)
+class _Model:
+    """A model as it was when recorded: its class and its JSON. Much cheaper to keep and to
+    compare than a deep copy, and the provider may change the model afterwards."""
+
+    cls: type[BaseModel]
+    json: str
+
+    def restore(self) -> BaseModel:
+        return self.cls.model_validate_json(self.json)
+
+
+def _kept(value: Any) -> Any:
+    """``value`` as the recording keeps it: models as :class:`_Model`, other mutable data
+    copied."""
+    if value is None or isinstance(value, str | int | float | datetime):
+        return value
+    if isinstance(value, BaseModel):
+        return _Model(type(value), value.model_dump_json())
+    if isinstance(value, tuple):
+        return tuple(_kept(item) for item in value)
+    return copy.deepcopy(value)
+
+
+def _restored(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(arg.restore() if isinstance(arg, _Model) else arg for arg in args)
 
 
 class RecordingState(State):
@@ -48,8 +78,8 @@ class RecordingState(State):
 
     def _call(self, name: str, *args: Any) -> Any:
         answer = getattr(self.state, name)(*args)
-        # copies: a provider may change a model it was handed (or saved) afterwards
-        self.recording.calls.append((name, copy.deepcopy(args), copy.deepcopy(answer)))
+        # kept as they are now: a provider may change a model it was handed (or saved) afterwards
+        self.recording.calls.append((name, _kept(args), _kept(answer)))
         return answer
 
     def get_conversation(self, channel: str, key: str) -> Conversation | None:

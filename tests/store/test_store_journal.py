@@ -198,6 +198,24 @@ def test_an_event_is_recorded_once_with_its_jobs(store, make_event):
         assert state.get_event("unknown") is None
 
 
+def test_which_events_are_recorded_and_their_records_for_jobs_in_one_read(store, make_event):
+    with store.transaction() as state:
+        assert state.recorded([]) == set() and state.events_for_jobs([]) == {}
+        for n in (1, 2):
+            state.record_event(
+                make_event(f"e{n}"), inbox_id=None, trace={"plan": n}, jobs=jobs_for("A")
+            )
+    with store.transaction() as state:
+        assert state.recorded(["e1", "unknown", "e2"]) == {"e1", "e2"}
+        records = state.events_for_jobs(["e2", "unknown", "e2", "e1"])
+        assert sorted(records) == ["e1", "e2"]
+        for event_id, record in records.items():
+            full = state.get_event(event_id)
+            assert record.data == full.data and record.channel == full.channel
+            assert record.processed_at == full.processed_at
+            assert record.trace == {}  # executing jobs never reads the trace
+
+
 def test_history_filters(store, make_event):
     with store.transaction() as state:
         state.record_event(

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -558,6 +559,27 @@ class SQLState(SQLTimers, JournaledState):
     def get_event(self, event_id: str) -> EventRecord | None:
         row = self._one("SELECT * FROM events WHERE event_id = :id", {"id": event_id})
         return self._event_record(row) if row else None
+
+    def recorded(self, event_ids: Sequence[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        rows = self.execute(
+            f"SELECT event_id FROM events WHERE {self.dialect.one_of('event_id', 'ids')}",
+            {"ids": self.dialect.values(list(event_ids))},
+        )
+        return {row["event_id"] for row in rows}
+
+    def events_for_jobs(self, event_ids: Sequence[str]) -> dict[str, EventRecord]:
+        if not event_ids:
+            return {}
+        rows = self.execute(
+            "SELECT event_id, inbox_id, channel, event, conversation_id, occurred_at,"
+            " processed_at, data, NULL AS trace FROM events"
+            f" WHERE {self.dialect.one_of('event_id', 'ids')}",
+            {"ids": self.dialect.values(list(dict.fromkeys(event_ids)))},
+        )
+        records = (self._event_record(row) for row in rows)
+        return {record.event_id: replace(record, trace={}) for record in records}
 
     def history(
         self,

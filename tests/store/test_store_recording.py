@@ -1,0 +1,53 @@
+"""A provider's recorded calls on the state: replayed as they were made, whatever the provider
+did to the models afterwards; a different answer means the state changed."""
+
+from __future__ import annotations
+
+import pytest
+
+from rulekit.event import Client, Conversation
+from rulekit.store.memory import MemoryStore
+from rulekit.store.recording import RecordingState, StateChanged
+
+
+class RolledBack(Exception):
+    pass
+
+
+def test_replay_writes_what_was_saved_even_if_the_provider_changed_it_afterwards():
+    store = MemoryStore()
+    conversation = Conversation(id="c1", tags=["vip"], fields={"order": {"id": 7}})
+    client = Client(id="u1", name="Anna", country="Germany", custom={"plan": ["gold"]})
+    with pytest.raises(RolledBack), store.transaction() as state:
+        recording = RecordingState(state)
+        recording.save_conversation("chat", "k1", conversation)
+        recording.save_client("chat", client)
+        assert recording.get_conversation("chat", "k1") == conversation
+        raise RolledBack  # as the daemon normalizes: nothing of it is kept
+    conversation.tags.append("changed later")
+    conversation.fields["order"]["id"] = 8
+    client.custom["plan"].append("changed later")
+    with store.transaction() as state:
+        assert state.get_conversation("chat", "k1") is None  # nothing was kept
+        recording.recording.replay(state)  # the answers are what they were: no StateChanged
+    with store.transaction() as state:
+        saved = state.get_conversation("chat", "k1")
+        assert saved == Conversation(id="c1", tags=["vip"], fields={"order": {"id": 7}})
+        assert state.get_client("chat", "u1") == Client(
+            id="u1", name="Anna", country="Germany", custom={"plan": ["gold"]}
+        )
+        assert state.find_conversation("chat", "c1") == ("k1", saved)
+
+
+def test_an_answer_that_differs_on_replay_is_a_changed_state():
+    store = MemoryStore()
+    with store.transaction() as state:
+        state.save_conversation("chat", "k1", Conversation(id="c1", status="open"))
+    with store.transaction() as state:
+        recording = RecordingState(state)
+        assert recording.find_conversation("chat", "c1") is not None
+        assert recording.mark_message_seen("chat", "m1") is True
+    with store.transaction() as state:
+        state.save_conversation("chat", "k1", Conversation(id="c1", status="closed"))
+    with pytest.raises(StateChanged, match="find_conversation"), store.transaction() as state:
+        recording.recording.replay(state)
