@@ -40,6 +40,13 @@ class Explanation:
     """Why they could not be rebuilt."""
     timers: list[Timer] = field(default_factory=list)
     """Timers the event set, cancelled, or fired as."""
+    related: list[dict[str, Any]] = field(default_factory=list)
+    """The data of the other events those timers name (the event that set one, the event a
+    firing is recorded as): their content is hidden too where a timer's reason quotes it."""
+
+    def hidden(self, show_content: bool) -> PersonalValues | set[str]:
+        """What output hides: nothing with ``show_content``."""
+        return set() if show_content else hidden_values(self.record.data, *self.related)
 
 
 def rebuild_excluded(explanation: Explanation, engine: Engine) -> None:
@@ -81,7 +88,10 @@ def explain(state: JournaledState, event_id: str, *, raw: bool = False) -> Expla
         timers = state.timers(event_id=event_id)
     except NotImplementedError:
         timers = []
-    return Explanation(record, jobs, inbox, timers=timers)
+    named = {t.trigger_event_id for t in timers} | {t.by_event for t in timers if t.by_event}
+    named.discard(event_id)
+    related = [other.data for other in map(state.get_event, sorted(named)) if other is not None]
+    return Explanation(record, jobs, inbox, timers=timers, related=related)
 
 
 def _close_ids(state: JournaledState, event_id: str) -> str:
@@ -99,7 +109,7 @@ def as_document(
 ) -> dict[str, Any]:
     """The ``--format json`` document."""
     record = explanation.record
-    hidden: PersonalValues | set[str] = set() if show_content else hidden_values(record.data)
+    hidden = explanation.hidden(show_content)
     jobs = []
     for job, attempts in explanation.jobs:
         jobs.append(
@@ -135,7 +145,7 @@ def as_document(
         "data": record.data if show_content else hide_event(record.data),
         "trace": hide(record.trace, hidden),
         "jobs": jobs,
-        "timers": [_timer_dict(timer) for timer in explanation.timers],
+        "timers": [_timer_dict(timer, hidden) for timer in explanation.timers],
     }
     if explanation.excluded is not None:
         document["excluded"] = [
@@ -168,7 +178,7 @@ def as_text(
     """Output for people."""
     record = explanation.record
     data = record.data if show_content else hide_event(record.data)
-    hidden: PersonalValues | set[str] = set() if show_content else hidden_values(record.data)
+    hidden = explanation.hidden(show_content)
 
     def when(value: datetime) -> str:
         return value.astimezone(timezone).strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -215,7 +225,7 @@ def as_text(
     for error in record.trace.get("errors") or []:
         lines.append(f"  ! {hide(error, hidden)}")
 
-    lines.extend(_timer_lines(explanation, when))
+    lines.extend(_timer_lines(explanation, when, hidden))
     lines.append("")
     lines.append("plan")
     planned = planned_actions(record.trace)
@@ -259,7 +269,7 @@ def as_text(
     return text_lines(lines)
 
 
-def _timer_dict(timer: Timer) -> dict[str, Any]:
+def _timer_dict(timer: Timer, hidden: PersonalValues | set[str]) -> dict[str, Any]:
     return {
         "id": timer.id,
         "rule": timer.rule,
@@ -269,11 +279,13 @@ def _timer_dict(timer: Timer) -> dict[str, Any]:
         "set_by": timer.trigger_event_id,
         "by_event": timer.by_event,
         "finished_at": timer.finished_at.isoformat() if timer.finished_at else None,
-        "reason": timer.reason,
+        "reason": hide(timer.reason, hidden),
     }
 
 
-def _timer_lines(explanation: Explanation, when: Callable[[datetime], str]) -> list[str]:
+def _timer_lines(
+    explanation: Explanation, when: Callable[[datetime], str], hidden: PersonalValues | set[str]
+) -> list[str]:
     """The timers section: set, cancelled, or fired by this event."""
     record = explanation.record
     fired = record.trace.get("timer")
@@ -282,7 +294,7 @@ def _timer_lines(explanation: Explanation, when: Callable[[datetime], str]) -> l
         lines.append(
             f"  ⏱ timer of {fired.get('rule')!r} due {fired.get('due')}: {fired.get('outcome')}"
             f" ({fired.get('late_seconds')} s late)"
-            + (f": {fired['reason']}" if fired.get("reason") else "")
+            + (f": {hide(fired['reason'], hidden)}" if fired.get("reason") else "")
         )
     for timer in explanation.timers:
         if timer.trigger_event_id == record.event_id:
@@ -295,7 +307,7 @@ def _timer_lines(explanation: Explanation, when: Callable[[datetime], str]) -> l
                 if timer.by_event:
                     state += f", recorded as event {timer.by_event}"
             if timer.reason:
-                state += f": {timer.reason}"
+                state += f": {hide(timer.reason, hidden)}"
             lines.append(
                 f"  ⏱ set timer #{timer.id} of {timer.rule!r}, due {when(timer.due)}: {state}"
             )

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
-from rulekit.audit.privacy import client_label
+from rulekit.audit.privacy import client_label, hidden_values, hide
 from rulekit.engine.trace import matched_rules
 from rulekit.models import parse_duration
 from rulekit.safetext import text_lines
@@ -35,6 +35,9 @@ class HistoryLine:
 
     record: EventRecord
     jobs: list[Job]
+    related: list[dict[str, Any]] = field(default_factory=list)
+    """For an event a timer fired as: the data of the event that set the timer (the firing's
+    reason may quote it)."""
 
     @property
     def outcomes(self) -> Counter[str]:
@@ -56,7 +59,15 @@ def history(
         channel=channel, event=event, rule=rule, failed=failed, since=since, limit=limit
     )
     jobs = state.jobs_of_events([r.event_id for r in records])
-    return [HistoryLine(r, jobs[r.event_id]) for r in records]
+    return [HistoryLine(r, jobs[r.event_id], _setters(state, r)) for r in records]
+
+
+def _setters(state: JournaledState, record: EventRecord) -> list[dict[str, Any]]:
+    if not isinstance(record.trace.get("timer"), dict):
+        return []
+    setters = {t.trigger_event_id for t in state.timers(event_id=record.event_id)}
+    found = (state.get_event(event_id) for event_id in sorted(setters))
+    return [other.data for other in found if other is not None]
 
 
 def outcome_summary(line: HistoryLine) -> str:
@@ -92,6 +103,9 @@ def as_document(lines: list[HistoryLine], *, show_content: bool = False) -> dict
                 for job in line.jobs
             ],
         }
+        timers = timer_summary(line, show_content=show_content)
+        if timers:
+            item["timers"] = timers
         if show_content:
             item["client"]["email"] = client.get("email")
             item["message"] = (record.data.get("message") or {}).get("text")
@@ -99,15 +113,45 @@ def as_document(lines: list[HistoryLine], *, show_content: bool = False) -> dict
     return {"events": out}
 
 
-def timer_note(trace: dict[str, Any]) -> str:
-    """``  timers: set Nobody answered`` — what the event did with timers, for its line."""
-    notes = [f"set {t.get('rule')}" for t in trace.get("timers") or [] if isinstance(t, dict)]
-    notes += [
-        f"cancelled {c.get('rule')}" for c in trace.get("cancels") or [] if isinstance(c, dict)
-    ]
+def timer_summary(line: HistoryLine, *, show_content: bool = False) -> dict[str, Any]:
+    """What the event did with timers: the rules whose timers it ``set`` and ``cancelled``,
+    and for an event a timer fired as, the firing (``rule``, ``outcome``, ``late_seconds``,
+    ``reason``). The reason goes through content hiding like any text that may quote a
+    client (see :mod:`rulekit.audit.privacy`)."""
+    record = line.record
+    trace = record.trace
+    out: dict[str, Any] = {}
+    set_ = [t.get("rule") for t in trace.get("timers") or [] if isinstance(t, dict)]
+    cancelled = [c.get("rule") for c in trace.get("cancels") or [] if isinstance(c, dict)]
+    if set_:
+        out["set"] = set_
+    if cancelled:
+        out["cancelled"] = cancelled
     fired = trace.get("timer")
     if isinstance(fired, dict):
-        notes.append(f"{fired.get('rule')}: {fired.get('outcome')}")
+        reason = str(fired.get("reason") or "")
+        if reason and not show_content:
+            reason = hide(reason, hidden_values(record.data, *line.related))
+        out["fired"] = {
+            "rule": fired.get("rule"),
+            "outcome": fired.get("outcome"),
+            "late_seconds": fired.get("late_seconds"),
+            "reason": reason,
+        }
+    return out
+
+
+def timer_note(line: HistoryLine, *, show_content: bool = False) -> str:
+    """``  timers: set Nobody answered`` — what the event did with timers, for its line (a
+    firing's reason clipped, hidden as in :func:`timer_summary`)."""
+    summary = timer_summary(line, show_content=show_content)
+    notes = [f"set {rule}" for rule in summary.get("set", [])]
+    notes += [f"cancelled {rule}" for rule in summary.get("cancelled", [])]
+    fired = summary.get("fired")
+    if fired is not None:
+        reason = " ".join(fired["reason"].split())
+        reason = reason if len(reason) <= 80 else reason[:79] + "…"
+        notes.append(f"{fired['rule']}: {fired['outcome']}" + (f" ({reason})" if reason else ""))
     return f"  timers: {', '.join(notes)}" if notes else ""
 
 
@@ -121,9 +165,10 @@ def as_text(lines: list[HistoryLine], *, timezone: tzinfo, show_content: bool = 
         when = record.processed_at.astimezone(timezone).strftime("%Y-%m-%d %H:%M:%S")
         matched = ", ".join(matched_rules(record.trace)) or "-"
         client = client_label(record.data, show_content=show_content)
+        timers = timer_note(line, show_content=show_content)
         out.append(
             f"{when}  {record.event_id}  {record.channel}  {record.event}  {client}  "
-            f"rules: {matched}  actions: {outcome_summary(line)}{timer_note(record.trace)}"
+            f"rules: {matched}  actions: {outcome_summary(line)}{timers}"
         )
         text = (record.data.get("message") or {}).get("text")
         if show_content and text:

@@ -6,7 +6,8 @@ IP address, custom fields or other client field, no page URL. A terminal, a past
 a CI log is not a place for them. ``--show-content`` shows them. Where a string quotes a hidden
 value in any stored form (escaped for a markup, JSON-escaped, URL-encoded, other case: see
 :mod:`rulekit.store.forms`) — rendered action parameters, results, errors, trace reasons and
-condition errors — that part is hidden (``Refund from Jane: [hidden]``).
+condition errors, and the reasons of timers (why a timer was dropped or its ``unless:`` failed)
+— that part is hidden (``Refund from Jane: [hidden]``).
 """
 
 from __future__ import annotations
@@ -25,17 +26,20 @@ SHOWN_CLIENT_FIELDS = ("id", "name", "display_name")
 """The client fields output shows; every other one is hidden."""
 
 
-def hidden_values(data: Mapping[str, Any]) -> PersonalValues:
+def hidden_values(data: Mapping[str, Any], *related: Mapping[str, Any]) -> PersonalValues:
     """The values of an event (``Event.public()``) that output hides, with their stored forms:
-    the message text, the conversation's page and every client field but the shown ones."""
+    the message text, the conversation's page and every client field but the shown ones; also
+    those of ``related`` events whose content the output may quote (a timer's reason is
+    written when it fires, about the conversation and client as they were then)."""
     values: list[str] = []
-    client = data.get("client") or {}
-    if isinstance(client, Mapping):
-        for name, value in client.items():
-            if name not in SHOWN_CLIENT_FIELDS:
-                values.extend(strings_in(value))
-    values.extend(strings_in((data.get("message") or {}).get("text")))
-    values.extend(strings_in((data.get("conversation") or {}).get("page")))
+    for one in (data, *related):
+        client = one.get("client") or {}
+        if isinstance(client, Mapping):
+            for name, value in client.items():
+                if name not in SHOWN_CLIENT_FIELDS:
+                    values.extend(strings_in(value))
+        values.extend(strings_in((one.get("message") or {}).get("text")))
+        values.extend(strings_in((one.get("conversation") or {}).get("page")))
     return PersonalValues(values)
 
 
