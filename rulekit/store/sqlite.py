@@ -19,7 +19,9 @@ the file was deleted or replaced (a restore, a mistaken ``rm``): every commit wo
 a file nobody will ever open again. So each transaction compares the path's identity (device and
 inode, one ``stat``) with the file opened, before it starts and after it commits; when they
 differ the store is unavailable (:meth:`SQLiteStore.problem` says why) until the file at the
-path is the opened one again. A restart opens whatever file the path names.
+path is the opened one again. A restart opens whatever file the path names. The write-ahead log
+(``<path>-wal``) holds the latest commits until a checkpoint copies them into the file, so its
+identity is checked the same way: a deleted log would take every later commit with it.
 """
 
 from __future__ import annotations
@@ -141,6 +143,7 @@ class SQLiteStore(JournaledStore):
     _conn: sqlite3.Connection | None
     _reader: sqlite3.Connection | None
     _identity: tuple[int, int] | None
+    _wal_identity: tuple[int, int] | None
     _holder: int | None
 
     def __init__(
@@ -160,6 +163,7 @@ class SQLiteStore(JournaledStore):
         try:
             self._conn = self._open(busy_timeout, upgrade)
             self._identity = _identity(self.path)
+            self._wal_identity = _wal_identity(self.path)
         except sqlite3.Error as exc:
             unavailable = unavailable_error(self.path, exc)
             if unavailable is None:
@@ -176,6 +180,7 @@ class SQLiteStore(JournaledStore):
         self._reader = None
         self._read_lock = threading.Lock()
         self._identity = None
+        self._wal_identity = None
 
     def _open(self, busy_timeout: float, upgrade: bool) -> sqlite3.Connection:
         # isolation_level=None: the module issues no implicit BEGIN/COMMIT; we do it ourselves.
@@ -257,6 +262,8 @@ class SQLiteStore(JournaledStore):
         with self._read_lock:
             if self._conn is None:
                 raise StoreError(f"SQLite store {self.path} is closed")
+            # a new reader must not open (and so create) a file that is not the opened one
+            self._check_identity()
             try:
                 if self._reader is None:
                     self._reader = sqlite3.connect(
@@ -291,8 +298,8 @@ class SQLiteStore(JournaledStore):
             current = _identity(self.path)
         except FileNotFoundError:
             raise StoreUnavailable(
-                f"SQLite store {self.path} cannot be used: the file was deleted while open; "
-                "restore it (or restart rulekit to start a new one)"
+                f"SQLite store {self.path} cannot be used: the file was deleted (or renamed) "
+                "while open; put it back (or restart rulekit to start a new one)"
             ) from None
         except OSError as exc:
             raise StoreUnavailable(f"SQLite store {self.path} cannot be used: {exc}") from None
@@ -301,6 +308,18 @@ class SQLiteStore(JournaledStore):
                 f"SQLite store {self.path} cannot be used: the file at this path was replaced "
                 "while open (another file has its name now); restart rulekit to use it"
             )
+        if self._wal_identity is not None:
+            try:
+                wal = _identity(_wal_path(self.path))
+            except OSError:
+                wal = None
+            if wal != self._wal_identity:
+                raise StoreUnavailable(
+                    f"SQLite store {self.path} cannot be used: its write-ahead log "
+                    f"{_wal_path(self.path).name} was deleted or replaced while open; stop "
+                    "rulekit cleanly (closing copies the open log into the database), then "
+                    "start it again"
+                )
 
     def schema_status(self) -> SchemaStatus:
         """Where this store's schema stands."""
@@ -335,6 +354,19 @@ class SQLiteStore(JournaledStore):
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r}, synchronous={self.synchronous!r})"
+
+
+def _wal_path(path: Path) -> Path:
+    return path.with_name(path.name + "-wal")
+
+
+def _wal_identity(path: Path) -> tuple[int, int] | None:
+    """The write-ahead log the open connection writes to (it exists once the connection has
+    run a transaction in WAL mode, and stays while any connection is open), or None."""
+    try:
+        return _identity(_wal_path(path))
+    except FileNotFoundError:
+        return None
 
 
 def _identity(path: Path) -> tuple[int, int]:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import sqlite3
 
 import httpx
@@ -177,6 +178,46 @@ def test_a_database_file_deleted_or_replaced_while_running_answers_503(
     wait_for(lambda: httpx.get(f"{server.url}/healthz").status_code == 200)
     wait_for(lambda: {m["clientId"] for m in chatra.sent} == {"client00000001", "client00000003"})
     assert [body for _, body in inbox_rows(config)] == [chat_started(1), chat_started(3)]
+
+
+@pytest.mark.parametrize(
+    ("how", "said"),
+    [
+        ("unlinked", "deleted"),
+        ("renamed", "renamed"),
+        ("copied over", "replaced"),
+        ("write-ahead log deleted", "write-ahead log"),
+    ],
+)
+def test_every_way_of_losing_the_file_under_the_daemon_answers_503(
+    tmp_path, serve, chatra, how, said
+):
+    """Whatever takes the file (or its write-ahead log, which holds the latest commits) away
+    from the path, nothing more is acknowledged, /healthz says why, and no empty database is
+    created in its place."""
+    config = write_setup(tmp_path, chatra=chatra)
+    server = serve(config)
+    assert httpx.post(server.webhook_url, content=chat_started(1)).status_code == 200
+    wait_for(lambda: chatra.sent)
+    database = tmp_path / "rulekit.sqlite3"
+    if how == "unlinked":
+        os.unlink(database)
+    elif how == "renamed":
+        os.rename(database, tmp_path / "elsewhere.sqlite3")
+    elif how == "copied over":  # a restore from a copy: same bytes, another file
+        shutil.copy(database, tmp_path / "copy.sqlite3")
+        os.replace(tmp_path / "copy.sqlite3", database)
+    else:
+        os.unlink(tmp_path / "rulekit.sqlite3-wal")
+    for n in (2, 3):
+        answer = httpx.post(server.webhook_url, content=chat_started(n))
+        assert answer.status_code == 503, answer.text
+    health = httpx.get(f"{server.url}/healthz")
+    assert health.status_code == 503
+    assert said in health.json()["store"]
+    if how in ("unlinked", "renamed"):
+        assert not database.exists()
+    assert {m["clientId"] for m in chatra.sent} == {"client00000001"}
 
 
 def test_the_webhook_secret_never_reaches_the_logs(tmp_path, serve, caplog):
