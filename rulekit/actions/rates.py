@@ -1,7 +1,11 @@
-"""Rate limits as admins write them: ``10/s``, ``60/m``, ``500/h``, ``20/10s``."""
+"""Rate limits as admins write them (``10/s``, ``60/m``, ``500/h``, ``20/10s``), and as services
+state them (``Retry-After``)."""
 
 from __future__ import annotations
 
+import email.utils
+import math
+from datetime import UTC
 from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
@@ -44,3 +48,25 @@ Rate = Annotated[
     WithJsonSchema({"type": "string", "examples": ["10/s", "60/m", "20/10s"]}),
 ]
 """A pydantic field type reading :func:`parse_rate`'s format."""
+
+
+def retry_after(value: str | None, now: float) -> float | None:
+    """Seconds a ``Retry-After`` header asks for, or None: delay-seconds (``120``), or an HTTP
+    date (``Wed, 21 Oct 2026 07:28:00 GMT``, a date without a zone read as UTC) counted from
+    ``now`` (Unix seconds). A time already past asks for 0."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - now
+    return max(0.0, seconds) if math.isfinite(seconds) else None

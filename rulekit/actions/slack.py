@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, SecretStr
 
 from rulekit.actions.base import Action, ActionContext
 from rulekit.actions.pacing import Limit, Pace
+from rulekit.actions.rates import retry_after
 from rulekit.actions.secrets import redact
 from rulekit.actions.slack_markup import escape_params
 from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
@@ -77,6 +79,8 @@ class Slack(Action):
         self._client: AsyncWebClient | None = None
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.clock = time.time
+        """Unix seconds now: what a Retry-After given as a date is counted from."""
 
     @classmethod
     def escape(cls, values: Interpolations, params: dict[str, Any]) -> dict[str, Any]:
@@ -177,9 +181,8 @@ class Slack(Action):
         message = redact(message, [self._token()])
         if status == 429 or error == "ratelimited":
             headers = {k.lower(): v for k, v in dict(response.headers or {}).items()}
-            return RetryableActionError(
-                message, retry_after=_seconds(headers.get("retry-after")), status=429
-            )
+            wait = retry_after(headers.get("retry-after"), self.clock())
+            return RetryableActionError(message, retry_after=wait, status=429)
         if (status is not None and status >= 500) or error in TRANSIENT_ERRORS:
             return RetryableActionError(message, status=status)
         return PermanentActionError(message, status=status)
@@ -189,14 +192,6 @@ def _sdk_logger() -> logging.Logger:
     logger = logging.getLogger(SDK_LOGGER)
     logger.setLevel(logging.getLogger(__name__).getEffectiveLevel())
     return logger
-
-
-def _seconds(value: Any) -> float | None:
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        return None
-    return seconds if seconds >= 0 else None
 
 
 @hookimpl

@@ -13,9 +13,7 @@ are treated as secrets: masked in the dry run, redacted from errors and logs.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import ipaddress
-import math
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,7 +23,7 @@ from pydantic import Field, RootModel, SecretStr, field_validator, model_validat
 
 from rulekit.actions.base import Action, ActionContext
 from rulekit.actions.pacing import Limit, Pace
-from rulekit.actions.rates import Rate
+from rulekit.actions.rates import Rate, retry_after
 from rulekit.actions.secrets import redact
 from rulekit.actions.webhook_body import (
     encode_json,
@@ -44,7 +42,13 @@ from rulekit.registry import ActionRegistry
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["Webhook", "WebhookParams", "WebhookTarget", "WebhooksIntegration"]
+__all__ = [
+    "Webhook",
+    "WebhookParams",
+    "WebhookTarget",
+    "WebhooksIntegration",
+    "retry_after",
+]
 
 _TOKEN_CHARS = frozenset(
     "!#$%&'*+.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-"
@@ -382,24 +386,6 @@ def masked_url(target: WebhookTarget) -> str:
         if parts.path.strip("/") or parts.query
         else f"{parts.scheme}://{host}/"
     )
-
-
-def retry_after(value: str | None, now: float) -> float | None:
-    """Seconds a ``Retry-After`` header asks for (a number or an HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when is None:
-            return None
-        seconds = when.timestamp() - now
-    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def _value(secret: SecretStr | None) -> str:

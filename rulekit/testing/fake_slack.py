@@ -78,12 +78,12 @@ class FakeSlack:
         with self._lock:
             self._failures.extend([(channel, response)] * times)
 
-    def rate_limit(self, retry_after: float = 1, *, channel: str | None = None) -> None:
-        """A 429 with ``Retry-After``, as Slack answers when a channel gets too many posts."""
+    def rate_limit(self, retry_after: float | str = 1, *, channel: str | None = None) -> None:
+        """A 429 with ``Retry-After`` (seconds, or a text as it is: an HTTP date), as Slack
+        answers when a channel gets too many posts."""
+        value = retry_after if isinstance(retry_after, str) else f"{retry_after:g}"
         self.fail(
-            Response(
-                429, {"ok": False, "error": "ratelimited"}, {"Retry-After": f"{retry_after:g}"}
-            ),
+            Response(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": value}),
             channel=channel,
         )
 

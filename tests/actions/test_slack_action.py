@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
+from datetime import UTC, datetime
+from email.utils import format_datetime
 
 import pytest
 from action_helpers import make_context, run
@@ -79,6 +81,19 @@ def test_rate_limit_is_retryable_with_retry_after(fake_slack):
     assert isinstance(exc, RetryableActionError)
     assert (exc.retry_after, exc.status, exc.scope) == (7.0, 429, "destination")
     assert exc.message == "Slack chat.postMessage failed: ratelimited (HTTP 429)"
+
+
+def test_a_retry_after_given_as_an_http_date_is_honoured(fake_slack):
+    """Retry-After may be a date (RFC 9110): the wait runs until then, counted on the action's
+    clock, so the expected wait is exact."""
+    action = slack_action(fake_slack)
+    action.clock = lambda: 1_750_000_000.0
+    fake_slack.rate_limit(
+        retry_after=format_datetime(datetime.fromtimestamp(1_750_000_042, UTC), usegmt=True)
+    )
+    exc = failure(action, SlackParams(channel="C1", text="x"))
+    assert isinstance(exc, RetryableActionError)
+    assert (exc.retry_after, exc.status) == (42.0, 429)
 
 
 @pytest.mark.parametrize("status", [500, 503])

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from pathlib import Path
 
 import httpx
@@ -268,8 +270,12 @@ def test_answers_are_classified_and_keep_status_and_body(fake_service, answer, k
 
 
 @pytest.mark.parametrize("status", [429, 503])
-def test_429_and_503_are_retried_after_their_retry_after(fake_service, status):
-    fake_service.script(Response(status, "slow down", {"Retry-After": "7"}))
+@pytest.mark.parametrize(
+    "header", ["7", " 7 ", format_datetime(datetime.fromtimestamp(NOW + 7, UTC), usegmt=True)]
+)
+def test_429_and_503_are_retried_after_their_retry_after(fake_service, status, header):
+    """Seconds or an HTTP date (counted from the action's clock, so the wait is exact)."""
+    fake_service.script(Response(status, "slow down", {"Retry-After": header}))
     error = failure(action_for(fake_service), WebhookParams(to="crm"))
     assert isinstance(error, RetryableActionError)
     assert error.retry_after == 7

@@ -8,16 +8,15 @@ keys, unknown client) is permanent. Messages keep what Chatra said, never the se
 
 from __future__ import annotations
 
-import math
 import re
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+import time
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import httpx
 from pydantic import SecretStr
+from rulekit.actions.rates import retry_after
 from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
 
 MAX_DETAIL = 300
@@ -123,7 +122,7 @@ class ChatraAPI:
         detail = self._scrub(_detail(response))
         said = f" (HTTP {status}): {detail}" if detail else f" (HTTP {status})"
         if status == 429:
-            wait = retry_after(response.headers.get("Retry-After"))
+            wait = retry_after(response.headers.get("Retry-After"), time.time())
             hint = f"; retry after {wait:g}s" if wait is not None else ""
             return RetryableActionError(
                 f"Chatra is rate limiting{said}{hint}",
@@ -140,25 +139,6 @@ class ChatraAPI:
     def _scrub(self, text: str) -> str:
         secret = self._secret_key.get_secret_value()
         return text.replace(secret, "**********") if secret else text
-
-
-def retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (seconds, or an HTTP date), or None."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _detail(response: httpx.Response) -> str:
