@@ -135,6 +135,12 @@ class AgentEntry(StrictModel):
     groups: list[str] = Field(default_factory=list)
     channels: list[str] = Field(default_factory=list)
     token_sha256: str | None = None
+    max_open: int | None = Field(
+        None,
+        ge=1,
+        description="Open conversations this agent may hold before assignment strategies skip "
+        "them; the default is their group's max_open (unlimited when neither says).",
+    )
 
     @field_validator("email")
     @classmethod
@@ -148,6 +154,11 @@ class GroupEntry(StrictModel):
     """A group of agents (e.g. ``support``)."""
 
     description: str | None = None
+    max_open: int | None = Field(
+        None,
+        ge=1,
+        description="The default max_open of the group's agents (an agent's own value wins).",
+    )
 
 
 class PluginSettings(StrictModel):
@@ -248,10 +259,28 @@ class RawConfig(StrictModel):
 class Directory:
     """The agent directory: agents by email (case-insensitive), and who may handle what."""
 
-    def __init__(self, agents: list[AgentEntry], groups: list[str]) -> None:
+    def __init__(
+        self,
+        agents: list[AgentEntry],
+        groups: list[str],
+        group_limits: dict[str, int] | None = None,
+    ) -> None:
         self.agents = agents
         self.groups = groups
+        self.group_limits = group_limits or {}
+        """``groups.<name>.max_open``, by group (groups without one are not listed)."""
         self._by_email = {agent.email.lower(): agent for agent in agents}
+
+    def max_open(self, agent: AgentEntry, group: str | None = None) -> int | None:
+        """How many open conversations ``agent`` may hold (None: no limit): their own
+        ``max_open``, else that of ``group`` when they belong to it, else the smallest of
+        their groups' limits."""
+        if agent.max_open is not None:
+            return agent.max_open
+        if group is not None and group in agent.groups and group in self.group_limits:
+            return self.group_limits[group]
+        limits = [self.group_limits[g] for g in agent.groups if g in self.group_limits]
+        return min(limits) if limits else None
 
     def get(self, email: str | None) -> AgentEntry | None:
         """The agent with this email, whatever its case."""
@@ -422,7 +451,12 @@ def load_config(
 
     config = Config(raw=raw, path=path.resolve(), unset_variables=unset)
     groups = list(raw.groups)
-    config.directory = Directory(raw.agents, groups)
+    limits = (
+        {name: entry.max_open for name, entry in raw.groups.items() if entry and entry.max_open}
+        if isinstance(raw.groups, dict)
+        else {}
+    )
+    config.directory = Directory(raw.agents, groups, limits)
 
     for channel, settings in raw.channels.items():
         where = ("channels", channel)

@@ -68,6 +68,9 @@ class Conversation(EventPart):
     """When an agent last replied."""
     first_agent_reply_at: datetime | None = None
     """When an agent first replied."""
+    last_agent: str | None = None
+    """The email of the agent who last answered this client (kept like the reply times;
+    ``assign`` with ``strategy: last_agent`` picks them again)."""
 
     _aware = field_validator(
         "last_client_message_at", "last_agent_reply_at", "first_agent_reply_at"

@@ -6,9 +6,16 @@ named, else the conversation's, else the channel's default group) who have acces
 
 * ``round_robin`` — in directory order, continuing where the last pick left off (the position
   lives in the store, so it survives restarts with a durable store);
-* ``least_open`` — the agent with the fewest open conversations (ties: directory order).
+* ``least_open`` — the agent with the fewest open conversations (ties: directory order);
+* ``last_agent`` — the agent who last answered this client (``conversation.last_agent``), when
+  they can take it; otherwise ``fallback`` (``round_robin`` or ``least_open``) picks.
 
-Nobody eligible is an outcome, not an error: the result says so, and the trace records it.
+Strategies skip agents at capacity (``max_open``, see :meth:`rulekit.config.Directory.max_open`)
+and, with ``only_online`` (the default once any agent has signed in to the console), agents who
+are not online (:meth:`rulekit.store.base.State.presence`). When nobody fits, the conversation
+goes to the group unassigned (``when_nobody: group``) or stays as it is (``leave``).
+
+Nobody eligible is an outcome, not an error: the result says why, and the trace records it.
 A change of assignee or group produces an ``assigned`` event (origin ``rulekit``), then an
 ``updated`` event saying what changed (see :mod:`rulekit.actions.conversation`).
 """
@@ -37,8 +44,23 @@ class AssignParams(StrictModel):
     group: str | None = Field(
         None, description="A group; the channel's default group when neither is given."
     )
-    strategy: Literal["round_robin", "least_open"] = Field(
+    strategy: Literal["round_robin", "least_open", "last_agent"] = Field(
         "round_robin", description="How to pick an agent of the group."
+    )
+    fallback: Literal["round_robin", "least_open"] = Field(
+        "round_robin",
+        description="With last_agent: how to pick when the last agent cannot take the "
+        "conversation (none yet, offline, at capacity, no longer in the group).",
+    )
+    only_online: bool | None = Field(
+        None,
+        description="Pick only agents online in the console. Default: true once any agent has "
+        "ever signed in to the console, false before.",
+    )
+    when_nobody: Literal["group", "leave"] = Field(
+        "group",
+        description="When no agent fits: put the conversation in the group, unassigned "
+        "(group), or change nothing (leave). The reason is in the result either way.",
     )
 
 
@@ -115,8 +137,13 @@ class Assign(Action):
                 return f"agent {agent.email} has no access to channel {channel!r}"
             return None
         group = self._group(params, context.event.conversation, context.config, channel)
-        if not directory.eligible(channel, group):
+        eligible = directory.eligible(channel, group)
+        if not eligible:
             return _nobody(channel, group)
+        online = context.online  # in a dry run: who the simulation has online
+        if online is not None and params.only_online is not False:
+            if not any(agent.email.lower() in online for agent in eligible):
+                return _offline(channel, group) + f": {_fallback(params, group)}"
         return None
 
     def describe(self, params: AssignParams, context: ActionContext) -> str:  # type: ignore[override]
@@ -125,7 +152,10 @@ class Assign(Action):
         event = context.event
         group = self._group(params, event.conversation, context.config, event.channel)
         who = f"group {group}" if group else "any agent with access to the channel"
-        return f"assign the conversation to an agent of {who} ({params.strategy})"
+        how: str = params.strategy
+        if params.strategy == "last_agent":
+            how = f"last_agent, else {params.fallback}"
+        return f"assign the conversation to an agent of {who} ({how})"
 
     def change_state(  # type: ignore[override]
         self, params: AssignParams, event: Event, state: State, config: Config
@@ -135,16 +165,28 @@ class Assign(Action):
         key, before = conversations.load(state, event)
         group = self._group(params, before, config, event.channel)
         agent, reason = self._pick(params, before, group, state, config, event.channel)
-        if agent is None:
+        # nobody of a group that could have someone (presence or capacity decided): the
+        # conversation waits in the group, unassigned, unless told to leave it as it is
+        team = config.directory.eligible(event.channel, group)
+        waits = not params.agent and params.when_nobody == "group" and bool(team)
+        if agent is None and not waits:
             nobody = {"assigned": None, "group": group, "reason": reason}
             return StateChange(before, {}, [], nobody, refused=reason)
-        after = before.model_copy(update={"assignee": agent.email, "group": group})
+        assignee = agent.email if agent is not None else None
+        after = before.model_copy(update={"assignee": assignee, "group": group})
         changed = conversations.changes(before, after)
         if changed:
             state.save_conversation(event.channel, key, after)
+        if agent is None:  # said with an ``updated`` event, without an ``assigned`` one
+            left: dict[str, Any] = {"assigned": None, "group": group, "reason": reason}
+            waiting: list[Event] = []
+            if changed:
+                waiting = [conversations.updated_event(event, after, changed)]
+                left.update(changed=True, updated_event_id=waiting[0].id)
+            return StateChange(after, changed, waiting, left)
         result: dict[str, Any] = {"assigned": agent.email, "group": group, "changed": bool(changed)}
         if params.strategy and not params.agent:
-            result["strategy"] = params.strategy
+            result["strategy"] = reason or params.strategy
         emitted: list[Event] = []
         if changed:
             assigned = self._assigned_event(event, after)
@@ -187,14 +229,41 @@ class Assign(Action):
         if not eligible:
             where = f"in group {group!r} " if group else ""
             return None, f"no agent {where}has access to channel {channel!r}"
-        if params.strategy == "least_open":
-            counts = state.open_conversations_by_assignee()
-            current = (conversation.assignee or "").lower()
-            if current and conversation.status != "closed":
-                counts[current] = counts.get(current, 0) - 1  # this one does not count
-            return min(eligible, key=lambda a: counts.get(a.email.lower(), 0)), ""
-        position = state.next_position(f"assign:{channel}:{group or '*'}", len(eligible))
-        return eligible[position], ""
+        presence = state.presence()
+        only_online = params.only_online if params.only_online is not None else bool(presence)
+        if only_online:
+            eligible = [a for a in eligible if presence.get(a.email.lower()) == "online"]
+            if not eligible:
+                return None, _offline(channel, group)
+        counts = state.open_conversations_by_assignee()
+        current = (conversation.assignee or "").lower()
+        if current and conversation.status != "closed":
+            counts[current] = counts.get(current, 0) - 1  # this one does not count
+        free = [
+            agent
+            for agent in eligible
+            if (limit := directory.max_open(agent, group)) is None
+            or counts.get(agent.email.lower(), 0) < limit
+        ]
+        if not free:
+            where = f"of group {group!r} " if group else ""
+            return None, f"every agent {where}who could take it is at capacity (max_open)"
+        strategy: str = params.strategy
+        if strategy == "last_agent":
+            last = directory.get(conversation.last_agent)
+            if last is not None and last in free:
+                return last, ""
+            strategy = params.fallback
+        if strategy == "least_open":
+            return min(free, key=lambda a: counts.get(a.email.lower(), 0)), _via(params)
+        # round robin over every agent of the group, skipping those who cannot take it now
+        key = f"assign:{channel}:{group or '*'}"
+        everyone = directory.eligible(channel, group)
+        for _ in everyone:
+            agent = everyone[state.next_position(key, len(everyone))]
+            if agent in free:
+                return agent, _via(params)
+        return free[0], _via(params)  # unreachable: ``free`` is part of ``everyone``
 
     @staticmethod
     def _assigned_event(cause: Event, conversation: Conversation) -> Event:
@@ -218,6 +287,22 @@ def rulekit_register_actions(register: ActionRegistry) -> None:
 def _nobody(channel: str, group: str | None) -> str:
     where = f"in group {group!r} " if group else ""
     return f"no agent {where}has access to channel {channel!r}: the assign will pick nobody"
+
+
+def _offline(channel: str, group: str | None) -> str:
+    where = f"of group {group!r} " if group else ""
+    return f"no agent {where}with access to channel {channel!r} is online (only_online)"
+
+
+def _fallback(params: AssignParams, group: str | None) -> str:
+    if params.when_nobody == "leave":
+        return "the conversation stays as it is"
+    return f"the conversation waits in group {group!r}, unassigned" if group else "unassigned"
+
+
+def _via(params: AssignParams) -> str:
+    """What the result says picked the agent, when the last agent did not."""
+    return f"{params.fallback} (fallback)" if params.strategy == "last_agent" else ""
 
 
 def _digest(email: str | None) -> str:

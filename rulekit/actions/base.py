@@ -71,6 +71,9 @@ class ActionContext:
     decided_later: frozenset[str] = frozenset()
     """In a dry run: conversation attributes an earlier action of the plan decides only when it
     runs (after an ``assign`` by strategy, ``assignee``)."""
+    online: frozenset[str] | None = None
+    """In a dry run: the agents the simulation has online (lower-cased emails); None:
+    everyone (a suite's ``online:`` sets it)."""
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,11 @@ A suite is a YAML file with a top-level ``tests:`` list::
             params: {text: "Hi there! An agent will answer shortly."}   # a subset of params
         expect_absent:
           - action: telegram
+        online: [ann@example.com]     # optional: who is online in the console (default: all)
 
-Inputs of one test share one in-memory state, in order; each test starts fresh.
+Inputs of one test share one in-memory state, in order; each test starts fresh. An
+expectation's ``would_fail`` (true, false, or words the reason must contain) checks what a dry
+run says about the action, e.g. an ``assign`` that finds nobody of the ``online`` team.
 """
 
 from __future__ import annotations
@@ -67,9 +70,13 @@ class Expectation(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict)
     at: AwareDatetime | None = None
     """For an action of a timed rule: the simulated time its timer fired."""
+    would_fail: bool | str | None = None
+    """Whether the action would fail (or words its reason contains), as a dry run tells."""
 
     def matches(self, actual: dict[str, Any]) -> bool:
         if self.rule is not None and actual["rule"] != self.rule:
+            return False
+        if self.would_fail is not None and not _fails_as(self.would_fail, actual.get("would_fail")):
             return False
         if self.action is not None and actual["action"] != self.action:
             return False
@@ -82,7 +89,15 @@ class Expectation(StrictModel):
         parts += [f"params.{k}={v!r}" for k, v in self.params.items()]
         if self.at is not None:
             parts.append(f"at={self.at.isoformat()}")
+        if self.would_fail is not None:
+            parts.append(f"would_fail={self.would_fail!r}")
         return ", ".join(parts) or "any action"
+
+
+def _fails_as(wanted: bool | str, problem: str | None) -> bool:
+    if wanted is True or wanted is False:
+        return bool(problem) is wanted
+    return problem is not None and wanted in problem
 
 
 class SuiteTest(StrictModel):
@@ -93,6 +108,8 @@ class SuiteTest(StrictModel):
     expect: list[Expectation] = Field(default_factory=list)
     expect_absent: list[Expectation] = Field(default_factory=list)
     exact: bool = False
+    online: list[str] | None = None
+    """The agents (emails) online in the console; everyone when left out."""
 
 
 class Suite(StrictModel):
@@ -153,6 +170,8 @@ def _run_test(
 ) -> TestResult:
     outcome = TestResult(test.name)
     pipeline = Pipeline(engine, MemoryStore())
+    if test.online is not None:
+        pipeline.online = frozenset(email.strip().lower() for email in test.online)
     if test.now is not None:
         pipeline.start(test.now)
     for index, item in enumerate(test.inputs):
@@ -177,9 +196,9 @@ def _run_test(
         except (InputError, ChannelError, ValueError, yamlsource.YamlSyntaxError) as exc:
             outcome.failures.append(f"input {index + 1}: {exc}")
             return outcome
-        _collect(done, outcome)
+        _collect(pipeline, done, outcome)
     if until is not None and pipeline.clock is not None:
-        _collect(pipeline.advance(pipeline.clock + until), outcome)
+        _collect(pipeline, pipeline.advance(pipeline.clock + until), outcome)
     unused = list(outcome.actual)
     for expected in test.expect:
         found = next((a for a in unused if expected.matches(a)), None)
@@ -214,14 +233,16 @@ def _move_clock(pipeline: Pipeline, item: SuiteInput, index: int) -> Outcome:
     return pipeline.advance(pipeline.clock + item.advance)
 
 
-def _collect(done: Outcome, outcome: TestResult) -> None:
-    for _event, plan in done.events:
+def _collect(pipeline: Pipeline, done: Outcome, outcome: TestResult) -> None:
+    for event, plan in done.events:
         # a timer's actions carry the simulated time it fired (``at:`` in an expectation)
         fired = {"at": plan.firing.fired_at} if plan.firing is not None else {}
         # an action the plan skips (e.g. an autoreply to a recovered message) does not happen
         for planned in plan:
             if not planned.skipped:
-                outcome.actual.append({**planned.as_dict(), **fired})
+                _, problem = pipeline.describe(event, planned)
+                failing = {"would_fail": problem} if problem else {}
+                outcome.actual.append({**planned.as_dict(), **fired, **failing})
         outcome.failures.extend(f"plan error: {e}" for e in plan.errors)
 
 

@@ -60,6 +60,8 @@ class Pipeline:
         self.store = store
         self.providers = build_providers(engine)
         self.clock: datetime | None = None
+        self.online: frozenset[str] | None = None
+        """Who the simulation has online (lower-cased emails); None: everyone."""
         self.pending: dict[tuple[str, str], PendingTimer] = {}
         self._anchor: datetime | None = None
         self._offset: timedelta | None = None
@@ -154,7 +156,10 @@ class Pipeline:
     def context(self, event: Event) -> ActionContext:
         """The context actions describe themselves in, for a dry run."""
         return ActionContext(
-            event=event, config=self.config, provider=self.providers.get(event.channel)
+            event=event,
+            config=self.config,
+            provider=self.providers.get(event.channel),
+            online=self.online,
         )
 
     def describe(self, event: Event, planned: Any) -> tuple[str, str | None]:

@@ -1,6 +1,7 @@
 """The reply times of a conversation (``last_client_message_at``, ``last_agent_reply_at``,
-``first_agent_reply_at``), kept from its events so that a timed rule can ask, when its timer
-fires, whether an agent answered meanwhile.
+``first_agent_reply_at``) and who answered last (``last_agent``), kept from its events so that
+a timed rule can ask, when its timer fires, whether an agent answered meanwhile (and ``assign``
+can pick the same agent again).
 
 The times are stored with the conversation (under the provider's key; under the conversation's
 id for a conversation no provider stored, e.g. normalized events in ``rulekit test``) and set
@@ -9,10 +10,17 @@ on each event's ``conversation`` before it is evaluated.
 
 from __future__ import annotations
 
+from typing import Any
+
 from rulekit.event import Event
 from rulekit.store.base import State
 
-REPLY_FIELDS = ("last_client_message_at", "last_agent_reply_at", "first_agent_reply_at")
+REPLY_FIELDS = (
+    "last_client_message_at",
+    "last_agent_reply_at",
+    "first_agent_reply_at",
+    "last_agent",
+)
 
 
 def note_replies(state: State, event: Event) -> None:
@@ -22,7 +30,9 @@ def note_replies(state: State, event: Event) -> None:
         return
     found = state.find_conversation(event.channel, conversation.id)
     key, stored = found if found is not None else (conversation.id, conversation)
-    times = {name: getattr(conversation, name) or getattr(stored, name) for name in REPLY_FIELDS}
+    times: dict[str, Any] = {
+        name: getattr(conversation, name) or getattr(stored, name) for name in REPLY_FIELDS
+    }
     at = event.occurred_at
     author = event.message.author if event.event == "message" else None
     if author == "client":
@@ -30,6 +40,7 @@ def note_replies(state: State, event: Event) -> None:
     elif author == "agent" or event.event == "agent_replied":
         times["last_agent_reply_at"] = at
         times["first_agent_reply_at"] = times["first_agent_reply_at"] or at
+        times["last_agent"] = event.agent.email or event.message.agent or times["last_agent"]
     changed = {name: value for name, value in times.items() if getattr(stored, name) != value}
     for name, value in times.items():
         setattr(conversation, name, value)

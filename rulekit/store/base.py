@@ -108,6 +108,26 @@ class State(abc.ABC):
         Round-robin assignment uses it; durable stores make it atomic across processes.
         """
 
+    # who of the team is online -------------------------------------------------------------
+    def set_presence(
+        self,
+        email: str,
+        *,
+        status: str | None = None,
+        connected_until: datetime | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        """Record an agent's presence: their own ``status`` (``online`` or ``away``) and/or
+        until when a console stream of theirs counts as connected (the stream renews it).
+        What is not given is kept; an agent seen for the first time starts ``online``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot keep presence")
+
+    def presence(self, *, now: datetime | None = None) -> dict[str, str]:
+        """Every agent who ever signed in to the console (lower-cased email) with their
+        presence at ``now``: ``online``, ``away`` (connected, but said so) or ``offline`` (no
+        stream connected lately). Empty until an agent first signs in."""
+        raise NotImplementedError(f"{type(self).__name__} cannot keep presence")
+
 
 class Store(abc.ABC):
     """A place conversation state lives."""

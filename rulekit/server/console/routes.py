@@ -33,6 +33,7 @@ from rulekit.config import Config
 from rulekit.runtime.feed import FeedClosed, LiveFeed
 from rulekit.server.console import journal
 from rulekit.server.console.audience import Recorder, visible
+from rulekit.server.console.presence import Presence
 from rulekit.server.console.sessions import Sessions, Viewer, hash_problems, identify, token_hash
 from rulekit.server.console.throttle import SignInThrottle, retry_after
 from rulekit.server.console.web import same_origin
@@ -78,6 +79,7 @@ class Console:
         self.wake = wake
         """Tells the daemon's workers there is work (``"inbox"`` or ``"outbox"``)."""
         self.workspace = Workspace(self, writes)
+        self.presence = Presence(self)
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -91,6 +93,7 @@ class Console:
             Route("/console/api/me", self.me, methods=["GET"]),
             Route("/console/api/recent", self.recent, methods=["GET"]),
             *self.workspace.routes(),
+            *self.presence.routes(),
             Route("/console/stream", self.stream, methods=["GET"]),
         ]
 
@@ -157,6 +160,7 @@ class Console:
             self.throttle.failed(address)
             return _secure(HTMLResponse(self._login_html(failed=True), status_code=401))
         self.throttle.succeeded(address)
+        await self.presence.signed_in(identify(self.get_snapshot().config, digest))
         response = RedirectResponse("/console/", status_code=303)
         response.set_cookie(
             COOKIE,
@@ -252,9 +256,14 @@ class Console:
             sent = last or 0
             dropped = 0
             try:
+                await self.presence.connected(self.viewer_of(session_id))
+                beat = self.throttle.clock()
                 yield "retry: 2000\n\n"
                 pending = list(backlog)
                 while True:
+                    if self.throttle.clock() - beat >= self.keepalive:  # a busy stream too
+                        beat = self.throttle.clock()
+                        await self.presence.connected(self.viewer_of(session_id))
                     if pending:
                         message = pending.pop(0)
                     else:

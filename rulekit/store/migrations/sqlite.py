@@ -191,6 +191,29 @@ CREATE INDEX timers_by_event ON timers (by_event);
 CREATE INDEX timers_by_conversation ON timers (conversation_id);
 """
 
+TEAM_AND_STATS = """
+-- Presence: one row per agent who ever signed in to the console (never deleted: whether anyone
+-- ever did decides whether `assign` looks at presence by default). Their own choice (online /
+-- away), and until when a console stream of theirs counts as connected (streams renew it).
+CREATE TABLE presence (
+    email            TEXT PRIMARY KEY,      -- lower-cased
+    status           TEXT NOT NULL DEFAULT 'online' CHECK (status IN ('online', 'away')),
+    connected_until  TEXT,
+    first_seen_at    TEXT NOT NULL
+);
+
+-- Which rules matched each recorded event (`rulekit stats`): per rule and time by an index,
+-- not by reading every event's trace. Deleted with their event by retention.
+CREATE TABLE rule_matches (
+    rule        TEXT NOT NULL,
+    event_id    TEXT NOT NULL,
+    matched_at  TEXT NOT NULL,
+    PRIMARY KEY (rule, event_id)
+);
+CREATE INDEX rule_matches_by_time ON rule_matches (matched_at);
+CREATE INDEX rule_matches_by_event ON rule_matches (event_id);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", INITIAL),
     Migration(2, "conversation_order", CONVERSATION_ORDER),
@@ -199,5 +222,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "conversation_activity", CONVERSATION_ACTIVITY),
     Migration(6, "leases", LEASES),
     Migration(7, "timers", TIMERS),
+    Migration(8, "team_and_stats", TEAM_AND_STATS),
 )
 check_sequence(MIGRATIONS)

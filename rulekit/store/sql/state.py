@@ -32,13 +32,14 @@ from rulekit.store.records import (
 )
 from rulekit.store.sql import erasure, listing
 from rulekit.store.sql.dialect import Dialect
+from rulekit.store.sql.presence import SQLPresence
 from rulekit.store.sql.timers import SQLTimers
 
 Row = Any
 """A row of the driver (``sqlite3.Row`` or a psycopg dict): columns by name."""
 
 
-class SQLState(SQLTimers, JournaledState):
+class SQLState(SQLTimers, SQLPresence, JournaledState):
     """One open transaction of a SQL store."""
 
     def __init__(self, conn: Any, where: str, dialect: Dialect) -> None:

@@ -1,0 +1,174 @@
+"""assign and the team: presence (only_online), capacity (max_open) and the last agent."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from action_helpers import make_config, make_context, make_event
+from test_assign_action import assign, seed, stored
+
+from rulekit.actions.assign import Assign, AssignParams
+from rulekit.config import Directory
+from rulekit.store.memory import MemoryStore
+
+SOON = datetime.now(UTC) + timedelta(hours=1)  # a connection the test will not outlive
+GONE = datetime(2020, 1, 1, tzinfo=UTC)
+
+
+def present(store: MemoryStore, *emails: str, until: datetime = SOON, status=None) -> None:
+    with store.transaction() as state:
+        for email in emails:
+            state.set_presence(email, status=status, connected_until=until)
+
+
+def limited(group_limit: int | None = None, **agent_limits: int):
+    """The usual directory, with ``max_open`` for some agents (by first name) and support."""
+    config = make_config()
+    agents = [
+        agent.model_copy(update={"max_open": agent_limits.get(agent.email.split("@")[0].lower())})
+        for agent in config.directory.agents
+    ]
+    limits = {"support": group_limit} if group_limit else {}
+    config.directory = Directory(agents, config.directory.groups, limits)
+    return config
+
+
+def test_before_anyone_signs_in_presence_is_not_asked():
+    store = MemoryStore()
+    result, _ = assign(AssignParams(group="support"), store)
+    assert result["assigned"] == "Ann@Example.com"
+
+
+def test_once_agents_sign_in_only_online_agents_are_picked():
+    store = MemoryStore()
+    present(store, "cara@example.com")
+    present(store, "ann@example.com", until=GONE)  # her page closed long ago
+    present(store, "eve@example.com", status="away")
+    picks = [
+        assign(AssignParams(group="support"), store, make_event(conversation={"id": f"c{n}"}))[0]
+        for n in range(3)
+    ]
+    assert [p["assigned"] for p in picks] == ["Cara@example.COM"] * 3
+    # only_online: false picks among everyone, as before the console was used
+    result, _ = assign(
+        AssignParams(group="support", only_online=False),
+        store,
+        make_event(conversation={"id": "x"}),
+    )
+    assert result["assigned"] in ("Ann@Example.com", "eve@example.com")
+
+
+def test_nobody_online_leaves_the_conversation_in_the_group_with_the_reason():
+    store = MemoryStore()
+    seed(store, "chatra-client-1", "conv-1", assignee="ann@example.com", group="sales")
+    present(store, "ann@example.com", until=GONE)
+    result, emitted = assign(AssignParams(group="support"), store)
+    assert result["assigned"] is None and result["changed"] is True
+    assert result["reason"] == (
+        "no agent of group 'support' with access to channel 'online-chat' is online (only_online)"
+    )
+    _, conversation = stored(store)
+    assert (conversation.assignee, conversation.group) == (None, "support")
+    assert [e.event for e in emitted] == ["updated"]  # no ``assigned`` for nobody
+    # when_nobody: leave changes nothing
+    seed(store, "chatra-client-1", "conv-1", assignee="ann@example.com", group="sales")
+    result, emitted = assign(AssignParams(group="support", when_nobody="leave"), store)
+    assert (
+        result
+        == {
+            "assigned": None,
+            "group": "support",
+            "reason": result["reason"],
+        }
+        and emitted == []
+    )
+    assert stored(store)[1].assignee == "ann@example.com"
+
+
+def test_agents_at_capacity_are_skipped_and_the_agents_own_limit_wins():
+    store = MemoryStore()
+    seed(store, "k1", "c1", assignee="ann@example.com")
+    seed(store, "k2", "c2", assignee="cara@example.com")
+    seed(store, "k3", "c3", assignee="cara@example.com")
+    # support: 1 each; Cara's own limit (3) wins over the group's
+    config = limited(group_limit=1, cara=3)
+    for strategy in ("round_robin", "least_open"):
+        picks = []
+        for n in range(3):
+            event = make_event(conversation={"id": f"{strategy}-{n}"})
+            result, _ = assign(
+                AssignParams(group="support", strategy=strategy), store, event, config
+            )
+            picks.append(result["assigned"])
+        if strategy == "round_robin":  # Ann is full: Cara (2 of 3), eve (0 of 1), then Cara
+            assert picks == ["Cara@example.COM", "eve@example.com", None]
+        else:  # everyone is full now
+            assert picks == [None, None, None]
+    assert result["reason"] == (
+        "every agent of group 'support' who could take it is at capacity (max_open)"
+    )
+
+
+def test_the_conversation_being_reassigned_does_not_count_against_its_agent():
+    store = MemoryStore()
+    seed(store, "chatra-client-1", "conv-1", assignee="ann@example.com", group="support")
+    config = limited(ann=1, cara=1, eve=1)
+    result, _ = assign(AssignParams(strategy="least_open"), store, config=config)
+    assert result["assigned"] == "Ann@Example.com"
+
+
+def test_last_agent_picks_who_last_answered_else_the_fallback():
+    store = MemoryStore()
+    seed(store, "chatra-client-1", "conv-1", group="support", last_agent="EVE@example.com")
+    params = AssignParams(strategy="last_agent", fallback="least_open")
+    result, _ = assign(params, store)
+    assert (result["assigned"], result["strategy"]) == ("eve@example.com", "last_agent")
+    # eve is away now: the fallback picks, and the result says so
+    present(store, "eve@example.com", status="away")
+    present(store, "cara@example.com", "ann@example.com")
+    seed(store, "chatra-client-1", "conv-1", group="support", last_agent="eve@example.com")
+    result, _ = assign(params, store)
+    assert result["assigned"] == "Ann@Example.com"
+    assert result["strategy"] == "least_open (fallback)"
+
+
+def test_a_dry_run_says_when_nobody_of_the_simulated_team_is_online():
+    config = make_config()
+    action = Assign()
+    params = AssignParams(group="support")
+    context = make_context(config=config, online=frozenset({"dan@example.com"}))
+    assert action.would_fail(params, context) == (
+        "no agent of group 'support' with access to channel 'online-chat' is online "
+        "(only_online): the conversation waits in group 'support', unassigned"
+    )
+    assert action.would_fail(params, make_context(online=frozenset({"eve@example.com"}))) is None
+    assert action.would_fail(params, make_context()) is None  # everyone online
+    describe = action.describe(AssignParams(strategy="last_agent"), make_context())
+    assert describe.endswith("(last_agent, else round_robin)")
+
+
+def test_the_last_agent_is_kept_from_the_conversations_replies():
+    from rulekit.runtime.replies import note_replies
+
+    store = MemoryStore()
+    seed(store, "chatra-client-1", "conv-1", group="support")
+    reply = make_event(
+        event="agent_replied",
+        agent={"email": "eve@example.com"},
+        message={"id": "m2", "text": "on it", "author": "agent", "agent": "eve@example.com"},
+    )
+    client = make_event(event="message")
+    with store.transaction() as state:
+        note_replies(state, reply)
+        note_replies(state, client)  # the client writing again keeps who answered last
+    assert client.conversation.last_agent == "eve@example.com"
+    assert stored(store)[1].last_agent == "eve@example.com"
+
+
+def test_the_schema_offers_the_new_keys():
+    from rulekit.plugins import load_plugins
+    from rulekit.rules.schema import rules_schema
+
+    params = rules_schema(load_plugins())["$defs"]["params_assign"]["properties"]
+    assert "last_agent" in params["strategy"]["enum"]
+    assert {"only_online", "fallback", "when_nobody"} <= set(params)
