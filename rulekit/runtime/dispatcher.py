@@ -16,7 +16,8 @@ takes one of the ``concurrency`` slots and records durably that the call starts
 (:meth:`Journal.start_call`: only the claimer of the oldest pending job of its lane may). The
 slot is held until the call's outcome is recorded. So after a crash only the calls started and
 not recorded — at most ``concurrency`` — are made again. A store that cannot be reached before
-the call delays it (retried with a backoff, never counted as an attempt); after the call, the
+the call delays it (retried with a backoff, never counted as an attempt), and so does one the
+action meets inside its call (``assign`` picks its agent in a transaction); after the call, the
 outcome is recorded as soon as the store is back.
 
 **Retries.** A retryable failure (:class:`~rulekit.errors.RetryableActionError`, a timeout, an
@@ -395,19 +396,31 @@ class Dispatcher:
     async def _call(
         self, action: Any, params: Any, context: ActionContext, job: Job, record: EventRecord
     ) -> Decision:
-        try:
-            async with asyncio.timeout(action.timeout + TIMEOUT_GRACE):
-                result = await action.execute(params, context)
-        except ActionError as exc:
-            if not exc.retryable:
-                return Decision("dead", exc.message, failure=exc)
-            return replace(self._retry(job, record, exc.message, exc.retry_after), failure=exc)
-        except TimeoutError:
-            return self._retry(job, record, f"no answer within {action.timeout:g} s", None)
-        except Exception as exc:  # a bug in an action: keep the traceback, retry within budget
-            log(logger, logging.ERROR, f"job {job.id} {job.action} raised", exc_info=True)
-            return self._retry(job, record, f"{type(exc).__name__}: {exc}", None)
-        return Decision("done", result=json_ready(result))
+        delay = 0.0
+        while True:
+            try:
+                async with asyncio.timeout(action.timeout + TIMEOUT_GRACE):
+                    result = await action.execute(params, context)
+            except StoreUnavailable as exc:
+                # an action that uses the store itself (assign, update_client...) meets the
+                # blip inside its call, before anything left: a store error, not an attempt
+                if self._stopping:
+                    raise
+                delay = store_backoff(delay)
+                log(logger, logging.ERROR, f"job {job.id}: {exc}", job_id=job.id, retry_in=delay)
+                await asyncio.sleep(delay)
+                continue
+            except ActionError as exc:
+                if not exc.retryable:
+                    return Decision("dead", exc.message, failure=exc)
+                decision = self._retry(job, record, exc.message, exc.retry_after)
+                return replace(decision, failure=exc)
+            except TimeoutError:
+                return self._retry(job, record, f"no answer within {action.timeout:g} s", None)
+            except Exception as exc:  # a bug in an action: keep the traceback, retry in budget
+                log(logger, logging.ERROR, f"job {job.id} {job.action} raised", exc_info=True)
+                return self._retry(job, record, f"{type(exc).__name__}: {exc}", None)
+            return Decision("done", result=json_ready(result))
 
     @property
     def shares_pacing(self) -> bool:

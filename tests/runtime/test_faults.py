@@ -125,6 +125,37 @@ def test_a_database_blip_around_a_call_never_consumes_an_attempt(tmp_path, serve
             store.close()
 
 
+ASSIGN_RULES = """\
+- name: Assign
+  on: {channel: online-chat, event: created}
+  do:
+    - assign: {group: support, strategy: round_robin}
+"""
+
+
+def test_a_database_blip_inside_an_action_never_consumes_an_attempt(tmp_path, serve, chatra):
+    """An action that uses the store itself (``assign`` picks its agent in a transaction of its
+    own) meets the blip inside its call, as many times as attempts are allowed: the call is
+    made again once the store is back, as a store error, and the job is done at its first
+    attempt."""
+    config = write_setup(tmp_path, ASSIGN_RULES, chatra=chatra, dispatcher={"max_attempts": 3})
+    failures = {"next_position": 3}
+    store = FaultyStore(tmp_path / "rulekit.sqlite3", failures)
+    try:
+        server = serve(config, store=store)
+        assert httpx.post(server.webhook_url, content=chat_started(1)).status_code == 200
+
+        jobs = wait_for(lambda: read(tmp_path, lambda s: s.jobs(status="done")), timeout=30)
+        [job] = [job for job in jobs if job.action == "assign"]
+        assert job.attempts == 1
+        assert [a.outcome for a in read(tmp_path, lambda s: s.attempts(job.id))] == ["done"]
+        assert failures == {"next_position": 0}
+        assert read(tmp_path, lambda s: s.jobs(status="dead")) == []
+        server.stop()
+    finally:
+        store.close()
+
+
 REPLY_RULES = """\
 - name: Echo
   on: {channel: online-chat, event: [created, message]}
