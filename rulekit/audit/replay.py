@@ -7,26 +7,35 @@ engine evaluates them without a state, nothing is written and nothing is sent. C
 * cooldowns are not replayed (every event is evaluated as if no cooldown were running), so a
   rule with a cooldown may show actions added that its cooldown would have held back;
 * what a provider derives from its state (e.g. which messages are new) is as recorded then.
+
+Timed rules (``after:``) are simulated as ``rulekit test`` simulates them, on the recorded
+times: a replayed event's timers are set and cancelled (``cancel_on``, ``restart``) as the
+candidate rules say, and each fires at its due time, between the recorded events it falls
+between (at the end, those due by the time of the replay), against the conversation and
+client as the latest replayed event of that conversation recorded them. A simulated firing is
+compared with the firing the daemon recorded for the same rule, conversation and triggering
+event (an event ``timer:<id>``); recorded firings are not replayed as events themselves.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from rulekit.audit.privacy import hidden_values, hide
-from rulekit.engine.engine import Engine
-from rulekit.event import Event
+from rulekit.engine.engine import Engine, Plan
+from rulekit.event import Client, Conversation, Event
 from rulekit.safetext import text_lines
 from rulekit.store.base import JournaledState
 from rulekit.store.forms import PersonalValues
 from rulekit.store.records import EventRecord
 
 COOLDOWN_NOTE = "cooldowns are not replayed: each event is evaluated as if none were running"
+TIMER_NOTE = "timed rules fire at their due times on the recorded clock"
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,8 @@ class Report:
     changes: list[Change] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     """``(event id, why)`` for records that could not be rebuilt into events."""
+    pending_timers: int = 0
+    """Simulated timers not due yet when the replay ends."""
 
     def summary(self) -> dict[str, Any]:
         fired_then: Counter[str] = Counter()
@@ -91,33 +102,149 @@ class Report:
                 for rule in rules
                 if fired_then[rule] != fired_now[rule]
             },
+            "pending_timers": self.pending_timers,
             "note": COOLDOWN_NOTE,
+            "timers": TIMER_NOTE,
         }
 
 
 def replay(
-    state: JournaledState, engine: Engine, *, since: datetime | None = None, limit: int = 10_000
+    state: JournaledState,
+    engine: Engine,
+    *,
+    since: datetime | None = None,
+    limit: int = 10_000,
+    now: datetime | None = None,
 ) -> Report:
     """Evaluate ``engine``'s rules over the events recorded since ``since`` (at most ``limit``,
-    the most recent), oldest first, and compare each plan with the jobs recorded then."""
+    the most recent), oldest first, and compare each plan with the jobs recorded then. Timers
+    of timed rules are simulated on the recorded times; those due by ``now`` (the time of the
+    replay; default: the current time) fire."""
     report = Report()
-    records = state.history(since=since, limit=limit)
-    for record in reversed(records):
+    timers = _TimerReplay(state, engine, report)
+    for record in reversed(state.history(since=since, limit=limit)):
+        if isinstance(record.trace.get("timer"), dict):
+            timers.recorded(record)  # a firing: compared with the simulated one
+            continue
         try:
             event = Event.model_validate(record.data)
         except ValidationError as exc:
             report.skipped.append((record.event_id, f"cannot rebuild the event: {exc}"))
             continue
-        then = [
-            Action(job.rule, job.action, job.params)
-            for job in state.jobs(event_id=record.event_id, limit=10_000)
-        ]
+        timers.fire_due(event.occurred_at)
         plan = engine.evaluate(event, None)
-        now = [Action(a.rule, a.action, a.model.model_dump(mode="json")) for a in plan.runnable]
-        change = compare(record, then, now)
+        change = compare(record, _jobs(state, record.event_id), _planned(plan))
         change.errors = list(plan.errors)
         report.changes.append(change)
+        timers.follow(event, plan)
+    timers.fire_due(now or datetime.now(UTC))
+    timers.finish()
     return report
+
+
+def _jobs(state: JournaledState, event_id: str) -> list[Action]:
+    return [
+        Action(job.rule, job.action, job.params)
+        for job in state.jobs(event_id=event_id, limit=10_000)
+    ]
+
+
+def _planned(plan: Plan) -> list[Action]:
+    return [Action(a.rule, a.action, a.model.model_dump(mode="json")) for a in plan.runnable]
+
+
+@dataclass
+class _Pending:
+    rule: str
+    conversation_id: str
+    due: datetime
+    trigger: Event
+
+
+class _TimerReplay:
+    """The timers of a replay: set, cancelled and fired on the recorded clock, as the dry run
+    does (:class:`rulekit.runtime.pipeline.Pipeline`), each firing paired with the recorded
+    one of the same rule, conversation and triggering event."""
+
+    def __init__(self, state: JournaledState, engine: Engine, report: Report) -> None:
+        self.state = state
+        self.engine = engine
+        self.report = report
+        self.pending: dict[tuple[str, str], _Pending] = {}
+        self.latest: dict[tuple[str, str], tuple[Conversation, Client]] = {}
+        self.replayed: set[str] = set()
+        self.firings: dict[tuple[str, str, str], EventRecord] = {}
+
+    def recorded(self, record: EventRecord) -> None:
+        """Keep a recorded firing (``timer:<id>``) to compare with its simulated one."""
+        try:
+            found = [t for t in self.state.timers(event_id=record.event_id) if t.by_event]
+        except NotImplementedError:
+            found = []
+        for timer in found:
+            if timer.by_event == record.event_id:
+                self.firings[(timer.rule, timer.conversation_id, timer.trigger_event_id)] = record
+                return
+        self.report.skipped.append((record.event_id, "a timer's firing whose timer is gone"))
+
+    def follow(self, event: Event, plan: Plan) -> None:
+        """After a replayed event: what it set and cancelled, and its conversation as it is."""
+        self.replayed.add(event.id)
+        if event.conversation.id:
+            self.latest[(event.channel, event.conversation.id)] = (
+                event.conversation,
+                event.client,
+            )
+        for cancel in plan.cancels:
+            self.pending.pop((cancel.rule, cancel.conversation_id), None)
+        for timer in plan.timers:
+            key = (timer.rule, timer.conversation_id)
+            if timer.restart or key not in self.pending:
+                self.pending[key] = _Pending(timer.rule, timer.conversation_id, timer.due, event)
+
+    def fire_due(self, until: datetime) -> None:
+        """Fire the pending timers due by ``until``, earliest first."""
+        while self.pending:
+            timer = min(self.pending.values(), key=lambda t: t.due)
+            if timer.due > until:
+                return
+            del self.pending[(timer.rule, timer.conversation_id)]
+            trigger = timer.trigger
+            conversation, client = self.latest.get(
+                (trigger.channel, timer.conversation_id), (None, None)
+            )
+            fired = trigger.at_fire_time(conversation, client)
+            plan = self.engine.fire(timer.rule, fired, timer.due, timer.due)
+            record = self.firings.pop((timer.rule, timer.conversation_id, trigger.id), None)
+            then = _jobs(self.state, record.event_id) if record is not None else []
+            if record is None:
+                record = EventRecord(
+                    event_id=f"(timer of {timer.rule!r} set by {trigger.id})",
+                    inbox_id=None,
+                    channel=trigger.channel,
+                    event=trigger.event,
+                    conversation_id=timer.conversation_id,
+                    occurred_at=timer.due,
+                    processed_at=timer.due,
+                    data=fired.public(),
+                    trace={},
+                )
+            change = compare(record, then, _planned(plan))
+            change.errors = list(plan.errors)
+            if plan.firing is not None and plan.firing.outcome == "error":
+                change.errors.append(f"timer of {timer.rule!r}: {plan.firing.reason}")
+            self.report.changes.append(change)
+
+    def finish(self) -> None:
+        """Recorded firings the simulation did not repeat: their actions are removed (those
+        of timers set by events before the replayed ones are left out)."""
+        self.report.pending_timers = len(self.pending)
+        for (_, _, trigger_id), record in self.firings.items():
+            if trigger_id in self.replayed:
+                self.report.changes.append(compare(record, _jobs(self.state, record.event_id), []))
+            else:
+                why = f"its timer was set by {trigger_id}, before the replayed events"
+                self.report.skipped.append((record.event_id, why))
 
 
 def compare(record: EventRecord, then: list[Action], now: list[Action]) -> Change:
@@ -238,7 +365,9 @@ def as_text(report: Report, *, show_all: bool = False, show_content: bool = Fals
             f"  rule {rule}: fired on {counts['events_then']} event(s) then, "
             f"{counts['events_now']} now"
         )
-    lines.append(f"note: {COOLDOWN_NOTE}")
+    if summary["pending_timers"]:
+        lines.append(f"  {summary['pending_timers']} timer(s) not due yet")
+    lines.append(f"note: {COOLDOWN_NOTE}; {TIMER_NOTE}")
     return text_lines(lines)
 
 

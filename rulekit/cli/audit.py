@@ -182,7 +182,8 @@ def replay_command(
     """Backtest: run candidate rules over recorded events; show what would change.
 
     Nothing is written and nothing is sent. Cooldowns are not replayed: every event is
-    evaluated as if no cooldown were running.
+    evaluated as if no cooldown were running. Timed rules (after:) are simulated on the
+    recorded times, as `rulekit test` does; their firings are compared with the recorded ones.
     """
     from rulekit.audit import replay
     from rulekit.audit.stores import open_recorded
@@ -197,7 +198,7 @@ def replay_command(
     store = open_recorded(config)
     try:
         with store.transaction() as state:
-            report = replay.replay(state, engine, since=since_time, limit=limit)
+            report = replay.replay(state, engine, since=since_time, limit=limit, now=_now())
     finally:
         store.close()
     if output_format == "json":
