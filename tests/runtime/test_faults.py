@@ -164,6 +164,33 @@ REPLY_RULES = """\
 """
 
 
+def test_blips_at_every_store_call_around_a_refused_then_sent_reply(tmp_path, serve, chatra):
+    """A Chatra reply on a store shared by daemons: the store fails twice at each of its calls
+    around the send (reading the service's pauses, recording the start, reading the
+    conversation, sharing Chatra's Retry-After, recording the outcome). Chatra refuses the
+    first call with a 429; with two attempts allowed the reply is still sent, once, at the
+    second attempt."""
+    config = write_setup(tmp_path, REPLY_RULES, chatra=chatra, dispatcher={"max_attempts": 2})
+    points = ["paused_for", "start_call", "find_conversation", "pause_pace", "record_attempt"]
+    failures = dict.fromkeys(points, 2)
+    store = FaultyStore(tmp_path / "rulekit.sqlite3", failures, shared=True)
+    try:
+        chatra.rate_limit(retry_after=1)
+        server = serve(config, store=store)
+        assert httpx.post(server.webhook_url, content=chat_started(1, "hi")).status_code == 200
+
+        [job] = wait_for(lambda: read(tmp_path, lambda s: s.jobs(status="done")), timeout=60)
+        assert [m["text"] for m in chatra.sent] == ["hi", "hi"]  # refused, then accepted
+        assert [a.outcome for a in read(tmp_path, lambda s: s.attempts(job.id))] == [
+            "retry",
+            "done",
+        ]
+        assert failures == dict.fromkeys(points, 0)
+        server.stop()
+    finally:
+        store.close()
+
+
 def test_a_chatra_retry_after_pauses_every_reply_and_a_conversation_keeps_its_order(
     tmp_path, serve, chatra
 ):
