@@ -149,8 +149,9 @@ class Provider:
         return True
 
     def fetches_updates(self) -> bool:
-        """Whether this channel fetches its updates itself (long polling) instead of
-        receiving webhooks; then the daemon runs :meth:`fetch_updates`."""
+        """Whether this channel fetches updates itself (long polling instead of webhooks, or
+        data its webhooks leave out, like Chatra's ``fetch_client``); then the daemon runs
+        :meth:`fetch_updates`."""
         return False
 
     async def fetch_updates(self, inbound: Inbound) -> None:

@@ -28,6 +28,10 @@ from rulekit.errors import ChannelError
 EVENT_NAMES: tuple[str, ...] = ("chatStarted", "chatFragment", "chatTranscript")
 """The webhook events Chatra sends."""
 
+FETCHED = "rulekitClientFetched"
+"""The ``eventName`` of a body holding a client fetched from Chatra's API (not a webhook of
+Chatra's: rulekit's own, see :mod:`rulekit_chatra.fetch`), read like a webhook's client."""
+
 CONTACT_KEYS: tuple[str, ...] = ("name", "email", "phone", "notes")
 """Keys of Chatra's visitor info that are contact data; any other key is the site's custom data."""
 
@@ -123,7 +127,7 @@ def read_payload(data: Any) -> Payload:
         raise ChannelError("the body has no eventName")
     if not isinstance(event_name, str):
         raise ChannelError(f"eventName must be a string, got {_kind(event_name)}")
-    if event_name not in EVENT_NAMES:
+    if event_name not in EVENT_NAMES and event_name != FETCHED:
         expected = ", ".join(EVENT_NAMES)
         raise ChannelError(f"unknown eventName {_show(event_name)} (expected one of {expected})")
     client = _client(data.get("client"))

@@ -7,14 +7,17 @@ from typing import Any
 
 import aiohttp
 from rulekit.channels import ChannelContext, Provider, Reply
+from rulekit.channels.base import Inbound
 from rulekit.channels.session import LoopSession
 from rulekit.errors import PermanentActionError
 from rulekit.event import Conversation, Event
 from rulekit.store.base import State
 
 from .api import ChatraAPI
+from .fetch import TIMEOUT as FETCH_TIMEOUT
+from .fetch import ClientFetcher
 from .normalize import Normalizer
-from .payload import parse_body
+from .payload import FETCHED, parse_body
 from .settings import ChatraSettings
 
 
@@ -41,11 +44,38 @@ class ChatraProvider(Provider):
             self.settings = ChatraSettings.model_validate(self.settings.model_dump())
         self.normalizer = Normalizer(self.channel, self.settings, self.directory)
         self._sessions = LoopSession()
+        self.fetcher = (
+            ClientFetcher(self.settings.client_data) if self.settings.fetch_client else None
+        )
+        """The clients to fetch from Chatra's API (``fetch_client``); None when off."""
 
     # webhooks --------------------------------------------------------------------------------
     def parse(self, body: bytes, state: State) -> list[Event]:
-        """Turn one Chatra webhook body into events; see :meth:`Provider.parse`."""
-        return self.normalizer.events(parse_body(body), state)
+        """Turn one Chatra webhook body into events; see :meth:`Provider.parse`. With
+        ``fetch_client``, a client the events leave without some of its data is queued to be
+        fetched (:mod:`rulekit_chatra.fetch`)."""
+        payload = parse_body(body)
+        events = self.normalizer.events(payload, state)
+        fetcher = self.fetcher
+        if fetcher is not None and events and payload.event_name != FETCHED:
+            if fetcher.lacks(events[-1].client):
+                fetcher.want(payload.client.id)
+        return events
+
+    def fetches_updates(self) -> bool:
+        """With ``fetch_client`` (and the API keys), the daemon runs the client fetcher."""
+        return self.fetcher is not None and self.reply_problem() is None
+
+    async def fetch_updates(self, inbound: Inbound) -> None:
+        """Fetch the queued clients with ``GET /clients/{id}`` and hand each to ``inbound``
+        (see :mod:`rulekit_chatra.fetch`), until cancelled."""
+        if self.fetcher is None:
+            raise NotImplementedError("fetch_client is off")
+
+        async def get_client(client_id: str) -> dict[str, Any]:
+            return await self.api().get_client(client_id, timeout=FETCH_TIMEOUT)
+
+        await self.fetcher.run(inbound, get_client)
 
     def conversation_key(self, body: bytes) -> str | None:
         """Chatra keeps one continuous chat per visitor, so the conversation is the client id."""

@@ -63,6 +63,8 @@ class ChatraSettings(ChannelSettings):
     with none, as the *default sender*: ``default_agent_id`` (an existing Chatra agent's id) or
     ``default_agent`` (an email and a name), not both. ``client_data`` lists which client fields
     are taken from Chatra (all by default); leave out what your privacy policy does not allow.
+    ``fetch_client`` asks Chatra's API for what a webhook left out of them (see
+    :mod:`rulekit_chatra.fetch`).
     """
 
     public_key: str | None = Field(None, description="Chatra API public key (the ChatraID).")
@@ -78,6 +80,11 @@ class ChatraSettings(ChannelSettings):
         None,
         description="Email and name replies are sent as when no agent is assigned "
         "(instead of default_agent_id).",
+    )
+    fetch_client: bool = Field(
+        False,
+        description="Fetch the client's data with GET /clients/{id} when a webhook lacks it "
+        "(needs the API keys).",
     )
     client_data: list[ClientField] = Field(
         default_factory=lambda: list(CLIENT_FIELDS),

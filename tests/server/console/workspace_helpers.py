@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,23 +148,37 @@ def path(conversation_id: str = CONVERSATION) -> str:
 STORAGES = ["sqlite", "postgresql"]
 
 
-@pytest.fixture(params=STORAGES)
-def workspace(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Workspace]:
+@contextmanager
+def running(storage_kind: str, folder: Path, chatra_settings: str = "") -> Iterator[Workspace]:
+    """A daemon on ``storage_kind`` (``sqlite`` or ``postgresql``) with the fake Chatra, its
+    files in ``folder``; ``chatra_settings`` are more settings of the Chatra channel (YAML
+    lines)."""
     from rulekit_chatra.testing import FakeChatra
 
     from rulekit.server.daemon import Daemon
 
-    storage = "sqlite:///rulekit.sqlite3" if request.param == "sqlite" else schema_url()
-    write(tmp_path / "rules.d" / "rules.yaml", RULES)
+    storage = "sqlite:///rulekit.sqlite3" if storage_kind == "sqlite" else schema_url()
+    write(folder / "rules.d" / "rules.yaml", RULES)
     with FakeChatra() as chatra:
         chatra.add_client(VISITOR, name=None)
-        file = write(tmp_path / "rulekit.yaml", config(storage, chatra.base_url, chatra.keys))
+        text = config(storage, chatra.base_url, chatra.keys)
+        if chatra_settings:
+            anchor = f"    secret_key: {chatra.keys['secret_key']}\n"
+            extra = "".join(f"    {line}\n" for line in chatra_settings.splitlines())
+            text = text.replace(anchor, anchor + extra)
+        file = write(folder / "rulekit.yaml", text)
         daemon = Daemon(file, watch=False)
         try:
             with serve(daemon.app) as (url, _):
                 yield Workspace(url, daemon, chatra)
         finally:
-            if request.param == "postgresql":
+            if storage_kind == "postgresql":
                 from rulekit.store.postgres import drop_schema
 
                 drop_schema(storage)
+
+
+@pytest.fixture(params=STORAGES)
+def workspace(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Workspace]:
+    with running(request.param, tmp_path) as workspace:
+        yield workspace

@@ -1,0 +1,176 @@
+"""``fetch_client``: a client a webhook leaves without its data is fetched with ``GET
+/clients/{id}`` from a fake Chatra on loopback, paced, once per client, and handed to the inbox
+as rulekit's own body, which then updates the client like a webhook."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+from chatra_samples import CHANNEL, encode, make_provider, sample_body
+from rulekit.errors import StoreUnavailable
+from rulekit.store import MemoryStore
+from rulekit.testing.clock import run_virtual
+
+from rulekit_chatra.fetch import ClientFetcher
+from rulekit_chatra.payload import FETCHED
+from rulekit_chatra.testing import FakeChatra
+
+VISITOR = "oaedoecve6pr5n8i4p40mgg1w103dgdzvgpmm82i"
+
+
+class Inbox:
+    """An inbox (the :class:`rulekit.channels.base.Inbound` a daemon hands the provider) that
+    keeps what it is given; ``refuse`` bodies first answer that the store is unavailable."""
+
+    def __init__(self, refuse: int = 0) -> None:
+        self.bodies: list[tuple[dict[str, Any], str, str | None]] = []
+        self.refuse = refuse
+        self.arrived = asyncio.Event()
+
+    async def accept(
+        self, body: bytes, *, delivery_key: str, conversation_key: str | None = None
+    ) -> bool:
+        if self.refuse:
+            self.refuse -= 1
+            raise StoreUnavailable("the database is down")
+        self.bodies.append((json.loads(body), delivery_key, conversation_key))
+        self.arrived.set()
+        return True
+
+    async def hold(self, name: str, seconds: float) -> bool:
+        return True
+
+
+def fetching_provider(chatra: FakeChatra, **settings: Any) -> Any:
+    return make_provider(base_url=chatra.base_url, **chatra.keys, fetch_client=True, **settings)
+
+
+async def fetch_until(provider: Any, inbox: Inbox, count: int) -> None:
+    """Run the provider's fetcher until ``inbox`` holds ``count`` bodies."""
+    task = asyncio.create_task(provider.fetch_updates(inbox))
+    try:
+        async with asyncio.timeout(10):
+            while len(inbox.bodies) < count:
+                inbox.arrived.clear()
+                await inbox.arrived.wait()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await provider.aclose()
+
+
+def test_it_is_off_by_default_and_needs_the_api_keys() -> None:
+    assert make_provider().fetcher is None
+    assert not make_provider().fetches_updates()
+    assert not make_provider(fetch_client=True).fetches_updates()  # no keys: nothing to ask
+    assert make_provider(fetch_client=True, public_key="p", secret_key="s").fetches_updates()
+
+
+def test_an_anonymous_visitor_is_asked_for_once(fake_chatra: FakeChatra) -> None:
+    provider = fetching_provider(fake_chatra)
+    store = MemoryStore()
+    with store.transaction() as state:
+        assert provider.parse(sample_body("chat_started_anonymous.json"), state)
+        provider.parse(sample_body("chat_fragment_client_message.json"), state)
+    assert provider.fetcher.pending == [VISITOR]  # once, though two webhooks lacked the name
+
+
+def test_a_client_with_all_its_data_is_not_asked_for(fake_chatra: FakeChatra) -> None:
+    provider = fetching_provider(fake_chatra, client_data=["ip", "country", "city"])
+    with MemoryStore().transaction() as state:
+        assert provider.parse(sample_body("chat_started_anonymous.json"), state)
+    assert provider.fetcher.pending == []
+
+
+def test_the_fetched_client_goes_to_the_inbox_keyed_by_its_conversation(
+    fake_chatra: FakeChatra,
+) -> None:
+    fake_chatra.add_client(
+        VISITOR, basicInfo={"name": "Maria Lopez", "email": "maria@example.org"}, os="Linux"
+    )
+    provider = fetching_provider(fake_chatra)
+    provider.fetcher.want(VISITOR)
+    inbox = Inbox()
+    asyncio.run(fetch_until(provider, inbox, 1))
+    ((body, delivery_key, conversation_key),) = inbox.bodies
+    assert body["eventName"] == FETCHED
+    assert body["client"]["basicInfo"]["name"] == "Maria Lopez"
+    assert conversation_key == VISITOR and delivery_key.startswith(f"client:{VISITOR}:")
+    (request,) = fake_chatra.requests
+    assert (request.method, request.path) == ("GET", f"/clients/{VISITOR}")
+
+
+def test_the_fetched_body_updates_the_client_and_says_so(fake_chatra: FakeChatra) -> None:
+    provider = fetching_provider(fake_chatra)
+    store = MemoryStore()
+    with store.transaction() as state:
+        provider.parse(sample_body("chat_started_anonymous.json"), state)
+    fetched = {
+        "eventName": FETCHED,
+        "client": {"id": VISITOR, "info": {"name": "Maria Lopez"}, "os": "Linux"},
+    }
+    with store.transaction() as state:
+        (event,) = provider.parse(encode(fetched), state)
+        client = state.get_client(CHANNEL, VISITOR)
+    assert event.event == "client_updated" and event.client.name == "Maria Lopez"
+    assert client is not None and (client.name, client.os, client.city) == (
+        "Maria Lopez",
+        "Linux",
+        "Berlin",  # what the webhook said and Chatra's answer did not repeat stays
+    )
+    assert provider.fetcher.pending == [VISITOR]  # from the webhook, not from its own body
+    with store.transaction() as state:  # the same data again says nothing new
+        assert provider.parse(encode(fetched), state) == []
+
+
+def test_an_unknown_client_is_not_fetched_again_and_a_failure_is_retried(
+    fake_chatra: FakeChatra,
+) -> None:
+    fake_chatra.add_client("known", name="Ivan")
+    provider = fetching_provider(fake_chatra)
+    fetcher: ClientFetcher = provider.fetcher
+    fetcher.interval = 0.01
+    fake_chatra.fail(503)  # the first call fails: tried again after the others
+    for client_id in ("known", "unknown", "unknown"):
+        fetcher.want(client_id)
+    inbox = Inbox(refuse=1)  # and the store is down once
+    asyncio.run(fetch_until(provider, inbox, 1))
+    assert [body["client"]["id"] for body, _, _ in inbox.bodies] == ["known"]
+    paths = [r.path for r in fake_chatra.requests]
+    assert paths == ["/clients/known", "/clients/unknown", "/clients/known", "/clients/known"]
+
+
+def test_clients_are_asked_for_again_only_after_the_ttl() -> None:
+    now = [0.0]
+    fetcher = ClientFetcher(["name"], ttl=60, clock=lambda: now[0])
+    assert fetcher.want("a") and not fetcher.want("a")
+    now[0] = 61
+    assert fetcher.want("a")
+    assert fetcher.pending == ["a", "a"]
+
+
+def test_fetches_are_paced() -> None:
+    async def run() -> list[float]:
+        loop = asyncio.get_running_loop()
+        times: list[float] = []
+
+        async def get_client(client_id: str) -> dict[str, Any]:
+            times.append(loop.time())
+            return {"id": client_id}
+
+        fetcher = ClientFetcher(["name"], interval=0.5, clock=loop.time)
+        for client_id in ("a", "b", "c"):
+            fetcher.want(client_id)
+        inbox = Inbox()
+        task = asyncio.create_task(fetcher.run(inbox, get_client))
+        while len(inbox.bodies) < 3:
+            inbox.arrived.clear()
+            await inbox.arrived.wait()
+        task.cancel()
+        return times
+
+    assert run_virtual(run()) == [0.0, 0.5, 1.0]
