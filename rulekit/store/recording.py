@@ -127,3 +127,9 @@ class RecordingState(State):
 
     def next_position(self, key: str, modulo: int) -> int:
         return int(self._call("next_position", key, modulo))
+
+    def presence(self, *, now: datetime | None = None) -> dict[str, str]:
+        # kept as a call without a time: the replay asks for the presence at its own time
+        answer = self.state.presence(now=now)
+        self.recording.calls.append(("presence", (), _kept(answer)))
+        return answer

@@ -3,6 +3,8 @@ did to the models afterwards; a different answer means the state changed."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from rulekit.event import Client, Conversation
@@ -50,4 +52,19 @@ def test_an_answer_that_differs_on_replay_is_a_changed_state():
     with store.transaction() as state:
         state.save_conversation("chat", "k1", Conversation(id="c1", status="closed"))
     with pytest.raises(StateChanged, match="find_conversation"), store.transaction() as state:
+        recording.recording.replay(state)
+
+
+def test_presence_is_recorded_and_a_change_of_it_is_a_changed_state():
+    store = MemoryStore()
+    with store.transaction() as state:
+        later = datetime.now(UTC) + timedelta(hours=1)
+        state.set_presence("ann@example.com", status="online", connected_until=later)
+    with store.transaction() as state:
+        recording = RecordingState(state)
+        assert recording.presence() == {"ann@example.com": "online"}
+    with store.transaction() as state:
+        recording.recording.replay(state)  # the same presence: nothing changed
+        state.set_presence("ann@example.com", status="away")
+    with pytest.raises(StateChanged, match="presence"), store.transaction() as state:
         recording.recording.replay(state)
