@@ -143,6 +143,8 @@ class ValidationErrors(RulekitError):
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """A "did you mean" suffix for ``word`` among ``choices``, or an empty string."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    """A "did you mean" suffix for ``word`` among ``choices``, or an empty string. Letter case
+    does not count against a choice (``CRM`` suggests ``crm``)."""
+    by_case = {choice.casefold(): choice for choice in reversed(list(choices))}
+    close = difflib.get_close_matches(word.casefold(), list(by_case), n=1, cutoff=0.6)
+    return f" (did you mean {by_case[close[0]]!r}?)" if close else ""

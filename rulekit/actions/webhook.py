@@ -134,8 +134,10 @@ def url_problem(url: str) -> str | None:
 
 
 def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a name or an address) is this machine."""
-    if host.lower() in ("localhost", "localhost."):
+    """Whether ``host`` (a name or an address) is this machine: ``localhost`` and its
+    subdomains (RFC 6761), 127.0.0.0/8, ::1."""
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

@@ -204,10 +204,15 @@ def test_unknown_and_templated_targets_are_load_errors(tmp_path):
               on: {event: created}
               do:
                 - webhook: {to: "{{ client.custom.hook }}"}
+            - name: cased
+              on: {event: created}
+              do:
+                - webhook: {to: CRM}
             """,
         )
     text = str(caught.value)
     assert "unknown webhook target 'crn' (did you mean 'crm'?)" in text
+    assert "unknown webhook target 'CRM' (did you mean 'crm'?)" in text
     assert "billing, crm" in text
     assert "`to` is not a template" in text
 
@@ -221,7 +226,8 @@ def test_check_warns_about_plain_http_to_another_host(tmp_path):
     remote = rules_engine(tmp_path / "a", rules, url="http://crm.example/hook")
     [warning] = remote.ruleset.warnings
     assert "plain http:// to crm.example" in str(warning)
-    for url in ("http://127.0.0.1:9/hook", "http://localhost/x", "http://[::1]/", "https://a.b"):
+    local = ("http://127.0.0.1:9/hook", "http://localhost/x", "http://[::1]/", "https://a.b")
+    for url in (*local, "http://127.8.0.1/", "http://LocalHost:81/", "http://crm.localhost/"):
         assert not rules_engine(tmp_path / url.replace("/", "_"), rules, url=url).ruleset.warnings
 
 
