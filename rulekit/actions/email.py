@@ -316,6 +316,21 @@ class Email(Action):
             )
         if isinstance(exc, errors.SMTPNotSupported):
             return PermanentActionError(self._clean(f"SMTP {host}: {exc}"))
+        if isinstance(exc, errors.SMTPException) and not isinstance(
+            exc, errors.SMTPServerDisconnected | errors.SMTPTimeoutError
+        ):
+            # what the server offers does not change between attempts
+            said = str(exc).lower()
+            if "starttls extension not supported" in said:
+                return PermanentActionError(
+                    f"the SMTP server {host} does not offer STARTTLS, which `security: "
+                    "starttls` requires: nothing was sent (use tls, or fix the server)"
+                )
+            if "no suitable authentication method" in said:
+                return PermanentActionError(
+                    f"the SMTP server {host} offers no login method rulekit can use "
+                    "(PLAIN, LOGIN or CRAM-MD5): nothing was sent"
+                )
         if isinstance(exc, TimeoutError | OSError | errors.SMTPException):
             # timeouts, refused or dropped connections, odd replies: worth another try
             return RetryableActionError(self._clean(f"SMTP {host}: {type(exc).__name__}: {exc}"))

@@ -200,6 +200,20 @@ def test_an_untrusted_certificate_is_final(server_tls):
     assert not server.messages
 
 
+def test_a_server_without_starttls_gets_nothing_and_it_is_final():
+    """``security: starttls`` is required, not opportunistic: a server that does not offer it
+    gets neither the login nor the message, and retrying cannot change that."""
+    with FakeSmtp() as server:
+        action = Email(
+            smtp_settings(server, security="starttls", username="bot", password=PASSWORD)
+        )
+        error = failure(action, PARAMS)
+    assert isinstance(error, PermanentActionError)
+    assert "does not offer STARTTLS" in error.message
+    assert not server.logins and not server.messages
+    assert PASSWORD not in error.message
+
+
 def test_a_refused_login_is_final_clear_and_never_shows_the_password(
     server_tls, certificate, caplog
 ):
