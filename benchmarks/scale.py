@@ -7,9 +7,12 @@ single daemon on SQLite as the reference, in one run.
 Two measurements:
 
 **Daemons** (``rulekit run`` processes): Chatra ``chatStarted`` webhooks, each its own
-conversation, are posted round robin over the daemons by 32 concurrent senders; each event's rule
-sends an autoreply to a fake Chatra on loopback. The figure is webhooks / seconds from the first
-post until the fake received every autoreply: ingest, processing and dispatch, end to end.
+conversation, are posted round robin over the daemons on 32 keep-alive connections of a raw-socket
+load generator (``rawhttp.py``); each event's rule sends an autoreply to a fake Chatra on
+loopback. The figure is webhooks / seconds from the first post until the fake received every
+autoreply: ingest, processing and dispatch, end to end; with the daemons' CPU per webhook and
+the load generator's (which must cost less than what it drives). Daemons sharing PostgreSQL hear
+of each other's new work at once (``LISTEN``), not at their next poll.
 
 **Store only** (worker processes calling the store, no HTTP, no engine): what the database allows.
 Each worker process stands for one daemon and runs the store's side of one event, as the daemon
@@ -38,11 +41,16 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from rulekit.event import Conversation, Event
 from rulekit.store import JobSpec, JournaledStore, open_store
+
+sys.path.insert(0, str(Path(__file__).parent))
+from e2e import process_tree_cpu
+from rawhttp import Sent, closed_loop, post_request
 
 SECRET = "bench-secret-0123456789"
 SAMPLE = Path(__file__).parents[1] / "examples" / "chatra" / "chat_started_anonymous.json"
@@ -216,7 +224,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_daemons(storage: str, folder: Path, count: int, webhooks: int) -> float:
+SENDERS = 32
+"""Keep-alive connections posting webhooks, shared among the daemons."""
+
+
+@dataclass
+class Daemons:
+    """What ``count`` daemons did with the webhooks."""
+
+    rate: float
+    """Webhooks per second, end to end."""
+    cpu_ms: float
+    """CPU of the daemons (their evaluation workers included) per webhook."""
+    sender_ms: float
+    """CPU of the load generator per webhook."""
+
+
+def run_daemons(storage: str, folder: Path, count: int, webhooks: int) -> Daemons:
     """Webhooks per second through ``count`` ``rulekit run`` daemons, end to end."""
     import asyncio
     import subprocess
@@ -226,6 +250,7 @@ def run_daemons(storage: str, folder: Path, count: int, webhooks: int) -> float:
 
     sample = json.loads(SAMPLE.read_text())
     bodies = [chat_started(sample, n) for n in range(webhooks)]
+    path = f"/webhooks/online-chat/{SECRET}"
     with FakeChatra() as chatra:
         config = write_config(folder, storage, chatra)
         ports = [free_port() for _ in range(count)]
@@ -260,32 +285,36 @@ def run_daemons(storage: str, folder: Path, count: int, webhooks: int) -> float:
                         raise RuntimeError(f"a daemon did not start; see {folder}/daemons.log")
                     time.sleep(0.1)
 
-            async def post_all() -> None:
-                queue = list(enumerate(bodies))
-                limits = httpx.Limits(max_connections=64)
-                async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+            # raw keep-alive sockets, the webhooks round robin over the daemons: the sender
+            # costs far less CPU than what it drives (an HTTP client library cost more)
+            shares = [
+                [post_request("127.0.0.1", port, path, body) for body in bodies[i::count]]
+                for i, port in enumerate(ports)
+            ]
 
-                    async def sender() -> None:
-                        while queue:
-                            n, body = queue.pop()
-                            url = f"http://127.0.0.1:{ports[n % count]}/webhooks/online-chat/"
-                            response = await client.post(
-                                url + SECRET,
-                                content=body,
-                                headers={"Content-Type": "application/json"},
-                            )
-                            response.raise_for_status()
+            async def post_all() -> list[Sent]:
+                return await asyncio.gather(
+                    *(
+                        closed_loop("127.0.0.1", port, share, max(SENDERS // count, 1))
+                        for port, share in zip(ports, shares, strict=True)
+                    )
+                )
 
-                    await asyncio.gather(*(sender() for _ in range(32)))
-
-            began = time.perf_counter()
-            asyncio.run(post_all())
+            cpu = sum(process_tree_cpu(daemon.pid) for daemon in daemons)
+            began, own = time.perf_counter(), time.process_time()
+            sent = asyncio.run(post_all())
+            own = time.process_time() - own
+            refused = sum(n for s in sent for status, n in s.statuses.items() if status != 200)
+            if refused:
+                raise RuntimeError(f"{refused} webhooks were not accepted")
             deadline = time.monotonic() + 600
             while len({body["clientId"] for body in chatra.sent}) < webhooks:
                 if time.monotonic() > deadline:
                     raise RuntimeError("not every autoreply arrived within 10 minutes")
                 time.sleep(0.02)
-            return webhooks / (time.perf_counter() - began)
+            elapsed = time.perf_counter() - began
+            cpu = sum(process_tree_cpu(daemon.pid) for daemon in daemons) - cpu
+            return Daemons(webhooks / elapsed, cpu / webhooks * 1000, own / webhooks * 1000)
         finally:
             for daemon in daemons:
                 daemon.terminate()
@@ -296,10 +325,20 @@ def run_daemons(storage: str, folder: Path, count: int, webhooks: int) -> float:
 
 def bench_daemons(postgres: str | None, workers: list[int], webhooks: int) -> None:
     print(f"\nDaemons (rulekit run), {webhooks} webhooks end to end")
-    print(f"{'store':<28} {'daemons':>7} {'events/s':>10} {'vs 1':>6}")
+    print(
+        f"{'store':<28} {'daemons':>7} {'events/s':>10} {'vs 1':>6} {'CPU ms/event':>13}"
+        f" {'sender ms':>10}"
+    )
+
+    def line(store: str, count: int, result: Daemons, ratio: str) -> None:
+        print(
+            f"{store:<28} {count:>7} {result.rate:>10.0f} {ratio:>6} {result.cpu_ms:>13.2f}"
+            f" {result.sender_ms:>10.2f}"
+        )
+
     with tempfile.TemporaryDirectory() as tmp:
         sqlite = run_daemons("sqlite:///rulekit.sqlite3", Path(tmp), 1, webhooks)
-    print(f"{'SQLite (synchronous=FULL)':<28} {1:>7} {sqlite:>10.0f}")
+    line("SQLite (synchronous=FULL)", 1, sqlite, "")
     if not postgres:
         print("PostgreSQL: skipped (pass --postgres URL or set RULEKIT_TEST_POSTGRES)")
         return
@@ -311,11 +350,14 @@ def bench_daemons(postgres: str | None, workers: list[int], webhooks: int) -> No
         url = f"{postgres}{separator}schema=rk_bench_{uuid.uuid4().hex[:10]}"
         try:
             with tempfile.TemporaryDirectory() as tmp:
-                rate = run_daemons(url, Path(tmp), count, webhooks)
+                result = run_daemons(url, Path(tmp), count, webhooks)
         finally:
             drop_schema(url)
-        base = base or rate
-        print(f"{'PostgreSQL':<28} {count:>7} {rate:>10.0f} {rate / base:>5.2f}x")
+        base = base or result.rate
+        line("PostgreSQL", count, result, f"{result.rate / base:.2f}x")
+        if count == 1:
+            ratio = result.rate / sqlite.rate
+            print(f"{'':<28} one PostgreSQL daemon / one SQLite daemon: {ratio:.2f}x")
 
 
 def main() -> int:

@@ -33,14 +33,31 @@ def describe(duration: timedelta) -> str:
     return f"{seconds}s"
 
 
+BATCH = 1000
+"""Events (and inbox items, and payloads) deleted per transaction: the store's write lock is
+held briefly, so webhooks are taken in between, however much there is to purge."""
+
+
 def purge(
-    store: JournaledStore, settings: RetentionSettings, now: datetime | None = None
+    store: JournaledStore,
+    settings: RetentionSettings,
+    now: datetime | None = None,
+    *,
+    batch: int = BATCH,
 ) -> dict[str, int]:
-    """Delete, in one transaction, what is older than ``settings`` allow at ``now``; return
-    how much by kind (:data:`rulekit.store.erasure.PURGE_KINDS`, in that order)."""
+    """Delete what is older than ``settings`` allow at ``now``, in transactions of at most
+    ``batch`` events each; return how much by kind (:data:`rulekit.store.erasure.PURGE_KINDS`,
+    in that order)."""
     now = utc(now)
-    with store.transaction() as state:
-        counts = state.purge(
-            events_before=now - settings.events, payloads_before=now - settings.payloads
-        )
-    return {kind: counts.get(kind, 0) for kind in PURGE_KINDS}
+    total = dict.fromkeys(PURGE_KINDS, 0)
+    while True:
+        with store.transaction() as state:
+            counts = state.purge(
+                events_before=now - settings.events,
+                payloads_before=now - settings.payloads,
+                batch=batch,
+            )
+        for kind in PURGE_KINDS:
+            total[kind] += counts.get(kind, 0)
+        if all(counts.get(kind, 0) < batch for kind in ("events", "inbox", "payloads")):
+            return total

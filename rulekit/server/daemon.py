@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,7 @@ class Daemon:
         self.timers: TimerRunner | None = None
         self.dispatcher: Dispatcher | None = None
         self.fetchers: Fetchers | None = None
+        self._unlisten: Callable[[], None] | None = None
         self.ingest = Ingest(lambda: self._snapshot, None, self.metrics, self._wake)  # type: ignore[arg-type]
         self.app = create_app(self)
 
@@ -135,10 +137,13 @@ class Daemon:
             self.processor.wake()
 
     def wake(self, queue: str) -> None:
-        """Tell a worker there is work: ``"inbox"`` (the processor) or ``"outbox"`` (the
-        dispatcher)."""
+        """Tell a worker there is work: ``"inbox"`` (the processor), ``"outbox"`` (the
+        dispatcher) or ``"timers"``."""
         if queue == "inbox":
             self._wake()
+        elif queue == "timers":
+            if self.timers is not None:
+                self.timers.wake()
         elif self.dispatcher is not None:
             self.dispatcher.wake()
 
@@ -198,6 +203,13 @@ class Daemon:
         if self.watch:
             self._tasks.append(asyncio.create_task(self._watch(), name="rulekit-watch"))
         self._tasks.append(asyncio.create_task(self._retention(), name="rulekit-retention"))
+        loop = asyncio.get_running_loop()
+
+        def heard(queue: str) -> None:  # from the store's thread
+            loop.call_soon_threadsafe(self.wake, queue)
+
+        # other daemons' new work (a store shared by several): taken up at once, not polled
+        self._unlisten = self.store.listen(heard)
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._sighup)
         for problem in self.problems:
@@ -223,6 +235,8 @@ class Daemon:
         assert self.processor and self.dispatcher and self.commit and self._stop_watching
         if self.fetchers is not None:  # no more updates in; what was fetched is in the inbox
             await self.fetchers.stop()
+        if self._unlisten is not None:
+            await anyio.to_thread.run_sync(self._unlisten)
         self.processor.stop()
         if self.timers is not None:
             self.timers.stop()

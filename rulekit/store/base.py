@@ -16,7 +16,7 @@ that support it are :class:`JournaledStore`: their transactions yield a :class:`
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
@@ -483,8 +483,12 @@ class Journal(abc.ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} cannot forget clients yet")
 
-    def purge(self, *, events_before: datetime, payloads_before: datetime) -> dict[str, int]:
-        """Delete what retention no longer keeps; return how much, by kind.
+    def purge(
+        self, *, events_before: datetime, payloads_before: datetime, batch: int | None = None
+    ) -> dict[str, int]:
+        """Delete what retention no longer keeps; return how much, by kind. With ``batch``, at
+        most that many of each kind (events, inbox items, payloads): call it again, in a new
+        transaction, while any count reaches it.
 
         * ``events``: audit records processed before ``events_before`` with no pending job,
           together with their ``jobs`` and ``attempts`` (counted too);
@@ -509,6 +513,13 @@ class JournaledStore(Store):
     def transaction(self) -> AbstractContextManager[JournaledState]:
         """A unit of work over state and journal: kept when the block ends normally, dropped on
         error. Blocks must not do slow I/O (HTTP calls): writers are serialized."""
+
+    def listen(self, notify: Callable[[str], None]) -> Callable[[], None] | None:
+        """Call ``notify(queue)`` (from another thread) when another process added work anyone
+        may claim now: ``"inbox"``, ``"outbox"`` or ``"timers"``; also once when listening
+        (re)starts, for what was added meanwhile. Returns what stops listening, or None when
+        the store cannot tell (then the daemon only polls)."""
+        return None
 
     def reading(self) -> AbstractContextManager[JournaledState]:
         """A unit of work that only reads (the console): it never holds writers back where the

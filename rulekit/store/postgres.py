@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -124,6 +124,9 @@ class PostgresStore(JournaledStore):
         timeout = pool_timeout or float(options.get("pool_timeout", DEFAULT_POOL_TIMEOUT))
         self._holders: set[int] = set()
         self._holders_lock = threading.Lock()
+        self._conninfo = conninfo
+        self._backends: set[int] = set()
+        """The server processes of this store's pooled connections (see :meth:`listen`)."""
         self._pool = self._open_pool(conninfo, size, timeout)
         try:
             self._prepare(upgrade)
@@ -237,6 +240,7 @@ class PostgresStore(JournaledStore):
             with self._connection() as conn:
                 # psycopg opens the transaction (BEGIN) with the first statement; the pool
                 # commits when the block ends, or rolls back when it raises.
+                self._backends.add(conn.info.backend_pid)
                 state = PostgresState(conn, self.url)
                 try:
                     yield state
@@ -249,6 +253,16 @@ class PostgresStore(JournaledStore):
 
     statements = 0
     """Statements run by this store's transactions (round trips besides BEGIN and COMMIT)."""
+
+    def listen(self, notify: Callable[[str], None]) -> Callable[[], None]:
+        """Notices of other processes' new work, on a connection of its own (see
+        :mod:`rulekit.store.listener`)."""
+        from rulekit.store.listener import WorkListener
+
+        listener = WorkListener(
+            self._conninfo, _connect_kwargs(self.schema), notify, self._backends
+        ).start()
+        return listener.stop
 
     def close(self) -> None:
         """Close the pool's connections."""

@@ -323,3 +323,44 @@ def test_send_slots_of_two_daemons_never_deadlock(postgres_schema):
     for thread in threads:
         thread.join(60)
     assert conflicts == [0, 0]
+
+
+def test_a_daemon_hears_of_work_another_one_added_and_not_of_its_own(postgres_schema):
+    import queue
+
+    listening, other = PostgresStore(postgres_schema), PostgresStore(postgres_schema)
+    heard: queue.Queue[str] = queue.Queue()
+    stop = listening.listen(heard.put)
+
+    def next_notices(count: int) -> list[str]:
+        return sorted(heard.get(timeout=30) for _ in range(count))
+
+    try:
+        # once listening: every queue, for what was added while nobody listened
+        assert next_notices(3) == ["inbox", "outbox", "timers"]
+        with other.transaction() as state:
+            state.append_inbox("chat", b"{}", delivery_key="d1")
+        assert next_notices(1) == ["inbox"]
+        with other.transaction() as state:
+            state.record_event(
+                Event(id="e1", channel="chat", event="message", conversation={"id": "c1"}),
+                inbox_id=None,
+                trace={},
+                jobs=[JobSpec("R", "slack", {"text": "hi"}, "slack:#ops")],
+            )
+            state.set_timer("Later", "c1", "chat", datetime.now(UTC), "e1")
+        assert next_notices(2) == ["outbox", "timers"]
+        # claims, and work this process adds itself, are not announced to it; a job handed
+        # back is (another daemon may take it)
+        with listening.transaction() as state:
+            state.append_inbox("chat", b"{}", delivery_key="d2")
+            assert state.claim_jobs("other", lease=30)
+        with other.transaction() as state:
+            assert state.claim_inbox("other", lease=30, limit=5)
+            assert state.release_claims("other") == 3  # two items and the job
+        assert sorted({heard.get(timeout=30), heard.get(timeout=30)}) == ["inbox", "outbox"]
+        assert heard.empty()
+    finally:
+        stop()
+        listening.close()
+        other.close()

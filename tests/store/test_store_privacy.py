@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+from rulekit.audit import retention
+from rulekit.config import RetentionSettings
 from rulekit.event import Client, Conversation
 from rulekit.store import JobSpec
 from rulekit.store.erasure import FORGET_KINDS, FORGOTTEN, PURGE_KINDS
@@ -146,6 +148,33 @@ def test_purge_empties_old_payloads_only(store, make_event):
         items = state.inbox_items()
         assert sorted(len(item.body) > 0 for item in items) == [False, False, True]
         assert state.get_event("e-jane") is not None
+
+
+def test_retention_purges_in_bounded_batches_until_nothing_is_left(store, make_event):
+    with store.transaction() as state:
+        for n in range(7):
+            inbox_id, _ = state.append_inbox("online-chat", b'{"n": %d}' % n, now=T0)
+            state.finish_inbox(inbox_id)
+            state.record_event(make_event(f"e{n}"), inbox_id=inbox_id, trace={}, jobs=[], now=T0)
+        state.record_event(
+            make_event("recent"), inbox_id=None, trace={}, now=T0 + timedelta(days=60)
+        )
+    batches = []
+    original = store.transaction
+
+    def counted():  # each batch is a transaction of its own
+        batches.append(1)
+        return original()
+
+    store.transaction = counted
+    settings = RetentionSettings(events=timedelta(days=30), payloads=timedelta(days=30))
+    counts = retention.purge(store, settings, T0 + timedelta(days=61), batch=3)
+    del store.transaction
+    assert counts == {"events": 7, "jobs": 0, "attempts": 0, "inbox": 7, "payloads": 0}
+    assert len(batches) == 3  # 3 + 3 + 1
+    with store.transaction() as state:
+        assert [record.event_id for record in state.history()] == ["recent"]
+        assert state.inbox_items() == []
 
 
 def test_forget_finds_every_stored_form_in_every_store(store, make_event):

@@ -226,6 +226,33 @@ CREATE INDEX rule_matches_by_time ON rule_matches (matched_at);
 CREATE INDEX rule_matches_by_event ON rule_matches (event_id);
 """
 
+WORK_NOTICES = """
+-- New work is announced on a channel of the schema (see PostgresStore.listen): a daemon sees
+-- what another one ingested, enqueued or set at once, instead of at its next poll. A statement
+-- announces only rows that anyone may claim now (pending, not held), so claims stay quiet;
+-- the notices go out at commit, one per queue and transaction.
+CREATE FUNCTION rulekit_announce_work() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM changed WHERE status = 'pending' AND claimed_by IS NULL) THEN
+        PERFORM pg_notify('rulekit_' || left(md5(current_schema()), 16), TG_ARGV[0]);
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER inbox_added AFTER INSERT ON inbox REFERENCING NEW TABLE AS changed
+    FOR EACH STATEMENT EXECUTE FUNCTION rulekit_announce_work('inbox');
+CREATE TRIGGER inbox_freed AFTER UPDATE ON inbox REFERENCING NEW TABLE AS changed
+    FOR EACH STATEMENT EXECUTE FUNCTION rulekit_announce_work('inbox');
+CREATE TRIGGER outbox_added AFTER INSERT ON outbox REFERENCING NEW TABLE AS changed
+    FOR EACH STATEMENT EXECUTE FUNCTION rulekit_announce_work('outbox');
+CREATE TRIGGER outbox_freed AFTER UPDATE ON outbox REFERENCING NEW TABLE AS changed
+    FOR EACH STATEMENT EXECUTE FUNCTION rulekit_announce_work('outbox');
+CREATE TRIGGER timers_added AFTER INSERT ON timers REFERENCING NEW TABLE AS changed
+    FOR EACH STATEMENT EXECUTE FUNCTION rulekit_announce_work('timers');
+CREATE TRIGGER timers_freed AFTER UPDATE ON timers REFERENCING NEW TABLE AS changed
+    FOR EACH STATEMENT EXECUTE FUNCTION rulekit_announce_work('timers');
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", INITIAL),
     Migration(2, "conversation_order", CONVERSATION_ORDER),
@@ -236,5 +263,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "leases", LEASES),
     Migration(8, "timers", TIMERS),
     Migration(9, "team_and_stats", TEAM_AND_STATS),
+    Migration(10, "work_notices", WORK_NOTICES),
 )
 check_sequence(MIGRATIONS)

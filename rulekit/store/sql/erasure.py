@@ -158,34 +158,43 @@ class SQLForgetRows:
         )
 
 
-# events old enough whose jobs are all finished (pending work is never purged)
+# events old enough whose jobs are all finished (pending work is never purged), oldest first
 OLD_EVENTS = (
     "SELECT e.event_id FROM events e WHERE e.processed_at < :before AND NOT EXISTS"
     " (SELECT 1 FROM outbox o WHERE o.event_id = e.event_id AND o.status = 'pending')"
+    " ORDER BY e.processed_at LIMIT :limit"
 )
+OLD_ITEMS = (
+    "SELECT id FROM inbox WHERE received_at < :before AND status <> 'pending'"
+    " ORDER BY id LIMIT :limit"
+)
+ALL = 2**62
+"""The limit of an unbounded purge."""
 
 
-def purge(state: SQLState, events_before: datetime, payloads_before: datetime) -> dict[str, int]:
+def purge(
+    state: SQLState, events_before: datetime, payloads_before: datetime, batch: int | None = None
+) -> dict[str, int]:
     """See :meth:`rulekit.store.base.Journal.purge`."""
     counts = dict.fromkeys(PURGE_KINDS, 0)
-    before = {"before": state.dialect.time(events_before)}
-    counts["attempts"] = state.execute(
-        f"DELETE FROM attempts WHERE job_id IN (SELECT id FROM outbox WHERE event_id IN"
-        f" ({OLD_EVENTS}))",
-        before,
-    ).rowcount
-    counts["jobs"] = state.execute(
-        f"DELETE FROM outbox WHERE event_id IN ({OLD_EVENTS})", before
-    ).rowcount
-    counts["events"] = state.execute(
-        f"DELETE FROM events WHERE event_id IN ({OLD_EVENTS})", before
-    ).rowcount
-    counts["inbox"] = state.execute(
-        "DELETE FROM inbox WHERE received_at < :before AND status <> 'pending'", before
-    ).rowcount
+    limit = ALL if batch is None else batch
+    before = {"before": state.dialect.time(events_before), "limit": limit}
+    rows = state.execute(OLD_EVENTS, before).fetchall()
+    if rows:
+        ids = {"ids": state.dialect.values([row["event_id"] for row in rows])}
+        in_ids = state.dialect.one_of("event_id", "ids")
+        counts["attempts"] = state.execute(
+            f"DELETE FROM attempts WHERE job_id IN (SELECT id FROM outbox WHERE {in_ids})", ids
+        ).rowcount
+        counts["jobs"] = state.execute(f"DELETE FROM outbox WHERE {in_ids}", ids).rowcount
+        counts["events"] = state.execute(f"DELETE FROM events WHERE {in_ids}", ids).rowcount
+    counts["inbox"] = state.execute(f"DELETE FROM inbox WHERE id IN ({OLD_ITEMS})", before).rowcount
+    if counts["inbox"] >= limit:  # more to delete first: emptying their bodies is wasted
+        return counts
     counts["payloads"] = state.execute(
-        "UPDATE inbox SET body = :empty WHERE received_at < :before AND status <> 'pending'"
-        " AND length(body) > 0",
-        {"empty": b"", "before": state.dialect.time(payloads_before)},
+        "UPDATE inbox SET body = :empty WHERE id IN (SELECT id FROM inbox"
+        " WHERE received_at < :before AND status <> 'pending' AND length(body) > 0"
+        " ORDER BY id LIMIT :limit)",
+        {"empty": b"", "before": state.dialect.time(payloads_before), "limit": limit},
     ).rowcount
     return counts

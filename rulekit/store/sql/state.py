@@ -674,5 +674,7 @@ class SQLState(SQLTimers, SQLPresence, JournaledState):
     def forget_client(self, client_id: str, *, channel: str | None = None) -> dict[str, int]:
         return erasure.forget_client(self, client_id, channel)
 
-    def purge(self, *, events_before: datetime, payloads_before: datetime) -> dict[str, int]:
-        return erasure.purge(self, events_before, payloads_before)
+    def purge(
+        self, *, events_before: datetime, payloads_before: datetime, batch: int | None = None
+    ) -> dict[str, int]:
+        return erasure.purge(self, events_before, payloads_before, batch)

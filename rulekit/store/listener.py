@@ -1,0 +1,84 @@
+"""Hearing about other daemons' work: PostgreSQL's ``LISTEN`` on the schema's work channel.
+
+The schema's triggers (migration ``work_notices``) announce, at commit, each transaction that
+added work anyone may claim now: an inbox item, an action job, a timer (new, or handed back).
+A :class:`WorkListener` holds one connection of its own that listens on that channel, in a
+thread, and passes each notice on, so a daemon takes up what another daemon ingested or
+enqueued at once instead of at its next poll. Notices of this process's own transactions are
+dropped (the process wakes its workers itself). When the connection is lost, the listener
+connects again with a backoff, and passes every queue on once it listens again, for what
+was announced meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Collection
+from typing import Any
+
+logger = logging.getLogger("rulekit.store")
+
+QUEUES = ("inbox", "outbox", "timers")
+CHANNEL = "SELECT 'rulekit_' || left(md5(current_schema()), 16) AS channel"
+"""The schema's channel, as the triggers name it."""
+WAIT = 0.5
+"""Seconds between checks for :meth:`WorkListener.stop` while no notice comes."""
+MAX_BACKOFF = 30.0
+
+
+class WorkListener:
+    """Passes the notices of new work on the schema's channel to ``notify(queue)``."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        connect_kwargs: dict[str, Any],
+        notify: Callable[[str], None],
+        own: Collection[int],
+    ) -> None:
+        self.conninfo = conninfo
+        self.connect_kwargs = connect_kwargs | {"autocommit": True}
+        self.notify = notify
+        self.own = own
+        """Server processes of this process's own connections: their notices are dropped."""
+        self.listening = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rulekit-listen", daemon=True)
+
+    def start(self) -> WorkListener:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening (within :data:`WAIT` seconds)."""
+        self._stopping.set()
+        self._thread.join(WAIT * 4)
+
+    def _run(self) -> None:
+        import psycopg
+        from psycopg import sql
+
+        delay = 0.0
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(self.conninfo, **self.connect_kwargs) as conn:
+                    row = conn.execute(CHANNEL).fetchone()
+                    assert row is not None
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(row[0])))
+                    self.listening.set()
+                    delay = 0.0
+                    for queue in QUEUES:  # what was announced while nobody listened
+                        self.notify(queue)
+                    while not self._stopping.is_set():
+                        for notice in conn.notifies(timeout=WAIT):
+                            if notice.pid not in self.own and notice.payload in QUEUES:
+                                self.notify(notice.payload)
+            except psycopg.Error as exc:
+                self.listening.clear()
+                delay = min(max(delay * 2, 0.5), MAX_BACKOFF)
+                logger.warning("not listening for new work (retry in %.1f s): %s", delay, exc)
+                self._stopping.wait(delay)
+            except Exception:  # a bug in notify: keep listening, keep the traceback
+                logger.exception("listening for new work failed")
+                self._stopping.wait(1.0)
