@@ -81,6 +81,7 @@ class Slack(Action):
         self._loop: asyncio.AbstractEventLoop | None = None
         self.clock = time.time
         """Unix seconds now: what a Retry-After given as a date is counted from."""
+        self._limited: dict[str, float] = {}  # channel -> end of its Retry-After (loop time)
 
     @classmethod
     def escape(cls, values: Interpolations, params: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +129,7 @@ class Slack(Action):
         except TimeoutError:
             raise RetryableActionError(f"Slack did not answer within {self.timeout:g} s") from None
         except SlackApiError as exc:
-            raise self._classify(exc) from None
+            raise self._classify(exc, params.channel) from None
         except aiohttp.ClientError as exc:
             message = redact(f"Slack: {type(exc).__name__}: {exc}", [self._token()])
             raise RetryableActionError(message) from None
@@ -167,7 +168,7 @@ class Slack(Action):
             self._loop = loop
         return self._client
 
-    def _classify(self, exc: Any) -> ActionError:
+    def _classify(self, exc: Any, channel: str) -> ActionError:
         response = exc.response
         status = getattr(response, "status_code", None)
         data = response.data if isinstance(getattr(response, "data", None), dict) else {}
@@ -182,10 +183,21 @@ class Slack(Action):
         if status == 429 or error == "ratelimited":
             headers = {k.lower(): v for k, v in dict(response.headers or {}).items()}
             wait = retry_after(headers.get("retry-after"), self.clock())
-            return RetryableActionError(message, retry_after=wait, status=429)
+            scope = self._limit_scope(channel, wait or 0.0)
+            return RetryableActionError(message, retry_after=wait, scope=scope, status=429)
         if (status is not None and status >= 500) or error in TRANSIENT_ERRORS:
             return RetryableActionError(message, status=status)
         return PermanentActionError(message, status=status)
+
+    def _limit_scope(self, channel: str, seconds: float) -> str:
+        """Slack does not say what a 429 throttles: one channel (about a message a second),
+        or the app's posts in the workspace as a whole. Two channels limited at once mean the
+        whole app: then every channel pauses."""
+        now = asyncio.get_running_loop().time()
+        self._limited = {key: end for key, end in self._limited.items() if end > now}
+        others = [key for key in self._limited if key != channel]
+        self._limited[channel] = now + seconds
+        return "service" if others else "destination"
 
 
 def _sdk_logger() -> logging.Logger:

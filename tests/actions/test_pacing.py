@@ -289,3 +289,33 @@ def test_slack_retry_after_pauses_the_channel_not_the_others(fake_slack):
     assert len(c2) == 5 and all(m.status == 200 for m in c2)
     gaps = [b.at - a.at for a, b in itertools.pairwise(c2)]
     assert min(gaps) >= 0.05 - TIMER_SLACK
+
+
+def test_slack_limits_on_two_channels_at_once_pause_every_channel(fake_slack):
+    """Slack does not say what a 429 throttles; two channels refused within one Retry-After
+    window mean the app as a whole: then every channel (one never refused too) pauses."""
+    action = Slack(
+        SlackIntegration(token=fake_slack.token, base_url=fake_slack.base_url),
+        limits={"channel": Limit(1, 0.02)},
+    )
+    fake_slack.rate_limit(retry_after=3, channel="C1")  # a window far wider than the gap
+    fake_slack.rate_limit(retry_after=3, channel="C2")  # between the two concurrent calls
+    seen: list[list[float]] = []  # C3's pauses at each refusal
+
+    async def scenario():
+        pacer = Pacer()
+
+        def refused() -> None:
+            seen.append(pauses(pacer, action.pacing(SlackParams(channel="C3", text="x"))))
+
+        await asyncio.gather(
+            *(
+                deliver(pacer, action, SlackParams(channel=c, text="x"), on_retry=refused)
+                for c in ("C1", "C2")
+            )
+        )
+
+    run(action, scenario)
+    first, second = seen
+    assert first == [0, 0]  # one channel limited: only that channel waits
+    assert second[0] == 0 and second[1] > 0  # two at once: the whole app waits
