@@ -36,7 +36,12 @@ from rulekit.actions.rates import Rate
 from rulekit.actions.secrets import redact
 from rulekit.actions.telegram_markup import resolve_html
 from rulekit.config import Config
-from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
+from rulekit.errors import (
+    ActionError,
+    PermanentActionError,
+    RetryableActionError,
+    did_you_mean,
+)
 from rulekit.expr.markup import Interpolations, map_leaves
 from rulekit.hookspecs import hookimpl
 from rulekit.models import StrictModel
@@ -171,7 +176,7 @@ class Email(Action):
             if item.startswith("group:"):
                 group = item.removeprefix("group:").strip()
                 if groups and group not in groups:
-                    problems.append(f"unknown group {group!r} in `to`")
+                    problems.append(f"unknown group {group!r} in `to`{did_you_mean(group, groups)}")
         return problems
 
     @classmethod

@@ -373,6 +373,7 @@ def test_emailing_the_client_is_client_facing(tmp_path):
             "is not an address, assignee, client or group",
         ),
         ("{to: [group:nobody], subject: s, text: t}", "unknown group 'nobody'"),
+        ("{to: [group:suport], subject: s, text: t}", "unknown group 'suport' in `to` (did you"),
         ("{to: [a@b.example], subject: s}", "text"),
     ],
 )
