@@ -11,6 +11,7 @@ import functools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import SecretStr
@@ -59,6 +60,39 @@ class Reply:
     agent: Agent | None = None
 
 
+@dataclass(frozen=True)
+class ChannelTimer:
+    """A durable timer a channel asks for (:meth:`Provider.channel_timers`): when it is due,
+    the daemon hands it back to :meth:`Provider.timer_due`.
+
+    ``name`` says what it is for (``close_after``); a conversation has at most one pending
+    timer of each name, and asking again moves it to the new ``due`` (activity restarts an
+    idle timer). Kept in the store like a timed rule's timer: it survives restarts and
+    ``kill -9``, and with several daemons exactly one of them fires it."""
+
+    name: str
+    conversation_id: str
+    due: datetime
+
+
+CHANNEL_TIMER_PREFIX = "@"
+"""The store keeps a channel's timers beside the timed rules', under the "rule" name
+``@<channel>:<name>``; a rule's name cannot start with ``@``."""
+
+
+def channel_timer_rule(channel: str, name: str) -> str:
+    """The name a channel timer is stored under."""
+    return f"{CHANNEL_TIMER_PREFIX}{channel}:{name}"
+
+
+def parse_channel_timer_rule(rule: str) -> tuple[str, str] | None:
+    """``(channel, name)`` of a stored channel timer, or None for a timed rule's timer."""
+    if not rule.startswith(CHANNEL_TIMER_PREFIX) or ":" not in rule:
+        return None
+    channel, _, name = rule[len(CHANNEL_TIMER_PREFIX) :].rpartition(":")
+    return channel, name
+
+
 CLIENT_CONTACT_FIELDS: tuple[str, ...] = ("name", "email", "phone", "notes")
 """The client fields an agent may change (:meth:`Provider.update_client`)."""
 
@@ -103,6 +137,8 @@ class Provider:
         own = cls.__dict__
         if "parse" in own and not hasattr(own["parse"], "__wrapped__"):
             cls.parse = _parses_clean(own["parse"])  # type: ignore[method-assign]
+        if "timer_due" in own and not hasattr(own["timer_due"], "__wrapped__"):
+            cls.timer_due = _timer_events_clean(own["timer_due"])  # type: ignore[method-assign]
         if "conversation_key" in own and not hasattr(own["conversation_key"], "__wrapped__"):
             cls.conversation_key = _keys_safely(own["conversation_key"])  # type: ignore[method-assign]
 
@@ -164,6 +200,25 @@ class Provider:
         """
         raise NotImplementedError(f"the {self.name} provider does not fetch updates")
 
+    def channel_timers(self, event: Event) -> list[ChannelTimer]:
+        """Durable timers this channel wants once ``event`` (one :meth:`parse` returned) is
+        recorded: for a service that never says when something happens, such as a chat
+        closing after a quiet spell. Called by the daemon in the transaction that records the
+        event, so the timers exist exactly when the event does; a pending timer of the same
+        name and conversation is moved to the new due time. Default: none. Must be quick and
+        must not raise; the dry run (``rulekit test``) does not call it."""
+        return []
+
+    def timer_due(self, timer: ChannelTimer, state: State) -> list[Event]:
+        """One of this channel's timers is due (it fires at most once): the events it means,
+        in order, like :meth:`parse` (reading and updating conversation state through
+        ``state``), or none when nothing happened after all (the conversation closed or was
+        active meanwhile). Give each event an id derived from the timer's cause, so that an
+        event the provider could also derive later from an update (e.g. on the next message)
+        is recorded once. The events are evaluated and recorded like a webhook's; the
+        timer's ``due`` is when it fell due (the daemon may be late)."""
+        return []
+
     def reply_problem(self) -> str | None:
         """Why replies cannot be sent with the current settings (e.g. missing API keys), or None."""
         return None if self.can_reply else f"the {self.name} provider cannot write to clients"
@@ -208,16 +263,27 @@ class Provider:
         """Release network resources (HTTP clients)."""
 
 
+def _bounded(events: list[Event]) -> list[Event]:
+    for event in events:
+        event.id = bounded_key(event.id) or event.id
+        for part in (event.conversation, event.client, event.message, event.agent):
+            if part.id is not None:
+                part.id = bounded_key(part.id)
+    return events
+
+
 def _parses_clean(parse: Callable[..., list[Event]]) -> Callable[..., list[Event]]:
     @functools.wraps(parse)
     def wrapper(self: Provider, body: bytes, state: State) -> list[Event]:
-        events = parse(self, for_providers(body), state)
-        for event in events:
-            event.id = bounded_key(event.id) or event.id
-            for part in (event.conversation, event.client, event.message, event.agent):
-                if part.id is not None:
-                    part.id = bounded_key(part.id)
-        return events
+        return _bounded(parse(self, for_providers(body), state))
+
+    return wrapper
+
+
+def _timer_events_clean(timer_due: Callable[..., list[Event]]) -> Callable[..., list[Event]]:
+    @functools.wraps(timer_due)
+    def wrapper(self: Provider, timer: ChannelTimer, state: State) -> list[Event]:
+        return _bounded(timer_due(self, timer, state))
 
     return wrapper
 

@@ -74,6 +74,14 @@ class RuleSpec(StrictModel):
 
     _cancel_names = field_validator("cancel_on", mode="before")(_names)
 
+    @field_validator("name")
+    @classmethod
+    def _not_a_channel_timer(cls, value: str) -> str:
+        # the store keeps channels' timers under "@<channel>:<name>" beside the rules' timers
+        if value.startswith("@"):
+            raise ValueError("a rule's name cannot start with '@' (channel timers use those)")
+        return value
+
     model_config = {"extra": "forbid", "populate_by_name": False}
 
 

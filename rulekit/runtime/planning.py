@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rulekit.channels.base import ChannelTimer, channel_timer_rule
 from rulekit.errors import StoreUnavailable
 from rulekit.event import Event
 from rulekit.runtime.replies import note_replies
@@ -156,8 +157,11 @@ def record(
     answer: list[Evaluation] | Refusal,
     *,
     inbox_id: int | None,
+    schedule: Callable[[Event], list[ChannelTimer]] | None = None,
 ) -> list[Processed]:
-    """Commit step: replay, check, record (raises :class:`StateChanged` when stale)."""
+    """Commit step: replay, check, record (raises :class:`StateChanged` when stale).
+    ``schedule`` is the provider's :meth:`~rulekit.channels.base.Provider.channel_timers`:
+    the timers it asks for are set with the events recorded."""
     prepared.recording.replay(state)
     evaluations = (
         {e.event_id: e for e in answer}
@@ -166,6 +170,7 @@ def record(
     )
     out = []
     for event in prepared.events:
+        channel_timers = 0
         evaluation = evaluations.get(event.id)
         if evaluation is None:  # recorded before: a redelivery
             out.append(Processed(event, False, inbox_id=inbox_id))
@@ -186,6 +191,12 @@ def record(
                 state.set_timer(
                     rule, conversation_id, event.channel, due, event.id, restart=restart
                 )
+            for timer in schedule(event) if schedule is not None else []:
+                rule = channel_timer_rule(event.channel, timer.name)
+                state.set_timer(
+                    rule, timer.conversation_id, event.channel, timer.due, event.id, restart=True
+                )
+                channel_timers += 1
         elif evaluation.cooldowns:
             # evaluated as new, yet recorded meanwhile: later events saw marks never set
             raise StateChanged(f"event {event.id} was recorded meanwhile")
@@ -197,7 +208,7 @@ def record(
                 evaluation.jobs if recorded else [],
                 evaluation.errors,
                 inbox_id,
-                len(evaluation.timers) if recorded else 0,
+                len(evaluation.timers) + channel_timers if recorded else 0,
             )
         )
     return out

@@ -251,8 +251,15 @@ class Processor:
                 processed = []
                 for evaluated in pending:
                     item = evaluated.item
+                    provider = snapshot.providers.get(item.channel)
                     processed.append(
-                        record(state, evaluated.prepared, evaluated.answer, inbox_id=item.id)
+                        record(
+                            state,
+                            evaluated.prepared,
+                            evaluated.answer,
+                            inbox_id=item.id,
+                            schedule=provider.channel_timers if provider is not None else None,
+                        )
                     )
                     state.finish_inbox(item.id)
         except StoreUnavailable:
@@ -291,7 +298,13 @@ class Processor:
                 return self._set_aside(item, answer)
             try:
                 with self.store.transaction() as state:
-                    processed = record(state, prepared, answer, inbox_id=item.id)
+                    processed = record(
+                        state,
+                        prepared,
+                        answer,
+                        inbox_id=item.id,
+                        schedule=provider.channel_timers,
+                    )
                     state.finish_inbox(item.id)
             except StateChanged as exc:
                 log(logger, logging.INFO, f"inbox item {item.id} again: {exc}", inbox_id=item.id)

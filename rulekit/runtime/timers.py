@@ -19,6 +19,12 @@ then fires what is due:
 
 A timer due while the daemon was down fires when it starts, or is dropped (recorded with the
 reason) when it is more than the rule's ``max_late`` overdue.
+
+Channels keep timers here too (:meth:`rulekit.channels.base.Provider.channel_timers`, stored as
+``@<channel>:<name>``): a due one is claimed the same way and handed to its provider's
+:meth:`~rulekit.channels.base.Provider.timer_due`, whose events are evaluated and recorded as
+a webhook's are (:mod:`rulekit.runtime.planning`), in the transaction that records the timer
+as fired.
 """
 
 from __future__ import annotations
@@ -33,11 +39,12 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from rulekit.channels.base import ChannelTimer, parse_channel_timer_rule
 from rulekit.errors import StoreUnavailable
 from rulekit.event import Event
 from rulekit.runtime.evaluator import Evaluator, WorkerGone
 from rulekit.runtime.logs import log
-from rulekit.runtime.planning import Processed
+from rulekit.runtime.planning import Processed, StateChanged, prepare, record
 from rulekit.runtime.worker import Firing, Refusal, Request
 from rulekit.store.base import JournaledStore
 from rulekit.store.records import Timer
@@ -53,6 +60,8 @@ MAX_SLEEP = 30.0
 """The longest the runner sleeps without looking at the store again (a timer another daemon
 set, a claim that ran out)."""
 BATCH = 20
+STARTS = 5
+"""How often a channel timer is tried again when the state changed under it."""
 
 
 def timer_event_id(timer_id: int) -> str:
@@ -69,6 +78,8 @@ class Fired:
     reason: str = ""
     processed: Processed | None = None
     errors: list[str] = field(default_factory=list)
+    also: list[Processed] = field(default_factory=list)
+    """A channel timer's events after the first (``processed``)."""
 
 
 class _Lost(Exception):
@@ -159,6 +170,9 @@ class TimerRunner:
 
     def fire(self, timer: Timer) -> Fired | None:
         """Evaluate and record one claimed timer; None when it was cancelled meanwhile."""
+        channel_timer = parse_channel_timer_rule(timer.rule)
+        if channel_timer is not None:
+            return self._fire_channel(timer, *channel_timer)
         with self.store.transaction() as state:
             record = state.get_event(timer.trigger_event_id)
             trigger = Event.model_validate(record.data) if record is not None else None
@@ -212,6 +226,52 @@ class TimerRunner:
             jobs=len(processed.jobs),
         )
         return fired
+
+    def _fire_channel(self, timer: Timer, channel: str, name: str) -> Fired | None:
+        """A channel's timer: the provider says what it means, its events are evaluated and
+        recorded like a webhook's, with the timer's outcome."""
+        now = self.now()
+        provider = self.snapshot().providers.get(channel)
+        if provider is None:
+            return self._finish(timer, "gone", f"channel {channel!r} is not configured", now)
+        due = ChannelTimer(name, timer.conversation_id, timer.due)
+        for _ in range(STARTS):
+            try:
+                prepared = prepare(self.store, lambda state: provider.timer_due(due, state))
+            except StoreUnavailable:
+                raise
+            except Exception as exc:  # a provider's bug costs this timer, not the runner
+                return self._finish(timer, "error", f"{channel}: {exc}", now)
+            answer = self.evaluator.evaluate(prepared.request) if prepared.events else []
+            if isinstance(answer, Refusal):
+                return self._finish(timer, "error", answer.reason, now)
+            first = prepared.events[0].id if prepared.events else None
+            try:
+                with self.store.transaction() as state:
+                    reason = "" if prepared.events else "nothing happened"
+                    if not state.finish_timer(
+                        timer.id, self.owner, "fired", reason=reason, at=now, event_id=first
+                    ):
+                        raise _Lost
+                    processed = record(
+                        state, prepared, answer, inbox_id=None, schedule=provider.channel_timers
+                    )
+            except StateChanged:
+                continue
+            except _Lost:
+                return None
+            fired = Fired(timer, "fired", reason)
+            fired.processed = processed[0] if processed else None
+            fired.also = processed[1:]
+            log(
+                logger,
+                logging.INFO,
+                f"timer {timer.id} of channel {channel!r} ({name}): "
+                + (", ".join(e.event for e in prepared.events) or "nothing happened"),
+                late=round((now - timer.due).total_seconds(), 3),
+            )
+            return fired
+        return None  # the state kept changing: the claim runs out and the timer comes back
 
     def _finish(self, timer: Timer, outcome: str, reason: str, now: datetime) -> Fired | None:
         with self.store.transaction() as state:

@@ -87,12 +87,15 @@ class Daemon:
         watch: bool = True,
         store: JournaledStore | None = None,
         reload_budget: float = RELOAD_BUDGET,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.freezes_heap = False
         """Whether the loaded rules are kept out of the garbage collector's work
         (:func:`~rulekit.snapshot.freeze_heap`), at start and once a reload's old rules are
         released: set by ``rulekit run``, the process's only daemon."""
         self.reload_budget = reload_budget
+        self.clock = clock
+        """What time the timers see (default: the system's clock; tests move their own)."""
         self.config_path = Path(config_path) if config_path else None
         self.rules_path = Path(rules_path) if rules_path else None
         self._snapshot = load_snapshot(self.config_path, self.rules_path)
@@ -150,9 +153,9 @@ class Daemon:
     def _timers_fired(self, fired: list[Fired]) -> None:
         jobs = False
         for item in fired:
-            if item.processed is not None:
-                report(item.processed, self.metrics, self.feed)
-                jobs = jobs or bool(item.processed.jobs)
+            for processed in [item.processed, *item.also] if item.processed else []:
+                report(processed, self.metrics, self.feed)
+                jobs = jobs or bool(processed.jobs)
         if jobs and self.dispatcher is not None:
             self.dispatcher.wake()
 
@@ -178,6 +181,7 @@ class Daemon:
             self.evaluator,
             owner=owner_name(),
             on_fired=self._timers_fired,
+            now=self.clock or (lambda: datetime.now(UTC)),
         )
         self.processor = Processor(
             self.store,

@@ -171,3 +171,16 @@ def test_check_reports_them_and_schema_knows_the_keys(tmp_path: Path) -> None:
     assert {"after", "unless", "cancel_on", "restart", "max_late"} <= set(rule)
     business = rule["after"]["oneOf"][1]
     assert business["required"] == ["business", "calendar"]
+
+
+def test_a_rule_name_cannot_start_with_the_channel_timers_mark(tmp_path: Path) -> None:
+    found = errors(
+        tmp_path,
+        """
+        - name: "@telegram:close_after"
+          on: {channel: online-chat, event: created}
+          do: [{play_sound: {sound: bell}}]
+        """,
+    )
+    assert len(found) == 1 and "r.yaml:1: [0].name" in found[0]
+    assert "cannot start with '@' (channel timers use those)" in found[0]

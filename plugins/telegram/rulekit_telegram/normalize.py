@@ -130,6 +130,33 @@ class Normalizer:
                 state.save_client(self.channel, client)
         return events
 
+    def close_idle(self, conversation_id: str, due: datetime, state: State) -> list[Event]:
+        """The ``closed`` event of a conversation whose ``close_after`` timer fell due at
+        ``due``, if it is still open and nobody wrote since (else nothing); updates ``state``.
+        Its id is the one :meth:`events` gives the same close found on the next update, so
+        the close is recorded once whichever comes first."""
+        found = state.find_conversation(self.channel, conversation_id)
+        if found is None or found[1].status != "open":
+            return []
+        key, conversation = found
+        client = state.get_client(self.channel, conversation.external_id or key)
+        idle_since = client.last_visit if client is not None else None
+        if client is None or idle_since is None or idle_since + self.settings.close_after > due:
+            return []  # active meanwhile: a later timer closes it
+        closed = conversation.model_copy(update={"status": "closed"})
+        state.save_conversation(self.channel, key, closed)
+        chat = conversation.external_id or key
+        return [
+            Event(
+                id=f"{self.channel}:idle:{chat}:{int(idle_since.timestamp())}",
+                channel=self.channel,
+                event="closed",
+                occurred_at=idle_since + self.settings.close_after,
+                conversation=closed,
+                client=client,
+            )
+        ]
+
     def client(
         self, user: TelegramUser, known: Client | None, *, seen_at: datetime | None = None
     ) -> Client:

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 from rulekit.actions.pacing import Limit
 from rulekit.actions.telegram_text import truncate
-from rulekit.channels import ChannelContext, Provider, Reply
+from rulekit.channels import ChannelContext, ChannelTimer, Provider, Reply
 from rulekit.channels.base import Inbound
 from rulekit.channels.session import LoopSession
 from rulekit.errors import PermanentActionError
@@ -22,6 +22,11 @@ from .botapi import BotAPI, BotAPIError, BotUnreachable, classify
 from .normalize import Normalizer
 from .settings import TelegramSettings
 from .update import parse_body, update_chat
+
+CLOSE_AFTER = "close_after"
+"""The name of the idle timer (:meth:`TelegramProvider.channel_timers`)."""
+ACTIVITY = frozenset({"created", "message", "reopened"})
+"""The events of a user's activity, which set the idle timer."""
 
 SECRET_HEADER = "x-telegram-bot-api-secret-token"
 """The header Telegram sets on each webhook request to the ``secret_token`` it was given."""
@@ -60,6 +65,21 @@ class TelegramProvider(Provider):
     def parse(self, body: bytes, state: State) -> list[Event]:
         """Turn one update into events; see :meth:`Provider.parse`."""
         return self.normalizer.events(parse_body(body), state)
+
+    def channel_timers(self, event: Event) -> list[ChannelTimer]:
+        """``close_after``: a user's activity (a new, reopened or edited message) sets the
+        conversation's idle timer, due ``close_after`` later; the next activity moves it."""
+        if event.event not in ACTIVITY or not event.conversation.id:
+            return []
+        due = event.occurred_at + self.settings.close_after
+        return [ChannelTimer(CLOSE_AFTER, event.conversation.id, due)]
+
+    def timer_due(self, timer: ChannelTimer, state: State) -> list[Event]:
+        """The idle timer: the conversation is ``closed`` when its ``close_after`` ran out,
+        on time (not only on the user's next update)."""
+        if timer.name != CLOSE_AFTER:
+            return []
+        return self.normalizer.close_idle(timer.conversation_id, timer.due, state)
 
     def conversation_key(self, body: bytes) -> str | None:
         """The private chat's id: a conversation's updates are processed in order."""

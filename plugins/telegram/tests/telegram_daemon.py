@@ -8,12 +8,14 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 from rulekit.server.daemon import Daemon
 from rulekit.testing.fake_telegram import FakeTelegram
+from rulekit.testing.telegram_updates import Updates
 from telegram_samples import SECRET
 
 RULES = """\
@@ -52,6 +54,12 @@ def write_setup(folder: Path, telegram: FakeTelegram, *, updates: str = "webhook
     return config
 
 
+def samples_clock() -> datetime:
+    """The time a test daemon's timers see: when the sample updates are dated (``Updates()``
+    starts there), so that no ``close_after`` timer falls due unless a test moves the clock."""
+    return datetime.fromtimestamp(Updates().date, UTC)
+
+
 class Server:
     """A daemon served by uvicorn in a background thread."""
 
@@ -63,9 +71,15 @@ class Server:
         self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
         self.server = uvicorn.Server(uvicorn.Config(daemon.app, log_config=None, lifespan="on"))
         self.thread = threading.Thread(target=self._run, daemon=True)
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def call(self, function: Callable[[], Any]) -> None:
+        """Call ``function`` in the daemon's event loop (e.g. to wake one of its workers)."""
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(function)
 
     def _run(self) -> None:
-        loop = asyncio.new_event_loop()
+        loop = self.loop = asyncio.new_event_loop()
         try:
             loop.run_until_complete(self.server.serve(sockets=[self.socket]))
         finally:

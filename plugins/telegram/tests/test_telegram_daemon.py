@@ -16,7 +16,7 @@ from rulekit.cli.main import cli
 from rulekit.server.daemon import Daemon
 from rulekit.testing.fake_telegram import FakeTelegram
 from rulekit.testing.telegram_updates import Updates
-from telegram_daemon import Server, wait_for, write_setup
+from telegram_daemon import Server, samples_clock, wait_for, write_setup
 from telegram_samples import ANN, BORIS, SECRET
 
 T = TypeVar("T")
@@ -31,7 +31,7 @@ def telegram() -> Iterator[FakeTelegram]:
 @pytest.fixture
 def server(tmp_path: Path, telegram: FakeTelegram) -> Iterator[Server]:
     config = write_setup(tmp_path, telegram)
-    with Server(Daemon(config, watch=False)) as running:
+    with Server(Daemon(config, watch=False, clock=samples_clock)) as running:
         result = CliRunner().invoke(
             cli, ["telegram", "set-webhook", running.url, "--config", str(config)]
         )

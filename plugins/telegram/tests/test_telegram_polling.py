@@ -18,7 +18,7 @@ from rulekit.store.base import JournaledStore
 from rulekit.store.sqlite import SQLiteStore
 from rulekit.testing.fake_telegram import FakeTelegram
 from rulekit.testing.telegram_updates import Updates
-from telegram_daemon import Server, wait_for, write_setup
+from telegram_daemon import Server, samples_clock, wait_for, write_setup
 from telegram_samples import ANN, BORIS, make_provider
 
 from rulekit_telegram.polling import Poller
@@ -138,7 +138,7 @@ def test_a_polling_daemon_answers_users_without_a_webhook(
 ) -> None:
     config = write_setup(tmp_path, telegram, updates="polling")
     updates = Updates()
-    with Server(Daemon(config, watch=False)) as server:
+    with Server(Daemon(config, watch=False, clock=samples_clock)) as server:
         assert server.daemon.fetchers is not None
         assert server.daemon.fetchers.channels == ["telegram"]
         telegram.write(updates.message(ANN, "Hi"))
