@@ -311,3 +311,53 @@ def test_each_destination_keeps_its_order_across_daemons_and_nothing_is_sent_twi
         texts = [m.text for m in fake_slack.messages(channel, accepted=True)]
         assert texts == [f"message {k}" for k in range(per_conversation)], (channel, texts)
     assert len(fake_slack.messages(accepted=True)) == total
+
+
+ECHO_RULES = """\
+- name: Echo
+  on: {channel: online-chat, event: [created, message]}
+  do:
+    - autoreply: {text: "{{ message.text }}"}
+"""
+
+
+def test_each_conversation_keeps_its_replies_in_order_across_daemons(
+    tmp_path, processes, chatra, postgres_url
+):
+    """Three daemons, twenty conversations of three messages each, every message echoed back
+    to its visitor through Chatra, the webhooks of one conversation spread over the daemons;
+    Chatra answers 429 (Retry-After, for the whole account) twice along the way. Every visitor
+    gets each reply once, in the order of their messages."""
+    config = write_setup(tmp_path, ECHO_RULES, chatra=chatra)
+    config.write_text(
+        config.read_text().replace("storage: sqlite:///rulekit.sqlite3", f"storage: {postgres_url}")
+    )
+    daemons = [processes(config) for _ in range(3)]
+    for daemon in daemons:
+        daemon.wait_ready()
+    conversations, per_conversation = 20, 3
+    chatra.rate_limit(retry_after=1)
+    with httpx.Client(timeout=10) as client:
+        for k in range(per_conversation):
+            if k == 2:
+                chatra.rate_limit(retry_after=1)
+            for n in range(conversations):
+                body = chat_started(n, "message 0") if k == 0 else chat_fragment(n, k)
+                response = client.post(
+                    daemons[(n + k) % 3].webhook_url,
+                    content=body,
+                    headers={"Content-Type": "application/json"},
+                )
+                assert response.status_code == 200, response.text
+    total, refused = conversations * per_conversation, 2
+    wait_for(lambda: len(chatra.sent) >= total + refused, timeout=120)
+    received: dict[str, list[str]] = {}
+    for message in chatra.sent:
+        received.setdefault(message["clientId"], []).append(message["text"])
+    for n in range(conversations):
+        texts = received[f"client{n:08d}"]
+        # a refused reply is sent again before the conversation's next one: drop the repeats
+        once = [text for i, text in enumerate(texts) if i == 0 or text != texts[i - 1]]
+        assert once == [f"message {k}" for k in range(per_conversation)], texts
+    # the two refused calls are the only repeats: nothing was sent twice
+    assert len(chatra.sent) == total + refused
