@@ -8,8 +8,10 @@ import logging
 import os
 import ssl
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -27,6 +29,8 @@ from rulekit.testing.fake_smtp import FakeSmtp
 
 SECRET = "whsec-daemon-0123456789"
 PASSWORD = "smtp-daemon-pw-Zq81"
+TIMER_RESOLUTION = 0.01
+"""How early an event loop timer may fire (asyncio's clock resolution, with margin)."""
 
 RULES = """\
 - name: Tell the CRM and the team
@@ -174,3 +178,47 @@ def test_a_refused_smtp_login_is_a_clear_dead_letter_and_the_password_is_nowhere
     for form in forms:
         assert form.encode() not in stored
         assert form not in caplog.text
+
+
+def test_a_webhook_429_holds_the_target_in_order_and_a_404_is_final_with_its_answer(
+    tmp_path, serve
+):
+    """The target answers 429 with Retry-After as an HTTP date: no request reaches it before
+    that date, and the next chat's call follows its retry (one target, one order). A 404 is a
+    dead letter at once, its status and the start of the answer in the audit."""
+    from email.utils import format_datetime
+
+    dates: list[datetime] = []
+
+    def answer(request) -> Response:
+        if dates:  # the first call only: 429 until a date three seconds on, in whole seconds
+            return Response()
+        dates.append(datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=3))
+        return Response(429, "slow down", {"Retry-After": format_datetime(dates[0], True)})
+
+    with FakeService(answer) as receiver, FakeSmtp() as smtp:
+        server = serve(outbound_setup(tmp_path, receiver, smtp))
+        for n in (1, 2):
+            body = chat_started(n, f"Hi {n}")
+            assert httpx.post(server.webhook_url, content=body).status_code == 200
+        wait_for(lambda: len(receiver.requests) == 3, timeout=30)
+        refused, *later = receiver.requests
+        assert [r.json["message"]["text"] for r in receiver.requests] == ["Hi 1", "Hi 1", "Hi 2"]
+        # the fake records monotonic times: on that clock, the date is `until - offset`
+        until, offset = dates[0].timestamp(), time.time() - time.monotonic()
+        assert refused.at + offset < until
+        for request in later:
+            assert request.at + offset >= until - TIMER_RESOLUTION, request.at + offset - until
+
+        receiver.script(Response(404, "no such hook: " + "x" * 500))
+        assert httpx.post(server.webhook_url, content=chat_started(3, "Hi 3")).status_code == 200
+        wait_for(lambda: len(receiver.requests) == 4, timeout=30)
+
+        def dead() -> list:
+            with server.daemon.store.transaction() as state:
+                return [job for job in state.jobs(status="dead") if job.action == "webhook"]
+
+        [job] = wait_for(dead, timeout=30)
+        assert job.attempts == 1
+        assert job.last_error.startswith("webhook 'crm': HTTP 404: \"no such hook: xxx")
+        assert len(job.last_error) < 300  # the first bytes, not the whole answer
