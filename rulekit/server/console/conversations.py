@@ -114,12 +114,12 @@ def view(
         client.update(known(record.data.get("client")))
     stored = state.get_conversation(channel, key) if key is not None else None
     if stored is not None:
-        conversation.update(known(stored.model_dump(mode="json")))
+        conversation.update(settled(stored.model_dump(mode="json"), STATE_FIELDS))
     client_id = client.get("id")
     if client_id:
         stored_client = state.get_client(channel, client_id)
         if stored_client is not None:
-            client.update(known(stored_client.model_dump(mode="json")))
+            client.update(settled(stored_client.model_dump(mode="json"), CONTACT_FIELDS))
     jobs = state.jobs_of_events([record.event_id for record in records])  # one query
     return {
         "id": conversation_id,
@@ -139,6 +139,18 @@ def view(
         ],
         "truncated": truncated,
     }
+
+
+STATE_FIELDS = ("status", "group", "assignee", "tags", "priority", "fields")
+"""What the stored conversation says even when empty (its tags all removed, nobody assigned)."""
+CONTACT_FIELDS = ("name", "email", "phone", "notes")
+"""What the stored client says even when empty (an agent cleared it)."""
+
+
+def settled(stored: dict[str, Any], authoritative: tuple[str, ...]) -> dict[str, Any]:
+    """What a stored record adds to what the events said: what it knows, and its
+    ``authoritative`` fields as they are, empty or not."""
+    return {**known(stored), **{name: stored.get(name) for name in authoritative}}
 
 
 def thread_entry(record: EventRecord, jobs: list[Job]) -> dict[str, Any] | None:

@@ -1,5 +1,6 @@
 """The agents' workspace API under ``/console/api/``: conversations (list, view, reply, client
-data), dead letters and set-aside webhooks. The contract is ``docs/console.md``.
+data, assignee, tags, priority), dead letters and set-aside webhooks. The contract is
+``docs/console.md``.
 
 Every request is identified (:mod:`rulekit.server.console.guard`: session cookie or bearer
 token; 401 without); an agent sees and touches only the channels the directory gives them
@@ -251,6 +252,14 @@ class Workspace:
         found = await self.read(conversations.view, conversation_id, channels)
         if found is None:
             raise ApiError(404, "no such conversation")
+        # what the panel offers: who can be assigned here, and the tags the config allows
+        config = self.console.get_snapshot().config
+        found["assignable"] = [
+            {"email": agent.email, "name": agent.name}
+            for agent in config.directory.agents
+            if found["channel"] in agent.channels
+        ]
+        found["known_tags"] = list(config.raw.tags) if config.raw.tags is not None else None
         return ok(found)
 
     async def _body(self, request: Request) -> dict[str, Any]:

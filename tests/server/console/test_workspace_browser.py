@@ -14,17 +14,7 @@ from urllib.parse import quote
 import pytest
 from browser import chromium
 from browser import wait_for as wait_briefly
-from console_helpers import serve
-from scaffold import write
-from workspace_helpers import (
-    CONVERSATION,
-    RULES,
-    TOKENS,
-    VISITOR,
-    Workspace,
-    config,
-    path,
-)
+from workspace_helpers import CONVERSATION, TOKENS, VISITOR, Workspace, path, running
 
 FIRST_TEXT = "Hi, is the blue kettle in stock?"
 SECOND_TEXT = "Also, do you ship to Austria?"
@@ -32,20 +22,8 @@ SECOND_TEXT = "Also, do you ship to Austria?"
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Workspace]:
-    from rulekit_chatra.testing import FakeChatra
-
-    from rulekit.server.daemon import Daemon
-
-    write(tmp_path / "rules.d" / "rules.yaml", RULES)
-    with FakeChatra() as chatra:
-        chatra.add_client(VISITOR, name=None)
-        file = write(
-            tmp_path / "rulekit.yaml",
-            config("sqlite:///rulekit.sqlite3", chatra.base_url, chatra.keys),
-        )
-        daemon = Daemon(file, watch=False)
-        with serve(daemon.app) as (url, _):
-            yield Workspace(url, daemon, chatra)
+    with running("sqlite", tmp_path) as workspace:
+        yield workspace
 
 
 @pytest.fixture
@@ -97,9 +75,9 @@ def list_item(driver: Any, conversation: str = CONVERSATION) -> Any:
 
 
 def thread_texts(driver: Any) -> list[str]:
-    from selenium.webdriver.common.by import By
-
-    return [t.text for t in driver.find_elements(By.CSS_SELECTOR, "#thread li .text")]
+    # read at once in the page: the thread is redrawn whenever the conversation changes
+    script = "return Array.from(document.querySelectorAll('#thread li .text'), e => e.innerText)"
+    return list(driver.execute_script(script))
 
 
 def test_an_agent_answers_and_edits_the_client_and_another_sees_nothing_of_it(
@@ -193,13 +171,76 @@ def test_an_agent_answers_and_edits_the_client_and_another_sees_nothing_of_it(
         page.save_screenshot(str(shots / "workspace-other-channel.png"))
 
 
-def test_a_dead_reply_is_retried_from_the_admin_page(
+def stored_conversation(site: Workspace) -> Any:
+    with site.daemon.store.reading() as state:
+        found = state.find_conversation("online-chat", CONVERSATION)
+    return found[1] if found else None
+
+
+def test_the_panel_changes_assignee_priority_and_tags(
+    site: Workspace, tmp_path: Path, shots: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.select import Select
+
+    site.started()
+    with chromium(tmp_path / "profile") as page:
+        sign_in(page, site.url, "anna")
+        wait_for(lambda: list_item(page), "the conversation in the list")
+        list_item(page).find_element(By.TAG_NAME, "button").click()
+        wait_for(lambda: page.find_element(By.ID, "state-form").is_displayed(), "the panel")
+        # only agents with access to the channel are offered (not Boris)
+        assignee = Select(page.find_element(By.ID, "state-assignee"))
+        offered = [o.get_attribute("value") for o in assignee.options]
+        assert offered == ["", "anna@example.com", "carla@example.com"]
+
+        assignee.select_by_value("carla@example.com")
+        wait_for(
+            lambda: (stored_conversation(site) or {}).assignee == "carla@example.com",
+            "the assignment",
+        )
+        Select(page.find_element(By.ID, "state-priority")).select_by_value("high")
+        wait_for(lambda: stored_conversation(site).priority == "high", "the priority")
+
+        # a tag, typed and sent with Enter: a rule on updated makes VIP chats urgent
+        page.find_element(By.ID, "state-tag").send_keys("vip", Keys.ENTER)
+        wait_for(lambda: stored_conversation(site).tags == ["vip"], "the tag")
+        wait_for(
+            lambda: (
+                Select(
+                    page.find_element(By.ID, "state-priority")
+                ).first_selected_option.get_attribute("value")
+                == "urgent"
+            ),
+            "the rule's priority in the panel",
+        )
+        tags = page.find_elements(By.CSS_SELECTOR, "#state-tags li")
+        assert [t.get_attribute("data-tag") for t in tags] == ["vip"]
+        assert "saved" in page.find_element(By.ID, "state-status").text
+        page.save_screenshot(str(shots / "panel-edits.png"))
+
+        page.find_element(By.CSS_SELECTOR, '#state-tags button[data-tag="vip"]').click()
+        wait_for(lambda: stored_conversation(site).tags == [], "the tag removed")
+        wait_for(lambda: not page.find_elements(By.CSS_SELECTOR, "#state-tags li"), "no tags")
+    updates = site.events("updated")
+    console = [r for r in updates if r.data["origin"] == "console"]
+    assert len(console) == 4  # assignee, priority, tag added, tag removed
+    assert {r.data["agent"]["email"] for r in console} == {"anna@example.com"}
+    assert any(r.data["origin"] == "rulekit" for r in updates)  # the rule's set: urgent
+
+
+def test_a_dead_reply_is_retried_from_the_admin_page_after_fixing_the_config(
     site: Workspace, tmp_path: Path, shots: Path
 ) -> None:
     from selenium.webdriver.common.by import By
 
     site.started()
-    site.chatra.fail(400, "client not found")
+    config_file = tmp_path / "rulekit.yaml"
+    right = config_file.read_text()
+    secret = site.chatra.keys["secret_key"]
+    config_file.write_text(right.replace(secret, "a-mistyped-secret-key"))
+    assert site.reload()
     with site.client("anna") as api:
         job_id = api.post(f"{path()}/messages", json={"text": "Again"}).json()["job_id"]
     wait_for(lambda: site.job(job_id).status == "dead", "the dead letter")
@@ -209,10 +250,14 @@ def test_a_dead_reply_is_retried_from_the_admin_page(
         page.find_element(By.ID, "nav-admin").click()
         selector = f'#admin-dead li[data-job-id="{job_id}"]'
         entry = wait_for(lambda: page.find_elements(By.CSS_SELECTOR, selector), "the dead letter")
-        assert "client not found" in entry[0].text
+        assert "Chatra rejected the API keys" in entry[0].text
         page.save_screenshot(str(shots / "admin.png"))
-        # the cause is gone (the fake answers normally again): send it again
+        # the admin corrects the key in the config and the daemon reloads it: send it again
+        config_file.write_text(right)
+        assert site.reload()
         entry[0].find_element(By.CSS_SELECTOR, "button.retry-dead").click()
         wait_for(lambda: site.job(job_id).status == "done", "the retried reply")
         wait_for(lambda: "sent again" in entry[0].text, "the retry's answer on the page")
     assert [s["text"] for s in site.chatra.sent] == ["Again", "Again"]
+    statuses = [r.headers["authorization"].endswith(secret) for r in site.chatra.requests]
+    assert statuses[-2:] == [False, True]  # refused with the wrong key, sent with the right one

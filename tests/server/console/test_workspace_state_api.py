@@ -99,6 +99,8 @@ def test_tags_are_changed_and_rules_react_to_the_agents_change(workspace: Worksp
         assert removed["changed"]["tags"]["removed"] == ["kettle"]
         tagged = anna.get("conversations", params={"tag": "vip"}).json()["conversations"]
         assert [c["id"] for c in tagged] == [CONVERSATION]
+        anna.post(f"{path()}/tags", json={"remove": ["vip"]})
+        assert anna.get(path()).json()["conversation"]["tags"] == []  # not the events' older tags
         for body in ({}, {"add": "vip"}, {"add": [""]}, {"add": ["x" * 65]}, {"drop": ["vip"]}):
             assert anna.post(f"{path()}/tags", json=body).status_code == 400, body
 
@@ -127,3 +129,12 @@ def test_cookie_state_changes_must_come_from_the_consoles_own_page(workspace: Wo
         )
         own_page = browser.post(endpoint, json={"add": ["x"]}, headers={"Origin": workspace.url})
     assert (other_site.status_code, own_page.status_code) == (403, 200)
+
+
+def test_what_an_agent_clears_stays_cleared_in_the_view(workspace: Workspace) -> None:
+    workspace.started()
+    with workspace.client("anna") as anna:
+        anna.patch(f"{path()}/client", json={"email": "maria@example.com"})
+        assert anna.get(path()).json()["client"]["email"] == "maria@example.com"
+        anna.patch(f"{path()}/client", json={"email": None})
+        assert anna.get(path()).json()["client"]["email"] is None

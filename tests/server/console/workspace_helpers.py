@@ -4,6 +4,7 @@ Chatra plugin pointed at the fake Chatra, on SQLite or PostgreSQL, with two agen
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Iterator
@@ -105,6 +106,13 @@ class Workspace:
     url: str
     daemon: Any
     chatra: Any
+    loop: Any = None
+    """The daemon's event loop (where :meth:`reload` runs)."""
+
+    def reload(self) -> bool:
+        """Have the daemon load its config and rules again (as on SIGHUP); whether it did."""
+        future = asyncio.run_coroutine_threadsafe(self.daemon.reload("test"), self.loop)
+        return bool(future.result(30))
 
     def client(self, who: str | None = None) -> httpx.Client:
         """An API client with ``who``'s bearer token (none when ``who`` is None)."""
@@ -169,8 +177,8 @@ def running(storage_kind: str, folder: Path, chatra_settings: str = "") -> Itera
         file = write(folder / "rulekit.yaml", text)
         daemon = Daemon(file, watch=False)
         try:
-            with serve(daemon.app) as (url, _):
-                yield Workspace(url, daemon, chatra)
+            with serve(daemon.app) as (url, loop):
+                yield Workspace(url, daemon, chatra, loop)
         finally:
             if storage_kind == "postgresql":
                 from rulekit.store.postgres import drop_schema
