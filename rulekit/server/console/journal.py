@@ -2,7 +2,9 @@
 letters, a conversation with its client panel.
 
 Plain blocking functions over a :class:`~rulekit.store.base.JournaledStore` (call them in a
-worker thread from async code); each reads in one transaction.
+worker thread from async code); each reads in one read-only transaction
+(:meth:`~rulekit.store.base.JournaledStore.reading`), which never holds up the daemon's
+writes, and by index, however long the history.
 """
 
 from __future__ import annotations
@@ -14,15 +16,15 @@ from rulekit.store.base import JournaledStore
 from rulekit.store.records import EventRecord, Job
 
 HISTORY_LIMIT = 50
-CONVERSATION_SCAN = 2000
-"""How many of a channel's latest events are searched for a conversation's."""
+CONVERSATION_EVENTS = 500
+"""The most events of one conversation shown (its latest)."""
 
 
 def recent(
     store: JournaledStore, viewer: Viewer
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Recent events the viewer may see (with their jobs), and the dead letters likewise."""
-    with store.transaction() as state:
+    with store.reading() as state:
         if viewer.admin:
             records = state.history(limit=HISTORY_LIMIT)
         else:  # per channel, so that a busy channel of others never crowds out the agent's
@@ -49,16 +51,12 @@ def conversation(
 ) -> dict[str, Any] | None:
     """A conversation: its state, the client as last known (the client panel) and its events,
     newest first; ``None`` when nothing is known of it."""
-    with store.transaction() as state:
+    with store.reading() as state:
         try:
             stored = state.find_conversation(channel, conversation_id)
         except NotImplementedError:
             stored = None
-        records = [
-            record
-            for record in state.history(channel=channel, limit=CONVERSATION_SCAN)
-            if record.conversation_id == conversation_id
-        ]
+        records = state.conversation_events(channel, conversation_id, limit=CONVERSATION_EVENTS)
         if stored is None and not records:
             return None
         conversation: dict[str, Any] = {}
@@ -85,7 +83,7 @@ def conversation(
 
 def event_channel(store: JournaledStore, event_id: str) -> str | None:
     """The channel of a recorded event, if it was recorded."""
-    with store.transaction() as state:
+    with store.reading() as state:
         record = state.get_event(event_id)
     return record.channel if record else None
 

@@ -214,6 +214,14 @@ CREATE INDEX rule_matches_by_time ON rule_matches (matched_at);
 CREATE INDEX rule_matches_by_event ON rule_matches (event_id);
 """
 
+PURGE_BY_TIME = """
+-- Retention finds old finished inbox items, and old bodies not yet emptied, by time: a purge
+-- with little to do reads little, however long the history.
+CREATE INDEX inbox_finished_by_time ON inbox (received_at) WHERE status <> 'pending';
+CREATE INDEX inbox_payloads_by_time ON inbox (received_at)
+    WHERE status <> 'pending' AND length(body) > 0;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", INITIAL),
     Migration(2, "conversation_order", CONVERSATION_ORDER),
@@ -223,5 +231,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "leases", LEASES),
     Migration(7, "timers", TIMERS),
     Migration(8, "team_and_stats", TEAM_AND_STATS),
+    Migration(9, "purge_by_time", PURGE_BY_TIME),
 )
 check_sequence(MIGRATIONS)

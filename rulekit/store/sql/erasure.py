@@ -164,9 +164,9 @@ OLD_EVENTS = (
     " (SELECT 1 FROM outbox o WHERE o.event_id = e.event_id AND o.status = 'pending')"
     " ORDER BY e.processed_at LIMIT :limit"
 )
-OLD_ITEMS = (
+OLD_ITEMS = (  # by the index inbox_finished_by_time
     "SELECT id FROM inbox WHERE received_at < :before AND status <> 'pending'"
-    " ORDER BY id LIMIT :limit"
+    " ORDER BY received_at LIMIT :limit"
 )
 ALL = 2**62
 """The limit of an unbounded purge."""
@@ -192,9 +192,9 @@ def purge(
     if counts["inbox"] >= limit:  # more to delete first: emptying their bodies is wasted
         return counts
     counts["payloads"] = state.execute(
-        "UPDATE inbox SET body = :empty WHERE id IN (SELECT id FROM inbox"
-        " WHERE received_at < :before AND status <> 'pending' AND length(body) > 0"
-        " ORDER BY id LIMIT :limit)",
+        "UPDATE inbox SET body = :empty WHERE id IN (SELECT id FROM inbox"  # by the index
+        " WHERE received_at < :before AND status <> 'pending' AND length(body) > 0"  # of payloads
+        " ORDER BY received_at LIMIT :limit)",
         {"empty": b"", "before": state.dialect.time(payloads_before), "limit": limit},
     ).rowcount
     return counts
