@@ -1,4 +1,4 @@
-"""The audit commands: ``why``, ``history``, ``replay``, ``forget`` and the ``db`` group.
+"""The audit commands: ``why``, ``history``, ``stats``, ``replay``, ``forget`` and the ``db`` group.
 
 The CLI imports this module lazily (``rulekit.cli.main.LAZY_COMMANDS``); it imports only click at
 its top so that ``rulekit --help`` stays fast. The work is done in the modules next to it.
@@ -153,6 +153,42 @@ def history_command(
     else:
         text = history.as_text(lines, timezone=config.timezone, show_content=show_content)
         echo(text, nl=False)
+
+
+@click.command("stats")
+@config_option
+@click.option(
+    "--since", help="Count from then: a duration back (7d, 12h) or ISO time (default: all kept)."
+)
+@format_option
+@reports_errors
+def stats_command(config_path: str | None, since: str | None, output_format: str) -> None:
+    """Per rule: events matched, actions done / failed / dead / pending, last fired."""
+    from rulekit.audit import stats
+
+    since_time = _since(since)
+    config, store = _open(config_path)
+    loaded = _rule_names(config)
+    try:
+        with store.reading() as state:
+            rows = stats.rule_stats(state, since=since_time, loaded=loaded)
+    finally:
+        store.close()
+    if output_format == "json":
+        _echo_json(stats.as_document(rows, since=since_time))
+    else:
+        echo(stats.as_text(rows, timezone=config.timezone), nl=False)
+
+
+def _rule_names(config: Any) -> list[str] | None:
+    """The names of the rules the config loads, in order; None when they do not load."""
+    from rulekit.engine.engine import Engine
+    from rulekit.errors import RulekitError
+
+    try:
+        return [rule.name for rule in Engine.from_path(config.rules_path, config).rules]
+    except RulekitError:
+        return None
 
 
 @click.command("replay")

@@ -49,6 +49,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "run": "rulekit.cli.run:run_command",
     "why": "rulekit.cli.audit:why_command",
     "history": "rulekit.cli.audit:history_command",
+    "stats": "rulekit.cli.audit:stats_command",
     "replay": "rulekit.cli.audit:replay_command",
     "forget": "rulekit.cli.audit:forget_command",
     "db": "rulekit.cli.audit:db_group",

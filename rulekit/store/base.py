@@ -32,6 +32,7 @@ from rulekit.store.records import (
     JobSpec,
     JobStatus,
     Outcome,
+    RuleStats,
     Timer,
 )
 
@@ -446,6 +447,12 @@ class Journal(abc.ABC):
     @abc.abstractmethod
     def attempts(self, job_id: int) -> list[Attempt]:
         """Every attempt of a job, oldest first."""
+
+    def rule_stats(self, *, since: datetime | None = None) -> list[RuleStats]:
+        """Per rule (by name), since ``since`` (everything retention kept when None): events
+        matched and when it last fired, its jobs by status (of events processed since then),
+        and failed attempts. Rules with nothing to count are not listed."""
+        raise NotImplementedError(f"{type(self).__name__} cannot count per rule")
 
     def conversation_events(
         self, channel: str, conversation_id: str, *, limit: int = 200

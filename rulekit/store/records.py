@@ -150,3 +150,18 @@ class Timer:
     """The event that cancelled it, or the event its firing is recorded as (``timer:<id>``)."""
     claimed_by: str | None = None
     claimed_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RuleStats:
+    """What one rule did over a period (``rulekit stats``): events it matched, its actions'
+    jobs by status (of events processed in the period), failed attempts, when it last fired."""
+
+    rule: str
+    matched: int = 0
+    done: int = 0
+    failed: int = 0
+    """Attempts that did not succeed (retried or dead-lettered)."""
+    dead: int = 0
+    pending: int = 0
+    last_fired: datetime | None = None

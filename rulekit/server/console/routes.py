@@ -35,6 +35,7 @@ from rulekit.server.console import journal
 from rulekit.server.console.audience import Recorder, visible
 from rulekit.server.console.presence import Presence
 from rulekit.server.console.sessions import Sessions, Viewer, hash_problems, identify, token_hash
+from rulekit.server.console.stats import Stats
 from rulekit.server.console.throttle import SignInThrottle, retry_after
 from rulekit.server.console.web import same_origin
 from rulekit.server.console.web import secure as _secure
@@ -80,6 +81,7 @@ class Console:
         """Tells the daemon's workers there is work (``"inbox"`` or ``"outbox"``)."""
         self.workspace = Workspace(self, writes)
         self.presence = Presence(self)
+        self.stats = Stats(self)
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -94,6 +96,7 @@ class Console:
             Route("/console/api/recent", self.recent, methods=["GET"]),
             *self.workspace.routes(),
             *self.presence.routes(),
+            *self.stats.routes(),
             Route("/console/stream", self.stream, methods=["GET"]),
         ]
 

@@ -187,6 +187,8 @@ def purge(
             f"DELETE FROM attempts WHERE job_id IN (SELECT id FROM outbox WHERE {in_ids})", ids
         ).rowcount
         counts["jobs"] = state.execute(f"DELETE FROM outbox WHERE {in_ids}", ids).rowcount
+        # the rule matches (rulekit stats) go with their events
+        state.execute(f"DELETE FROM rule_matches WHERE {in_ids}", ids)
         counts["events"] = state.execute(f"DELETE FROM events WHERE {in_ids}", ids).rowcount
     counts["inbox"] = state.execute(f"DELETE FROM inbox WHERE id IN ({OLD_ITEMS})", before).rowcount
     if counts["inbox"] >= limit:  # more to delete first: emptying their bodies is wasted

@@ -33,6 +33,7 @@ from rulekit.store.records import (
 )
 from rulekit.store.sql.dialect import Dialect, pyformat
 from rulekit.store.sql.state import SQLState
+from rulekit.store.sql.stats import matched_rules
 
 # SQLSTATE classes that mean "the database cannot do this right now", not a bug: connection
 # exceptions, rollbacks (deadlock, serialization), insufficient resources (disk full, too many
@@ -210,8 +211,13 @@ class PostgresState(SQLState):
             "  FROM e, unnest(:rules::text[], :actions::text[], :params::text[],"
             "   :destinations::text[], :lanes::text[]) WITH ORDINALITY"
             "   AS s(rule, action, params, destination, lane, n)"
-            "  ORDER BY s.n RETURNING 1)"
-            " SELECT (SELECT count(*) FROM e) AS recorded, (SELECT count(*) FROM j) AS jobs",
+            "  ORDER BY s.n RETURNING 1),"
+            # which rules matched (rulekit stats), in the same round trip
+            " m AS (INSERT INTO rule_matches (rule, event_id, matched_at)"
+            "  SELECT r.rule, e.event_id, :now FROM e, unnest(:matched::text[]) AS r(rule)"
+            "  RETURNING 1)"
+            " SELECT (SELECT count(*) FROM e) AS recorded, (SELECT count(*) FROM j) AS jobs,"
+            "  (SELECT count(*) FROM m) AS matches",
             {
                 "id": event.id,
                 "inbox": inbox_id,
@@ -228,6 +234,7 @@ class PostgresState(SQLState):
                 "params": [self.dialect.json(job.params) for job in jobs],
                 "destinations": [job.destination for job in jobs],
                 "lanes": [job.lane or job.destination for job in jobs],
+                "matched": matched_rules(trace),
             },
         )
         assert row is not None

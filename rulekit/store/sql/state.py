@@ -33,13 +33,14 @@ from rulekit.store.records import (
 from rulekit.store.sql import erasure, listing
 from rulekit.store.sql.dialect import Dialect
 from rulekit.store.sql.presence import SQLPresence
+from rulekit.store.sql.stats import NOTE_MATCH, SQLStats, matched_rules
 from rulekit.store.sql.timers import SQLTimers
 
 Row = Any
 """A row of the driver (``sqlite3.Row`` or a psycopg dict): columns by name."""
 
 
-class SQLState(SQLTimers, SQLPresence, JournaledState):
+class SQLState(SQLTimers, SQLPresence, SQLStats, JournaledState):
     """One open transaction of a SQL store."""
 
     def __init__(self, conn: Any, where: str, dialect: Dialect) -> None:
@@ -371,6 +372,8 @@ class SQLState(SQLTimers, SQLPresence, JournaledState):
                     "channel": event.channel,
                 },
             )
+        for rule in matched_rules(trace):
+            self.execute(NOTE_MATCH, {"rule": rule, "event": event.id, "now": at})
         for job in jobs:
             self.execute(
                 "INSERT INTO outbox (event_id, rule, action, params, destination, lane,"

@@ -261,3 +261,48 @@ def test_a_dead_reply_is_retried_from_the_admin_page_after_fixing_the_config(
     assert [s["text"] for s in site.chatra.sent] == ["Again", "Again"]
     statuses = [r.headers["authorization"].endswith(secret) for r in site.chatra.requests]
     assert statuses[-2:] == [False, True]  # refused with the wrong key, sent with the right one
+
+
+def test_the_admin_page_shows_what_each_rule_did(
+    site: Workspace, tmp_path: Path, shots: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    site.started()
+    with site.client("anna") as api:
+        job_id = api.post(f"{path()}/messages", json={"text": "Hello"}).json()["job_id"]
+        assert api.get("stats").status_code == 403  # the numbers are the admin's
+    wait_for(lambda: site.job(job_id).status == "done", "the reply")
+
+    with chromium(tmp_path / "profile") as page:
+        sign_in(page, site.url, "admin")
+        page.find_element(By.ID, "nav-admin").click()
+
+        def row(rule: str) -> list[str]:
+            cells = page.find_elements(By.XPATH, f'//table[@id="admin-stats"]//tr[th="{rule}"]/*')
+            return [cell.text for cell in cells]
+
+        counted = wait_for(lambda: row("Count agent replies"), "the rules' numbers")
+        assert counted[1:5] == ["1", "1", "0", "0"]  # matched, done, failed, dead
+        assert row("Welcome named clients")[1:5] == ["0", "0", "0", "0"]
+        assert not page.find_element(By.ID, "admin-no-stats").is_displayed()
+        page.save_screenshot(str(shots / "admin-stats.png"))
+
+
+def test_an_agent_is_online_with_the_page_open_and_says_when_away(
+    site: Workspace, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    def presence() -> dict[str, str]:
+        with site.daemon.store.reading() as state:
+            return state.presence()
+
+    with chromium(tmp_path / "profile") as page:
+        sign_in(page, site.url, "anna")
+        wait_for(lambda: presence().get("anna@example.com") == "online", "Anna online")
+        choice = page.find_element(By.ID, "presence")
+        assert choice.is_displayed()
+        Select(choice).select_by_value("away")
+        wait_for(lambda: presence().get("anna@example.com") == "away", "Anna away")

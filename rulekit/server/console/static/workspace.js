@@ -344,6 +344,21 @@
     $("admin-no-stats").hidden = rules.length > 0;
   }
 
+  // -- presence: an agent says they are away (assign then passes them by) ------------------------
+  async function showPresence(me) {
+    if (!me || me.admin) return;
+    const choice = $("presence");
+    const agents = (await getJSON(API + "/presence")).agents || [];
+    const mine = agents.find((a) => String(a.email).toLowerCase() === String(me.email).toLowerCase());
+    choice.value = mine && mine.status === "away" ? "away" : "online";
+    choice.hidden = false;
+    choice.addEventListener("change", () => {
+      send("POST", API + "/presence", { status: choice.value })
+        .then((answer) => { choice.dataset.presence = answer.presence; })
+        .catch(() => {});
+    });
+  }
+
   // -- start -------------------------------------------------------------------------------------
   function start() {
     $("reply-form").addEventListener("submit", submitReply);
@@ -364,7 +379,10 @@
       $("admin-reload").hidden = false;
       $("admin-reload").textContent = String(error.message || error);
     }));
-    document.addEventListener("rulekit:ready", () => loadList().catch(() => {}));
+    document.addEventListener("rulekit:ready", (event) => {
+      loadList().catch(() => {});
+      showPresence(event.detail).catch(() => {});
+    });
   }
 
   document.addEventListener("DOMContentLoaded", start);
