@@ -229,6 +229,7 @@ class Assign(Action):
         if not eligible:
             where = f"in group {group!r} " if group else ""
             return None, f"no agent {where}has access to channel {channel!r}"
+        state.hold_assignments()  # the counts below hold until this pick is saved
         presence = state.presence()
         only_online = params.only_online if params.only_online is not None else bool(presence)
         if only_online:

@@ -109,6 +109,11 @@ class State(abc.ABC):
         Round-robin assignment uses it; durable stores make it atomic across processes.
         """
 
+    def hold_assignments(self) -> None:  # noqa: B027 - stores whose writers are serialized
+        """Until the transaction ends, be the only one (of every daemon on the store) picking
+        agents: the open conversations counted against ``max_open`` stay true until the pick
+        is saved. Stores that run one writer at a time (SQLite) have nothing to do."""
+
     # who of the team is online -------------------------------------------------------------
     def set_presence(
         self,

@@ -133,3 +133,6 @@ class RecordingState(State):
         answer = self.state.presence(now=now)
         self.recording.calls.append(("presence", (), _kept(answer)))
         return answer
+
+    def hold_assignments(self) -> None:
+        self._call("hold_assignments")

@@ -361,3 +361,70 @@ def test_each_conversation_keeps_its_replies_in_order_across_daemons(
         assert once == [f"message {k}" for k in range(per_conversation)], texts
     # the two refused calls are the only repeats: nothing was sent twice
     assert len(chatra.sent) == total + refused
+
+
+TEAM_RULES = """\
+- name: Assign new chats
+  on: {channel: online-chat, event: created}
+  do:
+    - assign: {group: support, strategy: least_open}
+"""
+
+
+def test_presence_and_capacity_hold_across_daemons(tmp_path, processes, chatra, postgres_url):
+    """Boris signs in to the console of one daemon; the other daemons see him online (Anna
+    never opened the console) and give him new chats up to his max_open, however many daemons
+    assign at once; the rest wait in the group, the reason in their job's result."""
+    import hashlib
+
+    token = "boris-console-token-0123456789"
+    config = write_setup(tmp_path, TEAM_RULES, chatra=chatra)
+    config.write_text(
+        config.read_text()
+        .replace("storage: sqlite:///rulekit.sqlite3", f"storage: {postgres_url}")
+        .replace(
+            "agents:\n",
+            "agents:\n  - {email: boris@example.com, groups: [support], channels: [online-chat],"
+            f" max_open: 2, token_sha256: {hashlib.sha256(token.encode()).hexdigest()}}}\n",
+        )
+    )
+    daemons = [processes(config) for _ in range(3)]
+    for daemon in daemons:
+        daemon.wait_ready()
+
+    from rulekit.store.postgres import PostgresStore
+
+    def read(work):
+        store = PostgresStore(postgres_url)
+        try:
+            with store.transaction() as state:
+                return work(state)
+        finally:
+            store.close()
+
+    with httpx.Client(base_url=daemons[0].url, timeout=10) as console:
+        signed_in = console.post("/console/login", data={"token": token})
+        assert signed_in.status_code == 303, signed_in.text
+        console.cookies = signed_in.cookies
+        with console.stream("GET", "/console/stream") as stream:
+            assert stream.status_code == 200
+            wait_for(lambda: read(lambda s: s.presence()).get("boris@example.com") == "online")
+            chats = 6
+            with httpx.Client(timeout=10) as client:
+                for n in range(chats):
+                    response = client.post(
+                        daemons[n % 3].webhook_url,
+                        content=chat_started(n),
+                        headers={"Content-Type": "application/json"},
+                    )
+                    assert response.status_code == 200, response.text
+
+            def results() -> list:
+                jobs = read(lambda s: s.jobs(status="done", limit=100))
+                return [job.result for job in jobs if job.action == "assign"]
+
+            done = wait_for(lambda: (found := results()) and len(found) >= chats and found, 60)
+    assigned = Counter(result["assigned"] for result in done)
+    assert assigned == {"boris@example.com": 2, None: chats - 2}
+    reasons = {result.get("reason") for result in done if result["assigned"] is None}
+    assert reasons == {"every agent of group 'support' who could take it is at capacity (max_open)"}

@@ -117,6 +117,9 @@ POSTGRES = PostgresDialect()
 # The advisory lock that serializes job claims across daemons (a constant every rulekit agrees
 # on: "jobs").
 _CLAIM_LOCK = 0x6A6F6273
+_ASSIGN_LOCK = 0x61736E67
+_LOCK = "SELECT pg_advisory_xact_lock(:lock)"
+"""Held until the transaction ends (claims of jobs, picks of agents: one daemon at a time)."""
 
 # The claim's clock: the caller's ``now`` (tests), else the database's.
 _NOW = "COALESCE(:now::timestamptz, now())"
@@ -240,6 +243,9 @@ class PostgresState(SQLState):
         assert row is not None
         return bool(row["recorded"])
 
+    def hold_assignments(self) -> None:
+        self.execute(_LOCK, {"lock": _ASSIGN_LOCK})
+
     def claim_jobs(
         self, owner: str, *, lease: float, limit: int = 10, now: datetime | None = None
     ) -> list[Job]:
@@ -247,7 +253,7 @@ class PostgresState(SQLState):
         # its own statement so the claim's snapshot sees every claim committed before): two
         # claimers never split one lane between them. The claim takes the due prefix of each
         # lane no other daemon holds, as SQLite does.
-        self.execute("SELECT pg_advisory_xact_lock(:lock)", {"lock": _CLAIM_LOCK})
+        self.execute(_LOCK, {"lock": _CLAIM_LOCK})
         rows = self.execute(
             "WITH picked AS (SELECT j.id FROM outbox j"
             f"  WHERE j.status = 'pending' AND j.next_attempt_at <= {_NOW}"
