@@ -306,10 +306,20 @@ def log(
         logger.log(level, message, exc_info=exc_info, extra={"fields": fields})
 
 
+_access = logging.getLogger(f"{LOGGER}.access")
+
+
+def access_logged() -> bool:
+    """Whether requests are logged (:func:`access_line` writes anything) at the current level."""
+    return _access.isEnabledFor(logging.INFO)
+
+
 def access_line(method: str, path: str, status: int, seconds: float, client: str | None) -> None:
     """One access-log record for a request; ``path`` (decoded) passes :func:`redact_path`."""
+    if not _access.isEnabledFor(logging.INFO):  # the usual case under load: nothing to build
+        return
     log(
-        logging.getLogger(f"{LOGGER}.access"),
+        _access,
         logging.INFO,
         f"{method} {redact_path(path)} {status}",
         ms=round(seconds * 1000, 1),

@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rulekit.runtime.logs import access_line
+from rulekit.runtime.logs import access_line, access_logged
 from rulekit.server.proxy import ForwardedHeaders
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class AccessLog:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not access_logged():  # nothing to time nor to watch
             await self.app(scope, receive, send)
             return
         started = time.monotonic()

@@ -40,6 +40,10 @@ def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return ip
 
 
+KNOWN_PEERS = 4096
+"""Addresses whose answer :class:`TrustedProxies` keeps."""
+
+
 class TrustedProxies:
     """Loopback and the configured networks."""
 
@@ -47,10 +51,20 @@ class TrustedProxies:
         self.networks: list[Network] = [
             ipaddress.ip_network(n, strict=False) for n in (*LOOPBACK, *networks)
         ]
+        self._known: dict[str, bool] = {}
+        """Answers for the peers seen last (a client's requests come from one address)."""
 
     def __contains__(self, address: object) -> bool:
-        ip = _ip(address) if isinstance(address, str) else None
-        return ip is not None and any(ip in network for network in self.networks)
+        if not isinstance(address, str):
+            return False
+        known = self._known.get(address)
+        if known is None:
+            ip = _ip(address)
+            known = ip is not None and any(ip in network for network in self.networks)
+            if len(self._known) >= KNOWN_PEERS:
+                self._known.clear()
+            self._known[address] = known
+        return known
 
     def client(self, forwarded_for: str) -> str | None:
         """The right-most address of ``forwarded_for`` that is not a trusted proxy (the
