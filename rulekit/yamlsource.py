@@ -8,9 +8,10 @@
 * Mappings and lists remember the line of each entry, so validation errors can say where.
 * Bounded work, whatever the file says (an admin's typo or a hostile file must not hang
   ``rulekit check``, the start or a hot reload): aliases may repeat at most
-  :data:`MAX_ALIAS_VALUES` values in all (a 600-byte "billion laughs" file would expand to
-  billions), an alias may not refer to a value that contains it, values nest at most
-  :data:`MAX_DEPTH` deep, and :func:`read_file` reads at most a size cap, checked before
+  :data:`MAX_ALIAS_VALUES` values and :data:`MAX_ALIAS_TEXT` characters in all (a 600-byte
+  "billion laughs" file would expand to billions), an alias may not refer to a value that
+  contains it, merge keys (``<<``) and lists or mappings as keys are refused, values nest at
+  most :data:`MAX_DEPTH` deep, and :func:`read_file` reads at most a size cap, checked before
   reading. Each refusal is a :class:`YamlSyntaxError` with the line.
 """
 
@@ -31,10 +32,14 @@ if TYPE_CHECKING:  # libyaml's loader, when installed, has the same interface
 else:
     _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _BOOL_TAG = "tag:yaml.org,2002:bool"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 MAX_ALIAS_VALUES = 100_000
 """Most values aliases may repeat in one document, counted expanded (``*a`` repeating a list of
 ten strings adds eleven)."""
+MAX_ALIAS_TEXT = 1024 * 1024
+"""Most characters of text aliases may repeat in one document, counted expanded (as much again
+as the largest file: a long template repeated by aliases is compiled once per use)."""
 MAX_DEPTH = 100
 """Deepest nesting of mappings and lists in one document."""
 
@@ -78,9 +83,12 @@ class Loader(_Base):
 
     def __init__(self, stream: Any) -> None:
         super().__init__(stream)
-        self._sizes: dict[yaml.Node, int] = {}  # values each finished node expands to
+        # values and characters each finished node expands to
+        self._sizes: dict[yaml.Node, tuple[int, int]] = {}
         self._values = 0
+        self._text = 0
         self._repeated = 0
+        self._repeated_text = 0
         self._depth = 0
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
@@ -95,14 +103,18 @@ class Loader(_Base):
                 raise ConstructorError(
                     None, None, "an alias refers to a value that contains it", node.start_mark
                 )
-            self._values += size
-            self._repeated += size
-            if self._repeated > MAX_ALIAS_VALUES:
+            values, text = size
+            self._values += values
+            self._text += text
+            self._repeated += values
+            self._repeated_text += text
+            if self._repeated > MAX_ALIAS_VALUES or self._repeated_text > MAX_ALIAS_TEXT:
                 raise ConstructorError(
                     None,
                     None,
                     f"aliases repeat too much: expanded, they add over {MAX_ALIAS_VALUES} "
-                    "values (the value written on this line is repeated too often)",
+                    f"values or {MAX_ALIAS_TEXT} characters (the value written on this line is "
+                    "repeated too often)",
                     node.start_mark,
                 )
             return self.constructed_objects[node]
@@ -112,8 +124,10 @@ class Loader(_Base):
                 None, None, f"values nest more than {MAX_DEPTH} levels deep", node.start_mark
             )
         self._depth += 1
-        before = self._values
+        before = (self._values, self._text)
         self._values += 1
+        if isinstance(node, yaml.ScalarNode):
+            self._text += len(node.value)
         try:
             data = super().construct_object(node, deep)
         except (ValueError, OverflowError) as exc:  # e.g. an integer of 10,000 digits
@@ -124,13 +138,22 @@ class Loader(_Base):
         finally:
             self._depth -= 1
         if deep or self.deep_construct:  # the document's root is built later, not here
-            self._sizes[node] = self._values - before
+            self._sizes[node] = (self._values - before[0], self._text - before[1])
         return data
 
     def construct_yaml_map(self, node: yaml.MappingNode) -> Generator[LineDict]:
         data = LineDict(line=node.start_mark.line + 1)
         yield data
         for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                raise ConstructorError(
+                    None, None, "merge keys ('<<') are not supported", key_node.start_mark
+                )
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise ConstructorError(
+                    None, None, "a key must be a plain value, not a list or mapping",
+                    key_node.start_mark,
+                )  # fmt: skip
             key = self.construct_object(key_node, deep=True)
             if key in data:
                 raise DuplicateKeyError(key, key_node.start_mark.line + 1)

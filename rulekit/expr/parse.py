@@ -16,7 +16,7 @@ import ast
 import functools
 import itertools
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from jinja2 import nodes
 from jinja2.exceptions import TemplateSyntaxError
@@ -27,6 +27,11 @@ from rulekit.errors import TemplateError, did_you_mean
 from rulekit.event import Agent, Client, Conversation, Message, TriggerEvent
 from rulekit.expr.regex import check_patterns
 from rulekit.expr.sandbox import MAX_EXPRESSION, Sandbox, literal_escapes
+
+MAX_NESTING = 100
+"""How deep the parts of one expression may nest (``a + b + c`` nests two deep, ``x|f|g`` two):
+deeper trees are refused when rules load, before code is generated from them, so a long chain
+is a clear error at its rule's line, not a crash of the compiler."""
 
 ROOT_TYPES: dict[str, Any] = {
     "channel": str,
@@ -43,6 +48,8 @@ ROOT_TYPES: dict[str, Any] = {
     "trigger": TriggerEvent,
 }
 """The names conditions and templates may read, and their types."""
+
+N = TypeVar("N", bound=nodes.Node)
 
 CONSTANTS = {"true": True, "false": False, "none": None, "True": True, "False": False, "None": None}
 
@@ -82,7 +89,7 @@ def parse_expression(source: str, environment: Sandbox) -> nodes.Expr:
     try:
         with literal_escapes():
             tree = ast.parse(source.strip(), mode="eval")
-        return _convert(tree.body)
+        return check_nesting(_convert(tree.body))
     except (SyntaxError, _NotFast, ValueError, RecursionError):
         pass
     try:
@@ -91,11 +98,30 @@ def parse_expression(source: str, environment: Sandbox) -> nodes.Expr:
             expr = parser.parse_expression()
         if not parser.stream.eos:
             raise TemplateSyntaxError("unexpected text after the expression", 1)
-        return expr
+        return check_nesting(expr)
     except TemplateSyntaxError as exc:
         raise TemplateError(f"syntax error: {exc.message}") from None
     except RecursionError:
         raise TemplateError("the expression is nested too deeply") from None
+
+
+def check_nesting(tree: N) -> N:
+    """``tree`` itself; :class:`TemplateError` when its expressions nest more than
+    :data:`MAX_NESTING` deep (statements around them do not count: Jinja2 bounds those)."""
+    stack: list[tuple[nodes.Node, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, nodes.Expr):
+            depth += 1
+            if depth > MAX_NESTING:
+                raise TemplateError(
+                    f"the expression nests more than {MAX_NESTING} levels deep "
+                    "(split it with {% set %} or into several conditions)"
+                )
+        elif isinstance(node, nodes.Stmt):
+            depth = 0
+        stack.extend((child, depth) for child in node.iter_child_nodes())
+    return tree
 
 
 def _convert(node: ast.expr) -> nodes.Expr:

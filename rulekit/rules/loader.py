@@ -26,7 +26,7 @@ from rulekit.errors import (
 from rulekit.event import EVENT_NAMES
 from rulekit.expr.codegen import Program, Slot, simple_template_body, split_simple_template
 from rulekit.expr.markup import defer
-from rulekit.expr.parse import ROOT_TYPES, check_references, parse_expression
+from rulekit.expr.parse import ROOT_TYPES, check_nesting, check_references, parse_expression
 from rulekit.expr.sandbox import Sandbox, jinja_names, render_stream, with_budget
 from rulekit.expr.timefunctions import (
     CALENDAR_FUNCTIONS,
@@ -553,7 +553,7 @@ class RuleLoader:
         if environment is None:
             environment = self._sandboxes[escaper] = self._sandbox(escaper)
         try:
-            tree = environment.parse(source)
+            tree = check_nesting(environment.parse(source))
             self._check(tree, local_names=jinja_names(tree))
             template = environment.from_string(tree)
         except TemplateError:

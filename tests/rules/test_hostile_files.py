@@ -83,6 +83,14 @@ def test_aliases_within_the_limit_are_fine():
         ("n: " + "9" * 10_000, "cannot read this value"),
         ("a: 1\n---\nb: 2\n", "single document"),
         ("---\n" * 100_000, "single document"),
+        # merge keys are aliases too (a chain of them expands like a bomb): refused outright
+        ("a: &a {x: 1}\nb:\n  <<: *a\n", "merge keys ('<<') are not supported"),
+        ("a: &a {x: 1}\nb: {<<: [*a, *a]}\n", "merge keys"),
+        # a list or mapping as a key, written or through an alias, is no crash
+        ("? [1, 2]\n: x\n", "a key must be a plain value"),
+        ("a: &a {x: 1}\nb: {? *a : 1}\n", "a key must be a plain value"),
+        # a long text repeated by aliases is counted by its characters, not as one value
+        ("t: &t " + "x" * 20_000 + "\nall: [" + ", ".join(["*t"] * 60) + "]\n", "characters"),
     ],
 )
 def test_hostile_shapes_are_refused_with_a_yaml_error(text, message):
@@ -189,3 +197,66 @@ def test_hostile_json_event_files_are_clear_errors(tmp_path, content, message):
     assert result.returncode in (1, 2), output
     assert "event.json: invalid JSON: " in output and message in output
     assert "Traceback" not in output
+
+
+NESTED = {
+    "a sum": lambda n: " + ".join(["1"] * (n + 1)),
+    "filters": lambda n: "client.name" + "|trim" * n,
+    "attributes": lambda n: "client" + ".name" * n,
+    "negations": lambda n: "not " * n + "true",
+    "calls": lambda n: "range(" * n + "1" + ")" * n,
+    "lists": lambda n: "[" * n + "1" + "]" * n,
+    "mappings": lambda n: "{'a': " * n + "1" + "}" * n,
+    "conditionals": lambda n: "1 if true else " * n + "2",
+}
+
+
+def nested_rules(shape: str, depth: int, where: str) -> tuple[str, int]:
+    """Rules with one expression of ``shape`` nested ``depth`` deep; and its line."""
+    expression = NESTED[shape](depth)
+    text = "hi" if where == "condition" else "{{ " + expression + " }}"
+    if where == "jinja template":
+        text = "{% if true %}" + text + "{% endif %}"
+    condition = f"  if: {expression!r}\n" if where == "condition" else ""
+    rules = (
+        "- name: r\n  on: {channel: online-chat}\n"
+        f"{condition}  do:\n    - autoreply: {{text: {text!r}}}\n"
+    )
+    return rules, 3 if where == "condition" else 4
+
+
+@pytest.mark.parametrize("where", ["template", "jinja template", "condition"])
+@pytest.mark.parametrize("shape", list(NESTED))
+def test_expressions_nested_too_deeply_are_refused_with_their_line(build_engine, where, shape):
+    """Code is generated from each expression: a tree deeper than the compiler (or the
+    recursion limit) takes is a clear error at its line, never a crash of check or the start."""
+    from rulekit.errors import ValidationErrors
+    from rulekit.expr.parse import MAX_NESTING
+
+    rules, line = nested_rules(shape, MAX_NESTING * 3, where)
+    with pytest.raises(ValidationErrors) as caught:
+        build_engine(rules)
+    message = str(caught.value)
+    assert f"rules.yaml:{line}:" in message, message
+    assert "nest" in message or "recursion" in message, message
+    # at the limit itself: the expression loads, or is refused as clearly (Jinja2's own
+    # parser recurses more than rulekit's for some shapes)
+    rules, line = nested_rules(shape, MAX_NESTING - 5, where)
+    try:
+        engine = build_engine(rules)
+    except ValidationErrors as exc:
+        assert f"rules.yaml:{line}:" in str(exc) and "recursion" in str(exc), str(exc)
+    else:
+        assert [rule.name for rule in engine.rules] == ["r"]
+
+
+def test_rulekit_check_reports_a_deep_expression_without_a_traceback(tmp_path):
+    chain = " + ".join(["1"] * 300)
+    (tmp_path / "rules.yaml").write_text(
+        f"- name: r\n  on: {{channel: online-chat}}\n  if: '{chain} > 1'\n"
+        "  do:\n    - autoreply: {text: '{{ client.name" + "|trim" * 400 + " }}'}\n"
+    )
+    result = rulekit("check", "rules.yaml", cwd=tmp_path)
+    assert result.returncode == 1, result
+    assert "rules.yaml:3:" in result.stderr and "rules.yaml:5:" in result.stderr, result
+    assert "Traceback" not in result.stdout + result.stderr
