@@ -122,8 +122,15 @@ class Assign(Action):
         problems = []
         for channel in channels:
             group = params.group or default_group(config, channel)
-            if not config.directory.eligible(channel, group):
+            eligible = config.directory.eligible(channel, group)
+            if not eligible:
                 problems.append(_nobody(channel, group))
+            elif params.only_online and not any(agent.token_sha256 for agent in eligible):
+                where = f"of group {group!r} " if group else ""
+                problems.append(
+                    f"no agent {where}with access to channel {channel!r} can sign in to the "
+                    "console (token_sha256): only_online: true will pick nobody"
+                )
         return problems
 
     def would_fail(self, params: AssignParams, context: ActionContext) -> str | None:  # type: ignore[override]

@@ -26,7 +26,9 @@ REPLY_FIELDS = (
 def note_replies(state: State, event: Event) -> None:
     """Update the stored reply times with ``event`` and set them on its conversation."""
     conversation = event.conversation
-    if not conversation.id or event.origin != "channel":
+    # the channel's events and the agents' own from the console (a reply there is an answer
+    # too); never rulekit's own (an autoreply is nobody answering)
+    if not conversation.id or event.origin not in ("channel", "console"):
         return
     found = state.find_conversation(event.channel, conversation.id)
     key, stored = found if found is not None else (conversation.id, conversation)

@@ -163,6 +163,13 @@ def test_the_last_agent_is_kept_from_the_conversations_replies():
         note_replies(state, client)  # the client writing again keeps who answered last
     assert client.conversation.last_agent == "eve@example.com"
     assert stored(store)[1].last_agent == "eve@example.com"
+    # a reply from the console is an answer too; rulekit's own (an autoreply) is not
+    console = make_event(event="agent_replied", origin="console", agent={"email": "ann@x.io"})
+    own = make_event(event="agent_replied", origin="rulekit", agent={"email": "bot@x.io"})
+    with store.transaction() as state:
+        note_replies(state, console)
+        note_replies(state, own)
+    assert stored(store)[1].last_agent == "ann@x.io"
 
 
 def test_the_schema_offers_the_new_keys():
@@ -172,3 +179,13 @@ def test_the_schema_offers_the_new_keys():
     params = rules_schema(load_plugins())["$defs"]["params_assign"]["properties"]
     assert "last_agent" in params["strategy"]["enum"]
     assert {"only_online", "fallback", "when_nobody"} <= set(params)
+
+
+def test_check_warns_when_only_online_can_never_find_anyone():
+    config = make_config()
+    params = AssignParams(group="support", only_online=True)
+    assert Assign.lint_on(params, ["online-chat"], config) == [
+        "no agent of group 'support' with access to channel 'online-chat' can sign in to the "
+        "console (token_sha256): only_online: true will pick nobody"
+    ]
+    assert Assign.lint_on(AssignParams(group="support"), ["online-chat"], config) == []
