@@ -12,7 +12,7 @@ from typing import Any
 
 from rulekit.audit.privacy import HIDDEN, client_label, hidden_values, hide, hide_event
 from rulekit.engine.engine import Engine
-from rulekit.engine.trace import condition_state, planned_actions, rules_of
+from rulekit.engine.trace import condition_state, in_full, planned_actions, rules_of
 from rulekit.errors import RulekitError
 from rulekit.safetext import text_lines
 from rulekit.store.base import JournaledState
@@ -143,7 +143,7 @@ def as_document(
         "occurred_at": record.occurred_at.isoformat(),
         "processed_at": record.processed_at.isoformat(),
         "data": record.data if show_content else hide_event(record.data),
-        "trace": hide(record.trace, hidden),
+        "trace": hide(in_full(record.trace), hidden),
         "jobs": jobs,
         "timers": [_timer_dict(timer, hidden) for timer in explanation.timers],
     }

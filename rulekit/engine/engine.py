@@ -7,17 +7,23 @@ daemon only adds persistence and execution.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from rulekit.actions.base import PlannedChange
 from rulekit.config import Config, load_config
+from rulekit.engine.explain import Explainer, compile_explainer, leaves
 from rulekit.engine.index import RuleIndex
+from rulekit.engine.plan import (
+    ConditionResult,
+    Cooldown,
+    CooldownMarks,
+    Plan,
+    PlannedAction,
+    RuleTrace,
+)
 from rulekit.engine.timers import Firing, TimerCancel, TimerSet, cancellers, due_time
 from rulekit.errors import TemplateError
 from rulekit.event import Event
@@ -26,123 +32,16 @@ from rulekit.expr.budget import current as current_budget
 from rulekit.plugins import Plugins, load_plugins
 from rulekit.rules.loader import RuleLoader, RuleSet
 from rulekit.rules.spec import AnyOf, Condition, Leaf, NotOf, Rule, Timing, format_duration
-from rulekit.store.base import State
 
-
-@dataclass
-class ConditionResult:
-    """One condition's outcome: ``result`` True/False, or ``error`` (a message);
-    ``evaluated`` is False when an earlier condition already decided."""
-
-    source: str
-    result: bool | None = None
-    error: str | None = None
-    evaluated: bool = True
-
-
-@dataclass
-class RuleTrace:
-    """Why a candidate rule did or did not fire."""
-
-    name: str
-    matched: bool
-    reason: str
-    conditions: list[ConditionResult] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "matched": self.matched,
-            "trace": {
-                "reason": self.reason,
-                "conditions": [c.__dict__ for c in self.conditions],
-            },
-        }
-
-
-@dataclass
-class PlannedAction:
-    """One action the plan calls for: ``params`` are rendered, with defaults filled in."""
-
-    rule: str
-    action: str
-    params: dict[str, Any]
-    model: BaseModel = field(repr=False)
-    skipped: str | None = None
-    """Why the action is planned but will not run (e.g. a recovered event for a client-facing
-    action); None when it runs."""
-    seen: Event | None = field(default=None, repr=False, compare=False)
-    """The event as this action sees it: its conversation as the earlier actions of the plan
-    left it (a plan is a sequence). None: the plan's event, unchanged."""
-    decided_later: frozenset[str] = frozenset()
-    """Conversation attributes an earlier action of the plan decides only when it runs (an
-    ``assign`` by strategy: ``assignee``)."""
-
-    def as_dict(self) -> dict[str, Any]:
-        out = {
-            "rule": self.rule,
-            "action": self.action,
-            "params": self.model.model_dump(mode="json"),
-        }
-        if self.skipped:
-            out["skipped"] = self.skipped
-        return out
-
-
-class CooldownMarks(Protocol):
-    """What the engine reads from the state: a rule's cooldown on a conversation. Every
-    :class:`~rulekit.store.base.State` is one."""
-
-    def cooldown_until(self, rule: str, conversation_id: str) -> datetime | None: ...
-
-
-@dataclass
-class Cooldown:
-    rule: str
-    conversation_id: str
-    until: datetime
-
-
-class Plan(Sequence[PlannedAction]):
-    """The ordered actions for one event, and (when explained) the trace of every candidate."""
-
-    def __init__(self, event: Event) -> None:
-        self.event = event
-        self.actions: list[PlannedAction] = []
-        self.rules: list[RuleTrace] = []
-        self.cooldowns: list[Cooldown] = []
-        self.timers: list[TimerSet] = []
-        """Timers the event starts (timed rules that matched; their actions wait)."""
-        self.cancels: list[TimerCancel] = []
-        """Pending timers the event cancels (it is one of their rules' ``cancel_on``)."""
-        self.firing: Firing | None = None
-        """For the plan of a due timer (:meth:`Engine.fire`): which, when, and its outcome."""
-        self.errors: list[str] = []
-        self.excluded = 0
-        """How many rules of the event's (channel, event) the index left out (not candidates:
-        a must-hold condition of theirs cannot hold); their traces are in ``rules`` only when
-        asked for (``excluded=True``)."""
-        self.final = event
-        """The event as the whole plan leaves it (its conversation changed by the plan's
-        state-changing actions)."""
-
-    def __getitem__(self, index: int) -> PlannedAction:  # type: ignore[override]
-        return self.actions[index]
-
-    def __len__(self) -> int:
-        return len(self.actions)
-
-    def __iter__(self) -> Iterator[PlannedAction]:
-        return iter(self.actions)
-
-    @property
-    def runnable(self) -> list[PlannedAction]:
-        return [a for a in self.actions if not a.skipped]
-
-    def apply(self, state: State) -> None:
-        """Record the plan's guards (cooldown marks) in ``state``."""
-        for mark in self.cooldowns:
-            state.set_cooldown(mark.rule, mark.conversation_id, mark.until)
+__all__ = [
+    "ConditionResult",
+    "Cooldown",
+    "CooldownMarks",
+    "Engine",
+    "Plan",
+    "PlannedAction",
+    "RuleTrace",
+]
 
 
 class Engine:
@@ -160,6 +59,9 @@ class Engine:
         self.by_name = {rule.name: rule for rule in ruleset.rules}
         self.cancellers = cancellers(ruleset.rules)
         self.env = config.allowed_env()
+        self.program = loader.program
+        # each rule's explaining function and condition sources, once it has been explained
+        self._explainers: dict[Rule, tuple[Explainer, tuple[str, ...]]] = {}
         loader.program.release_sources()
         for rule in self.rules:  # the expression trees served loading and indexing only
             rule.conjuncts = []
@@ -438,14 +340,30 @@ class Engine:
                 raise  # recorded as the rule's error: a budget is not a "no"
             except Exception:
                 return False
+        found = self._explainers.get(rule)
+        if found is None:
+            found = self._explainers[rule] = self._explainer(rule.condition)
+        explainer, trace.sources = found
+        outcomes: list[bool | None] = []
+        trace.outcomes = outcomes
         try:
-            result = _explain(rule.condition, event, now, env, trace.conditions)
-        except _ConditionFailed as failure:
-            trace.reason = f"condition failed: {failure}"
+            result = explainer(event, now, env, outcomes)
+        except OverBudget:
+            raise
+        except Exception as exc:
+            source = trace.sources[len(outcomes)]
+            trace.failure = _reason(exc)
+            trace.reason = f"condition failed: {source!r}: {trace.failure}"
             return False
         if not result:
             trace.reason = "conditions do not hold"
         return result
+
+    def _explainer(self, condition: Condition) -> tuple[Explainer, tuple[str, ...]]:
+        """A rule's explaining function, compiled on first use (see :mod:`.explain`), and its
+        condition sources in the order it explains them."""
+        sources = tuple(leaf.source for leaf in leaves(condition))
+        return compile_explainer(condition, self.program), sources
 
     def _plan_actions(
         self,
@@ -459,7 +377,7 @@ class Engine:
         for step in rule.steps:
             event = sequence.event
             try:
-                model, params = step.planned(event, now, env)
+                model = step.planned(event, now, env)
             except (TemplateError, ValidationError, Exception) as exc:
                 message = f"rule {rule.name!r}: {step.action}: {_reason(exc)}"
                 plan.errors.append(message)
@@ -479,11 +397,11 @@ class Engine:
                 PlannedAction(
                     rule.name,
                     step.action,
-                    params,
                     model,
                     skipped,
                     seen=event if event is not plan.event else None,
                     decided_later=sequence.decided_later,
+                    dumped=step.dumped(),
                 )
             )
             if step.action_class.changes_conversation and not skipped:

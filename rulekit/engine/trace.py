@@ -5,15 +5,20 @@ The daemon records ``trace_of(plan, rules_version=…)`` with
 ``rulekit replay`` read it back. The shape (JSON)::
 
     {"rules_version": "…",
-     "rules": [{"name": …, "matched": bool, "trace": {"reason": …, "conditions": [
-                   {"source": …, "result": bool | null, "error": str | null,
-                    "evaluated": bool}]}}],
+     "rules": [{"name": …, "matched": bool, "reason": …,
+                "sources"?: ["…"], "outcomes"?: "TF-E", "error"?: "…"}],
      "plan": [{"rule": …, "action": …, "params": {…}, "skipped"?: …}],
      "errors": ["…"],
      "excluded": N,
      "timers"?: [{"rule", "conversation_id", "due", "restart"}],   # timers the event set
      "cancels"?: [{"rule", "conversation_id"}],                     # timers it cancelled
      "timer"?: {"rule", "due", "fired_at", "late_seconds", "outcome", "reason"}}  # a fired timer
+
+Each rule's conditions are its condition ``sources`` and one letter per condition in
+``outcomes``: ``T`` true, ``F`` false, ``-`` not evaluated, ``E`` failed (with ``error``, the
+message) — a fraction of the size and encoding time of a mapping per condition.
+:func:`rules_of` reads either this or the earlier shape (``"trace": {"reason": …, "conditions":
+[{"source", "result", "error", "evaluated"}]}``) and gives the conditions in full.
 
 ``rules`` holds the candidates the index yielded (evaluated with ``explain=True``); the other
 rules of the event's (channel, event) are only counted in ``excluded`` — ``rulekit why
@@ -32,7 +37,7 @@ def trace_of(plan: Plan, *, rules_version: str | None = None) -> dict[str, Any]:
     """The JSON-ready trace of ``plan`` (evaluate with ``explain=True`` for every candidate)."""
     return {
         "rules_version": rules_version,
-        "rules": [rule.as_dict() for rule in plan.rules],
+        "rules": [rule.compact() for rule in plan.rules],
         "plan": [action.as_dict() for action in plan.actions],
         "errors": list(plan.errors),
         "excluded": plan.excluded,
@@ -50,12 +55,52 @@ def rules_of(trace: dict[str, Any]) -> list[dict[str, Any]]:
         if not isinstance(rule, dict):
             continue
         detail = rule.get("trace") or {}
+        if "outcomes" in rule:
+            conditions = _conditions(rule)
+        else:
+            conditions = detail.get("conditions", rule.get("conditions", [])) or []
         out.append(
             {
                 "name": rule.get("name"),
                 "matched": bool(rule.get("matched")),
                 "reason": detail.get("reason", rule.get("reason", "")),
-                "conditions": detail.get("conditions", rule.get("conditions", [])) or [],
+                "conditions": conditions,
+            }
+        )
+    return out
+
+
+def in_full(trace: dict[str, Any]) -> dict[str, Any]:
+    """``trace`` with each rule in the full shape (``{"name", "matched", "trace": {"reason",
+    "conditions": [{"source", "result", "error", "evaluated"}]}}``), for people and tools
+    reading a recorded trace (``rulekit why --json``)."""
+    if not isinstance(trace.get("rules"), list):
+        return trace
+    rules = [
+        {
+            "name": rule["name"],
+            "matched": rule["matched"],
+            "trace": {"reason": rule["reason"], "conditions": rule["conditions"]},
+        }
+        for rule in rules_of(trace)
+    ]
+    return {**trace, "rules": rules}
+
+
+_RESULTS = {"T": True, "F": False}
+
+
+def _conditions(rule: dict[str, Any]) -> list[dict[str, Any]]:
+    """A compact rule trace's conditions in full."""
+    out = []
+    sources = rule.get("sources") or []
+    for source, code in zip(sources, str(rule.get("outcomes") or ""), strict=False):
+        out.append(
+            {
+                "source": source,
+                "result": _RESULTS.get(code),
+                "error": rule.get("error") if code == "E" else None,
+                "evaluated": code != "-",
             }
         )
     return out

@@ -176,6 +176,13 @@ class Program:
         function: Callable[..., Any] = eval(code, self.namespace)  # from checked node trees
         return function
 
+    def compile_definition(self, source: str, name: str) -> Any:
+        """Compile ``source`` (Python statements defining ``name``, generated from checked node
+        trees) in this program's namespace; return what it defines as ``name``."""
+        defined: dict[str, Any] = {}
+        exec(compile(source, "<rulekit condition>", "exec"), self.namespace, defined)
+        return defined[name]
+
     def release_sources(self) -> None:
         """Forget the parsed expressions kept to share work while loading (memory)."""
         self._conditions.clear()

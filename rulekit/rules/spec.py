@@ -157,6 +157,7 @@ class ActionStep:
     constant: bool = False
     validated: Any = None
     """For parameters without templates: the validated model, made once at load."""
+    _dumped: dict[str, Any] | None = field(default=None, repr=False)
 
     def render(self, e: Any, now: Any, env: Any) -> dict[str, Any]:
         """The parameters for this event: templates rendered, values escaped for the markup
@@ -170,12 +171,21 @@ class ActionStep:
     def _render_params(self, e: Any, now: Any, env: Any) -> dict[str, Any]:
         return {key: _render(value, e, now, env) for key, value in self.params.items()}
 
-    def planned(self, e: Any, now: Any, env: Any) -> tuple[Any, dict[str, Any]]:
-        """The validated parameter model for this event, and its values as a new dict."""
+    def planned(self, e: Any, now: Any, env: Any) -> Any:
+        """The validated parameter model for this event."""
         model = self.validated
         if model is None:
             model = self.action_class.Params.model_validate(self.render(e, now, env))
-        return model, model.model_dump()
+        return model
+
+    def dumped(self) -> dict[str, Any] | None:
+        """For parameters without templates: the validated model as JSON data, made once
+        (shared: read only). None for parameters rendered per event."""
+        if self.validated is None:
+            return None
+        if self._dumped is None:
+            self._dumped = self.validated.model_dump(mode="json")
+        return self._dumped
 
 
 def _render(params: Any, e: Any, now: Any, env: Any) -> Any:

@@ -95,6 +95,7 @@ TRACE_KEPT: frozenset[Path] = frozenset(
     {
         ("rules_version",),
         ("rules", "*", "name"),
+        ("rules", "*", "outcomes"),
         ("plan", "*", "rule"),
         ("plan", "*", "action"),
         ("actions", "*", "rule"),

@@ -1,0 +1,112 @@
+"""Explaining a rule's condition, condition by condition, at the speed of the fast path.
+
+The trace the daemon records says, for each candidate rule, how each of its conditions came out:
+true, false, not evaluated (an earlier one decided), or the error that stopped the evaluation.
+Walking the condition tree and calling one function per condition costs several times what the
+rule's own matcher costs; instead, each rule gets one generated function that evaluates its
+conditions in order, with the same short-circuits, and appends each outcome to a list. It is
+compiled the first time the rule is explained (most rules of a large set never are, or much
+later), and rules whose condition nests too deeply for generated code are walked instead.
+
+Outcomes are kept compact — the rule's condition sources (one tuple per rule) and one
+``True``/``False``/``None`` per condition — and turned into
+:class:`~rulekit.engine.engine.ConditionResult` objects only when someone reads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from rulekit.expr.codegen import Program
+from rulekit.rules.spec import AnyOf, Condition, Leaf, NotOf
+
+MAX_DEPTH = 40
+"""Deeper condition trees are explained by walking them (generated code nests per level)."""
+
+Explainer = Callable[[Any, Any, Any, list[bool | None]], bool]
+"""``explainer(e, now, env, outcomes)``: the condition's result; one outcome appended per
+condition evaluated (``None`` for each one skipped); raises what the failing condition raised,
+``len(outcomes)`` being that condition's position."""
+
+
+def leaves(condition: Condition) -> list[Leaf]:
+    """The single conditions of a condition tree, in evaluation order."""
+    out: list[Leaf] = []
+    stack: list[Condition] = [condition]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, Leaf):
+            out.append(current)
+        elif isinstance(current, NotOf):
+            stack.append(current.child)
+        else:
+            stack.extend(reversed(current.children))
+    return out
+
+
+def compile_explainer(condition: Condition, program: Program) -> Explainer:
+    """One function explaining ``condition`` (see :data:`Explainer`)."""
+    lines: list[str] = ["def explain(e, now, env, o):"]
+    if _depth(condition) > MAX_DEPTH:
+        return _walker(condition)
+    _emit(condition, lines, 1)
+    lines.append("    return r")
+    function: Explainer = program.compile_definition("\n".join(lines) + "\n", "explain")
+    return function
+
+
+def _depth(condition: Condition) -> int:
+    if isinstance(condition, Leaf):
+        return 1
+    if isinstance(condition, NotOf):
+        return 1 + _depth(condition.child)
+    return len(condition.children) + max(_depth(child) for child in condition.children)
+
+
+def _emit(condition: Condition, lines: list[str], level: int) -> None:
+    """Statements leaving the condition's result in ``r``."""
+    pad = "    " * level
+    if isinstance(condition, Leaf):
+        lines.append(f"{pad}r = not not ({condition.code})")
+        lines.append(f"{pad}o.append(r)")
+        return
+    if isinstance(condition, NotOf):
+        _emit(condition.child, lines, level)
+        lines.append(f"{pad}r = not r")
+        return
+    decisive = isinstance(condition, AnyOf)
+    children = condition.children
+    for index, child in enumerate(children):
+        _emit(child, lines, level)
+        rest = sum(len(leaves(later)) for later in children[index + 1 :])
+        if not rest:
+            break
+        lines.append(f"{pad}if r is {decisive}:")
+        lines.append(f"{pad}    o.extend({(None,) * rest!r})")
+        lines.append(f"{pad}else:")
+        level += 1
+        pad = "    " * level
+
+
+def _walker(condition: Condition) -> Explainer:
+    def explain(e: Any, now: Any, env: Any, out: list[bool | None]) -> bool:
+        return _walk(condition, e, now, env, out)
+
+    return explain
+
+
+def _walk(condition: Condition, e: Any, now: Any, env: Any, out: list[bool | None]) -> bool:
+    if isinstance(condition, Leaf):
+        result = bool(condition.function(e, now, env))
+        out.append(result)
+        return result
+    if isinstance(condition, NotOf):
+        return not _walk(condition.child, e, now, env, out)
+    decisive = isinstance(condition, AnyOf)
+    for index, child in enumerate(condition.children):
+        if _walk(child, e, now, env, out) is decisive:
+            for rest in condition.children[index + 1 :]:
+                out.extend([None] * len(leaves(rest)))
+            return decisive
+    return not decisive
