@@ -286,6 +286,8 @@ def test_the_admin_page_shows_what_each_rule_did(
         assert counted[1:5] == ["1", "1", "0", "0"]  # matched, done, failed, dead
         assert row("Welcome named clients")[1:5] == ["0", "0", "0", "0"]
         assert not page.find_element(By.ID, "admin-no-stats").is_displayed()
+        team = page.find_element(By.ID, "admin-team").text  # nobody has a console open
+        assert "Anna Weber\noffline" in team
         page.save_screenshot(str(shots / "admin-stats.png"))
 
 

@@ -325,6 +325,13 @@
     $("admin-set-aside").replaceChildren(...aside.map(setAsideItem));
     $("admin-no-set-aside").hidden = aside.length > 0;
     await loadStats();
+    await loadTeam();
+  }
+
+  async function loadTeam() {
+    // who assign can pick now: online (a console open), away (said so) or offline
+    const agents = (await getJSON(API + "/presence")).agents || [];
+    facts($("admin-team"), agents.map((a) => [a.name || a.email, a.status]));
   }
 
   async function loadStats() {
