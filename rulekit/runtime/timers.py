@@ -17,6 +17,10 @@ then fires what is due:
    an event ``timer:<id>`` with its jobs in the outbox. The event id is unique, so even a
    claim that ran out while evaluating cannot enqueue the actions twice.
 
+The timers of one claim (up to :data:`BATCH`) go through these steps together: one read, one
+exchange with the evaluation worker, one transaction recording them all (each still only if
+pending and ours), so a burst of due timers costs a few transactions, not three per timer.
+
 A timer due while the daemon was down fires when it starts, or is dropped (recorded with the
 reason) when it is more than the rule's ``max_late`` overdue.
 
@@ -45,8 +49,8 @@ from rulekit.event import Event
 from rulekit.runtime.evaluator import Evaluator, WorkerGone
 from rulekit.runtime.logs import log
 from rulekit.runtime.planning import Processed, StateChanged, prepare, record
-from rulekit.runtime.worker import Firing, Refusal, Request
-from rulekit.store.base import JournaledStore
+from rulekit.runtime.worker import Evaluation, Firing, Refusal, Request
+from rulekit.store.base import JournaledState, JournaledStore
 from rulekit.store.records import Timer
 
 if TYPE_CHECKING:
@@ -83,7 +87,7 @@ class Fired:
 
 
 class _Lost(Exception):
-    """The timer was cancelled (or taken over) while it was evaluated: nothing is recorded."""
+    """The channel timer was taken over while it was handled: nothing is recorded."""
 
 
 class TimerRunner:
@@ -152,20 +156,26 @@ class TimerRunner:
             return state.next_timer_due()
 
     def fire_due(self) -> list[Fired]:
-        """Claim the timers due now and fire each (runs in a worker thread)."""
+        """Claim the timers due now and fire them (runs in a worker thread): the timed
+        rules' timers of a claim together — one read, one exchange with the evaluation worker,
+        one transaction that records them all — and each channel timer on its own."""
         with self.store.transaction() as state:
             timers = state.claim_timers(
                 self.owner, lease=TIMER_LEASE, limit=self.batch, now=self.now()
             )
-        out = []
+        out: list[Fired] = []
         snapshot = self.snapshot()
         self.evaluator.want(snapshot)
+        rules = [t for t in timers if parse_channel_timer_rule(t.rule) is None]
+        if rules and not self._stopping:
+            out.extend(self.fire_together(rules))
         for timer in timers:
             if self._stopping:
                 break
-            fired = self.fire(timer)
-            if fired is not None:
-                out.append(fired)
+            if parse_channel_timer_rule(timer.rule) is not None:
+                fired = self.fire(timer)
+                if fired is not None:
+                    out.append(fired)
         return out
 
     def fire(self, timer: Timer) -> Fired | None:
@@ -173,57 +183,86 @@ class TimerRunner:
         channel_timer = parse_channel_timer_rule(timer.rule)
         if channel_timer is not None:
             return self._fire_channel(timer, *channel_timer)
+        fired = self.fire_together([timer])
+        return fired[0] if fired else None
+
+    def fire_together(self, timers: list[Timer]) -> list[Fired]:
+        """Evaluate and record claimed timers of timed rules, in one transaction; those
+        cancelled meanwhile are left out."""
         with self.store.transaction() as state:
-            record = state.get_event(timer.trigger_event_id)
-            trigger = Event.model_validate(record.data) if record is not None else None
-            conversation = client = None
-            if trigger is not None:
-                found = state.find_conversation(trigger.channel, timer.conversation_id)
-                conversation = found[1] if found is not None else None
-                if trigger.client.id:
-                    client = state.get_client(trigger.channel, trigger.client.id)
+            triggers = [self._trigger_of(state, timer) for timer in timers]
         now = self.now()
-        if trigger is None:
-            return self._finish(timer, "gone", "the triggering event is no longer recorded", now)
-        event = trigger.at_fire_time(conversation, client)
-        event.id = timer_event_id(timer.id)
-        request = Request([event], {}, firing=Firing(timer.rule, timer.due, now))
-        answer = self.evaluator.evaluate(request)
+        out: list[Fired] = []
+        requests, waiting = [], []
+        for timer, event in zip(timers, triggers, strict=True):
+            if event is None:
+                reason = "the triggering event is no longer recorded"
+                fired = self._finish(timer, "gone", reason, now)
+                if fired is not None:
+                    out.append(fired)
+                continue
+            event.id = timer_event_id(timer.id)
+            requests.append(Request([event], {}, firing=Firing(timer.rule, timer.due, now)))
+            waiting.append((timer, event))
+        answers = self.evaluator.evaluate_many(requests)
+        done: list[Fired] = []
+        with self.store.transaction() as state:
+            for (timer, event), answer in zip(waiting, answers, strict=True):
+                fired = self._record(state, timer, event, answer, now)
+                if fired is not None:
+                    done.append(fired)
+        for fired in done:
+            log(
+                logger,
+                logging.INFO if fired.outcome != "error" else logging.WARNING,
+                f"timer {fired.timer.id} of {fired.timer.rule!r}: {fired.outcome}"
+                + (f": {fired.reason}" if fired.outcome == "error" else ""),
+                late=round((now - fired.timer.due).total_seconds(), 3),
+                jobs=len(fired.processed.jobs) if fired.processed is not None else 0,
+            )
+        return out + done
+
+    @staticmethod
+    def _trigger_of(state: JournaledState, timer: Timer) -> Event | None:
+        """The timer's triggering event as it sees it when it fires (None: not recorded)."""
+        record = state.get_event(timer.trigger_event_id)
+        if record is None:
+            return None
+        trigger = Event.model_validate(record.data)
+        found = state.find_conversation(trigger.channel, timer.conversation_id)
+        client = state.get_client(trigger.channel, trigger.client.id) if trigger.client.id else None
+        return trigger.at_fire_time(found[1] if found is not None else None, client)
+
+    def _record(
+        self,
+        state: JournaledState,
+        timer: Timer,
+        event: Event,
+        answer: list[Evaluation] | Refusal,
+        now: datetime,
+    ) -> Fired | None:
+        """Record one evaluated timer, only if it is still pending and ours."""
         if isinstance(answer, Refusal):
-            return self._finish(timer, "error", answer.reason, now)
+            if not state.finish_timer(timer.id, self.owner, "error", reason=answer.reason, at=now):
+                return None
+            return Fired(timer, "error", answer.reason)
         (evaluation,) = answer
         outcome = evaluation.firing or {"outcome": "error", "reason": "no firing recorded"}
-        try:
-            with self.store.transaction() as state:
-                if not state.finish_timer(
-                    timer.id,
-                    self.owner,
-                    str(outcome["outcome"]),
-                    reason=str(outcome.get("reason") or ""),
-                    at=now,
-                    event_id=event.id,
-                ):
-                    raise _Lost
-                recorded = state.record_event(
-                    event, inbox_id=None, trace=evaluation.trace, jobs=evaluation.jobs, now=now
-                )
-        except _Lost:
-            return None
-        processed = Processed(
+        reason = str(outcome.get("reason") or "")
+        if not state.finish_timer(
+            timer.id, self.owner, str(outcome["outcome"]), reason=reason, at=now, event_id=event.id
+        ):
+            return None  # cancelled (or taken over) meanwhile: nothing runs
+        recorded = state.record_event(
+            event, inbox_id=None, trace=evaluation.trace, jobs=evaluation.jobs, now=now
+        )
+        fired = Fired(timer, str(outcome["outcome"]), reason)
+        fired.processed = Processed(
             event,
             recorded,
             evaluation.matched,
             evaluation.jobs if recorded else [],
             evaluation.errors,
-        )
-        fired = Fired(timer, str(outcome["outcome"]), str(outcome.get("reason") or ""))
-        fired.processed = processed
-        log(
-            logger,
-            logging.INFO,
-            f"timer {timer.id} of {timer.rule!r}: {fired.outcome}",
-            late=round((now - timer.due).total_seconds(), 3),
-            jobs=len(processed.jobs),
         )
         return fired
 
