@@ -134,7 +134,8 @@ class Processor:
         self.clock = clock
         self.owner = owner_name()
         self.last_progress = clock()
-        """When the processor last finished an item or an idle round (``/healthz``)."""
+        """When the processor last finished an item or a round, or woke up (``/healthz``)."""
+        self._idle = False
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._arrivals: OrderedDict[str, datetime] = OrderedDict()
@@ -171,7 +172,18 @@ class Processor:
             self.last_progress = self.clock()
             self.metrics.inbox_depth.set(claimed if claimed >= self.batch else 0)
             if not claimed:
-                await self._sleep(IDLE_POLL)
+                self._idle = True  # nothing waits: no progress to make
+                try:
+                    await self._sleep(IDLE_POLL)
+                finally:
+                    self._idle = False
+                    self.last_progress = self.clock()
+
+    def stalled(self, limit: float) -> bool:
+        """Whether the processor, with work to do (a round in progress, or a store failure
+        being waited out), has made no progress for ``limit`` seconds (``/healthz``); an idle
+        processor waiting for webhooks is not stalled."""
+        return not self._idle and self.clock() - self.last_progress > limit
 
     async def _sleep(self, seconds: float) -> None:
         self._wakeup.clear()

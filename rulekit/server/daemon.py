@@ -405,7 +405,7 @@ class Daemon:
         limit = self._snapshot.config.raw.server.stall_after.total_seconds()
         out = []
         processor, dispatcher = self.processor, self.dispatcher
-        if processor is not None and processor.clock() - processor.last_progress > limit:
+        if processor is not None and processor.stalled(limit):
             out.append(f"the processor made no progress for {limit:g} s")
         if dispatcher is not None and dispatcher.stalled(limit):
             out.append(f"the dispatcher made no progress for {limit:g} s with jobs waiting")

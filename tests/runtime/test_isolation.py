@@ -12,6 +12,7 @@ import contextlib
 import sqlite3
 import textwrap
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,6 +175,53 @@ def test_healthz_fails_while_the_processor_makes_no_progress(tmp_path, serve, ch
         release.set()
         holder.join(10)
     wait_for(lambda: httpx.get(f"{server.url}/healthz").status_code == 200, timeout=30)
+
+
+def test_an_idle_daemon_is_healthy_whatever_stall_after_says(tmp_path, serve, chatra):
+    """No progress is expected while no work waits: an idle daemon polls its inbox about once
+    a second, and a ``stall_after`` shorter than that does not make it unhealthy."""
+    config = write_setup(tmp_path, chatra=chatra, extra="server: {stall_after: 0.5s}\n")
+    server = serve(config)
+    assert httpx.post(server.webhook_url, content=chat_started(1)).status_code == 200
+    wait_for(lambda: len(chatra.sent) == 1, timeout=30)
+    wait_for(lambda: httpx.get(f"{server.url}/healthz").status_code == 200, timeout=30)
+    answers = []
+    for _ in range(30):  # three idle polls of the inbox and of the outbox
+        answers.append(httpx.get(f"{server.url}/healthz").json()["stalled"])
+        time.sleep(0.1)
+    assert answers == [[]] * 30
+
+
+def test_healthz_fails_while_the_dispatcher_makes_no_progress_with_jobs_waiting(
+    tmp_path, serve, chatra
+):
+    """A send that hangs (within the action's timeout) holds the dispatcher: /healthz says so
+    once ``stall_after`` has passed, and is healthy again when the send is answered. The
+    processor, idle meanwhile, is not stalled."""
+    config = write_setup(
+        tmp_path, AUTOREPLY_RULES, chatra=chatra, extra="server: {stall_after: 1s}\n"
+    )
+    server = serve(config)
+    assert httpx.post(server.webhook_url, content=chat_started(1)).status_code == 200
+    wait_for(lambda: len(chatra.sent) == 1, timeout=30)  # the worker is warm
+    wait_for(lambda: httpx.get(f"{server.url}/healthz").status_code == 200, timeout=30)
+    chatra.hang(8)  # the next reply is answered after 8 s (the action's timeout is 10 s)
+    assert httpx.post(server.webhook_url, content=chat_started(2)).status_code == 200
+
+    def stalled() -> list[str]:
+        answer = httpx.get(f"{server.url}/healthz")
+        reasons: list[str] = answer.json()["stalled"]
+        assert (answer.status_code == 503) == bool(reasons)
+        return reasons
+
+    dispatcher = "the dispatcher made no progress for 1 s with jobs waiting"
+    wait_for(lambda: stalled() == [dispatcher], timeout=30)
+    # the processor has nothing to do meanwhile: idle is not stalled
+    for _ in range(5):
+        assert stalled() in ([dispatcher], [])
+        time.sleep(0.2)
+    wait_for(lambda: len(chatra.sent) == 2, timeout=30)
+    wait_for(lambda: stalled() == [], timeout=30)
 
 
 def test_workers_evaluate_the_rules_the_daemon_loaded_not_what_the_disk_holds_now(
