@@ -5,7 +5,8 @@ added work anyone may claim now: an inbox item, an action job, a timer (new, or 
 A :class:`WorkListener` holds one connection of its own that listens on that channel, in a
 thread, and passes each notice on, so a daemon takes up what another daemon ingested or
 enqueued at once instead of at its next poll. Notices of this process's own transactions are
-dropped (the process wakes its workers itself). When the connection is lost, the listener
+dropped (the process wakes its workers itself), and each queue is passed on at most ten times
+a second (a notice within that gap, at its end). When the connection is lost, the listener
 connects again with a backoff, and passes every queue on once it listens again, for what
 was announced meanwhile.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -25,6 +27,8 @@ CHANNEL = "SELECT 'rulekit_' || left(md5(current_schema()), 16) AS channel"
 WAIT = 0.5
 """Seconds between checks for :meth:`WorkListener.stop` while no notice comes."""
 MAX_BACKOFF = 30.0
+GAP = 0.1
+"""Seconds between two notices of one queue passed on (see :meth:`WorkListener._pass_on`)."""
 
 
 class WorkListener:
@@ -68,12 +72,7 @@ class WorkListener:
                     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(row[0])))
                     self.listening.set()
                     delay = 0.0
-                    for queue in QUEUES:  # what was announced while nobody listened
-                        self.notify(queue)
-                    while not self._stopping.is_set():
-                        for notice in conn.notifies(timeout=WAIT):
-                            if notice.pid not in self.own and notice.payload in QUEUES:
-                                self.notify(notice.payload)
+                    self._pass_on(conn, set(QUEUES))  # and what was announced meanwhile
             except psycopg.Error as exc:
                 self.listening.clear()
                 delay = min(max(delay * 2, 0.5), MAX_BACKOFF)
@@ -82,3 +81,21 @@ class WorkListener:
             except Exception:  # a bug in notify: keep listening, keep the traceback
                 logger.exception("listening for new work failed")
                 self._stopping.wait(1.0)
+
+    def _pass_on(self, conn: Any, pending: set[str]) -> None:
+        """Pass each queue's notices on, at most once per :data:`GAP` seconds: a busy
+        neighbour commits far more often than an idle daemon needs telling, and each notice
+        passed on costs a claim. A notice that comes within the gap is passed on at its end."""
+        passed: dict[str, float] = {}
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            for queue in [q for q in pending if now - passed.get(q, -GAP) >= GAP]:
+                pending.discard(queue)
+                passed[queue] = now
+                self.notify(queue)
+            wait = WAIT
+            if pending:
+                wait = max(min(passed[q] + GAP for q in pending) - now, 0.001)
+            for notice in conn.notifies(timeout=wait, stop_after=1):
+                if notice.pid not in self.own and notice.payload in QUEUES:
+                    pending.add(notice.payload)
