@@ -238,6 +238,19 @@ class Daemons:
     """CPU of the daemons (their evaluation workers included) per webhook."""
     sender_ms: float
     """CPU of the load generator per webhook."""
+    round_trips: float
+    """Database round trips per webhook, as the daemons count them (0 on SQLite)."""
+
+
+def round_trips(port: int) -> float:
+    """What a daemon's ``rulekit_store_round_trips_total`` says."""
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith("rulekit_store_round_trips_total "):
+            return float(line.split()[1])
+    return 0.0
 
 
 def run_daemons(storage: str, folder: Path, count: int, webhooks: int) -> Daemons:
@@ -301,6 +314,7 @@ def run_daemons(storage: str, folder: Path, count: int, webhooks: int) -> Daemon
                 )
 
             cpu = sum(process_tree_cpu(daemon.pid) for daemon in daemons)
+            trips = sum(round_trips(port) for port in ports)
             began, own = time.perf_counter(), time.process_time()
             sent = asyncio.run(post_all())
             own = time.process_time() - own
@@ -314,7 +328,11 @@ def run_daemons(storage: str, folder: Path, count: int, webhooks: int) -> Daemon
                 time.sleep(0.02)
             elapsed = time.perf_counter() - began
             cpu = sum(process_tree_cpu(daemon.pid) for daemon in daemons) - cpu
-            return Daemons(webhooks / elapsed, cpu / webhooks * 1000, own / webhooks * 1000)
+            time.sleep(1.5)  # the last outcomes are recorded after the autoreplies arrive
+            trips = sum(round_trips(port) for port in ports) - trips
+            return Daemons(
+                webhooks / elapsed, cpu / webhooks * 1000, own / webhooks * 1000, trips / webhooks
+            )
         finally:
             for daemon in daemons:
                 daemon.terminate()
@@ -327,13 +345,14 @@ def bench_daemons(postgres: str | None, workers: list[int], webhooks: int) -> No
     print(f"\nDaemons (rulekit run), {webhooks} webhooks end to end")
     print(
         f"{'store':<28} {'daemons':>7} {'events/s':>10} {'vs 1':>6} {'CPU ms/event':>13}"
-        f" {'sender ms':>10}"
+        f" {'sender ms':>10} {'round trips/event':>18}"
     )
 
     def line(store: str, count: int, result: Daemons, ratio: str) -> None:
         print(
             f"{store:<28} {count:>7} {result.rate:>10.0f} {ratio:>6} {result.cpu_ms:>13.2f}"
             f" {result.sender_ms:>10.2f}"
+            + (f" {result.round_trips:>18.1f}" if result.round_trips else f" {'(in-process)':>18}")
         )
 
     with tempfile.TemporaryDirectory() as tmp:

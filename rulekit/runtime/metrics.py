@@ -84,6 +84,11 @@ class Metrics:
             "Action jobs this daemon holds: executing or waiting for their turn or retry.",
             registry=registry,
         )
+        self.store_round_trips = Counter(
+            "rulekit_store_round_trips",
+            "Round trips to the database server (PostgreSQL): statements, BEGINs and commits.",
+            registry=registry,
+        )
         self.latency = Histogram(
             "rulekit_webhook_to_action_seconds",
             "From a webhook's arrival to its action's successful completion.",

@@ -127,6 +127,8 @@ class Daemon:
         self.dispatcher: Dispatcher | None = None
         self.fetchers: Fetchers | None = None
         self._unlisten: Callable[[], None] | None = None
+        self._round_trips = 0
+        """The store's round trips counted into the metrics so far."""
         self.ingest = Ingest(lambda: self._snapshot, None, self.metrics, self._wake)  # type: ignore[arg-type]
         self.app = create_app(self)
 
@@ -399,6 +401,10 @@ class Daemon:
     def update_gauges(self) -> None:
         if self.dispatcher is not None:
             self.metrics.outbox_depth.set(self.dispatcher.held)
+        trips = self.store.round_trips
+        if trips is not None and trips > self._round_trips:
+            self.metrics.store_round_trips.inc(trips - self._round_trips)
+            self._round_trips = trips
 
     def stalled(self) -> list[str]:
         """Workers that made no progress for ``server.stall_after`` while work waits."""

@@ -150,6 +150,12 @@ class Store(abc.ABC):
         write-ahead log); true when done (stores without side files have nothing to do)."""
         return True
 
+    @property
+    def round_trips(self) -> int | None:
+        """Round trips to a database server so far (statements, BEGINs and their ends), for
+        ``rulekit_store_round_trips_total``; None for a store in the process (SQLite)."""
+        return None
+
     def problem(self) -> str | None:
         """Why the store cannot be used right now, found cheaply without a transaction (e.g.
         its file was replaced), or None. ``/healthz`` fails while there is one."""

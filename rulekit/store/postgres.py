@@ -236,6 +236,7 @@ class PostgresStore(JournaledStore):
             if me in self._holders:
                 raise StoreError("transactions do not nest: this thread is already inside one")
             self._holders.add(me)
+        run = 0
         try:
             with self._connection() as conn:
                 # psycopg opens the transaction (BEGIN) with the first statement; the pool
@@ -246,13 +247,22 @@ class PostgresStore(JournaledStore):
                     yield state
                 finally:
                     state.active = False
-                    self.statements += state.statements
+                    run = state.statements
         finally:
             with self._holders_lock:
                 self._holders.discard(me)
+                if run:  # psycopg sent BEGIN before the first, and COMMIT or ROLLBACK after
+                    self.statements += run
+                    self.transactions += 1
 
     statements = 0
     """Statements run by this store's transactions (round trips besides BEGIN and COMMIT)."""
+    transactions = 0
+    """Transactions that ran a statement (each two more round trips: BEGIN and its end)."""
+
+    @property
+    def round_trips(self) -> int:
+        return self.statements + 2 * self.transactions
 
     def listen(self, notify: Callable[[str], None]) -> Callable[[], None]:
         """Notices of other processes' new work, on a connection of its own (see

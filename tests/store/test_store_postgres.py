@@ -364,3 +364,17 @@ def test_a_daemon_hears_of_work_another_one_added_and_not_of_its_own(postgres_sc
         stop()
         listening.close()
         other.close()
+
+
+def test_round_trips_are_counted_with_each_transactions_begin_and_end(postgres_schema):
+    store = PostgresStore(postgres_schema)
+    try:
+        before = store.round_trips
+        with store.transaction() as state:
+            state.mark_message_seen("chat", "m1")
+            state.message_seen("chat", "m1")
+        with store.transaction():
+            pass  # nothing was sent: no BEGIN either
+        assert store.round_trips - before == 2 + 2
+    finally:
+        store.close()
