@@ -5,6 +5,7 @@ the user through the fake Bot API."""
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,7 +16,7 @@ from click.testing import CliRunner
 from rulekit.cli.main import cli
 from rulekit.server.daemon import Daemon
 from rulekit.testing.fake_telegram import FakeTelegram
-from rulekit.testing.telegram_updates import Updates
+from rulekit.testing.telegram_updates import TelegramUser, Updates
 from telegram_daemon import Server, samples_clock, wait_for, write_setup
 from telegram_samples import ANN, BORIS, SECRET
 
@@ -135,3 +136,49 @@ def test_a_body_that_is_no_update_is_set_aside_never_a_5xx(
     assert answer.status_code == 200
     failed = wait_for(lambda: journal(server, lambda s: s.inbox_items(status="failed")))
     assert "update_id must be an integer" in (failed[0].error or "")
+
+
+def _strings(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, (*path, index))
+    elif isinstance(value, str):
+        yield path
+
+
+def test_lone_surrogates_in_any_string_of_an_update_are_accepted_and_answered(
+    server: Server, telegram: FakeTelegram
+) -> None:
+    """Valid JSON with ``\\ud800`` in any string (names, text, caption, file ids...) is
+    accepted and processed as if it were U+FFFD: never a 5xx, never a poisoned item."""
+    updates = Updates()
+    users = itertools.count(1000)
+    headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET, "Content-Type": "application/json"}
+    bodies: list[bytes] = []
+    for kind in ("text", "photo", "document", "location"):
+        template = updates.message(ANN, "/start hi", kind=kind, caption="cap")
+        for path in _strings(template):
+            user = TelegramUser(next(users), "Ann", "Lee", username="ann", language_code="en")
+            update = updates.message(user, "/start hi", kind=kind, caption="cap")
+            parent = update
+            for part in path[:-1]:
+                parent = parent[part]
+            parent[path[-1]] += "\ud800x\udfff"
+            bodies.append(json.dumps(update).encode())  # ASCII: the surrogates as \u escapes
+    assert len(bodies) > 30
+    for body in bodies:
+        answer = httpx.post(
+            f"{server.url}/webhooks/telegram/{SECRET}", content=body, headers=headers
+        )
+        assert answer.status_code == 200, answer.text
+
+    def settled() -> bool:
+        items = journal(server, lambda s: s.inbox_items())
+        return len(items) == len(bodies) and all(i.status != "pending" for i in items)
+
+    wait_for(settled, timeout=60)
+    assert journal(server, lambda s: s.inbox_items(status="failed")) == []
+    wait_for(lambda: any("\ufffd" in text for text in replies(telegram, 1000)), timeout=60)
