@@ -143,6 +143,7 @@ class Engine:
                     plan.cancels.append(TimerCancel(rule.name, conversation_id))
         stopped_by: str | None = None
         sequence = _Sequence(event)
+        budget = current_budget()
         position = 0
         while position < len(rules):
             rule = rules[position]
@@ -165,7 +166,7 @@ class Engine:
                     )
                 continue
             trace = RuleTrace(rule.name, False, "") if explain else None
-            current_budget().renew()
+            budget.renew()
             try:
                 matched = self._matches(rule, sequence.event, now, env, trace)
             except OverBudget as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from jinja2 import nodes
@@ -307,8 +308,7 @@ class Bucket:
         return found
 
 
-def _position(rule: Rule) -> int:
-    return rule.position
+_position = attrgetter("position")
 
 
 class RuleIndex:

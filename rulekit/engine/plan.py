@@ -20,7 +20,15 @@ that stopped the evaluation)."""
 ERROR_CODE = "E"
 
 
-@dataclass
+def usual_reason(matched: bool, outcomes: str) -> str:
+    """The reason a rule's trace gives unless something else happened (a cooldown, a timer,
+    an action not planned): stored traces leave it out."""
+    if matched:
+        return "conditions hold" if outcomes else "no conditions"
+    return "conditions do not hold"
+
+
+@dataclass(slots=True)
 class ConditionResult:
     """One condition's outcome: ``result`` True/False, or ``error`` (a message);
     ``evaluated`` is False when an earlier condition already decided."""
@@ -81,40 +89,50 @@ class RuleTrace:
             "matched": self.matched,
             "trace": {
                 "reason": self.reason,
-                "conditions": [c.__dict__ for c in self.conditions],
+                "conditions": [
+                    {
+                        "source": c.source,
+                        "result": c.result,
+                        "error": c.error,
+                        "evaluated": c.evaluated,
+                    }
+                    for c in self.conditions
+                ],
             },
         }
 
     def compact(self) -> dict[str, Any]:
         """The trace as the daemon stores it: the condition sources once, then one letter per
-        condition (see :data:`OUTCOME_CODES`); ``error`` for the one that failed.
+        condition (see :data:`OUTCOME_CODES`); ``error`` for the one that failed; ``reason``
+        only when it is not the :func:`usual_reason`.
         :func:`rulekit.engine.trace.rules_of` reads it back in full."""
-        out: dict[str, Any] = {"name": self.name, "matched": self.matched, "reason": self.reason}
+        out: dict[str, Any] = {"name": self.name, "matched": self.matched}
+        sources: Sequence[str] = ()
+        codes = ""
         if self._conditions is None:
-            if self.outcomes is None:
-                return out
-            codes = "".join([OUTCOME_CODES[outcome] for outcome in self.outcomes])
-            sources = self.sources[: len(self.outcomes) + (self.failure is not None)]
+            if self.outcomes is not None:
+                codes = "".join([OUTCOME_CODES[outcome] for outcome in self.outcomes])
+                sources = self.sources[: len(self.outcomes) + (self.failure is not None)]
             if self.failure is not None:
                 codes += ERROR_CODE
                 out["error"] = self.failure
         else:
-            if not self._conditions:
-                return out
             sources = [c.source for c in self._conditions]
-            codes = ""
             for c in self._conditions:
                 if c.error is not None:
                     codes += ERROR_CODE
                     out["error"] = c.error
                 else:
                     codes += OUTCOME_CODES[c.result if c.evaluated else None]
-        out["sources"] = list(sources)
+        if self.reason != usual_reason(self.matched, codes):
+            out["reason"] = self.reason
+        if sources:
+            out["sources"] = list(sources)
         out["outcomes"] = codes
         return out
 
 
-@dataclass
+@dataclass(slots=True)
 class PlannedAction:
     """One action the plan calls for: ``params`` are rendered, with defaults filled in."""
 

@@ -5,8 +5,8 @@ The daemon records ``trace_of(plan, rules_version=…)`` with
 ``rulekit replay`` read it back. The shape (JSON)::
 
     {"rules_version": "…",
-     "rules": [{"name": …, "matched": bool, "reason": …,
-                "sources"?: ["…"], "outcomes"?: "TF-E", "error"?: "…"}],
+     "rules": [{"name": …, "matched": bool, "reason"?: …,
+                "sources"?: ["…"], "outcomes": "TF-E", "error"?: "…"}],
      "plan": [{"rule": …, "action": …, "params": {…}, "skipped"?: …}],
      "errors": ["…"],
      "excluded": N,
@@ -16,7 +16,8 @@ The daemon records ``trace_of(plan, rules_version=…)`` with
 
 Each rule's conditions are its condition ``sources`` and one letter per condition in
 ``outcomes``: ``T`` true, ``F`` false, ``-`` not evaluated, ``E`` failed (with ``error``, the
-message) — a fraction of the size and encoding time of a mapping per condition.
+message) — a fraction of the size and encoding time of a mapping per condition. ``reason`` is
+left out when it is the usual one (:func:`~rulekit.engine.plan.usual_reason`).
 :func:`rules_of` reads either this or the earlier shape (``"trace": {"reason": …, "conditions":
 [{"source", "result", "error", "evaluated"}]}``) and gives the conditions in full.
 
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rulekit.engine.engine import Plan
+from rulekit.engine.plan import Plan, usual_reason
 
 
 def trace_of(plan: Plan, *, rules_version: str | None = None) -> dict[str, Any]:
@@ -55,15 +56,18 @@ def rules_of(trace: dict[str, Any]) -> list[dict[str, Any]]:
         if not isinstance(rule, dict):
             continue
         detail = rule.get("trace") or {}
-        if "outcomes" in rule:
+        matched = bool(rule.get("matched"))
+        if "outcomes" in rule:  # the compact shape
             conditions = _conditions(rule)
+            reason = rule.get("reason", usual_reason(matched, str(rule["outcomes"])))
         else:
             conditions = detail.get("conditions", rule.get("conditions", [])) or []
+            reason = detail.get("reason", rule.get("reason", ""))
         out.append(
             {
                 "name": rule.get("name"),
-                "matched": bool(rule.get("matched")),
-                "reason": detail.get("reason", rule.get("reason", "")),
+                "matched": matched,
+                "reason": reason,
                 "conditions": conditions,
             }
         )

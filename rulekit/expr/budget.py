@@ -284,7 +284,20 @@ def produced(result: T, *inputs: Any) -> T:
     for value in inputs:
         if result is value:
             return result
-    budget = current()
+    return charged(result, current())
+
+
+def charged(result: T, budget: Budget) -> T:
+    """:func:`produced` for a value known to be new, charged to ``budget``."""
+    kind = type(result)
+    if kind is str or kind is bool or result is None:  # the common results, first
+        size = len(result) if kind is str else 1  # type: ignore[arg-type]
+        if size > budget.limits.value:
+            raise too_big("the result")
+        budget.built -= size
+        if budget.built < 0:
+            budget.build(0)  # raises, saying which limit
+        return result
     if isinstance(result, int) and not isinstance(result, bool):
         if result.bit_length() > budget.limits.bits:
             raise OverBudget(f"a number with more than {budget.limits.digits} digits")

@@ -17,7 +17,7 @@ from typing import Any
 from jinja2 import filters as jinja_filters
 from markupsafe import escape, soft_str
 
-from rulekit.expr.budget import OverBudget, current, limits, produced, text_size
+from rulekit.expr.budget import OverBudget, charged, current, limits, text_size
 from rulekit.expr.budget import to_text as _to_text
 from rulekit.expr.budget import too_big as _too_big
 from rulekit.expr.markup import mark_safe
@@ -173,7 +173,10 @@ def guard_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
                 raise _too_big(f"the text of '{name}'")
             if size is not None and size(*args[skip:], **kwargs) > budget.limits.value:
                 raise _too_big(f"'{name}'")
-        return produced(function(*args, **kwargs), *args[skip : skip + 1])
+        result = function(*args, **kwargs)
+        if len(args) > skip and result is args[skip]:
+            return result  # nothing new was built
+        return charged(result, budget)
 
     guarded.rulekit_guarded = True  # type: ignore[attr-defined]
     return guarded
