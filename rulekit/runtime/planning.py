@@ -128,16 +128,24 @@ def prepare_together(
     out: list[Prepared | Exception] = []
     try:
         with store.transaction() as state:
+            parsed: list[tuple[list[Event], RecordingState]] = []
+            failed: Exception | None = None
             for parse in parses:
                 recording = RecordingState(state)
                 try:
-                    found = parse(recording)
+                    parsed.append((parse(recording), recording))
                 except StoreUnavailable:
                     raise
                 except Exception as exc:
-                    out.append(exc)
+                    failed = exc
                     break
-                out.append(Prepared(found, _request(state, found), recording.recording))
+            # what the evaluations need, read once for all (normalizing sets no mark, records
+            # no event: reading after the last body is reading after each)
+            requests = _requests(state, [found for found, _ in parsed])
+            for (found, recording), request in zip(parsed, requests, strict=True):
+                out.append(Prepared(found, request, recording.recording))
+            if failed is not None:
+                out.append(failed)
             raise _RollBack
     except _RollBack:
         pass
@@ -145,9 +153,24 @@ def prepare_together(
 
 
 def _request(state: JournaledState, events: list[Event]) -> Request:
+    return _requests(state, [events])[0]
+
+
+def _requests(state: JournaledState, groups: list[list[Event]]) -> list[Request]:
+    """The requests for the events of several bodies, read in two queries."""
+    events = [event for group in groups for event in group]
+    conversations = list(dict.fromkeys(e.conversation.id for e in events if e.conversation.id))
+    marks = state.cooldowns_for(conversations) if conversations else {}
+    recorded = state.recorded([event.id for event in events]) if events else set()
+    return [_one_request(group, marks, recorded) for group in groups]
+
+
+def _one_request(
+    events: list[Event], marks: dict[str, dict[str, Any]], recorded: set[str]
+) -> Request:
     conversations = {event.conversation.id for event in events if event.conversation.id}
-    cooldowns = {conversation: state.cooldowns_of(conversation) for conversation in conversations}
-    skip = frozenset(state.recorded([event.id for event in events]))
+    cooldowns = {conversation: marks.get(conversation, {}) for conversation in conversations}
+    skip = frozenset(event.id for event in events if event.id in recorded)
     return Request(events, cooldowns, skip)
 
 

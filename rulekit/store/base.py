@@ -98,6 +98,11 @@ class State(abc.ABC):
         The daemon reads them before evaluating an event outside the store's transaction."""
         raise NotImplementedError(f"{type(self).__name__} cannot list cooldowns")
 
+    def cooldowns_for(self, conversation_ids: Sequence[str]) -> dict[str, dict[str, datetime]]:
+        """:meth:`cooldowns_of` for several conversations (each of them a key, marks or not).
+        Stores should answer it in one query."""
+        return {conversation: self.cooldowns_of(conversation) for conversation in conversation_ids}
+
     @abc.abstractmethod
     def set_cooldown(self, rule: str, conversation_id: str, until: datetime) -> None:
         """Start (or extend) a rule's cooldown on a conversation."""

@@ -138,6 +138,13 @@ def test_cooldowns(store):
         state.set_cooldown("greet", "conv-1", T0 + timedelta(minutes=30))
     with store.transaction() as state:
         assert state.cooldown_until("greet", "conv-1") == T0 + timedelta(minutes=30)
+        # several conversations' marks in one read, each asked one a key
+        assert state.cooldowns_for(["conv-1", "conv-3", "conv-2"]) == {
+            "conv-1": {"greet": T0 + timedelta(minutes=30), "ping": T0 + timedelta(hours=2)},
+            "conv-3": {},
+            "conv-2": {"greet": T0 + timedelta(hours=1)},
+        }
+        assert state.cooldowns_for([]) == {}
 
 
 def test_next_position(store):

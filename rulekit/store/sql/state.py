@@ -224,6 +224,21 @@ class SQLState(SQLTimers, SQLPresence, SQLStats, JournaledState):
         ).fetchall()
         return {row["rule"]: self.dialect.read_time(row["until"]) for row in rows}
 
+    def cooldowns_for(self, conversation_ids: Sequence[str]) -> dict[str, dict[str, datetime]]:
+        marks: dict[str, dict[str, datetime]] = {
+            conversation: {} for conversation in conversation_ids
+        }
+        if not marks:
+            return marks
+        rows = self.execute(
+            "SELECT conversation_id, rule, until FROM cooldowns"
+            f" WHERE {self.dialect.one_of('conversation_id', 'ids')}",
+            {"ids": self.dialect.values(list(marks))},
+        )
+        for row in rows:
+            marks[row["conversation_id"]][row["rule"]] = self.dialect.read_time(row["until"])
+        return marks
+
     def set_cooldown(self, rule: str, conversation_id: str, until: datetime) -> None:
         self.execute(
             "INSERT INTO cooldowns (rule, conversation_id, until)"
