@@ -9,8 +9,9 @@ Every limit of the sandbox is defined here, and every check goes through :class:
 * **built**: all the values one render builds together hold at most :data:`MAX_BUILT`
   characters or items (this bounds memory);
 * **steps**: loop iterations (recursive ``loop()`` included), calls (macros, ``caller()``,
-  methods, globals), filters and items drawn through filters together count at most
-  :data:`MAX_STEPS`;
+  methods, globals), filters (one step more per thousand characters of the text a filter
+  reads, so that the CPU clock is read between long filters) and items drawn through filters
+  together count at most :data:`MAX_STEPS`;
 * **depth**: calls nest at most :data:`MAX_DEPTH` deep;
 * **CPU**: a render stops after :data:`MAX_CPU_SECONDS` of its thread's CPU time (a backstop
   checked every few steps; the counts above are what normally stop a render).

@@ -180,6 +180,20 @@ def test_cpu_time_stops_a_render_with_an_injected_clock() -> None:
     assert len(with_budget(template.render)) > 5000  # the real clock: far from the limit
 
 
+@pytest.mark.parametrize("name", ["urlize", "wordwrap", "upper", "striptags", "title"])
+def test_filters_on_long_texts_let_the_cpu_clock_stop_a_render(name: str) -> None:
+    """A filter's work grows with its text (``urlize`` of 100,000 characters takes ~0.4 s):
+    a few such uses must not run past the CPU limit between two readings of the clock."""
+    readings = itertools.count()
+    template = Sandbox().from_string(("{{ t|" + name + "|length }}") * 5)
+    text = "a.co " * 19_000
+    with pytest.raises(OverBudget, match="s of CPU time"):
+        with_budget(
+            lambda: template.render(t=text), clock=lambda: next(readings) * 0.3, limits=Limits()
+        )
+    assert with_budget(lambda: template.render(t="a.co b")) != ""  # the real clock
+
+
 def test_renders_outside_any_budget_get_one() -> None:
     template = Sandbox().from_string("{% for a in x %}{% for b in x %}{% endfor %}{% endfor %}")
     with pytest.raises(OverBudget, match="steps"):
