@@ -51,3 +51,36 @@ def test_the_set_webhook_example_does_what_the_text_says(tmp_path: Path) -> None
         assert telegram.webhook is not None
         assert telegram.webhook["url"] == "https://rulekit.example.com/webhooks/telegram/s3cret_-"
         assert telegram.webhook["secret_token"] == "s3cret_-"
+
+
+def test_the_channel_timers_example_is_what_the_provider_does() -> None:
+    """The plugins.md example of channel timers, run on the Telegram provider it describes:
+    the same timers asked for, the same close when due."""
+    import json
+
+    from rulekit.channels import ChannelContext
+    from rulekit.event import Event
+    from rulekit.store.base import State
+    from rulekit.store.memory import MemoryStore
+    from rulekit.testing.telegram_updates import Updates
+    from telegram_samples import ANN, make_provider
+
+    from rulekit_telegram.provider import TelegramProvider
+
+    namespace = {"Provider": TelegramProvider, "Event": Event, "State": State}
+    exec(_block("plugins.md", "python", "**Channel timers.**"), namespace)
+    shipped = make_provider()
+    context = ChannelContext(shipped.channel, shipped.settings, shipped.directory)
+    documented = namespace["TelegramProvider"](context)  # type: ignore[operator]
+    updates = Updates()
+    for provider in (documented, shipped):
+        store = MemoryStore()
+        with store.transaction() as state:
+            (created,) = provider.parse(json.dumps(updates.message(ANN, "Hi")).encode(), state)
+            (timer,) = provider.channel_timers(created)
+            (closed,) = provider.timer_due(timer, state)
+        assert (timer.name, closed.event, closed.id) == (
+            "close_after",
+            "closed",
+            f"telegram:idle:111:{updates.date}",
+        )
