@@ -90,7 +90,13 @@ def test_a_timer_survives_kill_9_and_fires_once(tmp_path, processes, chatra):
         with store.transaction() as state:
             record = state.get_event(fired["by_event"])
             assert record is not None and record.trace["timer"]["outcome"] == "fired"
-            assert [job.status for job in state.jobs(event_id=record.event_id)] == ["done"]
+
+        def statuses() -> list[str]:
+            with store.transaction() as state:
+                return [job.status for job in state.jobs(event_id=fired["by_event"])]
+
+        # the fake hears the call before the daemon records its answer
+        wait_for(lambda: statuses() == ["done"], timeout=30)
     finally:
         store.close()
     assert replies(chatra) == ["client00000001"]  # once
