@@ -25,7 +25,7 @@ from rulekit.event import Event
 from rulekit.runtime.replies import note_replies
 from rulekit.runtime.worker import Evaluation, Refusal, Request
 from rulekit.store.base import JournaledState, JournaledStore, State
-from rulekit.store.recording import Recording, RecordingState, StateChanged
+from rulekit.store.recording import Recording, RecordingState, StateChanged, Unwritten
 from rulekit.store.records import JobSpec
 
 __all__ = [
@@ -105,7 +105,7 @@ def prepare(
     prepared: Prepared | None = None
     try:
         with store.transaction() as state:
-            recording = RecordingState(state)
+            recording = RecordingState(Unwritten(state))
             found = parse(recording) if parse is not None else list(events or ())
             for event in found:
                 note_replies(recording, event)
@@ -130,8 +130,9 @@ def prepare_together(
         with store.transaction() as state:
             parsed: list[tuple[list[Event], RecordingState]] = []
             failed: Exception | None = None
+            unwritten = Unwritten(state)  # a body reads what the ones before it wrote
             for parse in parses:
-                recording = RecordingState(state)
+                recording = RecordingState(unwritten)
                 try:
                     parsed.append((parse(recording), recording))
                 except StoreUnavailable:

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from rulekit.event import Client, Conversation
 from rulekit.store.base import State
+from rulekit.store.listing import ConversationQuery, ConversationSummary
 
 
 class StateChanged(Exception):
@@ -136,3 +137,90 @@ class RecordingState(State):
 
     def hold_assignments(self) -> None:
         self._call("hold_assignments")
+
+
+class Unwritten(State):
+    """``state`` whose writes of conversations, clients and message ids are kept in memory,
+    for a normalization whose transaction is rolled back anyway: its writes are made when its
+    recording is replayed, so making them here too would only cost statements (round trips, on
+    PostgreSQL). Every read answers as if they had been made. Reads that could depend on them
+    in ways not kept here (counts and lists of conversations) first make them."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self._conversations: dict[tuple[str, str], tuple[str | None, str]] = {}
+        """(channel, key) -> the conversation's id and JSON."""
+        self._clients: dict[tuple[str, str], str] = {}
+        self._seen: set[tuple[str, str]] = set()
+
+    def _write(self) -> None:
+        """Make the writes kept so far (before a read that may depend on them)."""
+        for (channel, key), (_, data) in self._conversations.items():
+            self.state.save_conversation(channel, key, Conversation.model_validate_json(data))
+        for (channel, _), data in self._clients.items():
+            self.state.save_client(channel, Client.model_validate_json(data))
+        for channel, message_id in self._seen:
+            self.state.mark_message_seen(channel, message_id)
+        self._conversations.clear()
+        self._clients.clear()
+        self._seen.clear()
+
+    def get_conversation(self, channel: str, key: str) -> Conversation | None:
+        kept = self._conversations.get((channel, key))
+        if kept is not None:
+            return Conversation.model_validate_json(kept[1])
+        return self.state.get_conversation(channel, key)
+
+    def save_conversation(self, channel: str, key: str, conversation: Conversation) -> None:
+        self._conversations[(channel, key)] = (conversation.id, conversation.model_dump_json())
+
+    def find_conversation(
+        self, channel: str, conversation_id: str
+    ) -> tuple[str, Conversation] | None:
+        for (kept_channel, key), (kept_id, data) in self._conversations.items():
+            if kept_channel == channel and kept_id == conversation_id:
+                return key, Conversation.model_validate_json(data)
+        found = self.state.find_conversation(channel, conversation_id)
+        if found is not None and (channel, found[0]) in self._conversations:
+            return None  # that key's conversation has another id now
+        return found
+
+    def open_conversations_by_assignee(self, channel: str | None = None) -> dict[str, int]:
+        self._write()
+        return self.state.open_conversations_by_assignee(channel)
+
+    def list_conversations(self, query: ConversationQuery) -> list[ConversationSummary]:
+        self._write()
+        return self.state.list_conversations(query)
+
+    def get_client(self, channel: str, client_id: str) -> Client | None:
+        kept = self._clients.get((channel, client_id))
+        if kept is not None:
+            return Client.model_validate_json(kept)
+        return self.state.get_client(channel, client_id)
+
+    def save_client(self, channel: str, client: Client) -> None:
+        if client.id is None:
+            raise ValueError("a client without an id cannot be stored")
+        self._clients[(channel, client.id)] = client.model_dump_json()
+
+    def mark_message_seen(self, channel: str, message_id: str) -> bool:
+        if self.message_seen(channel, message_id):
+            return False
+        self._seen.add((channel, message_id))
+        return True
+
+    def message_seen(self, channel: str, message_id: str) -> bool:
+        return (channel, message_id) in self._seen or self.state.message_seen(channel, message_id)
+
+    def cooldown_until(self, rule: str, conversation_id: str) -> datetime | None:
+        return self.state.cooldown_until(rule, conversation_id)
+
+    def cooldowns_of(self, conversation_id: str) -> dict[str, datetime]:
+        return self.state.cooldowns_of(conversation_id)
+
+    def set_cooldown(self, rule: str, conversation_id: str, until: datetime) -> None:
+        self.state.set_cooldown(rule, conversation_id, until)
+
+    def next_position(self, key: str, modulo: int) -> int:
+        return self.state.next_position(key, modulo)

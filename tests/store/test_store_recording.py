@@ -9,7 +9,7 @@ import pytest
 
 from rulekit.event import Client, Conversation
 from rulekit.store.memory import MemoryStore
-from rulekit.store.recording import RecordingState, StateChanged
+from rulekit.store.recording import RecordingState, StateChanged, Unwritten
 
 
 class RolledBack(Exception):
@@ -68,3 +68,35 @@ def test_presence_is_recorded_and_a_change_of_it_is_a_changed_state():
         state.set_presence("ann@example.com", status="away")
     with pytest.raises(StateChanged, match="presence"), store.transaction() as state:
         recording.recording.replay(state)
+
+
+def test_a_normalization_that_is_rolled_back_writes_nothing_yet_reads_what_it_wrote():
+    store = MemoryStore()
+    with store.transaction() as state:
+        state.save_conversation("chat", "k0", Conversation(id="c0", assignee="a@x.io"))
+        state.mark_message_seen("chat", "m0")
+    with store.transaction() as state:
+        statements = state.statements
+        unwritten = Unwritten(state)
+        unwritten.save_conversation("chat", "k1", Conversation(id="c1", tags=["vip"]))
+        unwritten.save_conversation("chat", "k0", Conversation(id="c0-new"))
+        unwritten.save_client("chat", Client(id="u1", name="Anna"))
+        assert unwritten.mark_message_seen("chat", "m1") is True
+        assert unwritten.mark_message_seen("chat", "m1") is False
+        assert unwritten.mark_message_seen("chat", "m0") is False  # seen before
+        assert state.statements - statements == 2  # the two reads of message ids only
+        assert unwritten.get_conversation("chat", "k1") == Conversation(id="c1", tags=["vip"])
+        assert unwritten.find_conversation("chat", "c1") == (
+            "k1",
+            Conversation(id="c1", tags=["vip"]),
+        )
+        assert unwritten.find_conversation("chat", "c0") is None  # k0 has another id now
+        assert unwritten.get_client("chat", "u1") == Client(id="u1", name="Anna")
+        assert unwritten.message_seen("chat", "m1") and not unwritten.message_seen("chat", "m2")
+        with pytest.raises(ValueError, match="without an id"):
+            unwritten.save_client("chat", Client(name="nobody"))
+        assert state.get_conversation("chat", "k1") is None  # nothing reached the store
+        # a count depends on every conversation: what was kept is written first
+        assert unwritten.open_conversations_by_assignee("chat") == {}
+        assert state.get_conversation("chat", "k1") == Conversation(id="c1", tags=["vip"])
+        assert state.message_seen("chat", "m1")
