@@ -7,7 +7,7 @@ Figures printed:
 * events/s of ``Engine.evaluate`` vs hand-written Python lambdas behind a (channel, event) dict,
   on the same rules and events (targets: >= 0.5x at 1,000 rules, >= 4.5x at 10,000);
 * the same for the path the daemon runs: ``evaluate(explain=True)`` and the trace it records,
-  serialized to JSON (``daemon path``), with the trace's mean size;
+  encoded as the store writes it (``daemon path``), with the trace's mean size;
 * time to load N rules vs PyYAML's C safe loader alone on the same files (target <= 2x);
 * ``rulekit --help`` wall time vs ``python -c pass`` (target: the difference <= 0.3 s).
 
@@ -18,7 +18,6 @@ with other work, wall time measures the other work too.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import subprocess
@@ -34,6 +33,7 @@ from rulekit.channels.base import ChannelSettings
 from rulekit.config import ChannelConfig, Config
 from rulekit.engine.trace import trace_of
 from rulekit.plugins import load_plugins
+from rulekit.store.codec import trace_json
 
 CHANNELS = ["online-chat", "email", "telegram-bot", "vk"]
 EVENTS = ["created", "message", "reopened", "agent_replied", "closed", "client_updated"]
@@ -206,7 +206,7 @@ def run_daemon_path(engine: Engine, events: list[Event]) -> list[int]:
     out = []
     for e in events:
         plan = engine.evaluate(e, explain=True)
-        out.append(len(json.dumps(trace_of(plan, rules_version=engine.version))))
+        out.append(len(trace_json(trace_of(plan, rules_version=engine.version))))
     return out
 
 

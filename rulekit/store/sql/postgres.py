@@ -22,6 +22,7 @@ from typing import Any
 
 from rulekit.errors import StoreConflict, StoreUnavailable
 from rulekit.event import Event
+from rulekit.store.codec import trace_json
 from rulekit.store.records import (
     INTERRUPTED,
     InboxItem,
@@ -230,7 +231,7 @@ class PostgresState(SQLState):
                 "client": event.client.id,
                 "occurred": utc(event.occurred_at),
                 "data": self.dialect.json(event.public()),
-                "trace": self.dialect.json(dict(trace)),
+                "trace": trace_json(trace),
                 "now": utc(now),
                 "rules": [job.rule for job in jobs],
                 "actions": [job.action for job in jobs],

@@ -16,6 +16,7 @@ from typing import Any
 from rulekit.errors import StoreError
 from rulekit.event import Client, Conversation, Event
 from rulekit.store.base import JournaledState
+from rulekit.store.codec import trace_json
 from rulekit.store.listing import ConversationQuery, ConversationSummary
 from rulekit.store.records import (
     INTERRUPTED,
@@ -371,7 +372,7 @@ class SQLState(SQLTimers, SQLPresence, SQLStats, JournaledState):
                 "conversation": event.conversation.id,
                 "occurred": time(event.occurred_at),
                 "data": json(event.public()),
-                "trace": json(dict(trace)),
+                "trace": trace_json(trace),
                 "now": at,
             },
         )
