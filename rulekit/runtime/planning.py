@@ -134,7 +134,10 @@ def prepare_together(
             for parse in parses:
                 recording = RecordingState(unwritten)
                 try:
-                    parsed.append((parse(recording), recording))
+                    found = parse(recording)
+                    for event in found:
+                        note_replies(recording, event)
+                    parsed.append((found, recording))
                 except StoreUnavailable:
                     raise
                 except Exception as exc:

@@ -186,3 +186,28 @@ def test_three_daemons_fire_each_timer_exactly_once(tmp_path, processes, chatra,
         store.close()
     assert sorted(t.status for t in done) == ["fired"] * count
     assert sorted(replies(chatra)) == sorted(expected)  # each exactly once
+
+
+def test_the_daemon_keeps_who_answered_and_when(tmp_path, serve, chatra):
+    """The reply times and the last agent are kept by the daemon's own processing (webhooks
+    normalized together), not only by the dry run: a timer's condition and ``assign``'s
+    ``last_agent`` read them."""
+    config = write_setup(tmp_path, rules(after="60s"), chatra=chatra)
+    server = serve(config)
+    assert httpx.post(server.webhook_url, content=started_now(3)).status_code == 200
+    assert httpx.post(server.webhook_url, content=agent_reply(3)).status_code == 200
+
+    def stored() -> dict | None:
+        conn = sqlite3.connect(tmp_path / "rulekit.sqlite3")
+        try:
+            row = conn.execute(
+                "SELECT data FROM conversations WHERE key = ?", ("client00000003",)
+            ).fetchone()
+        finally:
+            conn.close()
+        data = json.loads(row[0]) if row else None
+        return data if data and data.get("last_agent") else None
+
+    data = wait_for(stored, timeout=10)
+    assert data["last_agent"] == "anna@shop.example.com"
+    assert data["last_agent_reply_at"] and data["first_agent_reply_at"]
