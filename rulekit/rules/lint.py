@@ -30,6 +30,8 @@ def country_code_hints(rule: Rule) -> list[RuleError]:
     ['DE', 'AT']``) never matches; ``client.country_code`` is what it means."""
     hints: list[RuleError] = []
     for leaf in leaves(rule.condition):
+        if "country" not in leaf.source:  # no client.country to look for in its tree
+            continue
         codes = sorted(
             {code for compare in _compares(leaf.node) for code in _country_codes(compare)}
         )
@@ -47,10 +49,25 @@ def country_code_hints(rule: Rule) -> list[RuleError]:
 
 
 def _compares(node: Any) -> list[nodes.Compare]:
+    """The comparisons in a node tree (constants and lists of constants are not entered: rules
+    list hundreds of values)."""
     if not isinstance(node, nodes.Node):
         return []
-    found = list(node.find_all(nodes.Compare))
-    return [node, *found] if isinstance(node, nodes.Compare) else found
+    found: list[nodes.Compare] = []
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, nodes.Compare):
+            found.append(current)
+        if not _constant(current):
+            stack.extend(current.iter_child_nodes())
+    return found
+
+
+def _constant(node: nodes.Node) -> bool:
+    if isinstance(node, nodes.List | nodes.Tuple):
+        return all(isinstance(item, nodes.Const) for item in node.items)
+    return isinstance(node, nodes.Const)
 
 
 def _is_client_country(node: Any) -> bool:

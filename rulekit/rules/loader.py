@@ -403,7 +403,8 @@ class RuleLoader:
                     filters=self.environment.filters,
                     tests=self.environment.tests,
                 )
-            self._lint_calendars(expr, at, path, value)
+            if any(name in value for name in CALENDAR_FUNCTIONS):  # else no tree to walk
+                self._lint_calendars(expr, at, path, value)
             for problem in problems:
                 errors.append(at.error(path, f"{problem} in {value!r}"))
             if problems:
