@@ -22,6 +22,9 @@ REPLY_FIELDS = (
     "last_agent",
 )
 
+CLIENT_WRITES = frozenset({"message", "created", "reopened"})
+"""Events whose message, when its author is the client, is the client writing."""
+
 
 def note_replies(state: State, event: Event) -> None:
     """Update the stored reply times with ``event`` and set them on its conversation."""
@@ -36,7 +39,8 @@ def note_replies(state: State, event: Event) -> None:
         name: getattr(conversation, name) or getattr(stored, name) for name in REPLY_FIELDS
     }
     at = event.occurred_at
-    author = event.message.author if event.event == "message" else None
+    # a chat started or reopened by the client's message is the client writing too
+    author = event.message.author if event.event in CLIENT_WRITES else None
     if author == "client":
         times["last_client_message_at"] = at
     elif author == "agent" or event.event == "agent_replied":

@@ -211,3 +211,5 @@ def test_the_daemon_keeps_who_answered_and_when(tmp_path, serve, chatra):
     data = wait_for(stored, timeout=10)
     assert data["last_agent"] == "anna@shop.example.com"
     assert data["last_agent_reply_at"] and data["first_agent_reply_at"]
+    # the chat was started by the client's message: the client wrote, before the answer
+    assert data["last_client_message_at"] < data["last_agent_reply_at"]
