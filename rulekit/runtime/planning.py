@@ -106,9 +106,7 @@ def prepare(
     try:
         with store.transaction() as state:
             recording = RecordingState(Unwritten(state))
-            found = parse(recording) if parse is not None else list(events or ())
-            for event in found:
-                note_replies(recording, event)
+            found = _normalized(recording, parse, events)
             prepared = Prepared(found, _request(state, found), recording.recording)
             raise _RollBack
     except _RollBack:
@@ -134,10 +132,7 @@ def prepare_together(
             for parse in parses:
                 recording = RecordingState(unwritten)
                 try:
-                    found = parse(recording)
-                    for event in found:
-                        note_replies(recording, event)
-                    parsed.append((found, recording))
+                    parsed.append((_normalized(recording, parse), recording))
                 except StoreUnavailable:
                     raise
                 except Exception as exc:
@@ -154,6 +149,20 @@ def prepare_together(
     except _RollBack:
         pass
     return out
+
+
+def _normalized(
+    recording: RecordingState,
+    parse: Callable[[State], list[Event]] | None,
+    events: list[Event] | None = None,
+) -> list[Event]:
+    """One body's events (``parse`` on ``recording``, else ``events``) with their
+    conversations' reply times noted: every path that turns a body into events goes through
+    here."""
+    found = parse(recording) if parse is not None else list(events or ())
+    for event in found:
+        note_replies(recording, event)
+    return found
 
 
 def _request(state: JournaledState, events: list[Event]) -> Request:
