@@ -12,6 +12,7 @@ that state yields. Otherwise the replay raises :class:`StateChanged` and the dae
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -224,3 +225,22 @@ class Unwritten(State):
 
     def next_position(self, key: str, modulo: int) -> int:
         return self.state.next_position(key, modulo)
+
+    def cooldowns_for(self, conversation_ids: Sequence[str]) -> dict[str, dict[str, datetime]]:
+        return self.state.cooldowns_for(conversation_ids)
+
+    def hold_assignments(self) -> None:
+        self.state.hold_assignments()
+
+    def set_presence(
+        self,
+        email: str,
+        *,
+        status: str | None = None,
+        connected_until: datetime | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        self.state.set_presence(email, status=status, connected_until=connected_until, now=now)
+
+    def presence(self, *, now: datetime | None = None) -> dict[str, str]:
+        return self.state.presence(now=now)

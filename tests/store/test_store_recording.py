@@ -3,11 +3,13 @@ did to the models afterwards; a different answer means the state changed."""
 
 from __future__ import annotations
 
+import inspect
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from rulekit.event import Client, Conversation
+from rulekit.store.base import State
 from rulekit.store.memory import MemoryStore
 from rulekit.store.recording import RecordingState, StateChanged, Unwritten
 
@@ -100,3 +102,38 @@ def test_a_normalization_that_is_rolled_back_writes_nothing_yet_reads_what_it_wr
         assert unwritten.open_conversations_by_assignee("chat") == {}
         assert state.get_conversation("chat", "k1") == Conversation(id="c1", tags=["vip"])
         assert state.message_seen("chat", "m1")
+
+
+STATE_METHODS = sorted(
+    name
+    for name, member in vars(State).items()
+    if callable(member) and not name.startswith("_") and name != "transaction"
+)
+
+
+@pytest.mark.parametrize("method", STATE_METHODS)
+def test_an_unwritten_state_answers_every_state_method(method):
+    """What a provider or an action may ask the state during a normalization (presence, the
+    assignment lock, every read and write) is answered through ``Unwritten`` as by the store
+    itself: nothing falls through to the base class's refusal (a console assignment to a group
+    got a 500 when it could not tell who is online)."""
+    defined_by = next(klass for klass in Unwritten.__mro__ if method in vars(klass))
+    if defined_by is State:
+        source = inspect.getsource(getattr(State, method))
+        assert "NotImplementedError" not in source, f"Unwritten lacks {method}"
+
+
+def test_presence_and_the_assignment_lock_pass_through_an_unwritten_state():
+    store = MemoryStore()
+    now = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
+    with store.transaction() as state:
+        state.set_presence("anna@example.com", connected_until=now + timedelta(minutes=1), now=now)
+    with pytest.raises(RolledBack), store.transaction() as state:
+        unwritten = Unwritten(state)
+        unwritten.hold_assignments()
+        assert RecordingState(unwritten).presence(now=now) == {"anna@example.com": "online"}
+        unwritten.set_presence(
+            "boris@example.com", status="away", connected_until=now + timedelta(minutes=1), now=now
+        )
+        assert unwritten.presence(now=now)["boris@example.com"] == "away"
+        raise RolledBack
