@@ -139,6 +139,10 @@ class Processor:
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._arrivals: OrderedDict[str, datetime] = OrderedDict()
+        self._held: list[InboxItem] = []
+        """Items a round claimed but could not finish (the store failed): still claimed by this
+        daemon, so the next round takes them first instead of waiting out their claim."""
+        self._held_since = 0.0
 
     def wake(self) -> None:
         """Something was appended to the inbox."""
@@ -199,12 +203,22 @@ class Processor:
         Returns what each item led to (a set-aside item as itself), how many were claimed, and
         the store error that ended the round early, if any."""
         results: list[Processed | InboxItem] = []
-        items: list[InboxItem] = []
+        # our own claims of a failed round, while well within their lease
+        fresh = self.clock() - self._held_since < INBOX_LEASE / 2
+        items: list[InboxItem] = self._held if fresh else []
+        waiting = list(items)
+        self._held = []
         try:
-            with self.store.transaction() as state:
-                items = state.claim_inbox(self.owner, lease=INBOX_LEASE, limit=self.batch)
+            if len(items) < self.batch:
+                with self.store.transaction() as state:
+                    claimed = state.claim_inbox(
+                        self.owner, lease=INBOX_LEASE, limit=self.batch - len(items)
+                    )
+                if claimed:
+                    self._held_since = self.clock() if not items else self._held_since
+                    items = items + claimed
+                    waiting.extend(claimed)
             self.evaluator.want(snapshot)
-            waiting = list(items)
             while waiting and not self._stopping:
                 taken, done = self._process_together(snapshot, _independent(waiting))
                 results.extend(done)
@@ -213,6 +227,7 @@ class Processor:
         except (StoreUnavailable, WorkerGone) as exc:
             if self._stopping:
                 return results, len(items), None
+            self._held = waiting
             return results, len(items), exc
         return results, len(items), None
 

@@ -279,3 +279,23 @@ def _on_disk(path: Any) -> tuple[set[str], set[str]]:
 
 async def _wake(server: Any) -> None:
     server.daemon.dispatcher.wake()
+
+
+def test_a_blip_while_processing_retakes_the_claimed_webhooks_at_once(tmp_path, serve, chatra):
+    """The store fails while a round of webhooks is being prepared: the daemon still holds
+    their claims, so its next round processes them (one claim each) instead of leaving them
+    until their claim runs out and claiming them again."""
+    config = write_setup(tmp_path, REPLY_RULES, chatra=chatra)
+    failures = {"cooldowns_for": 1}
+    store = FaultyStore(tmp_path / "rulekit.sqlite3", failures)
+    try:
+        server = serve(config, store=store)
+        assert httpx.post(server.webhook_url, content=chat_started(1, "hi")).status_code == 200
+        wait_for(lambda: read(tmp_path, lambda s: s.inbox_items(status="done")))
+        assert failures == {"cooldowns_for": 0}  # the blip happened
+        [item] = read(tmp_path, lambda s: s.inbox_items())
+        assert item.attempts == 1  # taken again under its first claim
+        wait_for(lambda: [m["text"] for m in chatra.sent] == ["hi"])
+        server.stop()
+    finally:
+        store.close()
