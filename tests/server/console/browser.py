@@ -70,10 +70,16 @@ def chromium(profile: Path, *extra_flags: str) -> Iterator[Any]:
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
-    """Poll ``condition`` until it returns something true; fail naming ``what``."""
+    """Poll ``condition`` until it returns something true; fail naming ``what``. An element
+    the page replaced while it was read counts as not yet."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     deadline = time.monotonic() + timeout
     while True:
-        result = condition()
+        try:
+            result = condition()
+        except StaleElementReferenceException:
+            result = None  # the page redrew what was being read: read it again
         if result:
             return result
         if time.monotonic() > deadline:

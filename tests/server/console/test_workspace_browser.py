@@ -215,12 +215,29 @@ def test_the_panel_changes_assignee_priority_and_tags(
             ),
             "the rule's priority in the panel",
         )
-        tags = page.find_elements(By.CSS_SELECTOR, "#state-tags li")
-        assert [t.get_attribute("data-tag") for t in tags] == ["vip"]
-        assert "saved" in page.find_element(By.ID, "state-status").text
+        # the panel is redrawn as updates arrive: read it in one script call each time
+        wait_for(
+            lambda: (
+                page.execute_script(
+                    "return [...document.querySelectorAll('#state-tags li')]"
+                    ".map(li => li.dataset.tag)"
+                )
+                == ["vip"]
+            ),
+            "the tag in the panel",
+        )
+        wait_for(
+            lambda: (
+                "saved"
+                in page.execute_script("return document.getElementById('state-status').textContent")
+            ),
+            "the panel saying saved",
+        )
         page.save_screenshot(str(shots / "panel-edits.png"))
 
-        page.find_element(By.CSS_SELECTOR, '#state-tags button[data-tag="vip"]').click()
+        page.execute_script(
+            "document.querySelector('#state-tags button[data-tag=\"vip\"]').click()"
+        )
         wait_for(lambda: stored_conversation(site).tags == [], "the tag removed")
         wait_for(lambda: not page.find_elements(By.CSS_SELECTOR, "#state-tags li"), "no tags")
     updates = site.events("updated")
