@@ -41,12 +41,19 @@ def body(message_id: str, name: str, text: str = "x", client_id: str = "client-1
 
 
 def raw_request(port: int, request: str) -> bytes:
-    """Send ``request`` byte for byte (no client normalises its path) and read the answer."""
+    """Send ``request`` byte for byte (no client normalises its path) and read the answer: up
+    to the end of its body when it gives a Content-Length (a connection the server keeps open,
+    as after a refused WebSocket handshake, is not waited out), else until the server closes."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(request.encode("latin-1"))
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk
+            head, found, body = answer.partition(b"\r\n\r\n")
+            if found:
+                length = re.search(rb"(?im)^content-length:\s*(\d+)\s*$", head)
+                if length is not None and len(body) >= int(length.group(1)):
+                    break
     return answer
 
 
