@@ -146,15 +146,8 @@ class Changes:
             return ok({"event_id": None, "job_id": None, "changed": [], "client": _panel(client)})
         updated = client.model_copy(update=changed)
         token = change_token(viewer, idempotency_key)
-        event = Event(
-            id=f"{channel}:console:client:{token}",
-            channel=channel,
-            event="client_updated",
-            occurred_at=datetime.now(UTC),
-            origin="console",
-            conversation=conversation,
-            client=updated,
-            agent=Agent(email=viewer.email, name=viewer.name, known=viewer.email is not None),
+        event = console_event(
+            viewer, f"client:{token}", channel, "client_updated", conversation, updated
         )
 
         def save(state: JournaledState) -> None:
@@ -319,6 +312,28 @@ def _contact_changes(body: dict[str, Any]) -> dict[str, str | None]:
 
 def _panel(client: Client) -> dict[str, Any]:
     return known(client.model_dump(mode="json"))
+
+
+def console_event(
+    viewer: Viewer,
+    token: str,
+    channel: str,
+    name: str,
+    conversation: Conversation,
+    client: Client,
+) -> Event:
+    """The event an agent's change from the console makes (``origin: console``, the agent as
+    its author), with the id ``<channel>:console:<token>``."""
+    return Event(
+        id=f"{channel}:console:{token}",
+        channel=channel,
+        event=name,
+        occurred_at=datetime.now(UTC),
+        origin="console",
+        conversation=conversation,
+        client=client,
+        agent=Agent(email=viewer.email, name=viewer.name, known=viewer.email is not None),
+    )
 
 
 def change_token(viewer: Viewer, key: str | None) -> str:

@@ -18,7 +18,6 @@ the events with their traces and jobs (:mod:`rulekit.runtime.planning`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -26,12 +25,12 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 from rulekit.errors import PermanentActionError, StoreUnavailable
-from rulekit.event import Agent, Event
+from rulekit.event import Event
 from rulekit.runtime import planning
 from rulekit.runtime.planning import Processed, StateChanged
 from rulekit.runtime.processor import report
 from rulekit.runtime.worker import Evaluation, Refusal
-from rulekit.server.console.changes import Changes, change_token
+from rulekit.server.console.changes import Changes, change_token, console_event
 from rulekit.server.console.sessions import Viewer
 from rulekit.server.console.workspace import ApiError, Workspace, audit, ok
 from rulekit.store.base import JournaledState, State
@@ -118,18 +117,7 @@ class ConversationEdits(Changes):
                 channel, conversation, client = await self._current(
                     workspace, viewer, conversation_id
                 )
-                cause = Event(
-                    id=f"{channel}:console:{token}",
-                    channel=channel,
-                    event="updated",
-                    occurred_at=datetime.now(UTC),
-                    origin="console",
-                    conversation=conversation,
-                    client=client,
-                    agent=Agent(
-                        email=viewer.email, name=viewer.name, known=viewer.email is not None
-                    ),
-                )
+                cause = console_event(viewer, token, channel, "updated", conversation, client)
                 made = _Made()
                 parse = _maker(action, params, cause, self.runtime.snapshot.config, made)
                 try:
