@@ -36,6 +36,7 @@ class Autoreply(Action):
     Params = AutoreplyParams
     client_facing = True
     replies_through_channel = True
+    calls_channel_service = True
     console_role = "reply"
     sees_conversation = True
 

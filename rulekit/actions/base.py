@@ -124,6 +124,10 @@ class Action:
     replies_through_channel: ClassVar[bool] = False
     """Whether it writes through the conversation's own channel (the provider's reply API):
     then a channel that cannot reply is reported as not configured."""
+    calls_channel_service: ClassVar[bool] = False
+    """Whether it calls the conversation's channel service through its provider (a reply, a
+    change of client data): such calls share the channel's service-wide pauses, so a rate
+    limit met by one (a Chatra 429) holds back all of them for the time the service asked."""
     console_role: ClassVar[str | None] = None
     """What the agents' console does with this action: ``"reply"`` (an agent's reply:
     parameters ``text`` and ``as_agent``), ``"client"`` (a change of client data: parameters

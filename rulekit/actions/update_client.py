@@ -40,6 +40,7 @@ class UpdateClient(Action):
     description = "change the client's name, email, phone or notes, at the channel's service"
     Params = UpdateClientParams
     console_role = "client"
+    calls_channel_service = True
 
     def unavailable(self, context: ActionContext | None = None) -> str | None:
         if context is None:

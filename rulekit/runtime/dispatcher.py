@@ -381,13 +381,16 @@ class Dispatcher:
     def _conversation_paces(
         self, job: Job, record: EventRecord, action: Any, provider: Provider | None
     ) -> list[Pace]:
-        """The paces of an action with none of its own: its lane, and for one that writes to
-        the client, the channel's service (a service-wide Retry-After, such as a Chatra 429,
-        pauses every reply through that channel). A reply is also held to the channel's own
-        rate limits (:attr:`Provider.reply_limits`): per conversation, and for the service."""
+        """The paces of an action with none of its own: its lane, and for one that calls the
+        channel's service (a reply, a change of client data), the service: a service-wide
+        Retry-After met by any such call (a Chatra 429) pauses all of them on that channel. A
+        reply is also held to the channel's own rate limits (:attr:`Provider.reply_limits`):
+        per conversation, and for the service."""
         limits = provider.reply_limits if provider is not None and action.client_facing else {}
         paces = [Pace(job.lane or job.destination, limits.get("conversation"))]
-        if action.client_facing:
+        if action.calls_channel_service:
+            paces.append(Pace(f"service:{record.channel}", limits.get("service"), scope="service"))
+        elif action.client_facing:
             paces.append(
                 Pace(f"{job.action}:{record.channel}", limits.get("service"), scope="service")
             )

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import pytest
 from daemons import chat_started, wait_for, write_setup
 
 from rulekit.errors import StoreUnavailable
@@ -299,3 +300,44 @@ def test_a_blip_while_processing_retakes_the_claimed_webhooks_at_once(tmp_path, 
         server.stop()
     finally:
         store.close()
+
+
+NOTE_THEN_REPLY_RULES = """\
+- name: Note
+  on: {channel: online-chat, event: created}
+  if: [client.id == 'client00000001']
+  do:
+    - update_client: {notes: "came through the chat"}
+- name: Echo
+  on: {channel: online-chat, event: created}
+  if: [client.id == 'client00000002']
+  do:
+    - autoreply: {text: "{{ message.text }}"}
+"""
+
+
+@pytest.mark.parametrize("refused", ["PUT", "POST"])
+def test_a_chatra_retry_after_holds_back_client_updates_and_replies_alike(
+    tmp_path, serve, chatra, refused
+):
+    """Chatra's limit is the account's, whatever the endpoint: a 429 met by a change of client
+    data (``PUT /clients/{id}``) holds back the replies, and one met by a reply holds back the
+    changes of client data, for the Retry-After the service gave; each call then arrives once."""
+    retry_after = 2
+    for n in (1, 2):
+        chatra.add_client(f"client{n:08d}", name=f"Visitor {n}")
+    server = serve(write_setup(tmp_path, NOTE_THEN_REPLY_RULES, chatra=chatra))
+    first, second = chat_started(1), chat_started(2, "hi")
+    if refused == "POST":
+        first, second = second, first
+    chatra.rate_limit(retry_after=retry_after)
+    assert httpx.post(server.webhook_url, content=first).status_code == 200
+    wait_for(lambda: [job.attempts for job in read(tmp_path, lambda s: s.jobs())] == [1])
+    assert httpx.post(server.webhook_url, content=second).status_code == 200
+    wait_for(lambda: len(read(tmp_path, lambda s: s.jobs(status="done"))) == 2, timeout=30)
+
+    calls = [r for r in chatra.requests if r.method in ("PUT", "POST")]
+    assert calls[0].method == refused
+    assert sorted(call.method for call in calls[1:]) == ["POST", "PUT"]
+    for call in calls[1:]:
+        assert call.at - calls[0].at >= retry_after - TIMER_RESOLUTION, (call.method, call.at)
