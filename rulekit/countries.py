@@ -82,4 +82,10 @@ def country_code(name: str | None) -> str | None:
     """The ISO 3166-1 alpha-2 code of the country called ``name``; ``None`` when unknown."""
     if not name or len(name) > 100:
         return None
+    return _lookup(name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _lookup(name: str) -> str | None:
+    # Visitors come from a few countries: folding the same name again is most of a lookup.
     return _table().get(_key(name))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
@@ -109,6 +109,15 @@ class Client(EventPart):
         if self.country_code is None and self.country:
             self.country_code = country_code(self.country)
         return self
+
+    @classmethod
+    def trusted(cls, **values: Any) -> Self:
+        """See :meth:`rulekit.models.StrictModel.trusted`; ``country_code`` is derived as in
+        validation."""
+        client = super().trusted(**values)
+        if client.country_code is None and client.country:
+            client.country_code = country_code(client.country)
+        return client
 
 
 class Message(EventPart):
@@ -212,14 +221,24 @@ class Event(StrictModel):
     def _none_is_empty(cls, value: Any) -> Any:
         return {} if value is None else value
 
+    @classmethod
+    def trusted(cls, **values: Any) -> Self:
+        """See :meth:`rulekit.models.StrictModel.trusted`; an ``id`` left out is derived as in
+        validation. Providers build their events with it from parts they built the same way."""
+        event = super().trusted(**values)
+        if not event.id:
+            event._set_derived_id()
+        return event
+
     @model_validator(mode="after")
     def _derive_id(self) -> Event:
         if not self.id:
-            digest = hashlib.sha256(
-                json.dumps(self._identity(), sort_keys=True).encode()
-            ).hexdigest()[:20]
-            self.id = f"{self.channel}:{self.event}:{digest}"
+            self._set_derived_id()
         return self
+
+    def _set_derived_id(self) -> None:
+        identity = json.dumps(self._identity(), sort_keys=True).encode()
+        self.id = f"{self.channel}:{self.event}:{hashlib.sha256(identity).hexdigest()[:20]}"
 
     def _identity(self) -> dict[str, Any]:
         """What a derived id digests: the content, where attributes added to the contract later

@@ -265,10 +265,12 @@ class Provider:
 
 def _bounded(events: list[Event]) -> list[Event]:
     for event in events:
-        event.id = bounded_key(event.id) or event.id
+        bounded = bounded_key(event.id)
+        if bounded is not None and bounded != event.id:
+            event.id = bounded
         for part in (event.conversation, event.client, event.message, event.agent):
-            if part.id is not None:
-                part.id = bounded_key(part.id)
+            if part.id is not None and (bounded := bounded_key(part.id)) != part.id:
+                part.id = bounded
     return events
 
 

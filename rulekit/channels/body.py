@@ -101,7 +101,8 @@ def bounded_key(key: object) -> str | None:
     for the same input); None for anything that is not a non-empty string."""
     if not isinstance(key, str) or not key:
         return None
-    key = clean_text(key)
+    if not key.isascii():  # (ASCII holds no surrogate: the usual id needs no search)
+        key = clean_text(key)
     if len(key) > MAX_KEY_CHARS:
         return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
     return key

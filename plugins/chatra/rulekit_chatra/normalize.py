@@ -89,14 +89,14 @@ class Normalizer:
             else:
                 name = "agent_replied"
             conversation = _with_status(conversation, "open")
-            agent = agents.find(message) if message.type == "agent" else Agent()
+            agent = agents.find(message) if message.type == "agent" else Agent.trusted()
             emit(
                 name,
                 f"msg:{message.id}",
                 conversation,
                 occurred_at=message.created_at,
                 recovered=transcript,
-                message=Message(
+                message=Message.trusted(
                     id=message.id,
                     text=message.text,
                     author=message.type,
@@ -143,13 +143,13 @@ class Normalizer:
             elif value is None and known is not None:
                 value = getattr(known, name)
             values[name] = value
-        client = Client(**values)  # derives country_code from country
+        client = Client.trusted(**values)  # derives country_code from country
         if known is not None and known.__dict__ == client.__dict__:
             return known
         return client
 
     def _new_conversation(self, payload: Payload) -> Conversation:
-        return Conversation(
+        return Conversation.trusted(
             id=f"{self.channel}:{payload.client.id}",
             external_id=payload.client.chat_id,
             status="open",
@@ -179,8 +179,9 @@ class _Emitter:
         message: Message | None = None,
         agent: Agent | None = None,
     ) -> None:
+        # Every part was built here from the read payload: nothing to validate again.
         self.events.append(
-            Event(
+            Event.trusted(
                 id=f"{self.channel}:{event_id}",
                 channel=self.channel,
                 event=name,
@@ -188,8 +189,8 @@ class _Emitter:
                 recovered=recovered,
                 conversation=conversation,
                 client=self.client,
-                message=message or Message(),
-                agent=agent or Agent(),
+                message=message or Message.trusted(),
+                agent=agent or Agent.trusted(),
                 raw=self.payload.raw,
             )
         )
@@ -209,7 +210,7 @@ class _AgentLookup:
             chatra = self.agents[0]  # the only agent in the chat wrote it
         email = chatra.email if chatra else None
         entry = self.directory.get(email)
-        return Agent(
+        return Agent.trusted(
             id=message.agent_id or (chatra.id if chatra else None),
             email=entry.email if entry else email,
             name=(entry.name if entry else None)
@@ -227,13 +228,13 @@ def _refreshed(conversation: Conversation, payload: Payload) -> Conversation:
         "page": payload.page,
     }
     changes = {k: v for k, v in sent.items() if v is not None and v != getattr(conversation, k)}
-    return conversation.model_copy(update=changes) if changes else conversation
+    return conversation.replaced(**changes) if changes else conversation
 
 
 def _with_status(conversation: Conversation, status: str) -> Conversation:
     if conversation.status == status:
         return conversation
-    return conversation.model_copy(update={"status": status})
+    return conversation.replaced(status=status)
 
 
 def _first_time(messages: Iterable[ChatraMessage]) -> datetime | None:

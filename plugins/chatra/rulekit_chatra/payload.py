@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from rulekit.channels.body import bounded_key
 from rulekit.errors import ChannelError
 
@@ -110,12 +111,21 @@ class Payload:
 def parse_body(body: bytes | str) -> Payload:
     """Decode and read a webhook body; raise :class:`ChannelError` if it is not a Chatra event."""
     try:
-        data = json.loads(body)
+        data = _decode(body)
+    except (msgspec.MsgspecError, RecursionError):
+        # msgspec accepts a subset of what json.loads does (UTF-8 only, no lone surrogates, no
+        # infinite floats) and decodes it alike: json.loads decides the rest as it always did.
+        data = _loads(body)
+    return read_payload(data)
+
+
+def _loads(body: bytes | str) -> Any:
+    try:
+        return json.loads(body)
     except RecursionError:
         raise ChannelError("the body is not acceptable JSON: nested too deeply") from None
     except (ValueError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
         raise ChannelError(f"the body is not valid JSON: {exc}") from None
-    return read_payload(data)
 
 
 def read_payload(data: Any) -> Payload:
@@ -123,22 +133,31 @@ def read_payload(data: Any) -> Payload:
     if not isinstance(data, dict):
         raise ChannelError(f"the body must be a JSON object, got {_kind(data)}")
     event_name = data.get("eventName")
+    if not isinstance(event_name, str) or event_name not in _EVENT_NAMES:
+        _refuse_event_name(event_name)
+    client = _client(data.get("client"))
+    page = data.get("chatStartedPage")
+    return Payload(
+        event_name=event_name,
+        client=client,
+        messages=_messages(data, client.id),
+        agents=_agents(data),
+        page=_string(page.get("link")) if isinstance(page, dict) else None,
+        raw=data,
+    )
+
+
+_decode = msgspec.json.Decoder().decode
+_EVENT_NAMES = frozenset((*EVENT_NAMES, FETCHED))
+
+
+def _refuse_event_name(event_name: Any) -> None:
     if event_name is None:
         raise ChannelError("the body has no eventName")
     if not isinstance(event_name, str):
         raise ChannelError(f"eventName must be a string, got {_kind(event_name)}")
-    if event_name not in EVENT_NAMES and event_name != FETCHED:
-        expected = ", ".join(EVENT_NAMES)
-        raise ChannelError(f"unknown eventName {_show(event_name)} (expected one of {expected})")
-    client = _client(data.get("client"))
-    return Payload(
-        event_name=event_name,
-        client=client,
-        messages=tuple(_messages(data, client.id)),
-        agents=tuple(_agents(data)),
-        page=_string(_object(data.get("chatStartedPage")).get("link")),
-        raw=data,
-    )
+    expected = ", ".join(EVENT_NAMES)
+    raise ChannelError(f"unknown eventName {_show(event_name)} (expected one of {expected})")
 
 
 # -- parts --------------------------------------------------------------------------------------
@@ -149,7 +168,8 @@ def _client(value: Any) -> ChatraClient:
         raise ChannelError("the body has no client object")
     if not isinstance(value, dict):
         raise ChannelError(f"client must be an object, got {_kind(value)}")
-    raw_id = value.get("id")
+    get = value.get
+    raw_id = get("id")
     client_id = _identifier(raw_id)
     if client_id is None:
         if raw_id is None:
@@ -160,91 +180,105 @@ def _client(value: Any) -> ChatraClient:
 
     # ``info`` is Chatra's merge of ``basicInfo`` (pre-chat form, agents' edits) and
     # ``integrationData`` (what the site pushed); read all three in case one is left out.
-    info = _object(value.get("info"))
-    integration = _object(value.get("integrationData"))
-    sources = [s for s in (info, _object(value.get("basicInfo")), integration) if s]
-    fields: dict[str, Any] = {name: _string(value.get(key)) for name, key in _CLIENT_KEYS}
+    info = _object(get("info"))
+    integration = _object(get("integrationData"))
+    sources = [s for s in (info, _object(get("basicInfo")), integration) if s]
+    fields: dict[str, Any] = {name: _string(get(key)) for name, key in _CLIENT_KEYS}
     for key in CONTACT_KEYS:
         found = None
         for source in sources:
             if found := _string(source.get(key)):
                 break
         fields[key] = found
-    custom = {k: v for k, v in info.items() if k not in CONTACT_KEYS}
+    custom = {k: v for k, v in info.items() if k not in CONTACT_KEYS} if info else {}
     if integration:
         custom.update((k, v) for k, v in integration.items() if k not in CONTACT_KEYS)
+    visit = get("lastVisit")
     return ChatraClient(
         id=client_id,
-        chat_id=_identifier(value.get("chatId")),
-        last_visit=timestamp(_object(value.get("lastVisit")).get("startedAt")),
+        chat_id=_identifier(get("chatId")),
+        last_visit=timestamp(visit.get("startedAt")) if isinstance(visit, dict) else None,
         custom=custom,
         **fields,
     )
 
 
-def _messages(data: dict[str, Any], client_id: str) -> list[ChatraMessage]:
-    found: list[tuple[str, Any]] = []
+def _messages(data: dict[str, Any], client_id: str) -> tuple[ChatraMessage, ...]:
     single = data.get("message")
-    if single is not None:
-        found.append(("message", single))
     many = data.get("messages")
-    if many is not None:
-        if not isinstance(many, list):
-            raise ChannelError(f"messages must be a list, got {_kind(many)}")
-        found.extend((f"messages[{index}]", item) for index, item in enumerate(many))
-    return [_message(where, item, client_id) for where, item in found]
+    if many is None:
+        return () if single is None else (_message("message", single, client_id),)
+    if not isinstance(many, list):
+        raise ChannelError(f"messages must be a list, got {_kind(many)}")
+    found = [] if single is None else [_message("message", single, client_id)]
+    found.extend(_message(index, item, client_id) for index, item in enumerate(many))
+    return tuple(found)
 
 
-def _message(where: str, value: Any, client_id: str) -> ChatraMessage:
+def _message(where: str | int, value: Any, client_id: str) -> ChatraMessage:
+    """One message; ``where`` is its key, or its index in ``messages`` (for error messages)."""
     if not isinstance(value, dict):
-        raise ChannelError(f"{where} must be an object, got {_kind(value)}")
-    kind = value.get("type")
+        raise ChannelError(f"{_where(where)} must be an object, got {_kind(value)}")
+    get = value.get
+    kind = get("type")
     if not isinstance(kind, str):
         problem = "has no type" if kind is None else f"type must be a string, got {_kind(kind)}"
-        raise ChannelError(f"{where} {problem}")
-    text = None
-    for key in ("text", "message"):  # real consumers read both; accept either
-        candidate = value.get(key)
-        if isinstance(candidate, str):
-            text = candidate
-            break
-        if candidate is not None:
-            raise ChannelError(f"{where}.{key} must be a string, got {_kind(candidate)}")
-    created_at = timestamp(value.get("createdAt"))
-    message_id = _identifier(value.get("id"))
+        raise ChannelError(f"{_where(where)} {problem}")
+    text = get("text")
+    if not isinstance(text, str):
+        text = _text(where, value)
+    created_at = timestamp(get("createdAt"))
+    message_id = _identifier(get("id"))
     if message_id is None:
         # No id: derive one from the content, so a redelivery still gets the same one.
         when = created_at.isoformat() if created_at else ""
         parts = [client_id, kind, when, text or ""]
         digest = hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass"))
         message_id = "content-" + digest.hexdigest()[:20]
+    agent_id = get("agentId")
+    agent_name = get("agentName")
+    received_from = get("receivedFrom")
     return ChatraMessage(
         id=message_id,
         type=kind,
         text=text,
         created_at=created_at,
-        agent_id=_identifier(value.get("agentId")),
-        agent_name=_string(value.get("agentName")),
-        received_from=_string(value.get("receivedFrom")),
+        agent_id=None if agent_id is None else _identifier(agent_id),
+        agent_name=None if agent_name is None else _string(agent_name),
+        received_from=None if received_from is None else _string(received_from),
     )
 
 
-def _agents(data: dict[str, Any]) -> list[ChatraAgent]:
+def _where(where: str | int) -> str:
+    return f"messages[{where}]" if isinstance(where, int) else where
+
+
+def _text(where: str | int, message: dict[str, Any]) -> str | None:
+    """A message's text when ``text`` is not a string: real consumers read ``text`` or
+    ``message``; accept either."""
+    for key in ("text", "message"):
+        candidate = message.get(key)
+        if isinstance(candidate, str):
+            return candidate
+        if candidate is not None:
+            raise ChannelError(f"{_where(where)}.{key} must be a string, got {_kind(candidate)}")
+    return None
+
+
+def _agents(data: dict[str, Any]) -> tuple[ChatraAgent, ...]:
     items: list[Any] = [data.get("agent")]
     many = data.get("agents")
     if isinstance(many, list):
         items.extend(many)
-    agents: list[ChatraAgent] = []
-    for item in items:
-        if isinstance(item, dict):
-            agents.append(
-                ChatraAgent(
-                    id=_identifier(item.get("id")),
-                    name=_string(item.get("name")),
-                    email=_string(item.get("email")),
-                )
-            )
-    return agents
+    return tuple(
+        ChatraAgent(
+            id=_identifier(item.get("id")),
+            name=_string(item.get("name")),
+            email=_string(item.get("email")),
+        )
+        for item in items
+        if isinstance(item, dict)
+    )
 
 
 # -- values -------------------------------------------------------------------------------------

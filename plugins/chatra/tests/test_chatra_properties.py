@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from rulekit.errors import ChannelError
 from rulekit.store import MemoryStore
 
+from rulekit_chatra.payload import parse_body, read_payload
+
 SAMPLES = sorted(p.name for p in DATA.glob("*.json"))
 
 json_values = st.recursive(
@@ -98,6 +100,46 @@ def test_any_body_gives_events_or_a_channel_error(body):
 @given(mutated_samples())
 def test_any_damaged_sample_gives_events_or_a_channel_error(payload):
     parse_or_reject(encode(payload))
+
+
+def as_utf8(payload: Any) -> bytes:
+    """JSON with its text as UTF-8 (lone surrogates written as they are: not UTF-8)."""
+    return json.dumps(payload, ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
+def read_as_json_loads_does(body: bytes) -> Any:
+    """What the body read as before bodies were decoded by msgspec: ``json.loads``, then the
+    tolerant reading (a payload, or the message of the ChannelError)."""
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        return "the body is not acceptable JSON: nested too deeply"
+    except (ValueError, TypeError) as exc:
+        return f"the body is not valid JSON: {exc}"
+    try:
+        return read_payload(data)
+    except ChannelError as exc:
+        return str(exc)
+
+
+def read_now(body: bytes) -> Any:
+    try:
+        return parse_body(body)
+    except ChannelError as exc:
+        return str(exc)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    mutated_samples().map(encode)  # non-ASCII written as \u escapes
+    | mutated_samples().map(as_utf8)
+    | json_values.map(encode)
+    | json_values.map(as_utf8)
+    | st.binary(max_size=200)
+)
+def test_decoding_reads_every_body_as_json_loads_does(body):
+    # compared as text: a NaN in the raw payload is unequal to itself
+    assert repr(read_now(body)) == repr(read_as_json_loads_does(body))
 
 
 # -- delivery order ------------------------------------------------------------------------------
