@@ -185,6 +185,13 @@ class Event(StrictModel):
     raw: Any = None
     _trigger: Event | None = PrivateAttr(default=None)
     _trigger_view: TriggerEvent | None = PrivateAttr(default=None)
+    _team: Any = PrivateAttr(default=None)
+
+    @property
+    def team(self) -> Any:
+        """The team as this event's evaluation sees it (:class:`rulekit.team.Team`), which the
+        engine gives the event when its rules read ``team``; None before."""
+        return self._team
 
     @property
     def trigger(self) -> TriggerEvent:

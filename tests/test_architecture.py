@@ -148,6 +148,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "rulekit.safetext",
             "rulekit.escapes",
             "rulekit.countries",
+            "rulekit.team",
         ),
     ),
     ("expr", ("rulekit.expr",)),

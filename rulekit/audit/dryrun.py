@@ -17,6 +17,7 @@ from rulekit.event import Event
 from rulekit.rules.spec import format_duration
 from rulekit.runtime.pipeline import Pipeline
 from rulekit.safetext import text_lines
+from rulekit.team import describe_seen
 from rulekit.validation import dotted
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024
@@ -122,6 +123,8 @@ def as_json(pipeline: Pipeline, results: list[InputResult]) -> dict[str, Any]:
                 item["cancels"] = [c.as_dict() for c in plan.cancels]
             if plan.firing is not None:
                 item["timer"] = plan.firing.as_dict()
+            if plan.team:
+                item["team"] = plan.team
             events.append(item)
         out.append({"input": result.input, "error": result.error, "events": events})
     return {"results": out}
@@ -164,7 +167,7 @@ def _timer_lines(pipeline: Pipeline, event: Event, plan: Plan) -> list[str]:
         for condition in trace.conditions:
             state = "error" if condition.error else str(condition.result).lower()
             lines.append(f"         unless {condition.source}  →  {state}")
-    return lines
+    return lines + _team_lines(plan.team)
 
 
 def _event_lines(pipeline: Pipeline, event: Event, plan: Plan) -> list[str]:
@@ -195,7 +198,12 @@ def _event_lines(pipeline: Pipeline, event: Event, plan: Plan) -> list[str]:
             lines.append(f"         {condition.source}  →  {state}")
     for cancel in plan.cancels:
         lines.append(f"     ⏱ cancels a pending timer of {cancel.rule!r}")
-    return lines + _plan_lines(pipeline, event, plan)
+    return lines + _team_lines(plan.team) + _plan_lines(pipeline, event, plan)
+
+
+def _team_lines(seen: dict[str, Any] | None) -> list[str]:
+    """What the rules read of ``team``, as the trace keeps it."""
+    return [f"     team: {line}" for line in describe_seen(seen or {})] if seen else []
 
 
 def _plan_lines(pipeline: Pipeline, event: Event, plan: Plan) -> list[str]:

@@ -18,6 +18,7 @@ from rulekit.safetext import text_lines
 from rulekit.store.base import JournaledState
 from rulekit.store.forms import PersonalValues
 from rulekit.store.records import Attempt, EventRecord, InboxItem, Job, Timer
+from rulekit.team import describe_seen
 
 SUGGESTIONS_SCANNED = 2000
 """How many recent events an unknown id is compared with."""
@@ -224,6 +225,11 @@ def as_text(
         lines.append(f"  ({explanation.excluded_note})")
     for error in record.trace.get("errors") or []:
         lines.append(f"  ! {hide(error, hidden)}")
+    team = record.trace.get("team")
+    if isinstance(team, dict) and team:
+        lines.append("")
+        lines.append("team (as the rules read it)")
+        lines.extend(f"  {line}" for line in describe_seen(team))
 
     lines.extend(_timer_lines(explanation, when, hidden))
     lines.append("")

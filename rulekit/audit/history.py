@@ -14,6 +14,7 @@ from rulekit.models import parse_duration
 from rulekit.safetext import text_lines
 from rulekit.store.base import JournaledState
 from rulekit.store.records import EventRecord, Job
+from rulekit.team import describe_seen
 
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 
@@ -106,6 +107,9 @@ def as_document(lines: list[HistoryLine], *, show_content: bool = False) -> dict
         timers = timer_summary(line, show_content=show_content)
         if timers:
             item["timers"] = timers
+        team = record.trace.get("team")
+        if isinstance(team, dict) and team:
+            item["team"] = team
         if show_content:
             item["client"]["email"] = client.get("email")
             item["message"] = (record.data.get("message") or {}).get("text")
@@ -155,6 +159,14 @@ def timer_note(line: HistoryLine, *, show_content: bool = False) -> str:
     return f"  timers: {', '.join(notes)}" if notes else ""
 
 
+def team_note(line: HistoryLine) -> str:
+    """``  team: online: anna@…`` — the presence the rules read deciding about the event."""
+    team = line.record.trace.get("team")
+    if not isinstance(team, dict) or not team:
+        return ""
+    return f"  team: {'; '.join(describe_seen(team))}"
+
+
 def as_text(lines: list[HistoryLine], *, timezone: tzinfo, show_content: bool = False) -> str:
     """One line per event: time, id, channel, event, client, matched rules, outcomes."""
     if not lines:
@@ -168,7 +180,7 @@ def as_text(lines: list[HistoryLine], *, timezone: tzinfo, show_content: bool = 
         timers = timer_note(line, show_content=show_content)
         out.append(
             f"{when}  {record.event_id}  {record.channel}  {record.event}  {client}  "
-            f"rules: {matched}  actions: {outcome_summary(line)}{timers}"
+            f"rules: {matched}  actions: {outcome_summary(line)}{timers}{team_note(line)}"
         )
         text = (record.data.get("message") or {}).get("text")
         if show_content and text:

@@ -54,6 +54,7 @@ def run_test(
     inputs: tuple[str, ...],
     *,
     until: timedelta | None = None,
+    online: frozenset[str] | None = None,
 ) -> int:
     from rulekit.audit.dryrun import as_json, as_text, run_input, run_until
     from rulekit.audit.suites import report, run_suite
@@ -68,6 +69,7 @@ def run_test(
         raise click.UsageError(f"channel {channel!r} is not configured (configured: {known})")
     suites, plain = _expand(inputs, engine.ruleset.files)
     pipeline = Pipeline(engine, MemoryStore())
+    pipeline.online = online
     results = [run_input(pipeline, path, channel, now) for path in plain]
     if until is not None and plain:
         results.append(run_until(pipeline, until))

@@ -156,6 +156,13 @@ def _parse_now(value: str | None) -> Any:
     help="After the last input, run the clock this much further (e.g. 1h), firing the timers "
     "due by then.",
 )
+@click.option(
+    "--online",
+    "online_text",
+    metavar="EMAILS",
+    help="The agents online in the console, comma-separated ('' for nobody); default: "
+    "everyone. Conditions reading team and assign's only_online see them.",
+)
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @reports_errors
@@ -165,6 +172,7 @@ def test_command(
     channel: str | None,
     now_text: str | None,
     until_text: str | None,
+    online_text: str | None,
     output_format: str,
     inputs: tuple[str, ...],
 ) -> None:
@@ -187,8 +195,19 @@ def test_command(
             output_format,
             inputs,
             until=until,
+            online=_parse_online(online_text),
         )
     )
+
+
+def _parse_online(value: str | None) -> frozenset[str] | None:
+    if value is None:
+        return None
+    emails = [email.strip().lower() for email in value.split(",") if email.strip()]
+    for email in emails:
+        if "@" not in email:
+            raise click.BadParameter(f"{email!r} is not an email address", param_hint="--online")
+    return frozenset(emails)
 
 
 def _parse_duration(value: str | None) -> Any:

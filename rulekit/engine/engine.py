@@ -32,6 +32,7 @@ from rulekit.expr.budget import current as current_budget
 from rulekit.plugins import Plugins, load_plugins
 from rulekit.rules.loader import RuleLoader, RuleSet
 from rulekit.rules.spec import AnyOf, Condition, Leaf, NotOf, Rule, Timing, format_duration
+from rulekit.team import Team, TeamFacts
 
 __all__ = [
     "ConditionResult",
@@ -59,6 +60,9 @@ class Engine:
         self.by_name = {rule.name: rule for rule in ruleset.rules}
         self.cancellers = cancellers(ruleset.rules)
         self.env = config.allowed_env()
+        self.reads_team = ruleset.reads_team
+        """Whether any rule reads ``team``: only then does an evaluation need
+        :class:`~rulekit.team.TeamFacts` (the daemon reads them from the store)."""
         self.program = loader.program
         # each rule's explaining function and condition sources, once it has been explained
         self._explainers: dict[Rule, tuple[Explainer, tuple[str, ...]]] = {}
@@ -108,23 +112,36 @@ class Engine:
         now: datetime | None = None,
         explain: bool = False,
         excluded: bool = False,
+        team: TeamFacts | None = None,
     ) -> Plan:
         """The plan for ``event``.
 
         ``state`` supplies cooldown marks (None: no cooldowns, no hidden side effects — the
         state is only read; call :meth:`Plan.apply` to record the plan's marks). ``now`` is the
-        time conditions see (default: the event's time, in the config's timezone).
+        time conditions see (default: the event's time, in the config's timezone). ``team`` is
+        what rules reading ``team`` see (None: presence not tracked, everyone online, no open
+        conversations); ``plan.team`` says what they read of it.
         Every path evaluates only the candidates the index yields (the daemon, ``rulekit test``
         and ``replay`` alike). ``explain=True`` records each candidate's trace, condition by
         condition, in ``plan.rules`` and counts the others in ``plan.excluded``;
         ``excluded=True`` also adds a trace for each of those, saying which of its conditions
         cannot hold (the dry run shows them; the daemon records the count only).
         """
+        seen = self._show_team(event, team)
         # each rule's conditions and simple templates get a work budget (see budget.py)
         plan: Plan = with_budget(lambda: self._evaluate(event, state, now, explain or excluded))
         if excluded:
             self._explain_excluded(plan, now)
+        plan.team = (seen.seen or None) if seen is not None else None
         return plan
+
+    def _show_team(self, event: Event, facts: TeamFacts | None) -> Team | None:
+        """Give ``event`` the team its rules see, when they read it."""
+        if not self.reads_team:
+            return None
+        team = Team(facts or TeamFacts(), self.config.directory, event.channel)
+        event._team = team
+        return team
 
     def _evaluate(
         self, event: Event, state: CooldownMarks | None, now: datetime | None, explain: bool
@@ -251,12 +268,17 @@ class Engine:
         now: datetime,
         *,
         explain: bool = False,
+        team: TeamFacts | None = None,
     ) -> Plan:
         """The plan of a due timer: ``event`` is the triggering event as it is at fire time
         (:meth:`rulekit.event.Event.at_fire_time`), ``now`` the time it fires. A timer overdue
         by more than the rule's ``max_late`` is dropped; otherwise, unless the rule's
-        ``unless:`` holds now, the rule's actions are planned. ``plan.firing`` says which."""
-        return with_budget(lambda: self._fire(rule_name, event, due, now, explain))
+        ``unless:`` holds now, the rule's actions are planned. ``plan.firing`` says which.
+        ``team`` as for :meth:`evaluate`, at fire time."""
+        seen = self._show_team(event, team)
+        plan: Plan = with_budget(lambda: self._fire(rule_name, event, due, now, explain))
+        plan.team = (seen.seen or None) if seen is not None else None
+        return plan
 
     def _fire(
         self, rule_name: str, event: Event, due: datetime, now: datetime, explain: bool

@@ -206,6 +206,9 @@ class Plan(Sequence[PlannedAction]):
         self.final = event
         """The event as the whole plan leaves it (its conversation changed by the plan's
         state-changing actions)."""
+        self.team: dict[str, Any] | None = None
+        """What the rules read of ``team`` (:attr:`rulekit.team.Team.seen`), when they did:
+        the presence and open counts the decision used."""
 
     def __getitem__(self, index: int) -> PlannedAction:  # type: ignore[override]
         return self.actions[index]

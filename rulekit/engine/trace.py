@@ -12,7 +12,9 @@ The daemon records ``trace_of(plan, rules_version=…)`` with
      "excluded": N,
      "timers"?: [{"rule", "conversation_id", "due", "restart"}],   # timers the event set
      "cancels"?: [{"rule", "conversation_id"}],                     # timers it cancelled
-     "timer"?: {"rule", "due", "fired_at", "late_seconds", "outcome", "reason"}}  # a fired timer
+     "timer"?: {"rule", "due", "fired_at", "late_seconds", "outcome", "reason"},  # a fired timer
+     "team"?: {"tracked", "online"?, "online_in"?: {group: [...]}, "open"?: {email: n}}}
+                                          # what conditions and templates read of `team`
 
 Each rule's conditions are its condition ``sources`` and one letter per condition in
 ``outcomes``: ``T`` true, ``F`` false, ``-`` not evaluated, ``E`` failed (with ``error``, the
@@ -45,6 +47,7 @@ def trace_of(plan: Plan, *, rules_version: str | None = None) -> dict[str, Any]:
         **({"timers": [timer.as_dict() for timer in plan.timers]} if plan.timers else {}),
         **({"cancels": [cancel.as_dict() for cancel in plan.cancels]} if plan.cancels else {}),
         **({"timer": plan.firing.as_dict()} if plan.firing is not None else {}),
+        **({"team": plan.team} if plan.team else {}),
     }
 
 

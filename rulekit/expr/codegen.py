@@ -53,6 +53,7 @@ ROOT_CODE = {
     "now": "now",
     "env": "env",
     "trigger": "e.trigger",
+    "team": "e.team",
 }
 
 

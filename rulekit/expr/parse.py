@@ -27,6 +27,7 @@ from rulekit.errors import TemplateError, did_you_mean
 from rulekit.event import Agent, Client, Conversation, Message, TriggerEvent
 from rulekit.expr.regex import check_patterns
 from rulekit.expr.sandbox import MAX_EXPRESSION, Sandbox, literal_escapes
+from rulekit.team import Team
 
 MAX_NESTING = 100
 """How deep the parts of one expression may nest (``a + b + c`` nests two deep, ``x|f|g`` two):
@@ -46,6 +47,7 @@ ROOT_TYPES: dict[str, Any] = {
     "now": datetime,
     "env": dict,
     "trigger": TriggerEvent,
+    "team": Team,
 }
 """The names conditions and templates may read, and their types."""
 
@@ -269,6 +271,12 @@ def field_type(model: Any, name: str) -> Any:
     return annotation
 
 
+def reads_name(expr: nodes.Node, name: str) -> bool:
+    """Whether ``expr`` reads the context name ``name`` (``team``)."""
+    found = [expr] if isinstance(expr, nodes.Name) else expr.find_all(nodes.Name)
+    return any(node.name == name and node.ctx == "load" for node in found)
+
+
 def check_references(
     expr: nodes.Node,
     known_names: set[str],
@@ -328,6 +336,10 @@ def _check_path(path: list[str]) -> str | None:
     current: Any = root
     walked = path[0]
     for attr in path[1:]:
+        if current is Team:
+            if attr not in Team.READABLE:
+                return f"team has no field {attr!r}{did_you_mean(attr, sorted(Team.READABLE))}"
+            return None
         if isinstance(current, type) and issubclass(current, BaseModel):
             if attr not in current.model_fields:
                 hint = did_you_mean(attr, list(current.model_fields))

@@ -25,6 +25,7 @@ from rulekit.expr.budget import (
     to_text,
     too_big,
 )
+from rulekit.team import Team
 
 # -- attributes ----------------------------------------------------------------------------
 
@@ -74,6 +75,8 @@ def allowed_attribute(obj: Any, name: str) -> bool:
         return name in SAFE_DATE_ATTRS
     if isinstance(obj, LoopContext):
         return name in SAFE_LOOP_ATTRS
+    if isinstance(obj, Team):
+        return name in Team.READABLE
     return False
 
 

@@ -26,7 +26,13 @@ from rulekit.errors import (
 from rulekit.event import EVENT_NAMES
 from rulekit.expr.codegen import Program, Slot, simple_template_body, split_simple_template
 from rulekit.expr.markup import defer
-from rulekit.expr.parse import ROOT_TYPES, check_nesting, check_references, parse_expression
+from rulekit.expr.parse import (
+    ROOT_TYPES,
+    check_nesting,
+    check_references,
+    parse_expression,
+    reads_name,
+)
 from rulekit.expr.sandbox import Sandbox, jinja_names, render_stream, with_budget
 from rulekit.expr.timefunctions import (
     CALENDAR_FUNCTIONS,
@@ -51,6 +57,7 @@ from rulekit.rules.spec import (
     Timing,
     Value,
 )
+from rulekit.team import unknown_groups
 from rulekit.validation import dotted, pydantic_errors
 
 MAX_FILE_BYTES = 1024 * 1024
@@ -67,6 +74,9 @@ class RuleSet:
     files: list[Path] = field(default_factory=list)
     suites: list[Path] = field(default_factory=list)
     version: str = ""
+    reads_team: bool = False
+    """Whether a condition or template reads ``team``: the daemon then sends the team's
+    presence and open counts with each event (:mod:`rulekit.team`)."""
 
 
 def rule_files(path: Path) -> list[Path]:
@@ -106,6 +116,8 @@ class RuleLoader:
         # the sandbox's own globals (``range``, ``dict``) and the plugins'
         self.program = Program(self.environment, dict(self.environment.globals))
         self.known_names = set(ROOT_TYPES) | set(self.environment.globals)
+        self.reads_team = False
+        """Whether a condition or template loaded so far reads ``team``."""
         self._sandboxes: dict[Any, Sandbox] = {None: self.environment}
         self._pending: list[tuple[Any, str, Slot]] = []
         self._problems: dict[str, list[str]] = {}
@@ -169,6 +181,7 @@ class RuleLoader:
         warnings.extend(self._calendar_warnings)
         self._calendar_warnings.clear()
         ruleset.version = digest.hexdigest()[:12]
+        ruleset.reads_team = self.reads_team
         return ruleset
 
     def _read(self, file: Path, errors: list[RuleError], digest: Any) -> Any:
@@ -402,7 +415,7 @@ class RuleLoader:
                     self.known_names,
                     filters=self.environment.filters,
                     tests=self.environment.tests,
-                )
+                ) + self._team_problems(expr, value)
             if any(name in value for name in CALENDAR_FUNCTIONS):  # else no tree to walk
                 self._lint_calendars(expr, at, path, value)
             for problem in problems:
@@ -414,6 +427,13 @@ class RuleLoader:
         kind = "a boolean" if isinstance(value, bool) else type(value).__name__
         errors.append(at.error(path, f"a condition must be an expression string, not {kind}"))
         return None
+
+    def _team_problems(self, node: Any, source: str | None = None) -> list[str]:
+        """Note that the rules read ``team``; problems with the groups they name."""
+        if (source is not None and "team" not in source) or not reads_name(node, "team"):
+            return []
+        self.reads_team = True
+        return unknown_groups(node, self.config.directory.groups)
 
     def _reference_problems(self, source: str) -> list[str]:
         try:
@@ -570,7 +590,7 @@ class RuleLoader:
                 "channel": e.channel, "event": e.event, "conversation": e.conversation,
                 "client": e.client, "message": e.message, "agent": e.agent, "origin": e.origin,
                 "recovered": e.recovered, "changed": e.changed, "now": now, "env": env,
-                "trigger": e.trigger,
+                "trigger": e.trigger, "team": e.team,
             }  # fmt: skip
             return with_budget(lambda: render_stream(template.generate(context)))
 
@@ -583,7 +603,7 @@ class RuleLoader:
             filters=self.environment.filters,
             tests=self.environment.tests,
             local_names=local_names,
-        )
+        ) + self._team_problems(node)
         if problems:
             raise _ReferenceProblems(problems)
 

@@ -105,6 +105,13 @@ class Evaluator:
         """The daemon now runs ``snapshot``: workers load it before their next request."""
         self._wanted = snapshot
 
+    @property
+    def reads_team(self) -> bool:
+        """Whether the rules the daemon runs read ``team``: requests then carry the team's
+        presence and open counts (:func:`rulekit.runtime.planning.prepare`)."""
+        wanted = self._wanted
+        return wanted is not None and wanted.engine.reads_team
+
     def warm(self) -> None:
         """Start the workers now rather than at the first request."""
         taken = []

@@ -10,6 +10,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import anyio.to_thread
@@ -128,7 +129,10 @@ async def record_outcome(
         try:
             if emitted and evaluator is not None:
                 prepared = await anyio.to_thread.run_sync(
-                    planning.prepare, commit.store, None, emitted
+                    partial(planning.prepare, team=evaluator.reads_team),
+                    commit.store,
+                    None,
+                    emitted,
                 )
                 answer = await anyio.to_thread.run_sync(evaluator.evaluate, prepared.request)
 

@@ -18,6 +18,7 @@ from rulekit.errors import ChannelError
 from rulekit.event import Event
 from rulekit.runtime.replies import note_replies
 from rulekit.store.base import State, Store
+from rulekit.team import TeamFacts
 
 
 def build_providers(engine: Engine) -> dict[str, Provider]:
@@ -107,7 +108,9 @@ class Pipeline:
             self._fire_due(at, state, outcome)
             self.clock = at
             note_replies(state, event)
-            plan = self.engine.evaluate(event, state, now=at, explain=True, excluded=True)
+            plan = self.engine.evaluate(
+                event, state, now=at, explain=True, excluded=True, team=self.team(state)
+            )
             plan.apply(state)
             for cancel in plan.cancels:
                 self.pending.pop((cancel.rule, cancel.conversation_id), None)
@@ -149,9 +152,18 @@ class Pipeline:
                 state.get_client(trigger.channel, trigger.client.id) if trigger.client.id else None
             )
             fired = trigger.at_fire_time(found[1] if found else None, client)
-            plan = self.engine.fire(timer.rule, fired, timer.due, timer.due, explain=True)
+            plan = self.engine.fire(
+                timer.rule, fired, timer.due, timer.due, explain=True, team=self.team(state)
+            )
             plan.apply(state)
             outcome.events.append((fired, plan))
+
+    def team(self, state: State) -> TeamFacts | None:
+        """The team the simulation's rules see: who it has online (everyone with access to the
+        channel, unless told), and the open conversations of its state."""
+        if not self.engine.reads_team:
+            return None
+        return TeamFacts.simulated(self.online, state.open_conversations_by_assignee())
 
     def context(self, event: Event) -> ActionContext:
         """The context actions describe themselves in, for a dry run."""

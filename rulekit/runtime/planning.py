@@ -27,6 +27,7 @@ from rulekit.runtime.worker import Evaluation, Refusal, Request
 from rulekit.store.base import JournaledState, JournaledStore, State
 from rulekit.store.recording import Recording, RecordingState, StateChanged, Unwritten
 from rulekit.store.records import JobSpec
+from rulekit.team import TeamFacts
 
 __all__ = [
     "Prepared",
@@ -36,6 +37,7 @@ __all__ = [
     "prepare_together",
     "record",
     "refused",
+    "team_facts",
 ]
 
 
@@ -99,15 +101,20 @@ def prepare(
     store: JournaledStore,
     parse: Callable[[State], list[Event]] | None = None,
     events: list[Event] | None = None,
+    *,
+    team: bool = False,
 ) -> Prepared:
     """Normalize (``parse``, given the state) or take ``events``, in a transaction that is rolled
-    back, and read what their evaluation needs."""
+    back, and read what their evaluation needs (with ``team``, the rules read ``team``: the
+    team's presence and open counts too)."""
     prepared: Prepared | None = None
     try:
         with store.transaction() as state:
-            recording = RecordingState(Unwritten(state))
+            unwritten = Unwritten(state)
+            recording = RecordingState(unwritten)
             found = _normalized(recording, parse, events)
-            prepared = Prepared(found, _request(state, found), recording.recording)
+            facts = team_facts(unwritten) if team and found else None
+            prepared = Prepared(found, _requests(state, [found], facts)[0], recording.recording)
             raise _RollBack
     except _RollBack:
         pass
@@ -116,7 +123,7 @@ def prepare(
 
 
 def prepare_together(
-    store: JournaledStore, parses: list[Callable[[State], list[Event]]]
+    store: JournaledStore, parses: list[Callable[[State], list[Event]]], *, team: bool = False
 ) -> list[Prepared | Exception]:
     """:func:`prepare` for several bodies in one transaction that is rolled back (one wait for
     the store instead of one per body): for each, in order, what to evaluate; the first that
@@ -140,7 +147,9 @@ def prepare_together(
                     break
             # what the evaluations need, read once for all (normalizing sets no mark, records
             # no event: reading after the last body is reading after each)
-            requests = _requests(state, [found for found, _ in parsed])
+            groups = [found for found, _ in parsed]
+            facts = team_facts(unwritten) if team and any(groups) else None
+            requests = _requests(state, groups, facts)
             for (found, recording), request in zip(parsed, requests, strict=True):
                 out.append(Prepared(found, request, recording.recording))
             if failed is not None:
@@ -165,26 +174,35 @@ def _normalized(
     return found
 
 
-def _request(state: JournaledState, events: list[Event]) -> Request:
-    return _requests(state, [events])[0]
-
-
-def _requests(state: JournaledState, groups: list[list[Event]]) -> list[Request]:
+def _requests(
+    state: JournaledState, groups: list[list[Event]], team: TeamFacts | None = None
+) -> list[Request]:
     """The requests for the events of several bodies, read in two queries."""
     events = [event for group in groups for event in group]
     conversations = list(dict.fromkeys(e.conversation.id for e in events if e.conversation.id))
     marks = state.cooldowns_for(conversations) if conversations else {}
     recorded = state.recorded([event.id for event in events]) if events else set()
-    return [_one_request(group, marks, recorded) for group in groups]
+    return [_one_request(group, marks, recorded, team) for group in groups]
+
+
+def team_facts(state: State) -> TeamFacts:
+    """The team's presence and open counts as ``state`` has them now (the conversations the
+    bodies just normalized included, as a dry run counts them). Read from the state, never
+    through a provider's recording: presence changes with time alone, and replaying it would
+    find the state changed again and again."""
+    return TeamFacts.of(state.presence(), state.open_conversations_by_assignee())
 
 
 def _one_request(
-    events: list[Event], marks: dict[str, dict[str, Any]], recorded: set[str]
+    events: list[Event],
+    marks: dict[str, dict[str, Any]],
+    recorded: set[str],
+    team: TeamFacts | None = None,
 ) -> Request:
     conversations = {event.conversation.id for event in events if event.conversation.id}
     cooldowns = {conversation: marks.get(conversation, {}) for conversation in conversations}
     skip = frozenset(event.id for event in events if event.id in recorded)
-    return Request(events, cooldowns, skip)
+    return Request(events, cooldowns, skip, team=team)
 
 
 def record(

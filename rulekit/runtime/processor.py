@@ -248,7 +248,9 @@ class Processor:
 
             return parse
 
-        prepared = prepare_together(self.store, [parse_of(item) for item in group])
+        prepared = prepare_together(
+            self.store, [parse_of(item) for item in group], team=snapshot.engine.reads_team
+        )
         results: list[Processed | InboxItem] = []
         if prepared and isinstance(prepared[-1], Exception):
             results.extend(self._set_aside(group[len(prepared) - 1], prepared[-1]))
@@ -315,7 +317,11 @@ class Processor:
             try:
                 if provider is None:
                     raise ChannelError(f"channel {item.channel!r} is not configured any more")
-                prepared = prepare(self.store, lambda state: provider.parse(item.body, state))
+                prepared = prepare(
+                    self.store,
+                    lambda state: provider.parse(item.body, state),
+                    team=snapshot.engine.reads_team,
+                )
             except StoreUnavailable:
                 raise
             except Exception as exc:

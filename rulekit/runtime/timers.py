@@ -48,7 +48,7 @@ from rulekit.errors import StoreUnavailable
 from rulekit.event import Event
 from rulekit.runtime.evaluator import Evaluator, WorkerGone
 from rulekit.runtime.logs import log
-from rulekit.runtime.planning import Processed, StateChanged, prepare, record
+from rulekit.runtime.planning import Processed, StateChanged, prepare, record, team_facts
 from rulekit.runtime.worker import Evaluation, Firing, Refusal, Request
 from rulekit.store.base import JournaledState, JournaledStore
 from rulekit.store.records import Timer
@@ -191,6 +191,7 @@ class TimerRunner:
         cancelled meanwhile are left out."""
         with self.store.transaction() as state:
             triggers = [self._trigger_of(state, timer) for timer in timers]
+            team = team_facts(state) if self.evaluator.reads_team else None
         now = self.now()
         out: list[Fired] = []
         requests, waiting = [], []
@@ -202,7 +203,8 @@ class TimerRunner:
                     out.append(fired)
                 continue
             event.id = timer_event_id(timer.id)
-            requests.append(Request([event], {}, firing=Firing(timer.rule, timer.due, now)))
+            firing = Firing(timer.rule, timer.due, now)
+            requests.append(Request([event], {}, firing=firing, team=team))
             waiting.append((timer, event))
         answers = self.evaluator.evaluate_many(requests)
         done: list[Fired] = []
@@ -276,7 +278,11 @@ class TimerRunner:
         due = ChannelTimer(name, timer.conversation_id, timer.due)
         for _ in range(STARTS):
             try:
-                prepared = prepare(self.store, lambda state: provider.timer_due(due, state))
+                prepared = prepare(
+                    self.store,
+                    lambda state: provider.timer_due(due, state),
+                    team=self.evaluator.reads_team,
+                )
             except StoreUnavailable:
                 raise
             except Exception as exc:  # a provider's bug costs this timer, not the runner

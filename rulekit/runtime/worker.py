@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from rulekit.event import Event
 from rulekit.sources import Files
 from rulekit.store.records import JobSpec
+from rulekit.team import TeamFacts
 
 if TYPE_CHECKING:
     from rulekit.snapshot import Snapshot
@@ -98,6 +99,9 @@ class Request:
     firing: Firing | None = None
     """Set for a due timer: the one event is its trigger at fire time
     (:meth:`rulekit.engine.engine.Engine.fire`)."""
+    team: TeamFacts | None = None
+    """The team's presence and open counts, read with the marks when the rules read
+    ``team`` (:mod:`rulekit.team`)."""
 
 
 @dataclass
@@ -192,9 +196,11 @@ def evaluate(snapshot: Snapshot, request: Request, limits: Limits) -> list[Evalu
             try:
                 firing = request.firing
                 if firing is not None:
-                    plan = engine.fire(firing.rule, event, firing.due, firing.now, explain=True)
+                    plan = engine.fire(
+                        firing.rule, event, firing.due, firing.now, explain=True, team=request.team
+                    )
                 else:
-                    plan = engine.evaluate(event, view, explain=True)
+                    plan = engine.evaluate(event, view, explain=True, team=request.team)
             finally:
                 signal.setitimer(signal.ITIMER_PROF, 0)
             jobs = [

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio.to_thread
@@ -217,7 +218,10 @@ class Changes:
         try:
             while True:
                 prepared = await anyio.to_thread.run_sync(
-                    planning.prepare, commit.store, None, [event]
+                    partial(planning.prepare, team=evaluator.reads_team),
+                    commit.store,
+                    None,
+                    [event],
                 )
                 answer = await anyio.to_thread.run_sync(evaluator.evaluate, prepared.request)
                 try:

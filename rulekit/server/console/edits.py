@@ -18,6 +18,7 @@ the events with their traces and jobs (:mod:`rulekit.runtime.planning`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -121,7 +122,9 @@ class ConversationEdits(Changes):
                 made = _Made()
                 parse = _maker(action, params, cause, self.runtime.snapshot.config, made)
                 try:
-                    prepared = await anyio.to_thread.run_sync(planning.prepare, commit.store, parse)
+                    prepared = await anyio.to_thread.run_sync(
+                        partial(planning.prepare, team=evaluator.reads_team), commit.store, parse
+                    )
                 except PermanentActionError as exc:
                     raise ApiError(400, str(exc)) from None
                 change = made.change
