@@ -85,13 +85,15 @@ def pattern_problem(pattern: Any) -> str | None:
         return f"a pattern is a string, not {type(pattern).__name__}"
     if len(pattern) > MAX_PATTERN:
         return f"the pattern is over {MAX_PATTERN} characters"
-    for opening, kind in _UNSUPPORTED:
-        if opening in pattern:
-            return f"pattern {pattern!r}: {kind} ({opening}...) is not supported{_WHY}"
     try:
         re2.compile(pattern, _options())
     except re2.error as exc:
+        # only a pattern RE2 refuses is looked at for what it lacks: `a\(?!` and `[(?=]` are
+        # plain RE2 patterns, whatever they look like
         reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        for opening, kind in _UNSUPPORTED:
+            if opening in pattern:
+                return f"pattern {pattern!r}: {kind} ({opening}...) is not supported{_WHY}"
         if _has_backreference(pattern):
             return f"pattern {pattern!r}: a backreference (\\1) is not supported{_WHY}"
         return f"pattern {pattern!r} is not a valid RE2 pattern: {reason}"

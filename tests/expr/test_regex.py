@@ -139,6 +139,20 @@ def test_patterns_are_checked_when_rules_load(
     assert "rules.yaml:3:" in text  # file:line of the condition
 
 
+def test_patterns_that_only_look_like_lookaround_are_plain_re2(holds: Any) -> None:
+    assert holds("message.text is search('a\\(?!')", "say a!")
+    assert holds("message.text is search('[(?=]')", "=")
+    assert not holds("message.text is search('[(?=]')", "x")
+
+
+def test_a_dollar_is_the_very_end_of_the_text(holds: Any) -> None:
+    """Unlike Python's, RE2's ``$`` does not also match before a final line break (documented:
+    ``\n?$`` does both)."""
+    assert not holds("message.text is search('c$')", "abc\n")
+    assert holds("message.text is search('c\\n?$')", "abc\n")
+    assert holds("message.text is search('c$', multiline=true)", "abc\n")
+
+
 def test_template_patterns_are_checked_when_rules_load(build_engine: Any) -> None:
     with pytest.raises(ValidationErrors) as caught:
         build_engine(_rule(None, "{{ message.text|regex_replace('(?<=a)b', 'c') }}"))
