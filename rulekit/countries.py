@@ -48,15 +48,52 @@ ALIASES = {
     "sint maarten": "SX",
     "us virgin islands": "VI",
     "british virgin islands": "VG",
+    # the forms of geolocation databases and of CLDR's short names
+    "congo, kinshasa": "CD",
+    "congo - kinshasa": "CD",
+    "congo, brazzaville": "CG",
+    "congo - brazzaville": "CG",
+    "korea, south": "KR",
+    "korea, north": "KP",
+    "macau": "MO",
+    "vatican city state": "VA",
+    "aland": "AX",
+    "pitcairn islands": "PN",
+    "caribbean netherlands": "BQ",
+    "heard and mcdonald islands": "HM",
+    "saint vincent and grenadines": "VC",
+    "palestinian territories": "PS",
+    "palestinian territory": "PS",
+    "libyan arab jamahiriya": "LY",
+    "macedonia, the former yugoslav republic of": "MK",
+    "kosova": "XK",
+    "xk": "XK",
 }
 """Everyday names ISO 3166-1 does not list, as geolocation services and chat widgets send them."""
 
 
+_APOSTROPHES = str.maketrans(dict.fromkeys("\u2018\u2019\u00b4\u02bc`", "'"))
+
+
 def _key(name: str) -> str:
-    """``name`` folded for lookup: no accents, lower case, single spaces."""
+    """``name`` folded for lookup: no accents, lower case, single spaces, one apostrophe,
+    ``&`` as ``and``, ``St.`` as ``saint``, no dots (``U.S.A.``), no leading ``The`` nor
+    trailing ``, The``."""
     decomposed = unicodedata.normalize("NFKD", name)
     plain = "".join(char for char in decomposed if not unicodedata.combining(char))
-    return " ".join(plain.casefold().replace("\u2019", "'").split())
+    plain = plain.casefold().translate(_APOSTROPHES).replace("&", " and ")
+    words = []
+    for word in plain.replace(" ,", ",").split():
+        parts = word.split(".")
+        if len(parts) > 2 and all(len(part) <= 1 for part in parts):
+            words.append("".join(parts))  # "U.S.A." is "usa"
+        else:
+            words.extend(part for part in " ".join(parts).split())
+    words = ["saint" if word == "st" and index == 0 else word for index, word in enumerate(words)]
+    if len(words) > 1 and words[0] == "the":
+        words = words[1:]
+    key = " ".join(words)
+    return key[: -len(", the")] if key.endswith(", the") else key
 
 
 @functools.cache
@@ -74,7 +111,9 @@ def _table() -> dict[str, str]:
         if ", " in short:  # "Korea, Republic of" also as "Republic of Korea"
             head, tail = short.split(", ", 1)
             table.setdefault(f"{tail} {head}", code)
-    table.update(ALIASES)
+        if short.endswith(")") and " (" in short:  # "Falkland Islands (Malvinas)"
+            table.setdefault(short[: short.index(" (")], code)
+    table.update((_key(alias), code) for alias, code in ALIASES.items())
     return table
 
 
@@ -88,4 +127,12 @@ def country_code(name: str | None) -> str | None:
 @functools.lru_cache(maxsize=1024)
 def _lookup(name: str) -> str | None:
     # Visitors come from a few countries: folding the same name again is most of a lookup.
-    return _table().get(_key(name))
+    table = _table()
+    key = _key(name)
+    found = table.get(key)
+    if found is None and key.endswith(")") and " (" in key:
+        # "Iran (Islamic Republic of)" is ISO's "Iran, Islamic Republic of"; "Myanmar (Burma)"
+        # is Myanmar
+        head, _, tail = key[:-1].partition(" (")
+        found = table.get(f"{head}, {tail}") or table.get(head)
+    return found
