@@ -137,9 +137,10 @@ class AgentEntry(StrictModel):
     token_sha256: str | None = None
     max_open: int | None = Field(
         None,
-        ge=1,
+        ge=0,
         description="Open conversations this agent may hold before assignment strategies skip "
-        "them; the default is their group's max_open (unlimited when neither says).",
+        "them (0: strategies never pick them); the default is their group's max_open "
+        "(unlimited when neither says).",
     )
 
     @field_validator("email")
@@ -156,7 +157,7 @@ class GroupEntry(StrictModel):
     description: str | None = None
     max_open: int | None = Field(
         None,
-        ge=1,
+        ge=0,
         description="The default max_open of the group's agents (an agent's own value wins).",
     )
 
@@ -452,7 +453,11 @@ def load_config(
     config = Config(raw=raw, path=path.resolve(), unset_variables=unset)
     groups = list(raw.groups)
     limits = (
-        {name: entry.max_open for name, entry in raw.groups.items() if entry and entry.max_open}
+        {
+            name: entry.max_open
+            for name, entry in raw.groups.items()
+            if entry and entry.max_open is not None
+        }
         if isinstance(raw.groups, dict)
         else {}
     )

@@ -109,6 +109,46 @@ def test_agents_at_capacity_are_skipped_and_the_agents_own_limit_wins():
     )
 
 
+def test_max_open_zero_keeps_an_agent_out_of_strategies_but_not_out_of_explicit_picks(tmp_path):
+    from rulekit.config import load_config
+    from rulekit.plugins import load_plugins
+
+    config = tmp_path / "rulekit.yaml"
+    config.write_text(
+        "groups:\n  support: {max_open: 0}\n  sales: {}\n"
+        "agents:\n"
+        "  - {email: lead@example.com, groups: [support], channels: [online-chat]}\n"
+        "  - {email: ann@example.com, groups: [support], channels: [online-chat], max_open: 2}\n"
+        "  - {email: bob@example.com, groups: [sales], channels: [online-chat], max_open: 0}\n"
+    )
+    directory = load_config(config, load_plugins()).directory
+    lead, ann, bob = directory.agents
+    assert [directory.max_open(a, "support") for a in (lead, ann)] == [0, 2]
+    assert directory.max_open(bob, "sales") == 0
+    store = MemoryStore()
+    make = make_config()
+    make.directory = Directory(
+        [a.model_copy(update={"channels": ["online-chat"]}) for a in directory.agents],
+        directory.groups,
+        directory.group_limits,
+    )
+    picks = [
+        assign(
+            AssignParams(group="support", strategy=strategy),
+            store,
+            make_event(conversation={"id": f"{strategy}{n}"}),
+            make,
+        )[0]["assigned"]
+        for strategy in ("round_robin", "least_open")
+        for n in range(2)
+    ]
+    assert picks == ["ann@example.com", "ann@example.com", None, None]  # the lead never
+    result, _ = assign(AssignParams(group="sales"), store, config=make)
+    assert result["assigned"] is None and "at capacity (max_open)" in result["reason"]
+    result, _ = assign(AssignParams(agent="bob@example.com"), store, config=make)
+    assert result["assigned"] == "bob@example.com"  # named: capacity is for strategies
+
+
 def test_the_conversation_being_reassigned_does_not_count_against_its_agent():
     store = MemoryStore()
     seed(store, "chatra-client-1", "conv-1", assignee="ann@example.com", group="support")
