@@ -97,7 +97,10 @@ def parse_duration(value: object) -> timedelta:
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
     if seconds <= 0:
         raise ValueError("a duration must be positive")
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"{value!r} is too long a duration") from None
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]

@@ -19,15 +19,24 @@ from rulekit.team import describe_seen
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 
 
-def parse_since(value: str | None, now: datetime) -> datetime | None:
-    """``--since``: a duration back from ``now`` (``7d``, ``12h``, ``30m``) or an ISO 8601 time."""
+def parse_since(value: str | None, now: datetime, zone: tzinfo | None = None) -> datetime | None:
+    """``--since``: a duration back from ``now`` (``7d``, ``12h``, ``30m``) or an ISO 8601 time
+    (a date, or a time without an offset, is read in ``zone``, the config's timezone, as the
+    commands show times; else in ``now``'s)."""
     if value is None:
         return None
+    value = value.strip()
     if _ISO_DATE.match(value):
-        parsed = datetime.fromisoformat(value)
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=now.tzinfo)
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not an ISO 8601 time: {exc}") from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=zone or now.tzinfo)
     duration: timedelta = parse_duration(value)
-    return now - duration
+    try:
+        return now - duration
+    except OverflowError:
+        raise ValueError(f"{value!r} reaches back before the year 1") from None
 
 
 @dataclass

@@ -39,11 +39,11 @@ def _now() -> Any:
     return datetime.now(UTC)
 
 
-def _since(value: str | None) -> Any:
+def _since(value: str | None, zone: Any = None) -> Any:
     from rulekit.audit.history import parse_since
 
     try:
-        return parse_since(value, _now())
+        return parse_since(value, _now(), zone)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
 
@@ -133,9 +133,9 @@ def history_command(
     """List recently processed events, newest first, one line each."""
     from rulekit.audit import history
 
-    since_time = _since(since)
     config, store = _open(config_path)
     try:
+        since_time = _since(since, config.timezone)
         with store.transaction() as state:
             lines = history.history(
                 state,
@@ -166,10 +166,10 @@ def stats_command(config_path: str | None, since: str | None, output_format: str
     """Per rule: events matched, actions done / failed / dead / pending, last fired."""
     from rulekit.audit import stats
 
-    since_time = _since(since)
     config, store = _open(config_path)
-    loaded = _rule_names(config)
     try:
+        since_time = _since(since, config.timezone)
+        loaded = _rule_names(config)
         with store.reading() as state:
             rows = stats.rule_stats(state, since=since_time, loaded=loaded)
     finally:
@@ -226,8 +226,8 @@ def replay_command(
     from rulekit.engine.engine import Engine
     from rulekit.loading import open_config
 
-    since_time = _since(since)
     plugins, config = open_config(config_path)
+    since_time = _since(since, config.timezone)
     engine = Engine.from_path(rules_path, config, plugins=plugins)
     for warning in engine.ruleset.warnings:
         echo(f"warning: {warning}", err=True)

@@ -62,3 +62,21 @@ def test_the_example_in_rules_md_is_this_sites_output(site):
     command, *output = example.splitlines()
     assert command == "$ rulekit stats"
     assert site.run("stats").output.splitlines() == output
+
+
+def test_since_without_an_offset_is_the_configs_time_and_bad_values_are_usage_errors(site):
+    site.config.write_text(site.config.read_text().replace("UTC", "Europe/Berlin"))
+    result = site.run("stats", "--format", "json", "--since", "2024-05-01T11:01")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert document["since"] == "2024-05-01T11:01:00+02:00"  # 09:01 UTC, as the test above
+    assert [r["matched"] for r in document["rules"]] == [2, 0, 1]
+    for since, problem in [
+        ("99999999d", "'99999999d' reaches back before the year 1"),
+        ("2024-13-01", "'2024-13-01' is not an ISO 8601 time: month must be in 1..12"),
+        ("1w", "'1w' is not a duration"),
+        ("0d", "a duration must be positive"),
+    ]:
+        result = site.run("stats", "--since", since)
+        assert result.exit_code == 2 and problem in result.output, result.output
+    assert site.run("history", "--since", " 7d ").exit_code == 0

@@ -32,11 +32,16 @@ class Stats:
     async def show(self, request: Request, viewer: Viewer, rest: list[str]) -> Response:
         if not viewer.admin:
             raise ApiError(403, "statistics are for the admin")
+        snapshot = self.console.get_snapshot()
         try:
-            since = parse_since(request.query_params.get("since") or None, datetime.now(UTC))
+            since = parse_since(
+                request.query_params.get("since") or None,
+                datetime.now(UTC),
+                snapshot.config.timezone,
+            )
         except ValueError as exc:
             raise ApiError(400, f"since: {exc}") from None
-        loaded = [rule.name for rule in self.console.get_snapshot().engine.rules]
+        loaded = [rule.name for rule in snapshot.engine.rules]
         rows = await self.console.workspace.read(
             lambda state: stats.rule_stats(state, since=since, loaded=loaded)
         )
