@@ -65,12 +65,20 @@ class SuiteInput(StrictModel):
 
 
 class Expectation(StrictModel):
-    rule: str | None = None
-    action: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
-    at: AwareDatetime | None = None
+    rule: str | None = Field(None, description="The rule that planned the action.")
+    action: str | None = Field(None, description="The action's name.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="A subset of the rendered parameters."
+    )
+    at: AwareDatetime | None = Field(
+        None, description="For an action of a timed rule: the simulated time its timer fired."
+    )
     """For an action of a timed rule: the simulated time its timer fired."""
-    would_fail: bool | str | None = None
+    would_fail: bool | str | None = Field(
+        None,
+        description="Whether the action would fail, or words its reason contains, as the dry "
+        "run says (e.g. an assign that finds nobody of the online team).",
+    )
     """Whether the action would fail (or words its reason contains), as a dry run tells."""
 
     def matches(self, actual: dict[str, Any]) -> bool:
@@ -102,19 +110,32 @@ def _fails_as(wanted: bool | str, problem: str | None) -> bool:
 
 class SuiteTest(StrictModel):
     name: str
-    channel: str | None = None
-    now: datetime | None = None
+    channel: str | None = Field(None, description="Inputs are raw payloads of this channel.")
+    now: datetime | None = Field(None, description="Start the simulated clock then.")
     inputs: list[SuiteInput] = Field(min_length=1)
-    expect: list[Expectation] = Field(default_factory=list)
-    expect_absent: list[Expectation] = Field(default_factory=list)
-    exact: bool = False
-    online: list[str] | None = None
+    expect: list[Expectation] = Field(
+        default_factory=list, description="Actions that must be planned."
+    )
+    expect_absent: list[Expectation] = Field(
+        default_factory=list, description="Actions that must not be planned."
+    )
+    exact: bool = Field(False, description="Also fail on actions `expect` does not list.")
+    online: list[str] | None = Field(
+        None,
+        description="The agents (emails) online in the console, as team.online and assign's "
+        "only_online see them; everyone with access to the channel when left out.",
+    )
     """The agents (emails) online in the console; everyone when left out."""
 
 
 class Suite(StrictModel):
     tests: list[SuiteTest]
     format: Literal[1] = 1
+
+
+def suite_schema() -> dict[str, Any]:
+    """The JSON Schema of a test suite file (``rulekit schema`` offers it beside rules)."""
+    return Suite.model_json_schema(ref_template="#/$defs/{model}")
 
 
 @dataclass

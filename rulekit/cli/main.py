@@ -248,12 +248,14 @@ def plugins_command(output_format: str) -> None:
 @cli.command("schema")
 @reports_errors
 def schema_command() -> None:
-    """Print the JSON Schema of the rules format (with every installed action's parameters)."""
+    """Print the JSON Schema of the rules format (with every installed action's parameters)
+    and of test suites."""
 
+    from rulekit.audit.suites import suite_schema
     from rulekit.plugins import load_plugins
     from rulekit.rules.schema import rules_schema
 
-    echo_json(rules_schema(load_plugins()))
+    echo_json(rules_schema(load_plugins(), suite_schema()))
 
 
 def main() -> None:

@@ -8,8 +8,10 @@ from rulekit.event import EVENT_NAMES
 from rulekit.plugins import Plugins
 
 
-def rules_schema(plugins: Plugins) -> dict[str, Any]:
-    """A JSON Schema accepting a rules file: a list of rules, or ``{rules: [...]}``."""
+def rules_schema(plugins: Plugins, suite: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A JSON Schema accepting a rules file: a list of rules, or ``{rules: [...]}``; and, given
+    a test suite's schema (``{tests: [...]}``, :func:`rulekit.audit.suites.suite_schema`), a
+    suite file too, as they live side by side."""
     defs: dict[str, Any] = {}
     steps = []
     for name in plugins.actions.names():
@@ -31,7 +33,9 @@ def rules_schema(plugins: Plugins) -> dict[str, Any]:
         "oneOf": [
             {
                 "type": "string",
-                "description": "A Jinja2 expression, e.g. client.country_code == 'DE'",
+                "description": "A Jinja2 expression over the event (channel, event, conversation, "
+                "client, message, agent, changed, trigger), now, env and team, e.g. "
+                "client.country_code == 'DE' or team.online | length == 0",
             },
             _one_key("all", conditions),
             _one_key("any", conditions),
@@ -92,18 +96,24 @@ def rules_schema(plugins: Plugins) -> dict[str, Any]:
         "required": ["name", "on", "do"],
         "additionalProperties": False,
     }  # fmt: skip
+    files: list[dict[str, Any]] = [
+        {"type": "array", "items": {"$ref": "#/$defs/rule"}},
+        {
+            "type": "object",
+            "properties": {"rules": {"type": "array", "items": {"$ref": "#/$defs/rule"}}},
+            "required": ["rules"],
+            "additionalProperties": False,
+        },
+    ]
+    if suite is not None:
+        suite = dict(suite)
+        defs.update(suite.pop("$defs", {}))
+        defs["suite"] = suite
+        files.append({"$ref": "#/$defs/suite"})
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "rulekit rules file",
-        "oneOf": [
-            {"type": "array", "items": {"$ref": "#/$defs/rule"}},
-            {
-                "type": "object",
-                "properties": {"rules": {"type": "array", "items": {"$ref": "#/$defs/rule"}}},
-                "required": ["rules"],
-                "additionalProperties": False,
-            },
-        ],
+        "oneOf": files,
         "$defs": defs,
     }
 

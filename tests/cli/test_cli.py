@@ -385,3 +385,26 @@ def test_console_script_reports_user_errors_without_traceback(tmp_path: Path) ->
         assert done.returncode == code, (command, done.stderr)
         assert "Traceback" not in done.stderr
         assert "error: " in done.stderr
+
+
+def test_schema_offers_test_suites_beside_rules() -> None:
+    """Suites live beside rules: the schema accepts both (the keys of every shipped suite are
+    the schema's, ``online`` and ``would_fail`` included), and says what ``team`` is."""
+    from rulekit import yamlsource
+
+    schema = json.loads(run("schema").stdout)
+    defs = schema["$defs"]
+    assert {"$ref": "#/$defs/suite"} in schema["oneOf"]
+    assert defs["suite"]["required"] == ["tests"]
+    test_keys = set(defs["SuiteTest"]["properties"])
+    expect_keys = set(defs["Expectation"]["properties"])
+    assert {"online", "expect", "expect_absent", "exact", "now"} <= test_keys
+    assert "would_fail" in expect_keys
+    assert "team" in defs["condition"]["oneOf"][0]["description"]
+    suites = sorted(Path(RULES).glob("*tests.yaml"))
+    assert len(suites) == 2
+    for file in suites:
+        for test in yamlsource.load(file.read_bytes())["tests"]:
+            assert set(test) <= test_keys, file
+            for item in [*test.get("expect", []), *test.get("expect_absent", [])]:
+                assert set(item) <= expect_keys, file
