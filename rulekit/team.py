@@ -47,6 +47,22 @@ class TeamFacts:
         presence = None if online is None else dict.fromkeys(online, "online")
         return cls(presence, dict(open_counts))
 
+    @classmethod
+    def recorded(cls, seen: Any) -> TeamFacts | None:
+        """The facts as far as a trace's ``team`` (what the rules read) tells them: who was
+        online, the open counts read; None when the trace has none (``rulekit why
+        --excluded`` and ``replay`` evaluate recorded events again with them)."""
+        if not isinstance(seen, Mapping) or not seen:
+            return None
+        counted = seen.get("open")
+        open_counts: dict[str, int] = dict(counted) if isinstance(counted, Mapping) else {}
+        if not seen.get("tracked"):
+            return cls(None, open_counts)
+        online = [*(seen.get("online") or [])]
+        for emails in (seen.get("online_in") or {}).values():
+            online.extend(emails)
+        return cls({str(email).lower(): "online" for email in online}, open_counts)
+
 
 class Team:
     """``team`` in conditions and templates: the agents with access to the event's channel,

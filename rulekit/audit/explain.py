@@ -18,7 +18,7 @@ from rulekit.safetext import text_lines
 from rulekit.store.base import JournaledState
 from rulekit.store.forms import PersonalValues
 from rulekit.store.records import Attempt, EventRecord, InboxItem, Job, Timer
-from rulekit.team import describe_seen
+from rulekit.team import TeamFacts, describe_seen
 
 SUGGESTIONS_SCANNED = 2000
 """How many recent events an unknown id is compared with."""
@@ -71,7 +71,8 @@ def rebuild_excluded(explanation: Explanation, engine: Engine) -> None:
         explanation.excluded_note = f"the recorded event cannot be rebuilt: {exc}"
         return
     candidates = {rule["name"] for rule in rules_of(record.trace)}
-    plan = engine.evaluate(event, explain=True, excluded=True)
+    team = TeamFacts.recorded(record.trace.get("team"))
+    plan = engine.evaluate(event, explain=True, excluded=True, team=team)
     explanation.excluded = [
         (trace.name, trace.reason) for trace in plan.rules if trace.name not in candidates
     ]

@@ -33,6 +33,7 @@ from rulekit.safetext import text_lines
 from rulekit.store.base import JournaledState
 from rulekit.store.forms import PersonalValues
 from rulekit.store.records import EventRecord
+from rulekit.team import TeamFacts
 
 COOLDOWN_NOTE = "cooldowns are not replayed: each event is evaluated as if none were running"
 TIMER_NOTE = "timed rules fire at their due times on the recorded clock"
@@ -132,7 +133,8 @@ def replay(
             report.skipped.append((record.event_id, f"cannot rebuild the event: {exc}"))
             continue
         timers.fire_due(event.occurred_at)
-        plan = engine.evaluate(event, None)
+        # rules reading team see what the recorded decision read of it (else: everyone online)
+        plan = engine.evaluate(event, None, team=TeamFacts.recorded(record.trace.get("team")))
         change = compare(record, _jobs(state, record.event_id), _planned(plan))
         change.errors = list(plan.errors)
         report.changes.append(change)

@@ -193,3 +193,27 @@ def test_rulekit_test_online_option(tmp_path) -> None:
     assert "team: presence not tracked: everyone with access counts as online" in everyone.output
     wrong = runner.invoke(cli, [*base, "--online", "lena", str(event)])
     assert wrong.exit_code == 2 and "'lena' is not an email address" in wrong.output
+
+
+def test_what_the_trace_kept_evaluates_the_same_again(build_engine) -> None:
+    """``why --excluded`` and ``replay`` evaluate a recorded event again with the team its
+    trace kept."""
+    engine = build_engine(RULES, CONFIG)
+    facts = TeamFacts.of(
+        {"anna@shop.example.com": "away", "lena@shop.example.com": "online"}, {"x@y.z": 4}
+    )
+    first = engine.evaluate(created(), team=facts)
+    again = engine.evaluate(created(), team=TeamFacts.recorded(first.team))
+    assert (
+        body(again)
+        == body(first)
+        == {
+            "online": "lena@shop.example.com",
+            "sales": "lena@shop.example.com",
+            "tracked": "True",
+        }
+    )
+    assert again.team == first.team
+    untracked = engine.evaluate(created())
+    assert TeamFacts.recorded(untracked.team) == TeamFacts()
+    assert TeamFacts.recorded(None) is None and TeamFacts.recorded({}) is None
