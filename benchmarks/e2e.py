@@ -87,9 +87,17 @@ def process_tree_cpu(pid: int) -> float:
 
 
 class Server:
-    def __init__(self, name: str, command: list[str], port: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        command: list[str],
+        port: int,
+        started: Callable[[int], object] | None = None,
+    ) -> None:
         self.name, self.port = name, port
         self.proc = subprocess.Popen(command, stderr=subprocess.PIPE)
+        if started is not None:  # told the pid before the server is ready (to watch it load)
+            started(self.proc.pid)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -113,10 +121,14 @@ class Server:
             self.proc.kill()
 
 
-def start_rulekit(folder: Path, slack_url: str, rules: int) -> Server:
+def start_rulekit(
+    folder: Path, slack_url: str, rules: int, started: Callable[[int], object] | None = None
+) -> Server:
     (folder / "rules.d").mkdir()
-    extra = "".join(EXCLUDED.format(n=n) for n in range(1, rules))
-    (folder / "rules.d" / "rules.yaml").write_text(RULE + extra)
+    (folder / "rules.d" / "rules.yaml").write_text(RULE)
+    for start in range(1, rules, 1000):  # files of a thousand rules (a file's size is capped)
+        extra = "".join(EXCLUDED.format(n=n) for n in range(start, min(rules, start + 1000)))
+        (folder / "rules.d" / f"excluded-{start:06d}.yaml").write_text(extra)
     config = folder / "rulekit.yaml"
     config.write_text(
         "rules: rules.d\n"
@@ -133,7 +145,7 @@ def start_rulekit(folder: Path, slack_url: str, rules: int) -> Server:
     )
     port = free_port()
     command = [sys.executable, "-m", "rulekit.cli.main", "run", "--config", str(config)]
-    return Server("rulekit", [*command, "--port", str(port), "--no-watch"], port)
+    return Server("rulekit", [*command, "--port", str(port), "--no-watch"], port, started)
 
 
 def start_baseline(folder: Path, slack_url: str) -> Server:
