@@ -73,6 +73,14 @@ class State(abc.ABC):
     def save_client(self, channel: str, client: Client) -> None:
         """Create or replace a client record (keyed by ``client.id``)."""
 
+    def get_conversation_and_client(
+        self, channel: str, key: str
+    ) -> tuple[Conversation | None, Client | None]:
+        """:meth:`get_conversation` of ``key`` and :meth:`get_client` of the client whose id is
+        ``key``, in one call (one statement in the SQL stores): for providers that key a
+        conversation by its client's id, and read both for every webhook."""
+        return self.get_conversation(channel, key), self.get_client(channel, key)
+
     def list_conversations(self, query: ConversationQuery) -> list[ConversationSummary]:
         """Conversations as ``query`` selects them, newest activity first (see
         :mod:`rulekit.store.listing`); at most ``query.limit``."""
@@ -86,6 +94,16 @@ class State(abc.ABC):
     @abc.abstractmethod
     def message_seen(self, channel: str, message_id: str) -> bool:
         """Whether a message id was recorded."""
+
+    def mark_messages_seen(self, channel: str, message_ids: Sequence[str]) -> list[bool]:
+        """:meth:`mark_message_seen` of each id in order, in one call (one statement in the SQL
+        stores): for each, whether it had not been seen before (an id given twice is new the
+        first time at most)."""
+        return [self.mark_message_seen(channel, message_id) for message_id in message_ids]
+
+    def seen_messages(self, channel: str, message_ids: Sequence[str]) -> set[str]:
+        """Which of ``message_ids`` were recorded (:meth:`message_seen` of each, in one call)."""
+        return {message_id for message_id in message_ids if self.message_seen(channel, message_id)}
 
     # rule guards -----------------------------------------------------------------------------
     @abc.abstractmethod

@@ -110,8 +110,23 @@ class RecordingState(State):
     def save_client(self, channel: str, client: Client) -> None:
         self._call("save_client", channel, client)
 
+    def get_conversation_and_client(
+        self, channel: str, key: str
+    ) -> tuple[Conversation | None, Client | None]:
+        result: tuple[Conversation | None, Client | None]
+        result = self._call("get_conversation_and_client", channel, key)
+        return result
+
     def mark_message_seen(self, channel: str, message_id: str) -> bool:
         return bool(self._call("mark_message_seen", channel, message_id))
+
+    def mark_messages_seen(self, channel: str, message_ids: Sequence[str]) -> list[bool]:
+        result: list[bool] = self._call("mark_messages_seen", channel, list(message_ids))
+        return result
+
+    def seen_messages(self, channel: str, message_ids: Sequence[str]) -> set[str]:
+        result: set[str] = self._call("seen_messages", channel, list(message_ids))
+        return result
 
     def message_seen(self, channel: str, message_id: str) -> bool:
         return bool(self._call("message_seen", channel, message_id))
@@ -210,6 +225,29 @@ class Unwritten(State):
             return False
         self._seen.add((channel, message_id))
         return True
+
+    def get_conversation_and_client(
+        self, channel: str, key: str
+    ) -> tuple[Conversation | None, Client | None]:
+        if (channel, key) in self._conversations or (channel, key) in self._clients:
+            return self.get_conversation(channel, key), self.get_client(channel, key)
+        return self.state.get_conversation_and_client(channel, key)
+
+    def mark_messages_seen(self, channel: str, message_ids: Sequence[str]) -> list[bool]:
+        before = self.seen_messages(channel, message_ids)
+        answers = []
+        for message_id in message_ids:
+            new = message_id not in before
+            if new:
+                before.add(message_id)
+                self._seen.add((channel, message_id))
+            answers.append(new)
+        return answers
+
+    def seen_messages(self, channel: str, message_ids: Sequence[str]) -> set[str]:
+        kept = {m for m in message_ids if (channel, m) in self._seen}
+        rest = [m for m in message_ids if m not in kept]
+        return kept | self.state.seen_messages(channel, rest) if rest else kept
 
     def message_seen(self, channel: str, message_id: str) -> bool:
         return (channel, message_id) in self._seen or self.state.message_seen(channel, message_id)

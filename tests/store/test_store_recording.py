@@ -104,6 +104,36 @@ def test_a_normalization_that_is_rolled_back_writes_nothing_yet_reads_what_it_wr
         assert state.message_seen("chat", "m1")
 
 
+def test_many_at_once_through_an_unwritten_state_and_its_replay():
+    store = MemoryStore()
+    with store.transaction() as state:
+        state.mark_message_seen("chat", "m1")
+        state.save_client("chat", Client(id="u1", name="Anna"))
+    with pytest.raises(RolledBack), store.transaction() as state:
+        unwritten = Unwritten(state)
+        recording = RecordingState(unwritten)
+        assert recording.mark_messages_seen("chat", ["m1", "m2", "m2"]) == [False, True, False]
+        assert recording.mark_messages_seen("chat", ["m2", "m3"]) == [False, True]
+        assert recording.seen_messages("chat", ["m1", "m2", "m4"]) == {"m1", "m2"}
+        assert recording.get_conversation_and_client("chat", "u1") == (
+            None,
+            Client(id="u1", name="Anna"),
+        )
+        recording.save_conversation("chat", "u1", Conversation(id="c1"))
+        assert recording.get_conversation_and_client("chat", "u1") == (
+            Conversation(id="c1"),
+            Client(id="u1", name="Anna"),
+        )
+        assert not state.message_seen("chat", "m2")  # nothing reached the store
+        raise RolledBack
+    with store.transaction() as state:
+        recording.recording.replay(state)
+        assert state.seen_messages("chat", ["m1", "m2", "m3"]) == {"m1", "m2", "m3"}
+        assert state.get_conversation("chat", "u1") == Conversation(id="c1")
+    with pytest.raises(StateChanged), store.transaction() as state:
+        recording.recording.replay(state)  # m2 is no longer new
+
+
 STATE_METHODS = sorted(
     name
     for name, member in vars(State).items()

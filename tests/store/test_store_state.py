@@ -122,6 +122,41 @@ def test_seen_message_ids(store):
         assert state.mark_message_seen("online-chat", "m1") is False
 
 
+def test_message_ids_are_marked_and_read_many_at_once(store):
+    with store.transaction() as state:
+        state.mark_message_seen("online-chat", "m1")
+        marked = state.mark_messages_seen("online-chat", ["m0", "m1", "m2", "m0", "m3"])
+        assert marked == [True, False, True, False, True]
+        assert state.mark_messages_seen("online-chat", []) == []
+        assert state.mark_messages_seen("online-chat", ["m2"]) == [False]
+        assert state.mark_messages_seen("other", ["m1", "m9"]) == [True, True]
+        assert state.seen_messages("online-chat", ["m1", "m2", "m4", "m1"]) == {"m1", "m2"}
+        assert state.seen_messages("online-chat", []) == set()
+    with store.transaction() as state:
+        assert state.message_seen("online-chat", "m3") and not state.message_seen("other", "m3")
+        # more ids than one statement binds
+        many = [f"n{index}" for index in range(1234)]
+        assert state.mark_messages_seen("online-chat", many[::2]) == [True] * 617
+        assert state.mark_messages_seen("online-chat", many) == [i % 2 == 1 for i in range(1234)]
+        assert state.seen_messages("online-chat", [*many, "m0", "x"]) == {*many, "m0"}
+
+
+def test_a_conversation_and_its_client_are_read_at_once(store):
+    conversation = Conversation(id="online-chat:u1", status="open", tags=["vip"])
+    client = Client(id="u1", name="Anna", country="Germany")
+    with store.transaction() as state:
+        assert state.get_conversation_and_client("online-chat", "u1") == (None, None)
+        state.save_client("online-chat", client)
+        assert state.get_conversation_and_client("online-chat", "u1") == (None, client)
+        state.save_conversation("online-chat", "u1", conversation)
+        state.save_client("other", Client(id="u1", name="Other"))
+    with store.transaction() as state:
+        assert state.get_conversation_and_client("online-chat", "u1") == (conversation, client)
+        assert state.get_conversation_and_client("online-chat", "u2") == (None, None)
+        state.save_conversation("online-chat", "u2", conversation)
+        assert state.get_conversation_and_client("online-chat", "u2") == (conversation, None)
+
+
 def test_cooldowns(store):
     berlin = timezone(timedelta(hours=2))
     with store.transaction() as state:

@@ -20,23 +20,24 @@ Event ids derive from Chatra's ids (``<channel>:msg:<message id>``,
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from rulekit.config import Directory
+from rulekit.countries import country_code
 from rulekit.event import Agent, Client, Conversation, Event, Message
 from rulekit.store.base import State
 
 from .payload import ChatraAgent, ChatraClient, ChatraMessage, Payload
 from .settings import ChatraSettings
 
+_MISSING = object()
+
 CONTACT_FIELDS: tuple[str, ...] = ("name", "email", "phone")
 """Client fields whose change is a ``client_updated`` event."""
-
-_CLIENT_FIELDS: tuple[str, ...] = tuple(Client.model_fields)
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,7 @@ class Normalizer:
     def events(self, payload: Payload, state: State) -> list[Event]:
         """The events one payload means, in order; updates ``state`` to match."""
         key = payload.client.id
-        known_conversation = state.get_conversation(self.channel, key)
-        known_client = state.get_client(self.channel, key)
+        known_conversation, known_client = state.get_conversation_and_client(self.channel, key)
         client = self.client(payload.client, known_client)
         # Conversation objects are never changed once made (a change makes a copy), so each
         # event keeps the conversation as it was at that point.
@@ -71,13 +71,18 @@ class Normalizer:
                 )
 
         transcript = payload.event_name == "chatTranscript"
+        # Every message id is marked seen (our own reply's echo too, in case the transcript's
+        # copy lacks the tag), and a transcript's close: in one call, in that order.
+        marks = [message.id for message in payload.messages]
+        if transcript:
+            chat = payload.client.chat_id or key
+            last = payload.messages[-1].id if payload.messages else "none"
+            closing = f"closed:{chat}:{last}"
+            marks.append(closing)
+        fresh = state.mark_messages_seen(self.channel, marks) if marks else []
         agents = _AgentLookup(payload.agents, self.directory)
-        for message in payload.messages:
-            if message.received_from == self.settings.received_from:
-                # Our own reply's echo. Remember its id in case the transcript's copy lacks the tag.
-                state.mark_message_seen(self.channel, message.id)
-                continue
-            if not state.mark_message_seen(self.channel, message.id):
+        for message, new in zip(payload.messages, fresh, strict=False):
+            if not new or message.received_from == self.settings.received_from:
                 continue
             if message.type not in ("client", "agent"):
                 continue  # no event describes a system message
@@ -106,20 +111,15 @@ class Normalizer:
                 agent=agent,
             )
 
-        if transcript:
-            chat = payload.client.chat_id or key
-            last = payload.messages[-1].id if payload.messages else "none"
-            # The mark makes a redelivered (or late) transcript close nothing a second time.
-            if state.mark_message_seen(self.channel, f"closed:{chat}:{last}"):
-                conversation = _with_status(
-                    conversation or self._new_conversation(payload), "closed"
-                )
-                emit(
-                    "closed",
-                    f"closed:{chat}:{last}",
-                    conversation,
-                    occurred_at=_last_time(payload.messages),
-                )
+        # The mark makes a redelivered (or late) transcript close nothing a second time.
+        if transcript and fresh[-1]:
+            conversation = _with_status(conversation or self._new_conversation(payload), "closed")
+            emit(
+                "closed",
+                closing,
+                conversation,
+                occurred_at=_last_time(payload.messages),
+            )
 
         if conversation is not None:
             if conversation is not known_conversation:
@@ -132,21 +132,63 @@ class Normalizer:
         """The client record: what Chatra sent now, over what was known, for the configured
         ``client_data`` fields only. A field Chatra left out keeps its known value; an
         unchanged record is ``known`` itself."""
-        values: dict[str, Any] = dict.fromkeys(_CLIENT_FIELDS)
-        values["custom"] = {}
+        names, custom = self._client_data
+        if known is not None and self._unchanged(data, known):
+            return known
+        if known is None:
+            values = {name: getattr(data, name) for name in names}
+            if custom:
+                values["custom"] = data.custom
+            values["display_name"] = data.display_name
+        else:
+            had = known.__dict__
+            values = {}
+            for name in names:
+                value = getattr(data, name)
+                values[name] = had[name] if value is None else value
+            if custom:
+                values["custom"] = {**known.custom, **data.custom}
+            values["display_name"] = data.display_name or known.display_name
         values["id"] = data.id
-        values["display_name"] = data.display_name or (known.display_name if known else None)
-        for name in self.settings.client_data:
-            value = getattr(data, name)
-            if name == "custom":
-                value = {**known.custom, **value} if known is not None else value
-            elif value is None and known is not None:
-                value = getattr(known, name)
-            values[name] = value
         client = Client.trusted(**values)  # derives country_code from country
-        if known is not None and known.__dict__ == client.__dict__:
+        if known is not None and had == client.__dict__:
             return known
         return client
+
+    def _unchanged(self, data: ChatraClient, known: Client) -> bool:
+        """Whether :meth:`client` would make ``known`` again (most webhooks of a chat): checked
+        without making a record."""
+        had = known.__dict__
+        if (
+            data.id != had["id"]
+            or (data.display_name or had["display_name"]) != had["display_name"]
+        ):
+            return False
+        names, custom = self._client_data
+        for name in names:
+            value = getattr(data, name)
+            if value is not None and value != had[name]:
+                return False
+        if any(had[name] is not None for name in self._other_fields):
+            return False  # fields not taken (any longer) are dropped
+        if had["country_code"] != (country_code(had["country"]) if had["country"] else None):
+            return False
+        known_custom = had["custom"]
+        if not custom:
+            return not known_custom
+        return all(known_custom.get(key, _MISSING) == value for key, value in data.custom.items())
+
+    @functools.cached_property
+    def _other_fields(self) -> tuple[str, ...]:
+        """Client fields :meth:`client` leaves unset (``country_code`` is derived)."""
+        taken = {*self._client_data[0], "id", "display_name", "custom", "country_code"}
+        return tuple(name for name in Client.model_fields if name not in taken)
+
+    @functools.cached_property
+    def _client_data(self) -> tuple[tuple[str, ...], bool]:
+        """The ``client_data`` fields, ``custom`` apart (merged, not replaced)."""
+        wanted = self.settings.client_data
+        return tuple(name for name in wanted if name != "custom"), "custom" in wanted
 
     def _new_conversation(self, payload: Payload) -> Conversation:
         return Conversation.trusted(

@@ -177,6 +177,23 @@ class SQLState(SQLTimers, SQLPresence, SQLStats, JournaledState):
         )
         return Client.model_validate_json(row["data"]) if row else None
 
+    def get_conversation_and_client(
+        self, channel: str, key: str
+    ) -> tuple[Conversation | None, Client | None]:
+        rows = self.execute(
+            "SELECT 'conversation' AS kind, data FROM conversations"
+            " WHERE channel = :channel AND key = :key"
+            " UNION ALL SELECT 'client' AS kind, data FROM clients"
+            " WHERE channel = :channel AND id = :key",
+            {"channel": channel, "key": key},
+        ).fetchall()
+        found = {row["kind"]: row["data"] for row in rows}
+        conversation, client = found.get("conversation"), found.get("client")
+        return (
+            Conversation.model_validate_json(conversation) if conversation else None,
+            Client.model_validate_json(client) if client else None,
+        )
+
     def save_client(self, channel: str, client: Client) -> None:
         if client.id is None:
             raise ValueError("a client without an id cannot be stored")
@@ -201,6 +218,38 @@ class SQLState(SQLTimers, SQLPresence, SQLStats, JournaledState):
             {"channel": channel, "message": message_id, "now": self.dialect.time(utc())},
         )
         return row is not None
+
+    def mark_messages_seen(self, channel: str, message_ids: Sequence[str]) -> list[bool]:
+        if len(message_ids) <= 1:
+            return [self.mark_message_seen(channel, m) for m in message_ids]
+        new: set[str] = set()
+        now = self.dialect.time(utc())
+        for chunk in _chunks(list(dict.fromkeys(message_ids))):
+            params = _numbered(chunk, channel=channel, now=now)
+            rows = self.execute(
+                "INSERT INTO seen_messages (channel, message_id, seen_at) VALUES "
+                + ", ".join(f"(:channel, :m{index}, :now)" for index in range(len(chunk)))
+                + " ON CONFLICT DO NOTHING RETURNING message_id",
+                params,
+            ).fetchall()
+            new.update(row["message_id"] for row in rows)
+        answers = []
+        for message_id in message_ids:
+            answers.append(message_id in new)
+            new.discard(message_id)  # given again, it is not new
+        return answers
+
+    def seen_messages(self, channel: str, message_ids: Sequence[str]) -> set[str]:
+        seen: set[str] = set()
+        for chunk in _chunks(list(dict.fromkeys(message_ids))):
+            rows = self.execute(
+                "SELECT message_id FROM seen_messages WHERE channel = :channel AND message_id IN ("
+                + ", ".join(f":m{index}" for index in range(len(chunk)))
+                + ")",
+                _numbered(chunk, channel=channel),
+            ).fetchall()
+            seen.update(row["message_id"] for row in rows)
+        return seen
 
     def message_seen(self, channel: str, message_id: str) -> bool:
         row = self._one(
@@ -697,3 +746,17 @@ class SQLState(SQLTimers, SQLPresence, SQLStats, JournaledState):
         self, *, events_before: datetime, payloads_before: datetime, batch: int | None = None
     ) -> dict[str, int]:
         return erasure.purge(self, events_before, payloads_before, batch)
+
+
+_CHUNK = 500
+"""Most values one statement binds (SQLite and PostgreSQL bind at least tens of thousands)."""
+
+
+def _chunks(values: list[str]) -> list[list[str]]:
+    return [values[start : start + _CHUNK] for start in range(0, len(values), _CHUNK)]
+
+
+def _numbered(values: list[str], **params: Any) -> dict[str, Any]:
+    """``params`` with ``values`` as ``m0``, ``m1``... (for a statement's list of values)."""
+    params.update((f"m{index}", value) for index, value in enumerate(values))
+    return params
