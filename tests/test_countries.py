@@ -92,13 +92,18 @@ def test_check_warns_when_a_rule_compares_the_country_name_with_a_code(tmp_path:
             - any: ["client.country == 'DE'", "client.country in ['AT', 'CH'] or true"]
             - client.country == 'Germany'
             - client.country_code == 'DE'
+            - client.country|upper != 'FR'
+            - "'it' == trigger.client.country|lower"
+            - client.country|default('DE') == 'Germany'
           do:
             - play_sound: {sound: bell}
         """,
     )
     result = CliRunner().invoke(cli, ["check", str(rules)])
     assert result.exit_code == 0, result.output
-    assert result.output.count("compares client.country") == 2
+    assert result.output.count("compares client.country") == 4
+    assert "compares client.country with 'FR'" in result.output
+    assert "compares client.country with 'it'" in result.output
     assert "rules.yaml:4: [0].if[0].any[0]: rule 'germans' compares client.country with 'DE'" in (
         result.output
     )

@@ -70,12 +70,25 @@ def _constant(node: nodes.Node) -> bool:
     return isinstance(node, nodes.Const)
 
 
+_CASE_FILTERS = frozenset({"lower", "upper", "trim", "string"})
+
+
 def _is_client_country(node: Any) -> bool:
+    """``client.country`` (or ``trigger.client.country``), also through ``|upper`` and the
+    like."""
+    while isinstance(node, nodes.Filter) and node.name in _CASE_FILTERS and not node.args:
+        node = node.node
+    if not (isinstance(node, nodes.Getattr) and node.attr == "country"):
+        return False
+    client = node.node
+    if not (isinstance(client, nodes.Getattr | nodes.Name)):
+        return False
+    if isinstance(client, nodes.Name):
+        return client.name == "client"
     return (
-        isinstance(node, nodes.Getattr)
-        and node.attr == "country"
-        and isinstance(node.node, nodes.Name)
-        and node.node.name == "client"
+        client.attr == "client"
+        and isinstance(client.node, nodes.Name)
+        and client.node.name == "trigger"
     )
 
 
