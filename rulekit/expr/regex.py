@@ -305,6 +305,12 @@ def _replacement(template: str) -> list[str | _Group]:
             literal.append(_ESCAPES[following])
             index += 2
             continue
+        elif following.isascii() and following.isalpha():
+            # Python's re.sub (Ansible's) refuses them too, reserved for later use
+            raise TemplateError(
+                f"regex_replace: bad escape \\{following} in the replacement (a group is "
+                "\\1 or \\g<name>; a backslash itself is \\\\)"
+            )
         else:
             literal.append(char + following)
             index += 2
@@ -336,6 +342,11 @@ def check_patterns(expr: nodes.Node) -> list[str]:
             if isinstance(replacement, nodes.Const) and isinstance(replacement.value, str):
                 if _control(replacement.value):
                     problems.append(f"the replacement holds a control character{_DOUBLE_QUOTED}")
+                else:
+                    try:
+                        _replacement(replacement.value)
+                    except TemplateError as exc:
+                        problems.append(str(exc))
         pattern = _pattern_argument(node)
         if pattern is None:
             problems.append(f"{node.name} needs a pattern")

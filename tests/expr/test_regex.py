@@ -160,6 +160,17 @@ def test_template_patterns_are_checked_when_rules_load(build_engine: Any) -> Non
     assert "lookbehind" in str(caught.value)
 
 
+def test_a_replacement_python_would_refuse_is_a_load_error(build_engine: Any) -> None:
+    """Ansible's regex_replace is Python's re.sub: ``\\d`` in a replacement is an error there,
+    and here when the rules load, with the file and line."""
+    with pytest.raises(ValidationErrors) as caught:
+        build_engine(_rule(None, "{{ message.text|regex_replace('(\\d)', '<\\d>') }}"))
+    assert "rules.yaml:4:" in str(caught.value)
+    assert "bad escape \\d in the replacement" in str(caught.value)
+    with pytest.raises(ValidationErrors, match="unterminated"):
+        build_engine(_rule(None, "{{ message.text|regex_replace('(\\d)', '\\g<1') }}"))
+
+
 def test_a_double_quoted_backslash_is_explained(build_engine: Any) -> None:
     rules = (
         "- name: r\n  on: {channel: online-chat}\n  do:\n"
