@@ -253,7 +253,11 @@ class PostgresState(SQLState):
         # Claims are serialized across daemons (a transaction-scoped advisory lock, taken by
         # its own statement so the claim's snapshot sees every claim committed before): two
         # claimers never split one lane between them. The claim takes the due prefix of each
-        # lane no other daemon holds, as SQLite does.
+        # lane no other daemon holds, as SQLite does. The due jobs are read in the order of
+        # the due index (outbox_due): in id order, the planner, which cannot tell that the
+        # pending jobs are rarely the old ones, reads the whole table from its oldest job
+        # (done ones and retries far ahead included). Should the limit cut a lane whose older
+        # job is due later than a newer one, start_call hands the newer one's claim back.
         self.execute(_LOCK, {"lock": _CLAIM_LOCK})
         rows = self.execute(
             "WITH picked AS (SELECT j.id FROM outbox j"
@@ -263,7 +267,7 @@ class PostgresState(SQLState):
             f"    AND k.status = 'pending' AND ((k.claimed_until > {_NOW}"
             "     AND k.claimed_by <> :owner)"
             f"     OR (k.id < j.id AND k.next_attempt_at > {_NOW})))"
-            "  ORDER BY j.id LIMIT :limit FOR UPDATE OF j SKIP LOCKED)"
+            "  ORDER BY j.next_attempt_at, j.id LIMIT :limit FOR UPDATE OF j SKIP LOCKED)"
             " UPDATE outbox SET claimed_by = :owner,"
             f"  claimed_until = {_NOW} + make_interval(secs => :lease)"
             " FROM picked WHERE outbox.id = picked.id RETURNING outbox.*",
