@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rulekit.runtime.logs import access_line, access_logged
+from rulekit.server.ingest import ROUTE, Webhooks
 from rulekit.server.proxy import ForwardedHeaders
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ def create_app(daemon: Daemon) -> Starlette:
             await daemon.stop()
 
     routes: list[BaseRoute] = [
-        Route("/webhooks/{channel}/{secret}", daemon.ingest.handle, methods=["POST"]),
+        Route(ROUTE, daemon.ingest, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         *console_routes(daemon),
@@ -118,7 +119,8 @@ def create_app(daemon: Daemon) -> Starlette:
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},
         middleware=[
-            # outermost: every layer (the access log too) sees the client behind the proxy
+            Middleware(Webhooks, ingest=daemon.ingest),
+            # then: every later layer (the access log too) sees the client behind the proxy
             Middleware(ForwardedHeaders, trusted=daemon.snapshot.config.raw.server.trusted_proxies),
             Middleware(AccessLog),
         ],

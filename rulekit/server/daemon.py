@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,9 +60,15 @@ logger = logging.getLogger("rulekit.daemon")
 
 RETENTION_INTERVAL = 3600.0
 OLD_SNAPSHOT_GRACE = 60.0
+"""Seconds a replaced snapshot's network clients stay open for calls still using them."""
 RELOAD_BUDGET = 60.0
 """Seconds a reload may take to load and validate the new set before it is abandoned."""
-"""Seconds a replaced snapshot's network clients stay open for calls still using them."""
+SWITCH_INTERVAL = 0.001
+"""Seconds a thread runs Python before it hands the GIL to another that waits (CPython's
+default is 0.005). The store's transactions run in threads and release the GIL at every
+statement; with the event loop busy, each statement waited up to the interval to go on, so a
+transaction of 50 statements could hold the store (and the acknowledgements waiting for it)
+for a quarter of a second."""
 
 
 class StrictRefusal(ConfigError):
@@ -483,6 +490,7 @@ def serve(
     config = daemon.snapshot.config
     configure_logging(config.raw.logging, secrets=lambda: secret_values(daemon.snapshot.config))
     server = build_server(daemon, host, port)
+    sys.setswitchinterval(SWITCH_INTERVAL)
     # uvicorn re-raises the signal that stopped it once it is done; a handler that does
     # nothing makes a clean shutdown exit 0 instead of dying by SIGTERM
     for number in (signal.SIGTERM, signal.SIGINT):

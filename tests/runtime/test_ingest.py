@@ -235,3 +235,35 @@ def test_the_webhook_secret_never_reaches_the_logs(tmp_path, serve, caplog):
     text = caplog.text
     assert "/webhooks/online-chat/***" in text
     assert SECRET not in text
+
+
+@pytest.mark.parametrize("logged", [False, True], ids=["not-logged", "access-logged"])
+def test_webhooks_answer_alike_with_and_without_the_access_log(tmp_path, serve, logged):
+    """Unlogged webhooks skip the app's router and middleware; logged ones go through them,
+    to the same endpoint: the answers are the same byte for byte."""
+    access = logging.getLogger("rulekit.access")
+    before = access.level
+    access.setLevel(logging.INFO if logged else logging.WARNING)
+    try:
+        server = serve(write_setup(tmp_path, extra="server: {max_body_bytes: 1000}\n"))
+        cases = [
+            (server.webhook_url, chat_started(1), 200, b'{"status":"accepted","id":1}'),
+            (server.webhook_url, chat_started(1), 200, b'{"status":"duplicate","id":1}'),
+            (f"{server.url}/webhooks/online-chat/nope", b"{}", 404, None),
+            (server.webhook_url, b"[1,", 400, None),
+            (server.webhook_url, b"[" + b"1," * 1000 + b"1]", 413, None),
+        ]
+        for url, body, status, exact in cases:
+            response = httpx.post(url, content=body)
+            assert response.status_code == status
+            assert response.headers["content-type"] == "application/json"
+            assert int(response.headers["content-length"]) == len(response.content)
+            if exact is not None:
+                assert response.content == exact
+            else:
+                assert set(response.json()) == {"error"}
+        # beyond its exact shape, the path is the router's (which redirects a trailing slash)
+        assert httpx.post(server.webhook_url + "/", content=chat_started(2)).status_code == 307
+        assert httpx.get(server.webhook_url).status_code == 405
+    finally:
+        access.setLevel(before)
