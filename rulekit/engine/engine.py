@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 from rulekit.actions.base import PlannedChange
 from rulekit.config import Config, load_config
+from rulekit.engine.decide import Decider
 from rulekit.engine.explain import Explainer, compile_explainer, leaves
 from rulekit.engine.index import RuleIndex
 from rulekit.engine.plan import (
@@ -66,6 +68,9 @@ class Engine:
         self.program = loader.program
         # each rule's explaining function and condition sources, once it has been explained
         self._explainers: dict[Rule, tuple[Explainer, tuple[str, ...]]] = {}
+        # each rule's decider and condition sources (see .decide), None when its
+        # conditions need the event
+        self._deciders: dict[Rule, tuple[Decider, tuple[str, ...]] | None] = {}
         loader.program.release_sources()
         for rule in self.rules:  # the expression trees served loading and indexing only
             rule.conjuncts = []
@@ -150,7 +155,7 @@ class Engine:
         env = self.env
         plan = Plan(event)
         bucket = self.index.bucket(event.channel, event.event)
-        rules = bucket.candidates(event, now, env)
+        rules, values = bucket.select(event, now, env)
         considered = 0
         own = event.origin == "rulekit"
         conversation_id = event.conversation.id
@@ -161,6 +166,7 @@ class Engine:
         stopped_by: str | None = None
         sequence = _Sequence(event)
         budget = current_budget()
+        deciders = self._deciders
         position = 0
         while position < len(rules):
             rule = rules[position]
@@ -183,14 +189,30 @@ class Engine:
                     )
                 continue
             trace = RuleTrace(rule.name, False, "") if explain else None
-            budget.renew()
-            try:
-                matched = self._matches(rule, sequence.event, now, env, trace)
-            except OverBudget as exc:
-                plan.errors.append(f"rule {rule.name!r}: condition: {exc}")
-                matched = False
-                if trace is not None:
-                    trace.reason = f"condition failed: {exc}"
+            decided = deciders.get(rule, _UNKNOWN)
+            if decided is _UNKNOWN:
+                decided = deciders[rule] = self._decider(rule)
+            if decided is not None:
+                # the values the index read decide (see .decide): no field read again
+                outcomes: list[bool | None] = []
+                try:
+                    matched = decided[0](values, outcomes)
+                except Exception:
+                    decided = None  # evaluated in full below, which says what went wrong
+                else:
+                    if trace is not None:
+                        trace.sources, trace.outcomes = decided[1], outcomes
+                        if not matched:
+                            trace.reason = "conditions do not hold"
+            if decided is None:
+                budget.renew()
+                try:
+                    matched = self._matches(rule, sequence.event, now, env, trace)
+                except OverBudget as exc:
+                    plan.errors.append(f"rule {rule.name!r}: condition: {exc}")
+                    matched = False
+                    if trace is not None:
+                        trace.reason = f"condition failed: {exc}"
             if not matched:
                 if trace is not None:
                     plan.rules.append(trace)
@@ -220,10 +242,9 @@ class Engine:
                 # the conversation changed: the later rules are candidates (or not) by the
                 # conversation as it is now
                 sequence.changed = False
+                found, values = bucket.select(sequence.event, now, env)
                 rules = rules[:position] + [
-                    later
-                    for later in bucket.candidates(sequence.event, now, env)
-                    if later.position > rule.position
+                    later for later in found if later.position > rule.position
                 ]
         plan.excluded = len(bucket.rules) - considered
         plan.final = sequence.event
@@ -351,6 +372,14 @@ class Engine:
             ordered.append(trace)
         plan.rules = ordered
 
+    def _decider(self, rule: Rule) -> tuple[Decider, tuple[str, ...]] | None:
+        """``rule``'s decider and condition sources, or None when its conditions need the
+        event (see :mod:`.decide`)."""
+        decider = self.index.decider(rule)
+        if decider is None or rule.condition is None:
+            return None
+        return decider, tuple(leaf.source for leaf in leaves(rule.condition))
+
     def _matches(
         self, rule: Rule, event: Event, now: datetime, env: dict[str, str], trace: RuleTrace | None
     ) -> bool:
@@ -399,14 +428,16 @@ class Engine:
     ) -> None:
         for step in rule.steps:
             event = sequence.event
-            try:
-                model = step.planned(event, now, env)
-            except (TemplateError, ValidationError, Exception) as exc:
-                message = f"rule {rule.name!r}: {step.action}: {_reason(exc)}"
-                plan.errors.append(message)
-                if trace is not None:
-                    trace.reason += f"; {step.action} not planned: {_reason(exc)}"
-                continue
+            model = step.validated  # parameters without templates: validated once
+            if model is None:
+                try:
+                    model = step.planned(event, now, env)
+                except (TemplateError, ValidationError, Exception) as exc:
+                    message = f"rule {rule.name!r}: {step.action}: {_reason(exc)}"
+                    plan.errors.append(message)
+                    if trace is not None:
+                        trace.reason += f"; {step.action} not planned: {_reason(exc)}"
+                    continue
             skipped = None
             if (
                 event.recovered
@@ -425,6 +456,7 @@ class Engine:
                     seen=event if event is not plan.event else None,
                     decided_later=sequence.decided_later,
                     dumped=step.dumped(),
+                    entry=step.entry(rule.name),
                 )
             )
             if step.action_class.changes_conversation and not skipped:
@@ -451,6 +483,9 @@ class _Sequence:
 
 class _ConditionFailed(Exception):
     pass
+
+
+_UNKNOWN: Any = object()
 
 
 def _source(condition: Condition) -> str:

@@ -45,40 +45,56 @@ def leaves(condition: Condition) -> list[Leaf]:
     return out
 
 
-def compile_explainer(condition: Condition, program: Program) -> Explainer:
-    """One function explaining ``condition`` (see :data:`Explainer`)."""
-    lines: list[str] = ["def explain(e, now, env, o):"]
-    if _depth(condition) > MAX_DEPTH:
+def compile_explainer(
+    condition: Condition,
+    program: Program,
+    *,
+    code_of: Callable[[Leaf], str] | None = None,
+    arguments: str = "e, now, env, o",
+) -> Any:
+    """One function explaining ``condition`` (see :data:`Explainer`). ``code_of`` gives each
+    condition's code (default: its own) and ``arguments`` the function's parameters, the list
+    of outcomes last (the deciders of :mod:`.decide` read values instead of the event)."""
+    if depth(condition) > MAX_DEPTH:
+        if code_of is not None:
+            raise ValueError("too deep for generated code")
         return _walker(condition)
-    _emit(condition, lines, 1)
+    lines: list[str] = [f"def explain({arguments}):"]
+    _emit(condition, lines, 1, code_of or _own_code)
     lines.append("    return r")
-    function: Explainer = program.compile_definition("\n".join(lines) + "\n", "explain")
-    return function
+    return program.compile_definition("\n".join(lines) + "\n", "explain")
 
 
-def _depth(condition: Condition) -> int:
+def _own_code(leaf: Leaf) -> str:
+    return leaf.code
+
+
+def depth(condition: Condition) -> int:
+    """How deeply generated code for ``condition`` nests (compared with :data:`MAX_DEPTH`)."""
     if isinstance(condition, Leaf):
         return 1
     if isinstance(condition, NotOf):
-        return 1 + _depth(condition.child)
-    return len(condition.children) + max(_depth(child) for child in condition.children)
+        return 1 + depth(condition.child)
+    return len(condition.children) + max(depth(child) for child in condition.children)
 
 
-def _emit(condition: Condition, lines: list[str], level: int) -> None:
+def _emit(
+    condition: Condition, lines: list[str], level: int, code_of: Callable[[Leaf], str]
+) -> None:
     """Statements leaving the condition's result in ``r``."""
     pad = "    " * level
     if isinstance(condition, Leaf):
-        lines.append(f"{pad}r = not not ({condition.code})")
+        lines.append(f"{pad}r = not not ({code_of(condition)})")
         lines.append(f"{pad}o.append(r)")
         return
     if isinstance(condition, NotOf):
-        _emit(condition.child, lines, level)
+        _emit(condition.child, lines, level, code_of)
         lines.append(f"{pad}r = not r")
         return
     decisive = isinstance(condition, AnyOf)
     children = condition.children
     for index, child in enumerate(children):
-        _emit(child, lines, level)
+        _emit(child, lines, level, code_of)
         rest = sum(len(leaves(later)) for later in children[index + 1 :])
         if not rest:
             break

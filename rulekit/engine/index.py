@@ -20,6 +20,7 @@ from typing import Any
 
 from jinja2 import nodes
 
+from rulekit.engine.decide import Decidable, Decider, decidable
 from rulekit.expr.codegen import Program
 from rulekit.rules.spec import Either, Rule
 
@@ -154,16 +155,20 @@ Option = Discriminator | AnyKey
 
 def discriminators_of(rule: Rule, program: Program) -> list[Option]:
     """Every indexable must-hold condition of a rule."""
-    return _options(rule.conjuncts, program)
+    return _options(rule.conjuncts, program, lambda node: find_discriminator(node, program))
 
 
-def _options(conjuncts: list[Any], program: Program) -> list[Option]:
+def _options(
+    conjuncts: list[Any],
+    program: Program,
+    discriminator: Callable[[nodes.Node], Discriminator | None],
+) -> list[Option]:
     found: list[Option] = []
     for conjunct in conjuncts:
         if isinstance(conjunct, Either):
             parts = []
             for branch in conjunct.branches:
-                options = _options(branch, program)
+                options = _options(branch, program, discriminator)
                 single = [o for o in options if isinstance(o, Discriminator)]
                 if single:
                     parts.append(min(single, key=lambda d: _PREFERENCE[d.kind]))
@@ -173,7 +178,7 @@ def _options(conjuncts: list[Any], program: Program) -> list[Option]:
                     break  # a branch that can hold for any event: no index
             else:
                 found.append(AnyKey(parts))
-        elif d := find_discriminator(conjunct, program):
+        elif d := discriminator(conjunct):
             found.append(d)
     return found
 
@@ -221,6 +226,8 @@ class KeyIndex:
     """Rules discriminated on one field path."""
 
     getter: Callable[..., Any] | None = None
+    code: str = ""
+    """The field path as code: its value's key in the values read for an event."""
     rules: list[Rule] = field(default_factory=list)
     """Every rule discriminated on this path (candidates all when the path cannot be read)."""
     eq: dict[Any, list[Rule]] = field(default_factory=lambda: defaultdict(list))
@@ -292,8 +299,14 @@ class Bucket:
 
     def candidates(self, e: Any, now: Any, env: Any) -> list[Rule]:
         """The rules worth evaluating for this event, in rule order."""
+        return self.select(e, now, env)[0]
+
+    def select(self, e: Any, now: Any, env: Any) -> tuple[list[Rule], dict[str, Any]]:
+        """The :meth:`candidates`, and the value of each field read (by its code; a field
+        that could not be read is missing) for the rules' deciders (:mod:`.decide`)."""
+        values: dict[str, Any] = {}
         if not self.keys:
-            return self.always
+            return self.always, values
         found = list(self.always)
         for key in self.keys:
             try:
@@ -302,10 +315,12 @@ class Bucket:
                 # the rules' own conditions fail the same way: evaluated, they say so
                 found.extend(key.rules)
                 continue
-            key.matching(value, found)
+            values[key.code] = value
+            if key.rules:
+                key.matching(value, found)
         if len(found) > len(self.always):
             found = sorted(set(found), key=_position)
-        return found
+        return found, values
 
 
 _position = attrgetter("position")
@@ -318,12 +333,32 @@ class RuleIndex:
         self.rules = list(rules)
         self.program = program
         self._buckets: dict[tuple[str, str], Bucket] = {}
-        self._options = {rule.name: discriminators_of(rule, program) for rule in self.rules}
+        found: dict[int, Discriminator | None] = {}
+
+        def discriminator(node: nodes.Node) -> Discriminator | None:
+            # a rule's conditions are nodes of its conjuncts: each is looked at once
+            if id(node) not in found:
+                found[id(node)] = find_discriminator(node, program)
+            return found[id(node)]
+
+        self._options = {
+            rule.name: _options(rule.conjuncts, program, discriminator) for rule in self.rules
+        }
+        self.decidable: dict[str, Decidable] = {}
+        for rule in self.rules:
+            if (decides := decidable(rule.condition, program, discriminator)) is not None:
+                self.decidable[rule.name] = decides
         self._getters: dict[str, Callable[..., Any]] = {}
         codes = {d.key_code for found in self._options.values() for o in found for d in _parts(o)}
+        codes.update(key for decides in self.decidable.values() for key in decides.keys)
         slots = {code: program.add_function(code) for code in codes}
         program.build()
         self._getters = {code: slot.function for code, slot in slots.items()}  # type: ignore[misc]
+
+    def decider(self, rule: Rule) -> Decider | None:
+        """``rule``'s decider (compiled now), or None when its conditions need the event."""
+        decides = self.decidable.get(rule.name)
+        return decides.compile(self.program) if decides is not None else None
 
     def why_not(self, rule: Rule, e: Any, now: Any, env: Any) -> str:
         """Why the index left ``rule`` out for this event (it must have left it out)."""
@@ -363,12 +398,18 @@ class RuleIndex:
             option = chosen.get(rule.name)
             if option is None:
                 always.append(rule)
-                continue
-            for d in _parts(option):
-                key = keys.get(d.key_code)
-                if key is None:
-                    key = keys[d.key_code] = KeyIndex(getter=self._getters[d.key_code])
-                key.add(rule, d)
+            else:
+                for d in _parts(option):
+                    self._key(keys, d.key_code).add(rule, d)
+            decides = self.decidable.get(rule.name)
+            for code in decides.keys if decides is not None else ():
+                self._key(keys, code)  # read for the rule's decider
         for key in keys.values():
             key.freeze()
         return Bucket(rules, always, list(keys.values()), chosen)
+
+    def _key(self, keys: dict[str, KeyIndex], code: str) -> KeyIndex:
+        key = keys.get(code)
+        if key is None:
+            key = keys[code] = KeyIndex(getter=self._getters[code], code=code)
+        return key

@@ -20,12 +20,19 @@ that stopped the evaluation)."""
 ERROR_CODE = "E"
 
 
+HOLD = "conditions hold"
+DO_NOT_HOLD = "conditions do not hold"
+MAX_SHARED = 32_768
+"""How many rule traces :meth:`RuleTrace.traced` keeps to share (then it starts over)."""
+_SHARED: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+
 def usual_reason(matched: bool, outcomes: str) -> str:
     """The reason a rule's trace gives unless something else happened (a cooldown, a timer,
     an action not planned): stored traces leave it out."""
     if matched:
-        return "conditions hold" if outcomes else "no conditions"
-    return "conditions do not hold"
+        return HOLD if outcomes else "no conditions"
+    return DO_NOT_HOLD
 
 
 @dataclass(slots=True)
@@ -101,6 +108,25 @@ class RuleTrace:
             },
         }
 
+    def traced(self) -> dict[str, Any]:
+        """:meth:`compact`, shared by the traces of a rule whose conditions came out the same
+        way for the usual reason (read only: the trace of a plan is encoded, not changed)."""
+        outcomes = self.outcomes
+        if (
+            outcomes is None
+            or self.failure is not None
+            or self._conditions is not None
+            or self.reason != (HOLD if self.matched else DO_NOT_HOLD)
+        ):
+            return self.compact()
+        key = (self.name, self.matched, self.sources, tuple(outcomes))
+        found = _SHARED.get(key)
+        if found is None:
+            if len(_SHARED) >= MAX_SHARED:
+                _SHARED.clear()
+            found = _SHARED[key] = self.compact()
+        return found
+
     def compact(self) -> dict[str, Any]:
         """The trace as the daemon stores it: the condition sources once, then one letter per
         condition (see :data:`OUTCOME_CODES`); ``error`` for the one that failed; ``reason``
@@ -150,6 +176,9 @@ class PlannedAction:
     ``assign`` by strategy: ``assignee``)."""
     dumped: dict[str, Any] | None = field(default=None, repr=False, compare=False)
     """The parameters as JSON data when they are the same for every event (shared: read only)."""
+    entry: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    """:meth:`as_dict` when the parameters are the same for every event (shared: read only,
+    see :meth:`traced`)."""
     _params: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -162,6 +191,13 @@ class PlannedAction:
     def json_params(self) -> dict[str, Any]:
         """The parameters as JSON data."""
         return self.model.model_dump(mode="json") if self.dumped is None else self.dumped
+
+    def traced(self) -> dict[str, Any]:
+        """:meth:`as_dict`, shared when the parameters are the same for every event (read
+        only: the trace of a plan is encoded, not changed)."""
+        if self.entry is not None and not self.skipped:
+            return self.entry
+        return self.as_dict()
 
     def as_dict(self) -> dict[str, Any]:
         out = {"rule": self.rule, "action": self.action, "params": self.json_params()}

@@ -40,8 +40,8 @@ def trace_of(plan: Plan, *, rules_version: str | None = None) -> dict[str, Any]:
     """The JSON-ready trace of ``plan`` (evaluate with ``explain=True`` for every candidate)."""
     return {
         "rules_version": rules_version,
-        "rules": [rule.compact() for rule in plan.rules],
-        "plan": [action.as_dict() for action in plan.actions],
+        "rules": [rule.traced() for rule in plan.rules],
+        "plan": [action.traced() for action in plan.actions],
         "errors": list(plan.errors),
         "excluded": plan.excluded,
         **({"timers": [timer.as_dict() for timer in plan.timers]} if plan.timers else {}),

@@ -158,6 +158,7 @@ class ActionStep:
     validated: Any = None
     """For parameters without templates: the validated model, made once at load."""
     _dumped: dict[str, Any] | None = field(default=None, repr=False)
+    _entry: dict[str, Any] | None = field(default=None, repr=False)
 
     def render(self, e: Any, now: Any, env: Any) -> dict[str, Any]:
         """The parameters for this event: templates rendered, values escaped for the markup
@@ -186,6 +187,16 @@ class ActionStep:
         if self._dumped is None:
             self._dumped = self.validated.model_dump(mode="json")
         return self._dumped
+
+    def entry(self, rule: str) -> dict[str, Any] | None:
+        """For parameters without templates: the action as a plan's trace records it
+        (``{"rule", "action", "params"}``), made once (shared: read only)."""
+        if self._entry is None or self._entry["rule"] != rule:
+            dumped = self.dumped()
+            if dumped is None:
+                return None
+            self._entry = {"rule": rule, "action": self.action, "params": dumped}
+        return self._entry
 
 
 def _render(params: Any, e: Any, now: Any, env: Any) -> Any:
