@@ -68,9 +68,7 @@ class Engine:
         self.program = loader.program
         # each rule's explaining function and condition sources, once it has been explained
         self._explainers: dict[Rule, tuple[Explainer, tuple[str, ...]]] = {}
-        # each rule's decider and condition sources (see .decide), None when its
-        # conditions need the event
-        self._deciders: dict[Rule, tuple[Decider, tuple[str, ...]] | None] = {}
+        self._compiled: dict[Rule, _Compiled] = {}
         loader.program.release_sources()
         for rule in self.rules:  # the expression trees served loading and indexing only
             rule.conjuncts = []
@@ -166,7 +164,8 @@ class Engine:
         stopped_by: str | None = None
         sequence = _Sequence(event)
         budget = current_budget()
-        deciders = self._deciders
+        compiled_rules = self._compiled
+        recovered = event.recovered
         position = 0
         while position < len(rules):
             rule = rules[position]
@@ -189,22 +188,23 @@ class Engine:
                     )
                 continue
             trace = RuleTrace(rule.name, False, "") if explain else None
-            decided = deciders.get(rule, _UNKNOWN)
-            if decided is _UNKNOWN:
-                decided = deciders[rule] = self._decider(rule)
-            if decided is not None:
+            compiled = compiled_rules.get(rule)
+            if compiled is None:
+                compiled = compiled_rules[rule] = self._compile(rule)
+            decided = compiled.decider is not None
+            if decided:
                 # the values the index read decide (see .decide): no field read again
                 outcomes: list[bool | None] = []
                 try:
-                    matched = decided[0](values, outcomes)
+                    matched = compiled.decider(values, outcomes)  # type: ignore[misc]
                 except Exception:
-                    decided = None  # evaluated in full below, which says what went wrong
+                    decided = False  # evaluated in full below, which says what went wrong
                 else:
                     if trace is not None:
-                        trace.sources, trace.outcomes = decided[1], outcomes
+                        trace.sources, trace.outcomes = compiled.sources, outcomes
                         if not matched:
                             trace.reason = "conditions do not hold"
-            if decided is None:
+            if not decided:
                 budget.renew()
                 try:
                     matched = self._matches(rule, sequence.event, now, env, trace)
@@ -216,6 +216,30 @@ class Engine:
             if not matched:
                 if trace is not None:
                     plan.rules.append(trace)
+                continue
+            if compiled.constant is not None and not recovered:
+                # no cooldown, no timer, actions planned the same for every event
+                if trace is not None:
+                    trace.matched = True
+                    trace.reason = "conditions hold" if rule.condition else "no conditions"
+                    plan.rules.append(trace)
+                event_now = sequence.event
+                seen = event_now if event_now is not event else None
+                for action, model, dumped, entry in compiled.constant:
+                    plan.actions.append(
+                        PlannedAction(
+                            rule.name,
+                            action,
+                            model,
+                            None,
+                            seen,
+                            sequence.decided_later,
+                            dumped,
+                            entry,
+                        )
+                    )
+                if rule.stop:
+                    stopped_by = rule.name
                 continue
             if rule.cooldown and conversation_id and state is not None:
                 until = state.cooldown_until(rule.name, conversation_id)
@@ -372,13 +396,25 @@ class Engine:
             ordered.append(trace)
         plan.rules = ordered
 
-    def _decider(self, rule: Rule) -> tuple[Decider, tuple[str, ...]] | None:
-        """``rule``'s decider and condition sources, or None when its conditions need the
-        event (see :mod:`.decide`)."""
-        decider = self.index.decider(rule)
-        if decider is None or rule.condition is None:
-            return None
-        return decider, tuple(leaf.source for leaf in leaves(rule.condition))
+    def _compile(self, rule: Rule) -> _Compiled:
+        """What the evaluation of ``rule`` can prepare once (on its first evaluation)."""
+        compiled = _Compiled()
+        if rule.condition is not None:
+            compiled.decider = self.index.decider(rule)
+            compiled.sources = tuple(leaf.source for leaf in leaves(rule.condition))
+        if (
+            not rule.cooldown
+            and rule.timing is None
+            and all(
+                step.validated is not None and not step.action_class.changes_conversation
+                for step in rule.steps
+            )
+        ):
+            compiled.constant = [
+                (step.action, step.validated, step.dumped(), step.entry(rule.name))
+                for step in rule.steps
+            ]
+        return compiled
 
     def _matches(
         self, rule: Rule, event: Event, now: datetime, env: dict[str, str], trace: RuleTrace | None
@@ -481,11 +517,25 @@ class _Sequence:
         self.changed = True
 
 
+class _Compiled:
+    """What the evaluation of one rule prepares once."""
+
+    __slots__ = ("constant", "decider", "sources")
+
+    def __init__(self) -> None:
+        self.decider: Decider | None = None
+        """Decides the rule from the values the index read (see :mod:`.decide`)."""
+        self.sources: tuple[str, ...] = ()
+        """The condition sources, in the order they are explained."""
+        self.constant: list[tuple[str, Any, dict[str, Any] | None, dict[str, Any] | None]] | None
+        self.constant = None
+        """For a rule without cooldown or timer whose actions all have constant parameters
+        and leave the conversation as it is: each action's name, parameters, parameters as
+        JSON data and trace entry."""
+
+
 class _ConditionFailed(Exception):
     pass
-
-
-_UNKNOWN: Any = object()
 
 
 def _source(condition: Condition) -> str:
