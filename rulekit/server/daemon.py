@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -98,8 +99,9 @@ class Daemon:
     ) -> None:
         self.freezes_heap = False
         """Whether the loaded rules are kept out of the garbage collector's work
-        (:func:`~rulekit.snapshot.freeze_heap`), at start and once a reload's old rules are
-        released: set by ``rulekit run``, the process's only daemon."""
+        (:func:`~rulekit.snapshot.freeze_heap`), at start, as soon as a reload swapped them in
+        and once its old rules are released: set by ``rulekit run``, the process's only
+        daemon."""
         self.reload_budget = reload_budget
         self.clock = clock
         """What time the timers see (default: the system's clock; tests move their own)."""
@@ -307,6 +309,8 @@ class Daemon:
                 )
                 return False
             old, self._snapshot = self._snapshot, new
+            if self.freezes_heap:  # the new rules leave the collector's work at once, not
+                gc.freeze()  # when the old ones are retired (their freeze_heap collects them)
             if self.evaluator is not None:
                 self.evaluator.want(new)
             if self.fetchers is not None:

@@ -4,6 +4,7 @@ files), graceful shutdown."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import sqlite3
 import time
@@ -124,3 +125,17 @@ def _metric(process, name: str) -> float:
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     pytest.fail(f"no metric {name}")
+
+
+def test_reloaded_rules_leave_the_collectors_work_at_once(tmp_path, serve):
+    server = serve(write_setup(tmp_path))
+    server.daemon.freezes_heap = True  # as `rulekit run` sets it
+    try:
+        (tmp_path / "rules.d" / "rules.yaml").write_text(AUTOREPLY_RULES + "\n# edited\n")
+        assert server.call(server.daemon.reload("test")) is True
+        engine = server.daemon.snapshot.engine
+        # frozen objects are in no generation the collector scans (gc.get_objects lists those)
+        assert not any(tracked is engine for tracked in gc.get_objects())
+    finally:
+        server.daemon.freezes_heap = False
+        gc.unfreeze()
