@@ -23,6 +23,7 @@ from rulekit import sources, yamlsource
 from rulekit.calendars import Calendar, CalendarSpec, compile_calendars
 from rulekit.errors import ConfigError, Location, did_you_mean
 from rulekit.models import Duration, StrictModel, parse_duration
+from rulekit.safetext import name_problem
 from rulekit.validation import dotted, pydantic_errors
 
 CONFIG_ENV = "RULEKIT_CONFIG"
@@ -175,13 +176,13 @@ MAX_FIELD_NAME = 64
 
 def tag_problem(tag: str) -> str | None:
     """Why ``tag`` is not a tag name (None when it is): 1 to 64 characters, no spaces at either
-    end, no control characters."""
+    end, no control, bidi or invisible characters (:func:`rulekit.safetext.name_problem`)."""
     if not tag or tag != tag.strip():
         return f"tag {tag!r} is empty or has spaces at an end"
     if len(tag) > MAX_TAG:
         return f"tag {tag[:20]!r}... is longer than {MAX_TAG} characters"
-    if any(ord(c) < 32 or ord(c) == 127 for c in tag):
-        return f"tag {tag!r} has a control character"
+    if problem := name_problem(tag):
+        return f"tag {tag!r} {problem}"
     return None
 
 

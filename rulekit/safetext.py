@@ -30,6 +30,11 @@ UNSAFE: frozenset[int] = frozenset(
 )
 """The code points :func:`escape_controls` escapes."""
 
+INVISIBLE: frozenset[int] = frozenset([0x00AD, 0x180E, 0x200B, *range(0x2060, 0x2065), 0xFEFF])
+"""Characters that show nothing at all (soft hyphen, zero-width space, word joiner, invisible
+operators, byte order mark): a name holding one looks like another name."""
+_LINE_BREAKS = frozenset([0x09, 0x0A, 0x0D])
+
 _SHORT = {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
 _VISIBLE = {
     code: _SHORT.get(code) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
@@ -44,6 +49,39 @@ def escape_controls(text: str) -> str:
     as a visible escape: ``\\n``, ``\\r``, ``\\t``, ``\\x1b``, ``\\x9b``, ``\\u202e``. The result
     holds no character a terminal acts on, and no line break."""
     return text.translate(_VISIBLE)
+
+
+def text_problem(text: str, *, multiline: bool = False) -> str | None:
+    """Why ``text`` a person sent cannot be kept as it is, or None: it holds a control
+    character (with ``multiline``, tab and line breaks are allowed), a bidi control, a line
+    separator or a lone surrogate. Linear in ``len(text)``."""
+    for char in text:
+        code = ord(char)
+        if code in UNSAFE and not (multiline and code in _LINE_BREAKS):
+            return f"holds {_kind(code)} ({_VISIBLE[code]})"
+    return None
+
+
+def _kind(code: int) -> str:
+    if code < 0x20 or 0x7F <= code < 0xA0:
+        return "a control character"
+    if 0xD800 <= code < 0xE000:
+        return "a lone surrogate"
+    if code in (0x2028, 0x2029):
+        return "a line separator character"
+    return "a bidi control character"
+
+
+def name_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a name (a tag, a field shown in a list), or None: what
+    :func:`text_problem` refuses, and characters that show nothing (:data:`INVISIBLE`)."""
+    problem = text_problem(text)
+    if problem is not None:
+        return problem
+    for char in text:
+        if ord(char) in INVISIBLE:
+            return f"holds an invisible character (\\u{ord(char):04x})"
+    return None
 
 
 def text_lines(lines: Iterable[str]) -> str:

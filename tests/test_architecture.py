@@ -149,6 +149,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "rulekit.escapes",
             "rulekit.countries",
             "rulekit.team",
+            "rulekit.addresses",
         ),
     ),
     ("expr", ("rulekit.expr",)),

@@ -24,7 +24,6 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from rulekit.actions.base import Action, ActionContext
 from rulekit.actions.email_message import (
-    address_problem,
     build_message,
     domain_of,
     header_text,
@@ -35,6 +34,7 @@ from rulekit.actions.pacing import Limit, Pace, Pacer
 from rulekit.actions.rates import Rate
 from rulekit.actions.secrets import redact
 from rulekit.actions.telegram_markup import resolve_html
+from rulekit.addresses import address_problem
 from rulekit.config import Config
 from rulekit.errors import (
     ActionError,

@@ -3,8 +3,8 @@
 * Recipients (:func:`recipients`): each ``to`` item is an address, ``assignee``, ``group:<name>``
   (its agents with access to the event's channel) or ``client`` (the client's email, when
   known). Every address, whoever supplied it, must be one plain ``local@domain``
-  (:func:`address_problem`): no display name, comma, angle bracket, space or control character,
-  so a client's "email" cannot add recipients or headers.
+  (:func:`rulekit.addresses.address_problem`): no display name, comma, angle bracket, space,
+  control or bidi character, so a client's "email" cannot add recipients or headers.
 * Headers (:func:`header_text`): CR, LF and every other line break or control character in a
   subject becomes a space; the message is still sent.
 * The message (:func:`build_message`): a ``text/plain`` part always, and the ``html`` as an
@@ -18,25 +18,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
+from rulekit.addresses import address_problem
 from rulekit.event import Event
 
 SPECIAL_RECIPIENTS = ("assignee", "client")
 GROUP_PREFIX = "group:"
-_NOT_IN_ADDRESSES = frozenset(' ,;:<>()[]"\\')
-
-
-def address_problem(address: str) -> str | None:
-    """Why ``address`` is not one plain ``local@domain`` address, or None."""
-    if len(address) > 254:
-        return "is over 254 characters"
-    if any(ord(c) < 33 or ord(c) == 127 or c in _NOT_IN_ADDRESSES for c in address):
-        return 'holds spaces, control characters or one of , ; : < > ( ) [ ] " \\'
-    local, at, domain = address.rpartition("@")
-    if not at or not local or "@" in local or "." not in domain.strip("."):
-        return "is not local@domain"
-    if domain.startswith(".") or domain.endswith(".") or ".." in domain:
-        return "has an invalid domain"
-    return None
 
 
 def recipient_problem(item: str) -> str | None:

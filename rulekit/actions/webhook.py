@@ -291,6 +291,7 @@ class Webhook(Action):
         headers = {
             "Content-Type": content_type,
             "User-Agent": "rulekit",
+            "Accept-Encoding": "identity",  # an answer is never inflated: see _answer_start
             **headers,
             "X-Rulekit-Delivery": context.delivery or uuid.uuid4().hex,
             "X-Rulekit-Timestamp": str(timestamp),
@@ -298,14 +299,17 @@ class Webhook(Action):
         }
         where = f"webhook {params.to!r}"
         try:
-            async with asyncio.timeout(target.timeout):
-                response = await self._http().request(
+            async with (
+                asyncio.timeout(target.timeout),
+                self._http().stream(
                     target.method,
                     target.url.get_secret_value(),
                     content=body,
                     headers=headers,
                     timeout=target.timeout,
-                )
+                ) as response,
+            ):
+                start = await _answer_start(response)
         except (TimeoutError, httpx.TimeoutException):
             raise RetryableActionError(
                 f"{where} did not answer within {target.timeout:g} s"
@@ -315,18 +319,23 @@ class Webhook(Action):
         except httpx.TransportError as exc:
             message = self._redact(target, f"{where}: {type(exc).__name__}: {exc}")
             raise RetryableActionError(message) from None
-        return self._outcome(target, where, response)
+        return self._outcome(target, where, response, start)
 
     def _outcome(
-        self, target: WebhookTarget, where: str, response: httpx.Response
+        self, target: WebhookTarget, where: str, response: httpx.Response, content: bytes
     ) -> dict[str, Any]:
         status = response.status_code
-        start = self._redact(target, first_bytes(response.content))
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+
+        def shown(limit: int) -> str:
+            if encoding in ("", "identity"):
+                return first_bytes(content, limit)
+            return f"({encoding[:40]}-encoded answer)"
+
+        start = self._redact(target, shown(512))
         if 200 <= status < 300:
             return {"status": status, "body": start}
-        message = self._redact(
-            target, f"{where}: HTTP {status}: {first_bytes(response.content, 200)}"
-        )
+        message = self._redact(target, f"{where}: HTTP {status}: {shown(200)}")
         error: ActionError
         if status == 429 or status >= 500 or status == 408:
             # a 503 may say when to come back too
@@ -373,6 +382,22 @@ class Webhook(Action):
             hidden.append(parts.query)
         longest_first: list[str] = sorted(hidden, key=len, reverse=True)
         return redact(text, longest_first)
+
+
+MAX_ANSWER = 4096
+"""Bytes of an answer read (the audit keeps its first 512): whatever the answer's length, or
+its compression, a call holds no more than this of it."""
+
+
+async def _answer_start(response: httpx.Response) -> bytes:
+    """The first :data:`MAX_ANSWER` bytes of ``response``'s body as they came (never
+    decompressed: a small gzip can inflate to gigabytes); the rest is not read."""
+    start = b""
+    async for chunk in response.aiter_raw():
+        start += chunk
+        if len(start) > MAX_ANSWER:
+            break
+    return start
 
 
 def _words(value: str) -> list[str]:

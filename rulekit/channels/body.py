@@ -7,7 +7,8 @@ provider reads the same, safe data whatever JSON parser it uses:
 * UTF-8 only; a leading byte order mark is ignored (RFC 8259 allows either);
 * **lone surrogates** (``"\\ud800"`` written as an escape: valid JSON, but not text that can be
   encoded, stored or printed) are replaced with U+FFFD in every string, keys of objects
-  included. The inbox keeps the exact bytes received, for audit;
+  included. The inbox keeps the exact bytes received, for audit. A person's request (the
+  console's API) is refused instead (``refuse_surrogates``): they can send it again;
 * refused (400): ``NaN``/``Infinity`` literals (not JSON), a number out of range (a float that
   would be infinite, an integer of more than :data:`MAX_INT_DIGITS` digits), the same key twice
   in one object (readers would disagree on which value counts), nesting deeper than
@@ -43,8 +44,9 @@ class BodyError(ValueError):
     """A body no provider can ever accept; the message says why, for the sender (a 400)."""
 
 
-def load(body: bytes) -> Any:
-    """Decode a webhook body under the rules above; raise :class:`BodyError` when it breaks one."""
+def load(body: bytes, *, refuse_surrogates: bool = False) -> Any:
+    """Decode a webhook body under the rules above; raise :class:`BodyError` when it breaks one
+    (with ``refuse_surrogates``, when a string holds a lone surrogate too)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -60,7 +62,7 @@ def load(body: bytes) -> Any:
             parse_constant=_refuse_constant,
             parse_int=_integer,
             parse_float=_float,
-            object_pairs_hook=_clean_object if surrogates else _object,
+            object_pairs_hook=_clean_object if surrogates and not refuse_surrogates else _object,
         )
     except RecursionError:
         raise BodyError(f"the body is nested too deeply (over {MAX_DEPTH} levels)") from None
@@ -71,7 +73,8 @@ def load(body: bytes) -> Any:
     if not isinstance(data, dict | list):
         raise BodyError(f"the body must be a JSON object or array, not {_kind(data)}")
     if surrogates or body.count(b"{") + body.count(b"[") > MAX_DEPTH:
-        _walk(data, surrogates)  # else it cannot be nested too deeply: nothing to walk for
+        # else it cannot be nested too deeply: nothing to walk for
+        _walk(data, surrogates, refuse=refuse_surrogates)
     return data
 
 
@@ -96,13 +99,16 @@ def clean_text(value: str) -> str:
 
 
 def bounded_key(key: object) -> str | None:
-    """An id or key fit to store and index: text without surrogates, at most
-    :data:`MAX_KEY_CHARS` long (a longer one becomes ``sha256:<hex digest>``, still the same
-    for the same input); None for anything that is not a non-empty string."""
+    """An id or key fit to store and index: text without surrogates or NUL (PostgreSQL's text
+    cannot hold it; both become U+FFFD), at most :data:`MAX_KEY_CHARS` long (a longer one
+    becomes ``sha256:<hex digest>``, still the same for the same input); None for anything that
+    is not a non-empty string."""
     if not isinstance(key, str) or not key:
         return None
     if not key.isascii():  # (ASCII holds no surrogate: the usual id needs no search)
         key = clean_text(key)
+    if "\x00" in key:
+        key = key.replace("\x00", REPLACEMENT)
     if len(key) > MAX_KEY_CHARS:
         return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
     return key
@@ -146,9 +152,10 @@ def _refuse_duplicate(pairs: list[tuple[str, Any]]) -> None:
         seen.add(key)
 
 
-def _walk(data: dict[str, Any] | list[Any], clean: bool) -> None:
+def _walk(data: dict[str, Any] | list[Any], clean: bool, *, refuse: bool = False) -> None:
     """Check the depth of ``data`` and, when ``clean``, replace lone surrogates in its strings
-    (without recursion: a body's depth never costs stack)."""
+    (with ``refuse``: raise :class:`BodyError` at the first one), without recursion: a body's
+    depth never costs stack."""
     stack: list[tuple[Any, int]] = [(data, 1)]
     while stack:
         node, depth = stack.pop()
@@ -156,10 +163,19 @@ def _walk(data: dict[str, Any] | list[Any], clean: bool) -> None:
             raise BodyError(f"the body is nested too deeply (over {MAX_DEPTH} levels)")
         entries = node.items() if isinstance(node, dict) else enumerate(node)
         for key, value in list(entries) if clean else entries:
+            if refuse and clean and _lone_surrogate(key, value):
+                raise BodyError(
+                    "the body has a lone surrogate (a \\ud800 to \\udfff escape without its "
+                    "pair): it is not text"
+                )
             if isinstance(value, dict | list):
                 stack.append((value, depth + 1))
             elif clean and isinstance(value, str):
                 node[key] = clean_text(value)
+
+
+def _lone_surrogate(key: object, value: object) -> bool:
+    return any(isinstance(text, str) and _SURROGATE.search(text) for text in (key, value))
 
 
 def _kind(value: object) -> str:

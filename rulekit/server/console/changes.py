@@ -25,12 +25,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio.to_thread
 from starlette.responses import Response
 
+from rulekit.addresses import address_problem
 from rulekit.errors import StoreUnavailable
 from rulekit.event import Agent, Client, Conversation, Event, Message
 from rulekit.runtime import planning
 from rulekit.runtime.planning import Processed, StateChanged
 from rulekit.runtime.processor import report
 from rulekit.runtime.worker import Evaluation, Refusal
+from rulekit.safetext import escape_controls, text_problem
 from rulekit.server.console import conversations
 from rulekit.server.console.conversations import CONSOLE_RULE
 from rulekit.server.console.journal import known
@@ -92,6 +94,8 @@ class Changes:
             raise ApiError(400, "text must be a non-empty string")
         if len(text) > MAX_TEXT:
             raise ApiError(400, f"text is longer than {MAX_TEXT} characters")
+        if problem := text_problem(text, multiline=True):
+            raise ApiError(400, f"text {problem}")
         channel, conversation, client = await self._current(workspace, viewer, conversation_id)
         action = self._action("reply", channel)
         now = datetime.now(UTC)
@@ -308,10 +312,19 @@ def _contact_changes(body: dict[str, Any]) -> dict[str, str | None]:
         limit = MAX_NOTES if key == "notes" else MAX_FIELD
         if value is not None and len(value) > limit:
             raise ApiError(400, f"{key} is longer than {limit} characters")
-        if key == "email" and value is not None and "@" not in value:
-            raise ApiError(400, f"{value!r} is not an email address")
+        if value is not None and (problem := _field_problem(key, value)):
+            raise ApiError(400, f"{key} {problem}")
         changes[key] = value or None
     return changes
+
+
+def _field_problem(key: str, value: str) -> str | None:
+    """Why ``value`` cannot be the client's ``key``: text a terminal or a list would act on
+    (notes may have lines), an email that is not one plain ``local@domain``."""
+    if key == "email":
+        problem = address_problem(value)
+        return f"{escape_controls(value)!r} {problem}" if problem else None
+    return text_problem(value, multiline=key == "notes")
 
 
 def _panel(client: Client) -> dict[str, Any]:

@@ -43,6 +43,8 @@ def decode_cursor(cursor: str) -> Position:
         when = datetime.fromisoformat(active_at)
         if not isinstance(channel, str) or not isinstance(key, str) or when.tzinfo is None:
             raise ValueError
+        if "\x00" in channel or "\x00" in key:  # no stored name holds one
+            raise ValueError
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
         raise BadCursor("not a cursor of this list; start again without one") from None
     return Position(when, channel, key)

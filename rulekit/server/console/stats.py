@@ -14,7 +14,7 @@ from starlette.routing import BaseRoute, Route
 from rulekit.audit import stats
 from rulekit.audit.history import parse_since
 from rulekit.server.console.sessions import Viewer
-from rulekit.server.console.workspace import API, ApiError, ok
+from rulekit.server.console.workspace import API, ApiError, ok, query
 
 if TYPE_CHECKING:
     from rulekit.server.console.routes import Console
@@ -35,7 +35,7 @@ class Stats:
         snapshot = self.console.get_snapshot()
         try:
             since = parse_since(
-                request.query_params.get("since") or None,
+                query(request, ("since",)).get("since") or None,
                 datetime.now(UTC),
                 snapshot.config.timezone,
             )

@@ -11,7 +11,6 @@ lines of the ``rulekit.console`` logger). Reads use the store's read-only unit o
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any
@@ -23,8 +22,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from rulekit.audit import repair
+from rulekit.channels import body as body_json
+from rulekit.channels.body import BodyError
 from rulekit.runtime.logs import log
-from rulekit.server.console import conversations
+from rulekit.safetext import text_problem
+from rulekit.server.console import conversations, idempotency
 from rulekit.server.console.guard import WriteBudget, bearer_token, json_content
 from rulekit.server.console.sessions import Viewer, identify, token_hash
 from rulekit.server.console.throttle import retry_after
@@ -41,6 +43,9 @@ PREFIX = f"{API}/conversations/"
 MAX_BODY = 64 * 1024
 VIEWS = ("all", "mine", "unassigned")
 STATUSES = ("open", "closed")
+KEPT_ANSWERS = frozenset({"assign", "tags", "priority"})
+"""The writes whose answer a retry with the same ``Idempotency-Key`` gets again (a reply and a
+change of client data find their first event in the store)."""
 
 Handler = Callable[[Request, Viewer, list[str]], Awaitable[Response]]
 
@@ -68,6 +73,7 @@ class Workspace:
         """What performs replies, client changes and changes of the conversation's state
         (:class:`~rulekit.server.console.edits.ConversationEdits`); None: those answer 503."""
         self.budget = WriteBudget(console.throttle.clock)
+        self.keys = idempotency.IdempotencyKeys(console.throttle.clock)
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -145,7 +151,13 @@ class Workspace:
         path = path.split("?", 1)[0]
         if not path.startswith(PREFIX):
             return []
-        return [unquote(part, errors="strict") for part in path[len(PREFIX) :].split("/")]
+        try:
+            parts = [unquote(part, errors="strict") for part in path[len(PREFIX) :].split("/")]
+        except UnicodeDecodeError:
+            raise ApiError(400, "the path is not percent-encoded UTF-8") from None
+        if any("\x00" in part for part in parts):  # no stored id holds one (bounded_key)
+            raise ApiError(404, "no such conversation")
+        return parts
 
     def channels_of(self, viewer: Viewer) -> frozenset[str]:
         """The channels ``viewer`` may see (the admin: every configured channel)."""
@@ -177,7 +189,7 @@ class Workspace:
         return ok({"conversations": page.conversations, "next_cursor": page.next_cursor})
 
     def _query(self, request: Request, viewer: Viewer) -> ConversationQuery:
-        params = request.query_params
+        params = query(request, QUERY)
         view = params.get("view", "all")
         if view not in VIEWS:
             raise ApiError(400, f"view must be one of {', '.join(VIEWS)}, not {view!r}")
@@ -241,9 +253,32 @@ class Workspace:
         if self.writes is None:
             raise ApiError(503, "this console cannot change conversations")
         key = request.headers.get("idempotency-key")
-        if key is not None and not 0 < len(key) <= 200:
+        if key is None:
+            result: Response = await getattr(self.writes, name)(self, viewer, rest[0], body, key)
+            return result
+        if not 0 < len(key) <= 200:
             raise ApiError(400, "Idempotency-Key must be 1 to 200 characters")
-        result: Response = await getattr(self.writes, name)(self, viewer, rest[0], body, key)
+        who = viewer.email.lower() if viewer.email else "admin"
+        try:
+            new, kept = self.keys.claim(
+                who, key, idempotency.fingerprint(request.method, rest[1], rest[0], body)
+            )
+        except idempotency.Conflict:
+            raise ApiError(
+                422, "this Idempotency-Key was used for a different request: use a new key"
+            ) from None
+        if kept is not None:
+            return secure(Response(kept[1], kept[0], media_type="application/json"))
+        try:
+            result = await getattr(self.writes, name)(self, viewer, rest[0], body, key)
+        except BaseException:
+            if new:
+                self.keys.release(who, key)
+            raise
+        if new and result.status_code >= 400:
+            self.keys.release(who, key)
+        elif new and name in KEPT_ANSWERS:
+            self.keys.settle(who, key, (result.status_code, bytes(result.body)))
         return result
 
     async def show(
@@ -270,10 +305,10 @@ class Workspace:
                 raise ApiError(413, f"the request body is larger than {MAX_BODY} bytes")
         if not body.strip():
             return {}
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise ApiError(400, "the request body is not JSON") from None
+        try:  # the rules webhooks follow (depth, numbers, keys), lone surrogates refused
+            data = body_json.load(body, refuse_surrogates=True)
+        except BodyError as exc:
+            raise ApiError(400, str(exc).replace("the body", "the request body", 1)) from None
         if not isinstance(data, dict):
             raise ApiError(400, "the request body must be a JSON object")
         return data
@@ -314,6 +349,26 @@ class Workspace:
         except repair.NotRepairable as exc:
             raise ApiError(409, str(exc)) from None
         return result
+
+
+QUERY = ("view", "status", "q", "limit", "cursor", "tag")
+"""What the list's query string may hold."""
+
+
+def query(request: Request, names: tuple[str, ...]) -> dict[str, str]:
+    """The query string's parameters: each of ``names`` at most once (two values would be
+    read differently by a proxy and by the API), nothing else; 400 otherwise."""
+    found: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        if name not in names:
+            known = ", ".join(names) or "nothing"
+            raise ApiError(400, f"unknown query parameter {name[:40]!r} (known: {known})")
+        if name in found:
+            raise ApiError(400, f"the query parameter {name!r} is given twice")
+        if problem := text_problem(value):
+            raise ApiError(400, f"the query parameter {name!r} {problem}")
+        found[name] = value
+    return found
 
 
 def _number(value: str, what: str) -> int:
