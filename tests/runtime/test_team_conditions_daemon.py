@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -118,3 +119,53 @@ def test_rules_that_do_not_read_the_team_send_no_team(tmp_path, serve, chatra):
     with server.daemon.store.transaction() as state:
         [record] = state.history(limit=1)
     assert "team" not in record.trace
+
+
+TIMED = """\
+- name: Still nobody online
+  on: {channel: online-chat, event: created}
+  after: 2s
+  unless: team.online
+  do:
+    - autoreply: {text: "Still nobody online"}
+"""
+
+
+def started_now(n: int) -> bytes:
+    """chat_started(n), written now (the timer counts from the message's time)."""
+    body = json.loads(chat_started(n))
+    body["message"]["createdAt"] = int(time.time() * 1000)
+    return json.dumps(body).encode()
+
+
+def test_a_timers_unless_reads_the_team_when_it_fires(tmp_path, processes, chatra, storage):
+    config = setup(tmp_path, chatra, storage)
+    (tmp_path / "rules.d" / "rules.yaml").write_text(TIMED)
+    daemon = processes(config).wait_ready()
+    runner = CliRunner()
+
+    def fired() -> list[dict]:
+        found = runner.invoke(cli, ["history", "--config", str(config), "--format", "json"])
+        events = json.loads(found.output)["events"]
+        return [e for e in events if "fired" in e.get("timers", {})]
+
+    with httpx.Client(base_url=daemon.url, timeout=10) as console:
+        signed_in = console.post("/console/login", data={"token": TOKEN})
+        console.cookies = signed_in.cookies
+        with console.stream("GET", "/console/stream") as stream:
+            assert stream.status_code == 200
+            assert console.post("/console/api/presence", json={"status": "away"}).status_code == 200
+            assert httpx.post(daemon.webhook_url, content=started_now(1)).status_code == 200
+            wait_for(lambda: chatra.sent, timeout=30)
+            [away] = fired()
+            assert away["timers"]["fired"]["outcome"] == "fired"
+            assert away["team"] == {"tracked": True, "online": []}
+
+            assert (
+                console.post("/console/api/presence", json={"status": "online"}).status_code == 200
+            )
+            assert httpx.post(daemon.webhook_url, content=started_now(2)).status_code == 200
+            back = wait_for(lambda: len(found := fired()) == 2 and found[0], timeout=30)
+    assert back["timers"]["fired"]["outcome"] == "unless"  # Anna is back: nothing sent
+    assert back["team"] == {"tracked": True, "online": ["anna@example.com"]}
+    assert [message["text"] for message in chatra.sent] == ["Still nobody online"]
