@@ -14,6 +14,7 @@ from typing import Any
 from rulekit.server.console.sessions import Viewer
 from rulekit.store.base import JournaledStore
 from rulekit.store.records import EventRecord, Job
+from rulekit.team import describe_seen
 
 HISTORY_LIMIT = 50
 CONVERSATION_EVENTS = 500
@@ -109,9 +110,13 @@ def job_summary(job: Job) -> dict[str, Any]:
 
 
 def event_summary(record: EventRecord, jobs: list[Job]) -> dict[str, Any]:
-    return {
+    summary = {
         "type": "event",
         "event": record.data,
         "processed_at": record.processed_at.isoformat(),
         "jobs": [job_summary(job) for job in jobs],
     }
+    team = record.trace.get("team")
+    if isinstance(team, dict) and team:  # the presence the rules read deciding about it
+        summary["team"] = describe_seen(team)
+    return summary

@@ -405,7 +405,7 @@ def seed_conversation(server: ConsoleServer) -> str:
         state.record_event(
             first,
             inbox_id=None,
-            trace={},
+            trace={"team": {"tracked": True, "online_in": {"support": []}}},
             jobs=[JobSpec("Greet", "autoreply", {"text": "hi"}, "chatra")],
         )
         state.record_event(second, inbox_id=None, trace={})
@@ -431,6 +431,9 @@ def test_the_conversation_view_has_the_client_panel(console_server: ConsoleServe
     assert data["conversation"]["status"] == "open"
     assert [e["event"]["event"] for e in data["events"]] == ["client_updated", "created"]
     assert data["events"][1]["jobs"][0]["rule"] == "Greet"
+    # the presence the rules read deciding about the event, in words
+    assert data["events"][1]["team"] == ["online in support: nobody"]
+    assert "team" not in data["events"][0]
 
 
 def test_conversations_of_other_channels_are_hidden(console_server: ConsoleServer) -> None:

@@ -159,6 +159,9 @@
       item.append(el("span", { class: "text" }, jobs.join("\n")));
     }
     if (text) item.append(el("span", { class: "text" }, text));
+    if (Array.isArray(message.team) && message.team.length) {
+      item.append(el("span", { class: "text team" }, "team: " + message.team.join("; ")));
+    }
     const at = message.processed_at || message.at || (eventOf(message) && eventOf(message).occurred_at);
     if (at) item.append(" ", el("span", { class: "time" }, when(at)));
     return item;
