@@ -75,8 +75,62 @@ def _compiled(pattern: str, ignorecase: bool, multiline: bool) -> Any:
     if problem:
         raise TemplateError(problem)
     # RE2's `(?m)` is Python's re.MULTILINE: ^ and $ at every line
-    source = f"(?m:{pattern})" if multiline else pattern
+    source = f"(?m:{as_re2(pattern)})" if multiline else as_re2(pattern)
     return re2.compile(source, _options(ignorecase=ignorecase))
+
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def as_re2(pattern: str) -> str:
+    """``pattern`` (Python's syntax, as Ansible's filters take it) in RE2's words where the two
+    spell the same thing differently: ``\\Z`` is ``\\z``, ``\\u00e4`` and ``\\U0001F600`` are
+    ``\\x{...}``, ``a{,3}`` is ``a{0,3}`` (RE2 would read it as text), ``(?u)`` is RE2's
+    default. Everything else is left as written (RE2 refuses what it cannot run)."""
+    if "\\" not in pattern and "{," not in pattern and "(?u)" not in pattern:
+        return pattern
+    out: list[str] = []
+    index, in_class = 0, False
+    while index < len(pattern):
+        char = pattern[index]
+        following = pattern[index + 1] if index + 1 < len(pattern) else ""
+        if char == "\\" and following:
+            width = {"u": 4, "U": 8}.get(following, 0)
+            digits = pattern[index + 2 : index + 2 + width]
+            if width and len(digits) == width and set(digits) <= _HEX:
+                out.append(f"\\x{{{digits}}}")
+                index += 2 + width
+                continue
+            out.append("\\z" if following == "Z" and not in_class else char + following)
+            index += 2
+            continue
+        if in_class:
+            in_class = char != "]" or pattern[index - 1] == "["  # `[]a]`: a leading ] is text
+        elif char == "[":
+            in_class = True
+            if pattern.startswith("^", index + 1):  # `[^]a]`
+                out.append("[^")
+                index += 2
+                if pattern.startswith("]", index):
+                    out.append("]")
+                    index += 1
+                continue
+        elif char == "{" and following == "," and _quantifier(pattern, index):
+            out.append("{0")
+            index += 1
+            continue
+        elif pattern.startswith("(?u)", index):
+            index += 4
+            continue
+        out.append(char)
+        index += 1
+    return "".join(out)
+
+
+def _quantifier(pattern: str, index: int) -> bool:
+    """Whether ``pattern[index:]`` starts with ``{,N}``."""
+    close = pattern.find("}", index)
+    return close > index + 2 and pattern[index + 2 : close].isdigit()
 
 
 def pattern_problem(pattern: Any) -> str | None:
@@ -86,7 +140,7 @@ def pattern_problem(pattern: Any) -> str | None:
     if len(pattern) > MAX_PATTERN:
         return f"the pattern is over {MAX_PATTERN} characters"
     try:
-        re2.compile(pattern, _options())
+        re2.compile(as_re2(pattern), _options())
     except re2.error as exc:
         # only a pattern RE2 refuses is looked at for what it lacks: `a\(?!` and `[(?=]` are
         # plain RE2 patterns, whatever they look like

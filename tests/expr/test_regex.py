@@ -145,6 +145,29 @@ def test_patterns_that_only_look_like_lookaround_are_plain_re2(holds: Any) -> No
     assert not holds("message.text is search('[(?=]')", "x")
 
 
+@pytest.mark.parametrize(
+    ("pattern", "text", "found"),
+    [
+        ("abc\\Z", "xabc", True),  # Python's end of the text is RE2's \z
+        ("abc\\Z", "abc\n", False),
+        ("\\u00e4+", "xää", True),
+        ("\\U0001F600", "a😀", True),
+        ("^a{,2}b", "aab", True),  # Python's {,2} is {0,2}; RE2 alone reads it as text
+        ("^a{,2}b", "aaab", False),
+        ("(?u)\\w+", "abc", True),  # RE2 is Unicode-aware anyway (but its \\w is ASCII)
+        ("\\\\Z", "\\Z", True),  # an escaped backslash, then Z
+        ("[{,2}]", ",", True),
+    ],
+)
+def test_python_spellings_mean_what_they_mean_in_python(
+    pattern: str, text: str, found: bool
+) -> None:
+    import re
+
+    assert with_budget(lambda: regex.is_search(text, pattern)) is found
+    assert bool(re.search(pattern, text)) is found
+
+
 def test_a_dollar_is_the_very_end_of_the_text(holds: Any) -> None:
     """Unlike Python's, RE2's ``$`` does not also match before a final line break (documented:
     ``\n?$`` does both)."""
