@@ -15,8 +15,9 @@ Three steps, shared by the processor (inbox items) and the dispatcher (events ac
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from rulekit.channels.base import ChannelTimer, channel_timer_rule
@@ -25,17 +26,21 @@ from rulekit.event import Event
 from rulekit.runtime.replies import note_replies
 from rulekit.runtime.worker import Evaluation, Refusal, Request
 from rulekit.store.base import JournaledState, JournaledStore, State
-from rulekit.store.recording import Recording, RecordingState, StateChanged, Unwritten
-from rulekit.store.records import JobSpec
+from rulekit.store.cached import CachedState, probe
+from rulekit.store.lookups import Lookups
+from rulekit.store.recording import Recording, RecordingState, StateChanged
+from rulekit.store.records import JobSpec, NewEvent
 from rulekit.team import TeamFacts
 
 __all__ = [
+    "Evaluated",
     "Prepared",
     "Processed",
     "StateChanged",
     "prepare",
     "prepare_together",
     "record",
+    "record_many",
     "refused",
     "team_facts",
 ]
@@ -110,10 +115,10 @@ def prepare(
     prepared: Prepared | None = None
     try:
         with store.transaction() as state:
-            unwritten = Unwritten(state)
-            recording = RecordingState(unwritten)
+            cached = _read_ahead(state, [parse] if parse else [], events)
+            recording = RecordingState(cached)
             found = _normalized(recording, parse, events)
-            facts = team_facts(unwritten) if team and found else None
+            facts = team_facts(cached) if team and found else None
             prepared = Prepared(found, _requests(state, [found], facts)[0], recording.recording)
             raise _RollBack
     except _RollBack:
@@ -135,9 +140,10 @@ def prepare_together(
         with store.transaction() as state:
             parsed: list[tuple[list[Event], RecordingState]] = []
             failed: Exception | None = None
-            unwritten = Unwritten(state)  # a body reads what the ones before it wrote
+            # a body reads what the ones before it wrote
+            cached = _read_ahead(state, parses)
             for parse in parses:
-                recording = RecordingState(unwritten)
+                recording = RecordingState(cached)
                 try:
                     parsed.append((_normalized(recording, parse), recording))
                 except StoreUnavailable:
@@ -148,7 +154,7 @@ def prepare_together(
             # what the evaluations need, read once for all (normalizing sets no mark, records
             # no event: reading after the last body is reading after each)
             groups = [found for found, _ in parsed]
-            facts = team_facts(unwritten) if team and any(groups) else None
+            facts = team_facts(cached) if team and any(groups) else None
             requests = _requests(state, groups, facts)
             for (found, recording), request in zip(parsed, requests, strict=True):
                 out.append(Prepared(found, request, recording.recording))
@@ -160,8 +166,27 @@ def prepare_together(
     return out
 
 
+def _read_ahead(
+    state: State,
+    parses: list[Callable[[State], list[Event]]],
+    events: list[Event] | None = None,
+) -> CachedState:
+    """``state`` behind a cache, holding already (on a store where each read is a round trip)
+    what normalizing the bodies (``parses``) or noting the reply times of ``events`` will read,
+    read in one query."""
+    cached = CachedState(state)
+    if state.batches:
+        # a parse makes new events each time: probing one changes nothing it will return
+        wanted = probe([partial(_normalized, parse=parse) for parse in parses])
+        for event in events or ():
+            if event.conversation.id:
+                wanted.conversation_ids.add((event.channel, event.conversation.id))
+        cached.prefetch(wanted)
+    return cached
+
+
 def _normalized(
-    recording: RecordingState,
+    recording: State,
     parse: Callable[[State], list[Event]] | None,
     events: list[Event] | None = None,
 ) -> list[Event]:
@@ -205,6 +230,18 @@ def _one_request(
     return Request(events, cooldowns, skip, team=team)
 
 
+@dataclass
+class Evaluated:
+    """What the commit step records for one body (or one action's emitted events)."""
+
+    prepared: Prepared
+    answer: list[Evaluation] | Refusal
+    inbox_id: int | None
+    schedule: Callable[[Event], list[ChannelTimer]] | None = None
+    """The provider's :meth:`~rulekit.channels.base.Provider.channel_timers`: the timers it
+    asks for are set with the events recorded."""
+
+
 def record(
     state: JournaledState,
     prepared: Prepared,
@@ -213,15 +250,63 @@ def record(
     inbox_id: int | None,
     schedule: Callable[[Event], list[ChannelTimer]] | None = None,
 ) -> list[Processed]:
-    """Commit step: replay, check, record (raises :class:`StateChanged` when stale).
-    ``schedule`` is the provider's :meth:`~rulekit.channels.base.Provider.channel_timers`:
-    the timers it asks for are set with the events recorded."""
-    prepared.recording.replay(state)
-    evaluations = (
-        {e.event_id: e for e in answer}
-        if not isinstance(answer, Refusal)
-        else {e.id: refused(e, answer) for e in prepared.events}
-    )
+    """Commit step: replay, check, record (raises :class:`StateChanged` when stale)."""
+    return record_many(state, [Evaluated(prepared, answer, inbox_id, schedule)])[0]
+
+
+def record_many(state: JournaledState, evaluated: list[Evaluated]) -> list[list[Processed]]:
+    """The commit step of several bodies of different conversations, in order: their
+    recordings replayed (on a database server: every read in one query, every write in one
+    statement), then their events recorded; what each led to."""
+    _replay(state, [item.prepared.recording for item in evaluated])
+    evaluations = [_evaluations(item) for item in evaluated]
+    # every event of the round in one batch (one statement on a database server); the marks
+    # are checked and set afterwards, event by event in order, in the same transaction
+    new = [
+        NewEvent(event, item.inbox_id, found[event.id].trace, found[event.id].jobs)
+        for item, found in zip(evaluated, evaluations, strict=True)
+        for event in item.prepared.events
+        if event.id in found
+    ]
+    recorded = iter(state.record_events(new))
+    return [
+        _record_events(state, item, found, recorded)
+        for item, found in zip(evaluated, evaluations, strict=True)
+    ]
+
+
+def _replay(state: JournaledState, recordings: list[Recording]) -> None:
+    if not state.batches:
+        for recording in recordings:
+            recording.replay(state)
+        return
+    cached = CachedState(state)
+    wanted = Lookups()
+    for recording in recordings:
+        wanted.update(recording.lookups())
+    cached.prefetch(wanted)
+    for recording in recordings:
+        recording.replay(cached)
+    taken = cached.flush()
+    if taken:
+        raise StateChanged(f"message ids {sorted(taken)} were marked seen meanwhile")
+
+
+def _evaluations(item: Evaluated) -> dict[str, Evaluation]:
+    """The evaluation of each event of ``item`` to record, by event id (a redelivered event
+    has none)."""
+    if isinstance(item.answer, Refusal):
+        return {e.id: refused(e, item.answer) for e in item.prepared.events}
+    return {e.event_id: e for e in item.answer}
+
+
+def _record_events(
+    state: JournaledState,
+    item: Evaluated,
+    evaluations: dict[str, Evaluation],
+    recorded_in_order: Iterator[bool],
+) -> list[Processed]:
+    prepared, inbox_id, schedule = item.prepared, item.inbox_id, item.schedule
     out = []
     for event in prepared.events:
         channel_timers = 0
@@ -232,9 +317,7 @@ def record(
         for rule, conversation_id, seen in evaluation.cooldowns_read:
             if state.cooldown_until(rule, conversation_id) != seen:
                 raise StateChanged(f"the cooldown of {rule!r} on {conversation_id} changed")
-        recorded = state.record_event(
-            event, inbox_id=inbox_id, trace=evaluation.trace, jobs=evaluation.jobs
-        )
+        recorded = next(recorded_in_order)
         if recorded:
             for rule, conversation_id, until in evaluation.cooldowns:
                 state.set_cooldown(rule, conversation_id, until)

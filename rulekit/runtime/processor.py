@@ -48,6 +48,7 @@ from datetime import datetime
 
 import anyio.to_thread
 
+from rulekit.channels.base import ChannelTimer
 from rulekit.errors import ChannelError, StoreUnavailable
 from rulekit.event import Event
 from rulekit.runtime.evaluator import Evaluator, WorkerGone
@@ -55,12 +56,14 @@ from rulekit.runtime.feed import LiveFeed
 from rulekit.runtime.logs import log
 from rulekit.runtime.metrics import Metrics
 from rulekit.runtime.planning import (
+    Evaluated,
     Prepared,
     Processed,
     StateChanged,
     prepare,
     prepare_together,
     record,
+    record_many,
 )
 from rulekit.runtime.worker import Evaluation, Refusal
 from rulekit.snapshot import Snapshot
@@ -100,6 +103,11 @@ class _Evaluated:
     item: InboxItem
     prepared: Prepared
     answer: list[Evaluation]
+
+
+def _timers_of(snapshot: Snapshot, channel: str) -> Callable[[Event], list[ChannelTimer]] | None:
+    provider = snapshot.providers.get(channel)
+    return provider.channel_timers if provider is not None else None
 
 
 def owner_name() -> str:
@@ -277,20 +285,19 @@ class Processor:
             return []
         try:
             with self.store.transaction() as state:
-                processed = []
-                for evaluated in pending:
-                    item = evaluated.item
-                    provider = snapshot.providers.get(item.channel)
-                    processed.append(
-                        record(
-                            state,
+                processed = record_many(
+                    state,
+                    [
+                        Evaluated(
                             evaluated.prepared,
                             evaluated.answer,
-                            inbox_id=item.id,
-                            schedule=provider.channel_timers if provider is not None else None,
+                            evaluated.item.id,
+                            _timers_of(snapshot, evaluated.item.channel),
                         )
-                    )
-                    state.finish_inbox(item.id)
+                        for evaluated in pending
+                    ],
+                )
+                state.finish_inbox_items([evaluated.item.id for evaluated in pending])
         except StoreUnavailable:
             raise
         except Exception:

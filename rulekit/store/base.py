@@ -23,6 +23,7 @@ from typing import Any
 
 from rulekit.event import Client, Conversation, Event
 from rulekit.store.listing import ConversationQuery, ConversationSummary
+from rulekit.store.lookups import Found, Key, Lookups, Saves
 from rulekit.store.records import (
     Attempt,
     EventRecord,
@@ -31,6 +32,7 @@ from rulekit.store.records import (
     Job,
     JobSpec,
     JobStatus,
+    NewEvent,
     Outcome,
     RuleStats,
     Timer,
@@ -39,6 +41,10 @@ from rulekit.store.records import (
 
 class State(abc.ABC):
     """What one transaction can read and change."""
+
+    batches = False
+    """Whether reading and writing several things at once (:meth:`read_many`,
+    :meth:`write_many`) saves work: each statement is a round trip to a database server."""
 
     # conversations ---------------------------------------------------------------------------
     @abc.abstractmethod
@@ -104,6 +110,46 @@ class State(abc.ABC):
     def seen_messages(self, channel: str, message_ids: Sequence[str]) -> set[str]:
         """Which of ``message_ids`` were recorded (:meth:`message_seen` of each, in one call)."""
         return {message_id for message_id in message_ids if self.message_seen(channel, message_id)}
+
+    # in batches ------------------------------------------------------------------------------
+    def read_many(self, wanted: Lookups) -> Found:
+        """Conversations (by key and by id), clients and message marks, several at once (see
+        :mod:`rulekit.store.lookups`). Stores on a server answer it in one query."""
+        found = Found()
+        for channel, key in wanted.conversations:
+            conversation = self.get_conversation(channel, key)
+            found.conversations[channel, key] = (
+                (conversation.id, conversation.model_dump_json())
+                if conversation is not None
+                else None
+            )
+        for channel, conversation_id in wanted.conversation_ids:
+            by_id = self.find_conversation(channel, conversation_id)
+            found.conversation_ids[channel, conversation_id] = (
+                (by_id[0], by_id[1].model_dump_json()) if by_id is not None else None
+            )
+        for channel, client_id in wanted.clients:
+            client = self.get_client(channel, client_id)
+            found.clients[channel, client_id] = (
+                client.model_dump_json() if client is not None else None
+            )
+        for channel, message_id in wanted.messages:
+            found.messages[channel, message_id] = self.message_seen(channel, message_id)
+        return found
+
+    def write_many(self, saves: Saves) -> set[Key]:
+        """Save conversations and clients and mark message ids seen, several at once; the
+        message ids that had been seen already (marked meanwhile by someone else). Stores on a
+        server make it one statement."""
+        for (channel, key), saved in saves.conversations.items():
+            self.save_conversation(channel, key, Conversation.model_validate_json(saved.data))
+        for (channel, _), data in saves.clients.items():
+            self.save_client(channel, Client.model_validate_json(data))
+        return {
+            (channel, message_id)
+            for channel, message_id in sorted(saves.messages)
+            if not self.mark_message_seen(channel, message_id)
+        }
 
     # rule guards -----------------------------------------------------------------------------
     @abc.abstractmethod
@@ -237,6 +283,11 @@ class Journal(abc.ABC):
     def finish_inbox(self, inbox_id: int, *, error: str | None = None) -> None:
         """Mark an item done, or failed with ``error`` (a poison body, set aside visibly)."""
 
+    def finish_inbox_items(self, inbox_ids: Sequence[int]) -> None:
+        """Mark several items done at once (one statement on a database server)."""
+        for inbox_id in inbox_ids:
+            self.finish_inbox(inbox_id)
+
     @abc.abstractmethod
     def requeue_inbox(self, inbox_id: int) -> None:
         """Make a failed (or done) item pending again, e.g. after the plugin was fixed."""
@@ -270,6 +321,14 @@ class Journal(abc.ABC):
         Returns false, recording and enqueueing nothing, when an event with this id was recorded
         before: a redelivered event never runs its actions twice.
         """
+
+    def record_events(self, records: Sequence[NewEvent]) -> list[bool]:
+        """:meth:`record_event` for several events, in order: whether each was recorded. Stores
+        on a database server make it one statement."""
+        return [
+            self.record_event(r.event, inbox_id=r.inbox_id, trace=r.trace, jobs=r.jobs)
+            for r in records
+        ]
 
     @abc.abstractmethod
     def claim_jobs(

@@ -21,7 +21,16 @@ from pydantic import BaseModel
 
 from rulekit.event import Client, Conversation
 from rulekit.store.base import State
-from rulekit.store.listing import ConversationQuery, ConversationSummary
+from rulekit.store.lookups import Lookups
+
+_READS = {
+    "get_conversation": "conversations",
+    "find_conversation": "conversation_ids",
+    "get_client": "clients",
+    "message_seen": "messages",
+    "mark_message_seen": "messages",
+}
+"""The calls whose answers a :class:`~rulekit.store.lookups.Lookups` batch reads ahead."""
 
 
 class StateChanged(Exception):
@@ -33,6 +42,21 @@ class Recording:
     """The calls one provider made, in order: ``(method name, arguments, answer)``."""
 
     calls: list[tuple[str, tuple[Any, ...], Any]] = field(default_factory=list)
+
+    def lookups(self) -> Lookups:
+        """What the calls read: read ahead in one batch, the replay reads nothing more (see
+        :class:`~rulekit.store.cached.CachedState`)."""
+        wanted = Lookups()
+        for name, args, _ in self.calls:
+            kind = _READS.get(name)
+            if kind is not None:
+                getattr(wanted, kind).add((args[0], args[1]))
+            elif name == "get_conversation_and_client":
+                wanted.conversations.add((args[0], args[1]))
+                wanted.clients.add((args[0], args[1]))
+            elif name in ("mark_messages_seen", "seen_messages"):
+                wanted.messages.update((args[0], message_id) for message_id in args[1])
+        return wanted
 
     def replay(self, state: State) -> None:
         """Make the same calls on ``state`` (writes included); raise :class:`StateChanged` at
@@ -153,132 +177,3 @@ class RecordingState(State):
 
     def hold_assignments(self) -> None:
         self._call("hold_assignments")
-
-
-class Unwritten(State):
-    """``state`` whose writes of conversations, clients and message ids are kept in memory,
-    for a normalization whose transaction is rolled back anyway: its writes are made when its
-    recording is replayed, so making them here too would only cost statements (round trips, on
-    PostgreSQL). Every read answers as if they had been made. Reads that could depend on them
-    in ways not kept here (counts and lists of conversations) first make them."""
-
-    def __init__(self, state: State) -> None:
-        self.state = state
-        self._conversations: dict[tuple[str, str], tuple[str | None, str]] = {}
-        """(channel, key) -> the conversation's id and JSON."""
-        self._clients: dict[tuple[str, str], str] = {}
-        self._seen: set[tuple[str, str]] = set()
-
-    def _write(self) -> None:
-        """Make the writes kept so far (before a read that may depend on them)."""
-        for (channel, key), (_, data) in self._conversations.items():
-            self.state.save_conversation(channel, key, Conversation.model_validate_json(data))
-        for (channel, _), data in self._clients.items():
-            self.state.save_client(channel, Client.model_validate_json(data))
-        for channel, message_id in self._seen:
-            self.state.mark_message_seen(channel, message_id)
-        self._conversations.clear()
-        self._clients.clear()
-        self._seen.clear()
-
-    def get_conversation(self, channel: str, key: str) -> Conversation | None:
-        kept = self._conversations.get((channel, key))
-        if kept is not None:
-            return Conversation.model_validate_json(kept[1])
-        return self.state.get_conversation(channel, key)
-
-    def save_conversation(self, channel: str, key: str, conversation: Conversation) -> None:
-        self._conversations[(channel, key)] = (conversation.id, conversation.model_dump_json())
-
-    def find_conversation(
-        self, channel: str, conversation_id: str
-    ) -> tuple[str, Conversation] | None:
-        for (kept_channel, key), (kept_id, data) in self._conversations.items():
-            if kept_channel == channel and kept_id == conversation_id:
-                return key, Conversation.model_validate_json(data)
-        found = self.state.find_conversation(channel, conversation_id)
-        if found is not None and (channel, found[0]) in self._conversations:
-            return None  # that key's conversation has another id now
-        return found
-
-    def open_conversations_by_assignee(self, channel: str | None = None) -> dict[str, int]:
-        self._write()
-        return self.state.open_conversations_by_assignee(channel)
-
-    def list_conversations(self, query: ConversationQuery) -> list[ConversationSummary]:
-        self._write()
-        return self.state.list_conversations(query)
-
-    def get_client(self, channel: str, client_id: str) -> Client | None:
-        kept = self._clients.get((channel, client_id))
-        if kept is not None:
-            return Client.model_validate_json(kept)
-        return self.state.get_client(channel, client_id)
-
-    def save_client(self, channel: str, client: Client) -> None:
-        if client.id is None:
-            raise ValueError("a client without an id cannot be stored")
-        self._clients[(channel, client.id)] = client.model_dump_json()
-
-    def mark_message_seen(self, channel: str, message_id: str) -> bool:
-        if self.message_seen(channel, message_id):
-            return False
-        self._seen.add((channel, message_id))
-        return True
-
-    def get_conversation_and_client(
-        self, channel: str, key: str
-    ) -> tuple[Conversation | None, Client | None]:
-        if (channel, key) in self._conversations or (channel, key) in self._clients:
-            return self.get_conversation(channel, key), self.get_client(channel, key)
-        return self.state.get_conversation_and_client(channel, key)
-
-    def mark_messages_seen(self, channel: str, message_ids: Sequence[str]) -> list[bool]:
-        before = self.seen_messages(channel, message_ids)
-        answers = []
-        for message_id in message_ids:
-            new = message_id not in before
-            if new:
-                before.add(message_id)
-                self._seen.add((channel, message_id))
-            answers.append(new)
-        return answers
-
-    def seen_messages(self, channel: str, message_ids: Sequence[str]) -> set[str]:
-        kept = {m for m in message_ids if (channel, m) in self._seen}
-        rest = [m for m in message_ids if m not in kept]
-        return kept | self.state.seen_messages(channel, rest) if rest else kept
-
-    def message_seen(self, channel: str, message_id: str) -> bool:
-        return (channel, message_id) in self._seen or self.state.message_seen(channel, message_id)
-
-    def cooldown_until(self, rule: str, conversation_id: str) -> datetime | None:
-        return self.state.cooldown_until(rule, conversation_id)
-
-    def cooldowns_of(self, conversation_id: str) -> dict[str, datetime]:
-        return self.state.cooldowns_of(conversation_id)
-
-    def set_cooldown(self, rule: str, conversation_id: str, until: datetime) -> None:
-        self.state.set_cooldown(rule, conversation_id, until)
-
-    def next_position(self, key: str, modulo: int) -> int:
-        return self.state.next_position(key, modulo)
-
-    def cooldowns_for(self, conversation_ids: Sequence[str]) -> dict[str, dict[str, datetime]]:
-        return self.state.cooldowns_for(conversation_ids)
-
-    def hold_assignments(self) -> None:
-        self.state.hold_assignments()
-
-    def set_presence(
-        self,
-        email: str,
-        *,
-        status: str | None = None,
-        connected_until: datetime | None = None,
-        now: datetime | None = None,
-    ) -> None:
-        self.state.set_presence(email, status=status, connected_until=connected_until, now=now)
-
-    def presence(self, *, now: datetime | None = None) -> dict[str, str]:
-        return self.state.presence(now=now)

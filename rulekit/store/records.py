@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from rulekit.event import Event
 
 InboxStatus = Literal["pending", "done", "failed"]
 JobStatus = Literal["pending", "done", "dead"]
@@ -165,3 +170,14 @@ class RuleStats:
     dead: int = 0
     pending: int = 0
     last_fired: datetime | None = None
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to record (:meth:`~rulekit.store.base.Journal.record_events`): its trace and
+    its plan's jobs."""
+
+    event: Event
+    inbox_id: int | None
+    trace: Mapping[str, Any]
+    jobs: Sequence[JobSpec] = ()

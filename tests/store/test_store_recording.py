@@ -10,8 +10,9 @@ import pytest
 
 from rulekit.event import Client, Conversation
 from rulekit.store.base import State
+from rulekit.store.cached import CachedState
 from rulekit.store.memory import MemoryStore
-from rulekit.store.recording import RecordingState, StateChanged, Unwritten
+from rulekit.store.recording import RecordingState, StateChanged
 
 
 class RolledBack(Exception):
@@ -79,7 +80,7 @@ def test_a_normalization_that_is_rolled_back_writes_nothing_yet_reads_what_it_wr
         state.mark_message_seen("chat", "m0")
     with store.transaction() as state:
         statements = state.statements
-        unwritten = Unwritten(state)
+        unwritten = CachedState(state)
         unwritten.save_conversation("chat", "k1", Conversation(id="c1", tags=["vip"]))
         unwritten.save_conversation("chat", "k0", Conversation(id="c0-new"))
         unwritten.save_client("chat", Client(id="u1", name="Anna"))
@@ -104,13 +105,13 @@ def test_a_normalization_that_is_rolled_back_writes_nothing_yet_reads_what_it_wr
         assert state.message_seen("chat", "m1")
 
 
-def test_many_at_once_through_an_unwritten_state_and_its_replay():
+def test_many_at_once_through_a_cached_state_and_its_replay():
     store = MemoryStore()
     with store.transaction() as state:
         state.mark_message_seen("chat", "m1")
         state.save_client("chat", Client(id="u1", name="Anna"))
     with pytest.raises(RolledBack), store.transaction() as state:
-        unwritten = Unwritten(state)
+        unwritten = CachedState(state)
         recording = RecordingState(unwritten)
         assert recording.mark_messages_seen("chat", ["m1", "m2", "m2"]) == [False, True, False]
         assert recording.mark_messages_seen("chat", ["m2", "m3"]) == [False, True]
@@ -142,24 +143,24 @@ STATE_METHODS = sorted(
 
 
 @pytest.mark.parametrize("method", STATE_METHODS)
-def test_an_unwritten_state_answers_every_state_method(method):
+def test_a_cached_state_answers_every_state_method(method):
     """What a provider or an action may ask the state during a normalization (presence, the
-    assignment lock, every read and write) is answered through ``Unwritten`` as by the store
+    assignment lock, every read and write) is answered through ``CachedState`` as by the store
     itself: nothing falls through to the base class's refusal (a console assignment to a group
     got a 500 when it could not tell who is online)."""
-    defined_by = next(klass for klass in Unwritten.__mro__ if method in vars(klass))
+    defined_by = next(klass for klass in CachedState.__mro__ if method in vars(klass))
     if defined_by is State:
         source = inspect.getsource(getattr(State, method))
-        assert "NotImplementedError" not in source, f"Unwritten lacks {method}"
+        assert "NotImplementedError" not in source, f"CachedState lacks {method}"
 
 
-def test_presence_and_the_assignment_lock_pass_through_an_unwritten_state():
+def test_presence_and_the_assignment_lock_pass_through_a_cached_state():
     store = MemoryStore()
     now = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
     with store.transaction() as state:
         state.set_presence("anna@example.com", connected_until=now + timedelta(minutes=1), now=now)
     with pytest.raises(RolledBack), store.transaction() as state:
-        unwritten = Unwritten(state)
+        unwritten = CachedState(state)
         unwritten.hold_assignments()
         assert RecordingState(unwritten).presence(now=now) == {"anna@example.com": "online"}
         unwritten.set_presence(

@@ -16,25 +16,23 @@ psycopg is imported only when a PostgreSQL store is used (the ``postgres`` extra
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from rulekit.errors import StoreConflict, StoreUnavailable
-from rulekit.event import Event
-from rulekit.store.codec import trace_json
 from rulekit.store.records import (
     INTERRUPTED,
     InboxItem,
     Job,
-    JobSpec,
     Outcome,
     check_attempt,
     utc,
 )
+from rulekit.store.sql.audit import PostgresAudit
 from rulekit.store.sql.dialect import Dialect, pyformat
+from rulekit.store.sql.lookups import PostgresLookups
 from rulekit.store.sql.state import SQLState
-from rulekit.store.sql.stats import matched_rules
 
 # SQLSTATE classes that mean "the database cannot do this right now", not a bug: connection
 # exceptions, rollbacks (deadlock, serialization), insufficient resources (disk full, too many
@@ -126,8 +124,10 @@ _LOCK = "SELECT pg_advisory_xact_lock(:lock)"
 _NOW = "COALESCE(:now::timestamptz, now())"
 
 
-class PostgresState(SQLState):
+class PostgresState(PostgresAudit, PostgresLookups, SQLState):
     """One open PostgreSQL transaction."""
+
+    batches = True
 
     def __init__(self, conn: Any, where: str) -> None:
         super().__init__(conn, where, POSTGRES)
@@ -185,65 +185,7 @@ class PostgresState(SQLState):
         ).fetchall()
         return sorted((self._inbox_item(row) for row in rows), key=lambda item: item.id)
 
-    # audit trail and outbox ------------------------------------------------------------------
-    def record_event(
-        self,
-        event: Event,
-        *,
-        inbox_id: int | None,
-        trace: Mapping[str, Any],
-        jobs: Sequence[JobSpec] = (),
-        now: datetime | None = None,
-    ) -> bool:
-        # The event and its jobs in one statement: the jobs are inserted only when the event
-        # row was (a redelivered event enqueues nothing).
-        row = self._one(
-            "WITH e AS (INSERT INTO events (event_id, inbox_id, channel, event,"
-            "  conversation_id, occurred_at, data, trace, processed_at)"
-            "  VALUES (:id, :inbox, :channel, :event, :conversation,"
-            "   :occurred, :data::json, :trace::json, :now)"
-            "  ON CONFLICT (event_id) DO NOTHING RETURNING event_id),"
-            # the conversation's activity, in the same round trip (only for a new event)
-            " c AS (UPDATE conversations SET active_at = :now,"
-            "  client_id = coalesce(:client, client_id)"
-            "  WHERE id = :conversation AND channel = :channel AND EXISTS (SELECT 1 FROM e)"
-            "  RETURNING 1),"
-            " j AS (INSERT INTO outbox (event_id, rule, action, params, destination,"
-            "  lane, next_attempt_at)"
-            "  SELECT e.event_id, s.rule, s.action, s.params::json, s.destination, s.lane,"
-            "   :now"
-            "  FROM e, unnest(:rules::text[], :actions::text[], :params::text[],"
-            "   :destinations::text[], :lanes::text[]) WITH ORDINALITY"
-            "   AS s(rule, action, params, destination, lane, n)"
-            "  ORDER BY s.n RETURNING 1),"
-            # which rules matched (rulekit stats), in the same round trip
-            " m AS (INSERT INTO rule_matches (rule, event_id, matched_at)"
-            "  SELECT r.rule, e.event_id, :now FROM e, unnest(:matched::text[]) AS r(rule)"
-            "  RETURNING 1)"
-            " SELECT (SELECT count(*) FROM e) AS recorded, (SELECT count(*) FROM j) AS jobs,"
-            "  (SELECT count(*) FROM m) AS matches",
-            {
-                "id": event.id,
-                "inbox": inbox_id,
-                "channel": event.channel,
-                "event": event.event,
-                "conversation": event.conversation.id,
-                "client": event.client.id,
-                "occurred": utc(event.occurred_at),
-                "data": self.dialect.json(event.public()),
-                "trace": trace_json(trace),
-                "now": utc(now),
-                "rules": [job.rule for job in jobs],
-                "actions": [job.action for job in jobs],
-                "params": [self.dialect.json(job.params) for job in jobs],
-                "destinations": [job.destination for job in jobs],
-                "lanes": [job.lane or job.destination for job in jobs],
-                "matched": matched_rules(trace),
-            },
-        )
-        assert row is not None
-        return bool(row["recorded"])
-
+    # outbox ----------------------------------------------------------------------------------
     def hold_assignments(self) -> None:
         self.execute(_LOCK, {"lock": _ASSIGN_LOCK})
 

@@ -370,6 +370,17 @@ class SQLState(SQLTimers, SQLPresence, SQLStats, JournaledState):
     def finish_inbox(self, inbox_id: int, *, error: str | None = None) -> None:
         self._update_inbox(inbox_id, "done" if error is None else "failed", error)
 
+    def finish_inbox_items(self, inbox_ids: Sequence[int]) -> None:
+        if not inbox_ids:
+            return
+        cursor = self.execute(
+            "UPDATE inbox SET status = 'done', error = NULL, claimed_by = NULL,"
+            f" claimed_until = NULL WHERE {self.dialect.one_of('id', 'ids')}",
+            {"ids": self.dialect.values(list(inbox_ids))},
+        )
+        if cursor.rowcount != len(set(inbox_ids)):
+            raise KeyError(f"not every inbox item of {list(inbox_ids)} is stored")
+
     def requeue_inbox(self, inbox_id: int) -> None:
         self._update_inbox(inbox_id, "pending", None)
 

@@ -1,0 +1,272 @@
+"""A state in front of a store's transaction that reads in batches and writes in one.
+
+On a database server each statement is a round trip. :class:`CachedState` answers the reads
+of conversations, clients and message marks from memory once read, reads several at once
+(:meth:`CachedState.prefetch`, one :meth:`~rulekit.store.base.State.read_many`), and keeps
+their writes until :meth:`CachedState.flush` saves them together (one
+:meth:`~rulekit.store.base.State.write_many`). Every read answers as if the writes kept had been
+made; reads that could depend on them in ways not kept here (counts and lists of
+conversations) first flush them. Everything else goes to the store's state as it is.
+
+The daemon uses it twice per round of webhooks: to normalize the bodies in a transaction that
+is rolled back (the writes are never flushed: they are made again when the recording is
+replayed), and to replay the recordings in the transaction that commits them (every read of
+the round in one query, every write in one statement).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from rulekit.event import Client, Conversation
+from rulekit.store.base import State
+from rulekit.store.listing import ConversationQuery, ConversationSummary
+from rulekit.store.lookups import Key, Lookups, SavedConversation, Saves
+
+
+class CachedState(State):
+    """``state`` with reads of conversations, clients and message marks kept in memory and
+    their writes kept until :meth:`flush`."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self._conversations: dict[Key, tuple[str | None, str] | None] = {}
+        """(channel, key) -> the conversation's id and JSON; None: none stored."""
+        self._ids: dict[Key, str | None] = {}
+        """(channel, id) -> the key the store holds it under; None: none holds it."""
+        self._clients: dict[Key, str | None] = {}
+        self._seen: dict[Key, bool] = {}
+        self._saves = Saves()
+
+    # batches ---------------------------------------------------------------------------------
+    def prefetch(self, wanted: Lookups) -> None:
+        """Read what ``wanted`` names and is not known yet, in one batch."""
+        missing = Lookups(
+            {key for key in wanted.conversations if key not in self._conversations},
+            {key for key in wanted.conversation_ids if key not in self._ids},
+            {key for key in wanted.clients if key not in self._clients},
+            {key for key in wanted.messages if key not in self._seen},
+        )
+        if not missing:
+            return
+        found = self.state.read_many(missing)
+        for key, kept in found.conversations.items():
+            self._conversations.setdefault(key, kept)
+        for (channel, conversation_id), by_id in found.conversation_ids.items():
+            self._ids.setdefault((channel, conversation_id), by_id[0] if by_id else None)
+            if by_id is not None:
+                self._conversations.setdefault((channel, by_id[0]), (conversation_id, by_id[1]))
+        for key, client in found.clients.items():
+            self._clients.setdefault(key, client)
+        for key, seen in found.messages.items():
+            self._seen.setdefault(key, seen)
+
+    def flush(self) -> set[Key]:
+        """Make the writes kept so far, in one batch; the message ids marked here as new that
+        the store had seen meanwhile (someone else marked them)."""
+        if not self._saves:
+            return set()
+        saves, self._saves = self._saves, Saves()
+        return self.state.write_many(saves)
+
+    # conversations ---------------------------------------------------------------------------
+    def get_conversation(self, channel: str, key: str) -> Conversation | None:
+        if (channel, key) not in self._conversations:
+            stored = self.state.get_conversation(channel, key)
+            self._conversations[channel, key] = (
+                (stored.id, stored.model_dump_json()) if stored is not None else None
+            )
+            return stored
+        kept = self._conversations[channel, key]
+        return Conversation.model_validate_json(kept[1]) if kept is not None else None
+
+    def save_conversation(self, channel: str, key: str, conversation: Conversation) -> None:
+        data = conversation.model_dump_json()
+        self._conversations[channel, key] = (conversation.id, data)
+        assignee = conversation.assignee.lower() if conversation.assignee else None
+        self._saves.conversations[channel, key] = SavedConversation(
+            conversation.id, conversation.status, assignee, data
+        )
+
+    def find_conversation(
+        self, channel: str, conversation_id: str
+    ) -> tuple[str, Conversation] | None:
+        for (kept_channel, key), kept in self._conversations.items():
+            if kept is not None and kept_channel == channel and kept[0] == conversation_id:
+                return key, Conversation.model_validate_json(kept[1])
+        if (channel, conversation_id) not in self._ids:
+            found = self.state.find_conversation(channel, conversation_id)
+            self._ids[channel, conversation_id] = found[0] if found is not None else None
+            if found is not None and (channel, found[0]) not in self._conversations:
+                self._conversations[channel, found[0]] = (
+                    found[1].id,
+                    found[1].model_dump_json(),
+                )
+                return found
+        # the key holding it holds another id now (changed here), or none holds it
+        return None
+
+    def open_conversations_by_assignee(self, channel: str | None = None) -> dict[str, int]:
+        self.flush()
+        return self.state.open_conversations_by_assignee(channel)
+
+    def list_conversations(self, query: ConversationQuery) -> list[ConversationSummary]:
+        self.flush()
+        return self.state.list_conversations(query)
+
+    # clients ---------------------------------------------------------------------------------
+    def get_client(self, channel: str, client_id: str) -> Client | None:
+        if (channel, client_id) not in self._clients:
+            stored = self.state.get_client(channel, client_id)
+            self._clients[channel, client_id] = (
+                stored.model_dump_json() if stored is not None else None
+            )
+            return stored
+        kept = self._clients[channel, client_id]
+        return Client.model_validate_json(kept) if kept is not None else None
+
+    def save_client(self, channel: str, client: Client) -> None:
+        if client.id is None:
+            raise ValueError("a client without an id cannot be stored")
+        data = client.model_dump_json()
+        self._clients[channel, client.id] = data
+        self._saves.clients[channel, client.id] = data
+
+    def get_conversation_and_client(
+        self, channel: str, key: str
+    ) -> tuple[Conversation | None, Client | None]:
+        if (channel, key) not in self._conversations or (channel, key) not in self._clients:
+            self.prefetch(Lookups(conversations={(channel, key)}, clients={(channel, key)}))
+        return self.get_conversation(channel, key), self.get_client(channel, key)
+
+    # messages --------------------------------------------------------------------------------
+    def mark_messages_seen(self, channel: str, message_ids: Sequence[str]) -> list[bool]:
+        self.prefetch(Lookups(messages={(channel, message_id) for message_id in message_ids}))
+        return [self.mark_message_seen(channel, message_id) for message_id in message_ids]
+
+    def seen_messages(self, channel: str, message_ids: Sequence[str]) -> set[str]:
+        self.prefetch(Lookups(messages={(channel, message_id) for message_id in message_ids}))
+        return {m for m in message_ids if self.message_seen(channel, m)}
+
+    def mark_message_seen(self, channel: str, message_id: str) -> bool:
+        if self.message_seen(channel, message_id):
+            return False
+        self._seen[channel, message_id] = True
+        self._saves.messages.add((channel, message_id))
+        return True
+
+    def message_seen(self, channel: str, message_id: str) -> bool:
+        if (channel, message_id) not in self._seen:
+            self._seen[channel, message_id] = self.state.message_seen(channel, message_id)
+        return self._seen[channel, message_id]
+
+    # the rest, as the store answers ----------------------------------------------------------
+    def cooldown_until(self, rule: str, conversation_id: str) -> datetime | None:
+        return self.state.cooldown_until(rule, conversation_id)
+
+    def cooldowns_of(self, conversation_id: str) -> dict[str, datetime]:
+        return self.state.cooldowns_of(conversation_id)
+
+    def cooldowns_for(self, conversation_ids: Sequence[str]) -> dict[str, dict[str, datetime]]:
+        return self.state.cooldowns_for(conversation_ids)
+
+    def set_cooldown(self, rule: str, conversation_id: str, until: datetime) -> None:
+        self.state.set_cooldown(rule, conversation_id, until)
+
+    def next_position(self, key: str, modulo: int) -> int:
+        return self.state.next_position(key, modulo)
+
+    def hold_assignments(self) -> None:
+        self.state.hold_assignments()
+
+    def set_presence(
+        self,
+        email: str,
+        *,
+        status: str | None = None,
+        connected_until: datetime | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        self.state.set_presence(email, status=status, connected_until=connected_until, now=now)
+
+    def presence(self, *, now: datetime | None = None) -> dict[str, str]:
+        return self.state.presence(now=now)
+
+
+class _ProbeEnd(Exception):
+    """The normalization asked for something a probe does not answer."""
+
+
+class _Probe(State):
+    """A state that answers every read of a conversation, a client or a message mark with
+    "none", noting what was asked; anything else ends the probe."""
+
+    def __init__(self, wanted: Lookups) -> None:
+        self.wanted = wanted
+
+    def get_conversation(self, channel: str, key: str) -> Conversation | None:
+        self.wanted.conversations.add((channel, key))
+        return None
+
+    def save_conversation(self, channel: str, key: str, conversation: Conversation) -> None:
+        pass
+
+    def find_conversation(
+        self, channel: str, conversation_id: str
+    ) -> tuple[str, Conversation] | None:
+        self.wanted.conversation_ids.add((channel, conversation_id))
+        return None
+
+    def open_conversations_by_assignee(self, channel: str | None = None) -> dict[str, int]:
+        raise _ProbeEnd
+
+    def get_client(self, channel: str, client_id: str) -> Client | None:
+        self.wanted.clients.add((channel, client_id))
+        return None
+
+    def save_client(self, channel: str, client: Client) -> None:
+        pass
+
+    def mark_message_seen(self, channel: str, message_id: str) -> bool:
+        self.wanted.messages.add((channel, message_id))
+        return True
+
+    def message_seen(self, channel: str, message_id: str) -> bool:
+        self.wanted.messages.add((channel, message_id))
+        return False
+
+    def get_conversation_and_client(
+        self, channel: str, key: str
+    ) -> tuple[Conversation | None, Client | None]:
+        return self.get_conversation(channel, key), self.get_client(channel, key)
+
+    def mark_messages_seen(self, channel: str, message_ids: Sequence[str]) -> list[bool]:
+        return [self.mark_message_seen(channel, message_id) for message_id in message_ids]
+
+    def seen_messages(self, channel: str, message_ids: Sequence[str]) -> set[str]:
+        self.wanted.messages.update((channel, message_id) for message_id in message_ids)
+        return set()
+
+    def cooldown_until(self, rule: str, conversation_id: str) -> datetime | None:
+        raise _ProbeEnd
+
+    def set_cooldown(self, rule: str, conversation_id: str, until: datetime) -> None:
+        raise _ProbeEnd
+
+    def next_position(self, key: str, modulo: int) -> int:
+        raise _ProbeEnd
+
+
+def probe(normalizations: Sequence[Callable[[State], Any]]) -> Lookups:
+    """What ``normalizations`` read, found by running each against a state that answers
+    "none" to everything and changes nothing: a first guess of what to :meth:`prefetch
+    <CachedState.prefetch>` for them. A normalization that reads what a first answer leads to
+    (or fails on "none") reads the rest one call at a time, as without the guess."""
+    wanted = Lookups()
+    for normalize in normalizations:
+        with contextlib.suppress(Exception):  # a guess: whatever it read so far is kept
+            normalize(_Probe(wanted))
+    return wanted

@@ -1,0 +1,155 @@
+"""The audit trail on PostgreSQL: a processed event, its jobs, its rule matches and its
+conversation's activity written in one statement, and a round's events in one statement too
+(:meth:`PostgresAudit.record_events`), where SQLite runs a statement per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from rulekit.event import Event
+from rulekit.store.codec import trace_json
+from rulekit.store.records import JobSpec, NewEvent, utc
+from rulekit.store.sql.stats import matched_rules
+
+# The events of a round, their jobs and their matches (each row naming its event by its
+# position in the round); jobs and matches are inserted only for the events inserted (a
+# redelivered event enqueues nothing), the jobs in plan order.
+_RECORD_EVENTS = (
+    "WITH w AS (SELECT * FROM unnest(:ids::text[], :inboxes::bigint[], :channels::text[],"
+    "  :names::text[], :conversations::text[], :clients::text[], :occurred::timestamptz[],"
+    "  :data::text[], :traces::text[]) WITH ORDINALITY"
+    "  AS w(id, inbox, channel, event, conversation, client, occurred, data, trace, n)),"
+    " e AS (INSERT INTO events (event_id, inbox_id, channel, event, conversation_id,"
+    "  occurred_at, data, trace, processed_at)"
+    "  SELECT id, inbox, channel, event, conversation, occurred, data::json, trace::json, :now"
+    "  FROM w ORDER BY n ON CONFLICT (event_id) DO NOTHING RETURNING event_id),"
+    # each conversation's activity once, with the last client an event of it names
+    " t AS (SELECT DISTINCT ON (w.channel, w.conversation) w.channel, w.conversation, w.client"
+    "  FROM w JOIN e ON e.event_id = w.id WHERE w.conversation IS NOT NULL"
+    "  ORDER BY w.channel, w.conversation, w.client IS NULL, w.n DESC),"
+    " c AS (UPDATE conversations SET active_at = :now,"
+    "  client_id = coalesce(t.client, conversations.client_id)"
+    "  FROM t WHERE conversations.id = t.conversation AND conversations.channel = t.channel"
+    "  RETURNING 1),"
+    " j AS (INSERT INTO outbox (event_id, rule, action, params, destination, lane,"
+    "  next_attempt_at)"
+    "  SELECT w.id, s.rule, s.action, s.params::json, s.destination, s.lane, :now"
+    "  FROM unnest(:j_events::bigint[], :rules::text[], :actions::text[], :params::text[],"
+    "   :destinations::text[], :lanes::text[]) WITH ORDINALITY"
+    "   AS s(event, rule, action, params, destination, lane, n)"
+    "  JOIN w ON w.n = s.event JOIN e ON e.event_id = w.id"
+    "  ORDER BY s.n RETURNING 1),"
+    " m AS (INSERT INTO rule_matches (rule, event_id, matched_at)"
+    "  SELECT r.rule, w.id, :now FROM unnest(:m_events::bigint[], :matched::text[])"
+    "   AS r(event, rule) JOIN w ON w.n = r.event JOIN e ON e.event_id = w.id"
+    "  RETURNING 1)"
+    " SELECT event_id FROM e"
+)
+
+
+class PostgresAudit:
+    """The audit trail's statements of :class:`~rulekit.store.sql.postgres.PostgresState`."""
+
+    execute: Callable[..., Any]
+    """Provided by :class:`~rulekit.store.sql.state.SQLState`."""
+    _one: Callable[..., Any]
+    dialect: Any
+
+    def record_event(
+        self,
+        event: Event,
+        *,
+        inbox_id: int | None,
+        trace: Mapping[str, Any],
+        jobs: Sequence[JobSpec] = (),
+        now: datetime | None = None,
+    ) -> bool:
+        # The event and its jobs in one statement: the jobs are inserted only when the event
+        # row was (a redelivered event enqueues nothing).
+        row = self._one(
+            "WITH e AS (INSERT INTO events (event_id, inbox_id, channel, event,"
+            "  conversation_id, occurred_at, data, trace, processed_at)"
+            "  VALUES (:id, :inbox, :channel, :event, :conversation,"
+            "   :occurred, :data::json, :trace::json, :now)"
+            "  ON CONFLICT (event_id) DO NOTHING RETURNING event_id),"
+            # the conversation's activity, in the same round trip (only for a new event)
+            " c AS (UPDATE conversations SET active_at = :now,"
+            "  client_id = coalesce(:client, client_id)"
+            "  WHERE id = :conversation AND channel = :channel AND EXISTS (SELECT 1 FROM e)"
+            "  RETURNING 1),"
+            " j AS (INSERT INTO outbox (event_id, rule, action, params, destination,"
+            "  lane, next_attempt_at)"
+            "  SELECT e.event_id, s.rule, s.action, s.params::json, s.destination, s.lane,"
+            "   :now"
+            "  FROM e, unnest(:rules::text[], :actions::text[], :params::text[],"
+            "   :destinations::text[], :lanes::text[]) WITH ORDINALITY"
+            "   AS s(rule, action, params, destination, lane, n)"
+            "  ORDER BY s.n RETURNING 1),"
+            # which rules matched (rulekit stats), in the same round trip
+            " m AS (INSERT INTO rule_matches (rule, event_id, matched_at)"
+            "  SELECT r.rule, e.event_id, :now FROM e, unnest(:matched::text[]) AS r(rule)"
+            "  RETURNING 1)"
+            " SELECT (SELECT count(*) FROM e) AS recorded, (SELECT count(*) FROM j) AS jobs,"
+            "  (SELECT count(*) FROM m) AS matches",
+            {
+                "id": event.id,
+                "inbox": inbox_id,
+                "channel": event.channel,
+                "event": event.event,
+                "conversation": event.conversation.id,
+                "client": event.client.id,
+                "occurred": utc(event.occurred_at),
+                "data": self.dialect.json(event.public()),
+                "trace": trace_json(trace),
+                "now": utc(now),
+                "rules": [job.rule for job in jobs],
+                "actions": [job.action for job in jobs],
+                "params": [self.dialect.json(job.params) for job in jobs],
+                "destinations": [job.destination for job in jobs],
+                "lanes": [job.lane or job.destination for job in jobs],
+                "matched": matched_rules(trace),
+            },
+        )
+        assert row is not None
+        return bool(row["recorded"])
+
+    def record_events(self, records: Sequence[NewEvent]) -> list[bool]:
+        ids = [r.event.id for r in records]
+        if len(set(ids)) != len(ids):  # an event twice: the second is a redelivery of the first
+            return [
+                self.record_event(r.event, inbox_id=r.inbox_id, trace=r.trace, jobs=r.jobs)
+                for r in records
+            ]
+        if not records:
+            return []
+        json = self.dialect.json
+        jobs = [(n, job) for n, r in enumerate(records, 1) for job in r.jobs]
+        matches = [(n, rule) for n, r in enumerate(records, 1) for rule in matched_rules(r.trace)]
+        rows = self.execute(
+            _RECORD_EVENTS,
+            {
+                "now": utc(),
+                "ids": ids,
+                "inboxes": [r.inbox_id for r in records],
+                "channels": [r.event.channel for r in records],
+                "names": [r.event.event for r in records],
+                "conversations": [r.event.conversation.id for r in records],
+                "clients": [r.event.client.id for r in records],
+                "occurred": [utc(r.event.occurred_at) for r in records],
+                "data": [json(r.event.public()) for r in records],
+                "traces": [trace_json(r.trace) for r in records],
+                "j_events": [n for n, _ in jobs],
+                "rules": [job.rule for _, job in jobs],
+                "actions": [job.action for _, job in jobs],
+                "params": [json(job.params) for _, job in jobs],
+                "destinations": [job.destination for _, job in jobs],
+                "lanes": [job.lane or job.destination for _, job in jobs],
+                "m_events": [n for n, _ in matches],
+                "matched": [rule for _, rule in matches],
+            },
+        ).fetchall()
+        recorded = {row["event_id"] for row in rows}
+        return [event_id in recorded for event_id in ids]

@@ -1,0 +1,132 @@
+"""Conversations, clients and message marks read and written in batches on PostgreSQL: a
+round of webhooks reads its state in one query and writes it in one statement (see
+:mod:`rulekit.store.lookups`), where one statement per call would be a round trip each.
+
+SQLite, in the process, answers the batches call by call (the defaults of
+:class:`~rulekit.store.base.State`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from rulekit.store.lookups import Found, Key, Lookups, Saves
+from rulekit.store.records import utc
+
+# Each kind of lookup is a list of (channel, name) pairs joined to its table; a missing row is
+# missing from the answer. Conversations by id take one row per id, as find_conversation does.
+_READ = (
+    "SELECT 'conversation' AS kind, w.channel, w.name, c.id, c.data"
+    " FROM unnest(:c_channels::text[], :c_names::text[]) AS w(channel, name)"
+    " JOIN conversations c ON c.channel = w.channel AND c.key = w.name"
+    " UNION ALL"
+    " SELECT 'id', w.channel, w.name, c.key, c.data"
+    " FROM unnest(:i_channels::text[], :i_names::text[]) AS w(channel, name)"
+    " CROSS JOIN LATERAL (SELECT key, data FROM conversations c"
+    "  WHERE c.id = w.name AND c.channel = w.channel LIMIT 1) c"
+    " UNION ALL"
+    " SELECT 'client', w.channel, w.name, NULL, k.data"
+    " FROM unnest(:l_channels::text[], :l_names::text[]) AS w(channel, name)"
+    " JOIN clients k ON k.channel = w.channel AND k.id = w.name"
+    " UNION ALL"
+    " SELECT 'message', w.channel, w.name, NULL, NULL"
+    " FROM unnest(:m_channels::text[], :m_names::text[]) AS w(channel, name)"
+    " JOIN seen_messages s ON s.channel = w.channel AND s.message_id = w.name"
+)
+
+# Rows in key order, so two daemons writing the same rows lock them in the same order.
+_WRITE = (
+    "WITH c AS (INSERT INTO conversations (channel, key, id, status, assignee, data,"
+    "  updated_at, active_at)"
+    " SELECT w.channel, w.key, w.id, w.status, w.assignee, w.data, :now, :now"
+    " FROM unnest(:c_channels::text[], :c_keys::text[], :c_ids::text[], :c_statuses::text[],"
+    "  :c_assignees::text[], :c_data::text[]) AS w(channel, key, id, status, assignee, data)"
+    " ORDER BY w.channel, w.key"
+    " ON CONFLICT (channel, key) DO UPDATE SET id = excluded.id, status = excluded.status,"
+    "  assignee = excluded.assignee, data = excluded.data, updated_at = excluded.updated_at"
+    " RETURNING 1),"
+    " l AS (INSERT INTO clients (channel, id, data, updated_at)"
+    " SELECT w.channel, w.id, w.data, :now"
+    " FROM unnest(:l_channels::text[], :l_ids::text[], :l_data::text[]) AS w(channel, id, data)"
+    " ORDER BY w.channel, w.id"
+    " ON CONFLICT (channel, id) DO UPDATE SET data = excluded.data,"
+    "  updated_at = excluded.updated_at RETURNING 1),"
+    " m AS (INSERT INTO seen_messages (channel, message_id, seen_at)"
+    " SELECT w.channel, w.message, :now"
+    " FROM unnest(:m_channels::text[], :m_ids::text[]) AS w(channel, message)"
+    " ORDER BY w.channel, w.message"
+    " ON CONFLICT DO NOTHING RETURNING channel, message_id)"
+    # (every data-modifying WITH runs to completion, read or not)
+    " SELECT channel, message_id FROM m"
+)
+
+
+def _pairs(prefix: str, keys: Any) -> dict[str, list[str]]:
+    ordered = sorted(keys)
+    return {
+        f"{prefix}_channels": [channel for channel, _ in ordered],
+        f"{prefix}_names": [name for _, name in ordered],
+    }
+
+
+class PostgresLookups:
+    """The batches of :class:`~rulekit.store.sql.postgres.PostgresState`: one statement each."""
+
+    execute: Callable[..., Any]
+    """Provided by :class:`~rulekit.store.sql.state.SQLState`."""
+
+    def read_many(self, wanted: Lookups) -> Found:
+        found = Found(
+            dict.fromkeys(wanted.conversations),
+            dict.fromkeys(wanted.conversation_ids),
+            dict.fromkeys(wanted.clients),
+            dict.fromkeys(wanted.messages, False),
+        )
+        if not wanted:
+            return found
+        rows = self.execute(
+            _READ,
+            _pairs("c", wanted.conversations)
+            | _pairs("i", wanted.conversation_ids)
+            | _pairs("l", wanted.clients)
+            | _pairs("m", wanted.messages),
+        ).fetchall()
+        for row in rows:
+            key: Key = (row["channel"], row["name"])
+            kind = row["kind"]
+            if kind == "conversation":
+                found.conversations[key] = (row["id"], row["data"])
+            elif kind == "id":
+                found.conversation_ids[key] = (row["id"], row["data"])
+            elif kind == "client":
+                found.clients[key] = row["data"]
+            else:
+                found.messages[key] = True
+        return found
+
+    def write_many(self, saves: Saves) -> set[Key]:
+        if not saves:
+            return set()
+        conversations = sorted(saves.conversations.items())
+        clients = sorted(saves.clients.items())
+        messages = sorted(saves.messages)
+        rows = self.execute(
+            _WRITE,
+            {
+                "now": utc(),
+                "c_channels": [channel for (channel, _), _ in conversations],
+                "c_keys": [key for (_, key), _ in conversations],
+                "c_ids": [saved.id for _, saved in conversations],
+                "c_statuses": [saved.status for _, saved in conversations],
+                "c_assignees": [saved.assignee for _, saved in conversations],
+                "c_data": [saved.data for _, saved in conversations],
+                "l_channels": [channel for (channel, _), _ in clients],
+                "l_ids": [client_id for (_, client_id), _ in clients],
+                "l_data": [data for _, data in clients],
+                "m_channels": [channel for channel, _ in messages],
+                "m_ids": [message_id for _, message_id in messages],
+            },
+        ).fetchall()
+        marked = {(row["channel"], row["message_id"]) for row in rows}
+        return set(messages) - marked

@@ -1,0 +1,157 @@
+"""State read and written in batches (``read_many``, ``write_many``) and the cache in front of
+a transaction that uses them: the same answers as call by call, on every store; on PostgreSQL
+one statement per batch."""
+
+from __future__ import annotations
+
+import pytest
+from store_backends import Backend
+
+from rulekit.event import Client, Conversation
+from rulekit.store.cached import CachedState, probe
+from rulekit.store.lookups import Lookups, SavedConversation, Saves
+
+
+def _seed(backend: Backend) -> None:
+    with backend.open().transaction() as state:
+        state.save_conversation("chat", "k1", Conversation(id="c1", status="open"))
+        state.save_conversation("mail", "k1", Conversation(id="c9"))
+        state.save_client("chat", Client(id="u1", name="Anna"))
+        state.mark_message_seen("chat", "m1")
+
+
+def test_a_batch_read_answers_as_the_calls_one_by_one(backend: Backend):
+    _seed(backend)
+    wanted = Lookups(
+        conversations={("chat", "k1"), ("chat", "k2"), ("mail", "k1")},
+        conversation_ids={("chat", "c1"), ("chat", "c9"), ("mail", "c9")},
+        clients={("chat", "u1"), ("mail", "u1")},
+        messages={("chat", "m1"), ("chat", "m2"), ("mail", "m1")},
+    )
+    with backend.open().transaction() as state:
+        found = state.read_many(wanted)
+        for (channel, key), kept in found.conversations.items():
+            stored = state.get_conversation(channel, key)
+            assert kept == ((stored.id, stored.model_dump_json()) if stored else None)
+        assert set(found.conversations) == wanted.conversations
+        assert found.conversation_ids[("chat", "c9")] is None  # an id of another channel
+        by_id = found.conversation_ids[("chat", "c1")]
+        assert by_id is not None and by_id[0] == "k1"
+        assert Conversation.model_validate_json(by_id[1]) == Conversation(id="c1", status="open")
+        assert found.conversation_ids[("mail", "c9")] is not None
+        assert found.clients[("mail", "u1")] is None
+        assert Client.model_validate_json(found.clients[("chat", "u1")] or "") == Client(
+            id="u1", name="Anna"
+        )
+        assert found.messages == {
+            ("chat", "m1"): True,
+            ("chat", "m2"): False,
+            ("mail", "m1"): False,
+        }
+
+
+def test_a_batch_write_saves_everything_and_names_the_messages_seen_before(backend: Backend):
+    _seed(backend)
+    saves = Saves(
+        conversations={
+            ("chat", "k1"): SavedConversation(
+                "c1",
+                "closed",
+                "anna@x.io",
+                Conversation(id="c1", status="closed").model_dump_json(),
+            ),
+            ("chat", "k2"): SavedConversation(
+                "c2", "open", None, Conversation(id="c2", status="open").model_dump_json()
+            ),
+        },
+        clients={("chat", "u2"): Client(id="u2", name="Boris").model_dump_json()},
+        messages={("chat", "m1"), ("chat", "m2")},
+    )
+    with backend.open().transaction() as state:
+        assert state.write_many(saves) == {("chat", "m1")}
+    with backend.open().transaction() as state:
+        assert state.get_conversation("chat", "k1") == Conversation(id="c1", status="closed")
+        assert state.find_conversation("chat", "c2") == (
+            "k2",
+            Conversation(id="c2", status="open"),
+        )
+        assert state.open_conversations_by_assignee("chat") == {}  # k1 is closed
+        assert state.get_client("chat", "u2") == Client(id="u2", name="Boris")
+        assert state.message_seen("chat", "m2")
+
+
+def test_a_cached_state_reads_once_and_writes_once(backend: Backend):
+    _seed(backend)
+    store = backend.open()
+    with store.transaction() as state:
+        cached = CachedState(state)
+        cached.prefetch(
+            Lookups(
+                conversations={("chat", "k1"), ("chat", "k2")},
+                conversation_ids={("chat", "c1")},
+                clients={("chat", "u1")},
+                messages={("chat", "m1"), ("chat", "m2")},
+            )
+        )
+        before = getattr(state, "statements", 0)
+        assert cached.get_conversation("chat", "k1") == Conversation(id="c1", status="open")
+        assert cached.get_conversation("chat", "k2") is None
+        assert cached.find_conversation("chat", "c1") is not None
+        assert cached.get_client("chat", "u1") == Client(id="u1", name="Anna")
+        assert cached.mark_message_seen("chat", "m1") is False
+        assert cached.mark_message_seen("chat", "m2") is True
+        cached.save_conversation("chat", "k2", Conversation(id="c2"))
+        cached.save_client("chat", Client(id="u1", name="Anna Müller"))
+        assert cached.find_conversation("chat", "c2") == ("k2", Conversation(id="c2"))
+        assert getattr(state, "statements", 0) == before  # all from memory
+        assert cached.flush() == set()
+        if state.batches:
+            assert state.statements == before + 1  # one statement for every write
+        assert cached.flush() == set()  # nothing left
+    with store.transaction() as state:
+        assert state.get_conversation("chat", "k2") == Conversation(id="c2")
+        assert state.get_client("chat", "u1") == Client(id="u1", name="Anna Müller")
+        assert state.message_seen("chat", "m2")
+
+
+def test_a_flush_names_a_message_someone_else_marked_meanwhile(backend: Backend):
+    if not backend.durable:
+        pytest.skip("one connection: nobody else writes meanwhile")
+    store, other = backend.open(), backend.open()
+    with store.transaction() as state:
+        cached = CachedState(state)
+        cached.prefetch(Lookups(messages={("chat", "m5")}))
+        assert cached.mark_message_seen("chat", "m5") is True
+        if backend.name == "sqlite":  # one writer at a time: the other waits for this one
+            assert cached.flush() == set()
+            return
+        with other.transaction() as elsewhere:
+            elsewhere.mark_message_seen("chat", "m5")
+        assert cached.flush() == {("chat", "m5")}
+
+
+def test_a_probe_names_what_a_normalization_reads_and_changes_nothing(backend: Backend):
+    _seed(backend)
+
+    def normalize(state):
+        conversation = state.get_conversation("chat", "k1") or Conversation(id="c1")
+        state.get_client("chat", "u1")
+        if state.mark_message_seen("chat", "m3"):
+            state.save_conversation("chat", "k1", conversation)
+        state.find_conversation("chat", conversation.id)
+        state.next_position("round-robin", 3)  # ends the probe: it changes the store
+        state.get_client("chat", "never")
+
+    def broken(state):
+        state.get_conversation("chat", "k7")
+        raise ValueError("a body the provider cannot read")
+
+    wanted = probe([normalize, broken])
+    assert wanted == Lookups(
+        conversations={("chat", "k1"), ("chat", "k7")},
+        conversation_ids={("chat", "c1")},
+        clients={("chat", "u1")},
+        messages={("chat", "m3")},
+    )
+    with backend.open().transaction() as state:
+        assert not state.message_seen("chat", "m3")
