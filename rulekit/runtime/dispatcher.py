@@ -67,6 +67,7 @@ from rulekit.runtime.metrics import Metrics
 from rulekit.runtime.outcomes import Decision, announce, backoff, json_ready, record_outcome
 from rulekit.runtime.processor import owner_name
 from rulekit.runtime.sharedpace import (
+    paused_keys,
     retry_store,
     share_pause,
     share_spacing,
@@ -75,7 +76,7 @@ from rulekit.runtime.sharedpace import (
 )
 from rulekit.snapshot import Snapshot
 from rulekit.store.base import JournaledState, State
-from rulekit.store.records import EventRecord, Job
+from rulekit.store.records import CallStart, EventRecord, Job
 
 if TYPE_CHECKING:
     from rulekit.channels.base import Provider
@@ -336,40 +337,68 @@ class Dispatcher:
         async with self.pacer.acquire(paces) as slot:
             if self.shares_pacing:
                 await shared_wait(self.commit, paces, stopping=self._stopped)
-            async with self._slots:  # held until the outcome is recorded
-                owner, lease = self.owner, self.lease
-                if not await retry_store(
+            while True:
+                async with self._slots:  # held until the outcome is recorded
+                    start = await self._begin(job, event, action, paces)
+                    if start.started:
+                        if start.conversation is not None:
+                            context.event = event.model_copy(
+                                update={"conversation": start.conversation}
+                            )
+                        call = (action, params, context, job, record)
+                        return await self._started(call, lane, paces, slot, emitted, snapshot)
+                if not start.wait or self._stopping:
+                    return None  # handed back (or stopping)
+                await asyncio.sleep(start.wait)  # a service-wide pause, agreed by every daemon
+
+    async def _begin(self, job: Job, event: Event, action: Any, paces: list[Pace]) -> CallStart:
+        """Record that the call starts, unless the service is paused, and read the conversation
+        the action sees, in one store call."""
+        owner, lease = self.owner, self.lease
+        paused = paused_keys(paces) if self.shares_pacing else []
+        conversation = (
+            (event.channel, event.conversation.id)
+            if action.sees_conversation and event.conversation.id
+            else None
+        )
+        return await retry_store(
+            self.commit,
+            lambda state: state.begin_call(
+                job.id, owner, lease=lease, paused=paused, conversation=conversation
+            ),
+            f"record the start of job {job.id}",
+            stopping=self._stopped,
+        )
+
+    async def _started(
+        self,
+        call: tuple[Any, Any, ActionContext, Job, EventRecord],
+        lane: Lane,
+        paces: list[Pace],
+        slot: Any,
+        emitted: list[Event],
+        snapshot: Snapshot,
+    ) -> Decision:
+        """The call, once its start is recorded, and its recorded outcome."""
+        action, params, context, job, record = call
+        before = len(lane.emitted)
+        decision = await self._call(action, params, context, job, record)
+        if self.shares_pacing:  # the next send counts from this answer
+            await share_spacing(self.commit, paces, stopping=self._stopped)
+        if decision.outcome == "done":
+            emitted.extend(lane.emitted[before:])
+        if decision.failure is not None:
+            slot.report(decision.failure)
+            failure = decision.failure
+            if failure.retry_after and self.shares_pacing:
+                await share_pause(
                     self.commit,
-                    lambda state: state.start_call(job.id, owner, lease=lease),
-                    f"record the start of job {job.id}",
+                    paces,
+                    failure.scope,
+                    failure.retry_after,
                     stopping=self._stopped,
-                ):
-                    return None
-                if action.sees_conversation:
-                    context.event = await retry_store(
-                        self.commit,
-                        lambda state: as_stored(state, event),
-                        f"read the conversation of job {job.id}",
-                        stopping=self._stopped,
-                    )
-                before = len(lane.emitted)
-                decision = await self._call(action, params, context, job, record)
-                if self.shares_pacing:  # the next send counts from this answer
-                    await share_spacing(self.commit, paces, stopping=self._stopped)
-                if decision.outcome == "done":
-                    emitted.extend(lane.emitted[before:])
-                if decision.failure is not None:
-                    slot.report(decision.failure)
-                    failure = decision.failure
-                    if failure.retry_after and self.shares_pacing:
-                        await share_pause(
-                            self.commit,
-                            paces,
-                            failure.scope,
-                            failure.retry_after,
-                            stopping=self._stopped,
-                        )
-                return await self._conclude(job, decision, emitted, snapshot)
+                )
+        return await self._conclude(job, decision, emitted, snapshot)
 
     def _event(self, record: EventRecord) -> Event:
         """The event of ``record``, validated once for all its jobs held here."""

@@ -4,8 +4,9 @@ With several daemons on one PostgreSQL database (:attr:`Journal.shares_pacing`),
 rate limit and a service's Retry-After must hold for all of them, so the dispatcher asks the
 store before a paced call:
 
-* :func:`shared_wait` reserves the next send slot of each rate-limited key and reads the pauses
-  of the keys a service-wide Retry-After concerns, and says how long to wait;
+* :func:`shared_wait` reserves the next send slot of each rate-limited key and waits for it; the
+  pauses of the keys a service-wide Retry-After concerns (:func:`paused_keys`) are read as the
+  call starts, in the same statement that records its start;
 * :func:`share_spacing`, once the call has been answered, moves each rate-limited key's next
   slot to at least its spacing after that answer: as with one daemon's pacer, a call counts
   from when it ends, so a slow call cannot bring the next one (another daemon's, once the lane
@@ -72,8 +73,9 @@ async def retry_store(
 async def shared_wait(
     commit: GroupCommit, paces: Sequence[Pace], *, stopping: Callable[[], bool]
 ) -> None:
-    """Wait until every daemon agrees a call with ``paces`` may go: a reserved slot for each
-    rate-limited key, and no pause left on its service-wide keys."""
+    """Wait for a reserved send slot of each rate-limited key of ``paces``, agreed by every
+    daemon. (The pauses of its service-wide keys, :func:`paused_keys`, are read when the call
+    starts: :meth:`~rulekit.store.base.JournaledState.begin_call`.)"""
     for pace in paces:
         if pace.limit is None:
             continue
@@ -87,16 +89,12 @@ async def shared_wait(
         )
         if wait > 0:
             await asyncio.sleep(wait)
-    keys = [p.key for p in paces if p.limit is None and p.scope == "service"]
-    while keys and not stopping():
 
-        def paused(state: Any) -> float:
-            return float(state.paused_for(keys))
 
-        wait = await retry_store(commit, paused, "read the pauses", stopping=stopping)
-        if wait <= 0:
-            return
-        await asyncio.sleep(wait)
+def paused_keys(paces: Sequence[Pace]) -> list[str]:
+    """The keys of ``paces`` a service-wide Retry-After pauses for every daemon: a call waits
+    until none of them is paused."""
+    return [p.key for p in paces if p.limit is None and p.scope == "service"]
 
 
 async def share_spacing(

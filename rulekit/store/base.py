@@ -26,6 +26,7 @@ from rulekit.store.listing import ConversationQuery, ConversationSummary
 from rulekit.store.lookups import Found, Key, Lookups, Saves
 from rulekit.store.records import (
     Attempt,
+    CallStart,
     EventRecord,
     InboxItem,
     InboxStatus,
@@ -604,6 +605,32 @@ class Journal(abc.ABC):
 
 class JournaledState(State, Journal):
     """What one transaction of a store with a journal can read and change."""
+
+    def begin_call(
+        self,
+        job_id: int,
+        owner: str,
+        *,
+        lease: float,
+        paused: Sequence[str] = (),
+        conversation: tuple[str, str] | None = None,
+    ) -> CallStart:
+        """What the dispatcher asks the store right before a call, at once: when none of the
+        ``paused`` keys is paused (:meth:`paused_for`), :meth:`start_call`; when the call
+        starts and ``conversation`` (channel, id) is given, the conversation as stored
+        (:meth:`find_conversation`). Stores on a database server make it one statement."""
+        wait = self.paused_for(paused) if paused else 0.0
+        if wait > 0:
+            return CallStart(False, wait)
+        if not self.start_call(job_id, owner, lease=lease):
+            return CallStart(False)
+        found = None
+        if conversation is not None:
+            try:
+                found = self.find_conversation(*conversation)
+            except NotImplementedError:
+                found = None
+        return CallStart(True, 0.0, found[1] if found is not None else None)
 
 
 class JournaledStore(Store):

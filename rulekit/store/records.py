@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from rulekit.event import Event
+    from rulekit.event import Conversation, Event
 
 InboxStatus = Literal["pending", "done", "failed"]
 JobStatus = Literal["pending", "done", "dead"]
@@ -181,3 +181,15 @@ class NewEvent:
     inbox_id: int | None
     trace: Mapping[str, Any]
     jobs: Sequence[JobSpec] = ()
+
+
+@dataclass(frozen=True)
+class CallStart:
+    """What :meth:`~rulekit.store.base.JournaledState.begin_call` found."""
+
+    started: bool
+    """The call may go (its start is recorded)."""
+    wait: float = 0.0
+    """Seconds a pause of the service has left: nothing was recorded, ask again then."""
+    conversation: Conversation | None = None
+    """The conversation asked for, as stored, when the call started."""

@@ -110,7 +110,7 @@ def test_a_database_blip_around_a_call_never_consumes_an_attempt(tmp_path, serve
     sent exactly once and the job has exactly one attempt."""
     with FakeSlack() as slack:
         config = write_setup(tmp_path, SLACK_RULES, slack=slack, dispatcher={"max_attempts": 3})
-        failures = {"reserve_pace": 2, "start_call": 2, "record_attempt": 2}
+        failures = {"reserve_pace": 2, "begin_call": 2, "record_attempt": 2}
         store = FaultyStore(tmp_path / "rulekit.sqlite3", failures, shared=True)
         try:
             server = serve(config, store=store)
@@ -120,7 +120,7 @@ def test_a_database_blip_around_a_call_never_consumes_an_attempt(tmp_path, serve
             assert [m.text for m in slack.messages("#support")] == ["New chat from Visitor 1"]
             assert job.attempts == 1
             assert [a.outcome for a in read(tmp_path, lambda s: s.attempts(job.id))] == ["done"]
-            assert failures == {"reserve_pace": 0, "start_call": 0, "record_attempt": 0}
+            assert failures == {"reserve_pace": 0, "begin_call": 0, "record_attempt": 0}
             server.stop()
         finally:
             store.close()
@@ -167,12 +167,12 @@ REPLY_RULES = """\
 
 def test_blips_at_every_store_call_around_a_refused_then_sent_reply(tmp_path, serve, chatra):
     """A Chatra reply on a store shared by daemons: the store fails twice at each of its calls
-    around the send (reading the service's pauses, recording the start, reading the
-    conversation, sharing Chatra's Retry-After, recording the outcome). Chatra refuses the
+    around the send (recording the start, with the service's pauses and the conversation read
+    in the same call; sharing Chatra's Retry-After; recording the outcome). Chatra refuses the
     first call with a 429; with two attempts allowed the reply is still sent, once, at the
     second attempt."""
     config = write_setup(tmp_path, REPLY_RULES, chatra=chatra, dispatcher={"max_attempts": 2})
-    points = ["paused_for", "start_call", "find_conversation", "pause_pace", "record_attempt"]
+    points = ["begin_call", "pause_pace", "record_attempt"]
     failures = dict.fromkeys(points, 2)
     store = FaultyStore(tmp_path / "rulekit.sqlite3", failures, shared=True)
     try:

@@ -21,8 +21,10 @@ from datetime import datetime
 from typing import Any
 
 from rulekit.errors import StoreConflict, StoreUnavailable
+from rulekit.event import Conversation
 from rulekit.store.records import (
     INTERRUPTED,
+    CallStart,
     InboxItem,
     Job,
     Outcome,
@@ -220,14 +222,41 @@ class PostgresState(PostgresAudit, PostgresLookups, SQLState):
     def start_call(
         self, job_id: int, owner: str, *, lease: float, now: datetime | None = None
     ) -> bool:
-        # One statement: lock the job; it may start when we hold its claim and no older job of
-        # its lane is pending; else hand the claim back if ours. A call another claimer
-        # started and never finished counts as an (interrupted) attempt.
+        return self._begin_call(job_id, owner, lease, now=now).started
+
+    def begin_call(
+        self,
+        job_id: int,
+        owner: str,
+        *,
+        lease: float,
+        paused: Sequence[str] = (),
+        conversation: tuple[str, str] | None = None,
+    ) -> CallStart:
+        return self._begin_call(job_id, owner, lease, paused, conversation)
+
+    def _begin_call(
+        self,
+        job_id: int,
+        owner: str,
+        lease: float,
+        paused: Sequence[str] = (),
+        conversation: tuple[str, str] | None = None,
+        now: datetime | None = None,
+    ) -> CallStart:
+        # One statement: read the pauses and lock the job; unless paused, it may start when we
+        # hold its claim and no older job of its lane is pending, else hand the claim back if
+        # ours. A call another claimer started and never finished counts as an (interrupted)
+        # attempt. The conversation is read in the same statement.
         row = self._one(
-            "WITH old AS (SELECT id, lane, claimed_by, call_started_by, status FROM outbox"
+            "WITH pause AS (SELECT COALESCE(max(extract(epoch FROM"
+            "  next_at - clock_timestamp())), 0) AS wait"
+            "  FROM pacing WHERE key = ANY(:keys::text[])),"
+            " old AS (SELECT id, lane, claimed_by, call_started_by, status FROM outbox"
             "  WHERE id = :id FOR UPDATE),"
-            " verdict AS (SELECT old.*, (old.status = 'pending' AND old.claimed_by = :owner)"
-            "   AS mine, NOT EXISTS (SELECT 1 FROM outbox k, old o2 WHERE k.lane = o2.lane"
+            " verdict AS (SELECT old.*, (old.status = 'pending' AND old.claimed_by = :owner"
+            "   AND (SELECT wait FROM pause) <= 0) AS mine,"
+            "  NOT EXISTS (SELECT 1 FROM outbox k, old o2 WHERE k.lane = o2.lane"
             "   AND k.status = 'pending' AND k.id < o2.id) AS first FROM old),"
             " upd AS (UPDATE outbox o SET"
             f"  call_started_at = CASE WHEN v.first THEN {_NOW} ELSE o.call_started_at END,"
@@ -243,19 +272,28 @@ class PostgresState(PostgresAudit, PostgresLookups, SQLState):
             " log AS (INSERT INTO attempts (job_id, at, outcome, error)"
             f"  SELECT :id, {_NOW}, 'retry', :error FROM upd WHERE upd.interrupted)"
             " SELECT (SELECT count(*) FROM old) AS found,"
-            "  COALESCE((SELECT first FROM upd), false) AS started",
+            "  COALESCE((SELECT first FROM upd), false) AS started,"
+            "  (SELECT wait FROM pause) AS wait,"
+            "  (SELECT data FROM conversations WHERE id = :conversation AND channel = :channel"
+            "   LIMIT 1) AS conversation",
             {
                 "id": job_id,
                 "owner": owner,
                 "lease": float(lease),
                 "now": self.dialect.time(now),
                 "error": INTERRUPTED,
+                "keys": list(paused),
+                "channel": conversation[0] if conversation else None,
+                "conversation": conversation[1] if conversation else None,
             },
         )
         assert row is not None
         if not row["found"]:
             raise KeyError(f"no job {job_id}")
-        return bool(row["started"])
+        if not row["started"]:
+            return CallStart(False, max(float(row["wait"]), 0.0))
+        data = row["conversation"]
+        return CallStart(True, 0.0, Conversation.model_validate_json(data) if data else None)
 
     def record_attempt(
         self,
