@@ -23,27 +23,24 @@ class StrictModel(BaseModel):
         would ensure: every value of its field's type, times timezone-aware, no unknown field.
         Fields left out get their defaults, as in validation; a required one left out is a
         ``TypeError``. pydantic's ``model_construct`` does the same, several times slower."""
-        plan = _PLANS.get(cls) or _plan(cls)
-        defaults, factories, required, private = plan
-        if not required <= values.keys():
+        defaults, factories, required, private = _PLANS.get(cls) or _plan(cls)
+        if required and not required <= values.keys():
             raise TypeError(f"{cls.__name__} needs {sorted(required - values.keys())}")
         data = {**defaults, **values}
         for name, factory in factories:
             if name not in values:
                 data[name] = factory()
-        model = cls.__new__(cls)
-        _set = object.__setattr__
+        model = _new(cls)
         _set(model, "__dict__", data)
         _set(model, "__pydantic_fields_set__", set(values))
         _set(model, "__pydantic_extra__", None)
-        _set(model, "__pydantic_private__", dict(private) if private is not None else None)
+        _set(model, "__pydantic_private__", None if private is None else dict(private))
         return model
 
     def replaced(self, **changes: Any) -> Self:
         """A shallow copy with ``changes`` made, without validation: ``model_copy(update=...)``
         at a fraction of its cost, with the same duty as :meth:`trusted` for the values."""
-        model = self.__class__.__new__(self.__class__)
-        _set = object.__setattr__
+        model = _new(self.__class__)
         _set(model, "__dict__", {**self.__dict__, **changes})
         _set(model, "__pydantic_fields_set__", self.__pydantic_fields_set__ | changes.keys())
         _set(model, "__pydantic_extra__", None)
@@ -52,6 +49,8 @@ class StrictModel(BaseModel):
         return model
 
 
+_new = object.__new__
+_set = object.__setattr__
 _Plan = tuple[dict[str, Any], tuple[tuple[str, Any], ...], frozenset[str], dict[str, Any] | None]
 _PLANS: dict[type[BaseModel], _Plan] = {}
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -241,10 +241,13 @@ class _Emitter:
 class _AgentLookup:
     """Who wrote an agent message: Chatra's agent (by ``agentId``) matched to the directory."""
 
-    def __init__(self, agents: Iterable[ChatraAgent], directory: Directory) -> None:
-        self.agents = list(agents)
-        self.by_id = {agent.id: agent for agent in self.agents if agent.id}
+    def __init__(self, agents: Sequence[ChatraAgent], directory: Directory) -> None:
+        self.agents = agents
         self.directory = directory
+
+    @functools.cached_property
+    def by_id(self) -> dict[str, ChatraAgent]:
+        return {agent.id: agent for agent in self.agents if agent.id}
 
     def find(self, message: ChatraMessage) -> Agent:
         chatra = self.by_id.get(message.agent_id) if message.agent_id else None
@@ -264,12 +267,14 @@ class _AgentLookup:
 
 def _refreshed(conversation: Conversation, payload: Payload) -> Conversation:
     """The conversation with the chat's id, link and start page from the payload, when sent."""
-    sent = {
-        "external_id": payload.client.chat_id,
-        "link": payload.client.chat_link,
-        "page": payload.page,
-    }
-    changes = {k: v for k, v in sent.items() if v is not None and v != getattr(conversation, k)}
+    client, had = payload.client, conversation.__dict__
+    changes = {}
+    if client.chat_id is not None and client.chat_id != had["external_id"]:
+        changes["external_id"] = client.chat_id
+    if client.chat_link is not None and client.chat_link != had["link"]:
+        changes["link"] = client.chat_link
+    if payload.page is not None and payload.page != had["page"]:
+        changes["page"] = payload.page
     return conversation.replaced(**changes) if changes else conversation
 
 

@@ -183,13 +183,18 @@ def _client(value: Any) -> ChatraClient:
     info = _object(get("info"))
     integration = _object(get("integrationData"))
     sources = [s for s in (info, _object(get("basicInfo")), integration) if s]
-    fields: dict[str, Any] = {name: _string(get(key)) for name, key in _CLIENT_KEYS}
+    # (``_string`` written out: this is most of the reading)
+    fields: dict[str, Any] = {
+        name: (text.strip() or None) if isinstance(text := get(key), str) else None
+        for name, key in _CLIENT_KEYS
+    }
     for key in CONTACT_KEYS:
         found = None
         for source in sources:
-            if found := _string(source.get(key)):
+            text = source.get(key)
+            if isinstance(text, str) and (found := text.strip()):
                 break
-        fields[key] = found
+        fields[key] = found or None
     custom = {k: v for k, v in info.items() if k not in CONTACT_KEYS} if info else {}
     if integration:
         custom.update((k, v) for k, v in integration.items() if k not in CONTACT_KEYS)
@@ -210,8 +215,9 @@ def _messages(data: dict[str, Any], client_id: str) -> tuple[ChatraMessage, ...]
         return () if single is None else (_message("message", single, client_id),)
     if not isinstance(many, list):
         raise ChannelError(f"messages must be a list, got {_kind(many)}")
-    found = [] if single is None else [_message("message", single, client_id)]
-    found.extend(_message(index, item, client_id) for index, item in enumerate(many))
+    found = [_message(index, item, client_id) for index, item in enumerate(many)]
+    if single is not None:
+        found.insert(0, _message("message", single, client_id))
     return tuple(found)
 
 
@@ -266,18 +272,21 @@ def _text(where: str | int, message: dict[str, Any]) -> str | None:
 
 
 def _agents(data: dict[str, Any]) -> tuple[ChatraAgent, ...]:
-    items: list[Any] = [data.get("agent")]
+    single = data.get("agent")
     many = data.get("agents")
-    if isinstance(many, list):
-        items.extend(many)
+    items: list[Any] = many if isinstance(many, list) else []
+    if single is not None:
+        items = [single, *items]
     return tuple(
-        ChatraAgent(
-            id=_identifier(item.get("id")),
-            name=_string(item.get("name")),
-            email=_string(item.get("email")),
-        )
-        for item in items
-        if isinstance(item, dict)
+        [
+            ChatraAgent(
+                id=_identifier(item.get("id")),
+                name=_string(item.get("name")),
+                email=_string(item.get("email")),
+            )
+            for item in items
+            if isinstance(item, dict)
+        ]
     )
 
 
@@ -288,13 +297,16 @@ def timestamp(value: Any) -> datetime | None:
     """A Chatra time as an aware UTC datetime: epoch milliseconds (a number or a string of
     digits) or an ISO 8601 string (naive means UTC). Anything else is None."""
     try:
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return datetime.fromtimestamp(value / 1000, UTC)
         if isinstance(value, str):
-            parsed = datetime.fromisoformat(value.strip())
-            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+            text = value.strip()
+            if not text.isdigit():
+                parsed = datetime.fromisoformat(text)
+                if parsed.tzinfo is None:
+                    return parsed.replace(tzinfo=UTC)
+                return parsed.astimezone(UTC)
+            value = int(text)
+        if isinstance(value, (int, float)) and value is not True and value is not False:
+            return datetime.fromtimestamp(value / 1000, UTC)
     except (ValueError, OverflowError, OSError):
         pass
     return None
@@ -310,9 +322,11 @@ def _string(value: Any) -> str | None:
 def _identifier(value: Any) -> str | None:
     """An id: a non-empty string, or an integer written as one (sites may bind numeric ids);
     a very long one is replaced by its digest (ids are stored as indexed keys)."""
+    if isinstance(value, str):
+        return bounded_key(value.strip())
     if isinstance(value, int) and not isinstance(value, bool):
         return bounded_key(str(value))
-    return bounded_key(_string(value))
+    return None
 
 
 def _object(value: Any) -> dict[str, Any]:
