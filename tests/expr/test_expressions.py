@@ -16,7 +16,7 @@ from scaffold import make_event
 
 from rulekit.errors import TemplateError
 from rulekit.expr import parse as expressions
-from rulekit.expr.codegen import Program
+from rulekit.expr.codegen import BUILD_CHUNK, Program
 from rulekit.expr.parse import parse_expression
 from rulekit.expr.sandbox import MAX_EXPRESSION, Sandbox
 
@@ -240,3 +240,12 @@ def test_bad_expressions(source: str, reason: str) -> None:
 def test_deep_nesting_is_an_error_not_a_crash() -> None:
     with pytest.raises(TemplateError):
         parse_expression("(" * 1500 + "1" + ")" * 1500, Sandbox())
+
+
+def test_a_program_of_more_functions_than_one_module_holds_builds_them_all():
+    program = Program(Sandbox(), {})
+    count = BUILD_CHUNK * 2 + 3  # compiled a module at a time: three of them
+    slots = [program.add_condition(f"{n} * 2 == {n * 2 + n % 2}")[2] for n in range(count)]
+    program.build()
+    assert [slot.function(None, None, {}) for slot in slots] == [n % 2 == 0 for n in range(count)]
+    assert program.lines == []
