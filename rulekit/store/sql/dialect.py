@@ -17,6 +17,9 @@ from typing import Any
 from rulekit.errors import StoreUnavailable
 from rulekit.store.codec import to_json
 
+Row = Any
+"""A row of the driver (``sqlite3.Row`` or a psycopg dict): columns by name."""
+
 
 def _name_char(char: str) -> bool:
     return char.isalnum() or char == "_"

@@ -1,0 +1,155 @@
+"""Reading the record in a SQL store: events, their jobs and attempts, for the dispatcher, the
+console and the command line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from rulekit.store.records import (
+    Attempt,
+    EventRecord,
+    Job,
+    JobStatus,
+)
+from rulekit.store.sql.dialect import Row
+
+
+class SQLHistory:
+    """Statements that read the record, mixed into :class:`~rulekit.store.sql.state.SQLState`."""
+
+    # provided by SQLState
+    dialect: Any
+    execute: Callable[..., Any]
+    _one: Callable[..., Any]
+    _job: Callable[..., Job]
+
+    def _event_record(self, row: Row) -> EventRecord:
+        time, json = self.dialect.read_time, self.dialect.read_json
+        return EventRecord(
+            event_id=row["event_id"],
+            inbox_id=row["inbox_id"],
+            channel=row["channel"],
+            event=row["event"],
+            conversation_id=row["conversation_id"],
+            occurred_at=time(row["occurred_at"]),
+            processed_at=time(row["processed_at"]),
+            data=json(row["data"]),
+            trace=json(row["trace"]),
+        )
+
+    def get_event(self, event_id: str) -> EventRecord | None:
+        row = self._one("SELECT * FROM events WHERE event_id = :id", {"id": event_id})
+        return self._event_record(row) if row else None
+
+    def recorded(self, event_ids: Sequence[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        rows = self.execute(
+            f"SELECT event_id FROM events WHERE {self.dialect.one_of('event_id', 'ids')}",
+            {"ids": self.dialect.values(list(event_ids))},
+        )
+        return {row["event_id"] for row in rows}
+
+    def events_for_jobs(self, event_ids: Sequence[str]) -> dict[str, EventRecord]:
+        if not event_ids:
+            return {}
+        rows = self.execute(
+            "SELECT event_id, inbox_id, channel, event, conversation_id, occurred_at,"
+            " processed_at, data, NULL AS trace FROM events"
+            f" WHERE {self.dialect.one_of('event_id', 'ids')}",
+            {"ids": self.dialect.values(list(dict.fromkeys(event_ids)))},
+        )
+        records = (self._event_record(row) for row in rows)
+        return {record.event_id: replace(record, trace={}) for record in records}
+
+    def history(
+        self,
+        *,
+        channel: str | None = None,
+        event: str | None = None,
+        rule: str | None = None,
+        failed: bool = False,
+        since: datetime | None = None,
+        limit: int = 50,
+    ) -> list[EventRecord]:
+        where: list[str] = ["1 = 1"]
+        params: dict[str, Any] = {"limit": limit}
+        if channel is not None:
+            where.append("e.channel = :channel")
+            params["channel"] = channel
+        if event is not None:
+            where.append("e.event = :event")
+            params["event"] = event
+        if since is not None:
+            where.append("e.processed_at >= :since")
+            params["since"] = self.dialect.time(since)
+        if rule is not None:
+            where.append(
+                "EXISTS (SELECT 1 FROM outbox o WHERE o.event_id = e.event_id AND o.rule = :rule)"
+            )
+            params["rule"] = rule
+        if failed:
+            where.append(
+                "EXISTS (SELECT 1 FROM outbox o"
+                " WHERE o.event_id = e.event_id AND o.status = 'dead')"
+            )
+        rows = self.execute(
+            f"SELECT e.* FROM events e WHERE {' AND '.join(where)} ORDER BY e.id DESC LIMIT :limit",
+            params,
+        )
+        return [self._event_record(row) for row in rows]
+
+    def conversation_events(
+        self, channel: str, conversation_id: str, *, limit: int = 200
+    ) -> list[EventRecord]:
+        rows = self.execute(
+            "SELECT * FROM events WHERE conversation_id = :conversation AND channel = :channel"
+            " ORDER BY id DESC LIMIT :limit",
+            {"conversation": conversation_id, "channel": channel, "limit": limit},
+        )
+        return [self._event_record(row) for row in rows]
+
+    def get_job(self, job_id: int) -> Job | None:
+        row = self._one("SELECT * FROM outbox WHERE id = :id", {"id": job_id})
+        return self._job(row) if row else None
+
+    def jobs(
+        self, *, event_id: str | None = None, status: JobStatus | None = None, limit: int = 100
+    ) -> list[Job]:
+        order = "ASC" if event_id is not None else "DESC"  # plan order for one event
+        rows = self.execute(
+            "SELECT * FROM outbox WHERE (CAST(:event AS TEXT) IS NULL OR event_id = :event)"
+            " AND (CAST(:status AS TEXT) IS NULL OR status = :status)"
+            f" ORDER BY id {order} LIMIT :limit",
+            {"event": event_id, "status": status, "limit": limit},
+        )
+        return [self._job(row) for row in rows]
+
+    def jobs_of_events(self, event_ids: Sequence[str]) -> dict[str, list[Job]]:
+        found: dict[str, list[Job]] = {event_id: [] for event_id in event_ids}
+        if not found:
+            return found
+        rows = self.execute(
+            f"SELECT * FROM outbox WHERE {self.dialect.one_of('event_id', 'ids')} ORDER BY id",
+            {"ids": self.dialect.values(list(found))},
+        )
+        for row in rows:
+            found[row["event_id"]].append(self._job(row))
+        return found
+
+    def attempts(self, job_id: int) -> list[Attempt]:
+        rows = self.execute("SELECT * FROM attempts WHERE job_id = :id ORDER BY id", {"id": job_id})
+        return [
+            Attempt(
+                job_id=row["job_id"],
+                at=self.dialect.read_time(row["at"]),
+                outcome=row["outcome"],
+                error=row["error"],
+                result=self.dialect.read_json(row["result"]),
+            )
+            for row in rows
+        ]

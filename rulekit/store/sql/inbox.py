@@ -1,0 +1,139 @@
+"""The inbox in a SQL store: webhooks appended before their 200, claimed with a lease in
+arrival order (an item waits while an older one of its conversation is pending), finished or set
+aside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from rulekit.store.records import (
+    InboxItem,
+    InboxStatus,
+    utc,
+)
+from rulekit.store.sql.dialect import Row
+
+
+class SQLInbox:
+    """Inbox statements, mixed into :class:`~rulekit.store.sql.state.SQLState`."""
+
+    # provided by SQLState
+    dialect: Any
+    execute: Callable[..., Any]
+    _one: Callable[..., Any]
+
+    def _inbox_item(self, row: Row) -> InboxItem:
+        time = self.dialect.read_time
+        return InboxItem(
+            id=row["id"],
+            channel=row["channel"],
+            received_at=time(row["received_at"]),
+            body=bytes(row["body"]),
+            delivery_key=row["delivery_key"],
+            status=row["status"],
+            attempts=row["attempts"],
+            error=row["error"],
+            claimed_by=row["claimed_by"],
+            claimed_until=time(row["claimed_until"]),
+            conversation_key=row["conversation_key"],
+        )
+
+    def append_inbox(
+        self,
+        channel: str,
+        body: bytes,
+        *,
+        delivery_key: str | None = None,
+        conversation_key: str | None = None,
+        now: datetime | None = None,
+    ) -> tuple[int, bool]:
+        row = self._one(
+            "INSERT INTO inbox (channel, received_at, body, delivery_key, conversation_key)"
+            " VALUES (:channel, :now, :body, :key, :conversation)"
+            " ON CONFLICT (channel, delivery_key) DO NOTHING RETURNING id",
+            {
+                "channel": channel,
+                "now": self.dialect.time(utc(now)),
+                "body": bytes(body),
+                "key": delivery_key,
+                "conversation": conversation_key,
+            },
+        )
+        if row is not None:
+            return row["id"], True
+        return self._first_delivery(channel, delivery_key), False
+
+    def _first_delivery(self, channel: str, delivery_key: str | None) -> int:
+        """The id of the inbox item that first came with ``delivery_key``."""
+        row = self._one(
+            "SELECT id FROM inbox WHERE channel = :channel AND delivery_key = :key",
+            {"channel": channel, "key": delivery_key},
+        )
+        assert row is not None
+        return int(row["id"])
+
+    def claim_inbox(
+        self, owner: str, *, lease: float, limit: int = 1, now: datetime | None = None
+    ) -> list[InboxItem]:
+        now = utc(now)
+        rows = self.execute(
+            "UPDATE inbox SET claimed_by = :owner, claimed_until = :until,"
+            " attempts = attempts + 1"
+            " WHERE id IN (SELECT id FROM inbox i WHERE status = 'pending'"
+            "   AND (claimed_until IS NULL OR claimed_until <= :now)"
+            "   AND (conversation_key IS NULL OR NOT EXISTS (SELECT 1 FROM inbox e"
+            "     WHERE e.status = 'pending' AND e.channel = i.channel"
+            "       AND e.conversation_key = i.conversation_key AND e.id < i.id))"
+            "   ORDER BY id LIMIT :limit)"
+            " RETURNING *",
+            {
+                "owner": owner,
+                "until": self.dialect.time(now + timedelta(seconds=lease)),
+                "now": self.dialect.time(now),
+                "limit": limit,
+            },
+        ).fetchall()
+        return sorted((self._inbox_item(row) for row in rows), key=lambda item: item.id)
+
+    def finish_inbox(self, inbox_id: int, *, error: str | None = None) -> None:
+        self._update_inbox(inbox_id, "done" if error is None else "failed", error)
+
+    def finish_inbox_items(self, inbox_ids: Sequence[int]) -> None:
+        if not inbox_ids:
+            return
+        cursor = self.execute(
+            "UPDATE inbox SET status = 'done', error = NULL, claimed_by = NULL,"
+            f" claimed_until = NULL WHERE {self.dialect.one_of('id', 'ids')}",
+            {"ids": self.dialect.values(list(inbox_ids))},
+        )
+        if cursor.rowcount != len(set(inbox_ids)):
+            raise KeyError(f"not every inbox item of {list(inbox_ids)} is stored")
+
+    def requeue_inbox(self, inbox_id: int) -> None:
+        self._update_inbox(inbox_id, "pending", None)
+
+    def _update_inbox(self, inbox_id: int, status: InboxStatus, error: str | None) -> None:
+        cursor = self.execute(
+            "UPDATE inbox SET status = :status, error = :error, claimed_by = NULL,"
+            " claimed_until = NULL WHERE id = :id",
+            {"status": status, "error": error, "id": inbox_id},
+        )
+        if cursor.rowcount == 0:
+            raise KeyError(f"no inbox item {inbox_id}")
+
+    def inbox_items(
+        self, *, status: InboxStatus | None = None, limit: int = 100
+    ) -> list[InboxItem]:
+        rows = self.execute(
+            "SELECT * FROM inbox WHERE (CAST(:status AS TEXT) IS NULL OR status = :status)"
+            " ORDER BY id DESC LIMIT :limit",
+            {"status": status, "limit": limit},
+        )
+        return [self._inbox_item(row) for row in rows]
+
+    def get_inbox(self, inbox_id: int) -> InboxItem | None:
+        row = self._one("SELECT * FROM inbox WHERE id = :id", {"id": inbox_id})
+        return self._inbox_item(row) if row else None

@@ -1,0 +1,282 @@
+"""The audit trail and the outbox in a SQL store: an event recorded with its plan's jobs, jobs
+claimed by lane, a call's start and its attempts recorded; and the named leases of one-at-a-time
+work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from rulekit.event import Event
+from rulekit.store.codec import trace_json
+from rulekit.store.records import (
+    INTERRUPTED,
+    Job,
+    JobSpec,
+    Outcome,
+    check_attempt,
+    utc,
+)
+from rulekit.store.sql import listing
+from rulekit.store.sql.dialect import Row
+from rulekit.store.sql.stats import NOTE_MATCH, matched_rules
+
+
+class SQLOutbox:
+    """Audit trail, outbox and lease statements, mixed into
+    :class:`~rulekit.store.sql.state.SQLState`."""
+
+    # provided by SQLState
+    dialect: Any
+    execute: Callable[..., Any]
+    _one: Callable[..., Any]
+
+    def _job(self, row: Row) -> Job:
+        time, json = self.dialect.read_time, self.dialect.read_json
+        return Job(
+            id=row["id"],
+            event_id=row["event_id"],
+            rule=row["rule"],
+            action=row["action"],
+            params=json(row["params"]),
+            destination=row["destination"],
+            status=row["status"],
+            attempts=row["attempts"],
+            next_attempt_at=time(row["next_attempt_at"]),
+            last_error=row["last_error"],
+            result=json(row["result"]),
+            claimed_by=row["claimed_by"],
+            claimed_until=time(row["claimed_until"]),
+            lane=row["lane"],
+            call_started_at=time(row["call_started_at"]),
+            call_started_by=row["call_started_by"],
+        )
+
+    def record_event(
+        self,
+        event: Event,
+        *,
+        inbox_id: int | None,
+        trace: Mapping[str, Any],
+        jobs: Sequence[JobSpec] = (),
+        now: datetime | None = None,
+    ) -> bool:
+        time, json = self.dialect.time, self.dialect.json
+        at = time(utc(now))
+        row = self._one(
+            "INSERT INTO events (event_id, inbox_id, channel, event, conversation_id,"
+            " occurred_at, data, trace, processed_at) VALUES (:id, :inbox, :channel, :event,"
+            " :conversation, :occurred, :data, :trace, :now)"
+            " ON CONFLICT (event_id) DO NOTHING RETURNING id",
+            {
+                "id": event.id,
+                "inbox": inbox_id,
+                "channel": event.channel,
+                "event": event.event,
+                "conversation": event.conversation.id,
+                "occurred": time(event.occurred_at),
+                "data": json(event.public()),
+                "trace": trace_json(trace),
+                "now": at,
+            },
+        )
+        if row is None:
+            return False
+        if event.conversation.id is not None:
+            self.execute(
+                listing.TOUCH,
+                {
+                    "now": at,
+                    "client": event.client.id,
+                    "conversation": event.conversation.id,
+                    "channel": event.channel,
+                },
+            )
+        for rule in matched_rules(trace):
+            self.execute(NOTE_MATCH, {"rule": rule, "event": event.id, "now": at})
+        for job in jobs:
+            self.execute(
+                "INSERT INTO outbox (event_id, rule, action, params, destination, lane,"
+                " next_attempt_at) VALUES (:event, :rule, :action, :params, :destination,"
+                " :lane, :now)",
+                {
+                    "event": event.id,
+                    "rule": job.rule,
+                    "action": job.action,
+                    "params": json(job.params),
+                    "destination": job.destination,
+                    "lane": job.lane or job.destination,
+                    "now": at,
+                },
+            )
+        return True
+
+    def claim_jobs(
+        self, owner: str, *, lease: float, limit: int = 10, now: datetime | None = None
+    ) -> list[Job]:
+        now = utc(now)
+        # a due job that is free (or ours), in a lane nobody else holds, with every older
+        # pending job of its lane due too: the due prefix of each free lane
+        rows = self.execute(
+            "UPDATE outbox SET claimed_by = :owner, claimed_until = :until"
+            " WHERE id IN (SELECT j.id FROM outbox j"
+            f" {self.dialect.by_index('outbox_due')} WHERE j.status = 'pending'"
+            "   AND j.next_attempt_at <= :now"
+            "   AND (j.claimed_until IS NULL OR j.claimed_until <= :now)"
+            "   AND NOT EXISTS (SELECT 1 FROM outbox k WHERE k.lane = j.lane"
+            "     AND k.status = 'pending' AND ((k.claimed_until > :now AND k.claimed_by <> :owner)"
+            "       OR (k.id < j.id AND k.next_attempt_at > :now)))"
+            "   ORDER BY j.id LIMIT :limit)"
+            " RETURNING *",
+            {
+                "owner": owner,
+                "until": self.dialect.time(now + timedelta(seconds=lease)),
+                "now": self.dialect.time(now),
+                "limit": limit,
+            },
+        ).fetchall()
+        return sorted((self._job(row) for row in rows), key=lambda job: job.id)
+
+    def start_call(
+        self, job_id: int, owner: str, *, lease: float, now: datetime | None = None
+    ) -> bool:
+        now = utc(now)
+        row = self._one(
+            "SELECT status, claimed_by, lane, call_started_by FROM outbox WHERE id = :id",
+            {"id": job_id},
+        )
+        if row is None:
+            raise KeyError(f"no job {job_id}")
+        if row["status"] != "pending" or row["claimed_by"] != owner:
+            return False
+        if self._one(
+            "SELECT 1 AS older FROM outbox WHERE lane = :lane AND status = 'pending'"
+            " AND id < :id LIMIT 1",
+            {"lane": row["lane"], "id": job_id},
+        ):
+            self.execute(
+                "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL WHERE id = :id",
+                {"id": job_id},
+            )
+            return False
+        if row["call_started_by"] not in (None, owner):
+            self.execute(
+                "INSERT INTO attempts (job_id, at, outcome, error)"
+                " VALUES (:id, :now, 'retry', :error)",
+                {"id": job_id, "now": self.dialect.time(now), "error": INTERRUPTED},
+            )
+            self.execute("UPDATE outbox SET attempts = attempts + 1 WHERE id = :id", {"id": job_id})
+        self.execute(
+            "UPDATE outbox SET call_started_at = :now, call_started_by = :owner,"
+            " claimed_until = :until WHERE id = :id",
+            {
+                "now": self.dialect.time(now),
+                "owner": owner,
+                "until": self.dialect.time(now + timedelta(seconds=lease)),
+                "id": job_id,
+            },
+        )
+        return True
+
+    def record_attempt(
+        self,
+        job_id: int,
+        outcome: Outcome,
+        *,
+        error: str | None = None,
+        result: Any = None,
+        retry_at: datetime | None = None,
+        hold: float | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        check_attempt(outcome, retry_at)
+        time = self.dialect.time
+        row = self._one("SELECT status FROM outbox WHERE id = :id", {"id": job_id})
+        if row is None:
+            raise KeyError(f"no job {job_id}")
+        result_json = self.dialect.json(result)
+        self.execute(
+            "INSERT INTO attempts (job_id, at, outcome, error, result)"
+            " VALUES (:id, :now, :outcome, :error, :result)",
+            {
+                "id": job_id,
+                "now": time(utc(now)),
+                "outcome": outcome,
+                "error": error,
+                "result": result_json,
+            },
+        )
+        if row["status"] != "pending":  # done or dead stays so; the attempt is still counted
+            self.execute(
+                "UPDATE outbox SET attempts = attempts + 1, call_started_at = NULL,"
+                " call_started_by = NULL WHERE id = :id",
+                {"id": job_id},
+            )
+            return
+        until = None
+        if outcome == "retry" and hold is not None and retry_at is not None:
+            until = time(utc(retry_at) + timedelta(seconds=hold))
+        self.execute(
+            "UPDATE outbox SET status = :status, attempts = attempts + 1,"
+            " next_attempt_at = COALESCE(:retry_at, next_attempt_at),"
+            " last_error = COALESCE(:error, last_error), result = :result,"
+            " claimed_by = CASE WHEN :until IS NULL THEN NULL ELSE claimed_by END,"
+            " claimed_until = :until, call_started_at = NULL, call_started_by = NULL"
+            " WHERE id = :id",
+            {
+                "status": "pending" if outcome == "retry" else outcome,
+                "retry_at": time(retry_at),
+                "error": error,
+                "result": result_json,
+                "until": until,
+                "id": job_id,
+            },
+        )
+
+    def requeue_job(self, job_id: int, *, now: datetime | None = None) -> None:
+        cursor = self.execute(
+            "UPDATE outbox SET status = 'pending', next_attempt_at = :now,"
+            " claimed_by = NULL, claimed_until = NULL WHERE id = :id",
+            {"now": self.dialect.time(utc(now)), "id": job_id},
+        )
+        if cursor.rowcount == 0:
+            raise KeyError(f"no job {job_id}")
+
+    def release_claims(self, owner: str) -> int:
+        released = 0
+        for table in ("inbox", "outbox"):
+            cursor = self.execute(
+                f"UPDATE {table} SET claimed_by = NULL, claimed_until = NULL"
+                " WHERE claimed_by = :owner AND status = 'pending'",
+                {"owner": owner},
+            )
+            released += cursor.rowcount
+        return released
+
+    # leases --------------------------------------------------------------------------------
+    def hold_lease(
+        self, name: str, owner: str, seconds: float, *, now: datetime | None = None
+    ) -> bool:
+        now = utc(now)
+        # The upsert takes the row lock: of two processes taking one lease at once, one wins.
+        row = self._one(
+            "INSERT INTO leases (name, owner, until) VALUES (:name, :owner, :until)"
+            " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until = excluded.until"
+            " WHERE leases.owner = excluded.owner OR leases.until <= :now"
+            " RETURNING owner",
+            {
+                "name": name,
+                "owner": owner,
+                "until": self.dialect.time(now + timedelta(seconds=seconds)),
+                "now": self.dialect.time(now),
+            },
+        )
+        return row is not None
+
+    def release_lease(self, name: str, owner: str) -> None:
+        self.execute(
+            "DELETE FROM leases WHERE name = :name AND owner = :owner",
+            {"name": name, "owner": owner},
+        )
