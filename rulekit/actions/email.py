@@ -8,8 +8,9 @@ with http, https and mailto links); subjects lose their line breaks (see
 :mod:`rulekit.actions.email_message`).
 
 Sending is paced per recipient domain. SMTP 4xx replies, timeouts and lost connections are
-retried; 5xx replies (a refused login included) are final. The password never appears in a
-message: neither as it is nor base64-encoded as AUTH sends it.
+retried; 5xx replies (a refused login included) are final. The whole exchange has the action's
+timeout; a message the server accepted counts as sent even if its goodbye never comes. The
+password never appears in a message: neither as it is nor base64-encoded as AUTH sends it.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import ssl
+from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -46,6 +48,9 @@ from rulekit.expr.markup import Interpolations, map_leaves
 from rulekit.hookspecs import hookimpl
 from rulekit.models import StrictModel
 from rulekit.registry import ActionRegistry
+
+if TYPE_CHECKING:
+    import aiosmtplib
 
 __all__ = ["Email", "EmailParams", "SmtpIntegration"]
 
@@ -212,6 +217,7 @@ class Email(Action):
     async def execute(self, params: EmailParams, context: ActionContext) -> dict[str, Any]:  # type: ignore[override]
         import aiosmtplib
 
+        started = asyncio.get_running_loop().time()
         problem = self.unavailable()
         settings = self.settings
         if problem or not isinstance(settings, SmtpIntegration):
@@ -226,23 +232,21 @@ class Email(Action):
             Pace(f"email:{d}", settings.rate_limit)
             for d in sorted({domain_of(a) for a in found.addresses})
         ]
+        client = aiosmtplib.SMTP(
+            hostname=settings.host,
+            port=settings.effective_port,
+            use_tls=settings.security == "tls",
+            start_tls=settings.security == "starttls",
+            username=settings.username or None,
+            password=self._password() or None,
+            timeout=settings.timeout,
+            tls_context=self._tls(settings, context) if settings.security != "none" else None,
+        )
         try:
             async with self._paced().acquire(paces):
-                refused, reply = await aiosmtplib.send(
-                    message,
-                    recipients=found.addresses,
-                    hostname=settings.host,
-                    port=settings.effective_port,
-                    use_tls=settings.security == "tls",
-                    start_tls=settings.security == "starttls",
-                    username=settings.username or None,
-                    password=self._password() or None,
-                    timeout=settings.timeout,
-                    tls_context=self._tls(settings, context)
-                    if settings.security != "none"
-                    else None,
-                )
+                refused, reply = await self._send(client, message, found.addresses, started)
         except Exception as exc:
+            client.close()
             raise self._classify(exc) from None
         result: dict[str, Any] = {"sent": True, "to": found.addresses, "reply": self._clean(reply)}
         if refused:
@@ -250,6 +254,33 @@ class Email(Action):
         if found.left_out:
             result["left_out"] = found.left_out
         return result
+
+    async def _send(
+        self, client: aiosmtplib.SMTP, message: EmailMessage, addresses: list[str], started: float
+    ) -> tuple[dict[str, Any], str]:
+        """Send ``message`` within the action's :attr:`timeout` from ``started`` (the loop's
+        time the call began, its pacing counted; every SMTP step counted: a server answering
+        each one slowly cannot stretch the call), then say goodbye with what is left of it: once
+        the server has accepted the message, nothing may fail the call (the dispatcher would
+        send it again)."""
+        deadline = started + self.timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                await client.connect()
+                refused, reply = await client.send_message(message, recipients=addresses)
+        except TimeoutError:
+            host = getattr(self.settings, "host", "?")
+            raise RetryableActionError(
+                f"SMTP {host}: the message was not accepted within {self.timeout:g} s"
+            ) from None
+        try:
+            async with asyncio.timeout_at(deadline):
+                await client.quit()
+        except Exception:  # accepted is sent: a slow or rude QUIT changes nothing
+            pass
+        finally:
+            client.close()
+        return dict(refused), reply
 
     def _paced(self) -> Pacer:
         loop = asyncio.get_running_loop()
