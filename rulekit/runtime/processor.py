@@ -151,6 +151,9 @@ class Processor:
         """Items a round claimed but could not finish (the store failed): still claimed by this
         daemon, so the next round takes them first instead of waiting out their claim."""
         self._held_since = 0.0
+        self._next: list[InboxItem] = []
+        """Items the last round's record transaction claimed for the next round."""
+        self._next_since = 0.0
 
     def wake(self) -> None:
         """Something was appended to the inbox."""
@@ -214,10 +217,16 @@ class Processor:
         # our own claims of a failed round, while well within their lease
         fresh = self.clock() - self._held_since < INBOX_LEASE / 2
         items: list[InboxItem] = self._held if fresh else []
+        # and those the last round claimed as it recorded (no transaction of their own)
+        claimed_before = bool(self._next) and self.clock() - self._next_since < INBOX_LEASE / 2
+        if claimed_before:
+            self._held_since = self._held_since if items else self._next_since
+            items = items + self._next
+        self._next = []
         waiting = list(items)
         self._held = []
         try:
-            if len(items) < self.batch:
+            if len(items) < self.batch and not claimed_before:
                 with self.store.transaction() as state:
                     claimed = state.claim_inbox(
                         self.owner, lease=INBOX_LEASE, limit=self.batch - len(items)
@@ -228,23 +237,27 @@ class Processor:
                     waiting.extend(claimed)
             self.evaluator.want(snapshot)
             while waiting and not self._stopping:
-                taken, done = self._process_together(snapshot, _independent(waiting))
+                group = _independent(waiting)
+                # the round's last group claims the next round's items as it is recorded
+                claim = self.batch if len(group) == len(waiting) else 0
+                taken, done = self._process_together(snapshot, group, claim)
                 results.extend(done)
                 del waiting[:taken]
                 self.last_progress = self.clock()
         except (StoreUnavailable, WorkerGone) as exc:
             if self._stopping:
                 return results, len(items), None
-            self._held = waiting
+            self._held, self._next = waiting + self._next, []
             return results, len(items), exc
         return results, len(items), None
 
     def _process_together(
-        self, snapshot: Snapshot, group: list[InboxItem]
+        self, snapshot: Snapshot, group: list[InboxItem], claim: int = 0
     ) -> tuple[int, list[Processed | InboxItem]]:
         """The first items of ``group`` (at least one) normalized in one transaction, evaluated
         in one exchange with a worker, and recorded in one transaction: how many were taken,
-        and their results."""
+        and their results. When every item of the group is recorded, the record transaction
+        also claims up to ``claim`` items for the next round."""
         providers = snapshot.providers
 
         def parse_of(item: InboxItem) -> Callable[[State], list[Event]]:
@@ -272,15 +285,18 @@ class Processor:
                 results.extend(self._set_aside(item, answer))
             else:
                 evaluated.append(_Evaluated(item, p, answer))
-        results.extend(self._record_together(snapshot, evaluated))
+        whole = len(ready) == len(group)
+        results.extend(self._record_together(snapshot, evaluated, claim if whole else 0))
         return len(prepared), results
 
     def _record_together(
-        self, snapshot: Snapshot, pending: list[_Evaluated]
+        self, snapshot: Snapshot, pending: list[_Evaluated], claim: int = 0
     ) -> list[Processed | InboxItem]:
-        """Step 3 for several items in one transaction (one commit, one flush to disk). When
-        any of them fails (its state changed meanwhile, an error), none is recorded, and each
-        is processed again on its own."""
+        """Step 3 for several items in one transaction (one commit, one flush to disk), which
+        then claims up to ``claim`` items for the next round (a claim needs no commit of its
+        own while the processor is busy). When any of them fails (its state changed
+        meanwhile, an error), none is recorded, nothing is claimed, and each is processed
+        again on its own."""
         if not pending:
             return []
         try:
@@ -298,6 +314,11 @@ class Processor:
                     ],
                 )
                 state.finish_inbox_items([evaluated.item.id for evaluated in pending])
+                claimed = (
+                    state.claim_inbox(self.owner, lease=INBOX_LEASE, limit=claim)
+                    if claim and not self._stopping
+                    else []
+                )
         except StoreUnavailable:
             raise
         except Exception:
@@ -305,6 +326,8 @@ class Processor:
             for evaluated in pending:
                 results.extend(self._process(snapshot, evaluated.item))
             return results
+        if claimed:
+            self._next, self._next_since = claimed, self.clock()
         out: list[Processed | InboxItem] = []
         for evaluated, results_of_item in zip(pending, processed, strict=True):
             self._arrived(evaluated.item, results_of_item)

@@ -130,3 +130,43 @@ def test_when_one_item_cannot_be_recorded_with_the_others_each_is_recorded_alone
         with store.transaction() as state:
             recorded = [state.get_event(processed[i].event.id) for i in (ids[0], ids[2])]
         assert None not in recorded
+
+
+def test_a_busy_processor_claims_the_next_round_as_it_records(tmp_path, chatra):
+    with processor(tmp_path, chatra) as (processing, store, snapshot):
+        provider = snapshot.providers[CHANNEL]
+        processing.batch = 3
+        ids = [append(store, chat_started(n), provider) for n in range(1, 8)]
+        before = store.transactions
+        _, claimed, failure = processing.process_round(snapshot)
+        assert failure is None and claimed == 3
+        # claim, normalize, record (which claimed the next three)
+        assert store.transactions - before == 3
+        with store.transaction() as state:
+            assert {state.get_inbox(i).status for i in ids[3:6]} == {"pending"}
+            assert {state.get_inbox(i).claimed_by for i in ids[3:6]} == {processing.owner}
+            assert state.get_inbox(ids[6]).claimed_by is None
+        before = store.transactions
+        _, claimed, failure = processing.process_round(snapshot)
+        assert failure is None and claimed == 3
+        # no claim of its own: normalize, record (claiming the last one)
+        assert store.transactions - before == 2
+        _, claimed, failure = processing.process_round(snapshot)
+        assert failure is None and claimed == 1
+        _, claimed, failure = processing.process_round(snapshot)
+        assert failure is None and claimed == 0  # nothing left: an ordinary claim found none
+        assert {inbox_status(store, i) for i in ids} == {"done"}
+
+
+def test_claims_for_the_next_round_are_handed_back_at_shutdown(tmp_path, chatra):
+    with processor(tmp_path, chatra) as (processing, store, snapshot):
+        provider = snapshot.providers[CHANNEL]
+        processing.batch = 2
+        ids = [append(store, chat_started(n), provider) for n in range(1, 5)]
+        processing.process_round(snapshot)
+        with store.transaction() as state:
+            assert state.get_inbox(ids[2]).claimed_by == processing.owner
+            state.release_claims(processing.owner)  # what the daemon does as it stops
+        with store.transaction() as state:
+            claimed = state.claim_inbox("another-daemon", lease=30, limit=10)
+        assert [item.id for item in claimed] == ids[2:]
