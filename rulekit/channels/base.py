@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import SecretStr
 
-from rulekit.channels.body import bounded_key, for_providers
+from rulekit.channels.body import MAX_KEY_CHARS, bounded_key, for_providers
 from rulekit.config import Directory
 from rulekit.event import Agent, Client, Conversation, Event
 from rulekit.models import StrictModel
@@ -265,13 +265,17 @@ class Provider:
 
 def _bounded(events: list[Event]) -> list[Event]:
     for event in events:
-        bounded = bounded_key(event.id)
-        if bounded is not None and bounded != event.id:
-            event.id = bounded
+        if not _fits(event.id):
+            event.id = bounded_key(event.id) or event.id
         for part in (event.conversation, event.client, event.message, event.agent):
-            if part.id is not None and (bounded := bounded_key(part.id)) != part.id:
-                part.id = bounded
+            if part.id is not None and not _fits(part.id):
+                part.id = bounded_key(part.id)
     return events
+
+
+def _fits(key: str) -> bool:
+    """Whether :func:`bounded_key` keeps ``key`` as it is (the usual id: checked first)."""
+    return 0 < len(key) <= MAX_KEY_CHARS and key.isascii()
 
 
 def _parses_clean(parse: Callable[..., list[Event]]) -> Callable[..., list[Event]]:
