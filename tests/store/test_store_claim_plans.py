@@ -1,19 +1,19 @@
-"""Every claim reads its queue by an index, however much history the store holds.
+"""Every claim reads its queue by an index, and the console finds a conversation by index,
+however much history the store holds.
 
 The inbox, outbox and timers keep their finished rows (until retention) and the outbox keeps
 jobs waiting for a retry far ahead. A claim that reads those in id order, or sorts them, costs
 in proportion to the history (80 ms per claim with 100,000 pending retries); by its index it
-reads only what is due. Each test seeds a store with finished rows and future-dated pending
-ones, captures the statements a claim runs and asks the database for their plans
-(``EXPLAIN QUERY PLAN`` on SQLite, ``EXPLAIN`` on PostgreSQL after ``ANALYZE``, so the
-planner weighs the real row counts).
-"""
+reads only what is due. Each test seeds a store with finished rows, future-dated pending ones
+and an audit trail of many conversations, captures the statements the work runs and asks the
+database for their plans (``EXPLAIN QUERY PLAN`` on SQLite, ``EXPLAIN`` on PostgreSQL, after
+``ANALYZE``, so the planner weighs the real row counts)."""
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,9 @@ import pytest
 from postgres_schemas import POSTGRES_ENV
 from store_backends import BACKENDS, Backend
 
-from rulekit.event import Event
-from rulekit.store import JournaledStore
+from rulekit.event import Conversation, Event
+from rulekit.server.console.conversations import view
+from rulekit.store import JournaledState, JournaledStore
 from rulekit.store.records import JobSpec
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -33,6 +34,10 @@ FINISHED = 20_000
 """Finished rows of each queue."""
 WAITING = 5_000
 """Pending rows of each queue that are due only tomorrow."""
+
+
+Plan = tuple[str, str]
+"""A statement and the database's plan for it."""
 
 
 class Recording:
@@ -72,7 +77,15 @@ def _seed(store: JournaledStore) -> None:
     with store.transaction() as state:
         inbox_id, _ = state.append_inbox("chat", b"{}", delivery_key="seed", now=LONG_AGO)
         state.finish_inbox(inbox_id)
-        event = Event(id="chat:seed", channel="chat", event="message", occurred_at=LONG_AGO)
+        conversation = Conversation(id="chat:seed", status="open")
+        state.save_conversation("chat", "seed", conversation)
+        event = Event(
+            id="chat:seed",
+            channel="chat",
+            event="message",
+            occurred_at=LONG_AGO,
+            conversation=conversation,
+        )
         job = JobSpec("Notify", "slack", {"text": "hi"}, "slack:C1")
         state.record_event(event, inbox_id=inbox_id, trace={}, jobs=[job], now=LONG_AGO)
         state.set_timer("Remind", "chat:seed", "chat", LONG_AGO, "chat:seed", now=LONG_AGO)
@@ -83,6 +96,20 @@ def _seed(store: JournaledStore) -> None:
         state.finish_timer(timer.id, "seed", "fired", at=LONG_AGO)
     numbers = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {})"
     copies = [
+        # the audit trail: events of many conversations (ten each), and those conversations
+        (
+            FINISHED,
+            "INSERT INTO events (event_id, inbox_id, channel, event, conversation_id,"
+            " occurred_at, data, trace, processed_at) SELECT event_id || '#' || i, NULL, channel,"
+            f" event, conversation_id || '#' || (i % {FINISHED // 10}), occurred_at, data, trace,"
+            " processed_at FROM events, n",
+        ),
+        (
+            FINISHED // 10,
+            "INSERT INTO conversations (channel, key, id, status, data, updated_at, active_at)"
+            " SELECT channel, key || '#' || i, id || '#' || i, status, data, updated_at,"
+            " active_at FROM conversations, n",
+        ),
         # finished: inbox items, done jobs (each of a lane of its own), fired timers
         (
             FINISHED,
@@ -93,7 +120,7 @@ def _seed(store: JournaledStore) -> None:
         (
             FINISHED,
             "INSERT INTO outbox (event_id, rule, action, params, destination, lane, status,"
-            " next_attempt_at) SELECT event_id, rule, action, params, destination,"
+            " next_attempt_at) SELECT event_id || '#' || i, rule, action, params, destination,"
             " lane || '#' || i, status, next_attempt_at FROM outbox, n",
         ),
         (
@@ -124,11 +151,11 @@ def _seed(store: JournaledStore) -> None:
         state.execute("ANALYZE")  # type: ignore[attr-defined]
 
 
-def _plans(store: JournaledStore, claim: str) -> list[tuple[str, str]]:
-    """Each statement the claim ran, with the database's plan for it as text."""
+def _plans(store: JournaledStore, work: Callable[[JournaledState], object]) -> list[Plan]:
+    """Each query ``work`` ran in a transaction, with the database's plan for it as text."""
     with store.transaction() as state:
         conn = state.conn = Recording(state.conn)  # type: ignore[attr-defined]
-        getattr(state, claim)("me", lease=60, limit=10, now=NOW)
+        work(state)
         statements = [(sql, params) for sql, params in conn.statements if "SELECT" in sql]
         sqlite = type(store).__name__ == "SQLiteStore"
         explain = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
@@ -140,16 +167,22 @@ def _plans(store: JournaledStore, claim: str) -> list[tuple[str, str]]:
     return out
 
 
+def _claim(name: str) -> Callable[[JournaledState], object]:
+    return lambda state: getattr(state, name)("me", lease=60, limit=10, now=NOW)
+
+
 PENDING_ONLY = {"inbox_pending", "inbox_pending_by_conversation", "outbox_due", "timers_due"}
 """Partial indexes: they hold the pending rows only, never the history."""
 QUEUES = ("inbox", "outbox", "timers")
+HISTORY = (*QUEUES, "events", "conversations")
 
 
 def _full_scans(sql: str, plan: str) -> list[str]:
-    """The plan's steps that read a queue table whole: a scan of the table, or of an index
-    of all its rows (its primary key read in order) without a condition that bounds it."""
-    tables = {alias: table for table, alias in re.findall(r"(inbox|outbox|timers) (\w+)", sql)}
-    tables |= {table: table for table in QUEUES}
+    """The plan's steps that read a table of the history whole: a scan of the table, or of
+    an index of all its rows (its primary key read in order) without a condition that
+    bounds it."""
+    named = re.findall(rf"({'|'.join(HISTORY)}) (\w+)", sql)
+    tables = {alias: table for table, alias in named} | {table: table for table in HISTORY}
     nodes: list[list[str]] = []
     for line in plan.splitlines():
         step = line.strip().removeprefix("->").strip()
@@ -171,21 +204,23 @@ def _full_scans(sql: str, plan: str) -> list[str]:
                 continue
         else:
             continue
-        if tables.get(table) in QUEUES and index not in PENDING_ONLY:
+        if tables.get(table) in HISTORY and index not in PENDING_ONLY:
             out.append(step)
     return out
 
 
 @pytest.mark.parametrize("claim", ["claim_inbox", "claim_jobs", "claim_timers"])
 def test_a_claim_reads_its_queue_by_an_index(seeded: JournaledStore, claim: str) -> None:
-    plans = _plans(seeded, claim)
+    plans = _plans(seeded, _claim(claim))
     assert plans, f"{claim} ran no query"
     for sql, plan in plans:
         assert not _full_scans(sql, plan), f"{sql}\n{plan}"
 
 
 def test_the_job_claim_uses_the_due_index(seeded: JournaledStore) -> None:
-    ((_, plan),) = [(sql, plan) for sql, plan in _plans(seeded, "claim_jobs") if "outbox" in sql]
+    ((_, plan),) = [
+        (sql, plan) for sql, plan in _plans(seeded, _claim("claim_jobs")) if "outbox" in sql
+    ]
     assert "outbox_due" in plan, plan
 
 
@@ -194,3 +229,12 @@ def test_a_claim_with_nothing_due_claims_nothing(seeded: JournaledStore) -> None
         assert state.claim_jobs("me", lease=60, now=NOW) == []
         assert state.claim_inbox("me", lease=60, now=NOW) == []
         assert state.claim_timers("me", lease=60, now=NOW) == []
+
+
+def test_the_console_finds_an_old_conversation_by_index(seeded: JournaledStore) -> None:
+    found: list[object] = []
+    plans = _plans(seeded, lambda state: found.append(view(state, "chat:seed#7", ["chat"])))
+    assert found != [None]
+    assert plans
+    for sql, plan in plans:
+        assert not _full_scans(sql, plan), f"{sql}\n{plan}"
