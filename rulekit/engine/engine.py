@@ -135,7 +135,7 @@ class Engine:
         plan: Plan = with_budget(lambda: self._evaluate(event, state, now, explain or excluded))
         if excluded:
             self._explain_excluded(plan, now)
-        plan.team = (seen.seen or None) if seen is not None else None
+        plan.team = dict(seen.seen) if seen is not None and seen.seen else None
         return plan
 
     def _show_team(self, event: Event, facts: TeamFacts | None) -> Team | None:
@@ -322,7 +322,7 @@ class Engine:
         ``team`` as for :meth:`evaluate`, at fire time."""
         seen = self._show_team(event, team)
         plan: Plan = with_budget(lambda: self._fire(rule_name, event, due, now, explain))
-        plan.team = (seen.seen or None) if seen is not None else None
+        plan.team = dict(seen.seen) if seen is not None and seen.seen else None
         return plan
 
     def _fire(
