@@ -86,10 +86,12 @@ class Team:
         self.seen[key] = value
 
     def _online(self, agents: list[AgentEntry]) -> list[str]:
+        # lower-cased, as presence keeps them: `conversation.assignee|lower in team.online`
+        emails = [agent.email.lower() for agent in agents]
         presence = self._facts.presence
         if presence is None:
-            return [agent.email for agent in agents]
-        return [agent.email for agent in agents if presence.get(agent.email.lower()) == "online"]
+            return emails
+        return [email for email in emails if presence.get(email) == "online"]
 
     @property
     def tracked(self) -> bool:
@@ -99,7 +101,8 @@ class Team:
 
     @property
     def online(self) -> list[str]:
-        """The emails of the agents with access to the channel who are online."""
+        """The emails (lower-cased) of the agents with access to the channel who are
+        online."""
         found = self._online(self._directory.eligible(self._channel))
         self._note("online", found)
         return found

@@ -56,7 +56,7 @@ def test_before_presence_is_tracked_everyone_with_access_is_online(build_engine)
     assert engine.reads_team
     plan = engine.evaluate(created())  # no facts: as a new install, nobody ever signed in
     assert body(plan) == {
-        "online": "Anna@shop.example.com,lena@shop.example.com",  # not Otto: no access
+        "online": "anna@shop.example.com,lena@shop.example.com",  # not Otto: no access
         "sales": "lena@shop.example.com",
         "tracked": "False",
     }
@@ -69,11 +69,11 @@ def test_tracked_presence_counts_online_agents_only(build_engine) -> None:
     engine = build_engine(RULES, CONFIG)
     facts = TeamFacts.of({"anna@shop.example.com": "online", "lena@shop.example.com": "away"}, {})
     plan = engine.evaluate(created(), team=facts)
-    assert body(plan) == {"online": "Anna@shop.example.com", "sales": "", "tracked": "True"}
+    assert body(plan) == {"online": "anna@shop.example.com", "sales": "", "tracked": "True"}
     # what the rules read is what the trace keeps
     assert plan.team == {
         "tracked": True,
-        "online": ["Anna@shop.example.com"],
+        "online": ["anna@shop.example.com"],
         "online_in": {"sales": []},
     }
     assert trace_of(plan)["team"] == plan.team
@@ -151,7 +151,7 @@ def test_the_sandbox_shows_nothing_else_of_the_team(build_engine) -> None:
 def test_the_index_and_timers_read_the_team_too(build_engine) -> None:
     engine = build_engine(
         "- name: Anna online\n  on: {channel: online-chat}\n"
-        "  if: \"'Anna@shop.example.com' in team.online\"\n  do: [{tag: {add: [a]}}]\n"
+        "  if: \"'anna@shop.example.com' in team.online\"\n  do: [{tag: {add: [a]}}]\n"
         "- name: Later\n  on: {channel: online-chat, event: created}\n  after: 5m\n"
         "  unless: team.online\n  do: [{tag: {add: [nobody]}}]\n",
         CONFIG,
