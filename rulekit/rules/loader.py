@@ -118,6 +118,8 @@ class RuleLoader:
         self.known_names = set(ROOT_TYPES) | set(self.environment.globals)
         self.reads_team = False
         """Whether a condition or template loaded so far reads ``team``."""
+        self._team_at: Location | None = None
+        """Where the first of them is."""
         self._sandboxes: dict[Any, Sandbox] = {None: self.environment}
         self._pending: list[tuple[Any, str, Slot]] = []
         self._problems: dict[str, list[str]] = {}
@@ -182,6 +184,16 @@ class RuleLoader:
         self._calendar_warnings.clear()
         ruleset.version = digest.hexdigest()[:12]
         ruleset.reads_team = self.reads_team
+        if self._team_at is not None and not any(
+            agent.token_sha256 for agent in self.config.directory.agents
+        ):
+            warnings.append(
+                RuleError(
+                    "rules read team, but no agent can sign in to the console (token_sha256): "
+                    "presence is never tracked, and every agent with access counts as online",
+                    self._team_at,
+                )
+            )
         return ruleset
 
     def _read(self, file: Path, errors: list[RuleError], digest: Any) -> Any:
@@ -416,6 +428,8 @@ class RuleLoader:
                     filters=self.environment.filters,
                     tests=self.environment.tests,
                 ) + self._team_problems(expr, value)
+            if self.reads_team and self._team_at is None:
+                self._team_at = at.location(path)
             if any(name in value for name in CALENDAR_FUNCTIONS):  # else no tree to walk
                 self._lint_calendars(expr, at, path, value)
             for problem in problems:
@@ -545,6 +559,8 @@ class RuleLoader:
             return value
         try:
             compiled = self._template(value, escaper)
+            if self.reads_team and self._team_at is None:
+                self._team_at = at.location(path)
             if any(name in value for name in CALENDAR_FUNCTIONS):
                 self._lint_calendars(self.environment.parse(value), at, path)
             return compiled

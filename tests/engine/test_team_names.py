@@ -184,7 +184,7 @@ def test_rulekit_test_online_option(tmp_path) -> None:
     assert nobody.exit_code == 0, nobody.output
     import json
 
-    [found] = json.loads(nobody.output)["results"][0]["events"]
+    [found] = json.loads(nobody.stdout)["results"][0]["events"]
     assert found["team"] == {"tracked": True, "online": [], "online_in": {"sales": []}}
     lena = runner.invoke(cli, [*base, "--online", " LENA@shop.example.com ,", str(event)])
     assert "team: online: lena@shop.example.com" in lena.output
@@ -217,3 +217,23 @@ def test_what_the_trace_kept_evaluates_the_same_again(build_engine) -> None:
     untracked = engine.evaluate(created())
     assert TeamFacts.recorded(untracked.team) == TeamFacts()
     assert TeamFacts.recorded(None) is None and TeamFacts.recorded({}) is None
+
+
+def test_check_warns_when_presence_can_never_be_tracked(tmp_path) -> None:
+    (tmp_path / "rulekit.yaml").write_text(CONFIG)
+    rules = tmp_path / "rules.d"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(RULES)
+    check = ["check", str(rules), "--config", str(tmp_path / "rulekit.yaml")]
+    result = CliRunner().invoke(cli, check)
+    assert result.exit_code == 0, result.output
+    assert (
+        "r.yaml:6: [0].do[0].set.fields.online: rules read team, but no agent can sign in to the "
+        "console (token_sha256): presence is never tracked, and every agent with access counts "
+        "as online"
+    ) in result.output
+    assert CliRunner().invoke(cli, [*check, "--strict"]).exit_code == 1
+    (tmp_path / "rulekit.yaml").write_text(
+        CONFIG.replace("channels: [shop-chat]}", "channels: [shop-chat], token_sha256: abc}")
+    )
+    assert "rules read team" not in CliRunner().invoke(cli, check).output
