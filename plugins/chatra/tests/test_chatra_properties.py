@@ -6,15 +6,18 @@ from __future__ import annotations
 import itertools
 import json
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 from chatra_samples import DATA, encode, make_provider, sample
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rulekit.errors import ChannelError
+from rulekit.event import Client
 from rulekit.store import MemoryStore
 
-from rulekit_chatra.payload import parse_body, read_payload
+from rulekit_chatra.payload import ChatraClient, parse_body, read_payload
+from rulekit_chatra.settings import CLIENT_FIELDS
 
 SAMPLES = sorted(p.name for p in DATA.glob("*.json"))
 
@@ -211,3 +214,62 @@ def test_every_message_yields_exactly_one_event_whatever_the_delivery_order(chat
     assert names.count("created") == (0 if all("receivedFrom" in m for m in messages) else 1)
     assert "reopened" not in names and "client_updated" not in names
     assert len({e.id for e in events}) == len(events)
+
+
+# -- client records ------------------------------------------------------------------------------
+
+VALUES = st.none() | st.sampled_from(["Anna", "anna@example.com", "Germany", "Spain", "x"])
+TIMES = st.none() | st.sampled_from(
+    [datetime(2025, 3, 14, tzinfo=UTC), datetime(2025, 3, 15, tzinfo=UTC)]
+)
+
+
+def values_of(names: tuple[str, ...]) -> Any:
+    return st.fixed_dictionaries(
+        {name: TIMES if name == "last_visit" else VALUES for name in names if name != "custom"}
+    )
+
+
+def full_record(normalizer: Any, data: ChatraClient, known: Client | None) -> Client:
+    """The client record as :meth:`Normalizer.client` defines it, built field by field."""
+    values: dict[str, Any] = dict.fromkeys(Client.model_fields)
+    values["custom"] = {}
+    values["id"] = data.id
+    values["display_name"] = data.display_name or (known.display_name if known else None)
+    for name in normalizer.settings.client_data:
+        value = getattr(data, name)
+        if name == "custom":
+            value = {**known.custom, **value} if known is not None else value
+        elif value is None and known is not None:
+            value = getattr(known, name)
+        values[name] = value
+    return Client(**values)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fields=st.lists(st.sampled_from(CLIENT_FIELDS), unique=True),
+    sent=values_of(CLIENT_FIELDS),
+    known_values=values_of((*CLIENT_FIELDS, "country_code")),
+    sent_custom=st.dictionaries(st.sampled_from("ab"), VALUES, max_size=2),
+    known_custom=st.dictionaries(st.sampled_from("ab"), VALUES, max_size=2),
+    display=st.tuples(VALUES, VALUES),
+    known_at_all=st.booleans(),
+)
+def test_a_client_record_is_the_full_build_and_known_itself_when_unchanged(
+    fields, sent, known_values, sent_custom, known_custom, display, known_at_all
+):
+    normalizer = make_provider(client_data=fields).normalizer
+    data = ChatraClient(id="v1", display_name=display[0], custom=sent_custom, **sent)
+    known = None
+    if known_at_all:
+        known = Client(id="v1", display_name=display[1], custom=known_custom, **known_values)
+    record = normalizer.client(data, known)
+    expected = full_record(normalizer, data, known)
+    assert record == expected
+    assert (record is known) == (known is not None and known == expected)
+    # the same data again (the next webhook of the chat): nothing changed
+    assert normalizer.client(data, record) is record
+    # a country code not derived from the country is derived again
+    stale = record.model_copy(update={"country_code": "ZZ"})
+    assert normalizer.client(data, stale) == record
