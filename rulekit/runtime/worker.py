@@ -103,6 +103,36 @@ class Request:
     """The team's presence and open counts, read with the marks when the rules read
     ``team`` (:mod:`rulekit.team`)."""
 
+    # Sent to the worker with its events as JSON: pickling a model pickles each of its nested
+    # models field by field, several times the cost of pydantic's own encoding, and the
+    # daemon pays it for every event it evaluates.
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["events"] = [_portable(event) for event in self.events]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["events"] = [_unportable(event) for event in state["events"]]
+        self.__dict__.update(state)
+
+
+def _portable(event: Event) -> Event | tuple[str, frozenset[str]]:
+    """An event as JSON with the names of its fields that were set, or the event itself when
+    it carries private state (a timer's trigger, which JSON leaves out)."""
+    private = event.__pydantic_private__ or {}
+    if any(value is not None for value in private.values()):
+        return event
+    return event.model_dump_json(), frozenset(event.model_fields_set)
+
+
+def _unportable(sent: Event | tuple[str, frozenset[str]]) -> Event:
+    if isinstance(sent, Event):
+        return sent
+    data, fields_set = sent
+    event = Event.model_validate_json(data)
+    object.__setattr__(event, "__pydantic_fields_set__", set(fields_set))
+    return event
+
 
 @dataclass
 class Refusal:
