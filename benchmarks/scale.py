@@ -19,7 +19,8 @@ Each worker process stands for one daemon and runs the store's side of one event
 splits it into three transactions: **ingest** (inbox append with a delivery and a conversation
 key — before the 200), **claim** (one inbox item, SKIP LOCKED, leased), **process** (conversation
 read and update, message id, cooldown, the event's audit record with two outbox jobs, the inbox
-item finished). Workers claim from the shared inbox, so an event ingested by one worker may be
+item finished: the reads in one batch, the writes in another, as the daemon's commit step makes
+them). Workers claim from the shared inbox, so an event ingested by one worker may be
 processed by another, as with daemons behind a load balancer. No HTTP, no engine: this measures
 what the database allows.
 
@@ -47,6 +48,9 @@ from pathlib import Path
 
 from rulekit.event import Conversation, Event
 from rulekit.store import JobSpec, JournaledStore, open_store
+from rulekit.store.cached import CachedState
+from rulekit.store.lookups import Lookups
+from rulekit.store.records import NewEvent
 
 sys.path.insert(0, str(Path(__file__).parent))
 from e2e import process_tree_cpu
@@ -97,11 +101,15 @@ def claim_and_process(store: JournaledStore, owner: str) -> bool:
     n = json.loads(item.body)["n"]
     key = f"client-{n % CONVERSATIONS}"
     with store.transaction() as state:
-        conversation = state.get_conversation(CHANNEL, key) or Conversation(
+        # as the daemon's commit step: the reads in one batch, the writes in another
+        cached = CachedState(state)
+        cached.prefetch(Lookups(conversations={(CHANNEL, key)}, messages={(CHANNEL, f"msg-{n}")}))
+        conversation = cached.get_conversation(CHANNEL, key) or Conversation(
             id=f"conv-{n % CONVERSATIONS}", status="open"
         )
-        state.save_conversation(CHANNEL, key, conversation)
-        state.mark_message_seen(CHANNEL, f"msg-{n}")
+        cached.save_conversation(CHANNEL, key, conversation)
+        cached.mark_message_seen(CHANNEL, f"msg-{n}")
+        cached.flush()
         state.cooldown_until("Greet", conversation.id or "")
         state.set_cooldown("Greet", conversation.id or "", datetime.now(UTC) + timedelta(hours=1))
         event = Event(
@@ -112,8 +120,8 @@ def claim_and_process(store: JournaledStore, owner: str) -> bool:
             client={"id": key},
             message={"id": f"msg-{n}", "text": "Hello, I need help", "author": "client"},
         )
-        state.record_event(event, inbox_id=item.id, trace=TRACE, jobs=JOBS)
-        state.finish_inbox(item.id)
+        state.record_events([NewEvent(event, item.id, TRACE, JOBS)])
+        state.finish_inbox_items([item.id])
     return True
 
 
@@ -253,7 +261,9 @@ def round_trips(port: int) -> float:
     return 0.0
 
 
-def run_daemons(storage: str, folder: Path, count: int, webhooks: int) -> Daemons:
+def run_daemons(
+    storage: str, folder: Path, count: int, webhooks: int, senders: int = SENDERS
+) -> Daemons:
     """Webhooks per second through ``count`` ``rulekit run`` daemons, end to end."""
     import asyncio
     import subprocess
@@ -308,7 +318,7 @@ def run_daemons(storage: str, folder: Path, count: int, webhooks: int) -> Daemon
             async def post_all() -> list[Sent]:
                 return await asyncio.gather(
                     *(
-                        closed_loop("127.0.0.1", port, share, max(SENDERS // count, 1))
+                        closed_loop("127.0.0.1", port, share, max(senders // count, 1))
                         for port, share in zip(ports, shares, strict=True)
                     )
                 )
@@ -341,8 +351,13 @@ def run_daemons(storage: str, folder: Path, count: int, webhooks: int) -> Daemon
             log.close()
 
 
-def bench_daemons(postgres: str | None, workers: list[int], webhooks: int) -> None:
-    print(f"\nDaemons (rulekit run), {webhooks} webhooks end to end")
+def bench_daemons(
+    postgres: str | None, workers: list[int], webhooks: int, senders: int = SENDERS
+) -> None:
+    print(
+        f"\nDaemons (rulekit run), {webhooks} webhooks end to end, {senders} at a time"
+        + (" (each processed on its own)" if senders == 1 else " (processed in rounds)")
+    )
     print(
         f"{'store':<28} {'daemons':>7} {'events/s':>10} {'vs 1':>6} {'CPU ms/event':>13}"
         f" {'sender ms':>10} {'round trips/event':>18}"
@@ -356,7 +371,7 @@ def bench_daemons(postgres: str | None, workers: list[int], webhooks: int) -> No
         )
 
     with tempfile.TemporaryDirectory() as tmp:
-        sqlite = run_daemons("sqlite:///rulekit.sqlite3", Path(tmp), 1, webhooks)
+        sqlite = run_daemons("sqlite:///rulekit.sqlite3", Path(tmp), 1, webhooks, senders)
     line("SQLite (synchronous=FULL)", 1, sqlite, "")
     if not postgres:
         print("PostgreSQL: skipped (pass --postgres URL or set RULEKIT_TEST_POSTGRES)")
@@ -369,7 +384,7 @@ def bench_daemons(postgres: str | None, workers: list[int], webhooks: int) -> No
         url = f"{postgres}{separator}schema=rk_bench_{uuid.uuid4().hex[:10]}"
         try:
             with tempfile.TemporaryDirectory() as tmp:
-                result = run_daemons(url, Path(tmp), count, webhooks)
+                result = run_daemons(url, Path(tmp), count, webhooks, senders)
         finally:
             drop_schema(url)
         base = base or result.rate
@@ -386,12 +401,23 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="600 events per configuration")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--webhooks", type=int, default=2000, help="for the daemons (quick: 400)")
+    parser.add_argument(
+        "--senders",
+        type=int,
+        default=SENDERS,
+        help="webhooks in flight at once (1: one at a time, no rounds to batch)",
+    )
     parser.add_argument("--store-only", action="store_true", help="skip the daemons")
+    parser.add_argument("--daemons-only", action="store_true", help="skip the store only part")
     args = parser.parse_args()
     events = 600 if args.quick else args.events
     print(f"{os.cpu_count()} CPUs")
     if not args.store_only:
-        bench_daemons(args.postgres, args.workers, 400 if args.quick else args.webhooks)
+        bench_daemons(
+            args.postgres, args.workers, 400 if args.quick else args.webhooks, args.senders
+        )
+    if args.daemons_only:
+        return 0
     print(f"\nStore only, {events} events per configuration")
     print(f"{'store':<28} {'workers':>7} {'events/s':>10} {'vs 1':>6} {'round trips/event':>18}")
     with tempfile.TemporaryDirectory() as tmp:

@@ -3,7 +3,10 @@
 Every webhook must be on disk before its 200, and with ``synchronous=FULL`` each commit costs a
 disk flush. Requests that arrive while a flush is under way wait for the next one together, so
 the flushes per second stay bounded while the webhooks per second grow. The work runs in a
-worker thread: the event loop never blocks on the store.
+worker thread: the event loop never blocks on the store. A store that commits several
+transactions concurrently (PostgreSQL, :attr:`Store.writers <rulekit.store.base.Store.writers>`)
+gets up to that many under way at once, so that the round trips and the flush of one do not
+hold up the work submitted meanwhile.
 
 When a shared transaction fails because of one piece of work (not because the store is
 unavailable), each piece is run again in its own transaction, so one bad piece never fails the
@@ -66,25 +69,48 @@ class GroupCommit:
         return await future
 
     async def _loop(self) -> None:
+        # up to ``store.writers`` transactions under way at once: works submitted while they
+        # run wait for the next free one together
+        free = asyncio.Semaphore(max(self.store.writers, 1))
+        running: set[asyncio.Task[None]] = set()
         while not (self._closing and not self._pending):
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:
+                await free.acquire()
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
-                alone = [(w, f) for w, f in batch if f in self._alone]
-                shared = [(w, f) for w, f in batch if f not in self._alone]
-                self._alone.difference_update(f for _, f in alone)
-                outcomes = await anyio.to_thread.run_sync(
-                    self._commit_all, [w for w, _ in shared], [w for w, _ in alone]
-                )
-                for (_, future), (ok, value) in zip(shared + alone, outcomes, strict=True):
-                    if future.done():
-                        continue
-                    if ok:
-                        future.set_result(value)
-                    else:
-                        future.set_exception(value)
+                task = asyncio.create_task(self._run(batch, free))
+                running.add(task)
+                task.add_done_callback(running.discard)
+        if running:
+            await asyncio.gather(*running)
+
+    async def _run(
+        self, batch: list[tuple[Work, asyncio.Future[Any]]], free: asyncio.Semaphore
+    ) -> None:
+        try:
+            alone = [(w, f) for w, f in batch if f in self._alone]
+            shared = [(w, f) for w, f in batch if f not in self._alone]
+            self._alone.difference_update(f for _, f in alone)
+            outcomes = await anyio.to_thread.run_sync(
+                self._commit_all, [w for w, _ in shared], [w for w, _ in alone]
+            )
+        except Exception as exc:  # a bug here: its works must not wait for ever
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            raise
+        else:
+            for (_, future), (ok, value) in zip(shared + alone, outcomes, strict=True):
+                if future.done():
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+        finally:
+            free.release()
 
     def _commit_all(self, shared: list[Work], alone: list[Work]) -> list[tuple[bool, Any]]:
         outcomes = self._commit(shared) if shared else []

@@ -208,6 +208,12 @@ class State(abc.ABC):
 class Store(abc.ABC):
     """A place conversation state lives."""
 
+    writers = 1
+    """Transactions worth running at once (the daemon's group commit keeps up to this many
+    under way): one for a store that writes one at a time (SQLite); a database server commits
+    several concurrently, so that one's round trips and flush to disk do not hold up the
+    others."""
+
     @abc.abstractmethod
     def transaction(self) -> AbstractContextManager[State]:
         """A unit of work: changes are kept when the block ends normally, dropped on error."""

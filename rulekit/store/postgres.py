@@ -49,6 +49,8 @@ STORE_OPTIONS = ("schema", "pool_size", "pool_timeout")
 """URL parameters rulekit reads itself; every other one goes to libpq."""
 
 DEFAULT_POOL_SIZE = 10
+WRITERS = 4
+"""Group-commit transactions under way at once (at most half the pool)."""
 DEFAULT_POOL_TIMEOUT = 10.0
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -122,6 +124,7 @@ class PostgresStore(JournaledStore):
         self.schema = options.get("schema")
         size = pool_size or int(options.get("pool_size", DEFAULT_POOL_SIZE))
         timeout = pool_timeout or float(options.get("pool_timeout", DEFAULT_POOL_TIMEOUT))
+        self.writers = min(WRITERS, max(size // 2, 1))
         self._holders: set[int] = set()
         self._holders_lock = threading.Lock()
         self._conninfo = conninfo
