@@ -124,7 +124,7 @@ class Server:
 def start_rulekit(
     folder: Path, slack_url: str, rules: int, started: Callable[[int], object] | None = None
 ) -> Server:
-    (folder / "rules.d").mkdir()
+    (folder / "rules.d").mkdir(exist_ok=True)  # (history.py starts it again on a store)
     (folder / "rules.d" / "rules.yaml").write_text(RULE)
     for start in range(1, rules, 1000):  # files of a thousand rules (a file's size is capped)
         extra = "".join(EXCLUDED.format(n=n) for n in range(start, min(rules, start + 1000)))
