@@ -139,6 +139,9 @@ class Dispatcher:
         self.pacer = pacer or Pacer()
         self.lease = lease
         self.arrival = arrival
+        self.recorded_event: Callable[[str], Event | None] = lambda event_id: None
+        """The event of a job as this daemon's processor recorded it, when it still has it
+        (:meth:`rulekit.runtime.processor.Processor.recorded_event`)."""
         self.rng = rng or random.Random()
         self.owner = owner_name()
         self._lanes: dict[str, Lane] = {}
@@ -404,7 +407,8 @@ class Dispatcher:
         """The event of ``record``, validated once for all its jobs held here."""
         event = self._events.get(record.event_id)
         if event is None:
-            event = self._events[record.event_id] = Event.model_validate(record.data)
+            event = self.recorded_event(record.event_id) or Event.model_validate(record.data)
+            self._events[record.event_id] = event
         return event
 
     def _conversation_paces(

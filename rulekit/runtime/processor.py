@@ -76,6 +76,8 @@ BATCH = 16
 INBOX_LEASE = 30.0
 IDLE_POLL = 1.0
 ARRIVALS_KEPT = 10_000
+RECORDED_KEPT = 2_000
+"""Recorded events kept for the dispatcher; one it claims later is read from the store."""
 MAX_STARTS = 50
 """Times an item starts over because the state changed while it was evaluated."""
 
@@ -147,6 +149,9 @@ class Processor:
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._arrivals: OrderedDict[str, datetime] = OrderedDict()
+        self._recorded: OrderedDict[str, Event] = OrderedDict()
+        """Recently recorded events with jobs, as recorded (without their raw payload), until
+        the dispatcher takes them (:meth:`recorded_event`)."""
         self._held: list[InboxItem] = []
         """Items a round claimed but could not finish (the store failed): still claimed by this
         daemon, so the next round takes them first instead of waiting out their claim."""
@@ -162,6 +167,11 @@ class Processor:
     def arrival(self, event_id: str) -> datetime | None:
         """When the webhook of a recently processed event arrived (for latency metrics)."""
         return self._arrivals.get(event_id)
+
+    def recorded_event(self, event_id: str) -> Event | None:
+        """A recently recorded event with jobs, as the store has it (``raw`` left out), handed
+        over once: the dispatcher then need not validate the stored copy again."""
+        return self._recorded.pop(event_id, None)
 
     def stop(self) -> None:
         """Stop after the item in progress; an evaluation in progress is abandoned (its item
@@ -339,6 +349,11 @@ class Processor:
             self._arrivals[result.event.id] = item.received_at
             if len(self._arrivals) > ARRIVALS_KEPT:
                 self._arrivals.popitem(last=False)
+            event = result.event
+            if result.jobs and not any((event.__pydantic_private__ or {}).values()):
+                self._recorded[event.id] = event.model_copy(update={"raw": None})
+                if len(self._recorded) > RECORDED_KEPT:
+                    self._recorded.popitem(last=False)
 
     def _process(self, snapshot: Snapshot, item: InboxItem) -> list[Processed | InboxItem]:
         """All three steps for one item, its record in a transaction of its own."""

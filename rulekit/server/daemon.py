@@ -204,6 +204,7 @@ class Daemon:
             on_timers=self.timers.wake,
         )
         self.dispatcher.arrival = self.processor.arrival
+        self.dispatcher.recorded_event = self.processor.recorded_event
         self._reload_lock = asyncio.Lock()
         self._stop_watching = asyncio.Event()
         if self.freezes_heap:

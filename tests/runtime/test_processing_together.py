@@ -11,6 +11,7 @@ from pathlib import Path
 
 from daemons import chat_started, write_setup
 
+from rulekit.event import Event
 from rulekit.runtime.evaluator import Evaluator
 from rulekit.runtime.feed import LiveFeed
 from rulekit.runtime.metrics import Metrics
@@ -170,3 +171,21 @@ def test_claims_for_the_next_round_are_handed_back_at_shutdown(tmp_path, chatra)
         with store.transaction() as state:
             claimed = state.claim_inbox("another-daemon", lease=30, limit=10)
         assert [item.id for item in claimed] == ids[2:]
+
+
+def test_the_dispatcher_is_handed_each_event_as_the_store_recorded_it(tmp_path, chatra):
+    with processor(tmp_path, chatra) as (processing, store, snapshot):
+        provider = snapshot.providers[CHANNEL]
+        for n in range(1, 4):
+            append(store, chat_started(n), provider)
+        results, _, failure = processing.process_round(snapshot)
+        assert failure is None
+        events = [r.event for r in results if isinstance(r, Processed) and r.jobs]
+        assert len(events) == 3
+        with store.transaction() as state:
+            records = state.events_for_jobs([event.id for event in events])
+        for event in events:
+            handed = processing.recorded_event(event.id)
+            assert handed == Event.model_validate(records[event.id].data)
+            assert handed.raw is None and event.raw is not None
+            assert processing.recorded_event(event.id) is None  # handed over once
