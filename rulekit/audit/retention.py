@@ -7,6 +7,8 @@ bodies) are emptied after ``retention.payloads``. Pending work is never purged.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from rulekit.config import RetentionSettings
@@ -33,9 +35,10 @@ def describe(duration: timedelta) -> str:
     return f"{seconds}s"
 
 
-BATCH = 1000
+BATCH = 200
 """Events (and inbox items, and payloads) deleted per transaction: the store's write lock is
-held briefly, so webhooks are taken in between, however much there is to purge."""
+held briefly (~20 ms on SQLite), so webhooks are taken in between, however much there is to
+purge."""
 
 
 def purge(
@@ -44,13 +47,19 @@ def purge(
     now: datetime | None = None,
     *,
     batch: int = BATCH,
+    pause: Callable[[float], object] = time.sleep,
 ) -> dict[str, int]:
     """Delete what is older than ``settings`` allow at ``now``, in transactions of at most
     ``batch`` events each; return how much by kind (:data:`rulekit.store.erasure.PURGE_KINDS`,
-    in that order)."""
+    in that order).
+
+    Between its transactions the purge waits (``pause``) as long as the last one took, at
+    most a second: the store's write lock is not handed over in order, and a purge that took
+    it again at once kept webhooks waiting about a batch each."""
     now = utc(now)
     total = dict.fromkeys(PURGE_KINDS, 0)
     while True:
+        began = time.monotonic()
         with store.transaction() as state:
             counts = state.purge(
                 events_before=now - settings.events,
@@ -61,3 +70,4 @@ def purge(
             total[kind] += counts.get(kind, 0)
         if all(counts.get(kind, 0) < batch for kind in ("events", "inbox", "payloads")):
             return total
+        pause(min(time.monotonic() - began, 1.0))

@@ -44,3 +44,21 @@ def test_db_purge_keeps_recent_records(site):
     result = site.run("db", "purge", "--format", "json")
     assert '"events": 0' in result.output and '"payloads": 0' in result.output
     assert site.sql("SELECT count(*) FROM events") == [(3,)]
+
+
+def test_purge_pauses_between_its_transactions_so_webhooks_get_the_store(site):
+    settings = RetentionSettings(events="30d", payloads="1d")
+    pauses: list[float] = []
+    store = SQLiteStore(site.database)
+    try:
+        removed = purge(store, settings, T0 + timedelta(days=40), batch=1, pause=pauses.append)
+        paused = len(pauses)
+        again = purge(store, settings, T0 + timedelta(days=40), pause=pauses.append)
+    finally:
+        store.close()
+    assert removed["events"] == 2 and removed["inbox"] == 3
+    # one item per transaction: a pause after each but the last, as long as it took
+    assert paused >= 2
+    assert all(0 <= pause <= 1.0 for pause in pauses)
+    assert again["events"] == 0
+    assert len(pauses) == paused  # one transaction, nothing to wait for after it
