@@ -33,6 +33,17 @@ else:
     _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_STR_TAG = "tag:yaml.org,2002:str"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_SCALAR_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}" for name in ("null", "bool", "int", "float", "timestamp", "binary")
+)
+"""Scalar tags built by PyYAML's safe constructors; others (``!!set``, ``!!omap``, unknown
+tags) take PyYAML's own path, which builds or refuses them."""
+_MAX_REMEMBERED_TEXT = 64
+_MAX_REMEMBERED_TAGS = 4096
+_plain_tags: dict[str, str] = {}
 
 MAX_ALIAS_VALUES = 100_000
 """Most values aliases may repeat in one document, counted expanded (``*a`` repeating a list of
@@ -90,6 +101,19 @@ class Loader(_Base):
         self._repeated = 0
         self._repeated_text = 0
         self._depth = 0
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        """The tag of a node without an explicit one; a plain scalar's tag depends only on its
+        text, and rules files repeat the same few keys and values, so short ones are
+        remembered."""
+        if kind is yaml.ScalarNode and implicit[0] and len(value) <= _MAX_REMEMBERED_TEXT:
+            tag = _plain_tags.get(value)
+            if tag is None:
+                tag = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+                if len(_plain_tags) < _MAX_REMEMBERED_TAGS:
+                    _plain_tags[value] = tag
+            return tag
+        return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         """Construct ``node``, counting what aliases repeat and how deep values nest."""
@@ -184,10 +208,144 @@ class YamlSyntaxError(Exception):
         self.line = line
 
 
+class _NotPlain(Exception):
+    """A node :class:`_Builder` leaves to PyYAML's constructors (a ``!!set``, a custom tag)."""
+
+
+class _Builder:
+    """Plain data from a composed node tree, in one pass: what :class:`Loader` builds, with the
+    same bounds and errors, without PyYAML's generator-based construction."""
+
+    def __init__(self, loader: Loader) -> None:
+        self.loader = loader
+        self.built: dict[yaml.Node, Any] = {}
+        self.sizes: dict[yaml.Node, tuple[int, int]] = {}
+        self.repeated = 0
+        self.repeated_text = 0
+
+    def build(self, node: yaml.Node, level: int) -> Any:
+        built = self.built.get(node, self)
+        if built is not self:  # an alias of a node met before
+            if built is _BUILDING:
+                raise ConstructorError(
+                    None, None, "an alias refers to a value that contains it", node.start_mark
+                )
+            values, text = self.size(node)
+            self.repeated += values
+            self.repeated_text += text
+            if self.repeated > MAX_ALIAS_VALUES or self.repeated_text > MAX_ALIAS_TEXT:
+                raise ConstructorError(
+                    None,
+                    None,
+                    f"aliases repeat too much: expanded, they add over {MAX_ALIAS_VALUES} "
+                    f"values or {MAX_ALIAS_TEXT} characters (the value written on this line is "
+                    "repeated too often)",
+                    node.start_mark,
+                )
+            return built
+        if level > MAX_DEPTH:
+            raise ConstructorError(
+                None, None, f"values nest more than {MAX_DEPTH} levels deep", node.start_mark
+            )
+        tag = node.tag
+        kind = type(node)
+        value: Any
+        if kind is yaml.ScalarNode:
+            if tag == _STR_TAG:
+                value = node.value
+            elif tag in _SCALAR_TAGS:
+                try:
+                    value = self.loader.yaml_constructors[tag](self.loader, node)
+                except (ValueError, OverflowError) as exc:  # e.g. an integer of 10,000 digits
+                    message = str(exc).split(";")[0]
+                    raise ConstructorError(
+                        None, None, f"cannot read this value: {message}", node.start_mark
+                    ) from None
+            else:
+                raise _NotPlain
+        elif kind is yaml.MappingNode and tag == _MAP_TAG:
+            self.built[node] = _BUILDING
+            value = LineDict(line=node.start_mark.line + 1)
+            lines = value.lines
+            for key_node, value_node in node.value:
+                if key_node.tag == _MERGE_TAG:
+                    raise ConstructorError(
+                        None, None, "merge keys ('<<') are not supported", key_node.start_mark
+                    )
+                if type(key_node) is not yaml.ScalarNode:
+                    raise ConstructorError(
+                        None, None, "a key must be a plain value, not a list or mapping",
+                        key_node.start_mark,
+                    )  # fmt: skip
+                key = self.build(key_node, level + 1)
+                if key in value:
+                    raise DuplicateKeyError(key, key_node.start_mark.line + 1)
+                value[key] = self.build(value_node, level + 1)
+                lines[key] = key_node.start_mark.line + 1
+        elif kind is yaml.SequenceNode and tag == _SEQ_TAG:
+            self.built[node] = _BUILDING
+            value = LineList(line=node.start_mark.line + 1)
+            items = value.lines
+            for item in node.value:
+                value.append(self.build(item, level + 1))
+                items.append(item.start_mark.line + 1)
+        else:
+            raise _NotPlain
+        self.built[node] = value
+        return value
+
+    def size(self, node: yaml.Node) -> tuple[int, int]:
+        """The values and characters ``node`` expands to, aliases in it expanded (each node
+        walked once; no recursion, as aliases of aliases nest deeper than the text does)."""
+        sizes = self.sizes
+        stack = [node]
+        while stack:
+            current = stack[-1]
+            if current in sizes:
+                stack.pop()
+                continue
+            if isinstance(current, yaml.ScalarNode):
+                sizes[current] = (1, len(current.value))
+                stack.pop()
+                continue
+            children = (
+                [part for pair in current.value for part in pair]
+                if isinstance(current, yaml.MappingNode)
+                else current.value
+            )
+            missing = [child for child in children if child not in sizes]
+            if missing:
+                stack.extend(missing)
+                continue
+            sizes[current] = (
+                1 + sum(sizes[child][0] for child in children),
+                sum(sizes[child][1] for child in children),
+            )
+            stack.pop()
+        return sizes[node]
+
+
+_BUILDING = object()
+
+
+def _load(text: str | bytes) -> Any:
+    loader = Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        try:
+            return _Builder(loader).build(node, 1)
+        except _NotPlain:
+            return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def load(text: str | bytes) -> Any:
     """Parse one YAML document; raise :class:`YamlSyntaxError` with a line on bad input."""
     try:
-        return yaml.load(text, Loader=Loader)
+        return _load(text)
     except RecursionError:  # the pure-Python parser nests its calls (libyaml refuses sooner)
         raise YamlSyntaxError(f"values nest more than {MAX_DEPTH} levels deep", None) from None
     except DuplicateKeyError as exc:

@@ -73,3 +73,43 @@ def test_line_numbers_of_nested_paths() -> None:
     # a path that does not exist stops at the deepest known line
     assert line_of(data, (0, "do", 0, "slack", "missing")) == 4
     assert line_of(data, (5,)) == data.line
+
+
+def _same(built: object, reference: object) -> bool:
+    """Equal data, equal types and equal lines all the way down."""
+    if type(built) is not type(reference):
+        return False
+    if isinstance(built, yamlsource.LineDict):
+        assert isinstance(reference, yamlsource.LineDict)
+        shape = (built.line, built.lines, list(built))
+        if shape != (reference.line, reference.lines, list(reference)):
+            return False
+        return all(_same(built[key], reference[key]) for key in built)
+    if isinstance(built, yamlsource.LineList):
+        assert isinstance(reference, yamlsource.LineList)
+        shape = (built.line, built.lines, len(built))
+        if shape != (reference.line, reference.lines, len(reference)):
+            return False
+        return all(_same(a, b) for a, b in zip(built, reference, strict=True))
+    return built == reference
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: 1\nb: [x, 'y', 2026-01-01, no, true, null, ~, 1.5, .inf, 0x1F, 1_000]\n",
+        "- name: r\n  on: {channel: online-chat}\n  do:\n    - autoreply: {text: hi}\n",
+        "base: &b {k: [1, 2]}\none: *b\ntwo: [*b, *b]\n",
+        "bytes: !!binary aGVsbG8=\nquoted: 'true'\nempty: ''\n",
+        "set: !!set {x, y}\nomap: !!omap [{a: 1}]\n",  # left to PyYAML's constructors
+    ],
+)
+def test_loads_what_pyyaml_builds_with_the_same_lines(text: str) -> None:
+    import yaml
+
+    assert _same(yamlsource.load(text), yaml.load(text, Loader=yamlsource.Loader))
+
+
+def test_an_alias_returns_the_value_built_once() -> None:
+    data = yamlsource.load("a: &x [1, 2]\nb: *x\n")
+    assert data["a"] is data["b"]

@@ -32,6 +32,7 @@ from rulekit.event import Event
 from rulekit.expr.budget import OverBudget, with_budget
 from rulekit.expr.budget import current as current_budget
 from rulekit.plugins import Plugins, load_plugins
+from rulekit.rules.collector import collector_paused
 from rulekit.rules.loader import RuleLoader, RuleSet
 from rulekit.rules.spec import AnyOf, Condition, Leaf, NotOf, Rule, Timing, format_duration
 from rulekit.team import Team, TeamFacts
@@ -99,9 +100,10 @@ class Engine:
                 # the file itself says which plugins to leave out: load again without them
                 plugins = load_plugins(plugins.disabled | wanted)
                 config = load_config(config_path, plugins)
-        loader = RuleLoader(plugins, config)
-        ruleset = loader.load(Path(path))
-        return cls(plugins, config, ruleset, loader)
+        with collector_paused():  # the index is built from what the load made: all alive
+            loader = RuleLoader(plugins, config)
+            ruleset = loader.load(Path(path))
+            return cls(plugins, config, ruleset, loader)
 
     @property
     def version(self) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ast
 import functools
-import itertools
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -25,6 +24,7 @@ from pydantic import BaseModel
 
 from rulekit.errors import TemplateError, did_you_mean
 from rulekit.event import Agent, Client, Conversation, Message, TriggerEvent
+from rulekit.expr.nodewalk import children, constant, make_const, walk
 from rulekit.expr.regex import check_patterns
 from rulekit.expr.sandbox import MAX_EXPRESSION, Sandbox, literal_escapes
 from rulekit.team import Team
@@ -115,21 +115,25 @@ def check_nesting(tree: N) -> N:
         node, depth = stack.pop()
         if isinstance(node, nodes.Expr):
             depth += 1
+            if isinstance(node, nodes.List | nodes.Tuple) and node.items and constant(node):
+                depth += 1  # the list's items, constants all
             if depth > MAX_NESTING:
                 raise TemplateError(
                     f"the expression nests more than {MAX_NESTING} levels deep "
                     "(split it with {% set %} or into several conditions)"
                 )
+            if constant(node):
+                continue
         elif isinstance(node, nodes.Stmt):
             depth = 0
-        stack.extend((child, depth) for child in node.iter_child_nodes())
+        stack.extend((child, depth) for child in children(node))
     return tree
 
 
 def _convert(node: ast.expr) -> nodes.Expr:
     if isinstance(node, ast.Constant):
         if isinstance(node.value, bool | int | float | str) or node.value is None:
-            return nodes.Const(node.value)
+            return make_const(node.value)
         raise _NotFast
     if isinstance(node, ast.Name):
         if node.id in CONSTANTS:
@@ -190,9 +194,9 @@ def _convert(node: ast.expr) -> nodes.Expr:
     if isinstance(node, ast.IfExp):
         return nodes.CondExpr(_convert(node.test), _convert(node.body), _convert(node.orelse))
     if isinstance(node, ast.List):
-        return nodes.List([_convert(e) for e in node.elts])
+        return nodes.List(_items(node.elts))
     if isinstance(node, ast.Tuple):
-        return nodes.Tuple([_convert(e) for e in node.elts], "load")
+        return nodes.Tuple(_items(node.elts), "load")
     if isinstance(node, ast.Dict):
         pairs = []
         for key, value in zip(node.keys, node.values, strict=True):
@@ -201,6 +205,10 @@ def _convert(node: ast.expr) -> nodes.Expr:
             pairs.append(nodes.Pair(_convert(key), _convert(value)))
         return nodes.Dict(pairs)
     raise _NotFast
+
+
+def _items(elements: list[ast.expr]) -> list[nodes.Expr]:
+    return [_convert(e) for e in elements]
 
 
 def _opt(node: ast.expr | None) -> nodes.Expr | None:
@@ -289,10 +297,9 @@ def check_references(
     underscore attributes, and regex patterns that are not literal or that RE2 cannot run.
     Each problem is one line with a "did you mean" when one is close."""
     problems: list[str] = []
-    kinds = (nodes.Name, nodes.Getattr, nodes.Filter, nodes.Test)
-    # find_all yields descendants only: `client.emial` alone is its own root
-    roots = [expr] if isinstance(expr, kinds) else []
-    for node in itertools.chain(roots, expr.find_all(kinds)):
+    for node in walk(expr):
+        if isinstance(node, nodes.Const):
+            continue
         if isinstance(node, nodes.Name):
             if node.ctx == "load" and node.name not in known_names | local_names:
                 if node.name == "raw":

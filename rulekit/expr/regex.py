@@ -29,6 +29,7 @@ from jinja2 import nodes
 
 from rulekit.errors import TemplateError
 from rulekit.expr.budget import current, to_text, too_big
+from rulekit.expr.nodewalk import walk
 
 PATTERN_FILTERS = frozenset({"regex_search", "regex_findall", "regex_replace"})
 """Filters whose first argument is a pattern."""
@@ -385,9 +386,9 @@ def check_patterns(expr: nodes.Node) -> list[str]:
     """Problems with the patterns of ``expr``'s regex filters and tests: each pattern must be
     a literal string (so it is compiled now, not while an event waits) that RE2 can run."""
     problems: list[str] = []
-    kinds = (nodes.Filter, nodes.Test)
-    roots = [expr] if isinstance(expr, kinds) else []
-    for node in [*roots, *expr.find_all(kinds)]:
+    for node in walk(expr):
+        if not isinstance(node, nodes.Filter | nodes.Test):
+            continue
         names = PATTERN_FILTERS if isinstance(node, nodes.Filter) else PATTERN_TESTS
         if node.name not in names:
             continue

@@ -41,6 +41,7 @@ from rulekit.expr.timefunctions import (
     unknown_calendars,
 )
 from rulekit.plugins import Plugins
+from rulekit.rules.collector import collector_paused
 from rulekit.rules.lint import country_code_hints
 from rulekit.rules.spec import (
     DEFAULT_MAX_LATE,
@@ -152,6 +153,10 @@ class RuleLoader:
     # -- files ---------------------------------------------------------------------------------
     def load(self, path: Path) -> RuleSet:
         """Load every rules file under ``path``; raise ValidationErrors listing all problems."""
+        with collector_paused():
+            return self._load(path)
+
+    def _load(self, path: Path) -> RuleSet:
         errors: list[RuleError] = []
         warnings: list[RuleError] = []
         rules: list[Rule] = []

@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 from scaffold import make_event, write
 
+from rulekit.config import load_config
 from rulekit.engine.engine import Engine
 from rulekit.errors import ValidationErrors
 from rulekit.expr.sandbox import MAX_EXPRESSION
-from rulekit.rules.loader import MAX_FILE_BYTES
+from rulekit.plugins import load_plugins
+from rulekit.rules.loader import MAX_FILE_BYTES, RuleLoader
 
 CONFIG = """
 channels:
@@ -415,3 +417,24 @@ def test_warning_for_an_unconfigured_integration(tmp_path: Path, config: str, re
     assert len(found) == 1
     assert reason in found[0]
     assert ":3: [0].do[0].slack" in found[0]
+
+
+def test_the_garbage_collector_runs_again_after_a_load_good_or_bad(tmp_path: Path) -> None:
+    import gc
+
+    from rulekit.rules.collector import collector_paused
+
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text("- name: r\n  on: {channel: online-chat}\n  do:\n    - autoreply: {text: hi}\n")
+    bad.write_text("- name: r\n  on: {channel: online-chat}\n  do: []\n")
+    plugins = load_plugins()
+    assert gc.isenabled()
+    loader = RuleLoader(plugins, load_config(None, plugins))
+    with collector_paused():
+        assert not gc.isenabled()
+        loader.load(good)  # a load inside another resumes nothing
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(ValidationErrors):
+        RuleLoader(plugins, load_config(None, plugins)).load(bad)
+    assert gc.isenabled()

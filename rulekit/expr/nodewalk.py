@@ -1,0 +1,50 @@
+"""Walking expression trees fast: rules list hundreds of values (``client.country in ['DE',
+'AT', ...]``), and Jinja2's generic walk (``find_all``) visits every constant of every list.
+A list or tuple of constants is one value here: its items are not entered."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from jinja2 import nodes
+
+_SEQUENCES = (nodes.List, nodes.Tuple)
+
+
+def constant(node: nodes.Node) -> bool:
+    """A constant, or a list or tuple whose items are all constants."""
+    if isinstance(node, _SEQUENCES):
+        return all(type(item) is nodes.Const for item in node.items)
+    return isinstance(node, nodes.Const)
+
+
+def walk(tree: nodes.Node) -> Iterator[nodes.Node]:
+    """``tree`` and the nodes under it, in file order, parents first; the items of a list of
+    constants are not visited (constants refer to nothing and hold no patterns)."""
+    stack: list[nodes.Node] = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        if not constant(node):
+            stack.extend(reversed(children(node)))
+
+
+def children(node: nodes.Node) -> list[nodes.Node]:
+    """The child nodes of ``node`` (what ``iter_child_nodes`` yields), as a list."""
+    found: list[Any] = []
+    for name in node.fields:
+        value = getattr(node, name, None)
+        if isinstance(value, nodes.Node):
+            found.append(value)
+        elif isinstance(value, list):
+            found.extend(item for item in value if isinstance(item, nodes.Node))
+    return found
+
+
+def make_const(value: Any) -> nodes.Const:
+    """``nodes.Const(value)``, without the checks of Jinja2's generic constructor (hundreds of
+    thousands are made while a large rule set loads)."""
+    node = object.__new__(nodes.Const)
+    node.__dict__ = {"value": value, "lineno": None, "environment": None}
+    return node
