@@ -180,6 +180,16 @@ CASES = {
         "dumps_json(['\\x9b\\u2028' * N])\n"
         "text_lines(['\\n' * N])"
     ),
+    # no regex module: RE2 sets of literals, one pass per set whatever the needles
+    "substrings the rule index looks for": (
+        "import random\n"
+        "from rulekit.engine.needles import NeedleSets\n"
+        "rng = random.Random(1)\n"
+        "words = [''.join(rng.choice('ab') for _ in range(8)) for _ in range(5000)]\n"
+        "sets = NeedleSets(['a' * k + 'b' for k in range(1, 300)] + words)\n"
+        "sets.found('a' * N)\n"
+        "sets.found(''.join(rng.choice('ab') for _ in range(N)))"
+    ),
     "hiding personal values in audit output": (
         "from rulekit.audit.privacy import hide\n"
         "hide({'text': 'a' * N}, {'a' * (N // 2) + 'b'})\n"

@@ -5,9 +5,14 @@ one condition that must hold for the rule to match and that has an indexable sha
 ``path == 'x'``, ``path in ['x', 'y']``, ``path.startswith('x')``, ``path.endswith('x')``,
 ``'x' in path`` (``path`` being an event field, optionally through ``lower``/``upper``/``trim``).
 Rules sharing a path share one lookup: the field is read once per event, then a dict lookup
-(equality, membership), a few slices (prefixes, suffixes) or one substring test per distinct
-needle find the rules whose discriminator holds. Only those, plus rules without a discriminator,
-are evaluated. The index is only a filter: a rule it lets through is still evaluated in full.
+(equality, membership), a few slices (prefixes, suffixes) or one pass over the text for all the
+distinct needles (substrings, :mod:`.needles`) find the rules whose discriminator holds. Only
+those, plus rules without a discriminator, are evaluated. The index is only a filter: a rule it
+lets through is evaluated in full, or decided from the values the index read when all of its
+conditions are such tests (:mod:`.decide`).
+
+A discriminator is chosen per bucket by selectivity (:func:`choose_by_selectivity`); a rule
+whose only must-hold condition is an ``any`` is filed under one test per branch.
 """
 
 from __future__ import annotations
@@ -18,14 +23,19 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
 
+import re2
 from jinja2 import nodes
 
 from rulekit.engine.decide import Decidable, Decider, decidable
+from rulekit.engine.needles import NeedleSets
 from rulekit.expr.codegen import Program
 from rulekit.rules.spec import Either, Rule
 
 _KEY_FILTERS = {"lower", "upper", "trim"}
 MAX_CACHED_BUCKETS = 4096
+MIN_NEEDLE_SET = 8
+"""From this many distinct substrings of one field, they are searched for together in one
+pass over the text (see :mod:`.needles`), not one by one."""
 
 
 @dataclass
@@ -259,6 +269,12 @@ class KeyIndex:
         self._prefix_items = list(self.prefixes.items())
         self._suffix_items = list(self.suffixes.items())
         self._contains_items = list(self.contains.items())
+        self._needles: NeedleSets | None = None
+        if len(self._contains_items) >= MIN_NEEDLE_SET:
+            try:
+                self._needles = NeedleSets([needle for needle, _ in self._contains_items])
+            except (UnicodeEncodeError, re2.error):  # a needle RE2 cannot take: one by one
+                self._needles = None
 
     def matching(self, value: Any, out: list[Rule]) -> None:
         """Append the rules whose discriminator holds for ``value``."""
@@ -279,6 +295,16 @@ class KeyIndex:
                 if found:
                     out.extend(found)
         if self._contains_items and value is not None:
+            if self._needles is not None and isinstance(value, str):
+                try:
+                    hits = self._needles.found(value)
+                except UnicodeEncodeError:  # not valid Unicode: one by one below
+                    pass
+                else:
+                    items = self._contains_items
+                    for index in hits:
+                        out.extend(items[index][1])
+                    return
             for needle, rules in self._contains_items:
                 try:
                     if needle in value:
