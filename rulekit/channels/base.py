@@ -121,9 +121,10 @@ class Provider:
     """Base class of providers. Subclasses set the class attributes and implement :meth:`parse`;
     those that can write to clients (``autoreply``) also implement the reply methods.
 
-    The base class guarantees, for every subclass, what :meth:`parse` and
-    :meth:`conversation_key` are handed: the body as :func:`rulekit.channels.body.for_providers`
-    makes it (JSON that passed ingest's checks, without lone surrogates or byte order mark).
+    The base class guarantees, for every subclass, what :meth:`parse` is handed: the body as
+    :func:`rulekit.channels.body.for_providers` makes it (JSON that passed ingest's checks,
+    without lone surrogates or byte order mark); :meth:`conversation_key` is handed the same
+    body already parsed, as :func:`rulekit.channels.body.load` returns it.
     The key :meth:`conversation_key` returns, and the ids of the events :meth:`parse` returns
     (event, conversation, client, message, agent), are made fit to store and index by
     :func:`rulekit.channels.body.bounded_key` (no surrogates, a very long id becomes its
@@ -169,12 +170,15 @@ class Provider:
         """
         raise NotImplementedError
 
-    def conversation_key(self, body: bytes) -> str | None:
-        """The key of the conversation a raw body belongs to, read cheaply when the webhook
-        arrives (before :meth:`parse`), or None when it cannot tell.
+    def conversation_key(self, data: Any) -> str | None:
+        """The key of the conversation a webhook belongs to, read cheaply when it arrives
+        (before :meth:`parse`), or None when it cannot tell.
 
-        Daemons sharing a database use it to keep each conversation's events in order: only
-        the oldest unprocessed delivery of a conversation is handed out. Must not raise.
+        ``data`` is the body as ingest parsed it once to check it
+        (:func:`rulekit.channels.body.load`): a dict or a list of JSON values, lone surrogates
+        replaced, never the raw bytes (so the body is not parsed twice for every webhook).
+        Daemons sharing a database use the key to keep each conversation's events in order:
+        only the oldest unprocessed delivery of a conversation is handed out. Must not raise.
         """
         return None
 
@@ -296,9 +300,9 @@ def _timer_events_clean(timer_due: Callable[..., list[Event]]) -> Callable[..., 
 
 def _keys_safely(conversation_key: Callable[..., str | None]) -> Callable[..., str | None]:
     @functools.wraps(conversation_key)
-    def wrapper(self: Provider, body: bytes) -> str | None:
+    def wrapper(self: Provider, data: Any) -> str | None:
         try:
-            key = conversation_key(self, for_providers(body))
+            key = conversation_key(self, data)
         except Exception:  # the contract says it must not raise; a plugin's bug costs no webhook
             logger.warning("provider %s: conversation_key failed", self.name, exc_info=True)
             return None

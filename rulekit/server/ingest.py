@@ -196,10 +196,10 @@ def _vouched(provider: Provider, headers: Headers) -> bool:
 def _read_body(body: bytes, provider: Provider | None) -> BodyError | str | None:
     """Why no provider can accept ``body`` (a :class:`BodyError`), or else its conversation key."""
     try:
-        body_json.load(body)
+        data = body_json.load(body)
     except BodyError as exc:
         return exc
-    return provider.conversation_key(body) if provider is not None else None
+    return provider.conversation_key(data) if provider is not None else None
 
 
 async def _read(receive: Receive, limit: int) -> bytes:

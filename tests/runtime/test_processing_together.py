@@ -5,6 +5,7 @@ with the others never costs them their record nor gets one it should not have.""
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -62,7 +63,7 @@ def processor(folder: Path, chatra) -> Iterator[tuple[Processor, CountingStore, 
 def append(store: SQLiteStore, body: bytes, provider) -> int:
     with store.transaction() as state:
         inbox_id, _ = state.append_inbox(
-            CHANNEL, body, conversation_key=provider.conversation_key(body)
+            CHANNEL, body, conversation_key=provider.conversation_key(json.loads(body))
         )
     return inbox_id
 

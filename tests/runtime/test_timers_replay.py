@@ -76,9 +76,8 @@ def recorded_site(folder: Path, chatra) -> Iterator[Path]:
             agent_reply(2, T0 + timedelta(minutes=1)),
         ):
             with store.transaction() as state:
-                state.append_inbox(
-                    "online-chat", body, conversation_key=provider.conversation_key(body)
-                )
+                key = provider.conversation_key(json.loads(body))
+                state.append_inbox("online-chat", body, conversation_key=key)
             while processor.process_round(snapshot)[1]:
                 pass
         clock[0] = T0 + timedelta(minutes=5, seconds=1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import aiohttp
@@ -77,13 +76,10 @@ class ChatraProvider(Provider):
 
         await self.fetcher.run(inbound, get_client)
 
-    def conversation_key(self, body: bytes) -> str | None:
+    def conversation_key(self, data: Any) -> str | None:
         """Chatra keeps one continuous chat per visitor, so the conversation is the client id."""
-        try:
-            client = json.loads(body).get("client")
-            key = client.get("id") if isinstance(client, dict) else None
-        except (ValueError, UnicodeDecodeError, AttributeError):
-            return None
+        client = data.get("client") if isinstance(data, dict) else None
+        key = client.get("id") if isinstance(client, dict) else None
         return key if isinstance(key, str) and key else None
 
     # replies ---------------------------------------------------------------------------------

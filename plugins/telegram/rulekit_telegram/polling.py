@@ -128,7 +128,7 @@ class Poller:
             logger.warning("channel %s: an update without an update_id was skipped", self.channel)
             return True  # nothing can acknowledge it past the next one; it is not an update
         body = json.dumps(update, ensure_ascii=False, separators=(",", ":")).encode()
-        chat = self.provider.conversation_key(body)
+        chat = self.provider.conversation_key(update)
         try:
             await self.inbound.accept(
                 body, delivery_key=f"update:{update_id}", conversation_key=chat

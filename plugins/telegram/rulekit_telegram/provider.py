@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -81,9 +80,9 @@ class TelegramProvider(Provider):
             return []
         return self.normalizer.close_idle(timer.conversation_id, timer.due, state)
 
-    def conversation_key(self, body: bytes) -> str | None:
+    def conversation_key(self, data: Any) -> str | None:
         """The private chat's id: a conversation's updates are processed in order."""
-        chat = update_chat(json.loads(body))
+        chat = update_chat(data)
         return str(chat) if chat is not None else None
 
     def authorize_webhook(self, headers: Mapping[str, str]) -> bool:

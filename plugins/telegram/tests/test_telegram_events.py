@@ -156,9 +156,9 @@ def test_updates_rulekit_has_no_use_for_yield_nothing(feed, updates: Updates) ->
 
 
 def test_the_conversation_key_is_the_private_chat(provider, updates: Updates) -> None:
-    assert provider.conversation_key(encode(updates.message(ANN, "Hi"))) == "111"
-    assert provider.conversation_key(encode(updates.other(ANN))) is None
-    assert provider.conversation_key(b"[1, 2]") is None
+    assert provider.conversation_key(updates.message(ANN, "Hi")) == "111"
+    assert provider.conversation_key(updates.other(ANN)) is None
+    assert provider.conversation_key([1, 2]) is None
 
 
 @pytest.mark.parametrize(
