@@ -1,15 +1,16 @@
-"""State read and written in batches (``read_many``, ``write_many``) and the cache in front of
-a transaction that uses them: the same answers as call by call, on every store; on PostgreSQL
-one statement per batch."""
+"""State read and written in batches (``read_many``, ``write_many``, ``record_events``,
+``begin_call``) and the cache in front of a transaction that uses them: the same answers as
+call by call, on every store; on PostgreSQL one statement per batch."""
 
 from __future__ import annotations
 
 import pytest
-from store_backends import Backend
+from store_backends import Backend, event
 
 from rulekit.event import Client, Conversation
 from rulekit.store.cached import CachedState, probe
 from rulekit.store.lookups import Lookups, SavedConversation, Saves
+from rulekit.store.records import CallStart, JobSpec, NewEvent
 
 
 def _seed(backend: Backend) -> None:
@@ -155,3 +156,56 @@ def test_a_probe_names_what_a_normalization_reads_and_changes_nothing(backend: B
     )
     with backend.open().transaction() as state:
         assert not state.message_seen("chat", "m3")
+
+
+def _jobs(*rules: str) -> list[JobSpec]:
+    return [JobSpec(rule, "slack", {"text": rule}, "#support") for rule in rules]
+
+
+def test_a_round_of_events_is_recorded_as_one_by_one(backend: Backend):
+    store = backend.open()
+    with store.transaction() as state:
+        assert state.record_event(event("e0"), inbox_id=None, trace={}, jobs=_jobs("Z"))
+    trace = {"rules": [{"name": "A", "matched": True}]}
+    with store.transaction() as state:
+        recorded = state.record_events(
+            [
+                NewEvent(event("e1"), None, trace, _jobs("A", "B")),
+                NewEvent(event("e0"), None, trace, _jobs("C")),  # recorded before
+                NewEvent(event("e2", conversation={"id": "conv-2"}), None, {}, _jobs("D")),
+                NewEvent(event("e3"), None, {}),
+            ]
+        )
+        assert recorded == [True, False, True, True]
+    with store.transaction() as state:
+        assert [job.rule for job in state.jobs(event_id="e1")] == ["A", "B"]  # plan order
+        assert [job.rule for job in state.jobs(event_id="e0")] == ["Z"]  # nothing enqueued again
+        assert [job.rule for job in state.jobs(event_id="e2")] == ["D"]
+        assert state.recorded(["e1", "e2", "e3"]) == {"e1", "e2", "e3"}
+        assert state.get_event("e1") is not None
+        assert state.record_events([]) == []
+
+
+def test_a_call_begins_with_the_pauses_and_the_conversation_read_at_once(backend: Backend):
+    store = backend.open()
+    with store.transaction() as state:
+        state.save_conversation("online-chat", "k1", Conversation(id="conv-1", status="open"))
+        state.record_event(event("e1"), inbox_id=None, trace={}, jobs=_jobs("A", "B"))
+        job_a, job_b = state.claim_jobs("daemon-a", lease=30)
+    conversation = ("online-chat", "conv-1")
+    with store.transaction() as state:
+        if state.shares_pacing:  # several daemons agree on pauses through the store
+            state.pause_pace("autoreply:online-chat", 30)
+            paused = state.begin_call(
+                job_a.id, "daemon-a", lease=30, paused=["autoreply:online-chat"]
+            )
+            assert not paused.started and 25 < paused.wait <= 30
+            assert state.get_job(job_a.id).call_started_at is None  # nothing recorded
+        assert state.begin_call(job_b.id, "daemon-a", lease=30) == CallStart(False)  # A first
+        started = state.begin_call(
+            job_a.id, "daemon-a", lease=30, paused=["other"], conversation=conversation
+        )
+        assert started == CallStart(True, 0.0, Conversation(id="conv-1", status="open"))
+        assert state.get_job(job_a.id).call_started_by == "daemon-a"
+        with pytest.raises(KeyError):
+            state.begin_call(999, "daemon-a", lease=30)
