@@ -191,6 +191,7 @@ def test_a_call_begins_with_the_pauses_and_the_conversation_read_at_once(backend
     with store.transaction() as state:
         state.save_conversation("online-chat", "k1", Conversation(id="conv-1", status="open"))
         state.record_event(event("e1"), inbox_id=None, trace={}, jobs=_jobs("A", "B"))
+    with store.transaction() as state:
         job_a, job_b = state.claim_jobs("daemon-a", lease=30)
     conversation = ("online-chat", "conv-1")
     with store.transaction() as state:
