@@ -12,6 +12,7 @@ import functools
 import json
 import mimetypes
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,9 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 COOKIE = "rulekit_console"
 KEEPALIVE = 15.0
 MAX_LOGIN_BODY = 4096
+MAX_STREAMS = 16
+"""Live streams one agent may hold open (a page each): more would let one agent's pages take
+the connections webhooks need."""
 
 
 def _error(status: int, message: str) -> Response:
@@ -79,6 +83,8 @@ class Console:
         self._static = {path.name: path for path in STATIC_DIR.iterdir() if path.is_file()}
         self.wake = wake
         """Tells the daemon's workers there is work (``"inbox"`` or ``"outbox"``)."""
+        self.streams: Counter[str] = Counter()
+        """Live streams open, by agent (email, or ``admin``): at most :data:`MAX_STREAMS`."""
         self.workspace = Workspace(self, writes)
         self.presence = Presence(self)
         self.stats = Stats(self)
@@ -243,8 +249,16 @@ class Console:
     # the live stream -------------------------------------------------------------------------
     async def stream(self, request: Request) -> Response:
         session_id = request.cookies.get(COOKIE)
-        if self.viewer(request) is None:
+        viewer = self.viewer(request)
+        if viewer is None:
             return _error(401, "sign in first")
+        who = viewer.email.lower() if viewer.email else "admin"
+        if self.streams[who] >= MAX_STREAMS:
+            refused = _error(
+                429, f"{MAX_STREAMS} live streams are open already: close a console page"
+            )
+            refused.headers["Retry-After"] = str(round(self.keepalive))
+            return refused
         self.recorder.start()
         last = _last_event_id(request)
         newest = self.recorder.recent[-1].get("seq", 0) if self.recorder.recent else 0
@@ -295,9 +309,15 @@ class Console:
             finally:
                 subscription.close()
 
-        response = StreamingResponse(messages(), media_type="text/event-stream")
+        self.streams[who] += 1
+        response = _CountedStream(messages(), functools.partial(self._closed, who))
         response.headers["X-Accel-Buffering"] = "no"
         return _secure(response)
+
+    def _closed(self, who: str) -> None:
+        self.streams[who] -= 1
+        if self.streams[who] <= 0:
+            del self.streams[who]
 
     def viewer_of(self, session_id: str | None) -> Viewer | None:
         return self.sessions.viewer(session_id, self.get_snapshot().config)
@@ -306,6 +326,21 @@ class Console:
         if viewer.admin or message.get("type") == "reload":
             return visible(viewer, message, None)
         return visible(viewer, message, await self.recorder.channel(message))
+
+
+class _CountedStream(StreamingResponse):
+    """A stream that calls ``closed()`` when it ends, however it ends (also when the client
+    left before its first byte: the body's generator never started then)."""
+
+    def __init__(self, content: AsyncIterator[str], closed: Callable[[], None]) -> None:
+        super().__init__(content, media_type="text/event-stream")
+        self._on_closed = closed
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_closed()
 
 
 def console_routes(
