@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from rulekit.event import Event
-from rulekit.store.codec import trace_json
+from rulekit.store.codec import to_json, trace_json
 from rulekit.store.records import JobSpec, NewEvent, utc
 from rulekit.store.sql.stats import matched_rules
 
@@ -18,13 +18,12 @@ from rulekit.store.sql.stats import matched_rules
 # position in the round); jobs and matches are inserted only for the events inserted (a
 # redelivered event enqueues nothing), the jobs in plan order.
 _RECORD_EVENTS = (
-    "WITH w AS (SELECT * FROM unnest(:ids::text[], :inboxes::bigint[], :channels::text[],"
-    "  :names::text[], :conversations::text[], :clients::text[], :occurred::timestamptz[],"
-    "  :data::text[], :traces::text[]) WITH ORDINALITY"
-    "  AS w(id, inbox, channel, event, conversation, client, occurred, data, trace, n)),"
+    "WITH w AS (SELECT * FROM json_to_recordset(:events::json) AS w(n bigint, id text,"
+    "  inbox bigint, channel text, event text, conversation text, client text,"
+    "  occurred timestamptz, data json, trace json)),"
     " e AS (INSERT INTO events (event_id, inbox_id, channel, event, conversation_id,"
     "  occurred_at, data, trace, processed_at)"
-    "  SELECT id, inbox, channel, event, conversation, occurred, data::json, trace::json, :now"
+    "  SELECT id, inbox, channel, event, conversation, occurred, data, trace, :now"
     "  FROM w ORDER BY n ON CONFLICT (event_id) DO NOTHING RETURNING event_id),"
     # each conversation's activity once, with the last client an event of it names
     " t AS (SELECT DISTINCT ON (w.channel, w.conversation) w.channel, w.conversation, w.client"
@@ -36,10 +35,9 @@ _RECORD_EVENTS = (
     "  RETURNING 1),"
     " j AS (INSERT INTO outbox (event_id, rule, action, params, destination, lane,"
     "  next_attempt_at)"
-    "  SELECT w.id, s.rule, s.action, s.params::json, s.destination, s.lane, :now"
-    "  FROM unnest(:j_events::bigint[], :rules::text[], :actions::text[], :params::text[],"
-    "   :destinations::text[], :lanes::text[]) WITH ORDINALITY"
-    "   AS s(event, rule, action, params, destination, lane, n)"
+    "  SELECT w.id, s.rule, s.action, s.params, s.destination, s.lane, :now"
+    "  FROM json_to_recordset(:jobs::json) AS s(n bigint, event bigint, rule text,"
+    "   action text, params json, destination text, lane text)"
     "  JOIN w ON w.n = s.event JOIN e ON e.event_id = w.id"
     "  ORDER BY s.n RETURNING 1),"
     " m AS (INSERT INTO rule_matches (rule, event_id, matched_at)"
@@ -126,27 +124,33 @@ class PostgresAudit:
         if not records:
             return []
         json = self.dialect.json
-        jobs = [(n, job) for n, r in enumerate(records, 1) for job in r.jobs]
+        # the rows as one JSON document: the events' data and traces (JSON already) go in as
+        # they are, where a list parameter would escape them character by character
+        events = ",".join(
+            f'{{"n":{n},"id":{to_json(r.event.id)},"inbox":{to_json(r.inbox_id)},'
+            f'"channel":{to_json(r.event.channel)},"event":{to_json(r.event.event)},'
+            f'"conversation":{to_json(r.event.conversation.id)},'
+            f'"client":{to_json(r.event.client.id)},'
+            f'"occurred":{to_json(utc(r.event.occurred_at).isoformat())},'
+            f'"data":{json(r.event.public())},"trace":{trace_json(r.trace)}}}'
+            for n, r in enumerate(records, 1)
+        )
+        jobs = ",".join(
+            f'{{"n":{k},"event":{n},"rule":{to_json(job.rule)},'
+            f'"action":{to_json(job.action)},"params":{json(job.params)},'
+            f'"destination":{to_json(job.destination)},'
+            f'"lane":{to_json(job.lane or job.destination)}}}'
+            for k, (n, job) in enumerate(
+                ((n, job) for n, r in enumerate(records, 1) for job in r.jobs), 1
+            )
+        )
         matches = [(n, rule) for n, r in enumerate(records, 1) for rule in matched_rules(r.trace)]
         rows = self.execute(
             _RECORD_EVENTS,
             {
                 "now": utc(),
-                "ids": ids,
-                "inboxes": [r.inbox_id for r in records],
-                "channels": [r.event.channel for r in records],
-                "names": [r.event.event for r in records],
-                "conversations": [r.event.conversation.id for r in records],
-                "clients": [r.event.client.id for r in records],
-                "occurred": [utc(r.event.occurred_at) for r in records],
-                "data": [json(r.event.public()) for r in records],
-                "traces": [trace_json(r.trace) for r in records],
-                "j_events": [n for n, _ in jobs],
-                "rules": [job.rule for _, job in jobs],
-                "actions": [job.action for _, job in jobs],
-                "params": [json(job.params) for _, job in jobs],
-                "destinations": [job.destination for _, job in jobs],
-                "lanes": [job.lane or job.destination for _, job in jobs],
+                "events": f"[{events}]",
+                "jobs": f"[{jobs}]",
                 "m_events": [n for n, _ in matches],
                 "matched": [rule for _, rule in matches],
             },

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from rulekit.store.codec import to_json
 from rulekit.store.lookups import Found, Key, Lookups, Saves
 from rulekit.store.records import utc
 
@@ -39,16 +40,16 @@ _READ = (
 _WRITE = (
     "WITH c AS (INSERT INTO conversations (channel, key, id, status, assignee, data,"
     "  updated_at, active_at)"
-    " SELECT w.channel, w.key, w.id, w.status, w.assignee, w.data, :now, :now"
-    " FROM unnest(:c_channels::text[], :c_keys::text[], :c_ids::text[], :c_statuses::text[],"
-    "  :c_assignees::text[], :c_data::text[]) AS w(channel, key, id, status, assignee, data)"
+    " SELECT w.channel, w.key, w.id, w.status, w.assignee, w.data::text, :now, :now"
+    " FROM json_to_recordset(:conversations::json) AS w(channel text, key text, id text,"
+    "  status text, assignee text, data json)"
     " ORDER BY w.channel, w.key"
     " ON CONFLICT (channel, key) DO UPDATE SET id = excluded.id, status = excluded.status,"
     "  assignee = excluded.assignee, data = excluded.data, updated_at = excluded.updated_at"
     " RETURNING 1),"
     " l AS (INSERT INTO clients (channel, id, data, updated_at)"
-    " SELECT w.channel, w.id, w.data, :now"
-    " FROM unnest(:l_channels::text[], :l_ids::text[], :l_data::text[]) AS w(channel, id, data)"
+    " SELECT w.channel, w.id, w.data::text, :now"
+    " FROM json_to_recordset(:clients::json) AS w(channel text, id text, data json)"
     " ORDER BY w.channel, w.id"
     " ON CONFLICT (channel, id) DO UPDATE SET data = excluded.data,"
     "  updated_at = excluded.updated_at RETURNING 1),"
@@ -115,15 +116,22 @@ class PostgresLookups:
             _WRITE,
             {
                 "now": utc(),
-                "c_channels": [channel for (channel, _), _ in conversations],
-                "c_keys": [key for (_, key), _ in conversations],
-                "c_ids": [saved.id for _, saved in conversations],
-                "c_statuses": [saved.status for _, saved in conversations],
-                "c_assignees": [saved.assignee for _, saved in conversations],
-                "c_data": [saved.data for _, saved in conversations],
-                "l_channels": [channel for (channel, _), _ in clients],
-                "l_ids": [client_id for (_, client_id), _ in clients],
-                "l_data": [data for _, data in clients],
+                # one JSON document each: the records (JSON already) go in as they are, where a
+                # list parameter would escape them character by character
+                "conversations": "["
+                + ",".join(
+                    f'{{"channel":{to_json(channel)},"key":{to_json(key)},'
+                    f'"id":{to_json(saved.id)},"status":{to_json(saved.status)},'
+                    f'"assignee":{to_json(saved.assignee)},"data":{saved.data}}}'
+                    for (channel, key), saved in conversations
+                )
+                + "]",
+                "clients": "["
+                + ",".join(
+                    f'{{"channel":{to_json(channel)},"id":{to_json(client_id)},"data":{data}}}'
+                    for (channel, client_id), data in clients
+                )
+                + "]",
                 "m_channels": [channel for channel, _ in messages],
                 "m_ids": [message_id for _, message_id in messages],
             },
