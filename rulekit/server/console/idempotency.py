@@ -7,8 +7,9 @@ answers what the first one did, even when the conversation changed since (a retr
 the change again). The same key with a *different* request is refused (**422**): answering it
 like the first would drop what the agent meant to send.
 
-The keys are kept in memory (the newest :data:`MAX_KEYS`, at most :data:`KEEP` seconds); a
-reply's own event id, derived from the key, keeps replies single across restarts too.
+The keys are kept in memory (the newest :data:`MAX_KEYS`, at most :data:`KEEP` seconds, an
+answer only up to :data:`MAX_ANSWER` bytes: a few megabytes at most); a reply's own event id,
+derived from the key, keeps replies single across restarts too.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-MAX_KEYS = 10_000
+MAX_KEYS = 2000
 KEEP = 24 * 3600.0
+MAX_ANSWER = 8192
+"""Bytes of an answer kept for retries (a longer one is not kept: its retry is made again,
+and finds nothing left to change)."""
 
 
 @dataclass
@@ -69,7 +73,7 @@ class IdempotencyKeys:
     def settle(self, who: str, key: str, answer: tuple[int, bytes] | None) -> None:
         """The request of ``key`` succeeded: keep ``answer`` (status, body) for its retries."""
         use = self._uses.get((who, key))
-        if use is not None:
+        if use is not None and (answer is None or len(answer[1]) <= MAX_ANSWER):
             use.answer = answer
 
     def release(self, who: str, key: str) -> None:
