@@ -141,6 +141,7 @@ class Program:
         self._globals = global_names
         self._escapers: dict[int, str] = {}
         self._conditions: dict[str, tuple[nodes.Expr, str]] = {}
+        self._constants: dict[tuple[Any, ...], str] = {}
 
     # -- expressions ---------------------------------------------------------------------------
     def expression_code(self, expr: nodes.Node) -> str:
@@ -199,6 +200,15 @@ class Program:
             self.namespace[ident] = value
             self._bound[key] = ident
         return self._bound[key]
+
+    def constant(self, values: tuple[Any, ...]) -> str:
+        """A namespace name for a tuple of constants (equal tuples share one)."""
+        key = (values, tuple(type(value) for value in values))
+        name = self._constants.get(key)
+        if name is None:
+            name = self._constants[key] = f"_k{len(self._constants)}"
+            self.namespace[name] = values
+        return name
 
     def escaper_name(self, escaper: Callable[[Any], str] | None) -> str:
         if escaper is None:
@@ -317,6 +327,15 @@ class _Gen:
         if isinstance(node, nodes.Compare):
             out = self.code(node.expr)
             for operand in node.ops:
+                if operand.op in ("in", "notin") and isinstance(
+                    operand.expr, nodes.List | nodes.Tuple
+                ):
+                    # a list of constants to look in: one tuple, made once (compiling hundreds
+                    # of literals per rule is a large share of a big rule set's load)
+                    values = _constants(operand.expr)
+                    if values is not None:
+                        out += f" {_COMPARE[operand.op]} {p.constant(values)}"
+                        continue
                 out += f" {_COMPARE[operand.op]} {self.code(operand.expr)}"
             return f"({out})", bool
         if isinstance(node, nodes.CondExpr):
@@ -357,6 +376,14 @@ class _Gen:
         parts += [self.code(a) for a in call.args]
         parts += [f"{k.key}={self.code(k.value)}" for k in call.kwargs]
         return ", ".join(parts)
+
+
+def _constants(node: nodes.List | nodes.Tuple) -> tuple[Any, ...] | None:
+    """The values of a list made of constants only, else None."""
+    items = node.items
+    if all(type(item) is nodes.Const for item in items):
+        return tuple(item.value for item in items)  # type: ignore[attr-defined]
+    return None
 
 
 def split_simple_template(source: str) -> list[tuple[bool, str]] | None:

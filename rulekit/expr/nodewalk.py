@@ -10,12 +10,18 @@ from typing import Any
 from jinja2 import nodes
 
 _SEQUENCES = (nodes.List, nodes.Tuple)
+_CONSTANT_ITEMS = "rulekit_constant_items"
 
 
 def constant(node: nodes.Node) -> bool:
     """A constant, or a list or tuple whose items are all constants."""
     if isinstance(node, _SEQUENCES):
-        return all(type(item) is nodes.Const for item in node.items)
+        found = node.__dict__.get(_CONSTANT_ITEMS)
+        if found is None:  # several walks ask: the answer is kept on the node
+            found = node.__dict__[_CONSTANT_ITEMS] = all(
+                type(item) is nodes.Const for item in node.items
+            )
+        return bool(found)
     return isinstance(node, nodes.Const)
 
 

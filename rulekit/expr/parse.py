@@ -74,6 +74,7 @@ _BIN_OPS = {
     ast.Mod: nodes.Mod,
     ast.Pow: nodes.Pow,
 }
+_CONSTANT_TYPES = (str, int, float, bool, type(None))
 # what may stand left of a filter's `|` without changing meaning between Python and Jinja2
 _POSTFIX = (ast.Name, ast.Attribute, ast.Subscript, ast.Call, ast.Constant, ast.List, ast.Tuple)
 
@@ -208,6 +209,9 @@ def _convert(node: ast.expr) -> nodes.Expr:
 
 
 def _items(elements: list[ast.expr]) -> list[nodes.Expr]:
+    # rules list hundreds of values: constants are made directly
+    if all(type(e) is ast.Constant and type(e.value) in _CONSTANT_TYPES for e in elements):
+        return [make_const(e.value) for e in elements]  # type: ignore[attr-defined]
     return [_convert(e) for e in elements]
 
 

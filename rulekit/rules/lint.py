@@ -8,6 +8,7 @@ from typing import Any
 from jinja2 import nodes
 
 from rulekit.errors import RuleError
+from rulekit.expr.nodewalk import children, constant
 from rulekit.rules.spec import AllOf, AnyOf, Condition, Leaf, NotOf, Rule
 
 
@@ -59,15 +60,9 @@ def _compares(node: Any) -> list[nodes.Compare]:
         current = stack.pop()
         if isinstance(current, nodes.Compare):
             found.append(current)
-        if not _constant(current):
-            stack.extend(current.iter_child_nodes())
+        if not constant(current):
+            stack.extend(children(current))
     return found
-
-
-def _constant(node: nodes.Node) -> bool:
-    if isinstance(node, nodes.List | nodes.Tuple):
-        return all(isinstance(item, nodes.Const) for item in node.items)
-    return isinstance(node, nodes.Const)
 
 
 _CASE_FILTERS = frozenset({"lower", "upper", "trim", "string"})

@@ -438,3 +438,29 @@ def test_the_garbage_collector_runs_again_after_a_load_good_or_bad(tmp_path: Pat
     with pytest.raises(ValidationErrors):
         RuleLoader(plugins, load_config(None, plugins)).load(bad)
     assert gc.isenabled()
+
+
+@pytest.mark.parametrize(
+    ("condition", "country", "matches"),
+    [
+        ("client.country_code in ['DE', 'AT']", "AT", True),
+        ("client.country_code in ['DE', 'AT']", "FR", False),
+        ("client.country_code not in ('DE', 'AT')", "FR", True),
+        ("client.country_code in ['DE', client.name]", "FR", True),  # not all constants
+        ("client.country_code in []", "DE", False),
+    ],
+)
+def test_membership_in_a_list_of_constants(build_engine, condition, country, matches):
+    rules = (
+        f"- name: r\n  on: {{channel: online-chat}}\n  if: {condition!r}\n"
+        "  do:\n    - autoreply: {text: hi}\n"
+        # the same list in a second rule shares its tuple; a list of 1 is not a list of True
+        f"- name: s\n  on: {{channel: online-chat}}\n  if: {condition!r}\n"
+        "  do:\n    - autoreply: {text: hi}\n"
+        "- name: t\n  on: {channel: online-chat}\n  if: '1 in [true]'\n"
+        "  do:\n    - autoreply: {text: hi}\n"
+    )
+    engine = build_engine(rules)
+    event = make_event(client={"country_code": country, "name": "FR"})
+    expected = (["r", "s"] if matches else []) + ["t"]
+    assert [action.rule for action in engine.evaluate(event)] == expected
