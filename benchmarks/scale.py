@@ -368,7 +368,7 @@ def bench_daemons(
 ) -> None:
     print(
         f"\nDaemons (rulekit run), {webhooks} webhooks end to end, {senders} at a time"
-        + (" (each processed on its own)" if senders == 1 else " (processed in rounds)")
+        + (" (one in flight: small rounds)" if senders == 1 else " (processed in rounds)")
     )
     print(
         f"{'store':<28} {'daemons':>7} {'events/s':>10} {'vs 1':>6} {'CPU ms/event':>13}"
