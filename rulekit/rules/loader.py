@@ -125,6 +125,7 @@ class RuleLoader:
         self._pending: list[tuple[Any, str, Slot]] = []
         self._problems: dict[str, list[str]] = {}
         self._calendar_warnings: list[RuleError] = []
+        self._checked_steps: dict[Any, tuple[Any, list[str], list[str]]] = {}
         self.actions = {
             name: plugins.actions[name](
                 config.integrations.get(plugins.actions[name].integration or "")
@@ -154,7 +155,10 @@ class RuleLoader:
     def load(self, path: Path) -> RuleSet:
         """Load every rules file under ``path``; raise ValidationErrors listing all problems."""
         with collector_paused():
-            return self._load(path)
+            try:
+                return self._load(path)
+            finally:
+                self._checked_steps.clear()  # checks may read files: each load checks again
 
     def _load(self, path: Path) -> RuleSet:
         errors: list[RuleError] = []
@@ -498,34 +502,22 @@ class RuleLoader:
         before = len(errors)
         params = self._values(raw, action_class, at, sub, errors)
         templated = _templated_paths(raw)
-        try:
-            model = action_class.Params.model_validate(raw)
-        except ValidationError as exc:
-            model = None
-            for error in exc.errors(include_url=False, include_input=False):
-                loc = tuple(error["loc"])
-                if loc in templated or loc[:1] in templated:
-                    continue
-                single = ValidationError.from_exception_data(exc.title, [error])  # type: ignore[list-item]
-                for (line, field_path), message in pydantic_errors(
-                    single, at.tree, action_class.Params, prefix=at.where + sub
-                ):
-                    errors.append(RuleError(message, Location(at.file, line, field_path)))
-        if len(errors) > before:
-            return None
+        # rule sets repeat the same steps: plain parameters are checked once per load
+        key = None if templated else (action_name, _frozen(raw), channels)
+        checked = None if key is None else self._checked_steps.get(key)
+        if checked is None:
+            checked = self._check_step(raw, action_class, at, sub, channels, templated, errors)
+            if len(errors) > before or checked is None:
+                return None
+            if key is not None:
+                self._checked_steps[key] = checked
+        model, problems, lints = checked
         location = at.location(sub)
-        if model is not None:
-            for problem in action_class.check(
-                model, list(channels or self.config.channels), self.config
-            ):
-                errors.append(RuleError(problem, location))
-            for problem in [
-                *action_class.lint(model, self.config),
-                *action_class.lint_on(model, list(channels or self.config.channels), self.config),
-            ]:
-                warnings.append(
-                    RuleError(f"rule {rule_name!r}: {action_name}: {problem}", location)
-                )
+        errors.extend(RuleError(problem, location) for problem in problems)
+        warnings.extend(
+            RuleError(f"rule {rule_name!r}: {action_name}: {problem}", location)
+            for problem in lints
+        )
         unavailable = self.actions[action_name].unavailable()
         if unavailable:
             warnings.append(
@@ -537,6 +529,44 @@ class RuleLoader:
         if not templated:
             action_step.validated = model  # nothing to render per event: validate once, here
         return action_step
+
+    def _check_step(
+        self,
+        raw: dict[str, Any],
+        action_class: Any,
+        at: _Locator,
+        sub: tuple[Any, ...],
+        channels: tuple[str, ...] | None,
+        templated: set[tuple[Any, ...]],
+        errors: list[RuleError],
+    ) -> tuple[Any, list[str], list[str]] | None:
+        """Validate a step's parameters and run its action's checks: the model (None when
+        templates leave it to each event), the problems (errors) and the lint (warnings)."""
+        try:
+            model = action_class.Params.model_validate(raw)
+        except ValidationError as exc:
+            model = None
+            before = len(errors)
+            for error in exc.errors(include_url=False, include_input=False):
+                loc = tuple(error["loc"])
+                if loc in templated or loc[:1] in templated:
+                    continue
+                single = ValidationError.from_exception_data(exc.title, [error])  # type: ignore[list-item]
+                for (line, field_path), message in pydantic_errors(
+                    single, at.tree, action_class.Params, prefix=at.where + sub
+                ):
+                    errors.append(RuleError(message, Location(at.file, line, field_path)))
+            if len(errors) > before:
+                return None
+        if model is None:
+            return None, [], []
+        targets = list(channels or self.config.channels)
+        problems = list(action_class.check(model, targets, self.config))
+        lints = [
+            *action_class.lint(model, self.config),
+            *action_class.lint_on(model, targets, self.config),
+        ]
+        return model, problems, lints
 
     def _values(
         self,
@@ -704,6 +734,15 @@ def _templated_paths(raw: Any, prefix: tuple[Any, ...] = ()) -> set[tuple[Any, .
     elif isinstance(raw, str) and _is_template(raw):
         found.add(prefix)
     return found
+
+
+def _frozen(value: Any) -> Any:
+    """``value`` (data read from YAML) as a hashable key, types kept (``1`` is not ``true``)."""
+    if isinstance(value, dict):
+        return (dict, tuple((key, _frozen(item)) for key, item in value.items()))
+    if isinstance(value, list):
+        return (list, tuple(_frozen(item) for item in value))
+    return (type(value), value)
 
 
 def _named(item: Any, message: str) -> str:

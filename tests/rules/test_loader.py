@@ -464,3 +464,13 @@ def test_membership_in_a_list_of_constants(build_engine, condition, country, mat
     event = make_event(client={"country_code": country, "name": "FR"})
     expected = (["r", "s"] if matches else []) + ["t"]
     assert [action.rule for action in engine.evaluate(event)] == expected
+
+
+def test_the_same_step_in_several_rules_reports_its_problem_at_each(build_engine):
+    step = "  do:\n    - play_sound: {sound: no-such-sound, to: everyone}\n"
+    rules = "".join(f"- name: r{n}\n  on: {{channel: online-chat}}\n{step}" for n in range(3))
+    with pytest.raises(ValidationErrors) as caught:
+        build_engine(rules)
+    message = str(caught.value)
+    for line in (4, 8, 12):
+        assert f"rules.yaml:{line}:" in message and "unknown sound" in message, message
