@@ -7,7 +7,9 @@ from typing import Any
 
 from jinja2 import nodes
 
-from rulekit.errors import RuleError
+from rulekit.config import Config
+from rulekit.errors import RuleError, did_you_mean
+from rulekit.event import EVENT_NAMES
 from rulekit.expr.nodewalk import children, constant
 from rulekit.rules.spec import AllOf, AnyOf, Condition, Leaf, NotOf, Rule
 
@@ -100,3 +102,53 @@ def _country_codes(compare: nodes.Compare) -> Iterator[str]:
         for value in values:
             if isinstance(value, str) and len(value) == 2 and value.isalpha():
                 yield value
+
+
+def lint_rules(rules: list[Rule], config: Config) -> list[RuleError]:
+    """Warnings about rules that load but cannot do what they say: a channel not configured,
+    an event no channel emits, a rule that an earlier ``stop`` rule always hides, and
+    :func:`country_code_hints`."""
+    warnings: list[RuleError] = []
+    channels = list(config.channels)
+    for rule in rules:
+        warnings.extend(country_code_hints(rule))
+        for channel in rule.channels or ():
+            if channel not in config.channels:
+                hint = did_you_mean(channel, channels)
+                known = ", ".join(channels) or "none"
+                warnings.append(
+                    RuleError(
+                        f"rule {rule.name!r} can never fire: channel {channel!r} is not "
+                        f"configured{hint} (configured: {known})",
+                        rule.location,
+                    )
+                )
+        for event in rule.events or ():
+            if event not in EVENT_NAMES:
+                warnings.append(
+                    RuleError(
+                        f"rule {rule.name!r} can never fire: no channel emits event "
+                        f"{event!r}{did_you_mean(event, EVENT_NAMES)}",
+                        rule.location,
+                    )
+                )
+    for index, earlier in enumerate(rules):
+        if not earlier.stop or earlier.condition is not None or earlier.cooldown:
+            continue
+        for later in rules[index + 1 :]:
+            if _covers(earlier.channels, later.channels) and _covers(earlier.events, later.events):
+                if earlier.allow_own_events or not later.allow_own_events:
+                    warnings.append(
+                        RuleError(
+                            f"rule {later.name!r} can never fire: rule {earlier.name!r} "
+                            f"({earlier.location}) stops every event it would see",
+                            later.location,
+                        )
+                    )
+    return warnings
+
+
+def _covers(wide: tuple[str, ...] | None, narrow: tuple[str, ...] | None) -> bool:
+    if wide is None:
+        return True
+    return narrow is not None and set(narrow) <= set(wide)

@@ -42,7 +42,7 @@ from rulekit.expr.timefunctions import (
 )
 from rulekit.plugins import Plugins
 from rulekit.rules.collector import collector_paused
-from rulekit.rules.lint import country_code_hints
+from rulekit.rules.lint import lint_rules
 from rulekit.rules.spec import (
     DEFAULT_MAX_LATE,
     ActionStep,
@@ -188,7 +188,7 @@ class RuleLoader:
         for target, attribute, slot in self._pending:
             setattr(target, attribute, slot.function)
         self._pending.clear()
-        self._lint(rules, warnings)
+        warnings.extend(lint_rules(rules, self.config))
         warnings.extend(self._calendar_warnings)
         self._calendar_warnings.clear()
         ruleset.version = digest.hexdigest()[:12]
@@ -658,47 +658,6 @@ class RuleLoader:
         if problems:
             raise _ReferenceProblems(problems)
 
-    # -- lint ----------------------------------------------------------------------------------
-    def _lint(self, rules: list[Rule], warnings: list[RuleError]) -> None:
-        channels = list(self.config.channels)
-        for rule in rules:
-            warnings.extend(country_code_hints(rule))
-            for channel in rule.channels or ():
-                if channel not in self.config.channels:
-                    hint = did_you_mean(channel, channels)
-                    known = ", ".join(channels) or "none"
-                    warnings.append(
-                        RuleError(
-                            f"rule {rule.name!r} can never fire: channel {channel!r} is not "
-                            f"configured{hint} (configured: {known})",
-                            rule.location,
-                        )
-                    )
-            for event in rule.events or ():
-                if event not in EVENT_NAMES:
-                    warnings.append(
-                        RuleError(
-                            f"rule {rule.name!r} can never fire: no channel emits event "
-                            f"{event!r}{did_you_mean(event, EVENT_NAMES)}",
-                            rule.location,
-                        )
-                    )
-        for index, earlier in enumerate(rules):
-            if not earlier.stop or earlier.condition is not None or earlier.cooldown:
-                continue
-            for later in rules[index + 1 :]:
-                if _covers(earlier.channels, later.channels) and _covers(
-                    earlier.events, later.events
-                ):
-                    if earlier.allow_own_events or not later.allow_own_events:
-                        warnings.append(
-                            RuleError(
-                                f"rule {later.name!r} can never fire: rule {earlier.name!r} "
-                                f"({earlier.location}) stops every event it would see",
-                                later.location,
-                            )
-                        )
-
 
 class _ReferenceProblems(Exception):
     def __init__(self, problems: list[str]) -> None:
@@ -748,12 +707,6 @@ def _frozen(value: Any) -> Any:
 def _named(item: Any, message: str) -> str:
     name = item.get("name") if isinstance(item, dict) else None
     return f"rule {name!r}: {message}" if isinstance(name, str) else message
-
-
-def _covers(wide: tuple[str, ...] | None, narrow: tuple[str, ...] | None) -> bool:
-    if wide is None:
-        return True
-    return narrow is not None and set(narrow) <= set(wide)
 
 
 def _conjuncts(condition: Condition) -> list[Any]:
