@@ -341,7 +341,11 @@ class Journal(abc.ABC):
     def claim_jobs(
         self, owner: str, *, lease: float, limit: int = 10, now: datetime | None = None
     ) -> list[Job]:
-        """Claim up to ``limit`` pending jobs that are due, oldest first, for ``lease`` seconds.
+        """Claim up to ``limit`` pending jobs that are due, for ``lease`` seconds: the oldest
+        first, or (a store that reads them by its due index, as PostgreSQL's does) the earliest
+        due first — which differ only when more jobs are due than ``limit``; each lane still
+        runs its jobs in id order (:meth:`start_call` only lets the oldest pending job of a lane
+        start).
 
         Jobs are claimed **by lane** (:attr:`Job.lane`): a lane in which a pending job is held by
         another claimer (a live claim) is skipped whole, and of any other lane only the due
