@@ -11,7 +11,7 @@ import click
 from rulekit.errors import ValidationErrors
 from rulekit.loading import open_engine
 from rulekit.plugins import Plugins, load_plugins
-from rulekit.rules.loader import RULE_SUFFIXES, is_suite
+from rulekit.rules.files import RULE_SUFFIXES, is_suite
 from rulekit.safetext import echo, echo_json
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

@@ -11,10 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from rulekit.actions.base import PlannedChange
-from rulekit.config import Config, load_config
+from rulekit.config import Config
+from rulekit.engine.construction import plugins_and_config
 from rulekit.engine.decide import Decider
 from rulekit.engine.explain import Explainer, compile_explainer, leaves
 from rulekit.engine.index import RuleIndex
@@ -26,15 +24,21 @@ from rulekit.engine.plan import (
     PlannedAction,
     RuleTrace,
 )
-from rulekit.engine.timers import Firing, TimerCancel, TimerSet, cancellers, due_time
-from rulekit.errors import TemplateError
+from rulekit.engine.planning import ActionSequence, plan_actions, set_timer
+from rulekit.engine.reasons import (
+    ConditionFailed,
+    condition_source,
+    explain_condition,
+    failure_reason,
+)
+from rulekit.engine.timers import Firing, TimerCancel, cancellers
 from rulekit.event import Event
 from rulekit.expr.budget import OverBudget, with_budget
 from rulekit.expr.budget import current as current_budget
-from rulekit.plugins import Plugins, load_plugins
+from rulekit.plugins import Plugins
 from rulekit.rules.collector import collector_paused
 from rulekit.rules.loader import RuleLoader, RuleSet
-from rulekit.rules.spec import AnyOf, Condition, Leaf, NotOf, Rule, Timing, format_duration
+from rulekit.rules.spec import Condition, Rule, Timing, format_duration
 from rulekit.team import Team, TeamFacts
 
 __all__ = [
@@ -88,18 +92,7 @@ class Engine:
         default config (every installed provider offers its default channel). Raises
         :class:`rulekit.errors.ValidationErrors` listing every problem of every file.
         """
-        given = plugins is not None
-        if plugins is None:
-            disabled = config.raw.plugins.disable if isinstance(config, Config) else ()
-            plugins = load_plugins(disabled)
-        if not isinstance(config, Config):
-            config_path = config
-            config = load_config(config_path, plugins)
-            wanted = set(config.raw.plugins.disable)
-            if not given and not wanted <= plugins.disabled:
-                # the file itself says which plugins to leave out: load again without them
-                plugins = load_plugins(plugins.disabled | wanted)
-                config = load_config(config_path, plugins)
+        plugins, config = plugins_and_config(config, plugins)
         with collector_paused():  # the index is built from what the load made: all alive
             loader = RuleLoader(plugins, config)
             ruleset = loader.load(Path(path))
@@ -164,7 +157,7 @@ class Engine:
                 if rule.channels is None or event.channel in rule.channels:
                     plan.cancels.append(TimerCancel(rule.name, conversation_id))
         stopped_by: str | None = None
-        sequence = _Sequence(event)
+        sequence = ActionSequence(event)
         budget = current_budget()
         compiled_rules = self._compiled
         recovered = event.recovered
@@ -259,9 +252,9 @@ class Engine:
                 trace.reason = "conditions hold" if rule.condition else "no conditions"
                 plan.rules.append(trace)
             if rule.timing is not None:
-                self._set_timer(rule, rule.timing, conversation_id, now, plan, trace)
+                set_timer(rule, rule.timing, conversation_id, now, plan, trace, self.config)
             else:
-                self._plan_actions(rule, sequence, now, env, plan, trace)
+                plan_actions(rule, sequence, now, env, plan, trace, self.config)
             if rule.stop:
                 stopped_by = rule.name
             if sequence.changed:
@@ -275,37 +268,6 @@ class Engine:
         plan.excluded = len(bucket.rules) - considered
         plan.final = sequence.event
         return plan
-
-    def _set_timer(
-        self,
-        rule: Rule,
-        timing: Timing,
-        conversation_id: str | None,
-        now: datetime,
-        plan: Plan,
-        trace: RuleTrace | None,
-    ) -> None:
-        if not conversation_id:  # a timer belongs to a conversation
-            if trace is not None:
-                trace.reason += "; no timer: the event has no conversation"
-            return
-        due = due_time(timing, now, self.config.calendars)
-        if due is None:
-            problem = (
-                f"calendar {timing.calendar!r} does not open within two years"
-                if timing.calendar in self.config.calendars
-                else f"calendar {timing.calendar!r} is not configured"
-            )
-            plan.errors.append(f"rule {rule.name!r}: no timer: {problem}")
-            if trace is not None:
-                trace.reason += f"; no timer: {problem}"
-            return
-        plan.timers.append(TimerSet(rule.name, conversation_id, due, timing.restart))
-        if trace is not None:
-            local = due.astimezone(self.config.timezone)
-            trace.reason += f"; timer set: would fire at {local:%H:%M} ({timing.describe()})"
-            if timing.unless is not None:
-                trace.reason += f" unless {_source(timing.unless)}"
 
     def fire(
         self,
@@ -347,13 +309,13 @@ class Engine:
         elif rule.timing.unless is not None:
             try:
                 held = self._holds(rule.timing, event, now, trace)
-            except _ConditionFailed as failure:
+            except ConditionFailed as failure:
                 firing.outcome, firing.reason = "error", f"unless failed: {failure}"
                 plan.errors.append(f"rule {rule.name!r}: unless: {failure}")
             else:
                 if held:
                     firing.outcome = "unless"
-                    firing.reason = f"unless holds: {_source(rule.timing.unless)}"
+                    firing.reason = f"unless holds: {condition_source(rule.timing.unless)}"
         if trace is not None:
             trace.matched = firing.outcome == "fired"
             trace.reason = f"timer due {due.astimezone(self.config.timezone):%H:%M}: " + (
@@ -361,8 +323,8 @@ class Engine:
             )
             plan.rules.append(trace)
         if firing.outcome == "fired":
-            sequence = _Sequence(event)
-            self._plan_actions(rule, sequence, now, self.env, plan, trace)
+            sequence = ActionSequence(event)
+            plan_actions(rule, sequence, now, self.env, plan, trace, self.config)
             plan.final = sequence.event
         return plan
 
@@ -372,14 +334,14 @@ class Engine:
             try:
                 return bool(timing.unless_matcher(event, now, self.env))
             except OverBudget as exc:
-                raise _ConditionFailed(str(exc)) from None
+                raise ConditionFailed(str(exc)) from None
             except Exception as exc:
-                raise _ConditionFailed(_reason(exc)) from None
+                raise ConditionFailed(failure_reason(exc)) from None
         out = trace.conditions if trace is not None else []
         try:
-            return _explain(timing.unless, event, now, self.env, out)
+            return explain_condition(timing.unless, event, now, self.env, out)
         except OverBudget as exc:
-            raise _ConditionFailed(str(exc)) from None
+            raise ConditionFailed(str(exc)) from None
 
     def _explain_excluded(self, plan: Plan, now: datetime | None) -> None:
         """Add the trace of every rule the index excluded, in rule order."""
@@ -442,7 +404,7 @@ class Engine:
             raise
         except Exception as exc:
             source = trace.sources[len(outcomes)]
-            trace.failure = _reason(exc)
+            trace.failure = failure_reason(exc)
             trace.reason = f"condition failed: {source!r}: {trace.failure}"
             return False
         if not result:
@@ -454,69 +416,6 @@ class Engine:
         condition sources in the order it explains them."""
         sources = tuple(leaf.source for leaf in leaves(condition))
         return compile_explainer(condition, self.program), sources
-
-    def _plan_actions(
-        self,
-        rule: Rule,
-        sequence: _Sequence,
-        now: datetime,
-        env: dict[str, str],
-        plan: Plan,
-        trace: RuleTrace | None,
-    ) -> None:
-        for step in rule.steps:
-            event = sequence.event
-            model = step.validated  # parameters without templates: validated once
-            if model is None:
-                try:
-                    model = step.planned(event, now, env)
-                except (TemplateError, ValidationError, Exception) as exc:
-                    message = f"rule {rule.name!r}: {step.action}: {_reason(exc)}"
-                    plan.errors.append(message)
-                    if trace is not None:
-                        trace.reason += f"; {step.action} not planned: {_reason(exc)}"
-                    continue
-            skipped = None
-            if (
-                event.recovered
-                and step.action_class.faces_client(model)
-                and not getattr(model, "on_recovered", False)
-            ):
-                skipped = (
-                    "the message was first seen late (recovered); client-facing actions skip it"
-                )
-            plan.actions.append(
-                PlannedAction(
-                    rule.name,
-                    step.action,
-                    model,
-                    skipped,
-                    seen=event if event is not plan.event else None,
-                    decided_later=sequence.decided_later,
-                    dumped=step.dumped(),
-                    entry=step.entry(rule.name),
-                )
-            )
-            if step.action_class.changes_conversation and not skipped:
-                change = step.action_class.planned_change(model, event, self.config)
-                sequence.apply(change)
-
-
-class _Sequence:
-    """The event as the plan so far leaves it: each state-changing action's planned change is
-    applied to its conversation, for the conditions and templates after it."""
-
-    def __init__(self, event: Event) -> None:
-        self.event = event
-        self.changed = False
-        self.decided_later: frozenset[str] = frozenset()
-
-    def apply(self, change: PlannedChange) -> None:
-        self.decided_later = self.decided_later | change.decided_later
-        if change.conversation == self.event.conversation:
-            return
-        self.event = self.event.model_copy(update={"conversation": change.conversation})
-        self.changed = True
 
 
 class _Compiled:
@@ -534,61 +433,3 @@ class _Compiled:
         """For a rule without cooldown or timer whose actions all have constant parameters
         and leave the conversation as it is: each action's name, parameters, parameters as
         JSON data and trace entry."""
-
-
-class _ConditionFailed(Exception):
-    pass
-
-
-def _source(condition: Condition) -> str:
-    """A condition as written, for people."""
-    if isinstance(condition, Leaf):
-        return condition.source
-    if isinstance(condition, NotOf):
-        return f"not ({_source(condition.child)})"
-    joiner = " or " if isinstance(condition, AnyOf) else " and "
-    return joiner.join(f"({_source(child)})" for child in condition.children)
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, TemplateError):
-        return str(exc)
-    if isinstance(exc, ValidationError):
-        first = exc.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(p) for p in first["loc"])
-        return f"{where}: {first['msg']}" if where else first["msg"]
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _explain(
-    condition: Condition, e: Event, now: datetime, env: dict[str, str], out: list[ConditionResult]
-) -> bool:
-    if isinstance(condition, Leaf):
-        try:
-            result = bool(condition.function(e, now, env))
-        except OverBudget:
-            raise
-        except Exception as exc:
-            out.append(ConditionResult(condition.source, None, _reason(exc)))
-            raise _ConditionFailed(f"{condition.source!r}: {_reason(exc)}") from None
-        out.append(ConditionResult(condition.source, result))
-        return result
-    if isinstance(condition, NotOf):
-        return not _explain(condition.child, e, now, env, out)
-    decisive = isinstance(condition, AnyOf)
-    for index, child in enumerate(condition.children):
-        if _explain(child, e, now, env, out) is decisive:
-            for rest in condition.children[index + 1 :]:
-                _skipped(rest, out)
-            return decisive
-    return not decisive
-
-
-def _skipped(condition: Condition, out: list[ConditionResult]) -> None:
-    if isinstance(condition, Leaf):
-        out.append(ConditionResult(condition.source, evaluated=False))
-    elif isinstance(condition, NotOf):
-        _skipped(condition.child, out)
-    else:
-        for child in condition.children:
-            _skipped(child, out)

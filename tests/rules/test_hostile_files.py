@@ -14,7 +14,7 @@ import pytest
 
 from rulekit import yamlsource
 from rulekit.config import MAX_CONFIG_BYTES
-from rulekit.rules.loader import MAX_FILE_BYTES
+from rulekit.rules.files import MAX_FILE_BYTES
 
 BOMB_LINES = [
     'x: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',

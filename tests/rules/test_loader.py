@@ -12,7 +12,8 @@ from rulekit.engine.engine import Engine
 from rulekit.errors import ValidationErrors
 from rulekit.expr.sandbox import MAX_EXPRESSION
 from rulekit.plugins import load_plugins
-from rulekit.rules.loader import MAX_FILE_BYTES, RuleLoader
+from rulekit.rules.files import MAX_FILE_BYTES
+from rulekit.rules.loader import RuleLoader
 
 CONFIG = """
 channels:

@@ -1,0 +1,77 @@
+"""Saying why, for people: a condition as written, the reason an expression or an action
+failed, and a condition tree explained by walking it, condition by condition (a timed rule's
+``unless:`` at fire time)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import ValidationError
+
+from rulekit.engine.plan import ConditionResult
+from rulekit.errors import TemplateError
+from rulekit.event import Event
+from rulekit.expr.budget import OverBudget
+from rulekit.rules.spec import AnyOf, Condition, Leaf, NotOf
+
+
+class ConditionFailed(Exception):
+    """A condition raised instead of saying true or false; the message says which and why."""
+
+
+def condition_source(condition: Condition) -> str:
+    """A condition as written, for people."""
+    if isinstance(condition, Leaf):
+        return condition.source
+    if isinstance(condition, NotOf):
+        return f"not ({condition_source(condition.child)})"
+    joiner = " or " if isinstance(condition, AnyOf) else " and "
+    return joiner.join(f"({condition_source(child)})" for child in condition.children)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why an expression, a template or an action's parameters failed, in one line."""
+    if isinstance(exc, TemplateError):
+        return str(exc)
+    if isinstance(exc, ValidationError):
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"{where}: {first['msg']}" if where else first["msg"]
+    return f"{type(exc).__name__}: {exc}"
+
+
+def explain_condition(
+    condition: Condition, e: Event, now: datetime, env: dict[str, str], out: list[ConditionResult]
+) -> bool:
+    """Whether ``condition`` holds for ``e``, each condition's outcome appended to ``out``
+    (those an earlier one decided as not evaluated). Raises :class:`ConditionFailed` when one
+    fails, :class:`~rulekit.expr.budget.OverBudget` when the work budget runs out."""
+    if isinstance(condition, Leaf):
+        try:
+            result = bool(condition.function(e, now, env))
+        except OverBudget:
+            raise
+        except Exception as exc:
+            out.append(ConditionResult(condition.source, None, failure_reason(exc)))
+            raise ConditionFailed(f"{condition.source!r}: {failure_reason(exc)}") from None
+        out.append(ConditionResult(condition.source, result))
+        return result
+    if isinstance(condition, NotOf):
+        return not explain_condition(condition.child, e, now, env, out)
+    decisive = isinstance(condition, AnyOf)
+    for index, child in enumerate(condition.children):
+        if explain_condition(child, e, now, env, out) is decisive:
+            for rest in condition.children[index + 1 :]:
+                _skipped(rest, out)
+            return decisive
+    return not decisive
+
+
+def _skipped(condition: Condition, out: list[ConditionResult]) -> None:
+    if isinstance(condition, Leaf):
+        out.append(ConditionResult(condition.source, evaluated=False))
+    elif isinstance(condition, NotOf):
+        _skipped(condition.child, out)
+    else:
+        for child in condition.children:
+            _skipped(child, out)

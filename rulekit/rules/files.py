@@ -1,0 +1,60 @@
+"""Rules files: which files a rules path holds, reading one within its size bound, and how
+paths are shown in messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rulekit import sources, yamlsource
+from rulekit.errors import Location, RuleError
+
+MAX_FILE_BYTES = 1024 * 1024
+RULE_SUFFIXES = (".yaml", ".yml")
+
+
+def rule_files(path: Path) -> list[Path]:
+    """The YAML files of a rules directory, in name order (or the file itself)."""
+    return sources.listing(path, _rule_files)
+
+
+def _rule_files(path: Path) -> list[Path]:
+    if not path.exists():
+        raise FileNotFoundError(2, "no such file or directory", str(path))
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.iterdir() if p.suffix in RULE_SUFFIXES and p.is_file())
+
+
+def display_path(path: Path) -> str:
+    """A path as people should read it in messages: relative to the working directory when
+    it is inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def is_suite(data: Any) -> bool:
+    """A YAML document with a top-level ``tests:`` key is a rule test suite, not rules."""
+    return isinstance(data, dict) and "tests" in data
+
+
+def read_rules_file(file: Path, errors: list[RuleError], digest: Any) -> Any:
+    """The YAML document of ``file``, its name and bytes added to ``digest`` (the rule set's
+    version); None, with the problem added to ``errors``, when it cannot be read or parsed."""
+    name = display_path(file)
+    try:
+        raw = sources.read_bytes(file, MAX_FILE_BYTES)
+    except yamlsource.FileTooLarge:
+        errors.append(RuleError(f"the file is over {MAX_FILE_BYTES} bytes", Location(name)))
+        return None
+    except OSError as exc:
+        errors.append(RuleError(f"cannot read the file: {exc.strerror}", Location(name)))
+        return None
+    digest.update(name.encode() + b"\0" + raw)
+    try:
+        return yamlsource.load(raw)
+    except yamlsource.YamlSyntaxError as exc:
+        errors.append(RuleError(f"invalid YAML: {exc.message}", Location(name, exc.line)))
+        return None

@@ -1,0 +1,143 @@
+"""Compiling a rule's action steps (``do:``): the action named, its parameters' templates
+compiled, its parameters validated and its action's checks and lint run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from rulekit.errors import Location, RuleError, did_you_mean
+from rulekit.rules.compilation import Compilation, Locator
+from rulekit.rules.spec import ActionStep
+from rulekit.rules.templates import TemplateCompiler, templated_paths
+from rulekit.validation import pydantic_errors
+
+
+class StepCompiler:
+    """Compiles action steps against the loaded actions and the config."""
+
+    def __init__(self, compilation: Compilation, templates: TemplateCompiler) -> None:
+        self.compilation = compilation
+        self.templates = templates
+        plugins, config = compilation.plugins, compilation.config
+        self.actions = {
+            name: plugins.actions[name](
+                config.integrations.get(plugins.actions[name].integration or "")
+            )
+            for name in plugins.actions.names()
+        }
+        """Each action, made with its integration's settings."""
+        self._checked: dict[Any, tuple[Any, list[str], list[str]]] = {}
+
+    def forget_checks(self) -> None:
+        """Forget the checks of plain steps: checks may read files, so each load checks
+        again."""
+        self._checked.clear()
+
+    def compile(
+        self,
+        step: Any,
+        at: Locator,
+        path: tuple[Any, ...],
+        channels: tuple[str, ...] | None,
+        errors: list[RuleError],
+        warnings: list[RuleError],
+        rule_name: str,
+    ) -> ActionStep | None:
+        """The step written as ``step`` at ``path`` of rule ``rule_name`` (which runs on
+        ``channels``, None for all); None, with the problems added to ``errors``, when it is
+        not valid."""
+        if not isinstance(step, dict) or len(step) != 1:
+            errors.append(at.error(path, "each `do` entry is a one-key mapping {action: {params}}"))
+            return None
+        plugins = self.compilation.plugins
+        action_name, raw = next(iter(step.items()))
+        if action_name not in plugins.actions:
+            hint = did_you_mean(str(action_name), plugins.actions.names())
+            errors.append(at.error((*path, action_name), f"unknown action {action_name!r}{hint}"))
+            return None
+        raw = {} if raw is None else raw
+        if not isinstance(raw, dict):
+            errors.append(at.error((*path, action_name), "action parameters must be a mapping"))
+            return None
+        action_class = plugins.actions[action_name]
+        sub = (*path, action_name)
+        before = len(errors)
+        params = self.templates.values(raw, action_class, at, sub, errors)
+        templated = templated_paths(raw)
+        # rule sets repeat the same steps: plain parameters are checked once per load
+        key = None if templated else (action_name, _frozen(raw), channels)
+        checked = None if key is None else self._checked.get(key)
+        if checked is None:
+            checked = self._check(raw, action_class, at, sub, channels, templated, errors)
+            if len(errors) > before or checked is None:
+                return None
+            if key is not None:
+                self._checked[key] = checked
+        model, problems, lints = checked
+        location = at.location(sub)
+        errors.extend(RuleError(problem, location) for problem in problems)
+        warnings.extend(
+            RuleError(f"rule {rule_name!r}: {action_name}: {problem}", location)
+            for problem in lints
+        )
+        unavailable = self.actions[action_name].unavailable()
+        if unavailable:
+            warnings.append(
+                RuleError(f"rule {rule_name!r}: {action_name}: {unavailable}", location)
+            )
+        action_step = ActionStep(
+            action_name, action_class, params, location, constant=not templated
+        )
+        if not templated:
+            action_step.validated = model  # nothing to render per event: validate once, here
+        return action_step
+
+    def _check(
+        self,
+        raw: dict[str, Any],
+        action_class: Any,
+        at: Locator,
+        sub: tuple[Any, ...],
+        channels: tuple[str, ...] | None,
+        templated: set[tuple[Any, ...]],
+        errors: list[RuleError],
+    ) -> tuple[Any, list[str], list[str]] | None:
+        """Validate a step's parameters and run its action's checks: the model (None when
+        templates leave it to each event), the problems (errors) and the lint (warnings)."""
+        try:
+            model = action_class.Params.model_validate(raw)
+        except ValidationError as exc:
+            model = None
+            before = len(errors)
+            for error in exc.errors(include_url=False, include_input=False):
+                loc = tuple(error["loc"])
+                if loc in templated or loc[:1] in templated:
+                    continue
+                single = ValidationError.from_exception_data(exc.title, [error])  # type: ignore[list-item]
+                for (line, field_path), message in pydantic_errors(
+                    single, at.tree, action_class.Params, prefix=at.where + sub
+                ):
+                    errors.append(RuleError(message, Location(at.file, line, field_path)))
+            if len(errors) > before:
+                return None
+        if model is None:
+            return None, [], []
+        config = self.compilation.config
+        targets = list(channels or config.channels)
+        problems = list(action_class.check(model, targets, config))
+        lints = [
+            *action_class.lint(model, config),
+            *action_class.lint_on(model, targets, config),
+        ]
+        return model, problems, lints
+
+
+def _frozen(value: Any) -> Any:
+    """``value`` (data read from YAML) as a hashable key, types kept (``1`` is not ``true``)."""
+    if isinstance(value, dict):
+        return (dict, tuple((key, _frozen(item)) for key, item in value.items()))
+    if isinstance(value, list):
+        return (list, tuple(_frozen(item) for item in value))
+    return (type(value), value)
