@@ -1,0 +1,291 @@
+"""One call of an action job: pacing, a concurrency slot, its start and its outcome recorded.
+
+**One call.** Before a call leaves, the dispatcher waits for the destination's pacing (in
+process, and agreed with the other daemons through a store that :attr:`shares_pacing`), then
+takes one of the ``concurrency`` slots and records durably that the call starts
+(:meth:`Journal.start_call`: only the claimer of the oldest pending job of its lane may). The
+slot is held until the call's outcome is recorded. So after a crash only the calls started and
+not recorded — at most ``concurrency`` — are made again. A store that cannot be reached before
+the call delays it (retried with a backoff, never counted as an attempt), and so does one the
+action meets inside its call (``assign`` picks its agent in a transaction); after the call, the
+outcome is recorded as soon as the store is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from rulekit.actions.base import ActionContext, delivery_id
+from rulekit.actions.pacing import Pace, Pacer
+from rulekit.errors import ActionError, StoreUnavailable
+from rulekit.event import Event
+from rulekit.runtime.commit import GroupCommit
+from rulekit.runtime.evaluator import Evaluator
+from rulekit.runtime.feed import LiveFeed
+from rulekit.runtime.lanes import Lane
+from rulekit.runtime.logs import log
+from rulekit.runtime.outcomes import Decision, json_ready, record_outcome
+from rulekit.runtime.retries import retry_decision
+from rulekit.runtime.sharedpace import (
+    paused_keys,
+    retry_store,
+    share_pause,
+    share_spacing,
+    shared_wait,
+    store_backoff,
+)
+from rulekit.snapshot import Snapshot
+from rulekit.store.base import State
+from rulekit.store.records import CallStart, EventRecord, Job
+
+if TYPE_CHECKING:
+    from rulekit.channels.base import Provider
+
+logger = logging.getLogger("rulekit.dispatcher")
+
+TIMEOUT_GRACE = 5.0
+"""Seconds past an action's own timeout before the dispatcher gives up on the call."""
+
+
+def as_stored(state: State, event: Event) -> Event:
+    """``event`` with its conversation as the store holds it now: for an action that
+    :attr:`~rulekit.actions.base.Action.sees_conversation`, the earlier jobs of its lane (the
+    earlier actions of its plan) applied. The event's own conversation when none is stored."""
+    conversation_id = event.conversation.id
+    if not conversation_id:
+        return event
+    try:
+        found = state.find_conversation(event.channel, conversation_id)
+    except NotImplementedError:
+        return event
+    if found is None:
+        return event
+    return event.model_copy(update={"conversation": found[1]})
+
+
+class JobCalls:
+    """The dispatcher's calls: one job's call from its pacing to its recorded outcome.
+
+    A part of :class:`rulekit.runtime.dispatcher.Dispatcher`, which sets what is declared here.
+    """
+
+    commit: GroupCommit
+    evaluator: Evaluator | None
+    store: Any
+    snapshot: Callable[[], Snapshot]
+    feed: LiveFeed
+    pacer: Pacer
+    lease: float
+    rng: random.Random
+    owner: str
+    recorded_event: Callable[[str], Event | None]
+    last_progress: float
+    _events: dict[str, Event]
+    _stopping: bool
+    _slots: asyncio.Semaphore | None
+    _shares_pacing: bool
+
+    @property
+    def settings(self) -> Any:
+        """The ``dispatcher`` settings of the configuration now loaded."""
+        return self.snapshot().config.raw.dispatcher
+
+    def _stopped(self) -> bool:
+        return self._stopping
+
+    async def _execute(
+        self,
+        job: Job,
+        record: EventRecord | None,
+        lane: Lane,
+        snapshot: Snapshot,
+        emitted: list[Event],
+    ) -> Decision | None:
+        action = snapshot.engine.actions.get(job.action)
+        try:
+            if action is None:
+                raise LookupError(f"action {job.action!r} is not installed")
+            if record is None:
+                raise LookupError(f"event {job.event_id} is no longer recorded")
+            params = action.Params.model_validate(job.params)
+            event = self._event(record)
+        except (LookupError, ValidationError) as exc:
+            problem = str(exc)
+            if isinstance(exc, ValidationError):
+                problem = f"the job's data no longer validates: {exc}"
+            return await self._conclude(job, Decision("dead", problem), emitted, snapshot)
+        context = ActionContext(
+            event=event,
+            config=snapshot.config,
+            provider=snapshot.providers.get(event.channel),
+            store=self.store,
+            publish=self.feed.publish,
+            emitted=lane.emitted,
+            delivery=delivery_id(job.event_id, job.id),
+        )
+        assert self._slots is not None
+        paces = action.pacing(params) or self._conversation_paces(
+            job, record, action, context.provider
+        )
+        async with self.pacer.acquire(paces) as slot:
+            if self.shares_pacing:
+                await shared_wait(self.commit, paces, stopping=self._stopped)
+            while True:
+                async with self._slots:  # held until the outcome is recorded
+                    start = await self._begin(job, event, action, paces)
+                    if start.started:
+                        if start.conversation is not None:
+                            context.event = event.model_copy(
+                                update={"conversation": start.conversation}
+                            )
+                        call = (action, params, context, job, record)
+                        return await self._started(call, lane, paces, slot, emitted, snapshot)
+                if not start.wait or self._stopping:
+                    return None  # handed back (or stopping)
+                await asyncio.sleep(start.wait)  # a service-wide pause, agreed by every daemon
+
+    async def _begin(self, job: Job, event: Event, action: Any, paces: list[Pace]) -> CallStart:
+        """Record that the call starts, unless the service is paused, and read the conversation
+        the action sees, in one store call."""
+        owner, lease = self.owner, self.lease
+        paused = paused_keys(paces) if self.shares_pacing else []
+        conversation = (
+            (event.channel, event.conversation.id)
+            if action.sees_conversation and event.conversation.id
+            else None
+        )
+        return await retry_store(
+            self.commit,
+            lambda state: state.begin_call(
+                job.id, owner, lease=lease, paused=paused, conversation=conversation
+            ),
+            f"record the start of job {job.id}",
+            stopping=self._stopped,
+        )
+
+    async def _started(
+        self,
+        call: tuple[Any, Any, ActionContext, Job, EventRecord],
+        lane: Lane,
+        paces: list[Pace],
+        slot: Any,
+        emitted: list[Event],
+        snapshot: Snapshot,
+    ) -> Decision:
+        """The call, once its start is recorded, and its recorded outcome."""
+        action, params, context, job, record = call
+        before = len(lane.emitted)
+        decision = await self._call(action, params, context, job, record)
+        if self.shares_pacing:  # the next send counts from this answer
+            await share_spacing(self.commit, paces, stopping=self._stopped)
+        if decision.outcome == "done":
+            emitted.extend(lane.emitted[before:])
+        if decision.failure is not None:
+            slot.report(decision.failure)
+            failure = decision.failure
+            if failure.retry_after and self.shares_pacing:
+                await share_pause(
+                    self.commit,
+                    paces,
+                    failure.scope,
+                    failure.retry_after,
+                    stopping=self._stopped,
+                )
+        return await self._conclude(job, decision, emitted, snapshot)
+
+    def _event(self, record: EventRecord) -> Event:
+        """The event of ``record``, validated once for all its jobs held here."""
+        event = self._events.get(record.event_id)
+        if event is None:
+            event = self.recorded_event(record.event_id) or Event.model_validate(record.data)
+            self._events[record.event_id] = event
+        return event
+
+    def _conversation_paces(
+        self, job: Job, record: EventRecord, action: Any, provider: Provider | None
+    ) -> list[Pace]:
+        """The paces of an action with none of its own: its lane, and for one that calls the
+        channel's service (a reply, a change of client data), the service: a service-wide
+        Retry-After met by any such call (a Chatra 429) pauses all of them on that channel. A
+        reply is also held to the channel's own rate limits (:attr:`Provider.reply_limits`):
+        per conversation, and for the service."""
+        limits = provider.reply_limits if provider is not None and action.client_facing else {}
+        paces = [Pace(job.lane or job.destination, limits.get("conversation"))]
+        if action.calls_channel_service:
+            paces.append(Pace(f"service:{record.channel}", limits.get("service"), scope="service"))
+        elif action.client_facing:
+            paces.append(
+                Pace(f"{job.action}:{record.channel}", limits.get("service"), scope="service")
+            )
+        return paces
+
+    async def _call(
+        self, action: Any, params: Any, context: ActionContext, job: Job, record: EventRecord
+    ) -> Decision:
+        delay = 0.0
+        while True:
+            try:
+                async with asyncio.timeout(action.timeout + TIMEOUT_GRACE):
+                    result = await action.execute(params, context)
+            except StoreUnavailable as exc:
+                # an action that uses the store itself (assign, update_client...) meets the
+                # blip inside its call, before anything left: a store error, not an attempt
+                if self._stopping:
+                    raise
+                delay = store_backoff(delay)
+                log(logger, logging.ERROR, f"job {job.id}: {exc}", job_id=job.id, retry_in=delay)
+                await asyncio.sleep(delay)
+                continue
+            except ActionError as exc:
+                if not exc.retryable:
+                    return Decision("dead", exc.message, failure=exc)
+                decision = self._retry(job, record, exc.message, exc.retry_after)
+                return replace(decision, failure=exc)
+            except TimeoutError:
+                return self._retry(job, record, f"no answer within {action.timeout:g} s", None)
+            except Exception as exc:  # a bug in an action: keep the traceback, retry in budget
+                log(logger, logging.ERROR, f"job {job.id} {job.action} raised", exc_info=True)
+                return self._retry(job, record, f"{type(exc).__name__}: {exc}", None)
+            return Decision("done", result=json_ready(result))
+
+    @property
+    def shares_pacing(self) -> bool:
+        """Whether other daemons send through the same store (then pacing is agreed there)."""
+        return self._shares_pacing
+
+    def _retry(
+        self, job: Job, record: EventRecord, error: str, retry_after: float | None
+    ) -> Decision:
+        return retry_decision(job, record, error, retry_after, settings=self.settings, rng=self.rng)
+
+    async def _conclude(
+        self, job: Job, decision: Decision, emitted: list[Event], snapshot: Snapshot
+    ) -> Decision:
+        """Record the outcome (with the events it emitted), as soon as the store takes it; a
+        retry keeps the job's claim, for the lane retries it itself."""
+        retry_at = None
+        if decision.outcome == "retry" and decision.retry_in is not None:
+            retry_at = datetime.now(UTC) + timedelta(seconds=decision.retry_in)
+        processed = await record_outcome(
+            self.commit,
+            self.evaluator,
+            job,
+            decision,
+            emitted,
+            retry_at=retry_at,
+            hold=self.lease if retry_at is not None else None,
+            stopping=self._stopped,
+        )
+        self.last_progress = time.monotonic()
+        return replace(decision, processed=processed)
+
+    # shutdown --------------------------------------------------------------------------------

@@ -1,0 +1,132 @@
+"""The journal's audit record read back (``rulekit why``, ``history``, the console, per-rule
+counts), and erased from (``rulekit forget``, retention): see :class:`History`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from datetime import datetime
+
+from rulekit.store.records import Attempt, EventRecord, Job, JobStatus, RuleStats
+
+
+class History(abc.ABC):
+    """The audit-record part of :class:`rulekit.store.base.Journal`."""
+
+    # reading the record ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def get_event(self, event_id: str) -> EventRecord | None:
+        """The audit record of one event (``rulekit why``)."""
+
+    def recorded(self, event_ids: Sequence[str]) -> set[str]:
+        """Which of ``event_ids`` are recorded. Stores should answer it in one query."""
+        return {event_id for event_id in event_ids if self.get_event(event_id) is not None}
+
+    def events_for_jobs(self, event_ids: Sequence[str]) -> dict[str, EventRecord]:
+        """The records of those of ``event_ids`` that are recorded, by id, with what executing
+        their jobs needs: their ``trace`` may be left empty. Stores should answer it in one
+        query."""
+        found = (self.get_event(event_id) for event_id in dict.fromkeys(event_ids))
+        return {record.event_id: record for record in found if record is not None}
+
+    @abc.abstractmethod
+    def history(
+        self,
+        *,
+        channel: str | None = None,
+        event: str | None = None,
+        rule: str | None = None,
+        failed: bool = False,
+        since: datetime | None = None,
+        limit: int = 50,
+    ) -> list[EventRecord]:
+        """Recorded events, most recently processed first (``rulekit history``).
+
+        ``rule`` keeps events for which that rule enqueued a job; ``failed`` keeps events with a
+        dead job; ``since`` compares with the time of processing.
+        """
+
+    @abc.abstractmethod
+    def jobs(
+        self, *, event_id: str | None = None, status: JobStatus | None = None, limit: int = 100
+    ) -> list[Job]:
+        """Jobs of one event (in plan order) or with a status (newest first), or both."""
+
+    def jobs_of_events(self, event_ids: Sequence[str]) -> dict[str, list[Job]]:
+        """The jobs of each of ``event_ids`` (in plan order; an event without jobs maps to
+        ``[]``). Stores should override this loop with one query: a conversation's view reads
+        the jobs of up to 500 events."""
+        return {event_id: self.jobs(event_id=event_id, limit=2**31 - 1) for event_id in event_ids}
+
+    def get_job(self, job_id: int) -> Job | None:
+        """One job by id. Stores should override this scan."""
+        for status in ("dead", "pending", "done"):
+            for job in self.jobs(status=status, limit=2**31 - 1):
+                if job.id == job_id:
+                    return job
+        return None
+
+    @abc.abstractmethod
+    def attempts(self, job_id: int) -> list[Attempt]:
+        """Every attempt of a job, oldest first."""
+
+    def rule_stats(self, *, since: datetime | None = None) -> list[RuleStats]:
+        """Per rule (by name), since ``since`` (everything retention kept when None): events
+        matched and when it last fired, its jobs by status (of events processed since then),
+        and failed attempts. Rules with nothing to count are not listed."""
+        raise NotImplementedError(f"{type(self).__name__} cannot count per rule")
+
+    def conversation_events(
+        self, channel: str, conversation_id: str, *, limit: int = 200
+    ) -> list[EventRecord]:
+        """The recorded events of one conversation, most recently processed first (read by
+        the conversation's index, however long the channel's history)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list a conversation's events")
+
+    # privacy and retention -------------------------------------------------------------------
+    def forget_client(self, client_id: str, *, channel: str | None = None) -> dict[str, int]:
+        """Erase a client's personal data (``rulekit forget``); return what was erased, by kind.
+
+        The client is ``client_id`` on ``channel`` (on every channel when ``None``). Personal
+        values and the forms they are found in are defined in :mod:`rulekit.store.erasure`;
+        stores implement it as :func:`rulekit.store.erasure.forget_client` over their
+        :class:`~rulekit.store.erasure.ForgetRows`. Erased:
+
+        * ``clients``: the client records (deleted);
+        * ``events``: audit records whose event's ``client.id`` is the client: the client
+          fields except ``id`` are blanked, the message text and conversation page removed,
+          and every other string of the record (trace included) holding a personal value in
+          any stored form is replaced;
+        * ``messages``: of those events, how many had a message text (now gone);
+        * ``payloads``: done or failed inbox items of those events, of the client's
+          conversation or whose body names the client id: bodies emptied, errors scrubbed
+          (pending ones are left for the processor);
+        * ``jobs`` and ``attempts``: jobs of those events and their attempts whose params,
+          result or error held a personal value, scrubbed the same way;
+        * ``conversations``: conversations of those events (or keyed by the client id) whose
+          page was cleared or another field scrubbed.
+
+        Every kind is in the result, with 0 when nothing was found. Ids (the client id, a
+        pseudonym, included), times, statuses and rule names stay, so the audit trail still
+        shows that something happened. Call :meth:`Store.checkpoint` after the transaction.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot forget clients yet")
+
+    def purge(
+        self, *, events_before: datetime, payloads_before: datetime, batch: int | None = None
+    ) -> dict[str, int]:
+        """Delete what retention no longer keeps; return how much, by kind. With ``batch``, at
+        most that many of each kind (events, inbox items, payloads): call it again, in a new
+        transaction, while any count reaches it.
+
+        * ``events``: audit records processed before ``events_before`` with no pending job,
+          together with their ``jobs`` and ``attempts`` (counted too);
+        * ``inbox``: done or failed inbox items received before ``events_before`` (deleted);
+        * ``payloads``: bodies of done or failed inbox items received before
+          ``payloads_before``, emptied (the item's metadata stays).
+
+        Pending work is never purged. Conversation state (clients, conversations, seen
+        message ids, cooldowns) is not touched: ``forget_client`` erases a client's.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot purge yet")

@@ -1,0 +1,76 @@
+"""The journal's inbox: each webhook body kept from before its 200 until a processor is done.
+
+Items are claimed with a lease, one conversation's items in order (see :class:`Inbox`).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from datetime import datetime
+
+from rulekit.store.records import InboxItem, InboxStatus
+
+
+class Inbox(abc.ABC):
+    """The inbox part of :class:`rulekit.store.base.Journal`."""
+
+    # inbox -----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def append_inbox(
+        self,
+        channel: str,
+        body: bytes,
+        *,
+        delivery_key: str | None = None,
+        conversation_key: str | None = None,
+        now: datetime | None = None,
+    ) -> tuple[int, bool]:
+        """Keep a webhook body; return ``(inbox id, is_new)``.
+
+        A ``delivery_key`` seen before (a redelivery) keeps nothing and returns the first
+        delivery's id with ``is_new`` false; without a key every body is new.
+
+        ``conversation_key`` (e.g. Chatra's client id, when ingest can read it) orders the
+        conversation's processing: :meth:`claim_inbox` hands out only the oldest pending item of
+        a conversation on a channel, so several processors (threads or daemons) never work on
+        two of its events at once nor out of order. Items without one are claimed freely.
+        """
+
+    @abc.abstractmethod
+    def claim_inbox(
+        self, owner: str, *, lease: float, limit: int = 1, now: datetime | None = None
+    ) -> list[InboxItem]:
+        """Claim up to ``limit`` pending items, oldest first, for ``lease`` seconds.
+
+        Items whose claim is held by anyone (``owner`` included) until after ``now`` are skipped,
+        and so are items of a conversation (``conversation_key``) with an older pending item,
+        claimed or not; a failed item no longer holds its conversation back. Each claim counts
+        one attempt.
+        """
+
+    @abc.abstractmethod
+    def finish_inbox(self, inbox_id: int, *, error: str | None = None) -> None:
+        """Mark an item done, or failed with ``error`` (a poison body, set aside visibly)."""
+
+    def finish_inbox_items(self, inbox_ids: Sequence[int]) -> None:
+        """Mark several items done at once (one statement on a database server)."""
+        for inbox_id in inbox_ids:
+            self.finish_inbox(inbox_id)
+
+    @abc.abstractmethod
+    def requeue_inbox(self, inbox_id: int) -> None:
+        """Make a failed (or done) item pending again, e.g. after the plugin was fixed."""
+
+    @abc.abstractmethod
+    def inbox_items(
+        self, *, status: InboxStatus | None = None, limit: int = 100
+    ) -> list[InboxItem]:
+        """Items with ``status`` (any when ``None``), newest first."""
+
+    def get_inbox(self, inbox_id: int) -> InboxItem | None:
+        """One inbox item by id (``rulekit why --raw``). Stores should override this scan."""
+        for item in self.inbox_items(limit=2**31 - 1):
+            if item.id == inbox_id:
+                return item
+        return None
