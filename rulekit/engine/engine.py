@@ -9,11 +9,9 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from rulekit.config import Config
 from rulekit.engine.construction import plugins_and_config
-from rulekit.engine.decide import Decider
 from rulekit.engine.explain import Explainer, compile_explainer, leaves
 from rulekit.engine.index import RuleIndex
 from rulekit.engine.plan import (
@@ -25,6 +23,7 @@ from rulekit.engine.plan import (
     RuleTrace,
 )
 from rulekit.engine.planning import ActionSequence, plan_actions, set_timer
+from rulekit.engine.prepared import PreparedRule, prepare
 from rulekit.engine.reasons import (
     ConditionFailed,
     condition_source,
@@ -73,7 +72,8 @@ class Engine:
         self.program = loader.program
         # each rule's explaining function and condition sources, once it has been explained
         self._explainers: dict[Rule, tuple[Explainer, tuple[str, ...]]] = {}
-        self._compiled: dict[Rule, _Compiled] = {}
+        # what each rule's evaluation prepares, once it has been evaluated (see .prepared)
+        self._prepared: dict[Rule, PreparedRule] = {}
         loader.program.release_sources()
         for rule in self.rules:  # the expression trees served loading and indexing only
             rule.conjuncts = []
@@ -159,7 +159,7 @@ class Engine:
         stopped_by: str | None = None
         sequence = ActionSequence(event)
         budget = current_budget()
-        compiled_rules = self._compiled
+        prepared_rules = self._prepared
         recovered = event.recovered
         position = 0
         while position < len(rules):
@@ -183,20 +183,20 @@ class Engine:
                     )
                 continue
             trace = RuleTrace(rule.name, False, "") if explain else None
-            compiled = compiled_rules.get(rule)
-            if compiled is None:
-                compiled = compiled_rules[rule] = self._compile(rule)
-            decided = compiled.decider is not None
+            prepared = prepared_rules.get(rule)
+            if prepared is None:
+                prepared = prepared_rules[rule] = prepare(rule, self.index)
+            decided = prepared.decider is not None
             if decided:
                 # the values the index read decide (see .decide): no field read again
                 outcomes: list[bool | None] = []
                 try:
-                    matched = compiled.decider(values, outcomes)  # type: ignore[misc]
+                    matched = prepared.decider(values, outcomes)  # type: ignore[misc]
                 except Exception:
                     decided = False  # evaluated in full below, which says what went wrong
                 else:
                     if trace is not None:
-                        trace.sources, trace.outcomes = compiled.sources, outcomes
+                        trace.sources, trace.outcomes = prepared.sources, outcomes
                         if not matched:
                             trace.reason = "conditions do not hold"
             if not decided:
@@ -212,7 +212,7 @@ class Engine:
                 if trace is not None:
                     plan.rules.append(trace)
                 continue
-            if compiled.constant is not None and not recovered:
+            if prepared.constant is not None and not recovered:
                 # no cooldown, no timer, actions planned the same for every event
                 if trace is not None:
                     trace.matched = True
@@ -220,7 +220,7 @@ class Engine:
                     plan.rules.append(trace)
                 event_now = sequence.event
                 seen = event_now if event_now is not event else None
-                for action, model, dumped, entry in compiled.constant:
+                for action, model, dumped, entry in prepared.constant:
                     plan.actions.append(
                         PlannedAction(
                             rule.name,
@@ -360,26 +360,6 @@ class Engine:
             ordered.append(trace)
         plan.rules = ordered
 
-    def _compile(self, rule: Rule) -> _Compiled:
-        """What the evaluation of ``rule`` can prepare once (on its first evaluation)."""
-        compiled = _Compiled()
-        if rule.condition is not None:
-            compiled.decider = self.index.decider(rule)
-            compiled.sources = tuple(leaf.source for leaf in leaves(rule.condition))
-        if (
-            not rule.cooldown
-            and rule.timing is None
-            and all(
-                step.validated is not None and not step.action_class.changes_conversation
-                for step in rule.steps
-            )
-        ):
-            compiled.constant = [
-                (step.action, step.validated, step.dumped(), step.entry(rule.name))
-                for step in rule.steps
-            ]
-        return compiled
-
     def _matches(
         self, rule: Rule, event: Event, now: datetime, env: dict[str, str], trace: RuleTrace | None
     ) -> bool:
@@ -416,20 +396,3 @@ class Engine:
         condition sources in the order it explains them."""
         sources = tuple(leaf.source for leaf in leaves(condition))
         return compile_explainer(condition, self.program), sources
-
-
-class _Compiled:
-    """What the evaluation of one rule prepares once."""
-
-    __slots__ = ("constant", "decider", "sources")
-
-    def __init__(self) -> None:
-        self.decider: Decider | None = None
-        """Decides the rule from the values the index read (see :mod:`.decide`)."""
-        self.sources: tuple[str, ...] = ()
-        """The condition sources, in the order they are explained."""
-        self.constant: list[tuple[str, Any, dict[str, Any] | None, dict[str, Any] | None]] | None
-        self.constant = None
-        """For a rule without cooldown or timer whose actions all have constant parameters
-        and leave the conversation as it is: each action's name, parameters, parameters as
-        JSON data and trace entry."""
