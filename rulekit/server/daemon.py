@@ -6,14 +6,8 @@
   in the log at startup, in ``/healthz`` (``warnings``) and in the console, and their jobs are
   dead-lettered with that reason (retryable once configured). The store is opened from the
   config's ``storage``.
-* **Reload** on a change to the rules or the config file (watched) and on SIGHUP: the new set is
-  loaded and validated completely in a worker thread, then swapped in one assignment. A load
-  that runs over ``reload_budget`` (60 s) is refused like an invalid set and abandoned, so it
-  never holds up the reloads after it. Events
-  being evaluated keep the snapshot they started with. An invalid set is refused: the old one
-  stays active and the error is logged, counted (``rulekit_reload_errors_total``) and published
-  to the console (``{"type": "reload", "ok": false, "errors": [...]}``). Settings that need a
-  restart (``storage``, ``server``) are only reported.
+* **Reload** on a change to the rules or the config file (watched) and on SIGHUP: see
+  :mod:`rulekit.server.reloading`.
 * **Fetching**: channels that fetch their own updates (long polling) are run by
   :class:`rulekit.server.fetching.Fetchers`, restarted on reload and stopped first at shutdown.
 * **Shutdown** on SIGTERM/SIGINT: the server stops accepting connections, answered requests are
@@ -26,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 import sys
@@ -39,8 +32,7 @@ import anyio.to_thread
 
 from rulekit.actions.pacing import Pacer
 from rulekit.audit import retention
-from rulekit.errors import ConfigError, RulekitError, ValidationErrors
-from rulekit.runtime.budget import run_within
+from rulekit.errors import ConfigError
 from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.dispatcher import DEFAULT_LEASE, Dispatcher
 from rulekit.runtime.evaluator import Evaluator
@@ -53,6 +45,7 @@ from rulekit.runtime.worker import Limits
 from rulekit.server.app import create_app
 from rulekit.server.fetching import Fetchers
 from rulekit.server.ingest import Ingest
+from rulekit.server.reloading import RELOAD_BUDGET, Reloading
 from rulekit.snapshot import Snapshot, freeze_heap, load_snapshot, problems_of
 from rulekit.store import open_store
 from rulekit.store.base import JournaledStore
@@ -60,10 +53,6 @@ from rulekit.store.base import JournaledStore
 logger = logging.getLogger("rulekit.daemon")
 
 RETENTION_INTERVAL = 3600.0
-OLD_SNAPSHOT_GRACE = 60.0
-"""Seconds a replaced snapshot's network clients stay open for calls still using them."""
-RELOAD_BUDGET = 60.0
-"""Seconds a reload may take to load and validate the new set before it is abandoned."""
 SWITCH_INTERVAL = 0.001
 """Seconds a thread runs Python before it hands the GIL to another that waits (CPython's
 default is 0.005). The store's transactions run in threads and release the GIL at every
@@ -76,13 +65,7 @@ class StrictRefusal(ConfigError):
     """``--strict`` and some action's service is not configured (exit 1, like ``check``)."""
 
 
-def _errors(exc: BaseException) -> list[str]:
-    if isinstance(exc, ValidationErrors):
-        return [str(error) for error in exc.errors]
-    return [str(exc)]
-
-
-class Daemon:
+class Daemon(Reloading):
     """One running rulekit: its snapshot, store, workers and HTTP app."""
 
     def __init__(
@@ -270,126 +253,6 @@ class Daemon:
             await anyio.to_thread.run_sync(self.store.close)
         log(logger, logging.INFO, "rulekit stopped")
 
-    @staticmethod
-    async def _close_clients(snapshot: Snapshot) -> None:
-        for closer in [a.aclose for a in snapshot.engine.actions.values()] + [
-            p.aclose for p in snapshot.providers.values()
-        ]:
-            try:
-                await closer()
-            except Exception:
-                log(logger, logging.WARNING, "closing a network client failed", exc_info=True)
-
-    # reload ----------------------------------------------------------------------------------
-    def _sighup(self) -> None:
-        asyncio.get_running_loop().create_task(self.reload("SIGHUP"))
-
-    async def reload(self, reason: str = "request") -> bool:
-        """Load the rules and config again and swap them in if valid; True when swapped."""
-        assert self._reload_lock is not None
-        async with self._reload_lock:
-            try:
-                new = await run_within(
-                    self.reload_budget,
-                    load_snapshot,
-                    self.config_path,
-                    self.rules_path,
-                    what="loading the rules and config",
-                )
-            except Exception as exc:
-                errors = _errors(exc)
-                if not isinstance(exc, RulekitError):
-                    log(logger, logging.ERROR, "reload failed unexpectedly", exc_info=True)
-                self.metrics.reload_errors.inc()
-                self.metrics.last_reload_ok.set(0)
-                self.last_reload = {"ok": False, "at": _now(), "errors": errors}
-                for error in errors:
-                    log(logger, logging.ERROR, f"reload refused, old rules stay: {error}")
-                self.feed.publish(
-                    {"type": "reload", "ok": False, "errors": errors, "reason": reason}
-                )
-                return False
-            old, self._snapshot = self._snapshot, new
-            if self.freezes_heap:  # the new rules leave the collector's work at once, not
-                gc.freeze()  # when the old ones are retired (their freeze_heap collects them)
-            if self.evaluator is not None:
-                self.evaluator.want(new)
-            if self.fetchers is not None:
-                self.fetchers.follow(new)
-            self.problems = problems_of(new)
-            for name in ("storage", "server"):
-                if getattr(old.config.raw, name) != getattr(new.config.raw, name):
-                    log(logger, logging.WARNING, f"`{name}` changed: restart rulekit to apply it")
-            self.metrics.reloads.inc()
-            self.last_reload = {"ok": True, "at": _now(), "errors": []}
-            self._set_rules_metrics()
-            log(
-                logger,
-                logging.INFO,
-                "rules reloaded",
-                reason=reason,
-                rules=len(new.engine.rules),
-                rules_version=new.version,
-            )
-            for problem in self.problems:
-                log(logger, logging.WARNING, f"not configured: {problem}")
-            self.feed.publish(
-                {
-                    "type": "reload",
-                    "ok": True,
-                    "rules_version": new.version,
-                    "rules": len(new.engine.rules),
-                    "warnings": self.problems,
-                    "reason": reason,
-                }
-            )
-            if old is not new:
-                loop = asyncio.get_running_loop()
-                loop.call_later(OLD_SNAPSHOT_GRACE, lambda: loop.create_task(self._retire(old)))
-            return True
-
-    async def _retire(self, old: Snapshot) -> None:
-        """Close a replaced snapshot's clients; once it is released, freeze the heap again."""
-        await self._close_clients(old)
-        del old
-        if self.freezes_heap:
-            freeze_heap()
-
-    def watched_paths(self) -> list[Path]:
-        """The config file and the rules location."""
-        paths = []
-        if self.config_path is not None:
-            paths.append(self.config_path.resolve())
-        config = self._snapshot.config
-        rules = self.rules_path or (config.rules_path if config.path else Path("rules.d"))
-        paths.append(Path(rules).resolve())
-        return paths
-
-    async def _watch(self) -> None:
-        import watchfiles
-
-        targets = self.watched_paths()
-        files = {p for p in targets if not p.is_dir()}
-        dirs = [p for p in targets if p.is_dir()]
-        roots = sorted({str(p.parent) for p in files} | {str(d) for d in dirs})
-
-        def relevant(change: Any, path: str) -> bool:
-            candidate = Path(path)
-            if candidate in files:
-                return True
-            if candidate.suffix not in (".yaml", ".yml"):
-                return False
-            return any(candidate.is_relative_to(d) for d in dirs)
-
-        assert self._stop_watching is not None
-        try:
-            async for _changes in watchfiles.awatch(
-                *roots, watch_filter=relevant, stop_event=self._stop_watching, debounce=300
-            ):
-                await self.reload("file change")
-        except Exception:
-            log(logger, logging.ERROR, "watching files failed; reload with SIGHUP", exc_info=True)
-
     # retention -------------------------------------------------------------------------------
     async def _retention(self) -> None:
         while True:
@@ -405,11 +268,6 @@ class Daemon:
                 log(logger, logging.ERROR, "retention purge failed", exc_info=True)
 
     # operations ------------------------------------------------------------------------------
-    def _set_rules_metrics(self) -> None:
-        self.metrics.rules_loaded.set(len(self._snapshot.engine.rules))
-        self.metrics.rules_version.info({"version": self._snapshot.version})
-        self.metrics.last_reload_ok.set(1 if self.last_reload["ok"] else 0)
-
     def update_gauges(self) -> None:
         if self.dispatcher is not None:
             self.metrics.outbox_depth.set(self.dispatcher.held)
@@ -468,10 +326,6 @@ def _evaluator(daemon: Daemon) -> Evaluator:
     )
     evaluator.want(daemon.snapshot)
     return evaluator
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def serve(

@@ -11,7 +11,7 @@ import threading
 import httpx
 from daemons import AUTOREPLY_RULES, chat_started, wait_for, write_setup
 
-import rulekit.server.daemon as daemon_module
+import rulekit.server.reloading as reloading_module
 
 BOMB_LINES = [
     '  x: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
@@ -75,7 +75,7 @@ def test_a_reload_over_budget_is_abandoned_and_never_blocks_the_next(
 ):
     config = write_setup(tmp_path, chatra=chatra)
     server = serve(config, reload_budget=0.5)
-    real_load = daemon_module.load_snapshot
+    real_load = reloading_module.load_snapshot
     release = threading.Event()
     calls: list[str] = []
 
@@ -87,7 +87,7 @@ def test_a_reload_over_budget_is_abandoned_and_never_blocks_the_next(
         calls.append("done")
         return snapshot
 
-    monkeypatch.setattr(daemon_module, "load_snapshot", load)
+    monkeypatch.setattr(reloading_module, "load_snapshot", load)
     try:
         (tmp_path / "rules.d" / "rules.yaml").write_text(RELOADED)
         assert server.call(server.daemon.reload("test")) is False

@@ -1,0 +1,192 @@
+"""Hot reload of the daemon's rules and config (:class:`Reloading`).
+
+**Reload** on a change to the rules or the config file (watched) and on SIGHUP: the new set is
+loaded and validated completely in a worker thread, then swapped in one assignment. A load
+that runs over ``reload_budget`` (60 s) is refused like an invalid set and abandoned, so it
+never holds up the reloads after it. Events being evaluated keep the snapshot they started
+with. An invalid set is refused: the old one stays active and the error is logged, counted
+(``rulekit_reload_errors_total``) and published to the console (``{"type": "reload", "ok":
+false, "errors": [...]}``). Settings that need a restart (``storage``, ``server``) are only
+reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rulekit.errors import RulekitError, ValidationErrors
+from rulekit.runtime.budget import run_within
+from rulekit.runtime.evaluator import Evaluator
+from rulekit.runtime.feed import LiveFeed
+from rulekit.runtime.logs import log
+from rulekit.runtime.metrics import Metrics
+from rulekit.server.fetching import Fetchers
+from rulekit.snapshot import Snapshot, freeze_heap, load_snapshot, problems_of
+
+logger = logging.getLogger("rulekit.daemon")
+
+OLD_SNAPSHOT_GRACE = 60.0
+"""Seconds a replaced snapshot's network clients stay open for calls still using them."""
+RELOAD_BUDGET = 60.0
+"""Seconds a reload may take to load and validate the new set before it is abandoned."""
+
+
+def _errors(exc: BaseException) -> list[str]:
+    if isinstance(exc, ValidationErrors):
+        return [str(error) for error in exc.errors]
+    return [str(exc)]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Reloading:
+    """The daemon's reloads: the new set loaded within a budget, swapped in whole, the old one's
+    clients closed after a grace period; and the files watched for changes.
+
+    A part of :class:`rulekit.server.daemon.Daemon`, which sets what is declared here.
+    """
+
+    config_path: Path | None
+    rules_path: Path | None
+    reload_budget: float
+    freezes_heap: bool
+    metrics: Metrics
+    feed: LiveFeed
+    problems: list[str]
+    last_reload: dict[str, Any]
+    evaluator: Evaluator | None
+    fetchers: Fetchers | None
+    _snapshot: Snapshot
+    _reload_lock: asyncio.Lock | None
+    _stop_watching: asyncio.Event | None
+
+    @staticmethod
+    async def _close_clients(snapshot: Snapshot) -> None:
+        for closer in [a.aclose for a in snapshot.engine.actions.values()] + [
+            p.aclose for p in snapshot.providers.values()
+        ]:
+            try:
+                await closer()
+            except Exception:
+                log(logger, logging.WARNING, "closing a network client failed", exc_info=True)
+
+    def _sighup(self) -> None:
+        asyncio.get_running_loop().create_task(self.reload("SIGHUP"))
+
+    async def reload(self, reason: str = "request") -> bool:
+        """Load the rules and config again and swap them in if valid; True when swapped."""
+        assert self._reload_lock is not None
+        async with self._reload_lock:
+            try:
+                new = await run_within(
+                    self.reload_budget,
+                    load_snapshot,
+                    self.config_path,
+                    self.rules_path,
+                    what="loading the rules and config",
+                )
+            except Exception as exc:
+                errors = _errors(exc)
+                if not isinstance(exc, RulekitError):
+                    log(logger, logging.ERROR, "reload failed unexpectedly", exc_info=True)
+                self.metrics.reload_errors.inc()
+                self.metrics.last_reload_ok.set(0)
+                self.last_reload = {"ok": False, "at": _now(), "errors": errors}
+                for error in errors:
+                    log(logger, logging.ERROR, f"reload refused, old rules stay: {error}")
+                self.feed.publish(
+                    {"type": "reload", "ok": False, "errors": errors, "reason": reason}
+                )
+                return False
+            old, self._snapshot = self._snapshot, new
+            if self.freezes_heap:  # the new rules leave the collector's work at once, not
+                gc.freeze()  # when the old ones are retired (their freeze_heap collects them)
+            if self.evaluator is not None:
+                self.evaluator.want(new)
+            if self.fetchers is not None:
+                self.fetchers.follow(new)
+            self.problems = problems_of(new)
+            for name in ("storage", "server"):
+                if getattr(old.config.raw, name) != getattr(new.config.raw, name):
+                    log(logger, logging.WARNING, f"`{name}` changed: restart rulekit to apply it")
+            self.metrics.reloads.inc()
+            self.last_reload = {"ok": True, "at": _now(), "errors": []}
+            self._set_rules_metrics()
+            log(
+                logger,
+                logging.INFO,
+                "rules reloaded",
+                reason=reason,
+                rules=len(new.engine.rules),
+                rules_version=new.version,
+            )
+            for problem in self.problems:
+                log(logger, logging.WARNING, f"not configured: {problem}")
+            self.feed.publish(
+                {
+                    "type": "reload",
+                    "ok": True,
+                    "rules_version": new.version,
+                    "rules": len(new.engine.rules),
+                    "warnings": self.problems,
+                    "reason": reason,
+                }
+            )
+            if old is not new:
+                loop = asyncio.get_running_loop()
+                loop.call_later(OLD_SNAPSHOT_GRACE, lambda: loop.create_task(self._retire(old)))
+            return True
+
+    async def _retire(self, old: Snapshot) -> None:
+        """Close a replaced snapshot's clients; once it is released, freeze the heap again."""
+        await self._close_clients(old)
+        del old
+        if self.freezes_heap:
+            freeze_heap()
+
+    def watched_paths(self) -> list[Path]:
+        """The config file and the rules location."""
+        paths = []
+        if self.config_path is not None:
+            paths.append(self.config_path.resolve())
+        config = self._snapshot.config
+        rules = self.rules_path or (config.rules_path if config.path else Path("rules.d"))
+        paths.append(Path(rules).resolve())
+        return paths
+
+    async def _watch(self) -> None:
+        import watchfiles
+
+        targets = self.watched_paths()
+        files = {p for p in targets if not p.is_dir()}
+        dirs = [p for p in targets if p.is_dir()]
+        roots = sorted({str(p.parent) for p in files} | {str(d) for d in dirs})
+
+        def relevant(change: Any, path: str) -> bool:
+            candidate = Path(path)
+            if candidate in files:
+                return True
+            if candidate.suffix not in (".yaml", ".yml"):
+                return False
+            return any(candidate.is_relative_to(d) for d in dirs)
+
+        assert self._stop_watching is not None
+        try:
+            async for _changes in watchfiles.awatch(
+                *roots, watch_filter=relevant, stop_event=self._stop_watching, debounce=300
+            ):
+                await self.reload("file change")
+        except Exception:
+            log(logger, logging.ERROR, "watching files failed; reload with SIGHUP", exc_info=True)
+
+    def _set_rules_metrics(self) -> None:
+        self.metrics.rules_loaded.set(len(self._snapshot.engine.rules))
+        self.metrics.rules_version.info({"version": self._snapshot.version})
+        self.metrics.last_reload_ok.set(1 if self.last_reload["ok"] else 0)
