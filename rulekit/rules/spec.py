@@ -232,12 +232,23 @@ class Timing:
 
 
 def format_duration(value: timedelta) -> str:
-    """A duration the way rules write it (``90s`` → ``90s``, ``300s`` → ``5m``)."""
+    """A duration the way rules write it (``90s`` → ``90s``, ``300s`` → ``5m``); an hour or more
+    that is not a whole number of a unit, in its two largest units, to the second (``626d 8h``,
+    not ``5.41183e+07s``)."""
     seconds = value.total_seconds()
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+    units = (("d", 86400), ("h", 3600), ("m", 60))
+    for unit, size in units:
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
+    if seconds < 3600:
+        return f"{seconds:g}s"
+    left = round(seconds)
+    parts = []
+    for unit, size in (*units, ("s", 1)):
+        if left >= size:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return " ".join(parts[:2])
 
 
 @dataclass(eq=False)

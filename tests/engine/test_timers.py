@@ -136,6 +136,12 @@ def test_a_due_timer_sees_the_conversation_now_and_the_trigger_then(build_engine
     )
     assert list(late) == [] and late.firing is not None and late.firing.outcome == "dropped"
     assert late.firing.reason == "11m late, over max_late 10m"
+    # a webhook replayed a long time after it happened: readable, not 5.41183e+07s
+    long_late = engine.fire(
+        "ping", trigger.at_fire_time(current, None), due, due + timedelta(days=626, seconds=28901)
+    )
+    assert long_late.firing is not None
+    assert long_late.firing.reason == "626d 8h late, over max_late 10m"
     on_time = engine.fire(
         "ping", trigger.at_fire_time(current, None), due, due + timedelta(minutes=9)
     )
