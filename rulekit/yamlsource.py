@@ -84,6 +84,37 @@ class DuplicateKeyError(yaml.YAMLError):
         self.line = line
 
 
+class _AliasBudget:
+    """What aliases have repeated so far in one document, within :data:`MAX_ALIAS_VALUES` values
+    and :data:`MAX_ALIAS_TEXT` characters."""
+
+    def __init__(self) -> None:
+        self.values = 0
+        self.text = 0
+
+    def repeat(self, size: tuple[int, int], node: yaml.Node) -> None:
+        """Count one more use of ``node`` (``size``: the values and characters it expands to);
+        raise once the document repeats too much."""
+        self.values += size[0]
+        self.text += size[1]
+        if self.values > MAX_ALIAS_VALUES or self.text > MAX_ALIAS_TEXT:
+            raise ConstructorError(
+                None,
+                None,
+                f"aliases repeat too much: expanded, they add over {MAX_ALIAS_VALUES} "
+                f"values or {MAX_ALIAS_TEXT} characters (the value written on this line is "
+                "repeated too often)",
+                node.start_mark,
+            )
+
+
+def _self_reference(node: yaml.Node) -> ConstructorError:
+    """The error for an alias inside the value it refers to."""
+    return ConstructorError(
+        None, None, "an alias refers to a value that contains it", node.start_mark
+    )
+
+
 class Loader(_Base):
     """Safe loader with YAML 1.2 booleans, duplicate-key errors, line numbers and bounds."""
 
@@ -98,8 +129,7 @@ class Loader(_Base):
         self._sizes: dict[yaml.Node, tuple[int, int]] = {}
         self._values = 0
         self._text = 0
-        self._repeated = 0
-        self._repeated_text = 0
+        self._aliases = _AliasBudget()
         self._depth = 0
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
@@ -118,29 +148,15 @@ class Loader(_Base):
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         """Construct ``node``, counting what aliases repeat and how deep values nest."""
         if node in self.recursive_objects:  # an alias inside the value it refers to
-            raise ConstructorError(
-                None, None, "an alias refers to a value that contains it", node.start_mark
-            )
+            raise _self_reference(node)
         if node in self.constructed_objects:  # an alias of a node already built
             size = self._sizes.get(node)
             if size is None:
-                raise ConstructorError(
-                    None, None, "an alias refers to a value that contains it", node.start_mark
-                )
+                raise _self_reference(node)
             values, text = size
             self._values += values
             self._text += text
-            self._repeated += values
-            self._repeated_text += text
-            if self._repeated > MAX_ALIAS_VALUES or self._repeated_text > MAX_ALIAS_TEXT:
-                raise ConstructorError(
-                    None,
-                    None,
-                    f"aliases repeat too much: expanded, they add over {MAX_ALIAS_VALUES} "
-                    f"values or {MAX_ALIAS_TEXT} characters (the value written on this line is "
-                    "repeated too often)",
-                    node.start_mark,
-                )
+            self._aliases.repeat(size, node)
             return self.constructed_objects[node]
         # the root is level 1; the levels under it are built inside their parent (``deep``)
         if self._depth + (2 if deep or self.deep_construct else 1) > MAX_DEPTH:
@@ -220,28 +236,14 @@ class _Builder:
         self.loader = loader
         self.built: dict[yaml.Node, Any] = {}
         self.sizes: dict[yaml.Node, tuple[int, int]] = {}
-        self.repeated = 0
-        self.repeated_text = 0
+        self.aliases = _AliasBudget()
 
     def build(self, node: yaml.Node, level: int) -> Any:
         built = self.built.get(node, self)
         if built is not self:  # an alias of a node met before
             if built is _BUILDING:
-                raise ConstructorError(
-                    None, None, "an alias refers to a value that contains it", node.start_mark
-                )
-            values, text = self.size(node)
-            self.repeated += values
-            self.repeated_text += text
-            if self.repeated > MAX_ALIAS_VALUES or self.repeated_text > MAX_ALIAS_TEXT:
-                raise ConstructorError(
-                    None,
-                    None,
-                    f"aliases repeat too much: expanded, they add over {MAX_ALIAS_VALUES} "
-                    f"values or {MAX_ALIAS_TEXT} characters (the value written on this line is "
-                    "repeated too often)",
-                    node.start_mark,
-                )
+                raise _self_reference(node)
+            self.aliases.repeat(self.size(node), node)
             return built
         if level > MAX_DEPTH:
             raise ConstructorError(
