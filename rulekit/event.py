@@ -15,7 +15,7 @@ from typing import Any, Literal, Self
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from rulekit.countries import country_code
-from rulekit.models import StrictModel
+from rulekit.models import StrictModel, trusted_instance
 
 Priority = Literal["low", "normal", "high", "urgent"]
 """A conversation's priority, lowest first."""
@@ -114,9 +114,12 @@ class Client(EventPart):
     def trusted(cls, **values: Any) -> Self:
         """See :meth:`rulekit.models.StrictModel.trusted`; ``country_code`` is derived as in
         validation."""
-        client = super().trusted(**values)
-        if client.country_code is None and client.country:
-            client.country_code = country_code(client.country)
+        client = trusted_instance(cls, values)
+        data = client.__dict__
+        if data["country_code"] is None and data["country"]:
+            # as validation sets it: through assignment, so the field counts as set
+            data["country_code"] = country_code(data["country"])
+            client.__pydantic_fields_set__.add("country_code")
         return client
 
 
@@ -232,8 +235,8 @@ class Event(StrictModel):
     def trusted(cls, **values: Any) -> Self:
         """See :meth:`rulekit.models.StrictModel.trusted`; an ``id`` left out is derived as in
         validation. Providers build their events with it from parts they built the same way."""
-        event = super().trusted(**values)
-        if not event.id:
+        event = trusted_instance(cls, values)
+        if not values.get("id"):
             event._set_derived_id()
         return event
 

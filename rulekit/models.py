@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Self, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 from pydantic_core import PydanticUndefined
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
 class StrictModel(BaseModel):
@@ -23,19 +26,7 @@ class StrictModel(BaseModel):
         would ensure: every value of its field's type, times timezone-aware, no unknown field.
         Fields left out get their defaults, as in validation; a required one left out is a
         ``TypeError``. pydantic's ``model_construct`` does the same, several times slower."""
-        defaults, factories, required, private = _PLANS.get(cls) or _plan(cls)
-        if required and not required <= values.keys():
-            raise TypeError(f"{cls.__name__} needs {sorted(required - values.keys())}")
-        data = {**defaults, **values}
-        for name, factory in factories:
-            if name not in values:
-                data[name] = factory()
-        model = _new(cls)
-        _set(model, "__dict__", data)
-        _set(model, "__pydantic_fields_set__", set(values))
-        _set(model, "__pydantic_extra__", None)
-        _set(model, "__pydantic_private__", None if private is None else dict(private))
-        return model
+        return trusted_instance(cls, values)
 
     def replaced(self, **changes: Any) -> Self:
         """A shallow copy with ``changes`` made, without validation: ``model_copy(update=...)``
@@ -51,30 +42,54 @@ class StrictModel(BaseModel):
 
 _new = object.__new__
 _set = object.__setattr__
-_Plan = tuple[dict[str, Any], tuple[tuple[str, Any], ...], frozenset[str], dict[str, Any] | None]
-_PLANS: dict[type[BaseModel], _Plan] = {}
+_BUILDERS: dict[type[BaseModel], Callable[[dict[str, Any]], BaseModel]] = {}
 
 
-def _plan(cls: type[BaseModel]) -> _Plan:
-    """What :meth:`StrictModel.trusted` needs of a class, worked out once: its fields' defaults
-    in order (a default made by a factory is made per instance), its required fields and the
-    defaults of its private attributes."""
+def trusted_instance(cls: type[_Model], values: dict[str, Any]) -> _Model:
+    """What :meth:`StrictModel.trusted` makes, for subclasses that add to it (deriving a
+    field), without passing ``values`` on as keywords once more."""
+    return (_BUILDERS.get(cls) or _builder(cls))(values)  # type: ignore[return-value]
+
+
+def _builder(cls: type[BaseModel]) -> Callable[[dict[str, Any]], BaseModel]:
+    """What :meth:`StrictModel.trusted` does for ``cls``, with what it needs of the class
+    worked out once: its fields' defaults in order (a default made by a factory is made per
+    instance), its required fields and the defaults of its private attributes."""
     defaults: dict[str, Any] = {}
-    factories: list[tuple[str, Any]] = []
-    required: set[str] = set()
+    factories: list[tuple[str, Callable[[], Any]]] = []
+    needed: set[str] = set()
     for name, info in cls.model_fields.items():
         if info.default_factory is not None:
             defaults[name] = None  # keeps the fields' order; replaced per instance
-            factories.append((name, info.default_factory))
+            factories.append((name, info.default_factory))  # type: ignore[arg-type]
         elif info.default is PydanticUndefined:
             defaults[name] = None
-            required.add(name)
+            needed.add(name)
         else:
             defaults[name] = info.default
     private = {name: attr.get_default() for name, attr in cls.__private_attributes__.items()}
-    plan = (defaults, tuple(factories), frozenset(required), private or None)
-    _PLANS[cls] = plan
-    return plan
+    required = frozenset(needed)
+    made = tuple(factories)
+    copy_defaults = defaults.copy
+    copy_private = private.copy if private else None
+
+    def build(values: dict[str, Any]) -> BaseModel:
+        if required and not required <= values.keys():
+            raise TypeError(f"{cls.__name__} needs {sorted(required - values.keys())}")
+        data = copy_defaults()
+        data.update(values)
+        for name, factory in made:
+            if name not in values:
+                data[name] = factory()
+        model = _new(cls)
+        _set(model, "__dict__", data)
+        _set(model, "__pydantic_fields_set__", set(values))
+        _set(model, "__pydantic_extra__", None)
+        _set(model, "__pydantic_private__", None if copy_private is None else copy_private())
+        return model
+
+    _BUILDERS[cls] = build
+    return build
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")

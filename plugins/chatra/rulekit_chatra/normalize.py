@@ -25,16 +25,20 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from rulekit.config import Directory
 from rulekit.countries import country_code
 from rulekit.event import Agent, Client, Conversation, Event, Message
+from rulekit.models import trusted_instance
 from rulekit.store.base import State
 
 from .payload import ChatraAgent, ChatraClient, ChatraMessage, Payload
 from .settings import ChatraSettings
 
 _MISSING = object()
+_AUTHORS = ("client", "agent")
+"""Message types that have events (any other is a system message)."""
 
 CONTACT_FIELDS: tuple[str, ...] = ("name", "email", "phone")
 """Client fields whose change is a ``client_updated`` event."""
@@ -50,15 +54,16 @@ class Normalizer:
 
     def events(self, payload: Payload, state: State) -> list[Event]:
         """The events one payload means, in order; updates ``state`` to match."""
+        channel = self.channel
         key = payload.client.id
-        known_conversation, known_client = state.get_conversation_and_client(self.channel, key)
+        known_conversation, known_client = state.get_conversation_and_client(channel, key)
         client = self.client(payload.client, known_client)
         # Conversation objects are never changed once made (a change makes a copy), so each
         # event keeps the conversation as it was at that point.
         conversation = None
         if known_conversation is not None:
             conversation = _refreshed(known_conversation, payload)
-        emit = _Emitter(self.channel, payload, client)
+        emit = _Emitter(channel, client, payload.raw)
 
         if conversation is not None and known_client is not None and client is not known_client:
             changed = {f: getattr(client, f) for f in CONTACT_FIELDS}
@@ -67,65 +72,69 @@ class Normalizer:
                     "client_updated",
                     f"client:{key}:{_digest(str(v) for v in changed.values())}",
                     conversation,
-                    occurred_at=_first_time(payload.messages),
+                    _first_time(payload.messages),
                 )
 
+        messages = payload.messages
         transcript = payload.event_name == "chatTranscript"
         # Every message id is marked seen (our own reply's echo too, in case the transcript's
         # copy lacks the tag), and a transcript's close: in one call, in that order.
-        marks = [message.id for message in payload.messages]
+        marks = [message.id for message in messages]
         if transcript:
             chat = payload.client.chat_id or key
-            last = payload.messages[-1].id if payload.messages else "none"
+            last = messages[-1].id if messages else "none"
             closing = f"closed:{chat}:{last}"
             marks.append(closing)
-        fresh = state.mark_messages_seen(self.channel, marks) if marks else []
-        agents = _AgentLookup(payload.agents, self.directory)
-        for message, new in zip(payload.messages, fresh, strict=False):
-            if not new or message.received_from == self.settings.received_from:
-                continue
-            if message.type not in ("client", "agent"):
-                continue  # no event describes a system message
+        fresh = state.mark_messages_seen(channel, marks) if marks else []
+        ours = self.settings.received_from
+        agents = None
+        for message, new in zip(messages, fresh, strict=False):
+            author = message.type
+            if not new or message.received_from == ours or author not in _AUTHORS:
+                continue  # seen, our own reply's echo, or a system message (no event for it)
             if conversation is None:
                 conversation = self._new_conversation(payload)
                 name = "created"
-            elif message.type == "client":
+            elif author == "client":
                 name = "reopened" if conversation.status == "closed" else "message"
             else:
                 name = "agent_replied"
-            conversation = _with_status(conversation, "open")
-            agent = agents.find(message) if message.type == "agent" else Agent.trusted()
+            if conversation.status != "open":
+                conversation = conversation.replaced(status="open")
+            if author == "agent":
+                agents = agents or _AgentLookup(payload.agents, self.directory)
+                agent = agents.find(message)
+            else:
+                agent = trusted_instance(Agent, {})
             emit(
                 name,
                 f"msg:{message.id}",
                 conversation,
-                occurred_at=message.created_at,
-                recovered=transcript,
-                message=Message.trusted(
-                    id=message.id,
-                    text=message.text,
-                    author=message.type,
-                    agent=agent.email,
-                    created_at=message.created_at,
+                message.created_at,
+                transcript,
+                trusted_instance(
+                    Message,
+                    {
+                        "id": message.id,
+                        "text": message.text,
+                        "author": author,
+                        "agent": agent.email,
+                        "created_at": message.created_at,
+                    },
                 ),
-                agent=agent,
+                agent,
             )
 
         # The mark makes a redelivered (or late) transcript close nothing a second time.
         if transcript and fresh[-1]:
             conversation = _with_status(conversation or self._new_conversation(payload), "closed")
-            emit(
-                "closed",
-                closing,
-                conversation,
-                occurred_at=_last_time(payload.messages),
-            )
+            emit("closed", closing, conversation, _last_time(messages))
 
         if conversation is not None:
             if conversation is not known_conversation:
-                state.save_conversation(self.channel, key, conversation)
+                state.save_conversation(channel, key, conversation)
             if client is not known_client:
-                state.save_client(self.channel, client)
+                state.save_client(channel, client)
         return emit.events
 
     def client(self, data: ChatraClient, known: Client | None) -> Client:
@@ -204,10 +213,10 @@ class Normalizer:
 class _Emitter:
     """Collects a payload's events."""
 
-    def __init__(self, channel: str, payload: Payload, client: Client) -> None:
+    def __init__(self, channel: str, client: Client, raw: Any) -> None:
         self.channel = channel
-        self.payload = payload
         self.client = client
+        self.raw = raw
         self.events: list[Event] = []
 
     def __call__(
@@ -215,25 +224,28 @@ class _Emitter:
         name: str,
         event_id: str,
         conversation: Conversation,
-        *,
         occurred_at: datetime | None,
         recovered: bool = False,
         message: Message | None = None,
         agent: Agent | None = None,
     ) -> None:
-        # Every part was built here from the read payload: nothing to validate again.
+        # Every part was built here from the read payload: nothing to validate again (and the
+        # id is given, so ``Event.trusted`` would derive nothing).
         self.events.append(
-            Event.trusted(
-                id=f"{self.channel}:{event_id}",
-                channel=self.channel,
-                event=name,
-                occurred_at=occurred_at or datetime.now(UTC),
-                recovered=recovered,
-                conversation=conversation,
-                client=self.client,
-                message=message or Message.trusted(),
-                agent=agent or Agent.trusted(),
-                raw=self.payload.raw,
+            trusted_instance(
+                Event,
+                {
+                    "id": f"{self.channel}:{event_id}",
+                    "channel": self.channel,
+                    "event": name,
+                    "occurred_at": occurred_at or datetime.now(UTC),
+                    "recovered": recovered,
+                    "conversation": conversation,
+                    "client": self.client,
+                    "message": message or trusted_instance(Message, {}),
+                    "agent": agent or trusted_instance(Agent, {}),
+                    "raw": self.raw,
+                },
             )
         )
 
