@@ -88,6 +88,21 @@ def load_plugins(
     command loading: they add no commands). Each registration hook is called through pluggy, one
     plugin at a time in loading order, with a registry bound to that plugin.
     """
+    plugins = _register_plugins(disabled, extra=extra, entry_points=entry_points, builtins=builtins)
+    _collect(plugins, "rulekit_register_providers", lambda name: plugins.providers.bound_to(name))
+    _collect(plugins, "rulekit_register_actions", lambda name: plugins.actions.bound_to(name))
+    _collect(plugins, "rulekit_template_environment", lambda name: plugins.templates.bound_to(name))
+    return plugins
+
+
+def _register_plugins(
+    disabled: Iterable[str],
+    *,
+    extra: Iterable[tuple[str, object]],
+    entry_points: bool,
+    builtins: bool,
+) -> Plugins:
+    """Build the plugin manager and register every enabled plugin, calling no hook yet."""
     blocked = frozenset(disabled) | disabled_from_env()
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
@@ -116,10 +131,6 @@ def load_plugins(
         manager.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginError(str(exc)) from exc
-
-    _collect(plugins, "rulekit_register_providers", lambda name: plugins.providers.bound_to(name))
-    _collect(plugins, "rulekit_register_actions", lambda name: plugins.actions.bound_to(name))
-    _collect(plugins, "rulekit_template_environment", lambda name: plugins.templates.bound_to(name))
     return plugins
 
 
@@ -169,8 +180,10 @@ def call_hook(
 def load_command_plugins(cli: Any) -> None:
     """Call ``rulekit_register_commands`` of the installed (entry-point) plugins only.
 
-    The plugins load through :func:`load_plugins` (so a misspelled hook fails here too), without
-    the built-ins: they add no commands, so ``rulekit --help`` does not import them.
+    The plugins are registered as :func:`load_plugins` does (so a misspelled hook fails here
+    too), without the built-ins, which add no commands, and without calling the other
+    registration hooks: those import the providers and their HTTP clients, which ``rulekit
+    --help`` and the commands that need no plugin must not pay for.
     """
-    plugins = load_plugins(builtins=False)
+    plugins = _register_plugins((), extra=(), entry_points=True, builtins=False)
     call_hook(plugins, "rulekit_register_commands", lambda _name: {"cli": cli})

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import aiohttp
-import httpx
 from pydantic import SecretStr
 from rulekit.actions.rates import retry_after
 from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
+
+if TYPE_CHECKING:
+    import aiohttp
+    import httpx
 
 MAX_DETAIL = 300
 """How much of the service's error message is kept."""
@@ -74,6 +76,8 @@ class ChatraAPI:
         what: str,
     ) -> dict[str, Any]:
         """One request; its JSON answer, or the error it means (see :meth:`failure`)."""
+        import aiohttp  # here, not at the top: `rulekit check` and `test` load this module
+
         secret = self._secret_key.get_secret_value()
         headers = {"Authorization": f"Chatra.Simple {self.public_key}:{secret}"}
         try:
@@ -102,6 +106,9 @@ class ChatraAPI:
         headers: dict[str, str],
         timeout: float,
     ) -> httpx.Response:
+        import aiohttp
+        import httpx
+
         # aiohttp makes the call (httpx's pool costs milliseconds of CPU per request under
         # concurrency); the answer is read into an httpx.Response for the classification below
         async with session.request(

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from rulekit.channels import ChannelContext, Provider, Reply
 from rulekit.channels.base import Inbound
 from rulekit.channels.session import LoopSession
@@ -18,6 +17,9 @@ from .fetch import ClientFetcher
 from .normalize import Normalizer
 from .payload import FETCHED, parse_body
 from .settings import ChatraSettings
+
+if TYPE_CHECKING:
+    import aiohttp
 
 
 class ChatraProvider(Provider):

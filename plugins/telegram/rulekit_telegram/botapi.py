@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from pydantic import SecretStr
 from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
+
+if TYPE_CHECKING:
+    import aiohttp
 
 MAX_DETAIL = 300
 """How much of Telegram's description of a failure is kept."""
@@ -57,6 +59,8 @@ class BotAPI:
 
         Raises :class:`BotAPIError` for a refusal and :class:`BotUnreachable` for no answer.
         """
+        import aiohttp  # here, not at the top: `rulekit check` and `test` load this module
+
         url = f"{self.base_url}/bot{self._token.get_secret_value()}/{method}"
         try:
             if self._session is not None:
@@ -102,6 +106,8 @@ class BotAPI:
 async def _post(
     session: aiohttp.ClientSession, url: str, params: dict[str, Any], timeout: float
 ) -> tuple[int, bytes]:
+    import aiohttp
+
     async with session.post(
         url, json=params, timeout=aiohttp.ClientTimeout(total=timeout)
     ) as answer:

@@ -1,12 +1,11 @@
 """``rulekit telegram``: commands for a bot channel (``set-webhook URL``).
 
-Only click is imported here; the config, the plugins and the HTTP client load when a command
-runs, so ``rulekit --help`` stays fast.
+Only click is imported here (not even asyncio); the config, the plugins and the HTTP client
+load when a command runs, so ``rulekit --help`` stays fast.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -43,6 +42,8 @@ def set_webhook_command(url: str, config_path: str | None, channel: str | None) 
 
 
 def _set_webhook(url: str, config_path: str | None, channel: str | None) -> None:
+    import asyncio
+
     from rulekit.errors import ConfigError
 
     from .botapi import BotAPIError, BotUnreachable

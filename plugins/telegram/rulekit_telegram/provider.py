@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from rulekit.actions.pacing import Limit
 from rulekit.actions.telegram_text import truncate
 from rulekit.channels import ChannelContext, ChannelTimer, Provider, Reply
@@ -21,6 +20,9 @@ from .botapi import BotAPI, BotAPIError, BotUnreachable, classify
 from .normalize import Normalizer
 from .settings import TelegramSettings
 from .update import parse_body, update_chat
+
+if TYPE_CHECKING:
+    import aiohttp
 
 CLOSE_AFTER = "close_after"
 """The name of the idle timer (:meth:`TelegramProvider.channel_timers`)."""
