@@ -35,7 +35,7 @@ import yaml
 from rulekit import Engine, Event
 from rulekit.channels.base import ChannelSettings
 from rulekit.config import ChannelConfig, Config
-from rulekit.engine.trace import trace_of
+from rulekit.engine.trace import encoded_trace
 from rulekit.plugins import load_plugins
 from rulekit.rules.collector import collector_paused
 from rulekit.store.codec import trace_json
@@ -211,7 +211,7 @@ def run_daemon_path(engine: Engine, events: list[Event]) -> list[int]:
     out = []
     for e in events:
         plan = engine.evaluate(e, explain=True)
-        out.append(len(trace_json(trace_of(plan, rules_version=engine.version))))
+        out.append(len(trace_json(encoded_trace(plan, rules_version=engine.version))))
     return out
 
 

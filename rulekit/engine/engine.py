@@ -182,24 +182,31 @@ class Engine:
                         )
                     )
                 continue
-            trace = RuleTrace(rule.name, False, "") if explain else None
             prepared = prepared_rules.get(rule)
             if prepared is None:
                 prepared = prepared_rules[rule] = prepare(rule, self.index)
-            decided = prepared.decider is not None
-            if decided:
+            trace: RuleTrace | None = None
+            shared = False
+            decider = prepared.decider
+            if decider is not None:
                 # the values the index read decide (see .decide): no field read again
                 outcomes: list[bool | None] = []
                 try:
-                    matched = prepared.decider(values, outcomes)  # type: ignore[misc]
+                    matched = decider(values, outcomes)
                 except Exception:
-                    decided = False  # evaluated in full below, which says what went wrong
+                    decider = None  # evaluated in full below, which says what went wrong
                 else:
-                    if trace is not None:
+                    if explain and matched and (prepared.constant is None or recovered):
+                        # planned below, which may have more to say
+                        trace = RuleTrace(rule.name, False, "")
                         trace.sources, trace.outcomes = prepared.sources, outcomes
-                        if not matched:
-                            trace.reason = "conditions do not hold"
-            if not decided:
+                    elif explain:  # nothing more to say than the outcomes: a shared trace
+                        shared = True
+                        trace = prepared.traces.get(tuple(outcomes))
+                        if trace is None or trace.matched != matched:
+                            trace = prepared.trace(outcomes, matched)
+            if decider is None:
+                trace = RuleTrace(rule.name, False, "") if explain else None
                 budget.renew()
                 try:
                     matched = self._matches(rule, sequence.event, now, env, trace)
@@ -215,24 +222,29 @@ class Engine:
             if prepared.constant is not None and not recovered:
                 # no cooldown, no timer, actions planned the same for every event
                 if trace is not None:
-                    trace.matched = True
-                    trace.reason = "conditions hold" if rule.condition else "no conditions"
+                    if not shared:
+                        trace.matched = True
+                        trace.reason = "conditions hold" if rule.condition else "no conditions"
                     plan.rules.append(trace)
                 event_now = sequence.event
-                seen = event_now if event_now is not event else None
-                for action, model, dumped, entry in prepared.constant:
-                    plan.actions.append(
-                        PlannedAction(
-                            rule.name,
-                            action,
-                            model,
-                            None,
-                            seen,
-                            sequence.decided_later,
-                            dumped,
-                            entry,
+                if event_now is event and not sequence.decided_later:
+                    plan.actions.extend(prepared.constant)
+                else:
+                    seen = event_now if event_now is not event else None
+                    for planned in prepared.constant:
+                        plan.actions.append(
+                            PlannedAction(
+                                rule.name,
+                                planned.action,
+                                planned.model,
+                                None,
+                                seen,
+                                sequence.decided_later,
+                                planned.dumped,
+                                planned.entry,
+                                planned.text,
+                            )
                         )
-                    )
                 if rule.stop:
                     stopped_by = rule.name
                 continue

@@ -54,7 +54,16 @@ class RuleTrace:
     True, False or None for not evaluated) and the ``failure`` of the condition after them.
     """
 
-    __slots__ = ("_conditions", "failure", "matched", "name", "outcomes", "reason", "sources")
+    __slots__ = (
+        "_conditions",
+        "failure",
+        "matched",
+        "name",
+        "outcomes",
+        "reason",
+        "sources",
+        "text",
+    )
 
     def __init__(
         self,
@@ -70,6 +79,10 @@ class RuleTrace:
         self.sources: Sequence[str] = ()
         self.outcomes: list[bool | None] | None = None
         self.failure: str | None = None
+        self.text: str | None = None
+        """:meth:`traced` as JSON text, for a trace the engine shares between the plans of
+        the events that decide its rule the same way (see :mod:`.prepared`): set once, read
+        only. None: encoded when stored."""
 
     def __repr__(self) -> str:
         return f"RuleTrace({self.name!r}, matched={self.matched}, reason={self.reason!r})"
@@ -179,11 +192,15 @@ class PlannedAction:
     entry: dict[str, Any] | None = field(default=None, repr=False, compare=False)
     """:meth:`as_dict` when the parameters are the same for every event (shared: read only,
     see :meth:`traced`)."""
+    text: str | None = field(default=None, repr=False, compare=False)
+    """:meth:`traced` as JSON text, when the parameters are the same for every event (shared:
+    read only)."""
     _params: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def params(self) -> dict[str, Any]:
-        """The validated parameters as a new dict (made on first read)."""
+        """The validated parameters as a dict (made on first read; read only: a constant
+        action's planned actions are shared by the plans of the events it is planned for)."""
         if self._params is None:
             self._params = self.model.model_dump()
         return self._params

@@ -1,6 +1,13 @@
 """What the evaluation of one rule prepares once, on its first evaluation: the decider that
 decides it from the values the index read, and, when nothing about it varies per event, its
-planned actions."""
+planned actions and the traces of its decisions.
+
+Of the rules the index lets through for an event, many are decided from the values it read and
+plan actions whose parameters are constant: their part of a plan, and of the trace the daemon
+stores, is then the same for every event that decides them the same way. Those parts are made
+once, encoded once (:attr:`RuleTrace.text`, :attr:`PlannedAction.text`), and shared by the
+plans (read only), so an event with many matches costs little more than its decisions.
+"""
 
 from __future__ import annotations
 
@@ -9,31 +16,55 @@ from typing import Any
 from rulekit.engine.decide import Decider
 from rulekit.engine.explain import leaves
 from rulekit.engine.index import RuleIndex
+from rulekit.engine.plan import OUTCOME_CODES, PlannedAction, RuleTrace, usual_reason
 from rulekit.rules.spec import Rule
+from rulekit.store.codec import fast_json
+
+
+def _no_conditions(values: dict[str, Any], outcomes: list[bool | None]) -> bool:
+    """The decider of a rule without conditions."""
+    return True
 
 
 class PreparedRule:
     """What the evaluation of one rule prepares once."""
 
-    __slots__ = ("constant", "decider", "sources")
+    __slots__ = ("constant", "decider", "name", "sources", "traces")
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self.name = name
         self.decider: Decider | None = None
         """Decides the rule from the values the index read (see :mod:`.decide`)."""
         self.sources: tuple[str, ...] = ()
         """The condition sources, in the order they are explained."""
-        self.constant: list[tuple[str, Any, dict[str, Any] | None, dict[str, Any] | None]] | None
-        self.constant = None
+        self.constant: list[PlannedAction] | None = None
         """For a rule without cooldown or timer whose actions all have constant parameters
-        and leave the conversation as it is: each action's name, parameters, parameters as
-        JSON data and trace entry."""
+        and leave the conversation as it is: its planned actions for an event that the plan's
+        earlier actions leave as it is (shared: read only)."""
+        self.traces: dict[tuple[bool | None, ...], RuleTrace] = {}
+        """The trace of each decision of the decider (by its outcomes) that says no more than
+        the outcomes: a decision against, or for when :attr:`constant` (shared: read only)."""
+
+    def trace(self, outcomes: list[bool | None], matched: bool) -> RuleTrace:
+        """The shared trace of a decision (see :attr:`traces`)."""
+        key = tuple(outcomes)
+        found = self.traces.get(key)
+        if found is None or found.matched != matched:
+            codes = "".join([OUTCOME_CODES[outcome] for outcome in key])
+            found = RuleTrace(self.name, matched, usual_reason(matched, codes))
+            found.sources, found.outcomes = self.sources, list(key)
+            found.text = fast_json(found.compact())
+            self.traces[key] = found
+        return found
 
 
 def prepare(rule: Rule, index: RuleIndex) -> PreparedRule:
     """What the evaluation of ``rule`` can prepare once (on its first evaluation): ``index``
     is the rule index that selects it."""
-    prepared = PreparedRule()
-    if rule.condition is not None:
+    prepared = PreparedRule(rule.name)
+    if rule.condition is None:
+        prepared.decider = _no_conditions
+    else:
         prepared.decider = index.decider(rule)
         prepared.sources = tuple(leaf.source for leaf in leaves(rule.condition))
     if (
@@ -44,8 +75,12 @@ def prepare(rule: Rule, index: RuleIndex) -> PreparedRule:
             for step in rule.steps
         )
     ):
-        prepared.constant = [
-            (step.action, step.validated, step.dumped(), step.entry(rule.name))
-            for step in rule.steps
-        ]
+        prepared.constant = []
+        for step in rule.steps:
+            entry = step.entry(rule.name)
+            planned = PlannedAction(
+                rule.name, step.action, step.validated, dumped=step.dumped(), entry=entry
+            )
+            planned.text = fast_json(planned.traced())
+            prepared.constant.append(planned)
     return prepared

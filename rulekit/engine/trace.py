@@ -31,9 +31,11 @@ Readers accept missing keys (an older or partial trace), so the shape may grow.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from rulekit.engine.plan import Plan, usual_reason
+from rulekit.store.codec import EncodedTrace, fast_json, trace_json
 
 
 def trace_of(plan: Plan, *, rules_version: str | None = None) -> dict[str, Any]:
@@ -42,6 +44,13 @@ def trace_of(plan: Plan, *, rules_version: str | None = None) -> dict[str, Any]:
         "rules_version": rules_version,
         "rules": [rule.traced() for rule in plan.rules],
         "plan": [action.traced() for action in plan.actions],
+        **_rest(plan),
+    }
+
+
+def _rest(plan: Plan) -> dict[str, Any]:
+    """The trace's keys after ``plan``."""
+    return {
         "errors": list(plan.errors),
         "excluded": plan.excluded,
         **({"timers": [timer.as_dict() for timer in plan.timers]} if plan.timers else {}),
@@ -51,7 +60,33 @@ def trace_of(plan: Plan, *, rules_version: str | None = None) -> dict[str, Any]:
     }
 
 
-def rules_of(trace: dict[str, Any]) -> list[dict[str, Any]]:
+def encoded_trace(plan: Plan, *, rules_version: str | None = None) -> EncodedTrace:
+    """:func:`trace_of` as the store writes it (the text of ``trace_json(trace_of(plan))``),
+    with the names of the rules that fired: what the daemon records. The shared parts of a
+    plan (see :mod:`rulekit.engine.prepared`) come encoded already; the text is joined from
+    theirs and the encoding of the rest."""
+    matched = [rule.name for rule in plan.rules if rule.matched]
+    text = _joined(plan, rules_version)
+    if text is None:  # a part msgspec refuses: the whole as trace_json writes it
+        text = trace_json(trace_of(plan, rules_version=rules_version))
+    return EncodedTrace(text, matched)
+
+
+def _joined(plan: Plan, rules_version: str | None) -> str | None:
+    rules = [rule.text or fast_json(rule.traced()) for rule in plan.rules]
+    actions = [action.text or fast_json(action.traced()) for action in plan.actions]
+    head = fast_json({"rules_version": rules_version})
+    tail = fast_json(_rest(plan))
+    if head is None or tail is None or None in rules or None in actions:
+        return None
+    # '{"rules_version":…}' and '{"errors":…}' around the two lists
+    return (
+        f'{head[:-1]},"rules":[{",".join(rules)}],'  # type: ignore[arg-type]
+        f'"plan":[{",".join(actions)}],{tail[1:]}'  # type: ignore[arg-type]
+    )
+
+
+def rules_of(trace: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The candidate rules of a stored trace, each with ``name``, ``matched``, ``reason`` and
     ``conditions``."""
     out = []
@@ -113,8 +148,10 @@ def _conditions(rule: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def matched_rules(trace: dict[str, Any]) -> list[str]:
+def matched_rules(trace: Mapping[str, Any]) -> list[str]:
     """Names of the rules that fired."""
+    if isinstance(trace, EncodedTrace):
+        return list(trace.matched)
     return [rule["name"] for rule in rules_of(trace) if rule["matched"]]
 
 

@@ -25,6 +25,7 @@ import os
 import resource
 import signal
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing.connection import Connection
@@ -62,7 +63,9 @@ class Evaluation:
 
     event_id: str
     jobs: list[JobSpec]
-    trace: dict[str, Any]
+    trace: Mapping[str, Any]
+    """The trace to record (:func:`rulekit.engine.trace.encoded_trace`: its text as the store
+    writes it, which is what travels from the worker)."""
     matched: list[str]
     errors: list[str]
     cooldowns: list[tuple[str, str, datetime]]
@@ -212,7 +215,7 @@ def serve(
 
 def evaluate(snapshot: Snapshot, request: Request, limits: Limits) -> list[Evaluation] | Refusal:
     """Evaluate a request's events in order, each within the CPU budget."""
-    from rulekit.engine.trace import trace_of
+    from rulekit.engine.trace import encoded_trace
 
     engine = snapshot.engine
     view = CooldownView(request.cooldowns)
@@ -243,7 +246,7 @@ def evaluate(snapshot: Snapshot, request: Request, limits: Limits) -> list[Evalu
                 )
                 for planned in plan.runnable
             ]
-            trace = trace_of(plan, rules_version=snapshot.version)
+            trace = encoded_trace(plan, rules_version=snapshot.version)
         except OverBudget:
             return Refusal(
                 f"evaluating event {event.id} took more than its CPU budget "
@@ -262,7 +265,7 @@ def evaluate(snapshot: Snapshot, request: Request, limits: Limits) -> list[Evalu
                 event_id=event.id,
                 jobs=jobs,
                 trace=trace,
-                matched=[rule.name for rule in plan.rules if rule.matched],
+                matched=list(trace.matched),
                 errors=list(plan.errors),
                 cooldowns=marks,
                 cooldowns_read=list(view.reads),
