@@ -317,6 +317,10 @@ class ForgetRows(Protocol):
 
     def update_attempt(self, row: AttemptRow, result: Any, error: str | None) -> None: ...
 
+    def forget_requests(self, conversation_ids: Sequence[str]) -> None:
+        """Forget the console's request keys about these conversations, with the answers kept
+        for their retries (which quote the conversation)."""
+
 
 def forget_client(rows: ForgetRows, client_id: str, channel: str | None) -> dict[str, int]:
     """Erase a client's personal data through ``rows``; what was erased, by kind (see
@@ -343,6 +347,8 @@ def forget_client(rows: ForgetRows, client_id: str, channel: str | None) -> dict
         if changed:
             rows.update_conversation(conversation, data)
             counts["conversations"] += 1
+    known_ids = {str(c.data["id"]) for c in conversations if c.data.get("id")}
+    rows.forget_requests(sorted(known_ids | set(conversation_ids)))
 
     inbox_ids = sorted({row.inbox_id for row in events if row.inbox_id is not None})
     for item in rows.inbox(inbox_ids, client_id, channel):

@@ -107,6 +107,9 @@ class History(abc.ABC):
         * ``conversations``: conversations of those events (or keyed by the client id) whose
           page was cleared or another field scrubbed.
 
+        The console's request keys about those conversations go too (with the answers kept
+        for their retries); they are not counted.
+
         Every kind is in the result, with 0 when nothing was found. Ids (the client id, a
         pseudonym, included), times, statuses and rule names stay, so the audit trail still
         shows that something happened. Call :meth:`Store.checkpoint` after the transaction.

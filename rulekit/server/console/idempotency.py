@@ -7,33 +7,25 @@ answers what the first one did, even when the conversation changed since (a retr
 the change again). The same key with a *different* request is refused (**422**): answering it
 like the first would drop what the agent meant to send.
 
-The keys are kept in memory (the newest :data:`MAX_KEYS`, at most :data:`KEEP` seconds, an
-answer only up to :data:`MAX_ANSWER` bytes: a few megabytes at most); a reply's own event id,
-derived from the key, keeps replies single across restarts too.
+The keys are kept in the store (:mod:`rulekit.store.requests`: the newest 2,000, for a day,
+answers of up to 8 KB), so every daemon on it knows them — a retry that the balancer sends to
+another daemon is still a retry — and a restart keeps them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import time
-from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-MAX_KEYS = 2000
-KEEP = 24 * 3600.0
-MAX_ANSWER = 8192
-"""Bytes of an answer kept for retries (a longer one is not kept: its retry is made again,
-and finds nothing left to change)."""
+from starlette.concurrency import run_in_threadpool
 
+from rulekit.errors import StoreUnavailable
 
-@dataclass
-class _Use:
-    fingerprint: str
-    at: float
-    answer: tuple[int, bytes] | None = None
+if TYPE_CHECKING:
+    from rulekit.store.base import JournaledStore
+    from rulekit.store.requests import KeptRequest
 
 
 class Conflict(Exception):
@@ -47,35 +39,52 @@ def fingerprint(method: str, endpoint: str, conversation_id: str, body: dict[str
 
 
 class IdempotencyKeys:
-    """The keys agents used lately, with what they were used for."""
+    """The keys agents used lately, with what they were used for, in ``store``."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
-        self._uses: OrderedDict[tuple[str, str], _Use] = OrderedDict()
+    def __init__(self, store: JournaledStore) -> None:
+        self.store = store
 
-    def claim(self, who: str, key: str, print_: str) -> tuple[bool, tuple[int, bytes] | None]:
+    async def claim(
+        self, who: str, key: str, print_: str, conversation_id: str
+    ) -> tuple[bool, tuple[int, bytes] | None]:
         """Take ``key`` for the request ``print_``: whether it is new (call :meth:`release` if
         the request then fails, :meth:`settle` if it succeeds) and the answer kept for it;
-        :class:`Conflict` when the key was used for another request."""
-        now = self.clock()
-        while self._uses and now - next(iter(self._uses.values())).at > KEEP:
-            self._uses.popitem(last=False)
-        use = self._uses.get((who, key))
-        if use is not None:
-            if use.fingerprint != print_:
-                raise Conflict(key)
-            return False, use.answer
-        self._uses[(who, key)] = _Use(print_, now)
-        while len(self._uses) > MAX_KEYS:
-            self._uses.popitem(last=False)
-        return True, None
+        :class:`Conflict` when the key was used for another request,
+        :class:`~rulekit.errors.StoreUnavailable` when the store cannot say."""
 
-    def settle(self, who: str, key: str, answer: tuple[int, bytes] | None) -> None:
+        def work() -> KeptRequest | None:
+            with self.store.transaction() as state:
+                return state.claim_request_key(who, key, print_, conversation_id)
+
+        kept = await run_in_threadpool(work)
+        if kept is None:
+            return True, None
+        if kept.fingerprint != print_:
+            raise Conflict(key)
+        return False, kept.answer
+
+    async def settle(self, who: str, key: str, answer: tuple[int, bytes]) -> None:
         """The request of ``key`` succeeded: keep ``answer`` (status, body) for its retries."""
-        use = self._uses.get((who, key))
-        if use is not None and (answer is None or len(answer[1]) <= MAX_ANSWER):
-            use.answer = answer
 
-    def release(self, who: str, key: str) -> None:
+        def work() -> None:
+            with self.store.transaction() as state:
+                state.keep_request_answer(who, key, *answer)
+
+        await self._quietly(work)
+
+    async def release(self, who: str, key: str) -> None:
         """The request of ``key`` failed: the key may be used again, for any request."""
-        self._uses.pop((who, key), None)
+
+        def work() -> None:
+            with self.store.transaction() as state:
+                state.release_request_key(who, key)
+
+        await self._quietly(work)
+
+    @staticmethod
+    async def _quietly(work: Any) -> None:
+        # the request itself is done: a store gone meanwhile must not turn its answer into an
+        # error. Left unsettled, the key makes a retry do the request again, which finds the
+        # change made (a reply: its event is recorded already)
+        with contextlib.suppress(StoreUnavailable):
+            await run_in_threadpool(work)

@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Route
 from rulekit.audit import repair
 from rulekit.channels import body as body_json
 from rulekit.channels.body import BodyError
+from rulekit.errors import StoreUnavailable
 from rulekit.runtime.logs import log
 from rulekit.safetext import text_problem
 from rulekit.server.console import conversations, idempotency
@@ -73,7 +74,7 @@ class Workspace:
         """What performs replies, client changes and changes of the conversation's state
         (:class:`~rulekit.server.console.edits.ConversationEdits`); None: those answer 503."""
         self.budget = WriteBudget(console.throttle.clock)
-        self.keys = idempotency.IdempotencyKeys(console.throttle.clock)
+        self.keys = idempotency.IdempotencyKeys(console.store)
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -259,26 +260,27 @@ class Workspace:
         if not 0 < len(key) <= 200:
             raise ApiError(400, "Idempotency-Key must be 1 to 200 characters")
         who = viewer.email.lower() if viewer.email else "admin"
+        print_ = idempotency.fingerprint(request.method, rest[1], rest[0], body)
         try:
-            new, kept = self.keys.claim(
-                who, key, idempotency.fingerprint(request.method, rest[1], rest[0], body)
-            )
+            new, kept = await self.keys.claim(who, key, print_, rest[0])
         except idempotency.Conflict:
             raise ApiError(
                 422, "this Idempotency-Key was used for a different request: use a new key"
             ) from None
+        except StoreUnavailable as exc:
+            raise ApiError(503, f"the store is unavailable: {exc}") from None
         if kept is not None:
             return secure(Response(kept[1], kept[0], media_type="application/json"))
         try:
             result = await getattr(self.writes, name)(self, viewer, rest[0], body, key)
         except BaseException:
             if new:
-                self.keys.release(who, key)
+                await self.keys.release(who, key)
             raise
         if new and result.status_code >= 400:
-            self.keys.release(who, key)
+            await self.keys.release(who, key)
         elif new and name in KEPT_ANSWERS:
-            self.keys.settle(who, key, (result.status_code, bytes(result.body)))
+            await self.keys.settle(who, key, (result.status_code, bytes(result.body)))
         return result
 
     async def show(

@@ -261,6 +261,26 @@ CREATE INDEX inbox_payloads_by_time ON inbox (received_at)
     WHERE status <> 'pending' AND length(body) > 0;
 """
 
+REQUEST_KEYS = """
+-- The Idempotency-Key of each console write (one row per agent and key; the newest 2,000 and
+-- none older than a day are kept): what the request was, and the answer a retry gets again.
+-- In the store, so a retry reaching another daemon, or the same one after a restart, is known.
+CREATE TABLE request_keys (
+    -- id: the order of first use (the oldest go first)
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    who              text NOT NULL,         -- the agent's lower-cased email, or 'admin'
+    key              text NOT NULL,
+    fingerprint      text NOT NULL,         -- a digest of the method, endpoint, conversation, body
+    conversation_id  text NOT NULL,
+    used_at          timestamptz NOT NULL,
+    status           integer,               -- the answer kept for retries, if any
+    answer           bytea,
+    UNIQUE (who, key)
+);
+CREATE INDEX request_keys_by_time ON request_keys (used_at);
+CREATE INDEX request_keys_by_conversation ON request_keys (conversation_id);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", INITIAL),
     Migration(2, "conversation_order", CONVERSATION_ORDER),
@@ -273,5 +293,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(9, "team_and_stats", TEAM_AND_STATS),
     Migration(10, "work_notices", WORK_NOTICES),
     Migration(11, "purge_by_time", PURGE_BY_TIME),
+    Migration(12, "request_keys", REQUEST_KEYS),
 )
 check_sequence(MIGRATIONS)

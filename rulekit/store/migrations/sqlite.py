@@ -222,6 +222,25 @@ CREATE INDEX inbox_payloads_by_time ON inbox (received_at)
     WHERE status <> 'pending' AND length(body) > 0;
 """
 
+REQUEST_KEYS = """
+-- The Idempotency-Key of each console write (one row per agent and key; the newest 2,000 and
+-- none older than a day are kept): what the request was, and the answer a retry gets again.
+-- In the store, so a retry reaching another daemon, or the same one after a restart, is known.
+CREATE TABLE request_keys (
+    id               INTEGER PRIMARY KEY,   -- order of first use: the oldest go first
+    who              TEXT NOT NULL,         -- the agent's lower-cased email, or 'admin'
+    key              TEXT NOT NULL,
+    fingerprint      TEXT NOT NULL,         -- a digest of the method, endpoint, conversation, body
+    conversation_id  TEXT NOT NULL,
+    used_at          TEXT NOT NULL,
+    status           INTEGER,               -- the answer kept for retries, if any
+    answer           BLOB,
+    UNIQUE (who, key)
+);
+CREATE INDEX request_keys_by_time ON request_keys (used_at);
+CREATE INDEX request_keys_by_conversation ON request_keys (conversation_id);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", INITIAL),
     Migration(2, "conversation_order", CONVERSATION_ORDER),
@@ -232,5 +251,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "timers", TIMERS),
     Migration(8, "team_and_stats", TEAM_AND_STATS),
     Migration(9, "purge_by_time", PURGE_BY_TIME),
+    Migration(10, "request_keys", REQUEST_KEYS),
 )
 check_sequence(MIGRATIONS)

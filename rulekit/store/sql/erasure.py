@@ -98,6 +98,9 @@ class SQLForgetRows:
             {"data": self.dialect.json(data), "channel": row.channel, "key": row.key},
         )
 
+    def forget_requests(self, conversation_ids: Sequence[str]) -> None:
+        self.state.forget_request_answers(list(conversation_ids))
+
     def inbox(self, ids: Sequence[int], client_id: str, channel: str | None) -> list[InboxRow]:
         rows = self.state.execute(
             "SELECT id, length(body) > 0 AS has_body, error FROM inbox WHERE status <> 'pending'"

@@ -1,6 +1,6 @@
 """The SQL behind one transaction of a SQL store: conversation state (conversations, clients,
 message marks, cooldowns), and the journal from the mixins of its own modules (``inbox``,
-``outbox``, ``history``, ``timers``, ``presence``, ``stats``).
+``outbox``, ``history``, ``timers``, ``presence``, ``stats``, ``requests``).
 
 :class:`SQLState` holds every statement once, written for both databases (see
 :mod:`rulekit.store.sql.dialect`); a store's ``transaction()`` yields one, valid only inside its
@@ -27,11 +27,21 @@ from rulekit.store.sql.history import SQLHistory
 from rulekit.store.sql.inbox import SQLInbox
 from rulekit.store.sql.outbox import SQLOutbox
 from rulekit.store.sql.presence import SQLPresence
+from rulekit.store.sql.requests import SQLRequestKeys
 from rulekit.store.sql.stats import SQLStats
 from rulekit.store.sql.timers import SQLTimers
 
 
-class SQLState(SQLInbox, SQLOutbox, SQLHistory, SQLTimers, SQLPresence, SQLStats, JournaledState):
+class SQLState(
+    SQLInbox,
+    SQLOutbox,
+    SQLHistory,
+    SQLTimers,
+    SQLPresence,
+    SQLStats,
+    SQLRequestKeys,
+    JournaledState,
+):
     """One open transaction of a SQL store."""
 
     def __init__(self, conn: Any, where: str, dialect: Dialect) -> None:

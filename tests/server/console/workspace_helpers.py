@@ -5,6 +5,7 @@ Chatra plugin pointed at the fake Chatra, on SQLite or PostgreSQL, with two agen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Iterator
@@ -157,19 +158,32 @@ STORAGES = ["sqlite", "postgresql"]
 
 
 @contextmanager
-def running(storage_kind: str, folder: Path, chatra_settings: str = "") -> Iterator[Workspace]:
+def running(
+    storage_kind: str,
+    folder: Path,
+    chatra_settings: str = "",
+    *,
+    storage: str | None = None,
+    chatra: Any = None,
+) -> Iterator[Workspace]:
     """A daemon on ``storage_kind`` (``sqlite`` or ``postgresql``) with the fake Chatra, its
     files in ``folder``; ``chatra_settings`` are more settings of the Chatra channel (YAML
-    lines)."""
+    lines). ``storage`` (a URL) and ``chatra`` (a running fake) are shared with another daemon:
+    the caller keeps them."""
     from rulekit_chatra.testing import FakeChatra
 
     from rulekit.server.daemon import Daemon
 
-    storage = "sqlite:///rulekit.sqlite3" if storage_kind == "sqlite" else schema_url()
+    if storage is None:
+        url = "sqlite:///rulekit.sqlite3" if storage_kind == "sqlite" else schema_url()
+    else:
+        url = storage
     write(folder / "rules.d" / "rules.yaml", RULES)
-    with FakeChatra() as chatra:
-        chatra.add_client(VISITOR, name=None)
-        text = config(storage, chatra.base_url, chatra.keys)
+    with contextlib.ExitStack() as stack:
+        if chatra is None:
+            chatra = stack.enter_context(FakeChatra())
+            chatra.add_client(VISITOR, name=None)
+        text = config(url, chatra.base_url, chatra.keys)
         if chatra_settings:
             anchor = f"    secret_key: {chatra.keys['secret_key']}\n"
             extra = "".join(f"    {line}\n" for line in chatra_settings.splitlines())
@@ -177,13 +191,13 @@ def running(storage_kind: str, folder: Path, chatra_settings: str = "") -> Itera
         file = write(folder / "rulekit.yaml", text)
         daemon = Daemon(file, watch=False)
         try:
-            with serve(daemon.app) as (url, loop):
-                yield Workspace(url, daemon, chatra, loop)
+            with serve(daemon.app) as (served, loop):
+                yield Workspace(served, daemon, chatra, loop)
         finally:
-            if storage_kind == "postgresql":
+            if storage is None and storage_kind == "postgresql":
                 from rulekit.store.postgres import drop_schema
 
-                drop_schema(storage)
+                drop_schema(url)
 
 
 @pytest.fixture(params=STORAGES)
