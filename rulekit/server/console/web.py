@@ -32,14 +32,48 @@ def secure(response: Response, *, cache: bool = False) -> Response:
     return response
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def same_origin(request: Request) -> bool:
     """Whether a form was posted from a page of this server (browsers send ``Origin`` with
-    every POST; tools like curl send none and are let through). The page's host is the
-    ``Host`` the browser asked for, or the one a trusted proxy received (``X-Forwarded-Host``,
-    when the proxy rewrote ``Host``)."""
+    every POST; tools like curl send none and are let through).
+
+    The whole origin must match — scheme, host and port — not the host alone: a page on
+    ``http://`` or on another port of the same host is another site to the browser, and may
+    be another program. This server's origin is the scheme it was reached by (``https`` when a
+    trusted proxy says so in ``X-Forwarded-Proto``) and the ``Host`` the browser asked for, or
+    the one a trusted proxy received (``X-Forwarded-Host``, when the proxy rewrote ``Host``).
+    """
     origin = request.headers.get("origin")
     if origin is None:
         return True
-    netloc = urlsplit(origin).netloc.lower()
+    try:
+        parts = urlsplit(origin)
+    except ValueError:
+        return False
+    if parts.path or parts.query or parts.fragment:
+        return False  # an origin is scheme://host[:port], nothing more
+    theirs = _origin(parts.scheme, parts.netloc)
+    if theirs is None:
+        return False
+    scheme = str(request.scope.get("scheme", "http"))
     hosts = {request.headers.get("host"), request.scope.get(FORWARDED_HOST)}
-    return any(netloc == host.lower() for host in hosts if host)
+    return any(theirs == _origin(scheme, host) for host in hosts if host)
+
+
+def _origin(scheme: str, netloc: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) with the scheme's default port made explicit; None when it is not
+    an http(s) origin."""
+    scheme = scheme.lower()
+    default = DEFAULT_PORTS.get(scheme)
+    if default is None or not netloc or "@" in netloc:
+        return None
+    try:
+        parts = urlsplit(f"{scheme}://{netloc}")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if not host or parts.path or parts.query or parts.fragment:
+        return None
+    return scheme, host.lower(), default if port is None else port

@@ -124,6 +124,36 @@ def test_sign_in_from_another_site_is_refused(console_server: ConsoleServer) -> 
         assert own.status_code == 303
 
 
+@pytest.mark.parametrize(
+    ("proto", "host", "origin", "allowed"),
+    [
+        # the console is on https (its proxy says so): a page on http:// is another site
+        ("https", "console.example", "http://console.example", False),
+        ("https", "console.example", "https://console.example:8443", False),
+        ("https", "console.example", "https://console.example", True),
+        ("https", "console.example", "https://CONSOLE.example:443", True),
+        ("http", "console.example:8080", "https://console.example:8080", False),
+        ("http", "console.example:8080", "http://console.example:8081", False),
+        ("http", "console.example:8080", "http://console.example:8080", True),
+        ("https", "console.example", "https://console.example/console", False),
+        ("https", "console.example", "null", False),
+    ],
+)
+def test_sign_in_must_come_from_the_consoles_whole_origin(
+    console_server: ConsoleServer, proto: str, host: str, origin: str, allowed: bool
+) -> None:
+    """Scheme, host and port of the page must all be the console's: the host alone is not."""
+    # from loopback, a trusted proxy: the console believes the scheme and host it forwards
+    forwarded = {"X-Forwarded-Proto": proto, "X-Forwarded-Host": host, "Origin": origin}
+    with console_server.client() as client:
+        response = client.post("/console/login", data={"token": TOKENS["ann"]}, headers=forwarded)
+        assert response.status_code == (303 if allowed else 403), response.text
+        assert ("set-cookie" in response.headers) is allowed
+        if allowed:  # signing out is checked alike
+            forwarded["Origin"] = f"{proto}://other.example"
+            assert client.post("/console/logout", headers=forwarded).status_code == 403
+
+
 def test_a_forged_session_cookie_is_refused(console_server: ConsoleServer) -> None:
     with console_server.client() as client:
         client.cookies.set(COOKIE, "forged", domain="127.0.0.1", path="/console")

@@ -230,10 +230,19 @@ def test_cookie_writes_must_come_from_the_consoles_own_page(workspace: Workspace
             endpoint, json={"text": "x"}, headers={"Origin": "https://evil.example"}
         )
         as_form = browser.post(endpoint, data={"text": "x"})
+        # the same host on another scheme or port is another site: the whole origin must match
+        scheme, _, port = workspace.url.rpartition(":")
+        elsewhere = [
+            browser.post(endpoint, json={"text": "x"}, headers={"Origin": origin}).status_code
+            for origin in (
+                workspace.url.replace("http://", "https://"),
+                f"{scheme}:{int(port) + 1}",
+            )
+        ]
         own_page = browser.post(
             endpoint, json={"text": "From the page"}, headers={"Origin": workspace.url}
         )
-    assert (other_site.status_code, as_form.status_code) == (403, 403)
+    assert (other_site.status_code, as_form.status_code, elsewhere) == (403, 403, [403, 403])
     assert own_page.status_code == 202
     wait_for(lambda: workspace.chatra.sent, "the reply")
     assert [s["text"] for s in workspace.chatra.sent] == ["From the page"]
