@@ -42,6 +42,10 @@ class StrictModel(BaseModel):
 
 _new = object.__new__
 _set = object.__setattr__
+# pydantic's slots, set through their descriptors (what ``object.__setattr__`` finds by name)
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 _BUILDERS: dict[type[BaseModel], Callable[[dict[str, Any]], BaseModel]] = {}
 
 
@@ -83,9 +87,9 @@ def _builder(cls: type[BaseModel]) -> Callable[[dict[str, Any]], BaseModel]:
                 data[name] = factory()
         model = _new(cls)
         _set(model, "__dict__", data)
-        _set(model, "__pydantic_fields_set__", set(values))
-        _set(model, "__pydantic_extra__", None)
-        _set(model, "__pydantic_private__", None if copy_private is None else copy_private())
+        _set_fields_set(model, set(values))
+        _set_extra(model, None)
+        _set_private(model, None if copy_private is None else copy_private())
         return model
 
     _BUILDERS[cls] = build

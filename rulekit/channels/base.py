@@ -269,17 +269,17 @@ class Provider:
 
 def _bounded(events: list[Event]) -> list[Event]:
     for event in events:
-        if not _fits(event.id):
-            event.id = bounded_key(event.id) or event.id
+        key = event.id
+        # the usual id (ASCII, not too long) is kept as it is: checked inline, per event
+        if not (0 < len(key) <= MAX_KEY_CHARS and key.isascii()):
+            event.id = bounded_key(key) or key
         for part in (event.conversation, event.client, event.message, event.agent):
-            if part.id is not None and not _fits(part.id):
-                part.id = bounded_key(part.id)
+            part_id = part.id
+            if part_id is not None and not (
+                0 < len(part_id) <= MAX_KEY_CHARS and part_id.isascii()
+            ):
+                part.id = bounded_key(part_id)
     return events
-
-
-def _fits(key: str) -> bool:
-    """Whether :func:`bounded_key` keeps ``key`` as it is (the usual id: checked first)."""
-    return 0 < len(key) <= MAX_KEY_CHARS and key.isascii()
 
 
 def _parses_clean(parse: Callable[..., list[Event]]) -> Callable[..., list[Event]]:

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterable, Sequence
+import operator
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -87,7 +88,6 @@ class Normalizer:
             marks.append(closing)
         fresh = state.mark_messages_seen(channel, marks) if marks else []
         ours = self.settings.received_from
-        agents = None
         for message, new in zip(messages, fresh, strict=False):
             author = message.type
             if not new or message.received_from == ours or author not in _AUTHORS:
@@ -102,8 +102,7 @@ class Normalizer:
             if conversation.status != "open":
                 conversation = conversation.replaced(status="open")
             if author == "agent":
-                agents = agents or _AgentLookup(payload.agents, self.directory)
-                agent = agents.find(message)
+                agent = _author(message, payload.agents, self.directory)
             else:
                 agent = trusted_instance(Agent, {})
             emit(
@@ -141,24 +140,25 @@ class Normalizer:
         """The client record: what Chatra sent now, over what was known, for the configured
         ``client_data`` fields only. A field Chatra left out keeps its known value; an
         unchanged record is ``known`` itself."""
-        names, custom = self._client_data
         if known is not None and self._unchanged(data, known):
             return known
+        names, sent_of, _ = self._compared
+        sent = sent_of(data)
+        custom = self._client_data[1]
         if known is None:
-            values = {name: getattr(data, name) for name in names}
+            values = dict(zip(names, sent, strict=True))
             if custom:
                 values["custom"] = data.custom
             values["display_name"] = data.display_name
         else:
             had = known.__dict__
-            values = {}
-            for name in names:
-                value = getattr(data, name)
-                values[name] = had[name] if value is None else value
+            values = {
+                name: had[name] if value is None else value
+                for name, value in zip(names, sent, strict=True)
+            }
             if custom:
                 values["custom"] = {**known.custom, **data.custom}
             values["display_name"] = data.display_name or known.display_name
-        values["id"] = data.id
         client = Client.trusted(**values)  # derives country_code from country
         if known is not None and had == client.__dict__:
             return known
@@ -168,24 +168,22 @@ class Normalizer:
         """Whether :meth:`client` would make ``known`` again (most webhooks of a chat): checked
         without making a record."""
         had = known.__dict__
-        if (
-            data.id != had["id"]
-            or (data.display_name or had["display_name"]) != had["display_name"]
-        ):
+        if (data.display_name or had["display_name"]) != had["display_name"]:
             return False
-        names, custom = self._client_data
-        for name in names:
-            value = getattr(data, name)
-            if value is not None and value != had[name]:
-                return False
+        names, sent_of, held_of = self._compared
+        sent = sent_of(data)
+        if sent != held_of(had):  # (else all the same: the usual case, compared at once)
+            for name, value in zip(names, sent, strict=True):
+                if value is not None and value != had[name]:
+                    return False
         if any(had[name] is not None for name in self._other_fields):
             return False  # fields not taken (any longer) are dropped
         if had["country_code"] != (country_code(had["country"]) if had["country"] else None):
             return False
         known_custom = had["custom"]
-        if not custom:
+        if not self._client_data[1]:
             return not known_custom
-        return all(known_custom.get(key, _MISSING) == value for key, value in data.custom.items())
+        return data.custom.items() <= known_custom.items()  # every key sent, with its value
 
     @functools.cached_property
     def _other_fields(self) -> tuple[str, ...]:
@@ -194,19 +192,31 @@ class Normalizer:
         return tuple(name for name in Client.model_fields if name not in taken)
 
     @functools.cached_property
+    def _compared(self) -> tuple[tuple[str, ...], Callable[[Any], Any], Callable[[Any], Any]]:
+        """``id`` and the ``client_data`` fields, with what gets their values, as a tuple, from
+        a read client and from a record's ``__dict__``."""
+        names = ("id", *self._client_data[0])
+        if len(names) == 1:  # (the getters give a value, not a tuple, for one name)
+            return names, lambda data: (data.id,), lambda had: (had["id"],)
+        return names, operator.attrgetter(*names), operator.itemgetter(*names)
+
+    @functools.cached_property
     def _client_data(self) -> tuple[tuple[str, ...], bool]:
         """The ``client_data`` fields, ``custom`` apart (merged, not replaced)."""
         wanted = self.settings.client_data
         return tuple(name for name in wanted if name != "custom"), "custom" in wanted
 
     def _new_conversation(self, payload: Payload) -> Conversation:
-        return Conversation.trusted(
-            id=f"{self.channel}:{payload.client.id}",
-            external_id=payload.client.chat_id,
-            status="open",
-            group=self.settings.default_group,
-            page=payload.page,
-            link=payload.client.chat_link,
+        return trusted_instance(
+            Conversation,
+            {
+                "id": f"{self.channel}:{payload.client.id}",
+                "external_id": payload.client.chat_id,
+                "status": "open",
+                "group": self.settings.default_group,
+                "page": payload.page,
+                "link": payload.client.chat_link,
+            },
         )
 
 
@@ -250,31 +260,30 @@ class _Emitter:
         )
 
 
-class _AgentLookup:
+def _author(message: ChatraMessage, agents: Sequence[ChatraAgent], directory: Directory) -> Agent:
     """Who wrote an agent message: Chatra's agent (by ``agentId``) matched to the directory."""
-
-    def __init__(self, agents: Sequence[ChatraAgent], directory: Directory) -> None:
-        self.agents = agents
-        self.directory = directory
-
-    @functools.cached_property
-    def by_id(self) -> dict[str, ChatraAgent]:
-        return {agent.id: agent for agent in self.agents if agent.id}
-
-    def find(self, message: ChatraMessage) -> Agent:
-        chatra = self.by_id.get(message.agent_id) if message.agent_id else None
-        if chatra is None and message.agent_id is None and len(self.agents) == 1:
-            chatra = self.agents[0]  # the only agent in the chat wrote it
-        email = chatra.email if chatra else None
-        entry = self.directory.get(email)
-        return Agent.trusted(
-            id=message.agent_id or (chatra.id if chatra else None),
-            email=entry.email if entry else email,
-            name=(entry.name if entry else None)
+    agent_id = message.agent_id
+    chatra = None
+    if agent_id:
+        for candidate in reversed(agents):  # (of several with this id, the last)
+            if candidate.id == agent_id:
+                chatra = candidate
+                break
+    elif len(agents) == 1:
+        chatra = agents[0]  # the only agent in the chat wrote it
+    email = chatra.email if chatra else None
+    entry = directory.get(email)
+    return trusted_instance(
+        Agent,
+        {
+            "id": agent_id or (chatra.id if chatra else None),
+            "email": entry.email if entry else email,
+            "name": (entry.name if entry else None)
             or (chatra.name if chatra else None)
             or message.agent_name,
-            known=entry is not None,
-        )
+            "known": entry is not None,
+        },
+    )
 
 
 def _refreshed(conversation: Conversation, payload: Payload) -> Conversation:

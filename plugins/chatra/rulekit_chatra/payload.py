@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from rulekit.channels.body import bounded_key
+from rulekit.channels.body import MAX_KEY_CHARS, bounded_key
 from rulekit.errors import ChannelError
 
 EVENT_NAMES: tuple[str, ...] = ("chatStarted", "chatFragment", "chatTranscript")
@@ -36,17 +36,18 @@ Chatra's: rulekit's own, see :mod:`rulekit_chatra.fetch`), read like a webhook's
 CONTACT_KEYS: tuple[str, ...] = ("name", "email", "phone", "notes")
 """Keys of Chatra's visitor info that are contact data; any other key is the site's custom data."""
 
-_CLIENT_KEYS: tuple[tuple[str, str], ...] = (  # our name, Chatra's key
-    ("chat_link", "chatLink"),
-    ("display_name", "displayedName"),
-    ("ip", "ip"),
-    ("browser", "browser"),
-    ("os", "os"),
-    ("language", "chatLanguage"),
-    ("browser_language", "browserLanguage"),
-    ("country", "country"),
-    ("city", "city"),
+_PLACE_KEYS: tuple[str, ...] = (
+    # Chatra's keys of the client's environment, in the order of ChatraClient's fields (ip...)
+    "ip",
+    "browser",
+    "os",
+    "chatLanguage",
+    "browserLanguage",
+    "country",
+    "city",
 )
+_NOT_CUSTOM = frozenset(CONTACT_KEYS)
+_NO_CONTACT = (None,) * len(CONTACT_KEYS)
 
 
 @dataclass(slots=True)
@@ -137,13 +138,13 @@ def read_payload(data: Any) -> Payload:
         _refuse_event_name(event_name)
     client = _client(data.get("client"))
     page = data.get("chatStartedPage")
-    return Payload(
-        event_name=event_name,
-        client=client,
-        messages=_messages(data, client.id),
-        agents=_agents(data),
-        page=_string(page.get("link")) if isinstance(page, dict) else None,
-        raw=data,
+    return Payload(  # (positional: this runs for every webhook)
+        event_name,
+        client,
+        _messages(data, client.id),
+        _agents(data),
+        _string(page.get("link")) if isinstance(page, dict) else None,
+        data,
     )
 
 
@@ -180,32 +181,39 @@ def _client(value: Any) -> ChatraClient:
 
     # ``info`` is Chatra's merge of ``basicInfo`` (pre-chat form, agents' edits) and
     # ``integrationData`` (what the site pushed); read all three in case one is left out.
-    info = _object(get("info"))
-    integration = _object(get("integrationData"))
-    sources = [s for s in (info, _object(get("basicInfo")), integration) if s]
-    # (``_string`` written out: this is most of the reading)
-    fields: dict[str, Any] = {
-        name: (text.strip() or None) if isinstance(text := get(key), str) else None
-        for name, key in _CLIENT_KEYS
-    }
+    info = get("info")
+    integration = get("integrationData")
+    sources = [s for s in (info, get("basicInfo"), integration) if s and isinstance(s, dict)]
+    contact = _contact(sources) if sources else _NO_CONTACT
+    custom = {}
+    for source in (info, integration):
+        if source and isinstance(source, dict):
+            custom.update((k, v) for k, v in source.items() if k not in _NOT_CUSTOM)
+    visit = get("lastVisit")
+    # (positional, in the fields' order; ``_string`` written out: this is most of the reading)
+    return ChatraClient(
+        client_id,
+        _identifier(get("chatId")),
+        _string(get("chatLink")),
+        _string(get("displayedName")),
+        *contact,
+        *[(t.strip() or None) if isinstance(t := get(key), str) else None for key in _PLACE_KEYS],
+        timestamp(visit.get("startedAt")) if isinstance(visit, dict) else None,
+        custom,
+    )
+
+
+def _contact(sources: list[dict[str, Any]]) -> list[str | None]:
+    """The contact fields (:data:`CONTACT_KEYS`), each from the first source that has it."""
+    found = []
     for key in CONTACT_KEYS:
-        found = None
+        value = None
         for source in sources:
             text = source.get(key)
-            if isinstance(text, str) and (found := text.strip()):
+            if isinstance(text, str) and (value := text.strip()):
                 break
-        fields[key] = found or None
-    custom = {k: v for k, v in info.items() if k not in CONTACT_KEYS} if info else {}
-    if integration:
-        custom.update((k, v) for k, v in integration.items() if k not in CONTACT_KEYS)
-    visit = get("lastVisit")
-    return ChatraClient(
-        id=client_id,
-        chat_id=_identifier(get("chatId")),
-        last_visit=timestamp(visit.get("startedAt")) if isinstance(visit, dict) else None,
-        custom=custom,
-        **fields,
-    )
+        found.append(value or None)
+    return found
 
 
 def _messages(data: dict[str, Any], client_id: str) -> tuple[ChatraMessage, ...]:
@@ -244,14 +252,14 @@ def _message(where: str | int, value: Any, client_id: str) -> ChatraMessage:
     agent_id = get("agentId")
     agent_name = get("agentName")
     received_from = get("receivedFrom")
-    return ChatraMessage(
-        id=message_id,
-        type=kind,
-        text=text,
-        created_at=created_at,
-        agent_id=None if agent_id is None else _identifier(agent_id),
-        agent_name=None if agent_name is None else _string(agent_name),
-        received_from=None if received_from is None else _string(received_from),
+    return ChatraMessage(  # (positional: this runs for every message)
+        message_id,
+        kind,
+        text,
+        created_at,
+        None if agent_id is None else _identifier(agent_id),
+        None if agent_name is None else _string(agent_name),
+        None if received_from is None else _string(received_from),
     )
 
 
@@ -280,9 +288,7 @@ def _agents(data: dict[str, Any]) -> tuple[ChatraAgent, ...]:
     return tuple(
         [
             ChatraAgent(
-                id=_identifier(item.get("id")),
-                name=_string(item.get("name")),
-                email=_string(item.get("email")),
+                _identifier(item.get("id")), _string(item.get("name")), _string(item.get("email"))
             )
             for item in items
             if isinstance(item, dict)
@@ -323,7 +329,10 @@ def _identifier(value: Any) -> str | None:
     """An id: a non-empty string, or an integer written as one (sites may bind numeric ids);
     a very long one is replaced by its digest (ids are stored as indexed keys)."""
     if isinstance(value, str):
-        return bounded_key(value.strip())
+        key = value.strip()
+        if 0 < len(key) <= MAX_KEY_CHARS and key.isascii() and "\x00" not in key:
+            return key  # the usual id, which ``bounded_key`` keeps as it is
+        return bounded_key(key)
     if isinstance(value, int) and not isinstance(value, bool):
         return bounded_key(str(value))
     return None
