@@ -16,6 +16,8 @@ are not online (:meth:`rulekit.store.base.State.presence`). When nobody fits, th
 goes to the group unassigned (``when_nobody: group``) or stays as it is (``leave``).
 
 Nobody eligible is an outcome, not an error: the result says why, and the trace records it.
+A dry run predicts it (:meth:`Assign.would_fail`) by the same presence and capacity rules, with
+the simulation's online agents and open counts.
 A change of assignee or group produces an ``assigned`` event (origin ``rulekit``), then an
 ``updated`` event saying what changed (see :mod:`rulekit.actions.conversation`).
 """
@@ -23,6 +25,7 @@ A change of assignee or group produces an ``assigned`` event (origin ``rulekit``
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -30,7 +33,7 @@ from pydantic import Field
 
 from rulekit.actions import conversation as conversations
 from rulekit.actions.base import Action, ActionContext, PlannedChange, StateChange
-from rulekit.config import AgentEntry, Config
+from rulekit.config import AgentEntry, Config, Directory
 from rulekit.errors import PermanentActionError
 from rulekit.event import Conversation, Event
 from rulekit.hookspecs import hookimpl
@@ -149,8 +152,16 @@ class Assign(Action):
             return _nobody(channel, group)
         online = context.online  # in a dry run: who the simulation has online
         if online is not None and params.only_online is not False:
-            if not any(agent.email.lower() in online for agent in eligible):
+            eligible = [agent for agent in eligible if agent.email.lower() in online]
+            if not eligible:
                 return _offline(channel, group) + f": {_fallback(params, group)}"
+        counts = context.open_counts  # in a dry run: the simulation's open conversations
+        if counts is not None:
+            free, _ = _below_capacity(
+                eligible, group, directory, counts, context.event.conversation
+            )
+            if not free:
+                return _full(group) + f": {_fallback(params, group)}"
         return None
 
     def describe(self, params: AssignParams, context: ActionContext) -> str:  # type: ignore[override]
@@ -244,18 +255,9 @@ class Assign(Action):
             if not eligible:
                 return None, _offline(channel, group)
         counts = state.open_conversations_by_assignee()
-        current = (conversation.assignee or "").lower()
-        if current and conversation.status != "closed":
-            counts[current] = counts.get(current, 0) - 1  # this one does not count
-        free = [
-            agent
-            for agent in eligible
-            if (limit := directory.max_open(agent, group)) is None
-            or counts.get(agent.email.lower(), 0) < limit
-        ]
+        free, counts = _below_capacity(eligible, group, directory, counts, conversation)
         if not free:
-            where = f"of group {group!r} " if group else ""
-            return None, f"every agent {where}who could take it is at capacity (max_open)"
+            return None, _full(group)
         strategy: str = params.strategy
         if strategy == "last_agent":
             last = directory.get(conversation.last_agent)
@@ -300,6 +302,34 @@ def _nobody(channel: str, group: str | None) -> str:
 def _offline(channel: str, group: str | None) -> str:
     where = f"of group {group!r} " if group else ""
     return f"no agent {where}with access to channel {channel!r} is online (only_online)"
+
+
+def _full(group: str | None) -> str:
+    where = f"of group {group!r} " if group else ""
+    return f"every agent {where}who could take it is at capacity (max_open)"
+
+
+def _below_capacity(
+    agents: list[AgentEntry],
+    group: str | None,
+    directory: Directory,
+    open_counts: Mapping[str, int],
+    conversation: Conversation,
+) -> tuple[list[AgentEntry], dict[str, int]]:
+    """The ``agents`` below their ``max_open``, and the open counts they were judged by: the
+    conversation being (re)assigned does not count against its current agent. The daemon's
+    pick and the dry run's prediction both decide by it."""
+    counts = dict(open_counts)
+    current = (conversation.assignee or "").lower()
+    if current and conversation.status != "closed":
+        counts[current] = counts.get(current, 0) - 1  # this one does not count
+    free = [
+        agent
+        for agent in agents
+        if (limit := directory.max_open(agent, group)) is None
+        or counts.get(agent.email.lower(), 0) < limit
+    ]
+    return free, counts
 
 
 def _fallback(params: AssignParams, group: str | None) -> str:

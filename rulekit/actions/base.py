@@ -30,7 +30,7 @@ subject to, for :class:`rulekit.actions.pacing.Pacer`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -74,6 +74,10 @@ class ActionContext:
     online: frozenset[str] | None = None
     """In a dry run: the agents the simulation has online (lower-cased emails); None:
     everyone (a suite's ``online:`` sets it)."""
+    open_counts: Mapping[str, int] | None = None
+    """In a dry run: the open conversations of each assignee (lower-cased email) in the
+    simulation's state when the event was planned (what ``max_open`` is checked against); None:
+    not known."""
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,10 @@ class Pipeline:
         self.online: frozenset[str] | None = None
         """Who the simulation has online (lower-cased emails); None: everyone."""
         self.pending: dict[tuple[str, str], PendingTimer] = {}
+        self.open_counts: dict[int, dict[str, int]] = {}
+        """The open conversations of each assignee in the state when an event was planned, by
+        the id of the event object of its outcome; kept for events with an action that picks
+        an assignee (``assign``: who is at ``max_open``)."""
         self._anchor: datetime | None = None
         self._offset: timedelta | None = None
 
@@ -112,6 +116,7 @@ class Pipeline:
                 event, state, now=at, explain=True, excluded=True, team=self.team(state)
             )
             plan.apply(state)
+            self._note_counts(event, plan, state)
             for cancel in plan.cancels:
                 self.pending.pop((cancel.rule, cancel.conversation_id), None)
             for timer in plan.timers:
@@ -156,7 +161,12 @@ class Pipeline:
                 timer.rule, fired, timer.due, timer.due, explain=True, team=self.team(state)
             )
             plan.apply(state)
+            self._note_counts(fired, plan, state)
             outcome.events.append((fired, plan))
+
+    def _note_counts(self, event: Event, plan: Plan, state: State) -> None:
+        if any("assignee" in self.engine.actions[planned.action].changes for planned in plan):
+            self.open_counts[id(event)] = state.open_conversations_by_assignee()
 
     def team(self, state: State) -> TeamFacts | None:
         """The team the simulation's rules see: who it has online (everyone with access to the
@@ -175,8 +185,10 @@ class Pipeline:
         )
 
     def describe(self, event: Event, planned: Any) -> tuple[str, str | None]:
-        """What a planned action would do, and why it would fail (None when it would not)."""
+        """What a planned action would do, and why it would fail (None when it would not), for
+        ``event`` of an outcome of this pipeline."""
         action = self.engine.actions[planned.action]
         context = self.context(planned.seen or event)
         context.decided_later = planned.decided_later
+        context.open_counts = self.open_counts.get(id(event))
         return action.describe(planned.model, context), action.would_fail(planned.model, context)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from action_helpers import make_config, make_context, make_event
 from test_assign_action import assign, seed, stored
 
@@ -185,6 +186,44 @@ def test_a_dry_run_says_when_nobody_of_the_simulated_team_is_online():
     assert action.would_fail(params, make_context()) is None  # everyone online
     describe = action.describe(AssignParams(strategy="last_agent"), make_context())
     assert describe.endswith("(last_agent, else round_robin)")
+
+
+@pytest.mark.parametrize(
+    ("limits", "reassigned"),
+    [
+        ({"group_limit": 1}, None),  # everyone of support is full
+        ({"group_limit": 1, "cara": 3}, None),  # Cara's own limit leaves her room
+        ({"group_limit": 1}, "ann@example.com"),  # the chat is Ann's: it does not count
+        ({"ann": 1, "cara": 2, "eve": 0}, None),
+        ({}, None),  # no limits
+    ],
+)
+def test_a_dry_run_predicts_capacity_as_the_daemon_decides_it(limits, reassigned):
+    """The same open counts: the dry run says it would fail exactly when the daemon's pick
+    finds everyone at capacity, with the daemon's reason."""
+    store = MemoryStore()
+    seed(store, "k1", "c1", assignee="ann@example.com")
+    seed(store, "k2", "c2", assignee="cara@example.com")
+    seed(store, "k3", "c3", assignee="eve@example.com")
+    conversation = {"id": "c1", "assignee": reassigned} if reassigned else {"id": "c9"}
+    event = make_event(conversation=conversation)
+    config = limited(**limits)
+    with store.transaction() as state:
+        counts = state.open_conversations_by_assignee()
+    for strategy in ("round_robin", "least_open", "last_agent"):
+        params = AssignParams(group="support", strategy=strategy)
+        context = make_context(event=event, config=config, open_counts=counts)
+        predicted = Assign().would_fail(params, context)
+        result, _ = assign(params, store, event, config)
+        if result["assigned"] is None:
+            assert (
+                predicted
+                == f"{result['reason']}: the conversation waits in group 'support', unassigned"
+            )
+        else:
+            assert predicted is None
+        if result.get("changed"):  # put the chat back as it was for the next strategy
+            seed(store, "k1" if reassigned else "c9", conversation["id"], assignee=reassigned)
 
 
 def test_the_last_agent_is_kept_from_the_conversations_replies():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from click.testing import CliRunner
 from scaffold import write
 
@@ -66,3 +68,73 @@ def test_each_action_that_would_fail_says_why(tmp_path, monkeypatch) -> None:
     ]  # fmt: skip
     # the second reply comes after an assign that can pick Anna: nothing to say
     assert "${DRY_RUN_SLACK_TOKEN} is unset or empty" in result.output
+
+
+CAPACITY_CONFIG = """
+channels:
+  online-chat: {provider: webhook, webhook_secret: w, default_group: support}
+groups:
+  support: {max_open: 1}
+agents:
+  - {email: anna@shop.example, groups: [support], channels: [online-chat]}
+  - {email: boris@shop.example, groups: [support], channels: [online-chat], max_open: 2}
+"""
+
+CAPACITY_RULES = """
+- name: Assign new chats
+  on: {channel: online-chat, event: created}
+  do:
+    - assign: {group: support, strategy: least_open}
+"""
+
+
+def chat(number: int, assignee: str | None = None) -> str:
+    owner = f", assignee: {assignee}" if assignee else ""
+    return f"""
+- channel: online-chat
+  event: created
+  occurred_at: 2026-05-01T10:0{number}:00Z
+  conversation: {{id: c{number}, status: open{owner}}}
+  client: {{id: v{number}}}
+  message: {{text: hi, author: client}}
+"""
+
+
+def test_assign_would_fail_when_everyone_is_at_max_open_as_the_simulation_counts(
+    tmp_path,
+) -> None:
+    """Anna (support: 1) and Boris (his own 2) fill up as the simulated chats come in: the
+    dry run says the assign would fail exactly from the chat on which both are full."""
+    config = write(tmp_path / "rulekit.yaml", CAPACITY_CONFIG)
+    rules = write(tmp_path / "rules" / "rules.yaml", CAPACITY_RULES)
+    chats = [
+        chat(1, "anna@shop.example"),  # Anna: 1 of 1
+        chat(2, "boris@shop.example"),  # Boris: 1 of 2, can take one more
+        chat(3, "boris@shop.example"),  # Boris: 2 of 2
+        chat(4),
+    ]
+    events = write(tmp_path / "events.yaml", "".join(chats))
+    result = CliRunner().invoke(
+        cli,
+        [
+            "test",
+            "--config",
+            str(config),
+            "--rules",
+            str(rules.parent),
+            "--format=json",
+            str(events),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    [results] = json.loads(result.output)["results"]
+    predicted = {
+        event["event"]["conversation"]["id"]: event["actions"][0].get("would_fail")
+        for event in results["events"]
+    }
+    full = (
+        "every agent of group 'support' who could take it is at capacity (max_open): "
+        "the conversation waits in group 'support', unassigned"
+    )
+    # a chat already assigned does not count against its own agent (as the daemon counts)
+    assert predicted == {"c1": None, "c2": None, "c3": None, "c4": full}
