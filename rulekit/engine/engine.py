@@ -149,7 +149,6 @@ class Engine:
         plan = Plan(event)
         bucket = self.index.bucket(event.channel, event.event)
         rules, values = bucket.select(event, now, env)
-        considered = 0
         own = event.origin == "rulekit"
         conversation_id = event.conversation.id
         if conversation_id:
@@ -158,35 +157,22 @@ class Engine:
                     plan.cancels.append(TimerCancel(rule.name, conversation_id))
         stopped_by: str | None = None
         sequence = ActionSequence(event)
+        pristine = True  # the plan so far leaves the event as it is
         budget = current_budget()
         prepared_rules = self._prepared
         recovered = event.recovered
+        add_trace, add_actions = plan.rules.append, plan.actions.extend
         position = 0
         while position < len(rules):
             rule = rules[position]
             position += 1
-            considered += 1
-            if stopped_by is not None:
+            if stopped_by is not None or (own and not rule.allow_own_events):
                 if explain:
-                    plan.rules.append(
-                        RuleTrace(rule.name, False, f"stopped by rule {stopped_by!r}")
-                    )
-                continue
-            if own and not rule.allow_own_events:
-                if explain:
-                    plan.rules.append(
-                        RuleTrace(
-                            rule.name,
-                            False,
-                            "own event (origin rulekit); set allow_own_events: true to react",
-                        )
-                    )
+                    add_trace(RuleTrace(rule.name, False, _passed_over(stopped_by)))
                 continue
             prepared = prepared_rules.get(rule)
             if prepared is None:
                 prepared = prepared_rules[rule] = prepare(rule, self.index)
-            trace: RuleTrace | None = None
-            shared = False
             decider = prepared.decider
             if decider is not None:
                 # the values the index read decide (see .decide): no field read again
@@ -196,15 +182,23 @@ class Engine:
                 except Exception:
                     decider = None  # evaluated in full below, which says what went wrong
                 else:
-                    if explain and matched and (prepared.constant is None or recovered):
-                        # planned below, which may have more to say
-                        trace = RuleTrace(rule.name, False, "")
+                    constant = None if recovered else prepared.constant
+                    if constant is not None or not matched:
+                        # nothing more to say than the outcomes: a shared trace, and for a
+                        # constant rule its shared actions
+                        if explain:
+                            trace = prepared.traces.get(tuple(outcomes))
+                            if trace is None or trace.matched != matched:
+                                trace = prepared.trace(outcomes, matched)
+                            add_trace(trace)
+                        if matched and constant is not None:
+                            add_actions(constant if pristine else prepared.actions_for(sequence))
+                            if rule.stop:
+                                stopped_by = rule.name
+                        continue
+                    trace = RuleTrace(rule.name, False, "") if explain else None
+                    if trace is not None:
                         trace.sources, trace.outcomes = prepared.sources, outcomes
-                    elif explain:  # nothing more to say than the outcomes: a shared trace
-                        shared = True
-                        trace = prepared.traces.get(tuple(outcomes))
-                        if trace is None or trace.matched != matched:
-                            trace = prepared.trace(outcomes, matched)
             if decider is None:
                 trace = RuleTrace(rule.name, False, "") if explain else None
                 budget.renew()
@@ -217,36 +211,7 @@ class Engine:
                         trace.reason = f"condition failed: {exc}"
             if not matched:
                 if trace is not None:
-                    plan.rules.append(trace)
-                continue
-            if prepared.constant is not None and not recovered:
-                # no cooldown, no timer, actions planned the same for every event
-                if trace is not None:
-                    if not shared:
-                        trace.matched = True
-                        trace.reason = "conditions hold" if rule.condition else "no conditions"
-                    plan.rules.append(trace)
-                event_now = sequence.event
-                if event_now is event and not sequence.decided_later:
-                    plan.actions.extend(prepared.constant)
-                else:
-                    seen = event_now if event_now is not event else None
-                    for planned in prepared.constant:
-                        plan.actions.append(
-                            PlannedAction(
-                                rule.name,
-                                planned.action,
-                                planned.model,
-                                None,
-                                seen,
-                                sequence.decided_later,
-                                planned.dumped,
-                                planned.entry,
-                                planned.text,
-                            )
-                        )
-                if rule.stop:
-                    stopped_by = rule.name
+                    add_trace(trace)
                 continue
             if rule.cooldown and conversation_id and state is not None:
                 until = state.cooldown_until(rule.name, conversation_id)
@@ -255,18 +220,21 @@ class Engine:
                         trace.reason = (
                             f"conditions hold, but the cooldown lasts until {until.isoformat()}"
                         )
-                        plan.rules.append(trace)
+                        add_trace(trace)
                     continue
             if rule.cooldown and conversation_id:
                 plan.cooldowns.append(Cooldown(rule.name, conversation_id, now + rule.cooldown))
             if trace is not None:
                 trace.matched = True
                 trace.reason = "conditions hold" if rule.condition else "no conditions"
-                plan.rules.append(trace)
+                add_trace(trace)
             if rule.timing is not None:
                 set_timer(rule, rule.timing, conversation_id, now, plan, trace, self.config)
+            elif prepared.constant is not None and not recovered:  # decided in full
+                add_actions(prepared.constant if pristine else prepared.actions_for(sequence))
             else:
                 plan_actions(rule, sequence, now, env, plan, trace, self.config)
+                pristine = sequence.event is event and not sequence.decided_later
             if rule.stop:
                 stopped_by = rule.name
             if sequence.changed:
@@ -277,7 +245,7 @@ class Engine:
                 rules = rules[:position] + [
                     later for later in found if later.position > rule.position
                 ]
-        plan.excluded = len(bucket.rules) - considered
+        plan.excluded = len(bucket.rules) - position  # each candidate was considered
         plan.final = sequence.event
         return plan
 
@@ -408,3 +376,10 @@ class Engine:
         condition sources in the order it explains them."""
         sources = tuple(leaf.source for leaf in leaves(condition))
         return compile_explainer(condition, self.program), sources
+
+
+def _passed_over(stopped_by: str | None) -> str:
+    """Why a candidate was not evaluated: an earlier rule stopped, or the event is rulekit's."""
+    if stopped_by is not None:
+        return f"stopped by rule {stopped_by!r}"
+    return "own event (origin rulekit); set allow_own_events: true to react"

@@ -22,6 +22,8 @@ class ActionSequence:
     applied to its conversation, for the conditions and templates after it."""
 
     def __init__(self, event: Event) -> None:
+        self.original = event
+        """The plan's event, as it came."""
         self.event = event
         self.changed = False
         self.decided_later: frozenset[str] = frozenset()

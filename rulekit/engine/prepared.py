@@ -17,6 +17,7 @@ from rulekit.engine.decide import Decider
 from rulekit.engine.explain import leaves
 from rulekit.engine.index import RuleIndex
 from rulekit.engine.plan import OUTCOME_CODES, PlannedAction, RuleTrace, usual_reason
+from rulekit.engine.planning import ActionSequence
 from rulekit.rules.spec import Rule
 from rulekit.store.codec import fast_json
 
@@ -44,6 +45,27 @@ class PreparedRule:
         self.traces: dict[tuple[bool | None, ...], RuleTrace] = {}
         """The trace of each decision of the decider (by its outcomes) that says no more than
         the outcomes: a decision against, or for when :attr:`constant` (shared: read only)."""
+
+    def actions_for(self, sequence: ActionSequence) -> list[PlannedAction]:
+        """The :attr:`constant` actions as planned after actions that changed the event (or
+        leave some of it to their run), as ``sequence`` says."""
+        assert self.constant is not None
+        event = sequence.event
+        seen = event if event is not sequence.original else None
+        return [
+            PlannedAction(
+                planned.rule,
+                planned.action,
+                planned.model,
+                None,
+                seen,
+                sequence.decided_later,
+                planned.dumped,
+                planned.entry,
+                planned.text,
+            )
+            for planned in self.constant
+        ]
 
     def trace(self, outcomes: list[bool | None], matched: bool) -> RuleTrace:
         """The shared trace of a decision (see :attr:`traces`)."""
