@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from rulekit.countries import country_code
-from rulekit.models import StrictModel, trusted_instance
+from rulekit.models import StrictModel
 
 Priority = Literal["low", "normal", "high", "urgent"]
 """A conversation's priority, lowest first."""
@@ -110,17 +110,13 @@ class Client(EventPart):
             self.country_code = country_code(self.country)
         return self
 
-    @classmethod
-    def trusted(cls, **values: Any) -> Self:
-        """See :meth:`rulekit.models.StrictModel.trusted`; ``country_code`` is derived as in
-        validation."""
-        client = trusted_instance(cls, values)
-        data = client.__dict__
+    def _derive_trusted(self) -> None:
+        """``country_code`` derived as in validation, for :meth:`StrictModel.trusted`."""
+        data = self.__dict__
         if data["country_code"] is None and data["country"]:
             # as validation sets it: through assignment, so the field counts as set
             data["country_code"] = country_code(data["country"])
-            client.__pydantic_fields_set__.add("country_code")
-        return client
+            self.__pydantic_fields_set__.add("country_code")
 
 
 class Message(EventPart):
@@ -231,14 +227,11 @@ class Event(StrictModel):
     def _none_is_empty(cls, value: Any) -> Any:
         return {} if value is None else value
 
-    @classmethod
-    def trusted(cls, **values: Any) -> Self:
-        """See :meth:`rulekit.models.StrictModel.trusted`; an ``id`` left out is derived as in
-        validation. Providers build their events with it from parts they built the same way."""
-        event = trusted_instance(cls, values)
-        if not values.get("id"):
-            event._set_derived_id()
-        return event
+    def _derive_trusted(self) -> None:
+        """An ``id`` left out derived as in validation, for :meth:`StrictModel.trusted` (with
+        which providers build their events from parts they built the same way)."""
+        if not self.id:
+            self._set_derived_id()
 
     @model_validator(mode="after")
     def _derive_id(self) -> Event:

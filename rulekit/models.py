@@ -28,6 +28,10 @@ class StrictModel(BaseModel):
         ``TypeError``. pydantic's ``model_construct`` does the same, several times slower."""
         return trusted_instance(cls, values)
 
+    def _derive_trusted(self) -> None:
+        """Set what validation derives from other fields, on an instance :meth:`trusted` made
+        (a subclass's model validators' part, where it has some)."""
+
     def replaced(self, **changes: Any) -> Self:
         """A shallow copy with ``changes`` made, without validation: ``model_copy(update=...)``
         at a fraction of its cost, with the same duty as :meth:`trusted` for the values."""
@@ -50,8 +54,8 @@ _BUILDERS: dict[type[BaseModel], Callable[[dict[str, Any]], BaseModel]] = {}
 
 
 def trusted_instance(cls: type[_Model], values: dict[str, Any]) -> _Model:
-    """What :meth:`StrictModel.trusted` makes, for subclasses that add to it (deriving a
-    field), without passing ``values`` on as keywords once more."""
+    """``cls.trusted(**values)``, for callers that have the values as a dict already (without
+    passing them on as keywords)."""
     return (_BUILDERS.get(cls) or _builder(cls))(values)  # type: ignore[return-value]
 
 
@@ -76,6 +80,9 @@ def _builder(cls: type[BaseModel]) -> Callable[[dict[str, Any]], BaseModel]:
     made = tuple(factories)
     copy_defaults = defaults.copy
     copy_private = private.copy if private else None
+    derive = cls._derive_trusted  # type: ignore[attr-defined]
+    if derive is StrictModel._derive_trusted:
+        derive = None
 
     def build(values: dict[str, Any]) -> BaseModel:
         if required and not required <= values.keys():
@@ -90,6 +97,8 @@ def _builder(cls: type[BaseModel]) -> Callable[[dict[str, Any]], BaseModel]:
         _set_fields_set(model, set(values))
         _set_extra(model, None)
         _set_private(model, None if copy_private is None else copy_private())
+        if derive is not None:
+            derive(model)
         return model
 
     _BUILDERS[cls] = build

@@ -159,7 +159,7 @@ class Normalizer:
             if custom:
                 values["custom"] = {**known.custom, **data.custom}
             values["display_name"] = data.display_name or known.display_name
-        client = Client.trusted(**values)  # derives country_code from country
+        client = trusted_instance(Client, values)  # derives country_code from country
         if known is not None and had == client.__dict__:
             return known
         return client
@@ -176,7 +176,7 @@ class Normalizer:
             for name, value in zip(names, sent, strict=True):
                 if value is not None and value != had[name]:
                     return False
-        if any(had[name] is not None for name in self._other_fields):
+        if self._other_fields and any(had[name] is not None for name in self._other_fields):
             return False  # fields not taken (any longer) are dropped
         if had["country_code"] != (country_code(had["country"]) if had["country"] else None):
             return False

@@ -285,6 +285,8 @@ def _agents(data: dict[str, Any]) -> tuple[ChatraAgent, ...]:
     items: list[Any] = many if isinstance(many, list) else []
     if single is not None:
         items = [single, *items]
+    elif not items:
+        return ()  # (most webhooks)
     return tuple(
         [
             ChatraAgent(
