@@ -1,8 +1,9 @@
 """The trace stored with each event: what the engine decided and why.
 
 The daemon records ``trace_of(plan, rules_version=…)`` with
-:meth:`Journal.record_event <rulekit.store.base.Journal.record_event>`; ``rulekit why`` and
-``rulekit replay`` read it back. The shape (JSON)::
+:meth:`Journal.record_event <rulekit.store.base.Journal.record_event>` — as
+:func:`encoded_trace`, the same JSON text joined from parts the engine keeps encoded;
+``rulekit why`` and ``rulekit replay`` read it back. The shape (JSON)::
 
     {"rules_version": "…",
      "rules": [{"name": …, "matched": bool, "reason"?: …,
@@ -32,7 +33,7 @@ Readers accept missing keys (an older or partial trace), so the shape may grow.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from rulekit.engine.plan import Plan, usual_reason
 from rulekit.store.codec import EncodedTrace, fast_json, trace_json
@@ -80,10 +81,9 @@ def _joined(plan: Plan, rules_version: str | None) -> str | None:
     if head is None or tail is None or None in rules or None in actions:
         return None
     # '{"rules_version":…}' and '{"errors":…}' around the two lists
-    return (
-        f'{head[:-1]},"rules":[{",".join(rules)}],'  # type: ignore[arg-type]
-        f'"plan":[{",".join(actions)}],{tail[1:]}'  # type: ignore[arg-type]
-    )
+    joined_rules = ",".join(cast(list[str], rules))
+    joined_actions = ",".join(cast(list[str], actions))
+    return f'{head[:-1]},"rules":[{joined_rules}],"plan":[{joined_actions}],{tail[1:]}'
 
 
 def rules_of(trace: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -240,7 +240,7 @@ def evaluate(snapshot: Snapshot, request: Request, limits: Limits) -> list[Evalu
                 JobSpec(
                     rule=planned.rule,
                     action=planned.action,
-                    params=planned.model.model_dump(mode="json"),
+                    params=planned.json_params(),  # shared when constant: pickled to the daemon
                     destination=engine.actions[planned.action].destination(planned.model),
                     lane=engine.actions[planned.action].lane(planned.model, event),
                 )
