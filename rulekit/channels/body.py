@@ -34,6 +34,7 @@ MAX_KEY_CHARS = 200
 row); a longer one is stored as its SHA-256 digest."""
 
 BOM = "\ufeff"
+_BOM_BYTES = BOM.encode()
 REPLACEMENT = "\ufffd"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # a \u escape of a surrogate (paired or not); raw surrogates cannot occur in valid UTF-8
@@ -84,7 +85,7 @@ def for_providers(body: bytes) -> bytes:
 
     A body :func:`load` refuses is returned unchanged (the provider reports it).
     """
-    if not body.startswith(BOM.encode()) and _ESCAPED_SURROGATE.search(body) is None:
+    if not body.startswith(_BOM_BYTES) and _ESCAPED_SURROGATE.search(body) is None:
         return body
     try:
         data = load(body)
