@@ -141,6 +141,10 @@ class ValidationErrors(RulekitError):
         self.errors = list(errors)
         super().__init__("\n".join(str(e) for e in self.errors))
 
+    def __reduce__(self) -> tuple[type[ValidationErrors], tuple[list[LocatedError]]]:
+        # made again from the errors (the rules are validated in another process)
+        return type(self), (self.errors,)
+
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """A "did you mean" suffix for ``word`` among ``choices``, or an empty string. Letter case

@@ -37,7 +37,7 @@ from rulekit.expr.budget import current as current_budget
 from rulekit.plugins import Plugins
 from rulekit.rules.collector import collector_paused
 from rulekit.rules.loader import RuleLoader, RuleSet
-from rulekit.rules.spec import Condition, Rule, Timing, format_duration
+from rulekit.rules.spec import Condition, Rule, Timing, format_duration, outline
 from rulekit.team import Team, TeamFacts
 
 __all__ = [
@@ -54,6 +54,9 @@ __all__ = [
 class Engine:
     """Compiled rules plus the config and plugins they were checked against."""
 
+    index: RuleIndex
+    """Which rules an event can match (only in an engine that evaluates)."""
+
     def __init__(
         self, plugins: Plugins, config: Config, ruleset: RuleSet, loader: RuleLoader
     ) -> None:
@@ -62,7 +65,16 @@ class Engine:
         self.ruleset = ruleset
         self.rules = ruleset.rules
         self.actions = loader.actions
-        self.index = RuleIndex(ruleset.rules, loader.program)
+        self.evaluates = loader.evaluates
+        """Whether the rules were loaded to be evaluated. One loaded only to be known (the
+        daemon's main process: its evaluation workers load their own) keeps each rule's name,
+        location, channels, events, timing and actions, and the warnings, but none of the
+        conditions, templates and index evaluating needs, and refuses to evaluate."""
+        if self.evaluates:
+            self.index = RuleIndex(ruleset.rules, loader.program)
+        else:
+            for rule in self.rules:
+                outline(rule)
         self.by_name = {rule.name: rule for rule in ruleset.rules}
         self.cancellers = cancellers(ruleset.rules)
         self.env = config.allowed_env()
@@ -85,16 +97,19 @@ class Engine:
         config: Config | str | os.PathLike[str] | None = None,
         *,
         plugins: Plugins | None = None,
+        evaluates: bool = True,
     ) -> Engine:
         """Load and compile a rules directory (or file).
 
         ``config`` is a loaded :class:`Config`, a path to a config file, or None for the
         default config (every installed provider offers its default channel). Raises
         :class:`rulekit.errors.ValidationErrors` listing every problem of every file.
+        ``evaluates=False``: validated the same (same errors, same warnings), but kept only
+        to be known, not evaluated (see :attr:`evaluates`).
         """
         plugins, config = plugins_and_config(config, plugins)
         with collector_paused():  # the index is built from what the load made: all alive
-            loader = RuleLoader(plugins, config)
+            loader = RuleLoader(plugins, config, evaluates=evaluates)
             ruleset = loader.load(Path(path))
             return cls(plugins, config, ruleset, loader)
 
@@ -125,6 +140,7 @@ class Engine:
         ``excluded=True`` also adds a trace for each of those, saying which of its conditions
         cannot hold (the dry run shows them; the daemon records the count only).
         """
+        self._can_evaluate()
         seen = self._show_team(event, team)
         # each rule's conditions and simple templates get a work budget (see budget.py)
         plan: Plan = with_budget(lambda: self._evaluate(event, state, now, explain or excluded))
@@ -132,6 +148,10 @@ class Engine:
             self._explain_excluded(plan, now)
         plan.team = dict(seen.seen) if seen is not None and seen.seen else None
         return plan
+
+    def _can_evaluate(self) -> None:
+        if not self.evaluates:
+            raise RuntimeError("these rules were loaded to be known, not evaluated")
 
     def _show_team(self, event: Event, facts: TeamFacts | None) -> Team | None:
         """Give ``event`` the team its rules see, when they read it."""
@@ -264,6 +284,7 @@ class Engine:
         by more than the rule's ``max_late`` is dropped; otherwise, unless the rule's
         ``unless:`` holds now, the rule's actions are planned. ``plan.firing`` says which.
         ``team`` as for :meth:`evaluate`, at fire time."""
+        self._can_evaluate()
         seen = self._show_team(event, team)
         plan: Plan = with_budget(lambda: self._fire(rule_name, event, due, now, explain))
         plan.team = dict(seen.seen) if seen is not None and seen.seen else None

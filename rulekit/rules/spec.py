@@ -271,3 +271,16 @@ class Rule:
     conjuncts: list[Any] = field(default_factory=list)
     timing: Timing | None = None
     """For rules with ``after:``: when and whether the actions run later."""
+
+
+def outline(rule: Rule) -> None:
+    """Keep of ``rule`` only what knowing it needs (name, location, channels, events, timing,
+    each step's action): its conditions, generated functions and step parameters go."""
+    rule.condition = rule.matcher = None
+    rule.conjuncts = []
+    rule.steps = [
+        ActionStep(step.action, step.action_class, {}, step.location, constant=step.constant)
+        for step in rule.steps
+    ]
+    if rule.timing is not None:
+        rule.timing.unless = rule.timing.unless_matcher = None

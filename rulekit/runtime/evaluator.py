@@ -14,35 +14,21 @@ exactly the rules the daemon validated, whatever the files hold by then.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import queue
 import sys
 import threading
 from multiprocessing.connection import Connection
-from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, overload
 
+from rulekit.runtime.forkserver import fork_server
 from rulekit.runtime.worker import Evaluation, Limits, Ready, Refusal, Request, serve
 from rulekit.snapshot import Snapshot
 
 START_TIMEOUT = 300.0
 """Seconds a new worker may take to load the rules (10,000 rules load in a few)."""
-
-_context_lock = threading.Lock()
-_context: ForkServerContext | None = None
-
-
-def _fork_server() -> ForkServerContext:
-    global _context
-    with _context_lock:
-        if _context is None:
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["rulekit.runtime.worker", "rulekit.snapshot"])
-            _context = context
-        return _context
 
 
 class WorkerGone(Exception):
@@ -203,7 +189,7 @@ class Evaluator:
         return self._start(wanted)
 
     def _start(self, snapshot: Snapshot) -> _Worker:
-        context = _fork_server()
+        context = fork_server()
         ours, theirs = context.Pipe()
         process = context.Process(
             target=serve,

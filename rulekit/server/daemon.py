@@ -37,6 +37,7 @@ from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.dispatcher import DEFAULT_LEASE, Dispatcher
 from rulekit.runtime.evaluator import Evaluator
 from rulekit.runtime.feed import LiveFeed
+from rulekit.runtime.known import load_known
 from rulekit.runtime.logs import log
 from rulekit.runtime.metrics import Metrics
 from rulekit.runtime.processor import Processor, owner_name, report
@@ -46,7 +47,7 @@ from rulekit.server.app import create_app
 from rulekit.server.fetching import Fetchers
 from rulekit.server.ingest import Ingest
 from rulekit.server.reloading import RELOAD_BUDGET, Reloading
-from rulekit.snapshot import Snapshot, freeze_heap, load_snapshot, problems_of
+from rulekit.snapshot import Snapshot, freeze_heap, problems_of
 from rulekit.store import open_store
 from rulekit.store.base import JournaledStore
 
@@ -90,7 +91,8 @@ class Daemon(Reloading):
         """What time the timers see (default: the system's clock; tests move their own)."""
         self.config_path = Path(config_path) if config_path else None
         self.rules_path = Path(rules_path) if rules_path else None
-        self._snapshot = load_snapshot(self.config_path, self.rules_path)
+        # the evaluation workers load the rules to evaluate them; this process only knows them
+        self._snapshot = load_known(self.config_path, self.rules_path)
         self.problems = problems_of(self._snapshot)
         if strict and self.problems:
             raise StrictRefusal(

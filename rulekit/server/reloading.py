@@ -23,10 +23,11 @@ from rulekit.errors import RulekitError, ValidationErrors
 from rulekit.runtime.budget import run_within
 from rulekit.runtime.evaluator import Evaluator
 from rulekit.runtime.feed import LiveFeed
+from rulekit.runtime.known import load_known
 from rulekit.runtime.logs import log
 from rulekit.runtime.metrics import Metrics
 from rulekit.server.fetching import Fetchers
-from rulekit.snapshot import Snapshot, freeze_heap, load_snapshot, problems_of
+from rulekit.snapshot import Snapshot, freeze_heap, problems_of
 
 logger = logging.getLogger("rulekit.daemon")
 
@@ -87,7 +88,7 @@ class Reloading:
             try:
                 new = await run_within(
                     self.reload_budget,
-                    load_snapshot,
+                    load_known,
                     self.config_path,
                     self.rules_path,
                     what="loading the rules and config",

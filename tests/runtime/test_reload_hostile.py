@@ -75,7 +75,7 @@ def test_a_reload_over_budget_is_abandoned_and_never_blocks_the_next(
 ):
     config = write_setup(tmp_path, chatra=chatra)
     server = serve(config, reload_budget=0.5)
-    real_load = reloading_module.load_snapshot
+    real_load = reloading_module.load_known
     release = threading.Event()
     calls: list[str] = []
 
@@ -87,7 +87,7 @@ def test_a_reload_over_budget_is_abandoned_and_never_blocks_the_next(
         calls.append("done")
         return snapshot
 
-    monkeypatch.setattr(reloading_module, "load_snapshot", load)
+    monkeypatch.setattr(reloading_module, "load_known", load)
     try:
         (tmp_path / "rules.d" / "rules.yaml").write_text(RELOADED)
         assert server.call(server.daemon.reload("test")) is False

@@ -1,0 +1,107 @@
+"""The rules as the daemon's main process knows them: validated in a short-lived process.
+
+The main process never evaluates a condition (its evaluation workers do, see
+:mod:`rulekit.runtime.evaluator`), but it must refuse invalid rules with every error, file and
+line, warn about what will not work, and know each rule's name, location, channels, events,
+timing and actions. Compiling 10,000 rules briefly needs several times what knowing them keeps,
+and the C library cannot give most of it back (what stays is scattered among what was freed),
+so the main process would keep tens of MB it never uses. It has the rules loaded in a process
+of the workers' fork server instead: that process validates them exactly as a full load does
+(:meth:`rulekit.engine.engine.Engine.from_path` with ``evaluates=False``), sends back the rules'
+outline with the bytes it read (:mod:`rulekit.sources`), or the errors, and exits.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from rulekit import sources
+from rulekit.engine.engine import Engine
+from rulekit.loading import open_config, rules_location
+from rulekit.rules.loader import RuleLoader, RuleSet
+from rulekit.runtime.forkserver import fork_server
+from rulekit.runtime.pipeline import build_providers
+from rulekit.snapshot import Snapshot, release_free_memory
+
+
+class ValidationFailed(Exception):
+    """The process validating the rules died, or failed with an error it could not send."""
+
+
+def load_known(config_path: str | Path | None, rules_path: str | Path | None = None) -> Snapshot:
+    """The snapshot of the config and rules at these paths, its rules known but not compiled
+    (``snapshot.engine.evaluates`` is False). Raises what :func:`rulekit.snapshot.load_snapshot`
+    raises for invalid ones (:class:`rulekit.errors.ValidationErrors` with the same errors)."""
+    config = str(config_path) if config_path else None
+    rules = str(rules_path) if rules_path else None
+    ruleset, files = _validated(config, rules)
+    with sources.replaying(files):  # the config as the validating process read it
+        plugins, loaded = open_config(config)
+    engine = Engine(plugins, loaded, ruleset, RuleLoader(plugins, loaded, evaluates=False))
+    snapshot = Snapshot(engine, build_providers(engine), files=files)
+    release_free_memory()
+    return snapshot
+
+
+def _validated(config: str | None, rules: str | None) -> tuple[RuleSet, sources.Files]:
+    context = fork_server()
+    ours, theirs = context.Pipe()
+    process = context.Process(
+        target=validate,
+        args=(theirs, config, rules, dict(os.environ), os.getcwd(), list(sys.path)),
+        name="rulekit-validator",
+        daemon=True,
+    )
+    process.start()
+    theirs.close()
+    try:
+        answer = ours.recv()
+    except (EOFError, OSError) as exc:
+        process.join(5)
+        raise ValidationFailed(
+            f"the process validating the rules died (exit code {process.exitcode})"
+        ) from exc
+    finally:
+        ours.close()
+    process.join()
+    if isinstance(answer, BaseException):
+        raise answer
+    ruleset, files = answer
+    return ruleset, files
+
+
+def validate(
+    connection: Connection,
+    config: str | None,
+    rules: str | None,
+    environment: dict[str, str],
+    cwd: str,
+    path: list[str],
+) -> None:
+    """The validating process: load the rules to know them; send their outline and the files
+    read, or the error."""
+    os.environ.clear()
+    os.environ.update(environment)
+    os.chdir(cwd)
+    sys.path[:] = path
+    answer: Any
+    try:
+        with sources.recording() as files:
+            plugins, loaded = open_config(config)
+            location = rules_location(rules, loaded)
+            engine = Engine.from_path(location, loaded, plugins=plugins, evaluates=False)
+        answer = (engine.ruleset, files)
+    except Exception as exc:
+        answer = exc
+    try:
+        connection.send(answer)
+    except Exception as unsent:  # what does not pickle is sent as text, with where it was
+        failure = answer if isinstance(answer, BaseException) else unsent
+        text = "".join(traceback.format_exception(failure))
+        connection.send(ValidationFailed(f"validating the rules failed:\n{text}"))
+    connection.close()
