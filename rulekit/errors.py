@@ -16,7 +16,7 @@ class RulekitError(Exception):
     """Base class of every error rulekit reports to a user."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Location:
     """Where in a source file something was written (lines are 1-based)."""
 

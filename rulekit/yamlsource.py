@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import sys
 from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,9 @@ ten strings adds eleven)."""
 MAX_ALIAS_TEXT = 1024 * 1024
 """Most characters of text aliases may repeat in one document, counted expanded (as much again
 as the largest file: a long template repeated by aliases is compiled once per use)."""
+MAX_SHARED = 64
+"""Texts up to this length are kept once however often the files repeat them (a channel, an
+event, an action's name in each of 10,000 rules): :func:`sys.intern`."""
 MAX_DEPTH = 100
 """Deepest nesting of mappings and lists in one document."""
 
@@ -255,6 +259,8 @@ class _Builder:
         if kind is yaml.ScalarNode:
             if tag == _STR_TAG:
                 value = node.value
+                if len(value) <= MAX_SHARED:  # names, channels, events: one copy of each
+                    value = sys.intern(value)
             elif tag in _SCALAR_TAGS:
                 try:
                     value = self.loader.yaml_constructors[tag](self.loader, node)

@@ -88,7 +88,8 @@ class Engine:
         self._prepared: dict[Rule, PreparedRule] = {}
         loader.program.release_sources()
         for rule in self.rules:  # the expression trees served loading and indexing only
-            rule.conjuncts = []
+            if rule.conjuncts:
+                rule.conjuncts = []
 
     @classmethod
     def from_path(

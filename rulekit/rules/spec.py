@@ -145,7 +145,7 @@ class Value:
         return self.constant if self.render is None else self.render(e, now, env)
 
 
-@dataclass
+@dataclass(slots=True)
 class ActionStep:
     """One entry of a rule's ``do:`` list, compiled."""
 
@@ -212,7 +212,7 @@ def _render(params: Any, e: Any, now: Any, env: Any) -> Any:
 DEFAULT_MAX_LATE = timedelta(hours=1)
 
 
-@dataclass
+@dataclass(slots=True)
 class Timing:
     """A timed rule's ``after:`` and the keys beside it, compiled."""
 
@@ -251,7 +251,7 @@ def format_duration(value: timedelta) -> str:
     return " ".join(parts[:2])
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Rule:
     """A compiled rule."""
 
@@ -277,10 +277,11 @@ def outline(rule: Rule) -> None:
     """Keep of ``rule`` only what knowing it needs (name, location, channels, events, timing,
     each step's action): its conditions, generated functions and step parameters go."""
     rule.condition = rule.matcher = None
-    rule.conjuncts = []
-    rule.steps = [
-        ActionStep(step.action, step.action_class, {}, step.location, constant=step.constant)
-        for step in rule.steps
-    ]
+    if rule.conjuncts:
+        rule.conjuncts = []
+    for step in rule.steps:
+        if step.params:
+            step.params = {}
+        step.validated = step._dumped = step._entry = None
     if rule.timing is not None:
         rule.timing.unless = rule.timing.unless_matcher = None
