@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import re
 import stat
-import sys
 from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,8 +52,8 @@ MAX_ALIAS_TEXT = 1024 * 1024
 """Most characters of text aliases may repeat in one document, counted expanded (as much again
 as the largest file: a long template repeated by aliases is compiled once per use)."""
 MAX_SHARED = 64
-"""Texts up to this length are kept once however often the files repeat them (a channel, an
-event, an action's name in each of 10,000 rules): :func:`sys.intern`."""
+"""Texts up to this length are kept once however often a file repeats them (a channel, an
+event, an action's name in each of a thousand rules)."""
 MAX_DEPTH = 100
 """Deepest nesting of mappings and lists in one document."""
 
@@ -241,6 +240,7 @@ class _Builder:
         self.built: dict[yaml.Node, Any] = {}
         self.sizes: dict[yaml.Node, tuple[int, int]] = {}
         self.aliases = _AliasBudget()
+        self.texts: dict[str, str] = {}
 
     def build(self, node: yaml.Node, level: int) -> Any:
         built = self.built.get(node, self)
@@ -260,7 +260,7 @@ class _Builder:
             if tag == _STR_TAG:
                 value = node.value
                 if len(value) <= MAX_SHARED:  # names, channels, events: one copy of each
-                    value = sys.intern(value)
+                    value = self.texts.setdefault(value, value)
             elif tag in _SCALAR_TAGS:
                 try:
                     value = self.loader.yaml_constructors[tag](self.loader, node)

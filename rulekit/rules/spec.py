@@ -155,10 +155,19 @@ class ActionStep:
     """The parameters as written, with templates replaced by :class:`Value` objects."""
     location: Location
     constant: bool = False
-    validated: Any = None
-    """For parameters without templates: the validated model, made once at load."""
+    """Whether the parameters have no templates: they were validated at load."""
+    _validated: Any = field(default=None, repr=False)
     _dumped: dict[str, Any] | None = field(default=None, repr=False)
     _entry: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def validated(self) -> Any:
+        """For parameters without templates: the validated model, made once (on first use:
+        the load validated them, and most rules of a large set rarely fire, so the models of
+        those that never do are not kept). None for parameters rendered per event."""
+        if self._validated is None and self.constant:
+            self._validated = self.action_class.Params.model_validate(self.params)
+        return self._validated
 
     def render(self, e: Any, now: Any, env: Any) -> dict[str, Any]:
         """The parameters for this event: templates rendered, values escaped for the markup
@@ -282,6 +291,6 @@ def outline(rule: Rule) -> None:
     for step in rule.steps:
         if step.params:
             step.params = {}
-        step.validated = step._dumped = step._entry = None
+        step._validated = step._dumped = step._entry = None
     if rule.timing is not None:
         rule.timing.unless = rule.timing.unless_matcher = None

@@ -75,7 +75,7 @@ class StepCompiler:
                 return None
             if key is not None:
                 self._checked[key] = checked
-        model, problems, lints = checked
+        _, problems, lints = checked
         location = at.location(sub)
         errors.extend(RuleError(problem, location) for problem in problems)
         warnings.extend(
@@ -87,12 +87,9 @@ class StepCompiler:
             warnings.append(
                 RuleError(f"rule {rule_name!r}: {action_name}: {unavailable}", location)
             )
-        action_step = ActionStep(
-            action_name, action_class, params, location, constant=not templated
-        )
-        if not templated:
-            action_step.validated = model  # nothing to render per event: validate once, here
-        return action_step
+        # without templates, the parameters were validated here; the model is made again when
+        # the step first runs (ActionStep.validated)
+        return ActionStep(action_name, action_class, params, location, constant=not templated)
 
     def _check(
         self,
