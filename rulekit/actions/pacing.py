@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from rulekit.errors import ActionError
 
@@ -136,49 +136,16 @@ class Pacer:
         waits = [self._keys[p.key].delay(now, p.limit) for p in paces if p.key in self._keys]
         return max([0.0, *waits])
 
-    @asynccontextmanager
-    async def acquire(self, paces: Sequence[Pace]) -> AsyncIterator[Slot]:
-        """Wait until a call subject to ``paces`` may go, and count it.
+    def acquire(self, paces: Sequence[Pace]) -> _Acquisition:
+        """Wait until a call subject to ``paces`` may go, and count it (``async with``).
 
         The first pace is the destination: its calls are made one at a time, in order. An
         :class:`ActionError` raised inside the block with ``retry_after`` pauses the keys it
         concerns (see :meth:`Slot.report`) before the next call may go.
         """
-        slot = Slot(self, paces)
-        if not paces:
-            yield slot
-            return
-        states = [self._state(p.key) for p in paces]
-        for pace, state in zip(paces, states, strict=True):
-            state.users += 1
-            if pace.limit is not None:
-                self._periods[pace.key] = max(self._periods.get(pace.key, 0.0), pace.limit.period)
-        try:
-            async with states[0].lock:
-                while True:
-                    now = self.now()
-                    wait = max(s.delay(now, p.limit) for p, s in zip(paces, states, strict=True))
-                    if wait <= 0:
-                        break
-                    await asyncio.sleep(wait)
-                mark = [now]
-                for pace, state in zip(paces, states, strict=True):
-                    if pace.limit is not None:
-                        state.sent.append(mark)
-                try:
-                    yield slot
-                except BaseException as exc:
-                    slot.report(exc)
-                    raise
-                finally:
-                    mark[0] = max(mark[0], self.now())
-        finally:
-            for state in states:
-                state.users -= 1
-            self._forget_idle(paces)
+        return _Acquisition(self, paces)
 
-    def _forget_idle(self, paces: Sequence[Pace]) -> None:
-        now = self.now()
+    def _forget_idle(self, paces: Sequence[Pace], now: float) -> None:
         keys: list[str] = [p.key for p in paces]
         if len(self._keys) > self._sweep_at:  # now and then, also keys nobody asked for again
             keys = list(self._keys)
@@ -192,3 +159,69 @@ class Pacer:
     def __len__(self) -> int:
         """How many keys the pacer currently remembers (busy, paused or recently used)."""
         return len(self._keys)
+
+
+class _Acquisition:
+    """One :meth:`Pacer.acquire`: an async context manager written out (not a generator), for
+    it wraps every call the dispatcher makes."""
+
+    __slots__ = ("_clock", "_mark", "_pacer", "_states", "paces", "slot")
+
+    def __init__(self, pacer: Pacer, paces: Sequence[Pace]) -> None:
+        self._pacer = pacer
+        self.paces = paces
+        self.slot = Slot(pacer, paces)
+        self._states: list[_KeyState] = []
+        self._mark: list[float] = [0.0]
+        self._clock: Callable[[], float] = pacer._clock or asyncio.get_running_loop().time
+
+    async def __aenter__(self) -> Slot:
+        pacer, paces = self._pacer, self.paces
+        if not paces:
+            return self.slot
+        states = self._states = [pacer._state(p.key) for p in paces]
+        periods = pacer._periods
+        for pace, state in zip(paces, states, strict=True):
+            state.users += 1
+            if pace.limit is not None:
+                periods[pace.key] = max(periods.get(pace.key, 0.0), pace.limit.period)
+        lock = states[0].lock
+        try:
+            await lock.acquire()
+        except BaseException:
+            self._leave()
+            raise
+        try:
+            while True:
+                now = self._clock()
+                wait = max(s.delay(now, p.limit) for p, s in zip(paces, states, strict=True))
+                if wait <= 0:
+                    break
+                await asyncio.sleep(wait)
+        except BaseException:
+            lock.release()
+            self._leave()
+            raise
+        mark = self._mark
+        mark[0] = now
+        for pace, state in zip(paces, states, strict=True):
+            if pace.limit is not None:
+                state.sent.append(mark)
+        return self.slot
+
+    async def __aexit__(self, kind: Any, error: BaseException | None, traceback: Any) -> None:
+        if not self.paces:
+            return
+        try:
+            if error is not None:
+                self.slot.report(error)
+        finally:
+            now = self._clock()
+            self._mark[0] = max(self._mark[0], now)
+            self._states[0].lock.release()
+            self._leave(now)
+
+    def _leave(self, now: float | None = None) -> None:
+        for state in self._states:
+            state.users -= 1
+        self._pacer._forget_idle(self.paces, self._clock() if now is None else now)

@@ -49,6 +49,11 @@ TRANSIENT_ERRORS = frozenset(
 """Slack error codes that say "try again later" rather than "this will never work"."""
 
 
+_SERVICE = Pace("slack", None, scope="service")
+"""What every call waits for besides its channel: a pause of the whole app (a 429 that held
+more than one channel)."""
+
+
 class SlackIntegration(StrictModel):
     token: SecretStr | None = Field(None, description="A bot token (xoxb-...), from ${ENV}.")
     base_url: str = Field("https://slack.com/api/", description="The Web API's base URL.")
@@ -100,10 +105,7 @@ class Slack(Action):
         return f"slack:{params.channel}"
 
     def pacing(self, params: SlackParams) -> list[Pace]:  # type: ignore[override]
-        return [
-            Pace(self.destination(params), self.limits["channel"]),
-            Pace("slack", None, scope="service"),
-        ]
+        return [Pace(self.destination(params), self.limits["channel"]), _SERVICE]
 
     def describe(self, params: SlackParams, context: ActionContext) -> str:  # type: ignore[override]
         blocks = f" with {len(params.blocks)} blocks" if params.blocks else ""
@@ -112,7 +114,7 @@ class Slack(Action):
     # execution -----------------------------------------------------------------------------
     async def execute(self, params: SlackParams, context: ActionContext) -> dict[str, Any]:  # type: ignore[override]
         import aiohttp
-        from slack_sdk.errors import SlackApiError, SlackClientError
+        import slack_sdk.errors as sdk_errors  # (a package: ``from`` would cost more per call)
 
         problem = self.unavailable()
         if problem:
@@ -128,12 +130,12 @@ class Slack(Action):
                 response = await self._web_client().chat_postMessage(**arguments)
         except TimeoutError:
             raise RetryableActionError(f"Slack did not answer within {self.timeout:g} s") from None
-        except SlackApiError as exc:
+        except sdk_errors.SlackApiError as exc:
             raise self._classify(exc, params.channel) from None
         except aiohttp.ClientError as exc:
             message = redact(f"Slack: {type(exc).__name__}: {exc}", [self._token()])
             raise RetryableActionError(message) from None
-        except SlackClientError as exc:
+        except sdk_errors.SlackClientError as exc:
             raise PermanentActionError(redact(f"Slack: {exc}", [self._token()])) from None
         return {"ts": response.get("ts"), "channel": response.get("channel")}
 
@@ -147,25 +149,28 @@ class Slack(Action):
         return token.get_secret_value() if token is not None else ""
 
     def _web_client(self) -> AsyncWebClient:
+        loop = asyncio.get_running_loop()
+        if self._client is not None and self._loop is loop:
+            return self._client
+        # the first call, or a new event loop (a test's asyncio.run): the old session died
+        # with its loop
         import aiohttp
         from slack_sdk.web.async_client import AsyncWebClient
 
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            # a new event loop (a test's asyncio.run): the old session died with its loop
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.connections),
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-            )
-            self._client = AsyncWebClient(
-                token=self._token(),
-                base_url=self.settings.base_url,  # type: ignore[union-attr]
-                timeout=max(1, round(self.timeout)),
-                session=self._session,
-                retry_handlers=[],
-                logger=_sdk_logger(),
-            )
-            self._loop = loop
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.connections),
+            # no timer of aiohttp's own: the call is bounded as a whole, in ``execute``
+            timeout=aiohttp.ClientTimeout(),
+        )
+        self._client = AsyncWebClient(
+            token=self._token(),
+            base_url=self.settings.base_url,  # type: ignore[union-attr]
+            timeout=max(1, round(self.timeout)),
+            session=self._session,
+            retry_handlers=[],
+            logger=_sdk_logger(),
+        )
+        self._loop = loop
         return self._client
 
     def _classify(self, exc: Any, channel: str) -> ActionError:

@@ -96,9 +96,17 @@ class LiveFeed:
             subscription._end()
         self._subscribers.clear()
 
+    @property
+    def listening(self) -> bool:
+        """Whether anyone subscribes: a producer builds its message only then (most daemons
+        run with no console open, and the messages of every event and call add up)."""
+        return bool(self._subscribers)
+
     def publish(self, message: dict[str, Any]) -> None:
         """Send ``message`` (a JSON-ready dict with a ``type``) to every subscriber; it gets a
         sequence number ``seq``."""
+        if not self._subscribers:
+            return
         message = {**message, "seq": next(self._ids)}
         for subscription in list(self._subscribers):
             subscription._offer(message)

@@ -6,17 +6,38 @@ share counters.
 
 from __future__ import annotations
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    Info,
-    generate_latest,
-)
+from typing import Any
+
+import prometheus_client
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Info, generate_latest
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+
+
+class _KeptChildren:
+    """``labels(...)`` that keeps the labelled children it returned: prometheus_client checks,
+    converts and looks up the values under a lock on every call, and the ingest, processor and
+    dispatcher ask for a child several times per webhook. (Children are never removed.)"""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._kept: dict[tuple[Any, ...], Any] = {}
+
+    def labels(self, *values: Any, **named: Any) -> Any:
+        if named:
+            return super().labels(*values, **named)  # type: ignore[misc]
+        child = self._kept.get(values)
+        if child is None:
+            child = self._kept[values] = super().labels(*values)  # type: ignore[misc]
+        return child
+
+
+class Counter(_KeptChildren, prometheus_client.Counter):
+    """A counter whose labelled children are kept (:class:`_KeptChildren`)."""
+
+
+class Histogram(_KeptChildren, prometheus_client.Histogram):
+    """A histogram whose labelled children are kept (:class:`_KeptChildren`)."""
 
 
 class Metrics:

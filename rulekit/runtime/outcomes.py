@@ -68,31 +68,35 @@ def announce(
     ms: float,
 ) -> None:
     """Log a recorded outcome, count it, and publish it (and what it caused) to the console."""
-    log(
-        logger,
-        logging.INFO if decision.outcome == "done" else logging.WARNING,
-        f"job {job.id} {job.action}: {decision.outcome}",
-        job_id=job.id,
-        event_id=job.event_id,
-        rule=job.rule,
-        destination=job.destination,
-        attempt=job.attempts + 1,
-        ms=ms,
-        error=decision.error,
-    )
+    level = logging.INFO if decision.outcome == "done" else logging.WARNING
+    if logger.isEnabledFor(level):  # (the usual case under load: nothing to build)
+        log(
+            logger,
+            level,
+            f"job {job.id} {job.action}: {decision.outcome}",
+            job_id=job.id,
+            event_id=job.event_id,
+            rule=job.rule,
+            destination=job.destination,
+            attempt=job.attempts + 1,
+            ms=ms,
+            error=decision.error,
+        )
     metrics.actions.labels(job.rule, job.action, decision.outcome).inc()
-    message: dict[str, Any] = {
-        "type": "action",
-        "job_id": job.id,
-        "event_id": job.event_id,
-        "rule": job.rule,
-        "action": job.action,
-        "destination": job.destination,
-        "attempt": job.attempts + 1,
-        "outcome": decision.outcome,
-        "error": decision.error,
-    }
-    feed.publish(message)
+    message: dict[str, Any] | None = None
+    if feed.listening:
+        message = {
+            "type": "action",
+            "job_id": job.id,
+            "event_id": job.event_id,
+            "rule": job.rule,
+            "action": job.action,
+            "destination": job.destination,
+            "attempt": job.attempts + 1,
+            "outcome": decision.outcome,
+            "error": decision.error,
+        }
+        feed.publish(message)
     if decision.outcome == "done":
         arrived = arrived or (record.processed_at if record else None)
         if arrived is not None:
@@ -102,7 +106,8 @@ def announce(
         metrics.retries.labels(job.action).inc()
     else:
         metrics.dead_letters.labels(job.action).inc()
-        feed.publish({**message, "type": "dead_letter"})
+        if message is not None:
+            feed.publish({**message, "type": "dead_letter"})
     for result in decision.processed:
         report(result, metrics, feed)
 

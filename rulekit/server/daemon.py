@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -60,6 +61,13 @@ default is 0.005). The store's transactions run in threads and release the GIL a
 statement; with the event loop busy, each statement waited up to the interval to go on, so a
 transaction of 50 statements could hold the store (and the acknowledgements waiting for it)
 for a quarter of a second."""
+GC_THRESHOLDS = (10_000, 10, 10)
+"""The cyclic garbage collector's thresholds in the daemon (CPython's default: 700, 10, 10).
+A young collection walks every young object still alive, and under load that is the state
+of every request in flight: at the default it ran every few webhooks and took about 40 µs
+of CPU per webhook. Objects freed by reference counting (nearly all of a request's) do not
+count towards the threshold, so what may wait longer for a collection is cyclic garbage
+only, bounded by the first threshold."""
 
 
 class StrictRefusal(ConfigError):
@@ -352,6 +360,7 @@ def serve(
     configure_logging(config.raw.logging, secrets=lambda: secret_values(daemon.snapshot.config))
     server = build_server(daemon, host, port)
     sys.setswitchinterval(SWITCH_INTERVAL)
+    gc.set_threshold(*GC_THRESHOLDS)
     # uvicorn re-raises the signal that stopped it once it is done; a handler that does
     # nothing makes a clean shutdown exit 0 instead of dying by SIGTERM
     for number in (signal.SIGTERM, signal.SIGINT):
