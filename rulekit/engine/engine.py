@@ -90,6 +90,10 @@ class Engine:
         for rule in self.rules:  # the expression trees served loading and indexing only
             if rule.conjuncts:
                 rule.conjuncts = []
+            unless = rule.timing.unless if rule.timing is not None else None
+            for condition in (rule.condition, unless):
+                for leaf in leaves(condition) if condition is not None else ():
+                    leaf.node = None
 
     @classmethod
     def from_path(

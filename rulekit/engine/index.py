@@ -371,8 +371,11 @@ class RuleIndex:
             rule.name: _options(rule.conjuncts, program, discriminator) for rule in self.rules
         }
         self.decidable: dict[str, Decidable] = {}
+        key_sets: dict[frozenset[str], frozenset[str]] = {}
         for rule in self.rules:
             if (decides := decidable(rule.condition, program, discriminator)) is not None:
+                # rules of a large set read the same few fields: one set of them each time
+                decides.keys = key_sets.setdefault(decides.keys, decides.keys)
                 self.decidable[rule.name] = decides
         self._getters: dict[str, Callable[..., Any]] = {}
         codes = {d.key_code for found in self._options.values() for o in found for d in _parts(o)}

@@ -28,7 +28,7 @@ class StepCompiler:
             for name in plugins.actions.names()
         }
         """Each action, made with its integration's settings."""
-        self._checked: dict[Any, tuple[Any, list[str], list[str]]] = {}
+        self._checked: dict[Any, tuple[list[str], list[str]]] = {}
 
     def forget_checks(self) -> None:
         """Forget the checks of plain steps: checks may read files, so each load checks
@@ -75,7 +75,7 @@ class StepCompiler:
                 return None
             if key is not None:
                 self._checked[key] = checked
-        _, problems, lints = checked
+        problems, lints = checked
         location = at.location(sub)
         errors.extend(RuleError(problem, location) for problem in problems)
         warnings.extend(
@@ -100,9 +100,9 @@ class StepCompiler:
         channels: tuple[str, ...] | None,
         templated: set[tuple[Any, ...]],
         errors: list[RuleError],
-    ) -> tuple[Any, list[str], list[str]] | None:
-        """Validate a step's parameters and run its action's checks: the model (None when
-        templates leave it to each event), the problems (errors) and the lint (warnings)."""
+    ) -> tuple[list[str], list[str]] | None:
+        """Validate a step's parameters and run its action's checks (when templates do not
+        leave them to each event): the problems (errors) and the lint (warnings)."""
         try:
             model = action_class.Params.model_validate(raw)
         except ValidationError as exc:
@@ -120,7 +120,7 @@ class StepCompiler:
             if len(errors) > before:
                 return None
         if model is None:
-            return None, [], []
+            return [], []
         config = self.compilation.config
         targets = list(channels or config.channels)
         problems = list(action_class.check(model, targets, config))
@@ -128,7 +128,7 @@ class StepCompiler:
             *action_class.lint(model, config),
             *action_class.lint_on(model, targets, config),
         ]
-        return model, problems, lints
+        return problems, lints
 
 
 def _frozen(value: Any) -> Any:

@@ -198,6 +198,7 @@ def serve(
     except Exception as exc:
         connection.send(Ready(None, f"{type(exc).__name__}: {exc}"))
         return
+    files.clear()  # this copy of the files' bytes served loading only (the daemon keeps its own)
     freeze_heap()  # the rules stay for the worker's life: never scanned again
     _cap_memory(limits.worker_memory)
     signal.signal(signal.SIGPROF, _over_budget)
