@@ -16,8 +16,8 @@ a client no webhook comes from. Printed for each rule count:
   multiprocessing resource tracker and the evaluation workers), sampled every 50 ms: the main
   process's RSS, the sum of the processes' RSS (pages a worker shares with its fork server
   counted twice) and the sum of their PSS (what they use together), highest while the rules
-  load (until the worker, which loads them too, answered) and under that traffic (target:
-  <= 200 MB at 10,000 rules);
+  load (until the worker, which compiles them, answered) and under that traffic (target: the
+  PSS sum <= 200 MB at 10,000 rules);
 * **the trace stored per event**: its mean size in the store, to show the excluded rules are
   only counted in it.
 """
@@ -175,7 +175,7 @@ def main() -> None:
     one = results[0]
     print(
         f"{args.webhooks} webhooks as fast as acknowledged ({CONNECTIONS} connections) per rule "
-        f"count; all rules but one excluded by the index; RSS in MB over the daemon's processes"
+        f"count; all rules but one excluded by the index; memory in MB over the daemon's processes"
     )
     print(
         f"{'':34} {'peak while loading':>20} {'peak under traffic':>20}\n"
@@ -192,7 +192,7 @@ def main() -> None:
         )
         if r.lost:
             print(f"  {r.lost} messages missing after the throughput phase")
-    print("targets: CPU <= 1.5x at 1,000 rules, <= 2x at 10,000; RSS <= 200 MB at 10,000")
+    print("targets: CPU <= 1.5x at 1,000 rules, <= 2x at 10,000; PSS <= 200 MB at 10,000")
 
 
 if __name__ == "__main__":
