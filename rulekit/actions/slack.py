@@ -127,7 +127,9 @@ class Slack(Action):
             arguments["attachments"] = params.attachments
         try:
             async with asyncio.timeout(self.timeout):
-                response = await self._web_client().chat_postMessage(**arguments)
+                # api_call, not chat_postMessage: that wrapper spreads ~25 optional arguments
+                # and takes the unset ones out again on every call; ours are plain JSON values
+                response = await self._web_client().api_call("chat.postMessage", json=arguments)
         except TimeoutError:
             raise RetryableActionError(f"Slack did not answer within {self.timeout:g} s") from None
         except sdk_errors.SlackApiError as exc:

@@ -153,7 +153,7 @@ class Ingest:
             return 200, _json({"status": "duplicate", "id": inbox_id})
         self.metrics.events_received.labels(channel).inc()
         self.on_accepted()
-        return 200, _json({"status": "accepted", "id": inbox_id})
+        return 200, b'{"status":"accepted","id":%d}' % inbox_id  # as _json writes it
 
 
 class Webhooks:
