@@ -58,18 +58,25 @@ class Engine:
     """Which rules an event can match (only in an engine that evaluates)."""
 
     def __init__(
-        self, plugins: Plugins, config: Config, ruleset: RuleSet, loader: RuleLoader
+        self,
+        plugins: Plugins,
+        config: Config,
+        ruleset: RuleSet,
+        loader: RuleLoader,
+        *,
+        evaluates: bool = True,
     ) -> None:
         self.plugins = plugins
         self.config = config
         self.ruleset = ruleset
         self.rules = ruleset.rules
         self.actions = loader.actions
-        self.evaluates = loader.evaluates
-        """Whether the rules were loaded to be evaluated. One loaded only to be known (the
-        daemon's main process: its evaluation workers load their own) keeps each rule's name,
-        location, channels, events, timing and actions, and the warnings, but none of the
-        conditions, templates and index evaluating needs, and refuses to evaluate."""
+        self.evaluates = evaluates
+        """Whether the rules are here to be evaluated. An engine of rules only to be known
+        (the daemon's main process, see :mod:`rulekit.runtime.known`: its evaluation workers
+        load their own) keeps each rule's name, location, channels, events, timing and
+        actions, and the warnings, but none of the conditions, templates and index evaluating
+        needs, and refuses to evaluate."""
         if self.evaluates:
             self.index = RuleIndex(ruleset.rules, loader.program)
         else:
@@ -102,19 +109,16 @@ class Engine:
         config: Config | str | os.PathLike[str] | None = None,
         *,
         plugins: Plugins | None = None,
-        evaluates: bool = True,
     ) -> Engine:
         """Load and compile a rules directory (or file).
 
         ``config`` is a loaded :class:`Config`, a path to a config file, or None for the
         default config (every installed provider offers its default channel). Raises
         :class:`rulekit.errors.ValidationErrors` listing every problem of every file.
-        ``evaluates=False``: validated the same (same errors, same warnings), but kept only
-        to be known, not evaluated (see :attr:`evaluates`).
         """
         plugins, config = plugins_and_config(config, plugins)
         with collector_paused():  # the index is built from what the load made: all alive
-            loader = RuleLoader(plugins, config, evaluates=evaluates)
+            loader = RuleLoader(plugins, config)
             ruleset = loader.load(Path(path))
             return cls(plugins, config, ruleset, loader)
 

@@ -234,12 +234,6 @@ class Program:
         self.lines.clear()
         self.slots.clear()
 
-    def discard(self) -> None:
-        """Forget everything added since the last build, compiling none of it (a load that
-        only validates: its slots stay without functions)."""
-        self.lines.clear()
-        self.slots.clear()
-
     # filters and tests as callables of one value plus arguments
     def filter_callable(self, name: str) -> Any:
         function = self.environment.filters.get(name)

@@ -102,12 +102,6 @@ class Compilation:
             setattr(target, attribute, slot.function)
         self._pending.clear()
 
-    def discard(self) -> None:
-        """Leave everything compiled since the last build unbuilt and unbound (a load that
-        only validates the rules: generating the code checked them)."""
-        self.program.discard()
-        self._pending.clear()
-
     def note_team(self, at: Locator, path: tuple[Any, ...]) -> None:
         """Remember ``path`` as where the rules first read ``team``, if they do by now."""
         if self.reads_team and self.team_at is None:

@@ -48,17 +48,11 @@ class RuleSet:
 
 
 class RuleLoader:
-    """Loads and compiles rules against the loaded plugins and a config.
+    """Loads and compiles rules against the loaded plugins and a config."""
 
-    With ``evaluates=False`` the rules are validated exactly as for evaluation (the same
-    errors and warnings) but the generated code is never built: their ``matcher`` functions
-    stay None (a process that only needs to know the rules, see
-    :meth:`rulekit.engine.engine.Engine.from_path`)."""
-
-    def __init__(self, plugins: Plugins, config: Config, *, evaluates: bool = True) -> None:
+    def __init__(self, plugins: Plugins, config: Config) -> None:
         self.plugins = plugins
         self.config = config
-        self.evaluates = evaluates
         self.compilation = Compilation(plugins, config)
         self.conditions = ConditionCompiler(self.compilation)
         self.steps = StepCompiler(self.compilation, TemplateCompiler(self.compilation))
@@ -108,10 +102,7 @@ class RuleLoader:
         if errors:
             raise ValidationErrors(errors)
         compilation = self.compilation
-        if self.evaluates:
-            compilation.build()
-        else:
-            compilation.discard()
+        compilation.build()
         warnings.extend(lint_rules(rules, self.config))
         warnings.extend(compilation.calendar_warnings)
         compilation.calendar_warnings.clear()

@@ -6,9 +6,10 @@ line, warn about what will not work, and know each rule's name, location, channe
 timing and actions. Compiling 10,000 rules briefly needs several times what knowing them keeps,
 and the C library cannot give most of it back (what stays is scattered among what was freed),
 so the main process would keep tens of MB it never uses. It has the rules loaded in a process
-of the workers' fork server instead: that process validates them exactly as a full load does
-(:meth:`rulekit.engine.engine.Engine.from_path` with ``evaluates=False``), sends back the rules'
-outline with the bytes it read (:mod:`rulekit.sources`), or the errors, and exits.
+of the workers' fork server instead: that process compiles them exactly as a worker will (what
+would fail there fails here, and the daemon refuses it), sends back the rules' outline
+(:func:`rulekit.rules.spec.outline`) with the bytes it read (:mod:`rulekit.sources`), or the
+errors, and exits.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from rulekit import sources
 from rulekit.engine.engine import Engine
 from rulekit.loading import open_config, rules_location
 from rulekit.rules.loader import RuleLoader, RuleSet
+from rulekit.rules.spec import outline
 from rulekit.runtime.forkserver import fork_server
 from rulekit.runtime.pipeline import build_providers
 from rulekit.snapshot import Snapshot, release_free_memory
@@ -42,7 +44,7 @@ def load_known(config_path: str | Path | None, rules_path: str | Path | None = N
     ruleset, files = _validated(config, rules)
     with sources.replaying(files):  # the config as the validating process read it
         plugins, loaded = open_config(config)
-    engine = Engine(plugins, loaded, ruleset, RuleLoader(plugins, loaded, evaluates=False))
+    engine = Engine(plugins, loaded, ruleset, RuleLoader(plugins, loaded), evaluates=False)
     snapshot = Snapshot(engine, build_providers(engine), files=files)
     release_free_memory()
     return snapshot
@@ -83,8 +85,8 @@ def validate(
     cwd: str,
     path: list[str],
 ) -> None:
-    """The validating process: load the rules to know them; send their outline and the files
-    read, or the error."""
+    """The validating process: load the rules as a worker will; send their outline and the
+    files read, or the error."""
     os.environ.clear()
     os.environ.update(environment)
     os.chdir(cwd)
@@ -94,7 +96,9 @@ def validate(
         with sources.recording() as files:
             plugins, loaded = open_config(config)
             location = rules_location(rules, loaded)
-            engine = Engine.from_path(location, loaded, plugins=plugins, evaluates=False)
+            engine = Engine.from_path(location, loaded, plugins=plugins)
+        for rule in engine.rules:
+            outline(rule)
         answer = (engine.ruleset, files)
     except Exception as exc:
         answer = exc
