@@ -147,6 +147,10 @@ class Action:
     """Whether a call executes with the conversation as the store holds it when the call's turn
     comes (the earlier actions of its lane applied) rather than as the event carried it."""
     timeout: float = DEFAULT_TIMEOUT
+    bounds_calls: ClassVar[bool] = False
+    """Whether :meth:`execute` ends a call that takes longer than :attr:`timeout` itself, as a
+    retryable failure (``slack`` does). The dispatcher otherwise adds a timer of its own around
+    every call, a little longer than ``timeout``, for an action that would not."""
     limits: dict[str, Limit] = {}
     """The service's rate limits by name (e.g. ``chat``, ``bot``), used by :meth:`pacing`."""
 

@@ -78,6 +78,7 @@ class Slack(Action):
     limits = {"channel": Limit(1, 1.0)}  # about one message a second per channel
     connections = 64
     """Connections the client keeps open to the Web API."""
+    bounds_calls = True  # the whole call is under asyncio.timeout(self.timeout) in execute
 
     def __init__(self, settings: Any = None, **options: Any) -> None:
         super().__init__(settings, **options)

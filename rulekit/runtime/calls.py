@@ -234,8 +234,11 @@ class JobCalls:
         delay = 0.0
         while True:
             try:
-                async with asyncio.timeout(action.timeout + TIMEOUT_GRACE):
+                if action.bounds_calls:  # its own timer ends the call: no second one
                     result = await action.execute(params, context)
+                else:
+                    async with asyncio.timeout(action.timeout + TIMEOUT_GRACE):
+                        result = await action.execute(params, context)
             except StoreUnavailable as exc:
                 # an action that uses the store itself (assign, update_client...) meets the
                 # blip inside its call, before anything left: a store error, not an attempt
