@@ -52,8 +52,15 @@ def backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:
     return rng.uniform(0, min(cap, base * 2 ** min(attempt - 1, 62)))
 
 
+_FLAT = frozenset({str, int, float, bool, type(None)})
+
+
 def json_ready(value: Any) -> Any:
     """``value`` as the store keeps it (JSON data; anything else as its string)."""
+    if type(value) is dict and all(
+        type(key) is str and type(item) in _FLAT for key, item in value.items()
+    ):
+        return dict(value)  # what most actions return: the round trip would give the same
     return json.loads(json.dumps(value, default=str))
 
 
