@@ -21,6 +21,10 @@ from rulekit.engine.planning import ActionSequence
 from rulekit.rules.spec import Rule
 from rulekit.store.codec import fast_json
 
+MAX_TRACES = 64
+"""How many traces of one rule's decisions are kept to share (a rule with many conditions can
+come out many ways; past this many, a decision's trace is made for its plan alone)."""
+
 
 def _no_conditions(values: dict[str, Any], outcomes: list[bool | None]) -> bool:
     """The decider of a rule without conditions."""
@@ -76,7 +80,8 @@ class PreparedRule:
             found = RuleTrace(self.name, matched, usual_reason(matched, codes))
             found.sources, found.outcomes = self.sources, list(key)
             found.text = fast_json(found.compact())
-            self.traces[key] = found
+            if len(self.traces) < MAX_TRACES:
+                self.traces[key] = found
         return found
 
 
