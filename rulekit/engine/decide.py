@@ -5,9 +5,10 @@ To find the candidates of an event, the index reads each field its rules discrim
 of such a field (an equality, a membership, a prefix, suffix or substring test), combined by
 ``all``, ``any`` and ``not``, need not read the event again: each of its conditions is the same
 Python operation applied to the value already read. Such a rule gets a *decider*, one generated
-function ``decide(v, o)`` (``v``: the values read, by field) that explains the rule like its
+function ``decide(v)`` (``v``: the values read, by field) that explains the rule like its
 explainer (:mod:`.explain`) — one outcome per condition, the same short-circuits — without
-reading a field, calling a filter or lowering a text again.
+reading a field, calling a filter or lowering a text again; it returns the decision as one
+number (:func:`~rulekit.engine.explain.decision_code`), the key of the decision's shared trace.
 
 A decider is exact or silent: when a field could not be read (it is then missing from ``v``) or
 a test raises (a substring test on ``None``, a prefix test on a number), it raises too, and the
@@ -26,9 +27,10 @@ from rulekit.engine.explain import MAX_DEPTH, compile_explainer, depth
 from rulekit.expr.codegen import Program
 from rulekit.rules.spec import Condition, Leaf, NotOf
 
-Decider = Callable[[dict[str, Any], list[bool | None]], bool]
-"""``decide(values, outcomes)``: the condition's result, one outcome appended per condition;
-raises when the values do not decide (see the module's description)."""
+Decider = Callable[[dict[str, Any]], int]
+"""``decide(values)``: the condition's result and the outcome of each condition as one number
+(:func:`~rulekit.engine.explain.decision_code`); raises when the values do not decide (see the
+module's description)."""
 
 
 class Indexable(Protocol):
@@ -56,7 +58,11 @@ class Decidable:
         program.namespace.setdefault("_decided_text", _text)
         codes = self.codes
         decider: Decider = compile_explainer(
-            self.condition, program, code_of=lambda leaf: codes[id(leaf)], arguments="v, o"
+            self.condition,
+            program,
+            code_of=lambda leaf: codes[id(leaf)],
+            arguments="v",
+            coded=True,
         )
         return decider
 

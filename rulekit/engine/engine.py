@@ -205,20 +205,20 @@ class Engine:
             decider = prepared.decider
             if decider is not None:
                 # the values the index read decide (see .decide): no field read again
-                outcomes: list[bool | None] = []
                 try:
-                    matched = decider(values, outcomes)
+                    decision = decider(values)
                 except Exception:
                     decider = None  # evaluated in full below, which says what went wrong
                 else:
+                    matched = decision & 1 == 1
                     constant = None if recovered else prepared.constant
                     if constant is not None or not matched:
                         # nothing more to say than the outcomes: a shared trace, and for a
                         # constant rule its shared actions
                         if explain:
-                            trace = prepared.traces.get(tuple(outcomes))
-                            if trace is None or trace.matched != matched:
-                                trace = prepared.trace(outcomes, matched)
+                            trace = prepared.traces.get(decision)
+                            if trace is None:
+                                trace = prepared.trace(decision)
                             add_trace(trace)
                         if matched and constant is not None:
                             add_actions(constant if pristine else prepared.actions_for(sequence))
@@ -227,7 +227,8 @@ class Engine:
                         continue
                     trace = RuleTrace(rule.name, False, "") if explain else None
                     if trace is not None:
-                        trace.sources, trace.outcomes = prepared.sources, outcomes
+                        trace.sources = prepared.sources
+                        trace.outcomes = prepared.outcomes(decision)
             if decider is None:
                 trace = RuleTrace(rule.name, False, "") if explain else None
                 budget.renew()

@@ -15,7 +15,7 @@ Outcomes are kept compact — the rule's condition sources (one tuple per rule) 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rulekit.expr.codegen import Program
@@ -51,18 +51,46 @@ def compile_explainer(
     *,
     code_of: Callable[[Leaf], str] | None = None,
     arguments: str = "e, now, env, o",
+    coded: bool = False,
 ) -> Any:
     """One function explaining ``condition`` (see :data:`Explainer`). ``code_of`` gives each
     condition's code (default: its own) and ``arguments`` the function's parameters, the list
-    of outcomes last (the deciders of :mod:`.decide` read values instead of the event)."""
+    of outcomes last (the deciders of :mod:`.decide` read values instead of the event).
+    ``coded``: the outcomes and the result as one number (:func:`decision_code`), returned,
+    and no list of outcomes among the parameters."""
     if depth(condition) > MAX_DEPTH:
         if code_of is not None:
             raise ValueError("too deep for generated code")
         return _walker(condition)
     lines: list[str] = [f"def explain({arguments}):"]
-    _emit(condition, lines, 1, code_of or _own_code)
-    lines.append("    return r")
+    shifts = None
+    if coded:
+        lines.append("    k = 0")
+        shifts = {id(leaf): 2 * n for n, leaf in enumerate(leaves(condition))}
+    _emit(condition, lines, 1, code_of or _own_code, shifts)
+    lines.append("    return k + k + r" if coded else "    return r")
     return program.compile_definition("\n".join(lines) + "\n", "explain")
+
+
+def decision_code(matched: bool, outcomes: Sequence[bool | None]) -> int:
+    """A decision as one number: the result in the lowest bit, then two bits per condition
+    (``01`` true, ``10`` false, ``00`` not evaluated), the first condition lowest."""
+    code = 0
+    for n, outcome in enumerate(outcomes):
+        if outcome is not None:
+            code |= (1 if outcome else 2) << (2 * n)
+    return 2 * code + matched
+
+
+def decision_of(code: int, conditions: int) -> tuple[bool, list[bool | None]]:
+    """The result and outcomes of ``conditions`` conditions that :func:`decision_code` gave
+    ``code``."""
+    outcomes: list[bool | None] = []
+    bits = code >> 1
+    for n in range(conditions):
+        pair = (bits >> (2 * n)) & 3
+        outcomes.append(None if pair == 0 else pair == 1)
+    return bool(code & 1), outcomes
 
 
 def _own_code(leaf: Leaf) -> str:
@@ -79,27 +107,38 @@ def depth(condition: Condition) -> int:
 
 
 def _emit(
-    condition: Condition, lines: list[str], level: int, code_of: Callable[[Leaf], str]
+    condition: Condition,
+    lines: list[str],
+    level: int,
+    code_of: Callable[[Leaf], str],
+    shifts: dict[int, int] | None,
 ) -> None:
-    """Statements leaving the condition's result in ``r``."""
+    """Statements leaving the condition's result in ``r``; each outcome appended to ``o``, or,
+    with ``shifts`` (each leaf's bits by its ``id``), added to ``k`` (see :func:`decision_code`:
+    not evaluated adds nothing)."""
     pad = "    " * level
     if isinstance(condition, Leaf):
         lines.append(f"{pad}r = not not ({code_of(condition)})")
-        lines.append(f"{pad}o.append(r)")
+        if shifts is None:
+            lines.append(f"{pad}o.append(r)")
+        else:
+            shift = shifts[id(condition)]
+            lines.append(f"{pad}k += {1 << shift} if r else {2 << shift}")
         return
     if isinstance(condition, NotOf):
-        _emit(condition.child, lines, level, code_of)
+        _emit(condition.child, lines, level, code_of, shifts)
         lines.append(f"{pad}r = not r")
         return
     decisive = isinstance(condition, AnyOf)
     children = condition.children
     for index, child in enumerate(children):
-        _emit(child, lines, level, code_of)
+        _emit(child, lines, level, code_of, shifts)
         rest = sum(len(leaves(later)) for later in children[index + 1 :])
         if not rest:
             break
         lines.append(f"{pad}if r is {decisive}:")
-        lines.append(f"{pad}    o.extend({(None,) * rest!r})")
+        skipped = f"o.extend({(None,) * rest!r})" if shifts is None else "pass"
+        lines.append(f"{pad}    {skipped}")
         lines.append(f"{pad}else:")
         level += 1
         pad = "    " * level

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from rulekit.engine.decide import Decider
-from rulekit.engine.explain import leaves
+from rulekit.engine.explain import decision_of, leaves
 from rulekit.engine.index import RuleIndex
 from rulekit.engine.plan import OUTCOME_CODES, PlannedAction, RuleTrace, usual_reason
 from rulekit.engine.planning import ActionSequence
@@ -26,9 +26,9 @@ MAX_TRACES = 64
 come out many ways; past this many, a decision's trace is made for its plan alone)."""
 
 
-def _no_conditions(values: dict[str, Any], outcomes: list[bool | None]) -> bool:
-    """The decider of a rule without conditions."""
-    return True
+def _no_conditions(values: dict[str, Any]) -> int:
+    """The decider of a rule without conditions: it matches."""
+    return 1
 
 
 class PreparedRule:
@@ -46,9 +46,9 @@ class PreparedRule:
         """For a rule without cooldown or timer whose actions all have constant parameters
         and leave the conversation as it is: its planned actions for an event that the plan's
         earlier actions leave as it is (shared: read only)."""
-        self.traces: dict[tuple[bool | None, ...], RuleTrace] = {}
-        """The trace of each decision of the decider (by its outcomes) that says no more than
-        the outcomes: a decision against, or for when :attr:`constant` (shared: read only)."""
+        self.traces: dict[int, RuleTrace] = {}
+        """The trace of each decision of the decider (by its code) that says no more than the
+        outcomes: a decision against, or for when :attr:`constant` (shared: read only)."""
 
     def actions_for(self, sequence: ActionSequence) -> list[PlannedAction]:
         """The :attr:`constant` actions as planned after actions that changed the event (or
@@ -71,17 +71,21 @@ class PreparedRule:
             for planned in self.constant
         ]
 
-    def trace(self, outcomes: list[bool | None], matched: bool) -> RuleTrace:
-        """The shared trace of a decision (see :attr:`traces`)."""
-        key = tuple(outcomes)
-        found = self.traces.get(key)
-        if found is None or found.matched != matched:
-            codes = "".join([OUTCOME_CODES[outcome] for outcome in key])
+    def outcomes(self, code: int) -> list[bool | None]:
+        """The outcomes of the decision the decider gave as ``code`` (a new list)."""
+        return decision_of(code, len(self.sources))[1]
+
+    def trace(self, code: int) -> RuleTrace:
+        """The shared trace of the decision the decider gave as ``code`` (see :attr:`traces`)."""
+        found = self.traces.get(code)
+        if found is None:
+            matched, outcomes = decision_of(code, len(self.sources))
+            codes = "".join([OUTCOME_CODES[outcome] for outcome in outcomes])
             found = RuleTrace(self.name, matched, usual_reason(matched, codes))
-            found.sources, found.outcomes = self.sources, list(key)
+            found.sources, found.outcomes = self.sources, outcomes
             found.text = fast_json(found.compact())
             if len(self.traces) < MAX_TRACES:
-                self.traces[key] = found
+                self.traces[code] = found
         return found
 
 

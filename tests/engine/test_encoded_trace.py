@@ -20,6 +20,7 @@ from test_index_equivalence import event as event_fields
 
 from rulekit.config import load_config
 from rulekit.engine.engine import Engine
+from rulekit.engine.explain import decision_code
 from rulekit.engine.plan import PlannedAction
 from rulekit.engine.prepared import MAX_TRACES, prepare
 from rulekit.engine.trace import encoded_trace, matched_rules, trace_of
@@ -212,20 +213,21 @@ def test_a_trace_with_text_msgspec_refuses_is_written_whole(tmp_path: Path) -> N
 
 
 def test_a_rule_keeps_a_bounded_number_of_traces_to_share(tmp_path: Path) -> None:
+    conditions = ", ".join(f"client.country != 'C{n}'" for n in range(8))
     rules = write(
         tmp_path / "r.yaml",
-        """
+        f"""
         - name: many ways
-          on: {channel: online-chat, event: created}
-          if: "client.country == 'DE'"
-          do: [{play_sound: {sound: bell}}]
+          on: {{channel: online-chat, event: created}}
+          if: [{conditions}]
+          do: [{{play_sound: {{sound: bell}}}}]
         """,
     )
     engine = Engine.from_path(rules, None, plugins=PLUGINS)
     prepared = prepare(engine.rules[0], engine.index)
-    for n in range(1, 2 * MAX_TRACES):  # more ways than are kept (n outcomes: n ways)
-        outcomes: list[bool | None] = [False] * n
-        trace = prepared.trace(outcomes, False)
+    for n in range(2 * MAX_TRACES):  # more ways than are kept (any, not only the possible)
+        outcomes: list[bool | None] = [n >> bit & 1 == 1 for bit in range(8)]
+        trace = prepared.trace(decision_code(False, outcomes))
         assert trace.outcomes == outcomes and not trace.matched
         assert trace.text == to_json(trace.compact())
     assert len(prepared.traces) == MAX_TRACES
