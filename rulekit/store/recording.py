@@ -88,6 +88,8 @@ def _kept(value: Any) -> Any:
         return _Model(type(value), value.model_dump_json())
     if isinstance(value, tuple):
         return tuple(_kept(item) for item in value)
+    if isinstance(value, list | set) and all(type(item) is str for item in value):
+        return value.copy()  # message ids: no deep copy needed
     return copy.deepcopy(value)
 
 

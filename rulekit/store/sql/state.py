@@ -18,6 +18,7 @@ from rulekit.errors import StoreError
 from rulekit.event import Client, Conversation
 from rulekit.store.base import JournaledState
 from rulekit.store.listing import ConversationQuery, ConversationSummary
+from rulekit.store.lookups import Found, Lookups
 from rulekit.store.records import (
     utc,
 )
@@ -30,6 +31,15 @@ from rulekit.store.sql.presence import SQLPresence
 from rulekit.store.sql.requests import SQLRequestKeys
 from rulekit.store.sql.stats import SQLStats
 from rulekit.store.sql.timers import SQLTimers
+
+_BY_ID = "SELECT key, data FROM conversations WHERE id = :id AND channel = :channel LIMIT 1"
+_CLIENT = "SELECT data FROM clients WHERE channel = :channel AND id = :id"
+_CONVERSATION_AND_CLIENT = (
+    "SELECT 'conversation' AS kind, id, data FROM conversations"
+    " WHERE channel = :channel AND key = :key"
+    " UNION ALL SELECT 'client' AS kind, NULL, data FROM clients"
+    " WHERE channel = :channel AND id = :key"
+)
 
 
 class SQLState(
@@ -99,10 +109,7 @@ class SQLState(
     def find_conversation(
         self, channel: str, conversation_id: str
     ) -> tuple[str, Conversation] | None:
-        row = self._one(
-            "SELECT key, data FROM conversations WHERE id = :id AND channel = :channel LIMIT 1",
-            {"id": conversation_id, "channel": channel},
-        )
+        row = self._one(_BY_ID, {"id": conversation_id, "channel": channel})
         return (row["key"], Conversation.model_validate_json(row["data"])) if row else None
 
     def list_conversations(self, query: ConversationQuery) -> list[ConversationSummary]:
@@ -119,22 +126,13 @@ class SQLState(
 
     # clients ---------------------------------------------------------------------------------
     def get_client(self, channel: str, client_id: str) -> Client | None:
-        row = self._one(
-            "SELECT data FROM clients WHERE channel = :channel AND id = :id",
-            {"channel": channel, "id": client_id},
-        )
+        row = self._one(_CLIENT, {"channel": channel, "id": client_id})
         return Client.model_validate_json(row["data"]) if row else None
 
     def get_conversation_and_client(
         self, channel: str, key: str
     ) -> tuple[Conversation | None, Client | None]:
-        rows = self.execute(
-            "SELECT 'conversation' AS kind, data FROM conversations"
-            " WHERE channel = :channel AND key = :key"
-            " UNION ALL SELECT 'client' AS kind, data FROM clients"
-            " WHERE channel = :channel AND id = :key",
-            {"channel": channel, "key": key},
-        ).fetchall()
+        rows = self.execute(_CONVERSATION_AND_CLIENT, {"channel": channel, "key": key}).fetchall()
         found = {row["kind"]: row["data"] for row in rows}
         conversation, client = found.get("conversation"), found.get("client")
         return (
@@ -206,6 +204,42 @@ class SQLState(
             {"channel": channel, "message": message_id},
         )
         return row is not None
+
+    # in batches ------------------------------------------------------------------------------
+    def read_many(self, wanted: Lookups) -> Found:
+        """The stored JSON as it is, where :meth:`State.read_many
+        <rulekit.store.base.State.read_many>` would read each model and write it out again: a
+        key asked for both as a conversation and as a client in one query, each other key in
+        one, the message marks of a channel in one."""
+        found = Found()
+        both = wanted.conversations & wanted.clients
+        for channel, key in both:
+            rows = self.execute(_CONVERSATION_AND_CLIENT, {"channel": channel, "key": key})
+            kept = {row["kind"]: (row["id"], row["data"]) for row in rows}
+            found.conversations[channel, key] = kept.get("conversation")
+            client = kept.get("client")
+            found.clients[channel, key] = client[1] if client is not None else None
+        for channel, key in wanted.conversations - both:
+            row = self._one(
+                "SELECT id, data FROM conversations WHERE channel = :channel AND key = :key",
+                {"channel": channel, "key": key},
+            )
+            found.conversations[channel, key] = (row["id"], row["data"]) if row else None
+        for channel, conversation_id in wanted.conversation_ids:
+            row = self._one(_BY_ID, {"id": conversation_id, "channel": channel})
+            by_id = (row["key"], row["data"]) if row else None
+            found.conversation_ids[channel, conversation_id] = by_id
+        for channel, client_id in wanted.clients - both:
+            row = self._one(_CLIENT, {"channel": channel, "id": client_id})
+            found.clients[channel, client_id] = row["data"] if row else None
+        by_channel: dict[str, list[str]] = {}
+        for channel, message_id in wanted.messages:
+            by_channel.setdefault(channel, []).append(message_id)
+        for channel, message_ids in by_channel.items():
+            seen = self.seen_messages(channel, message_ids)
+            for message_id in message_ids:
+                found.messages[channel, message_id] = message_id in seen
+        return found
 
     # rule guards -----------------------------------------------------------------------------
     def cooldown_until(self, rule: str, conversation_id: str) -> datetime | None:
