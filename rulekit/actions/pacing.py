@@ -173,10 +173,11 @@ class _Acquisition:
         self.slot = Slot(pacer, paces)
         self._states: list[_KeyState] = []
         self._mark: list[float] = [0.0]
-        self._clock: Callable[[], float] = pacer._clock or asyncio.get_running_loop().time
+        self._clock: Callable[[], float] = pacer.now
 
     async def __aenter__(self) -> Slot:
         pacer, paces = self._pacer, self.paces
+        self._clock = pacer._clock or asyncio.get_running_loop().time  # (the loop's, once)
         if not paces:
             return self.slot
         states = self._states = [pacer._state(p.key) for p in paces]

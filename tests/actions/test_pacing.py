@@ -319,3 +319,15 @@ def test_slack_limits_on_two_channels_at_once_pause_every_channel(fake_slack):
     first, second = seen
     assert first == [0, 0]  # one channel limited: only that channel waits
     assert second[0] == 0 and second[1] > 0  # two at once: the whole app waits
+
+
+def test_an_acquisition_is_made_only_when_entered():
+    pacer = Pacer()
+    acquisition = pacer.acquire([Pace("a", Limit(1, 10))])  # no event loop yet: nothing done
+    assert len(pacer) == 0
+
+    async def scenario():
+        async with acquisition:
+            return pacer.delay([Pace("a", Limit(1, 10))])
+
+    assert asyncio.run(scenario()) > 9
