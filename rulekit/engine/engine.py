@@ -29,6 +29,7 @@ from rulekit.engine.reasons import (
     condition_source,
     explain_condition,
     failure_reason,
+    passed_over,
 )
 from rulekit.engine.timers import Firing, TimerCancel, cancellers
 from rulekit.event import Event
@@ -197,7 +198,7 @@ class Engine:
             position += 1
             if stopped_by is not None or (own and not rule.allow_own_events):
                 if explain:
-                    add_trace(RuleTrace(rule.name, False, _passed_over(stopped_by)))
+                    add_trace(RuleTrace(rule.name, False, passed_over(stopped_by)))
                 continue
             prepared = prepared_rules.get(rule)
             if prepared is None:
@@ -407,10 +408,3 @@ class Engine:
         condition sources in the order it explains them."""
         sources = tuple(leaf.source for leaf in leaves(condition))
         return compile_explainer(condition, self.program), sources
-
-
-def _passed_over(stopped_by: str | None) -> str:
-    """Why a candidate was not evaluated: an earlier rule stopped, or the event is rulekit's."""
-    if stopped_by is not None:
-        return f"stopped by rule {stopped_by!r}"
-    return "own event (origin rulekit); set allow_own_events: true to react"

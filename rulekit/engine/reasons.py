@@ -19,6 +19,14 @@ class ConditionFailed(Exception):
     """A condition raised instead of saying true or false; the message says which and why."""
 
 
+def passed_over(stopped_by: str | None) -> str:
+    """Why a candidate was not evaluated: an earlier rule stopped (``stopped_by``), or the
+    event is rulekit's own and the rule does not react to those."""
+    if stopped_by is not None:
+        return f"stopped by rule {stopped_by!r}"
+    return "own event (origin rulekit); set allow_own_events: true to react"
+
+
 def condition_source(condition: Condition) -> str:
     """A condition as written, for people."""
     if isinstance(condition, Leaf):
