@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from rulekit.event import Event
-from rulekit.store.codec import to_json, trace_json
+from rulekit.store.codec import event_json, to_json, trace_json
 from rulekit.store.records import JobSpec, NewEvent, utc
 from rulekit.store.sql.stats import matched_rules
 
@@ -100,7 +100,7 @@ class PostgresAudit:
                 "conversation": event.conversation.id,
                 "client": event.client.id,
                 "occurred": utc(event.occurred_at),
-                "data": self.dialect.json(event.public()),
+                "data": event_json(event),
                 "trace": trace_json(trace),
                 "now": utc(now),
                 "rules": [job.rule for job in jobs],
@@ -132,7 +132,7 @@ class PostgresAudit:
             f'"conversation":{to_json(r.event.conversation.id)},'
             f'"client":{to_json(r.event.client.id)},'
             f'"occurred":{to_json(utc(r.event.occurred_at).isoformat())},'
-            f'"data":{json(r.event.public())},"trace":{trace_json(r.trace)}}}'
+            f'"data":{event_json(r.event)},"trace":{trace_json(r.trace)}}}'
             for n, r in enumerate(records, 1)
         )
         jobs = ",".join(

@@ -5,7 +5,6 @@ console and the command line.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -27,7 +26,8 @@ class SQLHistory:
     _one: Callable[..., Any]
     _job: Callable[..., Job]
 
-    def _event_record(self, row: Row) -> EventRecord:
+    def _event_record(self, row: Row, trace: dict[str, Any] | None = None) -> EventRecord:
+        """The record of ``row`` (with ``trace`` instead of the row's, when given)."""
         time, json = self.dialect.read_time, self.dialect.read_json
         return EventRecord(
             event_id=row["event_id"],
@@ -38,7 +38,7 @@ class SQLHistory:
             occurred_at=time(row["occurred_at"]),
             processed_at=time(row["processed_at"]),
             data=json(row["data"]),
-            trace=json(row["trace"]),
+            trace=json(row["trace"]) if trace is None else trace,
         )
 
     def get_event(self, event_id: str) -> EventRecord | None:
@@ -63,8 +63,7 @@ class SQLHistory:
             f" WHERE {self.dialect.one_of('event_id', 'ids')}",
             {"ids": self.dialect.values(list(dict.fromkeys(event_ids)))},
         )
-        records = (self._event_record(row) for row in rows)
-        return {record.event_id: replace(record, trace={}) for record in records}
+        return {row["event_id"]: self._event_record(row, trace={}) for row in rows}
 
     def history(
         self,

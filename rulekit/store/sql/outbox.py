@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rulekit.event import Event
-from rulekit.store.codec import trace_json
+from rulekit.store.codec import event_json, trace_json
 from rulekit.store.records import (
     INTERRUPTED,
     Job,
@@ -77,7 +77,7 @@ class SQLOutbox:
                 "event": event.event,
                 "conversation": event.conversation.id,
                 "occurred": time(event.occurred_at),
-                "data": json(event.public()),
+                "data": event_json(event),
                 "trace": trace_json(trace),
                 "now": at,
             },
