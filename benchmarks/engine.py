@@ -8,7 +8,8 @@ Figures printed:
 * events/s of ``Engine.evaluate`` vs hand-written Python lambdas behind a (channel, event) dict,
   on the same rules and events (targets: >= 0.5x at 1,000 rules, >= 4.5x at 10,000);
 * the same for the path the daemon runs: ``evaluate(explain=True)`` and the trace it records,
-  encoded as the store writes it (``daemon path``), with the trace's mean size;
+  as the evaluation worker makes it (``encoded_trace``: the text the store writes) (``daemon
+  path``), with the trace's mean size;
 * time to load N rules vs PyYAML's C safe loader alone on the same files (target <= 2x at
   10,000 rules), and vs the same with the garbage collector paused as rulekit pauses it;
 * ``rulekit --help`` wall time vs ``python -c pass`` (target: the difference <= 0.3 s).
