@@ -85,11 +85,6 @@ class FaultyStore(SQLiteStore):
         with super().transaction() as state:
             yield _Faulty(state, self)
 
-    @contextmanager
-    def reading(self) -> Iterator[Any]:  # type: ignore[override]
-        with super().reading() as state:
-            yield _Faulty(state, self)
-
 
 def read(folder: Any, query: Any) -> Any:
     """``query(state)`` on the daemon's SQLite file, through a connection of its own."""
