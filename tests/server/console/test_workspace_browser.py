@@ -74,6 +74,25 @@ def list_item(driver: Any, conversation: str = CONVERSATION) -> Any:
     return found[0] if found else None
 
 
+def open_conversation(driver: Any, conversation: str = CONVERSATION) -> None:
+    """Click the conversation's entry in the list. The list is redrawn whenever an update
+    arrives, so the entry found may be gone when it is clicked: find it again then."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    def click() -> bool:
+        item = list_item(driver, conversation)
+        if item is None:
+            return False
+        try:
+            item.find_element(By.TAG_NAME, "button").click()
+        except StaleElementReferenceException:
+            return False
+        return True
+
+    wait_for(click, "the conversation in the list, to open it")
+
+
 def thread_texts(driver: Any) -> list[str]:
     # read at once in the page: the thread is redrawn whenever the conversation changes
     script = "return Array.from(document.querySelectorAll('#thread li .text'), e => e.innerText)"
@@ -100,11 +119,17 @@ def test_an_agent_answers_and_edits_the_client_and_another_sees_nothing_of_it(
         # a new message arrives live: the list marks it unread, the title counts it
         site.webhook("chat_fragment_client_message.json")
         wait_for(lambda: page.title.startswith("(1) "), "the unread count in the title")
-        assert "unread" in list_item(page).get_attribute("class")
-        assert SECOND_TEXT in list_item(page).text
+        # read in one script call: the list is redrawn as updates arrive
+        entry = page.execute_script(
+            "const li = document.querySelector(arguments[0]);"
+            " return li && [li.className, li.textContent];",
+            f'#conversations li[data-id="{CONVERSATION}"]',
+        )
+        assert "unread" in entry[0].split()
+        assert SECOND_TEXT in entry[1]
 
         # opening it shows the thread; it is read now
-        list_item(page).find_element(By.TAG_NAME, "button").click()
+        open_conversation(page)
         wait_for(lambda: thread_texts(page) == [FIRST_TEXT, SECOND_TEXT], "the thread")
         wait_for(lambda: page.title == "rulekit console", "the title without unread")
         page.save_screenshot(str(shots / "workspace-1280.png"))
@@ -187,8 +212,7 @@ def test_the_panel_changes_assignee_priority_and_tags(
     site.started()
     with chromium(tmp_path / "profile") as page:
         sign_in(page, site.url, "anna")
-        wait_for(lambda: list_item(page), "the conversation in the list")
-        list_item(page).find_element(By.TAG_NAME, "button").click()
+        open_conversation(page)
         wait_for(lambda: page.find_element(By.ID, "state-form").is_displayed(), "the panel")
         # only agents with access to the channel are offered (not Boris)
         assignee = Select(page.find_element(By.ID, "state-assignee"))
