@@ -56,12 +56,8 @@ def trace_json(value: Any) -> str:
     An :class:`EncodedTrace` is that text already."""
     if isinstance(value, EncodedTrace):
         return value.text
-    if _encode is not None:
-        try:
-            return str(_encode(value), "utf-8")
-        except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
-            pass
-    return to_json(value)
+    text = fast_json(value)
+    return to_json(value) if text is None else text
 
 
 def fast_json(value: Any) -> str | None:
@@ -71,7 +67,7 @@ def fast_json(value: Any) -> str | None:
         return None
     try:
         return str(_encode(value), "utf-8")
-    except (TypeError, ValueError):
+    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
         return None
 
 

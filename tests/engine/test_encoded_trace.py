@@ -21,7 +21,7 @@ from test_index_equivalence import event as event_fields
 from rulekit.config import load_config
 from rulekit.engine.engine import Engine
 from rulekit.engine.explain import decision_code
-from rulekit.engine.plan import PlannedAction
+from rulekit.engine.plan import Plan, PlannedAction
 from rulekit.engine.prepared import MAX_TRACES, prepare
 from rulekit.engine.trace import encoded_trace, matched_rules, trace_of
 from rulekit.event import Event
@@ -172,7 +172,8 @@ def test_a_shared_trace_is_the_trace_of_each_plan_that_decides_its_rule_alike(
     assert text == trace_json(trace_of(plan, rules_version="v1"))
 
 
-def test_an_encoded_trace_reads_as_the_trace_and_travels_as_its_text(tmp_path: Path) -> None:
+def _everyone(tmp_path: Path) -> tuple[Engine, Plan]:
+    """An engine with one rule that fires on every created chat, and its plan for one."""
     rules = write(
         tmp_path / "r.yaml",
         """
@@ -182,7 +183,11 @@ def test_an_encoded_trace_reads_as_the_trace_and_travels_as_its_text(tmp_path: P
         """,
     )
     engine = Engine.from_path(rules, None, plugins=PLUGINS)
-    plan = engine.evaluate(make_event(), explain=True)
+    return engine, engine.evaluate(make_event(), explain=True)
+
+
+def test_an_encoded_trace_reads_as_the_trace_and_travels_as_its_text(tmp_path: Path) -> None:
+    engine, plan = _everyone(tmp_path)
     encoded = encoded_trace(plan, rules_version=engine.version)
     whole = trace_of(plan, rules_version=engine.version)
     assert encoded == whole and dict(encoded) == whole
@@ -196,16 +201,7 @@ def test_an_encoded_trace_reads_as_the_trace_and_travels_as_its_text(tmp_path: P
 
 
 def test_a_trace_with_text_msgspec_refuses_is_written_whole(tmp_path: Path) -> None:
-    rules = write(
-        tmp_path / "r.yaml",
-        """
-        - name: everyone
-          on: {channel: online-chat, event: created}
-          do: [{play_sound: {sound: bell}}]
-        """,
-    )
-    engine = Engine.from_path(rules, None, plugins=PLUGINS)
-    plan = engine.evaluate(make_event(), explain=True)
+    _, plan = _everyone(tmp_path)
     plan.errors.append("\ud800 a lone surrogate")
     encoded = encoded_trace(plan, rules_version=None)
     assert encoded.text == to_json(trace_of(plan))
