@@ -119,6 +119,9 @@ class Dispatcher(JobCalls):
         self._slots = asyncio.Semaphore(self.settings.concurrency)
         delay = 0.0
         while not self._stopping:
+            # cleared before the claim, not before the sleep: jobs enqueued while the claim
+            # runs wake the sleep below instead of waiting out the idle poll
+            self._wakeup.clear()
             capacity = max(self.settings.concurrency * 8, 64) - len(self._known)
             claimed: list[tuple[Job, EventRecord | None]] = []
             if capacity > 0:
@@ -150,7 +153,7 @@ class Dispatcher(JobCalls):
         return claim
 
     async def _sleep(self, seconds: float) -> None:
-        self._wakeup.clear()
+        """Wait ``seconds`` or until woken since the loop's turn began."""
         if self._stopping:
             return
         with contextlib.suppress(TimeoutError):

@@ -185,6 +185,9 @@ class Processor:
         with contextlib.suppress(WorkerGone):  # said again, with the reason, at the first item
             await anyio.to_thread.run_sync(self.evaluator.warm)
         while not self._stopping:
+            # cleared before the round, not before the sleep: an item appended while the round
+            # runs wakes the sleep below instead of waiting out the idle poll
+            self._wakeup.clear()
             snapshot = self.snapshot()
             results, claimed, failure = await anyio.to_thread.run_sync(self.process_round, snapshot)
             self._report(results)
@@ -211,7 +214,7 @@ class Processor:
         return not self._idle and self.clock() - self.last_progress > limit
 
     async def _sleep(self, seconds: float) -> None:
-        self._wakeup.clear()
+        """Wait ``seconds`` or until woken since the round began."""
         if self._stopping:
             return
         with contextlib.suppress(TimeoutError):
