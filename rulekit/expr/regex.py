@@ -83,13 +83,31 @@ def _compiled(pattern: str, ignorecase: bool, multiline: bool) -> Any:
 _HEX = frozenset("0123456789abcdefABCDEF")
 
 
+_WORD = r"\p{L}\p{N}_"
+_SPACE = (
+    r"\t\n\x0b\f\r\x1c-\x20\x85\xa0\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}"
+    r"\x{205f}\x{3000}"
+)
+_CLASSES = {"d": r"\p{Nd}", "D": r"\P{Nd}", "w": f"[{_WORD}]", "W": f"[^{_WORD}]"}
+_CLASSES |= {"s": f"[{_SPACE}]", "S": f"[^{_SPACE}]"}
+"""Python's ``\\d``, ``\\w``, ``\\s`` (and negations) match any script; RE2's only ASCII."""
+_IN_CLASS = {"d": r"\p{Nd}", "D": r"\P{Nd}", "w": _WORD, "s": _SPACE}
+"""The same inside ``[...]`` (where ``\\W`` and ``\\S`` have no RE2 spelling: refused)."""
+_ASCII_FLAG = "(?a)"
+
+
 def as_re2(pattern: str) -> str:
     """``pattern`` (Python's syntax, as Ansible's filters take it) in RE2's words where the two
-    spell the same thing differently: ``\\Z`` is ``\\z``, ``\\u00e4`` and ``\\U0001F600`` are
-    ``\\x{...}``, ``a{,3}`` is ``a{0,3}`` (RE2 would read it as text), ``(?u)`` is RE2's
-    default. Everything else is left as written (RE2 refuses what it cannot run)."""
-    if "\\" not in pattern and "{," not in pattern and "(?u)" not in pattern:
+    spell the same thing differently: ``\\d``, ``\\w`` and ``\\s`` match digits, letters and
+    spaces of any script (RE2's only ASCII ones; a leading ``(?a)`` keeps them ASCII, as in
+    Python), ``\\Z`` is ``\\z``, ``\\u00e4`` and ``\\U0001F600`` are ``\\x{...}``, ``a{,3}``
+    is ``a{0,3}`` (RE2 would read it as text), ``(?u)`` is RE2's default. Everything else is
+    left as written (RE2 refuses what it cannot run)."""
+    if "\\" not in pattern and "{," not in pattern and "(?" not in pattern:
         return pattern
+    ascii_only = pattern.startswith(_ASCII_FLAG)
+    if ascii_only:
+        pattern = pattern[len(_ASCII_FLAG) :]
     out: list[str] = []
     index, in_class = 0, False
     while index < len(pattern):
@@ -102,7 +120,13 @@ def as_re2(pattern: str) -> str:
                 out.append(f"\\x{{{digits}}}")
                 index += 2 + width
                 continue
-            out.append("\\z" if following == "Z" and not in_class else char + following)
+            classes = _IN_CLASS if in_class else _CLASSES
+            if following == "Z" and not in_class:
+                out.append("\\z")
+            elif not ascii_only and following in classes:
+                out.append(classes[following])
+            else:
+                out.append(char + following)
             index += 2
             continue
         if in_class:
@@ -126,6 +150,42 @@ def as_re2(pattern: str) -> str:
         out.append(char)
         index += 1
     return "".join(out)
+
+
+def _class_problem(pattern: str) -> str | None:
+    """Why ``pattern`` means something else on RE2 than in Python, though RE2 runs it: ``\\W``
+    or ``\\S`` inside ``[...]`` (no RE2 spelling for any script), a ``\\b`` or ``\\B`` beside a
+    letter outside ASCII (RE2's word boundary knows only ASCII letters: it never falls there
+    as Python's does)."""
+    index, in_class = 0, False
+    while index < len(pattern):
+        char = pattern[index]
+        following = pattern[index + 1] if index + 1 < len(pattern) else ""
+        if char == "\\" and following:
+            if in_class and following in "WS" and not pattern.startswith(_ASCII_FLAG):
+                return (
+                    f"pattern {pattern!r}: \\{following} inside [...] is not supported "
+                    f"(RE2 cannot say it for every script): write (?:[...]|\\{following})"
+                )
+            if not in_class and following in "bB":
+                beside = pattern[index - 1 : index] + pattern[index + 2 : index + 3]
+                if any(c.isalnum() and not c.isascii() for c in beside):
+                    return (
+                        f"pattern {pattern!r}: \\{following} next to a letter outside ASCII "
+                        r"never matches there: RE2's word boundary knows only ASCII letters "
+                        r"(write (?:^|[^\w]) and (?:$|[^\w]) around the word)"
+                    )
+            index += 2
+            continue
+        if in_class:
+            in_class = char != "]" or pattern[index - 1] == "["
+        elif char == "[":
+            in_class = True
+            index += 2 if pattern.startswith("^", index + 1) else 1
+            index += 1 if pattern.startswith("]", index) else 0  # `[]a]`: a leading ] is text
+            continue
+        index += 1
+    return None
 
 
 def _quantifier(pattern: str, index: int) -> bool:
@@ -152,7 +212,7 @@ def pattern_problem(pattern: Any) -> str | None:
         if _has_backreference(pattern):
             return f"pattern {pattern!r}: a backreference (\\1) is not supported{_WHY}"
         return f"pattern {pattern!r} is not a valid RE2 pattern: {reason}"
-    return None
+    return _class_problem(pattern)
 
 
 def _has_backreference(pattern: str) -> bool:

@@ -154,7 +154,20 @@ def test_patterns_that_only_look_like_lookaround_are_plain_re2(holds: Any) -> No
         ("\\U0001F600", "a😀", True),
         ("^a{,2}b", "aab", True),  # Python's {,2} is {0,2}; RE2 alone reads it as text
         ("^a{,2}b", "aaab", False),
-        ("(?u)\\w+", "abc", True),  # RE2 is Unicode-aware anyway (but its \\w is ASCII)
+        ("(?u)\\w+", "abc", True),  # Unicode is the default
+        ("^\\w+$", "привет_123", True),  # letters and digits of any script, as in Python
+        ("^\\w+$", "naïve", True),
+        ("^[\\w-]+$", "Анна-Мария", True),
+        ("^[^\\w]+$", "ёж", False),
+        ("\\W", "ёж", False),
+        ("^\\d+$", "١٢٣", True),  # Arabic-Indic digits are decimal digits
+        ("\\D", "١٢٣", False),
+        ("a\\sb", "a\u00a0b", True),  # a no-break space is a space
+        ("a\\sb", "a\u2003b", True),
+        ("a\\Sb", "a\u3000b", False),
+        ("(?a)^\\w+$", "привет", False),  # (?a): ASCII only, as in Python
+        ("(?a)^\\w+$", "hello", True),
+        ("\\\\w", "\\w", True),  # an escaped backslash, then w
         ("\\\\Z", "\\Z", True),  # an escaped backslash, then Z
         ("[{,2}]", ",", True),
     ],
@@ -255,3 +268,29 @@ def test_an_admins_pattern_against_a_4_mb_client_text_finishes() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "['found'] aa! []"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "says"),
+    [
+        ("\\\\bпривет\\\\b", "\\b next to a letter outside ASCII"),  # noqa: RUF001
+        ("\\\\Bё", "\\B next to a letter outside ASCII"),
+        ("[\\W.]+", "\\W inside [...] is not supported"),
+        ("[^\\S]", "\\S inside [...] is not supported"),
+    ],
+)
+def test_patterns_that_would_mean_something_else_on_re2_are_refused(
+    build_engine: Any, pattern: str, says: str
+) -> None:
+    """RE2's word boundary is ASCII-only and ``\\W``/``\\S`` in a class have no any-script
+    spelling: such a pattern would silently differ from Python's, so it is an error, at its
+    file:line."""
+    with pytest.raises(ValidationErrors) as caught:
+        build_engine(_rule(f"message.text is search('{pattern}')", "x"))
+    assert says in str(caught.value)
+    assert "rules.yaml:3:" in str(caught.value)
+
+
+def test_a_word_boundary_beside_ascii_letters_still_works(holds: Any) -> None:
+    assert holds("message.text is search('\\\\bcat\\\\b')", "a cat sat")
+    assert not holds("message.text is search('\\\\bcat\\\\b')", "concatenate")
