@@ -1,5 +1,10 @@
 """The journal's ledger of request keys: the ``Idempotency-Key`` of each console write, with
-what the request was and, for some, the answer it got.
+what the request was, whether it finished and, for some, the answer it got.
+
+A key is *in flight* from its claim until its request finishes: a retry meanwhile must wait
+(the console answers 409), not run the request a second time. A claim whose request has not
+finished within :data:`IN_FLIGHT` is taken as lost with its daemon (a crash, a restart), and
+the next retry takes the key over and runs the request.
 
 The ledger is in the store so that every daemon on it sees the same keys (a retry that a
 balancer sends to another daemon is still recognised) and a restart keeps them. It is bounded
@@ -17,6 +22,11 @@ MAX_KEYS = 2000
 """Keys kept (of every agent together); using one more lets the oldest go."""
 KEEP = timedelta(hours=24)
 """How long a key is kept after its first use."""
+IN_FLIGHT = timedelta(seconds=60)
+"""How long a claimed key whose request has not finished holds off its retries; after that the
+request is taken as lost and a retry runs it again. A console write takes well under a second;
+its slowest step, the evaluation of its event, is bounded by ``processing.event_wall`` (10 s by
+default)."""
 MAX_ANSWER = 8192
 """Bytes of an answer kept for retries (a longer one is not kept: its retry is made again,
 and finds nothing left to change)."""
@@ -30,6 +40,9 @@ class KeptRequest:
     """What makes two requests the same request (the caller's digest of it)."""
     answer: tuple[int, bytes] | None = None
     """The answer kept for retries (HTTP status, body), if any was."""
+    in_flight: bool = False
+    """Whether the first request is still in progress (claimed less than :data:`IN_FLIGHT`
+    ago, not finished): a retry must wait for it."""
 
 
 class RequestKeys(abc.ABC):
@@ -46,15 +59,20 @@ class RequestKeys(abc.ABC):
         now: datetime | None = None,
     ) -> KeptRequest | None:
         """Take ``who``'s ``key`` for the request ``fingerprint`` (about ``conversation_id``):
-        None when the key is new (it is taken now: :meth:`keep_request_answer` once the request
-        succeeded, :meth:`release_request_key` if it failed), else what it was first used for.
-        Keys past the bounds are let go first. On a store that several daemons share, two
-        claims of one key at once are one new and one not."""
+        None when the key is new (it is taken now, in flight: :meth:`finish_request_key` once
+        the request succeeded, :meth:`release_request_key` if it failed), else what it was
+        first used for, with ``in_flight`` while that request is in progress. A key claimed
+        for the same request more than :data:`IN_FLIGHT` before ``now`` and never finished is
+        taken over (None). Keys past the bounds are let go first. On a store that several
+        daemons share, two claims of one key at once are one new and one not."""
 
     @abc.abstractmethod
-    def keep_request_answer(self, who: str, key: str, status: int, body: bytes) -> None:
-        """Keep the answer of ``who``'s request ``key`` for its retries (not when ``body`` is
-        longer than :data:`MAX_ANSWER`, nor when the key is no longer there)."""
+    def finish_request_key(
+        self, who: str, key: str, status: int, body: bytes | None = None
+    ) -> None:
+        """``who``'s request ``key`` succeeded with ``status``: its retries are no longer held
+        off, and get ``body`` when it is given (kept unless longer than :data:`MAX_ANSWER`;
+        without it, a retry runs the request again). Nothing when the key is no longer there."""
 
     @abc.abstractmethod
     def release_request_key(self, who: str, key: str) -> None:

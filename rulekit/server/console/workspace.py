@@ -267,6 +267,12 @@ class Workspace:
             raise ApiError(
                 422, "this Idempotency-Key was used for a different request: use a new key"
             ) from None
+        except idempotency.InFlight:
+            raise ApiError(
+                409,
+                "a request with this Idempotency-Key is still in progress: retry it later",
+                {"Retry-After": str(idempotency.RETRY_AFTER)},
+            ) from None
         except StoreUnavailable as exc:
             raise ApiError(503, f"the store is unavailable: {exc}") from None
         if kept is not None:
@@ -279,8 +285,9 @@ class Workspace:
             raise
         if new and result.status_code >= 400:
             await self.keys.release(who, key)
-        elif new and name in KEPT_ANSWERS:
-            await self.keys.settle(who, key, (result.status_code, bytes(result.body)))
+        elif new:
+            answer = bytes(result.body) if name in KEPT_ANSWERS else None
+            await self.keys.finish(who, key, result.status_code, answer)
         return result
 
     async def show(

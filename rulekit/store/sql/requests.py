@@ -3,7 +3,10 @@ shared by every daemon on the store.
 
 A claim is an insert that does nothing when the key is there: on PostgreSQL a claim racing
 another one of the same key waits for it to commit, then reads its row, so only one of them is
-new. ``id`` orders the keys by first use: the oldest beyond the bound go first.
+new. ``id`` orders the keys by first use: the oldest beyond the bound go first. ``status`` is
+null while the request is in flight; ``used_at`` is then when it was claimed, and taking over
+a lost claim is an update that sets it only while it is still older than
+:data:`~rulekit.store.requests.IN_FLIGHT`, so of two retries at once one takes it over.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from rulekit.store.records import utc
-from rulekit.store.requests import KEEP, MAX_ANSWER, MAX_KEYS, KeptRequest
+from rulekit.store.requests import IN_FLIGHT, KEEP, MAX_ANSWER, MAX_KEYS, KeptRequest
 
 WHERE_KEY = "who = :who AND key = :key"
 
@@ -65,16 +68,35 @@ class SQLRequestKeys:
         ).fetchone()
         if row is None:  # let go between the two statements (a purge): take it anew
             return self.claim_request_key(who, key, fingerprint, conversation_id, now=now)
-        answer = None if row["status"] is None else (int(row["status"]), bytes(row["answer"]))
+        if row["status"] is None:  # in flight, or lost with its daemon
+            if row["fingerprint"] == fingerprint and self._take_over(who, key, moment):
+                return None
+            return KeptRequest(row["fingerprint"], in_flight=True)
+        answer = None if row["answer"] is None else (int(row["status"]), bytes(row["answer"]))
         return KeptRequest(row["fingerprint"], answer)
 
-    def keep_request_answer(self, who: str, key: str, status: int, body: bytes) -> None:
-        """See :meth:`rulekit.store.requests.RequestKeys.keep_request_answer`."""
-        if len(body) > MAX_ANSWER:
-            return
+    def _take_over(self, who: str, key: str, moment: datetime) -> bool:
+        """Claim anew a key whose request has been in flight for longer than IN_FLIGHT."""
+        taken = self.execute(
+            f"UPDATE request_keys SET used_at = :now WHERE {WHERE_KEY}"
+            " AND status IS NULL AND used_at < :stale",
+            {
+                "who": who,
+                "key": key,
+                "now": self.dialect.time(moment),
+                "stale": self.dialect.time(moment - IN_FLIGHT),
+            },
+        )
+        return bool(taken.rowcount == 1)
+
+    def finish_request_key(
+        self, who: str, key: str, status: int, body: bytes | None = None
+    ) -> None:
+        """See :meth:`rulekit.store.requests.RequestKeys.finish_request_key`."""
+        kept = body if body is not None and len(body) <= MAX_ANSWER else None
         self.execute(
             f"UPDATE request_keys SET status = :status, answer = :answer WHERE {WHERE_KEY}",
-            {"who": who, "key": key, "status": status, "answer": body},
+            {"who": who, "key": key, "status": status, "answer": kept},
         )
 
     def release_request_key(self, who: str, key: str) -> None:

@@ -165,11 +165,12 @@ def running(
     *,
     storage: str | None = None,
     chatra: Any = None,
+    store: Any = None,
 ) -> Iterator[Workspace]:
     """A daemon on ``storage_kind`` (``sqlite`` or ``postgresql``) with the fake Chatra, its
     files in ``folder``; ``chatra_settings`` are more settings of the Chatra channel (YAML
     lines). ``storage`` (a URL) and ``chatra`` (a running fake) are shared with another daemon:
-    the caller keeps them."""
+    the caller keeps them; so is ``store``, an open store on ``storage`` for the daemon."""
     from rulekit_chatra.testing import FakeChatra
 
     from rulekit.server.daemon import Daemon
@@ -189,7 +190,7 @@ def running(
             extra = "".join(f"    {line}\n" for line in chatra_settings.splitlines())
             text = text.replace(anchor, anchor + extra)
         file = write(folder / "rulekit.yaml", text)
-        daemon = Daemon(file, watch=False)
+        daemon = Daemon(file, watch=False, store=store)
         try:
             with serve(daemon.app) as (served, loop):
                 yield Workspace(served, daemon, chatra, loop)
