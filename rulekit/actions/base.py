@@ -68,6 +68,11 @@ class ActionContext:
     delivery: str | None = None
     """An id of this call, the same on every retry of one outbox job (see :func:`delivery_id`);
     None in a dry run."""
+    lease: float | None = None
+    """Seconds the daemon holds the job from the call's start: past them another daemon may
+    take the job and make the call again, so an action that waits inside :meth:`Action.execute`
+    (for a pacing slot of its own) gives up waiting in time to finish within them. None: no
+    bound (a dry run, a call outside the dispatcher)."""
     decided_later: frozenset[str] = frozenset()
     """In a dry run: conversation attributes an earlier action of the plan decides only when it
     runs (after an ``assign`` by strategy, ``assignee``)."""
@@ -149,8 +154,9 @@ class Action:
     timeout: float = DEFAULT_TIMEOUT
     bounds_calls: ClassVar[bool] = False
     """Whether :meth:`execute` ends a call that takes longer than :attr:`timeout` itself, as a
-    retryable failure (``slack`` does). The dispatcher otherwise adds a timer of its own around
-    every call, a little longer than ``timeout``, for an action that would not."""
+    retryable failure (``slack`` and ``email`` do). The dispatcher otherwise adds a timer of
+    its own around every call, a little longer than ``timeout``, for an action that would
+    not."""
     limits: dict[str, Limit] = {}
     """The service's rate limits by name (e.g. ``chat``, ``bot``), used by :meth:`pacing`."""
 

@@ -9,7 +9,12 @@ with http, https and mailto links); subjects lose their line breaks (see
 
 Sending is paced per recipient domain. SMTP 4xx replies, timeouts and lost connections are
 retried; 5xx replies (a refused login included) are final. The whole exchange has the action's
-timeout; a message the server accepted counts as sent even if its goodbye never comes. The
+timeout, counted from when the message's pacing slot came, not from when it began to wait for
+it: a message queued behind others to its domain is not cut short for having waited. The wait
+itself is bounded by the job's lease (:attr:`ActionContext.lease
+<rulekit.actions.base.ActionContext.lease>`): a slot that would come too late for the exchange
+to end within the lease is not waited for, and the call is retried when it comes (nothing was
+sent). A message the server accepted counts as sent even if its goodbye never comes. The
 password never appears in a message: neither as it is nor base64-encoded as AUTH sends it.
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import ssl
 from email.message import EmailMessage
 from pathlib import Path
@@ -154,6 +160,7 @@ class Email(Action):
     integration = "smtp"
     Integration = SmtpIntegration
     markup = True  # values in ``html`` are escaped
+    bounds_calls = True  # the SMTP exchange has its own deadline; the pacing wait its bound
 
     def __init__(self, settings: Any = None, **options: Any) -> None:
         super().__init__(settings, **options)
@@ -217,7 +224,6 @@ class Email(Action):
     async def execute(self, params: EmailParams, context: ActionContext) -> dict[str, Any]:  # type: ignore[override]
         import aiosmtplib
 
-        started = asyncio.get_running_loop().time()
         problem = self.unavailable()
         settings = self.settings
         if problem or not isinstance(settings, SmtpIntegration):
@@ -243,7 +249,9 @@ class Email(Action):
             tls_context=self._tls(settings, context) if settings.security != "none" else None,
         )
         try:
-            async with self._paced().acquire(paces):
+            async with contextlib.AsyncExitStack() as paced:
+                await self._wait_for_slot(paced, paces, context.lease)
+                started = asyncio.get_running_loop().time()
                 refused, reply = await self._send(client, message, found.addresses, started)
         except Exception as exc:
             client.close()
@@ -255,11 +263,30 @@ class Email(Action):
             result["left_out"] = found.left_out
         return result
 
+    async def _wait_for_slot(
+        self, paced: contextlib.AsyncExitStack, paces: list[Pace], lease: float | None
+    ) -> None:
+        """Take the pacing slot of ``paces`` (held until ``paced`` closes), waiting no longer
+        than leaves the exchange its :attr:`timeout` within ``lease``; a slot that would come
+        later is a retryable failure asking to be tried again when it comes."""
+        pacer = self._paced()
+        bound = None if lease is None else max(lease - self.timeout, 0.0)
+        try:
+            async with asyncio.timeout(bound):
+                await paced.enter_async_context(pacer.acquire(paces))
+        except TimeoutError:
+            domains = ", ".join(pace.key.removeprefix("email:") for pace in paces)
+            raise RetryableActionError(
+                f"email to {domains}: no sending slot (rate_limit) within {bound:g} s, in time "
+                f"to send within the job's lease: nothing was sent",
+                retry_after=max(pacer.delay(paces), 1.0),
+            ) from None
+
     async def _send(
         self, client: aiosmtplib.SMTP, message: EmailMessage, addresses: list[str], started: float
     ) -> tuple[dict[str, Any], str]:
         """Send ``message`` within the action's :attr:`timeout` from ``started`` (the loop's
-        time the call began, its pacing counted; every SMTP step counted: a server answering
+        time its pacing slot came; every SMTP step counted: a server answering
         each one slowly cannot stretch the call), then say goodbye with what is left of it: once
         the server has accepted the message, nothing may fail the call (the dispatcher would
         send it again)."""

@@ -131,6 +131,7 @@ class JobCalls:
             publish=self.feed.publish,
             emitted=lane.emitted,
             delivery=delivery_id(job.event_id, job.id),
+            lease=self.lease,
         )
         assert self._slots is not None
         paces = action.pacing(params) or self._conversation_paces(

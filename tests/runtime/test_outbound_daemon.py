@@ -222,3 +222,34 @@ def test_a_webhook_429_holds_the_target_in_order_and_a_404_is_final_with_its_ans
         assert job.attempts == 1
         assert job.last_error.startswith("webhook 'crm': HTTP 404: \"no such hook: xxx")
         assert len(job.last_error) < 300  # the first bytes, not the whole answer
+
+
+def test_a_call_that_waited_for_its_pacing_slot_is_not_timed_out_for_it(tmp_path, serve):
+    """Three chats, each calling the CRM webhook and emailing ops, one call per three seconds
+    to each, with timeouts of a second: the later calls wait longer for their slot than their
+    timeout, and each is made once, on its first attempt."""
+    with FakeService() as receiver, FakeSmtp() as smtp:
+        config = outbound_setup(tmp_path, receiver, smtp, timeout=0.25, rate_limit="1/3s")
+        target = f"secret: {SECRET}}}"
+        config.write_text(
+            config.read_text().replace(target, f"secret: {SECRET}, timeout: 1, rate_limit: 1/3s}}")
+        )
+        server = serve(config)
+        for n in (1, 2, 3):
+            body = chat_started(n, f"Hi {n}")
+            assert httpx.post(server.webhook_url, content=body).status_code == 200
+
+        def done() -> list:
+            with server.daemon.store.transaction() as state:
+                return state.jobs(status="done")
+
+        jobs = wait_for(lambda: len(found := done()) == 6 and found, timeout=60)
+        assert sorted((job.action, job.attempts) for job in jobs) == [
+            ("email", 1),
+            ("email", 1),
+            ("email", 1),
+            ("webhook", 1),
+            ("webhook", 1),
+            ("webhook", 1),
+        ]
+        assert len(receiver.requests) == 3 and len(smtp.messages) == 3
