@@ -59,6 +59,46 @@ def trusted_instance(cls: type[_Model], values: dict[str, Any]) -> _Model:
     return (_BUILDERS.get(cls) or _builder(cls))(values)  # type: ignore[return-value]
 
 
+def trusted_whole(cls: type[_Model], fields: dict[str, Any], given: frozenset[str]) -> _Model:
+    """:func:`trusted_instance` for a caller that writes out every field itself: ``fields``
+    holds all of ``cls``'s fields in the class's order (defaults included, a factory's made
+    anew) and becomes the instance's ``__dict__`` as it is (the caller hands it over);
+    ``given`` names the fields counted as set (``model_fields_set``), as the keywords
+    validation would have been given. No copy, merge or default to look up: for the models a
+    provider builds several times per webhook. A dict short of a field (one added to the class
+    later) is a ``TypeError``."""
+    build = _WHOLE.get(cls) or _whole_builder(cls)
+    return build(fields, given)  # type: ignore[return-value]
+
+
+def _whole_builder(cls: type[BaseModel]) -> Callable[[dict[str, Any], frozenset[str]], BaseModel]:
+    count = len(cls.model_fields)
+    private = {name: attr.get_default() for name, attr in cls.__private_attributes__.items()}
+    copy_private = private.copy if private else None
+    derive = cls._derive_trusted  # type: ignore[attr-defined]
+    if derive is StrictModel._derive_trusted:
+        derive = None
+
+    def build(fields: dict[str, Any], given: frozenset[str]) -> BaseModel:
+        if len(fields) != count:
+            missing = sorted(cls.model_fields.keys() - fields.keys())
+            raise TypeError(f"{cls.__name__} needs every field, {missing} left out")
+        model = _new(cls)
+        _set(model, "__dict__", fields)
+        _set_fields_set(model, set(given))
+        _set_extra(model, None)
+        _set_private(model, None if copy_private is None else copy_private())
+        if derive is not None:
+            derive(model)
+        return model
+
+    _WHOLE[cls] = build
+    return build
+
+
+_WHOLE: dict[type[BaseModel], Callable[[dict[str, Any], frozenset[str]], BaseModel]] = {}
+
+
 def _builder(cls: type[BaseModel]) -> Callable[[dict[str, Any]], BaseModel]:
     """What :meth:`StrictModel.trusted` does for ``cls``, with what it needs of the class
     worked out once: its fields' defaults in order (a default made by a factory is made per

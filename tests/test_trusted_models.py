@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from rulekit.event import Agent, Client, Conversation, Event, Message
+from rulekit.models import trusted_whole
 
 AT = datetime(2025, 3, 14, 9, 12, 5, tzinfo=UTC)
 
@@ -81,3 +82,15 @@ def test_replaced_is_model_copy_with_an_update():
     copy = event.replaced(event="closed")
     assert copy.event == "closed" and copy.trigger.event == "closed"
     assert event.trigger.event == "message"
+
+
+def test_trusted_whole_is_the_validated_model_and_wants_every_field():
+    values = event_values()
+    whole = {name: values.get(name) for name in Event.model_fields}
+    whole["origin"], whole["changed"] = "channel", {}
+    same(trusted_whole(Event, whole, frozenset(values)), Event(**values))
+    message = {name: None for name in Message.model_fields} | {"edited": False, "id": "m"}
+    same(trusted_whole(Message, message, frozenset({"id"})), Message(id="m"))
+    del whole["changed"]
+    with pytest.raises(TypeError, match="changed"):
+        trusted_whole(Event, whole, frozenset(values))

@@ -31,7 +31,7 @@ from typing import Any
 from rulekit.config import Directory
 from rulekit.countries import country_code
 from rulekit.event import Agent, Client, Conversation, Event, Message
-from rulekit.models import trusted_instance
+from rulekit.models import trusted_instance, trusted_whole
 from rulekit.store.base import State
 
 from .payload import ChatraAgent, ChatraClient, ChatraMessage, Payload
@@ -101,17 +101,18 @@ class Normalizer:
                 name = "agent_replied"
             if conversation.status != "open":
                 conversation = conversation.replaced(status="open")
-            if author == "agent":
-                agent = _author(message, payload.agents, self.directory)
-            else:
-                agent = trusted_instance(Agent, {})
+            agent = (
+                _author(message, payload.agents, self.directory)
+                if author == "agent"
+                else _no_agent()
+            )
             emit(
                 name,
                 f"msg:{message.id}",
                 conversation,
                 message.created_at,
                 transcript,
-                trusted_instance(
+                trusted_whole(
                     Message,
                     {
                         "id": message.id,
@@ -119,7 +120,10 @@ class Normalizer:
                         "author": author,
                         "agent": agent.email,
                         "created_at": message.created_at,
+                        "kind": None,
+                        "edited": False,
                     },
+                    _MESSAGE_GIVEN,
                 ),
                 agent,
             )
@@ -240,24 +244,54 @@ class _Emitter:
         agent: Agent | None = None,
     ) -> None:
         # Every part was built here from the read payload: nothing to validate again (and the
-        # id is given, so ``Event.trusted`` would derive nothing).
+        # id is given, so ``Event`` would derive nothing). Written out whole: this runs for
+        # every event, and its fields are the ones validation would be given (``_EVENT_GIVEN``).
         self.events.append(
-            trusted_instance(
+            trusted_whole(
                 Event,
                 {
                     "id": f"{self.channel}:{event_id}",
                     "channel": self.channel,
                     "event": name,
                     "occurred_at": occurred_at or datetime.now(UTC),
+                    "origin": "channel",
                     "recovered": recovered,
                     "conversation": conversation,
                     "client": self.client,
-                    "message": message or trusted_instance(Message, {}),
-                    "agent": agent or trusted_instance(Agent, {}),
+                    "message": message or _no_message(),
+                    "agent": agent or _no_agent(),
+                    "changed": {},
                     "raw": self.raw,
                 },
+                _EVENT_GIVEN,
             )
         )
+
+
+_EVENT_GIVEN = frozenset(Event.model_fields.keys() - {"origin", "changed"})
+_MESSAGE_GIVEN = frozenset(("id", "text", "author", "agent", "created_at"))
+_AGENT_GIVEN = frozenset(("id", "email", "name", "known"))
+_NOTHING_GIVEN: frozenset[str] = frozenset()
+
+
+def _no_agent() -> Agent:
+    """``Agent()``: the event has no agent."""
+    fields = {"id": None, "email": None, "name": None, "known": False}
+    return trusted_whole(Agent, fields, _NOTHING_GIVEN)
+
+
+def _no_message() -> Message:
+    """``Message()``: the event has no message."""
+    fields = {
+        "id": None,
+        "text": None,
+        "author": None,
+        "agent": None,
+        "created_at": None,
+        "kind": None,
+        "edited": False,
+    }
+    return trusted_whole(Message, fields, _NOTHING_GIVEN)
 
 
 def _author(message: ChatraMessage, agents: Sequence[ChatraAgent], directory: Directory) -> Agent:
@@ -273,7 +307,7 @@ def _author(message: ChatraMessage, agents: Sequence[ChatraAgent], directory: Di
         chatra = agents[0]  # the only agent in the chat wrote it
     email = chatra.email if chatra else None
     entry = directory.get(email)
-    return trusted_instance(
+    return trusted_whole(
         Agent,
         {
             "id": agent_id or (chatra.id if chatra else None),
@@ -283,6 +317,7 @@ def _author(message: ChatraMessage, agents: Sequence[ChatraAgent], directory: Di
             or message.agent_name,
             "known": entry is not None,
         },
+        _AGENT_GIVEN,
     )
 
 

@@ -9,9 +9,10 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from chatra_samples import DATA, encode, make_provider, sample
+from chatra_samples import DATA, encode, make_provider, sample, sample_body
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 from rulekit.errors import ChannelError
 from rulekit.event import Client
 from rulekit.store import MemoryStore
@@ -273,3 +274,52 @@ def test_a_client_record_is_the_full_build_and_known_itself_when_unchanged(
     # a country code not derived from the country is derived again
     stale = record.model_copy(update={"country_code": "ZZ"})
     assert normalizer.client(data, stale) == record
+
+
+def validated(model: BaseModel) -> BaseModel:
+    """The model validation makes from ``model``'s set fields, its sub-models validated too."""
+    values = {name: getattr(model, name) for name in model.model_fields_set}
+    return type(model)(
+        **{
+            name: validated(value) if isinstance(value, BaseModel) else value
+            for name, value in values.items()
+        }
+    )
+
+
+def assert_built_as_validated(model: BaseModel) -> None:
+    again = validated(model)
+    assert model == again
+    assert model.model_fields_set == again.model_fields_set
+    assert model.model_dump_json() == again.model_dump_json()
+    for name in type(model).model_fields:
+        part = getattr(model, name)
+        if isinstance(part, BaseModel):
+            assert_built_as_validated(part)
+
+
+def test_the_samples_events_are_the_validated_ones():
+    """The parser builds its events without validation (``trusted_whole``): each event, and
+    each of its parts, is what validation makes of the same values."""
+    provider, store = make_provider(), MemoryStore()
+    webhooks = [name for name in SAMPLES if not name.startswith("malformed")]
+    names = [*webhooks, *webhooks]  # new conversations, then known ones
+    with store.transaction() as state:
+        events = [event for name in names for event in provider.parse(sample_body(name), state)]
+    assert {event.event for event in events} >= {"created", "message", "agent_replied", "closed"}
+    for event in events:
+        assert_built_as_validated(event)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(mutated_samples(), min_size=1, max_size=4))
+def test_any_events_are_the_validated_ones(payloads):
+    provider, store = make_provider(), MemoryStore()
+    for payload in payloads:
+        try:
+            with store.transaction() as state:
+                events = provider.parse(encode(payload), state)
+        except ChannelError:
+            continue
+        for event in events:
+            assert_built_as_validated(event)
