@@ -211,16 +211,26 @@ class Normalizer:
         return tuple(name for name in wanted if name != "custom"), "custom" in wanted
 
     def _new_conversation(self, payload: Payload) -> Conversation:
-        return trusted_instance(
+        client = payload.client
+        return trusted_whole(
             Conversation,
             {
-                "id": f"{self.channel}:{payload.client.id}",
-                "external_id": payload.client.chat_id,
+                "id": f"{self.channel}:{client.id}",
+                "external_id": client.chat_id,
                 "status": "open",
                 "group": self.settings.default_group,
+                "assignee": None,
+                "tags": [],
                 "page": payload.page,
-                "link": payload.client.chat_link,
+                "link": client.chat_link,
+                "last_client_message_at": None,
+                "last_agent_reply_at": None,
+                "first_agent_reply_at": None,
+                "last_agent": None,
+                "priority": None,
+                "fields": {},
             },
+            _CONVERSATION_GIVEN,
         )
 
 
@@ -269,6 +279,7 @@ class _Emitter:
 
 
 _EVENT_GIVEN = frozenset(Event.model_fields.keys() - {"origin", "changed"})
+_CONVERSATION_GIVEN = frozenset(("id", "external_id", "status", "group", "page", "link"))
 _MESSAGE_GIVEN = frozenset(("id", "text", "author", "agent", "created_at"))
 _AGENT_GIVEN = frozenset(("id", "email", "name", "known"))
 _NOTHING_GIVEN: frozenset[str] = frozenset()

@@ -182,12 +182,15 @@ def _client(value: Any) -> ChatraClient:
     # ``info`` is Chatra's merge of ``basicInfo`` (pre-chat form, agents' edits) and
     # ``integrationData`` (what the site pushed); read all three in case one is left out.
     info = get("info")
+    basic = get("basicInfo")
     integration = get("integrationData")
-    sources = [s for s in (info, get("basicInfo"), integration) if s and isinstance(s, dict)]
+    if basic == info:
+        basic = None  # (usually: ``info`` merges it with nothing else) read once
+    sources = [s for s in (info, basic, integration) if s and isinstance(s, dict)]
     contact = _contact(sources) if sources else _NO_CONTACT
     custom = {}
     for source in (info, integration):
-        if source and isinstance(source, dict):
+        if source and isinstance(source, dict) and not source.keys() <= _NOT_CUSTOM:
             custom.update((k, v) for k, v in source.items() if k not in _NOT_CUSTOM)
     visit = get("lastVisit")
     # (positional, in the fields' order; ``_string`` written out: this is most of the reading)
