@@ -97,6 +97,8 @@ class Dispatcher(JobCalls):
         self._holding: Counter[str] = Counter()
         """Jobs held per event."""
         self._known: set[int] = set()
+        self._full = False
+        """Whether the last claim took all the room there was (more may be waiting)."""
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._slots: asyncio.Semaphore | None = None
@@ -139,6 +141,8 @@ class Dispatcher(JobCalls):
                 self._hold(job)
                 self._enqueue(job, record)
             self.metrics.outbox_depth.set(len(self._known))
+            # holding all it may: the first job to finish makes room (see _drop)
+            self._full = capacity <= 0 or len(claimed) >= capacity
             if len(claimed) < capacity or capacity <= 0:
                 await self._sleep(IDLE_POLL)
 
@@ -167,6 +171,9 @@ class Dispatcher(JobCalls):
         if job.id not in self._known:
             return
         self._known.discard(job.id)
+        if self._full:
+            self._full = False
+            self._wakeup.set()
         self._holding[job.event_id] -= 1
         if self._holding[job.event_id] <= 0:
             del self._holding[job.event_id]

@@ -220,3 +220,43 @@ def test_a_timer_set_while_the_next_due_is_read_is_fired_without_the_long_sleep(
                 await task
 
         asyncio.run(scenario())
+
+
+def test_jobs_beyond_what_the_dispatcher_may_hold_are_claimed_as_room_is_made(
+    tmp_path, chatra, monkeypatch
+):
+    # holding all it may (64 jobs at concurrency 1), the dispatcher claims the rest as the
+    # first jobs finish, not after the idle poll
+    monkeypatch.setattr(dispatcher_module, "IDLE_POLL", HOUR)
+    config = write_setup(tmp_path, chatra=chatra, dispatcher={"concurrency": 1})
+    snapshot = load_snapshot(config)
+    evaluator = Evaluator(config, limits=Limits(event_wall=60))
+    store = SQLiteStore(tmp_path / "state.sqlite3")
+    jobs = 70
+    try:
+        processor = Processor(
+            store, lambda: snapshot, evaluator, metrics=Metrics(), feed=LiveFeed()
+        )
+        for n in range(jobs):
+            append(store, snapshot, chat_started(n))
+        while processor.process_round(snapshot)[1]:
+            pass
+
+        async def scenario() -> None:
+            commit = GroupCommit(store)
+            commit.start()
+            dispatcher = Dispatcher(
+                commit, lambda: snapshot, metrics=Metrics(), feed=LiveFeed(), evaluator=evaluator
+            )
+            task = asyncio.create_task(dispatcher.run())
+            try:
+                await until(lambda: len(chatra.sent) >= jobs)
+            finally:
+                await dispatcher.stop()
+                await task
+                await commit.aclose()
+
+        asyncio.run(scenario())
+    finally:
+        evaluator.close()
+        store.close()
