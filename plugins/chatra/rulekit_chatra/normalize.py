@@ -237,6 +237,8 @@ class Normalizer:
 class _Emitter:
     """Collects a payload's events."""
 
+    __slots__ = ("channel", "client", "events", "raw")
+
     def __init__(self, channel: str, client: Client, raw: Any) -> None:
         self.channel = channel
         self.client = client

@@ -307,6 +307,11 @@ def _agents(data: dict[str, Any]) -> tuple[ChatraAgent, ...]:
 def timestamp(value: Any) -> datetime | None:
     """A Chatra time as an aware UTC datetime: epoch milliseconds (a number or a string of
     digits) or an ISO 8601 string (naive means UTC). Anything else is None."""
+    if type(value) is int:  # (Chatra's: tried first, without the checks below)
+        try:
+            return datetime.fromtimestamp(value / 1000, UTC)
+        except (ValueError, OverflowError, OSError):
+            return None
     try:
         if isinstance(value, str):
             text = value.strip()
