@@ -88,6 +88,8 @@ class Slack(Action):
         self.clock = time.time
         """Unix seconds now: what a Retry-After given as a date is counted from."""
         self._limited: dict[str, float] = {}  # channel -> end of its Retry-After (loop time)
+        self._url = ""
+        self._headers: dict[str, str] = {}
 
     @classmethod
     def escape(cls, values: Interpolations, params: dict[str, Any]) -> dict[str, Any]:
@@ -126,21 +128,30 @@ class Slack(Action):
             arguments["blocks"] = params.blocks
         if params.attachments:
             arguments["attachments"] = params.attachments
+        client = self._web_client()
+        request = {"headers": self._headers, "json": arguments}
         try:
             async with asyncio.timeout(self.timeout):
-                # api_call, not chat_postMessage: that wrapper spreads ~25 optional arguments
-                # and takes the unset ones out again on every call; ours are plain JSON values
-                response = await self._web_client().api_call("chat.postMessage", json=arguments)
+                # the client's own sender, not api_call: api_call builds the URL, the headers
+                # (the user agent too) and a response object again on every call, and looks
+                # the method up in its lists of deprecated ones; ours are the same every time
+                answer = await client._request(
+                    http_verb="POST", api_url=self._url, req_args=request
+                )
         except TimeoutError:
             raise RetryableActionError(f"Slack did not answer within {self.timeout:g} s") from None
         except sdk_errors.SlackApiError as exc:
-            raise self._classify(exc, params.channel) from None
+            raise self._classify(exc.response, params.channel) from None
         except aiohttp.ClientError as exc:
             message = redact(f"Slack: {type(exc).__name__}: {exc}", [self._token()])
             raise RetryableActionError(message) from None
         except sdk_errors.SlackClientError as exc:
             raise PermanentActionError(redact(f"Slack: {exc}", [self._token()])) from None
-        return {"ts": response.get("ts"), "channel": response.get("channel")}
+        data = answer["data"]
+        if answer["status_code"] != 200 or type(data) is not dict or not data.get("ok"):
+            # what AsyncSlackResponse.validate refuses, told apart as for a SlackApiError
+            raise self._classify(_Answer(answer), params.channel)
+        return {"ts": data.get("ts"), "channel": data.get("channel")}
 
     async def aclose(self) -> None:
         session, self._session, self._client = self._session, None, None
@@ -159,13 +170,14 @@ class Slack(Action):
         # with its loop
         import aiohttp
         from slack_sdk.web.async_client import AsyncWebClient
+        from slack_sdk.web.internal_utils import _get_headers, _get_url
 
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.connections),
             # no timer of aiohttp's own: the call is bounded as a whole, in ``execute``
             timeout=aiohttp.ClientTimeout(),
         )
-        self._client = AsyncWebClient(
+        self._client = client = AsyncWebClient(
             token=self._token(),
             base_url=self.settings.base_url,  # type: ignore[union-attr]
             timeout=max(1, round(self.timeout)),
@@ -173,11 +185,19 @@ class Slack(Action):
             retry_handlers=[],
             logger=_sdk_logger(),
         )
+        # what api_call would build for chat.postMessage with a JSON body, built once
+        self._url = _get_url(client.base_url, "chat.postMessage")
+        self._headers = _get_headers(
+            headers=dict(client.headers),
+            token=client.token,
+            has_json=True,
+            has_files=False,
+            request_specific_headers=None,
+        )
         self._loop = loop
-        return self._client
+        return client
 
-    def _classify(self, exc: Any, channel: str) -> ActionError:
-        response = exc.response
+    def _classify(self, response: Any, channel: str) -> ActionError:
         status = getattr(response, "status_code", None)
         data = response.data if isinstance(getattr(response, "data", None), dict) else {}
         error = data.get("error") or "no error code"
@@ -206,6 +226,15 @@ class Slack(Action):
         others = [key for key in self._limited if key != channel]
         self._limited[channel] = now + seconds
         return "service" if others else "destination"
+
+
+class _Answer:
+    """An answer of the Web API that is not ``ok``, read as a ``SlackApiError``'s response."""
+
+    def __init__(self, answer: dict[str, Any]) -> None:
+        self.status_code = answer["status_code"]
+        self.data = answer["data"]
+        self.headers = answer["headers"]
 
 
 def _sdk_logger() -> logging.Logger:

@@ -216,3 +216,27 @@ def test_the_client_builds_no_debug_lines_unless_rulekit_logs_at_debug(fake_slac
     post(slack_action(fake_slack), SlackParams(channel="C1", text="x"))
     assert fake_slack.messages()
     assert "Sending a request" not in caplog.text  # the SDK did not format its debug line
+
+
+def test_posts_what_the_sdk_api_call_would_post(fake_slack):
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    params = SlackParams(channel="C1", text="same", blocks=[{"type": "divider"}])
+    post(slack_action(fake_slack), params)
+
+    async def through_api_call():
+        client = AsyncWebClient(token=fake_slack.token, base_url=fake_slack.base_url)
+        await client.api_call("chat.postMessage", json=params.model_dump(exclude_none=True))
+
+    asyncio.run(through_api_call())
+    ours, sdk = (m.request for m in fake_slack.messages())
+    assert (ours.method, ours.path, ours.json) == (sdk.method, sdk.path, sdk.json)
+    kept = ("authorization", "content-type", "user-agent")
+    assert {k: ours.headers.get(k) for k in kept} == {k: sdk.headers.get(k) for k in kept}
+
+
+def test_an_answer_that_is_not_ok_is_classified_as_the_sdk_error_would_be(fake_slack):
+    fake_slack.fail(Response(200, {"ok": False, "error": "ratelimited"}))
+    exc = failure(slack_action(fake_slack), SlackParams(channel="C1", text="x"))
+    assert isinstance(exc, RetryableActionError)
+    assert exc.status == 429 and "ratelimited" in str(exc)

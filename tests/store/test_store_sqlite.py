@@ -324,3 +324,28 @@ def test_the_job_claim_reads_due_jobs_by_their_index_not_every_pending_one(tmp_p
         assert any("USING INDEX outbox_due" in step for step in plan), plan
     finally:
         store.close()
+
+
+def test_the_usual_call_is_started_in_one_statement_and_recorded_in_two(tmp_path):
+    store = SQLiteStore(tmp_path / "calls.sqlite3")
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    try:
+        with store.transaction() as state:
+            event = Event(id="chat:1", channel="chat", event="created")
+            jobs = [JobSpec("R", "slack", {"n": n}, "slack:C1") for n in range(2)]
+            state.record_event(event, inbox_id=None, trace={}, jobs=jobs, now=now)
+            first, second = state.claim_jobs("me", lease=60, now=now)
+        with store.transaction() as state:
+            before = state.statements
+            assert state.start_call(first.id, "me", lease=60, now=now)
+            assert state.statements - before == 1
+            state.record_attempt(first.id, "done", result={"ts": "1"}, now=now)
+            assert state.statements - before == 3
+            # the others are still told apart: not ours, and a job already done
+            assert not state.start_call(second.id, "someone else", lease=60, now=now)
+            state.record_attempt(first.id, "retry", error="late", retry_at=now, now=now)
+            [done, _] = state.jobs(event_id="chat:1")
+            assert (done.status, done.attempts, done.result) == ("done", 2, {"ts": "1"})
+            assert [a.outcome for a in state.attempts(first.id)] == ["done", "retry"]
+    finally:
+        store.close()

@@ -23,6 +23,16 @@ from rulekit.store.sql import listing
 from rulekit.store.sql.dialect import Row
 from rulekit.store.sql.stats import NOTE_MATCH, matched_rules
 
+_START_OURS = (
+    "UPDATE outbox SET call_started_at = :now, call_started_by = :owner,"
+    " claimed_until = :until WHERE id = :id AND status = 'pending' AND claimed_by = :owner"
+    " AND (call_started_by IS NULL OR call_started_by = :owner)"
+    " AND NOT EXISTS (SELECT 1 FROM outbox k WHERE k.lane = outbox.lane"
+    " AND k.status = 'pending' AND k.id < outbox.id)"
+)
+"""What :meth:`SQLOutbox.start_call` does when the call may start and nothing else is to be
+recorded: the one statement of the usual case."""
+
 
 class SQLOutbox:
     """Audit trail, outbox and lease statements, mixed into
@@ -143,6 +153,16 @@ class SQLOutbox:
         self, job_id: int, owner: str, *, lease: float, now: datetime | None = None
     ) -> bool:
         now = utc(now)
+        times = {
+            "now": self.dialect.time(now),
+            "owner": owner,
+            "until": self.dialect.time(now + timedelta(seconds=lease)),
+            "id": job_id,
+        }
+        # the usual case in one statement: ours, first pending of its lane, no call of another
+        # claimer to count as interrupted; anything else is told apart below
+        if self.execute(_START_OURS, times).rowcount == 1:
+            return True
         row = self._one(
             "SELECT status, claimed_by, lane, call_started_by FROM outbox WHERE id = :id",
             {"id": job_id},
@@ -171,12 +191,7 @@ class SQLOutbox:
         self.execute(
             "UPDATE outbox SET call_started_at = :now, call_started_by = :owner,"
             " claimed_until = :until WHERE id = :id",
-            {
-                "now": self.dialect.time(now),
-                "owner": owner,
-                "until": self.dialect.time(now + timedelta(seconds=lease)),
-                "id": job_id,
-            },
+            times,
         )
         return True
 
@@ -193,10 +208,36 @@ class SQLOutbox:
     ) -> None:
         check_attempt(outcome, retry_at)
         time = self.dialect.time
-        row = self._one("SELECT status FROM outbox WHERE id = :id", {"id": job_id})
-        if row is None:
-            raise KeyError(f"no job {job_id}")
         result_json = self.dialect.json(result)
+        until = None
+        if outcome == "retry" and hold is not None and retry_at is not None:
+            until = time(utc(retry_at) + timedelta(seconds=hold))
+        # the usual case first: a pending job takes the outcome; a job already done or dead
+        # keeps its status and only counts the attempt
+        updated = self.execute(
+            "UPDATE outbox SET status = :status, attempts = attempts + 1,"
+            " next_attempt_at = COALESCE(:retry_at, next_attempt_at),"
+            " last_error = COALESCE(:error, last_error), result = :result,"
+            " claimed_by = CASE WHEN :until IS NULL THEN NULL ELSE claimed_by END,"
+            " claimed_until = :until, call_started_at = NULL, call_started_by = NULL"
+            " WHERE id = :id AND status = 'pending'",
+            {
+                "status": "pending" if outcome == "retry" else outcome,
+                "retry_at": time(retry_at),
+                "error": error,
+                "result": result_json,
+                "until": until,
+                "id": job_id,
+            },
+        )
+        if updated.rowcount == 0:
+            counted = self.execute(
+                "UPDATE outbox SET attempts = attempts + 1, call_started_at = NULL,"
+                " call_started_by = NULL WHERE id = :id",
+                {"id": job_id},
+            )
+            if counted.rowcount == 0:
+                raise KeyError(f"no job {job_id}")
         self.execute(
             "INSERT INTO attempts (job_id, at, outcome, error, result)"
             " VALUES (:id, :now, :outcome, :error, :result)",
@@ -206,32 +247,6 @@ class SQLOutbox:
                 "outcome": outcome,
                 "error": error,
                 "result": result_json,
-            },
-        )
-        if row["status"] != "pending":  # done or dead stays so; the attempt is still counted
-            self.execute(
-                "UPDATE outbox SET attempts = attempts + 1, call_started_at = NULL,"
-                " call_started_by = NULL WHERE id = :id",
-                {"id": job_id},
-            )
-            return
-        until = None
-        if outcome == "retry" and hold is not None and retry_at is not None:
-            until = time(utc(retry_at) + timedelta(seconds=hold))
-        self.execute(
-            "UPDATE outbox SET status = :status, attempts = attempts + 1,"
-            " next_attempt_at = COALESCE(:retry_at, next_attempt_at),"
-            " last_error = COALESCE(:error, last_error), result = :result,"
-            " claimed_by = CASE WHEN :until IS NULL THEN NULL ELSE claimed_by END,"
-            " claimed_until = :until, call_started_at = NULL, call_started_by = NULL"
-            " WHERE id = :id",
-            {
-                "status": "pending" if outcome == "retry" else outcome,
-                "retry_at": time(retry_at),
-                "error": error,
-                "result": result_json,
-                "until": until,
-                "id": job_id,
             },
         )
 
