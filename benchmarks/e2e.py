@@ -190,6 +190,7 @@ class Slack:
         self.control, child = context.Pipe()
         self.proc = context.Process(target=fake_slack, args=(self.port, child), daemon=True)
         self.proc.start()
+        child.close()  # so that a fake dying before it is ready ends the wait (EOFError)
         assert self.control.recv() == "ready"
         self.arrived: dict[str, float] = {}
 
