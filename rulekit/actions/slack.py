@@ -129,15 +129,20 @@ class Slack(Action):
         if params.attachments:
             arguments["attachments"] = params.attachments
         client = self._web_client()
-        request = {"headers": self._headers, "json": arguments}
         try:
             async with asyncio.timeout(self.timeout):
-                # the client's own sender, not api_call: api_call builds the URL, the headers
-                # (the user agent too) and a response object again on every call, and looks
-                # the method up in its lists of deprecated ones; ours are the same every time
-                answer = await client._request(
-                    http_verb="POST", api_url=self._url, req_args=request
-                )
+                if self._url:
+                    # the client's own sender, not api_call: api_call builds the URL, the
+                    # headers (the user agent too) and a response object again on every call,
+                    # and looks the method up in its lists of deprecated ones; ours are the
+                    # same every time
+                    request = {"headers": self._headers, "json": arguments}
+                    answer = await client._request(
+                        http_verb="POST", api_url=self._url, req_args=request
+                    )
+                else:  # an SDK without those pieces: its public call (raises SlackApiError)
+                    response = await client.api_call("chat.postMessage", json=arguments)
+                    answer = {"status_code": 200, "data": response.data, "headers": {}}
         except TimeoutError:
             raise RetryableActionError(f"Slack did not answer within {self.timeout:g} s") from None
         except sdk_errors.SlackApiError as exc:
@@ -170,7 +175,6 @@ class Slack(Action):
         # with its loop
         import aiohttp
         from slack_sdk.web.async_client import AsyncWebClient
-        from slack_sdk.web.internal_utils import _get_headers, _get_url
 
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.connections),
@@ -185,15 +189,7 @@ class Slack(Action):
             retry_handlers=[],
             logger=_sdk_logger(),
         )
-        # what api_call would build for chat.postMessage with a JSON body, built once
-        self._url = _get_url(client.base_url, "chat.postMessage")
-        self._headers = _get_headers(
-            headers=dict(client.headers),
-            token=client.token,
-            has_json=True,
-            has_files=False,
-            request_specific_headers=None,
-        )
+        self._url, self._headers = _prebuilt(client)
         self._loop = loop
         return client
 
@@ -226,6 +222,28 @@ class Slack(Action):
         others = [key for key in self._limited if key != channel]
         self._limited[channel] = now + seconds
         return "service" if others else "destination"
+
+
+def _prebuilt(client: AsyncWebClient) -> tuple[str, dict[str, str]]:
+    """What ``api_call`` would build for chat.postMessage with a JSON body (its URL and
+    headers), built once; ``("", {})`` when this version of the SDK lacks the private pieces
+    that build them, or its client the sender they feed (then ``api_call`` is used)."""
+    try:
+        from slack_sdk.web.internal_utils import _get_headers, _get_url
+
+        if not callable(getattr(client, "_request", None)):
+            return "", {}
+        url = _get_url(client.base_url, "chat.postMessage")
+        headers = _get_headers(
+            headers=dict(client.headers),
+            token=client.token,
+            has_json=True,
+            has_files=False,
+            request_specific_headers=None,
+        )
+    except (ImportError, TypeError):
+        return "", {}
+    return url, headers
 
 
 class _Answer:

@@ -240,3 +240,18 @@ def test_an_answer_that_is_not_ok_is_classified_as_the_sdk_error_would_be(fake_s
     exc = failure(slack_action(fake_slack), SlackParams(channel="C1", text="x"))
     assert isinstance(exc, RetryableActionError)
     assert exc.status == 429 and "ratelimited" in str(exc)
+
+
+def test_an_sdk_without_the_private_sender_pieces_posts_through_api_call(fake_slack, monkeypatch):
+    """The prebuilt URL and headers come from private helpers of slack-sdk: a version without
+    them still posts (through the public ``api_call``) and still tells failures apart."""
+    import slack_sdk.web.internal_utils as internal
+
+    monkeypatch.delattr(internal, "_get_url")  # as if a later version renamed it
+    post(slack_action(fake_slack), SlackParams(channel="C1", text="still sent"))
+    (message,) = fake_slack.messages()
+    assert message.request.path.endswith("/chat.postMessage")
+    assert message.request.json == {"channel": "C1", "text": "still sent"}
+    fake_slack.fail(Response(200, {"ok": False, "error": "channel_not_found"}))
+    exc = failure(slack_action(fake_slack), SlackParams(channel="C2", text="x"))
+    assert isinstance(exc, PermanentActionError) and "channel_not_found" in str(exc)
