@@ -23,9 +23,9 @@ from typing import Any, Protocol
 
 from jinja2 import nodes
 
-from rulekit.engine.explain import MAX_DEPTH, compile_explainer, depth
+from rulekit.engine.explain import MAX_DEPTH, compile_explainer, depth, leaves
 from rulekit.expr.codegen import Program
-from rulekit.rules.spec import Condition, Leaf, NotOf
+from rulekit.rules.spec import Condition
 
 Decider = Callable[[dict[str, Any]], int]
 """``decide(values)``: the condition's result and the outcome of each condition as one number
@@ -46,17 +46,18 @@ class Decidable:
 
     __slots__ = ("codes", "condition", "keys")
 
-    def __init__(self, condition: Condition, codes: dict[int, str], keys: frozenset[str]) -> None:
+    def __init__(self, condition: Condition, codes: tuple[str, ...], keys: frozenset[str]) -> None:
         self.condition = condition
         self.codes = codes
-        """Each leaf's test (by ``id`` of the leaf) on ``v[<field code>]``."""
+        """Each leaf's test on ``v[<field code>]``, in the order of :func:`.leaves` (a tuple,
+        not a dict by leaf: one is kept for every rule of a large set until it is decided)."""
         self.keys = keys
         """The fields (as their code) the tests read."""
 
     def compile(self, program: Program) -> Decider:
         """The decider (compiled now: call once per rule)."""
         program.namespace.setdefault("_decided_text", _text)
-        codes = self.codes
+        codes = dict(zip(map(id, leaves(self.condition)), self.codes, strict=True))
         decider: Decider = compile_explainer(
             self.condition,
             program,
@@ -77,22 +78,16 @@ def decidable(
     indexable form (the index's :func:`~rulekit.engine.index.find_discriminator`)."""
     if condition is None or depth(condition) > MAX_DEPTH:
         return None
-    codes: dict[int, str] = {}
+    codes: list[str] = []
     keys: set[str] = set()
-    stack: list[Condition] = [condition]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, Leaf):
-            found = _leaf_test(current.node, find, program)
-            if found is None:
-                return None
-            codes[id(current)], key = found
-            keys.add(key)
-        elif isinstance(current, NotOf):
-            stack.append(current.child)
-        else:
-            stack.extend(current.children)
-    return Decidable(condition, codes, frozenset(keys))
+    for leaf in leaves(condition):
+        found = _leaf_test(leaf.node, find, program)
+        if found is None:
+            return None
+        code, key = found
+        codes.append(code)
+        keys.add(key)
+    return Decidable(condition, tuple(codes), frozenset(keys))
 
 
 def _leaf_test(

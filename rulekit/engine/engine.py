@@ -7,8 +7,10 @@ daemon only adds persistence and execution.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from rulekit.config import Config
 from rulekit.engine.construction import plugins_and_config
@@ -37,6 +39,7 @@ from rulekit.expr.budget import OverBudget, with_budget
 from rulekit.expr.budget import current as current_budget
 from rulekit.plugins import Plugins
 from rulekit.rules.collector import collector_paused
+from rulekit.rules.conditions import matcher_code
 from rulekit.rules.loader import RuleLoader, RuleSet
 from rulekit.rules.spec import Condition, Rule, Timing, format_duration, outline
 from rulekit.team import Team, TeamFacts
@@ -90,14 +93,18 @@ class Engine:
         """Whether any rule reads ``team``: only then does an evaluation need
         :class:`~rulekit.team.TeamFacts` (the daemon reads them from the store)."""
         self.program = loader.program
+        # each rule's condition (and a timed rule's ``unless``) as one function, compiled the
+        # first time it is evaluated without being explained (most rules of a large set never
+        # are: the daemon explains, and the index decides most of them)
+        self._matchers: dict[Rule, Callable[..., Any]] = {}
+        self._unless_matchers: dict[Rule, Callable[..., Any]] = {}
         # each rule's explaining function and condition sources, once it has been explained
         self._explainers: dict[Rule, tuple[Explainer, tuple[str, ...]]] = {}
         # what each rule's evaluation prepares, once it has been evaluated (see .prepared)
         self._prepared: dict[Rule, PreparedRule] = {}
         loader.program.release_sources()
         for rule in self.rules:  # the expression trees served loading and indexing only
-            if rule.conjuncts:
-                rule.conjuncts = []
+            rule.conjuncts = ()
             unless = rule.timing.unless if rule.timing is not None else None
             for condition in (rule.condition, unless):
                 for leaf in leaves(condition) if condition is not None else ():
@@ -320,7 +327,7 @@ class Engine:
             )
         elif rule.timing.unless is not None:
             try:
-                held = self._holds(rule.timing, event, now, trace)
+                held = self._holds(rule, rule.timing, event, now, trace)
             except ConditionFailed as failure:
                 firing.outcome, firing.reason = "error", f"unless failed: {failure}"
                 plan.errors.append(f"rule {rule.name!r}: unless: {failure}")
@@ -340,11 +347,16 @@ class Engine:
             plan.final = sequence.event
         return plan
 
-    def _holds(self, timing: Timing, event: Event, now: datetime, trace: RuleTrace | None) -> bool:
+    def _holds(
+        self, rule: Rule, timing: Timing, event: Event, now: datetime, trace: RuleTrace | None
+    ) -> bool:
         assert timing.unless is not None
-        if trace is None and timing.unless_matcher is not None:
+        if trace is None:
+            matcher = self._unless_matchers.get(rule)
+            if matcher is None:
+                matcher = self._unless_matchers[rule] = self._matcher(timing.unless)
             try:
-                return bool(timing.unless_matcher(event, now, self.env))
+                return bool(matcher(event, now, self.env))
             except OverBudget as exc:
                 raise ConditionFailed(str(exc)) from None
             except Exception as exc:
@@ -378,8 +390,11 @@ class Engine:
         if rule.condition is None:
             return True
         if trace is None:
+            matcher = self._matchers.get(rule)
+            if matcher is None:
+                matcher = self._matchers[rule] = self._matcher(rule.condition)
             try:
-                return bool(rule.matcher(event, now, env))  # type: ignore[misc]
+                return bool(matcher(event, now, env))
             except OverBudget:
                 raise  # recorded as the rule's error: a budget is not a "no"
             except Exception:
@@ -402,6 +417,10 @@ class Engine:
         if not result:
             trace.reason = "conditions do not hold"
         return result
+
+    def _matcher(self, condition: Condition) -> Callable[..., Any]:
+        """All of ``condition`` as one function (short-circuits, raises on error)."""
+        return self.program.compile_function(matcher_code(condition))
 
     def _explainer(self, condition: Condition) -> tuple[Explainer, tuple[str, ...]]:
         """A rule's explaining function, compiled on first use (see :mod:`.explain`), and its

@@ -17,8 +17,9 @@ whose only must-hold condition is an ``any`` is filed under one test per branch.
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
@@ -38,7 +39,7 @@ MIN_NEEDLE_SET = 8
 pass over the text (see :mod:`.needles`), not one by one."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Discriminator:
     kind: str  # "eq", "prefix", "suffix", "contains"
     key_code: str
@@ -91,7 +92,8 @@ def key_source(node: nodes.Node) -> str:
         node = node.node
     if isinstance(node, nodes.Name):
         names.append(node.name)
-    return ".".join(reversed(names)) + "".join(f"|{f}" for f in reversed(filters))
+    # interned: a large rule set's discriminators read the same few fields
+    return sys.intern(".".join(reversed(names)) + "".join(f"|{f}" for f in reversed(filters)))
 
 
 def _is_key(node: nodes.Node | None) -> bool:
@@ -119,6 +121,13 @@ def _constants(node: nodes.Node) -> tuple[Any, ...] | None:
 
 def find_discriminator(conjunct: nodes.Node, program: Program) -> Discriminator | None:
     """The indexable form of one must-hold condition, or None."""
+    found = _find_discriminator(conjunct, program)
+    if found is not None:  # a large rule set's discriminators read the same few fields
+        found.key_code = sys.intern(found.key_code)
+    return found
+
+
+def _find_discriminator(conjunct: nodes.Node, program: Program) -> Discriminator | None:
     if isinstance(conjunct, nodes.Compare) and len(conjunct.ops) == 1:
         left, op, right = conjunct.expr, conjunct.ops[0].op, conjunct.ops[0].expr
         if op == "eq":
@@ -169,7 +178,7 @@ def discriminators_of(rule: Rule, program: Program) -> list[Option]:
 
 
 def _options(
-    conjuncts: list[Any],
+    conjuncts: Sequence[Any],
     program: Program,
     discriminator: Callable[[nodes.Node], Discriminator | None],
 ) -> list[Option]:
@@ -197,7 +206,7 @@ def _parts(option: Option) -> list[Discriminator]:
     return option.parts if isinstance(option, AnyKey) else [option]
 
 
-def choose_by_selectivity(options: dict[str, list[Option]]) -> dict[str, Option]:
+def choose_by_selectivity(options: dict[str, Sequence[Option]]) -> dict[str, Option]:
     """For each rule of one bucket (name -> its indexable conditions), the condition that
     narrows most, estimated from the rules themselves.
 
@@ -368,7 +377,8 @@ class RuleIndex:
             return found[id(node)]
 
         self._options = {
-            rule.name: _options(rule.conjuncts, program, discriminator) for rule in self.rules
+            rule.name: tuple(_options(rule.conjuncts, program, discriminator))
+            for rule in self.rules
         }
         self.decidable: dict[str, Decidable] = {}
         key_sets: dict[frozenset[str], frozenset[str]] = {}

@@ -19,7 +19,6 @@ from rulekit.expr.parse import ROOT_TYPES, check_references, parse_expression, r
 from rulekit.expr.sandbox import Sandbox
 from rulekit.expr.timefunctions import datetime_filter, time_globals, unknown_calendars
 from rulekit.plugins import Plugins
-from rulekit.rules.spec import Rule
 from rulekit.team import unknown_groups
 from rulekit.validation import dotted
 
@@ -90,10 +89,8 @@ class Compilation:
         return environment
 
     def bind_later(self, target: Any, slot: Slot, attribute: str = "function") -> None:
-        """Point ``target.<attribute>`` (``matcher`` for rules) at the slot's function once the
-        program is built."""
-        name = "matcher" if isinstance(target, Rule) else attribute
-        self._pending.append((target, name, slot))
+        """Point ``target.<attribute>`` at the slot's function once the program is built."""
+        self._pending.append((target, attribute, slot))
 
     def build(self) -> None:
         """Generate the program and bind every function compiled since the last build."""

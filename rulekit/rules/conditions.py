@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from rulekit.errors import RuleError, TemplateError, did_you_mean
-from rulekit.expr.codegen import Slot
 from rulekit.expr.parse import check_references
 from rulekit.expr.timefunctions import CALENDAR_FUNCTIONS
 from rulekit.rules.compilation import Compilation, Locator
@@ -20,6 +19,7 @@ class ConditionCompiler:
 
     def __init__(self, compilation: Compilation) -> None:
         self.compilation = compilation
+        self._compile_function = compilation.program.compile_function  # one, for every leaf
         self._problems: dict[str, list[str]] = {}
         """Each expression's reference problems: rule sets repeat the same expressions."""
 
@@ -93,15 +93,13 @@ class ConditionCompiler:
             errors.append(at.error(path, f"{problem} in {value!r}"))
         if problems:
             return None
-        return Leaf(value, code, at.location(path), compilation.program.compile_function, expr)
-
-    def matcher(self, condition: Condition) -> Slot:
-        """The program slot of the function that tells whether ``condition`` holds."""
-        return self.compilation.program.add_function(matcher_code(condition))
+        return Leaf(value, code, at.location(path), self._compile_function, expr)
 
 
 def matcher_code(condition: Condition) -> str:
-    """The Python expression that is true when ``condition`` holds, from its leaves' code."""
+    """The Python expression that is true when ``condition`` holds, from its leaves' code
+    (the engine compiles a rule's on first use: most rules of a large set are decided from
+    the values the index read, or explained, and never need it)."""
     if isinstance(condition, Leaf):
         return f"({condition.code})"
     if isinstance(condition, NotOf):

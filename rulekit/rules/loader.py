@@ -57,6 +57,7 @@ class RuleLoader:
         self.conditions = ConditionCompiler(self.compilation)
         self.steps = StepCompiler(self.compilation, TemplateCompiler(self.compilation))
         self.actions = self.steps.actions
+        self._tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     @property
     def program(self) -> Program:
@@ -199,8 +200,8 @@ class RuleLoader:
                         step, at, ("do", index), None, errors, [], str(item.get("name"))
                     )
             return None
-        channels = tuple(spec.on.channel) if spec.on.channel else None
-        events = tuple(spec.on.event) if spec.on.event else None
+        channels = self._shared(spec.on.channel)
+        events = self._shared(spec.on.event)
         condition = None
         if spec.if_ is not None:
             condition = self.conditions.compile(spec.if_, at, ("if",), errors)
@@ -214,9 +215,6 @@ class RuleLoader:
         timing = self._timing(spec, at, errors, warnings)
         if len(errors) > before:
             return None
-        matcher = None
-        if condition is not None:
-            matcher_slot = self.conditions.matcher(condition)
         rule = Rule(
             name=spec.name,
             position=position,
@@ -224,7 +222,6 @@ class RuleLoader:
             channels=channels,
             events=events,
             condition=condition,
-            matcher=matcher,
             steps=steps,
             description=spec.description,
             stop=spec.stop,
@@ -234,10 +231,17 @@ class RuleLoader:
         )
         if condition is not None:
             rule.conjuncts = conjuncts(condition)
-            self.compilation.bind_later(rule, matcher_slot)
         if not spec.enabled:
             return None
         return rule
+
+    def _shared(self, names: list[str] | None) -> tuple[str, ...] | None:
+        """``names`` as a tuple, None when there are none; rules of a large set name the same
+        channels and events: equal tuples are one object (kept once, pickled once)."""
+        if not names:
+            return None
+        found = tuple(names)
+        return self._tuples.setdefault(found, found)
 
     def _timing(
         self, spec: RuleSpec, at: Locator, errors: list[RuleError], warnings: list[RuleError]
@@ -273,9 +277,6 @@ class RuleLoader:
                 warnings.append(at.error(("cancel_on", index), f"unknown event {name!r}{hint}"))
         if spec.unless is not None:
             timing.unless = self.conditions.compile(spec.unless, at, ("unless",), errors)
-            if timing.unless is not None:
-                slot = self.conditions.matcher(timing.unless)
-                self.compilation.bind_later(timing, slot, attribute="unless_matcher")
         return timing
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated, Any
@@ -96,11 +96,11 @@ class Either:
     branches: list[list[Any]]
 
 
-@dataclass
+@dataclass(slots=True)
 class Leaf:
     """One expression condition. Its own function is compiled on first use: the fast path
-    evaluates a rule's whole condition as one function (``Rule.matcher``); single conditions
-    are evaluated one by one only to explain."""
+    evaluates a rule's whole condition as one function (the engine's matcher of the rule);
+    single conditions are evaluated one by one only to explain."""
 
     source: str
     code: str
@@ -229,7 +229,6 @@ class Timing:
     calendar: str | None = None
     """For business time: the calendar whose open hours count."""
     unless: Condition | None = None
-    unless_matcher: Callable[..., Any] | None = None
     cancel_on: tuple[str, ...] = ()
     restart: bool = False
     max_late: timedelta = DEFAULT_MAX_LATE
@@ -270,14 +269,14 @@ class Rule:
     channels: tuple[str, ...] | None
     events: tuple[str, ...] | None
     condition: Condition | None
-    matcher: Callable[..., Any] | None
-    """All of ``condition`` as one function (short-circuit, raises on error); None = always."""
+    """None: the rule holds for every event of its channels and events."""
     steps: list[ActionStep]
     description: str | None = None
     stop: bool = False
     cooldown: timedelta | None = None
     allow_own_events: bool = False
-    conjuncts: list[Any] = field(default_factory=list)
+    conjuncts: Sequence[Any] = ()
+    """The must-hold conditions the rule index reads (dropped once it has)."""
     timing: Timing | None = None
     """For rules with ``after:``: when and whether the actions run later."""
 
@@ -285,12 +284,11 @@ class Rule:
 def outline(rule: Rule) -> None:
     """Keep of ``rule`` only what knowing it needs (name, location, channels, events, timing,
     each step's action): its conditions, generated functions and step parameters go."""
-    rule.condition = rule.matcher = None
-    if rule.conjuncts:
-        rule.conjuncts = []
+    rule.condition = None
+    rule.conjuncts = ()
     for step in rule.steps:
         if step.params:
             step.params = {}
         step._validated = step._dumped = step._entry = None
     if rule.timing is not None:
-        rule.timing.unless = rule.timing.unless_matcher = None
+        rule.timing.unless = None

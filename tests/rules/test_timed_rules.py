@@ -57,7 +57,7 @@ def test_a_timed_rule_compiles_its_timing(tmp_path: Path) -> None:
     assert (timing.after.total_seconds(), timing.calendar) == (600, "support")
     assert timing.cancel_on == ("agent_replied",)
     assert timing.restart and timing.max_late.total_seconds() == 1800
-    assert timing.unless_matcher is not None
+    assert timing.unless is not None
     plain = engine.rules[1].timing
     assert plain is not None and plain.describe() == "90s" and not plain.restart
     assert plain.max_late.total_seconds() == 3600  # the default

@@ -80,7 +80,7 @@ def test_the_known_rules_are_those_a_full_load_compiles_with_its_warnings(tmp_pa
     assert sorted(known.engine.actions) == sorted(full.engine.actions)
     assert known.engine.reads_team is full.engine.reads_team is False
     assert known.engine.evaluates is False and full.engine.evaluates is True
-    assert all(rule.condition is None and rule.matcher is None for rule in known.engine.rules)
+    assert all(rule.condition is None for rule in known.engine.rules)
 
 
 def test_an_engine_that_only_knows_its_rules_refuses_to_evaluate(tmp_path):
