@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rulekit.config import Config
+from rulekit.engine.analysis import RuleAnalysis
 from rulekit.engine.construction import plugins_and_config
 from rulekit.engine.explain import Explainer, compile_explainer, leaves
 from rulekit.engine.index import RuleIndex
@@ -39,7 +40,7 @@ from rulekit.expr.budget import OverBudget, with_budget
 from rulekit.expr.budget import current as current_budget
 from rulekit.plugins import Plugins
 from rulekit.rules.collector import collector_paused
-from rulekit.rules.conditions import matcher_code
+from rulekit.rules.conditions import forget_trees, matcher_code
 from rulekit.rules.loader import RuleLoader, RuleSet
 from rulekit.rules.spec import Condition, Rule, Timing, format_duration, outline
 from rulekit.team import Team, TeamFacts
@@ -69,6 +70,7 @@ class Engine:
         loader: RuleLoader,
         *,
         evaluates: bool = True,
+        analysis: RuleAnalysis | None = None,
     ) -> None:
         self.plugins = plugins
         self.config = config
@@ -82,7 +84,9 @@ class Engine:
         actions, and the warnings, but none of the conditions, templates and index evaluating
         needs, and refuses to evaluate."""
         if self.evaluates:
-            self.index = RuleIndex(ruleset.rules, loader.program)
+            if analysis is None:  # the rules were loaded with their expression trees
+                analysis = RuleAnalysis.of(ruleset.rules, loader.program)
+            self.index = RuleIndex(ruleset.rules, loader.program, analysis)
         else:
             for rule in self.rules:
                 outline(rule)
@@ -104,11 +108,7 @@ class Engine:
         self._prepared: dict[Rule, PreparedRule] = {}
         loader.program.release_sources()
         for rule in self.rules:  # the expression trees served loading and indexing only
-            rule.conjuncts = ()
-            unless = rule.timing.unless if rule.timing is not None else None
-            for condition in (rule.condition, unless):
-                for leaf in leaves(condition) if condition is not None else ():
-                    leaf.node = None
+            forget_trees(rule)
 
     @classmethod
     def from_path(
@@ -127,8 +127,9 @@ class Engine:
         plugins, config = plugins_and_config(config, plugins)
         with collector_paused():  # the index is built from what the load made: all alive
             loader = RuleLoader(plugins, config)
-            ruleset = loader.load(Path(path))
-            return cls(plugins, config, ruleset, loader)
+            analysis = RuleAnalysis(loader.program)  # each rule's, as it loads (memory)
+            ruleset = loader.load(Path(path), each=analysis.add)
+            return cls(plugins, config, ruleset, loader, analysis=analysis)
 
     @property
     def version(self) -> str:

@@ -22,15 +22,18 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import re2
 from jinja2 import nodes
 
-from rulekit.engine.decide import Decidable, Decider, decidable
+from rulekit.engine.decide import Decider
 from rulekit.engine.needles import NeedleSets
 from rulekit.expr.codegen import Program
 from rulekit.rules.spec import Either, Rule
+
+if TYPE_CHECKING:
+    from rulekit.engine.analysis import RuleAnalysis
 
 _KEY_FILTERS = {"lower", "upper", "trim"}
 MAX_CACHED_BUCKETS = 4096
@@ -172,9 +175,15 @@ _PREFERENCE = {"eq": 0, "prefix": 1, "suffix": 1, "contains": 2}
 Option = Discriminator | AnyKey
 
 
-def discriminators_of(rule: Rule, program: Program) -> list[Option]:
-    """Every indexable must-hold condition of a rule."""
-    return _options(rule.conjuncts, program, lambda node: find_discriminator(node, program))
+def discriminators_of(
+    rule: Rule,
+    program: Program,
+    discriminator: Callable[[nodes.Node], Discriminator | None] | None = None,
+) -> list[Option]:
+    """Every indexable must-hold condition of a rule (each found by ``discriminator``,
+    :func:`find_discriminator` by default)."""
+    find = discriminator or (lambda node: find_discriminator(node, program))
+    return _options(rule.conjuncts, program, find)
 
 
 def _options(
@@ -364,29 +373,13 @@ _position = attrgetter("position")
 class RuleIndex:
     """Buckets by (channel, event), built on first use and cached."""
 
-    def __init__(self, rules: Iterable[Rule], program: Program) -> None:
+    def __init__(self, rules: Iterable[Rule], program: Program, analysis: RuleAnalysis) -> None:
+        """Index ``rules`` by what ``analysis`` found their conditions to be."""
         self.rules = list(rules)
         self.program = program
         self._buckets: dict[tuple[str, str], Bucket] = {}
-        found: dict[int, Discriminator | None] = {}
-
-        def discriminator(node: nodes.Node) -> Discriminator | None:
-            # a rule's conditions are nodes of its conjuncts: each is looked at once
-            if id(node) not in found:
-                found[id(node)] = find_discriminator(node, program)
-            return found[id(node)]
-
-        self._options = {
-            rule.name: tuple(_options(rule.conjuncts, program, discriminator))
-            for rule in self.rules
-        }
-        self.decidable: dict[str, Decidable] = {}
-        key_sets: dict[frozenset[str], frozenset[str]] = {}
-        for rule in self.rules:
-            if (decides := decidable(rule.condition, program, discriminator)) is not None:
-                # rules of a large set read the same few fields: one set of them each time
-                decides.keys = key_sets.setdefault(decides.keys, decides.keys)
-                self.decidable[rule.name] = decides
+        self._options = analysis.options
+        self.decidable = analysis.decidable
         self._getters: dict[str, Callable[..., Any]] = {}
         codes = {d.key_code for found in self._options.values() for o in found for d in _parts(o)}
         codes.update(key for decides in self.decidable.values() for key in decides.keys)

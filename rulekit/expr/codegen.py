@@ -110,6 +110,8 @@ _COMPARE = {
 }
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 BUILD_CHUNK = 256
+CACHED_CONDITIONS = 1024
+"""Distinct conditions :meth:`Program.parse_condition` keeps parsed."""
 """Generated functions compiled together by :meth:`Program.build`."""
 
 
@@ -159,13 +161,17 @@ class Program:
     def parse_condition(self, source: str) -> tuple[nodes.Expr, str]:
         """Parse one condition; returns its node tree and Python code.
 
-        Rule sets repeat conditions (``message.author == 'client'``): each distinct source is
-        parsed and generated once.
+        Rule sets repeat conditions (``message.author == 'client'``): the last
+        :data:`CACHED_CONDITIONS` distinct sources are parsed and generated once (not all of
+        them: a large set's trees would stay until the end of its load).
         """
-        found = self._conditions.get(source)
+        conditions = self._conditions
+        found = conditions.get(source)
         if found is None:
             expr = parse_expression(source, self.environment)
-            found = self._conditions[source] = (expr, self.expression_code(expr))
+            if len(conditions) >= CACHED_CONDITIONS:
+                del conditions[next(iter(conditions))]  # the oldest
+            found = conditions[source] = (expr, self.expression_code(expr))
         return found
 
     def add_condition(self, source: str) -> tuple[nodes.Expr, str, Slot]:

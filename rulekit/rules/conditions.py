@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from rulekit.errors import RuleError, TemplateError, did_you_mean
+from rulekit.expr.codegen import CACHED_CONDITIONS
 from rulekit.expr.parse import check_references
 from rulekit.expr.timefunctions import CALENDAR_FUNCTIONS
 from rulekit.rules.compilation import Compilation, Locator
-from rulekit.rules.spec import AllOf, AnyOf, Condition, Either, Leaf, NotOf
+from rulekit.rules.spec import AllOf, AnyOf, Condition, Either, Leaf, NotOf, Rule
 
 CONDITION_KEYS = ("all", "any", "not")
 
@@ -80,6 +81,8 @@ class ConditionCompiler:
         problems = self._problems.get(value)
         if problems is None:
             environment = compilation.environment
+            if len(self._problems) >= CACHED_CONDITIONS:  # the oldest goes, as in the program
+                del self._problems[next(iter(self._problems))]
             problems = self._problems[value] = check_references(
                 expr,
                 compilation.known_names,
@@ -106,6 +109,23 @@ def matcher_code(condition: Condition) -> str:
         return f"(not {matcher_code(condition.child)})"
     joiner = " and " if isinstance(condition, AllOf) else " or "
     return "(" + joiner.join(matcher_code(c) for c in condition.children) + ")"
+
+
+def forget_trees(rule: Rule) -> None:
+    """Drop ``rule``'s expression trees (its conjuncts, each condition's node): they serve
+    loading and indexing only."""
+    rule.conjuncts = ()
+    unless = rule.timing.unless if rule.timing is not None else None
+    for condition in (rule.condition, unless):
+        stack: list[Any] = [condition] if condition is not None else []
+        while stack:
+            current = stack.pop()
+            if isinstance(current, Leaf):
+                current.node = None
+            elif isinstance(current, NotOf):
+                stack.append(current.child)
+            else:
+                stack.extend(current.children)
 
 
 def conjuncts(condition: Condition) -> list[Any]:

@@ -108,30 +108,41 @@ def lint_rules(rules: list[Rule], config: Config) -> list[RuleError]:
     """Warnings about rules that load but cannot do what they say: a channel not configured,
     an event no channel emits, a rule that an earlier ``stop`` rule always hides, and
     :func:`country_code_hints`."""
-    warnings: list[RuleError] = []
+    warnings = [warning for rule in rules for warning in lint_rule(rule, config)]
+    return warnings + hidden_rules(rules)
+
+
+def lint_rule(rule: Rule, config: Config) -> list[RuleError]:
+    """The warnings of :func:`lint_rules` about one rule on its own (its conditions' trees are
+    still there): a channel not configured, an event no channel emits, country codes."""
+    warnings = country_code_hints(rule)
     channels = list(config.channels)
-    for rule in rules:
-        warnings.extend(country_code_hints(rule))
-        for channel in rule.channels or ():
-            if channel not in config.channels:
-                hint = did_you_mean(channel, channels)
-                known = ", ".join(channels) or "none"
-                warnings.append(
-                    RuleError(
-                        f"rule {rule.name!r} can never fire: channel {channel!r} is not "
-                        f"configured{hint} (configured: {known})",
-                        rule.location,
-                    )
+    for channel in rule.channels or ():
+        if channel not in config.channels:
+            hint = did_you_mean(channel, channels)
+            known = ", ".join(channels) or "none"
+            warnings.append(
+                RuleError(
+                    f"rule {rule.name!r} can never fire: channel {channel!r} is not "
+                    f"configured{hint} (configured: {known})",
+                    rule.location,
                 )
-        for event in rule.events or ():
-            if event not in EVENT_NAMES:
-                warnings.append(
-                    RuleError(
-                        f"rule {rule.name!r} can never fire: no channel emits event "
-                        f"{event!r}{did_you_mean(event, EVENT_NAMES)}",
-                        rule.location,
-                    )
+            )
+    for event in rule.events or ():
+        if event not in EVENT_NAMES:
+            warnings.append(
+                RuleError(
+                    f"rule {rule.name!r} can never fire: no channel emits event "
+                    f"{event!r}{did_you_mean(event, EVENT_NAMES)}",
+                    rule.location,
                 )
+            )
+    return warnings
+
+
+def hidden_rules(rules: list[Rule]) -> list[RuleError]:
+    """The warnings of :func:`lint_rules` about rules an earlier ``stop`` rule always hides."""
+    warnings: list[RuleError] = []
     for index, earlier in enumerate(rules):
         if not earlier.stop or earlier.condition is not None or earlier.cooldown:
             continue

@@ -9,6 +9,7 @@ Conditions, templates and action steps compile in :mod:`.conditions`, :mod:`.tem
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -24,9 +25,9 @@ from rulekit.expr.codegen import Program
 from rulekit.plugins import Plugins
 from rulekit.rules.collector import collector_paused
 from rulekit.rules.compilation import Compilation, Locator
-from rulekit.rules.conditions import ConditionCompiler, conjuncts
+from rulekit.rules.conditions import ConditionCompiler, conjuncts, forget_trees
 from rulekit.rules.files import display_path, is_suite, read_rules_file, rule_files
-from rulekit.rules.lint import lint_rules
+from rulekit.rules.lint import hidden_rules, lint_rule
 from rulekit.rules.spec import DEFAULT_MAX_LATE, BusinessDelay, Rule, RuleSpec, Timing
 from rulekit.rules.steps import StepCompiler
 from rulekit.rules.templates import TemplateCompiler
@@ -70,15 +71,19 @@ class RuleLoader:
         return self.compilation.reads_team
 
     # -- files ---------------------------------------------------------------------------------
-    def load(self, path: Path) -> RuleSet:
-        """Load every rules file under ``path``; raise ValidationErrors listing all problems."""
+    def load(self, path: Path, each: Callable[[Rule], None] | None = None) -> RuleSet:
+        """Load every rules file under ``path``; raise ValidationErrors listing all problems.
+
+        ``each`` is called with every rule as soon as it is compiled; the rule's expression
+        trees (its conjuncts, each condition's node) are dropped once it returns (memory:
+        :mod:`rulekit.engine.analysis`). Without it, they are kept."""
         with collector_paused():
             try:
-                return self._load(path)
+                return self._load(path, each)
             finally:
                 self.steps.forget_checks()  # checks may read files: each load checks again
 
-    def _load(self, path: Path) -> RuleSet:
+    def _load(self, path: Path, each: Callable[[Rule], None] | None) -> RuleSet:
         errors: list[RuleError] = []
         warnings: list[RuleError] = []
         rules: list[Rule] = []
@@ -91,6 +96,7 @@ class RuleLoader:
                 [RuleError("no such file or directory", Location(str(path)))]
             ) from None
         names: dict[str, Location] = {}
+        linted: list[RuleError] = []  # each rule's lint, taken while its trees are there
         for file in files:
             data = read_rules_file(file, errors, digest)
             if data is None:
@@ -99,12 +105,14 @@ class RuleLoader:
                 ruleset.suites.append(file)
                 continue
             ruleset.files.append(file)
-            self._load_file(file, data, rules, names, errors, warnings)
+            self._load_file(file, data, rules, names, errors, warnings, linted, each)
+            data = None  # the file's tree, before the next is read
         if errors:
             raise ValidationErrors(errors)
         compilation = self.compilation
         compilation.build()
-        warnings.extend(lint_rules(rules, self.config))
+        warnings.extend(linted)
+        warnings.extend(hidden_rules(rules))
         warnings.extend(compilation.calendar_warnings)
         compilation.calendar_warnings.clear()
         ruleset.version = digest.hexdigest()[:12]
@@ -129,6 +137,8 @@ class RuleLoader:
         names: dict[str, Location],
         errors: list[RuleError],
         warnings: list[RuleError],
+        linted: list[RuleError],
+        each: Callable[[Rule], None] | None,
     ) -> None:
         name = display_path(file)
         if data is None:
@@ -166,6 +176,10 @@ class RuleLoader:
                 continue
             names[rule.name] = rule.location
             rules.append(rule)
+            linted.extend(lint_rule(rule, self.config))
+            if each is not None:
+                each(rule)
+                forget_trees(rule)
 
     # -- one rule ------------------------------------------------------------------------------
     def _load_rule(

@@ -13,6 +13,10 @@ from rulekit.rules.spec import ActionStep
 from rulekit.rules.templates import TemplateCompiler, templated_paths
 from rulekit.validation import pydantic_errors
 
+CHECKED_STEPS = 1024
+"""Distinct plain steps whose checks a load keeps to reuse (not all of them: a large set's
+would stay until the end of its load, scattered among the compiled rules)."""
+
 
 class StepCompiler:
     """Compiles action steps against the loaded actions and the config."""
@@ -74,6 +78,8 @@ class StepCompiler:
             if len(errors) > before or checked is None:
                 return None
             if key is not None:
+                if len(self._checked) >= CHECKED_STEPS:  # the oldest goes: see CHECKED_STEPS
+                    del self._checked[next(iter(self._checked))]
                 self._checked[key] = checked
         problems, lints = checked
         location = at.location(sub)
