@@ -30,6 +30,9 @@ from rulekit.runtime.forkserver import fork_server
 from rulekit.runtime.pipeline import build_providers
 from rulekit.snapshot import Snapshot, release_free_memory
 
+SENT_RULES = 256
+"""Rules the validating process sends in one message (see :func:`validate`)."""
+
 
 class ValidationFailed(Exception):
     """The process validating the rules died, or failed with an error it could not send."""
@@ -63,6 +66,14 @@ def _validated(config: str | None, rules: str | None) -> tuple[RuleSet, sources.
     theirs.close()
     try:
         answer = ours.recv()
+        if not isinstance(answer, BaseException):
+            ruleset, files, count = answer
+            while len(ruleset.rules) < count:
+                part = ours.recv()
+                if isinstance(part, BaseException):
+                    answer = part
+                    break
+                ruleset.rules.extend(part)
     except (EOFError, OSError) as exc:
         process.join(5)
         raise ValidationFailed(
@@ -73,7 +84,6 @@ def _validated(config: str | None, rules: str | None) -> tuple[RuleSet, sources.
     process.join()
     if isinstance(answer, BaseException):
         raise answer
-    ruleset, files = answer
     return ruleset, files
 
 
@@ -86,12 +96,17 @@ def validate(
     path: list[str],
 ) -> None:
     """The validating process: load the rules as a worker will; send their outline and the
-    files read, or the error."""
+    files read, or the error.
+
+    The outline goes in parts: the rule set without its rules, then the rules,
+    :data:`SENT_RULES` at a time. Unpickling keeps every list and tuple it made until the
+    message's end (its memo), and those of one message of 10,000 rules, freed among the rules
+    kept, left the daemon's main process ~10 MB it could not give back."""
     os.environ.clear()
     os.environ.update(environment)
     os.chdir(cwd)
     sys.path[:] = path
-    answer: Any
+    answers: list[Any]
     try:
         with sources.recording() as files:
             plugins, loaded = open_config(config)
@@ -99,13 +114,18 @@ def validate(
             engine = Engine.from_path(location, loaded, plugins=plugins)
         for rule in engine.rules:
             outline(rule)
-        answer = (engine.ruleset, files)
+        ruleset = engine.ruleset
+        outlined, ruleset.rules = ruleset.rules, []
+        answers = [(ruleset, files, len(outlined))]
+        answers += [outlined[at : at + SENT_RULES] for at in range(0, len(outlined), SENT_RULES)]
     except Exception as exc:
-        answer = exc
-    try:
-        connection.send(answer)
-    except Exception as unsent:  # what does not pickle is sent as text, with where it was
-        failure = answer if isinstance(answer, BaseException) else unsent
-        text = "".join(traceback.format_exception(failure))
-        connection.send(ValidationFailed(f"validating the rules failed:\n{text}"))
+        answers = [exc]
+    for answer in answers:
+        try:
+            connection.send(answer)
+        except Exception as unsent:  # what does not pickle is sent as text, with where it was
+            failure = answer if isinstance(answer, BaseException) else unsent
+            text = "".join(traceback.format_exception(failure))
+            connection.send(ValidationFailed(f"validating the rules failed:\n{text}"))
+            break
     connection.close()

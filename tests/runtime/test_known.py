@@ -10,7 +10,7 @@ import pytest
 
 from rulekit.errors import Location, RuleError, ValidationErrors
 from rulekit.event import Event
-from rulekit.runtime.known import load_known
+from rulekit.runtime.known import SENT_RULES, load_known
 from rulekit.snapshot import load_snapshot, problems_of
 from tests.runtime.daemons import write_setup
 
@@ -81,6 +81,20 @@ def test_the_known_rules_are_those_a_full_load_compiles_with_its_warnings(tmp_pa
     assert known.engine.reads_team is full.engine.reads_team is False
     assert known.engine.evaluates is False and full.engine.evaluates is True
     assert all(rule.condition is None for rule in known.engine.rules)
+
+
+def test_rules_sent_in_several_parts_arrive_whole_and_in_order(tmp_path):
+    many = "".join(
+        f"- name: Rule {n}\n"
+        "  on: {channel: online-chat, event: created}\n"
+        f"  if: client.id == 'c{n}'\n"
+        f"  do: [{{tag: {{add: [t{n}]}}}}]\n"
+        for n in range(2 * SENT_RULES + 3)
+    )
+    config = write_setup(tmp_path, many)
+    known = load_known(config)
+    assert outline(known) == outline(load_snapshot(config))
+    assert [rule.position for rule in known.engine.rules] == list(range(2 * SENT_RULES + 3))
 
 
 def test_an_engine_that_only_knows_its_rules_refuses_to_evaluate(tmp_path):
