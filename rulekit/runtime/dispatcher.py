@@ -125,7 +125,7 @@ class Dispatcher(JobCalls):
             # runs wake the sleep below instead of waiting out the idle poll
             self._wakeup.clear()
             capacity = max(self.settings.concurrency * 8, 64) - len(self._known)
-            claimed: list[tuple[Job, EventRecord | None]] = []
+            claimed: list[tuple[Job, EventRecord | None, Event | None]] = []
             if capacity > 0:
                 try:
                     claimed = await self.commit.run(self._claimer(capacity))
@@ -135,10 +135,12 @@ class Dispatcher(JobCalls):
                     log(logger, logging.ERROR, f"cannot claim jobs: {exc}", retry_in=delay)
                     await self._sleep(delay)
                     continue
-            for job, record in claimed:
+            for job, record, event in claimed:
                 if job.id in self._known:
                     continue
                 self._hold(job)
+                if event is not None:
+                    self._events.setdefault(job.event_id, event)
                 self._enqueue(job, record)
             self.metrics.outbox_depth.set(len(self._known))
             # holding all it may: the first job to finish makes room (see _drop)
@@ -147,12 +149,22 @@ class Dispatcher(JobCalls):
                 await self._sleep(IDLE_POLL)
 
     def _claimer(self, limit: int) -> Callable[[JournaledState], Any]:
-        owner, lease = self.owner, self.lease
+        """The claim of up to ``limit`` jobs, each with its event's record and, when this
+        daemon's processor hands it over, the event itself (its record's ``data`` then left
+        unread)."""
+        owner, lease, recorded_event = self.owner, self.lease, self.recorded_event
 
-        def claim(state: JournaledState) -> list[tuple[Job, EventRecord | None]]:
+        def claim(state: JournaledState) -> list[tuple[Job, EventRecord | None, Event | None]]:
             jobs = state.claim_jobs(owner, lease=lease, limit=limit)
-            records = state.events_for_jobs([job.event_id for job in jobs]) if jobs else {}
-            return [(job, records.get(job.event_id)) for job in jobs]
+            if not jobs:
+                return []
+            events: dict[str, Event | None] = {}
+            for job in jobs:
+                if job.event_id not in events:
+                    events[job.event_id] = recorded_event(job.event_id)
+            held = [event_id for event_id, event in events.items() if event is not None]
+            records = state.events_for_jobs(list(events), held=held)
+            return [(job, records.get(job.event_id), events[job.event_id]) for job in jobs]
 
         return claim
 

@@ -119,13 +119,18 @@ class Request:
         self.__dict__.update(state)
 
 
+_NOT_SENT = frozenset({"raw"})
+"""Left out of the events sent: rules cannot read the provider's raw payload (a load error),
+nor are actions handed it, and it is often the larger part of an event."""
+
+
 def _portable(event: Event) -> Event | tuple[str, frozenset[str]]:
-    """An event as JSON with the names of its fields that were set, or the event itself when
-    it carries private state (a timer's trigger, which JSON leaves out)."""
+    """An event as JSON (without ``raw``) with the names of its fields that were set, or the
+    event itself when it carries private state (a timer's trigger, which JSON leaves out)."""
     private = event.__pydantic_private__ or {}
     if any(value is not None for value in private.values()):
         return event
-    return event.model_dump_json(), frozenset(event.model_fields_set)
+    return event.model_dump_json(exclude=_NOT_SENT), frozenset(event.model_fields_set - _NOT_SENT)
 
 
 def _unportable(sent: Event | tuple[str, frozenset[str]]) -> Event:

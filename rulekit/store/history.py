@@ -5,7 +5,7 @@ counts), and erased from (``rulekit forget``, retention): see :class:`History`.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from rulekit.store.records import Attempt, EventRecord, Job, JobStatus, RuleStats
@@ -23,10 +23,12 @@ class History(abc.ABC):
         """Which of ``event_ids`` are recorded. Stores should answer it in one query."""
         return {event_id for event_id in event_ids if self.get_event(event_id) is not None}
 
-    def events_for_jobs(self, event_ids: Sequence[str]) -> dict[str, EventRecord]:
+    def events_for_jobs(
+        self, event_ids: Sequence[str], *, held: Collection[str] = ()
+    ) -> dict[str, EventRecord]:
         """The records of those of ``event_ids`` that are recorded, by id, with what executing
-        their jobs needs: their ``trace`` may be left empty. Stores should answer it in one
-        query."""
+        their jobs needs: their ``trace`` may be left empty, and so may the ``data`` of those
+        in ``held`` (events the caller already has). Stores should answer it in one query."""
         found = (self.get_event(event_id) for event_id in dict.fromkeys(event_ids))
         return {record.event_id: record for record in found if record is not None}
 

@@ -216,6 +216,20 @@ def test_which_events_are_recorded_and_their_records_for_jobs_in_one_read(store,
             assert record.trace == {}  # executing jobs never reads the trace
 
 
+def test_records_for_jobs_leave_out_the_data_of_events_the_caller_holds(store, make_event):
+    with store.transaction() as state:
+        for n in (1, 2, 3):
+            state.record_event(make_event(f"e{n}"), inbox_id=None, trace={}, jobs=jobs_for("A"))
+    with store.transaction() as state:
+        records = state.events_for_jobs(["e1", "e2", "e3"], held=["e2", "e3", "unknown"])
+        full = {event_id: state.get_event(event_id) for event_id in ("e1", "e2", "e3")}
+    assert records["e1"].data == full["e1"].data != {}
+    for event_id in ("e2", "e3"):
+        assert records[event_id].data == {}
+        assert records[event_id].processed_at == full[event_id].processed_at
+        assert records[event_id].channel == full[event_id].channel
+
+
 def test_history_filters(store, make_event):
     with store.transaction() as state:
         state.record_event(

@@ -4,7 +4,7 @@ console and the command line.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -37,7 +37,7 @@ class SQLHistory:
             conversation_id=row["conversation_id"],
             occurred_at=time(row["occurred_at"]),
             processed_at=time(row["processed_at"]),
-            data=json(row["data"]),
+            data={} if row["data"] is None else json(row["data"]),
             trace=json(row["trace"]) if trace is None else trace,
         )
 
@@ -54,14 +54,21 @@ class SQLHistory:
         )
         return {row["event_id"] for row in rows}
 
-    def events_for_jobs(self, event_ids: Sequence[str]) -> dict[str, EventRecord]:
+    def events_for_jobs(
+        self, event_ids: Sequence[str], *, held: Collection[str] = ()
+    ) -> dict[str, EventRecord]:
         if not event_ids:
             return {}
+        parameters = {"ids": self.dialect.values(list(dict.fromkeys(event_ids)))}
+        data = "data"
+        if held:  # not read, nor decoded: the caller has those events
+            data = f"CASE WHEN {self.dialect.one_of('event_id', 'held')} THEN NULL ELSE data END"
+            parameters["held"] = self.dialect.values(list(held))
         rows = self.execute(
             "SELECT event_id, inbox_id, channel, event, conversation_id, occurred_at,"
-            " processed_at, data, NULL AS trace FROM events"
+            f" processed_at, {data} AS data, NULL AS trace FROM events"
             f" WHERE {self.dialect.one_of('event_id', 'ids')}",
-            {"ids": self.dialect.values(list(dict.fromkeys(event_ids)))},
+            parameters,
         )
         return {row["event_id"]: self._event_record(row, trace={}) for row in rows}
 
