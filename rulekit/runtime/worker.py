@@ -119,7 +119,7 @@ class Request:
         self.__dict__.update(state)
 
 
-_NOT_SENT = frozenset({"raw"})
+_NOT_SENT = {"raw"}
 """Left out of the events sent: rules cannot read the provider's raw payload (a load error),
 nor are actions handed it, and it is often the larger part of an event."""
 
@@ -130,7 +130,9 @@ def _portable(event: Event) -> Event | tuple[str, frozenset[str]]:
     private = event.__pydantic_private__ or {}
     if any(value is not None for value in private.values()):
         return event
-    return event.model_dump_json(exclude=_NOT_SENT), frozenset(event.model_fields_set - _NOT_SENT)
+    return event.model_dump_json(exclude=_NOT_SENT), frozenset(
+        event.model_fields_set.difference(_NOT_SENT)
+    )
 
 
 def _unportable(sent: Event | tuple[str, frozenset[str]]) -> Event:
