@@ -109,8 +109,13 @@ class SQLState(
     def find_conversation(
         self, channel: str, conversation_id: str
     ) -> tuple[str, Conversation] | None:
+        found = self.conversation_by_id_text(channel, conversation_id)
+        return (found[0], Conversation.model_validate_json(found[1])) if found else None
+
+    def conversation_by_id_text(self, channel: str, conversation_id: str) -> tuple[str, str] | None:
+        """:meth:`find_conversation` 's answer with the conversation as its stored JSON."""
         row = self._one(_BY_ID, {"id": conversation_id, "channel": channel})
-        return (row["key"], Conversation.model_validate_json(row["data"])) if row else None
+        return (row["key"], row["data"]) if row else None
 
     def list_conversations(self, query: ConversationQuery) -> list[ConversationSummary]:
         return listing.list_conversations(self, query)
@@ -132,13 +137,17 @@ class SQLState(
     def get_conversation_and_client(
         self, channel: str, key: str
     ) -> tuple[Conversation | None, Client | None]:
-        rows = self.execute(_CONVERSATION_AND_CLIENT, {"channel": channel, "key": key}).fetchall()
-        found = {row["kind"]: row["data"] for row in rows}
-        conversation, client = found.get("conversation"), found.get("client")
+        conversation, client = self.conversation_and_client_text(channel, key)
         return (
             Conversation.model_validate_json(conversation) if conversation else None,
             Client.model_validate_json(client) if client else None,
         )
+
+    def conversation_and_client_text(self, channel: str, key: str) -> tuple[str | None, str | None]:
+        """:meth:`get_conversation_and_client` 's answer as the stored JSON of each."""
+        rows = self.execute(_CONVERSATION_AND_CLIENT, {"channel": channel, "key": key}).fetchall()
+        found = {row["kind"]: row["data"] for row in rows}
+        return found.get("conversation"), found.get("client")
 
     def save_client(self, channel: str, client: Client) -> None:
         if client.id is None:
