@@ -142,6 +142,17 @@ class CachedState(State):
             self.prefetch(Lookups(conversations={(channel, key)}, clients={(channel, key)}))
         return self.get_conversation(channel, key), self.get_client(channel, key)
 
+    def conversation_and_client_text(self, channel: str, key: str) -> tuple[str | None, str | None]:
+        """:meth:`get_conversation_and_client` 's answer as the JSON kept of each."""
+        if (channel, key) not in self._conversations or (channel, key) not in self._clients:
+            self.prefetch(Lookups(conversations={(channel, key)}, clients={(channel, key)}))
+        if (channel, key) not in self._conversations:
+            self.get_conversation(channel, key)
+        if (channel, key) not in self._clients:
+            self.get_client(channel, key)
+        kept = self._conversations[channel, key]
+        return (kept[1] if kept is not None else None), self._clients[channel, key]
+
     # messages --------------------------------------------------------------------------------
     def mark_messages_seen(self, channel: str, message_ids: Sequence[str]) -> list[bool]:
         self.prefetch(Lookups(messages={(channel, message_id) for message_id in message_ids}))

@@ -89,6 +89,14 @@ class StoredText(Protocol):
 _UNKNOWN = object()
 
 
+def _both_kept(conversation: str | None, client: str | None) -> tuple[_Model | None, ...]:
+    """The answer of ``get_conversation_and_client`` as a recording keeps it, from JSON."""
+    return (
+        _Model(Conversation, conversation) if conversation else None,
+        _Model(Client, client) if client else None,
+    )
+
+
 def _stored(state: State, name: str, args: tuple[Any, ...]) -> Any:
     """The answer of read ``name`` as a recording keeps it, from the stored JSON; a value
     equal to no answer when ``state`` cannot tell so."""
@@ -96,11 +104,7 @@ def _stored(state: State, name: str, args: tuple[Any, ...]) -> Any:
         read = getattr(state, "conversation_and_client_text", None)
         if read is None:
             return _UNKNOWN
-        conversation, client = read(*args)
-        return (
-            _Model(Conversation, conversation) if conversation else None,
-            _Model(Client, client) if client else None,
-        )
+        return _both_kept(*read(*args))
     if name == "find_conversation":
         read = getattr(state, "conversation_by_id_text", None)
         if read is None:
@@ -182,9 +186,20 @@ class RecordingState(State):
     def get_conversation_and_client(
         self, channel: str, key: str
     ) -> tuple[Conversation | None, Client | None]:
-        result: tuple[Conversation | None, Client | None]
-        result = self._call("get_conversation_and_client", channel, key)
-        return result
+        read = getattr(self.state, "conversation_and_client_text", None)
+        if read is None:
+            result: tuple[Conversation | None, Client | None]
+            result = self._call("get_conversation_and_client", channel, key)
+            return result
+        # kept as the stored JSON, which the replay compares first: no encoding of the models
+        conversation, client = read(channel, key)
+        self.recording.calls.append(
+            ("get_conversation_and_client", (channel, key), _both_kept(conversation, client))
+        )
+        return (
+            Conversation.model_validate_json(conversation) if conversation else None,
+            Client.model_validate_json(client) if client else None,
+        )
 
     def mark_message_seen(self, channel: str, message_id: str) -> bool:
         return bool(self._call("mark_message_seen", channel, message_id))

@@ -59,16 +59,19 @@ def test_an_answer_that_differs_on_replay_is_a_changed_state():
         recording.recording.replay(state)
 
 
+@pytest.mark.parametrize("cached", [False, True], ids=["state", "cached"])
 @pytest.mark.parametrize("read", ["get_conversation_and_client", "find_conversation"])
-def test_a_read_compared_as_stored_text_still_sees_every_change(read):
+def test_a_read_compared_as_stored_text_still_sees_every_change(read, cached):
     store = MemoryStore()
     with store.transaction() as state:
         state.save_conversation("chat", "k1", Conversation(id="c1", status="open"))
         state.save_client("chat", Client(id="k1", name="Anna"))
     args = ("chat", "k1") if read == "get_conversation_and_client" else ("chat", "c1")
     with store.transaction() as state:
-        recording = RecordingState(state)
-        getattr(recording, read)(*args)
+        recording = RecordingState(CachedState(state) if cached else state)
+        answer = getattr(recording, read)(*args)
+        conversation = answer[0] if read == "get_conversation_and_client" else answer[1]
+        conversation.status = "changed by the provider afterwards"
     with store.transaction() as state:
         recording.recording.replay(state)  # nothing changed
         state.save_client("chat", Client(id="k1", name="Anna B."))
