@@ -152,6 +152,13 @@ def describe_seen(seen: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def seen_summary(seen: Any) -> list[str]:
+    """What the console shows of a trace's ``team`` (as ``team`` of an entry of its event
+    list and of its live feed): :func:`describe_seen`'s lines; none when the rules read
+    nothing of ``team``."""
+    return describe_seen(seen) if isinstance(seen, Mapping) and seen else []
+
+
 def unknown_groups(node: Any, groups: list[str]) -> list[str]:
     """Problems with group names written as constants in ``team.online_in('...')`` calls of an
     expression's node tree, with a did-you-mean (none when the directory lists no groups)."""

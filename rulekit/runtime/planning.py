@@ -30,7 +30,7 @@ from rulekit.store.cached import CachedState, probe
 from rulekit.store.lookups import Lookups
 from rulekit.store.recording import Recording, RecordingState, StateChanged
 from rulekit.store.records import JobSpec, NewEvent
-from rulekit.team import TeamFacts
+from rulekit.team import TeamFacts, seen_summary
 
 __all__ = [
     "Evaluated",
@@ -58,6 +58,8 @@ class Processed:
     inbox_id: int | None = None
     timers: int = 0
     """How many timers the event set."""
+    team: dict[str, Any] | None = None
+    """What the rules read of ``team`` deciding about the event, when they did."""
 
     def message(self) -> dict[str, Any]:
         event = self.event
@@ -76,6 +78,8 @@ class Processed:
             "matched": self.matched,
             "actions": [{"rule": j.rule, "action": j.action} for j in self.jobs],
             "errors": self.errors,
+            # the presence the rules read deciding, as the console's event list words it
+            **({"team": team} if (team := seen_summary(self.team)) else {}),
         }
 
 
@@ -348,6 +352,7 @@ def _record_events(
                 evaluation.errors,
                 inbox_id,
                 len(evaluation.timers) + channel_timers if recorded else 0,
+                evaluation.team,
             )
         )
     return out

@@ -265,6 +265,7 @@ class TimerRunner:
             evaluation.matched,
             evaluation.jobs if recorded else [],
             evaluation.errors,
+            team=evaluation.team,
         )
         return fired
 

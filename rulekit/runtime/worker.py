@@ -78,6 +78,9 @@ class Evaluation:
     """Pending timers the event cancels: ``(rule, conversation id)``."""
     firing: dict[str, Any] | None = None
     """For a due timer's request: its outcome (:meth:`rulekit.engine.timers.Firing.as_dict`)."""
+    team: dict[str, Any] | None = None
+    """What the rules read of ``team`` (:attr:`rulekit.engine.plan.Plan.team`), when they did:
+    the trace holds it too, but the live feed shows it without decoding the trace."""
 
 
 @dataclass
@@ -280,6 +283,7 @@ def evaluate(snapshot: Snapshot, request: Request, limits: Limits) -> list[Evalu
                 timers=[(t.rule, t.conversation_id, t.due, t.restart) for t in plan.timers],
                 cancels=[(c.rule, c.conversation_id) for c in plan.cancels],
                 firing=plan.firing.as_dict() if plan.firing is not None else None,
+                team=plan.team,
             )
         )
     return out

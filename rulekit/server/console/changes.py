@@ -270,6 +270,7 @@ def _with_job(event: Event, answer: list[Evaluation] | Refusal, spec: JobSpec) -
             e.errors,
             e.cooldowns,
             e.cooldowns_read,
+            team=e.team,
         )
         if e.event_id == event.id
         else e

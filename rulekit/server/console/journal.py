@@ -14,7 +14,7 @@ from typing import Any
 from rulekit.server.console.sessions import Viewer
 from rulekit.store.base import JournaledStore
 from rulekit.store.records import EventRecord, Job
-from rulekit.team import describe_seen
+from rulekit.team import seen_summary
 
 HISTORY_LIMIT = 50
 CONVERSATION_EVENTS = 500
@@ -116,7 +116,7 @@ def event_summary(record: EventRecord, jobs: list[Job]) -> dict[str, Any]:
         "processed_at": record.processed_at.isoformat(),
         "jobs": [job_summary(job) for job in jobs],
     }
-    team = record.trace.get("team")
-    if isinstance(team, dict) and team:  # the presence the rules read deciding about it
-        summary["team"] = describe_seen(team)
+    team = seen_summary(record.trace.get("team"))
+    if team:  # the presence the rules read deciding about it
+        summary["team"] = team
     return summary
