@@ -18,8 +18,14 @@ in :meth:`Pacer.acquire`::
   error's ``scope`` (``"service"``: the whole bot) — so nothing is sent into a window the
   service asked us to keep quiet.
 
-A :class:`Pacer` holds no global state: the daemon makes one and shares it between dispatchers.
-Idle keys are forgotten, so memory follows the number of busy destinations.
+A channel's service (the account behind it: Chatra's limits are per account) is paced under
+one key, :func:`service_key`: the dispatcher's calls that go through the channel's provider (a
+reply, a change of client data) name it, and a provider's own fetching of updates waits for its
+pauses and reports the 429s it meets under it (:meth:`rulekit.channels.base.Inbound.pause_service`),
+so a Retry-After met by either side holds back both.
+
+A :class:`Pacer` holds no global state: the daemon makes one and shares it between dispatchers
+and fetchers. Idle keys are forgotten, so memory follows the number of busy destinations.
 """
 
 from __future__ import annotations
@@ -31,6 +37,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rulekit.errors import ActionError
+
+
+def service_key(channel: str) -> str:
+    """The key every call to ``channel``'s service is paused under (a service-wide Retry-After,
+    with the pace's ``scope`` ``"service"``): the dispatcher's calls through the channel's
+    provider and the provider's own fetching alike."""
+    return f"service:{channel}"
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,22 @@ class Inbound(Protocol):
         store does the fetching."""
         ...
 
+    async def service_paused(self) -> float:
+        """Seconds left of the pause of the channel's service (0: not paused): a Retry-After
+        that one of the dispatcher's calls through the channel's provider met (a reply, a
+        change of client data), or that :meth:`pause_service` reported; with several daemons
+        sharing the store, one met by any of them. A provider that calls its service while
+        fetching waits for it before each call."""
+        ...
+
+    async def pause_service(self, seconds: float) -> None:
+        """Pause every call to the channel's service for ``seconds`` from now (an existing
+        longer pause stays): the dispatcher's calls through the provider wait for it as for a
+        Retry-After they met themselves, and so do the other daemons sharing the store. For a
+        rate limit the service answered to a fetch (its Retry-After, or a backoff when it
+        gave none)."""
+        ...
+
 
 class Provider:
     """Base class of providers. Subclasses set the class attributes and implement :meth:`parse`;

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from rulekit.actions.base import ActionContext, delivery_id
-from rulekit.actions.pacing import Pace, Pacer
+from rulekit.actions.pacing import Pace, Pacer, service_key
 from rulekit.errors import ActionError, StoreUnavailable
 from rulekit.event import Event
 from rulekit.runtime.commit import GroupCommit
@@ -190,17 +190,19 @@ class JobCalls:
             await share_spacing(self.commit, paces, stopping=self._stopped)
         if decision.outcome == "done":
             emitted.extend(lane.emitted[before:])
-        if decision.failure is not None:
-            slot.report(decision.failure)
-            failure = decision.failure
-            if failure.retry_after and self.shares_pacing:
-                await share_pause(
-                    self.commit,
-                    paces,
-                    failure.scope,
-                    failure.retry_after,
-                    stopping=self._stopped,
-                )
+        failure = decision.failure
+        if failure is not None:
+            pause = failure.retry_after
+            if not pause and failure.status == 429 and failure.scope == "service":
+                # the service is limiting but did not say for how long: pause it for the
+                # retry's backoff, so that what else calls it (a channel's fetching) waits too
+                pause = decision.retry_in
+            if pause and pause > 0:
+                slot.pause(pause, failure.scope)
+                if self.shares_pacing:
+                    await share_pause(
+                        self.commit, paces, failure.scope, pause, stopping=self._stopped
+                    )
         return await self._conclude(job, decision, emitted, snapshot)
 
     def _event(self, record: EventRecord) -> Event:
@@ -215,14 +217,16 @@ class JobCalls:
         self, job: Job, record: EventRecord, action: Any, provider: Provider | None
     ) -> list[Pace]:
         """The paces of an action with none of its own: its lane, and for one that calls the
-        channel's service (a reply, a change of client data), the service: a service-wide
-        Retry-After met by any such call (a Chatra 429) pauses all of them on that channel. A
+        channel's service (a reply, a change of client data), the service
+        (:func:`~rulekit.actions.pacing.service_key`): a service-wide Retry-After met by any
+        such call (a Chatra 429) pauses all of them on that channel, and the channel's own
+        fetching (:meth:`~rulekit.channels.base.Inbound.service_paused`). A
         reply is also held to the channel's own rate limits (:attr:`Provider.reply_limits`):
         per conversation, and for the service."""
         limits = provider.reply_limits if provider is not None and action.client_facing else {}
         paces = [Pace(job.lane or job.destination, limits.get("conversation"))]
         if action.calls_channel_service:
-            paces.append(Pace(f"service:{record.channel}", limits.get("service"), scope="service"))
+            paces.append(Pace(service_key(record.channel), limits.get("service"), scope="service"))
         elif action.client_facing:
             paces.append(
                 Pace(f"{job.action}:{record.channel}", limits.get("service"), scope="service")

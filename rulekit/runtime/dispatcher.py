@@ -83,7 +83,7 @@ class Dispatcher(JobCalls):
         self.snapshot = snapshot
         self.metrics = metrics
         self.feed = feed
-        self.pacer = pacer or Pacer()
+        self.pacer = pacer if pacer is not None else Pacer()  # (an idle pacer is falsy)
         self.lease = lease
         self.arrival = arrival
         self.recorded_event: Callable[[str], Event | None] = lambda event_id: None

@@ -5,11 +5,13 @@ unexpected exception) is retried after an exponential backoff with full jitter (
 min(backoff_max, backoff_base * 2**(attempt-1)))``), never sooner than the service's Retry-After
 or flood-control wait; the :class:`~rulekit.actions.pacing.Pacer` also pauses the destination
 (or the whole service, for a service-wide limit: a Chatra 429 pauses every reply through that
-channel) for that long, so nothing is sent into the window. The lane retries the job itself
-before its next job, keeping its claim meanwhile (``record_attempt(hold=...)``), so no other
-daemon takes it. A job out of budget (``max_attempts`` attempts, or older than ``max_age``) or
-failing permanently is **dead-lettered**: kept with its error, counted,
-published to the console (``dead_letter``), and retryable (``requeue_job``).
+channel, and its client fetches) for that long, so nothing is sent into the window; a
+service-wide 429 that gives no Retry-After pauses it for the retry's backoff. The lane
+retries the job itself before its next job, keeping its claim meanwhile
+(``record_attempt(hold=...)``), so no other daemon takes it. A job out of budget
+(``max_attempts`` attempts, or older than ``max_age``) or failing permanently is
+**dead-lettered**: kept with its error, counted, published to the console (``dead_letter``),
+and retryable (``requeue_job``).
 """
 
 from __future__ import annotations

@@ -207,7 +207,13 @@ class Daemon(Reloading):
             asyncio.create_task(self.dispatcher.run(), name="rulekit-dispatcher"),
             asyncio.create_task(self.timers.run(), name="rulekit-timers"),
         ]
-        self.fetchers = Fetchers(self.commit, lambda: self._snapshot, self.metrics, self._wake)
+        self.fetchers = Fetchers(
+            self.commit,
+            lambda: self._snapshot,
+            self.metrics,
+            self._wake,
+            pacer=self.dispatcher.pacer,  # a fetcher's 429 pauses the replies, and back
+        )
         self.fetchers.follow(self._snapshot)
         if self.watch:
             self._tasks.append(asyncio.create_task(self._watch(), name="rulekit-watch"))

@@ -9,6 +9,15 @@ it one fetches a channel's updates at a time; the others take over when it stops
 
 The tasks follow the active snapshot: a reload restarts them with the new providers (an update
 fetched but not yet acknowledged to the service is fetched again, and recognised).
+
+A fetcher that calls the channel's service shares its rate limit with the dispatcher's calls
+through the same provider (Chatra's is per account): the inbound reads and sets the service's
+pause under the key the dispatcher uses (:func:`~rulekit.actions.pacing.service_key`), in the
+daemon's :class:`~rulekit.actions.pacing.Pacer` and, with a store several daemons share
+(:attr:`~rulekit.store.base.Journal.shares_pacing`), in the store, as a service-wide
+Retry-After is shared (:mod:`rulekit.runtime.sharedpace`). The fetcher only waits for the
+pauses and reports its own 429s: it takes no send slot, so it never holds a reply back longer
+than a pause the service asked for.
 """
 
 from __future__ import annotations
@@ -21,10 +30,11 @@ from collections.abc import Callable
 
 import anyio.to_thread
 
+from rulekit.actions.pacing import Pacer, service_key
 from rulekit.channels import body as body_json
 from rulekit.channels.base import Provider
 from rulekit.channels.body import BodyError
-from rulekit.errors import ChannelError
+from rulekit.errors import ChannelError, StoreUnavailable
 from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.logs import log
 from rulekit.runtime.metrics import Metrics
@@ -49,6 +59,9 @@ class InboxInbound:
         on_accepted: Callable[[], None],
         owner: str,
         max_bytes: Callable[[], int],
+        *,
+        pacer: Pacer | None = None,
+        shares_pacing: bool = False,
     ) -> None:
         self.channel = channel
         self.commit = commit
@@ -57,6 +70,11 @@ class InboxInbound:
         self.owner = owner
         self.max_bytes = max_bytes
         """The size limit of a body (the config's ``server.max_body_bytes``, as reloaded)."""
+        self.pacer = pacer if pacer is not None else Pacer()
+        """The daemon's pacer, shared with its dispatcher (the service's pauses)."""
+        self.shares_pacing = shares_pacing
+        """Whether other daemons call the service through the same store (then its pauses
+        are agreed there too)."""
         self.held: set[str] = set()
         """The leases this inbound took (released when the daemon stops)."""
 
@@ -94,6 +112,34 @@ class InboxInbound:
             self.held.discard(name)
         return held
 
+    async def service_paused(self) -> float:
+        """See :meth:`rulekit.channels.base.Inbound.service_paused`. A store that cannot be
+        reached leaves this daemon's own pauses."""
+        key = service_key(self.channel)
+        wait = self.pacer.paused_for(key)
+        if self.shares_pacing:
+            # as the dispatcher reads a service-wide pause (paused_keys): the key's row holds
+            # only pauses while the service has no reply rate limit of its own (Chatra has none)
+            try:
+                shared = await self.commit.run(lambda state: state.paused_for([key]))
+            except StoreUnavailable as exc:
+                log(logger, logging.WARNING, f"cannot read the service's pause: {exc}")
+            else:
+                wait = max(wait, float(shared))
+        return wait
+
+    async def pause_service(self, seconds: float) -> None:
+        """See :meth:`rulekit.channels.base.Inbound.pause_service`. A store that cannot be
+        reached leaves the pause to this daemon."""
+        key = service_key(self.channel)
+        self.pacer.pause(key, seconds)
+        if self.shares_pacing:
+            try:
+                # a transaction of its own: it locks the key's pacing row (see sharedpace)
+                await self.commit.run(lambda state: state.pause_pace(key, seconds), alone=True)
+            except StoreUnavailable as exc:
+                log(logger, logging.WARNING, f"cannot share the service's pause: {exc}")
+
     async def release(self) -> None:
         """Give up the leases taken, so that another daemon takes over at once."""
         keys, owner = [f"{self.channel}:{name}" for name in self.held], self.owner
@@ -124,11 +170,17 @@ class Fetchers:
         snapshot: Callable[[], Snapshot],
         metrics: Metrics,
         on_accepted: Callable[[], None],
+        *,
+        pacer: Pacer | None = None,
     ) -> None:
         self.commit = commit
         self.snapshot = snapshot
         self.metrics = metrics
         self.on_accepted = on_accepted
+        self.pacer = pacer if pacer is not None else Pacer()
+        """The daemon's pacer (its dispatcher's): a fetcher and the dispatcher's calls to one
+        channel's service share its pauses."""
+        self.shares_pacing = bool(getattr(commit.store, "shares_pacing", False))
         # one owner per daemon, even for daemons sharing a process
         self.owner = f"{owner_name()}:{uuid.uuid4().hex[:8]}"
         self._tasks: dict[str, tuple[Provider, InboxInbound, asyncio.Task[None]]] = {}
@@ -153,6 +205,8 @@ class Fetchers:
                     self.on_accepted,
                     self.owner,
                     lambda: self.snapshot().config.raw.server.max_body_bytes,
+                    pacer=self.pacer,
+                    shares_pacing=self.shares_pacing,
                 )
                 task = asyncio.create_task(
                     self._run(channel, provider, inbound), name=f"rulekit-fetch-{channel}"

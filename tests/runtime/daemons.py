@@ -49,6 +49,25 @@ def chat_started(n: int, text: str = "Hello?") -> bytes:
     return json.dumps(body).encode()
 
 
+def chat_fragment(n: int, k: int, text: str | None = None) -> bytes:
+    """Visitor ``n``'s message number ``k`` (k >= 1) in their already started chat."""
+    started = json.loads(chat_started(n))
+    body = {
+        "eventName": "chatFragment",
+        "messages": [
+            {
+                "id": f"msg{n:08d}-{k}",
+                "type": "client",
+                "text": text if text is not None else f"message {k}",
+                "createdAt": 1741943525000 + k * 1000,
+            }
+        ],
+        "agents": [],
+        "client": started["client"],
+    }
+    return json.dumps(body).encode()
+
+
 def listening_socket() -> socket.socket:
     """A socket listening on an ephemeral port of 127.0.0.1, for a server to take over (no
     window between choosing the port and binding it, in which another process could take it)."""
@@ -71,6 +90,7 @@ def write_setup(
     telegram: FakeTelegram | None = None,
     dispatcher: dict[str, Any] | None = None,
     extra: str = "",
+    fetch_client: bool = False,
 ) -> Path:
     """A config and a rules folder in ``folder``; returns the config's path."""
     (folder / "rules.d").mkdir(exist_ok=True)
@@ -82,6 +102,7 @@ def write_setup(
             f"    public_key: {chatra.public_key}\n"
             f"    secret_key: {chatra.secret_key}\n"
             "    default_agent_id: agent0001\n"
+            f"    fetch_client: {str(fetch_client).lower()}\n"
         )
     integrations = ""
     if slack is not None or telegram is not None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from daemons import chat_started, wait_for, write_setup
+from daemons import chat_fragment, chat_started, wait_for, write_setup
 
 from rulekit.errors import StoreUnavailable
 from rulekit.store.sqlite import SQLiteStore
@@ -20,25 +20,6 @@ from rulekit.testing.fake_slack import FakeSlack
 
 TIMER_RESOLUTION = 0.01
 """How early an event loop timer may fire (asyncio's clock resolution, with margin)."""
-
-
-def chat_fragment(n: int, k: int) -> bytes:
-    """Visitor ``n``'s message number ``k`` (k >= 1) in their already started chat."""
-    started = json.loads(chat_started(n))
-    body = {
-        "eventName": "chatFragment",
-        "messages": [
-            {
-                "id": f"msg{n:08d}-{k}",
-                "type": "client",
-                "text": f"message {k}",
-                "createdAt": 1741943525000 + k * 1000,
-            }
-        ],
-        "agents": [],
-        "client": started["client"],
-    }
-    return json.dumps(body).encode()
 
 
 class _Faulty:

@@ -7,13 +7,12 @@ quick variant runs by default, the full one with ``--full``.
 from __future__ import annotations
 
 import itertools
-import json
 import socket
 from collections import Counter
 
 import httpx
 import pytest
-from daemons import chat_started, wait_for, write_setup
+from daemons import chat_fragment, chat_started, wait_for, write_setup
 
 CONCURRENCY = 4
 """``dispatcher.concurrency`` of each daemon: the most calls one crash can repeat."""
@@ -105,25 +104,6 @@ def test_three_daemons_share_the_work_and_survive_a_kill(tmp_path, processes, ch
 @pytest.mark.slow
 def test_three_daemons_full(tmp_path, processes, chatra, postgres_url):
     run_cluster(tmp_path, processes, chatra, postgres_url, webhooks=2000)
-
-
-def chat_fragment(n: int, k: int) -> bytes:
-    """Visitor ``n``'s message number ``k`` (k >= 1) in their already started chat."""
-    started = json.loads(chat_started(n))
-    body = {
-        "eventName": "chatFragment",
-        "messages": [
-            {
-                "id": f"msg{n:08d}-{k}",
-                "type": "client",
-                "text": f"message {k}",
-                "createdAt": 1741943525000 + k * 1000,
-            }
-        ],
-        "agents": [],
-        "client": started["client"],
-    }
-    return json.dumps(body).encode()
 
 
 def test_one_conversation_stays_in_order_across_daemons(tmp_path, processes, chatra, postgres_url):
@@ -428,3 +408,71 @@ def test_presence_and_capacity_hold_across_daemons(tmp_path, processes, chatra, 
     assert assigned == {"boris@example.com": 2, None: chats - 2}
     reasons = {result.get("reason") for result in done if result["assigned"] is None}
     assert reasons == {"every agent of group 'support' who could take it is at capacity (max_open)"}
+
+
+HELP_RULES = """\
+- name: Help
+  on: {channel: online-chat, event: [created, message]}
+  if: [message.text == 'help']
+  do:
+    - autoreply: {text: "We are on it"}
+"""
+
+
+def chatra_paused_for(url: str) -> float:
+    """Seconds left of the Chatra channel's pause as the daemons agree on it in the database."""
+    from rulekit.actions.pacing import service_key
+    from rulekit.store.postgres import PostgresStore
+
+    store = PostgresStore(url)
+    try:
+        with store.transaction() as state:
+            return float(state.paused_for([service_key("online-chat")]))
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("limited", ["GET", "POST"])
+def test_a_chatra_429_met_by_the_fetcher_or_a_reply_holds_back_the_other_on_every_daemon(
+    tmp_path, processes, chatra, postgres_url, limited
+):
+    """``fetch_client`` with daemons sharing PostgreSQL: one daemon meets Chatra's 429, either
+    fetching a client (GET) or replying (POST), and stops; a daemon started afterwards, which
+    never saw the 429, neither replies nor fetches until the Retry-After has passed."""
+    retry_after = 8  # longer than a daemon takes to start
+    config = write_setup(tmp_path, HELP_RULES, chatra=chatra, fetch_client=True)
+    config.write_text(
+        config.read_text().replace("storage: sqlite:///rulekit.sqlite3", f"storage: {postgres_url}")
+    )
+    for n in (1, 2):
+        chatra.add_client(f"client{n:08d}", basicInfo={"name": f"Known {n}"})
+    first = processes(config).wait_ready()
+    with httpx.Client(timeout=10) as client:
+
+        def post(daemon, body: bytes) -> None:
+            response = client.post(
+                daemon.webhook_url, content=body, headers={"Content-Type": "application/json"}
+            )
+            assert response.status_code == 200, response.text
+
+        if limited == "GET":
+            chatra.rate_limit(retry_after, method="GET")
+            post(first, chat_started(1))  # no reply; the client is fetched: 429
+        else:
+            post(first, chat_started(1))
+            wait_for(lambda: [r for r in chatra.requests if r.method == "GET"])
+            chatra.rate_limit(retry_after, method="POST")
+            post(first, chat_fragment(1, 1, "help"))  # the reply: 429
+        refused = wait_for(lambda: [r for r in chatra.requests if r.method == limited])[0]
+        wait_for(lambda: chatra_paused_for(postgres_url) > 0)
+        first.kill()
+        second = processes(config).wait_ready()
+        assert chatra_paused_for(postgres_url) > 1  # the next call comes within the window
+        if limited == "GET":
+            post(second, chat_started(2, "help"))  # a reply
+            held = wait_for(lambda: [r for r in chatra.requests if r.method == "POST"], 30)
+        else:
+            post(second, chat_started(2))  # a client to fetch
+            held = wait_for(lambda: [r for r in chatra.requests if "client00000002" in r.path], 30)
+    for call in held:
+        assert call.at >= refused.at + retry_after - TIMER_SLACK, call.at - refused.at

@@ -11,9 +11,21 @@ events of the conversation before it, and updates the client there: a changed na
 phone is a ``client_updated`` event, as for a webhook. Intake never waits for any of it.
 
 Each client is asked for once per ``ttl`` (a client Chatra does not know either, a visitor who
-stays anonymous); a rate limit (429) or a failure of Chatra's is retried later, a refusal
-(404: not a client of this account) is not. The queue lives in the daemon's memory: a restart or
-a reload forgets what was not fetched yet, and the next webhook of the client asks again.
+stays anonymous); a rate limit (429) or a failure of Chatra's is retried later (at most
+``MAX_TRIES`` calls a client), a refusal (404: not a client of this account) is not. The queue
+lives in the daemon's memory: a restart or a reload forgets what was not fetched yet, and the
+next webhook of the client asks again.
+
+Chatra's rate limit is the account's, shared with the replies and changes of client data the
+dispatcher sends with the same keys. So the fetcher and the dispatcher keep one pause per
+channel (:meth:`Inbound.service_paused <rulekit.channels.base.Inbound.service_paused>`, the
+dispatcher's service-wide pace): a 429 answered to a fetch pauses the replies for its
+Retry-After (without one, for the fetch's backoff: ``interval`` · 2, 4, 8), reported with
+:meth:`Inbound.pause_service <rulekit.channels.base.Inbound.pause_service>`; a 429 answered to a
+reply holds back the fetches just as long. With several daemons on PostgreSQL the pause holds for
+all of them. Fetching comes after the replies: it takes no send slot of theirs, so it holds a
+reply back only for a pause Chatra asked for, and after a pause it waits one more ``interval``,
+so that the replies the pause held back go first.
 """
 
 from __future__ import annotations
@@ -145,27 +157,45 @@ class ClientFetcher:
                 await self._wake.wait()
                 self._wake.clear()
                 continue
-            wait = last + self.interval - self.clock()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            last = self.clock()
+            last = await self._ready(inbound, last)
             client_id, tries = item
             pause = await self._fetch(inbound, get_client, client_id, tries)
             if pause:
                 await asyncio.sleep(pause)
 
+    async def _ready(self, inbound: Inbound, last: float) -> float:
+        """Wait until the next call may go: ``interval`` after the one at ``last``, and not
+        while Chatra's account is paused (by a fetch's 429 or a reply's), nor for one more
+        ``interval`` after such a pause, which the replies it held back have first. Returns
+        when the call goes (on :attr:`clock`)."""
+        while True:
+            paused = await inbound.service_paused()
+            if paused > 0:
+                await asyncio.sleep(paused)
+                last = self.clock()
+                continue
+            wait = last + self.interval - self.clock()
+            if wait <= 0:
+                return self.clock()
+            await asyncio.sleep(wait)
+
     async def _fetch(
         self, inbound: Inbound, get_client: GetClient, client_id: str, tries: int
     ) -> float:
-        """Fetch one client and hand it to the inbox; how long to pause after (a rate limit,
-        an unreachable store)."""
+        """Fetch one client and hand it to the inbox; how long to pause after (a failure of
+        Chatra's, an unreachable store). A rate limit pauses the whole account instead (the
+        replies too), which :meth:`_ready` waits for."""
         try:
             data = await get_client(client_id)
         except RetryableActionError as exc:
             if tries + 1 < MAX_TRIES:
                 self._again(client_id, tries + 1)
             logger.warning("cannot fetch a client from Chatra: %s", exc)
-            return exc.retry_after or self.interval * 2 ** (tries + 1)
+            backoff = exc.retry_after or self.interval * 2 ** (tries + 1)
+            if exc.status == 429:
+                await inbound.pause_service(backoff)
+                return 0.0
+            return backoff
         except PermanentActionError as exc:
             logger.info("Chatra has no data for a client: %s", exc)
             return 0.0

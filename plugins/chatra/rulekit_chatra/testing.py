@@ -9,6 +9,7 @@ Failures are scripted::
 
     with FakeChatra() as chatra:
         chatra.rate_limit(retry_after=7)   # the next request gets a 429
+        chatra.rate_limit(3, method="GET") # the next GET (a client fetch) gets a 429
         chatra.fail(503)                   # the one after, a 503
         chatra.hang(5)                     # then one that answers only after 5 seconds
         ... ChatraSettings(base_url=chatra.base_url, **chatra.keys) ...
@@ -17,6 +18,7 @@ Failures are scripted::
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -34,6 +36,8 @@ class FakeChatra(FakeService):
         self._ids = itertools.count(1)
         self.clients: dict[str, dict[str, Any]] = {}
         """Visitors by id, as ``GET`` and ``PUT /clients/{id}`` see them (:meth:`add_client`)."""
+        self._limits: list[tuple[str, Response]] = []
+        self._limits_lock = threading.Lock()
 
     @property
     def keys(self) -> dict[str, str]:
@@ -50,11 +54,17 @@ class FakeChatra(FakeService):
         ]
 
     # scripted failures -----------------------------------------------------------------------
-    def rate_limit(self, retry_after: int | str = 7) -> None:
-        """Answer the next request with 429 and this Retry-After."""
-        self.script(
-            Response(429, {"message": "Too many requests"}, {"Retry-After": str(retry_after)})
-        )
+    def rate_limit(self, retry_after: int | str | None = 7, *, method: str | None = None) -> None:
+        """Answer the next request with 429 and this Retry-After (None: without one); with
+        ``method``, the next request of that method (``GET``: a client fetch, ``POST``: a
+        reply), whatever comes before it."""
+        headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
+        response = Response(429, {"message": "Too many requests"}, headers)
+        if method is None:
+            self.script(response)
+        else:
+            with self._limits_lock:
+                self._limits.append((method.upper(), response))
 
     def fail(self, status: int = 500, message: str = "Internal server error") -> None:
         """Answer the next request with this status and message."""
@@ -79,6 +89,11 @@ class FakeChatra(FakeService):
         self.clients[client_id] = {"id": client_id, **data}
 
     def _respond(self, request: RecordedRequest) -> Response:
+        with self._limits_lock:
+            for index, (method, response) in enumerate(self._limits):
+                if method == request.method:
+                    del self._limits[index]
+                    return response
         expected = f"Chatra.Simple {self.public_key}:{self.secret_key}"
         if request.headers.get("authorization") != expected:
             return Response(401, {"error": "Unauthorized", "message": "Invalid API keys"})

@@ -9,11 +9,15 @@ import contextlib
 import json
 from typing import Any
 
+import httpx
 from chatra_samples import CHANNEL, encode, make_provider, sample_body
-from rulekit.errors import StoreUnavailable
+from pydantic import SecretStr
+from rulekit.actions.pacing import Pace, Pacer, service_key
+from rulekit.errors import RetryableActionError, StoreUnavailable
 from rulekit.store import MemoryStore
 from rulekit.testing.clock import run_virtual
 
+from rulekit_chatra.api import ChatraAPI
 from rulekit_chatra.fetch import ClientFetcher
 from rulekit_chatra.payload import FETCHED
 from rulekit_chatra.testing import FakeChatra
@@ -23,12 +27,15 @@ VISITOR = "oaedoecve6pr5n8i4p40mgg1w103dgdzvgpmm82i"
 
 class Inbox:
     """An inbox (the :class:`rulekit.channels.base.Inbound` a daemon hands the provider) that
-    keeps what it is given; ``refuse`` bodies first answer that the store is unavailable."""
+    keeps what it is given; ``refuse`` bodies first answer that the store is unavailable. The
+    service's pauses are kept in ``pacer`` (a real one, as the daemon's dispatcher shares it)."""
 
-    def __init__(self, refuse: int = 0) -> None:
+    def __init__(self, refuse: int = 0, pacer: Pacer | None = None) -> None:
         self.bodies: list[tuple[dict[str, Any], str, str | None]] = []
         self.refuse = refuse
         self.arrived = asyncio.Event()
+        self.pacer = pacer if pacer is not None else Pacer()
+        self.pauses: list[float] = []
 
     async def accept(
         self, body: bytes, *, delivery_key: str, conversation_key: str | None = None
@@ -42,6 +49,13 @@ class Inbox:
 
     async def hold(self, name: str, seconds: float) -> bool:
         return True
+
+    async def service_paused(self) -> float:
+        return self.pacer.paused_for(service_key(CHANNEL))
+
+    async def pause_service(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.pacer.pause(service_key(CHANNEL), seconds)
 
 
 def fetching_provider(chatra: FakeChatra, **settings: Any) -> Any:
@@ -174,3 +188,106 @@ def test_fetches_are_paced() -> None:
         return times
 
     assert run_virtual(run()) == [0.0, 0.5, 1.0]
+
+
+# one pause for the account: the fetcher and the replies -----------------------------------
+def chatra_429(retry_after: str | None) -> RetryableActionError:
+    """The error Chatra's API client makes of a 429 (with this Retry-After, if any)."""
+    headers = {"Retry-After": retry_after} if retry_after is not None else {}
+    error = make_api().failure(httpx.Response(429, headers=headers, json={}), "the request")
+    assert isinstance(error, RetryableActionError) and error.scope == "service"
+    return error
+
+
+def make_api() -> ChatraAPI:
+    return ChatraAPI("http://127.0.0.1:9", "pub", SecretStr("secret"))
+
+
+REPLY_PACES = [Pace("conversation-1"), Pace(service_key(CHANNEL), scope="service")]
+"""What the dispatcher paces a reply of the channel by (its lane, then the account)."""
+
+
+def fetcher_and_reply(answers: list[RetryableActionError | None], reply_at: float) -> Any:
+    """Fetch clients "a", "b" (interval 1 s) on virtual time, answered by ``answers`` in turn
+    (None: the client), while a reply asks for its slot at ``reply_at``; returns the fetches'
+    and the reply's times, and the inbox."""
+
+    async def run() -> tuple[list[float], float, Inbox]:
+        loop = asyncio.get_running_loop()
+        pacer = Pacer()
+        fetches: list[float] = []
+
+        async def get_client(client_id: str) -> dict[str, Any]:
+            fetches.append(loop.time())
+            answer = answers.pop(0) if answers else None
+            if answer is not None:
+                raise answer
+            return {"id": client_id}
+
+        fetcher = ClientFetcher(["name"], interval=1.0, clock=loop.time)
+        fetcher.want("a")
+        fetcher.want("b")
+        inbox = Inbox(pacer=pacer)
+        task = asyncio.create_task(fetcher.run(inbox, get_client))
+        await asyncio.sleep(reply_at)
+        async with pacer.acquire(REPLY_PACES):
+            replied = loop.time()
+        while len(inbox.bodies) < 2:
+            inbox.arrived.clear()
+            await inbox.arrived.wait()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return fetches, replied, inbox
+
+    return run_virtual(run())
+
+
+def test_a_429_answered_to_a_fetch_holds_the_replies_for_its_retry_after() -> None:
+    fetches, replied, inbox = fetcher_and_reply([chatra_429("5")], reply_at=0.5)
+    assert inbox.pauses == [5.0]
+    assert replied == 5.0  # not before Chatra's window ends, and not later
+    # the fetches wait as long, and one interval more, which the replies have first
+    assert fetches == [0.0, 6.0, 7.0]
+    assert [body["client"]["id"] for body, _, _ in inbox.bodies] == ["b", "a"]
+
+
+def test_a_429_without_retry_after_pauses_the_account_for_the_fetch_backoff() -> None:
+    fetches, replied, inbox = fetcher_and_reply([chatra_429(None)], reply_at=0.5)
+    assert inbox.pauses == [2.0]  # interval * 2, the fetcher's first backoff
+    assert replied == 2.0
+    assert fetches == [0.0, 3.0, 4.0]
+
+
+def test_a_fetch_never_holds_a_reply_back_without_a_429() -> None:
+    fetches, replied, inbox = fetcher_and_reply([], reply_at=0.5)
+    assert replied == 0.5 and inbox.pauses == []
+    assert fetches == [0.0, 1.0]
+
+
+def test_a_429_answered_to_a_reply_holds_the_fetches_back() -> None:
+    async def run() -> tuple[list[float], Inbox]:
+        loop = asyncio.get_running_loop()
+        pacer = Pacer()
+        fetches: list[float] = []
+
+        async def get_client(client_id: str) -> dict[str, Any]:
+            fetches.append(loop.time())
+            return {"id": client_id}
+
+        with contextlib.suppress(RetryableActionError):
+            async with pacer.acquire(REPLY_PACES):  # the reply is refused with Retry-After 3
+                raise chatra_429("3")
+        fetcher = ClientFetcher(["name"], interval=1.0, clock=loop.time)
+        fetcher.want("a")
+        inbox = Inbox(pacer=pacer)
+        task = asyncio.create_task(fetcher.run(inbox, get_client))
+        await inbox.arrived.wait()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return fetches, inbox
+
+    fetches, inbox = run_virtual(run())
+    assert fetches == [4.0]  # after the reply's window, and one interval for the replies
+    assert inbox.pauses == []

@@ -1,0 +1,200 @@
+"""One Chatra account, one pause: a 429 Chatra answers to the client fetcher (``fetch_client``)
+holds back the replies, and one answered to a reply holds back the fetcher, for the Retry-After
+Chatra gave; after it every call goes through, once.
+
+A real daemon, the fake Chatra on loopback. A call's time is when the fake received it; the
+pause starts when the daemon received the 429, after the fake recorded it, so a call held back
+arrives no earlier than the 429's time plus the Retry-After (less an event loop timer's
+resolution). Each step waits until the daemon's pacer holds the pause before the next webhook,
+so no call is on its way while the 429 is."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import httpx
+import pytest
+from daemons import Server, chat_fragment, chat_started, wait_for, write_setup
+from rulekit_chatra.fetch import INTERVAL
+from rulekit_chatra.testing import FakeChatra
+
+from rulekit.actions.pacing import service_key
+from rulekit.store.sqlite import SQLiteStore
+from rulekit.testing.fakehttp import RecordedRequest
+
+RETRY_AFTER = 3
+BACKOFF = 3.0
+"""The dispatcher's backoff (``backoff_base`` and ``backoff_max``): a first retry waits
+``uniform(0, 3)``, drawn from a seeded generator the test draws from too."""
+SEED = 0
+"""A seed whose first draw is far from 0 (about 2.5 s)."""
+TIMER_RESOLUTION = 0.01
+"""How early an event loop timer may fire (asyncio's clock resolution, with margin)."""
+
+REPLY_ON_HELP = """\
+- name: Help
+  on: {channel: online-chat, event: [created, message]}
+  if: [message.text == 'help']
+  do:
+    - autoreply: {text: "We are on it"}
+"""
+
+
+def client_id(n: int) -> str:
+    return f"client{n:08d}"
+
+
+def fetches(chatra: FakeChatra, n: int | None = None) -> list[RecordedRequest]:
+    """The ``GET /clients/{id}`` requests received (of client ``n``), in order."""
+    path = "/clients/" if n is None else f"/clients/{client_id(n)}"
+    return [r for r in chatra.requests if r.method == "GET" and path in r.path]
+
+
+def replies(chatra: FakeChatra) -> list[RecordedRequest]:
+    """The ``POST /messages/`` requests received, in order."""
+    return [r for r in chatra.requests if r.method == "POST"]
+
+
+def paused(server: Server) -> float:
+    """Seconds left of the channel's pause in the daemon's pacer."""
+
+    async def read() -> float:
+        assert server.daemon.dispatcher is not None
+        return server.daemon.dispatcher.pacer.paused_for(service_key("online-chat"))
+
+    return float(server.call(read()))
+
+
+def wait_for_the_pause(server: Server) -> None:
+    """Wait until the daemon holds the channel's pause (it got the 429's answer)."""
+
+    def the_channel_is_paused() -> bool:
+        return paused(server) > 0
+
+    wait_for(the_channel_is_paused)
+
+
+def read(folder: Any, query: Any) -> Any:
+    """``query(state)`` on the daemon's SQLite file, through a connection of its own."""
+    store = SQLiteStore(folder / "rulekit.sqlite3")
+    try:
+        with store.transaction() as state:
+            return query(state)
+    finally:
+        store.close()
+
+
+def post(server: Server, body: bytes) -> None:
+    assert httpx.post(server.webhook_url, content=body).status_code == 200
+
+
+def start(tmp_path: Any, serve: Any, chatra: FakeChatra, clients: int) -> Server:
+    for n in range(1, clients + 1):
+        chatra.add_client(client_id(n), basicInfo={"name": f"Known {n}"})
+    setup = write_setup(
+        tmp_path,
+        REPLY_ON_HELP,
+        chatra=chatra,
+        fetch_client=True,
+        dispatcher={"backoff_base": BACKOFF, "backoff_max": BACKOFF},
+    )
+    server = serve(setup)
+    assert server.daemon.dispatcher is not None
+    server.daemon.dispatcher.rng = random.Random(SEED)
+    return server
+
+
+def held_back(
+    calls: list[RecordedRequest], limited: RecordedRequest, window: float = RETRY_AFTER
+) -> None:
+    """Every call in ``calls`` arrived after the ``window`` (seconds) of the 429 ``limited``."""
+    for call in calls:
+        assert call.at >= limited.at + window - TIMER_RESOLUTION, (
+            call.method,
+            call.path,
+            call.at - limited.at,
+        )
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "window"),
+    [(RETRY_AFTER, RETRY_AFTER), (None, 2 * INTERVAL)],  # without one: the fetch's backoff
+)
+def test_a_429_answered_to_the_fetcher_holds_back_the_replies(
+    tmp_path, serve, chatra, retry_after, window
+):
+    chatra.rate_limit(retry_after, method="GET")
+    server = start(tmp_path, serve, chatra, clients=2)
+    post(server, chat_started(1))  # no reply; the client is fetched: 429
+    (limited,) = wait_for(lambda: fetches(chatra, 1))
+    wait_for_the_pause(server)
+    post(server, chat_started(2, "help"))  # a reply, in the fetcher's window
+    wait_for(lambda: len(read(tmp_path, lambda s: s.jobs(status="done"))) == 1, timeout=30)
+
+    (reply,) = replies(chatra)
+    held_back([reply], limited, window)
+    # fetching comes after the replies: none in the window, and the reply before the next
+    later = wait_for(lambda: fetches(chatra)[1:])
+    held_back(later, limited, window)
+    assert reply.at < later[0].at
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "window"),
+    # without one: the reply's retry backoff, as the dispatcher draws it
+    [(RETRY_AFTER, RETRY_AFTER), (None, random.Random(SEED).uniform(0, BACKOFF))],
+)
+def test_a_429_answered_to_a_reply_holds_back_the_fetcher(
+    tmp_path, serve, chatra, retry_after, window
+):
+    server = start(tmp_path, serve, chatra, clients=2)
+    post(server, chat_started(1))
+    wait_for(lambda: fetches(chatra, 1))  # client 1 is fetched before the reply
+    chatra.rate_limit(retry_after, method="POST")
+    post(server, chat_fragment(1, 1, "help"))  # the reply meets the 429
+    (limited,) = wait_for(lambda: replies(chatra))
+    wait_for_the_pause(server)
+    post(server, chat_started(2))  # client 2 wants fetching, in the reply's window
+    fetched = wait_for(lambda: fetches(chatra, 2), timeout=30)
+
+    held_back(fetched, limited, window)
+    wait_for(lambda: len(read(tmp_path, lambda s: s.jobs(status="done"))) == 1, timeout=30)
+    assert [r.json["clientId"] for r in replies(chatra)] == [client_id(1)] * 2
+
+
+def test_after_either_pause_every_reply_and_fetch_goes_through_once(tmp_path, serve, chatra):
+    """Both ways in one run: the fetcher's 429 holds the replies, then a reply's 429 holds the
+    fetcher; every reply is sent once, every client's data arrives, none in a window."""
+    server = start(tmp_path, serve, chatra, clients=3)
+    # the fetcher meets a 429; a reply and another client's fetch wait for it
+    chatra.rate_limit(RETRY_AFTER, method="GET")
+    post(server, chat_started(1))
+    (first,) = wait_for(lambda: fetches(chatra, 1))
+    wait_for_the_pause(server)
+    post(server, chat_fragment(1, 1, "help"))
+    post(server, chat_started(2))
+    wait_for(lambda: len(fetches(chatra, 1)) == 2 and fetches(chatra, 2) and replies(chatra))
+    held_back([*fetches(chatra)[1:], *replies(chatra)], first)
+    # then a reply meets a 429; the retry of it and a third client's fetch wait for it
+    chatra.rate_limit(RETRY_AFTER, method="POST")
+    post(server, chat_fragment(2, 1, "help"))
+    second = wait_for(lambda: replies(chatra)[1:])[0]
+    wait_for_the_pause(server)
+    post(server, chat_started(3))
+    wait_for(lambda: len(read(tmp_path, lambda s: s.jobs(status="done"))) == 2, timeout=30)
+    wait_for(lambda: fetches(chatra, 3))
+    held_back([r for r in chatra.requests if r.at > second.at], second)
+
+    assert [r.json["clientId"] for r in replies(chatra)] == [
+        client_id(1),
+        client_id(2),  # the 429
+        client_id(2),
+    ]
+    assert [len(fetches(chatra, n)) for n in (1, 2, 3)] == [2, 1, 1]
+
+    def names(state: Any) -> list[str | None]:
+        found = [state.get_client("online-chat", client_id(n)) for n in (1, 2, 3)]
+        return [client.name if client else None for client in found]
+
+    assert wait_for(lambda: read(tmp_path, names) == ["Known 1", "Known 2", "Known 3"])
