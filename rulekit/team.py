@@ -14,7 +14,7 @@ default then, treats them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,26 +137,49 @@ def unknown_group(group: Any, groups: list[str]) -> str:
     return f"unknown group {group!r}{hint} (configured: {', '.join(groups) or 'none'})"
 
 
-def describe_seen(seen: Mapping[str, Any]) -> list[str]:
+def describe_seen(seen: Mapping[str, Any], shows: Callable[[str], bool] | None = None) -> list[str]:
     """What a trace's ``team`` says, in words, one line per fact read (``rulekit why``, the
-    dry run)."""
+    dry run, the console).
+
+    ``shows`` says which emails the reader may see (all when None). The others are counted,
+    never named, so that a line stays true to what the rules read: a list names them as ``N
+    others`` (``online in sales: anna@example.com, 1 other``), and the open counts of emails left
+    out make one line, ``open conversations of N others: not shown``."""
+
+    def listed(emails: list[str]) -> str:
+        shown = [email for email in emails if shows is None or shows(email)]
+        left_out = len(emails) - len(shown)
+        return ", ".join([*shown, *([others(left_out)] if left_out else [])]) or "nobody"
+
     lines = []
     if not seen.get("tracked"):
         lines.append("presence not tracked: everyone with access counts as online")
     if "online" in seen:
-        lines.append(f"online: {', '.join(seen['online']) or 'nobody'}")
+        lines.append(f"online: {listed(seen['online'])}")
     for group, emails in (seen.get("online_in") or {}).items():
-        lines.append(f"online in {group}: {', '.join(emails) or 'nobody'}")
+        lines.append(f"online in {group}: {listed(emails)}")
+    left_out = 0
     for email, count in (seen.get("open") or {}).items():
-        lines.append(f"open conversations of {email}: {count}")
+        if shows is None or shows(email):
+            lines.append(f"open conversations of {email}: {count}")
+        else:
+            left_out += 1
+    if left_out:
+        lines.append(f"open conversations of {others(left_out)}: not shown")
     return lines
 
 
-def seen_summary(seen: Any) -> list[str]:
+def others(count: int) -> str:
+    """``1 other``, ``2 others``: emails a reader may not see, counted."""
+    return f"{count} other{'' if count == 1 else 's'}"
+
+
+def seen_summary(seen: Any, shows: Callable[[str], bool] | None = None) -> list[str]:
     """What the console shows of a trace's ``team`` (as ``team`` of an entry of its event
-    list and of its live feed): :func:`describe_seen`'s lines; none when the rules read
-    nothing of ``team``."""
-    return describe_seen(seen) if isinstance(seen, Mapping) and seen else []
+    list and of its live feed): :func:`describe_seen`'s lines, naming only the emails
+    ``shows`` accepts (the console's viewer may see); none when the rules read nothing of
+    ``team``."""
+    return describe_seen(seen, shows) if isinstance(seen, Mapping) and seen else []
 
 
 def unknown_groups(node: Any, groups: list[str]) -> list[str]:

@@ -10,7 +10,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any
 
-from rulekit.audit.privacy import HIDDEN, client_label, hidden_values, hide, hide_event
+from rulekit.audit.privacy import (
+    HIDDEN,
+    client_label,
+    hidden_values,
+    hide,
+    hide_event,
+    hide_team,
+)
 from rulekit.engine.engine import Engine
 from rulekit.engine.trace import condition_state, in_full, planned_actions, rules_of
 from rulekit.errors import RulekitError
@@ -145,7 +152,7 @@ def as_document(
         "occurred_at": record.occurred_at.isoformat(),
         "processed_at": record.processed_at.isoformat(),
         "data": record.data if show_content else hide_event(record.data),
-        "trace": hide(in_full(record.trace), hidden),
+        "trace": _hidden_trace(record.trace, hidden),
         "jobs": jobs,
         "timers": [_timer_dict(timer, hidden) for timer in explanation.timers],
     }
@@ -158,6 +165,16 @@ def as_document(
     if raw:
         document["raw"] = _raw_text(explanation.inbox, show_content)
     return document
+
+
+def _hidden_trace(trace: dict[str, Any], hidden: PersonalValues | set[str]) -> Any:
+    """The trace as ``--format json`` shows it: the hidden values hidden, in what the rules
+    read of ``team`` too (a client's email is a key there)."""
+    shown = hide(in_full(trace), hidden)
+    team = trace.get("team")
+    if isinstance(shown, dict) and isinstance(team, dict) and team:
+        shown["team"] = hide_team(team, hidden)
+    return shown
 
 
 def _raw_text(inbox: InboxItem | None, show_content: bool) -> str | None:
@@ -230,7 +247,7 @@ def as_text(
     if isinstance(team, dict) and team:
         lines.append("")
         lines.append("team (as the rules read it)")
-        lines.extend(f"  {line}" for line in describe_seen(team))
+        lines.extend(f"  {line}" for line in describe_seen(hide_team(team, hidden)))
 
     lines.extend(_timer_lines(explanation, when, hidden))
     lines.append("")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
-from rulekit.audit.privacy import client_label, hidden_values, hide
+from rulekit.audit.privacy import client_label, hidden_values, hide, hide_team
 from rulekit.engine.trace import matched_rules
 from rulekit.models import parse_duration
 from rulekit.safetext import text_lines
@@ -116,8 +116,8 @@ def as_document(lines: list[HistoryLine], *, show_content: bool = False) -> dict
         timers = timer_summary(line, show_content=show_content)
         if timers:
             item["timers"] = timers
-        team = record.trace.get("team")
-        if isinstance(team, dict) and team:
+        team = team_read(line, show_content=show_content)
+        if team:
             item["team"] = team
         if show_content:
             item["client"]["email"] = client.get("email")
@@ -168,12 +168,19 @@ def timer_note(line: HistoryLine, *, show_content: bool = False) -> str:
     return f"  timers: {', '.join(notes)}" if notes else ""
 
 
-def team_note(line: HistoryLine) -> str:
-    """``  team: online: anna@…`` — the presence the rules read deciding about the event."""
+def team_read(line: HistoryLine, *, show_content: bool = False) -> dict[str, Any]:
+    """What the rules read of ``team`` deciding about the event (empty: nothing), the client's
+    email a rule passed to ``team.open_count()`` hidden as in :func:`timer_summary`."""
     team = line.record.trace.get("team")
     if not isinstance(team, dict) or not team:
-        return ""
-    return f"  team: {'; '.join(describe_seen(team))}"
+        return {}
+    return team if show_content else hide_team(team, hidden_values(line.record.data))
+
+
+def team_note(line: HistoryLine, *, show_content: bool = False) -> str:
+    """``  team: online: anna@…`` — the presence the rules read deciding about the event."""
+    team = team_read(line, show_content=show_content)
+    return f"  team: {'; '.join(describe_seen(team))}" if team else ""
 
 
 def as_text(lines: list[HistoryLine], *, timezone: tzinfo, show_content: bool = False) -> str:
@@ -187,9 +194,10 @@ def as_text(lines: list[HistoryLine], *, timezone: tzinfo, show_content: bool = 
         matched = ", ".join(matched_rules(record.trace)) or "-"
         client = client_label(record.data, show_content=show_content)
         timers = timer_note(line, show_content=show_content)
+        team = team_note(line, show_content=show_content)
         out.append(
             f"{when}  {record.event_id}  {record.channel}  {record.event}  {client}  "
-            f"rules: {matched}  actions: {outcome_summary(line)}{timers}{team_note(line)}"
+            f"rules: {matched}  actions: {outcome_summary(line)}{timers}{team}"
         )
         text = (record.data.get("message") or {}).get("text")
         if show_content and text:

@@ -7,7 +7,9 @@ a CI log is not a place for them. ``--show-content`` shows them. Where a string 
 value in any stored form (escaped for a markup, JSON-escaped, URL-encoded, other case: see
 :mod:`rulekit.store.forms`) — rendered action parameters, results, errors, trace reasons and
 condition errors, and the reasons of timers (why a timer was dropped or its ``unless:`` failed)
-— that part is hidden (``Refund from Jane: [hidden]``).
+— that part is hidden (``Refund from Jane: [hidden]``), and so is a client's email that a rule
+passed to ``team.open_count()`` where the output shows what the rules read of ``team``. The
+agents' emails and presence there are shown: the audit commands are for admins.
 """
 
 from __future__ import annotations
@@ -82,6 +84,17 @@ def _mask(value: Any, hidden: PersonalValues) -> Any:
     if isinstance(value, dict):
         return {key: _mask(item, hidden) for key, item in value.items()}
     return value
+
+
+def hide_team(seen: Mapping[str, Any], values: PersonalValues | Iterable[str]) -> dict[str, Any]:
+    """A trace's ``team`` (what the rules read of it) with the hidden values hidden, also where
+    they are keys: an email of the client that a rule passed to ``team.open_count()`` is the
+    client's data, the agents' emails are not."""
+    out: dict[str, Any] = hide(dict(seen), values)
+    counted = seen.get("open")
+    if isinstance(counted, Mapping):
+        out["open"] = {str(hide(str(key), values)): count for key, count in counted.items()}
+    return out
 
 
 def client_label(data: Mapping[str, Any], *, show_content: bool) -> str:

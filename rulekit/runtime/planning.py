@@ -30,7 +30,7 @@ from rulekit.store.cached import CachedState, probe
 from rulekit.store.lookups import Lookups
 from rulekit.store.recording import Recording, RecordingState, StateChanged
 from rulekit.store.records import JobSpec, NewEvent
-from rulekit.team import TeamFacts, seen_summary
+from rulekit.team import TeamFacts
 
 __all__ = [
     "Evaluated",
@@ -78,8 +78,13 @@ class Processed:
             "matched": self.matched,
             "actions": [{"rule": j.rule, "action": j.action} for j in self.jobs],
             "errors": self.errors,
-            # the presence the rules read deciding, as the console's event list words it
-            **({"team": team} if (team := seen_summary(self.team)) else {}),
+            # what the rules read of the team deciding: each console stream words it as
+            # `team` for its viewer, as the event list does (rulekit.server.console.team)
+            **(
+                {"team_read": {"seen": self.team, "client_email": event.client.email}}
+                if self.team
+                else {}
+            ),
         }
 
 

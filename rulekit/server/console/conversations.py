@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from rulekit.server.console.journal import event_summary, known
+from rulekit.server.console.team import TeamView
 from rulekit.store.base import JournaledState
 from rulekit.store.listing import ConversationQuery, ConversationSummary, Position
 from rulekit.store.records import EventRecord, Job
@@ -97,11 +98,11 @@ def locate(
 
 
 def view(
-    state: JournaledState, conversation_id: str, channels: Collection[str]
+    state: JournaledState, conversation_id: str, channels: Collection[str], team: TeamView
 ) -> dict[str, Any] | None:
     """A conversation: its state, the client panel, its thread (oldest first), its events
-    (newest first, with their jobs) and all their actions; None when it is unknown (or not on
-    ``channels``)."""
+    (newest first, with their jobs and the team their rules read as ``team``'s viewer may see
+    it) and all their actions; None when it is unknown (or not on ``channels``)."""
     located = locate(state, conversation_id, channels)
     if located is None:
         return None
@@ -133,7 +134,7 @@ def view(
             for record in reversed(records)
             if (entry := thread_entry(record, jobs[record.event_id])) is not None
         ],
-        "events": [event_summary(record, jobs[record.event_id]) for record in records],
+        "events": [event_summary(record, jobs[record.event_id], team) for record in records],
         "actions": [
             {**action_entry(job), "event": record.event}
             for record in records

@@ -1,5 +1,5 @@
 """What the console reads from the daemon's journal: recent events with their jobs, dead
-letters, a conversation with its client panel.
+letters.
 
 Plain blocking functions over a :class:`~rulekit.store.base.JournaledStore` (call them in a
 worker thread from async code); each reads in one read-only transaction
@@ -11,20 +11,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from rulekit.config import Directory
 from rulekit.server.console.sessions import Viewer
+from rulekit.server.console.team import TeamView
 from rulekit.store.base import JournaledStore
 from rulekit.store.records import EventRecord, Job
-from rulekit.team import seen_summary
 
 HISTORY_LIMIT = 50
-CONVERSATION_EVENTS = 500
-"""The most events of one conversation shown (its latest)."""
 
 
 def recent(
-    store: JournaledStore, viewer: Viewer
+    store: JournaledStore, viewer: Viewer, directory: Directory
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Recent events the viewer may see (with their jobs), and the dead letters likewise."""
+    """Recent events the viewer may see (with their jobs, and the team their rules read as
+    the viewer may see it in ``directory``), and the dead letters likewise."""
+    team = TeamView(viewer, directory)
     with store.reading() as state:
         if viewer.admin:
             records = state.history(limit=HISTORY_LIMIT)
@@ -37,7 +38,7 @@ def recent(
             mine.sort(key=lambda record: record.processed_at, reverse=True)
             records = mine[:HISTORY_LIMIT]
         jobs = state.jobs_of_events([r.event_id for r in records])
-        events = [event_summary(r, jobs[r.event_id]) for r in records]
+        events = [event_summary(r, jobs[r.event_id], team) for r in records]
         dead = []
         for job in state.jobs(status="dead", limit=HISTORY_LIMIT):
             record = state.get_event(job.event_id)
@@ -45,41 +46,6 @@ def recent(
             if viewer.may_see_channel(channel):
                 dead.append({**job_summary(job), "channel": channel})
     return events, dead
-
-
-def conversation(
-    store: JournaledStore, channel: str, conversation_id: str
-) -> dict[str, Any] | None:
-    """A conversation: its state, the client as last known (the client panel) and its events,
-    newest first; ``None`` when nothing is known of it."""
-    with store.reading() as state:
-        try:
-            stored = state.find_conversation(channel, conversation_id)
-        except NotImplementedError:
-            stored = None
-        records = state.conversation_events(channel, conversation_id, limit=CONVERSATION_EVENTS)
-        if stored is None and not records:
-            return None
-        conversation: dict[str, Any] = {}
-        client: dict[str, Any] = {}
-        for record in reversed(records):  # oldest first: later events know more
-            conversation.update(known(record.data.get("conversation")))
-            client.update(known(record.data.get("client")))
-        if stored is not None:
-            conversation.update(known(stored[1].model_dump(mode="json")))
-        client_id = client.get("id")
-        if client_id:
-            client_record = state.get_client(channel, client_id)
-            if client_record is not None:
-                client.update(known(client_record.model_dump(mode="json")))
-        jobs = state.jobs_of_events([r.event_id for r in records])
-        events = [event_summary(r, jobs[r.event_id]) for r in records]
-    return {
-        "channel": channel,
-        "conversation": {**conversation, "id": conversation_id},
-        "client": client,
-        "events": events,
-    }
 
 
 def event_channel(store: JournaledStore, event_id: str) -> str | None:
@@ -109,14 +75,18 @@ def job_summary(job: Job) -> dict[str, Any]:
     }
 
 
-def event_summary(record: EventRecord, jobs: list[Job]) -> dict[str, Any]:
+def event_summary(record: EventRecord, jobs: list[Job], team: TeamView) -> dict[str, Any]:
+    """An event of the event list (or of a conversation's events) with its jobs, and what its
+    rules read of the team (``team``) as ``team``'s viewer may see it."""
     summary = {
         "type": "event",
         "event": record.data,
         "processed_at": record.processed_at.isoformat(),
         "jobs": [job_summary(job) for job in jobs],
     }
-    team = seen_summary(record.trace.get("team"))
-    if team:  # the presence the rules read deciding about it
-        summary["team"] = team
+    client = record.data.get("client")
+    client_email = client.get("email") if isinstance(client, dict) else None
+    lines = team.summary(record.trace.get("team"), client_email)
+    if lines:  # the presence the rules read deciding about it
+        summary["team"] = lines
     return summary

@@ -93,7 +93,7 @@ class Presence:
                 "status": team.get(agent.email.lower(), "offline"),
             }
             for agent in directory.agents
-            if viewer.admin or viewer.channels & set(agent.channels) or _same(agent.email, viewer)
+            if viewer.may_see_agent(agent)
         ]
         return ok({"agents": agents})
 
@@ -109,7 +109,3 @@ class Presence:
         team = await self._team()
         presence = team.get(viewer.email.lower(), "offline")
         return ok({"email": viewer.email, "status": status, "presence": presence})
-
-
-def _same(email: str, viewer: Viewer) -> bool:
-    return viewer.email is not None and email.lower() == viewer.email.lower()

@@ -37,6 +37,7 @@ from rulekit.server.console.audience import Recorder, visible
 from rulekit.server.console.presence import Presence
 from rulekit.server.console.sessions import Sessions, Viewer, hash_problems, identify, token_hash
 from rulekit.server.console.stats import Stats
+from rulekit.server.console.team import TeamView
 from rulekit.server.console.throttle import SignInThrottle, retry_after
 from rulekit.server.console.web import same_origin
 from rulekit.server.console.web import secure as _secure
@@ -234,7 +235,8 @@ class Console:
         if viewer is None:
             return _error(401, "sign in first")
         self.recorder.start()
-        events, dead = await run_in_threadpool(journal.recent, self.store, viewer)
+        directory = self.get_snapshot().config.directory
+        events, dead = await run_in_threadpool(journal.recent, self.store, viewer, directory)
         reload = self.recorder.last_reload
         return _secure(
             JSONResponse(
@@ -305,7 +307,8 @@ class Console:
                         return
                     if await self._visible(viewer, message):
                         sent = max(sent, seq)
-                        yield _sse(message)
+                        team = TeamView(viewer, self.get_snapshot().config.directory)
+                        yield _sse(team.message(message))
             finally:
                 subscription.close()
 

@@ -16,7 +16,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-from rulekit.config import Config
+from rulekit.config import AgentEntry, Config
 
 SESSION_TTL = 12 * 3600.0
 """Seconds a session lives after its last use."""
@@ -35,6 +35,14 @@ class Viewer:
 
     def may_see_channel(self, channel: str | None) -> bool:
         return self.admin or (channel is not None and channel in self.channels)
+
+    def may_see_agent(self, agent: AgentEntry) -> bool:
+        """Whether the viewer may see this agent of the directory (their presence, what rules
+        read of them): the admin sees everyone, an agent themselves and the agents sharing a
+        channel with them. The console's presence and its ``team`` summaries both ask this."""
+        if self.admin or self.channels & set(agent.channels):
+            return True
+        return self.email is not None and agent.email.lower() == self.email.lower()
 
     def hears(self, to: object) -> bool:
         """Whether a sound addressed ``to`` (a list of emails or ``["*"]``) is for this viewer."""

@@ -30,6 +30,7 @@ from rulekit.safetext import text_problem
 from rulekit.server.console import conversations, idempotency
 from rulekit.server.console.guard import WriteBudget, bearer_token, json_content
 from rulekit.server.console.sessions import Viewer, identify, token_hash
+from rulekit.server.console.team import TeamView
 from rulekit.server.console.throttle import retry_after
 from rulekit.server.console.web import same_origin, secure
 from rulekit.store.listing import MAX_PAGE, MAX_TEXT, ConversationQuery
@@ -293,11 +294,12 @@ class Workspace:
     async def show(
         self, viewer: Viewer, conversation_id: str, channels: Collection[str]
     ) -> Response:
-        found = await self.read(conversations.view, conversation_id, channels)
+        config = self.console.get_snapshot().config
+        team = TeamView(viewer, config.directory)
+        found = await self.read(conversations.view, conversation_id, channels, team)
         if found is None:
             raise ApiError(404, "no such conversation")
         # what the panel offers: who can be assigned here, and the tags the config allows
-        config = self.console.get_snapshot().config
         found["assignable"] = [
             {"email": agent.email, "name": agent.name}
             for agent in config.directory.agents

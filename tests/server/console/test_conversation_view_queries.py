@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rulekit.config import Directory
 from rulekit.event import Event
 from rulekit.server.console import conversations
+from rulekit.server.console.sessions import Viewer
+from rulekit.server.console.team import TeamView
 from rulekit.store.records import JobSpec
 from rulekit.store.sqlite import SQLiteStore
+
+ADMIN = TeamView(Viewer(None, "admin", True), Directory([], []))
 
 
 def statements_of_a_view(tmp_path: Path, events: int) -> tuple[int, dict]:
@@ -28,7 +33,7 @@ def statements_of_a_view(tmp_path: Path, events: int) -> tuple[int, dict]:
         statements: list[str] = []
         store._conn.set_trace_callback(statements.append)  # type: ignore[union-attr]
         with store.reading() as state:
-            view = conversations.view(state, "chat:c1", ["chat"])
+            view = conversations.view(state, "chat:c1", ["chat"], ADMIN)
         store._conn.set_trace_callback(None)  # type: ignore[union-attr]
     finally:
         store.close()

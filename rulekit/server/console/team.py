@@ -1,0 +1,68 @@
+"""What the console shows a viewer of the team the rules read deciding about an event.
+
+The trace of an event whose rules read ``team`` keeps the emails they read: the agents online
+(``team.online``, ``team.online_in('sales')``) and whatever email a rule passed to
+``team.open_count()``. The event list, a conversation's events and the live feed word it
+(:func:`rulekit.team.seen_summary`) for each viewer as the console's presence shows the team:
+
+* an agent of the directory is named only to a viewer who may see them
+  (:meth:`~rulekit.server.console.sessions.Viewer.may_see_agent`: the admin, the agent
+  themselves, the agents sharing a channel with them);
+* an email that is no agent's (a client's, passed by a rule) is named only when it is the
+  event's own client's: the console shows a client only to the agents of the client's channel,
+  and the event reaches only those. Any other email is named to the admin only.
+
+The others are counted, not named (``online in sales: 1 other``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rulekit.config import Directory
+from rulekit.server.console.sessions import Viewer
+from rulekit.team import seen_summary
+
+READ = "team_read"
+"""The live feed's key for what the rules read of ``team`` (with the event's client's email),
+which each console stream words as ``team`` for its viewer and never sends as it is."""
+
+
+@dataclass(frozen=True)
+class TeamView:
+    """The team as ``viewer`` may see it in the console, by the current directory."""
+
+    viewer: Viewer
+    directory: Directory
+
+    def summary(self, seen: Any, client_email: Any) -> list[str]:
+        """The lines of ``team`` for an event whose rules read ``seen`` and whose client's
+        email is ``client_email``: the emails the viewer may not see counted, not named."""
+        return seen_summary(seen, None if self.viewer.admin else self._shows(client_email))
+
+    def _shows(self, client_email: Any) -> Callable[[str], bool]:
+        client = client_email.strip().lower() if isinstance(client_email, str) else ""
+
+        def shows(email: str) -> bool:
+            key = str(email).strip().lower()
+            agent = self.directory.get(key)
+            if agent is not None:
+                return self.viewer.may_see_agent(agent)
+            return bool(client) and key == client
+
+        return shows
+
+    def message(self, message: dict[str, Any]) -> dict[str, Any]:
+        """A live-feed message as the viewer receives it: what the rules read of ``team``
+        (:data:`READ`) worded as its ``team``."""
+        if READ not in message:
+            return message
+        shown = {key: value for key, value in message.items() if key != READ}
+        read = message[READ]
+        if isinstance(read, Mapping):
+            lines = self.summary(read.get("seen"), read.get("client_email"))
+            if lines:
+                shown["team"] = lines
+        return shown
