@@ -85,7 +85,10 @@ def for_providers(body: bytes) -> bytes:
 
     A body :func:`load` refuses is returned unchanged (the provider reports it).
     """
-    if not body.startswith(_BOM_BYTES) and _ESCAPED_SURROGATE.search(body) is None:
+    if not body.startswith(_BOM_BYTES) and (
+        b"\\" not in body  # (no escape at all, as most services write: no search needed)
+        or _ESCAPED_SURROGATE.search(body) is None
+    ):
         return body
     try:
         data = load(body)

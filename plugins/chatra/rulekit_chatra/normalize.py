@@ -31,13 +31,14 @@ from typing import Any
 from rulekit.config import Directory
 from rulekit.countries import country_code
 from rulekit.event import Agent, Client, Conversation, Event, Message
-from rulekit.models import trusted_instance, trusted_whole
+from rulekit.models import trusted_instance, whole_builder
 from rulekit.store.base import State
 
 from .payload import ChatraAgent, ChatraClient, ChatraMessage, Payload
-from .settings import ChatraSettings
+from .settings import CLIENT_FIELDS, ChatraSettings
 
 _MISSING = object()
+_ID = operator.attrgetter("id")
 _AUTHORS = ("client", "agent")
 """Message types that have events (any other is a system message)."""
 
@@ -64,23 +65,30 @@ class Normalizer:
         conversation = None
         if known_conversation is not None:
             conversation = _refreshed(known_conversation, payload)
-        emit = _Emitter(channel, client, payload.raw)
+        raw = payload.raw
+        events: list[Event] = []
+        emit = events.append
 
         if conversation is not None and known_client is not None and client is not known_client:
             changed = {f: getattr(client, f) for f in CONTACT_FIELDS}
             if changed != {f: getattr(known_client, f) for f in CONTACT_FIELDS}:
                 emit(
-                    "client_updated",
-                    f"client:{key}:{_digest(str(v) for v in changed.values())}",
-                    conversation,
-                    _first_time(payload.messages),
+                    _event(
+                        channel,
+                        client,
+                        raw,
+                        "client_updated",
+                        f"client:{key}:{_digest(str(v) for v in changed.values())}",
+                        conversation,
+                        _first_time(payload.messages),
+                    )
                 )
 
         messages = payload.messages
         transcript = payload.event_name == "chatTranscript"
         # Every message id is marked seen (our own reply's echo too, in case the transcript's
         # copy lacks the tag), and a transcript's close: in one call, in that order.
-        marks = [message.id for message in messages]
+        marks = list(map(_ID, messages))
         if transcript:
             chat = payload.client.chat_id or key
             last = messages[-1].id if messages else "none"
@@ -101,51 +109,114 @@ class Normalizer:
                 name = "agent_replied"
             if conversation.status != "open":
                 conversation = conversation.replaced(status="open")
-            agent = (
-                _author(message, payload.agents, self.directory)
-                if author == "agent"
-                else _no_agent()
-            )
+            if author == "agent":
+                agent = _author(message, payload.agents, self.directory)
+            else:
+                agent = _build_agent(
+                    {"id": None, "email": None, "name": None, "known": False}, _NOTHING_GIVEN
+                )
+            created_at = message.created_at
+            # (``_event`` written out: this runs for every message's event)
             emit(
-                name,
-                f"msg:{message.id}",
-                conversation,
-                message.created_at,
-                transcript,
-                trusted_whole(
-                    Message,
+                _build_event(
                     {
-                        "id": message.id,
-                        "text": message.text,
-                        "author": author,
-                        "agent": agent.email,
-                        "created_at": message.created_at,
-                        "kind": None,
-                        "edited": False,
+                        "id": f"{channel}:msg:{message.id}",
+                        "channel": channel,
+                        "event": name,
+                        "occurred_at": created_at or datetime.now(UTC),
+                        "origin": "channel",
+                        "recovered": transcript,
+                        "conversation": conversation,
+                        "client": client,
+                        "message": _build_message(
+                            {
+                                "id": message.id,
+                                "text": message.text,
+                                "author": author,
+                                "agent": agent.__dict__["email"],
+                                "created_at": created_at,
+                                "kind": None,
+                                "edited": False,
+                            },
+                            _MESSAGE_GIVEN,
+                        ),
+                        "agent": agent,
+                        "changed": {},
+                        "raw": raw,
                     },
-                    _MESSAGE_GIVEN,
-                ),
-                agent,
+                    _EVENT_GIVEN,
+                )
             )
 
         # The mark makes a redelivered (or late) transcript close nothing a second time.
         if transcript and fresh[-1]:
             conversation = _with_status(conversation or self._new_conversation(payload), "closed")
-            emit("closed", closing, conversation, _last_time(messages))
+            emit(
+                _event(channel, client, raw, "closed", closing, conversation, _last_time(messages))
+            )
 
         if conversation is not None:
             if conversation is not known_conversation:
                 state.save_conversation(channel, key, conversation)
             if client is not known_client:
                 state.save_client(channel, client)
-        return emit.events
+        return events
 
     def client(self, data: ChatraClient, known: Client | None) -> Client:
         """The client record: what Chatra sent now, over what was known, for the configured
         ``client_data`` fields only. A field Chatra left out keeps its known value; an
         unchanged record is ``known`` itself."""
-        if known is not None and self._unchanged(data, known):
+        if known is None:
+            if self._takes_every_field:  # (the usual settings, for a new visitor: written out)
+                return _build_client(
+                    {
+                        "id": data.id,
+                        "name": data.name,
+                        "display_name": data.display_name,
+                        "email": data.email,
+                        "phone": data.phone,
+                        "notes": data.notes,
+                        "ip": data.ip,
+                        "browser": data.browser,
+                        "os": data.os,
+                        "language": data.language,
+                        "browser_language": data.browser_language,
+                        "country": data.country,
+                        "country_code": None,  # derived from ``country`` by the build
+                        "city": data.city,
+                        "last_visit": data.last_visit,
+                        "custom": data.custom,
+                    },
+                    _EVERY_CLIENT_FIELD_GIVEN,
+                )
+        elif self._unchanged(data, known):
             return known
+        elif self._takes_every_field:  # (the usual settings: written out, as for a new one)
+            had = known.__dict__
+            client = _build_client(
+                {
+                    "id": data.id,
+                    "name": had["name"] if data.name is None else data.name,
+                    "display_name": data.display_name or had["display_name"],
+                    "email": had["email"] if data.email is None else data.email,
+                    "phone": had["phone"] if data.phone is None else data.phone,
+                    "notes": had["notes"] if data.notes is None else data.notes,
+                    "ip": had["ip"] if data.ip is None else data.ip,
+                    "browser": had["browser"] if data.browser is None else data.browser,
+                    "os": had["os"] if data.os is None else data.os,
+                    "language": had["language"] if data.language is None else data.language,
+                    "browser_language": had["browser_language"]
+                    if data.browser_language is None
+                    else data.browser_language,
+                    "country": had["country"] if data.country is None else data.country,
+                    "country_code": None,  # derived from ``country`` by the build
+                    "city": had["city"] if data.city is None else data.city,
+                    "last_visit": had["last_visit"] if data.last_visit is None else data.last_visit,
+                    "custom": {**had["custom"], **data.custom},
+                },
+                _EVERY_CLIENT_FIELD_GIVEN,
+            )
+            return known if had == client.__dict__ else client
         names, sent_of, _ = self._compared
         sent = sent_of(data)
         custom = self._client_data[1]
@@ -174,12 +245,34 @@ class Normalizer:
         had = known.__dict__
         if (data.display_name or had["display_name"]) != had["display_name"]:
             return False
-        names, sent_of, held_of = self._compared
-        sent = sent_of(data)
-        if sent != held_of(had):  # (else all the same: the usual case, compared at once)
-            for name, value in zip(names, sent, strict=True):
-                if value is not None and value != had[name]:
-                    return False
+        if self._takes_every_field:  # (the usual settings: each field compared, written out)
+            if not (
+                data.id == had["id"]
+                and (data.name is None or data.name == had["name"])
+                and (data.email is None or data.email == had["email"])
+                and (data.phone is None or data.phone == had["phone"])
+                and (data.notes is None or data.notes == had["notes"])
+                and (data.ip is None or data.ip == had["ip"])
+                and (data.browser is None or data.browser == had["browser"])
+                and (data.os is None or data.os == had["os"])
+                and (data.language is None or data.language == had["language"])
+                and (
+                    data.browser_language is None
+                    or data.browser_language == had["browser_language"]
+                )
+                and (data.country is None or data.country == had["country"])
+                and (data.city is None or data.city == had["city"])
+                and (data.last_visit is None or data.last_visit == had["last_visit"])
+            ):
+                return False
+        else:
+            _, sent_of, held_of = self._compared
+            sent = sent_of(data)
+            held = held_of(had)
+            if sent != held:  # (else all the same, compared at once; a webhook leaving some out)
+                for value, old in zip(sent, held, strict=True):  # (in ``_compared``'s order)
+                    if value is not None and value != old:
+                        return False
         if self._other_fields and any(had[name] is not None for name in self._other_fields):
             return False  # fields not taken (any longer) are dropped
         if had["country_code"] != (country_code(had["country"]) if had["country"] else None):
@@ -187,7 +280,14 @@ class Normalizer:
         known_custom = had["custom"]
         if not self._client_data[1]:
             return not known_custom
-        return data.custom.items() <= known_custom.items()  # every key sent, with its value
+        sent_custom = data.custom
+        # every key sent, with its value (usually none)
+        return not sent_custom or sent_custom.items() <= known_custom.items()
+
+    @functools.cached_property
+    def _takes_every_field(self) -> bool:
+        """Whether ``client_data`` takes every field Chatra can supply (the default)."""
+        return set(self.settings.client_data) >= set(CLIENT_FIELDS)
 
     @functools.cached_property
     def _other_fields(self) -> tuple[str, ...]:
@@ -212,8 +312,7 @@ class Normalizer:
 
     def _new_conversation(self, payload: Payload) -> Conversation:
         client = payload.client
-        return trusted_whole(
-            Conversation,
+        return _build_conversation(
             {
                 "id": f"{self.channel}:{client.id}",
                 "external_id": client.chat_id,
@@ -234,50 +333,39 @@ class Normalizer:
         )
 
 
-class _Emitter:
-    """Collects a payload's events."""
-
-    __slots__ = ("channel", "client", "events", "raw")
-
-    def __init__(self, channel: str, client: Client, raw: Any) -> None:
-        self.channel = channel
-        self.client = client
-        self.raw = raw
-        self.events: list[Event] = []
-
-    def __call__(
-        self,
-        name: str,
-        event_id: str,
-        conversation: Conversation,
-        occurred_at: datetime | None,
-        recovered: bool = False,
-        message: Message | None = None,
-        agent: Agent | None = None,
-    ) -> None:
-        # Every part was built here from the read payload: nothing to validate again (and the
-        # id is given, so ``Event`` would derive nothing). Written out whole: this runs for
-        # every event, and its fields are the ones validation would be given (``_EVENT_GIVEN``).
-        self.events.append(
-            trusted_whole(
-                Event,
-                {
-                    "id": f"{self.channel}:{event_id}",
-                    "channel": self.channel,
-                    "event": name,
-                    "occurred_at": occurred_at or datetime.now(UTC),
-                    "origin": "channel",
-                    "recovered": recovered,
-                    "conversation": conversation,
-                    "client": self.client,
-                    "message": message or _no_message(),
-                    "agent": agent or _no_agent(),
-                    "changed": {},
-                    "raw": self.raw,
-                },
-                _EVENT_GIVEN,
-            )
-        )
+def _event(
+    channel: str,
+    client: Client,
+    raw: Any,
+    name: str,
+    event_id: str,
+    conversation: Conversation,
+    occurred_at: datetime | None,
+    recovered: bool = False,
+    message: Message | None = None,
+    agent: Agent | None = None,
+) -> Event:
+    """One of a payload's events. Every part was built here from the read payload: nothing to
+    validate again (and the id is given, so ``Event`` would derive nothing). Written out whole:
+    this runs for every event, and its fields are the ones validation would be given
+    (``_EVENT_GIVEN``)."""
+    return _build_event(
+        {
+            "id": f"{channel}:{event_id}",
+            "channel": channel,
+            "event": name,
+            "occurred_at": occurred_at or datetime.now(UTC),
+            "origin": "channel",
+            "recovered": recovered,
+            "conversation": conversation,
+            "client": client,
+            "message": _no_message() if message is None else message,
+            "agent": _no_agent() if agent is None else agent,
+            "changed": {},
+            "raw": raw,
+        },
+        _EVENT_GIVEN,
+    )
 
 
 _EVENT_GIVEN = frozenset(Event.model_fields.keys() - {"origin", "changed"})
@@ -285,26 +373,34 @@ _CONVERSATION_GIVEN = frozenset(("id", "external_id", "status", "group", "page",
 _MESSAGE_GIVEN = frozenset(("id", "text", "author", "agent", "created_at"))
 _AGENT_GIVEN = frozenset(("id", "email", "name", "known"))
 _NOTHING_GIVEN: frozenset[str] = frozenset()
+# (each model's trusted build, called directly: several per webhook)
+_build_event = whole_builder(Event)
+_build_message = whole_builder(Message)
+_build_agent = whole_builder(Agent)
+_build_conversation = whole_builder(Conversation)
+_build_client = whole_builder(Client)
+_EVERY_CLIENT_FIELD_GIVEN = frozenset(Client.model_fields.keys() - {"country_code"})
 
 
 def _no_agent() -> Agent:
     """``Agent()``: the event has no agent."""
-    fields = {"id": None, "email": None, "name": None, "known": False}
-    return trusted_whole(Agent, fields, _NOTHING_GIVEN)
+    return _build_agent({"id": None, "email": None, "name": None, "known": False}, _NOTHING_GIVEN)
 
 
 def _no_message() -> Message:
     """``Message()``: the event has no message."""
-    fields = {
-        "id": None,
-        "text": None,
-        "author": None,
-        "agent": None,
-        "created_at": None,
-        "kind": None,
-        "edited": False,
-    }
-    return trusted_whole(Message, fields, _NOTHING_GIVEN)
+    return _build_message(
+        {
+            "id": None,
+            "text": None,
+            "author": None,
+            "agent": None,
+            "created_at": None,
+            "kind": None,
+            "edited": False,
+        },
+        _NOTHING_GIVEN,
+    )
 
 
 def _author(message: ChatraMessage, agents: Sequence[ChatraAgent], directory: Directory) -> Agent:
@@ -320,8 +416,7 @@ def _author(message: ChatraMessage, agents: Sequence[ChatraAgent], directory: Di
         chatra = agents[0]  # the only agent in the chat wrote it
     email = chatra.email if chatra else None
     entry = directory.get(email)
-    return trusted_whole(
-        Agent,
+    return _build_agent(
         {
             "id": agent_id or (chatra.id if chatra else None),
             "email": entry.email if entry else email,

@@ -36,16 +36,6 @@ Chatra's: rulekit's own, see :mod:`rulekit_chatra.fetch`), read like a webhook's
 CONTACT_KEYS: tuple[str, ...] = ("name", "email", "phone", "notes")
 """Keys of Chatra's visitor info that are contact data; any other key is the site's custom data."""
 
-_PLACE_KEYS: tuple[str, ...] = (
-    # Chatra's keys of the client's environment, in the order of ChatraClient's fields (ip...)
-    "ip",
-    "browser",
-    "os",
-    "chatLanguage",
-    "browserLanguage",
-    "country",
-    "city",
-)
 _NOT_CUSTOM = frozenset(CONTACT_KEYS)
 _NO_CONTACT = (None,) * len(CONTACT_KEYS)
 
@@ -143,12 +133,15 @@ def read_payload(data: Any) -> Payload:
         client,
         _messages(data, client.id),
         _agents(data),
-        _string(page.get("link")) if isinstance(page, dict) else None,
+        (link.strip() or None)  # (``_string`` written out)
+        if isinstance(page, dict) and isinstance(link := page.get("link"), str)
+        else None,
         data,
     )
 
 
 _decode = msgspec.json.Decoder().decode
+_from_timestamp = datetime.fromtimestamp
 _EVENT_NAMES = frozenset((*EVENT_NAMES, FETCHED))
 
 
@@ -170,8 +163,15 @@ def _client(value: Any) -> ChatraClient:
     if not isinstance(value, dict):
         raise ChannelError(f"client must be an object, got {_kind(value)}")
     get = value.get
-    raw_id = get("id")
-    client_id = _identifier(raw_id)
+    raw_id = client_id = get("id")
+    if not (  # (``_identifier``'s usual case written out, as in ``_message``)
+        type(client_id) is str
+        and 0 < len(client_id) <= MAX_KEY_CHARS
+        and client_id.isascii()
+        and client_id == client_id.strip()
+        and "\x00" not in client_id
+    ):
+        client_id = _identifier(raw_id)
     if client_id is None:
         if raw_id is None:
             raise ChannelError("client.id is missing")
@@ -186,24 +186,68 @@ def _client(value: Any) -> ChatraClient:
     integration = get("integrationData")
     if basic == info:
         basic = None  # (usually: ``info`` merges it with nothing else) read once
-    sources = [s for s in (info, basic, integration) if s and isinstance(s, dict)]
-    contact = _contact(sources) if sources else _NO_CONTACT
-    custom = {}
-    for source in (info, integration):
-        if source and isinstance(source, dict) and not source.keys() <= _NOT_CUSTOM:
-            custom.update((k, v) for k, v in source.items() if k not in _NOT_CUSTOM)
+    if basic is None and integration is None:
+        # (most webhooks: ``info`` alone) its contact fields read at once, its others custom
+        if info and isinstance(info, dict):
+            # (``_contact`` of one source, written out)
+            name, email = info.get("name"), info.get("email")
+            phone, notes = info.get("phone"), info.get("notes")
+            name = (name.strip() or None) if isinstance(name, str) else None
+            email = (email.strip() or None) if isinstance(email, str) else None
+            phone = (phone.strip() or None) if isinstance(phone, str) else None
+            notes = (notes.strip() or None) if isinstance(notes, str) else None
+            custom = (
+                {} if info.keys() <= _NOT_CUSTOM else _custom_of(info)
+            )  # (usually nothing but contact fields)
+        else:
+            name = email = phone = notes = None
+            custom = {}
+    else:
+        sources = [s for s in (info, basic, integration) if s and isinstance(s, dict)]
+        name, email, phone, notes = _contact(sources) if sources else _NO_CONTACT
+        custom = {}
+        for source in (info, integration):
+            if source and isinstance(source, dict) and not source.keys() <= _NOT_CUSTOM:
+                custom.update(_custom_of(source))
+    chat_id = get("chatId")
+    if not (  # (as the client's id)
+        type(chat_id) is str
+        and 0 < len(chat_id) <= MAX_KEY_CHARS
+        and chat_id.isascii()
+        and chat_id == chat_id.strip()
+        and "\x00" not in chat_id
+    ):
+        chat_id = _identifier(chat_id)
+    # (``_string`` written out for each text field: this is most of the reading)
+    link, shown = get("chatLink"), get("displayedName")
+    ip, browser, system = get("ip"), get("browser"), get("os")
+    language, browser_language = get("chatLanguage"), get("browserLanguage")
+    country, city = get("country"), get("city")
     visit = get("lastVisit")
-    # (positional, in the fields' order; ``_string`` written out: this is most of the reading)
-    return ChatraClient(
+    return ChatraClient(  # (positional, in the fields' order)
         client_id,
-        _identifier(get("chatId")),
-        _string(get("chatLink")),
-        _string(get("displayedName")),
-        *contact,
-        *[(t.strip() or None) if isinstance(t := get(key), str) else None for key in _PLACE_KEYS],
+        chat_id,
+        (link.strip() or None) if isinstance(link, str) else None,
+        (shown.strip() or None) if isinstance(shown, str) else None,
+        name,
+        email,
+        phone,
+        notes,
+        (ip.strip() or None) if isinstance(ip, str) else None,
+        (browser.strip() or None) if isinstance(browser, str) else None,
+        (system.strip() or None) if isinstance(system, str) else None,
+        (language.strip() or None) if isinstance(language, str) else None,
+        (browser_language.strip() or None) if isinstance(browser_language, str) else None,
+        (country.strip() or None) if isinstance(country, str) else None,
+        (city.strip() or None) if isinstance(city, str) else None,
         timestamp(visit.get("startedAt")) if isinstance(visit, dict) else None,
         custom,
     )
+
+
+def _custom_of(source: dict[str, Any]) -> dict[str, Any]:
+    """The custom data of one source: its keys that are not contact fields."""
+    return {k: v for k, v in source.items() if k not in _NOT_CUSTOM}
 
 
 def _contact(sources: list[dict[str, Any]]) -> list[str | None]:
@@ -226,6 +270,8 @@ def _messages(data: dict[str, Any], client_id: str) -> tuple[ChatraMessage, ...]
         return () if single is None else (_message("message", single, client_id),)
     if not isinstance(many, list):
         raise ChannelError(f"messages must be a list, got {_kind(many)}")
+    if single is None and len(many) == 1:
+        return (_message(0, many[0], client_id),)  # (a fragment's usual one message)
     found = [_message(index, item, client_id) for index, item in enumerate(many)]
     if single is not None:
         found.insert(0, _message("message", single, client_id))
@@ -243,15 +289,35 @@ def _message(where: str | int, value: Any, client_id: str) -> ChatraMessage:
         raise ChannelError(f"{_where(where)} {problem}")
     text = get("text")
     if not isinstance(text, str):
-        text = _text(where, value)
-    created_at = timestamp(get("createdAt"))
-    message_id = _identifier(get("id"))
-    if message_id is None:
-        # No id: derive one from the content, so a redelivery still gets the same one.
-        when = created_at.isoformat() if created_at else ""
-        parts = [client_id, kind, when, text or ""]
-        digest = hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass"))
-        message_id = "content-" + digest.hexdigest()[:20]
+        if text is None and isinstance(other := get("message"), str):
+            text = other  # (``_text``'s usual case, written out)
+        else:
+            text = _text(where, value)
+    # (``timestamp`` and ``_identifier`` written out for the usual values: this runs for every
+    # message)
+    created_at = get("createdAt")
+    if type(created_at) is int:
+        try:
+            created_at = _from_timestamp(created_at / 1000, UTC)
+        except (ValueError, OverflowError, OSError):
+            created_at = None
+    else:
+        created_at = timestamp(created_at)
+    message_id = get("id")
+    if not (
+        type(message_id) is str
+        and 0 < len(message_id) <= MAX_KEY_CHARS
+        and message_id.isascii()
+        and message_id == message_id.strip()
+        and "\x00" not in message_id
+    ):
+        message_id = _identifier(message_id)
+        if message_id is None:
+            # No id: derive one from the content, so a redelivery still gets the same one.
+            when = created_at.isoformat() if created_at else ""
+            parts = [client_id, kind, when, text or ""]
+            digest = hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass"))
+            message_id = "content-" + digest.hexdigest()[:20]
     agent_id = get("agentId")
     agent_name = get("agentName")
     received_from = get("receivedFrom")
@@ -290,15 +356,19 @@ def _agents(data: dict[str, Any]) -> tuple[ChatraAgent, ...]:
         items = [single, *items]
     elif not items:
         return ()  # (most webhooks)
-    return tuple(
-        [
-            ChatraAgent(
-                _identifier(item.get("id")), _string(item.get("name")), _string(item.get("email"))
+    found = []
+    for item in items:
+        if isinstance(item, dict):
+            get = item.get
+            name, email = get("name"), get("email")
+            found.append(
+                ChatraAgent(  # (``_string`` written out)
+                    _identifier(get("id")),
+                    (name.strip() or None) if isinstance(name, str) else None,
+                    (email.strip() or None) if isinstance(email, str) else None,
+                )
             )
-            for item in items
-            if isinstance(item, dict)
-        ]
-    )
+    return tuple(found)
 
 
 # -- values -------------------------------------------------------------------------------------

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import operator
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from chatra_samples import DATA, encode, make_provider, sample, sample_body
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,7 +19,16 @@ from rulekit.errors import ChannelError
 from rulekit.event import Client
 from rulekit.store import MemoryStore
 
-from rulekit_chatra.payload import ChatraClient, parse_body, read_payload
+from rulekit_chatra.payload import (
+    CONTACT_KEYS,
+    ChatraClient,
+    _contact,
+    _identifier,
+    _string,
+    parse_body,
+    read_payload,
+    timestamp,
+)
 from rulekit_chatra.settings import CLIENT_FIELDS
 
 SAMPLES = sorted(p.name for p in DATA.glob("*.json"))
@@ -323,3 +334,123 @@ def test_any_events_are_the_validated_ones(payloads):
             continue
         for event in events:
             assert_built_as_validated(event)
+
+
+# -- the usual paths, written out -----------------------------------------------------------------
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    fields=st.permutations(CLIENT_FIELDS),
+    known_values=values_of(CLIENT_FIELDS),  # (its country code derived, as usual)
+    known_custom=st.dictionaries(st.sampled_from("ab"), VALUES, max_size=2),
+    known_display=VALUES,
+    known_at_all=st.booleans(),
+    changed=st.sampled_from([None, "display_name", "custom", *CLIENT_FIELDS]),
+    draw=st.data(),
+)
+def test_with_every_field_taken_a_client_record_is_the_one_of_the_general_path(
+    fields, known_values, known_custom, known_display, known_at_all, changed, draw
+):
+    """With every client field taken (the default), records are built and compared written out:
+    the same records, as validation makes them, as the path for any ``client_data``."""
+    normalizer = make_provider(client_data=fields).normalizer
+    general = make_provider(client_data=fields).normalizer
+    general.__dict__["_takes_every_field"] = False  # (its cached answer, overridden)
+    # what is sent: each field what is known or nothing, but for the one ``changed`` (if any)
+    sent: dict[str, Any] = {
+        "display_name": known_display,
+        "custom": known_custom,
+        **known_values,
+    }
+    for name in sent:
+        if name == changed:
+            strategy = values_of((name,)).map(operator.itemgetter(name))
+            if name == "custom":
+                strategy = st.dictionaries(st.sampled_from("ab"), VALUES, max_size=2)
+            elif name == "display_name":
+                strategy = VALUES
+            sent[name] = draw.draw(strategy)
+        elif draw.draw(st.booleans()):
+            sent[name] = {} if name == "custom" else None
+    data = ChatraClient(id="v1", **sent)
+    known = None
+    if known_at_all:
+        known = Client(id="v1", display_name=known_display, custom=known_custom, **known_values)
+    record = normalizer.client(data, known)
+    expected = general.client(data, known)
+    assert record == expected == full_record(normalizer, data, known)
+    assert record.model_fields_set == expected.model_fields_set
+    assert_built_as_validated(record)
+    assert (record is known) == (expected is known)
+    assert normalizer.client(data, record) is record
+    if known is not None:
+        assert normalizer._unchanged(data, known) == general._unchanged(data, known)
+    stale = record.model_copy(update={"country_code": "ZZ"})
+    assert normalizer.client(data, stale) == record
+
+
+ODD_TEXTS = st.sampled_from(
+    ["x", " x ", "", " ", "\x00", "a\x00b", "é", "\ud800", "x" * 200, "x" * 201, " " + "x" * 200]
+)
+TEXT_KEYS = [
+    *("chatLink", "displayedName", "ip", "browser", "os"),
+    *("chatLanguage", "browserLanguage", "country", "city"),
+]
+ODD_VALUES = ODD_TEXTS | st.none() | st.booleans() | st.integers() | st.floats() | json_values
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    client_id=ODD_VALUES,
+    chat_id=ODD_VALUES,
+    texts=st.dictionaries(st.sampled_from(TEXT_KEYS), ODD_VALUES),
+    contact=st.dictionaries(st.sampled_from(["name", "email", "phone", "notes", "x"]), ODD_VALUES),
+    message_id=ODD_VALUES,
+    created_at=ODD_VALUES | st.integers(-(10**20), 10**20),
+    agent=st.dictionaries(st.sampled_from(["id", "name", "email"]), ODD_VALUES),
+)
+def test_the_written_out_reading_reads_as_its_helpers(
+    client_id, chat_id, texts, contact, message_id, created_at, agent
+):
+    """The reading writes out ``_identifier``, ``_string``, ``timestamp`` and ``_contact`` for
+    the usual values: whatever the values, it reads what they read."""
+    client = {"id": client_id, "chatId": chat_id, "info": contact, **texts}
+    message = {"id": message_id, "type": "client", "text": "hi", "createdAt": created_at}
+    data = {"eventName": "chatFragment", "client": client, "messages": [message], "agent": agent}
+    if _identifier(client_id) is None:
+        with pytest.raises(ChannelError):
+            read_payload(data)
+        return
+    payload = read_payload(data)
+    read = payload.client
+    assert (read.id, read.chat_id) == (_identifier(client_id), _identifier(chat_id))
+    keys = {
+        "chat_link": "chatLink",
+        "display_name": "displayedName",
+        "ip": "ip",
+        "browser": "browser",
+        "os": "os",
+        "language": "chatLanguage",
+        "browser_language": "browserLanguage",
+        "country": "country",
+        "city": "city",
+    }
+    for name, key in keys.items():
+        assert getattr(read, name) == _string(texts.get(key)), name
+    sources = [contact] if contact else []
+    expected_contact = _contact(sources) if sources else [None] * 4
+    assert [read.name, read.email, read.phone, read.notes] == expected_contact
+    assert read.custom == {k: v for k, v in contact.items() if k not in CONTACT_KEYS}
+    (read_message,) = payload.messages
+    assert read_message.created_at == timestamp(created_at)
+    if _identifier(message_id) is not None:
+        assert read_message.id == _identifier(message_id)
+    else:
+        assert read_message.id.startswith("content-")
+    (read_agent,) = payload.agents
+    assert (read_agent.id, read_agent.name, read_agent.email) == (
+        _identifier(agent.get("id")),
+        _string(agent.get("name")),
+        _string(agent.get("email")),
+    )
