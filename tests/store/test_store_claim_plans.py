@@ -22,8 +22,11 @@ import pytest
 from postgres_schemas import POSTGRES_ENV
 from store_backends import BACKENDS, Backend
 
+from rulekit.config import Directory
 from rulekit.event import Conversation, Event
 from rulekit.server.console.conversations import view
+from rulekit.server.console.sessions import Viewer
+from rulekit.server.console.team import TeamView
 from rulekit.store import JournaledState, JournaledStore
 from rulekit.store.records import JobSpec
 
@@ -231,9 +234,12 @@ def test_a_claim_with_nothing_due_claims_nothing(seeded: JournaledStore) -> None
         assert state.claim_timers("me", lease=60, now=NOW) == []
 
 
+_ADMIN = TeamView(Viewer(None, "admin", True), Directory([], []))
+
+
 def test_the_console_finds_an_old_conversation_by_index(seeded: JournaledStore) -> None:
     found: list[object] = []
-    plans = _plans(seeded, lambda state: found.append(view(state, "chat:seed#7", ["chat"])))
+    plans = _plans(seeded, lambda state: found.append(view(state, "chat:seed#7", ["chat"], _ADMIN)))
     assert found != [None]
     assert plans
     for sql, plan in plans:
