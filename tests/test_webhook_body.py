@@ -94,3 +94,23 @@ def test_the_built_in_webhook_provider_reads_surrogates_as_replacement_character
     with MemoryStore().transaction() as state:
         [event] = provider.parse(body, state)
     assert (event.id, event.client.id, event.client.name) == ("e\ufffd", "c\ufffd", "\ufffd")
+
+
+@pytest.mark.parametrize("id_", ["a\x00b", "\x00", "x" * 10 + "\x00"])
+def test_ids_with_nul_are_stored_with_a_replacement_character(id_):
+    """PostgreSQL's text cannot hold NUL: an id holding one (ASCII and short, the usual shape)
+    must not reach the store as it is, whichever provider read it."""
+    provider = WebhookProvider(ChannelContext("web", ChannelSettings(), Directory([], [])))
+    item = {
+        "id": id_,
+        "event": "message",
+        "conversation": {"id": id_},
+        "client": {"id": id_},
+        "agent": {"id": id_},
+        "message": {"id": id_, "text": "hi"},
+    }
+    with MemoryStore().transaction() as state:
+        [event] = provider.parse(json.dumps(item).encode(), state)
+    ids = [event.id, event.conversation.id, event.client.id, event.agent.id, event.message.id]
+    expected = id_.replace("\x00", "\ufffd")
+    assert ids == [expected] * 5

@@ -286,13 +286,13 @@ class Provider:
 def _bounded(events: list[Event]) -> list[Event]:
     for event in events:
         key = event.id
-        # the usual id (ASCII, not too long) is kept as it is: checked inline, per event
-        if not (0 < len(key) <= MAX_KEY_CHARS and key.isascii()):
+        # the usual id (ASCII without NUL, not too long) is kept as it is: checked inline
+        if not (0 < len(key) <= MAX_KEY_CHARS and key.isascii() and "\x00" not in key):
             event.id = bounded_key(key) or key
         for part in (event.conversation, event.client, event.message, event.agent):
             part_id = part.id
             if part_id is not None and not (
-                0 < len(part_id) <= MAX_KEY_CHARS and part_id.isascii()
+                0 < len(part_id) <= MAX_KEY_CHARS and part_id.isascii() and "\x00" not in part_id
             ):
                 part.id = bounded_key(part_id)
     return events
