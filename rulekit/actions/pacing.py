@@ -18,11 +18,13 @@ in :meth:`Pacer.acquire`::
   error's ``scope`` (``"service"``: the whole bot) — so nothing is sent into a window the
   service asked us to keep quiet.
 
-A channel's service (the account behind it: Chatra's limits are per account) is paced under
-one key, :func:`service_key`: the dispatcher's calls that go through the channel's provider (a
-reply, a change of client data) name it, and a provider's own fetching of updates waits for its
-pauses and reports the 429s it meets under it (:meth:`rulekit.channels.base.Inbound.pause_service`),
-so a Retry-After met by either side holds back both.
+A channel's service is paced by the account behind it (Chatra's limits are per account), under
+one key, :func:`service_key` of :attr:`Provider.service_account
+<rulekit.channels.base.Provider.service_account>`: the dispatcher's calls that go through a
+channel's provider (a reply, a change of client data) name it, and a provider's own fetching of
+updates waits for its pauses and reports the 429s it meets under it
+(:meth:`rulekit.channels.base.Inbound.pause_service`), so a Retry-After met by either side, on
+any channel with the same credentials, holds back all of them.
 
 A :class:`Pacer` holds no global state: the daemon makes one and shares it between dispatchers
 and fetchers. Idle keys are forgotten, so memory follows the number of busy destinations.
@@ -39,11 +41,19 @@ from typing import Any
 from rulekit.errors import ActionError
 
 
-def service_key(channel: str) -> str:
-    """The key every call to ``channel``'s service is paused under (a service-wide Retry-After,
-    with the pace's ``scope`` ``"service"``): the dispatcher's calls through the channel's
-    provider and the provider's own fetching alike."""
-    return f"service:{channel}"
+def service_key(account: str) -> str:
+    """The key every call to a service with the credentials of ``account`` (a provider's
+    :attr:`~rulekit.channels.base.Provider.service_account`) is paused under (a service-wide
+    Retry-After, with the pace's ``scope`` ``"service"``): the dispatcher's calls through the
+    providers of every channel of that account and their own fetching alike. It only pauses:
+    a provider's ``service`` reply limit is kept per channel, under :func:`reply_key`."""
+    return f"service:{account}"
+
+
+def reply_key(channel: str) -> str:
+    """The key of ``channel``'s own service-wide reply rate limit (a provider's
+    :attr:`~rulekit.channels.base.Provider.reply_limits` ``service``), per channel."""
+    return f"replies:{channel}"
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ there is no config.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,22 @@ if TYPE_CHECKING:
     from rulekit.actions.pacing import Limit
 
 logger = logging.getLogger("rulekit.channels")
+
+ACCOUNT_DIGEST_CHARS = 16
+"""The hex digits of :func:`account_digest` (64 bits: two accounts never meet by chance)."""
+
+
+def account_digest(service: str, *credentials: str | SecretStr | None) -> str:
+    """A stable identifier of the account ``credentials`` (API keys, a token, the base URL)
+    open at ``service``, for :attr:`Provider.service_account`: ``service:`` and a SHA-256
+    digest of them, cut to 16 hex digits. It reveals none of them (they are not in it, nor can
+    they be worked back from it), so it may appear in pacer keys, the shared pacing table,
+    metrics and logs; the same credentials give the same identifier in every daemon."""
+    digest = hashlib.sha256(b"rulekit service account\x00" + service.encode())
+    for part in credentials:
+        value = part.get_secret_value() if isinstance(part, SecretStr) else (part or "")
+        digest.update(b"\x00" + value.encode("utf-8", "surrogatepass"))
+    return f"{service}:{digest.hexdigest()[:ACCOUNT_DIGEST_CHARS]}"
 
 
 class ChannelSettings(StrictModel):
@@ -175,6 +192,22 @@ class Provider:
         self.channel = context.channel
         self.settings = context.settings
         self.directory = context.directory
+
+    @property
+    def service_account(self) -> str:
+        """A stable, non-secret identifier of the account (the credentials) this channel calls
+        its service with: the service's rate limit belongs to the account, so its pauses do
+        too. Every call that shares it waits for a Retry-After any of them met — the
+        dispatcher's calls through the provider (a reply, a change of client data) and the
+        provider's own fetching (:meth:`Inbound.service_paused`), on every channel that
+        returns the same identifier, in every daemon sharing the store.
+
+        The identifier ends up in pacer keys, the shared pacing table, logs and metrics: it
+        must never hold a secret (nor a key that opens the account). Build it with
+        :func:`account_digest` from whatever tells accounts apart (the API keys or token and
+        the base URL). By default, the channel's name: each channel is an account of its own.
+        The per-conversation lanes and :attr:`reply_limits` stay per channel."""
+        return self.channel
 
     def parse(self, body: bytes, state: State) -> list[Event]:
         """Turn one raw webhook body into normalized events, in order.

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from rulekit.actions.base import ActionContext, delivery_id
-from rulekit.actions.pacing import Pace, Pacer, service_key
+from rulekit.actions.pacing import Pace, Pacer, reply_key, service_key
 from rulekit.errors import ActionError, StoreUnavailable
 from rulekit.event import Event
 from rulekit.runtime.commit import GroupCommit
@@ -217,16 +217,20 @@ class JobCalls:
         self, job: Job, record: EventRecord, action: Any, provider: Provider | None
     ) -> list[Pace]:
         """The paces of an action with none of its own: its lane, and for one that calls the
-        channel's service (a reply, a change of client data), the service
-        (:func:`~rulekit.actions.pacing.service_key`): a service-wide Retry-After met by any
-        such call (a Chatra 429) pauses all of them on that channel, and the channel's own
-        fetching (:meth:`~rulekit.channels.base.Inbound.service_paused`). A
-        reply is also held to the channel's own rate limits (:attr:`Provider.reply_limits`):
-        per conversation, and for the service."""
+        channel's service (a reply, a change of client data), the service account
+        (:func:`~rulekit.actions.pacing.service_key` of :attr:`Provider.service_account`): a
+        service-wide Retry-After met by any such call (a Chatra 429) pauses all of them, on
+        every channel with the same credentials, and those channels' own fetching
+        (:meth:`~rulekit.channels.base.Inbound.service_paused`). A reply is also held to the
+        channel's own rate limits (:attr:`Provider.reply_limits`), per channel: per
+        conversation, and for the service (:func:`~rulekit.actions.pacing.reply_key`)."""
         limits = provider.reply_limits if provider is not None and action.client_facing else {}
         paces = [Pace(job.lane or job.destination, limits.get("conversation"))]
         if action.calls_channel_service:
-            paces.append(Pace(service_key(record.channel), limits.get("service"), scope="service"))
+            if (service := limits.get("service")) is not None:
+                paces.append(Pace(reply_key(record.channel), service, scope="service"))
+            account = provider.service_account if provider is not None else record.channel
+            paces.append(Pace(service_key(account), scope="service"))
         elif action.client_facing:
             paces.append(
                 Pace(f"{job.action}:{record.channel}", limits.get("service"), scope="service")

@@ -12,7 +12,9 @@ fetched but not yet acknowledged to the service is fetched again, and recognised
 
 A fetcher that calls the channel's service shares its rate limit with the dispatcher's calls
 through the same provider (Chatra's is per account): the inbound reads and sets the service's
-pause under the key the dispatcher uses (:func:`~rulekit.actions.pacing.service_key`), in the
+pause under the key the dispatcher uses (:func:`~rulekit.actions.pacing.service_key` of the
+provider's :attr:`~rulekit.channels.base.Provider.service_account`: every channel of one
+account shares it), in the
 daemon's :class:`~rulekit.actions.pacing.Pacer` and, with a store several daemons share
 (:attr:`~rulekit.store.base.Journal.shares_pacing`), in the store, as a service-wide
 Retry-After is shared (:mod:`rulekit.runtime.sharedpace`). The fetcher only waits for the
@@ -60,6 +62,7 @@ class InboxInbound:
         owner: str,
         max_bytes: Callable[[], int],
         *,
+        account: str | None = None,
         pacer: Pacer | None = None,
         shares_pacing: bool = False,
     ) -> None:
@@ -70,6 +73,9 @@ class InboxInbound:
         self.owner = owner
         self.max_bytes = max_bytes
         """The size limit of a body (the config's ``server.max_body_bytes``, as reloaded)."""
+        self.service = service_key(account if account is not None else channel)
+        """The key of the service account's pauses, shared with the dispatcher's calls
+        through every channel of that account."""
         self.pacer = pacer if pacer is not None else Pacer()
         """The daemon's pacer, shared with its dispatcher (the service's pauses)."""
         self.shares_pacing = shares_pacing
@@ -115,7 +121,7 @@ class InboxInbound:
     async def service_paused(self) -> float:
         """See :meth:`rulekit.channels.base.Inbound.service_paused`. A store that cannot be
         reached leaves this daemon's own pauses."""
-        key = service_key(self.channel)
+        key = self.service
         wait = self.pacer.paused_for(key)
         if self.shares_pacing:
             # as the dispatcher reads a service-wide pause (paused_keys): the key's row holds
@@ -131,7 +137,7 @@ class InboxInbound:
     async def pause_service(self, seconds: float) -> None:
         """See :meth:`rulekit.channels.base.Inbound.pause_service`. A store that cannot be
         reached leaves the pause to this daemon."""
-        key = service_key(self.channel)
+        key = self.service
         self.pacer.pause(key, seconds)
         if self.shares_pacing:
             try:
@@ -205,6 +211,7 @@ class Fetchers:
                     self.on_accepted,
                     self.owner,
                     lambda: self.snapshot().config.raw.server.max_body_bytes,
+                    account=provider.service_account,
                     pacer=self.pacer,
                     shares_pacing=self.shares_pacing,
                 )

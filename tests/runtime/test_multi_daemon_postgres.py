@@ -13,6 +13,7 @@ from collections import Counter
 import httpx
 import pytest
 from daemons import chat_fragment, chat_started, wait_for, write_setup
+from rulekit_chatra.testing import FakeChatra
 
 CONCURRENCY = 4
 """``dispatcher.concurrency`` of each daemon: the most calls one crash can repeat."""
@@ -419,15 +420,17 @@ HELP_RULES = """\
 """
 
 
-def chatra_paused_for(url: str) -> float:
-    """Seconds left of the Chatra channel's pause as the daemons agree on it in the database."""
+def chatra_paused_for(url: str, chatra: FakeChatra) -> float:
+    """Seconds left of the Chatra account's pause as the daemons agree on it in the database."""
     from rulekit.actions.pacing import service_key
+    from rulekit.channels.base import account_digest
     from rulekit.store.postgres import PostgresStore
 
     store = PostgresStore(url)
     try:
         with store.transaction() as state:
-            return float(state.paused_for([service_key("online-chat")]))
+            account = account_digest("chatra", chatra.public_key, chatra.base_url)
+            return float(state.paused_for([service_key(account)]))
     finally:
         store.close()
 
@@ -464,10 +467,10 @@ def test_a_chatra_429_met_by_the_fetcher_or_a_reply_holds_back_the_other_on_ever
             chatra.rate_limit(retry_after, method="POST")
             post(first, chat_fragment(1, 1, "help"))  # the reply: 429
         refused = wait_for(lambda: [r for r in chatra.requests if r.method == limited])[0]
-        wait_for(lambda: chatra_paused_for(postgres_url) > 0)
+        wait_for(lambda: chatra_paused_for(postgres_url, chatra) > 0)
         first.kill()
         second = processes(config).wait_ready()
-        assert chatra_paused_for(postgres_url) > 1  # the next call comes within the window
+        assert chatra_paused_for(postgres_url, chatra) > 1  # the next call comes within the window
         if limited == "GET":
             post(second, chat_started(2, "help"))  # a reply
             held = wait_for(lambda: [r for r in chatra.requests if r.method == "POST"], 30)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from rulekit.channels import ChannelContext, Provider, Reply
-from rulekit.channels.base import Inbound
+from rulekit.channels.base import Inbound, account_digest
 from rulekit.channels.session import LoopSession
 from rulekit.errors import PermanentActionError
 from rulekit.event import Conversation, Event
@@ -49,6 +49,17 @@ class ChatraProvider(Provider):
             ClientFetcher(self.settings.client_data) if self.settings.fetch_client else None
         )
         """The clients to fetch from Chatra's API (``fetch_client``); None when off."""
+
+    @property
+    def service_account(self) -> str:
+        """The Chatra account: a digest of the API public key and base URL (Chatra's rate limit
+        is per account, so channels with the same keys, such as two sites' widgets, share
+        their pauses). Never the key itself; without one, the channel's name."""
+        if not self.settings.public_key:
+            return self.channel
+        return account_digest(
+            self.name, self.settings.public_key, self.settings.base_url.rstrip("/")
+        )
 
     # webhooks --------------------------------------------------------------------------------
     def parse(self, body: bytes, state: State) -> list[Event]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from rulekit.actions.pacing import Limit
 from rulekit.actions.telegram_text import truncate
 from rulekit.channels import ChannelContext, ChannelTimer, Provider, Reply
-from rulekit.channels.base import Inbound
+from rulekit.channels.base import Inbound, account_digest
 from rulekit.channels.session import LoopSession
 from rulekit.errors import PermanentActionError
 from rulekit.event import Event
@@ -61,6 +61,15 @@ class TelegramProvider(Provider):
         self.normalizer = Normalizer(self.channel, self.settings)
         self._sessions = LoopSession()
         self._floods: dict[str, float] = {}  # chat -> end of its flood-control window
+
+    @property
+    def service_account(self) -> str:
+        """The bot: a digest of its token and the Bot API's base URL (Telegram's limits are
+        per bot, so channels on one token share their pauses). Never the token itself;
+        without one, the channel's name."""
+        if self.settings.token is None:
+            return self.channel
+        return account_digest(self.name, self.settings.token, self.settings.base_url)
 
     # updates ---------------------------------------------------------------------------------
     def parse(self, body: bytes, state: State) -> list[Event]:
