@@ -22,6 +22,7 @@ import uvicorn
 from rulekit_chatra.testing import FakeChatra
 
 from rulekit.server.daemon import Daemon
+from rulekit.store.sqlite import SQLiteStore
 from rulekit.testing.fake_slack import FakeSlack
 from rulekit.testing.fake_telegram import FakeTelegram
 
@@ -175,6 +176,16 @@ class Server:
     @property
     def webhook_url(self) -> str:
         return f"{self.url}/webhooks/online-chat/{SECRET}"
+
+
+def read(folder: Any, query: Any) -> Any:
+    """``query(state)`` on the daemon's SQLite file, through a connection of its own."""
+    store = SQLiteStore(folder / "rulekit.sqlite3")
+    try:
+        with store.transaction() as state:
+            return query(state)
+    finally:
+        store.close()
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 15.0, interval: float = 0.02) -> Any:

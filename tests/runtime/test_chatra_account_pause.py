@@ -18,12 +18,19 @@ from typing import Any
 
 import httpx
 import pytest
-from daemons import SECRET, Server, chat_fragment, chat_started, wait_for, write_setup
+from daemons import (
+    SECRET,
+    Server,
+    chat_fragment,
+    chat_started,
+    read,
+    wait_for,
+    write_setup,
+)
 from rulekit_chatra.fetch import INTERVAL
 from rulekit_chatra.testing import FakeChatra
 
 from rulekit.actions.pacing import service_key
-from rulekit.store.sqlite import SQLiteStore
 from rulekit.testing.fakehttp import RecordedRequest
 
 RETRY_AFTER = 3
@@ -77,16 +84,6 @@ def wait_for_the_pause(server: Server, channel: str = "online-chat") -> None:
         return paused(server, channel) > 0
 
     wait_for(the_channel_is_paused)
-
-
-def read(folder: Any, query: Any) -> Any:
-    """``query(state)`` on the daemon's SQLite file, through a connection of its own."""
-    store = SQLiteStore(folder / "rulekit.sqlite3")
-    try:
-        with store.transaction() as state:
-            return query(state)
-    finally:
-        store.close()
 
 
 def post(server: Server, body: bytes, channel: str = "online-chat") -> None:

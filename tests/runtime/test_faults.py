@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from daemons import chat_fragment, chat_started, wait_for, write_setup
+from daemons import chat_fragment, chat_started, read, wait_for, write_setup
 
 from rulekit.errors import StoreUnavailable
 from rulekit.store.sqlite import SQLiteStore
@@ -65,16 +65,6 @@ class FaultyStore(SQLiteStore):
     def transaction(self) -> Iterator[Any]:  # type: ignore[override]
         with super().transaction() as state:
             yield _Faulty(state, self)
-
-
-def read(folder: Any, query: Any) -> Any:
-    """``query(state)`` on the daemon's SQLite file, through a connection of its own."""
-    store = SQLiteStore(folder / "rulekit.sqlite3")
-    try:
-        with store.transaction() as state:
-            return query(state)
-    finally:
-        store.close()
 
 
 SLACK_RULES = """\

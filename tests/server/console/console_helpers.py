@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import socket
 import threading
 import time
@@ -150,6 +151,38 @@ def serve(app: Any, host: str = "127.0.0.1") -> Iterator[tuple[str, asyncio.Abst
         server.should_exit = True
         thread.join(15)
         sock.close()
+
+
+@contextlib.contextmanager
+def daemon_with_feed(folder: Path, rules: str, config: str) -> Iterator[tuple[str, Any]]:
+    """A daemon with ``rules`` and the config ``config`` (YAML) on uvicorn: its URL, and a way
+    to publish a message on its live feed from the test's thread."""
+    from rulekit.server.daemon import Daemon
+
+    write(folder / "rules.d" / "rules.yaml", rules)
+    daemon = Daemon(write(folder / "rulekit.yaml", config), watch=False)
+    with serve(daemon.app) as (url, loop):
+        yield url, lambda message: loop.call_soon_threadsafe(daemon.feed.publish, message)
+
+
+def signed_in_with(url: str, token: str) -> httpx.Client:
+    """A client of the console at ``url``, signed in with ``token``."""
+    response = httpx.post(f"{url}/console/login", data={"token": token})
+    assert response.status_code == 303, response.text
+    return httpx.Client(base_url=url, cookies=response.cookies, timeout=10)
+
+
+def opened(lines: Iterator[str]) -> Iterator[str]:
+    """A stream's ``lines`` once it has begun: its agent counts as online from then on."""
+    assert next(lines).startswith("retry:")
+    return lines
+
+
+def messages(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    """The JSON messages of a stream's ``lines``."""
+    for line in lines:
+        if line.startswith("data: "):
+            yield json.loads(line.removeprefix("data: "))
 
 
 def console_app(console: Console, trusted: list[str] | None = None) -> Any:

@@ -3,16 +3,14 @@ agents who may handle the event's channel, and no agent without access to it."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from console_helpers import serve
-from scaffold import REPO, write
+from console_helpers import daemon_with_feed, messages, sha, signed_in_with
+from scaffold import REPO
 
 pytest.importorskip("rulekit_chatra")
 
@@ -21,26 +19,15 @@ TOKENS = {"anna": "anna-audience-token-0123", "boris": "boris-audience-token-012
 END = {"type": "reload", "ok": True, "version": "end-marker"}
 
 
-def sha(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[tuple[str, Any]]:
-    from rulekit.server.daemon import Daemon
-
-    write(
-        tmp_path / "rules.d" / "rules.yaml",
-        """
+    rules = """
         - name: Ring everyone on new chats
           on: {channel: online-chat, event: created}
           do:
             - play_sound: {sound: bell, to: everyone}
-        """,
-    )
-    config = write(
-        tmp_path / "rulekit.yaml",
-        f"""
+        """
+    config = f"""
         rules: rules.d
         storage: sqlite:///rulekit.sqlite3
         channels:
@@ -57,23 +44,13 @@ def daemon(tmp_path: Path) -> Iterator[tuple[str, Any]]:
             channels: [vip-chat]
             token_sha256: {sha(TOKENS["boris"])}
         dispatcher: {{backoff_base: 0.05, backoff_max: 1.0}}
-        """,
-    )
-    daemon = Daemon(config, watch=False)
-    with serve(daemon.app) as (url, loop):
-        yield url, lambda message: loop.call_soon_threadsafe(daemon.feed.publish, message)
+        """
+    with daemon_with_feed(tmp_path, rules, config) as found:
+        yield found
 
 
 def signed_in(url: str, who: str) -> httpx.Client:
-    response = httpx.post(f"{url}/console/login", data={"token": TOKENS[who]})
-    assert response.status_code == 303, response.text
-    return httpx.Client(base_url=url, cookies=response.cookies, timeout=10)
-
-
-def messages(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
-    for line in lines:
-        if line.startswith("data: "):
-            yield json.loads(line.removeprefix("data: "))
+    return signed_in_with(url, TOKENS[who])
 
 
 def test_a_sound_for_everyone_rings_only_the_agents_of_its_channel(

@@ -9,7 +9,6 @@ neither."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -19,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 from browser import chromium, chromium_or_skip, wait_for
-from console_helpers import serve
-from scaffold import REPO, write
+from console_helpers import daemon_with_feed, messages, opened, sha, signed_in_with
+from scaffold import REPO
 from test_console_docs import like
 
 pytest.importorskip("rulekit_chatra")
@@ -34,10 +33,6 @@ CONVERSATION = f"online-chat%3A{VISITOR}"
 MARIA = {"name": "Maria Lopez"}
 ANNA_ONLINE = "online in support: anna@example.com"
 """What the rules read of ``team`` while Anna's console is open (Boris is of another channel)."""
-
-
-def sha(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 RULES = """
@@ -87,13 +82,8 @@ def running(folder: Path, rules: str) -> Iterator[tuple[str, Any]]:
 
 @contextlib.contextmanager
 def served(folder: Path, rules: str, chatra: Any) -> Iterator[tuple[str, Any]]:
-    from rulekit.server.daemon import Daemon
-
     chatra.add_client(VISITOR, name=None)
-    write(folder / "rules.d" / "rules.yaml", rules)
-    config = write(
-        folder / "rulekit.yaml",
-        f"""
+    config = f"""
         rules: rules.d
         storage: sqlite:///rulekit.sqlite3
         channels:
@@ -116,11 +106,9 @@ def served(folder: Path, rules: str, chatra: Any) -> Iterator[tuple[str, Any]]:
             channels: [vip-chat]
             token_sha256: {sha(TOKENS["boris"])}
         dispatcher: {{backoff_base: 0.05, backoff_max: 1.0}}
-        """,
-    )
-    daemon = Daemon(config, watch=False)
-    with serve(daemon.app) as (url, loop):
-        yield url, lambda message: loop.call_soon_threadsafe(daemon.feed.publish, message)
+        """
+    with daemon_with_feed(folder, rules, config) as found:
+        yield found
 
 
 @pytest.fixture
@@ -142,21 +130,7 @@ def post(url: str, body: bytes) -> None:
 
 
 def signed_in(url: str, who: str) -> httpx.Client:
-    response = httpx.post(f"{url}/console/login", data={"token": TOKENS[who]})
-    assert response.status_code == 303, response.text
-    return httpx.Client(base_url=url, cookies=response.cookies, timeout=10)
-
-
-def messages(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
-    for line in lines:
-        if line.startswith("data: "):
-            yield json.loads(line.removeprefix("data: "))
-
-
-def opened(lines: Iterator[str]) -> Iterator[str]:
-    """``lines`` once the stream has begun: its agent counts as online from then on."""
-    assert next(lines).startswith("retry:")
-    return lines
+    return signed_in_with(url, TOKENS[who])
 
 
 def listed(client: httpx.Client, event_id: str) -> dict[str, Any]:

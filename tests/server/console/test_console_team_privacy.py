@@ -11,16 +11,14 @@ admin sees everything. The event's own client is named to every agent who sees t
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from console_helpers import serve
-from scaffold import REPO, write
-from test_console_feed_team import messages, opened
+from console_helpers import daemon_with_feed, messages, opened, sha, signed_in_with
+from scaffold import REPO
 from workspace_helpers import wait_for
 
 pytest.importorskip("rulekit_chatra")
@@ -61,22 +59,13 @@ SEEN = {
 """The event's ``team`` as each viewer is shown it."""
 
 
-def sha(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 @contextlib.contextmanager
 def running(folder: Path) -> Iterator[tuple[str, Any]]:
     """A daemon on uvicorn with the fake Chatra: its URL, and a way to publish on its feed."""
     from rulekit_chatra.testing import FakeChatra
 
-    from rulekit.server.daemon import Daemon
-
     with FakeChatra() as chatra:
-        write(folder / "rules.d" / "rules.yaml", RULES)
-        config = write(
-            folder / "rulekit.yaml",
-            f"""
+        config = f"""
             rules: rules.d
             storage: sqlite:///rulekit.sqlite3
             console:
@@ -104,11 +93,9 @@ def running(folder: Path) -> Iterator[tuple[str, Any]]:
                 groups: [support]
                 channels: [online-chat, vip-chat]
                 token_sha256: {sha(TOKENS["carla"])}
-            """,
-        )
-        daemon = Daemon(config, watch=False)
-        with serve(daemon.app) as (url, loop):
-            yield url, lambda message: loop.call_soon_threadsafe(daemon.feed.publish, message)
+            """
+        with daemon_with_feed(folder, RULES, config) as found:
+            yield found
 
 
 @pytest.fixture
@@ -118,9 +105,7 @@ def daemon(tmp_path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def signed_in(url: str, who: str) -> httpx.Client:
-    response = httpx.post(f"{url}/console/login", data={"token": TOKENS[who]})
-    assert response.status_code == 303, response.text
-    return httpx.Client(base_url=url, cookies=response.cookies, timeout=10)
+    return signed_in_with(url, TOKENS[who])
 
 
 def post_started(url: str) -> None:
