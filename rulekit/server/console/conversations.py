@@ -57,18 +57,19 @@ class Page:
     next_cursor: str | None
 
 
-def list_page(state: JournaledState, query: ConversationQuery) -> Page:
-    """One page of the list; ``next_cursor`` is set when more may follow."""
+def list_page(state: JournaledState, query: ConversationQuery, team: TeamView) -> Page:
+    """One page of the list (the agents ``team``'s viewer may not see unnamed);
+    ``next_cursor`` is set when more may follow."""
     found = state.list_conversations(query)
     more = len(found) == query.limit
     return Page(
-        [list_entry(summary) for summary in found],
+        [list_entry(summary, team) for summary in found],
         encode_cursor(found[-1].position) if more and found else None,
     )
 
 
-def list_entry(summary: ConversationSummary) -> dict[str, Any]:
-    conversation = summary.conversation.model_dump(mode="json")
+def list_entry(summary: ConversationSummary, team: TeamView) -> dict[str, Any]:
+    conversation = team.conversation(summary.conversation.model_dump(mode="json"))
     client = summary.client.model_dump(mode="json") if summary.client else {}
     return {
         "id": summary.conversation.id,
@@ -101,8 +102,9 @@ def view(
     state: JournaledState, conversation_id: str, channels: Collection[str], team: TeamView
 ) -> dict[str, Any] | None:
     """A conversation: its state, the client panel, its thread (oldest first), its events
-    (newest first, with their jobs and the team their rules read as ``team``'s viewer may see
-    it) and all their actions; None when it is unknown (or not on ``channels``)."""
+    (newest first, with their jobs and the team their rules read) and all their actions, as
+    ``team``'s viewer may see them (the agents they may not see unnamed); None when it is
+    unknown (or not on ``channels``)."""
     located = locate(state, conversation_id, channels)
     if located is None:
         return None
@@ -127,10 +129,10 @@ def view(
     return {
         "id": conversation_id,
         "channel": channel,
-        "conversation": {**conversation, "id": conversation_id},
+        "conversation": team.conversation({**conversation, "id": conversation_id}),
         "client": client,
         "thread": [
-            entry
+            team.thread_entry(entry)
             for record in reversed(records)
             if (entry := thread_entry(record, jobs[record.event_id])) is not None
         ],

@@ -33,6 +33,7 @@ from rulekit.runtime.processor import report
 from rulekit.runtime.worker import Evaluation, Refusal
 from rulekit.server.console.changes import Changes, change_token, console_event
 from rulekit.server.console.sessions import Viewer
+from rulekit.server.console.team import TeamView
 from rulekit.server.console.workspace import ApiError, Workspace, audit, ok
 from rulekit.store.base import JournaledState, State
 
@@ -132,7 +133,7 @@ class ConversationEdits(Changes):
                 if change.refused:
                     raise ApiError(409, change.refused)
                 if not prepared.events:
-                    return ok(_answer(change, None, conversation_id))
+                    return ok(_answer(change, None, conversation_id, workspace.team(viewer)))
                 answer = await anyio.to_thread.run_sync(evaluator.evaluate, prepared.request)
                 try:
                     processed = await commit.run(_recorder(prepared, answer))
@@ -153,7 +154,7 @@ class ConversationEdits(Changes):
                 changed=",".join(sorted(k for k, v in change.changed.items() if v)),
                 event_id=updated.id,
             )
-        return ok(_answer(change, updated.id, conversation_id))
+        return ok(_answer(change, updated.id, conversation_id, workspace.team(viewer)))
 
     def _state_action(self, role: str) -> Action:
         snapshot = self.runtime.snapshot
@@ -195,12 +196,16 @@ def _recorder(
     return work
 
 
-def _answer(change: StateChange, event_id: str | None, conversation_id: str) -> dict[str, Any]:
+def _answer(
+    change: StateChange, event_id: str | None, conversation_id: str, team: TeamView
+) -> dict[str, Any]:
+    """What the change answers, naming only the agents ``team``'s viewer may see."""
     conversation = change.conversation.model_dump(mode="json")
+    changed = team.event({"changed": change.changed})["changed"]
     return {
         "event_id": event_id,
-        "changed": change.changed,
-        "conversation": {**conversation, "id": conversation_id},
+        "changed": changed,
+        "conversation": team.conversation({**conversation, "id": conversation_id}),
     }
 
 

@@ -77,10 +77,11 @@ def job_summary(job: Job) -> dict[str, Any]:
 
 def event_summary(record: EventRecord, jobs: list[Job], team: TeamView) -> dict[str, Any]:
     """An event of the event list (or of a conversation's events) with its jobs, and what its
-    rules read of the team (``team``) as ``team``'s viewer may see it."""
+    rules read of the team (``team``), as ``team``'s viewer may see them (the agents they may
+    not see unnamed)."""
     summary = {
         "type": "event",
-        "event": record.data,
+        "event": team.event(record.data),
         "processed_at": record.processed_at.isoformat(),
         "jobs": [job_summary(job) for job in jobs],
     }

@@ -13,6 +13,14 @@ The trace of an event whose rules read ``team`` keeps the emails they read: the 
   and the event reaches only those. Any other email is named to the admin only.
 
 The others are counted, not named (``online in sales: 1 other``).
+
+The same rule holds wherever else the console shows who acted (:meth:`TeamView.event`,
+:meth:`TeamView.conversation`, :meth:`TeamView.thread_entry`): an event's ``agent``, its
+message's author, the conversation's ``assignee`` and ``last_agent`` (also in ``changed``). An
+agent of the directory the viewer may not see is not named there (an agent who answered from
+the provider's own app, without rulekit's access to the channel; one whose access was
+withdrawn): what they wrote stays, as the conversation's, by "an agent". An agent who is in no
+directory entry is the provider's, acting in the viewer's channel, and stays named.
 """
 
 from __future__ import annotations
@@ -24,6 +32,9 @@ from typing import Any
 from rulekit.config import Directory
 from rulekit.server.console.sessions import Viewer
 from rulekit.team import seen_summary
+
+AGENT_FIELDS = ("assignee", "last_agent")
+"""The fields of a conversation that hold an agent's email."""
 
 READ = "team_read"
 """The live feed's key for what the rules read of ``team`` (with the event's client's email),
@@ -66,3 +77,60 @@ class TeamView:
             if lines:
                 shown["team"] = lines
         return shown
+
+    # who acted ------------------------------------------------------------------------------
+    def hides(self, email: Any) -> bool:
+        """Whether ``email`` is an agent of the directory the viewer may not see."""
+        if self.viewer.admin or not isinstance(email, str):
+            return False
+        agent = self.directory.get(email.strip())
+        return agent is not None and not self.viewer.may_see_agent(agent)
+
+    def conversation(self, conversation: Any) -> Any:
+        """A conversation (as JSON) without the agents the viewer may not see."""
+        if not isinstance(conversation, dict) or not any(
+            self.hides(conversation.get(name)) for name in AGENT_FIELDS
+        ):
+            return conversation
+        return {
+            key: None if key in AGENT_FIELDS and self.hides(value) else value
+            for key, value in conversation.items()
+        }
+
+    def event(self, data: dict[str, Any]) -> dict[str, Any]:
+        """An event's data as the viewer is shown it: the agents they may not see unnamed (its
+        ``agent`` keeps only ``known``; its message's author stays ``agent``)."""
+        if self.viewer.admin:
+            return data
+        shown = dict(data)
+        agent = data.get("agent")
+        if isinstance(agent, dict) and self.hides(agent.get("email")):
+            shown["agent"] = {
+                key: value if key == "known" else None for key, value in agent.items()
+            }
+        message = data.get("message")
+        if isinstance(message, dict) and self.hides(message.get("agent")):
+            shown["message"] = {**message, "agent": None}
+        if "conversation" in data:
+            shown["conversation"] = self.conversation(data["conversation"])
+        changed = data.get("changed")
+        if isinstance(changed, dict):
+            shown["changed"] = {
+                key: self._change(value) if key in AGENT_FIELDS else value
+                for key, value in changed.items()
+            }
+        return shown
+
+    def _change(self, change: Any) -> Any:
+        if not isinstance(change, dict):
+            return change
+        return {
+            key: None if key in ("from", "to") and self.hides(value) else value
+            for key, value in change.items()
+        }
+
+    def thread_entry(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """A message of the thread without its author's name when the viewer may not see them."""
+        if not self.hides(entry.get("agent")):
+            return entry
+        return {**entry, "agent": None, "agent_name": None}

@@ -161,6 +161,10 @@ class Workspace:
             raise ApiError(404, "no such conversation")
         return parts
 
+    def team(self, viewer: Viewer) -> TeamView:
+        """The team as ``viewer`` may see it (whom the console names to them)."""
+        return TeamView(viewer, self.console.get_snapshot().config.directory)
+
     def channels_of(self, viewer: Viewer) -> frozenset[str]:
         """The channels ``viewer`` may see (the admin: every configured channel)."""
         if not viewer.admin:
@@ -187,7 +191,7 @@ class Workspace:
         self, request: Request, viewer: Viewer, rest: list[str]
     ) -> Response:
         query = self._query(request, viewer)
-        page = await self.read(conversations.list_page, query)
+        page = await self.read(conversations.list_page, query, self.team(viewer))
         return ok({"conversations": page.conversations, "next_cursor": page.next_cursor})
 
     def _query(self, request: Request, viewer: Viewer) -> ConversationQuery:
@@ -295,8 +299,7 @@ class Workspace:
         self, viewer: Viewer, conversation_id: str, channels: Collection[str]
     ) -> Response:
         config = self.console.get_snapshot().config
-        team = TeamView(viewer, config.directory)
-        found = await self.read(conversations.view, conversation_id, channels, team)
+        found = await self.read(conversations.view, conversation_id, channels, self.team(viewer))
         if found is None:
             raise ApiError(404, "no such conversation")
         # what the panel offers: who can be assigned here, and the tags the config allows

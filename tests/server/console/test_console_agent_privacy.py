@@ -1,0 +1,151 @@
+"""An agent of the directory is named to a console viewer only when the viewer may see them
+(``Viewer.may_see_agent``: the admin, the agent themselves, the agents sharing a channel with
+them), wherever the console shows who acted: an event's ``agent``, its message's author, the
+conversation's ``assignee`` and ``last_agent``, the thread.
+
+Pavel, an agent of vip-chat only, starts a chat of online-chat from Chatra's own app (no agent
+has rulekit's access to a new channel until an admin grants it). Anna (online-chat only) sees
+the chat and its message, written by "an agent", but not Pavel: not in the event list, not in
+the conversation list or view, not over the live stream. Carla (both channels) and the admin
+see him, as the presence endpoint shows him to them."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+from console_helpers import daemon_with_feed, messages, opened, sha, signed_in_with
+from scaffold import REPO
+from workspace_helpers import wait_for
+
+pytest.importorskip("rulekit_chatra")
+
+SECRET = "agent-privacy-secret-0123456789"
+TOKENS = {
+    "anna": "anna-agent-privacy-token-0123",
+    "carla": "carla-agent-privacy-token-0123",
+    "admin": "admin-agent-privacy-token-0123",
+}
+STARTED = REPO / "examples" / "chatra" / "chat_started_bound_user_agent_initiated.json"
+PAVEL = "pavel@shop.example.com"
+"""The agent who started the sample chat from Chatra's app (an agent of vip-chat only)."""
+TEXT = "Hallo Jonas, brauchen Sie Hilfe mit Ihrer Bestellung?"
+END = {"type": "reload", "ok": True, "version": "end-marker"}
+RULES = """
+- name: Ring
+  on: {channel: online-chat, event: created}
+  do:
+    - play_sound: {sound: bell, to: everyone}
+"""
+
+
+@contextlib.contextmanager
+def running(folder: Path) -> Iterator[tuple[str, Any]]:
+    from rulekit_chatra.testing import FakeChatra
+
+    with FakeChatra() as chatra:
+        config = f"""
+            rules: rules.d
+            storage: sqlite:///rulekit.sqlite3
+            console:
+              admin_token_sha256: {sha(TOKENS["admin"])}
+            channels:
+              online-chat:
+                provider: chatra
+                webhook_secret: {SECRET}
+                default_group: support
+                base_url: {chatra.base_url}
+                public_key: {chatra.keys["public_key"]}
+                secret_key: {chatra.keys["secret_key"]}
+              vip-chat: {{provider: chatra, webhook_secret: {SECRET}-vip, default_group: support}}
+            groups: [support]
+            agents:
+              - email: anna@example.com
+                groups: [support]
+                channels: [online-chat]
+                token_sha256: {sha(TOKENS["anna"])}
+              - email: {PAVEL}
+                name: Pavel Novak
+                groups: [support]
+                channels: [vip-chat]
+              - email: carla@example.com
+                groups: [support]
+                channels: [online-chat, vip-chat]
+                token_sha256: {sha(TOKENS["carla"])}
+            """
+        with daemon_with_feed(folder, RULES, config) as found:
+            yield found
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[tuple[str, Any]]:
+    with running(tmp_path) as found:
+        yield found
+
+
+def post_started(url: str) -> None:
+    response = httpx.post(f"{url}/webhooks/online-chat/{SECRET}", content=STARTED.read_bytes())
+    assert response.status_code == 200, response.text
+
+
+def everything(client: httpx.Client) -> dict[str, Any]:
+    """What the viewer reads of the sample chat: the event list's entry, the conversation list,
+    the conversation's view."""
+
+    def entry() -> dict[str, Any] | None:
+        events = client.get("/console/api/recent").json()["events"]
+        return next((e for e in events if e["event"]["event"] == "created"), None)
+
+    listed: dict[str, Any] = wait_for(entry, "the created event in the event list")
+    conversation = listed["event"]["conversation"]["id"]
+    found = client.get("/console/api/conversations")
+    assert found.status_code == 200, found.text
+    view = client.get(f"/console/api/conversations/{quote(conversation, safe='')}")
+    assert view.status_code == 200, view.text
+    return {"recent": listed, "list": found.json(), "view": view.json()}
+
+
+def test_an_agent_the_viewer_may_not_see_is_not_named_where_they_acted(
+    daemon: tuple[str, Any],
+) -> None:
+    url, _ = daemon
+    post_started(url)
+    seen = {}
+    for who in TOKENS:
+        with signed_in_with(url, TOKENS[who]) as client:
+            seen[who] = everything(client)
+    for who in ("carla", "admin"):  # they see Pavel, as presence shows him to them
+        assert PAVEL in repr(seen[who]), who
+        assert seen[who]["recent"]["event"]["agent"]["email"] == PAVEL
+    anna = seen["anna"]
+    assert PAVEL not in repr(anna) and "Pavel" not in repr(anna)
+    # what Pavel wrote is the conversation's, and stays: only who wrote it is not named
+    event = anna["recent"]["event"]
+    assert event["message"]["text"] == TEXT and event["message"]["author"] == "agent"
+    assert event["agent"]["email"] is None and event["agent"]["known"] is True
+    thread = anna["view"]["thread"]
+    assert [(m["author"], m["agent"], m["text"]) for m in thread] == [("agent", None, TEXT)]
+
+
+def test_the_live_stream_names_no_agent_the_viewer_may_not_see(daemon: tuple[str, Any]) -> None:
+    url, publish = daemon
+    with (
+        signed_in_with(url, TOKENS["anna"]) as anna,
+        anna.stream("GET", "/console/stream") as stream,
+    ):
+        lines = messages(opened(stream.iter_lines()))
+        post_started(url)
+        seen = []
+        for message in lines:
+            seen.append(message)
+            if message.get("event") == "created":
+                publish(END)
+            if message.get("version") == "end-marker":
+                break
+    assert any(m.get("event") == "created" for m in seen)
+    assert PAVEL not in repr(seen) and "Pavel" not in repr(seen)
