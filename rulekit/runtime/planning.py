@@ -39,6 +39,7 @@ __all__ = [
     "StateChanged",
     "prepare",
     "prepare_together",
+    "preview",
     "record",
     "record_many",
     "refused",
@@ -72,7 +73,7 @@ class Processed:
             "conversation_id": event.conversation.id,
             # what an agent's list shows at once (the feed goes only to agents of the channel)
             "client_name": event.client.name or event.client.display_name,
-            "text": _preview(event.message.text),
+            "text": preview(event.message.text),
             "inbox_id": self.inbox_id,
             "duplicate": not self.recorded,
             "matched": self.matched,
@@ -92,7 +93,8 @@ PREVIEW = 300
 """Characters of a message's text the live feed carries (the thread has it all)."""
 
 
-def _preview(text: str | None) -> str | None:
+def preview(text: str | None) -> str | None:
+    """The start of a message's text, as the live feed carries it."""
     if text is None or len(text) <= PREVIEW:
         return text
     return text[: PREVIEW - 1] + "…"

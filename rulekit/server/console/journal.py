@@ -1,5 +1,5 @@
 """What the console reads from the daemon's journal: recent events with their jobs, dead
-letters.
+letters, and the live feed's recent messages as the journal now tells them.
 
 Plain blocking functions over a :class:`~rulekit.store.base.JournaledStore` (call them in a
 worker thread from async code); each reads in one read-only transaction
@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from rulekit.config import Directory
+from rulekit.runtime.planning import preview
 from rulekit.server.console.sessions import Viewer
-from rulekit.server.console.team import TeamView
+from rulekit.server.console.team import READ, TeamView
 from rulekit.store.base import JournaledStore
 from rulekit.store.records import EventRecord, Job
 
@@ -46,6 +47,51 @@ def recent(
             if viewer.may_see_channel(channel):
                 dead.append({**job_summary(job), "channel": channel})
     return events, dead
+
+
+def as_stored(store: JournaledStore, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Recent live-feed messages, kept in memory, as the journal tells them now: what they quote
+    of a client (the name, the start of the text, the email the rules read, an action's error)
+    is read again from the event or job they name, so that a client erased since (``rulekit
+    forget``) is not replayed from memory; a message whose event or job is no longer stored
+    (retention) is left out. Other messages are as they were."""
+    shown: list[dict[str, Any]] = []
+    with store.reading() as state:
+        for message in messages:
+            kind, event_id = message.get("type"), message.get("event_id")
+            job_id = message.get("job_id")
+            if kind == "event" and isinstance(event_id, str):
+                record = state.get_event(event_id)
+                if record is not None:
+                    shown.append(_event_message(message, record))
+            elif kind in ("action", "dead_letter") and isinstance(job_id, int):
+                job = state.get_job(job_id)
+                if job is not None:
+                    attempts = state.attempts(job.id)
+                    number = message.get("attempt")
+                    found = (
+                        attempts[number - 1]
+                        if isinstance(number, int) and 0 < number <= len(attempts)
+                        else None
+                    )
+                    error = found.error if found is not None else job.last_error
+                    shown.append({**message, "error": error})
+            else:
+                shown.append(message)
+    return shown
+
+
+def _event_message(message: dict[str, Any], record: EventRecord) -> dict[str, Any]:
+    client = record.data.get("client") or {}
+    text = (record.data.get("message") or {}).get("text")
+    shown = {
+        **message,
+        "client_name": client.get("name") or client.get("display_name"),
+        "text": preview(text),
+    }
+    if READ in message:
+        shown[READ] = {"seen": record.trace.get("team"), "client_email": client.get("email")}
+    return shown
 
 
 def event_channel(store: JournaledStore, event_id: str) -> str | None:

@@ -31,6 +31,7 @@ from starlette.responses import (
 from starlette.routing import BaseRoute, Route
 
 from rulekit.config import Config
+from rulekit.errors import StoreUnavailable
 from rulekit.runtime.feed import FeedClosed, LiveFeed
 from rulekit.server.console import journal
 from rulekit.server.console.audience import Recorder, visible
@@ -270,6 +271,12 @@ class Console:
         backlog = (
             [m for m in self.recorder.recent if m.get("seq", 0) > last] if last is not None else []
         )
+        if backlog:  # kept in memory: told again as the journal tells it now (erasures)
+            try:
+                backlog = await run_in_threadpool(journal.as_stored, self.store, backlog)
+            except StoreUnavailable as exc:
+                subscription.close()
+                return _error(503, f"the store is unavailable: {exc}")
 
         async def messages() -> AsyncIterator[str]:
             sent = last or 0
