@@ -13,7 +13,8 @@ over the store's :class:`ForgetRows` (how that store finds and rewrites rows), s
   condition errors, reasons —, its jobs' params, results and errors, their attempts' results
   and errors, inbox errors, conversation fields) that holds a personal value **in any stored
   form** (:mod:`rulekit.store.forms`: escaped for a markup, JSON-escaped, URL-encoded, other
-  case) becomes :data:`FORGOTTEN`. Rule and action names stay;
+  case) becomes :data:`FORGOTTEN`, and so does every object key holding one (the trace keeps
+  the email a rule passed to ``team.open_count()`` as a key). Rule and action names stay;
 * inbox bodies of those events (and done or failed bodies of the client's conversation or
   naming the client id) are emptied; a conversation loses its page.
 
@@ -156,8 +157,9 @@ def scrub(
     replacement: str = FORGOTTEN,
 ) -> tuple[Any, int]:
     """``value`` (JSON data) with every string holding a personal value (in any stored form)
-    replaced by ``replacement``, except at the ``kept`` paths (keys; ``*`` for any list item);
-    and how many strings were replaced."""
+    replaced by ``replacement``, except at the ``kept`` paths (keys; ``*`` for any list item),
+    and every object key holding one likewise (numbered when several would be the same); and
+    how many strings were replaced."""
     if not personal:
         return value, 0
     return _scrub(value, personal, kept, (), replacement)
@@ -181,10 +183,25 @@ def _scrub(
         result: dict[Any, Any] = {}
         total = 0
         for key, item in value.items():
-            result[key], count = _scrub(item, personal, kept, (*path, str(key)), replacement)
+            new, count = _scrub(item, personal, kept, (*path, str(key)), replacement)
             total += count
+            if isinstance(key, str) and personal.found_in(key):
+                # a key may be the client's too (an email a rule passed to team.open_count());
+                # each entry is kept, under a key of its own
+                key = _free_key(result, replacement)
+                total += 1
+            result[key] = new
         return result, total
     return value, 0
+
+
+def _free_key(taken: Mapping[Any, Any], replacement: str) -> str:
+    """``replacement``, or ``replacement`` numbered when a key of ``taken`` holds it already."""
+    key, number = replacement, 1
+    while key in taken:
+        number += 1
+        key = f"{replacement} {number}"
+    return key
 
 
 def forget_event_data(

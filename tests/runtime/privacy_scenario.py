@@ -1,10 +1,11 @@
 """A recorded store holding a client's personal data in every form a real daemon stores it.
 
 A daemon (real HTTP, real store) receives two Chatra webhooks of one client and one of another;
-its rules render the client's data into Slack mrkdwn, Telegram HTML and Telegram MarkdownV2 and
-reply through Chatra; one Telegram send and the Chatra reply fail once with errors quoting the
-escaped text. :func:`forms_of` lists the forms to look for afterwards, built here with the
-standard library and the action modules' escapers (not with the code under test).
+its rules render the client's data into Slack mrkdwn, Telegram HTML and Telegram MarkdownV2,
+read the client's open conversations (``team.open_count(client.email)``: the trace keeps the
+email as a key) and reply through Chatra; one Telegram send and the Chatra reply fail once with
+errors quoting the escaped text. :func:`forms_of` lists the forms to look for afterwards, built
+here with the standard library and the action modules' escapers (not with the code under test).
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ RULES = f"""\
           [page]({{{{ conversation.page }}}})
 - name: Greet
   on: {{channel: online-chat, event: created}}
+  if: ["team.open_count(client.email) >= 0"]
   cooldown: 1h
   do:
     - autoreply: {{text: "Hello {{{{ client.name }}}}, you wrote: {{{{ message.text }}}}"}}
