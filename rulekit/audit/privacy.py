@@ -19,30 +19,22 @@ from typing import Any
 
 from rulekit.store.base import JournaledStore
 from rulekit.store.erasure import FORGET_KINDS
-from rulekit.store.forms import PersonalValues, strings_in
+from rulekit.store.forms import SHOWN_CLIENT_FIELDS, PersonalValues, hidden_values
+
+__all__ = [
+    "FORGET_LABELS",
+    "HIDDEN",
+    "SHOWN_CLIENT_FIELDS",
+    "client_label",
+    "forget",
+    "hidden_values",
+    "hide",
+    "hide_event",
+    "hide_team",
+]
 
 HIDDEN = "[hidden]"
 """What a hidden value prints as."""
-
-SHOWN_CLIENT_FIELDS = ("id", "name", "display_name")
-"""The client fields output shows; every other one is hidden."""
-
-
-def hidden_values(data: Mapping[str, Any], *related: Mapping[str, Any]) -> PersonalValues:
-    """The values of an event (``Event.public()``) that output hides, with their stored forms:
-    the message text, the conversation's page and every client field but the shown ones; also
-    those of ``related`` events whose content the output may quote (a timer's reason is
-    written when it fires, about the conversation and client as they were then)."""
-    values: list[str] = []
-    for one in (data, *related):
-        client = one.get("client") or {}
-        if isinstance(client, Mapping):
-            for name, value in client.items():
-                if name not in SHOWN_CLIENT_FIELDS:
-                    values.extend(strings_in(value))
-        values.extend(strings_in((one.get("message") or {}).get("text")))
-        values.extend(strings_in((one.get("conversation") or {}).get("page")))
-    return PersonalValues(values)
 
 
 def hide_event(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -260,6 +260,8 @@ class Dispatcher(JobCalls):
             feed=self.feed,
             arrived=self.arrival(job.event_id),
             ms=round((time.monotonic() - started) * 1000, 1),
+            # whom a service's error may quote (a record handed over holds no data)
+            event=self._event(record) if record is not None and decision.error else None,
         )
         if any(result.jobs for result in decision.processed):
             self.wake()

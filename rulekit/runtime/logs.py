@@ -8,7 +8,10 @@ and a formatter that together guarantee, for every record:
   percent-encoding), and every configured secret wherever else it appears, literally or
   percent-encoded. Access lines log the decoded path with :func:`redact_path`;
 * **no personal data** unless ``logging.content`` or debug level allows it: emails are masked
-  (``<email>``) by :func:`mask_emails`;
+  (``<email>``) by :func:`mask_emails`, and what a record quotes of its event's client (the
+  values :func:`~rulekit.store.forms.hidden_values` finds, which :func:`log` is given as
+  ``personal``: a message text, a phone, an IP address ..., in any stored form) is
+  :data:`HIDDEN`, as audit output hides it without ``--show-content``;
 * **one record, one line** (text format): the message and every field are escaped with
   :func:`rulekit.safetext.escape_controls`; a traceback follows on lines indented by four
   spaces, so nothing a client sends can start a line of its own. JSON lines escape controls,
@@ -32,6 +35,7 @@ from pydantic import BaseModel, SecretStr
 
 from rulekit.config import Config, LoggingSettings
 from rulekit.safetext import dumps_json, escape_controls
+from rulekit.store.forms import PersonalValues
 
 LOGGER = "rulekit"
 
@@ -48,6 +52,8 @@ MARGIN = 4096
 """How far past a limit redaction and masking look, so that what is kept is cleaned whole."""
 
 REDACTED = "***"
+HIDDEN = "[hidden]"
+"""What a record's quote of a client's personal value becomes (as in audit output)."""
 _HANDLER = "rulekit"
 
 # ``webhooks/`` + slashes + the channel segment; the optional rest (from the next slash to the
@@ -181,8 +187,9 @@ def _bounded(text: str, limit: int, clean: Callable[[str], str]) -> str:
 
 class CleanRecords(logging.Filter):
     """Rewrites each record's message, string fields and traceback: webhook secrets (and each
-    value ``secrets`` returns) redacted, emails masked when ``emails`` is true, each cut to its
-    limit (:data:`MESSAGE_LIMIT`, :data:`FIELD_LIMIT`, :data:`EXCEPTION_LIMIT`)."""
+    value ``secrets`` returns) redacted, emails masked and the record's ``personal`` values
+    hidden when ``emails`` is true (content may not be logged), each cut to its limit
+    (:data:`MESSAGE_LIMIT`, :data:`FIELD_LIMIT`, :data:`EXCEPTION_LIMIT`)."""
 
     def __init__(
         self, secrets: Callable[[], Iterable[str]] | None = None, *, emails: bool = False
@@ -194,8 +201,14 @@ class CleanRecords(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         known = list(self.secrets()) if self.secrets is not None else []
 
+        personal = getattr(record, "personal", None)
+        if not self.emails or not isinstance(personal, PersonalValues):
+            personal = None  # content may be logged, or the record quotes no client
+
         def clean(text: str) -> str:
             text = redact(text, known)
+            if personal is not None:
+                text = personal.replace_in(text, HIDDEN)
             return mask_emails(text) if self.emails else text
 
         message = record.getMessage()
@@ -299,11 +312,22 @@ def content_allowed(settings: LoggingSettings) -> bool:
 
 
 def log(
-    logger: logging.Logger, level: int, message: str, *, exc_info: bool = False, **fields: Any
+    logger: logging.Logger,
+    level: int,
+    message: str,
+    *,
+    exc_info: bool = False,
+    personal: PersonalValues | None = None,
+    **fields: Any,
 ) -> None:
-    """Log ``message`` with structured ``fields`` (JSON keys, or ``key=value`` in text)."""
+    """Log ``message`` with structured ``fields`` (JSON keys, or ``key=value`` in text);
+    ``personal``: the client's values the record may quote (an action's error quoting what it
+    sent), hidden unless content may be logged."""
     if logger.isEnabledFor(level):
-        logger.log(level, message, exc_info=exc_info, extra={"fields": fields})
+        extra: dict[str, Any] = {"fields": fields}
+        if personal:
+            extra["personal"] = personal
+        logger.log(level, message, exc_info=exc_info, extra=extra)
 
 
 _access = logging.getLogger(f"{LOGGER}.access")

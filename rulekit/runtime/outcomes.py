@@ -28,6 +28,7 @@ from rulekit.runtime.processor import report
 from rulekit.runtime.sharedpace import store_backoff
 from rulekit.runtime.worker import Evaluation, Refusal
 from rulekit.store.base import JournaledState
+from rulekit.store.forms import hidden_values
 from rulekit.store.records import EventRecord, Job, Outcome
 
 logger = logging.getLogger("rulekit.dispatcher")
@@ -73,8 +74,11 @@ def announce(
     feed: LiveFeed,
     arrived: datetime | None,
     ms: float,
+    event: Event | None = None,
 ) -> None:
-    """Log a recorded outcome, count it, and publish it (and what it caused) to the console."""
+    """Log a recorded outcome, count it, and publish it (and what it caused) to the console;
+    what the error quotes of ``event``'s client is hidden in the log unless content may be
+    logged."""
     level = logging.INFO if decision.outcome == "done" else logging.WARNING
     if logger.isEnabledFor(level):  # (the usual case under load: nothing to build)
         log(
@@ -88,6 +92,9 @@ def announce(
             attempt=job.attempts + 1,
             ms=ms,
             error=decision.error,
+            # a service's error may quote what was sent: the client's data, hidden unless
+            # content may be logged
+            personal=hidden_values(event.public()) if decision.error and event else None,
         )
     metrics.actions.labels(job.rule, job.action, decision.outcome).inc()
     message: dict[str, Any] | None = None

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -108,6 +108,29 @@ class PersonalValues:
         Linear in the length of ``text`` for each form (``str.find``; a regex alternation of
         the forms retries each of them at every position, quadratic in a long value)."""
         return replace_folded(text, self._folded, replacement)
+
+
+SHOWN_CLIENT_FIELDS = ("id", "name", "display_name")
+"""The client fields shown without ``--show-content`` (in audit output and the daemon's log);
+every other one is hidden."""
+
+
+def hidden_values(data: Mapping[str, Any], *related: Mapping[str, Any]) -> PersonalValues:
+    """The values of an event (``Event.public()``) that audit output and the daemon's log hide,
+    with their stored forms: the message text, the conversation's page and every client field
+    but the shown ones; also those of ``related`` events whose content the output may quote (a
+    timer's reason is written when it fires, about the conversation and client as they were
+    then)."""
+    values: list[str] = []
+    for one in (data, *related):
+        client = one.get("client") or {}
+        if isinstance(client, Mapping):
+            for name, value in client.items():
+                if name not in SHOWN_CLIENT_FIELDS:
+                    values.extend(strings_in(value))
+        values.extend(strings_in((one.get("message") or {}).get("text")))
+        values.extend(strings_in((one.get("conversation") or {}).get("page")))
+    return PersonalValues(values)
 
 
 def strings_in(value: Any) -> Iterable[str]:

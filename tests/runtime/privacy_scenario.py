@@ -165,7 +165,8 @@ def record(
     server = serve(config)
     # failures whose errors quote the escaped client text
     telegram.fail(error(500, f"Bad Gateway while sending {escape_html(NAME)}"), chat=HTML_CHAT)
-    chatra.fail(500, json.dumps({"text": f"Hello {NAME}"}))
+    # Chatra's refusal echoes the whole greeting: the client's name and what they wrote
+    chatra.fail(500, json.dumps({"text": f"Hello {NAME}, you wrote: {FIRST}"}))
     jane_info = {
         "name": NAME,
         "email": EMAIL,

@@ -1,16 +1,22 @@
 """``rulekit why`` and ``rulekit history`` over what a real daemon recorded: without
 ``--show-content`` no form of the client's content (escaped for a markup, URL- or JSON-encoded,
 another case) appears in their output — not in rendered params, results, errors, trace reasons
-or condition errors. Names are shown: they are how output tells clients apart."""
+or condition errors. Names are shown: they are how output tells clients apart. The daemon's log
+follows the same rule unless ``logging.content`` allows content."""
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 
+import pytest
 from click.testing import CliRunner
 from privacy_scenario import NAME, PERSONAL, leftovers, record
 
 from rulekit.cli.main import cli
+from rulekit.config import LoggingSettings
+from rulekit.runtime.logs import configure_logging
 
 SHOWN = {"name"}
 """Personal values output shows without ``--show-content`` (the display name is the name)."""
@@ -54,3 +60,47 @@ def test_why_and_history_show_no_form_of_hidden_content(tmp_path, serve):
         assert hidden_leftovers(output) == [], name
     why = "".join(text for name, text in outputs.items() if name.startswith("why "))
     assert "[hidden]" in why and NAME in why
+
+
+class _Stream:
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, text: str) -> None:
+        self.text += text
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.fixture
+def log_lines() -> Iterator[_Stream]:
+    """Where the daemon's log goes (as ``rulekit run`` configures it); the handlers that
+    ``configure_logging`` replaces are put back after."""
+    names = ["", "rulekit", "uvicorn", "uvicorn.error", "uvicorn.access"]
+    saved = {}
+    for name in names:
+        logger = logging.getLogger(name)
+        saved[name] = (list(logger.handlers), logger.level, logger.propagate, logger.disabled)
+    yield _Stream()
+    for name, (handlers, level, propagate, disabled) in saved.items():
+        logger = logging.getLogger(name)
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate, logger.disabled = propagate, disabled
+
+
+@pytest.mark.parametrize("content", [False, True])
+def test_the_daemons_log_hides_it_too_unless_content_is_allowed(
+    tmp_path, serve, log_lines: _Stream, content: bool
+) -> None:
+    configure_logging(LoggingSettings(content=content), log_lines)
+    _, stop = record(tmp_path, serve)  # Chatra's refusal quotes the greeting, with the text
+    stop()
+    refused = [line for line in log_lines.text.splitlines() if "autoreply: retry" in line]
+    assert len(refused) == 1, log_lines.text
+    if content:  # the test can fail: the error is logged, quoting what the client wrote
+        assert "first message" in {what for what, _ in leftovers(refused[0])}
+    else:
+        assert hidden_leftovers(log_lines.text) == [], refused[0]
+        assert "[hidden]" in refused[0]
