@@ -17,6 +17,7 @@ from collections.abc import Collection
 from typing import Any
 
 from rulekit.store.base import JournaledState
+from rulekit.store.erasure import erased_params
 from rulekit.store.records import InboxItem, Job
 
 LIST_LIMIT = 100
@@ -84,6 +85,11 @@ def retry(state: JournaledState, job_id: int, channels: Collection[str] | None) 
         raise NotFound(f"no dead letter {job_id}")
     if job.status != "dead":
         raise NotRepairable(f"job {job_id} is {job.status}, not a dead letter")
+    if erased_params(job.params):
+        raise NotRepairable(
+            f"job {job_id} cannot be sent again: its parameters quoted a client's personal data,"
+            " erased by rulekit forget"
+        )
     state.requeue_job(job_id)
     return {**job_view(job), "status": "pending"}
 

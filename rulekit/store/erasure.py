@@ -15,6 +15,9 @@ over the store's :class:`ForgetRows` (how that store finds and rewrites rows), s
   form** (:mod:`rulekit.store.forms`: escaped for a markup, JSON-escaped, URL-encoded, other
   case) becomes :data:`FORGOTTEN`, and so does every object key holding one (the trace keeps
   the email a rule passed to ``team.open_count()`` as a key). Rule and action names stay;
+* a job still to be sent whose parameters quoted the client becomes a dead letter
+  (:data:`NOT_SENT`): sent, it would say ``[forgotten]`` where it said something of them. It
+  cannot be retried (nor can a dead letter whose parameters were erased);
 * inbox bodies of those events (and done or failed bodies of the client's conversation or
   naming the client id) are emptied; a conversation loses its page.
 
@@ -34,8 +37,10 @@ __all__ = [
     "FORGET_KINDS",
     "FORGOTTEN",
     "MIN_VALUE_LENGTH",
+    "NOT_SENT",
     "PURGE_KINDS",
     "ForgetRows",
+    "erased_params",
     "forget_client",
     "personal_values",
     "scrub",
@@ -43,6 +48,10 @@ __all__ = [
 
 FORGOTTEN = "[forgotten]"
 """What a string carrying personal data becomes."""
+
+NOT_SENT = "not sent: its parameters quoted the client's personal data, erased by rulekit forget"
+"""The error of a job that was still to be sent when erasure rewrote its parameters: it is a
+dead letter, and not retryable (:func:`erased_params`)."""
 
 FORGET_KINDS: tuple[str, ...] = (
     "clients",
@@ -204,6 +213,18 @@ def _free_key(taken: Mapping[Any, Any], replacement: str) -> str:
     return key
 
 
+def erased_params(params: Any) -> bool:
+    """Whether a job's parameters were rewritten by erasure (sending them would send
+    :data:`FORGOTTEN` in place of what they said)."""
+    if isinstance(params, str):
+        return params == FORGOTTEN
+    if isinstance(params, list):
+        return any(erased_params(item) for item in params)
+    if isinstance(params, dict):
+        return any(erased_params(item) for item in params.values())
+    return False
+
+
 def forget_event_data(
     data: Mapping[str, Any], personal: PersonalValues
 ) -> tuple[dict[str, Any], bool]:
@@ -285,6 +306,7 @@ class JobRow:
     params: Any
     result: Any
     error: str | None
+    status: str
 
 
 @dataclass
@@ -327,7 +349,10 @@ class ForgetRows(Protocol):
     def jobs(self, event_ids: Sequence[str]) -> list[JobRow]:
         """Jobs of these events."""
 
-    def update_job(self, row: JobRow, params: Any, result: Any, error: str | None) -> None: ...
+    def update_job(
+        self, row: JobRow, params: Any, result: Any, error: str | None, *, dead: bool = False
+    ) -> None:
+        """Rewrite the job; ``dead``: it becomes a dead letter (never sent as it now is)."""
 
     def attempts(self, job_ids: Sequence[int]) -> list[AttemptRow]:
         """Attempts of these jobs."""
@@ -379,8 +404,10 @@ def forget_client(rows: ForgetRows, client_id: str, channel: str | None) -> dict
         params, n_params = scrub(job.params, personal)
         result, n_result = scrub(job.result, personal)
         error, n_error = scrub(job.error, personal)
+        # a job still to be sent would send FORGOTTEN in place of what it quoted
+        stop = bool(n_params) and job.status == "pending"
         if n_params or n_result or n_error:
-            rows.update_job(job, params, result, error)
+            rows.update_job(job, params, result, NOT_SENT if stop else error, dead=stop)
             counts["jobs"] += 1
     for attempt in rows.attempts([job.id for job in jobs]):
         result, n_result = scrub(attempt.result, personal)

@@ -244,3 +244,46 @@ def test_forget_finds_every_stored_form_in_every_store(store, make_event):
         assert state.attempts(jobs[0].id)[0].error == FORGOTTEN
         (item,) = [item for item in state.inbox_items() if item.id == inbox_id]
         assert item.error == FORGOTTEN
+
+
+def test_forget_stops_the_jobs_that_would_send_what_it_erased(store, make_event):
+    """A job still to be sent (or a dead letter to send again) whose parameters quoted the
+    client would send ``[forgotten]`` in their place: it is dead, saying why, and not
+    retryable; a job that quoted nothing of the client goes on."""
+    from rulekit.audit import repair
+
+    with store.transaction() as state:
+        event = make_event(
+            "e-jane",
+            client={"id": "c-jane", "name": "Jane Doe", "email": EMAIL},
+            message={"text": TEXT, "author": "client"},
+        )
+        state.record_event(
+            event,
+            inbox_id=None,
+            trace={},
+            jobs=[
+                JobSpec("greet", "autoreply", {"text": f"Hello, you wrote: {TEXT}"}, "chatra"),
+                JobSpec("notify", "slack", {"text": f"{EMAIL} is back"}, "slack:#ops"),
+                JobSpec("tag", "chatra_tag", {"tag": "billing"}, "chatra"),
+            ],
+            now=T0,
+        )
+        greet, notify, _ = state.jobs(event_id="e-jane")
+        state.record_attempt(notify.id, "dead", error="slack said no", now=T0)
+    with store.transaction() as state:
+        state.forget_client("c-jane")
+    with store.transaction() as state:
+        greet, notify, tag = state.jobs(event_id="e-jane")
+        assert greet.params == {"text": FORGOTTEN} and notify.params == {"text": FORGOTTEN}
+        assert (greet.status, notify.status, tag.status) == ("dead", "dead", "pending")
+        assert greet.last_error is not None and "erased" in greet.last_error
+        assert [job.id for job in state.jobs(status="pending")] == [tag.id]
+        for job in (greet, notify):
+            try:
+                repair.retry(state, job.id, None)
+            except repair.NotRepairable as exc:
+                assert "erased" in str(exc)
+            else:
+                raise AssertionError(f"job {job.id} was made pending again")
+        assert state.get_job(greet.id).status == "dead"

@@ -124,24 +124,36 @@ class SQLForgetRows:
 
     def jobs(self, event_ids: Sequence[str]) -> list[JobRow]:
         rows = self.state.execute(
-            "SELECT id, params, result, last_error FROM outbox"
+            "SELECT id, params, result, last_error, status FROM outbox"
             f" WHERE {self.dialect.one_of('event_id', 'ids')}{self.lock}",
             {"ids": self.dialect.values(event_ids)},
         ).fetchall()
         load = self.dialect.read_json
         return [
-            JobRow(row["id"], load(row["params"]), load(row["result"]), row["last_error"])
+            JobRow(
+                row["id"],
+                load(row["params"]),
+                load(row["result"]),
+                row["last_error"],
+                row["status"],
+            )
             for row in rows
         ]
 
-    def update_job(self, row: JobRow, params: Any, result: Any, error: str | None) -> None:
+    def update_job(
+        self, row: JobRow, params: Any, result: Any, error: str | None, *, dead: bool = False
+    ) -> None:
+        # dead: no longer claimable (a claim in progress records its outcome on pending
+        # jobs only, so it cannot make it pending again)
         self.state.execute(
-            "UPDATE outbox SET params = :params, result = :result, last_error = :error"
+            "UPDATE outbox SET params = :params, result = :result, last_error = :error,"
+            " status = CASE WHEN :dead = 1 THEN 'dead' ELSE status END"
             " WHERE id = :id",
             {
                 "params": self.dialect.json(params),
                 "result": self.dialect.json(result),
                 "error": error,
+                "dead": 1 if dead else 0,
                 "id": row.id,
             },
         )
