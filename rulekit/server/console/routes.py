@@ -100,8 +100,9 @@ class Console:
             Route("/console/logout", self.logout, methods=["POST"]),
             Route("/console/static/{name}", self.static, methods=["GET"]),
             Route("/console/sounds/{name}", self.sound, methods=["GET"]),
-            Route("/console/api/me", self.me, methods=["GET"]),
-            Route("/console/api/recent", self.recent, methods=["GET"]),
+            # the API's every endpoint identifies as the workspace's do: cookie or bearer token
+            Route("/console/api/me", self.workspace._wrap(self.me), methods=["GET"]),
+            Route("/console/api/recent", self.workspace._wrap(self.recent), methods=["GET"]),
             *self.workspace.routes(),
             *self.presence.routes(),
             *self.stats.routes(),
@@ -210,10 +211,7 @@ class Console:
         return _secure(FileResponse(path, media_type=media_type), cache=True)
 
     # the JSON API ----------------------------------------------------------------------------
-    async def me(self, request: Request) -> Response:
-        viewer = self.viewer(request)
-        if viewer is None:
-            return _error(401, "sign in first")
+    async def me(self, request: Request, viewer: Viewer, rest: list[str]) -> Response:
         snapshot = self.get_snapshot()
         return _secure(
             JSONResponse(
@@ -230,11 +228,8 @@ class Console:
             )
         )
 
-    async def recent(self, request: Request) -> Response:
+    async def recent(self, request: Request, viewer: Viewer, rest: list[str]) -> Response:
         """Recent events (with their jobs), dead letters and the last reload failure."""
-        viewer = self.viewer(request)
-        if viewer is None:
-            return _error(401, "sign in first")
         self.recorder.start()
         directory = self.get_snapshot().config.directory
         events, dead = await run_in_threadpool(journal.recent, self.store, viewer, directory)

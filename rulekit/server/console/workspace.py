@@ -386,7 +386,8 @@ def query(request: Request, names: tuple[str, ...]) -> dict[str, str]:
 
 
 def _number(value: str, what: str) -> int:
-    if not value.isdigit() or len(value) > 18:
+    # ASCII digits only: str.isdigit() holds for "²", which int() refuses
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
         raise ApiError(404, f"no {what} {value!r}")
     return int(value)
 

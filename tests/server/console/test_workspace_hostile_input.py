@@ -197,3 +197,23 @@ def test_a_webhook_whose_ids_hold_nul_is_kept_on_every_store(
         cursor = base64.urlsafe_b64encode(forged).decode()
         assert anna.get("conversations", params={"cursor": cursor}).status_code == 400
     no_tracebacks(caplog)
+
+
+def test_ids_in_paths_are_ascii_digits_or_404(
+    workspace: Workspace, caplog: pytest.LogCaptureFixture
+) -> None:
+    with workspace.client("admin") as admin:
+        for job_id in ("²", "٣", "1²", "-1", "+1", " 1", "1e3", "9" * 40):
+            response = admin.post(f"dead-letters/{job_id}/retry")
+            assert response.status_code == 404, (job_id, response.text)
+            response = admin.post(f"set-aside/{job_id}/requeue")
+            assert response.status_code == 404, (job_id, response.text)
+    no_tracebacks(caplog)
+
+
+def test_every_api_endpoint_takes_the_bearer_token(workspace: Workspace) -> None:
+    with workspace.client("anna") as anna, workspace.client() as nobody:
+        for endpoint in ("me", "recent", "conversations", "presence", "dead-letters"):
+            assert anna.get(endpoint).status_code == 200, endpoint
+            assert nobody.get(endpoint).status_code == 401, endpoint
+        assert anna.get("me").json()["email"] == "anna@example.com"
