@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
@@ -38,7 +40,7 @@ from rulekit.server.console.conversations import CONSOLE_RULE
 from rulekit.server.console.journal import known
 from rulekit.server.console.sessions import Viewer
 from rulekit.server.console.workspace import ApiError, Workspace, audit, ok
-from rulekit.store.base import JournaledState
+from rulekit.store.base import JournaledState, State
 from rulekit.store.records import JobSpec
 
 if TYPE_CHECKING:
@@ -96,7 +98,8 @@ class Changes:
             raise ApiError(400, f"text is longer than {MAX_TEXT} characters")
         if problem := text_problem(text, multiline=True):
             raise ApiError(400, f"text {problem}")
-        channel, conversation, client = await self._current(workspace, viewer, conversation_id)
+        found = await self._found(workspace, viewer, conversation_id)
+        channel = found.channel
         action = self._action("reply", channel)
         now = datetime.now(UTC)
         token = change_token(viewer, idempotency_key)
@@ -107,8 +110,8 @@ class Changes:
             event="agent_replied",
             occurred_at=now,
             origin="console",
-            conversation=conversation,
-            client=client,
+            conversation=found.conversation,
+            client=found.client,
             message=Message(
                 id=f"console:{token}",
                 text=text,
@@ -119,7 +122,7 @@ class Changes:
             agent=agent,
         )
         params = {"text": text, "as_agent": viewer.email}
-        recorded, job_id = await self._submit(event, action, params)
+        _, recorded, job_id = await self._submit(found, event, action, params)
         if recorded:
             audit(viewer, "replied", conversation_id=conversation_id, event_id=event.id)
         return ok(
@@ -142,23 +145,26 @@ class Changes:
         idempotency_key: str | None,
     ) -> Response:
         changes = _contact_changes(body)
-        channel, conversation, client = await self._current(workspace, viewer, conversation_id)
+        found = await self._found(workspace, viewer, conversation_id)
+        channel, client = found.channel, found.client
         if not client.id:
             raise ApiError(409, "the conversation has no client whose data could change")
         action = self._action("client", channel)
         changed = {k: v for k, v in changes.items() if getattr(client, k) != v}
         if not changed:
             return ok({"event_id": None, "job_id": None, "changed": [], "client": _panel(client)})
-        updated = client.model_copy(update=changed)
         token = change_token(viewer, idempotency_key)
         event = console_event(
-            viewer, f"client:{token}", channel, "client_updated", conversation, updated
+            viewer, f"client:{token}", channel, "client_updated", found.conversation, client
         )
 
-        def save(state: JournaledState) -> None:
-            state.save_client(channel, updated)
+        def save(state: JournaledState, event: Event) -> None:
+            state.save_client(channel, event.client)
 
-        recorded, job_id = await self._submit(event, action, dict(changed), save)
+        recorded_event, recorded, job_id = await self._submit(
+            found, event, action, dict(changed), save, changed
+        )
+        updated = recorded_event.client
         if recorded:
             audit(
                 viewer,
@@ -178,14 +184,12 @@ class Changes:
         )
 
     # shared ----------------------------------------------------------------------------------
-    async def _current(
-        self, workspace: Workspace, viewer: Viewer, conversation_id: str
-    ) -> tuple[str, Conversation, Client]:
+    async def _found(self, workspace: Workspace, viewer: Viewer, conversation_id: str) -> Found:
         found = await workspace.read(current, conversation_id, workspace.channels_of(viewer))
         if found is None:
             raise ApiError(404, "no such conversation")
-        channel, conversation, client = found
-        return channel, conversation, client
+        assert isinstance(found, Found)
+        return found
 
     def _action(self, role: str, channel: str) -> Action:
         snapshot = self.runtime.snapshot
@@ -202,13 +206,18 @@ class Changes:
 
     async def _submit(
         self,
+        found: Found,
         event: Event,
         action: Action,
         params: dict[str, Any],
-        before: Any = None,
-    ) -> tuple[bool, int | None]:
-        """Evaluate ``event``, then record it with its jobs, the change's own job first (and
-        ``before(state)`` in the same transaction); whether it was new, and that job's id."""
+        after: Callable[[JournaledState, Event], None] | None = None,
+        changes: dict[str, Any] | None = None,
+    ) -> tuple[Event, bool, int | None]:
+        """Evaluate ``event`` — with the conversation and client as the store holds them when
+        it is evaluated (:meth:`Found.now`; ``changes`` made to the client) —, then record it
+        with its jobs, the change's own job first (and then ``after(state, event)``, in the
+        same transaction, when the event is new); the event recorded, whether it was new, and
+        that job's id."""
         commit, evaluator = self.runtime.commit, self.runtime.evaluator
         if commit is None or evaluator is None:
             raise ApiError(503, "the daemon is not running")
@@ -224,13 +233,12 @@ class Changes:
                 prepared = await anyio.to_thread.run_sync(
                     partial(planning.prepare, team=evaluator.reads_team),
                     commit.store,
-                    None,
-                    [event],
+                    partial(_as_now, found, event, changes or {}),
                 )
                 answer = await anyio.to_thread.run_sync(evaluator.evaluate, prepared.request)
                 try:
                     processed, job_id = await commit.run(
-                        _recorder(prepared, _with_job(event, answer, spec), before)
+                        _recorder(prepared, _with_job(event, answer, spec), after)
                     )
                 except StateChanged:
                     continue
@@ -242,15 +250,32 @@ class Changes:
         recorded = any(result.recorded for result in processed)
         if recorded:
             self.runtime.wake("outbox")
-        return recorded, job_id
+        return prepared.events[0], recorded, job_id
 
 
-def _recorder(prepared: planning.Prepared, answer: list[Evaluation], before: Any) -> Any:
+def _as_now(found: Found, event: Event, changes: dict[str, Any], state: State) -> list[Event]:
+    """The "parse" step of a change: ``event`` with the conversation and client as ``state``
+    holds them (the change's ``changes`` made to the client). Read in the transaction whose
+    reads the recording one replays, so an erasure committed meanwhile is seen."""
+    conversation, client = found.now(state)
+    if changes:
+        client = client.model_copy(update=changes)
+    return [event.model_copy(update={"conversation": conversation, "client": client})]
+
+
+def _recorder(
+    prepared: planning.Prepared,
+    answer: list[Evaluation],
+    after: Callable[[JournaledState, Event], None] | None,
+) -> Any:
     def work(state: JournaledState) -> tuple[list[Processed], int | None]:
         event = prepared.events[0]
-        if state.get_event(event.id) is None and before is not None:
-            before(state)
+        new = state.get_event(event.id) is None
+        # the replay of what the evaluation read comes first: it would find a write of the
+        # change's own (the client saved) a change of the state
         processed = planning.record(state, prepared, answer, inbox_id=None)
+        if new and after is not None:
+            after(state, event)
         job = next((j for j in state.jobs(event_id=event.id) if j.rule == CONSOLE_RULE), None)
         return processed, job.id if job else None
 
@@ -278,9 +303,34 @@ def _with_job(event: Event, answer: list[Evaluation] | Refusal, spec: JobSpec) -
     ]
 
 
-def current(
-    state: JournaledState, conversation_id: str, channels: frozenset[str]
-) -> tuple[str, Conversation, Client] | None:
+@dataclass(frozen=True)
+class Found:
+    """A conversation as a change read it first: its channel, the key of its stored state,
+    its state and its client (and whether the store kept a record of the client)."""
+
+    channel: str
+    key: str | None
+    conversation: Conversation
+    client: Client
+    client_stored: bool
+
+    def now(self, state: State) -> tuple[Conversation, Client]:
+        """The conversation and its client as ``state`` holds them now. An erasure committed
+        since the first read (``rulekit forget``) deleted the client's record and cleared the
+        conversation's page: what it erased is not recorded again with the change (only the
+        client's id is left)."""
+        conversation = self.conversation
+        if self.key is not None:
+            stored = state.get_conversation(self.channel, self.key)
+            if stored is not None:
+                conversation = stored.model_copy(update={"id": self.conversation.id})
+        client = self.client
+        if self.client_stored and client.id:
+            client = state.get_client(self.channel, client.id) or Client(id=client.id)
+        return conversation, client
+
+
+def current(state: JournaledState, conversation_id: str, channels: frozenset[str]) -> Found | None:
     """A conversation's channel, state and client, as last recorded."""
     located = conversations.locate(state, conversation_id, channels)
     if located is None:
@@ -292,9 +342,8 @@ def current(
     conversation = stored or Conversation.model_validate(data.get("conversation") or {})
     conversation = conversation.model_copy(update={"id": conversation_id})
     client = Client.model_validate(data.get("client") or {})
-    if client.id:
-        client = state.get_client(channel, client.id) or client
-    return channel, conversation, client
+    kept = state.get_client(channel, client.id) if client.id else None
+    return Found(channel, key, conversation, kept or client, kept is not None)
 
 
 def _contact_changes(body: dict[str, Any]) -> dict[str, str | None]:

@@ -31,7 +31,7 @@ from rulekit.runtime import planning
 from rulekit.runtime.planning import Processed, StateChanged
 from rulekit.runtime.processor import report
 from rulekit.runtime.worker import Evaluation, Refusal
-from rulekit.server.console.changes import Changes, change_token, console_event
+from rulekit.server.console.changes import Changes, Found, change_token, console_event
 from rulekit.server.console.sessions import Viewer
 from rulekit.server.console.team import TeamView
 from rulekit.server.console.workspace import ApiError, Workspace, audit, ok
@@ -100,7 +100,7 @@ class ConversationEdits(Changes):
         idempotency_key: str | None,
     ) -> Response:
         role, what = ROLES[endpoint]
-        await self._current(workspace, viewer, conversation_id)  # 404 before anything else
+        await self._found(workspace, viewer, conversation_id)  # 404 before anything else
         if endpoint == "assign" and not body.get("agent") and not body.get("group"):
             raise ApiError(400, "name an agent (their email) or a group")
         if endpoint == "priority" and set(body) != {"priority"}:
@@ -116,12 +116,12 @@ class ConversationEdits(Changes):
             raise ApiError(503, "the daemon is not running")
         try:
             while True:
-                channel, conversation, client = await self._current(
-                    workspace, viewer, conversation_id
+                found = await self._found(workspace, viewer, conversation_id)
+                cause = console_event(
+                    viewer, token, found.channel, "updated", found.conversation, found.client
                 )
-                cause = console_event(viewer, token, channel, "updated", conversation, client)
                 made = _Made()
-                parse = _maker(action, params, cause, self.runtime.snapshot.config, made)
+                parse = _maker(action, params, cause, found, self.runtime.snapshot.config, made)
                 try:
                     prepared = await anyio.to_thread.run_sync(
                         partial(planning.prepare, team=evaluator.reads_team), commit.store, parse
@@ -171,13 +171,16 @@ class _Made:
 
 
 def _maker(
-    action: Action, params: BaseModel, cause: Event, config: Config, made: _Made
+    action: Action, params: BaseModel, cause: Event, found: Found, config: Config, made: _Made
 ) -> Callable[[State], list[Event]]:
     """The "parse" step of the change: make it on the state, and return its events as the
-    agent's (``origin: console``, the agent)."""
+    agent's (``origin: console``, the agent), with the client as the state holds it
+    (:meth:`Found.now`: not as it was before an erasure committed meanwhile)."""
 
     def parse(state: State) -> list[Event]:
-        change = action.change_state(params, cause, state, config)
+        conversation, client = found.now(state)
+        now = cause.model_copy(update={"conversation": conversation, "client": client})
+        change = action.change_state(params, now, state, config)
         made.change = change
         return [
             event.model_copy(update={"origin": "console", "agent": cause.agent})
