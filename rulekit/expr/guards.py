@@ -21,6 +21,7 @@ from rulekit.expr.budget import OverBudget, charged, current, limits, text_size
 from rulekit.expr.budget import to_text as _to_text
 from rulekit.expr.budget import too_big as _too_big
 from rulekit.expr.markup import mark_safe
+from rulekit.expr.urlize import urlize_filter
 
 CHARS_PER_STEP = 1_000
 """A filter costs one step, and one more per this many characters of the text it reads."""
@@ -119,6 +120,7 @@ SIZES: dict[Callable[..., Any], Callable[..., int]] = {
     jinja_filters.do_wordwrap: _wordwrap,
     jinja_filters.do_replace: _replace,
     jinja_filters.do_urlize: _urlize,
+    urlize_filter: _urlize,
     jinja_filters.do_batch: _batch,
     jinja_filters.do_slice: _slice,
     jinja_filters.do_int: _int,
@@ -134,6 +136,7 @@ TEXT_FILTERS = frozenset(
         jinja_filters.do_title, jinja_filters.do_upper, jinja_filters.do_lower,
         jinja_filters.do_trim, jinja_filters.do_striptags, jinja_filters.do_wordcount,
         jinja_filters.do_forceescape, jinja_filters.do_truncate, jinja_filters.do_mark_safe,
+        urlize_filter,
         escape, soft_str, mark_safe,
     }
 )  # fmt: skip

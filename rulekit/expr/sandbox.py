@@ -62,6 +62,7 @@ from rulekit.expr.policy import (
     safe_range,
     safe_sum,
 )
+from rulekit.expr.urlize import urlize_filter
 
 __all__ = [
     "MAX_EXPRESSION",
@@ -160,6 +161,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
             format=format_filter,
             join=safe_join,
             sum=safe_sum,
+            urlize=urlize_filter,  # Jinja2's is quadratic in some words
         )
         self.filters = filters
         tests = GuardedFunctions(guard_test)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import time
 import tracemalloc
 from typing import Any
 
@@ -192,6 +193,40 @@ def test_filters_on_long_texts_let_the_cpu_clock_stop_a_render(name: str) -> Non
             lambda: template.render(t=text), clock=lambda: next(readings) * 0.3, limits=Limits()
         )
     assert with_budget(lambda: template.render(t="a.co b")) != ""  # the real clock
+
+
+def _cpu_of(template: Any, text: str) -> float:
+    start = time.thread_time()
+    with_budget(lambda: template.render(t=text))
+    return time.thread_time() - start
+
+
+@BOTH
+@pytest.mark.parametrize("word", [")" * 20_000 + "a.", ">" * 20_000 + "a.", "(" + ")" * 20_000])
+def test_a_filter_works_in_time_linear_in_its_text(full: bool, word: str) -> None:
+    """The CPU clock is read between filter uses, not inside one: a filter whose work grows
+    faster than its text (Jinja2's ``urlize`` rescanned a run of ``)`` from each of them)
+    would hold a render for minutes. A word built to be the worst case costs about what a
+    plain word of the same length does (CPU time of the same run, compared)."""
+    template = Sandbox().from_string(_wrap("{{ t|urlize|length }}", full))
+    plain = min(_cpu_of(template, "b" * len(word)) for _ in range(3))
+    assert _cpu_of(template, word) < 20 * plain + 0.05
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "see www.example.com, or (https://example.com/a_(b)).",
+        "mail bob@mail.example; mailto:ann@x.org? <http://1.2.3.4:80/x>",
+        "((www.a.com)) &gt;&gt; x.org&gt;. [http://[::1]/] ftp://f.example",
+    ],
+)
+def test_urlize_links_what_jinja2_links(text: str) -> None:
+    from jinja2.utils import urlize
+
+    template = Sandbox().from_string("{{ t|urlize(7, true, '_blank', extra_schemes=['ftp:']) }}")
+    expected = urlize(text, 7, rel="nofollow noopener", target="_blank", extra_schemes=["ftp:"])
+    assert with_budget(lambda: template.render(t=text)) == expected
 
 
 def test_renders_outside_any_budget_get_one() -> None:
