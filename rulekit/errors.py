@@ -8,6 +8,7 @@ Unexpected exceptions are never wrapped, so they keep their traceback.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -61,12 +62,29 @@ class TemplateError(RulekitError):
     """A template or expression failed to compile or to render (sandbox, size or work limits)."""
 
 
+MAX_RETRY_AFTER = 3600.0
+"""The longest pause a service's answer can impose (seconds): a Retry-After of a year, or of a
+date in 9999, pauses its destination (or the whole service) for an hour, then the call is tried
+again, instead of stalling every message to it until a restart."""
+
+
+def service_wait(seconds: float | None) -> float | None:
+    """A wait a service asked for, as the dispatcher may honour it: within 0 and
+    :data:`MAX_RETRY_AFTER`; None when it is not a finite number."""
+    if seconds is None or isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        return None
+    if not math.isfinite(seconds):
+        return None
+    return min(max(float(seconds), 0.0), MAX_RETRY_AFTER)
+
+
 class ActionError(RulekitError):
     """An action failed. ``retryable`` tells the dispatcher whether to try again.
 
     ``retry_after`` (seconds) is the service's own wish, when it said one (HTTP Retry-After,
-    Telegram flood control); ``scope`` names what must pause: by default only the destination,
-    ``"service"`` when the whole bot or account is throttled.
+    Telegram flood control), bounded by :func:`service_wait` whoever raises the error;
+    ``scope`` names what must pause: by default only the destination, ``"service"`` when the
+    whole bot or account is throttled.
     """
 
     def __init__(
@@ -81,7 +99,7 @@ class ActionError(RulekitError):
         super().__init__(message)
         self.message = message
         self.retryable = retryable
-        self.retry_after = retry_after
+        self.retry_after = service_wait(retry_after)
         self.scope = scope
         self.status = status
 

@@ -12,7 +12,7 @@ import pytest
 from action_helpers import make_context, run
 
 from rulekit.actions.slack import Slack, SlackIntegration, SlackParams
-from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
+from rulekit.errors import MAX_RETRY_AFTER, ActionError, PermanentActionError, RetryableActionError
 from rulekit.escapes import escape_mrkdwn
 from rulekit.testing.clock import run_virtual
 from rulekit.testing.fake_slack import FakeSlack
@@ -94,6 +94,14 @@ def test_a_retry_after_given_as_an_http_date_is_honoured(fake_slack):
     exc = failure(action, SlackParams(channel="C1", text="x"))
     assert isinstance(exc, RetryableActionError)
     assert (exc.retry_after, exc.status) == (42.0, 429)
+
+
+@pytest.mark.parametrize("header", ["99999999999", "Fri, 31 Dec 9999 23:59:59 GMT"])
+def test_a_retry_after_of_years_pauses_the_channel_for_an_hour_at_most(fake_slack, header):
+    fake_slack.rate_limit(retry_after=header, channel="C1")
+    exc = failure(slack_action(fake_slack), SlackParams(channel="C1", text="x"))
+    assert isinstance(exc, RetryableActionError)
+    assert exc.retry_after == MAX_RETRY_AFTER
 
 
 @pytest.mark.parametrize("status", [500, 503])

@@ -11,7 +11,7 @@ from action_helpers import make_context, run
 
 from rulekit.actions.telegram import Telegram, TelegramIntegration, TelegramParams
 from rulekit.actions.telegram_text import ELLIPSIS
-from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
+from rulekit.errors import MAX_RETRY_AFTER, ActionError, PermanentActionError, RetryableActionError
 from rulekit.testing.clock import run_virtual
 from rulekit.testing.fake_telegram import FakeTelegram, error
 
@@ -89,6 +89,13 @@ def test_flood_control_is_retryable_with_its_delay(fake_telegram):
     assert isinstance(exc, RetryableActionError)
     assert (exc.retry_after, exc.status, exc.scope) == (3.0, 429, "destination")
     assert "Flood control" in exc.message
+
+
+def test_flood_control_of_years_pauses_the_chat_for_an_hour_at_most(fake_telegram):
+    fake_telegram.flood(retry_after=10**12, chat=5)
+    exc = failure(telegram_action(fake_telegram), TelegramParams(chat_id=5, text="hi"))
+    assert isinstance(exc, RetryableActionError)
+    assert exc.retry_after == MAX_RETRY_AFTER
 
 
 def test_flood_control_on_two_chats_at_once_pauses_the_whole_bot(fake_telegram):

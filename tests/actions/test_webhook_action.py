@@ -17,7 +17,13 @@ from scaffold import REPO, write
 from rulekit.actions.webhook import Webhook, WebhookParams, WebhooksIntegration, retry_after
 from rulekit.config import load_config
 from rulekit.engine.engine import Engine
-from rulekit.errors import ActionError, PermanentActionError, RetryableActionError, ValidationErrors
+from rulekit.errors import (
+    MAX_RETRY_AFTER,
+    ActionError,
+    PermanentActionError,
+    RetryableActionError,
+    ValidationErrors,
+)
 from rulekit.plugins import load_plugins
 from rulekit.testing.fakehttp import FakeService, Response
 
@@ -287,6 +293,20 @@ def test_429_and_503_are_retried_after_their_retry_after(fake_service, status, h
     assert error.retry_after == 7
     assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412480 - 30) == 30
     assert retry_after("soon", NOW) is None and retry_after("inf", NOW) is None
+
+
+@pytest.mark.parametrize(
+    ("header", "wait"),
+    [("99999999999", MAX_RETRY_AFTER), ("1e300", MAX_RETRY_AFTER), ("-5", 0.0),
+     ("Fri, 31 Dec 9999 23:59:59 GMT", MAX_RETRY_AFTER), ("soon", None)],
+)  # fmt: skip
+def test_an_odd_retry_after_is_bounded(fake_service, header, wait):
+    """A Retry-After of years (a bug, or a hostile receiver) would pause the target until a
+    restart: it pauses it for at most an hour."""
+    fake_service.script(Response(429, "slow down", {"Retry-After": header}))
+    error = failure(action_for(fake_service), WebhookParams(to="crm"))
+    assert isinstance(error, RetryableActionError)
+    assert error.retry_after == wait
 
 
 def test_a_timeout_is_retried(fake_service):
