@@ -498,3 +498,31 @@ def test_concurrent_claimers_keep_each_lane_to_one_claimer_in_order(backend, mak
 
     threads(claimer, 4)
     assert called == {f"slack:#c{lane}": list(range(per_lane)) for lane in range(lanes)}
+
+
+# text no store may refuse -----------------------------------------------------------------------
+
+
+def test_text_holding_nul_is_stored_and_searched_like_any_other(store, make_event):
+    """NUL comes from anywhere: a client's message ("\\u0000" in a provider's JSON), a rule's
+    name (YAML's "\\0"), a service's answer quoted in an error. PostgreSQL's text cannot hold
+    it, nor can ``->>`` read a JSON document escaping it: there it becomes U+FFFD, so that one
+    such message breaks neither its own recording nor every later search and erasure."""
+    nul = "\x00"
+    event = make_event(
+        "e-nul",
+        client={"id": "c-nul", "name": f"Ann{nul}"},
+        message={"id": "m1", "text": f"hi{nul}there", "author": "client"},
+    )
+    jobs = [JobSpec(f"rule{nul}", "slack", {"text": f"a{nul}b"}, f"slack:#o{nul}")]
+    with store.transaction() as state:
+        state.record_event(event, inbox_id=None, trace={"why": nul}, jobs=jobs, now=T0)
+        [job] = state.claim_jobs("d", lease=30, limit=1, now=later(1))
+        state.record_attempt(job.id, "dead", error=f"HTTP 500: {nul}{nul}", now=later(2))
+    with store.transaction() as state:
+        [job] = state.jobs(event_id="e-nul")
+        assert job.rule in ("rule\x00", "rule\ufffd") and job.status == "dead"
+        text = state.get_event("e-nul").data["message"]["text"]
+        assert text in ("hi\x00there", "hi\ufffdthere")
+        assert [r.event_id for r in state.history(failed=True)] == ["e-nul"]
+        assert state.forget_client("c-nul")["events"] == 1

@@ -158,3 +158,21 @@ def test_reading_does_not_wait_for_a_writer(backend: Backend) -> None:
     finally:
         done.set()
         thread.join(30)
+
+
+def test_a_client_holding_nul_leaves_search_working(store: JournaledStore) -> None:
+    """A client's notes holding NUL (a provider's "\\u0000") would make PostgreSQL refuse to
+    read every client document in the search: it is stored as U+FFFD there."""
+    seed(store)
+    with store.transaction() as state:
+        state.save_conversation("online-chat", "k5", Conversation(id="c5", tags=["a\x00"]))
+        state.save_client("online-chat", Client(id="client-k5", name="Zoe\x00", notes="\x00"))
+        state.record_event(
+            event("e-c5", conversation={"id": "c5"}, client={"id": "client-k5"}),
+            inbox_id=None,
+            trace={},
+            now=T0 + timedelta(minutes=9),
+        )
+    assert ids(store, text="lopez") == ["c1"]
+    assert ids(store, text="zoe") == ["c5"]
+    assert ids(store, tag="vip") == ["c3", "c1"]

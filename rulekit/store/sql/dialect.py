@@ -9,7 +9,7 @@ that cannot be written the same way.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -66,6 +66,12 @@ class Dialect(abc.ABC):
     def sql(self, statement: str) -> str:
         """``statement`` as the driver takes it."""
         return statement
+
+    def parameters(
+        self, params: Sequence[Any] | Mapping[str, Any]
+    ) -> Sequence[Any] | Mapping[str, Any]:
+        """A statement's parameters as the database can hold them (as they are, by default)."""
+        return params
 
     # values ----------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -16,7 +16,8 @@ psycopg is imported only when a PostgreSQL store is used (the ``postgres`` extra
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -60,6 +61,38 @@ def unavailable_error(where: str, exc: Exception) -> StoreUnavailable | None:
     return None
 
 
+_NUL_ESCAPE = re.compile(r"\\(?:\\|u0000)")
+
+
+def storable_text(text: str) -> str:
+    """``text`` as PostgreSQL can hold it. Its ``text`` cannot hold NUL, and ``->>`` cannot
+    read a ``json`` document holding ``\\u0000`` (the JSON escape of NUL), anywhere in it:
+    one client message holding NUL would break every search and erasure reading that table. So
+    NUL becomes U+FFFD, and ``\\u0000`` its escape ``\\ufffd``, whoever wrote the text (a
+    client, a rules file, a service's answer quoted in an error)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    if "\\u0000" in text:  # an escape, unless its backslash is itself escaped
+        text = _NUL_ESCAPE.sub(lambda m: m.group() if m.group() == "\\\\" else "\\ufffd", text)
+    return text
+
+
+def _holds_nul(value: Any) -> bool:
+    if type(value) is str:
+        return "\x00" in value or "\\u0000" in value
+    if type(value) is list:
+        return any(_holds_nul(item) for item in value)
+    return False
+
+
+def _storable(value: Any) -> Any:
+    if type(value) is str:
+        return storable_text(value)
+    if type(value) is list:
+        return [_storable(item) for item in value]
+    return value
+
+
 class PostgresDialect(Dialect):
     """PostgreSQL through psycopg: ``%(name)s`` parameters, ``timestamptz`` times, ``json``
     columns read back as data, lists as arrays, rows locked while erasure rewrites them."""
@@ -70,6 +103,17 @@ class PostgresDialect(Dialect):
 
     def sql(self, statement: str) -> str:
         return pyformat(statement)
+
+    def parameters(
+        self, params: Sequence[Any] | Mapping[str, Any]
+    ) -> Sequence[Any] | Mapping[str, Any]:
+        """Texts without NUL (see :func:`storable_text`), in lists too."""
+        if isinstance(params, Mapping):
+            if any(_holds_nul(value) for value in params.values()):
+                return {name: _storable(value) for name, value in params.items()}
+        elif any(_holds_nul(value) for value in params):
+            return [_storable(value) for value in params]
+        return params
 
     def time(self, value: datetime | None) -> datetime | None:
         return None if value is None else utc(value)

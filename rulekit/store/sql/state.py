@@ -70,7 +70,7 @@ class SQLState(
             raise StoreError("this transaction has ended; use the state only inside its block")
         self.statements += 1
         try:
-            return self.conn.execute(self.dialect.sql(sql), params)
+            return self.conn.execute(self.dialect.sql(sql), self.dialect.parameters(params))
         except self.dialect.error as exc:
             unavailable = self.dialect.unavailable(self.where, exc)
             if unavailable is None:
