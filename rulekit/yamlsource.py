@@ -362,8 +362,18 @@ def load(text: str | bytes) -> Any:
         mark = exc.problem_mark or exc.context_mark
         reason = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
         raise YamlSyntaxError(reason, mark.line + 1 if mark else None) from None
+    except yaml.reader.ReaderError as exc:  # a character no YAML may hold: not a marked error
+        reason = f"unacceptable character #x{exc.character:04x}: {exc.reason}"
+        raise YamlSyntaxError(reason, _line_at(text, exc.position)) from None
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(str(exc).splitlines()[0], None) from None
+
+
+def _line_at(text: str | bytes, offset: int) -> int:
+    """The line (1-based) of the byte at ``offset`` of ``text`` as UTF-8: libyaml counts the
+    position of a bad character in bytes."""
+    data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+    return data.count(b"\n", 0, max(offset, 0)) + 1
 
 
 class FileTooLarge(OSError):

@@ -45,6 +45,22 @@ def test_syntax_error_has_a_line() -> None:
     assert caught.value.line is not None
 
 
+@pytest.mark.parametrize(
+    ("text", "character"),
+    [
+        (b"a: 1\nb: 2\nc: \xff\n", "#x00ff"),  # not UTF-8
+        (b"a: 1\nb: 2\nc: x\x00\n", "#x0000"),  # a control character YAML refuses
+        ("a: 1\n\u00e9\u00e9: 2\nc: x\x07\n", "#x0007"),  # after letters of two bytes
+        (b"\xef\xbb\xbfa: 1\nb: 2\nc: \x1b\n", "#x001b"),  # after a byte order mark
+    ],
+)
+def test_a_character_yaml_refuses_is_an_error_with_its_line(text: str | bytes, character: str):
+    with pytest.raises(yamlsource.YamlSyntaxError) as caught:
+        yamlsource.load(text)
+    assert caught.value.line == 3
+    assert character in caught.value.message
+
+
 def test_only_safe_tags() -> None:
     with pytest.raises(yamlsource.YamlSyntaxError):
         yamlsource.load("!!python/object/apply:os.system ['true']\n")
