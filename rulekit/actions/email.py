@@ -37,6 +37,7 @@ from rulekit.actions.email_message import (
     header_text,
     recipient_problem,
     recipients,
+    subject_line,
 )
 from rulekit.actions.pacing import Limit, Pace, Pacer
 from rulekit.actions.rates import Rate
@@ -217,7 +218,7 @@ class Email(Action):
             who = f", as {settings.username}" if settings.username else ""
             via = f" via {settings.host}:{settings.effective_port} ({settings.security}{who})"
             to = f"{to} from {settings.sender}"
-        subject = header_text(params.subject)
+        subject = subject_line(params.subject)
         return f"email to {to}{skipped}{via}: subject {subject!r}; text {params.text!r}{html}"
 
     # execution -----------------------------------------------------------------------------

@@ -6,7 +6,10 @@
   (:func:`rulekit.addresses.address_problem`): no display name, comma, angle bracket, space,
   control or bidi character, so a client's "email" cannot add recipients or headers.
 * Headers (:func:`header_text`): CR, LF and every other line break or control character in a
-  subject becomes a space; the message is still sent.
+  subject becomes a space; the message is still sent. A subject is cut to
+  :data:`MAX_SUBJECT` characters (:func:`subject_line`): a client's message of 100,000
+  characters in it would take the mail library seconds of CPU to fold into header lines, in
+  the daemon's event loop, at every attempt.
 * The message (:func:`build_message`): a ``text/plain`` part always, and the ``html`` as an
   alternative when there is one.
 """
@@ -42,6 +45,16 @@ def header_text(text: str) -> str:
     return "".join(
         " " if ord(c) < 32 or 0x7F <= ord(c) < 0xA0 or c in "\u2028\u2029" else c for c in text
     )
+
+
+MAX_SUBJECT = 255
+"""Characters of a subject sent; a longer one is cut and ends with ``…``."""
+
+
+def subject_line(text: str) -> str:
+    """``text`` as a subject: :func:`header_text`, cut to :data:`MAX_SUBJECT` characters."""
+    text = header_text(text[: MAX_SUBJECT + 1])
+    return text if len(text) <= MAX_SUBJECT else text[: MAX_SUBJECT - 1] + "…"
 
 
 def domain_of(address: str) -> str:
@@ -102,7 +115,7 @@ def build_message(
     message = EmailMessage()
     message["From"] = header_text(sender)
     message["To"] = ", ".join(to)
-    message["Subject"] = header_text(subject)
+    message["Subject"] = subject_line(subject)
     message["Date"] = email.utils.formatdate(localtime=False)
     message["Message-ID"] = email.utils.make_msgid(
         domain=domain_of(email.utils.parseaddr(sender)[1]) or None

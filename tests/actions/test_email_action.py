@@ -16,6 +16,7 @@ from action_helpers import make_config, make_context, make_event, run
 from scaffold import write
 
 from rulekit.actions.email import Email, EmailParams, SmtpIntegration
+from rulekit.actions.email_message import MAX_SUBJECT
 from rulekit.actions.pacing import Limit, Pace
 from rulekit.config import load_config
 from rulekit.engine.engine import Engine
@@ -141,6 +142,29 @@ def test_client_data_cannot_inject_headers_and_is_escaped_in_html(tmp_path):
     )
     assert "<b>Mia\nBcc: victim@evil.example &lt;b&gt;&amp;</b>" in html.replace("\r\n", "\n")
     assert 'href="https://mia.example"' in html
+
+
+def test_a_long_subject_from_client_data_is_cut(tmp_path):
+    """A subject holding a client's message of 100,000 characters took the mail library
+    seconds of CPU to fold into header lines, blocking the daemon at every attempt: a subject
+    is cut to MAX_SUBJECT characters, in the dry run as in what is sent."""
+    engine = engine_for(
+        tmp_path,
+        """
+        - name: mail
+          on: {event: created}
+          do:
+            - email: {to: [ops@shop.example], subject: "Chat: {{ message.text }}", text: t}
+        """,
+    )
+    event = make_event(message={"text": "aé " * 33_000, "author": "client"})
+    [planned] = engine.evaluate(event)
+    with FakeSmtp() as server:
+        send(Email(smtp_settings(server)), planned.model, event)
+    subject = server.messages[0].message["Subject"]
+    assert len(subject) == MAX_SUBJECT and subject.startswith("Chat: aé aé") and subject[-1] == "…"
+    described = Email(smtp_settings(server)).describe(planned.model, make_context(event))
+    assert f"subject {subject!r};" in described
 
 
 def test_a_value_cannot_make_a_javascript_link(tmp_path):
