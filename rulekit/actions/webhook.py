@@ -380,6 +380,11 @@ class Webhook(Action):
             hidden.append(parts.path)
         if parts.query:
             hidden.append(parts.query)
+        # a token in the path or query ("/services/T0/B0/<token>", "?key=<token>") may be
+        # quoted alone
+        values = (item.partition("=")[2] for item in parts.query.split("&"))
+        pieces = [*parts.path.split("/"), *values]
+        hidden.extend(piece for piece in pieces if len(piece) >= 8)
         longest_first: list[str] = sorted(hidden, key=len, reverse=True)
         return redact(text, longest_first)
 

@@ -8,6 +8,7 @@ import re
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import httpx
 import pytest
@@ -338,6 +339,47 @@ def test_secrets_never_reach_errors_or_the_dry_run(fake_service):
     for secret in (TOKEN, SECRET, "/hooks/rulekit", "key=abc"):
         assert secret not in line
     assert secret not in repr(action) and SECRET not in repr(action.settings)
+
+
+HOOK_TOKEN = "a1b2c3d4e5f6g7h8"
+BASE64_TOKEN = "tok/en+98765/4321="
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        f"no route for {quote('/hooks/T01/B02/' + HOOK_TOKEN + '?key=k3y-0123456', safe='')}",
+        f"hook {HOOK_TOKEN} was revoked",  # a token of the path, alone
+        "bad key K3Y-0123456",  # a token of the query, alone, upper-cased
+        f"bad token {quote_plus(BASE64_TOKEN)}",
+        f"bad token {quote(BASE64_TOKEN, safe='').lower()}",  # %2f, not %2F
+    ],
+)
+def test_secrets_quoted_in_another_form_never_reach_errors(fake_service, echo):
+    """A receiver rarely quotes what it got as it was sent: percent-encoded, JSON-escaped,
+    upper-cased, a path's token alone. Each form is hidden in the error (kept in the audit and
+    the dead letters, shown by the console)."""
+    fake_service.script(Response(404, echo))
+    action = action_for(
+        fake_service,
+        path=f"/hooks/T01/B02/{HOOK_TOKEN}?key=k3y-0123456",
+        headers={"Authorization": f"Bearer {BASE64_TOKEN}"},
+    )
+    error = failure(action, WebhookParams(to="crm"))
+    shown = json.loads(error.message.split("HTTP 404: ", 1)[1].replace("***", "MASK"))
+    assert "MASK" in shown, error.message
+    for secret in (HOOK_TOKEN, "k3y-0123456", "K3Y-0123456", "98765", "%2F", "%2f"):
+        assert secret not in error.message
+
+
+def test_redact_hides_json_escaped_and_encoded_forms() -> None:
+    from rulekit.actions.secrets import redact
+
+    # JSON with "/" escaped, as PHP writes it
+    assert redact('{"e": "bad tok\\/en+98765\\/4321="}', [BASE64_TOKEN]) == '{"e": "bad ***"}'
+    assert redact("tok%2Fen%2B98765%2F4321%3D", [BASE64_TOKEN]) == "***"
+    assert redact("Tok/En+98765/4321=", [BASE64_TOKEN]) == "***"
+    assert redact("nothing here", [BASE64_TOKEN, None, ""]) == "nothing here"
 
 
 def test_an_empty_secret_would_fail_and_is_never_sent(fake_service):
