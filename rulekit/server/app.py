@@ -114,15 +114,21 @@ def create_app(daemon: Daemon) -> Starlette:
         Route("/metrics", metrics, methods=["GET"]),
         *console_routes(daemon),
     ]
+    middleware = [
+        Middleware(Webhooks, ingest=daemon.ingest),
+        # then: every later layer (the access log too) sees the client behind the proxy
+        Middleware(ForwardedHeaders, trusted=daemon.snapshot.config.raw.server.trusted_proxies),
+        Middleware(AccessLog),
+    ]
+    if daemon.snapshot.config.raw.console.enabled:
+        from rulekit.server.console.web import ConsoleHeaders
+
+        # the console's security headers on every response under /console (its 404s too)
+        middleware.append(Middleware(ConsoleHeaders))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},
-        middleware=[
-            Middleware(Webhooks, ingest=daemon.ingest),
-            # then: every later layer (the access log too) sees the client behind the proxy
-            Middleware(ForwardedHeaders, trusted=daemon.snapshot.config.raw.server.trusted_proxies),
-            Middleware(AccessLog),
-        ],
+        middleware=middleware,
     )
     return app

@@ -1,12 +1,15 @@
-"""What every console response carries (security headers), and the same-origin check of
-requests that change something."""
+"""What every console response carries (security headers, also on the responses no console
+handler makes: :class:`ConsoleHeaders`), and the same-origin check of requests that change
+something."""
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rulekit.server.proxy import FORWARDED_HOST
 
@@ -25,11 +28,37 @@ SECURITY_HEADERS = {
 
 
 def secure(response: Response, *, cache: bool = False) -> Response:
+    """``response`` with the security headers (and ``no-store`` unless ``cache``)."""
     response.headers.update(SECURITY_HEADERS)
     if not cache:
         response.headers["Cache-Control"] = "no-store"
-    """``response`` with the security headers (and ``no-store`` unless ``cache``)."""
     return response
+
+
+class ConsoleHeaders:
+    """ASGI middleware: every response of a path under ``/console`` carries the security
+    headers (and ``no-store`` unless it says how it may be cached), also those no console
+    handler made: the router's 404 for an unknown path, its 405 for a method a route does not
+    take. What a handler set stays."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path != "/console" and not path.startswith("/console/"):
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+                headers.setdefault("Cache-Control", "no-store")
+            await send(message)
+
+        await self.app(scope, receive, sending)
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -12,6 +12,8 @@ import httpx
 import pytest
 from workspace_helpers import SAMPLES, SECRET, Workspace, path, wait_for, workspace
 
+from rulekit.server.console.web import CSP
+
 pytest.importorskip("rulekit_chatra")
 
 __all__ = ["workspace"]
@@ -217,3 +219,24 @@ def test_every_api_endpoint_takes_the_bearer_token(workspace: Workspace) -> None
             assert anna.get(endpoint).status_code == 200, endpoint
             assert nobody.get(endpoint).status_code == 401, endpoint
         assert anna.get("me").json()["email"] == "anna@example.com"
+
+
+def test_responses_no_console_handler_made_carry_the_security_headers(
+    workspace: Workspace,
+) -> None:
+    """An unknown path under /console, a method a route does not take: the daemon's own 404
+    and 405 carry the console's headers too (docs/operations.md: every console response)."""
+    with httpx.Client(base_url=workspace.url, timeout=10) as client:
+        for method, where in [
+            ("GET", "/console/nothing-here"),
+            ("GET", "/console/api/nothing-here"),
+            ("PUT", "/console/login"),
+            ("DELETE", "/console/api/me"),
+            ("GET", "/console/static/"),
+        ]:
+            response = client.request(method, where)
+            assert response.status_code in (404, 405), (method, where, response.status_code)
+            assert response.headers.get("content-security-policy") == CSP, (method, where)
+            assert response.headers.get("x-content-type-options") == "nosniff", (method, where)
+            assert response.headers.get("x-frame-options") == "DENY", (method, where)
+            assert response.headers.get("cache-control") == "no-store", (method, where)
