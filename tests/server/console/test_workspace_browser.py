@@ -349,3 +349,30 @@ def test_an_agent_is_online_with_the_page_open_and_says_when_away(
         assert choice.is_displayed()
         Select(choice).select_by_value("away")
         wait_for(lambda: presence().get("anna@example.com") == "away", "Anna away")
+
+
+def test_a_reply_sent_twice_in_a_row_is_sent_once(site: Workspace, tmp_path: Path) -> None:
+    """Enter pressed again (or Send clicked) while the reply is still on its way, before the
+    box is emptied: the same reply, not a second one."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    site.started()
+    with chromium(tmp_path / "profile") as page:
+        sign_in(page, site.url, "anna")
+        open_conversation(page)
+        wait_for(lambda: thread_texts(page) == [FIRST_TEXT], "the thread")
+        box = page.find_element(By.ID, "reply-text")
+        box.send_keys("Yes, in stock.")
+        box.send_keys(Keys.ENTER, Keys.ENTER)  # the second before the first is answered
+        page.find_element(By.ID, "reply-send").click()
+        wait_for(lambda: "Yes, in stock." in thread_texts(page), "the reply in the thread")
+        # a reply after it: once it is recorded, anything sent before it has been too
+        box = page.find_element(By.ID, "reply-text")
+        wait_for(lambda: box.get_attribute("value") == "", "the emptied reply box")
+        box.send_keys("Shall I reserve one?", Keys.ENTER)
+        wait_for(lambda: "Shall I reserve one?" in thread_texts(page), "the second reply")
+    replies = [record.data["message"]["text"] for record in site.events("agent_replied")]
+    assert sorted(replies) == ["Shall I reserve one?", "Yes, in stock."]
+    wait_for(lambda: len(site.chatra.sent) == 2, "both replies at Chatra")
+    assert sorted(sent["text"] for sent in site.chatra.sent) == sorted(replies)

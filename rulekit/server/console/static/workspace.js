@@ -15,7 +15,8 @@
     open: null,           // the open conversation's view (GET conversations/{id})
     previews: {},         // conversation id -> the latest text the live stream brought
     seen: loadSeen(),     // conversation id -> last_activity_at when the agent last looked
-    pendingReply: null,   // {text, key} of a reply that failed, for "Retry"
+    pendingReply: null,   // {id, text, key} of a reply not sent yet, for "Retry"
+    sending: false,       // a reply is on its way
     timers: {},
   };
 
@@ -143,9 +144,12 @@
     $("reply-status").classList.toggle("error", Boolean(failed));
   }
 
-  async function sendReply(text, key) {
-    if (!state.open) return;
-    const id = state.open.id;
+  async function sendReply(text, key, conversation) {
+    const id = conversation || (state.open && state.open.id);
+    if (!id || state.sending) return;  // one reply on its way at a time
+    state.sending = true;
+    // kept until it is sent: the same text sent again (Retry, Enter) is the same reply
+    state.pendingReply = { id, text, key };
     $("reply-send").disabled = true;
     $("reply-retry").hidden = true;
     replyStatus("sending…", false);
@@ -156,10 +160,10 @@
       replyStatus("sent", false);
       refreshOpen();
     } catch (error) {
-      state.pendingReply = { text, key };
       replyStatus("not sent: " + String(error.message || error), true);
       $("reply-retry").hidden = false;
     } finally {
+      state.sending = false;
       $("reply-send").disabled = false;
     }
   }
@@ -173,8 +177,13 @@
   function submitReply(event) {
     event.preventDefault();
     const text = $("reply-text").value;
-    if (!text.trim()) return;
-    sendReply(text, newKey());
+    // Enter again (or Send) while the reply is on its way sends nothing more
+    if (!text.trim() || state.sending || !state.open) return;
+    // the reply that was not sent, sent again, keeps its Idempotency-Key: had it reached the
+    // daemon after all, it is not sent twice
+    const pending = state.pendingReply;
+    const again = pending && pending.id === state.open.id && pending.text === text;
+    sendReply(text, again ? pending.key : newKey());
   }
 
   // -- the client panel ------------------------------------------------------------------------
@@ -373,7 +382,8 @@
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) submitReply(event);
     });
     $("reply-retry").addEventListener("click", () => {
-      if (state.pendingReply) sendReply(state.pendingReply.text, state.pendingReply.key);
+      const pending = state.pendingReply;
+      if (pending) sendReply(pending.text, pending.key, pending.id);
     });
     $("client-form").addEventListener("submit", saveClient);
     $("list-filter").addEventListener("submit", (event) => { event.preventDefault(); loadList().catch(() => {}); });
