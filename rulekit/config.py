@@ -38,6 +38,11 @@ class ServerSettings(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="bytes of a request's line and headers (431 above it)",
+    )
     max_connections: int = Field(
         default=1000, ge=1, description="open client connections (kept below the open-files limit)"
     )

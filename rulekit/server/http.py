@@ -6,8 +6,12 @@ limit answers 503 to everyone once slow connections fill it. So the HTTP protoco
 
 * a **header deadline**: a request head (request line and headers) must arrive complete within
   ``header_timeout`` seconds of the connection opening or of the previous response ending,
-  otherwise the connection is closed (its size is capped by the HTTP parser);
+  otherwise the connection is closed;
 * a **body deadline**: the body must arrive within ``body_timeout`` seconds of its head;
+* a **head budget**: a request line and headers over ``max_header_bytes`` are answered 431
+  and the connection closed. The HTTP parser itself has no limit, and it gathers a header
+  or a URL that arrives in many reads by concatenating them (time quadratic in its length,
+  on the event loop): the budget is applied before the parser sees the bytes;
 * a **connection limit** (``max_connections``, kept below the process's file-descriptor limit):
   a connection beyond it takes the place of the connection that has waited longest for its
   request head (an idle keep-alive connection or a slow one), so slow connections never lock
@@ -51,6 +55,15 @@ BUSY = (
 )
 
 
+def head_too_large(limit: int) -> bytes:
+    """The 431 answered to a request whose line and headers are over ``limit`` bytes."""
+    body = b'{"error":"the request line and headers are over %d bytes"}' % limit
+    return (
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+    )
+
+
 def connection_limit(wanted: int, reserve: int = FD_RESERVE) -> int:
     """The connection limit this process can hold: ``wanted``, raising the soft limit of open
     files towards the hard one when needed, and never above the soft limit less ``reserve``."""
@@ -78,10 +91,13 @@ class ConnectionGuard:
         header_timeout: float,
         body_timeout: float,
         clock: Callable[[], float] = time.monotonic,
+        head_limit: int = 64 * 1024,
     ) -> None:
         self.limit = limit
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
+        self.head_limit = head_limit
+        self.head_too_large = head_too_large(head_limit)
         self.clock = clock
         self.open: set[Any] = set()
         self.waiting: OrderedDict[Any, None] = OrderedDict()
@@ -89,6 +105,7 @@ class ConnectionGuard:
         self.refused = 0
         self.lingering = 0
         self.expired = 0
+        self.oversized = 0
 
     def admit(self, connection: Any) -> bool:
         """Count a new connection in; ``False`` when it must be refused."""
@@ -121,17 +138,20 @@ class _Guarded:
         self._timer: asyncio.TimerHandle | None = None
         self._seen: Any = None
         self._lingering = False
+        self._in_body = False  # between a head's end and its message's end
+        self._head_bytes = 0  # bytes received towards the current (or next) head
         self._refused = not self.guard.admit(self)
         if self._refused:
             self._refuse(transport)
             return
         self._await_head()
 
-    def _refuse(self, transport: asyncio.Transport) -> None:
-        """Answer 503 and close. The connection lingers (dropping what the client sends, up
-        to :data:`LINGER` seconds) so that the answer is read rather than lost to a reset;
-        when many linger already, it is closed at once."""
-        transport.write(BUSY)
+    def _refuse(self, transport: asyncio.Transport, answer: bytes = BUSY) -> None:
+        """Answer ``answer`` (a 503, or the 431 of a head over the budget) and close. The
+        connection lingers (dropping what the client sends, up to :data:`LINGER` seconds) so
+        that the answer is read rather than lost to a reset; when many linger already, it is
+        closed at once."""
+        transport.write(answer)
         if self.guard.lingering >= MAX_LINGERING or not transport.can_write_eof():
             transport.close()
             return
@@ -150,7 +170,44 @@ class _Guarded:
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
-            return  # answered 503 already: dropped
+            return  # answered already: dropped
+        limit = self.guard.head_limit
+        while data:
+            if self._in_body:
+                piece, data = data, b""
+            else:  # the parser is handed no more of a head than the budget
+                room = limit - self._head_bytes
+                piece, data = data[:room], data[room:]
+                self._head_bytes += len(piece)
+            self._parse(piece)
+            if self.transport.is_closing():
+                return
+            if not self._in_body and self._head_bytes >= limit:
+                self._head_over_budget()
+                return
+
+    def on_headers_complete(self) -> None:
+        self._in_body = True
+        self._head_bytes = 0
+        super().on_headers_complete()  # type: ignore[misc]
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        self._head_bytes = 0  # (the next head may begin in the same read: counted from the next)
+        super().on_message_complete()  # type: ignore[misc]
+
+    def _head_over_budget(self) -> None:
+        """431 and close; once the response under way is sent, when a pipelined request's
+        head came in meanwhile (what arrives is dropped until then)."""
+        self.guard.oversized += 1
+        self.guard.forget(self)
+        self._cancel()
+        self._refused = True
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            self._refuse(self.transport, self.guard.head_too_large)
+
+    def _parse(self, data: bytes) -> None:
         super().data_received(data)  # type: ignore[misc]
         if self.transport.is_closing():
             return
@@ -166,7 +223,11 @@ class _Guarded:
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # type: ignore[misc]
-        if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
+        if self.transport.is_closing():
+            return
+        if self._refused:  # the next head went over the budget while this response was sent
+            self._refuse(self.transport, self.guard.head_too_large)
+        elif self.cycle is None or self.cycle.response_complete:
             self._await_head()
 
     def _await_head(self) -> None:
@@ -225,7 +286,12 @@ def server_config(app: Any, settings: ServerSettings, host: str, port: int) -> u
             settings.max_connections,
             limit + FD_RESERVE,
         )
-    guard = ConnectionGuard(limit, settings.header_timeout, settings.body_timeout)
+    guard = ConnectionGuard(
+        limit,
+        settings.header_timeout,
+        settings.body_timeout,
+        head_limit=settings.max_header_bytes,
+    )
     return uvicorn.Config(
         app,
         host=host,

@@ -5,6 +5,9 @@ open: real ``rulekit run`` processes on loopback.
   and are closed once the header deadline has passed; the daemon never runs out of file
   descriptors (its connection limit stays below them);
 * a body that stops arriving is cut off at the body deadline;
+* a request line and headers over ``server.max_header_bytes`` (one long header, many, a long
+  URL; alone or pipelined behind a webhook) are answered 431 on every route, and the daemon
+  goes on answering;
 * SIGTERM with a console stream open: the stream ends and the process exits 0 well before the
   server's graceful-shutdown timeout.
 
@@ -30,6 +33,7 @@ import httpx
 import pytest
 from daemons import SECRET, Process, chat_started, wait_for, write_setup
 
+from rulekit.config import ServerSettings
 from rulekit.server.http import FD_RESERVE, SHUTDOWN_GRACE
 
 HEADER_TIMEOUT = 4.0
@@ -38,6 +42,7 @@ DAEMON_FILES = 1024
 """The daemon's open-files limit (soft and hard): below the number of slow connections."""
 SLOW = 1500
 ADMIN_TOKEN = "admin-token-for-the-server-tests"
+HEAD_LIMIT = ServerSettings().max_header_bytes
 
 
 class LimitedProcess(Process):
@@ -174,6 +179,72 @@ def test_a_body_that_stops_arriving_is_cut_off_at_the_body_deadline(
     assert not received.startswith(b"HTTP/1.1 200")
 
 
+def exchange(port: int, *writes: bytes) -> bytes:
+    """Send ``writes`` one by one on a new connection; everything answered until it closes."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.settimeout(3 * HEADER_TIMEOUT)
+        try:
+            for data in writes:
+                sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # answered and closed before the rest was sent: read the answer
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except ConnectionResetError:
+            pass
+        return received
+
+
+def pieces(data: bytes, size: int = 4096) -> list[bytes]:
+    """``data`` in writes of ``size`` bytes, as a slow or hostile client sends a head."""
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+OVERSIZED_HEADS = {
+    "one long header": lambda path: f"{path} HTTP/1.1\r\nHost: x\r\nX-Long: {'a' * 4 * HEAD_LIMIT}",
+    "many headers": lambda path: (
+        f"{path} HTTP/1.1\r\nHost: x\r\n"
+        + "".join(f"X-{i}: {i}\r\n" for i in range(HEAD_LIMIT // 4))
+    ),
+    "a long URL": lambda path: f"{path}?{'q=1&' * HEAD_LIMIT} HTTP/1.1\r\nHost: x\r\n",
+}
+ROUTES = [f"POST /webhooks/online-chat/{SECRET}", "GET /healthz", "POST /console/login"]
+
+
+@pytest.mark.parametrize("shape", sorted(OVERSIZED_HEADS))
+def test_a_request_head_over_the_budget_gets_431_on_every_route(
+    daemon: LimitedProcess, shape: str
+) -> None:
+    for route in ROUTES:
+        head = OVERSIZED_HEADS[shape](route).encode()
+        answer = exchange(daemon.port, *pieces(head + b"Content-Length: 2\r\n\r\n{}"))
+        assert answer.startswith(b"HTTP/1.1 431 "), (route, answer[:200])
+        assert b"over %d bytes" % HEAD_LIMIT in answer
+    # a head within the budget is served as usual, and so is the next webhook
+    within = f"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: {'a' * (HEAD_LIMIT - 200)}\r\n"
+    answer = exchange(daemon.port, *pieces(within.encode() + b"Connection: close\r\n\r\n"))
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    response = httpx.post(daemon.webhook_url, content=chat_started(2), timeout=HEADER_TIMEOUT)
+    assert response.status_code == 200, response.text
+
+
+def test_a_pipelined_head_over_the_budget_gets_431_after_the_answer_before_it(
+    daemon: LimitedProcess,
+) -> None:
+    body = chat_started(3)
+    webhook = (
+        f"POST /webhooks/online-chat/{SECRET} HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    oversized = OVERSIZED_HEADS["one long header"]("GET /healthz").encode()
+    answer = exchange(daemon.port, webhook + oversized[:60000], *pieces(oversized[60000:]))
+    first, _, rest = answer.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200 "), answer[:300]
+    assert b'"status":"accepted"' in rest and b"HTTP/1.1 431 " in rest, answer[:600]
+
+
 def test_sigterm_ends_the_live_stream_and_the_process_at_once(tmp_path: Path) -> None:
     daemon = start(tmp_path)
     try:
@@ -210,4 +281,5 @@ def test_the_documented_limits_load(tmp_path: Path) -> None:
     config.write_text("server:\n  max_connections:" + block)
     server = load_config(config, load_plugins(entry_points=False), {}).raw.server
     assert (server.max_connections, server.header_timeout) == (1000, 10)
+    assert server.max_header_bytes == 65536
     assert (server.body_timeout, server.keep_alive_timeout) == (30, 5)
