@@ -9,6 +9,9 @@ What a sender gets back:
   answer does not tell which channels exist. The secret is compared in constant time; so is a
   header a provider requires besides (:meth:`~rulekit.channels.base.Provider.authorize_webhook`,
   e.g. Telegram's secret token header), and a missing or wrong one gets this same answer;
+* **415** — the body has a ``Content-Encoding`` (gzip, deflate, anything but ``identity``):
+  webhooks are read as sent, never inflated (a small compressed body can inflate to gigabytes),
+  and a compressed body read as JSON would only get a misleading 400;
 * **413** — the body is over ``server.max_body_bytes`` (checked against Content-Length first,
   then while reading, so a lying Content-Length does not help);
 * **400** — a body no provider can ever parse (see :mod:`rulekit.channels.body`): empty, not
@@ -118,6 +121,11 @@ class Ingest:
         provider = snapshot.providers.get(channel)
         if provider is not None and not _vouched(provider, headers):
             return _error(404, NOT_FOUND, channel)
+        encoding = _content_coding(headers)
+        if encoding is not None:
+            return _error(
+                415, f"Content-Encoding {encoding} is not accepted: send the body as it is", channel
+            )
         limit = snapshot.config.raw.server.max_body_bytes
         declared = headers.get("content-length")
         if declared is not None:
@@ -182,6 +190,17 @@ class Webhooks:
 def _json(content: dict[str, Any]) -> bytes:
     """``content`` as Starlette's ``JSONResponse`` writes it."""
     return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _content_coding(headers: Headers) -> str | None:
+    """The request's content coding other than ``identity``, shown for the sender (quoted and
+    cut short), or None when the body is sent as it is."""
+    for value in headers.getlist("content-encoding"):
+        for coding in value.split(","):
+            coding = coding.strip()
+            if coding and coding.lower() != "identity":
+                return repr(coding if len(coding) <= 20 else coding[:20] + "...")
+    return None
 
 
 def _vouched(provider: Provider, headers: Headers) -> bool:

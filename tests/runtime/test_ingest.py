@@ -4,17 +4,20 @@ full, secrets kept out of the logs."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 import os
 import shutil
 import sqlite3
+import zlib
 
 import httpx
 import pytest
 from daemons import SECRET, chat_started, wait_for, write_setup
 
 from rulekit.store.sqlite import SQLiteStore
+from rulekit.testing.telegram_updates import TelegramUser, Updates
 
 
 def inbox_rows(config) -> list[tuple[int, bytes]]:
@@ -265,5 +268,62 @@ def test_webhooks_answer_alike_with_and_without_the_access_log(tmp_path, serve, 
         # beyond its exact shape, the path is the router's (which redirects a trailing slash)
         assert httpx.post(server.webhook_url + "/", content=chat_started(2)).status_code == 307
         assert httpx.get(server.webhook_url).status_code == 405
+    finally:
+        access.setLevel(before)
+
+
+TELEGRAM_SECRET = "telegram-secret-0123456789"
+
+
+def two_channels(folder):
+    """A config with a Chatra and a Telegram channel; their webhook paths and headers."""
+    config = write_setup(folder)
+    text = config.read_text().replace(
+        "channels:\n",
+        "channels:\n"
+        "  telegram: {provider: telegram-bot, webhook_secret: " + TELEGRAM_SECRET + "}\n",
+    )
+    config.write_text(text)
+    update = Updates().message(TelegramUser(4242), "hello")
+    return config, [
+        (f"/webhooks/online-chat/{SECRET}", chat_started(1), {}),
+        (
+            f"/webhooks/telegram/{TELEGRAM_SECRET}",
+            json.dumps(update).encode(),
+            {"X-Telegram-Bot-Api-Secret-Token": TELEGRAM_SECRET},
+        ),
+    ]
+
+
+def encoded(body: bytes, coding: str) -> bytes:
+    if "gzip" in coding.lower():
+        return gzip.compress(body)
+    return zlib.compress(body) if coding == "deflate" else body
+
+
+@pytest.mark.parametrize("logged", [False, True], ids=["not-logged", "access-logged"])
+def test_a_body_with_a_content_encoding_gets_415_on_every_channel(tmp_path, serve, logged):
+    """A compressed body is refused as such (never inflated: a bomb stays a small body), not
+    read as JSON (a misleading 400), nor, with a coding nobody knows, stored as if plain."""
+    access = logging.getLogger("rulekit.access")
+    before = access.level
+    access.setLevel(logging.INFO if logged else logging.WARNING)
+    try:
+        config, channels = two_channels(tmp_path)
+        server = serve(config)
+        bomb = gzip.compress(b"[" + b" " * 50_000_000 + b"]")
+        for path, body, headers in channels:
+            url = server.url + path
+            for coding in ["gzip", "deflate", "br", "x-unknown", "identity, gzip", "GZip"]:
+                sent = {**headers, "Content-Encoding": coding}
+                response = httpx.post(url, content=encoded(body, coding), headers=sent)
+                assert response.status_code == 415, (path, coding, response.text)
+                assert "Content-Encoding" in response.json()["error"]
+            sent = {**headers, "Content-Encoding": "gzip"}
+            assert httpx.post(url, content=bomb, headers=sent).status_code == 415
+            sent = {**headers, "Content-Encoding": "identity"}
+            response = httpx.post(url, content=body, headers=sent)
+            assert (response.status_code, response.json()["status"]) == (200, "accepted")
+        assert len(inbox_rows(config)) == len(channels)  # nothing else was stored
     finally:
         access.setLevel(before)
