@@ -105,6 +105,30 @@ def test_a_surrogate_in_the_client_id_keeps_the_conversation_together(site):
     assert kinds[0] == "created" and "created" not in kinds[1:]
 
 
+def test_client_ids_the_parser_reads_as_one_share_the_conversation_key(site):
+    """The key stored at ingest (which orders a conversation's items between daemons sharing
+    a store) is the client id as the parser reads it: padded, or written as a number."""
+    n = next(COUNTER)
+    number = 10**9 + n
+    spellings = [f"visitor-{n}", f" visitor-{n}", f"visitor-{n}\t", f"\u3000visitor-{n} "]
+    spellings += [number, f" {number} ", str(number)]
+    bodies = []
+    for spelling in spellings:
+        body = fresh(SAMPLES["chat_started_anonymous.json"], next(COUNTER))
+        body["client"]["id"] = spelling
+        bodies.append(encode(body))
+    ids = [site.accept([body])[0] for body in bodies]  # in this order
+    keys = [site.inbox.conversation_key(inbox_id) for inbox_id in ids]
+    assert keys == [f"visitor-{n}"] * 4 + [str(number)] * 3
+    assert all(s == ("done", None) for s in site.inbox.settle(ids).values())
+    kinds = [
+        json.loads(rulekit(site.config, "why", event_id, "--format", "json"))["event"]
+        for inbox_id in ids
+        for event_id in site.inbox.events(inbox_id)
+    ]
+    assert kinds.count("created") == 2  # one conversation per client
+
+
 REFUSED = [
     (b'{"eventName": "chatStarted", "n": 1e999999}', "number out of range"),
     (b'{"eventName": "chatStarted", "n": -1e999999}', "number out of range"),

@@ -119,6 +119,14 @@ def _loads(body: bytes | str) -> Any:
         raise ChannelError(f"the body is not valid JSON: {exc}") from None
 
 
+def client_key(data: Any) -> str | None:
+    """The client id of a decoded body as :func:`read_payload` reads it (trimmed, an integer
+    written as a string, a very long one digested), or None when it has none: the key of the
+    conversation, so that bodies the parser files under one client share it."""
+    client = data.get("client") if isinstance(data, dict) else None
+    return _identifier(client.get("id")) if isinstance(client, dict) else None
+
+
 def read_payload(data: Any) -> Payload:
     """Read decoded JSON as a Chatra webhook; raise :class:`ChannelError` if it is not one."""
     if not isinstance(data, dict):

@@ -15,7 +15,7 @@ from .api import ChatraAPI
 from .fetch import TIMEOUT as FETCH_TIMEOUT
 from .fetch import ClientFetcher
 from .normalize import Normalizer
-from .payload import FETCHED, parse_body
+from .payload import FETCHED, client_key, parse_body
 from .settings import ChatraSettings
 
 if TYPE_CHECKING:
@@ -90,10 +90,9 @@ class ChatraProvider(Provider):
         await self.fetcher.run(inbound, get_client)
 
     def conversation_key(self, data: Any) -> str | None:
-        """Chatra keeps one continuous chat per visitor, so the conversation is the client id."""
-        client = data.get("client") if isinstance(data, dict) else None
-        key = client.get("id") if isinstance(client, dict) else None
-        return key if isinstance(key, str) and key else None
+        """Chatra keeps one continuous chat per visitor, so the conversation is the client id,
+        read as the parser reads it (``" 42"`` and ``42`` are client ``42``)."""
+        return client_key(data)
 
     # replies ---------------------------------------------------------------------------------
     def reply_problem(self) -> str | None:
