@@ -51,6 +51,7 @@ from rulekit.runtime.logs import log
 from rulekit.runtime.planning import Processed, StateChanged, prepare, record, team_facts
 from rulekit.runtime.worker import Evaluation, Firing, Refusal, Request
 from rulekit.store.base import JournaledState, JournaledStore
+from rulekit.store.forms import hidden_values
 from rulekit.store.records import Timer
 
 if TYPE_CHECKING:
@@ -213,14 +214,19 @@ class TimerRunner:
                 fired = self._record(state, timer, event, answer, now)
                 if fired is not None:
                     done.append(fired)
+        events = {timer.id: event for timer, event in waiting}
         for fired in done:
+            error = fired.outcome == "error"
+            event = events.get(fired.timer.id)
             log(
                 logger,
-                logging.INFO if fired.outcome != "error" else logging.WARNING,
+                logging.INFO if not error else logging.WARNING,
                 f"timer {fired.timer.id} of {fired.timer.rule!r}: {fired.outcome}"
-                + (f": {fired.reason}" if fired.outcome == "error" else ""),
+                + (f": {fired.reason}" if error else ""),
                 late=round((now - fired.timer.due).total_seconds(), 3),
                 jobs=len(fired.processed.jobs) if fired.processed is not None else 0,
+                # why its unless: failed may quote what it read of the client
+                personal=hidden_values(event.public()) if error and event is not None else None,
             )
         return out + done
 

@@ -18,6 +18,8 @@ over the store's :class:`ForgetRows` (how that store finds and rewrites rows), s
 * a job still to be sent whose parameters quoted the client becomes a dead letter
   (:data:`NOT_SENT`): sent, it would say ``[forgotten]`` where it said something of them. It
   cannot be retried (nor can a dead letter whose parameters were erased);
+* the reasons of the timers of the client's conversations (why one ended: its ``unless:``
+  failed, quoting what it read) are scrubbed likewise;
 * inbox bodies of those events (and done or failed bodies of the client's conversation or
   naming the client id) are emptied; a conversation loses its page.
 
@@ -310,6 +312,15 @@ class JobRow:
 
 
 @dataclass
+class TimerRow:
+    """A timer of the client's conversations, with the reason it ended (which may quote what
+    its ``unless:`` read)."""
+
+    id: int
+    reason: str | None
+
+
+@dataclass
 class AttemptRow:
     key: Any
     result: Any
@@ -359,6 +370,11 @@ class ForgetRows(Protocol):
 
     def update_attempt(self, row: AttemptRow, result: Any, error: str | None) -> None: ...
 
+    def timers(self, conversation_ids: Sequence[str], event_ids: Sequence[str]) -> list[TimerRow]:
+        """Timers of these conversations, or set by or fired as these events."""
+
+    def update_timer(self, row: TimerRow, reason: str | None) -> None: ...
+
     def forget_requests(self, conversation_ids: Sequence[str]) -> None:
         """Forget the console's request keys about these conversations, with the answers kept
         for their retries (which quote the conversation)."""
@@ -391,6 +407,12 @@ def forget_client(rows: ForgetRows, client_id: str, channel: str | None) -> dict
             counts["conversations"] += 1
     known_ids = {str(c.data["id"]) for c in conversations if c.data.get("id")}
     rows.forget_requests(sorted(known_ids | set(conversation_ids)))
+
+    event_ids = [row.event_id for row in events]
+    for timer in rows.timers(sorted(known_ids | set(conversation_ids)), event_ids):
+        reason, n_reason = scrub(timer.reason, personal)
+        if n_reason:  # not counted: the event it fired as is
+            rows.update_timer(timer, reason)
 
     inbox_ids = sorted({row.inbox_id for row in events if row.inbox_id is not None})
     for item in rows.inbox(inbox_ids, client_id, channel):

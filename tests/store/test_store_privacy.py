@@ -287,3 +287,25 @@ def test_forget_stops_the_jobs_that_would_send_what_it_erased(store, make_event)
             else:
                 raise AssertionError(f"job {job.id} was made pending again")
         assert state.get_job(greet.id).status == "dead"
+
+
+def test_forget_scrubs_the_reasons_of_the_clients_timers(store, make_event):
+    """A timer's reason (its ``unless:`` failed, quoting what it read) is stored with the timer,
+    not only in the trace of the event it fired as: it is scrubbed too."""
+    with store.transaction() as state:
+        event = make_event(
+            "e-jane",
+            conversation={"id": "conv-1"},
+            client={"id": "c-jane", "name": "Jane Doe", "email": EMAIL},
+            message={"text": TEXT, "author": "client"},
+        )
+        state.record_event(event, inbox_id=None, trace={}, now=T0)
+        state.set_timer("Nudge", "conv-1", "online-chat", T0, "e-jane", now=T0)
+        (timer,) = state.claim_timers("test", lease=60, now=T0 + timedelta(minutes=1))
+        reason = f"unless failed: UndefinedError: 'dict object' has no attribute {TEXT!r}"
+        assert state.finish_timer(timer.id, "test", "error", reason=reason, at=T0)
+    with store.transaction() as state:
+        state.forget_client("c-jane")
+    with store.transaction() as state:
+        (timer,) = state.timers(conversation_id="conv-1")
+        assert TEXT not in timer.reason and timer.reason == FORGOTTEN

@@ -18,6 +18,7 @@ from rulekit.store.erasure import (
     EventRow,
     InboxRow,
     JobRow,
+    TimerRow,
 )
 from rulekit.store.erasure import forget_client as forget_walk
 
@@ -96,6 +97,25 @@ class SQLForgetRows:
         self.state.execute(
             "UPDATE conversations SET data = :data WHERE channel = :channel AND key = :key",
             {"data": self.dialect.json(data), "channel": row.channel, "key": row.key},
+        )
+
+    def timers(self, conversation_ids: Sequence[str], event_ids: Sequence[str]) -> list[TimerRow]:
+        one_of = self.dialect.one_of
+        rows = self.state.execute(
+            "SELECT id, reason FROM timers WHERE reason IS NOT NULL AND reason <> ''"
+            f" AND ({one_of('conversation_id', 'conversations')}"
+            f" OR {one_of('trigger_event_id', 'events')} OR {one_of('by_event', 'events')})"
+            f"{self.lock}",
+            {
+                "conversations": self.dialect.values(conversation_ids),
+                "events": self.dialect.values(event_ids),
+            },
+        ).fetchall()
+        return [TimerRow(row["id"], row["reason"]) for row in rows]
+
+    def update_timer(self, row: TimerRow, reason: str | None) -> None:
+        self.state.execute(
+            "UPDATE timers SET reason = :reason WHERE id = :id", {"reason": reason, "id": row.id}
         )
 
     def forget_requests(self, conversation_ids: Sequence[str]) -> None:
