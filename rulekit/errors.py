@@ -78,6 +78,11 @@ def service_wait(seconds: float | None) -> float | None:
     return min(max(float(seconds), 0.0), MAX_RETRY_AFTER)
 
 
+MAX_ACTION_ERROR = 2_000
+"""Characters of an action's error message kept: the rest of what a service said (a 50 MB
+answer quoted as its error code) is cut, saying how much was left out."""
+
+
 class ActionError(RulekitError):
     """An action failed. ``retryable`` tells the dispatcher whether to try again.
 
@@ -96,6 +101,10 @@ class ActionError(RulekitError):
         scope: str = "destination",
         status: int | None = None,
     ) -> None:
+        if len(message) > MAX_ACTION_ERROR:
+            message = (
+                f"{message[:MAX_ACTION_ERROR]}…[{len(message) - MAX_ACTION_ERROR} more characters]"
+            )
         super().__init__(message)
         self.message = message
         self.retryable = retryable

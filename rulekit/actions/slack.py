@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, SecretStr
 
+from rulekit.actions.answers import AnswerTooLarge, bounded_response_class, unreadable
 from rulekit.actions.base import Action, ActionContext
 from rulekit.actions.pacing import Limit, Pace
 from rulekit.actions.rates import retry_after
@@ -145,6 +146,8 @@ class Slack(Action):
                     answer = {"status_code": 200, "data": response.data, "headers": {}}
         except TimeoutError:
             raise RetryableActionError(f"Slack did not answer within {self.timeout:g} s") from None
+        except AnswerTooLarge as exc:
+            raise unreadable(f"Slack: {exc}", exc.status) from None
         except sdk_errors.SlackApiError as exc:
             raise self._classify(exc.response, params.channel) from None
         except aiohttp.ClientError as exc:
@@ -178,6 +181,7 @@ class Slack(Action):
 
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.connections),
+            response_class=bounded_response_class(),  # no answer is read past MAX_ANSWER
             # no timer of aiohttp's own: the call is bounded as a whole, in ``execute``
             timeout=aiohttp.ClientTimeout(),
         )
@@ -194,7 +198,8 @@ class Slack(Action):
         return client
 
     def _classify(self, response: Any, channel: str) -> ActionError:
-        status = getattr(response, "status_code", None)
+        # an answer that is not JSON reaches here as aiohttp's response: its status is .status
+        status = getattr(response, "status_code", None) or getattr(response, "status", None)
         data = response.data if isinstance(getattr(response, "data", None), dict) else {}
         error = data.get("error") or "no error code"
         details = data.get("response_metadata", {}).get("messages") or []

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr
 
+from rulekit.actions.answers import bounded_stream
 from rulekit.actions.base import Action, ActionContext
 from rulekit.actions.pacing import Limit, Pace
 from rulekit.actions.secrets import redact
@@ -255,6 +256,14 @@ class Telegram(Action):
             return RetryableActionError(message, status=status)
         if isinstance(exc, tg.InvalidToken | tg.Forbidden | tg.BadRequest | tg.Conflict):
             return PermanentActionError(message, status=status)
+        if status is not None and 200 <= status < 300:
+            # Telegram took the call, and what garbled its answer cannot unsend the message:
+            # another attempt would send it twice
+            return PermanentActionError(
+                f"{message} (HTTP {status}: the message may have been sent; not retried, so "
+                "as not to send it twice)",
+                status=status,
+            )
         if isinstance(exc, tg.NetworkError):
             # 5xx and lost connections come here, and so do 4xx the library has no class for
             if status is not None and 400 <= status < 500 and status != 429:
@@ -306,9 +315,10 @@ def _token_transport(token: str, connections: int) -> httpx.AsyncBaseTransport:
                 stream=request.stream,
                 extensions=request.extensions,
             )
+            _last_status.set(None)  # this call's status, not an earlier one's (getMe's)
             response = await self._inner.handle_async_request(wire)
             _last_status.set(response.status_code)
-            return response
+            return bounded_stream(response)
 
         async def aclose(self) -> None:
             await self._inner.aclose()

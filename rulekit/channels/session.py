@@ -29,13 +29,16 @@ class LoopSession:
         can be sent."""
         import aiohttp
 
+        from rulekit.actions.answers import bounded_response_class
+
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return None
         kept = self._kept
         if kept is None or kept[0] is not loop or kept[1].closed:
-            client = aiohttp.ClientSession()
+            # no answer is read past MAX_ANSWER bytes (see rulekit.actions.answers)
+            client = aiohttp.ClientSession(response_class=bounded_response_class())
             keeper = loop.create_task(_close_when_cancelled(client))
             self._kept = kept = (loop, client, keeper)
         return kept[1]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from pydantic import SecretStr
+from rulekit.actions.answers import AnswerTooLarge, bounded_response_class, unreadable
 from rulekit.actions.rates import retry_after
 from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
 
@@ -84,10 +85,14 @@ class ChatraAPI:
             if self._session is not None:
                 response = await self._send(self._session, method, path, body, headers, timeout)
             else:
-                async with aiohttp.ClientSession() as session:
+                async with aiohttp.ClientSession(
+                    response_class=bounded_response_class()
+                ) as session:
                     response = await self._send(session, method, path, body, headers, timeout)
         except TimeoutError:
             raise RetryableActionError(f"Chatra did not answer within {timeout:g}s") from None
+        except AnswerTooLarge as exc:
+            raise unreadable(f"Chatra: {exc}", exc.status) from None
         except aiohttp.ClientError as exc:
             detail = self._scrub(str(exc) or type(exc).__name__)
             raise RetryableActionError(

@@ -17,6 +17,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
+from rulekit.actions.answers import AnswerTooLarge, bounded_response_class
 from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
 
 if TYPE_CHECKING:
@@ -66,10 +67,14 @@ class BotAPI:
             if self._session is not None:
                 status, content = await _post(self._session, url, params, timeout)
             else:
-                async with aiohttp.ClientSession() as session:
+                async with aiohttp.ClientSession(
+                    response_class=bounded_response_class()
+                ) as session:
                     status, content = await _post(session, url, params, timeout)
         except TimeoutError:
             raise BotUnreachable(f"Telegram did not answer within {timeout:g} s") from None
+        except AnswerTooLarge as exc:  # classified by its status, as any refusal
+            raise BotAPIError(exc.status, str(exc)) from None
         except aiohttp.ClientError as exc:
             detail = self.scrub(str(exc) or type(exc).__name__)
             raise BotUnreachable(f"cannot reach Telegram at {self.base_url}: {detail}") from None

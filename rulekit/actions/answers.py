@@ -1,0 +1,102 @@
+"""Services' answers read with a bound: at most :data:`MAX_ANSWER` bytes of any answer.
+
+A Web API's answer is small (``chat.postMessage``'s echoes the message: tens of KB at most),
+but one that is not (a proxy's error page, a fault, a hostile endpoint behind a configured
+``base_url``) would be read whole into memory, then parsed and quoted in the error. Past the
+bound, the read fails as a lost connection would (:class:`AnswerTooLarge`); what the status
+says is classified as for any unreadable answer: a 2xx is not retried (the call may have been
+made: another attempt could send twice), anything else as its status says.
+
+The sessions of the actions' SDKs read through :func:`bounded_response_class` (aiohttp) and
+:class:`BoundedStream` (httpx).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
+
+if TYPE_CHECKING:
+    import aiohttp
+    import httpx
+
+MAX_ANSWER = 1024 * 1024
+"""Bytes of a service's answer read, at most."""
+
+
+class AnswerTooLarge(Exception):
+    """An answer went past :data:`MAX_ANSWER` bytes; ``status`` is its HTTP status."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"the answer (HTTP {status}) is over {MAX_ANSWER} bytes: not read")
+        self.status = status
+
+
+def unreadable(message: str, status: int) -> ActionError:
+    """The error of an answer that could not be read whole, with ``status``: a 2xx is final
+    (the call was taken: another attempt could send twice), a 429, 5xx or 408 retried, any
+    other status final."""
+    if 200 <= status < 300:
+        return PermanentActionError(
+            f"{message} (the call may have been made; not retried, so as not to make it twice)",
+            status=status,
+        )
+    if status in (408, 429) or status >= 500:
+        return RetryableActionError(message, status=status)
+    return PermanentActionError(message, status=status)
+
+
+@functools.cache
+def bounded_response_class() -> type[aiohttp.ClientResponse]:
+    """An aiohttp response class whose body is read up to :data:`MAX_ANSWER` bytes (pass it
+    as ``ClientSession(response_class=...)``); past it, :class:`AnswerTooLarge`."""
+    import aiohttp
+
+    class BoundedResponse(aiohttp.ClientResponse):
+        async def read(self) -> bytes:
+            if self._body is None:
+                body = bytearray()
+                try:
+                    while chunk := await self.content.read(65536):
+                        body += chunk
+                        if len(body) > MAX_ANSWER:
+                            raise AnswerTooLarge(self.status)
+                except BaseException:
+                    self.close()
+                    raise
+                self._body = bytes(body)
+            return await super().read()
+
+    return BoundedResponse
+
+
+def bounded_stream(response: httpx.Response) -> httpx.Response:
+    """``response`` (from an httpx transport) with its body read up to :data:`MAX_ANSWER`
+    bytes; past it, reading raises :class:`httpx.ReadError` (httpx's clients take no other
+    exception from a stream)."""
+    import httpx
+
+    class BoundedStream(httpx.AsyncByteStream):
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            size = 0
+            async for chunk in self._inner:
+                size += len(chunk)
+                if size > MAX_ANSWER:
+                    raise httpx.ReadError(str(AnswerTooLarge(response.status_code)))
+                yield chunk
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    return httpx.Response(
+        response.status_code,
+        headers=response.headers,
+        stream=BoundedStream(response.stream),
+        extensions=response.extensions,
+    )
