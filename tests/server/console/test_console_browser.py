@@ -216,3 +216,88 @@ def test_hostile_client_data_stays_text(console_server: ConsoleServer, ann_page:
     assert conversation.find_elements(By.TAG_NAME, "script") == []
     assert conversation.find_elements(By.CSS_SELECTOR, "a[href^='javascript']") == []
     assert ann_page.execute_script("return window.__pwned") is None
+
+
+def test_hostile_names_stay_text_in_the_feed_the_list_and_the_thread(
+    console_server: ConsoleServer, ann_page: Any
+) -> None:
+    """Markup in every name and text the page shows — the client's name and message, a tag,
+    a rule's and an action's name, errors, a reload's errors, what the rules read of the team —
+    is shown as text wherever it appears: the live feed, the conversation list, the thread."""
+    from selenium.webdriver.common.by import By
+
+    from rulekit.event import Client, Conversation
+    from rulekit.store import JobSpec
+
+    event = make_event(
+        channel="online-chat",
+        conversation={"id": "conv-h", "tags": [HOSTILE]},
+        client={"id": "vh", "name": HOSTILE},
+        message={"text": HOSTILE, "author": "client"},
+    )
+    with console_server.store.transaction() as state:
+        state.save_client("online-chat", Client(id="vh", name=HOSTILE))
+        state.save_conversation(
+            "online-chat", "vh", Conversation(id="conv-h", status="open", tags=[HOSTILE])
+        )
+        state.record_event(
+            event,
+            inbox_id=None,
+            trace={"rules": [{"name": HOSTILE, "matched": True}]},
+            jobs=[JobSpec(HOSTILE, "slack", {"text": "x"}, HOSTILE)],
+        )
+    console_server.publish(
+        {
+            "type": "event",
+            "event_id": event.id,
+            "channel": "online-chat",
+            "event": "created",
+            "origin": "channel",
+            "conversation_id": "conv-h",
+            "client_name": HOSTILE,
+            "text": HOSTILE,
+            "matched": [HOSTILE],
+            "actions": [{"rule": HOSTILE, "action": HOSTILE}],
+            "errors": [HOSTILE],
+            "team": [HOSTILE],
+        }
+    )
+    console_server.publish(
+        {
+            "type": "dead_letter",
+            "job_id": 1,
+            "event_id": event.id,
+            "rule": HOSTILE,
+            "action": HOSTILE,
+            "destination": HOSTILE,
+            "outcome": "dead",
+            "error": HOSTILE,
+        }
+    )
+    console_server.publish({"type": "reload", "ok": False, "errors": [HOSTILE]})
+    console_server.publish({"type": "reload", "ok": True, "rules_version": "end-marker"})
+    wait_for(lambda: any("end-marker" in text for text in feed_texts(ann_page)), "the feed")
+    feed = "\n".join(feed_texts(ann_page))
+    assert feed.count(HOSTILE) >= 5, feed
+
+    ann_page.refresh()  # the list and the event list as the page reads them when it opens
+
+    def opened() -> bool:  # the list is redrawn as updates arrive: an entry may go stale
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        found = ann_page.find_elements(By.CSS_SELECTOR, '#conversations li[data-id="conv-h"]')
+        try:
+            if not found or HOSTILE not in found[0].text:
+                return False
+            found[0].find_element(By.TAG_NAME, "button").click()
+        except StaleElementReferenceException:
+            return False
+        return True
+
+    wait_for(opened, "the conversation in the list, with its client's name, to open it")
+    wait_for(lambda: HOSTILE in ann_page.find_element(By.ID, "thread").text, "the thread's message")
+    assert HOSTILE in ann_page.find_element(By.ID, "conversation").text  # the tag
+    for where in ("#feed", "#conversations", "#thread", "#conversation", "#dead-letters"):
+        assert ann_page.find_elements(By.CSS_SELECTOR, f"{where} img") == [], where
+        assert ann_page.find_elements(By.CSS_SELECTOR, f"{where} b") == [], where
+    assert ann_page.execute_script("return window.__pwned") is None
