@@ -87,15 +87,19 @@ class TeamView:
         return agent is not None and not self.viewer.may_see_agent(agent)
 
     def conversation(self, conversation: Any) -> Any:
-        """A conversation (as JSON) without the agents the viewer may not see."""
+        """A conversation (as JSON) without the agents the viewer may not see; an assignee
+        left out leaves ``assignee_hidden: true`` (someone is assigned: it is not unassigned)."""
         if not isinstance(conversation, dict) or not any(
             self.hides(conversation.get(name)) for name in AGENT_FIELDS
         ):
             return conversation
-        return {
+        shown = {
             key: None if key in AGENT_FIELDS and self.hides(value) else value
             for key, value in conversation.items()
         }
+        if self.hides(conversation.get("assignee")):
+            shown["assignee_hidden"] = True
+        return shown
 
     def event(self, data: dict[str, Any]) -> dict[str, Any]:
         """An event's data as the viewer is shown it: the agents they may not see unnamed (its

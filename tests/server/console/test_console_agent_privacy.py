@@ -149,3 +149,37 @@ def test_the_live_stream_names_no_agent_the_viewer_may_not_see(daemon: tuple[str
                 break
     assert any(m.get("event") == "created" for m in seen)
     assert PAVEL not in repr(seen) and "Pavel" not in repr(seen)
+
+
+def test_an_assignee_the_viewer_may_not_see_is_not_named_but_the_conversation_is_assigned(
+    tmp_path: Path,
+) -> None:
+    """Boris was assigned while he had access to online-chat, then lost it (a reload): Anna
+    is told that someone is assigned (``assignee_hidden``), not who; the admin is told."""
+    from workspace_helpers import path, running
+
+    boris = "boris@example.com"
+    with running("sqlite", tmp_path) as site:
+        site.started()
+        config = tmp_path / "rulekit.yaml"
+        only_forms = config.read_text()
+        config.write_text(only_forms.replace("channels: [forms]", "channels: [forms, online-chat]"))
+        assert site.reload()
+        with site.client("admin") as admin:
+            answer = admin.post(f"{path()}/assign", json={"agent": boris})
+            assert answer.status_code == 200, answer.text
+        config.write_text(only_forms)
+        assert site.reload()
+        with site.client("anna") as anna, site.client("admin") as admin:
+            seen = {
+                "list": anna.get("conversations").json(),
+                "view": anna.get(path()).json(),
+                "recent": anna.get("recent").json(),
+            }
+            assert admin.get(path()).json()["conversation"]["assignee"] == boris
+        assert boris not in repr(seen) and "Boris" not in repr(seen)
+        for conversation in (
+            seen["list"]["conversations"][0]["conversation"],
+            seen["view"]["conversation"],
+        ):
+            assert conversation["assignee"] is None and conversation["assignee_hidden"] is True

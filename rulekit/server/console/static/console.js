@@ -319,7 +319,7 @@
     const data = await getJSON("/console/api/conversations/" + encodeURIComponent(channel) + "/" + encodeURIComponent(id));
     const c = data.conversation || {};
     facts($("conversation-facts"), [
-      ["Channel", data.channel], ["Status", c.status], ["Group", c.group], ["Assignee", c.assignee],
+      ["Channel", data.channel], ["Status", c.status], ["Group", c.group], ["Assignee", c.assignee || (c.assignee_hidden ? "another agent" : null)],
       ["Tags", (c.tags || []).join(", ")], ["Priority", c.priority],
       ["Page", c.page ? safeLink(c.page) : null], ["Link", c.link ? safeLink(c.link) : null],
     ]);

@@ -24,6 +24,7 @@
     for (const agent of agents) {
       options.push(el("option", { value: agent.email }, agent.name ? agent.name + " (" + agent.email + ")" : agent.email));
     }
+    if (c.assignee_hidden) options.push(el("option", { value: "", disabled: "" }, "another agent"));
     const current = (c.assignee || "").toLowerCase();
     if (current && !agents.some((a) => a.email.toLowerCase() === current)) {
       options.push(el("option", { value: c.assignee }, c.assignee));
@@ -31,6 +32,7 @@
     $("state-assignee").replaceChildren(...options);
     const match = agents.find((a) => a.email.toLowerCase() === current);
     $("state-assignee").value = match ? match.email : c.assignee || "";
+    if (c.assignee_hidden) $("state-assignee").selectedIndex = options.length - 1;
     $("state-priority").value = c.priority || "";
     const tags = Array.isArray(c.tags) ? c.tags : [];
     $("state-tags").replaceChildren(...tags.map((tag) => {

@@ -85,6 +85,12 @@
     return (state.seen || {})[entry.id] !== entry.last_activity_at;
   }
 
+  function assigneeLabel(conversation) {
+    if (conversation.assignee) return "→ " + conversation.assignee;
+    // assigned to an agent this viewer may not see: named to those who may
+    return conversation.assignee_hidden ? "→ another agent" : "unassigned";
+  }
+
   function listItem(entry) {
     const conversation = entry.conversation || {};
     const isUnread = unread(entry);
@@ -92,7 +98,7 @@
       el("span", { class: "name" }, clientName(entry.client) || entry.id),
       isUnread ? el("span", { class: "unread-dot", title: "unread" }, "●") : null,
       el("span", { class: "meta" },
-        [entry.channel, conversation.status, conversation.assignee ? "→ " + conversation.assignee : "unassigned"]
+        [entry.channel, conversation.status, assigneeLabel(conversation)]
           .filter(Boolean).join(" · ")),
       state.previews[entry.id] ? el("span", { class: "preview" }, state.previews[entry.id]) : null,
       el("span", { class: "time" }, when(entry.last_activity_at)));
