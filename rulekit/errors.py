@@ -30,10 +30,28 @@ class Location:
         return f"{where}: {self.path}" if self.path else where
 
 
+MAX_LOCATED_ERROR = 1_000
+"""Characters of an error about what a person wrote: a value it quotes (a rule's name of
+900,000 characters, an expression of 17,000) is elided in the middle, keeping the start and
+the reason, so that one such value cannot make every line of ``rulekit check`` a megabyte."""
+
+
+def elide(text: str, limit: int = MAX_LOCATED_ERROR) -> str:
+    """``text``, or its start and end around a mark saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    head, tail = limit * 3 // 5, limit * 3 // 10
+    return f"{text[:head]}…[{len(text) - head - tail} characters]…{text[-tail:]}"
+
+
 class LocatedError(RulekitError):
-    """An error about something a person wrote, with where they wrote it."""
+    """An error about something a person wrote, with where they wrote it (both cut to
+    :data:`MAX_LOCATED_ERROR` characters by :func:`elide`)."""
 
     def __init__(self, message: str, location: Location | None = None) -> None:
+        message = elide(message)
+        if location is not None and len(location.path) > MAX_LOCATED_ERROR:
+            location = Location(location.file, location.line, elide(location.path))
         super().__init__(message)
         self.message = message
         self.location = location

@@ -260,3 +260,26 @@ def test_rulekit_check_reports_a_deep_expression_without_a_traceback(tmp_path):
     assert result.returncode == 1, result
     assert "rules.yaml:3:" in result.stderr and "rules.yaml:5:" in result.stderr, result
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_values_quoted_in_errors_are_elided_to_a_readable_line(tmp_path):
+    """A rule's name of 900,000 characters was quoted whole in each of its errors, an
+    expression of 17,000 in its own: every line of `rulekit check` stays under about a
+    thousand characters, keeping the file, the line and the reason."""
+    alternatives = "|".join(f"w{i}" for i in range(3000))
+    (tmp_path / "rules.yaml").write_text(
+        f"- name: {'x' * 900_000}\n"
+        "  on: {channel: online-chat}\n"
+        "- name: long\n"
+        "  on: {channel: online-chat}\n"
+        f"  if: \"message.text is search('{alternatives}')\"\n"
+        "  do: [{autoreply: {text: hi}}]\n"
+    )
+    (tmp_path / "rulekit.yaml").write_text("channels: {online-chat: {provider: chatra}}\n")
+    result = rulekit("check", "rules.yaml", "--config", "rulekit.yaml", cwd=tmp_path)
+    assert result.returncode == 1, result
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert [line.split(": ", 2)[1] for line in errors] == ["rules.yaml:1", "rules.yaml:5"]
+    assert "missing required field 'do'" in errors[0]
+    assert "is over 4000 characters" in errors[1]
+    assert all(len(line) < 1_100 for line in errors), [len(line) for line in errors]
