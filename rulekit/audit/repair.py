@@ -13,11 +13,14 @@ what is outside them is reported as not found, exactly like what does not exist.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from typing import Any
 
+from rulekit.audit.privacy import HIDDEN, hide
 from rulekit.store.base import JournaledState
 from rulekit.store.erasure import erased_params
+from rulekit.store.forms import PersonalValues, hidden_values, strings_in
 from rulekit.store.records import InboxItem, Job
 
 LIST_LIMIT = 100
@@ -105,6 +108,33 @@ def requeue(
         raise NotRepairable(f"webhook {inbox_id} is {item.status}, not set aside")
     state.requeue_inbox(inbox_id)
     return {**item_view(item), "status": "pending"}
+
+
+def without_content(state: JournaledState, entry: dict[str, Any]) -> dict[str, Any]:
+    """A dead letter or set-aside webhook (as :func:`job_view` or :func:`item_view` show it)
+    as the command line shows it without ``--show-content``, like ``rulekit why``: what its
+    error quotes of the client is hidden (the client of the job's event; for a webhook that
+    could not be read, any value of its body), and so is a webhook's body."""
+    if "job_id" in entry:
+        record = state.get_event(entry["event_id"]) if entry.get("event_id") else None
+        values = hidden_values(record.data) if record is not None else PersonalValues()
+        return {**entry, "error": hide(entry.get("error"), values)}
+    item = state.get_inbox(entry["inbox_id"])
+    values = PersonalValues(_body_strings(item.body) if item is not None else ())
+    preview = entry.get("body_preview")
+    return {
+        **entry,
+        "error": hide(entry.get("error"), values),
+        "body_preview": HIDDEN if preview else preview,
+    }
+
+
+def _body_strings(body: bytes) -> list[str]:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return []
+    return list(strings_in(data))
 
 
 def job_view(job: Job) -> dict[str, Any]:

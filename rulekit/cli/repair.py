@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from rulekit.cli.audit import EXIT_FAILED, _echo_json, _open, format_option
+from rulekit.cli.audit import EXIT_FAILED, _echo_json, _open, format_option, show_content_option
 from rulekit.cli.main import config_option, reports_errors
 from rulekit.safetext import echo
 
@@ -27,16 +27,21 @@ def _repair(
     act: str,
     noun: str,
     key: str,
+    show_content: bool,
 ) -> None:
     from rulekit.audit import repair
 
     _, store = _open(config_path)
     results: list[dict[str, Any]] = []
     failed = False
+
+    def shown(state: Any, entry: dict[str, Any]) -> dict[str, Any]:
+        return entry if show_content else repair.without_content(state, entry)
+
     try:
         if not ids:
             with store.transaction() as state:
-                found = getattr(repair, listing)(state, None)
+                found = [shown(state, entry) for entry in getattr(repair, listing)(state, None)]
             if output_format == "json":
                 _echo_json({listing: found})
                 return
@@ -49,7 +54,7 @@ def _repair(
         for number in ids:
             try:
                 with store.transaction() as state:
-                    results.append({"ok": True, **work(state, number, None)})
+                    results.append({"ok": True, **shown(state, work(state, number, None))})
             except (repair.NotFound, repair.NotRepairable) as exc:
                 failed = True
                 results.append({"ok": False, key: number, "error": str(exc)})
@@ -77,10 +82,14 @@ def _line(entry: dict[str, Any], key: str) -> str:
 @click.argument("job_ids", nargs=-1, type=click.IntRange(min=1))
 @config_option
 @format_option
+@show_content_option
 @reports_errors
-def retry_command(job_ids: tuple[int, ...], config_path: str | None, output_format: str) -> None:
+def retry_command(
+    job_ids: tuple[int, ...], config_path: str | None, output_format: str, show_content: bool
+) -> None:
     """Send dead letters again: JOB_IDS become pending and the daemon retries them. Without
-    ids, list the dead letters."""
+    ids, list the dead letters (what their errors quote of the client hidden, unless
+    --show-content)."""
     _repair(
         config_path,
         job_ids,
@@ -89,6 +98,7 @@ def retry_command(job_ids: tuple[int, ...], config_path: str | None, output_form
         act="retry",
         noun="dead letter",
         key="job_id",
+        show_content=show_content,
     )
 
 
@@ -96,12 +106,14 @@ def retry_command(job_ids: tuple[int, ...], config_path: str | None, output_form
 @click.argument("inbox_ids", nargs=-1, type=click.IntRange(min=1))
 @config_option
 @format_option
+@show_content_option
 @reports_errors
 def requeue_command(
-    inbox_ids: tuple[int, ...], config_path: str | None, output_format: str
+    inbox_ids: tuple[int, ...], config_path: str | None, output_format: str, show_content: bool
 ) -> None:
     """Process set-aside webhooks again: INBOX_IDS become pending and the daemon processes them
-    from the start. Without ids, list the set-aside webhooks."""
+    from the start. Without ids, list the set-aside webhooks (their bodies, and what their
+    errors quote of them, hidden unless --show-content)."""
     _repair(
         config_path,
         inbox_ids,
@@ -110,4 +122,5 @@ def requeue_command(
         act="requeue",
         noun="set-aside webhook",
         key="inbox_id",
+        show_content=show_content,
     )

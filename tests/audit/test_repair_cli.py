@@ -50,3 +50,34 @@ def test_requeue_lists_set_aside_webhooks_and_makes_one_pending(site) -> None:
     assert requeued.exit_code == 0, requeued.output
     assert site.sql("SELECT status FROM inbox WHERE id = ?", (inbox_id,)) == [("pending",)]
     assert site.run("requeue", str(inbox_id)).exit_code == 1
+
+
+def test_the_listings_hide_what_they_quote_of_clients_without_show_content(site) -> None:
+    """A dead letter's error quoting the client's message, a set-aside body with their email:
+    `rulekit retry` and `rulekit requeue` list them as `rulekit why` does, content hidden unless
+    --show-content (terminals and pasted bug reports are no place for it)."""
+    angry, email = "refund now, I am angry", "bob.roe@example.org"
+    body = json.dumps({"client": {"id": "c-bob", "email": email}, "text": "card 4111 declined"})
+    store = SQLiteStore(site.database)
+    try:
+        with store.transaction() as state:
+            state.execute(
+                "UPDATE outbox SET last_error = :error WHERE status = 'dead'",
+                {"error": f'Slack refused: {{"text": "{angry}"}}'},
+            )
+            inbox_id, _ = state.append_inbox("online-chat", body.encode())
+            state.finish_inbox(inbox_id, error=f"ChannelError: {email} is not a client of ours")
+    finally:
+        store.close()
+    for command in ("retry", "requeue"):
+        for form in ([], ["--format", "json"]):
+            hidden = site.run(command, *form)
+            assert hidden.exit_code == 0, hidden.output
+            for value in (angry, email, "card 4111 declined"):
+                assert value not in hidden.output, (command, form, hidden.output)
+            assert "[hidden]" in hidden.output, (command, form, hidden.output)
+    shown = (
+        site.run("retry", "--show-content").output
+        + site.run("requeue", "--show-content", "--format", "json").output
+    )
+    assert angry in shown and email in shown and "card 4111 declined" in shown
