@@ -244,6 +244,13 @@ def check_link(parts: list[tuple[str, bool]], schemes: frozenset[str]) -> None:
     match = _SCHEME.match(url)
     scheme = match.group(1).lower() if match else ""
     if scheme in schemes:
+        where = url[match.end() :].lstrip("/").lower() if match else ""
+        if scheme == "tg" and (where == "user" or where.startswith(("user?", "user/", "user#"))):
+            # a mention: it notifies the user it names, as Slack's <@U123> would
+            raise TemplateError(
+                "a value would make a Telegram mention (tg://user); only the template's own "
+                "text may mention someone"
+            )
         return
     shown = f"a {scheme!r} URL" if scheme else "a URL without a scheme"
     allowed = ", ".join(sorted(schemes))

@@ -304,6 +304,21 @@ def test_a_client_value_may_make_web_links_only(build_engine, fake_slack, fake_t
     assert len(sent) == 3 and {m.status for m in sent} == {200}
 
 
+@pytest.mark.parametrize("position", [p for p in LINK_POSITIONS if p.startswith("telegram")])
+def test_a_client_value_cannot_make_a_telegram_mention(build_engine, position):
+    """``tg://user?id=`` notifies the user it names, as ``<@U123>`` would in Slack: a value
+    may make Telegram's other links (``tg://resolve``), not that one; the template may."""
+    engine = _link_engine(build_engine, None, position)
+    for url in ("tg://user?id=1", "TG://User?id=1", " tg:user?id=1", "tg:/\t/user?id=1"):
+        plan = engine.evaluate(_event(url), explain=True)
+        assert list(plan) == [], (position, url)
+        assert "a value would make a Telegram mention" in plan.errors[0], plan.errors
+    assert list(engine.evaluate(_event("tg://resolve?domain=users"), explain=True))
+    text = '<a href="tg://user?id={{ client.name }}">boss</a>'
+    own = build_engine(_rules("telegram", {"chat_id": 1, "parse_mode": "HTML", "text": text}))
+    assert list(own.evaluate(_event("42"), explain=True))
+
+
 def test_a_link_scheme_written_in_the_template_is_kept_and_the_value_stays_inside(build_engine):
     text = f'<a href="ftp://files/{V}">f</a>'
     engine = build_engine(_rules("telegram", {"chat_id": 1, "parse_mode": "HTML", "text": text}))
