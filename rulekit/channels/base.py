@@ -12,12 +12,19 @@ import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import SecretStr
 
-from rulekit.channels.body import MAX_KEY_CHARS, bounded_key, for_providers
+from rulekit.channels.body import (
+    EARLIEST_TIME,
+    LATEST_TIME,
+    MAX_KEY_CHARS,
+    bounded_key,
+    bounded_time,
+    for_providers,
+)
 from rulekit.config import Directory
 from rulekit.event import Agent, Client, Conversation, Event
 from rulekit.models import StrictModel
@@ -161,8 +168,12 @@ class Provider:
     The key :meth:`conversation_key` returns, and the ids of the events :meth:`parse` returns
     (event, conversation, client, message, agent), are made fit to store and index by
     :func:`rulekit.channels.body.bounded_key` (no surrogates, a very long id becomes its
-    digest); an exception from :meth:`conversation_key` counts as "cannot tell" (None). An id a
-    provider stores itself while parsing (``state.mark_message_seen``) must go through
+    digest); their times are made fit to compute with by
+    :func:`rulekit.channels.body.bounded_time` (one outside it is unknown: ``occurred_at``
+    becomes the time the event is read, the others None). A provider reads the times it keeps
+    in the state itself (a client's last visit) through ``bounded_time`` too. An exception
+    from :meth:`conversation_key` counts as "cannot tell" (None). An id a provider stores
+    itself while parsing (``state.mark_message_seen``) must go through
     ``bounded_key`` first.
     """
 
@@ -318,6 +329,9 @@ class Provider:
 
 def _bounded(events: list[Event]) -> list[Event]:
     for event in events:
+        if not EARLIEST_TIME <= _aware(event.occurred_at) <= LATEST_TIME:
+            event.occurred_at = datetime.now(UTC)
+        _bound_times(event)
         key = event.id
         # the usual id (ASCII without NUL, not too long) is kept as it is: checked inline
         if not (0 < len(key) <= MAX_KEY_CHARS and key.isascii() and "\x00" not in key):
@@ -329,6 +343,32 @@ def _bounded(events: list[Event]) -> list[Event]:
             ):
                 part.id = bounded_key(part_id)
     return events
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+_TIMES = (
+    ("message", ("created_at",)),
+    ("client", ("last_visit",)),
+    ("conversation", ("last_client_message_at", "last_agent_reply_at", "first_agent_reply_at")),
+)
+
+
+def _bound_times(event: Event) -> None:
+    """The event's times from outside, each None when :func:`bounded_time` says it is unknown
+    (the part is replaced, never changed: it may be shared with the state)."""
+    for part_name, names in _TIMES:
+        part = getattr(event, part_name)
+        had = part.__dict__
+        wrong = {
+            name: None
+            for name in names
+            if had[name] is not None and bounded_time(had[name]) is None
+        }
+        if wrong:
+            setattr(event, part_name, part.model_copy(update=wrong))
 
 
 def _parses_clean(parse: Callable[..., list[Event]]) -> Callable[..., list[Event]]:

@@ -23,6 +23,7 @@ import hashlib
 import json
 import math
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 MAX_DEPTH = 64
@@ -32,6 +33,11 @@ MAX_INT_DIGITS = 100
 MAX_KEY_CHARS = 200
 """Longest id or key stored as it is (databases index them, PostgreSQL up to ~2700 bytes a
 row); a longer one is stored as its SHA-256 digest."""
+
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2200, 1, 1, tzinfo=UTC)
+"""The times a webhook may tell (when a message was written, a visit began); one outside them
+is taken as unknown (:func:`bounded_time`)."""
 
 BOM = "\ufeff"
 _BOM_BYTES = BOM.encode()
@@ -116,6 +122,17 @@ def bounded_key(key: object) -> str | None:
     if len(key) > MAX_KEY_CHARS:
         return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
     return key
+
+
+def bounded_time(value: datetime | None) -> datetime | None:
+    """A time read from a webhook, fit to compute with: ``value`` when it lies between
+    :data:`EARLIEST_TIME` and :data:`LATEST_TIME` (naive means UTC), else None (unknown). A
+    time near the end of what ``datetime`` holds (the year 9999) breaks every sum made with
+    it later: a timer due 5 minutes after it, a conversation's idle deadline."""
+    if value is None:
+        return None
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return value if EARLIEST_TIME <= aware <= LATEST_TIME else None
 
 
 def _refuse_constant(name: str) -> Any:

@@ -23,7 +23,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from rulekit.channels.body import MAX_KEY_CHARS, bounded_key
+from rulekit.channels.body import (
+    EARLIEST_TIME,
+    LATEST_TIME,
+    MAX_KEY_CHARS,
+    bounded_key,
+    bounded_time,
+)
 from rulekit.errors import ChannelError
 
 EVENT_NAMES: tuple[str, ...] = ("chatStarted", "chatFragment", "chatTranscript")
@@ -305,9 +311,9 @@ def _message(where: str | int, value: Any, client_id: str) -> ChatraMessage:
     # message)
     created_at = get("createdAt")
     if type(created_at) is int:
-        try:
+        if _EARLIEST_MS <= created_at <= _LATEST_MS:
             created_at = _from_timestamp(created_at / 1000, UTC)
-        except (ValueError, OverflowError, OSError):
+        else:  # (``timestamp``'s range, checked on the number)
             created_at = None
     else:
         created_at = timestamp(created_at)
@@ -384,26 +390,31 @@ def _agents(data: dict[str, Any]) -> tuple[ChatraAgent, ...]:
 
 def timestamp(value: Any) -> datetime | None:
     """A Chatra time as an aware UTC datetime: epoch milliseconds (a number or a string of
-    digits) or an ISO 8601 string (naive means UTC). Anything else is None."""
+    digits) or an ISO 8601 string (naive means UTC). Anything else is None, and so is a time
+    outside :func:`rulekit.channels.body.bounded_time`'s range (the year 9999 is no time to
+    set a timer from)."""
     if type(value) is int:  # (Chatra's: tried first, without the checks below)
-        try:
+        if _EARLIEST_MS <= value <= _LATEST_MS:
             return datetime.fromtimestamp(value / 1000, UTC)
-        except (ValueError, OverflowError, OSError):
-            return None
+        return None
     try:
         if isinstance(value, str):
             text = value.strip()
             if not text.isdigit():
                 parsed = datetime.fromisoformat(text)
                 if parsed.tzinfo is None:
-                    return parsed.replace(tzinfo=UTC)
-                return parsed.astimezone(UTC)
+                    parsed = parsed.replace(tzinfo=UTC)
+                return bounded_time(parsed.astimezone(UTC))
             value = int(text)
         if isinstance(value, (int, float)) and value is not True and value is not False:
-            return datetime.fromtimestamp(value / 1000, UTC)
+            return bounded_time(datetime.fromtimestamp(value / 1000, UTC))
     except (ValueError, OverflowError, OSError):
         pass
     return None
+
+
+_EARLIEST_MS = int(EARLIEST_TIME.timestamp() * 1000)
+_LATEST_MS = int(LATEST_TIME.timestamp() * 1000)
 
 
 def _string(value: Any) -> str | None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from rulekit.channels.body import EARLIEST_TIME, LATEST_TIME
 from rulekit.errors import ChannelError
 
 MessageKind = Literal["text", "photo", "sticker", "document", "voice", "video", "other"]
@@ -175,13 +176,18 @@ def _message(where: str, value: Any, *, edited: bool) -> TelegramMessage | None:
 
 
 def timestamp(value: Any) -> datetime | None:
-    """A Telegram time (Unix seconds) as an aware UTC datetime; anything else is None."""
+    """A Telegram time (Unix seconds) as an aware UTC datetime; anything else is None, and so
+    is a time outside :func:`rulekit.channels.body.bounded_time`'s range (a date in the year
+    9999 plus the idle timer's ``close_after`` is past the end of ``datetime``)."""
     if not isinstance(value, int) or isinstance(value, bool):
         return None
-    try:
-        return datetime.fromtimestamp(value, UTC)
-    except (ValueError, OverflowError, OSError):
+    if not _EARLIEST <= value <= _LATEST:
         return None
+    return datetime.fromtimestamp(value, UTC)
+
+
+_EARLIEST = int(EARLIEST_TIME.timestamp())
+_LATEST = int(LATEST_TIME.timestamp())
 
 
 def _id(value: Any) -> int | None:
