@@ -93,7 +93,7 @@ def test_the_built_in_webhook_provider_reads_surrogates_as_replacement_character
     ).encode()
     with MemoryStore().transaction() as state:
         [event] = provider.parse(body, state)
-    assert (event.id, event.client.id, event.client.name) == ("e\ufffd", "c\ufffd", "\ufffd")
+    assert (event.id, event.client.id, event.client.name) == ("web:e\ufffd", "c\ufffd", "\ufffd")
 
 
 @pytest.mark.parametrize("id_", ["a\x00b", "\x00", "x" * 10 + "\x00"])
@@ -113,4 +113,4 @@ def test_ids_with_nul_are_stored_with_a_replacement_character(id_):
         [event] = provider.parse(json.dumps(item).encode(), state)
     ids = [event.id, event.conversation.id, event.client.id, event.agent.id, event.message.id]
     expected = id_.replace("\x00", "\ufffd")
-    assert ids == [expected] * 5
+    assert ids == [f"web:{expected}"] * 2 + [expected] * 3  # (the channel's own event, chat)

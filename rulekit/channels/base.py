@@ -168,7 +168,9 @@ class Provider:
     The key :meth:`conversation_key` returns, and the ids of the events :meth:`parse` returns
     (event, conversation, client, message, agent), are made fit to store and index by
     :func:`rulekit.channels.body.bounded_key` (no surrogates, a very long id becomes its
-    digest); their times are made fit to compute with by
+    digest) and are the channel's own (an event or conversation id that does not start with
+    ``<channel>:`` is given that prefix, and the event's ``channel`` is the provider's); their
+    times are made fit to compute with by
     :func:`rulekit.channels.body.bounded_time` (one outside it is unknown: ``occurred_at``
     becomes the time the event is read, the others None). A provider reads the times it keeps
     in the state itself (a client's last visit) through ``bounded_time`` too. An exception
@@ -327,8 +329,18 @@ class Provider:
         """Release network resources (HTTP clients)."""
 
 
-def _bounded(events: list[Event]) -> list[Event]:
+def _bounded(events: list[Event], channel: str) -> list[Event]:
+    own = channel + ":"
     for event in events:
+        # a channel's events and conversations are its own: an id that does not say so is
+        # made to (else a sender on one channel could take another's ids, and record first
+        # the event another channel's webhook will mean, which then runs no action)
+        event.channel = channel
+        if not event.id.startswith(own):
+            event.id = own + event.id
+        conversation = event.conversation
+        if conversation.id is not None and not conversation.id.startswith(own):
+            event.conversation = conversation.model_copy(update={"id": own + conversation.id})
         if not EARLIEST_TIME <= _aware(event.occurred_at) <= LATEST_TIME:
             event.occurred_at = datetime.now(UTC)
         _bound_times(event)
@@ -374,7 +386,7 @@ def _bound_times(event: Event) -> None:
 def _parses_clean(parse: Callable[..., list[Event]]) -> Callable[..., list[Event]]:
     @functools.wraps(parse)
     def wrapper(self: Provider, body: bytes, state: State) -> list[Event]:
-        return _bounded(parse(self, for_providers(body), state))
+        return _bounded(parse(self, for_providers(body), state), self.channel)
 
     return wrapper
 
@@ -382,7 +394,7 @@ def _parses_clean(parse: Callable[..., list[Event]]) -> Callable[..., list[Event
 def _timer_events_clean(timer_due: Callable[..., list[Event]]) -> Callable[..., list[Event]]:
     @functools.wraps(timer_due)
     def wrapper(self: Provider, timer: ChannelTimer, state: State) -> list[Event]:
-        return _bounded(timer_due(self, timer, state))
+        return _bounded(timer_due(self, timer, state), self.channel)
 
     return wrapper
 
