@@ -112,11 +112,11 @@ class Ingest:
     async def _handle(
         self, scope: Scope, receive: Receive, channel: str, secret: str
     ) -> tuple[int, bytes]:
-        if not self.accepting:
-            return _error(503, "the daemon is shutting down; retry later", channel)
         snapshot = self.snapshot()
         if not self.authorized(snapshot, channel, secret):
             return _error(404, NOT_FOUND, channel)
+        if not self.accepting:  # (after the secret: a metric's label is a configured channel)
+            return _error(503, "the daemon is shutting down; retry later", channel)
         headers = Headers(scope=scope)
         provider = snapshot.providers.get(channel)
         if provider is not None and not _vouched(provider, headers):

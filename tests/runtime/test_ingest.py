@@ -327,3 +327,19 @@ def test_a_body_with_a_content_encoding_gets_415_on_every_channel(tmp_path, serv
         assert len(inbox_rows(config)) == len(channels)  # nothing else was stored
     finally:
         access.setLevel(before)
+
+
+def test_while_shutting_down_only_a_configured_channel_is_answered_503(tmp_path, serve):
+    """A metric's channel label is a configured channel's name, never a path's: a sender who
+    knows no secret gets the 404 every such request gets, shutdown or not."""
+    server = serve(write_setup(tmp_path))
+    server.daemon.ingest.accepting = False  # as the shutdown sets it first
+    invented = [f"invented-{n}" for n in range(20)]
+    for channel in invented:
+        url = f"{server.url}/webhooks/{channel}/{SECRET}"
+        assert httpx.post(url, content=chat_started(1)).status_code == 404
+    assert httpx.post(server.webhook_url, content=chat_started(1)).status_code == 503
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'channel="online-chat",status="503"' in metrics
+    assert not any(channel in metrics for channel in invented)
+    assert inbox_rows(tmp_path / "rulekit.yaml") == []
