@@ -25,6 +25,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rulekit.expr.parse import _MEMBERSHIP
 from rulekit.runtime.logs import mask_emails
 from rulekit.safetext import replace_folded
 
@@ -190,6 +191,17 @@ CASES = {
         "sets.found('a' * N)\n"
         "sets.found(''.join(rng.choice('ab') for _ in range(N)))"
     ),
+    "membership lists in conditions": (
+        "from rulekit.expr.parse import _membership\n"
+        "texts = ['a' * N, 'a' + ' ' * N + 'x', 'a |' * (N // 3), 'a.' * (N // 2)]\n"
+        "texts += ['a not' + ' ' * N, 'a in [' + \"'a', \" * (N // 5), \"a in ['\" + 'b' * N]\n"
+        "texts += ['a in [' + ' ' * N + 'x', \"a in ['a',\" + ' ' * N + 'x']\n"
+        "texts += [\"a in ['a'\" + \",'b'\" * (N // 4) + ',,']\n"
+        "texts += ['a in [' + \"'\\\"',\" * (N // 4) + ']']  # both quotes\n"
+        "texts += ['a in [' + \"'b',\" * (N // 4) + ']', 'a in [' + '\"b\",' * (N // 4) + ']']\n"
+        "for text in texts:\n"
+        "    _membership(text)"
+    ),
     "hiding personal values in audit output": (
         "from rulekit.audit.privacy import hide\n"
         "hide({'text': 'a' * N}, {'a' * (N // 2) + 'b'})\n"
@@ -233,6 +245,10 @@ INVENTORY = {
     ("rulekit/store/postgres.py", r"[a-z_][a-z0-9_]{0,62}"): ["postgres schema names"],
     ("rulekit/expr/sandbox.py", r"&#?\w*$"): ["truncate never cuts an entity"],
     ("rulekit/yamlsource.py", r"^(?:true|True|TRUE|false|False|FALSE)$"): ["YAML booleans"],
+    ("rulekit/expr/parse.py", _MEMBERSHIP.pattern): ["membership lists in conditions"],
+    ("rulekit/expr/parse.py", r"""'([^']*)'|"([^"]*)\""""): ["membership lists in conditions"],
+    ("rulekit/expr/parse.py", r"'([^']*)'"): ["membership lists in conditions"],
+    ("rulekit/expr/parse.py", r'"([^"]*)"'): ["membership lists in conditions"],
     ("plugins/chatra/rulekit_chatra/api.py", r"\s+"): ["Chatra error details"],
 }
 

@@ -101,7 +101,7 @@ def _leaf_test(
         return None
     value = f"v[{d.key_code!r}]"
     if d.kind == "eq":
-        if not all(_literal(c) for c in d.values):
+        if not _all_literal(d.values):
             return None
         # the condition's own operation: ``==`` or ``in`` a list (a tuple tests the same)
         if node.ops[0].op == "eq":
@@ -113,6 +113,14 @@ def _leaf_test(
     method = "startswith" if d.kind == "prefix" else "endswith"
     argument = program.expression_code(node.args[0])
     return f"_decided_text({value}).{method}({argument})", d.key_code
+
+
+_LITERAL_TYPES = frozenset({str, int, bool, type(None)})
+
+
+def _all_literal(values: tuple[Any, ...]) -> bool:
+    # lists of hundreds of values are of one or two plain types: their types are checked once
+    return set(map(type, values)) <= _LITERAL_TYPES or all(map(_literal, values))
 
 
 def _literal(value: Any) -> bool:

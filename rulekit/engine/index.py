@@ -30,6 +30,7 @@ from jinja2 import nodes
 from rulekit.engine.decide import Decider
 from rulekit.engine.needles import NeedleSets
 from rulekit.expr.codegen import Program
+from rulekit.expr.nodewalk import constant_values
 from rulekit.rules.spec import Either, Rule
 
 if TYPE_CHECKING:
@@ -115,11 +116,7 @@ def _is_key(node: nodes.Node | None) -> bool:
 def _constants(node: nodes.Node) -> tuple[Any, ...] | None:
     if isinstance(node, nodes.Const):
         return (node.value,)
-    if isinstance(node, nodes.List | nodes.Tuple):
-        values = [i.value for i in node.items if isinstance(i, nodes.Const)]
-        if len(values) == len(node.items):
-            return tuple(values)
-    return None
+    return constant_values(node)
 
 
 def find_discriminator(conjunct: nodes.Node, program: Program) -> Discriminator | None:
@@ -142,7 +139,7 @@ def _find_discriminator(conjunct: nodes.Node, program: Program) -> Discriminator
                 )
         if op == "in":
             values = _constants(right)
-            if _is_key(left) and values and all(_hashable(v) for v in values):
+            if _is_key(left) and values and _all_hashable(values):
                 return Discriminator("eq", program.expression_code(left), values, key_source(left))
             if isinstance(left, nodes.Const) and isinstance(left.value, str) and _is_key(right):
                 if left.value:
@@ -167,6 +164,14 @@ def _find_discriminator(conjunct: nodes.Node, program: Program) -> Discriminator
 
 def _hashable(value: Any) -> bool:
     return isinstance(value, str | int | float | bool) or value is None
+
+
+_HASHABLE_TYPES = frozenset({str, int, float, bool, type(None)})
+
+
+def _all_hashable(values: tuple[Any, ...]) -> bool:
+    # lists of hundreds of values are of one or two plain types: their types are checked once
+    return set(map(type, values)) <= _HASHABLE_TYPES or all(map(_hashable, values))
 
 
 _PREFERENCE = {"eq": 0, "prefix": 1, "suffix": 1, "contains": 2}

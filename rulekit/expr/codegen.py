@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from rulekit.errors import TemplateError
 from rulekit.expr.budget import MAX_OUTPUT, MAX_TEMPLATE, current, produced, to_text
+from rulekit.expr.nodewalk import constant_values
 from rulekit.expr.parse import CONSTANTS, ROOT_TYPES, field_type, parse_expression
 from rulekit.expr.policy import BINARY_OPERATORS, SAFE_DICT_METHODS, allowed_attribute
 from rulekit.expr.policy import concat as safe_concat
@@ -209,7 +210,7 @@ class Program:
 
     def constant(self, values: tuple[Any, ...]) -> str:
         """A namespace name for a tuple of constants (equal tuples share one)."""
-        key = (values, tuple(type(value) for value in values))
+        key = (values, tuple(map(type, values)))
         name = self._constants.get(key)
         if name is None:
             name = self._constants[key] = f"_k{len(self._constants)}"
@@ -338,7 +339,7 @@ class _Gen:
                 ):
                     # a list of constants to look in: one tuple, made once (compiling hundreds
                     # of literals per rule is a large share of a big rule set's load)
-                    values = _constants(operand.expr)
+                    values = constant_values(operand.expr)
                     if values is not None:
                         out += f" {_COMPARE[operand.op]} {p.constant(values)}"
                         continue
@@ -382,14 +383,6 @@ class _Gen:
         parts += [self.code(a) for a in call.args]
         parts += [f"{k.key}={self.code(k.value)}" for k in call.kwargs]
         return ", ".join(parts)
-
-
-def _constants(node: nodes.List | nodes.Tuple) -> tuple[Any, ...] | None:
-    """The values of a list made of constants only, else None."""
-    items = node.items
-    if all(type(item) is nodes.Const for item in items):
-        return tuple(item.value for item in items)  # type: ignore[attr-defined]
-    return None
 
 
 def split_simple_template(source: str) -> list[tuple[bool, str]] | None:

@@ -4,13 +4,14 @@ A list or tuple of constants is one value here: its items are not entered."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from jinja2 import nodes
 
 _SEQUENCES = (nodes.List, nodes.Tuple)
 _CONSTANT_ITEMS = "rulekit_constant_items"
+_CONSTANT_VALUES = "rulekit_constant_values"
 
 
 def constant(node: nodes.Node) -> bool:
@@ -23,6 +24,34 @@ def constant(node: nodes.Node) -> bool:
             )
         return bool(found)
     return isinstance(node, nodes.Const)
+
+
+def constant_values(node: nodes.Node) -> tuple[Any, ...] | None:
+    """The values of a list or tuple whose items are all constants, else None. Conditions,
+    the index and the lint all read them: the tuple is kept on the node."""
+    if not isinstance(node, _SEQUENCES):
+        return None
+    found = node.__dict__.get(_CONSTANT_VALUES)
+    if found is None and constant(node):
+        items: list[Any] = node.items
+        found = node.__dict__[_CONSTANT_VALUES] = tuple(item.value for item in items)
+    return found
+
+
+def constant_list(values: Iterable[Any]) -> nodes.List:
+    """``nodes.List`` of ``values`` as constants, known as such (its items are made as
+    :func:`make_const` makes them, here in one loop: lists hold hundreds)."""
+    found = tuple(values)
+    new = object.__new__
+    items = []
+    for value in found:
+        node = new(nodes.Const)
+        node.__dict__ = {"value": value, "lineno": None, "environment": None}
+        items.append(node)
+    made = nodes.List(items)
+    made.__dict__[_CONSTANT_ITEMS] = True
+    made.__dict__[_CONSTANT_VALUES] = found
+    return made
 
 
 def walk(tree: nodes.Node) -> Iterator[nodes.Node]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from jinja2 import nodes
@@ -10,7 +10,7 @@ from jinja2 import nodes
 from rulekit.config import Config
 from rulekit.errors import RuleError, did_you_mean
 from rulekit.event import EVENT_NAMES
-from rulekit.expr.nodewalk import children, constant
+from rulekit.expr.nodewalk import children, constant, constant_values
 from rulekit.rules.spec import AllOf, AnyOf, Condition, Leaf, NotOf, Rule
 
 
@@ -94,11 +94,13 @@ def _country_codes(compare: nodes.Compare) -> Iterator[str]:
     if not any(_is_client_country(operand) for operand in operands):
         return
     for operand in operands:
-        values: list[Any] = []
+        values: Iterable[Any] = ()
         if isinstance(operand, nodes.Const):
-            values = [operand.value]
+            values = (operand.value,)
         elif isinstance(operand, nodes.List | nodes.Tuple):
-            values = [item.value for item in operand.items if isinstance(item, nodes.Const)]
+            values = constant_values(operand) or [
+                item.value for item in operand.items if isinstance(item, nodes.Const)
+            ]
         for value in values:
             if isinstance(value, str) and len(value) == 2 and value.isalpha():
                 yield value
