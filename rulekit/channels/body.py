@@ -12,7 +12,8 @@ provider reads the same, safe data whatever JSON parser it uses:
 * refused (400): ``NaN``/``Infinity`` literals (not JSON), a number out of range (a float that
   would be infinite, an integer of more than :data:`MAX_INT_DIGITS` digits), the same key twice
   in one object (readers would disagree on which value counts), nesting deeper than
-  :data:`MAX_DEPTH`, and a top level that is not an object or an array.
+  :data:`MAX_DEPTH`, a list or an object of more than :data:`MAX_ITEMS` items, and a top level
+  that is not an object or an array.
 
 Everything here is linear in the size of the body.
 """
@@ -30,6 +31,11 @@ MAX_DEPTH = 64
 """Deepest nesting of objects and arrays accepted in a webhook body."""
 MAX_INT_DIGITS = 100
 """Most digits an integer in a webhook body may have."""
+MAX_ITEMS = 1000
+"""Most items a list, or keys an object, in a webhook body may have. What one webhook makes the
+daemon do grows with them (an event and its jobs for each message of a list, recorded in one
+transaction while the store waits): 13,000 messages in one body held up every other
+webhook's acknowledgement for seconds."""
 MAX_KEY_CHARS = 200
 """Longest id or key stored as it is (databases index them, PostgreSQL up to ~2700 bytes a
 row); a longer one is stored as its SHA-256 digest."""
@@ -79,8 +85,12 @@ def load(body: bytes, *, refuse_surrogates: bool = False) -> Any:
         raise BodyError(f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict | list):
         raise BodyError(f"the body must be a JSON object or array, not {_kind(data)}")
-    if surrogates or body.count(b"{") + body.count(b"[") > MAX_DEPTH:
-        # else it cannot be nested too deeply: nothing to walk for
+    if (
+        surrogates
+        or body.count(b"{") + body.count(b"[") > MAX_DEPTH
+        or body.count(b",") >= MAX_ITEMS
+    ):
+        # else it cannot be nested too deeply nor hold too many items: nothing to walk for
         _walk(data, surrogates, refuse=refuse_surrogates)
     return data
 
@@ -174,14 +184,21 @@ def _refuse_duplicate(pairs: list[tuple[str, Any]]) -> None:
 
 
 def _walk(data: dict[str, Any] | list[Any], clean: bool, *, refuse: bool = False) -> None:
-    """Check the depth of ``data`` and, when ``clean``, replace lone surrogates in its strings
-    (with ``refuse``: raise :class:`BodyError` at the first one), without recursion: a body's
-    depth never costs stack."""
+    """Check the depth and the sizes of ``data`` and, when ``clean``, replace lone surrogates
+    in its strings (with ``refuse``: raise :class:`BodyError` at the first one), without
+    recursion: a body's depth never costs stack."""
     stack: list[tuple[Any, int]] = [(data, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > MAX_DEPTH:
             raise BodyError(f"the body is nested too deeply (over {MAX_DEPTH} levels)")
+        if len(node) > MAX_ITEMS:
+            kind = (
+                "an object of more than {} keys"
+                if isinstance(node, dict)
+                else "a list of more than {} items"
+            )
+            raise BodyError("the body has " + kind.format(MAX_ITEMS))
         entries = node.items() if isinstance(node, dict) else enumerate(node)
         for key, value in list(entries) if clean else entries:
             if refuse and clean and _lone_surrogate(key, value):

@@ -14,8 +14,9 @@ import zlib
 
 import httpx
 import pytest
-from daemons import SECRET, chat_started, wait_for, write_setup
+from daemons import SECRET, chat_fragment, chat_started, wait_for, write_setup
 
+from rulekit.channels.body import MAX_ITEMS
 from rulekit.store.sqlite import SQLiteStore
 from rulekit.testing.telegram_updates import TelegramUser, Updates
 
@@ -343,3 +344,33 @@ def test_while_shutting_down_only_a_configured_channel_is_answered_503(tmp_path,
     assert 'channel="online-chat",status="503"' in metrics
     assert not any(channel in metrics for channel in invented)
     assert inbox_rows(tmp_path / "rulekit.yaml") == []
+
+
+def test_a_body_with_too_many_items_gets_400_on_every_channel(tmp_path, serve):
+    """What one webhook makes the daemon do grows with its lists (an event and its jobs for
+    each message); a list or an object over the budget is refused before it is acknowledged."""
+    config, channels = two_channels(tmp_path)
+    server = serve(config)
+    (chatra_path, _, _), (telegram_path, update, telegram_headers) = channels
+
+    def fragment(count: int, keys: int = 0) -> bytes:
+        body = json.loads(chat_fragment(1, 1))
+        body["messages"] = [dict(body["messages"][0], id=f"m{n}") for n in range(count)]
+        body["client"]["info"] = {f"k{n}": n for n in range(keys)}
+        return json.dumps(body).encode()
+
+    with_photos = json.loads(update)
+    with_photos["message"]["photo"] = [{"file_id": str(n)} for n in range(MAX_ITEMS + 1)]
+    refused = [
+        (chatra_path, fragment(MAX_ITEMS + 1), {}, f"a list of more than {MAX_ITEMS} items"),
+        (chatra_path, fragment(1, MAX_ITEMS + 1), {}, f"an object of more than {MAX_ITEMS} keys"),
+        (telegram_path, json.dumps(with_photos).encode(), telegram_headers, "a list of more"),
+    ]
+    for path, body, headers, message in refused:
+        response = httpx.post(server.url + path, content=body, headers=headers)
+        assert response.status_code == 400, (path, response.text)
+        assert message in response.json()["error"]
+    assert inbox_rows(config) == []
+    at_the_limit = fragment(MAX_ITEMS, MAX_ITEMS - 10)
+    response = httpx.post(server.url + chatra_path, content=at_the_limit)
+    assert response.status_code == 200 and response.json()["status"] == "accepted"
