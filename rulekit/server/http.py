@@ -129,6 +129,9 @@ class _Guarded:
     """Mixed into uvicorn's HTTP protocol class: deadlines and the connection limit."""
 
     guard: ConnectionGuard
+    counts_heads = True
+    """Whether the head budget is applied here (h11, the fallback, applies it itself, and has
+    no parser callbacks to tell a head's end)."""
     transport: asyncio.Transport
     cycle: Any
     loop: asyncio.AbstractEventLoop
@@ -171,6 +174,9 @@ class _Guarded:
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # answered already: dropped
+        if not self.counts_heads:
+            self._parse(data)
+            return
         limit = self.guard.head_limit
         while data:
             if self._in_body:
@@ -259,6 +265,10 @@ def guarded_protocol(guard: ConnectionGuard) -> type[asyncio.Protocol]:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
     except ImportError:  # pragma: no cover - httptools is a dependency
         from uvicorn.protocols.http.h11_impl import H11Protocol as Base  # type: ignore[assignment]
+
+        return type(
+            "GuardedHTTPProtocol", (_Guarded, Base), {"guard": guard, "counts_heads": False}
+        )
     return type("GuardedHTTPProtocol", (_Guarded, Base), {"guard": guard})
 
 
@@ -306,6 +316,7 @@ def server_config(app: Any, settings: ServerSettings, host: str, port: int) -> u
         timeout_graceful_shutdown=int(SHUTDOWN_GRACE),
         backlog=2048,  # the kernel's queue of connections not yet accepted: no descriptors
         server_header=False,
+        h11_max_incomplete_event_size=settings.max_header_bytes,  # (the fallback parser's own)
     )
 
 
