@@ -26,6 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rulekit.expr.parse import _MEMBERSHIP
+from rulekit.expr.urlize import _HTTP as _URLIZE_HTTP
 from rulekit.runtime.logs import mask_emails
 from rulekit.safetext import replace_folded
 
@@ -202,6 +203,22 @@ CASES = {
         "for text in texts:\n"
         "    _membership(text)"
     ),
+    "urlize": (
+        "from rulekit.expr.urlize import urlize\n"
+        "words = ['(' * N + 'a.', ')' * N + 'a.', '&lt;' * (N // 4) + 'a', 'a@' * (N // 2)]\n"
+        "words += ['a@' + 'b.' * (N // 2), 'a@' + 'b' * N, ('a@' + 'b' * 1000) * (N // 1000)]\n"
+        "words += ['www.' + 'a.' * (N // 2) + '-', 'a.' * (N // 2) + 'co', 'http://' + '1.' * N]\n"
+        "words += ['http://[' + 'a:' * (N // 2), 'a' * N + ':' + '/' * N, 'www.a/' + ')' * N]\n"
+        "words += ['a.com' * (N // 5), 'http://a' + '.com' * (N // 4) + ' ']\n"
+        "for word in words:\n"
+        "    urlize(word)\n"
+        "urlize(' '.join(words[:4]))"
+    ),
+    "text PostgreSQL can hold": (
+        "from rulekit.store.sql.postgres import storable_text\n"
+        "storable_text('\\\\' * N + 'u0000')\n"
+        "storable_text('\\\\u0000' * (N // 6) + '\\x00')"
+    ),
     "hiding personal values in audit output": (
         "from rulekit.audit.privacy import hide\n"
         "hide({'text': 'a' * N}, {'a' * (N // 2) + 'b'})\n"
@@ -250,6 +267,12 @@ INVENTORY = {
     ("rulekit/expr/parse.py", r"'([^']*)'"): ["membership lists in conditions"],
     ("rulekit/expr/parse.py", r'"([^"]*)"'): ["membership lists in conditions"],
     ("plugins/chatra/rulekit_chatra/api.py", r"\s+"): ["Chatra error details"],
+    ("rulekit/expr/urlize.py", _URLIZE_HTTP.pattern): ["urlize"],
+    ("rulekit/expr/urlize.py", r"^\S+@\w[\w.-]*\.\w+$"): ["urlize"],
+    ("rulekit/expr/urlize.py", r"^([(<]|&lt;)+"): ["urlize"],
+    ("rulekit/expr/urlize.py", r"^([\w.+-]{2,}:(/){0,2})$"): ["urlize"],
+    ("rulekit/expr/urlize.py", r"(\s+)"): ["urlize"],
+    ("rulekit/store/sql/postgres.py", r"\\(?:\\|u0000)"): ["text PostgreSQL can hold"],
 }
 
 _RE_FUNCTIONS = {"compile", "match", "search", "fullmatch", "sub", "subn", "split", "findall"}
