@@ -9,6 +9,9 @@ function ``decide(v)`` (``v``: the values read, by field) that explains the rule
 explainer (:mod:`.explain`) — one outcome per condition, the same short-circuits — without
 reading a field, calling a filter or lowering a text again; it returns the decision as one
 number (:func:`~rulekit.engine.explain.decision_code`), the key of the decision's shared trace.
+The daemon decides tens of rules per event this way, so the function is a tree of ``if``
+tests, each path returning its decision as a constant (:func:`decision_tree`); a condition with
+too many ways to come out for such a tree adds up its decision as it goes instead.
 
 A decider is exact or silent: when a field could not be read (it is then missing from ``v``) or
 a test raises (a substring test on ``None``, a prefix test on a number), it raises too, and the
@@ -25,7 +28,7 @@ from jinja2 import nodes
 
 from rulekit.engine.explain import MAX_DEPTH, compile_explainer, depth, leaves
 from rulekit.expr.codegen import Program
-from rulekit.rules.spec import Condition
+from rulekit.rules.spec import AnyOf, Condition, Leaf, NotOf
 
 Decider = Callable[[dict[str, Any]], int]
 """``decide(values)``: the condition's result and the outcome of each condition as one number
@@ -58,6 +61,10 @@ class Decidable:
         """The decider (compiled now: call once per rule)."""
         program.namespace.setdefault("_decided_text", _text)
         codes = dict(zip(map(id, leaves(self.condition)), self.codes, strict=True))
+        source = decision_tree(self.condition, lambda leaf: codes[id(leaf)])
+        if source is not None:
+            tree: Decider = program.compile_definition(source, "decide")
+            return tree
         decider: Decider = compile_explainer(
             self.condition,
             program,
@@ -66,6 +73,63 @@ class Decidable:
             coded=True,
         )
         return decider
+
+
+MAX_TREE_LINES = 256
+"""The largest decision tree generated (a condition's paths can grow with its size: an ``all``
+of ``any`` conditions has a path per combination of their deciding branches)."""
+MAX_TREE_NESTING = 48
+"""The deepest nesting of ``if`` tests in a decision tree (Python's parser allows 100)."""
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def decision_tree(condition: Condition, code_of: Callable[[Leaf], str]) -> str | None:
+    """Python source of ``decide(v)``: ``condition`` as nested ``if`` tests of each leaf's code
+    (``code_of``), each path returning the decision it reached as a constant
+    (:func:`~rulekit.engine.explain.decision_code`: the same number, the same tests run in the
+    same order as the explainer's); None when the tree would be too large
+    (:data:`MAX_TREE_LINES`, :data:`MAX_TREE_NESTING`) or a condition has no parts."""
+    shifts = {id(leaf): 2 * n for n, leaf in enumerate(leaves(condition))}
+    lines = ["def decide(v):"]
+    Then = Callable[[int, bool, int], None]  # at a nesting level, the result and code so far
+
+    def emit(part: Condition, level: int, code: int, then: Then) -> None:
+        if len(lines) > MAX_TREE_LINES or level > MAX_TREE_NESTING:
+            raise _TooLarge
+        if isinstance(part, Leaf):
+            shift = shifts[id(part)]
+            lines.append(f"{'    ' * level}if {code_of(part)}:")
+            then(level + 1, True, code | 1 << shift)
+            then(level, False, code | 2 << shift)  # the test's block returned
+        elif isinstance(part, NotOf):
+            emit(part.child, level, code, lambda lv, r, c: then(lv, not r, c))
+        else:
+            children, decisive = part.children, isinstance(part, AnyOf)
+            if not children:
+                raise _TooLarge
+
+            def after(index: int) -> Then:
+                def go_on(lv: int, r: bool, c: int) -> None:
+                    if r is decisive or index + 1 == len(children):
+                        then(lv, r, c)  # the later parts are not evaluated: no bits
+                    else:
+                        emit(children[index + 1], lv, c, after(index + 1))
+
+                return go_on
+
+            emit(children[0], level, code, after(0))
+
+    def done(level: int, result: bool, code: int) -> None:
+        lines.append(f"{'    ' * level}return {code + code + result}")
+
+    try:
+        emit(condition, 1, 0, done)
+    except _TooLarge:
+        return None
+    return "\n".join(lines) + "\n"
 
 
 def decidable(
