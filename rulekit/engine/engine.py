@@ -200,91 +200,99 @@ class Engine:
         prepared_rules = self._prepared
         recovered = event.recovered
         add_trace, add_actions = plan.rules.append, plan.actions.extend
-        position = 0
-        while position < len(rules):
-            rule = rules[position]
-            position += 1
-            if stopped_by is not None or (own and not rule.allow_own_events):
-                if explain:
-                    add_trace(RuleTrace(rule.name, False, passed_over(stopped_by)))
-                continue
-            prepared = prepared_rules.get(rule)
-            if prepared is None:
-                prepared = prepared_rules[rule] = prepare(rule, self.index)
-            decider = prepared.decider
-            if decider is not None:
-                # the values the index read decide (see .decide): no field read again
-                try:
-                    decision = decider(values)
-                except Exception:
-                    decider = None  # evaluated in full below, which says what went wrong
-                else:
-                    matched = decision & 1 == 1
-                    constant = None if recovered else prepared.constant
-                    if constant is not None or not matched:
-                        # nothing more to say than the outcomes: a shared trace, and for a
-                        # constant rule its shared actions
-                        if explain:
-                            trace = prepared.traces.get(decision)
-                            if trace is None:
-                                trace = prepared.trace(decision)
-                            add_trace(trace)
-                        if matched and constant is not None:
-                            add_actions(constant if pristine else prepared.actions_for(sequence))
-                            if rule.stop:
-                                stopped_by = rule.name
-                        continue
+        # a loop over the candidates (the per-candidate work of a large rule set), restarted
+        # over the later candidates when an action changes the conversation
+        considered = 0  # the candidates considered before ``pending``
+        pending: list[Rule] | None = rules
+        while pending is not None:
+            later: list[Rule] | None = None
+            for rule in pending:
+                if stopped_by is not None or (own and not rule.allow_own_events):
+                    if explain:
+                        add_trace(RuleTrace(rule.name, False, passed_over(stopped_by)))
+                    continue
+                prepared = prepared_rules.get(rule)
+                if prepared is None:
+                    prepared = prepared_rules[rule] = prepare(rule, self.index)
+                decider = prepared.decider
+                if decider is not None:
+                    # the values the index read decide (see .decide): no field read again
+                    try:
+                        decision = decider(values)
+                    except Exception:
+                        decider = None  # evaluated in full below, which says what went wrong
+                    else:
+                        matched = decision & 1 == 1
+                        constant = None if recovered else prepared.constant
+                        if constant is not None or not matched:
+                            # nothing more to say than the outcomes: a shared trace, and for a
+                            # constant rule its shared actions
+                            if explain:
+                                trace = prepared.traces.get(decision)
+                                if trace is None:
+                                    trace = prepared.trace(decision)
+                                add_trace(trace)
+                            if matched and constant is not None:
+                                add_actions(
+                                    constant if pristine else prepared.actions_for(sequence)
+                                )
+                                if rule.stop:
+                                    stopped_by = rule.name
+                            continue
+                        trace = RuleTrace(rule.name, False, "") if explain else None
+                        if trace is not None:
+                            trace.sources = prepared.sources
+                            trace.outcomes = prepared.outcomes(decision)
+                if decider is None:
                     trace = RuleTrace(rule.name, False, "") if explain else None
+                    budget.renew()
+                    try:
+                        matched = self._matches(rule, sequence.event, now, env, trace)
+                    except OverBudget as exc:
+                        plan.errors.append(f"rule {rule.name!r}: condition: {exc}")
+                        matched = False
+                        if trace is not None:
+                            trace.reason = f"condition failed: {exc}"
+                if not matched:
                     if trace is not None:
-                        trace.sources = prepared.sources
-                        trace.outcomes = prepared.outcomes(decision)
-            if decider is None:
-                trace = RuleTrace(rule.name, False, "") if explain else None
-                budget.renew()
-                try:
-                    matched = self._matches(rule, sequence.event, now, env, trace)
-                except OverBudget as exc:
-                    plan.errors.append(f"rule {rule.name!r}: condition: {exc}")
-                    matched = False
-                    if trace is not None:
-                        trace.reason = f"condition failed: {exc}"
-            if not matched:
-                if trace is not None:
-                    add_trace(trace)
-                continue
-            if rule.cooldown and conversation_id and state is not None:
-                until = state.cooldown_until(rule.name, conversation_id)
-                if until is not None and until > now:
-                    if trace is not None:
-                        trace.reason = (
-                            f"conditions hold, but the cooldown lasts until {until.isoformat()}"
-                        )
                         add_trace(trace)
                     continue
-            if rule.cooldown and conversation_id:
-                plan.cooldowns.append(Cooldown(rule.name, conversation_id, now + rule.cooldown))
-            if trace is not None:
-                trace.matched = True
-                trace.reason = "conditions hold" if rule.condition else "no conditions"
-                add_trace(trace)
-            if rule.timing is not None:
-                set_timer(rule, rule.timing, conversation_id, now, plan, trace, self.config)
-            elif prepared.constant is not None and not recovered:  # decided in full
-                add_actions(prepared.constant if pristine else prepared.actions_for(sequence))
+                if rule.cooldown and conversation_id and state is not None:
+                    until = state.cooldown_until(rule.name, conversation_id)
+                    if until is not None and until > now:
+                        if trace is not None:
+                            trace.reason = (
+                                f"conditions hold, but the cooldown lasts until {until.isoformat()}"
+                            )
+                            add_trace(trace)
+                        continue
+                if rule.cooldown and conversation_id:
+                    plan.cooldowns.append(Cooldown(rule.name, conversation_id, now + rule.cooldown))
+                if trace is not None:
+                    trace.matched = True
+                    trace.reason = "conditions hold" if rule.condition else "no conditions"
+                    add_trace(trace)
+                if rule.timing is not None:
+                    set_timer(rule, rule.timing, conversation_id, now, plan, trace, self.config)
+                elif prepared.constant is not None and not recovered:  # decided in full
+                    add_actions(prepared.constant if pristine else prepared.actions_for(sequence))
+                else:
+                    plan_actions(rule, sequence, now, env, plan, trace, self.config)
+                    pristine = sequence.event is event and not sequence.decided_later
+                if rule.stop:
+                    stopped_by = rule.name
+                if sequence.changed:
+                    # the conversation changed: the later rules are candidates (or not) by the
+                    # conversation as it is now
+                    sequence.changed = False
+                    found, values = bucket.select(sequence.event, now, env)
+                    considered += pending.index(rule) + 1
+                    later = [r for r in found if r.position > rule.position]
+                    break
             else:
-                plan_actions(rule, sequence, now, env, plan, trace, self.config)
-                pristine = sequence.event is event and not sequence.decided_later
-            if rule.stop:
-                stopped_by = rule.name
-            if sequence.changed:
-                # the conversation changed: the later rules are candidates (or not) by the
-                # conversation as it is now
-                sequence.changed = False
-                found, values = bucket.select(sequence.event, now, env)
-                rules = rules[:position] + [
-                    later for later in found if later.position > rule.position
-                ]
-        plan.excluded = len(bucket.rules) - position  # each candidate was considered
+                considered += len(pending)
+            pending = later
+        plan.excluded = len(bucket.rules) - considered  # each candidate was considered
         plan.final = sequence.event
         return plan
 

@@ -32,7 +32,10 @@ Readers accept missing keys (an older or partial trace), so the shape may grow.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
+from itertools import compress
+from operator import attrgetter
 from typing import Any, cast
 
 from rulekit.engine.plan import Plan, usual_reason
@@ -61,12 +64,16 @@ def _rest(plan: Plan) -> dict[str, Any]:
     }
 
 
+_name, _matched, _text = attrgetter("name"), attrgetter("matched"), attrgetter("text")
+
+
 def encoded_trace(plan: Plan, *, rules_version: str | None = None) -> EncodedTrace:
     """:func:`trace_of` as the store writes it (the text of ``trace_json(trace_of(plan))``),
     with the names of the rules that fired: what the daemon records. The shared parts of a
     plan (see :mod:`rulekit.engine.prepared`) come encoded already; the text is joined from
     theirs and the encoding of the rest."""
-    matched = [rule.name for rule in plan.rules if rule.matched]
+    # map and compress: the per-rule work of a plan with many candidates stays in C
+    matched = list(compress(map(_name, plan.rules), map(_matched, plan.rules)))
     text = _joined(plan, rules_version)
     if text is None:  # a part msgspec refuses: the whole as trace_json writes it
         text = trace_json(trace_of(plan, rules_version=rules_version))
@@ -74,9 +81,14 @@ def encoded_trace(plan: Plan, *, rules_version: str | None = None) -> EncodedTra
 
 
 def _joined(plan: Plan, rules_version: str | None) -> str | None:
-    rules = [rule.text or fast_json(rule.traced()) for rule in plan.rules]
-    actions = [action.text or fast_json(action.traced()) for action in plan.actions]
-    head = fast_json({"rules_version": rules_version})
+    # most parts of a large plan come encoded: their texts first, the others encoded after
+    rules = list(map(_text, plan.rules))
+    if None in rules:
+        rules = [rule.text or fast_json(rule.traced()) for rule in plan.rules]
+    actions = list(map(_text, plan.actions))
+    if None in actions:
+        actions = [action.text or fast_json(action.traced()) for action in plan.actions]
+    head = _head(rules_version)
     tail = fast_json(_rest(plan))
     if head is None or tail is None or None in rules or None in actions:
         return None
@@ -84,6 +96,12 @@ def _joined(plan: Plan, rules_version: str | None) -> str | None:
     joined_rules = ",".join(cast(list[str], rules))
     joined_actions = ",".join(cast(list[str], actions))
     return f'{head[:-1]},"rules":[{joined_rules}],"plan":[{joined_actions}],{tail[1:]}'
+
+
+@functools.lru_cache(maxsize=8)
+def _head(rules_version: str | None) -> str | None:
+    """The trace's first key, encoded (the same for every event of a rules version)."""
+    return fast_json({"rules_version": rules_version})
 
 
 def rules_of(trace: Mapping[str, Any]) -> list[dict[str, Any]]:
