@@ -35,7 +35,7 @@ class StrictModel(BaseModel):
     def replaced(self, **changes: Any) -> Self:
         """A shallow copy with ``changes`` made, without validation: ``model_copy(update=...)``
         at a fraction of its cost, with the same duty as :meth:`trusted` for the values."""
-        model = _new(self.__class__)
+        model = _new(type(self))  # (``self.__class__`` goes through pydantic's attribute hook)
         _set_dict(model, {**self.__dict__, **changes})
         _set_fields_set(model, self.__pydantic_fields_set__.union(changes))
         _set_extra(model, None)
@@ -72,25 +72,34 @@ def trusted_whole(cls: type[_Model], fields: dict[str, Any], given: frozenset[st
     return build(fields, given)  # type: ignore[return-value]
 
 
-def whole_builder(cls: type[_Model]) -> Callable[[dict[str, Any], frozenset[str]], _Model]:
+def whole_builder(
+    cls: type[_Model], *, derives: bool = True
+) -> Callable[[dict[str, Any], frozenset[str]], _Model]:
     """What :func:`trusted_whole` calls for ``cls``, to call directly: ``build(fields, given)``
-    (for a provider that builds ``cls`` for every event, a call and a look-up less each)."""
+    (for a provider that builds ``cls`` for every event, a call and a look-up less each).
+
+    With ``derives=False`` the build leaves out what validation derives from other fields
+    (``_derive_trusted``): for a caller whose fields never leave anything to derive, such as
+    events always given their ``id``; it then answers for that too."""
+    if not derives:
+        return _whole_builder(cls, derives=False)  # type: ignore[return-value]
     build = _WHOLE.get(cls) or _whole_builder(cls)
     return build  # type: ignore[return-value]
 
 
-def _whole_builder(cls: type[BaseModel]) -> Callable[[dict[str, Any], frozenset[str]], BaseModel]:
+def _whole_builder(
+    cls: type[BaseModel], *, derives: bool = True
+) -> Callable[[dict[str, Any], frozenset[str]], BaseModel]:
     count = len(cls.model_fields)
     private = {name: attr.get_default() for name, attr in cls.__private_attributes__.items()}
     copy_private = private.copy if private else None
     derive = cls._derive_trusted  # type: ignore[attr-defined]
-    if derive is StrictModel._derive_trusted:
+    if derive is StrictModel._derive_trusted or not derives:
         derive = None
 
     def build(fields: dict[str, Any], given: frozenset[str]) -> BaseModel:
         if len(fields) != count:
-            missing = sorted(cls.model_fields.keys() - fields.keys())
-            raise TypeError(f"{cls.__name__} needs every field, {missing} left out")
+            _refuse_short(cls, fields)
         model = _new(cls)
         _set_dict(model, fields)
         _set_fields_set(model, set(given))
@@ -100,11 +109,31 @@ def _whole_builder(cls: type[BaseModel]) -> Callable[[dict[str, Any], frozenset[
             derive(model)
         return model
 
-    _WHOLE[cls] = build
+    def build_plain(fields: dict[str, Any], given: frozenset[str]) -> BaseModel:
+        # (``build`` for a class without private attributes or anything to derive, as most
+        # parts of an event: nothing to test for)
+        if len(fields) != count:
+            _refuse_short(cls, fields)
+        model = _new(cls)
+        _set_dict(model, fields)
+        _set_fields_set(model, set(given))
+        _set_extra(model, None)
+        _set_private(model, None)
+        return model
+
+    if copy_private is None and derive is None:
+        build = build_plain
+    if derives:
+        _WHOLE[cls] = build
     return build
 
 
 _WHOLE: dict[type[BaseModel], Callable[[dict[str, Any], frozenset[str]], BaseModel]] = {}
+
+
+def _refuse_short(cls: type[BaseModel], fields: dict[str, Any]) -> None:
+    missing = sorted(cls.model_fields.keys() - fields.keys())
+    raise TypeError(f"{cls.__name__} needs every field, {missing} left out")
 
 
 def _builder(cls: type[BaseModel]) -> Callable[[dict[str, Any]], BaseModel]:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from rulekit.event import Agent, Client, Conversation, Event, Message
-from rulekit.models import trusted_whole
+from rulekit.models import trusted_whole, whole_builder
 
 AT = datetime(2025, 3, 14, 9, 12, 5, tzinfo=UTC)
 
@@ -94,3 +94,21 @@ def test_trusted_whole_is_the_validated_model_and_wants_every_field():
     del whole["changed"]
     with pytest.raises(TypeError, match="changed"):
         trusted_whole(Event, whole, frozenset(values))
+
+
+def test_a_whole_builder_without_derivation_leaves_derived_fields_as_given():
+    """``derives=False`` is for callers that give what validation would derive: the build
+    leaves the fields as given (an event's empty id stays empty, a client's code unset), where
+    the usual builder derives them as validation does."""
+    values = event_values()
+    del values["id"]
+    whole = {name: values.get(name) for name in Event.model_fields}
+    whole["origin"], whole["changed"], whole["id"] = "channel", {}, ""
+    derived = whole_builder(Event)(dict(whole), frozenset(values))
+    assert derived.id == Event(**values).id and derived.id.startswith("online-chat:message:")
+    assert whole_builder(Event, derives=False)(dict(whole), frozenset(values)).id == ""
+    client = {name: None for name in Client.model_fields} | {"country": "Germany", "custom": {}}
+    assert whole_builder(Client)(dict(client), frozenset({"country"})).country_code == "DE"
+    plain = whole_builder(Client, derives=False)(dict(client), frozenset({"country"}))
+    assert plain.country_code is None and plain.model_fields_set == {"country"}
+    assert whole_builder(Event) is whole_builder(Event)  # (the usual one is kept)

@@ -8,9 +8,10 @@ import json
 import pytest
 
 from rulekit.channels import ChannelContext, ChannelSettings, Provider
-from rulekit.channels.body import MAX_KEY_CHARS, BodyError, for_providers, load
+from rulekit.channels.body import MAX_KEY_CHARS, BodyError, bounded_key, for_providers, load
 from rulekit.channels.webhook import WebhookProvider
 from rulekit.config import Directory
+from rulekit.event import Agent, Client, Conversation, Event, Message
 from rulekit.store.memory import MemoryStore
 
 
@@ -114,3 +115,58 @@ def test_ids_with_nul_are_stored_with_a_replacement_character(id_):
     ids = [event.id, event.conversation.id, event.client.id, event.agent.id, event.message.id]
     expected = id_.replace("\x00", "\ufffd")
     assert ids == [f"web:{expected}"] * 2 + [expected] * 3  # (the channel's own event, chat)
+
+
+ODD_IDS = ["ok", "x" * MAX_KEY_CHARS, "x" * (MAX_KEY_CHARS + 1), "a\x00b", "é", "\ud800", ""]
+
+
+class Fixed(Provider):
+    """A provider returning the events it is given, built by hand."""
+
+    name = "fixed"
+
+    def __init__(self, events: list[Event]) -> None:
+        super().__init__(ChannelContext("fixed", ChannelSettings(), Directory([], [])))
+        self.events = events
+
+    def parse(self, body, state):
+        return self.events
+
+
+@pytest.mark.parametrize("shared", ODD_IDS)
+@pytest.mark.parametrize("other", ODD_IDS)
+def test_every_id_of_every_event_is_bounded_parts_shared_or_not(shared, other):
+    """Events of one body share their conversation and client objects (checked once); a part
+    that is not shared is checked for each event: every id ends as ``bounded_key`` makes it
+    (an event's and a conversation's once they are the channel's own)."""
+    # (the shared conversation's id short enough to keep its channel's prefix once bounded)
+    conversation, client = Conversation(id=f"fixed:{shared[:100]}"), Client(id=shared)
+    events = [
+        Event(
+            id=f"e{n}{other}",
+            channel="fixed",
+            event="message",
+            conversation=conversation if n < 2 else Conversation(id=other),
+            client=client if n != 1 else Client(id=other),
+            message=Message(id=other),
+            agent=Agent(id=other if n else shared),
+        )
+        for n in range(3)
+    ]
+
+    def own(key: str) -> str:
+        return key if key.startswith("fixed:") else f"fixed:{key}"
+
+    expected = [
+        [
+            bounded_key(own(event.id)) or own(event.id),
+            bounded_key(own(event.conversation.id)),
+            *(bounded_key(part.id) for part in (event.client, event.message, event.agent)),
+        ]
+        for event in events
+    ]
+    with MemoryStore().transaction() as state:
+        parsed = Fixed(events).parse(b"{}", state)
+    ids = [[e.id, e.conversation.id, e.client.id, e.message.id, e.agent.id] for e in parsed]
+    assert ids == expected
+    assert parsed[0].conversation is parsed[1].conversation is conversation

@@ -329,8 +329,15 @@ class Provider:
         """Release network resources (HTTP clients)."""
 
 
+_NOT_YET = object()
+
+
 def _bounded(events: list[Event], channel: str) -> list[Event]:
     own = channel + ":"
+    # (the id checks below: a body's events share their conversation or client objects, and
+    # one already made fit is not checked again, ``bounded_key`` of a bounded id being that id)
+    checked_conversation: object = _NOT_YET
+    checked_client: object = _NOT_YET
     for event in events:
         # a channel's events and conversations are its own: an id that does not say so is
         # made to (else a sender on one channel could take another's ids, and record first
@@ -344,16 +351,41 @@ def _bounded(events: list[Event], channel: str) -> list[Event]:
         if not EARLIEST_TIME <= _aware(event.occurred_at) <= LATEST_TIME:
             event.occurred_at = datetime.now(UTC)
         _bound_times(event)
-        key = event.id
-        # the usual id (ASCII without NUL, not too long) is kept as it is: checked inline
+        # the usual id (ASCII without NUL, not too long) is kept as it is: checked in line,
+        # each part written out, read from the event's ``__dict__`` (each attribute of a
+        # pydantic model is read through its ``__getattr__`` hook)
+        fields = event.__dict__
+        key = fields["id"]
         if not (0 < len(key) <= MAX_KEY_CHARS and key.isascii() and "\x00" not in key):
             event.id = bounded_key(key) or key
-        for part in (event.conversation, event.client, event.message, event.agent):
-            part_id = part.id
+        conversation = fields["conversation"]
+        if conversation is not checked_conversation:
+            checked_conversation = conversation
+            part_id = conversation.id
             if part_id is not None and not (
                 0 < len(part_id) <= MAX_KEY_CHARS and part_id.isascii() and "\x00" not in part_id
             ):
-                part.id = bounded_key(part_id)
+                conversation.id = bounded_key(part_id)
+        client = fields["client"]
+        if client is not checked_client:
+            checked_client = client
+            part_id = client.id
+            if part_id is not None and not (
+                0 < len(part_id) <= MAX_KEY_CHARS and part_id.isascii() and "\x00" not in part_id
+            ):
+                client.id = bounded_key(part_id)
+        message = fields["message"]
+        part_id = message.id
+        if part_id is not None and not (
+            0 < len(part_id) <= MAX_KEY_CHARS and part_id.isascii() and "\x00" not in part_id
+        ):
+            message.id = bounded_key(part_id)
+        agent = fields["agent"]
+        part_id = agent.id
+        if part_id is not None and not (
+            0 < len(part_id) <= MAX_KEY_CHARS and part_id.isascii() and "\x00" not in part_id
+        ):
+            agent.id = bounded_key(part_id)
     return events
 
 

@@ -3,7 +3,7 @@
 Modules, one concept each:
 
 * :mod:`~rulekit_chatra.settings` — the channel's settings model;
-* :mod:`~rulekit_chatra.payload` — Chatra's webhook JSON, read tolerantly into dataclasses;
+* :mod:`~rulekit_chatra.payload` — Chatra's webhook JSON, read tolerantly into plain records;
 * :mod:`~rulekit_chatra.normalize` — normalized events from a payload and conversation state;
 * :mod:`~rulekit_chatra.api` — the REST client replies go through;
 * :mod:`~rulekit_chatra.provider` — the provider tying them together;

@@ -373,8 +373,9 @@ _CONVERSATION_GIVEN = frozenset(("id", "external_id", "status", "group", "page",
 _MESSAGE_GIVEN = frozenset(("id", "text", "author", "agent", "created_at"))
 _AGENT_GIVEN = frozenset(("id", "email", "name", "known"))
 _NOTHING_GIVEN: frozenset[str] = frozenset()
-# (each model's trusted build, called directly: several per webhook)
-_build_event = whole_builder(Event)
+# (each model's trusted build, called directly: several per webhook; an event is always given
+# its id, so it has nothing to derive)
+_build_event = whole_builder(Event, derives=False)
 _build_message = whole_builder(Message)
 _build_agent = whole_builder(Agent)
 _build_conversation = whole_builder(Conversation)

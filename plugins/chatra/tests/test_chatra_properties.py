@@ -409,14 +409,15 @@ ODD_VALUES = ODD_TEXTS | st.none() | st.booleans() | st.integers() | st.floats()
     message_id=ODD_VALUES,
     created_at=ODD_VALUES | st.integers(-(10**20), 10**20),
     agent=st.dictionaries(st.sampled_from(["id", "name", "email"]), ODD_VALUES),
+    by=st.dictionaries(st.sampled_from(["agentId", "agentName", "receivedFrom"]), ODD_VALUES),
 )
 def test_the_written_out_reading_reads_as_its_helpers(
-    client_id, chat_id, texts, contact, message_id, created_at, agent
+    client_id, chat_id, texts, contact, message_id, created_at, agent, by
 ):
     """The reading writes out ``_identifier``, ``_string``, ``timestamp`` and ``_contact`` for
     the usual values: whatever the values, it reads what they read."""
     client = {"id": client_id, "chatId": chat_id, "info": contact, **texts}
-    message = {"id": message_id, "type": "client", "text": "hi", "createdAt": created_at}
+    message = {"id": message_id, "type": "client", "text": "hi", "createdAt": created_at, **by}
     data = {"eventName": "chatFragment", "client": client, "messages": [message], "agent": agent}
     if _identifier(client_id) is None:
         with pytest.raises(ChannelError):
@@ -448,6 +449,11 @@ def test_the_written_out_reading_reads_as_its_helpers(
         assert read_message.id == _identifier(message_id)
     else:
         assert read_message.id.startswith("content-")
+    assert (read_message.agent_id, read_message.agent_name, read_message.received_from) == (
+        _identifier(by.get("agentId")),
+        _string(by.get("agentName")),
+        _string(by.get("receivedFrom")),
+    )
     (read_agent,) = payload.agents
     assert (read_agent.id, read_agent.name, read_agent.email) == (
         _identifier(agent.get("id")),
