@@ -4,11 +4,21 @@ hands every provider (not only Chatra) the cleaned body."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from rulekit.channels import ChannelContext, ChannelSettings, Provider
-from rulekit.channels.body import MAX_KEY_CHARS, BodyError, bounded_key, for_providers, load
+from rulekit.channels.body import (
+    EARLIEST_TIME,
+    LATEST_TIME,
+    MAX_KEY_CHARS,
+    BodyError,
+    bounded_key,
+    bounded_time,
+    for_providers,
+    load,
+)
 from rulekit.channels.webhook import WebhookProvider
 from rulekit.config import Directory
 from rulekit.event import Agent, Client, Conversation, Event, Message
@@ -170,3 +180,50 @@ def test_every_id_of_every_event_is_bounded_parts_shared_or_not(shared, other):
     ids = [[e.id, e.conversation.id, e.client.id, e.message.id, e.agent.id] for e in parsed]
     assert ids == expected
     assert parsed[0].conversation is parsed[1].conversation is conversation
+
+
+TIMES = [
+    None,
+    datetime(2025, 1, 1, tzinfo=UTC),
+    datetime(2025, 1, 1),  # naive: UTC
+    datetime(2300, 1, 1, tzinfo=UTC),
+    datetime(1960, 1, 1),
+    datetime(2199, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5))),  # 2200-01-01T04:00Z
+]
+
+
+@pytest.mark.parametrize("written", TIMES)
+@pytest.mark.parametrize("visit", TIMES)
+@pytest.mark.parametrize("replied", [None, TIMES[1], TIMES[3]])
+def test_every_time_of_every_event_is_bounded_the_usual_ones_left_as_they_are(
+    written, visit, replied
+):
+    """The usual event (times aware and in range, the conversation's none) is checked in line;
+    any other goes through the general check: each time ends as ``bounded_time`` makes it, in
+    a copy of its part (the parts may be the state's)."""
+    conversation = Conversation(id="fixed:c", last_agent_reply_at=replied)
+    client, message = Client(id="k", last_visit=visit), Message(id="m", created_at=written)
+    event = Event(
+        id="fixed:e",
+        channel="fixed",
+        event="message",
+        occurred_at=written or TIMES[1],
+        conversation=conversation,
+        client=client,
+        message=message,
+    )
+    kept = (conversation.model_dump(), client.model_dump(), message.model_dump())
+    with MemoryStore().transaction() as state:
+        [parsed] = Fixed([event]).parse(b"{}", state)
+    assert parsed.message.created_at == bounded_time(message.created_at)
+    assert parsed.client.last_visit == bounded_time(client.last_visit)
+    assert parsed.conversation.last_agent_reply_at == bounded_time(replied)
+    assert (conversation.model_dump(), client.model_dump(), message.model_dump()) == kept
+    for part, original in [
+        (parsed.message, message),
+        (parsed.client, client),
+        (parsed.conversation, conversation),
+    ]:
+        assert (part is original) == (part.model_dump() == original.model_dump())
+    if bounded_time(event.occurred_at) is None:
+        assert EARLIEST_TIME <= parsed.occurred_at <= LATEST_TIME

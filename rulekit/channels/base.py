@@ -339,22 +339,45 @@ def _bounded(events: list[Event], channel: str) -> list[Event]:
     checked_conversation: object = _NOT_YET
     checked_client: object = _NOT_YET
     for event in events:
+        # (the event's fields read from its ``__dict__``: each attribute of a pydantic model is
+        # read through its ``__getattr__`` hook, and set through its ``__setattr__``)
+        fields = event.__dict__
         # a channel's events and conversations are its own: an id that does not say so is
         # made to (else a sender on one channel could take another's ids, and record first
         # the event another channel's webhook will mean, which then runs no action)
-        event.channel = channel
-        if not event.id.startswith(own):
-            event.id = own + event.id
-        conversation = event.conversation
+        if fields["channel"] != channel or "channel" not in event.__pydantic_fields_set__:
+            event.channel = channel
+        if not fields["id"].startswith(own):
+            event.id = own + fields["id"]
+        conversation = fields["conversation"]
         if conversation.id is not None and not conversation.id.startswith(own):
             event.conversation = conversation.model_copy(update={"id": own + conversation.id})
-        if not EARLIEST_TIME <= _aware(event.occurred_at) <= LATEST_TIME:
+        occurred = fields["occurred_at"]
+        if (occurred.tzinfo is None or not EARLIEST_TIME <= occurred <= LATEST_TIME) and not (
+            EARLIEST_TIME <= _aware(occurred) <= LATEST_TIME
+        ):
             event.occurred_at = datetime.now(UTC)
-        _bound_times(event)
+        # (what ``_bound_times`` checks, written out for the usual event: its message's time and
+        # the client's last visit aware and in range, or none, and the conversation's none)
+        written = fields["message"].created_at
+        visit = fields["client"].last_visit
+        conversation = fields["conversation"]
+        if not (
+            (
+                written is None
+                or (written.tzinfo is not None and EARLIEST_TIME <= written <= LATEST_TIME)
+            )
+            and (
+                visit is None
+                or (visit.tzinfo is not None and EARLIEST_TIME <= visit <= LATEST_TIME)
+            )
+            and conversation.last_client_message_at is None
+            and conversation.last_agent_reply_at is None
+            and conversation.first_agent_reply_at is None
+        ):
+            _bound_times(event)
         # the usual id (ASCII without NUL, not too long) is kept as it is: checked in line,
-        # each part written out, read from the event's ``__dict__`` (each attribute of a
-        # pydantic model is read through its ``__getattr__`` hook)
-        fields = event.__dict__
+        # each part written out
         key = fields["id"]
         if not (0 < len(key) <= MAX_KEY_CHARS and key.isascii() and "\x00" not in key):
             event.id = bounded_key(key) or key
