@@ -148,9 +148,9 @@ class Fixed(Provider):
 def test_every_id_of_every_event_is_bounded_parts_shared_or_not(shared, other):
     """Events of one body share their conversation and client objects (checked once); a part
     that is not shared is checked for each event: every id ends as ``bounded_key`` makes it
-    (an event's and a conversation's once they are the channel's own)."""
-    # (the shared conversation's id short enough to keep its channel's prefix once bounded)
-    conversation, client = Conversation(id=f"fixed:{shared[:100]}"), Client(id=shared)
+    (an event's and a conversation's: what follows the channel's prefix, the prefix kept), the
+    same for every event that shares a part, and an id made so is kept as it is."""
+    conversation, client = Conversation(id=f"fixed:{shared}"), Client(id=shared)
     events = [
         Event(
             id=f"e{n}{other}",
@@ -165,12 +165,13 @@ def test_every_id_of_every_event_is_bounded_parts_shared_or_not(shared, other):
     ]
 
     def own(key: str) -> str:
-        return key if key.startswith("fixed:") else f"fixed:{key}"
+        rest = key.removeprefix("fixed:")
+        return "fixed:" + (bounded_key(rest) or rest)
 
     expected = [
         [
-            bounded_key(own(event.id)) or own(event.id),
-            bounded_key(own(event.conversation.id)),
+            own(event.id),
+            own(event.conversation.id),
             *(bounded_key(part.id) for part in (event.client, event.message, event.agent)),
         ]
         for event in events
@@ -179,7 +180,12 @@ def test_every_id_of_every_event_is_bounded_parts_shared_or_not(shared, other):
         parsed = Fixed(events).parse(b"{}", state)
     ids = [[e.id, e.conversation.id, e.client.id, e.message.id, e.agent.id] for e in parsed]
     assert ids == expected
-    assert parsed[0].conversation is parsed[1].conversation is conversation
+    assert all(key.startswith("fixed:") for key, _ in zip(ids[0][:2], ids[1][:2], strict=True))
+    if parsed[0].conversation.id == conversation.id:  # already the channel's own and fit: shared
+        assert parsed[0].conversation is parsed[1].conversation is conversation
+    with MemoryStore().transaction() as state:  # made so, kept as they are
+        again = Fixed(parsed).parse(b"{}", state)
+    assert [[e.id, e.conversation.id, e.client.id, e.message.id, e.agent.id] for e in again] == ids
 
 
 TIMES = [

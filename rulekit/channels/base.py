@@ -332,8 +332,17 @@ class Provider:
 _NOT_YET = object()
 
 
+def _own_key(key: str, own: str) -> str:
+    """``key`` as an id of the channel whose ids start with ``own``: given that prefix when it
+    lacks it, and what follows the prefix made fit to store (:func:`bounded_key`: NUL and lone
+    surrogates replaced, a long one its digest). A key made so is kept as it is."""
+    rest = key[len(own) :] if key.startswith(own) else key
+    return own + (bounded_key(rest) or rest)
+
+
 def _bounded(events: list[Event], channel: str) -> list[Event]:
     own = channel + ":"
+    skip = len(own)
     # (the id checks below: a body's events share their conversation or client objects, and
     # one already made fit is not checked again, ``bounded_key`` of a bounded id being that id)
     checked_conversation: object = _NOT_YET
@@ -347,11 +356,34 @@ def _bounded(events: list[Event], channel: str) -> list[Event]:
         # the event another channel's webhook will mean, which then runs no action)
         if fields["channel"] != channel or "channel" not in event.__pydantic_fields_set__:
             event.channel = channel
-        if not fields["id"].startswith(own):
-            event.id = own + fields["id"]
+        # (and what follows the prefix is bounded, the prefix kept: the same id for every event
+        # that shares the conversation, whichever sees it first, and an id made so kept as it is)
+        key = fields["id"]
+        if (
+            not (
+                key.startswith(own)
+                and 0 < len(key) - skip <= MAX_KEY_CHARS
+                and key.isascii()
+                and "\x00" not in key
+            )
+            and (made := _own_key(key, own)) != key
+        ):
+            event.id = made
         conversation = fields["conversation"]
-        if conversation.id is not None and not conversation.id.startswith(own):
-            event.conversation = conversation.model_copy(update={"id": own + conversation.id})
+        if conversation is not checked_conversation:
+            part_id = conversation.id
+            if part_id is None or (
+                (
+                    part_id.startswith(own)
+                    and 0 < len(part_id) - skip <= MAX_KEY_CHARS
+                    and part_id.isascii()
+                    and "\x00" not in part_id
+                )
+                or (made := _own_key(part_id, own)) == part_id
+            ):
+                checked_conversation = conversation
+            else:  # a copy: the conversation the provider's state holds is left as it is
+                event.conversation = conversation.model_copy(update={"id": made})
         occurred = fields["occurred_at"]
         if (occurred.tzinfo is None or not EARLIEST_TIME <= occurred <= LATEST_TIME) and not (
             EARLIEST_TIME <= _aware(occurred) <= LATEST_TIME
@@ -376,19 +408,8 @@ def _bounded(events: list[Event], channel: str) -> list[Event]:
             and conversation.first_agent_reply_at is None
         ):
             _bound_times(event)
-        # the usual id (ASCII without NUL, not too long) is kept as it is: checked in line,
-        # each part written out
-        key = fields["id"]
-        if not (0 < len(key) <= MAX_KEY_CHARS and key.isascii() and "\x00" not in key):
-            event.id = bounded_key(key) or key
-        conversation = fields["conversation"]
-        if conversation is not checked_conversation:
-            checked_conversation = conversation
-            part_id = conversation.id
-            if part_id is not None and not (
-                0 < len(part_id) <= MAX_KEY_CHARS and part_id.isascii() and "\x00" not in part_id
-            ):
-                conversation.id = bounded_key(part_id)
+        # the usual id of the other parts (ASCII without NUL, not too long) is kept as it is:
+        # checked in line, each part written out
         client = fields["client"]
         if client is not checked_client:
             checked_client = client
