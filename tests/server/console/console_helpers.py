@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import socket
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -163,6 +164,49 @@ def daemon_with_feed(folder: Path, rules: str, config: str) -> Iterator[tuple[st
     daemon = Daemon(write(folder / "rulekit.yaml", config), watch=False)
     with serve(daemon.app) as (url, loop):
         yield url, lambda message: loop.call_soon_threadsafe(daemon.feed.publish, message)
+
+
+@contextlib.contextmanager
+def two_channel_team(
+    folder: Path, rules: str, secret: str, tokens: dict[str, str], vip_agent: str
+) -> Iterator[tuple[str, Any]]:
+    """A daemon (as :func:`daemon_with_feed`) with the fake Chatra behind ``online-chat`` and a
+    second Chatra channel, ``vip-chat``, both in the group ``support``; the admin and the
+    agents anna@ (online-chat) and carla@example.com (both channels), signed in with
+    ``tokens``, and ``vip_agent``: the YAML of one more agent's entry (no indent, its first
+    line the ``- email:`` one)."""
+    from rulekit_chatra.testing import FakeChatra
+
+    other = textwrap.indent(vip_agent.strip(), " " * 14).lstrip()
+    with FakeChatra() as chatra:
+        config = f"""
+            rules: rules.d
+            storage: sqlite:///rulekit.sqlite3
+            console:
+              admin_token_sha256: {sha(tokens["admin"])}
+            channels:
+              online-chat:
+                provider: chatra
+                webhook_secret: {secret}
+                default_group: support
+                base_url: {chatra.base_url}
+                public_key: {chatra.keys["public_key"]}
+                secret_key: {chatra.keys["secret_key"]}
+              vip-chat: {{provider: chatra, webhook_secret: {secret}-vip, default_group: support}}
+            groups: [support]
+            agents:
+              - email: anna@example.com
+                groups: [support]
+                channels: [online-chat]
+                token_sha256: {sha(tokens["anna"])}
+              {other}
+              - email: carla@example.com
+                groups: [support]
+                channels: [online-chat, vip-chat]
+                token_sha256: {sha(tokens["carla"])}
+            """
+        with daemon_with_feed(folder, rules, textwrap.dedent(config)) as found:
+            yield found
 
 
 def signed_in_with(url: str, token: str) -> httpx.Client:

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from console_helpers import daemon_with_feed, messages, opened, sha, signed_in_with
+from console_helpers import messages, opened, sha, signed_in_with, two_channel_team
 from scaffold import REPO
 from workspace_helpers import wait_for
 
@@ -62,40 +62,14 @@ SEEN = {
 @contextlib.contextmanager
 def running(folder: Path) -> Iterator[tuple[str, Any]]:
     """A daemon on uvicorn with the fake Chatra: its URL, and a way to publish on its feed."""
-    from rulekit_chatra.testing import FakeChatra
-
-    with FakeChatra() as chatra:
-        config = f"""
-            rules: rules.d
-            storage: sqlite:///rulekit.sqlite3
-            console:
-              admin_token_sha256: {sha(TOKENS["admin"])}
-            channels:
-              online-chat:
-                provider: chatra
-                webhook_secret: {SECRET}
-                default_group: support
-                base_url: {chatra.base_url}
-                public_key: {chatra.keys["public_key"]}
-                secret_key: {chatra.keys["secret_key"]}
-              vip-chat: {{provider: chatra, webhook_secret: {SECRET}-vip, default_group: support}}
-            groups: [support]
-            agents:
-              - email: anna@example.com
-                groups: [support]
-                channels: [online-chat]
-                token_sha256: {sha(TOKENS["anna"])}
-              - email: {BORIS}
-                groups: [support]
-                channels: [vip-chat]
-                token_sha256: {sha(TOKENS["boris"])}
-              - email: carla@example.com
-                groups: [support]
-                channels: [online-chat, vip-chat]
-                token_sha256: {sha(TOKENS["carla"])}
-            """
-        with daemon_with_feed(folder, RULES, config) as found:
-            yield found
+    vip_agent = f"""\
+- email: {BORIS}
+  groups: [support]
+  channels: [vip-chat]
+  token_sha256: {sha(TOKENS["boris"])}
+"""
+    with two_channel_team(folder, RULES, SECRET, TOKENS, vip_agent) as found:
+        yield found
 
 
 @pytest.fixture
