@@ -1,23 +1,37 @@
 """Email addresses as rulekit accepts them from anyone (a rule, a client's data, an agent):
 one plain ``local@domain``, so an address can never add recipients or headers, nor hold a
-character a screen acts on (a control, bidi or separator character)."""
+character a screen acts on (a control, bidi or separator character), nor one that shows
+nothing. Every space, Unicode's included (U+00A0, U+2003, U+3000 …), is refused: an SMTP
+client refuses such an address on its command line, so an address taken here would fail every
+attempt to send to it."""
 
 from __future__ import annotations
 
-from rulekit.safetext import UNSAFE
+from rulekit.safetext import INVISIBLE, UNSAFE
 
-_NOT_IN_ADDRESSES = frozenset(' ,;:<>()[]"\\')
+_NOT_IN_ADDRESSES = frozenset(',;:<>()[]"\\')
 
 
 def address_problem(address: str) -> str | None:
     """Why ``address`` is not one plain ``local@domain`` address, or None."""
     if len(address) > 254:
         return "is over 254 characters"
-    if any(ord(c) < 33 or ord(c) in UNSAFE or c in _NOT_IN_ADDRESSES for c in address):
-        return 'holds spaces, control characters or one of , ; : < > ( ) [ ] " \\'
+    if any(_refused(c) for c in address):
+        return 'holds spaces, control or invisible characters, or one of , ; : < > ( ) [ ] " \\'
     local, at, domain = address.rpartition("@")
     if not at or not local or "@" in local or "." not in domain.strip("."):
         return "is not local@domain"
     if domain.startswith(".") or domain.endswith(".") or ".." in domain:
         return "has an invalid domain"
     return None
+
+
+def _refused(char: str) -> bool:
+    code = ord(char)
+    return (
+        code < 33
+        or char.isspace()
+        or code in UNSAFE
+        or code in INVISIBLE
+        or char in _NOT_IN_ADDRESSES
+    )

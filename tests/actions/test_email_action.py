@@ -355,6 +355,30 @@ def test_a_missing_or_malformed_client_email_sends_nothing(email):
     assert not server.messages
 
 
+def test_a_client_email_with_any_space_or_invisible_character_is_left_out_not_retried():
+    """The SMTP client refuses an address holding any Unicode space on its command line (a
+    ValueError, which no attempt would get past): such an address, and one with a character
+    that shows nothing, is left out like any malformed one, whoever supplied it."""
+    spaces = [chr(c) for c in range(0x80, 0x3001) if chr(c).isspace()]
+    assert "\u00a0" in spaces and "\u3000" in spaces
+    odd = [*spaces, "\u200b", "\u2060", "\ufeff", "\u00ad"]
+    with FakeSmtp() as server:
+        action = Email(smtp_settings(server))
+        for char in odd:
+            for address in (f"mia{char}@client.example", f"mia@client{char}x.example"):
+                event = make_event(client={"id": "c", "email": address})
+                result = send(action, EmailParams(to=["client"], subject="s", text="t"), event)
+                assert result["sent"] is False, address
+                assert "client: the address holds spaces" in result["reason"]
+        result = send(
+            action,
+            EmailParams(to=["client"], subject="s", text="t"),
+            make_event(client={"id": "c", "email": "mïa@client.example"}),
+        )
+    assert result["sent"] is True  # a letter outside ASCII is not a space
+    assert [m.recipients for m in server.messages] == [["mïa@client.example"]]
+
+
 def test_sending_is_paced_per_recipient_domain():
     with FakeSmtp() as server:
         action = Email(smtp_settings(server, rate_limit="1/h"))
