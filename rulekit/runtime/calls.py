@@ -4,11 +4,11 @@
 process, and agreed with the other daemons through a store that :attr:`shares_pacing`), then
 takes one of the ``concurrency`` slots and records durably that the call starts
 (:meth:`Journal.start_call`: only the claimer of the oldest pending job of its lane may). The
-slot is held until the call's outcome is recorded. So after a crash only the calls started and
-not recorded — at most ``concurrency`` — are made again. A store that cannot be reached before
-the call delays it (retried with a backoff, never counted as an attempt), and so does one the
-action meets inside its call (``assign`` picks its agent in a transaction); after the call, the
-outcome is recorded as soon as the store is back.
+slot is held, and the job's claim renewed, until the call's outcome is recorded. So after a
+crash only the calls started and not recorded — at most ``concurrency`` — are made again. A
+store that cannot be reached before the call delays it (retried with a backoff, never counted
+as an attempt), and so does one the action meets inside its call (``assign`` picks its agent in
+a transaction); after the call, the outcome is recorded as soon as the store is back.
 """
 
 from __future__ import annotations
@@ -182,28 +182,56 @@ class JobCalls:
         emitted: list[Event],
         snapshot: Snapshot,
     ) -> Decision:
-        """The call, once its start is recorded, and its recorded outcome."""
+        """The call, once its start is recorded, and its recorded outcome; the job's claim is
+        renewed until then (:meth:`_keep_claim`)."""
         action, params, context, job, record = call
-        before = len(lane.emitted)
-        decision = await self._call(action, params, context, job, record)
-        if self.shares_pacing:  # the next send counts from this answer
-            await share_spacing(self.commit, paces, stopping=self._stopped)
-        if decision.outcome == "done":
-            emitted.extend(lane.emitted[before:])
-        failure = decision.failure
-        if failure is not None:
-            pause = failure.retry_after
-            if not pause and failure.status == 429 and failure.scope == "service":
-                # the service is limiting but did not say for how long: pause it for the
-                # retry's backoff, so that what else calls it (a channel's fetching) waits too
-                pause = decision.retry_in
-            if pause and pause > 0:
-                slot.pause(pause, failure.scope)
-                if self.shares_pacing:
-                    await share_pause(
-                        self.commit, paces, failure.scope, pause, stopping=self._stopped
-                    )
-        return await self._conclude(job, decision, emitted, snapshot)
+        keeper = asyncio.create_task(self._keep_claim(job), name=f"rulekit-claim-{job.id}")
+        try:
+            before = len(lane.emitted)
+            decision = await self._call(action, params, context, job, record)
+            if self.shares_pacing:  # the next send counts from this answer
+                await share_spacing(self.commit, paces, stopping=self._stopped)
+            if decision.outcome == "done":
+                emitted.extend(lane.emitted[before:])
+            failure = decision.failure
+            if failure is not None:
+                pause = failure.retry_after
+                if not pause and failure.status == 429 and failure.scope == "service":
+                    # the service is limiting but did not say for how long: pause it for the
+                    # retry's backoff, so that what else calls it (a channel's fetching) waits
+                    pause = decision.retry_in
+                if pause and pause > 0:
+                    slot.pause(pause, failure.scope)
+                    if self.shares_pacing:
+                        await share_pause(
+                            self.commit, paces, failure.scope, pause, stopping=self._stopped
+                        )
+            return await self._conclude(job, decision, emitted, snapshot)
+        finally:
+            keeper.cancel()
+
+    async def _keep_claim(self, job: Job) -> None:
+        """Renew the claim of ``job``, whose call has started, every third of the lease until
+        cancelled (its outcome recorded). A call may last longer than the lease (an action's
+        timeout may be longer: a webhook target's, an email's SMTP steps), and a claim that
+        ran out meanwhile would be taken by another daemon, which would make the call again
+        although nobody crashed. A store that cannot be reached here only lets the claim run
+        out (docs/operations.md: the database unreachable for longer than the lease)."""
+        owner, lease = self.owner, self.lease
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                held = await self.commit.run(
+                    lambda state: state.renew_call(job.id, owner, lease=lease)
+                )
+            except StoreUnavailable as exc:
+                log(logger, logging.WARNING, f"job {job.id}: claim not renewed: {exc}")
+                continue
+            except Exception:  # a bug: the call goes on, its claim may run out
+                log(logger, logging.ERROR, f"job {job.id}: claim not renewed", exc_info=True)
+                return
+            if not held:  # recorded meanwhile, or taken over: nothing left to keep
+                return
 
     def _event(self, record: EventRecord) -> Event:
         """The event of ``record``, validated once for all its jobs held here."""

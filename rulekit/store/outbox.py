@@ -75,6 +75,18 @@ class Outbox(abc.ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} cannot record calls")
 
+    def renew_call(
+        self, job_id: int, owner: str, *, lease: float, now: datetime | None = None
+    ) -> bool:
+        """Renew ``owner``'s claim of a job whose call it started (:meth:`start_call`) and has
+        not recorded yet, for ``lease`` seconds from now; True when it still held it.
+
+        A call may take longer than the lease (an action's timeout may be longer), and a claim
+        that ran out while its call is under way would be taken by another claimer, who would
+        make the call again: the caller renews it while the call lasts, so the lease ends a
+        claim only when its claimer is gone."""
+        raise NotImplementedError(f"{type(self).__name__} cannot record calls")
+
     @abc.abstractmethod
     def record_attempt(
         self,

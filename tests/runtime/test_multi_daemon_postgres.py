@@ -479,3 +479,47 @@ def test_a_chatra_429_met_by_the_fetcher_or_a_reply_holds_back_the_other_on_ever
             held = wait_for(lambda: [r for r in chatra.requests if "client00000002" in r.path], 30)
     for call in held:
         assert call.at >= refused.at + retry_after - TIMER_SLACK, call.at - refused.at
+
+
+def test_a_call_longer_than_the_lease_is_not_sent_again_by_another_daemon(
+    tmp_path, processes, chatra, fake_slack, postgres_url
+):
+    """Slack takes longer to answer a post than the job's lease (an action's timeout may be
+    longer than the lease: a webhook target's up to 120 s, an email's four SMTP steps). While
+    the first daemon's call is under way its claim is renewed, so the second daemon, polling
+    for work all along, never takes the job and posts the message again: nothing crashed, so
+    nothing may be sent twice."""
+    config = write_setup(tmp_path, SLACK_RULES, chatra=chatra, slack=fake_slack)
+    config.write_text(
+        config.read_text().replace("storage: sqlite:///rulekit.sqlite3", f"storage: {postgres_url}")
+    )
+    lease = 2.0
+    daemons = [processes(config, "--job-lease", f"{lease:g}") for _ in range(2)]
+    for daemon in daemons:
+        daemon.wait_ready()
+    # the other daemon polls for work every second and waits for Slack's pacing: without the
+    # renewal it took the job over within a few seconds of the lease running out
+    fake_slack.hang(lease + 5)
+    fake_slack.hang(lease + 5)  # a second post, if one were made, takes as long
+    with httpx.Client(timeout=10) as client:
+        response = client.post(
+            daemons[0].webhook_url,
+            content=chat_started(1),
+            headers={"Content-Type": "application/json"},
+        )
+        assert response.status_code == 200, response.text
+
+    from rulekit.store.postgres import PostgresStore
+
+    def jobs() -> list:
+        store = PostgresStore(postgres_url)
+        try:
+            with store.transaction() as state:
+                return state.jobs(limit=10)
+        finally:
+            store.close()
+
+    wait_for(lambda: [job.status for job in jobs()] == ["done"], timeout=60)
+    (job,) = jobs()
+    assert len(fake_slack.messages("#support")) == 1, [m.at for m in fake_slack.messages()]
+    assert job.attempts == 1

@@ -340,6 +340,25 @@ def test_a_call_whose_claimer_died_counts_as_an_interrupted_attempt(store, make_
         assert (done.status, done.attempts, done.call_started_at) == ("done", 2, None)
 
 
+def test_a_call_under_way_keeps_its_claim_while_its_claimer_renews_it(store, make_event):
+    with store.transaction() as state:
+        state.record_event(make_event("e1"), inbox_id=None, trace={}, jobs=jobs_for("A"), now=T0)
+        [job] = state.claim_jobs("daemon-a", lease=30, now=T0)
+        assert not state.renew_call(job.id, "daemon-a", lease=30, now=later(1))  # not started
+        assert state.start_call(job.id, "daemon-a", lease=30, now=later(1))
+        # the call outlasts the lease; its claimer renews the claim meanwhile
+        assert state.renew_call(job.id, "daemon-a", lease=30, now=later(20))
+        assert not state.renew_call(job.id, "daemon-b", lease=30, now=later(20))
+        assert state.claim_jobs("daemon-b", lease=30, now=later(40)) == []
+        [held] = state.jobs(event_id="e1")
+        assert (held.claimed_by, held.claimed_until) == ("daemon-a", later(50))
+        # its outcome recorded, there is nothing left to renew
+        state.record_attempt(job.id, "done", result={"ok": True}, now=later(45))
+        assert not state.renew_call(job.id, "daemon-a", lease=30, now=later(46))
+        [done] = state.jobs(event_id="e1")
+        assert (done.status, done.claimed_by, done.claimed_until) == ("done", None, None)
+
+
 def test_a_retry_the_claimer_makes_itself_keeps_the_claim(store, make_event):
     with store.transaction() as state:
         state.record_event(

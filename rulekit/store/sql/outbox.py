@@ -203,6 +203,18 @@ class SQLOutbox:
         )
         return True
 
+    def renew_call(
+        self, job_id: int, owner: str, *, lease: float, now: datetime | None = None
+    ) -> bool:
+        until = self.dialect.time(utc(now) + timedelta(seconds=lease))
+        return bool(
+            self.execute(
+                "UPDATE outbox SET claimed_until = :until WHERE id = :id AND status = 'pending'"
+                " AND claimed_by = :owner AND call_started_by = :owner",
+                {"until": until, "id": job_id, "owner": owner},
+            ).rowcount
+        )
+
     def record_attempt(
         self,
         job_id: int,

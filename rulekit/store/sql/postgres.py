@@ -343,6 +343,24 @@ class PostgresState(PostgresAudit, PostgresLookups, SQLState):
         data = row["conversation"]
         return CallStart(True, 0.0, Conversation.model_validate_json(data) if data else None)
 
+    def renew_call(
+        self, job_id: int, owner: str, *, lease: float, now: datetime | None = None
+    ) -> bool:
+        # the database's clock, as claims use it
+        return bool(
+            self.execute(
+                f"UPDATE outbox SET claimed_until = {_NOW} + make_interval(secs => :lease)"
+                " WHERE id = :id AND status = 'pending' AND claimed_by = :owner"
+                " AND call_started_by = :owner",
+                {
+                    "now": self.dialect.time(now),
+                    "lease": float(lease),
+                    "id": job_id,
+                    "owner": owner,
+                },
+            ).rowcount
+        )
+
     def record_attempt(
         self,
         job_id: int,
