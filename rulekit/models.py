@@ -184,10 +184,16 @@ def _builder(cls: type[BaseModel]) -> Callable[[dict[str, Any]], BaseModel]:
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_DURATION = timedelta(days=36500)
+"""The longest duration anywhere (``after:``, ``cooldown:``, ``max_late:``, retention, a suite's
+``advance:`` …): 100 years. Added to any time an event may tell (up to the year 2200), it stays
+far inside what ``datetime`` holds; a longer one made every sum with it overflow at run time (a
+timer or a cooldown set, an event set aside, ``rulekit test`` a traceback)."""
 
 
 def parse_duration(value: object) -> timedelta:
-    """Parse ``30s``, ``10m``, ``2h``, ``1d`` (or a number of seconds) into a timedelta."""
+    """Parse ``30s``, ``10m``, ``2h``, ``1d`` (or a number of seconds) into a timedelta, of at
+    most :data:`MAX_DURATION`."""
     if isinstance(value, timedelta):
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -199,12 +205,11 @@ def parse_duration(value: object) -> timedelta:
                 f"{value!r} is not a duration: use a number and s, m, h or d (e.g. 30m)"
             )
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if seconds <= 0:
+    if not seconds > 0:  # NaN too
         raise ValueError("a duration must be positive")
-    try:
-        return timedelta(seconds=seconds)
-    except OverflowError:
-        raise ValueError(f"{value!r} is too long a duration") from None
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"{value!r} is too long a duration: at most 36500d (100 years)")
+    return timedelta(seconds=seconds)
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]

@@ -15,7 +15,7 @@ from rulekit.engine.engine import Plan
 from rulekit.errors import ChannelError, RulekitError
 from rulekit.event import Event
 from rulekit.rules.spec import format_duration
-from rulekit.runtime.pipeline import Pipeline
+from rulekit.runtime.pipeline import ClockError, Pipeline
 from rulekit.safetext import text_lines
 from rulekit.team import describe_seen
 from rulekit.validation import dotted
@@ -90,7 +90,7 @@ def run_input(
         else:
             outcome = pipeline.events(parse_events(decode(data, path), str(path)), now=now)
         result.events = outcome.events
-    except (InputError, ChannelError) as exc:
+    except (InputError, ChannelError, ClockError) as exc:
         result.error = str(exc) if isinstance(exc, InputError) else f"{path}: {exc}"
     return result
 
@@ -150,7 +150,10 @@ def run_until(pipeline: Pipeline, until: timedelta) -> InputResult:
     """Run the clock ``until`` past the last input (``--until``), firing the timers due."""
     start = pipeline.clock or datetime.now(pipeline.config.timezone)
     result = InputResult(f"(clock advanced {format_duration(until)})")
-    result.events = pipeline.advance(start + until).events
+    try:
+        result.events = pipeline.advance(start + until).events
+    except ClockError as exc:
+        result.error = f"--until: {exc}"
     return result
 
 

@@ -38,7 +38,7 @@ from rulekit.audit.dryrun import InputError, decode, parse_events, read_bytes
 from rulekit.engine.engine import Engine
 from rulekit.errors import ChannelError
 from rulekit.models import Duration, StrictModel
-from rulekit.runtime.pipeline import Outcome, Pipeline
+from rulekit.runtime.pipeline import ClockError, Outcome, Pipeline
 from rulekit.safetext import text_lines
 from rulekit.store.memory import MemoryStore
 from rulekit.validation import pydantic_errors
@@ -194,7 +194,11 @@ def _run_test(
     if test.online is not None:
         pipeline.online = frozenset(email.strip().lower() for email in test.online)
     if test.now is not None:
-        pipeline.start(test.now)
+        try:
+            pipeline.start(test.now)
+        except ClockError as exc:
+            outcome.failures.append(f"now: {exc}")
+            return outcome
     for index, item in enumerate(test.inputs):
         channel = item.channel or test.channel
         try:
@@ -214,12 +218,22 @@ def _run_test(
                     done = pipeline.events(parse_events(data, str(source)), now=test.now)
                 else:
                     done = pipeline.raw(channel, body, now=test.now)
-        except (InputError, ChannelError, ValueError, yamlsource.YamlSyntaxError) as exc:
+        except (
+            InputError,
+            ChannelError,
+            ClockError,
+            ValueError,
+            yamlsource.YamlSyntaxError,
+        ) as exc:
             outcome.failures.append(f"input {index + 1}: {exc}")
             return outcome
         _collect(pipeline, done, outcome)
     if until is not None and pipeline.clock is not None:
-        _collect(pipeline, pipeline.advance(pipeline.clock + until), outcome)
+        try:
+            _collect(pipeline, pipeline.advance(pipeline.clock + until), outcome)
+        except ClockError as exc:
+            outcome.failures.append(f"--until: {exc}")
+            return outcome
     unused = list(outcome.actual)
     for expected in test.expect:
         found = next((a for a in unused if expected.matches(a)), None)

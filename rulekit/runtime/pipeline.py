@@ -12,9 +12,10 @@ from typing import Any
 
 from rulekit.actions.base import ActionContext
 from rulekit.channels.base import ChannelContext, Provider
+from rulekit.channels.body import EARLIEST_TIME, LATEST_TIME
 from rulekit.config import Config
 from rulekit.engine.engine import Engine, Plan
-from rulekit.errors import ChannelError
+from rulekit.errors import ChannelError, RulekitError
 from rulekit.event import Event
 from rulekit.runtime.replies import note_replies
 from rulekit.store.base import State, Store
@@ -30,6 +31,23 @@ def build_providers(engine: Engine) -> dict[str, Provider]:
             ChannelContext(name, channel.settings, engine.config.directory)  # type: ignore[arg-type]
         )
     return providers
+
+
+class ClockError(RulekitError):
+    """A simulated time outside the times rulekit handles (:func:`simulated`)."""
+
+
+def simulated(at: datetime, what: str) -> datetime:
+    """``at``, when the simulated clock may stand there: between the times an event may tell
+    (:data:`~rulekit.channels.body.EARLIEST_TIME` and :data:`~rulekit.channels.body.LATEST_TIME`,
+    as webhooks' times are bounded in the daemon), so that a timer, a cooldown or a calendar
+    counted from it stays inside what ``datetime`` holds; else :class:`ClockError`."""
+    if not EARLIEST_TIME <= at <= LATEST_TIME:
+        raise ClockError(
+            f"{what} ({at.isoformat()}) is outside the times rulekit handles "
+            f"({EARLIEST_TIME.year} to {LATEST_TIME.year})"
+        )
+    return at
 
 
 @dataclass
@@ -96,6 +114,7 @@ class Pipeline:
 
     def advance(self, to: datetime) -> Outcome:
         """Move the clock to ``to`` (never back), firing the timers due by then."""
+        simulated(to, "the time the clock would move to")
         outcome = Outcome()
         with self.store.transaction() as state:
             self._fire_due(to, state, outcome)
@@ -130,18 +149,19 @@ class Pipeline:
         """Start the clock at ``now`` (``--now``, a suite test's ``now:``): the first event is
         processed then, and later events as much later as their ``occurred_at`` say."""
         if self.clock is None:
-            self.clock = self._anchor = now
+            self.clock = self._anchor = simulated(now, "the time the clock starts at")
 
     def _time_of(self, event: Event) -> datetime:
         """When the simulation processes ``event``, which then occurs at that time."""
         at = self.clock or event.occurred_at
         if "occurred_at" in event.model_fields_set:
+            simulated(event.occurred_at, f"the time of event {event.id}")
             if self._anchor is not None and self._offset is None:
                 self._offset = self._anchor - event.occurred_at
             at = event.occurred_at + (self._offset or timedelta())
         if self.clock is not None and at < self.clock:
             at = self.clock
-        event.occurred_at = at
+        event.occurred_at = simulated(at, f"the time of event {event.id}")
         return at
 
     def _fire_due(self, until: datetime, state: State, outcome: Outcome) -> None:

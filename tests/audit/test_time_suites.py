@@ -211,3 +211,97 @@ def test_the_example_suites_and_the_docs_time_section_run_as_written(tmp_path: P
     engine = Engine.from_path(tmp_path / "rules.d", config_path)
     result = run_suite(engine, write(tmp_path / "suite.yaml", suite))
     assert result.passed and len(result.tests) == 2, report([result])[0]
+
+
+def test_durations_past_a_century_are_load_errors_not_overflows_later(tmp_path: Path) -> None:
+    """A duration added to a time must stay inside what ``datetime`` holds: ``after``,
+    ``cooldown`` and ``max_late`` of a billion days loaded, then every matching event overflowed
+    (a traceback from ``rulekit test``, an event set aside by the daemon)."""
+    config = write(tmp_path / "rulekit.yaml", CONFIG)
+    for key, value in [("after", "999999999d"), ("cooldown", "999999999d"), ("after", "36501d")]:
+        write(
+            tmp_path / "rules.d" / "r.yaml",
+            f"""
+            - name: far
+              on: {{channel: online-chat, event: created}}
+              {key}: {value}
+              do: [{{autoreply: {{text: later}}}}]
+            """,
+        )
+        sample = write(
+            tmp_path / "event.yaml",
+            "{channel: online-chat, event: created, conversation: {id: c1},"
+            " message: {text: hi, author: client}}",
+        )
+        result = CliRunner().invoke(cli, ["test", str(sample), "--config", str(config)])
+        assert isinstance(result.exception, SystemExit), result.output  # no traceback
+        assert result.exit_code == 1, result.output
+        assert f"r.yaml:3: [0].{key}: rule 'far': '{value}' is too long a duration" in result.output
+    write(
+        tmp_path / "rules.d" / "r.yaml",
+        """
+        - name: far
+          on: {channel: online-chat, event: created}
+          after: 36500d
+          cooldown: 36500d
+          do: [{autoreply: {text: later}}]
+        """,
+    )
+    result = CliRunner().invoke(cli, ["check", "--config", str(config)])
+    assert result.exit_code == 0, result.output  # a century is still a duration
+
+
+def test_simulated_times_outside_1970_to_2200_are_one_line_errors(tmp_path: Path) -> None:
+    """An input's time, ``--now``, a suite's ``now:``/``at:``/``advance:`` and ``--until`` move
+    the simulated clock; past the times rulekit handles (as the daemon bounds a webhook's
+    times), a timer or a cooldown counted from it overflowed with a traceback."""
+    write(tmp_path / "rules.d" / "r.yaml", RULES)
+    config = write(tmp_path / "rulekit.yaml", CONFIG)
+    far = write(
+        tmp_path / "far.yaml",
+        "{channel: online-chat, event: created, occurred_at: '9999-12-31T10:00:00+00:00',"
+        " conversation: {id: c1}, message: {text: hi, author: client}}",
+    )
+    fine = write(
+        tmp_path / "fine.yaml",
+        "{channel: online-chat, event: created, conversation: {id: c2},"
+        " message: {text: hi, author: client}}",
+    )
+    outside = "is outside the times rulekit handles (1970 to 2200)"
+
+    def dry_run(*args: str) -> str:
+        result = CliRunner().invoke(cli, ["test", *args, "--config", str(config)])
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+        return result.output
+
+    output = dry_run(str(far), str(fine))
+    assert "far.yaml: the time of event " in output and outside in output
+    assert "fine.yaml\n   event created on online-chat" in output  # the next input goes on
+    output = dry_run(str(fine), "--now", "9999-12-31T00:00:00+00:00")
+    assert "the time the clock starts at (9999-12-31T00:00:00+00:00) " + outside in output
+    output = dry_run(str(fine), "--now", "2199-12-31T00:00:00+00:00", "--until", "36500d")
+    assert "--until: the time the clock would move to (2299-12-07" in output
+    passed, text = run(
+        tmp_path,
+        """
+        tests:
+          - name: at
+            inputs: [{at: "9999-12-31T23:00:00+00:00"}]
+          - name: now
+            now: "9999-12-31T23:00:00+00:00"
+            inputs: [EVENT]
+          - name: advance
+            now: "2199-12-31T23:00:00+00:00"
+            inputs: [EVENT, {advance: 36500d}, {advance: 36500d}]
+          - name: input
+            now: "2026-12-07T10:00:00+01:00"
+            inputs: [EVENT, FAR]
+        """.replace("EVENT", event("created")).replace(
+            "FAR", f"{{event: {far.read_text().strip()}}}"
+        ),
+    )
+    assert not passed
+    assert "- input 1: the time the clock would move to (9999-12-31T23:00:00+00:00) " in text
+    assert "- now: the time the clock starts at (9999-12-31T23:00:00+00:00) " in text
+    assert "- input 2: the time the clock would move to (2299-12-07T23:00:00+00:00) " in text
+    assert "- input 2: the time of event " in text
