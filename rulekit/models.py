@@ -184,16 +184,16 @@ def _builder(cls: type[BaseModel]) -> Callable[[dict[str, Any]], BaseModel]:
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-MAX_DURATION = timedelta(days=36500)
+MAX_DURATION = timedelta(days=365_000)
 """The longest duration anywhere (``after:``, ``cooldown:``, ``max_late:``, retention, a suite's
-``advance:`` …): 100 years. Added to any time an event may tell (up to the year 2200), it stays
-far inside what ``datetime`` holds; a longer one made every sum with it overflow at run time (a
-timer or a cooldown set, an event set aside, ``rulekit test`` a traceback)."""
+``advance:`` …): 1,000 years. Added to any time an event may tell (up to the year 2200), or
+taken from today, it stays far inside what ``datetime`` holds; a longer one made every sum with
+it overflow at run time (a timer or a cooldown set, an event set aside, ``rulekit test`` a
+traceback)."""
 
 
 def parse_duration(value: object) -> timedelta:
-    """Parse ``30s``, ``10m``, ``2h``, ``1d`` (or a number of seconds) into a timedelta, of at
-    most :data:`MAX_DURATION`."""
+    """Parse ``30s``, ``10m``, ``2h``, ``1d`` (or a number of seconds) into a timedelta."""
     if isinstance(value, timedelta):
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -207,9 +207,19 @@ def parse_duration(value: object) -> timedelta:
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
     if not seconds > 0:  # NaN too
         raise ValueError("a duration must be positive")
-    if seconds > MAX_DURATION.total_seconds():
-        raise ValueError(f"{value!r} is too long a duration: at most 36500d (100 years)")
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"{value!r} is too long a duration") from None
 
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+def bounded_duration(value: object) -> timedelta:
+    """:func:`parse_duration`, of at most :data:`MAX_DURATION`: a duration of the config, the
+    rules or a suite, which rulekit adds to times."""
+    duration = parse_duration(value)
+    if duration > MAX_DURATION:
+        raise ValueError(f"{value!r} is too long a duration: at most 365000d (1,000 years)")
+    return duration
+
+
+Duration = Annotated[timedelta, BeforeValidator(bounded_duration)]

@@ -213,10 +213,10 @@ def _parse_online(value: str | None) -> frozenset[str] | None:
 def _parse_duration(value: str | None) -> Any:
     if value is None:
         return None
-    from rulekit.models import parse_duration
+    from rulekit.models import bounded_duration
 
     try:
-        return parse_duration(value)
+        return bounded_duration(value)  # added to the simulated clock
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--until") from None
 

@@ -213,12 +213,14 @@ def test_the_example_suites_and_the_docs_time_section_run_as_written(tmp_path: P
     assert result.passed and len(result.tests) == 2, report([result])[0]
 
 
-def test_durations_past_a_century_are_load_errors_not_overflows_later(tmp_path: Path) -> None:
+def test_durations_past_a_thousand_years_are_load_errors_not_overflows_later(
+    tmp_path: Path,
+) -> None:
     """A duration added to a time must stay inside what ``datetime`` holds: ``after``,
     ``cooldown`` and ``max_late`` of a billion days loaded, then every matching event overflowed
     (a traceback from ``rulekit test``, an event set aside by the daemon)."""
     config = write(tmp_path / "rulekit.yaml", CONFIG)
-    for key, value in [("after", "999999999d"), ("cooldown", "999999999d"), ("after", "36501d")]:
+    for key, value in [("after", "999999999d"), ("cooldown", "999999999d"), ("after", "365001d")]:
         write(
             tmp_path / "rules.d" / "r.yaml",
             f"""
@@ -242,13 +244,13 @@ def test_durations_past_a_century_are_load_errors_not_overflows_later(tmp_path: 
         """
         - name: far
           on: {channel: online-chat, event: created}
-          after: 36500d
-          cooldown: 36500d
+          after: 365000d
+          cooldown: 365000d
           do: [{autoreply: {text: later}}]
         """,
     )
     result = CliRunner().invoke(cli, ["check", "--config", str(config)])
-    assert result.exit_code == 0, result.output  # a century is still a duration
+    assert result.exit_code == 0, result.output  # a thousand years is still a duration
 
 
 def test_simulated_times_outside_1970_to_2200_are_one_line_errors(tmp_path: Path) -> None:
@@ -279,8 +281,8 @@ def test_simulated_times_outside_1970_to_2200_are_one_line_errors(tmp_path: Path
     assert "fine.yaml\n   event created on online-chat" in output  # the next input goes on
     output = dry_run(str(fine), "--now", "9999-12-31T00:00:00+00:00")
     assert "the time the clock starts at (9999-12-31T00:00:00+00:00) " + outside in output
-    output = dry_run(str(fine), "--now", "2199-12-31T00:00:00+00:00", "--until", "36500d")
-    assert "--until: the time the clock would move to (2299-12-07" in output
+    output = dry_run(str(fine), "--now", "2199-12-31T00:00:00+00:00", "--until", "365000d")
+    assert "--until: the time the clock would move to (3199-05-03" in output
     passed, text = run(
         tmp_path,
         """
@@ -292,7 +294,7 @@ def test_simulated_times_outside_1970_to_2200_are_one_line_errors(tmp_path: Path
             inputs: [EVENT]
           - name: advance
             now: "2199-12-31T23:00:00+00:00"
-            inputs: [EVENT, {advance: 36500d}, {advance: 36500d}]
+            inputs: [EVENT, {advance: 365000d}, {advance: 365000d}]
           - name: input
             now: "2026-12-07T10:00:00+01:00"
             inputs: [EVENT, FAR]
@@ -303,5 +305,5 @@ def test_simulated_times_outside_1970_to_2200_are_one_line_errors(tmp_path: Path
     assert not passed
     assert "- input 1: the time the clock would move to (9999-12-31T23:00:00+00:00) " in text
     assert "- now: the time the clock starts at (9999-12-31T23:00:00+00:00) " in text
-    assert "- input 2: the time the clock would move to (2299-12-07T23:00:00+00:00) " in text
+    assert "- input 2: the time the clock would move to (3199-05-03T23:00:00+00:00) " in text
     assert "- input 2: the time of event " in text
