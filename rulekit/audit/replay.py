@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from rulekit.audit.privacy import hidden_values, hide
 from rulekit.engine.engine import Engine, Plan
+from rulekit.engine.timers import TimerQueue
 from rulekit.event import Client, Conversation, Event
 from rulekit.safetext import text_lines
 from rulekit.store.base import JournaledState
@@ -172,7 +173,7 @@ class _TimerReplay:
         self.state = state
         self.engine = engine
         self.report = report
-        self.pending: dict[tuple[str, str], _Pending] = {}
+        self.pending: TimerQueue[_Pending] = TimerQueue()
         self.latest: dict[tuple[str, str], tuple[Conversation, Client]] = {}
         self.replayed: set[str] = set()
         self.firings: dict[tuple[str, str, str], EventRecord] = {}
@@ -198,19 +199,15 @@ class _TimerReplay:
                 event.client,
             )
         for cancel in plan.cancels:
-            self.pending.pop((cancel.rule, cancel.conversation_id), None)
+            self.pending.cancel((cancel.rule, cancel.conversation_id))
         for timer in plan.timers:
             key = (timer.rule, timer.conversation_id)
             if timer.restart or key not in self.pending:
-                self.pending[key] = _Pending(timer.rule, timer.conversation_id, timer.due, event)
+                self.pending.set(key, _Pending(timer.rule, timer.conversation_id, timer.due, event))
 
     def fire_due(self, until: datetime) -> None:
         """Fire the pending timers due by ``until``, earliest first."""
-        while self.pending:
-            timer = min(self.pending.values(), key=lambda t: t.due)
-            if timer.due > until:
-                return
-            del self.pending[(timer.rule, timer.conversation_id)]
+        while (timer := self.pending.pop_due(until)) is not None:
             trigger = timer.trigger
             conversation, client = self.latest.get(
                 (trigger.channel, timer.conversation_id), (None, None)

@@ -9,9 +9,11 @@ or the dry run's business.
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from rulekit.calendars import Calendar
 from rulekit.rules.spec import Rule, Timing
@@ -95,3 +97,64 @@ def cancellers(rules: list[Rule]) -> dict[str, list[Rule]]:
             for name in rule.timing.cancel_on:
                 out.setdefault(name, []).append(rule)
     return out
+
+
+class _Due(Protocol):
+    @property
+    def due(self) -> datetime: ...
+
+
+T = TypeVar("T", bound=_Due)
+TimerKey = tuple[str, str]
+"""A pending timer's (rule, conversation id): one pending timer each."""
+
+
+class TimerQueue(Generic[T]):
+    """The pending timers of a simulation (``rulekit test``, suites, ``rulekit replay``), by
+    :data:`TimerKey`, with the earliest due first.
+
+    A heap, so that finding what is due costs ``log n`` whatever the number pending: looking
+    through every pending timer before each input made a dry run or a replay of many
+    conversations with a long timer (``after: 1d``) quadratic. A timer replaced (``restart``)
+    or cancelled leaves its heap entry behind, skipped when it comes up. Timers due at the same
+    time come in the order their keys were first set, as a mapping of them would list them."""
+
+    def __init__(self) -> None:
+        self._timers: dict[TimerKey, tuple[int, T]] = {}
+        self._heap: list[tuple[datetime, int, TimerKey]] = []
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self._timers)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._timers
+
+    def __iter__(self) -> Iterator[TimerKey]:
+        return iter(self._timers)
+
+    def set(self, key: TimerKey, timer: T) -> None:
+        """Set ``key``'s timer (replacing a pending one, which keeps its place among equals)."""
+        kept = self._timers.get(key)
+        order = kept[0] if kept is not None else self._next
+        self._next += kept is None
+        self._timers[key] = (order, timer)
+        heapq.heappush(self._heap, (timer.due, order, key))
+
+    def cancel(self, key: TimerKey) -> None:
+        self._timers.pop(key, None)
+
+    def pop_due(self, until: datetime) -> T | None:
+        """The earliest timer due by ``until``, taken out; None when none is."""
+        while self._heap:
+            due, order, key = self._heap[0]
+            kept = self._timers.get(key)
+            if kept is None or kept[0] != order or kept[1].due != due:
+                heapq.heappop(self._heap)  # replaced or cancelled since
+                continue
+            if due > until:
+                return None
+            heapq.heappop(self._heap)
+            del self._timers[key]
+            return kept[1]
+        return None

@@ -15,6 +15,7 @@ from rulekit.channels.base import ChannelContext, Provider
 from rulekit.channels.body import EARLIEST_TIME, LATEST_TIME
 from rulekit.config import Config
 from rulekit.engine.engine import Engine, Plan
+from rulekit.engine.timers import TimerQueue
 from rulekit.errors import ChannelError, RulekitError
 from rulekit.event import Event
 from rulekit.runtime.replies import note_replies
@@ -81,7 +82,7 @@ class Pipeline:
         self.clock: datetime | None = None
         self.online: frozenset[str] | None = None
         """Who the simulation has online (lower-cased emails); None: everyone."""
-        self.pending: dict[tuple[str, str], PendingTimer] = {}
+        self.pending: TimerQueue[PendingTimer] = TimerQueue()
         self.open_counts: dict[int, dict[str, int]] = {}
         """The open conversations of each assignee in the state when an event was planned, by
         the id of the event object of its outcome; kept for events with an action that picks
@@ -137,11 +138,11 @@ class Pipeline:
             plan.apply(state)
             self._note_counts(event, plan, state)
             for cancel in plan.cancels:
-                self.pending.pop((cancel.rule, cancel.conversation_id), None)
+                self.pending.cancel((cancel.rule, cancel.conversation_id))
             for timer in plan.timers:
                 key = (timer.rule, timer.conversation_id)
                 if timer.restart or key not in self.pending:
-                    self.pending[key] = PendingTimer(*key, timer.due, event)
+                    self.pending.set(key, PendingTimer(*key, timer.due, event))
             outcome.events.append((event, plan))
         return outcome
 
@@ -165,11 +166,7 @@ class Pipeline:
         return at
 
     def _fire_due(self, until: datetime, state: State, outcome: Outcome) -> None:
-        while self.pending:
-            timer = min(self.pending.values(), key=lambda t: t.due)
-            if timer.due > until:
-                return
-            del self.pending[(timer.rule, timer.conversation_id)]
+        while (timer := self.pending.pop_due(until)) is not None:
             self.clock = max(self.clock or timer.due, timer.due)
             trigger = timer.trigger
             found = state.find_conversation(trigger.channel, timer.conversation_id)
