@@ -315,6 +315,7 @@ class Processor:
         again on its own."""
         if not pending:
             return []
+        handed: list[str] = []
         try:
             with self.store.transaction() as state:
                 processed = record_many(
@@ -335,9 +336,12 @@ class Processor:
                     if claim and not self._stopping
                     else []
                 )
+                handed = self._hand_over([r for results in processed for r in results])
         except StoreUnavailable:
+            self._take_back(handed)
             raise
         except Exception:
+            self._take_back(handed)
             results: list[Processed | InboxItem] = []
             for evaluated in pending:
                 results.extend(self._process(snapshot, evaluated.item))
@@ -355,11 +359,26 @@ class Processor:
             self._arrivals[result.event.id] = item.received_at
             if len(self._arrivals) > ARRIVALS_KEPT:
                 self._arrivals.popitem(last=False)
+
+    def _hand_over(self, processed: list[Processed]) -> list[str]:
+        """Keep the events of ``processed`` that have jobs for the dispatcher (see
+        :meth:`recorded_event`), and return their ids. Called inside the transaction that
+        records them, before it commits: the dispatcher cannot claim their jobs before the
+        commit, and may claim them at once after it, before this thread runs again."""
+        ids = []
+        for result in processed:
             event = result.event
             if result.jobs and not any((event.__pydantic_private__ or {}).values()):
                 self._recorded[event.id] = event.model_copy(update={"raw": None})
+                ids.append(event.id)
                 if len(self._recorded) > RECORDED_KEPT:
                     self._recorded.popitem(last=False)
+        return ids
+
+    def _take_back(self, ids: list[str]) -> None:
+        """Forget events :meth:`_hand_over` kept for a transaction that did not commit."""
+        for event_id in ids:
+            self._recorded.pop(event_id, None)
 
     def _process(self, snapshot: Snapshot, item: InboxItem) -> list[Processed | InboxItem]:
         """All three steps for one item, its record in a transaction of its own."""
@@ -380,6 +399,7 @@ class Processor:
             answer = self.evaluator.evaluate(prepared.request)
             if isinstance(answer, Refusal):
                 return self._set_aside(item, answer)
+            handed: list[str] = []
             try:
                 with self.store.transaction() as state:
                     processed = record(
@@ -390,12 +410,16 @@ class Processor:
                         schedule=provider.channel_timers,
                     )
                     state.finish_inbox(item.id)
+                    handed = self._hand_over(processed)
             except StateChanged as exc:
+                self._take_back(handed)
                 log(logger, logging.INFO, f"inbox item {item.id} again: {exc}", inbox_id=item.id)
                 continue
             except StoreUnavailable:
+                self._take_back(handed)
                 raise
             except Exception as exc:
+                self._take_back(handed)
                 return self._set_aside(item, exc)
             self._arrived(item, processed)
             return list(processed)

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
 from daemons import chat_started, write_setup
 
+from rulekit.errors import StoreUnavailable
 from rulekit.event import Event
 from rulekit.runtime.evaluator import Evaluator
 from rulekit.runtime.feed import LiveFeed
@@ -28,19 +30,35 @@ CHANNEL = "online-chat"
 
 class CountingStore(SQLiteStore):
     """A SQLite store that counts its transactions and can let "another daemon" commit just
-    before a given one of them begins."""
+    before a given one of them begins, or another thread act as soon as one commits."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self.transactions = 0
         self.before: dict[int, Callable[[], None]] = {}
+        self.committed: Callable[[], None] | None = None
+        self.fail_commit: int | None = None
+        """The transaction whose commit fails, as a database blip makes it."""
 
     def transaction(self) -> AbstractContextManager[JournaledState]:  # type: ignore[override]
         self.transactions += 1
         meanwhile = self.before.pop(self.transactions, None)
         if meanwhile is not None:
             meanwhile()
-        return super().transaction()
+        if self.committed is None and self.fail_commit != self.transactions:
+            return super().transaction()
+        return self._watched(super().transaction(), self.fail_commit == self.transactions)
+
+    @contextlib.contextmanager
+    def _watched(
+        self, transaction: AbstractContextManager[JournaledState], fail: bool
+    ) -> Iterator[JournaledState]:
+        with transaction as state:
+            yield state
+            if fail:  # (raised inside: the transaction is rolled back)
+                raise StoreUnavailable("injected: the commit did not reach the disk")
+        if self.committed is not None:
+            self.committed()
 
 
 @contextlib.contextmanager
@@ -190,3 +208,44 @@ def test_the_dispatcher_is_handed_each_event_as_the_store_recorded_it(tmp_path, 
             assert handed == Event.model_validate(records[event.id].data)
             assert handed.raw is None and event.raw is not None
             assert processing.recorded_event(event.id) is None  # handed over once
+
+
+def test_the_events_are_handed_over_by_the_time_their_jobs_can_be_claimed(tmp_path, chatra):
+    # the dispatcher claims in a thread of its own: it may claim the jobs of a record the
+    # moment the transaction commits, before the processor's thread runs again
+    with processor(tmp_path, chatra) as (processing, store, snapshot):
+        provider = snapshot.providers[CHANNEL]
+        ids = [append(store, chat_started(n), provider) for n in range(1, 4)]
+        handed: dict[str, Event | None] = {}
+
+        def claim_what_is_committed() -> None:
+            with contextlib.closing(sqlite3.connect(tmp_path / "state.sqlite3")) as db:
+                rows = db.execute("SELECT DISTINCT event_id FROM outbox").fetchall()
+            for (event_id,) in rows:
+                if event_id not in handed:
+                    handed[event_id] = processing.recorded_event(event_id)
+
+        store.committed = claim_what_is_committed
+        results, _, failure = processing.process_round(snapshot)
+        assert failure is None
+        events = [r.event for r in results if isinstance(r, Processed) and r.jobs]
+        assert len(events) == len(ids) and set(handed) == {event.id for event in events}
+        for event in events:
+            assert handed[event.id] == event.model_copy(update={"raw": None})
+
+
+def test_an_event_whose_record_did_not_commit_is_not_handed_over(tmp_path, chatra):
+    with processor(tmp_path, chatra) as (processing, store, snapshot):
+        provider = snapshot.providers[CHANNEL]
+        for n in range(1, 4):
+            append(store, chat_started(n), provider)
+        store.fail_commit = store.transactions + 3  # claim, normalize, record
+        _, claimed, failure = processing.process_round(snapshot)
+        assert claimed == 3 and isinstance(failure, StoreUnavailable)
+        for n in range(1, 4):
+            assert processing.recorded_event(f"{CHANNEL}:msg:msg{n:08d}") is None
+        results, _, failure = processing.process_round(snapshot)  # the blip is over
+        assert failure is None
+        events = [r.event for r in results if isinstance(r, Processed) and r.jobs]
+        assert [event.id for event in events] == [f"{CHANNEL}:msg:msg{n:08d}" for n in (1, 2, 3)]
+        assert all(processing.recorded_event(event.id) is not None for event in events)
