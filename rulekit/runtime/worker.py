@@ -32,7 +32,10 @@ from multiprocessing.connection import Connection
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from rulekit.event import Event
+from pydantic import BaseModel
+
+from rulekit.event import Agent, Client, Conversation, Event, Message
+from rulekit.models import whole_builder
 from rulekit.sources import Files
 from rulekit.store.records import JobSpec
 from rulekit.team import TeamFacts
@@ -109,9 +112,11 @@ class Request:
     """The team's presence and open counts, read with the marks when the rules read
     ``team`` (:mod:`rulekit.team`)."""
 
-    # Sent to the worker with its events as JSON: pickling a model pickles each of its nested
-    # models field by field, several times the cost of pydantic's own encoding, and the
-    # daemon pays it for every event it evaluates.
+    # Sent to the worker with its events as plain data: pickling a model pickles each of its
+    # nested models field by field (a class reference and a state dict each), and pydantic's
+    # JSON costs the worker a whole validation per event; the daemon pays one or the other for
+    # every event it evaluates. The events are the daemon's own, validated when made: the
+    # worker rebuilds them as they were, without validating them again.
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["events"] = [_portable(event) for event in self.events]
@@ -126,25 +131,45 @@ _NOT_SENT = {"raw"}
 """Left out of the events sent: rules cannot read the provider's raw payload (a load error),
 nor are actions handed it, and it is often the larger part of an event."""
 
+_PARTS: tuple[tuple[str, type[BaseModel]], ...] = (
+    ("conversation", Conversation),
+    ("client", Client),
+    ("message", Message),
+    ("agent", Agent),
+)
+"""The event's sub-objects, sent as their fields (each of exactly its class)."""
 
-def _portable(event: Event) -> Event | tuple[str, frozenset[str]]:
-    """An event as JSON (without ``raw``) with the names of its fields that were set, or the
-    event itself when it carries private state (a timer's trigger, which JSON leaves out)."""
-    private = event.__pydantic_private__ or {}
-    if any(value is not None for value in private.values()):
+_Sent = tuple[dict[str, Any], frozenset[str]]
+
+
+def _portable(event: Event) -> Event | _Sent:
+    """An event as plain data: its fields (``raw`` left out) with the names of those that were
+    set, each sub-object in its place as its own fields and set names; or the event itself
+    when it carries private state (a timer's trigger) or is not of the usual classes."""
+    private = event.__pydantic_private__
+    if type(event) is not Event or (private and any(v is not None for v in private.values())):
         return event
-    return event.model_dump_json(exclude=_NOT_SENT), frozenset(
-        event.model_fields_set.difference(_NOT_SENT)
-    )
+    fields = dict(event.__dict__)  # (in place, so that the fields keep their order)
+    for name, cls in _PARTS:
+        part = fields[name]
+        if type(part) is not cls or part.__pydantic_private__ or part.__pydantic_extra__:
+            return event
+        fields[name] = (part.__dict__, part.__pydantic_fields_set__)
+    fields["raw"] = None
+    return fields, frozenset(event.__pydantic_fields_set__.difference(_NOT_SENT))
 
 
-def _unportable(sent: Event | tuple[str, frozenset[str]]) -> Event:
+def _unportable(sent: Event | _Sent) -> Event:
     if isinstance(sent, Event):
         return sent
-    data, fields_set = sent
-    event = Event.model_validate_json(data)
-    object.__setattr__(event, "__pydantic_fields_set__", set(fields_set))
-    return event
+    fields, fields_set = sent
+    for (name, _), build in zip(_PARTS, _BUILD_PARTS, strict=True):
+        fields[name] = build(*fields[name])
+    return _build_event(fields, fields_set)
+
+
+_BUILD_PARTS = tuple(whole_builder(cls, derives=False) for _, cls in _PARTS)
+_build_event = whole_builder(Event, derives=False)
 
 
 @dataclass

@@ -1,6 +1,6 @@
-"""What the evaluation worker receives is the request the daemon sent: events sent as JSON come
-back equal but for the provider's raw payload (which rules cannot read), with the same fields
-set, and a timer's fired event keeps its trigger."""
+"""What the evaluation worker receives is the request the daemon sent: events come back equal but
+for the provider's raw payload (which rules cannot read), with the same fields set, in the same
+order, their values as they were, and a timer's fired event keeps its trigger."""
 
 from __future__ import annotations
 
@@ -57,3 +57,23 @@ def test_a_fired_event_keeps_its_trigger() -> None:
     assert received.conversation.status == "closed"
     assert received.trigger.conversation.status == "open"
     assert received.trigger.message.text == "first"
+
+
+def test_events_arrive_as_they_were_sent_down_to_their_parts() -> None:
+    event = Event(
+        id="e1",
+        channel="online-chat",
+        event="message",
+        occurred_at=T0,
+        conversation=Conversation(id="c1", fields={"due": T0, "sizes": (1, 2)}),
+        client=Client(id="v1", custom={"plan": {"tier": 2}}),
+        raw={"large": "payload"},
+    )
+    received = sent(Request([event], {})).events[0]
+    assert received == event.model_copy(update={"raw": None})
+    assert list(received.__dict__) == list(event.__dict__)  # (model_dump keeps this order)
+    assert received.conversation.fields == {"due": T0, "sizes": (1, 2)}  # not made JSON
+    for part in ("conversation", "client", "message", "agent"):
+        assert getattr(received, part).model_fields_set == getattr(event, part).model_fields_set
+    received.conversation.tags.append("mine")  # the worker's own copy
+    assert event.conversation.tags == []
