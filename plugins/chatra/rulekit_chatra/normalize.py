@@ -71,14 +71,20 @@ class Normalizer:
 
         if conversation is not None and known_client is not None and client is not known_client:
             changed = {f: getattr(client, f) for f in CONTACT_FIELDS}
-            if changed != {f: getattr(known_client, f) for f in CONTACT_FIELDS}:
+            before = {f: getattr(known_client, f) for f in CONTACT_FIELDS}
+            if changed != before:
+                # from what to what, and the webhook's first message: a change back to what
+                # the client had before is a change too (an event id already recorded would
+                # be dropped as a repeat), and the same webhook again makes the same id
+                first = payload.messages[0].id if payload.messages else ""
+                parts = [*map(str, before.values()), *map(str, changed.values()), first]
                 emit(
                     _event(
                         channel,
                         client,
                         raw,
                         "client_updated",
-                        f"client:{key}:{_digest(str(v) for v in changed.values())}",
+                        f"client:{key}:{_digest(parts)}",
                         conversation,
                         _first_time(payload.messages),
                     )

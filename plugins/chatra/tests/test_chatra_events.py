@@ -152,6 +152,25 @@ def test_a_changed_email_is_client_updated_and_other_changes_are_not(feed):
     assert names(feed(fragment)) == ["client_updated", "message"]
 
 
+def test_an_email_changed_back_and_forth_is_an_event_each_time_with_its_own_id(feed):
+    """The daemon records an event id once (a repeat is a redelivery): a change back to an
+    email the client had before got the id of the first change to it, and was dropped."""
+    feed("chat_fragment_prechat_form.json")
+    fragment = sample("chat_fragment_prechat_form.json")
+    updated = []
+    for n, email in enumerate(["olivia@example.com", "olivia.brown@example.com"] * 2):
+        fragment["messages"][0]["id"] = f"message {n}"
+        fragment["client"]["info"]["email"] = email
+        events = feed(fragment)
+        assert names(events) == ["client_updated", "message"]
+        updated.append(events[0])
+    assert [e.client.email for e in updated] == [
+        "olivia@example.com",
+        "olivia.brown@example.com",
+    ] * 2
+    assert len({e.id for e in updated}) == 4
+
+
 def test_data_a_payload_leaves_out_is_kept(feed):
     feed("chat_started_anonymous.json")
     (reply,) = feed("chat_fragment_agent_reply_from_app.json")

@@ -16,12 +16,11 @@ chat, keyed by the chat's id (in a private chat, the user's id, which replies ne
 
 Event ids derive from Telegram's ids: ``<channel>:msg:<chat>:<message id>``,
 ``<channel>:edit:<chat>:<message id>:<edit date>``, ``<channel>:closed:<chat>:<message id>``
-(``/stop``) and ``<channel>:client:<user id>:<digest of name, username, language>``.
+(``/stop``) and ``<channel>:client:<user id>:<update id>``.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -94,8 +93,9 @@ class Normalizer:
             and known_client is not None
             and _profile_changed(known_client, client)
         ):
-            digest = _digest(str(getattr(client, f)) for f in PROFILE_FIELDS)
-            emit("client_updated", f"client:{client.id}:{digest}", when)
+            # the update's id, not the new profile: a name changed back to one it had before
+            # is a change too, and an event id already recorded would be dropped as a repeat
+            emit("client_updated", f"client:{client.id}:{update.update_id}", when)
 
         chat = message.chat_id
         if message.is_stop:
@@ -207,8 +207,3 @@ def _profile_changed(known: Client, client: Client) -> bool:
 def _activity(message: TelegramMessage) -> datetime | None:
     """When the user was last active: the message's date, or the edit's."""
     return (message.edit_date or message.date) if message.edited else message.date
-
-
-def _digest(parts: Any) -> str:
-    joined = "\x1f".join(parts).encode("utf-8", "surrogatepass")
-    return hashlib.sha256(joined).hexdigest()[:16]

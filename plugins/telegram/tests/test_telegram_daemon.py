@@ -100,6 +100,33 @@ def test_a_redelivered_update_is_answered_once(server: Server, telegram: FakeTel
     assert replies(telegram, 111) == ["Hello Ann Lee!"]
 
 
+def test_a_name_changed_back_fires_the_client_updated_rules_again(
+    tmp_path: Path, telegram: FakeTelegram
+) -> None:
+    config = write_setup(tmp_path, telegram)
+    (tmp_path / "rules.d" / "rules.yaml").write_text(
+        "- name: Renamed\n"
+        "  on: {channel: telegram, event: client_updated}\n"
+        "  do: [{autoreply: {text: 'Now {{ client.name }}'}}]\n"
+    )
+    with Server(Daemon(config, watch=False, clock=samples_clock)) as running:
+        result = CliRunner().invoke(
+            cli, ["telegram", "set-webhook", running.url, "--config", str(config)]
+        )
+        assert result.exit_code == 0, result.output
+        updates = Updates()
+        for name in ("Ann", "Anna", "Ann", "Anna"):
+            assert telegram.write(updates.message(TelegramUser(111, name), "hi")) == 200
+
+        def recorded() -> list[str]:
+            history = journal(running, lambda s: s.history(channel="telegram", limit=20))
+            return [r.event_id for r in history]
+
+        wait_for(lambda: "telegram:msg:111:4" in recorded())
+        wait_for(lambda: not journal(running, lambda s: s.jobs(status="pending")))
+        assert replies(telegram, 111) == ["Now Anna", "Now Ann", "Now Anna"]
+
+
 @pytest.mark.parametrize("header", ["", "wrong-secret", SECRET + "x"])
 def test_a_missing_or_wrong_secret_header_is_not_found(
     server: Server, telegram: FakeTelegram, header: str

@@ -140,6 +140,22 @@ def test_a_changed_profile_is_client_updated_before_the_message(feed, updates: U
     assert names(feed(updates.message(renamed, "again"))) == ["message"]
 
 
+def test_a_name_changed_back_and_forth_is_an_event_each_time_with_its_own_id(
+    feed, updates: Updates
+) -> None:
+    """The daemon records an event id once (a repeat is a redelivery): a change back to a
+    profile the user had before got the id of the first change to it, and was dropped."""
+    feed(updates.message(ANN, "Hi"))
+    renamed = TelegramUser(111, "Anna", "Lee", username="ann_lee", language_code="en")
+    updated = []
+    for user in (renamed, ANN, renamed):
+        events = feed(updates.message(user, "hi"))
+        assert names(events) == ["client_updated", "message"]
+        updated.append(events[0])
+    assert [e.client.name for e in updated] == ["Anna Lee", "Ann Lee", "Anna Lee"]
+    assert len({e.id for e in updated}) == 3
+
+
 def test_a_redelivered_update_yields_nothing(feed, updates: Updates) -> None:
     update = updates.message(ANN, "Hi")
     assert names(feed(update)) == ["created"]
