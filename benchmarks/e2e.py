@@ -35,6 +35,7 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -266,59 +267,81 @@ def statuses_failed(sent: Sent) -> int:
 
 
 # where the daemon's CPU goes -------------------------------------------------------------------
-LAYERS: list[tuple[str, Callable[[str], bool]]] = [
-    ("pydantic", lambda f: "/pydantic" in f),
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("pydantic", ("pydantic/", "pydantic_core/")),
     (
         "logging/metrics",
-        lambda f: any(
-            p in f
-            for p in (
-                "/logging/",
-                "prometheus_client",
-                "runtime/logs.py",
-                "runtime/metrics.py",
-                "runtime/feed.py",
-            )
+        (
+            "logging/",
+            "prometheus_client/",
+            "rulekit/runtime/logs.py",
+            "rulekit/runtime/metrics.py",
+            "rulekit/runtime/feed.py",
         ),
     ),
-    ("SDK clients", lambda f: any(p in f for p in ("slack_sdk", "/aiohttp/", "/actions/slack"))),
-    ("store", lambda f: any(p in f for p in ("sqlite3", "rulekit/store/", "psycopg", "commit.py"))),
-    ("normalize", lambda f: any(p in f for p in ("rulekit_chatra", "rulekit/channels/"))),
+    ("SDK clients", ("slack_sdk/", "aiohttp/", "multidict/", "yarl/", "rulekit/actions/slack")),
+    ("store", ("sqlite3/", "rulekit/store/", "psycopg/", "rulekit/runtime/commit.py")),
+    ("normalize", ("rulekit_chatra/", "rulekit/channels/")),
     (
-        "engine",
-        lambda f: any(
-            p in f
-            for p in (
-                "rulekit/engine/",
-                "rulekit/expr/",
-                "rulekit/rules/",
-                "evaluator.py",
-                "runtime/worker.py",
-            )
+        "engine",  # the evaluation worker and the exchanges with it included
+        (
+            "rulekit/engine/",
+            "rulekit/expr/",
+            "rulekit/rules/",
+            "rulekit/runtime/evaluator.py",
+            "rulekit/runtime/worker.py",
+            "multiprocessing/connection.py",
+            "multiprocessing/reduction.py",
         ),
     ),
     (
         "dispatch",
-        lambda f: any(
-            p in f for p in ("dispatcher.py", "sharedpace.py", "outcomes.py", "rulekit/actions/")
+        (
+            "rulekit/runtime/dispatcher.py",
+            "rulekit/runtime/calls.py",
+            "rulekit/runtime/sharedpace.py",
+            "rulekit/runtime/outcomes.py",
+            "rulekit/actions/",
         ),
     ),
     (
         "HTTP",
-        lambda f: any(
-            p in f for p in ("uvicorn", "starlette", "httptools", "h11", "rulekit/server/", "anyio")
-        ),
+        ("uvicorn/protocols/", "starlette/", "httptools/", "h11/", "rulekit/server/"),
     ),
-    ("processing", lambda f: "rulekit/" in f),
-    ("json", lambda f: "/json/" in f),
+    ("thread hand-offs", ("anyio/", "threading.py", "queue.py", "concurrent/")),
+    ("processing", ("rulekit/",)),
+    ("json", ("json/",)),
 ]
+"""Layers by the source path of a frame as py-spy names it (relative to ``sys.path``:
+``aiohttp/client.py``, ``rulekit/store/sqlite.py``)."""
+SCAFFOLDING = (
+    "rulekit/cli/",
+    "rulekit/server/daemon.py",
+    "click/",
+    "uvicorn/_compat.py",
+    "uvicorn/server.py",
+    "uvicorn/main.py",
+    "multiprocessing/process.py",
+    "multiprocessing/forkserver.py",
+    "multiprocessing/spawn.py",
+)
+"""What every sample of a process or thread runs in (the command, the server's start, the
+worker's bootstrap): no layer's own work, so a sample whose inner frames belong to none (the
+event loop's own, a thread waiting) is not counted as theirs."""
+_FRAME_PATH = re.compile(r"\(([^()]*?):\d+\)$")
 
 
 def layer_of(frames: list[str]) -> str:
     """The layer of a sample: that of its innermost frame that belongs to one."""
     for frame in reversed(frames):
-        for layer, matches in LAYERS:
-            if matches(frame):
+        found = _FRAME_PATH.search(frame)
+        if found is None:
+            continue
+        path = found.group(1)
+        if path.startswith(SCAFFOLDING):
+            continue
+        for layer, prefixes in LAYERS:
+            if path.startswith(prefixes):
                 return layer
     return "event loop / other"
 

@@ -369,7 +369,7 @@ class Processor:
         for result in processed:
             event = result.event
             if result.jobs and not any((event.__pydantic_private__ or {}).values()):
-                self._recorded[event.id] = event.model_copy(update={"raw": None})
+                self._recorded[event.id] = event.replaced(raw=None)
                 ids.append(event.id)
                 if len(self._recorded) > RECORDED_KEPT:
                     self._recorded.popitem(last=False)
