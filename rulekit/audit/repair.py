@@ -50,11 +50,9 @@ def dead_letters(
 ) -> list[dict[str, Any]]:
     """Dead jobs of ``channels``, newest first, with their event's channel and conversation."""
     found = []
-    for job in state.jobs(status="dead", limit=limit if channels is None else limit * 10):
+    for job in state.dead_jobs(channels=channels, limit=limit):
         record = state.get_event(job.event_id)
         channel = record.channel if record else None
-        if not _allowed(channel, channels):
-            continue
         found.append(
             {
                 **job_view(job),
@@ -63,8 +61,6 @@ def dead_letters(
                 "conversation_id": record.conversation_id if record else None,
             }
         )
-        if len(found) >= limit:
-            break
     return found
 
 
@@ -72,13 +68,8 @@ def set_aside(
     state: JournaledState, channels: Collection[str] | None, *, limit: int = LIST_LIMIT
 ) -> list[dict[str, Any]]:
     """Set-aside inbox items of ``channels``, newest first (their bodies previewed)."""
-    found = []
-    for item in state.inbox_items(status="failed", limit=limit if channels is None else limit * 10):
-        if _allowed(item.channel, channels):
-            found.append(item_view(item))
-            if len(found) >= limit:
-                break
-    return found
+    items = state.inbox_items(status="failed", limit=limit, channels=channels)
+    return [item_view(item) for item in items]
 
 
 def retry(state: JournaledState, job_id: int, channels: Collection[str] | None) -> dict[str, Any]:

@@ -55,6 +55,21 @@ class History(abc.ABC):
     ) -> list[Job]:
         """Jobs of one event (in plan order) or with a status (newest first), or both."""
 
+    def dead_jobs(self, *, channels: Collection[str] | None, limit: int = 100) -> list[Job]:
+        """Dead jobs of events of ``channels`` (every channel when None), newest first: the
+        dead letters an agent may see. Stores should override this scan with one query (a
+        filter after the limit lost an agent's dead letters behind a busier channel's)."""
+        if channels is None:
+            return self.jobs(status="dead", limit=limit)
+        found = []
+        for job in self.jobs(status="dead", limit=2**31 - 1):
+            record = self.get_event(job.event_id)
+            if record is not None and record.channel in channels:
+                found.append(job)
+                if len(found) >= limit:
+                    break
+        return found
+
     def jobs_of_events(self, event_ids: Sequence[str]) -> dict[str, list[Job]]:
         """The jobs of each of ``event_ids`` (in plan order; an event without jobs maps to
         ``[]``). Stores should override this loop with one query: a conversation's view reads

@@ -6,7 +6,7 @@ Items are claimed with a lease, one conversation's items in order (see :class:`I
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from rulekit.store.records import InboxItem, InboxStatus
@@ -64,9 +64,14 @@ class Inbox(abc.ABC):
 
     @abc.abstractmethod
     def inbox_items(
-        self, *, status: InboxStatus | None = None, limit: int = 100
+        self,
+        *,
+        status: InboxStatus | None = None,
+        limit: int = 100,
+        channels: Collection[str] | None = None,
     ) -> list[InboxItem]:
-        """Items with ``status`` (any when ``None``), newest first."""
+        """Items with ``status`` (any when ``None``) of ``channels`` (any when ``None``),
+        newest first."""
 
     def get_inbox(self, inbox_id: int) -> InboxItem | None:
         """One inbox item by id (``rulekit why --raw``). Stores should override this scan."""

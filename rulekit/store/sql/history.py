@@ -135,6 +135,17 @@ class SQLHistory:
         )
         return [self._job(row) for row in rows]
 
+    def dead_jobs(self, *, channels: Collection[str] | None, limit: int = 100) -> list[Job]:
+        if channels is None:
+            return self.jobs(status="dead", limit=limit)
+        rows = self.execute(
+            "SELECT * FROM outbox o WHERE o.status = 'dead' AND EXISTS (SELECT 1 FROM events e"
+            f" WHERE e.event_id = o.event_id AND {self.dialect.one_of('e.channel', 'channels')})"
+            " ORDER BY o.id DESC LIMIT :limit",
+            {"channels": self.dialect.values(sorted(channels)), "limit": limit},
+        )
+        return [self._job(row) for row in rows]
+
     def jobs_of_events(self, event_ids: Sequence[str]) -> dict[str, list[Job]]:
         found: dict[str, list[Job]] = {event_id: [] for event_id in event_ids}
         if not found:

@@ -5,7 +5,7 @@ aside.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -125,12 +125,19 @@ class SQLInbox:
             raise KeyError(f"no inbox item {inbox_id}")
 
     def inbox_items(
-        self, *, status: InboxStatus | None = None, limit: int = 100
+        self,
+        *,
+        status: InboxStatus | None = None,
+        limit: int = 100,
+        channels: Collection[str] | None = None,
     ) -> list[InboxItem]:
+        params: dict[str, Any] = {"status": status, "limit": limit}
+        where = "(CAST(:status AS TEXT) IS NULL OR status = :status)"
+        if channels is not None:
+            where += f" AND {self.dialect.one_of('channel', 'channels')}"
+            params["channels"] = self.dialect.values(sorted(channels))
         rows = self.execute(
-            "SELECT * FROM inbox WHERE (CAST(:status AS TEXT) IS NULL OR status = :status)"
-            " ORDER BY id DESC LIMIT :limit",
-            {"status": status, "limit": limit},
+            f"SELECT * FROM inbox WHERE {where} ORDER BY id DESC LIMIT :limit", params
         )
         return [self._inbox_item(row) for row in rows]
 
