@@ -1,7 +1,8 @@
 """What an agent may repair is listed by channel in the store: the newest dead letters and
 set-aside webhooks of the agent's channels, however many a busier channel has. The lists took
 the newest 1,000 of every channel and kept the agent's: behind 1,000 newer ones of another
-channel, an agent's dead letters and set-aside webhooks were not listed, so not retried."""
+channel, an agent's dead letters and set-aside webhooks were not listed, so not retried (and
+the console's recent events, behind 50, listed none of the agent's dead letters)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from datetime import UTC, datetime
 from store_backends import event
 
 from rulekit.audit import repair
+from rulekit.config import AgentEntry, Directory
+from rulekit.server.console import journal
+from rulekit.server.console.sessions import Viewer
 from rulekit.store import JobSpec
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -54,3 +58,8 @@ def test_an_agents_dead_letters_and_set_aside_webhooks_are_listed_behind_a_busy_
             assert len(repair.set_aside(state, channels)) == repair.LIST_LIMIT
         assert repair.dead_letters(state, frozenset({"web"})) == []
         assert repair.set_aside(state, frozenset()) == []
+    # the console's recent events list the agent's dead letters alike
+    agent = AgentEntry(email="tom@example.com", groups=[], channels=["telegram"])
+    viewer = Viewer(agent.email, None, False, frozenset(agent.channels))
+    _, recent_dead = journal.recent(store, viewer, Directory([agent], []))
+    assert [(d["job_id"], d["channel"]) for d in recent_dead] == [(mine.id, "telegram")]

@@ -41,11 +41,12 @@ def recent(
         jobs = state.jobs_of_events([r.event_id for r in records])
         events = [event_summary(r, jobs[r.event_id], team) for r in records]
         dead = []
-        for job in state.jobs(status="dead", limit=HISTORY_LIMIT):
+        # by channel in the store too: a filter after the limit lost the agent's behind others'
+        channels = None if viewer.admin else viewer.channels
+        for job in state.dead_jobs(channels=channels, limit=HISTORY_LIMIT):
             record = state.get_event(job.event_id)
             channel = record.channel if record else None
-            if viewer.may_see_channel(channel):
-                dead.append({**job_summary(job), "channel": channel})
+            dead.append({**job_summary(job), "channel": channel})
     return events, dead
 
 
