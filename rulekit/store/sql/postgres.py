@@ -169,6 +169,18 @@ _LOCK = "SELECT pg_advisory_xact_lock(:lock)"
 # The claim's clock: the caller's ``now`` (tests), else the database's.
 _NOW = "COALESCE(:now::timestamptz, now())"
 
+# The job claim is planned with sorts off (its lock's statement turns them off for the
+# transaction, the claim turns them back as they were when it runs): the only plan left reads
+# the due index in order and stops at the limit. Without statistics on ``outbox`` (a table
+# autovacuum has not analysed yet, e.g. just after one webhook filled a lane with thousands of
+# jobs) the planner guesses that one job is due, and its cheapest plan was to check every due
+# job's lane, then sort them: each check reads the lane, so a lane of n jobs cost n * n rows
+# (9 million rows, two seconds, for 3,000 jobs) with every claimer waiting on the lock.
+_CLAIM_LOCK_SORTS_OFF = (
+    "SELECT pg_advisory_xact_lock(:lock) AS locked, current_setting('enable_sort') AS sort,"
+    " set_config('enable_sort', 'off', true) AS planned"
+)
+
 
 class PostgresState(PostgresAudit, PostgresLookups, SQLState):
     """One open PostgreSQL transaction."""
@@ -250,7 +262,10 @@ class PostgresState(PostgresAudit, PostgresLookups, SQLState):
         # pending jobs are rarely the old ones, reads the whole table from its oldest job
         # (done ones and retries far ahead included). Should the limit cut a lane whose older
         # job is due later than a newer one, start_call hands the newer one's claim back.
-        self.execute(_LOCK, {"lock": _CLAIM_LOCK})
+        # Planned with sorts off (see _CLAIM_LOCK_SORTS_OFF); the setting is put back by the
+        # claim's outer join, which reads its one row whether or not a job is claimed.
+        sorts = self._one(_CLAIM_LOCK_SORTS_OFF, {"lock": _CLAIM_LOCK})
+        assert sorts is not None
         rows = self.execute(
             "WITH picked AS (SELECT j.id FROM outbox j"
             f"  WHERE j.status = 'pending' AND j.next_attempt_at <= {_NOW}"
@@ -259,13 +274,22 @@ class PostgresState(PostgresAudit, PostgresLookups, SQLState):
             f"    AND k.status = 'pending' AND ((k.claimed_until > {_NOW}"
             "     AND k.claimed_by <> :owner)"
             f"     OR (k.id < j.id AND k.next_attempt_at > {_NOW})))"
-            "  ORDER BY j.next_attempt_at, j.id LIMIT :limit FOR UPDATE OF j SKIP LOCKED)"
-            " UPDATE outbox SET claimed_by = :owner,"
+            "  ORDER BY j.next_attempt_at, j.id LIMIT :limit FOR UPDATE OF j SKIP LOCKED),"
+            " claimed AS (UPDATE outbox SET claimed_by = :owner,"
             f"  claimed_until = {_NOW} + make_interval(secs => :lease)"
-            " FROM picked WHERE outbox.id = picked.id RETURNING outbox.*",
-            {"now": self.dialect.time(now), "owner": owner, "lease": float(lease), "limit": limit},
+            "  FROM picked WHERE outbox.id = picked.id RETURNING outbox.*)"
+            " SELECT claimed.* FROM (SELECT set_config('enable_sort', :sort, true)) AS planned"
+            " LEFT JOIN claimed ON true",
+            {
+                "now": self.dialect.time(now),
+                "owner": owner,
+                "lease": float(lease),
+                "limit": limit,
+                "sort": sorts["sort"],
+            },
         ).fetchall()
-        return sorted((self._job(row) for row in rows), key=lambda job: job.id)
+        jobs = (self._job(row) for row in rows if row["id"] is not None)
+        return sorted(jobs, key=lambda job: job.id)
 
     def start_call(
         self, job_id: int, owner: str, *, lease: float, now: datetime | None = None
