@@ -263,6 +263,15 @@ class Action:
         :mod:`rulekit.actions.pacing`); empty when the action needs no pacing."""
         return []
 
+    def call_pacing(self, params: BaseModel, context: ActionContext) -> list[Pace]:
+        """The limits of one call that depend on its event as well as on ``params`` (an
+        email's recipients' domains, found in the event and the team), besides
+        :meth:`pacing`'s. The dispatcher waits for them before the call takes one of the
+        ``dispatcher.concurrency`` call slots, so a call waiting for its turn holds up no
+        other destination; an action that paces itself inside :meth:`execute` names the same
+        limits here. Empty by default."""
+        return []
+
     def describe(self, params: BaseModel, context: ActionContext) -> str:
         """Exactly what :meth:`execute` would do, in one line, for ``rulekit test``."""
         return f"{self.name} {params.model_dump(mode='json')}"

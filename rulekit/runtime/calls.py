@@ -14,10 +14,11 @@ a transaction); after the call, the outcome is recorded as soon as the store is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -92,6 +93,7 @@ class JobCalls:
     _events: dict[str, Event]
     _stopping: bool
     _slots: asyncio.Semaphore | None
+    _pausing: int
     _shares_pacing: bool
 
     @property
@@ -137,10 +139,15 @@ class JobCalls:
         paces = action.pacing(params) or self._conversation_paces(
             job, record, action, context.provider
         )
-        async with self.pacer.acquire(paces) as slot:
-            if self.shares_pacing:
-                await shared_wait(self.commit, paces, stopping=self._stopped)
-            while True:
+        paces = paces + self._call_paces(action, params, context)
+        async with contextlib.AsyncExitStack() as paced:
+            # waiting for the destination's or the service's turn (a rate limit, a
+            # Retry-After) is not a stall (/healthz), and holds no call slot
+            with self._waiting(lane):
+                slot = await paced.enter_async_context(self.pacer.acquire(paces))
+                if self.shares_pacing:
+                    await shared_wait(self.commit, paces, stopping=self._stopped)
+            while not self._stopping:
                 async with self._slots:  # held until the outcome is recorded
                     start = await self._begin(job, event, action, paces)
                     if start.started:
@@ -150,9 +157,31 @@ class JobCalls:
                             )
                         call = (action, params, context, job, record)
                         return await self._started(call, lane, paces, slot, emitted, snapshot)
-                if not start.wait or self._stopping:
-                    return None  # handed back (or stopping)
-                await asyncio.sleep(start.wait)  # a service-wide pause, agreed by every daemon
+                if not start.wait:
+                    return None  # handed back
+                with self._waiting(lane):  # a service-wide pause, agreed by every daemon
+                    await asyncio.sleep(start.wait)
+        return None  # stopping: the call did not start
+
+    @contextlib.contextmanager
+    def _waiting(self, lane: Lane) -> Iterator[None]:
+        """``lane`` waits for its destination's or service's turn (or its retry's time): it is
+        not stalled (:meth:`Dispatcher.stalled`), and a shutdown need not wait for it."""
+        self._pausing += 1
+        lane.waiting = True
+        try:
+            yield
+        finally:
+            lane.waiting = False
+            self._pausing -= 1
+
+    def _call_paces(self, action: Any, params: Any, context: ActionContext) -> list[Pace]:
+        """:meth:`Action.call_pacing`; none when it fails (the call itself will say why)."""
+        try:
+            return list(action.call_pacing(params, context))
+        except Exception:
+            log(logger, logging.ERROR, f"{action.name}: call_pacing raised", exc_info=True)
+            return []
 
     async def _begin(self, job: Job, event: Event, action: Any, paces: list[Pace]) -> CallStart:
         """Record that the call starts, unless the service is paused, and read the conversation

@@ -213,7 +213,8 @@ class Dispatcher(JobCalls):
                     if decision.outcome != "retry" or decision.retry_in is None:
                         break
                     job = replace(job, attempts=job.attempts + 1)
-                    await self._pause(decision.retry_in)
+                    with self._waiting(lane):
+                        await self._pause(decision.retry_in)
                 lane.queue.popleft()
                 self._drop(job)
                 self.metrics.outbox_depth.set(len(self._known))
@@ -225,16 +226,13 @@ class Dispatcher(JobCalls):
 
     async def _pause(self, seconds: float) -> None:
         end = time.monotonic() + seconds
-        self._pausing += 1
-        try:
-            while not self._stopping and time.monotonic() < end:
-                await asyncio.sleep(min(0.25, end - time.monotonic()))
-        finally:
-            self._pausing -= 1
+        while not self._stopping and time.monotonic() < end:
+            await asyncio.sleep(min(0.25, end - time.monotonic()))
 
     def stalled(self, limit: float) -> bool:
-        """Whether jobs are held, not all of them waiting out a retry, and no attempt has
-        been recorded for ``limit`` seconds (``/healthz``)."""
+        """Whether jobs are held, not all of their lanes waiting (out a retry, or for their
+        destination's or service's turn), and no attempt has been recorded for ``limit``
+        seconds (``/healthz``)."""
         busy = len(self._lanes) > self._pausing
         return busy and self.held > 0 and time.monotonic() - self.last_progress > limit
 
@@ -272,6 +270,9 @@ class Dispatcher(JobCalls):
         claims of jobs that were waiting."""
         self._stopping = True
         self._wakeup.set()
+        for lane in self._lanes.values():
+            if lane.waiting and lane.task is not None:  # no call under way: nothing to finish
+                lane.task.cancel()
         tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace)

@@ -23,6 +23,9 @@ class Lane:
     queue: deque[tuple[Job, EventRecord | None]] = field(default_factory=deque)
     emitted: list[Event] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
+    waiting: bool = False
+    """Whether the lane waits for its destination's or service's turn (a rate limit, a
+    Retry-After): no call of it is under way."""
 
 
 def lane_key(job: Job) -> str:

@@ -164,3 +164,56 @@ async def _next(subscription, kind: str) -> dict:
 
 async def _wake(server) -> None:
     server.daemon.dispatcher.wake()
+
+
+def test_emails_waiting_for_their_domain_leave_the_concurrency_to_the_others(tmp_path, serve):
+    """Every new chat mails the team at one domain (one message a minute allowed there) and
+    posts to its own Slack channel, with two calls at once allowed. The emails that must wait
+    for their domain's next slot wait without holding a call slot: every Slack message is
+    sent while they wait, none waits for an email to give up (an email gives up waiting
+    when its slot would come too late for the job's lease: a retry, nothing sent)."""
+    from rulekit.testing.fake_smtp import FakeSmtp
+
+    rules = """\
+- name: Mail the team
+  on: {channel: online-chat, event: created}
+  do:
+    - email: {to: [team@example.com], subject: New chat, text: "{{ message.text }}"}
+- name: Post
+  on: {channel: online-chat, event: created}
+  do:
+    - slack: {channel: "#chat-{{ message.text }}", text: "{{ message.text }}"}
+"""
+    with FakeSlack() as slack, FakeSmtp() as smtp:
+        smtp_settings = {
+            "host": "127.0.0.1",
+            "port": smtp.port,
+            "security": "none",
+            "from": "bot@shop.example",
+            "timeout": 1,
+            "rate_limit": "1/m",
+        }
+        config = write_setup(
+            tmp_path,
+            rules,
+            slack=slack,
+            dispatcher={"concurrency": 2},
+            extra=f"  smtp: {smtp_settings!r}\n",
+        )
+        chats = 5
+        # an email may wait for its slot the lease less its timeout (four steps): 16 s here
+        server = serve(config, job_lease=20)
+        for n in range(chats):
+            assert (
+                httpx.post(server.webhook_url, content=chat_started(n, f"c{n}")).status_code == 200
+            )
+        wait_for(lambda: len(slack.messages(accepted=True)) == chats, timeout=60)
+        conn = sqlite3.connect(tmp_path / "rulekit.sqlite3")
+        try:
+            gave_up = conn.execute(
+                "SELECT count(*) FROM attempts WHERE error LIKE '%no sending slot%'"
+            ).fetchone()[0]
+        finally:
+            conn.close()
+        assert gave_up == 0
+        assert len(smtp.messages) == 1

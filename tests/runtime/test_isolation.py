@@ -350,3 +350,53 @@ def test_requests_evaluated_together_keep_their_own_budgets(
     finally:
         evaluator.close()
         store.close()
+
+
+def test_calls_waiting_out_a_service_wide_retry_after_are_not_a_stall(tmp_path, serve, chatra):
+    """Chatra answers a reply 429 with a Retry-After longer than ``stall_after``: the whole
+    account is paused, the refused reply waits to be retried and another conversation's reply
+    waits for the pause to end. The dispatcher is doing what the service asked, not stalled:
+    /healthz stays healthy (a liveness probe would restart a daemon for obeying a rate limit)
+    while both replies wait, and both are sent once the pause is over."""
+    config = write_setup(
+        tmp_path, AUTOREPLY_RULES, chatra=chatra, extra="server: {stall_after: 1s}\n"
+    )
+    server = serve(config)
+    assert httpx.post(server.webhook_url, content=chat_started(1)).status_code == 200
+    wait_for(lambda: len(chatra.sent) == 1, timeout=30)  # the worker is warm
+    chatra.rate_limit(retry_after=6)
+    assert httpx.post(server.webhook_url, content=chat_started(2)).status_code == 200
+    wait_for(lambda: len(chatra.sent) == 2, timeout=30)  # refused: the account is paused
+    assert httpx.post(server.webhook_url, content=chat_started(3)).status_code == 200
+    answers = []
+    while len(chatra.sent) < 4:
+        answers.append(httpx.get(f"{server.url}/healthz").json()["stalled"])
+        time.sleep(0.2)
+    # (on a busy machine the processor may take a second for an item: only the dispatcher's
+    # state is in question here)
+    assert not [reason for reasons in answers for reason in reasons if "dispatcher" in reason]
+    assert sorted(body["clientId"] for body in chatra.sent[2:]) == [
+        "client00000002",
+        "client00000003",
+    ]
+
+
+def test_a_shutdown_does_not_wait_for_calls_waiting_their_turn(tmp_path, serve, chatra):
+    """Chatra pauses the account for an hour: one reply waits to be retried, another waits for
+    the pause to end. Neither call is under way, so stopping the dispatcher, however long the
+    grace it gives calls in flight, does not wait for them; their jobs stay pending, claims
+    handed back, and nothing was sent into the pause."""
+    server = serve(write_setup(tmp_path, AUTOREPLY_RULES, chatra=chatra))
+    chatra.rate_limit(retry_after=3600)
+    assert httpx.post(server.webhook_url, content=chat_started(1)).status_code == 200
+    wait_for(lambda: len(chatra.sent) == 1, timeout=30)  # refused: the account is paused
+    assert httpx.post(server.webhook_url, content=chat_started(2)).status_code == 200
+    dispatcher = server.daemon.dispatcher
+    assert dispatcher is not None
+    wait_for(lambda: dispatcher.held == 2, timeout=30)
+    server.call(dispatcher.stop(grace=3600), timeout=30)
+    with server.daemon.store.transaction() as state:
+        jobs = state.jobs(status="pending")
+    jobs.sort(key=lambda job: job.id)
+    assert [(job.attempts, job.claimed_by) for job in jobs] == [(1, None), (0, None)]
+    assert len(chatra.sent) == 1
