@@ -29,10 +29,14 @@ and what the audit trail, the conversation key, cooldowns and the inbox's orderi
 
 from __future__ import annotations
 
+import types
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Union, get_args, get_origin
 
+from pydantic import BaseModel
+
+from rulekit.event import Conversation, Event
 from rulekit.store.forms import MIN_VALUE_LENGTH, PersonalValues, strings_in
 
 __all__ = [
@@ -78,7 +82,30 @@ CONVERSATION_PERSONAL_FIELDS: tuple[str, ...] = ("page",)
 
 Path = tuple[str, ...]
 
-EVENT_KEPT: frozenset[Path] = frozenset(
+
+def typed_paths(model: type[BaseModel], prefix: Path = ()) -> frozenset[Path]:
+    """The paths of ``model``'s fields (and its models' fields) that hold no free text: times,
+    choices (``Literal``), numbers and booleans. A personal value may be part of such a value
+    ("2026" of a time, a client's "high" of a priority) but is never one; erased, the record
+    would no longer load (its conversation, its event: the client's next message, a timer)."""
+    paths: set[Path] = set()
+    for name, field in model.model_fields.items():
+        kind = _without_none(field.annotation)
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            paths |= typed_paths(kind, (*prefix, name))
+        elif kind is not str and get_origin(kind) not in (list, dict) and kind is not Any:
+            paths.add((*prefix, name))
+    return frozenset(paths)
+
+
+def _without_none(annotation: Any) -> Any:
+    if get_origin(annotation) in (Union, types.UnionType):
+        kinds = [kind for kind in get_args(annotation) if kind is not type(None)]
+        return kinds[0] if len(kinds) == 1 else annotation
+    return annotation
+
+
+EVENT_KEPT: frozenset[Path] = typed_paths(Event) | frozenset(
     {
         ("id",),
         ("channel",),
@@ -91,6 +118,7 @@ EVENT_KEPT: frozenset[Path] = frozenset(
         ("conversation", "status"),
         ("conversation", "group"),
         ("conversation", "assignee"),
+        ("conversation", "last_agent"),
         ("conversation", "link"),
         ("message", "id"),
         ("message", "author"),
@@ -117,8 +145,8 @@ TRACE_KEPT: frozenset[Path] = frozenset(
 """Strings of a trace that name rules and actions (condition sources, reasons, errors and
 rendered params are scrubbed: they may quote the client)."""
 
-CONVERSATION_KEPT: frozenset[Path] = frozenset(
-    {(name,) for name in ("id", "external_id", "status", "group", "assignee", "link")}
+CONVERSATION_KEPT: frozenset[Path] = typed_paths(Conversation) | frozenset(
+    {(name,) for name in ("id", "external_id", "status", "group", "assignee", "last_agent", "link")}
 )
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from rulekit.audit import retention
 from rulekit.config import RetentionSettings
-from rulekit.event import Client, Conversation
+from rulekit.event import Client, Conversation, Event
 from rulekit.store import JobSpec
 from rulekit.store.erasure import FORGET_KINDS, FORGOTTEN, PURGE_KINDS
 
@@ -309,3 +309,61 @@ def test_forget_scrubs_the_reasons_of_the_clients_timers(store, make_event):
     with store.transaction() as state:
         (timer,) = state.timers(conversation_id="conv-1")
         assert TEXT not in timer.reason and timer.reason == FORGOTTEN
+
+
+def test_forget_leaves_records_that_load_when_a_personal_value_is_part_of_a_typed_one(
+    store, make_event
+):
+    """A client's custom data may hold short values that are parts of times or choices ("2024"
+    of a time, "high" of a priority, "video" of a message kind). Erasure replaced those times
+    and choices with "[forgotten]": the conversation no longer loaded (the client's next message
+    failed) nor did the event (a pending timer, the console, ``why``)."""
+    reply_at = T0 + timedelta(minutes=5)
+    conversation = Conversation(
+        id="conv-9",
+        status="open",
+        priority="high",
+        last_client_message_at=T0,
+        last_agent_reply_at=reply_at,
+        first_agent_reply_at=reply_at,
+        last_agent="agent.video@example.com",
+        page="/plans/video",
+    )
+    client = Client(
+        id="c-ann", name="Ann Kim", custom={"tier": "high", "since": "2024", "wants": "video"}
+    )
+    with store.transaction() as state:
+        state.save_client("online-chat", client)
+        state.save_conversation("online-chat", "c-ann", conversation)
+        state.record_event(
+            make_event(
+                "e-ann",
+                conversation=conversation.model_dump(),
+                client=client.model_dump(),
+                message={"id": "m9", "text": "call me", "kind": "video", "created_at": T0},
+            ),
+            inbox_id=None,
+            trace={},
+            now=T0,
+        )
+    with store.transaction() as state:
+        state.forget_client("c-ann")
+    with store.transaction() as state:
+        found = state.find_conversation("online-chat", "conv-9")
+        record = state.get_event("e-ann")
+    assert found is not None and record is not None
+    kept = found[1]
+    assert (kept.priority, kept.last_client_message_at, kept.last_agent_reply_at) == (
+        "high",
+        T0,
+        reply_at,
+    )
+    assert kept.first_agent_reply_at == reply_at and kept.page is None
+    assert kept.last_agent == "agent.video@example.com"  # the agent's, not the client's
+    event = Event.model_validate(record.data)
+    assert (event.conversation.priority, event.message.kind, event.message.created_at) == (
+        "high",
+        "video",
+        T0,
+    )
+    assert event.client.custom == {} and event.message.text is None
