@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from rulekit.errors import ActionError
@@ -78,29 +78,32 @@ class Pace:
     scope: str = "destination"
 
 
-@dataclass
 class _KeyState:
-    # the last calls, oldest first: [start], then [end] once the call is over
-    sent: deque[list[float]] = field(default_factory=deque)
-    paused_until: float = 0.0
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    users: int = 0
+    # (a plain class with slots: one is made for every new destination, a call each)
+    __slots__ = ("lock", "paused_until", "sent", "users")
+
+    def __init__(self) -> None:
+        # the last calls, oldest first: [start], then [end] once the call is over
+        self.sent: deque[list[float]] = deque()
+        self.paused_until = 0.0
+        self.lock = asyncio.Lock()
+        self.users = 0
 
     def delay(self, now: float, limit: Limit | None) -> float:
         wait = self.paused_until - now
         if limit is not None:
-            while len(self.sent) > limit.count:
-                self.sent.popleft()
-            if len(self.sent) >= limit.count:
-                wait = max(wait, min(mark[0] for mark in self.sent) + limit.period - now)
+            sent = self.sent
+            while len(sent) > limit.count:
+                sent.popleft()
+            if len(sent) >= limit.count:
+                first = sent[0][0] if len(sent) == 1 else min(mark[0] for mark in sent)
+                wait = max(wait, first + limit.period - now)
         return wait
 
     def idle(self, now: float, period: float) -> bool:
-        return (
-            self.users == 0
-            and self.paused_until <= now
-            and all(mark[0] + period <= now for mark in self.sent)
-        )
+        if self.users or self.paused_until > now:
+            return False
+        return all(mark[0] + period <= now for mark in self.sent)
 
 
 class Slot:
@@ -203,12 +206,16 @@ class _Acquisition:
         self._clock = pacer._clock or asyncio.get_running_loop().time  # (the loop's, once)
         if not paces:
             return self.slot
-        states = self._states = [pacer._state(p.key) for p in paces]
-        periods = pacer._periods
-        for pace, state in zip(paces, states, strict=True):
+        keys, periods = pacer._keys, pacer._periods
+        states = self._states = []
+        for pace in paces:
+            state = keys.get(pace.key)
+            if state is None:
+                state = keys[pace.key] = _KeyState()
+            states.append(state)
             state.users += 1
-            if pace.limit is not None:
-                periods[pace.key] = max(periods.get(pace.key, 0.0), pace.limit.period)
+            if pace.limit is not None and periods.get(pace.key, 0.0) < pace.limit.period:
+                periods[pace.key] = pace.limit.period
         lock = states[0].lock
         try:
             await lock.acquire()
@@ -218,7 +225,9 @@ class _Acquisition:
         try:
             while True:
                 now = self._clock()
-                wait = max(s.delay(now, p.limit) for p, s in zip(paces, states, strict=True))
+                wait = 0.0
+                for pace, state in zip(paces, states, strict=True):
+                    wait = max(wait, state.delay(now, pace.limit))
                 if wait <= 0:
                     break
                 await asyncio.sleep(wait)
