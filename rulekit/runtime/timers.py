@@ -69,6 +69,9 @@ STARTS = 5
 """How often a channel timer is tried again when the state changed under it."""
 
 
+GONE = "the triggering event is no longer recorded"
+
+
 def timer_event_id(timer_id: int) -> str:
     """The id of the event a fired timer is recorded as."""
     return f"timer:{timer_id}"
@@ -191,15 +194,15 @@ class TimerRunner:
         """Evaluate and record claimed timers of timed rules, in one transaction; those
         cancelled meanwhile are left out."""
         with self.store.transaction() as state:
-            triggers = [self._trigger_of(state, timer) for timer in timers]
+            triggers = [self._readable_trigger(state, timer) for timer in timers]
             team = team_facts(state) if self.evaluator.reads_team else None
         now = self.now()
         out: list[Fired] = []
         requests, waiting = [], []
         for timer, event in zip(timers, triggers, strict=True):
-            if event is None:
-                reason = "the triggering event is no longer recorded"
-                fired = self._finish(timer, "gone", reason, now)
+            if not isinstance(event, Event):
+                outcome, reason = ("gone", GONE) if event is None else ("error", event)
+                fired = self._finish(timer, outcome, reason, now)
                 if fired is not None:
                     out.append(fired)
                 continue
@@ -229,6 +232,18 @@ class TimerRunner:
                 personal=hidden_values(event.public()) if error and event is not None else None,
             )
         return out + done
+
+    @classmethod
+    def _readable_trigger(cls, state: JournaledState, timer: Timer) -> Event | str | None:
+        """:meth:`_trigger_of`, or why it cannot be read: a record that no longer loads costs
+        its timer (an ``error``), not the runner, which would stop firing every timer (and
+        meet the same record again after a restart)."""
+        try:
+            return cls._trigger_of(state, timer)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:  # the reason names no value: the record may be the client's
+            return f"the triggering event or its conversation cannot be read ({type(exc).__name__})"
 
     @staticmethod
     def _trigger_of(state: JournaledState, timer: Timer) -> Event | None:
