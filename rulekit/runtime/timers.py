@@ -150,6 +150,10 @@ class TimerRunner:
                 delay = min(max(delay * 2, 0.5), 30.0)
                 log(logger, logging.ERROR, f"cannot fire timers: {exc}", retry_in=delay)
                 wait = delay
+            except Exception:  # a bug: kept with its traceback; the runner goes on after a pause
+                delay = min(max(delay * 2, 0.5), 30.0)
+                log(logger, logging.ERROR, "cannot fire timers", exc_info=True, retry_in=delay)
+                wait = delay
             if self._stopping:
                 return
             with contextlib.suppress(TimeoutError):

@@ -5,6 +5,7 @@ fired any more, and after a restart the same record stopped it again."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
@@ -75,6 +76,72 @@ def test_a_timer_whose_records_no_longer_load_is_an_error_and_the_others_fire(
         with store.transaction() as state:
             assert [t.status for t in state.timers()] == ["error", "fired", "error"]
         assert runner.fire_due() == []  # nothing left claimed or pending
+    finally:
+        evaluator.close()
+        store.close()
+
+
+def test_a_bug_while_firing_costs_a_pause_not_the_timers_task(tmp_path, chatra) -> None:
+    """An unexpected exception in a round (here the daemon's report of what fired) is logged
+    with its traceback and the runner goes on: the task used to end, and no later timer fired
+    until a restart."""
+    config = write_setup(tmp_path, TIMED, chatra=chatra)
+    snapshot = load_snapshot(config)
+    evaluator = Evaluator(config, limits=Limits(event_wall=60))
+    store = SQLiteStore(tmp_path / "rulekit.sqlite3")
+    clock = [T0]
+    reports: list[list[str]] = []
+
+    def on_fired(fired: list) -> None:
+        reports.append([f.timer.conversation_id for f in fired])
+        if len(reports) == 1:
+            raise RuntimeError("a bug in the report")
+
+    try:
+        processor = Processor(
+            store, lambda: snapshot, evaluator, metrics=Metrics(), feed=LiveFeed()
+        )
+        runner = TimerRunner(
+            store,
+            lambda: snapshot,
+            evaluator,
+            owner="test:1",
+            now=lambda: clock[0],
+            on_fired=on_fired,
+        )
+        provider = snapshot.providers["online-chat"]
+        for n, started in ((1, T0), (2, T0 + timedelta(minutes=2))):
+            body = at(chat_started(n), started)
+            with store.transaction() as state:
+                key = provider.conversation_key(json.loads(body))
+                state.append_inbox("online-chat", body, conversation_key=key)
+        while processor.process_round(snapshot)[1]:
+            pass
+
+        def statuses() -> list[str]:
+            with store.transaction() as state:
+                return [t.status for t in reversed(state.timers())]
+
+        async def scenario() -> None:
+            clock[0] = T0 + timedelta(minutes=6)  # visitor 1's timer is due
+            task = asyncio.create_task(runner.run())
+            while statuses() != ["fired", "pending"]:
+                await asyncio.sleep(0.02)
+            clock[0] = T0 + timedelta(minutes=8)  # and now visitor 2's
+            runner.wake()
+            try:
+                async with asyncio.timeout(30):
+                    while statuses() != ["fired", "fired"] and not task.done():
+                        runner.wake()
+                        await asyncio.sleep(0.05)
+                assert not task.done(), task.exception()
+                assert statuses() == ["fired", "fired"]
+            finally:
+                runner.stop()
+                await asyncio.wait_for(task, 30)
+
+        asyncio.run(scenario())
+        assert reports == [["online-chat:client00000001"], ["online-chat:client00000002"]]
     finally:
         evaluator.close()
         store.close()
