@@ -13,6 +13,7 @@ The sessions of the actions' SDKs read through :func:`bounded_response_class` (a
 
 from __future__ import annotations
 
+import contextvars
 import functools
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,35 @@ if TYPE_CHECKING:
 
 MAX_ANSWER = 1024 * 1024
 """Bytes of a service's answer read, at most."""
+
+
+_answer_status: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "rulekit_answer_status", default=None
+)
+
+
+def forget_answer() -> None:
+    """A call starts in this task: :func:`lost_answer` knows of no answer until its head is
+    read (by a session of :func:`bounded_response_class`)."""
+    _answer_status.set(None)
+
+
+def answer_status() -> int | None:
+    """The status of the answer whose head was read in this task since :func:`forget_answer`,
+    or None."""
+    return _answer_status.get()
+
+
+def lost_answer(message: str) -> ActionError | None:
+    """The error of a call that failed (its connection closed, its time ran out) after the
+    head of its answer was read, since :func:`forget_answer`: what the answer's status means,
+    as for any unreadable answer (:func:`unreadable`: a 2xx is final, for the service took
+    the call and another attempt could make it twice). None when no answer came: the failure
+    is then the call's, retried as such."""
+    status = answer_status()
+    if status is None:
+        return None
+    return unreadable(f"{message} (the answer, HTTP {status}, did not come whole)", status)
 
 
 class AnswerTooLarge(Exception):
@@ -56,6 +86,11 @@ def bounded_response_class() -> type[aiohttp.ClientResponse]:
     import aiohttp
 
     class BoundedResponse(aiohttp.ClientResponse):
+        async def start(self, connection: Any) -> aiohttp.ClientResponse:
+            started = await super().start(connection)
+            _answer_status.set(self.status)  # the head is in: see lost_answer
+            return started
+
         async def read(self) -> bytes:
             if self._body is None:
                 body = bytearray()

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, SecretStr
 
-from rulekit.actions.answers import AnswerTooLarge, bounded_response_class, unreadable
+from rulekit.actions.answers import (
+    AnswerTooLarge,
+    bounded_response_class,
+    forget_answer,
+    lost_answer,
+    unreadable,
+)
 from rulekit.actions.base import Action, ActionContext
 from rulekit.actions.pacing import Limit, Pace
 from rulekit.actions.rates import retry_after
@@ -130,6 +136,7 @@ class Slack(Action):
         if params.attachments:
             arguments["attachments"] = params.attachments
         client = self._web_client()
+        forget_answer()
         try:
             async with asyncio.timeout(self.timeout):
                 if self._url:
@@ -145,14 +152,15 @@ class Slack(Action):
                     response = await client.api_call("chat.postMessage", json=arguments)
                     answer = {"status_code": 200, "data": response.data, "headers": {}}
         except TimeoutError:
-            raise RetryableActionError(f"Slack did not answer within {self.timeout:g} s") from None
+            message = f"Slack did not answer within {self.timeout:g} s"
+            raise lost_answer(message) or RetryableActionError(message) from None
         except AnswerTooLarge as exc:
             raise unreadable(f"Slack: {exc}", exc.status) from None
         except sdk_errors.SlackApiError as exc:
             raise self._classify(exc.response, params.channel) from None
         except aiohttp.ClientError as exc:
             message = redact(f"Slack: {type(exc).__name__}: {exc}", [self._token()])
-            raise RetryableActionError(message) from None
+            raise lost_answer(message) or RetryableActionError(message) from None
         except sdk_errors.SlackClientError as exc:
             raise PermanentActionError(redact(f"Slack: {exc}", [self._token()])) from None
         data = answer["data"]

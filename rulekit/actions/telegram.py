@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr
 
-from rulekit.actions.answers import bounded_stream
+from rulekit.actions.answers import bounded_stream, unreadable
 from rulekit.actions.base import Action, ActionContext
 from rulekit.actions.pacing import Limit, Pace
 from rulekit.actions.secrets import redact
@@ -164,9 +164,13 @@ class Telegram(Action):
                     parse_mode=None if params.parse_mode == "none" else params.parse_mode,
                 )
         except TimeoutError:
-            raise RetryableActionError(
-                f"Telegram did not answer within {self.timeout:g} s"
-            ) from None
+            late = f"Telegram did not answer within {self.timeout:g} s"
+            status = _last_status.get()
+            if status is not None:  # the answer's head came: the rest of it did not
+                raise unreadable(
+                    f"{late} (the answer, HTTP {status}, did not come whole)", status
+                ) from None
+            raise RetryableActionError(late) from None
         except TelegramError as exc:
             raise self._classify(exc, str(params.chat_id)) from None
         return {
@@ -252,18 +256,18 @@ class Telegram(Action):
                 scope=self._flood_scope(chat, seconds),
                 status=429,
             )
-        if isinstance(exc, tg.TimedOut):
-            return RetryableActionError(message, status=status)
         if isinstance(exc, tg.InvalidToken | tg.Forbidden | tg.BadRequest | tg.Conflict):
             return PermanentActionError(message, status=status)
         if status is not None and 200 <= status < 300:
-            # Telegram took the call, and what garbled its answer cannot unsend the message:
-            # another attempt would send it twice
+            # Telegram took the call, and what garbled its answer (or kept its end from coming
+            # in time) cannot unsend the message: another attempt would send it twice
             return PermanentActionError(
                 f"{message} (HTTP {status}: the message may have been sent; not retried, so "
                 "as not to send it twice)",
                 status=status,
             )
+        if isinstance(exc, tg.TimedOut):
+            return RetryableActionError(message, status=status)
         if isinstance(exc, tg.NetworkError):
             # 5xx and lost connections come here, and so do 4xx the library has no class for
             if status is not None and 400 <= status < 500 and status != 429:

@@ -12,6 +12,7 @@ import socketserver
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from action_helpers import make_context, run
@@ -171,3 +172,121 @@ def test_an_error_quoting_a_long_answer_is_cut() -> None:
     assert len(exc.message) < MAX_ACTION_ERROR + 40
     assert exc.message.startswith("Slack chat.postMessage failed: yyy")
     assert exc.message.endswith(" more characters]")
+
+
+class _Lost(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    how: str
+    calls: list[str]
+
+
+class _LostHandler(socketserver.BaseRequestHandler):
+    """Answers ``getMe`` in full; any other call by its ``how``: ``cut``, a 200 head and part
+    of its body, then the connection closed; ``stalled``, the same, then nothing more;
+    ``silent``, nothing at all (no head)."""
+
+    def handle(self) -> None:
+        server = self.server
+        assert isinstance(server, _Lost)
+        self.request.settimeout(10)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = self.request.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        method = data.split(b" ")[1].decode().rstrip("/").rsplit("/", 1)[-1]
+        server.calls.append(method)
+        with contextlib.suppress(OSError):
+            if method == "getMe":
+                head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(ME)}\r\n\r\n".encode()
+                self.request.sendall(head + ME)
+                return
+            if server.how != "silent":
+                self.request.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b'Content-Length: 1000\r\nConnection: close\r\n\r\n{"ok": tr'
+                )
+            if server.how == "cut":
+                self.request.close()
+                return
+            while self.request.recv(65536):  # until the client gives up
+                pass
+
+
+@contextmanager
+def lost_answers(how: str) -> Iterator[str]:
+    server = _Lost(("127.0.0.1", 0), _LostHandler)
+    server.how, server.calls = how, []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield base_url(server)  # type: ignore[arg-type]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+LOST_TIMEOUT = 0.5
+
+
+def _send_through(client: str, url: str) -> ActionError:
+    """One message sent through ``client`` to ``url``: the error the dispatcher would get."""
+    if client == "slack":
+        action: Any = Slack(
+            SlackIntegration(token="xoxb-t", base_url=url + "/api/"), timeout=LOST_TIMEOUT
+        )
+        call: Any = lambda: action.execute(SlackParams(channel="C1", text="x"), make_context())  # noqa: E731
+    elif client == "telegram":
+        action = Telegram(
+            TelegramIntegration(token="123:abcdefghijk", base_url=url + "/bot"),
+            timeout=LOST_TIMEOUT,
+        )
+        call = lambda: action.execute(TelegramParams(chat_id=5, text="x"), make_context())  # noqa: E731
+    elif client == "chatra":
+        from pydantic import SecretStr
+        from rulekit_chatra.api import ChatraAPI
+
+        api_client = ChatraAPI(url, "pub", SecretStr("sec"))
+        action = Slack()  # only its event loop's lifetime is used by run()
+        call = lambda: api_client.send_message({"text": "x"}, timeout=LOST_TIMEOUT)  # noqa: E731
+    else:
+        from pydantic import SecretStr
+        from rulekit_telegram.botapi import BotAPI, BotAPIError, BotUnreachable, classify
+
+        bot = BotAPI(url, SecretStr("123:abc"))
+        action = Slack()
+
+        async def call() -> Any:
+            try:
+                return await bot.call("sendMessage", {"text": "x"}, timeout=LOST_TIMEOUT)
+            except (BotAPIError, BotUnreachable) as exc:
+                raise classify(exc) from None
+
+    with pytest.raises(ActionError) as caught:
+        run(action, call)
+    return caught.value
+
+
+CLIENTS = ["slack", "telegram", "chatra", "telegram-bot"]
+
+
+@pytest.mark.parametrize("how", ["cut", "stalled"])
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_call_whose_2xx_answer_is_lost_midway_is_not_made_again(client, how) -> None:
+    """The service answered 200 (it took the message), then the answer's body was lost: the
+    connection closed, or the rest never came within the call's time. Slack, Telegram and
+    Chatra take no idempotency key, so a retry would send the message twice: the call is
+    final, saying it may have been made."""
+    with lost_answers(how) as url:
+        exc = _send_through(client, url)
+    assert isinstance(exc, PermanentActionError), exc
+    assert exc.status == 200 and "not retried" in exc.message, exc.message
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_call_that_got_no_answer_at_all_is_retried(client) -> None:
+    with lost_answers("silent") as url:
+        exc = _send_through(client, url)
+    assert isinstance(exc, RetryableActionError), exc

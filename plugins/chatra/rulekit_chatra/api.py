@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from pydantic import SecretStr
-from rulekit.actions.answers import AnswerTooLarge, bounded_response_class, unreadable
+from rulekit.actions.answers import (
+    AnswerTooLarge,
+    bounded_response_class,
+    forget_answer,
+    lost_answer,
+    unreadable,
+)
 from rulekit.actions.rates import retry_after
 from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
 
@@ -81,6 +87,7 @@ class ChatraAPI:
 
         secret = self._secret_key.get_secret_value()
         headers = {"Authorization": f"Chatra.Simple {self.public_key}:{secret}"}
+        forget_answer()
         try:
             if self._session is not None:
                 response = await self._send(self._session, method, path, body, headers, timeout)
@@ -90,14 +97,14 @@ class ChatraAPI:
                 ) as session:
                     response = await self._send(session, method, path, body, headers, timeout)
         except TimeoutError:
-            raise RetryableActionError(f"Chatra did not answer within {timeout:g}s") from None
+            message = f"Chatra did not answer within {timeout:g}s"
+            raise _lost(method, message) or RetryableActionError(message) from None
         except AnswerTooLarge as exc:
             raise unreadable(f"Chatra: {exc}", exc.status) from None
         except aiohttp.ClientError as exc:
             detail = self._scrub(str(exc) or type(exc).__name__)
-            raise RetryableActionError(
-                f"cannot reach Chatra at {self.base_url}: {detail}"
-            ) from None
+            message = f"cannot reach Chatra at {self.base_url}: {detail}"
+            raise _lost(method, message) or RetryableActionError(message) from None
         if response.is_success:
             return _json_object(response)
         raise self.failure(response, what)
@@ -167,6 +174,13 @@ def _detail(response: httpx.Response) -> str:
     text = data if isinstance(data, str) else str(data)
     text = re.sub(r"\s+", " ", text).strip()
     return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 3] + "..."
+
+
+def _lost(method: str, message: str) -> ActionError | None:
+    """The error of a request whose answer was lost after its head (:func:`lost_answer`): for
+    one that changes something (a message sent), what its status means, a 2xx final; None for
+    a GET, which is only read again."""
+    return None if method == "GET" else lost_answer(message)
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any]:

@@ -17,7 +17,13 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
-from rulekit.actions.answers import AnswerTooLarge, bounded_response_class
+from rulekit.actions.answers import (
+    AnswerTooLarge,
+    answer_status,
+    bounded_response_class,
+    forget_answer,
+    unreadable,
+)
 from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
 
 if TYPE_CHECKING:
@@ -63,6 +69,7 @@ class BotAPI:
         import aiohttp  # here, not at the top: `rulekit check` and `test` load this module
 
         url = f"{self.base_url}/bot{self._token.get_secret_value()}/{method}"
+        forget_answer()
         try:
             if self._session is not None:
                 status, content = await _post(self._session, url, params, timeout)
@@ -72,13 +79,24 @@ class BotAPI:
                 ) as session:
                     status, content = await _post(session, url, params, timeout)
         except TimeoutError:
-            raise BotUnreachable(f"Telegram did not answer within {timeout:g} s") from None
+            message = f"Telegram did not answer within {timeout:g} s"
+            raise self._lost(message) or BotUnreachable(message) from None
         except AnswerTooLarge as exc:  # classified by its status, as any refusal
             raise BotAPIError(exc.status, str(exc)) from None
         except aiohttp.ClientError as exc:
             detail = self.scrub(str(exc) or type(exc).__name__)
-            raise BotUnreachable(f"cannot reach Telegram at {self.base_url}: {detail}") from None
+            message = f"cannot reach Telegram at {self.base_url}: {detail}"
+            raise self._lost(message) or BotUnreachable(message) from None
         return self._result(status, content)
+
+    @staticmethod
+    def _lost(message: str) -> BotAPIError | None:
+        """A failure after the answer's head came: a refusal of its status (a 2xx: the call
+        was taken, see :func:`classify`); None when no answer came."""
+        status = answer_status()
+        if status is None:
+            return None
+        return BotAPIError(status, f"{message} (the answer, HTTP {status}, did not come whole)")
 
     def _result(self, status: int, content: bytes) -> Any:
         try:
@@ -132,6 +150,8 @@ def classify(exc: BotAPIError | BotUnreachable, *, scope: str = "destination") -
     if isinstance(exc, BotUnreachable):
         return RetryableActionError(str(exc))
     status, said = exc.status, exc.description
+    if 200 <= status < 300:  # Telegram took the call; only its answer was lost
+        return unreadable(f"Telegram: {said}", status)
     if status == 429:
         wait = exc.retry_after
         hint = f" (flood control: retry after {wait:g} s)" if wait is not None else ""
