@@ -139,13 +139,17 @@ class Normalizer:
         if found is None or found[1].status != "open":
             return []
         key, conversation = found
-        client = state.get_client(self.channel, conversation.external_id or key)
+        chat = conversation.external_id or key
+        client = state.get_client(self.channel, chat)
         idle_since = client.last_visit if client is not None else None
-        if client is None or idle_since is None or idle_since + self.settings.close_after > due:
+        if idle_since is None:
+            # no record of when they last wrote (erased by rulekit forget): the timer, which
+            # each activity moves, says it
+            idle_since = due - self.settings.close_after
+        if idle_since + self.settings.close_after > due:
             return []  # active meanwhile: a later timer closes it
         closed = conversation.model_copy(update={"status": "closed"})
         state.save_conversation(self.channel, key, closed)
-        chat = conversation.external_id or key
         return [
             Event(
                 id=f"{self.channel}:idle:{chat}:{int(idle_since.timestamp())}",
@@ -153,7 +157,7 @@ class Normalizer:
                 event="closed",
                 occurred_at=idle_since + self.settings.close_after,
                 conversation=closed,
-                client=client,
+                client=client if client is not None else Client(id=chat),
             )
         ]
 

@@ -150,6 +150,29 @@ def test_a_due_timer_closes_only_a_conversation_still_idle() -> None:
     assert [e.event for e in events] == ["reopened"]
 
 
+def test_a_chat_whose_client_was_forgotten_is_still_closed_when_idle() -> None:
+    """``rulekit forget`` deletes the client's record, which said when they last wrote: the
+    idle timer found nothing to compare and never closed the chat, which stayed open (their
+    next message was no ``reopened``)."""
+    provider = make_provider(close_after="30m")
+    store = MemoryStore()
+    updates = Updates()
+    with store.transaction() as state:
+        (created,) = provider.parse(_body(updates.message(ANN, "Hi")), state)
+    (timer,) = provider.channel_timers(created)
+    with store.transaction() as state:
+        state.forget_client(str(ANN.id))
+    with store.transaction() as state:
+        (closed,) = provider.timer_due(timer, state)
+        assert closed.event == "closed" and closed.occurred_at == timer.due
+        assert closed.client.id == str(ANN.id) and closed.client.name is None
+        assert closed.id == f"telegram:idle:111:{int(created.occurred_at.timestamp())}"
+    with store.transaction() as state:
+        updates.date += 7200
+        events = provider.parse(_body(updates.message(ANN, "back")), state)
+    assert [e.event for e in events] == ["reopened"]
+
+
 def _body(update: dict[str, Any]) -> bytes:
     import json
 
