@@ -233,3 +233,22 @@ def test_every_time_of_every_event_is_bounded_the_usual_ones_left_as_they_are(
         assert (part is original) == (part.model_dump() == original.model_dump())
     if bounded_time(event.occurred_at) is None:
         assert EARLIEST_TIME <= parsed.occurred_at <= LATEST_TIME
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b"   ", b"\r\n\t", "\ufeff \u2028\u3000\x85".encode(), "\ufeff".encode()]
+)
+def test_a_body_of_nothing_but_whitespace_is_empty(body):
+    with pytest.raises(BodyError, match="the body is empty"):
+        load(body)
+
+
+def test_bodies_read_one_after_another_keep_their_own_keys_and_checks():
+    # the decoders are made once and shared: nothing of one body stays for the next
+    assert load(b'{"a": {"b": 1}, "c": [1.5]}') == {"a": {"b": 1}, "c": [1.5]}
+    with pytest.raises(BodyError, match="twice"):
+        load(b'{"a": 1, "a": 2}')
+    assert load(b'{"a\\ud800": 1}') == {"a\ufffd": 1}
+    assert load(b'{"a": 1}') == {"a": 1}
+    with pytest.raises(BodyError, match="surrogate"):
+        load(b'{"a\\ud800": 1}', refuse_surrogates=True)

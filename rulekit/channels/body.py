@@ -66,17 +66,12 @@ def load(body: bytes, *, refuse_surrogates: bool = False) -> Any:
         raise BodyError("the body is not UTF-8") from None
     if text.startswith(BOM):
         text = text[1:]
-    if not text.strip():
+    if not text or text.isspace():
         raise BodyError("the body is empty")
     surrogates = _ESCAPED_SURROGATE.search(body) is not None
+    decoder = _CLEANING if surrogates and not refuse_surrogates else _DECODER
     try:
-        data = json.loads(
-            text,
-            parse_constant=_refuse_constant,
-            parse_int=_integer,
-            parse_float=_float,
-            object_pairs_hook=_clean_object if surrogates and not refuse_surrogates else _object,
-        )
+        data = decoder.decode(text)
     except RecursionError:
         raise BodyError(f"the body is nested too deeply (over {MAX_DEPTH} levels)") from None
     except BodyError:
@@ -172,6 +167,21 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _clean_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return _object([(clean_text(key), value) for key, value in pairs])
+
+
+# made once (``json.loads`` with hooks makes a decoder and its scanner per call)
+_DECODER = json.JSONDecoder(
+    parse_constant=_refuse_constant,
+    parse_int=_integer,
+    parse_float=_float,
+    object_pairs_hook=_object,
+)
+_CLEANING = json.JSONDecoder(
+    parse_constant=_refuse_constant,
+    parse_int=_integer,
+    parse_float=_float,
+    object_pairs_hook=_clean_object,
+)
 
 
 def _refuse_duplicate(pairs: list[tuple[str, Any]]) -> None:
