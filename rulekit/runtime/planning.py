@@ -269,8 +269,8 @@ def record(
 
 def record_many(state: JournaledState, evaluated: list[Evaluated]) -> list[list[Processed]]:
     """The commit step of several bodies of different conversations, in order: their
-    recordings replayed (on a database server: every read in one query, every write in one
-    statement), then their events recorded; what each led to."""
+    recordings replayed (every read at once and every write once: on a database server, in
+    one query and one statement), then their events recorded; what each led to."""
     _replay(state, [item.prepared.recording for item in evaluated])
     evaluations = [_evaluations(item) for item in evaluated]
     # every event of the round in one batch (one statement on a database server); the marks
@@ -289,10 +289,8 @@ def record_many(state: JournaledState, evaluated: list[Evaluated]) -> list[list[
 
 
 def _replay(state: JournaledState, recordings: list[Recording]) -> None:
-    if not state.batches:
-        for recording in recordings:
-            recording.replay(state)
-        return
+    # through a cache on every store: every read of the round at once, and each conversation,
+    # client and message mark written once, as recorded (no model validated and encoded again)
     cached = CachedState(state)
     wanted = Lookups()
     for recording in recordings:

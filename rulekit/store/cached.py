@@ -24,7 +24,7 @@ from typing import Any
 from rulekit.event import Client, Conversation
 from rulekit.store.base import State
 from rulekit.store.listing import ConversationQuery, ConversationSummary
-from rulekit.store.lookups import Key, Lookups, SavedConversation, Saves
+from rulekit.store.lookups import Key, Lookups, SavedConversation, Saves, saved_conversation
 
 
 class CachedState(State):
@@ -84,30 +84,41 @@ class CachedState(State):
         return Conversation.model_validate_json(kept[1]) if kept is not None else None
 
     def save_conversation(self, channel: str, key: str, conversation: Conversation) -> None:
-        data = conversation.model_dump_json()
-        self._conversations[channel, key] = (conversation.id, data)
-        assignee = conversation.assignee.lower() if conversation.assignee else None
-        self._saves.conversations[channel, key] = SavedConversation(
-            conversation.id, conversation.status, assignee, data
-        )
+        self.save_conversation_text(channel, key, saved_conversation(conversation))
+
+    def save_conversation_text(self, channel: str, key: str, saved: SavedConversation) -> None:
+        """:meth:`save_conversation` of a conversation already written as the store keeps it
+        (its JSON, and the columns read from it): nothing encoded again."""
+        self._conversations[channel, key] = (saved.id, saved.data)
+        self._saves.conversations[channel, key] = saved
 
     def find_conversation(
         self, channel: str, conversation_id: str
     ) -> tuple[str, Conversation] | None:
+        found = self.conversation_by_id_text(channel, conversation_id)
+        return (found[0], Conversation.model_validate_json(found[1])) if found else None
+
+    def conversation_by_id_text(self, channel: str, conversation_id: str) -> tuple[str, str] | None:
+        """:meth:`find_conversation` 's answer with the conversation as the JSON kept."""
         for (kept_channel, key), kept in self._conversations.items():
             if kept is not None and kept_channel == channel and kept[0] == conversation_id:
-                return key, Conversation.model_validate_json(kept[1])
+                return key, kept[1]
         if (channel, conversation_id) not in self._ids:
-            found = self.state.find_conversation(channel, conversation_id)
+            found = self._by_id_text(channel, conversation_id)
             self._ids[channel, conversation_id] = found[0] if found is not None else None
             if found is not None and (channel, found[0]) not in self._conversations:
-                self._conversations[channel, found[0]] = (
-                    found[1].id,
-                    found[1].model_dump_json(),
-                )
+                self._conversations[channel, found[0]] = (conversation_id, found[1])
                 return found
         # the key holding it holds another id now (changed here), or none holds it
         return None
+
+    def _by_id_text(self, channel: str, conversation_id: str) -> tuple[str, str] | None:
+        read = getattr(self.state, "conversation_by_id_text", None)
+        if read is not None:
+            found: tuple[str, str] | None = read(channel, conversation_id)
+            return found
+        by_id = self.state.find_conversation(channel, conversation_id)
+        return (by_id[0], by_id[1].model_dump_json()) if by_id is not None else None
 
     def open_conversations_by_assignee(self, channel: str | None = None) -> dict[str, int]:
         self.flush()
@@ -131,9 +142,12 @@ class CachedState(State):
     def save_client(self, channel: str, client: Client) -> None:
         if client.id is None:
             raise ValueError("a client without an id cannot be stored")
-        data = client.model_dump_json()
-        self._clients[channel, client.id] = data
-        self._saves.clients[channel, client.id] = data
+        self.save_client_text(channel, client.id, client.model_dump_json())
+
+    def save_client_text(self, channel: str, client_id: str, data: str) -> None:
+        """:meth:`save_client` of a client already written as its JSON."""
+        self._clients[channel, client_id] = data
+        self._saves.clients[channel, client_id] = data
 
     def get_conversation_and_client(
         self, channel: str, key: str

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from rulekit.event import Conversation
+
 Key = tuple[str, str]
 """A channel and a name in it: a conversation's provider key or id, a client id, a message
 id."""
@@ -64,6 +66,14 @@ class SavedConversation(NamedTuple):
     assignee: str | None
     """Lower-cased."""
     data: str
+
+
+def saved_conversation(conversation: Conversation) -> SavedConversation:
+    """A conversation as it is saved: its JSON, and the columns read from it."""
+    assignee = conversation.assignee.lower() if conversation.assignee else None
+    return SavedConversation(
+        conversation.id, conversation.status, assignee, conversation.model_dump_json()
+    )
 
 
 @dataclass

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from rulekit.event import Client, Conversation
 from rulekit.store.base import State
-from rulekit.store.lookups import Lookups
+from rulekit.store.lookups import Lookups, saved_conversation
 
 _READS = {
     "get_conversation": "conversations",
@@ -47,8 +47,19 @@ class Recording:
         """What the calls read: read ahead in one batch, the replay reads nothing more (see
         :class:`~rulekit.store.cached.CachedState`)."""
         wanted = Lookups()
-        for name, args, _ in self.calls:
+        saved: dict[tuple[str, str | None], str] = {}
+        for name, args, answer in self.calls:
+            if name == "save_conversation":
+                saved[args[0], _conversation_id(args[2])] = args[1]
             kind = _READS.get(name)
+            if (
+                kind == "conversation_ids"
+                and answer is not None
+                and saved.get((args[0], args[1])) == answer[0]
+            ):
+                # the conversation found is one saved here before: a cache answers with it
+                # without asking the store, as it did when the calls were made
+                continue
             if kind is not None:
                 getattr(wanted, kind).add((args[0], args[1]))
             elif name == "get_conversation_and_client":
@@ -66,16 +77,17 @@ class Recording:
         state offers it (:class:`StoredText`): the same text is the same answer, without
         validating the models again. Only a different text makes the call itself."""
         for name, args, answer in self.calls:
-            if _stored(state, name, args) == answer:
+            if _written(state, name, args) or _stored(state, name, args) == answer:
                 continue
             again = _kept(getattr(state, name)(*_restored(args)))
-            if again != answer:
+            if again != answer and again != _canonical(answer):
                 raise StateChanged(f"{name}{args!r} answered {again!r}, not {answer!r}")
 
 
 class StoredText(Protocol):
     """A state that can answer reads of conversations and clients with their stored JSON
-    (:class:`rulekit.store.sql.state.SQLState`)."""
+    (:class:`rulekit.store.sql.state.SQLState`, :class:`rulekit.store.cached.CachedState`);
+    a cached state also takes their writes as JSON."""
 
     def conversation_and_client_text(
         self, channel: str, key: str
@@ -95,6 +107,24 @@ def _both_kept(conversation: str | None, client: str | None) -> tuple[_Model | N
         _Model(Conversation, conversation) if conversation else None,
         _Model(Client, client) if client else None,
     )
+
+
+def _written(state: State, name: str, args: tuple[Any, ...]) -> bool:
+    """Whether save ``name`` was made on ``state`` with the JSON recorded (no model validated
+    and encoded again), which only a state taking writes as JSON can."""
+    if name == "save_conversation" and isinstance(args[2], _Model):
+        save = getattr(state, "save_conversation_text", None)
+        if save is None or args[2].saved is None:
+            return False
+        save(args[0], args[1], args[2].saved)
+        return True
+    if name == "save_client" and isinstance(args[1], _Model):
+        save = getattr(state, "save_client_text", None)
+        if save is None or args[1].saved is None:
+            return False
+        save(args[0], args[1].saved, args[1].json)
+        return True
+    return False
 
 
 def _stored(state: State, name: str, args: tuple[Any, ...]) -> Any:
@@ -121,9 +151,15 @@ class _Model:
 
     cls: type[BaseModel]
     json: str
+    saved: Any = field(default=None, compare=False)
+    """A saved model's columns besides its JSON, as a state taking writes as JSON takes them
+    (a :class:`~rulekit.store.lookups.SavedConversation`, a client's id)."""
 
     def restore(self) -> BaseModel:
         return self.cls.model_validate_json(self.json)
+
+
+_SCALARS = frozenset({str, bool, int})
 
 
 def _kept(value: Any) -> Any:
@@ -135,9 +171,28 @@ def _kept(value: Any) -> Any:
         return _Model(type(value), value.model_dump_json())
     if isinstance(value, tuple):
         return tuple(_kept(item) for item in value)
-    if isinstance(value, list | set) and all(type(item) is str for item in value):
-        return value.copy()  # message ids: no deep copy needed
+    if isinstance(value, list | set) and all(type(item) in _SCALARS for item in value):
+        return value.copy()  # message ids, whether each was new: no deep copy needed
     return copy.deepcopy(value)
+
+
+def _conversation_id(kept: Any) -> str | None:
+    """The id of a conversation recorded as saved."""
+    if isinstance(kept, _Model):
+        if kept.saved is not None:
+            return str(kept.saved.id) if kept.saved.id is not None else None
+        return Conversation.model_validate_json(kept.json).id
+    return kept.id if isinstance(kept, Conversation) else None
+
+
+def _canonical(answer: Any) -> Any:
+    """A recorded answer with its models' JSON as this version writes it (an answer kept as
+    the stored JSON may be another version's writing of the same models)."""
+    if isinstance(answer, _Model):
+        return _Model(answer.cls, answer.restore().model_dump_json())
+    if isinstance(answer, tuple):
+        return tuple(_canonical(item) for item in answer)
+    return answer
 
 
 def _restored(args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -162,15 +217,30 @@ class RecordingState(State):
         return result
 
     def save_conversation(self, channel: str, key: str, conversation: Conversation) -> None:
-        self._call("save_conversation", channel, key, conversation)
+        save = getattr(self.state, "save_conversation_text", None)
+        if save is None:
+            self._call("save_conversation", channel, key, conversation)
+            return
+        # encoded once, for the state and for the recording
+        saved = saved_conversation(conversation)
+        save(channel, key, saved)
+        kept = _Model(type(conversation), saved.data, saved)
+        self.recording.calls.append(("save_conversation", (channel, key, kept), None))
 
     def find_conversation(
         self, channel: str, conversation_id: str
     ) -> tuple[str, Conversation] | None:
-        result: tuple[str, Conversation] | None = self._call(
-            "find_conversation", channel, conversation_id
-        )
-        return result
+        read = getattr(self.state, "conversation_by_id_text", None)
+        if read is None:
+            result: tuple[str, Conversation] | None = self._call(
+                "find_conversation", channel, conversation_id
+            )
+            return result
+        # kept as the stored JSON, which the replay compares first: no encoding of the model
+        found = read(channel, conversation_id)
+        kept = (found[0], _Model(Conversation, found[1])) if found else None
+        self.recording.calls.append(("find_conversation", (channel, conversation_id), kept))
+        return (found[0], Conversation.model_validate_json(found[1])) if found else None
 
     def open_conversations_by_assignee(self, channel: str | None = None) -> dict[str, int]:
         result: dict[str, int] = self._call("open_conversations_by_assignee", channel)
@@ -181,7 +251,15 @@ class RecordingState(State):
         return result
 
     def save_client(self, channel: str, client: Client) -> None:
-        self._call("save_client", channel, client)
+        save = getattr(self.state, "save_client_text", None)
+        if save is None or client.id is None:
+            self._call("save_client", channel, client)
+            return
+        data = client.model_dump_json()
+        save(channel, client.id, data)
+        self.recording.calls.append(
+            ("save_client", (channel, _Model(type(client), data, client.id)), None)
+        )
 
     def get_conversation_and_client(
         self, channel: str, key: str

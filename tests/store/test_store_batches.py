@@ -9,6 +9,7 @@ from store_backends import Backend, event
 
 from rulekit.event import Client, Conversation
 from rulekit.store.cached import CachedState, probe
+from rulekit.store.codec import EncodedTrace
 from rulekit.store.lookups import Lookups, SavedConversation, Saves
 from rulekit.store.records import CallStart, JobSpec, NewEvent
 
@@ -165,25 +166,105 @@ def _jobs(*rules: str) -> list[JobSpec]:
 def test_a_round_of_events_is_recorded_as_one_by_one(backend: Backend):
     store = backend.open()
     with store.transaction() as state:
+        state.save_conversation("online-chat", "k2", Conversation(id="conv-2"))
         assert state.record_event(event("e0"), inbox_id=None, trace={}, jobs=_jobs("Z"))
-    trace = {"rules": [{"name": "A", "matched": True}]}
+    trace = {"rules": [{"name": "A", "matched": True}, {"name": "B", "matched": False}]}
+    encoded = EncodedTrace('{"rules":[{"name":"E","matched":true}]}', ["E"])
     with store.transaction() as state:
         recorded = state.record_events(
             [
                 NewEvent(event("e1"), None, trace, _jobs("A", "B")),
                 NewEvent(event("e0"), None, trace, _jobs("C")),  # recorded before
-                NewEvent(event("e2", conversation={"id": "conv-2"}), None, {}, _jobs("D")),
-                NewEvent(event("e3"), None, {}),
+                NewEvent(
+                    event("e2", conversation={"id": "conv-2"}, client={"id": "u2"}),
+                    None,
+                    {},
+                    _jobs("D"),
+                ),
+                NewEvent(event("e3"), None, encoded),
             ]
         )
         assert recorded == [True, False, True, True]
+    assert encoded._data is None  # an encoded trace is written as it is, never decoded
     with store.transaction() as state:
         assert [job.rule for job in state.jobs(event_id="e1")] == ["A", "B"]  # plan order
         assert [job.rule for job in state.jobs(event_id="e0")] == ["Z"]  # nothing enqueued again
         assert [job.rule for job in state.jobs(event_id="e2")] == ["D"]
+        assert [job.id for job in state.jobs(event_id="e1")] < [
+            job.id for job in state.jobs(event_id="e2")
+        ]  # events in order
         assert state.recorded(["e1", "e2", "e3"]) == {"e1", "e2", "e3"}
         assert state.get_event("e1") is not None
         assert state.record_events([]) == []
+        # the matches of the events recorded (the redelivered one's counted once, with e1)
+        assert {stats.rule: stats.matched for stats in state.rule_stats()} == {
+            "A": 1,
+            "B": 0,
+            "D": 0,
+            "E": 1,
+            "Z": 0,
+        }
+        # the conversation's activity: its client as the event named it
+        assert _client_id_of(state, "conv-2") == "u2"
+
+
+def _client_id_of(state, conversation_id: str) -> str | None:
+    row = state.execute(
+        "SELECT client_id FROM conversations WHERE id = :id", {"id": conversation_id}
+    ).fetchone()
+    return row["client_id"]
+
+
+def _statements(state) -> int:
+    return getattr(state, "statements", 0)
+
+
+@pytest.mark.parametrize("count", [2, 12])
+def test_a_round_of_events_takes_the_same_statements_however_many_events(
+    backend: Backend, count: int
+):
+    """Recording a round writes each kind of row in one statement (on SQLite one call into the
+    driver for all the rows): the statements do not grow with the events."""
+    store = backend.open()
+    trace = {"rules": [{"name": "A", "matched": True}]}
+    with store.transaction() as state:
+        state.save_conversation("online-chat", "k1", Conversation(id="conv-1"))
+    with store.transaction() as state:
+        before = _statements(state)
+        state.record_events(
+            [NewEvent(event(f"e{n}"), None, trace, _jobs("A", "B")) for n in range(count)]
+        )
+        assert _statements(state) - before <= (1 if state.batches else 5)
+    with store.transaction() as state:
+        assert len(state.jobs(limit=100)) == 2 * count
+
+
+def test_a_batch_write_takes_a_statement_per_kind_of_row_however_many_rows(backend: Backend):
+    saves = Saves(
+        conversations={
+            ("chat", f"k{n}"): SavedConversation(
+                f"c{n}", "open", None, Conversation(id=f"c{n}", status="open").model_dump_json()
+            )
+            for n in range(6)
+        },
+        clients={
+            ("chat", f"u{n}"): Client(id=f"u{n}", name="Anna").model_dump_json() for n in range(6)
+        },
+        messages={("chat", f"m{n}") for n in range(6)},
+    )
+    with backend.open().transaction() as state:
+        before = _statements(state)
+        assert state.write_many(saves) == set()
+        assert _statements(state) - before <= (1 if state.batches else 3)
+    with backend.open().transaction() as state:
+        assert state.find_conversation("chat", "c5") == (
+            "k5",
+            Conversation(id="c5", status="open"),
+        )
+        assert state.get_client("chat", "u5") == Client(id="u5", name="Anna")
+        assert state.seen_messages("chat", [f"m{n}" for n in range(6)]) == {
+            f"m{n}" for n in range(6)
+        }
 
 
 def test_a_call_begins_with_the_pauses_and_the_conversation_read_at_once(backend: Backend):

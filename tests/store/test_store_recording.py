@@ -214,3 +214,78 @@ def test_presence_and_the_assignment_lock_pass_through_a_cached_state():
         )
         assert unwritten.presence(now=now)["boris@example.com"] == "away"
         raise RolledBack
+
+
+@pytest.mark.parametrize("read", ["get_conversation_and_client", "find_conversation"])
+def test_a_row_another_version_wrote_and_rewrote_is_still_the_same_answer(read):
+    """The recorded answer is the stored JSON as it was; when another version's encoder wrote
+    it, and writes the same models as other text again before the replay, the replay compares
+    the models: the state has not changed."""
+    store = MemoryStore()
+    with store.transaction() as state:
+        state.save_conversation("chat", "k1", Conversation(id="c1", status="open"))
+
+    def rewrite(indent: int) -> None:
+        with store.transaction() as state:
+            stored = state.conversation_and_client_text("chat", "k1")[0]
+            assert stored is not None
+            respaced = json.dumps(dict(reversed(json.loads(stored).items())), indent=indent)
+            state.execute("UPDATE conversations SET data = :data", {"data": respaced})
+
+    rewrite(1)
+    args = ("chat", "k1") if read == "get_conversation_and_client" else ("chat", "c1")
+    with store.transaction() as state:
+        recording = RecordingState(CachedState(state))
+        assert getattr(recording, read)(*args) is not None
+    rewrite(2)
+    with store.transaction() as state:
+        recording.recording.replay(CachedState(state))  # no StateChanged
+        recording.recording.replay(state)
+
+
+def test_saves_through_a_cache_are_encoded_once_and_replayed_as_recorded():
+    """A provider's saves through a cached state are kept as the JSON written then: the replay
+    through a cache saves that very text, whatever the provider did to its models since."""
+    store = MemoryStore()
+    conversation = Conversation(id="c1", status="open", assignee="Anna@Example.com", tags=["vip"])
+    client = Client(id="u1", name="Anna")
+    with pytest.raises(RolledBack), store.transaction() as state:
+        recording = RecordingState(CachedState(state))
+        recording.save_conversation("chat", "u1", conversation)
+        recording.save_client("chat", client)
+        assert recording.find_conversation("chat", "c1") == ("u1", conversation)
+        raise RolledBack
+    written = conversation.model_dump_json()
+    conversation.tags.append("changed later")
+    client.name = "changed later"
+    with store.transaction() as state:
+        cached = CachedState(state)
+        recording.recording.replay(cached)
+        assert cached.conversation_and_client_text("chat", "u1") == (
+            written,
+            Client(id="u1", name="Anna").model_dump_json(),
+        )
+        assert cached.flush() == set()
+    with store.transaction() as state:
+        assert state.conversation_and_client_text("chat", "u1")[0] == written
+        assert state.open_conversations_by_assignee("chat") == {"anna@example.com": 1}
+        assert state.get_client("chat", "u1") == Client(id="u1", name="Anna")
+
+
+def test_a_conversation_found_where_it_was_saved_is_not_read_again_on_replay():
+    """What a replay reads ahead leaves out the lookup of a conversation by id that found the
+    one the provider had just saved (the cache answers it, as it did); a conversation found
+    under another key is read again."""
+    store = MemoryStore()
+    with store.transaction() as state:
+        state.save_conversation("chat", "k9", Conversation(id="c9"))
+    with pytest.raises(RolledBack), store.transaction() as state:
+        recording = RecordingState(CachedState(state))
+        recording.save_conversation("chat", "k1", Conversation(id="c1"))
+        assert recording.find_conversation("chat", "c1") is not None
+        assert recording.find_conversation("chat", "c9") is not None  # stored under k9
+        assert recording.find_conversation("chat", "c2") is None
+        raise RolledBack
+    assert recording.recording.lookups().conversation_ids == {("chat", "c9"), ("chat", "c2")}
+    with store.transaction() as state:
+        recording.recording.replay(CachedState(state))

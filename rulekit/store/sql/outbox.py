@@ -9,12 +9,14 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from rulekit.errors import StoreError
 from rulekit.event import Event
 from rulekit.store.codec import event_json, trace_json
 from rulekit.store.records import (
     INTERRUPTED,
     Job,
     JobSpec,
+    NewEvent,
     Outcome,
     check_attempt,
     utc,
@@ -33,6 +35,21 @@ _START_OURS = (
 """What :meth:`SQLOutbox.start_call` does when the call may start and nothing else is to be
 recorded: the one statement of the usual case."""
 
+_RECORD = (
+    "INSERT INTO events (event_id, inbox_id, channel, event, conversation_id,"
+    " occurred_at, data, trace, processed_at) VALUES (:id, :inbox, :channel, :event,"
+    " :conversation, :occurred, :data, :trace, :now)"
+    " ON CONFLICT (event_id) DO NOTHING"
+)
+"""An event's record, unless one with its id was recorded before."""
+
+_ENQUEUE = (
+    "INSERT INTO outbox (event_id, rule, action, params, destination, lane,"
+    " next_attempt_at) VALUES (:event, :rule, :action, :params, :destination,"
+    " :lane, :now)"
+)
+"""A job of an event's plan, due ``now``."""
+
 
 class SQLOutbox:
     """Audit trail, outbox and lease statements, mixed into
@@ -41,7 +58,9 @@ class SQLOutbox:
     # provided by SQLState
     dialect: Any
     execute: Callable[..., Any]
+    execute_many: Callable[..., Any]
     _one: Callable[..., Any]
+    recorded: Callable[[Sequence[str]], set[str]]
 
     def _job(self, row: Row) -> Job:
         time, json = self.dialect.read_time, self.dialect.read_json
@@ -73,55 +92,79 @@ class SQLOutbox:
         jobs: Sequence[JobSpec] = (),
         now: datetime | None = None,
     ) -> bool:
-        time, json = self.dialect.time, self.dialect.json
-        at = time(utc(now))
-        row = self._one(
-            "INSERT INTO events (event_id, inbox_id, channel, event, conversation_id,"
-            " occurred_at, data, trace, processed_at) VALUES (:id, :inbox, :channel, :event,"
-            " :conversation, :occurred, :data, :trace, :now)"
-            " ON CONFLICT (event_id) DO NOTHING RETURNING id",
-            {
-                "id": event.id,
-                "inbox": inbox_id,
-                "channel": event.channel,
-                "event": event.event,
-                "conversation": event.conversation.id,
-                "occurred": time(event.occurred_at),
-                "data": event_json(event),
-                "trace": trace_json(trace),
-                "now": at,
-            },
-        )
-        if row is None:
+        at = self.dialect.time(utc(now))
+        row = self._event_row(event, inbox_id, trace, at)
+        if self._one(_RECORD + " RETURNING id", row) is None:
             return False
         if event.conversation.id is not None:
-            self.execute(
-                listing.TOUCH,
-                {
-                    "now": at,
-                    "client": event.client.id,
-                    "conversation": event.conversation.id,
-                    "channel": event.channel,
-                },
-            )
+            self.execute(listing.TOUCH, _touch_row(event, at))
         for rule in matched_rules(trace):
             self.execute(NOTE_MATCH, {"rule": rule, "event": event.id, "now": at})
         for job in jobs:
-            self.execute(
-                "INSERT INTO outbox (event_id, rule, action, params, destination, lane,"
-                " next_attempt_at) VALUES (:event, :rule, :action, :params, :destination,"
-                " :lane, :now)",
-                {
-                    "event": event.id,
-                    "rule": job.rule,
-                    "action": job.action,
-                    "params": json(job.params),
-                    "destination": job.destination,
-                    "lane": job.lane or job.destination,
-                    "now": at,
-                },
-            )
+            self.execute(_ENQUEUE, self._job_row(event, job, at))
         return True
+
+    def record_events(self, records: Sequence[NewEvent]) -> list[bool]:
+        # SQLite: each statement once for the whole round (one call into the driver each),
+        # in the order one by one would make them: the events, their conversations' activity,
+        # their matches, and their jobs (in plan order, event after event). Which events were
+        # recorded before is read first; the store's write lock keeps it so until the commit.
+        ids = [r.event.id for r in records]
+        if len(records) < 2 or len(set(ids)) != len(ids):  # an event twice: one by one
+            return [
+                self.record_event(r.event, inbox_id=r.inbox_id, trace=r.trace, jobs=r.jobs)
+                for r in records
+            ]
+        before = self.recorded(ids)
+        new = [r for r in records if r.event.id not in before]
+        at = self.dialect.time(utc())
+        added = self.execute_many(
+            _RECORD, [self._event_row(r.event, r.inbox_id, r.trace, at) for r in new]
+        ).rowcount
+        if added != len(new):  # recorded meanwhile by another transaction: cannot be
+            raise StoreError(f"{len(new) - added} of the round's events were recorded meanwhile")
+        self.execute_many(
+            listing.TOUCH,
+            [_touch_row(r.event, at) for r in new if r.event.conversation.id is not None],
+        )
+        self.execute_many(
+            NOTE_MATCH,
+            [
+                {"rule": rule, "event": r.event.id, "now": at}
+                for r in new
+                for rule in matched_rules(r.trace)
+            ],
+        )
+        self.execute_many(
+            _ENQUEUE, [self._job_row(r.event, job, at) for r in new for job in r.jobs]
+        )
+        return [event_id not in before for event_id in ids]
+
+    def _event_row(
+        self, event: Event, inbox_id: int | None, trace: Mapping[str, Any], at: str
+    ) -> dict[str, Any]:
+        return {
+            "id": event.id,
+            "inbox": inbox_id,
+            "channel": event.channel,
+            "event": event.event,
+            "conversation": event.conversation.id,
+            "occurred": self.dialect.time(event.occurred_at),
+            "data": event_json(event),
+            "trace": trace_json(trace),
+            "now": at,
+        }
+
+    def _job_row(self, event: Event, job: JobSpec, at: str) -> dict[str, Any]:
+        return {
+            "event": event.id,
+            "rule": job.rule,
+            "action": job.action,
+            "params": self.dialect.json(job.params),
+            "destination": job.destination,
+            "lane": job.lane or job.destination,
+            "now": at,
+        }
 
     def claim_jobs(
         self, owner: str, *, lease: float, limit: int = 10, now: datetime | None = None
@@ -315,3 +358,13 @@ class SQLOutbox:
             "DELETE FROM leases WHERE name = :name AND owner = :owner",
             {"name": name, "owner": owner},
         )
+
+
+def _touch_row(event: Event, at: str) -> dict[str, Any]:
+    """The parameters of :data:`~rulekit.store.sql.listing.TOUCH` for a recorded event."""
+    return {
+        "now": at,
+        "client": event.client.id,
+        "conversation": event.conversation.id,
+        "channel": event.channel,
+    }

@@ -18,7 +18,7 @@ from rulekit.errors import StoreError
 from rulekit.event import Client, Conversation
 from rulekit.store.base import JournaledState
 from rulekit.store.listing import ConversationQuery, ConversationSummary
-from rulekit.store.lookups import Found, Lookups
+from rulekit.store.lookups import Found, Key, Lookups, SavedConversation, Saves, saved_conversation
 from rulekit.store.records import (
     utc,
 )
@@ -77,6 +77,26 @@ class SQLState(
                 raise
             raise unavailable from exc
 
+    def execute_many(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> Any:
+        """Run one statement once for each row of parameters, in order, in one call into the
+        driver (SQLite: no Python between the rows); the driver's cursor, whose ``rowcount``
+        counts the rows changed by all of them. Nothing is run for no rows."""
+        if not self.active:
+            raise StoreError("this transaction has ended; use the state only inside its block")
+        cursor = self.conn.cursor()
+        if not rows:
+            return cursor
+        self.statements += 1
+        parameters = self.dialect.parameters
+        try:
+            cursor.executemany(self.dialect.sql(sql), [parameters(row) for row in rows])
+        except self.dialect.error as exc:
+            unavailable = self.dialect.unavailable(self.where, exc)
+            if unavailable is None:
+                raise
+            raise unavailable from exc
+        return cursor
+
     def _one(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Row | None:
         return self.execute(sql, params).fetchone()
 
@@ -89,22 +109,11 @@ class SQLState(
         return Conversation.model_validate_json(row["data"]) if row else None
 
     def save_conversation(self, channel: str, key: str, conversation: Conversation) -> None:
-        self.execute(
-            "INSERT INTO conversations (channel, key, id, status, assignee, data, updated_at,"
-            " active_at) VALUES (:channel, :key, :id, :status, :assignee, :data, :now, :now)"
-            " ON CONFLICT (channel, key) DO UPDATE SET id = excluded.id,"
-            " status = excluded.status, assignee = excluded.assignee, data = excluded.data,"
-            " updated_at = excluded.updated_at",
-            {
-                "channel": channel,
-                "key": key,
-                "id": conversation.id,
-                "status": conversation.status,
-                "assignee": conversation.assignee.lower() if conversation.assignee else None,
-                "data": conversation.model_dump_json(),
-                "now": self.dialect.time(utc()),
-            },
-        )
+        saved = saved_conversation(conversation)
+        self.execute(_SAVE_CONVERSATION, _conversation_row(channel, key, saved, self._now()))
+
+    def _now(self) -> Any:
+        return self.dialect.time(utc())
 
     def find_conversation(
         self, channel: str, conversation_id: str
@@ -153,15 +162,12 @@ class SQLState(
         if client.id is None:
             raise ValueError("a client without an id cannot be stored")
         self.execute(
-            "INSERT INTO clients (channel, id, data, updated_at)"
-            " VALUES (:channel, :id, :data, :now)"
-            " ON CONFLICT (channel, id) DO UPDATE SET data = excluded.data,"
-            " updated_at = excluded.updated_at",
+            _SAVE_CLIENT,
             {
                 "channel": channel,
                 "id": client.id,
                 "data": client.model_dump_json(),
-                "now": self.dialect.time(utc()),
+                "now": self._now(),
             },
         )
 
@@ -250,6 +256,37 @@ class SQLState(
                 found.messages[channel, message_id] = message_id in seen
         return found
 
+    def write_many(self, saves: Saves) -> set[Key]:
+        """Each kind of row in one call into the driver (SQLite: no Python between the rows),
+        the JSON written as it is; the message marks of a channel in one statement."""
+        now = self._now()
+        self.execute_many(
+            _SAVE_CONVERSATION,
+            [
+                _conversation_row(channel, key, saved, now)
+                for (channel, key), saved in sorted(saves.conversations.items())
+            ],
+        )
+        self.execute_many(
+            _SAVE_CLIENT,
+            [
+                {"channel": channel, "id": client_id, "data": data, "now": now}
+                for (channel, client_id), data in sorted(saves.clients.items())
+            ],
+        )
+        by_channel: dict[str, list[str]] = {}
+        for channel, message_id in sorted(saves.messages):
+            by_channel.setdefault(channel, []).append(message_id)
+        seen_before: set[Key] = set()
+        for channel, message_ids in by_channel.items():
+            new = self.mark_messages_seen(channel, message_ids)
+            seen_before.update(
+                (channel, message_id)
+                for message_id, marked in zip(message_ids, new, strict=True)
+                if not marked
+            )
+        return seen_before
+
     # rule guards -----------------------------------------------------------------------------
     def cooldown_until(self, rule: str, conversation_id: str) -> datetime | None:
         row = self._one(
@@ -308,6 +345,33 @@ class SQLState(
         self, *, events_before: datetime, payloads_before: datetime, batch: int | None = None
     ) -> dict[str, int]:
         return erasure.purge(self, events_before, payloads_before, batch)
+
+
+_SAVE_CONVERSATION = (
+    "INSERT INTO conversations (channel, key, id, status, assignee, data, updated_at,"
+    " active_at) VALUES (:channel, :key, :id, :status, :assignee, :data, :now, :now)"
+    " ON CONFLICT (channel, key) DO UPDATE SET id = excluded.id,"
+    " status = excluded.status, assignee = excluded.assignee, data = excluded.data,"
+    " updated_at = excluded.updated_at"
+)
+_SAVE_CLIENT = (
+    "INSERT INTO clients (channel, id, data, updated_at)"
+    " VALUES (:channel, :id, :data, :now)"
+    " ON CONFLICT (channel, id) DO UPDATE SET data = excluded.data,"
+    " updated_at = excluded.updated_at"
+)
+
+
+def _conversation_row(channel: str, key: str, saved: SavedConversation, now: Any) -> dict[str, Any]:
+    return {
+        "channel": channel,
+        "key": key,
+        "id": saved.id,
+        "status": saved.status,
+        "assignee": saved.assignee,
+        "data": saved.data,
+        "now": now,
+    }
 
 
 _CHUNK = 500

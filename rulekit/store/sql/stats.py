@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from rulekit.store.codec import EncodedTrace
 from rulekit.store.records import RuleStats
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -19,7 +20,10 @@ NOTE_MATCH = (
 
 
 def matched_rules(trace: Mapping[str, Any]) -> list[str]:
-    """The names of the rules a stored trace says matched, once each."""
+    """The names of the rules a stored trace says matched, once each (of a trace encoded by
+    the engine, the names it kept as it encoded it: the text is not decoded)."""
+    if isinstance(trace, EncodedTrace):
+        return list(dict.fromkeys(name for name in trace.matched if isinstance(name, str)))
     names = [
         rule.get("name")
         for rule in trace.get("rules") or []
