@@ -22,8 +22,14 @@ Printed for each, and as ratios daemon / baseline:
   over that phase (target: <= 2x the baseline's);
 * **latency** at a fixed offered rate (``--rate``, open loop): ack p99 and webhook → message
   at the fake p99 (targets at 250/s: 50 ms and 100 ms);
+* the **CPU by thread** of each over the throughput phase (from ``/proc``): the event loop's
+  thread, the process's other threads (the daemon's processor and store threads), its child
+  processes (the daemon's evaluation workers);
 * the **CPU split by layer** of the daemon, from py-spy samples of its processes in a separate
-  phase (skipped when py-spy is not installed: ``pip install py-spy``; it needs ptrace).
+  phase (skipped when py-spy is not installed: ``pip install py-spy``; it needs ptrace). These
+  are samples of threads holding their process's GIL: time a thread spends inside SQLite or a
+  system call is not sampled, and an evaluation worker, with a GIL of its own, always is; the
+  split by thread is what the CPU per webhook is made of.
 
 The load generator and the fake Slack are raw asyncio sockets (``rawhttp.py``); the load
 generator's own CPU per webhook is printed, to show it costs less than what it drives.
@@ -87,6 +93,26 @@ def process_tree_cpu(pid: int) -> float:
     return total
 
 
+def _cpu_seconds(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_thread(pid: int) -> dict[str, float]:
+    """CPU seconds of ``pid``'s main thread (the event loop), of its other threads (those that
+    ended included) and of its descendants (the daemon's evaluation workers)."""
+    try:
+        whole = _cpu_seconds(Path(f"/proc/{pid}/stat"))
+        main = _cpu_seconds(Path(f"/proc/{pid}/task/{pid}/stat"))
+    except (FileNotFoundError, ProcessLookupError):
+        return {}
+    return {
+        "event loop thread": main,
+        "other threads": whole - main,
+        "child processes": process_tree_cpu(pid) - whole,
+    }
+
+
 class Server:
     def __init__(
         self,
@@ -113,6 +139,9 @@ class Server:
 
     def cpu(self) -> float:
         return process_tree_cpu(self.proc.pid)
+
+    def cpu_by_thread(self) -> dict[str, float]:
+        return cpu_by_thread(self.proc.pid)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -223,6 +252,8 @@ class Result:
     late: int = 0
     loadgen_ms: float = 0.0
     split: dict[str, float] | None = None
+    threads: dict[str, float] | None = None
+    """CPU ms per webhook of the throughput phase by thread (:func:`cpu_by_thread`)."""
 
 
 def run_system(server: Server, slack: Slack, args: argparse.Namespace, profile: bool) -> Result:
@@ -234,11 +265,17 @@ def run_system(server: Server, slack: Slack, args: argparse.Namespace, profile: 
 
     # throughput: as fast as acknowledged, until the last message arrived
     load = phase("t", args.webhooks, args.conversations, server.port)
-    cpu, own = server.cpu(), time.process_time()
+    cpu, own, threads = server.cpu(), time.process_time(), server.cpu_by_thread()
     sent = asyncio.run(closed_loop("127.0.0.1", server.port, load.requests, CONNECTIONS))
     own = time.process_time() - own
     arrived = slack.wait(load.ids)
     cpu = server.cpu() - cpu
+    after = server.cpu_by_thread()
+    result.threads = {
+        part: (after[part] - before) / args.webhooks * 1000
+        for part, before in threads.items()
+        if part in after
+    }
     result.lost = len(load.ids) - len(arrived)
     if arrived:
         result.throughput = len(arrived) / (max(arrived.values()) - min(sent.sent))
@@ -361,7 +398,7 @@ def profile_split(
             "--subprocesses",
             "--idle" if args.profile_idle else "--gil",
             "--rate",
-            "250",
+            "1000",
             "--nonblocking",
             "--format",
             "raw",
@@ -455,8 +492,16 @@ def main() -> None:
             f"CPU per webhook <= 2x ({daemon.cpu_ms / base.cpu_ms:.2f}x); at 250/s ack p99 "
             f"<= 50 ms ({daemon.ack_p99:.0f}), end-to-end p99 <= 100 ms ({daemon.e2e_p99:.0f})"
         )
+    for name, result in results.items():
+        if result.threads:
+            parts = ", ".join(f"{part} {ms:.2f}" for part, ms in result.threads.items())
+            print(f"{name}'s CPU per webhook by thread, ms (throughput phase): {parts}")
     if daemon.split:
-        print("rulekit's CPU by layer (py-spy samples of its processes, not idle):")
+        print(
+            "rulekit's CPU by layer (py-spy samples of its processes holding their GIL: a thread"
+            " inside SQLite or a system call is not sampled, each evaluation worker has a GIL"
+            " of its own):"
+        )
         for layer, share in daemon.split.items():
             print(f"  {layer:22} {share * 100:5.1f}%  ~{share * daemon.cpu_ms:.2f} ms/webhook")
     elif not args.no_profile:
