@@ -113,6 +113,12 @@ def set_timer(
     plan.timers.append(TimerSet(rule.name, conversation_id, due, timing.restart))
     if trace is not None:
         local = due.astimezone(config.timezone)
-        trace.reason += f"; timer set: would fire at {local:%H:%M} ({timing.describe()})"
+        # the day too when it is not today's (business time from Friday evening is Monday's)
+        day = (
+            ""
+            if local.date() == now.astimezone(config.timezone).date()
+            else f"{local:%a %Y-%m-%d} "
+        )
+        trace.reason += f"; timer set: would fire at {day}{local:%H:%M} ({timing.describe()})"
         if timing.unless is not None:
             trace.reason += f" unless {condition_source(timing.unless)}"

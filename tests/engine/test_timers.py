@@ -90,7 +90,9 @@ def test_a_timed_rule_sets_a_timer_instead_of_acting(build_engine) -> None:
     (timer,) = plan.timers
     assert (timer.rule, timer.conversation_id) == ("ping", "c1")
     assert timer.due == datetime(2026, 12, 7, 9, 5, tzinfo=BERLIN)
-    assert "would fire at 09:05 (10m of business time (support)) unless" in plan.rules[0].reason
+    # Monday's, not today's 09:05
+    reason = plan.rules[0].reason
+    assert "would fire at Mon 2026-12-07 09:05 (10m of business time (support)) unless" in reason
     replied = make_event(event="agent_replied", conversation={"id": "c1"})
     assert [(c.rule, c.conversation_id) for c in engine.evaluate(replied).cancels] == [
         ("ping", "c1")
