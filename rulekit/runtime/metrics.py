@@ -12,6 +12,11 @@ import prometheus_client
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Info, generate_latest
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+MAX_EVENT_NAMES = 50
+"""Event names counted apart per channel (``rulekit_events_processed_total``); the names after
+them, and any longer than :data:`MAX_EVENT_NAME` characters, are counted as ``other``."""
+MAX_EVENT_NAME = 64
+OTHER_EVENTS = "other"
 
 
 class _KeptChildren:
@@ -59,6 +64,7 @@ class Metrics:
             ["channel"],
             registry=registry,
         )
+        self._event_names: dict[str, set[str]] = {}
         self.events_processed = Counter(
             "rulekit_events_processed_total",
             "Normalized events evaluated and recorded, by channel and event name.",
@@ -147,3 +153,16 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def event_processed(self, channel: str, event: str) -> None:
+        """Count an event evaluated and recorded. Its name is a label: the ``webhook`` channel
+        takes any name its sender writes, and each label's series is kept for good, so a
+        channel's names beyond :data:`MAX_EVENT_NAMES` (and long ones) count as ``other``
+        rather than grow the daemon's memory and ``/metrics`` without end."""
+        names = self._event_names.setdefault(channel, set())
+        if event not in names:
+            if len(names) >= MAX_EVENT_NAMES or len(event) > MAX_EVENT_NAME:
+                event = OTHER_EVENTS
+            else:
+                names.add(event)
+        self.events_processed.labels(channel, event).inc()

@@ -469,7 +469,7 @@ class Processor:
 def report(result: Processed, metrics: Metrics, feed: LiveFeed) -> None:
     """Count and publish one processed event."""
     if result.recorded:
-        metrics.events_processed.labels(result.event.channel, result.event.event).inc()
+        metrics.event_processed(result.event.channel, result.event.event)
         for rule in result.matched:
             metrics.rule_matched.labels(rule).inc()
     feed.publish(result.message())
