@@ -32,6 +32,15 @@ MAX_DETAIL = 300
 """How much of the service's error message is kept."""
 
 
+def _client_path(client_id: str) -> str:
+    """``/clients/{id}``, the id one percent-encoded path segment; an id the HTTP client would
+    resolve away (``.``, ``..``, also written ``%2E``) is refused: a website binds visitors with
+    ids of its own choosing, and ``/clients/..`` is a call to another endpoint, not a client."""
+    if client_id.replace("%2E", ".").replace("%2e", ".") in ("", ".", ".."):
+        raise PermanentActionError(f"{client_id!r} cannot name a client in a Chatra API call")
+    return f"/clients/{quote(client_id, safe='')}"
+
+
 class ChatraAPI:
     """Chatra's REST API at ``base_url``, authenticated with the account's API keys
     (``Authorization: Chatra.Simple <public key>:<secret key>``)."""
@@ -65,12 +74,12 @@ class ChatraAPI:
     ) -> dict[str, Any]:
         """``PUT /clients/{id}``: change a visitor's name, email, phone or notes (only the keys
         sent; null clears one); return the visitor as Chatra has it now."""
-        path = f"/clients/{quote(client_id, safe='')}"
+        path = _client_path(client_id)
         return await self.call("PUT", path, body, timeout=timeout, what="the change")
 
     async def get_client(self, client_id: str, *, timeout: float) -> dict[str, Any]:
         """``GET /clients/{id}``: one visitor, as Chatra has it."""
-        path = f"/clients/{quote(client_id, safe='')}"
+        path = _client_path(client_id)
         return await self.call("GET", path, None, timeout=timeout, what="the request")
 
     async def call(

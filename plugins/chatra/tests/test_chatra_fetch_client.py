@@ -8,12 +8,13 @@ import asyncio
 import contextlib
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from chatra_samples import CHANNEL, encode, make_provider, sample_body
 from pydantic import SecretStr
 from rulekit.actions.pacing import Pace, Pacer, service_key
-from rulekit.errors import RetryableActionError, StoreUnavailable
+from rulekit.errors import PermanentActionError, RetryableActionError, StoreUnavailable
 from rulekit.store import MemoryStore
 from rulekit.testing.clock import run_virtual
 
@@ -291,3 +292,33 @@ def test_a_429_answered_to_a_reply_holds_the_fetches_back() -> None:
     fetches, inbox = run_virtual(run())
     assert fetches == [4.0]  # after the reply's window, and one interval for the replies
     assert inbox.pauses == []
+
+
+def test_a_client_id_the_http_client_would_resolve_away_is_never_a_path() -> None:
+    """A website binds visitors with ids of its own choosing: ``GET /clients/..`` went to
+    ``GET /`` (and ``.`` to ``/clients/``), a call to another endpoint of the account's API
+    whose answer was taken for the client, and ``PUT`` likewise for an agent's change."""
+    with FakeChatra() as chatra:
+        chatra.add_client("a..b", name="Dots")
+        chatra.add_client("...", name="Three dots")
+
+        async def calls() -> list[Any]:
+            api = ChatraAPI(chatra.base_url, chatra.public_key, SecretStr(chatra.secret_key))
+            out: list[Any] = []
+            for client_id in ("..", ".", "%2E%2e", "", "a..b", "..."):
+                for call in (
+                    api.get_client(client_id, timeout=5),
+                    api.update_client(client_id, {"notes": "n"}, timeout=5),
+                ):
+                    try:
+                        out.append((await call).get("name"))
+                    except PermanentActionError as exc:
+                        out.append(str(exc))
+            return out
+
+        answers = asyncio.run(calls())
+        paths = [urlsplit(r.path).path for r in chatra.requests]
+    refused = [answers[i] for i in range(8)]
+    assert all("cannot name a client in a Chatra API call" in a for a in refused), refused
+    assert answers[8:] == ["Dots", "Dots", "Three dots", "Three dots"]
+    assert paths == ["/clients/a..b"] * 2 + ["/clients/..."] * 2
