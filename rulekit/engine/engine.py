@@ -277,6 +277,8 @@ class Engine:
                 elif prepared.constant is not None and not recovered:  # decided in full
                     add_actions(prepared.constant if pristine else prepared.actions_for(sequence))
                 else:
+                    if decider is not None:  # decided without a condition's budget: its own
+                        budget.renew()
                     plan_actions(rule, sequence, now, env, plan, trace, self.config)
                     pristine = sequence.event is event and not sequence.decided_later
                 if rule.stop:

@@ -12,6 +12,7 @@ from pydantic import ValidationInfo as _Info
 
 from rulekit.actions.base import Action
 from rulekit.errors import Location
+from rulekit.expr.budget import OverBudget, current
 from rulekit.expr.markup import interpolations
 from rulekit.expr.sandbox import MAX_OUTPUT
 from rulekit.models import Duration, StrictModel
@@ -171,12 +172,17 @@ class ActionStep:
 
     def render(self, e: Any, now: Any, env: Any) -> dict[str, Any]:
         """The parameters for this event: templates rendered, values escaped for the markup
-        they landed in (for actions that send markup, see :mod:`rulekit.expr.markup`)."""
+        they landed in (for actions that send markup, see :mod:`rulekit.expr.markup`). What
+        they hold is charged to the rule's budget: each template's output is limited, and
+        together a rule's parameters are too (many templates repeating a long client value
+        would otherwise make a plan of any size, stored and sent by the daemon)."""
         if not self.action_class.markup:
-            return self._render_params(e, now, env)
-        with interpolations(MAX_OUTPUT) as values:
             rendered = self._render_params(e, now, env)
-            return self.action_class.escape(values, rendered)
+        else:
+            with interpolations(MAX_OUTPUT) as values:
+                rendered = self.action_class.escape(values, self._render_params(e, now, env))
+        charge_parameters(rendered)
+        return rendered
 
     def _render_params(self, e: Any, now: Any, env: Any) -> dict[str, Any]:
         return {key: _render(value, e, now, env) for key, value in self.params.items()}
@@ -206,6 +212,31 @@ class ActionStep:
                 return None
             self._entry = {"rule": rule, "action": self.action, "params": dumped}
         return self._entry
+
+
+def charge_parameters(rendered: Any) -> None:
+    """Charge the text of rendered parameters to the active budget (the rule's): over what
+    a rule may build, :class:`~rulekit.expr.budget.OverBudget`."""
+    budget = current()
+    total = 0
+    pending = [rendered]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, dict):
+            total += len(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            total += len(item)
+            pending.extend(item)
+        else:
+            total += 1
+    if total > budget.built:
+        raise OverBudget(
+            f"the rule's parameters would hold more than {budget.limits.built} characters"
+        )
+    budget.build(total)
 
 
 def _render(params: Any, e: Any, now: Any, env: Any) -> Any:

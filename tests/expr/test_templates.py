@@ -300,6 +300,56 @@ def test_output_over_the_limit_is_not_rendered(build_engine) -> None:
         assert f"template over its budget: output larger than {MAX_OUTPUT} characters" in error
 
 
+LONG_MESSAGE = "x" * 99_000  # a client's message just under one value's limit
+
+
+def _webhook_config() -> str:
+    return "integrations:\n  webhooks:\n    crm: {url: 'http://127.0.0.1:9/x', secret: s}\n"
+
+
+@BOTH
+@pytest.mark.parametrize("many", ["parameters", "actions"])
+def test_a_rules_parameters_together_are_within_its_budget(
+    build_engine, full: bool, many: str
+) -> None:
+    """Each template's output is limited; many templates repeating one long client value
+    are limited together, so that no rule makes a plan (stored, sent) of any size."""
+    value = _wrap("{{ message.text }}", full)
+    if many == "parameters":
+        body = {f"k{i}": value for i in range(50)}
+        actions = f"    - webhook: {json.dumps({'to': 'crm', 'body': body})}\n"
+    else:
+        actions = "".join(
+            f"    - slack: {json.dumps({'channel': f'#a{i}', 'text': value})}\n" for i in range(50)
+        )
+    rules = f"- name: t\n  on: {{channel: online-chat}}\n  do:\n{actions}"
+    engine = build_engine(rules, _webhook_config())
+    plan = engine.evaluate(make_event(event="message", message={"text": LONG_MESSAGE}))
+    built = sum(len(json.dumps(action.json_params())) for action in plan)
+    assert built <= budget.MAX_BUILT + 10_000
+    assert plan.errors, "the rule must say its parameters are over its budget"
+    assert "the rule's parameters would hold more than 500000 characters" in plan.errors[0]
+
+
+@BOTH
+@pytest.mark.parametrize("condition", [None, "message.text is defined"])
+def test_every_rule_has_a_budget_of_its_own_for_its_parameters(
+    build_engine, full: bool, condition: str | None
+) -> None:
+    """Rules decided by the index (no condition of their own evaluated) too: one rule's
+    parameters never use up another's budget."""
+    value = _wrap("{{ message.text }}", full)
+    step = f"    - webhook: {json.dumps({'to': 'crm', 'body': {'a': value, 'b': value}})}\n"
+    when = "" if condition is None else f"  if: {condition}\n"
+    rules = "".join(
+        f"- name: r{n}\n  on: {{channel: online-chat}}\n{when}  do:\n{step}" for n in range(4)
+    )
+    engine = build_engine(rules, _webhook_config())
+    plan = engine.evaluate(make_event(event="message", message={"text": LONG_MESSAGE}))
+    assert plan.errors == []
+    assert [action.rule for action in plan] == ["r0", "r1", "r2", "r3"]
+
+
 def test_small_loops_and_range_work(build_engine) -> None:
     template = "{% for i in range(3) %}{{ i }}{% if not loop.last %},{% endif %}{% endfor %}"
     params = render(build_engine, "autoreply", {"text": template})
