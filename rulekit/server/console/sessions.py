@@ -21,6 +21,10 @@ from rulekit.config import AgentEntry, Config
 SESSION_TTL = 12 * 3600.0
 """Seconds a session lives after its last use."""
 MAX_SESSIONS = 10_000
+"""Sessions the daemon keeps in all (the oldest ends first)."""
+MAX_SESSIONS_PER_TOKEN = 64
+"""Sessions one token may hold: signing in again ends that token's oldest session, never
+another agent's (a token used in a loop would otherwise sign everyone else out)."""
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 
@@ -99,16 +103,27 @@ class Sessions:
     def __init__(self, ttl: float = SESSION_TTL) -> None:
         self.ttl = ttl
         self._sessions: dict[str, Session] = {}
+        self._held: dict[str, int] = {}
+        """How many sessions each token (by its hash) holds."""
 
     def open(self, digest: str) -> str:
         self._prune()
+        if self._held.get(digest, 0) >= MAX_SESSIONS_PER_TOKEN:
+            # this token's oldest session (dicts keep insertion order)
+            self.close(next(k for k, s in self._sessions.items() if s.digest == digest))
         session_id = secrets.token_urlsafe(32)
         self._sessions[session_id] = Session(digest, time.monotonic() + self.ttl)
+        self._held[digest] = self._held.get(digest, 0) + 1
         return session_id
 
     def close(self, session_id: str | None) -> None:
-        if session_id:
-            self._sessions.pop(session_id, None)
+        session = self._sessions.pop(session_id, None) if session_id else None
+        if session is not None:
+            left = self._held[session.digest] - 1
+            if left:
+                self._held[session.digest] = left
+            else:
+                del self._held[session.digest]
 
     def viewer(self, session_id: str | None, config: Config) -> Viewer | None:
         """The viewer of a live session, as the current config describes them."""
@@ -132,6 +147,6 @@ class Sessions:
     def _prune(self) -> None:
         now = time.monotonic()
         for key in [k for k, s in self._sessions.items() if s.expires < now]:
-            del self._sessions[key]
+            self.close(key)
         while len(self._sessions) >= MAX_SESSIONS:  # oldest first (dicts keep insertion order)
-            del self._sessions[next(iter(self._sessions))]
+            self.close(next(iter(self._sessions)))

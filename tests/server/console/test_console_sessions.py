@@ -8,7 +8,15 @@ import hashlib
 import pytest
 
 from rulekit.config import AgentEntry, Config, ConsoleSettings, Directory, RawConfig
-from rulekit.server.console.sessions import Sessions, Viewer, hash_problems, identify, token_hash
+from rulekit.server.console.sessions import (
+    MAX_SESSIONS,
+    MAX_SESSIONS_PER_TOKEN,
+    Sessions,
+    Viewer,
+    hash_problems,
+    identify,
+    token_hash,
+)
 
 
 def config_with(agents: list[AgentEntry], admin: str | None = None) -> Config:
@@ -67,6 +75,27 @@ def test_a_session_ends_when_a_reload_revokes_its_token() -> None:
     assert sessions.viewer(session, after) is None
     assert sessions.viewer(session, before) is None  # gone for good
     assert len(sessions) == 0
+
+
+def test_one_token_signing_in_again_and_again_signs_nobody_else_out() -> None:
+    """Sessions are kept in a bounded table; one token (an agent's script, a leaked token)
+    filling it ends its own oldest sessions, not the other agents' or the admin's."""
+    sessions = Sessions()
+    config = config_with(
+        [agent("ann@example.com", "t-ann"), agent("bob@example.com", "t-bob")],
+        admin=token_hash("t-admin"),
+    )
+    ann = sessions.open(token_hash("t-ann"))
+    admin = sessions.open(token_hash("t-admin"))
+    bob = [sessions.open(token_hash("t-bob")) for _ in range(MAX_SESSIONS + 10)]
+    assert sessions.viewer(ann, config).email == "ann@example.com"  # type: ignore[union-attr]
+    assert sessions.viewer(admin, config).admin  # type: ignore[union-attr]
+    assert sessions.viewer(bob[-1], config).email == "bob@example.com"  # type: ignore[union-attr]
+    assert sessions.viewer(bob[0], config) is None  # bob's oldest ended
+    assert len(sessions) == 2 + MAX_SESSIONS_PER_TOKEN
+    for session in bob[-MAX_SESSIONS_PER_TOKEN:]:
+        sessions.close(session)
+    assert len(sessions) == 2
 
 
 def test_a_session_expires_when_unused() -> None:
