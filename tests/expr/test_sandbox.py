@@ -195,6 +195,62 @@ def test_filters_on_long_texts_let_the_cpu_clock_stop_a_render(name: str) -> Non
     assert with_budget(lambda: template.render(t="a.co b")) != ""  # the real clock
 
 
+class _Compared(str):
+    """A one-character text that counts the comparisons made of it."""
+
+    count = 0
+
+    def __lt__(self, other: object) -> bool:
+        _Compared.count += 1
+        return str.__lt__(self, other)  # type: ignore[operator]
+
+    __gt__ = __lt__
+
+    def __eq__(self, other: object) -> bool:
+        _Compared.count += 1
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+    def lower(self) -> str:  # (case-insensitive filters read items through it)
+        _Compared.count += 1
+        return self
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "t|sort",
+        "t|sort(case_sensitive=true)",
+        "t|unique|list",
+        "t|min",
+        "t|max",
+        "t|groupby(0)",
+        "t|dictsort",
+    ],
+)
+@pytest.mark.parametrize("kind", ["text", "list"])
+def test_filters_working_per_item_count_each_item_before_they_run(
+    expression: str, kind: str
+) -> None:
+    """``sort``, ``unique``, ``min``, ``max``, ``groupby``, ``dictsort`` run a key function
+    or a comparison for each item, inside one call that no step can stop (sorting a client's
+    4 MB message took 3 s of CPU): each item is a step, counted before any is compared."""
+    items = [_Compared(c) for c in "ba" * 60_000]
+    value: Any = {c + str(i): i for i, c in enumerate(items)} if "dictsort" in expression else items
+    if kind == "text":
+        value = "ba" * 60_000 if "dictsort" not in expression else value
+    _Compared.count = 0
+    template = Sandbox().from_string("{{ (" + expression + ")|length }}")
+    with pytest.raises(OverBudget, match="steps"):
+        with_budget(lambda: template.render(t=value))
+    assert _Compared.count == 0
+    short = "ba" * 10
+    assert with_budget(lambda: Sandbox().from_string("{{ t|sort|join }}").render(t=short)) == (
+        "a" * 10 + "b" * 10
+    )
+
+
 def _cpu_of(template: Any, text: str) -> float:
     start = time.thread_time()
     with_budget(lambda: template.render(t=text))
