@@ -26,7 +26,7 @@ from rulekit.engine.plan import (
     RuleTrace,
 )
 from rulekit.engine.planning import ActionSequence, plan_actions, set_timer
-from rulekit.engine.prepared import PreparedRule, prepare
+from rulekit.engine.prepared import PreparedRule, prepare, take_plain
 from rulekit.engine.reasons import (
     ConditionFailed,
     condition_source,
@@ -186,7 +186,7 @@ class Engine:
         env = self.env
         plan = Plan(event)
         bucket = self.index.bucket(event.channel, event.event)
-        rules, values = bucket.select(event, now, env)
+        rules, values, decided = bucket.select_decided(event, now, env)
         own = event.origin == "rulekit"
         conversation_id = event.conversation.id
         if conversation_id:
@@ -204,6 +204,12 @@ class Engine:
         # over the later candidates when an action changes the conversation
         considered = 0  # the candidates considered before ``pending``
         pending: list[Rule] | None = rules
+        if rules and not own and not recovered:
+            # the leading candidates decided and planned alike, taken together
+            considered = take_plain(
+                rules, values, decided, plan, explain, prepared_rules, self.index
+            )
+            pending = rules[considered:] if considered < len(rules) else None
         while pending is not None:
             later: list[Rule] | None = None
             for rule in pending:

@@ -12,7 +12,9 @@ lets through is evaluated in full, or decided from the values the index read whe
 conditions are such tests (:mod:`.decide`).
 
 A discriminator is chosen per bucket by selectivity (:func:`choose_by_selectivity`); a rule
-whose only must-hold condition is an ``any`` is filed under one test per branch.
+whose only must-hold condition is an ``any`` is filed under one test per branch. A rule that is
+one such test, or an ``any`` of them, is decided by the tests the index found to hold, when the
+fields read are of plain types (:class:`Hit`): no decider runs for it.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ import re2
 from jinja2 import nodes
 
 from rulekit.engine.decide import Decider
+from rulekit.engine.explain import decision_code
 from rulekit.engine.needles import NeedleSets
 from rulekit.expr.codegen import Program
 from rulekit.expr.nodewalk import constant_values
-from rulekit.rules.spec import Either, Rule
+from rulekit.rules.spec import AnyOf, Either, Leaf, Rule
 
 if TYPE_CHECKING:
     from rulekit.engine.analysis import RuleAnalysis
@@ -271,8 +274,15 @@ class KeyIndex:
         default_factory=lambda: defaultdict(lambda: defaultdict(list))
     )
     contains: dict[str, list[Rule]] = field(default_factory=lambda: defaultdict(list))
+    decisions: dict[tuple[str, Any], list[Hit]] = field(default_factory=dict)
+    """For the rules a hit decides (:class:`Hit`), by the table and the value they are filed
+    under (``("eq", value)``, ``("prefix", text)``…), what the hit says."""
+    texts_only = False
+    """Whether a rule tests the field as text (a prefix, suffix or substring)."""
 
-    def add(self, rule: Rule, d: Discriminator) -> None:
+    def add(self, rule: Rule, d: Discriminator, decision: tuple[int, int] | None = None) -> None:
+        """File ``rule`` under ``d``; ``decision``: the branch ``d`` is of a rule whose hits
+        decide it, and the rule's decision when it is the first branch that holds."""
         self.rules.append(rule)
         for value in d.values:
             if d.kind == "eq":
@@ -283,15 +293,23 @@ class KeyIndex:
                 self.suffixes[len(value)][value].append(rule)
             else:
                 self.contains[value].append(rule)
+            if decision is not None:
+                _note(self.decisions.setdefault((d.kind, value), []), rule, *decision)
 
     def freeze(self) -> None:
         self.eq = dict(self.eq)
         self.prefixes = {n: dict(m) for n, m in self.prefixes.items()}
         self.suffixes = {n: dict(m) for n, m in self.suffixes.items()}
         self.contains = dict(self.contains)
+        self.texts_only = bool(self.prefixes or self.suffixes or self.contains)
         self._prefix_items = list(self.prefixes.items())
         self._suffix_items = list(self.suffixes.items())
         self._contains_items = list(self.contains.items())
+        decisions = self.decisions
+        self._eq_hits = {v: found for (kind, v), found in decisions.items() if kind == "eq"}
+        self._prefix_hits = {v: found for (kind, v), found in decisions.items() if kind == "prefix"}
+        self._suffix_hits = {v: found for (kind, v), found in decisions.items() if kind == "suffix"}
+        self._contains_hits = [decisions.get(("contains", v), ()) for v, _ in self._contains_items]
         self._needles: NeedleSets | None = None
         if len(self._contains_items) >= MIN_NEEDLE_SET:
             try:
@@ -299,8 +317,9 @@ class KeyIndex:
             except (UnicodeEncodeError, re2.error):  # a needle RE2 cannot take: one by one
                 self._needles = None
 
-    def matching(self, value: Any, out: list[Rule]) -> None:
-        """Append the rules whose discriminator holds for ``value``."""
+    def matching(self, value: Any, out: list[Rule], hits: list[Hit] | None = None) -> None:
+        """Append the rules whose discriminator holds for ``value``, and to ``hits`` (when
+        given) what the holding tests decide (see :class:`Hit`)."""
         if self.eq:
             try:
                 found = self.eq.get(value)
@@ -308,30 +327,40 @@ class KeyIndex:
                 found = None
             if found:
                 out.extend(found)
+                if hits is not None:
+                    hits.extend(self._eq_hits.get(value, ()))
         if isinstance(value, str):
             for length, table in self._prefix_items:
                 found = table.get(value[:length])
                 if found:
                     out.extend(found)
+                    if hits is not None:
+                        hits.extend(self._prefix_hits.get(value[:length], ()))
             for length, table in self._suffix_items:
                 found = table.get(value[-length:])
                 if found:
                     out.extend(found)
+                    if hits is not None:
+                        hits.extend(self._suffix_hits.get(value[-length:], ()))
         if self._contains_items and value is not None:
             if self._needles is not None and isinstance(value, str):
                 try:
-                    hits = self._needles.found(value)
+                    indexes = self._needles.found(value)
                 except UnicodeEncodeError:  # not valid Unicode: one by one below
                     pass
                 else:
                     items = self._contains_items
-                    for index in hits:
+                    for index in indexes:
                         out.extend(items[index][1])
+                        if hits is not None:
+                            hits.extend(self._contains_hits[index])
                     return
-            for needle, rules in self._contains_items:
+            for index, (needle, rules) in enumerate(self._contains_items):
                 try:
                     if needle in value:
                         out.extend(rules)
+                        if hits is not None:
+                            hits.extend(self._contains_hits[index])
                 except TypeError:
                     return
 
@@ -345,6 +374,8 @@ class Bucket:
     keys: list[KeyIndex]
     chosen: dict[str, Option] = field(default_factory=dict)
     """Each indexed rule's discriminator (by name), chosen for this bucket's rules."""
+    decided_by_hits: bool = False
+    """Whether some of the rules are decided by the index's hits (:class:`Hit`)."""
 
     def candidates(self, e: Any, now: Any, env: Any) -> list[Rule]:
         """The rules worth evaluating for this event, in rule order."""
@@ -353,26 +384,104 @@ class Bucket:
     def select(self, e: Any, now: Any, env: Any) -> tuple[list[Rule], dict[str, Any]]:
         """The :meth:`candidates`, and the value of each field read (by its code; a field
         that could not be read is missing) for the rules' deciders (:mod:`.decide`)."""
+        found, values, _ = self._select(e, now, env, None)
+        return found, values
+
+    def select_decided(
+        self, e: Any, now: Any, env: Any
+    ) -> tuple[list[Rule], dict[str, Any], list[int | None] | None]:
+        """:meth:`select`, and each candidate's decision when the index's hits decide it
+        (:class:`Hit`; None for the others); None instead of the list when no candidate is
+        decided so: a field could not be read or is of a type whose tests may raise."""
+        if not self.decided_by_hits:
+            found, values, _ = self._select(e, now, env, None)
+            return found, values, None
+        hits: list[Hit] = []
+        found, values, plain = self._select(e, now, env, hits)
+        if not plain or not hits:
+            return found, values, None
+        if len(hits) > 1:  # the first branch that holds decides: applied last
+            hits.sort(key=_branch, reverse=True)
+        decided: dict[Rule, int] = {}
+        for hit in hits:
+            decided.update(hit.decisions)
+        return found, values, list(map(decided.get, found))
+
+    def _select(
+        self, e: Any, now: Any, env: Any, hits: list[Hit] | None
+    ) -> tuple[list[Rule], dict[str, Any], bool]:
         values: dict[str, Any] = {}
         if not self.keys:
-            return self.always, values
+            return self.always, values, True
         found = list(self.always)
+        plain = True  # every field read, each of a type whose tests do not raise
         for key in self.keys:
             try:
                 value = key.getter(e, now, env)  # type: ignore[misc]
             except Exception:
                 # the rules' own conditions fail the same way: evaluated, they say so
                 found.extend(key.rules)
+                plain = False
                 continue
             values[key.code] = value
+            if hits is not None and type(value) is not str:
+                plain = plain and not key.texts_only and type(value) in _PLAIN_TYPES
             if key.rules:
-                key.matching(value, found)
+                key.matching(value, found, hits)
         if len(found) > len(self.always):
             found = sorted(set(found), key=_position)
-        return found, values
+        return found, values, plain
 
 
 _position = attrgetter("position")
+_branch = attrgetter("branch")
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
+"""The types of field values whose equality and membership tests are the index's own
+lookups, and never raise (text also for prefixes, suffixes and substrings)."""
+
+
+@dataclass(slots=True)
+class Hit:
+    """What one test the index found to hold decides.
+
+    A rule whose condition is one test, or an ``any`` of tests (each an indexable condition of
+    a field), is filed under each of them: the index's lookups are those tests, so when every
+    field was read and is of a plain type (:data:`_PLAIN_TYPES`) the tests that hold are the
+    ones it found, and the first of them in the rule's order decides the rule: the earlier
+    ones false, the later ones not evaluated. ``decisions`` holds, for the rules filed under
+    one value of one lookup as their ``branch``-th test, that decision
+    (:func:`~rulekit.engine.explain.decision_code`) — the number their deciders return."""
+
+    branch: int
+    decisions: dict[Rule, int]
+
+
+def _note(hits: list[Hit], rule: Rule, branch: int, decision: int) -> None:
+    for hit in hits:
+        if hit.branch == branch:
+            hit.decisions[rule] = decision
+            return
+    hits.append(Hit(branch, {rule: decision}))
+
+
+def hit_decisions(rule: Rule, option: Option) -> list[int] | None:
+    """The decision of ``rule`` filed under ``option`` when each of its tests is the first to
+    hold (see :class:`Hit`), or None when its hits do not decide it."""
+    condition = rule.condition
+    if isinstance(condition, Leaf) and isinstance(option, Discriminator):
+        return [decision_code(True, [True])]
+    if (
+        isinstance(condition, AnyOf)
+        and isinstance(option, AnyKey)
+        and len(option.parts) == len(condition.children)
+        and all(isinstance(child, Leaf) for child in condition.children)
+    ):
+        n = len(option.parts)
+        return [
+            decision_code(True, [False] * branch + [True] + [None] * (n - branch - 1))
+            for branch in range(n)
+        ]
+    return None
 
 
 class RuleIndex:
@@ -431,19 +540,26 @@ class RuleIndex:
         always: list[Rule] = []
         keys: dict[str, KeyIndex] = {}
         chosen = choose_by_selectivity({rule.name: self._options[rule.name] for rule in rules})
+        by_hits = False
         for rule in rules:
             option = chosen.get(rule.name)
             if option is None:
                 always.append(rule)
             else:
-                for d in _parts(option):
-                    self._key(keys, d.key_code).add(rule, d)
+                # a rule its deciders decide from its tests alone may be decided by its hits
+                decisions = None
+                if rule.name in self.decidable and len(self._options[rule.name]) == 1:
+                    decisions = hit_decisions(rule, option)
+                by_hits = by_hits or decisions is not None
+                for branch, d in enumerate(_parts(option)):
+                    decision = None if decisions is None else (branch, decisions[branch])
+                    self._key(keys, d.key_code).add(rule, d, decision)
             decides = self.decidable.get(rule.name)
             for code in decides.keys if decides is not None else ():
                 self._key(keys, code)  # read for the rule's decider
         for key in keys.values():
             key.freeze()
-        return Bucket(rules, always, list(keys.values()), chosen)
+        return Bucket(rules, always, list(keys.values()), chosen, by_hits)
 
     def _key(self, keys: dict[str, KeyIndex], code: str) -> KeyIndex:
         key = keys.get(code)

@@ -35,7 +35,9 @@ def _quote(value: str) -> str:
 
 
 word = st.sampled_from(WORDS)
-leaf = st.one_of(
+# tests of fields whose values are always of a plain type in ``plain_event`` (text, or a
+# country that may be missing)
+plain_leaf = st.one_of(
     st.builds(lambda v: f"client.country == {_quote(v)}", st.sampled_from(COUNTRIES)),
     st.builds(
         lambda vs: f"client.country in [{', '.join(map(_quote, vs))}]",
@@ -52,6 +54,9 @@ leaf = st.one_of(
         lambda vs: f"message.text.endswith(({', '.join(map(_quote, vs))},))",
         st.lists(word, min_size=1, max_size=2),
     ),
+)
+leaf = st.one_of(
+    plain_leaf,
     # a field whose value may be a number, a list or missing
     st.builds(lambda v: f"client.custom.plan == {_quote(v)}", st.sampled_from(PLANS)),
     st.builds(lambda v: f"client.custom.plan.startswith({_quote(v)})", st.sampled_from(PLANS)),
@@ -179,6 +184,45 @@ def test_indexed_evaluation_equals_evaluating_every_rule(rules, events) -> None:
             compact = trace.compact()
             # a candidate's trace is the trace of its evaluation in full
             assert (trace.matched, compact["outcomes"]) == expected[trace.name], trace.name
+
+
+# the index's hits decide a rule made of one plain test or an `any` of them
+plain_rule = st.fixed_dictionaries(
+    {
+        "event": st.sampled_from(["created", "created", ["created", "message"]]),
+        "if": st.one_of(
+            plain_leaf,
+            st.builds(lambda cs: {"any": cs}, st.lists(plain_leaf, min_size=1, max_size=4)),
+            st.builds(lambda cs: [{"any": cs}], st.lists(plain_leaf, min_size=2, max_size=3)),
+            condition,  # some rules the hits do not decide, among them
+        ),
+        "stop": st.sampled_from([False, False, False, True]),
+    }
+)
+plain_event = st.fixed_dictionaries(
+    {
+        "event": st.sampled_from(["created", "message"]),
+        "client": st.fixed_dictionaries(
+            {"country": st.one_of(st.none(), st.sampled_from(COUNTRIES))}
+        ),
+        "message": st.fixed_dictionaries(
+            {"text": st.lists(st.sampled_from([*WORDS, " ", "ok"]), max_size=4).map("".join)}
+        ),
+    }
+)
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    rules=st.lists(plain_rule, min_size=6, max_size=14),
+    events=st.lists(plain_event, min_size=6, max_size=10),
+)
+def test_rules_the_index_hits_decide_are_decided_as_in_full(rules, events) -> None:
+    test_indexed_evaluation_equals_evaluating_every_rule.hypothesis.inner_test(rules, events)
 
 
 def test_a_rule_the_index_leaves_out_says_so_in_its_trace(tmp_path: Path) -> None:
