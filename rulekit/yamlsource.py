@@ -56,6 +56,10 @@ MAX_SHARED = 64
 event, an action's name in each of a thousand rules)."""
 MAX_DEPTH = 100
 """Deepest nesting of mappings and lists in one document."""
+MAX_INT_TEXT = 4300
+"""Most characters of a base-60 integer (``1:30:00``), as Python allows an integer's digits:
+PyYAML computes one part at a time on an ever larger number, so its time grows with the
+square of the text (an 800 KB one took 23 s of CPU)."""
 
 
 class LineDict(dict[Any, Any]):
@@ -148,6 +152,14 @@ class Loader(_Base):
             return tag
         return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
 
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        """YAML 1.1 integers, base-60 ones (``1:30``) of at most :data:`MAX_INT_TEXT`
+        characters (longer ones are as much work as Python refuses for decimal digits)."""
+        text = node.value
+        if ":" in text and len(text) > MAX_INT_TEXT:
+            raise ValueError(f"Exceeds the limit ({MAX_INT_TEXT} characters) for a base-60 integer")
+        return super().construct_yaml_int(node)
+
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         """Construct ``node``, counting what aliases repeat and how deep values nest."""
         if node in self.recursive_objects:  # an alias inside the value it refers to
@@ -214,6 +226,7 @@ class Loader(_Base):
 Loader.add_implicit_resolver(
     _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
+Loader.add_constructor("tag:yaml.org,2002:int", Loader.construct_yaml_int)
 Loader.add_constructor("tag:yaml.org,2002:map", Loader.construct_yaml_map)
 Loader.add_constructor("tag:yaml.org,2002:seq", Loader.construct_yaml_seq)
 

@@ -129,3 +129,18 @@ def test_loads_what_pyyaml_builds_with_the_same_lines(text: str) -> None:
 def test_an_alias_returns_the_value_built_once() -> None:
     data = yamlsource.load("a: &x [1, 2]\nb: *x\n")
     assert data["a"] is data["b"]
+
+
+def test_a_long_base_60_integer_is_refused_before_it_is_computed() -> None:
+    """YAML 1.1 reads ``1:30`` as 90; PyYAML computes such a number part by part on an ever
+    larger integer, work growing with the square of its text (an 800 KB value in a rules file
+    took 23 s of CPU). Like decimal digits, its text is limited (4,300 characters)."""
+    text = "rules: [a]\nn: " + "1:" * 50_000 + "1\n"
+    with pytest.raises(yamlsource.YamlSyntaxError) as caught:
+        yamlsource.load(text)
+    assert caught.value.line == 2
+    assert "cannot read this value" in caught.value.message
+    longest = "1:" * (yamlsource.MAX_INT_TEXT // 2 - 1) + "1"
+    assert len(longest) < yamlsource.MAX_INT_TEXT
+    assert yamlsource.load(f"n: {longest}\n")["n"] > 60**2000
+    assert yamlsource.load("a: 1:30\nb: -2:00:00\n") == {"a": 90, "b": -7200}
