@@ -72,17 +72,17 @@ class Processed:
             "origin": event.origin,
             "conversation_id": event.conversation.id,
             # what an agent's list shows at once (the feed goes only to agents of the channel)
-            "client_name": event.client.name or event.client.display_name,
+            "client_name": preview(event.client.name or event.client.display_name),
             "text": preview(event.message.text),
             "inbox_id": self.inbox_id,
             "duplicate": not self.recorded,
             "matched": self.matched,
             "actions": [{"rule": j.rule, "action": j.action} for j in self.jobs],
-            "errors": self.errors,
+            "errors": [preview(error) for error in self.errors[:MAX_FEED_ERRORS]],
             # what the rules read of the team deciding: each console stream words it as
             # `team` for its viewer, as the event list does (rulekit.server.console.team)
             **(
-                {"team_read": {"seen": self.team, "client_email": event.client.email}}
+                {"team_read": {"seen": self.team, "client_email": preview(event.client.email)}}
                 if self.team
                 else {}
             ),
@@ -90,12 +90,16 @@ class Processed:
 
 
 PREVIEW = 300
-"""Characters of a message's text the live feed carries (the thread has it all)."""
+"""Characters of a message's text, and of any other text of the client's, the live feed
+carries (the thread has it all): the daemon keeps the feed's recent messages, and each open
+stream its own backlog of them."""
+MAX_FEED_ERRORS = 20
+"""The rules' errors of one event the live feed carries (the event's trace has them all)."""
 
 
 def preview(text: str | None) -> str | None:
-    """The start of a message's text, as the live feed carries it."""
-    if text is None or len(text) <= PREVIEW:
+    """The start of a text, as the live feed carries it."""
+    if not isinstance(text, str) or len(text) <= PREVIEW:
         return text
     return text[: PREVIEW - 1] + "…"
 

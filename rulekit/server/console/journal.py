@@ -87,11 +87,12 @@ def _event_message(message: dict[str, Any], record: EventRecord) -> dict[str, An
     text = (record.data.get("message") or {}).get("text")
     shown = {
         **message,
-        "client_name": client.get("name") or client.get("display_name"),
+        "client_name": preview(client.get("name") or client.get("display_name")),
         "text": preview(text),
     }
     if READ in message:
-        shown[READ] = {"seen": record.trace.get("team"), "client_email": client.get("email")}
+        email = client.get("email")
+        shown[READ] = {"seen": record.trace.get("team"), "client_email": preview(email)}
     return shown
 
 

@@ -1,6 +1,7 @@
 """One agent's console pages cannot take every connection: each agent holds at most
 ``MAX_STREAMS`` live streams, the next one is refused (429) until one closes, and other agents
-are not affected."""
+are not affected. What the streams carry (and the daemon keeps for reconnecting pages) is
+bounded whatever a client sent."""
 
 from __future__ import annotations
 
@@ -38,3 +39,52 @@ def test_each_agent_holds_a_bounded_number_of_streams(console_server: ConsoleSer
         wait_for(lambda: not console_server.console.streams, "her streams to close")
         with ExitStack() as again:
             assert open_stream(again, ann).status_code == 200
+
+
+def test_the_feed_carries_a_bounded_part_of_what_a_client_sent(tmp_path) -> None:
+    """The daemon keeps the feed's recent messages (for reconnecting pages) and each open
+    stream a backlog of them: a client's name or email of a megabyte, or an event whose
+    rules fail by the dozen, is carried cut short, live and when a page reconnects."""
+    from console_helpers import daemon_with_feed, messages, sha
+
+    from rulekit.runtime.planning import MAX_FEED_ERRORS, PREVIEW
+
+    secret = "stream-budget-secret-0123456789"
+    rules = "".join(
+        f"- name: r{n}\n  on: {{channel: web}}\n"
+        f"  do:\n    - autoreply: {{text: '{{{{ client.name * 2 }}}}'}}\n"
+        for n in range(40)
+    )
+    config = (
+        "rules: rules.d\nstorage: sqlite:///rulekit.sqlite3\n"
+        f"console: {{admin_token_sha256: {sha('admin-stream-token-0123')}}}\n"
+        f"channels:\n  web: {{provider: webhook, webhook_secret: {secret}}}\n"
+    )
+    big = "n" * 1_000_000
+    event = {
+        "id": "big-1",
+        "event": "created",
+        "conversation": {"id": "c-1"},
+        "client": {"id": "v-1", "name": big, "email": "e" * 500_000 + "@x.example"},
+        "message": {"text": big},
+    }
+
+    def first_event(response: httpx.Response) -> dict:
+        return next(m for m in messages(response.iter_lines()) if m.get("type") == "event")
+
+    with daemon_with_feed(tmp_path, rules, config) as (url, _):
+        login = httpx.post(f"{url}/console/login", data={"token": "admin-stream-token-0123"})
+        with httpx.Client(base_url=url, cookies=login.cookies, timeout=30) as admin:
+            with admin.stream("GET", "/console/stream") as live:
+                sent = httpx.post(f"{url}/webhooks/web/{secret}", content=json.dumps(event))
+                assert sent.status_code == 200
+                shown = [first_event(live)]
+            with admin.stream("GET", "/console/stream?last_event_id=0") as again:
+                shown.append(first_event(again))  # told again from what the daemon kept
+    for message in shown:
+        assert message["event_id"] == "web:big-1"
+        assert len(message["client_name"]) <= PREVIEW
+        assert len(message["text"]) <= PREVIEW
+        assert 0 < len(message["errors"]) <= MAX_FEED_ERRORS
+        assert all(len(error) <= PREVIEW for error in message["errors"])
+        assert len(json.dumps(message)) < 20_000
