@@ -2,15 +2,18 @@
 
 A service quoting what it received rarely quotes it as sent: a JSON answer escapes ``/`` as
 ``\\/`` (PHP does by default), an error echoes the URL percent-encoded, or with ``+`` for
-spaces. So each secret is hidden in each of those forms too (:func:`secret_forms`), in any
-letter case (``%2f`` or ``%2F``).
+spaces, an exception message quotes it with ``repr``. So each secret is hidden in each of those
+forms too (:func:`secret_forms`), in any letter case (``%2f`` or ``%2F``). The daemon's log
+hides the same forms (:func:`folded_forms`).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterable
-from urllib.parse import quote, quote_plus
+from functools import lru_cache
+from urllib.parse import quote, quote_plus, urlsplit
 
 from rulekit.safetext import replace_folded
 
@@ -32,14 +35,53 @@ def secret_parts(secret: str | None) -> list[str]:
 def secret_forms(secret: str | None) -> set[str]:
     """Each part of ``secret`` (:func:`secret_parts`) as sent, percent-encoded (``/`` kept or
     not, ``+`` for spaces) and, each of those, as JSON string contents (ASCII-only or not,
-    ``/`` escaped or not)."""
+    ``/`` escaped or not) and as a Python ``repr`` quotes it."""
     forms: set[str] = set()
     for part in secret_parts(secret):
         for text in {part, quote(part, safe=""), quote(part, safe="/"), quote_plus(part, safe="")}:
+            forms.add(repr(text)[1:-1])
             for ascii_only in (True, False):
                 encoded = json.dumps(text, ensure_ascii=ascii_only)[1:-1]
                 forms.update((text, encoded, encoded.replace("/", "\\/")))
     return forms
+
+
+def secret_pieces(secret: str) -> list[str]:
+    """``secret`` and what of it may be quoted alone, each piece of eight characters or more (a
+    shorter one would hide common words): each word (the token of ``Bearer <token>``), for a
+    URL its password, path, query and their pieces (``/services/T0/B0/<token>``,
+    ``?key=<token>``), and its base64 form (SMTP ``AUTH LOGIN``)."""
+    pieces = [base64.b64encode(secret.encode()).decode()]
+    words = secret.split()
+    if len(words) > 1:
+        pieces.extend(words)
+    if "://" in secret:
+        try:
+            parts = urlsplit(secret)
+            password = parts.password
+        except ValueError:
+            password, parts = None, None
+        if parts is not None:
+            values = [item.partition("=")[2] for item in parts.query.split("&")]
+            pieces.extend([password or "", parts.path, parts.query, *parts.path.split("/")])
+            pieces.extend(values)
+    return [secret, *(piece for piece in pieces if len(piece) >= 8)]
+
+
+@lru_cache(maxsize=64)
+def folded_forms(secrets: tuple[str, ...]) -> tuple[str, ...]:
+    """Every form (:func:`secret_forms`) of each of ``secrets`` and of its pieces
+    (:func:`secret_pieces`), case-folded, longest first: what the daemon's log hides. Cached:
+    the log asks for the same secrets at every record."""
+    forms = {
+        form.casefold()
+        for secret in secrets
+        if secret
+        for piece in secret_pieces(secret)
+        for form in secret_forms(piece)
+        if form
+    }
+    return tuple(sorted(forms, key=len, reverse=True))
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:

@@ -3,10 +3,14 @@
 Every handler the daemon installs (for rulekit's records and uvicorn's) gets the same filters
 and a formatter that together guarantee, for every record:
 
-* **no webhook secret**: :func:`redact` replaces whatever follows ``webhooks/<channel>/`` with
+* **no secret**: :func:`redact` replaces whatever follows ``webhooks/<channel>/`` with
   ``***`` in any shape (doubled or missing slashes, trailing slash, query string,
-  percent-encoding), and every configured secret wherever else it appears, literally or
-  percent-encoded. Access lines log the decoded path with :func:`redact_path`;
+  percent-encoding), and every configured secret wherever else it appears, in every form an
+  action's error hides (:func:`rulekit.actions.secrets.folded_forms`: JSON-escaped,
+  percent-encoded, ``repr``-quoted, the token of ``Bearer <token>`` ..., in any case), and
+  percent-encoded again. The formatted line is checked once more, so that escaping a value for
+  the line cannot make a form of a secret either. Access lines log the decoded path with
+  :func:`redact_path`;
 * **no personal data** unless ``logging.content`` or debug level allows it: emails are masked
   (``<email>``) by :func:`mask_emails`, and what a record quotes of its event's client (the
   values :func:`~rulekit.store.forms.hidden_values` finds, which :func:`log` is given as
@@ -23,18 +27,20 @@ and a formatter that together guarantee, for every record:
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import sys
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, SecretStr
 
+from rulekit.actions.secrets import folded_forms
 from rulekit.config import Config, LoggingSettings
-from rulekit.safetext import dumps_json, escape_controls
+from rulekit.safetext import dumps_json, escape_controls, replace_folded
 from rulekit.store.forms import PersonalValues
 
 LOGGER = "rulekit"
@@ -73,23 +79,33 @@ def _webhook_path(match: re.Match[str]) -> str:
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with the secret part of every webhook path, and every one of ``secrets``
-    (literal, or percent-encoded in any way), replaced by ``***``."""
+    """``text`` with the secret part of every webhook path, and every one of ``secrets`` (in
+    each form of :func:`~rulekit.actions.secrets.folded_forms`, or percent-encoded again in
+    any way), replaced by ``***``."""
     text = _WEBHOOK_PATH.sub(_webhook_path, text)
-    known = [secret for secret in secrets if secret]
-    for secret in known:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    if known and "%" in text:
+    return _redact_forms(text, folded_forms(tuple(secrets)))
+
+
+def _redact_forms(text: str, forms: tuple[str, ...]) -> str:
+    if not forms:
+        return text
+    text = replace_folded(text, forms, REDACTED)
+    if "%" in text:
         decoded = text
         for _ in range(3):  # doubly encoded is still encoded
             decoded = unquote(decoded)
-            if any(secret in decoded for secret in known):
+            folded = decoded.casefold()
+            if any(form in folded for form in forms):
                 # the secret was percent-encoded: log the decoded text, redacted
-                return redact(decoded, known)
+                return _redact_forms(decoded, forms)
             if "%" not in decoded:
                 break
     return text
+
+
+def _holds_form(text: str, forms: tuple[str, ...]) -> bool:
+    folded = text.casefold()
+    return any(form in folded for form in forms)
 
 
 def redact_path(path: str) -> str:
@@ -145,9 +161,17 @@ def _domain_end(word: str) -> int:
 
 
 def secret_values(config: Config) -> list[str]:
-    """Every secret of ``config``: the webhook secret of each channel, and each secret setting
-    (``SecretStr``) of channel and integration settings, at any depth."""
+    """Every secret of ``config``: the webhook secret of each channel, each secret setting
+    (``SecretStr``) of channel and integration settings, at any depth (with, next to a
+    ``username``, the ``AUTH PLAIN`` forms of a ``password``), and the password of the storage
+    URL."""
     found: list[str] = []
+    try:
+        password = urlsplit(config.raw.storage).password
+    except ValueError:
+        password = None
+    if password:
+        found.extend((password, unquote(password)))
     models: list[Any] = [channel.settings for channel in config.channels.values()]
     models.extend(config.integrations.values())
     # nested too: the targets of ``integrations: {webhooks: {crm: {secret, headers}}}``
@@ -160,11 +184,24 @@ def secret_values(config: Config) -> list[str]:
                 found.append(value.get_secret_value())
         elif isinstance(value, BaseModel):
             stack.extend(getattr(value, name, None) for name in type(value).model_fields)
+            found.extend(_auth_plain(value))
         elif isinstance(value, dict):
             stack.extend(value.values())
         elif isinstance(value, list | tuple):
             stack.extend(value)
     return found
+
+
+def _auth_plain(settings: BaseModel) -> list[str]:
+    """The base64 forms SMTP ``AUTH PLAIN`` sends of ``settings``' username and password."""
+    username, password = getattr(settings, "username", None), getattr(settings, "password", None)
+    if not isinstance(username, str) or not isinstance(password, SecretStr):
+        return []
+    secret = password.get_secret_value()
+    if not secret:
+        return []
+    raws = (f"\0{username}\0{secret}", f"{username}\0{secret}")
+    return [base64.b64encode(raw.encode()).decode() for raw in raws]
 
 
 def _exception_text(record: logging.LogRecord) -> str | None:
@@ -186,10 +223,12 @@ def _bounded(text: str, limit: int, clean: Callable[[str], str]) -> str:
 
 
 class CleanRecords(logging.Filter):
-    """Rewrites each record's message, string fields and traceback: webhook secrets (and each
-    value ``secrets`` returns) redacted, emails masked and the record's ``personal`` values
-    hidden when ``emails`` is true (content may not be logged), each cut to its limit
-    (:data:`MESSAGE_LIMIT`, :data:`FIELD_LIMIT`, :data:`EXCEPTION_LIMIT`)."""
+    """Rewrites each record's message, fields (strings at any depth) and traceback: webhook
+    secrets (and each value ``secrets`` returns, in each of its forms) redacted, emails masked
+    and the record's ``personal`` values hidden when ``emails`` is true (content may not be
+    logged), each cut to its limit (:data:`MESSAGE_LIMIT`, :data:`FIELD_LIMIT`,
+    :data:`EXCEPTION_LIMIT`). The forms redacted are left on the record (``secret_forms``) for
+    the formatters' last check of the line."""
 
     def __init__(
         self, secrets: Callable[[], Iterable[str]] | None = None, *, emails: bool = False
@@ -199,14 +238,15 @@ class CleanRecords(logging.Filter):
         self.emails = emails
 
     def filter(self, record: logging.LogRecord) -> bool:
-        known = list(self.secrets()) if self.secrets is not None else []
+        forms = folded_forms(tuple(self.secrets())) if self.secrets is not None else ()
+        record.secret_forms = forms
 
         personal = getattr(record, "personal", None)
         if not self.emails or not isinstance(personal, PersonalValues):
             personal = None  # content may be logged, or the record quotes no client
 
         def clean(text: str) -> str:
-            text = redact(text, known)
+            text = _redact_forms(_WEBHOOK_PATH.sub(_webhook_path, text), forms)
             if personal is not None:
                 text = personal.replace_in(text, HIDDEN)
             return mask_emails(text) if self.emails else text
@@ -218,15 +258,43 @@ class CleanRecords(logging.Filter):
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             record.fields = {
-                str(key)[:100]: _bounded(value, FIELD_LIMIT, clean)
-                if isinstance(value, str)
-                else value
-                for key, value in fields.items()
+                str(key)[:100]: _clean_value(value, clean) for key, value in fields.items()
             }
         exception = _exception_text(record)
         if exception:
             record.exc_text = _bounded(exception, EXCEPTION_LIMIT, clean)
         return True
+
+
+def _clean_value(value: Any, clean: Callable[[str], str], depth: int = 0) -> Any:
+    """A field's ``value`` cleaned: each string (and key) in it, at any depth, a value of
+    another type by its text; lists and mappings cut to 100 items, 10 levels."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if depth < 10 and isinstance(value, dict):
+        return {
+            _bounded(str(key)[:100], 100, clean): _clean_value(item, clean, depth + 1)
+            for key, item in list(value.items())[:100]
+        }
+    if depth < 10 and isinstance(value, list | tuple):
+        return [_clean_value(item, clean, depth + 1) for item in value[:100]]
+    return _bounded(value if isinstance(value, str) else str(value), FIELD_LIMIT, clean)
+
+
+def _scrub(value: Any, forms: tuple[str, ...]) -> Any:
+    """``value`` (JSON data) with each key and value whose JSON text still holds a form of a
+    secret redacted, then replaced by ``***`` if it still does once escaped."""
+    if isinstance(value, dict):
+        return {_scrub(str(key), forms): _scrub(item, forms) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_scrub(item, forms) for item in value]
+    if not _holds_form(dumps_json(value, default=str), forms):
+        return value
+    if isinstance(value, str):
+        value = _redact_forms(value, forms)
+        if not _holds_form(dumps_json(value), forms):
+            return value
+    return REDACTED
 
 
 class JsonFormatter(logging.Formatter):
@@ -246,7 +314,16 @@ class JsonFormatter(logging.Formatter):
         exception = _exception_text(record)
         if exception:
             data["exception"] = exception
-        return dumps_json(data, default=str)
+        line = dumps_json(data, default=str)
+        forms: tuple[str, ...] = getattr(record, "secret_forms", ())
+        if forms and _holds_form(line, forms):
+            # a value only its JSON escaping turned into a form of a secret (or one no filter
+            # cleaned): the values that hold one redacted, and if the line still does, no line
+            line = dumps_json(_scrub(data, forms), default=str)
+            if _holds_form(line, forms):
+                data = {key: data[key] for key in ("time", "level", "logger")}
+                line = dumps_json({**data, "message": f"{REDACTED} (the record held a secret)"})
+        return line
 
 
 class TextFormatter(logging.Formatter):
@@ -271,7 +348,8 @@ class TextFormatter(logging.Formatter):
         exception = _exception_text(record)
         if exception:
             line += "".join("\n    " + escape_controls(part) for part in exception.split("\n"))
-        return line
+        # escaping a value for the line may have made a form of a secret
+        return _redact_forms(line, getattr(record, "secret_forms", ()))
 
 
 def configure_logging(

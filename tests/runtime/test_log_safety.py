@@ -8,7 +8,7 @@ import logging
 import re
 import socket
 from types import SimpleNamespace
-from urllib.parse import quote, unquote
+from urllib.parse import quote, quote_plus, unquote
 
 import httpx
 import pytest
@@ -291,3 +291,97 @@ def restore_logging():
         logger.handlers[:] = handlers
         logger.setLevel(level)
         logger.propagate, logger.disabled = propagate, disabled
+
+
+# a secret holding what JSON, repr and URLs escape: a quote, a backslash, a slash, a space,
+# non-ASCII and a bidi mark
+ODD_SECRET = 'pa"ss\\wörd/ x+y\u200f7'
+HEADER_TOKEN = "tok/\u00e9n-0123456789"
+
+
+def odd_secret_config(tmp_path):
+    quoted = json.dumps(ODD_SECRET)
+    config_path = write_setup(
+        tmp_path,
+        extra=(
+            "integrations:\n"
+            "  webhooks:\n"
+            "    crm:\n"
+            "      url: https://crm.example/hooks/abcdef123456\n"
+            f"      secret: {quoted}\n"
+            f'      headers: {{Authorization: "Bearer {HEADER_TOKEN}"}}\n'
+        ),
+    )
+    _, config = open_config(str(config_path))
+    assert ODD_SECRET in secret_values(config)
+    return config
+
+
+def quoted_forms(secret: str) -> list[str]:
+    """The forms in which a log line may quote ``secret`` without meaning to hide it."""
+    forms = set()
+    for text in (secret, quote(secret, safe=""), quote(secret, safe="/"), quote_plus(secret)):
+        forms.update((text, repr(text)[1:-1]))
+        for ascii_only in (True, False):
+            encoded = json.dumps(text, ensure_ascii=ascii_only)[1:-1]
+            forms.update((encoded, encoded.replace("/", "\\/")))
+    return sorted(forms)
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_no_form_of_a_configured_secret_reaches_a_log_line(tmp_path, restore_logging, fmt):
+    """A secret quoted JSON-escaped, repr-quoted, percent-encoded (or with ``+``), in a field
+    (a string, or in a list or mapping) or an exception message: no line holds any of those
+    forms of it, in text and JSON lines alike; nor of the token of a ``Bearer`` header."""
+    config = odd_secret_config(tmp_path)
+    stream = _Stream()
+    configure_logging(LoggingSettings(format=fmt), stream, lambda: secret_values(config))
+    logger = logging.getLogger("rulekit.test")
+    secrets = (ODD_SECRET, HEADER_TOKEN)
+    for secret in secrets:
+        for form in quoted_forms(secret):
+            logger.warning('the service answered: {"error": "bad key %s"}', form)
+            logger.warning("x", extra={"fields": {"answer": form, "deep": {"list": [form]}}})
+            try:
+                raise ValueError(f"refused {form}")
+            except ValueError:
+                logger.error("call failed", exc_info=True)
+    output = stream.text
+    lines = [line for line in output.splitlines() if not line.startswith("    ")]
+    assert len(lines) == 3 * sum(len(quoted_forms(secret)) for secret in secrets)
+    if fmt == "json":  # still one JSON object a line
+        records = [json.loads(line) for line in output.splitlines()]
+        assert {"message", "level"} <= set(records[0])
+        decoded = json.dumps(records, ensure_ascii=False)  # the values as read
+        output += "\n" + "\n".join(str(record) for record in records) + decoded
+    folded = output.casefold()
+    for secret in secrets:
+        for form in quoted_forms(secret):
+            assert form.casefold() not in folded, f"{form!r} in the log"
+    assert "***" in output
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_secret_that_is_a_number_or_the_storage_password_is_redacted(
+    tmp_path, restore_logging, fmt
+):
+    """A numeric secret logged as a number (no string to clean) and the password of the
+    storage URL (percent-encoded in it) are redacted too; JSON lines stay valid."""
+    config_path = write_setup(
+        tmp_path,
+        extra="integrations: {webhooks: {crm: {url: 'https://x.example/h', secret: '987654321'}}}",
+    )
+    text = config_path.read_text().replace(
+        "sqlite:///rulekit.sqlite3", "postgresql://rk:p%40ss-w0rd-4321@127.0.0.1:9/x"
+    )
+    config_path.write_text(text)
+    _, config = open_config(str(config_path))
+    stream = _Stream()
+    configure_logging(LoggingSettings(format=fmt), stream, lambda: secret_values(config))
+    logger = logging.getLogger("rulekit.test")
+    logger.warning("x", extra={"fields": {"code": 987654321, "codes": [987654321]}})
+    logger.warning("connecting failed: password p@ss-w0rd-4321 refused")
+    if fmt == "json":
+        assert [json.loads(line)["level"] for line in stream.text.splitlines()] == ["warning"] * 2
+    assert "987654321" not in stream.text and "p@ss-w0rd-4321" not in stream.text
+    assert "***" in stream.text
