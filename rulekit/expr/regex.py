@@ -5,11 +5,9 @@ Tests ``match`` (anchored at the start) and ``search`` (anywhere), and filters `
 (``ignorecase``, ``multiline``; ``regex_search``'s ``'\\1'`` / ``'\\g<name>'`` group arguments;
 ``regex_replace``'s ``count`` and ``mandatory_count``).
 
-Patterns run on RE2 (``google-re2``): time linear in the text, whatever the pattern, so an
-admin's pattern against a client's 4 MB message cannot stall the daemon. RE2 has no
-backreferences or lookaround; a pattern using them is refused when rules load, saying so
-(:func:`pattern_problem`). Patterns must be literal strings, so that every pattern is compiled
-and checked at load time (:func:`check_patterns`); compiled patterns are cached.
+Patterns run on RE2, in time linear in the text (:mod:`rulekit.expr.patterns`: how Python's
+syntax is read there, what is refused and why). Patterns must be literal strings, so that every
+pattern is compiled and checked when rules load (:func:`check_patterns`).
 
 Missing data (``None``) is no text: the tests are false, ``regex_search`` gives ``None``,
 ``regex_findall`` an empty list, ``regex_replace`` an empty string. Other values are matched as
@@ -20,209 +18,20 @@ value limit.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Any
 
-import re2
 from jinja2 import nodes
 
 from rulekit.errors import TemplateError
 from rulekit.expr.budget import current, to_text, too_big
 from rulekit.expr.nodewalk import walk
+from rulekit.expr.patterns import compiled, pattern_problem
 
 PATTERN_FILTERS = frozenset({"regex_search", "regex_findall", "regex_replace"})
 """Filters whose first argument is a pattern."""
 PATTERN_TESTS = frozenset({"match", "search"})
 """Tests whose first argument is a pattern."""
-
-MAX_PATTERN = 2_000
-"""Characters in one pattern."""
-_MAX_PROGRAM_MEMORY = 8 << 20  # RE2's own default: what one compiled pattern may use
-
-_UNSUPPORTED = (
-    ("(?=", "lookahead"),
-    ("(?!", "lookahead"),
-    ("(?<=", "lookbehind"),
-    ("(?<!", "lookbehind"),
-    ("(?P=", "a backreference"),
-)
-
-
-_WHY = (
-    ": patterns run on RE2, in time linear in the text, which supports neither "
-    "backreferences nor lookaround"
-)
-
-
-def _options(*, ignorecase: bool = False, multiline: bool = False) -> Any:
-    options = re2.Options()
-    options.log_errors = False
-    options.max_mem = _MAX_PROGRAM_MEMORY
-    options.case_sensitive = not ignorecase
-    return options
-
-
-def compiled(pattern: Any, ignorecase: Any = False, multiline: Any = False) -> Any:
-    """``pattern`` compiled by RE2 (cached); :class:`TemplateError` saying why it cannot be."""
-    if not isinstance(pattern, str):
-        raise TemplateError(f"a pattern is a string, not {type(pattern).__name__}")
-    return _compiled(pattern, ignorecase, multiline)
-
-
-@functools.lru_cache(maxsize=1024)
-def _compiled(pattern: str, ignorecase: bool, multiline: bool) -> Any:
-    problem = pattern_problem(pattern)
-    if problem:
-        raise TemplateError(problem)
-    # RE2's `(?m)` is Python's re.MULTILINE: ^ and $ at every line
-    source = f"(?m:{as_re2(pattern)})" if multiline else as_re2(pattern)
-    return re2.compile(source, _options(ignorecase=ignorecase))
-
-
-_HEX = frozenset("0123456789abcdefABCDEF")
-
-
-_WORD = r"\p{L}\p{N}_"
-_SPACE = (
-    r"\t\n\x0b\f\r\x1c-\x20\x85\xa0\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}"
-    r"\x{205f}\x{3000}"
-)
-_CLASSES = {"d": r"\p{Nd}", "D": r"\P{Nd}", "w": f"[{_WORD}]", "W": f"[^{_WORD}]"}
-_CLASSES |= {"s": f"[{_SPACE}]", "S": f"[^{_SPACE}]"}
-"""Python's ``\\d``, ``\\w``, ``\\s`` (and negations) match any script; RE2's only ASCII."""
-_IN_CLASS = {"d": r"\p{Nd}", "D": r"\P{Nd}", "w": _WORD, "s": _SPACE}
-"""The same inside ``[...]`` (where ``\\W`` and ``\\S`` have no RE2 spelling: refused)."""
-_ASCII_FLAG = "(?a)"
-
-
-def as_re2(pattern: str) -> str:
-    """``pattern`` (Python's syntax, as Ansible's filters take it) in RE2's words where the two
-    spell the same thing differently: ``\\d``, ``\\w`` and ``\\s`` match digits, letters and
-    spaces of any script (RE2's only ASCII ones; a leading ``(?a)`` keeps them ASCII, as in
-    Python), ``\\Z`` is ``\\z``, ``\\u00e4`` and ``\\U0001F600`` are ``\\x{...}``, ``a{,3}``
-    is ``a{0,3}`` (RE2 would read it as text), ``(?u)`` is RE2's default. Everything else is
-    left as written (RE2 refuses what it cannot run)."""
-    if "\\" not in pattern and "{," not in pattern and "(?" not in pattern:
-        return pattern
-    ascii_only = pattern.startswith(_ASCII_FLAG)
-    if ascii_only:
-        pattern = pattern[len(_ASCII_FLAG) :]
-    out: list[str] = []
-    index, in_class = 0, False
-    while index < len(pattern):
-        char = pattern[index]
-        following = pattern[index + 1] if index + 1 < len(pattern) else ""
-        if char == "\\" and following:
-            width = {"u": 4, "U": 8}.get(following, 0)
-            digits = pattern[index + 2 : index + 2 + width]
-            if width and len(digits) == width and set(digits) <= _HEX:
-                out.append(f"\\x{{{digits}}}")
-                index += 2 + width
-                continue
-            classes = _IN_CLASS if in_class else _CLASSES
-            if following == "Z" and not in_class:
-                out.append("\\z")
-            elif not ascii_only and following in classes:
-                out.append(classes[following])
-            else:
-                out.append(char + following)
-            index += 2
-            continue
-        if in_class:
-            in_class = char != "]" or pattern[index - 1] == "["  # `[]a]`: a leading ] is text
-        elif char == "[":
-            in_class = True
-            if pattern.startswith("^", index + 1):  # `[^]a]`
-                out.append("[^")
-                index += 2
-                if pattern.startswith("]", index):
-                    out.append("]")
-                    index += 1
-                continue
-        elif char == "{" and following == "," and _quantifier(pattern, index):
-            out.append("{0")
-            index += 1
-            continue
-        elif pattern.startswith("(?u)", index):
-            index += 4
-            continue
-        out.append(char)
-        index += 1
-    return "".join(out)
-
-
-def _class_problem(pattern: str) -> str | None:
-    """Why ``pattern`` means something else on RE2 than in Python, though RE2 runs it: ``\\W``
-    or ``\\S`` inside ``[...]`` (no RE2 spelling for any script), a ``\\b`` or ``\\B`` beside a
-    letter outside ASCII (RE2's word boundary knows only ASCII letters: it never falls there
-    as Python's does)."""
-    index, in_class = 0, False
-    while index < len(pattern):
-        char = pattern[index]
-        following = pattern[index + 1] if index + 1 < len(pattern) else ""
-        if char == "\\" and following:
-            if in_class and following in "WS" and not pattern.startswith(_ASCII_FLAG):
-                return (
-                    f"pattern {pattern!r}: \\{following} inside [...] is not supported "
-                    f"(RE2 cannot say it for every script): write (?:[...]|\\{following})"
-                )
-            if not in_class and following in "bB":
-                beside = pattern[index - 1 : index] + pattern[index + 2 : index + 3]
-                if any(c.isalnum() and not c.isascii() for c in beside):
-                    return (
-                        f"pattern {pattern!r}: \\{following} next to a letter outside ASCII "
-                        r"never matches there: RE2's word boundary knows only ASCII letters "
-                        r"(write (?:^|[^\w]) and (?:$|[^\w]) around the word)"
-                    )
-            index += 2
-            continue
-        if in_class:
-            in_class = char != "]" or pattern[index - 1] == "["
-        elif char == "[":
-            in_class = True
-            index += 2 if pattern.startswith("^", index + 1) else 1
-            index += 1 if pattern.startswith("]", index) else 0  # `[]a]`: a leading ] is text
-            continue
-        index += 1
-    return None
-
-
-def _quantifier(pattern: str, index: int) -> bool:
-    """Whether ``pattern[index:]`` starts with ``{,N}``."""
-    close = pattern.find("}", index)
-    return close > index + 2 and pattern[index + 2 : close].isdigit()
-
-
-def pattern_problem(pattern: Any) -> str | None:
-    """Why ``pattern`` cannot be a pattern (one line), or ``None`` when RE2 compiles it."""
-    if not isinstance(pattern, str):
-        return f"a pattern is a string, not {type(pattern).__name__}"
-    if len(pattern) > MAX_PATTERN:
-        return f"the pattern is over {MAX_PATTERN} characters"
-    try:
-        re2.compile(as_re2(pattern), _options())
-    except re2.error as exc:
-        # only a pattern RE2 refuses is looked at for what it lacks: `a\(?!` and `[(?=]` are
-        # plain RE2 patterns, whatever they look like
-        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-        for opening, kind in _UNSUPPORTED:
-            if opening in pattern:
-                return f"pattern {pattern!r}: {kind} ({opening}...) is not supported{_WHY}"
-        if _has_backreference(pattern):
-            return f"pattern {pattern!r}: a backreference (\\1) is not supported{_WHY}"
-        return f"pattern {pattern!r} is not a valid RE2 pattern: {reason}"
-    return _class_problem(pattern)
-
-
-def _has_backreference(pattern: str) -> bool:
-    index = pattern.find("\\")
-    while index != -1 and index + 1 < len(pattern):
-        following = pattern[index + 1]
-        if (following.isdigit() and following != "0") or following in "gk":
-            return True
-        index = pattern.find("\\", index + 2)
-    return False
 
 
 def _text(value: Any) -> str | None:
