@@ -81,6 +81,10 @@ IDLE_POLL = 1.0
 ARRIVALS_KEPT = 10_000
 RECORDED_KEPT = 2_000
 """Recorded events kept for the dispatcher; one it claims later is read from the store."""
+RECORDED_BYTES = 16 * 1024 * 1024
+"""Bytes of webhook bodies the events kept for the dispatcher may come from, together (an
+event's texts are at most its body's; a body's events share it): while a destination holds
+their jobs back, 2,000 events of 4 MB messages would otherwise be kept, 8 GB."""
 MAX_STARTS = 50
 """Times an item starts over because the state changed while it was evaluated."""
 
@@ -152,9 +156,11 @@ class Processor:
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._arrivals: OrderedDict[str, datetime] = OrderedDict()
-        self._recorded: OrderedDict[str, Event] = OrderedDict()
+        self._recorded: OrderedDict[str, tuple[Event, int]] = OrderedDict()
         """Recently recorded events with jobs, as recorded (without their raw payload), until
-        the dispatcher takes them (:meth:`recorded_event`)."""
+        the dispatcher takes them (:meth:`recorded_event`), each with its share of its body's
+        bytes."""
+        self._recorded_bytes = 0
         self._held: list[InboxItem] = []
         """Items a round claimed but could not finish (the store failed): still claimed by this
         daemon, so the next round takes them first instead of waiting out their claim."""
@@ -174,7 +180,11 @@ class Processor:
     def recorded_event(self, event_id: str) -> Event | None:
         """A recently recorded event with jobs, as the store has it (``raw`` left out), handed
         over once: the dispatcher then need not validate the stored copy again."""
-        return self._recorded.pop(event_id, None)
+        kept = self._recorded.pop(event_id, None)
+        if kept is None:
+            return None
+        self._recorded_bytes -= kept[1]
+        return kept[0]
 
     def stop(self) -> None:
         """Stop after the item in progress; an evaluation in progress is abandoned (its item
@@ -336,7 +346,11 @@ class Processor:
                     if claim and not self._stopping
                     else []
                 )
-                handed = self._hand_over([r for results in processed for r in results])
+                handed = [
+                    event_id
+                    for evaluated, results in zip(pending, processed, strict=True)
+                    for event_id in self._hand_over(results, len(evaluated.item.body))
+                ]
         except StoreUnavailable:
             self._take_back(handed)
             raise
@@ -360,25 +374,32 @@ class Processor:
             if len(self._arrivals) > ARRIVALS_KEPT:
                 self._arrivals.popitem(last=False)
 
-    def _hand_over(self, processed: list[Processed]) -> list[str]:
-        """Keep the events of ``processed`` that have jobs for the dispatcher (see
-        :meth:`recorded_event`), and return their ids. Called inside the transaction that
-        records them, before it commits: the dispatcher cannot claim their jobs before the
-        commit, and may claim them at once after it, before this thread runs again."""
+    def _hand_over(self, processed: list[Processed], body_bytes: int) -> list[str]:
+        """Keep the events of ``processed`` (one item's, of a body of ``body_bytes``) that have
+        jobs for the dispatcher (see :meth:`recorded_event`), and return their ids. Called
+        inside the transaction that records them, before it commits: the dispatcher cannot
+        claim their jobs before the commit, and may claim them at once after it, before this
+        thread runs again. The oldest are dropped beyond :data:`RECORDED_KEPT` events or
+        :data:`RECORDED_BYTES` (the dispatcher reads those from the store)."""
         ids = []
+        share = body_bytes // max(len(processed), 1) + 1
+        kept = self._recorded
         for result in processed:
             event = result.event
             if result.jobs and not any((event.__pydantic_private__ or {}).values()):
-                self._recorded[event.id] = event.replaced(raw=None)
+                self.recorded_event(event.id)  # (kept again: counted once)
+                kept[event.id] = (event.replaced(raw=None), share)
+                self._recorded_bytes += share
                 ids.append(event.id)
-                if len(self._recorded) > RECORDED_KEPT:
-                    self._recorded.popitem(last=False)
+                while len(kept) > RECORDED_KEPT or self._recorded_bytes > RECORDED_BYTES:
+                    _, (_, dropped) = kept.popitem(last=False)
+                    self._recorded_bytes -= dropped
         return ids
 
     def _take_back(self, ids: list[str]) -> None:
         """Forget events :meth:`_hand_over` kept for a transaction that did not commit."""
         for event_id in ids:
-            self._recorded.pop(event_id, None)
+            self.recorded_event(event_id)
 
     def _process(self, snapshot: Snapshot, item: InboxItem) -> list[Processed | InboxItem]:
         """All three steps for one item, its record in a transaction of its own."""
@@ -410,7 +431,7 @@ class Processor:
                         schedule=provider.channel_timers,
                     )
                     state.finish_inbox(item.id)
-                    handed = self._hand_over(processed)
+                    handed = self._hand_over(processed, len(item.body))
             except StateChanged as exc:
                 self._take_back(handed)
                 log(logger, logging.INFO, f"inbox item {item.id} again: {exc}", inbox_id=item.id)

@@ -249,3 +249,27 @@ def test_an_event_whose_record_did_not_commit_is_not_handed_over(tmp_path, chatr
         events = [r.event for r in results if isinstance(r, Processed) and r.jobs]
         assert [event.id for event in events] == [f"{CHANNEL}:msg:msg{n:08d}" for n in (1, 2, 3)]
         assert all(processing.recorded_event(event.id) is not None for event in events)
+
+
+def test_the_events_kept_for_the_dispatcher_are_bounded_in_bytes(tmp_path, chatra):
+    """While a destination holds their jobs back, the events kept for the dispatcher stay
+    within a budget of bytes (the oldest dropped: the dispatcher reads those from the store),
+    not only of events: 2,000 clients' messages of 4 MB would be 8 GB."""
+    from rulekit.runtime.processor import RECORDED_BYTES
+
+    count = RECORDED_BYTES // 1_000_000 + 4
+    with processor(tmp_path, chatra) as (processing, store, snapshot):
+        provider = snapshot.providers[CHANNEL]
+        for n in range(1, count + 1):
+            append(store, chat_started(n, text=f"{n} " + "x" * 1_000_000), provider)
+        events = []
+        while len(events) < count:
+            results, _, failure = processing.process_round(snapshot)
+            assert failure is None
+            events += [r.event for r in results if isinstance(r, Processed) and r.jobs]
+        handed = [processing.recorded_event(event.id) for event in events]
+        kept = [event for event in handed if event is not None]
+        assert 1 <= len(kept) < len(events)
+        assert sum(len(event.message.text or "") for event in kept) <= RECORDED_BYTES
+        assert kept[-1].id == events[-1].id  # the newest kept, the oldest dropped
+        assert handed[0] is None
