@@ -50,8 +50,11 @@ class CachedState(State):
             {key for key in wanted.clients if key not in self._clients},
             {key for key in wanted.messages if key not in self._seen},
         )
-        if not missing:
-            return
+        if missing:
+            self._read(missing)
+
+    def _read(self, missing: Lookups) -> None:
+        """Read ``missing`` (none of it known yet) and keep what was found."""
         found = self.state.read_many(missing)
         for key, kept in found.conversations.items():
             self._conversations.setdefault(key, kept)
@@ -158,8 +161,11 @@ class CachedState(State):
 
     def conversation_and_client_text(self, channel: str, key: str) -> tuple[str | None, str | None]:
         """:meth:`get_conversation_and_client` 's answer as the JSON kept of each."""
-        if (channel, key) not in self._conversations or (channel, key) not in self._clients:
-            self.prefetch(Lookups(conversations={(channel, key)}, clients={(channel, key)}))
+        wanted = (channel, key)
+        if wanted not in self._conversations and wanted not in self._clients:
+            self._read(Lookups(conversations={wanted}, clients={wanted}))
+        elif wanted not in self._conversations or wanted not in self._clients:
+            self.prefetch(Lookups(conversations={wanted}, clients={wanted}))
         if (channel, key) not in self._conversations:
             self.get_conversation(channel, key)
         if (channel, key) not in self._clients:
@@ -169,12 +175,21 @@ class CachedState(State):
 
     # messages --------------------------------------------------------------------------------
     def mark_messages_seen(self, channel: str, message_ids: Sequence[str]) -> list[bool]:
-        self.prefetch(Lookups(messages={(channel, message_id) for message_id in message_ids}))
+        self._read_marks(channel, message_ids)
         return [self.mark_message_seen(channel, message_id) for message_id in message_ids]
 
     def seen_messages(self, channel: str, message_ids: Sequence[str]) -> set[str]:
-        self.prefetch(Lookups(messages={(channel, message_id) for message_id in message_ids}))
+        self._read_marks(channel, message_ids)
         return {m for m in message_ids if self.message_seen(channel, m)}
+
+    def _read_marks(self, channel: str, message_ids: Sequence[str]) -> None:
+        """Read the marks of ``message_ids`` not known yet, at once (the usual one: by the
+        store's one-mark read, which costs less than a batch of one)."""
+        missing = {m for m in message_ids if (channel, m) not in self._seen}
+        if len(missing) == 1:
+            self.message_seen(channel, missing.pop())
+        elif missing:
+            self.prefetch(Lookups(messages={(channel, message_id) for message_id in missing}))
 
     def mark_message_seen(self, channel: str, message_id: str) -> bool:
         if self.message_seen(channel, message_id):

@@ -173,6 +173,8 @@ class SQLiteStore(JournaledStore):
     def _setup(self, path: Path, synchronous: str) -> None:
         """The fields of a store before its database is open (the memory store's too)."""
         self.path = path
+        # checked before and after each transaction: the names made once
+        self._names = (os.fspath(path), os.fspath(_wal_path(path)))
         self.synchronous = synchronous
         self._lock = threading.Lock()
         self._holder = None
@@ -294,8 +296,9 @@ class SQLiteStore(JournaledStore):
         return None
 
     def _check_identity(self) -> None:
+        database, wal_name = self._names
         try:
-            current = _identity(self.path)
+            current = _identity(database)
         except FileNotFoundError:
             raise StoreUnavailable(
                 f"SQLite store {self.path} cannot be used: the file was deleted (or renamed) "
@@ -310,7 +313,7 @@ class SQLiteStore(JournaledStore):
             )
         if self._wal_identity is not None:
             try:
-                wal = _identity(_wal_path(self.path))
+                wal = _identity(wal_name)
             except OSError:
                 wal = None
             if wal != self._wal_identity:
@@ -369,7 +372,7 @@ def _wal_identity(path: Path) -> tuple[int, int] | None:
         return None
 
 
-def _identity(path: Path) -> tuple[int, int]:
+def _identity(path: str | Path) -> tuple[int, int]:
     """The file a path names now: (device, inode)."""
     info = os.stat(path)
     return info.st_dev, info.st_ino

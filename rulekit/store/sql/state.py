@@ -227,14 +227,14 @@ class SQLState(
         key asked for both as a conversation and as a client in one query, each other key in
         one, the message marks of a channel in one."""
         found = Found()
-        both = wanted.conversations & wanted.clients
+        both = wanted.conversations & wanted.clients if wanted.clients else set()
         for channel, key in both:
             rows = self.execute(_CONVERSATION_AND_CLIENT, {"channel": channel, "key": key})
             kept = {row["kind"]: (row["id"], row["data"]) for row in rows}
             found.conversations[channel, key] = kept.get("conversation")
             client = kept.get("client")
             found.clients[channel, key] = client[1] if client is not None else None
-        for channel, key in wanted.conversations - both:
+        for channel, key in wanted.conversations - both if wanted.conversations else ():
             row = self._one(
                 "SELECT id, data FROM conversations WHERE channel = :channel AND key = :key",
                 {"channel": channel, "key": key},
@@ -244,16 +244,17 @@ class SQLState(
             row = self._one(_BY_ID, {"id": conversation_id, "channel": channel})
             by_id = (row["key"], row["data"]) if row else None
             found.conversation_ids[channel, conversation_id] = by_id
-        for channel, client_id in wanted.clients - both:
+        for channel, client_id in wanted.clients - both if wanted.clients else ():
             row = self._one(_CLIENT, {"channel": channel, "id": client_id})
             found.clients[channel, client_id] = row["data"] if row else None
-        by_channel: dict[str, list[str]] = {}
-        for channel, message_id in wanted.messages:
-            by_channel.setdefault(channel, []).append(message_id)
-        for channel, message_ids in by_channel.items():
-            seen = self.seen_messages(channel, message_ids)
-            for message_id in message_ids:
-                found.messages[channel, message_id] = message_id in seen
+        if wanted.messages:
+            by_channel: dict[str, list[str]] = {}
+            for channel, message_id in wanted.messages:
+                by_channel.setdefault(channel, []).append(message_id)
+            for channel, message_ids in by_channel.items():
+                seen = self.seen_messages(channel, message_ids)
+                for message_id in message_ids:
+                    found.messages[channel, message_id] = message_id in seen
         return found
 
     def write_many(self, saves: Saves) -> set[Key]:
