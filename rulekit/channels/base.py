@@ -7,24 +7,15 @@ there is no config.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import SecretStr
 
-from rulekit.channels.body import (
-    EARLIEST_TIME,
-    LATEST_TIME,
-    MAX_KEY_CHARS,
-    bounded_key,
-    bounded_time,
-    for_providers,
-)
+from rulekit.channels.guarantees import keys_safely, parses_clean, timer_events_clean
 from rulekit.config import Directory
 from rulekit.event import Agent, Client, Conversation, Event
 from rulekit.models import StrictModel
@@ -32,8 +23,6 @@ from rulekit.store.base import State
 
 if TYPE_CHECKING:
     from rulekit.actions.pacing import Limit
-
-logger = logging.getLogger("rulekit.channels")
 
 ACCOUNT_DIGEST_CHARS = 16
 """The hex digits of :func:`account_digest` (64 bits: two accounts never meet by chance)."""
@@ -161,10 +150,11 @@ class Provider:
     """Base class of providers. Subclasses set the class attributes and implement :meth:`parse`;
     those that can write to clients (``autoreply``) also implement the reply methods.
 
-    The base class guarantees, for every subclass, what :meth:`parse` is handed: the body as
-    :func:`rulekit.channels.body.for_providers` makes it (JSON that passed ingest's checks,
-    without lone surrogates or byte order mark); :meth:`conversation_key` is handed the same
-    body already parsed, as :func:`rulekit.channels.body.load` returns it.
+    The base class guarantees (:mod:`rulekit.channels.guarantees`), for every subclass, what
+    :meth:`parse` is handed: the body as :func:`rulekit.channels.body.for_providers` makes it
+    (JSON that passed ingest's checks, without lone surrogates or byte order mark);
+    :meth:`conversation_key` is handed the same body already parsed, as
+    :func:`rulekit.channels.body.load` returns it.
     The key :meth:`conversation_key` returns, and the ids of the events :meth:`parse` returns
     (event, conversation, client, message, agent), are made fit to store and index by
     :func:`rulekit.channels.body.bounded_key` (no surrogates, a very long id becomes its
@@ -183,11 +173,11 @@ class Provider:
         super().__init_subclass__(**kwargs)
         own = cls.__dict__
         if "parse" in own and not hasattr(own["parse"], "__wrapped__"):
-            cls.parse = _parses_clean(own["parse"])  # type: ignore[method-assign]
+            cls.parse = parses_clean(own["parse"])  # type: ignore[method-assign]
         if "timer_due" in own and not hasattr(own["timer_due"], "__wrapped__"):
-            cls.timer_due = _timer_events_clean(own["timer_due"])  # type: ignore[method-assign]
+            cls.timer_due = timer_events_clean(own["timer_due"])  # type: ignore[method-assign]
         if "conversation_key" in own and not hasattr(own["conversation_key"], "__wrapped__"):
-            cls.conversation_key = _keys_safely(own["conversation_key"])  # type: ignore[method-assign]
+            cls.conversation_key = keys_safely(own["conversation_key"])  # type: ignore[method-assign]
 
     name: ClassVar[str]
     """The provider's name, as configs write it (``provider: chatra``)."""
@@ -327,162 +317,3 @@ class Provider:
 
     async def aclose(self) -> None:
         """Release network resources (HTTP clients)."""
-
-
-_NOT_YET = object()
-
-
-def _own_key(key: str, own: str) -> str:
-    """``key`` as an id of the channel whose ids start with ``own``: given that prefix when it
-    lacks it, and what follows the prefix made fit to store (:func:`bounded_key`: NUL and lone
-    surrogates replaced, a long one its digest). A key made so is kept as it is."""
-    rest = key[len(own) :] if key.startswith(own) else key
-    return own + (bounded_key(rest) or rest)
-
-
-def _bounded(events: list[Event], channel: str) -> list[Event]:
-    own = channel + ":"
-    skip = len(own)
-    # (the id checks below: a body's events share their conversation or client objects, and
-    # one already made fit is not checked again, ``bounded_key`` of a bounded id being that id)
-    checked_conversation: object = _NOT_YET
-    checked_client: object = _NOT_YET
-    for event in events:
-        # (the event's fields read from its ``__dict__``: each attribute of a pydantic model is
-        # read through its ``__getattr__`` hook, and set through its ``__setattr__``)
-        fields = event.__dict__
-        # a channel's events and conversations are its own: an id that does not say so is
-        # made to (else a sender on one channel could take another's ids, and record first
-        # the event another channel's webhook will mean, which then runs no action)
-        if fields["channel"] != channel or "channel" not in event.__pydantic_fields_set__:
-            event.channel = channel
-        # (and what follows the prefix is bounded, the prefix kept: the same id for every event
-        # that shares the conversation, whichever sees it first, and an id made so kept as it is)
-        key = fields["id"]
-        if (
-            not (
-                key.startswith(own)
-                and 0 < len(key) - skip <= MAX_KEY_CHARS
-                and key.isascii()
-                and "\x00" not in key
-            )
-            and (made := _own_key(key, own)) != key
-        ):
-            event.id = made
-        conversation = fields["conversation"]
-        if conversation is not checked_conversation:
-            part_id = conversation.id
-            if part_id is None or (
-                (
-                    part_id.startswith(own)
-                    and 0 < len(part_id) - skip <= MAX_KEY_CHARS
-                    and part_id.isascii()
-                    and "\x00" not in part_id
-                )
-                or (made := _own_key(part_id, own)) == part_id
-            ):
-                checked_conversation = conversation
-            else:  # a copy: the conversation the provider's state holds is left as it is
-                event.conversation = conversation.model_copy(update={"id": made})
-        occurred = fields["occurred_at"]
-        if (occurred.tzinfo is None or not EARLIEST_TIME <= occurred <= LATEST_TIME) and not (
-            EARLIEST_TIME <= _aware(occurred) <= LATEST_TIME
-        ):
-            event.occurred_at = datetime.now(UTC)
-        # (what ``_bound_times`` checks, written out for the usual event: its message's time and
-        # the client's last visit aware and in range, or none, and the conversation's none)
-        written = fields["message"].created_at
-        visit = fields["client"].last_visit
-        conversation = fields["conversation"]
-        if not (
-            (
-                written is None
-                or (written.tzinfo is not None and EARLIEST_TIME <= written <= LATEST_TIME)
-            )
-            and (
-                visit is None
-                or (visit.tzinfo is not None and EARLIEST_TIME <= visit <= LATEST_TIME)
-            )
-            and conversation.last_client_message_at is None
-            and conversation.last_agent_reply_at is None
-            and conversation.first_agent_reply_at is None
-        ):
-            _bound_times(event)
-        # the usual id of the other parts (ASCII without NUL, not too long) is kept as it is:
-        # checked in line, each part written out
-        client = fields["client"]
-        if client is not checked_client:
-            checked_client = client
-            part_id = client.id
-            if part_id is not None and not (
-                0 < len(part_id) <= MAX_KEY_CHARS and part_id.isascii() and "\x00" not in part_id
-            ):
-                client.id = bounded_key(part_id)
-        message = fields["message"]
-        part_id = message.id
-        if part_id is not None and not (
-            0 < len(part_id) <= MAX_KEY_CHARS and part_id.isascii() and "\x00" not in part_id
-        ):
-            message.id = bounded_key(part_id)
-        agent = fields["agent"]
-        part_id = agent.id
-        if part_id is not None and not (
-            0 < len(part_id) <= MAX_KEY_CHARS and part_id.isascii() and "\x00" not in part_id
-        ):
-            agent.id = bounded_key(part_id)
-    return events
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-_TIMES = (
-    ("message", ("created_at",)),
-    ("client", ("last_visit",)),
-    ("conversation", ("last_client_message_at", "last_agent_reply_at", "first_agent_reply_at")),
-)
-
-
-def _bound_times(event: Event) -> None:
-    """The event's times from outside, each None when :func:`bounded_time` says it is unknown
-    (the part is replaced, never changed: it may be shared with the state)."""
-    for part_name, names in _TIMES:
-        part = getattr(event, part_name)
-        had = part.__dict__
-        wrong = {
-            name: None
-            for name in names
-            if had[name] is not None and bounded_time(had[name]) is None
-        }
-        if wrong:
-            setattr(event, part_name, part.model_copy(update=wrong))
-
-
-def _parses_clean(parse: Callable[..., list[Event]]) -> Callable[..., list[Event]]:
-    @functools.wraps(parse)
-    def wrapper(self: Provider, body: bytes, state: State) -> list[Event]:
-        return _bounded(parse(self, for_providers(body), state), self.channel)
-
-    return wrapper
-
-
-def _timer_events_clean(timer_due: Callable[..., list[Event]]) -> Callable[..., list[Event]]:
-    @functools.wraps(timer_due)
-    def wrapper(self: Provider, timer: ChannelTimer, state: State) -> list[Event]:
-        return _bounded(timer_due(self, timer, state), self.channel)
-
-    return wrapper
-
-
-def _keys_safely(conversation_key: Callable[..., str | None]) -> Callable[..., str | None]:
-    @functools.wraps(conversation_key)
-    def wrapper(self: Provider, data: Any) -> str | None:
-        try:
-            key = conversation_key(self, data)
-        except Exception:  # the contract says it must not raise; a plugin's bug costs no webhook
-            logger.warning("provider %s: conversation_key failed", self.name, exc_info=True)
-            return None
-        return bounded_key(key)
-
-    return wrapper
