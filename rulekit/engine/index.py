@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 _KEY_FILTERS = {"lower", "upper", "trim"}
 MAX_CACHED_BUCKETS = 4096
 MIN_NEEDLE_SET = 8
+MIN_DECIDED = 8
+"""From this many candidates of an event, the index's hits decide the rules they can
+(:class:`Hit`) and the engine takes the plain ones together (fewer cost less one by one)."""
 """From this many distinct substrings of one field, they are searched for together in one
 pass over the text (see :mod:`.needles`), not one by one."""
 
@@ -376,6 +379,8 @@ class Bucket:
     """Each indexed rule's discriminator (by name), chosen for this bucket's rules."""
     decided_by_hits: bool = False
     """Whether some of the rules are decided by the index's hits (:class:`Hit`)."""
+    _busy: bool = True
+    """Whether the last event had :data:`MIN_DECIDED` candidates or more."""
 
     def candidates(self, e: Any, now: Any, env: Any) -> list[Rule]:
         """The rules worth evaluating for this event, in rule order."""
@@ -384,36 +389,24 @@ class Bucket:
     def select(self, e: Any, now: Any, env: Any) -> tuple[list[Rule], dict[str, Any]]:
         """The :meth:`candidates`, and the value of each field read (by its code; a field
         that could not be read is missing) for the rules' deciders (:mod:`.decide`)."""
-        found, values, _ = self._select(e, now, env, None)
+        found, values, _ = self.select_decided(e, now, env)
         return found, values
 
     def select_decided(
         self, e: Any, now: Any, env: Any
     ) -> tuple[list[Rule], dict[str, Any], list[int | None] | None]:
         """:meth:`select`, and each candidate's decision when the index's hits decide it
-        (:class:`Hit`; None for the others); None instead of the list when no candidate is
-        decided so: a field could not be read or is of a type whose tests may raise."""
-        if not self.decided_by_hits:
-            found, values, _ = self._select(e, now, env, None)
-            return found, values, None
-        hits: list[Hit] = []
-        found, values, plain = self._select(e, now, env, hits)
-        if not plain or not hits:
-            return found, values, None
-        if len(hits) > 1:  # the first branch that holds decides: applied last
-            hits.sort(key=_branch, reverse=True)
-        decided: dict[Rule, int] = {}
-        for hit in hits:
-            decided.update(hit.decisions)
-        return found, values, list(map(decided.get, found))
-
-    def _select(
-        self, e: Any, now: Any, env: Any, hits: list[Hit] | None
-    ) -> tuple[list[Rule], dict[str, Any], bool]:
+        (:class:`Hit`; None for the others); None instead of the list when there are fewer
+        than :data:`MIN_DECIDED` candidates (deciding them one by one costs less) or no
+        candidate is decided so: a field could not be read or is of a type whose tests may
+        raise."""
         values: dict[str, Any] = {}
         if not self.keys:
-            return self.always, values, True
+            return self.always, values, None
         found = list(self.always)
+        # the hits are gathered when the bucket's last event had many candidates (its events'
+        # counts are alike): a few candidates are decided one by one at less cost
+        hits: list[Hit] | None = [] if self.decided_by_hits and self._busy else None
         plain = True  # every field read, each of a type whose tests do not raise
         for key in self.keys:
             try:
@@ -430,7 +423,15 @@ class Bucket:
                 key.matching(value, found, hits)
         if len(found) > len(self.always):
             found = sorted(set(found), key=_position)
-        return found, values, plain
+        self._busy = len(found) >= MIN_DECIDED
+        if not hits or not plain or not self._busy:
+            return found, values, None
+        if len(hits) > 1:  # the first branch that holds decides: applied last
+            hits.sort(key=_branch, reverse=True)
+        decided: dict[Rule, int] = {}
+        for hit in hits:
+            decided.update(hit.decisions)
+        return found, values, list(map(decided.get, found))
 
 
 _position = attrgetter("position")

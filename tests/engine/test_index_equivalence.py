@@ -194,6 +194,7 @@ plain_rule = st.fixed_dictionaries(
             plain_leaf,
             st.builds(lambda cs: {"any": cs}, st.lists(plain_leaf, min_size=1, max_size=4)),
             st.builds(lambda cs: [{"any": cs}], st.lists(plain_leaf, min_size=2, max_size=3)),
+            plain_leaf,
             condition,  # some rules the hits do not decide, among them
         ),
         "stop": st.sampled_from([False, False, False, True]),
@@ -218,7 +219,8 @@ plain_event = st.fixed_dictionaries(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(
-    rules=st.lists(plain_rule, min_size=6, max_size=14),
+    # enough rules for the candidates of an event to be decided together (MIN_DECIDED)
+    rules=st.lists(plain_rule, min_size=24, max_size=40),
     events=st.lists(plain_event, min_size=6, max_size=10),
 )
 def test_rules_the_index_hits_decide_are_decided_as_in_full(rules, events) -> None:
