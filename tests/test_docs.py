@@ -193,3 +193,10 @@ def test_configuration_md_top_example_loads(tmp_path) -> None:
     assert config.raw.server.stall_after == timedelta(seconds=60)
     assert config.raw.processing.event_wall == timedelta(seconds=10)
     assert config.raw.processing.worker_memory_mb == 1024
+    # the sections whose values the table calls the defaults are the defaults
+    from rulekit.config import RawConfig
+
+    defaults = RawConfig()
+    for section in ("server", "processing", "dispatcher", "console", "retention", "logging"):
+        assert section in block
+        assert getattr(config.raw, section) == getattr(defaults, section), section
