@@ -19,6 +19,10 @@ from rulekit.store.base import JournaledStore
 from rulekit.store.records import EventRecord, Job
 
 HISTORY_LIMIT = 50
+MAX_LISTED_TEXT = 1_000
+"""Characters of each text of an event's data the event list carries (the conversation's
+thread, ``rulekit why`` have them whole): fifty clients' messages of 4 MB made each opening
+of a console page a 200 MB answer."""
 
 
 def recent(
@@ -129,7 +133,7 @@ def event_summary(record: EventRecord, jobs: list[Job], team: TeamView) -> dict[
     not see unnamed)."""
     summary = {
         "type": "event",
-        "event": team.event(record.data),
+        "event": shortened(team.event(record.data)),
         "processed_at": record.processed_at.isoformat(),
         "jobs": [job_summary(job) for job in jobs],
     }
@@ -139,3 +143,30 @@ def event_summary(record: EventRecord, jobs: list[Job], team: TeamView) -> dict[
     if lines:  # the presence the rules read deciding about it
         summary["team"] = lines
     return summary
+
+
+def shortened(data: Any, limit: int = MAX_LISTED_TEXT) -> Any:
+    """``data`` with every text over ``limit`` characters cut to ``limit``, ending ``…``
+    (no recursion: stored data may nest deep)."""
+    if isinstance(data, str):
+        return data if len(data) <= limit else data[: limit - 1] + "…"
+    if not isinstance(data, dict | list):
+        return data
+    root: list[Any] = [data]
+    pending: list[tuple[Any, list[Any] | dict[Any, Any], Any]] = [(data, root, 0)]
+    while pending:
+        value, parent, key = pending.pop()
+        if isinstance(value, dict):
+            copy: Any = {}
+            for child_key, child in value.items():
+                copy[child_key] = child
+                pending.append((child, copy, child_key))
+        elif isinstance(value, list):
+            copy = list(value)
+            pending.extend((child, copy, index) for index, child in enumerate(value))
+        elif isinstance(value, str) and len(value) > limit:
+            copy = value[: limit - 1] + "…"
+        else:
+            copy = value
+        parent[key] = copy
+    return root[0]

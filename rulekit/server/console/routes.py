@@ -232,17 +232,14 @@ class Console:
         """Recent events (with their jobs), dead letters and the last reload failure."""
         self.recorder.start()
         directory = self.get_snapshot().config.directory
-        events, dead = await run_in_threadpool(journal.recent, self.store, viewer, directory)
         reload = self.recorder.last_reload
-        return _secure(
-            JSONResponse(
-                {
-                    "events": events,
-                    "dead_letters": dead,
-                    "reload": reload if reload and reload.get("ok") is False else None,
-                }
-            )
-        )
+
+        def answer() -> JSONResponse:  # (encoded in the thread too: off the event loop)
+            events, dead = journal.recent(self.store, viewer, directory)
+            failed = reload if reload and reload.get("ok") is False else None
+            return JSONResponse({"events": events, "dead_letters": dead, "reload": failed})
+
+        return _secure(await run_in_threadpool(answer))
 
     # the live stream -------------------------------------------------------------------------
     async def stream(self, request: Request) -> Response:

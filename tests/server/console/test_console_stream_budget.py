@@ -44,10 +44,12 @@ def test_each_agent_holds_a_bounded_number_of_streams(console_server: ConsoleSer
 def test_the_feed_carries_a_bounded_part_of_what_a_client_sent(tmp_path) -> None:
     """The daemon keeps the feed's recent messages (for reconnecting pages) and each open
     stream a backlog of them: a client's name or email of a megabyte, or an event whose
-    rules fail by the dozen, is carried cut short, live and when a page reconnects."""
+    rules fail by the dozen, is carried cut short, live and when a page reconnects; so is
+    each text of the event list a page opens with."""
     from console_helpers import daemon_with_feed, messages, sha
 
     from rulekit.runtime.planning import MAX_FEED_ERRORS, PREVIEW
+    from rulekit.server.console.journal import MAX_LISTED_TEXT
 
     secret = "stream-budget-secret-0123456789"
     rules = "".join(
@@ -81,6 +83,11 @@ def test_the_feed_carries_a_bounded_part_of_what_a_client_sent(tmp_path) -> None
                 shown = [first_event(live)]
             with admin.stream("GET", "/console/stream?last_event_id=0") as again:
                 shown.append(first_event(again))  # told again from what the daemon kept
+            listed = admin.get("/console/api/recent")  # the event list a page opens with
+    assert len(listed.content) < 50_000
+    (entry,) = [e["event"] for e in listed.json()["events"] if e["event"]["id"] == "web:big-1"]
+    assert entry["message"]["text"] == "n" * (MAX_LISTED_TEXT - 1) + "…"
+    assert len(entry["client"]["name"]) == len(entry["client"]["email"]) == MAX_LISTED_TEXT
     for message in shown:
         assert message["event_id"] == "web:big-1"
         assert len(message["client_name"]) <= PREVIEW
