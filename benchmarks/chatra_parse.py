@@ -36,7 +36,7 @@ from rulekit_chatra import ChatraProvider, ChatraSettings
 from rulekit_chatra.payload import parse_body
 
 from rulekit.channels import ChannelContext
-from rulekit.config import AgentEntry, Directory
+from rulekit.directory import AgentEntry, Directory
 from rulekit.store import MemoryStore
 
 SAMPLES = Path(__file__).resolve().parent.parent / "plugins" / "chatra" / "tests" / "data"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -21,14 +20,15 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from rulekit import sources, yamlsource
 from rulekit.calendars import Calendar, CalendarSpec, compile_calendars
+from rulekit.directory import AgentEntry, Directory, GroupEntry
 from rulekit.errors import ConfigError, Location, did_you_mean
+from rulekit.interpolation import interpolate, unset_variables
 from rulekit.models import Duration, StrictModel, parse_duration
 from rulekit.safetext import name_problem
 from rulekit.validation import dotted, pydantic_errors
 
 CONFIG_ENV = "RULEKIT_CONFIG"
 MAX_CONFIG_BYTES = 1024 * 1024
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class ServerSettings(StrictModel):
@@ -132,42 +132,6 @@ class LoggingSettings(StrictModel):
     content: bool = False
 
 
-class AgentEntry(StrictModel):
-    """An agent in the directory. ``channels`` lists the channels the agent may handle: a new
-    channel gives nobody access until it is listed here."""
-
-    email: str
-    name: str | None = None
-    groups: list[str] = Field(default_factory=list)
-    channels: list[str] = Field(default_factory=list)
-    token_sha256: str | None = None
-    max_open: int | None = Field(
-        None,
-        ge=0,
-        description="Open conversations this agent may hold before assignment strategies skip "
-        "them (0: strategies never pick them); the default is their group's max_open "
-        "(unlimited when neither says).",
-    )
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: str) -> str:
-        if "@" not in value:
-            raise ValueError(f"{value!r} is not an email address")
-        return value.strip()
-
-
-class GroupEntry(StrictModel):
-    """A group of agents (e.g. ``support``)."""
-
-    description: str | None = None
-    max_open: int | None = Field(
-        None,
-        ge=0,
-        description="The default max_open of the group's agents (an agent's own value wins).",
-    )
-
-
 class PluginSettings(StrictModel):
     """Which plugins to leave out (by name, as ``rulekit plugins`` shows them)."""
 
@@ -263,45 +227,6 @@ class RawConfig(StrictModel):
         return value
 
 
-class Directory:
-    """The agent directory: agents by email (case-insensitive), and who may handle what."""
-
-    def __init__(
-        self,
-        agents: list[AgentEntry],
-        groups: list[str],
-        group_limits: dict[str, int] | None = None,
-    ) -> None:
-        self.agents = agents
-        self.groups = groups
-        self.group_limits = group_limits or {}
-        """``groups.<name>.max_open``, by group (groups without one are not listed)."""
-        self._by_email = {agent.email.lower(): agent for agent in agents}
-
-    def max_open(self, agent: AgentEntry, group: str | None = None) -> int | None:
-        """How many open conversations ``agent`` may hold (None: no limit): their own
-        ``max_open``, else that of ``group`` when they belong to it, else the smallest of
-        their groups' limits."""
-        if agent.max_open is not None:
-            return agent.max_open
-        if group is not None and group in agent.groups and group in self.group_limits:
-            return self.group_limits[group]
-        limits = [self.group_limits[g] for g in agent.groups if g in self.group_limits]
-        return min(limits) if limits else None
-
-    def get(self, email: str | None) -> AgentEntry | None:
-        """The agent with this email, whatever its case."""
-        return self._by_email.get(email.lower()) if email else None
-
-    def eligible(self, channel: str, group: str | None = None) -> list[AgentEntry]:
-        """Agents who may handle ``channel`` (and belong to ``group`` when given), in file order."""
-        return [
-            agent
-            for agent in self.agents
-            if channel in agent.channels and (group is None or group in agent.groups)
-        ]
-
-
 @dataclass
 class ChannelConfig:
     """A configured channel: its provider and the provider's validated settings."""
@@ -350,57 +275,6 @@ class Config:
             for key, value in environ.items()
             if key in allowed or (key.startswith("RULEKIT_") and key != CONFIG_ENV)
         }
-
-
-def unset_variables(
-    value: Any, environ: dict[str, str], path: tuple[Any, ...] = ()
-) -> list[tuple[tuple[Any, ...], str]]:
-    """Where a ``${NAME}`` without a ``:-default`` names a variable that is unset or empty:
-    ``(path in the tree, NAME)`` pairs, in file order."""
-    if isinstance(value, str):
-        last = value.rfind("}") + 1  # as interpolate() reads it
-        return [
-            (path, match.group(1))
-            for match in _VAR.finditer(value[:last])
-            if match.group(2) is None and not environ.get(match.group(1))
-        ]
-    if isinstance(value, dict):
-        return [
-            found
-            for key, item in value.items()
-            for found in unset_variables(item, environ, (*path, key))
-        ]
-    if isinstance(value, list):
-        return [
-            found
-            for index, item in enumerate(value)
-            for found in unset_variables(item, environ, (*path, index))
-        ]
-    return []
-
-
-def interpolate(value: Any, environ: dict[str, str]) -> Any:
-    """Replace ``${NAME}`` and ``${NAME:-default}`` in every string of a YAML tree."""
-    if isinstance(value, str):
-        # only up to the last "}": a "${NAME:-" with no "}" after it never matches, and searching
-        # past it would scan to the end again from every such start (quadratic)
-        last = value.rfind("}") + 1
-        head = _VAR.sub(lambda m: environ.get(m.group(1)) or (m.group(2) or ""), value[:last])
-        return head + value[last:]
-    if isinstance(value, dict):
-        out: dict[Any, Any] = {}
-        if isinstance(value, yamlsource.LineDict):
-            out = yamlsource.LineDict(line=value.line)
-            out.lines = value.lines
-        for key, item in value.items():
-            out[key] = interpolate(item, environ)
-        return out
-    if isinstance(value, list):
-        out_list = yamlsource.LineList(line=getattr(value, "line", None))
-        out_list.lines = list(getattr(value, "lines", []))
-        out_list.extend(interpolate(item, environ) for item in value)
-        return out_list
-    return value
 
 
 def find_config_path(explicit: str | os.PathLike[str] | None) -> Path | None:

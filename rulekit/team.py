@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rulekit.config import AgentEntry, Directory
+from rulekit.directory import AgentEntry, Directory
 from rulekit.errors import TemplateError, did_you_mean
 
 

@@ -141,6 +141,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "rulekit.event",
             "rulekit.models",
             "rulekit.config",
+            "rulekit.directory",
+            "rulekit.interpolation",
             "rulekit.sources",
             "rulekit.yamlsource",
             "rulekit.calendars",

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from scaffold import write
 
-from rulekit.config import AgentEntry, Directory, load_config
+from rulekit.config import load_config
+from rulekit.directory import AgentEntry, Directory
 from rulekit.errors import ValidationErrors
 from rulekit.plugins import load_plugins
 

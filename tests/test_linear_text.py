@@ -77,7 +77,7 @@ CASES = {
         for name, value in LOG_INPUTS.items()
     },
     "config ${VAR:-default}": (
-        "from rulekit.config import interpolate\n"
+        "from rulekit.interpolation import interpolate\n"
         "interpolate('${a:-' * (N // 5), {})\n"
         "interpolate('${' + 'a' * N, {})"
     ),
@@ -248,7 +248,7 @@ INVENTORY = {
     ("rulekit/actions/telegram_text.py", r"</?\s*([A-Za-z][A-Za-z0-9-]*)"): ["telegram HTML cut"],
     ("rulekit/audit/history.py", r"^\d{4}-\d{2}-\d{2}"): ["history --since"],
     ("rulekit/expr/codegen.py", r"^[A-Za-z_][A-Za-z0-9_]*$"): ["identifiers in templates"],
-    ("rulekit/config.py", r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}"): [
+    ("rulekit/interpolation.py", r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}"): [
         "config ${VAR:-default}"
     ],
     ("rulekit/server/console/sessions.py", r"[0-9a-fA-F]{64}"): ["console token hashes"],

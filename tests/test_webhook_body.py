@@ -20,7 +20,7 @@ from rulekit.channels.body import (
     load,
 )
 from rulekit.channels.webhook import WebhookProvider
-from rulekit.config import Directory
+from rulekit.directory import Directory
 from rulekit.event import Agent, Client, Conversation, Event, Message
 from rulekit.store.memory import MemoryStore
 

@@ -10,7 +10,7 @@ named, else the conversation's, else the channel's default group) who have acces
 * ``last_agent`` — the agent who last answered this client (``conversation.last_agent``), when
   they can take it; otherwise ``fallback`` (``round_robin`` or ``least_open``) picks.
 
-Strategies skip agents at capacity (``max_open``, see :meth:`rulekit.config.Directory.max_open`)
+Strategies skip agents at capacity (``max_open``, see :meth:`rulekit.directory.Directory.max_open`)
 and, with ``only_online`` (the default once any agent has signed in to the console), agents who
 are not online (:meth:`rulekit.store.base.State.presence`). When nobody fits, the conversation
 goes to the group unassigned (``when_nobody: group``) or stays as it is (``leave``).
@@ -33,7 +33,8 @@ from pydantic import Field
 
 from rulekit.actions import conversation as conversations
 from rulekit.actions.base import Action, ActionContext, PlannedChange, StateChange
-from rulekit.config import AgentEntry, Config, Directory
+from rulekit.config import Config
+from rulekit.directory import AgentEntry, Directory
 from rulekit.errors import PermanentActionError
 from rulekit.event import Conversation, Event
 from rulekit.hookspecs import hookimpl

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from pydantic import SecretStr
 
 from rulekit.channels.guarantees import keys_safely, parses_clean, timer_events_clean
-from rulekit.config import Directory
+from rulekit.directory import Directory
 from rulekit.event import Agent, Client, Conversation, Event
 from rulekit.models import StrictModel
 from rulekit.store.base import State

@@ -8,7 +8,8 @@ from typing import Any, TypeVar
 
 from rulekit.actions.base import Action, ActionContext
 from rulekit.channels.base import ChannelSettings
-from rulekit.config import AgentEntry, ChannelConfig, Config, Directory, RawConfig
+from rulekit.config import ChannelConfig, Config, RawConfig
+from rulekit.directory import AgentEntry, Directory
 from rulekit.event import Event
 
 T = TypeVar("T")

@@ -9,7 +9,7 @@ from action_helpers import make_config, make_context, make_event
 from test_assign_action import assign, seed, stored
 
 from rulekit.actions.assign import Assign, AssignParams
-from rulekit.config import Directory
+from rulekit.directory import Directory
 from rulekit.store.memory import MemoryStore
 
 SOON = datetime.now(UTC) + timedelta(hours=1)  # a connection the test will not outlive

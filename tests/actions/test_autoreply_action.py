@@ -10,7 +10,7 @@ from action_helpers import make_context, make_event
 
 from rulekit.actions.autoreply import Autoreply, AutoreplyParams
 from rulekit.channels.base import ChannelContext, ChannelSettings, Provider, Reply
-from rulekit.config import Directory
+from rulekit.directory import Directory
 from rulekit.errors import PermanentActionError, RetryableActionError
 from rulekit.event import Event
 from rulekit.testing.clock import run_virtual

@@ -22,7 +22,7 @@ import pytest
 from postgres_schemas import POSTGRES_ENV
 from store_backends import BACKENDS, Backend
 
-from rulekit.config import Directory
+from rulekit.directory import Directory
 from rulekit.event import Conversation, Event
 from rulekit.server.console.conversations import view
 from rulekit.server.console.sessions import Viewer

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from store_backends import event
 
 from rulekit.audit import repair
-from rulekit.config import AgentEntry, Directory
+from rulekit.directory import AgentEntry, Directory
 from rulekit.server.console import journal
 from rulekit.server.console.sessions import Viewer
 from rulekit.store import JobSpec

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from rulekit.config import Directory
 from rulekit.countries import country_code
+from rulekit.directory import Directory
 from rulekit.event import Agent, Client, Conversation, Event, Message
 from rulekit.models import trusted_instance, whole_builder
 from rulekit.store.base import State

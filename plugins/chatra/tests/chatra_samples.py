@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rulekit.channels import ChannelContext
-from rulekit.config import AgentEntry, Directory
+from rulekit.directory import AgentEntry, Directory
 
 from rulekit_chatra import ChatraProvider, ChatraSettings
 

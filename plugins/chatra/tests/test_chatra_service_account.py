@@ -4,7 +4,7 @@ channels with the same API keys and base URL, another for other keys, and never 
 from __future__ import annotations
 
 from rulekit.channels import ChannelContext
-from rulekit.config import Directory
+from rulekit.directory import Directory
 
 from rulekit_chatra import ChatraProvider, ChatraSettings
 

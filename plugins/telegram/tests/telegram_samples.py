@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from rulekit.channels import ChannelContext
-from rulekit.config import Directory
+from rulekit.directory import Directory
 from rulekit.testing.telegram_updates import TelegramUser
 
 from rulekit_telegram import TelegramProvider, TelegramSettings

@@ -4,7 +4,7 @@ one token and base URL, another for another bot, and never the token."""
 from __future__ import annotations
 
 from rulekit.channels import ChannelContext
-from rulekit.config import Directory
+from rulekit.directory import Directory
 
 from rulekit_telegram import TelegramProvider, TelegramSettings
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rulekit.config import Directory
+from rulekit.directory import Directory
 from rulekit.runtime.planning import preview
 from rulekit.server.console.sessions import Viewer
 from rulekit.server.console.team import READ, TeamView

@@ -16,7 +16,8 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-from rulekit.config import AgentEntry, Config
+from rulekit.config import Config
+from rulekit.directory import AgentEntry
 
 SESSION_TTL = 12 * 3600.0
 """Seconds a session lives after its last use."""

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from rulekit.config import Directory
+from rulekit.directory import Directory
 from rulekit.server.console.sessions import Viewer
 from rulekit.team import seen_summary
 

@@ -7,7 +7,8 @@ import hashlib
 
 import pytest
 
-from rulekit.config import AgentEntry, Config, ConsoleSettings, Directory, RawConfig
+from rulekit.config import Config, ConsoleSettings, RawConfig
+from rulekit.directory import AgentEntry, Directory
 from rulekit.server.console.sessions import (
     MAX_SESSIONS,
     MAX_SESSIONS_PER_TOKEN,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rulekit.config import Directory
+from rulekit.directory import Directory
 from rulekit.event import Event
 from rulekit.server.console import conversations
 from rulekit.server.console.sessions import Viewer
