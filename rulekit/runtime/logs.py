@@ -16,6 +16,9 @@ and a formatter that together guarantee, for every record:
   values :func:`~rulekit.store.forms.hidden_values` finds, which :func:`log` is given as
   ``personal``: a message text, a phone, an IP address ..., in any stored form) is
   :data:`HIDDEN`, as audit output hides it without ``--show-content``;
+* **no exception message** unless content may be logged: a traceback keeps each exception's
+  type and each frame's file and line, and its messages are :data:`HIDDEN`
+  (:func:`~rulekit.runtime.tracebacks.hidden_traceback`): they may quote a client or a secret;
 * **one record, one line** (text format): the message and every field are escaped with
   :func:`rulekit.safetext.escape_controls`; a traceback follows on lines indented by four
   spaces, so nothing a client sends can start a line of its own. JSON lines escape controls,
@@ -40,6 +43,8 @@ from pydantic import BaseModel, SecretStr
 
 from rulekit.actions.secrets import folded_forms
 from rulekit.config import Config, LoggingSettings
+from rulekit.runtime.tracebacks import HIDDEN as TRACEBACK_HIDDEN
+from rulekit.runtime.tracebacks import hidden_traceback
 from rulekit.safetext import dumps_json, escape_controls, replace_folded
 from rulekit.store.forms import PersonalValues
 
@@ -58,7 +63,7 @@ MARGIN = 4096
 """How far past a limit redaction and masking look, so that what is kept is cleaned whole."""
 
 REDACTED = "***"
-HIDDEN = "[hidden]"
+HIDDEN = TRACEBACK_HIDDEN
 """What a record's quote of a client's personal value becomes (as in audit output)."""
 _HANDLER = "rulekit"
 
@@ -227,8 +232,9 @@ class CleanRecords(logging.Filter):
     secrets (and each value ``secrets`` returns, in each of its forms) redacted, emails masked
     and the record's ``personal`` values hidden when ``emails`` is true (content may not be
     logged), each cut to its limit (:data:`MESSAGE_LIMIT`, :data:`FIELD_LIMIT`,
-    :data:`EXCEPTION_LIMIT`). The forms redacted are left on the record (``secret_forms``) for
-    the formatters' last check of the line."""
+    :data:`EXCEPTION_LIMIT`); when content may not be logged, a traceback's messages are hidden
+    too (:func:`~rulekit.runtime.tracebacks.hidden_traceback`). The forms redacted are left on
+    the record (``secret_forms``) for the formatters' last check of the line."""
 
     def __init__(
         self, secrets: Callable[[], Iterable[str]] | None = None, *, emails: bool = False
@@ -260,6 +266,9 @@ class CleanRecords(logging.Filter):
             record.fields = {
                 str(key)[:100]: _clean_value(value, clean) for key, value in fields.items()
             }
+        if self.emails and record.exc_info and record.exc_info[1] is not None:
+            # formatted again even if another handler did: its text shows the messages
+            record.exc_text = hidden_traceback(record.exc_info[1])
         exception = _exception_text(record)
         if exception:
             record.exc_text = _bounded(exception, EXCEPTION_LIMIT, clean)
@@ -394,13 +403,14 @@ def log(
     level: int,
     message: str,
     *,
-    exc_info: bool = False,
+    exc_info: bool | BaseException = False,
     personal: PersonalValues | None = None,
     **fields: Any,
 ) -> None:
     """Log ``message`` with structured ``fields`` (JSON keys, or ``key=value`` in text);
     ``personal``: the client's values the record may quote (an action's error quoting what it
-    sent), hidden unless content may be logged."""
+    sent), hidden unless content may be logged; ``exc_info``: true for the exception being
+    handled, or an exception (its traceback)."""
     if logger.isEnabledFor(level):
         extra: dict[str, Any] = {"fields": fields}
         if personal:

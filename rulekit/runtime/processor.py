@@ -451,19 +451,23 @@ class Processor:
     def _set_aside(
         self, item: InboxItem, cause: Exception | Refusal
     ) -> list[Processed | InboxItem]:
+        bug: Exception | None = None
         if isinstance(cause, Refusal):
-            error, expected = cause.reason, True
+            error = cause.reason
         elif isinstance(cause, ChannelError):
-            error, expected = str(cause), True
+            error = str(cause)
         else:
-            error, expected = f"{type(cause).__name__}: {cause}", False
+            error, bug = f"{type(cause).__name__}: {cause}", cause
+        # a bug's message may quote the body: the line names its type, the traceback (passed
+        # as the exception: this may run after its except block) shows the rest when content
+        # may be logged
         log(
             logger,
             logging.WARNING,
-            f"inbox item {item.id} set aside: {error}",
+            f"inbox item {item.id} set aside: {error if bug is None else type(bug).__name__}",
             inbox_id=item.id,
             channel=item.channel,
-            exc_info=not expected,
+            exc_info=bug or False,
         )
         with self.store.transaction() as state:
             state.finish_inbox(item.id, error=error[:2000])
