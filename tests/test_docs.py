@@ -200,3 +200,64 @@ def test_configuration_md_top_example_loads(tmp_path) -> None:
     for section in ("server", "processing", "dispatcher", "console", "retention", "logging"):
         assert section in block
         assert getattr(config.raw, section) == getattr(defaults, section), section
+
+
+def test_architecture_md_names_every_module_of_the_packages_it_lists() -> None:
+    """A package the layer table lists module by module (``expr/`` (``parse``, ...)) has no
+    module the table leaves out, nor names one that is gone."""
+    import re
+
+    text = _doc("architecture.md")
+    table = "\n".join(line for line in text.splitlines() if line.startswith("| "))
+    listed = re.findall(r"`(\w+)/` \(([^)]*)\)", table)
+    assert {package for package, _ in listed} >= {"expr", "rules", "engine", "server", "cli"}
+    for package, names in listed:
+        folder = REPO / "rulekit" / package
+        modules = {p.stem for p in folder.glob("*.py") if p.stem != "__init__"}
+        modules |= {f"{p.name}/" for p in folder.iterdir() if (p / "__init__.py").exists()}
+        assert set(re.findall(r"`([\w/]+)`", names)) == modules, package
+
+
+def test_the_limits_the_docs_state_are_the_codes() -> None:
+    """Each limit the docs give as a number is the constant the code enforces."""
+    from rulekit.channels import body
+    from rulekit.config import ServerSettings
+    from rulekit.expr import budget
+    from rulekit.models import MAX_DURATION
+    from rulekit.runtime import metrics
+    from rulekit.server.console import sessions
+
+    server = ServerSettings()
+    stated = {
+        "operations.md": [
+            f"nested more than {body.MAX_DEPTH} levels deep",
+            f"an integer of more than {body.MAX_INT_DIGITS} digits",
+            f"a list of more than {body.MAX_ITEMS:,} items or an object of more than "
+            f"{body.MAX_ITEMS:,} keys",
+            f"longer than {body.MAX_KEY_CHARS} characters are stored as `sha256:<digest>`",
+            f"a channel's first {metrics.MAX_EVENT_NAMES} event names apart, any later or longer "
+            f"than {metrics.MAX_EVENT_NAME} characters",
+            f"One token holds at most {sessions.MAX_SESSIONS_PER_TOKEN} sessions",
+            f"(the daemon keeps {sessions.MAX_SESSIONS:,} sessions in all)",
+            f"`server.max_header_bytes` (default {server.max_header_bytes // 1024} KiB",
+            f"`server.max_body_bytes` (default {server.max_body_bytes // 2**20} MiB)",
+            f"max_header_bytes: {server.max_header_bytes}",
+            f"max_connections: {server.max_connections}",
+        ],
+        "console.md": [f"One token\nholds at most {sessions.MAX_SESSIONS_PER_TOKEN} sessions"],
+        "rules.md": [
+            f"| output | {budget.MAX_OUTPUT:,} characters |",
+            f"| one value | {budget.MAX_VALUE:,} characters or items |",
+            f"| numbers | {budget.MAX_DIGITS:,} digits |",
+            f"| `range()` | {budget.MAX_RANGE:,} items |",
+            f"| steps | {budget.MAX_STEPS:,} |",
+            f"| built | {budget.MAX_BUILT:,} characters and items |",
+            f"would hold more than {budget.MAX_BUILT} characters`",
+            f"| depth | {budget.MAX_DEPTH} |",
+            f"up to `{MAX_DURATION.days}d` ({MAX_DURATION.days // 365:,} years",
+        ],
+    }
+    for name, phrases in stated.items():
+        text = _doc(name)
+        for phrase in phrases:
+            assert phrase in text, f"docs/{name} does not say {phrase!r}"
