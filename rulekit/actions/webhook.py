@@ -1,10 +1,11 @@
 """``webhook``: call a URL named in the config, with a signed body (through httpx).
 
-Targets are named under ``integrations: {webhooks: {<name>: {url, ...}}}``; a rule names one
-literally (``to: crm``), so no template and no client data can choose where a request goes.
-Redirects are not followed, for the same reason. The body is built by
-:mod:`rulekit.actions.webhook_body`; every attempt gets a fresh ``X-Rulekit-Timestamp`` and
-``X-Rulekit-Signature``, and the job's stable ``X-Rulekit-Delivery``.
+Targets are named under ``integrations: {webhooks: {<name>: {url, ...}}}``
+(:mod:`rulekit.actions.webhook_targets`); a rule names one literally (``to: crm``), so no
+template and no client data can choose where a request goes. Redirects are not followed, for
+the same reason. The body is built by :mod:`rulekit.actions.webhook_body`; every attempt gets a
+fresh ``X-Rulekit-Timestamp`` and ``X-Rulekit-Signature``, and the job's stable
+``X-Rulekit-Delivery``.
 
 The URL (its path and query often hold a token: Slack and Zapier hooks) and every header value
 are treated as secrets: masked in the dry run, redacted from errors and logs.
@@ -13,17 +14,16 @@ are treated as secrets: masked in the dry run, redacted from errors and logs.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, RootModel, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from rulekit.actions.base import Action, ActionContext
-from rulekit.actions.pacing import Limit, Pace
-from rulekit.actions.rates import Rate, retry_after
+from rulekit.actions.pacing import Pace
+from rulekit.actions.rates import retry_after
 from rulekit.actions.secrets import redact
 from rulekit.actions.webhook_body import (
     encode_json,
@@ -31,6 +31,13 @@ from rulekit.actions.webhook_body import (
     first_bytes,
     signature,
     text_escaper,
+)
+from rulekit.actions.webhook_targets import (
+    WebhooksIntegration,
+    WebhookTarget,
+    is_loopback,
+    is_token,
+    masked_url,
 )
 from rulekit.config import Config
 from rulekit.errors import ActionError, PermanentActionError, RetryableActionError, did_you_mean
@@ -50,105 +57,22 @@ __all__ = [
     "retry_after",
 ]
 
-_TOKEN_CHARS = frozenset(
-    "!#$%&'*+.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-"
-)
-"""The characters of an HTTP token (RFC 9110): header names, content type and subtype."""
-
-
-def _is_token(text: str) -> bool:
-    return bool(text) and all(c in _TOKEN_CHARS for c in text)
-
 
 def _is_content_type(text: str) -> bool:
     """``type/subtype`` tokens, then optional ``;`` parameters without control characters."""
     kind, _, parameters = text.partition(";")
     main, slash, sub = kind.partition("/")
-    if not (slash and _is_token(main) and _is_token(sub)):
+    if not (slash and is_token(main) and is_token(sub)):
         return False
     return not any(ord(c) < 32 or ord(c) == 127 for c in parameters)
 
 
-RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
-"""Headers the HTTP client sets; a target may not set them (nor any ``X-Rulekit-*``)."""
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
 
 
 def _is_template(text: str) -> bool:
     return "{{" in text or "{%" in text or "{#" in text
-
-
-class WebhookTarget(StrictModel):
-    """One named target: ``integrations: {webhooks: {crm: {url: ..., secret: ...}}}``."""
-
-    url: SecretStr = Field(description="http(s) URL; its path and query are kept secret.")
-    secret: SecretStr = Field(description="Key of the HMAC-SHA256 signature, from ${ENV}.")
-    method: Literal["POST", "PUT", "PATCH"] = "POST"
-    headers: dict[str, SecretStr] = Field(
-        default_factory=dict, description="Extra headers (values are secrets: ${ENV})."
-    )
-    timeout: float = Field(10.0, gt=0, le=120, description="Seconds to wait for an answer.")
-    rate_limit: Rate = Field(Limit(10, 1.0), description="At most this many calls: 10/s, 60/m.")
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: SecretStr) -> SecretStr:
-        problem = url_problem(value.get_secret_value())
-        if problem:
-            raise ValueError(problem)
-        return value
-
-    @field_validator("headers")
-    @classmethod
-    def _headers(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
-        for name, header in value.items():
-            if not _is_token(name):
-                raise ValueError(f"{name!r} is not a valid header name")
-            lowered = name.lower()
-            if lowered in RESERVED_HEADERS or lowered.startswith("x-rulekit-"):
-                raise ValueError(f"header {name!r} is set by rulekit; remove it")
-            if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in header.get_secret_value()):
-                raise ValueError(f"the value of header {name!r} holds control characters")
-        return value
-
-
-def url_problem(url: str) -> str | None:
-    """Why ``url`` cannot be a webhook target, or None."""
-    if any(ord(c) <= 32 or ord(c) == 127 for c in url):
-        return "a webhook URL cannot hold spaces or control characters"
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 (raises on a bad port)
-    except ValueError as exc:
-        return f"not a valid URL: {exc}"
-    if parts.scheme not in ("http", "https"):
-        return "a webhook URL must start with https:// (or http://)"
-    if not parts.hostname:
-        return "a webhook URL needs a host"
-    if parts.username is not None or parts.password is not None:
-        return "put credentials in `headers` (from ${ENV}), not in the URL"
-    if parts.fragment:
-        return "a webhook URL cannot have a #fragment"
-    return None
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a name or an address) is this machine: ``localhost`` and its
-    subdomains (RFC 6761), 127.0.0.0/8, ::1."""
-    name = host.lower().rstrip(".")
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class WebhooksIntegration(RootModel[dict[str, WebhookTarget]]):
-    """``integrations: {webhooks: ...}``: targets by name."""
-
-    root: dict[str, WebhookTarget] = Field(default_factory=dict)
 
 
 class WebhookParams(StrictModel):
@@ -407,17 +331,6 @@ async def _answer_start(response: httpx.Response) -> bytes:
 
 def _words(value: str) -> list[str]:
     return [word for word in value.split() if len(word) >= 8]
-
-
-def masked_url(target: WebhookTarget) -> str:
-    """The target's URL with its path and query hidden (they often hold a token)."""
-    parts = urlsplit(target.url.get_secret_value())
-    host = parts.netloc
-    return (
-        f"{parts.scheme}://{host}/***"
-        if parts.path.strip("/") or parts.query
-        else f"{parts.scheme}://{host}/"
-    )
 
 
 def _value(secret: SecretStr | None) -> str:

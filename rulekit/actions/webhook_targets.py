@@ -1,0 +1,118 @@
+"""The targets of ``webhook``: ``integrations: {webhooks: {<name>: {url, secret, ...}}}``.
+
+A target is where and how a call goes (method, extra headers, timeout, rate limit) and the key
+its body is signed with. The URL and every header value count as secrets: the URL's path and
+query often hold a token (Slack and Zapier hooks), so only :func:`masked_url` is ever shown.
+What the config may set is checked when it loads: an http(s) URL without credentials or
+fragment (:func:`url_problem`), header names that are tokens and not set by the HTTP client or
+rulekit (:data:`RESERVED_HEADERS`, ``X-Rulekit-*``), values without control characters.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, RootModel, SecretStr, field_validator
+
+from rulekit.actions.pacing import Limit
+from rulekit.actions.rates import Rate
+from rulekit.models import StrictModel
+
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-"
+)
+"""The characters of an HTTP token (RFC 9110): header names, content type and subtype."""
+
+
+def is_token(text: str) -> bool:
+    """Whether ``text`` is an HTTP token (a header name, a content type's type or subtype)."""
+    return bool(text) and all(c in _TOKEN_CHARS for c in text)
+
+
+RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+"""Headers the HTTP client sets; a target may not set them (nor any ``X-Rulekit-*``)."""
+
+
+class WebhookTarget(StrictModel):
+    """One named target: ``integrations: {webhooks: {crm: {url: ..., secret: ...}}}``."""
+
+    url: SecretStr = Field(description="http(s) URL; its path and query are kept secret.")
+    secret: SecretStr = Field(description="Key of the HMAC-SHA256 signature, from ${ENV}.")
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="Extra headers (values are secrets: ${ENV})."
+    )
+    timeout: float = Field(10.0, gt=0, le=120, description="Seconds to wait for an answer.")
+    rate_limit: Rate = Field(Limit(10, 1.0), description="At most this many calls: 10/s, 60/m.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: SecretStr) -> SecretStr:
+        problem = url_problem(value.get_secret_value())
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, header in value.items():
+            if not is_token(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            lowered = name.lower()
+            if lowered in RESERVED_HEADERS or lowered.startswith("x-rulekit-"):
+                raise ValueError(f"header {name!r} is set by rulekit; remove it")
+            if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in header.get_secret_value()):
+                raise ValueError(f"the value of header {name!r} holds control characters")
+        return value
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a webhook target, or None."""
+    if any(ord(c) <= 32 or ord(c) == 127 for c in url):
+        return "a webhook URL cannot hold spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError as exc:
+        return f"not a valid URL: {exc}"
+    if parts.scheme not in ("http", "https"):
+        return "a webhook URL must start with https:// (or http://)"
+    if not parts.hostname:
+        return "a webhook URL needs a host"
+    if parts.username is not None or parts.password is not None:
+        return "put credentials in `headers` (from ${ENV}), not in the URL"
+    if parts.fragment:
+        return "a webhook URL cannot have a #fragment"
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine: ``localhost`` and its
+    subdomains (RFC 6761), 127.0.0.0/8, ::1."""
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class WebhooksIntegration(RootModel[dict[str, WebhookTarget]]):
+    """``integrations: {webhooks: ...}``: targets by name."""
+
+    root: dict[str, WebhookTarget] = Field(default_factory=dict)
+
+
+def masked_url(target: WebhookTarget) -> str:
+    """The target's URL with its path and query hidden (they often hold a token)."""
+    parts = urlsplit(target.url.get_secret_value())
+    host = parts.netloc
+    return (
+        f"{parts.scheme}://{host}/***"
+        if parts.path.strip("/") or parts.query
+        else f"{parts.scheme}://{host}/"
+    )
