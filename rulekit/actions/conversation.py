@@ -30,6 +30,7 @@ from rulekit.actions.base import Action, ActionContext, StateChange
 from rulekit.errors import PermanentActionError
 from rulekit.event import Conversation, Event
 from rulekit.store.base import State
+from rulekit.store.cached import holding
 
 SCALARS: tuple[str, ...] = ("priority", "assignee", "group")
 """Attributes whose change is ``{from, to}``."""
@@ -141,7 +142,9 @@ async def execute(action: Action, params: BaseModel, context: ActionContext) -> 
         raise PermanentActionError("the event has no conversation id")
 
     def work() -> StateChange:
-        with store.transaction() as state:
+        # the conversation is held from its read to the commit: a change committed meanwhile
+        # (an agent's, another job's) is waited for, never written over
+        with holding(store) as state:
             return action.change_state(params, context.event, state, context.config)
 
     change = await asyncio.to_thread(work)

@@ -18,6 +18,7 @@ from rulekit.errors import PermanentActionError, RetryableActionError
 from rulekit.hookspecs import hookimpl
 from rulekit.models import StrictModel
 from rulekit.registry import ActionRegistry
+from rulekit.store.cached import holding
 
 MAX_FIELD = 500
 
@@ -64,7 +65,9 @@ class UpdateClient(Action):
         if not changes:
             return {"changed": []}
         if context.store is not None:
-            with context.store.transaction() as state:
+            # the record is held from its read to the commit: a change committed meanwhile
+            # (a webhook's) is waited for, never written over
+            with holding(context.store) as state:
                 known = state.get_client(context.event.channel, client_id)
                 if known is not None:
                     state.save_client(context.event.channel, known.model_copy(update=changes))

@@ -294,8 +294,10 @@ def record_many(state: JournaledState, evaluated: list[Evaluated]) -> list[list[
 
 def _replay(state: JournaledState, recordings: list[Recording]) -> None:
     # through a cache on every store: every read of the round at once, and each conversation,
-    # client and message mark written once, as recorded (no model validated and encoded again)
-    cached = CachedState(state)
+    # client and message mark written once, as recorded (no model validated and encoded again).
+    # What is read is held until the commit: a change another transaction commits between the
+    # check and the write would be written over (PostgreSQL runs several at once)
+    cached = CachedState(state, hold=True)
     wanted = Lookups()
     for recording in recordings:
         wanted.update(recording.lookups())

@@ -11,28 +11,34 @@ conversations) first flush them. Everything else goes to the store's state as it
 The daemon uses it twice per round of webhooks: to normalize the bodies in a transaction that
 is rolled back (the writes are never flushed: they are made again when the recording is
 replayed), and to replay the recordings in the transaction that commits them (every read of
-the round in one query, every write in one statement).
+the round in one query, every write in one statement). A state that writes back what it read
+(the replay, an action's job: :func:`holding`) holds what it reads until its transaction ends
+(``hold``): on a store running several transactions at once (PostgreSQL), a change committed
+between the read and the write would otherwise be written over.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 from rulekit.event import Client, Conversation
-from rulekit.store.base import State
+from rulekit.store.base import State, Store
 from rulekit.store.listing import ConversationQuery, ConversationSummary
 from rulekit.store.lookups import Key, Lookups, SavedConversation, Saves, saved_conversation
 
 
 class CachedState(State):
     """``state`` with reads of conversations, clients and message marks kept in memory and
-    their writes kept until :meth:`flush`."""
+    their writes kept until :meth:`flush`; with ``hold``, the conversations and clients it
+    reads are held until the transaction ends (:meth:`State.read_many
+    <rulekit.store.base.State.read_many>`)."""
 
-    def __init__(self, state: State) -> None:
+    def __init__(self, state: State, *, hold: bool = False) -> None:
         self.state = state
+        self.hold = hold
         self._conversations: dict[Key, tuple[str | None, str] | None] = {}
         """(channel, key) -> the conversation's id and JSON; None: none stored."""
         self._ids: dict[Key, str | None] = {}
@@ -55,7 +61,7 @@ class CachedState(State):
 
     def _read(self, missing: Lookups) -> None:
         """Read ``missing`` (none of it known yet) and keep what was found."""
-        found = self.state.read_many(missing)
+        found = self.state.read_many(missing, hold=self.hold)
         for key, kept in found.conversations.items():
             self._conversations.setdefault(key, kept)
         for (channel, conversation_id), by_id in found.conversation_ids.items():
@@ -77,6 +83,8 @@ class CachedState(State):
 
     # conversations ---------------------------------------------------------------------------
     def get_conversation(self, channel: str, key: str) -> Conversation | None:
+        if (channel, key) not in self._conversations and self.hold:
+            self.prefetch(Lookups(conversations={(channel, key)}))
         if (channel, key) not in self._conversations:
             stored = self.state.get_conversation(channel, key)
             self._conversations[channel, key] = (
@@ -103,9 +111,12 @@ class CachedState(State):
 
     def conversation_by_id_text(self, channel: str, conversation_id: str) -> tuple[str, str] | None:
         """:meth:`find_conversation` 's answer with the conversation as the JSON kept."""
-        for (kept_channel, key), kept in self._conversations.items():
-            if kept is not None and kept_channel == channel and kept[0] == conversation_id:
-                return key, kept[1]
+        kept = self._kept_by_id(channel, conversation_id)
+        if kept is None and self.hold and (channel, conversation_id) not in self._ids:
+            self.prefetch(Lookups(conversation_ids={(channel, conversation_id)}))
+            kept = self._kept_by_id(channel, conversation_id)
+        if kept is not None:
+            return kept
         if (channel, conversation_id) not in self._ids:
             found = self._by_id_text(channel, conversation_id)
             self._ids[channel, conversation_id] = found[0] if found is not None else None
@@ -113,6 +124,12 @@ class CachedState(State):
                 self._conversations[channel, found[0]] = (conversation_id, found[1])
                 return found
         # the key holding it holds another id now (changed here), or none holds it
+        return None
+
+    def _kept_by_id(self, channel: str, conversation_id: str) -> tuple[str, str] | None:
+        for (kept_channel, key), kept in self._conversations.items():
+            if kept is not None and kept_channel == channel and kept[0] == conversation_id:
+                return key, kept[1]
         return None
 
     def _by_id_text(self, channel: str, conversation_id: str) -> tuple[str, str] | None:
@@ -133,6 +150,8 @@ class CachedState(State):
 
     # clients ---------------------------------------------------------------------------------
     def get_client(self, channel: str, client_id: str) -> Client | None:
+        if (channel, client_id) not in self._clients and self.hold:
+            self.prefetch(Lookups(clients={(channel, client_id)}))
         if (channel, client_id) not in self._clients:
             stored = self.state.get_client(channel, client_id)
             self._clients[channel, client_id] = (
@@ -234,6 +253,18 @@ class CachedState(State):
 
     def presence(self, *, now: datetime | None = None) -> dict[str, str]:
         return self.state.presence(now=now)
+
+
+@contextlib.contextmanager
+def holding(store: Store) -> Iterator[CachedState]:
+    """A transaction of ``store`` for a change that reads conversations or clients and writes
+    them back (an action run as a job): what it reads is held until it commits (see
+    :meth:`State.read_many <rulekit.store.base.State.read_many>`), what it writes is written
+    when the block ends."""
+    with store.transaction() as state:
+        held = CachedState(state, hold=True)
+        yield held
+        held.flush()
 
 
 class _ProbeEnd(Exception):

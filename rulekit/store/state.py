@@ -89,9 +89,15 @@ class State(abc.ABC):
         return {message_id for message_id in message_ids if self.message_seen(channel, message_id)}
 
     # in batches ------------------------------------------------------------------------------
-    def read_many(self, wanted: Lookups) -> Found:
+    def read_many(self, wanted: Lookups, *, hold: bool = False) -> Found:
         """Conversations (by key and by id), clients and message marks, several at once (see
-        :mod:`rulekit.store.lookups`). Stores on a server answer it in one query."""
+        :mod:`rulekit.store.lookups`). Stores on a server answer it in one query.
+
+        ``hold``: the conversations and clients found are held until the transaction ends, for
+        a transaction that writes back what it read: no other transaction changes them in
+        between (which would be lost), and one that had changed them before is waited for and
+        read as it committed. A store that runs one writing transaction at a time (SQLite, the
+        memory store) has nothing to do."""
         found = Found()
         for channel, key in wanted.conversations:
             conversation = self.get_conversation(channel, key)

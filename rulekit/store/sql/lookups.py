@@ -36,6 +36,31 @@ _READ = (
     " JOIN seen_messages s ON s.channel = w.channel AND s.message_id = w.name"
 )
 
+# The same, with the conversations and clients found locked until the transaction ends (for a
+# transaction that writes back what it read: see State.read_many). A row another transaction
+# changed is waited for and read as it committed; the rows are locked in key order, as written.
+_READ_HOLDING = (
+    "WITH c AS (SELECT w.channel, w.name, t.id, t.data"
+    " FROM unnest(:c_channels::text[], :c_names::text[]) AS w(channel, name)"
+    " JOIN conversations t ON t.channel = w.channel AND t.key = w.name"
+    " ORDER BY t.channel, t.key FOR UPDATE OF t),"
+    " i AS (SELECT w.channel, w.name, t.key, t.data"
+    " FROM unnest(:i_channels::text[], :i_names::text[]) AS w(channel, name)"
+    " CROSS JOIN LATERAL (SELECT key, data FROM conversations c"
+    "  WHERE c.id = w.name AND c.channel = w.channel LIMIT 1 FOR UPDATE) t),"
+    " l AS (SELECT w.channel, w.name, k.data"
+    " FROM unnest(:l_channels::text[], :l_names::text[]) AS w(channel, name)"
+    " JOIN clients k ON k.channel = w.channel AND k.id = w.name"
+    " ORDER BY k.channel, k.id FOR UPDATE OF k)"
+    " SELECT 'conversation' AS kind, channel, name, id, data FROM c"
+    " UNION ALL SELECT 'id', channel, name, key, data FROM i"
+    " UNION ALL SELECT 'client', channel, name, NULL, data FROM l"
+    " UNION ALL"
+    " SELECT 'message', w.channel, w.name, NULL, NULL"
+    " FROM unnest(:m_channels::text[], :m_names::text[]) AS w(channel, name)"
+    " JOIN seen_messages s ON s.channel = w.channel AND s.message_id = w.name"
+)
+
 # Rows in key order, so two daemons writing the same rows lock them in the same order.
 _WRITE = (
     "WITH c AS (INSERT INTO conversations (channel, key, id, status, assignee, data,"
@@ -77,7 +102,7 @@ class PostgresLookups:
     execute: Callable[..., Any]
     """Provided by :class:`~rulekit.store.sql.state.SQLState`."""
 
-    def read_many(self, wanted: Lookups) -> Found:
+    def read_many(self, wanted: Lookups, *, hold: bool = False) -> Found:
         found = Found(
             dict.fromkeys(wanted.conversations),
             dict.fromkeys(wanted.conversation_ids),
@@ -87,7 +112,7 @@ class PostgresLookups:
         if not wanted:
             return found
         rows = self.execute(
-            _READ,
+            _READ_HOLDING if hold else _READ,
             _pairs("c", wanted.conversations)
             | _pairs("i", wanted.conversation_ids)
             | _pairs("l", wanted.clients)

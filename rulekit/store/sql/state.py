@@ -221,11 +221,12 @@ class SQLState(
         return row is not None
 
     # in batches ------------------------------------------------------------------------------
-    def read_many(self, wanted: Lookups) -> Found:
+    def read_many(self, wanted: Lookups, *, hold: bool = False) -> Found:
         """The stored JSON as it is, where :meth:`State.read_many
         <rulekit.store.base.State.read_many>` would read each model and write it out again: a
         key asked for both as a conversation and as a client in one query, each other key in
-        one, the message marks of a channel in one."""
+        one, the message marks of a channel in one. ``hold`` needs nothing here: SQLite runs
+        one writing transaction at a time (PostgreSQL's holds its rows: ``PostgresLookups``)."""
         found = Found()
         both = wanted.conversations & wanted.clients if wanted.clients else set()
         for channel, key in both:
