@@ -261,3 +261,69 @@ def test_the_limits_the_docs_state_are_the_codes() -> None:
         text = _doc(name)
         for phrase in phrases:
             assert phrase in text, f"docs/{name} does not say {phrase!r}"
+
+
+def test_every_command_and_option_of_the_cli_is_in_the_docs() -> None:
+    """Each ``rulekit`` command (plugins' included) is named as ``rulekit NAME`` somewhere in the
+    README or docs/, and each of its long options appears there too."""
+    import re
+
+    import click
+
+    from rulekit.cli.main import cli
+
+    paths = [REPO / "README.md", *(REPO / "docs").glob("*.md")]
+    paths += list((REPO / "plugins").glob("*/README.md"))
+    docs = "".join(path.read_text(encoding="utf-8") for path in paths)
+    missing: list[str] = []
+    found: list[str] = []
+
+    def walk(command: click.Command, path: list[str]) -> None:
+        if isinstance(command, click.Group):
+            context = click.Context(command)
+            for name in command.list_commands(context):  # lazily loaded ones too
+                sub = command.get_command(context, name)
+                assert sub is not None, name
+                walk(sub, [*path, name])
+            return
+        name = " ".join(path)
+        found.append(name)
+        if f"rulekit {name}" not in docs:
+            missing.append(f"rulekit {name}")
+        for parameter in command.params:
+            if not isinstance(parameter, click.Option):
+                continue
+            names = [o for o in [*parameter.opts, *parameter.secondary_opts] if o[:2] == "--"]
+            if names and not any(re.search(re.escape(o) + r"\b", docs) for o in names):
+                missing.append(f"rulekit {name} {'/'.join(names)}")  # --watch/--no-watch: one
+
+    walk(cli, [])
+    assert len(found) > 15, found  # run, why, history, db status, telegram set-webhook, ...
+    assert len(missing) == 0, f"not in the docs: {missing}"
+
+
+def test_operations_md_lists_exactly_the_daemons_metrics() -> None:
+    """The metrics table of operations.md names each metric /metrics serves, with its labels,
+    and no other."""
+    import re
+
+    from rulekit.runtime.metrics import Metrics
+
+    text = _doc("operations.md")
+    table = text[text.index("### Metrics") : text.index("### Logs")]
+    documented = {}
+    for row in table.splitlines():
+        if row.startswith("| `rulekit_"):
+            for name, labels in re.findall(
+                r"`(rulekit_\w+)(?:\{([\w,]*)\})?`", row.split(" | ")[0]
+            ):
+                documented[name] = tuple(labels.split(",")) if labels else ()
+    served = {}
+    for metric in vars(Metrics()).values():
+        if hasattr(metric, "_labelnames"):
+            [family] = metric.describe()
+            suffix = {"counter": "_total", "info": "_info"}.get(family.type, "")
+            labels = ("version",) if family.type == "info" else metric._labelnames
+            served[family.name + suffix] = tuple(labels)
+    assert len(served) > 15
+    assert documented == served
