@@ -16,13 +16,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from rulekit.server.console.journal import event_summary, known
+from rulekit.server.console.journal import event_summary, known, shortened
 from rulekit.server.console.team import TeamView
 from rulekit.store.base import JournaledState
 from rulekit.store.listing import ConversationQuery, ConversationSummary, Position
 from rulekit.store.records import EventRecord, Job
 
 THREAD_LIMIT = 500
+MAX_THREAD_TEXT = 20_000
+"""Characters of each text of the conversation view (a thread's message, a field of the
+client panel; ``rulekit why --show-content`` has them whole). No real chat message comes near,
+nor anything an agent may write in the panel; a client's 500 messages of 4 MB made a 2 GB
+answer."""
 """How many of a conversation's latest events its view holds (``truncated`` says when more)."""
 
 
@@ -77,7 +82,8 @@ def list_entry(summary: ConversationSummary, team: TeamView) -> dict[str, Any]:
         "last_activity_at": summary.position.active_at.isoformat(),
         "conversation": conversation,
         "client": {
-            key: client.get(key) for key in ("id", "name", "display_name", "email", "phone")
+            key: shortened(client.get(key))
+            for key in ("id", "name", "display_name", "email", "phone")
         },
     }
 
@@ -130,7 +136,7 @@ def view(
         "id": conversation_id,
         "channel": channel,
         "conversation": team.conversation({**conversation, "id": conversation_id}),
-        "client": client,
+        "client": shortened(client, MAX_THREAD_TEXT),
         "thread": [
             team.thread_entry(entry)
             for record in reversed(records)
@@ -174,7 +180,7 @@ def thread_entry(record: EventRecord, jobs: list[Job]) -> dict[str, Any] | None:
         "author": message.get("author"),
         "agent": message.get("agent") or agent.get("email"),
         "agent_name": agent.get("name"),
-        "text": message.get("text"),
+        "text": shortened(message.get("text"), MAX_THREAD_TEXT),
         "at": message.get("created_at") or record.data.get("occurred_at"),
         "origin": record.data.get("origin"),
         "recovered": bool(record.data.get("recovered")),

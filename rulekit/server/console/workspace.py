@@ -192,7 +192,8 @@ class Workspace:
     ) -> Response:
         query = self._query(request, viewer)
         page = await self.read(conversations.list_page, query, self.team(viewer))
-        return ok({"conversations": page.conversations, "next_cursor": page.next_cursor})
+        answer = {"conversations": page.conversations, "next_cursor": page.next_cursor}
+        return await run_in_threadpool(ok, answer)  # (encoded off the event loop)
 
     def _query(self, request: Request, viewer: Viewer) -> ConversationQuery:
         params = query(request, QUERY)
@@ -309,7 +310,7 @@ class Workspace:
             if found["channel"] in agent.channels
         ]
         found["known_tags"] = list(config.raw.tags) if config.raw.tags is not None else None
-        return ok(found)
+        return await run_in_threadpool(ok, found)  # (encoded off the event loop)
 
     async def _body(self, request: Request) -> dict[str, Any]:
         body = b""

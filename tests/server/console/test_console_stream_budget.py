@@ -45,10 +45,12 @@ def test_the_feed_carries_a_bounded_part_of_what_a_client_sent(tmp_path) -> None
     """The daemon keeps the feed's recent messages (for reconnecting pages) and each open
     stream a backlog of them: a client's name or email of a megabyte, or an event whose
     rules fail by the dozen, is carried cut short, live and when a page reconnects; so is
-    each text of the event list a page opens with."""
+    each text of the event list a page opens with, of the conversation list and of the
+    conversation's view."""
     from console_helpers import daemon_with_feed, messages, sha
 
     from rulekit.runtime.planning import MAX_FEED_ERRORS, PREVIEW
+    from rulekit.server.console.conversations import MAX_THREAD_TEXT
     from rulekit.server.console.journal import MAX_LISTED_TEXT
 
     secret = "stream-budget-secret-0123456789"
@@ -84,6 +86,14 @@ def test_the_feed_carries_a_bounded_part_of_what_a_client_sent(tmp_path) -> None
             with admin.stream("GET", "/console/stream?last_event_id=0") as again:
                 shown.append(first_event(again))  # told again from what the daemon kept
             listed = admin.get("/console/api/recent")  # the event list a page opens with
+            view = admin.get("/console/api/conversations/web:c-1")
+            found = admin.get("/console/api/conversations")
+    assert len(view.content) < 100_000
+    (said,) = view.json()["thread"]
+    assert said["text"] == "n" * (MAX_THREAD_TEXT - 1) + "…"
+    assert len(view.json()["client"]["name"]) == MAX_THREAD_TEXT
+    assert len(found.content) < 50_000
+    assert [c["id"] for c in found.json()["conversations"]] == ["web:c-1"]
     assert len(listed.content) < 50_000
     (entry,) = [e["event"] for e in listed.json()["events"] if e["event"]["id"] == "web:big-1"]
     assert entry["message"]["text"] == "n" * (MAX_LISTED_TEXT - 1) + "…"
