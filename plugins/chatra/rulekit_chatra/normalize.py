@@ -23,19 +23,19 @@ from __future__ import annotations
 import functools
 import hashlib
 import operator
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from rulekit.countries import country_code
 from rulekit.directory import Directory
 from rulekit.event import Agent, Client, Conversation, Event, Message
-from rulekit.models import trusted_instance, whole_builder
+from rulekit.models import whole_builder
 from rulekit.store.base import State
 
-from .payload import ChatraAgent, ChatraClient, ChatraMessage, Payload
-from .settings import CLIENT_FIELDS, ChatraSettings
+from .clients import ClientRecords
+from .payload import ChatraAgent, ChatraMessage, Payload
+from .settings import ChatraSettings
 
 _MISSING = object()
 _ID = operator.attrgetter("id")
@@ -59,7 +59,7 @@ class Normalizer:
         channel = self.channel
         key = payload.client.id
         known_conversation, known_client = state.get_conversation_and_client(channel, key)
-        client = self.client(payload.client, known_client)
+        client = self.clients.record(payload.client, known_client)
         # Conversation objects are never changed once made (a change makes a copy), so each
         # event keeps the conversation as it was at that point.
         conversation = None
@@ -168,153 +168,10 @@ class Normalizer:
                 state.save_client(channel, client)
         return events
 
-    def client(self, data: ChatraClient, known: Client | None) -> Client:
-        """The client record: what Chatra sent now, over what was known, for the configured
-        ``client_data`` fields only. A field Chatra left out keeps its known value; an
-        unchanged record is ``known`` itself."""
-        if known is None:
-            if self._takes_every_field:  # (the usual settings, for a new visitor: written out)
-                return _build_client(
-                    {
-                        "id": data.id,
-                        "name": data.name,
-                        "display_name": data.display_name,
-                        "email": data.email,
-                        "phone": data.phone,
-                        "notes": data.notes,
-                        "ip": data.ip,
-                        "browser": data.browser,
-                        "os": data.os,
-                        "language": data.language,
-                        "browser_language": data.browser_language,
-                        "country": data.country,
-                        "country_code": None,  # derived from ``country`` by the build
-                        "city": data.city,
-                        "last_visit": data.last_visit,
-                        "custom": data.custom,
-                    },
-                    _EVERY_CLIENT_FIELD_GIVEN,
-                )
-        elif self._unchanged(data, known):
-            return known
-        elif self._takes_every_field:  # (the usual settings: written out, as for a new one)
-            had = known.__dict__
-            client = _build_client(
-                {
-                    "id": data.id,
-                    "name": had["name"] if data.name is None else data.name,
-                    "display_name": data.display_name or had["display_name"],
-                    "email": had["email"] if data.email is None else data.email,
-                    "phone": had["phone"] if data.phone is None else data.phone,
-                    "notes": had["notes"] if data.notes is None else data.notes,
-                    "ip": had["ip"] if data.ip is None else data.ip,
-                    "browser": had["browser"] if data.browser is None else data.browser,
-                    "os": had["os"] if data.os is None else data.os,
-                    "language": had["language"] if data.language is None else data.language,
-                    "browser_language": had["browser_language"]
-                    if data.browser_language is None
-                    else data.browser_language,
-                    "country": had["country"] if data.country is None else data.country,
-                    "country_code": None,  # derived from ``country`` by the build
-                    "city": had["city"] if data.city is None else data.city,
-                    "last_visit": had["last_visit"] if data.last_visit is None else data.last_visit,
-                    "custom": {**had["custom"], **data.custom},
-                },
-                _EVERY_CLIENT_FIELD_GIVEN,
-            )
-            return known if had == client.__dict__ else client
-        names, sent_of, _ = self._compared
-        sent = sent_of(data)
-        custom = self._client_data[1]
-        if known is None:
-            values = dict(zip(names, sent, strict=True))
-            if custom:
-                values["custom"] = data.custom
-            values["display_name"] = data.display_name
-        else:
-            had = known.__dict__
-            values = {
-                name: had[name] if value is None else value
-                for name, value in zip(names, sent, strict=True)
-            }
-            if custom:
-                values["custom"] = {**known.custom, **data.custom}
-            values["display_name"] = data.display_name or known.display_name
-        client = trusted_instance(Client, values)  # derives country_code from country
-        if known is not None and had == client.__dict__:
-            return known
-        return client
-
-    def _unchanged(self, data: ChatraClient, known: Client) -> bool:
-        """Whether :meth:`client` would make ``known`` again (most webhooks of a chat): checked
-        without making a record."""
-        had = known.__dict__
-        if (data.display_name or had["display_name"]) != had["display_name"]:
-            return False
-        if self._takes_every_field:  # (the usual settings: each field compared, written out)
-            if not (
-                data.id == had["id"]
-                and (data.name is None or data.name == had["name"])
-                and (data.email is None or data.email == had["email"])
-                and (data.phone is None or data.phone == had["phone"])
-                and (data.notes is None or data.notes == had["notes"])
-                and (data.ip is None or data.ip == had["ip"])
-                and (data.browser is None or data.browser == had["browser"])
-                and (data.os is None or data.os == had["os"])
-                and (data.language is None or data.language == had["language"])
-                and (
-                    data.browser_language is None
-                    or data.browser_language == had["browser_language"]
-                )
-                and (data.country is None or data.country == had["country"])
-                and (data.city is None or data.city == had["city"])
-                and (data.last_visit is None or data.last_visit == had["last_visit"])
-            ):
-                return False
-        else:
-            _, sent_of, held_of = self._compared
-            sent = sent_of(data)
-            held = held_of(had)
-            if sent != held:  # (else all the same, compared at once; a webhook leaving some out)
-                for value, old in zip(sent, held, strict=True):  # (in ``_compared``'s order)
-                    if value is not None and value != old:
-                        return False
-        if self._other_fields and any(had[name] is not None for name in self._other_fields):
-            return False  # fields not taken (any longer) are dropped
-        if had["country_code"] != (country_code(had["country"]) if had["country"] else None):
-            return False
-        known_custom = had["custom"]
-        if not self._client_data[1]:
-            return not known_custom
-        sent_custom = data.custom
-        # every key sent, with its value (usually none)
-        return not sent_custom or sent_custom.items() <= known_custom.items()
-
     @functools.cached_property
-    def _takes_every_field(self) -> bool:
-        """Whether ``client_data`` takes every field Chatra can supply (the default)."""
-        return set(self.settings.client_data) >= set(CLIENT_FIELDS)
-
-    @functools.cached_property
-    def _other_fields(self) -> tuple[str, ...]:
-        """Client fields :meth:`client` leaves unset (``country_code`` is derived)."""
-        taken = {*self._client_data[0], "id", "display_name", "custom", "country_code"}
-        return tuple(name for name in Client.model_fields if name not in taken)
-
-    @functools.cached_property
-    def _compared(self) -> tuple[tuple[str, ...], Callable[[Any], Any], Callable[[Any], Any]]:
-        """``id`` and the ``client_data`` fields, with what gets their values, as a tuple, from
-        a read client and from a record's ``__dict__``."""
-        names = ("id", *self._client_data[0])
-        if len(names) == 1:  # (the getters give a value, not a tuple, for one name)
-            return names, lambda data: (data.id,), lambda had: (had["id"],)
-        return names, operator.attrgetter(*names), operator.itemgetter(*names)
-
-    @functools.cached_property
-    def _client_data(self) -> tuple[tuple[str, ...], bool]:
-        """The ``client_data`` fields, ``custom`` apart (merged, not replaced)."""
-        wanted = self.settings.client_data
-        return tuple(name for name in wanted if name != "custom"), "custom" in wanted
+    def clients(self) -> ClientRecords:
+        """The client records of this channel's events (its ``client_data`` setting)."""
+        return ClientRecords(self.settings)
 
     def _new_conversation(self, payload: Payload) -> Conversation:
         client = payload.client
@@ -385,8 +242,6 @@ _build_event = whole_builder(Event, derives=False)
 _build_message = whole_builder(Message)
 _build_agent = whole_builder(Agent)
 _build_conversation = whole_builder(Conversation)
-_build_client = whole_builder(Client)
-_EVERY_CLIENT_FIELD_GIVEN = frozenset(Client.model_fields.keys() - {"country_code"})
 
 
 def _no_agent() -> Agent:

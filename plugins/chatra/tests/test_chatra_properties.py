@@ -243,7 +243,8 @@ def values_of(names: tuple[str, ...]) -> Any:
 
 
 def full_record(normalizer: Any, data: ChatraClient, known: Client | None) -> Client:
-    """The client record as :meth:`Normalizer.client` defines it, built field by field."""
+    """The client record as :meth:`rulekit_chatra.clients.ClientRecords.record` defines it,
+    built field by field."""
     values: dict[str, Any] = dict.fromkeys(Client.model_fields)
     values["custom"] = {}
     values["id"] = data.id
@@ -276,15 +277,15 @@ def test_a_client_record_is_the_full_build_and_known_itself_when_unchanged(
     known = None
     if known_at_all:
         known = Client(id="v1", display_name=display[1], custom=known_custom, **known_values)
-    record = normalizer.client(data, known)
+    record = normalizer.clients.record(data, known)
     expected = full_record(normalizer, data, known)
     assert record == expected
     assert (record is known) == (known is not None and known == expected)
     # the same data again (the next webhook of the chat): nothing changed
-    assert normalizer.client(data, record) is record
+    assert normalizer.clients.record(data, record) is record
     # a country code not derived from the country is derived again
     stale = record.model_copy(update={"country_code": "ZZ"})
-    assert normalizer.client(data, stale) == record
+    assert normalizer.clients.record(data, stale) == record
 
 
 def validated(model: BaseModel) -> BaseModel:
@@ -356,7 +357,7 @@ def test_with_every_field_taken_a_client_record_is_the_one_of_the_general_path(
     the same records, as validation makes them, as the path for any ``client_data``."""
     normalizer = make_provider(client_data=fields).normalizer
     general = make_provider(client_data=fields).normalizer
-    general.__dict__["_takes_every_field"] = False  # (its cached answer, overridden)
+    general.clients.__dict__["_takes_every_field"] = False  # (its cached answer, overridden)
     # what is sent: each field what is known or nothing, but for the one ``changed`` (if any)
     sent: dict[str, Any] = {
         "display_name": known_display,
@@ -377,17 +378,17 @@ def test_with_every_field_taken_a_client_record_is_the_one_of_the_general_path(
     known = None
     if known_at_all:
         known = Client(id="v1", display_name=known_display, custom=known_custom, **known_values)
-    record = normalizer.client(data, known)
-    expected = general.client(data, known)
+    record = normalizer.clients.record(data, known)
+    expected = general.clients.record(data, known)
     assert record == expected == full_record(normalizer, data, known)
     assert record.model_fields_set == expected.model_fields_set
     assert_built_as_validated(record)
     assert (record is known) == (expected is known)
-    assert normalizer.client(data, record) is record
+    assert normalizer.clients.record(data, record) is record
     if known is not None:
-        assert normalizer._unchanged(data, known) == general._unchanged(data, known)
+        assert normalizer.clients._unchanged(data, known) == general.clients._unchanged(data, known)
     stale = record.model_copy(update={"country_code": "ZZ"})
-    assert normalizer.client(data, stale) == record
+    assert normalizer.clients.record(data, stale) == record
 
 
 ODD_TEXTS = st.sampled_from(
