@@ -327,3 +327,15 @@ def test_operations_md_lists_exactly_the_daemons_metrics() -> None:
             served[family.name + suffix] = tuple(labels)
     assert len(served) > 15
     assert documented == served
+
+
+def test_plugins_md_describes_every_member_of_the_provider_contract() -> None:
+    """Each public attribute and method of ``Provider`` is described in plugins.md."""
+    from rulekit.channels.base import Provider
+
+    text = _doc("plugins.md")
+    members = [name for name in vars(Provider) if not name.startswith("_")]
+    assert {"parse", "send_reply", "update_client"} <= set(members)
+    shown = ("`{}", "`async {}(", "    {} = ")  # in the text, or in the contract's block
+    missing = [n for n in members if not any(form.format(n) in text for form in shown)]
+    assert not missing, f"docs/plugins.md does not describe Provider.{missing}"
