@@ -302,7 +302,7 @@ def load_config(
     name = str(path)
     try:
         data = sources.read_bytes(path, MAX_CONFIG_BYTES)
-    except yamlsource.FileTooLarge:
+    except sources.FileTooLarge:
         raise ConfigError(
             f"the config file is over {MAX_CONFIG_BYTES} bytes", Location(name)
         ) from None

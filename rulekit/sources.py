@@ -6,17 +6,20 @@ processes. Files may change in between (an admin saving, a deploy), so the daemo
 *replaying* that record: they run exactly the rules the daemon validated, whatever the disk
 holds by then. Only the loader's reads go through here (the config file, the rules files and
 the listing of the rules directory).
+
+Files are read within a size cap, checked before reading (:func:`read_file`, which other inputs
+such as a dry run's events use too): a huge file costs nothing, and a FIFO or a device named as
+a file is refused instead of blocking.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from pathlib import Path
-
-from rulekit.yamlsource import read_file
 
 Files = dict[str, bytes | list[str]]
 """A record: a file's absolute path -> its bytes; ``"dir:" + path`` -> the listing used."""
@@ -50,9 +53,34 @@ def _key(path: Path) -> str:
     return os.path.abspath(path)
 
 
+class FileTooLarge(OSError):
+    """A file over the size cap (found before reading it whole)."""
+
+
+def read_file(path: Path | str, limit: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them.
+
+    The size is checked before reading (``fstat``) and again while reading (at most
+    ``limit + 1`` bytes are read, in case the file grows meanwhile), so a huge file costs
+    nothing. Raises :class:`FileTooLarge` when it is over, :class:`OSError` when it cannot be
+    read or is not a regular file (a FIFO or a device would block or never end).
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(0, "not a regular file", str(path))
+        if info.st_size > limit:
+            raise FileTooLarge(0, f"the file is over {limit} bytes", str(path))
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise FileTooLarge(0, f"the file is over {limit} bytes", str(path))
+    return data
+
+
 def read_bytes(path: Path, limit: int) -> bytes:
     """A file's bytes, at most ``limit`` of them (raises ``OSError`` as reading from the disk
-    does, :class:`rulekit.yamlsource.FileTooLarge` for a bigger file, found before reading)."""
+    does, :class:`FileTooLarge` for a bigger file, found before reading)."""
     replay = _replaying.get()
     if replay is not None:
         data = replay.get(_key(path))

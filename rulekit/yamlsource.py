@@ -11,17 +11,14 @@
   :data:`MAX_ALIAS_VALUES` values and :data:`MAX_ALIAS_TEXT` characters in all (a 600-byte
   "billion laughs" file would expand to billions), an alias may not refer to a value that
   contains it, merge keys (``<<``) and lists or mappings as keys are refused, values nest at
-  most :data:`MAX_DEPTH` deep, and :func:`read_file` reads at most a size cap, checked before
-  reading. Each refusal is a :class:`YamlSyntaxError` with the line.
+  most :data:`MAX_DEPTH` deep. Each refusal is a :class:`YamlSyntaxError` with the line (a file's
+  size is capped before it is read: :func:`rulekit.sources.read_file`).
 """
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 from collections.abc import Generator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -387,31 +384,6 @@ def _line_at(text: str | bytes, offset: int) -> int:
     position of a bad character in bytes."""
     data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
     return data.count(b"\n", 0, max(offset, 0)) + 1
-
-
-class FileTooLarge(OSError):
-    """A file over the size cap (found before reading it whole)."""
-
-
-def read_file(path: Path | str, limit: int) -> bytes:
-    """The bytes of the regular file ``path``, at most ``limit`` of them.
-
-    The size is checked before reading (``fstat``) and again while reading (at most
-    ``limit + 1`` bytes are read, in case the file grows meanwhile), so a huge file costs
-    nothing. Raises :class:`FileTooLarge` when it is over, :class:`OSError` when it cannot be
-    read or is not a regular file (a FIFO or a device would block or never end).
-    """
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as file:
-        info = os.fstat(file.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(0, "not a regular file", str(path))
-        if info.st_size > limit:
-            raise FileTooLarge(0, f"the file is over {limit} bytes", str(path))
-        data = file.read(limit + 1)
-    if len(data) > limit:
-        raise FileTooLarge(0, f"the file is over {limit} bytes", str(path))
-    return data
 
 
 def line_of(root: Any, path: tuple[Any, ...]) -> int | None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from rulekit import yamlsource
+from rulekit import sources, yamlsource
 from rulekit.channels import body
 from rulekit.engine.engine import Plan
 from rulekit.errors import ChannelError, RulekitError
@@ -38,8 +38,8 @@ class InputResult:
 
 def read_bytes(path: Path) -> bytes:
     try:
-        return yamlsource.read_file(path, MAX_INPUT_BYTES)
-    except yamlsource.FileTooLarge:
+        return sources.read_file(path, MAX_INPUT_BYTES)
+    except sources.FileTooLarge:
         raise InputError(f"{path}: over {MAX_INPUT_BYTES} bytes") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None

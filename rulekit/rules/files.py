@@ -46,7 +46,7 @@ def read_rules_file(file: Path, errors: list[RuleError], digest: Any) -> Any:
     name = display_path(file)
     try:
         raw = sources.read_bytes(file, MAX_FILE_BYTES)
-    except yamlsource.FileTooLarge:
+    except sources.FileTooLarge:
         errors.append(RuleError(f"the file is over {MAX_FILE_BYTES} bytes", Location(name)))
         return None
     except OSError as exc:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rulekit import yamlsource
+from rulekit import sources, yamlsource
 from rulekit.config import MAX_CONFIG_BYTES
 from rulekit.rules.files import MAX_FILE_BYTES
 
@@ -164,9 +164,9 @@ def test_an_oversize_rules_or_config_file_is_refused_without_reading_it(tmp_path
 def test_read_file_returns_at_most_the_cap(tmp_path):
     path = tmp_path / "x.yaml"
     path.write_bytes(b"a" * 10)
-    with pytest.raises(yamlsource.FileTooLarge):
-        yamlsource.read_file(path, 5)
-    assert yamlsource.read_file(path, 10) == b"a" * 10
+    with pytest.raises(sources.FileTooLarge):
+        sources.read_file(path, 5)
+    assert sources.read_file(path, 10) == b"a" * 10
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
