@@ -339,3 +339,41 @@ def test_plugins_md_describes_every_member_of_the_provider_contract() -> None:
     shown = ("`{}", "`async {}(", "    {} = ")  # in the text, or in the contract's block
     missing = [n for n in members if not any(form.format(n) in text for form in shown)]
     assert not missing, f"docs/plugins.md does not describe Provider.{missing}"
+
+
+def test_rules_md_lists_every_event_and_every_field_rules_read() -> None:
+    """The events table is the engine's event names; each of conversation, client, message
+    and agent lists exactly the fields of its model."""
+    import re
+    import typing
+
+    from rulekit.event import EVENT_NAMES, Event
+
+    text = _doc("rules.md")
+    events = text[text.index("\n## Events\n") : text.index("\n## Names conditions")]
+    assert re.findall(r"^\| `(\w+)` \|", events, re.M) == list(EVENT_NAMES)
+    names = text[text.index("\n## Names conditions") : text.index("Missing data is")]
+    for part in ("conversation", "client", "message", "agent"):
+        [row] = [line for line in names.splitlines() if line.startswith(f"| `{part}` |")]
+        listed = set(re.findall(r"(?:^|, )`(\w+)`", row.split(" | ")[1]))
+        annotation = Event.model_fields[part].annotation
+        [model] = [
+            a for a in (annotation, *typing.get_args(annotation)) if hasattr(a, "model_fields")
+        ]
+        fields = set(model.model_fields)
+        assert fields <= listed, f"rules.md leaves out {part}.{sorted(fields - listed)}"
+        extra = listed - fields - {"low", "normal", "high", "urgent"}  # priority's values
+        assert not extra, f"rules.md names {part}.{sorted(extra)}, which is not a field"
+
+
+@pytest.mark.parametrize("action", BUILT_IN_ACTIONS)
+def test_rules_md_lists_every_parameter_of_each_built_in_action(action: str) -> None:
+    import re
+
+    entry = next(
+        e for e in load_plugins(entry_points=False).actions.entries.values() if e.name == action
+    )
+    params = {info.alias or name for name, info in entry.value.Params.model_fields.items()}
+    [row] = [line for line in _doc("rules.md").splitlines() if line.startswith(f"| `{action}` | ")]
+    listed = set(re.findall(r"`(\w+)`", row.split(" | ")[1]))
+    assert params <= listed, f"rules.md leaves out {action}'s {sorted(params - listed)}"
