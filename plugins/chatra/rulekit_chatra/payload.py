@@ -442,10 +442,6 @@ def _identifier(value: Any) -> str | None:
     return None
 
 
-def _object(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
