@@ -148,6 +148,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "rulekit.calendars",
             "rulekit.validation",
             "rulekit.safetext",
+            "rulekit.secrets",
             "rulekit.escapes",
             "rulekit.countries",
             "rulekit.team",

@@ -41,7 +41,6 @@ from rulekit.actions.email_message import (
 )
 from rulekit.actions.pacing import Limit, Pace, Pacer
 from rulekit.actions.rates import Rate
-from rulekit.actions.secrets import redact
 from rulekit.actions.telegram_markup import resolve_html
 from rulekit.addresses import address_problem
 from rulekit.config import Config
@@ -55,6 +54,7 @@ from rulekit.expr.markup import Interpolations, map_leaves
 from rulekit.hookspecs import hookimpl
 from rulekit.models import StrictModel
 from rulekit.registry import ActionRegistry
+from rulekit.secrets import redact
 
 if TYPE_CHECKING:
     import aiosmtplib

@@ -24,7 +24,6 @@ from rulekit.actions.answers import (
 from rulekit.actions.base import Action, ActionContext
 from rulekit.actions.pacing import Limit, Pace
 from rulekit.actions.rates import retry_after
-from rulekit.actions.secrets import redact
 from rulekit.actions.slack_markup import escape_params
 from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
 from rulekit.escapes import escape_link_target, escape_mrkdwn
@@ -32,6 +31,7 @@ from rulekit.expr.markup import Interpolations
 from rulekit.hookspecs import hookimpl
 from rulekit.models import StrictModel
 from rulekit.registry import ActionRegistry
+from rulekit.secrets import redact
 
 if TYPE_CHECKING:
     import aiohttp

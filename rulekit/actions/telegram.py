@@ -20,7 +20,6 @@ from pydantic import Field, SecretStr
 from rulekit.actions.answers import bounded_stream, unreadable
 from rulekit.actions.base import Action, ActionContext
 from rulekit.actions.pacing import Limit, Pace
-from rulekit.actions.secrets import redact
 from rulekit.actions.telegram_markup import resolve_html, resolve_markdown_v2
 from rulekit.actions.telegram_text import MAX_MESSAGE_LENGTH, truncate
 from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
@@ -34,6 +33,7 @@ from rulekit.expr.markup import Interpolations, map_leaves
 from rulekit.hookspecs import hookimpl
 from rulekit.models import StrictModel
 from rulekit.registry import ActionRegistry
+from rulekit.secrets import redact
 
 if TYPE_CHECKING:
     import httpx

@@ -24,7 +24,6 @@ from pydantic import Field, SecretStr, model_validator
 from rulekit.actions.base import Action, ActionContext
 from rulekit.actions.pacing import Pace
 from rulekit.actions.rates import retry_after
-from rulekit.actions.secrets import redact
 from rulekit.actions.webhook_body import (
     encode_json,
     event_document,
@@ -45,6 +44,7 @@ from rulekit.expr.markup import Interpolations, map_leaves
 from rulekit.hookspecs import hookimpl
 from rulekit.models import StrictModel
 from rulekit.registry import ActionRegistry
+from rulekit.secrets import redact
 
 if TYPE_CHECKING:
     import httpx

@@ -6,7 +6,7 @@ and a formatter that together guarantee, for every record:
 * **no secret**: :func:`redact` replaces whatever follows ``webhooks/<channel>/`` with
   ``***`` in any shape (doubled or missing slashes, trailing slash, query string,
   percent-encoding), and every configured secret wherever else it appears, in every form an
-  action's error hides (:func:`rulekit.actions.secrets.folded_forms`: JSON-escaped,
+  action's error hides (:func:`rulekit.secrets.folded_forms`: JSON-escaped,
   percent-encoded, ``repr``-quoted, the token of ``Bearer <token>`` ..., in any case), and
   percent-encoded again. The formatted line is checked once more, so that escaping a value for
   the line cannot make a form of a secret either. Access lines log the decoded path with
@@ -41,11 +41,11 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, SecretStr
 
-from rulekit.actions.secrets import folded_forms
 from rulekit.config import Config, LoggingSettings
 from rulekit.runtime.tracebacks import HIDDEN as TRACEBACK_HIDDEN
 from rulekit.runtime.tracebacks import hidden_traceback
 from rulekit.safetext import dumps_json, escape_controls, replace_folded
+from rulekit.secrets import folded_forms
 from rulekit.store.forms import PersonalValues
 
 LOGGER = "rulekit"
@@ -85,7 +85,7 @@ def _webhook_path(match: re.Match[str]) -> str:
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with the secret part of every webhook path, and every one of ``secrets`` (in
-    each form of :func:`~rulekit.actions.secrets.folded_forms`, or percent-encoded again in
+    each form of :func:`~rulekit.secrets.folded_forms`, or percent-encoded again in
     any way), replaced by ``***``."""
     text = _WEBHOOK_PATH.sub(_webhook_path, text)
     return _redact_forms(text, folded_forms(tuple(secrets)))

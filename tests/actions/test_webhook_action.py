@@ -373,7 +373,7 @@ def test_secrets_quoted_in_another_form_never_reach_errors(fake_service, echo):
 
 
 def test_redact_hides_json_escaped_and_encoded_forms() -> None:
-    from rulekit.actions.secrets import redact
+    from rulekit.secrets import redact
 
     # JSON with "/" escaped, as PHP writes it
     assert redact('{"e": "bad tok\\/en+98765\\/4321="}', [BASE64_TOKEN]) == '{"e": "bad ***"}'

@@ -1,10 +1,10 @@
-"""Keeping credentials out of messages: every error text an action builds passes :func:`redact`.
+"""Keeping credentials out of messages: every error text an action builds passes :func:`redact`;
+the daemon's log hides the same forms of every configured secret (:func:`folded_forms`).
 
 A service quoting what it received rarely quotes it as sent: a JSON answer escapes ``/`` as
 ``\\/`` (PHP does by default), an error echoes the URL percent-encoded, or with ``+`` for
 spaces, an exception message quotes it with ``repr``. So each secret is hidden in each of those
-forms too (:func:`secret_forms`), in any letter case (``%2f`` or ``%2F``). The daemon's log
-hides the same forms (:func:`folded_forms`).
+forms too (:func:`secret_forms`), in any letter case (``%2f`` or ``%2F``).
 """
 
 from __future__ import annotations
