@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import types
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from rulekit.countries import country_code
 from rulekit.models import StrictModel
@@ -45,10 +46,60 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
+FORGOTTEN = "[forgotten]"
+"""What ``rulekit forget`` writes over a string that carried personal data."""
+
+
+def _unforgotten(model: type[BaseModel], data: Any) -> Any:
+    """``data`` for ``model`` with each field that holds no free text (a time, a choice, a
+    number) and reads ``[forgotten]`` given no value: ``None``, or its default when it cannot be
+    ``None``. An earlier version of ``rulekit forget`` wrote ``[forgotten]`` over such values
+    when a client's short personal value was part of one ("2024" of a time, "high" of a
+    priority), and the records no longer loaded: the client's next message, a pending timer,
+    the console and ``rulekit why`` failed on them."""
+    if not isinstance(data, dict) or FORGOTTEN not in data.values():
+        return data
+    fixed = dict(data)
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        if fixed.get(key) != FORGOTTEN or _holds_text(field.annotation):
+            continue
+        if _nullable(field.annotation) or field.is_required():
+            fixed[key] = None
+        else:
+            fixed[key] = field.get_default(call_default_factory=True)
+    return fixed
+
+
+def _kinds(annotation: Any) -> tuple[Any, ...]:
+    if get_origin(annotation) in (Union, types.UnionType):
+        return get_args(annotation)
+    return (annotation,)
+
+
+def _nullable(annotation: Any) -> bool:
+    return type(None) in _kinds(annotation)
+
+
+def _holds_text(annotation: Any) -> bool:
+    """Whether a field of this type may hold ``[forgotten]`` as a value of its own (a string,
+    any value, a list or mapping of them)."""
+    return any(
+        kind is str or kind is Any or get_origin(kind) in (list, dict)
+        for kind in _kinds(annotation)
+        if kind is not type(None)
+    )
+
+
 class EventPart(StrictModel):
     """Base of the event's sub-objects."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _forgotten(cls, data: Any) -> Any:
+        return _unforgotten(cls, data)
 
 
 class Conversation(EventPart):
@@ -185,6 +236,11 @@ class Event(StrictModel):
     _trigger: Event | None = PrivateAttr(default=None)
     _trigger_view: TriggerEvent | None = PrivateAttr(default=None)
     _team: Any = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _forgotten(cls, data: Any) -> Any:
+        return _unforgotten(cls, data)
 
     @property
     def team(self) -> Any:

@@ -36,7 +36,7 @@ from typing import Any, Protocol, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
-from rulekit.event import Conversation, Event
+from rulekit.event import FORGOTTEN, Conversation, Event
 from rulekit.store.forms import MIN_VALUE_LENGTH, PersonalValues, strings_in
 
 __all__ = [
@@ -52,8 +52,6 @@ __all__ = [
     "scrub",
 ]
 
-FORGOTTEN = "[forgotten]"
-"""What a string carrying personal data becomes."""
 
 NOT_SENT = "not sent: its parameters quoted the client's personal data, erased by rulekit forget"
 """The error of a job that was still to be sent when erasure rewrote its parameters: it is a

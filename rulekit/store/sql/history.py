@@ -8,6 +8,7 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
+from rulekit.event import FORGOTTEN
 from rulekit.store.records import (
     Attempt,
     EventRecord,
@@ -29,15 +30,19 @@ class SQLHistory:
     def _event_record(self, row: Row, trace: dict[str, Any] | None = None) -> EventRecord:
         """The record of ``row`` (with ``trace`` instead of the row's, when given)."""
         time, json = self.dialect.read_time, self.dialect.read_json
+        occurred_at = time(row["occurred_at"])
+        data = {} if row["data"] is None else json(row["data"])
+        if data.get("occurred_at") == FORGOTTEN:  # an earlier rulekit forget's: the row knows
+            data["occurred_at"] = occurred_at.isoformat()
         return EventRecord(
             event_id=row["event_id"],
             inbox_id=row["inbox_id"],
             channel=row["channel"],
             event=row["event"],
             conversation_id=row["conversation_id"],
-            occurred_at=time(row["occurred_at"]),
+            occurred_at=occurred_at,
             processed_at=time(row["processed_at"]),
-            data={} if row["data"] is None else json(row["data"]),
+            data=data,
             trace=json(row["trace"]) if trace is None else trace,
         )
 
