@@ -1,9 +1,10 @@
 """The configuration file (``rulekit.yaml``): where rules live, storage, server, timezone,
-channels, the agent directory, groups and integrations.
+channels, the agent directory (:mod:`rulekit.directory`), groups and integrations.
 
 Secrets are never written into the file: values like ``${SLACK_BOT_TOKEN}`` are taken from the
-environment when the file is read (``${NAME:-default}`` gives a default). Fields that hold
-secrets are ``SecretStr``: they print as ``**********`` everywhere.
+environment when the file is read (``${NAME:-default}`` gives a default; see
+:mod:`rulekit.interpolation`). Fields that hold secrets are ``SecretStr``: they print as
+``**********`` everywhere.
 """
 
 from __future__ import annotations
