@@ -225,7 +225,15 @@ def test_the_limits_the_docs_state_are_the_codes() -> None:
     from rulekit.expr import budget
     from rulekit.models import MAX_DURATION
     from rulekit.runtime import metrics
-    from rulekit.server.console import sessions
+    from rulekit.server.console import (
+        changes,
+        conversations,
+        journal,
+        routes,
+        sessions,
+        throttle,
+        workspace,
+    )
 
     server = ServerSettings()
     stated = {
@@ -243,8 +251,17 @@ def test_the_limits_the_docs_state_are_the_codes() -> None:
             f"`server.max_body_bytes` (default {server.max_body_bytes // 2**20} MiB)",
             f"max_header_bytes: {server.max_header_bytes}",
             f"max_connections: {server.max_connections}",
+            f"may hold {routes.MAX_STREAMS} at once; the {routes.MAX_STREAMS + 1}th page",
+            f"up to {int(throttle.MAX_WAIT // 60)} minutes",
         ],
-        "console.md": [f"One token\nholds at most {sessions.MAX_SESSIONS_PER_TOKEN} sessions"],
+        "console.md": [
+            f"One token\nholds at most {sessions.MAX_SESSIONS_PER_TOKEN} sessions",
+            f"A write's body is a JSON object of at most {workspace.MAX_BODY // 1024} KB",
+            f"(1 to {changes.MAX_TEXT:,} characters)",
+            f"at most {changes.MAX_FIELD} characters, {changes.MAX_NOTES:,} for `notes`",
+            f"cut to {conversations.MAX_THREAD_TEXT:,} characters",
+            f"every text cut to {journal.MAX_LISTED_TEXT:,} characters",
+        ],
         "rules.md": [
             f"| output | {budget.MAX_OUTPUT:,} characters |",
             f"| one value | {budget.MAX_VALUE:,} characters or items |",
