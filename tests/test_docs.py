@@ -220,10 +220,13 @@ def test_architecture_md_names_every_module_of_the_packages_it_lists() -> None:
 
 def test_the_limits_the_docs_state_are_the_codes() -> None:
     """Each limit the docs give as a number is the constant the code enforces."""
+    from rulekit import yamlsource
+    from rulekit.audit.dryrun import MAX_INPUT_BYTES
     from rulekit.channels import body
-    from rulekit.config import ServerSettings
+    from rulekit.config import MAX_CONFIG_BYTES, ServerSettings
     from rulekit.expr import budget
     from rulekit.models import MAX_DURATION
+    from rulekit.rules.files import MAX_FILE_BYTES
     from rulekit.runtime import metrics
     from rulekit.server.console import (
         changes,
@@ -236,6 +239,7 @@ def test_the_limits_the_docs_state_are_the_codes() -> None:
     )
 
     server = ServerSettings()
+    assert MAX_CONFIG_BYTES == MAX_FILE_BYTES  # "rules and config files" share one figure
     stated = {
         "operations.md": [
             f"nested more than {body.MAX_DEPTH} levels deep",
@@ -272,6 +276,14 @@ def test_the_limits_the_docs_state_are_the_codes() -> None:
             f"would hold more than {budget.MAX_BUILT} characters`",
             f"| depth | {budget.MAX_DEPTH} |",
             f"up to `{MAX_DURATION.days}d` ({MAX_DURATION.days // 365:,} years",
+            f"| file size (checked before reading) | rules and config files "
+            f"{MAX_FILE_BYTES // 2**20} MiB; test suites and event files "
+            f"{MAX_INPUT_BYTES // 2**20} MiB |",
+            f"| {yamlsource.MAX_ALIAS_VALUES:,} in one file",
+            f"| {yamlsource.MAX_ALIAS_TEXT // 2**20} MiB of characters in one file",
+            f"| nesting of mappings and lists | {yamlsource.MAX_DEPTH} levels |",
+            f"| an integer | {yamlsource.MAX_INT_TEXT:,} digits (Python's limit); a base-60 one "
+            f"(`1:30:00`, YAML 1.1's), {yamlsource.MAX_INT_TEXT:,} characters |",
         ],
     }
     for name, phrases in stated.items():
