@@ -220,10 +220,15 @@ def test_architecture_md_names_every_module_of_the_packages_it_lists() -> None:
 
 def test_the_limits_the_docs_state_are_the_codes() -> None:
     """Each limit the docs give as a number is the constant the code enforces."""
+    from datetime import timedelta
+
+    import click
+
     from rulekit import yamlsource
     from rulekit.audit.dryrun import MAX_INPUT_BYTES
     from rulekit.channels import body
-    from rulekit.config import MAX_CONFIG_BYTES, ServerSettings
+    from rulekit.cli.main import cli
+    from rulekit.config import MAX_CONFIG_BYTES, RawConfig, ServerSettings
     from rulekit.expr import budget
     from rulekit.models import MAX_DURATION
     from rulekit.rules.files import MAX_FILE_BYTES
@@ -237,8 +242,17 @@ def test_the_limits_the_docs_state_are_the_codes() -> None:
         throttle,
         workspace,
     )
+    from rulekit.store.postgres import DEFAULT_POOL_SIZE, DEFAULT_POOL_TIMEOUT
 
     server = ServerSettings()
+    raw = RawConfig()
+    run = cli.get_command(click.Context(cli), "run")
+    assert run is not None
+    [job_lease] = [p.default for p in run.params if p.name == "job_lease"]
+
+    def seconds(duration: timedelta) -> str:
+        return f"{duration.total_seconds():g}s"
+
     assert MAX_CONFIG_BYTES == MAX_FILE_BYTES  # "rules and config files" share one figure
     stated = {
         "operations.md": [
@@ -255,6 +269,14 @@ def test_the_limits_the_docs_state_are_the_codes() -> None:
             f"`server.max_body_bytes` (default {server.max_body_bytes // 2**20} MiB)",
             f"max_header_bytes: {server.max_header_bytes}",
             f"max_connections: {server.max_connections}",
+            f"`processing.event_cpu` | `{seconds(raw.processing.event_cpu)}` |",
+            f"`processing.event_wall` | `{seconds(raw.processing.event_wall)}` |",
+            f"`processing.worker_memory_mb` | `{raw.processing.worker_memory_mb}` |",
+            f"(`dispatcher.concurrency`, default {raw.dispatcher.concurrency}, calls at once)",
+            f"`server.stall_after` (default `{seconds(raw.server.stall_after)}`",
+            f"`--job-lease SECONDS` (default {job_lease:g})",
+            f"| `pool_size` | {DEFAULT_POOL_SIZE} |",
+            f"| `pool_timeout` | {DEFAULT_POOL_TIMEOUT:g} |",
             f"may hold {routes.MAX_STREAMS} at once; the {routes.MAX_STREAMS + 1}th page",
             f"up to {int(throttle.MAX_WAIT // 60)} minutes",
         ],
