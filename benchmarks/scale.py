@@ -18,11 +18,11 @@ of each other's new work at once (``LISTEN``), not at their next poll.
 Each worker process stands for one daemon and runs the store's side of one event, as the daemon
 splits it into three transactions: **ingest** (inbox append with a delivery and a conversation
 key — before the 200), **claim** (one inbox item, SKIP LOCKED, leased), **process** (conversation
-read and update, message id, cooldown, the event's audit record with two outbox jobs, the inbox
-item finished: the reads in one batch, the writes in another, as the daemon's commit step makes
-them). Workers claim from the shared inbox, so an event ingested by one worker may be
-processed by another, as with daemons behind a load balancer. No HTTP, no engine: this measures
-what the database allows.
+read, held until the commit, and updated, message id, cooldown, the event's audit record with
+two outbox jobs, the inbox item finished: the reads in one batch, the writes in another, as the
+daemon's commit step makes them). Workers claim from the shared inbox, so an event ingested by
+one worker may be processed by another, as with daemons behind a load balancer. No HTTP, no
+engine: this measures what the database allows.
 
 It also counts the database round trips per event (statements, plus BEGIN and COMMIT of each
 transaction): on real hardware, with the database on another machine, round trips times the
@@ -101,8 +101,9 @@ def claim_and_process(store: JournaledStore, owner: str) -> bool:
     n = json.loads(item.body)["n"]
     key = f"client-{n % CONVERSATIONS}"
     with store.transaction() as state:
-        # as the daemon's commit step: the reads in one batch, the writes in another
-        cached = CachedState(state)
+        # as the daemon's commit step: the reads in one batch (the conversation held until the
+        # commit), the writes in another
+        cached = CachedState(state, hold=True)
         cached.prefetch(Lookups(conversations={(CHANNEL, key)}, messages={(CHANNEL, f"msg-{n}")}))
         conversation = cached.get_conversation(CHANNEL, key) or Conversation(
             id=f"conv-{n % CONVERSATIONS}", status="open"
