@@ -229,6 +229,7 @@ def test_the_limits_the_docs_state_are_the_codes() -> None:
     from rulekit.channels import body
     from rulekit.cli.main import cli
     from rulekit.config import MAX_CONFIG_BYTES, RawConfig, ServerSettings
+    from rulekit.errors import MAX_RETRY_AFTER
     from rulekit.expr import budget
     from rulekit.models import MAX_DURATION
     from rulekit.rules.files import MAX_FILE_BYTES
@@ -275,10 +276,14 @@ def test_the_limits_the_docs_state_are_the_codes() -> None:
             f"(`dispatcher.concurrency`, default {raw.dispatcher.concurrency}, calls at once)",
             f"`server.stall_after` (default `{seconds(raw.server.stall_after)}`",
             f"`--job-lease SECONDS` (default {job_lease:g})",
+            f"(honoured up to {'an hour' if MAX_RETRY_AFTER == 3600 else MAX_RETRY_AFTER}:",
             f"| `pool_size` | {DEFAULT_POOL_SIZE} |",
             f"| `pool_timeout` | {DEFAULT_POOL_TIMEOUT:g} |",
             f"may hold {routes.MAX_STREAMS} at once; the {routes.MAX_STREAMS + 1}th page",
             f"up to {int(throttle.MAX_WAIT // 60)} minutes",
+        ],
+        "configuration.md": [
+            f"(at most {'an hour' if MAX_RETRY_AFTER == 3600 else MAX_RETRY_AFTER}; see [Rate"
         ],
         "console.md": [
             f"One token\nholds at most {sessions.MAX_SESSIONS_PER_TOKEN} sessions",
