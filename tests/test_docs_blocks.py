@@ -398,6 +398,29 @@ def quick_start(block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     """Run by ``test_the_quick_start_runs``."""
 
 
+def webhook_body(block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The body, posted to a ``webhook`` channel ``web``, is the one event the text says."""
+    import json
+
+    config_path = write(tmp_path / "rulekit.yaml", "channels: {web: {provider: webhook}}\n")
+    rules_dir = write(tmp_path / "rules.d" / "r.yaml", "[]\n").parent
+    body = write(tmp_path / "body.json", block.text)
+    arguments = ["test", "--config", str(config_path), "--rules", str(rules_dir)]
+    result = CliRunner().invoke(
+        cli, [*arguments, "--channel", "web", str(body), "--format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    [outcome] = json.loads(result.output)["results"]
+    events = [entry["event"] for entry in outcome["events"]]
+    said = [(e["event"], e["id"], e["conversation"]["id"]) for e in events]
+    assert said == [("created", "web:order-7-start", "web:order-7")]
+    text = (REPO / block.file).read_text(encoding="utf-8")
+    assert (
+        "one event, `created` with the id\n`web:order-7-start` in the conversation `web:order-7`"
+        in text
+    )
+
+
 def the_retention_defaults(block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from rulekit.config import RawConfig
 
@@ -430,6 +453,7 @@ BLOCKS: dict[str, list[tuple[str, str, Runner]]] = {
             elsewhere("tests/test_docs_conversation.py"),
         ),
         ("Integrations", "integrations:", config()),
+        ("`webhook` (normalized events)", '[{"event": "created", "id": "o', webhook_body),
         ("`webhooks`", "integrations:", elsewhere("tests/test_docs.py")),
         ("`webhooks`", '{"version": 1, "id": "online', elsewhere("tests/test_docs.py")),
         (
