@@ -309,6 +309,8 @@ def test_the_limits_the_docs_state_are_the_codes() -> None:
             f"| {yamlsource.MAX_ALIAS_VALUES:,} in one file",
             f"| {yamlsource.MAX_ALIAS_TEXT // 2**20} MiB of characters in one file",
             f"| nesting of mappings and lists | {yamlsource.MAX_DEPTH} levels |",
+            f"nesting over {body.MAX_DEPTH} levels, `NaN`",
+            f"a list or object of more than {body.MAX_ITEMS:,} items are errors naming the file",
             f"| an integer | {yamlsource.MAX_INT_TEXT:,} digits (Python's limit); a base-60 one "
             f"(`1:30:00`, YAML 1.1's), {yamlsource.MAX_INT_TEXT:,} characters |",
         ],
