@@ -440,3 +440,25 @@ def test_rules_md_lists_every_parameter_of_each_built_in_action(action: str) -> 
     [row] = [line for line in _doc("rules.md").splitlines() if line.startswith(f"| `{action}` | ")]
     listed = set(re.findall(r"`(\w+)`", row.split(" | ")[1]))
     assert params <= listed, f"rules.md leaves out {action}'s {sorted(params - listed)}"
+
+
+def test_the_files_the_docs_name_exist() -> None:
+    """A path of the repository the docs name (a test, a benchmark, an example, a module) is
+    there: a moved or renamed file leaves no reference behind."""
+    import re
+
+    paths = [REPO / "README.md", *(REPO / "docs").glob("*.md")]
+    paths += list((REPO / "plugins").glob("*/README.md"))
+    pattern = re.compile(
+        r"(?<![\w/.-])((?:tests|benchmarks|examples|rules\.d|plugins|rulekit|scripts)/[\w./-]*)"
+    )
+    made = {"examples/rulekit.sqlite3"}  # the example daemon's store, made when it runs
+    missing = []
+    for path in paths:
+        for name in pattern.findall(path.read_text(encoding="utf-8")):
+            name = name.rstrip(".,:;")
+            plugin = path.parent if path.parent.parent.name == "plugins" else None
+            where = [REPO / name, *([plugin / name] if plugin else [])]
+            if name not in made and not any(candidate.exists() for candidate in where):
+                missing.append(f"{path.relative_to(REPO)}: {name}")
+    assert not missing, missing
