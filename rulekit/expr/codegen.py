@@ -26,7 +26,12 @@ from rulekit.errors import TemplateError
 from rulekit.expr.budget import MAX_OUTPUT, MAX_TEMPLATE, current, produced, to_text
 from rulekit.expr.nodewalk import constant_values
 from rulekit.expr.parse import CONSTANTS, ROOT_TYPES, field_type, parse_expression
-from rulekit.expr.policy import BINARY_OPERATORS, SAFE_DICT_METHODS, allowed_attribute
+from rulekit.expr.policy import (
+    BINARY_OPERATORS,
+    SAFE_DICT_METHODS,
+    allowed_attribute,
+    call_within_budget,
+)
 from rulekit.expr.policy import concat as safe_concat
 from rulekit.expr.sandbox import Sandbox, check_output
 from rulekit.expr.timefunctions import is_reading_now
@@ -90,7 +95,7 @@ def concat(*parts: Any) -> str:
 def call(function: Any, *args: Any, **kwargs: Any) -> Any:
     """A call in a condition (a method, a global): a step of the budget, its result counted."""
     current().step()
-    return produced(function(*args, **kwargs), function, *args)
+    return produced(call_within_budget(function, args, kwargs), function, *args)
 
 
 _OPERATOR_NAMES = {"+": "add", "-": "sub", "*": "mul", "/": "div", "//": "floordiv", "%": "mod"}

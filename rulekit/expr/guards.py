@@ -11,6 +11,7 @@ plugins get the same guard (:class:`GuardedFunctions` wraps whatever is stored i
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,8 @@ from rulekit.expr.budget import too_big as _too_big
 from rulekit.expr.markup import mark_safe
 from rulekit.expr.urlize import urlize_filter
 
+_WORD = re.compile(r"\w+")
+"""A word, as Jinja's ``wordcount`` counts them."""
 CHARS_PER_STEP = 1_000
 """A filter costs one step, and one more per this many characters of the text it reads."""
 
@@ -73,6 +76,8 @@ def _urlize(
     rel: Any = None,
     extra_schemes: Any = None,
 ) -> int:
+    if len(value) > limits().value:
+        return len(value)  # the result is longer still: refused before its words are listed
     # every word that can become a link (it has '.', '@' or ':') repeats `target` and `rel`
     links = sum(1 for word in value.split() if "." in word or "@" in word or ":" in word)
     return len(value) + links * (len(_text_of(target or "")) + len(_text_of(rel or "")))
@@ -99,12 +104,27 @@ def _tojson(value: Any, indent: Any = None) -> int:
     return total
 
 
+def _characters(value: Any) -> int:
+    """The items of a list of a string's characters (``list``, ``slice`` and ``batch`` build
+    one: a 4 MB message's would take 32 MB and more before its size is checked)."""
+    return len(value) if isinstance(value, str) else 0
+
+
+def _list(value: Any) -> int:
+    return _characters(value)
+
+
 def _batch(value: Any, linecount: Any, fill_with: Any = None) -> int:
-    return _count(linecount) if fill_with is not None else 0
+    return max(_count(linecount) if fill_with is not None else 0, _characters(value))
 
 
 def _slice(value: Any, slices: Any, fill_with: Any = None) -> int:
-    return _count(slices)
+    return max(_count(slices), _characters(value))
+
+
+def wordcount(value: str) -> int:
+    """Jinja's ``wordcount``, counting the words without making a list of them."""
+    return sum(1 for _ in _WORD.finditer(value))
 
 
 def _int(value: Any, default: Any = 0, base: Any = 10) -> int:
@@ -123,6 +143,7 @@ SIZES: dict[Callable[..., Any], Callable[..., int]] = {
     urlize_filter: _urlize,
     jinja_filters.do_batch: _batch,
     jinja_filters.do_slice: _slice,
+    jinja_filters.do_list: _list,
     jinja_filters.do_int: _int,
     jinja_filters.do_tojson: _tojson,
 }
@@ -136,7 +157,7 @@ TEXT_FILTERS = frozenset(
         jinja_filters.do_title, jinja_filters.do_upper, jinja_filters.do_lower,
         jinja_filters.do_trim, jinja_filters.do_striptags, jinja_filters.do_wordcount,
         jinja_filters.do_forceescape, jinja_filters.do_truncate, jinja_filters.do_mark_safe,
-        urlize_filter,
+        urlize_filter, wordcount,
         escape, soft_str, mark_safe,
     }
 )  # fmt: skip

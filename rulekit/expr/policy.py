@@ -56,6 +56,44 @@ SAFE_LOOP_ATTRS = frozenset(
 )  # fmt: skip
 
 
+LIST_STR_METHODS = frozenset({"split", "rsplit", "splitlines"})
+"""String methods that build a list of pieces: :func:`call_within_budget` bounds the list
+before it is built (``text.split()`` of a 4 MB message made two million strings, about
+100 MB, before the result's size was checked)."""
+LINE_BREAKS = ("\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
+"""What ``str.splitlines`` ends a line at (``\r\n`` is one break)."""
+
+
+def call_within_budget(function: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``function(*args, **kwargs)``; for a string's ``split``, ``rsplit`` and ``splitlines``,
+    never building more than :data:`~rulekit.expr.budget.MAX_VALUE` pieces (one more, to tell
+    that the whole list would be over it): ``split`` and ``rsplit`` are called with at most
+    that ``maxsplit``, ``splitlines`` is refused when its text holds more line breaks."""
+    text = getattr(function, "__self__", None)
+    name = getattr(function, "__name__", None)
+    if not isinstance(text, str) or name not in LIST_STR_METHODS:
+        return function(*args, **kwargs)
+    most = current().limits.value
+    if name == "splitlines":
+        if len(text) > most:  # (a shorter text cannot have more lines than characters)
+            breaks = sum(map(text.count, LINE_BREAKS)) - text.count("\r\n")
+            if breaks > most:
+                raise too_big(f"'{name}'")
+        return function(*args, **kwargs)
+    given = args[1] if len(args) > 1 else kwargs.get("maxsplit", -1)
+    if isinstance(given, int) and 0 <= given < most:
+        return function(*args, **kwargs)
+    if isinstance(given, int):  # every piece asked for: no more than one over the limit
+        if len(args) > 1:
+            args = (args[0], most, *args[2:])
+        else:
+            kwargs = {**kwargs, "maxsplit": most}
+    pieces = function(*args, **kwargs)
+    if len(pieces) > most:
+        raise too_big(f"'{name}'")
+    return pieces
+
+
 def allowed_attribute(obj: Any, name: str) -> bool:
     """Whether templates may read ``obj.name``. Everything not listed here is refused: event
     models show their fields, strings/dicts/lists/dates a few side-effect-free methods, Jinja's

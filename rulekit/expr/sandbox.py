@@ -51,11 +51,19 @@ from rulekit.expr.budget import (
     too_big,
     with_budget,
 )
-from rulekit.expr.guards import GuardedFunctions, guard_filter, guard_test, text_filter
+from rulekit.expr.guards import (
+    GuardedFunctions,
+    guard_filter,
+    guard_test,
+    text_filter,
+    wordcount,
+)
 from rulekit.expr.markup import Safe, mark_safe
 from rulekit.expr.policy import (
     BINARY_OPERATORS,
+    LIST_STR_METHODS,
     allowed_attribute,
+    call_within_budget,
     concat,
     format_filter,
     safe_join,
@@ -162,6 +170,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
             join=safe_join,
             sum=safe_sum,
             urlize=urlize_filter,  # Jinja2's is quadratic in some words
+            wordcount=wordcount,  # Jinja2's makes a list of the words
         )
         self.filters = filters
         tests = GuardedFunctions(guard_test)
@@ -220,7 +229,10 @@ class Sandbox(ImmutableSandboxedEnvironment):
             args = (Counted(args[0], budget), *args[1:])
         budget.enter()
         try:
-            result = super().call(context, obj, *args, **kwargs)
+            if isinstance(getattr(obj, "__self__", None), str) and obj.__name__ in LIST_STR_METHODS:
+                result = call_within_budget(obj, args, kwargs)  # (a string's method: safe)
+            else:
+                result = super().call(context, obj, *args, **kwargs)
         finally:
             budget.leave()
         return produced(result, obj, *args)

@@ -408,3 +408,51 @@ def test_constants_computed_while_compiling_stay_small() -> None:
     assert peak < 8 * 2**20
     with pytest.raises(OverBudget, match="the text of a value"):
         template.render()  # computed when rendering, within its budget
+
+
+BIG_TEXT = "ab \n" * 1_000_000  # a 4 MB message of a million words and lines
+
+
+@pytest.mark.parametrize(
+    ("template", "condition"),
+    [
+        ("{{ message.text.split()|length }}", None),
+        ("{{ message.text.split(' ')|length }}", None),
+        ("{{ message.text.rsplit(None, -1)|length }}", None),
+        ("{{ message.text.split(maxsplit=10**6)|length }}", None),
+        ("{{ message.text.splitlines()|length }}", None),
+        ("{{ message.text.splitlines(True)|length }}", None),
+        ("{{ message.text|list|length }}", None),
+        ("{{ message.text|slice(2)|list|length }}", None),
+        ("{{ message.text|batch(3)|list|length }}", None),
+        ("{{ message.text|urlize }}", None),
+        ("{{ 1 }}", "message.text.split()|length > 3"),
+        ("{{ 1 }}", "message.text.split(' ')|length > 3"),
+    ],
+)
+def test_lists_of_a_long_text_are_refused_before_they_are_built(
+    build_engine, template: str, condition: str | None
+) -> None:
+    engine = _engine(build_engine, template, condition)
+    event = make_event(message={"text": BIG_TEXT})
+    tracemalloc.start()
+    try:
+        plan = engine.evaluate(event, explain=True)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert list(plan) == []
+    assert len(plan.errors) == 1 and BUDGET in plan.errors[0], plan.errors
+    # a million pieces would be over 60 MB; at most the limit's 100,000 are built
+    assert peak < 24 * 2**20, peak
+
+
+def test_counting_words_and_splitting_a_little_of_a_long_text_still_work(build_engine) -> None:
+    rendered, errors = outcome(
+        build_engine,
+        "{{ message.text|wordcount }} {{ message.text.split(maxsplit=2)|length }}"
+        " {{ message.text[:20].split()|length }}",
+        message={"text": BIG_TEXT},
+    )
+    assert errors == []
+    assert rendered == ["1000000 3 5"]
