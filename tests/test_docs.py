@@ -462,3 +462,33 @@ def test_the_files_the_docs_name_exist() -> None:
             if name not in made and not any(candidate.exists() for candidate in where):
                 missing.append(f"{path.relative_to(REPO)}: {name}")
     assert not missing, missing
+
+
+def test_the_docs_links_reach_their_file_and_heading() -> None:
+    """Each relative link of the README, docs/ and the plugins' READMEs names a file that exists
+    and, after ``#``, a heading of it (as GitHub makes anchors)."""
+    import re
+
+    def anchor(heading: str) -> str:
+        return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+    files = [REPO / "README.md", *(REPO / "docs").glob("*.md")]
+    files += list((REPO / "plugins").glob("*/README.md"))
+    headings = {}
+    for path in files:
+        found, in_block = set(), False
+        for line in path.read_text(encoding="utf-8").splitlines():
+            in_block ^= line.lstrip().startswith("```")  # a fence opens or closes a block
+            if not in_block and line.startswith("#"):
+                found.add(anchor(line.lstrip("#")))
+        headings[path.resolve()] = found
+    broken = []
+    for path in files:
+        for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text(encoding="utf-8")):
+            if target.startswith(("http:", "https:", "mailto:")):
+                continue
+            name, _, part = target.partition("#")
+            destination = (path.parent / name).resolve() if name else path.resolve()
+            if not destination.exists() or (part and part not in headings.get(destination, {part})):
+                broken.append(f"{path.name}: {target}")
+    assert not broken, broken
