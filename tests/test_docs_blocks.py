@@ -785,3 +785,20 @@ def test_the_quick_start_runs(example_daemon: tuple[str, Path]) -> None:
     ), (health, problems)
     for path in ("/console", "/metrics"):
         assert httpx.get(base + path, follow_redirects=True).status_code == 200
+    # "the event id is in the daemon's log line `event online-chat:msg:…`", and why shows it
+    import time
+
+    assert "log line `event online-chat:msg:…`" in readme
+    deadline = time.monotonic() + 60
+    while not (logged := re.search(r"event (online-chat:msg:\S+):", read_log(folder))):
+        assert time.monotonic() < deadline, read_log(folder)
+        time.sleep(0.1)
+    config_path = str(folder / "examples" / "rulekit.yaml")
+    why = CliRunner().invoke(cli, ["why", logged.group(1), "--config", config_path])
+    assert why.exit_code == 0 and logged.group(1) in why.output, why.output
+    history = CliRunner().invoke(cli, ["history", "--config", config_path])
+    assert history.exit_code == 0 and logged.group(1) in history.output, history.output
+
+
+def read_log(folder: Path) -> str:
+    return (folder / "daemon.log").read_text(errors="replace")
