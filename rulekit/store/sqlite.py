@@ -27,6 +27,7 @@ identity is checked the same way: a deleted log would take every later commit wi
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
 import threading
 import time
@@ -191,7 +192,7 @@ class SQLiteStore(JournaledStore):
         )
         try:
             conn.row_factory = sqlite3.Row
-            mode = _switch_to_wal(conn)
+            mode = _switch_to_wal(conn, busy_timeout)
             if str(mode).lower() != "wal":
                 raise StoreUnavailable(
                     f"SQLite store {self.path} cannot switch to WAL mode (it stays in {mode!r}); "
@@ -378,15 +379,23 @@ def _identity(path: str | Path) -> tuple[int, int]:
     return info.st_dev, info.st_ino
 
 
-def _switch_to_wal(conn: sqlite3.Connection, attempts: int = 20) -> str:
+def _switch_to_wal(conn: sqlite3.Connection, wait: float) -> str:
     """Switch to WAL mode and return the journal mode in force. Several processes opening a new
-    file at once contend for the switch (it needs the file to themselves, and one may see the
-    old mode while another is switching), so a mode other than WAL is retried briefly before
-    it counts as a read-only file."""
+    file at once contend for the switch (it needs the file to themselves): the pragma answers
+    the old mode while others read the file, and fails with "database is locked" at once while
+    another writes it (SQLite's busy handler does not wait for a change of journal mode). Both
+    are retried for ``wait`` seconds (the busy timeout: how long any writer waits for another),
+    at random intervals, since openers that retry in step collide again; then the mode in force
+    is returned, or the error raised."""
+    deadline = time.monotonic() + wait
     mode = ""
-    for attempt in range(attempts):
-        mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
-        if mode.lower() == "wal":
-            return mode
-        time.sleep(0.05 * (attempt + 1) / attempts)
-    return mode
+    while True:
+        try:
+            mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+        else:
+            if mode.lower() == "wal" or time.monotonic() > deadline:
+                return mode
+        time.sleep(random.uniform(0.002, 0.05))

@@ -8,6 +8,8 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -121,6 +123,77 @@ def test_concurrent_openers_migrate_once(path, threads):
         store.close()
     assert schema_rows(path) == [(m.version, m.name) for m in MIGRATIONS]
     assert integrity(path) == "ok"
+
+
+OPENER = """\
+import sys, time
+from pathlib import Path
+from rulekit.store.sqlite import SQLiteStore
+
+path, go, number = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+while not go.exists():  # released together
+    time.sleep(0.001)
+store = SQLiteStore(path)
+with store.transaction() as state:
+    state.mark_message_seen(f"client-{number}", "m")
+store.close()
+"""
+
+
+def test_processes_opening_a_new_file_at_once_migrate_once_and_all_work(path, tmp_path):
+    """Separate processes (no lock of the store's own between them) open one new file at once:
+    each of them works, and each migration is applied once."""
+    go = tmp_path / "go"
+    for _ in range(3):
+        path.unlink(missing_ok=True)
+        go.unlink(missing_ok=True)
+        openers = [
+            subprocess.Popen(
+                [sys.executable, "-c", OPENER, str(path), str(go), str(number)],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for number in range(6)
+        ]
+        go.touch()
+        for opener in openers:
+            _, errors = opener.communicate(timeout=60)
+            assert opener.returncode == 0, errors
+        assert schema_rows(path) == [(m.version, m.name) for m in MIGRATIONS]
+        store = SQLiteStore(path)
+        with store.transaction() as state:
+            assert all(state.message_seen(f"client-{number}", "m") for number in range(6))
+        store.close()
+        for suffix in ("-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def test_an_opener_waits_for_another_switching_a_new_file_to_wal(path):
+    """While another connection writes a new file that is not yet in WAL mode (as an opener
+    switching it does), switching it fails at once with "database is locked": SQLite's busy
+    handler does not wait for a change of journal mode. The opener retries within its busy
+    timeout, so it opens the file once the other is done, instead of failing."""
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    holding = threading.Event()
+
+    def release() -> None:
+        holding.wait()
+        time.sleep(0.3)  # holds the lock past the opener's first attempts
+        other.execute("ROLLBACK")
+
+    releaser = threading.Thread(target=release)
+    releaser.start()
+    try:
+        holding.set()
+        store = SQLiteStore(path)
+    finally:
+        releaser.join()
+        other.close()
+    with store.transaction() as state:
+        state.mark_message_seen("c", "m")
+    store.close()
+    assert schema_rows(path) == [(m.version, m.name) for m in MIGRATIONS]
 
 
 def test_a_newer_schema_is_refused(path):
