@@ -783,6 +783,9 @@ def test_the_quick_start_runs(example_daemon: tuple[str, Path]) -> None:
         any(warning in problem or problem in warning for problem in problems)
         for warning in health["warnings"]
     ), (health, problems)
+    operations = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
+    row = operations.split("| `GET /healthz` | `200 ", 1)[1].split("`", 1)[0]
+    assert set(re.findall(r'"(\w+)":', row)) == set(health), (row, health)  # its keys, all
     for path in ("/console", "/metrics"):
         assert httpx.get(base + path, follow_redirects=True).status_code == 200
     # "the event id is in the daemon's log line `event online-chat:msg:…`", and why shows it
