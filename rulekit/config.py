@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from rulekit import sources, yamlsource
 from rulekit.calendars import Calendar, CalendarSpec, compile_calendars
@@ -39,6 +39,12 @@ class ServerSettings(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    max_body_bytes_in_flight: int = Field(
+        default=64 * 1024 * 1024,
+        gt=0,
+        description="bytes of webhook bodies being read or handled at once, all connections "
+        "together (503 with Retry-After above it, before the body is read)",
+    )
     max_header_bytes: int = Field(
         default=64 * 1024,
         ge=1024,
@@ -65,6 +71,16 @@ class ServerSettings(StrictModel):
         description="/healthz fails when the processor or the dispatcher made no progress "
         "for this long while work waits",
     )
+
+    @model_validator(mode="after")
+    def _one_body_fits(self) -> ServerSettings:
+        if self.max_body_bytes_in_flight < self.max_body_bytes:
+            raise ValueError(
+                f"max_body_bytes_in_flight ({self.max_body_bytes_in_flight}) is below "
+                f"max_body_bytes ({self.max_body_bytes}): a body of the largest size accepted "
+                "could never be read"
+            )
+        return self
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -20,8 +20,12 @@ What a sender gets back:
   JSON but not what the provider expects is accepted, and set aside with its error when
   processed (visible, retryable once the plugin understands it). Lone surrogates (``"\\ud800"``)
   are no reason to refuse: providers see them as U+FFFD, the inbox keeps the exact bytes;
-* **503** — the store cannot persist (read-only, full disk, locked): nothing was acknowledged,
-  the sender should retry later. Never a 200 that was not persisted.
+* **503** with ``Retry-After`` — the store cannot persist (read-only, full disk, locked):
+  nothing was acknowledged, the sender should retry later. Never a 200 that was not persisted.
+  Also when the bodies being read or handled at once would go over
+  ``server.max_body_bytes_in_flight`` (:class:`BodyBudget`): refused before the body is read
+  (by its Content-Length; a body without one as its chunks arrive), so many connections each
+  sending a body of ``max_body_bytes`` cannot hold gigabytes between them.
 
 **Delivery key.** A redelivery is recognised by ``sha256:<hex digest of the body>`` per channel:
 a service that sends the same webhook again sends the same bytes. Two different bodies about
@@ -65,6 +69,49 @@ class BodyTooLarge(Exception):
     pass
 
 
+class OverBudget(Exception):
+    """The bodies in flight would go over ``server.max_body_bytes_in_flight``."""
+
+
+class BodyBudget:
+    """The bytes of webhook bodies being read or handled at once, across all connections:
+    each request takes its share before its body is read and gives it back when answered,
+    however it ends (complete, refused, the client gone, cut off at the body deadline)."""
+
+    def __init__(self) -> None:
+        self.used = 0
+
+    def take(self, size: int, limit: int) -> bool:
+        """Take ``size`` bytes if the total stays within ``limit``."""
+        if self.used + size > limit:
+            return False
+        self.used += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.used -= size
+
+
+class _Share:
+    """One request's share of the :class:`BodyBudget`."""
+
+    __slots__ = ("budget", "limit", "size")
+
+    def __init__(self, budget: BodyBudget, limit: int) -> None:
+        self.budget = budget
+        self.limit = limit
+        self.size = 0
+
+    def grow(self, size: int) -> None:
+        if not self.budget.take(size, self.limit):
+            raise OverBudget
+        self.size += size
+
+    def release(self) -> None:
+        self.budget.give(self.size)
+        self.size = 0
+
+
 class Ingest:
     """The webhook endpoint of one daemon: an ASGI app for :data:`ROUTE` (its ``channel`` and
     ``secret`` in ``scope["path_params"]``)."""
@@ -81,6 +128,8 @@ class Ingest:
         self.metrics = metrics
         self.on_accepted = on_accepted
         self.accepting = True
+        self.bodies = BodyBudget()
+        """The bytes of the bodies in flight (``server.max_body_bytes_in_flight``)."""
 
     def authorized(self, snapshot: Snapshot, channel: str, secret: str) -> bool:
         """Whether ``secret`` is the webhook secret of a configured ``channel`` (constant time;
@@ -97,16 +146,13 @@ class Ingest:
         channel = params["channel"]
         status, answer = await self._handle(scope, receive, channel, params["secret"])
         self.metrics.webhooks.labels(channel if status != 404 else "", str(status)).inc()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-length", str(len(answer)).encode("latin-1")),
-                    (b"content-type", b"application/json"),
-                ],
-            }
-        )
+        headers = [
+            (b"content-length", str(len(answer)).encode("latin-1")),
+            (b"content-type", b"application/json"),
+        ]
+        if status == 503:
+            headers.append((b"retry-after", b"1"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": answer})
 
     async def _handle(
@@ -126,15 +172,35 @@ class Ingest:
             return _error(
                 415, f"Content-Encoding {encoding} is not accepted: send the body as it is", channel
             )
-        limit = snapshot.config.raw.server.max_body_bytes
+        server = snapshot.config.raw.server
+        limit = server.max_body_bytes
         declared = headers.get("content-length")
         if declared is not None:
             if not declared.isdigit():
                 return _error(400, "Content-Length is not a number", channel)
             if int(declared) > limit:
                 return _error(413, f"the body is over {limit} bytes", channel)
+        share = _Share(self.bodies, server.max_body_bytes_in_flight)
         try:
-            body = await _read(receive, limit)
+            return await self._receive(receive, channel, provider, limit, declared, share)
+        except OverBudget:
+            return _error(503, "too many webhook bodies are being read; retry later", channel)
+        finally:
+            share.release()  # (also when the request is cancelled: the client gone, a deadline)
+
+    async def _receive(
+        self,
+        receive: Receive,
+        channel: str,
+        provider: Provider | None,
+        limit: int,
+        declared: str | None,
+        share: _Share,
+    ) -> tuple[int, bytes]:
+        if declared is not None:
+            share.grow(int(declared))  # the whole body's share before a byte of it is read
+        try:
+            body = await _read(receive, limit, None if declared is not None else share)
         except BodyTooLarge:
             return _error(413, f"the body is over {limit} bytes", channel)
         except ClientDisconnect:
@@ -221,7 +287,9 @@ def _read_body(body: bytes, provider: Provider | None) -> BodyError | str | None
     return provider.conversation_key(data) if provider is not None else None
 
 
-async def _read(receive: Receive, limit: int) -> bytes:
+async def _read(receive: Receive, limit: int, share: _Share | None) -> bytes:
+    """The body, up to ``limit`` bytes; each chunk taken from ``share`` first when given (a
+    body of unknown length), so that what is kept never goes over the budget."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -234,6 +302,8 @@ async def _read(receive: Receive, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge
+        if share is not None:
+            share.grow(len(chunk))
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
