@@ -131,6 +131,12 @@ class ConsoleSettings(StrictModel):
 
     enabled: bool = True
     admin_token_sha256: str | None = None
+    max_streams: int = Field(
+        default=256,
+        ge=1,
+        description="live streams (console pages) open at once, all agents together: well "
+        "below server.max_connections, so that webhooks always find a connection",
+    )
 
 
 class RetentionSettings(StrictModel):

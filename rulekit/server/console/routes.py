@@ -86,7 +86,8 @@ class Console:
         self.wake = wake
         """Tells the daemon's workers there is work (``"inbox"`` or ``"outbox"``)."""
         self.streams: Counter[str] = Counter()
-        """Live streams open, by agent (email, or ``admin``): at most :data:`MAX_STREAMS`."""
+        """Live streams open, by agent (email, or ``admin``): at most :data:`MAX_STREAMS`
+        each, and ``console.max_streams`` together."""
         self.workspace = Workspace(self, writes)
         self.presence = Presence(self)
         self.stats = Stats(self)
@@ -248,6 +249,11 @@ class Console:
         if viewer is None:
             return _error(401, "sign in first")
         who = viewer.email.lower() if viewer.email else "admin"
+        most = self.get_snapshot().config.raw.console.max_streams
+        if self.streams.total() >= most:  # the connections left are the webhooks'
+            refused = _error(503, f"the console's {most} live streams are all open: retry later")
+            refused.headers["Retry-After"] = str(round(self.keepalive))
+            return refused
         if self.streams[who] >= MAX_STREAMS:
             refused = _error(
                 429, f"{MAX_STREAMS} live streams are open already: close a console page"
