@@ -218,26 +218,36 @@ class JobCalls:
         try:
             before = len(lane.emitted)
             decision = await self._call(action, params, context, job, record)
-            if self.shares_pacing:  # the next send counts from this answer
-                await share_spacing(self.commit, paces, stopping=self._stopped)
             if decision.outcome == "done":
                 emitted.extend(lane.emitted[before:])
-            failure = decision.failure
-            if failure is not None:
-                pause = failure.retry_after
-                if not pause and failure.status == 429 and failure.scope == "service":
-                    # the service is limiting but did not say for how long: pause it for the
-                    # retry's backoff, so that what else calls it (a channel's fetching) waits
-                    pause = decision.retry_in
-                if pause and pause > 0:
-                    slot.pause(pause, failure.scope)
-                    if self.shares_pacing:
-                        await share_pause(
-                            self.commit, paces, failure.scope, pause, stopping=self._stopped
-                        )
+            try:
+                await self._paced_after(decision, paces, slot)
+            except StoreUnavailable:
+                raise
+            except Exception as exc:  # a bug: the call is made, its outcome is recorded
+                log(logger, logging.ERROR, f"job {job.id}: pacing not updated", exc_info=exc)
             return await self._conclude(job, decision, emitted, snapshot)
         finally:
             keeper.cancel()
+
+    async def _paced_after(self, decision: Decision, paces: list[Pace], slot: Any) -> None:
+        """What a call's answer tells its pacing: the next send counts from it, and a
+        service's Retry-After pauses the destination or the service."""
+        if self.shares_pacing:  # the next send counts from this answer
+            await share_spacing(self.commit, paces, stopping=self._stopped)
+        failure = decision.failure
+        if failure is not None:
+            pause = failure.retry_after
+            if not pause and failure.status == 429 and failure.scope == "service":
+                # the service is limiting but did not say for how long: pause it for the
+                # retry's backoff, so that what else calls it (a channel's fetching) waits
+                pause = decision.retry_in
+            if pause and pause > 0:
+                slot.pause(pause, failure.scope)
+                if self.shares_pacing:
+                    await share_pause(
+                        self.commit, paces, failure.scope, pause, stopping=self._stopped
+                    )
 
     async def _keep_claim(self, job: Job) -> None:
         """Renew the claim of ``job``, whose call has started, every third of the lease until

@@ -16,7 +16,13 @@ daemon dies, its claims run out with their lease and its lanes are claimed again
 started is counted as an interrupted attempt and made again (at-least-once). A job recorded
 ``done`` is never sent again. Slack, Telegram and Chatra take no idempotency key, so a crash can
 duplicate a message: only one whose call had started and whose outcome was not recorded, at
-most ``dispatcher.concurrency`` per crashed daemon.
+most ``dispatcher.concurrency`` per crashed daemon. Nothing short of a crash leaves a made call
+unrecorded: when the emitted events cannot be evaluated or recorded, the outcome is recorded
+without their evaluation, or without them (:func:`~rulekit.runtime.outcomes.record_outcome`).
+
+**Failures.** A lane never dies with its jobs: an unexpected exception (a bug, a database
+refusing a write) is logged with its traceback and the job tried again after a pause, like
+after a store blip; a lane that cannot make progress shows in :meth:`Dispatcher.stalled`.
 
 One job's call is :mod:`rulekit.runtime.calls`; when a failure is retried,
 :mod:`rulekit.runtime.retries`.
@@ -106,6 +112,8 @@ class Dispatcher(JobCalls):
         self._shares_pacing = bool(getattr(self.store, "shares_pacing", False))
         self.last_progress = time.monotonic()
         """When an attempt was last recorded."""
+        self._claim_failed: float | None = None
+        """Since when claiming jobs fails for a reason other than the store's absence."""
 
     def wake(self) -> None:
         """New jobs were enqueued."""
@@ -135,6 +143,20 @@ class Dispatcher(JobCalls):
                     log(logger, logging.ERROR, f"cannot claim jobs: {exc}", retry_in=delay)
                     await self._sleep(delay)
                     continue
+                except Exception as exc:  # a bug: kept with its traceback; claimed again later
+                    delay = store_backoff(delay)
+                    log(
+                        logger,
+                        logging.ERROR,
+                        f"cannot claim jobs: {type(exc).__name__}",
+                        retry_in=delay,
+                        exc_info=exc,
+                    )
+                    if self._claim_failed is None:
+                        self._claim_failed = time.monotonic()
+                    await self._sleep(delay)
+                    continue
+                self._claim_failed = None
             for job, record, event in claimed:
                 if job.id in self._known:
                     continue
@@ -206,8 +228,25 @@ class Dispatcher(JobCalls):
         try:
             while lane.queue and not self._stopping:
                 job, record = lane.queue[0]
+                delay = 0.0
                 while not self._stopping:
-                    decision = await self._attempt(job, record, lane)
+                    try:
+                        decision = await self._attempt(job, record, lane)
+                    except Exception as exc:
+                        # a bug: the lane goes on, with this job, after a pause (as after a
+                        # store blip); it makes no progress meanwhile, which /healthz tells.
+                        # A call whose outcome was recorded is not made again (begin_call)
+                        delay = store_backoff(delay)
+                        log(
+                            logger,
+                            logging.ERROR,
+                            f"lane {lane.key}: job {job.id} failed: {type(exc).__name__}",
+                            job_id=job.id,
+                            retry_in=delay,
+                            exc_info=exc,
+                        )
+                        await self._pause(delay)
+                        continue
                     if decision is None:  # not started: handed back, or stopping
                         break
                     if decision.outcome != "retry" or decision.retry_in is None:
@@ -232,9 +271,13 @@ class Dispatcher(JobCalls):
     def stalled(self, limit: float) -> bool:
         """Whether jobs are held, not all of their lanes waiting (out a retry, or for their
         destination's or service's turn), and no attempt has been recorded for ``limit``
-        seconds (``/healthz``)."""
+        seconds, or claiming jobs has failed (a bug) for that long (``/healthz``). A lane whose
+        job fails unexpectedly again and again records nothing: it counts as stalled."""
+        now = time.monotonic()
+        if self._claim_failed is not None and now - self._claim_failed > limit:
+            return True  # no job can be claimed: none is seen waiting
         busy = len(self._lanes) > self._pausing
-        return busy and self.held > 0 and time.monotonic() - self.last_progress > limit
+        return busy and self.held > 0 and now - self.last_progress > limit
 
     # one attempt -----------------------------------------------------------------------------
     async def _attempt(self, job: Job, record: EventRecord | None, lane: Lane) -> Decision | None:

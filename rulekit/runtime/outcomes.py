@@ -140,20 +140,29 @@ async def record_outcome(
     """Record one attempt of ``job`` together with the events its action emitted (evaluated
     like inbox events: outside the transaction, in the evaluation worker); run again while the
     store is unavailable (:func:`~rulekit.runtime.sharedpace.store_backoff`) or the state the
-    evaluation read changed."""
+    evaluation read changed.
+
+    The call has been made: its outcome is recorded whatever happens to the events it caused,
+    or it would be made again once the job's claim runs out. When they cannot be evaluated
+    (the worker cannot start, a bug), they are recorded as refused, with the reason as their
+    error and no actions, as an inbox item the worker refuses is set aside; when they cannot
+    be recorded at all, the outcome is recorded alone. What still fails is logged and tried
+    again after a pause (the lane then stalls, which ``/healthz`` tells), until the lane's
+    task is cancelled; :class:`StoreUnavailable` is raised only once ``stopping()``."""
     delay = 0.0
+    alone = False
     while True:
         prepared: Prepared | None = None
         answer: list[Evaluation] | Refusal = []
         try:
-            if emitted and evaluator is not None:
+            if emitted and evaluator is not None and not alone:
                 prepared = await anyio.to_thread.run_sync(
                     partial(planning.prepare, team=evaluator.reads_team),
                     commit.store,
                     None,
                     emitted,
                 )
-                answer = await anyio.to_thread.run_sync(evaluator.evaluate, prepared.request)
+                answer = await _evaluated(evaluator, job, prepared)
 
             def work(
                 state: JournaledState,
@@ -181,3 +190,45 @@ async def record_outcome(
             delay = store_backoff(delay)
             log(logger, logging.ERROR, f"cannot record job {job.id}: {exc}", retry_in=delay)
             await asyncio.sleep(delay)
+        except Exception as exc:  # a bug: the outcome is recorded alone, or tried again
+            if emitted and evaluator is not None and not alone:
+                alone = True
+                ids = ", ".join(event.id for event in emitted)
+                log(
+                    logger,
+                    logging.ERROR,
+                    f"job {job.id}: the events its outcome caused cannot be recorded "
+                    f"({type(exc).__name__}); its outcome is recorded without them: {ids}",
+                    job_id=job.id,
+                    exc_info=exc,
+                )
+                continue
+            delay = store_backoff(delay)
+            log(
+                logger,
+                logging.ERROR,
+                f"cannot record job {job.id}: {type(exc).__name__}",
+                job_id=job.id,
+                retry_in=delay,
+                exc_info=exc,
+            )
+            await asyncio.sleep(delay)
+
+
+async def _evaluated(
+    evaluator: Evaluator, job: Job, prepared: Prepared
+) -> list[Evaluation] | Refusal:
+    """The evaluation of the events ``job``'s action emitted; a refusal, logged, when the
+    worker cannot evaluate them (it cannot start: :class:`WorkerGone`; a bug)."""
+    try:
+        return await anyio.to_thread.run_sync(evaluator.evaluate, prepared.request)
+    except Exception as exc:
+        log(
+            logger,
+            logging.ERROR,
+            f"job {job.id}: the events its outcome caused are recorded unevaluated "
+            f"({type(exc).__name__})",
+            job_id=job.id,
+            exc_info=exc,
+        )
+        return Refusal(f"not evaluated: {type(exc).__name__}: {exc}")

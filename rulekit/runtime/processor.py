@@ -202,8 +202,22 @@ class Processor:
             # runs wakes the sleep below instead of waiting out the idle poll
             self._wakeup.clear()
             snapshot = self.snapshot()
-            results, claimed, failure = await anyio.to_thread.run_sync(self.process_round, snapshot)
-            self._report(results)
+            try:
+                results, claimed, failure = await anyio.to_thread.run_sync(
+                    self.process_round, snapshot
+                )
+                self._report(results)
+            except Exception as exc:  # a bug: kept with its traceback; the processor goes on
+                delay = min(max(delay * 2, 0.5), 30.0)
+                log(
+                    logger,
+                    logging.ERROR,
+                    f"cannot process the inbox: {type(exc).__name__}",
+                    retry_in=delay,
+                    exc_info=exc,
+                )
+                await self._sleep(delay)
+                continue
             if failure is not None:
                 delay = min(max(delay * 2, 0.5), 30.0)
                 log(logger, logging.ERROR, f"cannot process the inbox: {failure}", retry_in=delay)

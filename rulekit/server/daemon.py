@@ -218,6 +218,8 @@ class Daemon(Reloading):
         if self.watch:
             self._tasks.append(asyncio.create_task(self._watch(), name="rulekit-watch"))
         self._tasks.append(asyncio.create_task(self._retention(), name="rulekit-retention"))
+        for task in self._tasks:
+            task.add_done_callback(_said_if_failed)
         loop = asyncio.get_running_loop()
 
         def heard(queue: str) -> None:  # from the store's thread
@@ -326,6 +328,15 @@ class Daemon(Reloading):
             "warnings": self.problems,
         }
         return (200 if running else 503), body
+
+
+def _said_if_failed(task: asyncio.Task[None]) -> None:
+    """Log a worker task that ended with an exception (a bug: each catches what it expects
+    and goes on), with its traceback, at once: ``/healthz`` then says the daemon is
+    unavailable, and the log says why."""
+    failure = None if task.cancelled() else task.exception()
+    if failure is not None:
+        log(logger, logging.CRITICAL, f"{task.get_name()} stopped", exc_info=failure)
 
 
 def _evaluator(daemon: Daemon) -> Evaluator:
