@@ -26,6 +26,10 @@ from rulekit.store.records import InboxItem, Job
 LIST_LIMIT = 100
 PREVIEW = 200
 """How much of a set-aside body a listing shows."""
+HEAD_BYTES = 4 * PREVIEW + 4
+"""The bytes of a body read to show its preview: :data:`PREVIEW` characters of UTF-8 take at
+most 4 bytes each (a byte that is not UTF-8 shows as one character), and one character more
+tells whether the last one is cut short."""
 
 
 class NotFound(LookupError):
@@ -68,8 +72,8 @@ def set_aside(
     state: JournaledState, channels: Collection[str] | None, *, limit: int = LIST_LIMIT
 ) -> list[dict[str, Any]]:
     """Set-aside inbox items of ``channels``, newest first (their bodies previewed)."""
-    items = state.inbox_items(status="failed", limit=limit, channels=channels)
-    return [item_view(item) for item in items]
+    heads = state.inbox_heads(HEAD_BYTES, status="failed", limit=limit, channels=channels)
+    return [item_view(item, size) for item, size in heads]
 
 
 def retry(state: JournaledState, job_id: int, channels: Collection[str] | None) -> dict[str, Any]:
@@ -142,9 +146,10 @@ def job_view(job: Job) -> dict[str, Any]:
     }
 
 
-def item_view(item: InboxItem) -> dict[str, Any]:
-    """A set-aside inbox item as the console and the CLI show it."""
-    body = item.body.decode("utf-8", errors="replace")
+def item_view(item: InboxItem, size: int | None = None) -> dict[str, Any]:
+    """A set-aside inbox item as the console and the CLI show it; ``size``: its whole body's,
+    when ``item`` holds only the body's first :data:`HEAD_BYTES` bytes."""
+    body = item.body[:HEAD_BYTES].decode("utf-8", errors="replace")
     return {
         "inbox_id": item.id,
         "channel": item.channel,
@@ -153,5 +158,5 @@ def item_view(item: InboxItem) -> dict[str, Any]:
         "attempts": item.attempts,
         "error": item.error,
         "body_preview": body[:PREVIEW],
-        "body_bytes": len(item.body),
+        "body_bytes": len(item.body) if size is None else size,
     }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Collection, Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from rulekit.store.records import InboxItem, InboxStatus
@@ -72,6 +73,19 @@ class Inbox(abc.ABC):
     ) -> list[InboxItem]:
         """Items with ``status`` (any when ``None``) of ``channels`` (any when ``None``),
         newest first."""
+
+    def inbox_heads(
+        self,
+        head: int,
+        *,
+        status: InboxStatus | None = None,
+        limit: int = 100,
+        channels: Collection[str] | None = None,
+    ) -> list[tuple[InboxItem, int]]:
+        """:meth:`inbox_items`, each with its body cut to its first ``head`` bytes, and the
+        whole body's size: what a listing shows of them. Stores should read only the heads."""
+        items = self.inbox_items(status=status, limit=limit, channels=channels)
+        return [(replace(item, body=item.body[:head]), len(item.body)) for item in items]
 
     def get_inbox(self, inbox_id: int) -> InboxItem | None:
         """One inbox item by id (``rulekit why --raw``). Stores should override this scan."""

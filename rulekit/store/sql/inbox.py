@@ -16,6 +16,12 @@ from rulekit.store.records import (
 )
 from rulekit.store.sql.dialect import Row
 
+_NOT_BODY = (
+    "id, channel, received_at, delivery_key, status, attempts, error, claimed_by, claimed_until,"
+    " conversation_key"
+)
+"""The inbox's columns but the body."""
+
 
 class SQLInbox:
     """Inbox statements, mixed into :class:`~rulekit.store.sql.state.SQLState`."""
@@ -140,6 +146,28 @@ class SQLInbox:
             f"SELECT * FROM inbox WHERE {where} ORDER BY id DESC LIMIT :limit", params
         )
         return [self._inbox_item(row) for row in rows]
+
+    def inbox_heads(
+        self,
+        head: int,
+        *,
+        status: InboxStatus | None = None,
+        limit: int = 100,
+        channels: Collection[str] | None = None,
+    ) -> list[tuple[InboxItem, int]]:
+        # the heads only: a listing of 100 bodies of 4 MiB each read 400 MiB to show 200
+        # characters of each (SQLite's and PostgreSQL's substr and length count bytes of a blob)
+        params: dict[str, Any] = {"status": status, "limit": limit}
+        where = "(CAST(:status AS TEXT) IS NULL OR status = :status)"
+        if channels is not None:
+            where += f" AND {self.dialect.one_of('channel', 'channels')}"
+            params["channels"] = self.dialect.values(sorted(channels))
+        rows = self.execute(
+            f"SELECT {_NOT_BODY}, substr(body, 1, {int(head)}) AS body, length(body) AS size"
+            f" FROM inbox WHERE {where} ORDER BY id DESC LIMIT :limit",
+            params,
+        )
+        return [(self._inbox_item(row), row["size"]) for row in rows]
 
     def get_inbox(self, inbox_id: int) -> InboxItem | None:
         row = self._one("SELECT * FROM inbox WHERE id = :id", {"id": inbox_id})
