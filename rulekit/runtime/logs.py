@@ -36,6 +36,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -94,13 +95,13 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 def _redact_forms(text: str, forms: tuple[str, ...]) -> str:
     if not forms:
         return text
-    text = replace_folded(text, forms, REDACTED)
+    if _holds_form(text, forms):
+        text = replace_folded(text, forms, REDACTED)
     if "%" in text:
         decoded = text
         for _ in range(3):  # doubly encoded is still encoded
             decoded = unquote(decoded)
-            folded = decoded.casefold()
-            if any(form in folded for form in forms):
+            if _holds_form(decoded, forms):
                 # the secret was percent-encoded: log the decoded text, redacted
                 return _redact_forms(decoded, forms)
             if "%" not in decoded:
@@ -109,8 +110,18 @@ def _redact_forms(text: str, forms: tuple[str, ...]) -> str:
 
 
 def _holds_form(text: str, forms: tuple[str, ...]) -> bool:
+    """Whether ``text`` holds one of ``forms`` (case-folded), in any case."""
     folded = text.casefold()
-    return any(form in folded for form in forms)
+    return any(form in folded for form in _shortest(forms))
+
+
+@lru_cache(maxsize=64)
+def _shortest(forms: tuple[str, ...]) -> tuple[str, ...]:
+    """Those of ``forms`` that hold none of the others: a text holds one of ``forms`` exactly
+    when it holds one of these (fewer to look for in every record)."""
+    return tuple(
+        form for form in forms if not any(other != form and other in form for other in forms)
+    )
 
 
 def redact_path(path: str) -> str:
@@ -264,7 +275,7 @@ class CleanRecords(logging.Filter):
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             record.fields = {
-                str(key)[:100]: _clean_value(value, clean) for key, value in fields.items()
+                str(key)[:100]: _clean_value(value, clean, forms) for key, value in fields.items()
             }
         if self.emails and record.exc_info and record.exc_info[1] is not None:
             # formatted again even if another handler did: its text shows the messages
@@ -275,18 +286,21 @@ class CleanRecords(logging.Filter):
         return True
 
 
-def _clean_value(value: Any, clean: Callable[[str], str], depth: int = 0) -> Any:
-    """A field's ``value`` cleaned: each string (and key) in it, at any depth, a value of
-    another type by its text; lists and mappings cut to 100 items, 10 levels."""
+def _clean_value(
+    value: Any, clean: Callable[[str], str], forms: tuple[str, ...], depth: int = 0
+) -> Any:
+    """A field's ``value`` cleaned: each string (and key) in it, at any depth, a number that
+    reads as a form of a secret ``***``, a value of another type by its text; lists and
+    mappings cut to 100 items, 10 levels."""
     if value is None or isinstance(value, bool | int | float):
-        return value
+        return REDACTED if forms and _holds_form(str(value), forms) else value
     if depth < 10 and isinstance(value, dict):
         return {
-            _bounded(str(key)[:100], 100, clean): _clean_value(item, clean, depth + 1)
+            _bounded(str(key)[:100], 100, clean): _clean_value(item, clean, forms, depth + 1)
             for key, item in list(value.items())[:100]
         }
     if depth < 10 and isinstance(value, list | tuple):
-        return [_clean_value(item, clean, depth + 1) for item in value[:100]]
+        return [_clean_value(item, clean, forms, depth + 1) for item in value[:100]]
     return _bounded(value if isinstance(value, str) else str(value), FIELD_LIMIT, clean)
 
 
@@ -325,7 +339,9 @@ class JsonFormatter(logging.Formatter):
             data["exception"] = exception
         line = dumps_json(data, default=str)
         forms: tuple[str, ...] = getattr(record, "secret_forms", ())
-        if forms and _holds_form(line, forms):
+        # the filter cleaned every value: only an escape JSON wrote can make a form (the
+        # usual line has none, and is not searched again)
+        if forms and "\\" in line and _holds_form(line, forms):
             # a value only its JSON escaping turned into a form of a secret (or one no filter
             # cleaned): the values that hold one redacted, and if the line still does, no line
             line = dumps_json(_scrub(data, forms), default=str)
@@ -357,7 +373,10 @@ class TextFormatter(logging.Formatter):
         exception = _exception_text(record)
         if exception:
             line += "".join("\n    " + escape_controls(part) for part in exception.split("\n"))
-        # escaping a value for the line may have made a form of a secret
+        # the filter cleaned every value: only an escape written for the line can make a form
+        # of a secret (the usual line has none, and is not searched again)
+        if "\\" not in line:
+            return line
         return _redact_forms(line, getattr(record, "secret_forms", ()))
 
 
