@@ -426,6 +426,8 @@ BIG_TEXT = "ab \n" * 1_000_000  # a 4 MB message of a million words and lines
         ("{{ message.text|slice(2)|list|length }}", None),
         ("{{ message.text|batch(3)|list|length }}", None),
         ("{{ message.text|urlize }}", None),
+        ("{{ message.text|title }}", None),
+        ("{{ message.text|capitalize }}", None),
         ("{{ 1 }}", "message.text.split()|length > 3"),
         ("{{ 1 }}", "message.text.split(' ')|length > 3"),
     ],
