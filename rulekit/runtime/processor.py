@@ -220,7 +220,15 @@ class Processor:
                 continue
             if failure is not None:
                 delay = min(max(delay * 2, 0.5), 30.0)
-                log(logger, logging.ERROR, f"cannot process the inbox: {failure}", retry_in=delay)
+                # a bug's message may quote a body: its type, then its traceback
+                bug = not isinstance(failure, StoreUnavailable | WorkerGone)
+                log(
+                    logger,
+                    logging.ERROR,
+                    f"cannot process the inbox: {type(failure).__name__ if bug else failure}",
+                    retry_in=delay,
+                    exc_info=failure if bug else False,
+                )
                 await self._sleep(delay)
                 continue
             delay = 0.0
@@ -249,10 +257,11 @@ class Processor:
 
     def process_round(
         self, snapshot: Snapshot
-    ) -> tuple[list[Processed | InboxItem], int, StoreUnavailable | WorkerGone | None]:
+    ) -> tuple[list[Processed | InboxItem], int, Exception | None]:
         """Claim up to ``batch`` items and process them in order (runs in a worker thread).
         Returns what each item led to (a set-aside item as itself), how many were claimed, and
-        the store error that ended the round early, if any."""
+        the error that ended the round early, if any (the store's, the workers', or a bug:
+        the items left are held for the next round)."""
         results: list[Processed | InboxItem] = []
         # our own claims of a failed round, while well within their lease
         fresh = self.clock() - self._held_since < INBOX_LEASE / 2
@@ -284,7 +293,7 @@ class Processor:
                 results.extend(done)
                 del waiting[:taken]
                 self.last_progress = self.clock()
-        except (StoreUnavailable, WorkerGone) as exc:
+        except Exception as exc:  # the store or the workers away, or a bug: held, tried again
             if self._stopping:
                 return results, len(items), None
             self._held, self._next = waiting + self._next, []

@@ -166,3 +166,33 @@ def test_a_job_the_store_refuses_to_write_is_logged_tells_healthz_and_goes_on(
     wait_for(lambda: _attempts(tmp_path, "autoreply") == [("done", None)], timeout=60)
     wait_for(lambda: _healthz(server) == (200, []), timeout=30)
     assert len(chatra.sent) == 1
+
+
+def test_a_processor_round_the_store_refuses_is_logged_tells_healthz_and_goes_on(
+    tmp_path, serve, chatra, caplog
+):
+    """The database refuses to finish inbox items (a trigger aborts it), even to set one aside:
+    the processor does not end with its task, it logs the error with its traceback and goes on
+    after a pause, /healthz tells it is stalled meanwhile, and the item is processed once the
+    database takes it."""
+    caplog.set_level(logging.INFO)
+    config = write_setup(tmp_path, chatra=chatra, extra="server: {stall_after: 1s}\n")
+    server = serve(config)
+    wait_for(lambda: _healthz(server)[0] == 200, timeout=30)
+    with sqlite3.connect(tmp_path / "rulekit.sqlite3") as conn:
+        conn.execute(
+            "CREATE TRIGGER refused BEFORE UPDATE OF status ON inbox"
+            " WHEN NEW.status != 'pending' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+    assert httpx.post(server.webhook_url, content=chat_started(1)).status_code == 200
+    processor = "the processor made no progress for 1 s"
+    wait_for(lambda: _healthz(server) == (503, [processor]), timeout=30)
+    failures = [
+        r for r in caplog.records if r.getMessage().startswith("cannot process the inbox: ")
+    ]
+    assert failures and failures[0].exc_info is not None
+    with sqlite3.connect(tmp_path / "rulekit.sqlite3") as conn:
+        conn.execute("DROP TRIGGER refused")
+    wait_for(lambda: chatra.sent, timeout=60)
+    wait_for(lambda: _healthz(server) == (200, []), timeout=30)
+    assert len(chatra.sent) == 1
