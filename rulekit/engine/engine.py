@@ -16,7 +16,7 @@ from rulekit.config import Config
 from rulekit.engine.analysis import RuleAnalysis
 from rulekit.engine.construction import plugins_and_config
 from rulekit.engine.explain import Explainer, compile_explainer, leaves
-from rulekit.engine.index import MIN_DECIDED, RuleIndex
+from rulekit.engine.index import RuleIndex
 from rulekit.engine.plan import (
     ConditionResult,
     Cooldown,
@@ -204,8 +204,10 @@ class Engine:
         # over the later candidates when an action changes the conversation
         considered = 0  # the candidates considered before ``pending``
         pending: list[Rule] | None = rules
-        if len(rules) >= MIN_DECIDED and not own and not recovered:
-            # the leading candidates decided and planned alike, taken together
+        if decided is not None and None not in decided and not own and not recovered:
+            # many candidates, all decided by the index's hits: the leading ones planned
+            # alike are taken together (with candidates a decider decides, one by one costs
+            # no more)
             considered = take_plain(
                 rules, values, decided, plan, explain, prepared_rules, self.index
             )

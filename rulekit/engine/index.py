@@ -378,7 +378,8 @@ class Bucket:
     chosen: dict[str, Option] = field(default_factory=dict)
     """Each indexed rule's discriminator (by name), chosen for this bucket's rules."""
     decided_by_hits: bool = False
-    """Whether some of the rules are decided by the index's hits (:class:`Hit`)."""
+    """Whether every rule is decided by the index's hits (:class:`Hit`): gathering them for
+    a bucket where they decide some rules only costs more than it saves."""
     _busy: bool = True
     """Whether the last event had :data:`MIN_DECIDED` candidates or more."""
 
@@ -541,17 +542,18 @@ class RuleIndex:
         always: list[Rule] = []
         keys: dict[str, KeyIndex] = {}
         chosen = choose_by_selectivity({rule.name: self._options[rule.name] for rule in rules})
-        by_hits = False
+        by_hits = bool(rules)  # every rule decided by its hits: else they decide too few
         for rule in rules:
             option = chosen.get(rule.name)
             if option is None:
                 always.append(rule)
+                by_hits = False
             else:
                 # a rule its deciders decide from its tests alone may be decided by its hits
                 decisions = None
                 if rule.name in self.decidable and len(self._options[rule.name]) == 1:
                     decisions = hit_decisions(rule, option)
-                by_hits = by_hits or decisions is not None
+                by_hits = by_hits and decisions is not None
                 for branch, d in enumerate(_parts(option)):
                     decision = None if decisions is None else (branch, decisions[branch])
                     self._key(keys, d.key_code).add(rule, d, decision)

@@ -147,13 +147,8 @@ def decide_plain(
     with the loops in C (an event can have tens of them). ``decided``: the decisions the
     index's hits made (None for a rule its decider decides). Raises what a decider raises
     (the loop then evaluates them one by one, and says what went wrong)."""
-    if decided is None:
+    if decided is None or None in decided:  # the deciders, called from C, cost less then
         decisions = list(map(call, map(_decider, prepared), repeat(values)))
-    elif None in decided:
-        decisions = [
-            cast(Decider, rule.decider)(values) if decision is None else decision
-            for rule, decision in zip(prepared, decided, strict=True)
-        ]
     else:
         decisions = cast(list[int], decided)
     traces: list[RuleTrace] | None = None

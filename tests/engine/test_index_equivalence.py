@@ -195,7 +195,6 @@ plain_rule = st.fixed_dictionaries(
             st.builds(lambda cs: {"any": cs}, st.lists(plain_leaf, min_size=1, max_size=4)),
             st.builds(lambda cs: [{"any": cs}], st.lists(plain_leaf, min_size=2, max_size=3)),
             plain_leaf,
-            condition,  # some rules the hits do not decide, among them
         ),
         "stop": st.sampled_from([False, False, False, True]),
     }
