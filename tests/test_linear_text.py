@@ -219,6 +219,12 @@ CASES = {
         "storable_text('\\\\' * N + 'u0000')\n"
         "storable_text('\\\\u0000' * (N // 6) + '\\x00')"
     ),
+    "wordcount in templates": (
+        "from rulekit.expr.guards import wordcount\n"
+        "assert wordcount('a' * N) == 1\n"
+        "wordcount('a-' * (N // 2))\n"
+        "wordcount('\\u00e9' * N + '!' * N)"
+    ),
     "hiding personal values in audit output": (
         "from rulekit.audit.privacy import hide\n"
         "hide({'text': 'a' * N}, {'a' * (N // 2) + 'b'})\n"
@@ -228,6 +234,7 @@ CASES = {
 
 # every regex in the code -> the cases above that run it on adversarial input
 INVENTORY = {
+    ("rulekit/expr/guards.py", r"\w+"): ["wordcount in templates"],
     ("rulekit/escapes.py", r"([_*\[\]()~`>#+\-=|{}.!\\])"): ["telegram MarkdownV2 escape"],
     ("rulekit/escapes.py", r"([`\\])"): ["telegram MarkdownV2 escape"],
     ("rulekit/escapes.py", r"([)\\])"): ["telegram MarkdownV2 escape"],

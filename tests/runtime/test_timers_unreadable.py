@@ -55,7 +55,7 @@ def test_a_timer_whose_records_no_longer_load_is_an_error_and_the_others_fire(
             ).fetchone()
             db.execute(
                 "UPDATE conversations SET data = ? WHERE key = 'client00000001'",
-                (json.dumps({**json.loads(data), "priority": "[forgotten]"}),),
+                (json.dumps({**json.loads(data), "from_a_later_version": True}),),
             )
             (data,) = db.execute(
                 "SELECT data FROM events WHERE event_id = 'online-chat:msg:msg00000003'"
