@@ -14,19 +14,26 @@ others; so it is when the database aborted the transaction for a conflict with a
 deadlock, a serialization failure: :class:`~rulekit.errors.StoreConflict`). Work that locks
 rows other daemons lock in another order (pacing slots) asks to run ``alone``, in a
 transaction of its own.
+
+A bug in the group commit itself fails every piece of work of its batch with the error, which is
+logged with its traceback: no caller waits for ever, and later work goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from rulekit.errors import StoreConflict, StoreUnavailable
+from rulekit.runtime.logs import log
 from rulekit.store.base import JournaledState, JournaledStore
+
+logger = logging.getLogger("rulekit.commit")
 
 T = TypeVar("T")
 Work = Callable[[JournaledState], Any]
@@ -90,6 +97,10 @@ def _settle(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
     ok, value = outcome
     if ok:
         future.set_result(value)
+    elif isinstance(value, StopIteration):  # a future refuses it (TypeError): as a coroutine does
+        failure = RuntimeError("the work raised StopIteration")
+        failure.__cause__ = value
+        future.set_exception(failure)
     else:
         future.set_exception(value)
 
@@ -158,19 +169,20 @@ class GroupCommit:
             outcomes = await self._writers.run(
                 self._commit_all, [w for w, _ in shared], [w for w, _ in alone]
             )
-        except Exception as exc:  # a bug here: its works must not wait for ever
+            for (_, future), outcome in zip(shared + alone, outcomes, strict=True):
+                _settle(future, outcome)
+        except Exception as exc:
+            # a bug here: every work of the batch fails with it (its caller answers an error
+            # rather than wait for ever), it is logged, and the next batches go on
+            log(
+                logger,
+                logging.ERROR,
+                f"group commit failed: {type(exc).__name__}",
+                works=len(batch),
+                exc_info=exc,
+            )
             for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            raise
-        else:
-            for (_, future), (ok, value) in zip(shared + alone, outcomes, strict=True):
-                if future.done():
-                    continue
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value)
+                _settle(future, (False, exc))
         finally:
             free.release()
 

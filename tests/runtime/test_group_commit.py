@@ -118,3 +118,45 @@ def test_closing_ends_the_threads_transactions_run_in(tmp_path):
                 assert not thread.is_alive()
     finally:
         store.close()
+
+
+def test_a_piece_raising_stop_iteration_fails_alone_and_the_others_get_their_outcome(tmp_path):
+    """A piece that lets ``StopIteration`` out (a ``next()`` on an empty iterator) cannot be
+    raised into a future as it is: handing it over raised ``TypeError`` inside the group
+    commit's task, which left every later piece of the batch waiting for ever (a webhook never
+    answered) and showed only as "Task exception was never retrieved". It fails its caller
+    with a ``RuntimeError``, the others get their outcome, and the group commit goes on."""
+    store = SQLiteStore(tmp_path / "rulekit.sqlite3")
+
+    def append(n: int):
+        def work(state: JournaledState) -> int:
+            return state.append_inbox("chat", b"{}", delivery_key=f"d{n}")[0]
+
+        return work
+
+    def exhausted(state: JournaledState) -> int:
+        state.append_inbox("chat", b"{}", delivery_key="lost")
+        return next(iter(()))
+
+    async def main() -> tuple[list[asyncio.Task[int]], int]:
+        commit = GroupCommit(store)
+        commit.start()
+        try:
+            works = [append(0), exhausted, append(1), append(2)]
+            callers = [asyncio.create_task(commit.run(work)) for work in works]
+            async with asyncio.timeout(10):  # not for ever, should the pieces be left waiting
+                await asyncio.wait(callers)
+                later = await commit.run(append(3))
+            return callers, later
+        finally:
+            await commit.aclose()
+
+    try:
+        callers, later = asyncio.run(main())
+        assert all(caller.done() for caller in callers)
+        assert [c.result() for i, c in enumerate(callers) if i != 1] == [1, 2, 3]
+        error = callers[1].exception()
+        assert isinstance(error, RuntimeError) and isinstance(error.__cause__, StopIteration)
+        assert later == 4
+    finally:
+        store.close()
