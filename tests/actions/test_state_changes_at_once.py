@@ -8,6 +8,10 @@ conversation, changes it and writes it back must not write over a change committ
 between its read and its write while the other is made: once the other has committed, or waits
 for the held one, the held one goes on; both changes must be in the stored conversation.
 
+A conversation not stored yet has no row to hold: two changes creating it at once must both
+stay too (a job on the generic webhook's conversation, or a console edit, racing the first
+webhook or another job).
+
 SQLite runs one writer at a time: nothing to hold there.
 """
 
@@ -163,14 +167,18 @@ def waits_for(url: str, pid: int) -> bool:
     return bool(row and row[0])
 
 
-def one_held_while_the_other_runs(url: str, held: Change, other: Change) -> Conversation:
+def one_held_while_the_other_runs(
+    url: str, held: Change, other: Change, *, stored_before: bool = True
+) -> Conversation:
     """``held`` is held after its read while ``other`` runs (until ``other`` is done or waits
-    for ``held``); the conversation stored once both are done."""
+    for ``held``); the conversation stored once both are done (``stored_before``: with
+    ``vip``, else none)."""
     from rulekit.store.postgres import PostgresStore
 
     store = PostgresStore(url)
     try:
-        seed(store)
+        if stored_before:
+            seed(store)
         holds = HoldsOneTransaction(store)
         first, first_errors = in_thread(lambda: held(holds, True))
         try:
@@ -218,3 +226,23 @@ def test_a_change_committed_between_a_read_and_its_write_stays(
 ) -> None:
     after = one_held_while_the_other_runs(postgres_url, held, other)
     assert (after.tags, after.priority) == ([], "urgent")
+
+
+TAG_NEW = (Tag(), TagParams(add=["new"]))
+
+
+@pytest.mark.parametrize(
+    ("held", "other"),
+    [
+        (job(*SET_URGENT), replayed(*TAG_NEW)),
+        (replayed(*TAG_NEW), job(*SET_URGENT)),
+        (job(*SET_URGENT), job(*TAG_NEW)),
+        (replayed(*TAG_NEW), replayed(*SET_URGENT)),
+    ],
+    ids=["job-then-replayed", "replayed-then-job", "job-then-job", "replayed-then-replayed"],
+)
+def test_two_changes_creating_a_conversation_at_once_both_stay(
+    postgres_url: str, held: Change, other: Change
+) -> None:
+    after = one_held_while_the_other_runs(postgres_url, held, other, stored_before=False)
+    assert (after.tags, after.priority) == (["new"], "urgent")

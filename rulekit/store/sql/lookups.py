@@ -61,6 +61,20 @@ _READ_HOLDING = (
     " JOIN seen_messages s ON s.channel = w.channel AND s.message_id = w.name"
 )
 
+# A conversation or client the holding read found absent has no row to lock: two transactions
+# creating it at once would both write it, the later over the other. Each takes a lock on its
+# key instead (advisory, held until the transaction ends, in key order), then reads it again
+# (a new statement: one that committed it meanwhile is seen, and its row locked). A job stores a
+# conversation it finds by id under that id as its key (``actions.conversation.load``), so an
+# id and a key take the same lock. Only when something is absent: two statements more.
+_ABSENT_LOCK = 0x6E657721  # "new!"
+_LOCK_ABSENT = (
+    "SELECT count(pg_advisory_xact_lock(:lock, hashtext(w.kind || chr(31) || w.channel"
+    "  || chr(31) || w.name)))"
+    " FROM (SELECT DISTINCT * FROM unnest(:kinds::text[], :channels::text[], :names::text[])"
+    "  AS w(kind, channel, name) ORDER BY 1, 2, 3) w"
+)
+
 # Rows in key order, so two daemons writing the same rows lock them in the same order.
 _WRITE = (
     "WITH c AS (INSERT INTO conversations (channel, key, id, status, assignee, data,"
@@ -111,6 +125,32 @@ class PostgresLookups:
         )
         if not wanted:
             return found
+        self._read_into(found, wanted, hold=hold)
+        if hold:
+            absent = Lookups(
+                {key for key, kept in found.conversations.items() if kept is None},
+                {key for key, kept in found.conversation_ids.items() if kept is None},
+                {key for key, kept in found.clients.items() if kept is None},
+            )
+            if absent:
+                keys = sorted(
+                    [("conversation", *key) for key in absent.conversations]
+                    + [("conversation", *key) for key in absent.conversation_ids]
+                    + [("client", *key) for key in absent.clients]
+                )
+                self.execute(
+                    _LOCK_ABSENT,
+                    {
+                        "lock": _ABSENT_LOCK,
+                        "kinds": [kind for kind, _, _ in keys],
+                        "channels": [channel for _, channel, _ in keys],
+                        "names": [name for _, _, name in keys],
+                    },
+                )
+                self._read_into(found, absent, hold=True)
+        return found
+
+    def _read_into(self, found: Found, wanted: Lookups, *, hold: bool) -> None:
         rows = self.execute(
             _READ_HOLDING if hold else _READ,
             _pairs("c", wanted.conversations)
@@ -129,7 +169,6 @@ class PostgresLookups:
                 found.clients[key] = row["data"]
             else:
                 found.messages[key] = True
-        return found
 
     def write_many(self, saves: Saves) -> set[Key]:
         if not saves:
