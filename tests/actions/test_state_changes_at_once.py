@@ -30,10 +30,11 @@ from pydantic import BaseModel
 from rulekit.actions.base import Action
 from rulekit.actions.set_state import SetParams, SetState
 from rulekit.actions.tag import Tag, TagParams
-from rulekit.event import Conversation, Event
+from rulekit.event import Client, Conversation, Event
 from rulekit.runtime import planning
 from rulekit.runtime.worker import Refusal
 from rulekit.store.base import State
+from rulekit.store.cached import holding
 
 Change = Callable[["HoldsOneTransaction", bool], None]
 """A change of the conversation, made through ``holds`` (``True``: held after its read)."""
@@ -168,11 +169,16 @@ def waits_for(url: str, pid: int) -> bool:
 
 
 def one_held_while_the_other_runs(
-    url: str, held: Change, other: Change, *, stored_before: bool = True
-) -> Conversation:
+    url: str,
+    held: Change,
+    other: Change,
+    *,
+    stored_before: bool = True,
+    after: Callable[[Any], Any] = stored,
+) -> Any:
     """``held`` is held after its read while ``other`` runs (until ``other`` is done or waits
-    for ``held``); the conversation stored once both are done (``stored_before``: with
-    ``vip``, else none)."""
+    for ``held``); ``after`` the store once both are done: the stored conversation
+    (``stored_before``: with ``vip``, else none)."""
     from rulekit.store.postgres import PostgresStore
 
     store = PostgresStore(url)
@@ -197,7 +203,7 @@ def one_held_while_the_other_runs(
         second.join(30)
         assert not first.is_alive() and not second.is_alive()
         assert first_errors == [] and second_errors == []
-        return stored(store)
+        return after(store)
     finally:
         store.close()
 
@@ -246,3 +252,35 @@ def test_two_changes_creating_a_conversation_at_once_both_stay(
 ) -> None:
     after = one_held_while_the_other_runs(postgres_url, held, other, stored_before=False)
     assert (after.tags, after.priority) == (["new"], "urgent")
+
+
+def client_change(**fields: str) -> Change:
+    """The client record read, changed and written back in one transaction, as a webhook's
+    replay does (created when none is stored)."""
+
+    def change(holds: HoldsOneTransaction, held: bool) -> None:
+        if held:
+            holds.hold_next()
+        with holding(holds) as state:
+            known = state.get_client(CHANNEL, "client-1") or Client(id="client-1")
+            state.save_client(CHANNEL, known.model_copy(update=fields))
+
+    return change
+
+
+def stored_client(store: Any) -> Client | None:
+    with store.transaction() as state:
+        found: Client | None = state.get_client(CHANNEL, "client-1")
+    return found
+
+
+def test_two_changes_creating_a_client_record_at_once_both_stay(postgres_url: str) -> None:
+    after = one_held_while_the_other_runs(
+        postgres_url,
+        client_change(name="Mia"),
+        client_change(email="mia@example.com"),
+        stored_before=False,
+        after=stored_client,
+    )
+    assert after is not None
+    assert (after.name, after.email) == ("Mia", "mia@example.com")
