@@ -303,6 +303,11 @@ class Daemon(Reloading):
             out.append(f"the processor made no progress for {limit:g} s")
         if dispatcher is not None and dispatcher.stalled(limit):
             out.append(f"the dispatcher made no progress for {limit:g} s with jobs waiting")
+        if self.fetchers is not None:
+            out.extend(
+                f"fetching updates for channel {channel!r} failed for {limit:g} s"
+                for channel in self.fetchers.stalled(limit)
+            )
         return out
 
     def health(self) -> tuple[int, dict[str, Any]]:

@@ -20,6 +20,11 @@ daemon's :class:`~rulekit.actions.pacing.Pacer` and, with a store several daemon
 Retry-After is shared (:mod:`rulekit.runtime.sharedpace`). The fetcher only waits for the
 pauses and reports its own 429s: it takes no send slot, so it never holds a reply back longer
 than a pause the service asked for.
+
+A fetcher that ends with an unexpected exception (a bug, the database refusing what it writes)
+is logged with its traceback and started again after a pause (0.5 s, doubling up to 30 s, as
+after a store blip); one failing so again and again for ``server.stall_after`` shows in
+``/healthz`` (:meth:`Fetchers.stalled`) until a run of it lasts that long.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable
 
@@ -41,6 +47,7 @@ from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.logs import log
 from rulekit.runtime.metrics import Metrics
 from rulekit.runtime.processor import owner_name
+from rulekit.runtime.sharedpace import store_backoff
 from rulekit.snapshot import Snapshot
 from rulekit.store.base import JournaledState
 
@@ -190,6 +197,8 @@ class Fetchers:
         # one owner per daemon, even for daemons sharing a process
         self.owner = f"{owner_name()}:{uuid.uuid4().hex[:8]}"
         self._tasks: dict[str, tuple[Provider, InboxInbound, asyncio.Task[None]]] = {}
+        self._failing: dict[str, _Failing] = {}
+        """The fetchers that ended with an exception, by channel, until one runs long enough."""
 
     def follow(self, snapshot: Snapshot) -> None:
         """Run the fetchers ``snapshot``'s providers ask for; stop the others."""
@@ -201,6 +210,7 @@ class Fetchers:
         for channel, (provider, _inbound, task) in list(self._tasks.items()):
             if wanted.get(channel) is not provider:
                 del self._tasks[channel]
+                self._failing.pop(channel, None)
                 task.cancel()
         for channel, provider in wanted.items():
             if channel not in self._tasks:
@@ -225,14 +235,42 @@ class Fetchers:
         """The channels being fetched."""
         return sorted(self._tasks)
 
+    def stalled(self, limit: float) -> list[str]:
+        """The channels whose fetcher has been failing (ending with an exception each time it
+        is started again) for more than ``limit`` seconds (``/healthz``)."""
+        now = time.monotonic()
+        return sorted(c for c, failing in self._failing.items() if failing.stalled(now, limit))
+
     async def _run(self, channel: str, provider: Provider, inbound: InboxInbound) -> None:
-        log(logger, logging.INFO, "fetching updates", channel=channel)
-        try:
-            await provider.fetch_updates(inbound)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log(logger, logging.ERROR, "fetching updates stopped", channel=channel, exc_info=True)
+        delay = 0.0
+        while True:
+            log(logger, logging.INFO, "fetching updates", channel=channel)
+            started = time.monotonic()
+            failing = self._failing.get(channel)
+            if failing is not None:
+                failing.running_since = started
+            try:
+                await provider.fetch_updates(inbound)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug: kept with its traceback; started again later
+                now = time.monotonic()
+                limit = self.snapshot().config.raw.server.stall_after.total_seconds()
+                if failing is None or now - started > limit:  # after a run that lasted
+                    failing = self._failing[channel] = _Failing(now)
+                    delay = 0.0
+                failing.running_since = None
+                delay = store_backoff(delay)
+                log(
+                    logger,
+                    logging.ERROR,
+                    f"fetching updates failed: {type(exc).__name__}",
+                    channel=channel,
+                    retry_in=delay,
+                    exc_info=exc,
+                )
+            await asyncio.sleep(delay)
 
     async def stop(self) -> None:
         """Cancel every fetcher and give its leases up."""
@@ -243,6 +281,20 @@ class Fetchers:
         for _, inbound, _ in tasks.values():
             with contextlib.suppress(Exception):  # it runs out by itself otherwise
                 await inbound.release()
+
+
+class _Failing:
+    """A fetcher that ended with an exception: since when it has been failing, and since when
+    the run started again after it is going (None while it waits to be started)."""
+
+    def __init__(self, since: float) -> None:
+        self.since = since
+        self.running_since: float | None = None
+
+    def stalled(self, now: float, limit: float) -> bool:
+        if self.running_since is not None and now - self.running_since > limit:
+            return False  # started again and running: no longer failing
+        return now - self.since > limit
 
 
 def _fetches(provider: Provider) -> bool:
