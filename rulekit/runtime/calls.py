@@ -264,7 +264,7 @@ class JobCalls:
                     lambda state: state.renew_call(job.id, owner, lease=lease)
                 )
             except StoreUnavailable as exc:
-                log(logger, logging.WARNING, f"job {job.id}: claim not renewed: {exc}")
+                log(logger, logging.WARNING, f"job {job.id}: claim not renewed", failure=exc)
                 continue
             except Exception:  # a bug: the call goes on, its claim may run out
                 log(logger, logging.ERROR, f"job {job.id}: claim not renewed", exc_info=True)
@@ -321,7 +321,14 @@ class JobCalls:
                 if self._stopping:
                     raise
                 delay = store_backoff(delay)
-                log(logger, logging.ERROR, f"job {job.id}: {exc}", job_id=job.id, retry_in=delay)
+                log(
+                    logger,
+                    logging.ERROR,
+                    f"job {job.id}",
+                    failure=exc,
+                    job_id=job.id,
+                    retry_in=delay,
+                )
                 await asyncio.sleep(delay)
                 continue
             except ActionError as exc:

@@ -140,7 +140,7 @@ class Dispatcher(JobCalls):
                     delay = 0.0
                 except StoreUnavailable as exc:
                     delay = store_backoff(delay)
-                    log(logger, logging.ERROR, f"cannot claim jobs: {exc}", retry_in=delay)
+                    log(logger, logging.ERROR, "cannot claim jobs", failure=exc, retry_in=delay)
                     await self._sleep(delay)
                     continue
                 except Exception as exc:  # a bug: kept with its traceback; claimed again later
@@ -326,4 +326,4 @@ class Dispatcher(JobCalls):
         try:
             await self.commit.run(lambda state: state.release_claims(self.owner))
         except Exception as exc:  # they run out with their lease instead
-            log(logger, logging.WARNING, f"claims not handed back: {exc}")
+            log(logger, logging.WARNING, "claims not handed back", failure=exc)

@@ -106,6 +106,10 @@ def validate(
     os.environ.update(environment)
     os.chdir(cwd)
     sys.path[:] = path
+    from rulekit.config import LoggingSettings
+    from rulekit.runtime.logs import configure_logging
+
+    configure_logging(LoggingSettings())  # what plugins log while loading: content hidden
     answers: list[Any]
     try:
         with sources.recording() as files:

@@ -18,7 +18,10 @@ and a formatter that together guarantee, for every record:
   :data:`HIDDEN`, as audit output hides it without ``--show-content``;
 * **no exception message** unless content may be logged: a traceback keeps each exception's
   type and each frame's file and line, and its messages are :data:`HIDDEN`
-  (:func:`~rulekit.runtime.tracebacks.hidden_traceback`): they may quote a client or a secret;
+  (:func:`~rulekit.runtime.tracebacks.hidden_traceback`): they may quote a client or a secret
+  (a store's error repeating a value, a validation error its input). So is an exception a
+  line quotes (``log(..., failure=exc)``, or an argument of ``logger.warning("...: %s", exc)``):
+  the line keeps its type (:func:`~rulekit.runtime.tracebacks.hidden_message`);
 * **one record, one line** (text format): the message and every field are escaped with
   :func:`rulekit.safetext.escape_controls`; a traceback follows on lines indented by four
   spaces, so nothing a client sends can start a line of its own. JSON lines escape controls,
@@ -44,7 +47,7 @@ from pydantic import BaseModel, SecretStr
 
 from rulekit.config import Config, LoggingSettings
 from rulekit.runtime.tracebacks import HIDDEN as TRACEBACK_HIDDEN
-from rulekit.runtime.tracebacks import hidden_traceback
+from rulekit.runtime.tracebacks import hidden_message, hidden_traceback
 from rulekit.safetext import dumps_json, escape_controls, replace_folded
 from rulekit.secrets import folded_forms
 from rulekit.store.forms import PersonalValues
@@ -255,6 +258,8 @@ class CleanRecords(logging.Filter):
         self.emails = emails
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if self.emails and record.args:
+            record.args = _hidden_failures(record.args)
         forms = folded_forms(tuple(self.secrets())) if self.secrets is not None else ()
         record.secret_forms = forms
 
@@ -284,6 +289,17 @@ class CleanRecords(logging.Filter):
         if exception:
             record.exc_text = _bounded(exception, EXCEPTION_LIMIT, clean)
         return True
+
+
+def _hidden_failures(args: Any) -> Any:
+    """A record's ``args`` with each exception as :func:`hidden_message` writes it."""
+    if isinstance(args, tuple):
+        return tuple(hidden_message(a) if isinstance(a, BaseException) else a for a in args)
+    if isinstance(args, dict):
+        return {
+            k: hidden_message(v) if isinstance(v, BaseException) else v for k, v in args.items()
+        }
+    return args
 
 
 def _clean_value(
@@ -424,17 +440,24 @@ def log(
     *,
     exc_info: bool | BaseException = False,
     personal: PersonalValues | None = None,
+    failure: BaseException | None = None,
     **fields: Any,
 ) -> None:
     """Log ``message`` with structured ``fields`` (JSON keys, or ``key=value`` in text);
     ``personal``: the client's values the record may quote (an action's error quoting what it
     sent), hidden unless content may be logged; ``exc_info``: true for the exception being
-    handled, or an exception (its traceback)."""
+    handled, or an exception (its traceback); ``failure``: an exception the line ends with
+    (``message: <its message>``), its message hidden unless content may be logged (a store's
+    or a worker's error may quote a client's data)."""
     if logger.isEnabledFor(level):
         extra: dict[str, Any] = {"fields": fields}
         if personal:
             extra["personal"] = personal
-        logger.log(level, message, exc_info=exc_info, extra=extra)
+        if failure is None:
+            logger.log(level, message, exc_info=exc_info, extra=extra)
+        else:  # an argument, which the filters can tell from the rest of the message
+            text = message.replace("%", "%%") + ": %s"
+            logger.log(level, text, failure, exc_info=exc_info, extra=extra)
 
 
 _access = logging.getLogger(f"{LOGGER}.access")

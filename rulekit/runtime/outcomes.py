@@ -188,7 +188,7 @@ async def record_outcome(
             if stopping():
                 raise
             delay = store_backoff(delay)
-            log(logger, logging.ERROR, f"cannot record job {job.id}: {exc}", retry_in=delay)
+            log(logger, logging.ERROR, f"cannot record job {job.id}", failure=exc, retry_in=delay)
             await asyncio.sleep(delay)
         except Exception as exc:  # a bug: the outcome is recorded alone, or tried again
             if emitted and evaluator is not None and not alone:

@@ -221,14 +221,22 @@ class Processor:
             if failure is not None:
                 delay = min(max(delay * 2, 0.5), 30.0)
                 # a bug's message may quote a body: its type, then its traceback
-                bug = not isinstance(failure, StoreUnavailable | WorkerGone)
-                log(
-                    logger,
-                    logging.ERROR,
-                    f"cannot process the inbox: {type(failure).__name__ if bug else failure}",
-                    retry_in=delay,
-                    exc_info=failure if bug else False,
-                )
+                if isinstance(failure, StoreUnavailable | WorkerGone):
+                    log(
+                        logger,
+                        logging.ERROR,
+                        "cannot process the inbox",
+                        failure=failure,
+                        retry_in=delay,
+                    )
+                else:
+                    log(
+                        logger,
+                        logging.ERROR,
+                        f"cannot process the inbox: {type(failure).__name__}",
+                        retry_in=delay,
+                        exc_info=failure,
+                    )
                 await self._sleep(delay)
                 continue
             delay = 0.0
@@ -457,7 +465,13 @@ class Processor:
                     handed = self._hand_over(processed, len(item.body))
             except StateChanged as exc:
                 self._take_back(handed)
-                log(logger, logging.INFO, f"inbox item {item.id} again: {exc}", inbox_id=item.id)
+                log(
+                    logger,
+                    logging.INFO,
+                    f"inbox item {item.id} again",
+                    failure=exc,
+                    inbox_id=item.id,
+                )
                 continue
             except StoreUnavailable:
                 self._take_back(handed)

@@ -66,7 +66,7 @@ async def retry_store(
             if stopping():
                 raise
             delay = store_backoff(delay)
-            log(logger, logging.ERROR, f"cannot {what}: {exc}", retry_in=delay)
+            log(logger, logging.ERROR, f"cannot {what}", failure=exc, retry_in=delay)
             await asyncio.sleep(delay)
 
 

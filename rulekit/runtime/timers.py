@@ -148,7 +148,7 @@ class TimerRunner:
                     delay = 0.0
             except (StoreUnavailable, WorkerGone) as exc:
                 delay = min(max(delay * 2, 0.5), 30.0)
-                log(logger, logging.ERROR, f"cannot fire timers: {exc}", retry_in=delay)
+                log(logger, logging.ERROR, "cannot fire timers", failure=exc, retry_in=delay)
                 wait = delay
             except Exception:  # a bug: kept with its traceback; the runner goes on after a pause
                 delay = min(max(delay * 2, 0.5), 30.0)

@@ -28,6 +28,12 @@ def hidden_traceback(exc: BaseException) -> str:
     return "".join(_chain(exc, set(), 0)).rstrip("\n")
 
 
+def hidden_message(exc: BaseException) -> str:
+    """``exc`` as a log line may quote it when content may not be logged: its type, and its
+    message :data:`HIDDEN` (``asyncpg.exceptions.UniqueViolationError: [hidden]``)."""
+    return f"{type_name(type(exc))}: {HIDDEN}"
+
+
 def _chain(exc: BaseException, seen: set[int], depth: int) -> Iterator[str]:
     """The blocks of ``exc``'s chain, the oldest first, each joined to the next as Python does."""
     chain: list[tuple[BaseException, str]] = []
@@ -55,7 +61,7 @@ def _block(exc: BaseException, seen: set[int], depth: int) -> Iterator[str]:
         yield from traceback.StackSummary.extract(traceback.walk_tb(exc.__traceback__)).format()
     if isinstance(exc, SyntaxError) and exc.lineno is not None:
         yield f'  File "{exc.filename or "<string>"}", line {exc.lineno}\n'
-    yield f"{_type_name(type(exc))}: {HIDDEN}\n"
+    yield f"{type_name(type(exc))}: {HIDDEN}\n"
     if isinstance(exc, BaseExceptionGroup):
         if depth >= _MAX_DEPTH:
             yield f"... (max_group_depth is {_MAX_DEPTH})\n"
@@ -69,6 +75,7 @@ def _block(exc: BaseException, seen: set[int], depth: int) -> Iterator[str]:
             yield f"+---------------- ... ----------------\n| and {more} more exceptions\n"
 
 
-def _type_name(kind: type[BaseException]) -> str:
+def type_name(kind: type[BaseException]) -> str:
+    """The name a traceback gives an exception class (with its module, unless a builtin)."""
     name, module = kind.__qualname__, kind.__module__
     return name if module in ("__main__", "builtins") else f"{module}.{name}"

@@ -233,13 +233,20 @@ def serve(
     os.environ.update(environment)
     os.chdir(cwd)
     sys.path[:] = path
+    from rulekit.config import LoggingSettings
+    from rulekit.runtime.logs import configure_logging, secret_values
     from rulekit.snapshot import freeze_heap, load_snapshot
 
+    # what a plugin or a filter logs here passes the daemon's filters too (without a handler,
+    # Python would print it raw): content hidden while loading, then as the config says
+    configure_logging(LoggingSettings())
     try:
         snapshot = load_snapshot(config_path, rules_path, files=files)
     except Exception as exc:
         connection.send(Ready(None, f"{type(exc).__name__}: {exc}"))
         return
+    secrets = secret_values(snapshot.config)
+    configure_logging(snapshot.config.raw.logging, secrets=lambda: secrets)
     files.clear()  # this copy of the files' bytes served loading only (the daemon keeps its own)
     freeze_heap()  # the rules stay for the worker's life: never scanned again
     _cap_memory(limits.worker_memory)

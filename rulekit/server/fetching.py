@@ -136,7 +136,7 @@ class InboxInbound:
             try:
                 shared = await self.commit.run(lambda state: state.paused_for([key]))
             except StoreUnavailable as exc:
-                log(logger, logging.WARNING, f"cannot read the service's pause: {exc}")
+                log(logger, logging.WARNING, "cannot read the service's pause", failure=exc)
             else:
                 wait = max(wait, float(shared))
         return wait
@@ -151,7 +151,7 @@ class InboxInbound:
                 # a transaction of its own: it locks the key's pacing row (see sharedpace)
                 await self.commit.run(lambda state: state.pause_pace(key, seconds), alone=True)
             except StoreUnavailable as exc:
-                log(logger, logging.WARNING, f"cannot share the service's pause: {exc}")
+                log(logger, logging.WARNING, "cannot share the service's pause", failure=exc)
 
     async def release(self) -> None:
         """Give up the leases taken, so that another daemon takes over at once."""

@@ -220,7 +220,7 @@ class Ingest:
                 )
             )
         except StoreUnavailable as exc:
-            log(logger, logging.ERROR, f"webhook not stored: {exc}", channel=channel)
+            log(logger, logging.ERROR, "webhook not stored", failure=exc, channel=channel)
             return _error(503, "cannot store the webhook right now; retry later", channel)
         if not is_new:
             log(logger, logging.INFO, "webhook redelivered", channel=channel, inbox_id=inbox_id)

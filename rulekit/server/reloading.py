@@ -13,18 +13,23 @@ reported.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
+import yaml
+
+from rulekit.config import find_config_path
 from rulekit.errors import RulekitError, ValidationErrors
 from rulekit.runtime.budget import run_within
 from rulekit.runtime.evaluator import Evaluator
 from rulekit.runtime.feed import LiveFeed
 from rulekit.runtime.known import load_known
-from rulekit.runtime.logs import log
+from rulekit.runtime.logs import log, redact, secret_values
 from rulekit.runtime.metrics import Metrics
 from rulekit.server.fetching import Fetchers
 from rulekit.snapshot import Snapshot, freeze_heap, problems_of
@@ -41,6 +46,45 @@ def _errors(exc: BaseException) -> list[str]:
     if isinstance(exc, ValidationErrors):
         return [str(error) for error in exc.errors]
     return [str(exc)]
+
+
+_SECRET_KEYS = ("secret", "token", "password", "key", "auth")
+"""Parts of a setting's name that say it may hold a secret, for a config that does not load."""
+
+
+def _new_secrets(config_path: Path | None) -> list[str]:
+    """The secrets of the config now at ``config_path``: a refused reload's errors may quote
+    one that only the new config holds (the log's filters know the old config's). For a config
+    that does not load, each value of a setting whose name says it may be a secret."""
+    from rulekit.loading import open_config
+
+    try:
+        _, config = open_config(str(config_path) if config_path else None)
+        return secret_values(config)
+    except Exception:
+        pass
+    try:
+        path = find_config_path(str(config_path) if config_path else None)
+        data = yaml.safe_load(path.read_text()) if path is not None else None
+    except Exception:
+        return []
+    found: list[str] = []
+    stack: list[tuple[str, Any]] = [("", data)]
+    seen = 0
+    while stack and seen < 100_000:  # aliases can make a small file a huge tree
+        name, value = stack.pop()
+        seen += 1
+        if isinstance(value, dict):
+            stack.extend((str(key).lower(), item) for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((name, item) for item in value)
+        elif value is not None and any(part in name for part in _SECRET_KEYS):
+            found.append(str(value))
+    if isinstance(data, dict) and isinstance(data.get("storage"), str):
+        with contextlib.suppress(ValueError):
+            password = urlsplit(data["storage"]).password
+            found.extend((password, unquote(password)) if password else ())
+    return found
 
 
 def _now() -> str:
@@ -94,7 +138,16 @@ class Reloading:
                     what="loading the rules and config",
                 )
             except Exception as exc:
-                errors = _errors(exc)
+                try:
+                    secrets = await run_within(
+                        self.reload_budget,
+                        _new_secrets,
+                        self.config_path,
+                        what="reading the new config's secrets",
+                    )
+                except Exception:
+                    secrets = []
+                errors = [redact(error, secrets) for error in _errors(exc)]
                 if not isinstance(exc, RulekitError):
                     log(logger, logging.ERROR, "reload failed unexpectedly", exc_info=True)
                 self.metrics.reload_errors.inc()

@@ -59,7 +59,7 @@ class Presence:
         try:
             await self._write(email, None, until)
         except StoreUnavailable as exc:  # the stream goes on; the next beat tries again
-            log(logger, logging.WARNING, "console: presence not recorded", error=str(exc))
+            log(logger, logging.WARNING, "console: presence not recorded", failure=exc)
 
     async def signed_in(self, viewer: Viewer | None) -> None:
         """``viewer`` signed in: from now on ``assign`` looks at presence by default."""

@@ -1,0 +1,184 @@
+"""What a log line quotes beyond its traceback: an exception's message written into the line,
+what a plugin or a filter logs inside an evaluation worker, and a refused reload's errors pass
+the same filters as the rest of the daemon's log (content hidden by default, every secret
+redacted, the new config's too)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from daemons import SAMPLE, chat_started, wait_for, write_setup
+
+from rulekit.config import LoggingSettings
+from rulekit.runtime.logs import configure_logging
+
+TEXT = "mail me at jane.doe@shop.example, card 4111 1111 1111 1111"
+
+PLUGIN = """\
+import logging
+
+from rulekit import hookimpl
+from rulekit.actions.base import Action
+from rulekit.models import StrictModel
+from rulekit.runtime.logs import log
+
+
+class Params(StrictModel):
+    text: str
+
+
+class Chatty(Action):
+    name = "chatty"
+    description = "logs errors that quote what it was given"
+    Params = Params
+
+    async def execute(self, params, context):
+        error = ValueError(f"cannot keep {params.text!r}")
+        log(logging.getLogger("rulekit.chatty"), logging.WARNING, "not kept", failure=error)
+        logging.getLogger("rulekit_chatty").warning("lost %d: %s", 1, error)
+        return {}
+
+
+def spy(value):
+    logging.getLogger("rulekit_chatty").warning("filter saw %s", value)
+    return value
+
+
+@hookimpl
+def rulekit_register_actions(register):
+    register.add(Chatty)
+
+
+@hookimpl
+def rulekit_template_environment(register):
+    register.filter("spy", spy)
+"""
+
+CHATTY_RULES = """\
+- name: Chatty
+  on: {channel: online-chat, event: created}
+  do:
+    - chatty: {text: "{{ message.text }}"}
+"""
+
+SPY_RULES = """\
+- name: Spy
+  on: {channel: online-chat, event: created}
+  do:
+    - autoreply: {text: "{{ message.text | spy }}"}
+"""
+
+
+@pytest.fixture
+def chatty_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A plugin distribution that logs, on the path of this process, of the daemons started
+    as processes and of the evaluation workers."""
+    site = tmp_path / "site"
+    info = site / "rulekit_chatty-0.1.dist-info"
+    info.mkdir(parents=True)
+    (site / "rulekit_chatty.py").write_text(PLUGIN)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: rulekit-chatty\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[rulekit]\nchatty = rulekit_chatty\n")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    monkeypatch.syspath_prepend(str(site))
+    return site
+
+
+class _Stream:
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, text: str) -> None:
+        self.text += text
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.fixture
+def stream() -> Iterator[_Stream]:
+    names = ["", "rulekit", "uvicorn", "uvicorn.error", "uvicorn.access"]
+    saved = {}
+    for name in names:
+        logger = logging.getLogger(name)
+        saved[name] = (list(logger.handlers), logger.level, logger.propagate, logger.disabled)
+    yield _Stream()
+    for name, (handlers, level, propagate, disabled) in saved.items():
+        logger = logging.getLogger(name)
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate, logger.disabled = propagate, disabled
+
+
+def _body(text: str) -> bytes:
+    data = json.loads(json.dumps(SAMPLE))
+    data["message"].update(text=text)
+    return json.dumps(data).encode()
+
+
+@pytest.mark.parametrize("content", [False, True])
+def test_an_exception_a_line_quotes_keeps_its_type_and_hides_its_message(
+    tmp_path, serve, chatra, chatty_plugin, stream, content
+):
+    """An exception written into the line (``log(..., failure=exc)`` as the daemon's store and
+    worker errors are, or a ``%s`` argument of a plugin's own logger): without content, its
+    type stays and its message is ``[hidden]``; with content, the message is logged."""
+    configure_logging(LoggingSettings(content=content), stream)
+    server = serve(write_setup(tmp_path, CHATTY_RULES, chatra=chatra))
+    assert httpx.post(server.webhook_url, content=_body(TEXT)).status_code == 200
+    wait_for(lambda: "rulekit_chatty" in stream.text and "not kept" in stream.text, timeout=60)
+    lines = [line for line in stream.text.splitlines() if "not kept" in line or "lost" in line]
+    assert len(lines) == 2, stream.text
+    if content:
+        assert all(line.endswith(f"cannot keep {TEXT!r}") for line in lines), lines
+    else:
+        assert "4111" not in stream.text
+        assert lines[0].endswith("rulekit.chatty: not kept: ValueError: [hidden]"), lines
+        assert lines[1].endswith("rulekit_chatty: lost 1: ValueError: [hidden]"), lines
+
+
+def test_what_a_filter_logs_in_the_evaluation_worker_is_filtered_too(
+    tmp_path, processes, chatra, chatty_plugin
+):
+    """A template filter logs from the evaluation worker: its line is formatted and cleaned
+    as the daemon's own (email masked, secret redacted), never printed raw."""
+    config = write_setup(tmp_path, SPY_RULES, chatra=chatra)
+    process = processes(config).wait_ready()
+    text = f"write to jane.doe@shop.example with key {chatra.secret_key}"
+    assert httpx.post(process.webhook_url, content=_body(text)).status_code == 200
+    wait_for(lambda: chatra.sent, timeout=60)
+    wait_for(lambda: "filter saw" in process.output(), timeout=30)
+    output = process.output()
+    assert "jane.doe@shop.example" not in output
+    assert chatra.secret_key not in output
+    [line] = [line for line in output.splitlines() if "filter saw" in line]
+    assert line.endswith("WARNING rulekit_chatty: filter saw write to <email> with key ***")
+
+
+NEW_TOKEN = "xoxb-only-in-the-new-config-4711"
+
+
+def test_a_refused_reload_redacts_the_secrets_of_the_new_config(tmp_path, processes, chatra):
+    """The new config adds a secret and its rules are invalid with an error quoting it: the
+    refused reload's log line and the errors /healthz shows redact it, although the config in
+    force (whose secrets the log's filters know) does not hold it."""
+    config = write_setup(tmp_path, chatra=chatra)
+    process = processes(config, "--no-watch").wait_ready()
+    twice = f"- name: {NEW_TOKEN}\n  on: {{channel: online-chat, event: created}}\n  do: []\n"
+    (tmp_path / "rules.d" / "rules.yaml").write_text(twice + twice)
+    config.write_text(config.read_text() + f"integrations:\n  slack: {{token: {NEW_TOKEN}}}\n")
+    process.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload refused" in process.output(), timeout=60)
+    output = process.output()
+    assert f"rule {'***'!r}" in output
+    assert NEW_TOKEN not in output
+    errors = httpx.get(f"{process.url}/healthz", timeout=5).json()["last_reload"]["errors"]
+    assert errors and NEW_TOKEN not in json.dumps(errors)
+    httpx.post(process.webhook_url, content=chat_started(1))
+    wait_for(lambda: len(chatra.sent) == 1)  # the old rules stay
