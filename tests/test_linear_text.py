@@ -225,6 +225,16 @@ CASES = {
         "wordcount('a-' * (N // 2))\n"
         "wordcount('\\u00e9' * N + '!' * N)"
     ),
+    "striptags in templates": (
+        "from rulekit.expr.striptags import striptags\n"
+        "texts = ['&#' + '1' * N, '&#x' + 'f' * N + ';', '&' * N, '&#' * (N // 2)]\n"
+        "texts += ['&a' * (N // 2), '&' + 'a' * N, ('&' + 'a' * 31) * (N // 32)]\n"
+        "texts += ['&#x' * (N // 3), '&;' * (N // 2)]\n"
+        "texts += ['<' * N, '<a' * (N // 2), '<!--' * (N // 4), '<!--' + 'a' * N, '-->' * N]\n"
+        "texts += ['<!-- -->' * (N // 8), '<>' * (N // 2), ' \\t' * N, 'a<b>&' * (N // 5)]\n"
+        "for text in texts:\n"
+        "    striptags(text)"
+    ),
     "hiding personal values in audit output": (
         "from rulekit.audit.privacy import hide\n"
         "hide({'text': 'a' * N}, {'a' * (N // 2) + 'b'})\n"
@@ -235,6 +245,9 @@ CASES = {
 # every regex in the code -> the cases above that run it on adversarial input
 INVENTORY = {
     ("rulekit/expr/guards.py", r"\w+"): ["wordcount in templates"],
+    ("rulekit/expr/striptags.py", r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?)"): [
+        "striptags in templates"
+    ],
     ("rulekit/escapes.py", r"([_*\[\]()~`>#+\-=|{}.!\\])"): ["telegram MarkdownV2 escape"],
     ("rulekit/escapes.py", r"([`\\])"): ["telegram MarkdownV2 escape"],
     ("rulekit/escapes.py", r"([)\\])"): ["telegram MarkdownV2 escape"],

@@ -22,6 +22,7 @@ from rulekit.expr.budget import OverBudget, charged, current, limits, text_size
 from rulekit.expr.budget import to_text as _to_text
 from rulekit.expr.budget import too_big as _too_big
 from rulekit.expr.markup import mark_safe
+from rulekit.expr.striptags import striptags_filter
 from rulekit.expr.urlize import urlize_filter
 
 _WORD = re.compile(r"\w+")
@@ -165,7 +166,7 @@ TEXT_FILTERS = frozenset(
         jinja_filters.do_title, jinja_filters.do_upper, jinja_filters.do_lower,
         jinja_filters.do_trim, jinja_filters.do_striptags, jinja_filters.do_wordcount,
         jinja_filters.do_forceescape, jinja_filters.do_truncate, jinja_filters.do_mark_safe,
-        urlize_filter, wordcount,
+        urlize_filter, wordcount, striptags_filter,
         escape, soft_str, mark_safe,
     }
 )  # fmt: skip

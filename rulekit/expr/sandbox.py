@@ -70,6 +70,7 @@ from rulekit.expr.policy import (
     safe_range,
     safe_sum,
 )
+from rulekit.expr.striptags import striptags_filter
 from rulekit.expr.urlize import urlize_filter
 
 __all__ = [
@@ -171,6 +172,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
             sum=safe_sum,
             urlize=urlize_filter,  # Jinja2's is quadratic in some words
             wordcount=wordcount,  # Jinja2's makes a list of the words
+            striptags=striptags_filter,  # markupsafe's lists the words of the whole text
         )
         self.filters = filters
         tests = GuardedFunctions(guard_test)

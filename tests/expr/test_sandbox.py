@@ -428,6 +428,7 @@ BIG_TEXT = "ab \n" * 1_000_000  # a 4 MB message of a million words and lines
         ("{{ message.text|urlize }}", None),
         ("{{ message.text|title }}", None),
         ("{{ message.text|capitalize }}", None),
+        ("{{ message.text|striptags }}", None),
         ("{{ 1 }}", "message.text.split()|length > 3"),
         ("{{ 1 }}", "message.text.split(' ')|length > 3"),
     ],
@@ -458,3 +459,18 @@ def test_counting_words_and_splitting_a_little_of_a_long_text_still_work(build_e
     )
     assert errors == []
     assert rendered == ["1000000 3 5"]
+
+
+def test_striptags_of_a_long_text_with_a_short_result_stays_small(build_engine) -> None:
+    # markupsafe keeps every piece between two tags in a list: 24 MiB for a 4 MB message
+    engine = _engine(build_engine, "{{ message.text|striptags }}")
+    event = make_event(message={"text": "<>" * 2_000_000 + "\n a &amp;\tb <i>c</i>"})
+    tracemalloc.start()
+    try:
+        plan = engine.evaluate(event, explain=True)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert plan.errors == []
+    assert [action.params["text"] for action in plan] == ["a & b c"]
+    assert peak < 4 * 2**20, peak
