@@ -312,7 +312,10 @@ class TimerRunner:
             except StoreUnavailable:
                 raise
             except Exception as exc:  # a provider's bug costs this timer, not the runner
-                return self._finish(timer, "error", f"{channel}: {exc}", now)
+                # (the reason names the exception, not its message, which may quote the
+                # client's data; the traceback goes to the log, its messages hidden as any)
+                log(logger, logging.ERROR, f"channel timer of {channel!r}", exc_info=exc)
+                return self._finish(timer, "error", f"{channel}: {type(exc).__name__}", now)
             answer = self.evaluator.evaluate(prepared.request) if prepared.events else []
             if isinstance(answer, Refusal):
                 return self._finish(timer, "error", answer.reason, now)
