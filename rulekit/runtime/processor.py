@@ -489,22 +489,32 @@ class Processor:
         self, item: InboxItem, cause: Exception | Refusal
     ) -> list[Processed | InboxItem]:
         bug: Exception | None = None
+        failure: ChannelError | None = None
         if isinstance(cause, Refusal):
             error = cause.reason
         elif isinstance(cause, ChannelError):
-            error = str(cause)
+            error, failure = str(cause), cause
         else:
             error, bug = f"{type(cause).__name__}: {cause}", cause
         # a bug's message may quote the body: the line names its type, the traceback (passed
         # as the exception: this may run after its except block) shows the rest when content
-        # may be logged
+        # may be logged. A provider's ChannelError (a plugin's wording, which may quote the
+        # body too) is the line's failure: its message shown only when content may be logged;
+        # a refusal's reason is rulekit's own fixed wording
+        if failure is not None:
+            message = f"inbox item {item.id} set aside"
+        elif bug is None:
+            message = f"inbox item {item.id} set aside: {error}"
+        else:
+            message = f"inbox item {item.id} set aside: {type(bug).__name__}"
         log(
             logger,
             logging.WARNING,
-            f"inbox item {item.id} set aside: {error if bug is None else type(bug).__name__}",
+            message,
             inbox_id=item.id,
             channel=item.channel,
             exc_info=bug or False,
+            failure=failure,
         )
         with self.store.transaction() as state:
             state.finish_inbox(item.id, error=error[:2000])

@@ -21,6 +21,7 @@ PLUGIN = """\
 from rulekit import hookimpl
 from rulekit.actions.base import Action
 from rulekit.channels.base import Provider
+from rulekit.errors import ChannelError
 from rulekit.models import StrictModel
 
 
@@ -49,6 +50,15 @@ class FragileProvider(Provider):
         raise RuntimeError(f"cannot read {body.decode()!r}")
 
 
+class PickyProvider(Provider):
+    name = "pickyprovider"
+    default_channel = "picky-chat"
+    description = "refuses every body, and says what it held"
+
+    def parse(self, body, state):
+        raise ChannelError(f"unsupported payload {body.decode()!r}")
+
+
 @hookimpl
 def rulekit_register_actions(register):
     register.add(Fragile)
@@ -57,6 +67,7 @@ def rulekit_register_actions(register):
 @hookimpl
 def rulekit_register_providers(register):
     register.add(FragileProvider)
+    register.add(PickyProvider)
 """
 
 KEY_LINE = PLUGIN.splitlines().index("            {}[params.text]") + 1
@@ -169,3 +180,33 @@ def test_an_item_set_aside_by_a_bug_is_logged_without_its_message(
     assert line.split(" inbox_id=")[0].endswith("set aside: RuntimeError")
     assert "rulekit_fragile.py" in output and "RuntimeError: [hidden]" in output
     assert "4111" not in output and "jane.doe" not in output
+
+
+@pytest.mark.parametrize("content", [False, True])
+def test_an_item_a_provider_refuses_is_logged_without_its_message_unless_content_is_allowed(
+    tmp_path, serve, chatra, fragile_plugin, log_lines, content
+):
+    """A provider plugin's ChannelError may quote the body: the line keeps its type, and its
+    message only when content may be logged."""
+    configure_logging(LoggingSettings(content=content), log_lines)
+    config = write_setup(tmp_path, RULES, chatra=chatra)
+    config.write_text(
+        config.read_text().replace(
+            "channels:\n",
+            "channels:\n  picky-chat:\n    provider: pickyprovider\n"
+            "    webhook_secret: s3cr3t-picky-0001\n",
+        )
+    )
+    server = serve(config)
+    url = f"{server.url}/webhooks/picky-chat/s3cr3t-picky-0001"
+    assert httpx.post(url, json={"text": TEXT}).status_code == 200
+    wait_for(lambda: "set aside" in log_lines.text)
+    server.stop()
+    line = next(line for line in log_lines.text.splitlines() if "set aside" in line)
+    if content:  # the test can fail: the message quotes the body
+        assert "set aside: unsupported payload" in line and "4111 1111" in line
+    else:
+        assert line.split(" inbox_id=")[0].endswith(
+            "set aside: rulekit.errors.ChannelError: [hidden]"
+        )
+        assert "4111" not in log_lines.text and "jane.doe" not in log_lines.text
