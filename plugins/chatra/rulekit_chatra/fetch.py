@@ -49,7 +49,7 @@ from rulekit.errors import (
 )
 from rulekit.event import Client
 
-from .payload import FETCHED
+from .payload import FETCHED, FETCHED_AT
 
 if TYPE_CHECKING:
     from rulekit.channels.base import Inbound
@@ -199,8 +199,15 @@ class ClientFetcher:
         except PermanentActionError as exc:
             logger.info("Chatra has no data for a client: %s", exc)
             return 0.0
+        # when it was fetched: the same answer fetched again (the client changed back and
+        # forth meanwhile) is a body, and a change, of its own; a redelivery keeps it
         body = json.dumps(
-            {"eventName": FETCHED, "client": {**data, "id": client_id}}, sort_keys=True
+            {
+                "eventName": FETCHED,
+                "client": {**data, "id": client_id},
+                FETCHED_AT: str(time.time_ns()),
+            },
+            sort_keys=True,
         ).encode()
         digest = hashlib.sha256(body).hexdigest()[:24]
         try:

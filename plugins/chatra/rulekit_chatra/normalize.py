@@ -34,7 +34,7 @@ from rulekit.models import whole_builder
 from rulekit.store.base import State
 
 from .clients import ClientRecords
-from .payload import ChatraAgent, ChatraMessage, Payload
+from .payload import FETCHED, FETCHED_AT, ChatraAgent, ChatraMessage, Payload
 from .settings import ChatraSettings
 
 _MISSING = object()
@@ -73,10 +73,11 @@ class Normalizer:
             changed = {f: getattr(client, f) for f in CONTACT_FIELDS}
             before = {f: getattr(known_client, f) for f in CONTACT_FIELDS}
             if changed != before:
-                # from what to what, and the webhook's first message: a change back to what
-                # the client had before is a change too (an event id already recorded would
-                # be dropped as a repeat), and the same webhook again makes the same id
-                first = payload.messages[0].id if payload.messages else ""
+                # from what to what, and the webhook's first message (a fetched body's fetch
+                # time): a change back to what the client had before is a change too (an
+                # event id already recorded would be dropped as a repeat), and the same
+                # webhook again makes the same id
+                first = payload.messages[0].id if payload.messages else _fetched_at(payload)
                 parts = [*map(str, before.values()), *map(str, changed.values()), first]
                 emit(
                     _event(
@@ -318,6 +319,14 @@ def _last_time(messages: Iterable[ChatraMessage]) -> datetime | None:
     # Chatra does not say when a chat ended; its last message is the best stable stand-in.
     times = [m.created_at for m in messages if m.created_at is not None]
     return max(times) if times else None
+
+
+def _fetched_at(payload: Payload) -> str:
+    """When a fetched body was fetched (``""`` for a webhook, or a body from before it said)."""
+    raw = payload.raw
+    fetched = payload.event_name == FETCHED and isinstance(raw, dict)
+    stamp = raw.get(FETCHED_AT) if fetched else None
+    return f"fetched:{stamp}" if isinstance(stamp, str) else ""
 
 
 def _digest(parts: Iterable[str]) -> str:

@@ -39,6 +39,10 @@ FETCHED = "rulekitClientFetched"
 """The ``eventName`` of a body holding a client fetched from Chatra's API (not a webhook of
 Chatra's: rulekit's own, see :mod:`rulekit_chatra.fetch`), read like a webhook's client."""
 
+FETCHED_AT = "fetchedAt"
+"""The key of a fetched body that says when it was fetched (nanoseconds since the epoch): the
+``client_updated`` event of a fetch has no message id to tell it from an earlier fetch."""
+
 CONTACT_KEYS: tuple[str, ...] = ("name", "email", "phone", "notes")
 """Keys of Chatra's visitor info that are contact data; any other key is the site's custom data."""
 

@@ -142,6 +142,46 @@ def test_the_fetched_body_updates_the_client_and_says_so(fake_chatra: FakeChatra
         assert provider.parse(encode(fetched), state) == []
 
 
+def test_a_name_fetched_back_and_forth_is_a_change_each_time_with_its_own_id() -> None:
+    """A fetched body has no message to tell two fetches of the same answer apart: the second
+    change from one name to another had the first one's delivery key and event id, and was
+    dropped as a repeat."""
+    names = ["Maria Lopez", "Mia Lopez"] * 2
+
+    async def fetch() -> Inbox:
+        answers = iter(names)
+
+        async def get_client(client_id: str) -> dict[str, Any]:
+            return {"id": client_id, "info": {"name": next(answers)}}
+
+        fetcher = ClientFetcher(["name"], interval=0, ttl=0)
+        for _ in names:
+            fetcher.want(VISITOR)
+        inbox = Inbox()
+        task = asyncio.create_task(fetcher.run(inbox, get_client))
+        while len(inbox.bodies) < len(names):
+            inbox.arrived.clear()
+            await inbox.arrived.wait()
+        task.cancel()
+        return inbox
+
+    inbox = asyncio.run(fetch())
+    assert len({delivery_key for _, delivery_key, _ in inbox.bodies}) == len(names)
+    provider = make_provider()
+    store = MemoryStore()
+    with store.transaction() as state:
+        provider.parse(sample_body("chat_started_anonymous.json"), state)
+    updated = []
+    for body, _, _ in inbox.bodies:
+        with store.transaction() as state:
+            (event,) = provider.parse(encode(body), state)
+        with store.transaction() as state:  # the same body again (a redelivery): nothing new
+            assert provider.parse(encode(body), state) == []
+        updated.append(event)
+    assert [(e.event, e.client.name) for e in updated] == [("client_updated", n) for n in names]
+    assert len({e.id for e in updated}) == len(names)
+
+
 def test_an_unknown_client_is_not_fetched_again_and_a_failure_is_retried(
     fake_chatra: FakeChatra,
 ) -> None:
