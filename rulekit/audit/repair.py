@@ -13,14 +13,14 @@ what is outside them is reported as not found, exactly like what does not exist.
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Collection
 from typing import Any
 
 from rulekit.audit.privacy import HIDDEN, hide
 from rulekit.store.base import JournaledState
 from rulekit.store.erasure import erased_params
-from rulekit.store.forms import PersonalValues, hidden_values, strings_in
+from rulekit.store.forms import PersonalValues, hidden_values
 from rulekit.store.records import InboxItem, Job
 
 LIST_LIMIT = 100
@@ -109,27 +109,51 @@ def without_content(state: JournaledState, entry: dict[str, Any]) -> dict[str, A
     """A dead letter or set-aside webhook (as :func:`job_view` or :func:`item_view` show it)
     as the command line shows it without ``--show-content``, like ``rulekit why``: what its
     error quotes of the client is hidden (the client of the job's event; for a webhook that
-    could not be read, any value of its body), and so is a webhook's body."""
+    could not be read, all but rulekit's own wording: :func:`set_aside_reason`), and so is a
+    webhook's body."""
     if "job_id" in entry:
         record = state.get_event(entry["event_id"]) if entry.get("event_id") else None
         values = hidden_values(record.data) if record is not None else PersonalValues()
         return {**entry, "error": hide(entry.get("error"), values)}
-    item = state.get_inbox(entry["inbox_id"])
-    values = PersonalValues(_body_strings(item.body) if item is not None else ())
     preview = entry.get("body_preview")
     return {
         **entry,
-        "error": hide(entry.get("error"), values),
+        "error": set_aside_reason(entry.get("error"), entry.get("channel")),
         "body_preview": HIDDEN if preview else preview,
     }
 
 
-def _body_strings(body: bytes) -> list[str]:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return []
-    return list(strings_in(data))
+# rulekit's own reasons for setting an item aside: fixed wording, but the event ids in some
+# come from the body (hidden)
+_EVENT_REASON = re.compile(
+    r"evaluating event .+? (took more than its (?:CPU|time) budget \([\w .;+-]+\)"
+    r"|needed more memory than the worker may use \(processing\.worker_memory\))",
+    re.DOTALL,
+)
+_FIXED_REASON = re.compile(
+    r"the evaluation worker died evaluating it \(exit code (?:-?\d+|None)\)"
+    r"|the conversation's state changed \d+ times while evaluated"
+)
+_BUG = re.compile(r"([A-Z]\w*(?:Error|Exception)): ")
+"""How a bug's error is stored: ``KeyError: <its message>``."""
+
+
+def set_aside_reason(error: str | None, channel: str | None) -> str | None:
+    """A set-aside webhook's ``error`` as shown without ``--show-content``, read without its
+    body (a listing would otherwise read up to 100 whole bodies): rulekit's own reasons as
+    they are (an event id in them :data:`HIDDEN`), a bug's exception type with its message
+    hidden, and anything else a provider wrote (it may quote the body anywhere) hidden."""
+    if not error:
+        return error
+    if _FIXED_REASON.fullmatch(error) or error == (
+        f"channel {channel!r} is not configured any more"
+    ):
+        return error
+    if (reason := _EVENT_REASON.fullmatch(error)) is not None:
+        return f"evaluating event {HIDDEN} {reason.group(1)}"
+    if (bug := _BUG.match(error)) is not None:
+        return f"{bug.group(1)}: {HIDDEN}"
+    return HIDDEN
 
 
 def job_view(job: Job) -> dict[str, Any]:

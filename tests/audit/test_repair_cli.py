@@ -45,6 +45,9 @@ def test_requeue_lists_set_aside_webhooks_and_makes_one_pending(site) -> None:
     listed = site.run("requeue", "--format", "json")
     assert listed.exit_code == 0, listed.output
     (item,) = json.loads(listed.output)["set_aside"]
+    assert (item["inbox_id"], item["error"]) == (inbox_id, "ChannelError: [hidden]")
+    shown = site.run("requeue", "--format", "json", "--show-content")
+    (item,) = json.loads(shown.output)["set_aside"]
     assert (item["inbox_id"], item["error"]) == (inbox_id, "ChannelError: no client")
     requeued = site.run("requeue", str(inbox_id))
     assert requeued.exit_code == 0, requeued.output
@@ -81,3 +84,34 @@ def test_the_listings_hide_what_they_quote_of_clients_without_show_content(site)
         + site.run("requeue", "--show-content", "--format", "json").output
     )
     assert angry in shown and email in shown and "card 4111 declined" in shown
+
+
+def test_the_set_aside_listing_hides_a_providers_words_and_shows_rulekits_own(site) -> None:
+    """Without --show-content the listing does not read the bodies: a provider's error (which
+    may quote a body that is not JSON, or any part of it) is hidden, a bug's keeps its type,
+    rulekit's own reasons are shown (the event ids in them hidden)."""
+    body = b"name=Jane+Roe&phone=555-0142"
+    errors = {
+        "cannot read name=Jane Roe&phone=555-0142": "[hidden]",
+        "KeyError: 'Jane Roe'": "KeyError: [hidden]",
+        "the conversation's state changed 5 times while evaluated": (
+            "the conversation's state changed 5 times while evaluated"
+        ),
+        "evaluating event jane-roe-1 took more than its CPU budget (2 s; processing.event_cpu)": (
+            "evaluating event [hidden] took more than its CPU budget (2 s; processing.event_cpu)"
+        ),
+    }
+    store = SQLiteStore(site.database)
+    try:
+        with store.transaction() as state:
+            for error in errors:
+                inbox_id, _ = state.append_inbox("online-chat", body)
+                state.finish_inbox(inbox_id, error=error)
+    finally:
+        store.close()
+    listed = json.loads(site.run("requeue", "--format", "json").output)["set_aside"]
+    assert sorted(entry["error"] for entry in listed) == sorted(errors.values())
+    text = site.run("requeue").output
+    assert "Jane" not in text and "555-0142" not in text and "jane-roe" not in text
+    shown = site.run("requeue", "--show-content").output
+    assert "Jane Roe&phone=555-0142" in shown
