@@ -345,5 +345,14 @@ def drop_schema(url: str) -> None:
     schema = options.get("schema")
     if schema is None:
         raise StoreError("drop_schema needs a URL with ?schema=NAME")
+    drop = sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        # a daemon still at work in the schema may lock its tables in the other order: the
+        # server then ends one of the two, and the drop is tried again
+        for attempt in range(5):
+            try:
+                conn.execute(drop)
+                return
+            except psycopg.errors.DeadlockDetected:
+                if attempt == 4:
+                    raise
