@@ -59,6 +59,14 @@ class Normalizer:
         channel = self.channel
         key = payload.client.id
         known_conversation, known_client = state.get_conversation_and_client(channel, key)
+        row = key  # the key the conversation is stored under
+        if known_conversation is None:
+            # a conversation a state-changing job (tag, set, assign) stored first, under its
+            # id (an event given to rulekit already normalized, as `rulekit test` takes them):
+            # kept where it is, so that the conversation stays one row and its state one
+            found = state.find_conversation(channel, f"{channel}:{key}")
+            if found is not None:
+                row, known_conversation = found
         client = self.clients.record(payload.client, known_client)
         # Conversation objects are never changed once made (a change makes a copy), so each
         # event keeps the conversation as it was at that point.
@@ -164,7 +172,7 @@ class Normalizer:
 
         if conversation is not None:
             if conversation is not known_conversation:
-                state.save_conversation(channel, key, conversation)
+                state.save_conversation(channel, row, conversation)
             if client is not known_client:
                 state.save_client(channel, client)
         return events
