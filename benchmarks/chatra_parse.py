@@ -93,6 +93,7 @@ class DictState:
 
     def __init__(self) -> None:
         self.conversations: defaultdict[str, dict[str, Any]] = defaultdict(dict)
+        self.keys: defaultdict[str, dict[str, str]] = defaultdict(dict)  # by conversation id
         self.clients: defaultdict[str, dict[str, Any]] = defaultdict(dict)
         self.seen: defaultdict[str, set[str]] = defaultdict(set)
 
@@ -101,6 +102,11 @@ class DictState:
 
     def save_conversation(self, channel: str, key: str, conversation: Any) -> None:
         self.conversations[channel][key] = conversation
+        self.keys[channel][conversation.id] = key
+
+    def find_conversation(self, channel: str, conversation_id: str) -> Any:
+        key = self.keys[channel].get(conversation_id)
+        return None if key is None else (key, self.conversations[channel][key])
 
     def get_client(self, channel: str, client_id: str) -> Any:
         return self.clients[channel].get(client_id)
