@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from daemons import Process, Server
+from daemons import LogLines, Process, Server
 from rulekit_chatra.testing import FakeChatra
 
 from rulekit.server.daemon import Daemon
@@ -48,3 +49,20 @@ def processes() -> Iterator[Callable[..., Process]]:
     for process in started:
         if process.proc.poll() is None:
             process.kill()
+
+
+@pytest.fixture
+def log_lines() -> Iterator[LogLines]:
+    """A stream for the daemon's log (as ``rulekit run`` configures it); the handlers that
+    ``configure_logging`` replaces are put back after."""
+    names = ["", "rulekit", "uvicorn", "uvicorn.error", "uvicorn.access"]
+    saved = {}
+    for name in names:
+        logger = logging.getLogger(name)
+        saved[name] = (list(logger.handlers), logger.level, logger.propagate, logger.disabled)
+    yield LogLines()
+    for name, (handlers, level, propagate, disabled) in saved.items():
+        logger = logging.getLogger(name)
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate, logger.disabled = propagate, disabled

@@ -266,3 +266,36 @@ class Process:
     def terminate(self, timeout: float = 30) -> int:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
+
+
+def install_plugin(
+    tmp_path: Path, monkeypatch: Any, module: str, source: str, *, here: bool = True
+) -> Path:
+    """Write a plugin distribution (``module``.py holding ``source``, with its ``rulekit`` entry
+    point) and put it on ``PYTHONPATH`` for the daemons started as processes and the evaluation
+    workers, and with ``here`` on this process's path too; returns its folder."""
+    site = tmp_path / "site"
+    distribution = module.replace("_", "-")
+    info = site / f"{module}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (site / f"{module}.py").write_text(source)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 0.1\n")
+    entry = module.removeprefix("rulekit_").split("_")[0]
+    (info / "entry_points.txt").write_text(f"[rulekit]\n{entry} = {module}\n")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    if here:
+        monkeypatch.syspath_prepend(str(site))
+    return site
+
+
+class LogLines:
+    """Where the daemon's log goes in a test (the stream given to ``configure_logging``)."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, text: str) -> None:
+        self.text += text
+
+    def flush(self) -> None:
+        pass

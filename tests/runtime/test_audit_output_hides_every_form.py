@@ -7,11 +7,10 @@ follows the same rule unless ``logging.content`` allows content."""
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 
 import pytest
 from click.testing import CliRunner
+from daemons import LogLines
 from privacy_scenario import NAME, PERSONAL, leftovers, record
 
 from rulekit.cli.main import cli
@@ -62,37 +61,9 @@ def test_why_and_history_show_no_form_of_hidden_content(tmp_path, serve):
     assert "[hidden]" in why and NAME in why
 
 
-class _Stream:
-    def __init__(self) -> None:
-        self.text = ""
-
-    def write(self, text: str) -> None:
-        self.text += text
-
-    def flush(self) -> None:
-        pass
-
-
-@pytest.fixture
-def log_lines() -> Iterator[_Stream]:
-    """Where the daemon's log goes (as ``rulekit run`` configures it); the handlers that
-    ``configure_logging`` replaces are put back after."""
-    names = ["", "rulekit", "uvicorn", "uvicorn.error", "uvicorn.access"]
-    saved = {}
-    for name in names:
-        logger = logging.getLogger(name)
-        saved[name] = (list(logger.handlers), logger.level, logger.propagate, logger.disabled)
-    yield _Stream()
-    for name, (handlers, level, propagate, disabled) in saved.items():
-        logger = logging.getLogger(name)
-        logger.handlers[:] = handlers
-        logger.setLevel(level)
-        logger.propagate, logger.disabled = propagate, disabled
-
-
 @pytest.mark.parametrize("content", [False, True])
 def test_the_daemons_log_hides_it_too_unless_content_is_allowed(
-    tmp_path, serve, log_lines: _Stream, content: bool
+    tmp_path, serve, log_lines: LogLines, content: bool
 ) -> None:
     configure_logging(LoggingSettings(content=content), log_lines)
     _, stop = record(tmp_path, serve)  # Chatra's refusal quotes the greeting, with the text

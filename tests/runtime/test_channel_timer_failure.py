@@ -11,8 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from daemons import wait_for, write_setup
-from test_traceback_content import _Stream, log_lines  # noqa: F401  (a fixture)
+from daemons import install_plugin, wait_for, write_setup
 
 from rulekit.config import LoggingSettings
 from rulekit.runtime.logs import configure_logging
@@ -48,22 +47,14 @@ def rulekit_register_providers(register):
 
 @pytest.fixture
 def closing_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    site = tmp_path / "site"
-    info = site / "rulekit_closing-0.1.dist-info"
-    info.mkdir(parents=True)
-    (site / "rulekit_closing.py").write_text(PLUGIN)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: rulekit-closing\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[rulekit]\nclosing = rulekit_closing\n")
-    monkeypatch.setenv("PYTHONPATH", str(site))
-    monkeypatch.syspath_prepend(str(site))
-    return site
+    return install_plugin(tmp_path, monkeypatch, "rulekit_closing", PLUGIN)
 
 
 def test_a_channel_timer_that_raises_is_an_error_naming_the_exception_only(
     tmp_path,
     serve,
     closing_plugin,
-    log_lines,  # noqa: F811
+    log_lines,
 ) -> None:
     configure_logging(LoggingSettings(), log_lines)
     config = write_setup(tmp_path)

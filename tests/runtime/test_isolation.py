@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from daemons import AUTOREPLY_RULES, Process, chat_started, wait_for, write_setup
+from daemons import AUTOREPLY_RULES, Process, chat_started, install_plugin, wait_for, write_setup
 
 from rulekit.channels.base import Provider
 from rulekit.runtime.evaluator import Evaluator
@@ -73,15 +73,7 @@ RULES = """\
 @pytest.fixture
 def slow_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A plugin distribution with the ``spin`` and ``hang`` filters, on ``PYTHONPATH``."""
-    site = tmp_path / "site"
-    info = site / "rulekit_slow_rules-0.1.dist-info"
-    info.mkdir(parents=True)
-    (site / "rulekit_slow_rules.py").write_text(PLUGIN)
-    metadata = "Metadata-Version: 2.1\nName: rulekit-slow-rules\nVersion: 0.1\n"
-    (info / "METADATA").write_text(metadata)
-    (info / "entry_points.txt").write_text("[rulekit]\nslow = rulekit_slow_rules\n")
-    monkeypatch.setenv("PYTHONPATH", str(site))
-    return site
+    return install_plugin(tmp_path, monkeypatch, "rulekit_slow_rules", PLUGIN, here=False)
 
 
 def _setup(folder: Path, chatra, processing: str, server: str = "") -> Path:

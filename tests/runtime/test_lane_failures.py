@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from daemons import Process, chat_started, read, wait_for, write_setup
+from daemons import Process, chat_started, install_plugin, read, wait_for, write_setup
 
 PLUGIN = """\
 import os
@@ -56,15 +56,8 @@ ASSIGN_THEN_REPLY = """\
 @pytest.fixture
 def breaking_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The plugin with ``break_workers`` on ``PYTHONPATH``; returns the mark it leaves."""
-    site = tmp_path / "site"
-    info = site / "rulekit_breaking_rules-0.1.dist-info"
-    info.mkdir(parents=True)
-    (site / "rulekit_breaking_rules.py").write_text(PLUGIN)
-    metadata = "Metadata-Version: 2.1\nName: rulekit-breaking-rules\nVersion: 0.1\n"
-    (info / "METADATA").write_text(metadata)
-    (info / "entry_points.txt").write_text("[rulekit]\nbreaking = rulekit_breaking_rules\n")
+    install_plugin(tmp_path, monkeypatch, "rulekit_breaking_rules", PLUGIN, here=False)
     mark = tmp_path / "workers-broken"
-    monkeypatch.setenv("PYTHONPATH", str(site))
     monkeypatch.setenv("RULEKIT_TEST_BROKEN_WORKERS", str(mark))
     return mark
 

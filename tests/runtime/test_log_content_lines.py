@@ -6,14 +6,12 @@ redacted, the new config's too)."""
 from __future__ import annotations
 
 import json
-import logging
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from daemons import SAMPLE, chat_started, wait_for, write_setup
+from daemons import SAMPLE, chat_started, install_plugin, wait_for, write_setup
 
 from rulekit.config import LoggingSettings
 from rulekit.runtime.logs import configure_logging
@@ -79,41 +77,7 @@ SPY_RULES = """\
 def chatty_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A plugin distribution that logs, on the path of this process, of the daemons started
     as processes and of the evaluation workers."""
-    site = tmp_path / "site"
-    info = site / "rulekit_chatty-0.1.dist-info"
-    info.mkdir(parents=True)
-    (site / "rulekit_chatty.py").write_text(PLUGIN)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: rulekit-chatty\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[rulekit]\nchatty = rulekit_chatty\n")
-    monkeypatch.setenv("PYTHONPATH", str(site))
-    monkeypatch.syspath_prepend(str(site))
-    return site
-
-
-class _Stream:
-    def __init__(self) -> None:
-        self.text = ""
-
-    def write(self, text: str) -> None:
-        self.text += text
-
-    def flush(self) -> None:
-        pass
-
-
-@pytest.fixture
-def stream() -> Iterator[_Stream]:
-    names = ["", "rulekit", "uvicorn", "uvicorn.error", "uvicorn.access"]
-    saved = {}
-    for name in names:
-        logger = logging.getLogger(name)
-        saved[name] = (list(logger.handlers), logger.level, logger.propagate, logger.disabled)
-    yield _Stream()
-    for name, (handlers, level, propagate, disabled) in saved.items():
-        logger = logging.getLogger(name)
-        logger.handlers[:] = handlers
-        logger.setLevel(level)
-        logger.propagate, logger.disabled = propagate, disabled
+    return install_plugin(tmp_path, monkeypatch, "rulekit_chatty", PLUGIN)
 
 
 def _body(text: str) -> bytes:
@@ -124,21 +88,23 @@ def _body(text: str) -> bytes:
 
 @pytest.mark.parametrize("content", [False, True])
 def test_an_exception_a_line_quotes_keeps_its_type_and_hides_its_message(
-    tmp_path, serve, chatra, chatty_plugin, stream, content
+    tmp_path, serve, chatra, chatty_plugin, log_lines, content
 ):
     """An exception written into the line (``log(..., failure=exc)`` as the daemon's store and
     worker errors are, or a ``%s`` argument of a plugin's own logger): without content, its
     type stays and its message is ``[hidden]``; with content, the message is logged."""
-    configure_logging(LoggingSettings(content=content), stream)
+    configure_logging(LoggingSettings(content=content), log_lines)
     server = serve(write_setup(tmp_path, CHATTY_RULES, chatra=chatra))
     assert httpx.post(server.webhook_url, content=_body(TEXT)).status_code == 200
-    wait_for(lambda: "rulekit_chatty" in stream.text and "not kept" in stream.text, timeout=60)
-    lines = [line for line in stream.text.splitlines() if "not kept" in line or "lost" in line]
-    assert len(lines) == 2, stream.text
+    wait_for(
+        lambda: "rulekit_chatty" in log_lines.text and "not kept" in log_lines.text, timeout=60
+    )
+    lines = [line for line in log_lines.text.splitlines() if "not kept" in line or "lost" in line]
+    assert len(lines) == 2, log_lines.text
     if content:
         assert all(line.endswith(f"cannot keep {TEXT!r}") for line in lines), lines
     else:
-        assert "4111" not in stream.text
+        assert "4111" not in log_lines.text
         assert lines[0].endswith("rulekit.chatty: not kept: ValueError: [hidden]"), lines
         assert lines[1].endswith("rulekit_chatty: lost 1: ValueError: [hidden]"), lines
 

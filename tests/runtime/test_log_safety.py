@@ -12,7 +12,7 @@ from urllib.parse import quote, quote_plus, unquote
 
 import httpx
 import pytest
-from daemons import SAMPLE, SECRET, chat_started, wait_for, write_setup
+from daemons import SAMPLE, SECRET, LogLines, chat_started, wait_for, write_setup
 
 from rulekit.config import LoggingSettings
 from rulekit.loading import open_config
@@ -220,7 +220,7 @@ def test_the_webhook_secret_is_redacted_from_every_path_shape(tmp_path, processe
 
 def test_the_secret_is_redacted_from_exception_messages_and_fields(tmp_path, restore_logging):
     _, config = open_config(str(write_setup(tmp_path)))
-    stream = _Stream()
+    stream = LogLines()
     configure_logging(LoggingSettings(), stream, secrets=lambda: secret_values(config))
     logger = logging.getLogger("rulekit.test")
     for shape in SHAPES:
@@ -236,17 +236,6 @@ def test_the_secret_is_redacted_from_exception_messages_and_fields(tmp_path, res
     assert_clean_log(stream.text)
 
 
-class _Stream:
-    def __init__(self) -> None:
-        self.text = ""
-
-    def write(self, text: str) -> None:
-        self.text += text
-
-    def flush(self) -> None:
-        pass
-
-
 def test_every_configured_secret_is_redacted(tmp_path, chatra, restore_logging):
     slack = SimpleNamespace(token="xoxb-slack-token-1234", base_url="http://127.0.0.1:9/")
     telegram = SimpleNamespace(token="123456:telegram-token-abcd", base_url="http://127.0.0.1:9/")
@@ -254,7 +243,7 @@ def test_every_configured_secret_is_redacted(tmp_path, chatra, restore_logging):
     _, config = open_config(str(config_path))
     secrets = [SECRET, chatra.secret_key, slack.token, telegram.token]
     assert sorted(secret_values(config)) == sorted(secrets)
-    stream = _Stream()
+    stream = LogLines()
     configure_logging(LoggingSettings(format="json"), stream, lambda: secret_values(config))
     logger = logging.getLogger("rulekit.test")
     for secret in secrets:
@@ -268,7 +257,7 @@ def test_every_configured_secret_is_redacted(tmp_path, chatra, restore_logging):
 
 def test_warnings_of_other_libraries_are_cleaned_too(tmp_path, restore_logging):
     _, config = open_config(str(write_setup(tmp_path)))
-    stream = _Stream()
+    stream = LogLines()
     configure_logging(LoggingSettings(), stream, lambda: secret_values(config))
     logging.getLogger("httpx").warning("retrying %s\n%s", f"/x/{SECRET}", "\x1b[2J\u202e")
     logging.getLogger("asyncio").info("not shown: below warning")
@@ -334,7 +323,7 @@ def test_no_form_of_a_configured_secret_reaches_a_log_line(tmp_path, restore_log
     (a string, or in a list or mapping) or an exception message: no line holds any of those
     forms of it, in text and JSON lines alike; nor of the token of a ``Bearer`` header."""
     config = odd_secret_config(tmp_path)
-    stream = _Stream()
+    stream = LogLines()
     configure_logging(LoggingSettings(format=fmt), stream, lambda: secret_values(config))
     logger = logging.getLogger("rulekit.test")
     secrets = (ODD_SECRET, HEADER_TOKEN)
@@ -376,7 +365,7 @@ def test_a_secret_that_is_a_number_or_the_storage_password_is_redacted(
     )
     config_path.write_text(text)
     _, config = open_config(str(config_path))
-    stream = _Stream()
+    stream = LogLines()
     configure_logging(LoggingSettings(format=fmt), stream, lambda: secret_values(config))
     logger = logging.getLogger("rulekit.test")
     logger.warning("x", extra={"fields": {"code": 987654321, "codes": [987654321]}})

@@ -5,12 +5,11 @@ frame's file and line stay for the operator."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from daemons import chat_started, wait_for, write_setup
+from daemons import chat_started, install_plugin, wait_for, write_setup
 
 from rulekit.config import LoggingSettings
 from rulekit.runtime.logs import configure_logging
@@ -85,41 +84,7 @@ RULES = """\
 def fragile_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A plugin distribution whose ``fragile`` action raises, on the path of this process and
     of the evaluation workers."""
-    site = tmp_path / "site"
-    info = site / "rulekit_fragile-0.1.dist-info"
-    info.mkdir(parents=True)
-    (site / "rulekit_fragile.py").write_text(PLUGIN)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: rulekit-fragile\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[rulekit]\nfragile = rulekit_fragile\n")
-    monkeypatch.setenv("PYTHONPATH", str(site))
-    monkeypatch.syspath_prepend(str(site))
-    return site
-
-
-class _Stream:
-    def __init__(self) -> None:
-        self.text = ""
-
-    def write(self, text: str) -> None:
-        self.text += text
-
-    def flush(self) -> None:
-        pass
-
-
-@pytest.fixture
-def log_lines() -> Iterator[_Stream]:
-    names = ["", "rulekit", "uvicorn", "uvicorn.error", "uvicorn.access"]
-    saved = {}
-    for name in names:
-        logger = logging.getLogger(name)
-        saved[name] = (list(logger.handlers), logger.level, logger.propagate, logger.disabled)
-    yield _Stream()
-    for name, (handlers, level, propagate, disabled) in saved.items():
-        logger = logging.getLogger(name)
-        logger.handlers[:] = handlers
-        logger.setLevel(level)
-        logger.propagate, logger.disabled = propagate, disabled
+    return install_plugin(tmp_path, monkeypatch, "rulekit_fragile", PLUGIN)
 
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
