@@ -235,6 +235,18 @@ CASES = {
         "for text in texts:\n"
         "    striptags(text)"
     ),
+    "set-aside reasons shown without content": (
+        "from rulekit.audit.repair import set_aside_reason\n"
+        "took = ' took more than its CPU budget ('\n"
+        "event = 'evaluating event '\n"
+        "texts = [event + took * (N // len(took)), event + took + 'a' * N]\n"
+        "texts += [event + 'a' * N + ' needed more memory than the worker may use (']\n"
+        "texts += ['A' + 'a' * N + ': ', 'A' + 'Error' * (N // 5)]\n"
+        "texts += ['the conversation' + \"'s\" * N]\n"
+        "texts += ['the evaluation worker died evaluating it (exit code ' + '1' * N]\n"
+        "for text in texts:\n"
+        "    set_aside_reason(text, 'web')"
+    ),
     "hiding personal values in audit output": (
         "from rulekit.audit.privacy import hide\n"
         "hide({'text': 'a' * N}, {'a' * (N // 2) + 'b'})\n"
@@ -244,6 +256,19 @@ CASES = {
 
 # every regex in the code -> the cases above that run it on adversarial input
 INVENTORY = {
+    ("rulekit/audit/repair.py", r"([A-Z]\w*(?:Error|Exception)): "): [
+        "set-aside reasons shown without content"
+    ],
+    (
+        "rulekit/audit/repair.py",
+        r"evaluating event .+? (took more than its (?:CPU|time) budget \([\w .;+-]+\)"
+        r"|needed more memory than the worker may use \(processing\.worker_memory\))",
+    ): ["set-aside reasons shown without content"],
+    (
+        "rulekit/audit/repair.py",
+        r"the evaluation worker died evaluating it \(exit code (?:-?\d+|None)\)"
+        r"|the conversation's state changed \d+ times while evaluated",
+    ): ["set-aside reasons shown without content"],
     ("rulekit/expr/guards.py", r"\w+"): ["wordcount in templates"],
     ("rulekit/expr/striptags.py", r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?)"): [
         "striptags in templates"

@@ -258,6 +258,14 @@ class CleanRecords(logging.Filter):
         self.emails = emails
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # each handler's filter starts from the record as it was logged: one that may show
+        # content, run first, must not leave its rendering (an exception's message written
+        # into the text) for another that may not
+        original = getattr(record, "logged_as", None)
+        if original is None:
+            record.logged_as = (record.msg, record.args)
+        else:
+            record.msg, record.args = original
         if self.emails and record.args:
             record.args = _hidden_failures(record.args)
         forms = folded_forms(tuple(self.secrets())) if self.secrets is not None else ()

@@ -374,3 +374,29 @@ def test_a_secret_that_is_a_number_or_the_storage_password_is_redacted(
         assert [json.loads(line)["level"] for line in stream.text.splitlines()] == ["warning"] * 2
     assert "987654321" not in stream.text and "p@ss-w0rd-4321" not in stream.text
     assert "***" in stream.text
+
+
+def test_a_record_that_two_handlers_write_is_hidden_by_the_one_that_may_not_show_content():
+    """A handler that may show content, run first, must not leave its rendering (the
+    exception's message written into the text) for another handler that may not."""
+    from rulekit.runtime.logs import CleanRecords, TextFormatter
+
+    logger = logging.getLogger("rulekit-test-two-handlers")
+    logger.propagate = False
+    shown, hidden = LogLines(), LogLines()
+    handlers = []
+    for stream, emails in ((shown, False), (hidden, True)):
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(TextFormatter())
+        handler.addFilter(CleanRecords(emails=emails))
+        logger.addHandler(handler)
+        handlers.append(handler)
+    try:
+        logger.warning("lost %d: %s", 1, ValueError("cannot keep 'card 4111 1111 1111 1111'"))
+        logger.warning("lost %d: %s", 2, ValueError("cannot keep 'card 4111 1111 1111 1111'"))
+    finally:
+        for handler in handlers:
+            logger.removeHandler(handler)
+    assert shown.text.count("card 4111") == 2  # the test can fail: content is there to hide
+    assert "4111" not in hidden.text and hidden.text.count("ValueError: [hidden]") == 2
+    assert "lost 1:" in hidden.text and "lost 2:" in hidden.text
