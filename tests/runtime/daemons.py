@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import uvicorn
 from rulekit_chatra.testing import FakeChatra
 
 from rulekit.server.daemon import Daemon
+from rulekit.server.http import DaemonServer, server_config
 from rulekit.store.sqlite import SQLiteStore
 from rulekit.testing.fake_slack import FakeSlack
 from rulekit.testing.fake_telegram import FakeTelegram
@@ -299,3 +301,20 @@ class LogLines:
 
     def flush(self) -> None:
         pass
+
+
+@contextlib.contextmanager
+def served_as_in_production(config: Path) -> Iterator[Server]:
+    """A daemon on ``config`` behind the HTTP server ``rulekit run`` gives it (the limits of the
+    config's ``server:`` section enforced), stopped after."""
+    daemon = Daemon(config, watch=False)
+    served = Server(daemon)
+    settings = daemon.snapshot.config.raw.server
+    served.server = DaemonServer(
+        server_config(daemon.app, settings, "127.0.0.1", served.port), daemon.feed.close
+    )
+    served.start()
+    try:
+        yield served
+    finally:
+        served.stop()

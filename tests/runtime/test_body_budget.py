@@ -12,11 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from daemons import SECRET, Server, chat_started, wait_for, write_setup
+from daemons import SECRET, Server, chat_started, served_as_in_production, wait_for, write_setup
 
 from rulekit.config import ServerSettings
-from rulekit.server.daemon import Daemon
-from rulekit.server.http import DaemonServer, server_config
 
 BODY = 100_000
 """``server.max_body_bytes``: each held request declares a body this big."""
@@ -34,17 +32,8 @@ def server(tmp_path: Path) -> Iterator[Server]:
             "body_timeout: 1, header_timeout: 30}\n"
         ),
     )
-    daemon = Daemon(config, watch=False)
-    served = Server(daemon)
-    settings = daemon.snapshot.config.raw.server
-    served.server = DaemonServer(
-        server_config(daemon.app, settings, "127.0.0.1", served.port), daemon.feed.close
-    )
-    served.start()
-    try:
+    with served_as_in_production(config) as served:
         yield served
-    finally:
-        served.stop()
 
 
 def padded(n: int, size: int = BODY) -> bytes:

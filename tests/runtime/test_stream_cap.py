@@ -12,10 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from daemons import Server, chat_started, wait_for, write_setup
-
-from rulekit.server.daemon import Daemon
-from rulekit.server.http import DaemonServer, server_config
+from daemons import Server, chat_started, served_as_in_production, wait_for, write_setup
 
 TOKEN = "admin-token-for-the-stream-cap"
 CONNECTIONS = 6
@@ -33,17 +30,8 @@ def server(tmp_path: Path) -> Iterator[Server]:
             f"console: {{admin_token_sha256: {digest}, max_streams: {STREAMS}}}\n"
         ),
     )
-    daemon = Daemon(config, watch=False)
-    served = Server(daemon)
-    settings = daemon.snapshot.config.raw.server
-    served.server = DaemonServer(
-        server_config(daemon.app, settings, "127.0.0.1", served.port), daemon.feed.close
-    )
-    served.start()
-    try:
+    with served_as_in_production(config) as served:
         yield served
-    finally:
-        served.stop()
 
 
 def open_stream(stack: ExitStack, url: str, cookies: httpx.Cookies) -> httpx.Response:
