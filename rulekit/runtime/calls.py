@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -32,7 +31,7 @@ from rulekit.event import Event
 from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.evaluator import Evaluator
 from rulekit.runtime.feed import LiveFeed
-from rulekit.runtime.lanes import Lane
+from rulekit.runtime.lanes import Lane, WorkTime
 from rulekit.runtime.logs import log
 from rulekit.runtime.outcomes import Decision, json_ready, record_outcome
 from rulekit.runtime.retries import retry_decision
@@ -89,11 +88,10 @@ class JobCalls:
     rng: random.Random
     owner: str
     recorded_event: Callable[[str], Event | None]
-    last_progress: float
+    work: WorkTime
     _events: dict[str, Event]
     _stopping: bool
     _slots: asyncio.Semaphore | None
-    _pausing: int
     _shares_pacing: bool
 
     @property
@@ -167,13 +165,13 @@ class JobCalls:
     def _waiting(self, lane: Lane) -> Iterator[None]:
         """``lane`` waits for its destination's or service's turn (or its retry's time): it is
         not stalled (:meth:`Dispatcher.stalled`), and a shutdown need not wait for it."""
-        self._pausing += 1
+        self.work.stop()
         lane.waiting = True
         try:
             yield
         finally:
             lane.waiting = False
-            self._pausing -= 1
+            self.work.start()
 
     def _call_paces(self, action: Any, params: Any, context: ActionContext) -> list[Pace]:
         """:meth:`Action.call_pacing`; none when it fails (the call itself will say why)."""
@@ -371,7 +369,7 @@ class JobCalls:
             hold=self.lease if retry_at is not None else None,
             stopping=self._stopped,
         )
-        self.last_progress = time.monotonic()
+        self.work.progress()
         return replace(decision, processed=processed)
 
     # shutdown --------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from rulekit.runtime.calls import TIMEOUT_GRACE, JobCalls, as_stored
 from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.evaluator import Evaluator
 from rulekit.runtime.feed import LiveFeed
-from rulekit.runtime.lanes import Lane, lane_key
+from rulekit.runtime.lanes import Lane, WorkTime, lane_key
 from rulekit.runtime.logs import log
 from rulekit.runtime.metrics import Metrics
 from rulekit.runtime.outcomes import Decision, announce
@@ -108,10 +108,9 @@ class Dispatcher(JobCalls):
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._slots: asyncio.Semaphore | None = None
-        self._pausing = 0
+        self.work = WorkTime()
+        """How long lanes have worked since the last recorded attempt (:meth:`stalled`)."""
         self._shares_pacing = bool(getattr(self.store, "shares_pacing", False))
-        self.last_progress = time.monotonic()
-        """When an attempt was last recorded."""
         self._claim_failed: float | None = None
         """Since when claiming jobs fails for a reason other than the store's absence."""
 
@@ -220,6 +219,7 @@ class Dispatcher(JobCalls):
         if lane is None:
             lane = self._lanes[key] = Lane(key)
             lane.queue.append((job, record))
+            self.work.start()
             lane.task = asyncio.create_task(self._run_lane(lane), name=f"rulekit-lane-{key}")
         else:
             lane.queue.append((job, record))
@@ -258,6 +258,7 @@ class Dispatcher(JobCalls):
                 self._drop(job)
                 self.metrics.outbox_depth.set(len(self._known))
         finally:
+            self.work.stop()
             if self._lanes.get(lane.key) is lane:
                 del self._lanes[lane.key]
             for job, _ in lane.queue:  # stopping: handed back by release_claims
@@ -269,15 +270,15 @@ class Dispatcher(JobCalls):
             await asyncio.sleep(min(0.25, end - time.monotonic()))
 
     def stalled(self, limit: float) -> bool:
-        """Whether jobs are held, not all of their lanes waiting (out a retry, or for their
-        destination's or service's turn), and no attempt has been recorded for ``limit``
-        seconds, or claiming jobs has failed (a bug) for that long (``/healthz``). A lane whose
-        job fails unexpectedly again and again records nothing: it counts as stalled."""
+        """Whether jobs are held and lanes have worked ``limit`` seconds since the last recorded
+        attempt, time spent waiting out a retry or for a destination's or service's turn not
+        counted (:class:`~rulekit.runtime.lanes.WorkTime`), or claiming jobs has failed (a bug)
+        for that long (``/healthz``). A lane whose job fails unexpectedly again and again
+        records nothing: it counts as stalled."""
         now = time.monotonic()
         if self._claim_failed is not None and now - self._claim_failed > limit:
             return True  # no job can be claimed: none is seen waiting
-        busy = len(self._lanes) > self._pausing
-        return busy and self.held > 0 and now - self.last_progress > limit
+        return self.held > 0 and self.work.seconds() > limit
 
     # one attempt -----------------------------------------------------------------------------
     async def _attempt(self, job: Job, record: EventRecord | None, lane: Lane) -> Decision | None:
