@@ -2,7 +2,8 @@
 
 The daemon calls :func:`purge` hourly; ``rulekit db purge`` calls it once. Audit records (with
 their jobs and attempts) and inbox items go after ``retention.events``; raw payloads (inbox
-bodies) are emptied after ``retention.payloads``. Pending work is never purged.
+bodies) are emptied after ``retention.payloads``; timers that ended (fired, cancelled, dropped)
+go ``retention.events`` after they ended. Pending work is never purged.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ PURGE_LABELS = {
     "events": "audit records deleted",
     "jobs": "action jobs deleted",
     "attempts": "action attempts deleted",
+    "timers": "finished timers deleted",
     "inbox": "inbox items deleted",
     "payloads": "raw payloads emptied",
 }
@@ -68,6 +70,6 @@ def purge(
             )
         for kind in PURGE_KINDS:
             total[kind] += counts.get(kind, 0)
-        if all(counts.get(kind, 0) < batch for kind in ("events", "inbox", "payloads")):
+        if all(counts.get(kind, 0) < batch for kind in ("events", "timers", "inbox", "payloads")):
             return total
         pause(min(time.monotonic() - began, 1.0))

@@ -68,7 +68,7 @@ FORGET_KINDS: tuple[str, ...] = (
 )
 """The keys of :meth:`Journal.forget_client`'s result, in the order ``rulekit forget`` prints."""
 
-PURGE_KINDS: tuple[str, ...] = ("events", "jobs", "attempts", "inbox", "payloads")
+PURGE_KINDS: tuple[str, ...] = ("events", "jobs", "attempts", "timers", "inbox", "payloads")
 """The keys of :meth:`Journal.purge`'s result."""
 
 CLIENT_PERSONAL_FIELDS: tuple[str, ...] = ("name", "display_name", "email", "phone", "notes", "ip")

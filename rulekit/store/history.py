@@ -137,11 +137,13 @@ class History(abc.ABC):
         self, *, events_before: datetime, payloads_before: datetime, batch: int | None = None
     ) -> dict[str, int]:
         """Delete what retention no longer keeps; return how much, by kind. With ``batch``, at
-        most that many of each kind (events, inbox items, payloads): call it again, in a new
-        transaction, while any count reaches it.
+        most that many of each kind (events, timers, inbox items, payloads): call it again, in
+        a new transaction, while any count reaches it.
 
         * ``events``: audit records processed before ``events_before`` with no pending job,
           together with their ``jobs`` and ``attempts`` (counted too);
+        * ``timers``: timers that ended (fired, cancelled, dropped, failed) before
+          ``events_before``: their reasons may quote what a rule read of the client;
         * ``inbox``: done or failed inbox items received before ``events_before`` (deleted);
         * ``payloads``: bodies of done or failed inbox items received before
           ``payloads_before``, emptied (the item's metadata stays).

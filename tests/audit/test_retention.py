@@ -22,8 +22,8 @@ def test_purge_by_retention_settings(site):
         late = purge(store, settings, T0 + timedelta(days=40))
     finally:
         store.close()
-    assert early == {"events": 0, "jobs": 0, "attempts": 0, "inbox": 0, "payloads": 3}
-    assert late == {"events": 2, "jobs": 2, "attempts": 3, "inbox": 3, "payloads": 0}
+    assert early == {"events": 0, "jobs": 0, "attempts": 0, "timers": 0, "inbox": 0, "payloads": 3}
+    assert late == {"events": 2, "jobs": 2, "attempts": 3, "timers": 0, "inbox": 3, "payloads": 0}
     assert site.sql("SELECT event_id FROM events") == [("chatra:message:bob-1",)]
     assert site.sql("SELECT count(*) FROM attempts") == [(1,)]
     assert site.sql("SELECT count(*) FROM inbox") == [(0,)]

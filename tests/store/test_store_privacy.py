@@ -127,7 +127,7 @@ def test_purge_keeps_pending_work_and_recent_records(store, make_event):
         # Bob's job is still pending: his event stays (its inbox item goes)
         counts = state.purge(events_before=T0 + timedelta(days=1), payloads_before=later)
     assert set(counts) == set(PURGE_KINDS)
-    assert counts == {"events": 1, "jobs": 2, "attempts": 2, "inbox": 2, "payloads": 0}
+    assert counts == {"events": 1, "jobs": 2, "attempts": 2, "timers": 0, "inbox": 2, "payloads": 0}
     with store.transaction() as state:
         assert state.get_event("e-jane") is None
         assert state.jobs(event_id="e-jane") == []
@@ -143,7 +143,7 @@ def test_purge_empties_old_payloads_only(store, make_event):
         counts = state.purge(
             events_before=T0 - timedelta(days=1), payloads_before=T0 + timedelta(seconds=1)
         )
-    assert counts == {"events": 0, "jobs": 0, "attempts": 0, "inbox": 0, "payloads": 2}
+    assert counts == {"events": 0, "jobs": 0, "attempts": 0, "timers": 0, "inbox": 0, "payloads": 2}
     with store.transaction() as state:
         items = state.inbox_items()
         assert sorted(len(item.body) > 0 for item in items) == [False, False, True]
@@ -170,11 +170,55 @@ def test_retention_purges_in_bounded_batches_until_nothing_is_left(store, make_e
     settings = RetentionSettings(events=timedelta(days=30), payloads=timedelta(days=30))
     counts = retention.purge(store, settings, T0 + timedelta(days=61), batch=3)
     del store.transaction
-    assert counts == {"events": 7, "jobs": 0, "attempts": 0, "inbox": 7, "payloads": 0}
+    assert counts == {"events": 7, "jobs": 0, "attempts": 0, "timers": 0, "inbox": 7, "payloads": 0}
     assert len(batches) == 3  # 3 + 3 + 1
     with store.transaction() as state:
         assert [record.event_id for record in state.history()] == ["recent"]
         assert state.inbox_items() == []
+
+
+def test_purge_deletes_timers_that_ended_before_retention_and_keeps_the_rest(store, make_event):
+    """A timer that ended keeps why (an ``unless:`` quoting what it read of the client): it goes
+    once audit records of its time go. A pending timer stays however old, as does one that
+    ended within retention."""
+    reason = f"unless: {EMAIL} wrote {TEXT!r}"
+    minute = timedelta(minutes=1)
+    with store.transaction() as state:
+        state.record_event(make_event("e-jane"), inbox_id=None, trace={}, now=T0)
+        state.set_timer("chase", "conv-1", "online-chat", T0 + minute, "e-jane", now=T0)
+        state.set_timer("escalate", "conv-1", "online-chat", T0 + minute, "e-jane", now=T0)
+        state.set_timer("remind", "conv-1", "online-chat", T0 + minute, "e-jane", now=T0)
+        state.set_timer(
+            "later", "conv-1", "online-chat", T0 + timedelta(days=400), "e-jane", now=T0
+        )
+        state.cancel_timers("remind", "conv-1", by_event="e-jane", now=T0)
+    with store.transaction() as state:
+        claimed = {t.rule: t for t in state.claim_timers("d1", lease=60, now=T0 + minute)}
+        state.finish_timer(claimed["chase"].id, "d1", "unless", reason=reason, at=T0 + minute)
+    recent = T0 + timedelta(days=35)
+    with store.transaction() as state:
+        state.finish_timer(claimed["escalate"].id, "d1", "error", reason=reason, at=recent)
+    with store.transaction() as state:
+        counts = state.purge(events_before=T0 + timedelta(days=30), payloads_before=T0)
+    assert counts["timers"] == 2
+    with store.transaction() as state:
+        left = {timer.rule: timer.status for timer in state.timers()}
+        again = state.purge(events_before=T0 + timedelta(days=30), payloads_before=T0)
+    assert left == {"escalate": "error", "later": "pending"}
+    assert again["timers"] == 0
+
+
+def test_retention_purges_timers_in_bounded_batches(store, make_event):
+    with store.transaction() as state:
+        state.record_event(make_event("e1"), inbox_id=None, trace={}, now=T0)
+        for n in range(5):
+            state.set_timer(f"r{n}", "conv-1", "online-chat", T0, "e1", now=T0)
+            state.cancel_timers(f"r{n}", "conv-1", by_event="e1", now=T0)
+    settings = RetentionSettings(events=timedelta(days=30), payloads=timedelta(days=30))
+    counts = retention.purge(store, settings, T0 + timedelta(days=31), batch=2, pause=lambda s: 0)
+    assert counts["timers"] == 5 and counts["events"] == 1
+    with store.transaction() as state:
+        assert state.timers() == []
 
 
 def test_forget_finds_every_stored_form_in_every_store(store, make_event):

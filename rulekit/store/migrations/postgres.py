@@ -281,6 +281,12 @@ CREATE INDEX request_keys_by_time ON request_keys (used_at);
 CREATE INDEX request_keys_by_conversation ON request_keys (conversation_id);
 """
 
+TIMERS_BY_FINISH = """
+-- Retention deletes finished timers (their reasons may quote what a rule read of the client)
+-- after retention.events, found by when they finished.
+CREATE INDEX timers_finished_by_time ON timers (finished_at) WHERE status <> 'pending';
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", INITIAL),
     Migration(2, "conversation_order", CONVERSATION_ORDER),
@@ -294,5 +300,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(10, "work_notices", WORK_NOTICES),
     Migration(11, "purge_by_time", PURGE_BY_TIME),
     Migration(12, "request_keys", REQUEST_KEYS),
+    Migration(13, "timers_by_finish", TIMERS_BY_FINISH),
 )
 check_sequence(MIGRATIONS)

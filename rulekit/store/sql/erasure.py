@@ -203,6 +203,10 @@ OLD_ITEMS = (  # by the index inbox_finished_by_time
     "SELECT id FROM inbox WHERE received_at < :before AND status <> 'pending'"
     " ORDER BY received_at LIMIT :limit"
 )
+OLD_TIMERS = (  # by the index timers_finished_by_time
+    "SELECT id FROM timers WHERE finished_at < :before AND status <> 'pending'"
+    " ORDER BY finished_at LIMIT :limit"
+)
 ALL = 2**62
 """The limit of an unbounded purge."""
 
@@ -225,6 +229,9 @@ def purge(
         # the rule matches (rulekit stats) go with their events
         state.execute(f"DELETE FROM rule_matches WHERE {in_ids}", ids)
         counts["events"] = state.execute(f"DELETE FROM events WHERE {in_ids}", ids).rowcount
+    counts["timers"] = state.execute(
+        f"DELETE FROM timers WHERE id IN ({OLD_TIMERS})", before
+    ).rowcount
     counts["inbox"] = state.execute(f"DELETE FROM inbox WHERE id IN ({OLD_ITEMS})", before).rowcount
     if counts["inbox"] >= limit:  # more to delete first: emptying their bodies is wasted
         return counts
