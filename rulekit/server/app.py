@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rulekit.runtime.logs import access_line, access_logged
 from rulekit.server.ingest import ROUTE, Webhooks
-from rulekit.server.proxy import ForwardedHeaders
+from rulekit.server.proxy import ForwardedHeaders, from_this_machine
 
 if TYPE_CHECKING:
     from rulekit.server.daemon import Daemon
@@ -93,7 +93,9 @@ def create_app(daemon: Daemon) -> Starlette:
     """The ASGI app of ``daemon``."""
 
     async def healthz(request: Request) -> Response:
-        status, body = daemon.health()
+        # the reasons name files and servers: for this machine's eyes (a proxy's request
+        # stands for its client, see ForwardedHeaders)
+        status, body = daemon.health(reasons=from_this_machine(request.scope))
         return JSONResponse(body, status_code=status)
 
     async def metrics(request: Request) -> Response:

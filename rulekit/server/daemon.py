@@ -310,10 +310,12 @@ class Daemon(Reloading):
             )
         return out
 
-    def health(self) -> tuple[int, dict[str, Any]]:
+    def health(self, *, reasons: bool = True) -> tuple[int, dict[str, Any]]:
         """``/healthz``: 200 when the store and rules are loaded, the workers run and make
         progress, and the store can be used (its last transaction committed, its file is still
-        the one at its path)."""
+        the one at its path). Without ``reasons`` (a request from another machine), the body
+        says whether, not why: the store's error (its path, its server), the rules' warnings
+        (their files) and a refused reload's errors (quoting the config) are left out."""
         running = self.ready and all(
             not task.done() for task in self._tasks if task.get_name() != "rulekit-watch"
         )
@@ -322,7 +324,7 @@ class Daemon(Reloading):
         if store_problem is None and self.commit is not None and self.commit.unavailable:
             store_problem = str(self.commit.unavailable)
         running = running and not stalled and store_problem is None
-        body = {
+        body: dict[str, Any] = {
             "status": "ok" if running else "unavailable",
             "stalled": stalled,
             "store": store_problem or "ok",
@@ -332,6 +334,10 @@ class Daemon(Reloading):
             "last_reload": self.last_reload,
             "warnings": self.problems,
         }
+        if not reasons:
+            body["store"] = "ok" if store_problem is None else "unavailable"
+            body["last_reload"] = {k: v for k, v in self.last_reload.items() if k != "errors"}
+            del body["warnings"]
         return (200 if running else 503), body
 
 

@@ -40,6 +40,17 @@ def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return ip
 
 
+_LOOPBACK = tuple(ipaddress.ip_network(network) for network in LOOPBACK)
+
+
+def from_this_machine(scope: Scope) -> bool:
+    """Whether the request's client (after :class:`ForwardedHeaders`: the one a trusted proxy
+    stands for) is on this machine's loopback."""
+    client = scope.get("client")
+    ip = _ip(client[0]) if client else None
+    return ip is not None and any(ip in network for network in _LOOPBACK)
+
+
 KNOWN_PEERS = 4096
 """Addresses whose answer :class:`TrustedProxies` keeps."""
 

@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -212,3 +213,35 @@ def test_sign_in_and_the_live_feed_work_through_the_documented_nginx(
     log = access_log.read_text()
     assert "/console/login" in log
     assert SECRET not in log  # the webhook's URL is not logged
+
+
+def outside_address() -> str:
+    """An address of this machine other than loopback, for a client that is not on loopback
+    (the test skips without one)."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.1", 9))  # no packet is sent: only the route's source is chosen
+        address = probe.getsockname()[0]
+    except OSError:
+        address = "127.0.0.1"
+    finally:
+        probe.close()
+    if address.startswith("127."):
+        pytest.skip("this machine has no address but loopback")
+    return str(address)
+
+
+def test_healthz_through_the_documented_nginx_says_whether_not_why(
+    nginx: tuple[str, Path], daemon: str
+) -> None:
+    """The documented block publishes /healthz: a client elsewhere gets the status through it,
+    not the reasons (the store's path, the rules' files), which a request on the machine gets."""
+    url, _ = nginx
+    transport = httpx.HTTPTransport(local_address=outside_address(), verify=False)
+    with httpx.Client(transport=transport, verify=False) as elsewhere:
+        away = elsewhere.get(f"{url}/healthz")
+    here = httpx.get(f"http://127.0.0.1:{daemon}/healthz")
+    assert away.status_code == here.status_code == 200
+    assert away.json()["status"] == "ok" and away.json()["store"] == "ok"
+    assert "warnings" in here.json() and "errors" in here.json()["last_reload"]
+    assert "warnings" not in away.json() and "errors" not in away.json()["last_reload"]
