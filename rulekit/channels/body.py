@@ -54,7 +54,13 @@ _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class BodyError(ValueError):
-    """A body no provider can ever accept; the message says why, for the sender (a 400)."""
+    """A body no provider can ever accept; the message says why, for the sender (a 400).
+    ``quoted``: what of the body the message quotes (a key), which logs hide unless content
+    may be logged."""
+
+    def __init__(self, message: str, *, quoted: str | None = None) -> None:
+        super().__init__(message)
+        self.quoted = quoted
 
 
 def load(body: bytes, *, refuse_surrogates: bool = False) -> Any:
@@ -189,7 +195,7 @@ def _refuse_duplicate(pairs: list[tuple[str, Any]]) -> None:
     for key, _ in pairs:
         if key in seen:
             shown = key if len(key) <= 40 else key[:40] + "..."
-            raise BodyError(f"the body has the key {shown!r} twice in one object")
+            raise BodyError(f"the body has the key {shown!r} twice in one object", quoted=shown)
         seen.add(key)
 
 

@@ -56,6 +56,7 @@ from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.logs import access_logged, log
 from rulekit.runtime.metrics import Metrics
 from rulekit.snapshot import Snapshot
+from rulekit.store.forms import PersonalValues
 
 logger = logging.getLogger("rulekit.ingest")
 
@@ -209,8 +210,8 @@ class Ingest:
             read = await anyio.to_thread.run_sync(_read_body, body, provider)
         else:
             read = _read_body(body, provider)
-        if isinstance(read, BodyError):
-            return _error(400, str(read), channel)
+        if isinstance(read, BodyError):  # (the sender is told what it quotes; the log is not)
+            return _error(400, str(read), channel, quoted=read.quoted)
         conversation = read
         key = "sha256:" + hashlib.sha256(body).hexdigest()
         try:
@@ -309,6 +310,17 @@ async def _read(receive: Receive, limit: int, share: _Share | None) -> bytes:
             return b"".join(chunks)
 
 
-def _error(status: int, message: str, channel: str) -> tuple[int, bytes]:
-    log(logger, logging.WARNING, f"webhook refused: {message}", channel=channel, status=status)
+def _error(
+    status: int, message: str, channel: str, *, quoted: str | None = None
+) -> tuple[int, bytes]:
+    """The answer ``status`` with ``message``, logged; ``quoted``: what of the body the message
+    quotes, hidden in the log unless content may be logged (a key may be a client's)."""
+    log(
+        logger,
+        logging.WARNING,
+        f"webhook refused: {message}",
+        personal=PersonalValues([quoted]) if quoted else None,
+        channel=channel,
+        status=status,
+    )
     return status, _json({"error": message})

@@ -148,3 +148,24 @@ def test_a_refused_reload_redacts_the_secrets_of_the_new_config(tmp_path, proces
     assert errors and NEW_TOKEN not in json.dumps(errors)
     httpx.post(process.webhook_url, content=chat_started(1))
     wait_for(lambda: len(chatra.sent) == 1)  # the old rules stay
+
+
+@pytest.mark.parametrize("content", [False, True])
+def test_a_refused_body_s_key_is_told_to_the_sender_and_hidden_in_the_log(
+    tmp_path, serve, log_lines, content
+):
+    """A body with a key twice is refused with the key named, for the sender; the log line of
+    the refusal hides it unless content may be logged (a key may be a client's phone number
+    or name)."""
+    configure_logging(LoggingSettings(content=content), log_lines)
+    server = serve(write_setup(tmp_path))
+    key = "+353 1 555 0199 Jane Roe"
+    body = json.dumps({"clients": {key: 1}})[:-2] + f', "{key}": 2}}}}'
+    answer = httpx.post(server.webhook_url, content=body.encode())
+    assert answer.status_code == 400 and key in answer.json()["error"]
+    [line] = [line for line in log_lines.text.splitlines() if "webhook refused" in line]
+    if content:
+        assert key in line
+    else:
+        assert key not in log_lines.text
+        assert "the body has the key '[hidden]' twice in one object" in line, line
