@@ -233,7 +233,7 @@ def test_the_limits_the_docs_state_are_the_codes() -> None:
     from rulekit.expr import budget
     from rulekit.models import MAX_DURATION
     from rulekit.rules.files import MAX_FILE_BYTES
-    from rulekit.runtime import metrics
+    from rulekit.runtime import dispatcher, metrics
     from rulekit.server.console import (
         changes,
         conversations,
@@ -274,6 +274,7 @@ def test_the_limits_the_docs_state_are_the_codes() -> None:
             f"`processing.event_wall` | `{seconds(raw.processing.event_wall)}` |",
             f"`processing.worker_memory_mb` | `{raw.processing.worker_memory_mb}` |",
             f"(`dispatcher.concurrency`, default {raw.dispatcher.concurrency}, calls at once)",
+            f"kept for them\nup to {dispatcher.HELD_BYTES // 2**20} MiB together",
             f"`server.stall_after` (default `{seconds(raw.server.stall_after)}`",
             f"`--job-lease SECONDS` (default {job_lease:g})",
             f"(honoured up to {'an hour' if MAX_RETRY_AFTER == 3600 else MAX_RETRY_AFTER}:",

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -89,7 +89,7 @@ class JobCalls:
     owner: str
     recorded_event: Callable[[str], Event | None]
     work: WorkTime
-    _events: dict[str, Event]
+    _held_event: Callable[[EventRecord], Awaitable[Event]]
     _stopping: bool
     _slots: asyncio.Semaphore | None
     _shares_pacing: bool
@@ -117,27 +117,17 @@ class JobCalls:
             if record is None:
                 raise LookupError(f"event {job.event_id} is no longer recorded")
             params = action.Params.model_validate(job.params)
-            event = self._event(record)
+            context = await self._context(job, lane, snapshot, record)
         except (LookupError, ValidationError) as exc:
-            problem = str(exc)
-            if isinstance(exc, ValidationError):
-                problem = f"the job's data no longer validates: {exc}"
-            return await self._conclude(job, Decision("dead", problem), emitted, snapshot)
-        context = ActionContext(
-            event=event,
-            config=snapshot.config,
-            provider=snapshot.providers.get(event.channel),
-            store=self.store,
-            publish=self.feed.publish,
-            emitted=lane.emitted,
-            delivery=delivery_id(job.event_id, job.id),
-            lease=self.lease,
-        )
-        assert self._slots is not None
+            return await self._unusable(job, exc, emitted, snapshot)
         paces = action.pacing(params) or self._conversation_paces(
             job, record, action, context.provider
         )
         paces = paces + self._call_paces(action, params, context)
+        # waiting for its turn holds no event (those kept for the jobs held are within
+        # HELD_BYTES): it is taken again when the turn comes
+        del context
+        assert self._slots is not None
         async with contextlib.AsyncExitStack() as paced:
             # waiting for the destination's or the service's turn (a rate limit, a
             # Retry-After) is not a stall (/healthz), and holds no call slot
@@ -147,19 +137,51 @@ class JobCalls:
                     await shared_wait(self.commit, paces, stopping=self._stopped)
             while not self._stopping:
                 async with self._slots:  # held until the outcome is recorded
-                    start = await self._begin(job, event, action, paces)
+                    try:
+                        context = await self._context(job, lane, snapshot, record)
+                    except (LookupError, ValidationError) as exc:
+                        return await self._unusable(job, exc, emitted, snapshot)
+                    start = await self._begin(job, context.event, action, paces)
                     if start.started:
                         if start.conversation is not None:
-                            context.event = event.model_copy(
+                            context.event = context.event.model_copy(
                                 update={"conversation": start.conversation}
                             )
                         call = (action, params, context, job, record)
                         return await self._started(call, lane, paces, slot, emitted, snapshot)
+                    del context  # a service-wide pause holds no event either
                 if not start.wait:
                     return None  # handed back
                 with self._waiting(lane):  # a service-wide pause, agreed by every daemon
                     await asyncio.sleep(start.wait)
         return None  # stopping: the call did not start
+
+    async def _unusable(
+        self, job: Job, exc: Exception, emitted: list[Event], snapshot: Snapshot
+    ) -> Decision:
+        """A job that cannot be executed (its action gone, its event or data unreadable)
+        recorded dead."""
+        problem = str(exc)
+        if isinstance(exc, ValidationError):
+            problem = f"the job's data no longer validates: {exc}"
+        return await self._conclude(job, Decision("dead", problem), emitted, snapshot)
+
+    async def _context(
+        self, job: Job, lane: Lane, snapshot: Snapshot, record: EventRecord
+    ) -> ActionContext:
+        """What ``job``'s action sees: its event
+        (:meth:`~rulekit.runtime.dispatcher.Dispatcher._held_event`) and the daemon's."""
+        event = await self._held_event(record)
+        return ActionContext(
+            event=event,
+            config=snapshot.config,
+            provider=snapshot.providers.get(event.channel),
+            store=self.store,
+            publish=self.feed.publish,
+            emitted=lane.emitted,
+            delivery=delivery_id(job.event_id, job.id),
+            lease=self.lease,
+        )
 
     @contextlib.contextmanager
     def _waiting(self, lane: Lane) -> Iterator[None]:
@@ -216,6 +238,7 @@ class JobCalls:
         try:
             before = len(lane.emitted)
             decision = await self._call(action, params, context, job, record)
+            decision = replace(decision, event=context.event)
             if decision.outcome == "done":
                 emitted.extend(lane.emitted[before:])
             try:
@@ -269,14 +292,6 @@ class JobCalls:
                 return
             if not held:  # recorded meanwhile, or taken over: nothing left to keep
                 return
-
-    def _event(self, record: EventRecord) -> Event:
-        """The event of ``record``, validated once for all its jobs held here."""
-        event = self._events.get(record.event_id)
-        if event is None:
-            event = self.recorded_event(record.event_id) or Event.model_validate(record.data)
-            self._events[record.event_id] = event
-        return event
 
     def _conversation_paces(
         self, job: Job, record: EventRecord, action: Any, provider: Provider | None

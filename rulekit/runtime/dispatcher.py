@@ -53,7 +53,7 @@ from rulekit.runtime.logs import log
 from rulekit.runtime.metrics import Metrics
 from rulekit.runtime.outcomes import Decision, announce
 from rulekit.runtime.processor import owner_name
-from rulekit.runtime.sharedpace import store_backoff
+from rulekit.runtime.sharedpace import retry_store, store_backoff
 from rulekit.snapshot import Snapshot
 from rulekit.store.base import JournaledState
 from rulekit.store.records import EventRecord, Job
@@ -65,6 +65,10 @@ logger = logging.getLogger("rulekit.dispatcher")
 DEFAULT_LEASE = 60.0
 """Seconds a claimed job is held; after a crash it is retried once this has passed."""
 IDLE_POLL = 1.0
+HELD_BYTES = 16 * 1024 * 1024
+"""Bytes of event data (as stored: JSON text) kept for the jobs the dispatcher holds, together.
+The others' events are read from the store when their job's turn comes: while a service is
+paused, 256 held jobs of events from 4 MiB bodies would otherwise hold 1 GB."""
 
 
 class Dispatcher(JobCalls):
@@ -98,8 +102,10 @@ class Dispatcher(JobCalls):
         self.rng = rng or random.Random()
         self.owner = owner_name()
         self._lanes: dict[str, Lane] = {}
-        self._events: dict[str, Event] = {}
-        """The events of the jobs held, validated once (see :meth:`_event`)."""
+        self._events: dict[str, tuple[Event | dict[str, Any], int]] = {}
+        """Events of the jobs held (validated at their first job's turn, see
+        :meth:`_held_event`), each with its size; together at most :data:`HELD_BYTES`."""
+        self._event_bytes = 0
         self._holding: Counter[str] = Counter()
         """Jobs held per event."""
         self._known: set[int] = set()
@@ -132,10 +138,11 @@ class Dispatcher(JobCalls):
             # runs wake the sleep below instead of waiting out the idle poll
             self._wakeup.clear()
             capacity = max(self.settings.concurrency * 8, 64) - len(self._known)
-            claimed: list[tuple[Job, EventRecord | None, Event | None]] = []
+            claimed: list[tuple[Job, EventRecord | None, Event | dict[str, Any] | None]] = []
             if capacity > 0:
+                budget = max(0, HELD_BYTES - self._event_bytes)
                 try:
-                    claimed = await self.commit.run(self._claimer(capacity))
+                    claimed = await self.commit.run(self._claimer(capacity, budget))
                     delay = 0.0
                 except StoreUnavailable as exc:
                     delay = store_backoff(delay)
@@ -160,8 +167,8 @@ class Dispatcher(JobCalls):
                 if job.id in self._known:
                     continue
                 self._hold(job)
-                if event is not None:
-                    self._events.setdefault(job.event_id, event)
+                if event is not None and record is not None:
+                    self._keep(job.event_id, event, record.size)
                 self._enqueue(job, record)
             self.metrics.outbox_depth.set(len(self._known))
             # holding all it may: the first job to finish makes room (see _drop)
@@ -169,25 +176,69 @@ class Dispatcher(JobCalls):
             if len(claimed) < capacity or capacity <= 0:
                 await self._sleep(IDLE_POLL)
 
-    def _claimer(self, limit: int) -> Callable[[JournaledState], Any]:
-        """The claim of up to ``limit`` jobs, each with its event's record and, when this
-        daemon's processor hands it over, the event itself (its record's ``data`` then left
-        unread)."""
+    def _claimer(self, limit: int, budget: int) -> Callable[[JournaledState], Any]:
+        """The claim of up to ``limit`` jobs, each with its event's record (its ``data`` left
+        empty) and its event: when this daemon's processor hands it over, the event itself
+        (its data then left unread); else its data, read while those read fit ``budget``
+        bytes together; else None (read at its job's turn)."""
         owner, lease, recorded_event = self.owner, self.lease, self.recorded_event
+        Claimed = tuple[Job, EventRecord | None, Event | dict[str, Any] | None]
 
-        def claim(state: JournaledState) -> list[tuple[Job, EventRecord | None, Event | None]]:
+        def claim(state: JournaledState) -> list[Claimed]:
             jobs = state.claim_jobs(owner, lease=lease, limit=limit)
             if not jobs:
                 return []
-            events: dict[str, Event | None] = {}
+            events: dict[str, Event | dict[str, Any] | None] = {}
             for job in jobs:
                 if job.event_id not in events:
                     events[job.event_id] = recorded_event(job.event_id)
             held = [event_id for event_id, event in events.items() if event is not None]
-            records = state.events_for_jobs(list(events), held=held)
+            records = state.events_for_jobs(list(events), held=held, budget=budget)
+            for event_id, record in records.items():
+                if record.data:
+                    events[event_id] = record.data
+                    records[event_id] = replace(record, data={})  # kept once, in _events
             return [(job, records.get(job.event_id), events[job.event_id]) for job in jobs]
 
         return claim
+
+    def _keep(self, event_id: str, event: Event | dict[str, Any], size: int) -> None:
+        """Keep the event of held jobs, when it fits in :data:`HELD_BYTES` with those kept."""
+        if event_id in self._events or self._event_bytes + size > HELD_BYTES:
+            return
+        self._events[event_id] = (event, size)
+        self._event_bytes += size
+
+    async def _held_event(self, record: EventRecord) -> Event:
+        """The event of ``record``: kept for its jobs (validated once for all of them), handed
+        over by this daemon's processor, else read from the store; kept for its other jobs
+        when it fits (:meth:`_keep`)."""
+        event_id = record.event_id
+        kept = self._events.get(event_id)
+        if kept is not None:
+            found, size = kept
+            if isinstance(found, Event):
+                return found
+            event = Event.model_validate(found)
+            self._events[event_id] = (event, size)
+            return event
+        handed = self.recorded_event(event_id)
+        if handed is not None:
+            event, size = handed, record.size
+        else:
+            records = await retry_store(
+                self.commit,
+                lambda state: state.events_for_jobs([event_id]),
+                f"read event {event_id}",
+                stopping=self._stopped,
+            )
+            stored = records.get(event_id)
+            if stored is None:
+                raise LookupError(f"event {event_id} is no longer recorded")
+            event, size = Event.model_validate(stored.data), stored.size
+        if self._holding.get(event_id):  # (a job of it is held)
+            self._keep(event_id, event, size)
+        return event
 
     async def _sleep(self, seconds: float) -> None:
         """Wait ``seconds`` or until woken since the loop's turn began."""
@@ -210,7 +261,9 @@ class Dispatcher(JobCalls):
         self._holding[job.event_id] -= 1
         if self._holding[job.event_id] <= 0:
             del self._holding[job.event_id]
-            self._events.pop(job.event_id, None)
+            kept = self._events.pop(job.event_id, None)
+            if kept is not None:
+                self._event_bytes -= kept[1]
 
     # lanes -----------------------------------------------------------------------------------
     def _enqueue(self, job: Job, record: EventRecord | None) -> None:
@@ -302,8 +355,8 @@ class Dispatcher(JobCalls):
             feed=self.feed,
             arrived=self.arrival(job.event_id),
             ms=round((time.monotonic() - started) * 1000, 1),
-            # whom a service's error may quote (a record handed over holds no data)
-            event=self._event(record) if record is not None and decision.error else None,
+            # whom a service's error may quote
+            event=decision.event if decision.error else None,
         )
         if any(result.jobs for result in decision.processed):
             self.wake()

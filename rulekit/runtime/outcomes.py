@@ -46,6 +46,8 @@ class Decision:
     """The service's refusal, when it gave one (its Retry-After pauses the service)."""
     processed: list[Processed] = field(default_factory=list)
     """The events the call emitted, evaluated and recorded with the outcome."""
+    event: Event | None = field(default=None, repr=False)
+    """The event the call was made for (whose client a service's error may quote)."""
 
 
 def backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:

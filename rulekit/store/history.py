@@ -5,7 +5,9 @@ counts), and erased from (``rulekit forget``, retention): see :class:`History`.
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import Collection, Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from rulekit.store.records import Attempt, EventRecord, Job, JobStatus, RuleStats
@@ -24,13 +26,35 @@ class History(abc.ABC):
         return {event_id for event_id in event_ids if self.get_event(event_id) is not None}
 
     def events_for_jobs(
-        self, event_ids: Sequence[str], *, held: Collection[str] = ()
+        self,
+        event_ids: Sequence[str],
+        *,
+        held: Collection[str] = (),
+        budget: int | None = None,
     ) -> dict[str, EventRecord]:
         """The records of those of ``event_ids`` that are recorded, by id, with what executing
-        their jobs needs: their ``trace`` may be left empty, and so may the ``data`` of those
-        in ``held`` (events the caller already has). Stores should answer it in one query."""
+        their jobs needs and the length of their data (``size``): their ``trace`` may be left
+        empty, and so may the ``data`` of those in ``held`` (events the caller already has).
+        With a ``budget``, the data of the others is read, oldest event first, only while
+        their sizes together fit in it; the rest's is left empty. Stores should answer it in
+        one query."""
         found = (self.get_event(event_id) for event_id in dict.fromkeys(event_ids))
-        return {record.event_id: record for record in found if record is not None}
+        records = sorted(
+            (record for record in found if record is not None), key=lambda r: r.processed_at
+        )
+        out = {}
+        for record in records:
+            size = len(json.dumps(record.data, ensure_ascii=False, separators=(",", ":")))
+            data = record.data
+            if record.event_id in held:
+                data = {}
+            elif budget is not None:
+                if size > budget:
+                    data, budget = {}, 0
+                else:
+                    budget -= size
+            out[record.event_id] = replace(record, data=data, size=size)
+        return out
 
     @abc.abstractmethod
     def history(

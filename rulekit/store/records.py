@@ -117,6 +117,9 @@ class EventRecord:
     """The normalized event (``Event.public()``: the raw payload stays in the inbox)."""
     trace: dict[str, Any] = field(repr=False)
     """The engine's explanation: candidates, each condition's result, the plan."""
+    size: int = 0
+    """The length of its ``data`` as stored (JSON text), when read for executing its jobs
+    (:meth:`~rulekit.store.history.History.events_for_jobs`); 0 otherwise."""
 
 
 @dataclass(frozen=True)

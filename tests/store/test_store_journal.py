@@ -230,6 +230,30 @@ def test_records_for_jobs_leave_out_the_data_of_events_the_caller_holds(store, m
         assert records[event_id].channel == full[event_id].channel
 
 
+def test_records_for_jobs_read_the_data_of_the_oldest_events_within_a_budget(store, make_event):
+    """The dispatcher holds the data of its jobs' events within a budget of bytes: the store
+    reads it for the oldest events while their sizes together fit, and tells each size, so
+    the others' can be read when their turn comes."""
+    with store.transaction() as state:
+        for n in (1, 2, 3, 4):
+            state.record_event(make_event(f"e{n}"), inbox_id=None, trace={}, jobs=jobs_for("A"))
+    ids = ["e4", "e3", "e2", "e1"]
+    with store.transaction() as state:
+        sizes = {event_id: r.size for event_id, r in state.events_for_jobs(ids).items()}
+        assert all(size > 0 for size in sizes.values())
+        within = state.events_for_jobs(ids, budget=sizes["e1"] + sizes["e2"])
+        # held events take nothing from the budget: e3 fits in e1's share
+        held = state.events_for_jobs(ids, held=["e1"], budget=sizes["e2"] + sizes["e3"])
+        none = state.events_for_jobs(ids, budget=0)
+        full = {event_id: state.get_event(event_id) for event_id in ids}
+    assert {event_id: r.size for event_id, r in within.items()} == sizes
+    assert [event_id for event_id in ids if within[event_id].data] == ["e2", "e1"]
+    assert within["e1"].data == full["e1"].data and within["e2"].data == full["e2"].data
+    assert [event_id for event_id in ids if held[event_id].data] == ["e3", "e2"]
+    assert all(record.data == {} for record in none.values())
+    assert all(none[event_id].channel == full[event_id].channel for event_id in ids)
+
+
 def test_history_filters(store, make_event):
     with store.transaction() as state:
         state.record_event(

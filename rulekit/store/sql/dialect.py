@@ -110,6 +110,10 @@ class Dialect(abc.ABC):
     def json_text(self, column: str, *path: str) -> str:
         """The text at ``path`` in the JSON document ``column``."""
 
+    def text_length(self, column: str) -> str:
+        """The length of the text or JSON ``column`` (its characters)."""
+        return f"length({column})"
+
     def json_document(self, column: str) -> str:
         """A text column holding JSON, as a JSON document :meth:`json_text` and
         :meth:`json_list_has` read."""

@@ -5,6 +5,7 @@ console and the command line.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -60,22 +61,38 @@ class SQLHistory:
         return {row["event_id"] for row in rows}
 
     def events_for_jobs(
-        self, event_ids: Sequence[str], *, held: Collection[str] = ()
+        self,
+        event_ids: Sequence[str],
+        *,
+        held: Collection[str] = (),
+        budget: int | None = None,
     ) -> dict[str, EventRecord]:
         if not event_ids:
             return {}
-        parameters = {"ids": self.dialect.values(list(dict.fromkeys(event_ids)))}
-        data = "data"
+        dialect = self.dialect
+        parameters: dict[str, Any] = {"ids": dialect.values(list(dict.fromkeys(event_ids)))}
+        size = dialect.text_length("data")
+        unread = "FALSE" if not held else dialect.one_of("event_id", "held")
         if held:  # not read, nor decoded: the caller has those events
-            data = f"CASE WHEN {self.dialect.one_of('event_id', 'held')} THEN NULL ELSE data END"
-            parameters["held"] = self.dialect.values(list(held))
+            parameters["held"] = dialect.values(list(held))
+        data = f"CASE WHEN {unread} THEN NULL ELSE data END"
+        if budget is not None:  # the oldest first, while they fit together
+            parameters["budget"] = budget
+            data = (
+                f"CASE WHEN {unread} THEN NULL"
+                f" WHEN SUM(CASE WHEN {unread} THEN 0 ELSE {size} END)"
+                " OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) <= :budget THEN data END"
+            )
         rows = self.execute(
             "SELECT event_id, inbox_id, channel, event, conversation_id, occurred_at,"
-            f" processed_at, {data} AS data, NULL AS trace FROM events"
-            f" WHERE {self.dialect.one_of('event_id', 'ids')}",
+            f" processed_at, {data} AS data, {size} AS size, NULL AS trace FROM events"
+            f" WHERE {dialect.one_of('event_id', 'ids')}",
             parameters,
         )
-        return {row["event_id"]: self._event_record(row, trace={}) for row in rows}
+        return {
+            row["event_id"]: replace(self._event_record(row, trace={}), size=row["size"])
+            for row in rows
+        }
 
     def history(
         self,

@@ -135,6 +135,9 @@ class PostgresDialect(Dialect):
         steps = "".join(f" -> '{step}'" for step in inner)
         return f"{column}{steps} ->> '{last}'"
 
+    def text_length(self, column: str) -> str:
+        return f"length(({column})::text)"
+
     def json_document(self, column: str) -> str:
         return f"({column})::json"
 
