@@ -6,7 +6,9 @@ evaluated against exactly one snapshot, never a half-loaded one.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +22,24 @@ from rulekit.runtime.pipeline import build_providers
 from rulekit.runtime.problems import run_problems
 
 
+class Users:
+    """How many of the dispatcher's attempts use a snapshot now: its actions' and providers'
+    network clients are not closed while any does (:meth:`Reloading._retire
+    <rulekit.server.reloading.Reloading._retire>`)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """The snapshot is used while the block runs."""
+        self.count += 1
+        try:
+            yield
+        finally:
+            self.count -= 1
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """Config, compiled rules (``engine``), action instances (``engine.actions``) and a
@@ -30,6 +50,8 @@ class Snapshot:
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     files: sources.Files = field(default_factory=dict, repr=False)
     """The files this snapshot was loaded from, as read (the evaluation workers load these)."""
+    users: Users = field(default_factory=Users, repr=False, compare=False)
+    """The attempts using it now (its clients stay open for them)."""
 
     @property
     def version(self) -> str:

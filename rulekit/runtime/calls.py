@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -54,6 +55,14 @@ logger = logging.getLogger("rulekit.dispatcher")
 
 TIMEOUT_GRACE = 5.0
 """Seconds past an action's own timeout before the dispatcher gives up on the call."""
+
+
+def call_bound(action: Any, lease: float) -> float:
+    """Seconds a call of ``action`` lasts at most: its timeout and the dispatcher's grace (the
+    dispatcher's own timer ends it then, or the action's, :attr:`Action.bounds_calls`), or the
+    job's lease for an action that waits for its turn inside the call within the lease
+    (``email``)."""
+    return max(float(action.timeout), lease) + TIMEOUT_GRACE
 
 
 def as_stored(state: State, event: Event) -> Event:
@@ -235,6 +244,7 @@ class JobCalls:
         renewed until then (:meth:`_keep_claim`)."""
         action, params, context, job, record = call
         keeper = asyncio.create_task(self._keep_claim(job), name=f"rulekit-claim-{job.id}")
+        lane.call_ends = time.monotonic() + call_bound(action, self.lease)
         try:
             before = len(lane.emitted)
             decision = await self._call(action, params, context, job, record)
@@ -249,6 +259,7 @@ class JobCalls:
                 log(logger, logging.ERROR, f"job {job.id}: pacing not updated", exc_info=exc)
             return await self._conclude(job, decision, emitted, snapshot)
         finally:
+            lane.call_ends = None
             keeper.cancel()
 
     async def _paced_after(self, decision: Decision, paces: list[Pace], slot: Any) -> None:

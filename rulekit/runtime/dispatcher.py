@@ -58,7 +58,7 @@ from rulekit.snapshot import Snapshot
 from rulekit.store.base import JournaledState
 from rulekit.store.records import EventRecord, Job
 
-__all__ = ["DEFAULT_LEASE", "IDLE_POLL", "TIMEOUT_GRACE", "Dispatcher", "as_stored"]
+__all__ = ["DEFAULT_LEASE", "IDLE_POLL", "STOP_GRACE", "TIMEOUT_GRACE", "Dispatcher", "as_stored"]
 
 logger = logging.getLogger("rulekit.dispatcher")
 
@@ -69,6 +69,9 @@ HELD_BYTES = 16 * 1024 * 1024
 """Bytes of event data (as stored: JSON text) kept for the jobs the dispatcher holds, together.
 The others' events are read from the store when their job's turn comes: while a service is
 paused, 256 held jobs of events from 4 MiB bodies would otherwise hold 1 GB."""
+STOP_GRACE = 10.0
+"""Seconds a stopping dispatcher gives its lanes to finish what they do, beyond the calls under
+way (which it waits for until they end: :meth:`Dispatcher.stop`)."""
 
 
 class Dispatcher(JobCalls):
@@ -341,7 +344,11 @@ class Dispatcher(JobCalls):
         emitted: list[Event] = []
         started = time.monotonic()
         try:
-            decision = await self._execute(job, record, lane, snapshot, emitted)
+            # held until the outcome is recorded: a reload closes the replaced snapshot's
+            # network clients only once no call goes through them (a call cut off so had
+            # reached the service, failed here, and was sent again)
+            with snapshot.users.held():
+                decision = await self._execute(job, record, lane, snapshot, emitted)
         except StoreUnavailable:  # stopping while the store is away: nothing was sent
             return None
         if decision is None:
@@ -362,21 +369,36 @@ class Dispatcher(JobCalls):
             self.wake()
         return decision
 
-    async def stop(self, grace: float = 10.0) -> None:
-        """Stop claiming; let executing calls finish (up to ``grace`` seconds); hand back the
-        claims of jobs that were waiting."""
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """Stop claiming; let the calls under way finish and record their outcomes; hand back
+        the claims of jobs that were waiting.
+
+        A call under way is waited for until it ends, however long its action's timeout
+        (:func:`~rulekit.runtime.calls.call_bound`), and ``grace`` seconds more to record its
+        outcome: a call cut off may have reached the service, and it would be made again after
+        the restart (a message sent twice). Lanes doing anything else are given ``grace``."""
         self._stopping = True
         self._wakeup.set()
         for lane in self._lanes.values():
             if lane.waiting and lane.task is not None:  # no call under way: nothing to finish
                 lane.task.cancel()
-        tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
+        pending = {lane.task for lane in self._lanes.values() if lane.task is not None}
+        end = time.monotonic() + grace
+        told = False
+        while pending:
+            calls = [lane.call_ends for lane in self._lanes.values() if lane.call_ends is not None]
+            until = max([end, *(ends + grace for ends in calls)])
+            if until > end and not told:
+                told = True
+                log(logger, logging.INFO, f"waiting for {len(calls)} calls under way to end")
+            left = until - time.monotonic()
+            if left <= 0:
+                break
+            _, pending = await asyncio.wait(pending, timeout=left)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
         try:
             await self.commit.run(lambda state: state.release_claims(self.owner))
         except Exception as exc:  # they run out with their lease instead

@@ -28,6 +28,9 @@ class Lane:
     waiting: bool = False
     """Whether the lane waits for its destination's or service's turn (a rate limit, a
     Retry-After): no call of it is under way."""
+    call_ends: float | None = None
+    """While a call of the lane is under way: the ``time.monotonic()`` by which it ends at the
+    latest (its action's own bound), so a shutdown waits for it rather than cut it off."""
 
 
 def lane_key(job: Job) -> str:

@@ -11,9 +11,9 @@
 * **Fetching**: channels that fetch their own updates (long polling) are run by
   :class:`rulekit.server.fetching.Fetchers`, restarted on reload and stopped first at shutdown.
 * **Shutdown** on SIGTERM/SIGINT: the server stops accepting connections, answered requests are
-  finished; the processor finishes its round, the dispatcher lets executing calls finish (up to
-  a grace period) and hands back the claims of jobs that were waiting; then the store and the
-  actions' network clients are closed, and the process exits 0.
+  finished; the processor finishes its round, the dispatcher lets the calls under way end and
+  records them (:meth:`Dispatcher.stop`) and hands back the claims of jobs that were waiting;
+  then the store and the actions' network clients are closed, and the process exits 0.
 """
 
 from __future__ import annotations
@@ -120,6 +120,7 @@ class Daemon(Reloading):
         self.last_reload: dict[str, Any] = {"ok": True, "at": None, "errors": []}
         self._tasks: list[asyncio.Task[Any]] = []
         self._reload_lock: asyncio.Lock | None = None
+        self._replaced = {}
         self._stop_watching: asyncio.Event | None = None
         self._set_rules_metrics()
         self.commit: GroupCommit | None = None
@@ -267,6 +268,7 @@ class Daemon(Reloading):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.commit.aclose()
         await self._close_clients(self._snapshot)
+        await self._close_replaced()
         if self._own_store:
             await anyio.to_thread.run_sync(self.store.close)
         log(logger, logging.INFO, "rulekit stopped")

@@ -4,7 +4,9 @@
 loaded and validated completely in a worker thread, then swapped in one assignment. A load
 that runs over ``reload_budget`` (60 s) is refused like an invalid set and abandoned, so it
 never holds up the reloads after it. Events being evaluated keep the snapshot they started
-with. An invalid set is refused: the old one stays active and the error is logged, counted
+with, and so do the dispatcher's attempts: the replaced snapshot's network clients are closed
+once :data:`OLD_SNAPSHOT_GRACE` has passed and no call goes through them any more. An
+invalid set is refused: the old one stays active and the error is logged, counted
 (``rulekit_reload_errors_total``) and published to the console (``{"type": "reload", "ok":
 false, "errors": [...]}``). Settings that need a restart (``storage``, ``server``) are only
 reported.
@@ -37,7 +39,11 @@ from rulekit.snapshot import Snapshot, freeze_heap, problems_of
 logger = logging.getLogger("rulekit.daemon")
 
 OLD_SNAPSHOT_GRACE = 60.0
-"""Seconds a replaced snapshot's network clients stay open for calls still using them."""
+"""Seconds a replaced snapshot's network clients stay open at least (for what used it as it
+was replaced: an evaluation, a console request); past them, until no call of the dispatcher
+uses it (:class:`~rulekit.snapshot.Users`)."""
+RETIRE_POLL = 1.0
+"""Seconds between two looks at whether a replaced snapshot is still used by a call."""
 RELOAD_BUDGET = 60.0
 """Seconds a reload may take to load and validate the new set before it is abandoned."""
 
@@ -109,6 +115,9 @@ class Reloading:
     evaluator: Evaluator | None
     fetchers: Fetchers | None
     _snapshot: Snapshot
+    _replaced: dict[asyncio.Task[None], Snapshot]
+    """Replaced snapshots whose clients are not closed yet, by the task to close them
+    (:meth:`_retire`)."""
     _reload_lock: asyncio.Lock | None
     _stop_watching: asyncio.Event | None
 
@@ -194,16 +203,30 @@ class Reloading:
                 }
             )
             if old is not new:
-                loop = asyncio.get_running_loop()
-                loop.call_later(OLD_SNAPSHOT_GRACE, lambda: loop.create_task(self._retire(old)))
+                task = asyncio.create_task(self._retire(old), name="rulekit-retire")
+                self._replaced[task] = old
+                task.add_done_callback(self._replaced.pop)
             return True
 
     async def _retire(self, old: Snapshot) -> None:
-        """Close a replaced snapshot's clients; once it is released, freeze the heap again."""
+        """Close a replaced snapshot's clients after :data:`OLD_SNAPSHOT_GRACE`, once no call
+        uses them; once it is released, freeze the heap again."""
+        await asyncio.sleep(OLD_SNAPSHOT_GRACE)
+        while old.users.count:  # a call still goes through them: closed, it would fail
+            await asyncio.sleep(RETIRE_POLL)
         await self._close_clients(old)
         del old
         if self.freezes_heap:
             freeze_heap()
+
+    async def _close_replaced(self) -> None:
+        """At shutdown, once no call is made any more: close the clients of the replaced
+        snapshots not retired yet."""
+        for task, old in list(self._replaced.items()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await self._close_clients(old)  # (closing twice is harmless)
 
     def watched_paths(self) -> list[Path]:
         """The config file and the rules location."""

@@ -4,14 +4,20 @@ files), graceful shutdown."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import signal
 import sqlite3
+import subprocess
 import time
 
 import httpx
 import pytest
-from daemons import AUTOREPLY_RULES, chat_started, wait_for, write_setup
+from daemons import AUTOREPLY_RULES, SECRET, chat_started, wait_for, write_setup
+
+from rulekit.runtime.dispatcher import STOP_GRACE
+from rulekit.server import reloading
+from rulekit.testing import FakeService, Response
 
 
 def health(process) -> dict:
@@ -95,6 +101,73 @@ def test_sigterm_finishes_in_flight_work_and_exits_0(tmp_path, processes, chatra
         rows = conn.execute("SELECT status, claimed_by FROM outbox").fetchall()
         assert rows == [("done", None)]
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        conn.close()
+
+
+HOOK_RULES = """\
+- name: Tell the CRM
+  on: {channel: online-chat, event: created}
+  do:
+    - webhook: {to: crm}
+"""
+
+
+def test_sigterm_waits_for_a_call_longer_than_the_grace_and_it_is_not_made_again(
+    tmp_path, processes
+):
+    # a target that answers slowly (within its 60 s timeout) got the call: cut off at the
+    # shutdown's grace, its outcome was never recorded and the restarted daemon sent it again
+    with FakeService() as target:
+        target.script(Response(200, {}, delay=120))  # held until released
+        extra = (
+            "integrations:\n  webhooks:\n"
+            f"    crm: {{url: '{target.base_url}/hook', secret: {SECRET}, timeout: 60}}\n"
+        )
+        config = write_setup(tmp_path, HOOK_RULES, extra=extra)
+        process = processes(config).wait_ready()
+        httpx.post(process.webhook_url, content=chat_started(1))
+        wait_for(lambda: target.requests)  # the call is under way
+        process.proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.proc.wait(STOP_GRACE + 2)  # past the grace: the call is not cut off
+        target.release()  # the target answers
+        assert process.proc.wait(30) == 0
+        restarted = processes(config).wait_ready()
+        wait_for(lambda: [status for status, _ in _outbox(tmp_path)] == ["done"])
+        assert restarted.terminate() == 0
+        assert len(target.requests) == 1
+        assert _outbox(tmp_path) == [("done", 1)]
+        assert "waiting for 1 calls under way to end" in process.output()
+
+
+def test_a_reload_does_not_cut_off_a_call_under_way(tmp_path, serve, monkeypatch):
+    # the replaced snapshot's clients were closed after a fixed grace, under a call still
+    # going through them: the target had the call, rulekit saw a read error and sent it again
+    monkeypatch.setattr(reloading, "OLD_SNAPSHOT_GRACE", 0.0)
+    with FakeService() as target:
+        target.script(Response(200, {}, delay=120))  # held until released
+        extra = (
+            "integrations:\n  webhooks:\n"
+            f"    crm: {{url: '{target.base_url}/hook', secret: {SECRET}, timeout: 60}}\n"
+        )
+        config = write_setup(tmp_path, HOOK_RULES, extra=extra)
+        server = serve(config)
+        httpx.post(server.webhook_url, content=chat_started(1))
+        wait_for(lambda: target.requests)  # the call is under way
+        (tmp_path / "rules.d" / "rules.yaml").write_text(HOOK_RULES + "# edited\n")
+        assert server.call(server.daemon.reload("test")) is True
+        time.sleep(1)  # the replaced snapshot's grace (0 s here) is over
+        target.release()
+        wait_for(lambda: [status for status, _ in _outbox(tmp_path)] == ["done"])
+        assert len(target.requests) == 1
+        assert _outbox(tmp_path) == [("done", 1)]
+
+
+def _outbox(folder) -> list:
+    conn = sqlite3.connect(folder / "rulekit.sqlite3")
+    try:
+        return conn.execute("SELECT status, attempts FROM outbox").fetchall()
     finally:
         conn.close()
 
