@@ -10,11 +10,14 @@ over the store's :class:`ForgetRows` (how that store finds and rewrites rows), s
 * an audit record's ``client`` keeps only its ``id``; its message text and conversation page
   are dropped;
 * every other string of the client's records (the event, its trace — rendered templates,
-  condition errors, reasons —, its jobs' params, results and errors, their attempts' results
-  and errors, inbox errors, conversation fields) that holds a personal value **in any stored
-  form** (:mod:`rulekit.store.forms`: escaped for a markup, JSON-escaped, URL-encoded, other
-  case) becomes :data:`FORGOTTEN`, and so does every object key holding one (the trace keeps
-  the email a rule passed to ``team.open_count()`` as a key). Rule and action names stay;
+  condition errors, reasons —, its jobs' params, results, errors, destinations and lanes,
+  their attempts' results and errors, inbox errors, conversation fields) that holds a personal
+  value **in any stored form** (:mod:`rulekit.store.forms`: escaped for a markup, JSON-escaped,
+  URL-encoded, other case) becomes :data:`FORGOTTEN`, and so does every object key holding one
+  (the trace keeps the email a rule passed to ``team.open_count()`` as a key) and every number
+  that is one (a chat id a service's answer repeats). Rule and action names stay. The pacing
+  daemons share for a destination holding one is forgotten
+  (:meth:`~rulekit.store.outbox.Outbox.forget_paces`);
 * a job still to be sent whose parameters quoted the client becomes a dead letter
   (:data:`NOT_SENT`): sent, it would say ``[forgotten]`` where it said something of them. It
   cannot be retried (nor can a dead letter whose parameters were erased);
@@ -29,6 +32,7 @@ and what the audit trail, the conversation key, cooldowns and the inbox's orderi
 
 from __future__ import annotations
 
+import json
 import types
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -209,6 +213,11 @@ def _scrub(
         if path not in kept and personal.found_in(value):
             return replacement, 1
         return value, 0
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        # a service's answer writes an id it was sent as a number (Telegram's chat_id)
+        if path not in kept and personal.is_value(json.dumps(value)):
+            return replacement, 1
+        return value, 0
     if isinstance(value, list):
         out, total = [], 0
         for item in value:
@@ -335,6 +344,10 @@ class JobRow:
     result: Any
     error: str | None
     status: str
+    destination: str = ""
+    """Where the job was sent (its pacing key), and its ``lane``: made of its parameters, so
+    the client's data when a rule renders it from theirs (a chat id in a custom field)."""
+    lane: str = ""
 
 
 @dataclass
@@ -387,7 +400,15 @@ class ForgetRows(Protocol):
         """Jobs of these events."""
 
     def update_job(
-        self, row: JobRow, params: Any, result: Any, error: str | None, *, dead: bool = False
+        self,
+        row: JobRow,
+        params: Any,
+        result: Any,
+        error: str | None,
+        *,
+        destination: str,
+        lane: str,
+        dead: bool = False,
     ) -> None:
         """Rewrite the job; ``dead``: it becomes a dead letter (never sent as it now is)."""
 
@@ -404,6 +425,10 @@ class ForgetRows(Protocol):
     def forget_requests(self, conversation_ids: Sequence[str]) -> None:
         """Forget the console's request keys about these conversations, with the answers kept
         for their retries (which quote the conversation)."""
+
+    def forget_paces(self, personal: PersonalValues) -> None:
+        """Forget the pacing shared between daemons of keys holding a personal value (a
+        destination rendered from the client's data)."""
 
 
 def forget_client(rows: ForgetRows, client_id: str, channel: str | None) -> dict[str, int]:
@@ -452,10 +477,14 @@ def forget_client(rows: ForgetRows, client_id: str, channel: str | None) -> dict
         params, n_params = scrub(job.params, personal)
         result, n_result = scrub(job.result, personal)
         error, n_error = scrub(job.error, personal)
+        (destination, lane), n_where = scrub([job.destination, job.lane], personal)
         # a job still to be sent would send FORGOTTEN in place of what it quoted
         stop = bool(n_params) and job.status == "pending"
-        if n_params or n_result or n_error:
-            rows.update_job(job, params, result, NOT_SENT if stop else error, dead=stop)
+        if n_params or n_result or n_error or n_where:
+            error = NOT_SENT if stop else error
+            rows.update_job(
+                job, params, result, error, destination=destination, lane=lane, dead=stop
+            )
             counts["jobs"] += 1
     for attempt in rows.attempts([job.id for job in jobs]):
         result, n_result = scrub(attempt.result, personal)
@@ -463,4 +492,5 @@ def forget_client(rows: ForgetRows, client_id: str, channel: str | None) -> dict
         if n_result or n_error:
             rows.update_attempt(attempt, result, error)
             counts["attempts"] += 1
+    rows.forget_paces(personal)
     return counts

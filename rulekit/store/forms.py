@@ -103,6 +103,11 @@ class PersonalValues:
         folded = text.casefold()
         return any(form in folded for form in self._folded)
 
+    def is_value(self, text: str) -> bool:
+        """Whether ``text`` is one of the values as it is (a number's digits: not every
+        number holding them)."""
+        return text in self.values
+
     def replace_in(self, text: str, replacement: str) -> str:
         """``text`` with every form of every value, in any case, replaced by ``replacement``.
         Linear in the length of ``text`` for each form (``str.find``; a regex alternation of

@@ -144,7 +144,8 @@ class History(abc.ABC):
           conversation or whose body names the client id: bodies emptied, errors scrubbed
           (pending ones are left for the processor);
         * ``jobs`` and ``attempts``: jobs of those events and their attempts whose params,
-          result or error held a personal value, scrubbed the same way;
+          result, error (or, for a job, destination or lane) held a personal value, scrubbed
+          the same way;
         * ``conversations``: conversations of those events (or keyed by the client id) whose
           page was cleared or another field scrubbed.
 

@@ -5,7 +5,7 @@ and attempts, named leases, and pacing agreed across daemons (see :class:`Outbox
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -152,3 +152,8 @@ class Outbox(abc.ABC):
     def paused_for(self, keys: Sequence[str]) -> float:
         """Seconds left of the longest pause (:meth:`pause_pace`) of ``keys``, reading only."""
         return 0.0
+
+    def forget_paces(self, found: Callable[[str], bool]) -> int:
+        """Forget the shared pacing of the keys ``found`` is true of (a destination made of a
+        client's data, at their erasure); how many."""
+        return 0

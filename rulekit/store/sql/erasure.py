@@ -21,6 +21,7 @@ from rulekit.store.erasure import (
     TimerRow,
 )
 from rulekit.store.erasure import forget_client as forget_walk
+from rulekit.store.forms import PersonalValues
 
 if TYPE_CHECKING:
     from rulekit.store.sql.state import SQLState
@@ -121,6 +122,9 @@ class SQLForgetRows:
     def forget_requests(self, conversation_ids: Sequence[str]) -> None:
         self.state.forget_request_answers(list(conversation_ids))
 
+    def forget_paces(self, personal: PersonalValues) -> None:
+        self.state.forget_paces(personal.found_in)
+
     def inbox(self, ids: Sequence[int], client_id: str, channel: str | None) -> list[InboxRow]:
         rows = self.state.execute(
             "SELECT id, length(body) > 0 AS has_body, error FROM inbox WHERE status <> 'pending'"
@@ -144,7 +148,7 @@ class SQLForgetRows:
 
     def jobs(self, event_ids: Sequence[str]) -> list[JobRow]:
         rows = self.state.execute(
-            "SELECT id, params, result, last_error, status FROM outbox"
+            "SELECT id, params, result, last_error, status, destination, lane FROM outbox"
             f" WHERE {self.dialect.one_of('event_id', 'ids')}{self.lock}",
             {"ids": self.dialect.values(event_ids)},
         ).fetchall()
@@ -156,23 +160,36 @@ class SQLForgetRows:
                 load(row["result"]),
                 row["last_error"],
                 row["status"],
+                row["destination"],
+                row["lane"],
             )
             for row in rows
         ]
 
     def update_job(
-        self, row: JobRow, params: Any, result: Any, error: str | None, *, dead: bool = False
+        self,
+        row: JobRow,
+        params: Any,
+        result: Any,
+        error: str | None,
+        *,
+        destination: str,
+        lane: str,
+        dead: bool = False,
     ) -> None:
         # dead: no longer claimable (a claim in progress records its outcome on pending
         # jobs only, so it cannot make it pending again)
         self.state.execute(
             "UPDATE outbox SET params = :params, result = :result, last_error = :error,"
+            " destination = :destination, lane = :lane,"
             " status = CASE WHEN :dead = 1 THEN 'dead' ELSE status END"
             " WHERE id = :id",
             {
                 "params": self.dialect.json(params),
                 "result": self.dialect.json(result),
                 "error": error,
+                "destination": destination,
+                "lane": lane,
                 "dead": 1 if dead else 0,
                 "id": row.id,
             },

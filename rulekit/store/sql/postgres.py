@@ -17,7 +17,7 @@ psycopg is imported only when a PostgreSQL store is used (the ``postgres`` extra
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -474,6 +474,13 @@ class PostgresState(PostgresAudit, PostgresLookups, SQLState):
             "  greatest(pacing.next_at, clock_timestamp() + :s * interval '1s')",
             {"key": key, "s": seconds},
         )
+
+    def forget_paces(self, found: Callable[[str], bool]) -> int:
+        keys = [row["key"] for row in self.execute("SELECT key FROM pacing").fetchall()]
+        gone = [key for key in keys if found(key)]
+        if gone:
+            self.execute("DELETE FROM pacing WHERE key = ANY(:keys::text[])", {"keys": gone})
+        return len(gone)
 
     def paused_for(self, keys: Sequence[str]) -> float:
         row = self._one(
