@@ -19,6 +19,7 @@ from rulekit.audit.privacy import (
     hide_team,
 )
 from rulekit.engine.engine import Engine
+from rulekit.engine.reasons import failure_reason
 from rulekit.engine.trace import condition_state, in_full, planned_actions, rules_of
 from rulekit.errors import RulekitError
 from rulekit.safetext import text_lines
@@ -75,7 +76,7 @@ def rebuild_excluded(explanation: Explanation, engine: Engine) -> None:
     try:
         event = Event.model_validate(record.data)
     except ValidationError as exc:
-        explanation.excluded_note = f"the recorded event cannot be rebuilt: {exc}"
+        explanation.excluded_note = f"the recorded event cannot be rebuilt: {failure_reason(exc)}"
         return
     candidates = {rule["name"] for rule in rules_of(record.trace)}
     team = TeamFacts.recorded(record.trace.get("team"))

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from rulekit.audit.privacy import hidden_values, hide
 from rulekit.engine.engine import Engine, Plan
+from rulekit.engine.reasons import failure_reason
 from rulekit.engine.timers import TimerQueue
 from rulekit.event import Client, Conversation, Event
 from rulekit.safetext import text_lines
@@ -131,7 +132,8 @@ def replay(
         try:
             event = Event.model_validate(record.data)
         except ValidationError as exc:
-            report.skipped.append((record.event_id, f"cannot rebuild the event: {exc}"))
+            reason = f"cannot rebuild the event: {failure_reason(exc)}"
+            report.skipped.append((record.event_id, reason))
             continue
         timers.fire_due(event.occurred_at)
         # rules reading team see what the recorded decision read of it (else: everyone online)

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from rulekit.actions.base import ActionContext, delivery_id
 from rulekit.actions.pacing import Pace, Pacer, reply_key, service_key
+from rulekit.engine.reasons import failure_reason
 from rulekit.errors import ActionError, StoreUnavailable
 from rulekit.event import Event
 from rulekit.runtime.commit import GroupCommit
@@ -170,9 +171,9 @@ class JobCalls:
     ) -> Decision:
         """A job that cannot be executed (its action gone, its event or data unreadable)
         recorded dead."""
-        problem = str(exc)
-        if isinstance(exc, ValidationError):
-            problem = f"the job's data no longer validates: {exc}"
+        problem = str(exc)  # (rulekit's own words)
+        if isinstance(exc, ValidationError):  # where and why, not the values it quotes
+            problem = f"the job's data no longer validates: {failure_reason(exc)}"
         return await self._conclude(job, Decision("dead", problem), emitted, snapshot)
 
     async def _context(
@@ -364,7 +365,9 @@ class JobCalls:
                 return self._retry(job, record, f"no answer within {action.timeout:g} s", None)
             except Exception as exc:  # a bug in an action: keep the traceback, retry in budget
                 log(logger, logging.ERROR, f"job {job.id} {job.action} raised", exc_info=True)
-                return self._retry(job, record, f"{type(exc).__name__}: {exc}", None)
+                # the attempt's error is stored and shown (rulekit why, the console): it names
+                # the exception, not its message, which may quote what the action was given
+                return self._retry(job, record, type(exc).__name__, None)
             return Decision("done", result=json_ready(result))
 
     @property

@@ -19,7 +19,7 @@ from rulekit.errors import ActionError, StoreUnavailable
 from rulekit.event import Event
 from rulekit.runtime import planning
 from rulekit.runtime.commit import GroupCommit
-from rulekit.runtime.evaluator import Evaluator
+from rulekit.runtime.evaluator import Evaluator, WorkerGone
 from rulekit.runtime.feed import LiveFeed
 from rulekit.runtime.logs import log
 from rulekit.runtime.metrics import Metrics
@@ -233,4 +233,9 @@ async def _evaluated(
             job_id=job.id,
             exc_info=exc,
         )
-        return Refusal(f"not evaluated: {type(exc).__name__}: {exc}")
+        # the reason is stored with the events and shown: it names the exception, and quotes
+        # only rulekit's own words (a worker that cannot start), not a bug's message, which may
+        # quote the events' data (its traceback went to the log, messages hidden as any)
+        if isinstance(exc, WorkerGone):
+            return Refusal(f"not evaluated: WorkerGone: {exc}")
+        return Refusal(f"not evaluated: {type(exc).__name__}")

@@ -5,14 +5,18 @@ frame's file and line stay for the operator."""
 from __future__ import annotations
 
 import logging
+import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
-from daemons import chat_started, install_plugin, wait_for, write_setup
+from daemons import chat_started, install_plugin, read, wait_for, write_setup
 
 from rulekit.config import LoggingSettings
+from rulekit.event import Event
 from rulekit.runtime.logs import configure_logging
+from rulekit.store import JobSpec
 
 TEXT = "my card is 4111 1111 1111 1111, mail me at jane.doe@shop.example"
 
@@ -175,3 +179,47 @@ def test_an_item_a_provider_refuses_is_logged_without_its_message_unless_content
             "set aside: rulekit.errors.ChannelError: [hidden]"
         )
         assert "4111" not in log_lines.text and "jane.doe" not in log_lines.text
+
+
+def _stored_errors(folder: Path) -> list[str]:
+    """Every error rulekit stored about jobs: their attempts' and their events' own."""
+    with sqlite3.connect(folder / "rulekit.sqlite3") as conn:
+        attempts = conn.execute("SELECT error FROM attempts WHERE error IS NOT NULL").fetchall()
+        jobs = conn.execute("SELECT last_error FROM outbox WHERE last_error IS NOT NULL")
+        return [row[0] for row in attempts + jobs.fetchall()]
+
+
+def test_an_actions_bug_is_stored_naming_its_type_not_quoting_its_message(
+    tmp_path, serve, chatra, fragile_plugin
+):
+    """An action's bug is retried and dead-lettered with an error naming the exception: the
+    error is stored and shown (rulekit why, rulekit retry, the console's dead letters), and a
+    bug's message may quote what the action was given (its traceback goes to the log)."""
+    server = serve(write_setup(tmp_path, RULES, chatra=chatra, dispatcher={"max_attempts": 2}))
+    assert httpx.post(server.webhook_url, content=chat_started(1, TEXT)).status_code == 200
+    wait_for(lambda: read(tmp_path, lambda state: state.jobs(status="dead")), timeout=30)
+    errors = _stored_errors(tmp_path)
+    assert errors and all(error.startswith("RuntimeError") for error in errors)
+    assert not any("4111" in error or "jane.doe" in error for error in errors)
+
+
+def test_a_job_whose_data_no_longer_validates_is_dead_with_where_and_why_not_its_values(
+    tmp_path, serve, chatra, fragile_plugin
+):
+    """A job whose parameters its action no longer accepts (the action changed since it was
+    planned) is dead with an error saying which parameter and why, not quoting the values
+    (pydantic's message lists them: the client's text)."""
+    config = write_setup(tmp_path, RULES, chatra=chatra)
+    event = Event(
+        id="online-chat:msg:1",
+        channel="online-chat",
+        event="created",
+        occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+        conversation={"id": "conv-1"},
+    )
+    spec = JobSpec("Fragile", "fragile", {"text": [TEXT]}, "fragile", lane="conv-1")
+    read(tmp_path, lambda state: state.record_event(event, inbox_id=None, trace={}, jobs=[spec]))
+    serve(config)
+    (dead,) = wait_for(lambda: read(tmp_path, lambda state: state.jobs(status="dead")))
+    assert dead.last_error.startswith("the job's data no longer validates: text")
+    assert "4111" not in dead.last_error and "jane.doe" not in dead.last_error
