@@ -250,7 +250,12 @@ class Email(Action):
         if not found.addresses:
             return {"sent": False, "reason": "; ".join(found.left_out) or "no recipients"}
         message = build_message(
-            settings.sender, found.addresses, params.subject, params.text, params.html
+            settings.sender,
+            found.addresses,
+            params.subject,
+            params.text,
+            params.html,
+            delivery=context.delivery,
         )
         paces = domain_paces(found.addresses, settings)
         client = aiosmtplib.SMTP(

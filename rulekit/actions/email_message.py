@@ -108,18 +108,34 @@ def recipients(
     return found
 
 
+def message_id(sender: str, delivery: str | None) -> str:
+    """The Message-ID of a message from ``sender``: for an outbox job, made of its
+    ``delivery`` id (:func:`~rulekit.actions.base.delivery_id`), the same on every attempt, so
+    a message sent again after its server took it and the answer was lost is the same message
+    to the recipients' mail systems (which drop a repeated Message-ID); random otherwise."""
+    domain = domain_of(email.utils.parseaddr(sender)[1]) or None
+    if delivery is None:
+        return email.utils.make_msgid(domain=domain)
+    return f"<rulekit.{delivery}@{domain or 'rulekit.invalid'}>"
+
+
 def build_message(
-    sender: str, to: list[str], subject: str, text: str, html: str | None
+    sender: str,
+    to: list[str],
+    subject: str,
+    text: str,
+    html: str | None,
+    *,
+    delivery: str | None = None,
 ) -> EmailMessage:
-    """The message: headers cleaned, a text part always, the HTML as an alternative."""
+    """The message: headers cleaned, a text part always, the HTML as an alternative; its
+    Message-ID stable for one ``delivery`` (:func:`message_id`)."""
     message = EmailMessage()
     message["From"] = header_text(sender)
     message["To"] = ", ".join(to)
     message["Subject"] = subject_line(subject)
     message["Date"] = email.utils.formatdate(localtime=False)
-    message["Message-ID"] = email.utils.make_msgid(
-        domain=domain_of(email.utils.parseaddr(sender)[1]) or None
-    )
+    message["Message-ID"] = message_id(sender, delivery)
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: auto-responders do not answer
     message.set_content(text)
     if html is not None:

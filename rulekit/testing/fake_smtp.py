@@ -6,6 +6,7 @@ For tests of the ``email`` action (aiosmtpd is in rulekit's ``test`` extra)::
         ...                                     # point integrations.smtp at smtp.port
         smtp.fail("451 4.3.0 Try again later")  # the next DATA answers this
         smtp.drop()                             # the next DATA closes the connection unanswered
+        smtp.lose_reply()                       # the next message is taken, its answer lost
         [m.recipients for m in smtp.messages]
 
 ``implicit_tls=True`` serves TLS from the first byte (``security: tls``). With a username, AUTH
@@ -123,6 +124,11 @@ class FakeSmtp:
         """Close the connection, unanswered, at the next ``times`` messages' DATA."""
         self.fail("drop", times)
 
+    def lose_reply(self, times: int = 1) -> None:
+        """Take the next ``times`` messages (they are in :attr:`messages`), then close the
+        connection before answering: the client cannot tell that they were taken."""
+        self.fail("lose", times)
+
     # aiosmtpd handler hooks ------------------------------------------------------------------
     def _authenticate(
         self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
@@ -141,7 +147,7 @@ class FakeSmtp:
         if scripted == "drop":
             server.transport.abort()
             return "421 4.4.2 dropped"
-        if scripted is not None:
+        if scripted is not None and scripted != "lose":
             return scripted
         login = self.logins[-1] if session.authenticated and self.logins else None
         self.messages.append(
@@ -153,4 +159,7 @@ class FakeSmtp:
                 login=login,
             )
         )
+        if scripted == "lose":
+            server.transport.abort()
+            return "421 4.4.2 dropped"
         return "250 2.0.0 Message accepted"

@@ -109,6 +109,27 @@ def test_delivered_through_the_sqlite_outbox_once_each_after_a_failure(tmp_path,
     delivered_once_after_a_failure(tmp_path, serve)
 
 
+def test_an_email_sent_again_after_its_answer_was_lost_is_the_same_message(tmp_path, serve):
+    # the server took the message and the connection broke before its answer: the retry
+    # delivers it again (SMTP has no other key), under the same Message-ID, which the
+    # recipients' mail systems drop as a repeat (it was a new random one on every attempt)
+    with FakeService() as receiver, FakeSmtp() as smtp:
+        smtp.lose_reply()
+        server = serve(outbound_setup(tmp_path, receiver, smtp))
+        for n, text in enumerate(("Hi", "Hello")):
+            assert httpx.post(server.webhook_url, content=chat_started(n, text)).status_code == 200
+        wait_for(lambda: len(smtp.messages) == 3)
+        ids: dict[str, list[str]] = {}
+        for received in smtp.messages:
+            ids.setdefault(received.message["Subject"], []).append(received.message["Message-ID"])
+        twice = [found for found in ids.values() if len(found) == 2]
+        once = [found for found in ids.values() if len(found) == 1]
+        assert len(twice) == 1 and len(once) == 1, ids
+        assert twice[0][0] == twice[0][1]  # one job: one Message-ID
+        assert once[0][0] != twice[0][0]  # another job: its own
+        assert twice[0][0].endswith("@shop.example>")
+
+
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A storage URL on a schema of this test's own, dropped afterwards."""
