@@ -58,6 +58,13 @@ TIMEOUT_GRACE = 5.0
 """Seconds past an action's own timeout before the dispatcher gives up on the call."""
 
 
+RELOADED = Decision("retry", "the configuration was reloaded before the call started")
+"""What :meth:`JobCalls._execute` answers when the rules and config were reloaded while the
+job waited for its turn: nothing was called or recorded, and the attempt begins again with the
+new set, so the call goes with the configuration loaded when it leaves (a service's new keys,
+a target's new URL), or not at all when its action is gone."""
+
+
 def call_bound(action: Any, lease: float) -> float:
     """Seconds a call of ``action`` lasts at most: its timeout and the dispatcher's grace (the
     dispatcher's own timer ends it then, or the action's, :attr:`Action.bounds_calls`), or the
@@ -146,6 +153,8 @@ class JobCalls:
                 if self.shares_pacing:
                     await shared_wait(self.commit, paces, stopping=self._stopped)
             while not self._stopping:
+                if self.snapshot() is not snapshot:  # reloaded while it waited for its turn
+                    return RELOADED
                 async with self._slots:  # held until the outcome is recorded
                     try:
                         context = await self._context(job, lane, snapshot, record)

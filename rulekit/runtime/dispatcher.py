@@ -44,7 +44,7 @@ from typing import Any
 from rulekit.actions.pacing import Pacer
 from rulekit.errors import StoreUnavailable
 from rulekit.event import Event
-from rulekit.runtime.calls import TIMEOUT_GRACE, JobCalls, as_stored
+from rulekit.runtime.calls import RELOADED, TIMEOUT_GRACE, JobCalls, as_stored
 from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.evaluator import Evaluator
 from rulekit.runtime.feed import LiveFeed
@@ -340,15 +340,17 @@ class Dispatcher(JobCalls):
     async def _attempt(self, job: Job, record: EventRecord | None, lane: Lane) -> Decision | None:
         """One call of ``job`` and its recorded outcome; None when the call did not start
         (another daemon holds the job or an older job of its lane, or the daemon stops)."""
-        snapshot = self.snapshot()
         emitted: list[Event] = []
         started = time.monotonic()
         try:
-            # held until the outcome is recorded: a reload closes the replaced snapshot's
-            # network clients only once no call goes through them (a call cut off so had
-            # reached the service, failed here, and was sent again)
-            with snapshot.users.held():
-                decision = await self._execute(job, record, lane, snapshot, emitted)
+            decision: Decision | None = RELOADED
+            while decision is RELOADED:
+                snapshot = self.snapshot()
+                # held until the outcome is recorded: a reload closes the replaced snapshot's
+                # network clients only once no call goes through them (a call cut off so had
+                # reached the service, failed here, and was sent again)
+                with snapshot.users.held():
+                    decision = await self._execute(job, record, lane, snapshot, emitted)
         except StoreUnavailable:  # stopping while the store is away: nothing was sent
             return None
         if decision is None:

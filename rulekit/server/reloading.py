@@ -4,8 +4,9 @@
 loaded and validated completely in a worker thread, then swapped in one assignment. A load
 that runs over ``reload_budget`` (60 s) is refused like an invalid set and abandoned, so it
 never holds up the reloads after it. Events being evaluated keep the snapshot they started
-with, and so do the dispatcher's attempts: the replaced snapshot's network clients are closed
-once :data:`OLD_SNAPSHOT_GRACE` has passed and no call goes through them any more. An
+with, and so do the dispatcher's calls under way (one waiting for its turn begins again with
+the new set): the replaced snapshot's network clients are closed once
+:data:`OLD_SNAPSHOT_GRACE` has passed and no call goes through them any more. An
 invalid set is refused: the old one stays active and the error is logged, counted
 (``rulekit_reload_errors_total``) and published to the console (``{"type": "reload", "ok":
 false, "errors": [...]}``). Settings that need a restart (``storage``, ``server``) are only

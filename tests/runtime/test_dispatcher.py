@@ -9,6 +9,7 @@ import sqlite3
 
 import httpx
 from daemons import chat_started, wait_for, write_setup
+from rulekit_chatra.testing import FakeChatra
 
 from rulekit.testing.fake_slack import FakeSlack
 from rulekit.testing.fake_telegram import FakeTelegram
@@ -217,3 +218,35 @@ def test_emails_waiting_for_their_domain_leave_the_concurrency_to_the_others(tmp
             conn.close()
         assert gave_up == 0
         assert len(smtp.messages) == 1
+
+
+def test_a_call_waiting_for_its_turn_through_a_reload_goes_with_the_new_config(tmp_path, serve):
+    # a reply waiting out Chatra's service-wide Retry-After when the config changed (new API
+    # keys, another account) was sent with the config loaded when its attempt began
+    with FakeChatra() as old, FakeChatra(public_key="pubNEW", secret_key="secNEW") as new:
+        old.rate_limit(retry_after=5)  # the first reply: the whole service pauses
+        config = write_setup(tmp_path, chatra=old)
+        server = serve(config)
+        assert httpx.post(server.webhook_url, content=chat_started(1)).status_code == 200
+        wait_for(lambda: old.requests)  # paused
+        assert httpx.post(server.webhook_url, content=chat_started(2)).status_code == 200
+        wait_for(lambda: waiting_lanes(server) == 2)  # both replies wait for the service
+        config.write_text(
+            config.read_text()
+            .replace(old.base_url, new.base_url)
+            .replace(old.public_key, new.public_key)
+            .replace(old.secret_key, new.secret_key)
+        )
+        assert server.call(server.daemon.reload("test")) is True
+        wait_for(lambda: done_jobs(tmp_path) == 2, timeout=30)
+        assert len(old.requests) == 1  # the 429 only
+        assert sorted(m["text"] for m in new.sent) == ["Hello Visitor 1", "Hello Visitor 2"]
+
+
+def waiting_lanes(server) -> int:
+    """How many of the daemon's lanes wait for their destination's or service's turn."""
+
+    async def count() -> int:
+        return sum(lane.waiting for lane in server.daemon.dispatcher._lanes.values())
+
+    return server.call(count())
