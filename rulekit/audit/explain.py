@@ -127,7 +127,7 @@ def as_document(
                 "id": job.id,
                 "rule": job.rule,
                 "action": job.action,
-                "destination": job.destination,
+                "destination": hide(job.destination, hidden),  # (made of the params)
                 "params": hide(job.params, hidden),
                 "status": job.status,
                 "attempts": [
@@ -264,7 +264,8 @@ def as_text(
             )
     for job, attempts in explanation.jobs:
         lines.append(
-            f"  #{job.id} {job.action} ({job.rule}) → {job.destination}: {job.status}, "
+            f"  #{job.id} {job.action} ({job.rule}) → {hide(job.destination, hidden)}: "
+            f"{job.status}, "
             f"{len(attempts)} attempt(s)"
         )
         params = json.dumps(hide(job.params, hidden), ensure_ascii=False, sort_keys=True)

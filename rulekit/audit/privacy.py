@@ -14,6 +14,7 @@ agents' emails and presence there are shown: the audit commands are for admins.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -71,6 +72,9 @@ def hide(value: Any, values: PersonalValues | Iterable[str]) -> Any:
 def _mask(value: Any, hidden: PersonalValues) -> Any:
     if isinstance(value, str):
         return hidden.replace_in(value, HIDDEN)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        # a service's answer writes an id it was sent as a number (Telegram's chat_id)
+        return HIDDEN if hidden.is_value(json.dumps(value)) else value
     if isinstance(value, list):
         return [_mask(item, hidden) for item in value]
     if isinstance(value, dict):

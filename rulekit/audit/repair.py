@@ -108,13 +108,18 @@ def requeue(
 def without_content(state: JournaledState, entry: dict[str, Any]) -> dict[str, Any]:
     """A dead letter or set-aside webhook (as :func:`job_view` or :func:`item_view` show it)
     as the command line shows it without ``--show-content``, like ``rulekit why``: what its
-    error quotes of the client is hidden (the client of the job's event; for a webhook that
-    could not be read, all but rulekit's own wording: :func:`set_aside_reason`), and so is a
-    webhook's body."""
+    error or destination quotes of the client is hidden (the client of the job's event; for a
+    webhook that could not be read, all but rulekit's own wording: :func:`set_aside_reason`),
+    and so is a webhook's body."""
     if "job_id" in entry:
         record = state.get_event(entry["event_id"]) if entry.get("event_id") else None
         values = hidden_values(record.data) if record is not None else PersonalValues()
-        return {**entry, "error": hide(entry.get("error"), values)}
+        # the destination is made of the params: a rule may have rendered it from the client's
+        return {
+            **entry,
+            "error": hide(entry.get("error"), values),
+            "destination": hide(entry.get("destination"), values),
+        }
     preview = entry.get("body_preview")
     return {
         **entry,

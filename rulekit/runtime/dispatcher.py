@@ -354,7 +354,8 @@ class Dispatcher(JobCalls):
         except StoreUnavailable:  # stopping while the store is away: nothing was sent
             return None
         if decision is None:
-            log(logger, logging.INFO, f"job {job.id} handed back", job_id=job.id, lane=job.lane)
+            # (not its lane: made of the params, it may quote the client)
+            log(logger, logging.INFO, f"job {job.id} handed back", job_id=job.id)
             return None
         announce(
             job,
@@ -364,8 +365,8 @@ class Dispatcher(JobCalls):
             feed=self.feed,
             arrived=self.arrival(job.event_id),
             ms=round((time.monotonic() - started) * 1000, 1),
-            # whom a service's error may quote
-            event=decision.event if decision.error else None,
+            # whom a service's error, or the destination, may quote
+            event=decision.event,
         )
         if any(result.jobs for result in decision.processed):
             self.wake()

@@ -28,7 +28,7 @@ from rulekit.runtime.processor import report
 from rulekit.runtime.sharedpace import store_backoff
 from rulekit.runtime.worker import Evaluation, Refusal
 from rulekit.store.base import JournaledState
-from rulekit.store.forms import hidden_values
+from rulekit.store.forms import PersonalValues, hidden_if_quoted, hidden_values
 from rulekit.store.records import EventRecord, Job, Outcome
 
 logger = logging.getLogger("rulekit.dispatcher")
@@ -48,6 +48,16 @@ class Decision:
     """The events the call emitted, evaluated and recorded with the outcome."""
     event: Event | None = field(default=None, repr=False)
     """The event the call was made for (whose client a service's error may quote)."""
+
+
+def _quoted(job: Job, decision: Decision, event: Event | None) -> PersonalValues | None:
+    """What a job's log line may quote of its event's client: with an error, what it hides;
+    else what its destination holds, if anything."""
+    if event is None:
+        return None
+    if decision.error:
+        return hidden_values(event.public())
+    return hidden_if_quoted([job.destination], event.public())
 
 
 def backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:
@@ -94,9 +104,9 @@ def announce(
             attempt=job.attempts + 1,
             ms=ms,
             error=decision.error,
-            # a service's error may quote what was sent: the client's data, hidden unless
-            # content may be logged
-            personal=hidden_values(event.public()) if decision.error and event else None,
+            # a service's error may quote what was sent, and the destination is made of the
+            # params: the client's data, hidden unless content may be logged
+            personal=_quoted(job, decision, event),
         )
     metrics.actions.labels(job.rule, job.action, decision.outcome).inc()
     message: dict[str, Any] | None = None

@@ -5,11 +5,16 @@ daemons, not only the jobs' parameters."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 from daemons import wait_for, write_setup
 from privacy_scenario import CLIENT, NAME, webhook
+from test_audit_output_hides_every_form import run
 from test_forget_every_form import forget, postgres_dump, sqlite_bytes
 
+from rulekit.config import LoggingSettings
+from rulekit.runtime.logs import configure_logging
 from rulekit.testing.fake_telegram import FakeTelegram
 
 CHAT = "5550001234987"
@@ -62,3 +67,27 @@ def test_a_destination_made_of_the_client_s_data_is_forgotten_in_postgres(
         assert CHAT not in after, [line for line in after.splitlines() if CHAT in line]
     finally:
         telegram.stop()
+
+
+def test_why_history_and_the_log_hide_such_a_destination_without_content(
+    tmp_path, serve, log_lines
+):
+    """Without ``--show-content`` (``logging.content``), audit output and the daemon's log hide
+    a destination made of the client's hidden data, as they hide it in the job's parameters."""
+    configure_logging(LoggingSettings(), log_lines)
+    config, _, telegram = _record(tmp_path, serve)
+    try:
+        history = json.loads(run(config, "history", "--format", "json", "--limit", "100"))
+        [event_id] = [event["event_id"] for event in history["events"]]
+        outputs = {
+            "history": run(config, "history", "--limit", "100"),
+            "history json": json.dumps(history),
+            "why": run(config, "why", event_id, "--raw"),
+            "why json": run(config, "why", event_id, "--format", "json"),
+        }
+        shown = run(config, "why", event_id, "--show-content", "--format", "json")
+    finally:
+        telegram.stop()
+    assert CHAT in shown  # the test can fail
+    assert [name for name, output in outputs.items() if CHAT in output] == []
+    assert "job" in log_lines.text and CHAT not in log_lines.text
