@@ -31,6 +31,7 @@ from rulekit.errors import PermanentActionError
 from rulekit.event import Conversation, Event
 from rulekit.store.base import State
 from rulekit.store.cached import holding
+from rulekit.store.state import first_key
 
 SCALARS: tuple[str, ...] = ("priority", "assignee", "group")
 """Attributes whose change is ``{from, to}``."""
@@ -93,13 +94,15 @@ def _flat(value: Any, prefix: str = "") -> list[str]:
 
 
 def load(state: State, event: Event) -> tuple[str, Conversation]:
-    """The stored conversation of ``event`` and its provider key. Providers that keep no
-    conversation state (the generic webhook) get it stored under rulekit's own id."""
+    """The stored conversation of ``event`` and its provider key. One stored nowhere (an event
+    given already normalized; a provider that keeps no conversation state, as the generic
+    webhook) is the event's, to be stored under the key its provider would read it by
+    (:func:`~rulekit.store.state.first_key`)."""
     conversation_id = event.conversation.id or ""
     found = state.find_conversation(event.channel, conversation_id)
     if found is not None:
         return found
-    return conversation_id, event.conversation.model_copy(deep=True)
+    return first_key(event.channel, conversation_id), event.conversation.model_copy(deep=True)
 
 
 def apply(

@@ -14,6 +14,7 @@ from typing import Any
 
 from rulekit.event import Event
 from rulekit.store.base import State
+from rulekit.store.state import first_key
 
 REPLY_FIELDS = (
     "last_client_message_at",
@@ -34,7 +35,9 @@ def note_replies(state: State, event: Event) -> None:
     if not conversation.id or event.origin not in ("channel", "console"):
         return
     found = state.find_conversation(event.channel, conversation.id)
-    key, stored = found if found is not None else (conversation.id, conversation)
+    key, stored = (
+        found if found is not None else (first_key(event.channel, conversation.id), conversation)
+    )
     times: dict[str, Any] = {
         name: getattr(conversation, name) or getattr(stored, name) for name in REPLY_FIELDS
     }

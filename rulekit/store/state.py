@@ -16,6 +16,19 @@ from rulekit.store.listing import ConversationQuery, ConversationSummary
 from rulekit.store.lookups import Found, Key, Lookups, Saves
 
 
+def first_key(channel: str, conversation_id: str) -> str:
+    """The key rulekit stores a conversation under when it finds none to change (``tag``,
+    ``set`` or ``assign`` of an event given already normalized, as ``rulekit test`` takes
+    them; the reply times of an event): what follows ``<channel>:`` in its id. Providers key
+    their conversations by their own key and give them the id ``<channel>:<key>`` (Chatra's
+    client id, Telegram's chat id), so the provider's next webhook continues that conversation,
+    with its state, instead of starting a second one under its key."""
+    own = channel + ":"
+    if conversation_id.startswith(own) and len(conversation_id) > len(own):
+        return conversation_id[len(own) :]
+    return conversation_id
+
+
 class State(abc.ABC):
     """What one transaction can read and change."""
 
