@@ -106,6 +106,11 @@ def test_an_assign_whose_events_cannot_be_evaluated_is_recorded_and_never_made_a
     assert "Traceback" in output and "WorkerGone" in output
 
 
+def _logged(caplog: pytest.LogCaptureFixture, start: str) -> list[logging.LogRecord]:
+    """The records logged so far whose message starts with ``start``."""
+    return [r for r in list(caplog.records) if r.getMessage().startswith(start)]
+
+
 def _healthz(server) -> tuple[int, list[str]]:
     answer = httpx.get(f"{server.url}/healthz")
     return answer.status_code, answer.json()["stalled"]
@@ -149,10 +154,12 @@ def test_a_job_the_store_refuses_to_write_is_logged_tells_healthz_and_goes_on(
     with sqlite3.connect(tmp_path / "rulekit.sqlite3") as conn:
         conn.execute(trigger)
     assert httpx.post(server.webhook_url, content=chat_started(1)).status_code == 200
+    # the refusal is logged first; a call or an evaluation slower than stall_after on a busy
+    # machine is no progress either, so /healthz alone does not say the refusal happened
+    failures = wait_for(lambda: _logged(caplog, logged), timeout=30)
+    assert failures[0].exc_info is not None
     dispatcher = "the dispatcher made no progress for 1 s with jobs waiting"
     wait_for(lambda: _healthz(server) == (503, [dispatcher]), timeout=30)
-    failures = [r for r in caplog.records if r.getMessage().startswith(logged)]
-    assert failures and failures[0].exc_info is not None
     assert len(chatra.sent) == sent_meanwhile
     with sqlite3.connect(tmp_path / "rulekit.sqlite3") as conn:
         conn.execute("DROP TRIGGER refused")
@@ -178,12 +185,10 @@ def test_a_processor_round_the_store_refuses_is_logged_tells_healthz_and_goes_on
             " WHEN NEW.status != 'pending' BEGIN SELECT RAISE(ABORT, 'refused'); END"
         )
     assert httpx.post(server.webhook_url, content=chat_started(1)).status_code == 200
+    failures = wait_for(lambda: _logged(caplog, "cannot process the inbox: "), timeout=30)
+    assert failures[0].exc_info is not None
     processor = "the processor made no progress for 1 s"
     wait_for(lambda: _healthz(server) == (503, [processor]), timeout=30)
-    failures = [
-        r for r in caplog.records if r.getMessage().startswith("cannot process the inbox: ")
-    ]
-    assert failures and failures[0].exc_info is not None
     with sqlite3.connect(tmp_path / "rulekit.sqlite3") as conn:
         conn.execute("DROP TRIGGER refused")
     wait_for(lambda: chatra.sent, timeout=60)
