@@ -45,6 +45,7 @@ from rulekit.runtime.sharedpace import (
     shared_wait,
     store_backoff,
 )
+from rulekit.runtime.slots import CallSlots
 from rulekit.snapshot import Snapshot
 from rulekit.store.base import State
 from rulekit.store.records import CallStart, EventRecord, Job
@@ -108,7 +109,7 @@ class JobCalls:
     work: WorkTime
     _held_event: Callable[[EventRecord], Awaitable[Event]]
     _stopping: bool
-    _slots: asyncio.Semaphore | None
+    _slots: CallSlots | None
     _shares_pacing: bool
 
     @property

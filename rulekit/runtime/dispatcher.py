@@ -54,6 +54,7 @@ from rulekit.runtime.metrics import Metrics
 from rulekit.runtime.outcomes import Decision, announce
 from rulekit.runtime.processor import owner_name
 from rulekit.runtime.sharedpace import retry_store, store_backoff
+from rulekit.runtime.slots import CallSlots
 from rulekit.snapshot import Snapshot
 from rulekit.store.base import JournaledState
 from rulekit.store.records import EventRecord, Job
@@ -116,7 +117,7 @@ class Dispatcher(JobCalls):
         """Whether the last claim took all the room there was (more may be waiting)."""
         self._wakeup = asyncio.Event()
         self._stopping = False
-        self._slots: asyncio.Semaphore | None = None
+        self._slots: CallSlots | None = None
         self.work = WorkTime()
         """How long lanes have worked since the last recorded attempt (:meth:`stalled`)."""
         self._shares_pacing = bool(getattr(self.store, "shares_pacing", False))
@@ -134,12 +135,14 @@ class Dispatcher(JobCalls):
 
     async def run(self) -> None:
         """Claim and execute jobs until :meth:`stop`."""
-        self._slots = asyncio.Semaphore(self.settings.concurrency)
+        self._slots = slots = CallSlots(self.settings.concurrency)
         delay = 0.0
         while not self._stopping:
             # cleared before the claim, not before the sleep: jobs enqueued while the claim
             # runs wake the sleep below instead of waiting out the idle poll
             self._wakeup.clear()
+            if slots.size != self.settings.concurrency:  # reloaded
+                slots.resize(self.settings.concurrency)
             capacity = max(self.settings.concurrency * 8, 64) - len(self._known)
             claimed: list[tuple[Job, EventRecord | None, Event | dict[str, Any] | None]] = []
             if capacity > 0:

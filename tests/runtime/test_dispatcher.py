@@ -13,7 +13,7 @@ from rulekit_chatra.testing import FakeChatra
 
 from rulekit.testing.fake_slack import FakeSlack
 from rulekit.testing.fake_telegram import FakeTelegram
-from rulekit.testing.fakehttp import Response
+from rulekit.testing.fakehttp import FakeService, Response
 
 CHAT_A, CHAT_B = "-100111", "-100222"
 
@@ -250,3 +250,37 @@ def waiting_lanes(server) -> int:
         return sum(lane.waiting for lane in server.daemon.dispatcher._lanes.values())
 
     return server.call(count())
+
+
+HOOK_SECRET = "whsec-0123456789abcdef"
+TWO_TARGETS = """\
+- name: Tell the CRM and the ERP
+  on: {channel: online-chat, event: created}
+  do:
+    - webhook: {to: crm}
+    - webhook: {to: erp}
+"""
+
+
+def test_a_reloaded_concurrency_applies_without_a_restart(tmp_path, serve):
+    # the call slots were made once, at the start: a reload's concurrency changed nothing
+    # (and a lowered one left the bound on the calls a crash repeats at the old number)
+    with FakeService() as crm, FakeService() as erp:
+        crm.script(Response(200, {}, delay=120))  # held until released
+        erp.script(Response(200, {}, delay=120))
+        targets = "".join(
+            f"    {name}: {{url: '{target.base_url}/hook', secret: {HOOK_SECRET}, timeout: 60}}\n"
+            for name, target in (("crm", crm), ("erp", erp))
+        )
+        extra = "integrations:\n  webhooks:\n" + targets
+        config = write_setup(tmp_path, TWO_TARGETS, dispatcher={"concurrency": 1}, extra=extra)
+        server = serve(config)
+        assert httpx.post(server.webhook_url, content=chat_started(1)).status_code == 200
+        wait_for(lambda: crm.requests or erp.requests)  # one call under way: the only slot
+        config.write_text(config.read_text().replace('"concurrency": 1', '"concurrency": 2'))
+        assert server.call(server.daemon.reload("test")) is True
+        wait_for(lambda: crm.requests and erp.requests)  # the second slot, both held
+        crm.release()
+        erp.release()
+        wait_for(lambda: done_jobs(tmp_path) == 2)
+        assert len(crm.requests) == len(erp.requests) == 1
