@@ -170,10 +170,12 @@ class History(abc.ABC):
         * ``timers``: timers that ended (fired, cancelled, dropped, failed) before
           ``events_before``: their reasons may quote what a rule read of the client;
         * ``inbox``: done or failed inbox items received before ``events_before`` (deleted);
-        * ``payloads``: bodies of done or failed inbox items received before
-          ``payloads_before``, emptied (the item's metadata stays).
+        * ``payloads``: bodies of done inbox items received before ``payloads_before``,
+          emptied (the item's metadata stays).
 
-        Pending work is never purged. Conversation state (clients, conversations, seen
-        message ids, cooldowns) is not touched: ``forget_client`` erases a client's.
+        Pending work is never purged, and a set-aside (failed) item keeps its body until it
+        is deleted: it waits for a person to requeue it. Conversation state (clients,
+        conversations, seen message ids, cooldowns) is not touched: ``forget_client`` erases a
+        client's.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot purge yet")

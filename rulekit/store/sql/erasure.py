@@ -252,10 +252,12 @@ def purge(
     counts["inbox"] = state.execute(f"DELETE FROM inbox WHERE id IN ({OLD_ITEMS})", before).rowcount
     if counts["inbox"] >= limit:  # more to delete first: emptying their bodies is wasted
         return counts
+    # a set-aside item keeps its body: it waits for a person to requeue it (emptied, it would
+    # be set aside again, its event lost), until it goes whole with the audit trail above
     counts["payloads"] = state.execute(
         "UPDATE inbox SET body = :empty WHERE id IN (SELECT id FROM inbox"  # by the index
         " WHERE received_at < :before AND status <> 'pending' AND length(body) > 0"  # of payloads
-        " ORDER BY received_at LIMIT :limit)",
+        " AND status <> 'failed' ORDER BY received_at LIMIT :limit)",
         {"empty": b"", "before": state.dialect.time(payloads_before), "limit": limit},
     ).rowcount
     return counts
