@@ -36,11 +36,20 @@ MAX_DETAIL = 300
 class BotAPIError(Exception):
     """The Bot API answered a call with ``ok: false`` (or not with its JSON at all)."""
 
-    def __init__(self, status: int, description: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        description: str,
+        *,
+        retry_after: float | None = None,
+        too_large: bool = False,
+    ) -> None:
         super().__init__(f"Telegram (HTTP {status}): {description}")
         self.status = status
         self.description = description
         self.retry_after = retry_after
+        self.too_large = too_large
+        """The answer was over :data:`~rulekit.actions.answers.MAX_ANSWER` bytes, not read."""
 
 
 class BotUnreachable(Exception):
@@ -82,7 +91,7 @@ class BotAPI:
             message = f"Telegram did not answer within {timeout:g} s"
             raise self._lost(message) or BotUnreachable(message) from None
         except AnswerTooLarge as exc:  # classified by its status, as any refusal
-            raise BotAPIError(exc.status, str(exc)) from None
+            raise BotAPIError(exc.status, str(exc), too_large=True) from None
         except aiohttp.ClientError as exc:
             detail = self.scrub(str(exc) or type(exc).__name__)
             message = f"cannot reach Telegram at {self.base_url}: {detail}"

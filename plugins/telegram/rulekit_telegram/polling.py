@@ -6,6 +6,12 @@ once every update of the last answer is in the inbox, committed. A crash in betw
 nothing: Telegram sends those updates again, and the inbox knows them by their delivery key
 (``update:<update_id>``), so they are not processed twice.
 
+An answer is read up to :data:`~rulekit.actions.answers.MAX_ANSWER` bytes. A hundred long
+messages (4,096 characters each, written as JSON escapes, or with the message they reply to) are
+more: an answer over the bound is asked for again with half as many updates, down to one, and
+the batch is full again once the backlog is read (else the same call would fail over and over,
+and polling never go past those messages).
+
 Only one daemon polls a bot at a time: before each call the poller takes or renews a lease in
 the store, longer than the call can take; a daemon that does not hold it waits and tries again,
 and takes over when the holder stops renewing (it stopped, or died). Telegram answers 409 to a
@@ -55,6 +61,8 @@ class Poller:
         self.inbound = inbound
         self.poll_timeout = poll_timeout
         self.lease = lease
+        self.batch = BATCH
+        """Updates asked for in the next call: fewer after an answer over the size bound."""
         self.offset: int | None = None
         self.failures = 0
 
@@ -89,8 +97,14 @@ class Poller:
         try:
             updates = await self.fetch()
         except (BotAPIError, BotUnreachable) as exc:
+            if isinstance(exc, BotAPIError) and exc.too_large and self.batch > 1:
+                self.batch = max(1, self.batch // 2)  # asked again at once, for fewer
+                logger.info("channel %s: getUpdates asks for %d updates", self.channel, self.batch)
+                return 0
             await self._failed(exc)
             return 0
+        if len(updates) < self.batch:
+            self.batch = BATCH  # the backlog is read: a full batch again
         kept = 0
         for update in updates:
             if not await self.keep(update):
@@ -108,7 +122,7 @@ class Poller:
         before it)."""
         params: dict[str, Any] = {
             "timeout": self.poll_timeout,
-            "limit": BATCH,
+            "limit": self.batch,
             "allowed_updates": ["message", "edited_message"],
         }
         if self.offset is not None:

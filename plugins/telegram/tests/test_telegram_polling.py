@@ -159,3 +159,23 @@ def test_polling_waits_while_a_webhook_is_set(tmp_path: Path, telegram: FakeTele
     assert poller.failures == 1  # Telegram's 409 is a failure to wait out, not a crash
     assert telegram.calls("getUpdates")[0].json["timeout"] == 0
     store.close()
+
+
+def test_a_backlog_of_long_messages_over_the_answer_bound_is_read_in_smaller_batches(
+    tmp_path: Path, telegram: FakeTelegram
+) -> None:
+    """A hundred messages of 4,096 Cyrillic letters (JSON escapes, as Telegram writes them) are
+    an answer of 2.4 MB, over the bound of what rulekit reads of an answer: the poller asks for
+    fewer at a time, and every update is kept and acknowledged, not asked for again forever."""
+    config = write_setup(tmp_path, telegram, updates="polling")
+    updates = Updates()
+    for n in range(100):
+        telegram.write(updates.message(ANN if n % 2 else BORIS, "я" * 4095 + str(n % 10)))
+    with Server(Daemon(config, watch=False, clock=samples_clock)) as server:
+        store = server.daemon.store
+        wait_for(lambda: len(inbox(store)) == 100, timeout=60)
+        wait_for(lambda: telegram.pending == [], timeout=60)  # acknowledged
+        limits = [call.json["limit"] for call in telegram.calls("getUpdates")]
+        assert limits[:3] == [100, 50, 25], limits
+        telegram.write(updates.message(ANN, "and one more"))  # read: the backlog is over
+        wait_for(lambda: telegram.calls("getUpdates")[-1].json["limit"] == 100, timeout=30)
