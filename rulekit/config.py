@@ -109,6 +109,16 @@ class ProcessingSettings(StrictModel):
         description="time one event's evaluation may take; over it, the worker is replaced "
         "and the item set aside",
     )
+    webhook_cpu: Duration = Field(
+        default_factory=lambda: parse_duration("10s"),
+        description="CPU time the events of one webhook (or those one action emitted) may take "
+        "together; over it, its item is set aside",
+    )
+    webhook_wall: Duration = Field(
+        default_factory=lambda: parse_duration("30s"),
+        description="time the events of one webhook may take together (at most event_wall "
+        "each); over it, the worker is replaced and the item set aside",
+    )
     worker_memory_mb: int = Field(
         default=1024, ge=64, description="memory a worker may allocate beyond what the rules take"
     )

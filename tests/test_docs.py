@@ -272,6 +272,12 @@ def test_the_limits_the_docs_state_are_the_codes() -> None:
             f"max_connections: {server.max_connections}",
             f"`processing.event_cpu` | `{seconds(raw.processing.event_cpu)}` |",
             f"`processing.event_wall` | `{seconds(raw.processing.event_wall)}` |",
+            f"`processing.webhook_cpu` | `{seconds(raw.processing.webhook_cpu)}` |",
+            f"`processing.webhook_wall` | `{seconds(raw.processing.webhook_wall)}` |",
+            f"({raw.processing.webhook_cpu.total_seconds():g} s for the events of its webhook "
+            "together; processing.webhook_cpu)",
+            f"({raw.processing.webhook_wall.total_seconds():g} s for the events of its webhook "
+            "together; processing.webhook_wall)",
             f"`processing.worker_memory_mb` | `{raw.processing.worker_memory_mb}` |",
             f"(`dispatcher.concurrency`, default {raw.dispatcher.concurrency}, calls at once)",
             f"kept for them\nup to {dispatcher.HELD_BYTES // 2**20} MiB together",

@@ -242,8 +242,8 @@ class Evaluator:
         """The worker's answer to ``request`` (a list of answers to a list of requests), a
         refusal when over the wall budget, or :class:`_Died`."""
         requests = request if isinstance(request, list) else [request]
-        events = sum(max(1, len(r.events) - len(r.skip)) for r in requests)
-        deadline = self.limits.event_wall * events
+        counts = [len(r.events) - len(r.skip) for r in requests]
+        deadline = sum(self.limits.request_wall(count) for count in counts)
         try:
             worker.connection.send(request)
             if worker.connection.poll(deadline):
@@ -258,6 +258,16 @@ class Evaluator:
         if self._closed:
             raise WorkerGone("the evaluator is closed")
         ids = ", ".join(e.id for r in requests for e in r.events if e.id not in r.skip)
+        count = counts[0] if len(counts) == 1 else 0
+        if count and self.limits.request_wall(count) < self.limits.event_wall * count:
+            # the budget of the request's events together ran out, not an event's own
+            first = next(e.id for e in requests[0].events if e.id not in requests[0].skip)
+            more = f" and the {count - 1} after it" if count > 1 else ""
+            return Refusal(
+                f"evaluating event {first}{more} took more than its time budget "
+                f"({self.limits.webhook_wall:g} s for the events of its webhook together; "
+                "processing.webhook_wall)"
+            )
         return Refusal(
             f"evaluating event {ids} took more than its time budget "
             f"({self.limits.event_wall:g} s per event; processing.event_wall)"

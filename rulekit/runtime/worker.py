@@ -6,11 +6,15 @@ and one holding the GIL stalls everything else the daemon does. So the daemon ev
 worker process it can limit and, if need be, kill (:mod:`rulekit.runtime.evaluator`):
 
 * **CPU budget** per event (``processing.event_cpu``): a profiling timer interrupts the
-  evaluation, which fails with :class:`OverBudget`;
+  evaluation, which fails with :class:`OverBudget`; and for the events of one request (one
+  webhook's, or those one action emitted) together (``processing.webhook_cpu``), so that a body
+  of 1,000 events holds the worker, and every other webhook waiting for it, for that long at
+  most rather than 1,000 times an event's budget;
 * **memory**: the worker's address space is capped at what it needs after loading plus
   ``processing.worker_memory``; running out fails the rule (or the event) that asked for it;
-* **wall budget** per event (``processing.event_wall``), enforced by the daemon: a worker that
-  does not answer in time (stuck in C code, asleep) is killed and replaced.
+* **wall budget** per event (``processing.event_wall``), and for one request's events together
+  (``processing.webhook_wall``), enforced by the daemon: a worker that does not answer in time
+  (stuck in C code, asleep) is killed and replaced.
 
 The worker loads the rules and config itself, from the bytes the daemon read when it loaded them
 (:mod:`rulekit.sources`), so it evaluates exactly the rules the daemon validated.
@@ -25,6 +29,7 @@ import os
 import resource
 import signal
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -57,7 +62,15 @@ class Limits:
 
     event_cpu: float = 2.0
     event_wall: float = 10.0
+    webhook_cpu: float = 10.0
+    """CPU seconds the events of one request may take together."""
+    webhook_wall: float = 30.0
+    """Seconds the daemon waits for the answer to one request, whatever its events' count."""
     worker_memory: int = 1024 * 1024 * 1024
+
+    def request_wall(self, events: int) -> float:
+        """Seconds the daemon waits for the answer to a request of ``events`` events."""
+        return min(self.event_wall * max(1, events), self.webhook_wall)
 
 
 @dataclass
@@ -211,6 +224,13 @@ class CooldownView:
         self.marks.setdefault(conversation_id, {})[rule] = until
 
 
+def _over_request(event: Event, limits: Limits) -> Refusal:
+    return Refusal(
+        f"evaluating event {event.id} took more than its CPU budget ({limits.webhook_cpu:g} s "
+        "for the events of its webhook together; processing.webhook_cpu)"
+    )
+
+
 def _over_budget(signum: int, frame: FrameType | None) -> None:
     raise OverBudget
 
@@ -270,12 +290,17 @@ def evaluate(snapshot: Snapshot, request: Request, limits: Limits) -> list[Evalu
     engine = snapshot.engine
     view = CooldownView(request.cooldowns)
     out = []
+    started = time.process_time()
     for event in request.events:
         if event.id in request.skip:
             continue
         view.reads = []
+        # each event within its own budget and what is left of its request's
+        budget = min(limits.event_cpu, limits.webhook_cpu - (time.process_time() - started))
+        if budget <= 0:
+            return _over_request(event, limits)
         try:
-            signal.setitimer(signal.ITIMER_PROF, limits.event_cpu)
+            signal.setitimer(signal.ITIMER_PROF, budget)
             try:
                 firing = request.firing
                 if firing is not None:
@@ -298,6 +323,8 @@ def evaluate(snapshot: Snapshot, request: Request, limits: Limits) -> list[Evalu
             ]
             trace = encoded_trace(plan, rules_version=snapshot.version)
         except OverBudget:
+            if budget < limits.event_cpu:
+                return _over_request(event, limits)
             return Refusal(
                 f"evaluating event {event.id} took more than its CPU budget "
                 f"({limits.event_cpu:g} s; processing.event_cpu)"

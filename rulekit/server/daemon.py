@@ -360,6 +360,8 @@ def _evaluator(daemon: Daemon) -> Evaluator:
         limits=Limits(
             event_cpu=settings.event_cpu.total_seconds(),
             event_wall=settings.event_wall.total_seconds(),
+            webhook_cpu=settings.webhook_cpu.total_seconds(),
+            webhook_wall=settings.webhook_wall.total_seconds(),
             worker_memory=settings.worker_memory_mb * 1024 * 1024,
         ),
         workers=settings.workers,

@@ -9,6 +9,7 @@ regular expression would.
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import textwrap
 import threading
@@ -18,7 +19,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from daemons import AUTOREPLY_RULES, Process, chat_started, install_plugin, wait_for, write_setup
+from daemons import (
+    AUTOREPLY_RULES,
+    Process,
+    chat_fragment,
+    chat_started,
+    install_plugin,
+    wait_for,
+    write_setup,
+)
 
 from rulekit.channels.base import Provider
 from rulekit.runtime.evaluator import Evaluator
@@ -136,6 +145,64 @@ def test_sigterm_during_a_hung_evaluation_exits_at_once_and_keeps_the_item(
     assert process.terminate(timeout=60) == 0
     status, error = _inbox(tmp_path)[1]
     assert status == "pending" and error is None  # processed again after a restart
+
+
+HEAVY_MESSAGES = """\
+- name: Heavy
+  on: {channel: online-chat, event: message}
+  if: ["message.text | {filter}"]
+  do:
+    - play_sound: {sound: bell}
+- name: Greet
+  on: {channel: online-chat, event: created}
+  do:
+    - autoreply: {text: "Hello {{ client.display_name }}"}
+"""
+
+
+def _many_messages(n: int, count: int) -> bytes:
+    """Visitor ``n``'s ``count`` messages in one chatFragment body: ``count`` events."""
+    body = json.loads(chat_fragment(n, 1))
+    body["messages"] = [
+        {**body["messages"][0], "id": f"msg{n:08d}-{k}", "text": f"message {k}"}
+        for k in range(1, count + 1)
+    ]
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize(
+    ("heavy", "processing", "budget"),
+    [
+        (
+            "spin(0.2)",
+            "{event_cpu: 0.5s, event_wall: 300s, webhook_cpu: 1s, webhook_wall: 300s}",
+            "CPU budget (1 s for the events of its webhook together; processing.webhook_cpu)",
+        ),
+        (
+            "hang(0.3)",
+            "{event_cpu: 300s, event_wall: 300s, webhook_cpu: 300s, webhook_wall: 1s}",
+            "time budget (1 s for the events of its webhook together; processing.webhook_wall)",
+        ),
+    ],
+)
+def test_one_webhook_of_many_events_holds_the_worker_within_its_own_budget(
+    tmp_path, processes, chatra, slow_plugin, heavy, processing, budget
+):
+    """Each of the body's 40 events is within its own budget, but together they would hold
+    the only worker, and every webhook behind them, for 40 times as long: the webhook's budget
+    sets the item aside, and the next webhook is evaluated."""
+    rules = HEAVY_MESSAGES.replace("{filter}", heavy)
+    config = write_setup(tmp_path, rules, chatra=chatra, extra=f"processing: {processing}\n")
+    process: Process = processes(config).wait_ready()
+    assert httpx.post(process.webhook_url, content=chat_started(1)).status_code == 200
+    wait_for(lambda: len(chatra.sent) == 1, timeout=60)
+    assert httpx.post(process.webhook_url, content=_many_messages(1, 40)).status_code == 200
+    assert httpx.post(process.webhook_url, content=chat_started(2)).status_code == 200
+    wait_for(lambda: len(chatra.sent) == 2, timeout=60)
+    assert chatra.sent[1]["text"] == "Hello Visitor 2"
+    status, error = _inbox(tmp_path)[2]
+    assert status == "failed"
+    assert error is not None and error.endswith(f"took more than its {budget}")
 
 
 def _tables(folder: Path) -> set[str]:
