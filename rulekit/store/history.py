@@ -174,7 +174,9 @@ class History(abc.ABC):
           emptied (the item's metadata stays).
 
         Pending work is never purged, and a set-aside (failed) item keeps its body until it
-        is deleted: it waits for a person to requeue it. Conversation state (clients,
+        is deleted: it waits for a person to requeue it. Shared pacing whose slot passed over
+        an hour ago is forgotten (:meth:`~rulekit.store.outbox.Outbox.forget_past_paces`, not
+        counted). Conversation state (clients,
         conversations, seen message ids, cooldowns) is not touched: ``forget_client`` erases a
         client's.
         """

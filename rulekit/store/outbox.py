@@ -157,3 +157,10 @@ class Outbox(abc.ABC):
         """Forget the shared pacing of the keys ``found`` is true of (a destination made of a
         client's data, at their erasure); how many."""
         return 0
+
+    def forget_past_paces(self) -> int:
+        """Forget the shared pacing of the keys whose next slot passed over an hour ago (as
+        retention purges): it is the same as none, the next reservation counting from now
+        either way, and each destination and conversation ever paced would keep a row (its key
+        made of the params, a chat id for one). How many."""
+        return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from rulekit.audit import retention
 from rulekit.config import RetentionSettings
 from rulekit.event import Client, Conversation, Event
@@ -411,3 +413,20 @@ def test_forget_leaves_records_that_load_when_a_personal_value_is_part_of_a_type
         T0,
     )
     assert event.client.custom == {} and event.message.text is None
+
+
+def test_purge_forgets_shared_pacing_whose_slot_passed_long_ago(backend):
+    """A key whose next slot passed over an hour ago is the same as none: retention forgets it
+    (each destination and conversation paced would keep a row forever, its key made of the
+    params); a key still paced stays."""
+    store = backend.open()
+    if not getattr(store, "shares_pacing", False):
+        pytest.skip("a store one daemon owns keeps no pacing")
+    with store.transaction() as state:
+        state.pause_pace("telegram:5550001234987", -7200)  # its slot two hours ago
+        state.pause_pace("slack:#support", 600)
+        state.purge(events_before=T0, payloads_before=T0)
+    with store.transaction() as state:
+        assert state.paused_for(["slack:#support"]) > 500
+        keys = [row["key"] for row in state.execute("SELECT key FROM pacing").fetchall()]
+    assert keys == ["slack:#support"]

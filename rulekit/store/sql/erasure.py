@@ -246,6 +246,7 @@ def purge(
         # the rule matches (rulekit stats) go with their events
         state.execute(f"DELETE FROM rule_matches WHERE {in_ids}", ids)
         counts["events"] = state.execute(f"DELETE FROM events WHERE {in_ids}", ids).rowcount
+    state.forget_past_paces()  # (not counted: the same as none)
     counts["timers"] = state.execute(
         f"DELETE FROM timers WHERE id IN ({OLD_TIMERS})", before
     ).rowcount

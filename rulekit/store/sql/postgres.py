@@ -482,6 +482,12 @@ class PostgresState(PostgresAudit, PostgresLookups, SQLState):
             self.execute("DELETE FROM pacing WHERE key = ANY(:keys::text[])", {"keys": gone})
         return len(gone)
 
+    def forget_past_paces(self) -> int:
+        cursor = self.execute(
+            "DELETE FROM pacing WHERE next_at < clock_timestamp() - interval '1 hour'"
+        )
+        return int(cursor.rowcount)
+
     def paused_for(self, keys: Sequence[str]) -> float:
         row = self._one(
             "SELECT COALESCE(max(extract(epoch FROM next_at - clock_timestamp())), 0) AS wait"
