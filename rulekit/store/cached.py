@@ -41,6 +41,11 @@ class CachedState(State):
         self.hold = hold
         self._conversations: dict[Key, tuple[str | None, str] | None] = {}
         """(channel, key) -> the conversation's id and JSON; None: none stored."""
+        self._keys_by_id: dict[Key, list[str]] = {}
+        """(channel, id) -> the keys of :attr:`_conversations` that held that id, in their
+        order there (a key holding another id now is skipped): a conversation found by its id
+        in one look-up, not by going through every one kept (a round of n bodies asked n times
+        through n conversations)."""
         self._ids: dict[Key, str | None] = {}
         """(channel, id) -> the key the store holds it under; None: none holds it."""
         self._clients: dict[Key, str | None] = {}
@@ -63,11 +68,12 @@ class CachedState(State):
         """Read ``missing`` (none of it known yet) and keep what was found."""
         found = self.state.read_many(missing, hold=self.hold)
         for key, kept in found.conversations.items():
-            self._conversations.setdefault(key, kept)
+            if key not in self._conversations:
+                self._keep(key, kept)
         for (channel, conversation_id), by_id in found.conversation_ids.items():
             self._ids.setdefault((channel, conversation_id), by_id[0] if by_id else None)
-            if by_id is not None:
-                self._conversations.setdefault((channel, by_id[0]), (conversation_id, by_id[1]))
+            if by_id is not None and (channel, by_id[0]) not in self._conversations:
+                self._keep((channel, by_id[0]), (conversation_id, by_id[1]))
         for key, client in found.clients.items():
             self._clients.setdefault(key, client)
         for key, seen in found.messages.items():
@@ -87,8 +93,9 @@ class CachedState(State):
             self.prefetch(Lookups(conversations={(channel, key)}))
         if (channel, key) not in self._conversations:
             stored = self.state.get_conversation(channel, key)
-            self._conversations[channel, key] = (
-                (stored.id, stored.model_dump_json()) if stored is not None else None
+            self._keep(
+                (channel, key),
+                (stored.id, stored.model_dump_json()) if stored is not None else None,
             )
             return stored
         kept = self._conversations[channel, key]
@@ -100,7 +107,7 @@ class CachedState(State):
     def save_conversation_text(self, channel: str, key: str, saved: SavedConversation) -> None:
         """:meth:`save_conversation` of a conversation already written as the store keeps it
         (its JSON, and the columns read from it): nothing encoded again."""
-        self._conversations[channel, key] = (saved.id, saved.data)
+        self._keep((channel, key), (saved.id, saved.data))
         self._saves.conversations[channel, key] = saved
 
     def find_conversation(
@@ -121,14 +128,28 @@ class CachedState(State):
             found = self._by_id_text(channel, conversation_id)
             self._ids[channel, conversation_id] = found[0] if found is not None else None
             if found is not None and (channel, found[0]) not in self._conversations:
-                self._conversations[channel, found[0]] = (conversation_id, found[1])
+                self._keep((channel, found[0]), (conversation_id, found[1]))
                 return found
         # the key holding it holds another id now (changed here), or none holds it
         return None
 
+    def _keep(self, key: Key, kept: tuple[str | None, str] | None) -> None:
+        """Keep a conversation (or that none is stored) under ``key``, found by its id too."""
+        new = key not in self._conversations
+        self._conversations[key] = kept
+        if kept is not None and kept[0] is not None:
+            keys = self._keys_by_id.setdefault((key[0], kept[0]), [])
+            if key[1] not in keys:
+                keys.append(key[1])
+                if not new and len(keys) > 1:  # a key kept before: in its place among them
+                    order = {k: n for n, k in enumerate(self._conversations)}
+                    keys.sort(key=lambda k: order[key[0], k])
+
     def _kept_by_id(self, channel: str, conversation_id: str) -> tuple[str, str] | None:
-        for (kept_channel, key), kept in self._conversations.items():
-            if kept is not None and kept_channel == channel and kept[0] == conversation_id:
+        """The first conversation kept (in the order kept) whose id is ``conversation_id``."""
+        for key in self._keys_by_id.get((channel, conversation_id), ()):
+            kept = self._conversations[channel, key]
+            if kept is not None and kept[0] == conversation_id:
                 return key, kept[1]
         return None
 
