@@ -55,9 +55,16 @@ def _quoted(job: Job, decision: Decision, event: Event | None) -> PersonalValues
     else what its destination holds, if anything."""
     if event is None:
         return None
+    # (only the parts whose values are hidden: a whole event's dump is most of the cost, paid
+    # for every job)
+    data = event.model_dump(mode="json", include=_HIDDEN_PARTS)
     if decision.error:
-        return hidden_values(event.public())
-    return hidden_if_quoted([job.destination], event.public())
+        return hidden_values(data)
+    return hidden_if_quoted([job.destination], data)
+
+
+_HIDDEN_PARTS: Any = {"client": True, "message": {"text"}, "conversation": {"page"}}
+"""The parts of an event :func:`~rulekit.store.forms.hidden_values` reads."""
 
 
 def backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:

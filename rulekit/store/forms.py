@@ -167,7 +167,11 @@ def _hidden_strings(*events: Mapping[str, Any]) -> list[str]:
         client = one.get("client") or {}
         if isinstance(client, Mapping):
             for name, value in client.items():
-                if name not in SHOWN_CLIENT_FIELDS:
+                if value is None or name in SHOWN_CLIENT_FIELDS:
+                    continue
+                if isinstance(value, str):
+                    values.append(value)  # (most are: without a generator of their own)
+                else:
                     values.extend(strings_in(value))
         values.extend(strings_in((one.get("message") or {}).get("text")))
         values.extend(strings_in((one.get("conversation") or {}).get("page")))
