@@ -66,6 +66,10 @@ new set, so the call goes with the configuration loaded when it leaves (a servic
 a target's new URL), or not at all when its action is gone."""
 
 
+def _never() -> bool:
+    return False
+
+
 def call_bound(action: Any, lease: float) -> float:
     """Seconds a call of ``action`` lasts at most: its timeout and the dispatcher's grace (the
     dispatcher's own timer ends it then, or the action's, :attr:`Action.bounds_calls`), or the
@@ -264,11 +268,10 @@ class JobCalls:
                 emitted.extend(lane.emitted[before:])
             try:
                 await self._paced_after(decision, paces, slot)
-            except StoreUnavailable:
-                raise
-            except Exception as exc:  # a bug: the call is made, its outcome is recorded
+            except Exception as exc:  # the call is made: its outcome is recorded all the same
+                # (the store away while stopping, or a bug)
                 log(logger, logging.ERROR, f"job {job.id}: pacing not updated", exc_info=exc)
-            return await self._conclude(job, decision, emitted, snapshot)
+            return await self._conclude(job, decision, emitted, snapshot, made=True)
         finally:
             lane.call_ends = None
             keeper.cancel()
@@ -391,10 +394,17 @@ class JobCalls:
         return retry_decision(job, record, error, retry_after, settings=self.settings, rng=self.rng)
 
     async def _conclude(
-        self, job: Job, decision: Decision, emitted: list[Event], snapshot: Snapshot
+        self,
+        job: Job,
+        decision: Decision,
+        emitted: list[Event],
+        snapshot: Snapshot,
+        *,
+        made: bool = False,
     ) -> Decision:
         """Record the outcome (with the events it emitted), as soon as the store takes it; a
-        retry keeps the job's claim, for the lane retries it itself."""
+        retry keeps the job's claim, for the lane retries it itself. The outcome of a call
+        ``made`` is tried until recorded, stopping or not."""
         retry_at = None
         if decision.outcome == "retry" and decision.retry_in is not None:
             retry_at = datetime.now(UTC) + timedelta(seconds=decision.retry_in)
@@ -406,7 +416,10 @@ class JobCalls:
             emitted,
             retry_at=retry_at,
             hold=self.lease if retry_at is not None else None,
-            stopping=self._stopped,
+            # a call made is recorded however long the store is away, stopping too, or it
+            # would be made again after the restart: a stopping dispatcher gives up on it
+            # only past the call's bound and its grace (Dispatcher.stop)
+            stopping=_never if made else self._stopped,
         )
         self.work.progress()
         return replace(decision, processed=processed)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from daemons import AUTOREPLY_RULES, SECRET, chat_started, wait_for, write_setup
 
-from rulekit.runtime.dispatcher import STOP_GRACE
+from rulekit.runtime.dispatcher import DEFAULT_LEASE, STOP_GRACE
 from rulekit.server import reloading
 from rulekit.testing import FakeService, Response
 
@@ -139,6 +139,43 @@ def test_sigterm_waits_for_a_call_longer_than_the_grace_and_it_is_not_made_again
         assert len(target.requests) == 1
         assert _outbox(tmp_path) == [("done", 1)]
         assert "waiting for 1 calls under way to end" in process.output()
+
+
+def test_sigterm_records_a_finished_call_once_the_store_is_back(tmp_path, processes):
+    # stopping, the outcome of a call made was given up at the store's first refusal (here:
+    # another process holding the SQLite file's write lock past the busy timeout), and the
+    # restarted daemon made the call again
+    with FakeService() as target:
+        target.script(Response(200, {}, delay=120))  # held until released
+        extra = (
+            "integrations:\n  webhooks:\n"
+            f"    crm: {{url: '{target.base_url}/hook', secret: {SECRET}, timeout: 60}}\n"
+        )
+        config = write_setup(tmp_path, HOOK_RULES, extra=extra)
+        config.write_text(
+            config.read_text().replace("rulekit.sqlite3", "rulekit.sqlite3?busy_timeout=0.2")
+        )
+        process = processes(config).wait_ready()
+        httpx.post(process.webhook_url, content=chat_started(1))
+        wait_for(lambda: target.requests)  # the call is under way
+        process.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: "calls under way to end" in process.output())
+        blocker = sqlite3.connect(tmp_path / "rulekit.sqlite3", isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")  # the store refuses writes
+            target.release()  # the call ends: its outcome cannot be recorded yet
+            wait_for(
+                lambda: "cannot record job" in process.output() or process.proc.poll() is not None
+            )
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert process.proc.wait(30) == 0
+        restarted = processes(config).wait_ready()
+        done = lambda: [status for status, _ in _outbox(tmp_path)] == ["done"]  # noqa: E731
+        wait_for(done, timeout=DEFAULT_LEASE + 15)
+        assert restarted.terminate() == 0
+        assert len(target.requests) == 1
 
 
 def test_a_reload_does_not_cut_off_a_call_under_way(tmp_path, serve, monkeypatch):
