@@ -233,7 +233,7 @@ def test_the_limits_the_docs_state_are_the_codes() -> None:
     from rulekit.expr import budget
     from rulekit.models import MAX_DURATION
     from rulekit.rules.files import MAX_FILE_BYTES
-    from rulekit.runtime import dispatcher, metrics
+    from rulekit.runtime import dispatcher, metrics, processor
     from rulekit.server.console import (
         changes,
         conversations,
@@ -281,6 +281,8 @@ def test_the_limits_the_docs_state_are_the_codes() -> None:
             f"`processing.worker_memory_mb` | `{raw.processing.worker_memory_mb}` |",
             f"(`dispatcher.concurrency`, default {raw.dispatcher.concurrency}, calls at once)",
             f"kept for them\nup to {dispatcher.HELD_BYTES // 2**20} MiB together",
+            f"in rounds of up to {processor.BATCH}, their bodies at most "
+            f"{processor.ROUND_BYTES // 2**20} MiB together",
             f"`server.stall_after` (default `{seconds(raw.server.stall_after)}`",
             f"`--job-lease SECONDS` (default {job_lease:g})",
             f"(honoured up to {'an hour' if MAX_RETRY_AFTER == 3600 else MAX_RETRY_AFTER}:",

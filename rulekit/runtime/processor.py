@@ -85,6 +85,9 @@ RECORDED_BYTES = 16 * 1024 * 1024
 """Bytes of webhook bodies the events kept for the dispatcher may come from, together (an
 event's texts are at most its body's; a body's events share it): while a destination holds
 their jobs back, 2,000 events of 4 MB messages would otherwise be kept, 8 GB."""
+ROUND_BYTES = 16 * 1024 * 1024
+"""Bytes of webhook bodies a round claims together (its first item whatever its size): a round
+of 64 bodies of 4 MiB, decoded into events that each keep the body, would hold more than 1 GB."""
 MAX_STARTS = 50
 """Times an item starts over because the state changed while it was evaluated."""
 
@@ -283,10 +286,14 @@ class Processor:
         waiting = list(items)
         self._held = []
         try:
-            if len(items) < self.batch and not claimed_before:
+            room = ROUND_BYTES - sum(len(item.body) for item in items)
+            if len(items) < self.batch and not claimed_before and room > 0:
                 with self.store.transaction() as state:
                     claimed = state.claim_inbox(
-                        self.owner, lease=INBOX_LEASE, limit=self.batch - len(items)
+                        self.owner,
+                        lease=INBOX_LEASE,
+                        limit=self.batch - len(items),
+                        budget=room,
                     )
                 if claimed:
                     self._held_since = self.clock() if not items else self._held_since
@@ -373,7 +380,9 @@ class Processor:
                 )
                 state.finish_inbox_items([evaluated.item.id for evaluated in pending])
                 claimed = (
-                    state.claim_inbox(self.owner, lease=INBOX_LEASE, limit=claim)
+                    state.claim_inbox(
+                        self.owner, lease=INBOX_LEASE, limit=claim, budget=ROUND_BYTES
+                    )
                     if claim and not self._stopping
                     else []
                 )

@@ -40,9 +40,17 @@ class Inbox(abc.ABC):
 
     @abc.abstractmethod
     def claim_inbox(
-        self, owner: str, *, lease: float, limit: int = 1, now: datetime | None = None
+        self,
+        owner: str,
+        *,
+        lease: float,
+        limit: int = 1,
+        now: datetime | None = None,
+        budget: int | None = None,
     ) -> list[InboxItem]:
-        """Claim up to ``limit`` pending items, oldest first, for ``lease`` seconds.
+        """Claim up to ``limit`` pending items, oldest first, for ``lease`` seconds; with a
+        ``budget``, only as many as have bodies of at most ``budget`` bytes together (the first
+        one whatever its size).
 
         Items whose claim is held by anyone (``owner`` included) until after ``now`` are skipped,
         and so are items of a conversation (``conversation_key``) with an older pending item,

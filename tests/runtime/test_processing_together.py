@@ -273,3 +273,28 @@ def test_the_events_kept_for_the_dispatcher_are_bounded_in_bytes(tmp_path, chatr
         assert sum(len(event.message.text or "") for event in kept) <= RECORDED_BYTES
         assert kept[-1].id == events[-1].id  # the newest kept, the oldest dropped
         assert handed[0] is None
+
+
+def test_a_round_claims_bodies_within_a_budget_of_bytes(tmp_path, chatra):
+    """A round holds the bodies it claims, each decoded into events that keep it: its items'
+    bodies stay within a budget of bytes (64 bodies of 4 MiB would be 256 MiB, more than 1 GB
+    decoded); the items left wait for the next rounds, all processed in order."""
+    from rulekit.runtime.processor import ROUND_BYTES
+
+    size = 1_000_000
+    count = ROUND_BYTES // size + 8
+    with processor(tmp_path, chatra) as (processing, store, snapshot):
+        provider = snapshot.providers[CHANNEL]
+        for n in range(1, count + 1):
+            append(store, chat_started(n, text=f"{n} " + "x" * size), provider)
+        events = []
+        rounds = 0
+        while len(events) < count:
+            results, claimed, failure = processing.process_round(snapshot)
+            assert failure is None and 1 <= claimed <= ROUND_BYTES // size
+            events += [r.event for r in results if isinstance(r, Processed)]
+            rounds += 1
+        assert rounds >= 2
+        assert [event.id for event in events] == [
+            f"{CHANNEL}:msg:msg{n:08d}" for n in range(1, count + 1)
+        ]

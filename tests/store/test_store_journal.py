@@ -94,6 +94,26 @@ def test_inbox_claims_are_leased(store):
         ]
 
 
+def test_inbox_claims_stay_within_a_budget_of_body_bytes(store):
+    """A round holds the bodies it claims (and what they decode into): the claim takes the
+    oldest items while their bodies fit in the budget together, the first one whatever its
+    size, so that a round of big bodies cannot hold a gigabyte."""
+    sizes = [400, 300, 200, 100]
+    with store.transaction() as state:
+        ids = [
+            state.append_inbox("online-chat", b"x" * size + str(n).encode(), now=T0)[0]
+            for n, size in enumerate(sizes)
+        ]
+    lengths = [size + 1 for size in sizes]
+    with store.transaction() as state:
+        first = state.claim_inbox("d", lease=30, limit=10, budget=100, now=T0)
+        assert [item.id for item in first] == ids[:1]  # over the budget alone: claimed
+        two = state.claim_inbox("d", lease=30, limit=10, budget=lengths[1] + lengths[2], now=T0)
+        assert [item.id for item in two] == ids[1:3]
+        assert sum(len(item.body) for item in two) == lengths[1] + lengths[2]
+        assert [item.id for item in state.claim_inbox("d", lease=30, limit=10, now=T0)] == [ids[3]]
+
+
 def test_a_conversation_is_claimed_one_item_at_a_time_in_order(store):
     with store.transaction() as state:
         a1, a2, b1, free, a3 = (

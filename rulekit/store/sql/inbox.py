@@ -82,24 +82,34 @@ class SQLInbox:
         return int(row["id"])
 
     def claim_inbox(
-        self, owner: str, *, lease: float, limit: int = 1, now: datetime | None = None
+        self,
+        owner: str,
+        *,
+        lease: float,
+        limit: int = 1,
+        now: datetime | None = None,
+        budget: int | None = None,
     ) -> list[InboxItem]:
         now = utc(now)
         rows = self.execute(
             "UPDATE inbox SET claimed_by = :owner, claimed_until = :until,"
             " attempts = attempts + 1"
-            " WHERE id IN (SELECT id FROM inbox i WHERE status = 'pending'"
+            " WHERE id IN (SELECT id FROM (SELECT id, length(body) AS size,"
+            "   SUM(length(body)) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) AS total"
+            "   FROM inbox i WHERE status = 'pending'"
             "   AND (claimed_until IS NULL OR claimed_until <= :now)"
             "   AND (conversation_key IS NULL OR NOT EXISTS (SELECT 1 FROM inbox e"
             "     WHERE e.status = 'pending' AND e.channel = i.channel"
             "       AND e.conversation_key = i.conversation_key AND e.id < i.id))"
-            "   ORDER BY id LIMIT :limit)"
+            "   ORDER BY id LIMIT :limit) head"
+            " WHERE head.total <= :budget OR head.total = head.size)"
             " RETURNING *",
             {
                 "owner": owner,
                 "until": self.dialect.time(now + timedelta(seconds=lease)),
                 "now": self.dialect.time(now),
                 "limit": limit,
+                "budget": 2**62 if budget is None else max(budget, 1),
             },
         ).fetchall()
         return sorted((self._inbox_item(row) for row in rows), key=lambda item: item.id)

@@ -228,7 +228,13 @@ class PostgresState(PostgresAudit, PostgresLookups, SQLState):
         return row["id"], row["new"]
 
     def claim_inbox(
-        self, owner: str, *, lease: float, limit: int = 1, now: datetime | None = None
+        self,
+        owner: str,
+        *,
+        lease: float,
+        limit: int = 1,
+        now: datetime | None = None,
+        budget: int | None = None,
     ) -> list[InboxItem]:
         rows = self.execute(
             "WITH picked AS (SELECT i.id FROM inbox i"
@@ -237,16 +243,28 @@ class PostgresState(PostgresAudit, PostgresLookups, SQLState):
             "   AND (i.conversation_key IS NULL OR NOT EXISTS ("
             "     SELECT 1 FROM inbox e WHERE e.status = 'pending' AND e.channel = i.channel"
             "       AND e.conversation_key = i.conversation_key AND e.id < i.id))"
-            "  ORDER BY i.id LIMIT :limit FOR UPDATE SKIP LOCKED)"
+            "  ORDER BY i.id LIMIT :limit FOR UPDATE SKIP LOCKED),"
+            # (a window cannot go with FOR UPDATE: the bodies' sizes are added up apart; the
+            # size of a body is in its header, read without the body)
+            " within AS (SELECT head.id FROM (SELECT picked.id, length(b.body) AS size,"
+            "   SUM(length(b.body)) OVER (ORDER BY picked.id ROWS UNBOUNDED PRECEDING) AS total"
+            "   FROM picked JOIN inbox b ON b.id = picked.id) head"
+            "  WHERE head.total <= :budget OR head.total = head.size)"
             " UPDATE inbox SET claimed_by = :owner,"
             f"  claimed_until = {_NOW} + make_interval(secs => :lease),"
             "  attempts = attempts + 1"
             # A claim's commit need not wait for the disk: a claim lost with the server is
             # an item claimable again, and the record that follows is flushed with the claim
             # (the log is flushed in order). The processor's round saves one flush.
-            " FROM picked, (SELECT set_config('synchronous_commit', 'off', true)) AS quick"
-            " WHERE inbox.id = picked.id RETURNING inbox.*",
-            {"now": self.dialect.time(now), "owner": owner, "lease": float(lease), "limit": limit},
+            " FROM within, (SELECT set_config('synchronous_commit', 'off', true)) AS quick"
+            " WHERE inbox.id = within.id RETURNING inbox.*",
+            {
+                "now": self.dialect.time(now),
+                "owner": owner,
+                "lease": float(lease),
+                "limit": limit,
+                "budget": 2**62 if budget is None else max(budget, 1),
+            },
         ).fetchall()
         return sorted((self._inbox_item(row) for row in rows), key=lambda item: item.id)
 
