@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 MAX_ANSWER = 1024 * 1024
 """Bytes of a service's answer read, at most."""
+HEAD = 4096
+"""Bytes of the beginning of an answer over :data:`MAX_ANSWER` kept with the error
+(:attr:`AnswerTooLarge.head`), for a caller that can tell from it what the answer was about."""
 
 
 _answer_status: contextvars.ContextVar[int | None] = contextvars.ContextVar(
@@ -60,9 +63,11 @@ def lost_answer(message: str) -> ActionError | None:
 class AnswerTooLarge(Exception):
     """An answer went past :data:`MAX_ANSWER` bytes; ``status`` is its HTTP status."""
 
-    def __init__(self, status: int) -> None:
+    def __init__(self, status: int, head: bytes = b"") -> None:
         super().__init__(f"the answer (HTTP {status}) is over {MAX_ANSWER} bytes: not read")
         self.status = status
+        self.head = head
+        """The answer's first bytes (at most :data:`HEAD`), or nothing."""
 
 
 def unreadable(message: str, status: int) -> ActionError:
@@ -98,7 +103,7 @@ def bounded_response_class() -> type[aiohttp.ClientResponse]:
                     while chunk := await self.content.read(65536):
                         body += chunk
                         if len(body) > MAX_ANSWER:
-                            raise AnswerTooLarge(self.status)
+                            raise AnswerTooLarge(self.status, bytes(body[:HEAD]))
                 except BaseException:
                     self.close()
                     raise

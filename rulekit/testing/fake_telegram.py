@@ -22,12 +22,12 @@ blocked the bot (:meth:`FakeTelegram.block`) cannot be written to (403).
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import itertools
 import json
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -164,12 +164,21 @@ class FakeTelegram:
         if token:
             headers["X-Telegram-Bot-Api-Secret-Token"] = token
         body = json.dumps(update, ensure_ascii=False).encode()
-        request = urllib.request.Request(hook["url"], body, headers, method="POST")
+        url = urlsplit(hook["url"])
+        connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=30)
         try:
-            with urllib.request.urlopen(request, timeout=30) as answer:
+            connection.putrequest("POST", url.path + (f"?{url.query}" if url.query else ""))
+            for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                connection.putheader(name, value)
+            connection.endheaders()
+            # answered before the body was read (a body over the limit): the answer is read
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                connection.send(body)
+            with connection.getresponse() as answer:
+                answer.read()
                 return int(answer.status)
-        except urllib.error.HTTPError as exc:
-            return int(exc.code)
+        finally:
+            connection.close()
 
     @property
     def pending(self) -> list[dict[str, Any]]:

@@ -43,6 +43,7 @@ class BotAPIError(Exception):
         *,
         retry_after: float | None = None,
         too_large: bool = False,
+        head: bytes = b"",
     ) -> None:
         super().__init__(f"Telegram (HTTP {status}): {description}")
         self.status = status
@@ -50,6 +51,9 @@ class BotAPIError(Exception):
         self.retry_after = retry_after
         self.too_large = too_large
         """The answer was over :data:`~rulekit.actions.answers.MAX_ANSWER` bytes, not read."""
+        self.head = head
+        """The beginning of an answer over the bound (at most
+        :data:`~rulekit.actions.answers.HEAD` bytes), or nothing."""
 
 
 class BotUnreachable(Exception):
@@ -91,7 +95,7 @@ class BotAPI:
             message = f"Telegram did not answer within {timeout:g} s"
             raise self._lost(message) or BotUnreachable(message) from None
         except AnswerTooLarge as exc:  # classified by its status, as any refusal
-            raise BotAPIError(exc.status, str(exc), too_large=True) from None
+            raise BotAPIError(exc.status, str(exc), too_large=True, head=exc.head) from None
         except aiohttp.ClientError as exc:
             detail = self.scrub(str(exc) or type(exc).__name__)
             message = f"cannot reach Telegram at {self.base_url}: {detail}"

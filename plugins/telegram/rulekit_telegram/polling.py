@@ -10,7 +10,11 @@ An answer is read up to :data:`~rulekit.actions.answers.MAX_ANSWER` bytes. A hun
 messages (4,096 characters each, written as JSON escapes, or with the message they reply to) are
 more: an answer over the bound is asked for again with half as many updates, down to one, and
 the batch is full again once the backlog is read (else the same call would fail over and over,
-and polling never go past those messages).
+and polling never go past those messages). One update alone over the bound (nothing Telegram
+sends should be, but nothing one client writes may stop the bot from reading every other
+client) is skipped unread: its ``update_id`` is read from the answer's beginning (Telegram
+writes it first), the next call's offset acknowledges it, and the log says so, without its
+content.
 
 Only one daemon polls a bot at a time: before each call the poller takes or renews a lease in
 the store, longer than the call can take; a daemon that does not hold it waits and tries again,
@@ -26,6 +30,7 @@ import logging
 import random
 from typing import TYPE_CHECKING, Any
 
+from rulekit.actions.answers import MAX_ANSWER
 from rulekit.errors import ChannelError, StoreUnavailable
 
 from .botapi import BotAPIError, BotUnreachable
@@ -65,6 +70,8 @@ class Poller:
         """Updates asked for in the next call: fewer after an answer over the size bound."""
         self.offset: int | None = None
         self.failures = 0
+        self.skipped = 0
+        """Updates skipped unread, each alone over the size bound of an answer."""
 
     @property
     def lease_name(self) -> str:
@@ -101,6 +108,8 @@ class Poller:
                 self.batch = max(1, self.batch // 2)  # asked again at once, for fewer
                 logger.info("channel %s: getUpdates asks for %d updates", self.channel, self.batch)
                 return 0
+            if isinstance(exc, BotAPIError) and exc.too_large and self.skip(exc.head):
+                return 0  # asked again at once, past it
             await self._failed(exc)
             return 0
         if len(updates) < self.batch:
@@ -133,6 +142,22 @@ class Poller:
         if not isinstance(result, list):
             raise BotAPIError(502, "getUpdates did not answer with a list")
         return result
+
+    def skip(self, head: bytes) -> bool:
+        """Move the offset past the one update of an answer over the size bound, whose
+        beginning is ``head``; False when ``head`` does not tell which update it is."""
+        update_id = first_update_id(head)
+        if update_id is None or (self.offset is not None and update_id < self.offset):
+            return False
+        logger.warning(
+            "channel %s: update %d is over the %d bytes read of an answer: skipped, unread",
+            self.channel,
+            update_id,
+            MAX_ANSWER,
+        )
+        self.skipped += 1
+        self.offset = update_id + 1
+        return True
 
     async def keep(self, update: Any) -> bool:
         """Put one update in the inbox and move the offset past it; False when the store
@@ -178,3 +203,25 @@ class Poller:
         self.failures += 1
         delay = min(BACKOFF_MAX, 0.5 * 2 ** min(self.failures, 10))
         await asyncio.sleep(delay * (0.5 + random.random() / 2))
+
+
+UPDATES_HEAD = b'{"ok":true,"result":[{'
+"""What comes before the first update's ``update_id`` in a ``getUpdates`` answer, but for
+white space."""
+
+
+def first_update_id(head: bytes) -> int | None:
+    """The ``update_id`` of the first update of a ``getUpdates`` answer that begins with
+    ``head`` (``{"ok":true,"result":[{"update_id":123,...``), or None when ``head`` does not
+    begin so. Only structure comes before it: no string a client wrote can pass for it."""
+    mark = head.find(b'"update_id"')
+    if mark < 0 or b"".join(head[:mark].split()) != UPDATES_HEAD:
+        return None
+    rest = head[mark + len(b'"update_id"') :].lstrip()
+    if not rest.startswith(b":"):
+        return None
+    rest = rest[1:].lstrip()
+    digits = len(rest) - len(rest.lstrip(b"0123456789"))
+    if not 0 < digits <= 19 or digits == len(rest):  # none, or cut off by the head's end
+        return None
+    return int(rest[:digits])

@@ -209,3 +209,17 @@ def test_lone_surrogates_in_any_string_of_an_update_are_accepted_and_answered(
     wait_for(settled, timeout=60)
     assert journal(server, lambda s: s.inbox_items(status="failed")) == []
     wait_for(lambda: any("\ufffd" in text for text in replies(telegram, 1000)), timeout=60)
+
+
+def test_an_update_over_the_body_limit_is_refused_alone(
+    server: Server, telegram: FakeTelegram
+) -> None:
+    """A webhook body over ``server.max_body_bytes`` (4 MiB) is answered 413, unread; the
+    updates after it, of the same user and of others, are taken and answered as ever."""
+    updates = Updates()
+    assert telegram.write(updates.message(ANN, "я" * 2_200_000)) == 413
+    assert telegram.write(updates.message(ANN, "Hi")) == 200
+    assert telegram.write(updates.message(BORIS, "Hello")) == 200
+    wait_for(lambda: replies(telegram, 111) and replies(telegram, 222))
+    assert replies(telegram, 111) == ["Hello Ann Lee!"]
+    assert replies(telegram, 222) == ["Hello Boris!"]

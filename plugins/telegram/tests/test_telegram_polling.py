@@ -179,3 +179,45 @@ def test_a_backlog_of_long_messages_over_the_answer_bound_is_read_in_smaller_bat
         assert limits[:3] == [100, 50, 25], limits
         telegram.write(updates.message(ANN, "and one more"))  # read: the backlog is over
         wait_for(lambda: telegram.calls("getUpdates")[-1].json["limit"] == 100, timeout=30)
+
+
+def test_one_update_alone_over_the_answer_bound_is_skipped_and_polling_goes_on(
+    tmp_path: Path, telegram: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An update of 300,000 Cyrillic letters (1.8 MB as JSON escapes) is over the bound even
+    asked for alone: it is skipped unread, acknowledged, logged without its content, and the
+    updates after it, of every client, are read."""
+    config = write_setup(tmp_path, telegram, updates="polling")
+    updates = Updates()
+    telegram.write(updates.message(ANN, "before"))
+    huge = updates.message(BORIS, "я" * 300_000)
+    telegram.write(huge)
+    telegram.write(updates.message(ANN, "after"))
+    with Server(Daemon(config, watch=False, clock=samples_clock)) as server:
+        store = server.daemon.store
+        wait_for(lambda: len(inbox(store)) == 2, timeout=60)
+        wait_for(lambda: telegram.pending == [], timeout=60)  # the huge one acknowledged too
+        assert f"update:{huge['update_id']}" not in inbox(store)
+        telegram.write(updates.message(BORIS, "and later"))
+        wait_for(lambda: len(inbox(store)) == 3, timeout=30)
+    (line,) = [r.getMessage() for r in caplog.records if "skipped, unread" in r.getMessage()]
+    assert str(huge["update_id"]) in line and "я" not in line
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (b'{"ok":true,"result":[{"update_id":812,"message":{"text":"', 812),
+        (b'{"ok": true, "result": [{"update_id": 7, "message"', 7),
+        (b'{"ok":true,"result":[{"update_id":81', None),  # cut off: which is unknown
+        (b'{"ok":true,"result":[{"message":{"text":"\\"update_id\\":5"},"update_id":6', None),
+        (b'{"ok":false,"result":[{"update_id":3,', None),
+        (b"<html>" + b"a" * 4000, None),
+    ],
+)
+def test_the_skipped_update_is_told_by_the_answer_s_structure_only(
+    head: bytes, expected: int | None
+) -> None:
+    from rulekit_telegram.polling import first_update_id
+
+    assert first_update_id(head) == expected
