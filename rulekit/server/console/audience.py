@@ -55,6 +55,20 @@ def visible(viewer: Viewer, message: dict[str, Any], channel: str | None) -> boo
     return kind != "sound" or viewer.hears(message.get("to"))
 
 
+OPERATOR_DETAILS = ("errors", "error", "warnings")
+"""What a ``reload`` message tells the operator only: a refused reload's errors quote the config,
+its warnings name the rules' files (the admin reads them, and the daemon's log has them)."""
+
+
+def as_told(viewer: Viewer, message: dict[str, Any]) -> dict[str, Any]:
+    """``message`` as ``viewer`` receives it: an agent learns that a reload failed, not why."""
+    if viewer.admin or message.get("type") != "reload":
+        return message
+    if not any(key in message for key in OPERATOR_DETAILS):
+        return message
+    return {key: value for key, value in message.items() if key not in OPERATOR_DETAILS}
+
+
 class Recorder:
     """Keeps the recent messages (for ``Last-Event-ID`` reconnects and the page's first view)
     and the channel of every event it saw, so that later messages naming only an ``event_id``

@@ -39,7 +39,7 @@ from rulekit.server.console import conversations
 from rulekit.server.console.conversations import CONSOLE_RULE
 from rulekit.server.console.journal import known
 from rulekit.server.console.sessions import Viewer
-from rulekit.server.console.workspace import ApiError, Workspace, audit, ok
+from rulekit.server.console.workspace import ApiError, Workspace, audit, ok, store_unavailable
 from rulekit.store.base import JournaledState, State
 from rulekit.store.records import JobSpec
 
@@ -244,7 +244,7 @@ class Changes:
                     continue
                 break
         except StoreUnavailable as exc:
-            raise ApiError(503, f"the store is unavailable: {exc}") from None
+            raise store_unavailable(exc) from None
         for result in processed:
             report(result, self.runtime.metrics, self.runtime.feed)
         recorded = any(result.recorded for result in processed)

@@ -34,7 +34,7 @@ from rulekit.runtime.worker import Evaluation, Refusal
 from rulekit.server.console.changes import Changes, Found, change_token, console_event
 from rulekit.server.console.sessions import Viewer
 from rulekit.server.console.team import TeamView
-from rulekit.server.console.workspace import ApiError, Workspace, audit, ok
+from rulekit.server.console.workspace import ApiError, Workspace, audit, ok, store_unavailable
 from rulekit.store.base import JournaledState, State
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ class ConversationEdits(Changes):
                     continue  # the conversation changed meanwhile: make the change anew
                 break
         except StoreUnavailable as exc:
-            raise ApiError(503, f"the store is unavailable: {exc}") from None
+            raise store_unavailable(exc) from None
         for result in processed:
             report(result, self.runtime.metrics, self.runtime.feed)
         updated = next(e for e in prepared.events if e.event == "updated")

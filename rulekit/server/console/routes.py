@@ -34,7 +34,7 @@ from rulekit.config import Config
 from rulekit.errors import StoreUnavailable
 from rulekit.runtime.feed import FeedClosed, LiveFeed
 from rulekit.server.console import journal
-from rulekit.server.console.audience import Recorder, visible
+from rulekit.server.console.audience import Recorder, as_told, visible
 from rulekit.server.console.presence import Presence
 from rulekit.server.console.sessions import Sessions, Viewer, hash_problems, identify, token_hash
 from rulekit.server.console.stats import Stats
@@ -42,7 +42,7 @@ from rulekit.server.console.team import TeamView
 from rulekit.server.console.throttle import SignInThrottle, retry_after
 from rulekit.server.console.web import same_origin
 from rulekit.server.console.web import secure as _secure
-from rulekit.server.console.workspace import Workspace
+from rulekit.server.console.workspace import Workspace, store_unavailable
 from rulekit.snapshot import Snapshot, problems_of
 from rulekit.store.base import JournaledStore
 
@@ -224,7 +224,8 @@ class Console:
                     "sounds": sorted(_sounds(snapshot)),
                     "rules_version": snapshot.version,
                     "loaded_at": snapshot.loaded_at.isoformat(),
-                    "problems": _problems(snapshot),
+                    # name the rules' files: the operator's (the admin's, the log's)
+                    "problems": _problems(snapshot) if viewer.admin else [],
                 }
             )
         )
@@ -237,7 +238,7 @@ class Console:
 
         def answer() -> JSONResponse:  # (encoded in the thread too: off the event loop)
             events, dead = journal.recent(self.store, viewer, directory)
-            failed = reload if reload and reload.get("ok") is False else None
+            failed = as_told(viewer, reload) if reload and reload.get("ok") is False else None
             return JSONResponse({"events": events, "dead_letters": dead, "reload": failed})
 
         return _secure(await run_in_threadpool(answer))
@@ -274,7 +275,10 @@ class Console:
                 backlog = await run_in_threadpool(journal.as_stored, self.store, backlog)
             except StoreUnavailable as exc:
                 subscription.close()
-                return _error(503, f"the store is unavailable: {exc}")
+                failed = store_unavailable(exc)
+                refused = _error(failed.status, failed.message)
+                refused.headers.update(failed.headers)
+                return refused
 
         async def messages() -> AsyncIterator[str]:
             sent = last or 0
@@ -313,7 +317,7 @@ class Console:
                     if await self._visible(viewer, message):
                         sent = max(sent, seq)
                         team = TeamView(viewer, self.get_snapshot().config.directory)
-                        yield _sse(team.message(message))
+                        yield _sse(team.message(as_told(viewer, message)))
             finally:
                 subscription.close()
 

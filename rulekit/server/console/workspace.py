@@ -62,6 +62,19 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+STORE_UNAVAILABLE = "the store is unavailable; retry later"
+"""What an agent is told when the store cannot be used: the store's own error names its file
+or server, which is the operator's to read (in the daemon's log, and ``/healthz`` asked from
+this machine), not an agent's."""
+
+
+def store_unavailable(exc: StoreUnavailable) -> ApiError:
+    """The answer to a request the store failed: 503 and a reason that names nothing of the
+    store; its error is logged."""
+    log(logger, logging.ERROR, "console: the store is unavailable", failure=exc)
+    return ApiError(503, STORE_UNAVAILABLE, {"Retry-After": "5"})
+
+
 def ok(data: Any, status: int = 200) -> Response:
     return secure(JSONResponse(data, status_code=status))
 
@@ -134,7 +147,10 @@ class Workspace:
                             429, "too many changes; slow down", {"Retry-After": retry_after(wait)}
                         )
                 rest = self._segments(request)
-                return await handler(request, viewer, rest)
+                try:
+                    return await handler(request, viewer, rest)
+                except StoreUnavailable as failed:  # a read's, or one a handler let through
+                    raise store_unavailable(failed) from None
             except ApiError as exc:
                 return secure(
                     JSONResponse(
@@ -280,7 +296,7 @@ class Workspace:
                 {"Retry-After": str(idempotency.RETRY_AFTER)},
             ) from None
         except StoreUnavailable as exc:
-            raise ApiError(503, f"the store is unavailable: {exc}") from None
+            raise store_unavailable(exc) from None
         if kept is not None:
             return secure(Response(kept[1], kept[0], media_type="application/json"))
         try:

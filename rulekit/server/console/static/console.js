@@ -190,7 +190,7 @@
     const banner = $("reload-banner");
     if (message && message.ok !== false && Array.isArray(message.warnings)) showProblems(message.warnings);
     if (message && message.ok === false) {
-      $("reload-error").textContent = listText(message.errors || message.error) || "unknown error";
+      $("reload-error").textContent = listText(message.errors || message.error) || "the admin page and the daemon's log say why";
       banner.hidden = false;
     } else {
       banner.hidden = true;

@@ -332,7 +332,7 @@
     const reload = recent.reload;
     $("admin-reload").hidden = !(reload && reload.ok === false);
     $("admin-reload").textContent = reload && reload.ok === false
-      ? "The last reload failed:\n" + [].concat(reload.errors || reload.error || []).join("\n") : "";
+      ? "The last reload failed:\n" + ([].concat(reload.errors || reload.error || []).join("\n") || "the daemon's log says why") : "";
     const dead = (await getJSON(API + "/dead-letters")).dead_letters || [];
     $("admin-dead").replaceChildren(...dead.map(K.deadLetterItem));
     $("admin-no-dead").hidden = dead.length > 0;
