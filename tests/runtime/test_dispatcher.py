@@ -224,7 +224,7 @@ def test_a_call_waiting_for_its_turn_through_a_reload_goes_with_the_new_config(t
     # a reply waiting out Chatra's service-wide Retry-After when the config changed (new API
     # keys, another account) was sent with the config loaded when its attempt began
     with FakeChatra() as old, FakeChatra(public_key="pubNEW", secret_key="secNEW") as new:
-        old.rate_limit(retry_after=5)  # the first reply: the whole service pauses
+        old.rate_limit(retry_after=10)  # the first reply: the whole service pauses
         config = write_setup(tmp_path, chatra=old)
         server = serve(config)
         assert httpx.post(server.webhook_url, content=chat_started(1)).status_code == 200
