@@ -16,7 +16,7 @@ from rulekit.config import Config
 from rulekit.engine.analysis import RuleAnalysis
 from rulekit.engine.construction import plugins_and_config
 from rulekit.engine.explain import Explainer, compile_explainer, leaves
-from rulekit.engine.index import RuleIndex
+from rulekit.engine.index import MIN_DECIDED, RuleIndex
 from rulekit.engine.plan import (
     ConditionResult,
     Cooldown,
@@ -26,7 +26,7 @@ from rulekit.engine.plan import (
     RuleTrace,
 )
 from rulekit.engine.planning import ActionSequence, plan_actions, set_timer
-from rulekit.engine.prepared import PreparedRule, prepare, take_plain
+from rulekit.engine.prepared import PreparedRule, prepare, take_coded
 from rulekit.engine.reasons import (
     ConditionFailed,
     condition_source,
@@ -186,8 +186,19 @@ class Engine:
         env = self.env
         plan = Plan(event)
         bucket = self.index.bucket(event.channel, event.event)
-        rules, values, decided = bucket.select_decided(event, now, env)
         own = event.origin == "rulekit"
+        recovered = event.recovered
+        considered = 0  # the candidates considered before ``pending``
+        if bucket.stride:
+            # a coded bucket: the codes say the candidates and decide them
+            codes, values, decides = bucket.select_codes(event, now, env)
+            if decides and len(codes) >= MIN_DECIDED and not own and not recovered:
+                # many candidates: the leading ones planned alike are taken together (a few
+                # cost less one by one)
+                considered = take_coded(codes, bucket, plan, explain, self._prepared, self.index)
+            rules = bucket.rules_of(codes[considered:] if considered else codes)
+        else:
+            rules, values = bucket.select(event, now, env)
         conversation_id = event.conversation.id
         if conversation_id:
             for rule in self.cancellers.get(event.event, ()):
@@ -198,20 +209,10 @@ class Engine:
         pristine = True  # the plan so far leaves the event as it is
         budget = current_budget()
         prepared_rules = self._prepared
-        recovered = event.recovered
         add_trace, add_actions = plan.rules.append, plan.actions.extend
         # a loop over the candidates (the per-candidate work of a large rule set), restarted
         # over the later candidates when an action changes the conversation
-        considered = 0  # the candidates considered before ``pending``
         pending: list[Rule] | None = rules
-        if decided is not None and None not in decided and not own and not recovered:
-            # many candidates, all decided by the index's hits: the leading ones planned
-            # alike are taken together (with candidates a decider decides, one by one costs
-            # no more)
-            considered = take_plain(
-                rules, values, decided, plan, explain, prepared_rules, self.index
-            )
-            pending = rules[considered:] if considered < len(rules) else None
         while pending is not None:
             later: list[Rule] | None = None
             for rule in pending:

@@ -14,7 +14,9 @@ conditions are such tests (:mod:`.decide`).
 A discriminator is chosen per bucket by selectivity (:func:`choose_by_selectivity`); a rule
 whose only must-hold condition is an ``any`` is filed under one test per branch. A rule that is
 one such test, or an ``any`` of them, is decided by the tests the index found to hold, when the
-fields read are of plain types (:class:`Hit`): no decider runs for it.
+fields read are of plain types: no decider runs for it. In a bucket of only such rules the index
+files *codes*, not rules (:meth:`Bucket.select_codes`): one small number per rule and test,
+which says both the candidate and its decision.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
-from typing import TYPE_CHECKING, Any
+from itertools import repeat
+from operator import attrgetter, floordiv
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import re2
 from jinja2 import nodes
@@ -42,11 +45,11 @@ if TYPE_CHECKING:
 _KEY_FILTERS = {"lower", "upper", "trim"}
 MAX_CACHED_BUCKETS = 4096
 MIN_NEEDLE_SET = 8
-MIN_DECIDED = 8
-"""From this many candidates of an event, the index's hits decide the rules they can
-(:class:`Hit`) and the engine takes the plain ones together (fewer cost less one by one)."""
 """From this many distinct substrings of one field, they are searched for together in one
 pass over the text (see :mod:`.needles`), not one by one."""
+MIN_DECIDED = 8
+"""From this many candidates of an event in a coded bucket (:meth:`Bucket.select_codes`), the
+engine takes the plain ones together by their codes (fewer cost less one by one)."""
 
 
 @dataclass(slots=True)
@@ -260,44 +263,42 @@ def choose_by_selectivity(options: dict[str, Sequence[Option]]) -> dict[str, Opt
     return chosen
 
 
+Entry = TypeVar("Entry")
+
+
 @dataclass
-class KeyIndex:
-    """Rules discriminated on one field path."""
+class KeyIndex(Generic[Entry]):
+    """Rules discriminated on one field path: each filed as an entry, the rule itself or, in a
+    coded bucket, its code (see :meth:`Bucket.select_codes`)."""
 
     getter: Callable[..., Any] | None = None
     code: str = ""
     """The field path as code: its value's key in the values read for an event."""
-    rules: list[Rule] = field(default_factory=list)
-    """Every rule discriminated on this path (candidates all when the path cannot be read)."""
-    eq: dict[Any, list[Rule]] = field(default_factory=lambda: defaultdict(list))
-    prefixes: dict[int, dict[str, list[Rule]]] = field(
+    rules: list[Entry] = field(default_factory=list)
+    """Every entry filed on this path (candidates all when the path cannot be read)."""
+    eq: dict[Any, list[Entry]] = field(default_factory=lambda: defaultdict(list))
+    prefixes: dict[int, dict[str, list[Entry]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(list))
     )
-    suffixes: dict[int, dict[str, list[Rule]]] = field(
+    suffixes: dict[int, dict[str, list[Entry]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(list))
     )
-    contains: dict[str, list[Rule]] = field(default_factory=lambda: defaultdict(list))
-    decisions: dict[tuple[str, Any], list[Hit]] = field(default_factory=dict)
-    """For the rules a hit decides (:class:`Hit`), by the table and the value they are filed
-    under (``("eq", value)``, ``("prefix", text)``…), what the hit says."""
+    contains: dict[str, list[Entry]] = field(default_factory=lambda: defaultdict(list))
     texts_only = False
     """Whether a rule tests the field as text (a prefix, suffix or substring)."""
 
-    def add(self, rule: Rule, d: Discriminator, decision: tuple[int, int] | None = None) -> None:
-        """File ``rule`` under ``d``; ``decision``: the branch ``d`` is of a rule whose hits
-        decide it, and the rule's decision when it is the first branch that holds."""
-        self.rules.append(rule)
+    def add(self, entry: Entry, d: Discriminator) -> None:
+        """File ``entry`` (a rule, or its code for the branch ``d`` is of) under ``d``."""
+        self.rules.append(entry)
         for value in d.values:
             if d.kind == "eq":
-                self.eq[value].append(rule)
+                self.eq[value].append(entry)
             elif d.kind == "prefix":
-                self.prefixes[len(value)][value].append(rule)
+                self.prefixes[len(value)][value].append(entry)
             elif d.kind == "suffix":
-                self.suffixes[len(value)][value].append(rule)
+                self.suffixes[len(value)][value].append(entry)
             else:
-                self.contains[value].append(rule)
-            if decision is not None:
-                _note(self.decisions.setdefault((d.kind, value), []), rule, *decision)
+                self.contains[value].append(entry)
 
     def freeze(self) -> None:
         self.eq = dict(self.eq)
@@ -308,11 +309,6 @@ class KeyIndex:
         self._prefix_items = list(self.prefixes.items())
         self._suffix_items = list(self.suffixes.items())
         self._contains_items = list(self.contains.items())
-        decisions = self.decisions
-        self._eq_hits = {v: found for (kind, v), found in decisions.items() if kind == "eq"}
-        self._prefix_hits = {v: found for (kind, v), found in decisions.items() if kind == "prefix"}
-        self._suffix_hits = {v: found for (kind, v), found in decisions.items() if kind == "suffix"}
-        self._contains_hits = [decisions.get(("contains", v), ()) for v, _ in self._contains_items]
         self._needles: NeedleSets | None = None
         if len(self._contains_items) >= MIN_NEEDLE_SET:
             try:
@@ -320,9 +316,8 @@ class KeyIndex:
             except (UnicodeEncodeError, re2.error):  # a needle RE2 cannot take: one by one
                 self._needles = None
 
-    def matching(self, value: Any, out: list[Rule], hits: list[Hit] | None = None) -> None:
-        """Append the rules whose discriminator holds for ``value``, and to ``hits`` (when
-        given) what the holding tests decide (see :class:`Hit`)."""
+    def matching(self, value: Any, out: list[Entry]) -> None:
+        """Append the entries whose discriminator holds for ``value``."""
         if self.eq:
             try:
                 found = self.eq.get(value)
@@ -330,21 +325,15 @@ class KeyIndex:
                 found = None
             if found:
                 out.extend(found)
-                if hits is not None:
-                    hits.extend(self._eq_hits.get(value, ()))
         if isinstance(value, str):
             for length, table in self._prefix_items:
                 found = table.get(value[:length])
                 if found:
                     out.extend(found)
-                    if hits is not None:
-                        hits.extend(self._prefix_hits.get(value[:length], ()))
             for length, table in self._suffix_items:
                 found = table.get(value[-length:])
                 if found:
                     out.extend(found)
-                    if hits is not None:
-                        hits.extend(self._suffix_hits.get(value[-length:], ()))
         if self._contains_items and value is not None:
             if self._needles is not None and isinstance(value, str):
                 try:
@@ -355,15 +344,11 @@ class KeyIndex:
                     items = self._contains_items
                     for index in indexes:
                         out.extend(items[index][1])
-                        if hits is not None:
-                            hits.extend(self._contains_hits[index])
                     return
-            for index, (needle, rules) in enumerate(self._contains_items):
+            for needle, entries in self._contains_items:
                 try:
                     if needle in value:
-                        out.extend(rules)
-                        if hits is not None:
-                            hits.extend(self._contains_hits[index])
+                        out.extend(entries)
                 except TypeError:
                     return
 
@@ -374,14 +359,20 @@ class Bucket:
 
     rules: list[Rule]
     always: list[Rule]
-    keys: list[KeyIndex]
+    keys: list[KeyIndex[Any]]
     chosen: dict[str, Option] = field(default_factory=dict)
     """Each indexed rule's discriminator (by name), chosen for this bucket's rules."""
-    decided_by_hits: bool = False
-    """Whether every rule is decided by the index's hits (:class:`Hit`): gathering them for
-    a bucket where they decide some rules only costs more than it saves."""
-    _busy: bool = True
-    """Whether the last event had :data:`MIN_DECIDED` candidates or more."""
+    stride: int = 0
+    """In a coded bucket (see :meth:`select_codes`), the codes each rule has (its tests the
+    index files it under); 0 in a bucket whose keys file rules."""
+    decisions: list[int] = field(default_factory=list)
+    """In a coded bucket, each code's decision (:func:`hit_decisions`)."""
+    prepared: Any = None
+    """What the evaluation prepares for this bucket's codes (the index never reads it)."""
+
+    def __post_init__(self) -> None:
+        stride = self.stride
+        self._rule_of_code = [rule for rule in self.rules for _ in range(stride)]
 
     def candidates(self, e: Any, now: Any, env: Any) -> list[Rule]:
         """The rules worth evaluating for this event, in rule order."""
@@ -390,85 +381,85 @@ class Bucket:
     def select(self, e: Any, now: Any, env: Any) -> tuple[list[Rule], dict[str, Any]]:
         """The :meth:`candidates`, and the value of each field read (by its code; a field
         that could not be read is missing) for the rules' deciders (:mod:`.decide`)."""
-        found, values, _ = self.select_decided(e, now, env)
-        return found, values
-
-    def select_decided(
-        self, e: Any, now: Any, env: Any
-    ) -> tuple[list[Rule], dict[str, Any], list[int | None] | None]:
-        """:meth:`select`, and each candidate's decision when the index's hits decide it
-        (:class:`Hit`; None for the others); None instead of the list when there are fewer
-        than :data:`MIN_DECIDED` candidates (deciding them one by one costs less) or no
-        candidate is decided so: a field could not be read or is of a type whose tests may
-        raise."""
-        values: dict[str, Any] = {}
+        values: dict[str, Any]
+        if self.stride:
+            codes, values, _ = self.select_codes(e, now, env)
+            return self.rules_of(codes), values
+        values = {}
         if not self.keys:
-            return self.always, values, None
+            return self.always, values
         found = list(self.always)
-        # the hits are gathered when the bucket's last event had many candidates (its events'
-        # counts are alike): a few candidates are decided one by one at less cost
-        hits: list[Hit] | None = [] if self.decided_by_hits and self._busy else None
-        plain = True  # every field read, each of a type whose tests do not raise
         for key in self.keys:
             try:
                 value = key.getter(e, now, env)  # type: ignore[misc]
             except Exception:
                 # the rules' own conditions fail the same way: evaluated, they say so
                 found.extend(key.rules)
+                continue
+            values[key.code] = value
+            if key.rules:
+                key.matching(value, found)
+        if len(found) > len(self.always):
+            found = sorted(set(found), key=_position)
+        return found, values
+
+    def select_codes(self, e: Any, now: Any, env: Any) -> tuple[list[int], dict[str, Any], bool]:
+        """In a coded bucket: the codes of the candidates, in rule order, the values read (as
+        :meth:`select`), and whether the codes decide the candidates.
+
+        Every rule of a coded bucket is decided by the tests the index found to hold (see
+        :func:`hit_decisions`): the first of them in the rule's order decides it. The keys file
+        each rule under ``number * stride + branch`` (``number``: its place among the bucket's
+        :attr:`rules`) for its ``branch``-th test, so the
+        candidates are the codes found (the lowest for a rule more than one test of which
+        holds), and :attr:`decisions` says each one's decision. They decide when every field
+        was read and is of a type whose tests are the index's own lookups and never raise
+        (:data:`_PLAIN_TYPES`; text also for prefixes, suffixes and substrings)."""
+        values: dict[str, Any] = {}
+        codes: list[int] = []
+        plain = True  # every field read, each of a type whose tests do not raise
+        for key in self.keys:
+            try:
+                value = key.getter(e, now, env)  # type: ignore[misc]
+            except Exception:
+                codes.extend(key.rules)  # evaluated in full, they say what went wrong
                 plain = False
                 continue
             values[key.code] = value
-            if hits is not None and type(value) is not str:
+            if type(value) is not str:
                 plain = plain and not key.texts_only and type(value) in _PLAIN_TYPES
             if key.rules:
-                key.matching(value, found, hits)
-        if len(found) > len(self.always):
-            found = sorted(set(found), key=_position)
-        self._busy = len(found) >= MIN_DECIDED
-        if not hits or not plain or not self._busy:
-            return found, values, None
-        if len(hits) > 1:  # the first branch that holds decides: applied last
-            hits.sort(key=_branch, reverse=True)
-        decided: dict[Rule, int] = {}
-        for hit in hits:
-            decided.update(hit.decisions)
-        return found, values, list(map(decided.get, found))
+                key.matching(value, codes)
+        if len(codes) > 1:
+            if self.stride == 1:
+                codes = sorted(set(codes))
+            else:  # a rule's lowest code is its first test that holds: it decides
+                codes.sort(reverse=True)
+                lowest = dict(zip(map(floordiv, codes, repeat(self.stride)), codes, strict=True))
+                codes = list(reversed(lowest.values()))
+        return codes, values, plain
+
+    def rules_of(self, codes: list[int]) -> list[Rule]:
+        """The rules of ``codes`` (see :meth:`select_codes`)."""
+        return list(map(self._rule_of_code.__getitem__, codes))
 
 
 _position = attrgetter("position")
-_branch = attrgetter("branch")
 _PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
 """The types of field values whose equality and membership tests are the index's own
 lookups, and never raise (text also for prefixes, suffixes and substrings)."""
 
 
-@dataclass(slots=True)
-class Hit:
-    """What one test the index found to hold decides.
+def hit_decisions(rule: Rule, option: Option) -> list[int] | None:
+    """The decision of ``rule`` filed under ``option`` when each of its tests is the first to
+    hold, or None when those tests do not decide it.
 
     A rule whose condition is one test, or an ``any`` of tests (each an indexable condition of
     a field), is filed under each of them: the index's lookups are those tests, so when every
     field was read and is of a plain type (:data:`_PLAIN_TYPES`) the tests that hold are the
     ones it found, and the first of them in the rule's order decides the rule: the earlier
-    ones false, the later ones not evaluated. ``decisions`` holds, for the rules filed under
-    one value of one lookup as their ``branch``-th test, that decision
-    (:func:`~rulekit.engine.explain.decision_code`) — the number their deciders return."""
-
-    branch: int
-    decisions: dict[Rule, int]
-
-
-def _note(hits: list[Hit], rule: Rule, branch: int, decision: int) -> None:
-    for hit in hits:
-        if hit.branch == branch:
-            hit.decisions[rule] = decision
-            return
-    hits.append(Hit(branch, {rule: decision}))
-
-
-def hit_decisions(rule: Rule, option: Option) -> list[int] | None:
-    """The decision of ``rule`` filed under ``option`` when each of its tests is the first to
-    hold (see :class:`Hit`), or None when its hits do not decide it."""
+    ones false, the later ones not evaluated. The decision is the number the rule's decider
+    returns (:func:`~rulekit.engine.explain.decision_code`)."""
     condition = rule.condition
     if isinstance(condition, Leaf) and isinstance(option, Discriminator):
         return [decision_code(True, [True])]
@@ -540,31 +531,43 @@ class RuleIndex:
             and (r.events is None or event in r.events)
         ]
         always: list[Rule] = []
-        keys: dict[str, KeyIndex] = {}
         chosen = choose_by_selectivity({rule.name: self._options[rule.name] for rule in rules})
-        by_hits = bool(rules)  # every rule decided by its hits: else they decide too few
+        # a bucket whose every rule its tests decide is coded (Bucket.select_codes)
+        decisions: list[list[int] | None] = []
         for rule in rules:
+            option = chosen.get(rule.name)
+            found = None
+            if (
+                option is not None
+                and rule.name in self.decidable
+                and len(self._options[rule.name]) == 1
+            ):
+                found = hit_decisions(rule, option)
+            decisions.append(found)
+        coded = bool(rules) and None not in decisions
+        stride = max(map(len, cast(list[list[int]], decisions)), default=1) if coded else 0
+        keys: dict[str, KeyIndex[Any]] = {}
+        for number, rule in enumerate(rules):
             option = chosen.get(rule.name)
             if option is None:
                 always.append(rule)
-                by_hits = False
             else:
-                # a rule its deciders decide from its tests alone may be decided by its hits
-                decisions = None
-                if rule.name in self.decidable and len(self._options[rule.name]) == 1:
-                    decisions = hit_decisions(rule, option)
-                by_hits = by_hits and decisions is not None
                 for branch, d in enumerate(_parts(option)):
-                    decision = None if decisions is None else (branch, decisions[branch])
-                    self._key(keys, d.key_code).add(rule, d, decision)
+                    entry = number * stride + branch if coded else rule
+                    self._key(keys, d.key_code).add(entry, d)
             decides = self.decidable.get(rule.name)
             for code in decides.keys if decides is not None else ():
                 self._key(keys, code)  # read for the rule's decider
         for key in keys.values():
             key.freeze()
-        return Bucket(rules, always, list(keys.values()), chosen, by_hits)
+        by_code: list[int] = []
+        if coded:
+            for found in decisions:
+                assert found is not None
+                by_code.extend(found + [0] * (stride - len(found)))
+        return Bucket(rules, always, list(keys.values()), chosen, stride, by_code)
 
-    def _key(self, keys: dict[str, KeyIndex], code: str) -> KeyIndex:
+    def _key(self, keys: dict[str, KeyIndex[Any]], code: str) -> KeyIndex[Any]:
         key = keys.get(code)
         if key is None:
             key = keys[code] = KeyIndex(getter=self._getters[code], code=code)

@@ -13,14 +13,12 @@ leading candidates of an event that are all such rules are taken together, with 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from itertools import chain, compress, repeat
-from operator import attrgetter, call
+from itertools import chain
 from typing import Any, cast
 
 from rulekit.engine.decide import Decider
 from rulekit.engine.explain import decision_of, leaves
-from rulekit.engine.index import RuleIndex
+from rulekit.engine.index import Bucket, RuleIndex
 from rulekit.engine.plan import OUTCOME_CODES, Plan, PlannedAction, RuleTrace, usual_reason
 from rulekit.engine.planning import ActionSequence
 from rulekit.rules.spec import Rule
@@ -58,7 +56,7 @@ class PreparedRule:
         """Whether every decision of the rule is its decider's and ends in its shared trace
         and, matched, its :attr:`constant` actions: a rule with a decider and constant actions
         that does not stop the later rules. Candidates so made are taken together
-        (:func:`decide_plain`)."""
+        (:func:`take_coded`)."""
 
     def actions_for(self, sequence: ActionSequence) -> list[PlannedAction]:
         """The :attr:`constant` actions as planned after actions that changed the event (or
@@ -130,73 +128,77 @@ def prepare(rule: Rule, index: RuleIndex) -> PreparedRule:
     return prepared
 
 
-_decider, _traces, _constant = attrgetter("decider"), attrgetter("traces"), attrgetter("constant")
-_plain = attrgetter("plain")
-_matched = (1).__and__
+class CodedPlans:
+    """What the evaluation of a coded bucket's rules prepares (see
+    :meth:`~rulekit.engine.index.Bucket.select_codes`): for each code of a
+    :attr:`~PreparedRule.plain` rule, the shared trace of its decision and its constant
+    actions, once its rule has been evaluated."""
+
+    __slots__ = ("actions", "seen", "traces")
+
+    def __init__(self, size: int) -> None:
+        self.traces: list[RuleTrace | None] = [None] * size
+        """Each code's shared trace; None for a code not seen yet or not taken together."""
+        self.actions: list[list[PlannedAction]] = [[]] * size
+        self.seen = [False] * size
+
+    def fill(
+        self,
+        codes: list[int],
+        bucket: Bucket,
+        prepared_rules: dict[Rule, PreparedRule],
+        index: RuleIndex,
+    ) -> None:
+        """Prepare the codes of ``codes`` not seen yet."""
+        for code in codes:
+            if self.seen[code]:
+                continue
+            self.seen[code] = True
+            rule = bucket.rules[code // bucket.stride]
+            prepared = prepared_rules.get(rule)
+            if prepared is None:
+                prepared = prepared_rules[rule] = prepare(rule, index)
+            if not prepared.plain:
+                continue
+            decision = bucket.decisions[code]
+            trace = prepared.trace(decision)
+            if prepared.traces.get(decision) is trace:  # else not kept to share: one by one
+                self.traces[code] = trace
+                assert prepared.constant is not None
+                self.actions[code] = prepared.constant
 
 
-def decide_plain(
-    prepared: list[PreparedRule],
-    values: dict[str, Any],
-    decided: list[int | None] | None,
-    explain: bool,
-) -> tuple[list[RuleTrace] | None, Iterable[PlannedAction]]:
-    """The traces (when ``explain``) and the actions of the :attr:`~PreparedRule.plain` rules
-    ``prepared``, candidates of an event for which the index read ``values`` and that none of
-    its rules' actions changed: what the evaluation loop would make of them one by one, made
-    with the loops in C (an event can have tens of them). ``decided``: the decisions the
-    index's hits made (None for a rule its decider decides). Raises what a decider raises
-    (the loop then evaluates them one by one, and says what went wrong)."""
-    if decided is None or None in decided:  # the deciders, called from C, cost less then
-        decisions = list(map(call, map(_decider, prepared), repeat(values)))
-    else:
-        decisions = cast(list[int], decided)
-    traces: list[RuleTrace] | None = None
-    if explain:
-        found: list[RuleTrace | None] = list(map(dict.get, map(_traces, prepared), decisions))
-        traces = cast(list[RuleTrace], found)
-        if not all(found):  # a decision first seen: its trace is made now
-            traces = [
-                trace or rule.trace(decision)
-                for trace, rule, decision in zip(found, prepared, decisions, strict=True)
-            ]
-    actions = chain.from_iterable(compress(map(_constant, prepared), map(_matched, decisions)))
-    return traces, actions
-
-
-def take_plain(
-    rules: list[Rule],
-    values: dict[str, Any],
-    decided: list[int | None] | None,
+def take_coded(
+    codes: list[int],
+    bucket: Bucket,
     plan: Plan,
     explain: bool,
     prepared_rules: dict[Rule, PreparedRule],
     index: RuleIndex,
 ) -> int:
-    """Decide the leading candidates of ``rules`` that are :attr:`~PreparedRule.plain`
-    together (:func:`decide_plain`), adding their traces and actions to ``plan``; how many
-    were taken (none when a decider cannot decide: the evaluation loop then says what went
-    wrong). ``decided``: the decisions the index's hits made, by candidate (see
-    :class:`~rulekit.engine.index.Hit`); ``prepared_rules``: what each rule's evaluation
-    prepared, added to for the rules first evaluated now."""
-    prepared = list(map(prepared_rules.get, rules))
-    if not all(prepared):  # rules first evaluated now
-        prepared = [
-            found or prepared_rules.setdefault(rule, prepare(rule, index))
-            for found, rule in zip(prepared, rules, strict=True)
-        ]
-    plain = list(map(_plain, prepared))
-    count = len(plain) if all(plain) else plain.index(False)
-    if count == 0:
-        return 0
-    taken = cast(list[PreparedRule], prepared if count == len(prepared) else prepared[:count])
-    if decided is not None and count < len(decided):
-        decided = decided[:count]
-    try:
-        traces, actions = decide_plain(taken, values, decided, explain)
-    except Exception:
-        return 0
-    if traces is not None:
-        plan.rules.extend(traces)
-    plan.actions.extend(actions)
+    """Add to ``plan`` the traces (when ``explain``) and actions of the leading candidates
+    ``codes`` of a coded bucket that are :attr:`~PreparedRule.plain`, the codes deciding them
+    (see :meth:`~rulekit.engine.index.Bucket.select_codes`), for an event that none of its
+    rules' actions changed: what the evaluation loop would make of them one by one, made with
+    the loops in C (an event can have tens of them); how many were taken.
+    ``prepared_rules``: what each rule's evaluation prepared, added to for the rules first
+    evaluated now."""
+    table = bucket.prepared
+    if table is None:
+        table = bucket.prepared = CodedPlans(len(bucket.decisions))
+    traces = list(map(table.traces.__getitem__, codes))
+    count = len(codes)
+    if not all(traces):
+        table.fill(codes, bucket, prepared_rules, index)
+        traces = list(map(table.traces.__getitem__, codes))
+        if not all(traces):
+            count = traces.index(None)
+            if count == 0:
+                return 0
+            del traces[count:]
+            codes = codes[:count]
+    # every code is of a rule its test matched: each one's constant actions are planned
+    if explain:
+        plan.rules.extend(cast(list[RuleTrace], traces))
+    plan.actions.extend(chain.from_iterable(map(table.actions.__getitem__, codes)))
     return count
