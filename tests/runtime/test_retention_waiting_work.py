@@ -1,11 +1,14 @@
-"""Retention and the work that waits for a person: a set-aside webhook can be requeued for as
-long as the audit trail is kept, like a dead letter retried."""
+"""Retention and what it must not take: a set-aside webhook can be requeued for as long as the
+audit trail is kept, like a dead letter retried; and a webhook redelivered after its first
+delivery was purged is still known (the seen message ids are not subject to retention)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
-from daemons import chat_started, wait_for, write_setup
+import httpx
+from daemons import chat_fragment, chat_started, wait_for, write_setup
 
 from rulekit.audit import repair
 from rulekit.audit.retention import purge
@@ -46,3 +49,45 @@ def test_a_set_aside_webhook_keeps_its_body_until_retention_deletes_it(tmp_path,
 
 async def _wake(server) -> None:
     server.daemon.processor.wake()
+
+
+EVERY_EVENT = """\
+- name: Answer everything
+  on: {channel: online-chat, event: [created, message, reopened, closed]}
+  do:
+    - autoreply: {text: "{{ event }}: {{ message.text or '' }}"}
+"""
+
+
+def transcript(n: int) -> bytes:
+    """Visitor ``n``'s chat closed: every message of it again, in Chatra's transcript."""
+    started, fragment = json.loads(chat_started(n)), json.loads(chat_fragment(n, 1))
+    messages = [{**started["message"], "type": "client"}, *fragment["messages"]]
+    body = {"eventName": "chatTranscript", "messages": messages, "agents": []}
+    return json.dumps({**body, "client": started["client"]}).encode()
+
+
+def test_a_webhook_redelivered_after_retention_purged_it_is_not_processed_again(
+    tmp_path, serve, chatra
+):
+    server = serve(write_setup(tmp_path, EVERY_EVENT, chatra=chatra))
+    bodies = [chat_started(1), chat_fragment(1, 1), transcript(1)]
+    for n, body in enumerate(bodies, start=1):
+        assert httpx.post(server.webhook_url, content=body).status_code == 200
+        wait_for(lambda n=n: len(chatra.sent) == n)
+    settings = RetentionSettings()
+    purged = purge(server.daemon.store, settings, datetime.now(UTC) + settings.events * 2)
+    assert purged["events"] == 3 and purged["inbox"] == 3  # nothing left to recognise them by
+    for body in bodies:  # the sender delivers them all again
+        assert httpx.post(server.webhook_url, content=body).json()["status"] == "accepted"
+    store = server.daemon.store
+
+    def processed() -> bool:
+        with store.transaction() as state:
+            return not state.inbox_items(status="pending")
+
+    wait_for(processed)
+    with store.transaction() as state:
+        assert [item.status for item in state.inbox_items()] == ["done"] * 3
+        assert state.history() == []  # no event again
+    assert [m["text"] for m in chatra.sent] == ["created: Hello?", "message: message 1", "closed: "]
