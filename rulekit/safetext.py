@@ -30,6 +30,23 @@ UNSAFE: frozenset[int] = frozenset(
 )
 """The code points :func:`escape_controls` escapes."""
 
+BIDI_CONTROLS: frozenset[int] = frozenset(
+    [0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+)
+"""The bidi control characters: marks (ALM, LRM, RLM), embeddings and overrides (LRE … RLO,
+PDF) and isolates (LRI … PDI). Each is invisible; an override or an unclosed embedding
+reorders what follows it (``evil\u202etxt.exe`` shows as ``evilexe.txt``)."""
+_NO_BIDI = dict.fromkeys(BIDI_CONTROLS)
+
+
+def without_bidi_controls(text: str) -> str:
+    """``text`` without its bidi control characters (:data:`BIDI_CONTROLS`): it shows its
+    characters in the order they were written, and cannot reorder the text around it."""
+    if not any(chr(code) in text for code in BIDI_CONTROLS):
+        return text  # the usual case: no copy
+    return text.translate(_NO_BIDI)
+
+
 INVISIBLE: frozenset[int] = frozenset([0x00AD, 0x180E, 0x200B, *range(0x2060, 0x2065), 0xFEFF])
 """Characters that show nothing at all (soft hyphen, zero-width space, word joiner, invisible
 operators, byte order mark): a name holding one looks like another name."""

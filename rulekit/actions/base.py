@@ -129,6 +129,10 @@ class Action:
     markup: ClassVar[bool] = False
     """Whether parameters may be markup (then :meth:`escape` puts values in; else they go in as
     they are)."""
+    read_by_people: ClassVar[bool] = False
+    """Whether a ``markup`` action's messages are read by the team (Slack, Telegram, email):
+    values its templates put in lose their bidi control characters, so that a client's value
+    cannot reorder the text around it (who wrote what) nor disguise itself."""
     client_facing: ClassVar[bool] = False
     replies_through_channel: ClassVar[bool] = False
     """Whether it writes through the conversation's own channel (the provider's reply API):

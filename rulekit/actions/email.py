@@ -168,6 +168,7 @@ class Email(Action):
     integration = "smtp"
     Integration = SmtpIntegration
     markup = True  # values in ``html`` are escaped
+    read_by_people = True
     bounds_calls = True  # the SMTP exchange has its own deadline; the pacing wait its bound
 
     def __init__(self, settings: Any = None, **options: Any) -> None:

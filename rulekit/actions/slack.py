@@ -82,6 +82,7 @@ class Slack(Action):
     integration = "slack"
     Integration = SlackIntegration
     markup = True
+    read_by_people = True
     limits = {"channel": Limit(1, 1.0)}  # about one message a second per channel
     connections = 64
     """Connections the client keeps open to the Web API."""

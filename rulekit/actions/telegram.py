@@ -96,6 +96,7 @@ class Telegram(Action):
     integration = "telegram"
     Integration = TelegramIntegration
     markup = True
+    read_by_people = True
     limits = {
         "chat": Limit(1, 1.0),  # about one message a second in one chat
         "group": Limit(20, 60.0),  # twenty a minute in a group

@@ -34,6 +34,7 @@ from markupsafe import Markup
 
 from rulekit.errors import TemplateError
 from rulekit.expr.budget import OverBudget
+from rulekit.safetext import without_bidi_controls
 
 _START, _END = "\ufdd0", "\ufdd1"  # Unicode noncharacters: never meaningful text
 _PLACEHOLDER = re.compile(_START + "([0-9a-f]{16})([0-9]+)" + _END)
@@ -69,8 +70,11 @@ class _Value:
 class Interpolations:
     """The values of one render, each standing in the rendered text as a placeholder."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, bidi_controls: bool = True) -> None:
         self.limit = limit
+        self.bidi_controls = bidi_controls
+        """Whether values keep their bidi control characters (else they are removed: see
+        :func:`interpolations`)."""
         self._nonce = secrets.token_hex(8)
         self._marker = _START + self._nonce
         self._values: list[_Value] = []
@@ -122,7 +126,7 @@ class Interpolations:
                 out.append(self.plain(piece))
             else:
                 out.append(html.unescape(piece) if value.is_html else piece)
-        text = self._checked("".join(out))
+        text = self._shown(self._checked("".join(out)))
         self._plain[index] = text
         return text
 
@@ -132,7 +136,7 @@ class Interpolations:
         if not value.is_html:
             return escape(self.plain(index))
         out = [
-            self.html(piece, escape) if isinstance(piece, int) else piece
+            self.html(piece, escape) if isinstance(piece, int) else self._shown(piece)
             for piece in self.split(value.text, below=index)
         ]
         return self._checked("".join(out))
@@ -166,6 +170,11 @@ class Interpolations:
             self._sizes[index] = size
         return size
 
+    def _shown(self, text: str) -> str:
+        """A value's ``text`` as it goes in: without bidi controls unless they are kept (only
+        ever shorter: the sizes known before building hold)."""
+        return text if self.bidi_controls else without_bidi_controls(text)
+
     def _check_size(self, size: int) -> None:
         if size > self.limit:
             raise OverBudget(f"output larger than {self.limit} characters")
@@ -186,9 +195,11 @@ _current: contextvars.ContextVar[Interpolations | None] = contextvars.ContextVar
 
 
 @contextmanager
-def interpolations(limit: int) -> Iterator[Interpolations]:
-    """The table the renders inside the ``with`` put their values in."""
-    table = Interpolations(limit)
+def interpolations(limit: int, *, bidi_controls: bool = True) -> Iterator[Interpolations]:
+    """The table the renders inside the ``with`` put their values in; without
+    ``bidi_controls``, each value loses its bidi control characters (for messages people read:
+    a client's name holding an override would reorder the text around it)."""
+    table = Interpolations(limit, bidi_controls=bidi_controls)
     token = _current.set(table)
     try:
         yield table

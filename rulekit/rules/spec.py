@@ -179,7 +179,9 @@ class ActionStep:
         if not self.action_class.markup:
             rendered = self._render_params(e, now, env)
         else:
-            with interpolations(MAX_OUTPUT) as values:
+            with interpolations(
+                MAX_OUTPUT, bidi_controls=not self.action_class.read_by_people
+            ) as values:
                 rendered = self.action_class.escape(values, self._render_params(e, now, env))
         charge_parameters(rendered)
         return rendered

@@ -40,6 +40,13 @@ HOSTILE = [
 ]
 
 IDS = [f"{i}:{text[:16]!r}" for i, text in enumerate(HOSTILE)]
+BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+"""The bidi controls: a message people read gets a value without them."""
+
+
+def shown(value: str) -> str:
+    """``value`` as a message people read holds it: without bidi controls."""
+    return value.translate(dict.fromkeys(map(ord, BIDI)))
 
 
 def _event(value: str) -> Event:
@@ -126,7 +133,7 @@ def test_telegram_html_gets_client_values_as_text_in_every_position(
     harmless, hostile = fake_telegram.messages()
     assert hostile.parse_mode == "HTML"
     # same tags, same attributes; the client's text in text and attribute values, intact
-    assert read_html(hostile.text) == _swap(read_html(harmless.text), value)
+    assert read_html(hostile.text) == _swap(read_html(harmless.text), shown(value))
 
 
 @pytest.mark.parametrize("value", HOSTILE, ids=IDS)
@@ -137,7 +144,7 @@ def test_telegram_markdown_v2_gets_client_values_as_text_in_every_position(
     send(telegram_engines["MarkdownV2"], value)
     harmless, hostile = fake_telegram.messages()
     # same entities; every special character of the value escaped for where it is
-    assert read_markdown_v2(hostile.text) == _swap(read_markdown_v2(harmless.text), value)
+    assert read_markdown_v2(hostile.text) == _swap(read_markdown_v2(harmless.text), shown(value))
 
 
 def test_a_templated_parse_mode_still_escapes(build_engine, fake_slack, fake_telegram):
@@ -232,10 +239,12 @@ def test_slack_gets_client_values_as_text_in_text_blocks_and_attachments(
     harmless, hostile = (m.request.json for m in fake_slack.messages())
     for path in MRKDWN:
         # no link or mention from the value; its text intact where the token was
-        expected = _swap(read_mrkdwn(_at(harmless, path)), value, value.replace("|", "%7C"))
+        expected = _swap(
+            read_mrkdwn(_at(harmless, path)), shown(value), shown(value).replace("|", "%7C")
+        )
         assert read_mrkdwn(_at(hostile, path)) == expected, path
     for path in AS_IS:
-        assert _at(hostile, path) == _at(harmless, path).replace(TOKEN, value), path
+        assert _at(hostile, path) == _at(harmless, path).replace(TOKEN, shown(value)), path
     for path in MRKDWN:
         if path[0] == "blocks":  # a value's plain "@here" or "#general" is not parsed either
             assert _at(hostile, path[:-1])["verbatim"] is True, path
@@ -401,3 +410,61 @@ def test_values_nested_in_captured_blocks_cannot_multiply_past_the_output_limit(
     assert plan.errors == [
         "rule 't': slack: template over its budget: output larger than 100000 characters"
     ]
+
+
+# bidi controls ------------------------------------------------------------------------------------
+
+SPOOF = "evil\u202etxt.exe \u202bembedded \u2067isolated \u200emarks\u200f\u061c" + BIDI
+"""A client's name: an override makes ``evil\u202etxt.exe`` show as ``evilexe.txt``, and an
+unclosed one reorders the admin's text after it (who wrote what)."""
+BIDI_TARGETS = {
+    "slack": ("slack", {"channel": "C0SUPPORT", "text": "*New chat* from {{ client.name }}: hi"}),
+    "telegram HTML": (
+        "telegram",
+        {"chat_id": "-100", "parse_mode": "HTML", "text": "<b>{{ client.name }}</b> wrote"},
+    ),
+    "telegram MarkdownV2": (
+        "telegram",
+        {"chat_id": "-100", "parse_mode": "MarkdownV2", "text": "*{{ client.name|e }}* wrote"},
+    ),
+    "telegram plain": ("telegram", {"chat_id": "-100", "text": "{{ client.name|upper }} wrote"}),
+}
+
+
+@pytest.mark.parametrize("target", BIDI_TARGETS)
+def test_a_message_people_read_gets_client_values_without_bidi_controls(
+    build_engine, fake_slack, fake_telegram, target
+):
+    action, params = BIDI_TARGETS[target]
+    engine = build_engine(_rules(action, params), _config(fake_slack, fake_telegram))
+    send(engine, SPOOF)
+    [message] = fake_slack.messages() if action == "slack" else fake_telegram.messages()
+    text = message.text
+    assert not set(text) & set(BIDI), ascii(text)
+    assert "eviltxt" in text.replace("EVILTXT", "eviltxt")  # as written, in its order
+    assert text.endswith("hi" if action == "slack" else "wrote")
+
+
+def test_the_admin_s_own_bidi_marks_and_safe_values_are_kept(
+    build_engine, fake_slack, fake_telegram
+):
+    params = {
+        "chat_id": "-100",
+        "text": "\u200f{{ client.name }} \u2067{{ client.name|safe }}\u2069",
+    }
+    engine = build_engine(_rules("telegram", params), _config(fake_slack, fake_telegram))
+    send(engine, "a\u202eb")
+    [message] = fake_telegram.messages()
+    assert message.text == "\u200fab \u2067a\u202eb\u2069"
+
+
+def test_a_webhook_gets_client_values_as_they_are(build_engine, fake_slack, fake_telegram):
+    """A webhook's body is data for another system, not a message people read."""
+    engine = build_engine(
+        _rules("webhook", {"to": "https://hooks.example/x", "body": {"name": "{{ client.name }}"}}),
+        _config(fake_slack, fake_telegram),
+    )
+    plan = engine.evaluate(_event(SPOOF), explain=True)
+    assert plan.errors == []
+    [planned] = plan
+    assert planned.model.body == {"name": SPOOF}

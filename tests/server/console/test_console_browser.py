@@ -14,6 +14,8 @@ from console_helpers import ANN, TOKENS, ConsoleServer
 from scaffold import make_event
 
 HOSTILE = '<img src=x onerror="window.__pwned=1">Mal\u202eory</b>'
+SHOWN = HOSTILE.replace("\u202e", "\\u202e")
+"""What the page shows of it: as text, the override written out, not obeyed."""
 
 
 @pytest.fixture(autouse=True)
@@ -131,7 +133,9 @@ def test_a_targeted_sound_plays_only_for_its_agent(
     assert "telegram" in dead and "Forbidden: bot was blocked" in dead
     # the last reload succeeded: the banner of the failed one is gone again, but its line stays
     assert not ann_page.find_element(By.ID, "reload-banner").is_displayed()
-    assert any("unknown action 'slak'" in text for text in ann_feed)
+    # an agent learns that a reload failed; why quotes the config: the admin's to read
+    assert any(text.startswith("reload failed") for text in ann_feed)
+    assert not any("unknown action 'slak'" in text for text in ann_feed)
 
     assert not any("online-chat" in text for text in feed_texts(bob_page))
     assert bob_page.find_element(By.ID, "dead-letters").text == ""
@@ -148,7 +152,8 @@ def test_a_failed_reload_shows_a_banner(console_server: ConsoleServer, bob_page:
         {"type": "reload", "ok": False, "errors": ["rules.yaml:4: unknown action 'slak'"]}
     )
     wait_for(banner.is_displayed, "the reload banner")
-    assert "unknown action 'slak'" in banner.text
+    assert "unknown action 'slak'" not in banner.text  # the admin's, and the log's
+    assert "the daemon's log say why" in banner.text
     assert "previous rules are still active" in banner.text
 
 
@@ -202,7 +207,7 @@ def test_hostile_client_data_stays_text(console_server: ConsoleServer, ann_page:
         ),
         "the client panel",
     )
-    for shown in (HOSTILE, "m@example.com", "198.51.100.4", "Chrome 120", "macOS 14"):
+    for shown in (SHOWN, "m@example.com", "198.51.100.4", "Chrome 120", "macOS 14"):
         assert shown in panel
     assert "Riga, Latvia" in panel
     custom = ann_page.find_element(By.ID, "client-custom").text
@@ -210,7 +215,7 @@ def test_hostile_client_data_stays_text(console_server: ConsoleServer, ann_page:
     facts = ann_page.find_element(By.ID, "conversation-facts").text
     assert "vip, <i>billing</i>" in facts and "urgent" in facts  # tags and priority
     fields = ann_page.find_element(By.ID, "conversation-fields").text
-    assert HOSTILE in fields and "12" in fields
+    assert SHOWN in fields and "12" in fields
     conversation = ann_page.find_element(By.ID, "conversation")
     assert conversation.find_elements(By.TAG_NAME, "img") == []
     assert conversation.find_elements(By.TAG_NAME, "script") == []
@@ -278,7 +283,7 @@ def test_hostile_names_stay_text_in_the_feed_the_list_and_the_thread(
     console_server.publish({"type": "reload", "ok": True, "rules_version": "end-marker"})
     wait_for(lambda: any("end-marker" in text for text in feed_texts(ann_page)), "the feed")
     feed = "\n".join(feed_texts(ann_page))
-    assert feed.count(HOSTILE) >= 5, feed
+    assert feed.count(SHOWN) >= 5, feed
 
     ann_page.refresh()  # the list and the event list as the page reads them when it opens
 
@@ -287,7 +292,7 @@ def test_hostile_names_stay_text_in_the_feed_the_list_and_the_thread(
 
         found = ann_page.find_elements(By.CSS_SELECTOR, '#conversations li[data-id="conv-h"]')
         try:
-            if not found or HOSTILE not in found[0].text:
+            if not found or SHOWN not in found[0].text:
                 return False
             found[0].find_element(By.TAG_NAME, "button").click()
         except StaleElementReferenceException:
@@ -295,8 +300,8 @@ def test_hostile_names_stay_text_in_the_feed_the_list_and_the_thread(
         return True
 
     wait_for(opened, "the conversation in the list, with its client's name, to open it")
-    wait_for(lambda: HOSTILE in ann_page.find_element(By.ID, "thread").text, "the thread's message")
-    assert HOSTILE in ann_page.find_element(By.ID, "conversation").text  # the tag
+    wait_for(lambda: SHOWN in ann_page.find_element(By.ID, "thread").text, "the thread's message")
+    assert SHOWN in ann_page.find_element(By.ID, "conversation").text  # the tag
     for where in ("#feed", "#conversations", "#thread", "#conversation", "#dead-letters"):
         assert ann_page.find_elements(By.CSS_SELECTOR, f"{where} img") == [], where
         assert ann_page.find_elements(By.CSS_SELECTOR, f"{where} b") == [], where

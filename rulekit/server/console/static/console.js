@@ -1,5 +1,9 @@
 // The agents' console. Everything a client or the daemon sends is put into the page as text
-// (textContent, text nodes); nothing received is ever parsed as HTML.
+// (textContent, text nodes); nothing received is ever parsed as HTML. Each text goes in isolated
+// (a <bdi>: direction of its own, unicode-bidi: isolate), so that a client's value holding bidi
+// controls or right-to-left letters reorders nothing around it: never the labels, the other
+// values, who wrote what. Inside it, an embedding, override or isolate control is shown as what
+// it is (\u202e), not obeyed: "evil" RLO "txt.exe" would read "evilexe.txt".
 "use strict";
 
 (function () {
@@ -11,7 +15,33 @@
 
   const $ = (id) => document.getElementById(id);
 
-  // el("li", {class: "x", dataset: {type: "event"}}, "text", child, ...)
+  // elements whose content can only be text (an <option>'s label is its text)
+  const TEXT_ONLY = new Set(["OPTION", "TEXTAREA", "TITLE", "BDI"]);
+
+  // U+202A-U+202E (embeddings, overrides, their end) and U+2066-U+2069 (isolates)
+  function reorders(code) {
+    return (code >= 0x202a && code <= 0x202e) || (code >= 0x2066 && code <= 0x2069);
+  }
+
+  // text with each control that reorders written visibly (one pass, no pattern)
+  function revealed(text) {
+    let out = "";
+    for (const char of text) {
+      const code = char.codePointAt(0);
+      out += reorders(code) ? "\\u" + code.toString(16) : char;
+    }
+    return out;
+  }
+
+  // a text isolated from what surrounds it (see the top of this file)
+  function iso(text) {
+    const node = document.createElement("bdi");
+    node.textContent = revealed(String(text));
+    return node;
+  }
+
+  // el("li", {class: "x", dataset: {type: "event"}}, "text", child, ...): each text child
+  // isolated; a list of children (a value and its labels) is appended part by part
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
     for (const [key, value] of Object.entries(attrs || {})) {
@@ -19,11 +49,24 @@
       else if (key === "class") node.className = value;
       else node.setAttribute(key, value);
     }
-    for (const child of children) {
+    const textOnly = TEXT_ONLY.has(node.tagName);
+    for (const child of children.flat(Infinity)) {
       if (child === null || child === undefined || child === "") continue;
-      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+      if (child instanceof Node) node.append(child);
+      else node.append(textOnly ? document.createTextNode(String(child)) : iso(child));
     }
     return node;
+  }
+
+  // parts joined by separator, each isolated: [a, " · ", b, ...]
+  function joined(parts, separator) {
+    const out = [];
+    for (const part of parts) {
+      if (part === undefined || part === null || part === "" || (Array.isArray(part) && !part.length)) continue;
+      if (out.length) out.push(document.createTextNode(separator));
+      out.push(part);
+    }
+    return out;
   }
 
   function when(value) {
@@ -40,7 +83,7 @@
         return el("a", { href: url.href, rel: "noopener noreferrer", target: "_blank" }, url.href);
       }
     } catch (e) { /* not a URL */ }
-    return document.createTextNode(String(value));
+    return iso(value);
   }
 
   async function send(method, path, body, headers) {
@@ -103,12 +146,12 @@
           if (message.text) lines.push(String(message.text));
           if (Array.isArray(message.matched) && message.matched.length) lines.push("matched: " + message.matched.join(", "));
           for (const planned of Array.isArray(message.actions) ? message.actions : []) {
-            lines.push(planned.rule + " → " + planned.action);
+            lines.push([planned.rule, " → ", planned.action]);
           }
           for (const error of Array.isArray(message.errors) ? message.errors : []) {
-            lines.push("error: " + (typeof error === "string" ? error : JSON.stringify(error)));
+            lines.push(["error: ", typeof error === "string" ? error : JSON.stringify(error)]);
           }
-          text = lines.join("\n");
+          text = lines;
         }
         break;
       case "inbox_failed":
@@ -119,7 +162,7 @@
         break;
       case "reload":
         parts.push(message.ok === false ? "failed" : "rules reloaded", message.rules_version || message.version);
-        text = listText(message.ok === false ? (message.errors || message.error) : message.warnings);
+        text = [].concat(message.ok === false ? (message.errors || message.error || []) : (message.warnings || []));
         break;
       case "gap":
         parts.push("the stream fell behind: " + message.dropped + " messages skipped; reload the page for the full history");
@@ -129,7 +172,7 @@
         if (message.error) text = String(message.error);
         else if (message.summary) text = String(message.summary);
     }
-    return { summary: parts.filter((p) => p !== undefined && p !== null && p !== "").join(" · "), text };
+    return { summary: joined(parts, " · "), text };
   }
 
   function conversationRef(message) {
@@ -155,10 +198,11 @@
       item.append(" ", open);
     }
     if (message.jobs && message.jobs.length) {
-      const jobs = message.jobs.map((j) => j.rule + ": " + j.action + " " + j.status + (j.error ? " (" + j.error + ")" : ""));
-      item.append(el("span", { class: "text" }, jobs.join("\n")));
+      const jobs = message.jobs.map((j) => [j.rule, ": ", j.action, " ", j.status, j.error ? [" (", j.error, ")"] : []]);
+      item.append(el("span", { class: "text" }, joined(jobs, "\n")));
     }
-    if (text) item.append(el("span", { class: "text" }, text));
+    const lines = [].concat(text || []);
+    if (lines.length) item.append(el("span", { class: "text" }, joined(lines, "\n")));
     if (Array.isArray(message.team) && message.team.length) {
       item.append(el("span", { class: "text team" }, "team: " + message.team.join("; ")));
     }
@@ -198,7 +242,7 @@
   }
 
   function deadLetterItem(letter) {
-    const label = [letter.rule, letter.action, letter.destination, letter.channel].filter(Boolean).join(" · ");
+    const label = joined([letter.rule, letter.action, letter.destination, letter.channel], " · ");
     const item = el("li", { dataset: { jobId: String(letter.job_id || "") } }, label,
       letter.error ? el("span", { class: "text" }, letter.error) : null);
     if (letter.job_id) {
@@ -302,14 +346,14 @@
     ["Browser language", (c) => c.browser_language],
     ["Browser", (c) => c.browser],
     ["OS", (c) => c.os],
-    ["Location", (c) => [c.city, c.country].filter(Boolean).join(", ")],
+    ["Location", (c) => joined([c.city, c.country], ", ")],
     ["Notes", (c) => c.notes],
   ];
 
   function facts(target, rows) {
     target.replaceChildren();
     for (const [label, value] of rows) {
-      if (value === undefined || value === null || value === "") continue;
+      if (value === undefined || value === null || value === "" || (Array.isArray(value) && !value.length)) continue;
       target.append(el("dt", {}, label), el("dd", {}, value));
     }
     if (!target.children.length) target.append(el("dt", {}, "—"), el("dd", { class: "quiet" }, "nothing known"));
@@ -320,7 +364,7 @@
     const c = data.conversation || {};
     facts($("conversation-facts"), [
       ["Channel", data.channel], ["Status", c.status], ["Group", c.group], ["Assignee", c.assignee || (c.assignee_hidden ? "another agent" : null)],
-      ["Tags", (c.tags || []).join(", ")], ["Priority", c.priority],
+      ["Tags", joined(c.tags || [], ", ")], ["Priority", c.priority],
       ["Page", c.page ? safeLink(c.page) : null], ["Link", c.link ? safeLink(c.link) : null],
     ]);
     const fields = c.fields && typeof c.fields === "object" ? c.fields : {};
@@ -372,7 +416,7 @@
   }
 
   // what the workspace script (workspace.js) builds on
-  window.rulekitConsole = { $, el, when, safeLink, getJSON, send, feedItem, deadLetterItem, state, route, showConversation };
+  window.rulekitConsole = { $, el, iso, joined, when, safeLink, getJSON, send, feedItem, deadLetterItem, state, route, showConversation };
 
   document.addEventListener("DOMContentLoaded", () => {
     start().catch((error) => {

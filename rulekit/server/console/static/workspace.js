@@ -6,7 +6,7 @@
 
 (function () {
   const K = window.rulekitConsole;
-  const { $, el, when, getJSON, send } = K;
+  const { $, el, joined, when, getJSON, send } = K;
   const API = "/console/api";
   const SEEN_KEY = "rulekit.seen";
   const state = {
@@ -86,7 +86,7 @@
   }
 
   function assigneeLabel(conversation) {
-    if (conversation.assignee) return "→ " + conversation.assignee;
+    if (conversation.assignee) return ["→ ", conversation.assignee];
     // assigned to an agent this viewer may not see: named to those who may
     return conversation.assignee_hidden ? "→ another agent" : "unassigned";
   }
@@ -98,8 +98,7 @@
       el("span", { class: "name" }, clientName(entry.client) || entry.id),
       isUnread ? el("span", { class: "unread-dot", title: "unread" }, "●") : null,
       el("span", { class: "meta" },
-        [entry.channel, conversation.status, assigneeLabel(conversation)]
-          .filter(Boolean).join(" · ")),
+        joined([entry.channel, conversation.status, assigneeLabel(conversation)], " · ")),
       state.previews[entry.id] ? el("span", { class: "preview" }, state.previews[entry.id]) : null,
       el("span", { class: "time" }, when(entry.last_activity_at)));
     button.addEventListener("click", () => {
@@ -134,12 +133,12 @@
     return el("li", { class: "message author-" + String(message.author || "system"), dataset: { eventId: String(message.event_id || "") } },
       el("span", { class: "author" }, author),
       el("span", { class: "time" }, when(message.at)),
-      notes.length ? el("span", { class: "quiet" }, " · " + notes.filter(Boolean).join(" · ")) : null,
+      notes.length ? el("span", { class: "quiet" }, " · ", joined(notes, " · ")) : null,
       el("span", { class: "text" }, message.text || ""));
   }
 
   function renderThread(data) {
-    $("thread-title").textContent = clientName(data.client) || data.id;
+    $("thread-title").replaceChildren(K.iso(clientName(data.client) || data.id));
     $("thread").replaceChildren(...(data.thread || []).map(threadItem));
     const last = $("thread").lastElementChild;
     if (last) last.scrollIntoView({ block: "nearest" });
@@ -238,7 +237,7 @@
       for (const job of record.jobs || []) if (job.rule) rules.add(job.rule);
       for (const rule of rules) {
         const jobs = (record.jobs || []).filter((j) => j.rule === rule)
-          .map((j) => j.action + " " + (j.status || "") + (j.error ? " (" + j.error + ")" : ""));
+          .map((j) => [j.action, " ", j.status || "", j.error ? [" (", j.error, ")"] : []]);
         const link = el("a", { href: "#", class: "trace-link" }, "trace");
         link.addEventListener("click", (e) => {
           e.preventDefault();
@@ -246,7 +245,7 @@
           if (target) { target.scrollIntoView({ block: "center" }); target.classList.add("highlight"); }
         });
         items.push(el("li", {}, el("strong", {}, rule), " on ", String(event.event || record.event || ""),
-          jobs.length ? ": " + jobs.join("; ") : "", " ", link));
+          jobs.length ? [": ", joined(jobs, "; ")] : [], " ", link));
       }
     }
     $("rules-fired").replaceChildren(...(items.length ? items : [el("li", { class: "quiet" }, "None yet.")]));
@@ -305,7 +304,7 @@
 
   function setAsideItem(item) {
     const entry = el("li", { dataset: { inboxId: String(item.inbox_id || item.id || "") } },
-      [item.channel, "webhook #" + (item.inbox_id || item.id)].filter(Boolean).join(" · "),
+      joined([item.channel, "webhook #" + (item.inbox_id || item.id)], " · "),
       item.error ? el("span", { class: "text" }, String(item.error)) : null);
     const id = item.inbox_id || item.id;
     if (id) {
