@@ -144,6 +144,35 @@ def test_client_data_cannot_inject_headers_and_is_escaped_in_html(tmp_path):
     assert 'href="https://mia.example"' in html
 
 
+def test_client_values_reach_the_mail_without_bidi_controls(tmp_path):
+    """Subject, text and HTML: a client named with an override reorders nothing the admin wrote
+    and shows as it was typed; the template's own marks stay."""
+    engine = engine_for(
+        tmp_path,
+        """
+        - name: mail
+          on: {event: created}
+          do:
+            - email:
+                to: [ops@shop.example]
+                subject: "New chat from {{ client.name }} (\u200fsupport)"
+                text: "{{ client.name }} wrote: {{ message.text }}"
+                html: '<p><b>{{ client.name }}</b>: {{ message.text|e }}</p>'
+        """,
+    )
+    name, said = "evil\u202etxt.exe\u2067", "\u202bsee\u200e \u061cinvoice.pdf\u2069"
+    event = make_event(client={"name": name}, message={"id": "m1", "text": said})
+    [planned] = engine.evaluate(event)
+    with FakeSmtp() as server:
+        send(Email(smtp_settings(server)), planned.model, event)
+    [received] = server.messages
+    message = received.message
+    assert message["Subject"] == "New chat from eviltxt.exe (\u200fsupport)"
+    text = message.get_body(("plain",)).get_content()
+    assert text.startswith("eviltxt.exe wrote: see invoice.pdf")
+    assert "<b>eviltxt.exe</b>: see invoice.pdf</p>" in message.get_body(("html",)).get_content()
+
+
 def test_a_long_subject_from_client_data_is_cut(tmp_path):
     """A subject holding a client's message of 100,000 characters took the mail library
     seconds of CPU to fold into header lines, blocking the daemon at every attempt: a subject
