@@ -4,7 +4,8 @@ A client's name rarely reaches the store only as typed: a Telegram HTML message 
 HTML-escaped (``O&#x27;Brien &lt;ob@x.io&gt;``), a MarkdownV2 one backslash-escaped
 (``ob@x\\.io``), a Slack text mrkdwn-escaped (``&amp;``), a JSON body quoted in an error
 ``\\u00e9``- or ``\\/``-escaped, a page URL percent-encoded (``ob%40x.io``), a rule may have
-upper-cased it. :func:`stored_forms` lists those forms (each escaping applied to the whole
+upper-cased it, a Slack, Telegram or email message holds it without bidi controls.
+:func:`stored_forms` lists those forms (each escaping applied to the whole
 value; every escaping here works character by character, so the escaped form of a text quoting
 the value contains the escaped value); :class:`PersonalValues` looks for any of them in a
 string, case-insensitively. ``rulekit forget`` erases strings holding one, ``rulekit why``
@@ -31,7 +32,7 @@ from urllib.parse import quote, quote_plus
 import markupsafe
 
 from rulekit.escapes import ESCAPERS
-from rulekit.safetext import replace_folded
+from rulekit.safetext import replace_folded, without_bidi_controls
 
 MIN_VALUE_LENGTH = 3
 """Shorter values are not looked for in other strings: "Al" would erase half the trace."""
@@ -79,13 +80,17 @@ def _url_forms(text: str) -> set[str]:
 
 def stored_forms(value: str) -> set[str]:
     """The forms of ``value`` that may be stored: raw, escaped for each markup, JSON-escaped,
-    repr-quoted, URL-encoded, and the markup or JSON forms of those."""
+    repr-quoted, URL-encoded, and the markup or JSON forms of those; of the value as typed and
+    as a message people read holds it, without bidi controls (if still long enough to look
+    for)."""
     forms: set[str] = set()
-    urls = _url_forms(value)
-    for markup in _markups():
-        forms.update(_transports(markup(value)))
-        for url in urls:
-            forms.update(_transports(markup(url)))
+    shown = without_bidi_controls(value)
+    for text in {value, shown} if len(shown) >= MIN_VALUE_LENGTH else {value}:
+        urls = _url_forms(text)
+        for markup in _markups():
+            forms.update(_transports(markup(text)))
+            for url in urls:
+                forms.update(_transports(markup(url)))
     return forms
 
 

@@ -468,3 +468,19 @@ def test_a_webhook_gets_client_values_as_they_are(build_engine, fake_slack, fake
     assert plan.errors == []
     [planned] = plan
     assert planned.model.body == {"name": SPOOF}
+
+
+def test_a_value_sent_without_its_bidi_controls_is_still_found_and_hidden(
+    build_engine, fake_slack, fake_telegram
+):
+    """``rulekit forget`` and the audit output look for a client's name in what was sent: also
+    for the form without bidi controls a message people read holds."""
+    from rulekit.store.forms import PersonalValues
+
+    action, params = BIDI_TARGETS["slack"]
+    engine = build_engine(_rules(action, params), _config(fake_slack, fake_telegram))
+    send(engine, SPOOF)
+    [message] = fake_slack.messages()
+    personal = PersonalValues([SPOOF])
+    assert personal.found_in(message.text)
+    assert shown(SPOOF) not in personal.replace_in(message.text, "***")

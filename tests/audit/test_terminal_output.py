@@ -30,10 +30,15 @@ def unsafe_in(text: str) -> list[str]:
     return sorted({char for char in text if ord(char) in UNSAFE and char != "\n"})
 
 
+SENT = HOSTILE.replace("\u202e", "").replace("\u2066", "")
+""":data:`HOSTILE` in a Slack message (a replay renders one): without its bidi controls."""
+
+
 def holds_hostile(value: object) -> bool:
-    """Whether a string somewhere in JSON data holds :data:`HOSTILE` as it was."""
+    """Whether a string somewhere in JSON data holds :data:`HOSTILE` as it was (or as a message
+    people read holds it)."""
     if isinstance(value, str):
-        return HOSTILE in value
+        return HOSTILE in value or SENT in value
     if isinstance(value, list):
         return any(holds_hostile(item) for item in value)
     if isinstance(value, dict):
