@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -26,6 +27,17 @@ def run(action: Action, scenario: Callable[[], Awaitable[T]]) -> T:
             await _connections_closed()
 
     return asyncio.run(main())
+
+
+def received(condition: Callable[[], T], timeout: float = 15.0) -> T:
+    """Poll ``condition`` (what a fake service recorded) until it is true, and return it.
+
+    A fake records a request in a thread of its own, which a busy machine may run only after
+    the client gave up waiting for the answer."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return value
 
 
 async def _connections_closed(patience: float = 10.0) -> None:

@@ -86,7 +86,7 @@ def test_kill_mid_dispatch_resends_after_the_lease_and_only_once(tmp_path, proce
     process = processes(config, "--job-lease", "2").wait_ready()
     chatra.hang(30)  # the call reaches the service, the answer never comes back in time
     assert httpx.post(process.webhook_url, content=chat_started(1)).status_code == 200
-    wait_for(lambda: chatra.sent, timeout=10)
+    wait_for(lambda: chatra.sent, timeout=30)  # a cold worker evaluates it first
     process.kill()
     restarted = processes(config, "--job-lease", "2").wait_ready()
     wait_for(lambda: len(chatra.sent) == 2, timeout=30)
