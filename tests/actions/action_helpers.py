@@ -12,12 +12,16 @@ from rulekit.channels.base import ChannelSettings
 from rulekit.config import ChannelConfig, Config, RawConfig
 from rulekit.directory import AgentEntry, Directory
 from rulekit.event import Event
+from rulekit.testing.clock import run_virtual
 
 T = TypeVar("T")
 
 
-def run(action: Action, scenario: Callable[[], Awaitable[T]]) -> T:
-    """Run ``scenario`` in a fresh event loop, closing the action's clients afterwards."""
+def run(
+    action: Action, scenario: Callable[[], Awaitable[T]], *, io_grace: float | None = None
+) -> T:
+    """Run ``scenario`` in a fresh event loop, closing the action's clients afterwards; on
+    virtual time (:func:`~rulekit.testing.clock.run_virtual`) when ``io_grace`` is given."""
 
     async def main() -> T:
         try:
@@ -26,6 +30,8 @@ def run(action: Action, scenario: Callable[[], Awaitable[T]]) -> T:
             await action.aclose()
             await _connections_closed()
 
+    if io_grace is not None:
+        return run_virtual(main(), io_grace=io_grace)
     return asyncio.run(main())
 
 
