@@ -428,7 +428,9 @@ def test_calls_waiting_out_a_service_wide_retry_after_are_not_a_stall(tmp_path, 
     wait_for(lambda: len(chatra.sent) == 2, timeout=30)  # refused: the account is paused
     assert httpx.post(server.webhook_url, content=chat_started(3)).status_code == 200
     answers = []
+    deadline = time.monotonic() + 60  # a liveness bound: the pause is 6 s
     while len(chatra.sent) < 4:
+        assert time.monotonic() < deadline, chatra.sent
         answers.append(httpx.get(f"{server.url}/healthz").json()["stalled"])
         time.sleep(0.2)
     # (on a busy machine the processor may take a second for an item: only the dispatcher's
