@@ -7,7 +7,9 @@ quick variant runs by default, the full one with ``--full``.
 from __future__ import annotations
 
 import itertools
+import math
 import socket
+import time
 from collections import Counter
 
 import httpx
@@ -442,14 +444,17 @@ def test_a_chatra_429_met_by_the_fetcher_or_a_reply_holds_back_the_other_on_ever
     """``fetch_client`` with daemons sharing PostgreSQL: one daemon meets Chatra's 429, either
     fetching a client (GET) or replying (POST), and stops; a daemon started afterwards, which
     never saw the 429, neither replies nor fetches until the Retry-After has passed."""
-    retry_after = 8  # longer than a daemon takes to start
     config = write_setup(tmp_path, HELP_RULES, chatra=chatra, fetch_client=True)
     config.write_text(
         config.read_text().replace("storage: sqlite:///rulekit.sqlite3", f"storage: {postgres_url}")
     )
     for n in (1, 2):
         chatra.add_client(f"client{n:08d}", basicInfo={"name": f"Known {n}"})
+    starting = time.monotonic()
     first = processes(config).wait_ready()
+    # the second daemon starts within the window: it lasts several times what the first took
+    # to start (a daemon starts in 1-2 s on an idle machine, in over 8 s on a busy one)
+    retry_after = max(8, math.ceil(4 * (time.monotonic() - starting)))
     with httpx.Client(timeout=10) as client:
 
         def post(daemon, body: bytes) -> None:
@@ -473,10 +478,14 @@ def test_a_chatra_429_met_by_the_fetcher_or_a_reply_holds_back_the_other_on_ever
         assert chatra_paused_for(postgres_url, chatra) > 1  # the next call comes within the window
         if limited == "GET":
             post(second, chat_started(2, "help"))  # a reply
-            held = wait_for(lambda: [r for r in chatra.requests if r.method == "POST"], 30)
+            held = wait_for(
+                lambda: [r for r in chatra.requests if r.method == "POST"], retry_after + 30
+            )
         else:
             post(second, chat_started(2))  # a client to fetch
-            held = wait_for(lambda: [r for r in chatra.requests if "client00000002" in r.path], 30)
+            held = wait_for(
+                lambda: [r for r in chatra.requests if "client00000002" in r.path], retry_after + 30
+            )
     for call in held:
         assert call.at >= refused.at + retry_after - TIMER_SLACK, call.at - refused.at
 
