@@ -162,6 +162,27 @@ class Pacer:
         waits = [self._keys[p.key].delay(now, p.limit) for p in paces if p.key in self._keys]
         return max([0.0, *waits])
 
+    def ready(self, paces: Sequence[Pace]) -> bool:
+        """Whether a call with ``paces`` would go at once: its destination is not in use and
+        no limit or pause of its keys makes it wait."""
+        first = self._keys.get(paces[0].key) if paces else None
+        if first is not None and first.lock.locked():
+            return False
+        return self.delay(paces) <= 0
+
+    def idle(self, key: str, now: float) -> bool:
+        """Whether ``key`` is idle at ``now`` (the pacer's clock): nobody uses or waits for
+        it, it is not paused, and its limit's period has passed since its last call. It only
+        reads what the event loop writes, so it may be asked from another thread, as a hint
+        that :meth:`ready` confirms before the call."""
+        state = self._keys.get(key)
+        if state is None:
+            return True
+        if state.users or state.paused_until > now:
+            return False
+        period = self._periods.get(key, 0.0)
+        return all(mark[0] + period <= now for mark in tuple(state.sent))
+
     def acquire(self, paces: Sequence[Pace]) -> _Acquisition:
         """Wait until a call subject to ``paces`` may go, and count it (``async with``).
 

@@ -3,12 +3,13 @@
 **One call.** Before a call leaves, the dispatcher waits for the destination's pacing (in
 process, and agreed with the other daemons through a store that :attr:`shares_pacing`), then
 takes one of the ``concurrency`` slots and records durably that the call starts
-(:meth:`Journal.start_call`: only the claimer of the oldest pending job of its lane may). The
-slot is held, and the job's claim renewed, until the call's outcome is recorded. So after a
-crash only the calls started and not recorded — at most ``concurrency`` — are made again. A
-store that cannot be reached before the call delays it (retried with a backoff, never counted
-as an attempt), and so does one the action meets inside its call (``assign`` picks its agent in
-a transaction); after the call, the outcome is recorded as soon as the store is back.
+(:meth:`Journal.start_call`: only the claimer of the oldest pending job of its lane may), unless
+its claim did, with a slot taken for it (:mod:`rulekit.runtime.claims`). The slot is held, and
+the job's claim renewed, until the call's outcome is recorded. So after a crash only the calls
+started and not recorded — at most ``concurrency`` — are made again. A store that cannot be
+reached before the call delays it (retried with a backoff, never counted as an attempt), and so
+does one the action meets inside its call (``assign`` picks its agent in a transaction); after
+the call, the outcome is recorded as soon as the store is back.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from rulekit.actions.pacing import Pace, Pacer, reply_key, service_key
 from rulekit.engine.reasons import failure_reason
 from rulekit.errors import ActionError, StoreUnavailable
 from rulekit.event import Event
+from rulekit.runtime.claims import TakenSlot
 from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.evaluator import Evaluator
 from rulekit.runtime.feed import LiveFeed
@@ -112,6 +114,7 @@ class JobCalls:
     recorded_event: Callable[[str], Event | None]
     work: WorkTime
     _held_event: Callable[[EventRecord], Awaitable[Event]]
+    _prestarted: set[int]
     _stopping: bool
     _slots: CallSlots | None
     _shares_pacing: bool
@@ -132,6 +135,29 @@ class JobCalls:
         snapshot: Snapshot,
         emitted: list[Event],
     ) -> Decision | None:
+        # started by its claim, with a slot taken for it (rulekit.runtime.claims)
+        taken = TakenSlot(self._slots) if job.id in self._prestarted else None
+        self._prestarted.discard(job.id)
+        try:
+            return await self._execute_call(job, record, lane, snapshot, emitted, taken)
+        except Exception:
+            if taken is not None and taken.held and not taken.called:  # (a bug before the call)
+                with contextlib.suppress(Exception):
+                    await self._withdraw(job)
+            raise
+        finally:
+            if taken is not None:
+                taken.release()
+
+    async def _execute_call(
+        self,
+        job: Job,
+        record: EventRecord | None,
+        lane: Lane,
+        snapshot: Snapshot,
+        emitted: list[Event],
+        taken: TakenSlot | None,
+    ) -> Decision | None:
         action = snapshot.engine.actions.get(job.action)
         try:
             if action is None:
@@ -146,6 +172,15 @@ class JobCalls:
             job, record, action, context.provider
         )
         paces = paces + self._call_paces(action, params, context)
+        if taken is not None:
+            if self.pacer.ready(paces):  # nothing to wait for: the call goes
+                async with self.pacer.acquire(paces) as slot:
+                    taken.called = True
+                    call = (action, params, context, job, record)
+                    return await self._started(call, lane, paces, slot, emitted, snapshot)
+            # it has to wait for its turn after all: not as a started call, nor with a slot
+            await self._withdraw(job)
+            taken.release()
         # waiting for its turn holds no event (those kept for the jobs held are within
         # HELD_BYTES): it is taken again when the turn comes
         del context
@@ -243,6 +278,16 @@ class JobCalls:
                 job.id, owner, lease=lease, paused=paused, conversation=conversation
             ),
             f"record the start of job {job.id}",
+            stopping=self._stopped,
+        )
+
+    async def _withdraw(self, job: Job) -> None:
+        """Forget the start its claim recorded of ``job``'s call, which has to wait."""
+        owner = self.owner
+        await retry_store(
+            self.commit,
+            lambda state: state.cancel_call(job.id, owner),
+            f"withdraw the start of job {job.id}",
             stopping=self._stopped,
         )
 

@@ -24,8 +24,8 @@ without their evaluation, or without them (:func:`~rulekit.runtime.outcomes.reco
 refusing a write) is logged with its traceback and the job tried again after a pause, like
 after a store blip; a lane that cannot make progress shows in :meth:`Dispatcher.stalled`.
 
-One job's call is :mod:`rulekit.runtime.calls`; when a failure is retried,
-:mod:`rulekit.runtime.retries`.
+One job's call is :mod:`rulekit.runtime.calls`; the claims, which start the calls that may go
+at once, :mod:`rulekit.runtime.claims`; when a failure is retried, :mod:`rulekit.runtime.retries`.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from rulekit.actions.pacing import Pacer
 from rulekit.errors import StoreUnavailable
 from rulekit.event import Event
 from rulekit.runtime.calls import RELOADED, TIMEOUT_GRACE, JobCalls, as_stored
+from rulekit.runtime.claims import Claimed, claimer
 from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.evaluator import Evaluator
 from rulekit.runtime.feed import LiveFeed
@@ -113,9 +114,15 @@ class Dispatcher(JobCalls):
         self._holding: Counter[str] = Counter()
         """Jobs held per event."""
         self._known: set[int] = set()
+        self._prestarted: set[int] = set()
+        """Held jobs whose call's start their claim recorded, each with a slot taken for it,
+        until their call begins (:mod:`rulekit.runtime.claims`)."""
         self._full = False
         """Whether the last claim took all the room there was (more may be waiting)."""
         self._wakeup = asyncio.Event()
+        self._claimed = asyncio.Event()
+        """Set while no claim is under way (or its jobs are held)."""
+        self._claimed.set()
         self._stopping = False
         self._slots: CallSlots | None = None
         self.work = WorkTime()
@@ -144,11 +151,11 @@ class Dispatcher(JobCalls):
             if slots.size != self.settings.concurrency:  # reloaded
                 slots.resize(self.settings.concurrency)
             capacity = max(self.settings.concurrency * 8, 64) - len(self._known)
-            claimed: list[tuple[Job, EventRecord | None, Event | dict[str, Any] | None]] = []
+            claimed = 0
             if capacity > 0:
-                budget = max(0, HELD_BYTES - self._event_bytes)
+                self._claimed.clear()
                 try:
-                    claimed = await self.commit.run(self._claimer(capacity, budget))
+                    claimed = await self._claim(capacity)
                     delay = 0.0
                 except StoreUnavailable as exc:
                     delay = store_backoff(delay)
@@ -168,45 +175,63 @@ class Dispatcher(JobCalls):
                         self._claim_failed = time.monotonic()
                     await self._sleep(delay)
                     continue
+                finally:
+                    self._claimed.set()
                 self._claim_failed = None
-            for job, record, event in claimed:
+            self.metrics.outbox_depth.set(len(self._known))
+            # holding all it may: the first job to finish makes room (see _drop)
+            self._full = capacity <= 0 or claimed >= capacity
+            if claimed < capacity or capacity <= 0:
+                await self._sleep(IDLE_POLL)
+
+    async def _claim(self, capacity: int) -> int:
+        """Claim up to ``capacity`` jobs and queue them in their lanes, with the free slots
+        taken for the calls the claim may start (:mod:`rulekit.runtime.claims`); how many
+        were claimed."""
+        assert self._slots is not None
+        reserved = 0 if self.shares_pacing else self._slots.take_free(capacity)
+        try:
+            budget = max(0, HELD_BYTES - self._event_bytes)
+            claimed = await self.commit.run(self._claimer(capacity, budget, reserved))
+            for job, record, event, started in claimed:
                 if job.id in self._known:
                     continue
+                if started:
+                    self._prestarted.add(job.id)
+                    reserved -= 1
                 self._hold(job)
                 if event is not None and record is not None:
                     self._keep(job.event_id, event, record.size)
                 self._enqueue(job, record)
-            self.metrics.outbox_depth.set(len(self._known))
-            # holding all it may: the first job to finish makes room (see _drop)
-            self._full = capacity <= 0 or len(claimed) >= capacity
-            if len(claimed) < capacity or capacity <= 0:
-                await self._sleep(IDLE_POLL)
+        finally:
+            if reserved:
+                self._slots.give_back(reserved)
+        return len(claimed)
 
-    def _claimer(self, limit: int, budget: int) -> Callable[[JournaledState], Any]:
-        """The claim of up to ``limit`` jobs, each with its event's record (its ``data`` left
-        empty) and its event: when this daemon's processor hands it over, the event itself
-        (its data then left unread); else its data, read while those read fit ``budget``
-        bytes together; else None (read at its job's turn)."""
+    def _claimer(
+        self, limit: int, budget: int, starts: int
+    ) -> Callable[[JournaledState], list[Claimed]]:
+        """The claim of up to ``limit`` jobs (:func:`~rulekit.runtime.claims.claimer`),
+        starting the calls of up to ``starts`` that may go at once: of a lane this dispatcher
+        does not run, of an action that needs no fresh read of the conversation, to an idle
+        destination."""
         owner, lease, recorded_event = self.owner, self.lease, self.recorded_event
-        Claimed = tuple[Job, EventRecord | None, Event | dict[str, Any] | None]
+        if not starts:
+            return claimer(owner, lease, limit, budget, recorded_event)
+        busy = frozenset(self._lanes)
+        actions = self.snapshot().engine.actions
+        pacer, now = self.pacer, self.pacer.now()
 
-        def claim(state: JournaledState) -> list[Claimed]:
-            jobs = state.claim_jobs(owner, lease=lease, limit=limit)
-            if not jobs:
-                return []
-            events: dict[str, Event | dict[str, Any] | None] = {}
-            for job in jobs:
-                if job.event_id not in events:
-                    events[job.event_id] = recorded_event(job.event_id)
-            held = [event_id for event_id, event in events.items() if event is not None]
-            records = state.events_for_jobs(list(events), held=held, budget=budget)
-            for event_id, record in records.items():
-                if record.data:
-                    events[event_id] = record.data
-                    records[event_id] = replace(record, data={})  # kept once, in _events
-            return [(job, records.get(job.event_id), events[job.event_id]) for job in jobs]
+        def may_start(job: Job) -> bool:  # (asked in the store's thread)
+            key = lane_key(job)
+            action = actions.get(job.action)
+            if key in busy or action is None or action.sees_conversation:
+                return False
+            return pacer.idle(key, now)
 
-        return claim
+        return claimer(
+            owner, lease, limit, budget, recorded_event, starts=starts, may_start=may_start
+        )
 
     def _keep(self, event_id: str, event: Event | dict[str, Any], size: int) -> None:
         """Keep the event of held jobs, when it fits in :data:`HELD_BYTES` with those kept."""
@@ -385,6 +410,8 @@ class Dispatcher(JobCalls):
         the restart (a message sent twice). Lanes doing anything else are given ``grace``."""
         self._stopping = True
         self._wakeup.set()
+        with contextlib.suppress(TimeoutError):  # the jobs whose calls a claim under way started
+            await asyncio.wait_for(self._claimed.wait(), grace)
         for lane in self._lanes.values():
             if lane.waiting and lane.task is not None:  # no call under way: nothing to finish
                 lane.task.cancel()
@@ -405,7 +432,14 @@ class Dispatcher(JobCalls):
             task.cancel()
         if pending:
             await asyncio.wait(pending)
+        unmade = sorted(self._prestarted)  # started by their claim, never called
+
+        def hand_back(state: JournaledState) -> None:
+            for job_id in unmade:
+                state.cancel_call(job_id, self.owner)
+            state.release_claims(self.owner)
+
         try:
-            await self.commit.run(lambda state: state.release_claims(self.owner))
+            await self.commit.run(hand_back)
         except Exception as exc:  # they run out with their lease instead
             log(logger, logging.WARNING, "claims not handed back", failure=exc)

@@ -39,6 +39,18 @@ class CallSlots:
         self.used -= 1
         self._wake()
 
+    def take_free(self, most: int) -> int:
+        """Take up to ``most`` free slots at once, without waiting (none while anybody
+        waits); how many. Each is given back with :meth:`give_back`."""
+        taken = max(0, min(most, self.size - self.used)) if not self._waiters else 0
+        self.used += taken
+        return taken
+
+    def give_back(self, count: int = 1) -> None:
+        """Give back ``count`` slots taken with :meth:`take_free`."""
+        self.used -= count
+        self._wake()
+
     def resize(self, size: int) -> None:
         """Make it ``size`` slots (calls under way go on either way)."""
         self.size = size

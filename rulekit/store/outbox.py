@@ -75,6 +75,12 @@ class Outbox(abc.ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} cannot record calls")
 
+    def cancel_call(self, job_id: int, owner: str) -> bool:
+        """Forget that ``owner`` is about to call the service for a job (:meth:`start_call`),
+        when it has not made the call after all (it has to wait for its turn first); True when
+        the job was pending with a call ``owner`` started. The claim is kept."""
+        raise NotImplementedError(f"{type(self).__name__} cannot record calls")
+
     def renew_call(
         self, job_id: int, owner: str, *, lease: float, now: datetime | None = None
     ) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -31,6 +32,7 @@ class _Faulty:
         self._store = store
 
     def __getattr__(self, name: str) -> Any:
+        self._store.asked[name] += 1
         if self._store.failures.get(name, 0) > 0:
             self._store.failures[name] -= 1
             raise StoreUnavailable(f"injected: {name} cannot reach the database")
@@ -59,6 +61,8 @@ class FaultyStore(SQLiteStore):
         self.slow = slow or {}
         self.nothing: set[str] = set()
         """Methods that find nothing (``claim_jobs``: the dispatcher claims nothing)."""
+        self.asked: Counter[str] = Counter()
+        """How many times each method was asked for."""
         self.shares_pacing = shared
 
     @contextmanager
@@ -225,6 +229,112 @@ def test_what_a_crash_would_repeat_is_on_disk_and_at_most_the_concurrency(tmp_pa
     finally:
         store.close()
     assert sorted(m["clientId"] for m in chatra.sent) == [f"client{n:08d}" for n in range(40)]
+
+
+SLACK_EACH_OWN_CHANNEL = """\
+- name: Tell Slack
+  on: {channel: online-chat, event: created}
+  do:
+    - slack: {channel: "#{{ client.id }}", text: "New chat from {{ client.display_name }}"}
+"""
+
+
+def test_calls_that_may_go_at_once_start_in_their_claim_within_the_bound(tmp_path, serve):
+    """Forty Slack posts, each to a channel of its own, are claimed at once and their outcomes
+    are slow to record: nothing lies between their claim and their call, so the claim records
+    the start of as many as there are free slots (no store call of its own for them), the
+    others start when a slot frees. A copy of the database taken at any moment shows every
+    post that reached Slack recorded done or started, and at most ``dispatcher.concurrency``
+    started posts without an outcome. Then posts come one at a time: each is started by its
+    claim."""
+    concurrency = 3
+    with FakeSlack() as slack:
+        rules = SLACK_EACH_OWN_CHANNEL
+        config = write_setup(tmp_path, rules, slack=slack, dispatcher={"concurrency": concurrency})
+        store = FaultyStore(tmp_path / "rulekit.sqlite3", slow={"record_attempt": 0.2})
+        store.nothing.add("claim_jobs")  # no claims until every webhook is processed
+        try:
+            server = serve(config, store=store)
+            visitors = 40
+            for n in range(visitors):
+                assert httpx.post(server.webhook_url, content=chat_started(n)).status_code == 200
+            wait_for(lambda: len(read(tmp_path, lambda s: s.jobs())) == visitors, timeout=60)
+            store.nothing.clear()
+            server.call(_wake(server))
+            done: set[str] = set()
+            while len(done) < visitors:
+                reached = {message.channel.lstrip("#") for message in slack.messages()}
+                done, started = _on_disk(tmp_path / "rulekit.sqlite3")
+                assert reached - done <= started, "a call left the process with nothing on disk"
+                assert len(started) <= concurrency
+            assert store.asked["begin_call"] == visitors - concurrency
+            assert store.asked["start_call"] == concurrency
+            more = 5
+            for n in range(visitors, visitors + more):
+                assert httpx.post(server.webhook_url, content=chat_started(n)).status_code == 200
+                wait_for(
+                    lambda n=n: (
+                        _on_disk(tmp_path / "rulekit.sqlite3")[0]
+                        == set(f"client{k:08d}" for k in range(n + 1))
+                    ),
+                    timeout=30,
+                )
+            assert store.asked["begin_call"] == visitors - concurrency
+            assert store.asked["start_call"] == concurrency + more
+            server.stop()
+        finally:
+            store.close()
+    channels = [f"#client{n:08d}" for n in range(visitors + more)]
+    assert sorted(m.channel for m in slack.messages()) == channels
+
+
+SLACK_BY_TEXT = """\
+- name: Tell Slack
+  on: {channel: online-chat, event: created}
+  do:
+    - slack: {channel: "#{{ message.text }}", text: "{{ message.text }}"}
+"""
+
+
+def test_a_call_started_by_its_claim_that_must_wait_withdraws_its_start(tmp_path, serve):
+    """Slack limits two channels at once: the whole app is paused for its Retry-After. A post
+    to a third channel, claimed meanwhile, would have gone at once as far as its channel goes,
+    so its claim recorded its start; it has to wait for the app's pause after all, so its start
+    is withdrawn before it waits (a crash meanwhile repeats nothing, and it holds no slot), and
+    it is sent once, after the pause."""
+    pause = 5
+    with FakeSlack() as slack:
+        config = write_setup(tmp_path, SLACK_BY_TEXT, slack=slack)
+        store = FaultyStore(tmp_path / "rulekit.sqlite3")
+        try:
+            server = serve(config, store=store)
+            slack.rate_limit(retry_after=pause, channel="#a")
+            slack.rate_limit(retry_after=pause, channel="#b")
+            for n, channel in enumerate(["a", "b"]):
+                assert httpx.post(server.webhook_url, content=chat_started(n, channel)).is_success
+
+            def retries() -> list[int]:
+                return [job.attempts for job in read(tmp_path, lambda s: s.jobs())]
+
+            wait_for(lambda: retries() == [1, 1], timeout=30)
+            paused_at = time.monotonic()
+            assert httpx.post(server.webhook_url, content=chat_started(2, "c")).is_success
+
+            def third() -> Any:
+                jobs = read(tmp_path, lambda s: s.jobs())
+                return jobs[2] if len(jobs) == 3 and jobs[2].claimed_by else None
+
+            wait_for(third, timeout=30)
+            while time.monotonic() < paused_at + pause / 2:  # well within the pause
+                assert third().call_started_at is None
+                assert slack.messages("#c") == []
+            wait_for(lambda: slack.messages("#c", accepted=True), timeout=30)
+            wait_for(lambda: len(read(tmp_path, lambda s: s.jobs(status="done"))) == 3)
+            assert store.asked["cancel_call"] == 1
+            assert [m.status for m in slack.messages("#c")] == [200]
+            server.stop()
+        finally:
+            store.close()
 
 
 def _on_disk(path: Any) -> tuple[set[str], set[str]]:

@@ -384,6 +384,24 @@ def test_a_call_whose_claimer_died_counts_as_an_interrupted_attempt(store, make_
         assert (done.status, done.attempts, done.call_started_at) == ("done", 2, None)
 
 
+def test_a_start_withdrawn_by_its_claimer_leaves_the_job_claimed_and_not_started(store, make_event):
+    with store.transaction() as state:
+        state.record_event(make_event("e1"), inbox_id=None, trace={}, jobs=jobs_for("A"), now=T0)
+        [job] = state.claim_jobs("daemon-a", lease=30, now=T0)
+        assert not state.cancel_call(job.id, "daemon-a")  # not started
+        assert state.start_call(job.id, "daemon-a", lease=30, now=later(1))
+        assert not state.cancel_call(job.id, "daemon-b")
+        assert state.cancel_call(job.id, "daemon-a")
+        [held] = state.jobs(event_id="e1")
+        assert (held.claimed_by, held.claimed_until) == ("daemon-a", later(31))
+        assert (held.call_started_at, held.call_started_by, held.attempts) == (None, None, 0)
+        # it starts again later, as a call never made: no interrupted attempt is counted
+        assert state.start_call(job.id, "daemon-a", lease=30, now=later(2))
+        state.record_attempt(job.id, "done", result={"ok": True}, now=later(3))
+        assert not state.cancel_call(job.id, "daemon-a")  # done: nothing to withdraw
+        assert [a.outcome for a in state.attempts(job.id)] == ["done"]
+
+
 def test_a_call_under_way_keeps_its_claim_while_its_claimer_renews_it(store, make_event):
     with store.transaction() as state:
         state.record_event(make_event("e1"), inbox_id=None, trace={}, jobs=jobs_for("A"), now=T0)

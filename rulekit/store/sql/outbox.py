@@ -246,6 +246,15 @@ class SQLOutbox:
         )
         return True
 
+    def cancel_call(self, job_id: int, owner: str) -> bool:
+        return bool(
+            self.execute(
+                "UPDATE outbox SET call_started_at = NULL, call_started_by = NULL"
+                " WHERE id = :id AND status = 'pending' AND call_started_by = :owner",
+                {"id": job_id, "owner": owner},
+            ).rowcount
+        )
+
     def renew_call(
         self, job_id: int, owner: str, *, lease: float, now: datetime | None = None
     ) -> bool:
