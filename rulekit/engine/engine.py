@@ -16,7 +16,7 @@ from rulekit.config import Config
 from rulekit.engine.analysis import RuleAnalysis
 from rulekit.engine.construction import plugins_and_config
 from rulekit.engine.explain import Explainer, compile_explainer, leaves
-from rulekit.engine.index import MIN_DECIDED, RuleIndex
+from rulekit.engine.index import RuleIndex
 from rulekit.engine.plan import (
     ConditionResult,
     Cooldown,
@@ -192,9 +192,9 @@ class Engine:
         if bucket.stride:
             # a coded bucket: the codes say the candidates and decide them
             codes, values, decides = bucket.select_codes(event, now, env)
-            if decides and len(codes) >= MIN_DECIDED and not own and not recovered:
-                # many candidates: the leading ones planned alike are taken together (a few
-                # cost less one by one)
+            if decides and codes and not own and not recovered:
+                # the leading candidates planned alike are taken together, however few: by
+                # their codes, that costs less than one by one
                 considered = take_coded(codes, bucket, plan, explain, self._prepared, self.index)
             rules = bucket.rules_of(codes[considered:] if considered else codes)
         else:

@@ -47,9 +47,6 @@ MAX_CACHED_BUCKETS = 4096
 MIN_NEEDLE_SET = 8
 """From this many distinct substrings of one field, they are searched for together in one
 pass over the text (see :mod:`.needles`), not one by one."""
-MIN_DECIDED = 8
-"""From this many candidates of an event in a coded bucket (:meth:`Bucket.select_codes`), the
-engine takes the plain ones together by their codes (fewer cost less one by one)."""
 
 
 @dataclass(slots=True)

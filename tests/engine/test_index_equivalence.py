@@ -218,7 +218,7 @@ plain_event = st.fixed_dictionaries(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(
-    # enough rules for the candidates of an event to be decided together (MIN_DECIDED)
+    # enough rules for an event to have many candidates decided together
     rules=st.lists(plain_rule, min_size=24, max_size=40),
     events=st.lists(plain_event, min_size=6, max_size=10),
 )
