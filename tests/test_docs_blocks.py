@@ -26,6 +26,7 @@ from click.testing import CliRunner
 from scaffold import REPO, write
 
 from rulekit.cli.main import cli
+from rulekit.runtime.dispatcher import DEFAULT_LEASE, STOP_GRACE, TIMEOUT_GRACE
 
 FENCE = re.compile(r"^( *)```(.*)$")
 
@@ -378,9 +379,14 @@ def token_command(block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def systemd_unit(block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The unit's ``ExecStart`` is a rulekit command line that parses."""
-    [start] = [line for line in block.text.splitlines() if line.startswith("ExecStart=")]
+    """The unit's ``ExecStart`` is a rulekit command line that parses, and its
+    ``TimeoutStopSec`` lets a stopping daemon wait for a call under way of the default lease
+    (an email's) and give the rest of the dispatcher its grace, rather than kill it mid-call."""
+    lines = block.text.splitlines()
+    [start] = [line for line in lines if line.startswith("ExecStart=")]
     parse(cli_lines(start.removeprefix("ExecStart="))[0])
+    [stop] = [line for line in lines if line.startswith("TimeoutStopSec=")]
+    assert int(stop.removeprefix("TimeoutStopSec=")) > DEFAULT_LEASE + TIMEOUT_GRACE + STOP_GRACE
 
 
 def toml_excerpt(source: str) -> Runner:

@@ -147,15 +147,22 @@ class SQLInbox:
         limit: int = 100,
         channels: Collection[str] | None = None,
     ) -> list[InboxItem]:
+        where, params = self._inbox_filter(status, limit, channels)
+        rows = self.execute(
+            f"SELECT * FROM inbox WHERE {where} ORDER BY id DESC LIMIT :limit", params
+        )
+        return [self._inbox_item(row) for row in rows]
+
+    def _inbox_filter(
+        self, status: InboxStatus | None, limit: int, channels: Collection[str] | None
+    ) -> tuple[str, dict[str, Any]]:
+        """The WHERE clause and parameters of a listing of inbox items."""
         params: dict[str, Any] = {"status": status, "limit": limit}
         where = "(CAST(:status AS TEXT) IS NULL OR status = :status)"
         if channels is not None:
             where += f" AND {self.dialect.one_of('channel', 'channels')}"
             params["channels"] = self.dialect.values(sorted(channels))
-        rows = self.execute(
-            f"SELECT * FROM inbox WHERE {where} ORDER BY id DESC LIMIT :limit", params
-        )
-        return [self._inbox_item(row) for row in rows]
+        return where, params
 
     def inbox_heads(
         self,
@@ -167,11 +174,7 @@ class SQLInbox:
     ) -> list[tuple[InboxItem, int]]:
         # the heads only: a listing of 100 bodies of 4 MiB each read 400 MiB to show 200
         # characters of each (SQLite's and PostgreSQL's substr and length count bytes of a blob)
-        params: dict[str, Any] = {"status": status, "limit": limit}
-        where = "(CAST(:status AS TEXT) IS NULL OR status = :status)"
-        if channels is not None:
-            where += f" AND {self.dialect.one_of('channel', 'channels')}"
-            params["channels"] = self.dialect.values(sorted(channels))
+        where, params = self._inbox_filter(status, limit, channels)
         rows = self.execute(
             f"SELECT {_NOT_BODY}, substr(body, 1, {int(head)}) AS body, length(body) AS size"
             f" FROM inbox WHERE {where} ORDER BY id DESC LIMIT :limit",
