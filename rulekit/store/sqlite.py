@@ -22,6 +22,11 @@ differ the store is unavailable (:meth:`SQLiteStore.problem` says why) until the
 path is the opened one again. A restart opens whatever file the path names. The write-ahead log
 (``<path>-wal``) holds the latest commits until a checkpoint copies them into the file, so its
 identity is checked the same way: a deleted log would take every later commit with it.
+
+**A new file is the daemon user's alone** (mode ``0600``, whatever the umask): it holds the
+clients' conversations. SQLite gives the ``-wal`` and ``-shm`` files it makes the database
+file's mode, so they are private too. An existing file keeps the mode it has (the admin's
+choice).
 """
 
 from __future__ import annotations
@@ -186,6 +191,7 @@ class SQLiteStore(JournaledStore):
         self._wal_identity = None
 
     def _open(self, busy_timeout: float, upgrade: bool) -> sqlite3.Connection:
+        _create_private(self.path)
         # isolation_level=None: the module issues no implicit BEGIN/COMMIT; we do it ourselves.
         conn = sqlite3.connect(
             self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
@@ -358,6 +364,26 @@ class SQLiteStore(JournaledStore):
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r}, synchronous={self.synchronous!r})"
+
+
+PRIVATE_MODE = 0o600
+"""The mode of a database file the store creates (its log and shared memory take it too)."""
+
+
+def _create_private(path: Path) -> None:
+    """Create ``path`` empty (an empty file is an empty database) with :data:`PRIVATE_MODE`
+    unless something is there already. SQLite would create it with the umask's mode, readable
+    by every user of the machine under the usual ``022``. A failure is left for SQLite to
+    report (a missing or read-only directory) with its own words."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, PRIVATE_MODE)
+    except OSError:
+        return
+    try:
+        os.fchmod(fd, PRIVATE_MODE)  # exactly: a umask such as 0277 would leave it unwritable
+    finally:
+        os.close(fd)
 
 
 def _wal_path(path: Path) -> Path:

@@ -422,3 +422,36 @@ def test_the_usual_call_is_started_in_one_statement_and_recorded_in_two(tmp_path
             assert [a.outcome for a in state.attempts(first.id)] == ["done", "retry"]
     finally:
         store.close()
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_a_new_database_and_its_log_are_private_whatever_the_umask(tmp_path):
+    # the usual umask makes files readable by every user of the machine: a store holds the
+    # clients' conversations, so the file, its log and its shared memory are the owner's alone
+    path = tmp_path / "rulekit.sqlite3"
+    old = os.umask(0o022)
+    try:
+        store = SQLiteStore(path)
+        with store.transaction() as state:
+            state.mark_message_seen("c", "m1")
+        wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+        assert wal.exists() and shm.exists()
+        assert (_mode(path), _mode(wal), _mode(shm)) == (0o600, 0o600, 0o600)
+        store.close()
+    finally:
+        os.umask(old)
+
+
+def test_an_existing_database_keeps_the_mode_its_admin_chose(tmp_path):
+    path = tmp_path / "rulekit.sqlite3"
+    SQLiteStore(path).close()
+    path.chmod(0o640)  # e.g. readable by a backup group
+    store = SQLiteStore(path)
+    with store.transaction() as state:
+        state.mark_message_seen("c", "m1")
+    assert _mode(path) == 0o640
+    assert _mode(Path(f"{path}-wal")) == 0o640
+    store.close()
