@@ -53,7 +53,7 @@ from rulekit.runtime.lanes import Lane, WorkTime, lane_key
 from rulekit.runtime.logs import log
 from rulekit.runtime.metrics import Metrics
 from rulekit.runtime.outcomes import Decision, announce
-from rulekit.runtime.processor import owner_name
+from rulekit.runtime.owner import owner_name
 from rulekit.runtime.sharedpace import retry_store, store_backoff
 from rulekit.runtime.slots import CallSlots
 from rulekit.snapshot import Snapshot

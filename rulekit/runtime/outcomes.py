@@ -24,7 +24,7 @@ from rulekit.runtime.feed import LiveFeed
 from rulekit.runtime.logs import log
 from rulekit.runtime.metrics import Metrics
 from rulekit.runtime.planning import Prepared, Processed, StateChanged
-from rulekit.runtime.processor import report
+from rulekit.runtime.reporting import report
 from rulekit.runtime.sharedpace import store_backoff
 from rulekit.runtime.worker import Evaluation, Refusal
 from rulekit.store.base import JournaledState

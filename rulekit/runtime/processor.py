@@ -38,10 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -53,8 +50,10 @@ from rulekit.errors import ChannelError, StoreUnavailable
 from rulekit.event import Event
 from rulekit.runtime.evaluator import Evaluator, WorkerGone
 from rulekit.runtime.feed import LiveFeed
+from rulekit.runtime.handover import RecordedEvents
 from rulekit.runtime.logs import log
 from rulekit.runtime.metrics import Metrics
+from rulekit.runtime.owner import owner_name
 from rulekit.runtime.planning import (
     Evaluated,
     Prepared,
@@ -65,6 +64,7 @@ from rulekit.runtime.planning import (
     record,
     record_many,
 )
+from rulekit.runtime.reporting import report
 from rulekit.runtime.worker import Evaluation, Refusal
 from rulekit.snapshot import Snapshot
 from rulekit.store.base import JournaledStore, State
@@ -78,13 +78,6 @@ claim, one normalizing transaction, one exchange with the worker and one recordi
 among more items (what the processor costs per item falls); an idle one's hold what arrived."""
 INBOX_LEASE = 30.0
 IDLE_POLL = 1.0
-ARRIVALS_KEPT = 10_000
-RECORDED_KEPT = 2_000
-"""Recorded events kept for the dispatcher; one it claims later is read from the store."""
-RECORDED_BYTES = 16 * 1024 * 1024
-"""Bytes of webhook bodies the events kept for the dispatcher may come from, together (an
-event's texts are at most its body's; a body's events share it): while a destination holds
-their jobs back, 2,000 events of 4 MB messages would otherwise be kept, 8 GB."""
 ROUND_BYTES = 16 * 1024 * 1024
 """Bytes of webhook bodies a round claims together (its first item whatever its size): a round
 of 64 bodies of 4 MiB, decoded into events that each keep the body, would hold more than 1 GB."""
@@ -122,11 +115,6 @@ def _timers_of(snapshot: Snapshot, channel: str) -> Callable[[Event], list[Chann
     return provider.channel_timers if provider is not None else None
 
 
-def owner_name() -> str:
-    """Who claims work: ``host:pid``."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 class Processor:
     """The inbox worker loop of one daemon."""
 
@@ -158,12 +146,8 @@ class Processor:
         self._idle = False
         self._wakeup = asyncio.Event()
         self._stopping = False
-        self._arrivals: OrderedDict[str, datetime] = OrderedDict()
-        self._recorded: OrderedDict[str, tuple[Event, int]] = OrderedDict()
-        """Recently recorded events with jobs, as recorded (without their raw payload), until
-        the dispatcher takes them (:meth:`recorded_event`), each with its share of its body's
-        bytes."""
-        self._recorded_bytes = 0
+        self.recorded = RecordedEvents()
+        """What was recorded, for the dispatcher (:meth:`recorded_event`)."""
         self._held: list[InboxItem] = []
         """Items a round claimed but could not finish (the store failed): still claimed by this
         daemon, so the next round takes them first instead of waiting out their claim."""
@@ -178,16 +162,12 @@ class Processor:
 
     def arrival(self, event_id: str) -> datetime | None:
         """When the webhook of a recently processed event arrived (for latency metrics)."""
-        return self._arrivals.get(event_id)
+        return self.recorded.arrival(event_id)
 
     def recorded_event(self, event_id: str) -> Event | None:
         """A recently recorded event with jobs, as the store has it (``raw`` left out), handed
-        over once: the dispatcher then need not validate the stored copy again."""
-        kept = self._recorded.pop(event_id, None)
-        if kept is None:
-            return None
-        self._recorded_bytes -= kept[1]
-        return kept[0]
+        over once (:meth:`RecordedEvents.take`)."""
+        return self.recorded.take(event_id)
 
     def stop(self) -> None:
         """Stop after the item in progress; an evaluation in progress is abandoned (its item
@@ -409,37 +389,22 @@ class Processor:
         return out
 
     def _arrived(self, item: InboxItem, processed: list[Processed]) -> None:
-        for result in processed:
-            self._arrivals[result.event.id] = item.received_at
-            if len(self._arrivals) > ARRIVALS_KEPT:
-                self._arrivals.popitem(last=False)
+        self.recorded.arrived([result.event.id for result in processed], item.received_at)
 
     def _hand_over(self, processed: list[Processed], body_bytes: int) -> list[str]:
         """Keep the events of ``processed`` (one item's, of a body of ``body_bytes``) that have
-        jobs for the dispatcher (see :meth:`recorded_event`), and return their ids. Called
-        inside the transaction that records them, before it commits: the dispatcher cannot
-        claim their jobs before the commit, and may claim them at once after it, before this
-        thread runs again. The oldest are dropped beyond :data:`RECORDED_KEPT` events or
-        :data:`RECORDED_BYTES` (the dispatcher reads those from the store)."""
-        ids = []
-        share = body_bytes // max(len(processed), 1) + 1
-        kept = self._recorded
-        for result in processed:
-            event = result.event
-            if result.jobs and not any((event.__pydantic_private__ or {}).values()):
-                self.recorded_event(event.id)  # (kept again: counted once)
-                kept[event.id] = (event.replaced(raw=None), share)
-                self._recorded_bytes += share
-                ids.append(event.id)
-                while len(kept) > RECORDED_KEPT or self._recorded_bytes > RECORDED_BYTES:
-                    _, (_, dropped) = kept.popitem(last=False)
-                    self._recorded_bytes -= dropped
-        return ids
+        jobs for the dispatcher (:meth:`RecordedEvents.keep`, inside the transaction that
+        records them), and return their ids."""
+        events = [
+            result.event
+            for result in processed
+            if result.jobs and not any((result.event.__pydantic_private__ or {}).values())
+        ]
+        return self.recorded.keep(events, body_bytes) if events else []
 
     def _take_back(self, ids: list[str]) -> None:
         """Forget events :meth:`_hand_over` kept for a transaction that did not commit."""
-        for event_id in ids:
-            self.recorded_event(event_id)
+        self.recorded.take_back(ids)
 
     def _process(self, snapshot: Snapshot, item: InboxItem) -> list[Processed | InboxItem]:
         """All three steps for one item, its record in a transaction of its own."""
@@ -545,21 +510,3 @@ class Processor:
             self.on_jobs()
         if timers:
             self.on_timers()
-
-
-def report(result: Processed, metrics: Metrics, feed: LiveFeed) -> None:
-    """Count and publish one processed event."""
-    if result.recorded:
-        metrics.event_processed(result.event.channel, result.event.event)
-        for rule in result.matched:
-            metrics.rule_matched.labels(rule).inc()
-    feed.publish(result.message())
-    log(
-        logger,
-        logging.INFO,
-        f"event {result.event.id}: {result.event.event}",
-        channel=result.event.channel,
-        matched=len(result.matched),
-        jobs=len(result.jobs),
-        duplicate=not result.recorded,
-    )

@@ -41,7 +41,9 @@ from rulekit.runtime.feed import LiveFeed
 from rulekit.runtime.known import load_known
 from rulekit.runtime.logs import log
 from rulekit.runtime.metrics import Metrics
-from rulekit.runtime.processor import Processor, owner_name, report
+from rulekit.runtime.owner import owner_name
+from rulekit.runtime.processor import Processor
+from rulekit.runtime.reporting import report
 from rulekit.runtime.timers import Fired, TimerRunner
 from rulekit.runtime.worker import Limits
 from rulekit.server.app import create_app

@@ -46,7 +46,7 @@ from rulekit.errors import ChannelError, StoreUnavailable
 from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.logs import log
 from rulekit.runtime.metrics import Metrics
-from rulekit.runtime.processor import owner_name
+from rulekit.runtime.owner import owner_name
 from rulekit.runtime.sharedpace import store_backoff
 from rulekit.snapshot import Snapshot
 from rulekit.store.base import JournaledState

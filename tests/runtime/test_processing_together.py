@@ -255,7 +255,7 @@ def test_the_events_kept_for_the_dispatcher_are_bounded_in_bytes(tmp_path, chatr
     """While a destination holds their jobs back, the events kept for the dispatcher stay
     within a budget of bytes (the oldest dropped: the dispatcher reads those from the store),
     not only of events: 2,000 clients' messages of 4 MB would be 8 GB."""
-    from rulekit.runtime.processor import RECORDED_BYTES
+    from rulekit.runtime.handover import RECORDED_BYTES
 
     count = RECORDED_BYTES // 1_000_000 + 4
     with processor(tmp_path, chatra) as (processing, store, snapshot):

@@ -32,7 +32,7 @@ from rulekit.errors import StoreUnavailable
 from rulekit.event import Agent, Client, Conversation, Event, Message
 from rulekit.runtime import planning
 from rulekit.runtime.planning import Processed, StateChanged
-from rulekit.runtime.processor import report
+from rulekit.runtime.reporting import report
 from rulekit.runtime.worker import Evaluation, Refusal
 from rulekit.safetext import escape_controls, text_problem
 from rulekit.server.console import conversations

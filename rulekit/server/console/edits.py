@@ -29,7 +29,7 @@ from rulekit.errors import PermanentActionError, StoreUnavailable
 from rulekit.event import Event
 from rulekit.runtime import planning
 from rulekit.runtime.planning import Processed, StateChanged
-from rulekit.runtime.processor import report
+from rulekit.runtime.reporting import report
 from rulekit.runtime.worker import Evaluation, Refusal
 from rulekit.server.console.changes import Changes, Found, change_token, console_event
 from rulekit.server.console.sessions import Viewer
