@@ -243,7 +243,11 @@ def test_the_limits_the_docs_state_are_the_codes() -> None:
         throttle,
         workspace,
     )
-    from rulekit.store.postgres import DEFAULT_POOL_SIZE, DEFAULT_POOL_TIMEOUT
+    from rulekit.store.postgres import (
+        DEFAULT_LOCK_TIMEOUT,
+        DEFAULT_POOL_SIZE,
+        DEFAULT_POOL_TIMEOUT,
+    )
 
     server = ServerSettings()
     raw = RawConfig()
@@ -288,6 +292,7 @@ def test_the_limits_the_docs_state_are_the_codes() -> None:
             f"(honoured up to {'an hour' if MAX_RETRY_AFTER == 3600 else MAX_RETRY_AFTER}:",
             f"| `pool_size` | {DEFAULT_POOL_SIZE} |",
             f"| `pool_timeout` | {DEFAULT_POOL_TIMEOUT:g} |",
+            f"| `lock_timeout` | {DEFAULT_LOCK_TIMEOUT:g} |",
             f"may hold {routes.MAX_STREAMS} at once; the {routes.MAX_STREAMS + 1}th page",
             f"up to {int(throttle.MAX_WAIT // 60)} minutes",
         ],

@@ -6,7 +6,13 @@ libpq's own parameters (``sslmode``, ``connect_timeout``, ``application_name``, 
 * ``schema`` — the schema holding rulekit's tables (created when missing; default: the server's
   ``search_path``, usually ``public``), so one database can serve several teams or tests;
 * ``pool_size`` — the most connections this process opens (default 10);
-* ``pool_timeout`` — seconds to wait for a connection before the store is unavailable (10).
+* ``pool_timeout`` — seconds to wait for a connection before the store is unavailable (10);
+* ``lock_timeout`` — seconds a statement waits for a lock another session holds (a table
+  locked by hand, a row another transaction changes) before the store is unavailable (5).
+
+Without the last one a webhook's insert waited as long as another session held a lock on the
+inbox: the sender got no answer at all (not the 503 that makes it retry), and every writer of
+the daemon waited behind it. Migrations wait for their locks as long as it takes.
 
 Transactions: each :meth:`PostgresStore.transaction` block takes one connection from a
 psycopg_pool pool, runs ``BEGIN … COMMIT`` (``ROLLBACK`` on an exception) and hands it back.
@@ -45,13 +51,15 @@ if TYPE_CHECKING:
     import psycopg
     import psycopg_pool
 
-STORE_OPTIONS = ("schema", "pool_size", "pool_timeout")
+STORE_OPTIONS = ("schema", "pool_size", "pool_timeout", "lock_timeout")
 """URL parameters rulekit reads itself; every other one goes to libpq."""
 
 DEFAULT_POOL_SIZE = 10
 WRITERS = 4
 """Group-commit transactions under way at once (at most half the pool)."""
 DEFAULT_POOL_TIMEOUT = 10.0
+DEFAULT_LOCK_TIMEOUT = 5.0
+"""Seconds a statement waits for another session's lock (as SQLite's busy timeout)."""
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -79,7 +87,7 @@ def check_options(url: str, options: Mapping[str, str]) -> None:
             f"storage URL {redact_url(url)!r}: schema {schema!r} must be a lower-case SQL name "
             "(letters, digits, underscores; not starting with a digit)"
         )
-    for name, kind in (("pool_size", int), ("pool_timeout", float)):
+    for name, kind in (("pool_size", int), ("pool_timeout", float), ("lock_timeout", float)):
         if name in options:
             try:
                 value = kind(options[name])
@@ -91,10 +99,13 @@ def check_options(url: str, options: Mapping[str, str]) -> None:
                 )
 
 
-def _connect_kwargs(schema: str | None) -> dict[str, Any]:
-    # Every connection works in UTC and in the store's schema; set at connection start-up
-    # (libpq ``options``), so it costs no round trip per transaction.
+def _connect_kwargs(schema: str | None, lock_timeout: float | None = None) -> dict[str, Any]:
+    # Every connection works in UTC and in the store's schema, and waits for a lock at most
+    # ``lock_timeout`` seconds; set at connection start-up (libpq ``options``), so it costs no
+    # round trip per transaction.
     options = "-c timezone=UTC"
+    if lock_timeout is not None:
+        options += f" -c lock_timeout={max(round(lock_timeout * 1000), 1)}"
     if schema is not None:
         options += f" -c search_path={schema}"
     return {"options": options, "autocommit": False}
@@ -124,6 +135,7 @@ class PostgresStore(JournaledStore):
         self.schema = options.get("schema")
         size = pool_size or int(options.get("pool_size", DEFAULT_POOL_SIZE))
         timeout = pool_timeout or float(options.get("pool_timeout", DEFAULT_POOL_TIMEOUT))
+        self.lock_timeout = float(options.get("lock_timeout", DEFAULT_LOCK_TIMEOUT))
         self.writers = min(WRITERS, max(size // 2, 1))
         self._holders: set[int] = set()
         self._holders_lock = threading.Lock()
@@ -148,7 +160,7 @@ class PostgresStore(JournaledStore):
             raise StoreError(
                 "PostgreSQL storage needs psycopg and psycopg_pool: pip install 'rulekit[postgres]'"
             ) from exc
-        kwargs = _connect_kwargs(self.schema) | {"row_factory": dict_row}
+        kwargs = _connect_kwargs(self.schema, self.lock_timeout) | {"row_factory": dict_row}
         try:
             pool: psycopg_pool.ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
                 conninfo,
@@ -181,6 +193,9 @@ class PostgresStore(JournaledStore):
         """Apply the pending steps in one transaction holding the schema's advisory lock: the
         version is re-read under the lock, so concurrent openers apply each step once."""
         with self._connection() as conn:
+            # another opener's migration, or a daemon's transaction on a table a step alters,
+            # is waited for however long it takes (not the store's lock_timeout)
+            conn.execute("SET LOCAL lock_timeout = 0")
             conn.execute(
                 "SELECT pg_advisory_xact_lock(%s, hashtext(COALESCE(%s::text, current_schema())))",
                 (_MIGRATION_LOCK, self.schema),

@@ -41,7 +41,8 @@ from rulekit.store.sql.state import SQLState
 # exceptions, rollbacks (deadlock, serialization), insufficient resources (disk full, too many
 # connections), operator intervention (shutdown), system errors (I/O).
 _UNAVAILABLE_CLASSES = ("08", "40", "53", "57", "58")
-_UNAVAILABLE_STATES = frozenset({"25006"})  # read_only_sql_transaction (a hot standby)
+# read_only_sql_transaction (a hot standby), lock_not_available (waited past lock_timeout)
+_UNAVAILABLE_STATES = frozenset({"25006", "55P03"})
 _CONFLICT_STATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
 
 

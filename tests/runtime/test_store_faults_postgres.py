@@ -1,0 +1,69 @@
+"""A ``rulekit run`` daemon on PostgreSQL whose database misbehaves: a table it writes locked by
+another session for long, its connections ended by the server.
+
+Runs when ``RULEKIT_TEST_POSTGRES`` names a reachable server (CI sets it); skipped otherwise.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import psycopg
+from daemons import Process, chat_started, wait_for, write_setup
+
+JSON = {"Content-Type": "application/json"}
+
+
+def on_postgres(tmp_path, processes, chatra, url: str) -> Process:
+    """A daemon of the usual test setup, its store the schema at ``url``."""
+    config = write_setup(tmp_path, chatra=chatra)
+    config.write_text(
+        config.read_text().replace("storage: sqlite:///rulekit.sqlite3", f"storage: {url}")
+    )
+    return processes(config).wait_ready()
+
+
+@contextmanager
+def session(url: str) -> Iterator[psycopg.Connection]:
+    """Another session on the daemon's schema (autocommit unless it begins a transaction)."""
+    from rulekit.store.postgres import split_url
+
+    conninfo, options = split_url(url)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f"SET search_path = {options['schema']}")
+        yield conn
+
+
+def post(daemon: Process, n: int, timeout: float = 60) -> httpx.Response:
+    return httpx.post(daemon.webhook_url, content=chat_started(n), headers=JSON, timeout=timeout)
+
+
+def replied(chatra) -> Counter:
+    return Counter(body["clientId"] for body in chatra.sent)
+
+
+def test_a_table_locked_by_another_session_answers_503_then_recovers(
+    tmp_path, processes, chatra, postgres_url
+):
+    # a webhook's insert waited for the lock as long as it was held: no answer at all reached
+    # the sender (not the 503 that makes it retry), and the daemon's writers waited behind it
+    daemon = on_postgres(tmp_path, processes, chatra, postgres_url)
+    assert post(daemon, 0).status_code == 200
+    wait_for(lambda: replied(chatra)["client00000000"] == 1, 30)
+    with session(postgres_url) as other:
+        with other.transaction():
+            other.execute("LOCK TABLE inbox IN ACCESS EXCLUSIVE MODE")
+            answer = post(daemon, 1)
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["retry-after"]
+            health = httpx.get(f"{daemon.url}/healthz", timeout=10)
+            assert health.status_code == 503
+            assert health.json()["store"] != "ok"
+        # the lock is gone: the sender's retry is taken, and processed once
+        wait_for(lambda: post(daemon, 1).status_code == 200, 60, 0.2)
+    wait_for(lambda: replied(chatra)["client00000001"] == 1, 60)
+    wait_for(lambda: httpx.get(f"{daemon.url}/healthz", timeout=10).status_code == 200, 60)
+    assert replied(chatra) == {"client00000000": 1, "client00000001": 1}
