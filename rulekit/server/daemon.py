@@ -120,6 +120,7 @@ class Daemon(Reloading):
         self._own_store = store is None
         self.ready = False
         self.last_reload: dict[str, Any] = {"ok": True, "at": None, "errors": []}
+        self.stopping = False
         self._tasks: list[asyncio.Task[Any]] = []
         self._reload_lock: asyncio.Lock | None = None
         self._replaced = {}
@@ -249,6 +250,7 @@ class Daemon(Reloading):
         if not self.ready:
             return
         self.ready = False
+        self.stopping = True  # no reload swaps a new set in from now on
         self.ingest.accepting = False
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)

@@ -121,6 +121,10 @@ class Reloading:
     (:meth:`_retire`)."""
     _reload_lock: asyncio.Lock | None
     _stop_watching: asyncio.Event | None
+    stopping: bool
+    """The daemon is stopping: a reload swaps nothing in any more (its fetchers, workers and
+    clients are being stopped and closed; a set swapped in now would start them again and
+    never close them)."""
 
     @staticmethod
     async def _close_clients(snapshot: Snapshot) -> None:
@@ -139,6 +143,8 @@ class Reloading:
         """Load the rules and config again and swap them in if valid; True when swapped."""
         assert self._reload_lock is not None
         async with self._reload_lock:
+            if self.stopping:
+                return False
             try:
                 new = await run_within(
                     self.reload_budget,
@@ -168,6 +174,10 @@ class Reloading:
                 self.feed.publish(
                     {"type": "reload", "ok": False, "errors": errors, "reason": reason}
                 )
+                return False
+            if self.stopping:  # it stopped while the set loaded: never used, closed at once
+                await self._close_clients(new)
+                log(logger, logging.INFO, "reload dropped: rulekit is stopping", reason=reason)
                 return False
             old, self._snapshot = self._snapshot, new
             if self.freezes_heap:  # the new rules leave the collector's work at once, not

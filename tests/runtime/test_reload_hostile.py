@@ -108,3 +108,44 @@ def test_a_reload_over_budget_is_abandoned_and_never_blocks_the_next(
     server.call(asyncio.sleep(0.1))  # its result, were it used, would be applied on the loop
     assert server.daemon.snapshot is active
     assert server.daemon.last_reload["ok"]
+
+
+def test_a_reload_that_ends_while_the_daemon_stops_swaps_nothing_in(
+    tmp_path, serve, chatra, monkeypatch
+):
+    """A reload still loading when the daemon began to stop swapped its set in afterwards:
+    its fetchers started again after the fetchers were stopped, and its network clients were
+    never closed. Once the daemon stops, a late reload is dropped."""
+    config = write_setup(tmp_path, chatra=chatra, fetch_client=True)
+    server = serve(config)
+    assert server.daemon.fetchers is not None
+    wait_for(lambda: server.daemon.fetchers.channels == ["online-chat"])
+    before = server.daemon.snapshot
+    real_load = reloading_module.load_known
+    release = threading.Event()
+    calls: list[str] = []
+
+    def load(*args):
+        calls.append("load")
+        release.wait(120)  # a load taking its time (a slow disk, many rules)
+        snapshot = real_load(*args)
+        calls.append("done")
+        return snapshot
+
+    monkeypatch.setattr(reloading_module, "load_known", load)
+    (tmp_path / "rules.d" / "rules.yaml").write_text(RELOADED)
+    assert server.loop is not None
+    reloaded = asyncio.run_coroutine_threadsafe(server.daemon.reload("test"), server.loop)
+    try:
+        wait_for(lambda: calls == ["load"])
+        server.call(server.daemon.stop())
+        assert server.daemon.fetchers.channels == []
+    finally:
+        release.set()
+    assert reloaded.result(60) is False
+    assert calls == ["load", "done"]
+    assert server.daemon.snapshot is before
+    assert server.daemon.fetchers.channels == []
+    # and no reload begins once it stopped
+    assert server.call(server.daemon.reload("test")) is False
+    assert calls == ["load", "done"]
