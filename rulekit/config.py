@@ -158,7 +158,7 @@ class RetentionSettings(StrictModel):
 
 class LoggingSettings(StrictModel):
     """Log format and level. Message texts and emails appear only with ``content: true``
-    (or at debug level)."""
+    (whatever the level)."""
 
     format: Literal["text", "json"] = "text"
     level: Literal["debug", "info", "warning", "error"] = "info"

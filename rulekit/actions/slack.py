@@ -45,10 +45,12 @@ __all__ = [
     "escape_mrkdwn",
 ]
 
-SDK_LOGGER = "rulekit.actions.slack.sdk"
+SDK_LOGGER = "rulekit.sdk.slack"
 """The client's logger. slack-sdk builds its debug lines (the request's parameters and headers)
 on every call whenever its logger's *own* level is unset, whatever the handlers keep; so the
-client is given this logger, set to the level that rulekit's loggers log at."""
+client is given this logger, set to the level its parent (``rulekit.sdk``) logs at: its debug
+lines quote the messages sent and Slack's answers, so the daemon's log configuration keeps
+that parent at ``info`` unless content may be logged."""
 
 TRANSIENT_ERRORS = frozenset(
     {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
@@ -271,7 +273,7 @@ class _Answer:
 
 def _sdk_logger() -> logging.Logger:
     logger = logging.getLogger(SDK_LOGGER)
-    logger.setLevel(logging.getLogger(__name__).getEffectiveLevel())
+    logger.setLevel(logging.getLogger(SDK_LOGGER.rpartition(".")[0]).getEffectiveLevel())
     return logger
 
 

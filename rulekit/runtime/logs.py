@@ -11,10 +11,10 @@ and a formatter that together guarantee, for every record:
   percent-encoded again. The formatted line is checked once more, so that escaping a value for
   the line cannot make a form of a secret either. Access lines log the decoded path with
   :func:`redact_path`;
-* **no personal data** unless ``logging.content`` or debug level allows it: emails are masked
-  (``<email>``) by :func:`mask_emails`, and what a record quotes of its event's client (the
-  values :func:`~rulekit.store.forms.hidden_values` finds, which :func:`log` is given as
-  ``personal``: a message text, a phone, an IP address ..., in any stored form) is
+* **no personal data** unless ``logging.content`` allows it (debug level does not): emails
+  are masked (``<email>``) by :func:`mask_emails`, and what a record quotes of its event's
+  client (the values :func:`~rulekit.store.forms.hidden_values` finds, which :func:`log` is
+  given as ``personal``: a message text, a phone, an IP address ..., in any stored form) is
   :data:`HIDDEN`, as audit output hides it without ``--show-content``;
 * **no exception message** unless content may be logged: a traceback keeps each exception's
   type and each frame's file and line, and its messages are :data:`HIDDEN`
@@ -434,11 +434,22 @@ def configure_logging(
         logger.propagate = False
     # uvicorn's own access log prints the raw path; ours (rulekit.access) redacts it
     logging.getLogger("uvicorn.access").disabled = True
+    # an SDK's debug lines dump what it sends and receives (a message's text, a client's
+    # phone), which no filter can tell from the rest: kept for when content may be logged
+    sdk = logging.getLogger(SDK_LOGGERS)
+    sdk.setLevel(logging.NOTSET if content_allowed(settings) else max(level, logging.INFO))
+
+
+SDK_LOGGERS = f"{LOGGER}.sdk"
+"""The parent of the loggers rulekit gives the service SDKs it calls (``rulekit.sdk.slack``):
+below ``info`` only when content may be logged, whatever ``logging.level`` says."""
 
 
 def content_allowed(settings: LoggingSettings) -> bool:
-    """Whether message texts and emails may be logged."""
-    return settings.content or settings.level == "debug"
+    """Whether message texts and emails may be logged: only with ``logging.content: true``
+    (debug level alone does not: it is asked for to see more of what the daemon does, not
+    to copy the clients' conversations into the log)."""
+    return settings.content
 
 
 def log(

@@ -55,7 +55,7 @@ def processes() -> Iterator[Callable[..., Process]]:
 def log_lines() -> Iterator[LogLines]:
     """A stream for the daemon's log (as ``rulekit run`` configures it); the handlers that
     ``configure_logging`` replaces are put back after."""
-    names = ["", "rulekit", "uvicorn", "uvicorn.error", "uvicorn.access"]
+    names = ["", "rulekit", "rulekit.sdk", "uvicorn", "uvicorn.error", "uvicorn.access"]
     saved = {}
     for name in names:
         logger = logging.getLogger(name)

@@ -169,3 +169,39 @@ def test_a_refused_body_s_key_is_told_to_the_sender_and_hidden_in_the_log(
     else:
         assert key not in log_lines.text
         assert "the body has the key '[hidden]' twice in one object" in line, line
+
+
+SLACK_RULES = """\
+- name: Tell Slack
+  on: {channel: online-chat, event: created}
+  do:
+    - slack: {channel: C1, text: "{{ message.text | spy }}"}
+"""
+
+
+@pytest.mark.parametrize("content", [False, True])
+def test_debug_level_alone_logs_no_content(
+    tmp_path, processes, chatra, fake_slack, chatty_plugin, content
+):
+    """``level: debug`` shows more of what the daemon does, not the clients' conversations:
+    without ``content: true`` a filter's line in the worker masks the email, and slack-sdk's
+    debug dumps of the request and of Slack's answer (both quoting the message) are left out;
+    with it, both are there."""
+    extra = f"logging: {{level: debug, content: {str(content).lower()}}}\n"
+    config = write_setup(tmp_path, SLACK_RULES, chatra=chatra, slack=fake_slack, extra=extra)
+    process = processes(config).wait_ready()
+    text = "refund to jane.doe@shop.example please"
+    assert httpx.post(process.webhook_url, content=_body(text)).status_code == 200
+    wait_for(lambda: fake_slack.messages(), timeout=60)
+    wait_for(lambda: "filter saw" in process.output() and "slack: done" in process.output())
+    process.terminate()
+    output = process.output()
+    assert fake_slack.token not in output
+    if content:
+        assert "Sending a request" in output  # slack-sdk's dump, message and all
+        assert "jane.doe@shop.example" in output
+    else:
+        assert "Sending a request" not in output and "Received the following" not in output
+        assert "jane.doe@shop.example" not in output
+        [line] = [line for line in output.splitlines() if "filter saw" in line]
+        assert line.endswith("WARNING rulekit_chatty: filter saw refund to <email> please")

@@ -269,7 +269,7 @@ def test_warnings_of_other_libraries_are_cleaned_too(tmp_path, restore_logging):
 @pytest.fixture
 def restore_logging():
     """Put back the handlers ``configure_logging`` replaces."""
-    names = ["", "rulekit", "uvicorn", "uvicorn.error", "uvicorn.access"]
+    names = ["", "rulekit", "rulekit.sdk", "uvicorn", "uvicorn.error", "uvicorn.access"]
     saved = {}
     for name in names:
         logger = logging.getLogger(name)
