@@ -204,6 +204,7 @@ class Slack(Action):
             retry_handlers=[],
             logger=_sdk_logger(),
         )
+        client.headers["User-Agent"] = _user_agent()  # (its constructor writes its own)
         self._url, self._headers = _prebuilt(client)
         self._loop = loop
         return client
@@ -269,6 +270,16 @@ class _Answer:
         self.status_code = answer["status_code"]
         self.data = answer["data"]
         self.headers = answer["headers"]
+
+
+def _user_agent() -> str:
+    """What the client calls itself: rulekit and the SDK's version. slack-sdk's own user agent
+    adds the Python version and the host's system and kernel release (``Linux/6.1.0-18``),
+    which tell Slack, and whoever reads its request logs, more about the host than a post
+    needs."""
+    from slack_sdk.version import __version__
+
+    return f"rulekit slackclient/{__version__}"
 
 
 def _sdk_logger() -> logging.Logger:

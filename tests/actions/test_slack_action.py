@@ -227,6 +227,7 @@ def test_the_client_builds_no_debug_lines_unless_rulekit_logs_at_debug(fake_slac
 
 
 def test_posts_what_the_sdk_api_call_would_post(fake_slack):
+    from slack_sdk.version import __version__
     from slack_sdk.web.async_client import AsyncWebClient
 
     params = SlackParams(channel="C1", text="same", blocks=[{"type": "divider"}])
@@ -234,6 +235,7 @@ def test_posts_what_the_sdk_api_call_would_post(fake_slack):
 
     async def through_api_call():
         client = AsyncWebClient(token=fake_slack.token, base_url=fake_slack.base_url)
+        client.headers["User-Agent"] = f"rulekit slackclient/{__version__}"  # as ours says
         await client.api_call("chat.postMessage", json=params.model_dump(exclude_none=True))
 
     asyncio.run(through_api_call())
@@ -263,3 +265,19 @@ def test_an_sdk_without_the_private_sender_pieces_posts_through_api_call(fake_sl
     fake_slack.fail(Response(200, {"ok": False, "error": "channel_not_found"}))
     exc = failure(slack_action(fake_slack), SlackParams(channel="C2", text="x"))
     assert isinstance(exc, PermanentActionError) and "channel_not_found" in str(exc)
+
+
+@pytest.mark.parametrize("sender", ["prebuilt", "api_call"])
+def test_the_user_agent_names_rulekit_not_the_hosts_system(fake_slack, monkeypatch, sender):
+    import platform
+
+    import slack_sdk.web.internal_utils as internal
+    from slack_sdk.version import __version__
+
+    if sender == "api_call":
+        monkeypatch.delattr(internal, "_get_url")  # the SDK's public call builds the headers
+    post(slack_action(fake_slack), SlackParams(channel="C1", text="x"))
+    [message] = fake_slack.messages()
+    agent = message.request.headers["user-agent"]
+    assert agent == f"rulekit slackclient/{__version__}"
+    assert platform.release() not in agent and "Python/" not in agent
