@@ -33,8 +33,10 @@ def set_webhook_command(url: str, config_path: str | None, channel: str | None) 
     """Tell Telegram to post the bot's updates to URL (setWebhook), with the channel's
     webhook_secret as the secret token.
 
-    URL is where Telegram reaches this daemon: https://<your host>, or the full
-    https://<your host>/webhooks/<channel>/<webhook_secret>.
+    URL is where Telegram reaches this daemon, https://<your host> (with the path of a
+    reverse proxy's prefix, if any): the channel's path and secret are added from the config.
+    Do not write the secret in the command: every user of the machine can read a command
+    line, and the shell keeps it in its history.
     """
     from rulekit.cli.main import reports_errors
 
@@ -54,17 +56,26 @@ def _set_webhook(url: str, config_path: str | None, channel: str | None) -> None
         raise ConfigError(f"channel {provider.channel!r} has no webhook_secret")
     if provider.settings.token is None:
         raise ConfigError(f"channel {provider.channel!r} has no token")
+    if secret.get_secret_value() in url:
+        click.echo(
+            "warning: the URL holds the channel's webhook_secret, which other users of this "
+            "machine can read in its process list and your shell keeps in its history: give "
+            "https://<your host> only (the secret is taken from the config); consider a new "
+            "webhook_secret",
+            err=True,
+        )
     target = webhook_url(url, provider.channel, secret.get_secret_value())
     params: dict[str, Any] = {
         "url": target,
         "secret_token": secret.get_secret_value(),
         "allowed_updates": ["message", "edited_message"],
     }
+    hidden = secret.get_secret_value()
     try:
         asyncio.run(_call(provider, "setWebhook", params))
     except (BotAPIError, BotUnreachable) as exc:
-        raise ConfigError(f"setWebhook failed: {exc}") from None
-    shown = target.replace(secret.get_secret_value(), "<webhook_secret>")
+        raise ConfigError(f"setWebhook failed: {exc}".replace(hidden, SHOWN_SECRET)) from None
+    shown = target.replace(hidden, SHOWN_SECRET)
     click.echo(f"channel {provider.channel}: Telegram now posts updates to {shown}")
     if provider.settings.updates == "polling":
         click.echo(
@@ -74,13 +85,18 @@ def _set_webhook(url: str, config_path: str | None, channel: str | None) -> None
         )
 
 
+SHOWN_SECRET = "<webhook_secret>"
+"""What the command's output writes for the channel's webhook secret."""
+
+
 def webhook_url(url: str, channel: str, secret: str) -> str:
     """The full webhook URL: ``url`` as given when it already ends with the channel's path,
     else the channel's path appended to it."""
     from rulekit.errors import ConfigError
 
     if not url.startswith("https://") and not url.startswith("http://"):
-        raise ConfigError(f"{url!r} is not an http(s) URL")
+        shown = url.replace(secret, SHOWN_SECRET) if secret else url
+        raise ConfigError(f"{shown!r} is not an http(s) URL")
     path = f"/webhooks/{channel}/{secret}"
     base = url.rstrip("/")
     return base if base.endswith(path) else base + path

@@ -154,3 +154,31 @@ def test_the_core_never_imports_the_plugin() -> None:
             else:
                 continue
             assert not any(name.startswith("rulekit_telegram") for name in names), source
+
+
+def test_a_url_holding_the_secret_is_warned_about_and_never_echoed(tmp_path: Path) -> None:
+    """The secret belongs in the config, not on a command line (which every user of the
+    machine can read, and the shell keeps): the help asks for the host only, a URL that holds
+    the secret still works but is warned about, and no output repeats it."""
+    with FakeTelegram(token="5:tok") as telegram:
+        path = tmp_path / "rulekit.yaml"
+        path.write_text(
+            "channels:\n"
+            "  support-bot:\n"
+            "    provider: telegram-bot\n"
+            "    token: '5:tok'\n"
+            f"    base_url: {telegram.service.base_url}\n"
+            "    webhook_secret: s3cretWH42\n"
+        )
+        run = CliRunner().invoke
+        assert "<webhook_secret>" not in run(cli, ["telegram", "set-webhook", "--help"]).output
+        full = "https://rk.example.com/webhooks/support-bot/s3cretWH42"
+        result = run(cli, ["telegram", "set-webhook", full, "--config", str(path)])
+        assert result.exit_code == 0, result.output
+        assert telegram.webhook is not None and telegram.webhook["url"] == full
+        assert "warning: the URL holds the channel's webhook_secret" in result.output
+        assert "s3cretWH42" not in result.output
+        no_scheme = "rk.example.com/webhooks/support-bot/s3cretWH42"
+        result = run(cli, ["telegram", "set-webhook", no_scheme, "--config", str(path)])
+        assert result.exit_code == 1 and "is not an http(s) URL" in result.output
+        assert "s3cretWH42" not in result.output
