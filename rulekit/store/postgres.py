@@ -19,6 +19,12 @@ psycopg_pool pool, runs ``BEGIN … COMMIT`` (``ROLLBACK`` on an exception) and 
 The isolation level is PostgreSQL's default, READ COMMITTED; the statements are written for it
 (claims lock their rows with ``FOR UPDATE SKIP LOCKED``, counters are single upserts).
 
+A pooled connection the server ended while it lay idle (``pg_terminate_backend``, a restart or
+a failover of the server) is noticed when it is taken from the pool, without a round trip: the
+server's goodbye waits on its socket. It is closed and another one taken, so one such event
+costs no transaction (each idle connection used to fail the next transaction given it: a 503
+to a webhook, a processor round lost, for up to ``pool_size`` transactions in a row).
+
 Migrations are applied when the store opens, inside one transaction holding an advisory lock
 on the schema, so N daemons starting at once apply each step once; a schema newer than this
 rulekit is refused.
@@ -34,9 +40,11 @@ need them.
 from __future__ import annotations
 
 import re
+import select
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -142,6 +150,8 @@ class PostgresStore(JournaledStore):
         self._conninfo = conninfo
         self._backends: set[int] = set()
         """The server processes of this store's pooled connections (see :meth:`listen`)."""
+        self._pool_size = size
+        self._pool_timeout = timeout
         self._pool = self._open_pool(conninfo, size, timeout)
         try:
             self._prepare(upgrade)
@@ -237,8 +247,12 @@ class PostgresStore(JournaledStore):
         from psycopg_pool import PoolClosed
 
         try:
-            with self._pool.connection() as conn:
-                yield conn
+            conn = self._live_connection()
+            try:
+                with conn:  # commits, or rolls back on an exception (the pool keeps it open)
+                    yield conn
+            finally:
+                self._pool.putconn(conn)
         except PoolClosed:
             raise StoreError(f"PostgreSQL store {self.url} is closed") from None
         except psycopg.Error as exc:  # PoolTimeout is an OperationalError
@@ -246,6 +260,22 @@ class PostgresStore(JournaledStore):
             if unavailable is None:
                 raise
             raise unavailable from exc
+
+    def _live_connection(self) -> psycopg.Connection[dict[str, Any]]:
+        """A connection of the pool that its server has not ended meanwhile: those it did are
+        closed (the pool replaces them) and another is taken, within ``pool_timeout``."""
+        import psycopg
+
+        deadline = time.monotonic() + self._pool_timeout
+        for _ in range(self._pool_size):
+            conn = self._pool.getconn(timeout=max(deadline - time.monotonic(), 0.001))
+            if not _ended(conn):
+                return conn
+            with suppress(psycopg.Error):
+                self._backends.discard(conn.info.backend_pid)
+            conn.close()
+            self._pool.putconn(conn)
+        return self._pool.getconn(timeout=max(deadline - time.monotonic(), 0.001))
 
     @contextmanager
     def transaction(self) -> Iterator[PostgresState]:
@@ -298,6 +328,27 @@ class PostgresStore(JournaledStore):
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r}, schema={self.schema!r})"
+
+
+def _ended(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the server ended this idle connection. An idle connection's socket has nothing
+    to read unless the server said something unasked: mostly its goodbye (``FATAL:
+    terminating connection``, then the end of the stream), rarely a notice. Only then is a
+    round trip spent to tell which."""
+    if conn.closed or conn.broken:
+        return True
+    poll = select.poll()
+    poll.register(conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+    if not poll.poll(0):
+        return False
+    import psycopg
+
+    try:
+        conn.execute("")  # (no transaction: the pool hands connections over idle)
+        conn.rollback()
+    except psycopg.Error:
+        return True
+    return False
 
 
 def _read_version(conn: psycopg.Connection[Any]) -> int:

@@ -67,3 +67,51 @@ def test_a_table_locked_by_another_session_answers_503_then_recovers(
     wait_for(lambda: replied(chatra)["client00000001"] == 1, 60)
     wait_for(lambda: httpx.get(f"{daemon.url}/healthz", timeout=10).status_code == 200, 60)
     assert replied(chatra) == {"client00000000": 1, "client00000001": 1}
+
+
+APP = "rulekit-under-test"
+"""The ``application_name`` of the daemon's connections (to find them in pg_stat_activity)."""
+
+
+def end_connections(url: str) -> list[str]:
+    """End every connection of the daemon as the server would on a restart or a failover
+    (``pg_terminate_backend``); what each was running last."""
+    with session(url) as other:
+        rows = other.execute(
+            "SELECT pg_terminate_backend(pid), query FROM pg_stat_activity"
+            " WHERE application_name = %s",
+            (APP,),
+        ).fetchall()
+    return [query for _, query in rows]
+
+
+def listening(url: str) -> bool:
+    """Whether the daemon listens for other daemons' work."""
+    with session(url) as other:
+        row = other.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name = %s AND query LIKE 'LISTEN %%'",
+            (APP,),
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def test_connections_the_server_ended_while_idle_cost_no_webhook(
+    tmp_path, processes, chatra, postgres_url
+):
+    # each pooled connection the server had ended failed the next transaction given it: a
+    # 503 to as many webhooks (and a lost processor round) as the pool had idle connections
+    daemon = on_postgres(tmp_path, processes, chatra, f"{postgres_url}&application_name={APP}")
+    for n in range(5):
+        assert post(daemon, n).status_code == 200
+    wait_for(lambda: len(replied(chatra)) == 5, 30)
+    for first in (5, 10):
+        wait_for(lambda: listening(postgres_url), 30)
+        ended = end_connections(postgres_url)
+        assert any(query.startswith("LISTEN") for query in ended)  # the listener's too
+        assert len(ended) >= 2
+        answers = [post(daemon, n).status_code for n in range(first, first + 5)]
+        assert answers == [200] * 5
+        wait_for(lambda n=first + 5: len(replied(chatra)) == n, 30)
+    assert set(replied(chatra).values()) == {1}
+    assert httpx.get(f"{daemon.url}/healthz", timeout=10).status_code == 200
