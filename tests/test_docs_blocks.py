@@ -379,10 +379,16 @@ def token_command(block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def systemd_unit(block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The unit's ``ExecStart`` is a rulekit command line that parses, and its
+    """The unit's ``ExecStart`` is a rulekit command line that parses, its secrets come from
+    a file and its comments stand on lines of their own, and its
     ``TimeoutStopSec`` lets a stopping daemon wait for a call under way of the default lease
     (an email's) and give the rest of the dispatcher its grace, rather than kill it mid-call."""
     lines = block.text.splitlines()
+    # systemd has no comments after a value: "File=/x  # note" names the file "/x  # note"
+    assert not [line for line in lines if "#" in line and not line.startswith("#")]
+    # secrets come from a file, never from the unit (readable by all, as `systemctl show` is)
+    assert not [line for line in lines if line.startswith("Environment=")]
+    assert "UMask=0077" in lines  # what the daemon creates is its user's alone
     [start] = [line for line in lines if line.startswith("ExecStart=")]
     parse(cli_lines(start.removeprefix("ExecStart="))[0])
     [stop] = [line for line in lines if line.startswith("TimeoutStopSec=")]
