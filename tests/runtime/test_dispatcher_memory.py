@@ -17,7 +17,7 @@ from rulekit_chatra.testing import FakeChatra
 
 from rulekit.actions.pacing import service_key
 from rulekit.runtime.dispatcher import HELD_BYTES
-from rulekit.runtime.processor import RECORDED_BYTES
+from rulekit.runtime.handover import RECORDED_BYTES
 
 MB = 1_000_000
 
