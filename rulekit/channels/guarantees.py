@@ -169,11 +169,18 @@ def _bound_times(event: Event) -> None:
 
 def parses_clean(parse: Callable[..., list[Event]]) -> Callable[..., list[Event]]:
     """A provider's ``parse``, handed the body as :func:`for_providers` makes it and returning
-    its events through :func:`bounded_events`."""
+    its events through :func:`bounded_events`, each of origin ``channel``."""
 
     @functools.wraps(parse)
     def wrapper(self: Provider, body: bytes, state: State) -> list[Event]:
-        return bounded_events(parse(self, for_providers(body), state), self.channel)
+        events = bounded_events(parse(self, for_providers(body), state), self.channel)
+        for event in events:
+            # what a body says comes from outside, whatever it claims: an event of origin
+            # ``console`` is an agent's in the console (rules and the audit trail trust that),
+            # one of origin ``rulekit`` is rulekit's own (loop protection passes over it)
+            if event.__dict__["origin"] != "channel":
+                event.origin = "channel"
+        return events
 
     return wrapper
 

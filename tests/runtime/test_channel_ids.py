@@ -10,6 +10,8 @@ start with the channel's name are given it, by the provider base class, for ever
 from __future__ import annotations
 
 import json
+import sqlite3
+from contextlib import closing
 
 import httpx
 from daemons import Server, wait_for, write_setup
@@ -58,3 +60,59 @@ def test_a_sender_cannot_take_another_channels_event_or_conversation_ids(tmp_pat
         assert chatra.sent[0]["clientId"] == client
     finally:
         server.stop()
+
+
+ORIGIN_RULES = """\
+- name: Console only
+  on: {channel: web, event: updated}
+  if: origin == "console"
+  do:
+    - autoreply: {text: "seen an agent's change"}
+"""
+
+
+def test_a_sender_cannot_pass_its_events_off_as_an_agents_or_rulekits(tmp_path, chatra):
+    """The ``webhook`` provider took ``origin`` from the sender: an event of origin ``console``
+    passed for an agent's change in the console (rules reacting to agents' changes ran, the
+    audit trail named the console), and one of origin ``rulekit`` for rulekit's own. What a
+    body says is from the channel."""
+    config = write_setup(tmp_path, ORIGIN_RULES, chatra=chatra)
+    config.write_text(
+        config.read_text().replace(
+            "channels:\n",
+            f"channels:\n  web: {{provider: webhook, webhook_secret: {WEB_SECRET}}}\n",
+        )
+    )
+    server = Server(Daemon(config, watch=False)).start()
+    try:
+        inbox = Inbox(tmp_path / "rulekit.sqlite3")
+        for n, origin in enumerate(("console", "rulekit", "channel")):
+            forged = {
+                "id": f"forged-{n}",
+                "event": "updated",
+                "origin": origin,
+                "conversation": {"id": f"conversation-{n}"},
+                "client": {"id": f"client-{n}"},
+                "agent": {"email": "boss@example.org"},
+            }
+            answer = httpx.post(
+                f"{server.url}/webhooks/web/{WEB_SECRET}", content=json.dumps(forged)
+            )
+            assert answer.status_code == 200
+            item = answer.json()["id"]
+            assert inbox.settle([item])[item] == ("done", None)
+            [event_id] = inbox.events(item)
+            data, trace = _stored(tmp_path, event_id)
+            assert data["origin"] == "channel", origin
+            assert "Console only" not in json.dumps(trace["plan"]), origin
+        assert chatra.sent == []
+    finally:
+        server.stop()
+
+
+def _stored(folder, event_id: str) -> tuple[dict, dict]:
+    with closing(sqlite3.connect(folder / "rulekit.sqlite3")) as conn:
+        [(data, trace)] = conn.execute(
+            "SELECT data, trace FROM events WHERE event_id = ?", (event_id,)
+        ).fetchall()
+    return json.loads(data), json.loads(trace)
