@@ -9,7 +9,7 @@ from datetime import datetime
 from pydantic import ValidationError
 
 from rulekit.engine.plan import ConditionResult
-from rulekit.errors import TemplateError
+from rulekit.errors import TemplateError, elide
 from rulekit.event import Event
 from rulekit.expr.budget import OverBudget
 from rulekit.rules.spec import AnyOf, Condition, Leaf, NotOf
@@ -38,14 +38,19 @@ def condition_source(condition: Condition) -> str:
 
 
 def failure_reason(exc: BaseException) -> str:
-    """Why an expression, a template or an action's parameters failed, in one line."""
+    """Why an expression, a template or an action's parameters failed, in one line of at most
+    :data:`~rulekit.errors.MAX_LOCATED_ERROR` characters: an exception's message may quote a
+    client's value whole (``float()`` of a 4 MB message says so in 8 MB, and each rule failing
+    on it added that to the event's trace, its errors and the log)."""
     if isinstance(exc, TemplateError):
-        return str(exc)
-    if isinstance(exc, ValidationError):
+        reason = str(exc)
+    elif isinstance(exc, ValidationError):
         first = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(p) for p in first["loc"])
-        return f"{where}: {first['msg']}" if where else first["msg"]
-    return f"{type(exc).__name__}: {exc}"
+        reason = f"{where}: {first['msg']}" if where else first["msg"]
+    else:
+        reason = f"{type(exc).__name__}: {exc}"
+    return " ".join(elide(reason).splitlines())
 
 
 def explain_condition(

@@ -173,6 +173,32 @@ def test_conditions_over_budget_are_recorded_as_the_rules_error(build_engine, fu
         ]
 
 
+@pytest.mark.parametrize(
+    ("template", "condition"),
+    [
+        ("{{ message.text|filesizeformat }}", None),  # float()'s error quotes the text whole
+        ("{{ [1]|map(message.text)|list }}", None),  # "No filter named '...'"
+        ("{{ [1]|select(message.text)|list }}", None),  # "No test named '...'"
+        ("hi", "message.text|filesizeformat == ''"),
+    ],
+)
+def test_errors_quoting_a_client_value_stay_one_short_line(
+    build_engine, template: str, condition: str | None
+) -> None:
+    """An exception's message may quote a client's value: each rule failing on a 4 MB
+    message added 4 to 8 MB to the event's errors and its trace, however small the budget."""
+    engine = _engine(build_engine, template, condition)
+    text = "a.\nb" * 300_000
+    plan = engine.evaluate(make_event(message={"text": text}), explain=True)
+    assert list(plan) == []
+    # an action's error is the plan's; a condition's, the rule's trace's
+    [error] = plan.errors or [trace.failure for trace in plan.rules]
+    assert isinstance(error, str) and error.startswith("rule 't': " if template != "hi" else "")
+    assert "\n" not in error and len(error) < 1_100, len(error)
+    assert "characters]" in error  # elided, saying how much was left out
+    assert all(len(str(trace.as_dict())) < 4_000 for trace in plan.rules)
+
+
 def test_cpu_time_stops_a_render_with_an_injected_clock() -> None:
     readings = itertools.count()
     template = Sandbox().from_string("{% for i in range(5000) %}{{ i }}{% endfor %}")
