@@ -20,6 +20,8 @@ Only one daemon polls a bot at a time: before each call the poller takes or rene
 the store, longer than the call can take; a daemon that does not hold it waits and tries again,
 and takes over when the holder stops renewing (it stopped, or died). Telegram answers 409 to a
 second poller, and to any poller while a webhook is set: the poller says so in the log and waits.
+Flood control on ``getUpdates`` (429 with ``retry_after``) is waited out, for at most
+:data:`~rulekit.errors.MAX_RETRY_AFTER`.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import random
 from typing import TYPE_CHECKING, Any
 
 from rulekit.actions.answers import MAX_ANSWER
-from rulekit.errors import ChannelError, StoreUnavailable
+from rulekit.errors import ChannelError, StoreUnavailable, service_wait
 
 from .botapi import BotAPIError, BotUnreachable
 
@@ -184,9 +186,12 @@ class Poller:
         return True
 
     async def _failed(self, exc: BotAPIError | BotUnreachable) -> None:
-        if isinstance(exc, BotAPIError) and exc.status == 429 and exc.retry_after:
+        wait = service_wait(exc.retry_after) if isinstance(exc, BotAPIError) else None
+        if isinstance(exc, BotAPIError) and exc.status == 429 and wait:
+            # at most MAX_RETRY_AFTER, as for every other call: a retry_after of years (a
+            # broken proxy, a garbled answer) must not stop reading the bot's updates for good
             logger.warning("channel %s: flood control on getUpdates: %s", self.channel, exc)
-            await asyncio.sleep(exc.retry_after)
+            await asyncio.sleep(wait)
             return
         if isinstance(exc, BotAPIError) and exc.status == 409:
             logger.warning(

@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from rulekit.errors import StoreUnavailable
+from rulekit.errors import MAX_RETRY_AFTER, StoreUnavailable
 from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.metrics import Metrics
 from rulekit.server.daemon import Daemon
 from rulekit.server.fetching import InboxInbound
 from rulekit.store.base import JournaledStore
 from rulekit.store.sqlite import SQLiteStore
-from rulekit.testing.fake_telegram import FakeTelegram
+from rulekit.testing.clock import run_virtual
+from rulekit.testing.fake_telegram import FakeTelegram, error
 from rulekit.testing.telegram_updates import Updates
 from telegram_daemon import Server, samples_clock, wait_for, write_setup
 from telegram_samples import ANN, BORIS, make_provider
@@ -64,6 +66,31 @@ async def _poll(store: JournaledStore, telegram: FakeTelegram, steps: int, **opt
             await poller.step()
         await provider.aclose()
         return poller
+    finally:
+        await commit.aclose()
+
+
+async def _virtual_steps(
+    store: JournaledStore, telegram: FakeTelegram, steps: int
+) -> tuple[Poller, list[float]]:
+    """``steps`` steps of a poller (on a virtual-time loop), and the loop's time after each."""
+    loop = asyncio.get_running_loop()
+    commit = GroupCommit(store)
+    commit.start()
+    try:
+        provider = make_provider(
+            token=telegram.token, base_url=telegram.service.base_url, updates="polling"
+        )
+        inbound = InboxInbound(
+            "telegram", commit, Metrics(), lambda: None, "daemon-a", lambda: 1 << 20
+        )
+        poller = Poller(provider, inbound, poll_timeout=0, lease=30)
+        times = []
+        for _ in range(steps):
+            await poller.step()
+            times.append(loop.time())
+        await provider.aclose()
+        return poller, times
     finally:
         await commit.aclose()
 
@@ -221,3 +248,21 @@ def test_the_skipped_update_is_told_by_the_answer_s_structure_only(
     from rulekit_telegram.polling import first_update_id
 
     assert first_update_id(head) == expected
+
+
+def test_flood_control_on_get_updates_is_waited_out_for_an_hour_at_most(
+    tmp_path: Path, telegram: FakeTelegram
+) -> None:
+    """A getUpdates 429 asking for a week (a broken proxy, a garbled answer) pauses polling
+    for MAX_RETRY_AFTER, as any other call, then the bot's updates are read again."""
+    store = SQLiteStore(tmp_path / "rulekit.sqlite3")
+    flood = error(429, "Too Many Requests: retry after a while", retry_after=7 * 86400)
+    # (the connection closed: no keep-alive timer of the client's moves the virtual clock)
+    telegram.fail(replace(flood, headers={"Connection": "close"}), method="getUpdates")
+    update = Updates().message(ANN, "after the flood")
+    telegram.write(update)
+    poller, times = run_virtual(_virtual_steps(store, telegram, 2), io_grace=1.0)
+    assert times[0] == MAX_RETRY_AFTER
+    assert inbox(store) == [f"update:{update['update_id']}"]
+    assert poller.offset == update["update_id"] + 1
+    store.close()
