@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rulekit.runtime.logs import access_line, access_logged
-from rulekit.server.ingest import ROUTE, Webhooks
+from rulekit.server.ingest import ROUTES, Webhooks
 from rulekit.server.proxy import ForwardedHeaders, from_this_machine
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ def create_app(daemon: Daemon) -> Starlette:
             await daemon.stop()
 
     routes: list[BaseRoute] = [
-        Route(ROUTE, daemon.ingest, methods=["POST"]),
+        *(Route(path, daemon.ingest, methods=["POST"]) for path in ROUTES),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         *console_routes(daemon),

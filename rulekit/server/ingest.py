@@ -64,6 +64,10 @@ NOT_FOUND = "unknown channel or wrong secret"
 INLINE_READ_BYTES = 64 * 1024
 """Bodies up to this size are checked on the event loop; bigger ones in a worker thread."""
 ROUTE = "/webhooks/{channel}/{secret}"
+ROUTES = (ROUTE, ROUTE + "/")
+"""The webhook's paths: with a trailing slash it is the same webhook, answered, never
+redirected (the router's redirect would repeat the secret in its ``Location``, on the scheme
+the daemon sees: plain ``http://`` behind a proxy that does not forward its own)."""
 
 
 class BodyTooLarge(Exception):
@@ -245,7 +249,10 @@ class Webhooks:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
             parts = scope["path"].split("/")
-            # as the route matches: /webhooks/{channel}/{secret}, neither part empty
+            # as the routes match: /webhooks/{channel}/{secret}, neither part empty, and a
+            # trailing slash
+            if len(parts) == 5 and parts[4] == "":
+                parts.pop()
             if len(parts) == 4 and parts[1] == "webhooks" and parts[2] and parts[3]:
                 if not access_logged():
                     scope["path_params"] = {"channel": parts[2], "secret": parts[3]}
