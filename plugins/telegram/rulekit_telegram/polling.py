@@ -20,8 +20,10 @@ Only one daemon polls a bot at a time: before each call the poller takes or rene
 the store, longer than the call can take; a daemon that does not hold it waits and tries again,
 and takes over when the holder stops renewing (it stopped, or died). Telegram answers 409 to a
 second poller, and to any poller while a webhook is set: the poller says so in the log and waits.
-Flood control on ``getUpdates`` (429 with ``retry_after``) is waited out, for at most
-:data:`~rulekit.errors.MAX_RETRY_AFTER`.
+A call that brought no new update is followed by the next no sooner than :data:`IDLE_INTERVAL`
+after it started (Telegram holds it for ``poll_timeout``; a server that answers at once is not
+asked as fast as it answers). Flood control on ``getUpdates`` (429 with ``retry_after``) is
+waited out, for at most :data:`~rulekit.errors.MAX_RETRY_AFTER`.
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ LEASE = 90.0
 BATCH = 100
 """Updates asked for per call (Telegram's maximum)."""
 BACKOFF_MAX = 60.0
+IDLE_INTERVAL = 1.0
+"""Seconds at least from the start of a ``getUpdates`` call that brought no new update to the
+start of the next: Telegram holds such a call ``poll_timeout`` seconds, but a server that
+answers at once (a broken proxy, a ``timeout`` ignored, the same or unreadable updates again
+and again) must not be asked as fast as it answers."""
 
 
 class Poller:
@@ -63,11 +70,16 @@ class Poller:
         *,
         poll_timeout: int = POLL_TIMEOUT,
         lease: float = LEASE,
+        idle_interval: float = IDLE_INTERVAL,
     ) -> None:
         self.provider = provider
         self.inbound = inbound
         self.poll_timeout = poll_timeout
         self.lease = lease
+        self.idle_interval = idle_interval
+        self._next_call = 0.0
+        """When (on the loop's clock) the next call may start: :data:`IDLE_INTERVAL` after
+        one that brought nothing new."""
         self.batch = BATCH
         """Updates asked for in the next call: fewer after an answer over the size bound."""
         self.offset: int | None = None
@@ -103,6 +115,10 @@ class Poller:
             self.offset = None  # another daemon polls; its acknowledgements are Telegram's
             await asyncio.sleep(self.lease / 3)
             return 0
+        loop = asyncio.get_running_loop()
+        if (wait := self._next_call - loop.time()) > 0:
+            await asyncio.sleep(wait)
+        started, before = loop.time(), self.offset
         try:
             updates = await self.fetch()
         except (BotAPIError, BotUnreachable) as exc:
@@ -122,6 +138,9 @@ class Poller:
                 return kept  # the store failed: ask again for the same updates later
             kept += 1
         self.failures = 0
+        # nothing new (none, only updates already acknowledged, or none with an update_id):
+        # the next call waits, so an answer given at once is not asked for again at once
+        self._next_call = started + self.idle_interval if self.offset == before else 0.0
         return kept
 
     @property

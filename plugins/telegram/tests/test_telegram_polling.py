@@ -19,11 +19,12 @@ from rulekit.store.base import JournaledStore
 from rulekit.store.sqlite import SQLiteStore
 from rulekit.testing.clock import run_virtual
 from rulekit.testing.fake_telegram import FakeTelegram, error
+from rulekit.testing.fakehttp import Response
 from rulekit.testing.telegram_updates import Updates
 from telegram_daemon import Server, samples_clock, wait_for, write_setup
 from telegram_samples import ANN, BORIS, make_provider
 
-from rulekit_telegram.polling import Poller
+from rulekit_telegram.polling import IDLE_INTERVAL, Poller
 
 
 @pytest.fixture
@@ -265,4 +266,31 @@ def test_flood_control_on_get_updates_is_waited_out_for_an_hour_at_most(
     assert times[0] == MAX_RETRY_AFTER
     assert inbox(store) == [f"update:{update['update_id']}"]
     assert poller.offset == update["update_id"] + 1
+    store.close()
+
+
+SAME = Updates().message(ANN, "the same update, again and again")
+
+
+@pytest.mark.parametrize(
+    ("result", "new"),
+    [
+        ([], 0),  # the poll's timeout ignored
+        ([{"message": {"text": "no update_id"}}, "not an update", 7], 0),
+        ([SAME], 1),  # the offset ignored: only the first answer brings something new
+    ],
+    ids=["empty", "unreadable", "same-again"],
+)
+def test_a_get_updates_answer_given_at_once_with_nothing_new_is_not_asked_again_at_once(
+    tmp_path: Path, telegram: FakeTelegram, result: list[object], new: int
+) -> None:
+    """A server that answers getUpdates at once with nothing new would otherwise be asked
+    again as fast as it answers, for ever: the poller spins, and floods the log and the store."""
+    store = SQLiteStore(tmp_path / "rulekit.sqlite3")
+    answer = Response(200, {"ok": True, "result": result})
+    telegram.fail(answer, method="getUpdates", times=6)
+    _, times = run_virtual(_virtual_steps(store, telegram, 6), io_grace=1.0)
+    assert times[-1] >= (5 - new) * IDLE_INTERVAL
+    assert len(telegram.calls("getUpdates")) == 6
+    assert len(inbox(store)) == new
     store.close()
