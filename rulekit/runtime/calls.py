@@ -35,6 +35,7 @@ from rulekit.runtime.claims import TakenSlot
 from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.evaluator import Evaluator
 from rulekit.runtime.feed import LiveFeed
+from rulekit.runtime.fence import Hold, lease_clock
 from rulekit.runtime.lanes import Lane, WorkTime
 from rulekit.runtime.logs import log
 from rulekit.runtime.outcomes import Decision, json_ready, record_outcome
@@ -114,7 +115,7 @@ class JobCalls:
     recorded_event: Callable[[str], Event | None]
     work: WorkTime
     _held_event: Callable[[EventRecord], Awaitable[Event]]
-    _prestarted: set[int]
+    _prestarted: dict[int, float]
     _stopping: bool
     _slots: CallSlots | None
     _shares_pacing: bool
@@ -136,8 +137,8 @@ class JobCalls:
         emitted: list[Event],
     ) -> Decision | None:
         # started by its claim, with a slot taken for it (rulekit.runtime.claims)
-        taken = TakenSlot(self._slots) if job.id in self._prestarted else None
-        self._prestarted.discard(job.id)
+        claimed = self._prestarted.pop(job.id, None)
+        taken = TakenSlot(self._slots, claimed) if claimed is not None else None
         try:
             return await self._execute_call(job, record, lane, snapshot, emitted, taken)
         except Exception:
@@ -177,7 +178,8 @@ class JobCalls:
                 async with self.pacer.acquire(paces) as slot:
                     taken.called = True
                     call = (action, params, context, job, record)
-                    return await self._started(call, lane, paces, slot, emitted, snapshot)
+                    hold = Hold(taken.since, self.lease)
+                    return await self._started(call, lane, paces, slot, emitted, snapshot, hold)
             # it has to wait for its turn after all: not as a started call, nor with a slot
             await self._withdraw(job)
             taken.release()
@@ -200,6 +202,7 @@ class JobCalls:
                         context = await self._context(job, lane, snapshot, record)
                     except (LookupError, ValidationError) as exc:
                         return await self._unusable(job, exc, emitted, snapshot)
+                    since = lease_clock()
                     start = await self._begin(job, context.event, action, paces)
                     if start.started:
                         if start.conversation is not None:
@@ -207,7 +210,8 @@ class JobCalls:
                                 update={"conversation": start.conversation}
                             )
                         call = (action, params, context, job, record)
-                        return await self._started(call, lane, paces, slot, emitted, snapshot)
+                        hold = Hold(since, self.lease)
+                        return await self._started(call, lane, paces, slot, emitted, snapshot, hold)
                     del context  # a service-wide pause holds no event either
                 if not start.wait:
                     return None  # handed back
@@ -299,16 +303,20 @@ class JobCalls:
         slot: Any,
         emitted: list[Event],
         snapshot: Snapshot,
-    ) -> Decision:
+        hold: Hold,
+    ) -> Decision | None:
         """The call, once its start is recorded, and its recorded outcome; the job's claim is
-        renewed until then (:meth:`_keep_claim`)."""
+        renewed until then (:meth:`_keep_claim`). None when the claim was found taken over
+        before the call left (:meth:`_still_held`): nothing was called or recorded."""
         action, params, context, job, record = call
-        keeper = asyncio.create_task(self._keep_claim(job), name=f"rulekit-claim-{job.id}")
+        keeper = asyncio.create_task(self._keep_claim(job, hold), name=f"rulekit-claim-{job.id}")
         lane.call_ends = time.monotonic() + call_bound(action, self.lease)
         try:
             before = len(lane.emitted)
-            decision = await self._call(action, params, context, job, record)
-            decision = replace(decision, event=context.event)
+            called = await self._call(action, params, context, job, record, hold)
+            if called is None:
+                return None
+            decision = replace(called, event=context.event)
             if decision.outcome == "done":
                 emitted.extend(lane.emitted[before:])
             try:
@@ -340,7 +348,7 @@ class JobCalls:
                         self.commit, paces, failure.scope, pause, stopping=self._stopped
                     )
 
-    async def _keep_claim(self, job: Job) -> None:
+    async def _keep_claim(self, job: Job, hold: Hold) -> None:
         """Renew the claim of ``job``, whose call has started, every third of the lease until
         cancelled (its outcome recorded). A call may last longer than the lease (an action's
         timeout may be longer: a webhook target's, an email's SMTP steps), and a claim that
@@ -350,6 +358,7 @@ class JobCalls:
         owner, lease = self.owner, self.lease
         while True:
             await asyncio.sleep(lease / 3)
+            since = lease_clock()
             try:
                 held = await self.commit.run(
                     lambda state: state.renew_call(job.id, owner, lease=lease)
@@ -362,6 +371,27 @@ class JobCalls:
                 return
             if not held:  # recorded meanwhile, or taken over: nothing left to keep
                 return
+            hold.renewed(since)
+
+    async def _still_held(self, job: Job, hold: Hold) -> bool:
+        """Whether this daemon still holds the claim of ``job``, whose call is about to
+        leave (:mod:`rulekit.runtime.fence`): asked of the store (and the claim renewed) only
+        when more of the lease passed since it was taken or renewed than a call's start
+        takes, i.e. when the daemon was held up (a long pause of the process or the machine)
+        and another daemon may have taken the job over meanwhile and made the call. A store
+        that cannot be reached delays the call, as before its start."""
+        if not hold.doubtful():
+            return True
+        owner, lease, since = self.owner, self.lease, lease_clock()
+        held = await retry_store(
+            self.commit,
+            lambda state: state.renew_call(job.id, owner, lease=lease),
+            f"check the claim of job {job.id}",
+            stopping=self._stopped,
+        )
+        if held:
+            hold.renewed(since)
+        return bool(held)
 
     def _conversation_paces(
         self, job: Job, record: EventRecord, action: Any, provider: Provider | None
@@ -388,10 +418,27 @@ class JobCalls:
         return paces
 
     async def _call(
-        self, action: Any, params: Any, context: ActionContext, job: Job, record: EventRecord
-    ) -> Decision:
+        self,
+        action: Any,
+        params: Any,
+        context: ActionContext,
+        job: Job,
+        record: EventRecord,
+        hold: Hold,
+    ) -> Decision | None:
+        """The call and what it came to; None, nothing called, when the job's claim was
+        taken over before it left (:meth:`_still_held`)."""
         delay = 0.0
         while True:
+            if not await self._still_held(job, hold):
+                log(
+                    logger,
+                    logging.WARNING,
+                    f"job {job.id}: its claim ran out while this daemon was held up and was"
+                    " taken over: the call is left to the daemon that took it",
+                    job_id=job.id,
+                )
+                return None
             try:
                 if action.bounds_calls:  # its own timer ends the call: no second one
                     result = await action.execute(params, context)

@@ -94,8 +94,10 @@ class TakenSlot:
     """A slot taken for a call its claim started (:meth:`CallSlots.take_free`), given back
     once."""
 
-    def __init__(self, slots: CallSlots | None) -> None:
+    def __init__(self, slots: CallSlots | None, since: float) -> None:
         self._slots = slots
+        self.since = since
+        """When its claim was sent (:func:`~rulekit.runtime.fence.lease_clock`)."""
         self.called = False
         """The call went (its outcome is recorded before the slot is given back)."""
 

@@ -49,6 +49,7 @@ from rulekit.runtime.claims import Claimed, claimer
 from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.evaluator import Evaluator
 from rulekit.runtime.feed import LiveFeed
+from rulekit.runtime.fence import lease_clock
 from rulekit.runtime.lanes import Lane, WorkTime, lane_key
 from rulekit.runtime.logs import log
 from rulekit.runtime.metrics import Metrics
@@ -114,7 +115,8 @@ class Dispatcher(JobCalls):
         self._holding: Counter[str] = Counter()
         """Jobs held per event."""
         self._known: set[int] = set()
-        self._prestarted: set[int] = set()
+        self._prestarted: dict[int, float] = {}
+        """Jobs whose call their claim started, with when the claim was sent."""
         """Held jobs whose call's start their claim recorded, each with a slot taken for it,
         until their call begins (:mod:`rulekit.runtime.claims`)."""
         self._full = False
@@ -192,12 +194,13 @@ class Dispatcher(JobCalls):
         reserved = 0 if self.shares_pacing else self._slots.take_free(capacity)
         try:
             budget = max(0, HELD_BYTES - self._event_bytes)
+            since = lease_clock()
             claimed = await self.commit.run(self._claimer(capacity, budget, reserved))
             for job, record, event, started in claimed:
                 if job.id in self._known:
                     continue
                 if started:
-                    self._prestarted.add(job.id)
+                    self._prestarted[job.id] = since
                     reserved -= 1
                 self._hold(job)
                 if event is not None and record is not None:

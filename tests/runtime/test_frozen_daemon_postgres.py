@@ -1,0 +1,97 @@
+"""Daemons sharing PostgreSQL, one of them frozen (``SIGSTOP``: a long pause of the process, a VM
+migrated, a laptop's lid) holding a claim, and going on (``SIGCONT``) after its lease ran out
+and another daemon took the work over: it must not act on the stale claim.
+
+Runs when ``RULEKIT_TEST_POSTGRES`` names a reachable server; skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import httpx
+import pytest
+from daemons import chat_started, wait_for, write_setup
+from pgproxy import PgProxy
+
+from rulekit.store.postgres import PostgresStore
+
+SLACK_RULES = """\
+- name: Tell Slack
+  on: {channel: online-chat, event: created}
+  do:
+    - slack: {channel: "#support", text: "New chat from {{ client.display_name }}"}
+"""
+
+LEASE = 2.0
+"""``--job-lease`` of the daemons: how long a frozen daemon's claim lasts."""
+
+
+def jobs(url: str) -> list:
+    store = PostgresStore(url)
+    try:
+        with store.transaction() as state:
+            return state.jobs(limit=10)
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def proxied(postgres_url):
+    proxies: list[PgProxy] = []
+
+    def make(marker: bytes) -> PgProxy:
+        proxies.append(PgProxy(postgres_url, marker))
+        return proxies[-1]
+
+    yield make
+    for proxy in proxies:
+        proxy.close()
+
+
+def test_a_daemon_frozen_after_recording_a_calls_start_does_not_call_once_taken_over(
+    tmp_path, processes, chatra, fake_slack, postgres_url, proxied
+):
+    """The first daemon records that its call starts and freezes before the call leaves; its
+    claim runs out, the second daemon takes the job over, posts the message and records it
+    done. When the first goes on, it finds (its clock showing most of the lease gone) that the
+    claim is no longer its own and leaves the call alone: Slack gets the message once."""
+    proxy = proxied(b"call_started_at = CASE WHEN v.first")
+    config = write_setup(tmp_path, SLACK_RULES, chatra=chatra, slack=fake_slack)
+    text = config.read_text()
+    frozen_config = tmp_path / "frozen.yaml"
+    frozen_config.write_text(
+        text.replace("storage: sqlite:///rulekit.sqlite3", f"storage: '{proxy.url}'")
+    )
+    config.write_text(
+        text.replace("storage: sqlite:///rulekit.sqlite3", f"storage: {postgres_url}")
+    )
+    frozen = processes(frozen_config, "--job-lease", f"{LEASE:g}").wait_ready()
+    response = httpx.post(
+        frozen.webhook_url,
+        content=chat_started(1),
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    # the start is committed in the database: the daemon freezes before it reads the answer
+    assert proxy.caught.wait(60)
+    frozen.proc.send_signal(signal.SIGSTOP)
+    try:
+        proxy.release()
+        (job,) = jobs(postgres_url)
+        assert job.call_started_by is not None and job.status == "pending"
+        other = processes(config, "--job-lease", f"{LEASE:g}").wait_ready()
+        # the lease runs out, the other daemon takes the job over and makes the call
+        wait_for(lambda: [j.status for j in jobs(postgres_url)] == ["done"], timeout=60)
+        assert len(fake_slack.messages("#support")) == 1
+        assert other.proc.poll() is None
+    finally:
+        frozen.proc.send_signal(signal.SIGCONT)
+    wait_for(
+        lambda: "taken over" in frozen.output() or len(fake_slack.messages("#support")) > 1,
+        timeout=60,
+    )
+    assert len(fake_slack.messages("#support")) == 1, frozen.output()
+    (job,) = jobs(postgres_url)
+    assert job.status == "done"
