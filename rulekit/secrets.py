@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from urllib.parse import quote, quote_plus, urlsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, quote_plus, unquote, urlsplit
+
+from pydantic import BaseModel, SecretStr
 
 from rulekit.safetext import replace_folded
+
+if TYPE_CHECKING:
+    from rulekit.config import Config
 
 MASK = "***"
 
@@ -91,3 +97,65 @@ def redact(text: str, secrets: Iterable[str | None]) -> str:
     if not forms or not text:
         return text
     return replace_folded(text, sorted(forms, key=len, reverse=True), MASK)
+
+
+def secret_values(config: Config) -> list[str]:
+    """Every secret of ``config``: the webhook secret of each channel, each secret setting
+    (``SecretStr``) of channel and integration settings, at any depth (with, next to a
+    ``username``, the ``AUTH PLAIN`` forms of a ``password``), and the password of the storage
+    URL."""
+    found: list[str] = []
+    try:
+        password = urlsplit(config.raw.storage).password
+    except ValueError:
+        password = None
+    if password:
+        found.extend((password, unquote(password)))
+    models: list[Any] = [channel.settings for channel in config.channels.values()]
+    models.extend(config.integrations.values())
+    # nested too: the targets of ``integrations: {webhooks: {crm: {secret, headers}}}``
+    stack, seen = models, 0
+    while stack and seen < 100_000:
+        value = stack.pop()
+        seen += 1
+        if isinstance(value, SecretStr):
+            if value.get_secret_value():
+                found.append(value.get_secret_value())
+        elif isinstance(value, BaseModel):
+            stack.extend(getattr(value, name, None) for name in type(value).model_fields)
+            found.extend(_auth_plain(value))
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
+    return found
+
+
+def _auth_plain(settings: BaseModel) -> list[str]:
+    """The base64 forms SMTP ``AUTH PLAIN`` sends of ``settings``' username and password."""
+    username, password = getattr(settings, "username", None), getattr(settings, "password", None)
+    if not isinstance(username, str) or not isinstance(password, SecretStr):
+        return []
+    secret = password.get_secret_value()
+    if not secret:
+        return []
+    raws = (f"\0{username}\0{secret}", f"{username}\0{secret}")
+    return [base64.b64encode(raw.encode()).decode() for raw in raws]
+
+
+MIN_SECRET_IN_VALUE = 6
+"""Characters a secret needs for a variable that holds it among other text to be left out by
+:func:`without_secrets` (a shorter one would take harmless variables with it)."""
+
+
+def without_secrets(environ: Mapping[str, str], secrets: Iterable[str]) -> dict[str, str]:
+    """``environ`` without the variables that hold one of ``secrets`` (the whole value, or
+    within it: a database URL holding a password): the environment of a program rulekit starts
+    that needs none of them (a sound player)."""
+    whole = {secret for secret in secrets if secret}
+    inside = [secret for secret in whole if len(secret) >= MIN_SECRET_IN_VALUE]
+    return {
+        name: value
+        for name, value in environ.items()
+        if value not in whole and not any(secret in value for secret in inside)
+    }

@@ -12,13 +12,16 @@ console plays in the browser, addressed with ``to:``:
 
 Bundled sounds: ``bell``, ``chime``, ``alert`` (small WAV files next to this module). The
 ``sounds`` integration adds custom files and, optionally, a host player command that plays the
-sound on the machine rulekit runs on as well (run without a shell, ``{file}`` replaced).
+sound on the machine rulekit runs on as well (run without a shell, ``{file}`` replaced). The
+player gets the daemon's environment without the variables that hold a configured secret
+(:func:`rulekit.secrets.without_secrets`): a sound player needs no bot token.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ from rulekit.config import Config
 from rulekit.hookspecs import hookimpl
 from rulekit.models import StrictModel
 from rulekit.registry import ActionRegistry
+from rulekit.secrets import secret_values, without_secrets
 
 BUNDLED_SOUNDS = ("bell", "chime", "alert")
 SOUNDS_DIR = Path(__file__).resolve().parent / "sounds"
@@ -165,7 +169,7 @@ class PlaySound(Action):
             result["reason"] = "no live stream to publish to"
         player = self._player()
         if player:
-            result["host"] = await self._play_on_host(player, path)
+            result["host"] = await self._play_on_host(player, path, context.config)
         return result
 
     # targeting -----------------------------------------------------------------------------
@@ -212,11 +216,12 @@ class PlaySound(Action):
     def _player(self) -> list[str] | None:
         return getattr(self.settings, "player", None)
 
-    async def _play_on_host(self, player: list[str], path: Path) -> dict[str, Any]:
+    async def _play_on_host(self, player: list[str], path: Path, config: Config) -> dict[str, Any]:
         command = [arg.replace("{file}", str(path)) for arg in player]
         try:
             process = await asyncio.create_subprocess_exec(
                 *command,
+                env=without_secrets(os.environ, secret_values(config)),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,

@@ -33,7 +33,6 @@ and a formatter that together guarantee, for every record:
 
 from __future__ import annotations
 
-import base64
 import logging
 import re
 import sys
@@ -41,15 +40,14 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
-from pydantic import BaseModel, SecretStr
-
-from rulekit.config import Config, LoggingSettings
+from rulekit.config import LoggingSettings
 from rulekit.runtime.tracebacks import HIDDEN as TRACEBACK_HIDDEN
 from rulekit.runtime.tracebacks import hidden_message, hidden_traceback
 from rulekit.safetext import dumps_json, escape_controls, replace_folded
 from rulekit.secrets import folded_forms
+from rulekit.secrets import secret_values as secret_values  # importable from here too
 from rulekit.store.forms import PersonalValues
 
 LOGGER = "rulekit"
@@ -177,50 +175,6 @@ def _domain_end(word: str) -> int:
             return letters.end()
         dot = word.rfind(".", 0, dot)
     return 0
-
-
-def secret_values(config: Config) -> list[str]:
-    """Every secret of ``config``: the webhook secret of each channel, each secret setting
-    (``SecretStr``) of channel and integration settings, at any depth (with, next to a
-    ``username``, the ``AUTH PLAIN`` forms of a ``password``), and the password of the storage
-    URL."""
-    found: list[str] = []
-    try:
-        password = urlsplit(config.raw.storage).password
-    except ValueError:
-        password = None
-    if password:
-        found.extend((password, unquote(password)))
-    models: list[Any] = [channel.settings for channel in config.channels.values()]
-    models.extend(config.integrations.values())
-    # nested too: the targets of ``integrations: {webhooks: {crm: {secret, headers}}}``
-    stack, seen = models, 0
-    while stack and seen < 100_000:
-        value = stack.pop()
-        seen += 1
-        if isinstance(value, SecretStr):
-            if value.get_secret_value():
-                found.append(value.get_secret_value())
-        elif isinstance(value, BaseModel):
-            stack.extend(getattr(value, name, None) for name in type(value).model_fields)
-            found.extend(_auth_plain(value))
-        elif isinstance(value, dict):
-            stack.extend(value.values())
-        elif isinstance(value, list | tuple):
-            stack.extend(value)
-    return found
-
-
-def _auth_plain(settings: BaseModel) -> list[str]:
-    """The base64 forms SMTP ``AUTH PLAIN`` sends of ``settings``' username and password."""
-    username, password = getattr(settings, "username", None), getattr(settings, "password", None)
-    if not isinstance(username, str) or not isinstance(password, SecretStr):
-        return []
-    secret = password.get_secret_value()
-    if not secret:
-        return []
-    raws = (f"\0{username}\0{secret}", f"{username}\0{secret}")
-    return [base64.b64encode(raw.encode()).decode() for raw in raws]
 
 
 def _exception_text(record: logging.LogRecord) -> str | None:

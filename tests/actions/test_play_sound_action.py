@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import wave
 
@@ -147,3 +148,27 @@ def test_the_player_must_name_the_file():
 
     with pytest.raises(pydantic.ValidationError, match="must name the file"):
         SoundsIntegration(player=["aplay"])
+
+
+def test_the_host_player_gets_no_configured_secret_in_its_environment(tmp_path, monkeypatch):
+    """A sound player needs no bot token: the variables that hold a configured secret (the
+    whole value, or within it) are left out of its environment; the rest is passed on."""
+    import json
+
+    from rulekit.actions.slack import SlackIntegration
+
+    token = "xoxb-1234-secret-token"
+    monkeypatch.setenv("SLACK_BOT_TOKEN", token)
+    monkeypatch.setenv("NOTIFY_URL", f"https://hooks.example/?token={token}")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1000")  # what a player does need
+    out = tmp_path / "environment.json"
+    script = "import json, os, sys; json.dump(dict(os.environ), open(sys.argv[2], 'w'))"
+    settings = SoundsIntegration(player=[sys.executable, "-c", script, "{file}", str(out)])
+    config = make_config(slack=SlackIntegration(token=token))
+    result, _ = play(PlaySoundParams(to="everyone"), config=config, action=PlaySound(settings))
+    assert result["host"] == {"played": True}
+    environment = json.loads(out.read_text())
+    assert "SLACK_BOT_TOKEN" not in environment and "NOTIFY_URL" not in environment
+    assert token not in out.read_text()
+    assert environment["XDG_RUNTIME_DIR"] == "/run/user/1000"
+    assert environment["PATH"] == os.environ["PATH"]
