@@ -45,10 +45,12 @@ def _options(*, ignorecase: bool = False, multiline: bool = False) -> Any:
 
 
 def compiled(pattern: Any, ignorecase: Any = False, multiline: Any = False) -> Any:
-    """``pattern`` compiled by RE2 (cached); :class:`TemplateError` saying why it cannot be."""
+    """``pattern`` compiled by RE2 (cached); :class:`TemplateError` saying why it cannot be.
+    The flags count as true or false: a flag given a client's value (``ignorecase=message.text``)
+    made each message its own cache entry, compiled again and kept in the cache with its text."""
     if not isinstance(pattern, str):
         raise TemplateError(f"a pattern is a string, not {type(pattern).__name__}")
-    return _compiled(pattern, ignorecase, multiline)
+    return _compiled(pattern, bool(ignorecase), bool(multiline))
 
 
 @functools.lru_cache(maxsize=1024)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -294,3 +295,28 @@ def test_patterns_that_would_mean_something_else_on_re2_are_refused(
 def test_a_word_boundary_beside_ascii_letters_still_works(holds: Any) -> None:
     assert holds("message.text is search('\\\\bcat\\\\b')", "a cat sat")
     assert not holds("message.text is search('\\\\bcat\\\\b')", "concatenate")
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        "message.text is search('zq', ignorecase=message.text)",
+        "message.text|regex_search('zq', multiline=message.text) == none",
+    ],
+)
+def test_a_flag_given_a_client_value_does_not_make_a_pattern_per_message(
+    build_engine: Any, condition: str
+) -> None:
+    """A flag is true or false: each message given as a flag was its own cache entry, the
+    pattern compiled again for every event and the message kept in the cache with it."""
+    engine = build_engine(_rule(condition, "yes"))
+    engine.evaluate(make_event(event="message", message={"text": "warm " + "y" * 1000}))
+    tracemalloc.start()
+    try:
+        for i in range(8):
+            text = f"{i} " + "y" * 300_000
+            engine.evaluate(make_event(event="message", message={"text": text}))
+        kept, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert kept < 2**20, kept  # the eight messages (2.4 MB) were kept as the cache's keys
