@@ -235,6 +235,9 @@ class Daemon(Reloading):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._sighup)
         for problem in self.problems:
             log(logger, logging.WARNING, f"not configured: {problem}")
+        exposed = self.store.exposure()
+        if exposed:
+            log(logger, logging.WARNING, exposed)
         self.ready = True
         log(
             logger,

@@ -76,6 +76,11 @@ class Store(abc.ABC):
         its file was replaced), or None. ``/healthz`` fails while there is one."""
         return None
 
+    def exposure(self) -> str | None:
+        """What says that every user of the machine can read the store (a file's mode), or
+        None; the daemon warns of it when it starts."""
+        return None
+
 
 class Journal(Inbox, Outbox, Timers, History, RequestKeys):
     """The daemon's durable record: raw webhooks in, what was decided, what was done.

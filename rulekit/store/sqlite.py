@@ -351,6 +351,22 @@ class SQLiteStore(JournaledStore):
             time.sleep(0.05 * (attempt + 1))  # a daemon's transactions are short
         return False
 
+    def exposure(self) -> str | None:
+        """The database file or its write-ahead log readable or writable by every user of the
+        machine (a file made by an older rulekit with the umask's ``0644``), or None."""
+        for path in (self.path, _wal_path(self.path)):
+            try:
+                mode = path.stat().st_mode & 0o777
+            except OSError:
+                continue
+            if mode & 0o007:
+                return (
+                    f"SQLite store {path} is open to every user of this machine (mode "
+                    f"{mode:04o}): it holds the clients' conversations; make it private with "
+                    f"chmod 600 {self.path}*"
+                )
+        return None
+
     def close(self) -> None:
         """Close the connection (SQLite checkpoints the WAL when the last one closes)."""
         with self._read_lock:

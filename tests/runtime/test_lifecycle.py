@@ -249,3 +249,21 @@ def test_reloaded_rules_leave_the_collectors_work_at_once(tmp_path, serve):
     finally:
         server.daemon.freezes_heap = False
         gc.unfreeze()
+
+
+def test_a_store_open_to_every_user_is_warned_of_at_start(tmp_path, processes):
+    """A store an older rulekit made under the usual umask (0644) keeps its mode (the admin's
+    to change) and is warned of; a store the daemon creates is private and warned of never."""
+    config = write_setup(tmp_path)
+    store = tmp_path / "rulekit.sqlite3"
+    fresh = processes(config).wait_ready()
+    assert store.stat().st_mode & 0o777 == 0o600
+    fresh.terminate()
+    assert "open to every user" not in fresh.output()
+    store.chmod(0o644)
+    process = processes(config).wait_ready()
+    wait_for(lambda: "open to every user" in process.output())
+    process.terminate()
+    [line] = [line for line in process.output().splitlines() if "open to every user" in line]
+    assert "WARNING rulekit.daemon" in line and "mode 0644" in line
+    assert store.stat().st_mode & 0o777 == 0o644

@@ -455,3 +455,16 @@ def test_an_existing_database_keeps_the_mode_its_admin_chose(tmp_path):
     assert _mode(path) == 0o640
     assert _mode(Path(f"{path}-wal")) == 0o640
     store.close()
+
+
+def test_a_database_open_to_every_user_is_told(tmp_path):
+    path = tmp_path / "rulekit.sqlite3"
+    store = SQLiteStore(path)
+    assert store.exposure() is None  # created private
+    path.chmod(0o640)  # a group's: the admin's choice
+    assert store.exposure() is None
+    path.chmod(0o644)  # as an older rulekit made it under the usual umask
+    told = store.exposure()
+    assert told is not None and "open to every user" in told and "mode 0644" in told
+    assert f"chmod 600 {path}*" in told
+    store.close()
