@@ -6,6 +6,7 @@ Runs when ``RULEKIT_TEST_POSTGRES`` names a reachable server (CI sets it); skipp
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -114,4 +115,74 @@ def test_connections_the_server_ended_while_idle_cost_no_webhook(
         assert answers == [200] * 5
         wait_for(lambda n=first + 5: len(replied(chatra)) == n, 30)
     assert set(replied(chatra).values()) == {1}
+    assert httpx.get(f"{daemon.url}/healthz", timeout=10).status_code == 200
+
+
+def jobs(url: str) -> list[tuple[str, int]]:
+    """Each job's status and attempts, in order."""
+    from rulekit.store.postgres import PostgresStore
+
+    store = PostgresStore(url)
+    try:
+        with store.transaction() as state:
+            return [(job.status, job.attempts) for job in state.jobs(limit=1000)]
+    finally:
+        store.close()
+
+
+def test_connections_ended_between_a_call_and_its_outcome_send_nothing_twice(
+    tmp_path, processes, chatra, postgres_url
+):
+    daemon = on_postgres(tmp_path, processes, chatra, f"{postgres_url}&application_name={APP}")
+    chatra.hang(120)  # the reply is held until released
+    assert post(daemon, 1).status_code == 200
+    wait_for(lambda: chatra.requests, 30)  # the call is under way, its start recorded
+    wait_for(lambda: listening(postgres_url), 30)
+    assert end_connections(postgres_url)
+    chatra.release()
+    wait_for(lambda: jobs(postgres_url) == [("done", 1)], 60)
+    assert post(daemon, 2).status_code == 200
+    wait_for(lambda: replied(chatra)["client00000002"] == 1, 30)
+    assert replied(chatra) == {"client00000001": 1, "client00000002": 1}
+
+
+def test_connections_ended_again_and_again_lose_no_acknowledged_webhook(
+    tmp_path, processes, chatra, postgres_url
+):
+    # connections end at any point: inside an ingest, a processor round, a claim, a call's
+    # outcome, the listener. Every webhook answered 200 is processed once and replied to once
+    daemon = on_postgres(tmp_path, processes, chatra, f"{postgres_url}&application_name={APP}")
+    stop = threading.Event()
+    ended: list[str] = []
+
+    def ending() -> None:
+        # until half the replies went out (or a few hundred rounds): the faults also meet
+        # processor rounds, claims and calls, not only the ingest
+        for _ in range(300):
+            if stop.wait(0.1) or len(replied(chatra)) >= 20:
+                return
+            ended.extend(end_connections(postgres_url))
+
+    killer = threading.Thread(target=ending, daemon=True)
+    killer.start()
+    acked: set[int] = set()
+    try:
+        with httpx.Client(timeout=60) as client:
+            for n in range(40):
+                while n not in acked:
+                    answer = client.post(daemon.webhook_url, content=chat_started(n), headers=JSON)
+                    if answer.status_code == 200:
+                        acked.add(n)
+                    else:
+                        assert answer.status_code == 503, answer.text
+        killer.join(120)
+    finally:
+        stop.set()
+        killer.join(30)
+    assert len(ended) > 10
+    # a call whose store work met the faults again and again waits up to the store backoff's
+    # most (30 s) before it is tried again
+    wait_for(lambda: len(replied(chatra)) == 40, 120)
+    assert set(replied(chatra).values()) == {1}
+    wait_for(lambda: {status for status, _ in jobs(postgres_url)} == {"done"}, 60)
     assert httpx.get(f"{daemon.url}/healthz", timeout=10).status_code == 200
