@@ -221,7 +221,7 @@ class JobCalls:
 
     async def _unusable(
         self, job: Job, exc: Exception, emitted: list[Event], snapshot: Snapshot
-    ) -> Decision:
+    ) -> Decision | None:
         """A job that cannot be executed (its action gone, its event or data unreadable)
         recorded dead."""
         problem = str(exc)  # (rulekit's own words)
@@ -493,10 +493,12 @@ class JobCalls:
         snapshot: Snapshot,
         *,
         made: bool = False,
-    ) -> Decision:
+    ) -> Decision | None:
         """Record the outcome (with the events it emitted), as soon as the store takes it; a
         retry keeps the job's claim, for the lane retries it itself. The outcome of a call
-        ``made`` is tried until recorded, stopping or not."""
+        ``made`` is tried until recorded, stopping or not; None when, meanwhile, its claim ran
+        out and another daemon took the job over and started its call (nothing is recorded:
+        the job is the other's)."""
         retry_at = None
         if decision.outcome == "retry" and decision.retry_in is not None:
             retry_at = datetime.now(UTC) + timedelta(seconds=decision.retry_in)
@@ -512,8 +514,18 @@ class JobCalls:
             # would be made again after the restart: a stopping dispatcher gives up on it
             # only past the call's bound and its grace (Dispatcher.stop)
             stopping=_never if made else self._stopped,
+            owner=self.owner if made else None,
         )
         self.work.progress()
+        if processed is None:
+            log(
+                logger,
+                logging.WARNING,
+                f"job {job.id}: its claim ran out while this daemon was held up and was taken"
+                f" over: its outcome ({decision.outcome}) is left to the daemon that took it",
+                job_id=job.id,
+            )
+            return None
         return replace(decision, processed=processed)
 
     # shutdown --------------------------------------------------------------------------------

@@ -155,7 +155,8 @@ async def record_outcome(
     retry_at: datetime | None,
     hold: float | None,
     stopping: Callable[[], bool],
-) -> list[Processed]:
+    owner: str | None = None,
+) -> list[Processed] | None:
     """Record one attempt of ``job`` together with the events its action emitted (evaluated
     like inbox events: outside the transaction, in the evaluation worker); run again while the
     store is unavailable (:func:`~rulekit.runtime.sharedpace.store_backoff`) or the state the
@@ -167,7 +168,11 @@ async def record_outcome(
     error and no actions, as an inbox item the worker refuses is set aside; when they cannot
     be recorded at all, the outcome is recorded alone. What still fails is logged and tried
     again after a pause (the lane then stalls, which ``/healthz`` tells), until the lane's
-    task is cancelled; :class:`StoreUnavailable` is raised only once ``stopping()``."""
+    task is cancelled; :class:`StoreUnavailable` is raised only once ``stopping()``.
+
+    With ``owner``, the daemon that made the call: when another daemon has taken the job over
+    and started its call since (this one was held up past its claim's lease), nothing is
+    recorded (:meth:`~rulekit.store.outbox.Outbox.record_attempt`) and None is returned."""
     delay = 0.0
     alone = False
     while True:
@@ -187,15 +192,17 @@ async def record_outcome(
                 state: JournaledState,
                 prepared: Prepared | None = prepared,
                 answer: list[Evaluation] | Refusal = answer,
-            ) -> list[Processed]:
-                state.record_attempt(
+            ) -> list[Processed] | None:
+                if not state.record_attempt(
                     job.id,
                     decision.outcome,
                     error=decision.error,
                     result=decision.result,
                     retry_at=retry_at,
                     hold=hold,
-                )
+                    owner=owner,
+                ):
+                    return None  # taken over: the events it emitted are the taker's to record
                 if prepared is None:
                     return []
                 return planning.record(state, prepared, answer, inbox_id=None)

@@ -104,7 +104,8 @@ class Outbox(abc.ABC):
         retry_at: datetime | None = None,
         hold: float | None = None,
         now: datetime | None = None,
-    ) -> None:
+        owner: str | None = None,
+    ) -> bool:
         """Record one try of a job, end its call (:meth:`start_call`) and release its claim.
 
         ``done`` keeps ``result``; ``retry`` makes the job due again at ``retry_at`` (required);
@@ -113,6 +114,12 @@ class Outbox(abc.ABC):
         the rest of its lane) meanwhile. A job already done or dead keeps its status (a late
         report of a claim whose lease ran out is still recorded as an attempt). Unknown ids
         raise ``KeyError``.
+
+        With ``owner``, the outcome of a call ``owner`` started: when another claimer has
+        started the job's call since (``owner``'s claim ran out while it was held up, and the
+        job was taken over), nothing is recorded and False is returned: the job, pending, is
+        the other's, whose call is under way and whose outcome will be recorded. True
+        otherwise.
         """
 
     @abc.abstractmethod

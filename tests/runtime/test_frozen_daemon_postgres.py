@@ -95,3 +95,57 @@ def test_a_daemon_frozen_after_recording_a_calls_start_does_not_call_once_taken_
     assert len(fake_slack.messages("#support")) == 1, frozen.output()
     (job,) = jobs(postgres_url)
     assert job.status == "done"
+
+
+def test_a_daemon_frozen_during_its_call_leaves_the_outcome_to_the_daemon_that_took_over(
+    tmp_path, processes, chatra, fake_slack, postgres_url
+):
+    """The first daemon's post reaches Slack and the daemon freezes before the answer; its
+    claim runs out and the second daemon takes the job over and posts again (the first one's
+    call was made: that repeat cannot be avoided). While the second one's call is under way, the
+    first goes on with its answer: it must not record its outcome over the job the second one
+    now holds (which then, its call's start gone, would no longer be able to renew its claim
+    and the job could be taken a third time). Its outcome is left out; the second one's is
+    recorded."""
+    config = write_setup(tmp_path, SLACK_RULES, chatra=chatra, slack=fake_slack)
+    config.write_text(
+        config.read_text().replace("storage: sqlite:///rulekit.sqlite3", f"storage: {postgres_url}")
+    )
+    fake_slack.hang(0.2)  # the first post: answered while its daemon is frozen
+    # the second post: still under way when the first daemon goes on and records what it has
+    # (within Slack's own timeout, 10 s, so that the second daemon's outcome is done)
+    fake_slack.hang(8)
+    frozen = processes(config, "--job-lease", f"{LEASE:g}").wait_ready()
+    response = httpx.post(
+        frozen.webhook_url,
+        content=chat_started(1),
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    wait_for(lambda: len(fake_slack.messages("#support")) == 1, timeout=60)
+    frozen.proc.send_signal(signal.SIGSTOP)
+    try:
+        other = processes(config, "--job-lease", f"{LEASE:g}").wait_ready()
+        wait_for(lambda: len(fake_slack.messages("#support")) == 2, timeout=60)
+        (job,) = jobs(postgres_url)
+        taker = job.call_started_by
+        assert taker is not None and taker.endswith(f":{other.proc.pid}")
+    finally:
+        frozen.proc.send_signal(signal.SIGCONT)
+
+    # the first daemon goes on: its outcome recorded over the job (before the fix), or left
+    wait_for(
+        lambda: f"job {job.id} slack: " in frozen.output() or "taken over" in frozen.output(),
+        timeout=30,
+    )
+    during = jobs(postgres_url)[0]
+    if during.status == "pending":  # the taker's call under way: its start is kept
+        assert during.call_started_by == taker, during
+    wait_for(lambda: jobs(postgres_url)[0].status == "done", timeout=60)
+    assert "taken over" in frozen.output()
+    done = jobs(postgres_url)[0]
+    assert done.call_started_by is None
+    # the first daemon's call counted once, as interrupted (by the taker), and the taker's
+    assert done.attempts == 2, done
+    assert len(fake_slack.messages("#support")) == 2

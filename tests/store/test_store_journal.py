@@ -384,6 +384,37 @@ def test_a_call_whose_claimer_died_counts_as_an_interrupted_attempt(store, make_
         assert (done.status, done.attempts, done.call_started_at) == ("done", 2, None)
 
 
+def test_the_late_outcome_of_a_call_taken_over_is_left_to_the_daemon_that_took_it(
+    store, make_event
+):
+    with store.transaction() as state:
+        state.record_event(make_event("e1"), inbox_id=None, trace={}, jobs=jobs_for("A"), now=T0)
+        [job] = state.claim_jobs("daemon-a", lease=30, now=T0)
+        assert state.start_call(job.id, "daemon-a", lease=30, now=later(1))
+        # daemon-a is held up past its lease; daemon-b takes the job over and starts its call
+        state.claim_jobs("daemon-b", lease=30, now=later(31))
+        assert state.start_call(job.id, "daemon-b", lease=30, now=later(32))
+        # daemon-a goes on and reports its call: nothing recorded, the job stays daemon-b's
+        assert not state.record_attempt(
+            job.id, "retry", error="timeout", retry_at=later(90), hold=30, owner="daemon-a"
+        )
+        [held] = state.jobs(event_id="e1")
+        assert (held.status, held.claimed_by, held.call_started_by) == (
+            "pending",
+            "daemon-b",
+            "daemon-b",
+        )
+        assert state.renew_call(job.id, "daemon-b", lease=30, now=later(40))
+        assert state.record_attempt(job.id, "done", result={"ok": True}, owner="daemon-b")
+        [done] = state.jobs(event_id="e1")
+        assert (done.status, done.attempts, done.result) == ("done", 2, {"ok": True})
+        assert [a.outcome for a in state.attempts(job.id)] == ["retry", "done"]  # interrupted
+        # a report of a call nobody took over is recorded as before, late or not
+        assert state.record_attempt(job.id, "done", owner="daemon-a")
+        with pytest.raises(KeyError):
+            state.record_attempt(999, "done", owner="daemon-a")
+
+
 def test_a_start_withdrawn_by_its_claimer_leaves_the_job_claimed_and_not_started(store, make_event):
     with store.transaction() as state:
         state.record_event(make_event("e1"), inbox_id=None, trace={}, jobs=jobs_for("A"), now=T0)

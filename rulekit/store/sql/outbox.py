@@ -277,23 +277,27 @@ class SQLOutbox:
         retry_at: datetime | None = None,
         hold: float | None = None,
         now: datetime | None = None,
-    ) -> None:
+        owner: str | None = None,
+    ) -> bool:
         check_attempt(outcome, retry_at)
         time = self.dialect.time
         result_json = self.dialect.json(result)
         until = None
         if outcome == "retry" and hold is not None and retry_at is not None:
             until = time(utc(retry_at) + timedelta(seconds=hold))
-        # the usual case first: a pending job takes the outcome; a job already done or dead
-        # keeps its status and only counts the attempt
+        # the usual case first: a pending job takes the outcome (unless another claimer has
+        # started its call since: taken over); a job already done or dead keeps its status
+        # and only counts the attempt
         updated = self.execute(
             "UPDATE outbox SET status = :status, attempts = attempts + 1,"
             " next_attempt_at = COALESCE(:retry_at, next_attempt_at),"
             " last_error = COALESCE(:error, last_error), result = :result,"
             " claimed_by = CASE WHEN :until IS NULL THEN NULL ELSE claimed_by END,"
             " claimed_until = :until, call_started_at = NULL, call_started_by = NULL"
-            " WHERE id = :id AND status = 'pending'",
+            " WHERE id = :id AND status = 'pending' AND (CAST(:owner AS TEXT) IS NULL"
+            "  OR call_started_by IS NULL OR call_started_by = :owner)",
             {
+                "owner": owner,
                 "status": "pending" if outcome == "retry" else outcome,
                 "retry_at": time(retry_at),
                 "error": error,
@@ -305,9 +309,13 @@ class SQLOutbox:
         if updated.rowcount == 0:
             counted = self.execute(
                 "UPDATE outbox SET attempts = attempts + 1, call_started_at = NULL,"
-                " call_started_by = NULL WHERE id = :id",
+                " call_started_by = NULL WHERE id = :id AND status <> 'pending'",
                 {"id": job_id},
             )
+            if counted.rowcount == 0 and self._one(
+                "SELECT 1 AS found FROM outbox WHERE id = :id", {"id": job_id}
+            ):
+                return False  # taken over: pending, another claimer's call under way
             if counted.rowcount == 0:
                 raise KeyError(f"no job {job_id}")
         self.execute(
@@ -321,6 +329,7 @@ class SQLOutbox:
                 "result": result_json,
             },
         )
+        return True
 
     def requeue_job(self, job_id: int, *, now: datetime | None = None) -> None:
         cursor = self.execute(

@@ -417,13 +417,17 @@ class PostgresState(PostgresAudit, PostgresLookups, SQLState):
         retry_at: datetime | None = None,
         hold: float | None = None,
         now: datetime | None = None,
-    ) -> None:
+        owner: str | None = None,
+    ) -> bool:
         check_attempt(outcome, retry_at)
         held = outcome == "retry" and hold is not None
         # One statement: lock the job, update it (a job already done or dead keeps its status
-        # and only counts the attempt), and log the attempt.
+        # and only counts the attempt; a pending one whose call another claimer started since
+        # is left alone: taken over), and log the attempt.
         row = self._one(
-            "WITH old AS (SELECT id, status FROM outbox WHERE id = :id FOR UPDATE),"
+            "WITH old AS (SELECT id, status, (CAST(:owner AS text) IS NOT NULL"
+            "  AND status = 'pending' AND call_started_by <> :owner) AS taken"
+            "  FROM outbox WHERE id = :id FOR UPDATE),"
             " upd AS (UPDATE outbox o SET attempts = o.attempts + 1,"
             "  status = CASE WHEN old.status = 'pending' THEN :status ELSE o.status END,"
             "  next_attempt_at = CASE WHEN old.status = 'pending'"
@@ -439,11 +443,12 @@ class PostgresState(PostgresAudit, PostgresLookups, SQLState):
             "   WHEN :held THEN :retry_at::timestamptz + make_interval(secs => :hold)"
             "   ELSE NULL END,"
             "  call_started_at = NULL, call_started_by = NULL"
-            "  FROM old WHERE o.id = old.id RETURNING o.id)"
-            " INSERT INTO attempts (job_id, at, outcome, error, result)"
-            " SELECT id, :at, :outcome, :error, :result::json FROM upd"
-            " RETURNING job_id",
+            "  FROM old WHERE o.id = old.id AND old.taken IS NOT TRUE RETURNING o.id),"
+            " ins AS (INSERT INTO attempts (job_id, at, outcome, error, result)"
+            "  SELECT id, :at, :outcome, :error, :result::json FROM upd RETURNING job_id)"
+            " SELECT (SELECT count(*) FROM old) AS found, (SELECT count(*) FROM ins) AS recorded",
             {
+                "owner": owner,
                 "id": job_id,
                 "status": "pending" if outcome == "retry" else outcome,
                 "retry_at": self.dialect.time(retry_at),
@@ -455,8 +460,10 @@ class PostgresState(PostgresAudit, PostgresLookups, SQLState):
                 "hold": float(hold or 0.0),
             },
         )
-        if row is None:
+        assert row is not None
+        if not row["found"]:
             raise KeyError(f"no job {job_id}")
+        return bool(row["recorded"])
 
     def release_claims(self, owner: str) -> int:
         row = self._one(
