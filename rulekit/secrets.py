@@ -159,3 +159,28 @@ def without_secrets(environ: Mapping[str, str], secrets: Iterable[str]) -> dict[
         for name, value in environ.items()
         if value not in whole and not any(secret in value for secret in inside)
     }
+
+
+def written_in_open_file(config: Config) -> str | None:
+    """What says that the config file holds secrets written in it (not taken from the
+    environment with ``${NAME}``: a value, or a ``${NAME:-default}``'s default) while every
+    user of the machine can read it, or None. A secret that short (under
+    :data:`MIN_SECRET_IN_VALUE` characters) is not looked for."""
+    path = config.path
+    if path is None:
+        return None
+    try:
+        mode = path.stat().st_mode & 0o777
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    if not mode & 0o004:
+        return None
+    written = {s for s in secret_values(config) if len(s) >= MIN_SECRET_IN_VALUE and s in text}
+    if not written:
+        return None
+    return (
+        f"{path} is readable by every user of this machine (mode {mode:04o}) and holds "
+        f"{len(written)} secret(s) written in it: take them from the environment "
+        f"(${{NAME}}), or chmod 600 {path}"
+    )

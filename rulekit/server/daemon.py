@@ -46,6 +46,7 @@ from rulekit.runtime.processor import Processor
 from rulekit.runtime.reporting import report
 from rulekit.runtime.timers import Fired, TimerRunner
 from rulekit.runtime.worker import Limits
+from rulekit.secrets import written_in_open_file
 from rulekit.server.app import create_app
 from rulekit.server.fetching import Fetchers
 from rulekit.server.ingest import Ingest
@@ -235,9 +236,9 @@ class Daemon(Reloading):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._sighup)
         for problem in self.problems:
             log(logger, logging.WARNING, f"not configured: {problem}")
-        exposed = self.store.exposure()
-        if exposed:
-            log(logger, logging.WARNING, exposed)
+        for exposed in (self.store.exposure(), written_in_open_file(self.snapshot.config)):
+            if exposed:
+                log(logger, logging.WARNING, exposed)
         self.ready = True
         log(
             logger,

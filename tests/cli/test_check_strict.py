@@ -136,3 +136,29 @@ def test_the_validation_example_of_rules_md(monkeypatch) -> None:
     assert result.exit_code == 0
     for line in said:
         assert line in result.output.splitlines()
+
+
+def test_secrets_written_in_a_file_every_user_can_read_are_warned_of(tmp_path, monkeypatch):
+    """Secrets belong in the environment (``${NAME}``): one written in a config file that
+    every user of the machine can read is warned of (its mode is the admin's to change, and
+    never fails a check); from the environment, or in a private file, nothing is said."""
+    monkeypatch.setenv("SLACK_TOKEN", "xoxb-from-the-environment-1")
+    config = tmp_path / "rulekit.yaml"
+    (tmp_path / "rules.d").mkdir()
+
+    def check(text: str, mode: int) -> str:
+        config.write_text(text)
+        config.chmod(mode)
+        result = CliRunner().invoke(cli, ["check", "--config", str(config)])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    literal = 'integrations:\n  slack: {token: "xoxb-written-in-the-file-2"}\n'
+    told = check(literal, 0o644)
+    assert f"warning: {config} is readable by every user of this machine (mode 0644)" in told
+    assert "holds 1 secret(s) written in it" in told and "xoxb-written" not in told
+    defaulted = 'integrations:\n  slack: {token: "${NOT_SET_HERE:-xoxb-a-default-3}"}\n'
+    assert "holds 1 secret(s)" in check(defaulted, 0o644)
+    assert "readable by every user" not in check(literal, 0o600)
+    from_env = 'integrations:\n  slack: {token: "${SLACK_TOKEN}"}\n'
+    assert "readable by every user" not in check(from_env, 0o644)

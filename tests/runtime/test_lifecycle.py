@@ -254,7 +254,8 @@ def test_reloaded_rules_leave_the_collectors_work_at_once(tmp_path, serve):
 def test_a_store_open_to_every_user_is_warned_of_at_start(tmp_path, processes):
     """A store an older rulekit made under the usual umask (0644) keeps its mode (the admin's
     to change) and is warned of; a store the daemon creates is private and warned of never."""
-    config = write_setup(tmp_path)
+    config = write_setup(tmp_path)  # its webhook secret is written in it
+    config.chmod(0o600)
     store = tmp_path / "rulekit.sqlite3"
     fresh = processes(config).wait_ready()
     assert store.stat().st_mode & 0o777 == 0o600
@@ -267,3 +268,15 @@ def test_a_store_open_to_every_user_is_warned_of_at_start(tmp_path, processes):
     [line] = [line for line in process.output().splitlines() if "open to every user" in line]
     assert "WARNING rulekit.daemon" in line and "mode 0644" in line
     assert store.stat().st_mode & 0o777 == 0o644
+    assert "holds 1 secret(s) written in it" not in process.output()  # a private config
+
+
+def test_a_config_every_user_can_read_holding_secrets_is_warned_of_at_start(tmp_path, processes):
+    config = write_setup(tmp_path)  # its webhook secret is written in it
+    config.chmod(0o644)
+    process = processes(config).wait_ready()
+    wait_for(lambda: "written in it" in process.output())
+    process.terminate()
+    [line] = [line for line in process.output().splitlines() if "written in it" in line]
+    assert "WARNING rulekit.daemon" in line and f"{config} is readable by every user" in line
+    assert SECRET not in process.output()
