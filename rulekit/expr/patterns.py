@@ -10,7 +10,11 @@ Compiled patterns are cached (:func:`compiled`).
 
 from __future__ import annotations
 
-import functools
+import contextlib
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 import re2
@@ -20,6 +24,14 @@ from rulekit.errors import TemplateError
 MAX_PATTERN = 2_000
 """Characters in one pattern."""
 _MAX_PROGRAM_MEMORY = 8 << 20  # RE2's own default: what one compiled pattern may use
+MAX_PATTERNS = 1_000
+"""Distinct patterns one set of rules may hold (fewer than the cache keeps, so that evaluating
+an event never compiles a pattern again)."""
+MAX_PROGRAMS = 4_000_000
+"""RE2 instructions the distinct patterns of one set of rules may compile to, together (about
+13 bytes each: a pattern such as ``\\w{250}`` compiles to 335,000 of them, in 0.1 s, and a
+rules file of 1,000 such patterns took minutes and gigabytes to load)."""
+_CACHED = 4 * MAX_PATTERNS
 
 _UNSUPPORTED = (
     ("(?=", "lookahead"),
@@ -53,14 +65,46 @@ def compiled(pattern: Any, ignorecase: Any = False, multiline: Any = False) -> A
     return _compiled(pattern, bool(ignorecase), bool(multiline))
 
 
-@functools.lru_cache(maxsize=1024)
 def _compiled(pattern: str, ignorecase: bool, multiline: bool) -> Any:
+    key = (pattern, ignorecase, multiline)
+    with _cache_lock:
+        regexp = _cache.get(key)
+        if regexp is not None:
+            _cache.move_to_end(key)
+            return regexp
     problem = pattern_problem(pattern)
     if problem:
         raise TemplateError(problem)
     # RE2's `(?m)` is Python's re.MULTILINE: ^ and $ at every line
     source = f"(?m:{as_re2(pattern)})" if multiline else as_re2(pattern)
-    return re2.compile(source, _options(ignorecase=ignorecase))
+    regexp = re2.compile(source, _options(ignorecase=ignorecase))
+    _keep(key, regexp)
+    return regexp
+
+
+_cache: OrderedDict[tuple[str, bool, bool], Any] = OrderedDict()
+_cache_lock = threading.Lock()
+_cached_instructions = 0
+
+
+def _keep(key: tuple[str, bool, bool], regexp: Any) -> None:
+    """Cache ``regexp``, dropping the least recently used patterns beyond :data:`_CACHED`
+    patterns or twice :data:`MAX_PROGRAMS` instructions (the rules loaded and those reloaded)."""
+    global _cached_instructions
+    with _cache_lock:
+        if key in _cache:
+            return
+        _cache[key] = regexp
+        _cached_instructions += _instructions(regexp)
+        while len(_cache) > _CACHED or (
+            _cached_instructions > 2 * MAX_PROGRAMS and len(_cache) > 1
+        ):
+            _, dropped = _cache.popitem(last=False)
+            _cached_instructions -= _instructions(dropped)
+
+
+def _instructions(regexp: Any) -> int:
+    return int(max(regexp.programsize, 0)) + int(max(regexp.reverseprogramsize, 0))
 
 
 _HEX = frozenset("0123456789abcdefABCDEF")
@@ -206,3 +250,61 @@ def _has_backreference(pattern: str) -> bool:
             return True
         index = pattern.find("\\", index + 2)
     return False
+
+
+class _Loaded:
+    """The distinct patterns a load of rules compiled so far, and their instructions."""
+
+    __slots__ = ("full", "instructions", "seen")
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.instructions = 0
+        self.full = False
+
+
+_loading: ContextVar[_Loaded | None] = ContextVar("rulekit_patterns_loading", default=None)
+
+
+@contextlib.contextmanager
+def counted_patterns() -> Iterator[None]:
+    """Count the patterns :func:`loaded` compiles in this block against :data:`MAX_PATTERNS`
+    and :data:`MAX_PROGRAMS` (one load of a set of rules)."""
+    token = _loading.set(_Loaded())
+    try:
+        yield
+    finally:
+        _loading.reset(token)
+
+
+def loaded(pattern: str) -> str | None:
+    """Compile ``pattern`` as rules load: why it cannot be, or why it does not fit with the
+    patterns loaded before it (inside :func:`counted_patterns`), or None."""
+    counts = _loading.get()
+    if counts is not None and pattern not in counts.seen:
+        if len(counts.seen) >= MAX_PATTERNS:
+            return f"the rules hold more than {MAX_PATTERNS} distinct patterns"
+        if counts.full:  # the next pattern is not compiled (each may take 0.1 s and 5 MB)
+            return _over(None)
+    try:
+        regexp = compiled(pattern)
+    except TemplateError as exc:
+        return str(exc)
+    if counts is None or pattern in counts.seen:
+        return None
+    size = max(regexp.programsize, 0)
+    if counts.instructions + size > MAX_PROGRAMS:
+        counts.full = True
+        return _over(size)
+    counts.seen.add(pattern)
+    counts.instructions += size
+    return None
+
+
+def _over(size: int | None) -> str:
+    this = "" if size is None else f" (this one to {size})"
+    return (
+        f"the rules' patterns compile to more than {MAX_PROGRAMS} RE2 instructions together"
+        f"{this}: fewer or simpler patterns (a repeat such as \\w{{200}} compiles to a copy "
+        "of \\w per repetition)"
+    )

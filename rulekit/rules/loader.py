@@ -22,6 +22,7 @@ from rulekit.config import Config
 from rulekit.errors import Location, RuleError, ValidationErrors, did_you_mean
 from rulekit.event import EVENT_NAMES
 from rulekit.expr.codegen import Program
+from rulekit.expr.patterns import counted_patterns
 from rulekit.plugins import Plugins
 from rulekit.rules.collector import collector_paused
 from rulekit.rules.compilation import Compilation, Locator
@@ -77,7 +78,7 @@ class RuleLoader:
         ``each`` is called with every rule as soon as it is compiled; the rule's expression
         trees (its conjuncts, each condition's node) are dropped once it returns (memory:
         :mod:`rulekit.engine.analysis`). Without it, they are kept."""
-        with collector_paused():
+        with collector_paused(), counted_patterns():
             try:
                 return self._load(path, each)
             finally:

@@ -13,7 +13,7 @@ import pytest
 from scaffold import make_event
 
 from rulekit.errors import TemplateError, ValidationErrors
-from rulekit.expr import regex
+from rulekit.expr import patterns, regex
 from rulekit.expr.budget import Limits, OverBudget, with_budget
 
 
@@ -320,3 +320,38 @@ def test_a_flag_given_a_client_value_does_not_make_a_pattern_per_message(
     finally:
         tracemalloc.stop()
     assert kept < 2**20, kept  # the eight messages (2.4 MB) were kept as the cache's keys
+
+
+def _pattern_rules(patterns: list[str]) -> str:
+    return "".join(
+        f"- name: r{i}\n  on: {{channel: online-chat}}\n"
+        f"  if: [\"message.text is search('{pattern}')\"]\n"
+        "  do: [{autoreply: {text: hi}}]\n"
+        for i, pattern in enumerate(patterns)
+    )
+
+
+def test_the_patterns_of_the_rules_are_compiled_within_a_budget(build_engine: Any) -> None:
+    """Each pattern within RE2's memory may still compile to 300,000 instructions (0.1 s,
+    4 MB): a file of a thousand such patterns took minutes and gigabytes to load, and the
+    cache of compiled patterns kept them all. Past the budget the load fails at the pattern
+    that goes over, and the patterns after it are not compiled."""
+    big = [f"\\\\\\\\w{{{200 + i}}}" for i in range(30)]  # \w{200}, \w{201}, ... in the YAML
+    with pytest.raises(ValidationErrors) as caught:
+        build_engine(_pattern_rules(big))
+    errors = [str(error) for error in caught.value.errors]
+    first = errors[0]
+    assert "rules.yaml:" in first and "the rules' patterns compile to more than" in first
+    line = int(first.split("rules.yaml:")[1].split(":")[0])
+    over = (line - 3) // 4  # the rule whose pattern went over
+    assert 5 < over < 20 and len(errors) == 30 - over, errors
+    cached = {key[0] for key in patterns._cache}
+    assert f"\\w{{{200 + over}}}" in cached and f"\\w{{{201 + over}}}" not in cached
+    assert patterns._cached_instructions <= 2 * patterns.MAX_PROGRAMS + 700_000
+
+
+def test_a_thousand_distinct_patterns_load_and_one_more_does_not(build_engine: Any) -> None:
+    many = [f"order {i}" for i in range(patterns.MAX_PATTERNS)]
+    build_engine(_pattern_rules(many + many[:5]))  # the same pattern again counts once
+    with pytest.raises(ValidationErrors, match="more than 1000 distinct patterns"):
+        build_engine(_pattern_rules([*many, "order 1000"]))
