@@ -50,6 +50,7 @@ from rulekit.secrets import written_in_open_file
 from rulekit.server.app import create_app
 from rulekit.server.fetching import Fetchers
 from rulekit.server.ingest import Ingest
+from rulekit.server.lookups import Lookups
 from rulekit.server.reloading import RELOAD_BUDGET, Reloading
 from rulekit.snapshot import Snapshot, freeze_heap, problems_of
 from rulekit.store import open_store
@@ -120,6 +121,7 @@ class Daemon(Reloading):
         self.store = store or open_store(config.raw.storage, config.base_dir)
         self._own_store = store is None
         self.ready = False
+        self._lookups: Lookups | None = None
         self.last_reload: dict[str, Any] = {"ok": True, "at": None, "errors": []}
         self.stopping = False
         self._tasks: list[asyncio.Task[Any]] = []
@@ -171,6 +173,10 @@ class Daemon(Reloading):
     # lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         """Start the workers (the app's lifespan calls this)."""
+        # host names are looked up one at a time per name, off the default executor: a name
+        # whose DNS never answers holds one thread, not every lookup of every service's calls
+        self._lookups = Lookups()
+        self._lookups.install(asyncio.get_running_loop())
         self.commit = GroupCommit(self.store)
         self.commit.start()
         self.evaluator = _evaluator(self)
@@ -277,6 +283,9 @@ class Daemon(Reloading):
         await self.commit.aclose()
         await self._close_clients(self._snapshot)
         await self._close_replaced()
+        if self._lookups is not None:
+            self._lookups.uninstall()
+            self._lookups = None
         if self._own_store:
             await anyio.to_thread.run_sync(self.store.close)
         log(logger, logging.INFO, "rulekit stopped")
