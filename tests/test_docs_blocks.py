@@ -479,7 +479,11 @@ BLOCKS: dict[str, list[tuple[str, str, Runner]]] = {
         ("Running the daemon", "rulekit run --config /etc/ru", commands()),
         ("HTTP server limits", "server:", elsewhere("tests/runtime/test_http_server.py")),
         ("systemd", "# /etc/systemd/system/ruleki", systemd_unit),
-        ("Reverse proxy", "server {", elsewhere("tests/server/console/test_console_nginx.py")),
+        (
+            "Reverse proxy",
+            "# in http { }: requests with",
+            elsewhere("tests/server/console/test_console_nginx.py"),
+        ),
         ("Backups", "sqlite3 /var/lib/rulekit/rul", sqlite_shell),
         ("Backups", "sqlite3 /backups/rulekit-202", sqlite_shell),
         ("Looking inside", 'sqlite3 rulekit.sqlite3 "SEL', sqlite_shell),

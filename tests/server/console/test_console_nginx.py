@@ -135,6 +135,7 @@ def nginx(daemon: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     block = substitute(block, r"ssl_certificate_key +/\S+;", f"ssl_certificate_key {key};")
     block = substitute(block, r"127\.0\.0\.1:8080", f"127.0.0.1:{daemon}")
     access_log = prefix / "access.log"
+    block = substitute(block, r"access_log /var/log/nginx/\S+ ", f"access_log {access_log} ")
     temp = "".join(
         f"    {kind}_temp_path {prefix / kind};\n"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -210,9 +211,18 @@ def test_sign_in_and_the_live_feed_work_through_the_documented_nginx(
             lambda: "online-chat · created" in driver.find_element(By.ID, "feed").text,
             "the webhook's event in the live feed",
         )
+    search = httpx.get(
+        f"{url}/console/api/conversations",
+        params={"q": "jane.doe@shop.example"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        verify=False,
+    )
+    assert search.status_code == 200, search.text
     log = access_log.read_text()
     assert "/console/login" in log
+    assert "GET /console/api/conversations HTTP/1.1" in log
     assert SECRET not in log  # the webhook's URL is not logged
+    assert "jane" not in log  # nor the console's search: the query string is left out
 
 
 def outside_address() -> str:
