@@ -222,6 +222,8 @@ class Webhook(Action):
             "X-Rulekit-Signature": signature(secret, timestamp, body),
         }
         where = f"webhook {params.to!r}"
+        response: httpx.Response | None = None
+        start = bytearray()
         try:
             async with (
                 asyncio.timeout(target.timeout),
@@ -233,21 +235,34 @@ class Webhook(Action):
                     timeout=target.timeout,
                 ) as response,
             ):
-                start = await _answer_start(response)
+                await _answer_start(response, start)
         except (TimeoutError, httpx.TimeoutException):
+            if response is not None:  # the answer's status came, the rest of it did not
+                return self._outcome(target, where, response, bytes(start), whole=False)
             raise RetryableActionError(
                 f"{where} did not answer within {target.timeout:g} s"
             ) from None
         except (httpx.LocalProtocolError, httpx.UnsupportedProtocol) as exc:
             raise PermanentActionError(self._redact(target, f"{where}: {exc}")) from None
         except httpx.TransportError as exc:
+            if response is not None:  # the connection was lost after the answer's status
+                return self._outcome(target, where, response, bytes(start), whole=False)
             message = self._redact(target, f"{where}: {type(exc).__name__}: {exc}")
             raise RetryableActionError(message) from None
-        return self._outcome(target, where, response, start)
+        return self._outcome(target, where, response, bytes(start))
 
     def _outcome(
-        self, target: WebhookTarget, where: str, response: httpx.Response, content: bytes
+        self,
+        target: WebhookTarget,
+        where: str,
+        response: httpx.Response,
+        content: bytes,
+        *,
+        whole: bool = True,
     ) -> dict[str, Any]:
+        """What the answer means, by its status. One that did not come ``whole`` (the
+        connection lost, or the timeout, after its status) means the same: a 2xx is success
+        (the receiver took the call; making it again would deliver it twice)."""
         status = response.status_code
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
 
@@ -258,6 +273,8 @@ class Webhook(Action):
 
         start = self._redact(target, shown(512))
         if 200 <= status < 300:
+            if not whole:
+                return {"status": status, "body": start, "answer": "cut short"}
             return {"status": status, "body": start}
         message = self._redact(target, f"{where}: HTTP {status}: {shown(200)}")
         error: ActionError
@@ -318,15 +335,14 @@ MAX_ANSWER = 4096
 its compression, a call holds no more than this of it."""
 
 
-async def _answer_start(response: httpx.Response) -> bytes:
-    """The first :data:`MAX_ANSWER` bytes of ``response``'s body as they came (never
-    decompressed: a small gzip can inflate to gigabytes); the rest is not read."""
-    start = b""
+async def _answer_start(response: httpx.Response, start: bytearray) -> None:
+    """Read the first :data:`MAX_ANSWER` bytes of ``response``'s body into ``start`` as they
+    come (never decompressed: a small gzip can inflate to gigabytes); the rest is not read.
+    What came is in ``start`` also when the rest does not come."""
     async for chunk in response.aiter_raw():
         start += chunk
         if len(start) > MAX_ANSWER:
             break
-    return start
 
 
 def _words(value: str) -> list[str]:

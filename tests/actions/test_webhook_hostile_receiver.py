@@ -142,3 +142,49 @@ def test_a_redirect_to_another_host_is_not_followed() -> None:
         call(server)
     assert "redirects are not followed" in caught.value.message
     assert asked == [b"once"]
+
+
+def _cut(status: bytes, *, then: str) -> Answer:
+    """An answer of ``status`` whose body stops after its first bytes: the connection is then
+    closed (``then="close"``), or nothing more comes (``then="stall"``)."""
+
+    def answer(sock: socket.socket) -> None:
+        sock.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Length: 1000\r\n\r\n" + b'{"id": 4')
+        if then == "close":
+            sock.shutdown(socket.SHUT_RDWR)
+            return
+        while sock.recv(65536):  # until the client gives up
+            pass
+
+    return answer
+
+
+@pytest.mark.parametrize("then", ["close", "stall"])
+def test_a_2xx_whose_answer_is_cut_short_is_success_not_a_call_to_make_again(then: str) -> None:
+    """The receiver answered 200 (it took the call), then the rest of the answer was lost:
+    a retry would deliver the call twice."""
+    calls: list[bytes] = []
+
+    def answer(sock: socket.socket) -> None:
+        calls.append(b"call")
+        _cut(b"200 OK", then=then)(sock)
+
+    with receiver(answer) as server:
+        result = call(server, timeout=0.5)
+    assert result == {"status": 200, "body": '{"id": 4', "answer": "cut short"}
+    assert calls == [b"call"]
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (b"503 Service Unavailable", RetryableActionError),
+        (b"400 Bad Request", PermanentActionError),
+    ],
+)
+def test_an_error_whose_answer_is_cut_short_means_what_its_status_means(
+    status: bytes, error: type[Exception]
+) -> None:
+    with receiver(_cut(status, then="close")) as server, pytest.raises(error) as caught:
+        call(server, timeout=0.5)
+    assert f"HTTP {status[:3].decode()}" in str(caught.value)
