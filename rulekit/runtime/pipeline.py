@@ -6,6 +6,8 @@ steps with a durable store, inside its own transactions.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,6 +20,7 @@ from rulekit.engine.engine import Engine, Plan
 from rulekit.engine.timers import TimerQueue
 from rulekit.errors import ChannelError, RulekitError
 from rulekit.event import Event
+from rulekit.runtime.cpulimit import EventOverBudget, cpu_limited
 from rulekit.runtime.replies import note_replies
 from rulekit.store.base import State, Store
 from rulekit.team import TeamFacts
@@ -132,9 +135,11 @@ class Pipeline:
             self._fire_due(at, state, outcome)
             self.clock = at
             note_replies(state, event)
-            plan = self.engine.evaluate(
-                event, state, now=at, explain=True, excluded=True, team=self.team(state)
-            )
+            evaluate = functools.partial(
+                self.engine.evaluate,
+                event, state, now=at, explain=True, excluded=True, team=self.team(state),
+            )  # fmt: skip
+            plan = self._within_budget(event, evaluate)
             plan.apply(state)
             self._note_counts(event, plan, state)
             for cancel in plan.cancels:
@@ -174,12 +179,29 @@ class Pipeline:
                 state.get_client(trigger.channel, trigger.client.id) if trigger.client.id else None
             )
             fired = trigger.at_fire_time(found[1] if found else None, client)
-            plan = self.engine.fire(
-                timer.rule, fired, timer.due, timer.due, explain=True, team=self.team(state)
-            )
+            fire = functools.partial(
+                self.engine.fire,
+                timer.rule, fired, timer.due, timer.due, explain=True, team=self.team(state),
+            )  # fmt: skip
+            plan = self._within_budget(fired, fire)
             plan.apply(state)
             self._note_counts(fired, plan, state)
             outcome.events.append((fired, plan))
+
+    def _within_budget(self, event: Event, evaluate: Callable[[], Plan]) -> Plan:
+        """``evaluate()`` within ``processing.event_cpu``, as in the daemon: past it, a plan of
+        nothing, whose error says the daemon would set the event aside."""
+        seconds = self.config.raw.processing.event_cpu.total_seconds()
+        try:
+            with cpu_limited(seconds):
+                return evaluate()
+        except EventOverBudget:
+            plan = Plan(event)
+            plan.errors.append(
+                f"evaluating event {event.id} took more than its CPU budget ({seconds:g} s; "
+                "processing.event_cpu): the daemon would set it aside"
+            )
+            return plan
 
     def _note_counts(self, event: Event, plan: Plan, state: State) -> None:
         if any("assignee" in self.engine.actions[planned.action].changes for planned in plan):

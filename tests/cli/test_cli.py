@@ -408,3 +408,35 @@ def test_schema_offers_test_suites_beside_rules() -> None:
             assert set(test) <= test_keys, file
             for item in [*test.get("expect", []), *test.get("expect_absent", [])]:
                 assert set(item) <= expect_keys, file
+
+
+def test_an_event_over_its_cpu_budget_is_stopped_and_the_run_goes_on(tmp_path: Path) -> None:
+    """Each rule's template has its own budget; the event as a whole has the daemon's
+    ``processing.event_cpu``, in the dry run too: 30 rules each spending theirs took 30 times
+    as long, where the daemon sets the event aside."""
+    loop = "{% for i in range(10000) %}{% for j in range(10) %}{% endfor %}{% endfor %}"
+    busy = "".join(
+        f"- name: busy {i}\n  on: {{channel: online-chat, event: created}}\n"
+        f"  do: [{{autoreply: {{text: {json.dumps(loop)}}}}}]\n"
+        for i in range(30)
+    )
+    quick = "- name: quick\n  on: {channel: online-chat, event: message}\n"
+    rules = write(tmp_path / "rules" / "r.yaml", busy + quick + "  do: [{autoreply: {text: hi}}]\n")
+    config = write(
+        tmp_path / "rulekit.yaml",
+        "channels: {online-chat: {provider: chatra}}\nprocessing: {event_cpu: 0.3}\n",
+    )
+    created = write(tmp_path / "1.yaml", "channel: online-chat\nevent: created\n")
+    message = write(tmp_path / "2.yaml", "channel: online-chat\nevent: message\n")
+    result = run(
+        "test", "--config", str(config), "--rules", str(rules), "--format", "json",
+        str(created), str(message),
+    )  # fmt: skip
+    first, second = (r["events"][0] for r in json.loads(result.stdout)["results"])
+    assert first["actions"] == []
+    [error] = first["errors"]
+    assert error.startswith("evaluating event online-chat:created:"), error
+    assert error.endswith(
+        "took more than its CPU budget (0.3 s; processing.event_cpu): the daemon would set it aside"
+    )
+    assert [action["params"]["text"] for action in second["actions"]] == ["hi"]
