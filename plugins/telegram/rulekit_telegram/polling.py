@@ -18,7 +18,10 @@ content.
 
 Only one daemon polls a bot at a time: before each call the poller takes or renews a lease in
 the store, longer than the call can take; a daemon that does not hold it waits and tries again,
-and takes over when the holder stops renewing (it stopped, or died). Telegram answers 409 to a
+and takes over when the holder stops renewing (it stopped, or died). An answer with no update
+means every update before the call's offset is confirmed: the next calls send none, since after a
+week without updates Telegram numbers the next one at random (maybe below the last offset, which
+would confirm it unread). Telegram answers 409 to a
 second poller, and to any poller while a webhook is set: the poller says so in the log and waits.
 A call that brought no new update is followed by the next no sooner than :data:`IDLE_INTERVAL`
 after it started (Telegram holds it for ``poll_timeout``; a server that answers at once is not
@@ -141,6 +144,12 @@ class Poller:
         # nothing new (none, only updates already acknowledged, or none with an update_id):
         # the next call waits, so an answer given at once is not asked for again at once
         self._next_call = started + self.idle_interval if self.offset == before else 0.0
+        if not updates:
+            # this call's offset confirmed every update before it: the next calls ask without
+            # one, for the earliest unconfirmed update. After a week without updates Telegram
+            # numbers the next one at random, maybe below the offset, which would confirm it
+            # (and those after it) unread
+            self.offset = None
         return kept
 
     @property

@@ -294,3 +294,42 @@ def test_a_get_updates_answer_given_at_once_with_nothing_new_is_not_asked_again_
     assert len(telegram.calls("getUpdates")) == 6
     assert len(inbox(store)) == new
     store.close()
+
+
+def test_an_update_numbered_below_the_last_offset_after_a_quiet_week_is_read(
+    tmp_path: Path, telegram: FakeTelegram
+) -> None:
+    """After a week without updates Telegram numbers the next one at random, maybe below the
+    offset the poller last sent: sent again, that offset would confirm it (and those after it)
+    unread, and the client's messages would be lost."""
+    store = SQLiteStore(tmp_path / "rulekit.sqlite3")
+    before = Updates(first_update_id=900_000).message(ANN, "before the quiet week")
+    after = Updates(first_update_id=1_234).message(BORIS, "a week later")
+    telegram.write(before)
+
+    async def scenario() -> Poller:
+        commit = GroupCommit(store)
+        commit.start()
+        provider = make_provider(
+            token=telegram.token, base_url=telegram.service.base_url, updates="polling"
+        )
+        inbound = InboxInbound(
+            "telegram", commit, Metrics(), lambda: None, "daemon-a", lambda: 1 << 20
+        )
+        poller = Poller(provider, inbound, poll_timeout=0, lease=30, idle_interval=0)
+        try:
+            await poller.step()  # kept
+            await poller.step()  # nothing new; its offset confirmed the update
+            assert telegram.pending == []
+            telegram.write(after)  # a week later
+            await poller.step()
+            await poller.step()  # (its offset confirms it)
+            return poller
+        finally:
+            await provider.aclose()
+            await commit.aclose()
+
+    asyncio.run(scenario())
+    assert inbox(store) == [f"update:{after['update_id']}", f"update:{before['update_id']}"]
+    assert telegram.pending == []
+    store.close()
