@@ -153,6 +153,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "rulekit.countries",
             "rulekit.team",
             "rulekit.addresses",
+            "rulekit.hosts",
         ),
     ),
     ("expr", ("rulekit.expr",)),

@@ -34,7 +34,6 @@ from rulekit.actions.webhook_body import (
 from rulekit.actions.webhook_targets import (
     WebhooksIntegration,
     WebhookTarget,
-    is_loopback,
     is_token,
     masked_url,
 )
@@ -42,6 +41,7 @@ from rulekit.config import Config
 from rulekit.errors import ActionError, PermanentActionError, RetryableActionError, did_you_mean
 from rulekit.expr.markup import Interpolations, map_leaves
 from rulekit.hookspecs import hookimpl
+from rulekit.hosts import plain_http_host
 from rulekit.models import StrictModel
 from rulekit.registry import ActionRegistry
 from rulekit.secrets import redact
@@ -155,10 +155,10 @@ class Webhook(Action):
         target = settings.root.get(params.to) if isinstance(settings, WebhooksIntegration) else None
         if target is None:
             return []
-        parts = urlsplit(target.url.get_secret_value())
-        if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
+        host = plain_http_host(target.url.get_secret_value())
+        if host is not None:
             return [
-                f"webhook target {params.to!r} is plain http:// to {parts.hostname}: the body "
+                f"webhook target {params.to!r} is plain http:// to {host}: the body "
                 "and headers travel unencrypted; use https://"
             ]
         return []

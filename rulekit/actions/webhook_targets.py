@@ -10,7 +10,6 @@ rulekit (:data:`RESERVED_HEADERS`, ``X-Rulekit-*``), values without control char
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -87,18 +86,6 @@ def url_problem(url: str) -> str | None:
     if parts.fragment:
         return "a webhook URL cannot have a #fragment"
     return None
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a name or an address) is this machine: ``localhost`` and its
-    subdomains (RFC 6761), 127.0.0.0/8, ::1."""
-    name = host.lower().rstrip(".")
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class WebhooksIntegration(RootModel[dict[str, WebhookTarget]]):

@@ -9,7 +9,9 @@ start on and ``rulekit check --strict`` reports (so the two agree by constructio
   ``assign`` in the rule: a reply in a conversation nobody is assigned to has no agent to send
   as;
 * a channel without a ``webhook_secret``: every webhook to it is refused;
-* a ``${VAR}`` of the config that is unset or empty (and has no ``:-default``).
+* a ``${VAR}`` of the config that is unset or empty (and has no ``:-default``);
+* a channel or an integration whose ``base_url`` is plain ``http://`` to another machine: its
+  credentials and the clients' messages would travel unencrypted.
 
 Per event, ``rulekit test`` reports the same through each planned call's
 :meth:`~rulekit.actions.base.Action.would_fail`.
@@ -17,9 +19,13 @@ Per event, ``rulekit test`` reports the same through each planned call's
 
 from __future__ import annotations
 
+from typing import Any
+
 from rulekit.channels.base import Provider
+from rulekit.config import Config
 from rulekit.engine.engine import Engine
 from rulekit.event import Conversation
+from rulekit.hosts import plain_http_host
 from rulekit.rules.spec import Rule
 
 
@@ -28,6 +34,7 @@ def run_problems(engine: Engine, providers: dict[str, Provider]) -> list[str]:
     in a stable order (each once)."""
     problems = [str(warning) for warning in engine.ruleset.warnings]
     problems.extend(engine.config.unset_variables)
+    problems.extend(_plain_http(engine.config))
     for channel in providers:
         settings = engine.config.channels[channel].settings
         secret = getattr(settings, "webhook_secret", None)
@@ -66,3 +73,22 @@ def run_problems(engine: Engine, providers: dict[str, Provider]) -> list[str]:
 def _assigns_before(rule: Rule, index: int) -> bool:
     """Whether a step before ``index`` of ``rule`` sets the conversation's assignee."""
     return any("assignee" in step.action_class.changes for step in rule.steps[:index])
+
+
+def _plain_http(config: Config) -> list[str]:
+    """The services a channel or an integration calls over plain ``http://`` on another
+    machine (its ``base_url``): their tokens and the messages sent would travel unencrypted."""
+    places: list[tuple[str, Any]] = [
+        (f"channels.{name}", channel.settings) for name, channel in config.channels.items()
+    ]
+    places += [(f"integrations.{name}", settings) for name, settings in config.integrations.items()]
+    found = []
+    for where, settings in places:
+        url = getattr(settings, "base_url", None)
+        host = plain_http_host(url) if isinstance(url, str) else None
+        if host is not None:
+            found.append(
+                f"{where}.base_url is plain http:// to {host}: its credentials and the messages "
+                "sent travel unencrypted; use https://"
+            )
+    return found

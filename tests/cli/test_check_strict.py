@@ -41,6 +41,9 @@ RULES = """\
 
 ENV = {"HOOK_SECRET": "a-long-webhook-secret", "SLACK_TOKEN": "xoxb-1"}
 
+PLAIN_SLACK = 'base_url: "http://slack.example.com/api/"'
+PLAIN_CHATRA = "    base_url: http://chatra.example.com\n"
+
 DEFAULT_AGENT = "    default_agent: {email: bot@shop.example, name: Shop Bot}\n"
 
 REFUSALS = {
@@ -72,6 +75,14 @@ REFUSALS = {
     "a rule that can never fire": (
         lambda c, r, e: (c, r + r.replace("Greet", "Phone").replace("online-chat", "phone"), e),
         "'phone'",
+    ),
+    "a service over plain http:// to another machine": (
+        lambda c, r, e: (c.replace("${SLACK_TOKEN}\"", f"${{SLACK_TOKEN}}\", {PLAIN_SLACK}"), r, e),
+        "integrations.slack.base_url is plain http:// to slack.example.com",
+    ),
+    "a channel's service over plain http:// to another machine": (
+        lambda c, r, e: (c.replace(DEFAULT_AGENT, DEFAULT_AGENT + PLAIN_CHATRA), r, e),
+        "channels.online-chat.base_url is plain http:// to chatra.example.com",
     ),
 }  # fmt: skip
 
@@ -162,3 +173,12 @@ def test_secrets_written_in_a_file_every_user_can_read_are_warned_of(tmp_path, m
     assert "readable by every user" not in check(literal, 0o600)
     from_env = 'integrations:\n  slack: {token: "${SLACK_TOKEN}"}\n'
     assert "readable by every user" not in check(from_env, 0o644)
+
+
+def test_a_service_over_plain_http_on_this_machine_passes_both(tmp_path, monkeypatch) -> None:
+    """Plain http:// stays on the machine when the service is there (a fake, a local relay)."""
+    config = CONFIG.replace(
+        '"${SLACK_TOKEN}"}', '"${SLACK_TOKEN}", base_url: "http://127.0.0.1:9/"}'
+    )
+    refusal, code, output = outcomes(write(tmp_path, config, RULES), ENV, monkeypatch)
+    assert refusal is None and code == 0, output
