@@ -186,3 +186,25 @@ def test_connections_ended_again_and_again_lose_no_acknowledged_webhook(
     assert set(replied(chatra).values()) == {1}
     wait_for(lambda: {status for status, _ in jobs(postgres_url)} == {"done"}, 60)
     assert httpx.get(f"{daemon.url}/healthz", timeout=10).status_code == 200
+
+
+def test_a_store_error_quoting_a_client_reaches_neither_the_log_nor_the_answer(
+    tmp_path, processes, chatra, postgres_url
+):
+    # PostgreSQL's errors quote values: a check violation's DETAIL repeats the whole row
+    # ("Failing row contains (..., client00000001, ...)"), here the webhook's own
+    daemon = on_postgres(tmp_path, processes, chatra, postgres_url)
+    with session(postgres_url) as other:
+        other.execute(
+            "ALTER TABLE inbox ADD CONSTRAINT refuses_a_visitor"
+            " CHECK (conversation_key NOT LIKE '%%00000001%%')"
+        )
+    answer = httpx.post(
+        daemon.webhook_url, content=chat_started(1, text="call me: +15551234567"), headers=JSON
+    )
+    assert answer.status_code >= 500  # the sender retries; never a 200
+    assert "00000001" not in answer.text and "5551234567" not in answer.text
+    assert daemon.terminate() == 0
+    log = daemon.output()
+    assert "Exception in ASGI application" in log  # the failure is logged, what it quotes not
+    assert "00000001" not in log and "5551234567" not in log and "Failing row" not in log
