@@ -15,6 +15,11 @@ deadlock, a serialization failure: :class:`~rulekit.errors.StoreConflict`). Work
 rows other daemons lock in another order (pacing slots) asks to run ``alone``, in a
 transaction of its own.
 
+:attr:`GroupCommit.unavailable` (``/healthz``) says why the last transaction could not commit.
+A later commit clears it when it changed a row, or when it is :data:`HOLD` seconds old: a
+transaction that only reads commits on a full disk too, and the daemon's idle polls made one
+every second, so ``/healthz`` said "ok" while every webhook was answered 503.
+
 A bug in the group commit itself fails every piece of work of its batch with the error, which is
 logged with its traceback: no caller waits for ever, and later work goes on.
 """
@@ -26,6 +31,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -40,6 +46,9 @@ Work = Callable[[JournaledState], Any]
 
 MAX_BATCH = 512
 MAX_CONFLICTS = 3
+HOLD = 60.0
+"""Seconds a store failure stays on ``/healthz`` unless a commit that changed a row clears it
+first (one that only read does not: see the module's docstring)."""
 """How many times a piece of work aborted by a conflict is run again before it fails."""
 
 
@@ -120,7 +129,9 @@ class GroupCommit:
         self.conflicts = 0
         """Transactions the database aborted for a conflict with another (each run again)."""
         self.unavailable: StoreUnavailable | None = None
-        """Why the last transaction could not commit, until one commits again (``/healthz``)."""
+        """Why the last transaction could not commit, until one that changed a row commits, or
+        for :data:`HOLD` seconds (``/healthz``)."""
+        self._failed_at = 0.0
         self._writers: _Writers | None = None
 
     def start(self) -> None:
@@ -195,7 +206,11 @@ class GroupCommit:
             with self.store.transaction() as state:
                 values = [work(state) for work in works]
             self.commits += 1
-            self.unavailable = None
+            if self.unavailable is not None and (
+                getattr(state, "wrote", None) is not False
+                or time.monotonic() - self._failed_at > HOLD
+            ):
+                self.unavailable = None
             return [(True, value) for value in values]
         except StoreConflict as exc:
             self.conflicts += 1
@@ -205,7 +220,7 @@ class GroupCommit:
                 return self._commit(works, conflicts + 1)
             return [(False, exc)]
         except StoreUnavailable as exc:
-            self.unavailable = exc
+            self.unavailable, self._failed_at = exc, time.monotonic()
             return [(False, exc)] * len(works)
         except Exception as exc:
             if len(works) == 1:

@@ -247,9 +247,11 @@ class SQLiteStore(JournaledStore):
                 self._check_identity()
                 state = SQLState(conn, str(self.path), SQLITE)
                 state.execute("BEGIN IMMEDIATE")
+                changes = conn.total_changes
                 try:
                     yield state
                     state.execute("COMMIT")
+                    state.wrote = conn.total_changes != changes
                     # the commit is only worth something if the file is still the one at the
                     # path: raising now turns an acknowledgement into a 503 (retried later)
                     self._check_identity()

@@ -10,6 +10,7 @@ import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,7 +19,7 @@ from daemons import Process, chat_started, wait_for, write_setup
 JSON = {"Content-Type": "application/json"}
 
 
-def post(daemon: Process, n: int) -> httpx.Response:
+def post(daemon: Any, n: int) -> httpx.Response:
     return httpx.post(daemon.webhook_url, content=chat_started(n), headers=JSON, timeout=60)
 
 
@@ -26,7 +27,7 @@ def replied(chatra) -> Counter:
     return Counter(body["clientId"] for body in chatra.sent)
 
 
-def health(daemon: Process) -> tuple[int, dict]:
+def health(daemon: Any) -> tuple[int, dict]:
     answer = httpx.get(f"{daemon.url}/healthz", timeout=10)
     return answer.status_code, answer.json()
 
@@ -104,3 +105,34 @@ def test_a_full_disk_answers_503_and_the_daemon_recovers_when_space_returns(
     wait_for(lambda: len(replied(chatra)) == 6, 30)
     assert set(replied(chatra).values()) == {1}
     wait_for(lambda: health(daemon)[0] == 200, 30)
+
+
+def test_healthz_says_the_disk_is_full_while_transactions_that_only_read_commit(
+    tmp_path, serve, chatra, small_disk
+):
+    # a transaction that only reads commits on a full disk too: the idle polls made one every
+    # second, and /healthz said "ok" while every webhook was answered 503
+    config = write_setup(tmp_path, chatra=chatra)
+    database = small_disk / "rulekit.sqlite3"
+    config.write_text(
+        config.read_text().replace("sqlite:///rulekit.sqlite3", f"sqlite:///{database}")
+    )
+    server = serve(config)
+    assert post(server, 0).status_code == 200
+    wait_for(lambda: replied(chatra)["client00000000"] == 1, 30)
+    with (small_disk / "filler").open("wb") as filler:
+        try:
+            while True:
+                filler.write(b"\0" * 65536)
+                filler.flush()
+        except OSError:
+            pass  # the disk is full
+    assert post(server, 1).status_code == 503
+    commits = server.daemon.commit.commits
+    wait_for(lambda: server.daemon.commit.commits >= commits + 2, 30)  # the idle polls
+    status, body = health(server)
+    assert status == 503 and "disk full" in body["store"]
+    (small_disk / "filler").unlink()
+    wait_for(lambda: post(server, 1).status_code == 200, 30, 0.2)
+    assert health(server)[0] == 200
+    wait_for(lambda: replied(chatra)["client00000001"] == 1, 30)

@@ -62,6 +62,10 @@ class SQLState(
         self.active = True
         self.statements = 0
         """Statements run (each one round trip to a server), for benchmarks."""
+        self.wrote: bool | None = None
+        """Once committed: whether the transaction changed a row (None: the store cannot tell).
+        Only such a commit shows that the store can persist again (a full disk still lets a
+        transaction that only reads commit)."""
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
         """Run one statement (``:name`` parameters), turning "cannot persist" errors into
