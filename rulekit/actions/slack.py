@@ -25,7 +25,12 @@ from rulekit.actions.base import Action, ActionContext
 from rulekit.actions.pacing import Limit, Pace
 from rulekit.actions.rates import retry_after
 from rulekit.actions.slack_markup import escape_params
-from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
+from rulekit.errors import (
+    ActionError,
+    PermanentActionError,
+    RetryableActionError,
+    service_wait,
+)
 from rulekit.escapes import escape_link_target, escape_mrkdwn
 from rulekit.expr.markup import Interpolations
 from rulekit.hookspecs import hookimpl
@@ -237,7 +242,9 @@ class Slack(Action):
         now = asyncio.get_running_loop().time()
         self._limited = {key: end for key, end in self._limited.items() if end > now}
         others = [key for key in self._limited if key != channel]
-        self._limited[channel] = now + seconds
+        # the pause as the dispatcher keeps it (an hour at most): a Retry-After of years would
+        # make every later limit of another channel count as the whole app's
+        self._limited[channel] = now + (service_wait(seconds) or 0.0)
         return "service" if others else "destination"
 
 

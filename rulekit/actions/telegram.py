@@ -22,7 +22,12 @@ from rulekit.actions.base import Action, ActionContext
 from rulekit.actions.pacing import Limit, Pace
 from rulekit.actions.telegram_markup import resolve_html, resolve_markdown_v2
 from rulekit.actions.telegram_text import MAX_MESSAGE_LENGTH, truncate
-from rulekit.errors import ActionError, PermanentActionError, RetryableActionError
+from rulekit.errors import (
+    ActionError,
+    PermanentActionError,
+    RetryableActionError,
+    service_wait,
+)
 from rulekit.escapes import (
     escape_html,
     escape_markdown_v2,
@@ -282,7 +287,9 @@ class Telegram(Action):
         now = asyncio.get_running_loop().time()
         self._floods = {key: end for key, end in self._floods.items() if end > now}
         others = [key for key in self._floods if key != chat]
-        self._floods[chat] = now + seconds
+        # the pause as the dispatcher keeps it (an hour at most): a wait of years would make
+        # every later flood control of another chat count as the whole bot's
+        self._floods[chat] = now + (service_wait(seconds) or 0.0)
         bot_wide = bool(others) or self._bot is None
         return "service" if bot_wide else "destination"
 

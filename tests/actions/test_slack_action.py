@@ -281,3 +281,24 @@ def test_the_user_agent_names_rulekit_not_the_hosts_system(fake_slack, monkeypat
     agent = message.request.headers["user-agent"]
     assert agent == f"rulekit slackclient/{__version__}"
     assert platform.release() not in agent and "Python/" not in agent
+
+
+def test_a_retry_after_of_years_makes_no_later_limit_of_another_channel_app_wide(fake_slack):
+    """A channel limited "for years" pauses for an hour (MAX_RETRY_AFTER); once that hour is
+    over, another channel's 429 is that channel's own, not the whole app's (which would pause
+    every channel)."""
+    action = slack_action(fake_slack)
+    fake_slack.rate_limit(retry_after="99999999999", channel="C1")
+    fake_slack.rate_limit(retry_after=5, channel="C2")
+
+    async def scenario() -> list[str]:
+        scopes = []
+        for channel in ("C1", "C2"):
+            with pytest.raises(RetryableActionError) as caught:
+                await action.execute(SlackParams(channel=channel, text="x"), make_context())
+            scopes.append(caught.value.scope)
+            await action.aclose()  # (no timer of the session's moves the virtual clock)
+            await asyncio.sleep(MAX_RETRY_AFTER + 1)
+        return scopes
+
+    assert run_virtual(scenario(), io_grace=0.2) == ["destination", "destination"]

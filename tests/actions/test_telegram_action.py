@@ -244,3 +244,24 @@ def test_describe_shows_the_truncated_text():
     assert short == "send Telegram message to chat 1 (HTML): 'hi'"
     long = action.describe(TelegramParams(chat_id=1, text="y" * 5000), make_context())
     assert "(truncated to 4096 characters)" in long and "y" * 5000 not in long
+
+
+def test_flood_control_of_years_makes_no_later_flood_of_another_chat_bot_wide(fake_telegram):
+    """A chat throttled "for years" pauses for an hour (MAX_RETRY_AFTER); once that hour is
+    over, another chat's flood control is that chat's own, not the whole bot's (which would
+    pause every chat)."""
+    action = telegram_action(fake_telegram)
+    fake_telegram.flood(retry_after=10**12, chat=5)
+    fake_telegram.flood(retry_after=2, chat=6)
+
+    async def scenario() -> list[str]:
+        scopes = []
+        for chat in (5, 6):
+            with pytest.raises(RetryableActionError) as caught:
+                await action.execute(TelegramParams(chat_id=chat, text="hi"), make_context())
+            scopes.append(caught.value.scope)
+            await action.aclose()  # (no timer of the client's moves the virtual clock)
+            await asyncio.sleep(MAX_RETRY_AFTER + 1)
+        return scopes
+
+    assert run_virtual(scenario(), io_grace=0.2) == ["destination", "destination"]

@@ -12,7 +12,7 @@ from rulekit.actions.telegram_text import truncate
 from rulekit.channels import ChannelContext, ChannelTimer, Provider, Reply
 from rulekit.channels.base import Inbound, account_digest
 from rulekit.channels.session import LoopSession
-from rulekit.errors import PermanentActionError
+from rulekit.errors import PermanentActionError, service_wait
 from rulekit.event import Event
 from rulekit.store.base import State
 
@@ -157,7 +157,9 @@ class TelegramProvider(Provider):
         now = asyncio.get_running_loop().time()
         self._floods = {key: end for key, end in self._floods.items() if end > now}
         others = [key for key in self._floods if key != chat]
-        self._floods[chat] = now + (exc.retry_after or 1.0)
+        # the pause as the dispatcher keeps it (an hour at most): a wait of years would make
+        # every later flood control of another chat count as the whole bot's
+        self._floods[chat] = now + (service_wait(exc.retry_after) or 1.0)
         return "service" if others else "destination"
 
     # the Bot API -----------------------------------------------------------------------------

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 from rulekit.channels import Reply
-from rulekit.errors import PermanentActionError, RetryableActionError
+from rulekit.errors import MAX_RETRY_AFTER, PermanentActionError, RetryableActionError
 from rulekit.event import Client, Conversation
+from rulekit.testing.clock import run_virtual
 from rulekit.testing.fake_telegram import FakeTelegram, error
 from telegram_samples import make_provider
 
@@ -148,3 +149,25 @@ def test_replies_are_paced_by_telegram_s_limits() -> None:
     limits = TelegramProvider.reply_limits
     assert (limits["conversation"].count, limits["conversation"].period) == (1, 1.0)
     assert (limits["service"].count, limits["service"].period) == (30, 1.0)
+
+
+def test_flood_control_of_years_makes_no_later_flood_of_another_chat_bot_wide(
+    bot: TelegramProvider, telegram: FakeTelegram
+) -> None:
+    """A chat throttled "for years" pauses for an hour (MAX_RETRY_AFTER); once that hour is
+    over, another user's flood control is their chat's own, not the whole bot's."""
+    other = Reply(Conversation(id="telegram:222", external_id="222"), Client(id="222"), "Hi")
+    telegram.flood(retry_after=10**12, chat=111)
+    telegram.flood(retry_after=2, chat=222)
+
+    async def scenario() -> list[str]:
+        scopes = []
+        for reply in (REPLY, other):
+            with pytest.raises(RetryableActionError) as caught:
+                await bot.send_reply(reply, timeout=5)
+            scopes.append(caught.value.scope)
+            await bot.aclose()  # (no timer of the session's moves the virtual clock)
+            await asyncio.sleep(MAX_RETRY_AFTER + 1)
+        return scopes
+
+    assert run_virtual(scenario(), io_grace=0.2) == ["destination", "destination"]
