@@ -208,3 +208,29 @@ def test_a_store_error_quoting_a_client_reaches_neither_the_log_nor_the_answer(
     log = daemon.output()
     assert "Exception in ASGI application" in log  # the failure is logged, what it quotes not
     assert "00000001" not in log and "5551234567" not in log and "Failing row" not in log
+
+
+def test_outcome_held_up_by_a_lock_past_the_lease_is_recorded_and_not_sent_again(
+    tmp_path, processes, chatra, postgres_url
+):
+    # the call is made; its outcome, the claim's renewal and the claims all wait on a lock of
+    # the outbox past the job's lease: once it is gone the outcome is recorded, and the job
+    # whose lease ran out meanwhile is not taken and sent again
+    config = write_setup(tmp_path, chatra=chatra)
+    config.write_text(
+        config.read_text().replace("storage: sqlite:///rulekit.sqlite3", f"storage: {postgres_url}")
+    )
+    daemon = processes(config, "--job-lease", "3").wait_ready()
+    chatra.hang(120)  # the reply is held until released
+    assert post(daemon, 1).status_code == 200
+    wait_for(lambda: chatra.requests, 30)
+    with session(postgres_url) as other, other.transaction():
+        other.execute("LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE")
+        chatra.release()  # the call ends: its outcome cannot be recorded yet
+        wait_for(lambda: "claim not renewed" in daemon.output(), 60)
+        renewals = daemon.output().index("claim not renewed")
+        wait_for(lambda: "cannot claim jobs" in daemon.output()[renewals:], 60)
+    wait_for(lambda: jobs(postgres_url) == [("done", 1)], 90)
+    assert post(daemon, 2).status_code == 200
+    wait_for(lambda: replied(chatra)["client00000002"] == 1, 60)
+    assert replied(chatra) == {"client00000001": 1, "client00000002": 1}
