@@ -33,7 +33,7 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except ValidationErrors as exc:
             for error in exc.errors:
                 echo(f"error: {error}", err=True)
-            echo(f"{len(exc.errors)} error(s)", err=True)
+            echo(f"{exc.total} error(s)", err=True)
             sys.exit(EXIT_FAILED)
         except (ConfigError, PluginError) as exc:
             echo(f"error: {exc}", err=True)

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from rulekit import yamlsource
 from rulekit.config import Config
-from rulekit.errors import Location, RuleError, ValidationErrors, did_you_mean
+from rulekit.errors import Location, RuleError, ValidationErrors, did_you_mean, listed
 from rulekit.event import EVENT_NAMES
 from rulekit.expr.codegen import Program
 from rulekit.expr.patterns import counted_patterns
@@ -128,6 +128,7 @@ class RuleLoader:
                     compilation.team_at,
                 )
             )
+        ruleset.warnings = listed(warnings, RuleError, "warnings")
         return ruleset
 
     def _load_file(
