@@ -116,6 +116,8 @@ class JobCalls:
     work: WorkTime
     _held_event: Callable[[EventRecord], Awaitable[Event]]
     _prestarted: dict[int, float]
+    _calling: dict[int, Hold]
+    _renewer: asyncio.Task[None] | None
     _stopping: bool
     _slots: CallSlots | None
     _shares_pacing: bool
@@ -306,17 +308,19 @@ class JobCalls:
         hold: Hold,
     ) -> Decision | None:
         """The call, once its start is recorded, and its recorded outcome; the job's claim is
-        renewed until then (:meth:`_keep_claim`). None when the claim was found taken over
+        renewed until then (:meth:`_renew_claims`). None when the claim was found taken over
         before the call left (:meth:`_still_held`): nothing was called or recorded."""
         action, params, context, job, record = call
-        keeper = asyncio.create_task(self._keep_claim(job, hold), name=f"rulekit-claim-{job.id}")
+        if self._renewer is None:
+            self._renewer = asyncio.create_task(self._renew_claims(), name="rulekit-claims")
+        self._calling[job.id] = hold
         lane.call_ends = time.monotonic() + call_bound(action, self.lease)
         try:
             before = len(lane.emitted)
-            called = await self._call(action, params, context, job, record, hold)
-            if called is None:
+            decision = await self._call(action, params, context, job, record, hold)
+            if decision is None:
                 return None
-            decision = replace(called, event=context.event)
+            decision.event = context.event  # (a decision of its own: _call made it)
             if decision.outcome == "done":
                 emitted.extend(lane.emitted[before:])
             try:
@@ -327,7 +331,7 @@ class JobCalls:
             return await self._conclude(job, decision, emitted, snapshot, made=True)
         finally:
             lane.call_ends = None
-            keeper.cancel()
+            self._calling.pop(job.id, None)
 
     async def _paced_after(self, decision: Decision, paces: list[Pace], slot: Any) -> None:
         """What a call's answer tells its pacing: the next send counts from it, and a
@@ -348,30 +352,43 @@ class JobCalls:
                         self.commit, paces, failure.scope, pause, stopping=self._stopped
                     )
 
-    async def _keep_claim(self, job: Job, hold: Hold) -> None:
-        """Renew the claim of ``job``, whose call has started, every third of the lease until
-        cancelled (its outcome recorded). A call may last longer than the lease (an action's
-        timeout may be longer: a webhook target's, an email's SMTP steps), and a claim that
-        ran out meanwhile would be taken by another daemon, which would make the call again
-        although nobody crashed. A store that cannot be reached here only lets the claim run
-        out (docs/operations.md: the database unreachable for longer than the lease)."""
-        owner, lease = self.owner, self.lease
+    async def _renew_claims(self) -> None:
+        """Renew the claims of the jobs whose calls are under way, all of them in one store
+        call, every third of the lease, until cancelled (the dispatcher stopped). A call may
+        last longer than the lease (an action's timeout may be longer: a webhook target's, an
+        email's SMTP steps), and a claim that ran out meanwhile would be taken by another
+        daemon, which would make the call again although nobody crashed. A call started since
+        the last renewal is renewed within a third of the lease of its start, so its claim
+        never runs out while it is under way. A store that cannot be reached here only lets
+        the claims run out (docs/operations.md: the database unreachable for longer than the
+        lease); the renewals go on after it."""
+        owner = self.owner
         while True:
+            lease = self.lease
             await asyncio.sleep(lease / 3)
-            since = lease_clock()
-            try:
-                held = await self.commit.run(
-                    lambda state: state.renew_call(job.id, owner, lease=lease)
-                )
-            except StoreUnavailable as exc:
-                log(logger, logging.WARNING, f"job {job.id}: claim not renewed", failure=exc)
+            calls = list(self._calling.items())
+            if not calls:
                 continue
-            except Exception:  # a bug: the call goes on, its claim may run out
-                log(logger, logging.ERROR, f"job {job.id}: claim not renewed", exc_info=True)
-                return
-            if not held:  # recorded meanwhile, or taken over: nothing left to keep
-                return
-            hold.renewed(since)
+            since = lease_clock()
+
+            def renew(
+                state: Any, calls: list[tuple[int, Hold]] = calls, lease: float = lease
+            ) -> list[Hold]:
+                # a job recorded meanwhile, or taken over, is not renewed (nothing to keep)
+                return [
+                    hold for job_id, hold in calls if state.renew_call(job_id, owner, lease=lease)
+                ]
+
+            try:
+                renewed = await self.commit.run(renew)
+            except StoreUnavailable as exc:
+                log(logger, logging.WARNING, f"{len(calls)} claims not renewed", failure=exc)
+                continue
+            except Exception:  # a bug: the calls go on, their claims may run out
+                log(logger, logging.ERROR, f"{len(calls)} claims not renewed", exc_info=True)
+                continue
+            for hold in renewed:
+                hold.renewed(since)
 
     async def _still_held(self, job: Job, hold: Hold) -> bool:
         """Whether this daemon still holds the claim of ``job``, whose call is about to
@@ -526,6 +543,7 @@ class JobCalls:
                 job_id=job.id,
             )
             return None
-        return replace(decision, processed=processed)
+        decision.processed = processed  # (a decision of its own: made for this attempt)
+        return decision
 
     # shutdown --------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ from rulekit.runtime.claims import Claimed, claimer
 from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.evaluator import Evaluator
 from rulekit.runtime.feed import LiveFeed
-from rulekit.runtime.fence import lease_clock
+from rulekit.runtime.fence import Hold, lease_clock
 from rulekit.runtime.lanes import Lane, WorkTime, lane_key
 from rulekit.runtime.logs import log
 from rulekit.runtime.metrics import Metrics
@@ -119,6 +119,11 @@ class Dispatcher(JobCalls):
         """Jobs whose call their claim started, with when the claim was sent."""
         """Held jobs whose call's start their claim recorded, each with a slot taken for it,
         until their call begins (:mod:`rulekit.runtime.claims`)."""
+        self._calling: dict[int, Hold] = {}
+        """Jobs whose calls are under way, with when their claims were last known held: their
+        claims are renewed together
+        (:meth:`~rulekit.runtime.calls.JobCalls._renew_claims`)."""
+        self._renewer: asyncio.Task[None] | None = None
         self._full = False
         """Whether the last claim took all the room there was (more may be waiting)."""
         self._wakeup = asyncio.Event()
@@ -435,6 +440,10 @@ class Dispatcher(JobCalls):
             task.cancel()
         if pending:
             await asyncio.wait(pending)
+        renewer, self._renewer = self._renewer, None  # no call is under way now
+        if renewer is not None:
+            renewer.cancel()
+            await asyncio.wait((renewer,))
         unmade = sorted(self._prestarted)  # started by their claim, never called
 
         def hand_back(state: JournaledState) -> None:
