@@ -59,6 +59,8 @@ class _Writers:
 
     def __init__(self, count: int) -> None:
         self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._ended: dict[asyncio.Future[Any], asyncio.Future[None]] = {}
+        """The end of the work of a cancelled caller, which waits for it (:meth:`run`)."""
         self._threads = [
             threading.Thread(target=self._serve, name="rulekit-commit", daemon=True)
             for _ in range(count)
@@ -74,8 +76,17 @@ class _Writers:
             except BaseException as exc:  # handed to the caller, as it would have raised
                 outcome = (False, exc)
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits now
-                loop.call_soon_threadsafe(_settle, future, outcome)
+                loop.call_soon_threadsafe(self._settle, future, outcome)
             del job, future, outcome  # no reference kept while waiting for the next
+
+    def _settle(self, future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
+        if future.done():  # its caller was cancelled: it waits for the end (run)
+            ended = self._ended.get(future)
+            if ended is None:  # (before the caller heard of its cancellation)
+                ended = self._ended[future] = future.get_loop().create_future()
+            ended.set_result(None)
+            return
+        _settle(future, outcome)
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         """``function(*args)`` in one of the threads. A cancellation waits for it to end
@@ -84,15 +95,22 @@ class _Writers:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put((loop, future, function, args))
-        cancelled = False
-        while not future.done():
-            try:
-                await asyncio.wait((future,))
-            except asyncio.CancelledError:
-                cancelled = True
-        if cancelled:
-            raise asyncio.CancelledError
-        return future.result()
+        try:
+            # (awaited as it is: asyncio.wait, or a shield, cost a future and callbacks more
+            # for every transaction)
+            return await future
+        except asyncio.CancelledError:
+            if not future.cancelled():  # the work had ended: nothing to wait for
+                raise
+            # the cancellation cancelled the future: the thread tells the end all the same
+            ended = self._ended.get(future)
+            if ended is None:
+                ended = self._ended[future] = loop.create_future()
+            while not ended.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait((ended,))
+            del self._ended[future]
+            raise
 
     def stop(self) -> None:
         """End the threads once the work handed over is done."""
