@@ -21,7 +21,7 @@ def rule_files(path: Path) -> list[Path]:
 def _rule_files(path: Path) -> list[Path]:
     if not path.exists():
         raise FileNotFoundError(2, "no such file or directory", str(path))
-    if path.is_file():
+    if not path.is_dir():  # a file, or a FIFO or a device: reading refuses those, saying so
         return [path]
     return sorted(p for p in path.iterdir() if p.suffix in RULE_SUFFIXES and p.is_file())
 

@@ -178,6 +178,18 @@ def test_a_named_pipe_as_config_is_an_error_not_a_hang(tmp_path):
     assert "not a regular file" in result.stderr + result.stdout
 
 
+def test_a_named_pipe_as_the_rules_is_an_error_not_a_traceback(tmp_path):
+    """A path that is neither a file nor a directory was listed as a directory: a
+    NotADirectoryError traceback, where a precise error is due."""
+    os.mkfifo(tmp_path / "rules.yaml")
+    result = rulekit("check", "rules.yaml", cwd=tmp_path)
+    assert result.returncode == 1, result
+    assert result.stderr.splitlines() == [
+        "error: rules.yaml: cannot read the file: not a regular file",
+        "1 error(s)",
+    ]
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
