@@ -244,6 +244,7 @@ def test_the_limits_the_docs_state_are_the_codes() -> None:
         workspace,
     )
     from rulekit.store.postgres import (
+        DEFAULT_IDLE_TIMEOUT,
         DEFAULT_LOCK_TIMEOUT,
         DEFAULT_POOL_SIZE,
         DEFAULT_POOL_TIMEOUT,
@@ -293,6 +294,7 @@ def test_the_limits_the_docs_state_are_the_codes() -> None:
             f"| `pool_size` | {DEFAULT_POOL_SIZE} |",
             f"| `pool_timeout` | {DEFAULT_POOL_TIMEOUT:g} |",
             f"| `lock_timeout` | {DEFAULT_LOCK_TIMEOUT:g} |",
+            f"| `idle_timeout` | {DEFAULT_IDLE_TIMEOUT:g} |",
             f"may hold {routes.MAX_STREAMS} at once; the {routes.MAX_STREAMS + 1}th page",
             f"up to {int(throttle.MAX_WAIT // 60)} minutes",
         ],

@@ -8,11 +8,16 @@ libpq's own parameters (``sslmode``, ``connect_timeout``, ``application_name``, 
 * ``pool_size`` — the most connections this process opens (default 10);
 * ``pool_timeout`` — seconds to wait for a connection before the store is unavailable (10);
 * ``lock_timeout`` — seconds a statement waits for a lock another session holds (a table
-  locked by hand, a row another transaction changes) before the store is unavailable (5).
+  locked by hand, a row another transaction changes) before the store is unavailable (5);
+* ``idle_timeout`` — seconds a transaction may wait between two statements before the server
+  ends it, and its locks with it (60).
 
-Without the last one a webhook's insert waited as long as another session held a lock on the
-inbox: the sender got no answer at all (not the 503 that makes it retry), and every writer of
-the daemon waited behind it. Migrations wait for their locks as long as it takes.
+Without ``lock_timeout`` a webhook's insert waited as long as another session held a lock on
+the inbox: the sender got no answer at all (not the 503 that makes it retry), and every writer
+of the daemon waited behind it. Migrations wait for their locks as long as it takes. Without
+``idle_timeout`` a daemon frozen inside a transaction (stopped, its machine paused) held the job
+claims' lock, and every other daemon's claims waited for it for ever; rulekit's transactions
+wait on nothing but the database between their statements.
 
 Transactions: each :meth:`PostgresStore.transaction` block takes one connection from a
 psycopg_pool pool, runs ``BEGIN … COMMIT`` (``ROLLBACK`` on an exception) and hands it back.
@@ -59,7 +64,7 @@ if TYPE_CHECKING:
     import psycopg
     import psycopg_pool
 
-STORE_OPTIONS = ("schema", "pool_size", "pool_timeout", "lock_timeout")
+STORE_OPTIONS = ("schema", "pool_size", "pool_timeout", "lock_timeout", "idle_timeout")
 """URL parameters rulekit reads itself; every other one goes to libpq."""
 
 DEFAULT_POOL_SIZE = 10
@@ -68,6 +73,8 @@ WRITERS = 4
 DEFAULT_POOL_TIMEOUT = 10.0
 DEFAULT_LOCK_TIMEOUT = 5.0
 """Seconds a statement waits for another session's lock (as SQLite's busy timeout)."""
+DEFAULT_IDLE_TIMEOUT = 60.0
+"""Seconds a transaction may wait between two statements before the server ends it."""
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -95,7 +102,8 @@ def check_options(url: str, options: Mapping[str, str]) -> None:
             f"storage URL {redact_url(url)!r}: schema {schema!r} must be a lower-case SQL name "
             "(letters, digits, underscores; not starting with a digit)"
         )
-    for name, kind in (("pool_size", int), ("pool_timeout", float), ("lock_timeout", float)):
+    numbers = ("pool_size", int), ("pool_timeout", float), ("lock_timeout", float)
+    for name, kind in (*numbers, ("idle_timeout", float)):
         if name in options:
             try:
                 value = kind(options[name])
@@ -107,13 +115,18 @@ def check_options(url: str, options: Mapping[str, str]) -> None:
                 )
 
 
-def _connect_kwargs(schema: str | None, lock_timeout: float | None = None) -> dict[str, Any]:
-    # Every connection works in UTC and in the store's schema, and waits for a lock at most
-    # ``lock_timeout`` seconds; set at connection start-up (libpq ``options``), so it costs no
-    # round trip per transaction.
+def _connect_kwargs(
+    schema: str | None, lock_timeout: float | None = None, idle_timeout: float | None = None
+) -> dict[str, Any]:
+    # Every connection works in UTC and in the store's schema, waits for a lock at most
+    # ``lock_timeout`` seconds and is ended by the server when a transaction of it waits
+    # ``idle_timeout`` seconds between two statements; set at connection start-up (libpq
+    # ``options``), so it costs no round trip per transaction.
     options = "-c timezone=UTC"
     if lock_timeout is not None:
-        options += f" -c lock_timeout={max(round(lock_timeout * 1000), 1)}"
+        options += f" -c lock_timeout={_ms(lock_timeout)}"
+    if idle_timeout is not None:
+        options += f" -c idle_in_transaction_session_timeout={_ms(idle_timeout)}"
     if schema is not None:
         options += f" -c search_path={schema}"
     return {"options": options, "autocommit": False}
@@ -144,6 +157,7 @@ class PostgresStore(JournaledStore):
         size = pool_size or int(options.get("pool_size", DEFAULT_POOL_SIZE))
         timeout = pool_timeout or float(options.get("pool_timeout", DEFAULT_POOL_TIMEOUT))
         self.lock_timeout = float(options.get("lock_timeout", DEFAULT_LOCK_TIMEOUT))
+        self.idle_timeout = float(options.get("idle_timeout", DEFAULT_IDLE_TIMEOUT))
         self.writers = min(WRITERS, max(size // 2, 1))
         self._holders: set[int] = set()
         self._holders_lock = threading.Lock()
@@ -170,7 +184,8 @@ class PostgresStore(JournaledStore):
             raise StoreError(
                 "PostgreSQL storage needs psycopg and psycopg_pool: pip install 'rulekit[postgres]'"
             ) from exc
-        kwargs = _connect_kwargs(self.schema, self.lock_timeout) | {"row_factory": dict_row}
+        kwargs = _connect_kwargs(self.schema, self.lock_timeout, self.idle_timeout)
+        kwargs |= {"row_factory": dict_row}
         try:
             pool: psycopg_pool.ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
                 conninfo,
@@ -328,6 +343,10 @@ class PostgresStore(JournaledStore):
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r}, schema={self.schema!r})"
+
+
+def _ms(seconds: float) -> int:
+    return max(round(seconds * 1000), 1)
 
 
 def _ended(conn: psycopg.Connection[Any]) -> bool:

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 import httpx
 import psycopg
+import pytest
 from daemons import Process, chat_started, wait_for, write_setup
 
 JSON = {"Content-Type": "application/json"}
@@ -234,3 +235,27 @@ def test_outcome_held_up_by_a_lock_past_the_lease_is_recorded_and_not_sent_again
     assert post(daemon, 2).status_code == 200
     wait_for(lambda: replied(chatra)["client00000002"] == 1, 60)
     assert replied(chatra) == {"client00000001": 1, "client00000002": 1}
+
+
+def test_a_daemon_frozen_inside_a_transaction_holds_up_the_others_only_for_a_while(
+    tmp_path, processes, chatra, postgres_url
+):
+    # a daemon stopped (or its machine paused) while it claims jobs holds the claims' lock in
+    # a transaction left open: every other daemon's claims waited for it for ever. Here the
+    # frozen daemon is a store of this test, its idle timeout shortened
+    from rulekit.errors import StoreUnavailable
+    from rulekit.store.postgres import PostgresStore
+    from rulekit.store.sql.postgres import _CLAIM_LOCK
+
+    daemon = on_postgres(tmp_path, processes, chatra, postgres_url)
+    frozen = PostgresStore(f"{postgres_url}&idle_timeout=2")
+    try:
+        with pytest.raises(StoreUnavailable), frozen.transaction() as state:
+            state.execute("SELECT pg_advisory_xact_lock(:lock)", {"lock": _CLAIM_LOCK})
+            assert post(daemon, 1).status_code == 200
+            # the server ends the frozen transaction, and the daemon claims and sends
+            wait_for(lambda: replied(chatra)["client00000001"] == 1, 60)
+    finally:
+        frozen.close()
+    assert post(daemon, 2).status_code == 200
+    wait_for(lambda: replied(chatra)["client00000002"] == 1, 60)

@@ -41,8 +41,10 @@ from rulekit.store.sql.state import SQLState
 # exceptions, rollbacks (deadlock, serialization), insufficient resources (disk full, too many
 # connections), operator intervention (shutdown), system errors (I/O).
 _UNAVAILABLE_CLASSES = ("08", "40", "53", "57", "58")
-# read_only_sql_transaction (a hot standby), lock_not_available (waited past lock_timeout)
-_UNAVAILABLE_STATES = frozenset({"25006", "55P03"})
+# read_only_sql_transaction (a hot standby), lock_not_available (waited past lock_timeout), the
+# server ending a session whose transaction waited too long (idle_in_transaction_session_timeout,
+# transaction_timeout): not a bug of the statement, the database is away for this transaction
+_UNAVAILABLE_STATES = frozenset({"25006", "55P03", "25P03", "25P04"})
 _CONFLICT_STATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
 
 
