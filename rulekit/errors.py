@@ -180,6 +180,19 @@ class StoreConflict(StoreUnavailable):
     failure): running it again is expected to succeed."""
 
 
+class ClaimLost(RulekitError):
+    """Work is no longer held by the daemon that claimed it: its claim ran out while the daemon
+    was held up (a long pause of the process or the machine), and another daemon took it over.
+    Nothing of it is to be recorded by the first one."""
+
+    def __init__(self, ids: Iterable[int]) -> None:
+        self.ids = sorted(ids)
+        super().__init__(f"claims of {self.ids} were taken over")
+
+    def __reduce__(self) -> tuple[type[ClaimLost], tuple[list[int]]]:
+        return type(self), (self.ids,)
+
+
 MAX_LISTED = 200
 """Errors (or warnings) one pass lists; one more line says how many more it found. A rules
 file of 60,000 unknown keys made 60,000 errors, 12 MB printed by ``rulekit check`` and logged

@@ -46,7 +46,7 @@ from datetime import datetime
 import anyio.to_thread
 
 from rulekit.channels.base import ChannelTimer
-from rulekit.errors import ChannelError, StoreUnavailable
+from rulekit.errors import ChannelError, ClaimLost, StoreUnavailable
 from rulekit.event import Event
 from rulekit.runtime.evaluator import Evaluator, WorkerGone
 from rulekit.runtime.feed import LiveFeed
@@ -358,7 +358,9 @@ class Processor:
                         for evaluated in pending
                     ],
                 )
-                state.finish_inbox_items([evaluated.item.id for evaluated in pending])
+                state.finish_inbox_items(
+                    [evaluated.item.id for evaluated in pending], owner=self.owner
+                )
                 claimed = (
                     state.claim_inbox(
                         self.owner, lease=INBOX_LEASE, limit=claim, budget=ROUND_BYTES
@@ -374,11 +376,15 @@ class Processor:
         except StoreUnavailable:
             self._take_back(handed)
             raise
-        except Exception:
+        except Exception as exc:
             self._take_back(handed)
+            lost = set(exc.ids) if isinstance(exc, ClaimLost) else set()
             results: list[Processed | InboxItem] = []
             for evaluated in pending:
-                results.extend(self._process(snapshot, evaluated.item))
+                if evaluated.item.id in lost:
+                    self._lost(evaluated.item)
+                else:
+                    results.extend(self._process(snapshot, evaluated.item))
             return results
         if claimed:
             self._next, self._next_since = claimed, self.clock()
@@ -435,7 +441,7 @@ class Processor:
                         inbox_id=item.id,
                         schedule=provider.channel_timers,
                     )
-                    state.finish_inbox(item.id)
+                    state.finish_inbox(item.id, owner=self.owner)
                     handed = self._hand_over(processed, len(item.body))
             except StateChanged as exc:
                 self._take_back(handed)
@@ -450,6 +456,10 @@ class Processor:
             except StoreUnavailable:
                 self._take_back(handed)
                 raise
+            except ClaimLost:
+                self._take_back(handed)
+                self._lost(item)
+                return []
             except Exception as exc:
                 self._take_back(handed)
                 return self._set_aside(item, exc)
@@ -481,6 +491,12 @@ class Processor:
             message = f"inbox item {item.id} set aside: {error}"
         else:
             message = f"inbox item {item.id} set aside: {type(bug).__name__}"
+        try:
+            with self.store.transaction() as state:
+                state.finish_inbox(item.id, error=error[:2000], owner=self.owner)
+        except ClaimLost:
+            self._lost(item)
+            return []
         log(
             logger,
             logging.WARNING,
@@ -490,9 +506,19 @@ class Processor:
             exc_info=bug or False,
             failure=failure,
         )
-        with self.store.transaction() as state:
-            state.finish_inbox(item.id, error=error[:2000])
         return [item]
+
+    def _lost(self, item: InboxItem) -> None:
+        """``item``'s claim was taken over: what was made of it here is dropped, the daemon
+        that took it over records it."""
+        log(
+            logger,
+            logging.WARNING,
+            f"inbox item {item.id}: its claim ran out while this daemon was held up and was"
+            " taken over: it is left to the daemon that took it",
+            inbox_id=item.id,
+            channel=item.channel,
+        )
 
     def _report(self, results: list[Processed | InboxItem]) -> None:
         jobs = timers = False

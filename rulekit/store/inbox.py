@@ -59,13 +59,22 @@ class Inbox(abc.ABC):
         """
 
     @abc.abstractmethod
-    def finish_inbox(self, inbox_id: int, *, error: str | None = None) -> None:
-        """Mark an item done, or failed with ``error`` (a poison body, set aside visibly)."""
+    def finish_inbox(
+        self, inbox_id: int, *, error: str | None = None, owner: str | None = None
+    ) -> None:
+        """Mark an item done, or failed with ``error`` (a poison body, set aside visibly).
 
-    def finish_inbox_items(self, inbox_ids: Sequence[int]) -> None:
-        """Mark several items done at once (one statement on a database server)."""
+        With ``owner``, only while ``owner`` holds the item's claim: an item another daemon
+        claimed since (``owner``'s claim ran out while it was held up) or finished raises
+        :class:`~rulekit.errors.ClaimLost`, and what the transaction recorded of it is to be
+        dropped with it."""
+
+    def finish_inbox_items(self, inbox_ids: Sequence[int], *, owner: str | None = None) -> None:
+        """Mark several items done at once (one statement on a database server); with
+        ``owner``, as :meth:`finish_inbox` (:class:`~rulekit.errors.ClaimLost` names every item
+        lost)."""
         for inbox_id in inbox_ids:
-            self.finish_inbox(inbox_id)
+            self.finish_inbox(inbox_id, owner=owner)
 
     @abc.abstractmethod
     def requeue_inbox(self, inbox_id: int) -> None:

@@ -1,22 +1,25 @@
 """A TCP proxy in front of the test PostgreSQL server that can hold one daemon up at a chosen
-point: once a connection through it sent a statement holding ``marker`` and then its COMMIT,
-the server's answer to that connection is held back until :meth:`PgProxy.release` (the
-transaction is committed in the database; the daemon waits, as if it froze right after).
+point: once a connection through it sent a statement holding ``marker`` (with ``rows``, one
+that changed rows) and then its COMMIT, the server's answer to that connection is held back
+until :meth:`PgProxy.release` (the transaction is committed in the database; the daemon waits,
+as if it froze right after).
 The daemon's URL must say ``sslmode=disable`` so that the statements pass in clear."""
 
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 from urllib.parse import urlsplit, urlunsplit
 
 
 class PgProxy:
-    def __init__(self, url: str, marker: bytes) -> None:
+    def __init__(self, url: str, marker: bytes, *, rows: bool = False) -> None:
         parts = urlsplit(url)
         self.target = (parts.hostname or "127.0.0.1", parts.port or 5432)
         self.marker = marker
+        self.rows = rows
         self.caught = threading.Event()
         """A connection sent the marked statement and its COMMIT: its answers are held."""
         self._release = threading.Event()
@@ -46,32 +49,51 @@ class PgProxy:
                 return
             server = socket.create_connection(self.target)
             self._sockets += [client, server]
-            held = threading.Event()
-            threading.Thread(target=self._up, args=(client, server, held), daemon=True).start()
-            threading.Thread(target=self._down, args=(server, client, held), daemon=True).start()
+            state = _Connection()
+            threading.Thread(target=self._up, args=(client, server, state), daemon=True).start()
+            threading.Thread(target=self._down, args=(server, client, state), daemon=True).start()
 
-    def _up(self, client: socket.socket, server: socket.socket, held: threading.Event) -> None:
-        armed, tail = False, b""
+    def _up(self, client: socket.socket, server: socket.socket, state: _Connection) -> None:
+        tail = b""
         while data := _recv(client):
             seen = tail + data
             tail = seen[-len(self.marker) :]
             if not self.caught.is_set():
                 if self.marker in seen:
-                    armed = True
-                elif armed and b"COMMIT" in seen:
-                    held.set()  # before it goes: its answer is held
-                    self.caught.set()
+                    state.armed, state.changed = True, False
+                elif state.armed and b"COMMIT" in seen:
+                    state.armed = False
+                    if state.changed or not self.rows:
+                        state.held.set()  # before it goes: its answer is held
+                        self.caught.set()
             with contextlib.suppress(OSError):
                 server.sendall(data)
         _shut(server)
 
-    def _down(self, server: socket.socket, client: socket.socket, held: threading.Event) -> None:
+    def _down(self, server: socket.socket, client: socket.socket, state: _Connection) -> None:
         while data := _recv(server):
-            if held.is_set():
+            if state.armed and _CHANGED.search(data):
+                state.changed = True
+            if state.held.is_set():
                 self._release.wait()
             with contextlib.suppress(OSError):
                 client.sendall(data)
         _shut(client)
+
+
+_CHANGED = re.compile(rb"(UPDATE|INSERT 0) [1-9]")
+"""A statement's CommandComplete tag saying it changed rows."""
+
+
+class _Connection:
+    """What the proxy knows of one connection."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        """It sent the marked statement, not its COMMIT yet."""
+        self.changed = False
+        """The marked statement changed rows."""
+        self.held = threading.Event()
 
 
 def _recv(sock: socket.socket) -> bytes:

@@ -40,8 +40,8 @@ def jobs(url: str) -> list:
 def proxied(postgres_url):
     proxies: list[PgProxy] = []
 
-    def make(marker: bytes) -> PgProxy:
-        proxies.append(PgProxy(postgres_url, marker))
+    def make(marker: bytes, *, rows: bool = False) -> PgProxy:
+        proxies.append(PgProxy(postgres_url, marker, rows=rows))
         return proxies[-1]
 
     yield make
@@ -149,3 +149,75 @@ def test_a_daemon_frozen_during_its_call_leaves_the_outcome_to_the_daemon_that_t
     # the first daemon's call counted once, as interrupted (by the taker), and the taker's
     assert done.attempts == 2, done
     assert len(fake_slack.messages("#support")) == 2
+
+
+WEB_SECRET = "web-secret-0123456789"
+WEB_RULES = """\
+- name: Tell Slack
+  on: {channel: web, event: created}
+  do:
+    - slack: {channel: "#orders", text: "Order from {{ client.name }}"}
+"""
+INBOX_LEASE = 30.0
+"""The processor's lease on an inbox item it claimed (rulekit.runtime.processor)."""
+
+
+def test_a_daemon_frozen_holding_an_inbox_item_does_not_record_it_again_once_taken_over(
+    tmp_path, processes, chatra, fake_slack, postgres_url, proxied
+):
+    """The first daemon claims a webhook's inbox item and freezes before it records it; its
+    claim runs out and the second daemon processes the item: the event, its job, the message.
+    When the first goes on, it must not record the item's events too. Here the events carry no
+    id of their own (a sender's normalized event without ``id``, ``occurred_at`` or a message
+    id): their id is derived from their content when they are read, so each daemon reading the
+    body gets another one, and only the item's claim can tell that it was taken over."""
+    proxy = proxied(b"set_config('synchronous_commit', 'off', true)", rows=True)
+    config = write_setup(
+        tmp_path,
+        WEB_RULES,
+        chatra=chatra,
+        slack=fake_slack,
+        extra=f"  web: {{provider: webhook, webhook_secret: {WEB_SECRET}}}\n",
+    )
+    text = config.read_text()
+    # the channel goes under channels: (write_setup's extra comes last, after integrations)
+    extra = f"  web: {{provider: webhook, webhook_secret: {WEB_SECRET}}}\n"
+    text = text.replace(extra, "").replace("channels:\n", "channels:\n" + extra, 1)
+    frozen_config = tmp_path / "frozen.yaml"
+    frozen_config.write_text(
+        text.replace("storage: sqlite:///rulekit.sqlite3", f"storage: '{proxy.url}'")
+    )
+    config.write_text(
+        text.replace("storage: sqlite:///rulekit.sqlite3", f"storage: {postgres_url}")
+    )
+    frozen = processes(frozen_config).wait_ready()
+    order = {"event": "created", "client": {"name": "Ada"}, "conversation": {"id": "o1"}}
+    response = httpx.post(f"{frozen.url}/webhooks/web/{WEB_SECRET}", json=order, timeout=10)
+    assert response.status_code == 200, response.text
+    # the claim is committed: the daemon freezes before it reads the answer
+    assert proxy.caught.wait(60)
+    frozen.proc.send_signal(signal.SIGSTOP)
+    try:
+        proxy.release()
+        processes(config).wait_ready()
+        # once the claim ran out (INBOX_LEASE), the other daemon processes the item
+        wait_for(lambda: len(fake_slack.messages("#orders")) == 1, timeout=INBOX_LEASE + 60)
+        wait_for(lambda: [j.status for j in jobs(postgres_url)] == ["done"], timeout=60)
+    finally:
+        frozen.proc.send_signal(signal.SIGCONT)
+    wait_for(
+        lambda: "taken over" in frozen.output() or len(history(postgres_url)) > 1,
+        timeout=60,
+    )
+    assert len(history(postgres_url)) == 1, frozen.output()
+    assert len(jobs(postgres_url)) == 1
+    assert len(fake_slack.messages("#orders")) == 1
+
+
+def history(url: str) -> list:
+    store = PostgresStore(url)
+    try:
+        with store.transaction() as state:
+            return state.history(limit=10)
+    finally:
+        store.close()

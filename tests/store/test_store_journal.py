@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from rulekit.errors import ClaimLost
 from rulekit.store import JobSpec
 from rulekit.store.records import INTERRUPTED
 
@@ -146,6 +147,28 @@ def test_a_conversation_is_claimed_one_item_at_a_time_in_order(store):
         state.finish_inbox(a2, error="PluginError: boom")
         [last] = state.claim_inbox("daemon-b", lease=30, limit=10, now=later(33))
         assert last.id == a3
+
+
+def test_an_inbox_item_taken_over_is_finished_only_by_the_daemon_that_holds_it(store):
+    with store.transaction() as state:
+        ids = [state.append_inbox("online-chat", BODY, now=T0)[0] for _ in range(3)]
+        state.claim_inbox("daemon-a", lease=30, limit=3, now=T0)
+        # daemon-a is held up past its lease; daemon-b takes the first two over
+        state.claim_inbox("daemon-b", lease=30, limit=2, now=later(31))
+    # (what raises ClaimLost is rolled back with its transaction, as the processor's is)
+    with pytest.raises(ClaimLost) as lost, store.transaction() as state:
+        state.finish_inbox_items(ids, owner="daemon-a")
+    assert lost.value.ids == ids[:2]
+    with pytest.raises(ClaimLost), store.transaction() as state:
+        state.finish_inbox(ids[0], error="PluginError: boom", owner="daemon-a")
+    with store.transaction() as state:
+        # an item whose claim ran out and nobody took is still its claimer's to finish
+        state.finish_inbox(ids[2], owner="daemon-a")
+        state.finish_inbox_items(ids[:2], owner="daemon-b")
+    with pytest.raises(ClaimLost), store.transaction() as state:
+        state.finish_inbox_items(ids[:1], owner="daemon-b")  # finished: nobody's any more
+    with store.transaction() as state:
+        assert [(i.id, i.status) for i in state.inbox_items()] == [(i, "done") for i in ids[::-1]]
 
 
 def test_finished_and_failed_inbox_items(store):

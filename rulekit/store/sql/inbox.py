@@ -9,6 +9,7 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from rulekit.errors import ClaimLost
 from rulekit.store.records import (
     InboxItem,
     InboxStatus,
@@ -114,11 +115,19 @@ class SQLInbox:
         ).fetchall()
         return sorted((self._inbox_item(row) for row in rows), key=lambda item: item.id)
 
-    def finish_inbox(self, inbox_id: int, *, error: str | None = None) -> None:
+    def finish_inbox(
+        self, inbox_id: int, *, error: str | None = None, owner: str | None = None
+    ) -> None:
+        if owner is not None:
+            self._finish_held([inbox_id], owner, error)
+            return
         self._update_inbox(inbox_id, "done" if error is None else "failed", error)
 
-    def finish_inbox_items(self, inbox_ids: Sequence[int]) -> None:
+    def finish_inbox_items(self, inbox_ids: Sequence[int], *, owner: str | None = None) -> None:
         if not inbox_ids:
+            return
+        if owner is not None:
+            self._finish_held(inbox_ids, owner, None)
             return
         cursor = self.execute(
             "UPDATE inbox SET status = 'done', error = NULL, claimed_by = NULL,"
@@ -127,6 +136,24 @@ class SQLInbox:
         )
         if cursor.rowcount != len(set(inbox_ids)):
             raise KeyError(f"not every inbox item of {list(inbox_ids)} is stored")
+
+    def _finish_held(self, inbox_ids: Sequence[int], owner: str, error: str | None) -> None:
+        """Finish the items ``owner`` still holds the claim of (pending, claimed by it, however
+        late); :class:`ClaimLost` names those it does not."""
+        rows = self.execute(
+            "UPDATE inbox SET status = :status, error = :error, claimed_by = NULL,"
+            f" claimed_until = NULL WHERE {self.dialect.one_of('id', 'ids')}"
+            " AND status = 'pending' AND claimed_by = :owner RETURNING id",
+            {
+                "ids": self.dialect.values(list(inbox_ids)),
+                "status": "done" if error is None else "failed",
+                "error": error,
+                "owner": owner,
+            },
+        ).fetchall()
+        lost = set(inbox_ids) - {row["id"] for row in rows}
+        if lost:
+            raise ClaimLost(lost)
 
     def requeue_inbox(self, inbox_id: int) -> None:
         self._update_inbox(inbox_id, "pending", None)
