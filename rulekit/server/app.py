@@ -133,4 +133,8 @@ def create_app(daemon: Daemon) -> Starlette:
         exception_handlers={HTTPException: _http_error},
         middleware=middleware,
     )
+    # no redirect for a path with a slash too many: its Location would repeat the query (a
+    # console search may name a client) on the scheme and host this server is told, plain
+    # http:// behind a proxy that does not forward its scheme; such a path is answered 404
+    app.router.redirect_slashes = False
     return app

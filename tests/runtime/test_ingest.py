@@ -280,6 +280,18 @@ def test_webhooks_answer_alike_with_and_without_the_access_log(tmp_path, serve, 
         access.setLevel(before)
 
 
+def test_no_path_is_redirected_with_what_it_carried(tmp_path, serve):
+    """A path with a slash too many is answered 404, not redirected: a redirect's Location
+    would repeat the query (a console search naming a client) on whatever scheme and host the
+    daemon was told, plain http:// behind a proxy that does not forward its scheme."""
+    server = serve(write_setup(tmp_path))
+    for path in ("/healthz/", "/metrics/", "/console/api/me/?q=jane%40shop.example"):
+        answer = httpx.get(f"{server.url}{path}", headers={"Host": "elsewhere.example"})
+        assert answer.status_code == 404, path
+        assert "location" not in answer.headers and "jane" not in answer.text
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
+
+
 TELEGRAM_SECRET = "telegram-secret-0123456789"
 
 
