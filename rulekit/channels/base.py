@@ -145,6 +145,14 @@ class Inbound(Protocol):
         gave none)."""
         ...
 
+    def fetch_failing(self, problem: str | None) -> None:
+        """Say whether fetching works: ``problem`` (one line, with no secret and no client's
+        data) while each try fails although nothing is wrong with the provider's code (the
+        service refuses the credentials or the fetching, or cannot be reached); None once a
+        try worked. Fetching failing so for ``server.stall_after`` shows in ``/healthz``, as a
+        fetcher that keeps ending with an exception does."""
+        ...
+
 
 class Provider:
     """Base class of providers. Subclasses set the class attributes and implement :meth:`parse`;

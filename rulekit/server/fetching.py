@@ -24,7 +24,9 @@ than a pause the service asked for.
 A fetcher that ends with an unexpected exception (a bug, the database refusing what it writes)
 is logged with its traceback and started again after a pause (0.5 s, doubling up to 30 s, as
 after a store blip); one failing so again and again for ``server.stall_after`` shows in
-``/healthz`` (:meth:`Fetchers.stalled`) until a run of it lasts that long.
+``/healthz`` (:meth:`Fetchers.stalled`) until a run of it lasts that long. So does one whose
+every try has failed that long, as it says (:meth:`InboxInbound.fetch_failing`: a revoked
+token, a service that refuses the fetching or cannot be reached), until a try works.
 """
 
 from __future__ import annotations
@@ -90,6 +92,9 @@ class InboxInbound:
         are agreed there too)."""
         self.held: set[str] = set()
         """The leases this inbound took (released when the daemon stops)."""
+        self.failing_since: float | None = None
+        """Since when (``time.monotonic()``) each try of fetching has failed, as the provider
+        says (:meth:`fetch_failing`); None while it works."""
 
     async def accept(
         self, body: bytes, *, delivery_key: str, conversation_key: str | None = None
@@ -114,6 +119,14 @@ class InboxInbound:
             self.metrics.events_received.labels(channel).inc()
             self.on_accepted()
         return is_new
+
+    def fetch_failing(self, problem: str | None) -> None:
+        """See :meth:`rulekit.channels.base.Inbound.fetch_failing` (the provider logs the
+        problem itself)."""
+        if problem is None:
+            self.failing_since = None
+        elif self.failing_since is None:
+            self.failing_since = time.monotonic()
 
     async def hold(self, name: str, seconds: float) -> bool:
         """See :meth:`rulekit.channels.base.Inbound.hold`."""
@@ -237,9 +250,15 @@ class Fetchers:
 
     def stalled(self, limit: float) -> list[str]:
         """The channels whose fetcher has been failing (ending with an exception each time it
-        is started again) for more than ``limit`` seconds (``/healthz``)."""
+        is started again, or saying that each of its tries fails:
+        :meth:`InboxInbound.fetch_failing`) for more than ``limit`` seconds (``/healthz``)."""
         now = time.monotonic()
-        return sorted(c for c, failing in self._failing.items() if failing.stalled(now, limit))
+        stalled = {c for c, failing in self._failing.items() if failing.stalled(now, limit)}
+        for channel, (_, inbound, _) in self._tasks.items():
+            since = inbound.failing_since
+            if since is not None and now - since > limit:
+                stalled.add(channel)
+        return sorted(stalled)
 
     async def _run(self, channel: str, provider: Provider, inbound: InboxInbound) -> None:
         delay = 0.0

@@ -116,6 +116,7 @@ class Poller:
             return 0
         if not held:
             self.offset = None  # another daemon polls; its acknowledgements are Telegram's
+            self.inbound.fetch_failing(None)  # (and whether its polling works is its to say)
             await asyncio.sleep(self.lease / 3)
             return 0
         loop = asyncio.get_running_loop()
@@ -133,6 +134,7 @@ class Poller:
                 return 0  # asked again at once, past it
             await self._failed(exc)
             return 0
+        self.inbound.fetch_failing(None)
         if len(updates) < self.batch:
             self.batch = BATCH  # the backlog is read: a full batch again
         kept = 0
@@ -221,6 +223,9 @@ class Poller:
             logger.warning("channel %s: flood control on getUpdates: %s", self.channel, exc)
             await asyncio.sleep(wait)
             return
+        # (a revoked token, a webhook set, the Bot API unreachable, ...: /healthz says so once
+        # it has lasted server.stall_after; a flood-control wait above is no failure)
+        self.inbound.fetch_failing(str(exc))
         if isinstance(exc, BotAPIError) and exc.status == 409:
             logger.warning(
                 "channel %s: Telegram refuses polling (%s); delete the webhook, or stop the "

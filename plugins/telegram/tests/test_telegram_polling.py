@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 from rulekit.errors import MAX_RETRY_AFTER, StoreUnavailable
 from rulekit.runtime.commit import GroupCommit
@@ -333,3 +334,27 @@ def test_an_update_numbered_below_the_last_offset_after_a_quiet_week_is_read(
     assert inbox(store) == [f"update:{after['update_id']}", f"update:{before['update_id']}"]
     assert telegram.pending == []
     store.close()
+
+
+def test_polling_that_keeps_failing_shows_in_healthz_until_it_works(
+    tmp_path: Path, telegram: FakeTelegram
+) -> None:
+    """Telegram refusing every getUpdates (a webhook set, a revoked token) is no bug: the
+    poller waits and tries again, for ever. Updates are kept a day at most: /healthz says so
+    once it has lasted server.stall_after, and no more once a call works."""
+    config = write_setup(tmp_path, telegram, updates="polling")
+    config.write_text(config.read_text() + "server: {stall_after: 1s}\n")
+    telegram.webhook = {"url": "https://rk.example.com/webhooks/telegram/x"}  # 409s
+
+    def stalled() -> list[str]:
+        return httpx.get(f"{server.url}/healthz", timeout=10).json()["stalled"]
+
+    with Server(Daemon(config, watch=False, clock=samples_clock)) as server:
+        wait_for(lambda: len(telegram.calls("getUpdates")) >= 2)
+        assert wait_for(stalled, timeout=30) == [
+            "fetching updates for channel 'telegram' failed for 1 s"
+        ]
+        telegram.webhook = None
+        telegram.write(Updates().message(ANN, "Hi"))
+        wait_for(lambda: telegram.messages(111, accepted=True), timeout=90)
+        wait_for(lambda: stalled() == [], timeout=30)
