@@ -50,6 +50,10 @@ MAX_BUILT = 500_000
 """Characters and items of all the values one render builds, together."""
 MAX_DEPTH = 30
 """How deep calls (macros, ``caller()``, recursive ``loop()``, blocks) may nest."""
+MAX_PLAN = 5_000_000
+"""Characters the rendered parameters of all the actions one event plans may hold together
+(each rule's are within :data:`MAX_BUILT`: 4,000 rules each repeating a 100,000-character
+text made a plan of 400 MB, stored and sent by the daemon, 3 GB for ``rulekit test``)."""
 MAX_CPU_SECONDS = 0.5
 """CPU time one render may use (the thread's own time, so a busy machine does not count);
 below the evaluation worker's per-event budget, so that one slow template fails its rule only."""
@@ -71,6 +75,7 @@ class Limits:
     built: int = MAX_BUILT
     depth: int = MAX_DEPTH
     cpu_seconds: float = MAX_CPU_SECONDS
+    plan: int = MAX_PLAN
 
     @property
     def bits(self) -> int:
@@ -95,13 +100,15 @@ def too_big(what: str) -> OverBudget:
 class Budget:
     """What is left of one render's budget. ``clock`` (seconds of CPU) is injectable for tests."""
 
-    __slots__ = ("_deadline", "_tick", "built", "clock", "depth", "limits", "steps")
+    __slots__ = ("_deadline", "_tick", "built", "clock", "depth", "limits", "planned", "steps")
 
     def __init__(
         self, clock: Callable[[], float] = time.thread_time, limits: Limits | None = None
     ) -> None:
         self.clock = clock
         self.limits = DEFAULT_LIMITS if limits is None else limits
+        self.planned = self.limits.plan
+        """What is left of :data:`MAX_PLAN` (not renewed: the event's, for all its rules)."""
         self.renew()
 
     def renew(self) -> None:

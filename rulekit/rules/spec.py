@@ -217,8 +217,9 @@ class ActionStep:
 
 
 def charge_parameters(rendered: Any) -> None:
-    """Charge the text of rendered parameters to the active budget (the rule's): over what
-    a rule may build, :class:`~rulekit.expr.budget.OverBudget`."""
+    """Charge the text of rendered parameters to the active budget (the rule's, within the
+    event's): over what a rule may build, or what the event's actions may hold together
+    (:data:`~rulekit.expr.budget.MAX_PLAN`), :class:`~rulekit.expr.budget.OverBudget`."""
     budget = current()
     total = 0
     pending = [rendered]
@@ -238,7 +239,12 @@ def charge_parameters(rendered: Any) -> None:
         raise OverBudget(
             f"the rule's parameters would hold more than {budget.limits.built} characters"
         )
+    if total > budget.planned:
+        raise OverBudget(
+            f"the event's actions would hold more than {budget.limits.plan} characters together"
+        )
     budget.build(total)
+    budget.planned -= total
 
 
 def _render(params: Any, e: Any, now: Any, env: Any) -> Any:

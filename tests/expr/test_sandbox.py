@@ -199,6 +199,28 @@ def test_errors_quoting_a_client_value_stay_one_short_line(
     assert all(len(str(trace.as_dict())) < 4_000 for trace in plan.rules)
 
 
+def test_the_actions_of_one_event_hold_at_most_the_plan_limit_together(build_engine) -> None:
+    """Each rule's parameters are within its budget; an event's plan, over all its rules,
+    within MAX_PLAN: 4,000 rules each repeating a long text made a 400 MB plan (stored and
+    sent by the daemon, 3 GB for rulekit test). The actions past it fail, saying so."""
+    rules = "".join(
+        f"- {{name: r{i}, on: {{channel: online-chat}}, "
+        + "do: [{autoreply: {text: \"{{ 'x' * 99990 }}\"}}]}\n"
+        for i in range(53)
+    )
+    rules += (
+        "- {name: short, on: {channel: online-chat}, do: [{autoreply: {text: 'hi {{ 1 }}'}}]}\n"
+    )
+    plan = build_engine(rules).evaluate(make_event(), explain=True)
+    assert budget.MAX_PLAN // 99_991 == 50  # the text and its parameter
+    assert [action.rule for action in plan] == [f"r{i}" for i in range(50)] + ["short"]
+    assert plan.errors == [
+        f"rule 'r{i}': autoreply: {BUDGET}the event's actions would hold more than 5000000 "
+        "characters together"
+        for i in range(50, 53)
+    ]
+
+
 def test_cpu_time_stops_a_render_with_an_injected_clock() -> None:
     readings = itertools.count()
     template = Sandbox().from_string("{% for i in range(5000) %}{{ i }}{% endfor %}")
