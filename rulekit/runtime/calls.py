@@ -73,6 +73,11 @@ def _never() -> bool:
     return False
 
 
+def _job_ids(calls: list[tuple[int, Hold]]) -> str:
+    """The job ids of ``calls``, for the log."""
+    return ", ".join(str(job_id) for job_id, _ in calls)
+
+
 def call_bound(action: Any, lease: float) -> float:
     """Seconds a call of ``action`` lasts at most: its timeout and the dispatcher's grace (the
     dispatcher's own timer ends it then, or the action's, :attr:`Action.bounds_calls`), or the
@@ -382,10 +387,20 @@ class JobCalls:
             try:
                 renewed = await self.commit.run(renew)
             except StoreUnavailable as exc:
-                log(logger, logging.WARNING, f"{len(calls)} claims not renewed", failure=exc)
+                log(
+                    logger,
+                    logging.WARNING,
+                    f"claim not renewed: jobs {_job_ids(calls)}",
+                    failure=exc,
+                )
                 continue
             except Exception:  # a bug: the calls go on, their claims may run out
-                log(logger, logging.ERROR, f"{len(calls)} claims not renewed", exc_info=True)
+                log(
+                    logger,
+                    logging.ERROR,
+                    f"claim not renewed: jobs {_job_ids(calls)}",
+                    exc_info=True,
+                )
                 continue
             for hold in renewed:
                 hold.renewed(since)
