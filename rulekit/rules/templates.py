@@ -89,6 +89,10 @@ class TemplateCompiler:
             raise
         except ReferenceProblems:
             raise
+        except RecursionError:  # Jinja2's parser and compiler recurse with the nesting
+            raise TemplateError(
+                "the template nests too deeply (split it with macros or {% set %})"
+            ) from None
         except Exception as exc:  # jinja2's TemplateSyntaxError and friends
             message = getattr(exc, "message", None) or str(exc)
             raise TemplateError(f"syntax error: {message}") from None

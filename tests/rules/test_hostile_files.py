@@ -257,9 +257,34 @@ def test_expressions_nested_too_deeply_are_refused_with_their_line(build_engine,
     try:
         engine = build_engine(rules)
     except ValidationErrors as exc:
-        assert f"rules.yaml:{line}:" in str(exc) and "recursion" in str(exc), str(exc)
+        assert f"rules.yaml:{line}:" in str(exc) and "nests too deeply" in str(exc), str(exc)
     else:
         assert [rule.name for rule in engine.rules] == ["r"]
+
+
+@pytest.mark.parametrize(
+    ("opening", "closing"),
+    [
+        ("{% for i in [1] %}", "{% endfor %}"),
+        ("{% macro m() %}", "{% endmacro %}"),
+        ("{% filter upper %}", "{% endfilter %}"),
+        ("{% set x %}", "{% endset %}"),
+    ],
+)
+def test_statements_nested_too_deeply_say_so_at_their_line(build_engine, opening, closing):
+    """Jinja2's parser and compiler recurse with the nesting of statements: the recursion
+    limit was reported as "syntax error: maximum recursion depth exceeded"."""
+    from rulekit.errors import ValidationErrors
+
+    template = opening * 400 + "x" + closing * 400
+    rules = "- name: r\n  on: {channel: online-chat}\n  do:\n"
+    rules += f"    - autoreply: {{text: '{template}'}}\n"
+    with pytest.raises(ValidationErrors) as caught:
+        build_engine(rules)
+    assert [str(error).split("rules.yaml:")[1] for error in caught.value.errors] == [
+        "4: [0].do[0].autoreply.text: template: the template nests too deeply (split it with "
+        "macros or {% set %})"
+    ]
 
 
 def test_rulekit_check_reports_a_deep_expression_without_a_traceback(tmp_path):
