@@ -3,8 +3,11 @@
 A Telegram user writes to the bot in their private chat; rulekit sees one conversation per
 chat, keyed by the chat's id (in a private chat, the user's id, which replies need):
 
-* an update id already seen yields nothing, so a redelivered update (a webhook retried, a
-  ``getUpdates`` answer fetched again after a restart) fires no rule twice;
+* an update already seen yields nothing, so a redelivered update (a webhook retried, a
+  ``getUpdates`` answer fetched again after a restart) fires no rule twice. It is known by its
+  ``update_id`` with its message's chat and id (:func:`~rulekit_telegram.update.update_key`):
+  after a week without updates Telegram numbers them anew, at random, so an ``update_id``
+  alone may come again for another message;
 * the first message of a user never seen is ``created``; a message in a closed conversation is
   ``reopened``; any other is ``message``. ``/stop`` closes an open conversation (``closed``)
   and is no message;
@@ -47,7 +50,8 @@ class Normalizer:
         message = update.message
         if message is None:
             return []
-        if not state.mark_message_seen(self.channel, f"update:{update.update_id}"):
+        seen = f"update:{update.update_id}:{message.chat_id}:{message.message_id}"
+        if not state.mark_message_seen(self.channel, seen):  # (as update_key writes it)
             return []
         key = str(message.chat_id)
         known_conversation = state.get_conversation(self.channel, key)

@@ -4,7 +4,7 @@ Telegram keeps an update until a ``getUpdates`` call asks for updates after it (
 ``offset``): that call is the acknowledgement. So the poller asks for the next updates only
 once every update of the last answer is in the inbox, committed. A crash in between costs
 nothing: Telegram sends those updates again, and the inbox knows them by their delivery key
-(``update:<update_id>``), so they are not processed twice.
+(:func:`~rulekit_telegram.update.update_key`), so they are not processed twice.
 
 An answer is read up to :data:`~rulekit.actions.answers.MAX_ANSWER` bytes. A hundred long
 messages (4,096 characters each, written as JSON escapes, or with the message they reply to) are
@@ -41,6 +41,7 @@ from rulekit.actions.answers import MAX_ANSWER
 from rulekit.errors import ChannelError, StoreUnavailable, service_wait
 
 from .botapi import BotAPIError, BotUnreachable
+from .update import update_key
 
 if TYPE_CHECKING:
     from rulekit.channels.base import Inbound
@@ -195,15 +196,16 @@ class Poller:
         """Put one update in the inbox and move the offset past it; False when the store
         cannot take it now (the offset stays, so Telegram sends it again)."""
         update_id = update.get("update_id") if isinstance(update, dict) else None
-        if not isinstance(update_id, int) or isinstance(update_id, bool):
-            logger.warning("channel %s: an update without an update_id was skipped", self.channel)
+        key = update_key(update)
+        if key is None or not isinstance(update_id, int):
+            logger.warning(
+                "channel %s: an update without a usable update_id was skipped", self.channel
+            )
             return True  # nothing can acknowledge it past the next one; it is not an update
         body = json.dumps(update, ensure_ascii=False, separators=(",", ":")).encode()
         chat = self.provider.conversation_key(update)
         try:
-            await self.inbound.accept(
-                body, delivery_key=f"update:{update_id}", conversation_key=chat
-            )
+            await self.inbound.accept(body, delivery_key=key, conversation_key=chat)
         except ChannelError as exc:
             logger.warning(
                 "channel %s: update %s refused and skipped: %s", self.channel, update_id, exc

@@ -124,6 +124,29 @@ def update_chat(data: Any) -> int | None:
     return None
 
 
+def update_key(data: Any) -> str | None:
+    """What tells an update from any other, read without checking the rest (None for no
+    update): ``update:<update_id>``, and for one with a message, its chat and message id too
+    (``update:<update_id>:<chat>:<message_id>``). After a week without updates Telegram
+    numbers the next at random, so an ``update_id`` alone may come again, for another
+    message: the message's own ids, which only grow in a chat, tell the two apart."""
+    if not isinstance(data, dict):
+        return None
+    update_id = _id(data.get("update_id"))
+    if update_id is None:
+        return None
+    for key in ("message", "edited_message"):
+        message = data.get(key)
+        if isinstance(message, dict):
+            chat = message.get("chat")
+            chat_id = _id(chat.get("id")) if isinstance(chat, dict) else None
+            message_id = _id(message.get("message_id"))
+            if chat_id is not None and message_id is not None:
+                return f"update:{update_id}:{chat_id}:{message_id}"
+            break
+    return f"update:{update_id}"
+
+
 # -- parts --------------------------------------------------------------------------------------
 
 

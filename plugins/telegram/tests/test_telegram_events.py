@@ -163,6 +163,17 @@ def test_a_redelivered_update_yields_nothing(feed, updates: Updates) -> None:
     assert feed(encode(update)) == []
 
 
+def test_an_update_numbered_as_an_old_one_is_no_redelivery(feed) -> None:
+    """After a week without updates Telegram numbers them anew, at random: an update_id seen
+    long ago may come again, for another message, which must not be taken for a repeat."""
+    old = Updates(first_update_id=5_000).message(ANN, "long ago")
+    new = Updates(first_update_id=5_000).message(BORIS, "a week later, renumbered")
+    assert old["update_id"] == new["update_id"]
+    assert names(feed(old)) == ["created"]
+    [created] = feed(new)
+    assert (created.event, created.message.text) == ("created", "a week later, renumbered")
+
+
 def test_updates_rulekit_has_no_use_for_yield_nothing(feed, updates: Updates) -> None:
     group = updates.message(ANN, "hello group")
     group["message"]["chat"] = {"id": -100123, "type": "supergroup", "title": "Fans"}

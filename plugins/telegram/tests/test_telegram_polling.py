@@ -26,6 +26,7 @@ from telegram_daemon import Server, samples_clock, wait_for, write_setup
 from telegram_samples import ANN, BORIS, make_provider
 
 from rulekit_telegram.polling import IDLE_INTERVAL, Poller
+from rulekit_telegram.update import update_key
 
 
 @pytest.fixture
@@ -112,7 +113,7 @@ def test_an_update_is_acknowledged_only_once_it_is_in_the_inbox(
     assert len(telegram.pending) == 2
     # next time both are kept, then acknowledged by the next call's offset
     asyncio.run(_poll(store, telegram, 2, failures=0))
-    keys = [f"update:{first['update_id']}", f"update:{second['update_id']}"]
+    keys = [update_key(first), update_key(second)]
     assert inbox(store) == keys
     assert telegram.pending == []
     offsets = [c.json.get("offset") for c in telegram.calls("getUpdates")]
@@ -226,7 +227,7 @@ def test_one_update_alone_over_the_answer_bound_is_skipped_and_polling_goes_on(
         store = server.daemon.store
         wait_for(lambda: len(inbox(store)) == 2, timeout=60)
         wait_for(lambda: telegram.pending == [], timeout=60)  # the huge one acknowledged too
-        assert f"update:{huge['update_id']}" not in inbox(store)
+        assert update_key(huge) not in inbox(store)
         telegram.write(updates.message(BORIS, "and later"))
         wait_for(lambda: len(inbox(store)) == 3, timeout=30)
     (line,) = [r.getMessage() for r in caplog.records if "skipped, unread" in r.getMessage()]
@@ -265,7 +266,7 @@ def test_flood_control_on_get_updates_is_waited_out_for_an_hour_at_most(
     telegram.write(update)
     poller, times = run_virtual(_virtual_steps(store, telegram, 2), io_grace=1.0)
     assert times[0] == MAX_RETRY_AFTER
-    assert inbox(store) == [f"update:{update['update_id']}"]
+    assert inbox(store) == [update_key(update)]
     assert poller.offset == update["update_id"] + 1
     store.close()
 
@@ -331,7 +332,7 @@ def test_an_update_numbered_below_the_last_offset_after_a_quiet_week_is_read(
             await commit.aclose()
 
     asyncio.run(scenario())
-    assert inbox(store) == [f"update:{after['update_id']}", f"update:{before['update_id']}"]
+    assert inbox(store) == sorted([update_key(after), update_key(before)])
     assert telegram.pending == []
     store.close()
 
@@ -358,3 +359,21 @@ def test_polling_that_keeps_failing_shows_in_healthz_until_it_works(
         telegram.write(Updates().message(ANN, "Hi"))
         wait_for(lambda: telegram.messages(111, accepted=True), timeout=90)
         wait_for(lambda: stalled() == [], timeout=30)
+
+
+def test_an_update_numbered_as_an_old_one_is_kept_beside_it(
+    tmp_path: Path, telegram: FakeTelegram
+) -> None:
+    """Telegram numbers updates anew, at random, after a week without any: an update may come
+    with the update_id of one kept long before, for another message, and is no redelivery."""
+    store = SQLiteStore(tmp_path / "rulekit.sqlite3")
+    old = Updates(first_update_id=5_000).message(ANN, "long ago")
+    telegram.write(old)
+    asyncio.run(_poll(store, telegram, 2, failures=0))
+    new = Updates(first_update_id=5_000).message(BORIS, "renumbered")
+    assert new["update_id"] == old["update_id"]
+    telegram.write(new)
+    asyncio.run(_poll(store, telegram, 2, failures=0))
+    assert inbox(store) == sorted([update_key(old), update_key(new)])
+    assert telegram.pending == []
+    store.close()
