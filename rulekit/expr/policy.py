@@ -17,6 +17,7 @@ from jinja2.filters import make_attrgetter
 from jinja2.runtime import LoopContext
 from pydantic import BaseModel
 
+from rulekit.errors import TemplateError
 from rulekit.expr.budget import (
     OverBudget,
     current,
@@ -25,6 +26,7 @@ from rulekit.expr.budget import (
     to_text,
     too_big,
 )
+from rulekit.expr.timefunctions import MAX_FORMAT
 from rulekit.team import Team
 
 # -- attributes ----------------------------------------------------------------------------
@@ -64,14 +66,27 @@ LINE_BREAKS = ("\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u20
 """What ``str.splitlines`` ends a line at (``\r\n`` is one break)."""
 
 
+def is_strftime(function: Any) -> bool:
+    """Whether ``function`` is a date's, a time's or a datetime's ``strftime``."""
+    owner = getattr(function, "__self__", None)
+    return isinstance(owner, date | time) and getattr(function, "__name__", None) == "strftime"
+
+
 def call_within_budget(function: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``function(*args, **kwargs)``; for a string's ``split``, ``rsplit`` and ``splitlines``,
     never building more than :data:`~rulekit.expr.budget.MAX_VALUE` pieces (one more, to tell
     that the whole list would be over it): ``split`` and ``rsplit`` are called with at most
-    that ``maxsplit``, ``splitlines`` is refused when its text holds more line breaks."""
+    that ``maxsplit``, ``splitlines`` is refused when its text holds more line breaks. A date's
+    ``strftime`` takes a format of at most :data:`~rulekit.expr.timefunctions.MAX_FORMAT`
+    characters, as ``datetime()`` does (each ``%c`` of a client's 4 MB text made 24
+    characters: 320 MB, before the result's size was checked)."""
     text = getattr(function, "__self__", None)
     name = getattr(function, "__name__", None)
     if not isinstance(text, str) or name not in LIST_STR_METHODS:
+        if is_strftime(function):
+            given = args[0] if args else kwargs.get("format")
+            if isinstance(given, str) and len(given) > MAX_FORMAT:
+                raise TemplateError(f"strftime: the format is over {MAX_FORMAT} characters")
         return function(*args, **kwargs)
     most = current().limits.value
     if name == "splitlines":

@@ -66,6 +66,7 @@ from rulekit.expr.policy import (
     call_within_budget,
     concat,
     format_filter,
+    is_strftime,
     safe_join,
     safe_range,
     safe_sum,
@@ -231,8 +232,10 @@ class Sandbox(ImmutableSandboxedEnvironment):
             args = (Counted(args[0], budget), *args[1:])
         budget.enter()
         try:
-            if isinstance(getattr(obj, "__self__", None), str) and obj.__name__ in LIST_STR_METHODS:
-                result = call_within_budget(obj, args, kwargs)  # (a string's method: safe)
+            if (
+                isinstance(getattr(obj, "__self__", None), str) and obj.__name__ in LIST_STR_METHODS
+            ) or is_strftime(obj):
+                result = call_within_budget(obj, args, kwargs)  # (a string's or date's: safe)
             else:
                 result = super().call(context, obj, *args, **kwargs)
         finally:

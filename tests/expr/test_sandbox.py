@@ -221,6 +221,25 @@ def test_the_actions_of_one_event_hold_at_most_the_plan_limit_together(build_eng
     ]
 
 
+@BOTH
+def test_strftime_takes_a_format_of_at_most_200_characters(build_engine, full: bool) -> None:
+    """As ``datetime()`` does: each ``%c`` of a client's 4 MB message given as the format
+    made 24 characters, 320 MB and a second of CPU in one call, before the result's size
+    was checked."""
+    template = _wrap("{{ now.strftime(message.text)|length }}", full)
+    engine = _engine(build_engine, template)
+    tracemalloc.start()
+    try:
+        plan = engine.evaluate(make_event(message={"text": "%c" * 2_000_000}), explain=True)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert plan.errors == ["rule 't': autoreply: strftime: the format is over 200 characters"]
+    assert peak < 32 * 2**20, peak
+    rendered, errors = outcome(build_engine, _wrap("{{ now.strftime('%Y' * 50)|length }}", full))
+    assert (rendered, errors) == (["200"], [])
+
+
 def test_cpu_time_stops_a_render_with_an_injected_clock() -> None:
     readings = itertools.count()
     template = Sandbox().from_string("{% for i in range(5000) %}{{ i }}{% endfor %}")
