@@ -193,6 +193,11 @@ class PostgresStore(JournaledStore):
                 min_size=1,
                 max_size=max(size, 1),
                 timeout=timeout,
+                # a connection that cannot be made is tried again after 1, 2, 4 ... s, and
+                # given up after ``timeout``: the next transaction asking starts again at
+                # once (the pool's default, five minutes, reached waits of 64 and 128 s: a
+                # database back after a minute away was used again up to a minute later)
+                reconnect_timeout=timeout,
                 kwargs=kwargs,
                 name=f"rulekit:{self.url}",
                 open=False,

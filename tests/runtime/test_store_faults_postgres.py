@@ -7,6 +7,7 @@ Runs when ``RULEKIT_TEST_POSTGRES`` names a reachable server (CI sets it); skipp
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -259,3 +260,41 @@ def test_a_daemon_frozen_inside_a_transaction_holds_up_the_others_only_for_a_whi
         frozen.close()
     assert post(daemon, 2).status_code == 200
     wait_for(lambda: replied(chatra)["client00000002"] == 1, 60)
+
+
+def test_a_database_away_for_a_while_is_used_again_soon_after_it_is_back(
+    tmp_path, processes, chatra, postgres_url
+):
+    # the pool tried to connect again 1, 3, 7, 15, 31, 63 ... s after the first failure: a
+    # database away for 40 s was used again over 20 s after it came back (a minute: 52 s),
+    # every webhook meanwhile answered 503
+    from rulekit.store.postgres import PostgresStore
+
+    role = f"rk_{postgres_url.rsplit('=', 1)[1]}"
+    with session(postgres_url) as admin:
+        PostgresStore(postgres_url).close()  # the schema, as its owner made it
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"GRANT USAGE ON SCHEMA {role[3:]} TO {role}")
+        admin.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA {role[3:]} TO {role}")
+        admin.execute(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA {role[3:]} TO {role}")
+    try:
+        url = postgres_url.replace("postgres@", f"{role}@", 1) + f"&application_name={APP}"
+        daemon = on_postgres(tmp_path, processes, chatra, url)
+        assert post(daemon, 0).status_code == 200
+        wait_for(lambda: replied(chatra)["client00000000"] == 1, 30)
+        with session(postgres_url) as admin:
+            admin.execute(f"ALTER ROLE {role} NOLOGIN")  # the database refuses the daemon
+        end_connections(postgres_url)
+        away = time.monotonic()
+        wait_for(lambda: post(daemon, 1, timeout=60).status_code == 503, 30)
+        wait_for(lambda: time.monotonic() - away > 40, 60, 1.0)  # away for 40 s
+        with session(postgres_url) as admin:
+            admin.execute(f"ALTER ROLE {role} LOGIN")
+        back = time.monotonic()
+        wait_for(lambda: post(daemon, 1, timeout=60).status_code == 200, 120, 0.5)
+        assert time.monotonic() - back < 15  # (the next try of the old schedule: 63 s)
+        wait_for(lambda: replied(chatra)["client00000001"] == 1, 60)
+    finally:
+        with session(postgres_url) as admin:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
