@@ -245,6 +245,9 @@ class Slack:
 class Result:
     throughput: float = 0.0
     cpu_ms: float = 0.0
+    rate_cpu_ms: float = 0.0
+    """CPU ms per webhook at the fixed offered rate (the latency phase): what a daemon that is
+    not saturated spends, its rounds and commits shared by fewer webhooks."""
     lost: int = 0
     ack_p99: float = 0.0
     e2e_p50: float = 0.0
@@ -285,8 +288,10 @@ def run_system(server: Server, slack: Slack, args: argparse.Namespace, profile: 
     # latency at a fixed offered rate
     count = int(args.rate * args.seconds)
     load = phase("l", count, args.conversations, server.port)
+    cpu = server.cpu()
     sent = asyncio.run(open_loop("127.0.0.1", server.port, load.requests, args.rate))
     arrived = slack.wait(load.ids)
+    result.rate_cpu_ms = (server.cpu() - cpu) / count * 1000
     result.ack_p99 = percentile(sent.ack_latencies(), 99) * 1000
     e2e = [
         (arrived[m] - s) * 1000 for m, s in zip(load.ids, sent.sent, strict=True) if m in arrived
@@ -470,6 +475,7 @@ def main() -> None:
     rows = [
         ("throughput, webhooks/s", "throughput", "{:.0f}"),
         ("CPU per webhook, ms", "cpu_ms", "{:.2f}"),
+        (f"CPU per webhook at {args.rate:g}/s, ms", "rate_cpu_ms", "{:.2f}"),
         (f"ack p99 at {args.rate:g}/s, ms", "ack_p99", "{:.1f}"),
         (f"end-to-end p50 at {args.rate:g}/s, ms", "e2e_p50", "{:.1f}"),
         (f"end-to-end p99 at {args.rate:g}/s, ms", "e2e_p99", "{:.1f}"),
