@@ -62,6 +62,11 @@ LIST_STR_METHODS = frozenset({"split", "rsplit", "splitlines"})
 """String methods that build a list of pieces: :func:`call_within_budget` bounds the list
 before it is built (``text.split()`` of a 4 MB message made two million strings, about
 100 MB, before the result's size was checked)."""
+AS_LONG_STR_METHODS = frozenset({"upper", "lower", "casefold", "swapcase", "title", "capitalize"})
+"""String methods whose result is at least as long as their text: a text over the value limit
+is refused before they run (a 4 MB message's ``upper()`` made 50 MB before it was refused)."""
+BUDGETED_STR_METHODS = LIST_STR_METHODS | AS_LONG_STR_METHODS
+"""String methods called through :func:`call_within_budget`."""
 LINE_BREAKS = ("\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
 """What ``str.splitlines`` ends a line at (``\r\n`` is one break)."""
 
@@ -82,6 +87,10 @@ def call_within_budget(function: Any, args: tuple[Any, ...], kwargs: dict[str, A
     characters: 320 MB, before the result's size was checked)."""
     text = getattr(function, "__self__", None)
     name = getattr(function, "__name__", None)
+    if isinstance(text, str) and name in AS_LONG_STR_METHODS:
+        if len(text) > current().limits.value:
+            raise too_big(f"'{name}'")
+        return function(*args, **kwargs)
     if not isinstance(text, str) or name not in LIST_STR_METHODS:
         if is_strftime(function):
             given = args[0] if args else kwargs.get("format")

@@ -61,7 +61,7 @@ from rulekit.expr.guards import (
 from rulekit.expr.markup import Safe, mark_safe
 from rulekit.expr.policy import (
     BINARY_OPERATORS,
-    LIST_STR_METHODS,
+    BUDGETED_STR_METHODS,
     allowed_attribute,
     call_within_budget,
     concat,
@@ -233,7 +233,8 @@ class Sandbox(ImmutableSandboxedEnvironment):
         budget.enter()
         try:
             if (
-                isinstance(getattr(obj, "__self__", None), str) and obj.__name__ in LIST_STR_METHODS
+                isinstance(getattr(obj, "__self__", None), str)
+                and obj.__name__ in BUDGETED_STR_METHODS
             ) or is_strftime(obj):
                 result = call_within_budget(obj, args, kwargs)  # (a string's or date's: safe)
             else:

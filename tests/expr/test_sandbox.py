@@ -240,6 +240,37 @@ def test_strftime_takes_a_format_of_at_most_200_characters(build_engine, full: b
     assert (rendered, errors) == (["200"], [])
 
 
+@BOTH
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "message.text|upper",
+        "message.text|lower",
+        "message.text|e",
+        "message.text|forceescape",
+        "message.text.upper()",
+        "message.text.casefold()",
+        "message.text.swapcase()",
+    ],
+)
+def test_texts_at_least_as_long_as_a_long_text_are_refused_before_they_are_made(
+    build_engine, full: bool, expression: str
+) -> None:
+    """A character's case may take three (``ﬃ``), its escape four or five (``<``): the result
+    of a 2,000,000-character message was made (up to 80 MB) before it was refused."""
+    engine = _engine(build_engine, _wrap("{{ (" + expression + ")|length }}", full))
+    event = make_event(message={"text": "\ufb03<" * 1_000_000})
+    tracemalloc.start()
+    try:
+        plan = engine.evaluate(event, explain=True)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    [error] = plan.errors
+    assert "would be larger than 100000 characters" in error, error
+    assert peak < 12 * 2**20, peak
+
+
 def test_cpu_time_stops_a_render_with_an_injected_clock() -> None:
     readings = itertools.count()
     template = Sandbox().from_string("{% for i in range(5000) %}{{ i }}{% endfor %}")
