@@ -10,6 +10,22 @@ from rulekit import sources, yamlsource
 from rulekit.errors import Location, RuleError
 
 MAX_FILE_BYTES = 1024 * 1024
+MAX_RULES_BYTES = 8 * MAX_FILE_BYTES
+"""Bytes of all the files of one rules directory together (each within
+:data:`MAX_FILE_BYTES`): a megabyte of rules takes up to 100 MB compiled, in the daemon and in
+each worker, and up to 15 s to load, and nothing bounded how many such files a load read."""
+
+
+class Allowance:
+    """What is left of :data:`MAX_RULES_BYTES` while one load reads its files."""
+
+    __slots__ = ("left", "over")
+
+    def __init__(self) -> None:
+        self.left = MAX_RULES_BYTES
+        self.over = False
+
+
 RULE_SUFFIXES = (".yaml", ".yml")
 
 
@@ -40,10 +56,16 @@ def is_suite(data: Any) -> bool:
     return isinstance(data, dict) and "tests" in data
 
 
-def read_rules_file(file: Path, errors: list[RuleError], digest: Any) -> Any:
+def read_rules_file(
+    file: Path, errors: list[RuleError], digest: Any, allowance: Allowance | None = None
+) -> Any:
     """The YAML document of ``file``, its name and bytes added to ``digest`` (the rule set's
-    version); None, with the problem added to ``errors``, when it cannot be read or parsed."""
+    version); None, with the problem added to ``errors``, when it cannot be read or parsed, or
+    when it would take the files read with ``allowance`` over :data:`MAX_RULES_BYTES` (said
+    once, at the first file over it; the files after it are not read)."""
     name = display_path(file)
+    if allowance is not None and allowance.over:
+        return None
     try:
         raw = sources.read_bytes(file, MAX_FILE_BYTES)
     except sources.FileTooLarge:
@@ -52,6 +74,18 @@ def read_rules_file(file: Path, errors: list[RuleError], digest: Any) -> Any:
     except OSError as exc:
         errors.append(RuleError(f"cannot read the file: {exc.strerror}", Location(name)))
         return None
+    if allowance is not None:
+        if len(raw) > allowance.left:
+            allowance.over = True
+            errors.append(
+                RuleError(
+                    f"the rules files are over {MAX_RULES_BYTES} bytes together: this file and "
+                    "those after it are not loaded",
+                    Location(name),
+                )
+            )
+            return None
+        allowance.left -= len(raw)
     digest.update(name.encode() + b"\0" + raw)
     try:
         return yamlsource.load(raw)

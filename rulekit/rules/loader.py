@@ -27,7 +27,13 @@ from rulekit.plugins import Plugins
 from rulekit.rules.collector import collector_paused
 from rulekit.rules.compilation import Compilation, Locator
 from rulekit.rules.conditions import ConditionCompiler, conjuncts, forget_trees
-from rulekit.rules.files import display_path, is_suite, read_rules_file, rule_files
+from rulekit.rules.files import (
+    Allowance,
+    display_path,
+    is_suite,
+    read_rules_file,
+    rule_files,
+)
 from rulekit.rules.lint import hidden_rules, lint_rule
 from rulekit.rules.spec import DEFAULT_MAX_LATE, BusinessDelay, Rule, RuleSpec, Timing
 from rulekit.rules.steps import StepCompiler
@@ -98,8 +104,9 @@ class RuleLoader:
             ) from None
         names: dict[str, Location] = {}
         linted: list[RuleError] = []  # each rule's lint, taken while its trees are there
+        allowance = Allowance()
         for file in files:
-            data = read_rules_file(file, errors, digest)
+            data = read_rules_file(file, errors, digest, allowance)
             if data is None:
                 continue
             if is_suite(data):

@@ -13,7 +13,7 @@ from rulekit.engine.engine import Engine
 from rulekit.errors import ValidationErrors
 from rulekit.expr.sandbox import MAX_EXPRESSION
 from rulekit.plugins import load_plugins
-from rulekit.rules.files import MAX_FILE_BYTES
+from rulekit.rules.files import MAX_FILE_BYTES, MAX_RULES_BYTES
 from rulekit.rules.loader import RuleLoader
 
 CONFIG = """
@@ -318,6 +318,23 @@ def test_file_size_cap(tmp_path: Path) -> None:
     big = "# " + "x" * MAX_FILE_BYTES + "\n" + GOOD.format(name="a")
     message = one_error(tmp_path, big)
     assert f"over {MAX_FILE_BYTES} bytes" in message
+
+
+def test_the_files_of_a_rules_directory_are_read_within_a_total(tmp_path: Path) -> None:
+    """Each file is within 1 MiB, and all of them together within MAX_RULES_BYTES: nothing
+    bounded how many megabytes of rules a load compiled (up to 100 MB each, in the daemon and
+    in every worker). The file that goes over is named; those after it are not read."""
+    files = {}
+    for i in range(10):
+        rule_text = GOOD.format(name=f"r{i}")
+        files[f"f{i}.yaml"] = "# " + "x" * (1_000_000 - len(rule_text) - 3) + "\n" + rule_text
+    assert all(len(text) == 1_000_000 for text in files.values())
+    assert 8 * 1_000_000 <= MAX_RULES_BYTES < 9 * 1_000_000
+    found = errors(tmp_path, files)
+    assert [error.split("rules.d/")[1] for error in found] == [
+        f"f8.yaml: the rules files are over {MAX_RULES_BYTES} bytes together: this file and "
+        "those after it are not loaded"
+    ]
 
 
 def test_expression_size_cap(tmp_path: Path) -> None:
