@@ -281,6 +281,10 @@ class Workspace:
             return result
         if not 0 < len(key) <= 200:
             raise ApiError(400, "Idempotency-Key must be 1 to 200 characters")
+        # access first: a key's kept answer (the conversation as it was) is no more the
+        # agent's to read than the conversation is once a reload withdrew its channel
+        if await self.read(conversations.locate, rest[0], self.channels_of(viewer)) is None:
+            raise ApiError(404, "no such conversation")
         who = viewer.email.lower() if viewer.email else "admin"
         print_ = idempotency.fingerprint(request.method, rest[1], rest[0], body)
         try:
