@@ -438,9 +438,34 @@ def load_config(
                 _at(name, tree, ("agents", index, "email"), f"agent {agent.email} is listed twice")
             )
         seen[key] = index
+    errors += _shared_tokens(raw, name, tree)
     if errors:
         raise ValidationErrors(errors)
     return config
+
+
+def _shared_tokens(raw: RawConfig, name: str, tree: Any) -> list[ConfigError]:
+    """Console tokens held by two people: whoever signs in with one would be taken for the
+    first entry holding it (the admin, when the admin does), and act as them. (A hash that is
+    no SHA-256 opens nothing: the console reports it.)"""
+    holders: dict[str, str] = {}
+    admin = (raw.console.admin_token_sha256 or "").strip().lower()
+    if len(admin) == 64:
+        holders[admin] = "the admin"
+    errors = []
+    for index, agent in enumerate(raw.agents):
+        digest = (agent.token_sha256 or "").strip().lower()
+        if len(digest) != 64:
+            continue
+        if digest in holders:
+            message = (
+                f"agent {agent.email} has the token of {holders[digest]}: "
+                "each person needs their own token"
+            )
+            errors.append(_at(name, tree, ("agents", index, "token_sha256"), message))
+            continue
+        holders[digest] = agent.email
+    return errors
 
 
 def _default_config(plugins: Any) -> Config:

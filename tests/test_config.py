@@ -214,3 +214,24 @@ def test_config_that_is_not_a_mapping(tmp_path: Path, plugins) -> None:
         load(tmp_path, "- a\n- b\n", plugins)
     assert "must be a mapping" in str(caught.value)
     assert "rulekit.yaml:1" in str(caught.value)
+
+
+def test_a_console_token_hash_is_one_persons(tmp_path: Path, plugins) -> None:
+    """Two agents (or an agent and the admin) with one token: whoever signs in with it would be
+    taken for the first entry that matches it (the admin's when the admin has it)."""
+    shared, other = "a" * 64, "B" * 64
+    messages = errors_of(
+        tmp_path,
+        f"""
+        console: {{admin_token_sha256: {shared}}}
+        agents:
+          - {{email: anna@shop.example, token_sha256: {other}}}
+          - {{email: boris@shop.example, token_sha256: "{shared.upper()} "}}
+          - {{email: carla@shop.example, token_sha256: {other.lower()}}}
+        """,
+        plugins,
+    )
+    assert len(messages) == 2
+    assert "rulekit.yaml:4" in messages[0] and "rulekit.yaml:5" in messages[1]
+    assert "boris@shop.example has the token of the admin" in messages[0]
+    assert "carla@shop.example has the token of anna@shop.example" in messages[1]
