@@ -16,6 +16,8 @@ then fires what is due:
    (a ``cancel_on`` event that committed first wins, and nothing runs) — and the fired plan as
    an event ``timer:<id>`` with its jobs in the outbox. The event id is unique, so even a
    claim that ran out while evaluating cannot enqueue the actions twice.
+   A timer whose triggering event, conversation or client changed since step 2 read them
+   (an erasure, an agent's reply) is evaluated again instead (:meth:`TimerRunner.fire_together`).
 
 The timers of one claim (up to :data:`BATCH`) go through these steps together: one read, one
 exchange with the evaluation worker, one transaction recording them all (each still only if
@@ -70,6 +72,12 @@ STARTS = 5
 
 
 GONE = "the triggering event is no longer recorded"
+
+
+def _as_read(event: Event | str | None) -> object:
+    """What a firing was evaluated on: the triggering event as it sees it when it fires (the
+    conversation and client as they are), to compare with what is recorded when it is."""
+    return event.model_dump(mode="json") if isinstance(event, Event) else event
 
 
 def timer_event_id(timer_id: int) -> str:
@@ -196,7 +204,21 @@ class TimerRunner:
 
     def fire_together(self, timers: list[Timer]) -> list[Fired]:
         """Evaluate and record claimed timers of timed rules, in one transaction; those
-        cancelled meanwhile are left out."""
+        cancelled meanwhile are left out. A timer whose triggering event, conversation or
+        client changed between the read and the record (``rulekit forget`` erased the client,
+        an agent answered) is evaluated again on what is recorded now, up to :data:`STARTS`
+        times; then its claim runs out and it comes back."""
+        out: list[Fired] = []
+        for _ in range(STARTS):
+            if not timers or self._stopping:
+                break
+            fired, timers = self._fire_round(timers)
+            out.extend(fired)
+        return out
+
+    def _fire_round(self, timers: list[Timer]) -> tuple[list[Fired], list[Timer]]:
+        """One read, evaluation and record of ``timers``: what fired, and the timers whose
+        records changed meanwhile (not recorded)."""
         with self.store.transaction() as state:
             triggers = [self._readable_trigger(state, timer) for timer in timers]
             team = team_facts(state) if self.evaluator.reads_team else None
@@ -210,18 +232,23 @@ class TimerRunner:
                 if fired is not None:
                     out.append(fired)
                 continue
+            seen = _as_read(event)
             event.id = timer_event_id(timer.id)
             firing = Firing(timer.rule, timer.due, now)
             requests.append(Request([event], {}, firing=firing, team=team))
-            waiting.append((timer, event))
+            waiting.append((timer, event, seen))
         answers = self.evaluator.evaluate_many(requests)
         done: list[Fired] = []
+        changed: list[Timer] = []
         with self.store.transaction() as state:
-            for (timer, event), answer in zip(waiting, answers, strict=True):
+            for (timer, event, seen), answer in zip(waiting, answers, strict=True):
+                if _as_read(self._readable_trigger(state, timer)) != seen:
+                    changed.append(timer)  # evaluated on records that are no longer so
+                    continue
                 fired = self._record(state, timer, event, answer, now)
                 if fired is not None:
                     done.append(fired)
-        events = {timer.id: event for timer, event in waiting}
+        events = {timer.id: event for timer, event, _ in waiting}
         for fired in done:
             error = fired.outcome == "error"
             event = events.get(fired.timer.id)
@@ -235,7 +262,7 @@ class TimerRunner:
                 # why its unless: failed may quote what it read of the client
                 personal=hidden_values(event.public()) if error and event is not None else None,
             )
-        return out + done
+        return out + done, changed
 
     @classmethod
     def _readable_trigger(cls, state: JournaledState, timer: Timer) -> Event | str | None:
