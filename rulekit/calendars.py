@@ -21,6 +21,7 @@ before the change.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -148,10 +149,21 @@ class Calendar:
                 self._spans[day].extend(parse_span(span) for span in spans)
         for day_spans in self._spans.values():
             day_spans.sort()
-        self._holidays = parse_holidays(spec.holidays)
+        # holiday ranges merged and in order, so that a day is looked up in log n: a calendar
+        # closed for long with thousands of holidays was searched through all of them for each
+        # day it looked at (730 days for a business_hours() that is false)
+        merged: list[tuple[date, date]] = []
+        for start, end in sorted(parse_holidays(spec.holidays)):
+            if merged and start.toordinal() <= merged[-1][1].toordinal() + 1:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+            else:
+                merged.append((start, end))
+        self._holiday_starts = [start for start, _ in merged]
+        self._holiday_ends = [end for _, end in merged]
 
     def is_holiday(self, day: date) -> bool:
-        return any(start <= day <= end for start, end in self._holidays)
+        index = bisect_right(self._holiday_starts, day) - 1
+        return index >= 0 and day <= self._holiday_ends[index]
 
     def _local(self, day: date, minutes: int) -> datetime:
         """The instant (in UTC, so that comparisons and differences are in real time) of a
