@@ -26,7 +26,7 @@ from jinja2 import nodes
 from rulekit.errors import TemplateError
 from rulekit.expr.budget import current, to_text, too_big
 from rulekit.expr.nodewalk import walk
-from rulekit.expr.patterns import compiled, loaded
+from rulekit.expr.patterns import loaded, written
 
 PATTERN_FILTERS = frozenset({"regex_search", "regex_findall", "regex_replace"})
 """Filters whose first argument is a pattern."""
@@ -48,7 +48,7 @@ def is_match(
     text = _text(value)
     if text is None:
         return False
-    return compiled(pattern, ignorecase, multiline).match(text) is not None
+    return written(pattern, ignorecase, multiline).match(text) is not None
 
 
 def is_search(
@@ -58,7 +58,7 @@ def is_search(
     text = _text(value)
     if text is None:
         return False
-    return compiled(pattern, ignorecase, multiline).search(text) is not None
+    return written(pattern, ignorecase, multiline).search(text) is not None
 
 
 # -- filters -------------------------------------------------------------------------------
@@ -73,7 +73,7 @@ def regex_search(
     text = _text(value)
     if text is None:
         return None
-    found = compiled(regex, ignorecase, multiline).search(text)
+    found = written(regex, ignorecase, multiline).search(text)
     if found is None:
         return None
     if not wanted:
@@ -114,7 +114,7 @@ def regex_findall(
     text = _text(value)
     if text is None:
         return []
-    regexp = compiled(regex, ignorecase, multiline)
+    regexp = written(regex, ignorecase, multiline)
     budget = current()
     found: list[Any] = []
     for match in regexp.finditer(text):
@@ -146,7 +146,7 @@ def regex_replace(
     text = _text(value)
     if text is None:
         return ""
-    regexp = compiled(pattern, ignorecase, multiline)
+    regexp = written(pattern, ignorecase, multiline)
     template = _replacement(to_text(replacement))
     budget = current()
     most = budget.limits.value
@@ -260,6 +260,8 @@ def check_patterns(expr: nodes.Node) -> list[str]:
             continue
         names = PATTERN_FILTERS if isinstance(node, nodes.Filter) else PATTERN_TESTS
         if node.name not in names:
+            if isinstance(node, nodes.Filter) and node.name in SELECTING_FILTERS:
+                problems.extend(_selected_pattern(node))
             continue
         if isinstance(node, nodes.Filter) and node.name == "regex_replace":
             replacement = node.args[1] if len(node.args) > 1 else None
@@ -288,6 +290,32 @@ def check_patterns(expr: nodes.Node) -> list[str]:
             if problem:
                 problems.append(problem)
     return problems
+
+
+SELECTING_FILTERS = {"select": 0, "reject": 0, "selectattr": 1, "rejectattr": 1}
+"""Filters that run a test named by an argument: the position of that argument (a pattern,
+for ``match`` and ``search``, follows it)."""
+
+
+def _selected_pattern(node: nodes.Filter) -> list[str]:
+    """Problems with the pattern of ``items|select('search', pattern)`` and the like: it must
+    be a literal string, compiled now, as for the test itself."""
+    at = SELECTING_FILTERS[node.name]
+    if len(node.args) <= at:
+        return []
+    test = node.args[at]
+    if not isinstance(test, nodes.Const) or test.value not in PATTERN_TESTS:
+        return []
+    pattern = node.args[at + 1] if len(node.args) > at + 1 else None
+    if not isinstance(pattern, nodes.Const) or not isinstance(pattern.value, str):
+        return [
+            f"the pattern of {node.name}({test.value!r}) must be a literal string (patterns "
+            "are compiled when rules load)"
+        ]
+    if _control(pattern.value):
+        return [f"the pattern of {test.value} holds a control character{_DOUBLE_QUOTED}"]
+    problem = loaded(pattern.value)
+    return [problem] if problem else []
 
 
 def _pattern_argument(node: nodes._FilterTestCommon) -> nodes.Expr | None:

@@ -104,11 +104,19 @@ def test_regex_replace_with_groups_count_and_mandatory_count(render: Any) -> Non
         "l0calh0st:80"
     )
     assert render("{{ message.text|regex_replace('x*', '-') }}", "ab") == "-a-b-"
+    _written(":")
     with pytest.raises(TemplateError, match="1 replacements made, 2 required"):
         with_budget(lambda: regex.regex_replace("a:b", ":", "-", mandatory_count=2))
 
 
+def _written(*texts: str) -> None:
+    """Load ``texts`` as patterns the rules wrote (the functions below run only those)."""
+    for text in texts:
+        assert patterns.loaded(text) is None
+
+
 def test_values_are_matched_as_their_text() -> None:
+    _written("\\d{5}", "[a-z]{2}")
     assert regex.is_match(12345, "\\d{5}")
     assert regex.regex_findall(["ab", "cd"], "[a-z]{2}") == ["ab", "cd"]
 
@@ -178,6 +186,7 @@ def test_python_spellings_mean_what_they_mean_in_python(
 ) -> None:
     import re
 
+    _written(pattern)
     assert with_budget(lambda: regex.is_search(text, pattern)) is found
     assert bool(re.search(pattern, text)) is found
 
@@ -223,6 +232,7 @@ def test_a_double_quoted_backslash_is_explained(build_engine: Any) -> None:
 
 def test_what_the_filters_build_is_within_the_budget() -> None:
     small = Limits(value=100, steps=1_000)
+    _written("a")
     with pytest.raises(OverBudget, match="regex_findall"):
         with_budget(lambda: regex.regex_findall("a" * 200, "a"), limits=small)
     with pytest.raises(OverBudget, match="regex_replace"):
@@ -355,3 +365,34 @@ def test_a_thousand_distinct_patterns_load_and_one_more_does_not(build_engine: A
     build_engine(_pattern_rules(many + many[:5]))  # the same pattern again counts once
     with pytest.raises(ValidationErrors, match="more than 1000 distinct patterns"):
         build_engine(_pattern_rules([*many, "order 1000"]))
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{% for w in message.text.split() %}{{ ['a']|select('search', w)|list }}{% endfor %}",
+        "{{ message.text.split()|reject('match', message.text)|list }}",
+        "{{ [client]|selectattr('name', 'search', message.text)|list }}",
+    ],
+)
+def test_a_pattern_given_to_select_must_be_literal_too(build_engine: Any, template: str) -> None:
+    """``select('search', w)`` ran the test with a pattern made while the event was evaluated:
+    each of a client's words compiled by RE2 (up to 0.1 s each, within one step of the budget:
+    thirty words held a render for five seconds)."""
+    with pytest.raises(ValidationErrors, match="must be a literal string"):
+        build_engine(_rule(None, template))
+
+
+def test_a_pattern_the_rules_did_not_write_is_refused_when_it_runs(
+    build_engine: Any, render: Any
+) -> None:
+    # the test's name given by a value: the pattern cannot be checked when the rules load
+    template = "{% set t = message.text[:6] %}{{ ['a']|select(t, message.text[6:])|list }}"
+    engine = build_engine(_rule(None, template))
+    plan = engine.evaluate(make_event(event="message", message={"text": "search\\w{250}x"}))
+    assert list(plan) == []
+    assert plan.errors == [
+        "rule 'r': telegram: the pattern is not one the rules wrote: a pattern must be a "
+        "literal string (patterns are compiled when rules load)"
+    ]
+    assert render("{{ ['ab', 'b']|select('match', 'a')|list }}", "x") == "['ab']"
