@@ -35,7 +35,7 @@ from rulekit.runtime.planning import Processed, StateChanged
 from rulekit.runtime.reporting import report
 from rulekit.runtime.worker import Evaluation, Refusal
 from rulekit.safetext import escape_controls, text_problem
-from rulekit.server.console import conversations
+from rulekit.server.console import conversations, idempotency
 from rulekit.server.console.conversations import CONSOLE_RULE
 from rulekit.server.console.journal import known
 from rulekit.server.console.sessions import Viewer
@@ -102,7 +102,7 @@ class Changes:
         channel = found.channel
         action = self._action("reply", channel)
         now = datetime.now(UTC)
-        token = change_token(viewer, idempotency_key)
+        token = change_token(viewer, idempotency_key, "POST", "messages", conversation_id, body)
         agent = Agent(email=viewer.email, name=viewer.name, known=True)
         event = Event(
             id=f"{channel}:console:{token}",
@@ -153,7 +153,7 @@ class Changes:
         changed = {k: v for k, v in changes.items() if getattr(client, k) != v}
         if not changed:
             return ok({"event_id": None, "job_id": None, "changed": [], "client": _panel(client)})
-        token = change_token(viewer, idempotency_key)
+        token = change_token(viewer, idempotency_key, "PATCH", "client", conversation_id, body)
         event = console_event(
             viewer, f"client:{token}", channel, "client_updated", found.conversation, client
         )
@@ -403,9 +403,16 @@ def console_event(
     )
 
 
-def change_token(viewer: Viewer, key: str | None) -> str:
-    """The id part of a change: derived from the agent and their idempotency key, else new."""
+def change_token(
+    viewer: Viewer, key: str | None, method: str, endpoint: str, conversation_id: str, body: Any
+) -> str:
+    """The id part of a change: derived from the agent, their idempotency key and the request
+    (:func:`~rulekit.server.console.idempotency.fingerprint`), else new. The same request sent
+    again under the key makes the same event, recognised even once the ledger of keys let the
+    key go; another request under a key the ledger let go makes another event (derived from
+    the key alone, it would be taken for the first one and dropped)."""
     if key is None:
         return secrets.token_hex(12)
     who = viewer.email.lower() if viewer.email else "admin"
-    return hashlib.sha256(f"{who}\0{key}".encode()).hexdigest()[:24]
+    request = idempotency.fingerprint(method, endpoint, conversation_id, body)
+    return hashlib.sha256(f"{who}\0{key}\0{request}".encode()).hexdigest()[:24]

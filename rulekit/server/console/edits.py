@@ -110,7 +110,7 @@ class ConversationEdits(Changes):
             params = action.Params.model_validate(body)
         except ValidationError as exc:
             raise ApiError(400, _problems(exc)) from None
-        token = change_token(viewer, idempotency_key)
+        token = change_token(viewer, idempotency_key, "POST", endpoint, conversation_id, body)
         commit, evaluator = self.runtime.commit, self.runtime.evaluator
         if commit is None or evaluator is None:
             raise ApiError(503, "the daemon is not running")

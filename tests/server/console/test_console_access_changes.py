@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from workspace_helpers import path, running
+from workspace_helpers import path, running, wait_for
 
 pytest.importorskip("rulekit_chatra")
 
@@ -35,3 +35,37 @@ def test_a_retry_under_a_key_is_refused_once_the_channel_is_withdrawn(tmp_path: 
             assert anna.get(path()).status_code == 404
         with site.client("admin") as admin:
             assert admin.get(path()).json()["conversation"]["tags"] == ["vip"]
+
+
+def test_a_key_the_ledger_let_go_names_a_new_request_not_an_old_one(tmp_path: Path) -> None:
+    """The ledger keeps keys for a day (the newest 2,000): a key it let go may name another
+    request. A reply's event id stays derived from the key, so the same reply sent again is
+    still one reply; another text under the key is another reply, sent, not answered as the
+    first one's duplicate (and so dropped)."""
+    with running("sqlite", tmp_path) as site:
+        site.started()
+        key = {"Idempotency-Key": "k-reused"}
+
+        def forget() -> None:  # as the ledger does after a day, or 2,000 newer keys
+            with site.daemon.store.transaction() as state:
+                state.release_request_key("anna@example.com", "k-reused")
+
+        with site.client("anna") as anna:
+            first = anna.post(f"{path()}/messages", json={"text": "one"}, headers=key)
+            assert first.status_code == 202, first.text
+            forget()
+            again = anna.post(f"{path()}/messages", json={"text": "one"}, headers=key)
+            assert again.status_code == 200 and again.json()["duplicate"] is True
+            assert again.json()["event_id"] == first.json()["event_id"]
+            forget()
+            other = anna.post(f"{path()}/messages", json={"text": "two"}, headers=key)
+            assert other.status_code == 202, other.text
+            assert other.json()["event_id"] != first.json()["event_id"]
+            forget()
+            named = anna.patch(f"{path()}/client", json={"name": "Maria"}, headers=key)
+            forget()
+            renamed = anna.patch(f"{path()}/client", json={"name": "Mia"}, headers=key)
+            assert (named.status_code, renamed.status_code) == (202, 202), renamed.text
+            assert anna.get(path()).json()["client"]["name"] == "Mia"
+        sent = wait_for(lambda: len(site.chatra.sent) == 2 and site.chatra.sent, "the replies")
+        assert [message["text"] for message in sent] == ["one", "two"]
