@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from typing import Any
 
 from jinja2 import filters as jinja_filters
@@ -227,7 +227,7 @@ def guard_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
                 raise _too_big(f"the text of '{name}'")
             # a filter's work grows with the text it reads (urlize of 100,000 characters takes
             # ~0.4 s): counted as steps, so that the CPU clock is read between such uses
-            if per_item and isinstance(value, str | list | tuple | dict):
+            if per_item and isinstance(value, Sized):  # a dict's keys() too
                 budget.step(1 + len(value))
             else:
                 budget.step(1 + len(value) // CHARS_PER_STEP if isinstance(value, str) else 1)

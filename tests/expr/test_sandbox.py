@@ -349,6 +349,18 @@ def test_filters_working_per_item_count_each_item_before_they_run(
     )
 
 
+@pytest.mark.parametrize("view", ["keys()|sort", "values()|max", "items()|min", "keys()|unique"])
+def test_a_dicts_views_count_each_item_before_a_per_item_filter_runs(view: str) -> None:
+    """Only strings, lists, tuples and dicts were counted first: ``custom.keys()|sort`` sorted
+    a client's 500,000 keys (seconds of CPU in one call) before the result was refused."""
+    value = {_Compared(f"k{i}"): _Compared(f"v{i}") for i in range(120_000)}
+    _Compared.count = 0
+    template = Sandbox().from_string("{{ (t." + view + ")|string|length }}")
+    with pytest.raises(OverBudget, match="steps"):
+        with_budget(lambda: template.render(t=value))
+    assert _Compared.count == 0
+
+
 def _cpu_of(template: Any, text: str) -> float:
     start = time.thread_time()
     with_budget(lambda: template.render(t=text))
