@@ -338,6 +338,14 @@ class Engine:
         if rule is None or rule.timing is None:
             firing.outcome, firing.reason = "gone", "the rule is no longer a timed rule"
             return plan
+        if (rule.channels is not None and event.channel not in rule.channels) or (
+            rule.events is not None and event.event not in rule.events
+        ):  # a reload changed its on: since the timer was set
+            firing.outcome = "gone"
+            firing.reason = (
+                f"the rule no longer reacts to its triggering event ({event.channel} {event.event})"
+            )
+            return plan
         trace = RuleTrace(rule.name, False, "") if explain else None
         if now - due > rule.timing.max_late:
             firing.outcome = "dropped"
