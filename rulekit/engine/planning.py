@@ -14,7 +14,7 @@ from rulekit.engine.reasons import condition_source, failure_reason
 from rulekit.engine.timers import TimerSet, due_time
 from rulekit.errors import TemplateError
 from rulekit.event import Event
-from rulekit.rules.spec import Rule, Timing
+from rulekit.rules.spec import Rule, Timing, format_duration
 
 
 class ActionSequence:
@@ -101,11 +101,16 @@ def set_timer(
         return
     due = due_time(timing, now, config.calendars)
     if due is None:
-        problem = (
-            f"calendar {timing.calendar!r} does not open within two years"
-            if timing.calendar in config.calendars
-            else f"calendar {timing.calendar!r} is not configured"
-        )
+        calendar = config.calendars.get(timing.calendar or "")
+        if calendar is None:
+            problem = f"calendar {timing.calendar!r} is not configured"
+        elif calendar.next_open(now) is None:
+            problem = f"calendar {timing.calendar!r} does not open within two years"
+        else:  # open, but not that long
+            problem = (
+                f"calendar {timing.calendar!r} is not open {format_duration(timing.after)}"
+                " in all within two years"
+            )
         plan.errors.append(f"rule {rule.name!r}: no timer: {problem}")
         if trace is not None:
             trace.reason += f"; no timer: {problem}"

@@ -199,3 +199,28 @@ def test_the_idle_close_rule_of_plugins_md_restarts_on_each_message(build_engine
     assert timer.restart and timer.due == MONDAY_10 + timedelta(minutes=30)
     closed = engine.evaluate(make_event(event="closed", conversation={"id": "c1"}))
     assert [c.rule for c in closed.cancels] == ["Close chats idle for 30 minutes"]
+
+
+def test_business_time_a_calendar_does_not_reach_is_an_error_saying_which(build_engine) -> None:
+    """No timer when the calendar does not reach the business time within the two years it
+    looks ahead: a calendar that never opens says so; one that opens, yet not for that long
+    in all (400 days of open time out of 8 hours a weekday), says that, not that it never
+    opens."""
+    config = CONFIG + "  never:\n    hours: {}\n"
+    for calendar, problem in (
+        ("never", "calendar 'never' does not open within two years"),
+        ("support", "calendar 'support' is not open 400d in all within two years"),
+    ):
+        engine = build_engine(
+            f"""
+            - name: ping
+              on: {{channel: online-chat, event: created}}
+              after: {{business: 400d, calendar: {calendar}}}
+              do:
+                - autoreply: {{text: late}}
+            """,
+            config,
+        )
+        plan = engine.evaluate(make_event(conversation={"id": "c1"}), now=MONDAY_10)
+        assert plan.timers == []
+        assert plan.errors == [f"rule 'ping': no timer: {problem}"]
