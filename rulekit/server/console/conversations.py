@@ -144,7 +144,7 @@ def view(
         ],
         "events": [event_summary(record, jobs[record.event_id], team) for record in records],
         "actions": [
-            {**action_entry(job), "event": record.event}
+            team.action({**action_entry(job), "event": record.event})
             for record in records
             for job in jobs[record.event_id]
         ],

@@ -133,6 +133,21 @@ class TeamView:
             for key, value in change.items()
         }
 
+    def action(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """A job of the conversation's actions without the agents the viewer may not see in
+        its result (``assign``'s ``assigned``, ``play_sound``'s ``to``: any value, or item of
+        a list, that is such an agent's email)."""
+        result = entry.get("result")
+        if self.viewer.admin or not isinstance(result, dict):
+            return entry
+        shown = {key: self._unnamed(value) for key, value in result.items()}
+        return entry if shown == result else {**entry, "result": shown}
+
+    def _unnamed(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [None if self.hides(item) else item for item in value]
+        return None if self.hides(value) else value
+
     def thread_entry(self, entry: dict[str, Any]) -> dict[str, Any]:
         """A message of the thread without its author's name when the viewer may not see them."""
         if not self.hides(entry.get("agent")):

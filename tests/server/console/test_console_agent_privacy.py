@@ -158,3 +158,39 @@ def test_an_assignee_the_viewer_may_not_see_is_not_named_but_the_conversation_is
             seen["view"]["conversation"],
         ):
             assert conversation["assignee"] is None and conversation["assignee_hidden"] is True
+
+
+def test_an_action_s_result_does_not_name_an_agent_the_viewer_may_not_see(
+    tmp_path: Path,
+) -> None:
+    """A rule assigned Boris while he had access to online-chat; then he lost it (a reload).
+    The conversation's actions still list the rule's ``assign`` job: its result says that it
+    assigned someone, not whom, to Anna; the admin is told."""
+    from workspace_helpers import RULES, path, running
+
+    boris = "boris@example.com"
+    assigns = RULES + (
+        "- name: Take new chats\n"
+        "  on: {channel: online-chat, event: created}\n"
+        "  do:\n"
+        f"    - assign: {{agent: {boris}, only_online: false}}\n"
+    )
+    with running("sqlite", tmp_path) as site:
+        config, rules = tmp_path / "rulekit.yaml", tmp_path / "rules.d" / "rules.yaml"
+        only_forms = config.read_text()
+        config.write_text(only_forms.replace("channels: [forms]", "channels: [forms, online-chat]"))
+        rules.write_text(assigns)
+        assert site.reload()
+        site.started()
+        event_id = "online-chat:msg:Acb7t59BkCvoXi6SS"
+        wait_for(lambda: [j for j in site.jobs_of(event_id) if j.status == "done"], "the job")
+        config.write_text(only_forms)
+        rules.write_text(RULES)
+        assert site.reload()
+        with site.client("anna") as anna, site.client("admin") as admin:
+            (shown,) = anna.get(path()).json()["actions"]
+            (told,) = admin.get(path()).json()["actions"]
+            seen = anna.get(path()).text
+        assert told["result"]["assigned"] == boris
+        assert shown["result"]["assigned"] is None and shown["result"]["changed"] is True
+        assert boris not in seen and "Boris" not in seen
