@@ -361,6 +361,21 @@ def test_a_dicts_views_count_each_item_before_a_per_item_filter_runs(view: str) 
     assert _Compared.count == 0
 
 
+@pytest.mark.parametrize("expression", ["t.items()|list", "t|list", "t.values()|slice(2)|list"])
+def test_listing_a_large_value_is_refused_before_the_list_is_made(expression: str) -> None:
+    # 500,000 pairs of a client's keys were made (90 MB) before the list was refused
+    value = {f"k{i}": i for i in range(500_000)}
+    template = Sandbox().from_string("{{ (" + expression + ")|length }}")
+    tracemalloc.start()
+    try:
+        with pytest.raises(OverBudget, match="would be larger than 100000"):
+            with_budget(lambda: template.render(t=value))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * 2**20, peak
+
+
 def _cpu_of(template: Any, text: str) -> float:
     start = time.thread_time()
     with_budget(lambda: template.render(t=text))
