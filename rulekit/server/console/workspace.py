@@ -224,10 +224,11 @@ class Workspace:
         text = params.get("q") or None
         if text is not None and len(text) > MAX_TEXT:
             raise ApiError(400, f"q is longer than {MAX_TEXT} characters")
-        try:
-            limit = int(params.get("limit", "50"))
-        except ValueError:
-            raise ApiError(400, "limit must be a whole number") from None
+        written = params.get("limit", "50")
+        # ASCII digits only, as ids in paths: int() also takes "+5", " 5", "0_5", other digits
+        if not (written.isascii() and written.isdigit()) or len(written) > 3:
+            raise ApiError(400, f"limit must be a whole number between 1 and {MAX_PAGE}")
+        limit = int(written)
         if not 1 <= limit <= MAX_PAGE:
             raise ApiError(400, f"limit must be between 1 and {MAX_PAGE}")
         cursor = params.get("cursor") or None

@@ -165,6 +165,17 @@ def test_query_parameters_given_twice_or_unknown_get_400(workspace: Workspace) -
         assert admin.get("stats?since=7d").status_code == 200
 
 
+def test_a_page_size_is_written_in_ascii_digits(workspace: Workspace) -> None:
+    """``limit`` is read as strictly as the ids in paths: what ``int()`` also takes (a sign,
+    spaces, ``_``, digits of other scripts) is no page size a client meant."""
+    with workspace.client("anna") as anna:
+        for limit in ("+5", " 5", "5 ", "0_5", "\u0665", "\uff15", "-0", "05" * 10):
+            response = anna.get("conversations", params={"limit": limit})
+            assert response.status_code == 400, limit
+            assert "limit" in response.json()["error"]
+        assert anna.get("conversations", params={"limit": "200"}).status_code == 200
+
+
 @pytest.mark.parametrize("since", ["99999999999d", "9" * 30, "3000000d", "1e400d", "%FF"])
 def test_stats_answer_400_to_a_since_out_of_range(workspace: Workspace, since: str) -> None:
     response = httpx.get(
