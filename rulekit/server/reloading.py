@@ -47,6 +47,11 @@ RETIRE_POLL = 1.0
 """Seconds between two looks at whether a replaced snapshot is still used by a call."""
 RELOAD_BUDGET = 60.0
 """Seconds a reload may take to load and validate the new set before it is abandoned."""
+MAX_LOADS = 2
+"""Loads that may run at once, abandoned ones included: an abandoned load goes on in its
+thread (a thread cannot be stopped), so a reload on each save of rules that load in longer
+than the budget started one more each time, every one holding the memory of a whole set.
+A reload beyond it is refused until one of them ends."""
 
 
 def _errors(exc: BaseException) -> list[str]:
@@ -120,6 +125,8 @@ class Reloading:
     """Replaced snapshots whose clients are not closed yet, by the task to close them
     (:meth:`_retire`)."""
     _reload_lock: asyncio.Lock | None
+    _loads: list[object]
+    """A token per load running in its thread (:data:`MAX_LOADS`)."""
     _stop_watching: asyncio.Event | None
     stopping: bool
     """The daemon is stopping: a reload swaps nothing in any more (its fetchers, workers and
@@ -145,10 +152,25 @@ class Reloading:
         async with self._reload_lock:
             if self.stopping:
                 return False
+            loads = self._loads
             try:
+                if len(loads) >= MAX_LOADS:
+                    raise RulekitError(
+                        f"{len(loads)} earlier loads, abandoned over the reload budget, are "
+                        "still running: reload again once one of them has ended"
+                    )
+                token = object()
+                loads.append(token)
+
+                def load(config_path: Path | None, rules_path: Path | None) -> Snapshot:
+                    try:
+                        return load_known(config_path, rules_path)
+                    finally:
+                        loads.remove(token)
+
                 new = await run_within(
                     self.reload_budget,
-                    load_known,
+                    load,
                     self.config_path,
                     self.rules_path,
                     what="loading the rules and config",

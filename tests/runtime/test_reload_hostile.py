@@ -149,3 +149,46 @@ def test_a_reload_that_ends_while_the_daemon_stops_swaps_nothing_in(
     # and no reload begins once it stopped
     assert server.call(server.daemon.reload("test")) is False
     assert calls == ["load", "done"]
+
+
+def test_loads_abandoned_over_budget_are_not_started_without_end(
+    tmp_path, serve, chatra, monkeypatch
+):
+    """An abandoned load goes on in its thread: a reload on each save of rules that load in
+    longer than the budget started one more each time, each holding a whole set's memory.
+    Two may run at once; a reload beyond them is refused until one ends."""
+    config = write_setup(tmp_path, chatra=chatra)
+    server = serve(config, reload_budget=0.5)
+    real_load = reloading_module.load_known
+    release = threading.Event()
+    calls: list[str] = []
+
+    def load(*args):
+        calls.append("load")
+        if len(calls) <= 2:  # the first two hang (a load far over its budget)
+            release.wait(120)
+        snapshot = real_load(*args)
+        calls.append("done")
+        return snapshot
+
+    monkeypatch.setattr(reloading_module, "load_known", load)
+    try:
+        (tmp_path / "rules.d" / "rules.yaml").write_text(RELOADED)
+        assert server.call(server.daemon.reload("test")) is False
+        assert server.call(server.daemon.reload("test")) is False
+        assert server.call(server.daemon.reload("test")) is False
+        [error] = server.daemon.last_reload["errors"]
+        assert error == (
+            "2 earlier loads, abandoned over the reload budget, are still running: reload "
+            "again once one of them has ended"
+        )
+        assert calls == ["load", "load"]  # the third was not started
+    finally:
+        release.set()
+    wait_for(lambda: calls.count("done") == 2)
+    server.daemon.reload_budget = 60.0
+    # once they have ended (their threads finish just after), a reload goes through
+    wait_for(lambda: server.call(server.daemon.reload("test")))
+    httpx.post(server.webhook_url, content=chat_started(1))
+    wait_for(lambda: len(chatra.sent) == 1)
+    assert chatra.sent[0]["text"] == "Welcome back Visitor 1"
