@@ -13,7 +13,7 @@ import json
 import mimetypes
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -94,6 +94,14 @@ class Console:
 
     def routes(self) -> list[BaseRoute]:
         return [
+            Route(route.path, self._while_on(route.endpoint), methods=route.methods)
+            if isinstance(route, Route)
+            else route
+            for route in self._routes()
+        ]
+
+    def _routes(self) -> list[BaseRoute]:
+        return [
             Route("/console", self.root, methods=["GET"]),
             Route("/console/", self.index, methods=["GET"]),
             Route("/console/login", self.login_page, methods=["GET"]),
@@ -109,6 +117,24 @@ class Console:
             *self.stats.routes(),
             Route("/console/stream", self.stream, methods=["GET"]),
         ]
+
+    def on(self) -> bool:
+        """Whether the loaded config has the console (``console.enabled``). A reload that
+        turns it off ends every access at once: each request answers 404, as if the console
+        were not there, and the sessions are over (turned on again, nobody is signed in)."""
+        if self.get_snapshot().config.raw.console.enabled:
+            return True
+        if len(self.sessions):
+            self.sessions = Sessions(self.sessions.ttl)
+        return False
+
+    def _while_on(self, endpoint: Callable[[Request], Awaitable[Response]]) -> Any:
+        async def guarded(request: Request) -> Response:
+            if not self.on():
+                return _error(404, "Not Found")
+            return await endpoint(request)
+
+        return guarded
 
     def wake_dispatcher(self) -> None:
         if self.wake is not None:
@@ -332,6 +358,8 @@ class Console:
             del self.streams[who]
 
     def viewer_of(self, session_id: str | None) -> Viewer | None:
+        if not self.on():  # an open stream ends with its console
+            return None
         return self.sessions.viewer(session_id, self.get_snapshot().config)
 
     async def _visible(self, viewer: Viewer, message: dict[str, Any]) -> bool:

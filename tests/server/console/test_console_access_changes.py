@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
-from workspace_helpers import path, running, wait_for
+from workspace_helpers import TOKENS, path, running, wait_for
 
 pytest.importorskip("rulekit_chatra")
 
@@ -69,3 +70,35 @@ def test_a_key_the_ledger_let_go_names_a_new_request_not_an_old_one(tmp_path: Pa
             assert anna.get(path()).json()["client"]["name"] == "Mia"
         sent = wait_for(lambda: len(site.chatra.sent) == 2 and site.chatra.sent, "the replies")
         assert [message["text"] for message in sent] == ["one", "two"]
+
+
+def test_a_reload_that_turns_the_console_off_ends_every_access_at_once(tmp_path: Path) -> None:
+    """``console: {enabled: false}`` loaded by a reload (a token leaked: the operator shuts
+    the console): every console request answers 404 from then on, sessions and bearer tokens
+    alike, and nothing more is changed through it; turned on again, the sessions opened
+    before are over."""
+    with running("sqlite", tmp_path) as site:
+        site.started()
+        config = tmp_path / "rulekit.yaml"
+        text = config.read_text()
+        with httpx.Client(base_url=site.url, timeout=10) as browser:
+            signed_in = browser.post(
+                "/console/login",
+                data={"token": TOKENS["anna"]},
+                headers={"Origin": site.url},
+            )
+            assert signed_in.status_code == 303
+            assert browser.get("/console/api/me").status_code == 200
+            config.write_text(text.replace("console:\n", "console:\n  enabled: false\n", 1))
+            assert site.reload()
+            assert browser.get("/console/api/me").status_code == 404
+            assert browser.get("/console/").status_code == 404
+            with site.client("anna") as anna:
+                assert anna.get("conversations").status_code == 404
+                assert anna.get(path()).status_code == 404
+                sent = anna.post(f"{path()}/messages", json={"text": "still here?"})
+                assert sent.status_code == 404
+            config.write_text(text)
+            assert site.reload()
+            assert browser.get("/console/api/me").status_code == 401
+        assert site.events("agent_replied") == []
