@@ -161,6 +161,11 @@ class Calendar:
         self._holiday_starts = [start for start, _ in merged]
         self._holiday_ends = [end for _, end in merged]
 
+    @property
+    def has_hours(self) -> bool:
+        """Whether any weekday has opening hours (without, the calendar never opens)."""
+        return any(self._spans.values())
+
     def is_holiday(self, day: date) -> bool:
         index = bisect_right(self._holiday_starts, day) - 1
         return index >= 0 and day <= self._holiday_ends[index]

@@ -281,6 +281,15 @@ class RuleLoader:
         timing = Timing(after=spec.after if isinstance(spec.after, timedelta) else timedelta())
         if isinstance(spec.after, BusinessDelay):
             timing.after, timing.calendar = spec.after.business, spec.after.calendar
+            calendar = self.config.calendars.get(spec.after.calendar)
+            if calendar is not None and not calendar.has_hours:
+                warnings.append(
+                    at.error(
+                        ("after", "calendar"),
+                        f"calendar {spec.after.calendar!r} has no opening hours: its business "
+                        "time never passes, so this rule sets no timer (each match is an error)",
+                    )
+                )
             if spec.after.calendar not in self.config.calendars:
                 calendars = list(self.config.calendars)
                 hint = did_you_mean(spec.after.calendar, calendars)

@@ -184,3 +184,26 @@ def test_a_rule_name_cannot_start_with_the_channel_timers_mark(tmp_path: Path) -
     )
     assert len(found) == 1 and "r.yaml:1: [0].name" in found[0]
     assert "cannot start with '@' (channel timers use those)" in found[0]
+
+
+def test_business_time_of_a_calendar_without_hours_is_a_warning(tmp_path: Path) -> None:
+    """A calendar with no opening hours never opens: business time on it never passes, and
+    each match was an error at run time only."""
+    write(tmp_path / "rules.d" / "r.yaml", RULES_ON_CLOSED)
+    config = write(tmp_path / "rulekit.yaml", CONFIG + "  closed:\n    hours: {}\n")
+    engine = Engine.from_path(tmp_path / "rules.d", config)
+    found = [str(w) for w in engine.ruleset.warnings if "opening hours" in str(w)]
+    assert len(found) == 1 and "r.yaml:3: [0].after.calendar: calendar 'closed'" in found[0]
+    assert "has no opening hours: its business time never passes" in found[0]
+
+
+RULES_ON_CLOSED = """
+- name: ping
+  on: {channel: online-chat}
+  after: {business: 5m, calendar: closed}
+  do: [{autoreply: {text: hi}}]
+- name: pong
+  on: {channel: online-chat}
+  after: {business: 5m, calendar: support}
+  do: [{autoreply: {text: hi}}]
+"""
