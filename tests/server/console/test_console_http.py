@@ -3,6 +3,7 @@ sounds, the JSON API."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -401,6 +402,22 @@ def test_a_revoked_session_ends_its_stream(console_server: ConsoleServer) -> Non
             # the server ends the stream at the next keep-alive
             assert [line for line in response if line] == []
         finally:
+            context.__exit__(None, None, None)
+
+
+def test_a_console_turned_off_by_a_reload_ends_its_streams(console_server: ConsoleServer) -> None:
+    console = console_server.console.get_snapshot().config.raw.console
+    with console_server.client("ann") as client:
+        context, response = open_stream(client, console_server)
+        try:
+            console.enabled = False  # as a reload loading `console: {enabled: false}`
+            # the server ends the stream at the next keep-alive (bounded: not one per 0.3 s)
+            assert list(itertools.islice((line for line in response if line), 3)) == []
+            assert client.get("/console/api/me").status_code == 404
+            console.enabled = True
+            assert client.get("/console/api/me").status_code == 401  # the session is over
+        finally:
+            console.enabled = True
             context.__exit__(None, None, None)
 
 
