@@ -250,6 +250,8 @@ class Changes:
         recorded = any(result.recorded for result in processed)
         if recorded:
             self.runtime.wake("outbox")
+        if any(result.timers for result in processed):
+            self.runtime.wake("timers")
         return prepared.events[0], recorded, job_id
 
 

@@ -145,6 +145,8 @@ class ConversationEdits(Changes):
         for result in processed:
             report(result, self.runtime.metrics, self.runtime.feed)
         updated = next(e for e in prepared.events if e.event == "updated")
+        if any(result.timers for result in processed):
+            self.runtime.wake("timers")
         if any(result.recorded for result in processed):
             self.runtime.wake("outbox")
             audit(
