@@ -48,7 +48,7 @@ from rulekit.runtime.sharedpace import (
     shared_wait,
     store_backoff,
 )
-from rulekit.runtime.slots import CallSlots
+from rulekit.runtime.slots import CallSlots, ServiceShares, service_of
 from rulekit.snapshot import Snapshot
 from rulekit.store.base import State
 from rulekit.store.records import CallStart, EventRecord, Job
@@ -125,6 +125,7 @@ class JobCalls:
     _renewer: asyncio.Task[None] | None
     _stopping: bool
     _slots: CallSlots | None
+    _shares: ServiceShares | None
     _shares_pacing: bool
 
     @property
@@ -176,17 +177,22 @@ class JobCalls:
             context = await self._context(job, lane, snapshot, record)
         except (LookupError, ValidationError) as exc:
             return await self._unusable(job, exc, emitted, snapshot)
-        paces = action.pacing(params) or self._conversation_paces(
-            job, record, action, context.provider
-        )
+        own = action.pacing(params)
+        paces = own or self._conversation_paces(job, record, action, context.provider)
         paces = paces + self._call_paces(action, params, context)
+        service = service_of(paces, own, job.action)
+        assert self._shares is not None
         if taken is not None:
-            if self.pacer.ready(paces):  # nothing to wait for: the call goes
-                async with self.pacer.acquire(paces) as slot:
-                    taken.called = True
-                    call = (action, params, context, job, record)
-                    hold = Hold(taken.since, self.lease)
-                    return await self._started(call, lane, paces, slot, emitted, snapshot, hold)
+            # nothing to wait for, and room in the service's share: the call goes
+            if self.pacer.ready(paces) and self._shares.try_take(service):
+                try:
+                    async with self.pacer.acquire(paces) as slot:
+                        taken.called = True
+                        call = (action, params, context, job, record)
+                        hold = Hold(taken.since, self.lease)
+                        return await self._started(call, lane, paces, slot, emitted, snapshot, hold)
+                finally:
+                    self._shares.give_back(service)
             # it has to wait for its turn after all: not as a started call, nor with a slot
             await self._withdraw(job)
             taken.release()
@@ -204,22 +210,33 @@ class JobCalls:
             while not self._stopping:
                 if self.snapshot() is not snapshot:  # reloaded while it waited for its turn
                     return RELOADED
-                async with self._slots:  # held until the outcome is recorded
-                    try:
-                        context = await self._context(job, lane, snapshot, record)
-                    except (LookupError, ValidationError) as exc:
-                        return await self._unusable(job, exc, emitted, snapshot)
-                    since = lease_clock()
-                    start = await self._begin(job, context.event, action, paces)
-                    if start.started:
-                        if start.conversation is not None:
-                            context.event = context.event.model_copy(
-                                update={"conversation": start.conversation}
+                # the service's share of the slots: a service that hangs holds up the calls
+                # to it, not those to every other service (waiting holds no slot either)
+                with self._waiting(lane):
+                    await self._shares.take(service)
+                try:
+                    if self.snapshot() is not snapshot:  # reloaded while it waited
+                        return RELOADED
+                    async with self._slots:  # held until the outcome is recorded
+                        try:
+                            context = await self._context(job, lane, snapshot, record)
+                        except (LookupError, ValidationError) as exc:
+                            return await self._unusable(job, exc, emitted, snapshot)
+                        since = lease_clock()
+                        start = await self._begin(job, context.event, action, paces)
+                        if start.started:
+                            if start.conversation is not None:
+                                context.event = context.event.model_copy(
+                                    update={"conversation": start.conversation}
+                                )
+                            call = (action, params, context, job, record)
+                            hold = Hold(since, self.lease)
+                            return await self._started(
+                                call, lane, paces, slot, emitted, snapshot, hold
                             )
-                        call = (action, params, context, job, record)
-                        hold = Hold(since, self.lease)
-                        return await self._started(call, lane, paces, slot, emitted, snapshot, hold)
-                    del context  # a service-wide pause holds no event either
+                        del context  # a service-wide pause holds no event either
+                finally:
+                    self._shares.give_back(service)
                 if not start.wait:
                     return None  # handed back
                 with self._waiting(lane):  # a service-wide pause, agreed by every daemon

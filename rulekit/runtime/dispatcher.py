@@ -56,7 +56,7 @@ from rulekit.runtime.metrics import Metrics
 from rulekit.runtime.outcomes import Decision, announce
 from rulekit.runtime.owner import owner_name
 from rulekit.runtime.sharedpace import retry_store, store_backoff
-from rulekit.runtime.slots import CallSlots
+from rulekit.runtime.slots import CallSlots, ServiceShares
 from rulekit.snapshot import Snapshot
 from rulekit.store.base import JournaledState
 from rulekit.store.records import EventRecord, Job
@@ -132,6 +132,7 @@ class Dispatcher(JobCalls):
         self._claimed.set()
         self._stopping = False
         self._slots: CallSlots | None = None
+        self._shares: ServiceShares | None = None
         self.work = WorkTime()
         """How long lanes have worked since the last recorded attempt (:meth:`stalled`)."""
         self._shares_pacing = bool(getattr(self.store, "shares_pacing", False))
@@ -150,6 +151,7 @@ class Dispatcher(JobCalls):
     async def run(self) -> None:
         """Claim and execute jobs until :meth:`stop`."""
         self._slots = slots = CallSlots(self.settings.concurrency)
+        self._shares = shares = ServiceShares(slots)
         delay = 0.0
         while not self._stopping:
             # cleared before the claim, not before the sleep: jobs enqueued while the claim
@@ -157,6 +159,7 @@ class Dispatcher(JobCalls):
             self._wakeup.clear()
             if slots.size != self.settings.concurrency:  # reloaded
                 slots.resize(self.settings.concurrency)
+                shares.resized()
             capacity = max(self.settings.concurrency * 8, 64) - len(self._known)
             claimed = 0
             if capacity > 0:

@@ -1,4 +1,5 @@
-"""The dispatcher's call slots: at most ``dispatcher.concurrency`` calls under way at once.
+"""The dispatcher's call slots: at most ``dispatcher.concurrency`` calls under way at once, and
+at most a share of them for one service (:class:`ServiceShares`).
 
 The number follows the configuration loaded now: a reload that raises it lets calls waiting
 for a slot go at once, and one that lowers it lets no call start until fewer than the new
@@ -10,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Sequence
+
+from rulekit.actions.pacing import Pace
 
 
 class CallSlots:
@@ -63,3 +67,83 @@ class CallSlots:
             if not waiter.done():  # (a cancelled one is done)
                 self.used += 1
                 waiter.set_result(None)
+
+
+class ServiceShares:
+    """Each service's share of the call slots: at most :attr:`limit` calls to one service under
+    way at once, so that one service that hangs (it takes connections and never answers) holds
+    at most that many slots until its calls time out, and calls to every other service keep
+    going in the rest (a quarter of the slots, one at least). A call waits for its service's
+    share before it takes a slot; waiting holds none.
+
+    A service is what a call's paces name with the scope ``service`` (a Slack workspace, a
+    Telegram bot, a channel's account), else the destination an action paces itself by (a
+    webhook target), else the action (:func:`service_of`). With one slot there is nothing to
+    keep apart, and the one service may take it."""
+
+    def __init__(self, slots: CallSlots) -> None:
+        self.slots = slots
+        self.used: dict[str, int] = {}
+        self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
+
+    @property
+    def limit(self) -> int:
+        """Calls one service may have under way: all the slots but a quarter (one at least)."""
+        size = self.slots.size
+        return max(1, size - max(1, size // 4))
+
+    def try_take(self, service: str) -> bool:
+        """Take a place in ``service``'s share if one is free and nobody waits for one."""
+        if self.used.get(service, 0) >= self.limit or self._waiters.get(service):
+            return False
+        self.used[service] = self.used.get(service, 0) + 1
+        return True
+
+    async def take(self, service: str) -> None:
+        """Take a place in ``service``'s share, waiting for one first (in order)."""
+        if self.try_take(service):
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(service, deque()).append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # handed a place, cancelled since
+                self.give_back(service)
+            raise
+        finally:
+            waiters = self._waiters.get(service)
+            if waiters is not None and not waiters:
+                del self._waiters[service]
+
+    def give_back(self, service: str) -> None:
+        """Give back a place taken in ``service``'s share."""
+        left = self.used.get(service, 0) - 1
+        if left > 0:
+            self.used[service] = left
+        else:
+            self.used.pop(service, None)
+        self._wake(service)
+
+    def _wake(self, service: str) -> None:
+        waiters = self._waiters.get(service)
+        while waiters and self.used.get(service, 0) < self.limit:
+            waiter = waiters.popleft()
+            if not waiter.done():  # (a cancelled one is done)
+                self.used[service] = self.used.get(service, 0) + 1
+                waiter.set_result(None)
+
+    def resized(self) -> None:
+        """The slots were resized (a reload): waiters a larger share has room for go."""
+        for service in list(self._waiters):
+            self._wake(service)
+
+
+def service_of(paces: Sequence[Pace], own: Sequence[Pace], action: str) -> str:
+    """The service a call with ``paces`` goes to, for :class:`ServiceShares`: the key of its
+    last pace of scope ``service``, else the destination of the action's own pacing (``own``),
+    else the action's name."""
+    for pace in reversed(paces):
+        if pace.scope == "service":
+            return pace.key
+    return own[0].key if own else action
