@@ -6,6 +6,7 @@ Runs when ``RULEKIT_TEST_POSTGRES`` names a reachable server (CI sets it); skipp
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import Counter
@@ -72,8 +73,9 @@ def test_a_table_locked_by_another_session_answers_503_then_recovers(
     assert replied(chatra) == {"client00000000": 1, "client00000001": 1}
 
 
-APP = "rulekit-under-test"
-"""The ``application_name`` of the daemon's connections (to find them in pg_stat_activity)."""
+APP = f"rulekit-under-test-{os.getpid()}"
+"""The ``application_name`` of the daemon's connections (to find them in pg_stat_activity): this
+test run's own, so that runs sharing the database end none of each other's connections."""
 
 
 def end_connections(url: str) -> list[str]:
