@@ -105,6 +105,8 @@ class Dispatcher(JobCalls):
         self.recorded_event: Callable[[str], Event | None] = lambda event_id: None
         """The event of a job as this daemon's processor recorded it, when it still has it
         (:meth:`rulekit.runtime.processor.Processor.recorded_event`)."""
+        self.on_timers: Callable[[], None] = lambda: None
+        """Called when the events an action emitted set a timer (the timer runner's wake)."""
         self.rng = rng or random.Random()
         self.owner = owner_name()
         self._lanes: dict[str, Lane] = {}
@@ -409,6 +411,8 @@ class Dispatcher(JobCalls):
         )
         if any(result.jobs for result in decision.processed):
             self.wake()
+        if any(result.timers for result in decision.processed):
+            self.on_timers()
         return decision
 
     async def stop(self, grace: float = STOP_GRACE) -> None:

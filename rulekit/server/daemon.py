@@ -209,6 +209,7 @@ class Daemon(Reloading):
             on_timers=self.timers.wake,
         )
         self.dispatcher.arrival = self.processor.arrival
+        self.dispatcher.on_timers = self.timers.wake
         self.dispatcher.recorded_event = self.processor.recorded_event
         self._reload_lock = asyncio.Lock()
         self._stop_watching = asyncio.Event()
