@@ -201,7 +201,11 @@ class Dispatcher(JobCalls):
         taken for the calls the claim may start (:mod:`rulekit.runtime.claims`); how many
         were claimed."""
         assert self._slots is not None
-        reserved = 0 if self.shares_pacing else self._slots.take_free(capacity)
+        # as many calls as may start at once, whatever their services: free slots, within what
+        # the busiest service may still start (a claim cannot tell the services apart)
+        assert self._shares is not None
+        room = min(capacity, self._shares.room())
+        reserved = 0 if self.shares_pacing else self._slots.take_free(room)
         try:
             budget = max(0, HELD_BYTES - self._event_bytes)
             since = lease_clock()

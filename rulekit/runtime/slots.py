@@ -73,13 +73,13 @@ class ServiceShares:
     """Each service's share of the call slots: at most :attr:`limit` calls to one service under
     way at once, so that one service that hangs (it takes connections and never answers) holds
     at most that many slots until its calls time out, and calls to every other service keep
-    going in the rest (a quarter of the slots, one at least). A call waits for its service's
-    share before it takes a slot; waiting holds none.
+    going in the rest (a quarter of the slots). A call waits for its service's share before it
+    takes a slot; waiting holds none.
 
     A service is what a call's paces name with the scope ``service`` (a Slack workspace, a
     Telegram bot, a channel's account), else the destination an action paces itself by (a
-    webhook target), else the action (:func:`service_of`). With one slot there is nothing to
-    keep apart, and the one service may take it."""
+    webhook target), else the action (:func:`service_of`). With fewer than four slots there is
+    no quarter to keep apart, and one service may take them all."""
 
     def __init__(self, slots: CallSlots) -> None:
         self.slots = slots
@@ -88,9 +88,15 @@ class ServiceShares:
 
     @property
     def limit(self) -> int:
-        """Calls one service may have under way: all the slots but a quarter (one at least)."""
+        """Calls one service may have under way: all the slots but a quarter (rounded down: with
+        fewer than four slots, all of them)."""
         size = self.slots.size
-        return max(1, size - max(1, size // 4))
+        return max(1, size - size // 4)
+
+    def room(self) -> int:
+        """Calls the busiest service may still start: how many calls a claim may start at once
+        whatever their services (:meth:`CallSlots.take_free`)."""
+        return max(0, self.limit - max(self.used.values(), default=0))
 
     def try_take(self, service: str) -> bool:
         """Take a place in ``service``'s share if one is free and nobody waits for one."""

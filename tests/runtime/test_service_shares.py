@@ -62,8 +62,9 @@ def test_a_service_share_leaves_a_quarter_of_the_slots_and_follows_a_resize():
     assert all(shares.try_take("service:chatra") for _ in range(24))
     assert not shares.try_take("service:chatra")
     assert shares.try_take("slack")  # another service has room
-    slots.resize(1)
-    assert ServiceShares(slots).limit == 1  # one slot: the one service may take it
+    assert shares.room() == 0  # the busiest service has no room left: a claim starts none
+    slots.resize(3)
+    assert ServiceShares(slots).limit == 3  # no quarter to keep apart: one service takes all
     slots.resize(8)
     shares.resized()
     assert shares.limit == 6
