@@ -121,7 +121,8 @@ def held_back(
 
 @pytest.mark.parametrize(
     ("retry_after", "window"),
-    [(RETRY_AFTER, RETRY_AFTER), (None, 2 * INTERVAL)],  # without one: the fetch's backoff
+    # without one: the fetch's backoff
+    [(RETRY_AFTER, RETRY_AFTER), pytest.param(None, 2 * INTERVAL, marks=pytest.mark.slow)],
 )
 def test_a_429_answered_to_the_fetcher_holds_back_the_replies(
     tmp_path, serve, chatra, retry_after, window
@@ -145,7 +146,10 @@ def test_a_429_answered_to_the_fetcher_holds_back_the_replies(
 @pytest.mark.parametrize(
     ("retry_after", "window"),
     # without one: the reply's retry backoff, as the dispatcher draws it
-    [(RETRY_AFTER, RETRY_AFTER), (None, random.Random(SEED).uniform(0, BACKOFF))],
+    [
+        (RETRY_AFTER, RETRY_AFTER),
+        pytest.param(None, random.Random(SEED).uniform(0, BACKOFF), marks=pytest.mark.slow),
+    ],
 )
 def test_a_429_answered_to_a_reply_holds_back_the_fetcher(
     tmp_path, serve, chatra, retry_after, window
@@ -165,6 +169,7 @@ def test_a_429_answered_to_a_reply_holds_back_the_fetcher(
     assert [r.json["clientId"] for r in replies(chatra)] == [client_id(1)] * 2
 
 
+@pytest.mark.slow
 def test_after_either_pause_every_reply_and_fetch_goes_through_once(tmp_path, serve, chatra):
     """Both ways in one run: the fetcher's 429 holds the replies, then a reply's 429 holds the
     fetcher; every reply is sent once, every client's data arrives, none in a window."""
@@ -294,7 +299,8 @@ def test_channels_with_other_keys_are_not_held_by_each_others_429(tmp_path, serv
         assert reply.json["clientId"] == client_id(2)
 
 
-@pytest.mark.parametrize("limited_by", ["GET", "POST"])  # online-chat's fetcher, or its reply
+# online-chat's fetcher, or its reply
+@pytest.mark.parametrize("limited_by", [pytest.param("GET", marks=pytest.mark.slow), "POST"])
 def test_the_fetcher_of_another_channel_with_the_same_keys_obeys_the_pause(
     tmp_path, serve, chatra, limited_by
 ):

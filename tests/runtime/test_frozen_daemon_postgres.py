@@ -97,6 +97,7 @@ def test_a_daemon_frozen_after_recording_a_calls_start_does_not_call_once_taken_
     assert job.status == "done"
 
 
+@pytest.mark.slow
 def test_a_daemon_frozen_during_its_call_leaves_the_outcome_to_the_daemon_that_took_over(
     tmp_path, processes, chatra, fake_slack, postgres_url
 ):
@@ -162,6 +163,7 @@ INBOX_LEASE = 30.0
 """The processor's lease on an inbox item it claimed (rulekit.runtime.processor)."""
 
 
+@pytest.mark.slow
 def test_a_daemon_frozen_holding_an_inbox_item_does_not_record_it_again_once_taken_over(
     tmp_path, processes, chatra, fake_slack, postgres_url, proxied
 ):

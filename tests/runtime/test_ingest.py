@@ -4,6 +4,7 @@ full, secrets kept out of the logs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import logging
@@ -204,6 +205,9 @@ def test_every_way_of_losing_the_file_under_the_daemon_answers_503(
     assert httpx.post(server.webhook_url, content=chat_started(1)).status_code == 200
     wait_for(lambda: chatra.sent)
     database = tmp_path / "rulekit.sqlite3"
+    # the reply's outcome recorded before the file goes (else stopping waits out its bound,
+    # trying to record it: a call made is recorded however long the store is away)
+    wait_for(lambda: _statuses(database) == ["done"])
     if how == "unlinked":
         os.unlink(database)
     elif how == "renamed":
@@ -222,6 +226,11 @@ def test_every_way_of_losing_the_file_under_the_daemon_answers_503(
     if how in ("unlinked", "renamed"):
         assert not database.exists()
     assert {m["clientId"] for m in chatra.sent} == {"client00000001"}
+
+
+def _statuses(database) -> list[str]:
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        return [status for (status,) in conn.execute("SELECT status FROM outbox")]
 
 
 def test_the_webhook_secret_never_reaches_the_logs(tmp_path, serve, caplog):

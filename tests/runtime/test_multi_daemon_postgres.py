@@ -100,6 +100,7 @@ def run_cluster(tmp_path, processes, chatra, url: str, webhooks: int) -> None:
     assert repeats <= crashed, (repeats, crashed)
 
 
+@pytest.mark.slow
 def test_three_daemons_share_the_work_and_survive_a_kill(tmp_path, processes, chatra, postgres_url):
     run_cluster(tmp_path, processes, chatra, postgres_url, webhooks=90)
 
@@ -437,7 +438,7 @@ def chatra_paused_for(url: str, chatra: FakeChatra) -> float:
         store.close()
 
 
-@pytest.mark.parametrize("limited", ["GET", "POST"])
+@pytest.mark.parametrize("limited", [pytest.param("GET", marks=pytest.mark.slow), "POST"])
 def test_a_chatra_429_met_by_the_fetcher_or_a_reply_holds_back_the_other_on_every_daemon(
     tmp_path, processes, chatra, postgres_url, limited
 ):

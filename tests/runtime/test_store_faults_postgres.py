@@ -214,6 +214,7 @@ def test_a_store_error_quoting_a_client_reaches_neither_the_log_nor_the_answer(
     assert "00000001" not in log and "5551234567" not in log and "Failing row" not in log
 
 
+@pytest.mark.slow
 def test_outcome_held_up_by_a_lock_past_the_lease_is_recorded_and_not_sent_again(
     tmp_path, processes, chatra, postgres_url
 ):
@@ -264,6 +265,7 @@ def test_a_daemon_frozen_inside_a_transaction_holds_up_the_others_only_for_a_whi
     wait_for(lambda: replied(chatra)["client00000002"] == 1, 60)
 
 
+@pytest.mark.slow
 def test_a_database_away_for_a_while_is_used_again_soon_after_it_is_back(
     tmp_path, processes, chatra, postgres_url
 ):

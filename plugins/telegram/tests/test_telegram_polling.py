@@ -277,11 +277,16 @@ SAME = Updates().message(ANN, "the same update, again and again")
 @pytest.mark.parametrize(
     ("result", "new"),
     [
-        ([], 0),  # the poll's timeout ignored
-        ([{"message": {"text": "no update_id"}}, "not an update", 7], 0),
-        ([SAME], 1),  # the offset ignored: only the first answer brings something new
+        pytest.param([], 0, id="empty"),  # the poll's timeout ignored
+        pytest.param(
+            [{"message": {"text": "no update_id"}}, "not an update", 7],
+            0,
+            id="unreadable",
+            marks=pytest.mark.slow,
+        ),
+        # the offset ignored: only the first answer brings something new
+        pytest.param([SAME], 1, id="same-again", marks=pytest.mark.slow),
     ],
-    ids=["empty", "unreadable", "same-again"],
 )
 def test_a_get_updates_answer_given_at_once_with_nothing_new_is_not_asked_again_at_once(
     tmp_path: Path, telegram: FakeTelegram, result: list[object], new: int
