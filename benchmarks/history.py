@@ -41,13 +41,18 @@ from rawhttp import closed_loop, open_loop, post_request
 
 from rulekit.audit import retention
 from rulekit.config import RetentionSettings
+from rulekit.directory import Directory
 from rulekit.event import Conversation, Event
 from rulekit.server.console import conversations
+from rulekit.server.console.sessions import Viewer
+from rulekit.server.console.team import TeamView
 from rulekit.store.listing import ConversationQuery
 from rulekit.store.records import JobSpec
 from rulekit.store.sqlite import SQLiteStore
 
 CHANNEL = "online-chat"
+ADMIN = TeamView(Viewer(None, None, admin=True), Directory([], []))
+"""The console's admin, who sees every agent: the view the console builds for them."""
 TEMPLATE = 1000
 """Events recorded through the store, then copied."""
 LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)
@@ -159,11 +164,11 @@ def store_calls(path: Path, runs: int) -> dict[str, float]:
 
     def listing() -> object:
         with store.reading() as state:
-            return conversations.list_page(state, ConversationQuery(limit=50))
+            return conversations.list_page(state, ConversationQuery(limit=50), ADMIN)
 
     def view() -> object:
         with store.reading() as state:
-            found = conversations.view(state, f"{CHANNEL}:seed7", [CHANNEL])
+            found = conversations.view(state, f"{CHANNEL}:seed7", [CHANNEL], ADMIN)
         assert found is not None
         return found
 
