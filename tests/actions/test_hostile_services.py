@@ -200,8 +200,10 @@ class _LostHandler(socketserver.BaseRequestHandler):
         server.calls.append(method)
         with contextlib.suppress(OSError):
             if method == "getMe":
-                head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(ME)}\r\n\r\n".encode()
-                self.request.sendall(head + ME)
+                # The connection ends after this answer, so say so: a client that kept it for its
+                # next call would write that call to a closed socket, which the service never got.
+                head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(ME)}\r\nConnection: close\r\n\r\n"
+                self.request.sendall(head.encode() + ME)
                 return
             if server.how != "silent":
                 self.request.sendall(
