@@ -178,6 +178,14 @@ class Console:
     async def login(self, request: Request) -> Response:
         if not same_origin(request):
             return _error(403, "sign in from the console's own page")
+        # the form is read before the throttle is asked, so that nothing is awaited between
+        # its answer and the failure counted: sign-ins whose bodies were held back until all
+        # had been let through would otherwise all be tried, whatever the throttle's limits
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_LOGIN_BODY:
+                return _error(413, "the sign-in form is too large")
         address = request.client.host if request.client else None
         wait, reason = self.throttle.wait(address)
         if wait > 0:  # refused without looking at the token
@@ -187,11 +195,6 @@ class Console:
             refused = HTMLResponse(self._login_html(wait=seconds), status_code=429)
             refused.headers["Retry-After"] = seconds
             return _secure(refused)
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_LOGIN_BODY:
-                return _error(413, "the sign-in form is too large")
         fields = parse_qs(body.decode("utf-8", errors="replace"))
         token = (fields.get("token") or [""])[0].strip()
         digest = token_hash(token)

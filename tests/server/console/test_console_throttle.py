@@ -4,9 +4,11 @@ taken from X-Forwarded-For only when the connection comes from a trusted proxy."
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -205,3 +207,82 @@ def test_the_documented_trusted_proxies_load(tmp_path: Path) -> None:
     config = write(tmp_path / "rulekit.yaml", "server:\n  trusted_proxies:" + block)
     loaded = load_config(config, load_plugins(entry_points=False), {})
     assert loaded.raw.server.trusted_proxies == ["10.0.0.0/8"]
+
+
+def test_sign_ins_sent_together_are_throttled_as_one_after_another(
+    console_files: Path, tmp_path: Path
+) -> None:
+    """Twenty sign-ins from one address whose forms arrive only once all twenty are being
+    handled (an attacker's connections send their heads, then their bodies): the throttle
+    lets through as many as it would one after another, not all twenty. Driven through the
+    console's ASGI app itself, so that the test knows when every request waits for its body."""
+    snapshot = load_snapshot(console_files, tmp_path / "rules.d")
+    store = open_store("sqlite:///x.sqlite3", tmp_path)
+    clock = Clock()  # frozen: no wait runs out while the sign-ins are handled
+    app = console_app(Console(LiveFeed(), lambda: snapshot, store, clock=clock))
+    tries = 20
+
+    async def sign_ins() -> list[int]:
+        forms_asked = 0
+        forms_sent = asyncio.Event()
+
+        async def sign_in_once() -> int:
+            body = b"token=wrong"
+            asked = False
+
+            async def receive() -> dict[str, Any]:
+                nonlocal forms_asked, asked
+                if asked:  # nothing more comes (the connection stays open)
+                    await asyncio.Event().wait()
+                asked = True
+                forms_asked += 1
+                await forms_sent.wait()
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            statuses: list[int] = []
+
+            async def send(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    statuses.append(message["status"])
+
+            await app(sign_in_scope(len(body)), receive, send)
+            return statuses[0]
+
+        handled = [asyncio.create_task(sign_in_once()) for _ in range(tries)]
+        for _ in range(10_000):  # every request is handled up to reading its form
+            if forms_asked == tries:
+                break
+            await asyncio.sleep(0)
+        assert forms_asked == tries
+        forms_sent.set()
+        return await asyncio.gather(*handled)
+
+    try:
+        statuses = asyncio.run(sign_ins())
+    finally:
+        store.close()
+    assert statuses.count(401) == FREE_FAILURES  # tried: then the address waits
+    assert statuses.count(429) == tries - FREE_FAILURES
+
+
+def sign_in_scope(length: int) -> dict[str, Any]:
+    """The ASGI scope of a sign-in form of ``length`` bytes from 198.51.100.40."""
+    headers = [
+        (b"host", b"console.example"),
+        (b"content-type", b"application/x-www-form-urlencoded"),
+        (b"content-length", str(length).encode()),
+    ]
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/console/login",
+        "raw_path": b"/console/login",
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "client": ("198.51.100.40", 50000),
+        "server": ("console.example", 80),
+    }
