@@ -3,7 +3,9 @@ one plain ``local@domain``, so an address can never add recipients or headers, n
 character a screen acts on (a control, bidi or separator character), nor one that shows
 nothing. Every space, Unicode's included (U+00A0, U+2003, U+3000 …), is refused: an SMTP
 client refuses such an address on its command line, so an address taken here would fail every
-attempt to send to it."""
+attempt to send to it. Nor may it hold ``=?``, which opens an RFC 2047 encoded word: the mail
+library decodes one in an address header (``=?utf-8?q?a=0D=0ABcc=3A_x?=@evil.example`` is a
+line break and a Bcc), so such an address failed every attempt to build the message."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ def address_problem(address: str) -> str | None:
         return "is over 254 characters"
     if any(_refused(c) for c in address):
         return 'holds spaces, control or invisible characters, or one of , ; : < > ( ) [ ] " \\'
+    if "=?" in address:
+        return "holds =? (an encoded word)"
     local, at, domain = address.rpartition("@")
     if not at or not local or "@" in local or "." not in domain.strip("."):
         return "is not local@domain"

@@ -32,6 +32,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from rulekit.actions.base import Action, ActionContext
 from rulekit.actions.email_message import (
+    ENCODED_WORD,
     build_message,
     domain_of,
     header_text,
@@ -94,6 +95,8 @@ class SmtpIntegration(StrictModel):
 
         if header_text(value) != value:
             raise ValueError("`from` cannot hold line breaks or control characters")
+        if ENCODED_WORD in value:  # decoded, it may hold them: write the name as it is
+            raise ValueError("`from` cannot hold an encoded word (=?): write the name as it is")
         _name, address = email.utils.parseaddr(value)
         problem = address_problem(address) if address else "is empty"
         if problem:

@@ -6,7 +6,13 @@
   (:func:`rulekit.addresses.address_problem`): no display name, comma, angle bracket, space,
   control or bidi character, so a client's "email" cannot add recipients or headers.
 * Headers (:func:`header_text`): CR, LF and every other line break or control character in a
-  subject becomes a space; the message is still sent. A subject is cut to
+  subject becomes a space; the message is still sent. So does an encoded word's opening
+  ``=?`` become ``= ?``: the mail library decodes an RFC 2047 encoded word in a value it is
+  given, and writes what it decodes out as it is, so a client's
+  ``=?utf-8?q?hi=0D=0ABcc:_x@evil.example?=`` was a line break in the message's headers
+  (any header, or a blank line and a body of the client's making, under the sender's name);
+  neither can a recipient's mail program decode one into something else than was typed. A
+  subject is cut to
   :data:`MAX_SUBJECT` characters (:func:`subject_line`): a client's message of 100,000
   characters in it would take the mail library seconds of CPU to fold into header lines, in
   the daemon's event loop, at every attempt.
@@ -51,9 +57,14 @@ MAX_SUBJECT = 255
 """Characters of a subject sent; a longer one is cut and ends with ``…``."""
 
 
+ENCODED_WORD = "=?"
+"""What opens an RFC 2047 encoded word: never in a header value rulekit writes."""
+
+
 def subject_line(text: str) -> str:
-    """``text`` as a subject: :func:`header_text`, cut to :data:`MAX_SUBJECT` characters."""
-    text = header_text(text[: MAX_SUBJECT + 1])
+    """``text`` as a subject: :func:`header_text`, no encoded word (``=?`` becomes ``= ?``),
+    cut to :data:`MAX_SUBJECT` characters."""
+    text = header_text(text[: MAX_SUBJECT + 1]).replace(ENCODED_WORD, "= ?")
     return text if len(text) <= MAX_SUBJECT else text[: MAX_SUBJECT - 1] + "…"
 
 

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import shutil
-import ssl
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -32,33 +29,6 @@ from rulekit.testing.fake_smtp import FakeSmtp
 
 PASSWORD = "smtp-pw-Zq81xLk0"
 HOSTILE_NAME = "Mia\r\nBcc: victim@evil.example <b>&"
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory) -> tuple[Path, Path]:
-    """A self-signed certificate for localhost and 127.0.0.1, made with the openssl CLI."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is needed to make a test certificate")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
-            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"),
-            *("-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
-
-
-@pytest.fixture
-def server_tls(certificate) -> ssl.SSLContext:
-    cert, key = certificate
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    return context
 
 
 def smtp_settings(server: FakeSmtp, **options) -> SmtpIntegration:
@@ -142,6 +112,38 @@ def test_client_data_cannot_inject_headers_and_is_escaped_in_html(tmp_path):
     )
     assert "<b>Mia\nBcc: victim@evil.example &lt;b&gt;&amp;</b>" in html.replace("\r\n", "\n")
     assert 'href="https://mia.example"' in html
+
+
+ENCODED_BREAK = "=?utf-8?q?hi=0D=0ABcc:_victim@evil.example=0D=0A=0D=0AFake_body?="
+"""An RFC 2047 encoded word that decodes to a line break, a Bcc, a blank line and a body."""
+
+
+def test_an_encoded_word_from_client_data_cannot_make_headers_or_a_body(tmp_path):
+    """The mail library decodes an encoded word in a subject it is given and wrote what it
+    decoded as it was: a client's message made a Bcc header and a body of its own under the
+    sender's name. ``=?`` becomes ``= ?``: the subject shows as typed, and says no more."""
+    engine = engine_for(
+        tmp_path,
+        """
+        - name: mail
+          on: {event: created}
+          do:
+            - email: {to: [ops@shop.example], subject: "Chat: {{ message.text }}", text: real}
+        """,
+    )
+    event = make_event(message={"text": f"x {ENCODED_BREAK} =={ENCODED_BREAK}"})
+    [planned] = engine.evaluate(event)
+    with FakeSmtp() as server:
+        send(Email(smtp_settings(server)), planned.model, event)
+    [received] = server.messages
+    message = received.message
+    shown = ENCODED_BREAK.replace("=?", "= ?")
+    assert message["Subject"] == f"Chat: x {shown} =={shown}"
+    assert message["Bcc"] is None and received.recipients == ["ops@shop.example"]
+    headers = ["From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted", "MIME-Version"]
+    assert sorted(message.keys()) == sorted([*headers, "Content-Type", "Content-Transfer-Encoding"])
+    assert message.get_content().strip() == "real"
+    assert b"Fake body" not in received.data and b"\r\nBcc:" not in received.data
 
 
 def test_client_values_reach_the_mail_without_bidi_controls(tmp_path):
@@ -372,6 +374,8 @@ def test_recipients_resolve_assignee_group_and_client():
         "mia@client.example\r\nBcc: x@evil.example",
         "a@b.example, c@d.example",
         "<a@b.example>",
+        # decoded by the mail library in the To header: a line break, then a Bcc
+        "=?utf-8?q?a=0D=0ABcc=3A_victim=40evil.example?=@client.example",
     ],
 )
 def test_a_missing_or_malformed_client_email_sends_nothing(email):
@@ -467,6 +471,7 @@ def test_bad_recipients_are_load_errors(tmp_path, step, message):
         ({"security": "none", "password": "p"}, "sends credentials in clear"),
         ({"from": "a@b.example\r\nBcc: x@y.example"}, "line breaks"),
         ({"from": "nobody"}, "needs an address"),
+        ({"from": "=?utf-8?q?S=0D=0ABcc:_x@y.example?= <a@b.example>"}, "encoded word"),
     ],
 )
 def test_smtp_settings_are_checked_when_the_config_loads(tmp_path, smtp, message):
