@@ -5,7 +5,7 @@ Targets are named under ``integrations: {webhooks: {<name>: {url, ...}}}``
 template and no client data can choose where a request goes. Redirects are not followed, for
 the same reason. The body is built by :mod:`rulekit.actions.webhook_body`; every attempt gets a
 fresh ``X-Rulekit-Timestamp`` and ``X-Rulekit-Signature``, and the job's stable
-``X-Rulekit-Delivery``.
+``X-Rulekit-Delivery`` (which the signature covers too).
 
 The URL (its path and query often hold a token: Slack and Zapier hooks) and every header value
 are treated as secrets: masked in the dry run, redacted from errors and logs.
@@ -211,15 +211,17 @@ class Webhook(Action):
             raise PermanentActionError(f"the secret of webhook target {params.to!r} is empty")
         content_type, body = self.body(params, context)
         timestamp = int(self.clock())
+        delivery = context.delivery or uuid.uuid4().hex
         headers = {name: value.get_secret_value() for name, value in target.headers.items()}
         headers = {
             "Content-Type": content_type,
             "User-Agent": "rulekit",
             "Accept-Encoding": "identity",  # an answer is never inflated: see _answer_start
             **headers,
-            "X-Rulekit-Delivery": context.delivery or uuid.uuid4().hex,
+            "X-Rulekit-Delivery": delivery,
             "X-Rulekit-Timestamp": str(timestamp),
-            "X-Rulekit-Signature": signature(secret, timestamp, body),
+            # (the delivery id signed too: receivers de-duplicate on it)
+            "X-Rulekit-Signature": signature(secret, timestamp, delivery, body),
         }
         where = f"webhook {params.to!r}"
         response: httpx.Response | None = None

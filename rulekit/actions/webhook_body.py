@@ -10,7 +10,10 @@
 * neither — :func:`event_document`: the event in a documented, versioned JSON shape.
 
 Signing (:func:`signature`): ``X-Rulekit-Signature: sha256=<hex HMAC-SHA256 keyed with the
-target's secret, over "<timestamp>.<body bytes>">`` with ``X-Rulekit-Timestamp: <timestamp>``.
+target's secret, over "<timestamp>.<delivery>.<body bytes>">`` with ``X-Rulekit-Timestamp:
+<timestamp>`` and ``X-Rulekit-Delivery: <delivery>``. The delivery id is signed because
+receivers de-duplicate on it: were it not, a request captured within the timestamp's tolerance
+could be sent again under another delivery id and be taken as a new call.
 """
 
 from __future__ import annotations
@@ -123,9 +126,10 @@ def resolve_json_text(values: Interpolations, text: str) -> str:
 # -- signing -----------------------------------------------------------------------------------
 
 
-def signature(secret: str, timestamp: int, body: bytes) -> str:
-    """``sha256=<lowercase hex HMAC-SHA256(secret, "<timestamp>.<body>")>``."""
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+def signature(secret: str, timestamp: int, delivery: str, body: bytes) -> str:
+    """``sha256=<lowercase hex HMAC-SHA256(secret, "<timestamp>.<delivery>.<body>")>``."""
+    signed = f"{timestamp}.{delivery}.".encode() + body
+    digest = hmac.new(secret.encode(), signed, hashlib.sha256)
     return "sha256=" + digest.hexdigest()
 
 

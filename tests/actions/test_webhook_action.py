@@ -3,6 +3,8 @@ and the classification of every answer, against a real HTTP server on loopback."
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
 from datetime import UTC, datetime
@@ -115,6 +117,43 @@ def test_each_attempt_is_signed_anew_with_the_same_delivery_id(fake_service):
     assert first.headers["x-rulekit-signature"] != second.headers["x-rulekit-signature"]
     verify = receiver_verify()
     assert verify(SECRET.encode(), httpx.Headers(second.headers), second.body, now=NOW + 60)
+
+
+def test_the_delivery_id_is_signed_so_a_replay_under_another_id_does_not_verify(fake_service):
+    """Receivers de-duplicate on X-Rulekit-Delivery: a request captured within the timestamp's
+    tolerance and sent again under a new delivery id must not verify, else it is a new call."""
+    action = action_for(fake_service)
+    body = b'{"a":1}'
+    call(action, WebhookParams(to="crm", body={"a": 1}))
+    [request] = fake_service.requests
+    assert request.body == body
+    signed = f"{NOW}.job-1.".encode() + body
+    expected = "sha256=" + hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
+    assert request.headers["x-rulekit-signature"] == expected
+    verify = receiver_verify()
+    headers = httpx.Headers(request.headers)
+    assert verify(SECRET.encode(), headers, body, now=NOW)
+    replayed = httpx.Headers({**headers, "X-Rulekit-Delivery": "job-2"})
+    assert not verify(SECRET.encode(), replayed, body, now=NOW)
+    unsigned = httpx.Headers({k: v for k, v in headers.items() if k != "x-rulekit-delivery"})
+    assert not verify(SECRET.encode(), unsigned, body, now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("X-Rulekit-Timestamp", "\u00b2"),  # a digit to str.isdigit, not to int()
+        ("X-Rulekit-Timestamp", "9" * 5000),  # over int()'s digit limit
+        ("X-Rulekit-Signature", "sha256=\u00e9"),  # compare_digest refuses non-ASCII str
+    ],
+)
+def test_the_documented_receiver_refuses_hostile_headers_without_raising(fake_service, name, value):
+    action = action_for(fake_service)
+    call(action, WebhookParams(to="crm", body={"a": 1}))
+    [request] = fake_service.requests
+    names = ("X-Rulekit-Timestamp", "X-Rulekit-Delivery", "X-Rulekit-Signature")
+    headers = {n: request.headers[n.lower()] for n in names} | {name: value}  # (latin-1 text)
+    assert receiver_verify()(SECRET.encode(), headers, request.body, now=NOW) is False
 
 
 HOSTILE = 'Mia", "admin": true, "x": "} ] \\ \n \u2028 <b>&'
