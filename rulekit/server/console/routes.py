@@ -32,7 +32,7 @@ from starlette.routing import BaseRoute, Route
 
 from rulekit.config import Config
 from rulekit.errors import StoreUnavailable
-from rulekit.runtime.feed import FeedClosed, LiveFeed
+from rulekit.runtime.feed import FeedClosed, LiveFeed, Subscription
 from rulekit.server.console import journal
 from rulekit.server.console.audience import Recorder, as_told, visible
 from rulekit.server.console.presence import Presence
@@ -290,6 +290,20 @@ class Console:
             )
             refused.headers["Retry-After"] = str(round(self.keepalive))
             return refused
+        # the place is taken before anything is awaited (the backlog's read): pages opened
+        # together would otherwise all pass the counts above, then all be counted
+        self.streams[who] += 1
+        try:
+            return await self._open_stream(request, viewer, who, session_id)
+        except BaseException:
+            self._closed(who)
+            raise
+
+    async def _open_stream(
+        self, request: Request, viewer: Viewer, who: str, session_id: str | None
+    ) -> Response:
+        """The stream of ``viewer``, whose place (counted for ``who``) is taken: the stream
+        gives it back when it ends; a refusal here gives it back at once."""
         self.recorder.start()
         last = _last_event_id(request)
         newest = self.recorder.recent[-1].get("seq", 0) if self.recorder.recent else 0
@@ -302,8 +316,11 @@ class Console:
         if backlog:  # kept in memory: told again as the journal tells it now (erasures)
             try:
                 backlog = await run_in_threadpool(journal.as_stored, self.store, backlog)
-            except StoreUnavailable as exc:
+            except BaseException as exc:
                 subscription.close()
+                if not isinstance(exc, StoreUnavailable):
+                    raise
+                self._closed(who)
                 failed = store_unavailable(exc)
                 refused = _error(failed.status, failed.message)
                 refused.headers.update(failed.headers)
@@ -350,10 +367,13 @@ class Console:
             finally:
                 subscription.close()
 
-        self.streams[who] += 1
-        response = _CountedStream(messages(), functools.partial(self._closed, who))
+        response = _CountedStream(messages(), functools.partial(self._ended, who, subscription))
         response.headers["X-Accel-Buffering"] = "no"
         return _secure(response)
+
+    def _ended(self, who: str, subscription: Subscription) -> None:
+        subscription.close()  # (the body's own finally never runs when it never started)
+        self._closed(who)
 
     def _closed(self, who: str) -> None:
         self.streams[who] -= 1

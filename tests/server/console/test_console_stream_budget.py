@@ -5,14 +5,23 @@ bounded whatever a client sent."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from contextlib import ExitStack
+from typing import Any
 
 import httpx
-from console_helpers import ConsoleServer
+import pytest
+from console_helpers import TOKENS, ConsoleServer, console_app
+from starlette.requests import ClientDisconnect
 from workspace_helpers import wait_for
 
-from rulekit.server.console.routes import MAX_STREAMS
+from rulekit.runtime.feed import LiveFeed
+from rulekit.server.console import Console
+from rulekit.server.console.routes import COOKIE, MAX_STREAMS
+from rulekit.server.console.sessions import token_hash
+from rulekit.snapshot import load_snapshot
+from rulekit.store import open_store
 
 
 def open_stream(stack: ExitStack, client: httpx.Client) -> httpx.Response:
@@ -105,3 +114,124 @@ def test_the_feed_carries_a_bounded_part_of_what_a_client_sent(tmp_path) -> None
         assert 0 < len(message["errors"]) <= MAX_FEED_ERRORS
         assert all(len(error) <= PREVIEW for error in message["errors"])
         assert len(json.dumps(message)) < 20_000
+
+
+def test_streams_opened_together_are_counted_as_they_come(console_files, tmp_path) -> None:
+    """An agent's pages opened all at once, each asking for what it missed (Last-Event-ID: 0:
+    the backlog is read from the store before the stream starts), get no more streams than
+    pages opened one after another: each place is taken before anything is awaited. Driven
+    through the console's ASGI app itself, so that every request is under way together."""
+    snapshot = load_snapshot(console_files, tmp_path / "rules.d")
+    store = open_store("sqlite:///x.sqlite3", tmp_path)
+    feed = LiveFeed()
+    console = Console(feed, lambda: snapshot, store, keepalive=0.3)
+    app = console_app(console)
+    pages = MAX_STREAMS + 4
+
+    async def open_pages() -> list[int]:
+        console.recorder.start()
+        feed.publish({"type": "reload", "ok": True, "rules_version": "v1"})  # a backlog
+        for _ in range(10_000):
+            if console.recorder.recent:
+                break
+            await asyncio.sleep(0)
+        session = console.sessions.open(token_hash(TOKENS["ann"]))
+        gone = asyncio.Event()
+        statuses: list[int] = []
+
+        async def page() -> None:
+            async def receive() -> dict[str, Any]:
+                await gone.wait()
+                return {"type": "http.disconnect"}
+
+            async def send(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    statuses.append(message["status"])
+
+            await app(stream_scope(session), receive, send)
+
+        opened = [asyncio.create_task(page()) for _ in range(pages)]
+        for _ in range(3000):  # (a bound on a hang, not on speed)
+            if len(statuses) == pages:
+                break
+            await asyncio.sleep(0.01)
+        answered = list(statuses)
+        gone.set()
+        await asyncio.gather(*opened)
+        return answered
+
+    try:
+        statuses = asyncio.run(open_pages())
+    finally:
+        store.close()
+    assert sorted(statuses) == [200] * MAX_STREAMS + [429] * (pages - MAX_STREAMS)
+    assert not console.streams  # every place given back once the pages left
+    assert feed.subscribers == 0  # nor is any page's subscription left behind
+
+
+def stream_scope(session: str) -> dict[str, Any]:
+    """The ASGI scope of a console page's stream, with its session and ``Last-Event-ID: 0``."""
+    headers = [
+        (b"host", b"console.example"),
+        (b"cookie", f"{COOKIE}={session}".encode()),
+        (b"last-event-id", b"0"),
+        (b"accept", b"text/event-stream"),
+    ]
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/console/stream",
+        "raw_path": b"/console/stream",
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("console.example", 80),
+    }
+
+
+def test_a_page_gone_before_its_stream_began_leaves_nothing_subscribed(
+    console_files, tmp_path
+) -> None:
+    """A page that left while its stream was being opened (its backlog read from the store),
+    on a server of ASGI spec 2.4 (``send`` raises once the client is gone): the stream's body
+    never starts, and its subscription to the feed ends all the same (it was kept for ever,
+    every later message queued for nobody)."""
+    snapshot = load_snapshot(console_files, tmp_path / "rules.d")
+    store = open_store("sqlite:///x.sqlite3", tmp_path)
+    feed = LiveFeed()
+    console = Console(feed, lambda: snapshot, store, keepalive=0.3)
+    app = console_app(console)
+
+    async def gone_pages() -> tuple[int, int]:
+        console.recorder.start()
+        feed.publish({"type": "reload", "ok": True, "rules_version": "v1"})  # a backlog
+        for _ in range(10_000):
+            if console.recorder.recent:
+                break
+            await asyncio.sleep(0)
+        before = feed.subscribers  # the recorder's
+        session = console.sessions.open(token_hash(TOKENS["ann"]))
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            raise OSError("the page has left")
+
+        scope = stream_scope(session)
+        scope["asgi"]["spec_version"] = "2.4"
+        for _ in range(5):
+            with pytest.raises(ClientDisconnect):
+                await app(scope, receive, send)
+        return before, feed.subscribers
+
+    try:
+        before, after = asyncio.run(gone_pages())
+    finally:
+        store.close()
+    assert after == before
+    assert not console.streams
