@@ -11,14 +11,17 @@ from rulekit.plugins import Plugins, load_plugins
 __all__ = ["open_config", "open_engine", "rules_location"]
 
 
-def open_config(config_path: str | None) -> tuple[Plugins, Config]:
-    """Plugins (minus those the config disables) and the validated config."""
+def open_config(
+    config_path: str | None, environ: dict[str, str] | None = None
+) -> tuple[Plugins, Config]:
+    """Plugins (minus those the config disables) and the validated config (its ``${NAME}``
+    read from ``environ``, else from this process's environment)."""
     path = find_config_path(config_path)
     plugins = load_plugins()
-    config = load_config(path, plugins)
+    config = load_config(path, plugins, environ)
     if config.raw.plugins.disable:
         plugins = load_plugins(config.raw.plugins.disable)
-        config = load_config(path, plugins)
+        config = load_config(path, plugins, environ)
     return plugins, config
 
 

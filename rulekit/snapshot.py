@@ -68,13 +68,15 @@ def load_snapshot(
     rules_path: str | Path | None = None,
     *,
     files: sources.Files | None = None,
+    environ: dict[str, str] | None = None,
 ) -> Snapshot:
     """Load everything from files (or from ``files``, what an earlier load read). Raises
     :class:`rulekit.errors.ValidationErrors` (or another :class:`rulekit.errors.RulekitError`)
-    without side effects when anything is invalid."""
+    without side effects when anything is invalid. ``environ``: what the config's ``${NAME}``
+    read (else this process's environment)."""
     reads = sources.replaying(files) if files is not None else sources.recording()
     with reads as record:
-        plugins, config = open_config(str(config_path) if config_path else None)
+        plugins, config = open_config(str(config_path) if config_path else None, environ)
         location = rules_location(str(rules_path) if rules_path else None, config)
         engine = Engine.from_path(location, config, plugins=plugins)
     used = files if files is not None else record if record is not None else {}

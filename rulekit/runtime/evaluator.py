@@ -23,8 +23,14 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, overload
 
+from rulekit.runtime.confined import (
+    interpolation_environment,
+    worker_environment,
+    worker_files,
+)
 from rulekit.runtime.forkserver import fork_server
 from rulekit.runtime.worker import Evaluation, Limits, Ready, Refusal, Request, serve
+from rulekit.secrets import secret_values
 from rulekit.snapshot import Snapshot
 
 START_TIMEOUT = 300.0
@@ -191,15 +197,23 @@ class Evaluator:
     def _start(self, snapshot: Snapshot) -> _Worker:
         context = fork_server()
         ours, theirs = context.Pipe()
+        # none of the daemon's secrets: not in the environment, not in the config it loads
+        config = snapshot.config
+        secrets = secret_values(config)
+        config_file = os.path.abspath(config.path) if config.path is not None else None
+        config_text = snapshot.files.get(config_file) if config_file else None
         process = context.Process(
             target=serve,
             args=(
                 theirs,
-                self.config_path,
+                self.config_path or config_file,  # RULEKIT_CONFIG is not in its environment
                 self.rules_path,
                 self.limits,
-                snapshot.files,
-                dict(os.environ),
+                worker_files(snapshot.files, config_file, secrets),
+                worker_environment(os.environ, config.allowed_env(), secrets),
+                interpolation_environment(
+                    config_text if isinstance(config_text, bytes) else None, os.environ, secrets
+                ),
                 os.getcwd(),
                 list(sys.path),
             ),

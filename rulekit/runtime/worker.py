@@ -242,11 +242,15 @@ def serve(
     limits: Limits,
     files: Files,
     environment: dict[str, str],
+    interpolation: dict[str, str],
     cwd: str,
     path: list[str],
 ) -> None:
     """The worker process's main loop: load, say :class:`Ready`, answer requests until the
-    daemon closes the connection."""
+    daemon closes the connection.
+
+    ``environment`` is the worker's whole environment and ``interpolation`` the variables the
+    config names, neither holding a secret (:mod:`rulekit.runtime.confined`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when its workers stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.environ.clear()
@@ -261,7 +265,7 @@ def serve(
     # Python would print it raw): content hidden while loading, then as the config says
     configure_logging(LoggingSettings())
     try:
-        snapshot = load_snapshot(config_path, rules_path, files=files)
+        snapshot = load_snapshot(config_path, rules_path, files=files, environ=interpolation)
     except Exception as exc:
         connection.send(Ready(None, f"{type(exc).__name__}: {exc}"))
         return
