@@ -118,6 +118,8 @@ def as_json(pipeline: Pipeline, results: list[InputResult]) -> dict[str, Any]:
                 "actions": actions,
                 "errors": plan.errors,
             }
+            if plan.errors_omitted:
+                item["errors_omitted"] = plan.errors_omitted
             if plan.timers or plan.cancels:
                 item["timers"] = [t.as_dict() for t in plan.timers]
                 item["cancels"] = [c.as_dict() for c in plan.cancels]
@@ -220,6 +222,8 @@ def _plan_lines(pipeline: Pipeline, event: Event, plan: Plan) -> list[str]:
             lines.append(f"         would fail: {problem}")
     for error in plan.errors:
         lines.append(f"     ! {error}")
+    if plan.errors_omitted:
+        lines.append(f"     ! … and {plan.errors_omitted} more error(s), not kept")
     return lines
 
 

@@ -244,6 +244,9 @@ def as_text(
         lines.append(f"  ({explanation.excluded_note})")
     for error in record.trace.get("errors") or []:
         lines.append(f"  ! {hide(error, hidden)}")
+    omitted = record.trace.get("errors_omitted")
+    if isinstance(omitted, int) and omitted:
+        lines.append(f"  ! … and {omitted} more error(s), not kept")
     team = record.trace.get("team")
     if isinstance(team, dict) and team:
         lines.append("")

@@ -258,12 +258,14 @@ class Engine:
                     try:
                         matched = self._matches(rule, sequence.event, now, env, trace)
                     except OverBudget as exc:
-                        plan.errors.append(f"rule {rule.name!r}: condition: {exc}")
+                        plan.add_error(f"rule {rule.name!r}: condition: {exc}")
                         matched = False
                         if trace is not None:
                             trace.reason = f"condition failed: {exc}"
                 if not matched:
                     if trace is not None:
+                        if trace.failure is not None:
+                            plan.add_failure(trace)
                         add_trace(trace)
                     continue
                 if rule.cooldown and conversation_id and state is not None:
@@ -358,7 +360,7 @@ class Engine:
                 held = self._holds(rule, rule.timing, event, now, trace)
             except ConditionFailed as failure:
                 firing.outcome, firing.reason = "error", f"unless failed: {failure}"
-                plan.errors.append(f"rule {rule.name!r}: unless: {failure}")
+                plan.add_error(f"rule {rule.name!r}: unless: {failure}")
             else:
                 if held:
                     firing.outcome = "unless"

@@ -237,6 +237,14 @@ class Cooldown:
     until: datetime
 
 
+MAX_ERRORS = 20
+"""Errors whose text a plan keeps (its own and its rules' failed conditions together): the
+first ones. A rule set where thousands of rules fail on an event (a field gone from the
+provider's payload) would otherwise add a failure text of up to a kilobyte per rule, twice,
+to the event's stored trace; the rest are counted (:attr:`Plan.errors_omitted`)."""
+NOT_KEPT = f"(not kept: over {MAX_ERRORS} errors for this event)"
+
+
 class Plan(Sequence[PlannedAction]):
     """The ordered actions for one event, and (when explained) the trace of every candidate."""
 
@@ -252,6 +260,10 @@ class Plan(Sequence[PlannedAction]):
         self.firing: Firing | None = None
         """For the plan of a due timer (:meth:`Engine.fire`): which, when, and its outcome."""
         self.errors: list[str] = []
+        """The plan's errors (at most :data:`MAX_ERRORS`; add them with :meth:`add_error`)."""
+        self.errors_omitted = 0
+        """Errors (the plan's, or rules' failed conditions) whose text was not kept."""
+        self._failures = 0
         self.excluded = 0
         """How many rules of the event's (channel, event) the index left out (not candidates:
         a must-hold condition of theirs cannot hold); their traces are in ``rules`` only when
@@ -262,6 +274,26 @@ class Plan(Sequence[PlannedAction]):
         self.team: dict[str, Any] | None = None
         """What the rules read of ``team`` (:attr:`rulekit.team.Team.seen`), when they did:
         the presence and open counts the decision used."""
+
+    def add_error(self, message: str) -> bool:
+        """Record an error of the plan; False when it is only counted (over the cap)."""
+        kept = self._count_error()
+        if kept:
+            self.errors.append(message)
+        return kept
+
+    def add_failure(self, trace: RuleTrace) -> None:
+        """Count the failed condition of ``trace``, whose text goes when over the cap."""
+        if not self._count_error():
+            trace.failure = NOT_KEPT
+            trace.reason = f"condition failed: {NOT_KEPT}"
+
+    def _count_error(self) -> bool:
+        self._failures += 1
+        if self._failures <= MAX_ERRORS:
+            return True
+        self.errors_omitted += 1
+        return False
 
     def __getitem__(self, index: int) -> PlannedAction:  # type: ignore[override]
         return self.actions[index]

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from rulekit.actions.base import PlannedChange
 from rulekit.config import Config
-from rulekit.engine.plan import Plan, PlannedAction, RuleTrace
+from rulekit.engine.plan import NOT_KEPT, Plan, PlannedAction, RuleTrace
 from rulekit.engine.reasons import condition_source, failure_reason
 from rulekit.engine.timers import TimerSet, due_time
 from rulekit.errors import TemplateError
@@ -55,10 +55,11 @@ def plan_actions(
             try:
                 model = step.planned(event, now, env)
             except (TemplateError, ValidationError, Exception) as exc:
-                message = f"rule {rule.name!r}: {step.action}: {failure_reason(exc)}"
-                plan.errors.append(message)
+                reason = failure_reason(exc)
+                if not plan.add_error(f"rule {rule.name!r}: {step.action}: {reason}"):
+                    reason = NOT_KEPT
                 if trace is not None:
-                    trace.reason += f"; {step.action} not planned: {failure_reason(exc)}"
+                    trace.reason += f"; {step.action} not planned: {reason}"
                 continue
         skipped = None
         if (
@@ -111,7 +112,7 @@ def set_timer(
                 f"calendar {timing.calendar!r} is not open {format_duration(timing.after)}"
                 " in all within two years"
             )
-        plan.errors.append(f"rule {rule.name!r}: no timer: {problem}")
+        plan.add_error(f"rule {rule.name!r}: no timer: {problem}")
         if trace is not None:
             trace.reason += f"; no timer: {problem}"
         return

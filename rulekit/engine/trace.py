@@ -9,7 +9,8 @@ The daemon records ``trace_of(plan, rules_version=…)`` with
      "rules": [{"name": …, "matched": bool, "reason"?: …,
                 "sources"?: ["…"], "outcomes": "TF-E", "error"?: "…"}],
      "plan": [{"rule": …, "action": …, "params": {…}, "skipped"?: …}],
-     "errors": ["…"],
+     "errors": ["…"],                     # the first 20 (its own and rules' failures)
+     "errors_omitted"?: N,                 # how many more there were (texts not kept)
      "excluded": N,
      "timers"?: [{"rule", "conversation_id", "due", "restart"}],   # timers the event set
      "cancels"?: [{"rule", "conversation_id"}],                     # timers it cancelled
@@ -56,6 +57,7 @@ def _rest(plan: Plan) -> dict[str, Any]:
     """The trace's keys after ``plan``."""
     return {
         "errors": list(plan.errors),
+        **({"errors_omitted": plan.errors_omitted} if plan.errors_omitted else {}),
         "excluded": plan.excluded,
         **({"timers": [timer.as_dict() for timer in plan.timers]} if plan.timers else {}),
         **({"cancels": [cancel.as_dict() for cancel in plan.cancels]} if plan.cancels else {}),

@@ -197,7 +197,7 @@ class Pipeline:
                 return evaluate()
         except EventOverBudget:
             plan = Plan(event)
-            plan.errors.append(
+            plan.add_error(
                 f"evaluating event {event.id} took more than its CPU budget ({seconds:g} s; "
                 "processing.event_cpu): the daemon would set it aside"
             )
