@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection
+import weakref
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 logger = logging.getLogger("rulekit.store")
@@ -29,6 +30,50 @@ WAIT = 0.5
 MAX_BACKOFF = 30.0
 GAP = 0.1
 """Seconds between two notices of one queue passed on (see :meth:`WorkListener._pass_on`)."""
+
+
+class OwnBackends(Collection[int]):
+    """The server processes of a store's open connections, whose notices are its own.
+
+    The pool replaces its connections (each after an hour, a broken one at once, an idle one
+    beyond the minimum), and the server gives a later connection, maybe another daemon's, a
+    process id that was one of them: a set of every id ever seen grows for as long as the
+    daemon runs, and would drop that other daemon's notices as this one's. So an id counts
+    only while its connection is open, and the closed are forgotten as new ones come."""
+
+    def __init__(self) -> None:
+        self._connections: dict[int, weakref.ref[Any]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, connection: Any) -> None:
+        """``connection`` (a psycopg connection) is the store's, while it is open."""
+        with self._lock:
+            self._connections[connection.info.backend_pid] = weakref.ref(connection)
+            if len(self._connections) > 1:  # a handful: the pool's size at most, once pruned
+                closed = [pid for pid, ref in self._connections.items() if not _open(ref)]
+                for pid in closed:
+                    del self._connections[pid]
+
+    def discard(self, pid: int) -> None:
+        with self._lock:
+            self._connections.pop(pid, None)
+
+    def __contains__(self, pid: object) -> bool:
+        ref = self._connections.get(pid) if isinstance(pid, int) else None
+        return ref is not None and _open(ref)
+
+    def __iter__(self) -> Iterator[int]:
+        with self._lock:
+            return iter([pid for pid, ref in self._connections.items() if _open(ref)])
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._connections)
+
+
+def _open(ref: weakref.ref[Any]) -> bool:
+    connection = ref()
+    return connection is not None and not connection.closed
 
 
 class WorkListener:

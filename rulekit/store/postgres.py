@@ -55,6 +55,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from rulekit.errors import StoreError
 from rulekit.store.base import JournaledStore
+from rulekit.store.listener import OwnBackends
 from rulekit.store.migrations import SchemaStatus, status_of
 from rulekit.store.migrations.postgres import MIGRATIONS
 from rulekit.store.sql.postgres import PostgresState, unavailable_error
@@ -162,7 +163,7 @@ class PostgresStore(JournaledStore):
         self._holders: set[int] = set()
         self._holders_lock = threading.Lock()
         self._conninfo = conninfo
-        self._backends: set[int] = set()
+        self._backends = OwnBackends()
         """The server processes of this store's pooled connections (see :meth:`listen`)."""
         self._pool_size = size
         self._pool_timeout = timeout
@@ -309,7 +310,7 @@ class PostgresStore(JournaledStore):
             with self._connection() as conn:
                 # psycopg opens the transaction (BEGIN) with the first statement; the pool
                 # commits when the block ends, or rolls back when it raises.
-                self._backends.add(conn.info.backend_pid)
+                self._backends.add(conn)
                 state = PostgresState(conn, self.url)
                 try:
                     yield state

@@ -384,3 +384,23 @@ def test_round_trips_are_counted_with_each_transactions_begin_and_end(postgres_s
         assert store.round_trips - before == 2 + 2
     finally:
         store.close()
+
+
+def test_the_ids_of_its_own_connections_stay_those_of_the_open_ones(postgres_schema):
+    # the pool replaces its connections (after max_lifetime: drain() does so at once); the
+    # ids of those it closed are not the store's any more, nor kept
+    store = PostgresStore(postgres_schema, pool_size=2)
+    seen = set()
+    try:
+        for _ in range(40):
+            with store.transaction() as state:
+                seen.add(state.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"])  # type: ignore[index]
+            store._pool.drain()
+        with store.transaction() as state:
+            current = state.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]  # type: ignore[index]
+        assert len(seen) > 10
+        assert len(store._backends) <= 2
+        assert current in store._backends
+        assert not any(pid in store._backends for pid in seen - {current})
+    finally:
+        store.close()
