@@ -3,6 +3,9 @@
 It lets any system that can shape its own data post events to rulekit (and lets tests and
 ``rulekit test`` feed normalized events through the same path as a real provider). Its default
 channel is none: configure one (``channels: {web: {provider: webhook}}``).
+
+What rulekit itself decides is not taken from the body: the event's channel, its ``origin``
+(:mod:`rulekit.channels.guarantees`), and whether its agent is ``known`` (in the directory).
 """
 
 from __future__ import annotations
@@ -43,11 +46,24 @@ class WebhookProvider(Provider):
             except ValidationError as exc:
                 first = exc.errors(include_url=False, include_input=False)[0]
                 raise ChannelError(f"{dotted(tuple(first['loc']))}: {first['msg']}") from None
+            self._directory_agent(event)
             event.message.id = bounded_key(event.message.id)
             if event.message.id and not state.mark_message_seen(self.channel, event.message.id):
                 continue
             events.append(event)
         return events
+
+    def _directory_agent(self, event: Event) -> None:
+        """``agent.known`` as the contract means it, whatever the body says: whether the
+        config's directory lists the agent's email (then spelled as the directory spells it,
+        as every provider matches agents). A sender cannot pass someone off as a directory
+        agent, nor a directory agent as a stranger (rules on ``not agent.known`` alert on
+        answers from outside the team)."""
+        agent = event.agent
+        entry = self.directory.get(agent.email)
+        agent.known = entry is not None
+        if entry is not None:
+            agent.email = entry.email
 
 
 @hookimpl

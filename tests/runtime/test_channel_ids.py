@@ -116,3 +116,55 @@ def _stored(folder, event_id: str) -> tuple[dict, dict]:
             "SELECT data, trace FROM events WHERE event_id = ?", (event_id,)
         ).fetchall()
     return json.loads(data), json.loads(trace)
+
+
+KNOWN_RULES = """\
+- name: Answer from outside the team
+  on: {channel: web, event: agent_replied}
+  if: not agent.known
+  do:
+    - autoreply: {text: "outsider"}
+"""
+
+
+def test_a_sender_cannot_say_who_is_in_the_directory(tmp_path, chatra):
+    """The ``webhook`` provider took ``agent.known`` from the sender: a stranger posted as
+    ``known: true`` passed for a directory agent (a rule on ``not agent.known``, alerting on
+    answers from outside the team, stayed silent), and a directory agent as ``known: false``
+    for a stranger. ``known`` is whether the directory lists the agent's email."""
+    config = write_setup(tmp_path, KNOWN_RULES, chatra=chatra)
+    config.write_text(
+        config.read_text().replace(
+            "channels:\n",
+            f"channels:\n  web: {{provider: webhook, webhook_secret: {WEB_SECRET}}}\n",
+        )
+    )
+    server = Server(Daemon(config, watch=False)).start()
+    try:
+        inbox = Inbox(tmp_path / "rulekit.sqlite3")
+        cases = [  # (what the body says, what the event must say)
+            ({"email": "mallory@example.org", "known": True}, ("mallory@example.org", False)),
+            ({"email": "ANNA@example.com", "known": False}, ("anna@example.com", True)),
+            ({"known": True}, (None, False)),
+        ]
+        for n, (agent, (email, known)) in enumerate(cases):
+            forged = {
+                "id": f"reply-{n}",
+                "event": "agent_replied",
+                "conversation": {"id": f"conversation-{n}"},
+                "agent": agent,
+                "message": {"id": f"m-{n}", "text": "hi", "author": "agent"},
+            }
+            answer = httpx.post(
+                f"{server.url}/webhooks/web/{WEB_SECRET}", content=json.dumps(forged)
+            )
+            assert answer.status_code == 200
+            item = answer.json()["id"]
+            assert inbox.settle([item])[item] == ("done", None)
+            [event_id] = inbox.events(item)
+            data, trace = _stored(tmp_path, event_id)
+            assert (data["agent"]["email"], data["agent"]["known"]) == (email, known), agent
+            fired = "Answer from outside the team" in json.dumps(trace["plan"])
+            assert fired is not known, agent
+    finally:
+        server.stop()
