@@ -5,7 +5,8 @@ its body is signed with. The URL and every header value count as secrets: the UR
 query often hold a token (Slack and Zapier hooks), so only :func:`masked_url` is ever shown.
 What the config may set is checked when it loads: an http(s) URL without credentials or
 fragment (:func:`url_problem`), header names that are tokens and not set by the HTTP client or
-rulekit (:data:`RESERVED_HEADERS`, ``X-Rulekit-*``), values without control characters.
+rulekit (:data:`RESERVED_HEADERS`, ``X-Rulekit-*``), values of ASCII without control
+characters nor spaces around them (what the HTTP client can send).
 """
 
 from __future__ import annotations
@@ -63,8 +64,15 @@ class WebhookTarget(StrictModel):
             lowered = name.lower()
             if lowered in RESERVED_HEADERS or lowered.startswith("x-rulekit-"):
                 raise ValueError(f"header {name!r} is set by rulekit; remove it")
-            if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in header.get_secret_value()):
+            text = header.get_secret_value()
+            if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in text):
                 raise ValueError(f"the value of header {name!r} holds control characters")
+            # else every call would fail: the HTTP client sends ASCII values, without spaces
+            # around them (a line break in an environment variable, a typographic character)
+            if not text.isascii():
+                raise ValueError(f"the value of header {name!r} holds characters beyond ASCII")
+            if text != text.strip(" \t"):
+                raise ValueError(f"the value of header {name!r} begins or ends with a space")
         return value
 
 
