@@ -284,11 +284,15 @@ class Config:
 
     @property
     def base_dir(self) -> Path:
+        """The directory relative paths of the file are read from: the one the file was named
+        in, symlinks not followed (a Kubernetes ConfigMap's ``rulekit.yaml`` is a link into a
+        directory that the next update deletes; ``../rules.d`` means beside the directory the
+        admin named)."""
         return self.path.parent if self.path else Path.cwd()
 
     @property
     def rules_path(self) -> Path:
-        return (self.base_dir / self.raw.rules).resolve()
+        return Path(os.path.abspath(self.base_dir / self.raw.rules))
 
     @property
     def timezone(self) -> ZoneInfo:
@@ -363,7 +367,7 @@ def load_config(
             errors.append(ConfigError(message, Location(name, loc[0], loc[1])))
         raise ValidationErrors(errors) from None
 
-    config = Config(raw=raw, path=path.resolve(), unset_variables=unset)
+    config = Config(raw=raw, path=Path(os.path.abspath(path)), unset_variables=unset)
     groups = list(raw.groups)
     limits = (
         {

@@ -19,7 +19,9 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 def _expand(inputs: tuple[str, ...], rule_files: list[Path]) -> tuple[list[Path], list[Path]]:
     """Split inputs into suites and plain inputs; folders contribute their files in name order
-    (except the rules files themselves, so `rulekit test rules.d/` runs the suites there)."""
+    (except the rules files themselves, so `rulekit test rules.d/` runs the suites there, and
+    hidden files: what macOS, editors and deploy tools leave beside the files, see
+    :func:`~rulekit.rules.files.is_rules_file_name`)."""
     skip = {p.resolve() for p in rule_files}
     from rulekit import yamlsource
     from rulekit.audit.dryrun import InputError, read_bytes
@@ -28,7 +30,11 @@ def _expand(inputs: tuple[str, ...], rule_files: list[Path]) -> tuple[list[Path]
     plain: list[Path] = []
     for item in inputs:
         path = Path(item)
-        files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+        files = (
+            sorted(p for p in path.iterdir() if not p.name.startswith(".") and p.is_file())
+            if path.is_dir()
+            else [path]
+        )
         for file in files:
             if path.is_dir() and file.resolve() in skip:
                 continue

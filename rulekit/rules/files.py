@@ -3,11 +3,13 @@ paths are shown in messages."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from rulekit import sources, yamlsource
 from rulekit.errors import Location, RuleError
+from rulekit.safetext import escape_controls
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_RULES_BYTES = 8 * MAX_FILE_BYTES
@@ -34,21 +36,35 @@ def rule_files(path: Path) -> list[Path]:
     return sources.listing(path, _rule_files)
 
 
+def is_rules_file_name(name: str) -> bool:
+    """Whether a file of a rules directory named ``name`` holds rules (or a suite): a
+    ``.yaml`` or ``.yml`` name not starting with a dot. Hidden names are what tools leave
+    beside the files they write, not rules: macOS's ``._10-greeting.yaml`` (binary, from a
+    copy or an archive), Emacs's ``.#10-greeting.yaml`` lock, the temporary files of editors
+    and deploy tools that write a copy and rename it over the file, and Kubernetes'
+    ``..data`` folders."""
+    return not name.startswith(".") and name.endswith(RULE_SUFFIXES)
+
+
 def _rule_files(path: Path) -> list[Path]:
     if not path.exists():
         raise FileNotFoundError(2, "no such file or directory", str(path))
     if not path.is_dir():  # a file, or a FIFO or a device: reading refuses those, saying so
         return [path]
-    return sorted(p for p in path.iterdir() if p.suffix in RULE_SUFFIXES and p.is_file())
+    return sorted(p for p in path.iterdir() if is_rules_file_name(p.name) and p.is_file())
 
 
 def display_path(path: Path) -> str:
     """A path as people should read it in messages: relative to the working directory when
-    it is inside it."""
+    it is inside it, as named (symlinks not followed: a ConfigMap's versioned folder is not
+    what the admin wrote), with the characters a terminal acts on written as escapes (a name
+    may hold a newline that would forge a message line, or bytes that are no UTF-8)."""
+    named = os.path.abspath(path)
     try:
-        return str(path.resolve().relative_to(Path.cwd()))
+        shown = str(Path(named).relative_to(Path.cwd()))
     except ValueError:
-        return str(path)
+        shown = str(path)
+    return escape_controls(shown)
 
 
 def is_suite(data: Any) -> bool:

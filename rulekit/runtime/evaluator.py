@@ -78,8 +78,10 @@ class Evaluator:
         limits: Limits | None = None,
         workers: int = 1,
     ) -> None:
-        self.config_path = str(Path(config_path).resolve()) if config_path else None
-        self.rules_path = str(Path(rules_path).resolve()) if rules_path else None
+        # absolute as named, never with symlinks resolved: the workers replay the files the
+        # daemon read by the paths it read them at (:mod:`rulekit.sources`)
+        self.config_path = os.path.abspath(config_path) if config_path else None
+        self.rules_path = os.path.abspath(rules_path) if rules_path else None
         self.limits = limits or Limits()
         self.size = workers
         self._idle: queue.Queue[_Worker | None] = queue.Queue()

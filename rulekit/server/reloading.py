@@ -35,6 +35,7 @@ from rulekit.runtime.known import load_known
 from rulekit.runtime.logs import log, redact, secret_values
 from rulekit.runtime.metrics import Metrics
 from rulekit.server.fetching import Fetchers
+from rulekit.server.watching import WatchPlan
 from rulekit.snapshot import Snapshot, freeze_heap, problems_of
 
 logger = logging.getLogger("rulekit.daemon")
@@ -47,6 +48,9 @@ RETIRE_POLL = 1.0
 """Seconds between two looks at whether a replaced snapshot is still used by a call."""
 RELOAD_BUDGET = 60.0
 """Seconds a reload may take to load and validate the new set before it is abandoned."""
+WATCH_CHECK = 5.0
+"""Seconds between two looks at whether a watched folder is still the one watched, when no
+change came (see :mod:`rulekit.server.watching`)."""
 MAX_LOADS = 2
 """Loads that may run at once, abandoned ones included: an abandoned load goes on in its
 thread (a thread cannot be stopped), so a reload on each save of rules that load in longer
@@ -261,38 +265,45 @@ class Reloading:
                 await task
             await self._close_clients(old)  # (closing twice is harmless)
 
-    def watched_paths(self) -> list[Path]:
-        """The config file and the rules location."""
-        paths = []
-        if self.config_path is not None:
-            paths.append(self.config_path.resolve())
+    def watch_plan(self) -> WatchPlan:
+        """What to watch for the config file and the rules location, as named."""
         config = self._snapshot.config
         rules = self.rules_path or (config.rules_path if config.path else Path("rules.d"))
-        paths.append(Path(rules).resolve())
-        return paths
+        return WatchPlan.of(self.config_path, Path(rules))
 
     async def _watch(self) -> None:
+        """Reload on each batch of relevant changes. Watch anew once a watched folder was
+        replaced, deleted or created, or a symlink on the way to it points elsewhere (looked
+        at after each batch, and every :data:`WATCH_CHECK` seconds without one), and reload
+        once the new watch is on: a change made while no watch was on is not lost."""
         import watchfiles
 
-        targets = self.watched_paths()
-        files = {p for p in targets if not p.is_dir()}
-        dirs = [p for p in targets if p.is_dir()]
-        roots = sorted({str(p.parent) for p in files} | {str(d) for d in dirs})
-
-        def relevant(change: Any, path: str) -> bool:
-            candidate = Path(path)
-            if candidate in files:
-                return True
-            if candidate.suffix not in (".yaml", ".yml"):
-                return False
-            return any(candidate.is_relative_to(d) for d in dirs)
-
-        assert self._stop_watching is not None
+        stop = self._stop_watching
+        assert stop is not None
+        pending = False
         try:
-            async for _changes in watchfiles.awatch(
-                *roots, watch_filter=relevant, stop_event=self._stop_watching, debounce=300
-            ):
-                await self.reload("file change")
+            while not stop.is_set():
+                plan = self.watch_plan()
+                if not plan.folders:  # nothing to watch until one of them is back
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), WATCH_CHECK)
+                    pending = True
+                    continue
+                async for changes in watchfiles.awatch(
+                    *plan.folders,
+                    watch_filter=plan.relevant,
+                    stop_event=stop,
+                    debounce=300,
+                    recursive=False,
+                    rust_timeout=int(WATCH_CHECK * 1000),
+                    yield_on_timeout=True,
+                ):
+                    if changes or pending:
+                        pending = False
+                        await self.reload("file change")
+                    if self.watch_plan().identity != plan.identity:
+                        pending = True
+                        break
         except Exception:
             log(logger, logging.ERROR, "watching files failed; reload with SIGHUP", exc_info=True)
 
