@@ -69,6 +69,9 @@ def _is_content_type(text: str) -> bool:
 
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
+UNESCAPABLE = frozenset({"multipart", "message"})
+"""Types whose parts and headers are lines of the text itself, with no escape a value could
+be given: a value could write a boundary or a header line and add its own part or field."""
 
 
 def _is_template(text: str) -> bool:
@@ -103,6 +106,13 @@ class WebhookParams(StrictModel):
                 raise ValueError("`content_type` goes with `text` (a `body` is JSON)")
             if not _is_content_type(self.content_type):
                 raise ValueError(f"{self.content_type!r} is not a content type (type/subtype)")
+            kind = self.content_type.partition("/")[0].strip().lower()
+            if kind in UNESCAPABLE and _is_template(self.text or ""):
+                raise ValueError(
+                    f"a {kind}/* text cannot hold values: one could add parts or headers of "
+                    "its own (a boundary line, a line break); send `body:` (JSON) or "
+                    "application/x-www-form-urlencoded"
+                )
         return self
 
 

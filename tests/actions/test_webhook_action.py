@@ -471,6 +471,28 @@ def test_the_daemon_log_redacts_nested_target_secrets(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "content_type",
+    ["multipart/form-data; boundary=XyZ", "Multipart/mixed; boundary=b", "message/http"],
+)
+def test_values_cannot_go_into_a_text_made_of_parts_and_header_lines(tmp_path, content_type):
+    """A value in a multipart text could write the boundary and add a form field of its own
+    (a client named ``Mia\\r\\n--XyZ\\r\\nContent-Disposition: ...; name="is_admin"``), with
+    nothing to escape it: such a text holds no values (a load error), a plain one may."""
+    form = '--XyZ\r\nContent-Disposition: form-data; name="who"\r\n\r\n{{ client.name }}\r\n--XyZ--'
+    with pytest.raises(ValueError, match="cannot hold values"):
+        WebhookParams(to="crm", content_type=content_type, text=form)
+    WebhookParams(to="crm", content_type=content_type, text=form.replace("{{ client.name }}", "x"))
+    rules = f"""
+        - name: multipart
+          on: {{event: created}}
+          do:
+            - webhook: {{to: crm, content_type: "{content_type}", text: {json.dumps(form)}}}
+        """
+    with pytest.raises(ValidationErrors, match=r"r\.yaml:4: .*cannot hold values"):
+        rules_engine(tmp_path, rules)
+
+
+@pytest.mark.parametrize(
     ("content_type", "valid"),
     [
         ("application/json", True),
