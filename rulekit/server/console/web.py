@@ -16,7 +16,12 @@ from rulekit.server.proxy import FORWARDED_HOST
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "media-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
-    "base-uri 'none'"
+    "base-uri 'none'; "
+    # Trusted Types with no policy: the browser refuses every string that would become markup
+    # or script (innerHTML, insertAdjacentHTML, document.write, a javascript: URL followed, an
+    # on* attribute), so that "client data is put into the page as text" is the browser's rule,
+    # not only the scripts' habit
+    "require-trusted-types-for 'script'; trusted-types 'none'"
 )
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
@@ -24,6 +29,11 @@ SECURITY_HEADERS = {
     # same-origin, not no-referrer: with no-referrer browsers post forms with "Origin: null"
     "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
+    # a page of another site that opened the console (window.open) keeps no handle on it: it
+    # cannot send it elsewhere (a look-alike sign-in page) nor count what it holds
+    "Cross-Origin-Opener-Policy": "same-origin",
+    # and cannot load its answers (a conversation's JSON, a sound) into a page of its own
+    "Cross-Origin-Resource-Policy": "same-origin",
 }
 
 
