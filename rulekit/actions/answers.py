@@ -116,14 +116,24 @@ def bounded_response_class() -> type[aiohttp.ClientResponse]:
 def bounded_stream(response: httpx.Response) -> httpx.Response:
     """``response`` (from an httpx transport) with its body read up to :data:`MAX_ANSWER`
     bytes; past it, reading raises :class:`httpx.ReadError` (httpx's clients take no other
-    exception from a stream)."""
+    exception from a stream). So does an answer with a ``Content-Encoding``: the bound counts
+    the bytes that come, and httpx would inflate them after it (a MiB of gzip is a GB of
+    text), so a compressed answer is never read (ask for ``Accept-Encoding: identity``)."""
     import httpx
+
+    coding = response.headers.get("content-encoding", "").strip().lower()
+    encoded = coding not in ("", "identity")
 
     class BoundedStream(httpx.AsyncByteStream):
         def __init__(self, inner: Any) -> None:
             self._inner = inner
 
         async def __aiter__(self) -> AsyncIterator[bytes]:
+            if encoded:
+                shown = coding if len(coding) <= 40 else coding[:40] + "..."
+                raise httpx.ReadError(
+                    f"the answer (HTTP {response.status_code}) is {shown}-encoded: not inflated"
+                )
             size = 0
             async for chunk in self._inner:
                 size += len(chunk)

@@ -320,10 +320,12 @@ def _token_transport(token: str, connections: int) -> httpx.AsyncBaseTransport:
             url = request.url
             if _TOKEN_MARK in url.path:
                 url = url.copy_with(path=url.path.replace(_TOKEN_MARK, token))
+            headers = request.headers.copy()
+            headers["accept-encoding"] = "identity"  # never inflated: see bounded_stream
             wire = httpx.Request(
                 request.method,
                 url,
-                headers=request.headers,
+                headers=headers,
                 stream=request.stream,
                 extensions=request.extensions,
             )

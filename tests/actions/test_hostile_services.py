@@ -6,10 +6,12 @@ reading at most MAX_ANSWER bytes, and a call the service took is never made agai
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import socket
 import socketserver
 import threading
+import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -36,7 +38,10 @@ class _Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     answer: Answer
     calls: list[str]
+    heads: list[list[str]]
     sent: int
+    encodings: dict[str, str]
+    """The Content-Encoding answered to a method, when one is."""
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -66,14 +71,18 @@ class _Handler(socketserver.BaseRequestHandler):
             buffered = buffered[length:]
             method = lines[0].split()[1].rstrip("/").rsplit("/", 1)[-1]
             server.calls.append(method)
+            server.heads.append(lines)
             status, body = server.answer(method)
             with contextlib.suppress(OSError):  # the client hung up: that is the point
-                _send(self.request, server, status, body)
+                _send(self.request, server, status, body, server.encodings.get(method))
 
 
-def _send(sock: socket.socket, server: _Server, status: int, body: bytes) -> None:
+def _send(
+    sock: socket.socket, server: _Server, status: int, body: bytes, encoding: str | None = None
+) -> None:
+    coding = f"Content-Encoding: {encoding}\r\n" if encoding else ""
     sock.sendall(
-        f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+        f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{coding}"
         f"Content-Length: {len(body)}\r\n\r\n".encode()
     )
     view = memoryview(body)
@@ -85,7 +94,8 @@ def _send(sock: socket.socket, server: _Server, status: int, body: bytes) -> Non
 @contextmanager
 def api(answer: Answer) -> Iterator[_Server]:
     server = _Server(("127.0.0.1", 0), _Handler)
-    server.answer, server.calls, server.sent = answer, [], 0
+    server.answer, server.calls, server.heads, server.sent = answer, [], [], 0
+    server.encodings = {}
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -160,6 +170,29 @@ def test_telegram_reads_no_more_of_an_answer_than_max_answer() -> None:
     assert isinstance(exc, PermanentActionError) and exc.status == 200
     assert f"is over {MAX_ANSWER} bytes" in exc.message
     assert server.sent < HUGE // 2
+
+
+def test_telegram_never_inflates_a_compressed_answer() -> None:
+    """The bound counted the bytes that came, and httpx inflated them after it: 250 KB of
+    gzip from the API (or whatever stands at its base_url) became 256 MB in memory, and the
+    bound let through a MiB of it, a GB. The action asks for no compression; an answer
+    compressed anyway is not read, as one over the bound is not."""
+    bomb = gzip.compress(b"0" * (256 * 2**20), compresslevel=9)
+    answers = {"getMe": (200, ME), "sendMessage": (200, bomb)}
+    with api(lambda method: answers[method]) as server:
+        server.encodings["sendMessage"] = "gzip"
+        tracemalloc.start()
+        try:
+            exc = telegram_failure(server)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert isinstance(exc, PermanentActionError) and exc.status == 200  # the message was taken
+    assert "gzip-encoded: not inflated" in exc.message
+    assert peak < 20 * 2**20
+    assert server.calls == ["getMe", "sendMessage"]
+    for head in server.heads:
+        assert "accept-encoding: identity" in [line.lower() for line in head]
 
 
 def test_an_error_quoting_a_long_answer_is_cut() -> None:
