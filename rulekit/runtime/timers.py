@@ -140,8 +140,8 @@ class TimerRunner:
         while not self._stopping:
             self._wakeup.clear()
             try:
-                due = await anyio.to_thread.run_sync(self._next_due)
-                if due is not None and due <= self.now():
+                due, now = await anyio.to_thread.run_sync(self._next_due)
+                if due is not None and due <= now:
                     fired = await anyio.to_thread.run_sync(self.fire_due)
                     self.on_fired(fired)
                     delay = 0.0
@@ -152,7 +152,7 @@ class TimerRunner:
                 else:
                     wait = MAX_SLEEP
                     if due is not None:
-                        wait = min(wait, max((due - self.now()).total_seconds(), 0.0))
+                        wait = min(wait, max((due - now).total_seconds(), 0.0))
                     delay = 0.0
             except (StoreUnavailable, WorkerGone) as exc:
                 delay = min(max(delay * 2, 0.5), 30.0)
@@ -167,18 +167,26 @@ class TimerRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), wait)
 
-    def _next_due(self) -> datetime | None:
+    def _next_due(self) -> tuple[datetime | None, datetime]:
+        """The earliest due time, and the time to compare it with: the store's clock where it
+        keeps the time of several daemons (their own clocks may disagree by minutes), else
+        the daemon's."""
         with self.store.transaction() as state:
-            return state.next_timer_due()
+            return state.next_timer_due(), self._time(state)
+
+    def _time(self, state: JournaledState) -> datetime:
+        """Now, by the store's clock where it keeps the time of several daemons (how late a
+        firing is, when what it enqueues falls due), else by the daemon's."""
+        return (state.timers_clock() if self.store.keeps_time else None) or self.now()
 
     def fire_due(self) -> list[Fired]:
         """Claim the timers due now and fire them (runs in a worker thread): the timed
         rules' timers of a claim together — one read, one exchange with the evaluation worker,
         one transaction that records them all — and each channel timer on its own."""
         with self.store.transaction() as state:
-            timers = state.claim_timers(
-                self.owner, lease=TIMER_LEASE, limit=self.batch, now=self.now()
-            )
+            # by the store's clock where it keeps one (several daemons agree on it)
+            now = None if self.store.keeps_time else self.now()
+            timers = state.claim_timers(self.owner, lease=TIMER_LEASE, limit=self.batch, now=now)
         out: list[Fired] = []
         snapshot = self.snapshot()
         self.evaluator.want(snapshot)
@@ -222,7 +230,7 @@ class TimerRunner:
         with self.store.transaction() as state:
             triggers = [self._readable_trigger(state, timer) for timer in timers]
             team = team_facts(state) if self.evaluator.reads_team else None
-        now = self.now()
+            now = self._time(state)
         out: list[Fired] = []
         requests, waiting = [], []
         for timer, event in zip(timers, triggers, strict=True):
@@ -324,7 +332,11 @@ class TimerRunner:
     def _fire_channel(self, timer: Timer, channel: str, name: str) -> Fired | None:
         """A channel's timer: the provider says what it means, its events are evaluated and
         recorded like a webhook's, with the timer's outcome."""
-        now = self.now()
+        if self.store.keeps_time:
+            with self.store.transaction() as state:
+                now = self._time(state)
+        else:
+            now = self.now()
         provider = self.snapshot().providers.get(channel)
         if provider is None:
             return self._finish(timer, "gone", f"channel {channel!r} is not configured", now)

@@ -132,6 +132,12 @@ class JournaledState(State, Journal):
 class JournaledStore(Store):
     """A store whose transactions cover both the conversation state and the journal."""
 
+    keeps_time = False
+    """Whether the store's own clock decides when claims run out and work falls due (a
+    database several daemons share, whose machines' clocks may disagree): the daemon then
+    passes no ``now`` to claims, and compares due times with
+    :meth:`~rulekit.store.timers.Timers.timers_clock`."""
+
     @abc.abstractmethod
     def transaction(self) -> AbstractContextManager[JournaledState]:
         """A unit of work over state and journal: kept when the block ends normally, dropped on

@@ -42,11 +42,18 @@ class Timers:
         """The earliest due time of the pending timers (one indexed read)."""
         raise NotImplementedError(f"{type(self).__name__} cannot keep timers")
 
+    def timers_clock(self) -> datetime | None:
+        """The time by the store's own clock where the store keeps the time of several daemons
+        (PostgreSQL: the database's clock, which :meth:`claim_timers` goes by when given no
+        ``now``); None where the caller's clock is the store's (one daemon's SQLite file)."""
+        return None
+
     def claim_timers(
         self, owner: str, *, lease: float, limit: int = 20, now: datetime | None = None
     ) -> list[Timer]:
         """Claim up to ``limit`` pending timers due by ``now`` (earliest first) that nobody
-        else holds, for ``lease`` seconds. Across several daemons a timer is held by one."""
+        else holds, for ``lease`` seconds. Across several daemons a timer is held by one.
+        Without ``now``: the store's clock (:meth:`timers_clock`), else this machine's."""
         raise NotImplementedError(f"{type(self).__name__} cannot keep timers")
 
     def finish_timer(

@@ -404,3 +404,38 @@ def test_the_ids_of_its_own_connections_stay_those_of_the_open_ones(postgres_sch
         assert not any(pid in store._backends for pid in seen - {current})
     finally:
         store.close()
+
+
+def test_due_times_and_leases_are_written_by_the_databases_clock(postgres_schema):
+    """What a daemon writes that claims compare with the database's clock (a job's due time,
+    a lease's end, a requeued job) is written by that clock too: written by the daemon's
+    own clock, a daemon five minutes ahead enqueued jobs that no daemon took for five
+    minutes, and took other daemons' leases before they ran out."""
+    from rulekit.store.records import NewEvent
+
+    def event(n: int) -> Event:
+        return Event(
+            id=f"e{n}",
+            channel="chat",
+            event="created",
+            occurred_at=datetime(2025, 1, 1, tzinfo=UTC),
+            conversation={"id": f"c{n}"},
+        )
+
+    job = JobSpec(rule="r", action="autoreply", params={}, destination="autoreply")
+    store = PostgresStore(postgres_schema)
+    with store.transaction() as state:
+        began = state.execute("SELECT now() AS now").fetchone()["now"]  # type: ignore[index]
+        state.record_event(event(1), inbox_id=None, trace={}, jobs=[job])
+        state.record_events([NewEvent(event(n), None, {}, [job]) for n in (2, 3)])
+        assert state.hold_lease("poll:chat", "a", 60)
+        lease = state.execute("SELECT until FROM leases").fetchone()["until"]  # type: ignore[index]
+        jobs = state.jobs(status="pending", limit=10)
+    assert [j.next_attempt_at for j in jobs] == [began] * 3
+    assert lease == began + timedelta(seconds=60)
+    with store.transaction() as state:
+        began = state.execute("SELECT now() AS now").fetchone()["now"]  # type: ignore[index]
+        state.requeue_job(jobs[0].id)
+        (again,) = [j for j in state.jobs(status="pending", limit=10) if j.id == jobs[0].id]
+    assert again.next_attempt_at == began
+    store.close()

@@ -14,6 +14,11 @@ from rulekit.store.codec import event_json, to_json, trace_json
 from rulekit.store.records import JobSpec, NewEvent, utc
 from rulekit.store.sql.stats import matched_rules
 
+# The time written for what is recorded: the caller's ``now`` (tests), else the database's
+# clock, which claims go by. A daemon whose own clock ran ahead enqueued its plans' jobs due in
+# the database's future: no daemon took them (its own neither) until its clock's lead was over.
+_NOW = "COALESCE(:now::timestamptz, now())"
+
 # The events of a round, their jobs and their matches (each row naming its event by its
 # position in the round); jobs and matches are inserted only for the events inserted (a
 # redelivered event enqueues nothing), the jobs in plan order.
@@ -23,25 +28,25 @@ _RECORD_EVENTS = (
     "  occurred timestamptz, data json, trace json)),"
     " e AS (INSERT INTO events (event_id, inbox_id, channel, event, conversation_id,"
     "  occurred_at, data, trace, processed_at)"
-    "  SELECT id, inbox, channel, event, conversation, occurred, data, trace, :now"
+    f"  SELECT id, inbox, channel, event, conversation, occurred, data, trace, {_NOW}"
     "  FROM w ORDER BY n ON CONFLICT (event_id) DO NOTHING RETURNING event_id),"
     # each conversation's activity once, with the last client an event of it names
     " t AS (SELECT DISTINCT ON (w.channel, w.conversation) w.channel, w.conversation, w.client"
     "  FROM w JOIN e ON e.event_id = w.id WHERE w.conversation IS NOT NULL"
     "  ORDER BY w.channel, w.conversation, w.client IS NULL, w.n DESC),"
-    " c AS (UPDATE conversations SET active_at = :now,"
+    f" c AS (UPDATE conversations SET active_at = {_NOW},"
     "  client_id = coalesce(t.client, conversations.client_id)"
     "  FROM t WHERE conversations.id = t.conversation AND conversations.channel = t.channel"
     "  RETURNING 1),"
     " j AS (INSERT INTO outbox (event_id, rule, action, params, destination, lane,"
     "  next_attempt_at)"
-    "  SELECT w.id, s.rule, s.action, s.params, s.destination, s.lane, :now"
+    f"  SELECT w.id, s.rule, s.action, s.params, s.destination, s.lane, {_NOW}"
     "  FROM json_to_recordset(:jobs::json) AS s(n bigint, event bigint, rule text,"
     "   action text, params json, destination text, lane text)"
     "  JOIN w ON w.n = s.event JOIN e ON e.event_id = w.id"
     "  ORDER BY s.n RETURNING 1),"
     " m AS (INSERT INTO rule_matches (rule, event_id, matched_at)"
-    "  SELECT r.rule, w.id, :now FROM unnest(:m_events::bigint[], :matched::text[])"
+    f"  SELECT r.rule, w.id, {_NOW} FROM unnest(:m_events::bigint[], :matched::text[])"
     "   AS r(event, rule) JOIN w ON w.n = r.event JOIN e ON e.event_id = w.id"
     "  RETURNING 1)"
     " SELECT event_id FROM e"
@@ -71,24 +76,24 @@ class PostgresAudit:
             "WITH e AS (INSERT INTO events (event_id, inbox_id, channel, event,"
             "  conversation_id, occurred_at, data, trace, processed_at)"
             "  VALUES (:id, :inbox, :channel, :event, :conversation,"
-            "   :occurred, :data::json, :trace::json, :now)"
+            f"   :occurred, :data::json, :trace::json, {_NOW})"
             "  ON CONFLICT (event_id) DO NOTHING RETURNING event_id),"
             # the conversation's activity, in the same round trip (only for a new event)
-            " c AS (UPDATE conversations SET active_at = :now,"
+            f" c AS (UPDATE conversations SET active_at = {_NOW},"
             "  client_id = coalesce(:client, client_id)"
             "  WHERE id = :conversation AND channel = :channel AND EXISTS (SELECT 1 FROM e)"
             "  RETURNING 1),"
             " j AS (INSERT INTO outbox (event_id, rule, action, params, destination,"
             "  lane, next_attempt_at)"
             "  SELECT e.event_id, s.rule, s.action, s.params::json, s.destination, s.lane,"
-            "   :now"
+            f"   {_NOW}"
             "  FROM e, unnest(:rules::text[], :actions::text[], :params::text[],"
             "   :destinations::text[], :lanes::text[]) WITH ORDINALITY"
             "   AS s(rule, action, params, destination, lane, n)"
             "  ORDER BY s.n RETURNING 1),"
             # which rules matched (rulekit stats), in the same round trip
             " m AS (INSERT INTO rule_matches (rule, event_id, matched_at)"
-            "  SELECT r.rule, e.event_id, :now FROM e, unnest(:matched::text[]) AS r(rule)"
+            f"  SELECT r.rule, e.event_id, {_NOW} FROM e, unnest(:matched::text[]) AS r(rule)"
             "  RETURNING 1)"
             " SELECT (SELECT count(*) FROM e) AS recorded, (SELECT count(*) FROM j) AS jobs,"
             "  (SELECT count(*) FROM m) AS matches",
@@ -102,7 +107,7 @@ class PostgresAudit:
                 "occurred": utc(event.occurred_at),
                 "data": event_json(event),
                 "trace": trace_json(trace),
-                "now": utc(now),
+                "now": None if now is None else utc(now),
                 "rules": [job.rule for job in jobs],
                 "actions": [job.action for job in jobs],
                 "params": [self.dialect.json(job.params) for job in jobs],
@@ -148,7 +153,7 @@ class PostgresAudit:
         rows = self.execute(
             _RECORD_EVENTS,
             {
-                "now": utc(),
+                "now": None,
                 "events": f"[{events}]",
                 "jobs": f"[{jobs}]",
                 "m_events": [n for n, _ in matches],

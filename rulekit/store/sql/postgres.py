@@ -29,6 +29,7 @@ from rulekit.store.records import (
     InboxItem,
     Job,
     Outcome,
+    Timer,
     check_attempt,
     utc,
 )
@@ -36,6 +37,7 @@ from rulekit.store.sql.audit import PostgresAudit
 from rulekit.store.sql.dialect import Dialect, pyformat
 from rulekit.store.sql.lookups import PostgresLookups
 from rulekit.store.sql.state import SQLState
+from rulekit.store.sql.timers import TIMER_COLUMNS
 
 # SQLSTATE classes that mean "the database cannot do this right now", not a bug: connection
 # exceptions, rollbacks (deadlock, serialization), insufficient resources (disk full, too many
@@ -271,6 +273,34 @@ class PostgresState(PostgresAudit, PostgresLookups, SQLState):
         ).fetchall()
         return sorted((self._inbox_item(row) for row in rows), key=lambda item: item.id)
 
+    # timers ----------------------------------------------------------------------------------
+    def timers_clock(self) -> datetime:
+        row = self._one("SELECT clock_timestamp() AS now")
+        assert row is not None
+        return utc(row["now"])
+
+    def claim_timers(
+        self, owner: str, *, lease: float, limit: int = 20, now: datetime | None = None
+    ) -> list[Timer]:
+        # the database's clock, as the claims of inbox items and jobs: a daemon whose own
+        # clock runs ahead took timers before they were due (and another daemon's claims
+        # before they ran out)
+        rows = self.execute(
+            "UPDATE timers SET claimed_by = :owner,"
+            f"  claimed_until = {_NOW} + make_interval(secs => :lease)"
+            f" WHERE id IN (SELECT id FROM timers WHERE status = 'pending' AND due <= {_NOW}"
+            f"   AND (claimed_until IS NULL OR claimed_until <= {_NOW})"
+            "   ORDER BY due, id LIMIT :limit FOR UPDATE SKIP LOCKED)"
+            f" RETURNING {TIMER_COLUMNS}",
+            {
+                "owner": owner,
+                "lease": float(lease),
+                "now": self.dialect.time(now),
+                "limit": limit,
+            },
+        ).fetchall()
+        return sorted((self._timer(row) for row in rows), key=lambda t: (t.due, t.id))
+
     # outbox ----------------------------------------------------------------------------------
     def hold_assignments(self) -> None:
         self.execute(_LOCK, {"lock": _ASSIGN_LOCK})
@@ -425,15 +455,20 @@ class PostgresState(PostgresAudit, PostgresLookups, SQLState):
         held = outcome == "retry" and hold is not None
         # One statement: lock the job, update it (a job already done or dead keeps its status
         # and only counts the attempt; a pending one whose call another claimer started since
-        # is left alone: taken over), and log the attempt.
+        # is left alone: taken over), and log the attempt. Without ``now``, ``retry_at`` (on
+        # this machine's clock) is moved to the database's clock, which claims go by: as far
+        # ahead of the database's now as it is of this machine's.
         row = self._one(
-            "WITH old AS (SELECT id, status, (CAST(:owner AS text) IS NOT NULL"
+            "WITH shift AS (SELECT CASE WHEN CAST(:local AS timestamptz) IS NULL"
+            "  THEN interval '0' ELSE clock_timestamp() - :local::timestamptz END AS by),"
+            " old AS (SELECT id, status, (CAST(:owner AS text) IS NOT NULL"
             "  AND status = 'pending' AND call_started_by <> :owner) AS taken"
             "  FROM outbox WHERE id = :id FOR UPDATE),"
             " upd AS (UPDATE outbox o SET attempts = o.attempts + 1,"
             "  status = CASE WHEN old.status = 'pending' THEN :status ELSE o.status END,"
             "  next_attempt_at = CASE WHEN old.status = 'pending'"
-            "   THEN COALESCE(:retry_at::timestamptz, o.next_attempt_at)"
+            "   THEN COALESCE(:retry_at::timestamptz + (SELECT by FROM shift),"
+            "    o.next_attempt_at)"
             "   ELSE o.next_attempt_at END,"
             "  last_error = CASE WHEN old.status = 'pending'"
             "   THEN COALESCE(:error::text, o.last_error) ELSE o.last_error END,"
@@ -442,7 +477,8 @@ class PostgresState(PostgresAudit, PostgresLookups, SQLState):
             "  claimed_by = CASE WHEN old.status = 'pending' AND NOT :held THEN NULL"
             "   ELSE o.claimed_by END,"
             "  claimed_until = CASE WHEN old.status <> 'pending' THEN o.claimed_until"
-            "   WHEN :held THEN :retry_at::timestamptz + make_interval(secs => :hold)"
+            "   WHEN :held THEN :retry_at::timestamptz + (SELECT by FROM shift)"
+            "    + make_interval(secs => :hold)"
             "   ELSE NULL END,"
             "  call_started_at = NULL, call_started_by = NULL"
             "  FROM old WHERE o.id = old.id AND old.taken IS NOT TRUE RETURNING o.id),"
@@ -454,6 +490,7 @@ class PostgresState(PostgresAudit, PostgresLookups, SQLState):
                 "id": job_id,
                 "status": "pending" if outcome == "retry" else outcome,
                 "retry_at": self.dialect.time(retry_at),
+                "local": utc() if now is None and retry_at is not None else None,
                 "error": error,
                 "result": self.dialect.json(result),
                 "at": utc(now),
@@ -466,6 +503,35 @@ class PostgresState(PostgresAudit, PostgresLookups, SQLState):
         if not row["found"]:
             raise KeyError(f"no job {job_id}")
         return bool(row["recorded"])
+
+    def requeue_job(self, job_id: int, *, now: datetime | None = None) -> None:
+        cursor = self.execute(
+            f"UPDATE outbox SET status = 'pending', next_attempt_at = {_NOW},"
+            " claimed_by = NULL, claimed_until = NULL WHERE id = :id",
+            {"now": self.dialect.time(now), "id": job_id},
+        )
+        if cursor.rowcount == 0:
+            raise KeyError(f"no job {job_id}")
+
+    def hold_lease(
+        self, name: str, owner: str, seconds: float, *, now: datetime | None = None
+    ) -> bool:
+        # the database's clock, as claims: a daemon whose clock ran ahead took the lease of
+        # another daemon's fetcher before it ran out (two fetchers of one account)
+        row = self._one(
+            "INSERT INTO leases (name, owner, until)"
+            f" VALUES (:name, :owner, {_NOW} + make_interval(secs => :seconds))"
+            " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until = excluded.until"
+            f" WHERE leases.owner = excluded.owner OR leases.until <= {_NOW}"
+            " RETURNING owner",
+            {
+                "name": name,
+                "owner": owner,
+                "seconds": float(seconds),
+                "now": self.dialect.time(now),
+            },
+        )
+        return row is not None
 
     def release_claims(self, owner: str) -> int:
         row = self._one(

@@ -14,7 +14,7 @@ from typing import Any
 
 from rulekit.store.records import Timer, utc
 
-_COLUMNS = (
+TIMER_COLUMNS = (
     "id, rule, conversation_id, channel, due, trigger_event_id, status, set_at, finished_at,"
     " reason, by_event, claimed_by, claimed_until"
 )
@@ -108,7 +108,7 @@ class SQLTimers:
             " WHERE id IN (SELECT id FROM timers WHERE status = 'pending' AND due <= :now"
             "   AND (claimed_until IS NULL OR claimed_until <= :now)"
             f"   ORDER BY due, id LIMIT :limit{self.dialect.skip_locked})"
-            f" RETURNING {_COLUMNS}",
+            f" RETURNING {TIMER_COLUMNS}",
             {
                 "owner": owner,
                 "until": self.dialect.time(now + timedelta(seconds=lease)),
@@ -153,6 +153,6 @@ class SQLTimers:
             where.append("conversation_id = :conversation")
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         rows = self.execute(
-            f"SELECT {_COLUMNS} FROM timers{clause} ORDER BY id DESC LIMIT :limit", params
+            f"SELECT {TIMER_COLUMNS} FROM timers{clause} ORDER BY id DESC LIMIT :limit", params
         ).fetchall()
         return [self._timer(row) for row in rows]
