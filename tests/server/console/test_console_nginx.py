@@ -25,6 +25,8 @@ from browser import chromium, chromium_or_skip, wait_for
 from console_helpers import free_port
 from scaffold import REPO, write
 
+from rulekit.server.console.web import CSP
+
 pytest.importorskip("rulekit_chatra")
 
 SECRET = "nginx-e2e-secret-0123456789"
@@ -200,6 +202,9 @@ def test_sign_in_and_the_live_feed_work_through_the_documented_nginx(
             return driver.find_elements(By.CSS_SELECTOR, "#connection[data-state='open']")
 
         wait_for(console_open, "the console and its live stream")
+        page = httpx.get(f"{url}/console/login", verify=False)  # (a browser hides the headers)
+        assert page.headers["strict-transport-security"] == "max-age=31536000"
+        assert page.headers["content-security-policy"] == CSP  # the console's own, passed on
         [cookie] = driver.get_cookies()
         assert cookie["secure"] and cookie["httpOnly"]  # nginx said https (X-Forwarded-Proto)
 
