@@ -5,8 +5,9 @@ its body is signed with. The URL and every header value count as secrets: the UR
 query often hold a token (Slack and Zapier hooks), so only :func:`masked_url` is ever shown.
 What the config may set is checked when it loads: an http(s) URL without credentials or
 fragment (:func:`url_problem`), header names that are tokens and not set by the HTTP client or
-rulekit (:data:`RESERVED_HEADERS`, ``X-Rulekit-*``), values of ASCII without control
-characters nor spaces around them (what the HTTP client can send).
+rulekit (:data:`RESERVED_HEADERS`, ``X-Rulekit-*``, ``Content-Type``: the rule's, which values
+are escaped for), values of ASCII without control characters nor spaces around them (what the
+HTTP client can send).
 """
 
 from __future__ import annotations
@@ -62,6 +63,13 @@ class WebhookTarget(StrictModel):
             if not is_token(name):
                 raise ValueError(f"{name!r} is not a valid header name")
             lowered = name.lower()
+            if lowered == "content-type":
+                # values are escaped for the rule's content type: a target's own would let a
+                # value escaped for text/plain reach a receiver that reads it as HTML
+                raise ValueError(
+                    "the content type is the rule's (`content_type:` with `text:`, JSON with "
+                    "`body:`), which values are escaped for: remove the Content-Type header"
+                )
             if lowered in RESERVED_HEADERS or lowered.startswith("x-rulekit-"):
                 raise ValueError(f"header {name!r} is set by rulekit; remove it")
             text = header.get_secret_value()

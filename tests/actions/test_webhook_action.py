@@ -286,6 +286,8 @@ def test_check_warns_about_plain_http_to_another_host(tmp_path):
         ({"url": "https://x.example/a b"}, "spaces or control characters"),
         ({"headers": {"X-Rulekit-Signature": "x"}}, "is set by rulekit"),
         ({"headers": {"Bad Name": "x"}}, "not a valid header name"),
+        ({"headers": {"Content-Type": "text/html"}}, "the content type is the rule's"),
+        ({"headers": {"content-TYPE": "text/html"}}, "the content type is the rule's"),
         ({"headers": {"X-A": "a\r\nInjected: 1"}}, "control characters"),
         ({"headers": {"Authorization": "Bearer tök-123456789"}}, "beyond ASCII"),
         ({"headers": {"X-A": "a\u2028b"}}, "beyond ASCII"),
