@@ -64,7 +64,10 @@ class Presence:
     async def signed_in(self, viewer: Viewer | None) -> None:
         """``viewer`` signed in: from now on ``assign`` looks at presence by default."""
         if viewer is not None and viewer.email is not None:
-            await self._write(viewer.email, None, None)
+            try:
+                await self._write(viewer.email, None, None)
+            except StoreUnavailable as exc:  # signed in all the same: their stream records it
+                log(logger, logging.WARNING, "console: sign-in not recorded", failure=exc)
 
     async def _write(self, email: str, status: str | None, until: datetime | None) -> None:
         def work() -> None:
