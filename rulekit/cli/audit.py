@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from rulekit.cli.main import config_option, reports_errors
+from rulekit.cli.main import STORE_LIMIT, config_option, reports_errors
 from rulekit.safetext import echo, echo_json
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -115,7 +115,7 @@ def why_command(
 @click.option("--rule", help="Only events for which this rule enqueued an action.")
 @click.option("--failed", is_flag=True, help="Only events with a dead-lettered action.")
 @since_option
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--limit", type=STORE_LIMIT, default=50, show_default=True)
 @format_option
 @show_content_option
 @reports_errors
@@ -201,7 +201,7 @@ def _rule_names(config: Any) -> list[str] | None:
 )
 @config_option
 @since_option
-@click.option("--limit", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option("--limit", type=STORE_LIMIT, default=10_000, show_default=True)
 @click.option("--all", "show_all", is_flag=True, help="Also list events that would not change.")
 @format_option
 @show_content_option

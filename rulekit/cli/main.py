@@ -20,6 +20,14 @@ from rulekit.safetext import echo, echo_json
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
+STORE_INT_MAX = 2**63 - 1
+"""The largest integer a store's columns and ``LIMIT`` take (SQLite's INTEGER, PostgreSQL's
+BIGINT): an id or a limit above it is a usage error, not the database driver's traceback."""
+STORE_ID = click.IntRange(min=1, max=STORE_INT_MAX)
+"""The type of an id of the store's (a job's, an inbox item's) given on the command line."""
+STORE_LIMIT = click.IntRange(min=1, max=STORE_INT_MAX)
+"""The type of a ``--limit`` of rows read from the store."""
+
 
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     """Turn rulekit errors into a message on stderr and an exit code."""

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from rulekit.cli.audit import EXIT_FAILED, _echo_json, _open, format_option, show_content_option
-from rulekit.cli.main import config_option, reports_errors
+from rulekit.cli.main import STORE_ID, config_option, reports_errors
 from rulekit.safetext import echo
 
 
@@ -79,7 +79,7 @@ def _line(entry: dict[str, Any], key: str) -> str:
 
 
 @click.command("retry")
-@click.argument("job_ids", nargs=-1, type=click.IntRange(min=1))
+@click.argument("job_ids", nargs=-1, type=STORE_ID)
 @config_option
 @format_option
 @show_content_option
@@ -103,7 +103,7 @@ def retry_command(
 
 
 @click.command("requeue")
-@click.argument("inbox_ids", nargs=-1, type=click.IntRange(min=1))
+@click.argument("inbox_ids", nargs=-1, type=STORE_ID)
 @config_option
 @format_option
 @show_content_option

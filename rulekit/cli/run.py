@@ -3,9 +3,20 @@ the top, so ``rulekit --help`` stays fast)."""
 
 from __future__ import annotations
 
+import math
 import sys
 
 import click
+
+MAX_JOB_LEASE = 7 * 24 * 3600.0
+"""The longest ``--job-lease`` (a week): a lease runs on the store's clock, and one beyond what a
+time can hold (``1e308``, ``inf``) or no number at all (``nan``) left every job unclaimable."""
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if math.isnan(value):  # (NaN is neither below nor above a range's bounds)
+        raise click.BadParameter("not a number")
+    return value
 
 
 @click.command("run")
@@ -23,7 +34,11 @@ import click
     help="Rules directory or file (default: the config's `rules`, else ./rules.d).",
 )
 @click.option("--host", help="Address to listen on (default: the config's server.host).")
-@click.option("--port", type=int, help="Port to listen on (default: the config's server.port).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (default: the config's server.port).",
+)
 @click.option(
     "--strict",
     is_flag=True,
@@ -31,7 +46,8 @@ import click
 )
 @click.option(
     "--job-lease",
-    type=click.FloatRange(min=1.0),
+    type=click.FloatRange(min=1.0, max=MAX_JOB_LEASE),
+    callback=_finite,
     default=60.0,
     show_default=True,
     help="Seconds a claimed action job is held; after a crash it is retried once this passed.",
