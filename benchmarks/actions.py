@@ -6,7 +6,8 @@ client, classification, and a :class:`~rulekit.actions.pacing.Pacer` with short 
 limits). Prints both rates, their ratio (target: >= 0.5) and, from the times the fake recorded,
 the most messages any destination got within one limit period (must not exceed the limit).
 The fakes run in a child process, so their threads do not compete with the client for the GIL.
-Quick by default; ``--messages`` / ``--destinations`` scale it up.
+Quick by default; ``--messages`` / ``--destinations`` scale it up; ``--smoke`` only checks that
+it runs (5 destinations, 50 messages).
 
     python benchmarks/actions.py [--destinations 50] [--messages 1000]
 """
@@ -155,7 +156,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--destinations", type=int, default=50)
     parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: does it run")
     args = parser.parse_args()
+    if args.smoke:
+        args.destinations, args.messages = 5, 50
     print(
         f"{args.messages} messages over {args.destinations} destinations in parallel; "
         f"limit per destination {PER_DESTINATION.count} per {PER_DESTINATION.period:g} s"

@@ -2,6 +2,7 @@
 
     python benchmarks/daemon_memory.py             # 10,000 rules
     python benchmarks/daemon_memory.py --rules 1000
+    python benchmarks/daemon_memory.py --smoke     # 20 rules, 30 webhooks: does it run
 
 The rules are varied (conditions on the client, messages and pages; templates in the actions),
 spread over several files; the daemon is measured once ready, and again after a few hundred
@@ -48,7 +49,11 @@ def rule(n: int, rng: random.Random) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rules", type=int, default=10_000)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: does it run")
     args = parser.parse_args()
+    webhooks, settle = (30, 0.2) if args.smoke else (300, 2.0)
+    if args.smoke:
+        args.rules = 20
     rng = random.Random(1)
     with tempfile.TemporaryDirectory() as folder:
         config = write_config(Path(folder), "[]\n")
@@ -62,15 +67,15 @@ def main() -> None:
         loaded = time.monotonic() - began
         try:
             ready = daemon.rss_mb()
-            for n in range(300):
+            for n in range(webhooks):
                 httpx.post(daemon.webhook_url, content=chat_started(n, f"m{n}"))
-            time.sleep(2)
+            time.sleep(settle)
             after = daemon.rss_mb()
         finally:
             daemon.stop()
     print(
         f"{args.rules} rules: ready in {loaded:.1f} s; RSS {ready:.0f} MB when ready, "
-        f"{after:.0f} MB after 300 webhooks (target <= 200 MB at 10,000 rules)"
+        f"{after:.0f} MB after {webhooks} webhooks (target <= 200 MB at 10,000 rules)"
     )
 
 

@@ -3,6 +3,7 @@ on the same stack, driven the same way in the same run, webhook in → message a
 
     python benchmarks/e2e.py                    # about a minute
     python benchmarks/e2e.py --quick            # fewer webhooks, shorter latency phase
+    python benchmarks/e2e.py --smoke            # 200 webhooks, no profile: does it run
     python benchmarks/e2e.py --webhooks 20000 --rate 400 --seconds 30 --rules 1000
 
 Both systems receive Chatra ``chatStarted`` / ``chatFragment`` webhooks and post one
@@ -262,7 +263,7 @@ class Result:
 def run_system(server: Server, slack: Slack, args: argparse.Namespace, profile: bool) -> Result:
     result = Result()
     slack.arrived.clear()
-    warm = phase("w", 200, 50, server.port)
+    warm = phase("w", args.warm, 50, server.port)
     asyncio.run(closed_loop("127.0.0.1", server.port, warm.requests, 16))
     slack.wait(warm.ids)
 
@@ -443,9 +444,15 @@ def main() -> None:
         "--profile-idle", action="store_true", help="sample waiting threads too (wall time)"
     )
     parser.add_argument("--only", choices=("baseline", "rulekit"), help="measure one system")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, no profile: does it run")
     args = parser.parse_args()
+    args.warm = 200  # webhooks before the measures
     if args.quick:
         args.webhooks, args.seconds = 1500, 4.0
+    if args.smoke:
+        # enough webhooks for the CPU figures to count clock ticks (10 ms each)
+        args.webhooks, args.rate, args.seconds, args.conversations = 200, 20, 0.5, 10
+        args.warm, args.no_profile = 10, True
 
     slack = Slack()
     results: dict[str, Result] = {}

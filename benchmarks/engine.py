@@ -3,6 +3,7 @@
     python benchmarks/engine.py            # 1,000 and 10,000 rules
     python benchmarks/engine.py --quick    # 1,000 rules only, fewer events
     python benchmarks/engine.py --load-only  # load figures only, 10,000 rules (1,000 with --quick)
+    python benchmarks/engine.py --smoke    # 50 rules, 100 events, one run each: does it run
 
 Figures printed:
 * events/s of ``Engine.evaluate`` vs hand-written Python lambdas behind a (channel, event) dict,
@@ -274,13 +275,15 @@ def print_load(best: dict[str, float]) -> None:
     )
 
 
-def measure(n: int, n_events: int, repeat: int, shape: str = "mixed") -> dict[str, float]:
+def measure(
+    n: int, n_events: int, repeat: int, shape: str = "mixed", loads: int = 3
+) -> dict[str, float]:
     rng = random.Random(n)
     rules, lambdas = make_rules(n, rng, shape)
     events = make_events(n_events, rng)
     with tempfile.TemporaryDirectory() as tmp:
         write_rules(Path(tmp), rules)
-        engine, load = measure_load(Path(tmp))
+        engine, load = measure_load(Path(tmp), loads)
     table = lambda_table(lambdas)
     expected = run_lambdas(table, events)
     actual = run_engine(engine, events)
@@ -309,14 +312,14 @@ def measure(n: int, n_events: int, repeat: int, shape: str = "mixed") -> dict[st
     }
 
 
-def load_only(n: int) -> None:
+def load_only(n: int, loads: int = 3) -> None:
     """Only the load figure, for every shape, and the worst."""
     ratios = {}
     for shape in SHAPES:
         rules, _ = make_rules(n, random.Random(n), shape)
         with tempfile.TemporaryDirectory() as tmp:
             write_rules(Path(tmp), rules)
-            _, load = measure_load(Path(tmp))
+            _, load = measure_load(Path(tmp), loads)
         print(f"\n{n:,} rules ({shape})")
         print_load(load)
         ratios[shape] = load["load"] / load["yaml"]
@@ -324,10 +327,10 @@ def load_only(n: int) -> None:
     print(f"\nworst load at {n:,} rules: {worst}, {ratios[worst]:.2f}x PyYAML's C loader")
 
 
-def startup() -> None:
+def startup(runs: int = 7) -> None:
     def wall(command: list[str]) -> float:
         times = []
-        for _ in range(7):
+        for _ in range(runs):
             start = time.perf_counter()
             subprocess.run(command, check=True, capture_output=True)
             times.append(time.perf_counter() - start)
@@ -347,13 +350,17 @@ def main() -> None:
     parser.add_argument(
         "--load-only", action="store_true", help="only the load figures (10,000 rules)"
     )
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run: does it run")
     args = parser.parse_args()
+    loads = 1 if args.smoke else 3
     if args.load_only:
-        load_only(1_000 if args.quick else 10_000)
+        load_only(50 if args.smoke else 1_000 if args.quick else 10_000, loads)
         return
     sizes = [(1_000, 2_000, 3)] if args.quick else [(1_000, 10_000, 5), (10_000, 10_000, 3)]
+    if args.smoke:
+        sizes = [(50, 100, 1)]
     for n, n_events, repeat in sizes:
-        results = {shape: measure(n, n_events, repeat, shape) for shape in SHAPES}
+        results = {shape: measure(n, n_events, repeat, shape, loads) for shape in SHAPES}
         worst = min(results, key=lambda shape: results[shape]["daemon_ratio"])
         print(
             f"\nworst at {n:,} rules: {worst}, daemon path "
@@ -365,7 +372,7 @@ def main() -> None:
             f"worst load at {n:,} rules: {slowest}, "
             f"{results[slowest]['load_ratio']:.2f}x PyYAML's C loader"
         )
-    startup()
+    startup(1 if args.smoke else 7)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ seeded with 1,000,000 (their inbox items and done jobs), 100,000 pending future-
 
     python benchmarks/history.py                  # 1,000,000 events (seeding takes a minute or two)
     python benchmarks/history.py --events 200000 --quick
+    python benchmarks/history.py --smoke          # 20 events against 200, one turn: does it run
 
 Printed for each store, and as ratios large / small (target: within 1.2x), the median of
 ``--rounds`` turns taken alternately on each store:
@@ -59,12 +60,13 @@ LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 # seeding ------------------------------------------------------------------------------------
-def seed(path: Path, events: int, pending: int) -> None:
+def seed(path: Path, events: int, pending: int, template: int = TEMPLATE) -> None:
     """``events`` recorded events (one done job and one done inbox item each), ``pending``
-    future-dated pending jobs, a conversation per ten events."""
+    future-dated pending jobs, a conversation per ten events; ``template`` of them recorded
+    through the store."""
     store = SQLiteStore(path)
     with store.transaction() as state:
-        for n in range(TEMPLATE):
+        for n in range(template):
             inbox_id, _ = state.append_inbox(
                 CHANNEL, chat_fragment(n, f"seed{n}"), delivery_key=f"seed:{n}", now=LONG_AGO
             )
@@ -83,12 +85,12 @@ def seed(path: Path, events: int, pending: int) -> None:
             job = JobSpec("Notify", "slack", {"channel": f"C{n}", "text": f"new {n}"}, f"C{n}")
             state.record_event(event, inbox_id=inbox_id, trace={}, jobs=[job], now=LONG_AGO)
     with store.transaction() as state:
-        for job in state.jobs(status="pending", limit=TEMPLATE):
+        for job in state.jobs(status="pending", limit=template):
             state.record_attempt(job.id, "done", now=LONG_AGO)
     store.close()
     conn = sqlite3.connect(path)
-    copies = max(events // TEMPLATE - 1, 0)
-    spread = max(events // 10 // TEMPLATE, 1)
+    copies = max(events // template - 1, 0)
+    spread = max(events // 10 // template, 1)
     """Copies of each template conversation: ten events each."""
     with conn:
         conn.execute(
@@ -189,7 +191,7 @@ def store_calls(path: Path, runs: int) -> dict[str, float]:
 
 # the daemon ---------------------------------------------------------------------------------
 def daemon_figures(
-    folder: Path, webhooks: int, rate: float, seconds: float, turn: int = 0
+    folder: Path, webhooks: int, rate: float, seconds: float, turn: int = 0, warm: int = 300
 ) -> dict[str, float]:
     """CPU per webhook and ack p99 of ``rulekit run`` on the store in ``folder`` (``turn``
     keeps each turn's message ids its own: a redelivered one would not be sent again)."""
@@ -208,8 +210,8 @@ def daemon_figures(
             ]
             return ids, [post_request("127.0.0.1", server.port, path, b) for b in bodies]
 
-        ids, warm = requests("w", 300)
-        asyncio.run(closed_loop("127.0.0.1", server.port, warm, 16))
+        ids, warming = requests("w", warm)
+        asyncio.run(closed_loop("127.0.0.1", server.port, warming, 16))
         slack.wait(ids)
         ids, load = requests("t", webhooks)
         cpu = server.cpu()
@@ -237,16 +239,21 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="turns of each store (medians are printed)"
     )
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one turn: does it run")
     args = parser.parse_args()
     runs = 30 if args.quick else 100
     webhooks, rate, seconds = (1000, 100, 4) if args.quick else (3000, 150, 8)
+    template, warm = TEMPLATE, 300
+    if args.smoke:
+        args.events, args.pending, args.rounds, template = 200, 50, 1, 20
+        runs, webhooks, rate, seconds, warm = 3, 100, 20, 0.5, 10
     with tempfile.TemporaryDirectory() as tmp:
         empty, seeded = Path(tmp) / "empty", Path(tmp) / "seeded"
         for folder in (empty, seeded):
             folder.mkdir()
-        seed(empty / "rulekit.sqlite3", TEMPLATE, 0)
+        seed(empty / "rulekit.sqlite3", template, 0, template)
         began = time.perf_counter()
-        seed(seeded / "rulekit.sqlite3", args.events, args.pending)
+        seed(seeded / "rulekit.sqlite3", args.events, args.pending, template)
         size = (seeded / "rulekit.sqlite3").stat().st_size / 2**20
         print(
             f"seeded {args.events:,} events, {args.pending:,} pending jobs in"
@@ -264,13 +271,13 @@ def main() -> None:
                 figures = store_calls(work, runs)
                 work.unlink()
                 if not args.no_daemon:
-                    figures |= daemon_figures(folder, webhooks, rate, seconds, round_)
+                    figures |= daemon_figures(folder, webhooks, rate, seconds, round_, warm)
                 rounds[name].append(figures)
         results = {
             name: {key: statistics.median(r[key] for r in measured) for key in measured[0]}
             for name, measured in rounds.items()
         }
-    print(f"{'':<38} {'1,000':>9} {args.events:>9,} {'ratio':>7}")
+    print(f"{'':<38} {template:>9,} {args.events:>9,} {'ratio':>7}")
     for key, value in results["empty"].items():
         other = results["seeded"][key]
         print(f"{key:<38} {value:>9.2f} {other:>9.2f} {other / value if value else 0:>6.2f}x")

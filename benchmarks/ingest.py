@@ -3,6 +3,7 @@ before the 200) against a no-op endpoint in the same server, same run, same load
 
     python benchmarks/ingest.py              # 8 s per endpoint, 64 connections
     python benchmarks/ingest.py --quick      # 3 s per endpoint
+    python benchmarks/ingest.py --smoke      # 0.3 s per endpoint, 8 connections: does it run
 
 Measured twice: with the processor working through the inbox alongside (the daemon as it runs),
 and with processing paused (what persisting costs by itself; the inbox is processed later).
@@ -85,6 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--smoke", action="store_true", help="short phases: does it run")
     parser.add_argument("--serve", nargs=2, metavar=("CONFIG", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -95,6 +97,9 @@ def main() -> None:
     import httpx
 
     seconds = 3.0 if args.quick else 8.0
+    distinct = 200_000  # bodies, more than are posted
+    if args.smoke:
+        seconds, distinct, args.connections = 0.3, 5_000, 8
     with tempfile.TemporaryDirectory() as folder:
         # no rules: this measures the ingest, not processing (which runs alongside anyway)
         config = write_config(Path(folder), "[]\n")
@@ -115,7 +120,7 @@ def main() -> None:
                 time.sleep(0.05)
             base = f"http://127.0.0.1:{port}"
             # unique bodies: every durable request is a new inbox row, not a duplicate
-            bodies = [chat_started(n, f"m{n:09d}") for n in range(200_000)]
+            bodies = [chat_started(n, f"m{n:09d}") for n in range(distinct)]
             noop = asyncio.run(
                 load(f"{base}/noop/online-chat/{SECRET}", bodies, seconds, args.connections)
             )

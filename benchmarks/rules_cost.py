@@ -4,6 +4,7 @@ but one excluded by the rule index, driven the same way in one run.
     python benchmarks/rules_cost.py               # 1, 1,000 and 10,000 rules
     python benchmarks/rules_cost.py --quick       # fewer webhooks
     python benchmarks/rules_cost.py --rules 1 2000 20000
+    python benchmarks/rules_cost.py --smoke       # 1 and 20 rules, 200 webhooks: does it run
 
 The rules are those of ``e2e.py --rules N``: one that matches every webhook (a Slack message
 each, to a channel of its own) and N - 1 of the same channel and events whose condition names
@@ -120,7 +121,9 @@ class Figures:
     trace_bytes: float = 0.0
 
 
-def measure(rules: int, slack: Slack, webhooks: int, conversations: int) -> Figures:
+def measure(
+    rules: int, slack: Slack, webhooks: int, conversations: int, warm: int = 300
+) -> Figures:
     out = Figures(rules)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -133,9 +136,9 @@ def measure(rules: int, slack: Slack, webhooks: int, conversations: int) -> Figu
         try:
             # loading ends once the evaluation worker, which loads the rules itself, answered
             slack.arrived.clear()
-            warm = phase("w", 300, 50, server.port)
-            asyncio.run(closed_loop("127.0.0.1", server.port, warm.requests, 16))
-            slack.wait(warm.ids)
+            warming = phase("w", warm, 50, server.port)
+            asyncio.run(closed_loop("127.0.0.1", server.port, warming.requests, 16))
+            slack.wait(warming.ids)
             out.loading = samplers[0].stop()
 
             load = phase("t", webhooks, conversations, server.port)
@@ -164,12 +167,17 @@ def main() -> None:
     parser.add_argument("--webhooks", type=int, default=4000)
     parser.add_argument("--conversations", type=int, default=1000)
     parser.add_argument("--rules", type=int, nargs="+", default=[1, 1000, 10_000])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: does it run")
     args = parser.parse_args()
+    warm = 300
     if args.quick:
         args.webhooks = 1500
+    if args.smoke:
+        # enough webhooks for the CPU figures to count clock ticks (10 ms each)
+        args.webhooks, args.conversations, args.rules, warm = 200, 10, [1, 20], 10
     slack = Slack()
     try:
-        results = [measure(n, slack, args.webhooks, args.conversations) for n in args.rules]
+        results = [measure(n, slack, args.webhooks, args.conversations, warm) for n in args.rules]
     finally:
         slack.stop()
     one = results[0]

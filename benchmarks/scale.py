@@ -3,6 +3,7 @@ single daemon on SQLite as the reference, in one run.
 
     python benchmarks/scale.py --postgres postgresql://postgres@127.0.0.1:5432/test
     python benchmarks/scale.py --quick     # fewer events (URL from RULEKIT_TEST_POSTGRES)
+    python benchmarks/scale.py --smoke     # 30 events, 1 and 2 daemons/workers: does it run
 
 Two measurements:
 
@@ -274,9 +275,15 @@ def round_trips(port: int) -> float:
 
 
 def run_daemons(
-    storage: str, folder: Path, count: int, webhooks: int, senders: int = SENDERS
+    storage: str,
+    folder: Path,
+    count: int,
+    webhooks: int,
+    senders: int = SENDERS,
+    recorded: float = 1.5,
 ) -> Daemons:
-    """Webhooks per second through ``count`` ``rulekit run`` daemons, end to end."""
+    """Webhooks per second through ``count`` ``rulekit run`` daemons, end to end (``recorded``:
+    seconds to let the last outcomes be recorded, after the autoreplies arrived)."""
     import asyncio
     import subprocess
 
@@ -351,7 +358,7 @@ def run_daemons(
                 time.sleep(0.02)
             elapsed = time.perf_counter() - began
             cpu = sum(process_tree_cpu(daemon.pid) for daemon in daemons) - cpu
-            time.sleep(1.5)  # the last outcomes are recorded after the autoreplies arrive
+            time.sleep(recorded)  # the last outcomes are recorded after the autoreplies arrive
             trips = sum(round_trips(port) for port in ports) - trips
             return Daemons(
                 webhooks / elapsed, cpu / webhooks * 1000, own / webhooks * 1000, trips / webhooks
@@ -365,7 +372,11 @@ def run_daemons(
 
 
 def bench_daemons(
-    postgres: str | None, workers: list[int], webhooks: int, senders: int = SENDERS
+    postgres: str | None,
+    workers: list[int],
+    webhooks: int,
+    senders: int = SENDERS,
+    recorded: float = 1.5,
 ) -> None:
     print(
         f"\nDaemons (rulekit run), {webhooks} webhooks end to end, {senders} at a time"
@@ -384,7 +395,7 @@ def bench_daemons(
         )
 
     with tempfile.TemporaryDirectory() as tmp:
-        sqlite = run_daemons("sqlite:///rulekit.sqlite3", Path(tmp), 1, webhooks, senders)
+        sqlite = run_daemons("sqlite:///rulekit.sqlite3", Path(tmp), 1, webhooks, senders, recorded)
     line("SQLite (synchronous=FULL)", 1, sqlite, "")
     if not postgres:
         print("PostgreSQL: skipped (pass --postgres URL or set RULEKIT_TEST_POSTGRES)")
@@ -397,7 +408,7 @@ def bench_daemons(
         url = f"{postgres}{separator}schema=rk_bench_{uuid.uuid4().hex[:10]}"
         try:
             with tempfile.TemporaryDirectory() as tmp:
-                result = run_daemons(url, Path(tmp), count, webhooks, senders)
+                result = run_daemons(url, Path(tmp), count, webhooks, senders, recorded)
         finally:
             drop_schema(url)
         base = base or result.rate
@@ -422,13 +433,16 @@ def main() -> int:
     )
     parser.add_argument("--store-only", action="store_true", help="skip the daemons")
     parser.add_argument("--daemons-only", action="store_true", help="skip the store only part")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: does it run")
     args = parser.parse_args()
     events = 600 if args.quick else args.events
+    if args.smoke:
+        events, args.webhooks, args.quick, args.workers = 30, 30, False, [1, 2]
     print(f"{os.cpu_count()} CPUs")
     if not args.store_only:
-        bench_daemons(
-            args.postgres, args.workers, 400 if args.quick else args.webhooks, args.senders
-        )
+        webhooks = 400 if args.quick else args.webhooks
+        recorded = 0.3 if args.smoke else 1.5
+        bench_daemons(args.postgres, args.workers, webhooks, args.senders, recorded)
     if args.daemons_only:
         return 0
     print(f"\nStore only, {events} events per configuration")

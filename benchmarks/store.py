@@ -2,6 +2,7 @@
 
     python benchmarks/store.py            # 2,000 events per store
     python benchmarks/store.py --quick    # 500 events per store
+    python benchmarks/store.py --smoke    # 20 events per store: does it run
 
 The unit of work is what processing one webhook writes, in one transaction: the inbox append,
 the conversation read and update, the message id, a cooldown, the event's audit record with two
@@ -121,8 +122,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="500 events instead of 2,000")
     parser.add_argument("--dir", type=Path, default=None, help="where the SQLite files go")
+    parser.add_argument("--smoke", action="store_true", help="20 events: does it run")
     args = parser.parse_args()
-    events = 500 if args.quick else 2000
+    events = 20 if args.smoke else 500 if args.quick else 2000
 
     with tempfile.TemporaryDirectory(dir=args.dir) as directory:
         counter = iter(range(1_000_000))

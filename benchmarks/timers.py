@@ -4,6 +4,7 @@ pending timers).
 
     python benchmarks/timers.py             # 100,000 pending timers
     python benchmarks/timers.py --quick     # 20,000, shorter daemon runs
+    python benchmarks/timers.py --smoke     # 200, timers due after 1 s, short phases: does it run
     python benchmarks/timers.py --postgres postgresql://...   # also PostgreSQL (default:
                                             # RULEKIT_TEST_POSTGRES; a schema of its own, dropped)
 
@@ -36,6 +37,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -98,14 +100,16 @@ def operations(store: JournaledStore, tag: str) -> dict[str, Callable[[int], Non
     return {"set": set_one, "cancel": cancel_one, "next due": next_due, "claim": claim}
 
 
-def compare(empty: JournaledStore, full: JournaledStore) -> dict[str, tuple[float, float]]:
+def compare(
+    empty: JournaledStore, full: JournaledStore, repeat: int = REPEAT
+) -> dict[str, tuple[float, float]]:
     """Median milliseconds of each operation on ``full`` and on ``empty``, run alternately
     (one on each, then the next) so that the machine's noise falls on both alike."""
     ops_empty, ops_full = operations(empty, "a"), operations(full, "b")
     out = {}
     for name in ops_empty:
         times: tuple[list[float], list[float]] = ([], [])
-        for n in range(REPEAT):
+        for n in range(repeat):
             for side, op in enumerate((ops_full[name], ops_empty[name])):
                 start = time.perf_counter()
                 op(n)
@@ -115,7 +119,9 @@ def compare(empty: JournaledStore, full: JournaledStore) -> dict[str, tuple[floa
     return out
 
 
-def bench_store(name: str, open_store: Callable[[str], JournaledStore], pending: int) -> float:
+def bench_store(
+    name: str, open_store: Callable[[str], JournaledStore], pending: int, repeat: int = REPEAT
+) -> float:
     print(f"\n{name}: median ms per operation with {pending:,} pending timers (ratio to none)")
     worst = 0.0
     for shape in SHAPES:
@@ -124,7 +130,7 @@ def bench_store(name: str, open_store: Callable[[str], JournaledStore], pending:
         try:
             fill(full, pending, shape)
             started = time.perf_counter()
-            figures = compare(empty, full)
+            figures = compare(empty, full, repeat)
             took = time.perf_counter() - started
         finally:
             empty.close()
@@ -141,25 +147,45 @@ def bench_store(name: str, open_store: Callable[[str], JournaledStore], pending:
 
 # -- the daemon --------------------------------------------------------------------------------
 
-TIMED_RULES = """\
-- name: Nobody answered
-  on: {channel: online-chat, event: created}
-  if: "message.text == 'timer'"
-  after: 30s
-  do:
-    - play_sound: {sound: bell, to: everyone}
-
-- name: Bell for new chats
-  on: {channel: online-chat, event: created}
-  if: "message.text == 'load'"
-  do:
-    - play_sound: {sound: bell, to: everyone}
-"""
 TIMED = "Nobody answered"
 
 
-def setup(folder: Path, pending: int) -> Path:
-    config = write_config(folder, TIMED_RULES, extra="dispatcher: {max_attempts: 1}\n")
+def timed_rules(after: float) -> str:
+    """A rule whose timer falls due ``after`` seconds after a chat with ``timer`` began, and
+    one for the chats of the load."""
+    return f"""\
+- name: {TIMED}
+  on: {{channel: online-chat, event: created}}
+  if: "message.text == 'timer'"
+  after: {after:g}s
+  do:
+    - play_sound: {{sound: bell, to: everyone}}
+
+- name: Bell for new chats
+  on: {{channel: online-chat, event: created}}
+  if: "message.text == 'load'"
+  do:
+    - play_sound: {{sound: bell, to: everyone}}
+"""
+
+
+@dataclass
+class Phases:
+    """How long the daemon's phases last (seconds)."""
+
+    after: float = 30.0
+    """From a chat to its timer's due time."""
+    settle: float = 2.0
+    """After the daemon's start, before the measures."""
+    idle: float = 10.0
+    lead: float = 2.0
+    """The load starts this long before the first timer is due..."""
+    tail: float = 3.0
+    """... and ends this long after the last."""
+
+
+def setup(folder: Path, pending: int, after: float = 30.0) -> Path:
+    config = write_config(folder, timed_rules(after), extra="dispatcher: {max_attempts: 1}\n")
     store = SQLiteStore(folder / "rulekit.sqlite3")
     try:
         fill(store, pending, "spread")
@@ -223,18 +249,25 @@ def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
 
 
 def lateness_under_load(
-    folder: Path, daemon: Daemon, timers: int, timer_rate: float, load_rate: float, first: int
+    folder: Path,
+    daemon: Daemon,
+    timers: int,
+    timer_rate: float,
+    load_rate: float,
+    first: int,
+    phases: Phases,
 ) -> dict[str, float]:
-    """``timers`` chats that each set a timer due 30 s after they were written (``timer_rate``
-    a second, so they fall due at that rate), then new chats at ``load_rate`` a second from 2 s
-    before the first timer is due to 3 s after the last: p50 and p99 of (fired - due)."""
+    """``timers`` chats that each set a timer due ``phases.after`` (30 s) after they were
+    written (``timer_rate`` a second, so they fall due at that rate), then new chats at
+    ``load_rate`` a second from ``phases.lead`` (2 s) before the first timer is due to
+    ``phases.tail`` (3 s) after the last: p50 and p99 of (fired - due)."""
     since = datetime.now(UTC) - timedelta(seconds=1)
     sent = asyncio.run(send(daemon.webhook_url, timer_rate, timers / timer_rate, first, "timer"))
     wait_until(lambda: len(timer_rows(folder, since)) >= sent, 60)
     dues = [due for due, _ in timer_rows(folder, since)]
-    wait = (min(dues) - datetime.now(UTC)).total_seconds() - 2
+    wait = (min(dues) - datetime.now(UTC)).total_seconds() - phases.lead
     time.sleep(max(wait, 0))
-    seconds = (max(dues) - datetime.now(UTC)).total_seconds() + 3
+    seconds = (max(dues) - datetime.now(UTC)).total_seconds() + phases.tail
     loaded = asyncio.run(send(daemon.webhook_url, load_rate, seconds, first + 500_000, "load"))
     wait_until(lambda: all(done for _, done in timer_rows(folder, since)), 60)
     late = [
@@ -251,31 +284,34 @@ def lateness_under_load(
 
 
 def run_daemon(
-    folder: Path, config: Path, idle: float, timers: int, shapes: list[float], load_rate: float
+    folder: Path, config: Path, phases: Phases, timers: int, shapes: list[float], load_rate: float
 ) -> dict[str, Any]:
     daemon = Daemon(config).wait_ready()
     try:
-        time.sleep(2)  # settle after start
+        time.sleep(phases.settle)
         cpu, rss = daemon.cpu_seconds(), daemon.rss_mb()
-        time.sleep(idle)
-        out: dict[str, Any] = {"rss": rss, "idle_cpu": (daemon.cpu_seconds() - cpu) / idle}
+        time.sleep(phases.idle)
+        idle_cpu = (daemon.cpu_seconds() - cpu) / phases.idle
+        out: dict[str, Any] = {"rss": rss, "idle_cpu": idle_cpu}
         for n, timer_rate in enumerate(shapes):
             out[f"{timer_rate:g}"] = lateness_under_load(
-                folder, daemon, timers, timer_rate, load_rate, 1 + n * 10_000
+                folder, daemon, timers, timer_rate, load_rate, 1 + n * 10_000, phases
             )
         return out
     finally:
         daemon.stop()
 
 
-def bench_daemon(pending: int, idle: float, timers: int, shapes: list[float], rate: float) -> float:
+def bench_daemon(
+    pending: int, phases: Phases, timers: int, shapes: list[float], rate: float
+) -> float:
     print(f"\ndaemon (rulekit run, SQLite): {pending:,} pending timers vs none (ratio)")
     results: dict[int, dict[str, Any]] = {}
     for count in (0, pending):
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            config = setup(folder, count)
-            results[count] = run_daemon(folder, config, idle, timers, shapes, rate)
+            config = setup(folder, count, phases.after)
+            results[count] = run_daemon(folder, config, phases, timers, shapes, rate)
     base, full = results[0], results[pending]
     worst = full["rss"] / base["rss"]
     print(f"  {'RSS when idle, MB':>34}: {full['rss']:.1f} vs {base['rss']:.1f} ({worst:.2f}x)")
@@ -307,14 +343,17 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--postgres", default=os.environ.get("RULEKIT_TEST_POSTGRES"))
     parser.add_argument("--skip-daemon", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, short phases")
     args = parser.parse_args()
-    pending = args.pending or (20_000 if args.quick else 100_000)
+    pending = args.pending or (200 if args.smoke else 20_000 if args.quick else 100_000)
+    repeat = 5 if args.smoke else REPEAT
     worst = {}
     with tempfile.TemporaryDirectory() as tmp:
         worst["SQLite store"] = bench_store(
             "SQLite store (synchronous=NORMAL: the commit's fsync is the same either way)",
             lambda name: SQLiteStore(Path(tmp) / f"{name}.sqlite3", synchronous="NORMAL"),
             pending,
+            repeat,
         )
     if args.postgres:
         from rulekit.store.postgres import PostgresStore, drop_schema
@@ -328,15 +367,21 @@ def main() -> None:
             return PostgresStore(url)
 
         try:
-            worst["PostgreSQL store"] = bench_store("PostgreSQL store", open_postgres, pending)
+            worst["PostgreSQL store"] = bench_store(
+                "PostgreSQL store", open_postgres, pending, repeat
+            )
         finally:
             for url in urls:
                 drop_schema(url)
     else:
         print("\nPostgreSQL: skipped (pass --postgres URL or set RULEKIT_TEST_POSTGRES)")
     if not args.skip_daemon:
-        idle, timers = (5.0, 100) if args.quick else (10.0, 300)
-        worst["daemon"] = bench_daemon(pending, idle, timers, [10.0, 50.0], args.rate)
+        if args.smoke:
+            phases, timers = Phases(after=1, settle=0.3, idle=0.3, lead=0.2, tail=0.3), 5
+            args.rate = 20
+        else:
+            phases, timers = Phases(idle=5.0 if args.quick else 10.0), 100 if args.quick else 300
+        worst["daemon"] = bench_daemon(pending, phases, timers, [10.0, 50.0], args.rate)
     print("\nworst ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in worst.items()))
 
 
