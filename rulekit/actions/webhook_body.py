@@ -4,9 +4,11 @@
   into a string stays inside that JSON string (the encoder escapes it), so no value can change
   the document's structure.
 * ``text:`` + ``content_type:`` — a text sent as it is, with each interpolated value escaped for
-  the content type: JSON string contents for ``*json``, percent-encoding for form data, HTML
-  entities for ``*html``/``*xml``, nothing for anything else. In a JSON text a value must be
-  inside a string (``"{{ ... }}"``); anywhere else it is refused.
+  the content type: JSON string contents for a JSON type (one whose subtype names JSON: JSON
+  Lines and JSON sequences too), percent-encoding for form data, HTML entities for
+  ``*html``/``*xml``, nothing for anything else (``multipart/*`` and ``message/*`` texts hold
+  no values: see :class:`rulekit.actions.webhook.WebhookParams`). In a JSON text a value must
+  be inside a string (``"{{ ... }}"``); anywhere else it is refused.
 * neither — :func:`event_document`: the event in a documented, versioned JSON shape.
 
 Signing (:func:`signature`): ``X-Rulekit-Signature: sha256=<hex HMAC-SHA256 keyed with the
@@ -72,7 +74,10 @@ def _json_string(text: str) -> str:
 def text_escaper(content_type: str) -> Callable[[Interpolations, str], str] | None:
     """How values are put into a ``text`` of ``content_type`` (None: as they are)."""
     kind = content_type.split(";", 1)[0].strip().lower()
-    if kind.endswith("json"):
+    if "json" in kind.partition("/")[2]:
+        # JSON and the types made of JSON texts: *+json, JSON Lines (application/jsonl,
+        # x-ndjson), JSON text sequences (json-seq), where a line break in a value would
+        # start a record of its own
         return resolve_json_text
     if kind == "application/x-www-form-urlencoded":
         return lambda values, text: _each_value(values, text, quote_plus)

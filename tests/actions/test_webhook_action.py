@@ -222,6 +222,33 @@ def test_values_in_a_text_body_are_escaped_for_its_content_type(tmp_path):
     assert plain == f"plain {HOSTILE}"
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/jsonl", "application/x-ndjson", "application/json-seq", "application/jsonlines"],
+)
+def test_values_in_json_lines_cannot_add_records(tmp_path, content_type):
+    """A JSON Lines text is JSON texts a line each: its values were put in as they are (only a
+    type ending in "json" was escaped), and a line break in a client's name started a record
+    of the client's own."""
+    engine = rules_engine(
+        tmp_path,
+        f"""
+        - name: lines
+          on: {{event: created}}
+          do:
+            - webhook:
+                to: crm
+                content_type: {content_type}
+                text: |-
+                  {{"who": "{{{{ client.name }}}}"}}
+                  {{"n": 2}}
+        """,
+    )
+    hostile = 'Mia"}\n{"admin": true, "x": "'
+    [text] = (p.params["text"] for p in engine.evaluate(make_event(client={"name": hostile})))
+    assert [json.loads(line) for line in text.split("\n")] == [{"who": hostile}, {"n": 2}]
+
+
 def test_a_value_outside_a_json_string_is_refused(tmp_path):
     engine = rules_engine(
         tmp_path,
