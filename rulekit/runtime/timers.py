@@ -40,7 +40,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import anyio
@@ -66,6 +66,13 @@ TIMER_LEASE = 60.0
 MAX_SLEEP = 30.0
 """The longest the runner sleeps without looking at the store again (a timer another daemon
 set, a claim that ran out)."""
+LEFT_TO_OTHERS = 300.0
+"""Seconds past its due time that a daemon sharing its store leaves a timer whose rule its rule
+set does not have (or whose ``on:`` no longer takes the triggering event) to the others: a
+reload reaches the daemons one after another, and one that has the rule fires it. Past this,
+the timer ends as ``gone``."""
+HAND_BACK = 2.0
+"""Seconds a timer left to the others waits before any daemon claims it again."""
 BATCH = 20
 STARTS = 5
 """How often a channel timer is tried again when the state changed under it."""
@@ -177,7 +184,7 @@ class TimerRunner:
     def _time(self, state: JournaledState) -> datetime:
         """Now, by the store's clock where it keeps the time of several daemons (how late a
         firing is, when what it enqueues falls due), else by the daemon's."""
-        return (state.timers_clock() if self.store.keeps_time else None) or self.now()
+        return (state.timers_clock() if self.store.shared else None) or self.now()
 
     def fire_due(self) -> list[Fired]:
         """Claim the timers due now and fire them (runs in a worker thread): the timed
@@ -185,7 +192,7 @@ class TimerRunner:
         one transaction that records them all — and each channel timer on its own."""
         with self.store.transaction() as state:
             # by the store's clock where it keeps one (several daemons agree on it)
-            now = None if self.store.keeps_time else self.now()
+            now = None if self.store.shared else self.now()
             timers = state.claim_timers(self.owner, lease=TIMER_LEASE, limit=self.batch, now=now)
         out: list[Fired] = []
         snapshot = self.snapshot()
@@ -232,7 +239,7 @@ class TimerRunner:
             team = team_facts(state) if self.evaluator.reads_team else None
             now = self._time(state)
         out: list[Fired] = []
-        requests, waiting = [], []
+        requests, waiting, others = [], [], []
         for timer, event in zip(timers, triggers, strict=True):
             if not isinstance(event, Event):
                 outcome, reason = ("gone", GONE) if event is None else ("error", event)
@@ -240,11 +247,16 @@ class TimerRunner:
                 if fired is not None:
                     out.append(fired)
                 continue
+            if self._for_others(timer, event, now):
+                others.append(timer)
+                continue
             seen = _as_read(event)
             event.id = timer_event_id(timer.id)
             firing = Firing(timer.rule, timer.due, now)
             requests.append(Request([event], {}, firing=firing, team=team))
             waiting.append((timer, event, seen))
+        if others:
+            self._hand_back(others, now)
         answers = self.evaluator.evaluate_many(requests)
         done: list[Fired] = []
         changed: list[Timer] = []
@@ -271,6 +283,35 @@ class TimerRunner:
                 personal=hidden_values(event.public()) if error and event is not None else None,
             )
         return out + done, changed
+
+    def _for_others(self, timer: Timer, event: Event, now: datetime) -> bool:
+        """Whether to leave ``timer`` to the other daemons sharing the store: this daemon's
+        rule set has no timed rule of its name that takes its triggering event, and another
+        daemon's may (it reloaded a newer set first), up to :data:`LEFT_TO_OTHERS` past due.
+        A daemon of the older set used to end it as ``gone``: the rule never ran."""
+        if not self.store.shared or (now - timer.due).total_seconds() > LEFT_TO_OTHERS:
+            return False
+        rule = self.snapshot().engine.by_name.get(timer.rule)
+        if rule is None or rule.timing is None:
+            return True
+        return (rule.channels is not None and event.channel not in rule.channels) or (
+            rule.events is not None and event.event not in rule.events
+        )
+
+    def _hand_back(self, timers: list[Timer], now: datetime) -> None:
+        """Give up the claims of ``timers``, left to the other daemons."""
+        until = now + timedelta(seconds=HAND_BACK)
+        with self.store.transaction() as state:
+            for timer in timers:
+                state.hand_back_timer(timer.id, self.owner, until=until)
+        for timer in timers:
+            log(
+                logger,
+                logging.INFO,
+                f"timer {timer.id} of {timer.rule!r}: left to the daemons whose rules have it"
+                " (this daemon's rules do not, or not for its triggering event)",
+                late=round((now - timer.due).total_seconds(), 3),
+            )
 
     @classmethod
     def _readable_trigger(cls, state: JournaledState, timer: Timer) -> Event | str | None:
@@ -332,7 +373,7 @@ class TimerRunner:
     def _fire_channel(self, timer: Timer, channel: str, name: str) -> Fired | None:
         """A channel's timer: the provider says what it means, its events are evaluated and
         recorded like a webhook's, with the timer's outcome."""
-        if self.store.keeps_time:
+        if self.store.shared:
             with self.store.transaction() as state:
                 now = self._time(state)
         else:

@@ -132,11 +132,12 @@ class JournaledState(State, Journal):
 class JournaledStore(Store):
     """A store whose transactions cover both the conversation state and the journal."""
 
-    keeps_time = False
-    """Whether the store's own clock decides when claims run out and work falls due (a
-    database several daemons share, whose machines' clocks may disagree): the daemon then
-    passes no ``now`` to claims, and compares due times with
-    :meth:`~rulekit.store.timers.Timers.timers_clock`."""
+    shared = False
+    """Whether several daemons may share the store (a database): its own clock decides when
+    claims run out and work falls due (the machines' clocks may disagree), so the daemon passes
+    no ``now`` to claims and compares due times with
+    :meth:`~rulekit.store.timers.Timers.timers_clock`; and what this daemon's rule set does not
+    know may be another's to do (a reload reaches the daemons one after another)."""
 
     @abc.abstractmethod
     def transaction(self) -> AbstractContextManager[JournaledState]:

@@ -142,8 +142,8 @@ class PostgresStore(JournaledStore):
 
     shares_pacing = True
     """Several daemons may send through one database: per-destination pacing is agreed in it."""
-    keeps_time = True
-    """Claims and due times go by the database's clock: the daemons' clocks may disagree."""
+    shared = True
+    """Several daemons share the database: claims and due times go by its clock."""
 
     def __init__(
         self,

@@ -71,6 +71,11 @@ class Timers:
         or restarted meanwhile, or taken over after the lease ran out)."""
         raise NotImplementedError(f"{type(self).__name__} cannot keep timers")
 
+    def hand_back_timer(self, timer_id: int, owner: str, *, until: datetime) -> bool:
+        """Give up ``owner``'s claim of a pending timer, which nobody claims again before
+        ``until``; False, changing nothing, when it is no longer pending and held by ``owner``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot keep timers")
+
     def timers(
         self, *, event_id: str | None = None, conversation_id: str | None = None, limit: int = 100
     ) -> list[Timer]:

@@ -135,3 +135,18 @@ def test_concurrent_claimers_get_each_timer_once(backend) -> None:
         thread.join(timeout=60)
     every = [timer_id for ids in claimed for timer_id in ids]
     assert len(every) == 60 and len(set(every)) == 60
+
+
+def test_a_timer_handed_back_is_claimed_again_only_after_the_given_time(
+    store: JournaledStore,
+) -> None:
+    set_timer(store)
+    due = T0 + timedelta(minutes=5)
+    with store.transaction() as state:
+        (timer,) = state.claim_timers("a", lease=60, now=due)
+        assert not state.hand_back_timer(timer.id, "b", until=due)  # not b's
+        assert state.hand_back_timer(timer.id, "a", until=due + timedelta(seconds=2))
+        assert state.claim_timers("b", lease=60, now=due + timedelta(seconds=1)) == []
+        (again,) = state.claim_timers("b", lease=60, now=due + timedelta(seconds=2))
+        assert (again.id, again.claimed_by) == (timer.id, "b")
+        assert not state.hand_back_timer(timer.id, "a", until=due)  # b holds it now

@@ -143,6 +143,14 @@ class SQLTimers:
         )
         return bool(cursor.rowcount == 1)
 
+    def hand_back_timer(self, timer_id: int, owner: str, *, until: datetime) -> bool:
+        cursor = self.execute(
+            "UPDATE timers SET claimed_by = NULL, claimed_until = :until"
+            " WHERE id = :id AND status = 'pending' AND claimed_by = :owner",
+            {"id": timer_id, "owner": owner, "until": self.dialect.time(utc(until))},
+        )
+        return bool(cursor.rowcount == 1)
+
     def timers(
         self, *, event_id: str | None = None, conversation_id: str | None = None, limit: int = 100
     ) -> list[Timer]:
