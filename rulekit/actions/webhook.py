@@ -29,6 +29,7 @@ from rulekit.actions.webhook_body import (
     event_document,
     first_bytes,
     signature,
+    takes_values,
     text_escaper,
 )
 from rulekit.actions.webhook_targets import (
@@ -69,9 +70,6 @@ def _is_content_type(text: str) -> bool:
 
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
-UNESCAPABLE = frozenset({"multipart", "message"})
-"""Types whose parts and headers are lines of the text itself, with no escape a value could
-be given: a value could write a boundary or a header line and add its own part or field."""
 
 
 def _is_template(text: str) -> bool:
@@ -106,12 +104,13 @@ class WebhookParams(StrictModel):
                 raise ValueError("`content_type` goes with `text` (a `body` is JSON)")
             if not _is_content_type(self.content_type):
                 raise ValueError(f"{self.content_type!r} is not a content type (type/subtype)")
-            kind = self.content_type.partition("/")[0].strip().lower()
-            if kind in UNESCAPABLE and _is_template(self.text or ""):
+            if _is_template(self.text or "") and not takes_values(self.content_type):
+                kind = self.content_type.split(";", 1)[0].strip().lower()
                 raise ValueError(
-                    f"a {kind}/* text cannot hold values: one could add parts or headers of "
-                    "its own (a boundary line, a line break); send `body:` (JSON) or "
-                    "application/x-www-form-urlencoded"
+                    f"a {kind} text cannot hold values: rulekit has no escape for its "
+                    "structure, so a value could add a line, a part or a field of its own; "
+                    "use text/plain, a JSON type, application/x-www-form-urlencoded, HTML or "
+                    "XML, or `body:` (JSON)"
                 )
         return self
 

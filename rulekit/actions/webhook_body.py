@@ -6,9 +6,9 @@
 * ``text:`` + ``content_type:`` — a text sent as it is, with each interpolated value escaped for
   the content type: JSON string contents for a JSON type (one whose subtype names JSON: JSON
   Lines and JSON sequences too), percent-encoding for form data, HTML entities for
-  ``*html``/``*xml``, nothing for anything else (``multipart/*`` and ``message/*`` texts hold
-  no values: see :class:`rulekit.actions.webhook.WebhookParams`). In a JSON text a value must
-  be inside a string (``"{{ ... }}"``); anywhere else it is refused.
+  ``*html``/``*xml``, nothing for ``text/plain``; a text of any other type holds no values
+  (:func:`takes_values`). In a JSON text a value must be inside a string (``"{{ ... }}"``);
+  anywhere else it is refused.
 * neither — :func:`event_document`: the event in a documented, versioned JSON shape.
 
 Signing (:func:`signature`): ``X-Rulekit-Signature: sha256=<hex HMAC-SHA256 keyed with the
@@ -84,6 +84,15 @@ def text_escaper(content_type: str) -> Callable[[Interpolations, str], str] | No
     if kind.endswith(("html", "xml")):
         return lambda values, text: _each_value(values, text, _html)
     return None
+
+
+def takes_values(content_type: str) -> bool:
+    """Whether a ``text`` of ``content_type`` may hold values: one :func:`text_escaper` escapes
+    them for, or plain text, which takes them as they are. Any other type (CSV, YAML,
+    ``multipart/*``, ``message/*``...) has a structure rulekit has no escape for: a value could
+    add a row, a key, a part or a header line of its own."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return kind == "text/plain" or text_escaper(content_type) is not None
 
 
 def _html(text: str) -> str:

@@ -501,12 +501,20 @@ def test_the_daemon_log_redacts_nested_target_secrets(tmp_path):
 
 @pytest.mark.parametrize(
     "content_type",
-    ["multipart/form-data; boundary=XyZ", "Multipart/mixed; boundary=b", "message/http"],
+    [
+        "multipart/form-data; boundary=XyZ",
+        "Multipart/mixed; boundary=b",
+        "message/http",
+        "text/csv",
+        "application/yaml",
+        "text/markdown",
+    ],
 )
-def test_values_cannot_go_into_a_text_made_of_parts_and_header_lines(tmp_path, content_type):
+def test_values_cannot_go_into_a_text_whose_structure_has_no_escape(tmp_path, content_type):
     """A value in a multipart text could write the boundary and add a form field of its own
     (a client named ``Mia\\r\\n--XyZ\\r\\nContent-Disposition: ...; name="is_admin"``), with
-    nothing to escape it: such a text holds no values (a load error), a plain one may."""
+    nothing to escape it; in CSV a row, in YAML a key. A text of a type rulekit has no escape
+    for holds no values (a load error); one without values may go as it is."""
     form = '--XyZ\r\nContent-Disposition: form-data; name="who"\r\n\r\n{{ client.name }}\r\n--XyZ--'
     with pytest.raises(ValueError, match="cannot hold values"):
         WebhookParams(to="crm", content_type=content_type, text=form)
