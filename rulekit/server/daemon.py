@@ -126,6 +126,8 @@ class Daemon(Reloading):
         self.stopping = False
         self._tasks: list[asyncio.Task[Any]] = []
         self._reload_lock: asyncio.Lock | None = None
+        self._queued = None
+        self._requests = set()
         self._loads = []
         self._replaced = {}
         self._stop_watching: asyncio.Event | None = None

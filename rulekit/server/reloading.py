@@ -129,6 +129,10 @@ class Reloading:
     """Replaced snapshots whose clients are not closed yet, by the task to close them
     (:meth:`_retire`)."""
     _reload_lock: asyncio.Lock | None
+    _queued: asyncio.Future[bool] | None
+    """The reload request waiting for its turn, which later requests join (:meth:`reload`)."""
+    _requests: set[asyncio.Task[bool]]
+    """SIGHUP's reload requests under way."""
     _loads: list[object]
     """A token per load running in its thread (:data:`MAX_LOADS`)."""
     _stop_watching: asyncio.Event | None
@@ -148,102 +152,123 @@ class Reloading:
                 log(logger, logging.WARNING, "closing a network client failed", exc_info=True)
 
     def _sighup(self) -> None:
-        asyncio.get_running_loop().create_task(self.reload("SIGHUP"))
+        task = asyncio.get_running_loop().create_task(self.reload("SIGHUP"))
+        self._requests.add(task)  # (the loop keeps only a weak reference to a task)
+        task.add_done_callback(self._requests.discard)
 
     async def reload(self, reason: str = "request") -> bool:
-        """Load the rules and config again and swap them in if valid; True when swapped."""
+        """Load the rules and config again and swap them in if valid; True when swapped.
+
+        Requests coalesce: one made while another waits for its turn (a reload under way) is
+        answered by that one, which reads the files after both were made. A burst of SIGHUPs
+        (a script, logrotate's hook per file) or of changes is then one reload after the one
+        under way, not one reload each, in a queue that took minutes with a large set."""
         assert self._reload_lock is not None
-        async with self._reload_lock:
-            if self.stopping:
-                return False
-            loads = self._loads
-            try:
-                if len(loads) >= MAX_LOADS:
-                    raise RulekitError(
-                        f"{len(loads)} earlier loads, abandoned over the reload budget, are "
-                        "still running: reload again once one of them has ended"
-                    )
-                token = object()
-                loads.append(token)
+        queued = self._queued
+        if queued is not None:
+            return await asyncio.shield(queued)
+        queued = self._queued = asyncio.get_running_loop().create_future()
+        swapped = False
+        try:
+            async with self._reload_lock:
+                self._queued = None  # a request from now on may come after the files are read
+                swapped = await self._reload_now(reason)
+        finally:
+            if self._queued is queued:  # cancelled while waiting for its turn
+                self._queued = None
+            queued.set_result(swapped)
+        return swapped
 
-                def load(config_path: Path | None, rules_path: Path | None) -> Snapshot:
-                    try:
-                        return load_known(config_path, rules_path)
-                    finally:
-                        loads.remove(token)
-
-                new = await run_within(
-                    self.reload_budget,
-                    load,
-                    self.config_path,
-                    self.rules_path,
-                    what="loading the rules and config",
+    async def _reload_now(self, reason: str) -> bool:
+        """Reload now (the caller holds the reload lock)."""
+        if self.stopping:
+            return False
+        loads = self._loads
+        try:
+            if len(loads) >= MAX_LOADS:
+                raise RulekitError(
+                    f"{len(loads)} earlier loads, abandoned over the reload budget, are "
+                    "still running: reload again once one of them has ended"
                 )
-            except Exception as exc:
+            token = object()
+            loads.append(token)
+
+            def load(config_path: Path | None, rules_path: Path | None) -> Snapshot:
                 try:
-                    secrets = await run_within(
-                        self.reload_budget,
-                        _new_secrets,
-                        self.config_path,
-                        what="reading the new config's secrets",
-                    )
-                except Exception:
-                    secrets = []
-                errors = [redact(error, secrets) for error in _errors(exc)]
-                if not isinstance(exc, RulekitError):
-                    log(logger, logging.ERROR, "reload failed unexpectedly", exc_info=True)
-                self.metrics.reload_errors.inc()
-                self.metrics.last_reload_ok.set(0)
-                self.last_reload = {"ok": False, "at": _now(), "errors": errors}
-                for error in errors:
-                    log(logger, logging.ERROR, f"reload refused, old rules stay: {error}")
-                self.feed.publish(
-                    {"type": "reload", "ok": False, "errors": errors, "reason": reason}
+                    return load_known(config_path, rules_path)
+                finally:
+                    loads.remove(token)
+
+            new = await run_within(
+                self.reload_budget,
+                load,
+                self.config_path,
+                self.rules_path,
+                what="loading the rules and config",
+            )
+        except Exception as exc:
+            try:
+                secrets = await run_within(
+                    self.reload_budget,
+                    _new_secrets,
+                    self.config_path,
+                    what="reading the new config's secrets",
                 )
-                return False
-            if self.stopping:  # it stopped while the set loaded: never used, closed at once
-                await self._close_clients(new)
-                log(logger, logging.INFO, "reload dropped: rulekit is stopping", reason=reason)
-                return False
-            old, self._snapshot = self._snapshot, new
-            if self.freezes_heap:  # the new rules leave the collector's work at once, not
-                gc.freeze()  # when the old ones are retired (their freeze_heap collects them)
-            if self.evaluator is not None:
-                self.evaluator.want(new)
-            if self.fetchers is not None:
-                self.fetchers.follow(new)
-            self.problems = problems_of(new)
-            for name in ("storage", "server"):
-                if getattr(old.config.raw, name) != getattr(new.config.raw, name):
-                    log(logger, logging.WARNING, f"`{name}` changed: restart rulekit to apply it")
-            self.metrics.reloads.inc()
-            self.last_reload = {"ok": True, "at": _now(), "errors": []}
-            self._set_rules_metrics()
-            log(
-                logger,
-                logging.INFO,
-                "rules reloaded",
-                reason=reason,
-                rules=len(new.engine.rules),
-                rules_version=new.version,
-            )
-            for problem in self.problems:
-                log(logger, logging.WARNING, f"not configured: {problem}")
-            self.feed.publish(
-                {
-                    "type": "reload",
-                    "ok": True,
-                    "rules_version": new.version,
-                    "rules": len(new.engine.rules),
-                    "warnings": self.problems,
-                    "reason": reason,
-                }
-            )
-            if old is not new:
-                task = asyncio.create_task(self._retire(old), name="rulekit-retire")
-                self._replaced[task] = old
-                task.add_done_callback(self._replaced.pop)
-            return True
+            except Exception:
+                secrets = []
+            errors = [redact(error, secrets) for error in _errors(exc)]
+            if not isinstance(exc, RulekitError):
+                log(logger, logging.ERROR, "reload failed unexpectedly", exc_info=True)
+            self.metrics.reload_errors.inc()
+            self.metrics.last_reload_ok.set(0)
+            self.last_reload = {"ok": False, "at": _now(), "errors": errors}
+            for error in errors:
+                log(logger, logging.ERROR, f"reload refused, old rules stay: {error}")
+            self.feed.publish({"type": "reload", "ok": False, "errors": errors, "reason": reason})
+            return False
+        if self.stopping:  # it stopped while the set loaded: never used, closed at once
+            await self._close_clients(new)
+            log(logger, logging.INFO, "reload dropped: rulekit is stopping", reason=reason)
+            return False
+        old, self._snapshot = self._snapshot, new
+        if self.freezes_heap:  # the new rules leave the collector's work at once, not
+            gc.freeze()  # when the old ones are retired (their freeze_heap collects them)
+        if self.evaluator is not None:
+            self.evaluator.want(new)
+        if self.fetchers is not None:
+            self.fetchers.follow(new)
+        self.problems = problems_of(new)
+        for name in ("storage", "server"):
+            if getattr(old.config.raw, name) != getattr(new.config.raw, name):
+                log(logger, logging.WARNING, f"`{name}` changed: restart rulekit to apply it")
+        self.metrics.reloads.inc()
+        self.last_reload = {"ok": True, "at": _now(), "errors": []}
+        self._set_rules_metrics()
+        log(
+            logger,
+            logging.INFO,
+            "rules reloaded",
+            reason=reason,
+            rules=len(new.engine.rules),
+            rules_version=new.version,
+        )
+        for problem in self.problems:
+            log(logger, logging.WARNING, f"not configured: {problem}")
+        self.feed.publish(
+            {
+                "type": "reload",
+                "ok": True,
+                "rules_version": new.version,
+                "rules": len(new.engine.rules),
+                "warnings": self.problems,
+                "reason": reason,
+            }
+        )
+        if old is not new:
+            task = asyncio.create_task(self._retire(old), name="rulekit-retire")
+            self._replaced[task] = old
+            task.add_done_callback(self._replaced.pop)
+        return True
 
     async def _retire(self, old: Snapshot) -> None:
         """Close a replaced snapshot's clients after :data:`OLD_SNAPSHOT_GRACE`, once no call

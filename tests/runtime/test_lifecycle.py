@@ -280,3 +280,23 @@ def test_a_config_every_user_can_read_holding_secrets_is_warned_of_at_start(tmp_
     [line] = [line for line in process.output().splitlines() if "written in it" in line]
     assert "WARNING rulekit.daemon" in line and f"{config} is readable by every user" in line
     assert SECRET not in process.output()
+
+
+def test_a_burst_of_reload_requests_is_one_reload_after_the_one_under_way(tmp_path, serve):
+    """A burst of SIGHUPs (a script, logrotate's hook per file) each queued a whole reload."""
+    server = serve(write_setup(tmp_path))
+    daemon = server.daemon
+
+    def reloads() -> float:
+        return daemon.metrics.registry.get_sample_value("rulekit_reloads_total") or 0.0
+
+    before = reloads()
+    (tmp_path / "rules.d" / "rules.yaml").write_text(RELOADED)
+
+    async def burst() -> list[bool]:
+        return await asyncio.gather(*(daemon.reload("burst") for _ in range(50)))
+
+    assert server.call(burst(), timeout=120) == [True] * 50
+    assert reloads() - before == 2  # the first, and one for the rest
+    assert daemon.snapshot.engine.rules[0].steps  # the edited rules are the ones active
+    assert "Welcome back" in str(daemon.snapshot.files)
