@@ -2,8 +2,10 @@
 :mod:`rulekit.expr.markup` for the two steps of rendering markup).
 
 HTML: in text (``<b>``, ``<code>``, ``<pre>`` included) and in quoted attribute values, ``&``,
-``<``, ``>``, ``"`` and ``'`` become entities; an ``href`` a value starts must be http, https or
-tg; a value in a tag name, an attribute name or an unquoted attribute value is refused.
+``<``, ``>``, ``"`` and ``'`` become entities; a link (``href``, ``src``, ``action``,
+``formaction``) a value starts must be http, https or tg (email and webhooks pass their own
+schemes); a value in a tag name, an attribute name, an unquoted attribute value or an event
+handler (``onclick``...) is refused.
 
 MarkdownV2, read the way Telegram reads it: in text every special character
 (``_*[]()~`>#+-=|{}.!\\``) gets a backslash; inside code and pre only ``\\`` and a backquote; in
@@ -27,6 +29,9 @@ from rulekit.expr.markup import Interpolations, Piece, check_link, decoded
 
 LINK_SCHEMES = frozenset({"http", "https", "tg"})
 """Schemes a value may give a link (Telegram's own ``tg:`` links, and the web's)."""
+URL_ATTRIBUTES = frozenset({"href", "src", "action", "formaction"})
+"""Attributes whose value a browser follows or loads: a link target a value starts is
+checked (``javascript:`` runs as script from any of them)."""
 
 # HTML ------------------------------------------------------------------------------------------
 
@@ -34,8 +39,9 @@ _TEXT, _TAG, _IN_TAG, _NAME, _AFTER_NAME, _BEFORE_VALUE, _QUOTED, _UNQUOTED = ra
 
 
 def resolve_html(values: Interpolations, text: str, schemes: frozenset[str] = LINK_SCHEMES) -> str:
-    """``text`` (HTML with placeholders) with each value escaped for its position; an ``href``
-    a value starts must have one of ``schemes`` (Telegram's by default; email passes its own)."""
+    """``text`` (HTML with placeholders) with each value escaped for its position; a link a
+    value starts must have one of ``schemes`` (Telegram's by default; email and webhooks pass
+    their own)."""
     return values.resolve(text, lambda pieces: _HtmlScan(values, schemes).run(pieces))
 
 
@@ -64,6 +70,11 @@ class _HtmlScan:
         if self.state != _QUOTED:
             raise TemplateError(
                 'a value inside an HTML tag must be in a quoted attribute value (name="...")'
+            )
+        if self.name.startswith("on"):
+            # an event handler: the browser decodes the entities, then runs the text as script
+            raise TemplateError(
+                f"a value in an event handler attribute ({self.name}=...) would run as script"
             )
         if self.link is not None:
             self.link.append((self.values.plain(index), True))
@@ -114,7 +125,7 @@ class _HtmlScan:
                 self.state = _TEXT
             elif char in "\"'":
                 self.state, self.quote = _QUOTED, char
-                self.link = [] if self.name == "href" else None
+                self.link = [] if self.name in URL_ATTRIBUTES else None
             elif not space:
                 self.state = _UNQUOTED
         elif state == _QUOTED:

@@ -5,10 +5,11 @@
   the document's structure.
 * ``text:`` + ``content_type:`` — a text sent as it is, with each interpolated value escaped for
   the content type: JSON string contents for a JSON type (one whose subtype names JSON: JSON
-  Lines and JSON sequences too), percent-encoding for form data, HTML entities for
-  ``*html``/``*xml``, nothing for ``text/plain``; a text of any other type holds no values
-  (:func:`takes_values`). In a JSON text a value must be inside a string (``"{{ ... }}"``);
-  anywhere else it is refused.
+  Lines and JSON sequences too), percent-encoding for form data, HTML entities for ``*xml``
+  and, where they land, for ``*html`` (as an email's HTML: a value in an unquoted attribute or
+  an event handler is refused, a link it starts must be http, https or mailto), nothing for
+  ``text/plain``; a text of any other type holds no values (:func:`takes_values`). In a JSON
+  text a value must be inside a string (``"{{ ... }}"``); anywhere else it is refused.
 * neither — :func:`event_document`: the event in a documented, versioned JSON shape.
 
 Signing (:func:`signature`): ``X-Rulekit-Signature: sha256=<hex HMAC-SHA256 keyed with the
@@ -28,9 +29,13 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote_plus
 
+from rulekit.actions.telegram_markup import resolve_html
 from rulekit.errors import TemplateError
 from rulekit.event import Event
 from rulekit.expr.markup import Interpolations, Piece
+
+LINK_SCHEMES = frozenset({"http", "https", "mailto"})
+"""Schemes a value may give a link in an HTML text (as in an email's HTML)."""
 
 BODY_VERSION = 1
 """The version of the default body's shape: fields may be added within a version; a field is
@@ -81,7 +86,11 @@ def text_escaper(content_type: str) -> Callable[[Interpolations, str], str] | No
         return resolve_json_text
     if kind == "application/x-www-form-urlencoded":
         return lambda values, text: _each_value(values, text, quote_plus)
-    if kind.endswith(("html", "xml")):
+    if "html" in kind.partition("/")[2]:  # (application/xhtml+xml too)
+        # read as HTML: a value in an unquoted attribute or an event handler is refused, a
+        # link it starts must be a web or mail one (a receiver may show the page in a browser)
+        return lambda values, text: resolve_html(values, text, LINK_SCHEMES)
+    if kind.endswith("xml"):
         return lambda values, text: _each_value(values, text, _html)
     return None
 

@@ -249,6 +249,39 @@ def test_values_in_json_lines_cannot_add_records(tmp_path, content_type):
     assert [json.loads(line) for line in text.split("\n")] == [{"who": hostile}, {"n": 2}]
 
 
+@pytest.mark.parametrize(
+    ("template", "value", "refusal"),
+    [
+        ('<a href="{{ message.text }}">site</a>', "javascript:alert(1)", "link target"),
+        ('<iframe src="{{ message.text }}"></iframe>', " java\tscript:alert(1)", "link target"),
+        ('<form action="{{ message.text }}"></form>', "data:text/html,x", "link target"),
+        ("<p class={{ message.text }}>hi</p>", "x onmouseover=alert(1)", "quoted attribute"),
+        ("<p {{ message.text }}>hi</p>", "onmouseover=alert(1)", "quoted attribute"),
+        ("<b onclick=\"go('{{ message.text }}')\">x</b>", "');alert(1);('", "event handler"),
+    ],
+)
+@pytest.mark.parametrize("content_type", ["text/html", "application/xhtml+xml"])
+def test_values_in_an_html_text_are_escaped_where_they_land(
+    tmp_path, template, value, refusal, content_type
+):
+    """HTML entities everywhere left a value free to add an attribute (unquoted, where a space
+    ends it), to make a javascript: link, and to write script into an event handler (whose
+    entities the browser decodes before running it): a receiver showing the page ran the
+    client's script. HTML texts are read as an email's HTML is."""
+    rules = f"""
+        - name: page
+          on: {{event: created}}
+          do:
+            - webhook: {{to: crm, content_type: {content_type}, text: {json.dumps(template)}}}
+        """
+    engine = rules_engine(tmp_path, rules)
+    plan = engine.evaluate(make_event(client={"name": "Mia"}, message={"text": value}))
+    assert not plan.actions and refusal in plan.errors[0]
+    fine = engine.evaluate(make_event(client={"name": "Mia"}, message={"text": "https://a.b/"}))
+    if refusal == "link target":
+        assert len(fine.actions) == 1
+
+
 def test_a_value_outside_a_json_string_is_refused(tmp_path):
     engine = rules_engine(
         tmp_path,
