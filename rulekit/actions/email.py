@@ -14,8 +14,10 @@ it: a message queued behind others to its domain is not cut short for having wai
 itself is bounded by the job's lease (:attr:`ActionContext.lease
 <rulekit.actions.base.ActionContext.lease>`): a slot that would come too late for the exchange
 to end within the lease is not waited for, and the call is retried when it comes (nothing was
-sent). A message the server accepted counts as sent even if its goodbye never comes. The
-password never appears in a message: neither as it is nor base64-encoded as AUTH sends it.
+sent). A message the server accepted counts as sent even if its goodbye never comes; a call
+that fails drops its connection at once. The server's name is looked up, and the name rulekit
+gives in EHLO chosen, by :mod:`rulekit.actions.smtp_connection`. The password never appears in
+a message: neither as it is nor base64-encoded as AUTH sends it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import socket
 import ssl
 from email.message import EmailMessage
 from pathlib import Path
@@ -42,11 +45,17 @@ from rulekit.actions.email_message import (
 )
 from rulekit.actions.pacing import Limit, Pace, Pacer
 from rulekit.actions.rates import Rate
+from rulekit.actions.smtp_connection import (
+    drop_connection,
+    ehlo_name,
+    helo_name_problem,
+    open_socket,
+)
+from rulekit.actions.smtp_errors import classify
 from rulekit.actions.telegram_markup import resolve_html
 from rulekit.addresses import address_problem
 from rulekit.config import Config
 from rulekit.errors import (
-    ActionError,
     PermanentActionError,
     RetryableActionError,
     did_you_mean,
@@ -85,6 +94,9 @@ class SmtpIntegration(StrictModel):
     ca_file: str | None = Field(
         None, description="CA certificates to trust (PEM), if not the system's."
     )
+    helo_name: str | None = Field(
+        None, description="The name given in EHLO; default: the domain of `from`."
+    )
     timeout: float = Field(10.0, gt=0, le=120, description="Seconds for each SMTP step.")
     rate_limit: Rate = Field(Limit(1, 1.0), description="Per recipient domain: 1/s, 30/m.")
 
@@ -101,6 +113,14 @@ class SmtpIntegration(StrictModel):
         problem = address_problem(address) if address else "is empty"
         if problem:
             raise ValueError(f"`from` needs an address (Name <local@domain>); it {problem}")
+        return value
+
+    @field_validator("helo_name")
+    @classmethod
+    def _helo_name(cls, value: str | None) -> str | None:
+        problem = helo_name_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(f"`helo_name` {problem}")
         return value
 
     @model_validator(mode="after")
@@ -244,8 +264,6 @@ class Email(Action):
 
     # execution -----------------------------------------------------------------------------
     async def execute(self, params: EmailParams, context: ActionContext) -> dict[str, Any]:  # type: ignore[override]
-        import aiosmtplib
-
         problem = self.unavailable()
         settings = self.settings
         if problem or not isinstance(settings, SmtpIntegration):
@@ -262,24 +280,14 @@ class Email(Action):
             delivery=context.delivery,
         )
         paces = domain_paces(found.addresses, settings)
-        client = aiosmtplib.SMTP(
-            hostname=settings.host,
-            port=settings.effective_port,
-            use_tls=settings.security == "tls",
-            start_tls=settings.security == "starttls",
-            username=settings.username or None,
-            password=self._password() or None,
-            timeout=settings.timeout,
-            tls_context=self._tls(settings, context) if settings.security != "none" else None,
-        )
+        tls = self._tls(settings, context) if settings.security != "none" else None
         try:
             async with contextlib.AsyncExitStack() as paced:
                 await self._wait_for_slot(paced, paces, context.lease)
                 started = asyncio.get_running_loop().time()
-                refused, reply = await self._send(client, message, found.addresses, started)
+                refused, reply = await self._send(settings, tls, message, found.addresses, started)
         except Exception as exc:
-            client.close()
-            raise self._classify(exc) from None
+            raise classify(exc, settings.host, self._clean) from None
         result: dict[str, Any] = {"sent": True, "to": found.addresses, "reply": self._clean(reply)}
         if refused:
             result["refused"] = {a: self._clean(str(r)) for a, r in refused.items()}
@@ -306,29 +314,64 @@ class Email(Action):
                 retry_after=max(pacer.delay(paces), 1.0),
             ) from None
 
+    def _client(
+        self, settings: SmtpIntegration, tls: ssl.SSLContext | None, sock: socket.socket
+    ) -> aiosmtplib.SMTP:
+        """The SMTP client on ``sock`` (:func:`~rulekit.actions.smtp_connection.open_socket`),
+        TLS checked against the configured host name."""
+        import aiosmtplib
+
+        return aiosmtplib.SMTP(
+            hostname=settings.host,
+            sock=sock,
+            local_hostname=ehlo_name(settings.helo_name, settings.sender),
+            use_tls=settings.security == "tls",
+            start_tls=settings.security == "starttls",
+            username=settings.username or None,
+            password=self._password() or None,
+            timeout=settings.timeout,
+            tls_context=tls,
+        )
+
     async def _send(
-        self, client: aiosmtplib.SMTP, message: EmailMessage, addresses: list[str], started: float
+        self,
+        settings: SmtpIntegration,
+        tls: ssl.SSLContext | None,
+        message: EmailMessage,
+        addresses: list[str],
+        started: float,
     ) -> tuple[dict[str, Any], str]:
         """Send ``message`` within the action's :attr:`timeout` from ``started`` (the loop's
-        time its pacing slot came; every SMTP step counted: a server answering
-        each one slowly cannot stretch the call), then say goodbye with what is left of it: once
-        the server has accepted the message, nothing may fail the call (the dispatcher would
-        send it again)."""
+        time its pacing slot came; every SMTP step counted, the lookup and the connection too:
+        a server answering each one slowly cannot stretch the call), then say goodbye with what
+        is left of it: once the server has accepted the message, nothing may fail the call (the
+        dispatcher would send it again). A call that fails drops its connection at once, what
+        was not yet written with it: a server that stopped reading in the middle of the message
+        must never get its end later (it would take the message the call said was not sent)."""
         deadline = started + self.timeout
+        sock: socket.socket | None = None
+        client: aiosmtplib.SMTP | None = None
+        transport: asyncio.BaseTransport | None = None
         try:
             async with asyncio.timeout_at(deadline):
+                sock = await open_socket(settings.host, settings.effective_port, settings.timeout)
+                client = self._client(settings, tls, sock)
+                sock = None  # the client's now: its transport closes it
                 await client.connect()
+                transport = client.transport  # (after STARTTLS: the TLS one)
                 refused, reply = await client.send_message(message, recipients=addresses)
-        except TimeoutError:
-            host = getattr(self.settings, "host", "?")
-            raise RetryableActionError(
-                f"SMTP {host}: the message was not accepted within {self.timeout:g} s"
-            ) from None
+        except BaseException as exc:
+            drop_connection(client, transport, sock)
+            if type(exc) is TimeoutError:  # the call's deadline (a step's is aiosmtplib's own)
+                raise RetryableActionError(
+                    f"SMTP {settings.host}: the message was not accepted within {self.timeout:g} s"
+                ) from None
+            raise
         try:
             async with asyncio.timeout_at(deadline):
                 await client.quit()
         except Exception:  # accepted is sent: a slow or rude QUIT changes nothing
-            pass
+            drop_connection(client, transport, None)
         finally:
             client.close()
         return dict(refused), reply
@@ -368,60 +411,6 @@ class Email(Action):
             forms.append(base64.b64encode(raw.encode()).decode())
         longest_first: list[str] = sorted(forms, key=len, reverse=True)
         return redact(text, longest_first)
-
-    def _classify(self, exc: Exception) -> ActionError:
-        from aiosmtplib import errors
-
-        host = getattr(self.settings, "host", "?")
-        if isinstance(exc, ActionError):
-            return exc
-        if isinstance(exc, errors.SMTPAuthenticationError) and exc.code >= 500:
-            return PermanentActionError(
-                self._clean(
-                    f"the SMTP server {host} refused the username and password "
-                    f"({exc.code} {exc.message})"
-                ),
-                status=exc.code,
-            )
-        if isinstance(exc, errors.SMTPRecipientsRefused):
-            codes = [r.code for r in exc.recipients]
-            text = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
-            message = self._clean(f"SMTP {host} refused every recipient: {text}")
-            if codes and all(400 <= code < 500 for code in codes):
-                return RetryableActionError(message, status=codes[0])
-            return PermanentActionError(message, status=codes[0] if codes else None)
-        if isinstance(exc, errors.SMTPResponseException) and exc.code >= 400:
-            message = self._clean(f"SMTP {host}: {exc.code} {exc.message}")
-            if exc.code < 500:
-                return RetryableActionError(message, status=exc.code)
-            return PermanentActionError(message, status=exc.code)
-        if isinstance(exc, ssl.SSLCertVerificationError) or (
-            isinstance(exc, errors.SMTPConnectError) and "CERTIFICATE_VERIFY_FAILED" in str(exc)
-        ):
-            return PermanentActionError(
-                self._clean(f"the certificate of SMTP {host} is not trusted: {exc}")
-            )
-        if isinstance(exc, errors.SMTPNotSupported):
-            return PermanentActionError(self._clean(f"SMTP {host}: {exc}"))
-        if isinstance(exc, errors.SMTPException) and not isinstance(
-            exc, errors.SMTPServerDisconnected | errors.SMTPTimeoutError
-        ):
-            # what the server offers does not change between attempts
-            said = str(exc).lower()
-            if "starttls extension not supported" in said:
-                return PermanentActionError(
-                    f"the SMTP server {host} does not offer STARTTLS, which `security: "
-                    "starttls` requires: nothing was sent (use tls, or fix the server)"
-                )
-            if "no suitable authentication method" in said:
-                return PermanentActionError(
-                    f"the SMTP server {host} offers no login method rulekit can use "
-                    "(PLAIN, LOGIN or CRAM-MD5): nothing was sent"
-                )
-        if isinstance(exc, TimeoutError | OSError | errors.SMTPException):
-            # timeouts, refused or dropped connections, odd replies: worth another try
-            return RetryableActionError(self._clean(f"SMTP {host}: {type(exc).__name__}: {exc}"))
-        raise exc
 
 
 @hookimpl

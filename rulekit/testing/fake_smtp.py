@@ -10,7 +10,8 @@ For tests of the ``email`` action (aiosmtpd is in rulekit's ``test`` extra)::
         [m.recipients for m in smtp.messages]
 
 ``implicit_tls=True`` serves TLS from the first byte (``security: tls``). With a username, AUTH
-is required (and refused for any other password); ``logins`` counts the tries.
+is required (and refused for any other password); ``logins`` counts the tries. Each received
+message keeps the name the client gave in EHLO (``helo``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class ReceivedMessage:
     data: bytes
     tls: bool
     login: str | None
+    helo: str | None = None
+    """The name the client gave in EHLO (or HELO)."""
 
     @property
     def message(self) -> EmailMessage:
@@ -157,6 +160,7 @@ class FakeSmtp:
                 data=bytes(envelope.original_content or envelope.content),
                 tls=server.transport.get_extra_info("sslcontext") is not None,
                 login=login,
+                helo=session.host_name,
             )
         )
         if scripted == "lose":

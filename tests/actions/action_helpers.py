@@ -16,6 +16,9 @@ from rulekit.testing.clock import run_virtual
 
 T = TypeVar("T")
 
+SMTP_NAME = "smtp.rulekit.test"
+"""A mail server's name that no DNS server knows (the tests' certificate is made for it)."""
+
 
 def run(
     action: Action, scenario: Callable[[], Awaitable[T]], *, io_grace: float | None = None

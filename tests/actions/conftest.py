@@ -8,9 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-SMTP_NAME = "smtp.rulekit.test"
-"""A mail server's name that no DNS server knows; the certificate is made for it too."""
+from action_helpers import SMTP_NAME
 
 
 @pytest.fixture(scope="session")
