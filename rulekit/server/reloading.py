@@ -26,8 +26,10 @@ from urllib.parse import unquote, urlsplit
 
 import yaml
 
+from rulekit import sources
 from rulekit.config import find_config_path
-from rulekit.errors import RulekitError, ValidationErrors
+from rulekit.errors import LocatedError, Location, RulekitError, ValidationErrors
+from rulekit.rules.files import display_path
 from rulekit.runtime.budget import run_within
 from rulekit.runtime.evaluator import Evaluator
 from rulekit.runtime.feed import LiveFeed
@@ -101,6 +103,23 @@ def _new_secrets(config_path: Path | None) -> list[str]:
             password = urlsplit(data["storage"]).password
             found.extend((password, unquote(password)) if password else ())
     return found
+
+
+def _emptied(old: sources.Files, new: sources.Files) -> list[LocatedError]:
+    """The files that were not empty and are now: what a save under way looks like (``cmd >
+    rules.yaml`` empties the file at once, then writes what ``cmd`` prints; an editor may
+    truncate the file before it writes), never what an admin means (``[]`` is a rules file
+    with no rules; a file is removed by removing it). Taken as it is, an emptied rules file
+    drops its rules, and an emptied config every channel and agent, until the save ends."""
+    return [
+        LocatedError(
+            "the file is empty now, as while a save is under way: write `[]` for a rules "
+            "file with no rules",
+            Location(display_path(Path(path))),
+        )
+        for path, data in new.items()
+        if data == b"" and old.get(path)
+    ]
 
 
 def _now() -> str:
@@ -206,6 +225,10 @@ class Reloading:
                 self.rules_path,
                 what="loading the rules and config",
             )
+            emptied = _emptied(self._snapshot.files, new.files)
+            if emptied:
+                await self._close_clients(new)
+                raise ValidationErrors(emptied)
         except Exception as exc:
             try:
                 secrets = await run_within(

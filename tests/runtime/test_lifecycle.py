@@ -300,3 +300,27 @@ def test_a_burst_of_reload_requests_is_one_reload_after_the_one_under_way(tmp_pa
     assert reloads() - before == 2  # the first, and one for the rest
     assert daemon.snapshot.engine.rules[0].steps  # the edited rules are the ones active
     assert "Welcome back" in str(daemon.snapshot.files)
+
+
+def test_a_file_emptied_by_a_save_under_way_keeps_the_old_set(tmp_path, serve):
+    """``cmd > rules.yaml`` empties the file at once and writes it when ``cmd`` prints: a reload
+    in between took the empty file as valid, dropping its rules (or every channel, for the
+    config) until the save ended."""
+    config = write_setup(tmp_path)
+    server = serve(config)
+    daemon = server.daemon
+    version = daemon.snapshot.version
+    rules = tmp_path / "rules.d" / "rules.yaml"
+    for emptied, text in ((rules, AUTOREPLY_RULES), (config, config.read_text())):
+        emptied.write_text("")
+        assert server.call(daemon.reload("test")) is False
+        assert daemon.snapshot.version == version
+        assert "online-chat" in daemon.snapshot.config.channels
+        (error,) = daemon.last_reload["errors"]
+        assert error.startswith(f"{emptied.name}: the file is empty now") or (
+            f"/{emptied.name}: the file is empty now" in error
+        )
+        emptied.write_text(text)
+    rules.write_text("[]\n")  # what an admin writes for no rules
+    assert server.call(daemon.reload("test")) is True
+    assert daemon.snapshot.engine.rules == []
