@@ -30,8 +30,10 @@ def classify(exc: Exception, host: str, clean: Callable[[str], str]) -> ActionEr
         codes = [r.code for r in exc.recipients]
         text = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
         message = clean(f"SMTP {host} refused every recipient: {text}")
-        if codes and all(400 <= code < 500 for code in codes):
-            return RetryableActionError(message, status=codes[0])
+        # nothing was sent: one recipient's "later" is worth another try, whatever the others said
+        later = [code for code in codes if 400 <= code < 500]
+        if later:
+            return RetryableActionError(message, status=later[0])
         return PermanentActionError(message, status=codes[0] if codes else None)
     if isinstance(exc, errors.SMTPResponseException) and exc.code >= 400:
         message = clean(f"SMTP {host}: {exc.code} {exc.message}")

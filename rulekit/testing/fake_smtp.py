@@ -7,6 +7,7 @@ For tests of the ``email`` action (aiosmtpd is in rulekit's ``test`` extra)::
         smtp.fail("451 4.3.0 Try again later")  # the next DATA answers this
         smtp.drop()                             # the next DATA closes the connection unanswered
         smtp.lose_reply()                       # the next message is taken, its answer lost
+        smtp.refuse("a@b.example", "450 4.2.0 Greylisted")  # RCPT TO that address answers this
         [m.recipients for m in smtp.messages]
 
 ``implicit_tls=True`` serves TLS from the first byte (``security: tls``). With a username, AUTH
@@ -80,6 +81,7 @@ class FakeSmtp:
         self.logins: list[str] = []
         self.connections = 0
         self._script: deque[str] = deque()
+        self._refusals: dict[str, deque[str]] = {}
         self._lock = threading.Lock()
         options: dict[str, Any] = {}
         if username is not None:
@@ -132,7 +134,23 @@ class FakeSmtp:
         connection before answering: the client cannot tell that they were taken."""
         self.fail("lose", times)
 
+    def refuse(self, address: str, reply: str, times: int = 1) -> None:
+        """Answer the next ``times`` RCPT TO of ``address`` with ``reply``."""
+        with self._lock:
+            self._refusals.setdefault(address, deque()).extend([reply] * times)
+
     # aiosmtpd handler hooks ------------------------------------------------------------------
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
+        with self._lock:
+            scripted = self._refusals.get(address)
+            refusal = scripted.popleft() if scripted else None
+        if refusal is not None:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     def _authenticate(
         self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
     ) -> AuthResult:

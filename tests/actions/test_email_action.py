@@ -314,6 +314,23 @@ def test_smtp_4xx_is_retried_and_5xx_is_final(reply, kind):
     assert error.status == int(reply[:3])
 
 
+def test_every_recipient_refused_one_of_them_for_now_is_retried():
+    """Nothing was sent when every recipient was refused: one greylisted (450) among refused
+    ones (550) gets the message on a later attempt; it was a final failure, and the greylisted
+    recipient never got it."""
+    params = EmailParams(to=["ann@a.example", "bob@b.example"], subject="s", text="t")
+    with FakeSmtp() as server:
+        server.refuse("ann@a.example", "450 4.2.0 Greylisted, try again later")
+        server.refuse("bob@b.example", "550 5.1.1 No such user", times=2)
+        action = Email(smtp_settings(server))
+        error = failure(action, params)
+        assert isinstance(error, RetryableActionError) and error.status == 450
+        assert "refused every recipient" in error.message
+        result = send(action, params)
+    assert result["sent"] is True and list(result["refused"]) == ["bob@b.example"]
+    assert [m.recipients for m in server.messages] == [["ann@a.example"]]
+
+
 def test_a_dropped_connection_is_retried_and_the_retry_is_delivered():
     with FakeSmtp() as server:
         server.drop()
