@@ -184,3 +184,28 @@ def written_in_open_file(config: Config) -> str | None:
         f"{len(written)} secret(s) written in it: take them from the environment "
         f"(${{NAME}}), or chmod 600 {path}"
     )
+
+
+MIN_WEBHOOK_SECRET = 16
+"""Characters a channel's ``webhook_secret`` should have at least: it is the one credential of
+``POST /webhooks/<channel>/<secret>``, and wrong ones are answered as fast as anyone sends
+them (404, never throttled), so a short one can be found by trying."""
+
+
+def guessable_webhook_secrets(config: Config) -> str | None:
+    """What says that some channels' ``webhook_secret`` is shorter than
+    :data:`MIN_WEBHOOK_SECRET` characters, or None. (Never the secrets themselves.)"""
+    short = sorted(
+        name
+        for name, channel in config.channels.items()
+        if (secret := getattr(channel.settings, "webhook_secret", None)) is not None
+        and 0 < len(secret.get_secret_value()) < MIN_WEBHOOK_SECRET
+    )
+    if not short:
+        return None
+    named = ", ".join(repr(name) for name in short)
+    return (
+        f"the webhook_secret of channel(s) {named} is shorter than {MIN_WEBHOOK_SECRET} "
+        "characters: anyone who can reach /webhooks/ can find it by trying (wrong secrets are "
+        "answered 404 as fast as they come); use a long random string"
+    )

@@ -113,15 +113,19 @@ def run_check(path: str | None, config_path: str | None, strict: bool) -> int:
     """``rulekit check``: every error (raised, with every problem of every file), then what will
     fail at run time — the very list ``rulekit run --strict`` refuses to start on
     (:func:`rulekit.snapshot.problems_of`): errors with ``strict``, warnings otherwise."""
-    from rulekit.secrets import written_in_open_file
+    from rulekit.secrets import guessable_webhook_secrets, written_in_open_file
     from rulekit.snapshot import load_snapshot, problems_of
 
     snapshot = load_snapshot(config_path, path)
     ruleset = snapshot.engine.ruleset
     problems = problems_of(snapshot)
-    exposed = written_in_open_file(snapshot.config)
-    if exposed:  # (the file's mode, not something that fails at run time: never an error)
-        echo(f"warning: {exposed}", err=True)
+    # (the file's mode, a secret's length: not something that fails at run time, never an error)
+    for exposed in (
+        written_in_open_file(snapshot.config),
+        guessable_webhook_secrets(snapshot.config),
+    ):
+        if exposed:
+            echo(f"warning: {exposed}", err=True)
     for problem in problems:
         echo(f"{'error' if strict else 'warning'}: {problem}", err=True)
     if strict and problems:

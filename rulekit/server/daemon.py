@@ -46,7 +46,7 @@ from rulekit.runtime.processor import Processor
 from rulekit.runtime.reporting import report
 from rulekit.runtime.timers import Fired, TimerRunner
 from rulekit.runtime.worker import Limits
-from rulekit.secrets import written_in_open_file
+from rulekit.secrets import guessable_webhook_secrets, written_in_open_file
 from rulekit.server.app import create_app
 from rulekit.server.fetching import Fetchers
 from rulekit.server.ingest import Ingest
@@ -246,7 +246,11 @@ class Daemon(Reloading):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._sighup)
         for problem in self.problems:
             log(logger, logging.WARNING, f"not configured: {problem}")
-        for exposed in (self.store.exposure(), written_in_open_file(self.snapshot.config)):
+        for exposed in (
+            self.store.exposure(),
+            written_in_open_file(self.snapshot.config),
+            guessable_webhook_secrets(self.snapshot.config),
+        ):
             if exposed:
                 log(logger, logging.WARNING, exposed)
         self.ready = True

@@ -182,3 +182,16 @@ def test_a_service_over_plain_http_on_this_machine_passes_both(tmp_path, monkeyp
     )
     refusal, code, output = outcomes(write(tmp_path, config, RULES), ENV, monkeypatch)
     assert refusal is None and code == 0, output
+
+
+def test_a_short_webhook_secret_is_warned_of_and_never_fails_a_check(tmp_path, monkeypatch):
+    """The webhook secret is the one credential of ``/webhooks/<channel>/<secret>``, and wrong
+    ones are answered as fast as they come: a short one can be found by trying. It is warned of
+    by ``check`` and at start (never an error: the daemon runs as before), without the secret."""
+    path = write(tmp_path, CONFIG, RULES)
+    refusal, code, output = outcomes(path, {**ENV, "HOOK_SECRET": "s3cret-1"}, monkeypatch)
+    assert refusal is None and code == 0, output
+    said = "the webhook_secret of channel(s) 'online-chat' is shorter than 16 characters"
+    assert f"warning: {said}" in output and "s3cret-1" not in output
+    _, _, long_enough = outcomes(path, ENV, monkeypatch)
+    assert "webhook_secret of channel" not in long_enough

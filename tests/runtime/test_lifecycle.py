@@ -282,6 +282,20 @@ def test_a_config_every_user_can_read_holding_secrets_is_warned_of_at_start(tmp_
     assert SECRET not in process.output()
 
 
+def test_a_short_webhook_secret_is_warned_of_at_start(tmp_path, processes):
+    """Wrong webhook secrets are answered as fast as they come (404): a short one can be found
+    by trying. The daemon starts all the same, and says which channel's secret is short."""
+    config = write_setup(tmp_path)
+    config.write_text(config.read_text().replace(SECRET, "s3cret-1"))
+    config.chmod(0o600)
+    process = processes(config).wait_ready()
+    wait_for(lambda: "shorter than 16 characters" in process.output())
+    process.terminate()
+    [line] = [line for line in process.output().splitlines() if "shorter than 16" in line]
+    assert "WARNING rulekit.daemon" in line and "channel(s) 'online-chat'" in line
+    assert "s3cret-1" not in process.output()
+
+
 def test_a_burst_of_reload_requests_is_one_reload_after_the_one_under_way(tmp_path, serve):
     """A burst of SIGHUPs (a script, logrotate's hook per file) each queued a whole reload."""
     server = serve(write_setup(tmp_path))
