@@ -200,6 +200,7 @@ class Email(Action):
             self.timeout = settings.timeout * 4  # connect, TLS, login, send
         self._pacer: Pacer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._tls_context: ssl.SSLContext | None = None
 
     @classmethod
     def escape(cls, values: Interpolations, params: dict[str, Any]) -> dict[str, Any]:
@@ -382,19 +383,25 @@ class Email(Action):
             self._pacer, self._loop = Pacer(), loop
         return self._pacer
 
-    @staticmethod
-    def _tls(settings: SmtpIntegration, context: ActionContext) -> ssl.SSLContext:
+    def _tls(self, settings: SmtpIntegration, context: ActionContext) -> ssl.SSLContext:
+        """The TLS context of every call of this configuration (made at the first: making one
+        reads and parses the CA certificates, some 30 ms of the event loop's time a call; a
+        reload makes the actions, and so it, anew)."""
+        if self._tls_context is not None:
+            return self._tls_context
         if settings.ca_file is None:
-            return ssl.create_default_context()
+            self._tls_context = ssl.create_default_context()
+            return self._tls_context
         path = Path(settings.ca_file)
         if not path.is_absolute():
             path = context.config.base_dir / path
         try:
-            return ssl.create_default_context(cafile=str(path))
+            self._tls_context = ssl.create_default_context(cafile=str(path))
         except (OSError, ssl.SSLError) as exc:
             raise PermanentActionError(
                 f"cannot read the SMTP ca_file {str(path)!r}: {exc}"
             ) from None
+        return self._tls_context
 
     def _password(self) -> str:
         password = getattr(self.settings, "password", None)

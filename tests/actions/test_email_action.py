@@ -247,6 +247,23 @@ def test_implicit_tls(server_tls, certificate):
     assert server.messages[0].tls is True
 
 
+def test_the_ca_file_is_read_once_per_configuration(server_tls, certificate, tmp_path):
+    """Making a TLS context reads and parses the CA certificates (some 30 ms of the event
+    loop's time): it was made at every call; now at the first of the configuration."""
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(certificate[0].read_bytes())
+    with FakeSmtp(tls=server_tls) as server:
+        action = Email(smtp_settings(server, security="starttls", ca_file=str(ca_file)))
+        send(action, PARAMS)
+        ca_file.write_text("not a certificate")
+        send(action, PARAMS)
+        error = failure(Email(action.settings), PARAMS)  # a reload reads it again
+    assert len(server.messages) == 2
+    assert (
+        isinstance(error, PermanentActionError) and "cannot read the SMTP ca_file" in error.message
+    )
+
+
 def test_an_untrusted_certificate_is_final(server_tls):
     with FakeSmtp(tls=server_tls) as server:
         error = failure(Email(smtp_settings(server, security="starttls")), PARAMS)
