@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from rulekit.errors import ValidationErrors
 from rulekit.loading import open_engine
 from rulekit.plugins import Plugins, load_plugins
 from rulekit.rules.files import RULE_SUFFIXES, is_suite
-from rulekit.safetext import echo, echo_json
+from rulekit.safetext import echo, echo_json, escape_controls
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -30,22 +31,29 @@ def _expand(inputs: tuple[str, ...], rule_files: list[Path]) -> tuple[list[Path]
     plain: list[Path] = []
     for item in inputs:
         path = Path(item)
-        files = (
-            sorted(p for p in path.iterdir() if not p.name.startswith(".") and p.is_file())
-            if path.is_dir()
-            else [path]
-        )
+        folder = os.path.isdir(path)  # (False on any error: reading the input then says why)
+        try:
+            files = (
+                sorted(p for p in path.iterdir() if not p.name.startswith(".") and p.is_file())
+                if folder
+                else [path]
+            )
+        except OSError as exc:
+            raise click.BadParameter(
+                f"cannot read the folder {escape_controls(item)!r}: {exc.strerror}",
+                param_hint="INPUTS",
+            ) from None
         for file in files:
-            if path.is_dir() and file.resolve() in skip:
+            if folder and file.resolve() in skip:
                 continue
-            if file.suffix in RULE_SUFFIXES and file.is_file():
+            if file.suffix in RULE_SUFFIXES and os.path.isfile(file):
                 try:
                     if is_suite(yamlsource.load(read_bytes(file))):
                         suites.append(file)
                         continue
                 except (yamlsource.YamlSyntaxError, InputError):
                     pass  # reported as a malformed input below
-            if path.is_dir() and file.suffix not in (*RULE_SUFFIXES, ".json"):
+            if folder and file.suffix not in (*RULE_SUFFIXES, ".json"):
                 continue
             plain.append(file)
     return suites, plain

@@ -100,7 +100,11 @@ class RuleLoader:
             files = rule_files(path)
         except FileNotFoundError:
             raise ValidationErrors(
-                [RuleError("no such file or directory", Location(str(path)))]
+                [RuleError("no such file or directory", Location(display_path(path)))]
+            ) from None
+        except OSError as exc:  # permission denied, a name too long, a symlink loop
+            raise ValidationErrors(
+                [RuleError(f"cannot read the rules: {exc.strerror}", Location(display_path(path)))]
             ) from None
         names: dict[str, Location] = {}
         linted: list[RuleError] = []  # each rule's lint, taken while its trees are there

@@ -105,3 +105,21 @@ def test_paths_are_shown_as_named_not_where_symlinks_lead(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     assert display_path(Path("current/rules.d/a.yaml")) == "current/rules.d/a.yaml"
     assert display_path(tmp_path / "current" / "a.yaml") == "current/a.yaml"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("check", "{long}"), ("test", "--rules", "{long}", "event.json"), ("test", "{long}")],
+)
+def test_a_path_the_system_refuses_is_an_error_not_a_traceback(tmp_path, args):
+    """Besides "no such file", listing or looking at a path can fail in other ways (a name too
+    long, permission denied, a loop of symlinks): each is said, with the path."""
+    (tmp_path / "rules.d").mkdir()
+    (tmp_path / "rules.d" / "r.yaml").write_text(RULE)
+    (tmp_path / "event.json").write_text(EVENT)
+    long = "x" * 300  # over the 255 bytes a file name may have
+    done = rulekit(*(arg.format(long=long) for arg in args), cwd=tmp_path)
+    assert "Traceback" not in done.stderr
+    assert done.returncode in (1, 2)
+    assert f"error: {long}: cannot read" in done.stderr
+    assert "File name too long" in done.stderr
