@@ -14,9 +14,11 @@ limit answers 503 to everyone once slow connections fill it. So the HTTP protoco
   on the event loop): the budget is applied before the parser sees the bytes;
 * a **connection limit** (``max_connections``, kept below the process's file-descriptor limit):
   a connection beyond it takes the place of the connection that has waited longest for its
-  request head (an idle keep-alive connection or a slow one), so slow connections never lock
-  out a client that sends its request at once; when every connection is busy with a request,
-  the new one is answered 503 and closed.
+  request head (an idle keep-alive connection or a slow one), or, when none waits for a head,
+  of the one that has waited longest for the rest of a request body, so slow connections never
+  lock out a client that sends its request at once (a body trickled to a route that reads it
+  before anything else, the console's sign-in, holds no place either); when every connection
+  is busy with a whole request, the new one is answered 503 and closed.
 
 :class:`DaemonServer` also ends the console's live streams as soon as the shutdown begins
 (a stream never ends by itself, so uvicorn would wait out its graceful timeout for each one).
@@ -101,6 +103,8 @@ class ConnectionGuard:
         self.clock = clock
         self.open: set[Any] = set()
         self.waiting: OrderedDict[Any, None] = OrderedDict()
+        self.bodies: OrderedDict[Any, None] = OrderedDict()
+        """Connections whose request's head came but not all of its body (oldest first)."""
         self.evicted = 0
         self.refused = 0
         self.lingering = 0
@@ -110,11 +114,12 @@ class ConnectionGuard:
     def admit(self, connection: Any) -> bool:
         """Count a new connection in; ``False`` when it must be refused."""
         if len(self.open) >= self.limit:
-            if not self.waiting:
+            slowest = self.waiting or self.bodies  # a head first, else the rest of a body
+            if not slowest:
                 self.refused += 1
                 return False
-            oldest, _ = self.waiting.popitem(last=False)
-            self.open.discard(oldest)
+            oldest, _ = slowest.popitem(last=False)
+            self.forget(oldest)
             self.evicted += 1
             oldest.transport.close()
         self.open.add(connection)
@@ -123,6 +128,7 @@ class ConnectionGuard:
     def forget(self, connection: Any) -> None:
         self.open.discard(connection)
         self.waiting.pop(connection, None)
+        self.bodies.pop(connection, None)
 
 
 class _Guarded:
@@ -224,8 +230,11 @@ class _Guarded:
             self._cancel()
             if cycle.more_body:
                 self._arm(self.guard.body_timeout)
+                self.guard.bodies[self] = None
         elif cycle is not None and not cycle.more_body and self not in self.guard.waiting:
             self._cancel()  # the body is complete
+        if cycle is not None and not cycle.more_body:
+            self.guard.bodies.pop(self, None)  # (complete: busy with its request, kept)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # type: ignore[misc]
@@ -237,6 +246,7 @@ class _Guarded:
             self._await_head()
 
     def _await_head(self) -> None:
+        self.guard.bodies.pop(self, None)  # (answered: its body's rest is dropped as it comes)
         self.guard.waiting[self] = None
         self.guard.waiting.move_to_end(self)
         self._arm(self.guard.header_timeout)

@@ -5,6 +5,7 @@ its request head; when every connection is busy with a request, it is answered 5
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -35,9 +36,25 @@ async def hello(request: Request) -> Response:
     return PlainTextResponse("hello")
 
 
+FORMS_STARTED: list[int] = []
+"""One item per request /form began to read (its head has come)."""
+
+
+async def form(request: Request) -> Response:
+    """A route that reads its whole body before anything else (as the console's sign-in)."""
+    FORMS_STARTED.append(1)
+    return PlainTextResponse(f"{len(await request.body())} bytes")
+
+
 @pytest.fixture
 def url() -> Iterator[str]:
-    app = Starlette(routes=[Route("/endless", endless), Route("/hello", hello)])
+    app = Starlette(
+        routes=[
+            Route("/endless", endless),
+            Route("/hello", hello),
+            Route("/form", form, methods=["POST"]),
+        ]
+    )
     sock = listening_socket()
     port = sock.getsockname()[1]
     settings = ServerSettings(max_connections=LIMIT, header_timeout=30, keep_alive_timeout=30)
@@ -104,4 +121,31 @@ def test_a_new_connection_takes_the_place_of_a_slow_one_or_gets_503(url: str) ->
             assert third.recv(4096)  # the busy ones go on
     finally:
         for sock in (first, second, slow):
+            sock.close()
+
+
+def test_a_body_trickled_to_a_route_that_reads_it_holds_no_place(url: str) -> None:
+    """A connection sending the rest of its body slowly counted as busy with a request: anyone
+    could fill the limit with bodies trickled to a route that reads its body first (the
+    console's sign-in, before any token is checked), each held until the body deadline, and
+    every webhook was answered 503 meanwhile. Such a connection now gives its place to a new
+    one; a request that came whole keeps its place."""
+    port = int(url.rsplit(":", 1)[1])
+    hello = b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    head = b"POST /form HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nab"
+    FORMS_STARTED.clear()
+    trickling = [connect(port, head) for _ in range(LIMIT)]
+    wait_for(lambda: len(FORMS_STARTED) == LIMIT)  # every head is in: each waits for its body
+    try:
+        with connect(port, hello) as new:
+            assert answer(new).startswith(b"HTTP/1.1 200")
+        readable, _, _ = select.select(trickling, [], [], 5)
+        [gone] = readable  # one unfinished body gave its place, closed without an answer
+        assert closed(gone)
+        kept = next(sock for sock in trickling if sock is not gone)
+        kept.sendall(b"c" * 998)  # a body that comes whole is read and answered
+        kept.settimeout(10)
+        assert kept.recv(4096).startswith(b"HTTP/1.1 200")
+    finally:
+        for sock in trickling:
             sock.close()
