@@ -24,10 +24,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import yaml
-
-from rulekit import sources
-from rulekit.config import find_config_path
+from rulekit import sources, yamlsource
+from rulekit.config import MAX_CONFIG_BYTES, find_config_path
 from rulekit.errors import LocatedError, Location, RulekitError, ValidationErrors
 from rulekit.rules.files import display_path
 from rulekit.runtime.budget import run_within
@@ -83,7 +81,11 @@ def _new_secrets(config_path: Path | None) -> list[str]:
         pass
     try:
         path = find_config_path(str(config_path) if config_path else None)
-        data = yaml.safe_load(path.read_text()) if path is not None else None
+        # as bounded as any load: a FIFO or a device is refused at once, not read until it
+        # ends; a huge file is not read; aliases do not expand (an unbounded read held the
+        # reload lock for the whole budget, and its thread went on reading after it)
+        raw = sources.read_file(path, MAX_CONFIG_BYTES) if path is not None else None
+        data = yamlsource.load(raw) if raw is not None else None
     except Exception:
         return []
     found: list[str] = []

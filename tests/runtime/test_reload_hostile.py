@@ -5,6 +5,7 @@ picked up; a reload that runs over its budget is abandoned and the next one goes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import threading
 
@@ -192,3 +193,33 @@ def test_loads_abandoned_over_budget_are_not_started_without_end(
     httpx.post(server.webhook_url, content=chat_started(1))
     wait_for(lambda: len(chatra.sent) == 1)
     assert chatra.sent[0]["text"] == "Welcome back Visitor 1"
+
+
+def test_a_config_replaced_by_a_fifo_is_refused_without_a_read_left_waiting(tmp_path, serve):
+    """A refused reload looks for the secrets of the new config that did not load, to hide them
+    in its errors: that second read of the config was unbounded, so a FIFO held the reload lock
+    for the whole budget and left its thread reading for good (a huge file, likewise)."""
+    import os
+
+    config = write_setup(tmp_path)
+    server = serve(config)
+    daemon = server.daemon
+    daemon.reload_budget = 5.0
+    saved = config.read_text()
+    config.unlink()
+    os.mkfifo(config)
+    try:
+        assert server.call(daemon.reload("test")) is False
+        (error,) = daemon.last_reload["errors"]
+        assert "not a regular file" in error
+
+        def reading() -> list[threading.Thread]:
+            return [t for t in threading.enumerate() if "new config's secrets" in t.name]
+
+        wait_for(lambda: not reading(), timeout=daemon.reload_budget * 2)
+    finally:
+        with contextlib.suppress(OSError):  # a reader still waiting: let it end
+            os.close(os.open(config, os.O_WRONLY | os.O_NONBLOCK))
+        config.unlink()
+        config.write_text(saved)
+    assert server.call(daemon.reload("test")) is True
