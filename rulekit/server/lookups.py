@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -60,7 +61,13 @@ class Lookups:
         proto: int = 0,
         flags: int = 0,
     ) -> Any:
-        """As :meth:`asyncio.loop.getaddrinfo`; a lookup already under way is waited for."""
+        """As :meth:`asyncio.loop.getaddrinfo`; a lookup already under way is waited for. An
+        address is answered at once, without a thread: nothing to look up (uvloop's
+        ``sock_connect`` asks for the address it connects to, which must not wait for a thread
+        while every one is held by names that never answer)."""
+        if _is_address(host):
+            numeric = flags | socket.AI_NUMERICHOST
+            return socket.getaddrinfo(host, port, family, type, proto, numeric)
         key: Key = (host, port, family, type, proto, flags)
         lookup = self._under_way.get(key)
         if lookup is None:
@@ -77,3 +84,16 @@ class Lookups:
             del self._under_way[key]
         if not lookup.cancelled():
             lookup.exception()  # retrieved: nobody may be waiting for it any more
+
+
+def _is_address(host: Any) -> bool:
+    """Whether ``host`` is an IPv4 or IPv6 address (an IPv6 one may name its zone: ``%eth0``)."""
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    if not isinstance(host, str):
+        return False
+    try:
+        ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return False
+    return True
