@@ -62,6 +62,11 @@ class ServerSettings(StrictModel):
     keep_alive_timeout: float = Field(
         default=5.0, gt=0, description="seconds an idle connection is kept open between requests"
     )
+    send_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="seconds a client may take none of an answer being sent before it is closed",
+    )
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="addresses or networks (CIDR) of reverse proxies, besides loopback",

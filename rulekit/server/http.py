@@ -8,6 +8,9 @@ limit answers 503 to everyone once slow connections fill it. So the HTTP protoco
   ``header_timeout`` seconds of the connection opening or of the previous response ending,
   otherwise the connection is closed;
 * a **body deadline**: the body must arrive within ``body_timeout`` seconds of its head;
+* a **send deadline**: a connection whose client takes none of an answer being sent for
+  ``send_timeout`` seconds (the answer waits for the client's window: a client that never
+  reads, pipelining requests to fill it) is cut off;
 * a **head budget**: a request line and headers over ``max_header_bytes`` are answered 431
   and the connection closed. The HTTP parser itself has no limit, and it gathers a header
   or a URL that arrives in many reads by concatenating them (time quadratic in its length,
@@ -15,10 +18,11 @@ limit answers 503 to everyone once slow connections fill it. So the HTTP protoco
 * a **connection limit** (``max_connections``, kept below the process's file-descriptor limit):
   a connection beyond it takes the place of the connection that has waited longest for its
   request head (an idle keep-alive connection or a slow one), or, when none waits for a head,
-  of the one that has waited longest for the rest of a request body, so slow connections never
-  lock out a client that sends its request at once (a body trickled to a route that reads it
-  before anything else, the console's sign-in, holds no place either); when every connection
-  is busy with a whole request, the new one is answered 503 and closed.
+  of one whose client takes none of its answer, or of the one that has waited longest for the
+  rest of a request body, so slow connections never lock out a client that sends its request
+  at once (a body trickled to a route that reads it before anything else, the console's
+  sign-in, holds no place either); when every connection is busy with a whole request, the
+  new one is answered 503 and closed.
 
 :class:`DaemonServer` also ends the console's live streams as soon as the shutdown begins
 (a stream never ends by itself, so uvicorn would wait out its graceful timeout for each one).
@@ -94,10 +98,12 @@ class ConnectionGuard:
         body_timeout: float,
         clock: Callable[[], float] = time.monotonic,
         head_limit: int = 64 * 1024,
+        send_timeout: float = 30.0,
     ) -> None:
         self.limit = limit
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
+        self.send_timeout = send_timeout
         self.head_limit = head_limit
         self.head_too_large = head_too_large(head_limit)
         self.clock = clock
@@ -105,6 +111,8 @@ class ConnectionGuard:
         self.waiting: OrderedDict[Any, None] = OrderedDict()
         self.bodies: OrderedDict[Any, None] = OrderedDict()
         """Connections whose request's head came but not all of its body (oldest first)."""
+        self.stalled: OrderedDict[Any, None] = OrderedDict()
+        """Connections whose client takes none of the answer being sent (oldest first)."""
         self.evicted = 0
         self.refused = 0
         self.lingering = 0
@@ -114,14 +122,19 @@ class ConnectionGuard:
     def admit(self, connection: Any) -> bool:
         """Count a new connection in; ``False`` when it must be refused."""
         if len(self.open) >= self.limit:
-            slowest = self.waiting or self.bodies  # a head first, else the rest of a body
+            # one waiting for a head first, else for its client to read, else for a body's rest
+            slowest = self.waiting or self.stalled or self.bodies
             if not slowest:
                 self.refused += 1
                 return False
             oldest, _ = slowest.popitem(last=False)
+            stalled = slowest is self.stalled
             self.forget(oldest)
             self.evicted += 1
-            oldest.transport.close()
+            if stalled:  # (close would wait for the answer to be taken: forever)
+                oldest.transport.abort()
+            else:
+                oldest.transport.close()
         self.open.add(connection)
         return True
 
@@ -129,6 +142,7 @@ class ConnectionGuard:
         self.open.discard(connection)
         self.waiting.pop(connection, None)
         self.bodies.pop(connection, None)
+        self.stalled.pop(connection, None)
 
 
 class _Guarded:
@@ -145,6 +159,7 @@ class _Guarded:
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
         self._timer: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
         self._seen: Any = None
         self._lingering = False
         self._in_body = False  # between a head's end and its message's end
@@ -171,6 +186,7 @@ class _Guarded:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
+        self._send_resumed()
         if getattr(self, "_lingering", False):
             self._lingering = False
             self.guard.lingering -= 1
@@ -197,6 +213,33 @@ class _Guarded:
             if not self._in_body and self._head_bytes >= limit:
                 self._head_over_budget()
                 return
+
+    def pause_writing(self) -> None:
+        """The answer waits for the client to take what was sent: it holds its place for no
+        one (:meth:`ConnectionGuard.admit`), and is cut off unless it takes some within
+        ``send_timeout``."""
+        super().pause_writing()  # type: ignore[misc]
+        if self._refused or self._send_timer is not None:
+            return
+        self.guard.stalled[self] = None
+        self._send_timer = self.loop.call_later(self.guard.send_timeout, self._send_expired)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()  # type: ignore[misc]
+        self._send_resumed()
+
+    def _send_resumed(self) -> None:
+        timer = getattr(self, "_send_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._send_timer = None
+        self.guard.stalled.pop(self, None)
+
+    def _send_expired(self) -> None:
+        self._send_timer = None
+        self.guard.expired += 1
+        self.guard.forget(self)
+        self.transport.abort()  # (close would wait for the answer to be taken: forever)
 
     def on_headers_complete(self) -> None:
         self._in_body = True
@@ -311,6 +354,7 @@ def server_config(app: Any, settings: ServerSettings, host: str, port: int) -> u
         settings.header_timeout,
         settings.body_timeout,
         head_limit=settings.max_header_bytes,
+        send_timeout=settings.send_timeout,
     )
     return uvicorn.Config(
         app,

@@ -9,6 +9,7 @@ import select
 import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import pytest
 from daemons import listening_socket, wait_for
@@ -18,7 +19,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from rulekit.config import ServerSettings
-from rulekit.server.http import DaemonServer, server_config
+from rulekit.server.http import ConnectionGuard, DaemonServer, server_config
 
 LIMIT = 3
 
@@ -46,30 +47,46 @@ async def form(request: Request) -> Response:
     return PlainTextResponse(f"{len(await request.body())} bytes")
 
 
-@pytest.fixture
-def url() -> Iterator[str]:
+async def big(request: Request) -> Response:
+    return PlainTextResponse("x" * 65536)
+
+
+@contextmanager
+def serving(**limits: float) -> Iterator[tuple[str, ConnectionGuard]]:
+    """The guarded server on loopback (``LIMIT`` connections, ``limits`` besides), and its
+    guard."""
     app = Starlette(
         routes=[
             Route("/endless", endless),
             Route("/hello", hello),
             Route("/form", form, methods=["POST"]),
+            Route("/big", big),
         ]
     )
     sock = listening_socket()
     port = sock.getsockname()[1]
-    settings = ServerSettings(max_connections=LIMIT, header_timeout=30, keep_alive_timeout=30)
+    settings = ServerSettings(
+        max_connections=LIMIT, header_timeout=30, keep_alive_timeout=30, **limits
+    )
     closed = threading.Event()
-    server = DaemonServer(server_config(app, settings, "127.0.0.1", port), closed.set)
+    config = server_config(app, settings, "127.0.0.1", port)
+    server = DaemonServer(config, closed.set)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
     thread.start()
     wait_for(lambda: server.started, timeout=15)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", config.http.guard  # type: ignore[union-attr]
     finally:
         server.should_exit = True
         thread.join(15)
         sock.close()
     assert closed.is_set()  # the shutdown called on_shutdown
+
+
+@pytest.fixture
+def url() -> Iterator[str]:
+    with serving() as (address, _):
+        yield address
 
 
 def answer(sock: socket.socket) -> bytes:
@@ -149,3 +166,46 @@ def test_a_body_trickled_to_a_route_that_reads_it_holds_no_place(url: str) -> No
     finally:
         for sock in trickling:
             sock.close()
+
+
+def not_reading(port: int) -> socket.socket:
+    """A client that asks for many answers at once (pipelined) and reads none of them."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" * 300)
+    return sock
+
+
+def test_a_client_that_reads_no_answer_holds_no_place() -> None:
+    """A connection whose answer waited for its client to read counted as busy with a
+    request, with no deadline: anyone could fill the limit with clients that pipeline requests
+    and never read (any route will do: the sign-in page, a script of the console), and every
+    webhook was answered 503 for as long as they stayed. Such a connection now gives its
+    place to a new one."""
+    hello = b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with serving() as (url, guard):
+        port = int(url.rsplit(":", 1)[1])
+        hogs = [not_reading(port) for _ in range(LIMIT)]
+        try:
+            # every hog's head is in, and its answers wait for it
+            stalled = lambda: getattr(guard, "stalled", guard.open)  # noqa: E731
+            wait_for(lambda: not guard.waiting and len(stalled()) == LIMIT, timeout=15)
+            for _ in range(LIMIT):  # one newcomer after another takes a hog's place
+                with connect(port, hello) as new:
+                    assert answer(new).startswith(b"HTTP/1.1 200")
+        finally:
+            for sock in hogs:
+                sock.close()
+
+
+def test_a_client_that_reads_no_answer_is_cut_off_at_the_send_deadline() -> None:
+    with serving(send_timeout=0.5) as (url, guard):
+        port = int(url.rsplit(":", 1)[1])
+        hog = not_reading(port)
+        try:
+            wait_for(lambda: guard.stalled, timeout=15)  # its answer waits for it
+            wait_for(lambda: not guard.open, timeout=15)  # and then it is gone
+            assert guard.expired == 1
+        finally:
+            hog.close()

@@ -283,4 +283,5 @@ def test_the_documented_limits_load(tmp_path: Path) -> None:
     assert (server.max_connections, server.header_timeout) == (1000, 10)
     assert server.max_header_bytes == 65536
     assert (server.body_timeout, server.keep_alive_timeout) == (30, 5)
+    assert server.send_timeout == ServerSettings().send_timeout
     assert server.max_body_bytes_in_flight == ServerSettings().max_body_bytes_in_flight
