@@ -16,6 +16,11 @@
   :data:`MAX_SUBJECT` characters (:func:`subject_line`): a client's message of 100,000
   characters in it would take the mail library seconds of CPU to fold into header lines, in
   the daemon's event loop, at every attempt.
+* Domains (:func:`ascii_domain`): a recipient's domain outside ASCII (``bücher.example``) is
+  sent as its ASCII form (``xn--bcher-kva.example``, IDNA 2008 with UTS 46 mapping), which
+  every server takes: one without SMTPUTF8 (Amazon SES, many relays) refused the whole message
+  for such an address, at every attempt; and the domain's pacing is one, whichever form it
+  was written in.
 * The message (:func:`build_message`): a ``text/plain`` part always, and the ``html`` as an
   alternative when there is one.
 """
@@ -68,6 +73,20 @@ def subject_line(text: str) -> str:
     return text if len(text) <= MAX_SUBJECT else text[: MAX_SUBJECT - 1] + "…"
 
 
+def ascii_domain(address: str) -> str:
+    """``address`` with its domain as ASCII (A-labels); as it is when the domain is ASCII
+    already, or no valid internationalized name (a server with SMTPUTF8 may still take it)."""
+    local, at, domain = address.rpartition("@")
+    if domain.isascii():
+        return address
+    import idna
+
+    try:
+        return f"{local}{at}{idna.encode(domain, uts46=True).decode('ascii')}"
+    except UnicodeError:  # (idna.IDNAError is one)
+        return address
+
+
 def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower()
 
@@ -87,7 +106,9 @@ class Recipients:
         problem = address_problem(address)
         if problem:
             self.left_out.append(f"{what}: the address {problem}")
-        elif address.lower() not in {a.lower() for a in self.addresses}:
+            return
+        address = ascii_domain(address)
+        if address.lower() not in {a.lower() for a in self.addresses}:
             self.addresses.append(address)
 
 

@@ -10,7 +10,8 @@ For tests of the ``email`` action (aiosmtpd is in rulekit's ``test`` extra)::
         smtp.refuse("a@b.example", "450 4.2.0 Greylisted")  # RCPT TO that address answers this
         [m.recipients for m in smtp.messages]
 
-``implicit_tls=True`` serves TLS from the first byte (``security: tls``). With a username, AUTH
+``implicit_tls=True`` serves TLS from the first byte (``security: tls``); ``smtputf8=False``
+offers no SMTPUTF8 (addresses outside ASCII are refused). With a username, AUTH
 is required (and refused for any other password); ``logins`` counts the tries. Each received
 message keeps the name the client gave in EHLO (``helo``).
 """
@@ -74,6 +75,7 @@ class FakeSmtp:
         password: str | None = None,
         tls: ssl.SSLContext | None = None,
         implicit_tls: bool = False,
+        smtputf8: bool = True,
     ) -> None:
         self.username = username
         self.password = password
@@ -98,6 +100,7 @@ class FakeSmtp:
             port=0,
             ssl_context=tls if implicit_tls else None,
             server_hostname="localhost",
+            enable_SMTPUTF8=smtputf8,
             **options,
         )
 

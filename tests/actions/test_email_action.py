@@ -446,6 +446,30 @@ def test_a_client_email_with_any_space_or_invisible_character_is_left_out_not_re
     assert [m.recipients for m in server.messages] == [["mïa@client.example"]]
 
 
+def test_an_internationalized_domain_is_sent_in_ascii_to_a_server_without_smtputf8():
+    """A server without SMTPUTF8 (Amazon SES, many relays) refused the whole message for a
+    client's address at bücher.example, at every attempt: the domain goes as its A-labels,
+    one domain to pace whichever form it was written in; a domain that is no valid
+    internationalized name goes as it is."""
+    to_client = EmailParams(to=["client"], subject="s", text="t")
+    event = make_event(client={"id": "c", "email": "mia@Bücher.example"})
+    both = EmailParams(to=["a@bücher.example", "b@xn--bcher-kva.example"], subject="s", text="t")
+    with FakeSmtp(smtputf8=False) as server:
+        action = Email(smtp_settings(server))
+        result = send(action, to_client, event)
+        paces = action.call_pacing(both, make_context())
+    assert result["sent"] is True and result["to"] == ["mia@xn--bcher-kva.example"]
+    [received] = server.messages
+    assert received.recipients == ["mia@xn--bcher-kva.example"]
+    assert received.message["To"] == "mia@xn--bcher-kva.example"
+    assert [pace.key for pace in paces] == ["email:xn--bcher-kva.example"]
+    with FakeSmtp() as server:
+        action = Email(smtp_settings(server))
+        odd = make_event(client={"id": "c", "email": "mia@\u2603\ufe0f.example"})
+        assert send(action, to_client, odd)["sent"] is True
+    assert server.messages[0].recipients == ["mia@\u2603\ufe0f.example"]
+
+
 def test_sending_is_paced_per_recipient_domain():
     with FakeSmtp() as server:
         action = Email(smtp_settings(server, rate_limit="1/h"))
