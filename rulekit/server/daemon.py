@@ -114,6 +114,8 @@ class Daemon(Reloading):
             )
         self.strict = strict
         self.watch = watch
+        self.sighups_held: list[int] = []
+        """SIGHUPs received before the daemon listened for them (``rulekit run`` holds them)."""
         self.job_lease = job_lease
         self.metrics = Metrics()
         self.feed = LiveFeed()
@@ -244,6 +246,9 @@ class Daemon(Reloading):
         self._unlisten = self.store.listen(heard)
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._sighup)
+            if self.sighups_held:  # asked while it started: the files may have changed since
+                self.sighups_held.clear()
+                self._sighup()
         for problem in self.problems:
             log(logger, logging.WARNING, f"not configured: {problem}")
         for exposed in (
@@ -403,8 +408,11 @@ def serve(
     strict: bool,
     job_lease: float = DEFAULT_LEASE,
     watch: bool = True,
+    sighups_held: list[int] | None = None,
 ) -> int:
-    """Run a daemon under uvicorn until SIGTERM/SIGINT; the exit code."""
+    """Run a daemon under uvicorn until SIGTERM/SIGINT; the exit code. ``sighups_held``: where
+    SIGHUPs received while the process started were held (``rulekit run`` holds them from its
+    first line); the daemon reloads once it listens if there is one."""
     from rulekit.config import find_config_path
     from rulekit.runtime.logs import configure_logging, secret_values
     from rulekit.server.http import build_server
@@ -413,6 +421,7 @@ def serve(
         find_config_path(config_path), rules_path, strict=strict, job_lease=job_lease, watch=watch
     )
     daemon.freezes_heap = True
+    daemon.sighups_held = sighups_held if sighups_held is not None else []
     config = daemon.snapshot.config
     configure_logging(config.raw.logging, secrets=lambda: secret_values(daemon.snapshot.config))
     server = build_server(daemon, host, port)

@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -338,3 +339,28 @@ def test_a_file_emptied_by_a_save_under_way_keeps_the_old_set(tmp_path, serve):
     rules.write_text("[]\n")  # what an admin writes for no rules
     assert server.call(daemon.reload("test")) is True
     assert daemon.snapshot.engine.rules == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc to see the load")
+def test_a_sighup_while_the_daemon_starts_is_held_and_reloads_once_it_listens(tmp_path, processes):
+    """Until the daemon listened for SIGHUP (after importing and loading its rules: seconds
+    with a large set), a SIGHUP took its default action and ended it (``systemctl reload``
+    right after a start)."""
+    rules = "".join(
+        f"- name: r{n}\n  on: {{channel: online-chat, event: created}}\n"
+        f"  if: \"'x{n}' in message.text\"\n  do: [{{play_sound: {{sound: bell}}}}]\n"
+        for n in range(500)
+    )
+    process = processes(write_setup(tmp_path, rules))
+    pid = process.proc.pid
+
+    def loading() -> bool:  # its rules are validated in a child process: it is loading them
+        with contextlib.suppress(OSError):
+            return bool(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+        return False
+
+    wait_for(loading, timeout=30, interval=0.002)
+    assert "rulekit started" not in process.output()
+    process.proc.send_signal(signal.SIGHUP)
+    process.wait_ready()
+    wait_for(lambda: "reason=SIGHUP" in process.output(), timeout=30)
