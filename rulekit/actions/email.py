@@ -59,6 +59,7 @@ from rulekit.errors import (
     PermanentActionError,
     RetryableActionError,
     did_you_mean,
+    elide,
 )
 from rulekit.expr.markup import Interpolations, map_leaves
 from rulekit.hookspecs import hookimpl
@@ -74,6 +75,8 @@ __all__ = ["Email", "EmailParams", "SmtpIntegration"]
 LINK_SCHEMES = frozenset({"http", "https", "mailto"})
 """Schemes a value may give a link in an email's HTML."""
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
+MAX_REPLY = 300
+"""Characters the audit keeps of each reply of the server (the message's, a refusal's)."""
 
 
 def _is_template(text: str) -> bool:
@@ -289,9 +292,9 @@ class Email(Action):
                 refused, reply = await self._send(settings, tls, message, found.addresses, started)
         except Exception as exc:
             raise classify(exc, settings.host, self._clean) from None
-        result: dict[str, Any] = {"sent": True, "to": found.addresses, "reply": self._clean(reply)}
+        result: dict[str, Any] = {"sent": True, "to": found.addresses, "reply": self._said(reply)}
         if refused:
-            result["refused"] = {a: self._clean(str(r)) for a, r in refused.items()}
+            result["refused"] = {a: self._said(str(r)) for a, r in refused.items()}
         if found.left_out:
             result["left_out"] = found.left_out
         return result
@@ -406,6 +409,11 @@ class Email(Action):
     def _password(self) -> str:
         password = getattr(self.settings, "password", None)
         return password.get_secret_value() if password is not None else ""
+
+    def _said(self, reply: str) -> str:
+        """A server's ``reply`` as the audit keeps it: :meth:`_clean`, and cut to
+        :data:`MAX_REPLY` characters (a reply may be 32 KB, one for each recipient refused)."""
+        return elide(self._clean(reply), MAX_REPLY)
 
     def _clean(self, text: str) -> str:
         """``text`` without the password, as it is or as AUTH encodes it."""

@@ -348,6 +348,23 @@ def test_every_recipient_refused_one_of_them_for_now_is_retried():
     assert [m.recipients for m in server.messages] == [["ann@a.example"]]
 
 
+def test_the_audit_keeps_the_start_and_end_of_a_long_server_reply():
+    """A reply may be 32 KB (many lines), and each recipient refused has one: the result the
+    audit keeps had them whole."""
+    lines = [f"250-{'queued ' * 60}{n}" for n in range(60)]
+    refusal = "\r\n".join([*(f"450-{'busy ' * 80}" for _ in range(60)), "450 4.2.0 later"])
+    params = EmailParams(to=["ann@a.example", "bob@b.example"], subject="s", text="t")
+    with FakeSmtp() as server:
+        server.fail("\r\n".join([*lines, "250 2.0.0 queued as 4XyZ"]))
+        server.refuse("bob@b.example", refusal)
+        result = send(Email(smtp_settings(server)), params)
+    assert result["sent"] is True
+    assert len(result["reply"]) <= 300 < len("".join(lines))
+    assert result["reply"].startswith("queued queued") and result["reply"].endswith("4XyZ")
+    [(refused, said)] = result["refused"].items()
+    assert refused == "bob@b.example" and len(said) <= 300 and said.endswith("later")
+
+
 def test_a_dropped_connection_is_retried_and_the_retry_is_delivered():
     with FakeSmtp() as server:
         server.drop()
