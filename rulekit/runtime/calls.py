@@ -40,6 +40,7 @@ from rulekit.runtime.lanes import Lane, WorkTime
 from rulekit.runtime.logs import log
 from rulekit.runtime.outcomes import Decision, json_ready, record_outcome
 from rulekit.runtime.retries import retry_decision
+from rulekit.runtime.rollout import HAND_BACK, LEFT_TO_OTHERS
 from rulekit.runtime.sharedpace import (
     paused_keys,
     retry_store,
@@ -50,7 +51,7 @@ from rulekit.runtime.sharedpace import (
 )
 from rulekit.runtime.slots import CallSlots, ServiceShares, service_of
 from rulekit.snapshot import Snapshot
-from rulekit.store.base import State
+from rulekit.store.base import JournaledState, State
 from rulekit.store.records import CallStart, EventRecord, Job
 
 if TYPE_CHECKING:
@@ -176,6 +177,8 @@ class JobCalls:
             params = action.Params.model_validate(job.params)
             context = await self._context(job, lane, snapshot, record)
         except (LookupError, ValidationError) as exc:
+            if record is not None and await self._left_to_others(job, exc):
+                return None
             return await self._unusable(job, exc, emitted, snapshot)
         own = action.pacing(params)
         paces = own or self._conversation_paces(job, record, action, context.provider)
@@ -248,10 +251,33 @@ class JobCalls:
     ) -> Decision | None:
         """A job that cannot be executed (its action gone, its event or data unreadable)
         recorded dead."""
-        problem = str(exc)  # (rulekit's own words)
-        if isinstance(exc, ValidationError):  # where and why, not the values it quotes
-            problem = f"the job's data no longer validates: {failure_reason(exc)}"
-        return await self._conclude(job, Decision("dead", problem), emitted, snapshot)
+        return await self._conclude(job, Decision("dead", _problem(exc)), emitted, snapshot)
+
+    async def _left_to_others(self, job: Job, exc: Exception) -> bool:
+        """Hand ``job`` back to the daemons sharing the store when this one cannot run it (its
+        action not installed, its data not what this daemon's version of the action takes):
+        an upgraded daemon may (:mod:`rulekit.runtime.rollout`). A daemon not upgraded yet
+        used to dead-letter the jobs that only the upgraded ones could run."""
+        if not self.store.shared:
+            return False
+        owner = self.owner
+
+        def hand_back(state: JournaledState) -> bool:
+            return state.hand_back_job(job.id, owner, wait=HAND_BACK, within=LEFT_TO_OTHERS)
+
+        left = await retry_store(
+            self.commit, hand_back, f"hand back job {job.id}", stopping=self._stopped
+        )
+        if left:
+            log(
+                logger,
+                logging.INFO,
+                f"job {job.id} {job.action}: left to the daemons that can run it: {_problem(exc)}",
+                job_id=job.id,
+                event_id=job.event_id,
+                rule=job.rule,
+            )
+        return bool(left)
 
     async def _context(
         self, job: Job, lane: Lane, snapshot: Snapshot, record: EventRecord
@@ -579,3 +605,11 @@ class JobCalls:
         return decision
 
     # shutdown --------------------------------------------------------------------------------
+
+
+def _problem(exc: Exception) -> str:
+    """Why a job cannot be run, in rulekit's own words: where and why its data does not
+    validate, not the values it quotes."""
+    if isinstance(exc, ValidationError):
+        return f"the job's data no longer validates: {failure_reason(exc)}"
+    return str(exc)

@@ -51,6 +51,7 @@ from rulekit.event import Event
 from rulekit.runtime.evaluator import Evaluator, WorkerGone
 from rulekit.runtime.logs import log
 from rulekit.runtime.planning import Processed, StateChanged, prepare, record, team_facts
+from rulekit.runtime.rollout import HAND_BACK, LEFT_TO_OTHERS
 from rulekit.runtime.worker import Evaluation, Firing, Refusal, Request
 from rulekit.store.base import JournaledState, JournaledStore
 from rulekit.store.forms import hidden_values
@@ -66,13 +67,6 @@ TIMER_LEASE = 60.0
 MAX_SLEEP = 30.0
 """The longest the runner sleeps without looking at the store again (a timer another daemon
 set, a claim that ran out)."""
-LEFT_TO_OTHERS = 300.0
-"""Seconds past its due time that a daemon sharing its store leaves a timer whose rule its rule
-set does not have (or whose ``on:`` no longer takes the triggering event) to the others: a
-reload reaches the daemons one after another, and one that has the rule fires it. Past this,
-the timer ends as ``gone``."""
-HAND_BACK = 2.0
-"""Seconds a timer left to the others waits before any daemon claims it again."""
 BATCH = 20
 STARTS = 5
 """How often a channel timer is tried again when the state changed under it."""
@@ -287,8 +281,8 @@ class TimerRunner:
     def _for_others(self, timer: Timer, event: Event, now: datetime) -> bool:
         """Whether to leave ``timer`` to the other daemons sharing the store: this daemon's
         rule set has no timed rule of its name that takes its triggering event, and another
-        daemon's may (it reloaded a newer set first), up to :data:`LEFT_TO_OTHERS` past due.
-        A daemon of the older set used to end it as ``gone``: the rule never ran."""
+        daemon's may (it reloaded a newer set first; :mod:`rulekit.runtime.rollout`). A daemon
+        of the older set used to end it as ``gone``: the rule never ran."""
         if not self.store.shared or (now - timer.due).total_seconds() > LEFT_TO_OTHERS:
             return False
         rule = self.snapshot().engine.by_name.get(timer.rule)

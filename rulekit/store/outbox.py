@@ -81,6 +81,15 @@ class Outbox(abc.ABC):
         the job was pending with a call ``owner`` started. The claim is kept."""
         raise NotImplementedError(f"{type(self).__name__} cannot record calls")
 
+    def hand_back_job(self, job_id: int, owner: str, *, wait: float, within: float) -> bool:
+        """Give up ``owner``'s claim of a pending job that this daemon cannot run but another
+        sharing the store may (see :mod:`rulekit.runtime.rollout`): nobody claims it for
+        ``wait`` seconds (``owner`` for longer: another daemon gets it first), and no attempt
+        is counted. False, changing nothing, when the job is
+        no longer pending and ``owner``'s, or its event was recorded more than ``within``
+        seconds ago; always False where the store is one daemon's own."""
+        return False
+
     def renew_call(
         self, job_id: int, owner: str, *, lease: float, now: datetime | None = None
     ) -> bool:

@@ -174,6 +174,10 @@ _ASSIGN_LOCK = 0x61736E67
 _LOCK = "SELECT pg_advisory_xact_lock(:lock)"
 """Held until the transaction ends (claims of jobs, picks of agents: one daemon at a time)."""
 
+_OWN_WAIT = 8.0
+"""Seconds a daemon that handed a job back (:meth:`PostgresState.hand_back_job`) leaves it to
+the others after they may claim it, before it claims it again itself."""
+
 # The claim's clock: the caller's ``now`` (tests), else the database's.
 _NOW = "COALESCE(:now::timestamptz, now())"
 
@@ -324,6 +328,9 @@ class PostgresState(PostgresAudit, PostgresLookups, SQLState):
             "WITH picked AS (SELECT j.id FROM outbox j"
             f"  WHERE j.status = 'pending' AND j.next_attempt_at <= {_NOW}"
             f"   AND (j.claimed_until IS NULL OR j.claimed_until <= {_NOW})"
+            # not a job this daemon handed back a moment ago (hand_back_job): the others first
+            "   AND (j.claimed_until IS NOT NULL OR j.claimed_by IS DISTINCT FROM :owner"
+            f"    OR j.next_attempt_at <= {_NOW} - make_interval(secs => :own_wait))"
             "   AND NOT EXISTS (SELECT 1 FROM outbox k WHERE k.lane = j.lane"
             f"    AND k.status = 'pending' AND ((k.claimed_until > {_NOW}"
             "     AND k.claimed_by <> :owner)"
@@ -339,6 +346,7 @@ class PostgresState(PostgresAudit, PostgresLookups, SQLState):
                 "owner": owner,
                 "lease": float(lease),
                 "limit": limit,
+                "own_wait": _OWN_WAIT,
                 "sort": sorts["sort"],
             },
         ).fetchall()
@@ -512,6 +520,21 @@ class PostgresState(PostgresAudit, PostgresLookups, SQLState):
         )
         if cursor.rowcount == 0:
             raise KeyError(f"no job {job_id}")
+
+    def hand_back_job(self, job_id: int, owner: str, *, wait: float, within: float) -> bool:
+        # the job stays marked as ``owner``'s (a claim without an end, which is no claim): its
+        # claims pass it over for _OWN_WAIT seconds more, and another daemon gets it first (a
+        # daemon that handed a job back claimed it again each time first, as it was waiting
+        # for that very moment, and kept an upgraded daemon from it for half a minute)
+        cursor = self.execute(
+            "UPDATE outbox SET claimed_until = NULL, call_started_at = NULL,"
+            "  call_started_by = NULL, next_attempt_at = now() + make_interval(secs => :wait)"
+            " WHERE id = :id AND status = 'pending' AND claimed_by = :owner AND EXISTS ("
+            "  SELECT 1 FROM events e WHERE e.event_id = outbox.event_id"
+            "   AND e.processed_at > now() - make_interval(secs => :within))",
+            {"id": job_id, "owner": owner, "wait": float(wait), "within": float(within)},
+        )
+        return bool(cursor.rowcount == 1)
 
     def hold_lease(
         self, name: str, owner: str, seconds: float, *, now: datetime | None = None
