@@ -439,3 +439,47 @@ def test_due_times_and_leases_are_written_by_the_databases_clock(postgres_schema
         (again,) = [j for j in state.jobs(status="pending", limit=10) if j.id == jobs[0].id]
     assert again.next_attempt_at == began
     store.close()
+
+
+def test_a_purge_passes_over_the_events_another_session_holds(postgres_schema):
+    """``rulekit forget`` (or another daemon) holds some old events while a daemon's purge
+    deletes old events with their jobs and attempts: the purge deleted the attempts and jobs
+    first and then waited for the held events, while the erasure, holding them, waited to
+    rewrite those very attempts: a deadlock, or a purge failing at the lock timeout. The purge
+    now leaves the held events for its next round and waits for nothing."""
+    from rulekit.audit import retention
+    from rulekit.config import RetentionSettings
+
+    old = datetime.now(UTC) - timedelta(days=400)
+    url = postgres_schema + "&lock_timeout=1"
+    store = PostgresStore(url)
+    job = JobSpec(rule="r", action="autoreply", params={}, destination="autoreply")
+    with store.transaction() as state:
+        for n in range(6):
+            event = Event(
+                id=f"e{n}",
+                channel="chat",
+                event="created",
+                occurred_at=old,
+                conversation={"id": f"c{n}"},
+            )
+            state.record_event(event, inbox_id=None, trace={}, jobs=[job], now=old)
+        for pending in state.jobs(status="pending", limit=10):
+            state.record_attempt(pending.id, "done", now=old)
+    conninfo, _ = split_url(postgres_schema)
+    schema = postgres_schema.rsplit("schema=", 1)[1]
+    with psycopg.connect(conninfo, options=f"-c search_path={schema}") as holder:
+        held = "SELECT event_id FROM events WHERE event_id IN ('e2', 'e4') FOR UPDATE"
+        assert len(holder.execute(held).fetchall()) == 2
+        counts = retention.purge(store, RetentionSettings(), batch=100)
+        # what the erasure does next, with the events it holds: nothing waits for the purge
+        holder.execute(
+            "UPDATE attempts SET error = NULL WHERE job_id IN"
+            " (SELECT id FROM outbox WHERE event_id IN ('e2', 'e4'))"
+        )
+        holder.commit()
+    assert (counts["events"], counts["jobs"], counts["attempts"]) == (4, 4, 4)
+    with store.transaction() as state:
+        assert sorted(r.event_id for r in state.history(limit=10)) == ["e2", "e4"]
+    assert retention.purge(store, RetentionSettings())["events"] == 2  # its next round
+    store.close()

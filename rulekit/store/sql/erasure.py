@@ -210,19 +210,21 @@ class SQLForgetRows:
         )
 
 
-# events old enough whose jobs are all finished (pending work is never purged), oldest first
+# events old enough whose jobs are all finished (pending work is never purged), oldest first;
+# each read of what a purge deletes takes its rows locked, passing over those another session
+# holds (PostgreSQL: ``FOR UPDATE SKIP LOCKED``, see purge)
 OLD_EVENTS = (
     "SELECT e.event_id FROM events e WHERE e.processed_at < :before AND NOT EXISTS"
     " (SELECT 1 FROM outbox o WHERE o.event_id = e.event_id AND o.status = 'pending')"
-    " ORDER BY e.processed_at LIMIT :limit"
+    " ORDER BY e.processed_at LIMIT :limit{lock}"
 )
 OLD_ITEMS = (  # by the index inbox_finished_by_time
     "SELECT id FROM inbox WHERE received_at < :before AND status <> 'pending'"
-    " ORDER BY received_at LIMIT :limit"
+    " ORDER BY received_at LIMIT :limit{lock}"
 )
 OLD_TIMERS = (  # by the index timers_finished_by_time
     "SELECT id FROM timers WHERE finished_at < :before AND status <> 'pending'"
-    " ORDER BY finished_at LIMIT :limit"
+    " ORDER BY finished_at LIMIT :limit{lock}"
 )
 ALL = 2**62
 """The limit of an unbounded purge."""
@@ -231,11 +233,18 @@ ALL = 2**62
 def purge(
     state: SQLState, events_before: datetime, payloads_before: datetime, batch: int | None = None
 ) -> dict[str, int]:
-    """See :meth:`rulekit.store.base.Journal.purge`."""
+    """See :meth:`rulekit.store.base.Journal.purge`.
+
+    What it deletes is read locked, passing over the rows another session holds (an erasure,
+    another daemon's purge): they are left for the next round. A purge deletes an event's
+    attempts and jobs before the event, while an erasure holds the event first and rewrites
+    its attempts next; a purge that waited for an event an erasure held, having deleted its
+    attempts, deadlocked with it (or failed at the lock timeout)."""
     counts = dict.fromkeys(PURGE_KINDS, 0)
     limit = ALL if batch is None else batch
+    lock = state.dialect.skip_locked
     before = {"before": state.dialect.time(events_before), "limit": limit}
-    rows = state.execute(OLD_EVENTS, before).fetchall()
+    rows = state.execute(OLD_EVENTS.format(lock=lock), before).fetchall()
     if rows:
         ids = {"ids": state.dialect.values([row["event_id"] for row in rows])}
         in_ids = state.dialect.one_of("event_id", "ids")
@@ -248,9 +257,11 @@ def purge(
         counts["events"] = state.execute(f"DELETE FROM events WHERE {in_ids}", ids).rowcount
     state.forget_past_paces()  # (not counted: the same as none)
     counts["timers"] = state.execute(
-        f"DELETE FROM timers WHERE id IN ({OLD_TIMERS})", before
+        f"DELETE FROM timers WHERE id IN ({OLD_TIMERS.format(lock=lock)})", before
     ).rowcount
-    counts["inbox"] = state.execute(f"DELETE FROM inbox WHERE id IN ({OLD_ITEMS})", before).rowcount
+    counts["inbox"] = state.execute(
+        f"DELETE FROM inbox WHERE id IN ({OLD_ITEMS.format(lock=lock)})", before
+    ).rowcount
     if counts["inbox"] >= limit:  # more to delete first: emptying their bodies is wasted
         return counts
     # a set-aside item keeps its body: it waits for a person to requeue it (emptied, it would
@@ -258,7 +269,7 @@ def purge(
     counts["payloads"] = state.execute(
         "UPDATE inbox SET body = :empty WHERE id IN (SELECT id FROM inbox"  # by the index
         " WHERE received_at < :before AND status <> 'pending' AND length(body) > 0"  # of payloads
-        " AND status <> 'failed' ORDER BY received_at LIMIT :limit)",
+        f" AND status <> 'failed' ORDER BY received_at LIMIT :limit{lock})",
         {"empty": b"", "before": state.dialect.time(payloads_before), "limit": limit},
     ).rowcount
     return counts
