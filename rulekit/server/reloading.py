@@ -51,6 +51,8 @@ RELOAD_BUDGET = 60.0
 WATCH_CHECK = 5.0
 """Seconds between two looks at whether a watched folder is still the one watched, when no
 change came (see :mod:`rulekit.server.watching`)."""
+WATCH_RETRY = 1.0
+"""Seconds before a watch that failed is started again."""
 MAX_LOADS = 2
 """Loads that may run at once, abandoned ones included: an abandoned load goes on in its
 thread (a thread cannot be stopped), so a reload on each save of rules that load in longer
@@ -325,37 +327,52 @@ class Reloading:
         """Reload on each batch of relevant changes. Watch anew once a watched folder was
         replaced, deleted or created, or a symlink on the way to it points elsewhere (looked
         at after each batch, and every :data:`WATCH_CHECK` seconds without one), and reload
-        once the new watch is on: a change made while no watch was on is not lost."""
+        once the new watch is on: a change made while no watch was on is not lost. A watch
+        that fails (a file name that is no UTF-8 appearing in a watched folder ends
+        watchfiles' watch; a folder gone as the watch starts) is started again
+        :data:`WATCH_RETRY` seconds later, the same way."""
         import watchfiles
 
         stop = self._stop_watching
         assert stop is not None
         pending = False
-        try:
-            while not stop.is_set():
-                plan = self.watch_plan()
+        failing = False
+        while not stop.is_set():
+            plan = self.watch_plan()
+            try:
                 if not plan.folders:  # nothing to watch until one of them is back
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), WATCH_CHECK)
-                    pending = True
-                    continue
+                    raise FileNotFoundError(2, "none of the watched folders exists")
+                # every batch comes here, relevant or not: watchfiles yields none of a batch
+                # its filter empties, and the folder of the config, with the SQLite store
+                # written at each webhook, would never be quiet long enough for its timeout
                 async for changes in watchfiles.awatch(
                     *plan.folders,
-                    watch_filter=plan.relevant,
+                    watch_filter=None,
                     stop_event=stop,
                     debounce=300,
                     recursive=False,
                     rust_timeout=int(WATCH_CHECK * 1000),
                     yield_on_timeout=True,
                 ):
-                    if changes or pending:
+                    failing = False
+                    if any(plan.relevant(*change) for change in changes) or pending:
                         pending = False
                         await self.reload("file change")
                     if self.watch_plan().identity != plan.identity:
                         pending = True
                         break
-        except Exception:
-            log(logger, logging.ERROR, "watching files failed; reload with SIGHUP", exc_info=True)
+            except Exception:
+                if not failing:  # said once, not at each attempt
+                    log(
+                        logger,
+                        logging.WARNING,
+                        f"watching files failed; watching again every {WATCH_RETRY:g} s "
+                        "(SIGHUP reloads meanwhile)",
+                        exc_info=True,
+                    )
+                failing = pending = True
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), WATCH_RETRY)
 
     def _set_rules_metrics(self) -> None:
         self.metrics.rules_loaded.set(len(self._snapshot.engine.rules))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import httpx
@@ -124,3 +125,19 @@ def test_the_watch_plan_follows_names_and_ignores_what_tools_leave(tmp_path):
     os.replace(tmp_path / "current", tmp_path / "old")
     (tmp_path / "current").symlink_to("releases/42")
     assert WatchPlan.of(config, rules).identity != plan.identity
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="macOS file names must be UTF-8")
+def test_a_file_name_that_is_no_utf8_does_not_end_the_watch(tmp_path, processes):
+    """watchfiles ends its watch on a name it cannot decode (an archive from another system
+    unpacked beside the rules): the daemon never reloaded on a change again."""
+    config = write_setup(tmp_path, greeting(1))
+    process = processes(config).wait_ready()
+    version = health(process)["rules_version"]
+    rules = tmp_path / "rules.d"
+    Path(os.fsdecode(bytes(rules) + b"/notes-\xfc.txt")).write_text("not rules")
+    (rules / "rules.yaml").write_text(greeting(2))
+    wait_for(lambda: health(process)["rules_version"] != version, timeout=20)
+    version = health(process)["rules_version"]
+    (rules / "rules.yaml").write_text(greeting(3))
+    wait_for(lambda: health(process)["rules_version"] != version, timeout=20)
