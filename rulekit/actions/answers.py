@@ -7,6 +7,10 @@ bound, the read fails as a lost connection would (:class:`AnswerTooLarge`); what
 says is classified as for any unreadable answer: a 2xx is not retried (the call may have been
 made: another attempt could send twice), anything else as its status says.
 
+Nor does any session follow a redirect: a call, which carries a client's message, goes only
+to the address the config names, never to one an answer points at; a redirect fails the call
+for good with its status (the next attempt would be redirected too).
+
 The sessions of the actions' SDKs read through :func:`bounded_response_class` (aiohttp) and
 :class:`BoundedStream` (httpx).
 """
@@ -84,16 +88,47 @@ def unreadable(message: str, status: int) -> ActionError:
     return PermanentActionError(message, status=status)
 
 
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+"""Statuses aiohttp would follow: a session of :func:`bounded_response_class` follows none."""
+
+
+def _redirect_refused() -> type[Exception]:
+    import aiohttp
+
+    class RedirectRefused(aiohttp.ClientResponseError):
+        """A service answered with a redirect, which is not followed: the call (a client's
+        message in its body) goes only where the config says, never where an answer points.
+        Raised as the head is read, before aiohttp would follow it; its status is the
+        answer's, classified as any refusal (:func:`lost_answer`: final)."""
+
+        def __init__(self, response: aiohttp.ClientResponse) -> None:
+            where = response.headers.get("Location", "")
+            where = where if len(where) <= 200 else where[:197] + "..."
+            super().__init__(
+                response.request_info,
+                (),
+                status=response.status,
+                message=f"a redirect (to {where!r}) is not followed",
+            )
+
+    return RedirectRefused
+
+
 @functools.cache
 def bounded_response_class() -> type[aiohttp.ClientResponse]:
     """An aiohttp response class whose body is read up to :data:`MAX_ANSWER` bytes (pass it
-    as ``ClientSession(response_class=...)``); past it, :class:`AnswerTooLarge`."""
+    as ``ClientSession(response_class=...)``); past it, :class:`AnswerTooLarge`. A redirect
+    is not followed: its head raises an :class:`aiohttp.ClientResponseError` with its status."""
     import aiohttp
+
+    RedirectRefused = _redirect_refused()
 
     class BoundedResponse(aiohttp.ClientResponse):
         async def start(self, connection: Any) -> aiohttp.ClientResponse:
             started = await super().start(connection)
             _answer_status.set(self.status)  # the head is in: see lost_answer
+            if self.status in REDIRECTS:
+                raise RedirectRefused(self)
             return started
 
         async def read(self) -> bytes:

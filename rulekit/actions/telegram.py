@@ -275,8 +275,9 @@ class Telegram(Action):
         if isinstance(exc, tg.TimedOut):
             return RetryableActionError(message, status=status)
         if isinstance(exc, tg.NetworkError):
-            # 5xx and lost connections come here, and so do 4xx the library has no class for
-            if status is not None and 400 <= status < 500 and status != 429:
+            # 5xx and lost connections come here, and so do 4xx the library has no class for,
+            # and redirects (not followed: the message goes only where the config says)
+            if status is not None and 300 <= status < 500 and status != 429:
                 return PermanentActionError(message, status=status)
             return RetryableActionError(message, status=status)
         return RetryableActionError(message, status=status)  # a garbled answer

@@ -238,6 +238,13 @@ class _LostHandler(socketserver.BaseRequestHandler):
                 head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(ME)}\r\nConnection: close\r\n\r\n"
                 self.request.sendall(head.encode() + ME)
                 return
+            if server.how.startswith("redirect:"):  # to the address after the colon
+                where = server.how.removeprefix("redirect:")
+                self.request.sendall(
+                    f"HTTP/1.1 307 Temporary Redirect\r\nLocation: {where}{method}\r\n"
+                    "Content-Length: 0\r\nConnection: close\r\n\r\n".encode()
+                )
+                return
             if server.how != "silent":
                 self.request.sendall(
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
@@ -256,14 +263,19 @@ def lost_answers(how: str) -> Iterator[str]:
     server.how, server.calls = how, []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    url = base_url(server)  # type: ignore[arg-type]
+    _SERVERS[url] = server
     try:
-        yield base_url(server)  # type: ignore[arg-type]
+        yield url
     finally:
+        del _SERVERS[url]
         server.shutdown()
         server.server_close()
 
 
 LOST_TIMEOUT = 0.5
+_SERVERS: dict[str, _Lost] = {}
+"""The fakes of :func:`lost_answers` under way, by their URL."""
 
 
 def _send_through(client: str, url: str) -> ActionError:
@@ -318,6 +330,23 @@ def test_a_call_whose_2xx_answer_is_lost_midway_is_not_made_again(client, how) -
         exc = _send_through(client, url)
     assert isinstance(exc, PermanentActionError), exc
     assert exc.status == 200 and "not retried" in exc.message, exc.message
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_redirect_is_not_followed(client) -> None:
+    """A service (or whatever answers at its base_url) that answers a call with a redirect
+    does not get the client's message sent where it points: the call fails for good with the
+    redirect's status, naming where it pointed, and the other address gets nothing."""
+    with lost_answers("silent") as elsewhere, lost_answers(f"redirect:{elsewhere}/") as url:
+        exc = _send_through(client, url)
+        calls = _servers_calls(elsewhere)
+    assert calls == [], calls
+    assert isinstance(exc, PermanentActionError), exc
+    assert exc.status == 307, exc
+
+
+def _servers_calls(url: str) -> list[str]:
+    return _SERVERS[url].calls
 
 
 @pytest.mark.parametrize("client", CLIENTS)
