@@ -23,7 +23,7 @@ from rulekit import sources, yamlsource
 from rulekit.calendars import Calendar, CalendarSpec, compile_calendars
 from rulekit.directory import AgentEntry, Directory, GroupEntry
 from rulekit.errors import ConfigError, Location, did_you_mean
-from rulekit.interpolation import interpolate, unset_variables
+from rulekit.interpolation import interpolate, padded_variables, unset_variables
 from rulekit.models import Duration, StrictModel, parse_duration
 from rulekit.safetext import name_problem
 from rulekit.validation import dotted, pydantic_errors
@@ -285,7 +285,8 @@ class Config:
     directory: Directory = field(default_factory=lambda: Directory([], []))
     unset_variables: list[str] = field(default_factory=list)
     """Where the file names a ``${VAR}`` (without a ``:-default``) that is unset or empty:
-    ``file:line: path: ${VAR} is unset or empty`` (values that will be missing at run time)."""
+    ``file:line: path: ${VAR} is unset or empty`` (values that will be missing at run time),
+    and one whose value begins or ends with whitespace (values that will be wrong)."""
 
     @property
     def base_dir(self) -> Path:
@@ -361,6 +362,18 @@ def load_config(
     unset = [
         str(_at(name, tree, where, f"${{{variable}}} is unset or empty"))
         for where, variable in unset_variables(tree, environ)
+    ]
+    unset += [
+        str(
+            _at(
+                name,
+                tree,
+                where,
+                f"${{{variable}}} begins or ends with whitespace or a line break, which the "
+                "value keeps (a file's last line break?)",
+            )
+        )
+        for where, variable in padded_variables(tree, environ)
     ]
     tree = interpolate(tree, environ)
 

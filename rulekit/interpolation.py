@@ -45,6 +45,35 @@ def unset_variables(
     return []
 
 
+def padded_variables(
+    value: Any, environ: dict[str, str], path: tuple[Any, ...] = ()
+) -> list[tuple[tuple[Any, ...], str]]:
+    """Where a ``${NAME}`` names a variable whose value begins or ends with whitespace (a line
+    break, mostly: a secret mounted from a file written by ``echo``, a ``$(cat file)`` kept
+    whole): ``(path in the tree, NAME)`` pairs, in file order. The value is used as it is,
+    and a token, a password or a webhook secret with a line break in it matches nothing."""
+    if isinstance(value, str):
+        last = value.rfind("}") + 1  # as interpolate() reads it
+        return [
+            (path, match.group(1))
+            for match in _VAR.finditer(value[:last])
+            if (found := environ.get(match.group(1))) and found != found.strip()
+        ]
+    if isinstance(value, dict):
+        return [
+            found
+            for key, item in value.items()
+            for found in padded_variables(item, environ, (*path, key))
+        ]
+    if isinstance(value, list):
+        return [
+            found
+            for index, item in enumerate(value)
+            for found in padded_variables(item, environ, (*path, index))
+        ]
+    return []
+
+
 def interpolate(value: Any, environ: dict[str, str]) -> Any:
     """Replace ``${NAME}`` and ``${NAME:-default}`` in every string of a YAML tree."""
     if isinstance(value, str):

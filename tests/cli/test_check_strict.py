@@ -56,6 +56,10 @@ REFUSALS = {
         lambda c, r, e: (c, r, {k: v for k, v in e.items() if k != "HOOK_SECRET"}),
         "${HOOK_SECRET} is unset or empty",
     ),
+    "a ${VAR} whose value ends with a line break (a secret mounted from a file)": (
+        lambda c, r, e: (c, r, {**e, "HOOK_SECRET": e["HOOK_SECRET"] + "\n"}),
+        "${HOOK_SECRET} begins or ends with whitespace or a line break",
+    ),
     "a channel without webhook_secret": (
         lambda c, r, e: (c.replace("    webhook_secret: ${HOOK_SECRET}\n", ""), r, e),
         "has no webhook_secret: every webhook to it is refused",
