@@ -15,7 +15,7 @@ Three steps, shared by the processor (inbox items) and the dispatcher (events ac
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -76,9 +76,12 @@ class Processed:
             "text": preview(event.message.text),
             "inbox_id": self.inbox_id,
             "duplicate": not self.recorded,
-            "matched": self.matched,
-            "actions": [{"rule": j.rule, "action": j.action} for j in self.jobs],
+            "matched": self.matched[:MAX_FEED_RULES],
+            "actions": [{"rule": j.rule, "action": j.action} for j in self.jobs[:MAX_FEED_RULES]],
             "errors": [preview(error) for error in self.errors[:MAX_FEED_ERRORS]],
+            # how many each list left out (a rule set where thousands of rules fire at once)
+            **_more("matched", self.matched, MAX_FEED_RULES),
+            **_more("actions", self.jobs, MAX_FEED_RULES),
             # what the rules read of the team deciding: each console stream words it as
             # `team` for its viewer, as the event list does (rulekit.server.console.team)
             **(
@@ -94,7 +97,16 @@ PREVIEW = 300
 carries (the thread has it all): the daemon keeps the feed's recent messages, and each open
 stream its own backlog of them."""
 MAX_FEED_ERRORS = 20
-"""The rules' errors of one event the live feed carries (the event's trace has them all)."""
+"""The rules' errors of one event the live feed carries (the event's trace has as many)."""
+MAX_FEED_RULES = 100
+"""The matched rules, and the actions, of one event the live feed carries (the event's trace
+and jobs have them all): the daemon keeps the feed's recent messages, and each stream its
+backlog, so a message's size must not grow with the rule set."""
+
+
+def _more(name: str, items: Sequence[object], kept: int) -> dict[str, int]:
+    """``{"<name>_more": n}`` when ``items`` holds ``n`` more than ``kept``, else nothing."""
+    return {f"{name}_more": len(items) - kept} if len(items) > kept else {}
 
 
 def preview(text: str | None) -> str | None:
