@@ -27,6 +27,7 @@ from scaffold import REPO, write
 
 from rulekit.cli.main import cli
 from rulekit.runtime.dispatcher import DEFAULT_LEASE, STOP_GRACE, TIMEOUT_GRACE
+from rulekit.runtime.logs import log_id
 
 FENCE = re.compile(r"^( *)```(.*)$")
 
@@ -804,19 +805,21 @@ def test_the_quick_start_runs(example_daemon: tuple[str, Path]) -> None:
     assert set(re.findall(r'"(\w+)":', row)) == set(health), (row, health)  # its keys, all
     for path in ("/console", "/metrics"):
         assert httpx.get(base + path, follow_redirects=True).status_code == 200
-    # "the event id is in the daemon's log line `event online-chat:msg:…`", and why shows it
+    # "the daemon's log line `event online-chat~…` names the event: why takes that too"
     import time
 
-    assert "log line `event online-chat:msg:…`" in readme
+    assert "log line\n  `event online-chat~…`" in readme
     deadline = time.monotonic() + 60
-    while not (logged := re.search(r"event (online-chat:msg:\S+):", read_log(folder))):
+    while not (logged := re.search(r"event (online-chat~[0-9a-f]{12}): ", read_log(folder))):
         assert time.monotonic() < deadline, read_log(folder)
         time.sleep(0.1)
     config_path = str(folder / "examples" / "rulekit.yaml")
     why = CliRunner().invoke(cli, ["why", logged.group(1), "--config", config_path])
-    assert why.exit_code == 0 and logged.group(1) in why.output, why.output
+    assert why.exit_code == 0, why.output
+    event_id = re.search(r"online-chat:msg:\S+", why.output)
+    assert event_id is not None and log_id(event_id.group(0)) == logged.group(1), why.output
     history = CliRunner().invoke(cli, ["history", "--config", config_path])
-    assert history.exit_code == 0 and logged.group(1) in history.output, history.output
+    assert history.exit_code == 0 and event_id.group(0) in history.output, history.output
 
 
 def read_log(folder: Path) -> str:

@@ -89,9 +89,10 @@ def rebuild_excluded(explanation: Explanation, engine: Engine) -> None:
 def explain(state: JournaledState, event_id: str, *, raw: bool = False) -> Explanation:
     """Read one event's record, its jobs with their attempts, and with ``raw`` its inbox item.
     Raises :class:`UnknownEvent` (with close ids, if any) when it was never recorded."""
-    record = state.get_event(event_id)
+    record = state.get_event(event_id) or _by_log_id(state, event_id)
     if record is None:
         raise UnknownEvent(f"no event {event_id!r} was recorded{_close_ids(state, event_id)}")
+    event_id = record.event_id  # (asked for by its log id: the event's own)
     jobs = [(job, state.attempts(job.id)) for job in state.jobs(event_id=event_id, limit=10_000)]
     inbox = state.get_inbox(record.inbox_id) if raw and record.inbox_id is not None else None
     try:
@@ -102,6 +103,22 @@ def explain(state: JournaledState, event_id: str, *, raw: bool = False) -> Expla
     named.discard(event_id)
     related = [other.data for other in map(state.get_event, sorted(named)) if other is not None]
     return Explanation(record, jobs, inbox, timers=timers, related=related)
+
+
+LOG_IDS_SCANNED = 10_000
+"""How many recent events of its channel an id as the log gives it is looked for among."""
+
+
+def _by_log_id(state: JournaledState, named: str) -> EventRecord | None:
+    """The recent event the daemon's log names ``named`` (``online-chat~3f9a0c1b2d4e``: see
+    :func:`rulekit.runtime.logs.log_id`), if any."""
+    from rulekit.runtime.logs import log_id
+
+    channel, tilde, digest = named.rpartition("~")
+    if not tilde or len(digest) != 12:
+        return None
+    recent = state.history(channel=channel or None, limit=LOG_IDS_SCANNED)
+    return next((record for record in recent if log_id(record.event_id) == named), None)
 
 
 def _close_ids(state: JournaledState, event_id: str) -> str:

@@ -51,7 +51,7 @@ from rulekit.runtime.evaluator import Evaluator
 from rulekit.runtime.feed import LiveFeed
 from rulekit.runtime.fence import Hold, lease_clock
 from rulekit.runtime.lanes import Lane, WorkTime, lane_key
-from rulekit.runtime.logs import log
+from rulekit.runtime.logs import log, log_id
 from rulekit.runtime.metrics import Metrics
 from rulekit.runtime.outcomes import Decision, announce
 from rulekit.runtime.owner import owner_name
@@ -341,7 +341,7 @@ class Dispatcher(JobCalls):
                         log(
                             logger,
                             logging.ERROR,
-                            f"lane {lane.key}: job {job.id} failed: {type(exc).__name__}",
+                            f"lane {log_id(lane.key)}: job {job.id} failed: {type(exc).__name__}",
                             job_id=job.id,
                             retry_in=delay,
                             exc_info=exc,

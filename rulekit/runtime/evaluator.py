@@ -29,6 +29,7 @@ from rulekit.runtime.confined import (
     worker_files,
 )
 from rulekit.runtime.forkserver import fork_server
+from rulekit.runtime.logs import relay_lines
 from rulekit.runtime.worker import Evaluation, Limits, Ready, Refusal, Request, serve
 from rulekit.secrets import secret_values
 from rulekit.snapshot import Snapshot
@@ -199,6 +200,7 @@ class Evaluator:
     def _start(self, snapshot: Snapshot) -> _Worker:
         context = fork_server()
         ours, theirs = context.Pipe()
+        lines, log_lines = context.Pipe(duplex=False)
         # none of the daemon's secrets: not in the environment, not in the config it loads
         config = snapshot.config
         secrets = secret_values(config)
@@ -218,6 +220,7 @@ class Evaluator:
                 ),
                 os.getcwd(),
                 list(sys.path),
+                log_lines,
             ),
             name="rulekit-evaluator",
             daemon=True,
@@ -228,6 +231,13 @@ class Evaluator:
             process.start()
             self._live.add(process)
         theirs.close()
+        log_lines.close()
+        threading.Thread(
+            target=relay_lines,
+            args=(lines, lambda: secrets),
+            name="rulekit-evaluator-log",
+            daemon=True,
+        ).start()
         try:
             if not ours.poll(START_TIMEOUT):
                 raise WorkerGone("the evaluation worker did not start in time")
@@ -273,18 +283,20 @@ class Evaluator:
         worker.kill()
         if self._closed:
             raise WorkerGone("the evaluator is closed")
-        ids = ", ".join(e.id for r in requests for e in r.events if e.id not in r.skip)
+        ids = [e.id for r in requests for e in r.events if e.id not in r.skip]
         count = counts[0] if len(counts) == 1 else 0
         if count and self.limits.request_wall(count) < self.limits.event_wall * count:
             # the budget of the request's events together ran out, not an event's own
             first = next(e.id for e in requests[0].events if e.id not in requests[0].skip)
             more = f" and the {count - 1} after it" if count > 1 else ""
-            return Refusal(
-                f"evaluating event {first}{more} took more than its time budget "
+            return Refusal.naming(
+                [first],
+                f"evaluating event {{ids}}{more} took more than its time budget "
                 f"({self.limits.webhook_wall:g} s for the events of its webhook together; "
-                "processing.webhook_wall)"
+                "processing.webhook_wall)",
             )
-        return Refusal(
-            f"evaluating event {ids} took more than its time budget "
-            f"({self.limits.event_wall:g} s per event; processing.event_wall)"
+        return Refusal.naming(
+            ids,
+            "evaluating event {ids} took more than its time budget "
+            f"({self.limits.event_wall:g} s per event; processing.event_wall)",
         )

@@ -33,10 +33,12 @@ and a formatter that together guarantee, for every record:
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -125,9 +127,21 @@ def _shortest(forms: tuple[str, ...]) -> tuple[str, ...]:
     )
 
 
+CONVERSATION_PATHS = "/console/api/conversations/"
+"""Where a console path names a conversation (its id holds a Telegram chat's)."""
+CONVERSATION_CALLS = frozenset({"messages", "client", "assign", "tags", "priority"})
+"""What may follow a conversation's id in a console path."""
+
+
 def redact_path(path: str) -> str:
     """A request path as logged: for a path whose first segment is ``webhooks`` (any slashes,
-    any case), everything after the channel segment is ``***``; other paths unchanged."""
+    any case), everything after the channel segment is ``***``; in a console path naming a
+    conversation, its id is :func:`log_id`'s; other paths unchanged."""
+    if path.startswith(CONVERSATION_PATHS) and len(path) > len(CONVERSATION_PATHS):
+        conversation, slash, call = path[len(CONVERSATION_PATHS) :].rpartition("/")
+        if not slash or call not in CONVERSATION_CALLS:
+            conversation, call = path[len(CONVERSATION_PATHS) :], ""
+        return CONVERSATION_PATHS + log_id(conversation) + (f"/{call}" if call else "")
     segments = path.split("/")
     named = [index for index, segment in enumerate(segments) if segment][:2]
     if not named or segments[named[0]].lower() != "webhooks":
@@ -394,6 +408,63 @@ def configure_logging(
     sdk.setLevel(logging.NOTSET if content_allowed(settings) else max(level, logging.INFO))
 
 
+class LineSender:
+    """A log stream whose lines go to the daemon over ``connection``: an evaluation worker's
+    log, which :func:`relay_lines` writes to the daemon's with the daemon's secrets redacted
+    (the worker does not know them: :mod:`rulekit.runtime.confined`)."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    def write(self, text: str) -> int:
+        if text:
+            with contextlib.suppress(OSError, ValueError):  # the daemon is gone: nobody reads
+                self.connection.send_bytes(text.encode("utf-8", "replace"))
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def relay_lines(connection: Any, secrets: Callable[[], Iterable[str]]) -> None:
+    """Write each line a helper process sends (:class:`LineSender`) where the daemon's log
+    goes, with every form of the daemon's ``secrets`` redacted, until the helper's end of
+    ``connection`` closes. The lines were cleaned by the helper's own filters otherwise
+    (content, emails, controls, limits)."""
+    try:
+        while True:
+            try:
+                data = connection.recv_bytes()
+            except (EOFError, OSError):
+                return
+            line = _redact_forms(data.decode("utf-8", "replace"), folded_forms(tuple(secrets())))
+            handler = next(
+                (
+                    each
+                    for each in logging.getLogger(LOGGER).handlers
+                    if each.get_name() == _HANDLER and isinstance(each, logging.StreamHandler)
+                ),
+                None,
+            )
+            if handler is None:
+                sys.stderr.write(line)
+                continue
+            with contextlib.suppress(Exception), _held(handler):
+                handler.stream.write(line)
+                handler.flush()
+    finally:
+        connection.close()
+
+
+@contextlib.contextmanager
+def _held(handler: logging.Handler) -> Iterator[None]:
+    handler.acquire()
+    try:
+        yield
+    finally:
+        handler.release()
+
+
 SDK_LOGGERS = f"{LOGGER}.sdk"
 """The parent of the loggers rulekit gives the service SDKs it calls (``rulekit.sdk.slack``):
 below ``info`` only when content may be logged, whatever ``logging.level`` says."""
@@ -404,6 +475,22 @@ def content_allowed(settings: LoggingSettings) -> bool:
     (debug level alone does not: it is asked for to see more of what the daemon does, not
     to copy the clients' conversations into the log)."""
     return settings.content
+
+
+def log_id(value: str) -> str:
+    """How the log names an event, conversation or lane: ids are made of the provider's, and
+    a Telegram event's holds the client's chat id (``telegram:<chat>:<message>``), so a line
+    gives the id's channel (what precedes its first colon) and a short hash of the whole,
+    the same in every daemon and every run (``telegram~3f9a0c1b2d4e``): lines about one event
+    can be found together, without the id (rulekit's own numbers, of inbox items, jobs and
+    timers, are logged as they are)."""
+    channel, colon, _ = value.partition(":")
+    digest = hashlib.blake2b(
+        value.encode("utf-8", "surrogatepass"), digest_size=6, person=b"rulekit log id"
+    ).hexdigest()
+    if colon and 0 < len(channel) <= 40 and channel.replace("-", "").replace("_", "").isalnum():
+        return f"{channel}~{digest}"
+    return f"~{digest}"
 
 
 def log(

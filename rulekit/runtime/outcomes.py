@@ -21,7 +21,7 @@ from rulekit.runtime import planning
 from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.evaluator import Evaluator, WorkerGone
 from rulekit.runtime.feed import LiveFeed
-from rulekit.runtime.logs import log
+from rulekit.runtime.logs import log, log_id
 from rulekit.runtime.metrics import Metrics
 from rulekit.runtime.planning import Prepared, Processed, StateChanged
 from rulekit.runtime.reporting import report
@@ -105,7 +105,7 @@ def announce(
             level,
             f"job {job.id} {job.action}: {decision.outcome}",
             job_id=job.id,
-            event_id=job.event_id,
+            event=log_id(job.event_id),
             rule=job.rule,
             destination=job.destination,
             attempt=job.attempts + 1,
@@ -219,7 +219,7 @@ async def record_outcome(
         except Exception as exc:  # a bug: the outcome is recorded alone, or tried again
             if emitted and evaluator is not None and not alone:
                 alone = True
-                ids = ", ".join(event.id for event in emitted)
+                ids = ", ".join(log_id(event.id) for event in emitted)
                 log(
                     logger,
                     logging.ERROR,

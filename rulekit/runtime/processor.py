@@ -474,8 +474,9 @@ class Processor:
     ) -> list[Processed | InboxItem]:
         bug: Exception | None = None
         failure: ChannelError | None = None
+        said = None
         if isinstance(cause, Refusal):
-            error = cause.reason
+            error, said = cause.reason, cause.said  # the log names its events by log_id
         elif isinstance(cause, ChannelError):
             error, failure = str(cause), cause
         else:
@@ -488,7 +489,7 @@ class Processor:
         if failure is not None:
             message = f"inbox item {item.id} set aside"
         elif bug is None:
-            message = f"inbox item {item.id} set aside: {error}"
+            message = f"inbox item {item.id} set aside: {said or error}"
         else:
             message = f"inbox item {item.id} set aside: {type(bug).__name__}"
         try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 from rulekit.runtime.feed import LiveFeed
-from rulekit.runtime.logs import log
+from rulekit.runtime.logs import log, log_id
 from rulekit.runtime.metrics import Metrics
 from rulekit.runtime.planning import Processed
 
@@ -26,8 +26,9 @@ def report(result: Processed, metrics: Metrics, feed: LiveFeed) -> None:
     log(
         logger,
         logging.INFO,
-        f"event {result.event.id}: {result.event.event}",
+        f"event {log_id(result.event.id)}: {result.event.event}",  # (the id holds a chat's)
         channel=result.event.channel,
+        inbox_id=result.inbox_id,
         matched=len(result.matched),
         jobs=len(result.jobs),
         duplicate=not result.recorded,

@@ -97,6 +97,9 @@ class Fired:
     errors: list[str] = field(default_factory=list)
     also: list[Processed] = field(default_factory=list)
     """A channel timer's events after the first (``processed``)."""
+    said: str | None = None
+    """``reason`` as the log says it, when it differs (a refusal's: see
+    :attr:`rulekit.runtime.worker.Refusal.logged`)."""
 
 
 class _Lost(Exception):
@@ -270,7 +273,7 @@ class TimerRunner:
                 logger,
                 logging.INFO if not error else logging.WARNING,
                 f"timer {fired.timer.id} of {fired.timer.rule!r}: {fired.outcome}"
-                + (f": {fired.reason}" if error else ""),
+                + (f": {fired.said or fired.reason}" if error else ""),
                 late=round((now - fired.timer.due).total_seconds(), 3),
                 jobs=len(fired.processed.jobs) if fired.processed is not None else 0,
                 # why its unless: failed may quote what it read of the client
@@ -342,7 +345,7 @@ class TimerRunner:
         if isinstance(answer, Refusal):
             if not state.finish_timer(timer.id, self.owner, "error", reason=answer.reason, at=now):
                 return None
-            return Fired(timer, "error", answer.reason)
+            return Fired(timer, "error", answer.reason, said=answer.said)
         (evaluation,) = answer
         outcome = evaluation.firing or {"outcome": "error", "reason": "no firing recorded"}
         reason = str(outcome.get("reason") or "")
@@ -392,7 +395,7 @@ class TimerRunner:
                 return self._finish(timer, "error", f"{channel}: {type(exc).__name__}", now)
             answer = self.evaluator.evaluate(prepared.request) if prepared.events else []
             if isinstance(answer, Refusal):
-                return self._finish(timer, "error", answer.reason, now)
+                return self._finish(timer, "error", answer.reason, now, said=answer.said)
             first = prepared.events[0].id if prepared.events else None
             try:
                 with self.store.transaction() as state:
@@ -421,9 +424,15 @@ class TimerRunner:
             return fired
         return None  # the state kept changing: the claim runs out and the timer comes back
 
-    def _finish(self, timer: Timer, outcome: str, reason: str, now: datetime) -> Fired | None:
+    def _finish(
+        self, timer: Timer, outcome: str, reason: str, now: datetime, said: str | None = None
+    ) -> Fired | None:
         with self.store.transaction() as state:
             if not state.finish_timer(timer.id, self.owner, outcome, reason=reason, at=now):
                 return None
-        log(logger, logging.WARNING, f"timer {timer.id} of {timer.rule!r}: {outcome}: {reason}")
+        log(
+            logger,
+            logging.WARNING,
+            f"timer {timer.id} of {timer.rule!r}: {outcome}: {said or reason}",
+        )
         return Fired(timer, outcome, reason)

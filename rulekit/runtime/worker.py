@@ -197,6 +197,24 @@ class Refusal:
     """The request failed as a whole: the item is set aside with ``reason``."""
 
     reason: str
+    logged: str | None = None
+    """``reason`` as the log says it, when it names events: by :func:`~rulekit.runtime.logs.
+    log_id` (an id may hold a client's chat id); the stored reason names them whole."""
+
+    @classmethod
+    def naming(cls, ids: list[str], reason: str) -> Refusal:
+        """A refusal whose ``reason`` holds ``{ids}`` where it names the events."""
+        from rulekit.runtime.logs import log_id
+
+        return cls(
+            reason.format(ids=", ".join(ids)),
+            reason.format(ids=", ".join(log_id(one) for one in ids)),
+        )
+
+    @property
+    def said(self) -> str:
+        """What the log says of the refusal."""
+        return self.reason if self.logged is None else self.logged
 
 
 @dataclass
@@ -225,9 +243,10 @@ class CooldownView:
 
 
 def _over_request(event: Event, limits: Limits) -> Refusal:
-    return Refusal(
-        f"evaluating event {event.id} took more than its CPU budget ({limits.webhook_cpu:g} s "
-        "for the events of its webhook together; processing.webhook_cpu)"
+    return Refusal.naming(
+        [event.id],
+        f"evaluating event {{ids}} took more than its CPU budget ({limits.webhook_cpu:g} s "
+        "for the events of its webhook together; processing.webhook_cpu)",
     )
 
 
@@ -245,12 +264,15 @@ def serve(
     interpolation: dict[str, str],
     cwd: str,
     path: list[str],
+    log_lines: Connection,
 ) -> None:
     """The worker process's main loop: load, say :class:`Ready`, answer requests until the
     daemon closes the connection.
 
     ``environment`` is the worker's whole environment and ``interpolation`` the variables the
-    config names, neither holding a secret (:mod:`rulekit.runtime.confined`)."""
+    config names, neither holding a secret (:mod:`rulekit.runtime.confined`). What the worker
+    logs goes to the daemon over ``log_lines``, which redacts the secrets the worker does not
+    know (:func:`rulekit.runtime.logs.relay_lines`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when its workers stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.environ.clear()
@@ -258,19 +280,20 @@ def serve(
     os.chdir(cwd)
     sys.path[:] = path
     from rulekit.config import LoggingSettings
-    from rulekit.runtime.logs import configure_logging, secret_values
+    from rulekit.runtime.logs import LineSender, configure_logging, secret_values
     from rulekit.snapshot import freeze_heap, load_snapshot
 
     # what a plugin or a filter logs here passes the daemon's filters too (without a handler,
     # Python would print it raw): content hidden while loading, then as the config says
-    configure_logging(LoggingSettings())
+    stream = LineSender(log_lines)
+    configure_logging(LoggingSettings(), stream)
     try:
         snapshot = load_snapshot(config_path, rules_path, files=files, environ=interpolation)
     except Exception as exc:
         connection.send(Ready(None, f"{type(exc).__name__}: {exc}"))
         return
     secrets = secret_values(snapshot.config)
-    configure_logging(snapshot.config.raw.logging, secrets=lambda: secrets)
+    configure_logging(snapshot.config.raw.logging, stream, secrets=lambda: secrets)
     files.clear()  # this copy of the files' bytes served loading only (the daemon keeps its own)
     freeze_heap()  # the rules stay for the worker's life: never scanned again
     _cap_memory(limits.worker_memory)
@@ -329,14 +352,16 @@ def evaluate(snapshot: Snapshot, request: Request, limits: Limits) -> list[Evalu
         except OverBudget:
             if budget < limits.event_cpu:
                 return _over_request(event, limits)
-            return Refusal(
-                f"evaluating event {event.id} took more than its CPU budget "
-                f"({limits.event_cpu:g} s; processing.event_cpu)"
+            return Refusal.naming(
+                [event.id],
+                "evaluating event {ids} took more than its CPU budget "
+                f"({limits.event_cpu:g} s; processing.event_cpu)",
             )
         except MemoryError:
-            return Refusal(
-                f"evaluating event {event.id} needed more memory than the worker may use "
-                f"(processing.worker_memory)"
+            return Refusal.naming(
+                [event.id],
+                "evaluating event {ids} needed more memory than the worker may use "
+                "(processing.worker_memory)",
             )
         marks = [(mark.rule, mark.conversation_id, mark.until) for mark in plan.cooldowns]
         for rule, conversation_id, until in marks:

@@ -31,6 +31,7 @@ from rulekit.addresses import address_problem
 from rulekit.errors import StoreUnavailable
 from rulekit.event import Agent, Client, Conversation, Event, Message
 from rulekit.runtime import planning
+from rulekit.runtime.logs import log_id
 from rulekit.runtime.planning import Processed, StateChanged
 from rulekit.runtime.reporting import report
 from rulekit.runtime.worker import Evaluation, Refusal
@@ -124,7 +125,7 @@ class Changes:
         params = {"text": text, "as_agent": viewer.email}
         _, recorded, job_id = await self._submit(found, event, action, params)
         if recorded:
-            audit(viewer, "replied", conversation_id=conversation_id, event_id=event.id)
+            audit(viewer, "replied", conversation=log_id(conversation_id), event=log_id(event.id))
         return ok(
             {
                 "event_id": event.id,
@@ -169,9 +170,9 @@ class Changes:
             audit(
                 viewer,
                 "changed client data",
-                conversation_id=conversation_id,
+                conversation=log_id(conversation_id),
                 fields=",".join(sorted(changed)),
-                event_id=event.id,
+                event=log_id(event.id),
             )
         return ok(
             {

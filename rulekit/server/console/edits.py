@@ -28,6 +28,7 @@ from starlette.responses import Response
 from rulekit.errors import PermanentActionError, StoreUnavailable
 from rulekit.event import Event
 from rulekit.runtime import planning
+from rulekit.runtime.logs import log_id
 from rulekit.runtime.planning import Processed, StateChanged
 from rulekit.runtime.reporting import report
 from rulekit.runtime.worker import Evaluation, Refusal
@@ -152,9 +153,9 @@ class ConversationEdits(Changes):
             audit(
                 viewer,
                 what,
-                conversation_id=conversation_id,
+                conversation=log_id(conversation_id),
                 changed=",".join(sorted(k for k, v in change.changed.items() if v)),
-                event_id=updated.id,
+                event=log_id(updated.id),
             )
         return ok(_answer(change, updated.id, conversation_id, workspace.team(viewer)))
 
