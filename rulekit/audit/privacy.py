@@ -15,9 +15,12 @@ agents' emails and presence there are shown: the audit commands are for admins.
 from __future__ import annotations
 
 import json
+import random
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from rulekit.errors import StoreConflict
 from rulekit.store.base import JournaledStore
 from rulekit.store.erasure import FORGET_KINDS
 from rulekit.store.forms import SHOWN_CLIENT_FIELDS, PersonalValues, hidden_values
@@ -103,11 +106,28 @@ def client_label(data: Mapping[str, Any], *, show_content: bool) -> str:
     return str(label)
 
 
+FORGET_TRIES = 5
+"""Times :func:`forget` runs its transaction when the database ends it for another's sake."""
+
+
 def forget(store: JournaledStore, client_id: str, channel: str | None = None) -> dict[str, int]:
     """Erase a client's personal data in one transaction; what was erased, by kind
-    (:data:`rulekit.store.erasure.FORGET_KINDS`, in that order)."""
-    with store.transaction() as state:
-        counts = state.forget_client(client_id, channel=channel)
+    (:data:`rulekit.store.erasure.FORGET_KINDS`, in that order).
+
+    The erasure holds the client's records, then their events and conversations; a daemon
+    recording the client's next event holds the conversation, then the client. When the two
+    meet, the database ends one of them (a deadlock: :class:`~rulekit.errors.StoreConflict`,
+    nothing of it kept); the erasure then runs again, after a short pause, up to
+    :data:`FORGET_TRIES` times (it used to fail, having erased nothing)."""
+    for tried in range(1, FORGET_TRIES + 1):
+        try:
+            with store.transaction() as state:
+                counts = state.forget_client(client_id, channel=channel)
+            break
+        except StoreConflict:
+            if tried == FORGET_TRIES:
+                raise
+            time.sleep(random.uniform(0, 0.05 * 2**tried))  # (apart from the other's retry)
     return {kind: counts.get(kind, 0) for kind in FORGET_KINDS}
 
 

@@ -483,3 +483,70 @@ def test_a_purge_passes_over_the_events_another_session_holds(postgres_schema):
         assert sorted(r.event_id for r in state.history(limit=10)) == ["e2", "e4"]
     assert retention.purge(store, RetentionSettings())["events"] == 2  # its next round
     store.close()
+
+
+def test_forget_runs_again_when_the_database_ends_it_in_a_deadlock(postgres_schema):
+    """A daemon recording a client's next event holds the conversation and then the client;
+    ``rulekit forget`` holds the client and then the conversation. When they meet, the
+    database ends one of them (a deadlock); the daemon's round runs again, but ``rulekit
+    forget`` failed ("a conflict: deadlock detected") and erased nothing. It now runs again."""
+    import threading
+
+    from rulekit.audit.privacy import forget
+
+    store = PostgresStore(postgres_schema)
+    event = Event(
+        id="e1",
+        channel="chat",
+        event="created",
+        occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+        conversation={"id": "c1"},
+        client={"id": "k1", "name": "Bob Smith"},
+    )
+    with store.transaction() as state:
+        state.record_event(event, inbox_id=None, trace={})
+        state.execute(
+            "INSERT INTO clients (channel, id, data, updated_at)"
+            ' VALUES (\'chat\', \'k1\', \'{"id": "k1", "name": "Bob Smith"}\', now())'
+        )
+        state.execute(
+            "INSERT INTO conversations (channel, key, id, status, data, updated_at, active_at)"
+            " VALUES ('chat', 'c1', 'c1', 'open', '{\"id\": \"c1\"}', now(), now())"
+        )
+    conninfo, _ = split_url(postgres_schema)
+    schema = postgres_schema.rsplit("schema=", 1)[1]
+    results: list[object] = []
+    with psycopg.connect(conninfo, options=f"-c search_path={schema}") as daemon:
+        daemon.execute("SELECT 1 FROM conversations WHERE id = 'c1' FOR UPDATE")
+        erasing = threading.Thread(
+            target=lambda: results.append(_outcome(lambda: forget(store, "k1")))
+        )
+        erasing.start()
+        waiting = (
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE NOT l.granted AND a.query LIKE '%conversations%'"
+        )
+        with psycopg.connect(conninfo, autocommit=True) as admin:
+            for _ in range(1000):  # the erasure holds the client and waits for the conversation
+                if admin.execute(waiting).fetchone()[0]:  # type: ignore[index]
+                    break
+                time.sleep(0.01)
+        # the daemon wants the client next: one of the two is ended by the database
+        try:
+            daemon.execute("SELECT 1 FROM clients WHERE id = 'k1' FOR UPDATE")
+            daemon.commit()
+        except psycopg.errors.DeadlockDetected:
+            daemon.rollback()
+        erasing.join(30)
+    (outcome,) = results
+    assert isinstance(outcome, dict) and outcome["clients"] == 1, outcome
+    with store.transaction() as state:
+        assert state.get_client("chat", "k1") is None
+    store.close()
+
+
+def _outcome(work):  # type: ignore[no-untyped-def]
+    try:
+        return work()
+    except Exception as exc:  # the test reports it
+        return exc
