@@ -285,7 +285,7 @@ def restore_logging():
 # a secret holding what JSON, repr and URLs escape: a quote, a backslash, a slash, a space,
 # non-ASCII and a bidi mark
 ODD_SECRET = 'pa"ss\\wörd/ x+y\u200f7'
-HEADER_TOKEN = "tok/\u00e9n-0123456789"
+HEADER_TOKEN = "tok/+n=%2F-0123456789"  # a header sends ASCII only: what URLs escape
 
 
 def odd_secret_config(tmp_path):
