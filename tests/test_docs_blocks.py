@@ -28,6 +28,7 @@ from scaffold import REPO, write
 from rulekit.cli.main import cli
 from rulekit.runtime.dispatcher import DEFAULT_LEASE, STOP_GRACE, TIMEOUT_GRACE
 from rulekit.runtime.logs import log_id
+from rulekit.store import open_store
 
 FENCE = re.compile(r"^( *)```(.*)$")
 
@@ -817,7 +818,13 @@ def test_the_quick_start_runs(example_daemon: tuple[str, Path]) -> None:
     why = CliRunner().invoke(cli, ["why", logged.group(1), "--config", config_path])
     assert why.exit_code == 0, why.output
     event_id = re.search(r"online-chat:msg:\S+", why.output)
-    assert event_id is not None and log_id(event_id.group(0)) == logged.group(1), why.output
+    store = open_store("sqlite:///rulekit.sqlite3", folder / "examples")
+    with store.transaction() as state:  # the log's hashes are keyed with the store's key
+        key = state.log_key()
+    store.close()
+    assert key is not None and event_id is not None, why.output
+    assert log_id(event_id.group(0), key=key) == logged.group(1), why.output
+    assert log_id(event_id.group(0)) != logged.group(1)  # (unkeyed, it is another hash)
     history = CliRunner().invoke(cli, ["history", "--config", config_path])
     assert history.exit_code == 0 and event_id.group(0) in history.output, history.output
 

@@ -117,8 +117,9 @@ def _by_log_id(state: JournaledState, named: str) -> EventRecord | None:
     channel, tilde, digest = named.rpartition("~")
     if not tilde or len(digest) != 12:
         return None
+    key = state.log_key() or b""  # (none: no daemon ran on the store, none logged)
     recent = state.history(channel=channel or None, limit=LOG_IDS_SCANNED)
-    return next((record for record in recent if log_id(record.event_id) == named), None)
+    return next((record for record in recent if log_id(record.event_id, key=key) == named), None)
 
 
 def _close_ids(state: JournaledState, event_id: str) -> str:

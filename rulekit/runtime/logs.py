@@ -477,16 +477,32 @@ def content_allowed(settings: LoggingSettings) -> bool:
     return settings.content
 
 
-def log_id(value: str) -> str:
+_log_key = b""
+"""The key of :func:`log_id`'s hashes in this process (:func:`use_log_key`)."""
+
+
+def use_log_key(key: bytes | None) -> None:
+    """Hash ids with ``key`` from now on: the store's (:meth:`~rulekit.store.base.
+    JournaledState.log_key`), which the daemon reads as it starts."""
+    global _log_key
+    _log_key = key or b""
+
+
+def log_id(value: str, *, key: bytes | None = None) -> str:
     """How the log names an event, conversation or lane: ids are made of the provider's, and
     a Telegram event's holds the client's chat id (``telegram:<chat>:<message>``), so a line
     gives the id's channel (what precedes its first colon) and a short hash of the whole,
-    the same in every daemon and every run (``telegram~3f9a0c1b2d4e``): lines about one event
-    can be found together, without the id (rulekit's own numbers, of inbox items, jobs and
-    timers, are logged as they are)."""
+    the same in every daemon and every run on one store (``telegram~3f9a0c1b2d4e``): lines
+    about one event can be found together, without the id (rulekit's own numbers, of inbox
+    items, jobs and timers, are logged as they are). The hash is keyed with the store's
+    secret key (``key``, else :func:`use_log_key`'s): a chat id has too few digits for an
+    unkeyed hash of it to hide it from whoever hashes every one."""
     channel, colon, _ = value.partition(":")
     digest = hashlib.blake2b(
-        value.encode("utf-8", "surrogatepass"), digest_size=6, person=b"rulekit log id"
+        value.encode("utf-8", "surrogatepass"),
+        digest_size=6,
+        key=_log_key if key is None else key,
+        person=b"rulekit log id",
     ).hexdigest()
     if colon and 0 < len(channel) <= 40 and channel.replace("-", "").replace("_", "").isalnum():
         return f"{channel}~{digest}"

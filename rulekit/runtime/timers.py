@@ -99,7 +99,7 @@ class Fired:
     """A channel timer's events after the first (``processed``)."""
     said: str | None = None
     """``reason`` as the log says it, when it differs (a refusal's: see
-    :attr:`rulekit.runtime.worker.Refusal.logged`)."""
+    :attr:`rulekit.runtime.worker.Refusal.said`)."""
 
 
 class _Lost(Exception):

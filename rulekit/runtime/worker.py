@@ -197,24 +197,26 @@ class Refusal:
     """The request failed as a whole: the item is set aside with ``reason``."""
 
     reason: str
-    logged: str | None = None
-    """``reason`` as the log says it, when it names events: by :func:`~rulekit.runtime.logs.
-    log_id` (an id may hold a client's chat id); the stored reason names them whole."""
+    template: str | None = None
+    """``reason`` with ``{ids}`` where it names events (:meth:`naming`)."""
+    ids: tuple[str, ...] = ()
+    """The events it names."""
 
     @classmethod
     def naming(cls, ids: list[str], reason: str) -> Refusal:
         """A refusal whose ``reason`` holds ``{ids}`` where it names the events."""
-        from rulekit.runtime.logs import log_id
-
-        return cls(
-            reason.format(ids=", ".join(ids)),
-            reason.format(ids=", ".join(log_id(one) for one in ids)),
-        )
+        return cls(reason.format(ids=", ".join(ids)), reason, tuple(ids))
 
     @property
     def said(self) -> str:
-        """What the log says of the refusal."""
-        return self.reason if self.logged is None else self.logged
+        """What the log says of the refusal: the stored reason names the events whole, the
+        log by :func:`~rulekit.runtime.logs.log_id` (an id may hold a client's chat id),
+        hashed where it is logged, with that process's key (a worker has none)."""
+        if self.template is None:
+            return self.reason
+        from rulekit.runtime.logs import log_id
+
+        return self.template.format(ids=", ".join(log_id(one) for one in self.ids))
 
 
 @dataclass

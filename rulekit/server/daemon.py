@@ -39,7 +39,7 @@ from rulekit.runtime.dispatcher import DEFAULT_LEASE, Dispatcher
 from rulekit.runtime.evaluator import Evaluator
 from rulekit.runtime.feed import LiveFeed
 from rulekit.runtime.known import load_known
-from rulekit.runtime.logs import log
+from rulekit.runtime.logs import log, use_log_key
 from rulekit.runtime.metrics import Metrics
 from rulekit.runtime.owner import owner_name
 from rulekit.runtime.processor import Processor
@@ -122,6 +122,8 @@ class Daemon(Reloading):
         config = self._snapshot.config
         self.store = store or open_store(config.raw.storage, config.base_dir)
         self._own_store = store is None
+        with self.store.transaction() as state:  # the log's ids hashed with the store's key
+            use_log_key(state.log_key(make=True))
         self.ready = False
         self._lookups: Lookups | None = None
         self.last_reload: dict[str, Any] = {"ok": True, "at": None, "errors": []}

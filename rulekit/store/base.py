@@ -102,6 +102,13 @@ class Journal(Inbox, Outbox, Timers, History, RequestKeys):
 class JournaledState(State, Journal):
     """What one transaction of a store with a journal can read and change."""
 
+    def log_key(self, *, make: bool = False) -> bytes | None:
+        """The store's key for the hashes its daemons' logs name ids by
+        (:func:`rulekit.runtime.logs.log_id`), so that a hash cannot be undone by hashing every
+        chat id there is; one for every daemon and command on the store. None while there is
+        none; with ``make``, one is made at random first if there is none."""
+        raise NotImplementedError
+
     def begin_call(
         self,
         job_id: int,

@@ -10,6 +10,7 @@ message marks, cooldowns), and the journal from the mixins of its own modules (`
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -32,6 +33,8 @@ from rulekit.store.sql.requests import SQLRequestKeys
 from rulekit.store.sql.stats import SQLStats
 from rulekit.store.sql.timers import SQLTimers
 
+LOG_KEY = "log-id:key"
+"""The position holding the store's key for the log's hashes (:meth:`SQLState.log_key`)."""
 _BY_ID = "SELECT key, data FROM conversations WHERE id = :id AND channel = :channel LIMIT 1"
 _CLIENT = "SELECT data FROM clients WHERE channel = :channel AND id = :id"
 _CONVERSATION_AND_CLIENT = (
@@ -330,6 +333,16 @@ class SQLState(
             " ON CONFLICT (rule, conversation_id) DO UPDATE SET until = excluded.until",
             {"rule": rule, "conversation": conversation_id, "until": self.dialect.time(until)},
         )
+
+    def log_key(self, *, make: bool = False) -> bytes | None:
+        if make:  # (a position no group can name: theirs begin with "assign:")
+            self.execute(
+                "INSERT INTO positions (key, value) VALUES (:key, :value)"
+                " ON CONFLICT (key) DO NOTHING",
+                {"key": LOG_KEY, "value": secrets.randbits(62)},
+            )
+        row = self._one("SELECT value FROM positions WHERE key = :key", {"key": LOG_KEY})
+        return None if row is None else int(row["value"]).to_bytes(8, "big")
 
     def next_position(self, key: str, modulo: int) -> int:
         # The upsert takes the row lock: two processes advancing one counter are serialized by
