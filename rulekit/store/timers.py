@@ -73,7 +73,8 @@ class Timers:
 
     def hand_back_timer(self, timer_id: int, owner: str, *, until: datetime) -> bool:
         """Give up ``owner``'s claim of a pending timer, which nobody claims again before
-        ``until``; False, changing nothing, when it is no longer pending and held by ``owner``."""
+        ``until`` (``owner``, where several daemons share the store, for longer: another gets it
+        first); False, changing nothing, when it is no longer pending and held by ``owner``."""
         raise NotImplementedError(f"{type(self).__name__} cannot keep timers")
 
     def timers(

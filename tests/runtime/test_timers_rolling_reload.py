@@ -32,7 +32,8 @@ def test_a_timer_of_a_rule_another_daemon_has_not_loaded_yet_waits_for_one_that_
     and the daemon on the newer set fires it once it is back."""
     (tmp_path / "newer").mkdir()
     (tmp_path / "older").mkdir()
-    newer = write_setup(tmp_path / "newer", rules(after="2s"), chatra=chatra)
+    # long enough that the daemon that set it has stopped before it is due, however busy
+    newer = write_setup(tmp_path / "newer", rules(after="5s"), chatra=chatra)
     older = write_setup(tmp_path / "older", OLDER, chatra=chatra)
     for config in (newer, older):
         on_postgres(config, postgres_url)

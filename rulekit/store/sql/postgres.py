@@ -175,8 +175,9 @@ _LOCK = "SELECT pg_advisory_xact_lock(:lock)"
 """Held until the transaction ends (claims of jobs, picks of agents: one daemon at a time)."""
 
 _OWN_WAIT = 8.0
-"""Seconds a daemon that handed a job back (:meth:`PostgresState.hand_back_job`) leaves it to
-the others after they may claim it, before it claims it again itself."""
+"""Seconds a daemon that handed a job or timer back (:meth:`PostgresState.hand_back_job`,
+:meth:`PostgresState.hand_back_timer`) leaves it to the others after they may claim it, before
+it claims it again itself."""
 
 # The claim's clock: the caller's ``now`` (tests), else the database's.
 _NOW = "COALESCE(:now::timestamptz, now())"
@@ -294,6 +295,9 @@ class PostgresState(PostgresAudit, PostgresLookups, SQLState):
             f"  claimed_until = {_NOW} + make_interval(secs => :lease)"
             f" WHERE id IN (SELECT id FROM timers WHERE status = 'pending' AND due <= {_NOW}"
             f"   AND (claimed_until IS NULL OR claimed_until <= {_NOW})"
+            # not a timer this daemon handed back a moment ago (hand_back_timer): others first
+            "   AND (claimed_by IS DISTINCT FROM :owner OR claimed_until IS NULL"
+            f"    OR claimed_until <= {_NOW} - make_interval(secs => :own_wait))"
             "   ORDER BY due, id LIMIT :limit FOR UPDATE SKIP LOCKED)"
             f" RETURNING {TIMER_COLUMNS}",
             {
@@ -301,9 +305,21 @@ class PostgresState(PostgresAudit, PostgresLookups, SQLState):
                 "lease": float(lease),
                 "now": self.dialect.time(now),
                 "limit": limit,
+                "own_wait": _OWN_WAIT,
             },
         ).fetchall()
         return sorted((self._timer(row) for row in rows), key=lambda t: (t.due, t.id))
+
+    def hand_back_timer(self, timer_id: int, owner: str, *, until: datetime) -> bool:
+        # still marked as ``owner``'s: its claims pass it over _OWN_WAIT seconds past ``until``,
+        # and another daemon gets it first (the daemon that handed it back, polling from that
+        # moment on, claimed it again first each time)
+        cursor = self.execute(
+            "UPDATE timers SET claimed_until = :until"
+            " WHERE id = :id AND status = 'pending' AND claimed_by = :owner",
+            {"id": timer_id, "owner": owner, "until": self.dialect.time(utc(until))},
+        )
+        return bool(cursor.rowcount == 1)
 
     # outbox ----------------------------------------------------------------------------------
     def hold_assignments(self) -> None:
