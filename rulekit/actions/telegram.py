@@ -4,6 +4,10 @@ python-telegram-bot's :class:`telegram.Bot`.
 One bot per action instance, initialized once (its ``getMe`` checks the token). The token is
 part of every Bot API URL; it is put into the URL only by the HTTP transport, at the last
 moment, so that HTTP logs, error messages and reprs never show it.
+
+A group upgraded to a supergroup gets a new id, and Telegram refuses the old one for ever,
+saying the new one: the message follows it, and so do later ones (the outcome says
+``migrated_from``, for the admin to update the rule).
 """
 
 from __future__ import annotations
@@ -116,6 +120,7 @@ class Telegram(Action):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
         self._floods: dict[str, float] = {}  # chat -> end of its flood-control window
+        self._migrations: dict[str, int] = {}  # a group's id -> its supergroup's (see execute)
 
     @classmethod
     def escape(cls, values: Interpolations, params: dict[str, Any]) -> dict[str, Any]:
@@ -154,21 +159,28 @@ class Telegram(Action):
 
     # execution -----------------------------------------------------------------------------
     async def execute(self, params: TelegramParams, context: ActionContext) -> dict[str, Any]:  # type: ignore[override]
-        from telegram.error import TelegramError
+        from telegram.error import ChatMigrated, TelegramError
 
         problem = self.unavailable()
         if problem:
             raise PermanentActionError(problem)
         text = self._text(params)
+        parse_mode = None if params.parse_mode == "none" else params.parse_mode
+        configured = str(params.chat_id).strip()
+        chat: str | int = self._migrations.get(configured, params.chat_id)
         _last_status.set(None)
         try:
             async with asyncio.timeout(self.timeout):
                 bot = await self._ready_bot()
-                message = await bot.send_message(
-                    chat_id=params.chat_id,
-                    text=text,
-                    parse_mode=None if params.parse_mode == "none" else params.parse_mode,
-                )
+                try:
+                    message = await bot.send_message(chat_id=chat, text=text, parse_mode=parse_mode)
+                except ChatMigrated as moved:
+                    # The group became a supergroup, with a new id for good; Telegram refuses
+                    # the old one for ever and says the new one: follow it (once), and keep
+                    # following it, so that the configured id goes on working.
+                    chat = int(moved.new_chat_id)
+                    self._migrations[configured] = chat
+                    message = await bot.send_message(chat_id=chat, text=text, parse_mode=parse_mode)
         except TimeoutError:
             late = f"Telegram did not answer within {self.timeout:g} s"
             status = _last_status.get()
@@ -179,11 +191,15 @@ class Telegram(Action):
             raise RetryableActionError(late) from None
         except TelegramError as exc:
             raise self._classify(exc, str(params.chat_id)) from None
-        return {
+        result: dict[str, Any] = {
             "message_id": message.message_id,
             "chat_id": message.chat.id,
             "truncated": text != params.text,
         }
+        if chat is not params.chat_id:
+            # said in the outcome, so that the admin can put the new id in the rule
+            result["migrated_from"] = params.chat_id
+        return result
 
     async def aclose(self) -> None:
         bot, self._bot = self._bot, None
@@ -261,6 +277,13 @@ class Telegram(Action):
                 retry_after=seconds,
                 scope=self._flood_scope(chat, seconds),
                 status=429,
+            )
+        if isinstance(exc, tg.ChatMigrated):
+            # migrated again while being followed: no end of moving is worth another attempt
+            return PermanentActionError(
+                f"{message} (the group became supergroup {exc.new_chat_id}: set its id in the "
+                "rule)",
+                status=status,
             )
         if isinstance(exc, tg.InvalidToken | tg.Forbidden | tg.BadRequest | tg.Conflict):
             return PermanentActionError(message, status=status)

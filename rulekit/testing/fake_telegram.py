@@ -17,7 +17,8 @@ Users write to the bot with :meth:`FakeTelegram.write` (an update from
 :mod:`rulekit.testing.telegram_updates`): it waits for ``getUpdates`` like Telegram (until an
 offset past it acknowledges it) and, while a webhook is set, is also posted to the webhook with
 its secret token header (:meth:`FakeTelegram.deliver` posts one update again). A user who
-blocked the bot (:meth:`FakeTelegram.block`) cannot be written to (403).
+blocked the bot (:meth:`FakeTelegram.block`) cannot be written to (403); a group upgraded to
+a supergroup (:meth:`FakeTelegram.migrate`) answers 400 with ``migrate_to_chat_id`` for ever.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ class FakeTelegram:
         self.webhook: dict[str, Any] | None = None
         """What the last ``setWebhook`` set (its JSON fields), None while there is none."""
         self.blocked: set[str] = set()
+        self.migrated: dict[str, int] = {}
+        """Groups upgraded to supergroups: old chat id -> the supergroup's id."""
 
     # lifecycle -------------------------------------------------------------------------------
     def start(self) -> FakeTelegram:
@@ -143,6 +146,12 @@ class FakeTelegram:
         """The user blocked the bot: messages to their chat get 403."""
         with self._lock:
             self.blocked.add(str(user))
+
+    def migrate(self, group: int | str, supergroup: int) -> None:
+        """The group became a supergroup with a new id: messages to the old id are refused
+        (400, ``parameters.migrate_to_chat_id``), as Telegram refuses them, for ever."""
+        with self._lock:
+            self.migrated[str(group)] = supergroup
 
     # users writing ---------------------------------------------------------------------------
     def write(self, update: dict[str, Any]) -> int | None:
@@ -248,6 +257,12 @@ class FakeTelegram:
             return error(404, "Not Found: method not found")
         if chat is None or (self.chats is not None and chat not in self.chats):
             return error(400, "Bad Request: chat not found")
+        if chat in self.migrated:
+            return error(
+                400,
+                "Bad Request: group chat was upgraded to a supergroup chat",
+                migrate_to_chat_id=self.migrated[chat],
+            )
         if chat in self.blocked:
             return error(403, "Forbidden: bot was blocked by the user")
         text = data.get("text") or ""

@@ -265,3 +265,35 @@ def test_flood_control_of_years_makes_no_later_flood_of_another_chat_bot_wide(fa
         return scopes
 
     assert run_virtual(scenario(), io_grace=0.2) == ["destination", "destination"]
+
+
+def test_a_group_upgraded_to_a_supergroup_is_followed_to_its_new_id(fake_telegram):
+    # Telegram refuses the old id for ever (400 with parameters.migrate_to_chat_id); retrying
+    # it was a storm of refusals, and the rule's messages never arrived again
+    fake_telegram.migrate(-1001, -100777)
+    action = telegram_action(fake_telegram)
+    results = send(
+        action,
+        TelegramParams(chat_id=-1001, text="Mia reopened the chat"),
+        TelegramParams(chat_id="-1001", text="Mia wrote again"),
+    )
+    assert results == [
+        {"message_id": 1, "chat_id": -100777, "truncated": False, "migrated_from": -1001},
+        {"message_id": 2, "chat_id": -100777, "truncated": False, "migrated_from": "-1001"},
+    ]
+    sent = [(m.chat_id, m.text, m.status) for m in fake_telegram.messages()]
+    assert sent == [
+        ("-1001", "Mia reopened the chat", 400),
+        ("-100777", "Mia reopened the chat", 200),
+        ("-100777", "Mia wrote again", 200),  # the new id remembered: no refusal first
+    ]
+
+
+def test_a_group_that_moves_again_while_followed_is_a_permanent_failure(fake_telegram):
+    fake_telegram.migrate(-1001, -100777)
+    fake_telegram.migrate(-100777, -100888)
+    action = telegram_action(fake_telegram)
+    problem = failure(action, TelegramParams(chat_id=-1001, text="hi"))
+    assert isinstance(problem, PermanentActionError)
+    assert "-100888" in str(problem)
+    assert len(fake_telegram.messages()) == 2
