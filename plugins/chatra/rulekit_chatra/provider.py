@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from rulekit.actions.telegram_text import truncate
 from rulekit.channels import ChannelContext, Provider, Reply
 from rulekit.channels.base import Inbound, account_digest
 from rulekit.channels.session import LoopSession
@@ -20,6 +21,19 @@ from .settings import ChatraSettings
 
 if TYPE_CHECKING:
     import aiohttp
+
+MAX_TEXT = 5000
+"""The longest message text Chatra's ``POST /messages/`` takes (it refuses a longer one, and an
+empty one); counted, like the JavaScript Chatra runs on, in UTF-16 code units."""
+
+
+_EMPTY = "the reply's text is empty (Chatra takes 1 to 5000 characters): check the template"
+
+
+def fitted(text: str) -> str:
+    """``text`` as Chatra takes it: cut to :data:`MAX_TEXT` (ending with ``…``) when longer, as
+    a Telegram reply is cut to Telegram's limit, rather than refused and lost whole."""
+    return truncate(text, None, MAX_TEXT)
 
 
 class ChatraProvider(Provider):
@@ -108,7 +122,11 @@ class ChatraProvider(Provider):
             or (f"agent {sender['agentId']}" if "agentId" in sender else None)
             or "no agent (set default_agent or default_agent_id, or assign one first)"
         )
-        return f"Chatra POST /messages/ to client {reply.client.id} as {who}: {reply.text!r}"
+        text = fitted(reply.text)
+        if not text.strip():
+            return f"Chatra POST /messages/ to client {reply.client.id}: not sent, {_EMPTY}"
+        cut = f" (truncated to {len(text)} characters)" if text != reply.text else ""
+        return f"Chatra POST /messages/ to client {reply.client.id} as {who}{cut}: {text!r}"
 
     async def send_reply(self, reply: Reply, *, timeout: float) -> dict[str, Any]:
         if problem := self.reply_problem():
@@ -120,9 +138,16 @@ class ChatraProvider(Provider):
             raise PermanentActionError(
                 self.sender_problem(reply.conversation) or "no agent to send as"
             )
-        body = {"clientId": reply.client.id, "text": reply.text, **sender}
+        text = fitted(reply.text)
+        if not text.strip():
+            # Chatra refuses it (400): said here, before a call, in words the admin can act on
+            raise PermanentActionError(_EMPTY)
+        body = {"clientId": reply.client.id, "text": text, **sender}
         body["receivedFrom"] = self.settings.received_from
-        return await self.api().send_message(body, timeout=timeout)
+        answer = await self.api().send_message(body, timeout=timeout)
+        if text != reply.text:
+            answer = {**answer, "truncated": True}
+        return answer
 
     def sender_problem(self, conversation: Conversation) -> str | None:
         if conversation.assignee or self.settings.default_agent_id or self.settings.default_agent:

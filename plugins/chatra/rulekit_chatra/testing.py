@@ -2,9 +2,9 @@
 
 Built on :class:`rulekit.testing.FakeService`. It checks the ``Chatra.Simple`` authorization
 header (401 otherwise), accepts ``POST /messages/`` (under any base path) with a ``clientId``
-and a ``text`` (400 otherwise) and answers with the created message, as Chatra does; it serves
-``GET`` and ``PUT /clients/{id}`` for the visitors it knows (:meth:`FakeChatra.add_client`;
-404 for others).
+and a ``text`` of 1 to 5000 characters (UTF-16 code units; 400 otherwise) and answers with the
+created message, as Chatra does; it serves ``GET`` and ``PUT /clients/{id}`` for the visitors
+it knows (:meth:`FakeChatra.add_client`; 404 for others).
 Failures are scripted::
 
     with FakeChatra() as chatra:
@@ -108,6 +108,8 @@ class FakeChatra(FakeService):
             body = None
         if not isinstance(body, dict) or not body.get("clientId") or not body.get("text"):
             return Response(400, {"error": "Bad request", "message": "clientId and text required"})
+        if not isinstance(body["text"], str) or len(body["text"].encode("utf-16-le")) > 10000:
+            return Response(400, {"error": "Bad request", "message": "text: 1 to 5000 characters"})
         message = {
             "id": f"fakeMsg{next(self._ids):010d}",
             "type": "agent",

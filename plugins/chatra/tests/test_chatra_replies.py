@@ -236,3 +236,43 @@ def test_the_autoreply_action_answers_a_parsed_event_through_chatra(fake_chatra)
     }
     with store.transaction() as state:
         assert provider.parse(encode(echo), state) == []
+
+
+def test_a_reply_over_chatras_limit_is_cut_to_it_not_refused_and_lost(fake_chatra):
+    # a rule quoting the visitor's long message ("You wrote: {{ message.text }}") goes over
+    # Chatra's 5000 characters; Chatra refuses such a message whole (400, a final failure)
+    provider = chatra_provider(fake_chatra)
+    store = MemoryStore()
+    body = {
+        "eventName": "chatFragment",
+        "messages": [{"id": "longMsg", "type": "client", "text": "🫖 kettle " * 700}],
+        "client": {"id": CLIENT},
+    }
+    with store.transaction() as state:
+        (event,) = provider.parse(encode(body), state)
+    context = ActionContext(event=event, config=Config(), provider=provider)
+    text = f"You wrote: {event.message.text}"
+    described = Autoreply().describe(AutoreplyParams(text=text), context)
+    answer = send(provider, Reply(event.conversation, event.client, text))
+    (sent,) = fake_chatra.sent
+    assert len(sent["text"].encode("utf-16-le")) // 2 <= 5000 < len(text)
+    assert text.startswith(sent["text"][:-1]) and sent["text"].endswith("…")
+    assert answer["truncated"] is True and answer["text"] == sent["text"]
+    assert f"(truncated to {len(sent['text'])} characters)" in described
+
+
+def test_a_reply_that_fits_is_sent_as_it_is(fake_chatra):
+    text = "x" * 5000
+    answer = send(chatra_provider(fake_chatra), reply(text))
+    assert [sent["text"] for sent in fake_chatra.sent] == [text]
+    assert "truncated" not in answer
+
+
+@pytest.mark.parametrize("text", ["", "  \n\t "])
+def test_an_empty_reply_is_refused_with_its_reason_before_any_call(fake_chatra, text):
+    # (a template of values the conversation lacks: "{{ client.name }}" of an anonymous one)
+    provider = chatra_provider(fake_chatra)
+    with pytest.raises(PermanentActionError, match="the reply's text is empty"):
+        send(provider, reply(text))
+    assert fake_chatra.requests == []
+    assert "not sent, the reply's text is empty" in provider.describe_reply(reply(text))
