@@ -109,6 +109,20 @@ class Updates:
                 message["caption"] = caption
         return {"update_id": next(self._update_ids), "message": message}
 
+    def service(self, user: TelegramUser, key: str, value: Any = True) -> dict[str, Any]:
+        """An update with a service message from ``user`` in their chat with the bot (the
+        message's ``key`` says what happened: ``pinned_message``, ``write_access_allowed``...)."""
+        counter = self._message_ids.setdefault(user.id, itertools.count(1))
+        self.date += 1
+        message: dict[str, Any] = {
+            "message_id": next(counter),
+            "from": user.as_json(),
+            "chat": user.chat(),
+            "date": self.date,
+            key: value,
+        }
+        return {"update_id": next(self._update_ids), "message": message}
+
     def edit(self, update: dict[str, Any], text: str) -> dict[str, Any]:
         """An update saying the message of ``update`` was edited to ``text``."""
         self.date += 1

@@ -9,8 +9,10 @@ more:
 * optional: everything else. A missing optional field, or one of an unexpected type, reads as
   None: a user's odd name must not cost the message it came with;
 * not for rulekit: updates of other kinds (button presses, membership changes, ...), messages
-  in groups and channels, and messages from bots read as an update without a message. A
-  support bot talks to each user in the private chat they opened.
+  in groups and channels, messages from bots, and service messages (:data:`SERVICE_KEYS`: a
+  message pinned, the auto-delete timer set, a payment made, a topic created...) read as an
+  update without a message. A support bot talks to each user in the private chat they opened,
+  and a service message says what happened in the chat, not what the user wrote.
 
 Anything that breaks a requirement raises :class:`rulekit.errors.ChannelError` with a one-line
 message saying what is wrong; no other exception escapes :func:`parse_body`.
@@ -32,6 +34,64 @@ MessageKind = Literal["text", "photo", "sticker", "document", "voice", "video", 
 MEDIA_KINDS: tuple[MessageKind, ...] = ("photo", "sticker", "document", "voice", "video")
 """Kinds read from the key of the same name in a message; a message with none of them and no
 text is ``other`` (a location, a poll, a contact, ...)."""
+
+SERVICE_KEYS: frozenset[str] = frozenset(
+    {
+        "boost_added",
+        "channel_chat_created",
+        "chat_background_set",
+        "chat_owner_changed",
+        "chat_owner_left",
+        "chat_shared",
+        "checklist_tasks_added",
+        "checklist_tasks_done",
+        "connected_website",
+        "delete_chat_photo",
+        "direct_message_price_changed",
+        "forum_topic_closed",
+        "forum_topic_created",
+        "forum_topic_edited",
+        "forum_topic_reopened",
+        "general_forum_topic_hidden",
+        "general_forum_topic_unhidden",
+        "gift",
+        "gift_upgrade_sent",
+        "giveaway_completed",
+        "giveaway_created",
+        "group_chat_created",
+        "left_chat_member",
+        "message_auto_delete_timer_changed",
+        "migrate_from_chat_id",
+        "migrate_to_chat_id",
+        "new_chat_members",
+        "new_chat_photo",
+        "new_chat_title",
+        "paid_message_price_changed",
+        "pinned_message",
+        "proximity_alert_triggered",
+        "refunded_payment",
+        "successful_payment",
+        "suggested_post_approval_failed",
+        "suggested_post_approved",
+        "suggested_post_declined",
+        "suggested_post_paid",
+        "suggested_post_refunded",
+        "supergroup_chat_created",
+        "unique_gift",
+        "users_shared",
+        "video_chat_ended",
+        "video_chat_participants_invited",
+        "video_chat_scheduled",
+        "video_chat_started",
+        "web_app_data",
+        "write_access_allowed",
+    }
+)
+"""The fields of the Bot API's service messages: in a private chat, Telegram writes one when
+the user pins a message, sets the auto-delete timer, pays, opens a topic, lets the bot write to
+them... Each is sent ``from`` the user, but none is something the user wrote: as a message it
+fired the rules for a client's message (an autoreply to a pin) and reopened a closed
+conversation."""
 
 MAX_ID = 2**63 - 1
 """Telegram's ids fit in 64 bits; a larger number is not an id."""
@@ -166,7 +226,7 @@ def _message(where: str, value: Any, *, edited: bool) -> TelegramMessage | None:
         problem = "is missing" if sender is None else f"must be an object, got {_kind(sender)}"
         raise ChannelError(f"{where}.from {problem}")
     user_id = _required_id(sender, "id", f"{where}.from.id")
-    if sender.get("is_bot") is True:
+    if sender.get("is_bot") is True or not SERVICE_KEYS.isdisjoint(value):
         return None
     user = TelegramUser(
         id=user_id,

@@ -223,3 +223,16 @@ def test_an_update_over_the_body_limit_is_refused_alone(
     wait_for(lambda: replies(telegram, 111) and replies(telegram, 222))
     assert replies(telegram, 111) == ["Hello Ann Lee!"]
     assert replies(telegram, 222) == ["Hello Boris!"]
+
+
+def test_a_service_message_in_the_chat_gets_no_reply(
+    server: Server, telegram: FakeTelegram
+) -> None:
+    updates = Updates()
+    assert telegram.write(updates.message(ANN, "Hi")) == 200
+    wait_for(lambda: replies(telegram, 111))
+    pinned = {"message_id": 1, "chat": {"id": 111, "type": "private"}, "date": updates.date}
+    assert telegram.write(updates.service(ANN, "pinned_message", pinned)) == 200
+    assert telegram.write(updates.message(ANN, "later")) == 200
+    wait_for(lambda: len(replies(telegram, 111)) >= 2)
+    assert replies(telegram, 111) == ["Hello Ann Lee!", "Got text: later"]

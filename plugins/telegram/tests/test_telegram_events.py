@@ -104,6 +104,33 @@ def test_anything_else_a_user_sends_is_a_message_of_kind_other(feed, updates: Up
     assert (event.event, event.message.kind, event.message.text) == ("created", "other", None)
 
 
+SERVICE_MESSAGES = [
+    ("write_access_allowed", {"from_request": True}),
+    ("pinned_message", {"message_id": 1, "chat": {"id": 111, "type": "private"}, "date": 0}),
+    ("message_auto_delete_timer_changed", {"message_auto_delete_time": 86400}),
+    ("forum_topic_created", {"name": "Refund", "icon_color": 7322096}),
+    ("successful_payment", {"currency": "XTR", "total_amount": 5, "invoice_payload": "p"}),
+    ("users_shared", {"request_id": 1, "users": [{"user_id": 5}]}),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), SERVICE_MESSAGES)
+def test_service_messages_are_not_the_client_writing(
+    feed, updates: Updates, key: str, value: object
+) -> None:
+    # Telegram sends them from the user; as messages of kind other they fired the rules for a
+    # client's message (an autoreply to a pin) and reopened a closed conversation
+    assert feed(updates.service(ANN, key, value)) == []  # none creates a conversation
+    events = feed(
+        updates.message(ANN, "Hi"),
+        updates.message(ANN, "/stop"),
+        updates.service(ANN, key, value),
+        updates.message(ANN, "back"),
+    )
+    assert names(events) == ["created", "closed", "reopened"]
+    assert events[-1].message.text == "back"
+
+
 def test_an_edit_is_a_message_marked_edited(feed, updates: Updates) -> None:
     first = updates.message(ANN, "helo")
     edit = updates.edit(first, "hello")
