@@ -101,6 +101,17 @@ class ChatraSettings(ChannelSettings):
             return None
         return value
 
+    @field_validator("received_from")
+    @classmethod
+    def _tag(cls, value: str) -> str:
+        # The echo's tag is read trimmed (as every text of a webhook): a tag sent with spaces
+        # around it (" rulekit", a value from a file ending in a newline) would never match
+        # its echo, and every reply would come back as an agent's, firing rules again.
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be blank: it tells rulekit's own replies apart")
+        return value
+
     @model_validator(mode="after")
     def _one_default_sender(self) -> ChatraSettings:
         if self.default_agent_id and self.default_agent:

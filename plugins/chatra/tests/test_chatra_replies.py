@@ -276,3 +276,19 @@ def test_an_empty_reply_is_refused_with_its_reason_before_any_call(fake_chatra, 
         send(provider, reply(text))
     assert fake_chatra.requests == []
     assert "not sent, the reply's text is empty" in provider.describe_reply(reply(text))
+
+
+@pytest.mark.parametrize("tag", [" helpdesk", "helpdesk\n", "  "])
+def test_the_echo_of_a_reply_sent_with_a_padded_tag_is_still_ours(fake_chatra, tag):
+    # a webhook's receivedFrom is read trimmed: a tag sent padded never matched its echo, and
+    # every reply came back as an agent's reply (a blank one: as every agent message's)
+    if not tag.strip():
+        with pytest.raises(ValueError, match="must not be blank"):
+            chatra_provider(fake_chatra, received_from=tag)
+        return
+    provider = chatra_provider(fake_chatra, received_from=tag)
+    answer = send(provider)
+    assert fake_chatra.sent[0]["receivedFrom"] == "helpdesk"
+    echo = {"eventName": "chatFragment", "messages": [answer], "client": {"id": CLIENT}}
+    with MemoryStore().transaction() as state:
+        assert provider.parse(encode(echo), state) == []
