@@ -150,7 +150,7 @@ class Normalizer:
                                 "author": author,
                                 "agent": agent.__dict__["email"],
                                 "created_at": created_at,
-                                "kind": None,
+                                "kind": message.kind,
                                 "edited": False,
                             },
                             _MESSAGE_GIVEN,
@@ -242,7 +242,7 @@ def _event(
 
 _EVENT_GIVEN = frozenset(Event.model_fields.keys() - {"origin", "changed"})
 _CONVERSATION_GIVEN = frozenset(("id", "external_id", "status", "group", "page", "link"))
-_MESSAGE_GIVEN = frozenset(("id", "text", "author", "agent", "created_at"))
+_MESSAGE_GIVEN = frozenset(("id", "text", "author", "agent", "created_at", "kind"))
 _AGENT_GIVEN = frozenset(("id", "email", "name", "known"))
 _NOTHING_GIVEN: frozenset[str] = frozenset()
 # (each model's trusted build, called directly: several per webhook; an event is always given

@@ -61,6 +61,9 @@ class ChatraMessage(msgspec.Struct):
     agent_id: str | None = None
     agent_name: str | None = None
     received_from: str | None = None
+    kind: str | None = None
+    """What the message holds: ``text``, or ``photo``/``document`` for a file (an image or
+    not), whatever its caption; None for a message with neither."""
 
 
 class ChatraAgent(msgspec.Struct):
@@ -343,6 +346,8 @@ def _message(where: str | int, value: Any, client_id: str) -> ChatraMessage:
         agent_id = _identifier(agent_id)
     agent_name = get("agentName")
     received_from = get("receivedFrom")
+    attached = get("file")
+    kind_of = (None if attached is None else _file_kind(attached)) or ("text" if text else None)
     return ChatraMessage(  # (positional: this runs for every message)
         message_id,
         kind,
@@ -352,7 +357,17 @@ def _message(where: str | int, value: Any, client_id: str) -> ChatraMessage:
         # (``_string`` written out)
         (agent_name.strip() or None) if isinstance(agent_name, str) else None,
         (received_from.strip() or None) if isinstance(received_from, str) else None,
+        kind_of,
     )
+
+
+def _file_kind(attached: Any) -> str | None:
+    """The kind of a message with a ``file`` (``{name, size, isImage, url, ...}``, reconstructed
+    from Brevo's): ``photo`` for an image, else ``document``; a ``file`` that is no object,
+    or an empty one, is no file."""
+    if isinstance(attached, dict) and attached:
+        return "photo" if attached.get("isImage") is True else "document"
+    return None
 
 
 def _where(where: str | int) -> str:

@@ -349,3 +349,23 @@ def test_events_carry_the_whole_payload_for_auditing_but_not_in_public(feed):
     (event,) = feed("chat_started_anonymous.json")
     assert "raw" not in event.public()
     assert encode(event.raw) == encode(sample("chat_started_anonymous.json"))
+
+
+def test_a_message_holding_a_file_says_so_whatever_its_text(feed):
+    # a visitor's screenshot has no text: rules tell it from an empty message by its kind
+    fragment = sample("chat_fragment_client_message.json")
+    image = {"name": "order.png", "size": 48213, "isImage": True, "url": "https://x.example/1"}
+    pdf = {"name": "invoice.pdf", "size": 90211, "isImage": False, "url": "https://x.example/2"}
+    fragment["messages"] = [
+        {"id": "fileMsg1", "type": "client", "file": image},
+        {"id": "fileMsg2", "type": "client", "text": "the invoice", "file": pdf},
+        {"id": "fileMsg3", "type": "client", "text": "and a word", "file": "not a file"},
+        {"id": "fileMsg4", "type": "client", "file": {}},
+    ]
+    events = feed(fragment)
+    assert [(e.message.kind, e.message.text) for e in events] == [
+        ("photo", None),
+        ("document", "the invoice"),
+        ("text", "and a word"),
+        (None, None),
+    ]
