@@ -18,7 +18,8 @@ Users write to the bot with :meth:`FakeTelegram.write` (an update from
 offset past it acknowledges it) and, while a webhook is set, is also posted to the webhook with
 its secret token header (:meth:`FakeTelegram.deliver` posts one update again). A user who
 blocked the bot (:meth:`FakeTelegram.block`) cannot be written to (403); a group upgraded to
-a supergroup (:meth:`FakeTelegram.migrate`) answers 400 with ``migrate_to_chat_id`` for ever.
+a supergroup (:meth:`FakeTelegram.migrate`) answers 400 with ``migrate_to_chat_id`` for ever,
+and so does a topic of a private chat its user deleted (:meth:`FakeTelegram.delete_topic`).
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ class FakeTelegram:
         """What the last ``setWebhook`` set (its JSON fields), None while there is none."""
         self.blocked: set[str] = set()
         self.migrated: dict[str, int] = {}
+        self.deleted_topics: set[tuple[str, int]] = set()
+        """Topics of private chats their users deleted: (chat id, message_thread_id)."""
         """Groups upgraded to supergroups: old chat id -> the supergroup's id."""
 
     # lifecycle -------------------------------------------------------------------------------
@@ -152,6 +155,11 @@ class FakeTelegram:
         (400, ``parameters.migrate_to_chat_id``), as Telegram refuses them, for ever."""
         with self._lock:
             self.migrated[str(group)] = supergroup
+
+    def delete_topic(self, chat: int | str, topic: int) -> None:
+        """The user deleted a topic of their chat: messages to it are refused (400)."""
+        with self._lock:
+            self.deleted_topics.add((str(chat), topic))
 
     # users writing ---------------------------------------------------------------------------
     def write(self, update: dict[str, Any]) -> int | None:
@@ -265,6 +273,9 @@ class FakeTelegram:
             )
         if chat in self.blocked:
             return error(403, "Forbidden: bot was blocked by the user")
+        topic = data.get("message_thread_id")
+        if (chat, topic) in self.deleted_topics:
+            return error(400, "Bad Request: message thread not found")
         text = data.get("text") or ""
         if not text:
             return error(400, "Bad Request: message text is empty")
@@ -279,6 +290,8 @@ class FakeTelegram:
             "from": {k: BOT_USER[k] for k in ("id", "is_bot", "first_name", "username")},
             "text": text,
         }
+        if isinstance(topic, int):
+            result.update(message_thread_id=topic, is_topic_message=True)
         return Response(200, {"ok": True, "result": result})
 
     def _get_updates(self, data: dict[str, Any]) -> Response:

@@ -87,9 +87,11 @@ class Updates:
         *,
         kind: str = "text",
         caption: str | None = None,
+        topic: int | None = None,
     ) -> dict[str, Any]:
         """An update with a new message from ``user``: ``text``, or a message of ``kind``
-        (``photo``, ``sticker``, ``document``, ``voice``, ``video``, ``location``)."""
+        (``photo``, ``sticker``, ``document``, ``voice``, ``video``, ``location``), written
+        in ``topic`` of the chat (its ``message_thread_id``) or outside topics."""
         counter = self._message_ids.setdefault(user.id, itertools.count(1))
         self.date += 1
         message: dict[str, Any] = {
@@ -107,6 +109,8 @@ class Updates:
             message[kind] = MEDIA[kind]
             if caption is not None:
                 message["caption"] = caption
+        if topic is not None:
+            message.update(message_thread_id=topic, is_topic_message=True)
         return {"update_id": next(self._update_ids), "message": message}
 
     def service(self, user: TelegramUser, key: str, value: Any = True) -> dict[str, Any]:

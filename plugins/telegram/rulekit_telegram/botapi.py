@@ -158,6 +158,11 @@ BLOCKED_MARKS: tuple[str, ...] = (
 """What Telegram says when a user cannot be written to any more."""
 
 
+def is_lost_topic(exc: BotAPIError) -> bool:
+    """Whether Telegram refused a message because its topic is gone (deleted by the user)."""
+    return exc.status == 400 and "thread not found" in exc.description.lower()
+
+
 def classify(exc: BotAPIError | BotUnreachable, *, scope: str = "destination") -> ActionError:
     """The dispatcher's error for a failed ``sendMessage``; a 429 pauses ``scope``."""
     if isinstance(exc, BotUnreachable):

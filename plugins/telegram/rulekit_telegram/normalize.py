@@ -15,7 +15,10 @@ chat, keyed by the chat's id (in a private chat, the user's id, which replies ne
 * a known user whose name, username or language changed yields ``client_updated`` first, so
   the message's rules see the new data;
 * a photo, sticker, document, voice note or video is a message of that ``kind`` with its
-  caption as text (or none); anything else a user can send is ``other``.
+  caption as text (or none); anything else a user can send is ``other``;
+* a message written in a topic of the chat (Bot API 9.3: users may organize their chat with a
+  bot into topics) puts the topic in ``client.custom.telegram_topic``: replies go there, not
+  to the chat's main view, where the user does not look for them.
 
 Event ids derive from Telegram's ids: ``<channel>:msg:<chat>:<message id>``,
 ``<channel>:edit:<chat>:<message id>:<edit date>``, ``<channel>:closed:<chat>:<message id>``
@@ -33,6 +36,9 @@ from rulekit.store.base import State
 
 from .settings import TelegramSettings
 from .update import TelegramMessage, TelegramUser, Update
+
+TOPIC = "telegram_topic"
+"""The key in ``client.custom`` of the topic of their chat the user last wrote in."""
 
 PROFILE_FIELDS: tuple[str, ...] = ("name", "display_name", "language")
 """Client fields whose change is a ``client_updated`` event."""
@@ -56,7 +62,9 @@ class Normalizer:
         key = str(message.chat_id)
         known_conversation = state.get_conversation(self.channel, key)
         known_client = state.get_client(self.channel, str(message.user.id))
-        client = self.client(message.user, known_client, seen_at=_activity(message))
+        client = self.client(
+            message.user, known_client, seen_at=_activity(message), topic=message.topic
+        )
         conversation = known_conversation
         events: list[Event] = []
 
@@ -166,14 +174,24 @@ class Normalizer:
         ]
 
     def client(
-        self, user: TelegramUser, known: Client | None, *, seen_at: datetime | None = None
+        self,
+        user: TelegramUser,
+        known: Client | None,
+        *,
+        seen_at: datetime | None = None,
+        topic: int | None = None,
     ) -> Client:
         """The client record: the user's profile as Telegram sent it now, over what was known
-        (a field Telegram left out keeps its known value), and ``last_visit``, when they last
-        wrote (``seen_at``); an unchanged record is ``known``."""
+        (a field Telegram left out keeps its known value), ``last_visit``, when they last
+        wrote (``seen_at``), and ``custom.telegram_topic``, the topic of their chat they wrote
+        in (none outside topics), where replies go; an unchanged record is ``known``."""
         custom = dict(known.custom) if known is not None else {}
         if user.username:
             custom["telegram_username"] = user.username
+        if topic is not None:
+            custom[TOPIC] = topic
+        else:
+            custom.pop(TOPIC, None)
         values: dict[str, Any] = {
             "name": user.name,
             "display_name": f"@{user.username}" if user.username else None,

@@ -16,10 +16,10 @@ from rulekit.errors import PermanentActionError, service_wait
 from rulekit.event import Event
 from rulekit.store.base import State
 
-from .botapi import BotAPI, BotAPIError, BotUnreachable, classify
-from .normalize import Normalizer
+from .botapi import BotAPI, BotAPIError, BotUnreachable, classify, is_lost_topic
+from .normalize import TOPIC, Normalizer
 from .settings import TelegramSettings
-from .update import parse_body, update_chat
+from .update import MAX_ID, parse_body, update_chat
 
 if TYPE_CHECKING:
     import aiohttp
@@ -121,9 +121,11 @@ class TelegramProvider(Provider):
 
     def describe_reply(self, reply: Reply) -> str:
         chat = self.chat_of(reply) or "(no chat)"
+        topic = self.topic_of(reply)
+        where = f"{chat}, topic {topic}" if topic is not None else chat
         text = truncate(reply.text, None)
         cut = f" (truncated to {len(text)} characters)" if text != reply.text else ""
-        return f"Telegram sendMessage to chat {chat}{cut}: {text!r}"
+        return f"Telegram sendMessage to chat {where}{cut}: {text!r}"
 
     async def send_reply(self, reply: Reply, *, timeout: float) -> dict[str, Any]:
         if problem := self.reply_problem():
@@ -132,10 +134,19 @@ class TelegramProvider(Provider):
         if chat is None:
             raise PermanentActionError("the conversation has no Telegram chat to reply to")
         text = truncate(reply.text, None)
+        params: dict[str, Any] = {"chat_id": int(chat), "text": text}
+        topic = self.topic_of(reply)
+        if topic is not None:
+            params["message_thread_id"] = topic  # where the user wrote, not the main view
         try:
-            sent = await self.api().call(
-                "sendMessage", {"chat_id": int(chat), "text": text}, timeout=timeout
-            )
+            try:
+                sent = await self.api().call("sendMessage", params, timeout=timeout)
+            except BotAPIError as exc:
+                if topic is None or not is_lost_topic(exc):
+                    raise
+                # the user deleted the topic: the chat itself still reads the reply
+                del params["message_thread_id"]
+                sent = await self.api().call("sendMessage", params, timeout=timeout)
         except (BotAPIError, BotUnreachable) as exc:
             raise classify(exc, scope=self._flood_scope(chat, exc)) from None
         message_id = sent.get("message_id") if isinstance(sent, dict) else None
@@ -147,6 +158,15 @@ class TelegramProvider(Provider):
         for candidate in (reply.conversation.external_id, reply.client.id):
             if candidate and candidate.lstrip("-").isdigit() and len(candidate) <= 20:
                 return candidate
+        return None
+
+    @staticmethod
+    def topic_of(reply: Reply) -> int | None:
+        """The topic of the chat the client last wrote in (see
+        :mod:`rulekit_telegram.normalize`), or None: the chat's main view."""
+        topic = reply.client.custom.get(TOPIC)
+        if isinstance(topic, int) and not isinstance(topic, bool) and 0 < topic <= MAX_ID:
+            return topic
         return None
 
     def _flood_scope(self, chat: str, exc: BotAPIError | BotUnreachable) -> str:

@@ -127,6 +127,9 @@ class TelegramMessage:
     date: datetime | None = None
     edit_date: datetime | None = None
     edited: bool = False
+    topic: int | None = None
+    """The topic of the private chat it was written in (``message_thread_id`` of a message
+    with ``is_topic_message``; Bot API 9.3), or None outside topics."""
 
     @property
     def is_stop(self) -> bool:
@@ -252,6 +255,9 @@ def _message(where: str, value: Any, *, edited: bool) -> TelegramMessage | None:
         date=timestamp(value.get("date")),
         edit_date=timestamp(value.get("edit_date")),
         edited=edited,
+        topic=_id(value.get("message_thread_id"))
+        if value.get("is_topic_message") is True
+        else None,
     )
 
 

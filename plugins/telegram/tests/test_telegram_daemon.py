@@ -236,3 +236,17 @@ def test_a_service_message_in_the_chat_gets_no_reply(
     assert telegram.write(updates.message(ANN, "later")) == 200
     wait_for(lambda: len(replies(telegram, 111)) >= 2)
     assert replies(telegram, 111) == ["Hello Ann Lee!", "Got text: later"]
+
+
+def test_replies_go_to_the_topic_the_user_wrote_in(server: Server, telegram: FakeTelegram) -> None:
+    updates = Updates()
+    assert telegram.write(updates.message(ANN, "Refund please", topic=7)) == 200
+    assert telegram.write(updates.message(ANN, "and a bug", topic=9)) == 200
+    assert telegram.write(updates.message(ANN, "hello?")) == 200
+    wait_for(lambda: len(replies(telegram, 111)) == 3)
+    sent = telegram.messages(111, accepted=True)
+    assert [(m.text, m.request.data.get("message_thread_id")) for m in sent] == [
+        ("Hello Ann Lee!", 7),
+        ("Got text: and a bug", 9),
+        ("Got text: hello?", None),
+    ]

@@ -131,6 +131,23 @@ def test_service_messages_are_not_the_client_writing(
     assert events[-1].message.text == "back"
 
 
+def test_the_topic_the_user_writes_in_is_kept_for_the_replies(feed, updates: Updates) -> None:
+    # Bot API 9.3: a user may organize their chat with the bot into topics
+    events = feed(
+        updates.message(ANN, "Refund please", topic=7),
+        updates.message(ANN, "and another thing", topic=9),
+        updates.message(ANN, "in the chat itself"),
+    )
+    assert names(events) == ["created", "message", "message"]
+    assert [e.client.custom.get("telegram_topic") for e in events] == [7, 9, None]
+    assert events[0].conversation.id == events[2].conversation.id == "telegram:111"
+    # a reply thread outside topics (no is_topic_message) is no topic
+    reply = updates.message(ANN, "re")
+    reply["message"]["message_thread_id"] = 3
+    [event] = feed(reply)
+    assert "telegram_topic" not in event.client.custom
+
+
 def test_an_edit_is_a_message_marked_edited(feed, updates: Updates) -> None:
     first = updates.message(ANN, "helo")
     edit = updates.edit(first, "hello")

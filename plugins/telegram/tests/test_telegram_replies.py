@@ -61,6 +61,34 @@ def test_a_long_reply_is_truncated_to_telegram_s_limit(
     assert result["truncated"] is True
 
 
+IN_TOPIC = Reply(
+    REPLY.conversation,
+    Client(id="111", name="Ann", custom={"telegram_topic": 7}),
+    "We are on it.",
+)
+
+
+def test_a_reply_goes_to_the_topic_the_user_wrote_in(
+    bot: TelegramProvider, telegram: FakeTelegram
+) -> None:
+    # without message_thread_id it landed in the chat's main view, away from the user's topic
+    send(bot, IN_TOPIC)
+    [message] = telegram.messages()
+    assert message.request.json == {"chat_id": 111, "text": "We are on it.", "message_thread_id": 7}
+    assert "topic 7" in bot.describe_reply(IN_TOPIC)
+
+
+def test_a_reply_to_a_deleted_topic_goes_to_the_chat(
+    bot: TelegramProvider, telegram: FakeTelegram
+) -> None:
+    telegram.delete_topic(111, 7)
+    result = send(bot, IN_TOPIC)
+    first, second = telegram.messages()
+    assert first.status == 400 and first.request.json["message_thread_id"] == 7
+    assert second.status == 200 and second.request.json == {"chat_id": 111, "text": "We are on it."}
+    assert result["message_id"] == 1
+
+
 def test_flood_control_is_retryable_after_telegram_s_wait(
     bot: TelegramProvider, telegram: FakeTelegram
 ) -> None:
