@@ -7,7 +7,7 @@ module is liberal where the facts are uncertain and strict where a mistake would
 * required: a JSON object with a known ``eventName``, a ``client`` object with an ``id``, and
   messages that are objects with a string ``type`` (``messages`` a list, or a single ``message``);
 * accepted either way: message text under ``text`` or ``message``; ``message``/``agent`` or
-  ``messages``/``agents``; timestamps as epoch milliseconds or ISO 8601 strings;
+  ``messages``/``agents``; timestamps as epoch milliseconds (or seconds) or ISO 8601 strings;
 * optional: everything else. A missing optional field, or one of an unexpected type, reads as
   None: a visitor's odd browser string must not cost the message it came with.
 
@@ -24,7 +24,6 @@ from typing import Any, NoReturn
 
 import msgspec
 from rulekit.channels.body import (
-    EARLIEST_TIME,
     LATEST_TIME,
     MAX_KEY_CHARS,
     bounded_key,
@@ -314,10 +313,10 @@ def _message(where: str | int, value: Any, client_id: str) -> ChatraMessage:
     # message)
     created_at = get("createdAt")
     if type(created_at) is int:
-        if _EARLIEST_MS <= created_at <= _LATEST_MS:
+        if _SECONDS_BELOW <= created_at <= _LATEST_MS:
             created_at = _from_timestamp(created_at / 1000, UTC)
-        else:  # (``timestamp``'s range, checked on the number)
-            created_at = None
+        else:  # (seconds, or out of range: ``timestamp`` decides)
+            created_at = timestamp(created_at)
     else:
         created_at = timestamp(created_at)
     message_id = get("id")
@@ -414,13 +413,21 @@ def _agents(data: dict[str, Any]) -> tuple[ChatraAgent, ...]:
 
 def timestamp(value: Any) -> datetime | None:
     """A Chatra time as an aware UTC datetime: epoch milliseconds (a number or a string of
-    digits) or an ISO 8601 string (naive means UTC). Anything else is None, and so is a time
-    outside :func:`rulekit.channels.body.bounded_time`'s range (the year 9999 is no time to
-    set a timer from)."""
+    digits; one below :data:`SECONDS_BELOW` is epoch *seconds*, as other services and older
+    payloads write them: no chat was written in 1973), an ISO 8601 string (naive means UTC), or
+    either wrapped as Meteor's EJSON writes a date (``{"$date": ...}``). Anything else is None,
+    and so is a time outside :func:`rulekit.channels.body.bounded_time`'s range (the year 9999
+    is no time to set a timer from)."""
     if type(value) is int:  # (Chatra's: tried first, without the checks below)
-        if _EARLIEST_MS <= value <= _LATEST_MS:
+        if _SECONDS_BELOW <= value <= _LATEST_MS:
             return datetime.fromtimestamp(value / 1000, UTC)
-        return None
+        if value >= _SECONDS_BELOW:
+            return None
+    if isinstance(value, dict) and len(value) == 1 and "$date" in value:
+        value = value["$date"]
+        if isinstance(value, dict):
+            return None  # (``{"$numberLong": ...}`` and deeper: not a Chatra time)
+        return timestamp(value)
     try:
         if isinstance(value, str):
             text = value.strip()
@@ -431,13 +438,18 @@ def timestamp(value: Any) -> datetime | None:
                 return bounded_time(parsed.astimezone(UTC))
             value = int(text)
         if isinstance(value, (int, float)) and value is not True and value is not False:
-            return bounded_time(datetime.fromtimestamp(value / 1000, UTC))
+            seconds = value if abs(value) < SECONDS_BELOW else value / 1000
+            return bounded_time(datetime.fromtimestamp(seconds, UTC))
     except (ValueError, OverflowError, OSError):
         pass
     return None
 
 
-_EARLIEST_MS = int(EARLIEST_TIME.timestamp() * 1000)
+SECONDS_BELOW = 10**11
+"""Epoch numbers below this are seconds: as milliseconds it is March 1973, as seconds the year
+5138 (beyond the times a webhook may tell), so no time is read both ways."""
+
+_SECONDS_BELOW = SECONDS_BELOW
 _LATEST_MS = int(LATEST_TIME.timestamp() * 1000)
 
 

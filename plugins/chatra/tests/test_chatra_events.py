@@ -369,3 +369,13 @@ def test_a_message_holding_a_file_says_so_whatever_its_text(feed):
         ("text", "and a word"),
         (None, None),
     ]
+
+
+def test_a_message_timed_in_epoch_seconds_happened_then_not_in_1970(feed):
+    # read as milliseconds, 1741943525 is 21 January 1970: every `after:` timer and cooldown
+    # counted from the message would be long past
+    fragment = sample("chat_fragment_client_message.json")
+    fragment["messages"][0]["createdAt"] = 1741943525
+    (event,) = feed(fragment)
+    assert event.occurred_at == event.message.created_at
+    assert event.occurred_at == datetime(2025, 3, 14, 9, 12, 5, tzinfo=UTC)

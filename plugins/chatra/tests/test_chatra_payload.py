@@ -153,6 +153,16 @@ def test_a_message_without_id_gets_a_stable_content_id():
         ("2025-03-14T09:12:05Z", datetime(2025, 3, 14, 9, 12, 5, tzinfo=UTC)),
         ("2025-03-14T10:12:05+01:00", datetime(2025, 3, 14, 9, 12, 5, tzinfo=UTC)),
         ("2025-03-14T09:12:05", datetime(2025, 3, 14, 9, 12, 5, tzinfo=UTC)),
+        # epoch seconds (another service's habit): never read as milliseconds of 1970
+        (1741943525, datetime(2025, 3, 14, 9, 12, 5, tzinfo=UTC)),
+        (1741943525.5, datetime(2025, 3, 14, 9, 12, 5, 500000, tzinfo=UTC)),
+        ("1741943525", datetime(2025, 3, 14, 9, 12, 5, tzinfo=UTC)),
+        # a date as Meteor's EJSON writes it
+        ({"$date": 1741943525000}, datetime(2025, 3, 14, 9, 12, 5, tzinfo=UTC)),
+        ({"$date": "2025-03-14T09:12:05Z"}, datetime(2025, 3, 14, 9, 12, 5, tzinfo=UTC)),
+        ({"$date": {"$numberLong": "1741943525000"}}, None),
+        ({"$date": 1, "x": 2}, None),
+        (-1741943525, None),
         ("yesterday", None),
         (True, None),
         (None, None),
