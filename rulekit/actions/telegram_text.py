@@ -2,9 +2,10 @@
 
 Telegram rejects a longer ``sendMessage``; rulekit truncates instead, and marks the cut with
 ``…``. The cut never falls inside an HTML tag or entity, inside a MarkdownV2 escape (``\\.``), a
-link or a custom emoji, nor between a character and what joins it (a combining mark, a
-zero-width joiner, a variation selector); entities open at the cut are closed after the
-ellipsis (``</b>``, ``*``), so the result parses as the original would have.
+link or a custom emoji, nor between a character and what joins it (a mark, a zero-width
+joiner, a variation selector), nor inside a flag (a pair of regional indicators); entities
+open at the cut are closed after the ellipsis (``</b>``, ``*``), so the result parses as the
+original would have.
 
 Lengths are counted in UTF-16 code units, as Telegram counts them, and on the text as sent
 (markup included): a text that fits is sent unchanged.
@@ -66,13 +67,24 @@ def _cut(tokens: Iterator[Token], limit: int) -> str:
 
 
 def _joins(char: str) -> bool:
-    """Whether ``char`` belongs to the character before it (no cut may separate them)."""
+    """Whether ``char`` belongs to the character before it (no cut may separate them): any
+    mark, not only those with a combining class (a Devanagari vowel sign, a keycap's U+20E3
+    have none), a joiner, a skin tone, a tag."""
     return (
-        unicodedata.combining(char) != 0
+        unicodedata.category(char).startswith("M")
         or char in "\u200d\ufe0e\ufe0f"
         or "\U0001f3fb" <= char <= "\U0001f3ff"  # skin tone modifiers
         or "\U000e0020" <= char <= "\U000e007f"  # tag sequences (flags of regions)
     )
+
+
+def _is_regional_indicator(char: str) -> bool:
+    return "\U0001f1e6" <= char <= "\U0001f1ff"
+
+
+MAX_FLAG_RUN = 256
+"""How far back a run of regional indicators is counted to pair them into flags (a longer
+run, which no flag text has, may be cut inside a flag; the count stays linear)."""
 
 
 def _can_cut_before(text: str, index: int) -> bool:
@@ -80,7 +92,17 @@ def _can_cut_before(text: str, index: int) -> bool:
         return True
     if _joins(text[index]):
         return False
-    return not (index > 0 and text[index - 1] == "\u200d")
+    if index > 0 and text[index - 1] == "\u200d":
+        return False
+    if _is_regional_indicator(text[index]):
+        # a flag is two regional indicators: 🇩🇪 cut after 🇩 shows a lone letter D
+        run = 0
+        while run < MAX_FLAG_RUN and index - run > 0:
+            if not _is_regional_indicator(text[index - run - 1]):
+                break
+            run += 1
+        return run % 2 == 0
+    return True
 
 
 def _plain_tokens(text: str) -> Iterator[Token]:

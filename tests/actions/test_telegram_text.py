@@ -128,6 +128,24 @@ def test_emoji_sequences_are_not_split():
     assert truncate(accented, limit=10) == "e\u0301" * 4 + ELLIPSIS
 
 
+@pytest.mark.parametrize("mode", [None, "HTML", "MarkdownV2"])
+@pytest.mark.parametrize(
+    "cluster",
+    [
+        "🇩🇪",  # a flag: two regional indicators; cut between, a lone letter shows
+        "1\ufe0f\u20e3",  # a keycap: U+20E3 is an enclosing mark of combining class 0
+        "\u0915\u093e",  # Devanagari KA with its vowel sign AA, a spacing mark (class 0)
+        "\u0e01\u0e31",  # Thai KO KAI with MAI HAN-AKAT
+    ],
+)
+def test_a_cut_never_splits_a_flag_a_keycap_or_a_letter_from_its_marks(mode, cluster):
+    for shift in range(4):
+        text = "x" * shift + cluster * 2000
+        body = truncate(text, mode, limit=101).removesuffix(ELLIPSIS)
+        rest = body[shift:]
+        assert rest == cluster * (len(rest) // len(cluster)), (shift, body[-6:])
+
+
 def test_html_closes_open_tags_after_the_ellipsis():
     text = "<b>bold <i>" + "x" * 5000 + "</i></b>"
     result = truncate(text, "HTML")
