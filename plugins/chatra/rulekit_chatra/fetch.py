@@ -16,6 +16,11 @@ stays anonymous); a rate limit (429) or a failure of Chatra's is retried later (
 lives in the daemon's memory: a restart or a reload forgets what was not fetched yet, and the
 next webhook of the client asks again.
 
+Of an answer, the body keeps only what the parser reads for the channel's ``client_data``
+(:func:`kept_of`): Chatra's visitor holds more (the pages of the last visit, whose addresses
+may carry tokens and emails in their query strings; the IP address, custom data a channel does
+not take), which rulekit asked for but would never use, and must not keep in its inbox.
+
 Chatra's rate limit is the account's, shared with the replies and changes of client data the
 dispatcher sends with the same keys. So the fetcher and the dispatcher keep one pause per
 channel (:meth:`Inbound.service_paused <rulekit.channels.base.Inbound.service_paused>`, the
@@ -49,7 +54,7 @@ from rulekit.errors import (
 )
 from rulekit.event import Client
 
-from .payload import FETCHED, FETCHED_AT
+from .payload import CONTACT_KEYS, FETCHED, FETCHED_AT
 
 if TYPE_CHECKING:
     from rulekit.channels.base import Inbound
@@ -92,7 +97,9 @@ class ClientFetcher:
         ttl: float = TTL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.fields = tuple(field for field in WANTED if field in set(fields))
+        self.taken = frozenset(fields)
+        """The channel's ``client_data``: what is kept of an answer (:func:`kept_of`)."""
+        self.fields = tuple(field for field in WANTED if field in self.taken)
         self.interval = interval
         self.ttl = ttl
         self.clock = clock
@@ -204,7 +211,7 @@ class ClientFetcher:
         body = json.dumps(
             {
                 "eventName": FETCHED,
-                "client": {**data, "id": client_id},
+                "client": {**kept_of(data, self.taken), "id": client_id},
                 FETCHED_AT: str(time.time_ns()),
             },
             sort_keys=True,
@@ -221,3 +228,41 @@ class ClientFetcher:
         except ChannelError as exc:
             logger.warning("a fetched client was refused: %s", exc)
         return 0.0
+
+
+_ALWAYS_KEPT = ("chatId", "chatLink", "displayedName")
+_KEYS_OF_FIELDS = {
+    "ip": "ip",
+    "browser": "browser",
+    "os": "os",
+    "language": "chatLanguage",
+    "browser_language": "browserLanguage",
+    "country": "country",
+    "city": "city",
+}
+_INFO_KEYS = ("info", "basicInfo", "integrationData")
+
+
+def kept_of(data: dict[str, Any], taken: frozenset[str]) -> dict[str, Any]:
+    """What is kept of Chatra's answer about a visitor: the keys
+    :func:`rulekit_chatra.payload.read_payload` reads for the ``client_data`` fields ``taken``
+    (with the chat's id and link and the name Chatra shows), nothing else."""
+    kept = {key: data[key] for key in _ALWAYS_KEPT if key in data}
+    for field, key in _KEYS_OF_FIELDS.items():
+        if field in taken and key in data:
+            kept[key] = data[key]
+    visit = data.get("lastVisit")
+    if "last_visit" in taken and isinstance(visit, dict) and "startedAt" in visit:
+        kept["lastVisit"] = {"startedAt": visit["startedAt"]}
+    custom = "custom" in taken
+    for key in _INFO_KEYS:
+        source = data.get(key)
+        if isinstance(source, dict):
+            part = {
+                name: value
+                for name, value in source.items()
+                if (name in taken if name in CONTACT_KEYS else custom)
+            }
+            if part:
+                kept[key] = part
+    return kept

@@ -362,3 +362,70 @@ def test_a_client_id_the_http_client_would_resolve_away_is_never_a_path() -> Non
     assert all("cannot name a client in a Chatra API call" in a for a in refused), refused
     assert answers[8:] == ["Dots", "Dots", "Three dots", "Three dots"]
     assert paths == ["/clients/a..b"] * 2 + ["/clients/..."] * 2
+
+
+def test_of_a_fetched_client_only_what_the_channel_takes_is_kept(fake_chatra: FakeChatra) -> None:
+    # Chatra's visitor holds more than rulekit reads: the pages of the last visit (a password
+    # reset link, an email in a query string), the IP address a channel does not take
+    fake_chatra.add_client(
+        VISITOR,
+        displayedName="Maria Lopez",
+        chatId="Kw2twCpXPKBFtP87S",
+        basicInfo={"name": "Maria Lopez", "email": "maria@example.org", "phone": "+49 30 1234"},
+        integrationData={"email": "maria@example.org", "userId": "48213"},
+        ip="203.0.113.54",
+        city="Berlin",
+        lastVisit={
+            "startedAt": 1741943525000,
+            "viewedPages": [{"link": "https://shop.example/reset?token=s3cr3t&email=maria%40x"}],
+        },
+        userAgent="Mozilla/5.0",
+    )
+    provider = fetching_provider(fake_chatra, client_data=["name", "email", "city", "last_visit"])
+    provider.fetcher.want(VISITOR)
+    inbox = Inbox()
+    asyncio.run(fetch_until(provider, inbox, 1))
+    ((body, _, _),) = inbox.bodies
+    assert body["client"] == {
+        "id": VISITOR,
+        "chatId": "Kw2twCpXPKBFtP87S",
+        "displayedName": "Maria Lopez",
+        "basicInfo": {"name": "Maria Lopez", "email": "maria@example.org"},
+        "integrationData": {"email": "maria@example.org"},
+        "city": "Berlin",
+        "lastVisit": {"startedAt": 1741943525000},
+    }
+    with MemoryStore().transaction() as state:  # and it reads as the whole answer would
+        provider.parse(sample_body("chat_started_anonymous.json"), state)
+        (event,) = provider.parse(encode(body), state)
+    client = event.client
+    assert (client.name, client.email, client.city) == (
+        "Maria Lopez",
+        "maria@example.org",
+        "Berlin",
+    )
+    assert client.last_visit is not None and client.custom == {} and client.ip is None
+
+
+def test_with_every_field_taken_a_fetched_client_keeps_what_the_parser_reads(
+    fake_chatra: FakeChatra,
+) -> None:
+    fake_chatra.add_client(
+        VISITOR,
+        info={"name": "Maria", "Plan": "gold"},
+        ip="203.0.113.54",
+        chatLanguage="de",
+        lastVisit={"startedAt": 1741943525000, "viewedPages": [{"link": "https://x/?t=1"}]},
+    )
+    provider = fetching_provider(fake_chatra)
+    provider.fetcher.want(VISITOR)
+    inbox = Inbox()
+    asyncio.run(fetch_until(provider, inbox, 1))
+    ((body, _, _),) = inbox.bodies
+    assert body["client"] == {
+        "id": VISITOR,
+        "info": {"name": "Maria", "Plan": "gold"},
+        "ip": "203.0.113.54",
+        "chatLanguage": "de",
+        "lastVisit": {"startedAt": 1741943525000},
+    }
