@@ -90,6 +90,11 @@ class TelegramParams(StrictModel):
     parse_mode: Literal["none", "HTML", "MarkdownV2"] = Field(
         "none", description="none (plain text), HTML or MarkdownV2."
     )
+    message_thread_id: int | None = Field(
+        None,
+        gt=0,
+        description="A topic of a forum supergroup (its message_thread_id); none: General.",
+    )
 
 
 def is_group_chat(chat_id: str | int) -> bool:
@@ -155,7 +160,8 @@ class Telegram(Action):
         mode = "" if params.parse_mode == "none" else f" ({params.parse_mode})"
         text = self._text(params)
         cut = f" (truncated to {MAX_MESSAGE_LENGTH} characters)" if text != params.text else ""
-        return f"send Telegram message to chat {params.chat_id}{mode}{cut}: {text!r}"
+        topic = f", topic {params.message_thread_id}" if params.message_thread_id else ""
+        return f"send Telegram message to chat {params.chat_id}{topic}{mode}{cut}: {text!r}"
 
     # execution -----------------------------------------------------------------------------
     async def execute(self, params: TelegramParams, context: ActionContext) -> dict[str, Any]:  # type: ignore[override]
@@ -172,15 +178,20 @@ class Telegram(Action):
         try:
             async with asyncio.timeout(self.timeout):
                 bot = await self._ready_bot()
+                topic = params.message_thread_id
                 try:
-                    message = await bot.send_message(chat_id=chat, text=text, parse_mode=parse_mode)
+                    message = await bot.send_message(
+                        chat_id=chat, text=text, parse_mode=parse_mode, message_thread_id=topic
+                    )
                 except ChatMigrated as moved:
                     # The group became a supergroup, with a new id for good; Telegram refuses
                     # the old one for ever and says the new one: follow it (once), and keep
                     # following it, so that the configured id goes on working.
                     chat = int(moved.new_chat_id)
                     self._migrations[configured] = chat
-                    message = await bot.send_message(chat_id=chat, text=text, parse_mode=parse_mode)
+                    message = await bot.send_message(
+                        chat_id=chat, text=text, parse_mode=parse_mode, message_thread_id=topic
+                    )
         except TimeoutError:
             late = f"Telegram did not answer within {self.timeout:g} s"
             status = _last_status.get()

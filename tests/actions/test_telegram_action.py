@@ -297,3 +297,14 @@ def test_a_group_that_moves_again_while_followed_is_a_permanent_failure(fake_tel
     assert isinstance(problem, PermanentActionError)
     assert "-100888" in str(problem)
     assert len(fake_telegram.messages()) == 2
+
+
+def test_a_message_goes_to_the_forum_topic_named(fake_telegram):
+    # a support team's forum supergroup: without the topic, every notice landed in General
+    action = telegram_action(fake_telegram)
+    params = TelegramParams(chat_id=-1001, text="Mia reopened", message_thread_id=42)
+    send(action, params, TelegramParams(chat_id=-1001, text="to General"))
+    first, second = (m.request.data for m in fake_telegram.messages())
+    assert first == {"chat_id": "-1001", "text": "Mia reopened", "message_thread_id": "42"}
+    assert "message_thread_id" not in second
+    assert "chat -1001, topic 42:" in action.describe(params, make_context())
