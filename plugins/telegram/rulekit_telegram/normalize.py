@@ -40,6 +40,11 @@ from .update import TelegramMessage, TelegramUser, Update
 TOPIC = "telegram_topic"
 """The key in ``client.custom`` of the topic of their chat the user last wrote in."""
 
+CLEARED_BY_ABSENCE = frozenset({"display_name"})
+"""Client fields that a ``from`` object without their source clears, rather than leaving the
+known value: the ``@username`` (optional in the Bot API's ``User`` only because not everyone
+has one)."""
+
 PROFILE_FIELDS: tuple[str, ...] = ("name", "display_name", "language")
 """Client fields whose change is a ``client_updated`` event."""
 
@@ -182,12 +187,17 @@ class Normalizer:
         topic: int | None = None,
     ) -> Client:
         """The client record: the user's profile as Telegram sent it now, over what was known
-        (a field Telegram left out keeps its known value), ``last_visit``, when they last
+        (a field Telegram left out keeps its known value, except the username, which a user
+        may remove), ``last_visit``, when they last
         wrote (``seen_at``), and ``custom.telegram_topic``, the topic of their chat they wrote
         in (none outside topics), where replies go; an unchanged record is ``known``."""
         custom = dict(known.custom) if known is not None else {}
         if user.username:
             custom["telegram_username"] = user.username
+        else:
+            # Telegram sends a username whenever the user has one: none means they removed it,
+            # and the old one, free again, may be someone else's by now
+            custom.pop("telegram_username", None)
         if topic is not None:
             custom[TOPIC] = topic
         else:
@@ -199,7 +209,10 @@ class Normalizer:
             "last_visit": seen_at,
         }
         if known is not None:
-            values = {k: v if v is not None else getattr(known, k) for k, v in values.items()}
+            values = {
+                k: v if v is not None or k in CLEARED_BY_ABSENCE else getattr(known, k)
+                for k, v in values.items()
+            }
             unchanged = all(getattr(known, k) == v for k, v in values.items())
             if unchanged and known.custom == custom:
                 return known

@@ -184,6 +184,18 @@ def test_a_changed_profile_is_client_updated_before_the_message(feed, updates: U
     assert names(feed(updates.message(renamed, "again"))) == ["message"]
 
 
+def test_a_username_removed_is_forgotten_not_kept(feed, updates: Updates) -> None:
+    # the user removed their @username (it may be someone else's by now): the old one stayed
+    # the client's display name for ever
+    anonymous = TelegramUser(111, "Ann", "Lee", language_code="en")
+    events = feed(updates.message(ANN, "Hi"), updates.message(anonymous, "again"))
+    assert names(events) == ["created", "client_updated", "message"]
+    for event in events[1:]:
+        assert (event.client.name, event.client.display_name) == ("Ann Lee", None)
+        assert "telegram_username" not in event.client.custom
+    assert names(feed(updates.message(anonymous, "and again"))) == ["message"]
+
+
 def test_a_name_changed_back_and_forth_is_an_event_each_time_with_its_own_id(
     feed, updates: Updates
 ) -> None:
