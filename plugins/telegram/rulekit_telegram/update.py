@@ -12,7 +12,8 @@ more:
   in groups and channels, messages from bots, and service messages (:data:`SERVICE_KEYS`: a
   message pinned, the auto-delete timer set, a payment made, a topic created...) read as an
   update without a message. A support bot talks to each user in the private chat they opened,
-  and a service message says what happened in the chat, not what the user wrote.
+  and a service message says what happened in the chat, not what the user wrote. Nor is an
+  edit of a location: it is a live location moving.
 
 Anything that breaks a requirement raises :class:`rulekit.errors.ChannelError` with a one-line
 message saying what is wrong; no other exception escapes :func:`parse_body`.
@@ -230,6 +231,10 @@ def _message(where: str, value: Any, *, edited: bool) -> TelegramMessage | None:
         raise ChannelError(f"{where}.from {problem}")
     user_id = _required_id(sender, "id", f"{where}.from.id")
     if sender.get("is_bot") is True or not SERVICE_KEYS.isdisjoint(value):
+        return None
+    if edited and value.get("location") is not None:
+        # a live location moving (or stopped): Telegram sends each new position as an edit,
+        # every few seconds for up to a day; the user wrote nothing
         return None
     user = TelegramUser(
         id=user_id,

@@ -148,6 +148,27 @@ def test_the_topic_the_user_writes_in_is_kept_for_the_replies(feed, updates: Upd
     assert "telegram_topic" not in event.client.custom
 
 
+def test_a_live_location_moving_is_no_edit(feed, updates: Updates) -> None:
+    # Telegram sends each new position of a live location as an edited_message, every few
+    # seconds for up to a day: each was a message event (edited), firing the message rules
+    # and keeping the conversation from ever going idle
+    shared = updates.message(ANN, kind="location")
+    shared["message"]["location"] = {"latitude": 52.52, "longitude": 13.4, "live_period": 3600}
+    moves = []
+    for step in range(3):
+        moved = updates.edit(shared, "")
+        del moved["edited_message"]["text"]
+        moved["edited_message"]["location"] = {
+            "latitude": 52.52 + step / 1000,
+            "longitude": 13.4,
+            "live_period": 3600,
+        }
+        moves.append(moved)
+    events = feed(shared, *moves, updates.message(ANN, "where is my courier?"))
+    assert names(events) == ["created", "message"]
+    assert events[1].message.text == "where is my courier?"
+
+
 def test_an_edit_is_a_message_marked_edited(feed, updates: Updates) -> None:
     first = updates.message(ANN, "helo")
     edit = updates.edit(first, "hello")
