@@ -305,6 +305,16 @@ class Provider:
         """
         raise NotImplementedError(f"the {self.name} provider cannot write to clients")
 
+    def sent_message_ids(self, answer: Any) -> list[str]:
+        """The ids under which later webhooks will carry the message a reply created, read
+        from :meth:`send_reply`'s ``answer`` as :meth:`parse` reads message ids; none by
+        default. The daemon marks them seen (:meth:`State.mark_messages_seen
+        <rulekit.store.state.State.mark_messages_seen>`) when it records the reply as
+        sent, so that the service's echo of it is rulekit's own even where it lacks the tag
+        that tells it (a copy in a later transcript, an echo whose tag the service dropped):
+        never an agent's reply that cancels a "nobody answered" timer, or fires rules again."""
+        return []
+
     can_update_clients: ClassVar[bool] = False
     """Whether :meth:`update_client` changes client data at the service."""
 

@@ -548,7 +548,7 @@ class JobCalls:
                 # the attempt's error is stored and shown (rulekit why, the console): it names
                 # the exception, not its message, which may quote what the action was given
                 return self._retry(job, record, type(exc).__name__, None)
-            return Decision("done", result=json_ready(result))
+            return Decision("done", result=json_ready(result), sent=_sent(action, context, result))
 
     @property
     def shares_pacing(self) -> bool:
@@ -613,3 +613,17 @@ def _problem(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         return f"the job's data no longer validates: {failure_reason(exc)}"
     return str(exc)
+
+
+def _sent(action: Any, context: ActionContext, result: Any) -> tuple[str, tuple[str, ...]] | None:
+    """The channel and ids of the messages a reply through the channel created (marked seen
+    when its outcome is recorded: their echoes are rulekit's own), or None."""
+    provider = context.provider
+    if provider is None or not action.replies_through_channel:
+        return None
+    try:
+        ids = tuple(provider.sent_message_ids(result))
+    except Exception:  # a plugin's bug: the reply was sent all the same, and is recorded
+        log(logger, logging.ERROR, f"{provider.name}: sent_message_ids raised", exc_info=True)
+        return None
+    return (provider.channel, ids) if ids else None

@@ -48,6 +48,9 @@ class Decision:
     """The events the call emitted, evaluated and recorded with the outcome."""
     event: Event | None = field(default=None, repr=False)
     """The event the call was made for (whose client a service's error may quote)."""
+    sent: tuple[str, tuple[str, ...]] | None = None
+    """The channel and the ids of the messages a reply created, marked seen with the outcome
+    (:meth:`~rulekit.channels.base.Provider.sent_message_ids`): their echoes are rulekit's."""
 
 
 def _quoted(job: Job, decision: Decision, event: Event | None) -> PersonalValues | None:
@@ -203,6 +206,8 @@ async def record_outcome(
                     owner=owner,
                 ):
                     return None  # taken over: the events it emitted are the taker's to record
+                if decision.sent is not None:
+                    state.mark_messages_seen(*decision.sent)
                 if prepared is None:
                     return []
                 return planning.record(state, prepared, answer, inbox_id=None)

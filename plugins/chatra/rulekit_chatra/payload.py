@@ -157,6 +157,14 @@ def read_payload(data: Any) -> Payload:
 
 
 _decode = msgspec.json.Decoder().decode
+
+
+def identifier(value: Any) -> str | None:
+    """An id as a webhook's ids are read (a message's, a client's), or None: for ids read
+    elsewhere (the message a reply created) to match the webhooks' own."""
+    return _identifier(value)
+
+
 _from_timestamp = datetime.fromtimestamp
 _EVENT_NAMES = frozenset((*EVENT_NAMES, FETCHED))
 

@@ -16,7 +16,7 @@ from .api import ChatraAPI
 from .fetch import TIMEOUT as FETCH_TIMEOUT
 from .fetch import ClientFetcher
 from .normalize import Normalizer
-from .payload import FETCHED, client_key, parse_body
+from .payload import FETCHED, client_key, identifier, parse_body
 from .settings import ChatraSettings
 
 if TYPE_CHECKING:
@@ -148,6 +148,13 @@ class ChatraProvider(Provider):
         if text != reply.text:
             answer = {**answer, "truncated": True}
         return answer
+
+    def sent_message_ids(self, answer: Any) -> list[str]:
+        """The id of the message ``POST /messages/`` created (its answer is that message), as
+        a webhook's message id is read: Chatra's echo of it is then rulekit's own even where
+        it lacks ``receivedFrom`` (a transcript's copy of it, its fragment lost)."""
+        found = identifier(answer.get("id")) if isinstance(answer, dict) else None
+        return [found] if found else []
 
     def sender_problem(self, conversation: Conversation) -> str | None:
         if conversation.assignee or self.settings.default_agent_id or self.settings.default_agent:
