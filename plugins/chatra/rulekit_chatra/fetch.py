@@ -204,7 +204,10 @@ class ClientFetcher:
                 return 0.0
             return backoff
         except PermanentActionError as exc:
-            logger.info("Chatra has no data for a client: %s", exc)
+            if exc.status in (401, 403):  # no client's answer: the keys' (every fetch fails)
+                logger.warning("cannot fetch clients from Chatra: %s", exc)
+            else:
+                logger.info("Chatra has no data for a client: %s", exc)
             return 0.0
         # when it was fetched: the same answer fetched again (the client changed back and
         # forth meanwhile) is a body, and a change, of its own; a redelivery keeps it

@@ -429,3 +429,31 @@ def test_with_every_field_taken_a_fetched_client_keeps_what_the_parser_reads(
         "chatLanguage": "de",
         "lastVisit": {"startedAt": 1741943525000},
     }
+
+
+def test_keys_chatra_refuses_are_a_warning_about_the_keys_not_about_a_client(
+    fake_chatra: FakeChatra, caplog: Any
+) -> None:
+    # "Chatra has no data for a client", at info, hid that no client could ever be fetched
+    fake_chatra.add_client(VISITOR, name="Maria")
+    provider = make_provider(
+        base_url=fake_chatra.base_url, public_key="pubKEY123", secret_key="wrong", fetch_client=True
+    )
+    provider.fetcher.want(VISITOR)
+    provider.fetcher.want("unknown")
+
+    async def run() -> None:
+        task = asyncio.create_task(provider.fetch_updates(Inbox()))
+        while len(fake_chatra.requests) < 1:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await provider.aclose()
+
+    with caplog.at_level("INFO", logger="rulekit.chatra"):
+        asyncio.run(run())
+    (record,) = [r for r in caplog.records if "API keys" in r.getMessage()]
+    assert record.levelname == "WARNING"
+    assert record.getMessage().startswith("cannot fetch clients from Chatra: Chatra rejected")
