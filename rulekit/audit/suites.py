@@ -36,12 +36,12 @@ from pydantic import AwareDatetime, Field, ValidationError, model_validator
 from rulekit import yamlsource
 from rulekit.audit.dryrun import InputError, decode, parse_events, read_bytes
 from rulekit.engine.engine import Engine
-from rulekit.errors import ChannelError
+from rulekit.errors import ChannelError, did_you_mean
 from rulekit.models import Duration, StrictModel
 from rulekit.runtime.pipeline import ClockError, Outcome, Pipeline
 from rulekit.safetext import text_lines
 from rulekit.store.memory import MemoryStore
-from rulekit.validation import pydantic_errors
+from rulekit.validation import dotted, pydantic_errors
 
 
 class SuiteInput(StrictModel):
@@ -127,6 +127,16 @@ class SuiteTest(StrictModel):
     )
     """The agents (emails) online in the console; everyone when left out."""
 
+    @model_validator(mode="after")
+    def _checks_something(self) -> SuiteTest:
+        # a test with nothing to check passes whatever the rules do
+        if not self.expect and not self.expect_absent and not self.exact:
+            raise ValueError(
+                "the test checks nothing: give it expect, expect_absent or exact: true "
+                "(exact with no expect: no action at all)"
+            )
+        return self
+
 
 class Suite(StrictModel):
     tests: list[SuiteTest]
@@ -160,13 +170,36 @@ class SuiteResult:
         return self.error is None and all(t.passed for t in self.tests)
 
 
-def load_suite(path: Path) -> Suite:
+def load_suite(path: Path) -> tuple[Suite, Any]:
+    """The suite in ``path`` and the YAML data it was read from (with line numbers)."""
     data = yamlsource.load(read_bytes(path))
     try:
-        return Suite.model_validate(data)
+        return Suite.model_validate(data), data
     except ValidationError as exc:
         (line, where), message = next(iter(pydantic_errors(exc, data, Suite)))
         raise InputError(f"{path}:{line}: {where}: {message}") from None
+
+
+def unknown_names(engine: Engine, path: Path, data: Any, index: int, test: SuiteTest) -> list[str]:
+    """What test ``index`` expects of a rule or an action the engine does not have, located in
+    the suite: such an expectation can never fail in ``expect_absent`` (and never pass in
+    ``expect``), so a misspelt or renamed rule would leave a suite green that checks nothing."""
+    rules = [rule.name for rule in engine.ruleset.rules]
+    problems = []
+    for kind in ("expect", "expect_absent"):
+        for number, expectation in enumerate(getattr(test, kind)):
+            for key, name, known, what in (
+                ("rule", expectation.rule, rules, "no rule is named"),
+                ("action", expectation.action, list(engine.actions), "no action is named"),
+            ):
+                if name is None or name in known:
+                    continue
+                where = ("tests", index, kind, number, key)
+                line = yamlsource.line_of(data, where)
+                problems.append(
+                    f"{path}:{line}: {dotted(where)}: {what} {name!r}{did_you_mean(name, known)}"
+                )
+    return problems
 
 
 def run_suite(engine: Engine, path: Path, until: timedelta | None = None) -> SuiteResult:
@@ -174,15 +207,22 @@ def run_suite(engine: Engine, path: Path, until: timedelta | None = None) -> Sui
     runs that much further after its last input)."""
     result = SuiteResult(str(path))
     try:
-        suite = load_suite(path)
+        suite, data = load_suite(path)
     except InputError as exc:
         result.error = str(exc)
         return result
     except yamlsource.YamlSyntaxError as exc:
         result.error = f"{path}:{exc.line}: invalid YAML: {exc.message}"
         return result
-    for test in suite.tests:
-        result.tests.append(_run_test(engine, path.parent, test, until))
+    if not suite.tests:
+        result.error = f"{path}: the suite has no tests: it would pass checking nothing"
+        return result
+    for index, test in enumerate(suite.tests):
+        unknown = unknown_names(engine, path, data, index, test)
+        if unknown:
+            result.tests.append(TestResult(test.name, failures=unknown))
+        else:
+            result.tests.append(_run_test(engine, path.parent, test, until))
     return result
 
 

@@ -119,11 +119,65 @@ def test_a_bad_input_fails_its_test_only(tmp_path: Path) -> None:
         tests:
           - name: bad
             inputs: [{file: missing.json}]
+            exact: true
           - name: good
             inputs: [{event: {channel: online-chat, event: closed}}]
+            exact: true
         """,
     )
     result = run_suite(engine(), path)
     assert [t.passed for t in result.tests] == [False, True]
     assert "input 1:" in result.tests[0].failures[0]
     assert "cannot read" in result.tests[0].failures[0]
+
+
+def test_an_expectation_on_a_rule_or_action_that_does_not_exist_fails_with_its_line(
+    tmp_path: Path,
+) -> None:
+    # expect_absent on a misspelt name can never match: the test would pass checking nothing
+    path = suite(
+        tmp_path,
+        """
+        tests:
+          - name: misspelt
+            inputs:
+              - event: {channel: online-chat, event: reopened, message: {text: hi}}
+            expect_absent:
+              - {rule: Telegram when a client reopened a chat}
+              - {action: telegram_message}
+          - name: right
+            inputs:
+              - event: {channel: online-chat, event: reopened, message: {text: hi}}
+            expect: [{rule: Telegram when a client reopens a chat, action: telegram}]
+        """,
+    )
+    result = run_suite(engine(), path)
+    assert [t.passed for t in result.tests] == [False, True]
+    assert result.tests[0].failures == [
+        f"{path}:6: tests[0].expect_absent[0].rule: no rule is named "
+        "'Telegram when a client reopened a chat' "
+        "(did you mean 'Telegram when a client reopens a chat'?)",
+        f"{path}:7: tests[0].expect_absent[1].action: no action is named "
+        "'telegram_message' (did you mean 'telegram'?)",
+    ]
+
+
+def test_a_suite_or_a_test_that_checks_nothing_is_an_error(tmp_path: Path) -> None:
+    empty = run_suite(engine(), suite(tmp_path, "tests: []\n"))
+    assert not empty.passed
+    assert empty.error is not None and "no tests" in empty.error
+    path = suite(
+        tmp_path,
+        """
+        tests:
+          - name: checks nothing
+            inputs: [{event: {channel: online-chat, event: closed}}]
+            expect: []
+        """,
+    )
+    result = run_suite(engine(), path)
+    assert not result.passed
+    assert result.error == (
+        f"{path}:2: tests[0]: the test checks nothing: give it expect, expect_absent or "
+        "exact: true (exact with no expect: no action at all)"
+    )

@@ -155,6 +155,7 @@ def test_moving_the_clock_back_is_an_error(tmp_path: Path) -> None:
           - name: t
             now: 2026-12-07T10:00:00+01:00
             inputs: [{at: "2026-12-07T09:00:00+01:00"}]
+            exact: true
         """,
     )
     assert not passed and "time never goes back" in text
@@ -289,15 +290,19 @@ def test_simulated_times_outside_1970_to_2200_are_one_line_errors(tmp_path: Path
         tests:
           - name: at
             inputs: [{at: "9999-12-31T23:00:00+00:00"}]
+            exact: true
           - name: now
             now: "9999-12-31T23:00:00+00:00"
             inputs: [EVENT]
+            exact: true
           - name: advance
             now: "2199-12-31T23:00:00+00:00"
             inputs: [EVENT, {advance: 365000d}, {advance: 365000d}]
+            exact: true
           - name: input
             now: "2026-12-07T10:00:00+01:00"
             inputs: [EVENT, FAR]
+            exact: true
         """.replace("EVENT", event("created")).replace(
             "FAR", f"{{event: {far.read_text().strip()}}}"
         ),
