@@ -7,6 +7,7 @@ steps with a durable store, inside its own transactions.
 from __future__ import annotations
 
 import functools
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,7 +19,7 @@ from rulekit.channels.body import EARLIEST_TIME, LATEST_TIME
 from rulekit.config import Config
 from rulekit.engine.engine import Engine, Plan
 from rulekit.engine.timers import TimerQueue
-from rulekit.errors import ChannelError, RulekitError
+from rulekit.errors import ActionError, ChannelError, RulekitError
 from rulekit.event import Event
 from rulekit.runtime.cpulimit import EventOverBudget, cpu_limited
 from rulekit.runtime.replies import note_replies
@@ -52,6 +53,12 @@ def simulated(at: datetime, what: str) -> datetime:
             f"({EARLIEST_TIME.year} to {LATEST_TIME.year})"
         )
     return at
+
+
+MAX_EMITTED = 100
+"""Events the actions of one input may emit in a simulation: rules whose actions emit events
+without end (an ``assign`` on every ``assigned``) would keep the daemon as busy; the dry run
+stops there and says so."""
 
 
 @dataclass
@@ -90,6 +97,7 @@ class Pipeline:
         """The open conversations of each assignee in the state when an event was planned, by
         the id of the event object of its outcome; kept for events with an action that picks
         an assignee (``assign``: who is at ``max_open``)."""
+        self._presence_recorded = False
         self._anchor: datetime | None = None
         self._offset: timedelta | None = None
 
@@ -139,17 +147,73 @@ class Pipeline:
                 self.engine.evaluate,
                 event, state, now=at, explain=True, excluded=True, team=self.team(state),
             )  # fmt: skip
-            plan = self._within_budget(event, evaluate)
-            plan.apply(state)
-            self._note_counts(event, plan, state)
-            for cancel in plan.cancels:
-                self.pending.cancel((cancel.rule, cancel.conversation_id))
-            for timer in plan.timers:
-                key = (timer.rule, timer.conversation_id)
-                if timer.restart or key not in self.pending:
-                    self.pending.set(key, PendingTimer(*key, timer.due, event))
-            outcome.events.append((event, plan))
+            self._carry_out(event, self._planned(event, evaluate, state), state, at, outcome)
         return outcome
+
+    def _planned(self, event: Event, evaluate: Callable[[], Plan], state: State) -> Plan:
+        """The plan of ``event`` (``evaluate()``, within the budget), with its marks, its
+        timers and its cancels kept in the simulation."""
+        plan = self._within_budget(event, evaluate)
+        plan.apply(state)
+        self._note_counts(event, plan, state)
+        for cancel in plan.cancels:
+            self.pending.cancel((cancel.rule, cancel.conversation_id))
+        for timer in plan.timers:
+            key = (timer.rule, timer.conversation_id)
+            if timer.restart or key not in self.pending:
+                self.pending.set(key, PendingTimer(*key, timer.due, event))
+        return plan
+
+    def _carry_out(
+        self, event: Event, plan: Plan, state: State, at: datetime, outcome: Outcome
+    ) -> None:
+        """Add ``event`` and its plan to ``outcome``, then do to the simulated state what the
+        daemon's jobs would: each state-changing action (``assign``, ``tag``, ``set``) makes
+        its change through the very :meth:`~rulekit.actions.base.Action.change_state` the
+        daemon runs, in the order the jobs run (the plan's, then those of the events they
+        emitted), and the ``updated``/``assigned`` events it emits are planned in turn, as
+        the daemon evaluates them. So the next input sees the tags, the assignee and the
+        open counts production would have, and rules on emitted events show what they do."""
+        outcome.events.append((event, plan))
+        jobs = deque((event, planned) for planned in plan)
+        emitted = 0
+        while jobs:
+            cause, planned = jobs.popleft()
+            action = self.engine.actions[planned.action]
+            if planned.skipped or not action.changes_conversation:
+                continue
+            self._record_presence(state)
+            try:
+                change = action.change_state(planned.model, cause, state, self.config)
+            except ActionError:
+                continue  # a call the daemon would dead-letter: the output says why
+            for new in change.emitted:
+                emitted += 1
+                if emitted > MAX_EMITTED:
+                    plan.add_error(
+                        f"the actions of event {event.id} emitted more than {MAX_EMITTED} "
+                        "events: the simulation stops there; the daemon would go on"
+                    )
+                    return
+                new.occurred_at = at  # (the daemon's: when the call ran)
+                evaluate = functools.partial(
+                    self.engine.evaluate,
+                    new, state, now=at, explain=True, excluded=True, team=self.team(state),
+                )  # fmt: skip
+                later = self._planned(new, evaluate, state)
+                outcome.events.append((new, later))
+                jobs.extend((new, each) for each in later)
+
+    def _record_presence(self, state: State) -> None:
+        """Who the simulation has online (``--online``, a suite test's ``online:``), as the
+        console records presence: what an ``assign`` reads when it picks an agent."""
+        if self.online is None or self._presence_recorded:
+            return
+        self._presence_recorded = True
+        for agent in self.config.directory.agents:
+            email = agent.email.lower()
+            status = "online" if email in self.online else "away"
+            state.set_presence(email, status=status, connected_until=LATEST_TIME)
 
     def start(self, now: datetime) -> None:
         """Start the clock at ``now`` (``--now``, a suite test's ``now:``): the first event is
@@ -183,10 +247,7 @@ class Pipeline:
                 self.engine.fire,
                 timer.rule, fired, timer.due, timer.due, explain=True, team=self.team(state),
             )  # fmt: skip
-            plan = self._within_budget(fired, fire)
-            plan.apply(state)
-            self._note_counts(fired, plan, state)
-            outcome.events.append((fired, plan))
+            self._carry_out(fired, self._planned(fired, fire, state), state, timer.due, outcome)
 
     def _within_budget(self, event: Event, evaluate: Callable[[], Plan]) -> Plan:
         """``evaluate()`` within ``processing.event_cpu``, as in the daemon: past it, a plan of

@@ -72,8 +72,8 @@ def test_all_five_actions_run_against_the_fakes(
     monkeypatch.setenv("TELEGRAM_TOKEN", fake_telegram.token)
     write_config(tmp_path, chatra, fake_slack, fake_telegram)
     engine = Engine.from_path(tmp_path / "rules.d", tmp_path / "rulekit.yaml")
-    store = MemoryStore()
-    pipeline = Pipeline(engine, store)
+    store = MemoryStore()  # what the actions run on; the dry run simulates on its own
+    pipeline = Pipeline(engine, MemoryStore())
     event = Event(
         channel="online-chat",
         event="created",
@@ -81,7 +81,9 @@ def test_all_five_actions_run_against_the_fakes(
         client={"id": "chatra-client-9", "name": "<!channel> & Co"},
         message={"id": "m9", "text": "<i>help</i>", "author": "client"},
     )
-    [(_, plan)] = pipeline.events([event]).events
+    # (then the `assigned` and `updated` events the simulated assign emitted)
+    (_, plan), *emitted_plans = pipeline.events([event]).events
+    assert [e.event for e, _ in emitted_plans] == ["assigned", "updated"]
     assert [p.action for p in plan.runnable] == [
         "assign",
         "autoreply",

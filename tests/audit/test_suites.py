@@ -181,3 +181,59 @@ def test_a_suite_or_a_test_that_checks_nothing_is_an_error(tmp_path: Path) -> No
         f"{path}:2: tests[0]: the test checks nothing: give it expect, expect_absent or "
         "exact: true (exact with no expect: no action at all)"
     )
+
+
+STATE_CONFIG = """
+channels:
+  online-chat: {provider: chatra, public_key: p, secret_key: s, webhook_secret: w,
+                default_group: support, default_agent_id: agent1}
+groups: [support]
+tags: [vip]
+agents:
+  - {email: anna@shop.example, groups: [support], channels: [online-chat]}
+  - {email: boris@shop.example, groups: [support], channels: [online-chat]}
+"""
+
+STATE_RULES = """
+- name: Tag and assign
+  on: {channel: online-chat, event: created}
+  do:
+    - tag: {add: [vip]}
+    - assign: {group: support, only_online: true}
+- name: Tagged
+  on: {channel: online-chat, event: message}
+  if: "'vip' in conversation.tags"
+  do:
+    - play_sound: {sound: "bell-{{ conversation.assignee }}"}
+- name: Assigned
+  on: {channel: online-chat, event: assigned}
+  allow_own_events: true
+  do:
+    - play_sound: {sound: "to-{{ conversation.assignee }}"}
+"""
+
+
+def test_actions_change_the_simulated_state_and_their_events_are_planned(tmp_path: Path) -> None:
+    """As in the daemon: the tag and the assign of one input are made before the next input
+    (which sees them), the `assigned` event the assign emits is planned, and the assign picks
+    among who the test has online."""
+    config = write(tmp_path / "rulekit.yaml", STATE_CONFIG)
+    rules = write(tmp_path / "rules" / "rules.yaml", STATE_RULES)
+    samples = EXAMPLES / "chatra"
+    path = suite(
+        tmp_path,
+        f"""
+        tests:
+          - name: the second message sees the first one's tag and assignee
+            channel: online-chat
+            online: [boris@shop.example]
+            inputs:
+              - file: {samples / "chat_started_anonymous.json"}
+              - file: {samples / "chat_fragment_client_message.json"}
+            expect:
+              - {{rule: Assigned, params: {{sound: to-boris@shop.example}}}}
+              - {{rule: Tagged, params: {{sound: bell-boris@shop.example}}}}
+        """,
+    )
+    result = run_suite(Engine.from_path(rules.parent, config), path)
+    assert [t.failures for t in result.tests] == [[]]

@@ -184,7 +184,7 @@ def test_rulekit_test_online_option(tmp_path) -> None:
     assert nobody.exit_code == 0, nobody.output
     import json
 
-    [found] = json.loads(nobody.stdout)["results"][0]["events"]
+    found, *_emitted = json.loads(nobody.stdout)["results"][0]["events"]  # (then `updated`)
     assert found["team"] == {"tracked": True, "online": [], "online_in": {"sales": []}}
     lena = runner.invoke(cli, [*base, "--online", " LENA@shop.example.com ,", str(event)])
     assert "team: online: lena@shop.example.com" in lena.output
