@@ -32,8 +32,9 @@ Token = tuple[str, str | None]
 
 
 def utf16_len(text: str) -> int:
-    """The length Telegram counts: UTF-16 code units (an emoji may count two)."""
-    return len(text.encode("utf-16-le")) // 2
+    """The length Telegram counts: UTF-16 code units (an emoji may count two; a lone
+    surrogate, which a template's ``\\ud800`` escape makes, one)."""
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def truncate(text: str, parse_mode: str | None = None, limit: int = MAX_MESSAGE_LENGTH) -> str:

@@ -289,3 +289,9 @@ def test_plain_truncation_keeps_a_prefix(text, limit):
     assert utf16_len(result) <= limit
     if result != text:
         kept_prefix(text, result)
+
+
+def test_a_lone_surrogate_counts_one_unit_and_is_cut_like_any_character():
+    # a template's "\ud800" escape (YAML reads it so) made every reply holding it raise
+    assert utf16_len("a\ud800") == 2
+    assert truncate("a\ud800" * 3000, None, 10).endswith("…")

@@ -108,7 +108,10 @@ class FakeChatra(FakeService):
             body = None
         if not isinstance(body, dict) or not body.get("clientId") or not body.get("text"):
             return Response(400, {"error": "Bad request", "message": "clientId and text required"})
-        if not isinstance(body["text"], str) or len(body["text"].encode("utf-16-le")) > 10000:
+        if (
+            not isinstance(body["text"], str)
+            or len(body["text"].encode("utf-16-le", "surrogatepass")) > 10000
+        ):
             return Response(400, {"error": "Bad request", "message": "text: 1 to 5000 characters"})
         message = {
             "id": f"fakeMsg{next(self._ids):010d}",

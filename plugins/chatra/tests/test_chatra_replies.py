@@ -292,3 +292,13 @@ def test_the_echo_of_a_reply_sent_with_a_padded_tag_is_still_ours(fake_chatra, t
     echo = {"eventName": "chatFragment", "messages": [answer], "client": {"id": CLIENT}}
     with MemoryStore().transaction() as state:
         assert provider.parse(encode(echo), state) == []
+
+
+@pytest.mark.parametrize("length", [3, 6000])
+def test_a_reply_holding_a_lone_surrogate_is_measured_and_sent(fake_chatra, length):
+    # a template's "\ud800" escape (YAML reads it so) is one UTF-16 unit, not an encoding error
+    text = ("a\ud800" * length)[:length]
+    answer = send(chatra_provider(fake_chatra), reply(text))
+    (sent,) = fake_chatra.sent
+    assert len(sent["text"]) <= 5000 and sent["text"][:2] == "a\ud800"
+    assert answer.get("truncated", False) is (length > 5000)
