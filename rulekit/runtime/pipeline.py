@@ -6,7 +6,9 @@ steps with a durable store, inside its own transactions.
 
 from __future__ import annotations
 
+import copy
 import functools
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,6 +63,14 @@ without end (an ``assign`` on every ``assigned``) would keep the daemon as busy;
 stops there and says so."""
 
 
+class _SetAside(Exception):
+    """The events of an input went past their CPU budget: the daemon sets the input aside."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 @dataclass
 class Outcome:
     """The events one input produced and the plan of each; a due timer's plan comes with the
@@ -98,6 +108,8 @@ class Pipeline:
         the id of the event object of its outcome; kept for events with an action that picks
         an assignee (``assign``: who is at ``max_open``)."""
         self._presence_recorded = False
+        self._started: float | None = None
+        """The process's CPU time when the input being planned began (its events' budget)."""
         self._anchor: datetime | None = None
         self._offset: timedelta | None = None
 
@@ -115,14 +127,37 @@ class Pipeline:
     def raw(self, channel: str, body: bytes, *, now: datetime | None = None) -> Outcome:
         """Process one raw provider payload for ``channel``."""
         provider = self.provider(channel)
-        with self.store.transaction() as state:
-            events = provider.parse(body, state)
-            return self._plan(events, state, now)
+        return self._input(lambda state: provider.parse(body, state), now)
 
     def events(self, events: list[Event], *, now: datetime | None = None) -> Outcome:
         """Process already-normalized events."""
-        with self.store.transaction() as state:
-            return self._plan(events, state, now)
+        return self._input(lambda state: events, now)
+
+    def _input(self, parse: Callable[[State], list[Event]], now: datetime | None) -> Outcome:
+        """One input (a webhook's body, an event file) in one transaction, as the daemon
+        records one inbox item. When one of its events goes past its CPU budget, or its
+        events together past ``processing.webhook_cpu``, the daemon sets the whole item aside:
+        nothing of it is kept, so the simulation is left as it was before the input (state,
+        timers, clock) and each of its events says why it does nothing."""
+        kept = (copy.deepcopy(self.pending), self.clock, self._anchor, self._offset)
+        presence = self._presence_recorded
+        parsed: list[Event] = []
+        self._started = time.process_time()
+        try:
+            with self.store.transaction() as state:
+                parsed = parse(state)
+                return self._plan(parsed, state, now)
+        except _SetAside as aside:
+            self.pending, self.clock, self._anchor, self._offset = kept
+            self._presence_recorded = presence
+            outcome = Outcome()
+            for event in parsed:
+                plan = Plan(event)
+                plan.add_error(aside.reason)
+                outcome.events.append((event, plan))
+            return outcome
+        finally:
+            self._started = None
 
     def advance(self, to: datetime) -> Outcome:
         """Move the clock to ``to`` (never back), firing the timers due by then."""
@@ -147,13 +182,16 @@ class Pipeline:
                 self.engine.evaluate,
                 event, state, now=at, explain=True, excluded=True, team=self.team(state),
             )  # fmt: skip
-            self._carry_out(event, self._planned(event, evaluate, state), state, at, outcome)
+            plan = self._planned(event, evaluate, state, of_input=True)
+            self._carry_out(event, plan, state, at, outcome)
         return outcome
 
-    def _planned(self, event: Event, evaluate: Callable[[], Plan], state: State) -> Plan:
+    def _planned(
+        self, event: Event, evaluate: Callable[[], Plan], state: State, *, of_input: bool = False
+    ) -> Plan:
         """The plan of ``event`` (``evaluate()``, within the budget), with its marks, its
         timers and its cancels kept in the simulation."""
-        plan = self._within_budget(event, evaluate)
+        plan = self._within_budget(event, evaluate, of_input=of_input)
         plan.apply(state)
         self._note_counts(event, plan, state)
         for cancel in plan.cancels:
@@ -249,19 +287,39 @@ class Pipeline:
             )  # fmt: skip
             self._carry_out(fired, self._planned(fired, fire, state), state, timer.due, outcome)
 
-    def _within_budget(self, event: Event, evaluate: Callable[[], Plan]) -> Plan:
-        """``evaluate()`` within ``processing.event_cpu``, as in the daemon: past it, a plan of
-        nothing, whose error says the daemon would set the event aside."""
-        seconds = self.config.raw.processing.event_cpu.total_seconds()
+    def _within_budget(
+        self, event: Event, evaluate: Callable[[], Plan], *, of_input: bool = False
+    ) -> Plan:
+        """``evaluate()`` within ``processing.event_cpu`` (and, for an event of an input, what
+        is left of ``processing.webhook_cpu`` for the input's events together), as in the
+        daemon's worker. Past it, an input is set aside whole (:meth:`_input`); an event an
+        action emitted, or a timer's, gets a plan of nothing whose error says so."""
+        processing = self.config.raw.processing
+        event_cpu = processing.event_cpu.total_seconds()
+        seconds = event_cpu
+        if of_input and self._started is not None:
+            used = time.process_time() - self._started
+            seconds = min(event_cpu, processing.webhook_cpu.total_seconds() - used)
         try:
+            if seconds <= 0:
+                raise EventOverBudget
             with cpu_limited(seconds):
                 return evaluate()
         except EventOverBudget:
+            if seconds < event_cpu:
+                budget = (
+                    f"{processing.webhook_cpu.total_seconds():g} s for the events of its input "
+                    "together; processing.webhook_cpu"
+                )
+            else:
+                budget = f"{event_cpu:g} s; processing.event_cpu"
+            reason = f"evaluating event {event.id} took more than its CPU budget ({budget})"
+            if of_input:
+                raise _SetAside(
+                    f"{reason}: the daemon would set the input aside, with all its events"
+                ) from None
             plan = Plan(event)
-            plan.add_error(
-                f"evaluating event {event.id} took more than its CPU budget ({seconds:g} s; "
-                "processing.event_cpu): the daemon would set it aside"
-            )
+            plan.add_error(f"{reason}: the daemon would set it aside")
             return plan
 
     def _note_counts(self, event: Event, plan: Plan, state: State) -> None:

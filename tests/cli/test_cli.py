@@ -444,6 +444,67 @@ def test_an_event_over_its_cpu_budget_is_stopped_and_the_run_goes_on(tmp_path: P
     [error] = first["errors"]
     assert error.startswith("evaluating event online-chat:created:"), error
     assert error.endswith(
-        "took more than its CPU budget (0.3 s; processing.event_cpu): the daemon would set it aside"
+        "took more than its CPU budget (0.3 s; processing.event_cpu): the daemon would set the "
+        "input aside, with all its events"
     )
     assert [action["params"]["text"] for action in second["actions"]] == ["hi"]
+
+
+@pytest.mark.parametrize(
+    ("processing", "budget"),
+    [
+        ("{event_cpu: 0.3}", "(0.3 s; processing.event_cpu)"),
+        (
+            "{event_cpu: 60, webhook_cpu: 0.3}",
+            "(0.3 s for the events of its input together; processing.webhook_cpu)",
+        ),
+    ],
+)
+def test_an_input_over_its_cpu_budget_is_set_aside_whole(
+    tmp_path: Path, processing: str, budget: str
+) -> None:
+    """The daemon sets aside the whole inbox item when one of its events goes past its
+    budget, or its events together past ``processing.webhook_cpu``: nothing of it is
+    recorded. The dry run planned the item's other events as if they ran, and kept what its
+    events changed for the next input."""
+    loop = "{% for i in range(10000) %}{% for j in range(10) %}{% endfor %}{% endfor %}"
+    busy = "".join(
+        f"- name: busy {i}\n  on: {{channel: online-chat, event: created}}\n"
+        f"  if: conversation.id == 'slow'\n"
+        f"  do: [{{autoreply: {{text: {json.dumps(loop)}}}}}]\n"
+        for i in range(30)
+    )
+    quick = (
+        "- name: quick\n  on: {channel: online-chat, event: [created, message]}\n"
+        "  cooldown: 1h\n  do: [{autoreply: {text: hi}}]\n"
+    )
+    rules = write(tmp_path / "rules" / "r.yaml", quick + busy)
+    config = write(
+        tmp_path / "rulekit.yaml",
+        f"channels: {{online-chat: {{provider: chatra}}}}\nprocessing: {processing}\n",
+    )
+    both = write(
+        tmp_path / "1.yaml",
+        "- {channel: online-chat, event: created, conversation: {id: slow}}\n"
+        "- {channel: online-chat, event: message, conversation: {id: quick}}\n",
+    )
+    again = write(
+        tmp_path / "2.yaml", "{channel: online-chat, event: message, conversation: {id: quick}}\n"
+    )
+    result = run(
+        "test", "--config", str(config), "--rules", str(rules), "--format", "json",
+        str(both), str(again),
+    )  # fmt: skip
+    first, second = (r["events"] for r in json.loads(result.stdout)["results"])
+    assert [(e["event"]["event"], e["actions"]) for e in first] == [
+        ("created", []),
+        ("message", []),
+    ]
+    for event in first:
+        [error] = event["errors"]
+        assert error.startswith("evaluating event online-chat:created:"), error
+        assert error.endswith(f"took more than its CPU budget {budget}: the daemon would set the "
+                              "input aside, with all its events")  # fmt: skip
+    # the quick conversation's cooldown was never set: the set-aside input left nothing
+    [(text)] = [a["params"]["text"] for e in second for a in e["actions"]]
+    assert text == "hi"
