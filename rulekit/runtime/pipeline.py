@@ -175,15 +175,16 @@ class Pipeline:
         outcome = Outcome()
         for event in events:
             at = self._time_of(event)
-            self._fire_due(at, state, outcome)
-            self.clock = at
+            arrives = max(at, self.clock) if self.clock is not None else at
+            self._fire_due(arrives, state, outcome)
+            self.clock = arrives
             note_replies(state, event)
             evaluate = functools.partial(
                 self.engine.evaluate,
                 event, state, now=at, explain=True, excluded=True, team=self.team(state),
             )  # fmt: skip
             plan = self._planned(event, evaluate, state, of_input=True)
-            self._carry_out(event, plan, state, at, outcome)
+            self._carry_out(event, plan, state, arrives, outcome)
         return outcome
 
     def _planned(
@@ -233,7 +234,7 @@ class Pipeline:
                         "events: the simulation stops there; the daemon would go on"
                     )
                     return
-                new.occurred_at = at  # (the daemon's: when the call ran)
+                new.occurred_at = at  # (the daemon's: when the call ran, on the clock)
                 evaluate = functools.partial(
                     self.engine.evaluate,
                     new, state, now=at, explain=True, excluded=True, team=self.team(state),
@@ -260,15 +261,16 @@ class Pipeline:
             self.clock = self._anchor = simulated(now, "the time the clock starts at")
 
     def _time_of(self, event: Event) -> datetime:
-        """When the simulation processes ``event``, which then occurs at that time."""
+        """When ``event`` occurs in the simulation (its ``occurred_at``, moved by ``--now``; the
+        clock when it gives none), which it then tells. An event older than the clock is one
+        that arrives late: the daemon evaluates it at its own time all the same (``now``,
+        business hours, cooldowns), while the clock, for timers, never goes back."""
         at = self.clock or event.occurred_at
         if "occurred_at" in event.model_fields_set:
             simulated(event.occurred_at, f"the time of event {event.id}")
             if self._anchor is not None and self._offset is None:
                 self._offset = self._anchor - event.occurred_at
             at = event.occurred_at + (self._offset or timedelta())
-        if self.clock is not None and at < self.clock:
-            at = self.clock
         event.occurred_at = simulated(at, f"the time of event {event.id}")
         return at
 

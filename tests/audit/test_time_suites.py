@@ -312,3 +312,38 @@ def test_simulated_times_outside_1970_to_2200_are_one_line_errors(tmp_path: Path
     assert "- now: the time the clock starts at (9999-12-31T23:00:00+00:00) " in text
     assert "- input 2: the time the clock would move to (3199-05-03T23:00:00+00:00) " in text
     assert "- input 2: the time of event " in text
+
+
+def test_an_input_older_than_the_clock_is_evaluated_at_its_own_time(tmp_path: Path) -> None:
+    """The daemon evaluates a webhook that arrives late at the event's own time (``now``,
+    business hours, cooldowns); the dry run evaluated an input older than its clock at the
+    clock's time, so inputs given out of time order (a folder of samples, in name order) met
+    other hours than in production."""
+    rules = write(
+        tmp_path / "rules.d" / "r.yaml",
+        "- name: hours\n  on: {channel: online-chat, event: created}\n"
+        "  do: [{autoreply: {text: \"{{ now | datetime('%H:%M') }} "
+        "{{ business_hours('support') }}\"}}]\n",
+    )
+    config = write(tmp_path / "rulekit.yaml", CONFIG)
+    evening, morning = (
+        write(
+            tmp_path / f"{name}.yaml",
+            f"{{channel: online-chat, event: created, occurred_at: '2026-12-07T{hour}:00+01:00',"
+            f" conversation: {{id: {name}}}, message: {{text: hi, author: client}}}}",
+        )
+        for name, hour in (("evening", "19"), ("morning", "10"))
+    )
+    result = CliRunner().invoke(
+        cli,
+        ["test", "--config", str(config), "--rules", str(rules.parent), "--format", "json",
+         str(evening), str(morning)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    texts = [
+        action["params"]["text"]
+        for item in json.loads(result.stdout)["results"]
+        for event in item["events"]
+        for action in event["actions"]
+    ]
+    assert texts == ["19:00 False", "10:00 True"]

@@ -4,8 +4,9 @@ the actions the dry run plans are the jobs the daemon records, with the same ren
 parameters; an action the dry run says would fail is one the daemon dead-letters; and what
 the fakes received is what the dry run rendered.
 
-The samples go in in time order, each once the daemon has done the jobs of the one before (as
-a dry run assumes: an action's change is made before the next input)."""
+The samples go in in time order, and in the order of their names (some then arrive after later
+ones, as late webhooks do), each once the daemon has done the jobs of the one before (as a dry
+run assumes: an action's change is made before the next input)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ IN_TIME_ORDER = [
     "chat_reopened_1_transcript.json",
     "chat_reopened_2_started.json",
 ]
+IN_NAME_ORDER = sorted(IN_TIME_ORDER)
+"""As ``rulekit test examples/chatra/`` takes them: some arrive after later ones (late)."""
 
 RULES = """\
 - name: Greet
@@ -69,8 +72,8 @@ RULES = """\
 """
 
 
-def _dry_run(config: Path) -> list[dict[str, Any]]:
-    files = [str(SAMPLES / name) for name in IN_TIME_ORDER]
+def _dry_run(config: Path, names: list[str]) -> list[dict[str, Any]]:
+    files = [str(SAMPLES / name) for name in names]
     options = ["--config", str(config), "--channel", "online-chat", "--format", "json"]
     result = CliRunner().invoke(cli, ["test", *options, *files])
     assert result.exit_code == 0, result.output
@@ -98,16 +101,17 @@ def _key(event: str, rule: str, action: str, params: dict[str, Any]) -> str:
 
 
 @pytest.mark.slow  # (the daemon works through nine bodies and their jobs, one after another)
+@pytest.mark.parametrize("names", [IN_TIME_ORDER, IN_NAME_ORDER], ids=["time", "name"])
 def test_the_dry_run_plans_what_the_daemon_does(
-    tmp_path, serve, chatra, fake_slack, fake_telegram
+    tmp_path, serve, chatra, fake_slack, fake_telegram, names
 ) -> None:
     config = write_setup(
         tmp_path, RULES, chatra=chatra, slack=fake_slack, telegram=fake_telegram,
         extra="tags: [vip]\n",
     )  # fmt: skip
-    planned = _dry_run(config)
+    planned = _dry_run(config, names)
     server = serve(config)
-    for name in IN_TIME_ORDER:
+    for name in names:
         response = httpx.post(server.webhook_url, content=(SAMPLES / name).read_bytes())
         assert response.status_code == 200
         # the body's events recorded, and every job (and the events they emitted) done
