@@ -204,10 +204,9 @@ async def record_outcome(
                     retry_at=retry_at,
                     hold=hold,
                     owner=owner,
+                    seen=decision.sent,
                 ):
                     return None  # taken over: the events it emitted are the taker's to record
-                if decision.sent is not None:
-                    state.mark_messages_seen(*decision.sent)
                 if prepared is None:
                     return []
                 return planning.record(state, prepared, answer, inbox_id=None)

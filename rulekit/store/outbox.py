@@ -114,6 +114,7 @@ class Outbox(abc.ABC):
         hold: float | None = None,
         now: datetime | None = None,
         owner: str | None = None,
+        seen: tuple[str, Sequence[str]] | None = None,
     ) -> bool:
         """Record one try of a job, end its call (:meth:`start_call`) and release its claim.
 
@@ -129,7 +130,11 @@ class Outbox(abc.ABC):
         job was taken over), nothing is recorded and False is returned: the job, pending, is
         the other's, whose call is under way and whose outcome will be recorded. True
         otherwise.
-        """
+
+        ``seen`` (a channel and message ids: the messages the call created, a reply's) marks
+        those ids seen (:meth:`~rulekit.store.state.State.mark_messages_seen`) when the outcome
+        is recorded, in the same statement where the store can: the channel's echo of
+        rulekit's own reply is then no event."""
 
     @abc.abstractmethod
     def requeue_job(self, job_id: int, *, now: datetime | None = None) -> None:

@@ -438,6 +438,29 @@ def test_the_late_outcome_of_a_call_taken_over_is_left_to_the_daemon_that_took_i
             state.record_attempt(999, "done", owner="daemon-a")
 
 
+def test_the_messages_a_call_created_are_seen_with_its_recorded_outcome(store, make_event):
+    """A reply's own message ids are marked seen by the outcome's record (one statement on
+    PostgreSQL), so the channel's echo of it is no event; a late outcome that records nothing
+    (taken over) marks nothing either."""
+    with store.transaction() as state:
+        state.record_event(make_event("e1"), inbox_id=None, trace={}, jobs=jobs_for("A"), now=T0)
+        [job] = state.claim_jobs("daemon-a", lease=30, now=T0)
+        assert state.start_call(job.id, "daemon-a", lease=30, now=later(1))
+        state.claim_jobs("daemon-b", lease=30, now=later(31))
+        assert state.start_call(job.id, "daemon-b", lease=30, now=later(32))
+        assert not state.record_attempt(
+            job.id, "done", owner="daemon-a", seen=("online-chat", ["late1"])
+        )
+        assert state.seen_messages("online-chat", ["late1"]) == set()
+        assert state.record_attempt(
+            job.id, "done", owner="daemon-b", seen=("online-chat", ["m1", "m2", "m1"])
+        )
+        assert state.seen_messages("online-chat", ["m1", "m2", "m3"]) == {"m1", "m2"}
+        assert state.seen_messages("other-channel", ["m1"]) == set()
+        # seen before: the mark is kept, nothing fails
+        assert state.mark_messages_seen("online-chat", ["m1", "m4"]) == [False, True]
+
+
 def test_a_start_withdrawn_by_its_claimer_leaves_the_job_claimed_and_not_started(store, make_event):
     with store.transaction() as state:
         state.record_event(make_event("e1"), inbox_id=None, trace={}, jobs=jobs_for("A"), now=T0)

@@ -64,6 +64,7 @@ class SQLOutbox:
     execute_many: Callable[..., Any]
     _one: Callable[..., Any]
     recorded: Callable[[Sequence[str]], set[str]]
+    mark_messages_seen: Callable[[str, Sequence[str]], list[bool]]
 
     def _job(self, row: Row) -> Job:
         time, json = self.dialect.read_time, self.dialect.read_json
@@ -285,6 +286,7 @@ class SQLOutbox:
         hold: float | None = None,
         now: datetime | None = None,
         owner: str | None = None,
+        seen: tuple[str, Sequence[str]] | None = None,
     ) -> bool:
         check_attempt(outcome, retry_at)
         time = self.dialect.time
@@ -336,6 +338,8 @@ class SQLOutbox:
                 "result": result_json,
             },
         )
+        if seen is not None:
+            self.mark_messages_seen(*seen)
         return True
 
     def requeue_job(self, job_id: int, *, now: datetime | None = None) -> None:

@@ -474,6 +474,7 @@ class PostgresState(PostgresAudit, PostgresLookups, SQLState):
         hold: float | None = None,
         now: datetime | None = None,
         owner: str | None = None,
+        seen: tuple[str, Sequence[str]] | None = None,
     ) -> bool:
         check_attempt(outcome, retry_at)
         held = outcome == "retry" and hold is not None
@@ -507,7 +508,11 @@ class PostgresState(PostgresAudit, PostgresLookups, SQLState):
             "  call_started_at = NULL, call_started_by = NULL"
             "  FROM old WHERE o.id = old.id AND old.taken IS NOT TRUE RETURNING o.id),"
             " ins AS (INSERT INTO attempts (job_id, at, outcome, error, result)"
-            "  SELECT id, :at, :outcome, :error, :result::json FROM upd RETURNING job_id)"
+            "  SELECT id, :at, :outcome, :error, :result::json FROM upd RETURNING job_id),"
+            # the messages the call created, seen once it is recorded (no round trip more)
+            " seen AS (INSERT INTO seen_messages (channel, message_id, seen_at)"
+            "  SELECT DISTINCT :seen_channel::text, m, :at FROM ins,"
+            "  unnest(:seen_ids::text[]) AS m ON CONFLICT DO NOTHING)"
             " SELECT (SELECT count(*) FROM old) AS found, (SELECT count(*) FROM ins) AS recorded",
             {
                 "owner": owner,
@@ -521,6 +526,8 @@ class PostgresState(PostgresAudit, PostgresLookups, SQLState):
                 "outcome": outcome,
                 "held": held,
                 "hold": float(hold or 0.0),
+                "seen_channel": seen[0] if seen is not None else None,
+                "seen_ids": list(seen[1]) if seen is not None else [],
             },
         )
         assert row is not None
