@@ -12,7 +12,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from rulekit.actions.answers import (
     AnswerTooLarge,
@@ -80,6 +80,15 @@ class SlackParams(StrictModel):
     attachments: list[dict[str, Any]] | None = Field(
         None, description="Optional (legacy) attachments."
     )
+
+    @field_validator("channel")
+    @classmethod
+    def _not_empty(cls, value: str) -> str:
+        # a template that rendered nothing is refused as the plan is made, as an empty text
+        # is: Slack would only refuse the call (channel_not_found)
+        if not value.strip():
+            raise ValueError("the channel is empty")
+        return value
 
 
 class Slack(Action):

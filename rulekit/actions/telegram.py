@@ -19,7 +19,7 @@ import socket
 import warnings
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from rulekit.actions.answers import bounded_stream, unreadable
 from rulekit.actions.base import Action, ActionContext
@@ -95,6 +95,15 @@ class TelegramParams(StrictModel):
         gt=0,
         description="A topic of a forum supergroup (its message_thread_id); none: General.",
     )
+
+    @field_validator("chat_id")
+    @classmethod
+    def _not_empty(cls, value: str | int) -> str | int:
+        # a template that rendered nothing is refused as the plan is made, as an empty text
+        # is: Telegram would only refuse the call
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("the chat id is empty")
+        return value
 
 
 def is_group_chat(chat_id: str | int) -> bool:

@@ -47,7 +47,8 @@ def failure_reason(exc: BaseException) -> str:
     elif isinstance(exc, ValidationError):
         first = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(p) for p in first["loc"])
-        reason = f"{where}: {first['msg']}" if where else first["msg"]
+        message = first["msg"].removeprefix("Value error, ")  # (a validator's own words)
+        reason = f"{where}: {message}" if where else message
     else:
         reason = f"{type(exc).__name__}: {exc}"
     return " ".join(elide(reason).splitlines())

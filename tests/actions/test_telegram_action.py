@@ -12,6 +12,7 @@ from action_helpers import make_context, run
 from rulekit.actions.telegram import Telegram, TelegramIntegration, TelegramParams
 from rulekit.actions.telegram_text import ELLIPSIS
 from rulekit.errors import MAX_RETRY_AFTER, ActionError, PermanentActionError, RetryableActionError
+from rulekit.event import Event
 from rulekit.testing.clock import run_virtual
 from rulekit.testing.fake_telegram import FakeTelegram, error
 
@@ -308,3 +309,25 @@ def test_a_message_goes_to_the_forum_topic_named(fake_telegram):
     assert first == {"chat_id": "-1001", "text": "Mia reopened", "message_thread_id": "42"}
     assert "message_thread_id" not in second
     assert "chat -1001, topic 42:" in action.describe(params, make_context())
+
+
+def test_a_destination_that_renders_empty_is_a_plan_error_not_a_dead_letter(build_engine) -> None:
+    """A Telegram chat id or a Slack channel whose template renders nothing was planned (the
+    dry run saw nothing wrong) and dead-lettered by the service ("chat not found"); it is now
+    refused as the plan is made, as an empty text is, so `rulekit test` and the daemon's trace
+    say the same thing before anything is sent."""
+    engine = build_engine(
+        "- name: r\n  on: {channel: online-chat, event: created}\n  do:\n"
+        "    - telegram: {chat_id: \"{{ client.custom.chat or '' }}\", text: hi}\n"
+        "    - slack: {channel: \"{{ client.custom.room or ' ' }}\", text: hi}\n"
+        "    - telegram: {chat_id: -100, text: hi}\n",
+        "channels: {online-chat: {provider: webhook}}\n",
+    )
+    plan = engine.evaluate(
+        Event(channel="online-chat", event="created", conversation={"id": "c"}), explain=True
+    )
+    assert [(p.action, p.params["chat_id"]) for p in plan] == [("telegram", -100)]
+    assert plan.errors == [
+        "rule 'r': telegram: chat_id: the chat id is empty",
+        "rule 'r': slack: channel: the channel is empty",
+    ]
