@@ -345,5 +345,7 @@ def report(results: list[SuiteResult]) -> tuple[str, int, int]:
                 params = json.dumps(actual["params"], ensure_ascii=False, default=str)
                 when = f" at {actual['at'].isoformat()}" if actual.get("at") else ""
                 lines.append(f"       + {actual['action']} ({actual['rule']}){when}: {params}")
+                if actual.get("would_fail"):  # planned, but the daemon would dead-letter it
+                    lines.append(f"         would fail: {actual['would_fail']}")
     lines.append(f"{passed} passed, {failed} failed")
     return text_lines(lines), passed, failed

@@ -97,7 +97,13 @@ def run_test(
                     "path": s.path,
                     "error": s.error,
                     "tests": [
-                        {"name": t.name, "passed": t.passed, "failures": t.failures}
+                        {
+                            "name": t.name,
+                            "passed": t.passed,
+                            "failures": t.failures,
+                            # what was planned (the text report lists it under a failure)
+                            "actual": [_actual(a) for a in t.actual],
+                        }
                         for t in s.tests
                     ],
                 }
@@ -115,6 +121,16 @@ def run_test(
     if any(r.error for r in results):
         return EXIT_USAGE
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _actual(action: dict[str, Any]) -> dict[str, Any]:
+    """An action a suite's test planned, for ``--format json``."""
+    out = {k: action[k] for k in ("rule", "action", "params")}
+    if action.get("at") is not None:
+        out["at"] = action["at"].isoformat()
+    if action.get("would_fail"):
+        out["would_fail"] = action["would_fail"]
+    return out
 
 
 def run_check(path: str | None, config_path: str | None, strict: bool) -> int:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from click.testing import CliRunner
 from scaffold import EXAMPLES, REPO, write
 
 from rulekit.audit.suites import report, run_suite
+from rulekit.cli.main import cli
 from rulekit.engine.engine import Engine
 
 CONFIG = EXAMPLES / "rulekit.yaml"
@@ -237,3 +240,36 @@ def test_actions_change_the_simulated_state_and_their_events_are_planned(tmp_pat
     )
     result = run_suite(Engine.from_path(rules.parent, config), path)
     assert [t.failures for t in result.tests] == [[]]
+
+
+def test_a_failing_test_lists_which_planned_actions_would_fail(tmp_path: Path) -> None:
+    """A CI log of a failing suite lists the actions that were planned; it now says which of
+    them the daemon would dead-letter (and ``--format json`` carries them too)."""
+    samples = EXAMPLES / "chatra"
+    path = suite(
+        tmp_path,
+        f"""
+        tests:
+          - name: reopened
+            channel: online-chat
+            inputs:
+              - file: {samples / "chat_reopened_1_transcript.json"}
+              - file: {samples / "chat_reopened_2_started.json"}
+            expect: [{{action: slack}}]
+        """,
+    )
+    result = run_suite(engine(), path)
+    text, _, failed = report([result])
+    assert failed == 1
+    lines = text.splitlines()
+    telegram = next(i for i, line in enumerate(lines) if line.startswith("       + telegram ("))
+    assert lines[telegram + 1] == "         would fail: the Telegram token is empty"
+    output = CliRunner().invoke(
+        cli, ["test", "--config", str(CONFIG), "--rules", str(REPO / "rules.d"),
+              "--format", "json", str(path)],
+    )  # fmt: skip
+    assert output.exit_code == 1
+    [test] = json.loads(output.stdout)["suites"][0]["tests"]
+    [sent] = [a for a in test["actual"] if a["action"] == "telegram"]
+    assert sent["would_fail"] == "the Telegram token is empty"
+    assert sent["rule"] == "Telegram when a client reopens a chat"
