@@ -236,6 +236,20 @@ class Action:
         :class:`rulekit.errors.PermanentActionError` for a call the config refuses."""
         raise NotImplementedError(f"action {self.name!r} does not change the conversation")
 
+    def simulate(
+        self, params: BaseModel, event: Event, state: State, config: Config
+    ) -> list[Event]:
+        """For a dry run: make in ``state`` (the simulation's, in its open transaction) the
+        change a call with ``params`` makes in the daemon's store, with the very code
+        :meth:`execute` runs, and return the events the call emits. A
+        :attr:`changes_conversation` action makes its :meth:`change_state`; an action that
+        writes other state overrides this; the others change nothing. Raises
+        :class:`rulekit.errors.ActionError` for a call that would fail before changing
+        anything."""
+        if self.changes_conversation:
+            return self.change_state(params, event, state, config).emitted
+        return []
+
     def unavailable(self, context: ActionContext | None = None) -> str | None:
         """Why this action would fail as configured ("Slack is not configured"), or None."""
         return None

@@ -9,7 +9,7 @@ put a note on a client.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -19,6 +19,11 @@ from rulekit.hookspecs import hookimpl
 from rulekit.models import StrictModel
 from rulekit.registry import ActionRegistry
 from rulekit.store.cached import holding
+
+if TYPE_CHECKING:
+    from rulekit.config import Config
+    from rulekit.event import Event
+    from rulekit.store.base import State
 
 MAX_FIELD = 500
 
@@ -68,9 +73,7 @@ class UpdateClient(Action):
             # the record is held from its read to the commit: a change committed meanwhile
             # (a webhook's) is waited for, never written over
             with holding(context.store) as state:
-                known = state.get_client(context.event.channel, client_id)
-                if known is not None:
-                    state.save_client(context.event.channel, known.model_copy(update=changes))
+                _record(params, context.event, state)
         provider = context.provider
         try:
             async with asyncio.timeout(self.timeout):
@@ -80,6 +83,22 @@ class UpdateClient(Action):
                 f"{provider.name} did not answer within {self.timeout:g} s"
             ) from None
         return {"changed": sorted(changes), "answer": answer}
+
+    def simulate(  # type: ignore[override]
+        self, params: UpdateClientParams, event: Event, state: State, config: Config
+    ) -> list[Event]:
+        if not event.client.id:
+            raise PermanentActionError("the event has no client id")
+        _record(params, event, state)
+        return []
+
+
+def _record(params: UpdateClientParams, event: Event, state: State) -> None:
+    """Write the changes into rulekit's own record of the client (one it knows)."""
+    changes = params.changes()
+    known = state.get_client(event.channel, event.client.id or "") if changes else None
+    if known is not None:
+        state.save_client(event.channel, known.model_copy(update=changes))
 
 
 @hookimpl

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from rulekit.actions.base import ActionContext
+from rulekit.actions.base import Action, ActionContext
 from rulekit.channels.base import ChannelContext, Provider
 from rulekit.channels.body import EARLIEST_TIME, LATEST_TIME
 from rulekit.config import Config
@@ -207,26 +207,32 @@ class Pipeline:
         self, event: Event, plan: Plan, state: State, at: datetime, outcome: Outcome
     ) -> None:
         """Add ``event`` and its plan to ``outcome``, then do to the simulated state what the
-        daemon's jobs would: each state-changing action (``assign``, ``tag``, ``set``) makes
-        its change through the very :meth:`~rulekit.actions.base.Action.change_state` the
-        daemon runs, in the order the jobs run (the plan's, then those of the events they
-        emitted), and the ``updated``/``assigned`` events it emits are planned in turn, as
-        the daemon evaluates them. So the next input sees the tags, the assignee and the
-        open counts production would have, and rules on emitted events show what they do."""
+        daemon's jobs would: each action that changes state (``assign``, ``tag``, ``set``,
+        ``update_client``) makes its change through the same code its job runs
+        (:meth:`~rulekit.actions.base.Action.simulate`), in the order the jobs run (the
+        plan's, then those of the events they emitted), and the ``updated``/``assigned``
+        events it emits are planned in turn, as the daemon evaluates them. So the next input
+        sees the tags, the assignee, the client's data and the open counts production would
+        have, and rules on emitted events show what they do."""
         outcome.events.append((event, plan))
         jobs = deque((event, planned) for planned in plan)
         emitted = 0
         while jobs:
             cause, planned = jobs.popleft()
             action = self.engine.actions[planned.action]
-            if planned.skipped or not action.changes_conversation:
+            if planned.skipped:
                 continue
+            if not action.changes_conversation:
+                if type(action).simulate is Action.simulate:
+                    continue  # (changes nothing the simulation keeps)
+                if self.describe(cause, planned)[1] is not None:
+                    continue  # the daemon would dead-letter it before changing anything
             self._record_presence(state)
             try:
-                change = action.change_state(planned.model, cause, state, self.config)
+                emitted_now = action.simulate(planned.model, cause, state, self.config)
             except ActionError:
                 continue  # a call the daemon would dead-letter: the output says why
-            for new in change.emitted:
+            for new in emitted_now:
                 emitted += 1
                 if emitted > MAX_EMITTED:
                     plan.add_error(

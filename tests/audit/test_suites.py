@@ -273,3 +273,36 @@ def test_a_failing_test_lists_which_planned_actions_would_fail(tmp_path: Path) -
     [sent] = [a for a in test["actual"] if a["action"] == "telegram"]
     assert sent["would_fail"] == "the Telegram token is empty"
     assert sent["rule"] == "Telegram when a client reopens a chat"
+
+
+def test_a_client_update_is_seen_by_the_next_input(tmp_path: Path) -> None:
+    """As in the daemon, ``update_client`` writes rulekit's own record of the client before it
+    calls the service: the next webhook of the client (which does not carry the email) reads
+    it from there."""
+    config = write(tmp_path / "rulekit.yaml", STATE_CONFIG)
+    rules = write(
+        tmp_path / "rules" / "rules.yaml",
+        """
+        - name: Note the email
+          on: {channel: online-chat, event: created}
+          do: [{update_client: {email: visitor@example.org}}]
+        - name: Read it
+          on: {channel: online-chat, event: message}
+          do: [{play_sound: {sound: "{{ 'bell' if client.email else 'chime' }}"}}]
+        """,
+    )
+    samples = EXAMPLES / "chatra"
+    path = suite(
+        tmp_path,
+        f"""
+        tests:
+          - name: the message sees the email
+            channel: online-chat
+            inputs:
+              - file: {samples / "chat_started_anonymous.json"}
+              - file: {samples / "chat_fragment_client_message.json"}
+            expect: [{{rule: Read it, params: {{sound: bell}}}}]
+        """,
+    )
+    result = run_suite(Engine.from_path(rules.parent, config), path)
+    assert [t.failures for t in result.tests] == [[]]
