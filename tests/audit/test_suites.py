@@ -11,6 +11,7 @@ from scaffold import EXAMPLES, REPO, write
 from rulekit.audit.suites import report, run_suite
 from rulekit.cli.main import cli
 from rulekit.engine.engine import Engine
+from rulekit.runtime.pipeline import MAX_EMITTED
 
 CONFIG = EXAMPLES / "rulekit.yaml"
 
@@ -306,3 +307,42 @@ def test_a_client_update_is_seen_by_the_next_input(tmp_path: Path) -> None:
     )
     result = run_suite(Engine.from_path(rules.parent, config), path)
     assert [t.failures for t in result.tests] == [[]]
+
+
+def test_actions_whose_events_never_end_stop_the_simulation_with_an_error(tmp_path: Path) -> None:
+    """Two rules that undo each other's change on every ``updated`` would keep the daemon
+    busy for ever; the simulation of one input stops after MAX_EMITTED events and says so."""
+    config = write(tmp_path / "rulekit.yaml", STATE_CONFIG)
+    rules = write(
+        tmp_path / "rules" / "rules.yaml",
+        """
+        - name: Add
+          on: {channel: online-chat, event: [created, updated]}
+          allow_own_events: true
+          if: "'vip' not in conversation.tags"
+          do: [{tag: {add: [vip]}}]
+        - name: Remove
+          on: {channel: online-chat, event: updated}
+          allow_own_events: true
+          if: "'vip' in conversation.tags"
+          do: [{tag: {remove: [vip]}}]
+        """,
+    )
+    path = suite(
+        tmp_path,
+        f"""
+        tests:
+          - name: a loop
+            channel: online-chat
+            inputs: [{{file: {EXAMPLES / "chatra" / "chat_started_anonymous.json"}}}]
+            expect: [{{rule: Add}}]
+        """,
+    )
+    [test] = run_suite(Engine.from_path(rules.parent, config), path).tests
+    [failure] = test.failures
+    assert failure.startswith("plan error: the actions of event ")
+    assert failure.endswith(
+        f"emitted more than {MAX_EMITTED} events: the simulation stops there; the daemon "
+        "would go on"
+    )
+    assert len(test.actual) > MAX_EMITTED  # (each emitted event planned its tag)
