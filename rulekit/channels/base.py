@@ -270,7 +270,8 @@ class Provider:
         closing after a quiet spell. Called by the daemon in the transaction that records the
         event, so the timers exist exactly when the event does; a pending timer of the same
         name and conversation is moved to the new due time. Default: none. Must be quick and
-        must not raise; the dry run (``rulekit test``) does not call it."""
+        must not raise; the dry run (``rulekit test``) calls it too, and hands the timers
+        back to :meth:`timer_due` on its simulated clock."""
         return []
 
     def timer_due(self, timer: ChannelTimer, state: State) -> list[Event]:

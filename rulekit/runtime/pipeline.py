@@ -16,7 +16,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rulekit.actions.base import Action, ActionContext
-from rulekit.channels.base import ChannelContext, Provider
+from rulekit.channels.base import (
+    ChannelContext,
+    ChannelTimer,
+    Provider,
+    channel_timer_rule,
+    parse_channel_timer_rule,
+)
 from rulekit.channels.body import EARLIEST_TIME, LATEST_TIME
 from rulekit.config import Config
 from rulekit.engine.engine import Engine, Plan
@@ -81,7 +87,9 @@ class Outcome:
 
 @dataclass
 class PendingTimer:
-    """A timer of the simulation: rule, conversation, due time and the triggering event."""
+    """A timer of the simulation: rule, conversation, due time and the triggering event (a
+    channel's timer, under its stored name ``@<channel>:<name>``, with the event that set
+    it)."""
 
     rule: str
     conversation_id: str
@@ -185,7 +193,40 @@ class Pipeline:
             )  # fmt: skip
             plan = self._planned(event, evaluate, state, of_input=True)
             self._carry_out(event, plan, state, arrives, outcome)
+            self._schedule(event)
         return outcome
+
+    def _schedule(self, event: Event) -> None:
+        """The timers ``event``'s channel wants once it is recorded (Telegram's
+        ``close_after``), kept as the daemon keeps them: a pending one of the same name and
+        conversation moves to the new due time."""
+        provider = self.providers.get(event.channel)
+        for timer in provider.channel_timers(event) if provider is not None else []:
+            rule = channel_timer_rule(event.channel, timer.name)
+            self.pending.set((rule, timer.conversation_id), PendingTimer(
+                rule, timer.conversation_id, timer.due, event
+            ))  # fmt: skip
+
+    def _fire_channel(self, timer: PendingTimer, state: State, outcome: Outcome) -> None:
+        """A channel's timer fell due: its provider says what it means (Telegram: the
+        conversation ``closed``), and those events are planned and carried out as the daemon
+        evaluates and records them, at their own times."""
+        found = parse_channel_timer_rule(timer.rule)
+        assert found is not None
+        channel, name = found
+        provider = self.providers.get(channel)
+        if provider is None:
+            return
+        due = ChannelTimer(name, timer.conversation_id, timer.due)
+        for event in provider.timer_due(due, state):
+            note_replies(state, event)
+            evaluate = functools.partial(
+                self.engine.evaluate,
+                event, state, now=event.occurred_at, explain=True, excluded=True,
+                team=self.team(state),
+            )  # fmt: skip
+            self._carry_out(event, self._planned(event, evaluate, state), state, due.due, outcome)
+            self._schedule(event)
 
     def _planned(
         self, event: Event, evaluate: Callable[[], Plan], state: State, *, of_input: bool = False
@@ -283,6 +324,9 @@ class Pipeline:
     def _fire_due(self, until: datetime, state: State, outcome: Outcome) -> None:
         while (timer := self.pending.pop_due(until)) is not None:
             self.clock = max(self.clock or timer.due, timer.due)
+            if parse_channel_timer_rule(timer.rule) is not None:
+                self._fire_channel(timer, state, outcome)
+                continue
             trigger = timer.trigger
             found = state.find_conversation(trigger.channel, timer.conversation_id)
             client = (

@@ -5,6 +5,7 @@ The daemon's timers run on the test's clock."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -177,3 +178,33 @@ def _body(update: dict[str, Any]) -> bytes:
     import json
 
     return json.dumps(update).encode()
+
+
+def test_the_dry_run_closes_an_idle_chat_on_time_as_the_daemon_does(tmp_path: Path) -> None:
+    """``rulekit test`` did not run the channel's timers: an idle chat was closed only on the
+    user's next update, so a suite's ``advance:`` showed no ``closed`` and a timed rule that
+    ``cancel_on: closed`` fired where the daemon had cancelled it."""
+    rules = tmp_path / "rules.d"
+    rules.mkdir()
+    (rules / "rules.yaml").write_text(
+        GOODBYE + "- name: Follow up\n  on: {channel: telegram, event: created}\n  after: 2h\n"
+        "  cancel_on: closed\n  do: [{autoreply: {text: Still there?}}]\n"
+    )
+    config = tmp_path / "rulekit.yaml"
+    config.write_text(
+        "channels:\n  telegram: {provider: telegram-bot, token: '1:x', close_after: 30m}\n"
+    )
+    first = tmp_path / "first.json"
+    first.write_text(json.dumps(Updates().message(ANN, "hello")))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "tests:\n  - name: closed on time\n    channel: telegram\n"
+        f"    inputs: [{{file: {first}}}, {{advance: 3h}}]\n"
+        "    expect: [{rule: Say goodbye when a chat closes}]\n"
+        "    expect_absent: [{rule: Follow up}]\n"
+    )
+    result = CliRunner().invoke(
+        cli, ["test", "--config", str(config), "--rules", str(rules), str(suite)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 passed, 0 failed" in result.output
