@@ -272,7 +272,7 @@ def test_plugins_json_without_chatra_when_disabled() -> None:
 def test_plugins_text_lists_actions_with_parameters() -> None:
     result = CliRunner().invoke(cli, ["plugins"])
     assert result.exit_code == 0
-    assert "action telegram(chat_id, text, parse_mode?)" in result.output
+    assert "action telegram(chat_id, text, parse_mode?, message_thread_id?)" in result.output
     assert "channel online-chat" in result.output
 
 

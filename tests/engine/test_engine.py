@@ -36,7 +36,12 @@ def test_from_path_and_evaluate_give_rendered_params_with_defaults(build_engine)
         ("vip", "play_sound"),
     ]
     assert plan[0].params == {"text": "Hi Ana", "on_recovered": False, "as_agent": None}
-    assert plan[1].params == {"chat_id": 42, "text": "new chat from Ana", "parse_mode": "none"}
+    assert plan[1].params == {
+        "chat_id": 42,
+        "text": "new chat from Ana",
+        "parse_mode": "none",
+        "message_thread_id": None,
+    }
     assert plan[2].params["sound"] == "bell"
     assert all(a.skipped is None for a in plan)
     assert [a.action for a in engine.evaluate(make_event(event="message"))] == []
