@@ -49,6 +49,40 @@ def _aware(value: datetime | None) -> datetime | None:
 FORGOTTEN = "[forgotten]"
 """What ``rulekit forget`` writes over a string that carried personal data."""
 
+MAX_OWN_CHAIN = 8
+"""Events rulekit's own actions may cause one after another (an ``assign`` whose ``assigned``
+makes a ``tag`` whose ``updated`` ...) before no rule reacts to the next: rules with
+``allow_own_events`` that undo each other's change would otherwise go on for ever, each event
+recorded with an id longer than the last. Kept short, for an event whose plan changes the
+conversation twice causes two events, each of which may cause two more."""
+_EMITTED_KINDS = frozenset({"updated", "assigned"})
+_HEX = frozenset("0123456789abcdef")
+
+
+def emitted_id(cause_id: str, kind: str, digest: str) -> str:
+    """The id of the ``kind`` event an action of ``cause_id``'s plan caused: the cause's id,
+    the kind and 12 hex digits of what changed (stable for a redelivery of the same change);
+    :func:`own_chain` reads how many such events led to one."""
+    if kind not in _EMITTED_KINDS or len(digest) != 12 or not set(digest) <= _HEX:
+        raise ValueError(f"not an emitted event's kind and digest: {kind!r}, {digest!r}")
+    return f"{cause_id}/{kind}/{digest}"
+
+
+def own_chain(event_id: str) -> int:
+    """How many events of rulekit's own actions, each caused by the one before, end with
+    ``event_id`` (0 for an event from outside), counted up to :data:`MAX_OWN_CHAIN` from the
+    id's end (:func:`emitted_id`), in time linear in its length."""
+    depth, rest = 0, event_id
+    while depth < MAX_OWN_CHAIN:
+        head, slash, digest = rest.rpartition("/")
+        cause, slash_too, kind = head.rpartition("/")
+        if not (slash and slash_too and kind in _EMITTED_KINDS and len(digest) == 12):
+            break
+        if not set(digest) <= _HEX:
+            break
+        depth, rest = depth + 1, cause
+    return depth
+
 
 def _unforgotten(model: type[BaseModel], data: Any) -> Any:
     """``data`` for ``model`` with each field that holds no free text (a time, a choice, a

@@ -36,7 +36,7 @@ from rulekit.actions.base import Action, ActionContext, PlannedChange, StateChan
 from rulekit.config import Config
 from rulekit.directory import AgentEntry, Directory
 from rulekit.errors import PermanentActionError
-from rulekit.event import Conversation, Event
+from rulekit.event import Conversation, Event, emitted_id
 from rulekit.hookspecs import hookimpl
 from rulekit.models import StrictModel
 from rulekit.registry import ActionRegistry
@@ -280,7 +280,7 @@ class Assign(Action):
     def _assigned_event(cause: Event, conversation: Conversation) -> Event:
         return Event(
             # stable for a redelivery, without putting the agent's email into ids and logs
-            id=f"{cause.id}/assigned/{_digest(conversation.assignee)}",
+            id=emitted_id(cause.id, "assigned", _digest(conversation.assignee)),
             channel=cause.channel,
             event="assigned",
             occurred_at=datetime.now(UTC),

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 
 from rulekit.actions.base import Action, ActionContext, StateChange
 from rulekit.errors import PermanentActionError
-from rulekit.event import Conversation, Event
+from rulekit.event import Conversation, Event, emitted_id
 from rulekit.store.base import State
 from rulekit.store.cached import holding
 from rulekit.store.state import first_key
@@ -76,7 +76,7 @@ def updated_event(cause: Event, conversation: Conversation, changed: dict[str, A
     stable for a redelivery of the same change, without values (emails) in ids and logs."""
     digest = hashlib.sha256(repr(sorted(_flat(changed))).encode()).hexdigest()[:12]
     return Event(
-        id=f"{cause.id}/updated/{digest}",
+        id=emitted_id(cause.id, "updated", digest),
         channel=cause.channel,
         event="updated",
         occurred_at=datetime.now(UTC),

@@ -35,7 +35,7 @@ from rulekit.engine.reasons import (
     passed_over,
 )
 from rulekit.engine.timers import Firing, TimerCancel, cancellers
-from rulekit.event import Event
+from rulekit.event import MAX_OWN_CHAIN, Event, own_chain
 from rulekit.expr.budget import OverBudget, with_budget
 from rulekit.expr.budget import current as current_budget
 from rulekit.plugins import Plugins
@@ -187,6 +187,15 @@ class Engine:
         plan = Plan(event)
         bucket = self.index.bucket(event.channel, event.event)
         own = event.origin == "rulekit"
+        # the last of as many events rulekit's own actions caused one after another as may
+        # be: no rule reacts to it (rules undoing each other's change would go on for ever)
+        chain_ended = own and own_chain(event.id) >= MAX_OWN_CHAIN
+        if chain_ended:
+            plan.add_error(
+                f"event {event.id[:200]} ends a chain of {MAX_OWN_CHAIN} events rulekit's own"
+                " actions caused one after another: no rule reacts to it (rules with"
+                " allow_own_events that answer each other's changes?)"
+            )
         recovered = event.recovered
         considered = 0  # the candidates considered before ``pending``
         if bucket.stride:
@@ -216,9 +225,10 @@ class Engine:
         while pending is not None:
             later: list[Rule] | None = None
             for rule in pending:
-                if stopped_by is not None or (own and not rule.allow_own_events):
+                if stopped_by is not None or (own and (chain_ended or not rule.allow_own_events)):
                     if explain:
-                        add_trace(RuleTrace(rule.name, False, passed_over(stopped_by)))
+                        reason = passed_over(stopped_by, chain_ended=chain_ended)
+                        add_trace(RuleTrace(rule.name, False, reason))
                     continue
                 prepared = prepared_rules.get(rule)
                 if prepared is None:

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from rulekit.engine.plan import ConditionResult
 from rulekit.errors import TemplateError, elide
-from rulekit.event import Event
+from rulekit.event import MAX_OWN_CHAIN, Event
 from rulekit.expr.budget import OverBudget
 from rulekit.rules.spec import AnyOf, Condition, Leaf, NotOf
 
@@ -19,11 +19,14 @@ class ConditionFailed(Exception):
     """A condition raised instead of saying true or false; the message says which and why."""
 
 
-def passed_over(stopped_by: str | None) -> str:
-    """Why a candidate was not evaluated: an earlier rule stopped (``stopped_by``), or the
-    event is rulekit's own and the rule does not react to those."""
+def passed_over(stopped_by: str | None, *, chain_ended: bool = False) -> str:
+    """Why a candidate was not evaluated: an earlier rule stopped (``stopped_by``), the event
+    is rulekit's own and the rule does not react to those, or it ends the longest chain of
+    rulekit's own events (``chain_ended``: :data:`~rulekit.event.MAX_OWN_CHAIN`)."""
     if stopped_by is not None:
         return f"stopped by rule {stopped_by!r}"
+    if chain_ended:
+        return f"own event at the end of a chain of {MAX_OWN_CHAIN}: no rule reacts to it"
     return "own event (origin rulekit); set allow_own_events: true to react"
 
 

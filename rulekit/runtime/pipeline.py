@@ -64,9 +64,9 @@ def simulated(at: datetime, what: str) -> datetime:
 
 
 MAX_EMITTED = 100
-"""Events the actions of one input may emit in a simulation: rules whose actions emit events
-without end (an ``assign`` on every ``assigned``) would keep the daemon as busy; the dry run
-stops there and says so."""
+"""Events the actions of one input may emit in a simulation. Each chain of them ends after
+:data:`~rulekit.event.MAX_OWN_CHAIN` (as in the daemon), but plans that change a conversation
+twice branch: the dry run stops there and says so."""
 
 
 class _SetAside(Exception):
