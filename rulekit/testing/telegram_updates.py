@@ -92,14 +92,7 @@ class Updates:
         """An update with a new message from ``user``: ``text``, or a message of ``kind``
         (``photo``, ``sticker``, ``document``, ``voice``, ``video``, ``location``), written
         in ``topic`` of the chat (its ``message_thread_id``) or outside topics."""
-        counter = self._message_ids.setdefault(user.id, itertools.count(1))
-        self.date += 1
-        message: dict[str, Any] = {
-            "message_id": next(counter),
-            "from": user.as_json(),
-            "chat": user.chat(),
-            "date": self.date,
-        }
+        message = self._next_message(user)
         if kind == "text":
             message["text"] = text if text is not None else ""
             if message["text"].startswith("/"):
@@ -116,16 +109,21 @@ class Updates:
     def service(self, user: TelegramUser, key: str, value: Any = True) -> dict[str, Any]:
         """An update with a service message from ``user`` in their chat with the bot (the
         message's ``key`` says what happened: ``pinned_message``, ``write_access_allowed``...)."""
+        message = self._next_message(user)
+        message[key] = value
+        return {"update_id": next(self._update_ids), "message": message}
+
+    def _next_message(self, user: TelegramUser) -> dict[str, Any]:
+        """The head of ``user``'s next message in their chat with the bot: its number in the
+        chat, the sender, the chat, and a time one second after the last message's."""
         counter = self._message_ids.setdefault(user.id, itertools.count(1))
         self.date += 1
-        message: dict[str, Any] = {
+        return {
             "message_id": next(counter),
             "from": user.as_json(),
             "chat": user.chat(),
             "date": self.date,
-            key: value,
         }
-        return {"update_id": next(self._update_ids), "message": message}
 
     def edit(self, update: dict[str, Any], text: str) -> dict[str, Any]:
         """An update saying the message of ``update`` was edited to ``text``."""
