@@ -77,7 +77,14 @@ def _compiled(pattern: str, ignorecase: bool, multiline: bool) -> Any:
         raise TemplateError(problem)
     # RE2's `(?m)` is Python's re.MULTILINE: ^ and $ at every line
     source = f"(?m:{as_re2(pattern)})" if multiline else as_re2(pattern)
-    regexp = re2.compile(source, _options(ignorecase=ignorecase))
+    try:
+        regexp = re2.compile(source, _options(ignorecase=ignorecase))
+    except re2.error as exc:  # valid as written, not with these flags (too large ignoring case)
+        flags = [name for name, on in (("ignorecase", ignorecase), ("multiline", multiline)) if on]
+        raise TemplateError(
+            f"with {' and '.join(flags) or 'no flags'}, RE2 cannot compile the pattern: "
+            f"{_reason(exc)}"
+        ) from None
     _keep(key, regexp)
     return regexp
 
@@ -232,7 +239,7 @@ def pattern_problem(pattern: Any) -> str | None:
     except re2.error as exc:
         # only a pattern RE2 refuses is looked at for what it lacks: `a\(?!` and `[(?=]` are
         # plain RE2 patterns, whatever they look like
-        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        reason = _reason(exc)
         for opening, kind in _UNSUPPORTED:
             if opening in pattern:
                 return f"pattern {pattern!r}: {kind} ({opening}...) is not supported{_WHY}"
@@ -240,6 +247,11 @@ def pattern_problem(pattern: Any) -> str | None:
             return f"pattern {pattern!r}: a backreference (\\1) is not supported{_WHY}"
         return f"pattern {pattern!r} is not a valid RE2 pattern: {reason}"
     return _class_problem(pattern)
+
+
+def _reason(exc: Exception) -> str:
+    """What RE2 said, as text."""
+    return exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
 
 
 def _has_backreference(pattern: str) -> bool:
@@ -255,10 +267,12 @@ def _has_backreference(pattern: str) -> bool:
 class _Loaded:
     """The distinct patterns a load of rules compiled so far, and their instructions."""
 
-    __slots__ = ("full", "instructions", "seen")
+    __slots__ = ("compiled", "full", "instructions", "seen")
 
     def __init__(self) -> None:
         self.seen: set[str] = set()
+        self.compiled: set[tuple[str, bool, bool]] = set()
+        """Each pattern with the flags it was compiled with (each its own program)."""
         self.instructions = 0
         self.full = False
 
@@ -277,20 +291,24 @@ def counted_patterns() -> Iterator[None]:
         _loading.reset(token)
 
 
-def loaded(pattern: str) -> str | None:
-    """Compile ``pattern`` as rules load: why it cannot be, or why it does not fit with the
-    patterns loaded before it (inside :func:`counted_patterns`), or None."""
+def loaded(pattern: str, ignorecase: bool = False, multiline: bool = False) -> str | None:
+    """Compile ``pattern`` with the flags a rule gives it, as rules load: why it cannot be, or
+    why it does not fit with the patterns loaded before it (inside :func:`counted_patterns`),
+    or None. Each set of flags is a program of its own, counted with the others: a pattern
+    RE2 compiles within its memory as written may not fit once case is ignored (each letter
+    becomes a class of its cases)."""
     counts = _loading.get()
-    if counts is not None and pattern not in counts.seen:
-        if len(counts.seen) >= MAX_PATTERNS:
+    key = (pattern, ignorecase, multiline)
+    if counts is not None and key not in counts.compiled:
+        if pattern not in counts.seen and len(counts.seen) >= MAX_PATTERNS:
             return f"the rules hold more than {MAX_PATTERNS} distinct patterns"
         if counts.full:  # the next pattern is not compiled (each may take 0.1 s and 5 MB)
             return _over(None)
     try:
-        regexp = compiled(pattern)
+        regexp = compiled(pattern, ignorecase, multiline)
     except TemplateError as exc:
         return str(exc)
-    if counts is None or pattern in counts.seen:
+    if counts is None or key in counts.compiled:
         _written.add(pattern)
         return None
     size = max(regexp.programsize, 0)
@@ -298,6 +316,7 @@ def loaded(pattern: str) -> str | None:
         counts.full = True
         return _over(size)
     counts.seen.add(pattern)
+    counts.compiled.add(key)
     counts.instructions += size
     _written.add(pattern)
     return None

@@ -284,12 +284,50 @@ def check_patterns(expr: nodes.Node) -> list[str]:
         elif _control(pattern.value):
             problems.append(f"the pattern of {node.name} holds a control character{_DOUBLE_QUOTED}")
         else:
-            # compiled now, which warms the cache (the first event pays nothing), and counted
-            # with the other patterns of the rules
-            problem = loaded(pattern.value)
-            if problem:
-                problems.append(problem)
+            # compiled now with the flags the call gives it, which warms the cache (the first
+            # event pays nothing), and counted with the other patterns of the rules
+            problems.extend(_loaded(pattern.value, node, _FLAGS[node.name]))
     return problems
+
+
+_FLAGS = {
+    "match": (1, 2),
+    "search": (1, 2),
+    "regex_search": (None, None),
+    "regex_findall": (2, 1),
+    "regex_replace": (2, 3),
+}
+"""Where a call's positional arguments (after the value) give ``ignorecase`` and
+``multiline``: the pattern comes first, and each function takes its flags in its own order."""
+
+
+def _flag(node: nodes._FilterTestCommon, name: str, at: int | None) -> tuple[bool, ...]:
+    """The values the flag ``name`` (positional argument ``at``, else a keyword) may take in
+    the call ``node``: its own when written as a constant, else either."""
+    given: nodes.Expr | None = None
+    if at is not None and len(node.args) > at:
+        given = node.args[at]
+    else:
+        given = next((keyword.value for keyword in node.kwargs if keyword.key == name), None)
+    if given is None:
+        unknown = node.dyn_args is not None or node.dyn_kwargs is not None
+        return (False, True) if unknown else (False,)
+    if isinstance(given, nodes.Const):
+        return (bool(given.value),)
+    return (False, True)  # a value known when the event is: both are compiled now
+
+
+def _loaded(
+    pattern: str, node: nodes._FilterTestCommon, at: tuple[int | None, int | None]
+) -> list[str]:
+    """:func:`loaded` for each set of flags the call may give ``pattern``: the first
+    problem."""
+    for ignorecase in _flag(node, "ignorecase", at[0]):
+        for multiline in _flag(node, "multiline", at[1]):
+            problem = loaded(pattern, ignorecase, multiline)
+            if problem:
+                return [problem]
+    return []
 
 
 SELECTING_FILTERS = {"select": 0, "reject": 0, "selectattr": 1, "rejectattr": 1}
@@ -314,8 +352,7 @@ def _selected_pattern(node: nodes.Filter) -> list[str]:
         ]
     if _control(pattern.value):
         return [f"the pattern of {test.value} holds a control character{_DOUBLE_QUOTED}"]
-    problem = loaded(pattern.value)
-    return [problem] if problem else []
+    return _loaded(pattern.value, node, (at + 2, at + 3))  # the test's flags follow it
 
 
 def _pattern_argument(node: nodes._FilterTestCommon) -> nodes.Expr | None:

@@ -396,3 +396,46 @@ def test_a_pattern_the_rules_did_not_write_is_refused_when_it_runs(
         "literal string (patterns are compiled when rules load)"
     ]
     assert render("{{ ['ab', 'b']|select('match', 'a')|list }}", "x") == "['ab']"
+
+
+_FITS_ONLY_AS_WRITTEN = "[Ā-ɏ]{1000}" * 80
+"""RE2 compiles it within its memory as written (320,000 instructions), not ignoring case
+(each letter of Latin Extended becomes the class of its two cases)."""
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        f"message.text is search('{_FITS_ONLY_AS_WRITTEN}', ignorecase=true)",
+        f"message.text is match('{_FITS_ONLY_AS_WRITTEN}', true)",
+        f"message.text is search('{_FITS_ONLY_AS_WRITTEN}', ignorecase=client.name)",
+        f"message.text|regex_findall('{_FITS_ONLY_AS_WRITTEN}', false, true)",
+        f"message.text|regex_search('{_FITS_ONLY_AS_WRITTEN}', ignorecase=1)",
+        f"message.text|regex_replace('{_FITS_ONLY_AS_WRITTEN}', 'x', true) == ''",
+        f"['a']|select('search', '{_FITS_ONLY_AS_WRITTEN}', true)|list",
+        f"['a']|select('search', '{_FITS_ONLY_AS_WRITTEN}', ignorecase=true)|list",
+    ],
+)
+def test_a_pattern_is_compiled_with_the_flags_its_rule_gives_it_when_rules_load(
+    build_engine: Any, condition: str
+) -> None:
+    """A pattern was compiled as written when the rules loaded, and with ``ignorecase`` only
+    when an event came: one RE2 could not fit ignoring case loaded without a word, and its
+    rule never fired (the condition failed on every event, as a "no"). Now the load fails, at
+    the condition's file:line, saying so."""
+    with pytest.raises(ValidationErrors) as caught:
+        build_engine(_rule(condition, "x"))
+    text = str(caught.value)
+    assert "rules.yaml:3:" in text
+    assert "with ignorecase, RE2 cannot compile the pattern: pattern too large" in text
+
+
+def test_a_pattern_is_compiled_as_written_unless_a_flag_says_otherwise(
+    build_engine: Any, holds: Any
+) -> None:
+    build_engine(_rule(f"message.text is search('{_FITS_ONLY_AS_WRITTEN}')", "x"))
+    build_engine(_rule(f"message.text is search('{_FITS_ONLY_AS_WRITTEN}', false)", "x"))
+    build_engine(_rule(f"message.text|regex_findall('{_FITS_ONLY_AS_WRITTEN}', true)", "x"))
+    # the flags' variants are compiled when the rules load: the events find them cached
+    assert holds("message.text is search('ÄBC', ignorecase=client.name)", "xäbc") is False
+    assert ("ÄBC", True, False) in patterns._cache and ("ÄBC", False, False) in patterns._cache
