@@ -223,6 +223,8 @@ def test_the_limits_the_docs_state_are_the_codes() -> None:
     from datetime import timedelta
 
     import click
+    from rulekit_chatra import ChatraProvider
+    from rulekit_telegram import TelegramProvider
 
     from rulekit import yamlsource
     from rulekit.audit.dryrun import MAX_INPUT_BYTES
@@ -305,6 +307,8 @@ def test_the_limits_the_docs_state_are_the_codes() -> None:
             f"One token\nholds at most {sessions.MAX_SESSIONS_PER_TOKEN} sessions",
             f"A write's body is a JSON object of at most {workspace.MAX_BODY // 1024} KB",
             f"(1 to {changes.MAX_TEXT:,} characters)",
+            f"(Chatra {ChatraProvider.max_reply_length:,}, Telegram\n"
+            f"{TelegramProvider.max_reply_length:,}, counted in UTF-16 code units",
             f"at most {changes.MAX_FIELD} characters, {changes.MAX_NOTES:,} for `notes`",
             f"cut to {conversations.MAX_THREAD_TEXT:,} characters",
             f"every text cut to {journal.MAX_LISTED_TEXT:,} characters",

@@ -195,6 +195,11 @@ class Provider:
     Settings: ClassVar[type[ChannelSettings]] = ChannelSettings
     """The model of this provider's per-channel settings."""
     can_reply: ClassVar[bool] = False
+    max_reply_length: ClassVar[int | None] = None
+    """The longest message text the service takes, in UTF-16 code units (as JavaScript and
+    Telegram count: a character beyond U+FFFF, as most emoji are, counts two), or None when it
+    sets none. A rule's longer reply is cut to it (ending ``…``); an agent's reply from the
+    console is refused instead (:meth:`reply_length_problem`), for the agent to shorten it."""
     reply_limits: ClassVar[Mapping[str, Limit]] = {}
     """The service's rate limits on replies, by scope: ``conversation`` (one client's chat)
     and ``service`` (everything the account sends); the dispatcher paces replies by them."""
@@ -287,6 +292,21 @@ class Provider:
     def reply_problem(self) -> str | None:
         """Why replies cannot be sent with the current settings (e.g. missing API keys), or None."""
         return None if self.can_reply else f"the {self.name} provider cannot write to clients"
+
+    def reply_length_problem(self, text: str) -> str | None:
+        """Why the service would not take ``text`` whole as one message (longer than
+        :attr:`max_reply_length`), or None."""
+        limit = self.max_reply_length
+        if limit is None:
+            return None
+        length = len(text.encode("utf-16-le", "surrogatepass")) // 2
+        if length <= limit:
+            return None
+        return (
+            f"text is {length} characters long as channel {self.channel!r} counts them (an"
+            f" emoji counts two), and the {self.name} provider takes at most {limit} in one"
+            " message: shorten it, or send it as two replies"
+        )
 
     def sender_problem(self, conversation: Conversation) -> str | None:
         """Why a reply in ``conversation`` could not be sent for want of someone to send it as

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from rulekit.actions.pacing import Limit
-from rulekit.actions.telegram_text import truncate
+from rulekit.actions.telegram_text import MAX_MESSAGE_LENGTH, truncate
 from rulekit.channels import ChannelContext, ChannelTimer, Provider, Reply
 from rulekit.channels.base import Inbound, account_digest
 from rulekit.channels.session import LoopSession
@@ -47,6 +47,7 @@ class TelegramProvider(Provider):
     description = "a Telegram bot: updates by webhook or long polling, replies by sendMessage"
     Settings = TelegramSettings
     can_reply = True
+    max_reply_length = MAX_MESSAGE_LENGTH
     reply_limits = {
         "conversation": Limit(1, 1.0),  # about one message a second in one chat
         "service": Limit(30, 1.0),  # thirty a second for the whole bot

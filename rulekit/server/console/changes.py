@@ -102,6 +102,10 @@ class Changes:
         found = await self._found(workspace, viewer, conversation_id)
         channel = found.channel
         action = self._action("reply", channel)
+        provider = self.runtime.snapshot.providers.get(channel)
+        # refused, not cut as a rule's reply is: the agent can still shorten what they wrote
+        if provider is not None and (problem := provider.reply_length_problem(text)):
+            raise ApiError(400, problem)
         now = datetime.now(UTC)
         token = change_token(viewer, idempotency_key, "POST", "messages", conversation_id, body)
         agent = Agent(email=viewer.email, name=viewer.name, known=True)

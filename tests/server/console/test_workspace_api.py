@@ -322,3 +322,21 @@ def test_a_set_aside_webhook_is_listed_and_requeued(workspace: Workspace) -> Non
             "the second try",
         )
         assert anna.post("set-aside/999999/requeue").status_code == 404
+
+
+def test_a_reply_longer_than_chatra_takes_is_refused_not_cut(workspace: Workspace) -> None:
+    """Chatra takes 5,000 UTF-16 code units: 2,501 emoji are 5,002 of them. Sent on, the reply
+    would reach the client cut short while the agent was told it was sent; the agent is told
+    at once instead, and can shorten it."""
+    workspace.started()
+    with workspace.client("anna") as anna:
+        key = {"Idempotency-Key": "long-one"}
+        refused = anna.post(f"{path()}/messages", json={"text": "😀" * 2501}, headers=key)
+        assert refused.status_code == 400, refused.text
+        assert "5002 characters" in refused.json()["error"]
+        assert "at most 5000" in refused.json()["error"]
+        # a refusal leaves the key free, and a reply that fits is sent whole
+        fits = anna.post(f"{path()}/messages", json={"text": "😀" * 2500}, headers=key)
+        assert fits.status_code == 202, fits.text
+    wait_for(lambda: workspace.job(fits.json()["job_id"]).status == "done", "the reply")
+    assert [s["text"] for s in workspace.chatra.sent] == ["😀" * 2500]
