@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from rulekit.audit.privacy import client_label, hidden_values, hide, hide_team
@@ -31,7 +31,12 @@ def parse_since(value: str | None, now: datetime, zone: tzinfo | None = None) ->
             parsed = datetime.fromisoformat(value)
         except ValueError as exc:
             raise ValueError(f"{value!r} is not an ISO 8601 time: {exc}") from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=zone or now.tzinfo)
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=zone or now.tzinfo)
+        try:
+            parsed.astimezone(UTC)  # the stores compare times in UTC
+        except OverflowError:
+            raise ValueError(f"{value!r} is outside the years 1 to 9999 in UTC") from None
+        return parsed
     duration: timedelta = parse_duration(value)
     try:
         return now - duration

@@ -76,7 +76,11 @@ def test_since_without_an_offset_is_the_configs_time_and_bad_values_are_usage_er
         ("2024-13-01", "'2024-13-01' is not an ISO 8601 time: month must be in 1..12"),
         ("1w", "'1w' is not a duration"),
         ("0d", "a duration must be positive"),
+        # in Berlin's time, the first day of the year 1 begins in the year 0 in UTC
+        ("0001-01-01", "'0001-01-01' is outside the years 1 to 9999 in UTC"),
+        ("9999-12-31T23:00-05:00", "is outside the years 1 to 9999 in UTC"),
     ]:
-        result = site.run("stats", "--since", since)
-        assert result.exit_code == 2 and problem in result.output, result.output
+        for command in ("stats", "history"):
+            result = site.run(command, "--since", since)
+            assert result.exit_code == 2 and problem in result.output, result.output
     assert site.run("history", "--since", " 7d ").exit_code == 0

@@ -13,7 +13,7 @@ import binascii
 import json
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from rulekit.server.console.journal import event_summary, known, shortened
@@ -49,9 +49,10 @@ def decode_cursor(cursor: str) -> Position:
         when = datetime.fromisoformat(active_at)
         if not isinstance(channel, str) or not isinstance(key, str) or when.tzinfo is None:
             raise ValueError
+        when.astimezone(UTC)  # the stores compare in UTC: a forged time may fall outside
         if "\x00" in channel or "\x00" in key:  # no stored name holds one
             raise ValueError
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise BadCursor("not a cursor of this list; start again without one") from None
     return Position(when, channel, key)
 

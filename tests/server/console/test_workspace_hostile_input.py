@@ -176,7 +176,19 @@ def test_a_page_size_is_written_in_ascii_digits(workspace: Workspace) -> None:
         assert anna.get("conversations", params={"limit": "200"}).status_code == 200
 
 
-@pytest.mark.parametrize("since", ["99999999999d", "9" * 30, "3000000d", "1e400d", "%FF"])
+@pytest.mark.parametrize(
+    "since",
+    [
+        "99999999999d",
+        "9" * 30,
+        "3000000d",
+        "1e400d",
+        "%FF",
+        # times whose UTC falls outside the calendar Python counts in
+        "0001-01-01T00:00%2B05:00",
+        "9999-12-31T23:59-05:00",
+    ],
+)
 def test_stats_answer_400_to_a_since_out_of_range(workspace: Workspace, since: str) -> None:
     response = httpx.get(
         f"{workspace.url}/console/api/stats?since={since}",
@@ -206,9 +218,15 @@ def test_a_webhook_whose_ids_hold_nul_is_kept_on_every_store(
         for name in ("q", "tag"):
             query = anna.get("conversations", params={name: "a\u0000"})
             assert query.status_code == 400, query.text
-        forged = json.dumps(["2026-01-01T00:00:00+00:00", "\u0000", "x"]).encode()
-        cursor = base64.urlsafe_b64encode(forged).decode()
-        assert anna.get("conversations", params={"cursor": cursor}).status_code == 400
+        for forged_time, name in [
+            ("2026-01-01T00:00:00+00:00", "\u0000"),
+            ("0001-01-01T00:00:00+05:00", "x"),  # before the year 1 in UTC
+            ("9999-12-31T23:59:59-05:00", "x"),
+        ]:
+            forged = json.dumps([forged_time, name, "x"]).encode()
+            cursor = base64.urlsafe_b64encode(forged).decode()
+            answer = anna.get("conversations", params={"cursor": cursor})
+            assert answer.status_code == 400, (forged_time, answer.text)
     no_tracebacks(caplog)
 
 
