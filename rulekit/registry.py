@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
+from pydantic import BaseModel
+
 from rulekit.errors import PluginError
 
 if TYPE_CHECKING:
@@ -61,6 +63,21 @@ class _Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self.entries)
 
+    def _refuse(self, name: Any, problem: str) -> PluginError:
+        return PluginError(f"plugin {self.plugin!r} registered {self.kind} {name!r}: {problem}")
+
+
+def _derives(value: Any, contract: str) -> bool:
+    """Whether ``value`` is a class deriving from the class named ``contract`` (its module and
+    name: the plugin system stands beside the contracts and does not import them)."""
+    return isinstance(value, type) and any(
+        f"{base.__module__}.{base.__qualname__}" == contract for base in value.__mro__
+    )
+
+
+def _is_model(value: Any) -> bool:
+    return isinstance(value, type) and issubclass(value, BaseModel)
+
 
 class ProviderRegistry(_Registry["type[Provider]"]):
     """Passed to ``rulekit_register_providers``."""
@@ -69,8 +86,18 @@ class ProviderRegistry(_Registry["type[Provider]"]):
         super().__init__("provider")
 
     def add(self, provider: type[Provider]) -> None:
-        """Register a provider class under its ``name``."""
-        self._add(getattr(provider, "name", ""), provider)
+        """Register a provider class under its ``name``: a :class:`rulekit.channels.Provider`
+        whose ``Settings`` is a pydantic model (anything else is an error naming the plugin,
+        not a crash of whichever command first reads it)."""
+        name = getattr(provider, "name", "")
+        if not _derives(provider, "rulekit.channels.base.Provider"):
+            raise self._refuse(name, "not a subclass of rulekit.channels.Provider")
+        if not _is_model(getattr(provider, "Settings", None)):
+            raise self._refuse(name, "its Settings is not a pydantic model")
+        default = getattr(provider, "default_channel", None)
+        if default is not None and not isinstance(default, str):
+            raise self._refuse(name, "its default_channel is not a string")
+        self._add(name, provider)
 
 
 class ActionRegistry(_Registry["type[Action]"]):
@@ -80,8 +107,26 @@ class ActionRegistry(_Registry["type[Action]"]):
         super().__init__("action")
 
     def add(self, action: type[Action]) -> None:
-        """Register an action class under its ``name``."""
-        self._add(getattr(action, "name", ""), action)
+        """Register an action class under its ``name``: a :class:`rulekit.actions.Action`
+        whose ``Params`` (and ``Integration``, when it has one) is a pydantic model."""
+        name = getattr(action, "name", "")
+        if not _derives(action, "rulekit.actions.base.Action"):
+            raise self._refuse(name, "not a subclass of rulekit.actions.Action")
+        if not _is_model(getattr(action, "Params", None)):
+            raise self._refuse(name, "its Params is not a pydantic model")
+        integration = getattr(action, "Integration", None)
+        if integration is not None and not _is_model(integration):
+            raise self._refuse(name, "its Integration is not a pydantic model")
+        self._add(name, action)
+
+
+def _dotted_name(name: str) -> bool:
+    """A name a template can write after ``|`` or ``is`` (dotted, as Jinja allows)."""
+    return all(part.isidentifier() for part in name.split("."))
+
+
+def _plain_name(name: str) -> bool:
+    return name.isidentifier()
 
 
 class TemplateRegistry:
@@ -102,12 +147,26 @@ class TemplateRegistry:
 
     def filter(self, name: str, function: Callable[..., Any]) -> None:
         """Add a filter, usable as ``value | name``."""
+        self._check(self.filters, name, _dotted_name, function)
         self.filters._add(name, function)
 
     def test(self, name: str, function: Callable[..., Any]) -> None:
         """Add a test, usable as ``value is name``."""
+        self._check(self.tests, name, _dotted_name, function)
         self.tests._add(name, function)
 
     def global_(self, name: str, value: Any) -> None:
         """Add a global name (a constant or a pure function)."""
+        self._check(self.globals, name, _plain_name, None)
         self.globals._add(name, value)
+
+    @staticmethod
+    def _check(
+        registry: _Registry[Any], name: Any, syntax: Callable[[str], bool], function: Any
+    ) -> None:
+        """A name no template could write, or a filter or test that cannot be called, is an
+        error naming the plugin (the rules would only fail later, far from the cause)."""
+        if isinstance(name, str) and name and not syntax(name):
+            raise registry._refuse(name, "not a name templates can write")
+        if function is not None and not callable(function):
+            raise registry._refuse(name, "not a function")

@@ -9,9 +9,7 @@ from rulekit.registry import TemplateRegistry
 @hookimpl
 def rulekit_template_environment(register: TemplateRegistry) -> None:
     from rulekit.expr import regex
-    from rulekit.expr.sandbox import truncate_safe
 
-    register.filter("truncate", truncate_safe)
     register.filter("regex_search", regex.regex_search)
     register.filter("regex_findall", regex.regex_findall)
     register.filter("regex_replace", regex.regex_replace)

@@ -13,9 +13,15 @@ from typing import Any
 
 from rulekit import yamlsource
 from rulekit.config import Config
-from rulekit.errors import Location, RuleError, TemplateError
+from rulekit.errors import Location, PluginError, RuleError, TemplateError
 from rulekit.expr.codegen import Program, Slot
-from rulekit.expr.parse import ROOT_TYPES, check_references, parse_expression, reads_name
+from rulekit.expr.parse import (
+    CONSTANTS,
+    ROOT_TYPES,
+    check_references,
+    parse_expression,
+    reads_name,
+)
 from rulekit.expr.sandbox import Sandbox
 from rulekit.expr.timefunctions import datetime_filter, time_globals, unknown_calendars
 from rulekit.plugins import Plugins
@@ -71,13 +77,28 @@ class Compilation:
         """A sandbox with the plugins' filters, tests and globals and the time functions,
         escaping output with ``escaper`` (None: as it is)."""
         env = Sandbox(escaper)
-        for name, entry in self.plugins.templates.filters.entries.items():
-            env.filters[name] = entry.value
-        for name, entry in self.plugins.templates.tests.entries.items():
-            env.tests[name] = entry.value
-        for name, entry in self.plugins.templates.globals.entries.items():
-            env.globals[name] = entry.value
-        env.globals.update(time_globals(self.config.calendars))
+        times = time_globals(self.config.calendars)
+        builtin = {
+            "filter": {*env.filters, "datetime"},
+            "test": set(env.tests),
+            "global": {*env.globals, *times, *ROOT_TYPES, *CONSTANTS},
+        }
+        templates = self.plugins.templates
+        for kind, registry, target in (
+            ("filter", templates.filters, env.filters),
+            ("test", templates.tests, env.tests),
+            ("global", templates.globals, env.globals),
+        ):
+            for name, entry in registry.entries.items():
+                if name in builtin[kind]:
+                    # replacing one would change what every rule's templates mean (a
+                    # ``defined`` of other rules, a ``range`` without its budget), silently
+                    raise PluginError(
+                        f"plugin {entry.plugin!r} registers template {kind} {name!r}, "
+                        f"which is built in; give it another name"
+                    )
+                target[name] = entry.value
+        env.globals.update(times)
         env.filters["datetime"] = datetime_filter(self.config.timezone)
         return env
 

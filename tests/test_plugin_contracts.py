@@ -1,0 +1,185 @@
+"""A plugin that registers something rulekit cannot use, or a template name rulekit already
+has, is an error naming the plugin when plugins load (or when the rules' sandbox is made),
+never a traceback of whichever command reads it first nor a silent change of the language."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from scaffold import write
+
+from rulekit import hookimpl
+from rulekit.actions.base import Action
+from rulekit.channels.base import Provider
+from rulekit.cli.main import cli
+from rulekit.engine.engine import Engine
+from rulekit.errors import PluginError
+from rulekit.models import StrictModel
+from rulekit.plugins import load_plugins
+
+
+class Params(StrictModel):
+    text: str
+
+
+class NoParams:
+    name = "noparams"
+
+
+class DictParams(Action):
+    name = "dictparams"
+    Params = dict  # type: ignore[assignment]
+
+
+class PlainIntegration(Action):
+    name = "plainintegration"
+    Params = Params
+    integration = "thing"
+    Integration = str  # type: ignore[assignment]
+
+
+class NotAProvider:
+    name = "notaprovider"
+    default_channel = "x-chat"
+
+
+class DictSettings(Provider):
+    name = "dictsettings"
+    default_channel = "x-chat"
+    Settings = dict  # type: ignore[assignment]
+
+
+class NumberedChannel(Provider):
+    name = "numbered"
+    default_channel = 5  # type: ignore[assignment]
+
+
+def _registering(hook: str, call: Any) -> object:
+    class Plugin:
+        pass
+
+    def implementation(self: object, register: Any) -> None:
+        call(register)
+
+    setattr(Plugin, hook, hookimpl(implementation))
+    return Plugin()
+
+
+ACTIONS = "rulekit_register_actions"
+PROVIDERS = "rulekit_register_providers"
+TEMPLATES = "rulekit_template_environment"
+
+
+@pytest.mark.parametrize(
+    ("hook", "call", "message"),
+    [
+        (ACTIONS, lambda r: r.add(NoParams), "action 'noparams': not a subclass of"),
+        (ACTIONS, lambda r: r.add(NoParams()), "action 'noparams': not a subclass of"),
+        (ACTIONS, lambda r: r.add(DictParams), "'dictparams': its Params is not a pydantic"),
+        (ACTIONS, lambda r: r.add(PlainIntegration), "its Integration is not a pydantic"),
+        (PROVIDERS, lambda r: r.add(NotAProvider), "'notaprovider': not a subclass of"),
+        (PROVIDERS, lambda r: r.add(DictSettings), "its Settings is not a pydantic model"),
+        (PROVIDERS, lambda r: r.add(NumberedChannel), "its default_channel is not a string"),
+        (TEMPLATES, lambda r: r.filter("shout", 42), "template filter 'shout': not a function"),
+        (TEMPLATES, lambda r: r.test("vip", "x"), "template test 'vip': not a function"),
+        (TEMPLATES, lambda r: r.filter("a b", str), "'a b': not a name templates can write"),
+        (TEMPLATES, lambda r: r.test("is-vip", str), "not a name templates can write"),
+        (TEMPLATES, lambda r: r.global_("a.b", 1), "not a name templates can write"),
+    ],
+)
+def test_what_rulekit_cannot_use_is_refused_naming_the_plugin(
+    hook: str, call: Any, message: str
+) -> None:
+    with pytest.raises(PluginError) as caught:
+        load_plugins(extra=[("odd", _registering(hook, call))])
+    assert str(caught.value).startswith("plugin 'odd' registered ")
+    assert message in str(caught.value)
+
+
+def test_dotted_filter_names_are_fine(tmp_path: Path) -> None:
+    plugin = _registering(TEMPLATES, lambda r: r.filter("shop.shout", lambda v: f"{v}!"))
+    plugins = load_plugins(extra=[("shop", plugin)])
+    rules = write(
+        tmp_path / "r" / "a.yaml",
+        "- name: a\n  on: {event: message}\n"
+        "  do: [{slack: {channel: '#a', text: '{{ message.text|shop.shout }}'}}]\n",
+    ).parent
+    Engine.from_path(rules, plugins=plugins)
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [
+        ("filter", "join"),  # Jinja's, budgeted by rulekit
+        ("filter", "truncate"),  # rulekit's own, markup-aware
+        ("filter", "default"),  # rulekit's meaning: None is missing
+        ("filter", "datetime"),  # made from the config
+        ("filter", "regex_search"),  # a built-in plugin's: a duplicate
+        ("test", "defined"),  # rulekit's meaning: not None
+        ("test", "divisibleby"),
+        ("global", "range"),  # bounded by the budget
+        ("global", "dict"),
+        ("global", "business_hours"),  # made from the config
+        ("global", "message"),  # a name of the event
+        ("global", "none"),
+    ],
+)
+def test_a_template_name_rulekit_has_is_refused_naming_the_plugin(
+    tmp_path: Path, kind: str, name: str
+) -> None:
+    function = lambda *args, **kwargs: "replaced"  # noqa: E731
+    register = {"filter": "filter", "test": "test", "global": "global_"}[kind]
+    plugin = _registering(TEMPLATES, lambda r: getattr(r, register)(name, function))
+    rules = write(
+        tmp_path / "r" / "a.yaml",
+        "- name: a\n  on: {event: message}\n  do: [{tag: {add: [x]}}]\n",
+    ).parent
+    with pytest.raises(PluginError) as caught:
+        Engine.from_path(rules, plugins=load_plugins(extra=[("odd", plugin)]))
+    assert f"plugin 'odd' registers template {kind} {name!r}, which is built in" in str(
+        caught.value
+    ) or "registered by plugin 'rulekit.expr.filters' and again by plugin 'odd'" in str(
+        caught.value
+    )
+
+
+PLUGIN_MODULE = """
+from rulekit import hookimpl
+
+
+class Wave:
+    name = "wave"
+
+
+@hookimpl
+def rulekit_register_actions(register):
+    register.add(Wave)
+"""
+
+
+@pytest.mark.parametrize(
+    "command", [["plugins"], ["plugins", "--format", "json"], ["schema"], ["check", "rules"]]
+)
+def test_commands_name_the_plugin_instead_of_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    site = tmp_path / "site"
+    module = "rulekit_odd_plugin_for_tests"
+    write(site / f"{module}.py", PLUGIN_MODULE)
+    dist = site / "rulekit_odd-0.1.dist-info"
+    write(dist / "METADATA", "Metadata-Version: 2.1\nName: rulekit-odd\nVersion: 0.1\n")
+    write(dist / "entry_points.txt", f"[rulekit]\nodd = {module}\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.setattr(cli, "commands", dict(cli.commands))
+    monkeypatch.setattr(cli, "_plugins_loaded", False, raising=False)
+    write(tmp_path / "rules" / "a.yaml", "[]\n")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, command)
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "error: plugin 'odd' registered action 'wave': not a subclass of" in result.output
