@@ -66,7 +66,17 @@ ROOT_CODE = {
 def attr(obj: Any, name: str) -> Any:
     """Jinja2-style ``obj.name`` limited to data (the sandbox's policy,
     :func:`~rulekit.expr.policy.allowed_attribute`): event fields, dict keys (``None`` when
-    missing), and a short list of side-effect-free methods."""
+    missing), and a short list of side-effect-free methods. A dict's key named like one of its
+    methods (a field ``items``) is the key's value: ``conversation.fields.items`` reads the
+    field; :func:`method` gives the method to a call."""
+    if isinstance(obj, dict) and (name not in SAFE_DICT_METHODS or name in obj):
+        return obj.get(name)
+    return method(obj, name)
+
+
+def method(obj: Any, name: str) -> Any:
+    """``obj.name`` as the target of a call (``conversation.fields.items()``): a dict's own
+    method even when it has a key of that name; otherwise as :func:`attr`."""
     if isinstance(obj, dict) and name not in SAFE_DICT_METHODS:
         return obj.get(name)
     if allowed_attribute(obj, name):
@@ -133,6 +143,7 @@ class Program:
         self.slots: list[tuple[str, Slot]] = []
         self.namespace: dict[str, Any] = {
             "_attr": attr,
+            "_method": method,
             "_item": item,
             "_concat": concat,
             "_call": call,
@@ -303,16 +314,7 @@ class _Gen:
                 return p.bind("g", node.name, p._globals[node.name]), None
             raise TemplateError(f"unknown name {node.name!r}")
         if isinstance(node, nodes.Getattr):
-            if node.attr.startswith("_"):
-                raise TemplateError(f"attribute {node.attr!r} is not accessible (sandbox)")
-            base, base_type = self._code(node.node)
-            if (
-                isinstance(base_type, type)
-                and issubclass(base_type, BaseModel)
-                and node.attr in base_type.model_fields
-            ):
-                return f"{base}.{node.attr}", field_type(base_type, node.attr)
-            return f"_attr({base}, {node.attr!r})", None
+            return self._getattr(node, "_attr")
         if isinstance(node, nodes.Getitem):
             base = self.code(node.node)
             if isinstance(node.arg, nodes.Slice):
@@ -370,7 +372,12 @@ class _Gen:
                 and is_reading_now(p._globals[target.name])
             ):  # a time function: it gets the time conditions see, as templates' context holds it
                 arguments = "{'now': now}" + (f", {arguments}" if arguments else "")
-            return f"_call({self.code(target)}{', ' if arguments else ''}{arguments})", None
+            function = (
+                self._getattr(target, "_method")[0]
+                if isinstance(target, nodes.Getattr)
+                else self.code(target)
+            )
+            return f"_call({function}{', ' if arguments else ''}{arguments})", None
         if isinstance(node, nodes.List):
             return f"[{', '.join(self.code(i) for i in node.items)}]", list
         if isinstance(node, nodes.Tuple):
@@ -380,6 +387,20 @@ class _Gen:
             pairs = ", ".join(f"{self.code(i.key)}: {self.code(i.value)}" for i in node.items)
             return "{" + pairs + "}", dict
         raise TemplateError(f"{type(node).__name__.lower()} expressions are not supported here")
+
+    def _getattr(self, node: nodes.Getattr, reader: str) -> tuple[str, Any]:
+        """``node`` (``x.name``) read through ``reader`` (``_attr``, or ``_method`` for a
+        call's target), an event model's field directly."""
+        if node.attr.startswith("_"):
+            raise TemplateError(f"attribute {node.attr!r} is not accessible (sandbox)")
+        base, base_type = self._code(node.node)
+        if (
+            isinstance(base_type, type)
+            and issubclass(base_type, BaseModel)
+            and node.attr in base_type.model_fields
+        ):
+            return f"{base}.{node.attr}", field_type(base_type, node.attr)
+        return f"{reader}({base}, {node.attr!r})", None
 
     def _args(self, first: nodes.Node | None, call: Any) -> str:
         if call.dyn_args is not None or call.dyn_kwargs is not None:

@@ -62,6 +62,7 @@ from rulekit.expr.markup import Safe, mark_safe
 from rulekit.expr.policy import (
     BINARY_OPERATORS,
     BUDGETED_STR_METHODS,
+    SAFE_DICT_METHODS,
     allowed_attribute,
     call_within_budget,
     concat,
@@ -266,6 +267,30 @@ class _LimitWork(NodeTransformer):
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
         concat = cast(nodes.Concat, self.generic_visit(node))
         return _environment_call("safe_concat", nodes.Tuple(concat.nodes, "load"))
+
+    def visit_Call(self, node: nodes.Call) -> nodes.Node:
+        # a call's target stays an attribute (``fields.items()`` is the method); only its
+        # object is visited
+        target = node.node
+        if isinstance(target, nodes.Getattr):
+            target.node = self.visit(target.node)
+            node.args = [self.visit(arg) for arg in node.args]
+            node.kwargs = [self.visit(kwarg) for kwarg in node.kwargs]
+            node.dyn_args = None if node.dyn_args is None else self.visit(node.dyn_args)
+            node.dyn_kwargs = None if node.dyn_kwargs is None else self.visit(node.dyn_kwargs)
+            return node
+        return self.generic_visit(node)
+
+    def visit_Getattr(self, node: nodes.Getattr) -> nodes.Node:
+        # a key named like a dict method is read as the key (``conversation.fields.items`` is
+        # the field ``items``), as conditions read it (rulekit.expr.codegen.attr): Jinja2's
+        # ``x['items']`` tries the key first, then the attribute
+        read = cast(nodes.Getattr, self.generic_visit(node))
+        if read.attr not in SAFE_DICT_METHODS or read.ctx != "load":
+            return read
+        item = nodes.Getitem(read.node, nodes.Const(read.attr), "load")
+        item.set_lineno(read.lineno or 1)
+        return item
 
     def _unsupported(self, node: nodes.Node) -> nodes.Node:
         tag = {"FromImport": "from", "Extends": "extends"}.get(type(node).__name__)
