@@ -3,6 +3,8 @@ compiled, its parameters validated and its action's checks and lint run."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import ValidationError
@@ -68,6 +70,15 @@ class StepCompiler:
         action_class = plugins.actions[action_name]
         sub = (*path, action_name)
         before = len(errors)
+        for where in _non_finite(raw):
+            errors.append(
+                at.error(
+                    (*sub, *where),
+                    "a number must be finite: .nan and .inf cannot be stored or sent as JSON",
+                )
+            )
+        if len(errors) > before:
+            return None
         params = self.templates.values(raw, action_class, at, sub, errors)
         templated = templated_paths(raw)
         # rule sets repeat the same steps: plain parameters are checked once per load
@@ -135,6 +146,20 @@ class StepCompiler:
             *action_class.lint_on(model, targets, config),
         ]
         return problems, lints
+
+
+def _non_finite(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """The paths of the numbers in ``value`` (parameters read from YAML) that are not finite
+    (``.nan``, ``.inf``, ``1e400``): no JSON holds them, so a job or an event recorded with one
+    could not be stored."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _non_finite(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _non_finite(item, (*path, index))
 
 
 def _frozen(value: Any) -> Any:
