@@ -30,6 +30,21 @@ def address_problem(address: str) -> str | None:
     return None
 
 
+def ascii_domain(address: str) -> str:
+    """``address`` with its domain as ASCII (A-labels, IDNA 2008 with UTS 46 mapping), as the
+    ``email`` action sends it; as it is when the domain is ASCII already, or no valid
+    internationalized name (a server with SMTPUTF8 may still take it)."""
+    local, at, domain = address.rpartition("@")
+    if domain.isascii():
+        return address
+    import idna
+
+    try:
+        return f"{local}{at}{idna.encode(domain, uts46=True).decode('ascii')}"
+    except UnicodeError:  # (idna.IDNAError is one)
+        return address
+
+
 def _refused(char: str) -> bool:
     code = ord(char)
     return (

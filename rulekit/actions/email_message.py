@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
-from rulekit.addresses import address_problem
+from rulekit.addresses import address_problem, ascii_domain
 from rulekit.event import Event
 
 SPECIAL_RECIPIENTS = ("assignee", "client")
@@ -71,20 +71,6 @@ def subject_line(text: str) -> str:
     cut to :data:`MAX_SUBJECT` characters."""
     text = header_text(text[: MAX_SUBJECT + 1]).replace(ENCODED_WORD, "= ?")
     return text if len(text) <= MAX_SUBJECT else text[: MAX_SUBJECT - 1] + "…"
-
-
-def ascii_domain(address: str) -> str:
-    """``address`` with its domain as ASCII (A-labels); as it is when the domain is ASCII
-    already, or no valid internationalized name (a server with SMTPUTF8 may still take it)."""
-    local, at, domain = address.rpartition("@")
-    if domain.isascii():
-        return address
-    import idna
-
-    try:
-        return f"{local}{at}{idna.encode(domain, uts46=True).decode('ascii')}"
-    except UnicodeError:  # (idna.IDNAError is one)
-        return address
 
 
 def domain_of(address: str) -> str:

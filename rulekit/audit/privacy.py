@@ -43,8 +43,14 @@ HIDDEN = "[hidden]"
 
 def hide_event(data: Mapping[str, Any]) -> dict[str, Any]:
     """An event (``Event.public()``) with its content hidden: the hidden fields replaced by
-    :data:`HIDDEN`."""
+    :data:`HIDDEN`, and where the conversation (its tags and fields) or what changed (an
+    ``updated`` event's ``changed``) quotes a hidden value, that part (a rule may have set a
+    field to the client's email, or tagged the chat with their plan)."""
     out = dict(data)
+    values = hidden_values(data)
+    for part in ("conversation", "changed"):
+        if isinstance(out.get(part), Mapping):
+            out[part] = hide(dict(out[part]), values)
     client = dict(out.get("client") or {})
     for name, value in client.items():
         if name in SHOWN_CLIENT_FIELDS or value in (None, "", [], {}):

@@ -4,7 +4,9 @@ A client's name rarely reaches the store only as typed: a Telegram HTML message 
 HTML-escaped (``O&#x27;Brien &lt;ob@x.io&gt;``), a MarkdownV2 one backslash-escaped
 (``ob@x\\.io``), a Slack text mrkdwn-escaped (``&amp;``), a JSON body quoted in an error
 ``\\u00e9``- or ``\\/``-escaped, a page URL percent-encoded (``ob%40x.io``), a rule may have
-upper-cased it, a Slack, Telegram or email message holds it without bidi controls.
+upper-cased it, a Slack, Telegram or email message holds it without bidi controls, an email
+sent to an address whose domain is outside ASCII names the domain by its A-labels
+(``xn--bcher-kva.example``).
 :func:`stored_forms` lists those forms (each escaping applied to the whole
 value; every escaping here works character by character, so the escaped form of a text quoting
 the value contains the escaped value); :class:`PersonalValues` looks for any of them in a
@@ -31,6 +33,7 @@ from urllib.parse import quote, quote_plus
 
 import markupsafe
 
+from rulekit.addresses import ascii_domain
 from rulekit.escapes import ESCAPERS
 from rulekit.safetext import replace_folded, without_bidi_controls
 
@@ -82,10 +85,15 @@ def stored_forms(value: str) -> set[str]:
     """The forms of ``value`` that may be stored: raw, escaped for each markup, JSON-escaped,
     repr-quoted, URL-encoded, and the markup or JSON forms of those; of the value as typed and
     as a message people read holds it, without bidi controls (if still long enough to look
-    for)."""
+    for), and of an email address as it is sent, its domain in A-labels."""
     forms: set[str] = set()
     shown = without_bidi_controls(value)
-    for text in {value, shown} if len(shown) >= MIN_VALUE_LENGTH else {value}:
+    texts = {value, shown} if len(shown) >= MIN_VALUE_LENGTH else {value}
+    if "@" in value and not value.isascii():
+        # an email address whose domain is outside ASCII is sent (and its outcome recorded)
+        # with the domain's A-labels: ``zoë@bücher.example`` as ``zoë@xn--bcher-kva.example``
+        texts |= {ascii_domain(text) for text in texts}
+    for text in texts:
         urls = _url_forms(text)
         for markup in _markups():
             forms.update(_transports(markup(text)))
