@@ -55,6 +55,11 @@ makes a ``tag`` whose ``updated`` ...) before no rule reacts to the next: rules 
 ``allow_own_events`` that undo each other's change would otherwise go on for ever, each event
 recorded with an id longer than the last. Kept short, for an event whose plan changes the
 conversation twice causes two events, each of which may cause two more."""
+MAX_OWN_EVENTS = 100
+"""Events rulekit's own actions may cause under one event from outside, all chains together,
+before no rule reacts to the next: a plan that changes the conversation twice makes two events,
+each of which may make two more, so chains of :data:`MAX_OWN_CHAIN` alone allow 2^8 of them
+(3^8 with three changes a plan), seconds of the daemon's work for one webhook."""
 _EMITTED_KINDS = frozenset({"updated", "assigned"})
 _HEX = frozenset("0123456789abcdef")
 
@@ -72,6 +77,17 @@ def own_chain(event_id: str) -> int:
     """How many events of rulekit's own actions, each caused by the one before, end with
     ``event_id`` (0 for an event from outside), counted up to :data:`MAX_OWN_CHAIN` from the
     id's end (:func:`emitted_id`), in time linear in its length."""
+    return _own_steps(event_id)[0]
+
+
+def own_root(event_id: str) -> str:
+    """The id of the event from outside whose plan began the chain that ends with
+    ``event_id`` (``event_id`` itself for an event from outside): what
+    :data:`MAX_OWN_EVENTS` counts by."""
+    return _own_steps(event_id)[1]
+
+
+def _own_steps(event_id: str) -> tuple[int, str]:
     depth, rest = 0, event_id
     while depth < MAX_OWN_CHAIN:
         head, slash, digest = rest.rpartition("/")
@@ -81,7 +97,7 @@ def own_chain(event_id: str) -> int:
         if not set(digest) <= _HEX:
             break
         depth, rest = depth + 1, cause
-    return depth
+    return depth, rest
 
 
 def _unforgotten(model: type[BaseModel], data: Any) -> Any:

@@ -16,7 +16,7 @@ from typing import Any
 import anyio.to_thread
 
 from rulekit.errors import ActionError, StoreUnavailable
-from rulekit.event import Event
+from rulekit.event import MAX_OWN_EVENTS, Event, own_root
 from rulekit.runtime import planning
 from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.evaluator import Evaluator, WorkerGone
@@ -209,6 +209,7 @@ async def record_outcome(
                     return None  # taken over: the events it emitted are the taker's to record
                 if prepared is None:
                     return []
+                answer = _within_budget(state, prepared.events, answer)
                 return planning.record(state, prepared, answer, inbox_id=None)
 
             return await commit.run(work)
@@ -243,6 +244,28 @@ async def record_outcome(
                 exc_info=exc,
             )
             await asyncio.sleep(delay)
+
+
+def _within_budget(
+    state: JournaledState, emitted: list[Event], answer: list[Evaluation] | Refusal
+) -> list[Evaluation] | Refusal:
+    """``answer``, with the events past :data:`~rulekit.event.MAX_OWN_EVENTS` of their
+    event from outside refused: recorded with the reason as their error, no rule reacting.
+    Counted in the outcome's transaction, so every daemon counts each event once."""
+    if not emitted or isinstance(answer, Refusal):
+        return answer
+    root = own_root(emitted[0].id)
+    total = state.tally_own_events(root, len(emitted))
+    if total is None or total <= MAX_OWN_EVENTS:
+        return answer
+    room = max(0, MAX_OWN_EVENTS - (total - len(emitted)))
+    past = {event.id: event for event in emitted[room:]}
+    over = Refusal.naming(
+        [root],
+        f"rulekit's own actions caused more than {MAX_OWN_EVENTS} events under event {{ids}}: "
+        "no rule reacts to more",
+    )
+    return [planning.refused(past[e.event_id], over) if e.event_id in past else e for e in answer]
 
 
 async def _evaluated(

@@ -28,7 +28,7 @@ from rulekit.config import Config
 from rulekit.engine.engine import Engine, Plan
 from rulekit.engine.timers import TimerQueue
 from rulekit.errors import ActionError, ChannelError, RulekitError
-from rulekit.event import Event
+from rulekit.event import MAX_OWN_EVENTS, Event
 from rulekit.runtime.cpulimit import EventOverBudget, cpu_limited
 from rulekit.runtime.replies import note_replies
 from rulekit.store.base import State, Store
@@ -61,12 +61,6 @@ def simulated(at: datetime, what: str) -> datetime:
             f"({EARLIEST_TIME.year} to {LATEST_TIME.year})"
         )
     return at
-
-
-MAX_EMITTED = 100
-"""Events the actions of one input may emit in a simulation. Each chain of them ends after
-:data:`~rulekit.event.MAX_OWN_CHAIN` (as in the daemon), but plans that change a conversation
-twice branch: the dry run stops there and says so."""
 
 
 class _SetAside(Exception):
@@ -275,13 +269,15 @@ class Pipeline:
                 continue  # a call the daemon would dead-letter: the output says why
             for new in emitted_now:
                 emitted += 1
-                if emitted > MAX_EMITTED:
-                    plan.add_error(
-                        f"the actions of event {event.id} emitted more than {MAX_EMITTED} "
-                        "events: the simulation stops there; the daemon would go on"
-                    )
-                    return
                 new.occurred_at = at  # (the daemon's: when the call ran, on the clock)
+                if emitted > MAX_OWN_EVENTS:  # as the daemon records its outcome
+                    past = Plan(new)
+                    past.add_error(
+                        f"rulekit's own actions caused more than {MAX_OWN_EVENTS} events "
+                        f"under event {event.id}: no rule reacts to more"
+                    )
+                    outcome.events.append((new, past))
+                    continue
                 evaluate = functools.partial(
                     self.engine.evaluate,
                     new, state, now=at, explain=True, excluded=True, team=self.team(state),

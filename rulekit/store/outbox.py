@@ -136,6 +136,12 @@ class Outbox(abc.ABC):
         is recorded, in the same statement where the store can: the channel's echo of
         rulekit's own reply is then no event."""
 
+    def tally_own_events(self, root: str, count: int) -> int | None:
+        """Add ``count`` to the events rulekit's own actions caused under the recorded event
+        ``root`` (:func:`~rulekit.event.own_root`) and return the new total; None when
+        ``root`` is not recorded (retention purged it meanwhile): nothing to count by."""
+        raise NotImplementedError(f"{type(self).__name__} cannot count events")
+
     @abc.abstractmethod
     def requeue_job(self, job_id: int, *, now: datetime | None = None) -> None:
         """Make a dead (or done) job pending and due at ``now``, e.g. from the console."""

@@ -11,8 +11,7 @@ from scaffold import EXAMPLES, REPO, write
 from rulekit.audit.suites import report, run_suite
 from rulekit.cli.main import cli
 from rulekit.engine.engine import Engine
-from rulekit.event import MAX_OWN_CHAIN
-from rulekit.runtime.pipeline import MAX_EMITTED
+from rulekit.event import MAX_OWN_CHAIN, MAX_OWN_EVENTS
 
 CONFIG = EXAMPLES / "rulekit.yaml"
 
@@ -313,7 +312,7 @@ def test_a_client_update_is_seen_by_the_next_input(tmp_path: Path) -> None:
 def test_actions_whose_events_never_end_stop_the_simulation_with_an_error(tmp_path: Path) -> None:
     """Two rules that undo each other's change on every ``updated`` would keep the daemon
     busy for ever; the chain ends where the daemon ends it (MAX_OWN_CHAIN events), with a
-    plan error that says so, long before the simulation's own bound (MAX_EMITTED)."""
+    plan error that says so, long before the simulation's own bound (MAX_OWN_EVENTS)."""
     config = write(tmp_path / "rulekit.yaml", STATE_CONFIG)
     rules = write(
         tmp_path / "rules" / "rules.yaml",
@@ -345,4 +344,4 @@ def test_actions_whose_events_never_end_stop_the_simulation_with_an_error(tmp_pa
     for failure in test.failures:
         assert failure.startswith("plan error: event "), failure
         assert f"ends a chain of {MAX_OWN_CHAIN} events rulekit's own actions caused" in failure
-    assert MAX_OWN_CHAIN <= len(test.actual) < MAX_EMITTED  # (each emitted event its tag)
+    assert MAX_OWN_CHAIN <= len(test.actual) < MAX_OWN_EVENTS  # (each emitted event its tag)

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from daemons import chat_started, read, wait_for, write_setup
 
 from rulekit.cli.main import cli
-from rulekit.event import MAX_OWN_CHAIN, own_chain
+from rulekit.event import MAX_OWN_CHAIN, MAX_OWN_EVENTS, own_chain, own_root
 
 FLIP_FLOP = """\
 - name: Add
@@ -75,3 +75,68 @@ def test_the_dry_run_ends_the_chain_where_the_daemon_does(tmp_path) -> None:
     )
     assert f"ends a chain of {MAX_OWN_CHAIN}" in result.output, result.output
     assert "the simulation stops there" not in result.output, result.output
+
+
+BRANCHING = """\
+- name: Grow
+  on: {channel: online-chat, event: [created, updated]}
+  allow_own_events: true
+  do:
+    - tag: {add: ["a{{ conversation.tags | length }}-{{ now.microsecond }}"]}
+    - tag: {add: ["b{{ conversation.tags | length }}-{{ now.microsecond }}"]}
+"""
+"""Each event's plan changes the conversation twice: two events, each of which makes two
+more. Chains end after 8, but the tree under one webhook held 2 + 4 + ... + 2^8 = 510 events
+(3^8 = 9,841 with three such steps): the daemon spent seconds of work per webhook."""
+
+
+def _over_budget(record) -> bool:
+    return any(f"more than {MAX_OWN_EVENTS} events" in e for e in record.trace.get("errors", []))
+
+
+def test_own_events_branching_under_one_webhook_stop_at_their_budget(
+    tmp_path, serve, chatra
+) -> None:
+    config = write_setup(tmp_path, BRANCHING, chatra=chatra)
+    daemon = serve(config)
+    assert httpx.post(daemon.webhook_url, content=chat_started(1)).status_code == 200
+    wait_for(
+        lambda: [r for r in read(tmp_path, lambda s: s.history(limit=2000)) if _over_budget(r)],
+        timeout=60,
+    )
+    wait_for(lambda: read(tmp_path, lambda s: s.jobs(status="pending", limit=10)) == [])
+    events = read(tmp_path, lambda s: s.history(limit=2000))
+    own = [e for e in events if own_chain(e.event_id) > 0]
+    evaluated = [e for e in own if not _over_budget(e)]
+    assert len(evaluated) == MAX_OWN_EVENTS, len(evaluated)
+    # each event past the budget was recorded, its plan empty, and it made no event of its own
+    refused = [e for e in own if _over_budget(e)]
+    assert refused and all(not e.trace.get("matched") for e in refused)
+    assert len(own) <= 2 + 2 * MAX_OWN_EVENTS  # two of each evaluated event at most
+    outside = {e.event_id for e in events if own_chain(e.event_id) == 0}
+    assert {own_root(e.event_id) for e in own} <= outside
+
+
+def test_the_dry_run_stops_branching_own_events_where_the_daemon_does(tmp_path) -> None:
+    config = write_setup(tmp_path, BRANCHING)
+    sample = tmp_path / "started.json"
+    sample.write_text(json.dumps(json.loads(chat_started(1))))
+    result = CliRunner().invoke(
+        cli,
+        [
+            "test",
+            str(sample),
+            "--channel",
+            "online-chat",
+            "--config",
+            str(config),
+            "--format",
+            "json",
+        ],
+    )
+    assert result.exit_code in (0, 1), result.output
+    events = json.loads(result.output)["results"][0]["events"]
+    own = [e for e in events if e["event"]["origin"] == "rulekit"]
+    past = [e for e in own if any(f"more than {MAX_OWN_EVENTS} events" in x for x in e["errors"])]
+    assert past and all(not e["actions"] for e in past)
+    assert len(own) - len(past) == MAX_OWN_EVENTS

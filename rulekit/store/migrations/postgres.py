@@ -287,6 +287,12 @@ TIMERS_BY_FINISH = """
 CREATE INDEX timers_finished_by_time ON timers (finished_at) WHERE status <> 'pending';
 """
 
+OWN_EVENTS = """
+-- How many events rulekit's own actions caused under an event from outside, all chains
+-- together: past rulekit.event.MAX_OWN_EVENTS no rule reacts to the next.
+ALTER TABLE events ADD COLUMN own_events integer NOT NULL DEFAULT 0;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", INITIAL),
     Migration(2, "conversation_order", CONVERSATION_ORDER),
@@ -301,5 +307,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(11, "purge_by_time", PURGE_BY_TIME),
     Migration(12, "request_keys", REQUEST_KEYS),
     Migration(13, "timers_by_finish", TIMERS_BY_FINISH),
+    Migration(14, "own_events", OWN_EVENTS),
 )
 check_sequence(MIGRATIONS)

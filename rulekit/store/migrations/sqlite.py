@@ -247,6 +247,12 @@ TIMERS_BY_FINISH = """
 CREATE INDEX timers_finished_by_time ON timers (finished_at) WHERE status <> 'pending';
 """
 
+OWN_EVENTS = """
+-- How many events rulekit's own actions caused under an event from outside, all chains
+-- together: past rulekit.event.MAX_OWN_EVENTS no rule reacts to the next.
+ALTER TABLE events ADD COLUMN own_events INTEGER NOT NULL DEFAULT 0;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", INITIAL),
     Migration(2, "conversation_order", CONVERSATION_ORDER),
@@ -259,5 +265,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(9, "purge_by_time", PURGE_BY_TIME),
     Migration(10, "request_keys", REQUEST_KEYS),
     Migration(11, "timers_by_finish", TIMERS_BY_FINISH),
+    Migration(12, "own_events", OWN_EVENTS),
 )
 check_sequence(MIGRATIONS)

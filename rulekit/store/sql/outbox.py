@@ -342,6 +342,14 @@ class SQLOutbox:
             self.mark_messages_seen(*seen)
         return True
 
+    def tally_own_events(self, root: str, count: int) -> int | None:
+        row = self._one(
+            "UPDATE events SET own_events = own_events + :count WHERE event_id = :root"
+            " RETURNING own_events",
+            {"count": count, "root": root},
+        )
+        return None if row is None else int(row["own_events"])
+
     def requeue_job(self, job_id: int, *, now: datetime | None = None) -> None:
         cursor = self.execute(
             "UPDATE outbox SET status = 'pending', next_attempt_at = :now,"
