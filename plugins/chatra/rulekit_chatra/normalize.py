@@ -111,6 +111,7 @@ class Normalizer:
             marks.append(closing)
         fresh = state.mark_messages_seen(channel, marks) if marks else []
         ours = self.settings.received_from
+        agents: _Agents | None = None
         for message, new in zip(messages, fresh, strict=False):
             author = message.type
             if not new or message.received_from == ours or author not in _AUTHORS:
@@ -125,7 +126,9 @@ class Normalizer:
             if conversation.status != "open":
                 conversation = conversation.replaced(status="open")
             if author == "agent":
-                agent = _author(message, payload.agents, self.directory)
+                if agents is None:  # (once per body: its agents by id)
+                    agents = _Agents(payload.agents)
+                agent = _author(message, agents, self.directory)
             else:
                 agent = _build_agent(
                     {"id": None, "email": None, "name": None, "known": False}, _NOTHING_GIVEN
@@ -274,17 +277,23 @@ def _no_message() -> Message:
     )
 
 
-def _author(message: ChatraMessage, agents: Sequence[ChatraAgent], directory: Directory) -> Agent:
+class _Agents:
+    """A body's ``agents``, found by id: each agent message looked its author up by reading
+    the list, and a body of many agents and many messages took minutes of the daemon's time."""
+
+    __slots__ = ("by_id", "only")
+
+    def __init__(self, agents: Sequence[ChatraAgent]) -> None:
+        # (of several with an id, the last)
+        self.by_id = {agent.id: agent for agent in agents if agent.id}
+        self.only = agents[0] if len(agents) == 1 else None
+
+
+def _author(message: ChatraMessage, agents: _Agents, directory: Directory) -> Agent:
     """Who wrote an agent message: Chatra's agent (by ``agentId``) matched to the directory."""
     agent_id = message.agent_id
-    chatra = None
-    if agent_id:
-        for candidate in reversed(agents):  # (of several with this id, the last)
-            if candidate.id == agent_id:
-                chatra = candidate
-                break
-    elif len(agents) == 1:
-        chatra = agents[0]  # the only agent in the chat wrote it
+    # without an id: the only agent in the chat wrote it
+    chatra = agents.by_id.get(agent_id) if agent_id else agents.only
     email = chatra.email if chatra else None
     entry = directory.get(email)
     return _build_agent(

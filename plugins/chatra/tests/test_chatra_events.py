@@ -92,6 +92,69 @@ def test_agents_are_matched_to_the_directory_case_insensitively(feed):
     assert reply.message.agent == "Anna@Shop.Example.com"
 
 
+def test_of_several_agents_with_one_id_the_last_wrote_and_a_lone_agent_wrote_without_one(feed):
+    body = {
+        "eventName": "chatFragment",
+        "client": {"id": "c1"},
+        "agents": [
+            {"id": "a1", "name": "First", "email": "first@example.com"},
+            {"id": "a1", "name": "Second", "email": "second@example.com"},
+            {"id": "a2", "name": "Other"},
+        ],
+        "messages": [
+            {"id": "m1", "type": "agent", "agentId": "a1", "text": "hi"},
+            {"id": "m2", "type": "agent", "agentId": "zz", "agentName": "Z", "text": "hi"},
+            {"id": "m3", "type": "agent", "text": "hi"},
+        ],
+    }
+    first, unknown, anonymous = feed(body)
+    assert (first.agent.email, first.agent.name) == ("second@example.com", "Second")
+    assert (unknown.agent.id, unknown.agent.email, unknown.agent.name) == ("zz", None, "Z")
+    assert anonymous.agent.id is None  # several agents in the chat: none of them wrote it
+    lone = {**body, "client": {"id": "c2"}, "agents": body["agents"][2:]}
+    lone["messages"] = [{**message, "id": message["id"] + "-2"} for message in body["messages"]]
+    assert [event.agent.name for event in feed(lone)] == [None, "Z", "Other"]
+
+
+CAPPED = """
+import json, resource, sys
+resource.setrlimit(resource.RLIMIT_CPU, (20, 20))
+sys.path.insert(0, sys.argv[1])
+from chatra_samples import make_provider
+from rulekit.store import MemoryStore
+
+body = {
+    "eventName": "chatFragment",
+    "client": {"id": "c1"},
+    "agents": [{"id": "x", "name": "X"}] + [{}] * 200_000,
+    "messages": [
+        {"id": f"m{i}", "type": "agent", "agentId": "x", "text": "a"} for i in range(20_000)
+    ],
+}
+raw = json.dumps(body, separators=(",", ":")).encode()
+assert len(raw) < 4 * 1024 * 1024  # within the daemon's default max_body_bytes
+store = MemoryStore()
+with store.transaction() as state:
+    events = make_provider().parse(raw, state)
+assert len(events) == 20_000 and events[-1].agent.name == "X"
+"""
+
+
+def test_a_body_of_many_agents_and_many_messages_is_read_at_once():
+    """Each agent message looked its author up by reading the body's whole ``agents`` list:
+    a body of 200,000 agents and 20,000 messages (1.7 MB) held the daemon for minutes. The
+    process is limited to 20 s of CPU: killed unless the body is read in about a second."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = str(Path(__file__).parent)
+    done = subprocess.run(
+        [sys.executable, "-c", CAPPED, tests], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_an_agent_starting_a_chat_creates_it_and_an_unknown_agent_is_not_known(feed):
     (event,) = feed("chat_started_bound_user_agent_initiated.json")
     assert event.event == "created"
