@@ -88,7 +88,10 @@ def retry(state: JournaledState, job_id: int, channels: Collection[str] | None) 
             f"job {job_id} cannot be sent again: its parameters quoted a client's personal data,"
             " erased by rulekit forget"
         )
-    state.requeue_job(job_id)
+    # checked again by the change itself: another retry may have made it pending (and a
+    # dispatcher sent it) since it was read, and must not be undone into a second send
+    if not state.requeue_job(job_id, only_from="dead"):
+        raise NotRepairable(f"job {job_id} is no longer a dead letter: retried meanwhile")
     return {**job_view(job), "status": "pending"}
 
 
@@ -101,7 +104,8 @@ def requeue(
         raise NotFound(f"no set-aside webhook {inbox_id}")
     if item.status != "failed":
         raise NotRepairable(f"webhook {inbox_id} is {item.status}, not set aside")
-    state.requeue_inbox(inbox_id)
+    if not state.requeue_inbox(inbox_id, only_from="failed"):  # (requeued meanwhile)
+        raise NotRepairable(f"webhook {inbox_id} is no longer set aside: requeued meanwhile")
     return {**item_view(item), "status": "pending"}
 
 

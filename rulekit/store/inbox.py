@@ -77,8 +77,11 @@ class Inbox(abc.ABC):
             self.finish_inbox(inbox_id, owner=owner)
 
     @abc.abstractmethod
-    def requeue_inbox(self, inbox_id: int) -> None:
-        """Make a failed (or done) item pending again, e.g. after the plugin was fixed."""
+    def requeue_inbox(self, inbox_id: int, *, only_from: InboxStatus | None = None) -> bool:
+        """Make a failed (or done) item pending again, e.g. after the plugin was fixed; whether
+        it did. With ``only_from``, only an item in that status, checked by the change itself
+        (of two requeues at once, the second finds it pending or processed and leaves it).
+        :class:`KeyError` when no item has the id."""
 
     @abc.abstractmethod
     def inbox_items(

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from rulekit.event import Event
-from rulekit.store.records import Job, JobSpec, NewEvent, Outcome
+from rulekit.store.records import Job, JobSpec, JobStatus, NewEvent, Outcome
 
 
 class Outbox(abc.ABC):
@@ -143,8 +143,13 @@ class Outbox(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} cannot count events")
 
     @abc.abstractmethod
-    def requeue_job(self, job_id: int, *, now: datetime | None = None) -> None:
-        """Make a dead (or done) job pending and due at ``now``, e.g. from the console."""
+    def requeue_job(
+        self, job_id: int, *, now: datetime | None = None, only_from: JobStatus | None = None
+    ) -> bool:
+        """Make a dead (or done) job pending and due at ``now``, e.g. from the console; whether
+        it did. With ``only_from``, only a job in that status, checked by the change itself: of
+        two retries of a dead letter at once, the second finds it pending (or sent already)
+        and leaves it. :class:`KeyError` when no job has the id."""
 
     def release_claims(self, owner: str) -> int:
         """Hand back every pending inbox item and job ``owner`` holds, claimable at once (a

@@ -155,8 +155,18 @@ class SQLInbox:
         if lost:
             raise ClaimLost(lost)
 
-    def requeue_inbox(self, inbox_id: int) -> None:
-        self._update_inbox(inbox_id, "pending", None)
+    def requeue_inbox(self, inbox_id: int, *, only_from: InboxStatus | None = None) -> bool:
+        if only_from is None:
+            self._update_inbox(inbox_id, "pending", None)
+            return True
+        cursor = self.execute(
+            "UPDATE inbox SET status = 'pending', error = NULL, claimed_by = NULL,"
+            " claimed_until = NULL WHERE id = :id AND status = :status",
+            {"id": inbox_id, "status": only_from},
+        )
+        if cursor.rowcount == 0 and self.get_inbox(inbox_id) is None:
+            raise KeyError(f"no inbox item {inbox_id}")
+        return bool(cursor.rowcount)
 
     def _update_inbox(self, inbox_id: int, status: InboxStatus, error: str | None) -> None:
         cursor = self.execute(

@@ -16,6 +16,7 @@ from rulekit.store.records import (
     INTERRUPTED,
     Job,
     JobSpec,
+    JobStatus,
     NewEvent,
     Outcome,
     check_attempt,
@@ -350,14 +351,19 @@ class SQLOutbox:
         )
         return None if row is None else int(row["own_events"])
 
-    def requeue_job(self, job_id: int, *, now: datetime | None = None) -> None:
+    def requeue_job(
+        self, job_id: int, *, now: datetime | None = None, only_from: JobStatus | None = None
+    ) -> bool:
         cursor = self.execute(
             "UPDATE outbox SET status = 'pending', next_attempt_at = :now,"
-            " claimed_by = NULL, claimed_until = NULL WHERE id = :id",
-            {"now": self.dialect.time(utc(now)), "id": job_id},
+            " claimed_by = NULL, claimed_until = NULL"
+            " WHERE id = :id AND (CAST(:status AS TEXT) IS NULL OR status = :status)",
+            {"now": self.dialect.time(utc(now)), "id": job_id, "status": only_from},
         )
-        if cursor.rowcount == 0:
+        exists = "SELECT 1 FROM outbox WHERE id = :id"
+        if cursor.rowcount == 0 and self.execute(exists, {"id": job_id}).fetchone() is None:
             raise KeyError(f"no job {job_id}")
+        return bool(cursor.rowcount)
 
     def release_claims(self, owner: str) -> int:
         released = 0

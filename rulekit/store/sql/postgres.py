@@ -28,6 +28,7 @@ from rulekit.store.records import (
     CallStart,
     InboxItem,
     Job,
+    JobStatus,
     Outcome,
     Timer,
     check_attempt,
@@ -535,14 +536,19 @@ class PostgresState(PostgresAudit, PostgresLookups, SQLState):
             raise KeyError(f"no job {job_id}")
         return bool(row["recorded"])
 
-    def requeue_job(self, job_id: int, *, now: datetime | None = None) -> None:
+    def requeue_job(
+        self, job_id: int, *, now: datetime | None = None, only_from: JobStatus | None = None
+    ) -> bool:
         cursor = self.execute(
             f"UPDATE outbox SET status = 'pending', next_attempt_at = {_NOW},"
-            " claimed_by = NULL, claimed_until = NULL WHERE id = :id",
-            {"now": self.dialect.time(now), "id": job_id},
+            " claimed_by = NULL, claimed_until = NULL"
+            " WHERE id = :id AND (CAST(:status AS TEXT) IS NULL OR status = :status)",
+            {"now": self.dialect.time(now), "id": job_id, "status": only_from},
         )
-        if cursor.rowcount == 0:
+        exists = "SELECT 1 FROM outbox WHERE id = :id"
+        if cursor.rowcount == 0 and self.execute(exists, {"id": job_id}).fetchone() is None:
             raise KeyError(f"no job {job_id}")
+        return bool(cursor.rowcount)
 
     def hand_back_job(self, job_id: int, owner: str, *, wait: float, within: float) -> bool:
         # the job stays marked as ``owner``'s (a claim without an end, which is no claim): its
