@@ -69,11 +69,18 @@ class UpdateClient(Action):
         changes = params.changes()
         if not changes:
             return {"changed": []}
-        if context.store is not None:
-            # the record is held from its read to the commit: a change committed meanwhile
-            # (a webhook's) is waited for, never written over
-            with holding(context.store) as state:
-                _record(params, context.event, state)
+        store = context.store
+        if store is not None:
+
+            def record() -> None:
+                # the record is held from its read to the commit: a change committed meanwhile
+                # (a webhook's) is waited for, never written over
+                with holding(store) as state:
+                    _record(params, context.event, state)
+
+            # in a worker thread: waiting for a locked row holds up this job, not the event
+            # loop (every webhook, request and other job of the daemon)
+            await asyncio.to_thread(record)
         provider = context.provider
         try:
             async with asyncio.timeout(self.timeout):
