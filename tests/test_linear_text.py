@@ -141,9 +141,18 @@ CASES = {
         "from rulekit.plugins import load_plugins\n"
         "import json\n"
         "text = json.dumps(rules_schema(load_plugins(entry_points=False)))\n"
-        "pattern = r'^\\s*\\d+(\\.\\d+)?\\s*[smhd]\\s*$'\n"
+        "pattern = r'^\\s*(0*[1-9]\\d*(\\.\\d+)?|0+\\.0*[1-9]\\d*)\\s*[smhd]\\s*$'\n"
         "assert json.dumps(pattern) in text\n"
-        "re.search(pattern, ' ' * N + '1' + ' ' * N + 'x')  # as jsonschema applies it"
+        "for value in (' ' * N + '1' + ' ' * N + 'x', '0' * N + 'x', '0.' + '0' * N + 'x',\n"
+        "              '1' * N + '.' + '1' * N + 'x', '1.' + '1' * N + ' ' * N + 'x'):\n"
+        "    re.search(pattern, value)  # as jsonschema applies it"
+    ),
+    "schema templates and names": (
+        "import re\n"
+        "from rulekit.rules.schema import TEMPLATE\n"
+        "re.search(TEMPLATE['pattern'], '{' * N + '}' * N)\n"
+        "re.search(r'\\{\\{|\\{%|\\{#', '{ ' * N)\n"
+        "re.search('^[^@]', '@' * N)"
     ),
     "console token hashes": (
         "from rulekit.server.console.sessions import _HEX64\n_HEX64.fullmatch('a' * N)"
@@ -303,7 +312,12 @@ INVENTORY = {
     ],
     ("rulekit/runtime/logs.py", r"([\s/:@\"'<>=,]+)"): [f"logs: {name}" for name in LOG_INPUTS],
     ("rulekit/runtime/logs.py", r"[A-Za-z]{2,}"): [f"logs: {name}" for name in LOG_INPUTS],
-    ("rulekit/rules/schema.py", r"^\s*\d+(\.\d+)?\s*[smhd]\s*$"): ["cooldown schema pattern"],
+    ("rulekit/rules/schema.py", r"^\s*(0*[1-9]\d*(\.\d+)?|0+\.0*[1-9]\d*)\s*[smhd]\s*$"): [
+        "cooldown schema pattern"
+    ],
+    ("rulekit/rules/schema.py", r"\{\{|\{%|\{#"): ["schema templates and names"],
+    ("rulekit/actions/email.py", r"\{\{|\{%|\{#"): ["schema templates and names"],
+    ("rulekit/rules/schema.py", "^[^@]"): ["schema templates and names"],
     ("rulekit/store/postgres.py", r"[a-z_][a-z0-9_]{0,62}"): ["postgres schema names"],
     ("rulekit/expr/sandbox.py", r"&#?\w*$"): ["truncate never cuts an entity"],
     ("rulekit/yamlsource.py", r"^(?:true|True|TRUE|false|False|FALSE)$"): ["YAML booleans"],

@@ -140,9 +140,21 @@ class SmtpIntegration(StrictModel):
         return self.port or DEFAULT_PORTS[self.security]
 
 
+def _one_or_a_list(schema: dict[str, Any]) -> None:
+    """``to``'s JSON Schema: one recipient alone, or a list; never a template."""
+    recipient = {"type": "string", "minLength": 1, "not": {"pattern": r"\{\{|\{%|\{#"}}
+    for key in ("type", "items", "minItems"):
+        schema.pop(key, None)
+    schema["anyOf"] = [recipient, {"type": "array", "items": recipient, "minItems": 1}]
+    schema["x-template"] = False
+
+
 class EmailParams(StrictModel):
     to: list[str] = Field(
-        min_length=1, description="Addresses, assignee, group:<name>, or client (alone)."
+        min_length=1,
+        description="Addresses, assignee, group:<name>, or client (alone).",
+        # one recipient may be written alone; never a template
+        json_schema_extra=lambda schema: _one_or_a_list(schema),
     )
     subject: str = Field(min_length=1, description="The subject (line breaks become spaces).")
     text: str = Field(min_length=1, description="The plain-text part (always sent).")

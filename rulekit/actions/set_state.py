@@ -32,6 +32,15 @@ FieldValue = str | int | float | bool | None
 
 
 class SetParams(StrictModel):
+    model_config = {
+        "json_schema_extra": {
+            "anyOf": [
+                {"required": ["priority"], "properties": {"priority": {"not": {"type": "null"}}}},
+                {"required": ["fields"], "properties": {"fields": {"minProperties": 1}}},
+            ]
+        }
+    }
+
     priority: Priority | None = Field(
         None, description="The conversation's priority: low, normal, high or urgent."
     )

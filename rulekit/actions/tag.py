@@ -28,6 +28,15 @@ MAX_TAGS = 50
 
 
 class TagParams(StrictModel):
+    model_config = {
+        "json_schema_extra": {
+            "anyOf": [
+                {"required": ["add"], "properties": {"add": {"minItems": 1}}},
+                {"required": ["remove"], "properties": {"remove": {"minItems": 1}}},
+            ]
+        }
+    }
+
     add: list[str] = Field(default_factory=list, description="Tags to add.", max_length=MAX_TAGS)
     remove: list[str] = Field(
         default_factory=list, description="Tags to remove.", max_length=MAX_TAGS

@@ -4,8 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
 from rulekit.event import EVENT_NAMES
+from rulekit.models import MAX_DURATION
 from rulekit.plugins import Plugins
+
+MAX_SECONDS = int(MAX_DURATION.total_seconds())
+TIMED_ONLY = ("unless", "cancel_on", "restart", "max_late")
+"""Rule keys that belong to a timed rule (one with ``after:``)."""
+TEMPLATE = {
+    "type": "string",
+    "pattern": r"\{\{|\{%|\{#",
+    "description": "a template, checked when it is rendered",
+}
 
 
 def rules_schema(plugins: Plugins, suite: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -17,55 +29,67 @@ def rules_schema(plugins: Plugins, suite: dict[str, Any] | None = None) -> dict[
     for name in plugins.actions.names():
         params = plugins.actions[name].Params.model_json_schema(ref_template="#/$defs/{model}")
         defs.update(params.pop("$defs", {}))
-        defs[f"params_{name}"] = params
+        defs[f"params_{name}"] = _templates_allowed(params)
+        step: dict[str, Any] = {"$ref": f"#/$defs/params_{name}"}
+        if _takes_defaults(plugins.actions[name].Params):  # `play_sound:` alone
+            step = {"anyOf": [step, {"type": "null"}]}
         steps.append(
             {
                 "type": "object",
-                "properties": {name: {"$ref": f"#/$defs/params_{name}"}},
+                "properties": {name: step},
                 "required": [name],
                 "additionalProperties": False,
             }
         )
     names = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
     condition = {"$ref": "#/$defs/condition"}
-    conditions = {"type": "array", "items": condition}
+    conditions = {"type": "array", "items": condition, "minItems": 1}
     defs["condition"] = {
         "oneOf": [
             {
                 "type": "string",
+                "minLength": 1,
                 "description": "A Jinja2 expression over the event (channel, event, conversation, "
                 "client, message, agent, changed, trigger), now, env and team, e.g. "
                 "client.country_code == 'DE' or team.online | length == 0",
             },
+            conditions,  # a list inside a list: all of them, as at the top
             _one_key("all", conditions),
             _one_key("any", conditions),
             _one_key("not", condition),
         ]
     }
-    duration = {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[smhd]\s*$"}
+    duration = {
+        "oneOf": [
+            # positive: a number with a digit other than 0 (the loader refuses 0s)
+            {"type": "string", "pattern": r"^\s*(0*[1-9]\d*(\.\d+)?|0+\.0*[1-9]\d*)\s*[smhd]\s*$"},
+            {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_SECONDS},
+        ]
+    }
     defs["rule"] = {
         "type": "object",
         "properties": {
-            "name": {"type": "string", "minLength": 1},
-            "description": {"type": "string"},
+            "name": {"type": "string", "minLength": 1, "pattern": "^[^@]"},
+            "description": {"type": ["string", "null"]},
             "enabled": {"type": "boolean", "default": True},
             "on": {
                 "type": "object",
                 "properties": {
-                    "channel": names,
+                    "channel": _nullable(names),
                     "event": {
                         "oneOf": [
                             {"type": "string", "examples": list(EVENT_NAMES)},
                             {"type": "array", "items": {"type": "string"}},
+                            {"type": "null"},
                         ]
                     },
                 },
                 "additionalProperties": False,
             },
-            "if": {"oneOf": [condition, conditions]},
+            "if": _nullable(condition),
             "do": {"type": "array", "minItems": 1, "items": {"oneOf": steps}},
             "stop": {"type": "boolean", "default": False},
-            "cooldown": duration,
+            "cooldown": _nullable(duration),
             "allow_own_events": {"type": "boolean", "default": False},
             "after": {
                 "description": "Delay the actions: a duration, or business time of a calendar",
@@ -73,37 +97,54 @@ def rules_schema(plugins: Plugins, suite: dict[str, Any] | None = None) -> dict[
                     duration,
                     {
                         "type": "object",
-                        "properties": {"business": duration, "calendar": {"type": "string"}},
+                        "properties": {
+                            "business": duration,
+                            "calendar": {"type": "string", "minLength": 1},
+                        },
                         "required": ["business", "calendar"],
                         "additionalProperties": False,
                     },
+                    {"type": "null"},
                 ],
             },
             "unless": {
                 "description": "Evaluated when the timer fires; when it holds, nothing runs",
-                "oneOf": [condition, conditions],
+                "oneOf": [condition, {"type": "null"}],
             },
             "cancel_on": {
                 "description": "Events of the conversation that cancel the pending timer",
                 "oneOf": [
                     {"type": "string", "examples": list(EVENT_NAMES)},
                     {"type": "array", "items": {"type": "string", "examples": list(EVENT_NAMES)}},
+                    {"type": "null"},
                 ],
             },
-            "restart": {"type": "boolean", "default": False},
-            "max_late": duration,
+            "restart": {"type": ["boolean", "null"], "default": False},
+            "max_late": _nullable(duration),
         },
         "required": ["name", "on", "do"],
+        # what only a timed rule has: the loader refuses it without `after:`
+        "dependentSchemas": {
+            key: {
+                "anyOf": [
+                    {"properties": {key: {"type": "null"}}},
+                    {"required": ["after"], "properties": {"after": {"not": {"type": "null"}}}},
+                ]
+            }
+            for key in TIMED_ONLY
+        },
         "additionalProperties": False,
     }  # fmt: skip
+    rules = {"type": "array", "items": {"$ref": "#/$defs/rule"}}
     files: list[dict[str, Any]] = [
-        {"type": "array", "items": {"$ref": "#/$defs/rule"}},
+        rules,
         {
             "type": "object",
-            "properties": {"rules": {"type": "array", "items": {"$ref": "#/$defs/rule"}}},
+            "properties": {"rules": _nullable(rules)},
             "required": ["rules"],
             "additionalProperties": False,
         },
+        {"type": "null", "description": "an empty file: no rules"},
     ]
     if suite is not None:
         suite = dict(suite)
@@ -116,6 +157,39 @@ def rules_schema(plugins: Plugins, suite: dict[str, Any] | None = None) -> dict[
         "oneOf": files,
         "$defs": defs,
     }
+
+
+def _takes_defaults(model: type[BaseModel]) -> bool:
+    """Whether an action's parameters may all be left out (the loader reads ``action:`` alone
+    as ``action: {}``)."""
+    try:
+        model.model_validate({})
+    except ValidationError:
+        return False
+    return True
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema``, or null (a key written without a value: the loader takes it as left out)."""
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _templates_allowed(params: dict[str, Any]) -> dict[str, Any]:
+    """An action's parameters, where a template may also stand for each one that is not text:
+    the loader leaves a templated value to be checked when it is rendered
+    (``message_thread_id: "{{ env.TOPIC }}"``). Text parameters stay as they are (an
+    enumeration keeps its completion; a template there is an editor's warning only)."""
+    properties = {}
+    for name, schema in params.get("properties", {}).items():
+        if schema.get("type") != "string" and schema.get("x-template", True):
+            notes = {key: schema[key] for key in _NOTES if key in schema}
+            core = {key: value for key, value in schema.items() if key not in _NOTES}
+            schema = {**notes, "anyOf": [core, TEMPLATE]}
+        properties[name] = schema
+    return {**params, "properties": properties}
+
+
+_NOTES = ("title", "description", "default", "examples")
 
 
 def _one_key(key: str, value: dict[str, Any]) -> dict[str, Any]:

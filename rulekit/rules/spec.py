@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import Discriminator, Field, Tag, field_validator
+from pydantic import Discriminator, Field, StrictBool, Tag, field_validator
 from pydantic import ValidationInfo as _Info
 
 from rulekit.actions.base import Action
@@ -52,13 +52,13 @@ class RuleSpec(StrictModel):
 
     name: str = Field(min_length=1)
     description: str | None = None
-    enabled: bool = True
+    enabled: StrictBool = True
     on: Trigger
     if_: Any = Field(None, alias="if")
     do: list[Any] = Field(min_length=1)
-    stop: bool = False
+    stop: StrictBool = False
     cooldown: Duration | None = None
-    allow_own_events: bool = False
+    allow_own_events: StrictBool = False
     after: After | None = Field(
         None, description="delay the actions: a duration, or {business: 10m, calendar: NAME}"
     )
@@ -66,7 +66,7 @@ class RuleSpec(StrictModel):
     cancel_on: list[str] | None = Field(
         None, description="events of the conversation that cancel the pending timer"
     )
-    restart: bool | None = Field(
+    restart: StrictBool | None = Field(
         None, description="a new trigger restarts a pending timer (default: keep the first)"
     )
     max_late: Duration | None = Field(
