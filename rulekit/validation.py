@@ -20,18 +20,23 @@ def dotted(path: tuple[Any, ...]) -> str:
 
 
 def _fields_at(model: type[BaseModel] | None, path: tuple[Any, ...]) -> list[str]:
-    """Field names of the model found by following ``path`` from ``model`` (best effort)."""
+    """Keys of the model found by following ``path`` from ``model`` (best effort): as they
+    are written in a file, ``if`` and ``from`` rather than the fields ``if_`` and ``sender``."""
     current: Any = model
     for part in path:
         if isinstance(part, int) or current is None:
             continue
-        fields = getattr(current, "model_fields", None)
-        if not fields or part not in fields:
+        fields = _written(current)
+        if part not in fields:
             return []
-        annotation = fields[part].annotation
-        current = _model_in(annotation)
-    fields = getattr(current, "model_fields", None)
-    return [name for name, info in (fields or {}).items() if not info.exclude]
+        current = _model_in(fields[part].annotation)
+    return [key for key, info in _written(current).items() if not info.exclude]
+
+
+def _written(model: Any) -> dict[str, Any]:
+    """A model's fields by the key a file writes for each (its alias, if it has one)."""
+    fields = getattr(model, "model_fields", None) or {}
+    return {info.alias or name: info for name, info in fields.items()}
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:

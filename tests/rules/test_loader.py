@@ -529,3 +529,29 @@ def test_errors_and_warnings_beyond_the_first_200_are_counted_not_listed(tmp_pat
     shown = [str(w) for w in load(tmp_path / "b", {"r.yaml": rules}).ruleset.warnings]
     assert len(shown) == 201 and "channel 'nowhere' is not configured" in shown[0]
     assert shown[200] == "100 more warnings, not listed (the first 200 are)"
+
+
+def test_unknown_keys_are_answered_with_the_keys_a_file_writes(tmp_path: Path) -> None:
+    """Fields with another name in Python (``if_``, ``sender``) are named as written."""
+    found = errors(
+        tmp_path,
+        {
+            "a.yaml": """
+            - name: a
+              on: {}
+              iff: message.text
+              do: [{tag: {add: [x]}}]
+            - name: b
+              on: {}
+              when: message.text
+              do: [{tag: {add: [x]}}]
+            """
+        },
+    )
+    assert any("unknown field 'iff' (did you mean 'if'?)" in line for line in found), found
+    allowed = next(line for line in found if "unknown field 'when'" in line)
+    assert "allowed: name, description, enabled, on, if, do," in allowed
+    assert "if_" not in allowed
+    with pytest.raises(ValidationErrors) as caught:
+        load(tmp_path / "smtp", {}, CONFIG + "  smtp: {host: mail.example, frm: a@shop.example}\n")
+    assert "unknown field 'frm' (did you mean 'from'?)" in str(caught.value)
