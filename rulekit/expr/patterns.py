@@ -3,7 +3,7 @@
 RE2 (``google-re2``) takes time linear in the text, whatever the pattern, so an admin's pattern
 against a client's 4 MB message cannot stall the daemon. Where Python and RE2 spell the same
 thing differently, a pattern is translated (:func:`as_re2`: ``\\d``, ``\\w`` and ``\\s`` of
-any script, ``\\Z``, ``\\u00e4``, ``a{,3}``); what RE2 cannot run (backreferences,
+any script, ``\\Z``, ``\\u00e4``, ``a{,3}``, ``a{02}``); what RE2 cannot run (backreferences,
 lookaround) or would run with another meaning is refused, saying why (:func:`pattern_problem`).
 Compiled patterns are cached (:func:`compiled`).
 """
@@ -135,9 +135,10 @@ def as_re2(pattern: str) -> str:
     spell the same thing differently: ``\\d``, ``\\w`` and ``\\s`` match digits, letters and
     spaces of any script (RE2's only ASCII ones; a leading ``(?a)`` keeps them ASCII, as in
     Python), ``\\Z`` is ``\\z``, ``\\u00e4`` and ``\\U0001F600`` are ``\\x{...}``, ``a{,3}``
-    is ``a{0,3}`` (RE2 would read it as text), ``(?u)`` is RE2's default. Everything else is
+    is ``a{0,3}``, ``a{,}`` ``a{0,}`` and ``a{02}`` ``a{2}`` (RE2 would read them as text),
+    ``(?u)`` is RE2's default. Everything else is
     left as written (RE2 refuses what it cannot run)."""
-    if "\\" not in pattern and "{," not in pattern and "(?" not in pattern:
+    if "\\" not in pattern and "{" not in pattern and "(?" not in pattern:
         return pattern
     ascii_only = pattern.startswith(_ASCII_FLAG)
     if ascii_only:
@@ -174,9 +175,9 @@ def as_re2(pattern: str) -> str:
                     out.append("]")
                     index += 1
                 continue
-        elif char == "{" and following == "," and _quantifier(pattern, index):
-            out.append("{0")
-            index += 1
+        elif char == "{" and (repeat := _repeat(pattern, index)) is not None:
+            out.append(repeat[0])
+            index = repeat[1]
             continue
         elif pattern.startswith("(?u)", index):
             index += 4
@@ -222,10 +223,22 @@ def _class_problem(pattern: str) -> str | None:
     return None
 
 
-def _quantifier(pattern: str, index: int) -> bool:
-    """Whether ``pattern[index:]`` starts with ``{,N}``."""
-    close = pattern.find("}", index)
-    return close > index + 2 and pattern[index + 2 : close].isdigit()
+_DIGITS = frozenset("0123456789")
+
+
+def _repeat(pattern: str, index: int) -> tuple[str, int] | None:
+    """The repeat Python reads at ``pattern[index]`` (``{`` digits, optionally ``,`` and
+    digits, ``}``; not ``{}``) in RE2's spelling, and the index after it; None when Python
+    reads the ``{`` as text. RE2 reads ``a{,3}``, ``a{,}`` and ``a{02}`` as text, and Python
+    as up to three, any number and two."""
+    end = pattern.find("}", index)
+    inside = pattern[index + 1 : end]
+    low, comma, high = inside.partition(",")
+    if end == -1 or not inside or not set(low) <= _DIGITS or not set(high) <= _DIGITS:
+        return None
+    if not comma:
+        return f"{{{int(low)}}}", end + 1
+    return f"{{{int(low or 0)},{int(high) if high else ''}}}", end + 1
 
 
 def pattern_problem(pattern: Any) -> str | None:

@@ -179,6 +179,13 @@ def test_patterns_that_only_look_like_lookaround_are_plain_re2(holds: Any) -> No
         ("\\\\w", "\\w", True),  # an escaped backslash, then w
         ("\\\\Z", "\\Z", True),  # an escaped backslash, then Z
         ("[{,2}]", ",", True),
+        ("^a{,}b$", "aaab", True),  # Python's {,} is any number; RE2 alone reads it as text
+        ("^a{,}$", "a{,}", False),
+        ("^\\d{04}$", "2024", True),  # leading zeros: RE2 alone reads the repeat as text
+        ("^a{,03}$", "aaa", True),
+        ("^a{00}b$", "b", True),
+        ("^a{}$", "a{}", True),  # not a repeat in either
+        ("^a{1,2$", "a{1,2", True),
     ],
 )
 def test_python_spellings_mean_what_they_mean_in_python(
