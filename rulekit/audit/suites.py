@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -111,7 +111,9 @@ def _fails_as(wanted: bool | str, problem: str | None) -> bool:
 class SuiteTest(StrictModel):
     name: str
     channel: str | None = Field(None, description="Inputs are raw payloads of this channel.")
-    now: datetime | None = Field(None, description="Start the simulated clock then.")
+    now: AwareDatetime | None = Field(
+        None, description="Start the simulated clock then (a time with its UTC offset)."
+    )
     inputs: list[SuiteInput] = Field(min_length=1)
     expect: list[Expectation] = Field(
         default_factory=list, description="Actions that must be planned."

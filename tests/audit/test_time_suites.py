@@ -347,3 +347,21 @@ def test_an_input_older_than_the_clock_is_evaluated_at_its_own_time(tmp_path: Pa
         for action in event["actions"]
     ]
     assert texts == ["19:00 False", "10:00 True"]
+
+
+def test_a_suite_time_without_an_offset_is_an_error_of_the_suite(tmp_path: Path) -> None:
+    """A suite's ``now:`` without a UTC offset (``2026-12-07T10:00:00``) stopped the dry run
+    with a traceback comparing naive and aware times; like ``at:``, it is an error of the suite
+    at its line."""
+    passed, text = run(
+        tmp_path,
+        """
+        tests:
+          - name: t
+            now: 2026-12-07T10:00:00
+            inputs: [EVENT, {advance: 10m}]
+            exact: true
+        """.replace("EVENT", event("created")),
+    )
+    assert not passed
+    assert "suite.yaml:3: tests[0].now: Input should have timezone info" in text
