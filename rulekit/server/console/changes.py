@@ -127,7 +127,7 @@ class Changes:
             agent=agent,
         )
         params = {"text": text, "as_agent": viewer.email}
-        _, recorded, job_id = await self._submit(found, event, action, params)
+        _, recorded, job_id = await self._submit(found, event, action, params, reopen=True)
         if recorded:
             audit(viewer, "replied", conversation=log_id(conversation_id), event=log_id(event.id))
         return ok(
@@ -217,9 +217,12 @@ class Changes:
         params: dict[str, Any],
         after: Callable[[JournaledState, Event], None] | None = None,
         changes: dict[str, Any] | None = None,
+        *,
+        reopen: bool = False,
     ) -> tuple[Event, bool, int | None]:
         """Evaluate ``event`` — with the conversation and client as the store holds them when
-        it is evaluated (:meth:`Found.now`; ``changes`` made to the client) —, then record it
+        it is evaluated (:meth:`Found.now`; ``changes`` made to the client; with ``reopen``, a
+        closed conversation opened again) —, then record it
         with its jobs, the change's own job first (and then ``after(state, event)``, in the
         same transaction, when the event is new); the event recorded, whether it was new, and
         that job's id."""
@@ -238,7 +241,7 @@ class Changes:
                 prepared = await anyio.to_thread.run_sync(
                     partial(planning.prepare, team=evaluator.reads_team),
                     commit.store,
-                    partial(_as_now, found, event, changes or {}),
+                    partial(_as_now, found, event, changes or {}, reopen),
                 )
                 answer = await anyio.to_thread.run_sync(evaluator.evaluate, prepared.request)
                 try:
@@ -260,11 +263,24 @@ class Changes:
         return prepared.events[0], recorded, job_id
 
 
-def _as_now(found: Found, event: Event, changes: dict[str, Any], state: State) -> list[Event]:
+def _as_now(
+    found: Found, event: Event, changes: dict[str, Any], reopen: bool, state: State
+) -> list[Event]:
     """The "parse" step of a change: ``event`` with the conversation and client as ``state``
     holds them (the change's ``changes`` made to the client). Read in the transaction whose
-    reads the recording one replays, so an erasure committed meanwhile is seen."""
+    reads the recording one replays, so an erasure committed meanwhile is seen.
+
+    With ``reopen`` (a reply), a closed conversation is open again, as when an agent writes
+    into it from the channel's own app: the client's answer is then a ``message``, not a
+    ``reopened`` (whose rules greet, notify and assign as for a client coming back)."""
     conversation, client = found.now(state)
+    if reopen and conversation.status == "closed":
+        conversation = conversation.model_copy(update={"status": "open"})
+        stored = state.get_conversation(found.channel, found.key) if found.key else None
+        if found.key is not None and stored is not None:
+            state.save_conversation(
+                found.channel, found.key, stored.model_copy(update={"status": "open"})
+            )
     if changes:
         client = client.model_copy(update=changes)
     return [event.model_copy(update={"conversation": conversation, "client": client})]

@@ -340,3 +340,44 @@ def test_a_reply_longer_than_chatra_takes_is_refused_not_cut(workspace: Workspac
         assert fits.status_code == 202, fits.text
     wait_for(lambda: workspace.job(fits.json()["job_id"]).status == "done", "the reply")
     assert [s["text"] for s in workspace.chatra.sent] == ["😀" * 2500]
+
+
+def test_a_reply_into_a_closed_conversation_opens_it_again(workspace: Workspace) -> None:
+    """As an agent's message from Chatra's own app does: the client's answer is then a
+    message of an open conversation, not a reopening (whose rules greet, notify and assign
+    as for a client coming back, while the agent is in the chat)."""
+    workspace.started()
+    transcript = {
+        "eventName": "chatTranscript",
+        "messages": [
+            {
+                "id": "Acb7t59BkCvoXi6SS",
+                "type": "client",
+                "text": "Hi, is the blue kettle in stock?",
+                "createdAt": 1741943525000,
+            }
+        ],
+        "client": {"id": VISITOR, "chatId": "Kw2twCpXPKBFtP87S"},
+    }
+    posted = httpx.post(f"{workspace.url}/webhooks/online-chat/{SECRET}", json=transcript)
+    assert posted.status_code == 200
+    workspace.processed("online-chat:closed:Kw2twCpXPKBFtP87S:Acb7t59BkCvoXi6SS")
+    with workspace.client("anna") as anna:
+        assert anna.get(path()).json()["conversation"]["status"] == "closed"
+        response = anna.post(f"{path()}/messages", json={"text": "It is back in stock!"})
+        assert response.status_code == 202, response.text
+        assert anna.get(path()).json()["conversation"]["status"] == "open"
+        opened = anna.get("conversations", params={"status": "open"}).json()["conversations"]
+        assert [c["id"] for c in opened] == [CONVERSATION]
+    record = workspace.event(response.json()["event_id"])
+    assert record.data["conversation"]["status"] == "open"
+    wait_for(lambda: workspace.chatra.sent, "the reply")
+    (sent,) = workspace.chatra.sent
+    message_id = workspace.job(response.json()["job_id"]).result["id"]
+    posted = httpx.post(
+        f"{workspace.url}/webhooks/online-chat/{SECRET}", content=echo_of(sent, message_id)
+    )
+    assert posted.status_code == 200
+    workspace.processed("online-chat:msg:answer-1")
+    assert workspace.event("online-chat:msg:answer-1").event == "message"
+    assert workspace.events("reopened") == []
