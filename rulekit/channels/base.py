@@ -195,6 +195,11 @@ class Provider:
     Settings: ClassVar[type[ChannelSettings]] = ChannelSettings
     """The model of this provider's per-channel settings."""
     can_reply: ClassVar[bool] = False
+    agent_reply_reopens: ClassVar[bool] = False
+    """Whether an agent writing into a closed conversation opens it again, as :meth:`parse`
+    reads the service's webhooks (Chatra: yes; Telegram, whose conversations close and open
+    with the user's own activity: no). An agent's reply from the console then does too: its
+    event's conversation is open, and so is the stored one."""
     max_reply_length: ClassVar[int | None] = None
     """The longest message text the service takes, in UTF-16 code units (as JavaScript and
     Telegram count: a character beyond U+FFFF, as most emoji are, counts two), or None when it

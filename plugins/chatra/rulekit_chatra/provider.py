@@ -50,6 +50,7 @@ class ChatraProvider(Provider):
     description = "Chatra live chat: webhooks in, replies through the REST API"
     Settings = ChatraSettings
     can_reply = True
+    agent_reply_reopens = True
     max_reply_length = MAX_TEXT
 
     settings: ChatraSettings

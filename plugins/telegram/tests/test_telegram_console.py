@@ -62,3 +62,24 @@ def test_a_reply_longer_than_telegram_takes_is_refused_not_cut(
     assert fits.status_code == 202, fits.text
     wait_for(lambda: telegram.messages(ANN.id, accepted=True))
     assert [m.text for m in telegram.messages(ANN.id)] == ["😀" * 2048]
+
+
+def test_a_reply_into_a_closed_chat_leaves_it_closed(server: tuple[Server, FakeTelegram]) -> None:
+    """A Telegram conversation closes and opens with the user's own activity: an agent's
+    reply does not open it (nothing would close it again while the user stays silent)."""
+    running, telegram = server
+    updates = Updates()
+    assert telegram.write(updates.message(ANN, "Hi")) == 200
+    assert telegram.write(updates.message(ANN, "/stop")) == 200
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    view = f"{running.url}/console/api/conversations/{CONVERSATION}"
+
+    def status() -> str:
+        answer = httpx.get(view, headers=headers)
+        return str(answer.json()["conversation"]["status"]) if answer.is_success else ""
+
+    wait_for(lambda: status() == "closed")
+    sent = httpx.post(f"{view}/messages", json={"text": "Still there?"}, headers=headers)
+    assert sent.status_code == 202, sent.text
+    wait_for(lambda: telegram.messages(ANN.id, accepted=True))
+    assert status() == "closed"

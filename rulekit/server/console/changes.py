@@ -127,7 +127,8 @@ class Changes:
             agent=agent,
         )
         params = {"text": text, "as_agent": viewer.email}
-        _, recorded, job_id = await self._submit(found, event, action, params, reopen=True)
+        reopen = provider is not None and provider.agent_reply_reopens
+        _, recorded, job_id = await self._submit(found, event, action, params, reopen=reopen)
         if recorded:
             audit(viewer, "replied", conversation=log_id(conversation_id), event=log_id(event.id))
         return ok(
@@ -270,9 +271,11 @@ def _as_now(
     holds them (the change's ``changes`` made to the client). Read in the transaction whose
     reads the recording one replays, so an erasure committed meanwhile is seen.
 
-    With ``reopen`` (a reply), a closed conversation is open again, as when an agent writes
-    into it from the channel's own app: the client's answer is then a ``message``, not a
-    ``reopened`` (whose rules greet, notify and assign as for a client coming back)."""
+    With ``reopen`` (a reply, on a channel whose agents' messages open a closed conversation
+    again: :attr:`~rulekit.channels.base.Provider.agent_reply_reopens`), a closed conversation
+    is open again, as when an agent writes into it from the channel's own app: the client's
+    answer is then a ``message``, not a ``reopened`` (whose rules greet, notify and assign as
+    for a client coming back)."""
     conversation, client = found.now(state)
     if reopen and conversation.status == "closed":
         conversation = conversation.model_copy(update={"status": "open"})
