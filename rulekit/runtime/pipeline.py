@@ -318,6 +318,10 @@ class Pipeline:
         return at
 
     def _fire_due(self, until: datetime, state: State, outcome: Outcome) -> None:
+        """Fire the timers due by ``until``, in order, each at its due time or, when the
+        clock is already past it, at the clock: a late input's timer (due before the input
+        arrived) fires as the daemon's does, once the input is processed, as late as that,
+        so that its ``max_late`` drops it as the daemon's would."""
         while (timer := self.pending.pop_due(until)) is not None:
             self.clock = max(self.clock or timer.due, timer.due)
             if parse_channel_timer_rule(timer.rule) is not None:
@@ -331,9 +335,9 @@ class Pipeline:
             fired = trigger.at_fire_time(found[1] if found else None, client)
             fire = functools.partial(
                 self.engine.fire,
-                timer.rule, fired, timer.due, timer.due, explain=True, team=self.team(state),
+                timer.rule, fired, timer.due, self.clock, explain=True, team=self.team(state),
             )  # fmt: skip
-            self._carry_out(fired, self._planned(fired, fire, state), state, timer.due, outcome)
+            self._carry_out(fired, self._planned(fired, fire, state), state, self.clock, outcome)
 
     def _within_budget(
         self, event: Event, evaluate: Callable[[], Plan], *, of_input: bool = False
