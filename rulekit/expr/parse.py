@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import functools
 import keyword
+import math
 import re
 from datetime import datetime
 from typing import Any, TypeVar
@@ -182,11 +183,21 @@ def check_nesting(tree: N) -> N:
                     "(split it with {% set %} or into several conditions)"
                 )
             if constant(node):
+                _check_numbers(node)
                 continue
         elif isinstance(node, nodes.Stmt):
             depth = 0
         stack.extend((child, depth) for child in children(node))
     return tree
+
+
+def _check_numbers(node: nodes.Node) -> None:
+    """:class:`TemplateError` for a number written too large for a float (``1e309``): it
+    would be infinity, which the generated code cannot even name, so every evaluation failed
+    with a ``NameError``."""
+    for const in [node] if isinstance(node, nodes.Const) else node.find_all(nodes.Const):
+        if isinstance(const.value, float) and not math.isfinite(const.value):
+            raise TemplateError("a number is too large (a float is at most about 1.8e308)")
 
 
 def _convert(node: ast.expr) -> nodes.Expr:

@@ -4,6 +4,7 @@ and test-suite files alike (all YAML goes through rulekit.yamlsource)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -320,3 +321,45 @@ def test_values_quoted_in_errors_are_elided_to_a_readable_line(tmp_path):
     assert "missing required field 'do'" in errors[0]
     assert "is over 4000 characters" in errors[1]
     assert all(len(line) < 1_100 for line in errors), [len(line) for line in errors]
+
+
+@pytest.mark.parametrize(
+    ("where", "source"),
+    [
+        ("if", "message.text|length > 1e309"),
+        ("if", "-1E400 < 0"),
+        ("if", "message.text in ['a', 1e999]"),
+        ("unless", "{'a': 2e308}.a"),
+        ("text", "{{ 1e309|int }}"),
+        ("text", "{% set x = [1, 9e999] %}{{ x|first }}"),
+        ("text", "{{ message.text|round(1e400) }}"),
+    ],
+)
+def test_a_number_too_large_for_a_float_is_refused_with_its_line(build_engine, where, source):
+    """A literal over 1.8e308 is infinity, which the generated code cannot name: the rule
+    loaded and failed every event with a NameError. It is refused where it is written."""
+    from rulekit.errors import ValidationErrors
+
+    rule = {"name": "r", "on": {"event": "message"}, "do": [{"slack": {"text": "x"}}]}
+    rule["do"][0]["slack"]["channel"] = "#a"
+    if where == "text":
+        rule["do"][0]["slack"]["text"] = source
+    else:
+        rule[where] = source
+        if where == "unless":
+            rule["after"] = "5m"
+    with pytest.raises(ValidationErrors) as caught:
+        build_engine(json.dumps([rule]))
+    message = str(caught.value)
+    assert "rules.yaml:1:" in message, message
+    assert "a number is too large" in message, message
+    assert "NameError" not in message
+    within = build_engine(json.dumps([{**rule, "name": "r"} | _replaced(rule, "1.7e308")]))
+    assert [r.name for r in within.rules] == ["r"]
+
+
+def _replaced(rule: dict, number: str) -> dict:
+    text = json.dumps(rule)
+    for big in ("1e309", "1E400", "1e999", "2e308", "9e999", "1e400"):
+        text = text.replace(big, number)
+    return json.loads(text)
