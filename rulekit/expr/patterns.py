@@ -20,6 +20,7 @@ from typing import Any
 import re2
 
 from rulekit.errors import TemplateError
+from rulekit.expr.syntax import ASCII_FLAG, boundary_problem, python_repeat
 
 MAX_PATTERN = 2_000
 """Characters in one pattern."""
@@ -127,7 +128,6 @@ _CLASSES |= {"s": f"[{_SPACE}]", "S": f"[^{_SPACE}]"}
 """Python's ``\\d``, ``\\w``, ``\\s`` (and negations) match any script; RE2's only ASCII."""
 _IN_CLASS = {"d": r"\p{Nd}", "D": r"\P{Nd}", "w": _WORD, "s": _SPACE}
 """The same inside ``[...]`` (where ``\\W`` and ``\\S`` have no RE2 spelling: refused)."""
-_ASCII_FLAG = "(?a)"
 
 
 def as_re2(pattern: str) -> str:
@@ -140,9 +140,9 @@ def as_re2(pattern: str) -> str:
     left as written (RE2 refuses what it cannot run)."""
     if "\\" not in pattern and "{" not in pattern and "(?" not in pattern:
         return pattern
-    ascii_only = pattern.startswith(_ASCII_FLAG)
+    ascii_only = pattern.startswith(ASCII_FLAG)
     if ascii_only:
-        pattern = pattern[len(_ASCII_FLAG) :]
+        pattern = pattern[len(ASCII_FLAG) :]
     out: list[str] = []
     index, in_class = 0, False
     while index < len(pattern):
@@ -175,7 +175,7 @@ def as_re2(pattern: str) -> str:
                     out.append("]")
                     index += 1
                 continue
-        elif char == "{" and (repeat := _repeat(pattern, index)) is not None:
+        elif char == "{" and (repeat := python_repeat(pattern, index)) is not None:
             out.append(repeat[0])
             index = repeat[1]
             continue
@@ -189,27 +189,18 @@ def as_re2(pattern: str) -> str:
 
 def _class_problem(pattern: str) -> str | None:
     """Why ``pattern`` means something else on RE2 than in Python, though RE2 runs it: ``\\W``
-    or ``\\S`` inside ``[...]`` (no RE2 spelling for any script), a ``\\b`` or ``\\B`` beside a
-    letter outside ASCII (RE2's word boundary knows only ASCII letters: it never falls there
-    as Python's does)."""
+    or ``\\S`` inside ``[...]`` (no RE2 spelling for any script), or a word boundary
+    (:func:`~rulekit.expr.syntax.boundary_problem`)."""
     index, in_class = 0, False
     while index < len(pattern):
         char = pattern[index]
         following = pattern[index + 1] if index + 1 < len(pattern) else ""
         if char == "\\" and following:
-            if in_class and following in "WS" and not pattern.startswith(_ASCII_FLAG):
+            if in_class and following in "WS" and not pattern.startswith(ASCII_FLAG):
                 return (
                     f"pattern {pattern!r}: \\{following} inside [...] is not supported "
                     f"(RE2 cannot say it for every script): write (?:[...]|\\{following})"
                 )
-            if not in_class and following in "bB":
-                beside = pattern[index - 1 : index] + pattern[index + 2 : index + 3]
-                if any(c.isalnum() and not c.isascii() for c in beside):
-                    return (
-                        f"pattern {pattern!r}: \\{following} next to a letter outside ASCII "
-                        r"never matches there: RE2's word boundary knows only ASCII letters "
-                        r"(write (?:^|[^\w]) and (?:$|[^\w]) around the word)"
-                    )
             index += 2
             continue
         if in_class:
@@ -220,25 +211,7 @@ def _class_problem(pattern: str) -> str | None:
             index += 1 if pattern.startswith("]", index) else 0  # `[]a]`: a leading ] is text
             continue
         index += 1
-    return None
-
-
-_DIGITS = frozenset("0123456789")
-
-
-def _repeat(pattern: str, index: int) -> tuple[str, int] | None:
-    """The repeat Python reads at ``pattern[index]`` (``{`` digits, optionally ``,`` and
-    digits, ``}``; not ``{}``) in RE2's spelling, and the index after it; None when Python
-    reads the ``{`` as text. RE2 reads ``a{,3}``, ``a{,}`` and ``a{02}`` as text, and Python
-    as up to three, any number and two."""
-    end = pattern.find("}", index)
-    inside = pattern[index + 1 : end]
-    low, comma, high = inside.partition(",")
-    if end == -1 or not inside or not set(low) <= _DIGITS or not set(high) <= _DIGITS:
-        return None
-    if not comma:
-        return f"{{{int(low)}}}", end + 1
-    return f"{{{int(low or 0)},{int(high) if high else ''}}}", end + 1
+    return boundary_problem(pattern)
 
 
 def pattern_problem(pattern: Any) -> str | None:

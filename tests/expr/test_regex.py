@@ -293,6 +293,13 @@ def test_an_admins_pattern_against_a_4_mb_client_text_finishes() -> None:
     [
         ("\\\\bпривет\\\\b", "\\b next to a letter outside ASCII"),  # noqa: RUF001
         ("\\\\Bё", "\\B next to a letter outside ASCII"),
+        # what may match a letter of another script: \b\w+\b found "caf" in "café"
+        ("\\\\b\\\\w+\\\\b", "\\b next to \\w does not fall where Python's does"),
+        ("\\\\w{2,}\\\\b", "\\b next to \\w does not fall"),
+        ("\\\\b.+", "\\b next to . does not fall"),
+        ("x\\\\b[^ ]", "\\b next to [^ ] does not fall"),
+        ("\\\\b[a-zé]", "\\b next to [a-zé] does not fall"),
+        ("\\\\B\\\\pL", "\\B next to \\pL does not fall"),
         ("[\\W.]+", "\\W inside [...] is not supported"),
         ("[^\\S]", "\\S inside [...] is not supported"),
     ],
@@ -312,6 +319,25 @@ def test_patterns_that_would_mean_something_else_on_re2_are_refused(
 def test_a_word_boundary_beside_ascii_letters_still_works(holds: Any) -> None:
     assert holds("message.text is search('\\\\bcat\\\\b')", "a cat sat")
     assert not holds("message.text is search('\\\\bcat\\\\b')", "concatenate")
+    assert holds("message.text is search('\\\\b\\\\d{4}\\\\b')", "order 1234 please")
+    assert holds("message.text is search('\\\\s\\\\b[a-z]+')", "a cat")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text", "found"),
+    [
+        ("(?a)\\\\b\\\\w+\\\\b", "café", "caf"),  # ASCII-only, as Python's with (?a)
+        ("(?a)\\\\bпривет", "привет", None),  # noqa: RUF001
+        ("(\\\\w+)\\\\b", "ab", "ab"),  # (groups are not looked into)
+    ],
+)
+def test_with_a_leading_a_flag_a_word_boundary_is_pythons_ascii_one(
+    build_engine: Any, render: Any, pattern: str, text: str, found: str | None
+) -> None:
+    import re
+
+    assert render(f"{{{{ message.text|regex_search('{pattern}')|string }}}}", text) == str(found)
+    assert (re.search(pattern.replace("\\\\", "\\"), text) or [None])[0] == found
 
 
 @pytest.mark.parametrize(
