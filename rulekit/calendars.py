@@ -130,6 +130,15 @@ class CalendarSpec(StrictModel):
                 parse_span(span)
         return value
 
+    @field_validator("holidays", mode="before")
+    @classmethod
+    def _yaml_dates(cls, value: object) -> object:
+        # an unquoted 2026-12-24 is a date to YAML (and 2026-12-24 10:00 a time, refused
+        # below as not a day): taken as written
+        if not isinstance(value, list):
+            return value
+        return [item.isoformat() if isinstance(item, date) else item for item in value]
+
     @field_validator("holidays")
     @classmethod
     def _holidays(cls, value: list[str]) -> list[str]:

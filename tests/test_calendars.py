@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import time
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 from pydantic import ValidationError
+from scaffold import write
 
 from rulekit.calendars import Calendar, CalendarSpec
+from rulekit.config import load_config
+from rulekit.errors import ValidationErrors
+from rulekit.plugins import load_plugins
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -173,3 +178,49 @@ def test_thousands_of_holidays_cost_about_what_one_range_does() -> None:
     one_range = min(_cpu_of_closed_calendar([f"{days[0]}..{days[-1]}"]) for _ in range(3))
     listed = min(_cpu_of_closed_calendar(days[::-1]) for _ in range(3))
     assert listed < 10 * one_range + 0.01
+
+
+def test_holidays_written_as_yaml_dates_are_days_and_times_are_refused(tmp_path: Path) -> None:
+    """An unquoted ``2026-12-24`` is a date to YAML: the config was refused with "Input should
+    be a valid string" for a day written as every YAML file writes one."""
+    plugins = load_plugins(entry_points=False)
+    config = load_config(
+        write(
+            tmp_path / "rulekit.yaml",
+            """
+            timezone: Europe/Berlin
+            calendars:
+              support:
+                hours: {mon-sun: ["09:00-17:00"]}
+                holidays: [2026-12-24, "2026-12-25..2026-12-26", 2027-01-01]
+            """,
+        ),
+        plugins,
+        {},
+    )
+    support = config.calendars["support"]
+    assert [support.is_holiday(date(2026, 12, day)) for day in (23, 24, 25, 26, 27)] == [
+        False,
+        True,
+        True,
+        True,
+        False,
+    ]
+    assert support.is_holiday(date(2027, 1, 1))
+    with pytest.raises(ValidationErrors) as caught:
+        load_config(
+            write(
+                tmp_path / "rulekit.yaml",
+                """
+                calendars:
+                  support:
+                    holidays: [2026-12-24 10:00:00]
+                """,
+            ),
+            plugins,
+            {},
+        )
+    assert [str(error) for error in caught.value.errors] == [
+        f"{tmp_path / 'rulekit.yaml'}:3: calendars.support.holidays: '2026-12-24T10:00:00' is "
+        "not a date or range: use YYYY-MM-DD or YYYY-MM-DD..YYYY-MM-DD"
+    ]
