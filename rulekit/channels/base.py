@@ -8,7 +8,7 @@ there is no config.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -349,6 +349,12 @@ class Provider:
         None."""
         if not self.can_update_clients:
             return f"the {self.name} provider cannot change client data"
+        return None
+
+    def update_fields_problem(self, fields: Collection[str]) -> str | None:
+        """Why a change of the client's ``fields`` (of :data:`CLIENT_CONTACT_FIELDS`) would not
+        last in rulekit's record of the client (the channel does not keep some of them: its
+        next webhook would drop the change), or None. The console refuses such a change."""
         return None
 
     async def update_client(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from rulekit.actions.telegram_text import truncate
@@ -192,6 +193,17 @@ class ChatraProvider(Provider):
 
     def update_problem(self) -> str | None:
         return self.reply_problem()
+
+    def update_fields_problem(self, fields: Collection[str]) -> str | None:
+        """The channel keeps of a client only what ``client_data`` takes: a change of another
+        field would be dropped from the record by the client's next webhook."""
+        left_out = sorted(set(fields) - set(self.settings.client_data))
+        if not left_out:
+            return None
+        return (
+            f"channel {self.channel!r} does not keep the client's {', '.join(left_out)} (its"
+            " client_data leaves them out): the next webhook would drop the change"
+        )
 
     async def update_client(
         self, client_id: str, changes: dict[str, str | None], *, timeout: float

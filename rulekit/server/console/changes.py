@@ -156,6 +156,9 @@ class Changes:
         if not client.id:
             raise ApiError(409, "the conversation has no client whose data could change")
         action = self._action("client", channel)
+        provider = self.runtime.snapshot.providers.get(channel)
+        if provider is not None and (problem := provider.update_fields_problem(changes)):
+            raise ApiError(409, problem)
         changed = {k: v for k, v in changes.items() if getattr(client, k) != v}
         if not changed:
             return ok({"event_id": None, "job_id": None, "changed": [], "client": _panel(client)})
