@@ -33,6 +33,10 @@ from rulekit.models import StrictModel
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 SEARCH_DAYS = 2 * 366
 """How far ahead a calendar looks for an opening (a calendar closed longer is "never open")."""
+MAX_SPANS = 48
+"""Opening spans a weekday may have (every half hour open and closed): a calendar is
+walked day by day, each span of each day, in the evaluation of every event that asks it
+(thousands of spans a day took seconds, past an event's CPU budget)."""
 
 
 def _clock(text: str) -> int:
@@ -124,10 +128,17 @@ class CalendarSpec(StrictModel):
     @field_validator("hours")
     @classmethod
     def _hours(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        counts = dict.fromkeys(range(7), 0)
         for days, spans in value.items():
-            parse_days(days)
+            for day in parse_days(days):
+                counts[day] += len(spans)
             for span in spans:
                 parse_span(span)
+        for day, count in counts.items():
+            if count > MAX_SPANS:
+                raise ValueError(
+                    f"{WEEKDAYS[day]} has {count} opening spans: at most {MAX_SPANS} a day"
+                )
         return value
 
     @field_validator("holidays", mode="before")

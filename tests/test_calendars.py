@@ -29,6 +29,9 @@ SUPPORT = calendar(
     holidays=["2026-12-24", "2026-12-25..2026-12-26", "2027-01-01"],
 )
 WEEKDAYS_ONLY = calendar(hours={"mon-fri": ["09:00-13:00", "14:00-18:00"]})
+HALF_HOURS = [
+    f"{hour:02d}:{start}-{hour:02d}:{start[0]}9" for hour in range(24) for start in ("00", "30")
+]
 
 
 def berlin(*parts: int) -> datetime:
@@ -134,11 +137,20 @@ def test_a_calendar_never_open_has_no_next_opening() -> None:
         ({"holidays": ["2026-12-32"]}, "not a date or range"),
         ({"holidays": ["2026-12-26..2026-12-25"]}, "ends before it starts"),
         ({"timezone": "Europe/Berln"}, "unknown timezone"),
+        # each span of each day is walked in every evaluation that asks the calendar:
+        # thousands of them took seconds an event
+        ({"hours": {"mon-sun": HALF_HOURS, "sun": ["23:40-23:50"]}}, "sun has 49 opening spans"),
+        ({"hours": {"mon": ["09:00-10:00"] * 49}}, "mon has 49 opening spans: at most 48 a day"),
     ],
 )
 def test_bad_calendars_are_refused_with_a_reason(spec: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         CalendarSpec.model_validate(spec)
+
+
+def test_a_day_may_be_open_every_half_hour() -> None:
+    cal = calendar(hours={"mon-sun": HALF_HOURS})
+    assert cal.add(berlin(2026, 12, 7, 9, 5), timedelta(minutes=10)) == berlin(2026, 12, 7, 9, 36)
 
 
 def test_holidays_overlapping_adjacent_and_unordered_close_exactly_their_days() -> None:
