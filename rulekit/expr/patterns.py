@@ -20,7 +20,7 @@ from typing import Any
 import re2
 
 from rulekit.errors import TemplateError
-from rulekit.expr.syntax import ASCII_FLAG, boundary_problem, python_repeat
+from rulekit.expr.syntax import ASCII_FLAG, boundary_problem, posix_class, python_repeat
 
 MAX_PATTERN = 2_000
 """Characters in one pattern."""
@@ -189,7 +189,8 @@ def as_re2(pattern: str) -> str:
 
 def _class_problem(pattern: str) -> str | None:
     """Why ``pattern`` means something else on RE2 than in Python, though RE2 runs it: ``\\W``
-    or ``\\S`` inside ``[...]`` (no RE2 spelling for any script), or a word boundary
+    or ``\\S`` inside ``[...]`` (no RE2 spelling for any script), a POSIX class
+    (``[[:alpha:]]``: in Python the characters ``[:alph`` and a ``]``), or a word boundary
     (:func:`~rulekit.expr.syntax.boundary_problem`)."""
     index, in_class = 0, False
     while index < len(pattern):
@@ -204,6 +205,13 @@ def _class_problem(pattern: str) -> str | None:
             index += 2
             continue
         if in_class:
+            posix = posix_class(pattern, index) if char == "[" else None
+            if posix:
+                return (
+                    f"pattern {pattern!r}: {posix} inside [...] is a class of characters on RE2, "
+                    "and in Python a set of those very characters: write what it means "
+                    r"(\d, \s, [^\W\d_] for letters, a range), or escape the [ as \["
+                )
             in_class = char != "]" or pattern[index - 1] == "["
         elif char == "[":
             in_class = True

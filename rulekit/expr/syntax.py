@@ -104,3 +104,22 @@ def python_repeat(pattern: str, index: int) -> tuple[str, int] | None:
     if not comma:
         return f"{{{int(low)}}}", end + 1
     return f"{{{int(low or 0)},{int(high) if high else ''}}}", end + 1
+
+
+POSIX_CLASSES = frozenset(
+    {
+        *("alnum", "alpha", "ascii", "blank", "cntrl", "digit", "graph", "lower", "print"),
+        *("punct", "space", "upper", "word", "xdigit"),
+    }
+)
+"""The classes RE2 reads as ``[:name:]`` (or ``[:^name:]``) inside ``[...]``."""
+
+
+def posix_class(pattern: str, index: int) -> str | None:
+    """The POSIX class RE2 reads at ``pattern[index]``, inside ``[...]`` (``[:alpha:]``), or
+    None. Python reads its characters one by one."""
+    if not pattern.startswith("[:", index):
+        return None
+    end = pattern.find(":]", index + 2)
+    name = pattern[index + 2 : end].removeprefix("^")
+    return pattern[index : end + 2] if end != -1 and name in POSIX_CLASSES else None

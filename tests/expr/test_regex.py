@@ -300,6 +300,10 @@ def test_an_admins_pattern_against_a_4_mb_client_text_finishes() -> None:
         ("x\\\\b[^ ]", "\\b next to [^ ] does not fall"),
         ("\\\\b[a-zé]", "\\b next to [a-zé] does not fall"),
         ("\\\\B\\\\pL", "\\B next to \\pL does not fall"),
+        # a POSIX class on RE2; in Python the characters [, :, a, l, p, h, then a ]
+        ("[[:alpha:]]+", "[:alpha:] inside [...] is a class of characters on RE2"),
+        ("[a[:digit:]]", "[:digit:] inside [...] is a class"),
+        ("[^[:^space:]]", "[:^space:] inside [...] is a class"),
         ("[\\W.]+", "\\W inside [...] is not supported"),
         ("[^\\S]", "\\S inside [...] is not supported"),
     ],
