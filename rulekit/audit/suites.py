@@ -204,6 +204,36 @@ def unknown_names(engine: Engine, path: Path, data: Any, index: int, test: Suite
     return problems
 
 
+def suite_problems(engine: Engine, path: Path) -> list[str]:
+    """Every problem of the suite in ``path`` that shows without running it, each located
+    (``rulekit check``): invalid YAML, every field that is not valid, no tests, an expectation
+    naming a rule or an action ``engine`` does not have, an input file that is not there."""
+    try:
+        data = yamlsource.load(read_bytes(path))
+    except yamlsource.YamlSyntaxError as exc:
+        return [f"{path}:{exc.line}: invalid YAML: {exc.message}"]
+    except InputError as exc:
+        return [str(exc)]
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as exc:
+        return [
+            f"{path}:{line}: {where}: {message}"
+            for (line, where), message in pydantic_errors(exc, data, Suite)
+        ]
+    if not suite.tests:
+        return [f"{path}: the suite has no tests: it would pass checking nothing"]
+    problems = []
+    for index, test in enumerate(suite.tests):
+        problems += unknown_names(engine, path, data, index, test)
+        for number, item in enumerate(test.inputs):
+            if item.file is not None and not (path.parent / item.file).is_file():
+                where = ("tests", index, "inputs", number, "file")
+                line = yamlsource.line_of(data, where)
+                problems.append(f"{path}:{line}: {dotted(where)}: no such file {item.file!r}")
+    return problems
+
+
 def run_suite(engine: Engine, path: Path, until: timedelta | None = None) -> SuiteResult:
     """Run every test of a suite file against ``engine`` (with ``until``: each test's clock
     runs that much further after its last input)."""

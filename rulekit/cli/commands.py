@@ -137,11 +137,18 @@ def run_check(path: str | None, config_path: str | None, strict: bool) -> int:
     """``rulekit check``: every error (raised, with every problem of every file), then what will
     fail at run time — the very list ``rulekit run --strict`` refuses to start on
     (:func:`rulekit.snapshot.problems_of`): errors with ``strict``, warnings otherwise."""
+    from rulekit.audit.suites import suite_problems
     from rulekit.secrets import guessable_webhook_secrets, written_in_open_file
     from rulekit.snapshot import load_snapshot, problems_of
 
     snapshot = load_snapshot(config_path, path)
     ruleset = snapshot.engine.ruleset
+    broken = [line for suite in ruleset.suites for line in suite_problems(snapshot.engine, suite)]
+    for line in broken:  # a suite that cannot run is an error, as a rule that cannot load
+        echo(f"error: {line}", err=True)
+    if broken:
+        echo(f"{len(broken)} error(s)", err=True)
+        return EXIT_FAILED
     problems = problems_of(snapshot)
     # (the file's mode, a secret's length: not something that fails at run time, never an error)
     for exposed in (
