@@ -29,6 +29,7 @@ from rulekit.store.sql.presence import PRESENCE_STATUSES
 
 if TYPE_CHECKING:
     from rulekit.server.console.routes import Console
+    from rulekit.store.base import JournaledState
 
 logger = logging.getLogger("rulekit.console")
 
@@ -55,9 +56,8 @@ class Presence:
         """A stream of ``viewer`` is (still) open: they count as connected for ``ttl``."""
         if viewer is None or viewer.email is None:
             return  # the admin is nobody to assign to
-        email, until = viewer.email, self.now() + timedelta(seconds=self.ttl)
         try:
-            await self._write(email, None, until)
+            await self._write(viewer.email, None, connected=True)
         except StoreUnavailable as exc:  # the stream goes on; the next beat tries again
             log(logger, logging.WARNING, "console: presence not recorded", failure=exc)
 
@@ -65,21 +65,30 @@ class Presence:
         """``viewer`` signed in: from now on ``assign`` looks at presence by default."""
         if viewer is not None and viewer.email is not None:
             try:
-                await self._write(viewer.email, None, None)
+                await self._write(viewer.email, None)
             except StoreUnavailable as exc:  # signed in all the same: their stream records it
                 log(logger, logging.WARNING, "console: sign-in not recorded", failure=exc)
 
-    async def _write(self, email: str, status: str | None, until: datetime | None) -> None:
+    def _clock(self, state: JournaledState) -> datetime:
+        """Now, by the store's clock where several daemons share it (PostgreSQL: the
+        database's, which ``assign`` reads presence by), else by the console's: a daemon whose
+        machine's clock ran behind wrote connections that had run out for everyone else."""
+        shared = state.timers_clock() if self.console.store.shared else None
+        return shared or self.now()
+
+    async def _write(self, email: str, status: str | None, *, connected: bool = False) -> None:
         def work() -> None:
             with self.console.store.transaction() as state:
-                state.set_presence(email, status=status, connected_until=until, now=self.now())
+                now = self._clock(state)
+                until = now + timedelta(seconds=self.ttl) if connected else None
+                state.set_presence(email, status=status, connected_until=until, now=now)
 
         await run_in_threadpool(work)
 
     async def _team(self) -> dict[str, str]:
         def work() -> dict[str, str]:
             with self.console.store.reading() as state:
-                return state.presence(now=self.now())
+                return state.presence(now=self._clock(state))
 
         return await run_in_threadpool(work)
 
@@ -107,7 +116,7 @@ class Presence:
         status = body.get("status")
         if status not in PRESENCE_STATUSES or set(body) != {"status"}:
             raise ApiError(400, 'send {"status": "online"} or {"status": "away"}')
-        await self._write(viewer.email, str(status), None)
+        await self._write(viewer.email, str(status))
         audit(viewer, f"is {status}")
         team = await self._team()
         presence = team.get(viewer.email.lower(), "offline")

@@ -37,6 +37,7 @@ from rulekit.store.records import (
 from rulekit.store.sql.audit import PostgresAudit
 from rulekit.store.sql.dialect import Dialect, pyformat
 from rulekit.store.sql.lookups import PostgresLookups
+from rulekit.store.sql.presence import PostgresPresence
 from rulekit.store.sql.state import SQLState
 from rulekit.store.sql.timers import TIMER_COLUMNS
 
@@ -196,7 +197,7 @@ _CLAIM_LOCK_SORTS_OFF = (
 )
 
 
-class PostgresState(PostgresAudit, PostgresLookups, SQLState):
+class PostgresState(PostgresAudit, PostgresLookups, PostgresPresence, SQLState):
     """One open PostgreSQL transaction."""
 
     batches = True

@@ -64,3 +64,17 @@ class SQLPresence:
             connected = until is not None and until > moment
             out[row["email"]] = row["status"] if connected else "offline"
         return out
+
+
+class PostgresPresence(SQLPresence):
+    """Presence on PostgreSQL, where several daemons share it: read without a time, it is the
+    database's, as the console writes it there (``assign`` reads it so on any daemon)."""
+
+    def presence(self, *, now: datetime | None = None) -> dict[str, str]:
+        if now is not None:
+            return super().presence(now=now)
+        rows = self.execute(
+            "SELECT email, status,"
+            " COALESCE(connected_until > clock_timestamp(), false) AS connected FROM presence"
+        )
+        return {row["email"]: row["status"] if row["connected"] else "offline" for row in rows}
