@@ -68,6 +68,8 @@ class ActionContext:
     delivery: str | None = None
     """An id of this call, the same on every retry of one outbox job (see :func:`delivery_id`);
     None in a dry run."""
+    job_id: int | None = None
+    """The outbox job this call is of; None in a dry run or a call outside the dispatcher."""
     lease: float | None = None
     """Seconds the daemon holds the job from the call's start: past them another daemon may
     take the job and make the call again, so an action that waits inside :meth:`Action.execute`

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -29,8 +30,8 @@ from pydantic import BaseModel
 from rulekit.actions.base import Action, ActionContext, StateChange
 from rulekit.errors import PermanentActionError
 from rulekit.event import Conversation, Event, emitted_id
-from rulekit.store.base import State
-from rulekit.store.cached import holding
+from rulekit.store.base import Journal, State
+from rulekit.store.cached import CachedState
 from rulekit.store.state import first_key
 
 SCALARS: tuple[str, ...] = ("priority", "assignee", "group")
@@ -144,12 +145,31 @@ async def execute(action: Action, params: BaseModel, context: ActionContext) -> 
     if not context.event.conversation.id:
         raise PermanentActionError("the event has no conversation id")
 
-    def work() -> StateChange:
-        # the conversation is held from its read to the commit: a change committed meanwhile
-        # (an agent's, another job's) is waited for, never written over
-        with holding(store) as state:
-            return action.change_state(params, context.event, state, context.config)
+    job_id = context.job_id
 
-    change = await asyncio.to_thread(work)
-    context.emitted.extend(change.emitted)
-    return change.result
+    def work() -> tuple[dict[str, Any], list[Event]]:
+        with store.transaction() as state:
+            journal = state if job_id is not None and isinstance(state, Journal) else None
+            if journal is not None and job_id is not None:
+                # made before, and the daemon stopped before recording the outcome: what that
+                # call did, its events included (there is nothing left to change)
+                applied = journal.applied_change(job_id)
+                if applied is not None:
+                    events = [Event.model_validate(data) for data in applied["emitted"]]
+                    return applied["result"], events
+            # the conversation is held from its read to the commit: a change committed
+            # meanwhile (an agent's, another job's) is waited for, never written over
+            held = CachedState(state, hold=True)
+            change = action.change_state(params, context.event, held, context.config)
+            held.flush()
+            if journal is not None and job_id is not None:
+                noted = {
+                    "result": json.loads(json.dumps(change.result, default=str)),
+                    "emitted": [event.model_dump(mode="json") for event in change.emitted],
+                }
+                journal.note_applied_change(job_id, noted)
+            return change.result, change.emitted
+
+    result, emitted = await asyncio.to_thread(work)
+    context.emitted.extend(emitted)
+    return result

@@ -293,6 +293,7 @@ class JobCalls:
             publish=self.feed.publish,
             emitted=lane.emitted,
             delivery=delivery_id(job.event_id, job.id),
+            job_id=job.id,
             lease=self.lease,
         )
 

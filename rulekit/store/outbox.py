@@ -90,6 +90,18 @@ class Outbox(abc.ABC):
         seconds ago; always False where the store is one daemon's own."""
         return False
 
+    def applied_change(self, job_id: int) -> dict[str, Any] | None:
+        """What a call of a pending job that changes stored state (``tag``, ``set``,
+        ``assign``) changed, noted with the change (:meth:`note_applied_change`); None when no
+        call of it has changed anything yet, or where the store keeps no calls."""
+        return None
+
+    def note_applied_change(self, job_id: int, applied: dict[str, Any]) -> None:  # noqa: B027 - a store that keeps no calls notes nothing
+        """Note, in the transaction making it, what a call of a pending job changed: when the
+        daemon stops before the call's outcome is recorded, the call made again after the
+        lease finds the change made and answers what it did (its ``updated`` event included)
+        instead of finding nothing to change. The outcome's ``result`` replaces the note."""
+
     def renew_call(
         self, job_id: int, owner: str, *, lease: float, now: datetime | None = None
     ) -> bool:

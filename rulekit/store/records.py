@@ -72,6 +72,9 @@ class JobSpec:
     channel) or a conversation (its replies); ``None``: the destination."""
 
 
+APPLIED = "applied_change"
+"""The key of a pending job's ``result`` under which a call that changed stored state notes
+what it did (:meth:`~rulekit.store.outbox.Outbox.note_applied_change`)."""
 INTERRUPTED = "interrupted: the daemon making the call stopped before recording its outcome"
 """The error of the attempt counted for a call started by a daemon that died before recording
 its outcome (the call may have reached the service)."""

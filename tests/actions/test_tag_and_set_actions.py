@@ -8,12 +8,15 @@ import pytest
 from action_helpers import make_config, make_context, make_event
 from pydantic import ValidationError
 
+from rulekit.actions.assign import Assign, AssignParams
 from rulekit.actions.set_state import SetParams, SetState
 from rulekit.actions.tag import Tag, TagParams
 from rulekit.config import RawConfig
 from rulekit.errors import PermanentActionError
 from rulekit.event import Conversation
 from rulekit.store.memory import MemoryStore
+from rulekit.store.records import JobSpec
+from rulekit.store.sqlite import SQLiteStore
 
 
 def call(action, params, store, config=None, event=None):
@@ -151,3 +154,65 @@ def test_the_webhook_body_of_an_updated_event_says_what_changed():
     assert document["event"] == "updated"
     assert document["changed"]["priority"] == {"from": None, "to": "urgent"}
     assert "changed" not in event_document(make_event())  # other events as before
+
+
+@pytest.mark.parametrize(
+    ("action", "params", "emitted"),
+    [
+        (Tag(), TagParams(add=["vip"]), ["updated"]),
+        (SetState(), SetParams(priority="urgent", fields={"plan": "gold"}), ["updated"]),
+        (Assign(), AssignParams(strategy="round_robin"), ["assigned", "updated"]),
+    ],
+    ids=["tag", "set", "assign"],
+)
+def test_a_call_made_again_after_a_crash_answers_what_the_first_changed(
+    tmp_path, action, params, emitted
+):
+    """The daemon stops after the change is committed, before the call's outcome is: the
+    call made again after the lease (same job) finds the change noted with it and answers the
+    same, its events included; before, it found nothing to change and emitted nothing."""
+    store = SQLiteStore(tmp_path / "rulekit.sqlite3")
+    try:
+        event = make_event()
+        spec = JobSpec("r", action.name, params.model_dump(), "conversation")
+        with store.transaction() as state:
+            assert state.record_event(event, inbox_id=None, trace={}, jobs=[spec])
+            [job] = state.jobs(status="pending")
+        config = make_config(default_group="support")
+        first = make_context(event, config, store=store, job_id=job.id)
+        result = asyncio.run(action.execute(params, first))  # the daemon dies after this
+        assert [e.event for e in first.emitted] == emitted
+        again = make_context(event, config, store=store, job_id=job.id)
+        assert asyncio.run(action.execute(params, again)) == result
+        assert [e.model_dump() for e in again.emitted] == [e.model_dump() for e in first.emitted]
+        with store.transaction() as state:  # the outcome replaces the note
+            state.record_attempt(job.id, "done", result=result)
+            assert state.applied_change(job.id) is None
+        # another job (a later plan's) finds nothing to change: no event
+        with store.transaction() as state:
+            later = make_event(id="later")
+            state.record_event(later, inbox_id=None, trace={}, jobs=[spec])
+            [job] = state.jobs(status="pending")
+        other = make_context(later, config, store=store, job_id=job.id)
+        asyncio.run(action.execute(params, other))
+        assert other.emitted == [] or action.name == "assign"
+    finally:
+        store.close()
+
+
+def test_the_note_of_a_change_is_no_result_of_its_job(tmp_path):
+    """Until the outcome is recorded, the job shows no result (the console, rulekit why)."""
+    store = SQLiteStore(tmp_path / "rulekit.sqlite3")
+    try:
+        spec = JobSpec("r", "tag", {"add": ["vip"]}, "conversation")
+        with store.transaction() as state:
+            state.record_event(make_event(), inbox_id=None, trace={}, jobs=[spec])
+            [job] = state.jobs(status="pending")
+        context = make_context(make_event(), make_config(), store=store, job_id=job.id)
+        asyncio.run(Tag().execute(TagParams(add=["vip"]), context))
+        with store.transaction() as state:
+            [job] = state.jobs(status="pending")
+            assert job.result is None
+            assert state.applied_change(job.id) is not None
+    finally:
+        store.close()

@@ -13,6 +13,7 @@ from rulekit.errors import StoreError
 from rulekit.event import Event
 from rulekit.store.codec import event_json, trace_json
 from rulekit.store.records import (
+    APPLIED,
     INTERRUPTED,
     Job,
     JobSpec,
@@ -69,6 +70,9 @@ class SQLOutbox:
 
     def _job(self, row: Row) -> Job:
         time, json = self.dialect.read_time, self.dialect.read_json
+        result = json(row["result"])
+        if type(result) is dict and APPLIED in result:  # a call's note, not an outcome
+            result = None
         # a claim decodes a job per row: the frozen dataclass's ``__init__`` sets each field
         # through ``object.__setattr__``, most of the decoding's cost; its fields set at once
         job: Job = _new(Job)
@@ -83,7 +87,7 @@ class SQLOutbox:
             attempts=row["attempts"],
             next_attempt_at=time(row["next_attempt_at"]),
             last_error=row["last_error"],
-            result=json(row["result"]),
+            result=result,
             claimed_by=row["claimed_by"],
             claimed_until=time(row["claimed_until"]),
             lane=row["lane"],
@@ -254,6 +258,22 @@ class SQLOutbox:
             times,
         )
         return True
+
+    def applied_change(self, job_id: int) -> dict[str, Any] | None:
+        row = self._one(
+            "SELECT result FROM outbox WHERE id = :id AND status = 'pending'", {"id": job_id}
+        )
+        noted = None if row is None else self.dialect.read_json(row["result"])
+        applied = noted.get(APPLIED) if isinstance(noted, dict) else None
+        return applied if isinstance(applied, dict) else None
+
+    def note_applied_change(self, job_id: int, applied: dict[str, Any]) -> None:
+        # in the job's own result column: the outcome replaces it, and what scrubs a job's
+        # result of a client's data (rulekit forget, retention) scrubs the note alike
+        self.execute(
+            "UPDATE outbox SET result = :note WHERE id = :id AND status = 'pending'",
+            {"note": self.dialect.json({APPLIED: applied}), "id": job_id},
+        )
 
     def cancel_call(self, job_id: int, owner: str) -> bool:
         return bool(
