@@ -79,9 +79,9 @@ def unknown_fields(params: SetParams, config: Config) -> list[str]:
     ]
 
 
-def set_on(params: SetParams, conversation: Conversation, config: Config) -> Conversation:
-    """``conversation`` with the call's priority and fields (names the config does not allow
-    are left out)."""
+def _fields_after(
+    params: SetParams, conversation: Conversation, config: Config
+) -> dict[str, FieldValue]:
     allowed = config.raw.fields
     fields = dict(conversation.fields)
     for name, value in params.fields.items():
@@ -89,9 +89,30 @@ def set_on(params: SetParams, conversation: Conversation, config: Config) -> Con
             continue
         if value is None:
             fields.pop(name, None)
-        elif name in fields or len(fields) < MAX_FIELDS:
+        else:
             fields[name] = value
-    update: dict[str, Any] = {"fields": fields}
+    return fields
+
+
+def too_many_fields(params: SetParams, conversation: Conversation, config: Config) -> str | None:
+    """Why the call cannot be made on ``conversation``: it would leave it more than
+    :data:`MAX_FIELDS` fields (None when it can)."""
+    count = len(_fields_after(params, conversation, config))
+    if count > MAX_FIELDS and count > len(conversation.fields):
+        return (
+            f"a conversation has at most {MAX_FIELDS} fields: this would make {count} "
+            "(remove some first: null removes a field)"
+        )
+    return None
+
+
+def set_on(params: SetParams, conversation: Conversation, config: Config) -> Conversation:
+    """``conversation`` with the call's priority and fields (names the config does not allow
+    are left out); as it is when the call would leave it too many fields
+    (:func:`too_many_fields`: the call fails, setting nothing)."""
+    if too_many_fields(params, conversation, config):
+        return conversation.model_copy()
+    update: dict[str, Any] = {"fields": _fields_after(params, conversation, config)}
     if params.priority is not None:
         update["priority"] = params.priority
     return conversation.model_copy(update=update)
@@ -119,6 +140,8 @@ class SetState(Action):
 
     def would_fail(self, params: SetParams, context: ActionContext) -> str | None:  # type: ignore[override]
         problems = unknown_fields(params, context.config)
+        if full := too_many_fields(params, context.event.conversation, context.config):
+            problems.append(full)
         return "; ".join(problems) or super().would_fail(params, context)
 
     def describe(self, params: SetParams, context: ActionContext) -> str:  # type: ignore[override]
@@ -139,7 +162,13 @@ class SetState(Action):
     ) -> StateChange:
         if problems := unknown_fields(params, config):
             raise PermanentActionError("; ".join(problems))
-        after, changed = conversations.apply(state, event, lambda c: set_on(params, c, config))
+
+        def change(conversation: Conversation) -> Conversation:
+            if full := too_many_fields(params, conversation, config):
+                raise PermanentActionError(full)
+            return set_on(params, conversation, config)
+
+        after, changed = conversations.apply(state, event, change)
         result: dict[str, Any] = {
             "priority": after.priority,
             "fields": sorted(params.fields),

@@ -1,6 +1,7 @@
 """``tag``: add tags to the conversation and remove others.
 
-``tag: {add: [vip], remove: [new]}``. Names are 1 to 64 characters; when the config lists
+``tag: {add: [vip], remove: [new]}``. Names are 1 to 64 characters, at most 50 on a
+conversation (a call that would make more fails: no tag is dropped); when the config lists
 ``tags:``, only those (a literal name outside the list is an error when the rules load, with a
 suggestion; a templated one fails the call). Tags keep the order they were added in; adding a
 tag the conversation has, or removing one it has not, changes nothing. A change emits one
@@ -72,15 +73,34 @@ def unknown_tags(params: TagParams, config: Config, *, literal_only: bool) -> li
     return problems
 
 
-def tagged(params: TagParams, conversation: Conversation, config: Config) -> Conversation:
-    """``conversation`` with the call's tags added and removed (names the config does not
-    allow are left out)."""
+def _tags_after(params: TagParams, conversation: Conversation, config: Config) -> list[str]:
     allowed = config.raw.tags
     tags = [tag for tag in conversation.tags if tag not in params.remove]
     for tag in params.add:
         if tag not in tags and tag not in params.remove and (allowed is None or tag in allowed):
             tags.append(tag)
-    return conversation.model_copy(update={"tags": tags[-MAX_TAGS:]})
+    return tags
+
+
+def too_many_tags(params: TagParams, conversation: Conversation, config: Config) -> str | None:
+    """Why the call cannot be made on ``conversation``: it would leave it more than
+    :data:`MAX_TAGS` tags (None when it can)."""
+    count = len(_tags_after(params, conversation, config))
+    if count > MAX_TAGS and count > len(conversation.tags):
+        return (
+            f"a conversation has at most {MAX_TAGS} tags: this would make {count} "
+            "(remove some first)"
+        )
+    return None
+
+
+def tagged(params: TagParams, conversation: Conversation, config: Config) -> Conversation:
+    """``conversation`` with the call's tags added and removed (names the config does not
+    allow are left out); as it is when the call would leave it too many
+    (:func:`too_many_tags`: the call fails, no tag is dropped to make room)."""
+    if too_many_tags(params, conversation, config):
+        return conversation.model_copy()
+    return conversation.model_copy(update={"tags": _tags_after(params, conversation, config)})
 
 
 class Tag(Action):
@@ -105,6 +125,8 @@ class Tag(Action):
 
     def would_fail(self, params: TagParams, context: ActionContext) -> str | None:  # type: ignore[override]
         problems = unknown_tags(params, context.config, literal_only=False)
+        if full := too_many_tags(params, context.event.conversation, context.config):
+            problems.append(full)
         return "; ".join(problems) or super().would_fail(params, context)
 
     def describe(self, params: TagParams, context: ActionContext) -> str:  # type: ignore[override]
@@ -123,7 +145,13 @@ class Tag(Action):
     ) -> StateChange:
         if problems := unknown_tags(params, config, literal_only=False):
             raise PermanentActionError("; ".join(problems))
-        after, changed = conversations.apply(state, event, lambda c: tagged(params, c, config))
+
+        def change(conversation: Conversation) -> Conversation:
+            if full := too_many_tags(params, conversation, config):
+                raise PermanentActionError(full)
+            return tagged(params, conversation, config)
+
+        after, changed = conversations.apply(state, event, change)
         result: dict[str, Any] = {"tags": list(after.tags), "changed": bool(changed)}
         return conversations.outcome(event, after, changed, result)
 

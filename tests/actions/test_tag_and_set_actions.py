@@ -216,3 +216,38 @@ def test_the_note_of_a_change_is_no_result_of_its_job(tmp_path):
             assert state.applied_change(job.id) is not None
     finally:
         store.close()
+
+
+def test_a_full_conversation_refuses_more_tags_and_fields_and_drops_none():
+    """At most 50 tags and 50 fields: a call that would make more fails, saying so, in the
+    daemon, the console and the dry run alike, and changes nothing. Before, a tag added to a
+    conversation with 50 silently dropped its oldest (``vip``, set first), and a 51st field
+    was silently not set while the call answered it was."""
+    store = MemoryStore()
+    tags = ["vip", *(f"t{n}" for n in range(49))]
+    fields = {f"f{n}": n for n in range(50)}
+    seed(store, tags=tags, fields=fields)
+    event = make_event(conversation={"tags": tags, "fields": fields})
+    config = make_config()
+    context = make_context(event, config, store=store)
+    with pytest.raises(PermanentActionError, match="at most 50 tags: this would make 51"):
+        asyncio.run(Tag().execute(TagParams(add=["client-said-so"]), context))
+    with pytest.raises(PermanentActionError, match="at most 50 fields: this would make 51"):
+        asyncio.run(SetState().execute(SetParams(fields={"extra": "x"}), context))
+    assert stored(store).tags == tags and stored(store).fields == fields
+    assert context.emitted == []
+    # the dry run says the same, and plans no change
+    assert "at most 50 tags" in (Tag().would_fail(TagParams(add=["x"]), context) or "")
+    assert "at most 50 fields" in (
+        SetState().would_fail(SetParams(fields={"extra": 1}), context) or ""
+    )
+    assert Tag.planned_change(TagParams(add=["x"]), event, config).conversation.tags == tags
+    assert SetState.planned_change(SetParams(fields={"x": 1}), event, config).conversation == (
+        event.conversation
+    )
+    # making room first works, in one call too; changing what is there is no growth
+    result, _ = call(Tag(), TagParams(add=["new"], remove=["t0"]), store, event=event)
+    assert result["tags"][-1] == "new" and "vip" in result["tags"]
+    result, _ = call(SetState(), SetParams(fields={"f1": "changed"}), store, event=event)
+    assert stored(store).fields["f1"] == "changed"
+    assert Tag().would_fail(TagParams(add=["vip"]), context) is None
