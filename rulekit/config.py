@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import unicodedata
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -181,6 +182,13 @@ MAX_TAG = 64
 MAX_FIELD_NAME = 64
 
 
+def tag_name(tag: str) -> str:
+    """``tag`` as tags are kept and compared: without spaces at its ends, in Unicode's composed
+    form (NFC), so that ``café`` typed, written in a rule or coming from a client's value in
+    decomposed form (``e`` and a combining accent) is one tag, not two that look the same."""
+    return unicodedata.normalize("NFC", tag.strip())
+
+
 def tag_problem(tag: str) -> str | None:
     """Why ``tag`` is not a tag name (None when it is): 1 to 64 characters, no spaces at either
     end, no control, bidi or invisible characters (:func:`rulekit.safetext.name_problem`)."""
@@ -241,7 +249,7 @@ class RawConfig(StrictModel):
         for tag in value:
             if problem := tag_problem(tag):
                 raise ValueError(problem)
-        return list(dict.fromkeys(value))
+        return list(dict.fromkeys(unicodedata.normalize("NFC", tag) for tag in value))
 
     @field_validator("fields")
     @classmethod

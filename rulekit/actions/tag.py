@@ -16,7 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from rulekit.actions import conversation as conversations
 from rulekit.actions.base import Action, ActionContext, PlannedChange, StateChange
-from rulekit.config import Config, tag_problem
+from rulekit.config import Config, tag_name, tag_problem
 from rulekit.errors import PermanentActionError, did_you_mean
 from rulekit.event import Conversation, Event
 from rulekit.hookspecs import hookimpl
@@ -46,7 +46,7 @@ class TagParams(StrictModel):
     @field_validator("add", "remove")
     @classmethod
     def _names(cls, value: list[str]) -> list[str]:
-        names = [tag.strip() for tag in value]
+        names = [tag_name(tag) for tag in value]
         for tag in names:
             if problem := tag_problem(tag):
                 raise ValueError(problem)

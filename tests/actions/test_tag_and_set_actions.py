@@ -251,3 +251,22 @@ def test_a_full_conversation_refuses_more_tags_and_fields_and_drops_none():
     result, _ = call(SetState(), SetParams(fields={"f1": "changed"}), store, event=event)
     assert stored(store).fields["f1"] == "changed"
     assert Tag().would_fail(TagParams(add=["vip"]), context) is None
+
+
+def test_a_tag_is_one_tag_whichever_way_its_accents_are_written():
+    """Tags are kept in Unicode's composed form (NFC): ``café`` with a combining accent (as a
+    client's value or another keyboard may write it) is the tag ``café``, not a second tag
+    that looks the same, and it is one of the config's ``tags:`` however either is written."""
+    composed, decomposed = "caf\u00e9", "cafe\u0301"
+    assert TagParams(add=[decomposed], remove=[f" {decomposed} "]).add == [composed]
+    store = MemoryStore()
+    seed(store, tags=[composed])
+    result, emitted = call(Tag(), TagParams(add=[decomposed]), store)
+    assert result["changed"] is False and emitted == [] and stored(store).tags == [composed]
+    config = make_config()
+    config.raw = RawConfig(tags=[decomposed, "vip"])
+    assert config.raw.tags == [composed, "vip"]
+    context = make_context(make_event(), config, store=store)
+    assert Tag().would_fail(TagParams(add=[decomposed]), context) is None
+    result, _ = call(Tag(), TagParams(add=["vip"], remove=[decomposed]), store, config)
+    assert result["tags"] == ["vip"]
