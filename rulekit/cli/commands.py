@@ -9,10 +9,11 @@ from typing import Any
 
 import click
 
+from rulekit.config import Config
 from rulekit.errors import ValidationErrors
 from rulekit.loading import open_engine
 from rulekit.plugins import Plugins, load_plugins
-from rulekit.rules.files import RULE_SUFFIXES, is_suite
+from rulekit.rules.files import RULE_SUFFIXES, display_path, is_suite
 from rulekit.safetext import echo, echo_json, escape_controls
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -143,8 +144,10 @@ def run_check(path: str | None, config_path: str | None, strict: bool) -> int:
 
     snapshot = load_snapshot(config_path, path)
     ruleset = snapshot.engine.ruleset
-    broken = [line for suite in ruleset.suites for line in suite_problems(snapshot.engine, suite)]
-    for line in broken:  # a suite that cannot run is an error, as a rule that cannot load
+    broken = _storage_problems(snapshot.config)
+    broken += [line for suite in ruleset.suites for line in suite_problems(snapshot.engine, suite)]
+    # a storage URL no store can open, a suite that cannot run: errors, as a rule that cannot load
+    for line in broken:
         echo(f"error: {line}", err=True)
     if broken:
         echo(f"{len(broken)} error(s)", err=True)
@@ -167,6 +170,22 @@ def run_check(path: str | None, config_path: str | None, strict: bool) -> int:
         f"{len(ruleset.suites)} test suite(s), {len(problems)} warning(s)"
     )
     return EXIT_OK
+
+
+def _storage_problems(config: Config) -> list[str]:
+    """The config's ``storage:`` as every command that opens the store reads it: a URL it
+    cannot even parse (an unknown scheme, a SQLite URL with a host, an unknown option) stops
+    ``rulekit run`` at once, so it is an error here too. Whether the database can be reached
+    is not checked: that is the machine's, at run time."""
+    from rulekit.errors import StoreError
+    from rulekit.store import parse_url
+
+    try:
+        parse_url(config.raw.storage, config.base_dir)
+    except StoreError as exc:
+        where = f"{display_path(config.path)}: " if config.path else ""
+        return [f"{where}storage: {exc}"]
+    return []
 
 
 def run_plugins(output_format: str) -> None:

@@ -11,6 +11,7 @@ storage URL of the config (``storage:``) that picks one.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,8 +78,31 @@ def parse_url(url: str, base_dir: str | os.PathLike[str]) -> StorageURL:
                 f"storage URL {shown!r}: unknown option {name!r} "
                 f"(known: {', '.join(SQLITE_OPTIONS)})"
             )
+    _check_sqlite_options(shown, options)
     path = Path(raw_path)
     return StorageURL("sqlite", path if path.is_absolute() else Path(base_dir) / path, options)
+
+
+def _check_sqlite_options(shown: str, options: dict[str, str]) -> None:
+    """The values of a SQLite URL's options, checked with the URL (``rulekit check`` reads
+    the URL without opening the store): the same errors as opening it."""
+    from rulekit.store.sqlite import SYNCHRONOUS_LEVELS
+
+    level = options.get("synchronous", "FULL")
+    if level.upper() not in SYNCHRONOUS_LEVELS:
+        raise StoreError(
+            f"storage URL {shown!r}: synchronous must be one of "
+            f"{', '.join(SYNCHRONOUS_LEVELS)}, not {level!r}"
+        )
+    if "busy_timeout" in options:
+        try:
+            seconds = float(options["busy_timeout"])
+        except ValueError:
+            seconds = math.nan
+        if not 0 <= seconds < math.inf:
+            raise StoreError(
+                f"storage URL {shown!r}: busy_timeout must be seconds (a number, 0 or more)"
+            )
 
 
 def open_store(
@@ -97,10 +121,7 @@ def open_store(
         return PostgresStore(parsed.url, upgrade=upgrade)
     from rulekit.store.sqlite import DEFAULT_BUSY_TIMEOUT, SQLiteStore
 
-    try:
-        busy_timeout = float(parsed.options.get("busy_timeout", DEFAULT_BUSY_TIMEOUT))
-    except ValueError:
-        raise StoreError(f"storage URL {redact_url(url)!r}: busy_timeout must be seconds") from None
+    busy_timeout = float(parsed.options.get("busy_timeout", DEFAULT_BUSY_TIMEOUT))
     assert parsed.path is not None
     return SQLiteStore(
         parsed.path,

@@ -1,6 +1,7 @@
-"""``rulekit check`` validates the test suites beside the rules as it validates the rules: a
-suite that ``rulekit test`` could not run (or that could never fail) is an error with its file
-and line, every problem at once, and the exit code is 1."""
+"""``rulekit check`` validates what beside the rules would fail as surely as a rule that does
+not load: the test suites beside them (a suite ``rulekit test`` could not run, or that could
+never fail, is an error with its file and line, every problem at once) and the config's storage
+URL (one ``rulekit run`` cannot open); the exit code is 1."""
 
 from __future__ import annotations
 
@@ -71,3 +72,42 @@ def test_a_sound_suite_passes_check(tmp_path: Path) -> None:
     )
     assert code == 0, output
     assert "1 rules in 1 file(s), 1 test suite(s)" in output
+
+
+@pytest.mark.parametrize(
+    ("storage", "message"),
+    [
+        ("mysql://db.example/rulekit", "unknown scheme 'mysql'"),
+        ("sqlite://rulekit.sqlite3", "a SQLite URL has no host"),
+        ("sqlite:///rulekit.sqlite3?synchronus=normal", "unknown option 'synchronus'"),
+        ("sqlite:///rulekit.sqlite3?synchronous=fast", "synchronous must be one of"),
+        ("sqlite:///rulekit.sqlite3?busy_timeout=5s", "busy_timeout must be seconds"),
+        ("sqlite:///rulekit.sqlite3?busy_timeout=-1", "busy_timeout must be seconds"),
+        ("sqlite:///rulekit.sqlite3?busy_timeout=nan", "busy_timeout must be seconds"),
+        ("memory://x", "write just 'memory://'"),
+    ],
+)
+def test_a_storage_url_no_store_can_open_fails_check(
+    tmp_path: Path, storage: str, message: str
+) -> None:
+    """``rulekit run`` stops at once on such a URL: ``check`` (strict or not) says so first,
+    without opening the store."""
+    write(tmp_path / "rules.d" / "10-rules.yaml", RULES)
+    config = write(tmp_path / "rulekit.yaml", f"rules: rules.d\nstorage: '{storage}'\n")
+    for strict in ([], ["--strict"]):
+        result = CliRunner().invoke(cli, ["check", "--config", str(config), *strict])
+        assert result.exit_code == 1, result.output
+        assert "rulekit.yaml: storage: storage URL" in result.output
+        assert message in result.output
+    assert not (tmp_path / "rulekit.sqlite3").exists()
+
+
+def test_a_sound_storage_url_passes_check_without_opening_the_store(tmp_path: Path) -> None:
+    write(tmp_path / "rules.d" / "10-rules.yaml", RULES)
+    config = write(
+        tmp_path / "rulekit.yaml",
+        "rules: rules.d\nstorage: 'sqlite:///missing/rulekit.sqlite3?synchronous=normal'\n",
+    )
+    result = CliRunner().invoke(cli, ["check", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "missing").exists()
