@@ -82,8 +82,14 @@ BRANCHING = """\
   on: {channel: online-chat, event: [created, updated]}
   allow_own_events: true
   do:
-    - tag: {add: ["a{{ conversation.tags | length }}-{{ now.microsecond }}"]}
-    - tag: {add: ["b{{ conversation.tags | length }}-{{ now.microsecond }}"]}
+    - set:
+        fields:
+          a: >-
+            {{ (conversation.fields.a or 0)|int + (conversation.fields.b or 0)|int + 1 }}
+    - set:
+        fields:
+          b: >-
+            {{ (conversation.fields.a or 0)|int + (conversation.fields.b or 0)|int + 2 }}
 """
 """Each event's plan changes the conversation twice: two events, each of which makes two
 more. Chains end after 8, but the tree under one webhook held 2 + 4 + ... + 2^8 = 510 events
