@@ -89,16 +89,20 @@ class Assign(Action):
         cls, params: AssignParams, event: Event, config: Config
     ) -> PlannedChange:
         """An explicit agent is known when the plan is made; a strategy picks one when the
-        action runs (the group is known either way)."""
+        action runs (the group is known either way). An agent without access to the channel,
+        or a group none of whose agents has, is nobody when the action runs, which then
+        changes nothing (:meth:`change_state`): nor does the plan."""
         conversation = event.conversation
         group = params.group or conversation.group or default_group(config, event.channel)
         if params.agent:
             agent = config.directory.get(params.agent)
             if agent is None or event.channel not in agent.channels:
-                return PlannedChange(conversation.model_copy(update={"group": group}))
+                return PlannedChange(conversation)
             return PlannedChange(
                 conversation.model_copy(update={"assignee": agent.email, "group": group})
             )
+        if not config.directory.eligible(event.channel, group):
+            return PlannedChange(conversation)
         return PlannedChange(
             conversation.model_copy(update={"group": group}), frozenset({"assignee"})
         )

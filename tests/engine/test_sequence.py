@@ -113,3 +113,26 @@ def test_the_index_takes_the_changed_conversation_into_account(build_engine) -> 
     assert reasons["for ben"] == "conditions hold"
     assert reasons["for nobody"].startswith("not a candidate:")
     assert plan.excluded == 1
+
+
+def test_an_assign_that_can_pick_nobody_changes_nothing_in_the_plan(build_engine) -> None:
+    """An assign by strategy in a group none of whose agents has access to the channel picks
+    nobody when it runs and changes nothing (not even the group): the plan says the same, so a
+    reply after it is sent as the conversation had it (here: nobody to send as, which the dry
+    run says), and later conditions do not see a group that is never set. Before, the plan
+    had the group changed and an agent 'an earlier assign picks' to send the reply as."""
+    engine = build_engine(
+        """
+        - name: route
+          on: {channel: online-chat, event: created}
+          do:
+            - assign: {group: nobody_here}
+            - assign: {agent: "{{ 'carl@example.com' }}", group: sales}
+            - autoreply: {text: "{{ conversation.group or 'no group' }}"}
+        """,
+        CONFIG.replace("groups: [support, sales]", "groups: [support, sales, nobody_here]"),
+    )
+    plan = engine.evaluate(make_event(conversation={"id": "c1"}))
+    assert plan[2].params["text"] == "no group"
+    assert plan[2].decided_later == frozenset()
+    assert plan.final.conversation.group is None and plan.final.conversation.assignee is None
