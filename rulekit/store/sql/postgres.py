@@ -546,8 +546,7 @@ class PostgresState(PostgresAudit, PostgresLookups, PostgresPresence, SQLState):
             " WHERE id = :id AND (CAST(:status AS TEXT) IS NULL OR status = :status)",
             {"now": self.dialect.time(now), "id": job_id, "status": only_from},
         )
-        exists = "SELECT 1 FROM outbox WHERE id = :id"
-        if cursor.rowcount == 0 and self.execute(exists, {"id": job_id}).fetchone() is None:
+        if cursor.rowcount == 0 and not self._job_exists(job_id):
             raise KeyError(f"no job {job_id}")
         return bool(cursor.rowcount)
 
