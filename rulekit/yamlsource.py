@@ -373,10 +373,33 @@ def load(text: str | bytes) -> Any:
         reason = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
         raise YamlSyntaxError(reason, mark.line + 1 if mark else None) from None
     except yaml.reader.ReaderError as exc:  # a character no YAML may hold: not a marked error
+        undecodable = _not_utf8(text)
+        if undecodable is not None:
+            raise undecodable from None
         reason = f"unacceptable character #x{exc.character:04x}: {exc.reason}"
         raise YamlSyntaxError(reason, _line_at(text, exc.position)) from None
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(str(exc).splitlines()[0], None) from None
+
+
+def _not_utf8(text: str | bytes) -> YamlSyntaxError | None:
+    """Where a file that is not UTF-8 stops being so, as a person can find it: the line, the
+    column and the byte (libyaml names the character after it, or ``#x-001`` at the end)."""
+    if not isinstance(text, bytes) or text[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return None  # text, or UTF-16 (which YAML reads too)
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = text.rfind(b"\n", 0, exc.start) + 1
+        if line_start == 0 and text.startswith(b"\xef\xbb\xbf"):
+            line_start = 3  # a byte order mark is no column
+        column = len(text[line_start : exc.start].decode("utf-8", "replace")) + 1
+        return YamlSyntaxError(
+            f"the file is not UTF-8: byte #x{text[exc.start]:04x} at column {column} "
+            "(save it as UTF-8)",
+            text.count(b"\n", 0, exc.start) + 1,
+        )
+    return None
 
 
 def _line_at(text: str | bytes, offset: int) -> int:

@@ -144,3 +144,28 @@ def test_a_long_base_60_integer_is_refused_before_it_is_computed() -> None:
     assert len(longest) < yamlsource.MAX_INT_TEXT
     assert yamlsource.load(f"n: {longest}\n")["n"] > 60**2000
     assert yamlsource.load("a: 1:30\nb: -2:00:00\n") == {"a": 90, "b": -7200}
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "where"),
+    [
+        (b'a: 1\nb: 2\nc: "caf\xe9"\n', 3, "byte #x00e9 at column 8"),  # Latin-1
+        (b"a: 1\nb: 2\n# caf\xe9\n", 3, "byte #x00e9 at column 6"),  # in a comment
+        (b"a: 1\nb: 2\nc: caf\xc3", 3, "byte #x00c3 at column 7"),  # cut at the end
+        (b"\xef\xbb\xbfa: \xc3\xa9\xc3\xa9\xff\n", 1, "byte #x00ff at column 6"),  # after a BOM
+        ("a: 1\nb: \u00e9\n".encode("cp1252") + b"c: \x80\n", 2, "byte #x00e9 at column 4"),
+    ],
+)
+def test_a_file_that_is_not_utf8_says_where_it_stops_being_so(
+    text: bytes, line: int, where: str
+) -> None:
+    """libyaml names the character after the bad byte (or ``#x-001`` at the end of the file):
+    the message names the byte itself, its line and column, and what to do."""
+    with pytest.raises(yamlsource.YamlSyntaxError) as caught:
+        yamlsource.load(text)
+    assert caught.value.line == line
+    assert f"the file is not UTF-8: {where} (save it as UTF-8)" == caught.value.message
+
+
+def test_utf16_with_a_byte_order_mark_is_read() -> None:
+    assert yamlsource.load("a: café\n".encode("utf-16")) == {"a": "café"}
