@@ -58,7 +58,7 @@ def changes(before: Conversation, after: Conversation) -> dict[str, Any]:
     fields = {
         name: {"from": before.fields.get(name), "to": after.fields.get(name)}
         for name in sorted(set(before.fields) | set(after.fields))
-        if before.fields.get(name) != after.fields.get(name)
+        if _typed(before.fields.get(name)) != _typed(after.fields.get(name))
     }
     if fields:
         changed["fields"] = fields
@@ -70,6 +70,12 @@ def changes(before: Conversation, after: Conversation) -> dict[str, Any]:
         "fields": {},
         **changed,
     }
+
+
+def _typed(value: Any) -> tuple[type, Any]:
+    """A field's value compared with its type: ``true`` is not ``1``, nor ``1.0`` (Python
+    holds them equal, which made setting one over the other no change, never written)."""
+    return type(value), value
 
 
 def updated_event(cause: Event, conversation: Conversation, changed: dict[str, Any]) -> Event:

@@ -31,7 +31,11 @@ class ActionSequence:
     def apply(self, change: PlannedChange) -> None:
         """Apply a state-changing action's planned change to the event's conversation."""
         self.decided_later = self.decided_later | change.decided_later
-        if change.conversation == self.event.conversation:
+        before = self.event.conversation
+        # (as JSON: a field set to true over 1 is a change, which == would not see)
+        if change.conversation == before and (
+            change.conversation.model_dump_json() == before.model_dump_json()
+        ):
             return
         self.event = self.event.model_copy(update={"conversation": change.conversation})
         self.changed = True

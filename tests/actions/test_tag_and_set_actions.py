@@ -270,3 +270,19 @@ def test_a_tag_is_one_tag_whichever_way_its_accents_are_written():
     assert Tag().would_fail(TagParams(add=[decomposed]), context) is None
     result, _ = call(Tag(), TagParams(add=["vip"], remove=[decomposed]), store, config)
     assert result["tags"] == ["vip"]
+
+
+@pytest.mark.parametrize(("old", "new"), [(1, True), (True, 1), (0, False), (1, 1.0), (2.0, 2)])
+def test_a_field_set_to_an_equal_value_of_another_type_changes(old, new):
+    """``true`` over ``1`` is a change (``is true`` reads it differently): it is written and
+    is an ``updated`` event. Before, Python's 1 == True made it no change, never written."""
+    store = MemoryStore()
+    seed(store, fields={"flag": old})
+    result, [updated] = call(SetState(), SetParams(fields={"flag": new}), store)
+    assert result["changed"] is True
+    stored_value = stored(store).fields["flag"]
+    assert (type(stored_value), stored_value) == (type(new), new)
+    assert updated.changed["fields"] == {"flag": {"from": old, "to": new}}
+    # the same value, of the same type, again: no change
+    result, emitted = call(SetState(), SetParams(fields={"flag": new}), store)
+    assert result["changed"] is False and emitted == []

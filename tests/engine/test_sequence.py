@@ -136,3 +136,20 @@ def test_an_assign_that_can_pick_nobody_changes_nothing_in_the_plan(build_engine
     assert plan[2].params["text"] == "no group"
     assert plan[2].decided_later == frozenset()
     assert plan.final.conversation.group is None and plan.final.conversation.assignee is None
+
+
+def test_later_templates_see_a_field_set_to_an_equal_value_of_another_type(build_engine) -> None:
+    engine = build_engine(
+        """
+        - name: flag
+          on: {channel: online-chat, event: created}
+          do:
+            - set: {fields: {flag: true}}
+            - play_sound:
+                sound: bell
+                to: "{{ 'everyone' if conversation.fields.flag is true else 'a@example.com' }}"
+        """,
+        CONFIG,
+    )
+    plan = engine.evaluate(make_event(conversation={"id": "c1", "fields": {"flag": 1}}))
+    assert plan[1].params["to"] == "everyone"
