@@ -34,7 +34,7 @@ from rulekit.engine.reasons import (
     failure_reason,
     passed_over,
 )
-from rulekit.engine.timers import Firing, TimerCancel, cancellers
+from rulekit.engine.timers import Firing, TimerCancel, cancellers, real_time_after
 from rulekit.event import MAX_OWN_CHAIN, Event, own_chain
 from rulekit.expr.budget import OverBudget, with_budget
 from rulekit.expr.budget import current as current_budget
@@ -288,7 +288,8 @@ class Engine:
                             add_trace(trace)
                         continue
                 if rule.cooldown and conversation_id:
-                    plan.cooldowns.append(Cooldown(rule.name, conversation_id, now + rule.cooldown))
+                    until = real_time_after(now, rule.cooldown)
+                    plan.cooldowns.append(Cooldown(rule.name, conversation_id, until))
                 if trace is not None:
                     trace.matched = True
                     trace.reason = "conditions hold" if rule.condition else "no conditions"
@@ -359,10 +360,10 @@ class Engine:
             )
             return plan
         trace = RuleTrace(rule.name, False, "") if explain else None
-        if now - due > rule.timing.max_late:
+        if firing.late > rule.timing.max_late:
             firing.outcome = "dropped"
             firing.reason = (
-                f"{format_duration(now - due)} late, over max_late "
+                f"{format_duration(firing.late)} late, over max_late "
                 f"{format_duration(rule.timing.max_late)}"
             )
         elif rule.timing.unless is not None:

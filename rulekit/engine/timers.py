@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
 from rulekit.calendars import Calendar
@@ -66,7 +66,7 @@ class Firing:
 
     @property
     def late(self) -> timedelta:
-        return self.fired_at - self.due
+        return real_time_between(self.due, self.fired_at)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -79,12 +79,25 @@ class Firing:
         }
 
 
+def real_time_after(at: datetime, duration: timedelta) -> datetime:
+    """``duration`` of real time after ``at``, in ``at``'s zone. (Python adds a duration to a
+    time of a zone on its wall clock: a day from noon before the change to summer time is 23
+    hours, an hour from 02:30 the night the clocks go back two.)"""
+    return (at.astimezone(UTC) + duration).astimezone(at.tzinfo)
+
+
+def real_time_between(start: datetime, end: datetime) -> timedelta:
+    """The real time from ``start`` to ``end`` (two times of one zone subtract on the wall
+    clock)."""
+    return end.astimezone(UTC) - start.astimezone(UTC)
+
+
 def due_time(timing: Timing, start: datetime, calendars: dict[str, Calendar]) -> datetime | None:
-    """When a timer set at ``start`` is due: ``after`` later, or ``after`` of open time later
-    for business time (None: the calendar is not configured, or does not open within its
-    search horizon)."""
+    """When a timer set at ``start`` is due: ``after`` of real time later, or ``after`` of
+    open time later for business time (None: the calendar is not configured, or does not open
+    within its search horizon)."""
     if timing.calendar is None:
-        return start + timing.after
+        return real_time_after(start, timing.after)
     calendar = calendars.get(timing.calendar)
     return None if calendar is None else calendar.add(start, timing.after)
 

@@ -140,7 +140,10 @@ def test_a_due_timer_sees_the_conversation_now_and_the_trigger_then(build_engine
     assert late.firing.reason == "11m late, over max_late 10m"
     # a webhook replayed a long time after it happened: readable, not 5.41183e+07s
     long_late = engine.fire(
-        "ping", trigger.at_fire_time(current, None), due, due + timedelta(days=626, seconds=28901)
+        "ping",
+        trigger.at_fire_time(current, None),
+        due,
+        due.astimezone(ZoneInfo("UTC")) + timedelta(days=626, seconds=28901),  # (real time)
     )
     assert long_late.firing is not None
     assert long_late.firing.reason == "626d 8h late, over max_late 10m"
@@ -224,3 +227,46 @@ def test_business_time_a_calendar_does_not_reach_is_an_error_saying_which(build_
         plan = engine.evaluate(make_event(conversation={"id": "c1"}), now=MONDAY_10)
         assert plan.timers == []
         assert plan.errors == [f"rule 'ping': no timer: {problem}"]
+
+
+def test_delays_cooldowns_and_lateness_are_real_time_across_dst(build_engine) -> None:
+    """``after:``, ``cooldown`` and ``max_late`` count real time. They were added to (and
+    subtracted from) times of the config's zone, which Python does on the wall clock: ``after:
+    24h`` from noon before the change to summer time fired after 23 hours, ``after: 20m`` from
+    02:50 the night the clocks go back after 80 minutes, a cooldown of 1h that night lasted
+    two, and the dry run measured a timer's lateness on the wall clock too."""
+    engine = build_engine(
+        """
+        - name: day
+          on: {channel: online-chat, event: created}
+          after: 24h
+          do: [{tag: {add: [late]}}]
+        - name: short
+          on: {channel: online-chat, event: created}
+          after: 20m
+          max_late: 30m
+          do: [{tag: {add: [late]}}]
+        - name: cooling
+          on: {channel: online-chat, event: message}
+          cooldown: 1h
+          do: [{tag: {add: [seen]}}]
+        """,
+        CONFIG.replace("channels:", "tags: [late, seen]\nchannels:"),
+    )
+    utc = ZoneInfo("UTC")
+    spring = datetime(2026, 3, 28, 11, 0, tzinfo=utc)  # noon in Berlin, the day before
+    plan = engine.evaluate(make_event(conversation={"id": "c1"}), now=spring)
+    assert {t.rule: t.due - spring for t in plan.timers}["day"] == timedelta(hours=24)
+    autumn = datetime(2026, 10, 25, 0, 50, tzinfo=utc)  # 02:50 CEST, then 02:00 CET again
+    plan = engine.evaluate(make_event(conversation={"id": "c1"}), now=autumn)
+    assert {t.rule: t.due - autumn for t in plan.timers}["short"] == timedelta(minutes=20)
+    plan = engine.evaluate(make_event(event="message", conversation={"id": "c1"}), now=autumn)
+    (cooldown,) = plan.cooldowns
+    assert cooldown.until - autumn == timedelta(hours=1)
+    # a timer due 02:40 CEST fired at 02:20 CET is 40 minutes late: dropped
+    due = datetime(2026, 10, 25, 0, 40, tzinfo=utc).astimezone(BERLIN)
+    fired_at = datetime(2026, 10, 25, 1, 20, tzinfo=utc).astimezone(BERLIN)
+    event = make_event(conversation={"id": "c1"})
+    plan = engine.fire("short", event, due, fired_at)
+    assert plan.firing is not None and plan.firing.outcome == "dropped"
+    assert plan.firing.late == timedelta(minutes=40)
