@@ -60,12 +60,16 @@ class TagParams(StrictModel):
 
 
 def unknown_tags(params: TagParams, config: Config, *, literal_only: bool) -> list[str]:
-    """Problems with names the config's ``tags:`` list does not have (none without a list)."""
+    """Problems with names the config's ``tags:`` list does not have (none without a list):
+    of the tags to add, and, for the names a rule writes (``literal_only``: checked when the
+    rules load, where a name to remove that is not in the list is a typo), of those to remove.
+    When a call runs, removing a tag outside the list is allowed: a conversation may carry one
+    from before the list (an agent cleaning it up in the console was refused)."""
     allowed = config.raw.tags
     if allowed is None:
         return []
     problems = []
-    for tag in (*params.add, *params.remove):
+    for tag in (*params.add, *(params.remove if literal_only else ())):
         if literal_only and "{" in tag:
             continue
         if tag not in allowed:

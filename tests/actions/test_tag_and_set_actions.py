@@ -286,3 +286,24 @@ def test_a_field_set_to_an_equal_value_of_another_type_changes(old, new):
     # the same value, of the same type, again: no change
     result, emitted = call(SetState(), SetParams(fields={"flag": new}), store)
     assert result["changed"] is False and emitted == []
+
+
+def test_a_tag_from_before_the_configured_list_can_be_removed():
+    """A conversation tagged before the config listed ``tags:`` keeps a tag outside the list:
+    removing it is allowed when a call runs (the console, a templated name), adding one is
+    not. Before, every call naming it failed, so nobody could remove it."""
+    store = MemoryStore()
+    seed(store, tags=["legacy", "vip"])
+    config = make_config()
+    config.raw = RawConfig(tags=["vip", "billing"])
+    event = make_event(conversation={"tags": ["legacy", "vip"]})
+    context = make_context(event, config, store=store)
+    assert Tag().would_fail(TagParams(remove=["legacy"]), context) is None
+    result, [updated] = call(Tag(), TagParams(remove=["legacy"]), store, config)
+    assert result["tags"] == ["vip"] and updated.changed["tags"]["removed"] == ["legacy"]
+    with pytest.raises(PermanentActionError, match="unknown tag 'legacy'"):
+        call(Tag(), TagParams(add=["legacy"]), store, config)
+    # a rule's literal name to remove is still checked when the rules load (a typo)
+    assert Tag.check(TagParams(remove=["vpi"]), [], config) == [
+        "unknown tag 'vpi' (did you mean 'vip'?) (config: tags)"
+    ]
