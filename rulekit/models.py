@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated, Any, Self, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema
 from pydantic_core import PydanticUndefined
 
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -222,4 +222,13 @@ def bounded_duration(value: object) -> timedelta:
     return duration
 
 
-Duration = Annotated[timedelta, BeforeValidator(bounded_duration)]
+DURATION_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        # positive: a number with a digit other than 0 (0s is refused)
+        {"type": "string", "pattern": r"^\s*(0*[1-9]\d*(\.\d+)?|0+\.0*[1-9]\d*)\s*[smhd]\s*$"},
+        {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION.total_seconds()},
+    ]
+}
+"""A duration's JSON Schema (``rulekit schema``): ``30m``, or a number of seconds."""
+
+Duration = Annotated[timedelta, BeforeValidator(bounded_duration), WithJsonSchema(DURATION_SCHEMA)]

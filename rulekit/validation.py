@@ -83,4 +83,4 @@ def pydantic_errors(
 
 def _is_union_tag(part: Any) -> bool:
     # pydantic adds the member type's name to locations inside unions, e.g. "function-after[...]"
-    return isinstance(part, str) and ("[" in part or part in {"str", "int", "list[str]"})
+    return isinstance(part, str) and ("[" in part or part in {"str", "int", "bool", "list[str]"})

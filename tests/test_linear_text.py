@@ -152,7 +152,8 @@ CASES = {
         "from rulekit.rules.schema import TEMPLATE\n"
         "re.search(TEMPLATE['pattern'], '{' * N + '}' * N)\n"
         "re.search(r'\\{\\{|\\{%|\\{#', '{ ' * N)\n"
-        "re.search('^[^@]', '@' * N)"
+        "re.search('^[^@]', '@' * N)\n"
+        "re.search(r'(Z|z|[+-]\\d\\d(:?\\d\\d)?)$', '+00' * N + 'x')"
     ),
     "console token hashes": (
         "from rulekit.server.console.sessions import _HEX64\n_HEX64.fullmatch('a' * N)"
@@ -312,12 +313,13 @@ INVENTORY = {
     ],
     ("rulekit/runtime/logs.py", r"([\s/:@\"'<>=,]+)"): [f"logs: {name}" for name in LOG_INPUTS],
     ("rulekit/runtime/logs.py", r"[A-Za-z]{2,}"): [f"logs: {name}" for name in LOG_INPUTS],
-    ("rulekit/rules/schema.py", r"^\s*(0*[1-9]\d*(\.\d+)?|0+\.0*[1-9]\d*)\s*[smhd]\s*$"): [
+    ("rulekit/models.py", r"^\s*(0*[1-9]\d*(\.\d+)?|0+\.0*[1-9]\d*)\s*[smhd]\s*$"): [
         "cooldown schema pattern"
     ],
     ("rulekit/rules/schema.py", r"\{\{|\{%|\{#"): ["schema templates and names"],
     ("rulekit/actions/email.py", r"\{\{|\{%|\{#"): ["schema templates and names"],
     ("rulekit/rules/schema.py", "^[^@]"): ["schema templates and names"],
+    ("rulekit/audit/suites.py", r"(Z|z|[+-]\d\d(:?\d\d)?)$"): ["schema templates and names"],
     ("rulekit/store/postgres.py", r"[a-z_][a-z0-9_]{0,62}"): ["postgres schema names"],
     ("rulekit/expr/sandbox.py", r"&#?\w*$"): ["truncate never cuts an entity"],
     ("rulekit/yamlsource.py", r"^(?:true|True|TRUE|false|False|FALSE)$"): ["YAML booleans"],

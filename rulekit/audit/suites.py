@@ -29,9 +29,16 @@ import json
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, Field, ValidationError, model_validator
+from pydantic import (
+    AwareDatetime,
+    Field,
+    StrictBool,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 
 from rulekit import yamlsource
 from rulekit.audit.dryrun import InputError, decode, parse_events, read_bytes
@@ -43,22 +50,40 @@ from rulekit.safetext import text_lines
 from rulekit.store.memory import MemoryStore
 from rulekit.validation import dotted, pydantic_errors
 
+INPUT_KINDS = ("file", "payload", "event", "advance", "at")
+"""What an item of ``inputs:`` is: exactly one of them."""
+Time = Annotated[
+    AwareDatetime,
+    WithJsonSchema(
+        {"type": "string", "format": "date-time", "pattern": r"(Z|z|[+-]\d\d(:?\d\d)?)$"}
+    ),
+]
+"""A time with its UTC offset (``2026-12-07T09:05:00+01:00``)."""
+
 
 class SuiteInput(StrictModel):
     """One item of a test's ``inputs:``: an event (a file, a raw payload, a normalized event)
     or a move of the simulated clock (``advance: 5m``, ``at: <ISO time>``)."""
 
-    file: str | None = None
+    model_config = {
+        "json_schema_extra": {
+            "oneOf": [
+                {"required": [kind], "properties": {kind: {"not": {"type": "null"}}}}
+                for kind in INPUT_KINDS
+            ]
+        }
+    }
+
+    file: str | None = Field(None, min_length=1)
     payload: Any = None
     event: dict[str, Any] | None = None
     advance: Duration | None = None
-    at: AwareDatetime | None = None
+    at: Time | None = None
     channel: str | None = None
 
     @model_validator(mode="after")
     def _one(self) -> SuiteInput:
-        kinds = ("file", "payload", "event", "advance", "at")
-        given = [k for k in kinds if getattr(self, k) is not None]
+        given = [k for k in INPUT_KINDS if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("an input has exactly one of file, payload, event, advance or at")
         return self
@@ -70,11 +95,11 @@ class Expectation(StrictModel):
     params: dict[str, Any] = Field(
         default_factory=dict, description="A subset of the rendered parameters."
     )
-    at: AwareDatetime | None = Field(
+    at: Time | None = Field(
         None, description="For an action of a timed rule: the simulated time its timer fired."
     )
     """For an action of a timed rule: the simulated time its timer fired."""
-    would_fail: bool | str | None = Field(
+    would_fail: StrictBool | str | None = Field(
         None,
         description="Whether the action would fail, or words its reason contains, as the dry "
         "run says (e.g. an assign that finds nobody of the online team).",
@@ -109,9 +134,19 @@ def _fails_as(wanted: bool | str, problem: str | None) -> bool:
 
 
 class SuiteTest(StrictModel):
+    model_config = {
+        "json_schema_extra": {
+            "anyOf": [
+                {"required": ["expect"], "properties": {"expect": {"minItems": 1}}},
+                {"required": ["expect_absent"], "properties": {"expect_absent": {"minItems": 1}}},
+                {"required": ["exact"], "properties": {"exact": {"const": True}}},
+            ]
+        }
+    }
+
     name: str
     channel: str | None = Field(None, description="Inputs are raw payloads of this channel.")
-    now: AwareDatetime | None = Field(
+    now: Time | None = Field(
         None, description="Start the simulated clock then (a time with its UTC offset)."
     )
     inputs: list[SuiteInput] = Field(min_length=1)
@@ -141,7 +176,7 @@ class SuiteTest(StrictModel):
 
 
 class Suite(StrictModel):
-    tests: list[SuiteTest]
+    tests: list[SuiteTest] = Field(json_schema_extra={"minItems": 1})  # (said by run_suite)
     format: Literal[1] = 1
 
 

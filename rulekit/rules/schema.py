@@ -7,10 +7,9 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from rulekit.event import EVENT_NAMES
-from rulekit.models import MAX_DURATION
+from rulekit.models import DURATION_SCHEMA
 from rulekit.plugins import Plugins
 
-MAX_SECONDS = int(MAX_DURATION.total_seconds())
 TIMED_ONLY = ("unless", "cancel_on", "restart", "max_late")
 """Rule keys that belong to a timed rule (one with ``after:``)."""
 TEMPLATE = {
@@ -59,13 +58,7 @@ def rules_schema(plugins: Plugins, suite: dict[str, Any] | None = None) -> dict[
             _one_key("not", condition),
         ]
     }
-    duration = {
-        "oneOf": [
-            # positive: a number with a digit other than 0 (the loader refuses 0s)
-            {"type": "string", "pattern": r"^\s*(0*[1-9]\d*(\.\d+)?|0+\.0*[1-9]\d*)\s*[smhd]\s*$"},
-            {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_SECONDS},
-        ]
-    }
+    duration = DURATION_SCHEMA
     defs["rule"] = {
         "type": "object",
         "properties": {

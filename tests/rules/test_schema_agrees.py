@@ -181,3 +181,63 @@ def test_the_schema_accepts_what_the_loader_loads(
     problem = _loads(tmp_path, document)
     accepted = validator.is_valid(document)
     assert accepted == (problem is None), problem or "the schema refuses a file that loads"
+
+
+EVENT = {"event": {"channel": "online-chat", "event": "created"}}
+
+
+def suite(**changes: Any) -> dict[str, Any]:
+    test = {"name": "t", "inputs": [EVENT], "expect": [{"action": "tag"}]}
+    for key, value in changes.items():
+        if value is GONE:
+            test.pop(key, None)
+        else:
+            test[key] = value
+    return {"tests": [test]}
+
+
+SUITES: dict[str, Any] = {
+    "a suite": suite(),
+    "no tests": {"tests": []},
+    "tests: with nothing": {"tests": None},
+    "format 2": {**suite(), "format": 2},
+    "no name": suite(name=GONE),
+    "no inputs": suite(inputs=[]),
+    "an input of two kinds": suite(inputs=[{**EVENT, "advance": "5m"}]),
+    "an input of no kind": suite(inputs=[{"channel": "online-chat"}]),
+    "an event with nothing": suite(inputs=[{"event": None}]),
+    "a payload with nothing": suite(inputs=[{"payload": None}]),
+    "an empty file name": suite(inputs=[{"file": ""}]),
+    "advance: 5m": suite(inputs=[EVENT, {"advance": "5m"}]),
+    "advance: 300 (seconds)": suite(inputs=[EVENT, {"advance": 300}]),
+    "advance: 0s": suite(inputs=[EVENT, {"advance": "0s"}]),
+    "at: with an offset": suite(inputs=[EVENT, {"at": "2026-12-07T09:05:00+01:00"}]),
+    "at: in UTC": suite(inputs=[EVENT, {"at": "2026-12-07T09:05:00Z"}]),
+    "at: without an offset": suite(inputs=[EVENT, {"at": "2026-12-07T09:05:00"}]),
+    "at: not a time": suite(inputs=[EVENT, {"at": "tomorrow"}]),
+    "now: without an offset": suite(now="2026-12-07T09:05:00"),
+    "nothing checked": suite(expect=GONE),
+    "exact: true alone": suite(expect=GONE, exact=True),
+    "exact: false alone": suite(expect=GONE, exact=False),
+    "expect: [] and expect_absent": suite(expect=[], expect_absent=[{"action": "tag"}]),
+    "would_fail: words": suite(expect=[{"action": "tag", "would_fail": "capacity"}]),
+    "would_fail: 1": suite(expect=[{"action": "tag", "would_fail": 1}]),
+    "online: one email": suite(online="anna@shop.example.com"),
+    "online: with nothing": suite(online=None),
+}
+
+
+@pytest.mark.parametrize("case", list(SUITES))
+def test_the_schema_accepts_the_suites_the_loader_reads(
+    validator: Any, tmp_path: Path, case: str
+) -> None:
+    from rulekit.audit.suites import suite_problems
+
+    document = SUITES[case]
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "a.yaml").write_text(json.dumps(rule()))
+    (rules / "tests.yaml").write_text(json.dumps(document))
+    engine = Engine.from_path(rules, CONFIG)
+    problems = suite_problems(engine, rules / "tests.yaml")
+    assert validator.is_valid(document) == (not problems), problems or "the schema refuses it"
