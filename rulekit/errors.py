@@ -11,7 +11,7 @@ import difflib
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 
 class RulekitError(Exception):
@@ -108,7 +108,9 @@ class ActionError(RulekitError):
     ``retry_after`` (seconds) is the service's own wish, when it said one (HTTP Retry-After,
     Telegram flood control), bounded by :func:`service_wait` whoever raises the error;
     ``scope`` names what must pause: by default only the destination, ``"service"`` when the
-    whole bot or account is throttled.
+    whole bot or account is throttled. ``progress`` is what the call got done before it failed
+    (an email some of whose recipients took it): kept with the job, and handed to its next
+    attempt (:attr:`~rulekit.actions.base.ActionContext.progress`), which goes on from there.
     """
 
     def __init__(
@@ -119,6 +121,7 @@ class ActionError(RulekitError):
         retry_after: float | None = None,
         scope: str = "destination",
         status: int | None = None,
+        progress: dict[str, Any] | None = None,
     ) -> None:
         if len(message) > MAX_ACTION_ERROR:
             message = (
@@ -130,6 +133,7 @@ class ActionError(RulekitError):
         self.retry_after = service_wait(retry_after)
         self.scope = scope
         self.status = status
+        self.progress = progress
 
 
 class RetryableActionError(ActionError):
@@ -142,9 +146,15 @@ class RetryableActionError(ActionError):
         retry_after: float | None = None,
         scope: str = "destination",
         status: int | None = None,
+        progress: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
-            message, retryable=True, retry_after=retry_after, scope=scope, status=status
+            message,
+            retryable=True,
+            retry_after=retry_after,
+            scope=scope,
+            status=status,
+            progress=progress,
         )
 
 
@@ -158,9 +168,15 @@ class PermanentActionError(ActionError):
         retry_after: float | None = None,
         scope: str = "destination",
         status: int | None = None,
+        progress: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
-            message, retryable=False, retry_after=retry_after, scope=scope, status=status
+            message,
+            retryable=False,
+            retry_after=retry_after,
+            scope=scope,
+            status=status,
+            progress=progress,
         )
 
 

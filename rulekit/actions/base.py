@@ -70,6 +70,10 @@ class ActionContext:
     None in a dry run."""
     job_id: int | None = None
     """The outbox job this call is of; None in a dry run or a call outside the dispatcher."""
+    progress: Mapping[str, Any] | None = None
+    """What earlier attempts of this job got done before they failed, as their action said
+    (:attr:`~rulekit.errors.ActionError.progress`): the call goes on from there (an email is
+    not sent again to the recipients who took it). None: nothing, or a dry run."""
     lease: float | None = None
     """Seconds the daemon holds the job from the call's start: past them another daemon may
     take the job and make the call again, so an action that waits inside :meth:`Action.execute`

@@ -27,6 +27,7 @@ import base64
 import contextlib
 import socket
 import ssl
+from collections.abc import Mapping
 from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -295,20 +296,42 @@ class Email(Action):
             params.html,
             delivery=context.delivery,
         )
-        paces = domain_paces(found.addresses, settings)
+        # recipients an earlier attempt's server took have it (the same Message-ID): the
+        # message goes to the others only
+        earlier = _accepted(context.progress)
+        remaining = [a for a in found.addresses if a.lower() not in earlier]
+        if not remaining:
+            return {"sent": True, "to": [], "earlier": sorted(earlier), "reply": ""}
+        paces = domain_paces(remaining, settings)
         tls = self._tls(settings, context) if settings.security != "none" else None
         try:
             async with contextlib.AsyncExitStack() as paced:
                 await self._wait_for_slot(paced, paces, context.lease)
                 started = asyncio.get_running_loop().time()
-                refused, reply = await self._send(settings, tls, message, found.addresses, started)
+                refused, reply = await self._send(settings, tls, message, remaining, started)
         except Exception as exc:
             raise classify(exc, settings.host, self._clean) from None
-        result: dict[str, Any] = {"sent": True, "to": found.addresses, "reply": self._said(reply)}
+        result: dict[str, Any] = {"sent": True, "to": remaining, "reply": self._said(reply)}
+        if earlier:
+            result["earlier"] = sorted(earlier)
         if refused:
             result["refused"] = {a: self._said(str(r)) for a, r in refused.items()}
         if found.left_out:
             result["left_out"] = found.left_out
+        later = {a: r for a, r in refused.items() if 400 <= getattr(r, "code", 0) < 500}
+        if later:
+            # a server that takes some recipients and says "later" to others (greylisting):
+            # the others get it on a retry, which knows who has it
+            took = earlier | {a.lower() for a in remaining if a not in refused}
+            said = "; ".join(f"{a}: {self._said(str(r))}" for a, r in later.items())
+            raise RetryableActionError(
+                self._clean(
+                    f"SMTP {settings.host} took the message for {len(took)} "
+                    f"recipient(s) and refused {len(later)} for now: {said}"
+                ),
+                status=getattr(next(iter(later.values())), "code", None),
+                progress={"accepted": sorted(took)},
+            )
         return result
 
     async def _wait_for_slot(
@@ -443,3 +466,11 @@ class Email(Action):
 @hookimpl
 def rulekit_register_actions(register: ActionRegistry) -> None:
     register.add(Email)
+
+
+def _accepted(progress: Mapping[str, Any] | None) -> set[str]:
+    """The recipients (lower-cased) an earlier attempt's server took the message for."""
+    accepted = (progress or {}).get("accepted")
+    if not isinstance(accepted, list):
+        return set()
+    return {a.lower() for a in accepted if isinstance(a, str)}

@@ -38,7 +38,13 @@ from rulekit.runtime.feed import LiveFeed
 from rulekit.runtime.fence import Hold, lease_clock
 from rulekit.runtime.lanes import Lane, WorkTime
 from rulekit.runtime.logs import log
-from rulekit.runtime.outcomes import Decision, json_ready, record_outcome
+from rulekit.runtime.outcomes import (
+    Decision,
+    json_ready,
+    kept_progress,
+    progress_of,
+    record_outcome,
+)
 from rulekit.runtime.retries import retry_decision
 from rulekit.runtime.rollout import HAND_BACK, LEFT_TO_OTHERS
 from rulekit.runtime.sharedpace import (
@@ -295,6 +301,7 @@ class JobCalls:
             delivery=delivery_id(job.event_id, job.id),
             job_id=job.id,
             lease=self.lease,
+            progress=progress_of(job),
         )
 
     @contextlib.contextmanager
@@ -538,17 +545,20 @@ class JobCalls:
                 await asyncio.sleep(delay)
                 continue
             except ActionError as exc:
+                progress = kept_progress(exc.progress or context.progress)
                 if not exc.retryable:
-                    return Decision("dead", exc.message, failure=exc)
+                    return Decision("dead", exc.message, result=progress, failure=exc)
                 decision = self._retry(job, record, exc.message, exc.retry_after)
-                return replace(decision, failure=exc)
+                return replace(decision, result=progress, failure=exc)
             except TimeoutError:
-                return self._retry(job, record, f"no answer within {action.timeout:g} s", None)
+                decision = self._retry(job, record, f"no answer within {action.timeout:g} s", None)
+                return replace(decision, result=kept_progress(context.progress))
             except Exception as exc:  # a bug in an action: keep the traceback, retry in budget
                 log(logger, logging.ERROR, f"job {job.id} {job.action} raised", exc_info=True)
                 # the attempt's error is stored and shown (rulekit why, the console): it names
                 # the exception, not its message, which may quote what the action was given
-                return self._retry(job, record, type(exc).__name__, None)
+                decision = self._retry(job, record, type(exc).__name__, None)
+                return replace(decision, result=kept_progress(context.progress))
             return Decision("done", result=json_ready(result), sent=_sent(action, context, result))
 
     @property

@@ -352,7 +352,7 @@ class Dispatcher(JobCalls):
                         break
                     if decision.outcome != "retry" or decision.retry_in is None:
                         break
-                    job = replace(job, attempts=job.attempts + 1)
+                    job = replace(job, attempts=job.attempts + 1, result=decision.result)
                     with self._waiting(lane):
                         await self._pause(decision.retry_in)
                 lane.queue.popleft()

@@ -7,7 +7,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -85,6 +85,20 @@ def json_ready(value: Any) -> Any:
     ):
         return dict(value)  # what most actions return: the round trip would give the same
     return json.loads(json.dumps(value, default=str))
+
+
+def kept_progress(progress: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The result a failed attempt records: what the job's calls got done so far
+    (:attr:`~rulekit.errors.ActionError.progress`) under ``progress``; None when nothing."""
+    return {"progress": json_ready(dict(progress))} if progress else None
+
+
+def progress_of(job: Job) -> dict[str, Any] | None:
+    """What ``job``'s earlier attempts got done (:func:`kept_progress`), for its next call."""
+    result = job.result
+    if type(result) is dict and type(result.get("progress")) is dict:
+        return dict(result["progress"])
+    return None
 
 
 def announce(

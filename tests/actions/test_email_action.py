@@ -352,7 +352,7 @@ def test_the_audit_keeps_the_start_and_end_of_a_long_server_reply():
     """A reply may be 32 KB (many lines), and each recipient refused has one: the result the
     audit keeps had them whole."""
     lines = [f"250-{'queued ' * 60}{n}" for n in range(60)]
-    refusal = "\r\n".join([*(f"450-{'busy ' * 80}" for _ in range(60)), "450 4.2.0 later"])
+    refusal = "\r\n".join([*(f"550-{'gone ' * 80}" for _ in range(60)), "550 5.1.1 unknown"])
     params = EmailParams(to=["ann@a.example", "bob@b.example"], subject="s", text="t")
     with FakeSmtp() as server:
         server.fail("\r\n".join([*lines, "250 2.0.0 queued as 4XyZ"]))
@@ -362,7 +362,7 @@ def test_the_audit_keeps_the_start_and_end_of_a_long_server_reply():
     assert len(result["reply"]) <= 300 < len("".join(lines))
     assert result["reply"].startswith("queued queued") and result["reply"].endswith("4XyZ")
     [(refused, said)] = result["refused"].items()
-    assert refused == "bob@b.example" and len(said) <= 300 and said.endswith("later")
+    assert refused == "bob@b.example" and len(said) <= 300 and said.endswith("unknown")
 
 
 def test_a_dropped_connection_is_retried_and_the_retry_is_delivered():
@@ -585,3 +585,26 @@ def test_the_dry_run_shows_the_message_without_the_password():
         Email(settings.model_copy(update={"password": None})).unavailable()
         == "the SMTP password is empty"
     )
+
+
+def test_recipients_greylisted_while_others_took_the_message_get_it_on_the_next_attempt():
+    """The server takes the message for ann and says "later" to bob (greylisting): the call
+    is a retry that knows ann has it, and the next attempt sends it to bob alone."""
+    params = EmailParams(to=["ann@a.example", "bob@b.example"], subject="s", text="t")
+    with FakeSmtp() as server:
+        server.refuse("bob@b.example", "450 4.2.0 Greylisted, try again later")
+        action = Email(smtp_settings(server))
+        with pytest.raises(RetryableActionError) as caught:
+            send(action, params, delivery="job-1")
+        error = caught.value
+        assert error.status == 450 and error.progress == {"accepted": ["ann@a.example"]}
+        assert "Greylisted" in error.message
+        result = send(action, params, progress=error.progress, delivery="job-1")
+        assert send(action, params, progress={"accepted": ["ANN@a.example", "bob@b.example"]}) == {
+            "sent": True, "to": [], "earlier": ["ann@a.example", "bob@b.example"], "reply": ""
+        }  # fmt: skip
+    assert result["sent"] is True and result["to"] == ["bob@b.example"]
+    assert result["earlier"] == ["ann@a.example"]
+    assert [m.recipients for m in server.messages] == [["ann@a.example"], ["bob@b.example"]]
+    # one message: the second delivery is the first one's to the recipient who waited
+    assert len({m.message["Message-ID"] for m in server.messages}) == 1

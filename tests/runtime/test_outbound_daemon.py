@@ -274,3 +274,41 @@ def test_a_call_that_waited_for_its_pacing_slot_is_not_timed_out_for_it(tmp_path
             ("webhook", 1),
         ]
         assert len(receiver.requests) == 3 and len(smtp.messages) == 3
+
+
+GREYLISTED_RULES = """\
+- name: Tell two teams
+  on: {channel: online-chat, event: created}
+  do:
+    - email:
+        to: [ops@shop.example, lead@partner.example]
+        subject: "New chat: {{ message.text }}"
+        text: "{{ client.display_name }} wrote {{ message.text }}"
+"""
+
+
+def test_a_recipient_greylisted_while_another_took_the_message_gets_it_on_the_retry(
+    tmp_path: Path, serve
+) -> None:
+    """A server that takes the message for one recipient and answers "later" (greylisting)
+    for another: the message counted as sent, and the greylisted recipient never got it. It is
+    now retried for that recipient alone; the one who has it gets no second copy."""
+    with FakeService() as receiver, FakeSmtp() as smtp:
+        smtp.refuse("lead@partner.example", "450 4.2.0 Greylisted, try again later")
+        config = outbound_setup(tmp_path, receiver, smtp)
+        config.parent.joinpath("rules.d", "rules.yaml").write_text(GREYLISTED_RULES)
+        server = serve(config)
+        assert httpx.post(server.webhook_url, content=chat_started(1, "Hi")).status_code == 200
+        email = wait_for(lambda: jobs_by_action(server).get("email"))
+        assert [m.recipients for m in smtp.messages] == [
+            ["ops@shop.example"],
+            ["lead@partner.example"],
+        ]
+        first, second = (m.message["Message-ID"] for m in smtp.messages)
+        assert first == second  # one message, in two deliveries
+        assert email.status == "done" and email.result["to"] == ["lead@partner.example"]
+        assert email.result["earlier"] == ["ops@shop.example"]
+        with server.daemon.store.transaction() as state:
+            tries = state.attempts(email.id)
+        assert [a.outcome for a in tries] == ["retry", "done"]
+        assert "Greylisted" in (tries[0].error or "")
