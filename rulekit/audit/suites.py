@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -113,7 +113,7 @@ class Expectation(StrictModel):
             return False
         if self.action is not None and actual["action"] != self.action:
             return False
-        if self.at is not None and actual.get("at") != self.at:
+        if self.at is not None and not _same_instant(actual.get("at"), self.at):
             return False
         return all(actual["params"].get(k) == v for k, v in self.params.items())
 
@@ -125,6 +125,12 @@ class Expectation(StrictModel):
         if self.would_fail is not None:
             parts.append(f"would_fail={self.would_fail!r}")
         return ", ".join(parts) or "any action"
+
+
+def _same_instant(actual: object, expected: datetime) -> bool:
+    """Whether ``actual`` is the instant ``expected`` is (in UTC: a time of the hour the
+    clocks go back is never equal to one of another zone, as Python compares them)."""
+    return isinstance(actual, datetime) and actual.astimezone(UTC) == expected.astimezone(UTC)
 
 
 def _fails_as(wanted: bool | str, problem: str | None) -> bool:

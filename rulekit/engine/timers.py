@@ -152,7 +152,8 @@ class TimerQueue(Generic[T]):
         order = kept[0] if kept is not None else self._next
         self._next += kept is None
         self._timers[key] = (order, timer)
-        heapq.heappush(self._heap, (timer.due, order, key))
+        # in UTC: times of one zone compare on its wall clock, in the hour the clocks go back too
+        heapq.heappush(self._heap, (timer.due.astimezone(UTC), order, key))
 
     def cancel(self, key: TimerKey) -> None:
         self._timers.pop(key, None)
@@ -162,7 +163,7 @@ class TimerQueue(Generic[T]):
         while self._heap:
             due, order, key = self._heap[0]
             kept = self._timers.get(key)
-            if kept is None or kept[0] != order or kept[1].due != due:
+            if kept is None or kept[0] != order or kept[1].due.astimezone(UTC) != due:
                 heapq.heappop(self._heap)  # replaced or cancelled since
                 continue
             if due > until:

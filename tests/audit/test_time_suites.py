@@ -365,3 +365,21 @@ def test_a_suite_time_without_an_offset_is_an_error_of_the_suite(tmp_path: Path)
     )
     assert not passed
     assert "suite.yaml:3: tests[0].now: Input should have timezone info" in text
+
+
+def test_an_expected_fire_time_in_the_hour_the_clocks_go_back_matches(tmp_path: Path) -> None:
+    """A time of the hour the clocks go back is never equal to one written with an offset (so
+    Python has it): a timer fired at 02:05 CEST that night failed ``at: ...T02:05:00+02:00``."""
+    passed, text = run(
+        tmp_path,
+        """
+        tests:
+          - name: t
+            now: 2026-10-25T02:00:00+02:00
+            inputs: [EVENT, {advance: 10m}, {at: "2026-10-25T02:30:00+01:00"}]
+            expect:
+              - {rule: ping, at: "2026-10-25T02:05:00+02:00"}
+              - {rule: restarting, at: "2026-10-25T02:10:00+02:00"}
+        """.replace("EVENT", event("message", text="r")),
+    )
+    assert passed, text

@@ -65,3 +65,18 @@ def test_looking_for_due_timers_does_not_read_every_pending_one() -> None:
         assert queue.pop_due(START + timedelta(seconds=i)) is None
     assert reads[0] - setting <= 2 * n  # looking through them all each time: n * n reads
     assert drain(queue, minutes(24 * 60 + 2)) == ["c0", "c1", "c2"]
+
+
+def test_timers_due_in_the_hour_the_clocks_go_back_come_in_real_time_order() -> None:
+    """Times of one zone compare on the wall clock: a timer due at the second 02:10 (after
+    the clocks went back) came before one due at the first 02:50, 40 minutes earlier."""
+    from zoneinfo import ZoneInfo
+
+    berlin = ZoneInfo("Europe/Berlin")
+    first = datetime(2026, 10, 25, 0, 50, tzinfo=UTC).astimezone(berlin)  # 02:50 CEST
+    second = datetime(2026, 10, 25, 1, 10, tzinfo=UTC).astimezone(berlin)  # 02:10 CET
+    queue: TimerQueue[Timer] = TimerQueue()
+    queue.set(("r", "b"), Timer("second", second))
+    queue.set(("r", "a"), Timer("first", first))
+    assert drain(queue, datetime(2026, 10, 25, 0, 55, tzinfo=UTC)) == ["first"]
+    assert drain(queue, datetime(2026, 10, 25, 2, 0, tzinfo=UTC)) == ["second"]
