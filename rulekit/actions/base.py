@@ -124,6 +124,11 @@ def delivery_id(event_id: str, job_id: int) -> str:
     return hashlib.sha256(f"{event_id}\0{job_id}".encode()).hexdigest()[:32]
 
 
+def conversation_lane(channel: str, conversation_id: str) -> str:
+    """The lane of a conversation's unpaced jobs (:meth:`Action.lane`)."""
+    return f"conversation:{channel}:{conversation_id}"
+
+
 class Action:
     """Base class of actions."""
 
@@ -280,7 +285,7 @@ class Action:
             return self.destination(params)
         if event.conversation.id is None:
             return f"event:{event.id}"
-        return f"conversation:{event.channel}:{event.conversation.id}"
+        return conversation_lane(event.channel, event.conversation.id)
 
     def pacing(self, params: BaseModel) -> list[Pace]:
         """The limits a call with ``params`` is subject to, destination first (see

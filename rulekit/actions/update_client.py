@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
-from rulekit.actions.base import Action, ActionContext
+from rulekit.actions.base import Action, ActionContext, conversation_lane
 from rulekit.errors import PermanentActionError, RetryableActionError
 from rulekit.hookspecs import hookimpl
 from rulekit.models import StrictModel
@@ -98,6 +98,20 @@ class UpdateClient(Action):
             raise PermanentActionError("the event has no client id")
         _record(params, event, state)
         return []
+
+
+def pending_changes(state: State, channel: str, conversation_id: str) -> dict[str, str | None]:
+    """The client's fields this conversation's changes still to be sent will set (the newest
+    change of each field): values the channel's service does not know yet, so that its
+    webhooks still carry the old ones."""
+    found: dict[str, str | None] = {}
+    lane = conversation_lane(channel, conversation_id)
+    for params in state.pending_params(lane, UpdateClient.name):
+        try:
+            found.update(UpdateClientParams.model_validate(params).changes())
+        except ValidationError:
+            continue  # (a job this version's action cannot read: it says nothing of the data)
+    return found
 
 
 def _record(params: UpdateClientParams, event: Event, state: State) -> None:

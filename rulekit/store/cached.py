@@ -247,6 +247,9 @@ class CachedState(State):
     def cooldown_until(self, rule: str, conversation_id: str) -> datetime | None:
         return self.state.cooldown_until(rule, conversation_id)
 
+    def pending_params(self, lane: str, action: str) -> list[Any]:
+        return self.state.pending_params(lane, action)
+
     def cooldowns_of(self, conversation_id: str) -> dict[str, datetime]:
         return self.state.cooldowns_of(conversation_id)
 
@@ -343,6 +346,9 @@ class _Probe(State):
         return set()
 
     def cooldown_until(self, rule: str, conversation_id: str) -> datetime | None:
+        raise _ProbeEnd
+
+    def pending_params(self, lane: str, action: str) -> list[Any]:
         raise _ProbeEnd
 
     def set_cooldown(self, rule: str, conversation_id: str, until: datetime) -> None:

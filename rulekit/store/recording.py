@@ -297,6 +297,10 @@ class RecordingState(State):
         result: datetime | None = self._call("cooldown_until", rule, conversation_id)
         return result
 
+    def pending_params(self, lane: str, action: str) -> list[Any]:
+        result: list[Any] = self._call("pending_params", lane, action)
+        return result
+
     def cooldowns_of(self, conversation_id: str) -> dict[str, datetime]:
         result: dict[str, datetime] = self._call("cooldowns_of", conversation_id)
         return result

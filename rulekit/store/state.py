@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from rulekit.event import Client, Conversation
 from rulekit.store.listing import ConversationQuery, ConversationSummary
@@ -146,6 +147,13 @@ class State(abc.ABC):
             for channel, message_id in sorted(saves.messages)
             if not self.mark_message_seen(channel, message_id)
         }
+
+    # jobs still to be sent -----------------------------------------------------------------------
+    def pending_params(self, lane: str, action: str) -> list[Any]:
+        """The parameters of ``action``'s jobs in ``lane`` that are still to be sent, oldest
+        first: what the service does not know yet (a client's data an agent changed, while
+        the service's webhooks still carry the old). A state without an outbox has none."""
+        return []
 
     # rule guards -----------------------------------------------------------------------------
     @abc.abstractmethod

@@ -28,13 +28,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from rulekit.actions.update_client import pending_changes
 from rulekit.directory import Directory
 from rulekit.event import Agent, Client, Conversation, Event, Message
 from rulekit.models import whole_builder
 from rulekit.store.base import State
 
 from .clients import ClientRecords
-from .payload import FETCHED, FETCHED_AT, ChatraAgent, ChatraMessage, Payload
+from .payload import CONTACT_KEYS, FETCHED, FETCHED_AT, ChatraAgent, ChatraMessage, Payload
 from .settings import ChatraSettings
 
 _MISSING = object()
@@ -68,6 +69,9 @@ class Normalizer:
             if found is not None:
                 row, known_conversation = found
         client = self.clients.record(payload.client, known_client)
+        if known_conversation is not None and known_client is not None:
+            if client is not known_client and known_conversation.id:
+                client = self._unsent_kept(client, known_client, known_conversation.id, state)
         # Conversation objects are never changed once made (a change makes a copy), so each
         # event keeps the conversation as it was at that point.
         conversation = None
@@ -179,6 +183,26 @@ class Normalizer:
             if client is not known_client:
                 state.save_client(channel, client)
         return events
+
+    def _unsent_kept(
+        self, client: Client, known: Client, conversation_id: str, state: State
+    ) -> Client:
+        """``client`` as the webhook has it, but for the values rulekit set that Chatra does
+        not know yet (an agent's change of the client's data, or a rule's, still to be sent):
+        until it is, Chatra's webhooks carry the old value, which is no change of the
+        client's. Asked only when a contact field differs."""
+        had, now = known.__dict__, client.__dict__
+        differs = [name for name in CONTACT_KEYS if now[name] != had[name]]
+        if not differs:
+            return client
+        pending = pending_changes(state, self.channel, conversation_id)
+        kept = {
+            name: had[name] for name in differs if name in pending and pending[name] == had[name]
+        }
+        if not kept:
+            return client
+        client = client.model_copy(update=kept)
+        return known if client.__dict__ == had else client
 
     @functools.cached_property
     def clients(self) -> ClientRecords:

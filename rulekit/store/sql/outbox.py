@@ -363,6 +363,14 @@ class SQLOutbox:
             self.mark_messages_seen(*seen)
         return True
 
+    def pending_params(self, lane: str, action: str) -> list[Any]:
+        rows = self.execute(
+            "SELECT params FROM outbox WHERE lane = :lane AND status = 'pending'"
+            " AND action = :action ORDER BY id",
+            {"lane": lane, "action": action},
+        )
+        return [self.dialect.read_json(row["params"]) for row in rows]
+
     def tally_own_events(self, root: str, count: int) -> int | None:
         row = self._one(
             "UPDATE events SET own_events = own_events + :count WHERE event_id = :root"
