@@ -257,6 +257,12 @@ class Dispatcher(JobCalls):
         self._events[event_id] = (event, size)
         self._event_bytes += size
 
+    def _unkeep(self, event_id: str) -> None:
+        """Keep the event of held jobs no longer (its jobs read it again)."""
+        kept = self._events.pop(event_id, None)
+        if kept is not None:
+            self._event_bytes -= kept[1]
+
     async def _held_event(self, record: EventRecord) -> Event:
         """The event of ``record``: kept for its jobs (validated once for all of them), handed
         over by this daemon's processor, else read from the store; kept for its other jobs
@@ -309,9 +315,7 @@ class Dispatcher(JobCalls):
         self._holding[job.event_id] -= 1
         if self._holding[job.event_id] <= 0:
             del self._holding[job.event_id]
-            kept = self._events.pop(job.event_id, None)
-            if kept is not None:
-                self._event_bytes -= kept[1]
+            self._unkeep(job.event_id)
 
     # lanes -----------------------------------------------------------------------------------
     def _enqueue(self, job: Job, record: EventRecord | None) -> None:
@@ -401,6 +405,9 @@ class Dispatcher(JobCalls):
         if decision is None:
             # (not its lane: made of the params, it may quote the client)
             log(logger, logging.INFO, f"job {job.id} handed back", job_id=job.id)
+            # its claim may have been withdrawn by rulekit forget: the event kept for its jobs
+            # is read again, as the erasure left it, when it is next claimed
+            self._unkeep(job.event_id)
             return None
         announce(
             job,

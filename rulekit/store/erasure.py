@@ -20,7 +20,11 @@ over the store's :class:`ForgetRows` (how that store finds and rewrites rows), s
   (:meth:`~rulekit.store.outbox.Outbox.forget_paces`);
 * a job still to be sent whose parameters quoted the client becomes a dead letter
   (:data:`NOT_SENT`): sent, it would say ``[forgotten]`` where it said something of them. It
-  cannot be retried (nor can a dead letter whose parameters were erased);
+  cannot be retried (nor can a dead letter whose parameters were erased). A job whose call is
+  under way becomes one too (:data:`CALL_UNDER_WAY`), and its call's outcome is counted without
+  what the service answered. Any other job still to be sent has its claim withdrawn, and the
+  trace of each erased event is marked (:data:`ERASED_MARK`): a daemon reads the job and its
+  event from the store again before the call, not as it held them before the erasure;
 * the reasons of the timers of the client's conversations (why one ended: its ``unless:``
   failed, quoting what it read) are scrubbed likewise;
 * inbox bodies of those events (and done or failed bodies of the client's conversation or
@@ -44,6 +48,9 @@ from rulekit.event import FORGOTTEN, Conversation, Event
 from rulekit.store.forms import MIN_VALUE_LENGTH, PersonalValues, strings_in
 
 __all__ = [
+    "CALL_UNDER_WAY",
+    "ERASED_MARK",
+    "ERASURE_ERRORS",
     "FORGET_KINDS",
     "FORGOTTEN",
     "MIN_VALUE_LENGTH",
@@ -60,6 +67,23 @@ __all__ = [
 NOT_SENT = "not sent: its parameters quoted the client's personal data, erased by rulekit forget"
 """The error of a job that was still to be sent when erasure rewrote its parameters: it is a
 dead letter, and not retryable (:func:`erased_params`)."""
+
+CALL_UNDER_WAY = (
+    "its call was under way when rulekit forget erased the client's personal data:"
+    " its outcome is not recorded"
+)
+"""The error of a job whose call was under way when erasure ran: it is a dead letter, and the
+attempt its call ends with is counted without what the service answered (which may quote what
+it was sent, the client's data as it was before)."""
+
+ERASURE_ERRORS: tuple[str, ...] = (NOT_SENT, CALL_UNDER_WAY)
+"""The errors erasure gives a job it stops: the outcome of a call of such a job, recorded
+later, keeps no error nor result."""
+
+ERASED_MARK = "forgotten"
+"""The key erasure sets (to ``true``) in the trace of each event it erased: a daemon holding
+the event in memory (handed over by its processor, or kept for the event's jobs) reads it
+again from the store."""
 
 FORGET_KINDS: tuple[str, ...] = (
     "clients",
@@ -348,6 +372,8 @@ class JobRow:
     """Where the job was sent (its pacing key), and its ``lane``: made of its parameters, so
     the client's data when a rule renders it from theirs (a chat id in a custom field)."""
     lane: str = ""
+    in_call: bool = False
+    """Its call is under way (started, its outcome not recorded yet)."""
 
 
 @dataclass
@@ -412,6 +438,11 @@ class ForgetRows(Protocol):
     ) -> None:
         """Rewrite the job; ``dead``: it becomes a dead letter (never sent as it now is)."""
 
+    def release_job(self, row: JobRow) -> None:
+        """Withdraw the job's claim, unless its call is under way: the daemon holding it reads
+        it, and its event, from the store again before its call (they were read before the
+        erasure)."""
+
     def attempts(self, job_ids: Sequence[int]) -> list[AttemptRow]:
         """Attempts of these jobs."""
 
@@ -447,6 +478,8 @@ def forget_client(rows: ForgetRows, client_id: str, channel: str | None) -> dict
     for event in events:
         data, had_text = forget_event_data(event.data, personal)
         trace, _ = scrub(event.trace, personal, TRACE_KEPT)
+        if isinstance(trace, dict):
+            trace = {**trace, ERASED_MARK: True}
         rows.update_event(event, data, trace)
         counts["events"] += 1
         counts["messages"] += had_text
@@ -478,14 +511,19 @@ def forget_client(rows: ForgetRows, client_id: str, channel: str | None) -> dict
         result, n_result = scrub(job.result, personal)
         error, n_error = scrub(job.error, personal)
         (destination, lane), n_where = scrub([job.destination, job.lane], personal)
-        # a job still to be sent would send FORGOTTEN in place of what it quoted
-        stop = bool(n_params) and job.status == "pending"
-        if n_params or n_result or n_error or n_where:
-            error = NOT_SENT if stop else error
+        # a job still to be sent would send FORGOTTEN in place of what it quoted; the outcome
+        # of a call under way would be recorded after the erasure, quoting what it was sent
+        in_call = job.status == "pending" and job.in_call
+        stop = in_call or (bool(n_params) and job.status == "pending")
+        if n_params or n_result or n_error or n_where or stop:
+            if stop:
+                error = CALL_UNDER_WAY if in_call else NOT_SENT
             rows.update_job(
                 job, params, result, error, destination=destination, lane=lane, dead=stop
             )
             counts["jobs"] += 1
+        if job.status == "pending" and not stop:
+            rows.release_job(job)
     for attempt in rows.attempts([job.id for job in jobs]):
         result, n_result = scrub(attempt.result, personal)
         error, n_error = scrub(attempt.error, personal)

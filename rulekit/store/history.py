@@ -10,6 +10,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import datetime
 
+from rulekit.store.erasure import ERASED_MARK
 from rulekit.store.records import Attempt, EventRecord, Job, JobStatus, RuleStats
 
 
@@ -34,10 +35,11 @@ class History(abc.ABC):
     ) -> dict[str, EventRecord]:
         """The records of those of ``event_ids`` that are recorded, by id, with what executing
         their jobs needs and the length of their data (``size``): their ``trace`` may be left
-        empty, and so may the ``data`` of those in ``held`` (events the caller already has).
-        With a ``budget``, the data of the others is read, oldest event first, only while
-        their sizes together fit in it; the rest's is left empty. Stores should answer it in
-        one query."""
+        empty, and so may the ``data`` of those in ``held`` (events the caller already has),
+        unless an erasure marked their trace since (:data:`~rulekit.store.erasure.ERASED_MARK`):
+        then it is read, whatever the budget. With a ``budget``, the data of the others is
+        read, oldest event first, only while their sizes together fit in it; the rest's is
+        left empty. Stores should answer it in one query."""
         found = (self.get_event(event_id) for event_id in dict.fromkeys(event_ids))
         records = sorted(
             (record for record in found if record is not None), key=lambda r: r.processed_at
@@ -46,7 +48,7 @@ class History(abc.ABC):
         for record in records:
             size = len(json.dumps(record.data, ensure_ascii=False, separators=(",", ":")))
             data = record.data
-            if record.event_id in held:
+            if record.event_id in held and not record.trace.get(ERASED_MARK):
                 data = {}
             elif budget is not None:
                 if size > budget:

@@ -11,7 +11,7 @@ from rulekit.audit import retention
 from rulekit.config import RetentionSettings
 from rulekit.event import Client, Conversation, Event
 from rulekit.store import JobSpec
-from rulekit.store.erasure import FORGET_KINDS, FORGOTTEN, PURGE_KINDS
+from rulekit.store.erasure import CALL_UNDER_WAY, FORGET_KINDS, FORGOTTEN, PURGE_KINDS
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 EMAIL = "jane.doe@example.org"
@@ -333,6 +333,53 @@ def test_forget_stops_the_jobs_that_would_send_what_it_erased(store, make_event)
             else:
                 raise AssertionError(f"job {job.id} was made pending again")
         assert state.get_job(greet.id).status == "dead"
+
+
+def test_forget_hands_the_client_s_jobs_held_by_a_daemon_back_as_the_erasure_left_them(
+    store, make_event
+):
+    """A daemon held the client's jobs with their event as they were before the erasure: the
+    claim of one still to be sent is withdrawn (its start refused, so the daemon reads it
+    again), its event is read for its claim even when the daemon has it (it was erased since),
+    and one whose call was under way is dead, its call's outcome recorded without what the
+    service answered (an echo of what it was sent)."""
+    with store.transaction() as state:
+        event = make_event(
+            "e-jane",
+            client={"id": "c-jane", "name": "Jane Doe", "email": EMAIL},
+            message={"text": TEXT, "author": "client"},
+        )
+        state.record_event(
+            event,
+            inbox_id=None,
+            trace={},
+            jobs=[
+                JobSpec("crm", "webhook", {"to": "crm"}, "webhook:crm", lane="a"),
+                JobSpec("crm", "webhook", {"to": "crm"}, "webhook:crm", lane="b"),
+            ],
+            now=T0,
+        )
+        claimed = state.claim_jobs("d1", lease=60, now=T0)
+        assert len(claimed) == 2
+        calling, waiting = claimed
+        assert state.start_call(calling.id, "d1", lease=60, now=T0)
+        held = state.events_for_jobs(["e-jane"], held=["e-jane"])
+        assert held["e-jane"].data == {}  # the daemon has it: not read
+    with store.transaction() as state:
+        state.forget_client("c-jane")
+    with store.transaction() as state:
+        assert not state.start_call(waiting.id, "d1", lease=60, now=T0)
+        read = state.events_for_jobs(["e-jane"], held=["e-jane"], budget=0)["e-jane"]
+        assert read.data["client"]["email"] is None and read.data["message"]["text"] is None
+        echo = {"echo": f"{EMAIL} wrote: {TEXT}"}
+        state.record_attempt(calling.id, "done", result=echo, error="x", now=T0, owner="d1")
+        job = state.get_job(calling.id)
+        assert job.status == "dead" and job.last_error == CALL_UNDER_WAY
+        assert [(a.outcome, a.error, a.result) for a in state.attempts(calling.id)] == [
+            ("done", None, None)
+        ]
+        reclaimed = state.claim_jobs("d2", lease=60, now=T0)
+        assert [job.id for job in reclaimed] == [waiting.id]
 
 
 def test_forget_scrubs_the_reasons_of_the_clients_timers(store, make_event):

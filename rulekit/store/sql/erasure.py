@@ -148,7 +148,8 @@ class SQLForgetRows:
 
     def jobs(self, event_ids: Sequence[str]) -> list[JobRow]:
         rows = self.state.execute(
-            "SELECT id, params, result, last_error, status, destination, lane FROM outbox"
+            "SELECT id, params, result, last_error, status, destination, lane,"
+            " call_started_at IS NOT NULL AS in_call FROM outbox"
             f" WHERE {self.dialect.one_of('event_id', 'ids')}{self.lock}",
             {"ids": self.dialect.values(event_ids)},
         ).fetchall()
@@ -162,9 +163,17 @@ class SQLForgetRows:
                 row["status"],
                 row["destination"],
                 row["lane"],
+                bool(row["in_call"]),
             )
             for row in rows
         ]
+
+    def release_job(self, row: JobRow) -> None:
+        self.state.execute(
+            "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL"
+            " WHERE id = :id AND status = 'pending' AND call_started_at IS NULL",
+            {"id": row.id},
+        )
 
     def update_job(
         self,

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from rulekit.event import FORGOTTEN
+from rulekit.store.erasure import ERASED_MARK
 from rulekit.store.records import (
     Attempt,
     EventRecord,
@@ -72,14 +73,17 @@ class SQLHistory:
         dialect = self.dialect
         parameters: dict[str, Any] = {"ids": dialect.values(list(dict.fromkeys(event_ids)))}
         size = dialect.text_length("data")
-        unread = "FALSE" if not held else dialect.one_of("event_id", "held")
-        if held:  # not read, nor decoded: the caller has those events
+        unread, renewed = "FALSE", "FALSE"
+        if held:  # not read, nor decoded: the caller has those events, unless erased since
             parameters["held"] = dialect.values(list(held))
+            erased = f"{dialect.json_text('trace', ERASED_MARK)} IS NOT NULL"
+            renewed = f"({dialect.one_of('event_id', 'held')} AND {erased})"
+            unread = f"({dialect.one_of('event_id', 'held')} AND NOT {erased})"
         data = f"CASE WHEN {unread} THEN NULL ELSE data END"
         if budget is not None:  # the oldest first, while they fit together
             parameters["budget"] = budget
             data = (
-                f"CASE WHEN {unread} THEN NULL"
+                f"CASE WHEN {unread} THEN NULL WHEN {renewed} THEN data"
                 f" WHEN SUM(CASE WHEN {unread} THEN 0 ELSE {size} END)"
                 " OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) <= :budget THEN data END"
             )

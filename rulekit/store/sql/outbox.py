@@ -12,6 +12,7 @@ from typing import Any
 from rulekit.errors import StoreError
 from rulekit.event import Event
 from rulekit.store.codec import event_json, trace_json
+from rulekit.store.erasure import ERASURE_ERRORS
 from rulekit.store.records import (
     APPLIED,
     INTERRUPTED,
@@ -36,6 +37,11 @@ _START_OURS = (
 )
 """What :meth:`SQLOutbox.start_call` does when the call may start and nothing else is to be
 recorded: the one statement of the usual case."""
+
+ERASURE_PARAMS = {f"erasure{n}": error for n, error in enumerate(ERASURE_ERRORS)}
+ERASED_JOB = f"last_error IN ({', '.join(f':{key}' for key in ERASURE_PARAMS)})"
+"""Whether a job is one erasure stopped (:data:`~rulekit.store.erasure.ERASURE_ERRORS`),
+with :data:`ERASURE_PARAMS`."""
 
 _RECORD = (
     "INSERT INTO events (event_id, inbox_id, channel, event, conversation_id,"
@@ -348,6 +354,13 @@ class SQLOutbox:
                 return False  # taken over: pending, another claimer's call under way
             if counted.rowcount == 0:
                 raise KeyError(f"no job {job_id}")
+            if self._one(
+                f"SELECT 1 AS erased FROM outbox WHERE id = :id AND {ERASED_JOB}",
+                {"id": job_id, **ERASURE_PARAMS},
+            ):
+                # stopped by an erasure while its call was under way: what the service
+                # answered may quote what it was sent, the client's data as it was before
+                error, result_json = None, self.dialect.json(None)
         self.execute(
             "INSERT INTO attempts (job_id, at, outcome, error, result)"
             " VALUES (:id, :now, :outcome, :error, :result)",

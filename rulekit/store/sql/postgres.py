@@ -37,6 +37,7 @@ from rulekit.store.records import (
 from rulekit.store.sql.audit import PostgresAudit
 from rulekit.store.sql.dialect import Dialect, pyformat
 from rulekit.store.sql.lookups import PostgresLookups
+from rulekit.store.sql.outbox import ERASED_JOB, ERASURE_PARAMS
 from rulekit.store.sql.presence import PostgresPresence
 from rulekit.store.sql.state import SQLState
 from rulekit.store.sql.timers import TIMER_COLUMNS
@@ -508,9 +509,14 @@ class PostgresState(PostgresAudit, PostgresLookups, PostgresPresence, SQLState):
             "    + make_interval(secs => :hold)"
             "   ELSE NULL END,"
             "  call_started_at = NULL, call_started_by = NULL"
-            "  FROM old WHERE o.id = old.id AND old.taken IS NOT TRUE RETURNING o.id),"
+            "  FROM old WHERE o.id = old.id AND old.taken IS NOT TRUE"
+            "  RETURNING o.id, old.status <> 'pending'"
+            f"   AND o.{ERASED_JOB} AS erased),"
+            # a job an erasure stopped while its call was under way: what the service
+            # answered may quote what it was sent, the client's data as it was before
             " ins AS (INSERT INTO attempts (job_id, at, outcome, error, result)"
-            "  SELECT id, :at, :outcome, :error, :result::json FROM upd RETURNING job_id),"
+            "  SELECT id, :at, :outcome, CASE WHEN erased THEN NULL ELSE :error END,"
+            "  CASE WHEN erased THEN NULL ELSE :result::json END FROM upd RETURNING job_id),"
             # the messages the call created, seen once it is recorded (no round trip more)
             " seen AS (INSERT INTO seen_messages (channel, message_id, seen_at)"
             "  SELECT DISTINCT :seen_channel::text, m, :at FROM ins,"
@@ -530,6 +536,7 @@ class PostgresState(PostgresAudit, PostgresLookups, PostgresPresence, SQLState):
                 "hold": float(hold or 0.0),
                 "seen_channel": seen[0] if seen is not None else None,
                 "seen_ids": list(seen[1]) if seen is not None else [],
+                **ERASURE_PARAMS,
             },
         )
         assert row is not None
