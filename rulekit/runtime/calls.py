@@ -607,8 +607,9 @@ class JobCalls:
             log(
                 logger,
                 logging.WARNING,
-                f"job {job.id}: its claim ran out while this daemon was held up and was taken"
-                f" over: its outcome ({decision.outcome}) is left to the daemon that took it",
+                f"job {job.id}: its outcome ({decision.outcome}) is not recorded: its claim ran"
+                " out while this daemon was held up and another daemon took it over, or"
+                " rulekit forget stopped it while its call was under way",
                 job_id=job.id,
             )
             return None

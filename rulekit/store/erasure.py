@@ -21,10 +21,11 @@ over the store's :class:`ForgetRows` (how that store finds and rewrites rows), s
 * a job still to be sent whose parameters quoted the client becomes a dead letter
   (:data:`NOT_SENT`): sent, it would say ``[forgotten]`` where it said something of them. It
   cannot be retried (nor can a dead letter whose parameters were erased). A job whose call is
-  under way becomes one too (:data:`CALL_UNDER_WAY`), and its call's outcome is counted without
-  what the service answered. Any other job still to be sent has its claim withdrawn, and the
-  trace of each erased event is marked (:data:`ERASED_MARK`): a daemon reads the job and its
-  event from the store again before the call, not as it held them before the erasure;
+  under way becomes one too (:data:`CALL_UNDER_WAY`), and its call's outcome is not recorded
+  (nor the events its action emitted). Any other job still to be sent has its claim
+  withdrawn, and the trace of each erased event is marked (:data:`ERASED_MARK`): a daemon
+  reads the job and its event from the store again before the call, not as it held them
+  before the erasure;
 * the reasons of the timers of the client's conversations (why one ended: its ``unless:``
   failed, quoting what it read) are scrubbed likewise;
 * inbox bodies of those events (and done or failed bodies of the client's conversation or
@@ -72,13 +73,13 @@ CALL_UNDER_WAY = (
     "its call was under way when rulekit forget erased the client's personal data:"
     " its outcome is not recorded"
 )
-"""The error of a job whose call was under way when erasure ran: it is a dead letter, and the
-attempt its call ends with is counted without what the service answered (which may quote what
-it was sent, the client's data as it was before)."""
+"""The error of a job whose call was under way when erasure ran: it is a dead letter, and
+its call's outcome is not recorded (what the service answered, and the events its action
+emitted, may quote the client's data as it was before)."""
 
 ERASURE_ERRORS: tuple[str, ...] = (NOT_SENT, CALL_UNDER_WAY)
-"""The errors erasure gives a job it stops: the outcome of a call of such a job, recorded
-later, keeps no error nor result."""
+"""The errors erasure gives a job it stops: the outcome of a call of such a job, reported
+later, is not recorded (:meth:`~rulekit.store.outbox.Outbox.record_attempt`)."""
 
 ERASED_MARK = "forgotten"
 """The key erasure sets (to ``true``) in the trace of each event it erased: a daemon holding

@@ -140,8 +140,11 @@ class Outbox(abc.ABC):
         With ``owner``, the outcome of a call ``owner`` started: when another claimer has
         started the job's call since (``owner``'s claim ran out while it was held up, and the
         job was taken over), nothing is recorded and False is returned: the job, pending, is
-        the other's, whose call is under way and whose outcome will be recorded. True
-        otherwise.
+        the other's, whose call is under way and whose outcome will be recorded. Nor is
+        anything recorded, and False returned, for a job ``rulekit forget`` stopped while its
+        call was under way (its error one of :data:`~rulekit.store.erasure.ERASURE_ERRORS`):
+        what the service answered, and the events its action emitted, may quote the client as
+        they were before the erasure; only its call is ended. True otherwise.
 
         ``seen`` (a channel and message ids: the messages the call created, a reply's) marks
         those ids seen (:meth:`~rulekit.store.state.State.mark_messages_seen`) when the outcome

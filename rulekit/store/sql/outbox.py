@@ -343,6 +343,14 @@ class SQLOutbox:
             },
         )
         if updated.rowcount == 0:
+            # stopped by an erasure while its call was under way: what the service answered,
+            # and the events its action emitted, may quote the client as they were before
+            if self.execute(
+                "UPDATE outbox SET call_started_at = NULL, call_started_by = NULL"
+                f" WHERE id = :id AND status <> 'pending' AND {ERASED_JOB}",
+                {"id": job_id, **ERASURE_PARAMS},
+            ).rowcount:
+                return False
             counted = self.execute(
                 "UPDATE outbox SET attempts = attempts + 1, call_started_at = NULL,"
                 " call_started_by = NULL WHERE id = :id AND status <> 'pending'",
@@ -354,13 +362,6 @@ class SQLOutbox:
                 return False  # taken over: pending, another claimer's call under way
             if counted.rowcount == 0:
                 raise KeyError(f"no job {job_id}")
-            if self._one(
-                f"SELECT 1 AS erased FROM outbox WHERE id = :id AND {ERASED_JOB}",
-                {"id": job_id, **ERASURE_PARAMS},
-            ):
-                # stopped by an erasure while its call was under way: what the service
-                # answered may quote what it was sent, the client's data as it was before
-                error, result_json = None, self.dialect.json(None)
         self.execute(
             "INSERT INTO attempts (job_id, at, outcome, error, result)"
             " VALUES (:id, :now, :outcome, :error, :result)",

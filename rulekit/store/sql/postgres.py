@@ -492,7 +492,8 @@ class PostgresState(PostgresAudit, PostgresLookups, PostgresPresence, SQLState):
             " old AS (SELECT id, status, (CAST(:owner AS text) IS NOT NULL"
             "  AND status = 'pending' AND call_started_by <> :owner) AS taken"
             "  FROM outbox WHERE id = :id FOR UPDATE),"
-            " upd AS (UPDATE outbox o SET attempts = o.attempts + 1,"
+            " upd AS (UPDATE outbox o SET attempts = o.attempts + CASE"
+            f"  WHEN old.status <> 'pending' AND o.{ERASED_JOB} THEN 0 ELSE 1 END,"
             "  status = CASE WHEN old.status = 'pending' THEN :status ELSE o.status END,"
             "  next_attempt_at = CASE WHEN old.status = 'pending'"
             "   THEN COALESCE(:retry_at::timestamptz + (SELECT by FROM shift),"
@@ -512,11 +513,12 @@ class PostgresState(PostgresAudit, PostgresLookups, PostgresPresence, SQLState):
             "  FROM old WHERE o.id = old.id AND old.taken IS NOT TRUE"
             "  RETURNING o.id, old.status <> 'pending'"
             f"   AND o.{ERASED_JOB} AS erased),"
-            # a job an erasure stopped while its call was under way: what the service
-            # answered may quote what it was sent, the client's data as it was before
+            # a job an erasure stopped while its call was under way: nothing is recorded (what
+            # the service answered, and the events its action emitted, may quote the client as
+            # they were before), only its call ended
             " ins AS (INSERT INTO attempts (job_id, at, outcome, error, result)"
-            "  SELECT id, :at, :outcome, CASE WHEN erased THEN NULL ELSE :error END,"
-            "  CASE WHEN erased THEN NULL ELSE :result::json END FROM upd RETURNING job_id),"
+            "  SELECT id, :at, :outcome, :error, :result::json FROM upd"
+            "  WHERE erased IS NOT TRUE RETURNING job_id),"
             # the messages the call created, seen once it is recorded (no round trip more)
             " seen AS (INSERT INTO seen_messages (channel, message_id, seen_at)"
             "  SELECT DISTINCT :seen_channel::text, m, :at FROM ins,"
