@@ -31,6 +31,20 @@ class Registered(Generic[T]):
     plugin: str
 
 
+def model_schema(entry: Registered[Any], kind: str, model: type[BaseModel], **options: Any) -> Any:
+    """The JSON Schema of a model a plugin registered (an action's ``Params``, a provider's
+    ``Settings``); a model pydantic cannot describe (a field of a type JSON has no form for) is
+    an error naming the plugin, not a traceback of ``rulekit schema`` or ``rulekit plugins``."""
+    try:
+        return model.model_json_schema(**options)
+    except Exception as exc:  # pydantic's errors for this differ by version
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PluginError(
+            f"plugin {entry.plugin!r}: {kind} {entry.name!r}: {model.__name__} has no JSON "
+            f"Schema: {reason}"
+        ) from None
+
+
 @dataclass
 class _Registry(Generic[T]):
     kind: str

@@ -13,6 +13,7 @@ from rulekit.config import Config
 from rulekit.errors import ValidationErrors
 from rulekit.loading import open_engine
 from rulekit.plugins import Plugins, load_plugins
+from rulekit.registry import model_schema
 from rulekit.rules.files import RULE_SUFFIXES, display_path, is_suite
 from rulekit.safetext import echo, echo_json, escape_controls
 
@@ -216,7 +217,7 @@ def describe_plugins(plugins: Plugins) -> dict[str, Any]:
                 "name": entry.name,
                 "default_channel": entry.value.default_channel,
                 "description": entry.value.description,
-                "settings": entry.value.Settings.model_json_schema(),
+                "settings": model_schema(entry, "provider", entry.value.Settings),
             }
             for entry in plugins.providers.entries.values()
             if entry.plugin == name
@@ -225,7 +226,7 @@ def describe_plugins(plugins: Plugins) -> dict[str, Any]:
         for entry in plugins.actions.entries.values():
             if entry.plugin != name:
                 continue
-            schema = entry.value.Params.model_json_schema()
+            schema = model_schema(entry, "action", entry.value.Params)
             actions.append(
                 {
                     "name": entry.name,

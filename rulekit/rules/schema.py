@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from rulekit.event import EVENT_NAMES
 from rulekit.models import DURATION_SCHEMA
 from rulekit.plugins import Plugins
+from rulekit.registry import model_schema
 
 TIMED_ONLY = ("unless", "cancel_on", "restart", "max_late")
 """Rule keys that belong to a timed rule (one with ``after:``)."""
@@ -26,7 +27,8 @@ def rules_schema(plugins: Plugins, suite: dict[str, Any] | None = None) -> dict[
     defs: dict[str, Any] = {}
     steps = []
     for name in plugins.actions.names():
-        params = plugins.actions[name].Params.model_json_schema(ref_template="#/$defs/{model}")
+        entry = plugins.actions.entries[name]
+        params = model_schema(entry, "action", entry.value.Params, ref_template="#/$defs/{model}")
         defs.update(params.pop("$defs", {}))
         defs[f"params_{name}"] = _templates_allowed(params)
         step: dict[str, Any] = {"$ref": f"#/$defs/params_{name}"}
@@ -157,7 +159,7 @@ def _takes_defaults(model: type[BaseModel]) -> bool:
     as ``action: {}``)."""
     try:
         model.model_validate({})
-    except ValidationError:
+    except Exception:  # ValidationError, or a plugin's validator that fails otherwise
         return False
     return True
 
