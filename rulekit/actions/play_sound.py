@@ -149,7 +149,9 @@ class PlaySound(Action):
         path = sound_file(params.sound, context.config)
         if path is None:
             raise PermanentActionError(f"unknown sound {params.sound!r}")
-        to = self.recipients(params, context)
+        # in a worker thread: ``to: assignee`` reads the stored conversation, and waiting for
+        # the store (a write lock another process holds) must not hold up the event loop
+        to = await asyncio.to_thread(self.recipients, params, context)
         message = {
             "type": "sound",
             "sound": params.sound,

@@ -172,3 +172,54 @@ def test_the_host_player_gets_no_configured_secret_in_its_environment(tmp_path, 
     assert token not in out.read_text()
     assert environment["XDG_RUNTIME_DIR"] == "/run/user/1000"
     assert environment["PATH"] == os.environ["PATH"]
+
+
+def test_reading_the_assignee_waits_off_the_event_loop(tmp_path):
+    """``to: assignee`` reads the stored conversation in a worker thread: while another
+    connection holds the SQLite file's write lock (a ``rulekit`` command, a backup), the call
+    waits and the daemon's event loop goes on. Before, the read ran on the loop, which stood
+    still until the lock was released (or the busy timeout passed)."""
+    import sqlite3
+    import threading
+
+    from rulekit.event import Conversation
+    from rulekit.store.sqlite import SQLiteStore
+
+    path = tmp_path / "rulekit.sqlite3"
+    store = SQLiteStore(path)
+    with store.transaction() as state:
+        state.save_conversation(
+            "online-chat", "k", Conversation(id="conv-1", assignee="anna@shop.example")
+        )
+    blocker = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    released = threading.Event()
+
+    def release() -> None:
+        blocker.execute("ROLLBACK")
+        released.set()
+
+    async def main() -> tuple[int, dict]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not released.is_set():
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        beat = asyncio.create_task(ticker())
+        context = make_context(make_event(), make_config(), store=store)
+        call = asyncio.create_task(PlaySound().execute(PlaySoundParams(to="assignee"), context))
+        threading.Timer(1.0, release).start()
+        result = await call
+        await beat
+        return ticks, result
+
+    try:
+        ticks, result = asyncio.run(main())
+    finally:
+        blocker.close()
+        store.close()
+    assert result["to"] == ["anna@shop.example"]
+    assert ticks > 10  # the loop went on while the lock was held (blocked: one tick or two)
