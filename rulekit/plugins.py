@@ -150,16 +150,21 @@ def _collect(plugins: Plugins, hook_name: str, register: Callable[[str], object]
     pluggy passes each implementation only the arguments it declares; ``register(name)`` gives
     the registry bound to plugin ``name``, so a duplicate is attributed to the plugin that made it.
     """
-    call_hook(plugins, hook_name, lambda name: {"register": register(name)})
+    call_hook(plugins, hook_name, lambda name: {"register": register(name)}, registers=True)
 
 
 def call_hook(
-    plugins: Plugins, hook_name: str, arguments: Callable[[str], dict[str, object]]
+    plugins: Plugins,
+    hook_name: str,
+    arguments: Callable[[str], dict[str, object]],
+    *,
+    registers: bool = False,
 ) -> None:
     """Call ``hook_name`` of every plugin implementing it, one at a time in loading order.
 
     An exception other than :class:`PluginError` raised by a plugin becomes a ``PluginError``
-    naming the plugin and the hook.
+    naming the plugin and the hook; so does a value returned by a registration hook
+    (``registers``), which rulekit would not read.
     """
     manager = plugins.manager
     implementing = {impl.plugin_name for impl in getattr(manager.hook, hook_name).get_hookimpls()}
@@ -170,11 +175,17 @@ def call_hook(
         own = manager.get_plugin(name)
         caller = manager.subset_hook_caller(hook_name, [p for p in everyone if p is not own])
         try:
-            caller(**arguments(name))
+            returned = caller(**arguments(name))
         except PluginError:
             raise
         except Exception as exc:  # a broken plugin must say which one it is
             raise PluginError(f"plugin {name!r} failed in {hook_name}: {exc}") from exc
+        if registers and any(value is not None for value in returned or ()):
+            # (what it returned is not read: a plugin returning its classes registers nothing)
+            raise PluginError(
+                f"plugin {name!r} returned a value from {hook_name}; hooks return nothing: "
+                "call the registry it is given (register.add(...), register.filter(...))"
+            )
 
 
 def load_command_plugins(cli: Any) -> None:

@@ -219,3 +219,19 @@ def test_commands_name_the_plugin_instead_of_a_traceback(
     assert result.exit_code == 1, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert message in result.output
+
+
+class Returning:
+    """Returns its action instead of registering it: rulekit would read nothing."""
+
+    @hookimpl
+    def rulekit_register_actions(self) -> list[type[Action]]:
+        return [DictParams]
+
+
+def test_a_hook_that_returns_a_value_is_refused_naming_the_plugin() -> None:
+    with pytest.raises(PluginError) as caught:
+        load_plugins(extra=[("returning", Returning())])
+    assert str(caught.value).startswith(
+        "plugin 'returning' returned a value from rulekit_register_actions; hooks return nothing"
+    )
