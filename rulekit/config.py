@@ -499,14 +499,32 @@ def _shared_tokens(raw: RawConfig, name: str, tree: Any) -> list[ConfigError]:
 
 
 def _default_config(plugins: Any) -> Config:
+    """Every installed provider's default channel, with its default settings. A provider whose
+    settings need values (a token) offers none: only a config can give them. Two providers
+    offering one channel name are an error: which of them would serve it is the config's to
+    say, not their names' order."""
+    from rulekit.errors import PluginError
+
     config = Config()
+    offered: dict[str, Any] = {}
     for provider_name in plugins.providers.names():
-        provider = plugins.providers[provider_name]
-        channel = provider.default_channel
-        if channel and channel not in config.channels:
-            config.channels[channel] = ChannelConfig(
-                channel, provider_name, provider.Settings.model_validate({})
+        entry = plugins.providers.entries[provider_name]
+        channel = entry.value.default_channel
+        if not channel:
+            continue
+        first = offered.get(channel)
+        if first is not None:
+            raise PluginError(
+                f"providers {first.name!r} (plugin {first.plugin!r}) and {provider_name!r} "
+                f"(plugin {entry.plugin!r}) both offer the channel {channel!r}: name its "
+                "provider in a config, or disable one of the plugins"
             )
+        offered[channel] = entry
+        try:
+            settings = entry.value.Settings.model_validate({})
+        except ValidationError:
+            continue
+        config.channels[channel] = ChannelConfig(channel, provider_name, settings)
     return config
 
 

@@ -14,7 +14,7 @@ from scaffold import write
 
 from rulekit import hookimpl
 from rulekit.actions.base import Action
-from rulekit.channels.base import Provider
+from rulekit.channels.base import ChannelSettings, Provider
 from rulekit.cli.main import cli
 from rulekit.engine.engine import Engine
 from rulekit.errors import PluginError
@@ -235,3 +235,54 @@ def test_a_hook_that_returns_a_value_is_refused_naming_the_plugin() -> None:
     assert str(caught.value).startswith(
         "plugin 'returning' returned a value from rulekit_register_actions; hooks return nothing"
     )
+
+
+class TokenSettings(ChannelSettings):
+    token: str
+
+
+class NeedsToken(Provider):
+    name = "needstoken"
+    default_channel = "token-chat"
+    Settings = TokenSettings
+
+
+class SecondOnlineChat(Provider):
+    name = "secondchat"
+    default_channel = "online-chat"
+
+
+def _providing(*providers: type[Provider]) -> object:
+    return _registering(PROVIDERS, lambda r: [r.add(p) for p in providers] and None)
+
+
+def test_without_a_config_a_provider_whose_settings_need_values_offers_no_channel(
+    tmp_path: Path,
+) -> None:
+    """The default config cannot give a token: such a provider's channel is the config's to
+    add (a rule on it can never fire, and check says so), never a crash of every command."""
+    plugins = load_plugins(extra=[("tokens", _providing(NeedsToken))])
+    rules = write(
+        tmp_path / "r" / "a.yaml",
+        "- name: a\n  on: {channel: token-chat}\n  do: [{tag: {add: [x]}}]\n",
+    ).parent
+    engine = Engine.from_path(rules, plugins=plugins)
+    assert "token-chat" not in engine.config.channels
+    assert "online-chat" in engine.config.channels
+    assert any("channel 'token-chat' is not configured" in str(w) for w in engine.ruleset.warnings)
+
+
+def test_without_a_config_two_providers_of_one_channel_are_an_error_naming_both(
+    tmp_path: Path,
+) -> None:
+    plugins = load_plugins(extra=[("second", _providing(SecondOnlineChat))])
+    rules = write(tmp_path / "r" / "a.yaml", "[]\n").parent
+    with pytest.raises(PluginError) as caught:
+        Engine.from_path(rules, plugins=plugins)
+    assert str(caught.value) == (
+        "providers 'chatra' (plugin 'chatra') and 'secondchat' (plugin 'second') both offer the "
+        "channel 'online-chat': name its provider in a config, or disable one of the plugins"
+    )
+    config = write(tmp_path / "rulekit.yaml", "channels:\n  online-chat: {provider: secondchat}\n")
+    engine = Engine.from_path(rules, config, plugins=plugins)
+    assert engine.config.channels["online-chat"].provider == "secondchat"
