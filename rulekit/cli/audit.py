@@ -338,8 +338,16 @@ def db_purge_command(config_path: str | None, output_format: str) -> None:
     config, store = _open(config_path)
     try:
         counts = purge(store, config.raw.retention, _now())
+        # what was deleted leaves the write-ahead log too, as after rulekit forget
+        flushed = store.checkpoint() if any(counts.values()) else True
     finally:
         store.close()
+    if not flushed:
+        echo(
+            "note: the store's write-ahead log is in use and still holds older copies of the "
+            "deleted records; run `rulekit db purge` again when the daemon is idle, or stop it",
+            err=True,
+        )
     if output_format == "json":
         _echo_json({"purged": counts})
         return

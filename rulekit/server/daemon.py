@@ -316,6 +316,18 @@ class Daemon(Reloading):
                 )
                 counts: dict[str, Any] = {str(k): v for k, v in removed.items()}
                 log(logger, logging.INFO, "retention purge", **counts)
+                # what was deleted leaves SQLite's write-ahead log too (as after rulekit
+                # forget): its older copies stayed there, and in the database file, until
+                # enough writes came to checkpoint it
+                if any(removed.values()) and not await anyio.to_thread.run_sync(
+                    self.store.checkpoint
+                ):
+                    log(
+                        logger,
+                        logging.WARNING,
+                        "retention purge: the write-ahead log is in use and still holds older"
+                        " copies of the deleted records until it is checkpointed",
+                    )
             except Exception:
                 log(logger, logging.ERROR, "retention purge failed", exc_info=True)
 

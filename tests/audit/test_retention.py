@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import timedelta
 
 from audit_site import T0, write
@@ -62,3 +63,25 @@ def test_purge_pauses_between_its_transactions_so_webhooks_get_the_store(site):
     assert all(0 <= pause <= 1.0 for pause in pauses)
     assert again["events"] == 0
     assert len(pauses) == paused  # one transaction, nothing to wait for after it
+
+
+def test_db_purge_leaves_no_copy_of_what_it_deleted_in_the_write_ahead_log(site):
+    """With a daemon's connection open, the database file and its write-ahead log kept the
+    purged records (the log is checkpointed into the file only after enough writes, and a
+    frame once written stays in the log until it is reused): the purge truncates the log."""
+    from audit_site import REFUND_TEXT
+
+    def files() -> bytes:
+        folder, name = site.database.parent, site.database.name
+        return b"".join(path.read_bytes() for path in sorted(folder.glob(name + "*")))
+
+    daemon = sqlite3.connect(site.database)  # a running daemon's connection
+    try:
+        daemon.execute("SELECT count(*) FROM events").fetchall()
+        assert REFUND_TEXT.encode() in files()  # the test can fail
+        result = site.run("db", "purge")
+        assert result.exit_code == 0, result.output
+        assert "2  audit records deleted" in result.stdout and result.stderr == ""
+        assert REFUND_TEXT.encode() not in files()
+    finally:
+        daemon.close()
