@@ -225,7 +225,7 @@ CASES = {
         "urlize(' '.join(words[:4]))"
     ),
     "text PostgreSQL can hold": (
-        "from rulekit.store.sql.postgres import storable_text\n"
+        "from rulekit.store.sql.postgres_dialect import storable_text\n"
         "storable_text('\\\\' * N + 'u0000')\n"
         "storable_text('\\\\u0000' * (N // 6) + '\\x00')"
     ),
@@ -333,7 +333,7 @@ INVENTORY = {
     ("rulekit/expr/urlize.py", r"^([(<]|&lt;)+"): ["urlize"],
     ("rulekit/expr/urlize.py", r"^([\w.+-]{2,}:(/){0,2})$"): ["urlize"],
     ("rulekit/expr/urlize.py", r"(\s+)"): ["urlize"],
-    ("rulekit/store/sql/postgres.py", r"\\(?:\\|u0000)"): ["text PostgreSQL can hold"],
+    ("rulekit/store/sql/postgres_dialect.py", r"\\(?:\\|u0000)"): ["text PostgreSQL can hold"],
 }
 
 _RE_FUNCTIONS = {"compile", "match", "search", "fullmatch", "sub", "subn", "split", "findall"}

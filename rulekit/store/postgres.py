@@ -58,7 +58,8 @@ from rulekit.store.base import JournaledStore
 from rulekit.store.listener import OwnBackends
 from rulekit.store.migrations import SchemaStatus, status_of
 from rulekit.store.migrations.postgres import MIGRATIONS
-from rulekit.store.sql.postgres import PostgresState, unavailable_error
+from rulekit.store.sql.postgres import PostgresState
+from rulekit.store.sql.postgres_dialect import unavailable_error
 from rulekit.store.urls import redact_url
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ def test_a_colon_inside_a_word_or_before_a_digit_is_not_a_parameter() -> None:
 
 
 def test_postgresql_gets_texts_without_nul_nor_its_json_escape() -> None:
-    from rulekit.store.sql.postgres import POSTGRES, storable_text
+    from rulekit.store.sql.postgres_dialect import POSTGRES, storable_text
 
     assert storable_text("a\x00b") == "a\ufffdb"
     assert storable_text('{"t": "a\\u0000b"}') == '{"t": "a\\ufffdb"}'

@@ -6,6 +6,7 @@ What differs between the two databases is a :class:`~rulekit.store.sql.dialect.D
 a parameter is written, how times and JSON are stored, a few fragments (a JSON field, "one of
 this list", row locks) and which errors mean "cannot persist right now". PostgreSQL overrides
 only what several daemons on one database need (:mod:`rulekit.store.sql.postgres`: claims with
-``FOR UPDATE SKIP LOCKED``, one-statement writes, shared pacing). Connections, transactions and
+``FOR UPDATE SKIP LOCKED``, one-statement writes; :mod:`rulekit.store.sql.pacing`: shared
+pacing); its dialect is :mod:`rulekit.store.sql.postgres_dialect`. Connections, transactions and
 migrations stay with each store (:mod:`rulekit.store.sqlite`, :mod:`rulekit.store.postgres`).
 """
