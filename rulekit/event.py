@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import types
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal, Union, get_args, get_origin
 
@@ -150,6 +151,58 @@ class EventPart(StrictModel):
     @classmethod
     def _forgotten(cls, data: Any) -> Any:
         return _unforgotten(cls, data)
+
+
+class Unchanged(dict[str, Any]):
+    """``changed`` as conditions and templates read it: what did not change reads empty, on
+    every event. A name it lacks reads ``{}`` (``changed.priority.to`` is none), ``tags`` reads
+    ``{added: [], removed: []}`` and ``fields`` reads the same way (``changed.fields.plan.to``
+    is none when ``plan`` did not change): a rule listening to ``updated`` and other events, or
+    reading a field that did not change, needs no guard. It stays empty (false, no items) when
+    nothing changed, as ``changed`` on events other than ``updated`` is."""
+
+    __slots__ = ("_empty",)
+
+    def __init__(self, data: dict[str, Any], empty: Callable[[str], Any]) -> None:
+        super().__init__(data)
+        self._empty = empty
+
+    def __missing__(self, key: str) -> Any:
+        return self._empty(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self:
+            return dict.__getitem__(self, key)
+        return self._empty(key) if default is None else default
+
+
+def _nothing(key: str) -> Any:
+    return {}
+
+
+def _top(key: str) -> Any:
+    if key == "tags":
+        return {"added": [], "removed": []}
+    if key == "fields":
+        return Unchanged({}, _nothing)
+    return {}
+
+
+NO_CHANGES = Unchanged({}, _top)
+"""``changed`` as rules read it on an event where nothing changed."""
+
+
+def readable_changes(changed: dict[str, Any]) -> Unchanged:
+    """``changed`` of an event as conditions and templates read it (:class:`Unchanged`)."""
+    if not changed:
+        return NO_CHANGES
+    if isinstance(changed, Unchanged):
+        return changed
+    fields = changed.get("fields")
+    data = dict(changed)
+    if isinstance(fields, dict):
+        data["fields"] = Unchanged(fields, _nothing)
+    return Unchanged(data, _top)
 
 
 class Conversation(EventPart):

@@ -23,6 +23,7 @@ from markupsafe import Markup
 from pydantic import BaseModel
 
 from rulekit.errors import TemplateError
+from rulekit.event import readable_changes
 from rulekit.expr.budget import MAX_OUTPUT, MAX_TEMPLATE, current, produced, to_text
 from rulekit.expr.nodewalk import constant_values
 from rulekit.expr.parse import CONSTANTS, ROOT_TYPES, field_type, parse_expression
@@ -55,7 +56,7 @@ ROOT_CODE = {
     "agent": "e.agent",
     "origin": "e.origin",
     "recovered": "e.recovered",
-    "changed": "e.changed",
+    "changed": "_changes(e.changed)",
     "now": "now",
     "env": "env",
     "trigger": "e.trigger",
@@ -143,6 +144,7 @@ class Program:
         self.slots: list[tuple[str, Slot]] = []
         self.namespace: dict[str, Any] = {
             "_attr": attr,
+            "_changes": readable_changes,
             "_method": method,
             "_item": item,
             "_concat": concat,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from rulekit.errors import RuleError, TemplateError
+from rulekit.event import readable_changes
 from rulekit.expr.codegen import simple_template_body, split_simple_template
 from rulekit.expr.markup import defer
 from rulekit.expr.parse import check_nesting, parse_expression
@@ -101,8 +102,8 @@ class TemplateCompiler:
             context = {
                 "channel": e.channel, "event": e.event, "conversation": e.conversation,
                 "client": e.client, "message": e.message, "agent": e.agent, "origin": e.origin,
-                "recovered": e.recovered, "changed": e.changed, "now": now, "env": env,
-                "trigger": e.trigger, "team": e.team,
+                "recovered": e.recovered, "changed": readable_changes(e.changed),
+                "now": now, "env": env, "trigger": e.trigger, "team": e.team,
             }  # fmt: skip
             return with_budget(lambda: render_stream(template.generate(context)))
 
