@@ -67,15 +67,17 @@ class SetParams(StrictModel):
         return self
 
 
-def unknown_fields(params: SetParams, config: Config) -> list[str]:
-    """Problems with names the config's ``fields:`` list does not have (none without a list)."""
+def unknown_fields(params: SetParams, config: Config, *, removed: bool = False) -> list[str]:
+    """Problems with names the config's ``fields:`` list does not have (none without a list),
+    of the fields set; with ``removed``, of those removed (``null``) instead. Removing a field
+    outside the list is allowed: a conversation may carry one from before the list."""
     allowed = config.raw.fields
     if allowed is None:
         return []
     return [
         f"unknown field {name!r}{did_you_mean(name, allowed)} (config: fields)"
-        for name in params.fields
-        if name not in allowed
+        for name, value in params.fields.items()
+        if name not in allowed and (value is None) == removed
     ]
 
 
@@ -85,7 +87,7 @@ def _fields_after(
     allowed = config.raw.fields
     fields = dict(conversation.fields)
     for name, value in params.fields.items():
-        if allowed is not None and name not in allowed:
+        if value is not None and allowed is not None and name not in allowed:
             continue
         if value is None:
             fields.pop(name, None)
@@ -131,6 +133,14 @@ class SetState(Action):
     @classmethod
     def check(cls, params: SetParams, channels: list[str], config: Config) -> list[str]:  # type: ignore[override]
         return unknown_fields(params, config)
+
+    @classmethod
+    def lint(cls, params: SetParams, config: Config) -> list[str]:  # type: ignore[override]
+        return [
+            f"{problem}: null removes it only from conversations set before the list (a typo "
+            "removes nothing)"
+            for problem in unknown_fields(params, config, removed=True)
+        ]
 
     @classmethod
     def planned_change(  # type: ignore[override]

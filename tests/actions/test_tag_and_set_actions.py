@@ -307,3 +307,28 @@ def test_a_tag_from_before_the_configured_list_can_be_removed():
     assert Tag.check(TagParams(remove=["vpi"]), [], config) == [
         "unknown tag 'vpi' (did you mean 'vip'?) (config: tags)"
     ]
+
+
+def test_a_field_from_before_the_configured_list_can_be_removed():
+    """``null`` removes a field outside the config's ``fields:`` list (a conversation set
+    before the list); setting one is still refused, and a rule's null of a name outside the
+    list is a warning when the rules load (a typo would remove nothing). Before, such a field
+    could never be removed: the rule did not load, and the call left it anyway."""
+    store = MemoryStore()
+    seed(store, fields={"legacy": "x", "plan": "gold"})
+    config = make_config()
+    config.raw = RawConfig(fields=["plan"])
+    params = SetParams(fields={"legacy": None})
+    assert SetState.check(params, [], config) == []
+    assert SetState.lint(params, config) == [
+        "unknown field 'legacy' (config: fields): null removes it only from conversations set "
+        "before the list (a typo removes nothing)"
+    ]
+    event = make_event(conversation={"fields": {"legacy": "x", "plan": "gold"}})
+    assert SetState().would_fail(params, make_context(event, config, store=store)) is None
+    assert SetState.planned_change(params, event, config).conversation.fields == {"plan": "gold"}
+    _, [updated] = call(SetState(), params, store, config)
+    assert stored(store).fields == {"plan": "gold"}
+    assert updated.changed["fields"] == {"legacy": {"from": "x", "to": None}}
+    with pytest.raises(PermanentActionError, match="unknown field 'legacy'"):
+        call(SetState(), SetParams(fields={"legacy": "y"}), store, config)
