@@ -286,3 +286,44 @@ def test_without_a_config_two_providers_of_one_channel_are_an_error_naming_both(
     config = write(tmp_path / "rulekit.yaml", "channels:\n  online-chat: {provider: secondchat}\n")
     engine = Engine.from_path(rules, config, plugins=plugins)
     assert engine.config.channels["online-chat"].provider == "secondchat"
+
+
+def _oops(*args: Any, **kwargs: Any) -> Any:
+    raise KeyError("oops")
+
+
+@pytest.mark.parametrize(
+    ("method", "message"),
+    [
+        ("check", "failed checking its parameters: KeyError: 'oops'"),
+        ("lint", "failed checking its parameters: KeyError: 'oops'"),
+        ("lint_on", "failed checking its parameters: KeyError: 'oops'"),
+        ("unavailable", "failed telling its availability: KeyError: 'oops'"),
+    ],
+)
+def test_an_action_whose_checks_fail_is_an_error_at_the_step(
+    tmp_path: Path, method: str, message: str
+) -> None:
+    """An action's checks run when the rules load (check, the start, a reload): a plugin's bug
+    there is an error at the step naming the plugin, not an exception that ends the load."""
+    from rulekit.errors import ValidationErrors
+
+    bug = type("Bug", (Action,), {"name": "bug", "Params": Params})
+    setattr(bug, method, classmethod(_oops) if method != "unavailable" else _oops)
+    plugins = load_plugins(extra=[("buggy", _registering(ACTIONS, lambda r: r.add(bug)))])
+    rules = write(
+        tmp_path / "r" / "a.yaml",
+        "- name: a\n  on: {event: message}\n  do:\n    - tag: {add: [x]}\n    - bug: {text: hi}\n",
+    ).parent
+    with pytest.raises(ValidationErrors) as caught:
+        Engine.from_path(rules, plugins=plugins)
+    assert f"a.yaml:5: [0].do[1].bug: action 'bug' (plugin 'buggy') {message}" in str(caught.value)
+
+
+def test_an_action_that_cannot_be_made_is_an_error_naming_the_plugin(tmp_path: Path) -> None:
+    bug = type("Bug", (Action,), {"name": "bug", "Params": Params, "__init__": _oops})
+    plugins = load_plugins(extra=[("buggy", _registering(ACTIONS, lambda r: r.add(bug)))])
+    rules = write(tmp_path / "r" / "a.yaml", "[]\n").parent
+    with pytest.raises(PluginError) as caught:
+        Engine.from_path(rules, plugins=plugins)
+    assert str(caught.value) == "action 'bug' (plugin 'buggy') cannot be made: KeyError: 'oops'"

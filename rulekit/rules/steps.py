@@ -9,7 +9,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from rulekit.errors import Location, RuleError, did_you_mean
+from rulekit.actions.base import Action
+from rulekit.config import Config
+from rulekit.errors import Location, PluginError, RuleError, did_you_mean
+from rulekit.plugins import Plugins
 from rulekit.rules.compilation import Compilation, Locator
 from rulekit.rules.spec import ActionStep
 from rulekit.rules.templates import TemplateCompiler, templated_paths
@@ -27,12 +30,7 @@ class StepCompiler:
         self.compilation = compilation
         self.templates = templates
         plugins, config = compilation.plugins, compilation.config
-        self.actions = {
-            name: plugins.actions[name](
-                config.integrations.get(plugins.actions[name].integration or "")
-            )
-            for name in plugins.actions.names()
-        }
+        self.actions = {name: _made(plugins, name, config) for name in plugins.actions.names()}
         """Each action, made with its integration's settings."""
         self._checked: dict[Any, tuple[list[str], list[str]]] = {}
 
@@ -99,7 +97,11 @@ class StepCompiler:
             RuleError(f"rule {rule_name!r}: {action_name}: {problem}", location)
             for problem in lints
         )
-        unavailable = self.actions[action_name].unavailable()
+        try:
+            unavailable = self.actions[action_name].unavailable()
+        except Exception as exc:  # a plugin's bug: named where the step is, not a crash
+            errors.append(at.error(sub, self._failed(action_name, "telling its availability", exc)))
+            return None
         if unavailable:
             warnings.append(
                 RuleError(f"rule {rule_name!r}: {action_name}: {unavailable}", location)
@@ -140,12 +142,23 @@ class StepCompiler:
             return [], []
         config = self.compilation.config
         targets = list(channels or config.channels)
-        problems = list(action_class.check(model, targets, config))
-        lints = [
-            *action_class.lint(model, config),
-            *action_class.lint_on(model, targets, config),
-        ]
+        try:
+            problems = list(action_class.check(model, targets, config))
+            lints = [
+                *action_class.lint(model, config),
+                *action_class.lint_on(model, targets, config),
+            ]
+        except Exception as exc:  # a plugin's bug: named where the step is, not a crash
+            errors.append(at.error(sub, self._failed(sub[-1], "checking its parameters", exc)))
+            return None
         return problems, lints
+
+    def _failed(self, action_name: str, what: str, exc: Exception) -> str:
+        entry = self.compilation.plugins.actions.entries[action_name]
+        return (
+            f"action {action_name!r} (plugin {entry.plugin!r}) failed {what}: "
+            f"{type(exc).__name__}: {exc}"
+        )
 
 
 def _non_finite(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
@@ -160,6 +173,18 @@ def _non_finite(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, .
     elif isinstance(value, list):
         for index, item in enumerate(value):
             yield from _non_finite(item, (*path, index))
+
+
+def _made(plugins: Plugins, name: str, config: Config) -> Action:
+    """Action ``name``, made with its integration's settings; a plugin's action that cannot be
+    made is an error naming the plugin."""
+    entry = plugins.actions.entries[name]
+    try:
+        return entry.value(config.integrations.get(entry.value.integration or ""))
+    except Exception as exc:
+        raise PluginError(
+            f"action {name!r} (plugin {entry.plugin!r}) cannot be made: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _frozen(value: Any) -> Any:
