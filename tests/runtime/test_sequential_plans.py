@@ -85,3 +85,53 @@ def test_the_dry_run_says_when_there_is_no_agent_to_send_as(tmp_path, chatra) ->
     assert without.count("would fail: no agent to send as") == 1
     before, after = without.split("would fail: no agent to send as")
     assert "'Hi there'" in before and "'Anna here'" in after
+
+
+FAILING_STEP = """\
+- name: Tier
+  on: {channel: online-chat, event: created}
+  do:
+    - tag: {add: ["{{ 'gold' }}"]}
+    - autoreply: {text: "tags: {{ conversation.tags|join(',') or 'none' }}"}
+    - tag: {add: [vip]}
+"""
+
+
+def test_a_step_that_fails_for_good_leaves_the_later_ones_to_run(tmp_path, serve, chatra):
+    """The first tag names a tag the config does not list: its job is dead-lettered, and the
+    later steps run all the same, in order (the reply, then the second tag), as rulekit test
+    says they would."""
+    from rulekit.audit.dryrun import as_text, run_input
+    from rulekit.engine.engine import Engine
+    from rulekit.runtime.pipeline import Pipeline
+    from rulekit.store.memory import MemoryStore
+
+    config = write_setup(tmp_path, FAILING_STEP, chatra=chatra, extra="tags: [vip]\n")
+    server = serve(config)
+    assert httpx.post(server.webhook_url, content=chat_started(1)).status_code == 200
+    store = server.daemon.store
+
+    def settled() -> list:
+        with store.transaction() as state:
+            jobs = state.jobs(limit=10)
+        done = len(jobs) == 3 and all(j.status != "pending" for j in jobs)
+        return sorted(jobs, key=lambda j: j.id) if done else []
+
+    jobs = wait_for(settled, timeout=30)
+    assert [(j.action, j.status) for j in jobs] == [
+        ("tag", "dead"),
+        ("autoreply", "done"),
+        ("tag", "done"),
+    ]
+    assert "unknown tag 'gold'" in (jobs[0].last_error or "")
+    assert [m["text"] for m in chatra.sent] == ["tags: none"]
+    with store.transaction() as state:
+        _, conversation = state.find_conversation("online-chat", "online-chat:client00000001")
+    assert conversation.tags == ["vip"]
+    # the dry run says the same
+    body = tmp_path / "chat.json"
+    body.write_bytes(chat_started(1))
+    pipeline = Pipeline(Engine.from_path(tmp_path / "rules.d", config), MemoryStore())
+    text = as_text(pipeline, [run_input(pipeline, body, "online-chat", None)])
+    assert "would fail: unknown tag 'gold' (config: tags)" in text
+    assert "'tags: none'" in text
