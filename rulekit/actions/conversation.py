@@ -128,6 +128,20 @@ def apply(
     return after, changed
 
 
+def _noted(applied: dict[str, Any] | None) -> tuple[dict[str, Any], list[Event]] | None:
+    """The result and events a note of an earlier call holds; None without one, or when it
+    no longer reads as one (its values erased by ``rulekit forget``): the call is made again,
+    which then finds nothing left to change."""
+    if applied is None:
+        return None
+    try:
+        result, emitted = applied["result"], applied["emitted"]
+        events = [Event.model_validate(data) for data in emitted]
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (result, events) if isinstance(result, dict) else None
+
+
 def outcome(
     event: Event, after: Conversation, changed: dict[str, Any], result: dict[str, Any]
 ) -> StateChange:
@@ -159,21 +173,20 @@ async def execute(action: Action, params: BaseModel, context: ActionContext) -> 
             if journal is not None and job_id is not None:
                 # made before, and the daemon stopped before recording the outcome: what that
                 # call did, its events included (there is nothing left to change)
-                applied = journal.applied_change(job_id)
-                if applied is not None:
-                    events = [Event.model_validate(data) for data in applied["emitted"]]
-                    return applied["result"], events
+                noted = _noted(journal.applied_change(job_id))
+                if noted is not None:
+                    return noted
             # the conversation is held from its read to the commit: a change committed
             # meanwhile (an agent's, another job's) is waited for, never written over
             held = CachedState(state, hold=True)
             change = action.change_state(params, context.event, held, context.config)
             held.flush()
             if journal is not None and job_id is not None:
-                noted = {
+                note = {
                     "result": json.loads(json.dumps(change.result, default=str)),
                     "emitted": [event.model_dump(mode="json") for event in change.emitted],
                 }
-                journal.note_applied_change(job_id, noted)
+                journal.note_applied_change(job_id, note)
             return change.result, change.emitted
 
     result, emitted = await asyncio.to_thread(work)

@@ -332,3 +332,23 @@ def test_a_field_from_before_the_configured_list_can_be_removed():
     assert updated.changed["fields"] == {"legacy": {"from": "x", "to": None}}
     with pytest.raises(PermanentActionError, match="unknown field 'legacy'"):
         call(SetState(), SetParams(fields={"legacy": "y"}), store, config)
+
+
+def test_a_note_that_no_longer_reads_is_passed_over(tmp_path):
+    """A note whose values were erased (rulekit forget scrubs a job's result) is not an error:
+    the call is made again, and finds nothing left to change."""
+    store = SQLiteStore(tmp_path / "rulekit.sqlite3")
+    try:
+        spec = JobSpec("r", "tag", {"add": ["vip"]}, "conversation")
+        with store.transaction() as state:
+            state.record_event(make_event(), inbox_id=None, trace={}, jobs=[spec])
+            [job] = state.jobs(status="pending")
+        context = make_context(make_event(), make_config(), store=store, job_id=job.id)
+        asyncio.run(Tag().execute(TagParams(add=["vip"]), context))
+        with store.transaction() as state:
+            state.note_applied_change(job.id, {"result": "[forgotten]", "emitted": ["[forgotten]"]})
+        again = make_context(make_event(), make_config(), store=store, job_id=job.id)
+        result = asyncio.run(Tag().execute(TagParams(add=["vip"]), again))
+        assert result["changed"] is False and again.emitted == []
+    finally:
+        store.close()
