@@ -203,6 +203,16 @@ def test_commands_name_the_plugin_instead_of_a_traceback(
 ) -> None:
     if source is NO_SCHEMA_MODULE and command[0] == "check":
         pytest.skip("check reads no schema: such an action's rules load and run")
+    _install(tmp_path, monkeypatch, source)
+    result = CliRunner().invoke(cli, command)
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert message in result.output
+
+
+def _install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str) -> None:
+    """Install ``source`` as the plugin ``odd`` of a distribution on ``sys.path``, with an
+    empty rules folder ``rules`` in the working directory."""
     site = tmp_path / "site"
     module = "rulekit_odd_plugin_for_tests"
     write(site / f"{module}.py", source)
@@ -215,10 +225,6 @@ def test_commands_name_the_plugin_instead_of_a_traceback(
     monkeypatch.setattr(cli, "_plugins_loaded", False, raising=False)
     write(tmp_path / "rules" / "a.yaml", "[]\n")
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(cli, command)
-    assert result.exit_code == 1, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    assert message in result.output
 
 
 class Returning:
@@ -327,3 +333,37 @@ def test_an_action_that_cannot_be_made_is_an_error_naming_the_plugin(tmp_path: P
     with pytest.raises(PluginError) as caught:
         Engine.from_path(rules, plugins=plugins)
     assert str(caught.value) == "action 'bug' (plugin 'buggy') cannot be made: KeyError: 'oops'"
+
+
+UNMAKEABLE_MODULE = """
+from rulekit import hookimpl
+from rulekit.channels.base import Provider
+
+
+class Unmakeable(Provider):
+    name = "unmakeable"
+    default_channel = "odd-chat"
+
+    def __init__(self, context):
+        raise KeyError("oops")
+
+
+@hookimpl
+def rulekit_register_providers(register):
+    register.add(Unmakeable)
+"""
+
+
+@pytest.mark.parametrize("command", [["check", "rules"], ["test", "--rules", "rules", "e.json"]])
+def test_a_provider_that_cannot_be_made_is_an_error_naming_the_plugin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    _install(tmp_path, monkeypatch, UNMAKEABLE_MODULE)
+    write(tmp_path / "e.json", '{"channel": "odd-chat", "event": "created"}')
+    result = CliRunner().invoke(cli, command)
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert (
+        "error: channel 'odd-chat': provider 'unmakeable' (plugin 'odd') cannot be made: "
+        "KeyError: 'oops'"
+    ) in result.output

@@ -27,7 +27,7 @@ from rulekit.channels.body import EARLIEST_TIME, LATEST_TIME
 from rulekit.config import Config
 from rulekit.engine.engine import Engine, Plan
 from rulekit.engine.timers import TimerQueue
-from rulekit.errors import ActionError, ChannelError, RulekitError
+from rulekit.errors import ActionError, ChannelError, PluginError, RulekitError
 from rulekit.event import MAX_OWN_EVENTS, Event
 from rulekit.runtime.cpulimit import EventOverBudget, cpu_limited
 from rulekit.runtime.replies import note_replies
@@ -39,10 +39,16 @@ def build_providers(engine: Engine) -> dict[str, Provider]:
     """A provider instance per configured channel."""
     providers: dict[str, Provider] = {}
     for name, channel in engine.config.channels.items():
-        provider_class = engine.plugins.providers[channel.provider]
-        providers[name] = provider_class(
-            ChannelContext(name, channel.settings, engine.config.directory)  # type: ignore[arg-type]
-        )
+        entry = engine.plugins.providers.entries[channel.provider]
+        try:
+            providers[name] = entry.value(
+                ChannelContext(name, channel.settings, engine.config.directory)  # type: ignore[arg-type]
+            )
+        except Exception as exc:  # a plugin's bug: named, not a traceback of every command
+            raise PluginError(
+                f"channel {name!r}: provider {entry.name!r} (plugin {entry.plugin!r}) cannot "
+                f"be made: {type(exc).__name__}: {exc}"
+            ) from exc
     return providers
 
 
