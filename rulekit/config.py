@@ -202,13 +202,19 @@ def tag_problem(tag: str) -> str | None:
 
 
 def field_name_problem(name: str) -> str | None:
-    """Why ``name`` is not a conversation field name (None when it is): a letter or ``_``, then
-    letters, digits or ``_``, at most 64 (so that ``conversation.fields.<name>`` reads it)."""
-    if name.isascii() and name.isidentifier() and len(name) <= MAX_FIELD_NAME:
+    """Why ``name`` is not a conversation field name (None when it is): a letter, then
+    letters, digits or ``_``, at most 64 (so that ``conversation.fields.<name>`` reads it: the
+    sandbox reads no name starting with ``_``)."""
+    if (
+        name.isascii()
+        and name.isidentifier()
+        and not name.startswith("_")
+        and len(name) <= MAX_FIELD_NAME
+    ):
         return None
     return (
-        f"field name {name[:70]!r} is not a name (letters, digits and _, starting with a letter "
-        f"or _, at most 64)"
+        f"field name {name[:70]!r} is not a name (letters, digits and _, starting with a "
+        f"letter, at most 64)"
     )
 
 

@@ -116,6 +116,8 @@ def test_names_are_checked_against_the_configured_lists_with_a_suggestion():
         (SetParams, {}, "set a priority or fields"),
         (SetParams, {"priority": "hihg"}, "'low', 'normal', 'high' or 'urgent'"),
         (SetParams, {"fields": {"my plan": "x"}}, "is not a name"),
+        (SetParams, {"fields": {"_internal": "x"}}, "starting with a letter"),
+        (SetParams, {"fields": {"__class__": "x"}}, "is not a name"),
         (SetParams, {"fields": {"plan": "x" * 1001}}, "longer than 1000"),
         (SetParams, {"fields": {"plan": {"nested": 1}}}, "fields.plan"),
     ],
