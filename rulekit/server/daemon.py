@@ -59,6 +59,9 @@ from rulekit.store.base import JournaledStore
 logger = logging.getLogger("rulekit.daemon")
 
 RETENTION_INTERVAL = 3600.0
+SCHEMA_INTERVAL = 30.0
+"""Seconds between two looks at the store's schema version: a newer rulekit (another daemon on
+the store, upgraded first) may have migrated it, and this daemon then takes no more work."""
 SWITCH_INTERVAL = 0.001
 """Seconds a thread runs Python before it hands the GIL to another that waits (CPython's
 default is 0.005). The store's transactions run in threads and release the GIL at every
@@ -92,6 +95,7 @@ class Daemon(Reloading):
         store: JournaledStore | None = None,
         reload_budget: float = RELOAD_BUDGET,
         clock: Callable[[], datetime] | None = None,
+        schema_interval: float = SCHEMA_INTERVAL,
     ) -> None:
         self.freezes_heap = False
         """Whether the loaded rules are kept out of the garbage collector's work
@@ -145,6 +149,9 @@ class Daemon(Reloading):
         self._unlisten: Callable[[], None] | None = None
         self._round_trips = 0
         """The store's round trips counted into the metrics so far."""
+        self.schema_interval = schema_interval
+        self.outdated: str | None = None
+        """Why this daemon takes no more work: a newer rulekit migrated the store's schema."""
         self.ingest = Ingest(lambda: self._snapshot, None, self.metrics, self._wake)  # type: ignore[arg-type]
         self.app = create_app(self)
 
@@ -237,6 +244,7 @@ class Daemon(Reloading):
         if self.watch:
             self._tasks.append(asyncio.create_task(self._watch(), name="rulekit-watch"))
         self._tasks.append(asyncio.create_task(self._retention(), name="rulekit-retention"))
+        self._tasks.append(asyncio.create_task(self._schema_watch(), name="rulekit-schema"))
         for task in self._tasks:
             task.add_done_callback(_said_if_failed)
         loop = asyncio.get_running_loop()
@@ -292,7 +300,7 @@ class Daemon(Reloading):
         if self.evaluator is not None:  # ends an evaluation in progress; its item is kept
             await anyio.to_thread.run_sync(self.evaluator.close)
         for task in self._tasks:
-            if task.get_name() in ("rulekit-retention", "rulekit-dispatcher"):
+            if task.get_name() in ("rulekit-retention", "rulekit-dispatcher", "rulekit-schema"):
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.commit.aclose()
@@ -330,6 +338,44 @@ class Daemon(Reloading):
                     )
             except Exception:
                 log(logger, logging.ERROR, "retention purge failed", exc_info=True)
+
+    # a newer rulekit's schema ----------------------------------------------------------------
+    async def _schema_watch(self) -> None:
+        """Look at the store's schema version now and then; once a newer rulekit has migrated
+        it (a rolling upgrade: another daemon on the store started on the new version), stop
+        taking work: the rows this version writes and the claims it makes are the older
+        schema's. Calls under way end and their outcomes are recorded (a call cut off would be
+        made again by the newer daemon); webhooks are answered 503, which their senders retry
+        (another daemon takes them); ``/healthz`` says why until the daemon is upgraded."""
+        while self.outdated is None:
+            await asyncio.sleep(self.schema_interval)
+            try:
+                status = await anyio.to_thread.run_sync(self.store.schema_status)
+            except Exception as exc:  # an unavailable store: the next look tells
+                log(logger, logging.DEBUG, "schema version not read", failure=exc)
+                continue
+            if status is None or not status.too_new:
+                continue
+            self.outdated = (
+                f"the store's schema is at version {status.current}, migrated by a newer "
+                f"rulekit (this one knows {status.latest}): this daemon takes no more work; "
+                "upgrade it and start it again"
+            )
+            log(logger, logging.CRITICAL, self.outdated)
+            await self._drain()
+
+    async def _drain(self) -> None:
+        """Take no more work: no webhook, update, inbox item, timer or job; let the calls
+        under way end and record their outcomes (what :meth:`stop` does first)."""
+        self.stopping = True  # no reload starts fetchers again
+        self.ingest.accepting = False
+        assert self.processor and self.dispatcher
+        if self.fetchers is not None:
+            await self.fetchers.stop()
+        self.processor.stop()
+        if self.timers is not None:
+            self.timers.stop()
+        await self.dispatcher.stop()
 
     # operations ------------------------------------------------------------------------------
     def update_gauges(self) -> None:
@@ -369,7 +415,7 @@ class Daemon(Reloading):
         store_problem = self.store.problem()
         if store_problem is None and self.commit is not None and self.commit.unavailable:
             store_problem = str(self.commit.unavailable)
-        running = running and not stalled and store_problem is None
+        running = running and not stalled and store_problem is None and self.outdated is None
         body: dict[str, Any] = {
             "status": "ok" if running else "unavailable",
             "stalled": stalled,
@@ -380,6 +426,8 @@ class Daemon(Reloading):
             "last_reload": self.last_reload,
             "warnings": self.problems,
         }
+        if self.outdated is not None:
+            body["outdated"] = self.outdated if reasons else True
         if not reasons:
             body["store"] = "ok" if store_problem is None else "unavailable"
             body["last_reload"] = {k: v for k, v in self.last_reload.items() if k != "errors"}

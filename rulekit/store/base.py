@@ -24,6 +24,7 @@ from contextlib import AbstractContextManager
 
 from rulekit.store.history import History
 from rulekit.store.inbox import Inbox
+from rulekit.store.migrations import SchemaStatus
 from rulekit.store.outbox import Outbox
 from rulekit.store.records import CallStart
 from rulekit.store.requests import RequestKeys
@@ -79,6 +80,11 @@ class Store(abc.ABC):
     def exposure(self) -> str | None:
         """What says that every user of the machine can read the store (a file's mode), or
         None; the daemon warns of it when it starts."""
+        return None
+
+    def schema_status(self) -> SchemaStatus | None:
+        """Where the store's schema stands now (another process may have upgraded it since
+        this one opened it); None for a store without numbered migrations."""
         return None
 
 
