@@ -68,6 +68,15 @@ class Normalizer:
             found = state.find_conversation(channel, f"{channel}:{key}")
             if found is not None:
                 row, known_conversation = found
+        if (
+            payload.event_name == FETCHED
+            and known_client is None
+            and known_conversation is not None
+        ):
+            # the webhook that asked for it recorded the client with their conversation, and
+            # the client alone is gone since: rulekit forget erased them while the fetch
+            # waited in the queue. Chatra's answer does not record them again
+            return []
         client = self.clients.record(payload.client, known_client)
         if known_conversation is not None and known_client is not None:
             if client is not known_client and known_conversation.id:

@@ -142,6 +142,31 @@ def test_the_fetched_body_updates_the_client_and_says_so(fake_chatra: FakeChatra
         assert provider.parse(encode(fetched), state) == []
 
 
+def test_a_client_fetched_after_rulekit_forget_erased_them_is_not_recorded_again(
+    fake_chatra: FakeChatra,
+) -> None:
+    """The fetch a webhook asked for may come after ``rulekit forget`` erased the client (the
+    queue is paced, one client per ``interval``): what Chatra answered does not record the
+    client's name and the rest again, as if they had written."""
+    provider = fetching_provider(fake_chatra)
+    store = MemoryStore()
+    with store.transaction() as state:
+        provider.parse(sample_body("chat_started_anonymous.json"), state)
+    with store.transaction() as state:
+        state.forget_client(VISITOR)
+    fetched = {
+        "eventName": FETCHED,
+        "client": {"id": VISITOR, "info": {"name": "Maria Lopez", "email": "m@x.io"}},
+    }
+    with store.transaction() as state:
+        assert provider.parse(encode(fetched), state) == []
+        assert state.get_client(CHANNEL, VISITOR) is None
+    # the client's next webhook records them again, as a new client's would
+    with store.transaction() as state:
+        provider.parse(sample_body("chat_started_anonymous.json"), state)
+        assert state.get_client(CHANNEL, VISITOR) is not None
+
+
 def test_a_name_fetched_back_and_forth_is_a_change_each_time_with_its_own_id() -> None:
     """A fetched body has no message to tell two fetches of the same answer apart: the second
     change from one name to another had the first one's delivery key and event id, and was
