@@ -380,6 +380,26 @@ def test_forget_hands_the_client_s_jobs_held_by_a_daemon_back_as_the_erasure_lef
         assert [job.id for job in reclaimed] == [waiting.id]
 
 
+def test_forget_of_a_short_numeric_client_id_keeps_other_clients_set_aside_bodies(store):
+    """An early Telegram user's id has five digits, which another user's update holds in its
+    numbers (a date, an update id): the erasure empties the bodies naming the client id, not
+    those holding its digits, whose set-aside webhooks would no longer be requeued."""
+    theirs = b'{"update_id":946080,"message":{"date":1764608000,"from":{"id":46080}}}'
+    others = b'{"update_id":946081,"message":{"date":1764608001,"from":{"id":999}},"x":"46080"}'
+    spaced = b'{"update_id": 946082, "message": {"from": {"id": 46080, "is_bot": false}}}'
+    with store.transaction() as state:
+        state.save_client("telegram", Client(id="46080", name="Early User"))
+        ids = [state.append_inbox("telegram", body, now=T0)[0] for body in (theirs, spaced)]
+        other = state.append_inbox("telegram", others.replace(b',"x":"46080"', b""), now=T0)[0]
+        for item in (*ids, other):
+            state.finish_inbox(item, error="set aside: a bug")
+    with store.transaction() as state:
+        state.forget_client("46080", channel="telegram")
+    with store.transaction() as state:
+        assert [state.get_inbox(item).body for item in ids] == [b"", b""]
+        assert state.get_inbox(other).body == others.replace(b',"x":"46080"', b"")
+
+
 def test_forget_scrubs_the_reasons_of_the_clients_timers(store, make_event):
     """A timer's reason (its ``unless:`` failed, quoting what it read) is stored with the timer,
     not only in the trace of the event it fired as: it is scrubbed too."""

@@ -6,6 +6,7 @@ what is erased are :mod:`rulekit.store.erasure`'s) and the SQL of
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,18 @@ if TYPE_CHECKING:
     from rulekit.store.sql.state import SQLState
 
 SAME_CHANNEL = "(CAST(:channel AS TEXT) IS NULL OR channel = :channel)"
+
+
+def id_tokens(client_id: str) -> list[bytes]:
+    """How a JSON body names the client id: as a string (quoted), or, for a number (a Telegram
+    user's id), as a number between JSON's punctuation. An id's digits inside another number
+    (a date, an update id: an early Telegram user's id has five digits) do not name it."""
+    tokens = [json.dumps(client_id).encode(), json.dumps(client_id, ensure_ascii=False).encode()]
+    if client_id.isascii() and client_id.isdigit():
+        digits = client_id.encode()
+        after = (b",", b" ", b"}", b"]", b"\n", b"\r")
+        tokens += [a + digits + b for a in (b":", b" ", b"[", b",") for b in after]
+    return list(dict.fromkeys(tokens))
 
 
 def forget_client(state: SQLState, client_id: str, channel: str | None) -> dict[str, int]:
@@ -126,16 +139,17 @@ class SQLForgetRows:
         self.state.forget_paces(personal.found_in)
 
     def inbox(self, ids: Sequence[int], client_id: str, channel: str | None) -> list[InboxRow]:
+        needles = {f"needle{n}": token for n, token in enumerate(id_tokens(client_id))}
+        named = " OR ".join(self.dialect.bytes_contain("body", key) for key in needles)
         rows = self.state.execute(
             "SELECT id, length(body) > 0 AS has_body, error FROM inbox WHERE status <> 'pending'"
             f" AND ({self.dialect.one_of('id', 'ids')}"
-            f"      OR ({SAME_CHANNEL} AND (conversation_key = :client"
-            f"          OR {self.dialect.bytes_contain('body', 'needle')}))){self.lock}",
+            f"      OR ({SAME_CHANNEL} AND (conversation_key = :client OR {named}))){self.lock}",
             {
                 "ids": self.dialect.values(ids),
                 "client": client_id,
                 "channel": channel,
-                "needle": client_id.encode(),
+                **needles,
             },
         ).fetchall()
         return [InboxRow(row["id"], bool(row["has_body"]), row["error"]) for row in rows]
