@@ -24,7 +24,12 @@ from rulekit import sources, yamlsource
 from rulekit.calendars import Calendar, CalendarSpec, compile_calendars
 from rulekit.directory import AgentEntry, Directory, GroupEntry
 from rulekit.errors import ConfigError, Location, did_you_mean
-from rulekit.interpolation import interpolate, padded_variables, unset_variables
+from rulekit.interpolation import (
+    interpolate,
+    malformed_references,
+    padded_variables,
+    unset_variables,
+)
 from rulekit.models import Duration, StrictModel, parse_duration
 from rulekit.safetext import name_problem
 from rulekit.validation import dotted, pydantic_errors
@@ -373,6 +378,18 @@ def load_config(
         tree = yamlsource.LineDict()
     if not isinstance(tree, dict):
         raise ConfigError("the config file must be a mapping", Location(name, 1))
+    malformed = [
+        _at(
+            name,
+            tree,
+            where,
+            f"{text!r} is not a reference to an environment variable: write ${{NAME}} or "
+            "${NAME:-default} (a name of letters, digits and _, and the closing brace)",
+        )
+        for where, text in malformed_references(tree)
+    ]
+    if malformed:
+        raise ValidationErrors(malformed)
     unset = [
         str(_at(name, tree, where, f"${{{variable}}} is unset or empty"))
         for where, variable in unset_variables(tree, environ)

@@ -74,6 +74,53 @@ def padded_variables(
     return []
 
 
+def malformed_references(
+    value: Any, path: tuple[Any, ...] = ()
+) -> list[tuple[tuple[Any, ...], str]]:
+    """Where a ``${`` starts no ``${NAME}`` or ``${NAME:-default}`` (``${SLACK_TOKEN``, no
+    closing brace; ``${SLACK-TOKEN}``, ``${TOKEN:?}``): ``(path in the tree, the reference's
+    start as :func:`_shown` shows it)`` pairs, in file order. Kept as written, such a value would be
+    used as it is: a token that is the text of its own name."""
+    if isinstance(value, str):
+        if "${" not in value:
+            return []
+        last = value.rfind("}") + 1  # as interpolate() reads it
+        starts = {match.start() for match in _VAR.finditer(value[:last])}
+        found = []
+        index = value.find("${")
+        while index != -1:
+            if index not in starts:
+                found.append((path, _shown(value, index)))
+            index = value.find("${", index + 2)
+        return found
+    if isinstance(value, dict):
+        return [
+            found
+            for key, item in value.items()
+            for found in malformed_references(item, (*path, key))
+        ]
+    if isinstance(value, list):
+        return [
+            found
+            for index, item in enumerate(value)
+            for found in malformed_references(item, (*path, index))
+        ]
+    return []
+
+
+def _shown(value: str, index: int) -> str:
+    """The ``${`` at ``index`` and the name after it, never what follows a ``:`` (a default
+    may be a secret): ``${SLACK_TOKEN``, ``${TOKEN:…``, ``${1BAD}``."""
+    head = value[index + 2 : index + 42]
+    name = ""
+    for character in head:
+        if not (character.isalnum() or character in "_-."):
+            break
+        name += character
+    rest = head[len(name) :]
+    return "${" + name + ("}" if rest[:1] == "}" else ":…" if rest[:1] == ":" else "")
+
+
 def interpolate(value: Any, environ: dict[str, str]) -> Any:
     """Replace ``${NAME}`` and ``${NAME:-default}`` in every string of a YAML tree."""
     if isinstance(value, str):

@@ -235,3 +235,31 @@ def test_a_console_token_hash_is_one_persons(tmp_path: Path, plugins) -> None:
     assert "rulekit.yaml:4" in messages[0] and "rulekit.yaml:5" in messages[1]
     assert "boris@shop.example has the token of the admin" in messages[0]
     assert "carla@shop.example has the token of anna@shop.example" in messages[1]
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("${SLACK_BOT_TOKEN", "'${SLACK_BOT_TOKEN'"),  # no closing brace
+        ("${SLACK-BOT-TOKEN}", "'${SLACK-BOT-TOKEN}'"),  # not a variable's name
+        ("${SLACK_BOT_TOKEN:?required}", "'${SLACK_BOT_TOKEN:…'"),  # another shell form
+        ("${SLACK_BOT_TOKEN:-xoxb-default-secret", "'${SLACK_BOT_TOKEN:…'"),  # never the default
+        ("${}", "'${}'"),
+        ("prefix-${A:-${B}}", "'${B}'"),  # a default holding a reference
+    ],
+)
+def test_a_reference_that_is_not_one_is_an_error_at_its_line(
+    tmp_path: Path, plugins, value: str, shown: str
+) -> None:
+    """Kept as written, ``${SLACK_BOT_TOKEN`` would be sent as the token itself: the mistake
+    is found when the file is read, at its line, without quoting what could be a secret."""
+    found = errors_of(
+        tmp_path,
+        f"timezone: UTC\nintegrations:\n  slack:\n    token: '{value}'\n",
+        plugins,
+        {"SLACK_BOT_TOKEN": TOKEN, "A": "a", "B": "b"},
+    )
+    assert len(found) == 1, found
+    assert found[0].startswith(f"{tmp_path / 'rulekit.yaml'}:4: integrations.slack.token: {shown}")
+    assert "is not a reference to an environment variable: write ${NAME}" in found[0]
+    assert "xoxb-default-secret" not in found[0] and TOKEN not in found[0]

@@ -77,9 +77,12 @@ CASES = {
         for name, value in LOG_INPUTS.items()
     },
     "config ${VAR:-default}": (
-        "from rulekit.interpolation import interpolate\n"
+        "from rulekit.interpolation import interpolate, malformed_references\n"
         "interpolate('${a:-' * (N // 5), {})\n"
-        "interpolate('${' + 'a' * N, {})"
+        "interpolate('${' + 'a' * N, {})\n"
+        "malformed_references('${a:-' * (N // 5) + '}')\n"
+        "malformed_references('${' * (N // 2) + '}')\n"
+        "malformed_references('${' + 'a' * N)"
     ),
     "telegram MarkdownV2 escape": (
         "from rulekit.escapes import (\n"
