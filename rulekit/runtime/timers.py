@@ -70,6 +70,12 @@ set, a claim that ran out)."""
 BATCH = 20
 STARTS = 5
 """How often a channel timer is tried again when the state changed under it."""
+INBOX_WAIT = 300.0
+"""Seconds past its due time a timer waits for its conversation's webhooks received before
+it fell due and not processed yet (a backlog): an agent's reply in time cancels it, as in
+``rulekit test``, however far behind processing is. Past that, it fires all the same."""
+HOLD = 1.0
+"""Seconds before a timer held for its conversation's webhooks is claimed again."""
 
 
 GONE = "the triggering event is no longer recorded"
@@ -235,6 +241,15 @@ class TimerRunner:
             triggers = [self._readable_trigger(state, timer) for timer in timers]
             team = team_facts(state) if self.evaluator.reads_team else None
             now = self._time(state)
+            held = {
+                timer.id
+                for timer, event in zip(timers, triggers, strict=True)
+                if isinstance(event, Event) and self._waits_for_inbox(state, timer, now)
+            }
+        if held:
+            self._hold([timer for timer in timers if timer.id in held], now)
+            triggers = [e for t, e in zip(timers, triggers, strict=True) if t.id not in held]
+            timers = [timer for timer in timers if timer.id not in held]
         out: list[Fired] = []
         requests, waiting, others = [], [], []
         for timer, event in zip(timers, triggers, strict=True):
@@ -294,6 +309,34 @@ class TimerRunner:
         return (rule.channels is not None and event.channel not in rule.channels) or (
             rule.events is not None and event.event not in rule.events
         )
+
+    @staticmethod
+    def _waits_for_inbox(state: JournaledState, timer: Timer, now: datetime) -> bool:
+        """Whether ``timer`` waits for webhooks of its conversation received by its due time
+        and not processed yet (at most :data:`INBOX_WAIT` past it): a ``cancel_on`` reply
+        among them, acknowledged in time, cancels it once processed."""
+        if (now - timer.due).total_seconds() > INBOX_WAIT:
+            return False
+        found = state.find_conversation(timer.channel, timer.conversation_id)
+        return found is not None and state.inbox_waiting(
+            timer.channel, found[0], received_by=timer.due
+        )
+
+    def _hold(self, timers: list[Timer], now: datetime) -> None:
+        """Give up the claims of ``timers`` for :data:`HOLD` seconds: their conversations'
+        webhooks go first."""
+        until = now + timedelta(seconds=HOLD)
+        with self.store.transaction() as state:
+            for timer in timers:
+                state.hand_back_timer(timer.id, self.owner, until=until)
+        for timer in timers:
+            log(
+                logger,
+                logging.DEBUG,
+                f"timer {timer.id} of {timer.rule!r}: waits for its conversation's webhooks"
+                " received before it fell due",
+                late=round((now - timer.due).total_seconds(), 3),
+            )
 
     def _hand_back(self, timers: list[Timer], now: datetime) -> None:
         """Give up the claims of ``timers``, left to the other daemons."""
@@ -378,6 +421,11 @@ class TimerRunner:
         provider = self.snapshot().providers.get(channel)
         if provider is None:
             return self._finish(timer, "gone", f"channel {channel!r} is not configured", now)
+        with self.store.transaction() as state:
+            waits = self._waits_for_inbox(state, timer, now)
+        if waits:
+            self._hold([timer], now)
+            return None
         due = ChannelTimer(name, timer.conversation_id, timer.due)
         for _ in range(STARTS):
             try:

@@ -107,6 +107,14 @@ class Inbox(abc.ABC):
         items = self.inbox_items(status=status, limit=limit, channels=channels)
         return [(replace(item, body=item.body[:head]), len(item.body)) for item in items]
 
+    def inbox_waiting(self, channel: str, conversation_key: str, *, received_by: datetime) -> bool:
+        """Whether an item of the conversation received by ``received_by`` is still pending (a
+        webhook acknowledged but not processed yet). Stores should override this scan."""
+        return any(
+            item.conversation_key == conversation_key and item.received_at <= received_by
+            for item in self.inbox_items(status="pending", limit=2**31 - 1, channels=[channel])
+        )
+
     def get_inbox(self, inbox_id: int) -> InboxItem | None:
         """One inbox item by id (``rulekit why --raw``). Stores should override this scan."""
         for item in self.inbox_items(limit=2**31 - 1):

@@ -150,3 +150,21 @@ def test_a_timer_handed_back_is_claimed_again_only_after_the_given_time(
         (again,) = state.claim_timers("b", lease=60, now=due + timedelta(seconds=2))
         assert (again.id, again.claimed_by) == (timer.id, "b")
         assert not state.hand_back_timer(timer.id, "a", until=due)  # b holds it now
+
+
+def test_the_inbox_says_whether_a_conversation_has_webhooks_waiting(store: JournaledStore) -> None:
+    """What a due timer waits for: its conversation's items received by its due time and not
+    processed yet (those received later, of other conversations or channels, or done, not)."""
+    due = T0 + timedelta(minutes=5)
+    with store.transaction() as state:
+        first, _ = state.append_inbox("online-chat", b"{}", conversation_key="k1", now=T0)
+        state.append_inbox("online-chat", b"{}", conversation_key="k2", now=due + timedelta(1))
+        state.append_inbox("other", b"{}", conversation_key="k3", now=T0)
+    with store.transaction() as state:
+        assert state.inbox_waiting("online-chat", "k1", received_by=due)
+        assert not state.inbox_waiting("online-chat", "k1", received_by=T0 - timedelta(1))
+        assert not state.inbox_waiting("online-chat", "k2", received_by=due)
+        assert not state.inbox_waiting("online-chat", "k3", received_by=due)
+        state.finish_inbox(first)
+    with store.transaction() as state:
+        assert not state.inbox_waiting("online-chat", "k1", received_by=due)

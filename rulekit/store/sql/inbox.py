@@ -219,6 +219,19 @@ class SQLInbox:
         )
         return [(self._inbox_item(row), row["size"]) for row in rows]
 
+    def inbox_waiting(self, channel: str, conversation_key: str, *, received_by: datetime) -> bool:
+        # the conversation's pending items are the head of an index (few: its lane)
+        row = self._one(
+            "SELECT 1 AS found FROM inbox WHERE status = 'pending' AND channel = :channel"
+            " AND conversation_key = :key AND received_at <= :by LIMIT 1",
+            {
+                "channel": channel,
+                "key": conversation_key,
+                "by": self.dialect.time(utc(received_by)),
+            },
+        )
+        return row is not None
+
     def get_inbox(self, inbox_id: int) -> InboxItem | None:
         row = self._one("SELECT * FROM inbox WHERE id = :id", {"id": inbox_id})
         return self._inbox_item(row) if row else None
