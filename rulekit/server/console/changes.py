@@ -128,7 +128,8 @@ class Changes:
         )
         params = {"text": text, "as_agent": viewer.email}
         reopen = provider is not None and provider.agent_reply_reopens
-        _, recorded, job_id = await self._submit(found, event, action, params, reopen=reopen)
+        after = partial(_reopened, found) if reopen else None
+        _, recorded, job_id = await self._submit(found, event, action, params, after, reopen=reopen)
         if recorded:
             audit(viewer, "replied", conversation=log_id(conversation_id), event=log_id(event.id))
         return ok(
@@ -282,14 +283,19 @@ def _as_now(
     conversation, client = found.now(state)
     if reopen and conversation.status == "closed":
         conversation = conversation.model_copy(update={"status": "open"})
-        stored = state.get_conversation(found.channel, found.key) if found.key else None
-        if found.key is not None and stored is not None:
-            state.save_conversation(
-                found.channel, found.key, stored.model_copy(update={"status": "open"})
-            )
     if changes:
         client = client.model_copy(update=changes)
     return [event.model_copy(update={"conversation": conversation, "client": client})]
+
+
+def _reopened(found: Found, state: JournaledState, event: Event) -> None:
+    """The stored conversation of a reply, opened again when it was closed: once, with the
+    reply recorded (a retry that finds the reply recorded opens nothing closed since)."""
+    stored = state.get_conversation(found.channel, found.key) if found.key else None
+    if found.key is not None and stored is not None and stored.status == "closed":
+        state.save_conversation(
+            found.channel, found.key, stored.model_copy(update={"status": "open"})
+        )
 
 
 def _recorder(

@@ -381,3 +381,36 @@ def test_a_reply_into_a_closed_conversation_opens_it_again(workspace: Workspace)
     workspace.processed("online-chat:msg:answer-1")
     assert workspace.event("online-chat:msg:answer-1").event == "message"
     assert workspace.events("reopened") == []
+
+
+def test_a_retried_reply_does_not_open_a_conversation_closed_since(workspace: Workspace) -> None:
+    """The retry answers the first reply (``duplicate``) and changes nothing more: the
+    conversation closed after the reply stays closed."""
+    workspace.started()
+
+    def transcript(*extra: dict[str, Any]) -> None:
+        messages = [
+            {"id": "Acb7t59BkCvoXi6SS", "type": "client", "text": "Hi", "createdAt": 1741943525000},
+            *extra,
+        ]
+        body = {
+            "eventName": "chatTranscript",
+            "messages": messages,
+            "client": {"id": VISITOR, "chatId": "Kw2twCpXPKBFtP87S"},
+        }
+        posted = httpx.post(f"{workspace.url}/webhooks/online-chat/{SECRET}", json=body)
+        assert posted.status_code == 200
+        last = messages[-1]["id"]
+        workspace.processed(f"online-chat:closed:Kw2twCpXPKBFtP87S:{last}")
+
+    transcript()
+    key = {"Idempotency-Key": "closed-then-retried"}
+    with workspace.client("anna") as anna:
+        first = anna.post(f"{path()}/messages", json={"text": "Back in stock!"}, headers=key)
+        assert first.status_code == 202, first.text
+        assert anna.get(path()).json()["conversation"]["status"] == "open"
+        transcript({"id": "bye-1", "type": "client", "text": "Thanks", "createdAt": 1741943700000})
+        assert anna.get(path()).json()["conversation"]["status"] == "closed"
+        again = anna.post(f"{path()}/messages", json={"text": "Back in stock!"}, headers=key)
+        assert again.status_code == 200 and again.json()["duplicate"] is True, again.text
+        assert anna.get(path()).json()["conversation"]["status"] == "closed"
