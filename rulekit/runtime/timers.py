@@ -310,12 +310,16 @@ class TimerRunner:
             rule.events is not None and event.event not in rule.events
         )
 
-    @staticmethod
-    def _waits_for_inbox(state: JournaledState, timer: Timer, now: datetime) -> bool:
+    def _waits_for_inbox(self, state: JournaledState, timer: Timer, now: datetime) -> bool:
         """Whether ``timer`` waits for webhooks of its conversation received by its due time
-        and not processed yet (at most :data:`INBOX_WAIT` past it): a ``cancel_on`` reply
-        among them, acknowledged in time, cancels it once processed."""
-        if (now - timer.due).total_seconds() > INBOX_WAIT:
+        and not processed yet (at most :data:`INBOX_WAIT` past it, and half its rule's
+        ``max_late``, so that the wait never has it dropped): a ``cancel_on`` reply among
+        them, acknowledged in time, cancels it once processed."""
+        limit = INBOX_WAIT
+        rule = self.snapshot().engine.by_name.get(timer.rule)
+        if rule is not None and rule.timing is not None:
+            limit = min(limit, rule.timing.max_late.total_seconds() / 2)
+        if (now - timer.due).total_seconds() > limit:
             return False
         found = state.find_conversation(timer.channel, timer.conversation_id)
         return found is not None and state.inbox_waiting(

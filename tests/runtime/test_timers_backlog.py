@@ -29,7 +29,7 @@ T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 def test_a_timer_waits_for_its_conversations_webhooks_received_before_it_fell_due(
     tmp_path, chatra
 ) -> None:
-    config = write_setup(tmp_path, TIMED, chatra=chatra)
+    config = write_setup(tmp_path, TIMED, chatra=chatra)  # max_late: 1h (the default)
     snapshot = load_snapshot(config)
     evaluator = Evaluator(config, limits=Limits(event_wall=60))
     store = SQLiteStore(tmp_path / "rulekit.sqlite3")
@@ -82,6 +82,41 @@ def test_a_timer_waits_for_its_conversations_webhooks_received_before_it_fell_du
         clock[0] = start + timedelta(minutes=5, seconds=INBOX_WAIT - 1)
         assert runner.fire_due() == []
         clock[0] = start + timedelta(minutes=5, seconds=INBOX_WAIT + 1)
+        assert [f.outcome for f in runner.fire_due()] == ["fired"]
+    finally:
+        evaluator.close()
+        store.close()
+
+
+def test_a_timer_waits_half_its_max_late_at_most_never_to_be_dropped(tmp_path, chatra) -> None:
+    """Waiting five minutes would have a timer of ``max_late: 1m`` dropped for lateness that
+    only the wait caused."""
+    config = write_setup(
+        tmp_path, TIMED.replace("after: 5m", "after: 5m\n  max_late: 1m"), chatra=chatra
+    )
+    snapshot = load_snapshot(config)
+    evaluator = Evaluator(config, limits=Limits(event_wall=60))
+    store = SQLiteStore(tmp_path / "rulekit.sqlite3")
+    clock = [T0]
+    provider = snapshot.providers["online-chat"]
+    try:
+        processor = Processor(
+            store, lambda: snapshot, evaluator, metrics=Metrics(), feed=LiveFeed()
+        )
+        runner = TimerRunner(
+            store, lambda: snapshot, evaluator, owner="test:1", now=lambda: clock[0]
+        )
+        for body, when in (
+            (at(chat_started(1), T0), T0),
+            (at(agent_reply(1), T0 + timedelta(minutes=4), ("messages", 0)), T0),
+        ):
+            with store.transaction() as state:
+                key = provider.conversation_key(json.loads(body))
+                state.append_inbox("online-chat", body, conversation_key=key, now=when)
+        assert processor.process_round(snapshot)[1]  # the chat's start only: the lane's head
+        clock[0] = T0 + timedelta(minutes=5, seconds=29)
+        assert runner.fire_due() == []
+        clock[0] = T0 + timedelta(minutes=5, seconds=31)
         assert [f.outcome for f in runner.fire_due()] == ["fired"]
     finally:
         evaluator.close()
