@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from rulekit.errors import TemplateError, did_you_mean
 from rulekit.event import Agent, Client, Conversation, Message, TriggerEvent
+from rulekit.expr.budget import MAX_DIGITS
 from rulekit.expr.nodewalk import children, constant, constant_list, make_const, walk
 from rulekit.expr.regex import check_patterns
 from rulekit.expr.sandbox import MAX_EXPRESSION, Sandbox, literal_escapes
@@ -191,13 +192,20 @@ def check_nesting(tree: N) -> N:
     return tree
 
 
+_TOO_MANY_DIGITS = 10**MAX_DIGITS
+
+
 def _check_numbers(node: nodes.Node) -> None:
-    """:class:`TemplateError` for a number written too large for a float (``1e309``): it
-    would be infinity, which the generated code cannot even name, so every evaluation failed
-    with a ``NameError``."""
+    """:class:`TemplateError` for a number written too large: a float over 1.8e308 (``1e309``)
+    would be infinity, which the generated code cannot even name (every evaluation failed with
+    a ``NameError``); an integer of more than :data:`MAX_DIGITS` digits (``0xfff…``) is more
+    than a template may compute, and past 4,300 the code cannot be written at all."""
     for const in [node] if isinstance(node, nodes.Const) else node.find_all(nodes.Const):
-        if isinstance(const.value, float) and not math.isfinite(const.value):
+        value = const.value
+        if isinstance(value, float) and not math.isfinite(value):
             raise TemplateError("a number is too large (a float is at most about 1.8e308)")
+        if isinstance(value, int) and abs(value) >= _TOO_MANY_DIGITS:
+            raise TemplateError(f"a number is too large (at most {MAX_DIGITS} digits)")
 
 
 def _convert(node: ast.expr) -> nodes.Expr:

@@ -333,11 +333,16 @@ def test_values_quoted_in_errors_are_elided_to_a_readable_line(tmp_path):
         ("text", "{{ 1e309|int }}"),
         ("text", "{% set x = [1, 9e999] %}{{ x|first }}"),
         ("text", "{{ message.text|round(1e400) }}"),
+        ("if", "message.text|length < 0x" + "f" * 3400),  # 4,094 digits
+        ("text", "{{ [1, 0b" + "1" * 13300 + "]|first }}"),  # 4,004 digits
+        ("text", "{{ 1" + "0" * 4000 + " }}"),
     ],
 )
-def test_a_number_too_large_for_a_float_is_refused_with_its_line(build_engine, where, source):
-    """A literal over 1.8e308 is infinity, which the generated code cannot name: the rule
-    loaded and failed every event with a NameError. It is refused where it is written."""
+def test_a_number_written_too_large_is_refused_with_its_line(build_engine, where, source):
+    """A float literal over 1.8e308 is infinity, which the generated code cannot name (the
+    rule loaded and failed every event with a NameError); an integer of more than 4,000 digits
+    is more than a template may compute (past 4,300 the load itself crashed). Each is refused
+    where it is written."""
     from rulekit.errors import ValidationErrors
 
     rule = {"name": "r", "on": {"event": "message"}, "do": [{"slack": {"text": "x"}}]}
@@ -354,12 +359,15 @@ def test_a_number_too_large_for_a_float_is_refused_with_its_line(build_engine, w
     assert "rules.yaml:1:" in message, message
     assert "a number is too large" in message, message
     assert "NameError" not in message
-    within = build_engine(json.dumps([{**rule, "name": "r"} | _replaced(rule, "1.7e308")]))
+    within = build_engine(json.dumps([_replaced(rule)]))
     assert [r.name for r in within.rules] == ["r"]
 
 
-def _replaced(rule: dict, number: str) -> dict:
+def _replaced(rule: dict) -> dict:
+    """``rule`` with its number as large as a number may be written."""
     text = json.dumps(rule)
     for big in ("1e309", "1E400", "1e999", "2e308", "9e999", "1e400"):
-        text = text.replace(big, number)
-    return json.loads(text)
+        text = text.replace(big, "1.7e308")
+    text = text.replace("0x" + "f" * 3400, "0x" + "f" * 3300)  # 3,974 digits
+    text = text.replace("0b" + "1" * 13300, "0b" + "1" * 13200)
+    return json.loads(text.replace("1" + "0" * 4000, "9" * 4000))
