@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rulekit.actions.base import Action, ActionContext
@@ -329,7 +329,10 @@ class Pipeline:
         arrived) fires as the daemon's does, once the input is processed, as late as that,
         so that its ``max_late`` drops it as the daemon's would."""
         while (timer := self.pending.pop_due(until)) is not None:
-            self.clock = max(self.clock or timer.due, timer.due)
+            # in UTC: a due time is of the config's or a calendar's zone, on whose wall clock
+            # an advance: or --until added to the clock would count (23 hours a day in spring)
+            due = timer.due.astimezone(UTC)
+            self.clock = max(self.clock or due, due)
             if parse_channel_timer_rule(timer.rule) is not None:
                 self._fire_channel(timer, state, outcome)
                 continue

@@ -383,3 +383,25 @@ def test_an_expected_fire_time_in_the_hour_the_clocks_go_back_matches(tmp_path: 
         """.replace("EVENT", event("message", text="r")),
     )
     assert passed, text
+
+
+def test_advance_is_real_time_after_a_timer_fired_at_the_clock(tmp_path: Path) -> None:
+    """A timer firing where the clock stands left the clock at its due time, a time of the
+    config's zone, on which ``advance: 24h`` moved the wall clock: 23 hours the day the clocks
+    go forward, so the next input was evaluated an hour early."""
+    passed, text = run(
+        tmp_path,
+        """
+        tests:
+          - name: t
+            now: 2026-03-28T12:00:00+01:00
+            inputs:
+              - EVENT
+              - {advance: 5m}
+              - {advance: 24h}
+              - {at: "2026-03-29T12:30:00+02:00"}
+            exact: true
+        """.replace("EVENT", event("created")),
+    )
+    assert not passed
+    assert "at 2026-03-29T12:30:00+02:00 is before the clock (2026-03-29T11:05:00+00:00)" in text
