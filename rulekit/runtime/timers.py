@@ -19,6 +19,10 @@ then fires what is due:
    A timer whose triggering event, conversation or client changed since step 2 read them
    (an erasure, an agent's reply) is evaluated again instead (:meth:`TimerRunner.fire_together`).
 
+A timer whose conversation has webhooks received before it fell due and not processed yet
+waits for them (:data:`INBOX_WAIT`), so that an agent's reply acknowledged in time cancels it
+however far behind processing is.
+
 The timers of one claim (up to :data:`BATCH`) go through these steps together: one read, one
 exchange with the evaluation worker, one transaction recording them all (each still only if
 pending and ours), so a burst of due timers costs a few transactions, not three per timer.
