@@ -69,6 +69,16 @@ class UpdateClient(Action):
         changes = params.changes()
         if not changes:
             return {"changed": []}
+        provider = context.provider
+        try:
+            async with asyncio.timeout(self.timeout):
+                answer = await provider.update_client(client_id, changes, timeout=self.timeout)
+        except TimeoutError:
+            raise RetryableActionError(
+                f"{provider.name} did not answer within {self.timeout:g} s"
+            ) from None
+        # rulekit's record changes once the service has taken the change: one it refuses for
+        # good (the job dead-lettered) is not kept here either
         store = context.store
         if store is not None:
 
@@ -81,14 +91,6 @@ class UpdateClient(Action):
             # in a worker thread: waiting for a locked row holds up this job, not the event
             # loop (every webhook, request and other job of the daemon)
             await asyncio.to_thread(record)
-        provider = context.provider
-        try:
-            async with asyncio.timeout(self.timeout):
-                answer = await provider.update_client(client_id, changes, timeout=self.timeout)
-        except TimeoutError:
-            raise RetryableActionError(
-                f"{provider.name} did not answer within {self.timeout:g} s"
-            ) from None
         return {"changed": sorted(changes), "answer": answer}
 
     def simulate(  # type: ignore[override]

@@ -65,12 +65,16 @@ def test_a_locked_client_row_holds_up_its_job_not_the_daemon(
         assert server.call(asyncio.sleep(0, result="free"), timeout=10) == "free"
         health = httpx.get(f"{server.url}/healthz", timeout=10)
         assert health.status_code == 200
-        assert not chatra.client_updates
         locker.rollback()
-    # once the row is free, the change is made, here and at the service
-    wait_for(lambda: chatra.client_updates, timeout=30)
+    # the service has the change, and once the row is free, so has rulekit's record
     [(client_id, body)] = chatra.client_updates
     assert client_id == "client00000001" and "wrote first" in str(body)
+
+    def recorded() -> bool:
+        found = store_read(store, lambda s: s.get_client("online-chat", "client00000001"))
+        return found is not None and found.notes == "wrote first"
+
+    wait_for(recorded, timeout=30)
 
 
 def store_read(store, query):
