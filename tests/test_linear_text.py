@@ -321,6 +321,7 @@ INVENTORY = {
     ],
     ("rulekit/rules/schema.py", r"\{\{|\{%|\{#"): ["schema templates and names"],
     ("rulekit/actions/email.py", r"\{\{|\{%|\{#"): ["schema templates and names"],
+    ("rulekit/actions/webhook.py", r"\{\{|\{%|\{#"): ["schema templates and names"],
     ("rulekit/rules/schema.py", "^[^@]"): ["schema templates and names"],
     ("rulekit/audit/suites.py", r"(Z|z|[+-]\d\d(:?\d\d)?)$"): ["schema templates and names"],
     ("rulekit/store/postgres.py", r"[a-z_][a-z0-9_]{0,62}"): ["postgres schema names"],

@@ -74,7 +74,9 @@ class SlackIntegration(StrictModel):
 
 
 class SlackParams(StrictModel):
-    channel: str = Field(description="A channel id or name (#support).")
+    channel: str = Field(
+        description="A channel id or name (#support).", json_schema_extra={"minLength": 1}
+    )
     text: str = Field(min_length=1, description="The message, in Slack mrkdwn.")
     blocks: list[dict[str, Any]] | None = Field(None, description="Optional Block Kit blocks.")
     attachments: list[dict[str, Any]] | None = Field(

@@ -84,8 +84,18 @@ class TelegramIntegration(StrictModel):
     )
 
 
+def _not_empty(schema: dict[str, Any]) -> None:
+    """``chat_id``'s JSON Schema: a text one is not empty (the loader refuses it)."""
+    for branch in schema.get("anyOf", []):
+        if branch.get("type") == "string":
+            branch["minLength"] = 1
+
+
 class TelegramParams(StrictModel):
-    chat_id: str | int = Field(description="A chat id, or @channelusername.")
+    chat_id: str | int = Field(
+        description="A chat id, or @channelusername.",
+        json_schema_extra=lambda schema: _not_empty(schema),
+    )
     text: str = Field(min_length=1, description="The message (over 4096 characters: truncated).")
     parse_mode: Literal["none", "HTML", "MarkdownV2"] = Field(
         "none", description="none (plain text), HTML or MarkdownV2."

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
+from pydantic.config import JsonDict
 
 from rulekit.actions.base import Action, ActionContext
 from rulekit.actions.pacing import Pace
@@ -76,14 +77,42 @@ def _is_template(text: str) -> bool:
     return "{{" in text or "{%" in text or "{#" in text
 
 
+_NOT_A_TEMPLATE: JsonDict = {
+    "not": {"type": "string", "pattern": r"\{\{|\{%|\{#"},
+    "x-template": False,
+}
+_GIVEN: JsonDict = {"not": {"type": "null"}}
+
+
 class WebhookParams(StrictModel):
-    to: str = Field(min_length=1, description="A target named under integrations.webhooks.")
+    model_config = {
+        "json_schema_extra": {
+            # body or text, not both; a content_type with a text
+            "not": {"required": ["body", "text"], "properties": {"body": _GIVEN, "text": _GIVEN}},
+            "dependentSchemas": {
+                "content_type": {
+                    "anyOf": [
+                        {"properties": {"content_type": {"type": "null"}}},
+                        {"required": ["text"], "properties": {"text": _GIVEN}},
+                    ]
+                }
+            },
+        }
+    }
+
+    to: str = Field(
+        min_length=1,
+        description="A target named under integrations.webhooks.",
+        json_schema_extra=_NOT_A_TEMPLATE,
+    )
     body: dict[str, Any] | None = Field(
         None, description="A mapping sent as JSON; each string in it is a template."
     )
     text: str | None = Field(None, description="A text body instead (with content_type).")
     content_type: str | None = Field(
-        None, description="The text's type (default text/plain); values are escaped for it."
+        None,
+        description="The text's type (default text/plain); values are escaped for it.",
+        json_schema_extra=_NOT_A_TEMPLATE,
     )
 
     @model_validator(mode="before")

@@ -1,8 +1,9 @@
 """``rulekit schema`` and the loader agree on the shape of a rules file: what the schema accepts
 loads (an editor that says a file is fine is right), and what loads is accepted (an editor does
 not flag a valid file). Left out: what only the loader can know (names of the config's
-channels and calendars, template syntax and names, unique rule names, durations over 1,000
-years, and an action parameter written as text for a number, ``"5"``)."""
+channels, calendars, agents, groups and sounds, template syntax and names, addresses, unique
+rule names, durations over 1,000 years), and what pydantic reads leniently in an action's
+parameters (``"5"`` or ``true`` for a number, ``1`` or ``"true"`` for a flag)."""
 
 from __future__ import annotations
 
@@ -150,6 +151,19 @@ CASES: dict[str, Any] = {
     "autoreply: empty text": step("autoreply", {"text": ""}),
     "autoreply: a templated flag": step("autoreply", {"text": "x", "on_recovered": "{{ true }}"}),
     "autoreply: an unknown parameter": step("autoreply", {"text": "x", "loud": True}),
+    "slack: an empty channel": step("slack", {"channel": "", "text": "x"}),
+    "telegram: an empty chat": step("telegram", {"chat_id": "", "text": "x"}),
+    "webhook: a text with its type": step(
+        "webhook", {"to": "crm", "text": "a", "content_type": "text/plain"}
+    ),
+    "webhook: a type without text": step("webhook", {"to": "crm", "content_type": "text/csv"}),
+    "webhook: a type with nothing": step("webhook", {"to": "crm", "content_type": None}),
+    "webhook: body and text": step("webhook", {"to": "crm", "body": {"a": 1}, "text": "a"}),
+    "webhook: body, text with nothing": step("webhook", {"to": "crm", "body": {}, "text": None}),
+    "webhook: a templated target": step("webhook", {"to": "{{ env.TARGET }}"}),
+    "webhook: a templated type": step(
+        "webhook", {"to": "crm", "text": "a", "content_type": "{{ env.TYPE }}"}
+    ),
 }
 
 
