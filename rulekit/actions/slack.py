@@ -25,6 +25,7 @@ from rulekit.actions.base import Action, ActionContext
 from rulekit.actions.pacing import Limit, Pace
 from rulekit.actions.rates import retry_after
 from rulekit.actions.slack_markup import escape_params
+from rulekit.actions.slack_text import fit_blocks, fit_text
 from rulekit.errors import (
     ActionError,
     PermanentActionError,
@@ -138,7 +139,13 @@ class Slack(Action):
 
     def describe(self, params: SlackParams, context: ActionContext) -> str:  # type: ignore[override]
         blocks = f" with {len(params.blocks)} blocks" if params.blocks else ""
-        return f"post to Slack {params.channel}{blocks}: {params.text!r}"
+        text, fitted = _fitted(params)
+        cut = (
+            " (truncated to Slack's limits)"
+            if fitted != params.blocks or text != params.text
+            else ""
+        )
+        return f"post to Slack {params.channel}{blocks}{cut}: {text!r}"
 
     # execution -----------------------------------------------------------------------------
     async def execute(self, params: SlackParams, context: ActionContext) -> dict[str, Any]:  # type: ignore[override]
@@ -148,10 +155,13 @@ class Slack(Action):
         problem = self.unavailable()
         if problem:
             raise PermanentActionError(problem)
-        # values are already escaped where they were interpolated (see ``escape``)
-        arguments: dict[str, Any] = {"channel": params.channel, "text": params.text}
-        if params.blocks:
-            arguments["blocks"] = params.blocks
+        # values are already escaped where they were interpolated (see ``escape``); texts
+        # over Slack's limits are cut (see slack_text), rather than the message refused
+        text, blocks = _fitted(params)
+        truncated = text != params.text or blocks != params.blocks
+        arguments: dict[str, Any] = {"channel": params.channel, "text": text}
+        if blocks:
+            arguments["blocks"] = blocks
         if params.attachments:
             arguments["attachments"] = params.attachments
         client = self._web_client()
@@ -186,7 +196,10 @@ class Slack(Action):
         if answer["status_code"] != 200 or type(data) is not dict or not data.get("ok"):
             # what AsyncSlackResponse.validate refuses, told apart as for a SlackApiError
             raise self._classify(_Answer(answer), params.channel)
-        return {"ts": data.get("ts"), "channel": data.get("channel")}
+        result = {"ts": data.get("ts"), "channel": data.get("channel")}
+        if truncated:
+            result["truncated"] = True
+        return result
 
     async def aclose(self) -> None:
         session, self._session, self._client = self._session, None, None
@@ -257,6 +270,12 @@ class Slack(Action):
         # make every later limit of another channel count as the whole app's
         self._limited[channel] = now + (service_wait(seconds) or 0.0)
         return "service" if others else "destination"
+
+
+def _fitted(params: SlackParams) -> tuple[str, list[dict[str, Any]] | None]:
+    """The text and blocks of ``params`` cut to Slack's limits."""
+    blocks = fit_blocks(params.blocks) if params.blocks else params.blocks
+    return fit_text(params.text), blocks
 
 
 def _prebuilt(client: AsyncWebClient) -> tuple[str, dict[str, str]]:

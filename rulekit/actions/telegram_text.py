@@ -48,11 +48,13 @@ def truncate(text: str, parse_mode: str | None = None, limit: int = MAX_MESSAGE_
     elif parse_mode == "MarkdownV2":
         tokens = _markdown_v2_tokens(text)
     else:
-        tokens = _plain_tokens(text)
-    return _cut(tokens, limit)
+        tokens = plain_tokens(text)
+    return cut_tokens(tokens, limit)
 
 
-def _cut(tokens: Iterator[Token], limit: int) -> str:
+def cut_tokens(tokens: Iterator[Token], limit: int) -> str:
+    """The longest prefix of ``tokens`` that ends where a cut may fall and fits in ``limit``
+    (UTF-16 units) with ``…`` and the closers that cut needs after it."""
     budget = limit - utf16_len(ELLIPSIS)
     kept: list[str] = []
     best_count, best_closers = 0, ""
@@ -88,7 +90,9 @@ MAX_FLAG_RUN = 256
 run, which no flag text has, may be cut inside a flag; the count stays linear)."""
 
 
-def _can_cut_before(text: str, index: int) -> bool:
+def can_cut_before(text: str, index: int) -> bool:
+    """Whether a cut before ``text[index]`` keeps every character whole (a mark, a joined
+    emoji, a flag stay with what they belong to)."""
     if index >= len(text):
         return True
     if _joins(text[index]):
@@ -106,9 +110,10 @@ def _can_cut_before(text: str, index: int) -> bool:
     return True
 
 
-def _plain_tokens(text: str) -> Iterator[Token]:
+def plain_tokens(text: str) -> Iterator[Token]:
+    """``text`` without markup, as tokens: a cut may fall between any whole characters."""
     for index, char in enumerate(text):
-        yield char, ("" if _can_cut_before(text, index + 1) else None)
+        yield char, ("" if can_cut_before(text, index + 1) else None)
 
 
 # HTML -------------------------------------------------------------------------------------------
@@ -127,7 +132,7 @@ def _html_tokens(text: str) -> Iterator[Token]:
         else:
             piece = text[index]
         index += len(piece)
-        cut_here = _can_cut_before(text, index) and not _HTML_ATOMIC.intersection(stack)
+        cut_here = can_cut_before(text, index) and not _HTML_ATOMIC.intersection(stack)
         yield piece, ("".join(f"</{name}>" for name in reversed(stack)) if cut_here else None)
 
 
@@ -182,7 +187,7 @@ def _markdown_v2_tokens(text: str) -> Iterator[Token]:
             "[" not in stack
             and not pre_header
             and piece != "\\"  # a dangling backslash at the very end
-            and _can_cut_before(text, index)
+            and can_cut_before(text, index)
         )
         yield piece, (_markdown_v2_closers(stack) if cut_here else None)
 

@@ -152,6 +152,16 @@ class FakeSlack:
             return Response(200, {"ok": False, "error": "channel_not_found"})
         if not data.get("text") and not data.get("blocks"):
             return Response(200, {"ok": False, "error": "no_text"})
+        too_long = _over_limit(data.get("blocks"))
+        if too_long:
+            return Response(
+                200,
+                {
+                    "ok": False,
+                    "error": "invalid_blocks",
+                    "response_metadata": {"messages": [f"[ERROR] {too_long}"]},
+                },
+            )
         return Response(200, self._posted(channel, data.get("text") or "", data.get("blocks")))
 
     def _posted(self, channel: str, text: str, blocks: Any) -> dict[str, Any]:
@@ -160,3 +170,23 @@ class FakeSlack:
         if blocks:
             message["blocks"] = blocks
         return {"ok": True, "channel": channel, "ts": ts, "message": message}
+
+
+_LIMITS = {("header", "text"): 150, ("section", "fields"): 2000, ("button", "text"): 75}
+
+
+def _over_limit(node: Any, kind: str = "", key: str = "") -> str | None:
+    """What Slack would say of a Block Kit text over its length limit (3,000 characters for a
+    text object, less in a header, a section's fields, a button), or None."""
+    if isinstance(node, list):
+        return next((e for e in (_over_limit(i, kind, key) for i in node) if e), None)
+    if not isinstance(node, dict):
+        return None
+    own = node.get("type")
+    if own in ("plain_text", "mrkdwn") and isinstance(node.get("text"), str):
+        limit = _LIMITS.get((kind, key), 3000)
+        if len(node["text"]) > limit:
+            return f"must be less than {limit + 1} characters [json-pointer:/{key}/text]"
+        return None
+    own = own if isinstance(own, str) else kind
+    return next((e for e in (_over_limit(v, own, k) for k, v in node.items()) if e), None)
