@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterator
 from typing import Any
 
@@ -78,7 +79,23 @@ def pydantic_errors(
             message = error["msg"]
             if message.startswith("Value error, "):
                 message = message[len("Value error, ") :]
+            if kind == "string_type":
+                message += _unquoted(tree, full)
         yield (line, dotted(full)), message
+
+
+def _unquoted(tree: Any, path: tuple[Any, ...]) -> str:
+    """Why a value written as text is not text, when YAML made it something else: ``12:30``
+    (a number in base 60), ``2026-12-24`` (a date), ``true``, ``1e3``."""
+    value = tree
+    for part in path:
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return ""
+    names = {bool: "true or false", int: "a number", float: "a number"}
+    name = names.get(type(value)) or ("a date" if isinstance(value, datetime.date) else None)
+    return f" (YAML reads it as {name}: put it in quotes)" if name else ""
 
 
 def _is_union_tag(part: Any) -> bool:

@@ -555,3 +555,32 @@ def test_unknown_keys_are_answered_with_the_keys_a_file_writes(tmp_path: Path) -
     with pytest.raises(ValidationErrors) as caught:
         load(tmp_path / "smtp", {}, CONFIG + "  smtp: {host: mail.example, frm: a@shop.example}\n")
     assert "unknown field 'frm' (did you mean 'from'?)" in str(caught.value)
+
+
+def test_text_that_yaml_reads_as_something_else_says_to_quote_it(tmp_path: Path) -> None:
+    """``text: 12:30`` is a number to YAML (base 60), ``2026-12-24`` a date: the error says
+    so, without repeating the value."""
+    found = errors(
+        tmp_path,
+        {
+            "a.yaml": """
+            - name: 12:30
+              on: {event: message}
+              do:
+                - slack: {channel: '#a', text: 12:30}
+                - autoreply: {text: 2026-12-24}
+                - autoreply: {text: true}
+                - autoreply: {text: {a: 1}}
+            """
+        },
+    )
+    quote = "Input should be a valid string (YAML reads it as {}: put it in quotes)"
+    assert any(line.endswith(f"[0].name: {quote.format('a number')}") for line in found), found
+    assert any(f"[0].do[0].slack.text: {quote.format('a number')}" in line for line in found)
+    assert any(f"[0].do[1].autoreply.text: {quote.format('a date')}" in line for line in found)
+    assert any(
+        f"[0].do[2].autoreply.text: {quote.format('true or false')}" in line for line in found
+    )
+    assert any(
+        line.endswith("[0].do[3].autoreply.text: Input should be a valid string") for line in found
+    )
