@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import Field
 
+from rulekit.actions.answers import forget_answer, lost_answer
 from rulekit.actions.base import Action, ActionContext
 from rulekit.channels.base import Reply
 from rulekit.errors import PermanentActionError, RetryableActionError
@@ -82,14 +83,17 @@ class Autoreply(Action):
         if problem or context.provider is None:
             raise PermanentActionError(problem or "no provider")
         provider = context.provider
+        forget_answer()
         try:
-            # the provider gets the timeout for its own client; this one is the backstop
+            # the provider gets the timeout for its own client; this one is the backstop, and
+            # as it started first, it is the one that ends a call that takes the whole time
             async with asyncio.timeout(self.timeout):
                 return await provider.send_reply(self._reply(params, context), timeout=self.timeout)
         except TimeoutError:
-            raise RetryableActionError(
-                f"{provider.name} did not answer within {self.timeout:g} s"
-            ) from None
+            message = f"{provider.name} did not answer within {self.timeout:g} s"
+            # an answer whose head came (a 2xx: the service took the reply) and whose rest did
+            # not is final: another attempt would write to the client twice
+            raise lost_answer(message) or RetryableActionError(message) from None
 
 
 def _agent(params: AutoreplyParams, context: ActionContext) -> Agent | None:

@@ -354,3 +354,70 @@ def test_a_call_that_got_no_answer_at_all_is_retried(client) -> None:
     with lost_answers("silent") as url:
         exc = _send_through(client, url)
     assert isinstance(exc, RetryableActionError), exc
+
+
+def _autoreply_through(channel: str, url: str, how_long: float) -> ActionError:
+    """One autoreply through a real provider of ``channel`` whose service is at ``url``, with
+    the action's timeout ``how_long``: the error the dispatcher would get."""
+    from pydantic import SecretStr
+    from rulekit_chatra.provider import ChatraProvider
+    from rulekit_chatra.settings import ChatraSettings
+    from rulekit_telegram.provider import TelegramProvider
+    from rulekit_telegram.settings import TelegramSettings
+
+    from rulekit.actions.autoreply import Autoreply, AutoreplyParams
+    from rulekit.channels.base import ChannelContext
+    from rulekit.directory import Directory
+    from rulekit.event import Event
+
+    directory = Directory([], ["support"])
+    if channel == "chatra":
+        settings: Any = ChatraSettings(
+            base_url=url,
+            public_key="pub",
+            secret_key=SecretStr("sec"),
+            default_agent_id="dflt",
+            default_group="support",
+        )
+        provider: Any = ChatraProvider(ChannelContext("online-chat", settings, directory))
+    else:
+        settings = TelegramSettings(
+            token=SecretStr("123:abc"),
+            base_url=url,
+            webhook_secret="s" * 32,
+            default_group="support",
+        )
+        provider = TelegramProvider(ChannelContext("online-chat", settings, directory))
+    event = Event(
+        channel="online-chat",
+        event="created",
+        conversation={"id": "conv-1", "status": "open", "assignee": None},
+        client={"id": "42"},
+    )
+    action = Autoreply(timeout=how_long)
+    context = make_context(event, provider=provider)
+    with pytest.raises(ActionError) as caught:
+        run(action, lambda: action.execute(AutoreplyParams(text="Hi"), context))
+    return caught.value
+
+
+@pytest.mark.parametrize("channel", ["chatra", "telegram-bot"])
+def test_an_autoreply_whose_2xx_answer_stalls_past_its_timeout_is_not_sent_again(
+    channel,
+) -> None:
+    """The provider's client and the action's own backstop share one timeout: the action's
+    timer, started first, ends the call; the service had answered 200 (it took the reply), so
+    the client would get it twice from a retry."""
+    with lost_answers("stalled") as url:
+        exc = _autoreply_through(channel, url, LOST_TIMEOUT)
+        calls = _servers_calls(url)
+    assert [c for c in calls if c != "getMe"] in (["messages"], ["sendMessage"]), calls
+    assert isinstance(exc, PermanentActionError), exc
+    assert exc.status == 200 and "not retried" in exc.message, exc.message
+
+
+@pytest.mark.parametrize("channel", ["chatra", "telegram-bot"])
+def test_an_autoreply_that_got_no_answer_at_all_is_retried(channel) -> None:
+    with lost_answers("silent") as url:
+        exc = _autoreply_through(channel, url, LOST_TIMEOUT)
+    assert isinstance(exc, RetryableActionError), exc
