@@ -62,6 +62,7 @@ from rulekit.errors import (
     did_you_mean,
     elide,
 )
+from rulekit.event import Event
 from rulekit.expr.markup import Interpolations, map_leaves
 from rulekit.hookspecs import hookimpl
 from rulekit.models import StrictModel
@@ -254,6 +255,16 @@ class Email(Action):
 
     def destination(self, params: EmailParams) -> str:  # type: ignore[override]
         return "email"
+
+    def lane(self, params: EmailParams, event: Event) -> str:  # type: ignore[override]
+        """The conversation's lane when the message goes to its ``assignee`` (an ``assign``
+        earlier in the plan, a job of that lane, decides who); else a lane of the
+        conversation's emails: an email waiting out its retries (an SMTP server down, up to
+        ``backoff_max`` between attempts) holds up none of the conversation's replies."""
+        lane = super().lane(params, event)
+        if "assignee" in params.to or not lane.startswith("conversation:"):
+            return lane
+        return "email:" + lane.removeprefix("conversation:")
 
     def call_pacing(self, params: EmailParams, context: ActionContext) -> list[Pace]:  # type: ignore[override]
         """Each recipient domain's ``rate_limit``: the dispatcher waits for it before the call

@@ -81,7 +81,8 @@ class FakeSmtp:
         self.password = password
         self.messages: list[ReceivedMessage] = []
         self.logins: list[str] = []
-        self.connections = 0
+        self.attempts = 0
+        """DATA commands received: messages taken, and the ones a scripted reply refused."""
         self._script: deque[str] = deque()
         self._refusals: dict[str, deque[str]] = {}
         self._lock = threading.Lock()
@@ -167,6 +168,7 @@ class FakeSmtp:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         with self._lock:
+            self.attempts += 1
             scripted = self._script.popleft() if self._script else None
         if scripted == "drop":
             server.transport.abort()

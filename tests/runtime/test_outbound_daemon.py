@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from daemons import chat_started, wait_for, write_setup
+from daemons import chat_fragment, chat_started, read, wait_for, write_setup
 from scaffold import REPO
 
 from rulekit.testing.fakehttp import FakeService, Response
@@ -312,3 +312,39 @@ def test_a_recipient_greylisted_while_another_took_the_message_gets_it_on_the_re
             tries = state.attempts(email.id)
         assert [a.outcome for a in tries] == ["retry", "done"]
         assert "Greylisted" in (tries[0].error or "")
+
+
+REPLY_AND_MAIL = """\
+- name: Answer and tell the team
+  on: {channel: online-chat, event: [created, message]}
+  do:
+    - autoreply: {text: "Got it"}
+    - email: {to: [ops@shop.example], subject: "Chat", text: "{{ message.text }}"}
+"""
+
+
+def test_an_email_waiting_out_its_retries_holds_up_no_reply_to_the_client(
+    tmp_path: Path, serve, chatra
+) -> None:
+    """The email went in the conversation's lane (whose jobs run one at a time, in order), so
+    while the SMTP server was down and the email waited for its next attempt (up to 300 s
+    between attempts, eight of them), the client's next messages got no answer. An email whose
+    recipients do not depend on an earlier assign now has a lane of its own."""
+    with FakeSmtp() as smtp:
+        smtp.fail("451 4.3.0 Try again later", times=100)
+        smtp_settings = {"host": "127.0.0.1", "port": smtp.port, "security": "none"}
+        smtp_settings["from"] = "bot@shop.example"
+        config = write_setup(
+            tmp_path,
+            REPLY_AND_MAIL,
+            chatra=chatra,
+            dispatcher={"backoff_base": 120, "backoff_max": 300},
+            extra=f"integrations:\n  smtp: {smtp_settings!r}\n",
+        )
+        server = serve(config)
+        assert httpx.post(server.webhook_url, content=chat_started(1, "Hi")).status_code == 200
+        wait_for(lambda: len(chatra.sent) == 1 and smtp.attempts >= 1)
+        assert httpx.post(server.webhook_url, content=chat_fragment(1, 1)).status_code == 200
+        wait_for(lambda: len(chatra.sent) == 2, timeout=60)  # not after the email's retry
+        emails = [j for j in read(tmp_path, lambda s: s.jobs(limit=10)) if j.action == "email"]
+        assert {job.status for job in emails} == {"pending"} and smtp.messages == []
