@@ -35,8 +35,14 @@ class UpdateClientParams(StrictModel):
     notes: str | None = Field(None, max_length=MAX_FIELD * 8, description="Notes on the client.")
 
     def changes(self) -> dict[str, str | None]:
-        """The fields written, with their new value (None: cleared)."""
-        return {name: getattr(self, name) or None for name in sorted(self.model_fields_set)}
+        """The fields written, with their new value (None: cleared, written ``""``). A field
+        that is None was not written: a rule's planned parameters hold every field, those it
+        left out as None (read as "cleared", a note put on a client cleared their name, email
+        and phone at the channel's service and in rulekit's record)."""
+        fields = sorted(type(self).model_fields)
+        return {
+            name: getattr(self, name) or None for name in fields if getattr(self, name) is not None
+        }
 
 
 class UpdateClient(Action):

@@ -171,8 +171,10 @@ class Changes:
         def save(state: JournaledState, event: Event) -> None:
             state.save_client(channel, event.client)
 
+        # the action's parameters: a field cleared is written "" (None is a field not written)
+        params = {key: "" if value is None else value for key, value in changed.items()}
         recorded_event, recorded, job_id = await self._submit(
-            found, event, action, dict(changed), save, changed
+            found, event, action, params, save, changed
         )
         updated = recorded_event.client
         if recorded:
