@@ -56,6 +56,9 @@ class TagParams(StrictModel):
     def _something(self) -> TagParams:
         if not self.add and not self.remove:
             raise ValueError("name tags to add or to remove")
+        both = [tag for tag in self.add if tag in self.remove]
+        if both:  # (which should win? a call says one or the other)
+            raise ValueError(f"tag {both[0]!r} is both added and removed")
         return self
 
 

@@ -113,6 +113,8 @@ def test_names_are_checked_against_the_configured_lists_with_a_suggestion():
         (TagParams, {"add": [""]}, "empty"),
         (TagParams, {"add": ["x" * 65]}, "longer than 64"),
         (TagParams, {"add": ["a\nb"]}, "control character"),
+        (TagParams, {"add": ["vip", "new"], "remove": ["new"]}, "'new' is both added and removed"),
+        (TagParams, {"add": ["cafe\u0301"], "remove": ["caf\u00e9"]}, "both added and removed"),
         (SetParams, {}, "set a priority or fields"),
         (SetParams, {"priority": "hihg"}, "'low', 'normal', 'high' or 'urgent'"),
         (SetParams, {"fields": {"my plan": "x"}}, "is not a name"),
@@ -260,7 +262,8 @@ def test_a_tag_is_one_tag_whichever_way_its_accents_are_written():
     client's value or another keyboard may write it) is the tag ``café``, not a second tag
     that looks the same, and it is one of the config's ``tags:`` however either is written."""
     composed, decomposed = "caf\u00e9", "cafe\u0301"
-    assert TagParams(add=[decomposed], remove=[f" {decomposed} "]).add == [composed]
+    assert TagParams(add=[decomposed]).add == [composed]
+    assert TagParams(remove=[f" {decomposed} "]).remove == [composed]
     store = MemoryStore()
     seed(store, tags=[composed])
     result, emitted = call(Tag(), TagParams(add=[decomposed]), store)
