@@ -345,6 +345,25 @@ def find_config_path(explicit: str | os.PathLike[str] | None) -> Path | None:
     return Path(chosen) if chosen else None
 
 
+MAX_CHANNEL_NAME = 64
+_CHANNEL_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def channel_name_problem(channel: str) -> str | None:
+    """Why ``channel`` cannot name a channel, or None. A channel's name begins the ids of its
+    conversations and events (``online-chat:client1``) and is part of its webhook URL: a name
+    holding ``:`` made channels ``a`` and ``a:b`` share ids (``a:b:1``), so their timers and
+    cooldowns; ``/`` ends an id's own events' segments."""
+    if not channel or len(channel) > MAX_CHANNEL_NAME:
+        return f"a channel's name is 1 to {MAX_CHANNEL_NAME} characters"
+    if not set(channel) <= _CHANNEL_CHARACTERS or not channel[0].isalnum():
+        return (
+            f"channel name {channel[:MAX_CHANNEL_NAME]!r}: letters, digits, '.', '_' and '-', "
+            "beginning with a letter or digit"
+        )
+    return None
+
+
 def load_config(
     path: str | os.PathLike[str] | None,
     plugins: Any,
@@ -431,6 +450,10 @@ def load_config(
 
     for channel, settings in raw.channels.items():
         where = ("channels", channel)
+        problem = channel_name_problem(channel)
+        if problem is not None:
+            errors.append(_at(name, tree, where, problem))
+            continue
         provider_name = settings.get("provider") if isinstance(settings, dict) else None
         if not provider_name:
             errors.append(_at(name, tree, where, "a channel needs a provider"))

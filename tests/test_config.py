@@ -101,6 +101,29 @@ def test_unknown_provider_and_integration_are_suggested(tmp_path: Path, plugins)
     assert "rulekit.yaml:4" in joined
 
 
+def test_a_channel_name_that_would_share_ids_with_another_is_refused(
+    tmp_path: Path, plugins
+) -> None:
+    """A channel's name begins its conversations' and events' ids: channels ``chat`` and
+    ``chat:vip`` made ``chat:vip:1`` for conversation ``vip:1`` of the first and ``1`` of the
+    second, sharing its timers and cooldowns."""
+    messages = errors_of(
+        tmp_path,
+        """
+        channels:
+          chat: {provider: chatra, webhook_secret: s-0123456789abcdef}
+          "chat:vip": {provider: chatra, webhook_secret: s-0123456789abcdef}
+          "a/b": {provider: chatra, webhook_secret: s-0123456789abcdef}
+          " spaced": {provider: chatra, webhook_secret: s-0123456789abcdef}
+        """,
+        plugins,
+    )
+    joined = "\n".join(messages)
+    assert len(messages) == 3, joined
+    assert "rulekit.yaml:3: channels.chat:vip" in joined and "letters, digits" in joined
+    assert "rulekit.yaml:4" in joined and "rulekit.yaml:5" in joined
+
+
 def test_provider_settings_are_validated_by_the_provider_model(tmp_path: Path, plugins) -> None:
     messages = errors_of(
         tmp_path, "channels:\n  online-chat:\n    provider: chatra\n    public_kye: x\n", plugins
