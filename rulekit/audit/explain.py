@@ -170,7 +170,7 @@ def as_document(
         "inbox_id": record.inbox_id,
         "occurred_at": record.occurred_at.isoformat(),
         "processed_at": record.processed_at.isoformat(),
-        "data": record.data if show_content else hide_event(record.data),
+        "data": record.data if show_content else hide_event(record.data, *explanation.related),
         "trace": _hidden_trace(record.trace, hidden),
         "jobs": jobs,
         "timers": [_timer_dict(timer, hidden) for timer in explanation.timers],
@@ -215,7 +215,7 @@ def as_text(
 ) -> str:
     """Output for people."""
     record = explanation.record
-    data = record.data if show_content else hide_event(record.data)
+    data = record.data if show_content else hide_event(record.data, *explanation.related)
     hidden = explanation.hidden(show_content)
 
     def when(value: datetime) -> str:

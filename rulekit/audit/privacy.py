@@ -41,13 +41,15 @@ HIDDEN = "[hidden]"
 """What a hidden value prints as."""
 
 
-def hide_event(data: Mapping[str, Any]) -> dict[str, Any]:
+def hide_event(data: Mapping[str, Any], *related: Mapping[str, Any]) -> dict[str, Any]:
     """An event (``Event.public()``) with its content hidden: the hidden fields replaced by
     :data:`HIDDEN`, and where the conversation (its tags and fields) or what changed (an
     ``updated`` event's ``changed``) quotes a hidden value, that part (a rule may have set a
-    field to the client's email, or tagged the chat with their plan)."""
+    field to the client's email, or tagged the chat with their plan); also a hidden value of
+    the ``related`` events (a timer's firing holds the client as they are when it fires, and
+    the conversation may quote what they were when the timer was set)."""
     out = dict(data)
-    values = hidden_values(data)
+    values = hidden_values(data, *related)
     for part in ("conversation", "changed"):
         if isinstance(out.get(part), Mapping):
             out[part] = hide(dict(out[part]), values)

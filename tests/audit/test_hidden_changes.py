@@ -76,3 +76,45 @@ def test_forget_erases_the_client_s_values_in_the_conversation_changes_and_sent_
         " UNION ALL SELECT coalesce(result, '') FROM attempts"
     )
     assert found and not [row for row in found if "mrk" in row[0].casefold()]
+
+
+def test_why_of_a_timer_s_firing_hides_what_the_conversation_quotes_of_the_client_before(site):
+    """The firing holds the client as they are when it fires (their email changed since), and
+    the conversation a field a rule set to the email they had when the timer was set."""
+    store = SQLiteStore(site.database)
+    try:
+        with store.transaction() as state:
+            conversation = {"id": "conv-t", "status": "open", "fields": {"mail": EMAIL}}
+            old = {"id": "c-t", "display_name": "T. Doe", "email": EMAIL}
+            state.record_event(
+                Event(
+                    id="chatra:message:t-1",
+                    channel="online-chat",
+                    event="message",
+                    occurred_at=T0,
+                    conversation=conversation,
+                    client=old,
+                ),
+                inbox_id=None,
+                trace={"rules": [], "plan": []},
+                now=T0,
+            )
+            state.set_timer("Ping", "conv-t", "online-chat", T0, "chatra:message:t-1", now=T0)
+            (timer,) = state.claim_timers("d1", lease=60, now=T0)
+            fired = Event(
+                id=f"timer:{timer.id}",
+                channel="online-chat",
+                event="message",
+                occurred_at=T0,
+                conversation=conversation,
+                client={**old, "email": "new.address@example.net"},
+            )
+            state.finish_timer(timer.id, "d1", "fired", at=T0, event_id=fired.id)
+            state.record_event(fired, inbox_id=None, trace={}, now=T0)
+    finally:
+        store.close()
+    for out in (
+        site.run("why", fired.id).output,
+        site.run("why", fired.id, "--format", "json").output,
+    ):
+        assert "mrkmail" not in out.casefold(), out
