@@ -121,7 +121,7 @@ def found(text: str) -> set[str]:
     return {token for token in TOKENS if token in folded}
 
 
-def run_everything(tmp_path: Path, serve, storage: str | None) -> tuple[Path, object]:
+def run_everything(tmp_path: Path, serve, storage: str | None) -> tuple[Path, object, str]:
     chatra, slack, telegram = FakeChatra(), FakeSlack(), FakeTelegram()
     receiver, smtp = FakeService(echo), FakeSmtp()
     fakes = (chatra, slack, telegram, receiver, smtp)
@@ -154,7 +154,7 @@ def run_everything(tmp_path: Path, serve, storage: str | None) -> tuple[Path, ob
         for fake in fakes:
             fake.stop()
 
-    return config, stop
+    return config, stop, server.url
 
 
 def forget(config: Path) -> None:
@@ -183,9 +183,18 @@ def audit_output(config: Path, *, show: bool = True) -> str:
 
 
 @pytest.mark.slow
-def test_forget_after_every_action_kind_leaves_no_marker_in_the_sqlite_files(tmp_path, serve):
-    config, stop = run_everything(tmp_path, serve, None)
+def test_forget_after_every_action_kind_leaves_no_marker_in_the_sqlite_files(
+    tmp_path, serve, caplog
+):
+    config, stop, url = run_everything(tmp_path, serve, None)
     try:
+        # the daemon's log and metrics quote none of the client's values (the log is
+        # written before the erasure, which cannot reach it)
+        logged = "\n".join(record.getMessage() + str(record.__dict__) for record in caplog.records)
+        assert found(logged) == set()
+        metrics = httpx.get(f"{url}/metrics")
+        assert metrics.status_code == 200 and "rulekit_actions_total" in metrics.text
+        assert found(metrics.text) == set()
         assert found(sqlite_bytes(tmp_path)) == set(TOKENS)  # the test can fail
         assert found(audit_output(config)) == set(TOKENS)
         # without --show-content only the client's name is shown
@@ -199,7 +208,7 @@ def test_forget_after_every_action_kind_leaves_no_marker_in_the_sqlite_files(tmp
 
 @pytest.mark.slow
 def test_forget_after_every_action_kind_leaves_no_marker_in_postgres(tmp_path, serve, postgres_url):
-    config, stop = run_everything(tmp_path, serve, postgres_url)
+    config, stop, _ = run_everything(tmp_path, serve, postgres_url)
     try:
         assert found(postgres_dump(postgres_url)) == set(TOKENS)
         forget(config)
