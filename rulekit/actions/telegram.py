@@ -13,20 +13,20 @@ saying the new one: the message follows it, and so do later ones (the outcome sa
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import os
-import socket
 import warnings
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from rulekit.actions.answers import bounded_stream, unreadable
+from rulekit.actions.answers import unreadable
 from rulekit.actions.base import Action, ActionContext
 from rulekit.actions.pacing import Limit, Pace
 from rulekit.actions.telegram_markup import resolve_html, resolve_markdown_v2
 from rulekit.actions.telegram_text import MAX_MESSAGE_LENGTH, truncate
+from rulekit.actions.telegram_transport import TOKEN_MARK, last_status, token_transport
 from rulekit.errors import (
+    MAX_RETRY_AFTER,
     ActionError,
     PermanentActionError,
     RetryableActionError,
@@ -45,7 +45,6 @@ from rulekit.registry import ActionRegistry
 from rulekit.secrets import redact
 
 if TYPE_CHECKING:
-    import httpx
     from telegram import Bot
 
 __all__ = [
@@ -58,15 +57,6 @@ __all__ = [
     "escape_markdown_v2_url",
     "is_group_chat",
 ]
-
-_TOKEN_MARK = "rulekit-token"
-"""Stands for the token in the URLs python-telegram-bot builds; the transport swaps it."""
-
-_last_status: contextvars.ContextVar[int | None] = contextvars.ContextVar(
-    "rulekit_telegram_status", default=None
-)
-"""The HTTP status of the last Bot API answer in this task (python-telegram-bot's errors do
-not always keep it)."""
 
 
 def _plain(values: Interpolations, text: str) -> str:
@@ -193,11 +183,13 @@ class Telegram(Action):
         parse_mode = None if params.parse_mode == "none" else params.parse_mode
         configured = str(params.chat_id).strip()
         chat: str | int = self._migrations.get(configured, params.chat_id)
-        _last_status.set(None)
+        last_status.set(None)
+        sending = False  # the message's call has started (getMe, before it, sends nothing)
         try:
             async with asyncio.timeout(self.timeout):
                 bot = await self._ready_bot()
                 topic = params.message_thread_id
+                sending = True
                 try:
                     message = await bot.send_message(
                         chat_id=chat, text=text, parse_mode=parse_mode, message_thread_id=topic
@@ -211,25 +203,49 @@ class Telegram(Action):
                     message = await bot.send_message(
                         chat_id=chat, text=text, parse_mode=parse_mode, message_thread_id=topic
                     )
+                result: dict[str, Any] = {
+                    "message_id": message.message_id,
+                    "chat_id": message.chat.id,
+                    "truncated": text != params.text,
+                }
         except TimeoutError:
             late = f"Telegram did not answer within {self.timeout:g} s"
-            status = _last_status.get()
-            if status is not None:  # the answer's head came: the rest of it did not
+            status = last_status.get()
+            if status is not None and sending:  # the answer's head came: the rest did not
                 raise unreadable(
                     f"{late} (the answer, HTTP {status}, did not come whole)", status
                 ) from None
             raise RetryableActionError(late) from None
         except TelegramError as exc:
             raise self._classify(exc, str(params.chat_id)) from None
-        result: dict[str, Any] = {
-            "message_id": message.message_id,
-            "chat_id": message.chat.id,
-            "truncated": text != params.text,
-        }
+        except Exception as exc:
+            error = self._unreadable(exc, str(params.chat_id), sending)
+            if error is None:
+                raise  # no answer behind it: a bug, which the dispatcher reports as one
+            raise error from None
         if chat is not params.chat_id:
             # said in the outcome, so that the admin can put the new id in the rule
             result["migrated_from"] = params.chat_id
         return result
+
+    def _unreadable(self, exc: Exception, chat: str, sending: bool) -> ActionError | None:
+        """The error of an answer python-telegram-bot could not read (not the Bot API's: a
+        proxy's, a fault's; a flood-control wait too long to hold), by its status, as for any
+        unreadable answer: a 2xx to the message's call is final (Telegram took it: another
+        attempt would send it twice). None when no answer came (a bug before the call).
+        What the answer held is not quoted: it may echo the message."""
+        status = last_status.get()
+        if status is None:
+            return None
+        what = f"Telegram: an answer that could not be read (HTTP {status}, {type(exc).__name__})"
+        if status == 429:
+            # a wait too long to count (python-telegram-bot overflows) asks for the longest
+            wait = MAX_RETRY_AFTER if isinstance(exc, OverflowError) else None
+            scope = self._flood_scope(chat, wait or 0.0)
+            return RetryableActionError(what, retry_after=wait, scope=scope, status=429)
+        if not sending and 200 <= status < 300:
+            return RetryableActionError(what, status=status)  # getMe's: nothing was sent
+        return unreadable(what, status)
 
     async def aclose(self) -> None:
         bot, self._bot = self._bot, None
@@ -271,9 +287,9 @@ class Telegram(Action):
         token = self._token()
         base_url = self.settings.base_url  # type: ignore[union-attr]
         marked = (
-            base_url.replace("{token}", _TOKEN_MARK)
+            base_url.replace("{token}", TOKEN_MARK)
             if "{token}" in base_url
-            else base_url + _TOKEN_MARK
+            else base_url + TOKEN_MARK
         )
 
         def request(connections: int) -> HTTPXRequest:
@@ -284,7 +300,7 @@ class Telegram(Action):
                 write_timeout=timeout,
                 connect_timeout=timeout,
                 pool_timeout=timeout,
-                httpx_kwargs={"transport": _token_transport(token, connections)},
+                httpx_kwargs={"transport": token_transport(token, connections)},
             )
 
         return Bot(
@@ -298,14 +314,15 @@ class Telegram(Action):
     def _classify(self, exc: Exception, chat: str) -> ActionError:
         from telegram import error as tg
 
-        status = _last_status.get()
+        status = last_status.get()
         message = redact(f"Telegram: {exc}", [self._token()])
         if isinstance(exc, tg.RetryAfter):
             seconds = _retry_after_seconds(exc)
+            said = f": retry after {seconds:g} s" if seconds is not None else ""
             return RetryableActionError(
-                f"{message} (flood control: retry after {seconds:g} s)",
+                f"{message} (flood control{said})",
                 retry_after=seconds,
-                scope=self._flood_scope(chat, seconds),
+                scope=self._flood_scope(chat, seconds or 0.0),
                 status=429,
             )
         if isinstance(exc, tg.ChatMigrated):
@@ -348,53 +365,19 @@ class Telegram(Action):
         return "service" if bot_wide else "destination"
 
 
-def _retry_after_seconds(exc: Any) -> float:
+def _retry_after_seconds(exc: Any) -> float | None:
+    """The flood-control wait, as the dispatcher may honour it (:func:`service_wait`); None
+    when the answer's is no number."""
     from telegram.warnings import PTBDeprecationWarning
 
     with warnings.catch_warnings():  # the int-or-timedelta transition warns on read
         warnings.simplefilter("ignore", PTBDeprecationWarning)
         value = exc.retry_after
-    return float(value.total_seconds() if hasattr(value, "total_seconds") else value)
-
-
-def _token_transport(token: str, connections: int) -> httpx.AsyncBaseTransport:
-    import httpx
-
-    class TokenTransport(httpx.AsyncBaseTransport):
-        """Puts the token into the URL for the wire only; what httpx logs keeps the mark."""
-
-        def __init__(self) -> None:
-            self._inner = httpx.AsyncHTTPTransport(
-                limits=httpx.Limits(max_connections=connections),
-                # a request goes out in two writes; without this, Nagle may hold the second
-                socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-            )
-
-        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-            url = request.url
-            if _TOKEN_MARK in url.path:
-                url = url.copy_with(path=url.path.replace(_TOKEN_MARK, token))
-            headers = request.headers.copy()
-            headers["accept-encoding"] = "identity"  # never inflated: see bounded_stream
-            wire = httpx.Request(
-                request.method,
-                url,
-                headers=headers,
-                stream=request.stream,
-                extensions=request.extensions,
-            )
-            _last_status.set(None)  # this call's status, not an earlier one's (getMe's)
-            response = await self._inner.handle_async_request(wire)
-            _last_status.set(response.status_code)
-            return bounded_stream(response)
-
-        async def aclose(self) -> None:
-            await self._inner.aclose()
-
-        def __repr__(self) -> str:
-            return "<TokenTransport>"
-
-    return TokenTransport()
+    try:
+        seconds = float(value.total_seconds() if hasattr(value, "total_seconds") else value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return service_wait(seconds)
 
 
 @hookimpl

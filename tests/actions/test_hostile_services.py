@@ -24,6 +24,7 @@ from rulekit.actions.slack import Slack, SlackIntegration, SlackParams
 from rulekit.actions.telegram import Telegram, TelegramIntegration, TelegramParams
 from rulekit.errors import (
     MAX_ACTION_ERROR,
+    MAX_RETRY_AFTER,
     ActionError,
     PermanentActionError,
     RetryableActionError,
@@ -420,4 +421,56 @@ def test_an_autoreply_whose_2xx_answer_stalls_past_its_timeout_is_not_sent_again
 def test_an_autoreply_that_got_no_answer_at_all_is_retried(channel) -> None:
     with lost_answers("silent") as url:
         exc = _autoreply_through(channel, url, LOST_TIMEOUT)
+    assert isinstance(exc, RetryableActionError), exc
+
+
+def _ok(result: Any) -> bytes:
+    return json.dumps({"ok": True, "result": result}).encode()
+
+
+def _flood(wait: Any) -> bytes:
+    body = {"ok": False, "error_code": 429, "parameters": {"retry_after": wait}}
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind", "wait"),
+    [
+        # a 2xx the client cannot read: Telegram took the message, which is not sent again
+        (200, b'{"ok": true}', PermanentActionError, None),
+        (200, _ok(True), PermanentActionError, None),
+        (200, _ok({}), PermanentActionError, None),
+        (200, _ok([]), PermanentActionError, None),
+        (200, _ok({"message_id": 1, "date": "x", "chat": {"id": 5}}), PermanentActionError, None),
+        (200, b'{"ok": false}', PermanentActionError, None),
+        # flood control whose wait is too long to count, or no number: the chat waits
+        (429, _flood(1e400).replace(b"Infinity", b"1e400"), RetryableActionError, MAX_RETRY_AFTER),
+        (429, _flood(10**15), RetryableActionError, MAX_RETRY_AFTER),
+        (429, _flood("soon"), RetryableActionError, None),
+        (429, _flood(-5), RetryableActionError, 0.0),
+        # a refusal the client cannot read is final as its status says
+        (400, b'{"ok": false, "description": 5}', PermanentActionError, None),
+        (400, b"[]", PermanentActionError, None),
+    ],
+)  # fmt: skip
+def test_telegram_answers_the_client_cannot_read_are_classified_by_their_status(
+    status, body, kind, wait
+) -> None:
+    """python-telegram-bot raises what is no TelegramError (KeyError, OverflowError...) for
+    an answer that is not the Bot API's: the outcome is still the status's, never a retry of
+    a message Telegram took, nor a flood control that does not pause the chat."""
+    with api(lambda method: (200, ME) if method == "getMe" else (status, body)) as server:
+        exc = telegram_failure(server)
+    assert type(exc) is kind, exc
+    assert exc.status == status, exc
+    assert exc.retry_after == wait, exc
+    if status == 200:
+        assert "not retried" in exc.message, exc.message
+
+
+def test_a_garbled_get_me_sends_nothing_and_is_retried() -> None:
+    with api(lambda method: (200, _ok(True)) if method == "getMe" else (200, b"")) as server:
+        exc = telegram_failure(server)
+        calls = list(server.calls)
+    assert calls == ["getMe"], calls
     assert isinstance(exc, RetryableActionError), exc
