@@ -242,8 +242,16 @@ class Slack(Action):
         # an answer that is not JSON reaches here as aiohttp's response: its status is .status
         status = getattr(response, "status_code", None) or getattr(response, "status", None)
         data = response.data if isinstance(getattr(response, "data", None), dict) else {}
-        error = data.get("error") or "no error code"
-        details = data.get("response_metadata", {}).get("messages") or []
+        # read as Slack writes it, and nothing else: an answer that is not Slack's (a proxy's
+        # JSON, a fault) is classified by its status as well, never taken for a bug here
+        if status and 200 <= status < 300 and "ok" not in data:
+            # not Slack's answer (no JSON, no "ok"), to a post that may have gone through
+            return unreadable("Slack chat.postMessage: an answer that is not Slack's", status)
+        error = data.get("error")
+        error = error if isinstance(error, str) and error else "no error code"
+        metadata = data.get("response_metadata")
+        details = metadata.get("messages") if isinstance(metadata, dict) else None
+        details = details if isinstance(details, list) else []
         message = f"Slack chat.postMessage failed: {error}"
         if details:
             message += f" ({'; '.join(map(str, details))})"

@@ -474,3 +474,34 @@ def test_a_garbled_get_me_sends_nothing_and_is_retried() -> None:
         calls = list(server.calls)
     assert calls == ["getMe"], calls
     assert isinstance(exc, RetryableActionError), exc
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind"),
+    [
+        (200, b'{"ok": false, "error": "x", "response_metadata": "oops"}', PermanentActionError),
+        (200, b'{"ok": false, "error": {"code": 1}}', PermanentActionError),
+        (429, b'{"ok": false, "error": "ratelimited", "response_metadata": []}', RetryableActionError),  # noqa: E501
+        (500, b'{"ok": false, "response_metadata": null}', RetryableActionError),
+        (400, b'{"ok": false, "response_metadata": {"messages": 5}}', PermanentActionError),
+    ],
+)  # fmt: skip
+def test_slack_answers_not_shaped_as_slack_s_are_classified_by_their_status(
+    status, body, kind
+) -> None:
+    """An answer whose fields are not what Slack writes fails the call as its status says,
+    never as a bug in the action (which the dispatcher would retry, without the 429's pause)."""
+    with api(lambda method: (status, body)) as server:
+        exc = slack_failure(server)
+    assert type(exc) is kind, exc
+    assert exc.status == status, exc
+
+
+@pytest.mark.parametrize("body", [b"<html>proxy</html>", b"", b"[1, 2]", b'"ok"'])
+def test_a_2xx_answer_to_a_slack_post_that_is_not_slack_s_is_final_and_says_so(body) -> None:
+    with api(lambda method: (200, body)) as server:
+        exc = slack_failure(server)
+        calls = list(server.calls)
+    assert calls == ["chat.postMessage"], calls
+    assert isinstance(exc, PermanentActionError), exc
+    assert "not Slack's" in exc.message and "not retried" in exc.message, exc.message
