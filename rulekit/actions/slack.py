@@ -263,7 +263,14 @@ class Slack(Action):
             wait = retry_after(headers.get("retry-after"), self.clock())
             scope = self._limit_scope(channel, wait or 0.0)
             return RetryableActionError(message, retry_after=wait, scope=scope, status=429)
-        if (status is not None and status >= 500) or error in TRANSIENT_ERRORS:
+        if status is not None and status >= 500:
+            # Slack down (a 503 in maintenance) may say when to come back: every channel waits
+            # that long, rather than spend its attempts on the outage
+            headers = {k.lower(): v for k, v in dict(response.headers or {}).items()}
+            wait = retry_after(headers.get("retry-after"), self.clock())
+            scope = "service" if wait else "destination"
+            return RetryableActionError(message, retry_after=wait, scope=scope, status=status)
+        if error in TRANSIENT_ERRORS:
             return RetryableActionError(message, status=status)
         return PermanentActionError(message, status=status)
 

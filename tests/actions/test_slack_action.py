@@ -302,3 +302,28 @@ def test_a_retry_after_of_years_makes_no_later_limit_of_another_channel_app_wide
         return scopes
 
     assert run_virtual(scenario(), io_grace=0.2) == ["destination", "destination"]
+
+
+@pytest.mark.parametrize(("status", "header"), [(503, "120"), (500, "120"), (503, "date")])
+def test_slack_down_saying_when_to_come_back_pauses_every_channel_that_long(
+    fake_slack, status, header
+):
+    """A 5xx with Retry-After (Slack in maintenance) is honoured, for the whole API: retried
+    on the usual backoff, the posts would spend their attempts on the outage."""
+    action = slack_action(fake_slack)
+    action.clock = lambda: 1_800_000_000.0
+    if header == "date":
+        header = format_datetime(datetime.fromtimestamp(1_800_000_120, UTC), usegmt=True)
+    fake_slack.fail(
+        Response(status, {"ok": False, "error": "service_unavailable"}, {"Retry-After": header})
+    )
+    exc = failure(action, SlackParams(channel="C1", text="x"))
+    assert isinstance(exc, RetryableActionError)
+    assert (exc.status, exc.retry_after, exc.scope) == (status, 120.0, "service")
+
+
+def test_a_5xx_without_retry_after_pauses_nothing(fake_slack):
+    fake_slack.server_error(503)
+    exc = failure(slack_action(fake_slack), SlackParams(channel="C1", text="x"))
+    assert isinstance(exc, RetryableActionError)
+    assert (exc.retry_after, exc.scope) == (None, "destination")

@@ -159,7 +159,16 @@ class ChatraAPI:
                 status=status,
             )
         if status >= 500:
-            return RetryableActionError(f"Chatra failed{said}", status=status)
+            # Chatra down (a 503 in maintenance) may say when to come back: the account waits
+            # that long, rather than spend the replies' attempts on the outage
+            wait = retry_after(response.headers.get("Retry-After"), time.time())
+            hint = f"; retry after {wait:g}s" if wait is not None else ""
+            return RetryableActionError(
+                f"Chatra failed{said}{hint}",
+                retry_after=wait,
+                scope="service",
+                status=status,
+            )
         if status in (401, 403):
             return PermanentActionError(f"Chatra rejected the API keys{said}", status=status)
         return PermanentActionError(f"Chatra refused {what}{said}", status=status)

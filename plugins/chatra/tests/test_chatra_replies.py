@@ -91,6 +91,16 @@ def test_a_rate_limit_is_retryable_after_the_services_delay(fake_chatra):
     assert "Too many requests" in error.message and "7s" in error.message
 
 
+@pytest.mark.parametrize("status", [500, 503])
+def test_chatra_down_saying_when_to_come_back_pauses_the_account_that_long(fake_chatra, status):
+    fake_chatra.script(Response(status, {"message": "maintenance"}, {"Retry-After": "90"}))
+    with pytest.raises(RetryableActionError) as caught:
+        send(chatra_provider(fake_chatra))
+    error = caught.value
+    assert (error.status, error.retry_after, error.scope) == (status, 90.0, "service")
+    assert "maintenance" in error.message and "90s" in error.message
+
+
 def test_retry_after_may_be_an_http_date(fake_chatra):
     when = datetime.now(UTC) + timedelta(seconds=30)
     fake_chatra.rate_limit(retry_after=format_datetime(when, usegmt=True))
