@@ -347,7 +347,8 @@ class Telegram(Action):
         if isinstance(exc, tg.NetworkError):
             # 5xx and lost connections come here, and so do 4xx the library has no class for,
             # and redirects (not followed: the message goes only where the config says)
-            if status is not None and 300 <= status < 500 and status != 429:
+            # (a 408 is a proxy's "the request came too slowly": another attempt may go)
+            if status is not None and 300 <= status < 500 and status not in (408, 429):
                 return PermanentActionError(message, status=status)
             return RetryableActionError(message, status=status)
         return RetryableActionError(message, status=status)  # a garbled answer

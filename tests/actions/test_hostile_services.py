@@ -448,8 +448,10 @@ def _flood(wait: Any) -> bytes:
         (429, _flood(10**15), RetryableActionError, MAX_RETRY_AFTER),
         (429, _flood("soon"), RetryableActionError, None),
         (429, _flood(-5), RetryableActionError, 0.0),
-        # a refusal the client cannot read is final as its status says
+        # a refusal the client cannot read is final as its status says; a proxy's 408 is not
         (400, b'{"ok": false, "description": 5}', PermanentActionError, None),
+        (408, b"<html>Request Timeout</html>", RetryableActionError, None),
+        (408, b'{"ok": false, "error_code": 408, "description": "x"}', RetryableActionError, None),
         (400, b"[]", PermanentActionError, None),
     ],
 )  # fmt: skip
