@@ -270,7 +270,7 @@ class Slack(Action):
             wait = retry_after(headers.get("retry-after"), self.clock())
             scope = "service" if wait else "destination"
             return RetryableActionError(message, retry_after=wait, scope=scope, status=status)
-        if error in TRANSIENT_ERRORS:
+        if error in TRANSIENT_ERRORS or status == 408:  # (a proxy's: the request came slowly)
             return RetryableActionError(message, status=status)
         return PermanentActionError(message, status=status)
 

@@ -507,3 +507,14 @@ def test_a_2xx_answer_to_a_slack_post_that_is_not_slack_s_is_final_and_says_so(b
     assert calls == ["chat.postMessage"], calls
     assert isinstance(exc, PermanentActionError), exc
     assert "not Slack's" in exc.message and "not retried" in exc.message, exc.message
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_proxy_s_408_is_retried_by_every_client(client) -> None:
+    """A 408 (the request came too slowly: a proxy's, before the service) is no refusal of the
+    message: another attempt may go."""
+    body = b"<html>408 Request Timeout</html>"
+    with api(lambda method: (200, ME) if method == "getMe" else (408, body)) as server:
+        exc = _send_through(client, base_url(server))
+    assert isinstance(exc, RetryableActionError), exc
+    assert exc.status == 408, exc

@@ -158,6 +158,8 @@ class ChatraAPI:
                 scope="service",
                 status=status,
             )
+        if status == 408:  # a proxy's "the request came too slowly": another attempt may go
+            return RetryableActionError(f"Chatra failed{said}", status=status)
         if status >= 500:
             # Chatra down (a 503 in maintenance) may say when to come back: the account waits
             # that long, rather than spend the replies' attempts on the outage

@@ -179,7 +179,7 @@ def classify(exc: BotAPIError | BotUnreachable, *, scope: str = "destination") -
             scope=scope,
             status=status,
         )
-    if status >= 500:
+    if status >= 500 or status == 408:  # (a 408: a proxy's, the request came too slowly)
         return RetryableActionError(f"Telegram failed (HTTP {status}): {said}", status=status)
     if status == 401 or status == 404:
         return PermanentActionError(
