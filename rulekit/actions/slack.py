@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from rulekit.actions.answers import (
     AnswerTooLarge,
+    answer_status,
     bounded_response_class,
     forget_answer,
     lost_answer,
@@ -192,6 +193,14 @@ class Slack(Action):
             raise lost_answer(message) or RetryableActionError(message) from None
         except sdk_errors.SlackClientError as exc:
             raise PermanentActionError(redact(f"Slack: {exc}", [self._token()])) from None
+        except Exception as exc:
+            # an answer the client could not read (not UTF-8: a UnicodeDecodeError): by its
+            # status, as any unreadable answer (a 2xx is final: the post may have gone through)
+            status = answer_status()
+            if status is None:
+                raise  # no answer behind it: a bug, which the dispatcher reports as one
+            what = f"Slack: an answer that could not be read ({type(exc).__name__})"
+            raise unreadable(what, status) from None
         data = answer["data"]
         if answer["status_code"] != 200 or type(data) is not dict or not data.get("ok"):
             # what AsyncSlackResponse.validate refuses, told apart as for a SlackApiError

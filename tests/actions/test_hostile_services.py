@@ -518,3 +518,21 @@ def test_a_proxy_s_408_is_retried_by_every_client(client) -> None:
         exc = _send_through(client, base_url(server))
     assert isinstance(exc, RetryableActionError), exc
     assert exc.status == 408, exc
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [(200, PermanentActionError), (429, RetryableActionError), (500, RetryableActionError),
+     (400, PermanentActionError)],
+)  # fmt: skip
+@pytest.mark.parametrize("client", ["slack", "telegram"])
+def test_an_answer_that_is_not_utf_8_is_classified_by_its_status(client, status, kind) -> None:
+    """slack-sdk decodes an answer as UTF-8 and lets the UnicodeDecodeError out: taken for a
+    bug, the post answered 200 was made again."""
+    body = b'\xff\xfe{"ok": true, "ts": "1.2", "result": {}}'
+    with api(lambda method: (200, ME) if method == "getMe" else (status, body)) as server:
+        exc = slack_failure(server) if client == "slack" else telegram_failure(server)
+    assert type(exc) is kind, exc
+    assert exc.status == status, exc
+    if status == 200:
+        assert "not retried" in exc.message, exc.message
