@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import warnings
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -22,9 +23,15 @@ from pydantic import Field, SecretStr, field_validator
 from rulekit.actions.answers import unreadable
 from rulekit.actions.base import Action, ActionContext
 from rulekit.actions.pacing import Limit, Pace
+from rulekit.actions.rates import retry_after
 from rulekit.actions.telegram_markup import resolve_html, resolve_markdown_v2
 from rulekit.actions.telegram_text import MAX_MESSAGE_LENGTH, truncate
-from rulekit.actions.telegram_transport import TOKEN_MARK, last_status, token_transport
+from rulekit.actions.telegram_transport import (
+    TOKEN_MARK,
+    last_retry_after,
+    last_status,
+    token_transport,
+)
 from rulekit.errors import (
     MAX_RETRY_AFTER,
     ActionError,
@@ -240,7 +247,7 @@ class Telegram(Action):
         what = f"Telegram: an answer that could not be read (HTTP {status}, {type(exc).__name__})"
         if status == 429:
             # a wait too long to count (python-telegram-bot overflows) asks for the longest
-            wait = MAX_RETRY_AFTER if isinstance(exc, OverflowError) else None
+            wait = MAX_RETRY_AFTER if isinstance(exc, OverflowError) else _header_wait()
             scope = self._flood_scope(chat, wait or 0.0)
             return RetryableActionError(what, retry_after=wait, scope=scope, status=429)
         if not sending and 200 <= status < 300:
@@ -344,6 +351,14 @@ class Telegram(Action):
             )
         if isinstance(exc, tg.TimedOut):
             return RetryableActionError(message, status=status)
+        wait = _header_wait() if status is not None and (status == 429 or status >= 500) else None
+        if isinstance(exc, tg.NetworkError) and wait:
+            # not the Bot API's flood control (no parameters: a proxy's 429, a 503 in
+            # maintenance), with its wait in a Retry-After header
+            scope = self._flood_scope(chat, wait or 0.0) if status == 429 else "service"
+            return RetryableActionError(
+                f"{message} (retry after {wait:g} s)", retry_after=wait, scope=scope, status=status
+            )
         if isinstance(exc, tg.NetworkError):
             # 5xx and lost connections come here, and so do 4xx the library has no class for,
             # and redirects (not followed: the message goes only where the config says)
@@ -364,6 +379,12 @@ class Telegram(Action):
         self._floods[chat] = now + (service_wait(seconds) or 0.0)
         bot_wide = bool(others) or self._bot is None
         return "service" if bot_wide else "destination"
+
+
+def _header_wait() -> float | None:
+    """The wait the last answer's ``Retry-After`` header asks for (seconds or a date), or
+    None."""
+    return retry_after(last_retry_after.get(), time.time())
 
 
 def _retry_after_seconds(exc: Any) -> float | None:

@@ -21,6 +21,11 @@ last_status: contextvars.ContextVar[int | None] = contextvars.ContextVar(
 )
 """The HTTP status of the last Bot API answer in this task (python-telegram-bot's errors do
 not always keep it)."""
+last_retry_after: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "rulekit_telegram_retry_after", default=None
+)
+"""The ``Retry-After`` header of that answer, if it had one (a proxy's 429 or 503 says its wait
+there, not in the Bot API's ``parameters``, which python-telegram-bot reads)."""
 
 
 def token_transport(token: str, connections: int) -> httpx.AsyncBaseTransport:
@@ -53,8 +58,10 @@ def token_transport(token: str, connections: int) -> httpx.AsyncBaseTransport:
                 extensions=request.extensions,
             )
             last_status.set(None)  # this call's status, not an earlier one's (getMe's)
+            last_retry_after.set(None)
             response = await self._inner.handle_async_request(wire)
             last_status.set(response.status_code)
+            last_retry_after.set(response.headers.get("retry-after"))
             return bounded_stream(response)
 
         async def aclose(self) -> None:

@@ -43,6 +43,8 @@ class _Server(socketserver.ThreadingTCPServer):
     sent: int
     encodings: dict[str, str]
     """The Content-Encoding answered to a method, when one is."""
+    extra: dict[str, str]
+    """Headers answered to every method besides those."""
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -82,6 +84,7 @@ def _send(
     sock: socket.socket, server: _Server, status: int, body: bytes, encoding: str | None = None
 ) -> None:
     coding = f"Content-Encoding: {encoding}\r\n" if encoding else ""
+    coding += "".join(f"{name}: {value}\r\n" for name, value in server.extra.items())
     sock.sendall(
         f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{coding}"
         f"Content-Length: {len(body)}\r\n\r\n".encode()
@@ -96,7 +99,7 @@ def _send(
 def api(answer: Answer) -> Iterator[_Server]:
     server = _Server(("127.0.0.1", 0), _Handler)
     server.answer, server.calls, server.heads, server.sent = answer, [], [], 0
-    server.encodings = {}
+    server.encodings, server.extra = {}, {}
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -536,3 +539,14 @@ def test_an_answer_that_is_not_utf_8_is_classified_by_its_status(client, status,
     assert exc.status == status, exc
     if status == 200:
         assert "not retried" in exc.message, exc.message
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_telegram_wait_said_in_a_retry_after_header_is_honoured(status) -> None:
+    """A proxy in front of the Bot API (or a local Bot API server behind one) says its wait in
+    a Retry-After header, not in the Bot API's parameters."""
+    with api(lambda method: (200, ME) if method == "getMe" else (status, b"<html>")) as server:
+        server.extra["Retry-After"] = "45"
+        exc = telegram_failure(server)
+    assert isinstance(exc, RetryableActionError), exc
+    assert (exc.status, exc.retry_after) == (status, 45.0), exc
