@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from rulekit.actions.base import Action
 from rulekit.config import Config
@@ -140,6 +141,14 @@ class StepCompiler:
                 return None
         if model is None:
             return [], []
+        loose = [
+            at.error((*sub, key), problem)
+            for key, problem in loose_scalars(action_class.Params, raw)
+            if (key,) not in templated
+        ]
+        if loose:
+            errors.extend(loose)
+            return None
         config = self.compilation.config
         targets = list(channels or config.channels)
         try:
@@ -173,6 +182,53 @@ def _non_finite(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, .
     elif isinstance(value, list):
         for index, item in enumerate(value):
             yield from _non_finite(item, (*path, index))
+
+
+_SCALARS = {bool: "true or false", int: "a number", float: "a number", str: "text"}
+
+
+def loose_scalars(model: type[BaseModel], raw: dict[str, Any]) -> list[tuple[str, str]]:
+    """The parameters written as another kind of value than their field's (``1`` or ``"yes"``
+    for true or false, ``true`` or ``"5"`` for a number): pydantic reads them leniently, as it
+    must a rendered template's text, but a value written as it is says what it is, as the
+    JSON Schema of ``rulekit schema`` does. ``(key, problem)`` pairs."""
+    found = []
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        if key not in raw or raw[key] is None:
+            continue
+        kinds = _scalar_kinds(info.annotation)
+        if not kinds:
+            continue
+        value = raw[key]
+        kind = next((k for k in _SCALARS if type(value) is k), None)  # (bool is no int here)
+        if (
+            kind is None
+            or kind in kinds
+            or ({kind, float} <= {int, float} and kinds & {int, float})
+        ):
+            continue
+        wanted = " or ".join(dict.fromkeys(_SCALARS[k] for k in kinds if k in _SCALARS))
+        found.append((key, f"expects {wanted}, not {_SCALARS[kind]}"))
+    return found
+
+
+def _scalar_kinds(annotation: Any) -> set[type] | None:
+    """The scalar types a field's annotation takes (``bool``, ``int | str``, ``bool | None``),
+    or None when it takes anything else as well (a model, a list, a literal)."""
+    if annotation in _SCALARS:
+        return {annotation}
+    args = get_args(annotation)
+    if get_origin(annotation) not in (Union, UnionType) or not args:
+        return None
+    kinds: set[type] = set()
+    for arg in args:
+        if arg is type(None):
+            continue
+        if arg not in _SCALARS:
+            return None
+        kinds.add(arg)
+    return kinds
 
 
 def _made(plugins: Plugins, name: str, config: Config) -> Action:

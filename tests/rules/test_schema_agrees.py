@@ -2,8 +2,7 @@
 loads (an editor that says a file is fine is right), and what loads is accepted (an editor does
 not flag a valid file). Left out: what only the loader can know (names of the config's
 channels, calendars, agents, groups and sounds, template syntax and names, addresses, unique
-rule names, durations over 1,000 years), and what pydantic reads leniently in an action's
-parameters (``"5"`` or ``true`` for a number, ``1`` or ``"true"`` for a flag)."""
+rule names, durations over 1,000 years)."""
 
 from __future__ import annotations
 
@@ -161,6 +160,16 @@ CASES: dict[str, Any] = {
     "webhook: body and text": step("webhook", {"to": "crm", "body": {"a": 1}, "text": "a"}),
     "webhook: body, text with nothing": step("webhook", {"to": "crm", "body": {}, "text": None}),
     "webhook: a templated target": step("webhook", {"to": "{{ env.TARGET }}"}),
+    "autoreply: a flag as 1": step("autoreply", {"text": "x", "on_recovered": 1}),
+    "autoreply: a flag as 'true'": step("autoreply", {"text": "x", "on_recovered": "true"}),
+    "assign: a flag as 'no'": step("assign", {"only_online": "no"}),
+    "telegram: a chat as true": step("telegram", {"chat_id": True, "text": "x"}),
+    "telegram: a topic as text": step(
+        "telegram", {"chat_id": "1", "text": "x", "message_thread_id": "5"}
+    ),
+    "telegram: a topic as true": step(
+        "telegram", {"chat_id": "1", "text": "x", "message_thread_id": True}
+    ),
     "webhook: a templated type": step(
         "webhook", {"to": "crm", "text": "a", "content_type": "{{ env.TYPE }}"}
     ),
