@@ -550,3 +550,31 @@ def test_a_telegram_wait_said_in_a_retry_after_header_is_honoured(status) -> Non
         exc = telegram_failure(server)
     assert isinstance(exc, RetryableActionError), exc
     assert (exc.status, exc.retry_after) == (status, 45.0), exc
+
+
+DEEP = b'{"ok": true, "result": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+
+@pytest.mark.parametrize(
+    ("client", "status"),
+    [(c, s) for c in CLIENTS for s in (200, 500) if (c, s) != ("chatra", 200)],
+)
+def test_an_answer_nested_past_the_json_parser_is_classified_by_its_status(client, status) -> None:
+    """JSON nested deeper than Python's parser goes raises a RecursionError, no ValueError:
+    taken for a bug, a reply answered 200 was sent again. (Chatra's 200 that is not JSON is
+    its message taken: see the next test.)"""
+    with api(lambda method: (200, ME) if method == "getMe" else (status, DEEP)) as server:
+        exc = _send_through(client, base_url(server))
+    assert isinstance(exc, PermanentActionError if status == 200 else RetryableActionError), exc
+    assert exc.status == status, exc
+
+
+def test_a_chatra_200_nested_past_the_json_parser_is_the_message_taken() -> None:
+    from pydantic import SecretStr
+    from rulekit_chatra.api import ChatraAPI
+
+    with api(lambda method: (200, DEEP)) as server:
+        chatra = ChatraAPI(base_url(server), "pub", SecretStr("sec"))
+        answer = run(Slack(), lambda: chatra.send_message({"text": "x"}, timeout=5))
+        calls = list(server.calls)
+    assert calls == ["messages"] and answer["status"] == 200, calls

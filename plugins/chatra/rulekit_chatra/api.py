@@ -184,7 +184,7 @@ def _detail(response: httpx.Response) -> str:
     """What the service said about a failure, on one line."""
     try:
         data = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # (nested past the parser: not an answer)
         data = response.text
     if isinstance(data, dict):
         for key in ("message", "error", "description", "errors", "reason"):
@@ -206,6 +206,6 @@ def _lost(method: str, message: str) -> ActionError | None:
 def _json_object(response: httpx.Response) -> dict[str, Any]:
     try:
         data = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return {"status": response.status_code, "text": response.text[:MAX_DETAIL]}
     return data if isinstance(data, dict) else {"status": response.status_code, "response": data}

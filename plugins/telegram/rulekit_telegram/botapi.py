@@ -114,7 +114,7 @@ class BotAPI:
     def _result(self, status: int, content: bytes) -> Any:
         try:
             data = json.loads(content)
-        except ValueError:
+        except (ValueError, RecursionError):  # (nested past the parser: not an answer)
             data = None
         if not isinstance(data, dict):
             text = content.decode("utf-8", "replace")
