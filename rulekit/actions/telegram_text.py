@@ -155,6 +155,7 @@ def _markdown_v2_tokens(text: str) -> Iterator[Token]:
     stack: list[str] = []  # open markers; "[" while inside a link's text
     index = 0
     pre_header = False  # between an opening ``` and the end of its line (the language)
+    line = 0  # where the line being read starts
     while index < len(text):
         code = stack[-1] if stack and stack[-1] in ("`", "```") else None
         char = text[index]
@@ -176,12 +177,16 @@ def _markdown_v2_tokens(text: str) -> Iterator[Token]:
             stack.append("[")
         else:
             piece = next((m for m in _MDV2_MARKERS if text.startswith(m, index)), char)
-            if piece in _MDV2_MARKERS:
+            if piece == "||" and "||" not in stack and _ends_quote(text, line, index + 2):
+                pass  # the mark of an expandable block quotation (**>...||), no spoiler
+            elif piece in _MDV2_MARKERS:
                 if piece in stack:
                     del stack[len(stack) - 1 - stack[::-1].index(piece) :]
                 else:
                     stack.append(piece)
                     pre_header = piece == "```"
+        if "\n" in piece:
+            line = index + piece.rindex("\n") + 1
         index += len(piece)
         cut_here = (
             "[" not in stack
@@ -190,6 +195,13 @@ def _markdown_v2_tokens(text: str) -> Iterator[Token]:
             and can_cut_before(text, index)
         )
         yield piece, (_markdown_v2_closers(stack) if cut_here else None)
+
+
+def _ends_quote(text: str, line: int, after: int) -> bool:
+    """Whether a ``||`` ending at ``after`` ends a block quotation's line (``line`` is where
+    that line starts): there, it marks the quotation expandable, and opens no spoiler."""
+    at_end = after == len(text) or text[after] == "\n"
+    return at_end and text.startswith((">", "**>"), line)
 
 
 def _link_end(text: str, index: int) -> int:

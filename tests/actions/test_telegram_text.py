@@ -295,3 +295,24 @@ def test_a_lone_surrogate_counts_one_unit_and_is_cut_like_any_character():
     # a template's "\ud800" escape (YAML reads it so) made every reply holding it raise
     assert utf16_len("a\ud800") == 2
     assert truncate("a\ud800" * 3000, None, 10).endswith("…")
+
+
+@pytest.mark.parametrize(
+    "quote",
+    [
+        "**>quote line\n>last line, expandable||\n",
+        "**>one line, expandable||\n",
+        ">a ||spoiler|| in a quote\n>expandable||\n",
+    ],
+)
+def test_markdown_v2_the_mark_of_an_expandable_quotation_opens_no_spoiler(quote):
+    """``||`` at the end of a block quotation's line marks it expandable: a cut after it must
+    not "close" it with another ``||``, which Telegram would read as a spoiler never closed."""
+    text = quote + "a" * 5000
+    result = truncate(text, "MarkdownV2")
+    assert result == quote + "a" * (MAX_MESSAGE_LENGTH - len(quote) - 1) + ELLIPSIS
+
+
+def test_markdown_v2_a_spoiler_open_at_the_cut_is_still_closed():
+    result = truncate(">quote\n||" + "a" * 5000, "MarkdownV2")
+    assert result.endswith(ELLIPSIS + "||") and utf16_len(result) <= MAX_MESSAGE_LENGTH
