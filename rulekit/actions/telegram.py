@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-import warnings
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -23,12 +21,12 @@ from pydantic import Field, SecretStr, field_validator
 from rulekit.actions.answers import unreadable
 from rulekit.actions.base import Action, ActionContext
 from rulekit.actions.pacing import Limit, Pace
-from rulekit.actions.rates import retry_after
 from rulekit.actions.telegram_markup import resolve_html, resolve_markdown_v2
 from rulekit.actions.telegram_text import MAX_MESSAGE_LENGTH, truncate
 from rulekit.actions.telegram_transport import (
     TOKEN_MARK,
-    last_retry_after,
+    flood_wait,
+    header_wait,
     last_status,
     token_transport,
 )
@@ -247,7 +245,7 @@ class Telegram(Action):
         what = f"Telegram: an answer that could not be read (HTTP {status}, {type(exc).__name__})"
         if status == 429:
             # a wait too long to count (python-telegram-bot overflows) asks for the longest
-            wait = MAX_RETRY_AFTER if isinstance(exc, OverflowError) else _header_wait()
+            wait = MAX_RETRY_AFTER if isinstance(exc, OverflowError) else header_wait()
             scope = self._flood_scope(chat, wait or 0.0)
             return RetryableActionError(what, retry_after=wait, scope=scope, status=429)
         if not sending and 200 <= status < 300:
@@ -324,7 +322,7 @@ class Telegram(Action):
         status = last_status.get()
         message = redact(f"Telegram: {exc}", [self._token()])
         if isinstance(exc, tg.RetryAfter):
-            seconds = _retry_after_seconds(exc)
+            seconds = flood_wait(exc)
             said = f": retry after {seconds:g} s" if seconds is not None else ""
             return RetryableActionError(
                 f"{message} (flood control{said})",
@@ -351,7 +349,7 @@ class Telegram(Action):
             )
         if isinstance(exc, tg.TimedOut):
             return RetryableActionError(message, status=status)
-        wait = _header_wait() if status is not None and (status == 429 or status >= 500) else None
+        wait = header_wait() if status is not None and (status == 429 or status >= 500) else None
         if isinstance(exc, tg.NetworkError) and wait:
             # not the Bot API's flood control (no parameters: a proxy's 429, a 503 in
             # maintenance), with its wait in a Retry-After header
@@ -379,27 +377,6 @@ class Telegram(Action):
         self._floods[chat] = now + (service_wait(seconds) or 0.0)
         bot_wide = bool(others) or self._bot is None
         return "service" if bot_wide else "destination"
-
-
-def _header_wait() -> float | None:
-    """The wait the last answer's ``Retry-After`` header asks for (seconds or a date), or
-    None."""
-    return retry_after(last_retry_after.get(), time.time())
-
-
-def _retry_after_seconds(exc: Any) -> float | None:
-    """The flood-control wait, as the dispatcher may honour it (:func:`service_wait`); None
-    when the answer's is no number."""
-    from telegram.warnings import PTBDeprecationWarning
-
-    with warnings.catch_warnings():  # the int-or-timedelta transition warns on read
-        warnings.simplefilter("ignore", PTBDeprecationWarning)
-        value = exc.retry_after
-    try:
-        seconds = float(value.total_seconds() if hasattr(value, "total_seconds") else value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return service_wait(seconds)
 
 
 @hookimpl

@@ -1,14 +1,19 @@
 """The HTTP transport of the ``telegram`` action's bot: the token put into the URL at the last
 moment (so that HTTP logs, error messages and reprs never show it), every answer read with a
-bound, and the status of the last answer noted for the action's classification of failures."""
+bound, and the status and Retry-After of the last answer noted for the action's classification
+of failures; and the waits its answers ask for."""
 
 from __future__ import annotations
 
 import contextvars
 import socket
-from typing import TYPE_CHECKING
+import time
+import warnings
+from typing import TYPE_CHECKING, Any
 
 from rulekit.actions.answers import bounded_stream
+from rulekit.actions.rates import retry_after
+from rulekit.errors import service_wait
 
 if TYPE_CHECKING:
     import httpx
@@ -71,3 +76,24 @@ def token_transport(token: str, connections: int) -> httpx.AsyncBaseTransport:
             return "<TokenTransport>"
 
     return TokenTransport()
+
+
+def header_wait() -> float | None:
+    """The wait the last answer's ``Retry-After`` header asks for (seconds or a date), or
+    None."""
+    return retry_after(last_retry_after.get(), time.time())
+
+
+def flood_wait(exc: Any) -> float | None:
+    """The flood-control wait, as the dispatcher may honour it (:func:`service_wait`); None
+    when the answer's is no number."""
+    from telegram.warnings import PTBDeprecationWarning
+
+    with warnings.catch_warnings():  # the int-or-timedelta transition warns on read
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value = exc.retry_after
+    try:
+        seconds = float(value.total_seconds() if hasattr(value, "total_seconds") else value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return service_wait(seconds)
