@@ -29,7 +29,14 @@ from pydantic import BaseModel
 from rulekit.errors import TemplateError, did_you_mean
 from rulekit.event import Agent, Client, Conversation, Message, TriggerEvent
 from rulekit.expr.budget import MAX_DIGITS
-from rulekit.expr.nodewalk import children, constant, constant_list, make_const, walk
+from rulekit.expr.nodewalk import (
+    children,
+    constant,
+    constant_list,
+    constant_values,
+    make_const,
+    walk,
+)
 from rulekit.expr.regex import check_patterns
 from rulekit.expr.sandbox import MAX_EXPRESSION, Sandbox, literal_escapes
 from rulekit.team import Team
@@ -200,8 +207,12 @@ def _check_numbers(node: nodes.Node) -> None:
     would be infinity, which the generated code cannot even name (every evaluation failed with
     a ``NameError``); an integer of more than :data:`MAX_DIGITS` digits (``0xfff…``) is more
     than a template may compute, and past 4,300 the code cannot be written at all."""
-    for const in [node] if isinstance(node, nodes.Const) else node.find_all(nodes.Const):
-        value = const.value
+    # ``node`` is a constant, or a list or tuple of constants (its values kept on it: a list
+    # of hundreds of texts is read once, not walked node by node)
+    values = constant_values(node)
+    for value in (node.value,) if values is None else values:  # type: ignore[attr-defined]
+        if type(value) is str:
+            continue
         if isinstance(value, float) and not math.isfinite(value):
             raise TemplateError("a number is too large (a float is at most about 1.8e308)")
         if isinstance(value, int) and abs(value) >= _TOO_MANY_DIGITS:
