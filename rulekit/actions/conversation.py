@@ -72,6 +72,15 @@ def changes(before: Conversation, after: Conversation) -> dict[str, Any]:
     }
 
 
+def past_limit(count: int, before: int, limit: int, what: str, hint: str) -> str | None:
+    """Why a call that leaves a conversation ``count`` of ``what`` (tags, fields; it had
+    ``before``) cannot be made: more than ``limit``, and more than it had (None when it can:
+    a conversation over the limit from before may lose some)."""
+    if count > limit and count > before:
+        return f"a conversation has at most {limit} {what}: this would make {count} ({hint})"
+    return None
+
+
 def _typed(value: Any) -> tuple[type, Any]:
     """A field's value compared with its type: ``true`` is not ``1``, nor ``1.0`` (Python
     holds them equal, which made setting one over the other no change, never written)."""

@@ -100,12 +100,8 @@ def too_many_fields(params: SetParams, conversation: Conversation, config: Confi
     """Why the call cannot be made on ``conversation``: it would leave it more than
     :data:`MAX_FIELDS` fields (None when it can)."""
     count = len(_fields_after(params, conversation, config))
-    if count > MAX_FIELDS and count > len(conversation.fields):
-        return (
-            f"a conversation has at most {MAX_FIELDS} fields: this would make {count} "
-            "(remove some first: null removes a field)"
-        )
-    return None
+    before, hint = len(conversation.fields), "remove some first: null removes a field"
+    return conversations.past_limit(count, before, MAX_FIELDS, "fields", hint)
 
 
 def set_on(params: SetParams, conversation: Conversation, config: Config) -> Conversation:

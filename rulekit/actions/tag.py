@@ -93,12 +93,8 @@ def too_many_tags(params: TagParams, conversation: Conversation, config: Config)
     """Why the call cannot be made on ``conversation``: it would leave it more than
     :data:`MAX_TAGS` tags (None when it can)."""
     count = len(_tags_after(params, conversation, config))
-    if count > MAX_TAGS and count > len(conversation.tags):
-        return (
-            f"a conversation has at most {MAX_TAGS} tags: this would make {count} "
-            "(remove some first)"
-        )
-    return None
+    before = len(conversation.tags)
+    return conversations.past_limit(count, before, MAX_TAGS, "tags", "remove some first")
 
 
 def tagged(params: TagParams, conversation: Conversation, config: Config) -> Conversation:

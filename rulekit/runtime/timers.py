@@ -333,31 +333,39 @@ class TimerRunner:
     def _hold(self, timers: list[Timer], now: datetime) -> None:
         """Give up the claims of ``timers`` for :data:`HOLD` seconds: their conversations'
         webhooks go first."""
-        until = now + timedelta(seconds=HOLD)
-        with self.store.transaction() as state:
-            for timer in timers:
-                state.hand_back_timer(timer.id, self.owner, until=until)
-        for timer in timers:
-            log(
-                logger,
-                logging.DEBUG,
-                f"timer {timer.id} of {timer.rule!r}: waits for its conversation's webhooks"
-                " received before it fell due",
-                late=round((now - timer.due).total_seconds(), 3),
-            )
+        self._give_up(
+            timers,
+            now,
+            HOLD,
+            logging.DEBUG,
+            "waits for its conversation's webhooks received before it fell due",
+        )
 
     def _hand_back(self, timers: list[Timer], now: datetime) -> None:
         """Give up the claims of ``timers``, left to the other daemons."""
-        until = now + timedelta(seconds=HAND_BACK)
+        self._give_up(
+            timers,
+            now,
+            HAND_BACK,
+            logging.INFO,
+            "left to the daemons whose rules have it (this daemon's rules do not, or not for "
+            "its triggering event)",
+        )
+
+    def _give_up(
+        self, timers: list[Timer], now: datetime, seconds: float, level: int, why: str
+    ) -> None:
+        """Hand ``timers`` back for ``seconds`` (:meth:`~rulekit.store.timers.Timers.
+        hand_back_timer`), in one transaction, and log ``why`` for each."""
+        until = now + timedelta(seconds=seconds)
         with self.store.transaction() as state:
             for timer in timers:
                 state.hand_back_timer(timer.id, self.owner, until=until)
         for timer in timers:
             log(
                 logger,
-                logging.INFO,
-                f"timer {timer.id} of {timer.rule!r}: left to the daemons whose rules have it"
-                " (this daemon's rules do not, or not for its triggering event)",
+                level,
+                f"timer {timer.id} of {timer.rule!r}: {why}",
                 late=round((now - timer.due).total_seconds(), 3),
             )
 
