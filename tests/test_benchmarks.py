@@ -108,6 +108,7 @@ def test_chatra_parse(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_daemon_memory(tmp_path: Path) -> None:
     out = smoke(tmp_path, "daemon_memory.py")
     shows(
@@ -183,6 +184,7 @@ def test_history(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_ingest(tmp_path: Path) -> None:
     out = smoke(tmp_path, "ingest.py")
     for endpoint in ("no-op", "durable", "durable, processing paused"):
@@ -198,6 +200,7 @@ def test_ingest(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_rules_cost(tmp_path: Path) -> None:
     out = smoke(tmp_path, "rules_cost.py")
     for rules in (1, 20):

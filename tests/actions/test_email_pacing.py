@@ -41,6 +41,7 @@ def to(address: str) -> EmailParams:
     return EmailParams.model_validate({"to": [address], "subject": "Hello", "text": "Hi"})
 
 
+@pytest.mark.slow
 def test_a_message_that_waited_for_its_slot_longer_than_the_timeout_is_sent() -> None:
     with FakeSmtp() as server:
         action = email_action(server)

@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -93,6 +94,7 @@ def make(fields: dict[str, Any], origin: str, recovered: bool, text: str | None)
     return e
 
 
+@pytest.mark.slow
 @settings(
     max_examples=60,
     deadline=None,

@@ -586,6 +586,7 @@ def test_counting_words_and_splitting_a_little_of_a_long_text_still_work(build_e
     assert rendered == ["1000000 3 5"]
 
 
+@pytest.mark.slow
 def test_striptags_of_a_long_text_with_a_short_result_stays_small(build_engine) -> None:
     # markupsafe keeps every piece between two tags in a list: 24 MiB for a 4 MB message
     engine = _engine(build_engine, "{{ message.text|striptags }}")

@@ -27,6 +27,7 @@ def _markupsafe(text: str) -> str | None:
         return None
 
 
+@pytest.mark.slow
 @settings(max_examples=3_000, deadline=None)
 @given(
     st.lists(st.sampled_from(ATOMS) | st.text(max_size=3), max_size=40).map("".join),

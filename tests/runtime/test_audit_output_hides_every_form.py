@@ -31,6 +31,7 @@ def hidden_leftovers(output: str) -> list[tuple[str, str]]:
     return [(what, form) for what, form in leftovers(output) if what not in SHOWN]
 
 
+@pytest.mark.slow
 def test_why_and_history_show_no_form_of_hidden_content(tmp_path, serve):
     site, stop = record(tmp_path, serve)
     try:
@@ -61,6 +62,7 @@ def test_why_and_history_show_no_form_of_hidden_content(tmp_path, serve):
     assert "[hidden]" in why and NAME in why
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content", [False, True])
 def test_the_daemons_log_hides_it_too_unless_content_is_allowed(
     tmp_path, serve, log_lines: LogLines, content: bool

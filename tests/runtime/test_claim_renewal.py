@@ -8,6 +8,7 @@ import sqlite3
 import time
 
 import httpx
+import pytest
 from daemons import chat_started, wait_for, write_setup
 
 from rulekit.testing.fakehttp import FakeService, Response
@@ -31,6 +32,7 @@ def claimed_until(folder) -> dict[int, str]:
     return dict(rows)
 
 
+@pytest.mark.slow
 def test_calls_longer_than_the_lease_keep_their_claims(tmp_path, serve):
     lease = 4.5  # (not a multiple of the idle poll: the daemon reclaims its own expired jobs)
     with FakeService() as crm, FakeService() as erp:

@@ -8,6 +8,7 @@ import itertools
 import sqlite3
 
 import httpx
+import pytest
 from daemons import chat_started, wait_for, write_setup
 from rulekit_chatra.testing import FakeChatra
 
@@ -49,6 +50,7 @@ def attempts_to(folder, channel: str) -> int:
         conn.close()
 
 
+@pytest.mark.slow
 def test_a_429_storm_pauses_only_its_destination_and_keeps_its_order(tmp_path, serve):
     with FakeTelegram() as telegram:
         server = serve(write_setup(tmp_path, TELEGRAM_RULES, telegram=telegram))
@@ -220,6 +222,7 @@ def test_emails_waiting_for_their_domain_leave_the_concurrency_to_the_others(tmp
         assert len(smtp.messages) == 1
 
 
+@pytest.mark.slow
 def test_a_call_waiting_for_its_turn_through_a_reload_goes_with_the_new_config(tmp_path, serve):
     # a reply waiting out Chatra's service-wide Retry-After when the config changed (new API
     # keys, another account) was sent with the config loaded when its attempt began

@@ -12,6 +12,7 @@ import gc
 import tracemalloc
 
 import httpx
+import pytest
 from daemons import Server, chat_started, wait_for, write_setup
 from rulekit_chatra.testing import FakeChatra
 
@@ -41,6 +42,7 @@ def held(server: Server) -> int:
     return int(server.call(read_held()))
 
 
+@pytest.mark.slow
 def test_the_events_of_jobs_held_by_a_paused_service_stay_within_a_byte_budget(
     tmp_path, serve, chatra: FakeChatra
 ):

@@ -79,6 +79,7 @@ SLACK_RULES = """\
 """
 
 
+@pytest.mark.slow
 def test_a_database_blip_around_a_call_never_consumes_an_attempt(tmp_path, serve):
     """The store fails twice at each point around a call (reserving the send slot, recording
     the call's start, recording its outcome) with only three attempts allowed: the message is
@@ -109,6 +110,7 @@ ASSIGN_RULES = """\
 """
 
 
+@pytest.mark.slow
 def test_a_database_blip_inside_an_action_never_consumes_an_attempt(tmp_path, serve, chatra):
     """An action that uses the store itself (``assign`` picks its agent in a transaction of its
     own) meets the blip inside its call, as many times as attempts are allowed: the call is
@@ -140,6 +142,7 @@ REPLY_RULES = """\
 """
 
 
+@pytest.mark.slow
 def test_blips_at_every_store_call_around_a_refused_then_sent_reply(tmp_path, serve, chatra):
     """A Chatra reply on a store shared by daemons: the store fails twice at each of its calls
     around the send (recording the start, with the service's pauses and the conversation read
@@ -199,6 +202,7 @@ def test_a_chatra_retry_after_pauses_every_reply_and_a_conversation_keeps_its_or
     }
 
 
+@pytest.mark.slow
 def test_what_a_crash_would_repeat_is_on_disk_and_at_most_the_concurrency(tmp_path, serve, chatra):
     """Forty replies are claimed at once (none was claimed while they were processed) and
     their outcomes are slow to record. Copies of the database taken at any moment (what a
@@ -239,6 +243,7 @@ SLACK_EACH_OWN_CHANNEL = """\
 """
 
 
+@pytest.mark.slow
 def test_calls_that_may_go_at_once_start_in_their_claim_within_the_bound(tmp_path, serve):
     """Forty Slack posts, each to a channel of its own, are claimed at once and their outcomes
     are slow to record: nothing lies between their claim and their call, so the claim records
@@ -296,6 +301,7 @@ SLACK_BY_TEXT = """\
 """
 
 
+@pytest.mark.slow
 def test_a_call_started_by_its_claim_that_must_wait_withdraws_its_start(tmp_path, serve):
     """Slack limits two channels at once: the whole app is paused for its Retry-After. A post
     to a third channel, claimed meanwhile, would have gone at once as far as its channel goes,

@@ -9,6 +9,7 @@ import logging
 import sqlite3
 
 import httpx
+import pytest
 from daemons import chat_started, wait_for, write_setup
 
 REFUSED_FETCHED = (
@@ -35,6 +36,7 @@ def _fetched(folder) -> list[str]:
         return [json.loads(body)["client"]["id"] for (body,) in rows]
 
 
+@pytest.mark.slow
 def test_a_client_fetch_the_store_refuses_is_logged_tells_healthz_and_goes_on(
     tmp_path, serve, chatra, caplog
 ):

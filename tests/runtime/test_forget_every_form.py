@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from privacy_scenario import BOB_NAME, BOB_TEXT, CLIENT, NAME, PERSONAL, leftovers, record
 
@@ -32,6 +33,7 @@ def forget(config: Path) -> dict[str, int]:
     return json.loads(result.stdout)["erased"]
 
 
+@pytest.mark.slow
 def test_forget_leaves_no_form_of_personal_data_in_the_sqlite_files(tmp_path, serve):
     site, stop = record(tmp_path, serve)
     try:
@@ -81,6 +83,7 @@ def postgres_dump(url: str) -> str:
     return "\n".join(out)
 
 
+@pytest.mark.slow
 def test_forget_leaves_no_form_of_personal_data_in_any_postgres_table(
     tmp_path, serve, postgres_url
 ):

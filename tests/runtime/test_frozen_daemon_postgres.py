@@ -49,6 +49,7 @@ def proxied(postgres_url):
         proxy.close()
 
 
+@pytest.mark.slow
 def test_a_daemon_frozen_after_recording_a_calls_start_does_not_call_once_taken_over(
     tmp_path, processes, chatra, fake_slack, postgres_url, proxied
 ):

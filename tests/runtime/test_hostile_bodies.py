@@ -58,6 +58,7 @@ def surrogate_variants() -> list[tuple[str, bytes]]:
     return variants
 
 
+@pytest.mark.slow
 def test_lone_surrogates_in_any_string_or_key_are_accepted_processed_and_readable(site):
     variants = surrogate_variants()
     assert len(variants) > 400  # every string and key of nine samples
@@ -225,6 +226,7 @@ def test_after_all_that_a_normal_webhook_is_accepted_and_processed(site):
     assert httpx.get(f"{site.server.url}/healthz").status_code == 200
 
 
+@pytest.mark.slow
 def test_ids_too_long_for_an_index_neither_block_nor_lose_webhooks_on_postgresql(
     tmp_path, serve, postgres_url
 ):

@@ -146,6 +146,7 @@ class Slowloris:
             sock.close()
 
 
+@pytest.mark.slow
 def test_slow_connections_never_lock_out_a_webhook(daemon: LimitedProcess) -> None:
     slowloris = Slowloris(daemon.port, SLOW)
     try:

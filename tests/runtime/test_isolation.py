@@ -117,6 +117,7 @@ def test_webhooks_are_answered_while_a_rule_burns_cpu_and_the_event_is_set_aside
     assert httpx.get(f"{process.url}/healthz").status_code == 200
 
 
+@pytest.mark.slow
 def test_an_evaluation_over_its_time_budget_is_stopped_and_the_next_item_goes_on(
     tmp_path, processes, chatra, slow_plugin
 ):
@@ -236,6 +237,7 @@ def test_healthz_fails_while_the_processor_makes_no_progress(tmp_path, serve, ch
     wait_for(lambda: httpx.get(f"{server.url}/healthz").status_code == 200, timeout=30)
 
 
+@pytest.mark.slow
 def test_an_idle_daemon_is_healthy_whatever_stall_after_says(tmp_path, serve, chatra):
     """No progress is expected while no work waits: an idle daemon polls its inbox about once
     a second, and a ``stall_after`` shorter than that does not make it unhealthy."""
@@ -251,6 +253,7 @@ def test_an_idle_daemon_is_healthy_whatever_stall_after_says(tmp_path, serve, ch
     assert answers == [[]] * 30
 
 
+@pytest.mark.slow
 def test_healthz_fails_while_the_dispatcher_makes_no_progress_with_jobs_waiting(
     tmp_path, serve, chatra
 ):
@@ -379,6 +382,7 @@ def test_a_cooldown_set_meanwhile_invalidates_the_plan(tmp_path, chatra):
             record(state, prepared, answer, inbox_id=None)
 
 
+@pytest.mark.slow
 def test_requests_evaluated_together_keep_their_own_budgets(
     tmp_path, chatra, slow_plugin, monkeypatch
 ):
@@ -411,6 +415,7 @@ def test_requests_evaluated_together_keep_their_own_budgets(
         store.close()
 
 
+@pytest.mark.slow
 def test_calls_waiting_out_a_service_wide_retry_after_are_not_a_stall(tmp_path, serve, chatra):
     """Chatra answers a reply 429 with a Retry-After longer than ``stall_after``: the whole
     account is paused, the refused reply waits to be retried and another conversation's reply

@@ -34,6 +34,7 @@ def test_invalid_rules_refuse_the_start(tmp_path, processes):
     assert "unknown action" in process.output() or "nope" in process.output()
 
 
+@pytest.mark.slow
 def test_strict_refuses_unconfigured_services_and_the_default_reports_them(tmp_path, processes):
     config = write_setup(tmp_path)  # autoreply, but no Chatra API keys
     strict = processes(config, "--strict")
@@ -52,6 +53,7 @@ BROKEN = {
 }
 
 
+@pytest.mark.slow
 def test_invalid_files_keep_the_old_rules_and_a_fix_is_picked_up(tmp_path, processes, chatra):
     config = write_setup(tmp_path, chatra=chatra)
     process = processes(config).wait_ready()
@@ -114,6 +116,7 @@ HOOK_RULES = """\
 """
 
 
+@pytest.mark.slow
 def test_sigterm_waits_for_a_call_longer_than_the_grace_and_it_is_not_made_again(
     tmp_path, processes
 ):
@@ -142,6 +145,7 @@ def test_sigterm_waits_for_a_call_longer_than_the_grace_and_it_is_not_made_again
         assert "waiting for 1 calls under way to end" in process.output()
 
 
+@pytest.mark.slow
 def test_sigterm_records_a_finished_call_once_the_store_is_back(tmp_path, processes):
     # stopping, the outcome of a call made was given up at the store's first refusal (here:
     # another process holding the SQLite file's write lock past the busy timeout), and the

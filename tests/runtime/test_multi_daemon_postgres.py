@@ -161,6 +161,7 @@ ROUND_ROBIN_RULES = """\
 """
 
 
+@pytest.mark.slow
 def test_round_robin_is_fair_across_daemons(tmp_path, processes, chatra, postgres_url):
     """Three daemons assign new chats from one shared round-robin position: every agent gets
     the same share, whichever daemon took the webhook."""
@@ -214,6 +215,7 @@ SLACK_RULES = """\
 """
 
 
+@pytest.mark.slow
 def test_pacing_of_one_destination_holds_across_daemons(
     tmp_path, processes, chatra, fake_slack, postgres_url
 ):
@@ -258,6 +260,7 @@ SLACK_PER_CONVERSATION = """\
 """
 
 
+@pytest.mark.slow
 def test_each_destination_keeps_its_order_across_daemons_and_nothing_is_sent_twice(
     tmp_path, processes, chatra, fake_slack, postgres_url
 ):
@@ -305,6 +308,7 @@ ECHO_RULES = """\
 """
 
 
+@pytest.mark.slow
 def test_each_conversation_keeps_its_replies_in_order_across_daemons(
     tmp_path, processes, chatra, postgres_url
 ):
@@ -355,6 +359,7 @@ TEAM_RULES = """\
 """
 
 
+@pytest.mark.slow
 def test_presence_and_capacity_hold_across_daemons(tmp_path, processes, chatra, postgres_url):
     """Boris signs in to the console of one daemon; the other daemons see him online (Anna
     never opened the console) and give him new chats up to his max_open, however many daemons
@@ -491,6 +496,7 @@ def test_a_chatra_429_met_by_the_fetcher_or_a_reply_holds_back_the_other_on_ever
         assert call.at >= refused.at + retry_after - TIMER_SLACK, call.at - refused.at
 
 
+@pytest.mark.slow
 def test_a_call_longer_than_the_lease_is_not_sent_again_by_another_daemon(
     tmp_path, processes, chatra, fake_slack, postgres_url
 ):

@@ -8,6 +8,7 @@ import json
 import sqlite3
 
 import httpx
+import pytest
 from click.testing import CliRunner
 from daemons import chat_started, wait_for, write_setup
 
@@ -50,6 +51,7 @@ def _event_ids(folder) -> list[str]:
         return [row[0] for row in conn.execute("SELECT event_id FROM events")]
 
 
+@pytest.mark.slow
 def test_a_daemon_with_10000_rules_evaluates_only_candidates(tmp_path, serve, chatra):
     config = write_setup(tmp_path, GREET, chatra=chatra)
     _write_customers(tmp_path)

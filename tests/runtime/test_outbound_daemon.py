@@ -245,6 +245,7 @@ def test_a_webhook_429_holds_the_target_in_order_and_a_404_is_final_with_its_ans
         assert len(job.last_error) < 300  # the first bytes, not the whole answer
 
 
+@pytest.mark.slow
 def test_a_call_that_waited_for_its_pacing_slot_is_not_timed_out_for_it(tmp_path, serve):
     """Three chats, each calling the CRM webhook and emailing ops, one call per three seconds
     to each, with timeouts of a second: the later calls wait longer for their slot than their

@@ -49,6 +49,7 @@ def replied(chatra) -> Counter:
     return Counter(body["clientId"] for body in chatra.sent)
 
 
+@pytest.mark.slow
 def test_a_table_locked_by_another_session_answers_503_then_recovers(
     tmp_path, processes, chatra, postgres_url
 ):
@@ -242,6 +243,7 @@ def test_outcome_held_up_by_a_lock_past_the_lease_is_recorded_and_not_sent_again
     assert replied(chatra) == {"client00000001": 1, "client00000002": 1}
 
 
+@pytest.mark.slow
 def test_a_daemon_frozen_inside_a_transaction_holds_up_the_others_only_for_a_while(
     tmp_path, processes, chatra, postgres_url
 ):

@@ -138,6 +138,7 @@ def started_now(n: int) -> bytes:
     return json.dumps(body).encode()
 
 
+@pytest.mark.slow
 def test_a_timers_unless_reads_the_team_when_it_fires(tmp_path, processes, chatra, storage):
     config = setup(tmp_path, chatra, storage)
     (tmp_path / "rules.d" / "rules.yaml").write_text(TIMED)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from daemons import SAMPLE, chat_started, wait_for, write_setup
 
 from rulekit.event import Event
@@ -65,6 +66,7 @@ def replies(chatra) -> list[str]:
     return [message["clientId"] for message in chatra.sent]
 
 
+@pytest.mark.slow
 def test_a_timer_survives_kill_9_and_fires_once(tmp_path, processes, chatra):
     # long enough that the daemon is killed before it is due, on a busy machine too
     config = write_setup(tmp_path, rules(after="8s"), chatra=chatra)
@@ -130,6 +132,7 @@ def test_a_reply_cancels_the_timer(tmp_path, serve, chatra):
     assert replies(chatra) == []
 
 
+@pytest.mark.slow
 def test_an_overdue_timer_is_dropped_and_recorded(tmp_path, processes, chatra):
     config = write_setup(tmp_path, rules(max_late="1s", after="8s"), chatra=chatra)
     process = processes(config).wait_ready()

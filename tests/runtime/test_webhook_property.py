@@ -125,6 +125,7 @@ def check_any_body(site: Site, examples: int) -> None:
     assert httpx.get(f"{site.server.url}/healthz").status_code == 200
 
 
+@pytest.mark.slow
 def test_any_body_gets_a_2xx_or_a_clear_4xx_and_the_daemon_keeps_working(site):
     check_any_body(site, examples=150)
 

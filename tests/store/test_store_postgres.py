@@ -111,6 +111,7 @@ def fill_inbox(store: PostgresStore, conversations: int, per_conversation: int) 
                 state.append_inbox("chat", body, conversation_key=f"conv-{conv}")
 
 
+@pytest.mark.slow
 def test_concurrent_daemons_never_process_an_item_or_job_twice_and_keep_conversation_order(
     postgres_schema,
 ):

@@ -55,6 +55,7 @@ def replies(telegram: FakeTelegram) -> list[str]:
     return [m.text for m in telegram.messages(ANN.id, accepted=True)]
 
 
+@pytest.mark.slow
 def test_an_idle_chat_is_closed_when_close_after_runs_out(
     tmp_path: Path, telegram: FakeTelegram
 ) -> None:

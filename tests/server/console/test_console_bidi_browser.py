@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 from browser import chromium
 from test_workspace_browser import open_conversation, sign_in, wait_for
 from workspace_helpers import SAMPLES, SECRET, running
@@ -53,6 +54,7 @@ return [author.left, author.right, time.left, time.right];
 """
 
 
+@pytest.mark.slow
 def test_a_client_s_bidi_controls_reorder_nothing_around_their_values(tmp_path: Path) -> None:
     body = json.loads((SAMPLES / "chat_started_anonymous.json").read_text())
     body["client"].update(name=NAME, displayedName=NAME, city=CITY)

@@ -99,6 +99,7 @@ def thread_texts(driver: Any) -> list[str]:
     return list(driver.execute_script(script))
 
 
+@pytest.mark.slow
 def test_an_agent_answers_and_edits_the_client_and_another_sees_nothing_of_it(
     site: Workspace, tmp_path: Path, shots: Path
 ) -> None:
@@ -271,6 +272,7 @@ def test_the_panel_changes_assignee_priority_and_tags(
     assert any(r.data["origin"] == "rulekit" for r in updates)  # the rule's set: urgent
 
 
+@pytest.mark.slow
 def test_a_dead_reply_is_retried_from_the_admin_page_after_fixing_the_config(
     site: Workspace, tmp_path: Path, shots: Path
 ) -> None:

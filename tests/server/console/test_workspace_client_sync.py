@@ -36,6 +36,7 @@ def fragment(workspace: Workspace, message_id: str, name: str) -> None:
     workspace.processed(f"online-chat:msg:{message_id}")
 
 
+@pytest.mark.slow
 def test_a_webhook_with_the_old_value_does_not_undo_a_change_on_its_way(
     workspace: Workspace,
 ) -> None:
