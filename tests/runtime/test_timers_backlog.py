@@ -7,8 +7,12 @@ time."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 from daemons import chat_started, write_setup
 from test_timers_daemon import agent_reply
@@ -26,15 +30,22 @@ from rulekit.store.sqlite import SQLiteStore
 T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 
 
-def test_a_timer_waits_for_its_conversations_webhooks_received_before_it_fell_due(
-    tmp_path, chatra
-) -> None:
-    config = write_setup(tmp_path, TIMED, chatra=chatra)  # max_late: 1h (the default)
+@contextlib.contextmanager
+def backlog(config: Path) -> Iterator[tuple[Any, ...]]:
+    """A processor and a timer runner on ``config``'s store, the runner on a clock the test
+    moves (``clock[0]``, from :data:`T0`), and ``receive(body, when)``: a webhook in the inbox,
+    received then, not processed yet."""
     snapshot = load_snapshot(config)
     evaluator = Evaluator(config, limits=Limits(event_wall=60))
-    store = SQLiteStore(tmp_path / "rulekit.sqlite3")
+    store = SQLiteStore(config.parent / "rulekit.sqlite3")
     clock = [T0]
     provider = snapshot.providers["online-chat"]
+
+    def receive(body: bytes, when: datetime) -> None:
+        with store.transaction() as state:
+            key = provider.conversation_key(json.loads(body))
+            state.append_inbox("online-chat", body, conversation_key=key, now=when)
+
     try:
         processor = Processor(
             store, lambda: snapshot, evaluator, metrics=Metrics(), feed=LiveFeed()
@@ -42,11 +53,17 @@ def test_a_timer_waits_for_its_conversations_webhooks_received_before_it_fell_du
         runner = TimerRunner(
             store, lambda: snapshot, evaluator, owner="test:1", now=lambda: clock[0]
         )
+        yield snapshot, store, processor, runner, clock, receive
+    finally:
+        evaluator.close()
+        store.close()
 
-        def receive(body: bytes, when: datetime) -> None:
-            with store.transaction() as state:
-                key = provider.conversation_key(json.loads(body))
-                state.append_inbox("online-chat", body, conversation_key=key, now=when)
+
+def test_a_timer_waits_for_its_conversations_webhooks_received_before_it_fell_due(
+    tmp_path, chatra
+) -> None:
+    config = write_setup(tmp_path, TIMED, chatra=chatra)  # max_late: 1h (the default)
+    with backlog(config) as (snapshot, store, processor, runner, clock, receive):
 
         def process() -> None:
             while processor.process_round(snapshot)[1]:
@@ -83,9 +100,6 @@ def test_a_timer_waits_for_its_conversations_webhooks_received_before_it_fell_du
         assert runner.fire_due() == []
         clock[0] = start + timedelta(minutes=5, seconds=INBOX_WAIT + 1)
         assert [f.outcome for f in runner.fire_due()] == ["fired"]
-    finally:
-        evaluator.close()
-        store.close()
 
 
 def test_a_timer_waits_half_its_max_late_at_most_never_to_be_dropped(tmp_path, chatra) -> None:
@@ -94,30 +108,14 @@ def test_a_timer_waits_half_its_max_late_at_most_never_to_be_dropped(tmp_path, c
     config = write_setup(
         tmp_path, TIMED.replace("after: 5m", "after: 5m\n  max_late: 1m"), chatra=chatra
     )
-    snapshot = load_snapshot(config)
-    evaluator = Evaluator(config, limits=Limits(event_wall=60))
-    store = SQLiteStore(tmp_path / "rulekit.sqlite3")
-    clock = [T0]
-    provider = snapshot.providers["online-chat"]
-    try:
-        processor = Processor(
-            store, lambda: snapshot, evaluator, metrics=Metrics(), feed=LiveFeed()
-        )
-        runner = TimerRunner(
-            store, lambda: snapshot, evaluator, owner="test:1", now=lambda: clock[0]
-        )
+    with backlog(config) as (snapshot, _store, processor, runner, clock, receive):
         for body, when in (
             (at(chat_started(1), T0), T0),
             (at(agent_reply(1), T0 + timedelta(minutes=4), ("messages", 0)), T0),
         ):
-            with store.transaction() as state:
-                key = provider.conversation_key(json.loads(body))
-                state.append_inbox("online-chat", body, conversation_key=key, now=when)
+            receive(body, when)
         assert processor.process_round(snapshot)[1]  # the chat's start only: the lane's head
         clock[0] = T0 + timedelta(minutes=5, seconds=29)
         assert runner.fire_due() == []
         clock[0] = T0 + timedelta(minutes=5, seconds=31)
         assert [f.outcome for f in runner.fire_due()] == ["fired"]
-    finally:
-        evaluator.close()
-        store.close()
