@@ -311,11 +311,11 @@ INVENTORY = {
     ],
     ("rulekit/server/console/sessions.py", r"[0-9a-fA-F]{64}"): ["console token hashes"],
     ("rulekit/models.py", r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$"): ["cooldown durations"],
-    ("rulekit/runtime/logs.py", r"(webhooks/+[^/\s\"'?#<>]+)(/[^\s\"'<>]*)?"): [
+    ("rulekit/runtime/redaction.py", r"(webhooks/+[^/\s\"'?#<>]+)(/[^\s\"'<>]*)?"): [
         f"logs: {name}" for name in LOG_INPUTS
     ],
-    ("rulekit/runtime/logs.py", r"([\s/:@\"'<>=,]+)"): [f"logs: {name}" for name in LOG_INPUTS],
-    ("rulekit/runtime/logs.py", r"[A-Za-z]{2,}"): [f"logs: {name}" for name in LOG_INPUTS],
+    ("rulekit/runtime/redaction.py", r"([\s/:@\"'<>=,]+)"): [f"logs: {name}" for name in LOG_INPUTS],
+    ("rulekit/runtime/redaction.py", r"[A-Za-z]{2,}"): [f"logs: {name}" for name in LOG_INPUTS],
     ("rulekit/models.py", r"^\s*(0*[1-9]\d*(\.\d+)?|0+\.0*[1-9]\d*)\s*[smhd]\s*$"): [
         "cooldown schema pattern"
     ],

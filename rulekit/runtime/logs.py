@@ -34,20 +34,22 @@ and a formatter that together guarantee, for every record:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
-import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
-from urllib.parse import unquote
 
 from rulekit.config import LoggingSettings
+from rulekit.runtime.redaction import REDACTED, holds_form, redact_forms, redact_webhook_paths
+from rulekit.runtime.redaction import log_id as log_id  # importable from here too
+from rulekit.runtime.redaction import mask_emails as mask_emails
+from rulekit.runtime.redaction import redact as redact
+from rulekit.runtime.redaction import redact_path as redact_path
+from rulekit.runtime.redaction import use_log_key as use_log_key
 from rulekit.runtime.tracebacks import HIDDEN as TRACEBACK_HIDDEN
 from rulekit.runtime.tracebacks import hidden_message, hidden_traceback
-from rulekit.safetext import dumps_json, escape_controls, replace_folded
+from rulekit.safetext import dumps_json, escape_controls
 from rulekit.secrets import folded_forms
 from rulekit.secrets import secret_values as secret_values  # importable from here too
 from rulekit.store.forms import PersonalValues
@@ -66,129 +68,9 @@ EXCEPTION_LIMIT = 20_000
 MARGIN = 4096
 """How far past a limit redaction and masking look, so that what is kept is cleaned whole."""
 
-REDACTED = "***"
 HIDDEN = TRACEBACK_HIDDEN
 """What a record's quote of a client's personal value becomes (as in audit output)."""
 _HANDLER = "rulekit"
-
-# ``webhooks/`` + slashes + the channel segment; the optional rest (from the next slash to the
-# end of the token) is where the secret is. Linear: the match can only start at "webhooks",
-# the slash run and the channel segment are disjoint classes, and a match never fails once the
-# channel segment has a character, so no region is scanned twice.
-_WEBHOOK_PATH = re.compile(r"(webhooks/+[^/\s\"'?#<>]+)(/[^\s\"'<>]*)?", re.IGNORECASE)
-
-# where an email may start or end: the separators of the old pattern
-# ``[^S]+@[^S]+\.[A-Za-z]{2,}`` with S = these characters; split on, never backtracked into
-_EMAIL_SEPARATORS = re.compile(r"([\s/:@\"'<>=,]+)")
-_LETTERS = re.compile(r"[A-Za-z]{2,}")
-
-
-def _webhook_path(match: re.Match[str]) -> str:
-    return match.group(1) + ("/" + REDACTED if match.group(2) else "")
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with the secret part of every webhook path, and every one of ``secrets`` (in
-    each form of :func:`~rulekit.secrets.folded_forms`, or percent-encoded again in
-    any way), replaced by ``***``."""
-    text = _WEBHOOK_PATH.sub(_webhook_path, text)
-    return _redact_forms(text, folded_forms(tuple(secrets)))
-
-
-def _redact_forms(text: str, forms: tuple[str, ...]) -> str:
-    if not forms:
-        return text
-    if _holds_form(text, forms):
-        text = replace_folded(text, forms, REDACTED)
-    if "%" in text:
-        decoded = text
-        for _ in range(3):  # doubly encoded is still encoded
-            decoded = unquote(decoded)
-            if _holds_form(decoded, forms):
-                # the secret was percent-encoded: log the decoded text, redacted
-                return _redact_forms(decoded, forms)
-            if "%" not in decoded:
-                break
-    return text
-
-
-def _holds_form(text: str, forms: tuple[str, ...]) -> bool:
-    """Whether ``text`` holds one of ``forms`` (case-folded), in any case."""
-    folded = text.casefold()
-    return any(form in folded for form in _shortest(forms))
-
-
-@lru_cache(maxsize=64)
-def _shortest(forms: tuple[str, ...]) -> tuple[str, ...]:
-    """Those of ``forms`` that hold none of the others: a text holds one of ``forms`` exactly
-    when it holds one of these (fewer to look for in every record)."""
-    return tuple(
-        form for form in forms if not any(other != form and other in form for other in forms)
-    )
-
-
-CONVERSATION_PATHS = "/console/api/conversations/"
-"""Where a console path names a conversation (its id holds a Telegram chat's)."""
-CONVERSATION_CALLS = frozenset({"messages", "client", "assign", "tags", "priority"})
-"""What may follow a conversation's id in a console path."""
-
-
-def redact_path(path: str) -> str:
-    """A request path as logged: for a path whose first segment is ``webhooks`` (any slashes,
-    any case), everything after the channel segment is ``***``; in a console path naming a
-    conversation, its id is :func:`log_id`'s; other paths unchanged."""
-    if path.startswith(CONVERSATION_PATHS) and len(path) > len(CONVERSATION_PATHS):
-        conversation, slash, call = path[len(CONVERSATION_PATHS) :].rpartition("/")
-        if not slash or call not in CONVERSATION_CALLS:
-            conversation, call = path[len(CONVERSATION_PATHS) :], ""
-        return CONVERSATION_PATHS + log_id(conversation) + (f"/{call}" if call else "")
-    segments = path.split("/")
-    named = [index for index, segment in enumerate(segments) if segment][:2]
-    if not named or segments[named[0]].lower() != "webhooks":
-        return path
-    if len(named) < 2:
-        return path
-    channel = named[1]
-    if channel == len(segments) - 1:
-        return path
-    return "/".join(segments[: channel + 1]) + "/" + REDACTED
-
-
-def mask_emails(text: str) -> str:
-    """``text`` with each email address replaced by ``<email>``: the same matches as the
-    pattern ``[^S]+@[^S]+\\.[A-Za-z]{2,}`` (S: whitespace and ``/:@"'<>=,``), found in linear
-    time. The text is split once into words and separators; an address is a word, a lone
-    ``@``, and the longest head of the next word ending in ``.`` and two or more letters."""
-    if "@" not in text:
-        return text
-    parts = _EMAIL_SEPARATORS.split(text)  # words at even indexes, separators at odd ones
-    out: list[str] = []
-    word = parts[0]  # what is left of the current word (after an address found in it)
-    for index in range(1, len(parts), 2):
-        separator, following = parts[index], parts[index + 1]
-        if separator == "@" and word:
-            end = _domain_end(following)
-            if end:
-                out.append("<email>")
-                word = following[end:]
-                continue
-        out.append(word)
-        out.append(separator)
-        word = following
-    out.append(word)
-    return "".join(out)
-
-
-def _domain_end(word: str) -> int:
-    """Where the domain of an address at the start of ``word`` ends (0: none): after the last
-    ``.`` that has at least one character before it and two or more ASCII letters after it."""
-    dot = word.rfind(".")
-    while dot >= 1:
-        letters = _LETTERS.match(word, dot + 1)
-        if letters is not None:
-            return letters.end()
-        dot = word.rfind(".", 0, dot)
-    return 0
 
 
 def _exception_text(record: logging.LogRecord) -> str | None:
@@ -244,7 +126,7 @@ class CleanRecords(logging.Filter):
             personal = None  # content may be logged, or the record quotes no client
 
         def clean(text: str) -> str:
-            text = _redact_forms(_WEBHOOK_PATH.sub(_webhook_path, text), forms)
+            text = redact_forms(redact_webhook_paths(text), forms)
             if personal is not None:
                 text = personal.replace_in(text, HIDDEN)
             return mask_emails(text) if self.emails else text
@@ -285,7 +167,7 @@ def _clean_value(
     reads as a form of a secret ``***``, a value of another type by its text; lists and
     mappings cut to 100 items, 10 levels."""
     if value is None or isinstance(value, bool | int | float):
-        return REDACTED if forms and _holds_form(str(value), forms) else value
+        return REDACTED if forms and holds_form(str(value), forms) else value
     if depth < 10 and isinstance(value, dict):
         return {
             _bounded(str(key)[:100], 100, clean): _clean_value(item, clean, forms, depth + 1)
@@ -303,11 +185,11 @@ def _scrub(value: Any, forms: tuple[str, ...]) -> Any:
         return {_scrub(str(key), forms): _scrub(item, forms) for key, item in value.items()}
     if isinstance(value, list):
         return [_scrub(item, forms) for item in value]
-    if not _holds_form(dumps_json(value, default=str), forms):
+    if not holds_form(dumps_json(value, default=str), forms):
         return value
     if isinstance(value, str):
-        value = _redact_forms(value, forms)
-        if not _holds_form(dumps_json(value), forms):
+        value = redact_forms(value, forms)
+        if not holds_form(dumps_json(value), forms):
             return value
     return REDACTED
 
@@ -333,11 +215,11 @@ class JsonFormatter(logging.Formatter):
         forms: tuple[str, ...] = getattr(record, "secret_forms", ())
         # the filter cleaned every value: only an escape JSON wrote can make a form (the
         # usual line has none, and is not searched again)
-        if forms and "\\" in line and _holds_form(line, forms):
+        if forms and "\\" in line and holds_form(line, forms):
             # a value only its JSON escaping turned into a form of a secret (or one no filter
             # cleaned): the values that hold one redacted, and if the line still does, no line
             line = dumps_json(_scrub(data, forms), default=str)
-            if _holds_form(line, forms):
+            if holds_form(line, forms):
                 data = {key: data[key] for key in ("time", "level", "logger")}
                 line = dumps_json({**data, "message": f"{REDACTED} (the record held a secret)"})
         return line
@@ -369,7 +251,7 @@ class TextFormatter(logging.Formatter):
         # of a secret (the usual line has none, and is not searched again)
         if "\\" not in line:
             return line
-        return _redact_forms(line, getattr(record, "secret_forms", ()))
+        return redact_forms(line, getattr(record, "secret_forms", ()))
 
 
 def configure_logging(
@@ -437,7 +319,7 @@ def relay_lines(connection: Any, secrets: Callable[[], Iterable[str]]) -> None:
                 data = connection.recv_bytes()
             except (EOFError, OSError):
                 return
-            line = _redact_forms(data.decode("utf-8", "replace"), folded_forms(tuple(secrets())))
+            line = redact_forms(data.decode("utf-8", "replace"), folded_forms(tuple(secrets())))
             handler = next(
                 (
                     each
@@ -475,38 +357,6 @@ def content_allowed(settings: LoggingSettings) -> bool:
     (debug level alone does not: it is asked for to see more of what the daemon does, not
     to copy the clients' conversations into the log)."""
     return settings.content
-
-
-_log_key = b""
-"""The key of :func:`log_id`'s hashes in this process (:func:`use_log_key`)."""
-
-
-def use_log_key(key: bytes | None) -> None:
-    """Hash ids with ``key`` from now on: the store's (:meth:`~rulekit.store.base.
-    JournaledState.log_key`), which the daemon reads as it starts."""
-    global _log_key
-    _log_key = key or b""
-
-
-def log_id(value: str, *, key: bytes | None = None) -> str:
-    """How the log names an event, conversation or lane: ids are made of the provider's, and
-    a Telegram event's holds the client's chat id (``telegram:<chat>:<message>``), so a line
-    gives the id's channel (what precedes its first colon) and a short hash of the whole,
-    the same in every daemon and every run on one store (``telegram~3f9a0c1b2d4e``): lines
-    about one event can be found together, without the id (rulekit's own numbers, of inbox
-    items, jobs and timers, are logged as they are). The hash is keyed with the store's
-    secret key (``key``, else :func:`use_log_key`'s): a chat id has too few digits for an
-    unkeyed hash of it to hide it from whoever hashes every one."""
-    channel, colon, _ = value.partition(":")
-    digest = hashlib.blake2b(
-        value.encode("utf-8", "surrogatepass"),
-        digest_size=6,
-        key=_log_key if key is None else key,
-        person=b"rulekit log id",
-    ).hexdigest()
-    if colon and 0 < len(channel) <= 40 and channel.replace("-", "").replace("_", "").isalnum():
-        return f"{channel}~{digest}"
-    return f"~{digest}"
 
 
 def log(
