@@ -1,13 +1,13 @@
 """What the rule index reads of each rule's conditions, taken rule by rule as the rules load.
 
 The index files a rule under one of its indexable must-hold conditions
-(:func:`~rulekit.engine.index.discriminators_of`) and decides it from the values it read when
-all of its conditions are such tests (:mod:`.decide`); both are found in the rule's expression
-trees. Those trees are several times the size of what is found in them, and kept until the end
-of a load they leave the memory they are freed from scattered among the compiled rules, where
-the process cannot give it back. :meth:`Engine.from_path <rulekit.engine.engine.Engine>` has
-each rule analysed as soon as it is compiled, so that its trees go at once and the next rules
-reuse their memory.
+(:func:`~rulekit.engine.discriminators.discriminators_of`) and decides it from the values it
+read when all of its conditions are such tests (:mod:`.decide`); both are found in the rule's
+expression trees. Those trees are several times the size of what is found in them, and kept
+until the end of a load they leave the memory they are freed from scattered among the
+compiled rules, where the process cannot give it back. :meth:`Engine.from_path
+<rulekit.engine.engine.Engine>` has each rule analysed as soon as it is compiled, so that its
+trees go at once and the next rules reuse their memory.
 """
 
 from __future__ import annotations
@@ -17,7 +17,12 @@ from collections.abc import Iterable
 from jinja2 import nodes
 
 from rulekit.engine.decide import Decidable, decidable
-from rulekit.engine.index import Discriminator, Option, discriminators_of, find_discriminator
+from rulekit.engine.discriminators import (
+    Discriminator,
+    Option,
+    discriminators_of,
+    find_discriminator,
+)
 from rulekit.expr.codegen import Program
 from rulekit.rules.spec import Rule
 

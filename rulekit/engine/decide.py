@@ -37,7 +37,7 @@ module's description)."""
 
 
 class Indexable(Protocol):
-    """An indexable condition (:class:`rulekit.engine.index.Discriminator`)."""
+    """An indexable condition (:class:`rulekit.engine.discriminators.Discriminator`)."""
 
     kind: str
     key_code: str
@@ -139,7 +139,7 @@ def decidable(
 ) -> Decidable | None:
     """``condition`` as tests of indexable field values, or None when one of its conditions is
     not such a test (or the tree is too deep for generated code). ``find`` gives a node's
-    indexable form (the index's :func:`~rulekit.engine.index.find_discriminator`)."""
+    indexable form (the index's :func:`~rulekit.engine.discriminators.find_discriminator`)."""
     if condition is None or depth(condition) > MAX_DEPTH:
         return None
     codes: list[str] = []
