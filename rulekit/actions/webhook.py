@@ -3,8 +3,9 @@
 Targets are named under ``integrations: {webhooks: {<name>: {url, ...}}}``
 (:mod:`rulekit.actions.webhook_targets`); a rule names one literally (``to: crm``), so no
 template and no client data can choose where a request goes. Redirects are not followed, for
-the same reason. The body is built by :mod:`rulekit.actions.webhook_body`; every attempt gets a
-fresh ``X-Rulekit-Timestamp`` and ``X-Rulekit-Signature``, and the job's stable
+the same reason, and no proxy named in the environment (``HTTP_PROXY``...) is used. The body
+is built by :mod:`rulekit.actions.webhook_body`; every attempt gets a fresh
+``X-Rulekit-Timestamp`` and ``X-Rulekit-Signature``, and the job's stable
 ``X-Rulekit-Delivery`` (which the signature covers too).
 
 The URL (its path and query often hold a token: Slack and Zapier hooks) and every header value
@@ -344,8 +345,13 @@ class Webhook(Action):
 
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
-            # a new event loop (a test's asyncio.run): the old connections died with its loop
-            self._client = httpx.AsyncClient(follow_redirects=False)
+            # a new event loop (a test's asyncio.run): the old connections died with its loop.
+            # A transport of its own: the client then takes no proxy from the environment
+            # (HTTP_PROXY, ALL_PROXY...), which would get every call in clear, the URL's token
+            # and the headers included, even one to this machine (SSL_CERT_FILE still counts)
+            self._client = httpx.AsyncClient(
+                transport=httpx.AsyncHTTPTransport(), follow_redirects=False
+            )
             self._loop = loop
         return self._client
 

@@ -582,3 +582,26 @@ def test_content_types_are_checked(content_type, valid):
     else:
         with pytest.raises(ValueError, match="is not a content type"):
             make()
+
+
+@pytest.mark.parametrize(
+    "variable, proxy",
+    [
+        ("HTTP_PROXY", "{proxy}"),
+        ("http_proxy", "{proxy}"),
+        ("ALL_PROXY", "{proxy}"),
+        ("ALL_PROXY", "socks5://127.0.0.1:9"),  # (a SOCKS client is not even installed)
+    ],
+)
+def test_a_proxy_in_the_environment_never_gets_the_call(fake_service, monkeypatch, variable, proxy):
+    # a proxy set for something else (pip, a package manager) would get the call in clear,
+    # URL token, Authorization and signature included, even for a target on this machine
+    # (which `rulekit check` calls safe on plain http://), and reach its own machine's port
+    with FakeService() as elsewhere:
+        monkeypatch.setenv(variable, proxy.format(proxy=elsewhere.base_url))
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        result = call(action_for(fake_service), WebhookParams(to="crm"))
+        assert result["status"] == 200
+        assert len(fake_service.requests) == 1
+        assert elsewhere.requests == []
