@@ -76,10 +76,12 @@
   }
 
   function safeLink(value) {
-    // only http(s) links become clickable: a client-supplied "javascript:" stays text
+    // only http(s) links become clickable: a client-supplied "javascript:" stays text, and so
+    // does an address with a user name, which reads as one host and leads to another
+    // ("https://shop.example.com:8443@evil.example/")
     try {
       const url = new URL(String(value));
-      if (url.protocol === "http:" || url.protocol === "https:") {
+      if ((url.protocol === "http:" || url.protocol === "https:") && !url.username && !url.password) {
         return el("a", { href: url.href, rel: "noopener noreferrer", target: "_blank" }, url.href);
       }
     } catch (e) { /* not a URL */ }

@@ -1,0 +1,57 @@
+"""What a client controls (a name, a message, custom data, the page they are on), made hostile,
+as an agent sees it in headless Chromium against a real daemon and the fake Chatra: values of
+any length without a space break inside their column, never widening it or the page; an
+address that hides where it leads is no link."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+from browser import chromium
+from test_workspace_browser import open_conversation, sign_in, thread_texts, wait_for
+from workspace_helpers import SAMPLES, SECRET, running
+
+NAME = "N" * 300
+KEY = "K" * 300
+DECEIVING = "https://shop.example.com:8443@evil.example/checkout"
+"""Reads as the shop's address; leads to evil.example (the shop's name is a user name)."""
+
+WIDER_THAN_THEIR_BOX = """
+const out = [];
+for (const selector of ["html", ".list-column", ".thread-column", ".panel-column"]) {
+  const box = document.querySelector(selector);
+  if (box.scrollWidth > box.clientWidth + 1) out.push([selector, box.scrollWidth, box.clientWidth]);
+}
+return out;
+"""
+
+
+def test_a_client_s_values_of_any_length_stay_in_their_column(tmp_path: Path) -> None:
+    body = json.loads((SAMPLES / "chat_started_anonymous.json").read_text())
+    client = body["client"]
+    client.update(displayedName=NAME, city="C" * 300, email="e" * 200 + "@example.com")
+    client["info"] = {KEY: "v", "plan": "V" * 300}
+    client["chatLink"] = "https://app.chatra.io/chat/" + "L" * 400
+    body["chatStartedPage"]["link"] = DECEIVING
+    body["message"]["text"] = "x" * 3000
+    with running("sqlite", tmp_path) as site:
+        answer = httpx.post(f"{site.url}/webhooks/online-chat/{SECRET}", content=json.dumps(body))
+        assert answer.status_code == 200, answer.text
+        site.processed("online-chat:msg:Acb7t59BkCvoXi6SS")
+        with chromium(tmp_path / "profile") as page:
+            sign_in(page, site.url, "anna")
+            open_conversation(page)
+            wait_for(lambda: thread_texts(page) == ["x" * 3000], "the thread")
+            wait_for(lambda: KEY in page.find_element("id", "client-custom").text, "the panel")
+            for width in (1280, 390):  # a desk's screen and a phone's
+                page.set_window_size(width, 900)
+                assert page.execute_script(WIDER_THAN_THEIR_BOX) == [], width
+            assert NAME in page.find_element("id", "thread-title").text.replace("\n", "")
+
+            # the page the client says they are on is shown, not offered as a link
+            facts = page.find_element("id", "conversation-facts")
+            assert DECEIVING in facts.text
+            links = [a.get_attribute("href") for a in facts.find_elements("tag name", "a")]
+            assert links == [client["chatLink"]]
