@@ -202,7 +202,7 @@ class Poller:
                 "channel %s: an update without a usable update_id was skipped", self.channel
             )
             return True  # nothing can acknowledge it past the next one; it is not an update
-        body = json.dumps(update, ensure_ascii=False, separators=(",", ":")).encode()
+        body = update_body(update)
         chat = self.provider.conversation_key(update)
         try:
             await self.inbound.accept(body, delivery_key=key, conversation_key=chat)
@@ -243,6 +243,20 @@ class Poller:
         self.failures += 1
         delay = min(BACKOFF_MAX, 0.5 * 2 ** min(self.failures, 10))
         await asyncio.sleep(delay * (0.5 + random.random() / 2))
+
+
+def update_body(update: Any) -> bytes:
+    """One update of a ``getUpdates`` answer written out for the inbox, as a webhook would
+    carry it: UTF-8 JSON. A string holding a lone surrogate (``"\\ud800"`` in the answer: valid
+    JSON, though not text) cannot be written as UTF-8: such an update is written with every
+    character beyond ASCII as an escape, so the inbox keeps what Telegram sent and providers
+    read U+FFFD, as for a webhook's body. (Raising instead made the poller ask for the same
+    update again and again: one user's odd name stopped the bot reading everyone's.)"""
+    text = json.dumps(update, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(update, separators=(",", ":")).encode()
 
 
 UPDATES_HEAD = b'{"ok":true,"result":[{'

@@ -382,3 +382,26 @@ def test_an_update_numbered_as_an_old_one_is_kept_beside_it(
     assert inbox(store) == sorted([update_key(old), update_key(new)])
     assert telegram.pending == []
     store.close()
+
+
+def test_an_update_with_a_lone_surrogate_is_kept_and_answered_and_polling_goes_on(
+    tmp_path: Path, telegram: FakeTelegram
+) -> None:
+    """``getUpdates`` may carry a lone surrogate (``"\\ud800"``, valid JSON) in any string a
+    user wrote: the update is kept as Telegram sent it (the inbox takes such bodies, providers
+    read U+FFFD), answered, and the updates after it are read. Writing it out as UTF-8 for the
+    inbox raised, and polling asked for the same update again, for ever: one user's odd name
+    or message stopped the bot from reading everyone's."""
+    config = write_setup(tmp_path, telegram, updates="polling")
+    updates = Updates()
+    odd = replace(ANN, first_name="Ann\ud800")
+    telegram.write(updates.message(odd, "caf\udfffé"))
+    telegram.write(updates.message(BORIS, "Hello"))
+    with Server(Daemon(config, watch=False, clock=samples_clock)) as server:
+        store = server.daemon.store
+        wait_for(lambda: len(inbox(store)) == 2, timeout=30)
+        wait_for(lambda: telegram.messages(111, accepted=True) and telegram.pending == [])
+        wait_for(lambda: telegram.messages(222, accepted=True))
+        assert [m.text for m in telegram.messages(111)] == ["Hello Ann\ufffd Lee!"]
+        with store.transaction() as state:
+            assert state.inbox_items(status="failed") == []
