@@ -27,10 +27,12 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from rulekit.actions.base import ActionContext, delivery_id
-from rulekit.actions.pacing import Pace, Pacer, reply_key, service_key
+from rulekit.actions.pacing import Pace, Pacer
 from rulekit.engine.reasons import failure_reason
 from rulekit.errors import ActionError, StoreUnavailable
 from rulekit.event import Event
+from rulekit.runtime.callclaims import CallClaims
+from rulekit.runtime.callpacing import CallPacing
 from rulekit.runtime.claims import TakenSlot
 from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.evaluator import Evaluator
@@ -50,8 +52,6 @@ from rulekit.runtime.rollout import HAND_BACK, LEFT_TO_OTHERS
 from rulekit.runtime.sharedpace import (
     paused_keys,
     retry_store,
-    share_pause,
-    share_spacing,
     shared_wait,
     store_backoff,
 )
@@ -61,7 +61,7 @@ from rulekit.store.base import JournaledState, State
 from rulekit.store.records import CallStart, EventRecord, Job
 
 if TYPE_CHECKING:
-    from rulekit.channels.base import Provider
+    pass
 
 logger = logging.getLogger("rulekit.dispatcher")
 
@@ -78,11 +78,6 @@ a target's new URL), or not at all when its action is gone."""
 
 def _never() -> bool:
     return False
-
-
-def _job_ids(calls: list[tuple[int, Hold]]) -> str:
-    """The job ids of ``calls``, for the log."""
-    return ", ".join(str(job_id) for job_id, _ in calls)
 
 
 def call_bound(action: Any, lease: float) -> float:
@@ -109,7 +104,7 @@ def as_stored(state: State, event: Event) -> Event:
     return event.model_copy(update={"conversation": found[1]})
 
 
-class JobCalls:
+class JobCalls(CallClaims, CallPacing):
     """The dispatcher's calls: one job's call from its pacing to its recorded outcome.
 
     A part of :class:`rulekit.runtime.dispatcher.Dispatcher`, which sets what is declared here.
@@ -139,9 +134,6 @@ class JobCalls:
     def settings(self) -> Any:
         """The ``dispatcher`` settings of the configuration now loaded."""
         return self.snapshot().config.raw.dispatcher
-
-    def _stopped(self) -> bool:
-        return self._stopping
 
     async def _execute(
         self,
@@ -316,14 +308,6 @@ class JobCalls:
             lane.waiting = False
             self.work.start()
 
-    def _call_paces(self, action: Any, params: Any, context: ActionContext) -> list[Pace]:
-        """:meth:`Action.call_pacing`; none when it fails (the call itself will say why)."""
-        try:
-            return list(action.call_pacing(params, context))
-        except Exception:
-            log(logger, logging.ERROR, f"{action.name}: call_pacing raised", exc_info=True)
-            return []
-
     async def _begin(self, job: Job, event: Event, action: Any, paces: list[Pace]) -> CallStart:
         """Record that the call starts, unless the service is paused, and read the conversation
         the action sees, in one store call."""
@@ -389,117 +373,6 @@ class JobCalls:
             lane.call_ends = None
             self._calling.pop(job.id, None)
 
-    async def _paced_after(self, decision: Decision, paces: list[Pace], slot: Any) -> None:
-        """What a call's answer tells its pacing: the next send counts from it, and a
-        service's Retry-After pauses the destination or the service."""
-        if self.shares_pacing:  # the next send counts from this answer
-            await share_spacing(self.commit, paces, stopping=self._stopped)
-        failure = decision.failure
-        if failure is not None:
-            pause = failure.retry_after
-            if not pause and failure.status == 429 and failure.scope == "service":
-                # the service is limiting but did not say for how long: pause it for the
-                # retry's backoff, so that what else calls it (a channel's fetching) waits
-                pause = decision.retry_in
-            if pause and pause > 0:
-                slot.pause(pause, failure.scope)
-                if self.shares_pacing:
-                    await share_pause(
-                        self.commit, paces, failure.scope, pause, stopping=self._stopped
-                    )
-
-    async def _renew_claims(self) -> None:
-        """Renew the claims of the jobs whose calls are under way, all of them in one store
-        call, every third of the lease, until cancelled (the dispatcher stopped). A call may
-        last longer than the lease (an action's timeout may be longer: a webhook target's, an
-        email's SMTP steps), and a claim that ran out meanwhile would be taken by another
-        daemon, which would make the call again although nobody crashed. A call started since
-        the last renewal is renewed within a third of the lease of its start, so its claim
-        never runs out while it is under way. A store that cannot be reached here only lets
-        the claims run out (docs/operations.md: the database unreachable for longer than the
-        lease); the renewals go on after it."""
-        owner = self.owner
-        while True:
-            lease = self.lease
-            await asyncio.sleep(lease / 3)
-            calls = list(self._calling.items())
-            if not calls:
-                continue
-            since = lease_clock()
-
-            def renew(
-                state: Any, calls: list[tuple[int, Hold]] = calls, lease: float = lease
-            ) -> list[Hold]:
-                # a job recorded meanwhile, or taken over, is not renewed (nothing to keep)
-                return [
-                    hold for job_id, hold in calls if state.renew_call(job_id, owner, lease=lease)
-                ]
-
-            try:
-                renewed = await self.commit.run(renew)
-            except StoreUnavailable as exc:
-                log(
-                    logger,
-                    logging.WARNING,
-                    f"claim not renewed: jobs {_job_ids(calls)}",
-                    failure=exc,
-                )
-                continue
-            except Exception:  # a bug: the calls go on, their claims may run out
-                log(
-                    logger,
-                    logging.ERROR,
-                    f"claim not renewed: jobs {_job_ids(calls)}",
-                    exc_info=True,
-                )
-                continue
-            for hold in renewed:
-                hold.renewed(since)
-
-    async def _still_held(self, job: Job, hold: Hold) -> bool:
-        """Whether this daemon still holds the claim of ``job``, whose call is about to
-        leave (:mod:`rulekit.runtime.fence`): asked of the store (and the claim renewed) only
-        when more of the lease passed since it was taken or renewed than a call's start
-        takes, i.e. when the daemon was held up (a long pause of the process or the machine)
-        and another daemon may have taken the job over meanwhile and made the call. A store
-        that cannot be reached delays the call, as before its start."""
-        if not hold.doubtful():
-            return True
-        owner, lease, since = self.owner, self.lease, lease_clock()
-        held = await retry_store(
-            self.commit,
-            lambda state: state.renew_call(job.id, owner, lease=lease),
-            f"check the claim of job {job.id}",
-            stopping=self._stopped,
-        )
-        if held:
-            hold.renewed(since)
-        return bool(held)
-
-    def _conversation_paces(
-        self, job: Job, record: EventRecord, action: Any, provider: Provider | None
-    ) -> list[Pace]:
-        """The paces of an action with none of its own: its lane, and for one that calls the
-        channel's service (a reply, a change of client data), the service account
-        (:func:`~rulekit.actions.pacing.service_key` of :attr:`Provider.service_account`): a
-        service-wide Retry-After met by any such call (a Chatra 429) pauses all of them, on
-        every channel with the same credentials, and those channels' own fetching
-        (:meth:`~rulekit.channels.base.Inbound.service_paused`). A reply is also held to the
-        channel's own rate limits (:attr:`Provider.reply_limits`), per channel: per
-        conversation, and for the service (:func:`~rulekit.actions.pacing.reply_key`)."""
-        limits = provider.reply_limits if provider is not None and action.client_facing else {}
-        paces = [Pace(job.lane or job.destination, limits.get("conversation"))]
-        if action.calls_channel_service:
-            if (service := limits.get("service")) is not None:
-                paces.append(Pace(reply_key(record.channel), service, scope="service"))
-            account = provider.service_account if provider is not None else record.channel
-            paces.append(Pace(service_key(account), scope="service"))
-        elif action.client_facing:
-            paces.append(
-                Pace(f"{job.action}:{record.channel}", limits.get("service"), scope="service")
-            )
-        return paces
-
     async def _call(
         self,
         action: Any,
@@ -560,11 +433,6 @@ class JobCalls:
                 decision = self._retry(job, record, type(exc).__name__, None)
                 return replace(decision, result=kept_progress(context.progress))
             return Decision("done", result=json_ready(result), sent=_sent(action, context, result))
-
-    @property
-    def shares_pacing(self) -> bool:
-        """Whether other daemons send through the same store (then pacing is agreed there)."""
-        return self._shares_pacing
 
     def _retry(
         self, job: Job, record: EventRecord, error: str, retry_after: float | None
