@@ -30,6 +30,38 @@ def address_problem(address: str) -> str | None:
     return None
 
 
+def mailbox(text: str) -> tuple[str, str]:
+    """The display name and the address of ``text``, one mailbox (``Name <local@domain>``,
+    ``<local@domain>`` or ``local@domain``) read as a mail program reads a From header;
+    ValueError saying why it is not one: several addresses (a name with an unquoted comma is
+    two), a group, text after the address, an address written as the name, a bracket left open,
+    or an address :func:`address_problem` refuses."""
+    import email.policy
+    from email.errors import InvalidHeaderDefect
+
+    if "@" not in text:
+        raise ValueError("needs an address (Name <local@domain>)")
+    parsed = email.policy.default.header_factory("From", text)
+    found = parsed.addresses
+    if len(found) != 1:
+        name, bracket, _ = text.partition("<")
+        name = name.strip()
+        quote = f' (quote the name ("{name}" <...>): a comma ends one)' if bracket else ""
+        raise ValueError(f"is one address; this has {len(found)}{quote}")
+    if parsed.groups[0].display_name is not None:
+        raise ValueError("is one address, not a group (Team: a@b.example;)")
+    if any(isinstance(defect, InvalidHeaderDefect) for defect in parsed.defects):
+        raise ValueError(
+            "is not Name <local@domain>: text after the address, an address as the name or an "
+            'open bracket (quote a name holding any of , ; : < > @ ( ) as "...")'
+        )
+    name, address = found[0].display_name, found[0].addr_spec
+    problem = address_problem(address)
+    if problem:
+        raise ValueError(f"needs an address (Name <local@domain>); it {problem}")
+    return name, address
+
+
 def ascii_domain(address: str) -> str:
     """``address`` with its domain as ASCII (A-labels, IDNA 2008 with UTS 46 mapping), as the
     ``email`` action sends it; as it is when the domain is ASCII already, or no valid

@@ -40,6 +40,7 @@ from rulekit.actions.email_message import (
     build_message,
     domain_of,
     header_text,
+    message_sender,
     recipient_problem,
     recipients,
     subject_line,
@@ -54,7 +55,7 @@ from rulekit.actions.smtp_connection import (
 )
 from rulekit.actions.smtp_errors import classify
 from rulekit.actions.telegram_markup import resolve_html
-from rulekit.addresses import address_problem
+from rulekit.addresses import mailbox
 from rulekit.config import Config
 from rulekit.errors import (
     PermanentActionError,
@@ -108,16 +109,14 @@ class SmtpIntegration(StrictModel):
     @field_validator("sender")
     @classmethod
     def _sender(cls, value: str) -> str:
-        import email.utils
-
         if header_text(value) != value:
             raise ValueError("`from` cannot hold line breaks or control characters")
         if ENCODED_WORD in value:  # decoded, it may hold them: write the name as it is
             raise ValueError("`from` cannot hold an encoded word (=?): write the name as it is")
-        _name, address = email.utils.parseaddr(value)
-        problem = address_problem(address) if address else "is empty"
-        if problem:
-            raise ValueError(f"`from` needs an address (Name <local@domain>); it {problem}")
+        try:
+            mailbox(value)  # one, as mail programs read it (they show the first of several)
+        except ValueError as exc:
+            raise ValueError(f"`from` {exc}") from None
         return value
 
     @field_validator("helo_name")
@@ -286,7 +285,7 @@ class Email(Action):
         if isinstance(settings, SmtpIntegration):
             who = f", as {settings.username}" if settings.username else ""
             via = f" via {settings.host}:{settings.effective_port} ({settings.security}{who})"
-            to = f"{to} from {settings.sender}"
+            to = f"{to} from {message_sender(settings.sender)}"
         subject = subject_line(params.subject)
         return f"email to {to}{skipped}{via}: subject {subject!r}; text {params.text!r}{html}"
 
@@ -409,7 +408,9 @@ class Email(Action):
                 sock = None  # the client's now: its transport closes it
                 await client.connect()
                 transport = client.transport  # (after STARTTLS: the TLS one)
-                refused, reply = await client.send_message(message, recipients=addresses)
+                refused, reply = await client.send_message(
+                    message, sender=mailbox(settings.sender)[1], recipients=addresses
+                )
         except BaseException as exc:
             drop_connection(client, transport, sock)
             if type(exc) is TimeoutError:  # the call's deadline (a step's is aiosmtplib's own)

@@ -30,9 +30,10 @@ from __future__ import annotations
 import email.utils
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from email.headerregistry import Address
 from email.message import EmailMessage
 
-from rulekit.addresses import address_problem, ascii_domain
+from rulekit.addresses import address_problem, ascii_domain, mailbox
 from rulekit.event import Event
 
 SPECIAL_RECIPIENTS = ("assignee", "client")
@@ -131,10 +132,18 @@ def message_id(sender: str, delivery: str | None) -> str:
     ``delivery`` id (:func:`~rulekit.actions.base.delivery_id`), the same on every attempt, so
     a message sent again after its server took it and the answer was lost is the same message
     to the recipients' mail systems (which drop a repeated Message-ID); random otherwise."""
-    domain = domain_of(email.utils.parseaddr(sender)[1]) or None
+    domain = domain_of(mailbox(sender)[1]) or None
     if delivery is None:
         return email.utils.make_msgid(domain=domain)
     return f"<rulekit.{delivery}@{domain or 'rulekit.invalid'}>"
+
+
+def message_sender(sender: str) -> str:
+    """The From of a message from ``sender`` (the config's ``from``): the one mailbox it was
+    read as (:func:`~rulekit.addresses.mailbox`), written from its parts, the name quoted
+    where it needs to be, whatever comment or spelling it had."""
+    name, address = mailbox(sender)
+    return str(Address(display_name=header_text(name), addr_spec=address))
 
 
 def build_message(
@@ -149,7 +158,7 @@ def build_message(
     """The message: headers cleaned, a text part always, the HTML as an alternative; its
     Message-ID stable for one ``delivery`` (:func:`message_id`)."""
     message = EmailMessage()
-    message["From"] = header_text(sender)
+    message["From"] = message_sender(sender)
     message["To"] = ", ".join(to)
     message["Subject"] = subject_line(subject)
     message["Date"] = email.utils.formatdate(localtime=False)

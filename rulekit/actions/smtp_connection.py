@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import socket
 import struct
 from typing import TYPE_CHECKING
 
+from rulekit.addresses import mailbox
 from rulekit.errors import RetryableActionError
 
 if TYPE_CHECKING:
@@ -60,10 +60,10 @@ def ehlo_name(helo_name: str | None, sender: str) -> str:
     """The name rulekit gives in EHLO: ``helo_name``, else ``sender``'s domain in ASCII."""
     if helo_name:
         return helo_name
-    domain = email.utils.parseaddr(sender)[1].rpartition("@")[2].lower()
     try:
+        domain = mailbox(sender)[1].rpartition("@")[2].lower()
         ascii_name = domain.encode("idna").decode("ascii")
-    except UnicodeError:
+    except ValueError:  # (UnicodeError is one)
         return NEUTRAL_NAME
     return NEUTRAL_NAME if helo_name_problem(ascii_name) else ascii_name
 

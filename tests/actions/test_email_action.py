@@ -547,6 +547,14 @@ def test_bad_recipients_are_load_errors(tmp_path, step, message):
         ({"from": "a@b.example\r\nBcc: x@y.example"}, "line breaks"),
         ({"from": "nobody"}, "needs an address"),
         ({"from": "=?utf-8?q?S=0D=0ABcc:_x@y.example?= <a@b.example>"}, "encoded word"),
+        # one mailbox, read as a mail program reads the From header
+        ({"from": "Shop, Inc <s@shop.example>"}, 'quote the name ("Shop, Inc" <'),
+        ({"from": "s@shop.example, other@evil.example"}, "one address; this has 2"),
+        ({"from": '"Shop" <s@shop.example>, <other@evil.example>'}, "one address; this has 2"),
+        ({"from": "other@evil.example <s@shop.example>"}, "is not Name <local@domain>"),
+        ({"from": "Shop <s@shop.example>x"}, "is not Name <local@domain>"),
+        ({"from": "Shop <s@shop.example"}, "is not Name <local@domain>"),
+        ({"from": "Team: s@shop.example;"}, "not a group"),
     ],
 )
 def test_smtp_settings_are_checked_when_the_config_loads(tmp_path, smtp, message):
@@ -608,3 +616,23 @@ def test_recipients_greylisted_while_others_took_the_message_get_it_on_the_next_
     assert [m.recipients for m in server.messages] == [["ann@a.example"], ["bob@b.example"]]
     # one message: the second delivery is the first one's to the recipient who waited
     assert len({m.message["Message-ID"] for m in server.messages}) == 1
+
+
+@pytest.mark.parametrize(
+    ("sender", "name", "address"),
+    [
+        ('"Shop, Inc" <s@shop.example>', "Shop, Inc", "s@shop.example"),
+        ("Shop Inc. <s@shop.example>", "Shop Inc.", "s@shop.example"),
+        ("Магазин «Ёлка» <s@shop.example>", "Магазин «Ёлка»", "s@shop.example"),
+        ("Shop <s@shop.example> (support)", "Shop", "s@shop.example"),
+        ("<s@shop.example>", "", "s@shop.example"),
+    ],
+)
+def test_the_from_address_is_the_one_mailbox_configured_envelope_and_header(sender, name, address):
+    with FakeSmtp() as server:
+        send(Email(smtp_settings(server, **{"from": sender})), PARAMS)
+        (message,) = server.messages
+    assert message.sender == address  # MAIL FROM
+    written = message.message["From"]
+    assert [(a.display_name, a.addr_spec) for a in written.addresses] == [(name, address)]
+    assert not written.defects
