@@ -271,14 +271,13 @@ class Assign(Action):
             strategy = params.fallback
         if strategy == "least_open":
             return min(free, key=lambda a: counts.get(a.email.lower(), 0)), _via(params)
-        # round robin over every agent of the group, skipping those who cannot take it now
+        # round robin over every agent of the group, skipping those who cannot take it now:
+        # one step of the store's counter, however many are skipped (the lock is held)
         key = f"assign:{channel}:{group or '*'}"
         everyone = directory.eligible(channel, group)
-        for _ in everyone:
-            agent = everyone[state.next_position(key, len(everyone))]
-            if agent in free:
-                return agent, _via(params)
-        return free[0], _via(params)  # unreachable: ``free`` is part of ``everyone``
+        can = {agent.email.lower() for agent in free}
+        places = [index for index, agent in enumerate(everyone) if agent.email.lower() in can]
+        return everyone[state.next_free_position(key, len(everyone), places)], _via(params)
 
     @staticmethod
     def _assigned_event(cause: Event, conversation: Conversation) -> Event:

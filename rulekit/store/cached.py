@@ -262,6 +262,9 @@ class CachedState(State):
     def next_position(self, key: str, modulo: int) -> int:
         return self.state.next_position(key, modulo)
 
+    def next_free_position(self, key: str, size: int, free: Sequence[int]) -> int:
+        return self.state.next_free_position(key, size, free)
+
     def hold_assignments(self) -> None:
         self.state.hold_assignments()
 
@@ -355,6 +358,9 @@ class _Probe(State):
         raise _ProbeEnd
 
     def next_position(self, key: str, modulo: int) -> int:
+        raise _ProbeEnd
+
+    def next_free_position(self, key: str, size: int, free: Sequence[int]) -> int:
         raise _ProbeEnd
 
 

@@ -311,6 +311,9 @@ class RecordingState(State):
     def next_position(self, key: str, modulo: int) -> int:
         return int(self._call("next_position", key, modulo))
 
+    def next_free_position(self, key: str, size: int, free: Sequence[int]) -> int:
+        return int(self._call("next_free_position", key, size, tuple(free)))
+
     def presence(self, *, now: datetime | None = None) -> dict[str, str]:
         # kept as a call without a time: the replay asks for the presence at its own time
         answer = self.state.presence(now=now)

@@ -30,6 +30,14 @@ def first_key(channel: str, conversation_id: str) -> str:
     return conversation_id
 
 
+def free_places(size: int, free: Sequence[int]) -> set[int]:
+    """``free`` as a set, refused unless it names at least one of ``size`` places."""
+    wanted = set(free)
+    if not wanted or min(wanted) < 0 or max(wanted) >= size:
+        raise ValueError(f"free places {sorted(wanted)} are not some of 0..{size - 1}")
+    return wanted
+
+
 class State(abc.ABC):
     """What one transaction can read and change."""
 
@@ -181,6 +189,17 @@ class State(abc.ABC):
 
         Round-robin assignment uses it; durable stores make it atomic across processes.
         """
+
+    def next_free_position(self, key: str, size: int, free: Sequence[int]) -> int:
+        """Of the ``size`` places the counter ``key`` goes round (round-robin assignment), the
+        first of ``free`` at or after its position; the counter moves just past it, as though
+        each place skipped had had its turn (as :meth:`next_position` called until it answers
+        one of ``free``). One atomic step: durable stores make it one statement, whatever the
+        places skipped, shared fairly by every process on the store."""
+        wanted = free_places(size, free)
+        while (place := self.next_position(key, size)) not in wanted:
+            pass
+        return place
 
     def hold_assignments(self) -> None:  # noqa: B027 - stores whose writers are serialized
         """Until the transaction ends, be the only one (of every daemon on the store) picking

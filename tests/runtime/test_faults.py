@@ -117,7 +117,7 @@ def test_a_database_blip_inside_an_action_never_consumes_an_attempt(tmp_path, se
     made again once the store is back, as a store error, and the job is done at its first
     attempt."""
     config = write_setup(tmp_path, ASSIGN_RULES, chatra=chatra, dispatcher={"max_attempts": 3})
-    failures = {"next_position": 3}
+    failures = {"next_free_position": 3}
     store = FaultyStore(tmp_path / "rulekit.sqlite3", failures)
     try:
         server = serve(config, store=store)
@@ -127,7 +127,7 @@ def test_a_database_blip_inside_an_action_never_consumes_an_attempt(tmp_path, se
         [job] = [job for job in jobs if job.action == "assign"]
         assert job.attempts == 1
         assert [a.outcome for a in read(tmp_path, lambda s: s.attempts(job.id))] == ["done"]
-        assert failures == {"next_position": 0}
+        assert failures == {"next_free_position": 0}
         assert read(tmp_path, lambda s: s.jobs(status="dead")) == []
         server.stop()
     finally:

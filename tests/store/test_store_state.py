@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import threading
+from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -190,6 +192,56 @@ def test_next_position(store):
     with store.transaction() as state:
         assert state.next_position("support", 3) == 2
         assert state.next_position("sales", 2) == 1
+
+
+def test_next_free_position_moves_as_next_position_would_until_a_free_place(store):
+    """One step of the counter past every place skipped: the same places, and the same
+    counter after, as asking ``next_position`` until it answers a free place."""
+    rng = random.Random(7)
+    with store.transaction() as state:
+        for _ in range(200):
+            size = rng.randint(1, 9)
+            free = rng.sample(range(size), rng.randint(1, size))
+            expected = state.next_position("loop", size)
+            while expected not in free:
+                expected = state.next_position("loop", size)
+            assert state.next_free_position("step", size, free) == expected
+        assert state.next_position("step", 1_000_003) == state.next_position("loop", 1_000_003)
+        with pytest.raises(ValueError):
+            state.next_free_position("step", 3, [])
+        with pytest.raises(ValueError):
+            state.next_free_position("step", 3, [3])
+
+
+def test_next_free_position_is_one_statement_whatever_the_places_skipped(store):
+    with store.transaction() as state:
+        if not hasattr(state, "statements"):
+            pytest.skip("a store that does not count its statements")
+        state.next_free_position("support", 1000, [999])  # a new counter
+        before = state.statements
+        assert state.next_free_position("support", 1000, [998]) == 998  # 999 places skipped
+        assert state.next_free_position("support", 1000, list(range(0, 1000, 7))) == 0
+        assert state.statements == before + 2
+
+
+def test_next_free_position_is_fair_across_threads_and_connections(backend, threads):
+    """Pickers on two connections, each skipping the same places, take the free ones in turn:
+    none is picked twice before the others had theirs."""
+    stores = [backend.open(), backend.open()]
+    per_thread, count = 30, 4
+    results: list[int] = []
+    lock = threading.Lock()
+
+    def work(index: int) -> None:
+        store = stores[index % 2]
+        for _ in range(per_thread):
+            with store.transaction() as state:
+                place = state.next_free_position("support", 5, [1, 3, 4])
+            with lock:
+                results.append(place)
+
+    threads(work, count)
+    assert Counter(results) == {1: 40, 3: 40, 4: 40}
 
 
 def test_a_failed_transaction_leaves_nothing(store, make_event):

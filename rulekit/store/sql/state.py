@@ -32,6 +32,7 @@ from rulekit.store.sql.presence import SQLPresence
 from rulekit.store.sql.requests import SQLRequestKeys
 from rulekit.store.sql.stats import SQLStats
 from rulekit.store.sql.timers import SQLTimers
+from rulekit.store.state import free_places
 
 LOG_KEY = "log-id:key"
 """The position holding the store's key for the log's hashes (:meth:`SQLState.log_key`)."""
@@ -355,6 +356,23 @@ class SQLState(
         )
         assert row is not None
         return int(row["previous"]) % modulo if modulo > 0 else 0
+
+    def next_free_position(self, key: str, size: int, free: Sequence[int]) -> int:
+        # One upsert, under the row lock as next_position: the counter moves past the places
+        # skipped (those not free) and the first free one in a single step, however many.
+        places = sorted(free_places(size, free))
+        params: dict[str, Any] = {"key": key, "size": size, "first": places[0] + 1}
+        params.update((f"f{index}", place) for index, place in enumerate(places))
+        listed = ", ".join(f"(:f{index})" for index in range(len(places)))
+        row = self._one(
+            "INSERT INTO positions (key, value) VALUES (:key, :first)"
+            " ON CONFLICT (key) DO UPDATE SET value = positions.value + 1 + ("
+            "SELECT MIN((free.column1 - positions.value % :size + :size) % :size)"
+            f" FROM (VALUES {listed}) AS free) RETURNING value",
+            params,
+        )
+        assert row is not None
+        return (int(row["value"]) - 1) % size
 
     # privacy and retention -------------------------------------------------------------------
     def forget_client(self, client_id: str, *, channel: str | None = None) -> dict[str, int]:
