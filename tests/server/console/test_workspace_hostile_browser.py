@@ -1,7 +1,7 @@
 """What a client controls (a name, a message, custom data, the page they are on), made hostile,
 as an agent sees it in headless Chromium against a real daemon and the fake Chatra: values of
 any length without a space break inside their column, never widening it or the page; an
-address that hides where it leads is no link."""
+address that hides where it leads is no link; a conversation longer than its view says so."""
 
 from __future__ import annotations
 
@@ -10,8 +10,12 @@ from pathlib import Path
 
 import httpx
 from browser import chromium
+from scaffold import make_event
 from test_workspace_browser import open_conversation, sign_in, thread_texts, wait_for
-from workspace_helpers import SAMPLES, SECRET, running
+from workspace_helpers import CONVERSATION, SAMPLES, SECRET, VISITOR, running
+
+from rulekit.server.console.conversations import THREAD_LIMIT
+from rulekit.store.records import NewEvent
 
 NAME = "N" * 300
 KEY = "K" * 300
@@ -49,9 +53,35 @@ def test_a_client_s_values_of_any_length_stay_in_their_column(tmp_path: Path) ->
                 page.set_window_size(width, 900)
                 assert page.execute_script(WIDER_THAN_THEIR_BOX) == [], width
             assert NAME in page.find_element("id", "thread-title").text.replace("\n", "")
+            assert not page.find_element("id", "thread-older").is_displayed()  # all is shown
 
             # the page the client says they are on is shown, not offered as a link
             facts = page.find_element("id", "conversation-facts")
             assert DECEIVING in facts.text
             links = [a.get_attribute("href") for a in facts.find_elements("tag name", "a")]
             assert links == [client["chatLink"]]
+
+
+def test_a_thread_longer_than_its_view_says_older_messages_are_not_shown(
+    tmp_path: Path,
+) -> None:
+    later = [
+        make_event(
+            event="message",
+            conversation={"id": CONVERSATION},
+            client={"id": VISITOR},
+            message={"id": f"m{n}", "text": f"message {n}", "author": "client"},
+            id=f"online-chat:msg:m{n}",
+        )
+        for n in range(THREAD_LIMIT)
+    ]
+    with running("sqlite", tmp_path) as site:
+        site.started()
+        with site.daemon.store.transaction() as state:
+            state.record_events([NewEvent(event, None, {}) for event in later])
+        with chromium(tmp_path / "profile") as page:
+            sign_in(page, site.url, "anna")
+            open_conversation(page)
+            wait_for(lambda: len(thread_texts(page)) == THREAD_LIMIT, "the thread")
+            assert thread_texts(page)[0] == "message 0"  # not the conversation's first
+            assert page.find_element("id", "thread-older").is_displayed()

@@ -139,6 +139,9 @@
 
   function renderThread(data) {
     $("thread-title").replaceChildren(K.iso(clientName(data.client) || data.id));
+    // a long conversation's view holds its latest events: the agent must not take the first
+    // message shown for the conversation's first
+    $("thread-older").hidden = !data.truncated;
     $("thread").replaceChildren(...(data.thread || []).map(threadItem));
     const last = $("thread").lastElementChild;
     if (last) last.scrollIntoView({ block: "nearest" });
