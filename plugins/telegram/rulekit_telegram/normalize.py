@@ -188,8 +188,8 @@ class Normalizer:
     ) -> Client:
         """The client record: the user's profile as Telegram sent it now, over what was known
         (a field Telegram left out keeps its known value, except the username, which a user
-        may remove), ``last_visit``, when they last
-        wrote (``seen_at``), and ``custom.telegram_topic``, the topic of their chat they wrote
+        may remove), ``last_visit``, when they last wrote (``seen_at``, or the known last visit
+        when that is later), and ``custom.telegram_topic``, the topic of their chat they wrote
         in (none outside topics), where replies go; an unchanged record is ``known``."""
         custom = dict(known.custom) if known is not None else {}
         if user.username:
@@ -202,6 +202,10 @@ class Normalizer:
             custom[TOPIC] = topic
         else:
             custom.pop(TOPIC, None)
+        if known is not None and known.last_visit is not None and seen_at is not None:
+            # the latest of their messages, whatever order they come in (webhooks may come out
+            # of order): one written before their last, delivered after it, is no later visit
+            seen_at = max(seen_at, known.last_visit)
         values: dict[str, Any] = {
             "name": user.name,
             "display_name": f"@{user.username}" if user.username else None,

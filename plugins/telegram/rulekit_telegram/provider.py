@@ -79,10 +79,14 @@ class TelegramProvider(Provider):
 
     def channel_timers(self, event: Event) -> list[ChannelTimer]:
         """``close_after``: a user's activity (a new, reopened or edited message) sets the
-        conversation's idle timer, due ``close_after`` later; the next activity moves it."""
+        conversation's idle timer, due ``close_after`` after their last visit; the next
+        activity moves it. (After the last visit, not the event's own time: a message written
+        before the user's last one and delivered after it must not move the timer back.)"""
         if event.event not in ACTIVITY or not event.conversation.id:
             return []
-        due = event.occurred_at + self.settings.close_after
+        last = event.client.last_visit
+        since = max(event.occurred_at, last) if last is not None else event.occurred_at
+        due = since + self.settings.close_after
         return [ChannelTimer(CLOSE_AFTER, event.conversation.id, due)]
 
     def timer_due(self, timer: ChannelTimer, state: State) -> list[Event]:

@@ -124,6 +124,80 @@ def test_an_idle_chat_is_closed_when_close_after_runs_out(
         )
 
 
+@pytest.mark.slow
+def test_an_update_delivered_late_does_not_close_the_chat_before_its_last_message(
+    tmp_path: Path, telegram: FakeTelegram
+) -> None:
+    """Telegram's webhooks may arrive out of order (several connections at once, a delivery
+    retried after a 503). A message written five minutes before the user's last, delivered
+    after it, set their last visit, and the idle timer, back to its own time: the chat was
+    closed (and the goodbye sent) while the user had written less than ``close_after`` ago,
+    and their next message was a ``reopened``."""
+    config = write_setup(tmp_path, telegram)
+    (tmp_path / "rules.d" / "rules.yaml").write_text(GOODBYE)
+    updates = Updates()
+    clock = Clock(datetime.fromtimestamp(updates.date, UTC))
+    with Server(Daemon(config, watch=False, clock=clock)) as server:
+        url = CliRunner().invoke(
+            cli, ["telegram", "set-webhook", server.url, "--config", str(config)]
+        )
+        assert url.exit_code == 0, url.output
+        first = updates.message(ANN, "Hi")
+        updates.date += 300
+        late = updates.message(ANN, "written second, delivered last")
+        updates.date += 300
+        last = updates.message(ANN, "written last")
+        written = datetime.fromtimestamp(last["message"]["date"], UTC)
+        clock.now = written
+        for update in (first, last, late):
+            assert telegram.write(update) == 200
+
+        def recorded() -> list[str]:
+            events = read(server, lambda s: s.history(channel="telegram", limit=20))
+            return [e.event for e in reversed(events)]
+
+        wait_for(lambda: len(recorded()) == 3)
+        client = read(server, lambda s: s.get_client("telegram", str(ANN.id)))
+        assert client.last_visit == written
+        (timer,) = read(server, lambda s: s.timers(conversation_id="telegram:111"))
+        assert timer.due == written + timedelta(minutes=30)
+
+        # past close_after from the late message, not from the last: the chat stays open
+        clock.now = written + timedelta(minutes=29)
+        server.call(server.daemon.timers.wake)  # type: ignore[union-attr]
+        updates.date = int(clock.now.timestamp())
+        assert telegram.write(updates.message(ANN, "still here")) == 200
+        wait_for(lambda: len(recorded()) >= 4)
+        assert recorded() == ["created", "message", "message", "message"]
+        assert replies(telegram) == []
+
+
+def test_a_message_read_after_a_later_one_moves_no_time_back() -> None:
+    """Neither the client's last visit nor the idle timer goes back for a message written
+    before the user's last one and read after it."""
+    provider = make_provider(close_after="30m")
+    store = MemoryStore()
+    updates = Updates()
+    first = updates.message(ANN, "Hi")
+    updates.date += 300
+    late = updates.message(ANN, "written second, read last")
+    updates.date += 300
+    last = updates.message(ANN, "written last")
+    written = datetime.fromtimestamp(last["message"]["date"], UTC)
+    events = []
+    for update in (first, last, late):
+        with store.transaction() as state:
+            events += provider.parse(_body(update), state)
+    assert [e.event for e in events] == ["created", "message", "message"]
+    assert events[-1].client.last_visit == written
+    (timer,) = provider.channel_timers(events[-1])
+    assert timer.due == written + timedelta(minutes=30)
+    with store.transaction() as state:
+        assert state.get_client("telegram", str(ANN.id)).last_visit == written
+        early = ChannelTimer(timer.name, timer.conversation_id, timer.due - timedelta(minutes=5))
+        assert provider.timer_due(early, state) == []
+
+
 def test_a_due_timer_closes_only_a_conversation_still_idle() -> None:
     provider = make_provider(close_after="30m")
     store = MemoryStore()
