@@ -223,11 +223,12 @@ class Webhook(Action):
         shown = body.decode("utf-8", errors="replace")
         if target is None:
             return f"call webhook {params.to!r} ({content_type}): {shown}"
-        headers = {name: "***" for name in target.headers}
-        headers.setdefault("Content-Type", content_type)
-        headers["X-Rulekit-Delivery"] = context.delivery or "<the job's id>"
-        headers["X-Rulekit-Timestamp"] = "<the time of each attempt>"
-        headers["X-Rulekit-Signature"] = "sha256=<HMAC of each attempt>"
+        stamped = {
+            "X-Rulekit-Delivery": context.delivery or "<the job's id>",
+            "X-Rulekit-Timestamp": "<the time of each attempt>",
+            "X-Rulekit-Signature": "sha256=<HMAC of each attempt>",
+        }
+        headers = request_headers(target, content_type, stamped, masked=True)
         listed = ", ".join(f"{name}: {value}" for name, value in headers.items())
         return f"{target.method} {masked_url(target)} (webhook {params.to}) [{listed}]: {shown}"
 
@@ -251,17 +252,13 @@ class Webhook(Action):
         content_type, body = self.body(params, context)
         timestamp = int(self.clock())
         delivery = context.delivery or uuid.uuid4().hex
-        headers = {name: value.get_secret_value() for name, value in target.headers.items()}
-        headers = {
-            "Content-Type": content_type,
-            "User-Agent": "rulekit",
-            "Accept-Encoding": "identity",  # an answer is never inflated: see _answer_start
-            **headers,
+        stamped = {
             "X-Rulekit-Delivery": delivery,
             "X-Rulekit-Timestamp": str(timestamp),
             # (the delivery id signed too: receivers de-duplicate on it)
             "X-Rulekit-Signature": signature(secret, timestamp, delivery, body),
         }
+        headers = request_headers(target, content_type, stamped)
         where = f"webhook {params.to!r}"
         response: httpx.Response | None = None
         start = bytearray()
@@ -374,6 +371,26 @@ class Webhook(Action):
         hidden.extend(piece for piece in pieces if len(piece) >= 8)
         longest_first: list[str] = sorted(hidden, key=len, reverse=True)
         return redact(text, longest_first)
+
+
+def request_headers(
+    target: WebhookTarget, content_type: str, stamped: dict[str, str], *, masked: bool = False
+) -> dict[str, str]:
+    """The headers of a call to ``target`` (the dry run lists them ``masked``: the target's
+    values as ``***``): the content type, rulekit's defaults, the target's own headers (one
+    of them replaces a default of its name, whatever its case: never two of one name), then
+    the ``stamped`` ``X-Rulekit-*`` ones."""
+    headers = {
+        "Content-Type": content_type,
+        "User-Agent": "rulekit",
+        "Accept-Encoding": "identity",  # an answer is never inflated: see _answer_start
+    }
+    for name, value in target.headers.items():
+        for default in [known for known in headers if known.lower() == name.lower()]:
+            del headers[default]
+        headers[name] = "***" if masked else value.get_secret_value()
+    headers.update(stamped)
+    return headers
 
 
 MAX_ANSWER = 4096

@@ -59,10 +59,14 @@ class WebhookTarget(StrictModel):
     @field_validator("headers")
     @classmethod
     def _headers(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        seen: set[str] = set()
         for name, header in value.items():
             if not is_token(name):
                 raise ValueError(f"{name!r} is not a valid header name")
             lowered = name.lower()
+            if lowered in seen:  # both would be sent, and a receiver may read either
+                raise ValueError(f"header {name!r} is given twice (names ignore letter case)")
+            seen.add(lowered)
             if lowered == "content-type":
                 # values are escaped for the rule's content type: a target's own would let a
                 # value escaped for text/plain reach a receiver that reads it as HTML

@@ -27,6 +27,8 @@ class RecordedRequest:
     headers: dict[str, str]
     body: bytes
     at: float
+    header_lines: list[tuple[str, str]] = field(default_factory=list)
+    """Every header as received, in order (``headers`` keeps one per lower-cased name)."""
 
     @property
     def json(self) -> Any:
@@ -110,6 +112,7 @@ class FakeService:
                     {k.lower(): v for k, v in self.headers.items()},
                     body,
                     time.monotonic(),
+                    list(self.headers.items()),
                 )
                 response = service._answer(request)
                 if response.delay:

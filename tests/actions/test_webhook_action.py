@@ -438,7 +438,8 @@ def test_secrets_never_reach_errors_or_the_dry_run(fake_service):
         assert secret not in error.message
     assert "you sent ***" in error.message
     line = action.describe(WebhookParams(to="crm", body={"a": 1}), make_context())
-    assert line.startswith(f"POST {fake_service.base_url}/*** (webhook crm) [Authorization: ***")
+    assert line.startswith(f"POST {fake_service.base_url}/*** (webhook crm) [Content-Type: ")
+    assert "Authorization: ***" in line
     assert "X-Rulekit-Signature: sha256=<HMAC of each attempt>" in line
     assert line.endswith(': {"a":1}')
     for secret in (TOKEN, SECRET, "/hooks/rulekit", "key=abc"):
@@ -605,3 +606,43 @@ def test_a_proxy_in_the_environment_never_gets_the_call(fake_service, monkeypatc
         assert result["status"] == 200
         assert len(fake_service.requests) == 1
         assert elsewhere.requests == []
+
+
+ADDED_BY_THE_HTTP_CLIENT = {"host", "content-length", "accept", "connection"}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": f"Bearer {TOKEN}"},
+        # a target's own spelling of a header rulekit sets replaces it: never two of one name
+        {"user-agent": "CrmConnector/2", "ACCEPT-ENCODING": "gzip"},
+    ],
+)
+def test_the_dry_run_lists_each_header_the_call_sends_once(fake_service, headers):
+    action = action_for(fake_service, headers=headers)
+    params = WebhookParams(to="crm", body={"a": 1})
+    line = action.describe(params, make_context(delivery="job-1"))
+    listed = line.split(" [", 1)[1].split("]: ", 1)[0].split(", ")
+    call(action, params)
+    (request,) = fake_service.requests
+    sent = [name.lower() for name, _value in request.header_lines]
+    names = [name for name in sent if name not in ADDED_BY_THE_HTTP_CLIENT]
+    assert len(names) == len(set(names))  # one of each
+    assert sorted(names) == sorted(item.split(": ", 1)[0].lower() for item in listed)
+    for name, value in headers.items():
+        assert request.headers[name.lower()] == value
+        assert f"{name}: ***" in listed
+
+
+def test_a_target_header_given_twice_is_a_config_error():
+    with pytest.raises(ValueError, match="'x-key' is given twice"):
+        WebhooksIntegration.model_validate(
+            {
+                "crm": {
+                    "url": "https://crm.example/h",
+                    "secret": SECRET,
+                    "headers": {"X-Key": "a", "x-key": "b"},
+                }
+            }
+        )

@@ -75,9 +75,10 @@ def test_the_dry_run_shows_the_request_and_the_message_with_secrets_masked(tmp_p
     result = run("test", "--config", str(config), str(event), env=ENV)
     assert result.exit_code == 0, result.output
     assert (
-        "POST https://crm.example/*** (webhook crm) [Authorization: ***, Content-Type: "
-        "application/json, X-Rulekit-Delivery: <the job's id>, X-Rulekit-Timestamp: <the time of "
-        'each attempt>, X-Rulekit-Signature: sha256=<HMAC of each attempt>]: {"who":"Bob"}'
+        "POST https://crm.example/*** (webhook crm) [Content-Type: application/json, User-Agent: "
+        "rulekit, Accept-Encoding: identity, Authorization: ***, X-Rulekit-Delivery: <the job's "
+        "id>, X-Rulekit-Timestamp: <the time of each attempt>, X-Rulekit-Signature: sha256=<HMAC "
+        'of each attempt>]: {"who":"Bob"}'
     ) in result.output
     assert (
         "email to ann@shop.example from bot@shop.example via mail.example:587 (starttls, as bot):"
