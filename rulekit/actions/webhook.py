@@ -15,6 +15,7 @@ are treated as secrets: masked in the dry run, redacted from errors and logs.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -285,6 +286,16 @@ class Webhook(Action):
         except httpx.TransportError as exc:
             if response is not None:  # the connection was lost after the answer's status
                 return self._outcome(target, where, response, bytes(start), whole=False)
+            untrusted = _certificate_refusal(exc)
+            if untrusted is not None:  # as the email action's: no retry changes who signed it
+                host = urlsplit(target.url.get_secret_value()).hostname
+                raise PermanentActionError(
+                    self._redact(
+                        target,
+                        f"{where}: the certificate of {host} is not trusted ({untrusted}): "
+                        "nothing was sent (a private CA's certificates go in SSL_CERT_FILE)",
+                    )
+                ) from None
             message = self._redact(target, f"{where}: {type(exc).__name__}: {exc}")
             raise RetryableActionError(message) from None
         return self._outcome(target, where, response, bytes(start))
@@ -406,6 +417,19 @@ async def _answer_start(response: httpx.Response, start: bytearray) -> None:
         start += chunk
         if len(start) > MAX_ANSWER:
             break
+
+
+def _certificate_refusal(exc: BaseException) -> str | None:
+    """Why the TLS handshake behind ``exc`` refused the server's certificate (untrusted,
+    expired, for another name), or None when it was no such refusal."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # (httpx's error, httpcore's, ssl's)
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message or seen.reason or "certificate verify failed")
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _words(value: str) -> list[str]:

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import re
+import ssl
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
@@ -646,3 +647,46 @@ def test_a_target_header_given_twice_is_a_config_error():
                 }
             }
         )
+
+
+def https_call(server_tls: ssl.SSLContext) -> dict:
+    """A call to a target served over TLS (the test's certificate) on loopback."""
+    from aiohttp import web
+
+    settings = {"secret": SECRET}
+    action = Webhook(WebhooksIntegration.model_validate({}))
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def scenario():
+        app = web.Application()
+        app.router.add_post("/hook", answer)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
+        await site.start()
+        port = runner.addresses[0][1]
+        url = f"https://127.0.0.1:{port}/hook"
+        action.settings = WebhooksIntegration.model_validate({"crm": {"url": url, **settings}})
+        try:
+            return await action.execute(WebhookParams(to="crm"), make_context(delivery="job-1"))
+        finally:
+            await runner.cleanup()
+
+    return run(action, scenario)
+
+
+def test_an_untrusted_certificate_is_final_and_says_so(server_tls):
+    with pytest.raises(ActionError) as caught:
+        https_call(server_tls)
+    assert isinstance(caught.value, PermanentActionError)  # as the email action's
+    assert "the certificate of 127.0.0.1 is not trusted" in caught.value.message
+    assert "self-signed certificate" in caught.value.message
+
+
+def test_a_certificate_of_a_ca_named_in_ssl_cert_file_is_trusted(
+    server_tls, certificate, monkeypatch
+):
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
+    assert https_call(server_tls) == {"status": 200, "body": "ok"}
