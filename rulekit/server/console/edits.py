@@ -132,7 +132,9 @@ class ConversationEdits(Changes):
                 change = made.change
                 assert change is not None
                 if change.refused:
-                    raise ApiError(409, change.refused)
+                    config = self.runtime.snapshot.config
+                    told = _refusal(change.refused, viewer, params, found, config)
+                    raise ApiError(409, told)
                 if not prepared.events:
                     return ok(_answer(change, None, conversation_id, workspace.team(viewer)))
                 answer = await anyio.to_thread.run_sync(evaluator.evaluate, prepared.request)
@@ -213,6 +215,19 @@ def _answer(
         "changed": changed,
         "conversation": team.conversation({**conversation, "id": conversation_id}),
     }
+
+
+def _refusal(refused: str, viewer: Viewer, params: BaseModel, found: Found, config: Config) -> str:
+    """Why a change was refused, as ``viewer`` may be told: an agent named for assignment whom
+    the viewer may not see (the agents of other channels) is refused as an email no agent has,
+    so that trying emails does not tell an agent who works on the channels they are not on."""
+    email = getattr(params, "agent", None)
+    if viewer.admin or not isinstance(email, str):
+        return refused
+    agent = config.directory.get(email)
+    if agent is not None and viewer.may_see_agent(agent):
+        return refused
+    return f"agent {email.strip().lower()} has no access to channel {found.channel!r}"
 
 
 def _problems(exc: ValidationError) -> str:
