@@ -38,6 +38,7 @@ from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.dispatcher import DEFAULT_LEASE, Dispatcher
 from rulekit.runtime.evaluator import Evaluator
 from rulekit.runtime.feed import LiveFeed
+from rulekit.runtime.hookrunner import HookRunner
 from rulekit.runtime.known import load_known
 from rulekit.runtime.logs import log, use_log_key
 from rulekit.runtime.metrics import Metrics
@@ -152,7 +153,9 @@ class Daemon(Reloading):
         self.schema_interval = schema_interval
         self.outdated: str | None = None
         """Why this daemon takes no more work: a newer rulekit migrated the store's schema."""
-        self.ingest = Ingest(lambda: self._snapshot, None, self.metrics, self._wake)  # type: ignore[arg-type]
+        self.hooks = HookRunner()
+        """Where the plugins' code a request waits for runs (off the event loop, bounded)."""
+        self.ingest = Ingest(lambda: self._snapshot, None, self.metrics, self._wake, self.hooks)  # type: ignore[arg-type]
         self.app = create_app(self)
 
     @property
@@ -309,6 +312,7 @@ class Daemon(Reloading):
         if self._lookups is not None:
             self._lookups.uninstall()
             self._lookups = None
+        self.hooks.close()
         if self._own_store:
             await anyio.to_thread.run_sync(self.store.close)
         log(logger, logging.INFO, "rulekit stopped")

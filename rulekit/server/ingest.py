@@ -22,6 +22,10 @@ What a sender gets back:
   are no reason to refuse: providers see them as U+FFFD, the inbox keeps the exact bytes;
 * **503** with ``Retry-After`` — the store cannot persist (read-only, full disk, locked):
   nothing was acknowledged, the sender should retry later. Never a 200 that was not persisted.
+  Also when the provider's own code (``authorize_webhook``, ``conversation_key``) did not
+  answer within its budget, or has too many calls under way
+  (:mod:`rulekit.runtime.hookrunner`): it runs off the event loop, so that a slow or stuck
+  plugin holds up only its own channel's webhooks.
   Also when the bodies being read or handled at once would go over
   ``server.max_body_bytes_in_flight`` (:class:`BodyBudget`): refused before the body is read
   (by its Content-Length; a body without one as its chunks arrive), so many connections each
@@ -53,6 +57,7 @@ from rulekit.channels.base import Provider
 from rulekit.channels.body import BodyError
 from rulekit.errors import StoreUnavailable
 from rulekit.runtime.commit import GroupCommit
+from rulekit.runtime.hookrunner import HookRunner, HookUnanswered, overridden
 from rulekit.runtime.logs import access_logged, log
 from rulekit.runtime.metrics import Metrics
 from rulekit.snapshot import Snapshot
@@ -62,7 +67,8 @@ logger = logging.getLogger("rulekit.ingest")
 
 NOT_FOUND = "unknown channel or wrong secret"
 INLINE_READ_BYTES = 64 * 1024
-"""Bodies up to this size are checked on the event loop; bigger ones in a worker thread."""
+"""Bodies up to this size are checked on the event loop; bigger ones in a worker thread (the
+provider's ``conversation_key`` runs in its plugin's threads whatever the size)."""
 ROUTE = "/webhooks/{channel}/{secret}"
 ROUTES = (ROUTE, ROUTE + "/")
 """The webhook's paths: with a trailing slash it is the same webhook, answered, never
@@ -127,11 +133,14 @@ class Ingest:
         commit: GroupCommit,
         metrics: Metrics,
         on_accepted: Callable[[], None],
+        hooks: HookRunner | None = None,
     ) -> None:
         self.snapshot = snapshot
         self.commit = commit
         self.metrics = metrics
         self.on_accepted = on_accepted
+        self.hooks = hooks if hooks is not None else HookRunner()
+        """Where the providers' own code runs (off the event loop, within a budget)."""
         self.accepting = True
         self.bodies = BodyBudget()
         """The bytes of the bodies in flight (``server.max_body_bytes_in_flight``)."""
@@ -170,8 +179,13 @@ class Ingest:
             return _error(503, "the daemon is shutting down; retry later", channel)
         headers = Headers(scope=scope)
         provider = snapshot.providers.get(channel)
-        if provider is not None and not _vouched(provider, headers):
-            return _error(404, NOT_FOUND, channel)
+        if provider is not None and overridden(provider, Provider, "authorize_webhook"):
+            try:
+                vouched = await self.hooks.run(provider.name, _vouched, provider, headers)
+            except HookUnanswered as exc:
+                return _unanswered(exc, channel)
+            if not vouched:
+                return _error(404, NOT_FOUND, channel)
         encoding = _content_coding(headers)
         if encoding is not None:
             return _error(
@@ -211,12 +225,17 @@ class Ingest:
         except ClientDisconnect:
             return _error(400, "the client went away before the body was complete", channel)
         if len(body) > INLINE_READ_BYTES:  # reading a big body would hold up the other requests
-            read = await anyio.to_thread.run_sync(_read_body, body, provider)
+            read = await anyio.to_thread.run_sync(_read_body, body)
         else:
-            read = _read_body(body, provider)
+            read = _read_body(body)
         if isinstance(read, BodyError):  # (the sender is told what it quotes; the log is not)
             return _error(400, str(read), channel, quoted=read.quoted)
-        conversation = read
+        conversation = None
+        if provider is not None and overridden(provider, Provider, "conversation_key"):
+            try:
+                conversation = await self.hooks.run(provider.name, provider.conversation_key, read)
+            except HookUnanswered as exc:
+                return _unanswered(exc, channel)
         key = "sha256:" + hashlib.sha256(body).hexdigest()
         try:
             inbox_id, is_new = await self.commit.run(
@@ -286,13 +305,18 @@ def _vouched(provider: Provider, headers: Headers) -> bool:
         return False
 
 
-def _read_body(body: bytes, provider: Provider | None) -> BodyError | str | None:
-    """Why no provider can accept ``body`` (a :class:`BodyError`), or else its conversation key."""
+def _read_body(body: bytes) -> Any:
+    """Why no provider can accept ``body`` (a :class:`BodyError`), or else the body read (a
+    dict or a list)."""
     try:
-        data = body_json.load(body)
+        return body_json.load(body)
     except BodyError as exc:
         return exc
-    return provider.conversation_key(data) if provider is not None else None
+
+
+def _unanswered(exc: HookUnanswered, channel: str) -> tuple[int, bytes]:
+    """A 503 for a request the provider's code did not answer (nothing acknowledged)."""
+    return _error(503, f"{exc}; retry later", channel)
 
 
 async def _read(receive: Receive, limit: int, share: _Share | None) -> bytes:

@@ -28,9 +28,11 @@ import anyio.to_thread
 from starlette.responses import Response
 
 from rulekit.addresses import address_problem
+from rulekit.channels.base import Provider
 from rulekit.errors import StoreUnavailable
 from rulekit.event import Agent, Client, Conversation, Event, Message
 from rulekit.runtime import planning
+from rulekit.runtime.hookrunner import HookUnanswered, overridden
 from rulekit.runtime.logs import log_id
 from rulekit.runtime.planning import Processed, StateChanged
 from rulekit.runtime.reporting import report
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
     from rulekit.runtime.commit import GroupCommit
     from rulekit.runtime.evaluator import Evaluator
     from rulekit.runtime.feed import LiveFeed
+    from rulekit.runtime.hookrunner import HookRunner
     from rulekit.runtime.metrics import Metrics
     from rulekit.snapshot import Snapshot
 
@@ -66,6 +69,7 @@ class Runtime(Protocol):
     evaluator: Evaluator | None
     metrics: Metrics
     feed: LiveFeed
+    hooks: HookRunner
 
     @property
     def snapshot(self) -> Snapshot: ...
@@ -101,10 +105,9 @@ class Changes:
             raise ApiError(400, f"text {problem}")
         found = await self._found(workspace, viewer, conversation_id)
         channel = found.channel
-        action = self._action("reply", channel)
-        provider = self.runtime.snapshot.providers.get(channel)
+        action, provider = await self._action("reply", channel)
         # refused, not cut as a rule's reply is: the agent can still shorten what they wrote
-        if provider is not None and (problem := provider.reply_length_problem(text)):
+        if problem := await self._ask(provider, "reply_length_problem", text):
             raise ApiError(400, problem)
         now = datetime.now(UTC)
         token = change_token(viewer, idempotency_key, "POST", "messages", conversation_id, body)
@@ -156,9 +159,8 @@ class Changes:
         channel, client = found.channel, found.client
         if not client.id:
             raise ApiError(409, "the conversation has no client whose data could change")
-        action = self._action("client", channel)
-        provider = self.runtime.snapshot.providers.get(channel)
-        if provider is not None and (problem := provider.update_fields_problem(changes)):
+        action, provider = await self._action("client", channel)
+        if problem := await self._ask(provider, "update_fields_problem", changes):
             raise ApiError(409, problem)
         changed = {k: v for k, v in changes.items() if getattr(client, k) != v}
         if not changed:
@@ -203,7 +205,7 @@ class Changes:
         assert isinstance(found, Found)
         return found
 
-    def _action(self, role: str, channel: str) -> Action:
+    async def _action(self, role: str, channel: str) -> tuple[Action, Provider]:
         snapshot = self.runtime.snapshot
         action = next((a for a in snapshot.engine.actions.values() if a.console_role == role), None)
         provider = snapshot.providers.get(channel)
@@ -211,10 +213,25 @@ class Changes:
             raise ApiError(409, f"no installed action does what the console needs ({role})")
         if provider is None:
             raise ApiError(409, f"channel {channel!r} is not configured")
-        problem = provider.reply_problem() if role == "reply" else provider.update_problem()
-        if problem:
+        if problem := await self._ask(
+            provider, "reply_problem" if role == "reply" else "update_problem"
+        ):
             raise ApiError(409, problem)
-        return action
+        return action, provider
+
+    async def _ask(self, provider: Provider, method: str, *args: Any) -> Any:
+        """What ``provider``'s ``method`` answers to ``args``: the project's own method in
+        place, a plugin's off the event loop within its budget (a 503 when it does not answer:
+        :mod:`rulekit.runtime.hookrunner`)."""
+        function = getattr(provider, method)
+        if not overridden(provider, Provider, method):
+            return function(*args)
+        try:
+            return await self.runtime.hooks.run(provider.name, function, *args)
+        except HookUnanswered as exc:
+            raise ApiError(
+                503, f"channel {provider.channel!r}: {exc}; retry later", {"Retry-After": "1"}
+            ) from None
 
     async def _submit(
         self,
