@@ -11,6 +11,7 @@ What rulekit itself decides is not taken from the body: the event's channel, its
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -20,6 +21,7 @@ from rulekit.event import Event
 from rulekit.hookspecs import hookimpl
 from rulekit.registry import ProviderRegistry
 from rulekit.store.base import State
+from rulekit.store.state import first_key
 from rulekit.validation import dotted
 
 from .base import Provider
@@ -53,6 +55,20 @@ class WebhookProvider(Provider):
             events.append(event)
         return events
 
+    def conversation_key(self, data: Any) -> str | None:
+        """The key the body's conversation is stored under (its id without ``<channel>:``),
+        when every event of the body is of that one conversation; None when they are of
+        several, or none says its conversation. With it, a conversation's webhooks are
+        processed one at a time in the order they were received, by several daemons as by
+        one, and a timed rule's timer waits for the ones received before it fell due (an
+        ``agent_replied`` acknowledged in time cancels it, even while processing is behind)."""
+        items = data if isinstance(data, list) else [data]
+        keys = {
+            first_key(self.channel, found) if (found := _conversation_id(item)) else None
+            for item in items
+        }
+        return keys.pop() if len(keys) == 1 else None
+
     def _directory_agent(self, event: Event) -> None:
         """``agent.known`` as the contract means it, whatever the body says: whether the
         config's directory lists the agent's email (then spelled as the directory spells it,
@@ -64,6 +80,13 @@ class WebhookProvider(Provider):
         agent.known = entry is not None
         if entry is not None:
             agent.email = entry.email
+
+
+def _conversation_id(item: Any) -> str | None:
+    """The conversation id one event of a body says, or None."""
+    conversation = item.get("conversation") if isinstance(item, dict) else None
+    found = conversation.get("id") if isinstance(conversation, dict) else None
+    return found if isinstance(found, str) and found else None
 
 
 @hookimpl

@@ -1,0 +1,146 @@
+"""The ``webhook`` channel's bodies carry their conversation's key, as every provider's do.
+
+The built-in provider said none: its bodies were claimed freely, so with several daemons a
+conversation's events were processed in any order, and a timed rule's timer did not wait for
+the webhooks of its conversation received before it fell due: an ``agent_replied`` posted in
+time, but not processed yet (processing behind), did not cancel "nobody answered", which
+fired after the agent had answered.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from daemons import write_setup
+from hostile import Inbox
+
+from rulekit.channels import body as body_json
+from rulekit.runtime.evaluator import Evaluator
+from rulekit.runtime.feed import LiveFeed
+from rulekit.runtime.metrics import Metrics
+from rulekit.runtime.processor import Processor
+from rulekit.runtime.timers import TimerRunner
+from rulekit.runtime.worker import Limits
+from rulekit.snapshot import load_snapshot
+from rulekit.store.sqlite import SQLiteStore
+
+SECRET = "web-secret-0123456789"
+T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+TIMED = """\
+- name: Nobody answered
+  on: {channel: web, event: created}
+  after: 5m
+  cancel_on: agent_replied
+  do:
+    - tag: {add: [waited]}
+"""
+
+
+def web_setup(folder: Path, rules: str) -> Path:
+    config = write_setup(folder, rules)
+    config.write_text(
+        config.read_text().replace(
+            "channels:\n", f"channels:\n  web: {{provider: webhook, webhook_secret: {SECRET}}}\n"
+        )
+    )
+    return config
+
+
+def event(name: str, conversation: str, n: int, when: datetime, **parts: Any) -> bytes:
+    return json.dumps(
+        {
+            "event": name,
+            "id": f"{conversation}-{n}",
+            "occurred_at": when.isoformat(),
+            "conversation": {"id": conversation},
+            "client": {"id": f"client-of-{conversation}"},
+            **parts,
+        }
+    ).encode()
+
+
+def started(conversation: str, when: datetime) -> bytes:
+    message = {"id": f"{conversation}-m0", "text": "Hello?", "author": "client"}
+    return event("created", conversation, 0, when, message=message)
+
+
+def answered(conversation: str, when: datetime) -> bytes:
+    message = {"id": f"{conversation}-m1", "text": "Hi!", "author": "agent"}
+    return event("agent_replied", conversation, 1, when, message=message)
+
+
+def test_a_timer_waits_for_the_agent_reply_posted_before_it_fell_due(tmp_path: Path) -> None:
+    config = web_setup(tmp_path, TIMED)
+    snapshot = load_snapshot(config)
+    provider = snapshot.providers["web"]
+    evaluator = Evaluator(config, limits=Limits(event_wall=60))
+    store = SQLiteStore(tmp_path / "rulekit.sqlite3")
+    clock = [T0]
+    try:
+        processor = Processor(
+            store, lambda: snapshot, evaluator, metrics=Metrics(), feed=LiveFeed()
+        )
+        runner = TimerRunner(
+            store, lambda: snapshot, evaluator, owner="test:1", now=lambda: clock[0]
+        )
+
+        def receive(body: bytes, when: datetime) -> None:
+            # as the ingest keeps a webhook: its conversation key read from the checked body
+            key = provider.conversation_key(body_json.load(body))
+            with store.transaction() as state:
+                state.append_inbox("web", body, conversation_key=key, now=when)
+
+        def process() -> None:
+            while processor.process_round(snapshot)[1]:
+                pass
+
+        def statuses() -> dict[str, str]:
+            with store.transaction() as state:
+                return {t.conversation_id: t.status for t in state.timers()}
+
+        receive(started("order-1", T0), T0)
+        receive(started("web:order-2", T0), T0)
+        process()  # two timers, due at 10:05
+        receive(answered("web:order-1", T0 + timedelta(minutes=4)), T0 + timedelta(minutes=4))
+        clock[0] = T0 + timedelta(minutes=6)
+        fired = runner.fire_due()
+        assert [f.timer.conversation_id for f in fired] == ["web:order-2"]
+        assert statuses() == {"web:order-1": "pending", "web:order-2": "fired"}
+        process()
+        assert statuses()["web:order-1"] == "cancelled"
+    finally:
+        evaluator.close()
+        store.close()
+
+
+def test_posted_bodies_of_one_conversation_share_its_key(tmp_path: Path, serve) -> None:
+    """However the sender writes the conversation's id (with the channel's prefix or without,
+    too long to store as it is, in a list of events), its bodies are kept under the key the
+    conversation is stored under; a list of several conversations' events has none."""
+    server = serve(web_setup(tmp_path, TIMED))
+    url = f"{server.url}/webhooks/web/{SECRET}"
+    long_id = "x" * 300
+    bodies = [
+        started("order-7", T0),
+        answered("web:order-7", T0),
+        b"[" + started("order-8", T0) + b"," + answered("web:order-8", T0) + b"]",
+        b"[" + started("order-9", T0) + b"," + started("order-10", T0) + b"]",
+        started(long_id, T0),
+    ]
+    ids = []
+    for body in bodies:
+        answer = httpx.post(url, content=body)
+        assert answer.status_code == 200, answer.text
+        ids.append(answer.json()["id"])
+    inbox = Inbox(tmp_path / "rulekit.sqlite3")
+    assert inbox.settle(ids) == {n: ("done", None) for n in ids}
+    keys = [inbox.conversation_key(n) for n in ids]
+    assert keys[:4] == ["order-7", "order-7", "order-8", None]
+    with SQLiteStore(tmp_path / "rulekit.sqlite3").transaction() as state:
+        for key in ("order-7", "order-8", keys[4]):
+            assert key is not None and state.get_conversation("web", key) is not None
+        assert keys[4] != long_id and state.get_conversation("web", long_id) is None
