@@ -63,10 +63,14 @@ __all__ = [
 
 
 def _is_content_type(text: str) -> bool:
-    """``type/subtype`` tokens, then optional ``;`` parameters without control characters."""
+    """``type/subtype`` tokens, then optional ``;`` parameters of ASCII without control
+    characters nor a space at the end: what the HTTP client sends in a header (anything else
+    failed every call)."""
     kind, _, parameters = text.partition(";")
     main, slash, sub = kind.partition("/")
     if not (slash and is_token(main) and is_token(sub)):
+        return False
+    if not parameters.isascii() or parameters != parameters.rstrip():
         return False
     return not any(ord(c) < 32 or ord(c) == 127 for c in parameters)
 
@@ -134,7 +138,10 @@ class WebhookParams(StrictModel):
             if self.text is None:
                 raise ValueError("`content_type` goes with `text` (a `body` is JSON)")
             if not _is_content_type(self.content_type):
-                raise ValueError(f"{self.content_type!r} is not a content type (type/subtype)")
+                raise ValueError(
+                    f"{self.content_type!r} is not a content type (type/subtype, then "
+                    "`; name=value` parameters in ASCII)"
+                )
             if _is_template(self.text or "") and not takes_values(self.content_type):
                 kind = self.content_type.split(";", 1)[0].strip().lower()
                 raise ValueError(

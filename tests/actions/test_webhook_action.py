@@ -575,6 +575,13 @@ def test_values_cannot_go_into_a_text_whose_structure_has_no_escape(tmp_path, co
         ("text/plain; a=b\nc", False),
         ("te xt/plain", False),
         ("/plain", False),
+        # what the HTTP client cannot send failed every call (a UnicodeEncodeError, a bug's
+        # traceback, or an illegal header value), never the load
+        ("text/plain; name=é", False),
+        ("text/plain;\u2028charset=utf-8", False),
+        ("text/plain; x=\x85", False),
+        ("text/plain; charset=utf-8 ", False),
+        ("text/plain; charset=utf-8\t", False),
     ],
 )
 def test_content_types_are_checked(content_type, valid):
