@@ -1,7 +1,8 @@
 """What a client controls (a name, a message, custom data, the page they are on), made hostile,
 as an agent sees it in headless Chromium against a real daemon and the fake Chatra: values of
 any length without a space break inside their column, never widening it or the page; an
-address that hides where it leads is no link; a conversation longer than its view says so."""
+address that hides where it leads is no link; a letter shows no more combining marks than a
+script needs; a conversation longer than its view says so."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ from rulekit.store.records import NewEvent
 
 NAME = "N" * 300
 KEY = "K" * 300
+ZALGO = "Z" + "\u0301\u0316\u0352" * 67
+"""A letter carrying 201 combining marks: stacked, they cover the lines above and below."""
+VIETNAMESE = "Tie\u0302\u0301ng Vie\u0302\u0323t"
+"""Letters carrying the two marks their script needs (decomposed)."""
 DECEIVING = "https://shop.example.com:8443@evil.example/checkout"
 """Reads as the shop's address; leads to evil.example (the shop's name is a user name)."""
 
@@ -36,7 +41,7 @@ def test_a_client_s_values_of_any_length_stay_in_their_column(tmp_path: Path) ->
     body = json.loads((SAMPLES / "chat_started_anonymous.json").read_text())
     client = body["client"]
     client.update(displayedName=NAME, city="C" * 300, email="e" * 200 + "@example.com")
-    client["info"] = {KEY: "v", "plan": "V" * 300}
+    client["info"] = {KEY: "v", "plan": "V" * 300, "zalgo": ZALGO, "language": VIETNAMESE}
     client["chatLink"] = "https://app.chatra.io/chat/" + "L" * 400
     body["chatStartedPage"]["link"] = DECEIVING
     body["message"]["text"] = "x" * 3000
@@ -54,6 +59,12 @@ def test_a_client_s_values_of_any_length_stay_in_their_column(tmp_path: Path) ->
                 assert page.execute_script(WIDER_THAN_THEIR_BOX) == [], width
             assert NAME in page.find_element("id", "thread-title").text.replace("\n", "")
             assert not page.find_element("id", "thread-older").is_displayed()  # all is shown
+
+            # a letter shows the marks a script needs, not the dozens that cover other lines
+            custom = page.execute_script(
+                "return [...document.querySelectorAll('#client-custom dd')].map(e => e.textContent)"
+            )
+            assert ZALGO[:9] in custom and VIETNAMESE in custom
 
             # the page the client says they are on is shown, not offered as a link
             facts = page.find_element("id", "conversation-facts")

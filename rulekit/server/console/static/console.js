@@ -3,7 +3,8 @@
 // (a <bdi>: direction of its own, unicode-bidi: isolate), so that a client's value holding bidi
 // controls or right-to-left letters reorders nothing around it: never the labels, the other
 // values, who wrote what. Inside it, an embedding, override or isolate control is shown as what
-// it is (\u202e), not obeyed: "evil" RLO "txt.exe" would read "evilexe.txt".
+// it is (\u202e), not obeyed: "evil" RLO "txt.exe" would read "evilexe.txt"; and a letter shows
+// at most MAX_MARKS combining marks, so that none covers the lines around it.
 "use strict";
 
 (function () {
@@ -23,11 +24,24 @@
     return (code >= 0x202a && code <= 0x202e) || (code >= 0x2066 && code <= 0x2069);
   }
 
-  // text with each control that reorders written visibly (one pass, no pattern)
+  // combining marks one letter carries, at most: a script's letter needs a few (Vietnamese
+  // two, pointed Hebrew four); a client's letter carrying dozens stacks them over the lines
+  // above and below, covering the labels, times and other values there
+  const MAX_MARKS = 8;
+  const MARK = /^\p{M}$/u;  // (one character at a time)
+
+  // text with each control that reorders written visibly, and the marks a letter carries
+  // beyond MAX_MARKS left out (one pass)
   function revealed(text) {
     let out = "";
+    let marks = 0;
     for (const char of text) {
       const code = char.codePointAt(0);
+      if (code >= 0x300 && MARK.test(char)) {
+        if (++marks > MAX_MARKS) continue;
+      } else {
+        marks = 0;
+      }
       out += reorders(code) ? "\\u" + code.toString(16) : char;
     }
     return out;
