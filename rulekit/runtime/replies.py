@@ -5,11 +5,14 @@ can pick the same agent again).
 
 The times are stored with the conversation (under the provider's key; under the conversation's
 id for a conversation no provider stored, e.g. normalized events in ``rulekit test``) and set
-on each event's ``conversation`` before it is evaluated.
+on each event's ``conversation`` before it is evaluated. Webhooks may come out of order: a
+message written before the last one known moves no "last" time (nor ``last_agent``) back, and
+the first reply is the earliest, whenever it is read.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from rulekit.event import Event
@@ -44,14 +47,29 @@ def note_replies(state: State, event: Event) -> None:
     at = event.occurred_at
     # a chat started or reopened by the client's message is the client writing too
     author = event.message.author if event.event in CLIENT_WRITES else None
+    # (webhooks may come out of order: a message written before the last one known, read
+    # after it, moves no "last" time back, and an earlier reply is the first)
     if author == "client":
-        times["last_client_message_at"] = at
+        if not _before(at, times["last_client_message_at"]):
+            times["last_client_message_at"] = at
     elif author == "agent" or event.event == "agent_replied":
-        times["last_agent_reply_at"] = at
-        times["first_agent_reply_at"] = times["first_agent_reply_at"] or at
-        times["last_agent"] = event.agent.email or event.message.agent or times["last_agent"]
+        if not _before(at, times["last_agent_reply_at"]):
+            times["last_agent_reply_at"] = at
+            times["last_agent"] = event.agent.email or event.message.agent or times["last_agent"]
+        first = times["first_agent_reply_at"]
+        if first is None or _before(at, first):
+            times["first_agent_reply_at"] = at
     changed = {name: value for name, value in times.items() if getattr(stored, name) != value}
     for name, value in times.items():
         setattr(conversation, name, value)
     if changed or found is None:
         state.save_conversation(event.channel, key, stored.model_copy(update=times))
+
+
+def _before(at: datetime, known: datetime | None) -> bool:
+    """Whether ``at`` is earlier than ``known`` (a naive time is UTC)."""
+    return known is not None and _aware(at) < _aware(known)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

@@ -144,3 +144,39 @@ def test_posted_bodies_of_one_conversation_share_its_key(tmp_path: Path, serve) 
         for key in ("order-7", "order-8", keys[4]):
             assert key is not None and state.get_conversation("web", key) is not None
         assert keys[4] != long_id and state.get_conversation("web", long_id) is None
+
+
+def test_messages_read_out_of_order_move_no_reply_time_back(tmp_path: Path, serve) -> None:
+    """Webhooks may come out of order (a sender's retry after a lost answer, several
+    connections at once). An agent's reply written before the last one known, read after it,
+    set ``last_agent_reply_at`` (and ``last_agent``) back to it, and a client's message
+    ``last_client_message_at``: a timed rule's ``unless: conversation.last_agent_reply_at >
+    trigger.occurred_at`` then saw no answer where the agent had answered. The first reply is
+    the earliest, whenever it is read."""
+    server = serve(web_setup(tmp_path, TIMED))
+    url = f"{server.url}/webhooks/web/{SECRET}"
+    anna, lena = "anna@shop.example.com", "lena@shop.example.com"
+
+    def reply(n: int, minutes: int, agent: str) -> bytes:
+        message = {"id": f"m{n}", "text": "Hi!", "author": "agent"}
+        when = T0 + timedelta(minutes=minutes)
+        return event("agent_replied", "order-1", n, when, message=message, agent={"email": agent})
+
+    def wrote(n: int, minutes: int) -> bytes:
+        message = {"id": f"m{n}", "text": "Hello?", "author": "client"}
+        return event("message", "order-1", n, T0 + timedelta(minutes=minutes), message=message)
+
+    ids = []
+    for body in (started("order-1", T0), reply(1, 3, anna), reply(2, 1, lena)):
+        ids.append(httpx.post(url, content=body).json()["id"])
+    for body in (wrote(3, 9), wrote(4, 5)):
+        ids.append(httpx.post(url, content=body).json()["id"])
+    inbox = Inbox(tmp_path / "rulekit.sqlite3")
+    assert inbox.settle(ids) == {n: ("done", None) for n in ids}
+    with SQLiteStore(tmp_path / "rulekit.sqlite3").transaction() as state:
+        conversation = state.get_conversation("web", "order-1")
+    assert conversation is not None
+    assert conversation.last_agent_reply_at == T0 + timedelta(minutes=3)
+    assert conversation.last_agent == anna
+    assert conversation.first_agent_reply_at == T0 + timedelta(minutes=1)
+    assert conversation.last_client_message_at == T0 + timedelta(minutes=9)
