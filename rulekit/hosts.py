@@ -1,4 +1,5 @@
-"""Hosts a URL names: whether one is this machine (where plain ``http://`` stays on it)."""
+"""Hosts a URL or a setting names: whether one is this machine (where plain ``http://``
+stays on it), and whether a configured host is a name or an address at all."""
 
 from __future__ import annotations
 
@@ -29,3 +30,40 @@ def plain_http_host(url: str) -> str | None:
     if parts.scheme.lower() != "http" or not host or is_loopback(host):
         return None
     return host
+
+
+def host_problem(host: str) -> str | None:
+    """Why ``host`` (a setting naming a server, as a DNS name or an IP address) is neither, or
+    None: a port, a scheme, spaces or an empty label would fail every lookup."""
+    if "://" in host:
+        return "is a name or an address, not a URL"
+    if host.startswith("[") and host.endswith("]"):
+        return "is an address without brackets"
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    if host.count(":") == 1:
+        return "is a name or an address: the port goes in `port`"
+    name = host[:-1] if host.endswith(".") else host
+    try:
+        ascii_name = name.encode("idna").decode("ascii") if not name.isascii() else name
+    except UnicodeError:
+        ascii_name = ""
+    labels = ascii_name.split(".")
+    if not ascii_name or len(ascii_name) > 253 or not all(_is_label(label) for label in labels):
+        return "is not a host name (letters, digits and hyphens in dot-separated labels)"
+    return None
+
+
+_LABEL_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
+def _is_label(label: str) -> bool:
+    return (
+        0 < len(label) <= 63
+        and not label.startswith("-")
+        and not label.endswith("-")
+        and all(c in _LABEL_CHARACTERS for c in label)
+    )

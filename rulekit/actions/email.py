@@ -66,6 +66,7 @@ from rulekit.errors import (
 from rulekit.event import Event
 from rulekit.expr.markup import Interpolations, map_leaves
 from rulekit.hookspecs import hookimpl
+from rulekit.hosts import host_problem
 from rulekit.models import StrictModel
 from rulekit.registry import ActionRegistry
 from rulekit.secrets import redact
@@ -105,6 +106,14 @@ class SmtpIntegration(StrictModel):
     )
     timeout: float = Field(10.0, gt=0, le=120, description="Seconds for each SMTP step.")
     rate_limit: Rate = Field(Limit(1, 1.0), description="Per recipient domain: 1/s, 30/m.")
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        problem = host_problem(value)
+        if problem:
+            raise ValueError(f"`host` {problem}")
+        return value
 
     @field_validator("sender")
     @classmethod

@@ -555,6 +555,14 @@ def test_bad_recipients_are_load_errors(tmp_path, step, message):
         ({"from": "Shop <s@shop.example>x"}, "is not Name <local@domain>"),
         ({"from": "Shop <s@shop.example"}, "is not Name <local@domain>"),
         ({"from": "Team: s@shop.example;"}, "not a group"),
+        # a host no lookup can find was retried at every attempt, until the dead letter
+        ({"host": "mail.example:587"}, "the port goes in `port`"),
+        ({"host": "smtp://mail.example"}, "a name or an address, not a URL"),
+        ({"host": "mail example"}, "is not a host name"),
+        ({"host": " mail.example"}, "is not a host name"),
+        ({"host": "[2001:db8::1]"}, "without brackets"),
+        ({"host": "mail..example"}, "is not a host name"),
+        ({"host": "-mail.example"}, "is not a host name"),
     ],
 )
 def test_smtp_settings_are_checked_when_the_config_loads(tmp_path, smtp, message):
@@ -636,3 +644,11 @@ def test_the_from_address_is_the_one_mailbox_configured_envelope_and_header(send
     written = message.message["From"]
     assert [(a.display_name, a.addr_spec) for a in written.addresses] == [(name, address)]
     assert not written.defects
+
+
+@pytest.mark.parametrize(
+    "host", ["mail.example", "mail.example.", "127.0.0.1", "::1", "2001:db8::1", "müll.example"]
+)
+def test_smtp_hosts_are_names_or_addresses(host):
+    settings = SmtpIntegration.model_validate({"host": host, "from": "bot@shop.example"})
+    assert settings.host == host
