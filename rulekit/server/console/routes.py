@@ -202,6 +202,9 @@ class Console:
             self.throttle.failed(address)
             return _secure(HTMLResponse(self._login_html(failed=True), status_code=401))
         self.throttle.succeeded(address)
+        # the session this browser held (signed in again, another agent at a shared computer)
+        # ends: a copy of its cookie is of no more use than after signing out
+        self.sessions.close(request.cookies.get(COOKIE))
         await self.presence.signed_in(identify(self.get_snapshot().config, digest))
         response = RedirectResponse("/console/", status_code=303)
         response.set_cookie(

@@ -169,6 +169,22 @@ def test_sign_out_ends_the_session(console_server: ConsoleServer) -> None:
         assert client.get("/console/api/me").status_code == 401
 
 
+@pytest.mark.parametrize("who", ["ann", "bob"])
+def test_signing_in_again_ends_the_session_the_browser_held(
+    console_server: ConsoleServer, who: str
+) -> None:
+    """Signing in over a session (again, or as another agent on a shared computer) leaves
+    nothing of the earlier one usable: a copy of its cookie is refused, as after signing out."""
+    with console_server.client("ann") as client:
+        earlier = client.cookies[COOKIE]
+        assert client.post("/console/login", data={"token": TOKENS[who]}).status_code == 303
+        assert client.cookies[COOKIE] != earlier
+        assert client.get("/console/api/me").status_code == 200
+    with console_server.client() as copy:
+        copy.cookies.set(COOKIE, earlier, domain="127.0.0.1", path="/console")
+        assert copy.get("/console/api/me").status_code == 401
+
+
 def test_the_admin_sees_everything(console_server: ConsoleServer) -> None:
     with console_server.client("admin") as client:
         me = client.get("/console/api/me").json()
