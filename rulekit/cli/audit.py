@@ -48,13 +48,14 @@ def _since(value: str | None, zone: Any = None) -> Any:
         raise click.BadParameter(str(exc), param_hint="--since") from None
 
 
-def _open(config_path: str | None) -> Any:
-    """The loaded config and its store (the caller closes the store)."""
+def _open(config_path: str | None, *, writes: bool = True) -> Any:
+    """The loaded config and its store (the caller closes the store). ``writes=False``: the
+    command only reads, in ``store.reading()``, which never holds the daemon's writes back."""
     from rulekit.audit.stores import open_recorded
     from rulekit.loading import open_config
 
     _, config = open_config(config_path)
-    return config, open_recorded(config)
+    return config, open_recorded(config, writes=writes)
 
 
 @click.command("why")
@@ -81,9 +82,9 @@ def why_command(
     """Explain one recorded event: each rule's conditions, the plan, every action attempt."""
     from rulekit.audit import explain
 
-    config, store = _open(config_path)
+    config, store = _open(config_path, writes=False)
     try:
-        with store.transaction() as state:
+        with store.reading() as state:
             explanation = explain.explain(state, event_id, raw=raw)
     except explain.UnknownEvent as exc:
         echo(f"error: {exc}", err=True)
@@ -133,10 +134,10 @@ def history_command(
     """List recently processed events, newest first, one line each."""
     from rulekit.audit import history
 
-    config, store = _open(config_path)
+    config, store = _open(config_path, writes=False)
     try:
         since_time = _since(since, config.timezone)
-        with store.transaction() as state:
+        with store.reading() as state:
             lines = history.history(
                 state,
                 channel=channel,
@@ -166,7 +167,7 @@ def stats_command(config_path: str | None, since: str | None, output_format: str
     """Per rule: events matched, actions done / failed / dead / pending, last fired."""
     from rulekit.audit import stats
 
-    config, store = _open(config_path)
+    config, store = _open(config_path, writes=False)
     try:
         since_time = _since(since, config.timezone)
         loaded = _rule_names(config)
@@ -231,9 +232,9 @@ def replay_command(
     engine = Engine.from_path(rules_path, config, plugins=plugins)
     for warning in engine.ruleset.warnings:
         echo(f"warning: {warning}", err=True)
-    store = open_recorded(config)
+    store = open_recorded(config, writes=False)
     try:
-        with store.transaction() as state:
+        with store.reading() as state:
             report = replay.replay(state, engine, since=since_time, limit=limit, now=_now())
     finally:
         store.close()

@@ -106,11 +106,13 @@ def _check_sqlite_options(shown: str, options: dict[str, str]) -> None:
 
 
 def open_store(
-    url: str, base_dir: str | os.PathLike[str], *, upgrade: bool = True
+    url: str, base_dir: str | os.PathLike[str], *, upgrade: bool = True, writes: bool = True
 ) -> JournaledStore:
     """Open the store a storage URL names, applying pending migrations unless ``upgrade`` is
-    false. Raises :class:`StoreError` for a bad URL or schema, :class:`StoreUnavailable` when
-    the database cannot be opened or written."""
+    false. ``writes=False``: only to be read (:meth:`JournaledStore.reading`), so a SQLite file
+    is not checked for writes (which waits for a writer's transaction). Raises
+    :class:`StoreError` for a bad URL or schema, :class:`StoreUnavailable` when the database
+    cannot be opened or written."""
     parsed = parse_url(url, base_dir)
     if parsed.scheme == "memory":
         return MemoryStore()
@@ -128,6 +130,7 @@ def open_store(
         synchronous=parsed.options.get("synchronous", "FULL"),
         busy_timeout=busy_timeout,
         upgrade=upgrade,
+        writes=writes,
     )
 
 

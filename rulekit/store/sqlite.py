@@ -144,6 +144,9 @@ class SQLiteStore(JournaledStore):
     ``synchronous`` is ``"FULL"`` (default: every commit is on disk when it returns) or
     ``"NORMAL"`` (faster; a power cut may lose the last commits). ``upgrade=False`` refuses a
     schema that is behind instead of migrating it. A schema newer than this code always refuses.
+    ``writes=False``: the store is opened to be read (:meth:`reading`) only, so opening it does
+    not check that the file can be written (a check that takes the write lock, and so waits for
+    any writer's transaction to end).
     """
 
     _conn: sqlite3.Connection | None
@@ -159,6 +162,7 @@ class SQLiteStore(JournaledStore):
         synchronous: str = "FULL",
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         upgrade: bool = True,
+        writes: bool = True,
     ) -> None:
         level = synchronous.upper()
         if level not in SYNCHRONOUS_LEVELS:
@@ -167,7 +171,7 @@ class SQLiteStore(JournaledStore):
             )
         self._setup(Path(path), level)
         try:
-            self._conn = self._open(busy_timeout, upgrade)
+            self._conn = self._open(busy_timeout, upgrade, writes)
             self._identity = _identity(self.path)
             self._wal_identity = _wal_identity(self.path)
         except sqlite3.Error as exc:
@@ -190,7 +194,7 @@ class SQLiteStore(JournaledStore):
         self._identity = None
         self._wal_identity = None
 
-    def _open(self, busy_timeout: float, upgrade: bool) -> sqlite3.Connection:
+    def _open(self, busy_timeout: float, upgrade: bool, writes: bool) -> sqlite3.Connection:
         _create_private(self.path)
         # isolation_level=None: the module issues no implicit BEGIN/COMMIT; we do it ourselves.
         conn = sqlite3.connect(
@@ -218,6 +222,8 @@ class SQLiteStore(JournaledStore):
                         f"SQLite store {self.path}: {status}; run `rulekit db upgrade`"
                     )
                 apply_migrations(conn, self.path)
+            if not writes:  # (the probe takes the write lock: it waits for a daemon's write)
+                return conn
             # Fail now, not on the first webhook, when the file cannot be written: SQLite only
             # notices a read-only file at the first change, so make one and roll it back.
             conn.execute("BEGIN IMMEDIATE")
