@@ -31,7 +31,7 @@ def _repair(
 ) -> None:
     from rulekit.audit import repair
 
-    _, store = _open(config_path)
+    _, store = _open(config_path, writes=bool(ids))  # (a listing only reads)
     results: list[dict[str, Any]] = []
     failed = False
 
@@ -40,7 +40,7 @@ def _repair(
 
     try:
         if not ids:
-            with store.transaction() as state:
+            with store.reading() as state:
                 found = [shown(state, entry) for entry in getattr(repair, listing)(state, None)]
             if output_format == "json":
                 _echo_json({listing: found})

@@ -1,4 +1,5 @@
-"""The commands that only read the store (``why``, ``history``, ``stats``, ``replay``) never take
+"""The commands that only read the store (``why``, ``history``, ``stats``, ``replay``, and the
+listings of ``retry`` and ``requeue``) never take
 SQLite's write lock: a daemon in the middle of a write never waits for them (a ``replay`` of
 10,000 events, or a ``history`` over a large store, held every webhook's acknowledgement for as
 long as it ran), and they answer while the daemon writes."""
@@ -78,3 +79,14 @@ def test_the_writer_commits_while_a_command_reads(site: Site):
     finally:
         store.close()
     assert site.sql("SELECT count(*) FROM events") == [(2,)]
+
+
+@pytest.mark.parametrize(
+    ("command", "listing"), [("retry", "dead_letters"), ("requeue", "set_aside")]
+)
+def test_listings_read_while_a_writer_holds_the_lock(
+    site: Site, writing: sqlite3.Connection, command: str, listing: str
+):
+    result = site.run(command, "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert listing in json.loads(result.output)
