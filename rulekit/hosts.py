@@ -33,8 +33,12 @@ def plain_http_host(url: str) -> str | None:
 
 
 def host_problem(host: str) -> str | None:
-    """Why ``host`` (a setting naming a server, as a DNS name or an IP address) is neither, or
-    None: a port, a scheme, spaces or an empty label would fail every lookup."""
+    """Why ``host`` (a setting naming a server) is neither an IP address nor a DNS name that
+    every client rulekit connects with takes, or None. Refused: a port, a scheme, spaces, an
+    empty label, a label beginning or ending with ``-``, a malformed ``xn--`` label, a name
+    outside ASCII that IDNA 2008 does not take, and other spellings of an IPv4 address
+    (``2130706433``, ``0x7f.0.0.1``, ``127.1``: resolvers read them as addresses, readers as
+    names)."""
     if "://" in host:
         return "is a name or an address, not a URL"
     if host.startswith("[") and host.endswith("]"):
@@ -47,12 +51,10 @@ def host_problem(host: str) -> str | None:
     if host.count(":") == 1:
         return "is a name or an address: the port goes in `port`"
     name = host[:-1] if host.endswith(".") else host
-    try:
-        ascii_name = name.encode("idna").decode("ascii") if not name.isascii() else name
-    except UnicodeError:
-        ascii_name = ""
-    labels = ascii_name.split(".")
-    if not ascii_name or len(ascii_name) > 253 or not all(_is_label(label) for label in labels):
+    labels = name.split(".")
+    if labels[-1].isascii() and labels[-1].isdigit():
+        return "is not an IP address (write one as four decimal numbers: 192.0.2.1)"
+    if len(name) > 253 or not all(_is_label(label) for label in labels):
         return "is not a host name (letters, digits and hyphens in dot-separated labels)"
     return None
 
@@ -61,6 +63,15 @@ _LABEL_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVW
 
 
 def _is_label(label: str) -> bool:
+    import idna
+
+    try:
+        if not label.isascii():  # as the HTTP client encodes it (IDNA 2008, lower case)
+            label = idna.encode(label.lower()).decode("ascii")
+        elif label[:4].lower() == "xn--":
+            idna.decode(label)
+    except (idna.IDNAError, UnicodeError):
+        return False
     return (
         0 < len(label) <= 63
         and not label.startswith("-")

@@ -19,6 +19,7 @@ from pydantic import Field, RootModel, SecretStr, field_validator
 
 from rulekit.actions.pacing import Limit
 from rulekit.actions.rates import Rate
+from rulekit.hosts import host_problem
 from rulekit.models import StrictModel
 
 _TOKEN_CHARS = frozenset(
@@ -101,6 +102,9 @@ def url_problem(url: str) -> str | None:
         return "a webhook URL must start with https:// (or http://)"
     if not parts.hostname:
         return "a webhook URL needs a host"
+    problem = host_problem(parts.hostname)
+    if problem:
+        return f"the webhook URL's host {parts.hostname!r} {problem}"
     if parts.username is not None or parts.password is not None:
         return "put credentials in `headers` (from ${ENV}), not in the URL"
     if parts.fragment:

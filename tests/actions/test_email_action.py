@@ -563,6 +563,9 @@ def test_bad_recipients_are_load_errors(tmp_path, step, message):
         ({"host": "[2001:db8::1]"}, "without brackets"),
         ({"host": "mail..example"}, "is not a host name"),
         ({"host": "-mail.example"}, "is not a host name"),
+        ({"host": "xn--.example"}, "is not a host name"),
+        ({"host": "256.1.1.1"}, "is not an IP address"),
+        ({"host": "2130706433"}, "is not an IP address"),
     ],
 )
 def test_smtp_settings_are_checked_when_the_config_loads(tmp_path, smtp, message):

@@ -345,6 +345,19 @@ def test_check_warns_about_plain_http_to_another_host(tmp_path):
         ({"url": "https://user:pw@x.example/"}, "credentials in `headers`"),
         ({"url": "https:///nohost"}, "needs a host"),
         ({"url": "https://x.example/a b"}, "spaces or control characters"),
+        # hosts the HTTP client cannot connect to failed every call (an IDNAError or an
+        # InvalidURL taken for a bug), or looked its name up to no avail at each attempt
+        ({"url": "https://xn--/h"}, "is not a host name"),
+        ({"url": "https://exa\u00adm.example/h"}, "is not a host name"),
+        ({"url": "https://256.1.1.1/h"}, "is not an IP address"),
+        ({"url": "http://a..b/h"}, "is not a host name"),
+        ({"url": "https://-crm.example/h"}, "is not a host name"),
+        # other spellings of an address (decimal, hex, octal, short): the lint, and whoever
+        # reads the config, would take them for names
+        ({"url": "http://2130706433/h"}, "is not an IP address"),
+        ({"url": "http://0x7f.0.0.1/h"}, "is not an IP address"),
+        ({"url": "http://0177.0.0.1/h"}, "is not an IP address"),
+        ({"url": "http://127.1/h"}, "is not an IP address"),
         ({"headers": {"X-Rulekit-Signature": "x"}}, "is set by rulekit"),
         ({"headers": {"Bad Name": "x"}}, "not a valid header name"),
         ({"headers": {"Content-Type": "text/html"}}, "the content type is the rule's"),
@@ -697,3 +710,20 @@ def test_a_certificate_of_a_ca_named_in_ssl_cert_file_is_trusted(
 ):
     monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
     assert https_call(server_tls) == {"status": 200, "body": "ok"}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://crm.example/h",
+        "https://crm.example./h",
+        "https://bücher.example/h",
+        "https://xn--bcher-kva.example/h",
+        "https://CRM.Example/h",
+        "http://127.0.0.1:8080/h",
+        "http://[::1]:8080/h",
+        "https://internal_crm.corp.example/h",
+    ],
+)
+def test_target_hosts_are_names_or_addresses(url):
+    WebhooksIntegration.model_validate({"crm": {"url": url, "secret": SECRET}})
