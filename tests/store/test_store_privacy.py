@@ -400,6 +400,32 @@ def test_forget_of_a_short_numeric_client_id_keeps_other_clients_set_aside_bodie
         assert state.get_inbox(other).body == others.replace(b',"x":"46080"', b"")
 
 
+def test_forget_of_a_numeric_client_id_keeps_other_updates_holding_it_as_another_number(store):
+    """A Telegram user's id has ten digits, as every update's date has: another user's update
+    dated that second, or holding the number as a width or a file's size, does not name the
+    client and keeps its body; one holding it as an id (a forwarded message's sender) does not."""
+    client = "1764608000"
+    others = [
+        b'{"update_id":946081,"message":{"date":1764608000,"from":{"id":999}}}',
+        b'{"update_id":946082,"message":{"from":{"id":999},"photo":[{"width":1764608000}]}}',
+        b'{"update_id": 946083, "message": {"document": {"file_size": 1764608000}}}',
+    ]
+    naming = [
+        b'{"update_id":946084,"message":{"from":{"id":1764608000,"is_bot":false}}}',
+        b'{"update_id":946085,"message":{"from":{"id":999},"forward_from":{"id":1764608000}}}',
+        b'{"update_id": 946086, "message": {"contact": {"user_id": 1764608000}}}',
+    ]
+    with store.transaction() as state:
+        state.save_client("telegram", Client(id=client, name="Ann"))
+        ids = [state.append_inbox("telegram", body, now=T0)[0] for body in (*others, *naming)]
+        for item in ids:
+            state.finish_inbox(item, error="set aside: a bug")
+    with store.transaction() as state:
+        state.forget_client(client, channel="telegram")
+    with store.transaction() as state:
+        assert [state.get_inbox(item).body for item in ids] == [*others, b"", b"", b""]
+
+
 def test_forget_scrubs_the_reasons_of_the_clients_timers(store, make_event):
     """A timer's reason (its ``unless:`` failed, quoting what it read) is stored with the timer,
     not only in the trace of the event it fired as: it is scrubbed too."""

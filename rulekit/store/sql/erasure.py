@@ -32,13 +32,18 @@ SAME_CHANNEL = "(CAST(:channel AS TEXT) IS NULL OR channel = :channel)"
 
 def id_tokens(client_id: str) -> list[bytes]:
     """How a JSON body names the client id: as a string (quoted), or, for a number (a Telegram
-    user's id), as a number between JSON's punctuation. An id's digits inside another number
-    (a date, an update id: an early Telegram user's id has five digits) do not name it."""
+    user's id), as the whole number value of a key that says it is an id (``"id"``,
+    ``"user_id"``, ``"chatId"``: the user who wrote, one whose message was forwarded...). An
+    id's digits inside another number (a date, an update id: an early Telegram user's id has
+    five digits) do not name it, nor does a number of another kind equal to it: a Telegram
+    user's id has ten digits, as the date of every update has, and a width or a file's size
+    may be any number (another user's update dated that very second was erased)."""
     tokens = [json.dumps(client_id).encode(), json.dumps(client_id, ensure_ascii=False).encode()]
     if client_id.isascii() and client_id.isdigit():
         digits = client_id.encode()
-        after = (b",", b" ", b"}", b"]", b"\n", b"\r")
-        tokens += [a + digits + b for a in (b":", b" ", b"[", b",") for b in after]
+        after = (b",", b" ", b"}", b"\n", b"\r")
+        before = (b'id":', b'id": ', b'Id":', b'Id": ')
+        tokens += [a + digits + b for a in before for b in after]
     return list(dict.fromkeys(tokens))
 
 
