@@ -11,6 +11,9 @@ seen as well as a change of a file's bytes:
   ``current`` symlink, or replace the rules folder with a new one, or delete it and create it
   again.
 
+A rule file that is a symlink (``rules.d/10-refunds.yaml -> ../rules-available/…``) is
+watched where it leads too: that is the file an admin edits.
+
 Watches follow folders, not names: once a watched folder is replaced, deleted, or a symlink on
 the way to it points elsewhere, its watch sees nothing any more. So :class:`WatchPlan` says what
 each watched folder is now (:attr:`WatchPlan.identity`), and the daemon watches anew whenever it
@@ -41,6 +44,22 @@ def _identity(folder: str) -> tuple[str, int, int] | None:
     return os.path.realpath(folder), info.st_dev, info.st_ino
 
 
+def _linked_rule_files(rules_dir: str) -> tuple[str, ...]:
+    """Where the rule files of ``rules_dir`` that are symlinks lead (``rules.d/10-refunds.yaml
+    -> ../rules-available/10-refunds.yaml``): the file edited is the one led to, in a folder
+    of its own, and its changes are changes of the rules."""
+    try:
+        with os.scandir(rules_dir) as entries:
+            links = sorted(
+                entry.path
+                for entry in entries
+                if is_rules_file_name(entry.name) and entry.is_symlink()
+            )
+    except OSError:
+        return ()
+    return tuple(os.path.realpath(link) for link in links)
+
+
 @dataclass(frozen=True)
 class WatchPlan:
     """The folders to watch for a config file and a rules location, and the changes that
@@ -69,14 +88,19 @@ class WatchPlan:
             folders.append(os.path.dirname(real))
         rules_named = os.path.abspath(rules)
         rules_dir = rules_named if os.path.isdir(rules_named) else None
+        linked: tuple[str, ...] = ()
         if rules_dir is not None:
             folders.append(rules_dir)
+            linked = _linked_rule_files(rules_dir)
+            for real in linked:
+                targets.add(real)
+                folders.append(os.path.dirname(real))
         chosen = tuple(dict.fromkeys(folders))
         return cls(
             folders=tuple(folder for folder in chosen if os.path.isdir(folder)),
             targets=frozenset(targets),
             rules_dir=rules_dir,
-            identity=(rules_dir, *((folder, _identity(folder)) for folder in chosen)),
+            identity=(rules_dir, linked, *((folder, _identity(folder)) for folder in chosen)),
         )
 
     def relevant(self, change: Any, path: str) -> bool:
