@@ -66,7 +66,7 @@ from rulekit.errors import (
 from rulekit.event import Event
 from rulekit.expr.markup import Interpolations, map_leaves
 from rulekit.hookspecs import hookimpl
-from rulekit.hosts import host_problem
+from rulekit.hosts import host_problem, is_loopback
 from rulekit.models import StrictModel
 from rulekit.registry import ActionRegistry
 from rulekit.secrets import redact
@@ -248,6 +248,18 @@ class Email(Action):
                 if groups and group not in groups:
                     problems.append(f"unknown group {group!r} in `to`{did_you_mean(group, groups)}")
         return problems
+
+    @classmethod
+    def lint(cls, params: EmailParams, config: Config) -> list[str]:  # type: ignore[override]
+        settings = config.integrations.get(cls.integration or "")
+        if not isinstance(settings, SmtpIntegration) or settings.security != "none":
+            return []
+        if is_loopback(settings.host):  # (a relay on this machine: nothing leaves it in clear)
+            return []
+        return [
+            f"SMTP security: none to {settings.host}: every message (and what it quotes of "
+            "the client) travels unencrypted; use starttls or tls"
+        ]
 
     @classmethod
     def faces_client(cls, params: EmailParams) -> bool:  # type: ignore[override]

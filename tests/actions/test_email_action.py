@@ -655,3 +655,26 @@ def test_the_from_address_is_the_one_mailbox_configured_envelope_and_header(send
 def test_smtp_hosts_are_names_or_addresses(host):
     settings = SmtpIntegration.model_validate({"host": host, "from": "bot@shop.example"})
     assert settings.host == host
+
+
+def test_check_warns_about_mail_in_clear_to_another_machine(tmp_path):
+    # as for a webhook on plain http://: the messages (the client's data) travel unencrypted
+    rules = (
+        "- name: m\n  on: {event: created}\n  do:\n"
+        "    - email: {to: [a@b.example], subject: s, text: t}\n"
+    )
+    remote = engine_for(
+        tmp_path / "a", rules, "{host: mail.example, security: none, from: bot@shop.example}"
+    )
+    [warning] = remote.ruleset.warnings
+    assert "security: none to mail.example" in str(warning)
+    for index, smtp in enumerate(
+        [
+            "{host: 127.0.0.1, security: none, from: bot@shop.example}",
+            "{host: localhost, security: none, from: bot@shop.example}",
+            "{host: '::1', security: none, from: bot@shop.example}",
+            "{host: mail.example, from: bot@shop.example}",
+            "{host: mail.example, security: tls, from: bot@shop.example}",
+        ]
+    ):
+        assert not engine_for(tmp_path / str(index), rules, smtp).ruleset.warnings
