@@ -7,6 +7,7 @@ evaluated against exactly one snapshot, never a half-loaded one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -62,6 +63,12 @@ class Snapshot:
     def config(self) -> Config:
         return self.engine.config
 
+    @functools.cached_property
+    def problems(self) -> list[str]:
+        """What will fail at run time (:func:`problems_of`), found once: the daemon finds them
+        while it loads the snapshot (they ask the providers' code), never on its event loop."""
+        return run_problems(self.engine, self.providers)
+
 
 def load_snapshot(
     config_path: str | Path | None,
@@ -88,7 +95,7 @@ def load_snapshot(
 def problems_of(snapshot: Snapshot) -> list[str]:
     """What will fail at run time with this snapshot (see :mod:`rulekit.runtime.problems`):
     ``run --strict`` refuses to start on any, ``check --strict`` reports the same list."""
-    return run_problems(snapshot.engine, snapshot.providers)
+    return list(snapshot.problems)
 
 
 def freeze_heap() -> None:

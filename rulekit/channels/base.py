@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import SecretStr
 
-from rulekit.channels.guarantees import keys_safely, parses_clean, timer_events_clean
+from rulekit.channels.guarantees import (
+    SETTLED,
+    keys_safely,
+    parses_clean,
+    settled,
+    timer_events_clean,
+)
 from rulekit.directory import Directory
 from rulekit.event import Agent, Client, Conversation, Event
 from rulekit.models import StrictModel
@@ -174,7 +180,9 @@ class Provider:
     in the state itself (a client's last visit) through ``bounded_time`` too. An exception
     from :meth:`conversation_key` counts as "cannot tell" (None). An id a provider stores
     itself while parsing (``state.mark_message_seen``) must go through
-    ``bounded_key`` first.
+    ``bounded_key`` first. What a provider says of its settings alone (``service_account``,
+    :meth:`fetches_updates`, :meth:`reply_problem`, :meth:`update_problem`) is asked once per
+    instance, off the event loop, and kept (:func:`rulekit.channels.guarantees.settle`).
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -186,6 +194,13 @@ class Provider:
             cls.timer_due = timer_events_clean(own["timer_due"])  # type: ignore[method-assign]
         if "conversation_key" in own and not hasattr(own["conversation_key"], "__wrapped__"):
             cls.conversation_key = keys_safely(own["conversation_key"])  # type: ignore[method-assign]
+        for name in SETTLED:
+            member = own.get(name)
+            if isinstance(member, property) and member.fget is not None:
+                if not hasattr(member.fget, "__wrapped__"):
+                    setattr(cls, name, property(settled(member.fget), doc=member.__doc__))
+            elif callable(member) and not hasattr(member, "__wrapped__"):
+                setattr(cls, name, settled(member))
 
     name: ClassVar[str]
     """The provider's name, as configs write it (``provider: chatra``)."""

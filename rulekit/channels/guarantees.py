@@ -6,6 +6,12 @@ daemon sees them: a channel's ids are its own (``<channel>:`` first, so a sender
 cannot take another's), ids are bounded (:func:`rulekit.channels.body.bounded_key`) and times in
 range (:func:`rulekit.channels.body.bounded_time`), and ``conversation_key`` never raises.
 ``Provider.__init_subclass__`` wraps each subclass's own methods with the wrappers here.
+
+What a provider says of its settings alone (:data:`SETTLED`: its ``service_account``, whether
+it ``fetches_updates``, its ``reply_problem`` and ``update_problem``) is asked once per provider
+instance, when the snapshot is built (:func:`settle`, in the thread that loads it, within the
+reload's budget), and kept: the daemon's event loop, which asks it for calls, fetchers and
+the console, then never runs the plugin's code for it.
 """
 
 from __future__ import annotations
@@ -193,6 +199,37 @@ def timer_events_clean(timer_due: Callable[..., list[Event]]) -> Callable[..., l
         return bounded_events(timer_due(self, timer, state), self.channel)
 
     return wrapper
+
+
+SETTLED = ("service_account", "fetches_updates", "reply_problem", "update_problem")
+"""The provider's members that depend on its settings alone, asked once (:func:`settled`)."""
+
+
+def settled(method: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A provider's method (or property getter) of no argument, its answer kept on the
+    instance once given (an exception is raised again, each time, as it was)."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def wrapper(self: Provider) -> Any:
+        kept = self.__dict__.setdefault("_rulekit_settled", {})
+        if name not in kept:
+            kept[name] = method(self)
+        return kept[name]
+
+    return wrapper
+
+
+def settle(provider: Provider) -> None:
+    """Ask ``provider`` what it says of its settings (:data:`SETTLED`) now, so that it is
+    kept; a plugin's bug here is left for the caller that asks again."""
+    for name in SETTLED:
+        try:
+            member = getattr(provider, name)  # (the property is asked by its reading)
+            if name != "service_account":
+                member()
+        except Exception:  # (raised again, and handled, where the daemon asks)
+            continue
 
 
 def keys_safely(conversation_key: Callable[..., str | None]) -> Callable[..., str | None]:

@@ -49,6 +49,7 @@ def load_known(config_path: str | Path | None, rules_path: str | Path | None = N
         plugins, loaded = open_config(config)
     engine = Engine(plugins, loaded, ruleset, RuleLoader(plugins, loaded), evaluates=False)
     snapshot = Snapshot(engine, build_providers(engine), files=files)
+    snapshot.problems  # noqa: B018  (found here, in the loading thread: they ask plugins' code)
     release_free_memory()
     return snapshot
 

@@ -24,6 +24,7 @@ from rulekit.channels.base import (
     parse_channel_timer_rule,
 )
 from rulekit.channels.body import EARLIEST_TIME, LATEST_TIME
+from rulekit.channels.guarantees import settle
 from rulekit.config import Config
 from rulekit.engine.engine import Engine, Plan
 from rulekit.engine.timers import TimerQueue
@@ -36,7 +37,8 @@ from rulekit.team import TeamFacts
 
 
 def build_providers(engine: Engine) -> dict[str, Provider]:
-    """A provider instance per configured channel."""
+    """A provider instance per configured channel, each :func:`settled
+    <rulekit.channels.guarantees.settle>` (in the thread that builds the snapshot)."""
     providers: dict[str, Provider] = {}
     for name, channel in engine.config.channels.items():
         entry = engine.plugins.providers.entries[channel.provider]
@@ -49,6 +51,7 @@ def build_providers(engine: Engine) -> dict[str, Provider]:
                 f"channel {name!r}: provider {entry.name!r} (plugin {entry.plugin!r}) cannot "
                 f"be made: {type(exc).__name__}: {exc}"
             ) from exc
+        settle(providers[name])
     return providers
 
 

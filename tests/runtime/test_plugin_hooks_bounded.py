@@ -31,13 +31,40 @@ from rulekit.channels.webhook import WebhookProvider
 
 RELEASE = threading.Event()
 ENTERED = []
+RAN_IN = []  # (hook, thread) of every call of the provider's code
+
+
+def _ran(hook):
+    RAN_IN.append((hook, threading.current_thread().name))
 
 
 class Stalling(WebhookProvider):
     name = "stalling"
     description = "a webhook channel whose hooks block when a request asks them to"
 
+    @property
+    def service_account(self):
+        _ran("service_account")
+        return self.channel
+
+    def fetches_updates(self):
+        _ran("fetches_updates")
+        return False
+
+    def reply_problem(self):
+        _ran("reply_problem")
+        return "the stalling provider cannot write to clients"
+
+    def update_problem(self):
+        _ran("update_problem")
+        return "the stalling provider cannot change client data"
+
+    def sender_problem(self, conversation):
+        _ran("sender_problem")
+        return None
+
     def authorize_webhook(self, headers):
+        _ran("authorize_webhook")
         if headers.get("x-stall") == "forever":
             ENTERED.append("authorize")
             RELEASE.wait(60)  # as a call to a service that never answers
@@ -48,6 +75,7 @@ class Stalling(WebhookProvider):
         return True
 
     def conversation_key(self, data):
+        _ran("conversation_key")
         if isinstance(data, dict) and data.get("stall"):
             ENTERED.append("key")
             RELEASE.wait(60)
@@ -128,6 +156,41 @@ def test_a_stuck_provider_hook_holds_up_only_its_own_channel(tmp_path, serve, st
 
     wait_for(accepted)
     assert _inbox(tmp_path) == ["web"] * 5 + ["slow"]
+
+
+def test_no_provider_code_runs_on_the_event_loop(tmp_path, serve, stalling) -> None:
+    """Webhooks, a reload, the dispatcher's calls and the fetchers ask the provider's code off
+    the event loop: in the plugin's threads, or while the snapshot loads."""
+    rules = (
+        "- name: Greet\n"
+        "  on: {channel: slow, event: created}\n"
+        "  do:\n"
+        "    - autoreply: {text: hello}\n"
+    )
+    config = write_setup(tmp_path, rules)
+    config.write_text(
+        config.read_text().replace(
+            "channels:\n",
+            f"channels:\n  slow: {{provider: stalling, webhook_secret: {SLOW_SECRET}}}\n",
+        )
+    )
+    server = serve(config)
+    slow = f"{server.url}/webhooks/slow/{SLOW_SECRET}"
+    for n in range(3):
+        assert httpx.post(slow, content=_event(n), timeout=10).status_code == 200
+    assert server.call(server.daemon.reload("test")) is True
+    assert httpx.post(slow, content=_event(9), timeout=10).status_code == 200
+
+    def jobs_done() -> bool:  # (each dead: the provider cannot reply)
+        with sqlite3.connect(tmp_path / "rulekit.sqlite3") as db:
+            return db.execute("SELECT status FROM outbox").fetchall() == [("dead",)] * 4
+
+    wait_for(jobs_done)
+    ran_in = stalling.RAN_IN  # type: ignore[attr-defined]
+    hooks = {hook for hook, _ in ran_in}
+    assert {"authorize_webhook", "conversation_key", "reply_problem"} <= hooks
+    on_the_loop = [hook for hook, thread in ran_in if thread == server.thread.name]
+    assert on_the_loop == []
 
 
 def test_a_provider_hook_that_raises_refuses_only_its_request(tmp_path, serve, stalling) -> None:
