@@ -40,7 +40,7 @@ from rulekit.runtime.worker import Evaluation, Refusal
 from rulekit.safetext import escape_controls, text_problem
 from rulekit.server.console import conversations, idempotency
 from rulekit.server.console.conversations import CONSOLE_RULE
-from rulekit.server.console.journal import known
+from rulekit.server.console.journal import known, shortened
 from rulekit.server.console.sessions import Viewer
 from rulekit.server.console.workspace import ApiError, Workspace, audit, ok, store_unavailable
 from rulekit.store.base import JournaledState, State
@@ -432,7 +432,11 @@ def _field_problem(key: str, value: str) -> str | None:
 
 
 def _panel(client: Client) -> dict[str, Any]:
-    return known(client.model_dump(mode="json"))
+    # each text cut as the conversation view's: the client's custom data may be megabytes
+    panel: dict[str, Any] = shortened(
+        known(client.model_dump(mode="json")), conversations.MAX_THREAD_TEXT
+    )
+    return panel
 
 
 def console_event(

@@ -25,7 +25,8 @@ from rulekit.store.records import EventRecord, Job
 THREAD_LIMIT = 500
 MAX_THREAD_TEXT = 20_000
 """Characters of each text of the conversation view (a thread's message, a field of the
-client panel; ``rulekit why --show-content`` has them whole). No real chat message comes near,
+client panel or of the conversation, and of what a change of them answers; ``rulekit why
+--show-content`` has them whole). No real chat message comes near,
 nor anything an agent may write in the panel; a client's 500 messages of 4 MB made a 2 GB
 answer."""
 """How many of a conversation's latest events its view holds (``truncated`` says when more)."""
@@ -75,7 +76,8 @@ def list_page(state: JournaledState, query: ConversationQuery, team: TeamView) -
 
 
 def list_entry(summary: ConversationSummary, team: TeamView) -> dict[str, Any]:
-    conversation = team.conversation(summary.conversation.model_dump(mode="json"))
+    # each text cut as the event list's: the page a client says they are on may be megabytes
+    conversation = shortened(team.conversation(summary.conversation.model_dump(mode="json")))
     client = summary.client.model_dump(mode="json") if summary.client else {}
     return {
         "id": summary.conversation.id,
@@ -136,7 +138,9 @@ def view(
     return {
         "id": conversation_id,
         "channel": channel,
-        "conversation": team.conversation({**conversation, "id": conversation_id}),
+        "conversation": shortened(
+            team.conversation({**conversation, "id": conversation_id}), MAX_THREAD_TEXT
+        ),
         "client": shortened(client, MAX_THREAD_TEXT),
         "thread": [
             team.thread_entry(entry)

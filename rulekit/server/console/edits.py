@@ -33,6 +33,8 @@ from rulekit.runtime.planning import Processed, StateChanged
 from rulekit.runtime.reporting import report
 from rulekit.runtime.worker import Evaluation, Refusal
 from rulekit.server.console.changes import Changes, Found, change_token, console_event
+from rulekit.server.console.conversations import MAX_THREAD_TEXT
+from rulekit.server.console.journal import shortened
 from rulekit.server.console.sessions import Viewer
 from rulekit.server.console.team import TeamView
 from rulekit.server.console.workspace import ApiError, Workspace, audit, ok, store_unavailable
@@ -213,7 +215,9 @@ def _answer(
     return {
         "event_id": event_id,
         "changed": changed,
-        "conversation": team.conversation({**conversation, "id": conversation_id}),
+        "conversation": shortened(
+            team.conversation({**conversation, "id": conversation_id}), MAX_THREAD_TEXT
+        ),
     }
 
 

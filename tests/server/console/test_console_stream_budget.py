@@ -54,8 +54,9 @@ def test_the_feed_carries_a_bounded_part_of_what_a_client_sent(tmp_path) -> None
     """The daemon keeps the feed's recent messages (for reconnecting pages) and each open
     stream a backlog of them: a client's name or email of a megabyte, or an event whose
     rules fail by the dozen, is carried cut short, live and when a page reconnects; so is
-    each text of the event list a page opens with, of the conversation list and of the
-    conversation's view."""
+    each text of the event list a page opens with, of the conversation list, of the
+    conversation's view (the client's and the conversation's: the page they are on) and of
+    what a change of the conversation answers."""
     from console_helpers import daemon_with_feed, messages, sha
 
     from rulekit.runtime.planning import MAX_FEED_ERRORS, PREVIEW
@@ -77,7 +78,7 @@ def test_the_feed_carries_a_bounded_part_of_what_a_client_sent(tmp_path) -> None
     event = {
         "id": "big-1",
         "event": "created",
-        "conversation": {"id": "c-1"},
+        "conversation": {"id": "c-1", "page": "https://shop.example/" + big},
         "client": {"id": "v-1", "name": big, "email": "e" * 500_000 + "@x.example"},
         "message": {"text": big},
     }
@@ -97,12 +98,16 @@ def test_the_feed_carries_a_bounded_part_of_what_a_client_sent(tmp_path) -> None
             listed = admin.get("/console/api/recent")  # the event list a page opens with
             view = admin.get("/console/api/conversations/web:c-1")
             found = admin.get("/console/api/conversations")
+            tagged = admin.post("/console/api/conversations/web:c-1/tags", json={"add": ["x"]})
     assert len(view.content) < 100_000
+    assert len(view.json()["conversation"]["page"]) == MAX_THREAD_TEXT
+    assert tagged.status_code == 200 and len(tagged.content) < 50_000
     (said,) = view.json()["thread"]
     assert said["text"] == "n" * (MAX_THREAD_TEXT - 1) + "…"
     assert len(view.json()["client"]["name"]) == MAX_THREAD_TEXT
     assert len(found.content) < 50_000
     assert [c["id"] for c in found.json()["conversations"]] == ["web:c-1"]
+    assert len(found.json()["conversations"][0]["conversation"]["page"]) == MAX_LISTED_TEXT
     assert len(listed.content) < 50_000
     (entry,) = [e["event"] for e in listed.json()["events"] if e["event"]["id"] == "web:big-1"]
     assert entry["message"]["text"] == "n" * (MAX_LISTED_TEXT - 1) + "…"
@@ -235,3 +240,25 @@ def test_a_page_gone_before_its_stream_began_leaves_nothing_subscribed(
         store.close()
     assert after == before
     assert not console.streams
+
+
+def test_a_change_of_the_client_answers_a_bounded_part_of_what_the_client_sent(tmp_path) -> None:
+    """An agent's change of the client's name answers the client panel as it is now: the
+    custom data a client sent (a megabyte of it) is cut as in the conversation's view."""
+    from workspace_helpers import SAMPLES, SECRET, path, running
+
+    from rulekit.server.console.conversations import MAX_THREAD_TEXT
+
+    body = json.loads((SAMPLES / "chat_started_anonymous.json").read_text())
+    body["client"]["info"] = {"plan": "v" * 1_000_000}
+    with running("sqlite", tmp_path) as site:
+        sent = httpx.post(f"{site.url}/webhooks/online-chat/{SECRET}", content=json.dumps(body))
+        assert sent.status_code == 200, sent.text
+        site.processed("online-chat:msg:Acb7t59BkCvoXi6SS")
+        with site.client("anna") as anna:
+            changed = anna.patch(f"{path()}/client", json={"name": "Maria Lopez"})
+            unchanged = anna.patch(f"{path()}/client", json={"name": "Maria Lopez"})
+    for answer in (changed, unchanged):
+        assert answer.status_code in (200, 202), answer.text
+        assert len(answer.content) < 50_000
+        assert answer.json()["client"]["custom"]["plan"] == "v" * (MAX_THREAD_TEXT - 1) + "…"
