@@ -43,6 +43,7 @@ from rulekit.actions.email_message import (
     message_sender,
     recipient_problem,
     recipients,
+    sender_address,
     subject_line,
 )
 from rulekit.actions.pacing import Limit, Pace, Pacer
@@ -430,7 +431,7 @@ class Email(Action):
                 await client.connect()
                 transport = client.transport  # (after STARTTLS: the TLS one)
                 refused, reply = await client.send_message(
-                    message, sender=mailbox(settings.sender)[1], recipients=addresses
+                    message, sender=sender_address(settings.sender), recipients=addresses
                 )
         except BaseException as exc:
             drop_connection(client, transport, sock)

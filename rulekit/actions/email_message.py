@@ -132,18 +132,26 @@ def message_id(sender: str, delivery: str | None) -> str:
     ``delivery`` id (:func:`~rulekit.actions.base.delivery_id`), the same on every attempt, so
     a message sent again after its server took it and the answer was lost is the same message
     to the recipients' mail systems (which drop a repeated Message-ID); random otherwise."""
-    domain = domain_of(mailbox(sender)[1]) or None
+    domain = domain_of(sender_address(sender)) or None
     if delivery is None:
         return email.utils.make_msgid(domain=domain)
     return f"<rulekit.{delivery}@{domain or 'rulekit.invalid'}>"
 
 
+def sender_address(sender: str) -> str:
+    """The address of ``sender`` (the config's ``from``) as sent: its domain in ASCII
+    (:func:`~rulekit.addresses.ascii_domain`), as every recipient's: a server without SMTPUTF8
+    refused every message from bot@bücher.example."""
+    return ascii_domain(mailbox(sender)[1])
+
+
 def message_sender(sender: str) -> str:
     """The From of a message from ``sender`` (the config's ``from``): the one mailbox it was
     read as (:func:`~rulekit.addresses.mailbox`), written from its parts, the name quoted
-    where it needs to be, whatever comment or spelling it had."""
-    name, address = mailbox(sender)
-    return str(Address(display_name=header_text(name), addr_spec=address))
+    where it needs to be, whatever comment or spelling it had, the address
+    :func:`sender_address`."""
+    name = mailbox(sender)[0]
+    return str(Address(display_name=header_text(name), addr_spec=sender_address(sender)))
 
 
 def build_message(

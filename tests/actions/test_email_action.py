@@ -487,6 +487,21 @@ def test_an_internationalized_domain_is_sent_in_ascii_to_a_server_without_smtput
     assert server.messages[0].recipients == ["mia@\u2603\ufe0f.example"]
 
 
+def test_a_sender_at_an_internationalized_domain_is_sent_in_ascii_too():
+    # a from at bücher.example: every message refused for good by a server without SMTPUTF8,
+    # whatever its recipients; the domain goes as its A-labels in MAIL FROM, From and
+    # Message-ID (and EHLO already)
+    with FakeSmtp(smtputf8=False) as server:
+        action = Email(smtp_settings(server, **{"from": "Bücher <bot@Bücher.example>"}))
+        assert send(action, PARAMS, delivery="d1")["sent"] is True
+    [received] = server.messages
+    assert received.sender == "bot@xn--bcher-kva.example"
+    [written] = received.message["From"].addresses
+    assert (written.display_name, written.addr_spec) == ("Bücher", "bot@xn--bcher-kva.example")
+    assert received.message["Message-ID"] == "<rulekit.d1@xn--bcher-kva.example>"
+    assert received.helo == "xn--bcher-kva.example"
+
+
 def test_sending_is_paced_per_recipient_domain():
     with FakeSmtp() as server:
         action = Email(smtp_settings(server, rate_limit="1/h"))
