@@ -354,7 +354,13 @@ def run_daemons(
             deadline = time.monotonic() + 600
             while len({body["clientId"] for body in chatra.sent}) < webhooks:
                 if time.monotonic() > deadline:
-                    raise RuntimeError("not every autoreply arrived within 10 minutes")
+                    arrived = len({body["clientId"] for body in chatra.sent})
+                    log.flush()
+                    tail = (folder / "daemons.log").read_text(errors="replace")[-6000:]
+                    raise RuntimeError(
+                        f"{arrived} of {webhooks} autoreplies arrived within 10 minutes;"
+                        f" the daemons' log ends:\n{tail}"
+                    )
                 time.sleep(0.02)
             elapsed = time.perf_counter() - began
             cpu = sum(process_tree_cpu(daemon.pid) for daemon in daemons) - cpu
