@@ -12,7 +12,13 @@ from pathlib import Path
 import httpx
 from browser import chromium
 from scaffold import make_event
-from test_workspace_browser import open_conversation, sign_in, thread_texts, wait_for
+from test_workspace_browser import (
+    list_item,
+    open_conversation,
+    sign_in,
+    thread_texts,
+    wait_for,
+)
 from workspace_helpers import CONVERSATION, SAMPLES, SECRET, VISITOR, running
 
 from rulekit.server.console.conversations import THREAD_LIMIT
@@ -96,3 +102,47 @@ def test_a_thread_longer_than_its_view_says_older_messages_are_not_shown(
             wait_for(lambda: len(thread_texts(page)) == THREAD_LIMIT, "the thread")
             assert thread_texts(page)[0] == "message 0"  # not the conversation's first
             assert page.find_element("id", "thread-older").is_displayed()
+
+
+FILL_SEEN = """
+// what a browser remembers having read, grown by every conversation it ever listed (a client
+// can start thousands), up to the last entry its storage takes
+const id = (i) => "online-chat:" + String(i).padStart(200, "0");
+const make = (n) => {
+  const seen = {};
+  for (let i = 0; i < n; i++) seen[id(i)] = "2020-01-01T00:00:00+00:00";
+  return JSON.stringify(seen);
+};
+let fits = 0, fails = 100000;
+while (fails - fits > 1) {
+  const n = (fits + fails) >> 1;
+  try { localStorage.setItem("rulekit.seen", make(n)); fits = n; } catch (e) { fails = n; }
+}
+localStorage.setItem("rulekit.seen", make(fits));
+// and the few characters left (an entry is longer than they are)
+let more = 0, over = 10000;
+while (over - more > 1) {
+  const n = (more + over) >> 1;
+  try { localStorage.setItem("filler", "x".repeat(n)); more = n; } catch (e) { over = n; }
+}
+localStorage.setItem("filler", "x".repeat(more));
+return fits;
+"""
+
+
+def test_a_browser_remembers_what_was_read_however_many_conversations_it_saw(
+    tmp_path: Path,
+) -> None:
+    with running("sqlite", tmp_path) as site:
+        site.started()
+        with chromium(tmp_path / "profile") as page:
+            sign_in(page, site.url, "anna")
+            assert page.execute_script(FILL_SEEN) > 10_000
+            page.refresh()
+            wait_for(lambda: page.title == "(1) rulekit console", "the chat unread")
+            open_conversation(page)
+            wait_for(lambda: thread_texts(page), "the thread")
+            page.get(f"{site.url}/console/")  # another day: the page opened anew
+            wait_for(lambda: page.execute_script("return document.body.dataset.ready"), "it")
+            wait_for(lambda: list_item(page) is not None, "the list")
+            assert page.title == "rulekit console"  # read it stays

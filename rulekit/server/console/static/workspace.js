@@ -9,6 +9,7 @@
   const { $, el, joined, when, getJSON, send } = K;
   const API = "/console/api";
   const SEEN_KEY = "rulekit.seen";
+  const MAX_SEEN = 2000;  // conversations whose reading this browser remembers
   const state = {
     entries: [],          // the list as last read
     cursor: null,         // next_cursor of the last page read
@@ -30,6 +31,15 @@
   }
 
   function saveSeen() {
+    // every conversation ever listed would be remembered (a client can start thousands): the
+    // browser's storage filled up, and from then on nothing read was remembered. The
+    // conversations active longest ago are forgotten first (to be listed, they must be active
+    // again: unread then anyway).
+    const ids = Object.keys(state.seen);
+    if (ids.length > MAX_SEEN) {
+      ids.sort((a, b) => String(state.seen[b]).localeCompare(String(state.seen[a])));
+      for (const id of ids.slice(MAX_SEEN)) delete state.seen[id];
+    }
     try { window.localStorage.setItem(SEEN_KEY, JSON.stringify(state.seen)); } catch (e) { /* private mode */ }
   }
 
