@@ -306,3 +306,36 @@ def test_hostile_names_stay_text_in_the_feed_the_list_and_the_thread(
         assert ann_page.find_elements(By.CSS_SELECTOR, f"{where} img") == [], where
         assert ann_page.find_elements(By.CSS_SELECTOR, f"{where} b") == [], where
     assert ann_page.execute_script("return window.__pwned") is None
+
+
+def test_what_the_live_stream_adds_to_the_page_is_bounded(
+    console_server: ConsoleServer, ann_page: Any
+) -> None:
+    """A day of failing actions (a client who blocked the bot, writing on) and of sounds adds
+    to the page's lists as they come: each keeps the newest of them, as the feed does."""
+    from selenium.webdriver.common.by import By
+
+    letters = 350
+    for job_id in range(1, letters + 1):
+        console_server.publish(
+            {
+                "type": "dead_letter",
+                "job_id": job_id,
+                "channel": "online-chat",
+                "rule": "Answer",
+                "action": "telegram",
+                "outcome": "dead",
+                "error": "Forbidden: bot was blocked by the user",
+            }
+        )
+        console_server.publish(
+            {"type": "sound", "sound": "chime", "to": ["*"], "channel": "online-chat"}
+        )
+    console_server.publish({"type": "reload", "ok": True, "rules_version": "end-marker"})
+    wait_for(lambda: any("end-marker" in text for text in feed_texts(ann_page)), "the feed")
+    shown = ann_page.execute_script(
+        "return [...document.querySelectorAll('#dead-letters li')].map(li => li.dataset.jobId)"
+    )
+    assert 0 < len(shown) <= 300 and shown[0] == str(letters)  # the newest first
+    assert len(ann_page.find_elements(By.CSS_SELECTOR, "#feed > li")) <= 300
+    assert 0 < len(blocked(ann_page)) <= 300  # held back until "Enable sound"

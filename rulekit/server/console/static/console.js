@@ -282,6 +282,8 @@
     const item = deadLetterItem(letter);
     if (known && letter.job_id) known.replaceWith(item);
     else $("dead-letters").prepend(item);
+    // the newest, as the feed: a day of failing actions must not fill the page
+    while ($("dead-letters").children.length > MAX_FEED) $("dead-letters").lastElementChild.remove();
   }
 
   // -- sounds ----------------------------------------------------------------------------
@@ -295,16 +297,22 @@
     if (!targetsMe(message)) return;
     const record = { sound: String(message.sound), event_id: message.event_id || null, seq: message.seq };
     if (!state.soundOn) {
-      blocked.push(record);
+      remember(blocked, record);
       return;
     }
     const audio = new Audio("/console/sounds/" + encodeURIComponent(String(message.sound)) + ".wav");
     audio.play().then(() => {
-      played.push(record);
+      remember(played, record);
       document.body.dataset.played = played.map((p) => p.sound).join(" ");
     }).catch((error) => {
-      blocked.push({ ...record, error: String(error) });
+      remember(blocked, { ...record, error: String(error) });
     });
+  }
+
+  // the newest MAX_FEED of what the page played or held back
+  function remember(list, record) {
+    list.push(record);
+    if (list.length > MAX_FEED) list.splice(0, list.length - MAX_FEED);
   }
 
   function enableSound() {
