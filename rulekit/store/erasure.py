@@ -189,9 +189,16 @@ class ForgetRows(Protocol):
 
     def update_conversation(self, row: ConversationRow, data: dict[str, Any]) -> None: ...
 
-    def inbox(self, ids: Sequence[int], client_id: str, channel: str | None) -> list[InboxRow]:
-        """Done or failed inbox items with an id in ``ids``, or (on ``channel``) of the client's
-        conversation (``conversation_key``) or whose body holds the client id."""
+    def inbox(
+        self,
+        ids: Sequence[int],
+        client_id: str,
+        channel: str | None,
+        conversations: Sequence[tuple[str, str]],
+    ) -> list[InboxRow]:
+        """Done or failed inbox items with an id in ``ids``, or (on ``channel``) of one of the
+        client's ``conversations`` (``(channel, key)``: their ``conversation_key``) or whose
+        body holds the client id."""
 
     def erase_inbox(self, row: InboxRow, error: str | None) -> None:
         """Empty the item's body and set its error."""
@@ -273,7 +280,15 @@ def forget_client(rows: ForgetRows, client_id: str, channel: str | None) -> dict
             rows.update_timer(timer, reason)
 
     inbox_ids = sorted({row.inbox_id for row in events if row.inbox_id is not None})
-    for item in rows.inbox(inbox_ids, client_id, channel):
+    # the conversations the client's events are in, and on the channels of their events the
+    # one keyed by their id (Chatra and Telegram key a conversation by its client): a
+    # conversation keyed by a value equal to the client id is not theirs on every channel (a
+    # webhook sender's ticket number)
+    theirs = set(conversation_ids)
+    keys = {(c.channel, c.key) for c in conversations if c.data.get("id") in theirs}
+    channels = {row.data.get("channel") for row in events} | {channel}
+    keys |= {(name, client_id) for name in channels if isinstance(name, str)}
+    for item in rows.inbox(inbox_ids, client_id, channel, sorted(keys)):
         error, n_error = scrub(item.error, personal)
         if item.has_body or n_error:
             rows.erase_inbox(item, error)

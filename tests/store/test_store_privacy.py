@@ -426,6 +426,46 @@ def test_forget_of_a_numeric_client_id_keeps_other_updates_holding_it_as_another
         assert [state.get_inbox(item).body for item in ids] == [*others, b"", b"", b""]
 
 
+def test_forget_erases_the_bodies_of_the_clients_conversations_and_no_one_elses(store, make_event):
+    """The bodies of a client's conversations are those of the conversations their events are
+    in, not those whose key equals the client id: on a ``webhook`` channel a conversation's id
+    is the sender's (a ticket's number), and forgetting Telegram user 111 on every channel
+    emptied the set-aside bodies of another person's conversation ``111`` there, while the
+    bodies of the forgotten client's own conversation, keyed by its id, were kept."""
+    tg_body = b'{"update_id":5,"message":{"from":{"id":111},"chat":{"id":111},"text":"hi"}}'
+    jane_closed = b'{"event":"closed","conversation":{"id":"order-7"},"message":{"text":"bye"}}'
+    alice = b'{"event":"message","conversation":{"id":"web:111"},"client":{"id":"c-alice"}}'
+    with store.transaction() as state:
+        telegram = state.append_inbox("telegram", tg_body, conversation_key="111", now=T0)[0]
+        jane = state.append_inbox("web", b'{"n": 1}', conversation_key="order-7", now=T0)[0]
+        closed = state.append_inbox("web", jane_closed, conversation_key="order-7", now=T0)[0]
+        other = state.append_inbox("web", alice, conversation_key="111", now=T0)[0]
+        state.finish_inbox(jane)
+        for item in (telegram, closed, other):
+            state.finish_inbox(item, error="set aside: a bug")
+        for event_id, channel, client, conversation, inbox in (
+            ("telegram:msg:111:1", "telegram", "111", "telegram:111", telegram),
+            ("web:order-7-1", "web", "c-jane", "web:order-7", jane),
+        ):
+            state.save_conversation(
+                channel, conversation.split(":")[1], Conversation(id=conversation)
+            )
+            event = make_event(
+                event_id,
+                channel=channel,
+                conversation={"id": conversation},
+                client={"id": client},
+                message={"text": "hi", "author": "client"},
+            )
+            state.record_event(event, inbox_id=inbox, trace={}, now=T0)
+    with store.transaction() as state:
+        state.forget_client("111")
+        state.forget_client("c-jane", channel="web")
+    with store.transaction() as state:
+        assert [state.get_inbox(item).body for item in (telegram, jane, closed)] == [b""] * 3
+        assert state.get_inbox(other).body == alice
+
+
 def test_forget_scrubs_the_reasons_of_the_clients_timers(store, make_event):
     """A timer's reason (its ``unless:`` failed, quoting what it read) is stored with the timer,
     not only in the trace of the event it fired as: it is scrubbed too."""

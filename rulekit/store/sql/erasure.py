@@ -143,16 +143,24 @@ class SQLForgetRows:
     def forget_paces(self, personal: PersonalValues) -> None:
         self.state.forget_paces(personal.found_in)
 
-    def inbox(self, ids: Sequence[int], client_id: str, channel: str | None) -> list[InboxRow]:
+    def inbox(
+        self,
+        ids: Sequence[int],
+        client_id: str,
+        channel: str | None,
+        conversations: Sequence[tuple[str, str]],
+    ) -> list[InboxRow]:
         needles = {f"needle{n}": token for n, token in enumerate(id_tokens(client_id))}
         named = " OR ".join(self.dialect.bytes_contain("body", key) for key in needles)
+        # (a channel's name holds no ":", so "<channel>:<key>" tells the pair)
+        theirs = self.dialect.one_of("(channel || ':' || conversation_key)", "conversations")
         rows = self.state.execute(
             "SELECT id, length(body) > 0 AS has_body, error FROM inbox WHERE status <> 'pending'"
             f" AND ({self.dialect.one_of('id', 'ids')}"
-            f"      OR ({SAME_CHANNEL} AND (conversation_key = :client OR {named}))){self.lock}",
+            f"      OR ({SAME_CHANNEL} AND ({theirs} OR {named}))){self.lock}",
             {
                 "ids": self.dialect.values(ids),
-                "client": client_id,
+                "conversations": self.dialect.values([f"{c}:{k}" for c, k in conversations]),
                 "channel": channel,
                 **needles,
             },
