@@ -24,7 +24,6 @@ A change of assignee or group produces an ``assigned`` event (origin ``rulekit``
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -181,7 +180,7 @@ class Assign(Action):
         return f"assign the conversation to an agent of {who} ({how})"
 
     def change_state(  # type: ignore[override]
-        self, params: AssignParams, event: Event, state: State, config: Config
+        self, params: AssignParams, event: Event, state: State, config: Config, *, call: str = ""
     ) -> StateChange:
         if not event.conversation.id:
             raise PermanentActionError("the event has no conversation id")
@@ -204,7 +203,7 @@ class Assign(Action):
             left: dict[str, Any] = {"assigned": None, "group": group, "reason": reason}
             waiting: list[Event] = []
             if changed:
-                waiting = [conversations.updated_event(event, after, changed)]
+                waiting = [conversations.updated_event(event, after, changed, call)]
                 left.update(changed=True, updated_event_id=waiting[0].id)
             return StateChange(after, changed, waiting, left)
         result: dict[str, Any] = {"assigned": agent.email, "group": group, "changed": bool(changed)}
@@ -212,8 +211,8 @@ class Assign(Action):
             result["strategy"] = reason or params.strategy
         emitted: list[Event] = []
         if changed:
-            assigned = self._assigned_event(event, after)
-            updated = conversations.updated_event(event, after, changed)
+            assigned = self._assigned_event(event, after, call)
+            updated = conversations.updated_event(event, after, changed, call)
             emitted = [assigned, updated]
             result["event_id"] = assigned.id
             result["updated_event_id"] = updated.id
@@ -280,10 +279,10 @@ class Assign(Action):
         return everyone[state.next_free_position(key, len(everyone), places)], _via(params)
 
     @staticmethod
-    def _assigned_event(cause: Event, conversation: Conversation) -> Event:
+    def _assigned_event(cause: Event, conversation: Conversation, call: str = "") -> Event:
         return Event(
             # stable for a redelivery, without putting the agent's email into ids and logs
-            id=emitted_id(cause.id, "assigned", _digest(conversation.assignee)),
+            id=emitted_id(cause.id, "assigned", _digest(conversation.assignee, call)),
             channel=cause.channel,
             event="assigned",
             occurred_at=datetime.now(UTC),
@@ -347,5 +346,5 @@ def _via(params: AssignParams) -> str:
     return f"{params.fallback} (fallback)" if params.strategy == "last_agent" else ""
 
 
-def _digest(email: str | None) -> str:
-    return hashlib.sha256((email or "").lower().encode()).hexdigest()[:12]
+def _digest(email: str | None, call: str = "") -> str:
+    return conversations.emitted_digest((email or "").lower(), call)

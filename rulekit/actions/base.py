@@ -30,6 +30,7 @@ subject to, for :class:`rulekit.actions.pacing.Pacer`.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,22 @@ class StateChange:
     refused: str | None = None
     """Why the call changed nothing although asked to (``assign``: nobody eligible)."""
 
+    def note(self) -> dict[str, Any]:
+        """The note of the change made for a job
+        (:meth:`~rulekit.store.outbox.Outbox.note_applied_change`): what the call answers,
+        and the events it emitted."""
+        return {
+            "result": json.loads(json.dumps(self.result, default=str)),
+            "emitted": [event.model_dump(mode="json") for event in self.emitted],
+        }
+
+
+def failure_note(error: str) -> dict[str, Any]:
+    """The note of a change that could not be made as its event was recorded (the config
+    refuses it, :attr:`Action.applied_when_recorded`): its job fails for good with ``error``
+    when it runs."""
+    return {"failed": error}
+
 
 @dataclass(frozen=True)
 class PlannedChange:
@@ -127,6 +144,22 @@ def delivery_id(event_id: str, job_id: int) -> str:
 def conversation_lane(channel: str, conversation_id: str) -> str:
     """The lane of a conversation's unpaced jobs (:meth:`Action.lane`)."""
     return f"conversation:{channel}:{conversation_id}"
+
+
+def changes_lane(channel: str, conversation_id: str) -> str:
+    """The lane of the jobs of a conversation's changes made as their event was recorded
+    (:attr:`Action.applied_when_recorded`): their events are handed over in order, behind
+    nothing else."""
+    return f"changes:{channel}:{conversation_id}"
+
+
+def call_key(place: int, attempts: int = 0) -> str:
+    """What tells a call apart from the other calls of its event's plan (``call`` of
+    :meth:`Action.change_state`): its place among the plan's actions that run (0 for the
+    first), the same in the daemon and in ``rulekit test``, and on every retry of its job;
+    with the attempts its job had recorded before, when any (a finished job requeued by hand
+    makes its change anew)."""
+    return f"{place}" if not attempts else f"{place}.{attempts}"
 
 
 class Action:
@@ -163,6 +196,13 @@ class Action:
     changes: ClassVar[frozenset[str]] = frozenset()
     """Which conversation attributes a call may change (``assignee``, ``group``, ``tags``,
     ``priority``, ``fields``)."""
+    applied_when_recorded: ClassVar[bool] = False
+    """Whether a call is a change of the stored conversation alone (:meth:`change_state`: no
+    outside service, nothing that depends on when it runs), made in the transaction that
+    records the event that planned it, in plan order, so that the next event of the
+    conversation is evaluated against it (``tag``, ``set``). Its job then only hands over
+    the events the change emitted, in a lane of its own (:func:`changes_lane`): it never
+    waits behind a reply being retried."""
     sees_conversation: ClassVar[bool] = False
     """Whether a call executes with the conversation as the store holds it when the call's turn
     comes (the earlier actions of its lane applied) rather than as the event carried it."""
@@ -237,18 +277,21 @@ class Action:
         return PlannedChange(event.conversation)
 
     def change_state(
-        self, params: BaseModel, event: Event, state: State, config: Config
+        self, params: BaseModel, event: Event, state: State, config: Config, *, call: str = ""
     ) -> StateChange:
         """For a :attr:`changes_conversation` action: make a call with ``params`` on the
         conversation of ``event`` as ``state`` holds it, in the caller's transaction (no other
         I/O), and say what it did, with the events it emits (``updated``). :meth:`execute`
         runs it in a transaction of its own; the agents' console runs it for an agent's change
-        (its events then carry ``origin: console`` and the agent). Raises
+        (its events then carry ``origin: console`` and the agent). ``call`` tells this call
+        apart from the other calls ``event``'s plan makes (:func:`call_key`): the ids of the
+        events it emits are made of it, so that the same change made twice under one event
+        (a tag added, removed and added again) is two events. Raises
         :class:`rulekit.errors.PermanentActionError` for a call the config refuses."""
         raise NotImplementedError(f"action {self.name!r} does not change the conversation")
 
     def simulate(
-        self, params: BaseModel, event: Event, state: State, config: Config
+        self, params: BaseModel, event: Event, state: State, config: Config, *, call: str = ""
     ) -> list[Event]:
         """For a dry run: make in ``state`` (the simulation's, in its open transaction) the
         change a call with ``params`` makes in the daemon's store, with the very code
@@ -256,9 +299,9 @@ class Action:
         :attr:`changes_conversation` action makes its :meth:`change_state`; an action that
         writes other state overrides this; the others change nothing. Raises
         :class:`rulekit.errors.ActionError` for a call that would fail before changing
-        anything."""
+        anything. ``call`` is :meth:`change_state`'s."""
         if self.changes_conversation:
-            return self.change_state(params, event, state, config).emitted
+            return self.change_state(params, event, state, config, call=call).emitted
         return []
 
     def unavailable(self, context: ActionContext | None = None) -> str | None:
@@ -280,11 +323,15 @@ class Action:
         jobs of one lane run one at a time, oldest first, on one daemon at a time. A paced
         action's lane is its destination (a Slack channel keeps its order); any other action's
         is the event's conversation (a client's replies, and an ``assign`` before the
-        ``autoreply`` of one plan, keep theirs); an event without a conversation is its own."""
+        ``autoreply`` of one plan, keep theirs); an event without a conversation is its own.
+        A change made as its event is recorded (:attr:`applied_when_recorded`) is in the
+        conversation's lane of changes."""
         if self.pacing(params):
             return self.destination(params)
         if event.conversation.id is None:
             return f"event:{event.id}"
+        if self.applied_when_recorded:
+            return changes_lane(event.channel, event.conversation.id)
         return conversation_lane(event.channel, event.conversation.id)
 
     def pacing(self, params: BaseModel) -> list[Pace]:

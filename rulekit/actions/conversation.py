@@ -2,9 +2,11 @@
 
 The state-changing actions (``assign``, ``tag``, ``set``) share this: a change is applied to the
 stored conversation in one store transaction (:meth:`Action.change_state
-<rulekit.actions.base.Action.change_state>`: the action's own when it runs as a job, in a
-worker thread, never on the event loop; the console's when an agent makes the change), and
-when it changed anything, one ``updated`` event (origin ``rulekit``) carries ``changed``:
+<rulekit.actions.base.Action.change_state>`: the transaction that records the event that
+planned a ``tag`` or ``set``, see :mod:`rulekit.runtime.changes`; the action's own when it runs
+as a job, in a worker thread, never on the event loop; the console's when an agent makes the
+change), and when it changed anything, one ``updated`` event (origin ``rulekit``) carries
+``changed``:
 
 * ``changed.tags`` — ``{from, to, added, removed}`` (lists); ``{added: [], removed: []}`` when
   the tags did not change, so ``'vip' in changed.tags.added`` is simply false;
@@ -13,21 +15,21 @@ when it changed anything, one ``updated`` event (origin ``rulekit``) carries ``c
   unchanged (so ``changed.priority.to`` reads none).
 
 A call that changes nothing (the same value again) emits no ``updated``: a rule that sets what
-it matches on therefore cannot loop.
+it matches on therefore cannot loop. Each call's ``updated`` has an id of its own
+(:func:`updated_event`), the same for the call made again after a crash.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
 
-from rulekit.actions.base import Action, ActionContext, StateChange
+from rulekit.actions.base import Action, ActionContext, StateChange, call_key
 from rulekit.errors import PermanentActionError
 from rulekit.event import Conversation, Event, emitted_id
 from rulekit.store.base import Journal, State
@@ -87,10 +89,14 @@ def _typed(value: Any) -> tuple[type, Any]:
     return type(value), value
 
 
-def updated_event(cause: Event, conversation: Conversation, changed: dict[str, Any]) -> Event:
-    """The ``updated`` event of a change ``cause``'s plan made (origin ``rulekit``). Its id is
-    stable for a redelivery of the same change, without values (emails) in ids and logs."""
-    digest = hashlib.sha256(repr(sorted(_flat(changed))).encode()).hexdigest()[:12]
+def updated_event(
+    cause: Event, conversation: Conversation, changed: dict[str, Any], call: str = ""
+) -> Event:
+    """The ``updated`` event of a change ``cause``'s plan made (origin ``rulekit``), by its
+    call ``call`` (:func:`~rulekit.actions.base.call_key`). Its id is stable for a redelivery
+    of the same change by the same call, and another for each call (the same change made
+    twice under one event is two events), without values (emails) in ids and logs."""
+    digest = emitted_digest(repr(sorted(_flat(changed))), call)
     return Event(
         id=emitted_id(cause.id, "updated", digest),
         channel=cause.channel,
@@ -101,6 +107,14 @@ def updated_event(cause: Event, conversation: Conversation, changed: dict[str, A
         client=cause.client.model_copy(deep=True),
         changed=changed,
     )
+
+
+def emitted_digest(what: str, call: str = "") -> str:
+    """The 12 hex digits of an emitted event's id (:func:`~rulekit.event.emitted_id`): of what
+    it says (``what``) and of the call that emitted it (none: the change alone, as an agent's
+    change in the console)."""
+    material = f"{what}\0{call}" if call else what
+    return hashlib.sha256(material.encode()).hexdigest()[:12]
 
 
 def _flat(value: Any, prefix: str = "") -> list[str]:
@@ -140,9 +154,13 @@ def apply(
 def _noted(applied: dict[str, Any] | None) -> tuple[dict[str, Any], list[Event]] | None:
     """The result and events a note of an earlier call holds; None without one, or when it
     no longer reads as one (its values erased by ``rulekit forget``): the call is made again,
-    which then finds nothing left to change."""
+    which then finds nothing left to change. Raises :class:`PermanentActionError` for a note
+    of a change that could not be made (:func:`~rulekit.actions.base.failure_note`)."""
     if applied is None:
         return None
+    failed = applied.get("failed")
+    if isinstance(failed, str):
+        raise PermanentActionError(failed)
     try:
         result, emitted = applied["result"], applied["emitted"]
         events = [Event.model_validate(data) for data in emitted]
@@ -152,13 +170,17 @@ def _noted(applied: dict[str, Any] | None) -> tuple[dict[str, Any], list[Event]]
 
 
 def outcome(
-    event: Event, after: Conversation, changed: dict[str, Any], result: dict[str, Any]
+    event: Event,
+    after: Conversation,
+    changed: dict[str, Any],
+    result: dict[str, Any],
+    call: str = "",
 ) -> StateChange:
-    """The :class:`StateChange` of a call that left ``after``: with its ``updated`` event
-    when anything changed (its id in ``result``)."""
+    """The :class:`StateChange` of a call (``call``) that left ``after``: with its
+    ``updated`` event when anything changed (its id in ``result``)."""
     emitted = []
     if changed:
-        updated = updated_event(event, after, changed)
+        updated = updated_event(event, after, changed, call)
         emitted.append(updated)
         result["event_id"] = updated.id
     return StateChange(after, changed, emitted, result)
@@ -185,17 +207,17 @@ async def execute(action: Action, params: BaseModel, context: ActionContext) -> 
                 noted = _noted(journal.applied_change(job_id))
                 if noted is not None:
                     return noted
+            call = ""
+            if journal is not None and job_id is not None:
+                place = journal.job_place(job_id)
+                call = call_key(*place) if place is not None else f"job {job_id}"
             # the conversation is held from its read to the commit: a change committed
             # meanwhile (an agent's, another job's) is waited for, never written over
             held = CachedState(state, hold=True)
-            change = action.change_state(params, context.event, held, context.config)
+            change = action.change_state(params, context.event, held, context.config, call=call)
             held.flush()
             if journal is not None and job_id is not None:
-                note = {
-                    "result": json.loads(json.dumps(change.result, default=str)),
-                    "emitted": [event.model_dump(mode="json") for event in change.emitted],
-                }
-                journal.note_applied_change(job_id, note)
+                journal.note_applied_change(job_id, change.note())
             return change.result, change.emitted
 
     result, emitted = await asyncio.to_thread(work)

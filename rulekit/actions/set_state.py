@@ -123,6 +123,7 @@ class SetState(Action):
     description = "set the conversation's priority and fields"
     Params = SetParams
     changes_conversation = True
+    applied_when_recorded = True
     changes = frozenset({"priority", "fields"})
     console_role = "set"
 
@@ -164,7 +165,7 @@ class SetState(Action):
         return "set on the conversation: " + ", ".join(parts)
 
     def change_state(  # type: ignore[override]
-        self, params: SetParams, event: Event, state: State, config: Config
+        self, params: SetParams, event: Event, state: State, config: Config, *, call: str = ""
     ) -> StateChange:
         if problems := unknown_fields(params, config):
             raise PermanentActionError("; ".join(problems))
@@ -180,7 +181,7 @@ class SetState(Action):
             "fields": sorted(params.fields),
             "changed": bool(changed),
         }
-        return conversations.outcome(event, after, changed, result)
+        return conversations.outcome(event, after, changed, result, call)
 
     async def execute(self, params: SetParams, context: ActionContext) -> dict[str, Any]:  # type: ignore[override]
         return await conversations.execute(self, params, context)

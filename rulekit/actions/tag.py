@@ -113,6 +113,7 @@ class Tag(Action):
     description = "add tags to the conversation, remove others"
     Params = TagParams
     changes_conversation = True
+    applied_when_recorded = True
     changes = frozenset({"tags"})
     console_role = "tags"
 
@@ -144,7 +145,7 @@ class Tag(Action):
         return f"tag the conversation: {'; '.join(parts)} ({outcome})"
 
     def change_state(  # type: ignore[override]
-        self, params: TagParams, event: Event, state: State, config: Config
+        self, params: TagParams, event: Event, state: State, config: Config, *, call: str = ""
     ) -> StateChange:
         if problems := unknown_tags(params, config, literal_only=False):
             raise PermanentActionError("; ".join(problems))
@@ -156,7 +157,7 @@ class Tag(Action):
 
         after, changed = conversations.apply(state, event, change)
         result: dict[str, Any] = {"tags": list(after.tags), "changed": bool(changed)}
-        return conversations.outcome(event, after, changed, result)
+        return conversations.outcome(event, after, changed, result, call)
 
     async def execute(self, params: TagParams, context: ActionContext) -> dict[str, Any]:  # type: ignore[override]
         return await conversations.execute(self, params, context)

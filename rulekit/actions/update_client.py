@@ -100,7 +100,13 @@ class UpdateClient(Action):
         return {"changed": sorted(changes), "answer": answer}
 
     def simulate(  # type: ignore[override]
-        self, params: UpdateClientParams, event: Event, state: State, config: Config
+        self,
+        params: UpdateClientParams,
+        event: Event,
+        state: State,
+        config: Config,
+        *,
+        call: str = "",
     ) -> list[Event]:
         if not event.client.id:
             raise PermanentActionError("the event has no client id")

@@ -33,6 +33,7 @@ from rulekit.errors import ActionError, StoreUnavailable
 from rulekit.event import Event
 from rulekit.runtime.callclaims import CallClaims
 from rulekit.runtime.callpacing import CallPacing
+from rulekit.runtime.changes import Changes
 from rulekit.runtime.claims import TakenSlot
 from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.evaluator import Evaluator
@@ -469,6 +470,7 @@ class JobCalls(CallClaims, CallPacing):
             # only past the call's bound and its grace (Dispatcher.stop)
             stopping=_never if made else self._stopped,
             owner=self.owner if made else None,
+            changes=Changes.of(snapshot.engine),
         )
         self.work.progress()
         if processed is None:

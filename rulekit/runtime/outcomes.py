@@ -173,6 +173,7 @@ async def record_outcome(
     hold: float | None,
     stopping: Callable[[], bool],
     owner: str | None = None,
+    changes: planning.Changes | None = None,
 ) -> list[Processed] | None:
     """Record one attempt of ``job`` together with the events its action emitted (evaluated
     like inbox events: outside the transaction, in the evaluation worker); run again while the
@@ -189,7 +190,10 @@ async def record_outcome(
 
     With ``owner``, the daemon that made the call: when another daemon has taken the job over
     and started its call since (this one was held up past its claim's lease), nothing is
-    recorded (:meth:`~rulekit.store.outbox.Outbox.record_attempt`) and None is returned."""
+    recorded (:meth:`~rulekit.store.outbox.Outbox.record_attempt`) and None is returned.
+
+    With ``changes`` (those of the rules the daemon runs), the emitted events' plans' changes
+    of the conversation are made as they are recorded (:mod:`rulekit.runtime.changes`)."""
     delay = 0.0
     alone = False
     while True:
@@ -224,7 +228,7 @@ async def record_outcome(
                 if prepared is None:
                     return []
                 answer = _within_budget(state, prepared.events, answer)
-                return planning.record(state, prepared, answer, inbox_id=None)
+                return planning.record(state, prepared, answer, inbox_id=None, changes=changes)
 
             return await commit.run(work)
         except StateChanged:

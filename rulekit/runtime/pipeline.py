@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from rulekit.actions.base import Action, ActionContext
+from rulekit.actions.base import Action, ActionContext, call_key
 from rulekit.channels.base import (
     ChannelContext,
     ChannelTimer,
@@ -259,13 +259,11 @@ class Pipeline:
         sees the tags, the assignee, the client's data and the open counts production would
         have, and rules on emitted events show what they do."""
         outcome.events.append((event, plan))
-        jobs = deque((event, planned) for planned in plan)
+        jobs = deque((event, place, planned) for place, planned in enumerate(plan.runnable))
         emitted = 0
         while jobs:
-            cause, planned = jobs.popleft()
+            cause, place, planned = jobs.popleft()
             action = self.engine.actions[planned.action]
-            if planned.skipped:
-                continue
             if not action.changes_conversation:
                 if type(action).simulate is Action.simulate:
                     continue  # (changes nothing the simulation keeps)
@@ -273,7 +271,9 @@ class Pipeline:
                     continue  # the daemon would dead-letter it before changing anything
             self._record_presence(state)
             try:
-                emitted_now = action.simulate(planned.model, cause, state, self.config)
+                emitted_now = action.simulate(
+                    planned.model, cause, state, self.config, call=call_key(place)
+                )
             except ActionError:
                 continue  # a call the daemon would dead-letter: the output says why
             for new in emitted_now:
@@ -293,7 +293,7 @@ class Pipeline:
                 )  # fmt: skip
                 later = self._planned(new, evaluate, state)
                 outcome.events.append((new, later))
-                jobs.extend((new, each) for each in later)
+                jobs.extend((new, n, each) for n, each in enumerate(later.runnable))
 
     def _record_presence(self, state: State) -> None:
         """Who the simulation has online (``--online``, a suite test's ``online:``), as the

@@ -23,6 +23,7 @@ from typing import Any
 from rulekit.channels.base import ChannelTimer, channel_timer_rule
 from rulekit.errors import StoreUnavailable
 from rulekit.event import Event
+from rulekit.runtime.changes import Changes
 from rulekit.runtime.replies import note_replies
 from rulekit.runtime.worker import Evaluation, Refusal, Request
 from rulekit.store.base import JournaledState, JournaledStore, State
@@ -33,6 +34,7 @@ from rulekit.store.records import JobSpec, NewEvent
 from rulekit.team import TeamFacts
 
 __all__ = [
+    "Changes",
     "Evaluated",
     "Prepared",
     "Processed",
@@ -278,15 +280,22 @@ def record(
     *,
     inbox_id: int | None,
     schedule: Callable[[Event], list[ChannelTimer]] | None = None,
+    changes: Changes | None = None,
 ) -> list[Processed]:
     """Commit step: replay, check, record (raises :class:`StateChanged` when stale)."""
-    return record_many(state, [Evaluated(prepared, answer, inbox_id, schedule)])[0]
+    return record_many(state, [Evaluated(prepared, answer, inbox_id, schedule)], changes)[0]
 
 
-def record_many(state: JournaledState, evaluated: list[Evaluated]) -> list[list[Processed]]:
+def record_many(
+    state: JournaledState, evaluated: list[Evaluated], changes: Changes | None = None
+) -> list[list[Processed]]:
     """The commit step of several bodies of different conversations, in order: their
     recordings replayed (every read at once and every write once: on a database server, in
-    one query and one statement), then their events recorded; what each led to."""
+    one query and one statement), then their events recorded; what each led to. With
+    ``changes`` (those of the rules that planned them), the plans' changes of the
+    conversation that need nothing else (``tag``, ``set``) are made as each event is
+    recorded (:mod:`rulekit.runtime.changes`): the next event of the conversation is
+    evaluated against them."""
     _replay(state, [item.prepared.recording for item in evaluated])
     evaluations = [_evaluations(item) for item in evaluated]
     # every event of the round in one batch (one statement on a database server); the marks
@@ -299,7 +308,7 @@ def record_many(state: JournaledState, evaluated: list[Evaluated]) -> list[list[
     ]
     recorded = iter(state.record_events(new))
     return [
-        _record_events(state, item, found, recorded)
+        _record_events(state, item, found, recorded, changes)
         for item, found in zip(evaluated, evaluations, strict=True)
     ]
 
@@ -334,6 +343,7 @@ def _record_events(
     item: Evaluated,
     evaluations: dict[str, Evaluation],
     recorded_in_order: Iterator[bool],
+    changes: Changes | None = None,
 ) -> list[Processed]:
     prepared, inbox_id, schedule = item.prepared, item.inbox_id, item.schedule
     out = []
@@ -363,6 +373,8 @@ def _record_events(
                     rule, timer.conversation_id, event.channel, timer.due, event.id, restart=True
                 )
                 channel_timers += 1
+            if changes is not None and evaluation.jobs:
+                changes.make(state, event, evaluation.jobs)
         elif evaluation.cooldowns:
             # evaluated as new, yet recorded meanwhile: later events saw marks never set
             raise StateChanged(f"event {event.id} was recorded meanwhile")

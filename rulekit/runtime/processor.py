@@ -55,6 +55,7 @@ from rulekit.runtime.logs import log
 from rulekit.runtime.metrics import Metrics
 from rulekit.runtime.owner import owner_name
 from rulekit.runtime.planning import (
+    Changes,
     Evaluated,
     Prepared,
     Processed,
@@ -357,6 +358,7 @@ class Processor:
                         )
                         for evaluated in pending
                     ],
+                    Changes.of(snapshot.engine),
                 )
                 state.finish_inbox_items(
                     [evaluated.item.id for evaluated in pending], owner=self.owner
@@ -440,6 +442,7 @@ class Processor:
                         answer,
                         inbox_id=item.id,
                         schedule=provider.channel_timers,
+                        changes=Changes.of(snapshot.engine),
                     )
                     state.finish_inbox(item.id, owner=self.owner)
                     handed = self._hand_over(processed, len(item.body))

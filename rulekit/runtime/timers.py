@@ -54,7 +54,14 @@ from rulekit.errors import StoreUnavailable
 from rulekit.event import Event
 from rulekit.runtime.evaluator import Evaluator, WorkerGone
 from rulekit.runtime.logs import log
-from rulekit.runtime.planning import Processed, StateChanged, prepare, record, team_facts
+from rulekit.runtime.planning import (
+    Changes,
+    Processed,
+    StateChanged,
+    prepare,
+    record,
+    team_facts,
+)
 from rulekit.runtime.rollout import HAND_BACK, LEFT_TO_OTHERS
 from rulekit.runtime.worker import Evaluation, Firing, Refusal, Request
 from rulekit.store.base import JournaledState, JournaledStore
@@ -415,6 +422,8 @@ class TimerRunner:
         recorded = state.record_event(
             event, inbox_id=None, trace=evaluation.trace, jobs=evaluation.jobs, now=now
         )
+        if recorded and evaluation.jobs:  # the plan's tag and set, made as it is recorded
+            Changes.of(self.snapshot().engine).make(state, event, evaluation.jobs)
         fired = Fired(timer, str(outcome["outcome"]), reason)
         fired.processed = Processed(
             event,
@@ -469,7 +478,12 @@ class TimerRunner:
                     ):
                         raise _Lost
                     processed = record(
-                        state, prepared, answer, inbox_id=None, schedule=provider.channel_timers
+                        state,
+                        prepared,
+                        answer,
+                        inbox_id=None,
+                        schedule=provider.channel_timers,
+                        changes=Changes.of(self.snapshot().engine),
                     )
             except StateChanged:
                 continue

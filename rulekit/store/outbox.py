@@ -96,6 +96,18 @@ class Outbox(abc.ABC):
         call of it has changed anything yet, or where the store keeps no calls."""
         return None
 
+    def job_ids(self, event_id: str) -> list[int]:
+        """The ids of the jobs of event ``event_id``'s plan, in plan order; empty where the
+        store keeps no jobs (then no change is made as its event is recorded: its job makes
+        it when it runs)."""
+        return []
+
+    def job_place(self, job_id: int) -> tuple[int, int] | None:
+        """The place of job ``job_id`` among its event's jobs (0 for the first) and the
+        attempts it has recorded (:func:`~rulekit.actions.base.call_key`); None where the
+        store keeps no jobs, or has no such job."""
+        return None
+
     def note_applied_change(self, job_id: int, applied: dict[str, Any]) -> None:  # noqa: B027 - a store that keeps no calls notes nothing
         """Note, in the transaction making it, what a call of a pending job changed: when the
         daemon stops before the call's outcome is recorded, the call made again after the

@@ -15,7 +15,7 @@ from rulekit.config import RawConfig
 from rulekit.errors import PermanentActionError
 from rulekit.event import Conversation
 from rulekit.store.memory import MemoryStore
-from rulekit.store.records import JobSpec
+from rulekit.store.records import JobSpec, NewEvent
 from rulekit.store.sqlite import SQLiteStore
 
 
@@ -355,5 +355,46 @@ def test_a_note_that_no_longer_reads_is_passed_over(tmp_path):
         again = make_context(make_event(), make_config(), store=store, job_id=job.id)
         result = asyncio.run(Tag().execute(TagParams(add=["vip"]), again))
         assert result["changed"] is False and again.emitted == []
+    finally:
+        store.close()
+
+
+def test_a_finished_job_made_again_by_hand_emits_another_event(tmp_path):
+    """A done ``tag`` job requeued (``rulekit retry``) after an agent undid its change makes it
+    anew: its ``updated`` event, alike the first, is another event, not taken for a
+    redelivery of the first and dropped. A call made again before its outcome is recorded
+    (a crash) answers the same event as the first."""
+    store = SQLiteStore(tmp_path / "rulekit.sqlite3")
+    try:
+        event = make_event()
+        spec = JobSpec("r", "tag", {"add": ["vip"]}, "conversation")
+        with store.transaction() as state:
+            state.record_event(event, inbox_id=None, trace={}, jobs=[spec])
+            [job] = state.jobs(status="pending")
+        config = make_config()
+        params = TagParams(add=["vip"])
+
+        def made() -> tuple[dict, list]:
+            context = make_context(event, config, store=store, job_id=job.id)
+            result = asyncio.run(Tag().execute(params, context))
+            return result, context.emitted
+
+        result, [first] = made()
+        with store.transaction() as state:
+            state.record_attempt(job.id, "done", result=result)
+            key, conversation = state.find_conversation("online-chat", "conv-1")
+            state.save_conversation(
+                "online-chat", key, conversation.model_copy(update={"tags": []})
+            )
+            assert state.requeue_job(job.id)
+        result, [second] = made()
+        assert second.changed == first.changed
+        assert second.id != first.id
+        _, [again] = made()  # the daemon stopped before recording the outcome
+        assert again.id == second.id
+        with store.transaction() as state:
+            state.record_attempt(job.id, "done", result=result)
+            recorded = state.record_events([NewEvent(e, None, {}, []) for e in (first, second)])
+        assert recorded == [True, True]
     finally:
         store.close()

@@ -270,7 +270,12 @@ class Changes:
                 answer = await anyio.to_thread.run_sync(evaluator.evaluate, prepared.request)
                 try:
                     processed, job_id = await commit.run(
-                        _recorder(prepared, _with_job(event, answer, spec), after)
+                        _recorder(
+                            prepared,
+                            _with_job(event, answer, spec),
+                            after,
+                            planning.Changes.of(self.runtime.snapshot.engine),
+                        )
                     )
                 except StateChanged:
                     continue
@@ -321,13 +326,14 @@ def _recorder(
     prepared: planning.Prepared,
     answer: list[Evaluation],
     after: Callable[[JournaledState, Event], None] | None,
+    changes: planning.Changes,
 ) -> Any:
     def work(state: JournaledState) -> tuple[list[Processed], int | None]:
         event = prepared.events[0]
         new = state.get_event(event.id) is None
         # the replay of what the evaluation read comes first: it would find a write of the
         # change's own (the client saved) a change of the state
-        processed = planning.record(state, prepared, answer, inbox_id=None)
+        processed = planning.record(state, prepared, answer, inbox_id=None, changes=changes)
         if new and after is not None:
             after(state, event)
         job = next((j for j in state.jobs(event_id=event.id) if j.rule == CONSOLE_RULE), None)

@@ -141,7 +141,8 @@ class ConversationEdits(Changes):
                     return ok(_answer(change, None, conversation_id, workspace.team(viewer)))
                 answer = await anyio.to_thread.run_sync(evaluator.evaluate, prepared.request)
                 try:
-                    processed = await commit.run(_recorder(prepared, answer))
+                    changes = planning.Changes.of(self.runtime.snapshot.engine)
+                    processed = await commit.run(_recorder(prepared, answer, changes))
                 except StateChanged:
                     continue  # the conversation changed meanwhile: make the change anew
                 break
@@ -198,10 +199,10 @@ def _maker(
 
 
 def _recorder(
-    prepared: planning.Prepared, answer: list[Evaluation] | Refusal
+    prepared: planning.Prepared, answer: list[Evaluation] | Refusal, changes: planning.Changes
 ) -> Callable[[JournaledState], list[Processed]]:
     def work(state: JournaledState) -> list[Processed]:
-        return planning.record(state, prepared, answer, inbox_id=None)
+        return planning.record(state, prepared, answer, inbox_id=None, changes=changes)
 
     return work
 

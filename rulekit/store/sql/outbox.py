@@ -273,6 +273,20 @@ class SQLOutbox:
         applied = noted.get(APPLIED) if isinstance(noted, dict) else None
         return applied if isinstance(applied, dict) else None
 
+    def job_ids(self, event_id: str) -> list[int]:
+        rows = self.execute(
+            "SELECT id FROM outbox WHERE event_id = :event ORDER BY id", {"event": event_id}
+        ).fetchall()
+        return [row["id"] for row in rows]
+
+    def job_place(self, job_id: int) -> tuple[int, int] | None:
+        row = self._one(
+            "SELECT j.attempts, (SELECT COUNT(*) FROM outbox k WHERE k.event_id = j.event_id"
+            " AND k.id < j.id) AS place FROM outbox j WHERE j.id = :id",
+            {"id": job_id},
+        )
+        return None if row is None else (int(row["place"]), int(row["attempts"]))
+
     def note_applied_change(self, job_id: int, applied: dict[str, Any]) -> None:
         # in the job's own result column: the outcome replaces it, and what scrubs a job's
         # result of a client's data (rulekit forget, retention) scrubs the note alike
