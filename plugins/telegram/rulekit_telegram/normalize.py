@@ -14,6 +14,8 @@ chat, keyed by the chat's id (in a private chat, the user's id, which replies ne
 * an edited message is a ``message`` with ``message.edited: true`` (it never reopens);
 * a known user whose name, username or language changed yields ``client_updated`` first, so
   the message's rules see the new data;
+* a message written before the user's latest one read so far (webhooks may come out of
+  order) changes neither their profile nor their topic, nor their last visit;
 * a photo, sticker, document, voice note or video is a message of that ``kind`` with its
   caption as text (or none); anything else a user can send is ``other``;
 * a message written in a topic of the chat (Bot API 9.3: users may organize their chat with a
@@ -67,9 +69,17 @@ class Normalizer:
         key = str(message.chat_id)
         known_conversation = state.get_conversation(self.channel, key)
         known_client = state.get_client(self.channel, str(message.user.id))
-        client = self.client(
-            message.user, known_client, seen_at=_activity(message), topic=message.topic
-        )
+        activity = _activity(message)
+        last_visit = known_client.last_visit if known_client is not None else None
+        if known_client is not None and _before(activity, last_visit):
+            # written before the user's latest message read so far (webhooks may come out of
+            # order): their record keeps the latest profile and topic; the event names the
+            # topic it was written in, where its own reply goes
+            client = known_client
+            event_client = _in_topic(known_client, message.topic)
+        else:
+            client = self.client(message.user, known_client, seen_at=activity, topic=message.topic)
+            event_client = client
         conversation = known_conversation
         events: list[Event] = []
 
@@ -82,7 +92,7 @@ class Normalizer:
                     event=name,
                     occurred_at=when or datetime.now(UTC),
                     conversation=conversation,
-                    client=client,
+                    client=event_client,
                     raw=update.raw,
                     **parts,
                 )
@@ -245,6 +255,22 @@ class Normalizer:
 
 def _profile_changed(known: Client, client: Client) -> bool:
     return any(getattr(known, f) != getattr(client, f) for f in PROFILE_FIELDS)
+
+
+def _before(when: datetime | None, known: datetime | None) -> bool:
+    """Whether ``when`` is earlier than ``known`` (False when either is unknown)."""
+    return when is not None and known is not None and when < known
+
+
+def _in_topic(client: Client, topic: int | None) -> Client:
+    """``client`` with ``topic`` as the topic of their chat they wrote in (none: outside
+    topics)."""
+    if client.custom.get(TOPIC) == topic:
+        return client
+    custom = {key: value for key, value in client.custom.items() if key != TOPIC}
+    if topic is not None:
+        custom[TOPIC] = topic
+    return client.model_copy(update={"custom": custom})
 
 
 def _activity(message: TelegramMessage) -> datetime | None:

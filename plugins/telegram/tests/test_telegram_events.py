@@ -233,6 +233,33 @@ def test_a_name_changed_back_and_forth_is_an_event_each_time_with_its_own_id(
     assert len({e.id for e in updated}) == 3
 
 
+def test_a_message_read_after_a_later_one_brings_back_no_old_profile_or_topic(
+    feed, store, updates: Updates
+) -> None:
+    """Telegram's webhooks may arrive out of order. A message written before the user renamed
+    themselves and moved to another topic, read after their later message, set their old name
+    back (a ``client_updated`` to it, and another to the new name on their next message) and
+    sent the replies to their later messages to the old topic. Its own reply still goes where
+    it was written."""
+    renamed = TelegramUser(111, "Anna", "Weber", username="anna_w", language_code="de")
+    first = updates.message(ANN, "Hi", topic=7)
+    late = updates.message(ANN, "written before the rename", topic=7)
+    last = updates.message(renamed, "after the rename", topic=9)
+    events = feed(first, last, late)
+    assert names(events) == ["created", "client_updated", "message", "message"]
+    stale = events[-1]
+    assert (stale.client.name, stale.client.display_name) == ("Anna Weber", "@anna_w")
+    assert stale.client.custom["telegram_topic"] == 7  # its own reply: where it was written
+    with store.transaction() as state:
+        client = state.get_client(CHANNEL, "111")
+    assert (client.name, client.language, client.custom["telegram_topic"]) == (
+        "Anna Weber",
+        "de",
+        9,
+    )
+    assert names(feed(updates.message(renamed, "next", topic=9))) == ["message"]
+
+
 def test_a_redelivered_update_yields_nothing(feed, updates: Updates) -> None:
     update = updates.message(ANN, "Hi")
     assert names(feed(update)) == ["created"]
