@@ -253,14 +253,28 @@ class Email(Action):
     @classmethod
     def lint(cls, params: EmailParams, config: Config) -> list[str]:  # type: ignore[override]
         settings = config.integrations.get(cls.integration or "")
-        if not isinstance(settings, SmtpIntegration) or settings.security != "none":
+        if not isinstance(settings, SmtpIntegration):
             return []
-        if is_loopback(settings.host):  # (a relay on this machine: nothing leaves it in clear)
-            return []
-        return [
-            f"SMTP security: none to {settings.host}: every message (and what it quotes of "
-            "the client) travels unencrypted; use starttls or tls"
-        ]
+        found = []
+        port, security = settings.effective_port, settings.security
+        if port == 465 and security != "tls":
+            # the server waits for a TLS handshake, rulekit for its greeting: every call times out
+            found.append(
+                f"SMTP port 465 is implicit TLS, but security is {security}: every message "
+                "would time out waiting for the server's greeting; use security: tls"
+            )
+        elif port in (25, 587) and security == "tls":
+            found.append(
+                f"SMTP port {port} greets in clear, but security is tls: every message would "
+                "fail its TLS handshake; use security: starttls (or port 465)"
+            )
+        if security == "none" and not is_loopback(settings.host):
+            # (a relay on this machine: nothing leaves it in clear)
+            found.append(
+                f"SMTP security: none to {settings.host}: every message (and what it quotes "
+                "of the client) travels unencrypted; use starttls or tls"
+            )
+        return found
 
     @classmethod
     def faces_client(cls, params: EmailParams) -> bool:  # type: ignore[override]

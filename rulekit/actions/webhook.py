@@ -48,7 +48,7 @@ from rulekit.hookspecs import hookimpl
 from rulekit.hosts import plain_http_host
 from rulekit.models import StrictModel
 from rulekit.registry import ActionRegistry
-from rulekit.secrets import redact
+from rulekit.secrets import MIN_WEBHOOK_SECRET, redact
 
 if TYPE_CHECKING:
     import httpx
@@ -202,13 +202,30 @@ class Webhook(Action):
         target = settings.root.get(params.to) if isinstance(settings, WebhooksIntegration) else None
         if target is None:
             return []
-        host = plain_http_host(target.url.get_secret_value())
+        found = []
+        url = target.url.get_secret_value()
+        host = plain_http_host(url)
         if host is not None:
-            return [
+            found.append(
                 f"webhook target {params.to!r} is plain http:// to {host}: the body "
                 "and headers travel unencrypted; use https://"
-            ]
-        return []
+            )
+        parts = urlsplit(url)
+        other = {"https": 80, "http": 443}.get(parts.scheme)
+        if parts.port is not None and parts.port == other:
+            found.append(
+                f"webhook target {params.to!r} is {parts.scheme}:// on port {other}, the "
+                f"other scheme's: every call would fail (write {parts.scheme}:// without it, or "
+                "the port the receiver serves it on)"
+            )
+        if 0 < len(_value(target.secret)) < MIN_WEBHOOK_SECRET:
+            found.append(
+                f"the secret of webhook target {params.to!r} is shorter than "
+                f"{MIN_WEBHOOK_SECRET} characters: one request the receiver got (or logged) "
+                "lets anyone find it offline and sign calls of their own; use a long random "
+                "string"
+            )
+        return found
 
     def unavailable(self, context: ActionContext | None = None) -> str | None:
         if self.settings is None:

@@ -672,6 +672,25 @@ def test_smtp_hosts_are_names_or_addresses(host):
     assert settings.host == host
 
 
+@pytest.mark.parametrize(
+    ("smtp", "warned"),
+    [
+        # STARTTLS waits for a greeting an implicit-TLS port never sends (every call times
+        # out); implicit TLS on a port that greets in clear fails its handshake
+        ("{host: mail.example, port: 465, from: bot@shop.example}", "port 465 is implicit TLS"),
+        ("{host: mail.example, port: 587, security: tls, from: bot@shop.example}", "port 587"),
+        ("{host: mail.example, port: 25, security: tls, from: bot@shop.example}", "port 25"),
+    ],
+)
+def test_check_warns_about_a_port_that_does_not_speak_the_security_chosen(tmp_path, smtp, warned):
+    rules = (
+        "- name: m\n  on: {event: created}\n  do:\n"
+        "    - email: {to: [a@b.example], subject: s, text: t}\n"
+    )
+    [warning] = engine_for(tmp_path, rules, smtp).ruleset.warnings
+    assert warned in str(warning)
+
+
 def test_check_warns_about_mail_in_clear_to_another_machine(tmp_path):
     # as for a webhook on plain http://: the messages (the client's data) travel unencrypted
     rules = (

@@ -160,14 +160,19 @@ def test_the_documented_receiver_refuses_hostile_headers_without_raising(fake_se
 HOSTILE = 'Mia", "admin": true, "x": "} ] \\ \n \u2028 <b>&'
 
 
-def rules_engine(tmp_path: Path, rules: str, url: str = "https://crm.example/hook") -> Engine:
+def rules_engine(
+    tmp_path: Path,
+    rules: str,
+    url: str = "https://crm.example/hook",
+    secret: str = "s3cret-0123456789abcdef",
+) -> Engine:
     config = write(
         tmp_path / "rulekit.yaml",
         f"""
         integrations:
           webhooks:
-            crm: {{url: "{url}", secret: s3cret}}
-            billing: {{url: "https://billing.example/x", secret: s3cret}}
+            crm: {{url: "{url}", secret: "{secret}"}}
+            billing: {{url: "https://billing.example/x", secret: "{secret}"}}
         """,
     )
     rules_dir = write(tmp_path / "rules.d" / "r.yaml", rules).parent
@@ -336,6 +341,27 @@ def test_check_warns_about_plain_http_to_another_host(tmp_path):
     local = ("http://127.0.0.1:9/hook", "http://localhost/x", "http://[::1]/", "https://a.b")
     for url in (*local, "http://127.8.0.1/", "http://LocalHost:81/", "http://crm.localhost/"):
         assert not rules_engine(tmp_path / url.replace("/", "_"), rules, url=url).ruleset.warnings
+
+
+@pytest.mark.parametrize(
+    ("url", "secret", "warned"),
+    [
+        # a short signing secret: one request the receiver logged lets anyone find it offline
+        ("https://crm.example/hook", "s3cret", "shorter than 16 characters"),
+        # a scheme on the other's port: every call fails (a TLS error, or a hang)
+        ("https://crm.example:80/hook", "s3cret-0123456789abcdef", "https:// on port 80"),
+        ("http://127.0.0.1:443/hook", "s3cret-0123456789abcdef", "http:// on port 443"),
+    ],
+)
+def test_check_warns_about_target_mistakes(tmp_path, url, secret, warned):
+    rules = """
+    - name: hook
+      on: {event: created}
+      do: [{webhook: {to: crm}}]
+    """
+    [warning] = rules_engine(tmp_path, rules, url=url, secret=secret).ruleset.warnings
+    assert warned in str(warning)
+    assert secret not in str(warning)
 
 
 @pytest.mark.parametrize(
