@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 from browser import chromium
 from scaffold import make_event
 from test_workspace_browser import (
@@ -19,7 +20,7 @@ from test_workspace_browser import (
     thread_texts,
     wait_for,
 )
-from workspace_helpers import CONVERSATION, SAMPLES, SECRET, VISITOR, running
+from workspace_helpers import CONVERSATION, SAMPLES, SECRET, VISITOR, path, running
 
 from rulekit.server.console.conversations import THREAD_LIMIT
 from rulekit.store.records import NewEvent
@@ -79,9 +80,12 @@ def test_a_client_s_values_of_any_length_stay_in_their_column(tmp_path: Path) ->
             assert links == [client["chatLink"]]
 
 
-def test_a_thread_longer_than_its_view_says_older_messages_are_not_shown(
+def test_a_long_thread_says_what_it_leaves_out_and_keeps_the_agent_where_they_read(
     tmp_path: Path,
 ) -> None:
+    """A conversation longer than its view says that older messages are not shown; a client
+    writing on does not move the agent from where they read, and an agent reading the end
+    sees what comes next."""
     later = [
         make_event(
             event="message",
@@ -102,6 +106,26 @@ def test_a_thread_longer_than_its_view_says_older_messages_are_not_shown(
             wait_for(lambda: len(thread_texts(page)) == THREAD_LIMIT, "the thread")
             assert thread_texts(page)[0] == "message 0"  # not the conversation's first
             assert page.find_element("id", "thread-older").is_displayed()
+            # opened, the thread shows its newest message
+            assert page.execute_script(LAST_MESSAGE_SHOWN)
+
+            page.execute_script("window.scrollTo(0, 0)")  # the agent reads further up
+            site.webhook("chat_fragment_client_message.json")
+            wait_for(lambda: thread_texts(page)[-1] == NEW_TEXT, "the client's new message")
+            assert page.execute_script("return window.scrollY") == 0
+            # reading the end, the agent sees what comes next
+            page.execute_script(
+                "document.querySelector('#thread').lastElementChild.scrollIntoView(false)"
+            )
+            with site.client("anna") as anna:
+                sent = anna.post(f"{path()}/messages", json={"text": "Yes, in stock."})
+                assert sent.status_code == 202, sent.text
+            wait_for(lambda: thread_texts(page)[-1] == "Yes, in stock.", "the reply")
+            assert page.execute_script(LAST_MESSAGE_SHOWN)
+
+
+NEW_TEXT = "Also, do you ship to Austria?"
+"""The client's message of ``chat_fragment_client_message.json``."""
 
 
 FILL_SEEN = """
@@ -130,9 +154,34 @@ return fits;
 """
 
 
+SEEN_BEFORE = """
+const seen = {};
+for (let i = 0; i < 3000; i++) seen["online-chat:" + i] = "2020-01-01T00:00:00+00:00";
+localStorage.setItem("rulekit.seen", JSON.stringify(seen));
+"""
+
+
+def test_a_browser_remembers_the_reading_of_the_conversations_active_last(
+    tmp_path: Path,
+) -> None:
+    with running("sqlite", tmp_path) as site:
+        site.started()
+        with chromium(tmp_path / "profile") as page:
+            sign_in(page, site.url, "anna")
+            page.execute_script(SEEN_BEFORE)  # 3,000 conversations read long ago
+            page.refresh()
+            open_conversation(page)
+            wait_for(lambda: thread_texts(page), "the thread")
+            seen = page.execute_script("return JSON.parse(localStorage['rulekit.seen'])")
+            assert len(seen) == 2000 and CONVERSATION in seen
+
+
+@pytest.mark.slow
 def test_a_browser_remembers_what_was_read_however_many_conversations_it_saw(
     tmp_path: Path,
 ) -> None:
+    """The browser's storage as full as what it remembers can make it: what is read now is
+    still remembered."""
     with running("sqlite", tmp_path) as site:
         site.started()
         with chromium(tmp_path / "profile") as page:
@@ -146,3 +195,9 @@ def test_a_browser_remembers_what_was_read_however_many_conversations_it_saw(
             wait_for(lambda: page.execute_script("return document.body.dataset.ready"), "it")
             wait_for(lambda: list_item(page) is not None, "the list")
             assert page.title == "rulekit console"  # read it stays
+
+
+LAST_MESSAGE_SHOWN = """
+const last = document.querySelector("#thread").lastElementChild.getBoundingClientRect();
+return last.top < window.innerHeight && last.bottom > 0;
+"""

@@ -147,14 +147,26 @@
       el("span", { class: "text" }, message.text || ""));
   }
 
-  function renderThread(data) {
+  // whether the thread's last message is on the screen (the agent reads the end)
+  function atThreadEnd() {
+    const last = $("thread").lastElementChild;
+    if (!last) return true;
+    const box = last.getBoundingClientRect();
+    return box.top < window.innerHeight && box.bottom > 0;
+  }
+
+  function renderThread(data, again) {
+    // opened, the thread shows its newest message; shown again (a message came, a change was
+    // made), it follows only an agent reading its end: one reading further up stays there,
+    // however often the client writes
+    const follow = !again || atThreadEnd();
     $("thread-title").replaceChildren(K.iso(clientName(data.client) || data.id));
     // a long conversation's view holds its latest events: the agent must not take the first
     // message shown for the conversation's first
     $("thread-older").hidden = !data.truncated;
     $("thread").replaceChildren(...(data.thread || []).map(threadItem));
     const last = $("thread").lastElementChild;
-    if (last) last.scrollIntoView({ block: "nearest" });
+    if (last && follow) last.scrollIntoView({ block: "nearest" });
   }
 
   function replyStatus(text, failed) {
@@ -266,13 +278,14 @@
 
   // -- the open conversation -------------------------------------------------------------------
   function showOpen(data) {
+    const again = Boolean(data && state.open && state.open.id === data.id);
     state.open = data;
     $("thread-view").hidden = !data;
     if (!data) {
       renderList();
       return;
     }
-    renderThread(data);
+    renderThread(data, again);
     fillClientForm(data.client || {});
     renderRulesFired(data);
     const entry = state.entries.find((e) => e.id === data.id);
