@@ -9,8 +9,9 @@ the new set): the replaced snapshot's network clients are closed once
 :data:`OLD_SNAPSHOT_GRACE` has passed and no call goes through them any more. An
 invalid set is refused: the old one stays active and the error is logged, counted
 (``rulekit_reload_errors_total``) and published to the console (``{"type": "reload", "ok":
-false, "errors": [...]}``). Settings that need a restart (``storage``, ``server``) are only
-reported.
+false, "errors": [...]}``). Under ``--strict``, a set with a service that is not configured is
+refused too (``rulekit run --strict`` would not start with it). Settings that need a restart
+(``storage``, ``server``) are only reported.
 """
 
 from __future__ import annotations
@@ -140,6 +141,8 @@ class Reloading:
     config_path: Path | None
     rules_path: Path | None
     reload_budget: float
+    strict: bool
+    """``--strict``: a set with a service that is not configured is refused, as at start."""
     freezes_heap: bool
     metrics: Metrics
     feed: LiveFeed
@@ -229,10 +232,15 @@ class Reloading:
                 self.rules_path,
                 what="loading the rules and config",
             )
-            emptied = _emptied(self._snapshot.files, new.files)
-            if emptied:
+            refused = _emptied(self._snapshot.files, new.files)
+            if self.strict:  # what `run --strict` would not start with, it does not reload
+                refused += [
+                    LocatedError(f"{problem} (refused: rulekit runs with --strict)")
+                    for problem in problems_of(new)
+                ]
+            if refused:
                 await self._close_clients(new)
-                raise ValidationErrors(emptied)
+                raise ValidationErrors(refused)
         except Exception as exc:
             try:
                 secrets = await run_within(
