@@ -8,10 +8,11 @@ from urllib.parse import urlsplit
 
 
 def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a name or an address) is this machine: ``localhost`` and its
-    subdomains (RFC 6761), 127.0.0.0/8, ::1."""
-    name = host.lower().rstrip(".")
-    if name == "localhost" or name.endswith(".localhost"):
+    """Whether ``host`` (a name or an address) is this machine: ``localhost`` (any letter
+    case), 127.0.0.0/8, ::1. Not ``localhost.`` nor a name under it (``crm.localhost``):
+    though RFC 6761 reserves them, the system's resolver finds only ``localhost`` itself in
+    /etc/hosts and asks DNS for the others, which may answer with any machine's address."""
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
