@@ -56,6 +56,12 @@ def mailbox(text: str) -> tuple[str, str]:
             'open bracket (quote a name holding any of , ; : < > @ ( ) as "...")'
         )
     name, address = found[0].display_name, found[0].addr_spec
+    if text.count("(") > name.count("("):
+        # a comment: dropped when the mailbox is written anew, shown or not by mail programs
+        raise ValueError(
+            "holds a comment in parentheses, which mail programs show differently or not at "
+            'all: put it in the quoted name ("Shop (EU)" <local@domain>)'
+        )
     problem = address_problem(address)
     if problem:
         raise ValueError(f"needs an address (Name <local@domain>); it {problem}")

@@ -570,6 +570,8 @@ def test_bad_recipients_are_load_errors(tmp_path, step, message):
         ({"from": "Shop <s@shop.example>x"}, "is not Name <local@domain>"),
         ({"from": "Shop <s@shop.example"}, "is not Name <local@domain>"),
         ({"from": "Team: s@shop.example;"}, "not a group"),
+        ({"from": "Shop (EU) <s@shop.example>"}, "holds a comment in parentheses"),
+        ({"from": "s@shop.example (Shop)"}, "holds a comment in parentheses"),
         # a host no lookup can find was retried at every attempt, until the dead letter
         ({"host": "mail.example:587"}, "the port goes in `port`"),
         ({"host": "smtp://mail.example"}, "a name or an address, not a URL"),
@@ -650,7 +652,7 @@ def test_recipients_greylisted_while_others_took_the_message_get_it_on_the_next_
         ('"Shop, Inc" <s@shop.example>', "Shop, Inc", "s@shop.example"),
         ("Shop Inc. <s@shop.example>", "Shop Inc.", "s@shop.example"),
         ("Магазин «Ёлка» <s@shop.example>", "Магазин «Ёлка»", "s@shop.example"),
-        ("Shop <s@shop.example> (support)", "Shop", "s@shop.example"),
+        ('"Shop (EU)" <s@shop.example>', "Shop (EU)", "s@shop.example"),
         ("<s@shop.example>", "", "s@shop.example"),
     ],
 )
