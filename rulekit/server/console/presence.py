@@ -69,6 +69,24 @@ class Presence:
             except StoreUnavailable as exc:  # signed in all the same: their stream records it
                 log(logger, logging.WARNING, "console: sign-in not recorded", failure=exc)
 
+    async def signed_out(self, viewer: Viewer | None) -> None:
+        """``viewer`` signed out: they count as offline at once, not for the rest of their
+        last renewal, so that ``assign`` gives nothing more to an agent who has left (a page of
+        theirs still open elsewhere counts them online again at its next keep-alive)."""
+        if viewer is None or viewer.email is None:
+            return
+        email = viewer.email
+
+        def work() -> None:
+            with self.console.store.transaction() as state:
+                now = self._clock(state)
+                state.set_presence(email, connected_until=now, now=now)
+
+        try:
+            await run_in_threadpool(work)
+        except StoreUnavailable as exc:  # signed out all the same: it runs out by itself
+            log(logger, logging.WARNING, "console: sign-out not recorded", failure=exc)
+
     def _clock(self, state: JournaledState) -> datetime:
         """Now, by the store's clock where several daemons share it (PostgreSQL: the
         database's, which ``assign`` reads presence by), else by the console's: a daemon whose

@@ -220,7 +220,9 @@ class Console:
     async def logout(self, request: Request) -> Response:
         if not same_origin(request):
             return _error(403, "sign out from the console's own page")
+        viewer = self.viewer(request)
         self.sessions.close(request.cookies.get(COOKIE))
+        await self.presence.signed_out(viewer)
         response = RedirectResponse("/console/login", status_code=303)
         response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="strict")
         return _secure(response)

@@ -61,6 +61,23 @@ def test_an_open_stream_is_online_away_is_kept_and_a_closed_page_runs_out(
     assert statuses(console_server)[ANN] == "offline"  # the page closed: it ran out
 
 
+def test_an_agent_who_signs_out_is_offline_at_once(console_server: ConsoleServer) -> None:
+    """Signing out at the end of a shift: ``assign`` must not give the next chats to an agent
+    who has left, for the rest of their page's last renewal."""
+    clock = Clock()
+    console_server.console.presence.now = clock
+    with console_server.client("ann") as ann:
+        context, _lines = open_stream(ann, console_server)
+        try:
+            wait_for(lambda: statuses(console_server)[ANN] == "online", "Ann online")
+        finally:
+            context.__exit__(None, None, None)  # the page goes to the sign-in page
+        assert ann.post("/console/logout").status_code == 303
+        assert statuses(console_server)[ANN] == "offline"
+        with console_server.store.reading() as state:  # as assign reads it
+            assert state.presence(now=T0) == {"ann@example.com": "offline"}
+
+
 def test_the_admin_has_no_presence_and_writes_need_the_consoles_page(
     console_server: ConsoleServer,
 ) -> None:
