@@ -314,7 +314,9 @@ INVENTORY = {
     ("rulekit/runtime/redaction.py", r"(webhooks/+[^/\s\"'?#<>]+)(/[^\s\"'<>]*)?"): [
         f"logs: {name}" for name in LOG_INPUTS
     ],
-    ("rulekit/runtime/redaction.py", r"([\s/:@\"'<>=,]+)"): [f"logs: {name}" for name in LOG_INPUTS],
+    ("rulekit/runtime/redaction.py", r"([\s/:@\"'<>=,]+)"): [
+        f"logs: {name}" for name in LOG_INPUTS
+    ],
     ("rulekit/runtime/redaction.py", r"[A-Za-z]{2,}"): [f"logs: {name}" for name in LOG_INPUTS],
     ("rulekit/models.py", r"^\s*(0*[1-9]\d*(\.\d+)?|0+\.0*[1-9]\d*)\s*[smhd]\s*$"): [
         "cooldown schema pattern"
