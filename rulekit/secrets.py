@@ -10,6 +10,8 @@ forms too (:func:`secret_forms`), in any letter case (``%2f`` or ``%2F``).
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
@@ -184,6 +186,15 @@ def written_in_open_file(config: Config) -> str | None:
         f"{len(written)} secret(s) written in it: take them from the environment "
         f"(${{NAME}}), or chmod 600 {path}"
     )
+
+
+def same_secret(given: str, wanted: str) -> bool:
+    """Whether ``given`` is the secret ``wanted`` ("" is no secret: nothing is), in time that
+    depends on neither: their SHA-256 digests are compared (``hmac.compare_digest`` is
+    constant time only for inputs of one length), and a missing secret is compared too."""
+    given_digest = hashlib.sha256(given.encode("utf-8", "surrogatepass")).digest()
+    wanted_digest = hashlib.sha256(wanted.encode("utf-8", "surrogatepass")).digest()
+    return hmac.compare_digest(given_digest, wanted_digest) and bool(wanted)
 
 
 MIN_WEBHOOK_SECRET = 16

@@ -41,7 +41,6 @@ actions twice.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import logging
 from collections.abc import Callable
@@ -60,6 +59,7 @@ from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.hookrunner import HookRunner, HookUnanswered, overridden
 from rulekit.runtime.logs import access_logged, log
 from rulekit.runtime.metrics import Metrics
+from rulekit.secrets import same_secret
 from rulekit.snapshot import Snapshot
 from rulekit.store.forms import PersonalValues
 
@@ -152,8 +152,7 @@ class Ingest:
         expected = getattr(configured.settings, "webhook_secret", None) if configured else None
         wanted = expected.get_secret_value() if expected is not None else ""
         # compare even when nothing is configured, so timing says nothing about channels
-        same = hmac.compare_digest(secret.encode(), (wanted or "\x00" * 32).encode())
-        return bool(wanted) and same
+        return same_secret(secret, wanted)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         params = scope["path_params"]

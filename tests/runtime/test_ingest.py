@@ -89,6 +89,39 @@ def test_unknown_channel_and_wrong_secret_get_the_same_404(tmp_path, serve):
     assert httpx.get(server.webhook_url).status_code == 405
 
 
+def test_the_secret_s_comparison_tells_nothing_of_its_length_or_of_the_channel(
+    tmp_path, serve, monkeypatch
+):
+    """``hmac.compare_digest`` is constant time only for inputs of one length: given the URL's
+    secret and the configured one as they were, its time followed the configured secret's
+    length (and a channel that does not exist was compared with a stand-in of another
+    length). Every comparison is of two digests of one length."""
+    import hmac
+
+    compared: list[tuple[int, int]] = []
+    original = hmac.compare_digest
+
+    def recording(a, b):
+        compared.append((len(a), len(b)))
+        return original(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", recording)
+    server = serve(write_setup(tmp_path))
+    for channel, secret in (
+        ("online-chat", "x"),
+        ("online-chat", SECRET[:-1]),
+        ("online-chat", SECRET + "0" * 500),
+        ("no-such-channel", SECRET),
+        ("online-chat", SECRET),
+    ):
+        answer = httpx.post(f"{server.url}/webhooks/{channel}/{secret}", content=b"{}")
+        assert answer.status_code == (
+            200 if secret == SECRET and channel != "no-such-channel" else 404
+        )
+    assert len(compared) >= 5
+    assert {pair for pair in compared} == {(32, 32)}, compared
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +13,7 @@ from rulekit.channels.base import Inbound, account_digest
 from rulekit.channels.session import LoopSession
 from rulekit.errors import PermanentActionError, service_wait
 from rulekit.event import Event
+from rulekit.secrets import same_secret
 from rulekit.store.base import State
 
 from .botapi import BotAPI, BotAPIError, BotUnreachable, classify, is_lost_topic
@@ -104,10 +104,8 @@ class TelegramProvider(Provider):
     def authorize_webhook(self, headers: Mapping[str, str]) -> bool:
         """Telegram repeats the ``webhook_secret`` in ``X-Telegram-Bot-Api-Secret-Token``."""
         secret = self.settings.webhook_secret
-        expected = secret.get_secret_value().encode() if secret is not None else b""
-        given = headers.get(SECRET_HEADER, "").encode("utf-8", "replace")
-        same = hmac.compare_digest(given, expected or b"\x00" * 32)  # constant time
-        return bool(expected) and same
+        expected = secret.get_secret_value() if secret is not None else ""
+        return same_secret(headers.get(SECRET_HEADER, ""), expected)  # constant time
 
     def fetches_updates(self) -> bool:
         return self.settings.updates == "polling" and self.settings.token is not None

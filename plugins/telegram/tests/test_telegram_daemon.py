@@ -143,6 +143,33 @@ def test_a_missing_or_wrong_secret_header_is_not_found(
     assert journal(server, lambda s: s.inbox_items()) == []
 
 
+def test_the_secret_token_header_is_compared_in_time_that_tells_nothing_of_its_length(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``hmac.compare_digest`` is constant time only for inputs of one length: the header was
+    compared as it came, against the secret as configured."""
+    import hmac
+
+    compared: list[tuple[int, int]] = []
+    original = hmac.compare_digest
+
+    def recording(a: bytes, b: bytes) -> bool:
+        compared.append((len(a), len(b)))
+        return original(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", recording)
+    update = Updates().message(ANN, "Hi")
+    for header, status in (("x", 404), (SECRET[:-1], 404), (SECRET * 20, 404), (SECRET, 200)):
+        answer = httpx.post(
+            f"{server.url}/webhooks/telegram/{SECRET}",
+            json=update,
+            headers={"X-Telegram-Bot-Api-Secret-Token": header},
+        )
+        assert answer.status_code == status
+    assert len(compared) >= 8  # the URL's secret and the header's, each time
+    assert set(compared) == {(32, 32)}, compared
+
+
 def test_a_user_who_blocked_the_bot_fails_permanently_with_the_reason(
     server: Server, telegram: FakeTelegram
 ) -> None:
