@@ -98,6 +98,24 @@ def problems_of(snapshot: Snapshot) -> list[str]:
     return list(snapshot.problems)
 
 
+def storage_errors(config: Config) -> list[str]:
+    """The config's ``storage:`` as every command that opens the store reads it: a URL it
+    cannot even parse (an unknown scheme, a SQLite URL with a host, an unknown option) stops
+    ``rulekit run`` at once, so ``rulekit check`` says it is an error and a reload to it is
+    refused. Whether the database can be reached is not checked: that is the machine's, at
+    run time."""
+    from rulekit.errors import StoreError
+    from rulekit.rules.files import display_path
+    from rulekit.store import parse_url
+
+    try:
+        parse_url(config.raw.storage, config.base_dir)
+    except StoreError as exc:
+        where = f"{display_path(config.path)}: " if config.path else ""
+        return [f"{where}storage: {exc}"]
+    return []
+
+
 def freeze_heap() -> None:
     """Keep every object alive now (the loaded rules, config and clients) out of the garbage
     collector's work, so that the collections traffic causes scan only what was allocated

@@ -9,12 +9,11 @@ from typing import Any
 
 import click
 
-from rulekit.config import Config
 from rulekit.errors import ValidationErrors
 from rulekit.loading import open_engine
 from rulekit.plugins import Plugins, load_plugins
 from rulekit.registry import model_schema
-from rulekit.rules.files import RULE_SUFFIXES, display_path, is_suite
+from rulekit.rules.files import RULE_SUFFIXES, is_suite
 from rulekit.safetext import echo, echo_json, escape_controls
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -141,11 +140,11 @@ def run_check(path: str | None, config_path: str | None, strict: bool) -> int:
     (:func:`rulekit.snapshot.problems_of`): errors with ``strict``, warnings otherwise."""
     from rulekit.audit.suites import suite_problems
     from rulekit.secrets import guessable_webhook_secrets, written_in_open_file
-    from rulekit.snapshot import load_snapshot, problems_of
+    from rulekit.snapshot import load_snapshot, problems_of, storage_errors
 
     snapshot = load_snapshot(config_path, path)
     ruleset = snapshot.engine.ruleset
-    broken = _storage_problems(snapshot.config)
+    broken = storage_errors(snapshot.config)
     broken += [line for suite in ruleset.suites for line in suite_problems(snapshot.engine, suite)]
     # a storage URL no store can open, a suite that cannot run: errors, as a rule that cannot load
     for line in broken:
@@ -171,22 +170,6 @@ def run_check(path: str | None, config_path: str | None, strict: bool) -> int:
         f"{len(ruleset.suites)} test suite(s), {len(problems)} warning(s)"
     )
     return EXIT_OK
-
-
-def _storage_problems(config: Config) -> list[str]:
-    """The config's ``storage:`` as every command that opens the store reads it: a URL it
-    cannot even parse (an unknown scheme, a SQLite URL with a host, an unknown option) stops
-    ``rulekit run`` at once, so it is an error here too. Whether the database can be reached
-    is not checked: that is the machine's, at run time."""
-    from rulekit.errors import StoreError
-    from rulekit.store import parse_url
-
-    try:
-        parse_url(config.raw.storage, config.base_dir)
-    except StoreError as exc:
-        where = f"{display_path(config.path)}: " if config.path else ""
-        return [f"{where}storage: {exc}"]
-    return []
 
 
 def run_plugins(output_format: str) -> None:

@@ -37,7 +37,7 @@ from rulekit.runtime.logs import log, redact, secret_values
 from rulekit.runtime.metrics import Metrics
 from rulekit.server.fetching import Fetchers
 from rulekit.server.watching import WatchPlan
-from rulekit.snapshot import Snapshot, freeze_heap, problems_of
+from rulekit.snapshot import Snapshot, freeze_heap, problems_of, storage_errors
 
 logger = logging.getLogger("rulekit.daemon")
 
@@ -233,6 +233,8 @@ class Reloading:
                 what="loading the rules and config",
             )
             refused = _emptied(self._snapshot.files, new.files)
+            # what `rulekit check` says is an error and `rulekit run` does not start with
+            refused += [LocatedError(error) for error in storage_errors(new.config)]
             if self.strict:  # what `run --strict` would not start with, it does not reload
                 refused += [
                     LocatedError(f"{problem} (refused: rulekit runs with --strict)")

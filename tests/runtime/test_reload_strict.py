@@ -39,3 +39,22 @@ def test_without_strict_the_reload_is_taken_and_warned_of(tmp_path, serve, chatr
     assert server.call(server.daemon.reload("test")) is True
     health = httpx.get(f"{server.url}/healthz", timeout=5).json()
     assert any("needs public_key and secret_key" in w for w in health["warnings"])
+
+
+def test_a_reload_to_a_storage_url_no_store_can_open_is_refused(tmp_path, serve):
+    """``rulekit check`` says it is an error and ``rulekit run`` does not start with it: taken
+    with a note that a restart applies it, the restart failed."""
+    config = write_setup(tmp_path)
+    server = serve(config)
+    version = server.daemon.snapshot.version
+    text = config.read_text()
+    for storage in ("mysql://rulekit:pw@db/rulekit", "sqlite:///x.sqlite3?busy_timeout=soon"):
+        config.write_text(
+            text.replace("storage: sqlite:///rulekit.sqlite3", f"storage: {storage!r}")
+        )
+        assert server.call(server.daemon.reload("test")) is False
+        health = httpx.get(f"{server.url}/healthz", timeout=5).json()
+        assert health["rules_version"] == version
+        [error] = health["last_reload"]["errors"]
+        assert "rulekit.yaml: storage: storage URL" in error, error
+        assert "pw" not in error
