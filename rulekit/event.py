@@ -225,9 +225,15 @@ class Conversation(EventPart):
     last_agent: str | None = None
     """The email of the agent who last answered this client (kept like the reply times;
     ``assign`` with ``strategy: last_agent`` picks them again)."""
+    assigned_by: Literal["rule", "agent", "channel"] | None = None
+    """Who made the last change of ``assignee`` or ``group``: a rule's ``assign``, an agent
+    (from the console) or the channel (someone in the service's own app). A rule's ``assign``
+    leaves a person's assignment made after its event as it is (see ``assign``)."""
+    assigned_at: datetime | None = None
+    """When that change was made (by the clock of the daemon that made it)."""
 
     _aware = field_validator(
-        "last_client_message_at", "last_agent_reply_at", "first_agent_reply_at"
+        "last_client_message_at", "last_agent_reply_at", "first_agent_reply_at", "assigned_at"
     )(classmethod(lambda cls, v: _aware(v)))
     priority: Priority | None = None
     fields: dict[str, Any] = Field(default_factory=dict)

@@ -19,7 +19,12 @@ Nobody eligible is an outcome, not an error: the result says why, and the trace 
 A dry run predicts it (:meth:`Assign.would_fail`) by the same presence and capacity rules, with
 the simulation's online agents and open counts.
 A change of assignee or group produces an ``assigned`` event (origin ``rulekit``), then an
-``updated`` event saying what changed (see :mod:`rulekit.actions.conversation`).
+``updated`` event saying what changed (see :mod:`rulekit.actions.conversation`), and records who
+made it (``assigned_by``: ``rule``, or ``agent`` for the console's) and when.
+
+A rule's call runs when its turn in the conversation's lane comes, maybe long after its event:
+a person's assignment made meanwhile (:func:`kept_by_person`) stays, and the call changes
+nothing; the console's assignment is made whatever came before.
 """
 
 from __future__ import annotations
@@ -182,9 +187,41 @@ class Assign(Action):
     def change_state(  # type: ignore[override]
         self, params: AssignParams, event: Event, state: State, config: Config, *, call: str = ""
     ) -> StateChange:
+        """An agent's assignment (the console's): made whatever assignment came before it."""
+        return self._assign(params, event, state, config, "agent", call)
+
+    def rule_change(
+        self, params: AssignParams, event: Event, state: State, config: Config, *, call: str = ""
+    ) -> StateChange:
+        """A rule's call (its job; the dry run's simulation): as :meth:`change_state`, except
+        that a person's assignment made after ``event`` (see :func:`kept_by_person`) stays as
+        it is: the call changes nothing, emits nothing, and its result says why. The check
+        reads the conversation the change would write, held until the transaction ends."""
+        return self._assign(params, event, state, config, "rule", call)
+
+    def simulate(  # type: ignore[override]
+        self, params: AssignParams, event: Event, state: State, config: Config, *, call: str = ""
+    ) -> list[Event]:
+        return self.rule_change(params, event, state, config, call=call).emitted
+
+    def _assign(
+        self,
+        params: AssignParams,
+        event: Event,
+        state: State,
+        config: Config,
+        by: str,
+        call: str,
+    ) -> StateChange:
         if not event.conversation.id:
             raise PermanentActionError("the event has no conversation id")
         key, before = conversations.load(state, event)
+        if by == "rule":
+            kept = kept_by_person(before, event, config)
+            if kept is not None:
+                # the reason first: ``rulekit why`` shows a result's first 120 characters
+                stays = {"reason": kept, "kept": True, "assigned": None, "group": before.group}
+                return StateChange(before, {}, [], stays, refused=kept)
         group = self._group(params, before, config, event.channel)
         agent, reason = self._pick(params, before, group, state, config, event.channel)
         # nobody of a group that could have someone (presence or capacity decided): the
@@ -198,6 +235,7 @@ class Assign(Action):
         after = before.model_copy(update={"assignee": assignee, "group": group})
         changed = conversations.changes(before, after)
         if changed:
+            after = after.model_copy(update={"assigned_by": by, "assigned_at": datetime.now(UTC)})
             state.save_conversation(event.channel, key, after)
         if agent is None:  # said with an ``updated`` event, without an ``assigned`` one
             left: dict[str, Any] = {"assigned": None, "group": group, "reason": reason}
@@ -221,7 +259,7 @@ class Assign(Action):
     async def execute(self, params: AssignParams, context: ActionContext) -> dict[str, Any]:  # type: ignore[override]
         if context.store is None:
             raise PermanentActionError("assign needs the conversation store")
-        return await conversations.execute(self, params, context)
+        return await conversations.execute(self, params, context, self.rule_change)
 
     # helpers -------------------------------------------------------------------------------
     @staticmethod
@@ -295,6 +333,33 @@ class Assign(Action):
 @hookimpl
 def rulekit_register_actions(register: ActionRegistry) -> None:
     register.add(Assign)
+
+
+PEOPLE = frozenset({"agent", "channel"})
+"""``assigned_by`` of an assignment a person made: an agent in the console, or someone in the
+channel's own app."""
+
+
+def kept_by_person(stored: Conversation, event: Event, config: Config) -> str | None:
+    """Why a rule's ``assign`` of ``event`` leaves the ``stored`` conversation as it is: a
+    person assigned it after the event (the event's conversation carries the assignment it
+    came after: another one is later); None when the assign goes ahead.
+
+    A later assignment by a rule does not stop it (rules' assigns apply in order), nor one to
+    an agent who can no longer take the conversation (removed from the directory, or without
+    access to the channel since a reload): nobody would answer as them. No clock is
+    compared: the service's time of the event (``occurred_at``) and the daemons' may differ."""
+    by = stored.assigned_by
+    if by not in PEOPLE or not stored.assignee:
+        return None
+    seen = event.conversation
+    if (seen.assigned_by, seen.assigned_at) == (by, stored.assigned_at):
+        return None  # the event came after this assignment
+    agent = config.directory.get(stored.assignee)
+    if agent is None or event.channel not in agent.channels:
+        return None
+    where = "from the console" if by == "agent" else "in the channel"
+    return f"an agent assigned it {where} after the event: a person's assignment stays"
 
 
 def _nobody(channel: str, group: str | None) -> str:

@@ -186,10 +186,17 @@ def outcome(
     return StateChange(after, changed, emitted, result)
 
 
-async def execute(action: Action, params: BaseModel, context: ActionContext) -> dict[str, Any]:
+async def execute(
+    action: Action,
+    params: BaseModel,
+    context: ActionContext,
+    change_state: Callable[..., StateChange] | None = None,
+) -> dict[str, Any]:
     """:meth:`Action.execute` of a state-changing action: its
-    :meth:`~Action.change_state` in one transaction of its own (in a worker thread, never on
+    :meth:`~Action.change_state` (or ``change_state``, what a rule's call makes where it
+    differs from an agent's) in one transaction of its own (in a worker thread, never on
     the event loop); its events join ``context.emitted``."""
+    make = action.change_state if change_state is None else change_state
     store = context.store
     if store is None:
         raise PermanentActionError(f"{action.name} needs the conversation store")
@@ -214,7 +221,7 @@ async def execute(action: Action, params: BaseModel, context: ActionContext) -> 
             # the conversation is held from its read to the commit: a change committed
             # meanwhile (an agent's, another job's) is waited for, never written over
             held = CachedState(state, hold=True)
-            change = action.change_state(params, context.event, held, context.config, call=call)
+            change = make(params, context.event, held, context.config, call=call)
             held.flush()
             if journal is not None and job_id is not None:
                 journal.note_applied_change(job_id, change.note())

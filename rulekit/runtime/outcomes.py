@@ -55,7 +55,7 @@ class Decision:
 
 def _quoted(job: Job, decision: Decision, event: Event | None) -> PersonalValues | None:
     """What a job's log line may quote of its event's client: with an error, what it hides;
-    else what its destination holds, if anything."""
+    else what its destination and the reason its result gives hold, if anything."""
     if event is None:
         return None
     # (only the parts whose values are hidden: a whole event's dump is most of the cost, paid
@@ -63,7 +63,23 @@ def _quoted(job: Job, decision: Decision, event: Event | None) -> PersonalValues
     data = event.model_dump(mode="json", include=_HIDDEN_PARTS)
     if decision.error:
         return hidden_values(data)
-    return hidden_if_quoted([job.destination], data)
+    reason = _reason(decision)
+    return hidden_if_quoted([job.destination, *([reason] if reason else [])], data)
+
+
+def _reason(decision: Decision) -> str | None:
+    """Why a call that was done did less than asked, as its result says (``reason``: an
+    ``assign`` that left a person's assignment as it was, or found nobody)."""
+    result = decision.result
+    if decision.outcome == "done" and type(result) is dict:
+        reason = result.get("reason")
+        return reason if isinstance(reason, str) and reason else None
+    return None
+
+
+def _reason_field(decision: Decision) -> dict[str, Any]:
+    reason = _reason(decision)
+    return {"reason": reason} if reason else {}
 
 
 _HIDDEN_PARTS: Any = {"client": True, "message": {"text"}, "conversation": {"page"}}
@@ -128,6 +144,7 @@ def announce(
             attempt=job.attempts + 1,
             ms=ms,
             error=decision.error,
+            **_reason_field(decision),
             # a service's error may quote what was sent, and the destination is made of the
             # params: the client's data, hidden unless content may be logged
             personal=_quoted(job, decision, event),

@@ -1,7 +1,8 @@
 """The reply times of a conversation (``last_client_message_at``, ``last_agent_reply_at``,
 ``first_agent_reply_at``) and who answered last (``last_agent``), kept from its events so that
 a timed rule can ask, when its timer fires, whether an agent answered meanwhile (and ``assign``
-can pick the same agent again).
+can pick the same agent again); and who made its assignment (``assigned_by``, ``assigned_at``),
+which the event's ``assign`` compares with the store's when it runs.
 
 The times are stored with the conversation (under the provider's key; under the conversation's
 id for a conversation no provider stored, e.g. normalized events in ``rulekit test``) and set
@@ -25,6 +26,10 @@ REPLY_FIELDS = (
     "first_agent_reply_at",
     "last_agent",
 )
+
+ASSIGNMENT_FIELDS = ("assigned_by", "assigned_at")
+"""Who made the conversation's assignment and when, as the store keeps them: set on each event's
+conversation (see :func:`note_replies`)."""
 
 CLIENT_WRITES = frozenset({"message", "created", "reopened"})
 """Events whose message, when its author is the client, is the client writing."""
@@ -62,6 +67,12 @@ def note_replies(state: State, event: Event) -> None:
     changed = {name: value for name, value in times.items() if getattr(stored, name) != value}
     for name, value in times.items():
         setattr(conversation, name, value)
+    if found is not None:
+        # who made the assignment the event comes after, as rulekit keeps it (whatever the
+        # body of a provider that keeps no state says): an ``assign`` of the event's rules
+        # leaves a person's later one as it is
+        for name in ASSIGNMENT_FIELDS:
+            setattr(conversation, name, getattr(stored, name))
     if changed or found is None:
         state.save_conversation(event.channel, key, stored.model_copy(update=times))
 

@@ -66,7 +66,7 @@ def picks(store: JournaledStore, size: int) -> list[tuple[str, int]]:
         event = make_event(conversation={"id": f"c{size}-{n}"})
         with store.transaction() as state:
             before = state.statements  # type: ignore[attr-defined]
-            change = Assign().change_state(params, event, state, config)
+            change = Assign().rule_change(params, event, state, config)
             made.append((change.result["assigned"], state.statements - before))  # type: ignore[attr-defined]
     return made
 

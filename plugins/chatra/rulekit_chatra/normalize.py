@@ -12,7 +12,9 @@ the store interface and keyed by Chatra's client id (the id replies need):
   writing into a closed conversation opens it again too, as ``agent_replied``);
 * rulekit's own replies come back tagged with ``received_from`` and yield nothing;
 * a known client's name, email or phone that became known or changed yields ``client_updated``,
-  before the payload's messages, so their rules see the new data.
+  before the payload's messages, so their rules see the new data;
+* an agent of the directory (with access to the channel) who answers in Chatra a conversation
+  nobody is assigned to takes it: its ``assignee``, with ``assigned_by: channel``.
 
 Event ids derive from Chatra's ids (``<channel>:msg:<message id>``,
 ``<channel>:closed:<chat id>:<last message id>``), so a redelivery gets the same id.
@@ -142,6 +144,8 @@ class Normalizer:
                 if agents is None:  # (once per body: its agents by id)
                     agents = _Agents(payload.agents)
                 agent = _author(message, agents, self.directory)
+                if conversation.assignee is None:
+                    conversation = self._taken(conversation, agent, message.created_at)
             else:
                 agent = _build_agent(
                     {"id": None, "email": None, "name": None, "known": False}, _NOTHING_GIVEN
@@ -193,6 +197,17 @@ class Normalizer:
                 state.save_client(channel, client)
         return events
 
+    def _taken(self, conversation: Conversation, agent: Agent, at: datetime | None) -> Conversation:
+        """An agent of the directory with access to the channel who answers in Chatra a
+        conversation nobody is assigned to takes it (``assigned_by: channel``): a rule's
+        ``assign`` of an event before it then leaves it with them."""
+        entry = self.directory.get(agent.email) if agent.known else None
+        if entry is None or self.channel not in entry.channels:
+            return conversation
+        return conversation.replaced(
+            assignee=entry.email, assigned_by="channel", assigned_at=at or datetime.now(UTC)
+        )
+
     def _unsent_kept(
         self, client: Client, known: Client, conversation_id: str, state: State
     ) -> Client:
@@ -234,6 +249,8 @@ class Normalizer:
                 "last_agent_reply_at": None,
                 "first_agent_reply_at": None,
                 "last_agent": None,
+                "assigned_by": None,
+                "assigned_at": None,
                 "priority": None,
                 "fields": {},
             },

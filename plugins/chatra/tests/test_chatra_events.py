@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from chatra_samples import CHANNEL, encode, make_provider, sample, sample_body
+from rulekit.directory import AgentEntry, Directory
 from rulekit.event import Conversation
 from rulekit.store import MemoryStore
 
@@ -442,3 +443,40 @@ def test_a_message_timed_in_epoch_seconds_happened_then_not_in_1970(feed):
     (event,) = feed(fragment)
     assert event.occurred_at == event.message.created_at
     assert event.occurred_at == datetime(2025, 3, 14, 9, 12, 5, tzinfo=UTC)
+
+
+def test_an_agent_answering_a_chat_nobody_is_assigned_to_in_chatra_takes_it(feed):
+    """Someone taking the chat in Chatra's own app: a rule's assign of an earlier event then
+    leaves it with them (``assigned_by: channel``)."""
+    (started,) = feed("chat_started_anonymous.json")
+    assert (started.conversation.assignee, started.conversation.assigned_by) == (None, None)
+    (reply,) = feed("chat_fragment_agent_reply_from_app.json")
+    taken = reply.conversation
+    assert (taken.assignee, taken.assigned_by) == ("Anna@Shop.Example.com", "channel")
+    assert taken.assigned_at == reply.occurred_at  # the message's time: the same when read again
+    (later,) = feed("chat_fragment_client_message.json")
+    assert later.conversation.assigned_by == "channel"
+
+
+def test_an_agents_answer_in_chatra_leaves_an_assigned_chat_with_its_assignee(feed, store):
+    feed("chat_started_anonymous.json")
+    with store.transaction() as state:
+        conversation = state.get_conversation(CHANNEL, ANON)
+        assert conversation is not None
+        conversation.assignee, conversation.assigned_by = "eve@shop.example.com", "rule"
+        state.save_conversation(CHANNEL, ANON, conversation)
+    (reply,) = feed("chat_fragment_agent_reply_from_app.json")
+    assert (reply.conversation.assignee, reply.conversation.assigned_by) == (
+        "eve@shop.example.com",
+        "rule",
+    )
+
+
+def test_an_agent_outside_the_directory_or_the_channel_takes_no_chat():
+    without_access = AgentEntry(email="anna@shop.example.com", groups=["support"], channels=[])
+    for directory in (Directory([], ["support"]), Directory([without_access], ["support"])):
+        provider, store = make_provider(directory), MemoryStore()
+        for name in ("chat_started_anonymous.json", "chat_fragment_agent_reply_from_app.json"):
+            with store.transaction() as state:
+                events = provider.parse(sample_body(name), state)
+        assert (events[-1].event, events[-1].conversation.assignee) == ("agent_replied", None)
