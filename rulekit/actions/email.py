@@ -167,8 +167,10 @@ class EmailParams(StrictModel):
         # one recipient may be written alone; never a template
         json_schema_extra=lambda schema: _one_or_a_list(schema),
     )
-    subject: str = Field(min_length=1, description="The subject (line breaks become spaces).")
-    text: str = Field(min_length=1, description="The plain-text part (always sent).")
+    # (may be empty: a client value that renders empty, a client without a name, a message
+    # without text, must not keep the message from being sent)
+    subject: str = Field(description="The subject (line breaks become spaces).")
+    text: str = Field(description="The plain-text part (always sent).")
     html: str | None = Field(None, description="An HTML alternative; values are escaped.")
     on_recovered: bool = Field(
         False, description="Email the client about messages first seen late too."

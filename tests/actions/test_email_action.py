@@ -114,6 +114,29 @@ def test_client_data_cannot_inject_headers_and_is_escaped_in_html(tmp_path):
     assert 'href="https://mia.example"' in html
 
 
+def test_a_client_value_that_renders_empty_does_not_keep_the_email_from_the_team(tmp_path):
+    # a client without a name, a message without text (an attachment alone): the team's
+    # email was not planned at all ("text: String should have at least 1 character")
+    engine = engine_for(
+        tmp_path,
+        """
+        - name: mail
+          on: {event: created}
+          do:
+            - email:
+                to: [ops@shop.example]
+                subject: "{{ message.text }}"
+                text: "{{ client.name }}"
+        """,
+    )
+    event = make_event(client={"name": None}, message={"text": ""})
+    [planned] = engine.evaluate(event)
+    with FakeSmtp() as server:
+        assert send(Email(smtp_settings(server)), planned.model, event)["sent"] is True
+    [received] = server.messages
+    assert received.message["Subject"] == ""
+
+
 ENCODED_BREAK = "=?utf-8?q?hi=0D=0ABcc:_victim@evil.example=0D=0A=0D=0AFake_body?="
 """An RFC 2047 encoded word that decodes to a line break, a Bcc, a blank line and a body."""
 
