@@ -30,6 +30,12 @@ def address_problem(address: str) -> str | None:
     return None
 
 
+_MALFORMED = (
+    "is not Name <local@domain>: text after the address, an address as the name or an open "
+    'bracket (quote a name holding any of , ; : < > @ ( ) as "...")'
+)
+
+
 def mailbox(text: str) -> tuple[str, str]:
     """The display name and the address of ``text``, one mailbox (``Name <local@domain>``,
     ``<local@domain>`` or ``local@domain``) read as a mail program reads a From header;
@@ -41,20 +47,22 @@ def mailbox(text: str) -> tuple[str, str]:
 
     if "@" not in text:
         raise ValueError("needs an address (Name <local@domain>)")
-    parsed = email.policy.default.header_factory("From", text)
-    found = parsed.addresses
+    try:
+        parsed = email.policy.default.header_factory("From", text)
+        found = parsed.addresses
+        groups = parsed.groups
+    except (AttributeError, IndexError, KeyError, TypeError):
+        # the mail library's parser fails on some malformed headers ('+.:<8@a.example')
+        raise ValueError(_MALFORMED) from None
     if len(found) != 1:
         name, bracket, _ = text.partition("<")
         name = name.strip()
         quote = f' (quote the name ("{name}" <...>): a comma ends one)' if bracket else ""
         raise ValueError(f"is one address; this has {len(found)}{quote}")
-    if parsed.groups[0].display_name is not None:
+    if groups[0].display_name is not None:
         raise ValueError("is one address, not a group (Team: a@b.example;)")
     if any(isinstance(defect, InvalidHeaderDefect) for defect in parsed.defects):
-        raise ValueError(
-            "is not Name <local@domain>: text after the address, an address as the name or an "
-            'open bracket (quote a name holding any of , ; : < > @ ( ) as "...")'
-        )
+        raise ValueError(_MALFORMED)
     name, address = found[0].display_name, found[0].addr_spec
     if text.count("(") > name.count("("):
         # a comment: dropped when the mailbox is written anew, shown or not by mail programs

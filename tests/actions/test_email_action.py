@@ -595,6 +595,10 @@ def test_bad_recipients_are_load_errors(tmp_path, step, message):
         ({"from": "Team: s@shop.example;"}, "not a group"),
         ({"from": "Shop (EU) <s@shop.example>"}, "holds a comment in parentheses"),
         ({"from": "s@shop.example (Shop)"}, "holds a comment in parentheses"),
+        # what the mail library's parser fails on (an AttributeError, an IndexError)
+        ({"from": "+.:<8@a.example"}, "is not Name <local@domain>"),
+        ({"from": "EP88E/Wewr,<@"}, "is not Name <local@domain>"),
+        ({"from": "8:,;@KRO%"}, "is not Name <local@domain>"),
         # a host no lookup can find was retried at every attempt, until the dead letter
         ({"host": "mail.example:587"}, "the port goes in `port`"),
         ({"host": "smtp://mail.example"}, "a name or an address, not a URL"),
