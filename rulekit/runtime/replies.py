@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from rulekit.event import Event
+from rulekit.event import Conversation, Event
 from rulekit.store.base import State
 from rulekit.store.state import first_key
 
@@ -67,10 +67,13 @@ def note_replies(state: State, event: Event) -> None:
     changed = {name: value for name, value in times.items() if getattr(stored, name) != value}
     for name, value in times.items():
         setattr(conversation, name, value)
-    if found is not None:
-        # who made the assignment the event comes after, as rulekit keeps it (whatever the
-        # body of a provider that keeps no state says): an ``assign`` of the event's rules
-        # leaves a person's later one as it is
+    if found is not None and _unmarked(conversation) and stored.assigned_by != "channel":
+        # who made the assignment the event comes after, as rulekit keeps it, for the event of
+        # a provider that keeps no state (the ``webhook`` one): an ``assign`` of the event's
+        # rules leaves a person's later one as it is. A provider that keeps state gave its
+        # events their conversation's as it was at each (a take by someone in the channel's
+        # app, stored by a later message of the same body, is not what an earlier one came
+        # after)
         for name in ASSIGNMENT_FIELDS:
             setattr(conversation, name, getattr(stored, name))
     if changed or found is None:
@@ -84,3 +87,7 @@ def _before(at: datetime, known: datetime | None) -> bool:
 
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _unmarked(conversation: Conversation) -> bool:
+    return conversation.assigned_by is None and conversation.assigned_at is None

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
-from chatra_samples import CHANNEL, encode, make_provider, sample, sample_body
+from chatra_samples import CHANNEL, agent_directory, encode, make_provider, sample, sample_body
 from rulekit.directory import AgentEntry, Directory
 from rulekit.event import Conversation
 from rulekit.store import MemoryStore
@@ -480,3 +481,29 @@ def test_an_agent_outside_the_directory_or_the_channel_takes_no_chat():
             with store.transaction() as state:
                 events = provider.parse(sample_body(name), state)
         assert (events[-1].event, events[-1].conversation.assignee) == ("agent_replied", None)
+
+
+def test_a_take_in_chatra_in_the_same_body_as_the_chats_start_comes_after_it(store):
+    """A body whose client message starts the chat and whose agent message takes it: a rule's
+    assign of the start (``created``) leaves the chat with the agent, as when the two came in
+    two bodies."""
+    from rulekit.actions.assign import Assign, AssignParams
+    from rulekit.config import Config
+    from rulekit.runtime.replies import note_replies
+
+    started = json.loads(sample_body("chat_started_anonymous.json"))
+    reply = json.loads(sample_body("chat_fragment_agent_reply_from_app.json"))
+    body = {**reply, "messages": [started["message"], *reply["messages"]]}
+    provider = make_provider()
+    with store.transaction() as state:
+        events = provider.parse(encode(body), state)
+        for event in events:
+            note_replies(state, event)
+    created, replied = events
+    assert (created.event, created.conversation.assigned_by) == ("created", None)
+    assert replied.conversation.assigned_by == "channel"
+    config = Config()
+    config.directory = agent_directory()
+    with store.transaction() as state:
+        change = Assign().rule_change(AssignParams(group="support"), created, state, config)
+    assert change.result["kept"] is True and change.emitted == []
