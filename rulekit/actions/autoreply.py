@@ -10,6 +10,7 @@ from pydantic import Field
 from rulekit.actions.answers import forget_answer, lost_answer
 from rulekit.actions.base import Action, ActionContext
 from rulekit.channels.base import Reply
+from rulekit.channels.hookrunner import HookUnanswered, ask
 from rulekit.errors import PermanentActionError, RetryableActionError
 from rulekit.event import Agent
 from rulekit.hookspecs import hookimpl
@@ -79,10 +80,19 @@ class Autoreply(Action):
     async def execute(self, params: AutoreplyParams, context: ActionContext) -> dict[str, Any]:  # type: ignore[override]
         # Skipping ``recovered`` events is the engine's decision (it knows the rule's options
         # and writes the trace); by the time a call gets here, it is meant to be sent.
-        problem = self.would_fail(params, context)
+        problem = self.unavailable(context)
         if problem or context.provider is None:
             raise PermanentActionError(problem or "no provider")
         provider = context.provider
+        if not (params.as_agent or "assignee" in context.decided_later):  # (as would_fail)
+            try:
+                problem = await ask(
+                    context.hooks, provider, "sender_problem", context.event.conversation
+                )
+            except HookUnanswered as exc:
+                raise RetryableActionError(f"channel {provider.channel!r}: {exc}") from None
+            if problem:
+                raise PermanentActionError(problem)
         forget_answer()
         try:
             # the provider gets the timeout for its own client; this one is the backstop, and

@@ -45,6 +45,7 @@ from rulekit.models import StrictModel
 
 if TYPE_CHECKING:
     from rulekit.channels.base import Provider
+    from rulekit.channels.hookrunner import HookRunner
     from rulekit.config import Config
     from rulekit.store.base import State, Store
 
@@ -90,6 +91,9 @@ class ActionContext:
     """In a dry run: the open conversations of each assignee (lower-cased email) in the
     simulation's state when the event was planned (what ``max_open`` is checked against); None:
     not known."""
+    hooks: HookRunner | None = None
+    """Where the provider's code runs while the daemon calls (off its event loop, within a
+    budget: :func:`rulekit.channels.hookrunner.ask`); None: in place (a dry run)."""
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from rulekit.actions.base import ActionContext, delivery_id
 from rulekit.actions.pacing import Pace, Pacer
+from rulekit.channels.hookrunner import HookRunner, HookUnanswered, ask
 from rulekit.engine.reasons import failure_reason
 from rulekit.errors import ActionError, StoreUnavailable
 from rulekit.event import Event
@@ -117,6 +118,7 @@ class JobCalls(CallClaims, CallPacing):
     snapshot: Callable[[], Snapshot]
     feed: LiveFeed
     pacer: Pacer
+    hooks: HookRunner
     lease: float
     rng: random.Random
     owner: str
@@ -295,7 +297,13 @@ class JobCalls(CallClaims, CallPacing):
             job_id=job.id,
             lease=self.lease,
             progress=progress_of(job),
+            hooks=self.hooks,
         )
+
+    async def _sent(
+        self, action: Any, context: ActionContext, result: Any
+    ) -> tuple[str, tuple[str, ...]] | None:
+        return await _sent_ids(self.hooks, action, context, result)
 
     @contextlib.contextmanager
     def _waiting(self, lane: Lane) -> Iterator[None]:
@@ -433,7 +441,8 @@ class JobCalls(CallClaims, CallPacing):
                 # the exception, not its message, which may quote what the action was given
                 decision = self._retry(job, record, type(exc).__name__, None)
                 return replace(decision, result=kept_progress(context.progress))
-            return Decision("done", result=json_ready(result), sent=_sent(action, context, result))
+            sent = await self._sent(action, context, result)
+            return Decision("done", result=json_ready(result), sent=sent)
 
     def _retry(
         self, job: Job, record: EventRecord, error: str, retry_after: float | None
@@ -497,14 +506,19 @@ def _problem(exc: Exception) -> str:
     return str(exc)
 
 
-def _sent(action: Any, context: ActionContext, result: Any) -> tuple[str, tuple[str, ...]] | None:
+async def _sent_ids(
+    hooks: HookRunner, action: Any, context: ActionContext, result: Any
+) -> tuple[str, tuple[str, ...]] | None:
     """The channel and ids of the messages a reply through the channel created (marked seen
     when its outcome is recorded: their echoes are rulekit's own), or None."""
     provider = context.provider
     if provider is None or not action.replies_through_channel:
         return None
     try:
-        ids = tuple(provider.sent_message_ids(result))
+        ids = tuple(await ask(hooks, provider, "sent_message_ids", result))
+    except HookUnanswered as exc:  # the reply was sent all the same, and is recorded
+        log(logger, logging.WARNING, f"{provider.name}: sent_message_ids: {exc}")
+        return None
     except Exception:  # a plugin's bug: the reply was sent all the same, and is recorded
         log(logger, logging.ERROR, f"{provider.name}: sent_message_ids raised", exc_info=True)
         return None

@@ -42,6 +42,7 @@ from datetime import datetime
 from typing import Any
 
 from rulekit.actions.pacing import Pacer
+from rulekit.channels.hookrunner import HookRunner
 from rulekit.errors import StoreUnavailable
 from rulekit.event import Event
 from rulekit.runtime.calls import RELOADED, TIMEOUT_GRACE, JobCalls, as_stored
@@ -92,8 +93,11 @@ class Dispatcher(JobCalls):
         arrival: Callable[[str], datetime | None] = lambda event_id: None,
         rng: random.Random | None = None,
         evaluator: Evaluator | None = None,
+        hooks: HookRunner | None = None,
     ) -> None:
         self.commit = commit
+        self.hooks = hooks if hooks is not None else HookRunner()
+        """Where the providers' code a call waits for runs (off the event loop, bounded)."""
         self.evaluator = evaluator
         self.store = commit.store
         self.snapshot = snapshot

@@ -33,12 +33,12 @@ import anyio.to_thread
 
 from rulekit.actions.pacing import Pacer
 from rulekit.audit import retention
+from rulekit.channels.hookrunner import HookRunner
 from rulekit.errors import ConfigError
 from rulekit.runtime.commit import GroupCommit
 from rulekit.runtime.dispatcher import DEFAULT_LEASE, Dispatcher
 from rulekit.runtime.evaluator import Evaluator
 from rulekit.runtime.feed import LiveFeed
-from rulekit.runtime.hookrunner import HookRunner
 from rulekit.runtime.known import load_known
 from rulekit.runtime.logs import log, use_log_key
 from rulekit.runtime.metrics import Metrics
@@ -206,6 +206,7 @@ class Daemon(Reloading):
             pacer=Pacer(),
             lease=self.job_lease,
             evaluator=self.evaluator,
+            hooks=self.hooks,
         )
         self.timers = TimerRunner(
             self.store,

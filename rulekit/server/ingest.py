@@ -24,7 +24,7 @@ What a sender gets back:
   nothing was acknowledged, the sender should retry later. Never a 200 that was not persisted.
   Also when the provider's own code (``authorize_webhook``, ``conversation_key``) did not
   answer within its budget, or has too many calls under way
-  (:mod:`rulekit.runtime.hookrunner`): it runs off the event loop, so that a slow or stuck
+  (:mod:`rulekit.channels.hookrunner`): it runs off the event loop, so that a slow or stuck
   plugin holds up only its own channel's webhooks.
   Also when the bodies being read or handled at once would go over
   ``server.max_body_bytes_in_flight`` (:class:`BodyBudget`): refused before the body is read
@@ -54,9 +54,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from rulekit.channels import body as body_json
 from rulekit.channels.base import Provider
 from rulekit.channels.body import BodyError
+from rulekit.channels.hookrunner import HookRunner, HookUnanswered, overridden
 from rulekit.errors import StoreUnavailable
 from rulekit.runtime.commit import GroupCommit
-from rulekit.runtime.hookrunner import HookRunner, HookUnanswered, overridden
 from rulekit.runtime.logs import access_logged, log
 from rulekit.runtime.metrics import Metrics
 from rulekit.secrets import same_secret

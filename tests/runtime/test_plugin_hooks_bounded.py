@@ -2,8 +2,9 @@
 off the event loop within a budget: a plugin whose hook blocks or never returns holds up only
 its own channel's webhooks, which are answered 503 (nothing acknowledged, nothing stored),
 while the other channels' webhooks and ``/healthz`` are answered as usual; a plugin has at
-most :data:`~rulekit.runtime.hookrunner.HOOKS_IN_FLIGHT` calls under way, and its next webhooks
-are refused at once."""
+most :data:`~rulekit.channels.hookrunner.HOOKS_IN_FLIGHT` threads, and once all are held by
+calls over their budget its next webhooks are refused at once. No provider code runs on the
+event loop at all (webhooks, a reload, the dispatcher's calls)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import httpx
 import pytest
 from daemons import install_plugin, wait_for, write_setup
 
-from rulekit.runtime.hookrunner import HOOK_BUDGET, HOOKS_IN_FLIGHT
+from rulekit.channels.hookrunner import HOOK_BUDGET, HOOKS_IN_FLIGHT
 
 SECRET = "web-secret-0123456789"
 SLOW_SECRET = "slow-secret-0123456789"
@@ -51,9 +52,11 @@ class Stalling(WebhookProvider):
         _ran("fetches_updates")
         return False
 
+    can_reply = True
+
     def reply_problem(self):
         _ran("reply_problem")
-        return "the stalling provider cannot write to clients"
+        return None
 
     def update_problem(self):
         _ran("update_problem")
@@ -62,6 +65,13 @@ class Stalling(WebhookProvider):
     def sender_problem(self, conversation):
         _ran("sender_problem")
         return None
+
+    async def send_reply(self, reply, *, timeout):
+        return {"sent": reply.text}
+
+    def sent_message_ids(self, answer):
+        _ran("sent_message_ids")
+        return []
 
     def authorize_webhook(self, headers):
         _ran("authorize_webhook")
@@ -181,14 +191,21 @@ def test_no_provider_code_runs_on_the_event_loop(tmp_path, serve, stalling) -> N
     assert server.call(server.daemon.reload("test")) is True
     assert httpx.post(slow, content=_event(9), timeout=10).status_code == 200
 
-    def jobs_done() -> bool:  # (each dead: the provider cannot reply)
+    def jobs_done() -> bool:
         with sqlite3.connect(tmp_path / "rulekit.sqlite3") as db:
-            return db.execute("SELECT status FROM outbox").fetchall() == [("dead",)] * 4
+            return db.execute("SELECT status FROM outbox").fetchall() == [("done",)] * 4
 
     wait_for(jobs_done)
     ran_in = stalling.RAN_IN  # type: ignore[attr-defined]
     hooks = {hook for hook, _ in ran_in}
-    assert {"authorize_webhook", "conversation_key", "reply_problem"} <= hooks
+    assert {
+        "authorize_webhook",
+        "conversation_key",
+        "reply_problem",
+        "sender_problem",
+        "sent_message_ids",
+        "service_account",
+    } <= hooks
     on_the_loop = [hook for hook, thread in ran_in if thread == server.thread.name]
     assert on_the_loop == []
 

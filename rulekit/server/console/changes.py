@@ -29,10 +29,10 @@ from starlette.responses import Response
 
 from rulekit.addresses import address_problem
 from rulekit.channels.base import Provider
+from rulekit.channels.hookrunner import HookUnanswered, ask
 from rulekit.errors import StoreUnavailable
 from rulekit.event import Agent, Client, Conversation, Event, Message
 from rulekit.runtime import planning
-from rulekit.runtime.hookrunner import HookUnanswered, overridden
 from rulekit.runtime.logs import log_id
 from rulekit.runtime.planning import Processed, StateChanged
 from rulekit.runtime.reporting import report
@@ -48,10 +48,10 @@ from rulekit.store.records import JobSpec
 
 if TYPE_CHECKING:
     from rulekit.actions.base import Action
+    from rulekit.channels.hookrunner import HookRunner
     from rulekit.runtime.commit import GroupCommit
     from rulekit.runtime.evaluator import Evaluator
     from rulekit.runtime.feed import LiveFeed
-    from rulekit.runtime.hookrunner import HookRunner
     from rulekit.runtime.metrics import Metrics
     from rulekit.snapshot import Snapshot
 
@@ -222,12 +222,9 @@ class Changes:
     async def _ask(self, provider: Provider, method: str, *args: Any) -> Any:
         """What ``provider``'s ``method`` answers to ``args``: the project's own method in
         place, a plugin's off the event loop within its budget (a 503 when it does not answer:
-        :mod:`rulekit.runtime.hookrunner`)."""
-        function = getattr(provider, method)
-        if not overridden(provider, Provider, method):
-            return function(*args)
+        :mod:`rulekit.channels.hookrunner`)."""
         try:
-            return await self.runtime.hooks.run(provider.name, function, *args)
+            return await ask(self.runtime.hooks, provider, method, *args)
         except HookUnanswered as exc:
             raise ApiError(
                 503, f"channel {provider.channel!r}: {exc}; retry later", {"Retry-After": "1"}

@@ -23,6 +23,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from rulekit.channels.base import Provider
+
 T = TypeVar("T")
 
 HOOK_BUDGET = 2.0
@@ -184,6 +186,17 @@ def _settle(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
         future.set_exception(failure)
     else:
         future.set_exception(value)
+
+
+async def ask(hooks: HookRunner | None, provider: Provider, method: str, *args: Any) -> Any:
+    """What ``provider``'s ``method`` answers to ``args``: the base class's own (the project's
+    code) in place, a plugin's through ``hooks`` (raising :class:`HookUnanswered` when it does
+    not answer in time); in place when ``hooks`` is None (a dry run, which has no loop to keep
+    free)."""
+    function = getattr(provider, method)
+    if hooks is None or not overridden(provider, Provider, method):
+        return function(*args)
+    return await hooks.run(provider.name, function, *args)
 
 
 def overridden(instance: object, base: type, name: str) -> bool:
