@@ -201,3 +201,31 @@ LAST_MESSAGE_SHOWN = """
 const last = document.querySelector("#thread").lastElementChild.getBoundingClientRect();
 return last.top < window.innerHeight && last.bottom > 0;
 """
+
+
+def test_a_reply_being_written_stays_with_its_conversation(tmp_path: Path) -> None:
+    """An agent writing to one client who opens another conversation (a new chat came in)
+    finds an empty box there: Enter must not send what was meant for the first client, about
+    them, to the second. Back in the first, the reply waits where it was left."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    other = "online-chat:user-48213"
+    with running("sqlite", tmp_path) as site:
+        site.started()
+        site.webhook("chat_started_bound_user_agent_initiated.json")
+        with chromium(tmp_path / "profile") as page:
+            sign_in(page, site.url, "anna")
+            open_conversation(page)
+            wait_for(lambda: thread_texts(page), "the first thread")
+            page.find_element(By.ID, "reply-text").send_keys("Your order 1042 ships to Berlin")
+            open_conversation(page, other)
+            wait_for(lambda: "Jonas" in page.find_element(By.ID, "thread-title").text, "it")
+            box = page.find_element(By.ID, "reply-text")
+            assert box.get_attribute("value") == ""
+            box.send_keys(Keys.ENTER)  # nothing to send
+            open_conversation(page)
+            wait_for(lambda: "Jonas" not in page.find_element(By.ID, "thread-title").text, "back")
+            box = page.find_element(By.ID, "reply-text")
+            assert box.get_attribute("value") == "Your order 1042 ships to Berlin"
+        assert site.chatra.sent == [] and site.events("agent_replied") == []

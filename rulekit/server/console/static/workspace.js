@@ -17,6 +17,7 @@
     previews: {},         // conversation id -> the latest text the live stream brought
     seen: loadSeen(),     // conversation id -> last_activity_at when the agent last looked
     pendingReply: null,   // {id, text, key} of a reply not sent yet, for "Retry"
+    drafts: {},           // conversation id -> the reply being written there, while another is open
     sending: false,       // a reply is on its way
     timers: {},
   };
@@ -186,6 +187,7 @@
     try {
       await send("POST", conversationPath(id) + "/messages", { text }, { "Idempotency-Key": key });
       state.pendingReply = null;
+      if (state.drafts[id] === text) delete state.drafts[id];
       if (state.open && state.open.id === id) $("reply-text").value = "";
       replyStatus("sent", false);
       refreshOpen();
@@ -277,8 +279,21 @@
   }
 
   // -- the open conversation -------------------------------------------------------------------
+  // a reply being written belongs to its conversation: another one opened shows its own (or an
+  // empty box), so that Enter never sends what was meant for one client to another
+  function switchDraft(leaving, coming) {
+    const box = $("reply-text");
+    if (leaving && box.value) state.drafts[leaving.id] = box.value;
+    else if (leaving) delete state.drafts[leaving.id];
+    box.value = (coming && state.drafts[coming.id]) || "";
+    const pending = state.pendingReply;
+    $("reply-retry").hidden = !(coming && pending && pending.id === coming.id);
+    replyStatus("", false);
+  }
+
   function showOpen(data) {
     const again = Boolean(data && state.open && state.open.id === data.id);
+    if (!again) switchDraft(state.open, data);
     state.open = data;
     $("thread-view").hidden = !data;
     if (!data) {
