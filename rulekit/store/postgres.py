@@ -44,6 +44,7 @@ need them.
 
 from __future__ import annotations
 
+import logging
 import re
 import select
 import threading
@@ -53,7 +54,7 @@ from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from rulekit.errors import StoreError
+from rulekit.errors import StoreError, StoreUnavailable
 from rulekit.store.base import JournaledStore
 from rulekit.store.listener import OwnBackends
 from rulekit.store.migrations import SchemaStatus, status_of
@@ -134,6 +135,9 @@ def _connect_kwargs(
     return {"options": options, "autocommit": False}
 
 
+_POOL_LOG = logging.getLogger("psycopg.pool")
+
+
 class PostgresStore(JournaledStore):
     """Conversation state and the daemon's journal in a PostgreSQL database (one schema).
 
@@ -173,13 +177,37 @@ class PostgresStore(JournaledStore):
         self._pool = self._open_pool(conninfo, size, timeout)
         try:
             self._prepare(upgrade)
+        except StoreUnavailable as exc:
+            self._pool.close()
+            raise self._why_unavailable() or exc from exc
         except BaseException:
             self._pool.close()
             raise
 
+    def _why_unavailable(self) -> StoreUnavailable | None:
+        """Why no connection could be made at all, in the server's words (refused, no such
+        database, a password refused), from one connection of its own: the pool only says
+        that it got none within its timeout. None when this one is made."""
+        import psycopg
+
+        try:
+            psycopg.connect(
+                self._conninfo,
+                connect_timeout=max(int(self._pool_timeout), 1),
+                **_connect_kwargs(self.schema),
+            ).close()
+        except psycopg.Error as exc:
+            return unavailable_error(self.url, exc)
+        return None
+
     def _open_pool(
         self, conninfo: str, size: int, timeout: float
     ) -> psycopg_pool.ConnectionPool[psycopg.Connection[dict[str, Any]]]:
+        # the pool logs each failed connection: to the daemon's log, through the root
+        # logger's handler; a command, which has none, says why once, in its error, instead
+        # of Python printing each of them
+        if not _POOL_LOG.handlers:
+            _POOL_LOG.addHandler(logging.NullHandler())
         try:
             import psycopg
             from psycopg.rows import dict_row
