@@ -55,6 +55,14 @@ def host_problem(host: str) -> str | None:
     labels = name.split(".")
     if labels[-1].isascii() and labels[-1].isdigit():
         return "is not an IP address (write one as four decimal numbers: 192.0.2.1)"
+    if not name.isascii():  # encoded whole, as the HTTP client does (no "_" in any label)
+        import idna
+
+        try:
+            name = idna.encode(name.lower()).decode("ascii")
+        except (idna.IDNAError, UnicodeError):
+            return "is not a host name (an internationalized name IDNA 2008 does not take)"
+        labels = name.split(".")
     if len(name) > 253 or not all(_is_label(label) for label in labels):
         return "is not a host name (letters, digits and hyphens in dot-separated labels)"
     return None
@@ -67,9 +75,7 @@ def _is_label(label: str) -> bool:
     import idna
 
     try:
-        if not label.isascii():  # as the HTTP client encodes it (IDNA 2008, lower case)
-            label = idna.encode(label.lower()).decode("ascii")
-        elif label[:4].lower() == "xn--":
+        if label[:4].lower() == "xn--":
             idna.decode(label)
     except (idna.IDNAError, UnicodeError):
         return False

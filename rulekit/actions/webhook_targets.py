@@ -102,6 +102,9 @@ def url_problem(url: str) -> str | None:
         return "a webhook URL must start with https:// (or http://)"
     if not parts.hostname:
         return "a webhook URL needs a host"
+    if not _brackets_fit(parts.netloc):
+        # else this check and the HTTP client could read different hosts in it
+        return "a webhook URL's brackets hold an IPv6 address, the whole host: https://[::1]:8443/"
     problem = host_problem(parts.hostname)
     if problem:
         return f"the webhook URL's host {parts.hostname!r} {problem}"
@@ -110,6 +113,16 @@ def url_problem(url: str) -> str | None:
     if parts.fragment:
         return "a webhook URL cannot have a #fragment"
     return None
+
+
+def _brackets_fit(netloc: str) -> bool:
+    """Whether ``netloc`` has no bracket, or is ``[address]`` with an optional ``:port``."""
+    if not netloc.startswith("["):
+        return "[" not in netloc and "]" not in netloc
+    inner, closed, rest = netloc[1:].partition("]")
+    if not closed or "[" in inner or "]" in rest:
+        return False
+    return rest == "" or (rest.startswith(":") and rest[1:].isascii() and rest[1:].isdigit())
 
 
 class WebhooksIntegration(RootModel[dict[str, WebhookTarget]]):

@@ -389,6 +389,11 @@ def test_check_warns_about_target_mistakes(tmp_path, url, secret, warned):
         ({"url": "http://0x7f.0.0.1/h"}, "is not an IP address"),
         ({"url": "http://0177.0.0.1/h"}, "is not an IP address"),
         ({"url": "http://127.1/h"}, "is not an IP address"),
+        # read differently by this check (host ::3) and by the HTTP client (host c)
+        ({"url": "https://c:.ea[::3]1/h"}, "brackets hold an IPv6 address"),
+        ({"url": "https://[::1]x/h"}, "brackets hold an IPv6 address"),
+        # the HTTP client encodes a name outside ASCII whole: no "_" in any of its labels
+        ({"url": "https://crm_1.bücher.example/h"}, "IDNA 2008 does not take"),
         ({"headers": {"X-Rulekit-Signature": "x"}}, "is set by rulekit"),
         ({"headers": {"Bad Name": "x"}}, "not a valid header name"),
         ({"headers": {"Content-Type": "text/html"}}, "the content type is the rule's"),
@@ -753,6 +758,7 @@ def test_a_certificate_of_a_ca_named_in_ssl_cert_file_is_trusted(
         "https://CRM.Example/h",
         "http://127.0.0.1:8080/h",
         "http://[::1]:8080/h",
+        "https://[2001:db8::1]/h",
         "https://internal_crm.corp.example/h",
     ],
 )
