@@ -78,6 +78,11 @@ def test_a_client_s_values_of_any_length_stay_in_their_column(tmp_path: Path) ->
             assert DECEIVING in facts.text
             links = [a.get_attribute("href") for a in facts.find_elements("tag name", "a")]
             assert links == [client["chatLink"]]
+            # an address the API cut short (ending "…") would lead to another page
+            cut = "https://shop.example.com/" + "p" * 100 + "\u2026"
+            shown = "return rulekitConsole.safeLink(arguments[0]).tagName"
+            assert page.execute_script(shown, cut) == "BDI"
+            assert page.execute_script(shown, cut[:-1]) == "A"  # not cut: a link
 
 
 def test_a_long_thread_says_what_it_leaves_out_and_keeps_the_agent_where_they_read(

@@ -92,7 +92,9 @@
   function safeLink(value) {
     // only http(s) links become clickable: a client-supplied "javascript:" stays text, and so
     // does an address with a user name, which reads as one host and leads to another
-    // ("https://shop.example.com:8443@evil.example/")
+    // ("https://shop.example.com:8443@evil.example/"), and one the API cut short (ending "…":
+    // it would lead to another page)
+    if (String(value).endsWith("\u2026")) return iso(value);
     try {
       const url = new URL(String(value));
       if ((url.protocol === "http:" || url.protocol === "https:") && !url.username && !url.password) {
