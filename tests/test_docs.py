@@ -227,6 +227,7 @@ def test_the_limits_the_docs_state_are_the_codes() -> None:
     from rulekit_telegram import TelegramProvider
 
     from rulekit import yamlsource
+    from rulekit.audit import retention
     from rulekit.audit.dryrun import MAX_INPUT_BYTES
     from rulekit.channels import body
     from rulekit.cli.main import cli
@@ -272,7 +273,11 @@ def test_the_limits_the_docs_state_are_the_codes() -> None:
             f"a channel's first {metrics.MAX_EVENT_NAMES} event names apart, any later or longer "
             f"than {metrics.MAX_EVENT_NAME} characters",
             f"One token holds at most {sessions.MAX_SESSIONS_PER_TOKEN} sessions",
-            f"(the daemon keeps {sessions.MAX_SESSIONS:,} sessions in all)",
+            f"(the store keeps {sessions.MAX_SESSIONS:,} sessions in all)",
+            f"for at most {sessions.REVALIDATE:g} seconds before it reads the",
+            f"daemon is seen within {sessions.REVALIDATE:g} seconds",
+            f"revoked) ends the session on every daemon within {sessions.REVALIDATE:g} seconds",
+            f"in transactions of at most {retention.BATCH} rows each",
             f"`server.max_header_bytes` (default {server.max_header_bytes // 1024} KiB",
             f"`server.max_body_bytes` (default {server.max_body_bytes // 2**20} MiB)",
             f"max_header_bytes: {server.max_header_bytes}",
@@ -305,6 +310,7 @@ def test_the_limits_the_docs_state_are_the_codes() -> None:
         ],
         "console.md": [
             f"One token\nholds at most {sessions.MAX_SESSIONS_PER_TOKEN} sessions",
+            f"goes by what it read for at most {sessions.REVALIDATE:g} seconds",
             f"A write's body is a JSON object of at most {workspace.MAX_BODY // 1024} KB",
             f"(1 to {changes.MAX_TEXT:,} characters)",
             f"(Chatra {ChatraProvider.max_reply_length:,}, Telegram\n"

@@ -3,7 +3,9 @@
 The daemon calls :func:`purge` hourly; ``rulekit db purge`` calls it once. Audit records (with
 their jobs and attempts) and inbox items go after ``retention.events``; raw payloads (inbox
 bodies) are emptied after ``retention.payloads``; timers that ended (fired, cancelled, dropped)
-go ``retention.events`` after they ended. Pending work is never purged.
+go ``retention.events`` after they ended. Pending work is never purged. Console sessions that
+ran out, and sign-in failures an hour old, go too (not counted: they hold nothing personal and
+are no history).
 """
 
 from __future__ import annotations
@@ -68,8 +70,11 @@ def purge(
                 payloads_before=now - settings.payloads,
                 batch=batch,
             )
+            # the console's sessions that ran out and sign-in failures (the store's clock)
+            ended = state.purge_console(batch=batch)
         for kind in PURGE_KINDS:
             total[kind] += counts.get(kind, 0)
-        if all(counts.get(kind, 0) < batch for kind in ("events", "timers", "inbox", "payloads")):
+        kinds = ("events", "timers", "inbox", "payloads")
+        if ended < batch and all(counts.get(kind, 0) < batch for kind in kinds):
             return total
         pause(min(time.monotonic() - began, 1.0))

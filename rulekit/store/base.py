@@ -12,8 +12,8 @@ an event's state changes, its audit record and its action jobs commit in one tra
 that support it are :class:`JournaledStore`: their transactions yield a :class:`JournaledState`.
 The journal's parts have modules of their own: :mod:`rulekit.store.inbox`,
 :mod:`rulekit.store.outbox`, :mod:`rulekit.store.timers`, :mod:`rulekit.store.history`,
-:mod:`rulekit.store.requests`; the conversation state is :mod:`rulekit.store.state` (imported
-from here by plugins).
+:mod:`rulekit.store.requests`, :mod:`rulekit.store.sessions`; the conversation state is
+:mod:`rulekit.store.state` (imported from here by plugins).
 """
 
 from __future__ import annotations
@@ -28,10 +28,12 @@ from rulekit.store.migrations import SchemaStatus
 from rulekit.store.outbox import Outbox
 from rulekit.store.records import CallStart
 from rulekit.store.requests import RequestKeys
+from rulekit.store.sessions import ConsoleSessions
 from rulekit.store.state import State
 from rulekit.store.timers import Timers
 
 __all__ = [
+    "ConsoleSessions",
     "History",
     "Inbox",
     "Journal",
@@ -88,14 +90,15 @@ class Store(abc.ABC):
         return None
 
 
-class Journal(Inbox, Outbox, Timers, History, RequestKeys):
+class Journal(Inbox, Outbox, Timers, History, RequestKeys, ConsoleSessions):
     """The daemon's durable record: raw webhooks in, what was decided, what was done.
 
     * the **inbox** holds each webhook body from before its 200 until a processor is done with it;
     * the **audit trail** holds each processed event with the engine's trace;
     * the **outbox** holds the action jobs of each plan, and **attempts** every try of each job;
     * the **timers** of timed rules wait there for their due time;
-    * the **request keys** of console writes say which requests were made already.
+    * the **request keys** of console writes say which requests were made already;
+    * the **console's sessions** and its sign-in throttle's counts are shared by its daemons.
 
     Work is *claimed* with a lease (``owner`` names the claimer, e.g. ``host:pid``): a claim that
     is not finished before the lease ends is handed out again, which is how work of a crashed

@@ -1,8 +1,9 @@
 """The agents' console over HTTP: sign-in, the page and its files, a JSON API, the live stream
 (server-sent events) and the sounds.
 
-Everything lives under ``/console``. The state (sessions, the recent messages) belongs to the
-:class:`Console` object that :func:`console_routes` creates: nothing is kept at module level.
+Everything lives under ``/console``. The state (the recent messages, what was read of the
+sessions, which are in the store) belongs to the :class:`Console` object that
+:func:`console_routes` creates: nothing is kept at module level.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import mimetypes
 import time
 from collections import Counter
@@ -33,6 +35,7 @@ from starlette.routing import BaseRoute, Route
 from rulekit.config import Config
 from rulekit.errors import StoreUnavailable
 from rulekit.runtime.feed import FeedClosed, LiveFeed, Subscription
+from rulekit.runtime.logs import log
 from rulekit.server.console import journal
 from rulekit.server.console.audience import Recorder, as_told, visible
 from rulekit.server.console.presence import Presence
@@ -45,6 +48,8 @@ from rulekit.server.console.web import secure as _secure
 from rulekit.server.console.workspace import Workspace, store_unavailable
 from rulekit.snapshot import Snapshot, problems_of
 from rulekit.store.base import JournaledStore
+
+logger = logging.getLogger("rulekit.console")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 COOKIE = "rulekit_console"
@@ -69,7 +74,7 @@ class Console:
         store: JournaledStore,
         *,
         keepalive: float = KEEPALIVE,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
         on_refused: Callable[[str], None] | None = None,
         wake: Callable[[str], None] | None = None,
         writes: Any = None,
@@ -78,8 +83,10 @@ class Console:
         self.get_snapshot = get_snapshot
         self.store = store
         self.keepalive = keepalive
-        self.sessions = Sessions()
-        self.throttle = SignInThrottle(clock)
+        self.sessions = Sessions(store, clock=clock, config=get_snapshot().config)
+        self.throttle = SignInThrottle(store, clock)
+        self._sessions_ended = False
+        """Whether the sessions were ended since the console was turned off."""
         self.on_refused = on_refused
         self.recorder = Recorder(feed, functools.partial(journal.event_channel, store))
         self._static = {path.name: path for path in STATIC_DIR.iterdir() if path.is_file()}
@@ -121,18 +128,35 @@ class Console:
     def on(self) -> bool:
         """Whether the loaded config has the console (``console.enabled``). A reload that
         turns it off ends every access at once: each request answers 404, as if the console
-        were not there, and the sessions are over (turned on again, nobody is signed in)."""
-        if self.get_snapshot().config.raw.console.enabled:
-            return True
-        if len(self.sessions):
-            self.sessions = Sessions(self.sessions.ttl)
-        return False
+        were not there, and the sessions are over (:meth:`turned_off`)."""
+        enabled = self.get_snapshot().config.raw.console.enabled
+        if enabled:
+            self._sessions_ended = False
+        return enabled
+
+    async def turned_off(self) -> None:
+        """The console is off: end every session in the store, once (turned on again, nobody
+        is signed in, on any daemon)."""
+        if not self._sessions_ended:
+            try:
+                await self.sessions.end_all()
+            except StoreUnavailable as exc:  # still 404: the next request tries again
+                log(logger, logging.WARNING, "console: sessions not ended", failure=exc)
+                return
+            self._sessions_ended = True
 
     def _while_on(self, endpoint: Callable[[Request], Awaitable[Response]]) -> Any:
         async def guarded(request: Request) -> Response:
-            if not self.on():
-                return _error(404, "Not Found")
-            return await endpoint(request)
+            try:
+                if not self.on():
+                    await self.turned_off()
+                    return _error(404, "Not Found")
+                return await endpoint(request)
+            except StoreUnavailable as exc:  # (the workspace's endpoints answer it themselves)
+                failed = store_unavailable(exc)
+                refused = _error(failed.status, failed.message)
+                refused.headers.update(failed.headers)
+                return refused
 
         return guarded
 
@@ -145,8 +169,10 @@ class Console:
             self.wake("inbox")
 
     # who is asking ---------------------------------------------------------------------------
-    def viewer(self, request: Request) -> Viewer | None:
-        return self.sessions.viewer(request.cookies.get(COOKIE), self.get_snapshot().config)
+    async def viewer(self, request: Request) -> Viewer | None:
+        """The viewer of the request's session cookie, if it is a live session; raises
+        :class:`~rulekit.errors.StoreUnavailable` when the store cannot say."""
+        return await self.sessions.viewer(request.cookies.get(COOKIE), self.get_snapshot().config)
 
     # pages and files -------------------------------------------------------------------------
     async def root(self, request: Request) -> Response:
@@ -154,7 +180,7 @@ class Console:
 
     async def index(self, request: Request) -> Response:
         self.recorder.start()
-        if self.viewer(request) is None:
+        if await self.viewer(request) is None:
             return _secure(RedirectResponse("/console/login", status_code=303))
         return _secure(FileResponse(STATIC_DIR / "index.html", media_type="text/html"))
 
@@ -178,38 +204,40 @@ class Console:
     async def login(self, request: Request) -> Response:
         if not same_origin(request):
             return _error(403, "sign in from the console's own page")
-        # the form is read before the throttle is asked, so that nothing is awaited between
-        # its answer and the failure counted: sign-ins whose bodies were held back until all
-        # had been let through would otherwise all be tried, whatever the throttle's limits
+        # the throttle's answer and the failure it counts are one transaction of the store
+        # (a failure is counted after reading the counts again, held): sign-ins whose bodies
+        # were held back until all had been let through are tried one after another
         body = b""
         async for chunk in request.stream():
             body += chunk
             if len(body) > MAX_LOGIN_BODY:
                 return _error(413, "the sign-in form is too large")
         address = request.client.host if request.client else None
-        wait, reason = self.throttle.wait(address)
-        if wait > 0:  # refused without looking at the token
-            if self.on_refused is not None:
-                self.on_refused(reason)
-            seconds = retry_after(wait)
-            refused = HTMLResponse(self._login_html(wait=seconds), status_code=429)
-            refused.headers["Retry-After"] = seconds
-            return _secure(refused)
         fields = parse_qs(body.decode("utf-8", errors="replace"))
         token = (fields.get("token") or [""])[0].strip()
         digest = token_hash(token)
-        if not token or identify(self.get_snapshot().config, digest) is None:
-            self.throttle.failed(address)
+        config = self.get_snapshot().config
+        attempt = await self.throttle.attempt(
+            address, lambda: identify(config, digest) if token else None
+        )
+        if attempt.wait > 0:  # refused without looking at the token
+            if self.on_refused is not None:
+                self.on_refused(attempt.reason)
+            seconds = retry_after(attempt.wait)
+            refused = HTMLResponse(self._login_html(wait=seconds), status_code=429)
+            refused.headers["Retry-After"] = seconds
+            return _secure(refused)
+        if attempt.found is None:
             return _secure(HTMLResponse(self._login_html(failed=True), status_code=401))
-        self.throttle.succeeded(address)
         # the session this browser held (signed in again, another agent at a shared computer)
         # ends: a copy of its cookie is of no more use than after signing out
-        self.sessions.close(request.cookies.get(COOKIE))
-        await self.presence.signed_in(identify(self.get_snapshot().config, digest))
+        await self.sessions.close(request.cookies.get(COOKIE))
+        session_id = await self.sessions.open(digest)
+        await self.presence.signed_in(attempt.found)
         response = RedirectResponse("/console/", status_code=303)
         response.set_cookie(
             COOKIE,
-            self.sessions.open(digest),
+            session_id,
             path="/console",
             httponly=True,
             samesite="strict",
@@ -220,8 +248,8 @@ class Console:
     async def logout(self, request: Request) -> Response:
         if not same_origin(request):
             return _error(403, "sign out from the console's own page")
-        viewer = self.viewer(request)
-        self.sessions.close(request.cookies.get(COOKIE))
+        viewer = await self.viewer(request)
+        await self.sessions.close(request.cookies.get(COOKIE))
         await self.presence.signed_out(viewer)
         response = RedirectResponse("/console/login", status_code=303)
         response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="strict")
@@ -235,7 +263,7 @@ class Console:
         return _secure(FileResponse(path, media_type=media_type), cache=True)
 
     async def sound(self, request: Request) -> Response:
-        if self.viewer(request) is None:
+        if await self.viewer(request) is None:
             return _error(401, "sign in first")
         name = request.path_params["name"].removesuffix(".wav")
         # only names the actions offer: a request never names a path
@@ -280,7 +308,7 @@ class Console:
     # the live stream -------------------------------------------------------------------------
     async def stream(self, request: Request) -> Response:
         session_id = request.cookies.get(COOKIE)
-        viewer = self.viewer(request)
+        viewer = await self.viewer(request)
         if viewer is None:
             return _error(401, "sign in first")
         who = viewer.email.lower() if viewer.email else "admin"
@@ -335,14 +363,14 @@ class Console:
             sent = last or 0
             dropped = 0
             try:
-                await self.presence.connected(self.viewer_of(session_id))
-                beat = self.throttle.clock()
+                await self.presence.connected(await self.viewer_of(session_id))
+                beat = time.monotonic()
                 yield "retry: 2000\n\n"
                 pending = list(backlog)
                 while True:
-                    if self.throttle.clock() - beat >= self.keepalive:  # a busy stream too
-                        beat = self.throttle.clock()
-                        await self.presence.connected(self.viewer_of(session_id))
+                    if time.monotonic() - beat >= self.keepalive:  # a busy stream too
+                        beat = time.monotonic()
+                        await self.presence.connected(await self.viewer_of(session_id))
                     if pending:
                         message = pending.pop(0)
                     else:
@@ -351,7 +379,7 @@ class Console:
                         except FeedClosed:
                             return  # the daemon is shutting down
                         except TimeoutError:
-                            if self.viewer_of(session_id) is None:
+                            if await self.viewer_of(session_id) is None:
                                 return  # signed out or revoked: the page goes to sign-in
                             yield ": keep-alive\n\n"
                             continue
@@ -362,7 +390,7 @@ class Console:
                     seq = message.get("seq", 0)
                     if seq <= sent and last is not None:
                         continue
-                    viewer = self.viewer_of(session_id)
+                    viewer = await self.viewer_of(session_id)
                     if viewer is None:
                         return
                     if await self._visible(viewer, message):
@@ -385,10 +413,17 @@ class Console:
         if self.streams[who] <= 0:
             del self.streams[who]
 
-    def viewer_of(self, session_id: str | None) -> Viewer | None:
-        if not self.on():  # an open stream ends with its console
+    async def viewer_of(self, session_id: str | None) -> Viewer | None:
+        """The viewer of an open stream's session; None ends the stream (signed out, revoked,
+        the console turned off, or the store unable to say: the page signs in again)."""
+        try:
+            if not self.on():  # an open stream ends with its console
+                await self.turned_off()
+                return None
+            return await self.sessions.viewer(session_id, self.get_snapshot().config)
+        except StoreUnavailable as exc:
+            store_unavailable(exc)  # (logged)
             return None
-        return self.sessions.viewer(session_id, self.get_snapshot().config)
 
     async def _visible(self, viewer: Viewer, message: dict[str, Any]) -> bool:
         if viewer.admin or message.get("type") == "reload":

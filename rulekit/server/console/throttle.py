@@ -10,25 +10,49 @@
   failures of other addresses can hold a sign-in up.
 
 While an address (or everyone) must wait, a sign-in is refused without looking at its token.
-The clock is injectable (monotonic seconds).
+
+The counts live in the store (:mod:`rulekit.store.sessions`), so failures made on several
+daemons of one store are counted together and a restart keeps them. An attempt reads them
+first (a valid token, found while nobody must wait, writes nothing unless it clears its
+address); a failure is counted in a transaction that reads them again, locked, so that
+failures on several daemons at once are counted one after another and none gets a try more
+than the limits allow. The store holds a keyed hash of the address, not the address; times
+are the database's on a shared store (PostgreSQL), else the injectable clock's (seconds since
+the epoch).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import math
+import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+
+from rulekit.store.sessions import (
+    SIGN_IN_FORGET_AFTER,
+    SignInBudget,
+    SignInFailures,
+    SignInState,
+)
+
+if TYPE_CHECKING:
+    from rulekit.store.base import JournaledStore
 
 FREE_FAILURES = 5
 FIRST_WAIT = 1.0
 MAX_WAIT = 900.0
-FORGET_AFTER = 3600.0
+FORGET_AFTER = SIGN_IN_FORGET_AFTER
 GLOBAL_BURST = 60.0
 GLOBAL_RATE = 1.0
-MAX_ADDRESSES = 10_000
+
+T = TypeVar("T")
 
 
 def address_key(address: str | None) -> str:
@@ -46,61 +70,104 @@ def address_key(address: str | None) -> str:
     return str(ip)
 
 
-@dataclass
-class _Failures:
-    count: int
-    last: float
-    until: float
+def must_wait(state: SignInState) -> tuple[float, str]:
+    """Seconds before a sign-in may be tried given ``state`` (0: now), and why (``address`` or
+    ``global``)."""
+    now = state.now
+    failures = state.failures
+    own = failures.until - now if failures is not None and failures.until > now else 0.0
+    tokens = _tokens(state.budget, now)
+    everyone = 0.0 if tokens >= 1 else (1 - tokens) / GLOBAL_RATE
+    if own >= everyone:
+        return own, "address"
+    return everyone, "global"
+
+
+def after_failure(state: SignInState) -> tuple[SignInFailures, SignInBudget]:
+    """The address's failures and everyone's budget once one more sign-in failed."""
+    now = state.now
+    budget = SignInBudget(max(0.0, _tokens(state.budget, now) - 1), now)
+    failures = state.failures
+    if failures is None or now - failures.last > FORGET_AFTER:
+        failures = SignInFailures(0, now, now)
+    count = failures.count + 1
+    until = failures.until
+    if count >= FREE_FAILURES:
+        until = now + min(MAX_WAIT, FIRST_WAIT * 2 ** (count - FREE_FAILURES))
+    return SignInFailures(count, now, until), budget
+
+
+def _tokens(budget: SignInBudget, now: float) -> float:
+    if budget.tokens is None or budget.filled_at is None:
+        return GLOBAL_BURST
+    elapsed = max(0.0, now - budget.filled_at)
+    return min(GLOBAL_BURST, budget.tokens + elapsed * GLOBAL_RATE)
+
+
+@dataclass(frozen=True)
+class Attempt(Generic[T]):
+    """How a sign-in went: the wait it was refused with (0: it was tried), why, and what the
+    check of its token found (None: nothing, or it was not tried)."""
+
+    wait: float
+    reason: str
+    found: T | None = None
 
 
 class SignInThrottle:
-    """Decides whether a sign-in may be tried now (:meth:`wait`) and learns from its outcome
-    (:meth:`failed`, :meth:`succeeded`)."""
+    """Decides whether a sign-in may be tried now and counts its outcome, in ``store``."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, store: JournaledStore, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
         self.clock = clock
-        self._addresses: OrderedDict[str, _Failures] = OrderedDict()
-        self._tokens = GLOBAL_BURST
-        self._filled_at: float | None = None
+        """Seconds since the epoch, where the store has no clock of its own (SQLite)."""
+        self._key: bytes | None = None
+        self._key_lock = threading.Lock()
 
-    def wait(self, address: str | None) -> tuple[float, str]:
-        """Seconds before a sign-in from ``address`` may be tried (0: now), and why
-        (``address`` or ``global``)."""
-        now = self.clock()
-        entry = self._addresses.get(address_key(address))
-        own = entry.until - now if entry is not None and entry.until > now else 0.0
-        tokens = self._refill(now)
-        everyone = 0.0 if tokens >= 1 else (1 - tokens) / GLOBAL_RATE
-        if own >= everyone:
-            return own, "address"
-        return everyone, "global"
+    async def attempt(
+        self, address: str | None, check: Callable[[], T | None], *, clear: bool = True
+    ) -> Attempt[T]:
+        """Try a sign-in from ``address``: unless it must wait, ``check()`` looks at its token
+        (what it finds, None for a wrong token); a wrong one is counted for the address and for
+        everyone, a right one clears the address when ``clear``. Raises
+        :class:`~rulekit.errors.StoreUnavailable` when the store cannot say."""
+        return await run_in_threadpool(self._attempt, address_key(address), check, clear)
 
-    def failed(self, address: str | None) -> None:
-        """A sign-in from ``address`` was refused: count it for the address and for everyone."""
-        now = self.clock()
-        self._tokens = max(0.0, self._refill(now) - 1)
-        key = address_key(address)
-        entry = self._addresses.pop(key, None)
-        if entry is None or now - entry.last > FORGET_AFTER:
-            entry = _Failures(0, now, now)
-        entry.count += 1
-        entry.last = now
-        if entry.count >= FREE_FAILURES:
-            entry.until = now + min(MAX_WAIT, FIRST_WAIT * 2 ** (entry.count - FREE_FAILURES))
-        self._addresses[key] = entry  # newest last
-        while len(self._addresses) > MAX_ADDRESSES:
-            self._addresses.popitem(last=False)
+    def _attempt(self, address: str, check: Callable[[], T | None], clear: bool) -> Attempt[T]:
+        key = self._hashed(address)
+        now = None if self.store.shared else self.clock()
+        with self.store.reading() as state:
+            seen = state.sign_in_state(key, now=now)
+        wait, reason = must_wait(seen)
+        if wait > 0:  # refused without looking at the token
+            return Attempt(wait, reason)
+        found = check()
+        if found is not None:
+            if clear and seen.failures is not None:
+                with self.store.transaction() as state:
+                    state.save_sign_in_state(key, None)
+            return Attempt(0.0, "", found)
+        with self.store.transaction() as state:
+            # read again, held: failures counted meanwhile (on any daemon) may make this one
+            # a sign-in that had to wait
+            seen = state.sign_in_state(key, lock=True, now=now)
+            wait, reason = must_wait(seen)
+            if wait > 0:
+                return Attempt(wait, reason)
+            failures, budget = after_failure(seen)
+            state.save_sign_in_state(key, failures, budget)
+        return Attempt(0.0, "")
 
-    def succeeded(self, address: str | None) -> None:
-        """A sign-in from ``address`` succeeded: its failures are forgotten."""
-        self._addresses.pop(address_key(address), None)
-
-    def _refill(self, now: float) -> float:
-        if self._filled_at is not None:
-            elapsed = max(0.0, now - self._filled_at)
-            self._tokens = min(GLOBAL_BURST, self._tokens + elapsed * GLOBAL_RATE)
-        self._filled_at = now
-        return self._tokens
+    def _hashed(self, address: str) -> str:
+        """The address as the store keeps it: keyed with the store's own key (the one its logs
+        hash ids with), so that the table does not list the addresses that signed in."""
+        with self._key_lock:
+            if self._key is None:
+                with self.store.transaction() as state:
+                    self._key = state.log_key(make=True)
+            key = self._key
+        assert key is not None
+        return hmac.new(key, b"console-sign-in\0" + address.encode(), hashlib.sha256).hexdigest()
 
 
 def retry_after(seconds: float) -> str:

@@ -87,7 +87,7 @@ class Workspace:
         self.writes = writes
         """What performs replies, client changes and changes of the conversation's state
         (:class:`~rulekit.server.console.edits.ConversationEdits`); None: those answer 503."""
-        self.budget = WriteBudget(console.throttle.clock)
+        self.budget = WriteBudget()
         self.keys = idempotency.IdempotencyKeys(console.store)
 
     def routes(self) -> list[BaseRoute]:
@@ -113,24 +113,29 @@ class Workspace:
         ]
 
     # identity and guards ---------------------------------------------------------------------
-    def identify(self, request: Request) -> tuple[Viewer | None, bool]:
+    async def identify(self, request: Request) -> tuple[Viewer | None, bool]:
         """The viewer, and whether a bearer token (not the cookie) identified them."""
         token = bearer_token(request)
-        if token is None:
-            return self.console.viewer(request), False
-        address = request.client.host if request.client else None
-        wait, _ = self.console.throttle.wait(address)
-        if wait > 0:
-            raise ApiError(429, "too many failed sign-ins", {"Retry-After": retry_after(wait)})
-        viewer = identify(self.console.get_snapshot().config, token_hash(token)) if token else None
-        if viewer is None:
-            self.console.throttle.failed(address)
-        return viewer, True
+        try:
+            if token is None:
+                return await self.console.viewer(request), False
+            address = request.client.host if request.client else None
+            config = self.console.get_snapshot().config
+            attempt = await self.console.throttle.attempt(
+                address, lambda: identify(config, token_hash(token)) if token else None, clear=False
+            )
+        except StoreUnavailable as failed:
+            raise store_unavailable(failed) from None
+        if attempt.wait > 0:
+            raise ApiError(
+                429, "too many failed sign-ins", {"Retry-After": retry_after(attempt.wait)}
+            )
+        return attempt.found, True
 
     def _wrap(self, handler: Handler, *, write: bool = False) -> Callable[..., Any]:
         async def endpoint(request: Request) -> Response:
             try:
-                viewer, bearer = self.identify(request)
+                viewer, bearer = await self.identify(request)
                 if viewer is None:
                     raise ApiError(401, "sign in first (session cookie or Bearer token)")
                 is_write = write or request.method in ("POST", "PATCH")

@@ -293,6 +293,39 @@ OWN_EVENTS = """
 ALTER TABLE events ADD COLUMN own_events integer NOT NULL DEFAULT 0;
 """
 
+CONSOLE_SESSIONS = """
+-- The console's sessions, shared by every daemon on the store (a browser signed in on one is
+-- signed in on all, and after a restart). session_hash is the SHA-256 of the id the browser
+-- holds, never the id; credential is the SHA-256 of the token signed in with (the hash the
+-- config keeps). Times are seconds since the epoch. Nothing here names a person.
+CREATE TABLE console_sessions (
+    -- id: the order of sign-in (the oldest go first)
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    session_hash  text NOT NULL UNIQUE,
+    credential    text NOT NULL,
+    opened_at     double precision NOT NULL,
+    idle_until    double precision NOT NULL          -- it ends then unless used again
+);
+CREATE INDEX console_sessions_by_credential ON console_sessions (credential, id);
+CREATE INDEX console_sessions_by_expiry ON console_sessions (idle_until);
+
+-- Failed console sign-ins per client address (a keyed hash of it, never the address), and
+-- the one budget of failures of all addresses together (tokens NULL: full).
+CREATE TABLE console_sign_ins (
+    address      text PRIMARY KEY,
+    failures     integer NOT NULL,
+    last_failed  double precision NOT NULL,
+    wait_until   double precision NOT NULL
+);
+CREATE INDEX console_sign_ins_by_time ON console_sign_ins (last_failed);
+CREATE TABLE console_sign_in_budget (
+    id         integer PRIMARY KEY CHECK (id = 1),
+    tokens     double precision,
+    filled_at  double precision
+);
+INSERT INTO console_sign_in_budget (id, tokens, filled_at) VALUES (1, NULL, NULL);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", INITIAL),
     Migration(2, "conversation_order", CONVERSATION_ORDER),
@@ -308,5 +341,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(12, "request_keys", REQUEST_KEYS),
     Migration(13, "timers_by_finish", TIMERS_BY_FINISH),
     Migration(14, "own_events", OWN_EVENTS),
+    Migration(15, "console_sessions", CONSOLE_SESSIONS),
 )
 check_sequence(MIGRATIONS)

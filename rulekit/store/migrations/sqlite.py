@@ -253,6 +253,38 @@ OWN_EVENTS = """
 ALTER TABLE events ADD COLUMN own_events INTEGER NOT NULL DEFAULT 0;
 """
 
+CONSOLE_SESSIONS = """
+-- The console's sessions, shared by every daemon on the store (a browser signed in on one is
+-- signed in on all, and after a restart). session_hash is the SHA-256 of the id the browser
+-- holds, never the id; credential is the SHA-256 of the token signed in with (the hash the
+-- config keeps). Times are seconds since the epoch. Nothing here names a person.
+CREATE TABLE console_sessions (
+    id            INTEGER PRIMARY KEY,  -- order of sign-in: the oldest go first
+    session_hash  TEXT NOT NULL UNIQUE,
+    credential    TEXT NOT NULL,
+    opened_at     REAL NOT NULL,
+    idle_until    REAL NOT NULL          -- it ends then unless used again
+);
+CREATE INDEX console_sessions_by_credential ON console_sessions (credential, id);
+CREATE INDEX console_sessions_by_expiry ON console_sessions (idle_until);
+
+-- Failed console sign-ins per client address (a keyed hash of it, never the address), and
+-- the one budget of failures of all addresses together (tokens NULL: full).
+CREATE TABLE console_sign_ins (
+    address      TEXT PRIMARY KEY,
+    failures     INTEGER NOT NULL,
+    last_failed  REAL NOT NULL,
+    wait_until   REAL NOT NULL
+);
+CREATE INDEX console_sign_ins_by_time ON console_sign_ins (last_failed);
+CREATE TABLE console_sign_in_budget (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    tokens     REAL,
+    filled_at  REAL
+);
+INSERT INTO console_sign_in_budget (id, tokens, filled_at) VALUES (1, NULL, NULL);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", INITIAL),
     Migration(2, "conversation_order", CONVERSATION_ORDER),
@@ -266,5 +298,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(10, "request_keys", REQUEST_KEYS),
     Migration(11, "timers_by_finish", TIMERS_BY_FINISH),
     Migration(12, "own_events", OWN_EVENTS),
+    Migration(13, "console_sessions", CONSOLE_SESSIONS),
 )
 check_sequence(MIGRATIONS)

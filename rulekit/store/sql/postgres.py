@@ -39,6 +39,7 @@ from rulekit.store.sql.outbox import ERASED_JOB, ERASURE_PARAMS
 from rulekit.store.sql.pacing import PostgresPacing
 from rulekit.store.sql.postgres_dialect import POSTGRES
 from rulekit.store.sql.presence import PostgresPresence
+from rulekit.store.sql.sessions import PostgresConsoleSessions
 from rulekit.store.sql.state import SQLState
 from rulekit.store.sql.timers import TIMER_COLUMNS
 
@@ -70,7 +71,14 @@ _CLAIM_LOCK_SORTS_OFF = (
 )
 
 
-class PostgresState(PostgresAudit, PostgresLookups, PostgresPresence, PostgresPacing, SQLState):
+class PostgresState(
+    PostgresAudit,
+    PostgresLookups,
+    PostgresPresence,
+    PostgresPacing,
+    PostgresConsoleSessions,
+    SQLState,
+):
     """One open PostgreSQL transaction."""
 
     batches = True

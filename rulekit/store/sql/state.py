@@ -1,6 +1,6 @@
 """The SQL behind one transaction of a SQL store: conversation state (conversations, clients,
 message marks, cooldowns), and the journal from the mixins of its own modules (``inbox``,
-``outbox``, ``history``, ``timers``, ``presence``, ``stats``, ``requests``).
+``outbox``, ``history``, ``timers``, ``presence``, ``stats``, ``requests``, ``sessions``).
 
 :class:`SQLState` holds every statement once, written for both databases (see
 :mod:`rulekit.store.sql.dialect`); a store's ``transaction()`` yields one, valid only inside its
@@ -30,6 +30,7 @@ from rulekit.store.sql.inbox import SQLInbox
 from rulekit.store.sql.outbox import SQLOutbox
 from rulekit.store.sql.presence import SQLPresence
 from rulekit.store.sql.requests import SQLRequestKeys
+from rulekit.store.sql.sessions import SQLConsoleSessions
 from rulekit.store.sql.stats import SQLStats
 from rulekit.store.sql.timers import SQLTimers
 from rulekit.store.state import free_places
@@ -54,6 +55,7 @@ class SQLState(
     SQLPresence,
     SQLStats,
     SQLRequestKeys,
+    SQLConsoleSessions,
     JournaledState,
 ):
     """One open transaction of a SQL store."""

@@ -3,6 +3,7 @@ sounds, the JSON API."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
@@ -414,7 +415,8 @@ def test_a_revoked_session_ends_its_stream(console_server: ConsoleServer) -> Non
     with console_server.client("ann") as client:
         context, response = open_stream(client, console_server)
         try:
-            console_server.console.sessions.close(client.cookies[COOKIE])
+            closed = console_server.console.sessions.close(client.cookies[COOKIE])
+            asyncio.run_coroutine_threadsafe(closed, console_server.loop).result(10)
             # the server ends the stream at the next keep-alive
             assert [line for line in response if line] == []
         finally:

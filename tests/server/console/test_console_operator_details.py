@@ -45,11 +45,13 @@ def test_an_agent_is_told_the_store_failed_not_where_it_is(
             assert answer.json() == {"error": "the store is unavailable; retry later"}
             assert folder not in answer.text and "sqlite" not in answer.text.lower()
             assert answer.headers["Retry-After"]
-        # an agent signs in all the same (the page then says what it cannot read), instead
-        # of a 500 from the presence the sign-in records
+        # a sign-in (its session and the throttle's counts are in the store) is told the
+        # same: 503, naming nothing of the store, and no 500
         signed_in = httpx.post(f"{workspace.url}/console/login", data={"token": TOKENS["anna"]})
-        assert signed_in.status_code == 303, signed_in.text
-        assert signed_in.cookies.get("rulekit_console")
+        assert signed_in.status_code == 503, signed_in.text
+        assert signed_in.json() == {"error": "the store is unavailable; retry later"}
+        assert signed_in.headers["Retry-After"]
+        assert not signed_in.cookies.get("rulekit_console")
         # the operator reads what failed in the log, and in /healthz on this machine
         assert any(folder in record.getMessage() for record in caplog.records)
         assert folder in httpx.get(f"{workspace.url}/healthz").json()["store"]

@@ -140,7 +140,7 @@ def test_streams_opened_together_are_counted_as_they_come(console_files, tmp_pat
             if console.recorder.recent:
                 break
             await asyncio.sleep(0)
-        session = console.sessions.open(token_hash(TOKENS["ann"]))
+        session = await console.sessions.open(token_hash(TOKENS["ann"]))
         gone = asyncio.Event()
         statuses: list[int] = []
 
@@ -219,7 +219,7 @@ def test_a_page_gone_before_its_stream_began_leaves_nothing_subscribed(
                 break
             await asyncio.sleep(0)
         before = feed.subscribers  # the recorder's
-        session = console.sessions.open(token_hash(TOKENS["ann"]))
+        session = await console.sessions.open(token_hash(TOKENS["ann"]))
 
         async def receive() -> dict[str, Any]:
             return {"type": "http.disconnect"}
