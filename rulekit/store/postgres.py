@@ -50,7 +50,7 @@ import select
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -136,6 +136,14 @@ def _connect_kwargs(
 
 
 _POOL_LOG = logging.getLogger("psycopg.pool")
+
+
+def _begin_reading(conn: Any, reads_only: bool) -> None:
+    """Whether the connection's next transactions begin as one read-only snapshot."""
+    import psycopg
+
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ if reads_only else None
+    conn.read_only = True if reads_only else None
 
 
 class PostgresStore(JournaledStore):
@@ -329,8 +337,18 @@ class PostgresStore(JournaledStore):
             self._pool.putconn(conn)
         return self._pool.getconn(timeout=max(deadline - time.monotonic(), 0.001))
 
+    def transaction(self) -> AbstractContextManager[PostgresState]:
+        return self._unit(reads_only=False)
+
+    def reading(self) -> AbstractContextManager[PostgresState]:
+        """A read-only transaction on one snapshot of the database (``REPEATABLE READ``): every
+        statement in it sees the same data, so what a command lists (events, then their jobs
+        and attempts) is consistent while daemons write, and it never holds them up. Its
+        ``BEGIN`` says so: no round trip more."""
+        return self._unit(reads_only=True)
+
     @contextmanager
-    def transaction(self) -> Iterator[PostgresState]:
+    def _unit(self, *, reads_only: bool) -> Iterator[PostgresState]:
         me = threading.get_ident()
         with self._holders_lock:
             if me in self._holders:
@@ -342,12 +360,18 @@ class PostgresStore(JournaledStore):
                 # psycopg opens the transaction (BEGIN) with the first statement; the pool
                 # commits when the block ends, or rolls back when it raises.
                 self._backends.add(conn)
+                if reads_only:
+                    _begin_reading(conn, True)
                 state = PostgresState(conn, self.url)
                 try:
                     yield state
                 finally:
                     state.active = False
                     run = state.statements
+                    if reads_only:  # (the transaction is over: the pool's next user writes)
+                        with suppress(Exception):
+                            conn.rollback()
+                            _begin_reading(conn, False)
         finally:
             with self._holders_lock:
                 self._holders.discard(me)
