@@ -85,3 +85,18 @@ def _is_label(label: str) -> bool:
         and not label.endswith("-")
         and all(c in _LABEL_CHARACTERS for c in label)
     )
+
+
+def ascii_host(host: str) -> str:
+    """``host`` as looked up and as TLS checks it: an address as it is, a name in lower-case
+    A-labels as IDNA 2008 writes it (UTS 46 mapping, no transitional forms). Python's own
+    codec is IDNA 2003, which writes ``straße.example`` as ``strasse.example``: another
+    domain, which someone else may own. As it is when no such form exists."""
+    if host.isascii():
+        return host
+    import idna
+
+    try:
+        return idna.encode(host, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        return host

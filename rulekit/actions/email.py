@@ -67,7 +67,7 @@ from rulekit.errors import (
 from rulekit.event import Event
 from rulekit.expr.markup import Interpolations, map_leaves
 from rulekit.hookspecs import hookimpl
-from rulekit.hosts import host_problem, is_loopback
+from rulekit.hosts import ascii_host, host_problem, is_loopback
 from rulekit.models import StrictModel
 from rulekit.registry import ActionRegistry
 from rulekit.secrets import redact
@@ -145,6 +145,11 @@ class SmtpIntegration(StrictModel):
                 "or remove username and password"
             )
         return self
+
+    @property
+    def ascii_host(self) -> str:
+        """The server's name as looked up and as its certificate is checked (IDNA 2008)."""
+        return ascii_host(self.host)
 
     @property
     def effective_port(self) -> int:
@@ -409,7 +414,7 @@ class Email(Action):
         import aiosmtplib
 
         return aiosmtplib.SMTP(
-            hostname=settings.host,
+            hostname=settings.ascii_host,
             sock=sock,
             local_hostname=ehlo_name(settings.helo_name, settings.sender),
             use_tls=settings.security == "tls",
@@ -441,7 +446,9 @@ class Email(Action):
         transport: asyncio.BaseTransport | None = None
         try:
             async with asyncio.timeout_at(deadline):
-                sock = await open_socket(settings.host, settings.effective_port, settings.timeout)
+                sock = await open_socket(
+                    settings.ascii_host, settings.effective_port, settings.timeout
+                )
                 client = self._client(settings, tls, sock)
                 sock = None  # the client's now: its transport closes it
                 await client.connect()

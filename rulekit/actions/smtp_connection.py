@@ -25,7 +25,7 @@ import socket
 import struct
 from typing import TYPE_CHECKING
 
-from rulekit.addresses import mailbox
+from rulekit.actions.email_message import domain_of, sender_address
 from rulekit.errors import RetryableActionError
 
 if TYPE_CHECKING:
@@ -61,9 +61,11 @@ def ehlo_name(helo_name: str | None, sender: str) -> str:
     if helo_name:
         return helo_name
     try:
-        domain = mailbox(sender)[1].rpartition("@")[2].lower()
-        ascii_name = domain.encode("idna").decode("ascii")
-    except ValueError:  # (UnicodeError is one)
+        # in A-labels as the sender's address is sent (IDNA 2008, not Python's 2003 codec)
+        ascii_name = domain_of(sender_address(sender))
+    except ValueError:
+        return NEUTRAL_NAME
+    if not ascii_name.isascii():
         return NEUTRAL_NAME
     return NEUTRAL_NAME if helo_name_problem(ascii_name) else ascii_name
 

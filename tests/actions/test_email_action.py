@@ -741,3 +741,22 @@ def test_check_warns_about_mail_in_clear_to_another_machine(tmp_path):
         ]
     ):
         assert not engine_for(tmp_path / str(index), rules, smtp).ruleset.warnings
+
+
+def test_names_with_idna_deviations_are_sent_as_idna_2008_writes_them():
+    # IDNA 2003 (Python's codec, which the lookup and TLS used) writes straße.example as
+    # strasse.example, another domain that someone else may own; IDNA 2008, as addresses are
+    # sent, xn--strae-oqa.example
+    with FakeSmtp() as server:
+        action = Email(smtp_settings(server, **{"from": "bot@straße.example"}))
+        send(action, PARAMS)
+    [received] = server.messages
+    assert received.helo == "xn--strae-oqa.example"
+    assert received.sender == "bot@xn--strae-oqa.example"
+    settings = SmtpIntegration.model_validate(
+        {"host": "Mail.Straße.example", "from": "a@b.example"}
+    )
+    assert settings.ascii_host == "mail.xn--strae-oqa.example"
+    assert (
+        SmtpIntegration.model_validate({"host": "::1", "from": "a@b.example"}).ascii_host == "::1"
+    )
