@@ -8,6 +8,7 @@ event loop at all (webhooks, a reload, the dispatcher's calls)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import sys
@@ -61,6 +62,12 @@ class Stalling(WebhookProvider):
     def update_problem(self):
         _ran("update_problem")
         return "the stalling provider cannot change client data"
+
+    def reply_length_problem(self, text):
+        _ran("reply_length_problem")
+        if text == "stall":
+            RELEASE.wait(60)
+        return None
 
     def sender_problem(self, conversation):
         _ran("sender_problem")
@@ -119,6 +126,7 @@ def _inbox(folder: Path) -> list[str]:
         return [channel for (channel,) in db.execute("SELECT channel FROM inbox ORDER BY id")]
 
 
+@pytest.mark.slow  # (the default run has the console's test below: the same stall, shorter)
 def test_a_stuck_provider_hook_holds_up_only_its_own_channel(tmp_path, serve, stalling) -> None:
     config = write_setup(tmp_path)
     config.write_text(
@@ -132,7 +140,7 @@ def test_a_stuck_provider_hook_holds_up_only_its_own_channel(tmp_path, serve, st
     server = serve(config)
     slow = f"{server.url}/webhooks/slow/{SLOW_SECRET}"
     web = f"{server.url}/webhooks/web/{SECRET}"
-    stalls = ["forever", "loop"] * HOOKS_IN_FLIGHT
+    stalls = ["loop"] + ["forever"] * (2 * HOOKS_IN_FLIGHT - 1)  # (one spins: it takes a CPU)
     with httpx.Client(timeout=30) as client, ThreadPoolExecutor(len(stalls) + 2) as pool:
         stuck = [
             pool.submit(client.post, slow, content=_event(n), headers={"x-stall": how})
@@ -208,6 +216,51 @@ def test_no_provider_code_runs_on_the_event_loop(tmp_path, serve, stalling) -> N
     } <= hooks
     on_the_loop = [hook for hook, thread in ran_in if thread == server.thread.name]
     assert on_the_loop == []
+
+
+def test_a_stuck_provider_check_of_the_console_answers_503(tmp_path, serve, stalling) -> None:
+    """The console's checks are the provider's code too: one that does not answer is a 503 to
+    retry (nothing recorded), and the console and the webhooks go on meanwhile."""
+    token = "anna-console-token-0123456789"
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    config = write_setup(tmp_path, "[]\n")
+    config.write_text(
+        config.read_text()
+        .replace(
+            "channels:\n",
+            f"channels:\n  slow: {{provider: stalling, webhook_secret: {SLOW_SECRET}}}\n",
+        )
+        .replace(
+            "channels: [online-chat]}",
+            f"channels: [online-chat, slow], token_sha256: {digest}}}",
+        )
+    )
+    server = serve(config)
+    slow = f"{server.url}/webhooks/slow/{SLOW_SECRET}"
+    assert httpx.post(slow, content=_event(1), timeout=10).status_code == 200
+    console = httpx.Client(
+        base_url=f"{server.url}/console/api",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    messages = "/conversations/slow:c1/messages"
+    wait_for(lambda: console.get("/conversations/slow:c1").status_code == 200)
+    with ThreadPoolExecutor(1) as pool:
+        stuck = pool.submit(console.post, messages, json={"text": "stall"})
+        ran_in = stalling.RAN_IN  # type: ignore[attr-defined]
+        wait_for(lambda: ("reply_length_problem", "rulekit-hooks-stalling") in ran_in)
+        assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
+        assert httpx.post(slow, content=_event(2), timeout=5).status_code == 200
+        answer = stuck.result()
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["retry-after"] == "1"
+        assert "did not answer" in answer.text
+        stalling.RELEASE.set()  # type: ignore[attr-defined]
+        sent = console.post(messages, json={"text": "hello"})
+        assert sent.status_code == 202, sent.text
+    console.close()
+    with sqlite3.connect(tmp_path / "rulekit.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM outbox").fetchone() == (1,)
 
 
 def test_a_provider_hook_that_raises_refuses_only_its_request(tmp_path, serve, stalling) -> None:
