@@ -50,10 +50,20 @@ class WebhookProvider(Provider):
                 raise ChannelError(f"{dotted(tuple(first['loc']))}: {first['msg']}") from None
             self._directory_agent(event)
             event.message.id = bounded_key(event.message.id)
-            if event.message.id and not state.mark_message_seen(self.channel, event.message.id):
+            if event.message.id and not state.mark_message_seen(self.channel, self._mark(event)):
                 continue
             events.append(event)
         return events
+
+    def _mark(self, event: Event) -> str:
+        """What says the event's message was seen: its id in its conversation (a sender may
+        number messages per conversation, a ticket's first comment ``1``), the conversation
+        as it is stored (``order-7`` and ``web:order-7`` are one)."""
+        assert event.message.id is not None
+        conversation = event.conversation.id
+        where = first_key(self.channel, conversation) if conversation else ""
+        # (the length first: no conversation id and message id run together as another's)
+        return bounded_key(f"{len(where)}:{where}:{event.message.id}") or event.message.id
 
     def conversation_key(self, data: Any) -> str | None:
         """The key the body's conversation is stored under (its id without ``<channel>:``),

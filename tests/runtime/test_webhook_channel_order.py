@@ -180,3 +180,30 @@ def test_messages_read_out_of_order_move_no_reply_time_back(tmp_path: Path, serv
     assert conversation.last_agent == anna
     assert conversation.first_agent_reply_at == T0 + timedelta(minutes=1)
     assert conversation.last_client_message_at == T0 + timedelta(minutes=9)
+
+
+def test_messages_of_two_conversations_with_one_id_are_both_processed(
+    tmp_path: Path, serve
+) -> None:
+    """A sender numbering messages per conversation (a ticket's first comment is ``1``) saw
+    the second conversation's message ``1`` taken for a redelivery of the first's and dropped
+    unrecorded: message ids were marked seen for the whole channel. A message posted again in
+    its own conversation is still recognised."""
+    server = serve(web_setup(tmp_path, TIMED))
+    url = f"{server.url}/webhooks/web/{SECRET}"
+
+    def written(conversation: str, n: int) -> bytes:
+        message = {"id": "1", "text": f"first comment of {conversation}", "author": "client"}
+        return event("message", conversation, n, T0, message=message)
+
+    bodies = [
+        started("ticket-1", T0),
+        started("ticket-2", T0),
+        written("ticket-1", 5),
+        written("ticket-2", 5),
+        written("web:ticket-1", 6),  # the same message again, under another event id
+    ]
+    ids = [httpx.post(url, content=body).json()["id"] for body in bodies]
+    inbox = Inbox(tmp_path / "rulekit.sqlite3")
+    assert inbox.settle(ids) == {n: ("done", None) for n in ids}
+    assert [inbox.events(n) for n in ids[2:]] == [["web:ticket-1-5"], ["web:ticket-2-5"], []]
