@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jinja2 import nodes
 
-from rulekit.engine import decide, index
+from rulekit.engine import decide, discriminators
 from rulekit.errors import Location
 from rulekit.expr import parse as expressions
 from rulekit.expr.codegen import Program
@@ -134,8 +134,10 @@ def test_whatever_the_shortcut_takes_cpython_parses_the_same(source: str) -> Non
 def analysed(tree: nodes.Expr, program: Program) -> tuple[Any, ...]:
     """What loading reads of a condition's tree: its code, the index's discriminator, the
     decider's test, the country-code lint."""
-    found = index.find_discriminator(tree, program)
-    test = decide._leaf_test(tree, lambda node: index.find_discriminator(node, program), program)
+    found = discriminators.find_discriminator(tree, program)
+    test = decide._leaf_test(
+        tree, lambda node: discriminators.find_discriminator(node, program), program
+    )
     leaf = Leaf("source with a country", "", Location("rules.yaml", 1), lambda body: None, tree)
     at = Location("rules.yaml", 1)
     rule = Rule("r", 0, at, channels=None, events=None, condition=leaf, steps=[])
@@ -196,5 +198,5 @@ VALUES = st.lists(
 @given(VALUES)
 def test_value_checks_of_whole_lists_agree_with_each_value(values: list[Any]) -> None:
     found = tuple(values)
-    assert index._all_hashable(found) == all(index._hashable(v) for v in found)
+    assert discriminators._all_hashable(found) == all(discriminators._hashable(v) for v in found)
     assert decide._all_literal(found) == all(decide._literal(v) for v in found)
