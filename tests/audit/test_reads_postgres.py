@@ -28,7 +28,7 @@ def test_a_reading_is_one_snapshot_while_another_store_writes(tmp_path, postgres
             assert state.jobs(event_id=angry.id) == []
             assert state.get_event(angry.id) is None
         with reader.reading() as state:  # the next reading sees it whole
-            assert [r.event_id for r in state.history(limit=10)][0] == angry.id
+            assert next(r.event_id for r in state.history(limit=10)) == angry.id
             assert len(state.jobs(event_id=angry.id)) == 2
             with pytest.raises(Exception, match="read-only"):
                 state.finish_inbox(1)
