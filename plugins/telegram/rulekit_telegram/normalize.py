@@ -15,7 +15,8 @@ chat, keyed by the chat's id (in a private chat, the user's id, which replies ne
 * a known user whose name, username or language changed yields ``client_updated`` first, so
   the message's rules see the new data;
 * a message written before the user's latest one read so far (webhooks may come out of
-  order) changes neither their profile nor their topic, nor their last visit;
+  order) changes neither their profile nor their topic, nor their last visit, and reopens
+  no closed conversation (it is a ``message`` in it);
 * a photo, sticker, document, voice note or video is a message of that ``kind`` with its
   caption as text (or none); anything else a user can send is ``other``;
 * a message written in a topic of the chat (Bot API 9.3: users may organize their chat with a
@@ -71,7 +72,8 @@ class Normalizer:
         known_client = state.get_client(self.channel, str(message.user.id))
         activity = _activity(message)
         last_visit = known_client.last_visit if known_client is not None else None
-        if known_client is not None and _before(activity, last_visit):
+        stale = known_client is not None and _before(activity, last_visit)
+        if known_client is not None and stale:
             # written before the user's latest message read so far (webhooks may come out of
             # order): their record keeps the latest profile and topic; the event names the
             # topic it was written in, where its own reply goes
@@ -144,9 +146,11 @@ class Normalizer:
         elif state.mark_message_seen(self.channel, f"msg:{chat}:{message.message_id}"):
             if conversation is None:
                 conversation, name = self._new_conversation(message), "created"
-            elif conversation.status == "closed":
+            elif conversation.status == "closed" and not stale:
                 conversation, name = conversation.model_copy(update={"status": "open"}), "reopened"
             else:
+                # (a message written before the user's latest, read late, is no return of
+                # theirs: it reopens nothing)
                 name = "message"
             emit(name, f"msg:{chat}:{message.message_id}", when, message=self._message(message))
 

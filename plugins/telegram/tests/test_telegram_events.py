@@ -260,6 +260,22 @@ def test_a_message_read_after_a_later_one_brings_back_no_old_profile_or_topic(
     assert names(feed(updates.message(renamed, "next", topic=9))) == ["message"]
 
 
+def test_a_message_written_before_the_chat_closed_and_read_after_does_not_reopen_it(
+    feed, updates: Updates
+) -> None:
+    """A message written before the user's last one, read only after the chat closed (it
+    came late), is no return of the user: it reopened the chat (the rules on ``reopened``
+    greeted them again) and the idle timer, due long ago, closed it at once."""
+    first = updates.message(ANN, "Hi")
+    late = updates.message(ANN, "written second, read last")
+    last = updates.message(ANN, "written last")
+    updates.date += 3600
+    events = feed(first, last, updates.message(ANN, "/stop"), late)
+    assert names(events) == ["created", "message", "closed", "message"]
+    assert events[-1].conversation.status == "closed"
+    assert names(feed(updates.message(ANN, "back"))) == ["reopened"]
+
+
 def test_a_redelivered_update_yields_nothing(feed, updates: Updates) -> None:
     update = updates.message(ANN, "Hi")
     assert names(feed(update)) == ["created"]
