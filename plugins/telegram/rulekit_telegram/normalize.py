@@ -16,7 +16,7 @@ chat, keyed by the chat's id (in a private chat, the user's id, which replies ne
   the message's rules see the new data;
 * a message written before the user's latest one read so far (webhooks may come out of
   order) changes neither their profile nor their topic, nor their last visit, and reopens
-  no closed conversation (it is a ``message`` in it);
+  no closed conversation (it is a ``message`` in it); such a ``/stop`` closes nothing;
 * a photo, sticker, document, voice note or video is a message of that ``kind`` with its
   caption as text (or none); anything else a user can send is ``other``;
 * a message written in a topic of the chat (Bot API 9.3: users may organize their chat with a
@@ -128,8 +128,10 @@ class Normalizer:
 
         chat = message.chat_id
         if message.is_stop:
-            # only a conversation that is open can be closed; /stop before any message is nothing
-            if conversation is not None and conversation.status != "closed":
+            # only a conversation that is open can be closed; /stop before any message is
+            # nothing, and so is one written before the user's latest message (read late:
+            # they wrote again after it)
+            if conversation is not None and conversation.status != "closed" and not stale:
                 conversation = conversation.model_copy(update={"status": "closed"})
                 emit("closed", f"closed:{chat}:{message.message_id}", when)
         elif message.edited:

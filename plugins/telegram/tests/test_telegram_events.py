@@ -276,6 +276,19 @@ def test_a_message_written_before_the_chat_closed_and_read_after_does_not_reopen
     assert names(feed(updates.message(ANN, "back"))) == ["reopened"]
 
 
+def test_a_stop_written_before_the_user_s_last_message_and_read_after_it_closes_nothing(
+    feed, updates: Updates
+) -> None:
+    """``/stop`` then a new message, delivered the other way round: the user came back after
+    stopping, and the late ``/stop`` closed the chat they were writing in."""
+    first = updates.message(ANN, "Hi")
+    stop = updates.message(ANN, "/stop")
+    again = updates.message(ANN, "one more thing")
+    events = feed(first, again, stop)
+    assert names(events) == ["created", "message"]
+    assert names(feed(updates.message(ANN, "still here"))) == ["message"]
+
+
 def test_a_redelivered_update_yields_nothing(feed, updates: Updates) -> None:
     update = updates.message(ANN, "Hi")
     assert names(feed(update)) == ["created"]
