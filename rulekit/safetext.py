@@ -181,6 +181,20 @@ def echo(text: str = "", *, err: bool = False, nl: bool = True) -> None:
     click.echo(printable(text), err=err, nl=nl)
 
 
+def echo_json_list(key: str, items: Iterable[Any]) -> None:
+    """Print ``{key: [items...]}`` as :func:`echo_json` would, one item at a time as they
+    come: a long listing is never held whole, neither as values nor as text."""
+    import click
+
+    first = True
+    for item in items:
+        lines = dumps_json(item, indent=2, default=str).split("\n")
+        head = f"{{\n  {dumps_json(key)}: [\n" if first else ",\n"
+        click.echo(head + "\n".join("    " + line for line in lines), nl=False)
+        first = False
+    click.echo(f"{{\n  {dumps_json(key)}: []\n}}" if first else "\n  ]\n}")
+
+
 def echo_json(document: Any) -> None:
     """Print a JSON document with :func:`dumps_json` (indented; non-JSON values as strings)."""
     import click

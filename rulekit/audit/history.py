@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
@@ -12,7 +13,7 @@ from rulekit.audit.privacy import client_label, hidden_values, hide, hide_team
 from rulekit.engine.trace import matched_rules
 from rulekit.models import parse_duration
 from rulekit.safetext import text_lines
-from rulekit.store.base import JournaledState
+from rulekit.store.base import JournaledState, JournaledStore
 from rulekit.store.records import EventRecord, Job
 from rulekit.team import describe_seen
 
@@ -59,6 +60,11 @@ class HistoryLine:
         return Counter(job.status for job in self.jobs)
 
 
+PAGE = 500
+"""Events read, and printed, at a time: ``rulekit history --limit 100000`` holds a page of
+records (each with its trace) in memory, not all of them."""
+
+
 def history(
     state: JournaledState,
     *,
@@ -68,13 +74,59 @@ def history(
     failed: bool = False,
     since: datetime | None = None,
     limit: int = 50,
+    before: str | None = None,
 ) -> list[HistoryLine]:
-    """Recorded events, most recently processed first, with their jobs."""
+    """Recorded events, most recently processed first, with their jobs (``before``: those
+    recorded before that event)."""
     records = state.history(
-        channel=channel, event=event, rule=rule, failed=failed, since=since, limit=limit
+        channel=channel,
+        event=event,
+        rule=rule,
+        failed=failed,
+        since=since,
+        limit=limit,
+        before=before,
     )
     jobs = state.jobs_of_events([r.event_id for r in records])
     return [HistoryLine(r, jobs[r.event_id], _setters(state, r)) for r in records]
+
+
+def history_pages(
+    store: JournaledStore,
+    *,
+    channel: str | None = None,
+    event: str | None = None,
+    rule: str | None = None,
+    failed: bool = False,
+    since: datetime | None = None,
+    limit: int = 50,
+    page: int | None = None,
+) -> Iterator[list[HistoryLine]]:
+    """:func:`history`, :data:`PAGE` events at a time, each page read in a short read-only
+    transaction of its own: the store's write-ahead log is never held while a page is
+    printed (to a pager left open, say). The pages follow each other by the events' order of
+    recording, so an event recorded meanwhile is not listed, and none is listed twice."""
+    before: str | None = None
+    left = limit
+    while left > 0:
+        wanted = min(left, page or PAGE)
+        with store.reading() as state:
+            lines = history(
+                state,
+                channel=channel,
+                event=event,
+                rule=rule,
+                failed=failed,
+                since=since,
+                limit=wanted,
+                before=before,
+            )
+        if lines:
+            yield lines
+        if len(lines) < wanted:
+            return
+        left -= len(lines)
+        before = lines[-1].record.event_id
 
 
 def _setters(state: JournaledState, record: EventRecord) -> list[dict[str, Any]]:
@@ -97,38 +149,40 @@ def outcome_summary(line: HistoryLine) -> str:
 
 def as_document(lines: list[HistoryLine], *, show_content: bool = False) -> dict[str, Any]:
     """The ``--format json`` document."""
-    out = []
-    for line in lines:
-        record = line.record
-        client = record.data.get("client") or {}
-        item: dict[str, Any] = {
-            "event_id": record.event_id,
-            "channel": record.channel,
-            "event": record.event,
-            "conversation_id": record.conversation_id,
-            "occurred_at": record.occurred_at.isoformat(),
-            "processed_at": record.processed_at.isoformat(),
-            "client": {
-                "id": client.get("id"),
-                "display_name": client.get("display_name") or client.get("name"),
-            },
-            "matched": matched_rules(record.trace),
-            "jobs": [
-                {"id": job.id, "rule": job.rule, "action": job.action, "status": job.status}
-                for job in line.jobs
-            ],
-        }
-        timers = timer_summary(line, show_content=show_content)
-        if timers:
-            item["timers"] = timers
-        team = team_read(line, show_content=show_content)
-        if team:
-            item["team"] = team
-        if show_content:
-            item["client"]["email"] = client.get("email")
-            item["message"] = (record.data.get("message") or {}).get("text")
-        out.append(item)
-    return {"events": out}
+    return {"events": [as_item(line, show_content=show_content) for line in lines]}
+
+
+def as_item(line: HistoryLine, *, show_content: bool = False) -> dict[str, Any]:
+    """One event of the ``--format json`` document."""
+    record = line.record
+    client = record.data.get("client") or {}
+    item: dict[str, Any] = {
+        "event_id": record.event_id,
+        "channel": record.channel,
+        "event": record.event,
+        "conversation_id": record.conversation_id,
+        "occurred_at": record.occurred_at.isoformat(),
+        "processed_at": record.processed_at.isoformat(),
+        "client": {
+            "id": client.get("id"),
+            "display_name": client.get("display_name") or client.get("name"),
+        },
+        "matched": matched_rules(record.trace),
+        "jobs": [
+            {"id": job.id, "rule": job.rule, "action": job.action, "status": job.status}
+            for job in line.jobs
+        ],
+    }
+    timers = timer_summary(line, show_content=show_content)
+    if timers:
+        item["timers"] = timers
+    team = team_read(line, show_content=show_content)
+    if team:
+        item["team"] = team
+    if show_content:
+        item["client"]["email"] = client.get("email")
+        item["message"] = (record.data.get("message") or {}).get("text")
+    return item
 
 
 def timer_summary(line: HistoryLine, *, show_content: bool = False) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from rulekit.cli.main import STORE_LIMIT, config_option, reports_errors
-from rulekit.safetext import echo, echo_json
+from rulekit.safetext import echo, echo_json, echo_json_list
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -137,23 +137,31 @@ def history_command(
     config, store = _open(config_path, writes=False)
     try:
         since_time = _since(since, config.timezone)
-        with store.reading() as state:
-            lines = history.history(
-                state,
-                channel=channel,
-                event=event_name,
-                rule=rule,
-                failed=failed,
-                since=since_time,
-                limit=limit,
+        pages = history.history_pages(
+            store,
+            channel=channel,
+            event=event_name,
+            rule=rule,
+            failed=failed,
+            since=since_time,
+            limit=limit,
+        )
+        # printed page by page: a long listing is never held in memory whole
+        if output_format == "json":
+            items = (
+                history.as_item(line, show_content=show_content) for page in pages for line in page
             )
+            echo_json_list("events", items)
+            return
+        listed = False
+        for page in pages:
+            listed = True
+            text = history.as_text(page, timezone=config.timezone, show_content=show_content)
+            echo(text, nl=False)
+        if not listed:
+            echo(history.as_text([], timezone=config.timezone), nl=False)
     finally:
         store.close()
-    if output_format == "json":
-        _echo_json(history.as_document(lines, show_content=show_content))
-    else:
-        text = history.as_text(lines, timezone=config.timezone, show_content=show_content)
-        echo(text, nl=False)
 
 
 @click.command("stats")

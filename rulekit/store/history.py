@@ -68,11 +68,13 @@ class History(abc.ABC):
         failed: bool = False,
         since: datetime | None = None,
         limit: int = 50,
+        before: str | None = None,
     ) -> list[EventRecord]:
         """Recorded events, most recently processed first (``rulekit history``).
 
         ``rule`` keeps events for which that rule enqueued a job; ``failed`` keeps events with a
-        dead job; ``since`` compares with the time of processing.
+        dead job; ``since`` compares with the time of processing; ``before`` keeps the events
+        recorded before that one (the next page of a listing that ended with it).
         """
 
     @abc.abstractmethod

@@ -107,9 +107,13 @@ class SQLHistory:
         failed: bool = False,
         since: datetime | None = None,
         limit: int = 50,
+        before: str | None = None,
     ) -> list[EventRecord]:
         where: list[str] = ["1 = 1"]
         params: dict[str, Any] = {"limit": limit}
+        if before is not None:
+            where.append("e.id < (SELECT b.id FROM events b WHERE b.event_id = :before)")
+            params["before"] = before
         if channel is not None:
             where.append("e.channel = :channel")
             params["channel"] = channel
