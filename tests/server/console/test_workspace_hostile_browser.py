@@ -234,3 +234,21 @@ def test_a_reply_being_written_stays_with_its_conversation(tmp_path: Path) -> No
             box = page.find_element(By.ID, "reply-text")
             assert box.get_attribute("value") == "Your order 1042 ships to Berlin"
         assert site.chatra.sent == [] and site.events("agent_replied") == []
+
+
+def test_a_link_to_no_conversation_leaves_the_page_working(tmp_path: Path) -> None:
+    """A link into the console whose conversation part is not percent-encoding (pasted from a
+    chat, cut short) opens the workspace with no conversation, its live stream working."""
+    with running("sqlite", tmp_path) as site:
+        site.started()
+        with chromium(tmp_path / "profile") as page:
+            sign_in(page, site.url, "anna")
+            page.get("about:blank")
+            page.get(f"{site.url}/console/#/c/online-chat/%E0%A4%A")
+            wait_for(lambda: list_item(page) is not None, "the list")
+            wait_for(
+                lambda: page.find_element("id", "connection").text == "live", "the live stream"
+            )
+            assert not page.find_element("id", "thread-view").is_displayed()
+            open_conversation(page)  # and the list opens conversations as ever
+            wait_for(lambda: thread_texts(page), "the thread")

@@ -405,6 +405,15 @@
     document.dispatchEvent(new CustomEvent("rulekit:conversation", { detail: data }));
   }
 
+  // the parts of a link, percent-decoded; null when one is not percent-encoding
+  function decoded(...parts) {
+    try {
+      return parts.map(decodeURIComponent);
+    } catch (e) {
+      return null;
+    }
+  }
+
   function route() {
     const admin = window.location.hash === "#/admin";
     $("workspace").hidden = admin;
@@ -412,12 +421,13 @@
     document.body.dataset.view = admin ? "admin" : "workspace";
     if (admin) document.dispatchEvent(new CustomEvent("rulekit:admin"));
     const match = /^#\/c\/([^/]+)\/(.+)$/.exec(window.location.hash);
-    if (!match) {
+    const named = match && decoded(match[1], match[2]);
+    if (!named) {  // no conversation, or none a link could name (not percent-encoding)
       $("conversation").hidden = true;
       document.dispatchEvent(new CustomEvent("rulekit:conversation", { detail: null }));
       return;
     }
-    showConversation(decodeURIComponent(match[1]), decodeURIComponent(match[2])).catch((error) => {
+    showConversation(named[0], named[1]).catch((error) => {
       facts($("conversation-facts"), [["Error", String(error.message || error)]]);
       $("conversation").hidden = false;
     });
