@@ -43,20 +43,28 @@ RESTART_WAIT = 10.0
 
 
 class _Spawned:
-    """A process this module started (the fork server, the resource tracker)."""
+    """A process this module started (the fork server, the resource tracker), reaped by it."""
 
     def __init__(self, args: list[str], fds: list[int]) -> None:
-        self.process = subprocess.Popen(
+        process = subprocess.Popen(
             args,
             executable=args[0],
             pass_fds=fds,
             env=base_environment(os.environ),
             close_fds=True,
         )
-        self.pid = self.process.pid
+        self.pid = process.pid
+        # it runs as long as the daemon (it ends when the daemon does) and is reaped here:
+        # the Popen is told not to wait for it, nor to warn that it outlives it
+        process.returncode = 0
 
     def running(self) -> bool:
-        return self.process.poll() is None
+        """Whether it runs (reaped when it ended)."""
+        try:
+            pid, _ = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped before
+            return False
+        return pid == 0
 
 
 class ForkServer:
