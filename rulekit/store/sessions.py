@@ -78,10 +78,11 @@ class ConsoleSessions:
         raise NotImplementedError(f"{type(self).__name__} cannot keep console sessions")
 
     def console_session(
-        self, session_hash: str, *, now: float | None = None
+        self, session_hash: str, *, now: float | None = None, max_age: float | None = None
     ) -> tuple[str, float] | None:
-        """The credential of the live session ``session_hash`` and the seconds it has left, or
-        None (none, or it ran out)."""
+        """The credential of the live session ``session_hash`` and the seconds of idle time it
+        has left, or None (none, it ran out, or it was opened more than ``max_age`` seconds
+        ago)."""
         raise NotImplementedError(f"{type(self).__name__} cannot keep console sessions")
 
     def extend_console_session(

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 SESSION_TTL = 12 * 3600.0
 """Seconds a session lives after its last use."""
+SESSION_MAX_AGE = 7 * 24 * 3600.0
+"""Seconds a session lives at most, however often it is used: a browser left signed in on a
+shared or lost machine is signed out within a week, and the agent signs in again."""
 MAX_SESSIONS = 10_000
 """Sessions the store keeps in all (the oldest ends first)."""
 REVALIDATE = 5.0
@@ -127,23 +130,26 @@ class Sessions:
     """Open console sessions, by a random id that the browser holds in an HttpOnly cookie.
 
     The sessions are in the store (:mod:`rulekit.store.sessions`), so every daemon on it knows
-    them and a restart keeps them. A daemon keeps what it read of a session for
-    :data:`REVALIDATE` seconds: a sign-out (or a session ended) on another daemon is seen
-    within that. Whether the session's token is still valid is checked against this daemon's
-    config on every request; a reload that removes or changes a token ends its sessions in the
-    store (everywhere) at the next console request."""
+    them and a restart keeps them. A session ends :data:`SESSION_TTL` after its last use, and
+    :data:`SESSION_MAX_AGE` after it was opened however it is used. A daemon keeps what it
+    read of a session for :data:`REVALIDATE` seconds: a sign-out (or a session ended) on
+    another daemon is seen within that. Whether the session's token is still valid is checked
+    against this daemon's config on every request; a reload that removes or changes a token
+    ends its sessions in the store (everywhere) at the next console request."""
 
     def __init__(
         self,
         store: JournaledStore,
         *,
         ttl: float = SESSION_TTL,
+        max_age: float = SESSION_MAX_AGE,
         clock: Callable[[], float] = time.time,
         revalidate: float = REVALIDATE,
         config: Config | None = None,
     ) -> None:
         self.store = store
         self.ttl = ttl
+        self.max_age = max_age
         self.clock = clock
         """Seconds since the epoch, where the store has no clock of its own (SQLite)."""
         self.revalidate = revalidate
@@ -200,7 +206,7 @@ class Sessions:
 
             def work() -> str | None:
                 with self.store.reading() as state:  # (holds no writer back)
-                    found = state.console_session(hashed, now=now)
+                    found = state.console_session(hashed, now=now, max_age=self.max_age)
                 if found is None:
                     return None
                 credential, left = found

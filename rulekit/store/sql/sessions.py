@@ -65,14 +65,17 @@ class SQLConsoleSessions:
         return [str(row["session_hash"]) for row in ended]
 
     def console_session(
-        self, session_hash: str, *, now: float | None = None
+        self, session_hash: str, *, now: float | None = None, max_age: float | None = None
     ) -> tuple[str, float] | None:
         """See :meth:`rulekit.store.sessions.ConsoleSessions.console_session`."""
         clock, params = self._clock(now)
+        young, params = "", {**params, "hash": session_hash}
+        if max_age is not None:
+            young, params["max_age"] = f" AND opened_at > {clock} - :max_age", float(max_age)
         row = self.execute(
             f"SELECT credential, idle_until - {clock} AS remaining FROM console_sessions"
-            f" WHERE session_hash = :hash AND idle_until > {clock}",
-            {**params, "hash": session_hash},
+            f" WHERE session_hash = :hash AND idle_until > {clock}{young}",
+            params,
         ).fetchone()
         return None if row is None else (str(row["credential"]), float(row["remaining"]))
 

@@ -14,6 +14,7 @@ from rulekit.config import Config, ConsoleSettings, RawConfig
 from rulekit.directory import AgentEntry, Directory
 from rulekit.server.console.sessions import (
     MAX_SESSIONS_PER_TOKEN,
+    SESSION_MAX_AGE,
     SESSION_TTL,
     Sessions,
     Viewer,
@@ -164,6 +165,25 @@ def test_a_session_expires_when_unused_and_lasts_while_used(store: JournaledStor
         assert await sessions.viewer(session, config) is None
         assert await sessions.viewer(None, config) is None
         assert await sessions.viewer("forged", config) is None
+
+    asyncio.run(run())
+
+
+def test_a_session_in_steady_use_ends_a_week_after_it_was_opened(store: JournaledStore) -> None:
+    clock = Clock()
+
+    async def run() -> None:
+        sessions = Sessions(store, clock=clock, revalidate=0)
+        config = config_with([agent("ann@example.com", "t-ann")])
+        session = await sessions.open(token_hash("t-ann"))
+        opened = clock.now
+        while clock.now + 3600 < opened + SESSION_MAX_AGE:  # used every hour for a week
+            clock.now += 3600
+            assert await sessions.viewer(session, config) is not None
+        clock.now = opened + SESSION_MAX_AGE + 1
+        assert await sessions.viewer(session, config) is None
+        again = await sessions.open(token_hash("t-ann"))  # signing in again opens a new one
+        assert await sessions.viewer(again, config) is not None
 
     asyncio.run(run())
 
