@@ -22,7 +22,9 @@
   for such an address, at every attempt; and the domain's pacing is one, whichever form it
   was written in.
 * The message (:func:`build_message`): a ``text/plain`` part always, and the ``html`` as an
-  alternative when there is one.
+  alternative when there is one. A NUL character (which a message may not hold, RFC 5322; a
+  strict server refuses the whole message for it, for good) becomes U+FFFD in both
+  (:func:`body_text`): a client's message quoting one still reaches the team.
 """
 
 from __future__ import annotations
@@ -172,7 +174,12 @@ def build_message(
     message["Date"] = email.utils.formatdate(localtime=False)
     message["Message-ID"] = message_id(sender, delivery)
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: auto-responders do not answer
-    message.set_content(text)
+    message.set_content(body_text(text))
     if html is not None:
-        message.add_alternative(html, subtype="html")
+        message.add_alternative(body_text(html), subtype="html")
     return message
+
+
+def body_text(text: str) -> str:
+    """``text`` fit for a message's body: each NUL character replaced by U+FFFD."""
+    return text.replace("\x00", "\ufffd")

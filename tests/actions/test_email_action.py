@@ -198,6 +198,33 @@ def test_client_values_reach_the_mail_without_bidi_controls(tmp_path):
     assert "<b>eviltxt.exe</b>: see invoice.pdf</p>" in message.get_body(("html",)).get_content()
 
 
+def test_a_nul_in_a_client_message_reaches_the_team_as_a_replacement_character(tmp_path):
+    """A message may not hold NUL (RFC 5322), and a strict server refuses the whole message
+    for one, for good: a client's text quoting one still goes, with U+FFFD in its place."""
+    engine = engine_for(
+        tmp_path,
+        """
+        - name: mail
+          on: {event: created}
+          do:
+            - email:
+                to: [ops@shop.example]
+                subject: "New chat"
+                text: "{{ client.name }} wrote: {{ message.text }}"
+                html: '<p>{{ message.text|e }}</p>'
+        """,
+    )
+    event = make_event(client={"name": "Ann"}, message={"id": "m1", "text": "a\x00b"})
+    [planned] = engine.evaluate(event)
+    with FakeSmtp() as server:
+        send(Email(smtp_settings(server)), planned.model, event)
+    [received] = server.messages
+    assert b"\x00" not in received.data
+    message = received.message
+    assert message.get_body(("plain",)).get_content().startswith("Ann wrote: a\ufffdb")
+    assert "<p>a\ufffdb</p>" in message.get_body(("html",)).get_content()
+
+
 def test_a_long_subject_from_client_data_is_cut(tmp_path):
     """A subject holding a client's message of 100,000 characters took the mail library
     seconds of CPU to fold into header lines, blocking the daemon at every attempt: a subject
