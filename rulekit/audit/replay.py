@@ -20,7 +20,7 @@ event (an event ``timer:<id>``); recorded firings are not replayed as events the
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -125,7 +125,7 @@ def replay(
     replay; default: the current time) fire."""
     report = Report()
     timers = _TimerReplay(state, engine, report)
-    for record in reversed(state.history(since=since, limit=limit)):
+    for record in reversed(_recorded(state, since, limit)):
         if isinstance(record.trace.get("timer"), dict):
             timers.recorded(record)  # a firing: compared with the simulated one
             continue
@@ -145,6 +145,31 @@ def replay(
     timers.fire_due(now or datetime.now(UTC))
     timers.finish()
     return report
+
+
+PAGE = 500
+"""Records read at a time."""
+KEPT_TRACE = ("team", "timer")
+"""What a replay reads of a record's trace (what the rules read of ``team``; a timer's
+firing): the rest (every candidate rule, each condition's result) is most of a record."""
+
+
+def _recorded(state: JournaledState, since: datetime | None, limit: int) -> list[EventRecord]:
+    """The most recent ``limit`` records since ``since``, newest first, each with only the part
+    of its trace a replay reads: read a page at a time, so that a replay of 100,000 events
+    never holds their whole traces (over a gigabyte) at once."""
+    found: list[EventRecord] = []
+    before: str | None = None
+    while len(found) < limit:
+        wanted = min(limit - len(found), PAGE)
+        page = state.history(since=since, limit=wanted, before=before)
+        found += [
+            replace(r, trace={k: r.trace[k] for k in KEPT_TRACE if k in r.trace}) for r in page
+        ]
+        if len(page) < wanted:
+            break
+        before = page[-1].event_id
+    return found
 
 
 def _jobs(state: JournaledState, event_id: str) -> list[Action]:

@@ -180,3 +180,28 @@ def build_site(tmp_path: Path) -> Site:
     finally:
         store.close()
     return Site(root, config, root / "audit.sqlite3")
+
+
+def build_busy_site(tmp_path: Path, count: int) -> Site:
+    """``count`` recorded messages (``chatra:message:m-00`` ...), one a minute, in three
+    conversations; the odd ones ask for a refund (Refunds to Slack enqueued a job)."""
+    root = tmp_path / "site"
+    config = write(root / "rulekit.yaml", CONFIG)
+    write(root / "rules.d" / "rules.yaml", RULES)
+    engine = Engine.from_path(root / "rules.d", config)
+    store = SQLiteStore(root / "audit.sqlite3")
+    try:
+        for n in range(count):
+            event = Event(
+                id=f"chatra:message:m-{n:02d}",
+                channel="online-chat",
+                event="message",
+                occurred_at=T0 + timedelta(minutes=n),
+                conversation={"id": f"conv-{n % 3}", "status": "open"},
+                client={"id": f"c-{n % 3}", "name": f"Client {n % 3}"},
+                message={"id": f"m{n}", "text": "refund" if n % 2 else "hello", "author": "client"},
+            )
+            record(store, engine, event, b"{}")
+    finally:
+        store.close()
+    return Site(root, config, root / "audit.sqlite3")

@@ -5,15 +5,11 @@ gigabyte), each page in a short read of its own; the listing is the same as read
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 import pytest
-from audit_site import CONFIG, RULES, T0, Site, record
-from scaffold import write
+from audit_site import Site, build_busy_site
 
 from rulekit.audit import history
-from rulekit.engine.engine import Engine
-from rulekit.event import Event
 from rulekit.store.sqlite import SQLiteStore
 
 COUNT = 23
@@ -21,26 +17,7 @@ COUNT = 23
 
 @pytest.fixture
 def busy(tmp_path) -> Site:
-    root = tmp_path / "site"
-    config = write(root / "rulekit.yaml", CONFIG)
-    write(root / "rules.d" / "rules.yaml", RULES)
-    engine = Engine.from_path(root / "rules.d", config)
-    store = SQLiteStore(root / "audit.sqlite3")
-    try:
-        for n in range(COUNT):
-            event = Event(
-                id=f"chatra:message:m-{n:02d}",
-                channel="online-chat",
-                event="message",
-                occurred_at=T0 + timedelta(minutes=n),
-                conversation={"id": f"conv-{n % 3}", "status": "open"},
-                client={"id": f"c-{n % 3}", "name": f"Client {n % 3}"},
-                message={"id": f"m{n}", "text": "refund" if n % 2 else "hello", "author": "client"},
-            )
-            record(store, engine, event, b"{}")
-    finally:
-        store.close()
-    return Site(root, config, root / "audit.sqlite3")
+    return build_busy_site(tmp_path, COUNT)
 
 
 NEWEST_FIRST = [f"chatra:message:m-{n:02d}" for n in reversed(range(COUNT))]
