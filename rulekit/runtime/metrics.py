@@ -142,6 +142,12 @@ class Metrics:
             "1 when the last reload attempt succeeded, 0 when it was refused.",
             registry=registry,
         )
+        self.watch_up = Gauge(
+            "rulekit_watch_up",
+            "1 while the rules and config files are watched for changes, 0 while the watch "
+            "fails (a save is not reloaded until it is back) or is off (--no-watch).",
+            registry=registry,
+        )
 
         self.signin_refused = Counter(
             "rulekit_console_signin_refused_total",

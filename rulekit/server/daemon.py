@@ -123,6 +123,7 @@ class Daemon(Reloading):
         """SIGHUPs received before the daemon listened for them (``rulekit run`` holds them)."""
         self.job_lease = job_lease
         self.metrics = Metrics()
+        self.metrics.watch_up.set(1 if watch else 0)
         self.feed = LiveFeed()
         config = self._snapshot.config
         self.store = store or open_store(config.raw.storage, config.base_dir)
@@ -429,6 +430,7 @@ class Daemon(Reloading):
             "rules": len(self._snapshot.engine.rules),
             "loaded_at": self._snapshot.loaded_at.isoformat(),
             "last_reload": self.last_reload,
+            "watch": "off" if not self.watch else self.watch_problem or "ok",
             "warnings": self.problems,
         }
         if self.outdated is not None:
@@ -436,6 +438,8 @@ class Daemon(Reloading):
         if not reasons:
             body["store"] = "ok" if store_problem is None else "unavailable"
             body["last_reload"] = {k: v for k, v in self.last_reload.items() if k != "errors"}
+            if self.watch and self.watch_problem is not None:  # (it names the folders)
+                body["watch"] = "failing"
             del body["warnings"]
         return (200 if running else 503), body
 

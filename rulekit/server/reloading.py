@@ -162,6 +162,10 @@ class Reloading:
     _loads: list[object]
     """A token per load running in its thread (:data:`MAX_LOADS`)."""
     _stop_watching: asyncio.Event | None
+    watch_problem: str | None = None
+    """Why the files are not being watched now (the watch fails and is started again every
+    :data:`WATCH_RETRY` seconds), or None: ``/healthz`` and ``rulekit_watch_up`` say so, since
+    a save is then not reloaded until the watch is back (or a SIGHUP)."""
     stopping: bool
     """The daemon is stopping: a reload swaps nothing in any more (its fetchers, workers and
     clients are being stopped and closed; a set swapped in now would start them again and
@@ -364,14 +368,18 @@ class Reloading:
                     rust_timeout=int(WATCH_CHECK * 1000),
                     yield_on_timeout=True,
                 ):
+                    if failing or self.watch_problem is not None:
+                        log(logger, logging.INFO, "watching files again")
                     failing = False
+                    self._watching(None)
                     if any(plan.relevant(*change) for change in changes) or pending:
                         pending = False
                         await self.reload("file change")
                     if self.watch_plan().identity != plan.identity:
                         pending = True
                         break
-            except Exception:
+            except Exception as exc:
+                self._watching(f"{type(exc).__name__}: {exc}")
                 if not failing:  # said once, not at each attempt
                     log(
                         logger,
@@ -383,6 +391,11 @@ class Reloading:
                 failing = pending = True
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), WATCH_RETRY)
+
+    def _watching(self, problem: str | None) -> None:
+        """The watch is on (None) or fails (why)."""
+        self.watch_problem = problem
+        self.metrics.watch_up.set(0 if problem else 1)
 
     def _set_rules_metrics(self) -> None:
         self.metrics.rules_loaded.set(len(self._snapshot.engine.rules))
