@@ -20,6 +20,7 @@ event (an event ``timer:<id>``); recorded firings are not replayed as events the
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -80,6 +81,16 @@ class Report:
     """``(event id, why)`` for records that could not be rebuilt into events."""
     pending_timers: int = 0
     """Simulated timers not due yet when the replay ends."""
+    keeps_unchanged: bool = True
+    """Whether an event that would not change is kept whole (``--all`` lists it); else only
+    what the summary counts of it is: a replay of 100,000 events holds the ones it lists."""
+
+    def add(self, change: Change) -> None:
+        """One more event's change (as much of it as will be shown)."""
+        if not (change.differs or self.keeps_unchanged):
+            change.record = replace(change.record, data={}, trace={})
+            change.unchanged = [Action(a.rule, a.action, {}) for a in change.unchanged]
+        self.changes.append(change)
 
     def summary(self) -> dict[str, Any]:
         fired_then: Counter[str] = Counter()
@@ -118,14 +129,16 @@ def replay(
     since: datetime | None = None,
     limit: int = 10_000,
     now: datetime | None = None,
+    keep_unchanged: bool = True,
 ) -> Report:
     """Evaluate ``engine``'s rules over the events recorded since ``since`` (at most ``limit``,
     the most recent), oldest first, and compare each plan with the jobs recorded then. Timers
     of timed rules are simulated on the recorded times; those due by ``now`` (the time of the
-    replay; default: the current time) fire."""
-    report = Report()
+    replay; default: the current time) fire. Without ``keep_unchanged``, the events that
+    would not change are only counted (:attr:`Report.keeps_unchanged`)."""
+    report = Report(keeps_unchanged=keep_unchanged)
     timers = _TimerReplay(state, engine, report)
-    for record in reversed(_recorded(state, since, limit)):
+    for record in _oldest_first(state, since, limit):
         if isinstance(record.trace.get("timer"), dict):
             timers.recorded(record)  # a firing: compared with the simulated one
             continue
@@ -140,7 +153,7 @@ def replay(
         plan = engine.evaluate(event, None, team=TeamFacts.recorded(record.trace.get("team")))
         change = compare(record, _jobs(state, record.event_id), _planned(plan))
         change.errors = list(plan.errors)
-        report.changes.append(change)
+        report.add(change)
         timers.follow(event, plan)
     timers.fire_due(now or datetime.now(UTC))
     timers.finish()
@@ -154,22 +167,27 @@ KEPT_TRACE = ("team", "timer")
 firing): the rest (every candidate rule, each condition's result) is most of a record."""
 
 
-def _recorded(state: JournaledState, since: datetime | None, limit: int) -> list[EventRecord]:
-    """The most recent ``limit`` records since ``since``, newest first, each with only the part
-    of its trace a replay reads: read a page at a time, so that a replay of 100,000 events
-    never holds their whole traces (over a gigabyte) at once."""
-    found: list[EventRecord] = []
+def _oldest_first(
+    state: JournaledState, since: datetime | None, limit: int
+) -> Iterator[EventRecord]:
+    """The most recent ``limit`` records since ``since``, oldest first, each with only the
+    part of its trace a replay reads; never more than a page of them held at once: their ids
+    are listed a page at a time, newest first, then each record read as its turn comes (a
+    replay of 100,000 events held every record, over a gigabyte)."""
+    ids: list[str] = []
     before: str | None = None
-    while len(found) < limit:
-        wanted = min(limit - len(found), PAGE)
+    while len(ids) < limit:
+        wanted = min(limit - len(ids), PAGE)
         page = state.history(since=since, limit=wanted, before=before)
-        found += [
-            replace(r, trace={k: r.trace[k] for k in KEPT_TRACE if k in r.trace}) for r in page
-        ]
+        ids += [record.event_id for record in page]
         if len(page) < wanted:
             break
         before = page[-1].event_id
-    return found
+    for event_id in reversed(ids):
+        record = state.get_event(event_id)
+        if record is not None:  # (in the same snapshot: always)
+            trace = {key: record.trace[key] for key in KEPT_TRACE if key in record.trace}
+            yield replace(record, trace=trace)
 
 
 def _jobs(state: JournaledState, event_id: str) -> list[Action]:
@@ -259,7 +277,7 @@ class _TimerReplay:
             change.errors = list(plan.errors)
             if plan.firing is not None and plan.firing.outcome == "error":
                 change.errors.append(f"timer of {timer.rule!r}: {plan.firing.reason}")
-            self.report.changes.append(change)
+            self.report.add(change)
 
     def finish(self) -> None:
         """Recorded firings the simulation did not repeat: their actions are removed (those

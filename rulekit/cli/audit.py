@@ -243,7 +243,9 @@ def replay_command(
     store = open_recorded(config, writes=False)
     try:
         with store.reading() as state:
-            report = replay.replay(state, engine, since=since_time, limit=limit, now=_now())
+            report = replay.replay(
+                state, engine, since=since_time, limit=limit, now=_now(), keep_unchanged=show_all
+            )
     finally:
         store.close()
     if output_format == "json":
