@@ -1,8 +1,8 @@
 """The commands that only read the store (``why``, ``history``, ``stats``, ``replay``, and the
-listings of ``retry`` and ``requeue``) never take
-SQLite's write lock: a daemon in the middle of a write never waits for them (a ``replay`` of
-10,000 events, or a ``history`` over a large store, held every webhook's acknowledgement for as
-long as it ran), and they answer while the daemon writes."""
+listings of ``retry`` and ``requeue``) never take SQLite's write lock: a daemon in the middle
+of a write never waits for them (a ``replay`` of 10,000 events, or a ``history`` over a large
+store, held every webhook's acknowledgement for as long as it ran), and they answer while the
+daemon writes."""
 
 from __future__ import annotations
 
