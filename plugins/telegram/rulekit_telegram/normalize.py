@@ -23,9 +23,12 @@ chat, keyed by the chat's id (in a private chat, the user's id, which replies ne
   bot into topics) puts the topic in ``client.custom.telegram_topic``: replies go there, not
   to the chat's main view, where the user does not look for them.
 
-Event ids derive from Telegram's ids: ``<channel>:msg:<chat>:<message id>``,
-``<channel>:edit:<chat>:<message id>:<edit date>``, ``<channel>:closed:<chat>:<message id>``
-(``/stop``) and ``<channel>:client:<user id>:<update id>``.
+Event ids derive from Telegram's ids, so that a redelivered update makes the same id and no
+two updates make one: ``<channel>:msg:<chat>:<message id>``,
+``<channel>:edit:<chat>:<message id>:<edit date>:<update id>`` (``edit_date`` counts whole
+seconds: two edits in one second differ by their update), ``<channel>:closed:<chat>:<message
+id>`` (``/stop``) and ``<channel>:client:<user id>:<update id>:<message id>`` (an
+``update_id`` may come again after Telegram numbers updates anew).
 """
 
 from __future__ import annotations
@@ -124,7 +127,13 @@ class Normalizer:
         ):
             # the update's id, not the new profile: a name changed back to one it had before
             # is a change too, and an event id already recorded would be dropped as a repeat
-            emit("client_updated", f"client:{client.id}:{update.update_id}", when)
+            # (with the message's id: after a week without updates Telegram numbers them anew,
+            # at random, so an update_id alone may come again for another change)
+            emit(
+                "client_updated",
+                f"client:{client.id}:{update.update_id}:{message.message_id}",
+                when,
+            )
 
         chat = message.chat_id
         if message.is_stop:
@@ -139,9 +148,11 @@ class Normalizer:
             name = "message"
             if conversation is None:
                 conversation, name = self._new_conversation(message), "created"
+            # the update's id too: edit_date counts whole seconds, and two edits of one
+            # message in a second are two events (one id, the second read as a repeat)
             emit(
                 name,
-                f"edit:{chat}:{message.message_id}:{edited_at}",
+                f"edit:{chat}:{message.message_id}:{edited_at}:{update.update_id}",
                 when,
                 message=self._message(message),
             )

@@ -178,7 +178,8 @@ def test_an_edit_is_a_message_marked_edited(feed, updates: Updates) -> None:
     assert edited.message.edited is True
     assert edited.message.text == "hello"
     assert edited.message.id == "111:1"
-    assert edited.id == f"telegram:edit:111:1:{edit['edited_message']['edit_date']}"
+    edited_at, update_id = edit["edited_message"]["edit_date"], edit["update_id"]
+    assert edited.id == f"telegram:edit:111:1:{edited_at}:{update_id}"
     assert edited.occurred_at == datetime.fromtimestamp(edit["edited_message"]["edit_date"], UTC)
 
 
