@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 DEFAULT_BACKLOG = 1000
@@ -28,10 +28,16 @@ class FeedClosed(Exception):
 class Subscription:
     """One subscriber's queue."""
 
-    def __init__(self, feed: LiveFeed, backlog: int) -> None:
+    def __init__(
+        self, feed: LiveFeed, backlog: int, counts: Callable[[dict[str, Any]], bool] | None = None
+    ) -> None:
         self._feed = feed
         self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(backlog)
+        self._counts = counts
         self.dropped = 0
+        """How many messages were lost, of those ``counts`` says the subscriber would have
+        received (all without it): a gap of messages it could not see is no gap to it, and
+        telling it how many would tell how busy the rest of the daemon is."""
         self._ended = False
 
     def _end(self) -> None:
@@ -42,8 +48,9 @@ class Subscription:
 
     def _offer(self, message: dict[str, Any]) -> None:
         if self._queue.full():
-            self._queue.get_nowait()
-            self.dropped += 1
+            lost = self._queue.get_nowait()
+            if lost is not None and (self._counts is None or self._counts(lost)):
+                self.dropped += 1
         self._queue.put_nowait(message)
 
     async def get(self) -> dict[str, Any]:
@@ -78,11 +85,12 @@ class LiveFeed:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
 
-    def subscribe(self) -> Subscription:
+    def subscribe(self, counts: Callable[[dict[str, Any]], bool] | None = None) -> Subscription:
         """Start receiving messages published from now on (a subscription to a closed feed
-        ends at once)."""
+        ends at once); ``counts`` says which lost messages :attr:`Subscription.dropped`
+        counts (those its subscriber would have received; all without it)."""
         self._loop = asyncio.get_running_loop()
-        subscription = Subscription(self, self._backlog)
+        subscription = Subscription(self, self._backlog, counts)
         if self.closed:
             subscription._ended = True
         else:

@@ -111,6 +111,15 @@ class Recorder:
             while len(self._channels) > KNOWN_EVENTS:
                 self._channels.popitem(last=False)
 
+    def known_channel(self, message: dict[str, Any]) -> str | None:
+        """The channel of ``message`` as far as is known without asking the store (None:
+        not known)."""
+        channel = channel_of(message)
+        if channel is not None:
+            return channel
+        event_id = event_id_of(message)
+        return self._channels.get(event_id) if event_id is not None else None
+
     async def channel(self, message: dict[str, Any]) -> str | None:
         """The channel of ``message``: named by it, else that of the event it names."""
         channel = channel_of(message)

@@ -342,7 +342,19 @@ class Console:
         newest = self.recorder.recent[-1].get("seq", 0) if self.recorder.recent else 0
         if last is not None and last > newest:
             last = None  # the page saw a daemon that has restarted since: numbering began anew
-        subscription = self.feed.subscribe()
+        watching = [viewer]  # who the stream is for now (a reload may change their access)
+
+        def counts(lost: dict[str, Any]) -> bool:
+            # a lost message the viewer would not have received is not counted: the gap's
+            # number must not tell how busy the channels they cannot see are. Its channel is
+            # remembered for the messages after it that name only its event.
+            self.recorder.remember(lost)
+            who = watching[0]
+            if who.admin or lost.get("type") == "reload":
+                return visible(who, lost, None)
+            return visible(who, lost, self.recorder.known_channel(lost))
+
+        subscription = self.feed.subscribe(counts)
         backlog = (
             [m for m in self.recorder.recent if m.get("seq", 0) > last] if last is not None else []
         )
@@ -393,6 +405,7 @@ class Console:
                     viewer = await self.viewer_of(session_id)
                     if viewer is None:
                         return
+                    watching[0] = viewer
                     if await self._visible(viewer, message):
                         sent = max(sent, seq)
                         team = TeamView(viewer, self.get_snapshot().config.directory)
