@@ -9,6 +9,8 @@ Providers match a service's agents to it (an agent's name and whether rulekit kn
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pydantic import Field, field_validator
 
 from rulekit.models import StrictModel
@@ -79,6 +81,14 @@ class Directory:
     def get(self, email: str | None) -> AgentEntry | None:
         """The agent with this email, whatever its case."""
         return self._by_email.get(email.lower()) if email else None
+
+    def presence_of_agents(self, presence: Mapping[str, str]) -> dict[str, str]:
+        """The store's ``presence`` (by lower-cased email) of this directory's agents only: an
+        agent a reload removed signed in once, yet is nobody ``assign`` or ``team`` may count
+        on, nor a sign that presence is tracked."""
+        return {
+            email: status for email, status in presence.items() if email.lower() in self._by_email
+        }
 
     def eligible(self, channel: str, group: str | None = None) -> list[AgentEntry]:
         """Agents who may handle ``channel`` (and belong to ``group`` when given), in file order."""

@@ -33,12 +33,17 @@ class TeamFacts:
 
     presence: Mapping[str, str] | None = None
     open: Mapping[str, int] = field(default_factory=dict)
+    stored: bool = False
+    """Whether ``presence`` is the store's, which keeps whoever ever signed in: the
+    :class:`Team` reads in it only the agents of the current directory (an agent a reload
+    removed is nobody online, and no sign that presence is tracked). A dry run's ``online:``
+    and a trace's facts are taken as they are said."""
 
     @classmethod
     def of(cls, presence: Mapping[str, str], open_counts: Mapping[str, int]) -> TeamFacts:
         """From the store's answers: an empty presence (nobody ever signed in) is not
         tracked."""
-        return cls(dict(presence) or None, dict(open_counts))
+        return cls(dict(presence) or None, dict(open_counts), stored=True)
 
     @classmethod
     def simulated(cls, online: frozenset[str] | None, open_counts: Mapping[str, int]) -> TeamFacts:
@@ -71,24 +76,29 @@ class Team:
     READABLE = frozenset({"online", "online_in", "open_count", "tracked"})
     """What rules may read of it (the sandbox shows nothing else)."""
 
-    __slots__ = ("_channel", "_directory", "_facts", "seen")
+    __slots__ = ("_channel", "_directory", "_facts", "_presence", "seen")
 
     def __init__(self, facts: TeamFacts, directory: Directory, channel: str) -> None:
         self._facts = facts
         self._directory = directory
+        presence = facts.presence
+        if presence is not None and facts.stored:
+            presence = directory.presence_of_agents(presence) or None
+        self._presence = presence
+        """Who is online, away or offline; None: presence is not tracked (everyone online)."""
         self._channel = channel
         self.seen: dict[str, Any] = {}
         """What rules read, as they saw it (for the trace); empty when nothing was read."""
 
     def _note(self, key: str, value: Any) -> None:
         if not self.seen:
-            self.seen["tracked"] = self._facts.presence is not None
+            self.seen["tracked"] = self._presence is not None
         self.seen[key] = value
 
     def _online(self, agents: list[AgentEntry]) -> list[str]:
         # lower-cased, as presence keeps them: `conversation.assignee|lower in team.online`
         emails = [agent.email.lower() for agent in agents]
-        presence = self._facts.presence
+        presence = self._presence
         if presence is None:
             return emails
         return [email for email in emails if presence.get(email) == "online"]
@@ -96,8 +106,8 @@ class Team:
     @property
     def tracked(self) -> bool:
         """Whether presence is tracked (an agent has ever signed in to the console)."""
-        self._note("tracked", self._facts.presence is not None)
-        return self._facts.presence is not None
+        self._note("tracked", self._presence is not None)
+        return self._presence is not None
 
     @property
     def online(self) -> list[str]:

@@ -290,7 +290,8 @@ class Assign(Action):
             where = f"in group {group!r} " if group else ""
             return None, f"no agent {where}has access to channel {channel!r}"
         state.hold_assignments()  # the counts below hold until this pick is saved
-        presence = state.presence()
+        # an agent a reload removed from the directory is no one signed in
+        presence = directory.presence_of_agents(state.presence())
         only_online = params.only_online if params.only_online is not None else bool(presence)
         if only_online:
             eligible = [a for a in eligible if presence.get(a.email.lower()) == "online"]

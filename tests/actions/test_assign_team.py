@@ -10,6 +10,7 @@ from test_assign_action import assign, seed, stored
 
 from rulekit.actions.assign import Assign, AssignParams
 from rulekit.directory import Directory
+from rulekit.event import Conversation
 from rulekit.store.memory import MemoryStore
 
 SOON = datetime.now(UTC) + timedelta(hours=1)  # a connection the test will not outlive
@@ -158,6 +159,51 @@ def test_the_conversation_being_reassigned_does_not_count_against_its_agent():
     assert result["assigned"] == "Ann@Example.com"
 
 
+def seed_without_status(store: MemoryStore, key: str, conversation_id: str, assignee: str):
+    """A conversation of a channel that reports no status (a generic webhook's)."""
+    with store.transaction() as state:
+        conversation = Conversation(id=conversation_id, assignee=assignee)
+        state.save_conversation("online-chat", key, conversation)
+
+
+@pytest.mark.parametrize("strategy", ["round_robin", "least_open"])
+def test_a_conversation_without_a_status_counts_as_open_until_closed(strategy):
+    """The store's count and the reassignment's discount agree: a conversation with no status
+    counts against its agent's max_open, so a new one goes to someone with room."""
+    store = MemoryStore()
+    seed_without_status(store, "k1", "c1", "ann@example.com")
+    seed_without_status(store, "k2", "c2", "cara@example.com")
+    config = limited(ann=1, cara=1, eve=1)
+    with store.transaction() as state:
+        assert state.open_conversations_by_assignee() == {
+            "ann@example.com": 1,
+            "cara@example.com": 1,
+        }
+    event = make_event(conversation={"id": "c9"})
+    result, _ = assign(AssignParams(group="support", strategy=strategy), store, event, config)
+    assert result["assigned"] == "eve@example.com"
+    # closed, it no longer counts
+    with store.transaction() as state:
+        closed = Conversation(id="c1", assignee="ann@example.com", status="closed")
+        state.save_conversation("online-chat", "k1", closed)
+        assert state.open_conversations_by_assignee() == {
+            "cara@example.com": 1,
+            "eve@example.com": 1,
+        }
+
+
+def test_reassigning_a_conversation_without_a_status_respects_its_agents_other_ones():
+    """The conversation being reassigned is discounted once: Ann, at her max_open with it and
+    another one, is not picked again as if she had room."""
+    store = MemoryStore()
+    seed_without_status(store, "k1", "c1", "ann@example.com")
+    seed(store, "k2", "c2", assignee="ann@example.com")
+    config = limited(ann=1)
+    event = make_event(conversation={"id": "c1", "assignee": "ann@example.com", "status": None})
+    result, _ = assign(AssignParams(group="support", strategy="least_open"), store, event, config)
+    assert result["assigned"] == "Cara@example.COM"
+
+
 def test_last_agent_picks_who_last_answered_else_the_fallback():
     store = MemoryStore()
     seed(store, "chatra-client-1", "conv-1", group="support", last_agent="EVE@example.com")
@@ -268,3 +314,33 @@ def test_check_warns_when_only_online_can_never_find_anyone():
         "console (token_sha256): only_online: true will pick nobody"
     ]
     assert Assign.lint_on(AssignParams(group="support"), ["online-chat"], config) == []
+
+
+def test_an_agent_a_reload_removed_is_no_sign_that_anyone_signed_in():
+    """Presence follows the current directory: the only agent who ever signed in is gone from
+    the config, so only_online stays false by default and everyone may be picked."""
+    store = MemoryStore()
+    present(store, "gone@example.com")  # online, but no longer in the directory
+    result, _ = assign(AssignParams(group="support"), store)
+    assert result["assigned"] == "Ann@Example.com"
+    # once an agent of the directory signed in, presence counts: only Cara is online
+    present(store, "cara@example.com")
+    result, _ = assign(AssignParams(group="support"), store, make_event(conversation={"id": "x"}))
+    assert result["assigned"] == "Cara@example.COM"
+
+
+def test_team_reads_presence_of_the_current_directory_only():
+    from rulekit.team import Team, TeamFacts
+
+    directory = make_config().directory
+    removed = TeamFacts.of({"gone@example.com": "online"}, {})
+    team = Team(removed, directory, "online-chat")
+    assert team.tracked is False  # as assign: nobody of the directory ever signed in
+    assert team.online == [agent.email.lower() for agent in directory.eligible("online-chat")]
+    mixed = TeamFacts.of({"gone@example.com": "online", "cara@example.com": "online"}, {})
+    team = Team(mixed, directory, "online-chat")
+    assert team.tracked is True and team.online == ["cara@example.com"]
+    # a dry run's online: list is taken as said, whoever it names
+    stated = TeamFacts.simulated(frozenset({"someone.else@example.com"}), {})
+    team = Team(stated, directory, "online-chat")
+    assert team.tracked is True and team.online == []

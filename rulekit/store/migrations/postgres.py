@@ -326,6 +326,14 @@ CREATE TABLE console_sign_in_budget (
 INSERT INTO console_sign_in_budget (id, tokens, filled_at) VALUES (1, NULL, NULL);
 """
 
+UNCLOSED_BY_ASSIGNEE = """
+-- A conversation without a status (a generic webhook channel's) is open until it is closed:
+-- max_open and team.open_count() count every conversation not closed.
+DROP INDEX conversations_open_by_assignee;
+CREATE INDEX conversations_unclosed_by_assignee ON conversations (assignee, channel)
+    WHERE assignee IS NOT NULL AND (status IS NULL OR status <> 'closed');
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", INITIAL),
     Migration(2, "conversation_order", CONVERSATION_ORDER),
@@ -342,5 +350,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(13, "timers_by_finish", TIMERS_BY_FINISH),
     Migration(14, "own_events", OWN_EVENTS),
     Migration(15, "console_sessions", CONSOLE_SESSIONS),
+    Migration(16, "unclosed_by_assignee", UNCLOSED_BY_ASSIGNEE),
 )
 check_sequence(MIGRATIONS)

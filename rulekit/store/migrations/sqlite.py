@@ -285,6 +285,14 @@ CREATE TABLE console_sign_in_budget (
 INSERT INTO console_sign_in_budget (id, tokens, filled_at) VALUES (1, NULL, NULL);
 """
 
+UNCLOSED_BY_ASSIGNEE = """
+-- A conversation without a status (a generic webhook channel's) is open until it is closed:
+-- max_open and team.open_count() count every conversation not closed.
+DROP INDEX conversations_open_by_assignee;
+CREATE INDEX conversations_unclosed_by_assignee ON conversations (assignee, channel)
+    WHERE assignee IS NOT NULL AND (status IS NULL OR status <> 'closed');
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", INITIAL),
     Migration(2, "conversation_order", CONVERSATION_ORDER),
@@ -299,5 +307,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(11, "timers_by_finish", TIMERS_BY_FINISH),
     Migration(12, "own_events", OWN_EVENTS),
     Migration(13, "console_sessions", CONSOLE_SESSIONS),
+    Migration(14, "unclosed_by_assignee", UNCLOSED_BY_ASSIGNEE),
 )
 check_sequence(MIGRATIONS)

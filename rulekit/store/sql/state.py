@@ -142,7 +142,9 @@ class SQLState(
     def open_conversations_by_assignee(self, channel: str | None = None) -> dict[str, int]:
         rows = self.execute(
             "SELECT assignee, COUNT(*) AS n FROM conversations"
-            " WHERE status = 'open' AND assignee IS NOT NULL"
+            # no status (a generic webhook channel's) is open until closed; the same terms as
+            # the partial index conversations_unclosed_by_assignee, so that it is used
+            " WHERE assignee IS NOT NULL AND (status IS NULL OR status <> 'closed')"
             " AND (CAST(:channel AS TEXT) IS NULL OR channel = :channel) GROUP BY assignee",
             {"channel": channel},
         )
