@@ -32,6 +32,7 @@ EVENT_NAMES: tuple[str, ...] = (
     "created",
     "message",
     "reopened",
+    "album_part",
     "agent_replied",
     "closed",
     "client_updated",
@@ -291,6 +292,10 @@ class Message(EventPart):
     """What the message holds, where the channel says (a messenger's photo has no text)."""
     edited: bool = False
     """The event is about a change to a message sent before."""
+    album: str | None = None
+    """The album the message was sent in, where the channel says (a messenger delivers each
+    photo or video of an album as a message of its own): its first is the ``message`` event
+    (or ``created``, ``reopened``), each other an ``album_part``."""
 
     _aware = field_validator("created_at")(classmethod(lambda cls, v: _aware(v)))
 

@@ -31,7 +31,7 @@ ASSIGNMENT_FIELDS = ("assigned_by", "assigned_at")
 """Who made the conversation's assignment and when, as the store keeps them: set on each event's
 conversation (see :func:`note_replies`)."""
 
-CLIENT_WRITES = frozenset({"message", "created", "reopened"})
+CLIENT_WRITES = frozenset({"message", "created", "reopened", "album_part"})
 """Events whose message, when its author is the client, is the client writing."""
 
 

@@ -88,10 +88,12 @@ class Updates:
         kind: str = "text",
         caption: str | None = None,
         topic: int | None = None,
+        album: str | None = None,
     ) -> dict[str, Any]:
         """An update with a new message from ``user``: ``text``, or a message of ``kind``
         (``photo``, ``sticker``, ``document``, ``voice``, ``video``, ``location``), written
-        in ``topic`` of the chat (its ``message_thread_id``) or outside topics."""
+        in ``topic`` of the chat (its ``message_thread_id``) or outside topics, as a part of
+        ``album`` (its ``media_group_id``) or alone."""
         message = self._next_message(user)
         if kind == "text":
             message["text"] = text if text is not None else ""
@@ -104,6 +106,8 @@ class Updates:
                 message["caption"] = caption
         if topic is not None:
             message.update(message_thread_id=topic, is_topic_message=True)
+        if album is not None:
+            message["media_group_id"] = album
         return {"update_id": next(self._update_ids), "message": message}
 
     def service(self, user: TelegramUser, key: str, value: Any = True) -> dict[str, Any]:

@@ -172,6 +172,7 @@ class Normalizer:
                                 "created_at": created_at,
                                 "kind": message.kind,
                                 "edited": False,
+                                "album": None,
                             },
                             _MESSAGE_GIVEN,
                         ),
@@ -322,6 +323,7 @@ def _no_message() -> Message:
             "created_at": None,
             "kind": None,
             "edited": False,
+            "album": None,
         },
         _NOTHING_GIVEN,
     )

@@ -19,6 +19,12 @@ chat, keyed by the chat's id (in a private chat, the user's id, which replies ne
   no closed conversation (it is a ``message`` in it); such a ``/stop`` closes nothing;
 * a photo, sticker, document, voice note or video is a message of that ``kind`` with its
   caption as text (or none); anything else a user can send is ``other``;
+* an album (photos or videos sent together: Telegram delivers each as a message of its own,
+  with one ``media_group_id``) is one ``message`` (or ``created``, ``reopened``): the part
+  read first. Each other part is an ``album_part`` event, with its own caption, which
+  reopens nothing: rules on ``message`` answer the album once, and a rule on
+  ``album_part`` sees every other photo. ``message.album`` names the album on all of them;
+  the first is known by a mark in the store, so the parts may be read by several daemons;
 * a message written in a topic of the chat (Bot API 9.3: users may organize their chat with a
   bot into topics) puts the topic in ``client.custom.telegram_topic``: replies go there, not
   to the chat's main view, where the user does not look for them.
@@ -37,6 +43,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from rulekit.channels.body import bounded_key
 from rulekit.event import Client, Conversation, Event, Message
 from rulekit.store.base import State
 
@@ -157,8 +164,13 @@ class Normalizer:
                 message=self._message(message),
             )
         elif state.mark_message_seen(self.channel, f"msg:{chat}:{message.message_id}"):
+            first = self._first_of_album(message, state)
             if conversation is None:
                 conversation, name = self._new_conversation(message), "created"
+            elif not first:
+                # another photo or video of an album whose first was the message: the client
+                # sent one thing (one autoreply), and this part's caption is still an event
+                name = "album_part"
             elif conversation.status == "closed" and not stale:
                 conversation, name = conversation.model_copy(update={"status": "open"}), "reopened"
             else:
@@ -250,6 +262,15 @@ class Normalizer:
             return known.model_copy(update={**values, "custom": custom})
         return Client(id=str(user.id), custom=custom, **values)
 
+    def _first_of_album(self, message: TelegramMessage, state: State) -> bool:
+        """Whether ``message`` is the first read of its album (or in none); marks the album
+        seen. The mark is in the store, in the update's transaction: the parts of an album,
+        read by several daemons, make one first."""
+        if message.album is None:
+            return True
+        mark = bounded_key(f"album:{message.chat_id}:{message.album}")
+        return mark is None or state.mark_message_seen(self.channel, mark)
+
     def _new_conversation(self, message: TelegramMessage) -> Conversation:
         return Conversation(
             id=f"{self.channel}:{message.chat_id}",
@@ -267,6 +288,7 @@ class Normalizer:
             created_at=message.date,
             kind=message.kind,
             edited=message.edited,
+            album=message.album,
         )
 
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 CLOSE_AFTER = "close_after"
 """The name of the idle timer (:meth:`TelegramProvider.channel_timers`)."""
-ACTIVITY = frozenset({"created", "message", "reopened"})
+ACTIVITY = frozenset({"created", "message", "reopened", "album_part"})
 """The events of a user's activity, which set the idle timer."""
 
 SECRET_HEADER = "x-telegram-bot-api-secret-token"

@@ -128,6 +128,8 @@ class TelegramMessage:
     date: datetime | None = None
     edit_date: datetime | None = None
     edited: bool = False
+    album: str | None = None
+    """The album (``media_group_id``) the message is a photo or video of, or None."""
     topic: int | None = None
     """The topic of the private chat it was written in (``message_thread_id`` of a message
     with ``is_topic_message``; Bot API 9.3), or None outside topics."""
@@ -260,6 +262,7 @@ def _message(where: str, value: Any, *, edited: bool) -> TelegramMessage | None:
         date=timestamp(value.get("date")),
         edit_date=timestamp(value.get("edit_date")),
         edited=edited,
+        album=_string(value.get("media_group_id")),
         topic=_id(value.get("message_thread_id"))
         if value.get("is_topic_message") is True
         else None,

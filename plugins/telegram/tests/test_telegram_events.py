@@ -390,3 +390,31 @@ def test_close_after_is_the_channel_s_setting(store, updates: Updates) -> None:
         with store.transaction() as state:
             events.extend(provider.parse(encode(update), state))
     assert names(events) == ["created", "message"]
+
+
+def test_an_album_is_one_message_and_its_other_parts_album_parts(feed, updates: Updates) -> None:
+    parts = [
+        updates.message(ANN, kind="photo", caption=caption, album="4410")
+        for caption in ("front", None, "back")
+    ]
+    # the first to start a conversation is created; a redelivered first part is nothing
+    events = feed(parts[0], parts[1], parts[0], parts[2])
+    assert names(events) == ["created", "album_part", "album_part"]
+    assert [e.message.text for e in events] == ["front", None, "back"]
+    assert {e.message.album for e in events} == {"4410"}
+    assert [e.id for e in events] == [
+        "telegram:msg:111:1",
+        "telegram:msg:111:2",
+        "telegram:msg:111:3",
+    ]
+    # another album, and a photo sent alone, are messages of their own
+    later = [updates.message(ANN, kind="photo", album="4411") for _ in range(2)]
+    alone = updates.message(ANN, kind="photo")
+    assert names(feed(*later, alone)) == ["message", "album_part", "message"]
+
+
+def test_an_album_part_read_after_a_stop_reopens_nothing(feed, updates: Updates) -> None:
+    first, last = (updates.message(ANN, kind="photo", album="4410") for _ in range(2))
+    events = feed(first, updates.message(ANN, "/stop"), last)
+    assert names(events) == ["created", "closed", "album_part"]
+    assert events[2].conversation.status == "closed"
