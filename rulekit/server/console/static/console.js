@@ -341,17 +341,79 @@
     document.dispatchEvent(new CustomEvent("rulekit:message", { detail: message }));
   }
 
+  // a refused stream (429: this agent's pages hold too many; 503: the console's are all open)
+  // is tried again when the server's Retry-After says, a little later at random so that the
+  // pages refused together do not come back together, and never later than MAX_RETRY_WAIT
+  const MAX_RETRY_WAIT = 300;  // seconds
+  const NO_RETRY_AFTER = 2;    // seconds, when the server did not say (doubling to the cap)
+
+  function retryDelay(retryAfter, failures) {
+    const text = String(retryAfter == null ? "" : retryAfter).trim();
+    let seconds = text !== "" && Number.isFinite(Number(text)) ? Number(text) : NaN;
+    if (Number.isNaN(seconds) && text !== "") {
+      const at = Date.parse(text);  // Retry-After may be an HTTP date
+      if (Number.isFinite(at)) seconds = (at - Date.now()) / 1000;
+    }
+    if (!Number.isFinite(seconds)) seconds = NO_RETRY_AFTER * 2 ** Math.min(failures || 0, 8);
+    const base = Math.min(Math.max(seconds, 1), MAX_RETRY_WAIT);
+    return Math.min(base + Math.random() * Math.min(base / 4, 30), MAX_RETRY_WAIT);
+  }
+
+  function reconnectLater(retryAfter, why) {
+    const status = $("connection");
+    state.failures = (state.failures || 0) + 1;
+    const wait = retryDelay(retryAfter, state.failures - 1);
+    status.dataset.state = "error";
+    status.dataset.retryIn = String(Math.round(wait));
+    status.textContent = why + ": reconnecting in " + Math.round(wait) + " s…";
+    clearTimeout(state.retryTimer);
+    state.retryTimer = setTimeout(reopen, wait * 1000);
+  }
+
+  async function reopen() {
+    // the server refused the stream, or it is gone: EventSource does not say why (nor its
+    // Retry-After), so ask the stream once; a stream granted here is let go at once
+    const controller = new AbortController();
+    let response;
+    try {
+      response = await fetch("/console/stream", {
+        credentials: "same-origin", headers: { Accept: "text/event-stream" }, signal: controller.signal,
+      });
+    } catch (e) {
+      reconnectLater(null, "no connection");
+      return;
+    }
+    controller.abort();
+    if (response.status === 401) {
+      window.location.assign("/console/login");
+      return;
+    }
+    if (!response.ok) {
+      const busy = response.status === 429 || response.status === 503;
+      reconnectLater(busy ? response.headers.get("Retry-After") : null,
+        response.status === 429 ? "too many console pages open" : "the console is busy");
+      return;
+    }
+    connect();
+  }
+
   function connect() {
     const source = new EventSource("/console/stream");
     state.source = source;
     const status = $("connection");
-    source.onopen = () => { status.dataset.state = "open"; status.textContent = "live"; };
+    source.onopen = () => {
+      state.failures = 0;
+      delete status.dataset.retryIn;
+      status.dataset.state = "open";
+      status.textContent = "live";
+    };
     source.onerror = () => {
       // EventSource reconnects by itself, sending Last-Event-ID, unless the server refused
       status.dataset.state = "error";
       status.textContent = "reconnecting…";
       if (source.readyState === EventSource.CLOSED) {
-        getJSON("/console/api/me").then(() => setTimeout(connect, 2000)).catch(() => {});
+        source.close();
+        reopen();
       }
     };
     source.onmessage = (event) => {
@@ -452,7 +514,7 @@
   }
 
   // what the workspace script (workspace.js) builds on
-  window.rulekitConsole = { $, el, iso, joined, when, safeLink, getJSON, send, feedItem, deadLetterItem, state, route, showConversation };
+  window.rulekitConsole = { $, el, iso, joined, when, safeLink, getJSON, send, feedItem, deadLetterItem, state, route, showConversation, retryDelay };
 
   document.addEventListener("DOMContentLoaded", () => {
     start().catch((error) => {

@@ -10,6 +10,12 @@
   const API = "/console/api";
   const SEEN_KEY = "rulekit.seen";
   const MAX_SEEN = 2000;  // conversations whose reading this browser remembers
+  // the replies being written, kept in the browser so that a sign-in again (a session that
+  // ran out sends the page to the sign-in page) finds them where they were: per conversation,
+  // for the agent who wrote them only, the newest MAX_DRAFTS; signing out forgets them
+  const DRAFTS_KEY = "rulekit.drafts";
+  const MAX_DRAFTS = 50;
+  const MAX_DRAFT = 20000;  // characters of one draft the browser keeps (a reply takes 5,000)
   const state = {
     entries: [],          // the list as last read
     cursor: null,         // next_cursor of the last page read
@@ -17,7 +23,8 @@
     previews: {},         // conversation id -> the latest text the live stream brought
     seen: loadSeen(),     // conversation id -> last_activity_at when the agent last looked
     pendingReply: null,   // {id, text, key} of a reply not sent yet, for "Retry"
-    drafts: {},           // conversation id -> the reply being written there, while another is open
+    drafts: Object.create(null),  // conversation id -> the reply being written there (oldest first)
+    draftsOwner: null,    // the agent (lower-cased email) whose drafts the browser keeps
     sending: false,       // a reply is on its way
     timers: {},
   };
@@ -42,6 +49,47 @@
       for (const id of ids.slice(MAX_SEEN)) delete state.seen[id];
     }
     try { window.localStorage.setItem(SEEN_KEY, JSON.stringify(state.seen)); } catch (e) { /* private mode */ }
+  }
+
+  function loadDrafts(me) {
+    state.draftsOwner = me && !me.admin && me.email ? String(me.email).toLowerCase() : null;
+    try {
+      const saved = JSON.parse(window.localStorage.getItem(DRAFTS_KEY) || "null");
+      if (!saved || !state.draftsOwner || saved.owner !== state.draftsOwner || !Array.isArray(saved.drafts)) {
+        window.localStorage.removeItem(DRAFTS_KEY);  // another agent's are never shown
+        return;
+      }
+      for (const pair of saved.drafts) {
+        if (Array.isArray(pair) && typeof pair[0] === "string" && typeof pair[1] === "string" && pair[1]) {
+          if (!(pair[0] in state.drafts)) state.drafts[pair[0]] = pair[1];
+        }
+      }
+    } catch (e) { /* private mode, or nothing readable kept */ }
+  }
+
+  function saveDrafts() {
+    clearTimeout(state.timers.drafts);
+    if (!state.draftsOwner) return;
+    const kept = Object.entries(state.drafts)
+      .filter(([, text]) => text && text.length <= MAX_DRAFT)
+      .slice(-MAX_DRAFTS);
+    try {
+      if (kept.length) window.localStorage.setItem(DRAFTS_KEY, JSON.stringify({ owner: state.draftsOwner, drafts: kept }));
+      else window.localStorage.removeItem(DRAFTS_KEY);
+    } catch (e) { /* private mode, or full */ }
+  }
+
+  function setDraft(id, text) {
+    delete state.drafts[id];  // (the newest last)
+    if (text) state.drafts[id] = text;
+    later("drafts", saveDrafts, 300);
+  }
+
+  function forgetDrafts() {
+    state.drafts = Object.create(null);
+    state.draftsOwner = null;
+    clearTimeout(state.timers.drafts);
+    try { window.localStorage.removeItem(DRAFTS_KEY); } catch (e) { /* private mode */ }
   }
 
   function later(name, work, delay) {
@@ -187,7 +235,7 @@
     try {
       await send("POST", conversationPath(id) + "/messages", { text }, { "Idempotency-Key": key });
       state.pendingReply = null;
-      if (state.drafts[id] === text) delete state.drafts[id];
+      if (state.drafts[id] === text) setDraft(id, "");
       if (state.open && state.open.id === id) $("reply-text").value = "";
       replyStatus("sent", false);
       refreshOpen();
@@ -283,8 +331,7 @@
   // empty box), so that Enter never sends what was meant for one client to another
   function switchDraft(leaving, coming) {
     const box = $("reply-text");
-    if (leaving && box.value) state.drafts[leaving.id] = box.value;
-    else if (leaving) delete state.drafts[leaving.id];
+    if (leaving) setDraft(leaving.id, box.value);
     box.value = (coming && state.drafts[coming.id]) || "";
     const pending = state.pendingReply;
     $("reply-retry").hidden = !(coming && pending && pending.id === coming.id);
@@ -427,6 +474,13 @@
     $("reply-text").addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) submitReply(event);
     });
+    $("reply-text").addEventListener("input", () => {
+      if (state.open) setDraft(state.open.id, $("reply-text").value);
+    });
+    // kept when the page goes (to the sign-in page too), forgotten on signing out
+    window.addEventListener("pagehide", saveDrafts);
+    const signOut = $("sign-out").form;
+    if (signOut) signOut.addEventListener("submit", forgetDrafts);
     $("reply-retry").addEventListener("click", () => {
       const pending = state.pendingReply;
       if (pending) sendReply(pending.text, pending.key, pending.id);
@@ -443,6 +497,7 @@
       $("admin-reload").textContent = String(error.message || error);
     }));
     document.addEventListener("rulekit:ready", (event) => {
+      loadDrafts(event.detail);
       loadList().catch(() => {});
       showPresence(event.detail).catch(() => {});
     });
