@@ -14,6 +14,10 @@ from rulekit.store.erasure import ERASED_MARK
 from rulekit.store.records import Attempt, EventRecord, Job, JobStatus, RuleStats
 
 
+class NotInConversation(LookupError):
+    """A cursor naming an event that is not one of the conversation's (or no longer stored)."""
+
+
 class History(abc.ABC):
     """The audit-record part of :class:`rulekit.store.base.Journal`."""
 
@@ -123,10 +127,21 @@ class History(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} cannot count per rule")
 
     def conversation_events(
-        self, channel: str, conversation_id: str, *, limit: int = 200
+        self,
+        channel: str,
+        conversation_id: str,
+        *,
+        limit: int = 200,
+        before: str | None = None,
+        after: str | None = None,
     ) -> list[EventRecord]:
         """The recorded events of one conversation, most recently processed first (read by
-        the conversation's index, however long the channel's history)."""
+        the conversation's index, however long the channel's history).
+
+        ``before`` (an event id): only the events processed before that event, most recent
+        first; ``after``: only those processed after it, oldest first. Either event must be
+        one of this conversation's (:class:`NotInConversation` otherwise): a page read by
+        such a cursor neither skips nor repeats events when new ones arrive meanwhile."""
         raise NotImplementedError(f"{type(self).__name__} cannot list a conversation's events")
 
     # privacy and retention -------------------------------------------------------------------

@@ -244,3 +244,31 @@ def test_the_console_finds_an_old_conversation_by_index(seeded: JournaledStore) 
     assert plans
     for sql, plan in plans:
         assert not _full_scans(sql, plan), f"{sql}\n{plan}"
+
+
+@pytest.mark.parametrize(
+    "cursor", [{"before": "chat:seed#10007"}, {"after": "chat:seed#10007"}, {}]
+)
+def test_a_page_of_a_conversation_is_read_by_index(
+    seeded: JournaledStore, cursor: dict[str, str]
+) -> None:
+    """The latest page, the older ones and what is new since an event: each by the
+    conversation's index (the cursor's place by the event ids' unique index)."""
+    found: list[dict[str, object] | None] = []
+    plans = _plans(
+        seeded, lambda state: found.append(view(state, "chat:seed#7", ["chat"], _ADMIN, **cursor))
+    )
+    (page,) = found
+    assert page is not None
+    ids = [entry["event_id"] for entry in page["events"]]  # type: ignore[index, union-attr]
+    expected = {
+        "before": [f"chat:seed#{n}" for n in (8007, 6007, 4007, 2007, 7)],
+        "after": [f"chat:seed#{n}" for n in (18007, 16007, 14007, 12007)],
+    }
+    assert ids == expected.get(
+        next(iter(cursor), ""), [f"chat:seed#{n}" for n in range(18007, 0, -2000)]
+    )
+    for sql, plan in plans:
+        assert not _full_scans(sql, plan), f"{sql}\n{plan}"
+    (events,) = [plan for sql, plan in plans if "ORDER BY id" in sql and "FROM events" in sql]
+    assert "events_by_conversation" in events, events

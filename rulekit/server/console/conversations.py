@@ -22,14 +22,18 @@ from rulekit.store.base import JournaledState
 from rulekit.store.listing import ConversationQuery, ConversationSummary, Position
 from rulekit.store.records import EventRecord, Job
 
-THREAD_LIMIT = 500
+PAGE_EVENTS = 100
+"""How many events a page of the conversation view holds at most."""
+PAGE_BYTES = 1_000_000
+"""How many bytes of JSON a page's events (their thread entries, summaries and actions)
+take at most, however long its messages: one event is always taken, each of its texts cut
+to :data:`MAX_THREAD_TEXT`."""
 MAX_THREAD_TEXT = 20_000
 """Characters of each text of the conversation view (a thread's message, a field of the
 client panel or of the conversation, and of what a change of them answers; ``rulekit why
 --show-content`` has them whole). No real chat message comes near,
 nor anything an agent may write in the panel; a client's 500 messages of 4 MB made a 2 GB
 answer."""
-"""How many of a conversation's latest events its view holds (``truncated`` says when more)."""
 
 
 class BadCursor(ValueError):
@@ -108,19 +112,45 @@ def locate(
 
 
 def view(
-    state: JournaledState, conversation_id: str, channels: Collection[str], team: TeamView
+    state: JournaledState,
+    conversation_id: str,
+    channels: Collection[str],
+    team: TeamView,
+    *,
+    before: str | None = None,
+    after: str | None = None,
 ) -> dict[str, Any] | None:
-    """A conversation: its state, the client panel, its thread (oldest first), its events
-    (newest first, with their jobs and the team their rules read) and all their actions, as
-    ``team``'s viewer may see them (the agents they may not see unnamed); None when it is
-    unknown (or not on ``channels``)."""
+    """A page of a conversation: its state, the client panel, and of the page's events (at
+    most :data:`PAGE_EVENTS`, their entries at most :data:`PAGE_BYTES` of JSON, always at
+    least one) its thread (oldest first), the events (newest first, with their jobs and the
+    team their rules read) and all their actions, as ``team``'s viewer may see them (the
+    agents they may not see unnamed); None when it is unknown (or not on ``channels``).
+
+    The page holds the latest events; with ``before`` (an event id) those just before that
+    event (``older`` names the cursor of the next older page, None at the first event); with
+    ``after`` those just after it, oldest first (``newer`` is set when more followed them).
+    :class:`~rulekit.store.history.NotInConversation` when the cursor is not one of the
+    conversation's events."""
     located = locate(state, conversation_id, channels)
     if located is None:
         return None
     channel, key = located
-    records = state.conversation_events(channel, conversation_id, limit=THREAD_LIMIT + 1)
-    truncated = len(records) > THREAD_LIMIT
-    records = records[:THREAD_LIMIT]
+    read = state.conversation_events(
+        channel, conversation_id, limit=PAGE_EVENTS + 1, before=before, after=after
+    )  # in the order the page is filled: away from the cursor (newest first without one)
+    jobs = state.jobs_of_events([record.event_id for record in read[:PAGE_EVENTS]])  # one query
+    taken: list[tuple[EventRecord, dict[str, Any] | None, dict[str, Any], list[Any]]] = []
+    size = 0
+    for record in read[:PAGE_EVENTS]:
+        entries = page_entries(record, jobs[record.event_id], team)
+        size += len(json.dumps(entries, ensure_ascii=False, separators=(",", ":")).encode())
+        if taken and size > PAGE_BYTES:
+            break
+        taken.append((record, *entries))
+    more = len(taken) < len(read)
+    if after is not None:
+        taken.reverse()  # newest first, as the others
+    records = [record for record, *_ in taken]
     conversation: dict[str, Any] = {}
     client: dict[str, Any] = {}
     for record in reversed(records):  # oldest first: later events know more
@@ -134,7 +164,7 @@ def view(
         stored_client = state.get_client(channel, client_id)
         if stored_client is not None:
             client.update(settled(stored_client.model_dump(mode="json"), CONTACT_FIELDS))
-    jobs = state.jobs_of_events([record.event_id for record in records])  # one query
+    older = records[-1].event_id if more and after is None and records else None
     return {
         "id": conversation_id,
         "channel": channel,
@@ -142,19 +172,26 @@ def view(
             team.conversation({**conversation, "id": conversation_id}), MAX_THREAD_TEXT
         ),
         "client": shortened(client, MAX_THREAD_TEXT),
-        "thread": [
-            team.thread_entry(entry)
-            for record in reversed(records)
-            if (entry := thread_entry(record, jobs[record.event_id])) is not None
-        ],
-        "events": [event_summary(record, jobs[record.event_id], team) for record in records],
-        "actions": [
-            team.action({**action_entry(job), "event": record.event})
-            for record in records
-            for job in jobs[record.event_id]
-        ],
-        "truncated": truncated,
+        "thread": [entry for _, entry, _, _ in reversed(taken) if entry is not None],
+        "events": [summary for _, _, summary, _ in taken],
+        "actions": [action for _, _, _, actions in taken for action in actions],
+        "older": older,
+        "newer": records[0].event_id if more and after is not None and records else None,
+        "truncated": older is not None,
     }
+
+
+def page_entries(
+    record: EventRecord, jobs: list[Job], team: TeamView
+) -> tuple[dict[str, Any] | None, dict[str, Any], list[Any]]:
+    """What one event adds to a page: its thread entry (None without a message), its
+    summary and its actions."""
+    entry = thread_entry(record, jobs)
+    return (
+        team.thread_entry(entry) if entry is not None else None,
+        {"event_id": record.event_id, **event_summary(record, jobs, team)},
+        [team.action({**action_entry(job), "event": record.event}) for job in jobs],
+    )
 
 
 STATE_FIELDS = ("status", "group", "assignee", "tags", "priority", "fields")

@@ -33,6 +33,8 @@ from rulekit.server.console.sessions import Viewer, identify, token_hash
 from rulekit.server.console.team import TeamView
 from rulekit.server.console.throttle import retry_after
 from rulekit.server.console.web import same_origin, secure
+from rulekit.store.base import JournaledState
+from rulekit.store.history import NotInConversation
 from rulekit.store.listing import MAX_PAGE, MAX_TEXT, ConversationQuery
 
 if TYPE_CHECKING:
@@ -260,12 +262,12 @@ class Workspace:
                 channels = self.channels_of(viewer)
                 if viewer.admin:  # a channel no longer configured keeps its conversations
                     channels |= {rest[0].split(":", 1)[0]}
-                return await self.show(viewer, rest[0], channels)
+                return await self.show(request, viewer, rest[0], channels)
             # the older form: conversations/{channel}/{conversation id}
             channel, conversation_id = rest[0], "/".join(rest[1:])
             if not viewer.may_see_channel(channel):
                 raise ApiError(404, "no such conversation")
-            return await self.show(viewer, conversation_id, {channel})
+            return await self.show(request, viewer, conversation_id, {channel})
         if len(rest) != 2:
             raise ApiError(404, "no such endpoint")
         body = await self._body(request)
@@ -323,10 +325,28 @@ class Workspace:
         return result
 
     async def show(
-        self, viewer: Viewer, conversation_id: str, channels: Collection[str]
+        self, request: Request, viewer: Viewer, conversation_id: str, channels: Collection[str]
     ) -> Response:
+        params = query(request, PAGE_QUERY)
+        before, after = params.get("before") or None, params.get("after") or None
+        if before is not None and after is not None:
+            raise ApiError(400, "give before or after, not both")
         config = self.console.get_snapshot().config
-        found = await self.read(conversations.view, conversation_id, channels, self.team(viewer))
+        team = self.team(viewer)
+
+        def page(state: JournaledState) -> dict[str, Any] | None:
+            return conversations.view(
+                state, conversation_id, channels, team, before=before, after=after
+            )
+
+        try:
+            found = await self.read(page)
+        except NotInConversation:
+            raise ApiError(
+                400,
+                f"{'before' if before is not None else 'after'} must name an event of this"
+                " conversation (an event_id of its view)",
+            ) from None
         if found is None:
             raise ApiError(404, "no such conversation")
         # what the panel offers: who can be assigned here, and the tags the config allows
@@ -394,6 +414,8 @@ class Workspace:
 
 QUERY = ("view", "status", "q", "limit", "cursor", "tag")
 """What the list's query string may hold."""
+PAGE_QUERY = ("before", "after")
+"""What a conversation's query string may hold (the event ids its pages start from)."""
 
 
 def query(request: Request, names: tuple[str, ...]) -> dict[str, str]:

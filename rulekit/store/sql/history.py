@@ -11,6 +11,7 @@ from typing import Any
 
 from rulekit.event import FORGOTTEN
 from rulekit.store.erasure import ERASED_MARK
+from rulekit.store.history import NotInConversation
 from rulekit.store.records import (
     Attempt,
     EventRecord,
@@ -140,12 +141,38 @@ class SQLHistory:
         return [self._event_record(row) for row in rows]
 
     def conversation_events(
-        self, channel: str, conversation_id: str, *, limit: int = 200
+        self,
+        channel: str,
+        conversation_id: str,
+        *,
+        limit: int = 200,
+        before: str | None = None,
+        after: str | None = None,
     ) -> list[EventRecord]:
+        params: dict[str, Any] = {
+            "conversation": conversation_id,
+            "channel": channel,
+            "limit": limit,
+        }
+        bound, order = "", "DESC"
+        if before is not None or after is not None:
+            # the cursor's place, by the unique index of event ids; then a range of the
+            # conversation's index (its rows are in id order there)
+            cursor = before if before is not None else after
+            found = self._one(
+                "SELECT id FROM events WHERE event_id = :cursor"
+                " AND conversation_id = :conversation AND channel = :channel",
+                {**params, "cursor": cursor},
+            )
+            if found is None:
+                raise NotInConversation(f"{cursor!r} is not an event of this conversation")
+            params["cursor_id"] = found["id"]
+            bound = " AND id < :cursor_id" if before is not None else " AND id > :cursor_id"
+            order = "DESC" if before is not None else "ASC"
         rows = self.execute(
             "SELECT * FROM events WHERE conversation_id = :conversation AND channel = :channel"
-            " ORDER BY id DESC LIMIT :limit",
-            {"conversation": conversation_id, "channel": channel, "limit": limit},
+            f"{bound} ORDER BY id {order} LIMIT :limit",
+            params,
         )
         return [self._event_record(row) for row in rows]
 

@@ -2,7 +2,7 @@
 as an agent sees it in headless Chromium against a real daemon and the fake Chatra: values of
 any length without a space break inside their column, never widening it or the page; an
 address that hides where it leads is no link; a letter shows no more combining marks than a
-script needs; a conversation longer than its view says so."""
+script needs; a conversation longer than its page reads on back to its first message."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from test_workspace_browser import (
 )
 from workspace_helpers import CONVERSATION, SAMPLES, SECRET, VISITOR, path, running
 
-from rulekit.server.console.conversations import THREAD_LIMIT
+from rulekit.server.console.conversations import PAGE_EVENTS
 from rulekit.store.records import NewEvent
 
 NAME = "N" * 300
@@ -91,9 +91,10 @@ def test_a_client_s_values_of_any_length_stay_in_their_column(tmp_path: Path) ->
 def test_a_long_thread_says_what_it_leaves_out_and_keeps_the_agent_where_they_read(
     tmp_path: Path,
 ) -> None:
-    """A conversation longer than its view says that older messages are not shown; a client
-    writing on does not move the agent from where they read, and an agent reading the end
-    sees what comes next."""
+    """A conversation longer than its page offers its older messages, read on demand back to
+    the first; a client writing on does not move the agent from where they read (a new
+    message reads only what is new, not the conversation again), and an agent reading the
+    end sees what comes next."""
     later = [
         make_event(
             event="message",
@@ -102,7 +103,7 @@ def test_a_long_thread_says_what_it_leaves_out_and_keeps_the_agent_where_they_re
             message={"id": f"m{n}", "text": f"message {n}", "author": "client"},
             id=f"online-chat:msg:m{n}",
         )
-        for n in range(THREAD_LIMIT)
+        for n in range(2 * PAGE_EVENTS + 50)
     ]
     with running("sqlite", tmp_path) as site:
         site.started()
@@ -111,16 +112,22 @@ def test_a_long_thread_says_what_it_leaves_out_and_keeps_the_agent_where_they_re
         with chromium(tmp_path / "profile") as page:
             sign_in(page, site.url, "anna")
             open_conversation(page)
-            wait_for(lambda: len(thread_texts(page)) == THREAD_LIMIT, "the thread")
-            assert thread_texts(page)[0] == "message 0"  # not the conversation's first
+            wait_for(lambda: len(thread_texts(page)) == PAGE_EVENTS, "the thread")
+            first_shown = f"message {len(later) - PAGE_EVENTS}"
+            assert thread_texts(page)[0] == first_shown  # not the conversation's first
             assert page.find_element("id", "thread-older").is_displayed()
             # opened, the thread shows its newest message
             assert page.execute_script(LAST_MESSAGE_SHOWN)
+            views = page.execute_script(VIEWS_READ)
 
             page.execute_script("window.scrollTo(0, 0)")  # the agent reads further up
             site.webhook("chat_fragment_client_message.json")
             wait_for(lambda: thread_texts(page)[-1] == NEW_TEXT, "the client's new message")
             assert page.execute_script("return window.scrollY") == 0
+            # what is new since the newest event shown was read, not the whole view again
+            read = page.execute_script(VIEWS_READ)
+            assert [url for url in read if "?" not in url] == [u for u in views if "?" not in u]
+            assert any("?after=" in url for url in read), read
             # reading the end, the agent sees what comes next
             page.execute_script(
                 "document.querySelector('#thread').lastElementChild.scrollIntoView(false)"
@@ -131,7 +138,23 @@ def test_a_long_thread_says_what_it_leaves_out_and_keeps_the_agent_where_they_re
             wait_for(lambda: thread_texts(page)[-1] == "Yes, in stock.", "the reply")
             assert page.execute_script(LAST_MESSAGE_SHOWN)
 
+            # older messages, on demand, back to the conversation's first
+            for shown in (2 * PAGE_EVENTS + 2, len(later) + 3):
+                page.find_element("id", "thread-older").click()
+                wait_for(lambda n=shown: len(thread_texts(page)) == n, "older messages")
+            texts = thread_texts(page)
+            assert texts[0] == FIRST_TEXT
+            assert texts[1:-2] == [f"message {n}" for n in range(len(later))]
+            assert texts[-2:] == [NEW_TEXT, "Yes, in stock."]
+            assert not page.find_element("id", "thread-older").is_displayed()  # all is shown
 
+
+FIRST_TEXT = "Hi, is the blue kettle in stock?"
+"""The client's first message (``chat_started_anonymous.json``)."""
+VIEWS_READ = """
+return performance.getEntriesByType("resource").map(e => e.name)
+  .filter(name => name.includes("/console/api/conversations/online-chat/"));
+"""
 NEW_TEXT = "Also, do you ship to Austria?"
 """The client's message of ``chat_fragment_client_message.json``."""
 

@@ -447,8 +447,17 @@
     if (!target.children.length) target.append(el("dt", {}, "—"), el("dd", { class: "quiet" }, "nothing known"));
   }
 
+  // the conversation's latest page (docs/console.md: older ones and newer events are read by
+  // workspace.js with their cursors, and shown again through renderConversation)
   async function showConversation(channel, id) {
-    const data = await getJSON("/console/api/conversations/" + encodeURIComponent(channel) + "/" + encodeURIComponent(id));
+    renderConversation(await getJSON(conversationPath(channel, id)));
+  }
+
+  function conversationPath(channel, id) {
+    return "/console/api/conversations/" + encodeURIComponent(channel) + "/" + encodeURIComponent(id);
+  }
+
+  function renderConversation(data) {
     const c = data.conversation || {};
     facts($("conversation-facts"), [
       ["Channel", data.channel], ["Status", c.status], ["Group", c.group], ["Assignee", c.assignee || (c.assignee_hidden ? "another agent" : null)],
@@ -514,7 +523,7 @@
   }
 
   // what the workspace script (workspace.js) builds on
-  window.rulekitConsole = { $, el, iso, joined, when, safeLink, getJSON, send, feedItem, deadLetterItem, state, route, showConversation, retryDelay };
+  window.rulekitConsole = { $, el, iso, joined, when, safeLink, getJSON, send, feedItem, deadLetterItem, state, route, showConversation, renderConversation, conversationPath, retryDelay };
 
   document.addEventListener("DOMContentLoaded", () => {
     start().catch((error) => {

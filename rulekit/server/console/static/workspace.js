@@ -210,12 +210,82 @@
     // however often the client writes
     const follow = !again || atThreadEnd();
     $("thread-title").replaceChildren(K.iso(clientName(data.client) || data.id));
-    // a long conversation's view holds its latest events: the agent must not take the first
-    // message shown for the conversation's first
-    $("thread-older").hidden = !data.truncated;
+    // a long conversation's page holds its latest events: the agent must not take the first
+    // message shown for the conversation's first, and can read further back
+    $("thread-older").hidden = !data.older;
+    $("thread-older").disabled = false;
+    // the message read at the top stays where it was when older ones come above it
+    const top = $("thread").firstElementChild;
+    const anchor = again && top ? [top.dataset.eventId, top.getBoundingClientRect().top] : null;
     $("thread").replaceChildren(...(data.thread || []).map(threadItem));
     const last = $("thread").lastElementChild;
     if (last && follow) last.scrollIntoView({ block: "nearest" });
+    else if (anchor) {
+      const same = [...$("thread").children].find((item) => item.dataset.eventId === anchor[0]);
+      if (same) window.scrollBy(0, same.getBoundingClientRect().top - anchor[1]);
+    }
+  }
+
+  // -- pages of the open conversation ------------------------------------------------------------
+  // The view answers a page of events at a time; the page holds the latest, older ones come
+  // with the cursor "older" (Load older messages) and what is new with "after" (the newest
+  // event the page has): a message arriving reads only what came since.
+  function withPage(open, page, newer) {
+    const fresh = new Set((page.events || []).map((e) => e.event_id));
+    const kept = (list) => (list || []).filter((item) => !fresh.has(item.event_id));
+    const merged = Object.assign({}, open);
+    if (newer) {
+      merged.events = [...(page.events || []), ...kept(open.events)];
+      merged.thread = [...kept(open.thread), ...(page.thread || [])];
+      merged.actions = [...(page.actions || []), ...kept(open.actions)];
+      merged.conversation = Object.assign({}, open.conversation, page.conversation);
+      merged.client = Object.assign({}, open.client, page.client);
+      merged.assignable = page.assignable;
+      merged.known_tags = page.known_tags;
+    } else {
+      merged.events = [...kept(open.events), ...(page.events || [])];
+      merged.thread = [...(page.thread || []), ...kept(open.thread)];
+      merged.actions = [...kept(open.actions), ...(page.actions || [])];
+      merged.older = page.older;
+      merged.truncated = page.truncated;
+    }
+    return merged;
+  }
+
+  async function loadOlder() {
+    const open = state.open;
+    if (!open || !open.older) return;
+    $("thread-older").disabled = true;
+    try {
+      const page = await getJSON(K.conversationPath(open.channel, open.id) + "?before=" + encodeURIComponent(open.older));
+      if (state.open && state.open.id === open.id) K.renderConversation(withPage(state.open, page, false));
+    } finally {
+      $("thread-older").disabled = false;
+    }
+  }
+
+  // where the page reads on from: its newest event, or the one before its oldest with a job
+  // still pending (a reply's delivery is shown as it stands); null: read it all again
+  function readsOnFrom(events) {
+    let from = events.length ? 0 : -1;
+    events.forEach((record, index) => {
+      if ((record.jobs || []).some((job) => job.status === "pending")) from = index + 1;
+    });
+    return from >= 0 && from < events.length ? events[from].event_id : null;
+  }
+
+  async function readNewer(open) {
+    let merged = open;
+    const from = readsOnFrom(open.events || []);
+    if (!from) return null;
+    let cursor = from;
+    for (let pages = 0; cursor && pages < 20; pages++) {
+      const page = await getJSON(K.conversationPath(open.channel, open.id) + "?after=" + encodeURIComponent(cursor));
+      merged = withPage(merged, page, true);
+      cursor = page.newer;
+      if (!cursor) return merged;
+    }
+    return null;  // too much came meanwhile: the latest page is read instead
   }
 
   function replyStatus(text, failed) {
@@ -360,12 +430,26 @@
 
   function refreshOpen() {
     if (!state.open) return;
-    const { channel, id } = state.open;
-    later("open", () => {
-      // console.js reads the conversation again and shows it (facts, events); this script
-      // hears it as a "rulekit:conversation" like any opening
-      K.showConversation(channel, id).catch(() => {});
+    const { id } = state.open;
+    later("open", async () => {
+      // console.js shows the conversation (facts, events); this script hears it as a
+      // "rulekit:conversation" like any opening
       loadList().catch(() => {});
+      const open = state.open;
+      if (!open || open.id !== id) return;
+      let merged = null;
+      try {
+        merged = await readNewer(open);
+      } catch (error) {
+        merged = null;  // its cursor no longer stored (retention): the latest page again
+      }
+      if (!state.open || state.open.id !== id) return;  // another one opened meanwhile
+      if (state.open !== open) {  // older messages loaded meanwhile: read on from there
+        refreshOpen();
+        return;
+      }
+      if (merged) K.renderConversation(merged);
+      else K.showConversation(open.channel, open.id).catch(() => {});
     }, 150);
   }
 
@@ -490,6 +574,7 @@
     for (const id of ["list-view", "list-status"]) $(id).addEventListener("change", () => loadList().catch(() => {}));
     $("list-q").addEventListener("input", () => later("search", () => loadList().catch(() => {}), 250));
     $("list-more").addEventListener("click", () => loadMore().catch(() => {}));
+    $("thread-older").addEventListener("click", () => loadOlder().catch(() => {}));
     document.addEventListener("rulekit:message", (event) => onMessage(event.detail || {}));
     document.addEventListener("rulekit:conversation", (event) => showOpen(event.detail));
     document.addEventListener("rulekit:admin", () => loadAdmin().catch((error) => {
