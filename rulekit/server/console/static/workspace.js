@@ -461,7 +461,8 @@
     const text = event ? event.message && event.message.text : message.text;
     if (id && text && !message.duplicate) state.previews[id] = String(text);
     if (id || message.type === "event") later("list", () => loadList().catch(() => {}), 200);
-    if (state.open && id && id === state.open.id) refreshOpen();
+    // (messages the stream dropped may have named it: what is new is read on all the same)
+    if (state.open && ((id && id === state.open.id) || message.type === "gap")) refreshOpen();
     if (message.type === "dead_letter" && document.body.dataset.view === "admin") loadAdmin().catch(() => {});
   }
 
