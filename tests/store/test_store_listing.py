@@ -85,6 +85,18 @@ def test_filters_select_by_channel_status_assignee_and_tag(store: JournaledStore
     assert ids(store, tag="vi") == []
 
 
+def test_open_lists_a_conversation_without_a_status_as_max_open_counts_it(
+    store: JournaledStore,
+) -> None:
+    """A conversation whose channel reports no status (a generic webhook's) is open until it is
+    closed: the list's open filter shows what counts against its agent's max_open."""
+    seed(store)
+    with store.transaction() as state:
+        state.save_conversation("webhook", "k5", Conversation(id="c5", assignee="ann@example.com"))
+    assert sorted(ids(store, status="open")) == ["c1", "c3", "c4", "c5"]
+    assert ids(store, status="closed") == ["c2"]
+
+
 def test_search_finds_the_clients_name_email_and_the_id(store: JournaledStore) -> None:
     seed(store)
     assert ids(store, text="lopez") == ["c1"]

@@ -36,7 +36,9 @@ def list_conversations(state: SQLState, query: ConversationQuery) -> list[Conver
             return []
         where.append(dialect.one_of("c.channel", "channels"))
         params["channels"] = dialect.values(sorted(query.channels))
-    if query.status is not None:
+    if query.status == "open":  # open until closed: a conversation without a status too
+        where.append("(c.status IS NULL OR c.status <> 'closed')")
+    elif query.status is not None:
         where.append("c.status = :status")
         params["status"] = query.status
     if query.unassigned:
