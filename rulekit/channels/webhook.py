@@ -58,12 +58,18 @@ class WebhookProvider(Provider):
     def _mark(self, event: Event) -> str:
         """What says the event's message was seen: its id in its conversation (a sender may
         number messages per conversation, a ticket's first comment ``1``), the conversation
-        as it is stored (``order-7`` and ``web:order-7`` are one)."""
+        as it is stored (``order-7`` and ``web:order-7`` are one). An edit
+        (``message.edited``) is a change of a message seen before, each its own: marked
+        apart, by its event's id too, so that neither the message nor an earlier edit makes
+        it a repeat, and the same edit posted again is one."""
         assert event.message.id is not None
         conversation = event.conversation.id
         where = first_key(self.channel, conversation) if conversation else ""
         # (the length first: no conversation id and message id run together as another's)
-        return bounded_key(f"{len(where)}:{where}:{event.message.id}") or event.message.id
+        mark = f"{len(where)}:{where}:{event.message.id}"
+        if event.message.edited:
+            mark = f"edit:{len(event.message.id)}:{mark}:{event.id}"
+        return bounded_key(mark) or event.message.id
 
     def conversation_key(self, data: Any) -> str | None:
         """The key the body's conversation is stored under (its id without ``<channel>:``),
