@@ -96,12 +96,13 @@ class Normalizer:
             changed = {f: getattr(client, f) for f in CONTACT_FIELDS}
             before = {f: getattr(known_client, f) for f in CONTACT_FIELDS}
             if changed != before:
-                # from what to what, and the webhook's first message (a fetched body's fetch
+                # from what to what, and the webhook's messages (a fetched body's fetch
                 # time): a change back to what the client had before is a change too (an
                 # event id already recorded would be dropped as a repeat), and the same
-                # webhook again makes the same id
-                first = payload.messages[0].id if payload.messages else _fetched_at(payload)
-                parts = [*map(str, before.values()), *map(str, changed.values()), first]
+                # webhook again makes the same id. All its messages, not the first: each
+                # transcript of a chat Chatra reopened begins with the chat's first message
+                said = [m.id for m in payload.messages] or [_fetched_at(payload)]
+                parts = [*map(str, before.values()), *map(str, changed.values()), *said]
                 emit(
                     _event(
                         channel,
