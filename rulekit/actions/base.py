@@ -157,6 +157,11 @@ def changes_lane(channel: str, conversation_id: str) -> str:
     return f"changes:{channel}:{conversation_id}"
 
 
+def is_changes_lane(lane: str) -> bool:
+    """Whether ``lane`` is a conversation's lane of changes (:func:`changes_lane`)."""
+    return lane.startswith("changes:")
+
+
 def call_key(place: int, attempts: int = 0) -> str:
     """What tells a call apart from the other calls of its event's plan (``call`` of
     :meth:`Action.change_state`): its place among the plan's actions that run (0 for the

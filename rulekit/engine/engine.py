@@ -93,6 +93,10 @@ class Engine:
         self.by_name = {rule.name: rule for rule in ruleset.rules}
         self.cancellers = cancellers(ruleset.rules)
         self.env = config.allowed_env()
+        self.reacts_to_own_events = any(rule.allow_own_events for rule in ruleset.rules)
+        """Whether any rule reacts to rulekit's own events: only then may a change cause more
+        (a chain), which the daemon records before a conversation's next event from outside
+        is evaluated."""
         self.reads_team = ruleset.reads_team
         """Whether any rule reads ``team``: only then does an evaluation need
         :class:`~rulekit.team.TeamFacts` (the daemon reads them from the store)."""

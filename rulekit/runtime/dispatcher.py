@@ -41,6 +41,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from rulekit.actions.base import is_changes_lane
 from rulekit.actions.pacing import Pacer
 from rulekit.channels.hookrunner import HookRunner
 from rulekit.errors import StoreUnavailable
@@ -110,6 +111,9 @@ class Dispatcher(JobCalls):
         """The event of a job as this daemon's processor recorded it, when it still has it
         (:meth:`rulekit.runtime.processor.Processor.recorded_event`)."""
         self.on_timers: Callable[[], None] = lambda: None
+        self.on_changes: Callable[[], None] = lambda: None
+        """Called as the outcome of a job of a conversation's changes is recorded: its
+        ``updated`` events are, and what they caused (the processor may wait for them)."""
         """Called when the events an action emitted set a timer (the timer runner's wake)."""
         self.rng = rng or random.Random()
         self.owner = owner_name()
@@ -428,6 +432,8 @@ class Dispatcher(JobCalls):
             self.wake()
         if any(result.timers for result in decision.processed):
             self.on_timers()
+        if is_changes_lane(job.lane):
+            self.on_changes()
         return decision
 
     async def stop(self, grace: float = STOP_GRACE) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from rulekit.actions.base import changes_lane
 from rulekit.channels.base import ChannelTimer, channel_timer_rule
 from rulekit.errors import StoreUnavailable
 from rulekit.event import Event
@@ -125,6 +126,10 @@ class Prepared:
     events: list[Event]
     request: Request
     recording: Recording = field(default_factory=Recording)
+    changes_pending: bool = False
+    """Whether, when it was read, a conversation of the events had changes whose ``updated``
+    events were not recorded yet (a job in its lane of changes, :func:`changes_lane`): read
+    only when asked (``chains``)."""
 
 
 class _RollBack(Exception):
@@ -137,10 +142,12 @@ def prepare(
     events: list[Event] | None = None,
     *,
     team: bool = False,
+    chains: bool = False,
 ) -> Prepared:
     """Normalize (``parse``, given the state) or take ``events``, in a transaction that is rolled
     back, and read what their evaluation needs (with ``team``, the rules read ``team``: the
-    team's presence and open counts too)."""
+    team's presence and open counts too; with ``chains``, whether their conversations'
+    changes are all recorded: :attr:`Prepared.changes_pending`)."""
     prepared: Prepared | None = None
     try:
         with store.transaction() as state:
@@ -148,7 +155,10 @@ def prepare(
             recording = RecordingState(cached)
             found = _normalized(recording, parse, events)
             facts = team_facts(cached) if team and found else None
-            prepared = Prepared(found, _requests(state, [found], facts)[0], recording.recording)
+            waits = chains and _changes_pending(state, [found])[0]
+            prepared = Prepared(
+                found, _requests(state, [found], facts)[0], recording.recording, waits
+            )
             raise _RollBack
     except _RollBack:
         pass
@@ -157,13 +167,19 @@ def prepare(
 
 
 def prepare_together(
-    store: JournaledStore, parses: list[Callable[[State], list[Event]]], *, team: bool = False
+    store: JournaledStore,
+    parses: list[Callable[[State], list[Event]]],
+    *,
+    team: bool = False,
+    chains: bool = False,
 ) -> list[Prepared | Exception]:
     """:func:`prepare` for several bodies in one transaction that is rolled back (one wait for
     the store instead of one per body): for each, in order, what to evaluate; the first that
     cannot be normalized ends the list with the exception (those after it are not read). A
     body is normalized after the ones before it, as if they had been recorded; should one of
-    them not be, :func:`record` finds the state changed."""
+    them not be, :func:`record` finds the state changed. With ``chains`` (rules react to
+    rulekit's own events), each says whether its conversations' changes are all recorded
+    (:attr:`Prepared.changes_pending`)."""
     out: list[Prepared | Exception] = []
     try:
         # the writer's transaction, rolled back: a snapshot on SQLite's reader connection would
@@ -187,8 +203,9 @@ def prepare_together(
             groups = [found for found, _ in parsed]
             facts = team_facts(cached) if team and any(groups) else None
             requests = _requests(state, groups, facts)
-            for (found, recording), request in zip(parsed, requests, strict=True):
-                out.append(Prepared(found, request, recording.recording))
+            pending = _changes_pending(state, groups) if chains else [False] * len(groups)
+            for (found, recording), request, waits in zip(parsed, requests, pending, strict=True):
+                out.append(Prepared(found, request, recording.recording, waits))
             if failed is not None:
                 out.append(failed)
             raise _RollBack
@@ -239,6 +256,23 @@ def _requests(
     marks = state.cooldowns_for(conversations) if conversations else {}
     recorded = state.recorded([event.id for event in events]) if events else set()
     return [_one_request(group, marks, recorded, team) for group in groups]
+
+
+def _changes_pending(state: JournaledState, groups: list[list[Event]]) -> list[bool]:
+    """For each body's events, whether a conversation of theirs has a job in its lane of
+    changes: ``updated`` events still to be handed over, evaluated and recorded, and what the
+    rules reacting to them change with them. Read in one query."""
+    lanes = [
+        {
+            changes_lane(event.channel, event.conversation.id)
+            for event in group
+            if event.conversation.id
+        }
+        for group in groups
+    ]
+    wanted = sorted(set().union(*lanes)) if lanes else []
+    pending = state.pending_lanes(wanted) if wanted else set()
+    return [bool(group & pending) for group in lanes]
 
 
 def team_facts(state: State) -> TeamFacts:

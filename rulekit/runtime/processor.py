@@ -84,6 +84,37 @@ ROUND_BYTES = 16 * 1024 * 1024
 of 64 bodies of 4 MiB, decoded into events that each keep the body, would hold more than 1 GB."""
 MAX_STARTS = 50
 """Times an item starts over because the state changed while it was evaluated."""
+CHANGES_WAIT = 5.0
+"""Seconds an item waits at most, claimed, for its conversation's changes to be recorded
+with the events they caused (:attr:`~rulekit.runtime.planning.Prepared.changes_pending`):
+normally milliseconds; past this (the store or the worker held up), it is evaluated without
+them rather than hold the conversation up. Well within half the inbox lease, so the claim
+stays this daemon's."""
+CHANGES_POLL = 0.05
+"""Seconds between two looks at changes being recorded by another daemon (this daemon's
+dispatcher wakes the processor as it records them)."""
+
+
+def _id(item: InboxItem) -> int:
+    return item.id
+
+
+def _behind(waiting: list[InboxItem], deferred: list[InboxItem]) -> list[InboxItem]:
+    """The items of ``waiting`` that come after one of ``deferred`` of their conversation (all
+    of them after one whose conversation is unknown): they keep their place behind it."""
+    if not deferred:
+        return []
+    keys = {item.conversation_key for item in deferred}
+    unknown = [item.id for item in deferred if item.conversation_key is None]
+    first_unknown = min(unknown, default=None)
+    return [
+        item
+        for item in waiting
+        # (one whose conversation is unknown may be of theirs)
+        if item.conversation_key in keys
+        or item.conversation_key is None
+        or (first_unknown is not None and item.id > first_unknown)
+    ]
 
 
 def _independent(items: list[InboxItem]) -> list[InboxItem]:
@@ -156,10 +187,24 @@ class Processor:
         self._next: list[InboxItem] = []
         """Items the last round's record transaction claimed for the next round."""
         self._next_since = 0.0
+        self._claimed_at: dict[int, float] = {}
+        """When each held item was claimed (:attr:`_held_since` is the earliest)."""
+        self._waiting: dict[int, float] = {}
+        """Since when each item waiting for its conversation's changes has waited."""
+        self._deferred: list[InboxItem] = []
+        """Items of the group in progress that wait for their conversation's changes."""
+        self.waits_for_changes = False
+        """Whether the last round left items waiting for their conversation's changes."""
 
     def wake(self) -> None:
         """Something was appended to the inbox."""
         self._wakeup.set()
+
+    def changes_recorded(self) -> None:
+        """A conversation's changes were recorded with the events they caused: items waiting
+        for them are looked at again at once."""
+        if self.waits_for_changes:
+            self._wakeup.set()
 
     def arrival(self, event_id: str) -> datetime | None:
         """When the webhook of a recently processed event arrived (for latency metrics)."""
@@ -226,6 +271,9 @@ class Processor:
             delay = 0.0
             self.last_progress = self.clock()
             self.metrics.inbox_depth.set(claimed if claimed >= self.batch else 0)
+            if self.waits_for_changes:  # woken by the dispatcher as it records them
+                await self._sleep(CHANGES_POLL)
+                continue
             if not claimed:
                 self._idle = True  # nothing waits: no progress to make
                 try:
@@ -258,14 +306,16 @@ class Processor:
         # our own claims of a failed round, while well within their lease
         fresh = self.clock() - self._held_since < INBOX_LEASE / 2
         items: list[InboxItem] = self._held if fresh else []
+        since = {item.id: self._claimed_at.get(item.id, self._held_since) for item in items}
         # and those the last round claimed as it recorded (no transaction of their own)
         claimed_before = bool(self._next) and self.clock() - self._next_since < INBOX_LEASE / 2
         if claimed_before:
-            self._held_since = self._held_since if items else self._next_since
+            since.update((item.id, self._next_since) for item in self._next)
             items = items + self._next
         self._next = []
         waiting = list(items)
         self._held = []
+        deferred: list[InboxItem] = []
         try:
             room = ROUND_BYTES - sum(len(item.body) for item in items)
             if len(items) < self.batch and not claimed_before and room > 0:
@@ -277,24 +327,68 @@ class Processor:
                         budget=room,
                     )
                 if claimed:
-                    self._held_since = self.clock() if not items else self._held_since
+                    now = self.clock()
+                    since.update((item.id, now) for item in claimed)
                     items = items + claimed
                     waiting.extend(claimed)
             self.evaluator.want(snapshot)
             while waiting and not self._stopping:
+                # an item of a conversation that waits for its changes waits behind them too
+                behind = _behind(waiting, deferred)
+                if behind:
+                    deferred.extend(behind)
+                    waiting = [item for item in waiting if item not in behind]
+                    continue
                 group = _independent(waiting)
                 # the round's last group claims the next round's items as it is recorded
-                claim = self.batch if len(group) == len(waiting) else 0
+                claim = self.batch if len(group) == len(waiting) and not deferred else 0
+                self._deferred = []
                 taken, done = self._process_together(snapshot, group, claim)
                 results.extend(done)
+                deferred.extend(self._deferred)
                 del waiting[:taken]
                 self.last_progress = self.clock()
         except Exception as exc:  # the store or the workers away, or a bug: held, tried again
             if self._stopping:
                 return results, len(items), None
-            self._held, self._next = waiting + self._next, []
+            since.update((item.id, self._next_since) for item in self._next)
+            kept = {item.id: item for item in [*waiting, *deferred, *self._deferred, *self._next]}
+            self._next = []
+            self._hold(sorted(kept.values(), key=_id), since)
             return results, len(items), exc
+        self._hold(sorted(deferred, key=_id), since)
+        self.waits_for_changes = bool(deferred)
         return results, len(items), None
+
+    def _hold(self, items: list[InboxItem], since: dict[int, float]) -> None:
+        """Keep ``items`` (claimed by this daemon) for the next round, with their claims' times."""
+        self._held = items
+        self._claimed_at = {item.id: since[item.id] for item in items}
+        if self._held:
+            self._held_since = min(self._claimed_at.values())
+        waiting = {item.id for item in items}
+        self._waiting = {k: v for k, v in self._waiting.items() if k in waiting}
+
+    def _waits(self, item: InboxItem, prepared: Prepared) -> bool:
+        """Whether ``item`` waits for its conversation's changes to be recorded, with the
+        events they cause (:data:`CHANGES_WAIT` at most)."""
+        if not prepared.changes_pending:
+            self._waiting.pop(item.id, None)
+            return False
+        now = self.clock()
+        first = self._waiting.setdefault(item.id, now)
+        if now - first < CHANGES_WAIT:
+            return True
+        log(
+            logger,
+            logging.WARNING,
+            f"inbox item {item.id}: its conversation's changes were not recorded within"
+            f" {CHANGES_WAIT:g} s; it is evaluated without them",
+            inbox_id=item.id,
+            channel=item.channel,
+        )
+        self._waiting.pop(item.id, None)
+        return False
 
     def _process_together(
         self, snapshot: Snapshot, group: list[InboxItem], claim: int = 0
@@ -315,7 +409,10 @@ class Processor:
             return parse
 
         prepared = prepare_together(
-            self.store, [parse_of(item) for item in group], team=snapshot.engine.reads_team
+            self.store,
+            [parse_of(item) for item in group],
+            team=snapshot.engine.reads_team,
+            chains=snapshot.engine.reacts_to_own_events,
         )
         results: list[Processed | InboxItem] = []
         if prepared and isinstance(prepared[-1], Exception):
@@ -323,6 +420,8 @@ class Processor:
         ready = [
             (item, p) for item, p in zip(group, prepared, strict=False) if isinstance(p, Prepared)
         ]
+        self._deferred = [item for item, p in ready if self._waits(item, p)]
+        ready = [(item, p) for item, p in ready if item not in self._deferred]
         answers = self.evaluator.evaluate_many([p.request for _, p in ready])
         evaluated: list[_Evaluated] = []
         for (item, p), answer in zip(ready, answers, strict=True):
@@ -425,11 +524,15 @@ class Processor:
                     self.store,
                     lambda state: provider.parse(item.body, state),
                     team=snapshot.engine.reads_team,
+                    chains=snapshot.engine.reacts_to_own_events,
                 )
             except StoreUnavailable:
                 raise
             except Exception as exc:
                 return self._set_aside(item, exc)
+            if self._waits(item, prepared):
+                self._deferred.append(item)
+                return []
             answer = self.evaluator.evaluate(prepared.request)
             if isinstance(answer, Refusal):
                 return self._set_aside(item, answer)

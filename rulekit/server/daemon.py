@@ -228,6 +228,7 @@ class Daemon(Reloading):
         )
         self.dispatcher.arrival = self.processor.arrival
         self.dispatcher.on_timers = self.timers.wake
+        self.dispatcher.on_changes = self.processor.changes_recorded
         self.dispatcher.recorded_event = self.processor.recorded_event
         self._reload_lock = asyncio.Lock()
         self._stop_watching = asyncio.Event()

@@ -96,6 +96,11 @@ class Outbox(abc.ABC):
         call of it has changed anything yet, or where the store keeps no calls."""
         return None
 
+    def pending_lanes(self, lanes: Sequence[str]) -> set[str]:
+        """Those of ``lanes`` that have a pending job (one waiting, claimed or being retried);
+        empty where the store keeps no jobs."""
+        return set()
+
     def job_ids(self, event_id: str) -> list[int]:
         """The ids of the jobs of event ``event_id``'s plan, in plan order; empty where the
         store keeps no jobs (then no change is made as its event is recorded: its job makes

@@ -273,6 +273,16 @@ class SQLOutbox:
         applied = noted.get(APPLIED) if isinstance(noted, dict) else None
         return applied if isinstance(applied, dict) else None
 
+    def pending_lanes(self, lanes: Sequence[str]) -> set[str]:
+        if not lanes:
+            return set()
+        rows = self.execute(
+            "SELECT DISTINCT lane FROM outbox WHERE status = 'pending'"
+            f" AND {self.dialect.one_of('lane', 'lanes')}",
+            {"lanes": self.dialect.values(list(lanes))},
+        ).fetchall()
+        return {row["lane"] for row in rows}
+
     def job_ids(self, event_id: str) -> list[int]:
         rows = self.execute(
             "SELECT id FROM outbox WHERE event_id = :event ORDER BY id", {"event": event_id}
