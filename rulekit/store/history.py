@@ -144,6 +144,32 @@ class History(abc.ABC):
         such a cursor neither skips nor repeats events when new ones arrive meanwhile."""
         raise NotImplementedError(f"{type(self).__name__} cannot list a conversation's events")
 
+    def conversation_page(
+        self,
+        channel: str,
+        conversation_id: str,
+        *,
+        limit: int,
+        budget: int,
+        before: str | None = None,
+        after: str | None = None,
+    ) -> tuple[list[EventRecord], bool]:
+        """A page of :meth:`conversation_events` (same order and cursors): at most ``limit``
+        events, and only as many as fit together in ``budget`` characters of stored data and
+        trace (always the first), the others not read; and whether more followed. Stores
+        should override this: it reads ``limit + 1`` events whole."""
+        found = self.conversation_events(
+            channel, conversation_id, limit=limit + 1, before=before, after=after
+        )
+        fitting: list[EventRecord] = []
+        total = 0
+        for record in found[:limit]:
+            total += len(json.dumps(record.data)) + len(json.dumps(record.trace))
+            if fitting and total > budget:
+                break
+            fitting.append(record)
+        return fitting, len(found) > len(fitting)
+
     # privacy and retention -------------------------------------------------------------------
     def forget_client(self, client_id: str, *, channel: str | None = None) -> dict[str, int]:
         """Erase a client's personal data (``rulekit forget``); return what was erased, by kind.

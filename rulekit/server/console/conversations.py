@@ -28,6 +28,9 @@ PAGE_BYTES = 1_000_000
 """How many bytes of JSON a page's events (their thread entries, summaries and actions)
 take at most, however long its messages: one event is always taken, each of its texts cut
 to :data:`MAX_THREAD_TEXT`."""
+READ_BUDGET = 8 * PAGE_BYTES
+"""How many characters of stored events (their data and trace) a page reads at most (always
+one event): a client's messages of megabytes are not all read to show a page of them cut."""
 MAX_THREAD_TEXT = 20_000
 """Characters of each text of the conversation view (a thread's message, a field of the
 client panel or of the conversation, and of what a change of them answers; ``rulekit why
@@ -135,19 +138,24 @@ def view(
     if located is None:
         return None
     channel, key = located
-    read = state.conversation_events(
-        channel, conversation_id, limit=PAGE_EVENTS + 1, before=before, after=after
+    read, more = state.conversation_page(
+        channel,
+        conversation_id,
+        limit=PAGE_EVENTS,
+        budget=READ_BUDGET,
+        before=before,
+        after=after,
     )  # in the order the page is filled: away from the cursor (newest first without one)
-    jobs = state.jobs_of_events([record.event_id for record in read[:PAGE_EVENTS]])  # one query
+    jobs = state.jobs_of_events([record.event_id for record in read])  # one query
     taken: list[tuple[EventRecord, dict[str, Any] | None, dict[str, Any], list[Any]]] = []
     size = 0
-    for record in read[:PAGE_EVENTS]:
+    for record in read:
         entries = page_entries(record, jobs[record.event_id], team)
         size += len(json.dumps(entries, ensure_ascii=False, separators=(",", ":")).encode())
         if taken and size > PAGE_BYTES:
             break
         taken.append((record, *entries))
-    more = len(taken) < len(read)
+    more = more or len(taken) < len(read)
     if after is not None:
         taken.reverse()  # newest first, as the others
     records = [record for record, *_ in taken]

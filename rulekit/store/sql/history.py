@@ -154,27 +154,75 @@ class SQLHistory:
             "channel": channel,
             "limit": limit,
         }
-        bound, order = "", "DESC"
-        if before is not None or after is not None:
-            # the cursor's place, by the unique index of event ids; then a range of the
-            # conversation's index (its rows are in id order there)
-            cursor = before if before is not None else after
-            found = self._one(
-                "SELECT id FROM events WHERE event_id = :cursor"
-                " AND conversation_id = :conversation AND channel = :channel",
-                {**params, "cursor": cursor},
-            )
-            if found is None:
-                raise NotInConversation(f"{cursor!r} is not an event of this conversation")
-            params["cursor_id"] = found["id"]
-            bound = " AND id < :cursor_id" if before is not None else " AND id > :cursor_id"
-            order = "DESC" if before is not None else "ASC"
+        bound, order = self._conversation_cursor(params, before, after)
         rows = self.execute(
             "SELECT * FROM events WHERE conversation_id = :conversation AND channel = :channel"
             f"{bound} ORDER BY id {order} LIMIT :limit",
             params,
         )
         return [self._event_record(row) for row in rows]
+
+    def conversation_page(
+        self,
+        channel: str,
+        conversation_id: str,
+        *,
+        limit: int,
+        budget: int,
+        before: str | None = None,
+        after: str | None = None,
+    ) -> tuple[list[EventRecord], bool]:
+        params: dict[str, Any] = {
+            "conversation": conversation_id,
+            "channel": channel,
+            "limit": limit + 1,
+        }
+        bound, order = self._conversation_cursor(params, before, after)
+        where = f"conversation_id = :conversation AND channel = :channel{bound}"
+        # their sizes first (by the index, the rows' texts not sent): only those that fit are
+        # read whole
+        size = f"{self.dialect.text_length('data')} + {self.dialect.text_length('trace')}"
+        sizes = self.execute(
+            f"SELECT id, {size} AS size FROM events WHERE {where} ORDER BY id {order} LIMIT :limit",
+            params,
+        ).fetchall()
+        fitting: list[int] = []
+        total = 0
+        for row in sizes[:limit]:
+            total += row["size"]
+            if fitting and total > budget:
+                break
+            fitting.append(row["id"])
+        if not fitting:
+            return [], False
+        params.update(low=min(fitting), high=max(fitting))
+        rows = self.execute(
+            "SELECT * FROM events WHERE conversation_id = :conversation AND channel = :channel"
+            f" AND id BETWEEN :low AND :high ORDER BY id {order}",
+            params,
+        )
+        return [self._event_record(row) for row in rows], len(sizes) > len(fitting)
+
+    def _conversation_cursor(
+        self, params: dict[str, Any], before: str | None, after: str | None
+    ) -> tuple[str, str]:
+        """The condition and the order of a conversation's events read from a cursor."""
+        if before is None and after is None:
+            return "", "DESC"
+        # the cursor's place, by the unique index of event ids; then a range of the
+        # conversation's index (its rows are in id order there)
+        cursor = before if before is not None else after
+        found = self._one(
+            "SELECT id FROM events WHERE event_id = :cursor"
+            " AND conversation_id = :conversation AND channel = :channel",
+            {**params, "cursor": cursor},
+        )
+        if found is None:
+            raise NotInConversation(f"{cursor!r} is not an event of this conversation")
+        params["cursor_id"] = found["id"]
+        if before is not None:
+            return " AND id < :cursor_id", "DESC"
+        return " AND id > :cursor_id", "ASC"
 
     def get_job(self, job_id: int) -> Job | None:
         row = self._one("SELECT * FROM outbox WHERE id = :id", {"id": job_id})

@@ -14,7 +14,7 @@ import pytest
 from scaffold import make_event
 from workspace_helpers import CONVERSATION, VISITOR, Workspace, path, workspace
 
-from rulekit.server.console.conversations import PAGE_BYTES, PAGE_EVENTS
+from rulekit.server.console.conversations import PAGE_BYTES, PAGE_EVENTS, READ_BUDGET
 from rulekit.store.records import NewEvent
 
 pytest.importorskip("rulekit_chatra")
@@ -128,6 +128,27 @@ def test_a_page_of_long_messages_stays_within_its_bytes(workspace: Workspace) ->
         assert max(sizes) <= PAGE_BYTES + 50_000  # (the panel and the page's own fields)
         assert len(sizes) > 3
         assert read == [long.format(n=n) for n in range(300)]
+
+
+def test_a_page_of_huge_messages_reads_only_what_it_can_show(workspace: Workspace) -> None:
+    """Messages of a megabyte, cut to 20,000 characters in the page: a page reads no more of
+    them than its budget of stored bytes, and the pages still reach the first."""
+    huge = "{n:03d}" + "h" * (1_000_000 - 3)
+    record(workspace, messages(0, 20, huge))
+    with workspace.client("anna") as anna:
+        read: list[str] = []
+        older: str | None = None
+        counts = []
+        while True:
+            data = page(anna, **({"before": older} if older else {}))
+            counts.append(len(data["events"]))
+            read = texts(data) + read
+            older = data["older"]
+            if older is None:
+                break
+    assert max(counts) <= READ_BUDGET // 1_000_000
+    assert [text[:3] for text in read] == [f"{n:03d}" for n in range(20)]
+    assert all(len(text) == 20_000 and text.endswith("…") for text in read)
 
 
 def test_an_agent_without_the_channel_is_told_no_such_conversation(
