@@ -257,6 +257,10 @@ CASES = {
         "texts += ['A' + 'a' * N + ': ', 'A' + 'Error' * (N // 5)]\n"
         "texts += ['the conversation' + \"'s\" * N]\n"
         "texts += ['the evaluation worker died evaluating it (exit code ' + '1' * N]\n"
+        "texts += ['the ' + 'a' * N + \" provider's parse\", 'the a provider' + \"'s\" * N]\n"
+        "texts += [\"the a provider's timer_due was not started: \" + '1' * N]\n"
+        'texts += ["the a provider\'s parse did not return within its budget (PARSE_BUDGET: "\n'
+        "          + '1.' * N]\n"
         "for text in texts:\n"
         "    set_aside_reason(text, 'web')"
     ),
@@ -280,7 +284,10 @@ INVENTORY = {
     (
         "rulekit/audit/repair.py",
         r"the evaluation worker died evaluating it \(exit code (?:-?\d+|None)\)"
-        r"|the conversation's state changed \d+ times while evaluated",
+        r"|the conversation's state changed \d+ times while evaluated"
+        r"|the [\w.-]+ provider's (?:parse|timer_due|channel_timers) (?:did not return within"
+        r" its budget|was not started: \d+ of its calls run over their budget)"
+        r" \(PARSE_BUDGET: [\d.e+-]+ s\)",
     ): ["set-aside reasons shown without content"],
     ("rulekit/expr/guards.py", r"\w+"): ["wordcount in templates"],
     ("rulekit/expr/striptags.py", r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?)"): [

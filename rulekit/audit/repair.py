@@ -142,6 +142,9 @@ _EVENT_REASON = re.compile(
 _FIXED_REASON = re.compile(
     r"the evaluation worker died evaluating it \(exit code (?:-?\d+|None)\)"
     r"|the conversation's state changed \d+ times while evaluated"
+    r"|the [\w.-]+ provider's (?:parse|timer_due|channel_timers) (?:did not return within"
+    r" its budget|was not started: \d+ of its calls run over their budget)"
+    r" \(PARSE_BUDGET: [\d.e+-]+ s\)"
 )
 _BUG = re.compile(r"([A-Z]\w*(?:Error|Exception)): ")
 """How a bug's error is stored: ``KeyError: <its message>``."""

@@ -292,8 +292,9 @@ class Provider:
     def channel_timers(self, event: Event) -> list[ChannelTimer]:
         """Durable timers this channel wants once ``event`` (one :meth:`parse` returned) is
         recorded: for a service that never says when something happens, such as a chat
-        closing after a quiet spell. Called by the daemon in the transaction that records the
-        event, so the timers exist exactly when the event does; a pending timer of the same
+        closing after a quiet spell. Asked by the daemon before the transaction that records
+        the event (within the budget of :data:`rulekit.runtime.parsing.PARSE_BUDGET`), which
+        sets them, so the timers exist exactly when the event does; a pending timer of the same
         name and conversation is moved to the new due time. Default: none. Must be quick and
         must not raise; the dry run (``rulekit test``) calls it too, and hands the timers
         back to :meth:`timer_due` on its simulated clock."""

@@ -21,7 +21,7 @@ import contextlib
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from rulekit.channels.base import Provider
 
@@ -41,23 +41,29 @@ class HookUnanswered(Exception):
     under way; the message says which (without anything of the request)."""
 
 
+class HookRefused(HookUnanswered):
+    """The plugin's call was not started: as many of its calls as it may have run over their
+    budget."""
+
+
 class _Call:
     """One call handed to a plugin's threads."""
 
-    __slots__ = ("args", "function", "future", "given_up", "loop", "running")
+    __slots__ = ("args", "deliver", "finished", "function", "given_up", "running")
 
     def __init__(
         self,
-        loop: asyncio.AbstractEventLoop,
-        future: asyncio.Future[Any],
+        deliver: Callable[[tuple[bool, Any]], None],
         function: Callable[..., Any],
         args: tuple[Any, ...],
     ) -> None:
-        self.loop = loop
-        self.future = future
+        self.deliver = deliver
+        """Hands the outcome (returned: ``(True, value)``, raised: ``(False, exception)``) to
+        the caller, from the plugin's thread."""
         self.function = function
         self.args = args
         self.running = False
+        self.finished = False
         self.given_up = False
         """Its caller stopped waiting before it started (not started, then), or while it ran
         over its budget (it holds its thread until it returns)."""
@@ -95,7 +101,7 @@ class _Plugin:
     def give_up(self, call: _Call, *, late: bool) -> None:
         """The caller stops waiting for ``call`` (``late``: over its budget)."""
         with self.lock:
-            if call.given_up:
+            if call.given_up or call.finished:  # (finished: its outcome is on its way)
                 return
             if not call.running:  # still queued: never started
                 call.given_up = True
@@ -116,10 +122,10 @@ class _Plugin:
                 outcome = (False, exc)
             with self.lock:
                 self.under_way -= 1
+                call.finished = True
                 if call.given_up:
                     self.overdue -= 1
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits now
-                call.loop.call_soon_threadsafe(_settle, call.future, outcome)
+            call.deliver(outcome)
             del call, outcome  # no reference kept while waiting for the next
 
     def stop(self) -> None:
@@ -134,28 +140,68 @@ class HookRunner:
         self.budget = budget
         self.most = most
         self._plugins: dict[str, _Plugin] = {}
+        self._lock = threading.Lock()
+
+    def _threads(self, plugin: str) -> _Plugin:
+        with self._lock:  # (asked from the loop and from worker threads)
+            threads = self._plugins.get(plugin)
+            if threads is None:
+                threads = self._plugins[plugin] = _Plugin(plugin)
+            return threads
 
     async def run(self, plugin: str, function: Callable[..., T], *args: Any) -> T:
         """``function(*args)``, plugin ``plugin``'s code, in one of its threads: what it
         returns or raises. Raises :class:`HookUnanswered` when it has not returned within the
         budget, or at once when the plugin has as many calls under way as it may."""
-        threads = self._plugins.get(plugin)
-        if threads is None:
-            threads = self._plugins[plugin] = _Plugin(plugin)
+        threads = self._threads(plugin)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        call = _Call(loop, future, function, args)
+
+        def deliver(outcome: tuple[bool, Any]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits now
+                loop.call_soon_threadsafe(_settle, future, outcome)
+
+        call = _Call(deliver, function, args)
         if not threads.submit(call, self.most):
-            raise HookUnanswered(
+            raise HookRefused(
                 f"the {plugin} plugin has {self.most} calls under way that did not answer"
             )
-        expiry = loop.call_later(self.budget, _expire, threads, call, self.budget)
+        expiry = loop.call_later(self.budget, _expire, threads, call, future, self.budget)
         try:
             return await future
         finally:
             expiry.cancel()
             if not future.done() or future.cancelled():  # the caller is gone
                 threads.give_up(call, late=False)
+
+    def call(self, plugin: str, function: Callable[..., T], *args: Any) -> T:
+        """:meth:`run` for a caller that is a thread of its own (not the event loop), which
+        waits for the answer: ``function(*args)`` in one of plugin ``plugin``'s threads, what
+        it returns or raises; :class:`HookUnanswered` when it has not returned within the
+        budget (it runs on in its thread), or at once when the plugin has as many calls under
+        way as it may."""
+        threads = self._threads(plugin)
+        answered = threading.Event()
+        outcomes: list[tuple[bool, Any]] = []
+
+        def deliver(outcome: tuple[bool, Any]) -> None:
+            outcomes.append(outcome)
+            answered.set()
+
+        call = _Call(deliver, function, args)
+        if not threads.submit(call, self.most):
+            raise HookRefused(
+                f"the {plugin} plugin has {self.most} calls under way that did not answer"
+            )
+        if not answered.wait(self.budget):
+            threads.give_up(call, late=True)
+            if not answered.wait(0):  # (not answered as it was given up)
+                raise HookUnanswered(f"the {plugin} plugin did not answer in {self.budget:g} s")
+        ok, value = outcomes[0]
+        del outcomes[:]
+        if ok:
+            return cast(T, value)
+        raise value
 
     def close(self) -> None:
         """End the threads once their calls return (a call that never does keeps its thread,
@@ -165,11 +211,11 @@ class HookRunner:
         self._plugins.clear()
 
 
-def _expire(threads: _Plugin, call: _Call, budget: float) -> None:
-    if call.future.done():
+def _expire(threads: _Plugin, call: _Call, future: asyncio.Future[Any], budget: float) -> None:
+    if future.done():
         return
     threads.give_up(call, late=True)
-    call.future.set_exception(
+    future.set_exception(
         HookUnanswered(f"the {threads.name} plugin did not answer in {budget:g} s")
     )
 

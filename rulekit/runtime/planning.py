@@ -2,9 +2,10 @@
 
 Three steps, shared by the processor (inbox items) and the dispatcher (events actions emit):
 
-1. :func:`prepare` — in a transaction that is **rolled back**, the provider normalizes the body
-   (its calls on the state are recorded, see :mod:`rulekit.store.recording`), and the marks and
-   records the evaluation depends on are read: the request for the worker is built;
+1. :func:`prepare` — the provider normalizes the body (its calls on the state are recorded, see
+   :mod:`rulekit.store.recording`; :func:`prepare_together`, the daemon's, with no transaction
+   open), and in a transaction that is **rolled back** the marks and records the evaluation
+   depends on are read: the request for the worker is built;
 2. the evaluation worker evaluates it, with no transaction open and no lock held;
 3. :func:`record` — in one committed transaction, the provider's calls are replayed (checking
    the state answers as it did; their writes are applied again), the cooldown marks the
@@ -15,6 +16,7 @@ Three steps, shared by the processor (inbox items) and the dispatcher (events ac
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -29,6 +31,7 @@ from rulekit.runtime.replies import note_replies
 from rulekit.runtime.worker import Evaluation, Refusal, Request
 from rulekit.store.base import JournaledState, JournaledStore, State
 from rulekit.store.cached import CachedState, probe
+from rulekit.store.detached import detached
 from rulekit.store.lookups import Lookups
 from rulekit.store.recording import Recording, RecordingState, StateChanged
 from rulekit.store.records import JobSpec, NewEvent
@@ -173,31 +176,49 @@ def prepare_together(
     team: bool = False,
     chains: bool = False,
 ) -> list[Prepared | Exception]:
-    """:func:`prepare` for several bodies in one transaction that is rolled back (one wait for
-    the store instead of one per body): for each, in order, what to evaluate; the first that
+    """:func:`prepare` for several bodies: for each, in order, what to evaluate; the first that
     cannot be normalized ends the list with the exception (those after it are not read). A
     body is normalized after the ones before it, as if they had been recorded; should one of
     them not be, :func:`record` finds the state changed. With ``chains`` (rules react to
     rulekit's own events), each says whether its conversations' changes are all recorded
-    (:attr:`Prepared.changes_pending`)."""
+    (:attr:`Prepared.changes_pending`).
+
+    The bodies are normalized with **no transaction open**: ``parses`` are a provider's code,
+    which may be slow or stuck on a body (the processor runs them within a budget), and the
+    store's write lock must not wait for them. What they read is read from the store each
+    time in a reading of its own (a snapshot that holds no writer back), what they write is
+    kept in memory (:class:`~rulekit.store.cached.CachedState`); it is all recorded, and
+    :func:`record` replays it against the state as it is then. Only what the project's code
+    reads after (the replies noted, the marks and records the evaluations need) is read in
+    one transaction, rolled back."""
     out: list[Prepared | Exception] = []
+    batches = _batches(store)
+    cached = CachedState(detached(store, batches=batches))
+    if batches:
+        wanted = probe([partial(_parsed, parse=parse) for parse in parses])
+        with store.reading() as state:
+            cached.state = state
+            cached.prefetch(wanted)
+        cached.state = detached(store, batches=batches)
+    parsed: list[tuple[list[Event], RecordingState]] = []
+    failed: Exception | None = None
+    for parse in parses:
+        recording = RecordingState(cached)
+        try:
+            parsed.append((_parsed(recording, parse), recording))
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            failed = exc
+            break
     try:
         # the writer's transaction, rolled back: a snapshot on SQLite's reader connection would
         # hold no writer back, yet halved the daemon's throughput when measured
         with store.transaction() as state:
-            parsed: list[tuple[list[Event], RecordingState]] = []
-            failed: Exception | None = None
-            # a body reads what the ones before it wrote
-            cached = _read_ahead(state, parses)
-            for parse in parses:
-                recording = RecordingState(cached)
-                try:
-                    parsed.append((_normalized(recording, parse), recording))
-                except StoreUnavailable:
-                    raise
-                except Exception as exc:
-                    failed = exc
-                    break
+            cached.state = state
+            for found, recording in parsed:
+                for event in found:
+                    note_replies(recording, event)
             # what the evaluations need, read once for all (normalizing sets no mark, records
             # no event: reading after the last body is reading after each)
             groups = [found for found, _ in parsed]
@@ -212,6 +233,24 @@ def prepare_together(
     except _RollBack:
         pass
     return out
+
+
+_BATCHES: weakref.WeakKeyDictionary[JournaledStore, bool] = weakref.WeakKeyDictionary()
+
+
+def _batches(store: JournaledStore) -> bool:
+    """Whether ``store``'s state reads in batches (a database server: each read a round
+    trip), asked once."""
+    batches = _BATCHES.get(store)
+    if batches is None:
+        with store.reading() as state:
+            batches = _BATCHES[store] = state.batches
+    return batches
+
+
+def _parsed(recording: State, parse: Callable[[State], list[Event]]) -> list[Event]:
+    """One body's events, ``parse`` on ``recording``."""
+    return parse(recording)
 
 
 def _read_ahead(

@@ -2,32 +2,35 @@
 
 Each round claims the oldest pending inbox items (committed at once, with a lease) and takes
 them through the three steps of :mod:`rulekit.runtime.planning`: the channel's provider
-normalizes the bodies in a transaction that is rolled back (its calls on the state are
-recorded); the events are evaluated in the **evaluation worker**, a separate process with a CPU
-and a wall budget per event (:mod:`rulekit.runtime.worker`), while no transaction is open; then
-one transaction replays the provider's calls (the state must answer as it did, or the item
-starts over), records each event with its trace, enqueues the plans' jobs (the outbox), sets
-the cooldown marks and marks the item done. Either all of an item's record is committed or none
-of it: a crash leaves the item pending, and it is processed again from the start once its claim
-runs out.
+normalizes the bodies with no transaction open, each within a budget
+(:mod:`rulekit.runtime.parsing`; its calls on the state are recorded); the events are evaluated
+in the **evaluation worker**, a separate process with a CPU and a wall budget per event
+(:mod:`rulekit.runtime.worker`), while no transaction is open; then one transaction replays the
+provider's calls (the state must answer as it did, or the item starts over), records each event
+with its trace, enqueues the plans' jobs (the outbox), sets the cooldown marks and the timers
+the provider asked for (asked before, within the budget too) and marks the item done. Either
+all of an item's record is committed or none of it: a crash leaves the item pending, and it is
+processed again from the start once its claim runs out.
 
-**Together.** Consecutive items of different conversations go through each step together: one
-transaction normalizes them, one exchange with the worker evaluates them, one transaction (one
-flush to disk) records them. An item whose conversation repeats one of the group's starts the
-next group, so it reads what the earlier one recorded. When one item of a group cannot be
-recorded (its state changed meanwhile, an error), the group's transaction is rolled back and
-each of its items is processed again on its own.
+**Together.** Consecutive items of different conversations go through each step together: they
+are normalized one after the other (each reading what the ones before it wrote), one exchange
+with the worker evaluates them, one transaction (one flush to disk) records them. An item whose
+conversation repeats one of the group's starts the next group, so it reads what the earlier one
+recorded. When one item of a group cannot be recorded (its state changed meanwhile, an error),
+the group's transaction is rolled back and each of its items is processed again on its own.
 
-The store's write lock is therefore held only while a body is normalized and while a plan is
-recorded, never while rules are evaluated or templates rendered: webhooks are acknowledged
-however slow the rules are.
+The store's write lock is therefore held only while the project's code reads what the
+evaluations need and while a plan is recorded, never while a plugin's code runs, rules are
+evaluated or templates rendered: webhooks are acknowledged however slow the plugins and the
+rules are.
 
 **Order.** One processor per daemon handles items strictly in arrival order, so events of one
 conversation are evaluated in the order their webhooks arrived. (The ingest also stores each
 item's conversation key, so that daemons sharing a database keep that order between them: an
 item is claimed only when no older item of its conversation is pending.)
 
-**Poison.** When the provider fails on an item, when its evaluation runs over a budget or when
+**Poison.** When the provider fails on an item or runs over its budget on it
+(:data:`~rulekit.runtime.parsing.PARSE_BUDGET`), when its evaluation runs over a budget or when
 the worker dies on it twice, the item is set aside (``finish_inbox(error=...)``: status
 ``failed`` with the reason, visible in the console and with ``sqlite3``, retryable with
 ``requeue_inbox``), and the items behind it are processed normally.
@@ -54,13 +57,13 @@ from rulekit.runtime.handover import RecordedEvents
 from rulekit.runtime.logs import log
 from rulekit.runtime.metrics import Metrics
 from rulekit.runtime.owner import owner_name
+from rulekit.runtime.parsing import Parsers
 from rulekit.runtime.planning import (
     Changes,
     Evaluated,
     Prepared,
     Processed,
     StateChanged,
-    prepare,
     prepare_together,
     record,
     record_many,
@@ -140,11 +143,8 @@ class _Evaluated:
     item: InboxItem
     prepared: Prepared
     answer: list[Evaluation]
-
-
-def _timers_of(snapshot: Snapshot, channel: str) -> Callable[[Event], list[ChannelTimer]] | None:
-    provider = snapshot.providers.get(channel)
-    return provider.channel_timers if provider is not None else None
+    schedule: Callable[[Event], list[ChannelTimer]] | None
+    """The timers its provider asks for its events, asked already (:meth:`Processor._schedule`)."""
 
 
 class Processor:
@@ -162,6 +162,7 @@ class Processor:
         on_timers: Callable[[], None] = lambda: None,
         batch: int = BATCH,
         clock: Callable[[], float] = time.monotonic,
+        parse_budget: float | None = None,
     ) -> None:
         self.store = store
         self.snapshot = snapshot
@@ -195,6 +196,9 @@ class Processor:
         """Items of the group in progress that wait for their conversation's changes."""
         self.waits_for_changes = False
         """Whether the last round left items waiting for their conversation's changes."""
+        self.parsers = Parsers(parse_budget)
+        """Runs the providers' ``parse`` within its budget (by default
+        :data:`~rulekit.runtime.parsing.PARSE_BUDGET`), off any transaction."""
 
     def wake(self) -> None:
         """Something was appended to the inbox."""
@@ -223,6 +227,12 @@ class Processor:
 
     async def run(self) -> None:
         """Process until :meth:`stop`."""
+        try:
+            await self._run()
+        finally:
+            self.parsers.close()
+
+    async def _run(self) -> None:
         delay = 0.0
         with contextlib.suppress(WorkerGone):  # said again, with the reason, at the first item
             await anyio.to_thread.run_sync(self.evaluator.warm)
@@ -397,20 +407,9 @@ class Processor:
         in one exchange with a worker, and recorded in one transaction: how many were taken,
         and their results. When every item of the group is recorded, the record transaction
         also claims up to ``claim`` items for the next round."""
-        providers = snapshot.providers
-
-        def parse_of(item: InboxItem) -> Callable[[State], list[Event]]:
-            def parse(state: State) -> list[Event]:
-                provider = providers.get(item.channel)
-                if provider is None:
-                    raise ChannelError(f"channel {item.channel!r} is not configured any more")
-                return provider.parse(item.body, state)
-
-            return parse
-
         prepared = prepare_together(
             self.store,
-            [parse_of(item) for item in group],
+            [self._parse_of(snapshot, item) for item in group],
             team=snapshot.engine.reads_team,
             chains=snapshot.engine.reacts_to_own_events,
         )
@@ -424,14 +423,44 @@ class Processor:
         ready = [(item, p) for item, p in ready if item not in self._deferred]
         answers = self.evaluator.evaluate_many([p.request for _, p in ready])
         evaluated: list[_Evaluated] = []
+        whole = len(ready) == len(group)
         for (item, p), answer in zip(ready, answers, strict=True):
             if isinstance(answer, Refusal):
                 results.extend(self._set_aside(item, answer))
-            else:
-                evaluated.append(_Evaluated(item, p, answer))
-        whole = len(ready) == len(group)
+                continue
+            try:
+                schedule = self._schedule(snapshot, item, p)
+            except StoreUnavailable:
+                raise
+            except Exception as exc:  # over its budget, or a plugin's bug: this item only
+                results.extend(self._set_aside(item, exc))
+                whole = False
+                continue
+            evaluated.append(_Evaluated(item, p, answer, schedule))
         results.extend(self._record_together(snapshot, evaluated, claim if whole else 0))
         return len(prepared), results
+
+    def _parse_of(self, snapshot: Snapshot, item: InboxItem) -> Callable[[State], list[Event]]:
+        """How ``item``'s body is normalized: its channel's provider's ``parse``, within its
+        budget (:mod:`rulekit.runtime.parsing`)."""
+
+        def parse(state: State) -> list[Event]:
+            provider = snapshot.providers.get(item.channel)
+            if provider is None:
+                raise ChannelError(f"channel {item.channel!r} is not configured any more")
+            return self.parsers.parse(provider, item.body, state)
+
+        return parse
+
+    def _schedule(
+        self, snapshot: Snapshot, item: InboxItem, prepared: Prepared
+    ) -> Callable[[Event], list[ChannelTimer]] | None:
+        """The timers ``item``'s provider asks for its events once recorded, asked now,
+        within the budget (plugin code: never while the record's transaction is open)."""
+        provider = snapshot.providers.get(item.channel)
+        if provider is None:
+            return None
+        return self.parsers.schedule(provider, prepared.events)
 
     def _record_together(
         self, snapshot: Snapshot, pending: list[_Evaluated], claim: int = 0
@@ -453,7 +482,7 @@ class Processor:
                             evaluated.prepared,
                             evaluated.answer,
                             evaluated.item.id,
-                            _timers_of(snapshot, evaluated.item.channel),
+                            evaluated.schedule,
                         )
                         for evaluated in pending
                     ],
@@ -515,14 +544,11 @@ class Processor:
 
     def _process(self, snapshot: Snapshot, item: InboxItem) -> list[Processed | InboxItem]:
         """All three steps for one item, its record in a transaction of its own."""
-        provider = snapshot.providers.get(item.channel)
         for _ in range(MAX_STARTS):
             try:
-                if provider is None:
-                    raise ChannelError(f"channel {item.channel!r} is not configured any more")
-                prepared = prepare(
+                [prepared] = prepare_together(
                     self.store,
-                    lambda state: provider.parse(item.body, state),
+                    [self._parse_of(snapshot, item)],
                     team=snapshot.engine.reads_team,
                     chains=snapshot.engine.reacts_to_own_events,
                 )
@@ -530,12 +556,20 @@ class Processor:
                 raise
             except Exception as exc:
                 return self._set_aside(item, exc)
+            if isinstance(prepared, Exception):
+                return self._set_aside(item, prepared)
             if self._waits(item, prepared):
                 self._deferred.append(item)
                 return []
             answer = self.evaluator.evaluate(prepared.request)
             if isinstance(answer, Refusal):
                 return self._set_aside(item, answer)
+            try:
+                schedule = self._schedule(snapshot, item, prepared)
+            except StoreUnavailable:
+                raise
+            except Exception as exc:
+                return self._set_aside(item, exc)
             handed: list[str] = []
             try:
                 with self.store.transaction() as state:
@@ -544,7 +578,7 @@ class Processor:
                         prepared,
                         answer,
                         inbox_id=item.id,
-                        schedule=provider.channel_timers,
+                        schedule=schedule,
                         changes=Changes.of(snapshot.engine),
                     )
                     state.finish_inbox(item.id, owner=self.owner)

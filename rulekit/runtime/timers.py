@@ -54,11 +54,12 @@ from rulekit.errors import StoreUnavailable
 from rulekit.event import Event
 from rulekit.runtime.evaluator import Evaluator, WorkerGone
 from rulekit.runtime.logs import log
+from rulekit.runtime.parsing import ParseOverBudget, Parsers
 from rulekit.runtime.planning import (
     Changes,
     Processed,
     StateChanged,
-    prepare,
+    prepare_together,
     record,
     team_facts,
 )
@@ -146,6 +147,9 @@ class TimerRunner:
         self.batch = batch
         self._wakeup = asyncio.Event()
         self._stopping = False
+        self.parsers = Parsers()
+        """Runs the providers' ``timer_due`` and ``channel_timers`` within their budget, off
+        any transaction (:mod:`rulekit.runtime.parsing`)."""
 
     def wake(self) -> None:
         """A timer was set (it may be due before the one the runner sleeps for)."""
@@ -157,6 +161,12 @@ class TimerRunner:
 
     async def run(self) -> None:
         """Fire timers as they fall due, until :meth:`stop`."""
+        try:
+            await self._run()
+        finally:
+            self.parsers.close()
+
+    async def _run(self) -> None:
         delay = 0.0
         while not self._stopping:
             self._wakeup.clear()
@@ -454,21 +464,28 @@ class TimerRunner:
         due = ChannelTimer(name, timer.conversation_id, timer.due)
         for _ in range(STARTS):
             try:
-                prepared = prepare(
+                # (the provider's code runs with no transaction open, within its budget)
+                [prepared] = prepare_together(
                     self.store,
-                    lambda state: provider.timer_due(due, state),
+                    [lambda state: self.parsers.timer_due(provider, due, state)],
                     team=self.evaluator.reads_team,
                 )
+                if isinstance(prepared, Exception):
+                    raise prepared
+                answer = self.evaluator.evaluate(prepared.request) if prepared.events else []
+                if isinstance(answer, Refusal):
+                    return self._finish(timer, "error", answer.reason, now, said=answer.said)
+                schedule = self.parsers.schedule(provider, prepared.events)
             except StoreUnavailable:
                 raise
+            except ParseOverBudget as exc:  # (its reason is rulekit's own wording)
+                log(logger, logging.ERROR, f"channel timer of {channel!r}", failure=exc)
+                return self._finish(timer, "error", str(exc), now)
             except Exception as exc:  # a provider's bug costs this timer, not the runner
                 # (the reason names the exception, not its message, which may quote the
                 # client's data; the traceback goes to the log, its messages hidden as any)
                 log(logger, logging.ERROR, f"channel timer of {channel!r}", exc_info=exc)
                 return self._finish(timer, "error", f"{channel}: {type(exc).__name__}", now)
-            answer = self.evaluator.evaluate(prepared.request) if prepared.events else []
-            if isinstance(answer, Refusal):
-                return self._finish(timer, "error", answer.reason, now, said=answer.said)
             first = prepared.events[0].id if prepared.events else None
             try:
                 with self.store.transaction() as state:
@@ -482,7 +499,7 @@ class TimerRunner:
                         prepared,
                         answer,
                         inbox_id=None,
-                        schedule=provider.channel_timers,
+                        schedule=schedule,
                         changes=Changes.of(self.snapshot().engine),
                     )
             except StateChanged:
