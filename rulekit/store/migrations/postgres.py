@@ -334,6 +334,15 @@ CREATE INDEX conversations_unclosed_by_assignee ON conversations (assignee, chan
     WHERE assignee IS NOT NULL AND (status IS NULL OR status <> 'closed');
 """
 
+EVENTS_BY_CONVERSATION_ORDER = """
+-- A page of a conversation's events (the console's view, its older and newer pages) is read
+-- in processing order: by (conversation_id, id) it is read in order, where an index of the
+-- conversation alone sorted every event of it for each page. (SQLite's index of the
+-- conversation holds the rowid, which is id, in order already.)
+CREATE INDEX events_by_conversation_in_order ON events (conversation_id, id);
+DROP INDEX events_by_conversation;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", INITIAL),
     Migration(2, "conversation_order", CONVERSATION_ORDER),
@@ -351,5 +360,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(14, "own_events", OWN_EVENTS),
     Migration(15, "console_sessions", CONSOLE_SESSIONS),
     Migration(16, "unclosed_by_assignee", UNCLOSED_BY_ASSIGNEE),
+    Migration(17, "events_by_conversation_in_order", EVENTS_BY_CONVERSATION_ORDER),
 )
 check_sequence(MIGRATIONS)
