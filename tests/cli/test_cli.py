@@ -127,14 +127,14 @@ def test_raw_chatra_bodies_in_order_make_a_reopened_event() -> None:
     )
     assert result.exit_code == 0
     first, second = json.loads(result.stdout)["results"]
-    # the greeting's assign emits `assigned` and `updated`, planned as the daemon plans them
+    # the transcript holds an agent's answer from Chatra's own app: that agent took the chat
+    # after it started, so the greeting's assign keeps their assignment and emits nothing
     assert [e["event"]["event"] for e in first["events"]] == [
         "created",
-        "assigned",
-        "updated",
         "agent_replied",
         "closed",
     ]
+    assert any(a["action"] == "assign" for a in first["events"][0]["actions"])
     assert [e["event"]["event"] for e in second["events"]] == ["reopened"]
     actions = second["events"][0]["actions"]
     telegram = next(a for a in actions if a["action"] == "telegram")
