@@ -52,6 +52,7 @@ def _text(s: str) -> list[Event]:
 # each escaper, read back --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(CLIENT_TEXT)
 def test_html_escaping_reads_back_as_the_text_in_text_and_in_attributes(s: str) -> None:

@@ -363,6 +363,7 @@ def _conforms(rule: dict, rule_schema: dict, defs: dict) -> None:
 # -- the installed console script ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_console_script_reports_user_errors_without_traceback(tmp_path: Path) -> None:
     script = shutil.which("rulekit", path=str(Path(sys.executable).parent))
     assert script is not None

@@ -153,6 +153,7 @@ def in_full(engine: Engine, e: Event) -> dict[str, tuple[bool, str]]:
     return out
 
 
+@pytest.mark.slow
 @settings(
     max_examples=80,
     deadline=None,

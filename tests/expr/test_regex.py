@@ -378,6 +378,7 @@ def _pattern_rules(patterns: list[str]) -> str:
     )
 
 
+@pytest.mark.slow
 def test_the_patterns_of_the_rules_are_compiled_within_a_budget(build_engine: Any) -> None:
     """Each pattern within RE2's memory may still compile to 300,000 instructions (0.1 s,
     4 MB): a file of a thousand such patterns took minutes and gigabytes to load, and the

@@ -218,6 +218,7 @@ HEAVY = settings(
 )
 
 
+@pytest.mark.slow
 @QUICK
 @given(TEMPLATE)
 def test_nested_templates_finish_within_budget_or_stop_cleanly(source: str) -> None:

@@ -280,6 +280,7 @@ def test_a_429_on_one_channel_holds_the_replies_of_another_with_the_same_keys(
     ]
 
 
+@pytest.mark.slow
 def test_channels_with_other_keys_are_not_held_by_each_others_429(tmp_path, serve, chatra):
     long_window = 10 * RETRY_AFTER  # the shop's reply comes well within it
     with FakeChatra("otherPUB987", "otherSECRET654") as shop:
@@ -300,6 +301,7 @@ def test_channels_with_other_keys_are_not_held_by_each_others_429(tmp_path, serv
 
 
 # online-chat's fetcher, or its reply
+@pytest.mark.slow
 @pytest.mark.parametrize("limited_by", [pytest.param("GET", marks=pytest.mark.slow), "POST"])
 def test_the_fetcher_of_another_channel_with_the_same_keys_obeys_the_pause(
     tmp_path, serve, chatra, limited_by

@@ -63,6 +63,7 @@ def assert_within_the_bound(sends: Counter, crashed: Counter) -> None:
     assert repeats <= crashed, (repeats, crashed)
 
 
+@pytest.mark.slow
 def test_kill_after_the_ack_loses_nothing(tmp_path, processes, chatra):
     config = write_setup(tmp_path, chatra=chatra, dispatcher={"concurrency": CONCURRENCY})
     process = processes(config, "--job-lease", "2").wait_ready()
@@ -81,6 +82,7 @@ def test_kill_after_the_ack_loses_nothing(tmp_path, processes, chatra):
     assert_within_the_bound(replies(chatra), crashed)
 
 
+@pytest.mark.slow
 def test_kill_mid_dispatch_resends_after_the_lease_and_only_once(tmp_path, processes, chatra):
     config = write_setup(tmp_path, chatra=chatra)
     process = processes(config, "--job-lease", "2").wait_ready()

@@ -69,6 +69,7 @@ def test_the_events_of_jobs_held_by_a_paused_service_stay_within_a_byte_budget(
     assert len(chatra.sent) == 1  # the reply refused: nothing went during the pause
 
 
+@pytest.mark.slow
 def test_jobs_whose_events_were_not_kept_are_sent_with_their_own_event(
     tmp_path, serve, chatra: FakeChatra
 ):

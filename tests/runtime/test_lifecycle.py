@@ -256,6 +256,7 @@ def test_reloaded_rules_leave_the_collectors_work_at_once(tmp_path, serve):
         gc.unfreeze()
 
 
+@pytest.mark.slow
 def test_a_store_open_to_every_user_is_warned_of_at_start(tmp_path, processes):
     """A store an older rulekit made under the usual umask (0644) keeps its mode (the admin's
     to change) and is warned of; a store the daemon creates is private and warned of never."""
@@ -287,6 +288,7 @@ def test_a_config_every_user_can_read_holding_secrets_is_warned_of_at_start(tmp_
     assert SECRET not in process.output()
 
 
+@pytest.mark.slow
 def test_a_short_webhook_secret_is_warned_of_at_start(tmp_path, processes):
     """Wrong webhook secrets are answered as fast as they come (404): a short one can be found
     by trying. The daemon starts all the same, and says which channel's secret is short."""
@@ -345,6 +347,7 @@ def test_a_file_emptied_by_a_save_under_way_keeps_the_old_set(tmp_path, serve):
     assert daemon.snapshot.engine.rules == []
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc to see the load")
 def test_a_sighup_while_the_daemon_starts_is_held_and_reloads_once_it_listens(tmp_path, processes):
     """Until the daemon listened for SIGHUP (after importing and loading its rules: seconds

@@ -130,6 +130,7 @@ def test_what_a_filter_logs_in_the_evaluation_worker_is_filtered_too(
 NEW_TOKEN = "xoxb-only-in-the-new-config-4711"
 
 
+@pytest.mark.slow
 def test_a_refused_reload_redacts_the_secrets_of_the_new_config(tmp_path, processes, chatra):
     """The new config adds a secret and its rules are invalid with an error quoting it: the
     refused reload's log line and the errors /healthz shows redact it, although the config in

@@ -156,6 +156,7 @@ def test_control_characters_in_paths_and_event_data_are_escaped(tmp_path, proces
     assert "/forged" not in "".join(line[:60] for line in log_lines(output))
 
 
+@pytest.mark.slow
 def test_json_log_lines_stay_one_valid_object_each(tmp_path, processes, chatra):
     config = write_setup(tmp_path, PING_RULES, chatra=chatra, extra="logging: {format: json}\n")
     output = send_hostile_requests(processes(config).wait_ready(), chatra)
@@ -192,6 +193,7 @@ SHAPES = [
 ]
 
 
+@pytest.mark.slow
 def test_the_webhook_secret_is_redacted_from_every_path_shape(tmp_path, processes, chatra):
     config = write_setup(tmp_path, PING_RULES, chatra=chatra, extra="logging: {level: debug}\n")
     process = processes(config).wait_ready()

@@ -443,6 +443,7 @@ def chatra_paused_for(url: str, chatra: FakeChatra) -> float:
         store.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("limited", [pytest.param("GET", marks=pytest.mark.slow), "POST"])
 def test_a_chatra_429_met_by_the_fetcher_or_a_reply_holds_back_the_other_on_every_daemon(
     tmp_path, processes, chatra, postgres_url, limited

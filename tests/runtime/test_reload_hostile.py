@@ -10,6 +10,7 @@ import re
 import threading
 
 import httpx
+import pytest
 from daemons import AUTOREPLY_RULES, chat_started, wait_for, write_setup
 
 import rulekit.server.reloading as reloading_module
@@ -44,6 +45,7 @@ def test_a_bomb_refuses_the_start_with_file_and_line(tmp_path, processes):
     assert "Traceback" not in process.output()
 
 
+@pytest.mark.slow
 def test_a_bomb_on_reload_is_refused_and_the_fixed_file_becomes_active(tmp_path, processes, chatra):
     config = write_setup(tmp_path, chatra=chatra)
     process = processes(config).wait_ready()

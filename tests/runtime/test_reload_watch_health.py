@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 
 import httpx
+import pytest
 from daemons import AUTOREPLY_RULES, wait_for, write_setup
 
 OUTSIDE = {"X-Forwarded-For": "203.0.113.7"}
@@ -23,6 +24,7 @@ def metric(server, name: str) -> float:
     raise AssertionError(f"no metric {name}")
 
 
+@pytest.mark.slow
 def test_a_failing_watch_is_said_by_healthz_and_metrics(tmp_path, serve):
     (tmp_path / "data").mkdir()
     folder = tmp_path / "conf"

@@ -135,6 +135,7 @@ def jobs(url: str) -> list[tuple[str, int]]:
         store.close()
 
 
+@pytest.mark.slow
 def test_connections_ended_between_a_call_and_its_outcome_send_nothing_twice(
     tmp_path, processes, chatra, postgres_url
 ):
@@ -151,6 +152,7 @@ def test_connections_ended_between_a_call_and_its_outcome_send_nothing_twice(
     assert replied(chatra) == {"client00000001": 1, "client00000002": 1}
 
 
+@pytest.mark.slow
 def test_connections_ended_again_and_again_lose_no_acknowledged_webhook(
     tmp_path, processes, chatra, postgres_url
 ):

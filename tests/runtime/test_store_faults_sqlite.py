@@ -82,6 +82,7 @@ def test_another_process_holding_the_write_lock_answers_503_then_recovers(
     assert replied(chatra) == {"client00000000": 1, "client00000001": 1}
 
 
+@pytest.mark.slow
 def test_a_full_disk_answers_503_and_the_daemon_recovers_when_space_returns(
     tmp_path, processes, chatra, small_disk
 ):

@@ -68,6 +68,7 @@ def kept(page: Any) -> Any:
     return page.execute_script("return window.localStorage.getItem('rulekit.drafts')")
 
 
+@pytest.mark.slow
 def test_a_reply_being_written_outlives_a_session_that_ran_out(
     site: Workspace, tmp_path: Path
 ) -> None:
